@@ -1,0 +1,1 @@
+"""OpenSpiel games built from a theory spec, the solver front door, learning dynamics, meta-games."""

@@ -1,0 +1,1 @@
+"""Fused Triton kernels (LoRA, token log-probs), their torch references, and dispatch."""

@@ -1,0 +1,5 @@
+import sys
+
+from redgame.cli import main
+
+sys.exit(main())
