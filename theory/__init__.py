@@ -12,7 +12,7 @@ from redgame.theory.classify import (
     policy_metrics,
     refusal,
 )
-from redgame.theory.presets import PRESETS, make_spec, parse_params, preset_params
+from redgame.theory.presets import PRESETS, coerce_params, make_spec, parse_params, preset_params
 from redgame.theory.spec import COMPLY, DEFLECT, PLAIN, REFUSE, GameSpec, NonZeroSum, Seed, ZeroSum
 from redgame.theory.strategies import (
     NormalForm,
@@ -26,7 +26,7 @@ from redgame.theory.strategies import (
 
 __all__ = [
     "COMPLY", "DEFLECT", "PLAIN", "REFUSE", "DEFENDER_CLASSES", "GameSpec", "NonZeroSum", "NormalForm",
-    "PRESETS", "Seed", "ZeroSum", "attacker_behaviour", "attacker_best_response", "classify_attacker",
+    "PRESETS", "Seed", "coerce_params", "ZeroSum", "attacker_behaviour", "attacker_best_response", "classify_attacker",
     "classify_defender", "compliance", "defender_behaviour", "defender_best_response", "expected_payoffs",
     "make_spec", "normal_form", "parse_params", "policy_metrics", "preset_params", "refusal",
 ]

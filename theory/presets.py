@@ -135,6 +135,35 @@ def family(n: int, k: int, harmful: int, q: float, lam: float, deflect: bool, pa
     return disguise_game(f"family(n={n},k={k},q={q})", seeds, disguises, q, lam, deflect, payoff, **weights)
 
 
+def mirror(harmful: int, benign: int, k: int, lam: float, deflect: bool, payoff: str, **weights: Any) -> GameSpec:
+    """The reference game of the mirror-gap claim: every (seed, style) cell is its own observation,
+    so one table over cells can hold both the attacker's style logits and the defender's refusal
+    logits (the shared model of La Malfa et al., arXiv 2605.08427). Uniform prior over seeds."""
+    if k < 1:
+        raise ValueError(f"k: need at least 1 style, got {k}")
+    if harmful < 0 or benign < 0 or harmful + benign < 1:
+        raise ValueError(f"harmful: need harmful >= 0, benign >= 0 and at least one seed, got {harmful}, {benign}")
+    n = harmful + benign
+    seeds = [Seed(f"harmful_{i}", True, 1.0 / n) for i in range(harmful)]
+    seeds += [Seed(f"benign_{i}", False, 1.0 / n) for i in range(benign)]
+    styles = tuple(f"style_{j}" for j in range(k))
+    observations = tuple(f"{s.name}:{style}" for s in seeds for style in styles)
+    probs = tuple(
+        tuple(tuple(1.0 if o == i * k + j else 0.0 for o in range(n * k)) for j in range(k)) for i in range(n)
+    )
+    return GameSpec(
+        name=f"mirror(harmful={harmful},benign={benign},k={k})",
+        seeds=tuple(seeds),
+        styles=styles,
+        faithful=tuple((True,) * k for _ in seeds),
+        observations=observations,
+        observation_probs=probs,
+        actions=_actions(deflect),
+        payoff=_payoff(lam, payoff, weights),
+        seed_choice="chance",
+    )
+
+
 PRESETS: dict[str, Preset] = {
     "prompt_map": Preset(
         "prompt_map",
@@ -153,6 +182,12 @@ PRESETS: dict[str, Preset] = {
         "n seeds (first `harmful` harmful; -1 means n//2), k styles (plain + k-1 disguises), detection q",
         {"n": 4, "k": 3, "harmful": -1, "q": 0.0},
         family,
+    ),
+    "mirror": Preset(
+        "mirror",
+        "reference game of the mirror gap: `harmful` + `benign` seeds x k styles, each cell its own observation",
+        {"harmful": 1, "benign": 0, "k": 8},
+        mirror,
     ),
 }
 
@@ -198,6 +233,16 @@ def make_spec(name: str, **params: Any) -> GameSpec:
     Raises:
       ValueError: naming the unknown preset or parameter, or the field that is out of range.
     """
+    values = coerce_params(name, params)
+    return PRESETS[name].build(**values)
+
+
+def coerce_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """All parameters of preset ``name``: defaults overridden by ``params``, typed like the defaults.
+
+    Raises:
+      ValueError: naming the unknown preset or parameter, or the badly typed value.
+    """
     if name not in PRESETS:
         raise ValueError(f"game: unknown preset {name!r}; known: {', '.join(PRESETS)}")
     defaults = preset_params(name)
@@ -207,7 +252,7 @@ def make_spec(name: str, **params: Any) -> GameSpec:
     values = dict(defaults)
     for key, value in params.items():
         values[key] = _coerce(key, value, defaults[key])
-    return PRESETS[name].build(**values)
+    return values
 
 
 def parse_params(items: list[str] | None) -> dict[str, str]:

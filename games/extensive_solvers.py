@@ -1,0 +1,97 @@
+"""OpenSpiel's extensive-form solvers on the red-team games, read back as behaviour strategies.
+
+- ``sequence-form-lp``: the sequence-form LP (Koller, Megiddo & von Stengel, 1994), exact for
+  two-player zero-sum games;
+- ``cfr``, ``cfr+``, ``dcfr``: counterfactual regret minimisation (Zinkevich et al., 2007),
+  CFR+ (Tammelin, 2014) and discounted CFR (Brown & Sandholm, 2019). They run on OpenSpiel's
+  cached tree until OpenSpiel's exploitability of the average policy is <= ``target``.
+
+The OpenSpiel policies are turned into sigma [S, K] and rho [O, A] and checked again with the
+numpy NashConv of ``games.exploitability``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pyspiel
+from open_spiel.python.algorithms import cfr, discounted_cfr, exploitability, sequence_form_lp
+
+from redgame.games.exploitability import nash_conv
+from redgame.games.openspiel_game import RedTeamGame
+from redgame.theory.classify import classify_attacker, classify_defender
+from redgame.theory.spec import GameSpec
+from redgame.theory.strategies import expected_payoffs
+
+CFR_SOLVERS = {"cfr": cfr.CFRSolver, "cfr+": cfr.CFRPlusSolver, "dcfr": discounted_cfr.DCFRSolver}
+
+
+def behaviour_from_policy(spec: GameSpec, policy, defender_policy=None) -> tuple[np.ndarray, np.ndarray]:
+    """Read sigma [S, K] and rho [O, A] off OpenSpiel tabular policies (keys from the observer).
+
+    ``defender_policy`` defaults to ``policy``. Unreached information states get the uniform
+    distribution.
+    """
+    def row(key: str, size: int, source) -> np.ndarray:
+        if key in source.state_lookup:
+            probs = np.asarray(source.policy_for_key(key), dtype=float)[:size]
+            return probs / probs.sum()
+        return np.full(size, 1.0 / size)
+
+    if spec.seed_choice == "attacker":
+        sigma = row("attacker", spec.n_seeds * spec.n_styles, policy).reshape(spec.n_seeds, spec.n_styles)
+    else:
+        sigma = np.stack([row(f"seed={s.name}", spec.n_styles, policy) for s in spec.seeds])
+    defender_policy = policy if defender_policy is None else defender_policy
+    rho = np.stack([row(f"obs={o}", spec.n_actions, defender_policy) for o in spec.observations])
+    return sigma, rho
+
+
+def solve_extensive(spec: GameSpec, method: str, target: float = 1e-4, iterations: int = 20_000,
+                    check_every: int = 10):
+    """Solve a spec with an OpenSpiel extensive-form method; returns a ``Solution``."""
+    from redgame.games.solve import Equilibrium, Solution
+
+    game = RedTeamGame(spec=spec)
+    start = time.perf_counter()
+    done_iterations = None
+    if method == "sequence-form-lp":
+        if not spec.is_zero_sum:
+            raise ValueError("method: sequence-form-lp needs a zero-sum game; try cfr+")
+        _, _, attacker_policy, defender_policy = sequence_form_lp.solve_zero_sum_game(game)
+    elif method in CFR_SOLVERS:
+        if target <= 0 or iterations < 1:
+            raise ValueError("target: must be > 0, and iterations >= 1")
+        tree = pyspiel.convert_to_cached_tree(game)
+        solver = CFR_SOLVERS[method](tree)
+        done_iterations = 0
+        while done_iterations < iterations:
+            for _ in range(check_every):
+                solver.evaluate_and_update_policy()
+            done_iterations += check_every
+            attacker_policy = defender_policy = solver.average_policy()
+            if exploitability.nash_conv(tree, attacker_policy) / 2 <= target:
+                break
+    else:
+        raise ValueError(f"method: {method!r} is not an extensive-form method")
+    sigma, rho = behaviour_from_policy(spec, attacker_policy, defender_policy)
+    u_a, u_d = expected_payoffs(spec, sigma, rho)
+    eq = Equilibrium(
+        attacker_payoff=float(u_a),
+        defender_payoff=float(u_d),
+        gap=nash_conv(spec, sigma, rho),
+        attacker_behaviour=sigma,
+        defender_behaviour=rho,
+        attacker_class=classify_attacker(spec, sigma),
+        defender_class=classify_defender(spec, rho),
+    )
+    return Solution(
+        method=method,
+        equilibria=[eq],
+        value=float(u_a) if spec.is_zero_sum else None,
+        zero_sum=spec.is_zero_sum,
+        seconds=time.perf_counter() - start,
+        iterations=done_iterations,
+        spec=spec,
+    )

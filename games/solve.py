@@ -1,0 +1,253 @@
+"""One solver front door: ``solve(game, method=...)`` returns equilibria with their payoffs.
+
+Matrix methods work on the normal form (bimatrix) of a spec, or on a matrix you pass:
+
+- ``enumerate``: zero-sum only; the LP value plus every vertex of both optimal sets
+  (``games.optimal_sets``); the equilibria are all vertex pairs;
+- ``linprog``: zero-sum LP with scipy's HiGHS;
+- ``openspiel-lp``: OpenSpiel's ``lp_solver.solve_zero_sum_matrix_game`` (cvxpy + ECOS);
+- ``nashpy-support``, ``nashpy-vertex``, ``lemke-howson`` (every initial label): nashpy;
+- ``replicator``: nashpy's asymmetric replicator dynamics, the final point.
+
+Extensive-form methods play the registered OpenSpiel game of a spec (``games.openspiel_game``):
+
+- ``sequence-form-lp``: OpenSpiel's ``sequence_form_lp`` (zero-sum);
+- ``cfr``, ``cfr+``, ``dcfr``: OpenSpiel's CFR solvers (Zinkevich et al. 2007; Tammelin 2014;
+  Brown & Sandholm 2019), run until exploitability <= ``target`` or ``iterations``.
+
+Every equilibrium is checked with a numpy best-response gap (NashConv), which is reported.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from redgame.games.exploitability import matrix_nash_conv, nash_conv
+from redgame.games.optimal_sets import optimal_sets, zero_sum_value
+from redgame.theory.classify import classify_attacker, classify_defender
+from redgame.theory.spec import GameSpec
+from redgame.theory.strategies import attacker_behaviour, defender_behaviour, normal_form
+
+MATRIX_METHODS = (
+    "enumerate", "linprog", "openspiel-lp", "nashpy-support", "nashpy-vertex", "lemke-howson", "replicator",
+)
+EXTENSIVE_METHODS = ("sequence-form-lp", "cfr", "cfr+", "dcfr")
+METHODS = MATRIX_METHODS + EXTENSIVE_METHODS
+ZERO_SUM_ONLY = ("enumerate", "linprog", "openspiel-lp", "sequence-form-lp")
+
+
+@dataclass
+class Equilibrium:
+    """One equilibrium (or the final point of a learning method).
+
+    attacker / defender: mixtures over pure strategies (matrix methods; None otherwise).
+    attacker_behaviour [S, K] / defender_behaviour [O, A]: when the game came from a spec.
+    gap: NashConv, the numpy best-response gap; ~0 for an exact equilibrium.
+    """
+
+    attacker_payoff: float
+    defender_payoff: float
+    gap: float
+    attacker: np.ndarray | None = None
+    defender: np.ndarray | None = None
+    attacker_behaviour: np.ndarray | None = None
+    defender_behaviour: np.ndarray | None = None
+    attacker_class: str | None = None
+    defender_class: str | None = None
+
+
+@dataclass
+class Solution:
+    """What a solver found. ``value`` is the attacker's payoff (zero-sum games only)."""
+
+    method: str
+    equilibria: list[Equilibrium]
+    value: float | None = None
+    zero_sum: bool = True
+    attacker_optimal: list[np.ndarray] = field(default_factory=list)
+    defender_optimal: list[np.ndarray] = field(default_factory=list)
+    seconds: float = 0.0
+    iterations: int | None = None
+    spec: GameSpec | None = None
+
+    @property
+    def defender_classes(self) -> list[str]:
+        """Distinct defender classes among the equilibria, in a stable order."""
+        return sorted({e.defender_class for e in self.equilibria if e.defender_class})
+
+    @property
+    def attacker_classes(self) -> list[str]:
+        return sorted({e.attacker_class for e in self.equilibria if e.attacker_class})
+
+    @property
+    def max_gap(self) -> float:
+        return max((e.gap for e in self.equilibria), default=float("nan"))
+
+
+def _is_zero_sum(a: np.ndarray, b: np.ndarray) -> bool:
+    return bool(np.allclose(a + b, 0.0, atol=1e-12))
+
+
+def _dedupe(pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    seen: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+    for x, y in pairs:
+        key = (tuple(np.round(x, 7)), tuple(np.round(y, 7)))
+        seen.setdefault(key, (x, y))
+    return list(seen.values())
+
+
+def _nashpy_pairs(a: np.ndarray, b: np.ndarray, method: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    import nashpy
+
+    game = nashpy.Game(a, b)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nashpy warns on degenerate games; the gap check decides
+        if method == "nashpy-support":
+            pairs = list(game.support_enumeration(tol=1e-12))
+        elif method == "nashpy-vertex":
+            pairs = list(game.vertex_enumeration())
+        elif method == "lemke-howson":
+            pairs = [
+                game.lemke_howson(initial_dropped_label=label)
+                for label in range(sum(a.shape))
+            ]
+            pairs = [(x, y) for x, y in pairs if np.all(np.isfinite(x)) and np.all(np.isfinite(y))
+                     and x.shape == (a.shape[0],) and y.shape == (a.shape[1],)]
+        else:  # replicator
+            xs, ys = game.asymmetric_replicator_dynamics(timepoints=np.linspace(0, 200, 2001))
+            pairs = [(xs[-1], ys[-1])]
+    return _dedupe([(np.asarray(x, float) / np.sum(x), np.asarray(y, float) / np.sum(y)) for x, y in pairs])
+
+
+def _openspiel_lp_pair(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    import pyspiel
+    from open_spiel.python.algorithms import lp_solver
+
+    game = pyspiel.create_matrix_game(a.tolist(), (-a).tolist())
+    x, y, _, _ = lp_solver.solve_zero_sum_matrix_game(game)
+    x, y = np.clip(np.asarray(x, float).reshape(-1), 0, None), np.clip(np.asarray(y, float).reshape(-1), 0, None)
+    return x / x.sum(), y / y.sum()
+
+
+def solve_matrix(a: Any, b: Any = None, method: str = "linprog") -> Solution:
+    """Solve the bimatrix game (A, B); B defaults to -A (zero-sum). Rows are the attacker.
+
+    Args:
+      a: [m, n] payoffs of the row player (the attacker).
+      b: [m, n] payoffs of the column player, or None for -A.
+      method: one of MATRIX_METHODS.
+
+    Returns:
+      A Solution whose equilibria carry their mixtures and NashConv gaps.
+    """
+    if method not in MATRIX_METHODS:
+        raise ValueError(f"method: {method!r} is not a matrix method; choose one of {', '.join(MATRIX_METHODS)}")
+    a = np.asarray(a, dtype=float)
+    if a.ndim != 2 or 0 in a.shape or not np.isfinite(a).all():
+        raise ValueError(f"payoff matrix: expected a finite non-empty 2-D array, got shape {a.shape}")
+    b = -a if b is None else np.asarray(b, dtype=float)
+    if b.shape != a.shape or not np.isfinite(b).all():
+        raise ValueError(f"payoff matrix: defender payoffs must be finite with shape {a.shape}, got {b.shape}")
+    zero_sum = _is_zero_sum(a, b)
+    if method in ZERO_SUM_ONLY and not zero_sum:
+        raise ValueError(f"method: {method} needs a zero-sum game; try nashpy-vertex or lemke-howson")
+    start = time.perf_counter()
+    x_opt: list[np.ndarray] = []
+    y_opt: list[np.ndarray] = []
+    value = None
+    if method == "enumerate":
+        value, xs, ys = optimal_sets(a)
+        x_opt, y_opt = list(xs), list(ys)
+        pairs = [(x, y) for x in xs for y in ys]
+    elif method == "linprog":
+        value, x, y = zero_sum_value(a)
+        pairs = [(x, y)]
+    elif method == "openspiel-lp":
+        pairs = [_openspiel_lp_pair(a)]
+    else:
+        pairs = _nashpy_pairs(a, b, method)
+    equilibria = [
+        Equilibrium(
+            attacker_payoff=float(x @ a @ y),
+            defender_payoff=float(x @ b @ y),
+            gap=matrix_nash_conv(a, b, x, y),
+            attacker=x,
+            defender=y,
+        )
+        for x, y in pairs
+    ]
+    if zero_sum and value is None and equilibria and method != "replicator":
+        value = equilibria[0].attacker_payoff
+    return Solution(method, equilibria, value, zero_sum, x_opt, y_opt, time.perf_counter() - start)
+
+
+def _label_with_spec(solution: Solution, spec: GameSpec) -> Solution:
+    """Attach behaviour strategies and classes to matrix equilibria of a spec's normal form."""
+    nf = normal_form(spec)
+    for eq in solution.equilibria:
+        if eq.attacker is not None:
+            eq.attacker_behaviour = attacker_behaviour(spec, eq.attacker, nf.attacker_pure)
+            eq.defender_behaviour = defender_behaviour(spec, eq.defender, nf.defender_pure)
+        eq.attacker_class = classify_attacker(spec, eq.attacker_behaviour)
+        eq.defender_class = classify_defender(spec, eq.defender_behaviour)
+    solution.spec = spec
+    return solution
+
+
+def _resolve_spec(game: Any) -> GameSpec | None:
+    if isinstance(game, GameSpec):
+        return game
+    if isinstance(game, str):
+        from redgame.theory.presets import make_spec
+
+        return make_spec(game)
+    return None
+
+
+def solve(game: Any, method: str = "auto", **options: Any) -> Solution:
+    """Solve a red-team game.
+
+    Args:
+      game: a GameSpec, a preset name, a payoff matrix A (zero-sum) or a pair (A, B).
+      method: one of METHODS, or "auto" ("enumerate" for zero-sum specs and matrices,
+        "lemke-howson" for general-sum ones; nashpy's vertex and support enumeration can
+        miss equilibria of degenerate games).
+      **options: for cfr / cfr+ / dcfr: ``target`` exploitability (default 1e-4) and
+        ``iterations`` cap (default 20000).
+
+    Returns:
+      A Solution. For specs, each equilibrium carries behaviour strategies and classes.
+    """
+    spec = _resolve_spec(game)
+    if method != "auto" and method not in METHODS:
+        raise ValueError(f"method: unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if spec is None:
+        if isinstance(game, tuple) and len(game) == 2:
+            a, b = game
+        else:
+            a, b = game, None
+        if method in EXTENSIVE_METHODS:
+            raise ValueError(f"method: {method} needs a game spec, not a matrix")
+        if method == "auto":
+            a_arr = np.asarray(a, dtype=float)
+            method = "enumerate" if b is None or _is_zero_sum(a_arr, np.asarray(b, float)) else "lemke-howson"
+        return solve_matrix(a, b, method)
+    if method == "auto":
+        method = "enumerate" if spec.is_zero_sum else "lemke-howson"
+    if method in EXTENSIVE_METHODS:
+        from redgame.games.extensive_solvers import solve_extensive
+
+        return solve_extensive(spec, method, **options)
+    nf = normal_form(spec)
+    b = None if spec.is_zero_sum else nf.defender_payoffs
+    return _label_with_spec(solve_matrix(nf.attacker_payoffs, b, method), spec)
+
+
+def check_behaviour_equilibrium(spec: GameSpec, sigma: np.ndarray, rho: np.ndarray) -> float:
+    """NashConv of a behaviour-strategy pair; used to verify extensive-form solutions."""
+    return nash_conv(spec, sigma, rho)

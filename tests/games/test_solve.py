@@ -1,0 +1,114 @@
+"""The solver front door, cross-checked: scipy LP vs OpenSpiel LP vs nashpy, and the optimal sets."""
+
+import nashpy
+import numpy as np
+import pytest
+
+from redgame.games.exploitability import matrix_nash_conv
+from redgame.games.optimal_sets import optimal_sets
+from redgame.games.solve import METHODS, solve, solve_matrix
+from redgame.theory import make_spec
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_zero_sum_values_agree_across_three_solvers(seed):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=tuple(rng.integers(2, 5, size=2)))
+    lp = solve_matrix(a, method="linprog").value
+    os_lp = solve_matrix(a, method="openspiel-lp").equilibria[0].attacker_payoff
+    # nashpy's support enumeration compares floats with == and misses equilibria of random
+    # real-valued games, so nashpy is asked through vertex enumeration here.
+    nash = solve_matrix(a, method="nashpy-vertex").equilibria
+    assert nash, "nashpy found no equilibrium on a random (non-degenerate) game"
+    for eq in nash:
+        assert eq.attacker_payoff == pytest.approx(lp, abs=1e-8)
+    assert os_lp == pytest.approx(lp, abs=1e-8)
+    assert solve_matrix(a, method="enumerate").value == pytest.approx(lp, abs=1e-8)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_lemke_howson_equilibria_are_in_the_vertex_enumeration_set(seed):
+    rng = np.random.default_rng(100 + seed)
+    shape = tuple(rng.integers(2, 5, size=2))
+    a, b = rng.normal(size=shape), rng.normal(size=shape)
+    vertex = solve_matrix(a, b, method="nashpy-vertex").equilibria
+    lh = solve_matrix(a, b, method="lemke-howson").equilibria
+    assert lh
+    for eq in lh:
+        assert eq.gap < 1e-8
+        assert any(np.allclose(eq.attacker, v.attacker, atol=1e-7) and np.allclose(eq.defender, v.defender, atol=1e-7)
+                   for v in vertex)
+
+
+def _pure_optimal(a, value, axis):
+    """Pure strategies that are optimal, found by brute force: an independent check of the sets."""
+    if axis == 0:  # attacker rows guaranteeing the value
+        return [i for i in range(a.shape[0]) if a[i].min() >= value - 1e-9]
+    return [j for j in range(a.shape[1]) if a[:, j].max() <= value + 1e-9]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_optimal_sets_on_degenerate_games(seed):
+    # Integer payoffs in {0, 1} make the games degenerate, like the red-team games.
+    rng = np.random.default_rng(200 + seed)
+    a = rng.integers(0, 2, size=tuple(rng.integers(2, 5, size=2))).astype(float)
+    value, xs, ys = optimal_sets(a)
+    for x in xs:
+        assert (x @ a).min() >= value - 1e-8 and abs(x.sum() - 1) < 1e-9 and (x >= -1e-12).all()
+    for y in ys:
+        assert (a @ y).max() <= value + 1e-8
+    for i in _pure_optimal(a, value, 0):
+        assert any(np.allclose(x, np.eye(a.shape[0])[i]) for x in xs)
+    for j in _pure_optimal(a, value, 1):
+        assert any(np.allclose(y, np.eye(a.shape[1])[j]) for y in ys)
+    # Every equilibrium nashpy reports lies in X* x Y*; on degenerate games it may report fewer.
+    for x, y in nashpy.Game(a, -a).support_enumeration():
+        assert (x @ a).min() >= value - 1e-8 and (a @ y).max() <= value + 1e-8
+
+
+def test_nashpy_drops_equilibria_on_the_degenerate_prompt_map():
+    spec = make_spec("prompt_map", lam=0.0)
+    ours = solve(spec, method="enumerate")
+    assert {"always_refuse", "oracle"} <= set(ours.defender_classes)
+    # nashpy's vertex enumeration assumes a non-degenerate game and silently finds nothing here.
+    vertex = solve(spec, method="nashpy-vertex")
+    assert len(vertex.equilibria) < len(ours.equilibria)
+
+
+def test_every_equilibrium_is_checked():
+    for method in ("enumerate", "linprog", "openspiel-lp", "lemke-howson"):
+        sol = solve(make_spec("hidden_intent", lam=0.3), method=method)
+        assert sol.equilibria
+        for eq in sol.equilibria:
+            assert eq.gap < 1e-7
+            x, y = eq.attacker, eq.defender
+            assert eq.gap == pytest.approx(matrix_nash_conv(*_nf(sol.spec), x, y), abs=1e-12)
+
+
+def _nf(spec):
+    from redgame.theory import normal_form
+
+    nf = normal_form(spec)
+    return nf.attacker_payoffs, nf.defender_payoffs
+
+
+def test_general_sum_spec_uses_a_general_sum_method():
+    spec = make_spec("hidden_intent", payoff="nonzero_sum", benign_attack=0.0, lam=0.5)
+    assert not spec.is_zero_sum
+    sol = solve(spec)
+    assert sol.equilibria and sol.max_gap < 1e-8 and sol.value is None
+    with pytest.raises(ValueError, match="zero-sum"):
+        solve(spec, method="linprog")
+
+
+def test_replicator_reports_its_gap():
+    sol = solve(np.array([[1.0, -1.0], [-1.0, 1.0]]), method="replicator")
+    assert np.isfinite(sol.equilibria[0].gap)
+
+
+def test_bad_method_and_matrix():
+    with pytest.raises(ValueError, match="method"):
+        solve("hidden_intent", method="magic")
+    with pytest.raises(ValueError, match="payoff matrix"):
+        solve_matrix(np.array([[np.nan]]))
+    assert "sequence-form-lp" in METHODS
