@@ -35,7 +35,7 @@ def test_sequence_form_lp_matrix_lp_and_cfr_plus_agree(name, params):
     spec = make_spec(name, **params)
     game = extensive_game(name, **params)
     sf_value, _, _, _ = sequence_form_lp.solve_zero_sum_game(game)
-    matrix = pyspiel.extensive_to_matrix_game(game)
+    matrix = pyspiel.extensive_to_matrix_game(pyspiel.convert_to_cached_tree(game))
     lp_value, _, _ = zero_sum_value(np.array(matrix.row_utilities()))
     cfr = solve(spec, method="cfr+", target=1e-4)
     assert sf_value == pytest.approx(lp_value, abs=1e-6)
