@@ -1,0 +1,198 @@
+"""The public kernel functions: check the inputs, then route them to Triton or to torch.
+
+Routing (`backend`), decided per call:
+
+- CUDA tensors go to the Triton kernels in `redgame.kernels.ops`;
+- CPU tensors with TRITON_INTERPRET=1 go to the same Triton kernels, run by Triton's
+  interpreter (how CI tests the kernels without a GPU);
+- anything else (CPU, float64, or no triton installed) goes to the torch path in
+  `redgame.kernels.reference`; for `token_logprobs` it is chunked over the vocabulary.
+
+Triton is imported only when a Triton path is taken, so `import redgame.kernels` works
+without it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Sequence
+
+import torch
+
+from redgame.errors import UserError
+
+from . import reference
+
+TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def triton_available() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def interpret_requested() -> bool:
+    """True when TRITON_INTERPRET asks for Triton's CPU interpreter (read on every call)."""
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
+
+
+def backend(*tensors: torch.Tensor) -> str:
+    """"triton", "interpret" or "torch" for these (already validated) input tensors."""
+    if not triton_available() or any(t.dtype not in TRITON_DTYPES for t in tensors if t.is_floating_point()):
+        return "torch"
+    if all(t.is_cuda for t in tensors):
+        return "triton"
+    if interpret_requested():
+        return "interpret"
+    return "torch"
+
+
+def _check_frozen(name: str, tensor: torch.Tensor, func: str) -> None:
+    if tensor.requires_grad:
+        raise UserError(
+            f"{func}: {name} requires grad, but the fused LoRA keeps the base weight frozen "
+            f"(no gradient is computed for it); call {name}.requires_grad_(False) or use peft's own layer")
+
+
+def _check_same_device(func: str, **tensors: torch.Tensor) -> None:
+    devices = {name: t.device for name, t in tensors.items() if t is not None}
+    if len(set(devices.values())) > 1:
+        raise UserError(f"{func}: tensors are on different devices: {devices}")
+
+
+def _scale_vector(scale, n_adapters: int, device, func: str, dtype=torch.float32) -> torch.Tensor:
+    vec = torch.as_tensor(scale, dtype=dtype, device=device).detach().reshape(-1)
+    if vec.numel() == 1:
+        vec = vec.expand(n_adapters)
+    if vec.numel() != n_adapters:
+        raise UserError(f"{func}: scale has {vec.numel()} entries, expected 1 or n_adapters={n_adapters}")
+    return vec.contiguous()
+
+
+def _check_lora_shapes(func: str, x, weight, lora_a, lora_b, bias, adapter_dims: int) -> None:
+    if x.dim() < 1:
+        raise UserError(f"{func}: x must have at least one dimension, got a scalar")
+    if weight.dim() != 2:
+        raise UserError(f"{func}: weight must be [N, K], got shape {tuple(weight.shape)}")
+    n, k = weight.shape
+    if x.shape[-1] != k:
+        raise UserError(f"{func}: x has last dim {x.shape[-1]} but weight is [N={n}, K={k}]")
+    want = "[r, K] and [N, r]" if adapter_dims == 2 else "[n_adapters, r, K] and [n_adapters, N, r]"
+    ok = lora_a.dim() == adapter_dims and lora_b.dim() == adapter_dims
+    ok = ok and lora_a.shape[-1] == k and lora_b.shape[-2] == n and lora_b.shape[-1] == lora_a.shape[-2]
+    ok = ok and lora_a.shape[:-2] == lora_b.shape[:-2]
+    if not ok:
+        raise UserError(f"{func}: lora_a {tuple(lora_a.shape)} and lora_b {tuple(lora_b.shape)} must be {want} "
+                        f"for weight [N={n}, K={k}]")
+    if bias is not None and tuple(bias.shape) != (n,):
+        raise UserError(f"{func}: bias must be [N={n}], got {tuple(bias.shape)}")
+    if weight.dtype != x.dtype:
+        raise UserError(f"{func}: x is {x.dtype} but weight is {weight.dtype}; cast one of them")
+    _check_frozen("weight", weight, func)
+
+
+def _fused_lora(x, weight, lora_a, lora_b, scale_vec, segment_ids, bias):
+    from .ops.lora_linear import LoraLinearFunction
+
+    k = x.shape[-1]
+    seg = None if segment_ids is None else segment_ids.reshape(-1).to(torch.int32).contiguous()
+    y = LoraLinearFunction.apply(
+        x.reshape(-1, k).contiguous(), weight, lora_a.to(x.dtype).contiguous(),
+        lora_b.to(x.dtype).contiguous(), scale_vec, seg, None if bias is None else bias.to(x.dtype))
+    return y.reshape(*x.shape[:-1], weight.shape[0])
+
+
+def lora_linear(x, weight, lora_a, lora_b, scale: float, bias=None):
+    """y = x·Wᵀ + scale·(x·Aᵀ)·Bᵀ (+ bias), differentiable in x, A, B (and bias); W is frozen.
+
+    Args:
+      x: [..., K] input.
+      weight: [N, K] frozen base weight (same dtype as x); one that requires grad is an error.
+      lora_a: [r, K] and lora_b: [N, r], peft's layouts; cast to x's dtype.
+      scale: the LoRA scaling (alpha / r in peft).
+      bias: optional [N].
+
+    Returns:
+      [..., N] in x's dtype.
+    """
+    func = "lora_linear"
+    _check_lora_shapes(func, x, weight, lora_a, lora_b, bias, adapter_dims=2)
+    _check_same_device(func, x=x, weight=weight, lora_a=lora_a, lora_b=lora_b, bias=bias)
+    if backend(x, weight) == "torch":
+        return reference.lora_linear_reference(x, weight, lora_a.to(x.dtype), lora_b.to(x.dtype), scale,
+                                               None if bias is None else bias.to(x.dtype))
+    scale_vec = _scale_vector(scale, 1, x.device, func)
+    return _fused_lora(x, weight, lora_a[None], lora_b[None], scale_vec, None, bias)
+
+
+def multi_lora_linear(x, weight, lora_a, lora_b, scale, segment_ids, bias=None):
+    """Per-row adapters in one pass: row i uses adapter segment_ids[i], or none if it is −1.
+
+    Args:
+      x: [..., K] input.
+      weight: [N, K] frozen base weight.
+      lora_a: [n_adapters, r, K]; lora_b: [n_adapters, N, r].
+      scale: one float for all adapters, or a sequence / tensor of n_adapters floats.
+      segment_ids: integer tensor of shape x.shape[:-1], values in [−1, n_adapters).
+      bias: optional [N].
+
+    Returns:
+      [..., N] in x's dtype; gradients flow to x, every adapter's A and B (and bias).
+    """
+    func = "multi_lora_linear"
+    _check_lora_shapes(func, x, weight, lora_a, lora_b, bias, adapter_dims=3)
+    _check_same_device(func, x=x, weight=weight, lora_a=lora_a, lora_b=lora_b, bias=bias,
+                       segment_ids=segment_ids)
+    n_adapters = lora_a.shape[0]
+    if segment_ids.is_floating_point() or segment_ids.is_complex() or segment_ids.dtype == torch.bool:
+        raise UserError(f"{func}: segment_ids must be an integer tensor, got {segment_ids.dtype}")
+    if tuple(segment_ids.shape) != tuple(x.shape[:-1]):
+        raise UserError(f"{func}: segment_ids has shape {tuple(segment_ids.shape)}, expected x.shape[:-1]="
+                        f"{tuple(x.shape[:-1])}")
+    if segment_ids.numel() and (int(segment_ids.min()) < -1 or int(segment_ids.max()) >= n_adapters):
+        raise UserError(f"{func}: segment_ids must lie in [-1, {n_adapters}), got values in "
+                        f"[{int(segment_ids.min())}, {int(segment_ids.max())}]")
+    if backend(x, weight) == "torch":
+        return reference.multi_lora_linear_reference(
+            x, weight, lora_a.to(x.dtype), lora_b.to(x.dtype),
+            _scale_vector(scale, n_adapters, x.device, func, dtype=x.dtype), segment_ids,
+            None if bias is None else bias.to(x.dtype))
+    scale_vec = _scale_vector(scale, n_adapters, x.device, func)
+    return _fused_lora(x, weight, lora_a, lora_b, scale_vec, segment_ids, bias)
+
+
+def token_logprobs(hidden, head_weight, targets, ignore_index: int = -100):
+    """log softmax(hidden·head_weightᵀ)[target] per row, without the [N, V] logits.
+
+    Args:
+      hidden: [N, d], differentiable.
+      head_weight: [V, d]; it gets a gradient only if it requires grad.
+      targets: [N] integer ids in [0, V), or ignore_index (those rows give 0).
+      ignore_index: the id that marks a row to skip.
+
+    Returns:
+      [N] log-probs, fp32 (fp64 for fp64 inputs).
+    """
+    func = "token_logprobs"
+    if hidden.dim() != 2 or head_weight.dim() != 2 or hidden.shape[1] != head_weight.shape[1]:
+        raise UserError(f"{func}: hidden must be [N, d] and head_weight [V, d], got "
+                        f"{tuple(hidden.shape)} and {tuple(head_weight.shape)}")
+    if targets.dim() != 1 or targets.shape[0] != hidden.shape[0]:
+        raise UserError(f"{func}: targets must be [N={hidden.shape[0]}], got {tuple(targets.shape)}")
+    if targets.is_floating_point() or targets.dtype == torch.bool:
+        raise UserError(f"{func}: targets must be an integer tensor, got {targets.dtype}")
+    _check_same_device(func, hidden=hidden, head_weight=head_weight, targets=targets)
+    if hidden.dtype != head_weight.dtype:
+        raise UserError(f"{func}: hidden is {hidden.dtype} but head_weight is {head_weight.dtype}")
+    vocab = head_weight.shape[0]
+    kept = targets[targets != ignore_index]
+    if kept.numel() and (int(kept.min()) < 0 or int(kept.max()) >= vocab):
+        raise UserError(f"{func}: targets must lie in [0, {vocab}) or equal ignore_index={ignore_index}; "
+                        f"got values in [{int(kept.min())}, {int(kept.max())}]")
+    if backend(hidden, head_weight) == "torch":
+        return reference.token_logprobs_chunked(hidden, head_weight, targets, ignore_index)
+    from .ops.token_logprobs import TokenLogprobsFunction
+
+    return TokenLogprobsFunction.apply(hidden.contiguous(), head_weight, targets.long().contiguous(),
+                                       int(ignore_index))
+
