@@ -86,11 +86,9 @@ def polytope_vertices(g: np.ndarray, h: np.ndarray, tol: float = TOL) -> np.ndar
     return np.array(sorted(found.values(), key=lambda p: tuple(-p)))
 
 
-def zero_sum_value(a: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """(value, x, y) of the zero-sum game where the row player maximises x^T A y (scipy HiGHS)."""
-    a = np.asarray(a, dtype=float)
+def _maximin(a: np.ndarray) -> tuple[float, np.ndarray]:
+    """(v, x) maximising v s.t. A^T x >= v, sum x = 1, x >= 0 (scipy HiGHS)."""
     m, n = a.shape
-    # Row player: max v s.t. A^T x >= v, sum x = 1, x >= 0. Variables [x, v].
     res = linprog(
         c=np.r_[np.zeros(m), -1.0],
         A_ub=np.c_[-a.T, np.ones(n)],
@@ -101,22 +99,17 @@ def zero_sum_value(a: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         method="highs",
     )
     if res.status != 0:
-        raise ValueError(f"linprog failed on the row player's LP: {res.message}")
+        raise ValueError(f"linprog failed: {res.message}")
     x = np.clip(res.x[:m], 0, None)
-    # Column player: min u s.t. A y <= u, sum y = 1, y >= 0.
-    res_c = linprog(
-        c=np.r_[np.zeros(n), 1.0],
-        A_ub=np.c_[a, -np.ones(m)],
-        b_ub=np.zeros(m),
-        A_eq=np.r_[np.ones(n), 0.0][None, :],
-        b_eq=[1.0],
-        bounds=[(0, None)] * n + [(None, None)],
-        method="highs",
-    )
-    if res_c.status != 0:
-        raise ValueError(f"linprog failed on the column player's LP: {res_c.message}")
-    y = np.clip(res_c.x[:n], 0, None)
-    return float(-res.fun), x / x.sum(), y / y.sum()
+    return float(-res.fun), x / x.sum()
+
+
+def zero_sum_value(a: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """(value, x, y) of the zero-sum game where the row player maximises x^T A y."""
+    a = np.asarray(a, dtype=float)
+    value, x = _maximin(a)
+    _, y = _maximin(-a.T)  # the column player maximises -y^T A^T x
+    return value, x, y
 
 
 def optimal_sets(a: np.ndarray, tol: float = TOL) -> tuple[float, np.ndarray, np.ndarray]:
