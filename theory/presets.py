@@ -248,7 +248,8 @@ def coerce_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
     defaults = preset_params(name)
     unknown = sorted(set(params) - set(defaults))
     if unknown:
-        raise ValueError(f"{unknown[0]}: unknown parameter for {name}; known: {', '.join(defaults)}")
+        key = unknown[0] if unknown[0].isidentifier() else repr(unknown[0])
+        raise ValueError(f"{key}: unknown parameter for {name}; known: {', '.join(defaults)}")
     values = dict(defaults)
     for key, value in params.items():
         values[key] = _coerce(key, value, defaults[key])
