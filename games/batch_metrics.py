@@ -1,0 +1,69 @@
+"""The per-step metrics of the dynamics, for a batch of runs at once.
+
+The same quantities as ``theory.classify.policy_metrics`` plus NashConv
+(``games.exploitability.nash_conv``; Lanctot et al. 2017), computed for sigma [R, S, K] and
+rho [R, O, A] in one pass so that thousands of steps stay cheap. The tests check every field
+against those per-policy functions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from redgame.theory.classify import classify_attacker, classify_defender
+from redgame.theory.spec import REFUSE, GameSpec
+from redgame.theory.strategies import attacker_action_values, expected_payoffs
+
+NUMERIC = ("selfplay_asr", "best_response_asr", "mirror_gap", "nash_conv", "over_refusal", "harmful_refusal")
+CLASSES = ("defender_class", "attacker_class")
+
+
+def defender_action_values(spec: GameSpec, sigma: np.ndarray) -> np.ndarray:
+    """[..., O, A]: the defender's payoff from each action at each observation against sigma
+    [..., S, K] (the batched ``theory.strategies.defender_observation_values``)."""
+    _, u_d = spec.utilities()
+    reach = spec.seed_weights[:, None] * sigma
+    return np.einsum("...sk,sko,ska->...oa", reach, spec.obs_probs, u_d)
+
+
+def best_attack_value(spec: GameSpec, values: np.ndarray) -> np.ndarray:
+    """[...]: what an exact best-responding attacker earns, given its action values [..., S, K]."""
+    if spec.seed_choice == "attacker":
+        return values.reshape(*values.shape[:-2], -1).max(axis=-1)
+    return values.max(axis=-1).sum(axis=-1)
+
+
+def refusal_by_cell(spec: GameSpec, rho: np.ndarray) -> np.ndarray:
+    """[..., S, K]: P(refuse | seed, style) for defenders rho [..., O, A]."""
+    return np.einsum("sko,...o->...sk", spec.obs_probs, rho[..., spec.actions.index(REFUSE)])
+
+
+def batch_metrics(spec: GameSpec, sigma: np.ndarray, rho: np.ndarray, classes: bool = True) -> dict[str, np.ndarray]:
+    """Metrics of R (attacker, defender) pairs: each NUMERIC field is an [R] array, each CLASSES
+    field (when ``classes``) a list of R strings.
+
+    nash_conv = [BR_A(rho) - u_A] + [BR_D(sigma) - u_D]; mirror_gap = BR_A(rho) - u_A.
+    over_refusal / harmful_refusal: mean refusal over the faithful cells of benign / harmful
+    seeds (NaN when there are none).
+    """
+    u_a, u_d = expected_payoffs(spec, sigma, rho)
+    br_a = best_attack_value(spec, attacker_action_values(spec, rho))
+    br_d = defender_action_values(spec, sigma).max(axis=-1).sum(axis=-1)
+    refusal = refusal_by_cell(spec, rho)
+    faithful, harmful = spec.faithful_mask, spec.harmful_mask[:, None]
+
+    def mean_over(cells: np.ndarray) -> np.ndarray:
+        return refusal[..., cells].mean(axis=-1) if cells.any() else np.full(u_a.shape, np.nan)
+
+    out: dict[str, np.ndarray] = {
+        "selfplay_asr": u_a,
+        "best_response_asr": br_a,
+        "mirror_gap": br_a - u_a,
+        "nash_conv": (br_a - u_a) + (br_d - u_d),
+        "over_refusal": mean_over(faithful & ~harmful),
+        "harmful_refusal": mean_over(faithful & harmful),
+    }
+    if classes:
+        out["defender_class"] = [classify_defender(spec, r) for r in rho]
+        out["attacker_class"] = [classify_attacker(spec, s) for s in sigma]
+    return out

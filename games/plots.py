@@ -1,0 +1,75 @@
+"""PNG plots of a dynamics run (matplotlib, Agg backend, no display needed).
+
+- ``asr.png``: self-play and best-response ASR over the steps (means over runs, each run
+  faint), the mirror gap between them shaded;
+- ``refusal_by_style.png``: for one run, the defender's refusal probability per (seed, style)
+  cell at the start and at the end, with the final attacker's probability of each style.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from redgame.games.batch_metrics import refusal_by_cell
+from redgame.games.dynamics import Trajectory
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_asr(traj: Trajectory, path: Path) -> Path:
+    plt = _pyplot()
+    steps, sp, br = traj.steps, traj.metrics["selfplay_asr"], traj.metrics["best_response_asr"]
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
+    ax.plot(steps, sp, color="tab:blue", alpha=0.15, lw=0.8)
+    ax.plot(steps, br, color="tab:red", alpha=0.15, lw=0.8)
+    ax.fill_between(steps, sp.mean(axis=1), br.mean(axis=1), color="tab:red", alpha=0.15, label="mirror gap")
+    ax.plot(steps, sp.mean(axis=1), color="tab:blue", lw=2, label="self-play ASR")
+    ax.plot(steps, br.mean(axis=1), color="tab:red", lw=2, label="best-response ASR")
+    c = traj.config
+    ax.set_title(f"{c.regime} on {traj.spec.name}: {c.runs} runs, eta={c.lr:g}"
+                 + (f", g={c.g:+g}" if c.regime in ("shared", "bipolicy") else ""), fontsize=9)
+    ax.set_xlabel("step")
+    ax.set_ylabel("attacker payoff")
+    ax.set_ylim(-0.02, max(1.02, float(br.max()) + 0.02))
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_refusal_by_style(traj: Trajectory, path: Path, run: int = 0) -> Path:
+    plt = _pyplot()
+    spec = traj.spec
+    final = refusal_by_cell(spec, traj.rho[run])  # [S, K]
+    fig, axes = plt.subplots(spec.n_seeds, 1, figsize=(6.4, 1.0 + 1.8 * spec.n_seeds), dpi=100, squeeze=False)
+    x = np.arange(spec.n_styles)
+    for s, ax in enumerate(axes[:, 0]):
+        if traj.initial_refusal is not None:
+            ax.bar(x - 0.2, traj.initial_refusal[run, s], width=0.4, color="lightgray", label="P(refuse), start")
+        ax.bar(x + 0.2, final[s], width=0.4, color="tab:green", label="P(refuse), end")
+        ax.plot(x, traj.sigma[run, s], "o", color="tab:blue", label="attacker P(style), end")
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel(spec.seeds[s].name, fontsize=8)
+        ax.set_xticks(x, spec.styles, fontsize=7, rotation=30 if spec.n_styles > 6 else 0)
+    axes[0, 0].set_title(f"refusal by style: {traj.config.regime} on {spec.name}, run {run}", fontsize=9)
+    axes[0, 0].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_trajectory(traj: Trajectory, out_dir: Path) -> list[Path]:
+    """Both plots into ``out_dir``; returns their paths."""
+    out_dir = Path(out_dir)
+    return [plot_asr(traj, out_dir / "asr.png"), plot_refusal_by_style(traj, out_dir / "refusal_by_style.png")]
