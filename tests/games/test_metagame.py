@@ -1,0 +1,86 @@
+"""Meta-game: meta-Nash mixtures verified by their best-response gaps and known values; the toy
+cross-play matrix checked against the theory's payoffs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from redgame.games.crossplay import BEST_RESPONSE, crossplay_matrices, train_regimes
+from redgame.games.dynamics import DynamicsConfig
+from redgame.games.metagame import solve_metagame
+from redgame.games.solve import solve_matrix
+from redgame.theory.presets import make_spec
+from redgame.theory.strategies import expected_payoffs
+
+
+def best_response_gaps(a, b, x, y):
+    """Computed here from scratch: what each player gains by deviating to a pure strategy."""
+    return (a @ y).max() - x @ a @ y, (x @ b).max() - x @ b @ y
+
+
+def test_rock_paper_scissors_closed_form():
+    rps = np.array([[0, -1, 1], [1, 0, -1], [-1, 1, 0]], dtype=float)
+    meta = solve_metagame(rps, attackers=["r", "p", "s"], defenders=["R", "P", "S"])
+    np.testing.assert_allclose(meta.attacker_mix, [1 / 3] * 3, atol=1e-8)
+    np.testing.assert_allclose(meta.defender_mix, [1 / 3] * 3, atol=1e-8)
+    assert abs(meta.value) < 1e-9 and meta.nash_conv < 1e-9
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_zero_sum_meta_nash_verifies(seed):
+    rng = np.random.default_rng(seed)
+    a = rng.uniform(0, 1, (rng.integers(2, 7), rng.integers(2, 7)))
+    meta = solve_metagame(a)
+    gap_a, gap_d = best_response_gaps(a, -a, meta.attacker_mix, meta.defender_mix)
+    assert gap_a < 1e-8 and gap_d < 1e-8
+    np.testing.assert_allclose([meta.defender_exploitability, meta.attacker_exploitability], [gap_a, gap_d], atol=1e-12)
+    # The value agrees with a second solver (OpenSpiel's LP, through cvxpy + ECOS).
+    other = solve_matrix(a, method="openspiel-lp")
+    np.testing.assert_allclose(meta.value, other.equilibria[0].attacker_payoff, atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_general_sum_meta_nash_verifies(seed):
+    rng = np.random.default_rng(100 + seed)
+    a, b = rng.uniform(0, 1, (2, 4, 3))
+    meta = solve_metagame(a, b)
+    assert meta.method == "lemke-howson"
+    gap_a, gap_d = best_response_gaps(a, b, meta.attacker_mix, meta.defender_mix)
+    assert gap_a < 1e-8 and gap_d < 1e-8
+    assert abs(meta.defender_value - meta.attacker_mix @ b @ meta.defender_mix) < 1e-12
+
+
+def test_matching_pennies_value_and_mixes():
+    meta = solve_metagame(np.array([[1.0, 0.0], [0.0, 1.0]]))
+    assert abs(meta.value - 0.5) < 1e-9 and meta.nash_conv < 1e-9
+    np.testing.assert_allclose(meta.defender_mix, [0.5, 0.5], atol=1e-9)
+
+
+@pytest.mark.parametrize("kwargs,culprit", [
+    ({"payoffs": [1.0, 2.0]}, "payoffs"),
+    ({"payoffs": [[1.0, 2.0]], "attackers": ["a", "b"]}, "attackers"),
+    ({"payoffs": [[1.0, 2.0]], "defenders": ["d"]}, "defenders"),
+    ({"payoffs": [[1.0, 2.0]], "defender_payoffs": [[1.0]]}, "payoff matrix"),
+])
+def test_bad_matrices_name_the_culprit(kwargs, culprit):
+    with pytest.raises(ValueError, match=f"^{culprit}"):
+        solve_metagame(**kwargs)
+
+
+def test_toy_crossplay_matrix_and_meta_nash():
+    spec = make_spec("mirror", k=4)
+    trained = train_regimes(spec, DynamicsConfig(steps=300, runs=2, log_every=300))
+    attackers, defenders, a, b = crossplay_matrices(spec, trained)
+    assert attackers == [*defenders, BEST_RESPONSE] and len(defenders) == 5
+    # Entries are run-averaged theory payoffs.
+    want = expected_payoffs(spec, trained["shared"].sigma, trained["bipolicy"].rho)[0].mean()
+    np.testing.assert_allclose(a[0, 1], want, atol=1e-12)
+    np.testing.assert_allclose(a + b, 0.0, atol=1e-12)
+    # The best-responding attacker weakly beats every trained attacker against every defender.
+    assert (a[-1] >= a[:-1].max(axis=0) - 1e-12).all()
+    meta = solve_metagame(a, None, attackers, defenders)
+    assert meta.attacker_mix[-1] > 1 - 1e-9
+    gap_a, gap_d = best_response_gaps(a, b, meta.attacker_mix, meta.defender_mix)
+    assert gap_a < 1e-8 and gap_d < 1e-8
+    np.testing.assert_allclose(meta.value, a[-1].min(), atol=1e-9)
