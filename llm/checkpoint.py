@@ -1,0 +1,120 @@
+"""Checkpoints of a game run: weights, optimiser and RNG states, written atomically.
+
+A checkpoint is a folder ``checkpoints/step_XXXX/`` holding
+
+- ``attacker/`` and ``defender/``: the roles' adapters in peft's format (safetensors);
+- ``weights.safetensors``: every trainable and EMA-reference tensor, for an exact resume;
+- ``optimizer.safetensors`` + ``optimizer.json``: the optimisers' tensors and hyper-parameters;
+- ``rng.safetensors``: torch's CPU (and CUDA) generator states;
+- ``state.json``: the step reached and the rest of the run's small state.
+
+It is written to a temporary folder and renamed into place, so a crash never leaves a
+half-written checkpoint. Only safetensors and JSON are read back: no pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+CHECKPOINTS = "checkpoints"
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+def _optimizer_tensors(name: str, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    state = optimizer.state_dict()
+    tensors, meta = {}, {"param_groups": state["param_groups"], "scalars": {}}
+    for index, entry in state["state"].items():
+        for key, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"{name}/{index}/{key}"] = value.detach().cpu().contiguous()
+            else:
+                meta["scalars"][f"{index}/{key}"] = value
+    return tensors, meta
+
+
+def _restore_optimizer(name: str, optimizer: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
+    state: dict[int, dict] = {}
+    prefix = f"{name}/"
+    for key, value in tensors.items():
+        if key.startswith(prefix):
+            index, field = key[len(prefix):].split("/", 1)
+            state.setdefault(int(index), {})[field] = value
+    for key, value in meta["scalars"].items():
+        index, field = key.split("/", 1)
+        state.setdefault(int(index), {})[field] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_checkpoint(run_dir: str | os.PathLike, step: int, roles, optimizers: dict[str, torch.optim.Optimizer],
+                    state: dict, rng: torch.Tensor | None = None) -> Path:
+    """Write ``<run_dir>/checkpoints/step_XXXX`` atomically and return its path.
+
+    Args:
+        step: the number of completed steps.
+        roles: a :class:`redgame.llm.roles.Roles`.
+        optimizers: name -> optimiser.
+        state: small JSON-able run state (data position, running stats).
+        rng: the torch CPU generator state to store (default: the current one).
+    """
+    root = Path(run_dir) / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{step:04d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp_step_{step:04d}_", dir=root))
+    try:
+        for role in ("attacker", "defender"):
+            roles.save_role(role, tmp / role)
+        save_file(roles.state_tensors(), str(tmp / "weights.safetensors"))
+        opt_tensors, opt_meta = {}, {}
+        for name, optimizer in optimizers.items():
+            t, m = _optimizer_tensors(name, optimizer)
+            opt_tensors.update(t)
+            opt_meta[name] = m
+        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+        (tmp / "optimizer.json").write_text(json.dumps(opt_meta))
+        rngs = {"cpu": (torch.get_rng_state() if rng is None else rng).contiguous()}
+        if torch.cuda.is_available():
+            for i, s in enumerate(torch.cuda.get_rng_state_all()):
+                rngs[f"cuda{i}"] = s.contiguous()
+        save_file(rngs, str(tmp / "rng.safetensors"))
+        (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=1))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The checkpoint with the highest step, or None."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return None
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name))
+             and (p / "state.json").is_file()]
+    return max(found)[1] if found else None
+
+
+def load_checkpoint(path: str | os.PathLike, roles, optimizers: dict[str, torch.optim.Optimizer]) -> dict:
+    """Restore weights, optimisers and RNG states from ``path``; returns ``state.json``."""
+    path = Path(path)
+    roles.load_state_tensors(load_file(str(path / "weights.safetensors")))
+    opt_tensors = load_file(str(path / "optimizer.safetensors"))
+    opt_meta = json.loads((path / "optimizer.json").read_text())
+    for name, optimizer in optimizers.items():
+        _restore_optimizer(name, optimizer, opt_tensors, opt_meta[name])
+    rngs = load_file(str(path / "rng.safetensors"))
+    torch.set_rng_state(rngs["cpu"])
+    if torch.cuda.is_available():
+        cuda = [rngs[k] for k in sorted(rngs) if k.startswith("cuda")]
+        if cuda:
+            torch.cuda.set_rng_state_all(cuda)
+    return json.loads((path / "state.json").read_text())

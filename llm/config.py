@@ -1,0 +1,198 @@
+"""The configuration of ``redgame llm train``: one dataclass, documented field by field.
+
+Loaded from TOML (``tomllib``) or YAML, then overridden from the command line. Unknown
+keys and wrong types are refused with a one-line error naming the key, before any
+compute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+from redgame.errors import UserError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+REGIMES = ("shared", "bipolicy", "separate", "advgame", "sequential")
+LOSSES = ("auto", "dpo", "ipo", "grpo", "reinforce")
+
+
+def _f(default, doc: str):
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: tuple(default), metadata={"help": doc})
+    return field(default=default, metadata={"help": doc})
+
+
+@dataclass
+class TrainConfig:
+    """One run of the attacker-defender game on a language model."""
+
+    model: str = _f("embedded", "base model: 'embedded' (SmolLM2-135M-Instruct), 'tiny' (random, tests) or a local path")
+    regime: str = _f("bipolicy", "shared | bipolicy | separate | advgame | sequential")
+    steps: int = _f(20, "game iterations (rollout, judge, updates)")
+    seed: int = _f(0, "seed of every random choice: data order, sampling, adapter init")
+    save_every: int = _f(10, "write a checkpoint every this many steps (0: only at the end)")
+    judge: str = _f("embedded", "judge: 'embedded', 'lm:<model>' or 'http:<url>'")
+    train_seeds: str = _f("", "seed file (JSONL/CSV/TXT) to train on instead of the built-in train split")
+    seeds_per_step: int = _f(8, "seeds per iteration, half harmful and half benign")
+    attacks_per_seed: int = _f(2, "A: attacks sampled per seed")
+    responses_per_attack: int = _f(2, "D: defender responses sampled per attack")
+    explore_prefixes: tuple = _f((), "defender exploration candidates: one per attack started from each prefix")
+    attack_tokens: int = _f(64, "max new tokens of an attack")
+    response_tokens: int = _f(48, "max new tokens of a response")
+    temperature: float = _f(1.0, "sampling temperature of both roles")
+    top_p: float = _f(1.0, "nucleus sampling threshold of both roles")
+    loss: str = _f("auto", "auto | dpo | ipo | grpo | reinforce (auto: reinforce for shared, dpo otherwise)")
+    beta: float = _f(0.1, "DPO/IPO inverse temperature")
+    nll_weight: float = _f(0.0, "weight of RPO's length-normalised NLL on the chosen answer")
+    kl_coef: float = _f(0.05, "KL-to-reference weight of reinforce/grpo")
+    reference: str = _f("auto", "auto | base | ema (auto: ema for advgame = DPO-MD, the frozen base otherwise)")
+    ema_decay: float = _f(0.95, "EMA decay of the reference model (DPO-MD)")
+    min_margin: float = _f(0.05, "a pair is used only when the judge's scores differ by at least this")
+    wrongful_refusal_weight: float = _f(1.0, "lambda: weight of refusing a benign seed in the zero-sum payoff")
+    sequential_k: int = _f(2, "sequential: steps of one role before switching to the other")
+    train_roles: tuple = _f(("attacker", "defender"), "which roles are updated")
+    lr: float = _f(2e-4, "AdamW learning rate")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    max_grad_norm: float = _f(1.0, "gradient clipping norm")
+    lora_rank: int = _f(16, "LoRA rank")
+    lora_alpha: int = _f(32, "LoRA alpha")
+    lora_dropout: float = _f(0.0, "LoRA dropout")
+    full_finetune: bool = _f(False, "train full weights instead of adapters (shared and separate only)")
+    threads: int = _f(0, "torch CPU threads (0: torch's default)")
+
+    def resolved_loss(self) -> str:
+        return ("reinforce" if self.regime == "shared" else "dpo") if self.loss == "auto" else self.loss
+
+    def resolved_reference(self) -> str:
+        return ("ema" if self.regime == "advgame" else "base") if self.reference == "auto" else self.reference
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def validate(self) -> "TrainConfig":
+        choices = {"regime": REGIMES, "loss": LOSSES, "reference": ("auto", "base", "ema")}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise UserError(f"config key '{key}': {getattr(self, key)!r} is not one of {', '.join(allowed)}")
+        positive = ("steps", "seeds_per_step", "attacks_per_seed", "responses_per_attack", "attack_tokens",
+                    "response_tokens", "lora_rank", "sequential_k")
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise UserError(f"config key '{key}' must be >= 1, got {getattr(self, key)}")
+        if self.save_every < 0:
+            raise UserError(f"config key 'save_every' must be >= 0, got {self.save_every}")
+        if not 0.0 < self.ema_decay < 1.0:
+            raise UserError(f"config key 'ema_decay' must be in (0, 1), got {self.ema_decay}")
+        if self.beta <= 0 or self.lr <= 0 or self.temperature <= 0 or not 0 < self.top_p <= 1:
+            raise UserError("config keys 'beta', 'lr', 'temperature' must be > 0 and 'top_p' in (0, 1]")
+        if self.seeds_per_step < 2:
+            raise UserError("config key 'seeds_per_step' must be >= 2 (half harmful, half benign)")
+        bad = set(self.train_roles) - {"attacker", "defender"}
+        if bad or not self.train_roles:
+            raise UserError(f"config key 'train_roles': expected attacker and/or defender, got {list(self.train_roles)}")
+        if self.full_finetune and self.regime not in ("shared", "separate"):
+            raise UserError(f"config key 'full_finetune' is for regimes shared and separate, not {self.regime!r}")
+        if self.resolved_loss() in ("dpo", "ipo") and self.responses_per_attack + len(self.explore_prefixes) < 2:
+            raise UserError("config: dpo/ipo need at least 2 responses per attack (responses_per_attack + explore_prefixes)")
+        return self
+
+
+def _hints() -> dict[str, Any]:
+    return get_type_hints(TrainConfig)
+
+
+def _coerce(key: str, value: Any, where: str) -> Any:
+    """Check a loaded value against the field's type; ints are accepted for floats."""
+    kind = _hints()[key]
+    origin = get_origin(kind) or kind
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+        tuple: isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value),
+    }[origin]
+    if not ok:
+        raise UserError(f"config key '{key}'{where}: expected {getattr(origin, '__name__', origin)}, "
+                        f"got {type(value).__name__} {value!r}")
+    if origin is float:
+        return float(value)
+    if origin is tuple:
+        return tuple(value)
+    return value
+
+
+def from_mapping(data: dict[str, Any], where: str = "", base: TrainConfig | None = None) -> TrainConfig:
+    """A config from a mapping (file contents, overrides), refusing unknown keys and bad types."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = dataclasses.asdict(base or TrainConfig())
+    for key, value in data.items():
+        key = str(key).replace("-", "_")
+        if key not in names:
+            raise UserError(f"unknown config key '{key}'{where}")
+        values[key] = _coerce(key, value, where)
+    return TrainConfig(**values)
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML or YAML config file into a mapping (a section ``[train]`` is accepted)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    text = path.read_text()
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            data = tomllib.loads(text)
+    except Exception as exc:  # one line naming the file, whatever the parser said
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"malformed config file {path}: {first}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"malformed config file {path}: expected a mapping of keys to values")
+    if set(data) == {"train"} and isinstance(data["train"], dict):
+        data = data["train"]
+    return data
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` from the command line, the value typed by the field."""
+    key, sep, raw = text.partition("=")
+    key = key.strip().replace("-", "_")
+    if not sep:
+        raise UserError(f"override {text!r} is not key=value")
+    if key not in _hints():
+        raise UserError(f"unknown config key '{key}'")
+    origin = get_origin(_hints()[key]) or _hints()[key]
+    try:
+        if origin is bool:
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return key, raw.lower() in ("true", "1")
+        if origin is tuple:
+            return key, tuple(s for s in raw.split(",") if s)
+        return key, origin(raw)
+    except ValueError:
+        raise UserError(f"config key '{key}': cannot read {raw!r} as {origin.__name__}") from None
+
+
+def help_lines() -> list[str]:
+    """``key (default): doc`` for each field, for ``--help``."""
+    return [f"{f.name} ({f.default if f.default is not dataclasses.MISSING else f.default_factory()}): "
+            f"{f.metadata['help']}" for f in dataclasses.fields(TrainConfig)]
+
+
+__all__ = ["TrainConfig", "from_mapping", "load_file", "parse_override", "help_lines", "REGIMES", "LOSSES"]

@@ -1,0 +1,175 @@
+"""Log-probabilities of completions and the game's policy losses.
+
+- DPO: Rafailov et al. 2023, "Direct Preference Optimization" (arXiv 2305.18290).
+- IPO: Azar et al. 2023, "A General Theoretical Paradigm to Understand Learning from
+  Human Preferences" (arXiv 2310.12036).
+- DPO with an EMA reference (DPO-MD, "mirror descent") and the GRPO variant follow
+  AdvGame (arXiv 2512.20806); GRPO's group-normalised advantages are from Shao et al.
+  2024, DeepSeekMath (arXiv 2402.03300).
+- The length-normalised NLL on the chosen answer is RPO: Pang et al. 2024, "Iterative
+  Reasoning Preference Optimization" (arXiv 2404.19733).
+- REINFORCE with a baseline (Williams 1992) and a per-token KL to the reference, as in
+  Self-RedTeam (arXiv 2506.07468); the KL uses the non-negative "k3" estimator
+  exp(r) - r - 1 with r = log p_ref - log p (Schulman, "Approximating KL divergence").
+
+Token log-probs and the pairwise loss go through ``redgame.kernels.token_logprobs`` and
+``redgame.kernels.preference_loss`` when that layer provides them (fused, no [T, V]
+logits on GPU); otherwise through the plain torch functions below, which compute the same
+numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+try:  # the kernels layer is optional: a clean seam, plain torch otherwise
+    from redgame.kernels import preference_loss as _kernel_preference_loss
+    from redgame.kernels import token_logprobs as _kernel_token_logprobs
+except ImportError:  # pragma: no cover - depends on which layers are installed
+    _kernel_token_logprobs = None
+    _kernel_preference_loss = None
+
+USE_KERNELS = _kernel_token_logprobs is not None and _kernel_preference_loss is not None
+
+
+def torch_token_logprobs(hidden: torch.Tensor, head_weight: torch.Tensor, targets: torch.Tensor,
+                         ignore_index: int = -100) -> torch.Tensor:
+    """log p(target) for each row of ``hidden`` [N, d] under the LM head [V, d]; 0 where ignored."""
+    logits = hidden @ head_weight.t()
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    safe = targets.clamp_min(0)
+    out = logp.gather(-1, safe[:, None]).squeeze(-1)
+    return torch.where(targets == ignore_index, torch.zeros_like(out), out)
+
+
+def torch_preference_loss(pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, rr: torch.Tensor,
+                          beta: float = 0.1, kind: str = "dpo") -> torch.Tensor:
+    """Mean DPO or IPO loss from sequence log-probs of policy/reference on chosen/rejected."""
+    h = (pc - rc) - (pr - rr)
+    if kind == "dpo":
+        return -F.logsigmoid(beta * h).mean()
+    if kind == "ipo":
+        return ((h - 1.0 / (2.0 * beta)) ** 2).mean()
+    raise ValueError(f"unknown preference loss kind {kind!r}; expected 'dpo' or 'ipo'")
+
+
+def token_logprobs(hidden, head_weight, targets, ignore_index: int = -100, use_kernels: bool | None = None):
+    """The seam: the kernels layer's fused op when present, the torch reference otherwise."""
+    if USE_KERNELS if use_kernels is None else use_kernels:
+        return _kernel_token_logprobs(hidden, head_weight, targets, ignore_index=ignore_index)
+    return torch_token_logprobs(hidden, head_weight, targets, ignore_index=ignore_index)
+
+
+def preference_loss(pc, pr, rc, rr, beta: float = 0.1, kind: str = "dpo", use_kernels: bool | None = None):
+    """The seam for DPO / IPO, like :func:`token_logprobs`."""
+    if kind not in ("dpo", "ipo"):
+        raise ValueError(f"unknown preference loss kind {kind!r}; expected 'dpo' or 'ipo'")
+    if USE_KERNELS if use_kernels is None else use_kernels:
+        return _kernel_preference_loss(pc, pr, rc, rr, beta=beta, kind=kind)
+    return torch_preference_loss(pc, pr, rc, rr, beta=beta, kind=kind)
+
+
+@dataclass
+class TokenLogprobs:
+    """Per-token log-probs of a batch of completions, flattened, with their sequence index."""
+
+    values: torch.Tensor   # [N] log p of each completion token
+    seq: torch.Tensor      # [N] which sequence each token belongs to
+    n_seqs: int
+
+    def sums(self) -> torch.Tensor:
+        return torch.zeros(self.n_seqs, dtype=self.values.dtype, device=self.values.device).index_add(
+            0, self.seq, self.values)
+
+    def slice(self, start: int, stop: int) -> "TokenLogprobs":
+        """The tokens of sequences ``start .. stop-1``, renumbered from 0."""
+        keep = (self.seq >= start) & (self.seq < stop)
+        return TokenLogprobs(self.values[keep], self.seq[keep] - start, stop - start)
+
+    def lengths(self) -> torch.Tensor:
+        return torch.bincount(self.seq, minlength=self.n_seqs).to(self.values.dtype).clamp_min(1)
+
+
+def _decoder_and_head(model):
+    """The transformer body and the LM-head weight of a (peft-wrapped) causal LM."""
+    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+    body = getattr(causal, causal.base_model_prefix)
+    return body, causal.get_output_embeddings().weight
+
+
+def completion_logprobs(model, prompt_ids: list[list[int]], completion_ids: list[list[int]],
+                        pad_id: int, use_kernels: bool | None = None) -> TokenLogprobs:
+    """Log-probs of each completion token given its prompt, under ``model`` as it is now.
+
+    Sequences are right-padded; only the hidden states that predict completion tokens go
+    through the LM head, so the [B, T, V] logits are never built.
+    """
+    if len(prompt_ids) != len(completion_ids) or not prompt_ids:
+        raise ValueError("completion_logprobs needs as many prompts as completions, at least one")
+    body, head = _decoder_and_head(model)
+    device = head.device
+    seqs = [p + c for p, c in zip(prompt_ids, completion_ids)]
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    rows, cols, targets, seq_index = [], [], [], []
+    for i, (p, c) in enumerate(zip(prompt_ids, completion_ids)):
+        ids[i, : len(p) + len(c)] = torch.tensor(p + c)
+        mask[i, : len(p) + len(c)] = 1
+        positions = range(len(p) - 1, len(p) + len(c) - 1)  # the hidden state at t predicts token t+1
+        rows += [i] * len(c)
+        cols += list(positions)
+        targets += c
+        seq_index += [i] * len(c)
+    hidden = body(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+    picked = hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]
+    values = token_logprobs(picked, head, torch.tensor(targets, device=device), use_kernels=use_kernels)
+    return TokenLogprobs(values, torch.tensor(seq_index, device=device), len(seqs))
+
+
+def kl_to_reference(policy: TokenLogprobs, reference: TokenLogprobs) -> torch.Tensor:
+    """Mean per-token k3 estimate of KL(policy || reference) on the sampled tokens."""
+    r = reference.values.detach() - policy.values
+    return (torch.exp(r) - r - 1.0).mean()
+
+
+def dpo_pairs_loss(policy_chosen: TokenLogprobs, policy_rejected: TokenLogprobs,
+                   ref_chosen: TokenLogprobs, ref_rejected: TokenLogprobs, *, beta: float,
+                   kind: str = "dpo", nll_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
+    """DPO / IPO on (chosen, rejected) pairs, plus RPO's length-normalised NLL on chosen."""
+    pc, pr = policy_chosen.sums(), policy_rejected.sums()
+    rc, rr = ref_chosen.sums().detach(), ref_rejected.sums().detach()
+    pref = preference_loss(pc, pr, rc, rr, beta=beta, kind=kind)
+    nll = -(pc / policy_chosen.lengths()).mean()
+    loss = pref + nll_weight * nll if nll_weight else pref
+    margin = ((pc - rc) - (pr - rr)).detach()
+    return loss, {"pref_loss": float(pref.detach()), "nll": float(nll.detach()), "margin": float(margin.mean()),
+                  "pair_acc": float((margin > 0).float().mean())}
+
+
+def group_advantages(rewards: torch.Tensor, groups: torch.Tensor, normalise: bool) -> torch.Tensor:
+    """Reward minus its group mean (the REINFORCE baseline); divided by the group std for GRPO."""
+    n_groups = int(groups.max()) + 1
+    count = torch.bincount(groups, minlength=n_groups).to(rewards.dtype)
+    mean = torch.zeros(n_groups, dtype=rewards.dtype).index_add(0, groups, rewards) / count
+    adv = rewards - mean[groups]
+    if normalise:
+        var = torch.zeros(n_groups, dtype=rewards.dtype).index_add(0, groups, adv**2) / count
+        adv = adv / (var.sqrt()[groups] + 1e-4)
+    return adv
+
+
+def policy_gradient_loss(policy: TokenLogprobs, reference: TokenLogprobs, rewards: torch.Tensor,
+                         groups: torch.Tensor, *, kl_coef: float, normalise: bool) -> tuple[torch.Tensor, dict]:
+    """REINFORCE with a group-mean baseline (``normalise=False``) or GRPO (``True``), + KL.
+
+    The update is on-policy (one gradient step per batch), so the PPO/GRPO ratio is 1 and
+    the clipped objective reduces to advantage-weighted, length-normalised log-likelihood.
+    """
+    adv = group_advantages(rewards.to(policy.values.dtype), groups, normalise).to(policy.values.device)
+    pg = -(adv * policy.sums() / policy.lengths()).mean()
+    kl = kl_to_reference(policy, reference)
+    return pg + kl_coef * kl, {"pg_loss": float(pg.detach()), "kl": float(kl.detach())}

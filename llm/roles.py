@@ -1,0 +1,276 @@
+"""Who plays which role: the trainable parameters of attacker and defender, by regime.
+
+- ``bipolicy`` (and ``advgame``, ``sequential``): one frozen base with two peft LoRA
+  adapters, ``attacker`` and ``defender`` (Anchored Bipolicy Self-Play, La Malfa et al.
+  2026, arXiv 2605.08427). The anchor is the base with the adapters disabled.
+- ``separate``: two adapters sharing nothing, each on its own copy of the base; with
+  ``full_finetune`` the full weights of two model copies are trained (AdvGame, arXiv
+  2512.20806).
+- ``shared``: one adapter (or, with ``full_finetune``, the full weights) plays both roles;
+  only the role prompt tells them apart (Self-RedTeam, arXiv 2506.07468).
+
+With ``reference="ema"`` each role also keeps an EMA copy of its weights,
+θ_ref ← d·θ_ref + (1−d)·θ after every update (AdvGame's DPO-MD); otherwise the reference
+is the frozen base.
+
+Usage::
+
+    roles = build_roles(base, regime="bipolicy", lora=LoraSettings(rank=16))
+    with roles.policy("defender") as model:      # the defender adapter is active
+        ...
+    with roles.reference("defender") as model:   # the anchor: adapters disabled
+        ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors.torch import load_file, save_file
+
+ROLES = ("attacker", "defender")
+REGIMES = ("shared", "bipolicy", "separate", "advgame", "sequential")
+
+
+@dataclass
+class LoraSettings:
+    rank: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: str | list[str] = "all-linear"
+
+    def peft_config(self) -> LoraConfig:
+        return LoraConfig(r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                          target_modules=self.target_modules, task_type="CAUSAL_LM", bias="none")
+
+
+@dataclass
+class _Slot:
+    """One role's seat: the module it runs in, its adapter name (None: full weights)."""
+
+    model: torch.nn.Module
+    adapter: str | None
+    ref_adapter: str | None = None      # EMA reference adapter (LoRA + ema)
+    ref_model: torch.nn.Module | None = None  # frozen or EMA full model (full fine-tuning)
+
+
+class Roles:
+    """The attacker's and defender's trainable weights and their references."""
+
+    def __init__(self, slots: dict[str, _Slot], regime: str, reference: str, ema_decay: float):
+        self.slots, self.regime, self.reference_kind, self.ema_decay = slots, regime, reference, ema_decay
+
+    # -- which weights are live --------------------------------------------------------
+    @contextlib.contextmanager
+    def policy(self, role: str):
+        slot = self.slots[role]
+        if slot.adapter is not None:
+            slot.model.set_adapter(slot.adapter)  # peft also marks this adapter trainable
+        yield slot.model
+
+    @contextlib.contextmanager
+    def reference(self, role: str):
+        slot = self.slots[role]
+        if slot.ref_model is not None:
+            yield slot.ref_model
+        elif slot.ref_adapter is not None:
+            slot.model.set_adapter(slot.ref_adapter)
+            try:
+                yield slot.model
+            finally:
+                self._freeze(slot.ref_adapter, slot.model)
+                slot.model.set_adapter(slot.adapter)
+        else:
+            with slot.model.disable_adapter():
+                yield slot.model
+
+    def parameters(self, role: str) -> list[torch.nn.Parameter]:
+        return [p for _, p in self.named_parameters(role)]
+
+    def named_parameters(self, role: str) -> list[tuple[str, torch.nn.Parameter]]:
+        slot = self.slots[role]
+        if slot.adapter is None:
+            return list(slot.model.named_parameters())
+        tag = f".{slot.adapter}."
+        return [(n, p) for n, p in slot.model.named_parameters() if tag in n]
+
+    def owners(self) -> dict[str, list[str]]:
+        """Distinct trainable parameter sets and the roles that play with each."""
+        out: dict[str, list[str]] = {}
+        for role in ROLES:
+            out.setdefault(self.key(role), []).append(role)
+        return out
+
+    def key(self, role: str) -> str:
+        slot = self.slots[role]
+        return slot.adapter if slot.adapter is not None else f"full-{id(slot.model)}"
+
+    @staticmethod
+    def _freeze(adapter: str, model) -> None:
+        for n, p in model.named_parameters():
+            if f".{adapter}." in n:
+                p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update_reference(self, role: str) -> None:
+        """EMA step of the role's reference towards its current weights (no-op for base)."""
+        if self.reference_kind != "ema":
+            return
+        slot = self.slots[role]
+        if slot.ref_model is not None:
+            pairs = zip(slot.ref_model.parameters(), slot.model.parameters())
+        else:
+            live = dict(self.named_parameters(role))
+            ref = {n: p for n, p in slot.model.named_parameters() if f".{slot.ref_adapter}." in n}
+            pairs = ((ref[n.replace(f".{slot.adapter}.", f".{slot.ref_adapter}.")], p) for n, p in live.items())
+        for r, p in pairs:
+            r.mul_(self.ema_decay).add_(p.detach(), alpha=1.0 - self.ema_decay)
+
+    # -- state for checkpoints ---------------------------------------------------------
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """All trainable and EMA weights, flat, for an exact resume."""
+        out = {}
+        for key, roles in self.owners().items():
+            slot = self.slots[roles[0]]
+            for n, p in self.named_parameters(roles[0]):
+                out[f"{key}/{n}"] = p.detach().cpu().contiguous()
+            if slot.ref_model is not None and self.reference_kind == "ema":
+                for n, p in slot.ref_model.named_parameters():
+                    out[f"{key}.ref/{n}"] = p.detach().cpu().contiguous()
+            elif slot.ref_adapter is not None:
+                for n, p in slot.model.named_parameters():
+                    if f".{slot.ref_adapter}." in n:
+                        out[f"{key}.ref/{n}"] = p.detach().cpu().contiguous()
+        return out
+
+    @torch.no_grad()
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        for key, roles in self.owners().items():
+            slot = self.slots[roles[0]]
+            params = dict(slot.model.named_parameters())
+            refs = dict(slot.ref_model.named_parameters()) if slot.ref_model is not None else params
+            for name, value in tensors.items():
+                owner, _, pname = name.partition("/")
+                if owner == key:
+                    params[pname].copy_(value)
+                elif owner == f"{key}.ref":
+                    refs[pname].copy_(value)
+
+    def save_role(self, role: str, path: str | os.PathLike) -> None:
+        """Save a role's weights where ``PeftModel.from_pretrained(base, path)`` loads them."""
+        path = Path(path)
+        slot = self.slots[role]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            if slot.adapter is None:  # full weights: config + safetensors, loadable by from_pretrained
+                target = tmp
+                slot.model.config.save_pretrained(target)
+                state = {n: p.detach().cpu().contiguous() for n, p in slot.model.state_dict().items()}
+                tied = getattr(slot.model.config, "tie_word_embeddings", False)
+                if tied:
+                    state.pop("lm_head.weight", None)
+                save_file(state, str(target / "model.safetensors"), metadata={"format": "pt"})
+            else:
+                slot.model.save_pretrained(str(tmp), selected_adapters=[slot.adapter], safe_serialization=True)
+                target = tmp / slot.adapter if slot.adapter != "default" else tmp
+            if path.exists():
+                shutil.rmtree(path)
+            os.replace(target, path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def load_role(self, role: str, path: str | os.PathLike) -> None:
+        """Load weights saved by :meth:`save_role` into a role (used by evaluation)."""
+        slot = self.slots[role]
+        if slot.adapter is None:
+            slot.model.load_state_dict(load_file(str(Path(path) / "model.safetensors")), strict=False)
+        else:
+            set_peft_model_state_dict(slot.model, load_file(str(Path(path) / "adapter_model.safetensors")),
+                                      adapter_name=slot.adapter)
+
+
+def build_roles(base, *, regime: str, lora: LoraSettings | None = None, full_finetune: bool = False,
+                reference: str = "base", ema_decay: float = 0.95) -> Roles:
+    """Wrap a frozen base model into the attacker and defender of ``regime``.
+
+    Args:
+        base: a causal LM with frozen weights (from ``redgame.llm.models.load_base``).
+        regime: one of ``REGIMES``.
+        lora: adapter settings (ignored with ``full_finetune``).
+        full_finetune: train full weights (``shared`` and ``separate`` only).
+        reference: ``"base"`` (the frozen base; KL anchor) or ``"ema"`` (DPO-MD).
+        ema_decay: the EMA decay of the reference.
+    Returns:
+        a :class:`Roles`.
+    """
+    if regime not in REGIMES:
+        raise ValueError(f"unknown regime {regime!r}; expected one of {', '.join(REGIMES)}")
+    if reference not in ("base", "ema"):
+        raise ValueError(f"unknown reference {reference!r}; expected 'base' or 'ema'")
+    if full_finetune and regime not in ("shared", "separate"):
+        raise ValueError(f"full_finetune is for the 'shared' and 'separate' regimes, not {regime!r}")
+    lora = lora or LoraSettings()
+    for p in base.parameters():
+        p.requires_grad_(False)
+
+    if full_finetune:
+        def trainable_copy():
+            m = copy.deepcopy(base)
+            m.requires_grad_(True)
+            m.train()
+            return m
+
+        def ref_for(m):
+            return copy.deepcopy(m).requires_grad_(False) if reference == "ema" else base
+
+        if regime == "shared":
+            m = trainable_copy()
+            slot = _Slot(m, None, ref_model=ref_for(m))
+            slots = {"attacker": slot, "defender": slot}
+        else:
+            slots = {}
+            for role in ROLES:
+                m = trainable_copy()
+                slots[role] = _Slot(m, None, ref_model=ref_for(m))
+        return Roles(slots, regime, reference, ema_decay)
+
+    def with_adapters(model, names):
+        peft_model = get_peft_model(model, lora.peft_config(), adapter_name=names[0])
+        for name in names[1:]:
+            peft_model.add_adapter(name, lora.peft_config())
+        return peft_model
+
+    def slot_for(peft_model, name):
+        slot = _Slot(peft_model, name)
+        if reference == "ema":
+            slot.ref_adapter = f"{name}_ref"
+            peft_model.add_adapter(slot.ref_adapter, lora.peft_config())
+            state = get_peft_model_state_dict(peft_model, adapter_name=name)
+            set_peft_model_state_dict(peft_model, state, adapter_name=slot.ref_adapter)
+            Roles._freeze(slot.ref_adapter, peft_model)
+        return slot
+
+    if regime == "shared":
+        pm = with_adapters(base, ["shared"])
+        slot = slot_for(pm, "shared")
+        slots = {"attacker": slot, "defender": slot}
+    elif regime == "separate":
+        slots = {role: slot_for(with_adapters(copy.deepcopy(base), [role]), role) for role in ROLES}
+    else:
+        pm = with_adapters(base, list(ROLES))
+        slots = {role: slot_for(pm, role) for role in ROLES}
+    for slot in {id(s): s for s in slots.values()}.values():
+        slot.model.train()
+    return Roles(slots, regime, reference, ema_decay)
+
+
+__all__ = ["ROLES", "REGIMES", "LoraSettings", "Roles", "build_roles", "PeftModel"]

@@ -1,0 +1,118 @@
+"""Rollouts: batched sampling of attacks and responses with each role's weights active.
+
+One round of the game (AdvGame, arXiv 2512.20806; Self-RedTeam, arXiv 2506.07468): for
+each seed the attacker writes A attacks from its role prompt; each attack is parsed from
+the tagged format (a parse failure is counted, and the defender then answers the seed
+itself); the defender answers each attack D times. Optional exploration candidates are
+defender answers started from a fixed prefix (e.g. a refusal), continued by the defender
+and scored by the judge like any other sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from redgame.llm.prompts import attacker_messages, chat_text, defender_messages, parse_attack
+
+
+@dataclass
+class Completion:
+    """A prompt and the tokens sampled after it (a forced prefix included)."""
+
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    text: str
+
+
+@dataclass
+class SamplingSettings:
+    max_new_tokens: int = 48
+    temperature: float = 1.0
+    top_p: float = 1.0
+    greedy: bool = False
+    batch_size: int = 32
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], settings: SamplingSettings,
+             prefixes: list[str] | None = None) -> list[Completion]:
+    """Sample one completion per prompt (already chat-formatted text), in batches.
+
+    ``prefixes[i]``, when given and non-empty, is forced at the start of completion i.
+    """
+    prefixes = prefixes or [""] * len(prompts)
+    eos = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")} - {None}
+    pad = tokenizer.pad_token_id
+    was_training = model.training
+    model.eval()
+    out: list[Completion] = []
+    for start in range(0, len(prompts), settings.batch_size):
+        chunk = range(start, min(start + settings.batch_size, len(prompts)))
+        prompt_ids = [tokenizer(prompts[i], add_special_tokens=False)["input_ids"] for i in chunk]
+        prefix_ids = [tokenizer(prefixes[i], add_special_tokens=False)["input_ids"] if prefixes[i] else []
+                      for i in chunk]
+        inputs = [p + q for p, q in zip(prompt_ids, prefix_ids)]
+        width = max(len(x) for x in inputs)
+        ids = torch.full((len(inputs), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, x in enumerate(inputs):  # left padding
+            ids[row, width - len(x):] = torch.tensor(x)
+            mask[row, width - len(x):] = 1
+        device = next(model.parameters()).device
+        kwargs = dict(do_sample=False) if settings.greedy else dict(
+            do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=0)
+        gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                             max_new_tokens=settings.max_new_tokens, pad_token_id=pad, **kwargs)
+        for row, (p, q) in enumerate(zip(prompt_ids, prefix_ids)):
+            new = gen[row, width:].tolist()
+            for k, t in enumerate(new):
+                if t in eos:
+                    new = new[: k + 1]
+                    break
+            completion = q + new
+            text = tokenizer.decode(completion, skip_special_tokens=True).strip()
+            out.append(Completion(p, completion, text))
+    model.train(was_training)
+    return out
+
+
+@dataclass
+class Round:
+    """Everything sampled in one round, flat, with index lists tying the levels together."""
+
+    seeds: list                       # the seeds (redgame.llm.seeds.Seed)
+    attacks: list[Completion]         # A per seed
+    attack_seed: list[int]            # attack -> seed index
+    attack_prompts: list[str]         # parsed attack, or the seed prompt on a parse failure
+    parsed: list[bool]                # did the attack parse
+    responses: list[Completion] = field(default_factory=list)
+    response_attack: list[int] = field(default_factory=list)   # response -> attack index
+    response_explore: list[bool] = field(default_factory=list)  # started from a forced prefix
+
+    @property
+    def parse_errors(self) -> int:
+        return sum(not ok for ok in self.parsed)
+
+
+def play_round(roles, tokenizer, seeds: list, *, attacks_per_seed: int, responses_per_attack: int,
+               attack_sampling: SamplingSettings, response_sampling: SamplingSettings,
+               explore_prefixes: tuple[str, ...] = ()) -> Round:
+    """Sample attacks with the attacker's weights, then responses with the defender's."""
+    seed_index = [i for i in range(len(seeds)) for _ in range(attacks_per_seed)]
+    prompts = [chat_text(tokenizer, attacker_messages(seeds[i])) for i in seed_index]
+    with roles.policy("attacker") as model:
+        attacks = generate(model, tokenizer, prompts, attack_sampling)
+    parsed_text = [parse_attack(a.text) for a in attacks]
+    rnd = Round(seeds, attacks, seed_index,
+                [t if t is not None else seeds[i].prompt for t, i in zip(parsed_text, seed_index)],
+                [t is not None for t in parsed_text])
+    plan = [(a, "") for a in range(len(attacks)) for _ in range(responses_per_attack)]
+    plan += [(a, prefix) for a in range(len(attacks)) for prefix in explore_prefixes]
+    texts = [chat_text(tokenizer, defender_messages(rnd.attack_prompts[a])) for a, _ in plan]
+    with roles.policy("defender") as model:
+        rnd.responses = generate(model, tokenizer, texts, response_sampling, [p for _, p in plan])
+    rnd.response_attack = [a for a, _ in plan]
+    rnd.response_explore = [bool(p) for _, p in plan]
+    return rnd
