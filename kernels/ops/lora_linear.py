@@ -25,10 +25,11 @@ import torch
 import triton
 import triton.language as tl
 
-from ._jit import dual_jit, interpret_requested
+from ..dispatch import interpret_requested
+from ._mode import check_mode
 
 
-@dual_jit
+@triton.jit
 def _fused_lora_kernel(
     P, Q, L, U, SEG, SCALE, BIAS, OUT, PROJ,
     M, N, K, RANK, N_COLS,
@@ -95,7 +96,7 @@ def _fused_lora_kernel(
              acc.to(OUT.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
 
 
-@dual_jit
+@triton.jit
 def _scaled_tn_kernel(
     X, Y, SCALE, C,
     M, NP, NQ, RANK,
@@ -157,6 +158,7 @@ def _fused_lora(p, q, q_strides, n, low, low_strides, up, up_strides, rank, n_co
         tiles = dict(BLOCK_M=64, BLOCK_N=128 if block_r <= 32 else 64, BLOCK_K=32)
     cfg = _interpreting_config(num_warps=4, num_stages=3)
     grid = (triton.cdiv(m, tiles["BLOCK_M"]), triton.cdiv(n, tiles["BLOCK_N"]))
+    check_mode(_fused_lora_kernel)
     _fused_lora_kernel[grid](
         p, q, low, up, seg if seg is not None else p, scale, bias if bias is not None else p,
         out, proj,
@@ -178,6 +180,7 @@ def _scaled_tn(x, y, scale, rank, scale_axis, out_dtype):
     block_p, block_q = (rank_side, wide) if scale_axis == 0 else (wide, rank_side)
     cfg = _interpreting_config(num_warps=4, num_stages=3)
     grid = (triton.cdiv(np_, block_p), triton.cdiv(nq, block_q))
+    check_mode(_scaled_tn_kernel)
     _scaled_tn_kernel[grid](
         x, y, scale, c, m, np_, nq, rank,
         x.stride(0), x.stride(1), y.stride(0), y.stride(1), c.stride(0), c.stride(1),

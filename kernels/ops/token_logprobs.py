@@ -21,10 +21,11 @@ import torch
 import triton
 import triton.language as tl
 
-from ._jit import dual_jit, interpret_requested
+from ..dispatch import interpret_requested
+from ._mode import check_mode
 
 
-@dual_jit
+@triton.jit
 def _token_logprobs_fwd_kernel(
     H, W, T, OUT, LSE,
     N, V, D, IGNORE,
@@ -64,7 +65,7 @@ def _token_logprobs_fwd_kernel(
     tl.store(LSE + offs_m, lse, mask=mask_m)
 
 
-@dual_jit
+@triton.jit
 def _token_logprobs_bwd_kernel(
     H, W, T, LSE, GRAD, DH, DW,
     N, V, D, IGNORE,
@@ -135,6 +136,7 @@ def token_logprobs_forward(hidden, head, targets, ignore_index: int):
     out = torch.full((n,), float("nan"), device=hidden.device, dtype=torch.float32)
     lse = torch.full((n,), float("nan"), device=hidden.device, dtype=torch.float32)
     cfg = _config()
+    check_mode(_token_logprobs_fwd_kernel)
     _token_logprobs_fwd_kernel[(triton.cdiv(n, cfg["BLOCK_M"]),)](
         hidden, head, targets, out, lse, n, v, d, ignore_index,
         hidden.stride(0), hidden.stride(1), head.stride(0), head.stride(1), **cfg,
@@ -150,6 +152,7 @@ def token_logprobs_backward(grad_out, hidden, head, targets, lse, ignore_index: 
     dw = torch.zeros((v, d), device=hidden.device, dtype=torch.float32) if head_grad else dh
     cfg = _config()
     grid = (triton.cdiv(n, cfg["BLOCK_M"]), triton.cdiv(v, cfg["BLOCK_V"]))
+    check_mode(_token_logprobs_bwd_kernel)
     _token_logprobs_bwd_kernel[grid](
         hidden, head, targets, lse, grad_out, dh, dw, n, v, d, ignore_index,
         hidden.stride(0), hidden.stride(1), head.stride(0), head.stride(1),

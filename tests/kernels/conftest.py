@@ -1,0 +1,67 @@
+"""Fixtures for the kernel tests: run a test on the torch path or in Triton's interpreter.
+
+Triton's interpreter works only if TRITON_INTERPRET=1 was set before triton was first
+imported, so the "interpret" cases run only in a process started that way:
+test_interpreter.py starts one (`pytest -k interpret` with the variable set); an ordinary
+run does not generate them. Nothing here changes the variable of the running process.
+
+In "interpret" mode the torch fallbacks are replaced by functions that fail, and the Triton
+entry points are counted, so a test on that path proves the Triton kernels ran.
+"""
+
+import collections
+import importlib.util
+import os
+
+import pytest
+import torch
+
+from redgame.kernels import dispatch, reference
+
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+# Read once, at collection: the state triton will be (or was) imported in.
+INTERPRETER_PROCESS = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _forbidden(name):
+    def fail(*args, **kwargs):
+        raise AssertionError(f"{name} ran although TRITON_INTERPRET=1 should route to Triton")
+
+    return fail
+
+
+@pytest.fixture(params=["torch", "interpret"] if INTERPRETER_PROCESS else ["torch"])
+def path(request, monkeypatch):
+    """The dispatch path under test; yields a Counter of Triton op calls ("interpret" only)."""
+    calls = collections.Counter()
+    if request.param == "torch":
+        monkeypatch.setenv("TRITON_INTERPRET", "0")  # this test's calls take the torch path
+        yield request.param, calls
+        return
+    if not HAS_TRITON:
+        pytest.skip("triton is not installed")
+    for name in ("lora_linear_reference", "multi_lora_linear_reference", "token_logprobs_chunked"):
+        monkeypatch.setattr(reference, name, _forbidden(name))
+    from redgame.kernels.ops import lora_linear as lora_op
+    from redgame.kernels.ops import token_logprobs as logprob_op
+
+    for module, name in ((lora_op, "lora_linear_forward"), (lora_op, "lora_linear_backward"),
+                         (logprob_op, "token_logprobs_forward"), (logprob_op, "token_logprobs_backward")):
+        original = getattr(module, name)
+
+        def counted(*args, _name=name, _original=original, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, counted)
+    yield request.param, calls
+
+
+@pytest.fixture
+def rng():
+    """A fresh, unseeded generator: every run draws new inputs (the seed is printed on failure)."""
+    gen = torch.Generator()
+    seed = gen.seed()
+    print(f"torch generator seed: {seed}")
+    return gen
+
