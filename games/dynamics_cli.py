@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,7 @@ def _fmt(x: Any) -> str:
         return ",".join(f"{k}:{v}" for k, v in x.items())
     if x is None or (isinstance(x, float) and x != x):
         return "-"
-    return f"{x:.4f}" if isinstance(x, float) else str(x)
+    return f"{x + 0.0:.4f}".replace("-0.0000", "0.0000") if isinstance(x, float) else str(x)
 
 
 def _summary(traj) -> dict[str, Any]:
@@ -132,6 +132,8 @@ def run_crossplay_command(args: argparse.Namespace) -> int:
     from redgame.games.crossplay import toy_crossplay
 
     spec, config = build_setting("shared", args.game, args.seeds, args.steps, args.param)
+    if not any(item.startswith("log_every=") for item in args.param or []):
+        config = replace(config, log_every=config.steps)  # only the final agents matter here
     meta = toy_crossplay(spec, config, progress=sys.stderr.isatty())
     if args.json:
         json.dump({"game": spec.name, "runs": config.runs, "steps": config.steps, **meta.to_json()}, sys.stdout)
