@@ -40,7 +40,7 @@ def main() -> None:
     for label, game, seconds, f in rows:
         classes = ",".join(f"{k}:{v}" for k, v in f["defender_class"].items())
         print(f"{label:<13} {game:<34} {seconds:5.2f} {f['selfplay_asr']:9.4f} {f['best_response_asr']:7.4f}"
-              f" {f['mirror_gap']:6.3f} {f['nash_conv']:8.4f}  {classes:<18} {CLAIMS.get(label, '')}")
+              f" {max(f['mirror_gap'], 0.0):6.3f} {f['nash_conv']:8.4f}  {classes:<18} {CLAIMS.get(label, '')}")
     five = sum(s for label, _, s, _ in rows[: len(REGIMES)])
     print(f"\nfive regimes x 5 runs x 4000 steps, metrics every step: {five:.2f} s (goal < {GOAL_S:.0f} s,"
           f" {GOAL_S / five:.1f}x margin); with the extra row: {total:.2f} s")

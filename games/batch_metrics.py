@@ -39,8 +39,9 @@ def refusal_by_cell(spec: GameSpec, rho: np.ndarray) -> np.ndarray:
 
 
 def batch_metrics(spec: GameSpec, sigma: np.ndarray, rho: np.ndarray, classes: bool = True) -> dict[str, np.ndarray]:
-    """Metrics of R (attacker, defender) pairs: each NUMERIC field is an [R] array, each CLASSES
-    field (when ``classes``) a list of R strings.
+    """Metrics of a batch of (attacker, defender) pairs, sigma [..., S, K] and rho [..., O, A]:
+    each NUMERIC field is an array of the batch shape; each CLASSES field (when ``classes``) is
+    nested lists of labels of that shape.
 
     nash_conv = [BR_A(rho) - u_A] + [BR_D(sigma) - u_D]; mirror_gap = BR_A(rho) - u_A.
     over_refusal / harmful_refusal: mean refusal over the faithful cells of benign / harmful
@@ -64,6 +65,17 @@ def batch_metrics(spec: GameSpec, sigma: np.ndarray, rho: np.ndarray, classes: b
         "harmful_refusal": mean_over(faithful & harmful),
     }
     if classes:
-        out["defender_class"] = [classify_defender(spec, r) for r in rho]
-        out["attacker_class"] = [classify_attacker(spec, s) for s in sigma]
+        batch = u_a.shape
+        flat_rho = rho.reshape(-1, *rho.shape[-2:])
+        flat_sigma = sigma.reshape(-1, *sigma.shape[-2:])
+        out["defender_class"] = _nest([classify_defender(spec, r) for r in flat_rho], batch)
+        out["attacker_class"] = _nest([classify_attacker(spec, s) for s in flat_sigma], batch)
     return out
+
+
+def _nest(labels: list[str], shape: tuple[int, ...]) -> list:
+    """Labels in row-major order as nested lists of ``shape``."""
+    if len(shape) <= 1:
+        return labels if shape else labels[0]
+    step = len(labels) // shape[0]
+    return [_nest(labels[i * step:(i + 1) * step], shape[1:]) for i in range(shape[0])]

@@ -23,7 +23,7 @@ Every ``log_every`` steps the metrics of ``games.batch_metrics`` are recorded fo
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -417,29 +417,18 @@ def run_dynamics(spec: GameSpec, config: DynamicsConfig, progress: bool = False)
     start = time.perf_counter()
     learner = _Learner(spec, config)
     logged = sorted({0, config.steps, *range(0, config.steps + 1, config.log_every)})
-    metrics = {name: np.empty((len(logged), config.runs)) for name in NUMERIC}
-    classes: dict[str, list[list[str]]] = {name: [] for name in CLASSES}
     initial_refusal = refusal_by_cell(spec, learner.policies()[1])
-
-    def record(i: int) -> None:
-        values = batch_metrics(spec, *learner.policies())
-        for name in NUMERIC:
-            metrics[name][i] = values[name]
-        for name in CLASSES:
-            classes[name].append(values[name])
-
-    record(0)
-    i = 1
+    # Keep the logged policies (small: [n_logged, R, ...]) and measure them in one batched call.
+    history = [learner.policies()]
     bar = tqdm(range(config.steps), desc=config.regime, disable=not progress, leave=False, mininterval=0.5)
     for t in bar:
         learner.step(t)
-        if i < len(logged) and logged[i] == t + 1:
-            record(i)
-            i += 1
-    sigma, rho = learner.policies()
+        if logged[len(history)] == t + 1:
+            history.append(learner.policies())
+    sigmas, rhos = (np.stack(x) for x in zip(*history))
+    values = batch_metrics(spec, sigmas, rhos)
+    metrics = {name: values[name] for name in NUMERIC}
+    classes = {name: values[name] for name in CLASSES}
+    sigma, rho = history[-1]
     return Trajectory(config, spec, np.array(logged), metrics, classes, sigma, rho,
                       time.perf_counter() - start, initial_refusal)
-
-
-def config_dict(config: DynamicsConfig) -> dict[str, Any]:
-    return asdict(config)

@@ -157,6 +157,10 @@ def test_batch_metrics_match_policy_metrics_and_nash_conv(spec_name):
             else:
                 np.testing.assert_allclose(got[name][r], value, atol=1e-12, err_msg=name)
         np.testing.assert_allclose(got["nash_conv"][r], nash_conv(spec, sigma[r], rho[r]), atol=1e-12)
+    # Any batch shape: [2, 2] gives the same numbers and nested labels.
+    nested = batch_metrics(spec, sigma.reshape(2, 2, *sigma.shape[1:]), rho.reshape(2, 2, *rho.shape[1:]))
+    np.testing.assert_array_equal(nested["mirror_gap"].reshape(-1), got["mirror_gap"])
+    assert nested["defender_class"] == [got["defender_class"][:2], got["defender_class"][2:]]
 
 
 @pytest.mark.parametrize("spec_name", list(SPECS))
