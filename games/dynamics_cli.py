@@ -45,17 +45,18 @@ def build_setting(regime: str, game: str | None, seeds: int | None, steps: int |
     """(spec, config) from the command line: --param keys go to DynamicsConfig when they name
     one of its fields, to the game otherwise."""
     from redgame.games.dynamics import REFERENCE_GAMES, DynamicsConfig
-    from redgame.theory.presets import make_spec, parse_params
+    from redgame.theory.presets import PRESETS, make_spec, parse_params, preset_params
 
     params = parse_params(items)
     config_keys = {f.name for f in fields(DynamicsConfig)} - {"regime"}
     config_params = {k: v for k, v in params.items() if k in config_keys}
     game_params = {k: v for k, v in params.items() if k not in config_keys}
     fixed: dict[str, Any] = {"regime": regime}
-    if seeds is not None:
-        fixed["runs"] = seeds
-    if steps is not None:
-        fixed["steps"] = steps
+    for flag, key, value in (("--seeds", "runs", seeds), ("--steps", "steps", steps)):
+        if value is not None:
+            if value < 1:
+                raise ValueError(f"{flag}: must be >= 1, got {value}")
+            fixed[key] = value
     clash = sorted(set(fixed) & set(config_params))
     if clash:
         raise ValueError(f"--param: {clash[0]} is set by its own option; use --seeds / --steps")
@@ -63,6 +64,11 @@ def build_setting(regime: str, game: str | None, seeds: int | None, steps: int |
     if game is None:
         game, defaults = REFERENCE_GAMES[regime]
         game_params = {**defaults, **game_params}
+    if game in PRESETS:
+        unknown = sorted(set(game_params) - set(preset_params(game)))
+        if unknown:
+            raise ValueError(f"{unknown[0]}: unknown parameter; dynamics parameters: {', '.join(sorted(config_keys))};"
+                             f" {game} parameters: {', '.join(preset_params(game))}")
     return make_spec(game, **game_params), config
 
 

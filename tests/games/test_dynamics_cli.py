@@ -55,7 +55,9 @@ def test_crossplay_json(capsys):
     (["--regime", "shared", "--param", "nonsense=1"], "nonsense"),
     (["--regime", "shared", "--seeds", "2", "--param", "runs=3"], "--param"),
     (["--regime", "shared", "--game", "hidden_intent"], "regime"),
-    (["--regime", "shared", "--steps", "0"], "steps"),
+    (["--regime", "shared", "--steps", "0"], "--steps"),
+    (["--regime", "shared", "--seeds", "-1"], "--seeds"),
+    (["--regime", "shared", "--game", "chess"], "game"),
 ])
 def test_bad_input_is_one_line_naming_the_culprit(capsys, argv, culprit):
     code, _, err = run(capsys, "toy", "dynamics", *argv)
