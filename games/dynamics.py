@@ -311,8 +311,7 @@ def dpo_md_sampled(spec: GameSpec, z: tuple[np.ndarray, np.ndarray], ref: tuple[
         styles = _categorical(rng, np.broadcast_to(sigma_ref[runs, seeds][:, :, None, :],
                                                    (z_a.shape[0], batch, n_candidates, spec.n_styles)))
         cells = seeds[..., None] * spec.n_styles + styles
-    chosen, rejected, valid = _dpo_pairs(rng, np.take_along_axis(values[:, None, :], cells.reshape(z_a.shape[0], -1)[:, None, :], -1)
-                                         .reshape(cells.shape), temp)
+    chosen, rejected, valid = _dpo_pairs(rng, values[runs[..., None], cells], temp)
     c_cell = np.take_along_axis(cells, chosen[..., None], -1)[..., 0]
     r_cell = np.take_along_axis(cells, rejected[..., None], -1)[..., 0]
     flat_z, flat_ref = z_a.reshape(z_a.shape[0], -1), ref_a.reshape(z_a.shape[0], -1)
@@ -327,13 +326,12 @@ def dpo_md_sampled(spec: GameSpec, z: tuple[np.ndarray, np.ndarray], ref: tuple[
     actions = _categorical(rng, np.broadcast_to(rho_ref[runs, o][:, :, None, :], o.shape + (n_candidates, 2)))
     _, u_d = spec.utilities()
     utilities = u_d[s[..., None], k[..., None], actions]
-    chosen, rejected, valid = _dpo_pairs(rng, utilities, temp)
+    chosen, _, valid = _dpo_pairs(rng, utilities, temp)  # with two actions, rejected is the other one
     c_act = np.take_along_axis(actions, chosen[..., None], -1)[..., 0]
     sign = np.where(c_act == 0, 1.0, -1.0)  # log rho(refuse) - log rho(comply) = z_D
     margin = beta * sign * (z_d[runs, o] - ref_d[runs, o])
     grad_d = np.zeros_like(z_d)
     np.add.at(grad_d, (np.broadcast_to(runs, o.shape), o), valid * sign * beta * (1.0 - _sigmoid(margin)) / batch)
-    del rejected
     return grad_a.reshape(z_a.shape), grad_d
 
 

@@ -14,6 +14,7 @@ from redgame.games.dynamics import (
     REFERENCE_GAMES,
     DynamicsConfig,
     dpo_md_exact,
+    dpo_md_sampled,
     exact_logit_gradients,
     reinforce_logit_gradients,
     run_dynamics,
@@ -139,6 +140,23 @@ def test_dpo_md_exact_is_the_gradient_of_the_expected_dpo_loss():
 
     np.testing.assert_allclose(grad_a, -_fd(loss, z_a), atol=1e-7)
     np.testing.assert_allclose(grad_d, -_fd(loss, z_d), atol=1e-7)
+
+
+def test_sampled_dpo_md_is_unbiased_for_the_exact_pairs():
+    """With two candidates per context (2 styles, 2 actions), a sampled best/worst pair exists when
+    both show up among the n draws, and is then the exact pair: E[sampled] = P(pair) * exact."""
+    spec = make_spec("hidden_intent", q=0.4, payoff="nonzero_sum", lam=0.5)
+    rng = np.random.default_rng(4)
+    z = (rng.standard_normal((2, 2, 2)), rng.standard_normal((2, 3)))
+    ref = (z[0] + 0.3 * rng.standard_normal((2, 2, 2)), z[1] + 0.3 * rng.standard_normal((2, 3)))
+    beta, temp, n = 0.5, 0.7, 3
+    exact_a, exact_d = dpo_md_exact(spec, z, ref, beta, temp)
+    got_a, got_d = dpo_md_sampled(spec, z, ref, beta, temp, 400_000, n, np.random.default_rng(9))
+    sigma_ref, rho_ref = attacker_policy(spec, ref[0]), defender_policy(ref[1])
+    pair_a = 1 - (sigma_ref**n).sum(axis=-1, keepdims=True)
+    pair_d = 1 - (rho_ref**n).sum(axis=-1)
+    np.testing.assert_allclose(got_a, pair_a * exact_a, atol=2e-3)
+    np.testing.assert_allclose(got_d, pair_d * exact_d, atol=2e-3)
 
 
 @pytest.mark.parametrize("spec_name", list(SPECS))
