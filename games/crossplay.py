@@ -22,12 +22,14 @@ from redgame.theory.strategies import attacker_best_response, expected_payoffs
 BEST_RESPONSE = "best_response"
 
 
-def train_regimes(spec: GameSpec, base: DynamicsConfig, regimes=REGIMES, progress: bool = False) -> dict[str, Trajectory]:
+def train_regimes(spec: GameSpec, base: DynamicsConfig, regimes=REGIMES,
+                  progress: bool = False) -> dict[str, Trajectory]:
     """One Trajectory per regime, all with ``base``'s runs, seed, steps and step size."""
     return {r: run_dynamics(spec, replace(base, regime=r), progress=progress) for r in regimes}
 
 
-def crossplay_matrices(spec: GameSpec, trained: dict[str, Trajectory]) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+def crossplay_matrices(spec: GameSpec,
+                       trained: dict[str, Trajectory]) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
     """(attackers, defenders, A, B): run-averaged attacker / defender payoffs, rows = attackers
     (every regime, then ``best_response``), columns = defenders."""
     names = list(trained)

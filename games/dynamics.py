@@ -28,8 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from redgame.games.batch_metrics import CLASSES, NUMERIC, batch_metrics, best_attack_value, defender_action_values
-from redgame.games.batch_metrics import refusal_by_cell
+from redgame.games.batch_metrics import CLASSES, NUMERIC, batch_metrics, defender_action_values, refusal_by_cell
 from redgame.games.policies import (
     FrozenDraws,
     Policies,
@@ -180,7 +179,8 @@ def _sample_prompts(spec: GameSpec, sigma: np.ndarray, n: int, rng: np.random.Ge
     """(run, seed, style, observation) index arrays [R, n] of prompts drawn from sigma."""
     runs = np.broadcast_to(np.arange(sigma.shape[0])[:, None], (sigma.shape[0], n))
     if spec.seed_choice == "attacker":
-        flat = _categorical(rng, np.broadcast_to(sigma.reshape(sigma.shape[0], 1, -1), (sigma.shape[0], n, sigma[0].size)))
+        joint = sigma.reshape(sigma.shape[0], 1, -1)
+        flat = _categorical(rng, np.broadcast_to(joint, (sigma.shape[0], n, joint.shape[-1])))
         s, k = np.divmod(flat, spec.n_styles)
     else:
         s = _categorical(rng, np.broadcast_to(spec.seed_weights, (sigma.shape[0], n, spec.n_seeds)))
@@ -286,7 +286,7 @@ def _dpo_pairs(rng: np.random.Generator, utilities: np.ndarray, temp: float):
     The judge ranks by utility; the (best, worst) pair is kept when their utilities differ and
     labelled best > worst with Bradley-Terry probability sigmoid(gap / temp)."""
     best, worst = utilities.argmax(axis=-1), utilities.argmin(axis=-1)
-    gap = np.take_along_axis(utilities, best[..., None], -1)[..., 0] - np.take_along_axis(utilities, worst[..., None], -1)[..., 0]
+    gap = utilities.max(axis=-1) - utilities.min(axis=-1)
     keep = rng.random(gap.shape) < _sigmoid(gap / temp)
     return np.where(keep, best, worst), np.where(keep, worst, best), gap > 1e-12
 
@@ -387,7 +387,8 @@ class _Learner:
             if c.estimator == "exact":
                 grad_a, grad_d = dpo_md_exact(spec, z, self.ref, c.beta, c.judge_temp)
             else:
-                grad_a, grad_d = dpo_md_sampled(spec, z, self.ref, c.beta, c.judge_temp, c.batch, c.candidates, self.rng)
+                grad_a, grad_d = dpo_md_sampled(spec, z, self.ref, c.beta, c.judge_temp, c.batch, c.candidates,
+                                                self.rng)
             self.model.step(self.model.backward(grad_a, grad_d), c.lr)
             z = self.model.logits()
             self.ref = tuple(c.ema * r + (1.0 - c.ema) * zi for r, zi in zip(self.ref, z))

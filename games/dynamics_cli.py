@@ -84,7 +84,8 @@ def _summary(traj) -> dict[str, Any]:
     import numpy as np
 
     final = traj.final()
-    per_run = {name: [None if not np.isfinite(v) else float(v) for v in traj.metrics[name][-1]] for name in SUMMARY_FIELDS}
+    per_run = {name: [float(v) if np.isfinite(v) else None for v in traj.metrics[name][-1]]
+               for name in SUMMARY_FIELDS}
     per_run.update({name: labels[-1] for name, labels in traj.classes.items()})
     out = {"regime": traj.config.regime, "game": traj.spec.name, "runs": traj.config.runs, "steps": traj.config.steps}
     out.update({k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in final.items()})

@@ -60,7 +60,8 @@ class MetaNash:
         }
 
 
-def solve_metagame(payoffs, defender_payoffs=None, attackers=None, defenders=None, method: str | None = None) -> MetaNash:
+def solve_metagame(payoffs, defender_payoffs=None, attackers=None, defenders=None,
+                   method: str | None = None) -> MetaNash:
     """Solve a cross-play matrix for its meta-Nash.
 
     Args:
