@@ -63,3 +63,13 @@ def test_bad_input_is_one_line_naming_the_culprit(capsys, argv, culprit):
     code, _, err = run(capsys, "toy", "dynamics", *argv)
     assert code == 2
     assert err.startswith(f"redgame: error: {culprit}") and err.count("\n") == 1
+
+
+def test_cli_default_is_the_documented_reference_setting():
+    from redgame.games.dynamics_cli import build_setting
+
+    spec, config = build_setting("shared", None, None, None, None)
+    assert (spec.n_seeds, spec.n_styles, spec.harmful_mask.tolist()) == (1, 8, [True])
+    assert (config.steps, config.runs, config.lr, config.estimator, config.g) == (4000, 5, 0.5, "exact", 1.0)
+    spec, config = build_setting("advgame", None, None, None, ["beta=0.2"])
+    assert not spec.is_zero_sum and spec.name == "hidden_intent" and config.beta == 0.2
