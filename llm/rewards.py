@@ -121,8 +121,8 @@ def judge_round(judge, rnd, *, pairwise: bool, min_margin: float) -> JudgedRound
                 attack_value[a] = UNFAITHFUL
             elif best_answer[a] in defence:
                 attack_value[a] = 1.0 - 2.0 * defence[best_answer[a]]
-            else:  # the only faithful attack on its seed: its best answer's own win rate
-                attack_value[a] = 1.0 - 2.0 * value[best_answer[a]]
+            else:  # the only faithful attack on its seed: the judge's score of its best answer
+                attack_value[a] = 1.0 - 2.0 * scores[best_answer[a]]
     else:
         for a in range(n_att):
             own = sampled[a] or by_attack[a]

@@ -1,8 +1,8 @@
 """Rollouts: batched sampling of attacks and responses with each role's weights active.
 
 One round of the game (AdvGame, arXiv 2512.20806; Self-RedTeam, arXiv 2506.07468): for
-each seed the attacker writes A attacks from its role prompt; each attack is parsed from
-the tagged format (a parse failure is counted, and the defender then answers the seed
+each seed the attacker writes A attacks from its role prompt, its answer started inside the
+attack tag (``prompts.ATTACK_PREFIX``); each attack is parsed from the tagged format (a parse failure is counted, and the defender then answers the seed
 itself); the defender answers each attack D times. Optional exploration candidates are
 defender answers started from a fixed prefix (e.g. a refusal), continued by the defender
 and scored by the judge like any other sample.
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from redgame.llm import prompts as role_prompts
 from redgame.llm.prompts import attacker_messages, chat_text, defender_messages, parse_attack
 
 
@@ -102,8 +103,10 @@ def play_round(roles, tokenizer, seeds: list, *, attacks_per_seed: int, response
     """Sample attacks with the attacker's weights, then responses with the defender's."""
     seed_index = [i for i in range(len(seeds)) for _ in range(attacks_per_seed)]
     prompts = [chat_text(tokenizer, attacker_messages(seeds[i])) for i in seed_index]
+    # Sampling starts inside the attack tag when the prompts module offers a prefix for it.
+    attack_prefix = getattr(role_prompts, "ATTACK_PREFIX", "")
     with roles.policy("attacker") as model:
-        attacks = generate(model, tokenizer, prompts, attack_sampling)
+        attacks = generate(model, tokenizer, prompts, attack_sampling, [attack_prefix] * len(prompts))
     parsed_text = [parse_attack(a.text) for a in attacks]
     rnd = Round(seeds, attacks, seed_index,
                 [t if t is not None else seeds[i].prompt for t, i in zip(parsed_text, seed_index)],

@@ -1,0 +1,87 @@
+"""``redgame llm train`` and ``redgame demo``.
+
+torch and transformers are imported inside the handlers, so that ``redgame toy ...``
+starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from redgame.errors import UserError
+from redgame.llm.config import REGIMES, TrainConfig, from_mapping, help_lines, load_file, parse_override
+
+
+def register(subparsers) -> None:
+    llm = subparsers.add_parser("llm", help="the attacker-defender game on a language model")
+    llm_sub = llm.add_subparsers(dest="llm_command", metavar="COMMAND")
+    llm_sub.required = True
+    train = llm_sub.add_parser(
+        "train", help="train attacker and defender by playing the game",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="config keys (set in --config FILE or with --set key=value):\n  " + "\n  ".join(help_lines()))
+    train.add_argument("--model", help="'embedded', 'tiny' or a local model folder (default: embedded)")
+    train.add_argument("--regime", help=f"one of {', '.join(REGIMES)} (default: bipolicy)")
+    train.add_argument("--steps", type=int, help="game iterations in all (default: 20)")
+    train.add_argument("--out", required=True, help="run folder: config, metrics, checkpoints, final adapters")
+    train.add_argument("--config", help="TOML or YAML config file")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    train.add_argument("--save-every", type=int, help="checkpoint every K steps (default: 10)")
+    train.add_argument("--seed", type=int, help="seed of everything (default: 0)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(func=run_train)
+
+    demo = subparsers.add_parser("demo", help="a short bipolicy game on the embedded model, then base vs trained")
+    demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    demo.add_argument("--steps", type=int, help="game iterations (default: the demo recipe's)")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    demo.set_defaults(func=run_demo)
+
+
+def resolve_config(args) -> TrainConfig:
+    """File, then --set overrides, then the explicit flags; all checked before any compute."""
+    cfg = from_mapping(load_file(args.config), where=f" in {args.config}") if args.config else TrainConfig()
+    overrides = dict(parse_override(text) for text in args.set)
+    for key in ("model", "regime", "steps", "save_every", "seed"):
+        value = getattr(args, key)
+        if value is not None:
+            overrides[key] = value
+    cfg = from_mapping(overrides, where=" (command line)", base=cfg).validate()
+    check_model_name(cfg.model)
+    if cfg.train_seeds and not Path(cfg.train_seeds).is_file():
+        raise FileNotFoundError(f"seed file not found: {cfg.train_seeds}")
+    return cfg
+
+
+def check_model_name(name: str) -> None:
+    if name in ("embedded", "tiny"):
+        return
+    if not Path(name).exists():
+        raise FileNotFoundError(f"model not found: {name!r} is not 'embedded', 'tiny' or an existing folder")
+
+
+def run_train(args) -> int:
+    from redgame.llm.trainer import TrainingStopped, train
+
+    cfg = resolve_config(args)
+    try:
+        result = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    except TrainingStopped as exc:
+        print(f"redgame: {exc}", file=sys.stderr)
+        return 1
+    if not result["stopped"]:
+        print(f"done: {result['steps']} steps; adapters in {Path(args.out) / 'final'}")
+    return 0
+
+
+def run_demo(args) -> int:
+    from redgame.llm.demo import run
+
+    if args.steps is not None and args.steps < 1:
+        raise UserError(f"--steps must be >= 1, got {args.steps}")
+    run(args.out, steps=args.steps, progress=not args.no_progress)
+    return 0

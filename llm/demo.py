@@ -1,0 +1,90 @@
+"""``redgame demo``: a short anchored-bipolicy game on the embedded model, then base vs trained.
+
+1. Load SmolLM2-135M-Instruct (embedded) and the embedded judge.
+2. Greedy-evaluate the base model as a defender on the held-out (test) seeds.
+3. Play ``DEMO_RECIPE`` (bipolicy: attacker and defender LoRA adapters on the frozen base).
+4. Greedy-evaluate the trained defender on the same held-out seeds.
+5. Print a table; write ``<out>/demo.json`` with ``base`` and ``trained``, each holding
+   ``harmful_refusal`` and ``benign_compliance``.
+
+The recipe, and why each setting is there, is documented in docs/llm_game.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+from redgame.llm.config import TrainConfig
+
+REFUSAL_PREFIX = "I'm sorry, but I can't help with that"
+
+# DPO against the frozen base (the ABS anchor) on judge-ranked pairs, with RPO's NLL term;
+# each attack also gets one defender answer started from a refusal prefix, scored by the
+# same judge as any other sample (DESIGN.md, "Embedded defaults").
+DEMO_RECIPE = TrainConfig(
+    model="embedded",
+    regime="bipolicy",
+    steps=12,
+    seed=0,
+    save_every=0,
+    seeds_per_step=8,
+    attacks_per_seed=2,
+    responses_per_attack=2,
+    explore_prefixes=(REFUSAL_PREFIX,),
+    attack_tokens=48,
+    response_tokens=40,
+    loss="dpo",
+    beta=0.5,
+    nll_weight=1.0,
+    lr=1e-3,
+    lora_rank=16,
+    lora_alpha=32,
+)
+
+
+def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bool = True, log=print) -> dict:
+    """Run the demo; returns what it writes to ``<out>/demo.json``."""
+    from redgame.llm.evaluation import evaluate_defender
+    from redgame.llm.judges import make_judge
+    from redgame.llm.models import load_base
+    from redgame.llm.seeds import builtin_seeds
+    from redgame.llm.trainer import train
+
+    cfg = dataclasses.replace(DEMO_RECIPE, steps=steps or DEMO_RECIPE.steps).validate()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    model, tokenizer = load_base(cfg.model)
+    judge = make_judge(cfg.judge)
+    held_out = builtin_seeds("test")
+    log(f"held-out seeds: {sum(s.harmful for s in held_out)} harmful, {sum(not s.harmful for s in held_out)} benign")
+
+    before = evaluate_defender(model, tokenizer, judge, held_out, max_new_tokens=cfg.response_tokens)
+    log(f"base: harmful refusal {before['harmful_refusal']:.0%}, benign compliance {before['benign_compliance']:.0%}")
+    result = train(cfg, out / "run", overwrite=True, progress=progress, base=(model, tokenizer), judge=judge, log=log)
+    with result["roles"].policy("defender") as defender:
+        after = evaluate_defender(defender, tokenizer, judge, held_out, max_new_tokens=cfg.response_tokens)
+
+    summary = {
+        "base": {k: before[k] for k in ("harmful_refusal", "benign_compliance")},
+        "trained": {k: after[k] for k in ("harmful_refusal", "benign_compliance")},
+        "n_harmful": before["n_harmful"],
+        "n_benign": before["n_benign"],
+        "steps": cfg.steps,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "config": cfg.to_dict(),
+        "adapters": str(out / "run" / "final"),
+    }
+    (out / "demo.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (out / "answers.json").write_text(json.dumps({"base": before["answers"], "trained": after["answers"]}, indent=1))
+    rows = [("", "harmful refusal", "benign compliance"),
+            ("base", f"{before['harmful_refusal']:.0%}", f"{before['benign_compliance']:.0%}"),
+            ("trained defender", f"{after['harmful_refusal']:.0%}", f"{after['benign_compliance']:.0%}")]
+    log(f"\nheld-out test split ({before['n_harmful']} harmful, {before['n_benign']} benign), greedy:")
+    for name, a, b in rows:
+        log(f"  {name:<18}{a:>17}{b:>19}")
+    log(f"\n{cfg.steps} steps in {summary['seconds']:.0f} s; wrote {out / 'demo.json'}")
+    return summary

@@ -1,0 +1,271 @@
+"""The game's training loop: rollout, judge, updates, metrics, checkpoints.
+
+Usage::
+
+    from redgame.llm.config import TrainConfig
+    from redgame.llm.trainer import train
+    train(TrainConfig(model="tiny", regime="bipolicy", steps=4), "runs/tiny")
+
+Each step: sample a seed batch (half harmful, half benign, a fixed function of the seed
+and the step), play a round (A attacks per seed, D answers per attack), judge it, and
+update each trained parameter set once. The regimes differ in a few visible places:
+
+- which weights play each role (``roles.build_roles``: shared / bipolicy / separate);
+- the reward (pairwise preferences for ``advgame``, zero-sum pointwise otherwise);
+- the loss (``config.loss``) and its reference (the frozen base, or the EMA for advgame);
+- ``sequential`` updates one role for ``sequential_k`` steps while the other is frozen;
+- ``shared`` sums both roles' losses into its one parameter set.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import signal
+import time
+from pathlib import Path
+
+import torch
+
+from redgame.errors import UserError
+from redgame.llm import checkpoint as ckpt
+from redgame.llm.config import TrainConfig
+from redgame.llm.losses import completion_logprobs, dpo_pairs_loss, kl_to_reference, policy_gradient_loss
+from redgame.llm.rewards import judge_round
+from redgame.llm.roles import ROLES, LoraSettings, build_roles
+from redgame.llm.rollout import SamplingSettings, play_round
+
+RUN_MARKER = "config.json"
+
+
+class TrainingStopped(RuntimeError):
+    """The run stopped on purpose (a non-finite loss); the message says where it left off."""
+
+
+def prepare_run_dir(out: str | Path, cfg: TrainConfig, *, resume: bool, overwrite: bool) -> Path:
+    """Check the output folder before any compute, and write the resolved config."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+    holds_run = (out / RUN_MARKER).is_file() or (out / ckpt.CHECKPOINTS).is_dir()
+    if resume:
+        if ckpt.latest_checkpoint(out) is None:
+            raise UserError(f"--resume: no checkpoint under {out / ckpt.CHECKPOINTS}; start without --resume")
+    elif holds_run and not overwrite:
+        raise UserError(f"--out {out} already holds a run; pass --resume to continue it or --overwrite to replace it")
+    elif holds_run:
+        import shutil
+
+        for name in (RUN_MARKER, "metrics.jsonl", "tb", ckpt.CHECKPOINTS, "final"):
+            target = out / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RUN_MARKER).write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
+    return out
+
+
+def load_train_seeds(cfg: TrainConfig) -> tuple[list, list]:
+    """(harmful, benign) training seeds: the built-in train split or the user's file."""
+    from redgame.llm.seeds import builtin_seeds, load_seeds
+
+    seeds = load_seeds(cfg.train_seeds) if cfg.train_seeds else builtin_seeds("train")
+    harmful = [s for s in seeds if s.harmful]
+    benign = [s for s in seeds if not s.harmful]
+    if not harmful or not benign:
+        raise UserError(f"training seeds need harmful and benign prompts; got {len(harmful)} harmful, "
+                        f"{len(benign)} benign from {cfg.train_seeds or 'the built-in train split'}")
+    return harmful, benign
+
+
+def seed_batch(harmful: list, benign: list, cfg: TrainConfig, step: int) -> list:
+    """The step's seeds, half harmful, half benign: a pure function of (seed, step)."""
+    rng = random.Random(f"{cfg.seed}:{step}")
+    n_harm = cfg.seeds_per_step // 2
+    pick = lambda pool, k: [pool[i % len(pool)] for i in rng.sample(range(max(k, len(pool))), k)]  # noqa: E731
+    return pick(harmful, n_harm) + pick(benign, cfg.seeds_per_step - n_harm)
+
+
+def updates_role(cfg: TrainConfig, step: int, role: str) -> bool:
+    """Whether ``role`` is updated at ``step``: sequential alternates, defender first."""
+    if role not in cfg.train_roles:
+        return False
+    if cfg.regime == "sequential":
+        return ("defender", "attacker")[(step // cfg.sequential_k) % 2] == role
+    return True
+
+
+def role_loss(cfg: TrainConfig, roles, role: str, samples: list, signal_, pad_id: int) -> tuple[torch.Tensor | None, dict]:
+    """One role's loss on its samples (completions) and signal (rewards / pairs)."""
+    kind = cfg.resolved_loss()
+    if kind in ("dpo", "ipo"):
+        if not signal_.pairs:
+            return None, {}
+        chosen = [samples[c] for c, _ in signal_.pairs]
+        rejected = [samples[r] for _, r in signal_.pairs]
+        both = chosen + rejected
+        prompts, comps = [s.prompt_ids for s in both], [s.completion_ids for s in both]
+        with torch.no_grad(), roles.reference(role) as ref:
+            ref_lp = completion_logprobs(ref, prompts, comps, pad_id)
+        with roles.policy(role) as model:
+            pol_lp = completion_logprobs(model, prompts, comps, pad_id)
+        n = len(chosen)
+        loss, info = dpo_pairs_loss(pol_lp.slice(0, n), pol_lp.slice(n, 2 * n), ref_lp.slice(0, n),
+                                    ref_lp.slice(n, 2 * n), beta=cfg.beta, kind=kind, nll_weight=cfg.nll_weight)
+        info["kl"] = float(kl_to_reference(pol_lp, ref_lp).detach())
+        info["pairs"] = n
+        return loss, info
+    items = [samples[i] for i in signal_.items]
+    prompts, comps = [s.prompt_ids for s in items], [s.completion_ids for s in items]
+    with torch.no_grad(), roles.reference(role) as ref:
+        ref_lp = completion_logprobs(ref, prompts, comps, pad_id)
+    with roles.policy(role) as model:
+        pol_lp = completion_logprobs(model, prompts, comps, pad_id)
+    loss, info = policy_gradient_loss(pol_lp, ref_lp, torch.tensor(signal_.rewards), torch.tensor(signal_.groups),
+                                      kl_coef=cfg.kl_coef, normalise=kind == "grpo")
+    info["mean_reward"] = sum(signal_.rewards) / len(signal_.rewards)
+    return loss, info
+
+
+def round_metrics(rnd, judged) -> dict:
+    """Attack success and refusal rates over the defender's sampled (not forced) answers."""
+    sampled = [i for i, forced in enumerate(rnd.response_explore) if not forced]
+    harm_seed = [rnd.seeds[rnd.attack_seed[rnd.response_attack[i]]].harmful for i in range(len(rnd.responses))]
+    on_harm = [i for i in sampled if harm_seed[i]]
+    on_benign = [i for i in sampled if not harm_seed[i]]
+    rate = lambda xs, flag: sum(flag[i] for i in xs) / len(xs) if xs else float("nan")  # noqa: E731
+    return {
+        "attack_success": rate(on_harm, judged.harmful),
+        "refusal_harmful": rate(on_harm, judged.refusal),
+        "refusal_benign": rate(on_benign, judged.refusal),
+        "defender_score": sum(judged.scores[i] for i in sampled) / max(1, len(sampled)),
+        "faithful": sum(judged.faithful) / len(judged.faithful),
+        "parse_errors": rnd.parse_errors,
+        "judge_errors": judged.judge_errors,
+    }
+
+
+class _StopFlag:
+    """First Ctrl-C: finish the step, checkpoint, exit; a second one aborts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        def handler(signum, frame):
+            if self.requested:
+                raise KeyboardInterrupt
+            self.requested = True
+            print("\nredgame: stopping after this step and checkpointing (Ctrl-C again to abort)", flush=True)
+
+        try:
+            self._previous = signal.signal(signal.SIGINT, handler)
+        except ValueError:  # not the main thread: leave signals alone
+            self._previous = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
+          progress: bool = True, base=None, judge=None, log=print) -> dict:
+    """Run the game for ``cfg.steps`` steps (in all, counting resumed ones); returns a summary.
+
+    ``base`` = (model, tokenizer) and ``judge`` may be passed in to reuse loaded ones.
+    """
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    from redgame.llm.judges import make_judge
+    from redgame.llm.models import load_base
+
+    cfg.validate()
+    harmful, benign = load_train_seeds(cfg)
+    out = prepare_run_dir(out, cfg, resume=resume, overwrite=overwrite)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    model, tokenizer = base if base is not None else load_base(cfg.model)
+    judge = judge if judge is not None else make_judge(cfg.judge)
+
+    torch.manual_seed(cfg.seed)  # adapter init, then sampling
+    roles = build_roles(model, regime=cfg.regime, full_finetune=cfg.full_finetune,
+                        lora=LoraSettings(cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout),
+                        reference=cfg.resolved_reference(), ema_decay=cfg.ema_decay)
+    optimizers = {key: torch.optim.AdamW(roles.parameters(owners[0]), lr=cfg.lr, weight_decay=cfg.weight_decay)
+                  for key, owners in roles.owners().items()}
+    start = 0
+    if resume:
+        state = ckpt.load_checkpoint(ckpt.latest_checkpoint(out), roles, optimizers)
+        start = state["step"]
+        log(f"resuming from step {start}")
+    attack_sampling = SamplingSettings(cfg.attack_tokens, cfg.temperature, cfg.top_p)
+    response_sampling = SamplingSettings(cfg.response_tokens, cfg.temperature, cfg.top_p)
+    pad_id = tokenizer.pad_token_id
+    metrics_file = (out / "metrics.jsonl").open("a")
+    writer = SummaryWriter(str(out / "tb"))
+    last_good = ckpt.latest_checkpoint(out)
+    step = start
+    try:
+        with _StopFlag() as stop:
+            bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress,
+                       desc=f"{cfg.regime}", unit="step")
+            for step in bar:
+                t0 = time.perf_counter()
+                rnd = play_round(roles, tokenizer, seed_batch(harmful, benign, cfg, step),
+                                 attacks_per_seed=cfg.attacks_per_seed, responses_per_attack=cfg.responses_per_attack,
+                                 attack_sampling=attack_sampling, response_sampling=response_sampling,
+                                 explore_prefixes=tuple(cfg.explore_prefixes))
+                t1 = time.perf_counter()
+                judged = judge_round(judge, rnd, pairwise=cfg.regime == "advgame", min_margin=cfg.min_margin)
+                t2 = time.perf_counter()
+                samples = {"attacker": rnd.attacks, "defender": rnd.responses}
+                signals = {"attacker": judged.attacker, "defender": judged.defender}
+                row = {"step": step + 1, **round_metrics(rnd, judged)}
+                for key, owners in roles.owners().items():
+                    losses = []
+                    for role in owners:
+                        if updates_role(cfg, step, role):
+                            loss, info = role_loss(cfg, roles, role, samples[role], signals[role], pad_id)
+                            row.update({f"{role}/{k}": v for k, v in info.items()})
+                            if loss is not None:
+                                losses.append(loss)
+                    if not losses:
+                        continue
+                    loss = sum(losses)
+                    if not torch.isfinite(loss):
+                        where = f"the checkpoint {last_good}" if last_good else "no checkpoint yet"
+                        raise TrainingStopped(f"step {step + 1}: the {key} loss is {float(loss.detach())}; "
+                                              f"stopped, kept {where}")
+                    optimizers[key].zero_grad(set_to_none=True)
+                    loss.backward()
+                    params = roles.parameters(owners[0])
+                    row[f"{key}/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+                    optimizers[key].step()
+                    roles.update_reference(owners[0])  # one parameter set, one EMA step
+                t3 = time.perf_counter()
+                new_tokens = sum(len(c.completion_ids) for c in rnd.attacks + rnd.responses)
+                row.update({"time/rollout": t1 - t0, "time/judge": t2 - t1, "time/update": t3 - t2,
+                            "tokens_per_s": new_tokens / max(t1 - t0, 1e-9)})
+                metrics_file.write(json.dumps(row) + "\n")
+                metrics_file.flush()
+                for k, v in row.items():
+                    if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
+                        writer.add_scalar(k, v, step + 1)
+                bar.set_postfix(asr=f"{row['attack_success']:.2f}", ref_h=f"{row['refusal_harmful']:.2f}",
+                                ref_b=f"{row['refusal_benign']:.2f}")
+                done = step + 1
+                if stop.requested or (cfg.save_every and done % cfg.save_every == 0) or done == cfg.steps:
+                    last_good = ckpt.save_checkpoint(out, done, roles, optimizers, {"seed": cfg.seed})
+                if stop.requested:
+                    log(f"stopped at step {done}; resume with --resume")
+                    return {"out": str(out), "steps": done, "stopped": True, "roles": roles}
+    finally:
+        metrics_file.close()
+        writer.close()
+    final = out / "final"
+    for role in ROLES:
+        roles.save_role(role, final / role)
+    return {"out": str(out), "steps": cfg.steps, "stopped": False, "roles": roles}
