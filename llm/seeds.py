@@ -118,13 +118,15 @@ def _load_jsonl(path: Path, text: str, harmful: bool | None) -> list[Seed]:
             rows = json.loads(text)
         except json.JSONDecodeError as exc:
             raise UserError(f"seed file {path}: not valid JSON ({exc.msg}, line {exc.lineno})") from exc
+        except RecursionError as exc:
+            raise UserError(f"seed file {path}: JSON nested too deeply") from exc
         for n, row in enumerate(rows, 1):
             if not isinstance(row, dict):
                 raise UserError(f"seed file {path}, item {n}: expected a JSON object, got {type(row).__name__}")
         return [_seed_from_row(row, f"seed file {path}, item {n}", f"{path.stem}-{n}", harmful)
                 for n, row in enumerate(rows, 1)]
     seeds = []
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(text.split("\n"), 1):  # not splitlines: JSON strings may hold U+2028
         if not line.strip():
             continue
         where = f"seed file {path}, line {n}"
@@ -132,6 +134,8 @@ def _load_jsonl(path: Path, text: str, harmful: bool | None) -> list[Seed]:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise UserError(f"{where}: not valid JSON ({exc.msg})") from exc
+        except RecursionError as exc:
+            raise UserError(f"{where}: JSON nested too deeply") from exc
         if not isinstance(row, dict):
             raise UserError(f"{where}: expected a JSON object, got {type(row).__name__}")
         seeds.append(_seed_from_row(row, where, f"{path.stem}-{n}", harmful))
