@@ -57,7 +57,6 @@ class TrainConfig:
     reference: str = _f("auto", "auto | base | ema (auto: ema for advgame = DPO-MD, the frozen base otherwise)")
     ema_decay: float = _f(0.95, "EMA decay of the reference model (DPO-MD)")
     min_margin: float = _f(0.05, "a pair is used only when the judge's scores differ by at least this")
-    wrongful_refusal_weight: float = _f(1.0, "lambda: weight of refusing a benign seed in the zero-sum payoff")
     sequential_k: int = _f(2, "sequential: steps of one role before switching to the other")
     train_roles: tuple = _f(("attacker", "defender"), "which roles are updated")
     lr: float = _f(2e-4, "AdamW learning rate")

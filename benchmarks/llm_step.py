@@ -1,0 +1,60 @@
+"""Time one full game iteration on the embedded model, with a breakdown.
+
+One iteration: 8 seeds (4 harmful, 4 benign) x 2 attacks x 2 responses, judged by the
+embedded judge, then one attacker and one defender update (bipolicy, DPO). Prints the
+median over ``--iters`` iterations after one warm-up, split into rollout, judge and update.
+
+    python benchmarks/llm_step.py [--iters 2] [--threads 2] [--explore]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iters", type=int, default=2, help="timed iterations after one warm-up")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--explore", action="store_true", help="add the demo's refusal-prefix candidates")
+    args = parser.parse_args()
+
+    import torch
+
+    from redgame.llm.config import TrainConfig
+    from redgame.llm.demo import REFUSAL_PREFIX
+    from redgame.llm.judges import make_judge
+    from redgame.llm.losses import USE_KERNELS
+    from redgame.llm.models import load_base
+    from redgame.llm.trainer import train
+
+    torch.set_num_threads(args.threads)
+    t = time.perf_counter()
+    base = load_base("embedded")
+    judge = make_judge("embedded")
+    load_s = time.perf_counter() - t
+    cfg = TrainConfig(model="embedded", regime="bipolicy", steps=1 + args.iters, save_every=0, seeds_per_step=8,
+                      attacks_per_seed=2, responses_per_attack=2,
+                      explore_prefixes=(REFUSAL_PREFIX,) if args.explore else (), threads=args.threads)
+    with tempfile.TemporaryDirectory() as out:
+        t = time.perf_counter()
+        train(cfg, out, progress=False, base=base, judge=judge)
+        total = time.perf_counter() - t
+        rows = [json.loads(line) for line in open(f"{out}/metrics.jsonl")][1:]
+    parts = {k: statistics.median(r[f"time/{k}"] for r in rows) for k in ("rollout", "judge", "update")}
+    step = sum(parts.values())
+    print(f"embedded SmolLM2-135M, {args.threads} threads, kernels seam: {'redgame.kernels' if USE_KERNELS else 'torch'}")
+    print(f"load (model + judge): {load_s:.1f} s; {1 + args.iters} iterations in {total:.1f} s")
+    print(f"one iteration (8 seeds x 2 attacks x 2 responses{' + 1 explore' if args.explore else ''}), median of {len(rows)}:")
+    for k, v in parts.items():
+        print(f"  {k:<8}{v:7.1f} s  {v / step:5.0%}")
+    print(f"  {'total':<8}{step:7.1f} s  (goal <= 60 s)")
+    print(f"  sampling throughput {statistics.median(r['tokens_per_s'] for r in rows):.0f} tokens/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""``redgame llm train`` and ``redgame demo`` as a user runs them; bad input fails before compute."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from redgame.cli import main
+
+
+def _err(capsys):
+    """The one error line (transformers' own load progress may precede it)."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("redgame: error: ") and "Traceback" not in "".join(err), err
+    return err[-1]
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--regime", "coop"], "'regime'"),
+    (["--model", "/no/such/model"], "model not found"),
+    (["--set", "beta=high"], "'beta'"),
+    (["--set", "nonsense=1"], "unknown config key 'nonsense'"),
+    (["--steps", "0"], "'steps'"),
+])
+def test_bad_input_is_one_line_before_compute(tmp_path, capsys, argv, needle):
+    assert main(["llm", "train", "--out", str(tmp_path / "run"), *argv]) == 2
+    assert needle in _err(capsys)
+    assert not (tmp_path / "run").exists()  # nothing was started
+
+
+@pytest.mark.parametrize("text,suffix,needle", [
+    ("steps = 3\nwarmup = 2\n", ".toml", "unknown config key 'warmup'"),
+    ("steps = 'three'\n", ".toml", "'steps'"),
+    ("steps = [\n", ".toml", "malformed config file"),
+    ("regime: shared\nlr: [1]\n", ".yaml", "'lr'"),
+])
+def test_bad_config_files(tmp_path, capsys, text, suffix, needle):
+    path = tmp_path / f"cfg{suffix}"
+    path.write_text(text)
+    assert main(["llm", "train", "--out", str(tmp_path / "run"), "--config", str(path)]) == 2
+    assert needle in _err(capsys)
+
+
+def test_malformed_seed_file_and_resume_without_run(tmp_path, capsys):
+    bad = tmp_path / "seeds.jsonl"
+    bad.write_text("{not json\n")
+    assert main(["llm", "train", "--model", "tiny", "--out", str(tmp_path / "a"), "--set", f"train_seeds={bad}"]) == 2
+    assert str(bad.name) in _err(capsys)
+    assert main(["llm", "train", "--model", "tiny", "--out", str(tmp_path / "b"), "--resume"]) == 2
+    assert "no checkpoint" in _err(capsys)
+
+
+def test_train_on_tiny_from_a_config_file(tmp_path, capsys):
+    cfg = tmp_path / "game.toml"
+    cfg.write_text("seeds_per_step = 2\nattacks_per_seed = 1\nresponses_per_attack = 2\n"
+                   "attack_tokens = 4\nresponse_tokens = 4\nlora_rank = 2\nmin_margin = 0.0\n")
+    out = tmp_path / "run"
+    argv = ["llm", "train", "--model", "tiny", "--regime", "bipolicy", "--steps", "1", "--out", str(out),
+            "--config", str(cfg), "--seed", "3", "--no-progress"]
+    assert main(argv) == 0
+    resolved = json.loads((out / "config.json").read_text())
+    assert resolved["seed"] == 3 and resolved["attack_tokens"] == 4 and resolved["regime"] == "bipolicy"
+    assert (out / "final" / "defender" / "adapter_config.json").is_file()
+    assert main(argv) == 2 and "already holds a run" in _err(capsys)
+
+
+def test_llm_cli_imports_no_torch():
+    code = "import sys, redgame.cli as c; c.build_parser(); assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)

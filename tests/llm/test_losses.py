@@ -1,0 +1,105 @@
+"""Losses and log-probs against independent float64 references and closed forms."""
+
+import math
+
+import pytest
+import torch
+
+from redgame.llm import losses
+from redgame.llm.losses import (TokenLogprobs, completion_logprobs, dpo_pairs_loss, group_advantages,
+                                policy_gradient_loss, torch_preference_loss, torch_token_logprobs)
+
+
+def test_torch_token_logprobs_matches_float64_log_softmax():
+    g = torch.Generator().manual_seed(0)
+    hidden, head = torch.randn(7, 5, generator=g), torch.randn(11, 5, generator=g)
+    targets = torch.tensor([0, 3, 10, -100, 4, 4, 9])
+    ref = torch.log_softmax(hidden.double() @ head.double().t(), -1)
+    got = torch_token_logprobs(hidden, head, targets)
+    for i, t in enumerate(targets.tolist()):
+        expected = 0.0 if t == -100 else float(ref[i, t])
+        assert got[i].item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_preference_losses_closed_forms():
+    zero = torch.zeros(3)
+    assert torch_preference_loss(zero, zero, zero, zero, beta=0.1).item() == pytest.approx(math.log(2))
+    # IPO is 0 exactly at margin 1/(2 beta)
+    m = torch.full((2,), 1 / (2 * 0.25))
+    assert torch_preference_loss(m, torch.zeros(2), torch.zeros(2), torch.zeros(2), beta=0.25, kind="ipo").item() \
+        == pytest.approx(0.0, abs=1e-9)
+    pc, pr, rc, rr = (torch.tensor([1.0, -2.0]), torch.tensor([0.5, 0.0]), torch.tensor([0.2, -1.0]),
+                      torch.tensor([0.1, 0.3]))
+    h = (pc - rc) - (pr - rr)
+    dpo = sum(math.log1p(math.exp(-0.5 * float(x))) for x in h) / 2
+    assert torch_preference_loss(pc, pr, rc, rr, beta=0.5).item() == pytest.approx(dpo, rel=1e-6)
+    with pytest.raises(ValueError, match="kind"):
+        losses.preference_loss(pc, pr, rc, rr, kind="kto")
+
+
+@pytest.mark.skipif(not losses.USE_KERNELS, reason="redgame.kernels not installed")
+@pytest.mark.parametrize("kind", ["dpo", "ipo"])
+def test_kernel_seam_gives_the_torch_numbers_and_gradients(kind):
+    g = torch.Generator().manual_seed(1)
+    hidden = torch.randn(9, 6, generator=g, requires_grad=True)
+    head = torch.randn(13, 6, generator=g)
+    targets = torch.tensor([1, 2, 3, -100, 12, 0, 5, 5, 7])
+    a = losses.token_logprobs(hidden, head, targets, use_kernels=True)
+    b = losses.token_logprobs(hidden, head, targets, use_kernels=False)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    (ga,) = torch.autograd.grad(a.sum(), hidden)
+    (gb,) = torch.autograd.grad(b.sum(), hidden)
+    torch.testing.assert_close(ga, gb, atol=1e-5, rtol=1e-5)
+    pc, pr, rc, rr = torch.randn(4, 5, generator=g)
+    torch.testing.assert_close(losses.preference_loss(pc, pr, rc, rr, beta=0.3, kind=kind, use_kernels=True),
+                               losses.preference_loss(pc, pr, rc, rr, beta=0.3, kind=kind, use_kernels=False))
+
+
+def test_completion_logprobs_match_the_models_full_logits(tiny):
+    model, tok = tiny
+    prompts = [[1, 5, 9, 22], [3, 4]]
+    comps = [[7, 8], [10, 11, 12]]
+    got = completion_logprobs(model, prompts, comps, pad_id=tok.pad_token_id)
+    for i, (p, c) in enumerate(zip(prompts, comps)):
+        logits = model(input_ids=torch.tensor([p + c])).logits[0].double()
+        ref = torch.log_softmax(logits, -1)
+        expected = [float(ref[len(p) - 1 + k, t]) for k, t in enumerate(c)]
+        assert got.values[got.seq == i].tolist() == pytest.approx(expected, abs=1e-4)
+    assert got.sums().shape == (2,) and got.lengths().tolist() == [2.0, 3.0]
+    part = got.slice(1, 2)
+    assert part.n_seqs == 1 and part.sums().item() == pytest.approx(got.sums()[1].item())
+
+
+def test_rpo_nll_is_length_normalised():
+    def lp(values, seq, n):
+        return TokenLogprobs(torch.tensor(values, requires_grad=True), torch.tensor(seq), n)
+
+    chosen = lp([-1.0, -3.0, -2.0], [0, 0, 1], 2)
+    rejected = lp([-1.0, -1.0], [0, 1], 2)
+    ref_c, ref_r = lp([-1.0, -3.0, -2.0], [0, 0, 1], 2), lp([-1.0, -1.0], [0, 1], 2)
+    loss, info = dpo_pairs_loss(chosen, rejected, ref_c, ref_r, beta=0.1, nll_weight=2.0)
+    # margins are 0: DPO term log 2; NLL = mean(4/2, 2/1) = 2
+    assert info["nll"] == pytest.approx(2.0)
+    assert loss.item() == pytest.approx(math.log(2) + 2 * 2.0)
+
+
+def test_group_advantages_baseline_and_grpo():
+    rewards = torch.tensor([1.0, 0.0, 0.5, -1.0, 1.0])
+    groups = torch.tensor([0, 0, 1, 1, 1])
+    adv = group_advantages(rewards, groups, normalise=False)
+    assert adv.tolist() == pytest.approx([0.5, -0.5, 0.5 - 1 / 6, -1 - 1 / 6, 1 - 1 / 6])
+    grpo = group_advantages(rewards, groups, normalise=True)
+    std1 = torch.tensor([0.5 - 1 / 6, -1 - 1 / 6, 1 - 1 / 6]).pow(2).mean().sqrt().item()
+    assert grpo[2].item() == pytest.approx((0.5 - 1 / 6) / (std1 + 1e-4), rel=1e-5)
+
+
+def test_policy_gradient_gradient_is_minus_advantage_over_length():
+    values = torch.tensor([-1.0, -2.0, -0.5], requires_grad=True)
+    pol = TokenLogprobs(values, torch.tensor([0, 0, 1]), 2)
+    ref = TokenLogprobs(values.detach().clone(), torch.tensor([0, 0, 1]), 2)
+    loss, info = policy_gradient_loss(pol, ref, torch.tensor([1.0, 0.0]), torch.tensor([0, 0]),
+                                      kl_coef=0.3, normalise=False)
+    loss.backward()
+    # advantages +0.5 / -0.5; d/d logp = -adv / len / n_seqs; the k3 KL has zero gradient at equality
+    assert values.grad.tolist() == pytest.approx([-0.5 / 2 / 2, -0.5 / 2 / 2, 0.5 / 1 / 2])
+    assert info["kl"] == pytest.approx(0.0)

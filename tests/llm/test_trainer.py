@@ -1,0 +1,164 @@
+"""The trainer on the tiny model: every regime, reloading, exact resume, NaN and Ctrl-C stops."""
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+from peft import PeftModel
+from safetensors.torch import load_file
+
+from redgame.llm import trainer
+from redgame.llm.checkpoint import latest_checkpoint
+from redgame.llm.models import load_base
+from redgame.llm.roles import build_roles
+from redgame.llm.trainer import TrainingStopped, seed_batch, train, updates_role
+
+IDS = torch.tensor([[1, 17, 33, 4, 250]])
+
+
+def _adapter(path):
+    return load_file(str(path / "adapter_model.safetensors"))
+
+
+@pytest.mark.parametrize("regime,loss", [("shared", "auto"), ("bipolicy", "auto"), ("separate", "ipo"),
+                                         ("advgame", "auto"), ("advgame", "grpo"), ("sequential", "auto")])
+def test_every_regime_trains_and_saves_loadable_adapters(tmp_path, judge, tiny_config, regime, loss):
+    cfg = tiny_config(regime=regime, loss=loss, steps=2)
+    base = load_base("tiny")
+    result = train(cfg, tmp_path, progress=False, base=base, judge=judge)
+    roles = result["roles"]
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    for key in ("attack_success", "refusal_harmful", "refusal_benign", "parse_errors", "judge_errors",
+                "tokens_per_s", "time/rollout"):
+        assert key in rows[0]
+    assert json.loads((tmp_path / "config.json").read_text())["regime"] == regime
+    assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "tb").iterdir())
+    trained = set(cfg.train_roles) if regime != "sequential" else {"defender"}  # k=2: defender first
+    for role in ("attacker", "defender"):
+        weights = _adapter(tmp_path / "final" / role)
+        lora_b = [v for k, v in weights.items() if "lora_B" in k]
+        moved = any(float(v.abs().max()) > 0 for v in lora_b)  # B starts at zero in peft
+        assert moved == (role in trained or regime == "shared"), role
+        with roles.policy(role) as m, torch.no_grad():
+            expected = m(input_ids=IDS).logits
+        loaded = PeftModel.from_pretrained(load_base("tiny")[0], str(tmp_path / "final" / role))
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(input_ids=IDS).logits, expected)
+
+
+def test_resume_continues_exactly(tmp_path, judge, tiny_config):
+    cfg = tiny_config(regime="advgame", steps=3, save_every=1, seed=7)
+    train(cfg, tmp_path / "straight", progress=False, base=load_base("tiny"), judge=judge)
+    cut = tiny_config(regime="advgame", steps=2, save_every=1, seed=7)
+    train(cut, tmp_path / "cut", progress=False, base=load_base("tiny"), judge=judge)
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(cfg, tmp_path / "cut", progress=False, base=load_base("tiny"), judge=judge)
+    train(cfg, tmp_path / "cut", resume=True, progress=False, base=load_base("tiny"), judge=judge)
+    for role in ("attacker", "defender"):
+        a, b = _adapter(tmp_path / "straight" / "final" / role), _adapter(tmp_path / "cut" / "final" / role)
+        assert a.keys() == b.keys()
+        assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-5
+    a = load_file(str(latest_checkpoint(tmp_path / "straight") / "weights.safetensors"))
+    b = load_file(str(latest_checkpoint(tmp_path / "cut") / "weights.safetensors"))
+    assert any(".ref/" in k for k in a)  # the EMA reference is part of the state
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-5
+    rows = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["step"] for r in rows] == [1, 2, 3]
+
+
+def test_resume_without_checkpoint_says_so(tmp_path, judge, tiny_config):
+    with pytest.raises(ValueError, match="no checkpoint"):
+        train(tiny_config(), tmp_path, resume=True, progress=False, base=load_base("tiny"), judge=judge)
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, judge, tiny_config, monkeypatch):
+    real = trainer.role_loss
+    calls = {"n": 0}
+
+    def poisoned(cfg, roles, role, samples, signal_, pad_id):
+        loss, info = real(cfg, roles, role, samples, signal_, pad_id)
+        calls["n"] += 1
+        return (loss * float("nan") if calls["n"] > 2 else loss), info  # 2 calls = step 1
+
+    monkeypatch.setattr(trainer, "role_loss", poisoned)
+    with pytest.raises(TrainingStopped, match="step 2.*nan.*step_0001"):
+        train(tiny_config(steps=3, save_every=1), tmp_path, progress=False, base=load_base("tiny"), judge=judge)
+    assert latest_checkpoint(tmp_path).name == "step_0001"
+
+
+def test_ctrl_c_checkpoints_and_exits_cleanly(tmp_path, judge, tiny_config, monkeypatch):
+    real = trainer.judge_round
+
+    def interrupted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # the user presses Ctrl-C mid-step
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "judge_round", interrupted)
+    result = train(tiny_config(steps=3), tmp_path, progress=False, base=load_base("tiny"), judge=judge)
+    assert result["stopped"] and result["steps"] == 1
+    assert latest_checkpoint(tmp_path).name == "step_0001"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_schedule_and_data_order(tiny_config):
+    cfg = tiny_config(regime="sequential", sequential_k=2)
+    assert [updates_role(cfg, s, "defender") for s in range(6)] == [True, True, False, False, True, True]
+    assert [updates_role(cfg, s, "attacker") for s in range(6)] == [False, False, True, True, False, False]
+    assert all(updates_role(tiny_config(regime="bipolicy"), s, "attacker") for s in range(3))
+    assert not updates_role(tiny_config(train_roles=("defender",)), 0, "attacker")
+    harmful, benign = [f"h{i}" for i in range(5)], [f"b{i}" for i in range(5)]
+
+    class S(str):
+        pass
+
+    cfg = tiny_config(seeds_per_step=4)
+    batch = seed_batch(harmful, benign, cfg, 3)
+    assert batch == seed_batch(harmful, benign, cfg, 3)
+    assert all(b.startswith("h") for b in batch[:2]) and all(b.startswith("b") for b in batch[2:])
+    assert len(set(batch[:2])) == 2
+
+
+def test_rewards_pairs_and_unfaithful_attacks():
+    from redgame.llm.judges import Labels
+    from redgame.llm.rewards import judge_round
+    from redgame.llm.rollout import Completion, Round
+    from redgame.llm.seeds import Seed
+
+    class Judge:  # a scripted judge: scores by a keyword, prefers the higher score
+        errors = 0
+
+        def score(self, seeds, attacks, responses):
+            return [{"good": 0.9, "mid": 0.5, "bad": 0.1}[r] for r in responses]
+
+        def labels(self, seeds, attacks, responses):
+            return [Labels(float(r == "good"), float(r == "bad"), 1.0, s)
+                    for r, s in zip(responses, self.score(seeds, attacks, responses))]
+
+        def faithfulness(self, seeds, attacks):
+            return [float(a != "off-topic") for a in attacks]
+
+        def prefer(self, seeds, attacks, a, b):
+            s = self.score(seeds, attacks, a), self.score(seeds, attacks, b)
+            return [1.0 if x > y else 0.0 if x < y else 0.5 for x, y in zip(*s)]
+
+    c = lambda t: Completion([1], [2], t)  # noqa: E731
+    seed = Seed("s0", "how to x", True, "test")
+    rnd = Round([seed], [c("a0"), c("a1"), c("a2")], [0, 0, 0], ["rewrite 1", "off-topic", seed.prompt],
+                [True, True, False])
+    rnd.responses = [c(t) for t in ["good", "bad", "mid", "mid", "bad", "bad"]]
+    rnd.response_attack = [0, 0, 1, 1, 2, 2]
+    rnd.response_explore = [False] * 6
+    for pairwise in (False, True):
+        j = judge_round(Judge(), rnd, pairwise=pairwise, min_margin=0.05)
+        assert j.faithful == [True, False, False]  # off-topic is unfaithful; unparsed never faithful
+        assert j.attack_reward[1] == j.attack_reward[2] == -1.0
+        assert j.defender.pairs == [(0, 1)]  # ties give no pair
+        assert j.attacker.pairs == [(0, 1)]
+    pointwise = judge_round(Judge(), rnd, pairwise=False, min_margin=0.05)
+    assert pointwise.attack_reward[0] == pytest.approx(1 - 2 * (0.9 + 0.1) / 2)
+    pairwise = judge_round(Judge(), rnd, pairwise=True, min_margin=0.05)
+    assert pairwise.attack_reward[0] == pytest.approx(1 - 2 * 0.9)  # scored on the best answer
+    assert pointwise.defender.rewards[:2] == pytest.approx([0.8, -0.8])
