@@ -316,8 +316,8 @@ class LMJudge(_QuestionJudge):
 
     For a two-option question the probability of option 0 is
     softmax over {logsumexp of option 0's token variants, same for option 1} at the first
-    answer position, the variants being the option's first token with and without a leading
-    space. The LM's replies always parse, so ``errors`` stays 0.
+    answer position, the variants being the option with and without a leading space, where
+    either is a single token (else the option's first token). The LM's replies always parse, so ``errors`` stays 0.
 
     Example:
         >>> model, tok = load_base("embedded")
@@ -335,8 +335,9 @@ class LMJudge(_QuestionJudge):
 
     def _ids(self, option: str) -> list[int]:
         if option not in self._option_ids:
-            ids = {self.tokenizer.encode(v, add_special_tokens=False)[0] for v in (option, " " + option)}
-            self._option_ids[option] = sorted(ids)
+            encodings = [self.tokenizer.encode(v, add_special_tokens=False) for v in (option, " " + option)]
+            single = {e[0] for e in encodings if len(e) == 1}  # a variant split in pieces is not the answer
+            self._option_ids[option] = sorted(single or {encodings[0][0]})
         return self._option_ids[option]
 
     @torch.inference_mode()
