@@ -43,9 +43,11 @@ def multi_lora_linear_reference(x, weight, lora_a, lora_b, scale, segment_ids, b
 
 
 def token_logprobs_naive(hidden, head_weight, targets, ignore_index: int = -100):
-    """log softmax(hidden·headᵀ)[target] per row via the full [N, V] logits; ignored rows give 0."""
-    dtype = compute_dtype(hidden.dtype)
-    logits = hidden.to(dtype) @ head_weight.to(dtype).T
+    """log softmax(hidden·headᵀ)[target] per row via the full [N, V] logits; ignored rows give 0.
+
+    The usual recipe: logits in the input dtype, log_softmax in fp32 (or fp64).
+    """
+    logits = (hidden @ head_weight.T).to(compute_dtype(hidden.dtype))
     valid = targets != ignore_index
     picked = torch.log_softmax(logits, dim=-1).gather(1, torch.where(valid, targets, 0)[:, None])[:, 0]
     return torch.where(valid, picked, torch.zeros_like(picked))
@@ -68,7 +70,10 @@ class ChunkedTokenLogprobs(torch.autograd.Function):
         lse = torch.full((h.shape[0],), float("-inf"), dtype=dtype, device=h.device)
         for v0 in range(0, head.shape[0], chunk):
             logits = h @ head[v0:v0 + chunk].to(dtype).T
-            lse = torch.logaddexp(lse, torch.logsumexp(logits, dim=1))
+            chunk_max = logits.amax(dim=1)
+            # in place, so one [N, chunk] buffer is all this loop holds
+            chunk_lse = chunk_max + logits.sub_(chunk_max[:, None]).exp_().sum(dim=1).log()
+            lse = torch.logaddexp(lse, chunk_lse)
             del logits
         target_logit = (h * head[safe_targets].to(dtype)).sum(1)
         out = torch.where(valid, target_logit - lse, torch.zeros_like(lse))
@@ -91,7 +96,7 @@ class ChunkedTokenLogprobs(torch.autograd.Function):
         # ... and the softmax part is recomputed chunk by chunk.
         for v0 in range(0, head.shape[0], ctx.chunk):
             w = head[v0:v0 + ctx.chunk].to(dtype)
-            dlogits = torch.exp(h @ w.T - lse[:, None]).mul_(-g[:, None])
+            dlogits = (h @ w.T).sub_(lse[:, None]).exp_().mul_(-g[:, None])
             grad_h.addmm_(dlogits, w)
             if head_grad:
                 grad_w[v0:v0 + ctx.chunk] += dlogits.T @ h
