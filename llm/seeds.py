@@ -112,30 +112,27 @@ def _read_text(path: Path) -> str:
         raise UserError(f"seed file {path}: not UTF-8 text (byte {exc.start})") from exc
 
 
+def _parse_json(text: str, where: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{where}: not valid JSON ({exc.msg})") from exc
+    except RecursionError as exc:
+        raise UserError(f"{where}: JSON nested too deeply") from exc
+
+
 def _load_jsonl(path: Path, text: str, harmful: bool | None) -> list[Seed]:
     if path.suffix.lower() == ".json" and text.lstrip().startswith("["):  # one JSON array of objects
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"seed file {path}: not valid JSON ({exc.msg}, line {exc.lineno})") from exc
-        except RecursionError as exc:
-            raise UserError(f"seed file {path}: JSON nested too deeply") from exc
-        for n, row in enumerate(rows, 1):
-            if not isinstance(row, dict):
-                raise UserError(f"seed file {path}, item {n}: expected a JSON object, got {type(row).__name__}")
-        return [_seed_from_row(row, f"seed file {path}, item {n}", f"{path.stem}-{n}", harmful)
-                for n, row in enumerate(rows, 1)]
+        rows = _parse_json(text, f"seed file {path}")
+        items = [(f"seed file {path}, item {n}", n, row) for n, row in enumerate(rows, 1)]
+    else:
+        items = []
+        for n, line in enumerate(text.split("\n"), 1):  # not splitlines: JSON strings may hold U+2028
+            if line.strip():
+                where = f"seed file {path}, line {n}"
+                items.append((where, n, _parse_json(line, where)))
     seeds = []
-    for n, line in enumerate(text.split("\n"), 1):  # not splitlines: JSON strings may hold U+2028
-        if not line.strip():
-            continue
-        where = f"seed file {path}, line {n}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{where}: not valid JSON ({exc.msg})") from exc
-        except RecursionError as exc:
-            raise UserError(f"{where}: JSON nested too deeply") from exc
+    for where, n, row in items:
         if not isinstance(row, dict):
             raise UserError(f"{where}: expected a JSON object, got {type(row).__name__}")
         seeds.append(_seed_from_row(row, where, f"{path.stem}-{n}", harmful))

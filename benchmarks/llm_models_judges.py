@@ -1,0 +1,106 @@
+"""Load times of the embedded model and throughput of the judges, printed as one table.
+
+    python benchmarks/llm_models_judges.py            # embedded loads + embedded judge + LM judge
+    python benchmarks/llm_models_judges.py --smoke    # tiny model and a few exchanges only
+
+Rows:
+- embedded first load: GGUF -> dequantised fp32 -> safetensors cache, in a fresh process with
+  an empty ``REDGAME_CACHE`` (the one-time cost a new user pays);
+- embedded cached load: the same, a second fresh process reading that cache;
+- tiny load: the randomly initialised test model;
+- embedded judge: labels + score + prefer on N (seed, attack, response) exchanges, the
+  responses about 60 words long, reported as exchanges per second (median of reps);
+- LM judge (``lm:embedded``, both orders per pair): pairs per second.
+
+Each load runs in its own subprocess, so import time is included, as a user sees it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+LOAD_SNIPPET = (
+    "import time; t = time.perf_counter(); from redgame.llm.models import load_base; "
+    "load_base({name!r}); print(time.perf_counter() - t)"
+)
+
+
+def timed_load(name: str, cache: str) -> float:
+    env = {**os.environ, "REDGAME_CACHE": cache, "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", LOAD_SNIPPET.format(name=name)], env=env, check=True,
+                         capture_output=True, text=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def exchanges(n: int):
+    from redgame.llm.seeds import builtin_seeds
+
+    seeds = (builtin_seeds("all") * (n // 100 + 1))[:n]
+    filler = ("Here is what I would suggest, step by step, with some background first so that the answer "
+              "is complete and easy to follow for someone new to the topic. ")
+    responses = [("I'm sorry, but I can't help with that. " if i % 3 == 0 else "") + filler + s.prompt
+                 for i, s in enumerate(seeds)]
+    return seeds, [s.prompt for s in seeds], responses
+
+
+def judge_rate(judge, n: int, reps: int, pairs: bool) -> float:
+    seeds, attacks, responses = exchanges(n)
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        if pairs:
+            judge.prefer(seeds, attacks, responses, responses[1:] + responses[:1])
+        else:
+            judge.labels(seeds, attacks, responses)
+            judge.score(seeds, attacks, responses)
+            judge.prefer(seeds, attacks, responses, responses[1:] + responses[:1])
+        times.append(time.perf_counter() - start)
+    return n / statistics.median(times)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny model, few exchanges")
+    parser.add_argument("--n", type=int, default=64, help="exchanges per embedded-judge call")
+    parser.add_argument("--pairs", type=int, default=8, help="pairs per LM-judge call")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    args = parser.parse_args(argv)
+
+    from redgame.llm.judges import EmbeddedJudge, make_judge
+
+    rows = []
+    with tempfile.TemporaryDirectory() as cache:
+        if not args.smoke:
+            rows.append(("embedded first load (GGUF -> cache)", timed_load("embedded", cache), "s"))
+            rows.append(("embedded cached load", timed_load("embedded", cache), "s"))
+        rows.append(("tiny load", timed_load("tiny", cache), "s"))
+        start = time.perf_counter()
+        judge = EmbeddedJudge()
+        rows.append(("embedded judge load (MiniLM)", time.perf_counter() - start, "s"))
+        n = 8 if args.smoke else args.n
+        rows.append((f"embedded judge: labels+score+prefer, {n} exchanges", judge_rate(judge, n, args.reps, False),
+                     "exchanges/s"))
+        os.environ["REDGAME_CACHE"] = cache
+        lm = make_judge("lm:tiny" if args.smoke else "lm:embedded")
+        p = 2 if args.smoke else args.pairs
+        rows.append((f"LM judge ({'tiny' if args.smoke else 'embedded'}): prefer, {p} pairs x 2 orders",
+                     judge_rate(lm, p, args.reps, True), "pairs/s"))
+    if args.json:
+        print(json.dumps([{"what": w, "value": v, "unit": u} for w, v, u in rows]))
+        return
+    width = max(len(w) for w, _, _ in rows)
+    print(f"{'what':<{width}}  {'value':>9}  unit   (torch threads: {__import__('torch').get_num_threads()})")
+    for what, value, unit in rows:
+        print(f"{what:<{width}}  {value:>9.2f}  {unit}")
+
+
+if __name__ == "__main__":
+    main()
