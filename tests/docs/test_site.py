@@ -1,0 +1,47 @@
+"""The docs site builds offline with ``mkdocs build --strict`` and no warnings.
+
+Outgoing HTTP(S) is pointed at a closed port, so a theme or plugin that fetches anything at
+build time (web fonts, a remote script) fails the build.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytest.importorskip("mkdocs", reason="the docs extra is not installed: pip install -e '.[docs]'")
+
+
+def test_mkdocs_build_strict_offline(tmp_path):
+    site = tmp_path / "site"
+    dead = "http://127.0.0.1:9"  # nothing listens here: any download fails
+    env = {**os.environ, "HTTP_PROXY": dead, "HTTPS_PROXY": dead, "http_proxy": dead, "https_proxy": dead,
+           "NO_MKDOCS_2_WARNING": "1"}
+    env.pop("NO_PROXY", None)
+    env.pop("no_proxy", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log
+    warnings = [line for line in log.splitlines() if re.match(r"\s*(WARNING|ERROR)\b", line)]
+    assert not warnings, "\n".join(warnings)
+
+    # The CLI reference is generated from argparse: every toy subcommand has a section.
+    cli_page = (site / "cli" / "index.html").read_text()
+    for command in ("redgame toy list", "redgame toy solve"):
+        assert f"<code>{command}</code>" in cli_page, f"{command} missing from the CLI reference"
+    assert "--method" in cli_page and "<!-- cli-reference -->" not in cli_page
+
+    # Every notebook is rendered as a page, and no page pulls a web font.
+    for notebook in sorted((REPO / "docs" / "notebooks").glob("*.ipynb")):
+        assert (site / "notebooks" / notebook.stem / "index.html").is_file(), notebook.name
+    assert "fonts.googleapis.com" not in (site / "index.html").read_text()
