@@ -14,10 +14,9 @@ without it.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
-from typing import Sequence
-
 import torch
 
 from redgame.errors import UserError
@@ -27,8 +26,13 @@ from . import reference
 TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
+@functools.lru_cache(maxsize=None)
 def triton_available() -> bool:
-    return importlib.util.find_spec("triton") is not None
+    """Whether triton can be imported (looked up once, without importing it)."""
+    try:
+        return importlib.util.find_spec("triton") is not None
+    except (ImportError, ValueError):  # e.g. sys.modules["triton"] = None
+        return False
 
 
 def interpret_requested() -> bool:

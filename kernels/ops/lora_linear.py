@@ -130,7 +130,7 @@ def _scaled_tn_kernel(
              acc.to(C.dtype.element_ty), mask=mask_p[:, None] & mask_q[None, :])
 
 
-def _interpreting_config(**gpu) -> dict:
+def _launch_options(**gpu) -> dict:
     """Fixed launch options (no autotune: it needs a GPU driver, and the interpreter has none).
 
     The interpreter upcasts tiles to fp32 after loading (its bf16 `tl.dot` is wrong) and
@@ -156,7 +156,7 @@ def _fused_lora(p, q, q_strides, n, low, low_strides, up, up_strides, rank, n_co
         tiles = dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=32)
     else:
         tiles = dict(BLOCK_M=64, BLOCK_N=128 if block_r <= 32 else 64, BLOCK_K=32)
-    cfg = _interpreting_config(num_warps=4, num_stages=3)
+    cfg = _launch_options(num_warps=4, num_stages=3)
     grid = (triton.cdiv(m, tiles["BLOCK_M"]), triton.cdiv(n, tiles["BLOCK_N"]))
     check_mode(_fused_lora_kernel)
     _fused_lora_kernel[grid](
@@ -178,7 +178,7 @@ def _scaled_tn(x, y, scale, rank, scale_axis, out_dtype):
     wide = 32 if interpret_requested() else 64
     rank_side = _rank_block(min(np_ if scale_axis == 0 else nq, 128))
     block_p, block_q = (rank_side, wide) if scale_axis == 0 else (wide, rank_side)
-    cfg = _interpreting_config(num_warps=4, num_stages=3)
+    cfg = _launch_options(num_warps=4, num_stages=3)
     grid = (triton.cdiv(np_, block_p), triton.cdiv(nq, block_q))
     check_mode(_scaled_tn_kernel)
     _scaled_tn_kernel[grid](

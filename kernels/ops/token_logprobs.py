@@ -26,6 +26,25 @@ from ._mode import check_mode
 
 
 @triton.jit
+def _logits_tile(H, W, offs_m, offs_v, mask_m, mask_v, D, stride_hn, stride_hd, stride_wv, stride_wd,
+                 UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The [BLOCK_M, BLOCK_V] tile h·Wᵀ in fp32, looping over d in BLOCK_D steps."""
+    logits = tl.zeros((BLOCK_M, BLOCK_V), dtype=tl.float32)
+    for d0 in range(0, D, BLOCK_D):
+        offs_d = d0 + tl.arange(0, BLOCK_D)
+        mask_d = offs_d < D
+        h = tl.load(H + offs_m[:, None] * stride_hn + offs_d[None, :] * stride_hd,
+                    mask=mask_m[:, None] & mask_d[None, :], other=0.0)
+        w = tl.load(W + offs_v[None, :] * stride_wv + offs_d[:, None] * stride_wd,
+                    mask=mask_v[None, :] & mask_d[:, None], other=0.0)
+        if UPCAST:
+            h = h.to(tl.float32)
+            w = w.to(tl.float32)
+        logits = tl.dot(h, w, logits)
+    return logits
+
+
+@triton.jit
 def _token_logprobs_fwd_kernel(
     H, W, T, OUT, LSE,
     N, V, D, IGNORE,
@@ -42,18 +61,8 @@ def _token_logprobs_fwd_kernel(
     for v0 in range(0, V, BLOCK_V):
         offs_v = v0 + tl.arange(0, BLOCK_V)
         mask_v = offs_v < V
-        logits = tl.zeros((BLOCK_M, BLOCK_V), dtype=tl.float32)
-        for d0 in range(0, D, BLOCK_D):
-            offs_d = d0 + tl.arange(0, BLOCK_D)
-            mask_d = offs_d < D
-            h = tl.load(H + offs_m[:, None] * stride_hn + offs_d[None, :] * stride_hd,
-                        mask=mask_m[:, None] & mask_d[None, :], other=0.0)
-            w = tl.load(W + offs_v[None, :] * stride_wv + offs_d[:, None] * stride_wd,
-                        mask=mask_v[None, :] & mask_d[:, None], other=0.0)
-            if UPCAST:
-                h = h.to(tl.float32)
-                w = w.to(tl.float32)
-            logits = tl.dot(h, w, logits)
+        logits = _logits_tile(H, W, offs_m, offs_v, mask_m, mask_v, D, stride_hn, stride_hd, stride_wv, stride_wd,
+                              UPCAST, BLOCK_M, BLOCK_V, BLOCK_D)
         logits = tl.where(mask_v[None, :], logits, float("-inf"))
         new_max = tl.maximum(row_max, tl.max(logits, axis=1))
         row_sum = row_sum * tl.exp(row_max - new_max) + tl.sum(tl.exp(logits - new_max[:, None]), axis=1)
@@ -84,18 +93,8 @@ def _token_logprobs_bwd_kernel(
     grad = tl.where(targets != IGNORE, grad, 0.0)
     lse = tl.load(LSE + offs_m, mask=mask_m, other=0.0)
 
-    logits = tl.zeros((BLOCK_M, BLOCK_V), dtype=tl.float32)
-    for d0 in range(0, D, BLOCK_D):
-        offs_d = d0 + tl.arange(0, BLOCK_D)
-        mask_d = offs_d < D
-        h = tl.load(H + offs_m[:, None] * stride_hn + offs_d[None, :] * stride_hd,
-                    mask=mask_m[:, None] & mask_d[None, :], other=0.0)
-        w = tl.load(W + offs_v[None, :] * stride_wv + offs_d[:, None] * stride_wd,
-                    mask=mask_v[None, :] & mask_d[:, None], other=0.0)
-        if UPCAST:
-            h = h.to(tl.float32)
-            w = w.to(tl.float32)
-        logits = tl.dot(h, w, logits)
+    logits = _logits_tile(H, W, offs_m, offs_v, mask_m, mask_v, D, stride_hn, stride_hd, stride_wv, stride_wd,
+                          UPCAST, BLOCK_M, BLOCK_V, BLOCK_D)
     prob = tl.where(mask_v[None, :], tl.exp(logits - lse[:, None]), 0.0)
     onehot = (offs_v[None, :] == targets[:, None]).to(tl.float32)
     dlogits = grad[:, None] * (onehot - prob)

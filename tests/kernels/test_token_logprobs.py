@@ -1,5 +1,9 @@
 """Fused token log-probs vs float64 logits + log_softmax + gather: values, d hidden, d head."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -101,3 +105,19 @@ def test_bad_inputs_name_the_culprit(args, message):
     call.update(args)
     with pytest.raises(UserError, match=message):
         token_logprobs(**call)
+
+
+def test_package_imports_and_runs_without_triton_or_peft_loaded():
+    """`import redgame.kernels` must not need triton (blocked here) nor import peft/triton eagerly."""
+    code = (
+        "import sys; sys.modules['triton'] = None\n"
+        "import torch, redgame.kernels as k\n"
+        "assert 'peft' not in sys.modules and 'transformers' not in sys.modules\n"
+        "h = torch.randn(4, 8, requires_grad=True)\n"
+        "out = k.token_logprobs(h, torch.randn(11, 8), torch.tensor([1, 2, -100, 10]))\n"
+        "out.sum().backward(); assert k.backend(h) == 'torch' and out[2] == 0\n"
+        "print('ok')\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, TRITON_INTERPRET="1"))
+    assert run.stdout.strip() == "ok", run.stderr[-3000:]
