@@ -140,10 +140,12 @@ class EmbeddedJudge:
         topic_sim: (lo, hi) ramp of cosine(seed, response) giving t. The base model's
             compliant answers to the held-out seeds lie at cosine 0.33-0.95, so the ramp is wide
             enough that they stay graded rather than all saturating at t = 1.
+        memo_size: how many recent texts' embeddings to keep.
     """
 
     def __init__(self, embedder=None, *, faithful_threshold: float = 0.4, temperature: float = 0.1,
-                 refusal_sim: tuple[float, float] = (0.25, 0.65), topic_sim: tuple[float, float] = (0.2, 0.95)):
+                 refusal_sim: tuple[float, float] = (0.25, 0.65), topic_sim: tuple[float, float] = (0.2, 0.95),
+                 memo_size: int = 4096):
         from redgame.llm.embedder import MiniLMEmbedder
 
         if not 0.0 < temperature:
@@ -159,14 +161,24 @@ class EmbeddedJudge:
         self.refusal_sim = refusal_sim
         self.topic_sim = topic_sim
         self.errors = 0
+        self.memo_size = memo_size
+        self._memo: dict[str, torch.Tensor] = {}
         self._prototypes = self.embedder.encode(list(REFUSAL_PROTOTYPES))
 
     def _encode_unique(self, *groups: list[str]) -> list[torch.Tensor]:
-        """Embed several lists of texts at once, each distinct text once."""
+        """Embed several lists of texts, each distinct text once, remembering recent texts.
+
+        The trainer asks for labels, scores and preferences of the same responses in turn;
+        the memo (cleared when it holds ``memo_size`` texts) embeds each of them once.
+        """
         unique = list(dict.fromkeys(t for g in groups for t in g))
-        vectors = self.embedder.encode(unique)
-        row = {t: i for i, t in enumerate(unique)}
-        return [vectors[[row[t] for t in g]] if g else vectors[:0] for g in groups]
+        missing = [t for t in unique if t not in self._memo]
+        if len(self._memo) + len(missing) > self.memo_size:
+            self._memo.clear()
+            missing = unique
+        self._memo.update(zip(missing, self.embedder.encode(missing)))
+        empty = torch.zeros(0, self.embedder.dim)
+        return [torch.stack([self._memo[t] for t in g]) if g else empty for g in groups]
 
     def similarity(self, seeds: list, texts: list[str]) -> list[float]:
         """MiniLM cosine between each seed's prompt and the text beside it."""

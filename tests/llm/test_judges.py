@@ -223,7 +223,11 @@ def server():
     httpd.timeout = 5
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
+    stop = threading.Timer(60.0, httpd.shutdown)  # a bound: the server stops itself whatever happens
+    stop.daemon = True
+    stop.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    stop.cancel()
     httpd.shutdown()
     httpd.server_close()
     thread.join(timeout=5)
@@ -256,3 +260,15 @@ def test_http_judge_configuration_errors_are_user_errors(server):
 ])
 def test_http_reply_parsing(reply, options, expected):
     assert HTTPJudge.parse_choice(reply, options) == expected
+
+
+def test_the_embedding_memo_is_bounded_and_does_not_change_results(judge):
+    small = EmbeddedJudge(judge.embedder, memo_size=3)
+    seeds, responses = [BOMB, KILL, BREAD, KILL], [REFUSALS[0], COMPLIANT["kill"], COMPLIANT["bread"], "hello"]
+    first = small.score(seeds, [s.prompt for s in seeds], responses)  # 8 texts: more than the memo holds
+    assert len(small._memo) <= 8
+    again = small.score(seeds, [s.prompt for s in seeds], responses)
+    fresh = EmbeddedJudge(judge.embedder).score(seeds, [s.prompt for s in seeds], responses)
+    assert again == first and fresh == pytest.approx(first, abs=1e-6)
+    small.refusal(["x", "y"])
+    assert set(small._memo) == {"x", "y"}  # full: cleared, then the new texts
