@@ -132,7 +132,7 @@ def _load_embedded(dtype: torch.dtype):
     if (cached / "config.json").is_file():
         try:
             return _from_directory(cached, dtype=dtype, trust_remote_code=False)
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # a damaged cache: say where it is
             raise UserError(f"the embedded-model cache {cached} is unreadable ({exc}); delete it and retry") from exc
     gguf = embedded_gguf_path()
     log.warning("first load of the embedded model: dequantising %s (about 20 s), caching to %s", gguf, cached)
@@ -246,6 +246,8 @@ def load_base(
     """
     if not isinstance(name, str) or not name.strip():
         raise UserError(f"model name must be 'embedded', 'tiny' or a path, got {name!r}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise UserError(f"model dtype must be a floating torch dtype such as torch.float32, got {dtype!r}")
     if name == "embedded":
         model, tokenizer = _load_embedded(dtype)
     elif name == "tiny":
@@ -253,11 +255,14 @@ def load_base(
         model = tiny_model(tokenizer, dtype)
     else:
         path = Path(name).expanduser()
+        ggufs = sorted(path.glob("*.gguf")) if path.is_dir() and not (path / "config.json").exists() else []
+        if len(ggufs) == 1:  # a directory holding just a GGUF file
+            path = ggufs[0]
         if path.is_dir():
             try:
                 model, tokenizer = _from_directory(path, dtype=dtype, trust_remote_code=trust_remote_code,
                                                    local_files_only=True)
-            except (OSError, ValueError, KeyError) as exc:
+            except Exception as exc:  # transformers raises many types for a bad directory
                 raise UserError(f"cannot load a model from {path}: {exc}") from exc
         elif path.is_file() and path.suffix == ".gguf":
             model, tokenizer = _from_gguf(path, dtype)

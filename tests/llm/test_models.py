@@ -87,6 +87,14 @@ def test_bad_local_paths_are_user_errors(tmp_path):
         load_base(str(text))
     with pytest.raises(UserError, match="model name"):
         load_base("  ")
+    with pytest.raises(UserError, match="dtype"):
+        load_base("tiny", dtype=torch.int8)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "llama"}')
+    (broken / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(UserError, match="broken"):
+        load_base(str(broken))
 
 
 def test_missing_embedded_package_names_the_pip_command(monkeypatch):
