@@ -130,19 +130,30 @@ def _scaled_tn_kernel(
              acc.to(C.dtype.element_ty), mask=mask_p[:, None] & mask_q[None, :])
 
 
-def _launch_options(**gpu) -> dict:
-    """Fixed launch options (no autotune: it needs a GPU driver, and the interpreter has none).
+def _rank_block(n_cols: int) -> int:
+    return max(16, triton.next_power_of_2(n_cols))
+
+
+def fused_lora_config(n_cols: int, interpret: bool) -> dict:
+    """Fixed tiles and launch options of `_fused_lora_kernel` (no autotune: it needs a GPU driver).
 
     The interpreter upcasts tiles to fp32 after loading (its bf16 `tl.dot` is wrong) and
     uses small tiles; on a GPU the dots run in the input dtype with fp32 accumulation.
     """
-    if interpret_requested():
-        return dict(UPCAST=True)
-    return dict(UPCAST=False, **gpu)
+    block_r = _rank_block(n_cols)
+    if interpret:
+        return dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=32, BLOCK_R=block_r, UPCAST=True)
+    return dict(BLOCK_M=64, BLOCK_N=128 if block_r <= 32 else 64, BLOCK_K=32, BLOCK_R=block_r, UPCAST=False,
+                num_warps=4, num_stages=3)
 
 
-def _rank_block(n_cols: int) -> int:
-    return max(16, triton.next_power_of_2(n_cols))
+def scaled_tn_config(rank_cols: int, scale_axis: int, interpret: bool) -> dict:
+    """Fixed tiles of `_scaled_tn_kernel`; the rank-sized axis gets the narrow tile."""
+    wide = 32 if interpret else 64
+    rank_side = _rank_block(min(rank_cols, 128))
+    block_p, block_q = (rank_side, wide) if scale_axis == 0 else (wide, rank_side)
+    cfg = dict(SCALE_AXIS=scale_axis, BLOCK_M=32, BLOCK_P=block_p, BLOCK_Q=block_q, UPCAST=interpret)
+    return cfg if interpret else dict(cfg, num_warps=4, num_stages=3)
 
 
 def _fused_lora(p, q, q_strides, n, low, low_strides, up, up_strides, rank, n_cols,
@@ -151,13 +162,8 @@ def _fused_lora(p, q, q_strides, n, low, low_strides, up, up_strides, rank, n_co
     m, k = p.shape
     out = torch.full((m, n), float("nan"), device=p.device, dtype=out_dtype)
     proj = torch.full((m, n_cols), float("nan"), device=p.device, dtype=torch.float32)
-    block_r = _rank_block(n_cols)
-    if interpret_requested():
-        tiles = dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=32)
-    else:
-        tiles = dict(BLOCK_M=64, BLOCK_N=128 if block_r <= 32 else 64, BLOCK_K=32)
-    cfg = _launch_options(num_warps=4, num_stages=3)
-    grid = (triton.cdiv(m, tiles["BLOCK_M"]), triton.cdiv(n, tiles["BLOCK_N"]))
+    cfg = fused_lora_config(n_cols, interpret_requested())
+    grid = (triton.cdiv(m, cfg["BLOCK_M"]), triton.cdiv(n, cfg["BLOCK_N"]))
     check_mode(_fused_lora_kernel)
     _fused_lora_kernel[grid](
         p, q, low, up, seg if seg is not None else p, scale, bias if bias is not None else p,
@@ -165,7 +171,7 @@ def _fused_lora(p, q, q_strides, n, low, low_strides, up, up_strides, rank, n_co
         m, n, k, rank, n_cols,
         p.stride(0), p.stride(1), *q_strides, *low_strides, *up_strides,
         out.stride(0), out.stride(1), proj.stride(0), proj.stride(1),
-        HAS_SEG=seg is not None, HAS_BIAS=bias is not None, BLOCK_R=block_r, **tiles, **cfg,
+        HAS_SEG=seg is not None, HAS_BIAS=bias is not None, **cfg,
     )
     return out, proj
 
@@ -175,16 +181,12 @@ def _scaled_tn(x, y, scale, rank, scale_axis, out_dtype):
     m, np_ = x.shape
     nq = y.shape[1]
     c = torch.full((np_, nq), float("nan"), device=x.device, dtype=out_dtype)
-    wide = 32 if interpret_requested() else 64
-    rank_side = _rank_block(min(np_ if scale_axis == 0 else nq, 128))
-    block_p, block_q = (rank_side, wide) if scale_axis == 0 else (wide, rank_side)
-    cfg = _launch_options(num_warps=4, num_stages=3)
-    grid = (triton.cdiv(np_, block_p), triton.cdiv(nq, block_q))
+    cfg = scaled_tn_config(np_ if scale_axis == 0 else nq, scale_axis, interpret_requested())
+    grid = (triton.cdiv(np_, cfg["BLOCK_P"]), triton.cdiv(nq, cfg["BLOCK_Q"]))
     check_mode(_scaled_tn_kernel)
     _scaled_tn_kernel[grid](
         x, y, scale, c, m, np_, nq, rank,
-        x.stride(0), x.stride(1), y.stride(0), y.stride(1), c.stride(0), c.stride(1),
-        SCALE_AXIS=scale_axis, BLOCK_M=32, BLOCK_P=block_p, BLOCK_Q=block_q, **cfg,
+        x.stride(0), x.stride(1), y.stride(0), y.stride(1), c.stride(0), c.stride(1), **cfg,
     )
     return c
 

@@ -121,9 +121,12 @@ def _token_logprobs_bwd_kernel(
                           mask=mask_v[:, None] & mask_d[None, :])
 
 
-def _config() -> dict:
-    """Fixed tiles (no autotune: it needs a GPU driver, and the interpreter has none)."""
-    if interpret_requested():
+def launch_config(interpret: bool) -> dict:
+    """Fixed tiles and options of both kernels (no autotune: it needs a GPU driver).
+
+    The interpreter upcasts to fp32 after loading (its bf16 `tl.dot` is wrong).
+    """
+    if interpret:
         return dict(BLOCK_M=16, BLOCK_V=64, BLOCK_D=32, UPCAST=True)
     return dict(BLOCK_M=64, BLOCK_V=128, BLOCK_D=64, UPCAST=False, num_warps=8, num_stages=2)
 
@@ -134,7 +137,7 @@ def token_logprobs_forward(hidden, head, targets, ignore_index: int):
     v = head.shape[0]
     out = torch.full((n,), float("nan"), device=hidden.device, dtype=torch.float32)
     lse = torch.full((n,), float("nan"), device=hidden.device, dtype=torch.float32)
-    cfg = _config()
+    cfg = launch_config(interpret_requested())
     check_mode(_token_logprobs_fwd_kernel)
     _token_logprobs_fwd_kernel[(triton.cdiv(n, cfg["BLOCK_M"]),)](
         hidden, head, targets, out, lse, n, v, d, ignore_index,
@@ -149,7 +152,7 @@ def token_logprobs_backward(grad_out, hidden, head, targets, lse, ignore_index: 
     v = head.shape[0]
     dh = torch.zeros((n, d), device=hidden.device, dtype=torch.float32)
     dw = torch.zeros((v, d), device=hidden.device, dtype=torch.float32) if head_grad else dh
-    cfg = _config()
+    cfg = launch_config(interpret_requested())
     grid = (triton.cdiv(n, cfg["BLOCK_M"]), triton.cdiv(v, cfg["BLOCK_V"]))
     check_mode(_token_logprobs_bwd_kernel)
     _token_logprobs_bwd_kernel[grid](
