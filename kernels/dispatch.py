@@ -44,6 +44,8 @@ def backend(*tensors: torch.Tensor) -> str:
     """"triton", "interpret" or "torch" for these (already validated) input tensors."""
     if not triton_available() or any(t.dtype not in TRITON_DTYPES for t in tensors if t.is_floating_point()):
         return "torch"
+    if any(t.numel() == 0 for t in tensors):  # nothing to launch
+        return "torch"
     if all(t.is_cuda for t in tensors):
         return "triton"
     if interpret_requested():

@@ -142,3 +142,13 @@ def test_multi_lora_bad_inputs_name_the_culprit(change, message):
     args.update(change)
     with pytest.raises(UserError, match=message):
         multi_lora_linear(**args)
+
+
+def test_empty_batch_gives_empty_output_and_gradients():
+    """No rows: nothing to launch, so every backend takes the torch path."""
+    x = torch.randn(0, K, requires_grad=True)
+    lora_a = torch.randn(R, K, requires_grad=True)
+    y = lora_linear(x, torch.randn(N, K), lora_a, torch.randn(N, R), 1.0)
+    assert y.shape == (0, N)
+    y.sum().backward()
+    assert x.grad.shape == (0, K) and torch.equal(lora_a.grad, torch.zeros(R, K))
