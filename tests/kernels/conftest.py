@@ -3,7 +3,8 @@
 Triton's interpreter works only if TRITON_INTERPRET=1 was set before triton was first
 imported, so the "interpret" cases run only in a process started that way:
 test_interpreter.py starts one (`pytest -k interpret` with the variable set); an ordinary
-run does not generate them. Nothing here changes the variable of the running process.
+run does not generate them. The torch cases pin TRITON_INTERPRET=0 with monkeypatch, which
+restores it after each test.
 
 In "interpret" mode the torch fallbacks are replaced by functions that fail, and the Triton
 entry points are counted, so a test on that path proves the Triton kernels ran.
@@ -16,7 +17,7 @@ import os
 import pytest
 import torch
 
-from redgame.kernels import dispatch, reference
+from redgame.kernels import reference
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 # Read once, at collection: the state triton will be (or was) imported in.
