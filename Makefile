@@ -24,7 +24,8 @@ demo: setup
 	$(VENV)/bin/redgame toy solve --game hidden_intent --param lam=0.5
 
 test: setup
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+	# `pytest`, not `python -m pytest`: the repo root must not shadow PyPI names (kernels, llm).
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 bench: setup
 	for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -10,8 +11,9 @@ import pytest
 
 def redgame(*args):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "redgame", *args], capture_output=True, text=True, env=env,
-                          timeout=120)
+    # The console script, as a user runs it (``python -m`` would put the repo root on sys.path).
+    script = pathlib.Path(sys.executable).parent / "redgame"
+    return subprocess.run([str(script), *args], capture_output=True, text=True, env=env, timeout=120)
 
 
 def test_toy_list_shows_presets():
