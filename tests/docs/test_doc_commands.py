@@ -15,6 +15,8 @@ re-run with ``--json`` and compared, so the numbers on that page are the ones th
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -113,7 +115,29 @@ def workdir(tmp_path_factory) -> Path:
     return root
 
 
+def _in_process(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    from redgame.cli import main
+
+    out, err, previous = io.StringIO(), io.StringIO(), Path.cwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv[1:])
+            except SystemExit as exc:  # argparse's --help / --version / usage errors
+                code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        os.chdir(previous)
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
 def run(command: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run a docs command. A plain ``redgame ...`` line (no shell syntax) runs in this process
+    through ``redgame.cli.main``, the function the ``redgame`` console script calls, which saves a
+    Python start and the imports per command; anything else runs with bash."""
+    bare = re.sub(r"\s+#.*$", "", command).strip()
+    if bare.startswith("redgame ") and not re.search(r"[|&;<>$`*?\[\]()=\\'\"]", bare.split(" ", 1)[1]):
+        return _in_process(bare.split(), cwd)
     return subprocess.run(["bash", "-c", command], cwd=cwd, env=_env(), capture_output=True, text=True,
                           timeout=TIMEOUT_S)
 
@@ -134,6 +158,23 @@ def test_the_pages_hold_commands():
     ids = {cid.split(":")[0] for cid, _ in COMMANDS}
     assert "docs/quickstart.md" in ids and "docs/cli.md" in ids
     assert any(c.startswith("redgame toy solve") for _, c in COMMANDS)
+
+
+def test_the_console_script_runs_from_path(workdir):
+    proc = subprocess.run(["bash", "-c", "redgame --version && redgame toy list"], cwd=workdir, env=_env(),
+                          capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert proc.returncode == 0 and proc.stdout.startswith("redgame ") and "hidden_intent" in proc.stdout
+
+
+def test_in_process_runs_match_the_console_script(workdir):
+    command = "redgame toy solve --game hidden_intent --param lam=0.25 --json"
+    in_process = run(command, workdir)
+    script = subprocess.run(["bash", "-c", command], cwd=workdir, env=_env(), capture_output=True, text=True,
+                            timeout=TIMEOUT_S)
+    drop_time = lambda out: {k: v for k, v in json.loads(out).items() if k != "seconds"}  # noqa: E731
+    assert in_process.returncode == script.returncode == 0
+    assert drop_time(in_process.stdout) == drop_time(script.stdout)
+    assert run("redgame toy solve --game nope", workdir).returncode == 2
 
 
 def test_extraction_joins_continuations_and_skips_comments(tmp_path):
@@ -172,8 +213,19 @@ def test_python_blocks_run(page, workdir):
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-def results_rows(page: Path) -> list[tuple[str, float, list[str]]]:
-    """(command, value, defender classes) from the tables with those columns."""
+# Column headers of docs/results.md tables -> the key of the command's --json output.
+RESULT_COLUMNS = {
+    "value": "value",
+    "self-play asr": "selfplay_asr",
+    "best-response asr": "best_response_asr",
+    "mirror gap": "mirror_gap",
+    "defender classes": "defender_classes",
+}
+
+
+def results_rows(page: Path) -> list[tuple[str, dict[str, str]]]:
+    """(command, {json key: printed cell}) for each row of the tables with a "command" column
+    and at least one column of RESULT_COLUMNS."""
     rows, header = [], None
     for line in page.read_text().splitlines():
         if not line.startswith("|"):
@@ -183,26 +235,49 @@ def results_rows(page: Path) -> list[tuple[str, float, list[str]]]:
         if header is None:
             header = [c.lower() for c in cells]
             continue
-        if set(cells) <= {"", "---"} or not {"command", "value", "defender classes"} <= set(header):
+        if set(cells) <= {"", "---"} or "command" not in header or not set(header) & set(RESULT_COLUMNS):
             continue
         row = dict(zip(header, cells))
-        classes = [c.strip() for c in row["defender classes"].split(",")]
-        rows.append((row["command"].strip("`"), float(row["value"]), classes))
+        rows.append((row["command"].strip("`"), {RESULT_COLUMNS[h]: row[h] for h in header if h in RESULT_COLUMNS}))
     return rows
+
+
+def check_number(printed: str, actual: float) -> None:
+    """``actual`` rounds to ``printed`` (half a unit of its last digit; 1e-6 for a bare integer)."""
+    decimals = len(printed.split(".")[1]) if "." in printed else 0
+    tol = 0.5 * 10.0**-decimals + 1e-12 if decimals else 1e-6
+    assert abs(actual - float(printed)) <= tol, f"printed {printed}, the command gives {actual}"
+
+
+def check_classes(printed: str, actual) -> None:
+    """"a, b" against a list of classes, or "other ×5" against a {class: runs} count."""
+    if isinstance(actual, dict):
+        counts = {}
+        for item in printed.split(","):
+            name, _, count = item.strip().partition("×")
+            counts[name.strip()] = int(count)
+        assert actual == counts
+    else:
+        assert actual == [c.strip() for c in printed.split(",")]
 
 
 RESULTS = results_rows(REPO / "docs" / "results.md")
 
 
-def test_results_page_has_the_claims():
-    assert len(RESULTS) >= 4
+def test_results_page_has_the_claims_and_the_dynamics():
+    keys = [set(expected) for _, expected in RESULTS]
+    assert sum("value" in k for k in keys) >= 4 and sum("mirror_gap" in k for k in keys) >= 4
 
 
-@pytest.mark.parametrize("command,value,classes", RESULTS, ids=[r[0] for r in RESULTS])
-def test_results_table_matches_the_command(command, value, classes, workdir):
+@pytest.mark.parametrize("command,expected", RESULTS, ids=[r[0] for r in RESULTS])
+def test_results_table_matches_the_command(command, expected, workdir):
     proc = run(command + " --json", workdir)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    assert result["value"] == pytest.approx(value, abs=1e-6)
-    assert result["defender_classes"] == classes
-    assert result["max_gap"] < 1e-6
+    for key, printed in expected.items():
+        if key == "defender_classes":
+            check_classes(printed, result.get("defender_classes", result.get("defender_class")))
+        else:
+            check_number(printed, result[key])
+    if "max_gap" in result:
+        assert result["max_gap"] < 1e-6
