@@ -31,7 +31,8 @@ bench: setup
 	for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 docs: setup
-	$(VENV)/bin/mkdocs build --strict --site-dir site
+	# NO_MKDOCS_2_WARNING: mkdocs-material prints a banner about MkDocs 2.0 otherwise.
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 clean:
 	rm -rf $(VENV) build site *.egg-info
