@@ -27,6 +27,8 @@ def _logits(model, tokenizer, text="Hello there, how do I kill a Python process?
 
 
 def test_tiny_loads_offline_in_seconds_identically_and_leaves_the_rng_alone():
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: F401  (imports are not the load)
+
     torch.manual_seed(7)
     expected = torch.rand(3)
     torch.manual_seed(7)
