@@ -1,16 +1,20 @@
 """Every shell command in the docs pages works as written; the results tables hold.
 
 The commands are the lines of the ```bash blocks of README.md and docs/*.md (a trailing
-backslash continues a line). Each runs with bash, as a reader would paste it, from a scratch
-directory that links the repository's top-level entries (so relative paths such as
-``benchmarks/...`` resolve and new output folders land in the scratch directory), with this
-interpreter's bin directory first on PATH (so ``redgame`` and ``python`` are this venv's).
+backslash continues a line); a command that several pages show runs once. Each runs from a
+scratch directory that links the repository's top-level entries (so relative paths such as
+``benchmarks/...`` resolve and new output folders land in the scratch directory). A plain
+``redgame ...`` line runs in this process through ``redgame.cli.main``, the function the
+console script calls (one Python start and import saved per command; a test checks that both
+give the same output); any other line runs with bash, as a reader would paste it, with this
+interpreter's bin directory first on PATH (so ``python`` and ``redgame`` are this venv's).
 Slow or machine-changing commands are skipped by the rules in SKIP, each with its reason.
 
 The ```python blocks of each page run too, in order, in one fresh interpreter per page.
 
-The tables of docs/results.md with the columns "command", "value" and "defender classes" are
-re-run with ``--json`` and compared, so the numbers on that page are the ones the commands give.
+The rows of the docs/results.md tables with a "command" column are re-run with ``--json``,
+and each printed number (value, ASRs, mirror gap) and the defender classes are compared with
+the output, so the numbers on that page are the ones the commands give.
 """
 
 from __future__ import annotations
