@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from redgame.errors import UserError
+from redgame.llm import eval_cli
 from redgame.llm.config import REGIMES, TrainConfig, from_mapping, help_lines, load_file, parse_override
 
 
@@ -34,6 +35,7 @@ def register(subparsers) -> None:
     train.add_argument("--seed", type=int, help="seed of everything (default: 0)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(func=run_train)
+    eval_cli.register(subparsers, llm_sub)
 
     demo = subparsers.add_parser("demo", help="a short bipolicy game on the embedded model, then base vs trained")
     demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
