@@ -122,9 +122,10 @@ def _write_atomically(model, tokenizer, final: Path) -> None:
         tokenizer.save_pretrained(tmp)
         os.rename(tmp, final)
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         if not final.is_dir():  # another process may have won the race; that is fine
             log.warning("could not write the model cache %s: %s", final, exc)
+    finally:  # after a successful rename there is nothing left here; after a failure, the partial copy
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _load_embedded(dtype: torch.dtype):

