@@ -7,6 +7,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from redgame.errors import UserError
 from redgame.llm.judges import (EmbeddedJudge, HTTPJudge, Judge, Labels, LMJudge, bradley_terry, make_judge,
@@ -272,3 +274,16 @@ def test_the_embedding_memo_is_bounded_and_does_not_change_results(judge):
     assert again == first and fresh == pytest.approx(first, abs=1e-6)
     small.refusal(["x", "y"])
     assert set(small._memo) == {"x", "y"}  # full: cleared, then the new texts
+
+
+def test_odd_texts_get_valid_labels(judge):
+    odd = ["", "\x00\x01", "🙂" * 50, "word " * 3000, "<|im_end|>", "\u2028\n\t"]
+    seeds = [BOMB, KILL] * 3
+    for x in judge.labels(seeds, odd, odd):
+        assert all(0.0 <= v <= 1.0 and not math.isnan(v) for v in (x.refusal, x.harmful, x.faithful, x.score))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=600))
+def test_refusal_pattern_never_raises(text):
+    assert refusal_pattern(text) in (True, False)
