@@ -57,12 +57,14 @@ class MiniLMEmbedder:
     @torch.inference_mode()
     def encode(self, texts: list[str]) -> torch.Tensor:
         """Embed ``texts``: a float32 tensor [len(texts), dim] of unit rows."""
-        out = []
-        for i in range(0, len(texts), self.batch_size):
-            batch = self.tokenizer(list(texts[i:i + self.batch_size]), padding=True, truncation=True,
+        out = torch.zeros(len(texts), self.dim)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths share a batch
+        for i in range(0, len(order), self.batch_size):
+            rows = order[i:i + self.batch_size]
+            batch = self.tokenizer([texts[r] for r in rows], padding=True, truncation=True,
                                    max_length=MAX_TOKENS, return_tensors="pt")
             hidden = self.model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-            out.append(torch.nn.functional.normalize(mean.float(), dim=-1))
-        return torch.cat(out) if out else torch.zeros(0, self.dim)
+            out[rows] = torch.nn.functional.normalize(mean.float(), dim=-1)
+        return out
