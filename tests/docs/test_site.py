@@ -19,6 +19,21 @@ REPO = Path(__file__).resolve().parents[2]
 pytest.importorskip("mkdocs", reason="the docs extra is not installed: pip install -e '.[docs]'")
 
 
+def _command_paths(parser=None, path=("redgame",)):
+    """("redgame toy solve", its option strings) for every command of the redgame CLI."""
+    import argparse
+
+    from redgame.cli import build_parser
+
+    parser = parser or build_parser()
+    flags = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    yield " ".join(path), flags
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _command_paths(sub, (*path, name))
+
+
 def test_mkdocs_build_strict_offline(tmp_path):
     site = tmp_path / "site"
     dead = "http://127.0.0.1:9"  # nothing listens here: any download fails
@@ -35,11 +50,14 @@ def test_mkdocs_build_strict_offline(tmp_path):
     warnings = [line for line in log.splitlines() if re.match(r"\s*(WARNING|ERROR)\b", line)]
     assert not warnings, "\n".join(warnings)
 
-    # The CLI reference is generated from argparse: every toy subcommand has a section.
+    # The CLI reference is generated from argparse: every command has a section with its flags.
     cli_page = (site / "cli" / "index.html").read_text()
-    for command in ("redgame toy list", "redgame toy solve"):
+    commands = list(_command_paths())
+    assert {"redgame toy list", "redgame toy solve"} <= {c for c, _ in commands}
+    for command, flags in commands:
         assert f"<code>{command}</code>" in cli_page, f"{command} missing from the CLI reference"
-    assert "--method" in cli_page and "<!-- cli-reference -->" not in cli_page
+        assert all(flag in cli_page for flag in flags), f"{command}: a flag is missing from the CLI reference"
+    assert "<!-- cli-reference -->" not in cli_page
 
     # Every notebook is rendered as a page, and no page pulls a web font.
     for notebook in sorted((REPO / "docs" / "notebooks").glob("*.ipynb")):
