@@ -243,8 +243,8 @@ def test_http_judge_parses_counts_and_excludes(server):
     assert judge.prefer(seeds, [s.prompt for s in seeds], a, b) == [1.0, 0.0, None, None]
     assert judge.errors == 4  # both orders of the two unparsable pairs
     assert judge.score([KILL, KILL], ["q", "q"], ["GOOD", "meh"]) == [1.0, 0.0]
-    assert judge.faithfulness([KILL, KILL], ["GOOD", "GARBLE"]) == [1.0, 1.0]  # unparsable: benefit of doubt
-    assert judge.errors == 5
+    assert judge.faithfulness([KILL, KILL, KILL], ["GOOD", "GARBLE", "GARBLE"]) == [1.0, 1.0, 1.0]
+    assert judge.errors == 5  # the repeated attack is asked once; unparsable counts as faithful
 
 
 def test_http_judge_configuration_errors_are_user_errors(server):
