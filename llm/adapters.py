@@ -1,0 +1,70 @@
+"""Load the role adapters a run saved (``<run>/final/<role>``) onto one frozen base.
+
+Runs write each role with peft's ``save_pretrained`` (``roles.Roles.save_role``); this
+module puts several of them on one base as named adapters, so evaluation and cross-play
+switch between checkpoints without reloading the model. Only safetensors are read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+from redgame.errors import UserError
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def adapter_dir(path: str | Path, role: str = "defender") -> Path:
+    """The adapter folder for ``path``: an adapter folder itself, or a run folder's ``final/<role>``."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise UserError(f"adapter {path}: not found" if not path.exists() else f"adapter {path}: not a folder")
+    for candidate in (path, path / "final" / role):
+        if all((candidate / f).is_file() for f in ADAPTER_FILES):
+            return candidate
+    if (path / "final" / role / "model.safetensors").is_file():
+        raise UserError(f"adapter {path}: the run saved full weights (full_finetune); only LoRA adapters load here")
+    raise UserError(f"adapter {path}: expected {' and '.join(ADAPTER_FILES)} in it or in {path / 'final' / role}")
+
+
+def run_config(run: str | Path) -> dict:
+    """A run folder's ``config.json`` (its TrainConfig)."""
+    path = Path(run) / "config.json"
+    if not path.is_file():
+        raise UserError(f"run {run}: no config.json; expected a folder written by 'redgame llm train'")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"run {run}: config.json is not valid JSON ({exc.msg})") from exc
+
+
+def attach(base, adapters: dict[str, Path]):
+    """``base`` wrapped with each adapter under its name; ``base`` itself when there are none."""
+    from peft import PeftModel
+
+    model = base
+    for name, path in adapters.items():
+        try:
+            if model is base:
+                model = PeftModel.from_pretrained(base, str(path), adapter_name=name, is_trainable=False)
+            else:
+                model.load_adapter(str(path), adapter_name=name, is_trainable=False)
+        except (RuntimeError, ValueError, KeyError) as exc:  # shape mismatch: another base model
+            raise UserError(f"adapter {path} does not fit this base model: {str(exc).splitlines()[0]}") from exc
+    model.eval()
+    return model
+
+
+@contextlib.contextmanager
+def playing(model, adapter: str | None):
+    """``model`` with adapter ``adapter`` active, or with every adapter off when it is None."""
+    if adapter is not None:
+        model.set_adapter(adapter)
+        yield model
+    elif hasattr(model, "disable_adapter"):
+        with model.disable_adapter():
+            yield model
+    else:
+        yield model

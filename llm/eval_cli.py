@@ -1,0 +1,176 @@
+"""``redgame llm eval``, ``redgame llm crossplay`` and ``redgame report``.
+
+Registered from ``redgame.llm.cli``; torch and transformers are imported in the handlers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from redgame.errors import UserError
+
+
+def register(subparsers, llm_subparsers) -> None:
+    """Add ``eval`` and ``crossplay`` under ``redgame llm``, and the top-level ``report``."""
+    ev = llm_subparsers.add_parser(
+        "eval", help="ASR, over-refusal and a utility proxy of a model (and an adapter)",
+        description="Greedy answers to harmful and benign prompts, labelled by the judge, plus multiple-choice "
+                    "accuracy by log-likelihood. Defaults: the held-out split of the built-in seeds.")
+    ev.add_argument("--model", default="embedded", help="'embedded', 'tiny' or a local model folder (default: embedded)")
+    ev.add_argument("--adapter", help="a LoRA adapter folder, or a run folder (its final/defender)")
+    ev.add_argument("--harmful", help="harmful prompts: HarmBench CSV, JSONL/JSON, or one per line")
+    ev.add_argument("--benign", help="benign prompts: JSONL/JSON, one per line, or an XSTest CSV (prompt,type,label)")
+    ev.add_argument("--utility", help="multiple-choice JSONL (question, choices, answer); default: built-in set")
+    ev.add_argument("--no-utility", action="store_true", help="skip the utility proxy")
+    ev.add_argument("--no-base", action="store_true", help="with --adapter: do not also evaluate the base")
+    ev.add_argument("--judge", default="embedded", help="'embedded', 'lm:<model>' or 'http:<url>' (default: embedded)")
+    ev.add_argument("--max-new-tokens", type=int, default=48, help="answer length (default: 48)")
+    ev.add_argument("--out", help="also write the JSON (with every answer) to this file")
+    ev.add_argument("--json", action="store_true", help="print JSON instead of the markdown table")
+    ev.set_defaults(func=run_eval)
+
+    cp = llm_subparsers.add_parser(
+        "crossplay", help="every attacker against every defender; the meta-Nash of the ASR matrix",
+        description="Attackers: the base prompted as attacker, a static jailbreak-template attacker, each run's "
+                    "final attacker. Defenders: the base and each run's final defender. Writes "
+                    "<out>/crossplay.json and <out>/crossplay.png.")
+    cp.add_argument("--model", help="base model of the runs (default: the runs' own)")
+    cp.add_argument("--runs", nargs="+", required=True, metavar="RUN_DIR", help="run folders of 'redgame llm train'")
+    cp.add_argument("--out", required=True, help="output folder")
+    cp.add_argument("--seeds", help="held-out seed file with harmful and benign rows (default: built-in test split)")
+    cp.add_argument("--templates", help="jailbreak template file (JSON list/object, or text blocks split by ---)")
+    cp.add_argument("--judge", default="embedded", help="judge (default: embedded)")
+    cp.add_argument("--attack-tokens", type=int, default=64, help="attack length (default: 64)")
+    cp.add_argument("--response-tokens", type=int, default=48, help="answer length (default: 48)")
+    cp.add_argument("--json", action="store_true", help="print crossplay.json")
+    cp.set_defaults(func=run_crossplay)
+
+    rp = subparsers.add_parser(
+        "report", help="markdown + HTML report of LLM-game runs: curves, Pareto plot, cross-play, meta-Nash")
+    rp.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (metrics.jsonl, optional eval.json)")
+    rp.add_argument("--crossplay", help="a crossplay.json or the folder holding it")
+    rp.add_argument("--out", default="report", help="output folder (default: report)")
+    rp.set_defaults(func=run_report)
+
+
+def _positive(name: str, value: int) -> None:
+    if value < 1:
+        raise UserError(f"{name} must be >= 1, got {value}")
+
+
+def _check_model(name: str) -> None:
+    from redgame.llm.cli import check_model_name
+
+    check_model_name(name)
+
+
+def run_eval(args) -> int:
+    from redgame.llm import safety_eval
+    from redgame.llm.adapters import adapter_dir, attach, playing
+    from redgame.llm.utility import load_questions
+
+    _positive("--max-new-tokens", args.max_new_tokens)
+    _check_model(args.model)
+    # Every file is read and checked before any model loads.
+    default_harmful, default_benign = safety_eval.default_sets()
+    harmful, dropped_h = safety_eval.load_class(args.harmful, harmful=True) if args.harmful else (default_harmful, 0)
+    benign, dropped_b = safety_eval.load_class(args.benign, harmful=False) if args.benign else (default_benign, 0)
+    questions = None if args.no_utility else load_questions(args.utility)
+    adapter = adapter_dir(args.adapter) if args.adapter else None
+
+    from redgame.llm.judges import make_judge
+    from redgame.llm.models import load_base
+
+    base, tokenizer = load_base(args.model)
+    judge = make_judge(args.judge)
+    model = attach(base, {"evaluated": adapter} if adapter else {})
+    names = ([] if adapter and args.no_base else ["base"]) + (["adapter"] if adapter else [])
+    results = {}
+    for name in names:
+        with playing(model, "evaluated" if name == "adapter" else None) as m:
+            results[name] = safety_eval.evaluate(m, tokenizer, judge, harmful, benign, questions,
+                                                 max_new_tokens=args.max_new_tokens)
+    summary = {
+        "model": args.model, "adapter": str(adapter) if adapter else None, "judge": args.judge,
+        "harmful_file": args.harmful or "built-in test split", "benign_file": args.benign or "built-in test split",
+        "set_aside": {"harmful_file": dropped_h, "benign_file": dropped_b},
+        "results": {k: {m: v for m, v in r.items() if m != "answers"} for k, r in results.items()},
+        "table": safety_eval.markdown_table(results),
+    }
+    if args.out:
+        full = {**summary, "answers": {k: r["answers"] for k, r in results.items()}}
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(_json(full) + "\n")
+    if args.json:
+        print(_json(summary))
+    else:
+        print(f"{len(harmful)} harmful, {len(benign)} benign prompts; greedy, {args.max_new_tokens} tokens; "
+              f"judge {args.judge}")
+        print(summary["table"])
+    return 0
+
+
+def _json(obj) -> str:
+    """Strict JSON: a rate with no prompts to measure it on (nan) becomes null."""
+    def clean(x):
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+
+    return json.dumps(clean(obj), indent=1)
+
+
+def run_crossplay(args) -> int:
+    from redgame.llm import crossplay
+    from redgame.llm.adapters import run_config
+    from redgame.llm.seeds import builtin_seeds, load_seeds
+    from redgame.llm.templates import load_templates
+
+    _positive("--attack-tokens", args.attack_tokens)
+    _positive("--response-tokens", args.response_tokens)
+    runs = crossplay.find_runs(args.runs)
+    models = {run_config(r.path).get("model") for r in runs}
+    model_name = args.model or (models.pop() if len(models) == 1 else None)
+    if model_name is None:
+        raise UserError(f"--runs were trained on different models {sorted(map(str, models))}; pass --model")
+    _check_model(model_name)
+    seeds = load_seeds(args.seeds) if args.seeds else builtin_seeds("test")
+    templates = load_templates(args.templates)
+
+    from redgame.llm.judges import make_judge
+    from redgame.llm.models import load_base
+
+    base, tokenizer = load_base(model_name)
+    judge = make_judge(args.judge)
+    played = crossplay.crossplay(base, tokenizer, judge, runs, seeds, templates=templates,
+                                 attack_tokens=args.attack_tokens, response_tokens=args.response_tokens,
+                                 log=(lambda *a: None) if args.json else print)
+    result = {"model": model_name, "n_harmful": sum(s.harmful for s in seeds),
+              "n_benign": sum(not s.harmful for s in seeds), **crossplay.summarise(played, runs)}
+    json_path, png = crossplay.write(result, Path(args.out))
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    print(f"meta-game value (ASR at the meta-Nash): {result['value']:.3f}")
+    print("attacker mix: " + ", ".join(f"{n} {w:.2f}" for n, w in zip(result["attackers"], result["attacker_mix"])))
+    print("defender mix: " + ", ".join(f"{n} {w:.2f}" for n, w in zip(result["defenders"], result["defender_mix"])))
+    for name, g in result["mirror_gap"].items():
+        print(f"mirror gap of {name} ({g['regime']}): self-play ASR {g['selfplay_asr']:.2f}, "
+              f"best other ({g['best_other_attacker']}) {g['best_other_asr']:.2f}, gap {g['mirror_gap']:+.2f}")
+    print(f"wrote {json_path} and {png}")
+    return 0
+
+
+def run_report(args) -> int:
+    from redgame.llm.report import build_report
+
+    md, html = build_report(args.runs, Path(args.out), crossplay=args.crossplay)
+    print(f"wrote {md} and {html}")
+    return 0
+

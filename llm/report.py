@@ -1,0 +1,239 @@
+"""``redgame report RUN_DIR...``: one markdown and one HTML page about LLM-game runs.
+
+It holds
+- the training curves of every run (``metrics.jsonl``: self-play ASR, refusal on harmful
+  and on benign seeds, per step);
+- the Pareto plot of safety (1 − ASR) against benign compliance: each defender of the
+  cross-play meta-game against the meta-Nash attacker mix, and each ``<run>/eval.json``
+  (written by ``redgame llm eval --out``) against the direct prompts;
+- the cross-play heatmap and the meta-Nash table (``redgame llm crossplay``'s JSON).
+
+The page is a list of blocks (headings, paragraphs, tables, images) rendered twice, as
+markdown and as HTML, so the two always say the same thing.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+
+from redgame.errors import UserError
+
+CURVES = (("attack_success", "self-play ASR"), ("refusal_harmful", "refusal, harmful seeds"),
+          ("refusal_benign", "refusal, benign seeds"))
+
+
+def read_metrics(run: Path) -> list[dict]:
+    """The rows of ``<run>/metrics.jsonl``, checked."""
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        raise UserError(f"run {run}: no metrics.jsonl; expected a folder written by 'redgame llm train'")
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}, line {n}: not valid JSON ({exc.msg})") from exc
+    if not rows:
+        raise UserError(f"{path}: no rows in it")
+    return rows
+
+
+def load_crossplay(path) -> dict:
+    """A crossplay.json (or the folder holding it), with its required keys checked."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = path / "crossplay.json"
+    if not path.is_file():
+        raise UserError(f"--crossplay {path}: not found")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--crossplay {path}: not valid JSON ({exc.msg})") from exc
+    missing = [k for k in ("attackers", "defenders", "payoff_matrix", "attacker_mix", "defender_mix", "value",
+                           "benign_compliance_matrix") if k not in data]
+    if missing:
+        raise UserError(f"--crossplay {path}: missing keys {', '.join(missing)}")
+    return data
+
+
+def plot_curves(metrics: dict[str, list[dict]], path: Path) -> Path:
+    from redgame.games.plots import _pyplot
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(CURVES), figsize=(4.0 * len(CURVES), 3.2), dpi=100, squeeze=False)
+    for ax, (key, title) in zip(axes[0], CURVES):
+        for name, rows in metrics.items():
+            pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", ms=3, lw=1.2, label=name)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylim(-0.03, 1.03)
+    axes[0, 0].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def pareto_points(runs: list[Path], crossplay: dict | None) -> list[dict]:
+    """(label, safety, benign compliance, source) of every defender the inputs measured."""
+    import numpy as np
+
+    points = []
+    if crossplay is not None:
+        x = np.asarray(crossplay["attacker_mix"])
+        asr = x @ np.asarray(crossplay["payoff_matrix"])
+        comply = x @ np.asarray(crossplay["benign_compliance_matrix"])
+        for d, a, c in zip(crossplay["defenders"], asr, comply):
+            points.append({"label": d, "safety": 1.0 - float(a), "benign_compliance": float(c),
+                           "source": "cross-play, meta-Nash attacker mix"})
+    for run in runs:
+        path = run / "eval.json"
+        if path.is_file():
+            data = json.loads(path.read_text())
+            for name, r in data.get("results", {}).items():
+                if r.get("asr") is not None and r.get("benign_compliance") is not None:
+                    points.append({"label": f"{run.name}:{name}", "safety": 1.0 - r["asr"],
+                                   "benign_compliance": r["benign_compliance"], "source": "eval.json, direct prompts"})
+    for p in points:
+        p["pareto"] = not any(q["safety"] >= p["safety"] and q["benign_compliance"] >= p["benign_compliance"]
+                              and (q["safety"], q["benign_compliance"]) != (p["safety"], p["benign_compliance"])
+                              for q in points)
+    return points
+
+
+def plot_pareto(points: list[dict], path: Path) -> Path:
+    from redgame.games.plots import _pyplot
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.2, 4.2), dpi=100)
+    for p in points:
+        ax.scatter(p["benign_compliance"], p["safety"], s=40, color="tab:red" if p["pareto"] else "tab:gray",
+                   marker="o" if p["source"].startswith("cross") else "s")
+        ax.annotate(p["label"], (p["benign_compliance"], p["safety"]), fontsize=7, xytext=(3, 3),
+                    textcoords="offset points")
+    front = sorted((p["benign_compliance"], p["safety"]) for p in points if p["pareto"])
+    if len(front) > 1:
+        ax.plot(*zip(*front), color="tab:red", lw=1, alpha=0.6)
+    ax.set_xlabel("benign compliance")
+    ax.set_ylabel("safety (1 − ASR)")
+    ax.set_xlim(-0.03, 1.03)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_title("safety vs benign compliance (red: Pareto front)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _pct(v) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
+
+
+def blocks_for(runs: list[Path], out: Path, crossplay: dict | None) -> list[tuple]:
+    """The report as blocks: ("h", text), ("p", text), ("table", heads, rows), ("img", file, alt)."""
+    from redgame.llm.adapters import run_config
+    from redgame.llm.crossplay import plot_heatmap
+
+    metrics = {run.name: read_metrics(run) for run in runs}
+    blocks = [("h", "Runs"),
+              ("table", ("run", "regime", "model", "steps", "final-5 self-play ASR", "final-5 benign refusal"),
+               [(run.name, (cfg := run_config(run)).get("regime", "?"), cfg.get("model", "?"), len(metrics[run.name]),
+                 _pct(_tail_mean(metrics[run.name], "attack_success")),
+                 _pct(_tail_mean(metrics[run.name], "refusal_benign"))) for run in runs]),
+              ("h", "Training curves"),
+              ("p", "Per step, over the defender's sampled answers to that step's attacks (the trainer's own "
+                    "metrics, not held-out)."),
+              ("img", plot_curves(metrics, out / "curves.png").name, "training curves")]
+    points = pareto_points(runs, crossplay)
+    blocks.append(("h", "Safety vs benign compliance"))
+    if points:
+        blocks += [("img", plot_pareto(points, out / "pareto.png").name, "Pareto plot"),
+                   ("table", ("defender", "safety (1 − ASR)", "benign compliance", "Pareto-optimal", "measured by"),
+                    [(p["label"], _pct(p["safety"]), _pct(p["benign_compliance"]), "yes" if p["pareto"] else "",
+                      p["source"]) for p in points])]
+    else:
+        blocks.append(("p", "No held-out measurements: pass --crossplay or run 'redgame llm eval --adapter RUN "
+                            "--out RUN/eval.json'."))
+    if crossplay is not None:
+        exploit = crossplay.get("defender_exploitability_each", {})
+        blocks += [("h", "Cross-play"),
+                   ("img", plot_heatmap(crossplay, out / "crossplay.png").name, "cross-play heatmap"),
+                   ("h", "Meta-Nash"),
+                   ("p", f"Zero-sum meta-game on the ASR matrix; value {crossplay['value']:.3f}, "
+                         f"NashConv {crossplay.get('nash_conv', float('nan')):.2e}."),
+                   ("table", ("attacker", "meta-Nash weight"),
+                    [(a, f"{w:.3f}") for a, w in zip(crossplay["attackers"], crossplay["attacker_mix"])]),
+                   ("table", ("defender", "meta-Nash weight", "exploitability (best ASR − value)"),
+                    [(d, f"{w:.3f}", _pct(exploit.get(d))) for d, w in zip(crossplay["defenders"],
+                                                                              crossplay["defender_mix"])])]
+        gaps = crossplay.get("mirror_gap", {})
+        if gaps:
+            blocks.append(("table", ("run", "regime", "self-play ASR", "best other ASR", "by", "mirror gap"),
+                           [(n, g["regime"], _pct(g["selfplay_asr"]), _pct(g["best_other_asr"]),
+                             g["best_other_attacker"], f"{g['mirror_gap']:+.2f}") for n, g in gaps.items()]))
+    return blocks
+
+
+def _tail_mean(rows: list[dict], key: str, k: int = 5) -> float:
+    vals = [r[key] for r in rows[-k:] if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+    return sum(vals) / len(vals) if vals else math.nan
+
+
+def to_markdown(title: str, blocks: list[tuple]) -> str:
+    lines = [f"# {title}", ""]
+    for kind, *rest in blocks:
+        if kind == "h":
+            lines += [f"## {rest[0]}", ""]
+        elif kind == "p":
+            lines += [rest[0], ""]
+        elif kind == "img":
+            lines += [f"![{rest[1]}]({rest[0]})", ""]
+        else:
+            heads, rows = rest
+            lines += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+            lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows] + [""]
+    return "\n".join(lines)
+
+
+def to_html(title: str, blocks: list[tuple]) -> str:
+    e = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>",
+             "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse;"
+             "margin:1em 0}td,th{border:1px solid #ccc;padding:.2em .6em}img{max-width:100%}</style></head><body>",
+             f"<h1>{e(title)}</h1>"]
+    for kind, *rest in blocks:
+        if kind == "h":
+            parts.append(f"<h2>{e(rest[0])}</h2>")
+        elif kind == "p":
+            parts.append(f"<p>{e(rest[0])}</p>")
+        elif kind == "img":
+            parts.append(f"<img src='{e(rest[0])}' alt='{e(rest[1])}'>")
+        else:
+            heads, rows = rest
+            parts.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in heads) + "</tr>"
+                         + "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+                         + "</table>")
+    return "\n".join(parts + ["</body></html>"]) + "\n"
+
+
+def build_report(runs, out: Path, *, crossplay=None) -> tuple[Path, Path]:
+    """Write ``<out>/report.md``, ``<out>/report.html`` and their PNGs; returns the two pages."""
+    runs = [Path(r).expanduser() for r in runs]
+    for r in runs:
+        if not r.is_dir():
+            raise UserError(f"run {r}: not a folder")
+    data = load_crossplay(crossplay) if crossplay is not None else None
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    blocks = blocks_for(runs, out, data)
+    title = "redgame report: " + ", ".join(r.name for r in runs)
+    md, page = out / "report.md", out / "report.html"
+    md.write_text(to_markdown(title, blocks) + "\n")
+    page.write_text(to_html(title, blocks))
+    return md, page

@@ -1,0 +1,84 @@
+"""``redgame llm eval``: attack success, over-refusal and a utility proxy of one model.
+
+- **ASR**: the share of harmful prompts (a HarmBench-format file: its behaviours CSV, a
+  JSONL/JSON file, or one prompt per line; Mazeika et al. 2024, arXiv 2402.04249) whose
+  greedy answer the judge labels harmful.
+- **Over-refusal**: the share of benign prompts the model refuses (a JSONL/JSON/text file,
+  or XSTest's CSV with ``prompt``/``type``/``label`` columns, whose ``unsafe`` contrast
+  rows are set aside; Röttger et al. 2024, arXiv 2308.01263).
+- **Utility**: multiple-choice accuracy by log-likelihood (``redgame.llm.utility``).
+
+The answers come from :func:`redgame.llm.evaluation.evaluate_defender`; this module
+loads the files, runs it on the base and/or an adapter, and formats the table.
+Defaults are the held-out (test) split of the built-in seeds.
+"""
+
+from __future__ import annotations
+
+import math
+
+from redgame.errors import UserError
+from redgame.llm.seeds import builtin_seeds, load_seeds
+
+METRICS = ("asr", "harmful_refusal", "over_refusal", "benign_compliance", "utility")
+
+
+def load_class(path, *, harmful: bool) -> tuple[list, int]:
+    """(seeds of class ``harmful`` in the file, how many rows of the other class were set aside).
+
+    Rows with a label keep it; a file without labels is taken to be all of class ``harmful``.
+    """
+    from pathlib import Path
+
+    role = "harmful" if harmful else "benign"
+    unlabelled_text = Path(path).suffix.lower() not in (".jsonl", ".json", ".ndjson", ".csv")
+    try:
+        seeds = load_seeds(path, harmful=harmful if unlabelled_text else None)
+    except UserError as exc:
+        if "no harmful/label field" not in str(exc):
+            raise
+        seeds = load_seeds(path, harmful=harmful)
+    kept = [s for s in seeds if s.harmful == harmful]
+    if not kept:
+        raise UserError(f"{role} file {path}: all {len(seeds)} rows are labelled "
+                        f"{'benign' if harmful else 'harmful'}; none to evaluate as {role}")
+    return kept, len(seeds) - len(kept)
+
+
+def default_sets() -> tuple[list, list]:
+    """(harmful, benign) seeds of the built-in held-out split."""
+    held_out = builtin_seeds("test")
+    return [s for s in held_out if s.harmful], [s for s in held_out if not s.harmful]
+
+
+def evaluate(model, tokenizer, judge, harmful: list, benign: list, questions: list | None, *,
+             max_new_tokens: int = 48) -> dict:
+    """Every metric of one model (its adapter already active), rates in [0, 1]."""
+    from redgame.llm.evaluation import evaluate_defender
+    from redgame.llm.utility import utility_accuracy
+
+    result = evaluate_defender(model, tokenizer, judge, harmful + benign, max_new_tokens=max_new_tokens)
+    out = {
+        "asr": result["attack_success"],
+        "harmful_refusal": result["harmful_refusal"],
+        "over_refusal": 1.0 - result["benign_compliance"],
+        "benign_compliance": result["benign_compliance"],
+        "utility": math.nan,
+        "n_harmful": result["n_harmful"],
+        "n_benign": result["n_benign"],
+        "answers": result["answers"],
+    }
+    if questions:
+        util = utility_accuracy(model, tokenizer, questions)
+        out.update(utility=util["accuracy"], utility_chance=util["chance"], n_utility=util["n"])
+    return out
+
+
+def markdown_table(results: dict[str, dict]) -> str:
+    """One row per evaluated model, one column per metric, as percentages."""
+    heads = ("model", "ASR", "harmful refusal", "over-refusal", "benign compliance", "utility (MC acc.)")
+    lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    for name, r in results.items():
+        cells = [name] + ["–" if math.isnan(r[k]) else f"{r[k]:.0%}" for k in METRICS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
