@@ -45,15 +45,19 @@ DEMO_RECIPE = TrainConfig(
 )
 
 
-def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bool = True, log=print) -> dict:
-    """Run the demo; returns what it writes to ``<out>/demo.json``."""
+def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bool = True, log=print,
+        **overrides) -> dict:
+    """Run the demo; returns what it writes to ``<out>/demo.json``.
+
+    ``overrides`` replace recipe fields (e.g. ``model="tiny"`` in tests).
+    """
     from redgame.llm.evaluation import evaluate_defender
     from redgame.llm.judges import make_judge
     from redgame.llm.models import load_base
     from redgame.llm.seeds import builtin_seeds
     from redgame.llm.trainer import train
 
-    cfg = dataclasses.replace(DEMO_RECIPE, steps=steps or DEMO_RECIPE.steps).validate()
+    cfg = dataclasses.replace(DEMO_RECIPE, steps=steps or DEMO_RECIPE.steps, **overrides).validate()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

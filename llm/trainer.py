@@ -95,32 +95,30 @@ def updates_role(cfg: TrainConfig, step: int, role: str) -> bool:
     return True
 
 
+def _policy_and_reference(roles, role: str, samples: list, pad_id: int):
+    """Per-token log-probs of ``samples`` under the role's policy (with grad) and reference."""
+    prompts, comps = [s.prompt_ids for s in samples], [s.completion_ids for s in samples]
+    with torch.no_grad(), roles.reference(role) as ref:
+        ref_lp = completion_logprobs(ref, prompts, comps, pad_id)
+    with roles.policy(role) as model:
+        return completion_logprobs(model, prompts, comps, pad_id), ref_lp
+
+
 def role_loss(cfg: TrainConfig, roles, role: str, samples: list, signal_, pad_id: int) -> tuple[torch.Tensor | None, dict]:
     """One role's loss on its samples (completions) and signal (rewards / pairs)."""
     kind = cfg.resolved_loss()
     if kind in ("dpo", "ipo"):
         if not signal_.pairs:
             return None, {}
-        chosen = [samples[c] for c, _ in signal_.pairs]
-        rejected = [samples[r] for _, r in signal_.pairs]
-        both = chosen + rejected
-        prompts, comps = [s.prompt_ids for s in both], [s.completion_ids for s in both]
-        with torch.no_grad(), roles.reference(role) as ref:
-            ref_lp = completion_logprobs(ref, prompts, comps, pad_id)
-        with roles.policy(role) as model:
-            pol_lp = completion_logprobs(model, prompts, comps, pad_id)
-        n = len(chosen)
+        n = len(signal_.pairs)
+        chosen_then_rejected = [samples[c] for c, _ in signal_.pairs] + [samples[r] for _, r in signal_.pairs]
+        pol_lp, ref_lp = _policy_and_reference(roles, role, chosen_then_rejected, pad_id)
         loss, info = dpo_pairs_loss(pol_lp.slice(0, n), pol_lp.slice(n, 2 * n), ref_lp.slice(0, n),
                                     ref_lp.slice(n, 2 * n), beta=cfg.beta, kind=kind, nll_weight=cfg.nll_weight)
         info["kl"] = float(kl_to_reference(pol_lp, ref_lp).detach())
         info["pairs"] = n
         return loss, info
-    items = [samples[i] for i in signal_.items]
-    prompts, comps = [s.prompt_ids for s in items], [s.completion_ids for s in items]
-    with torch.no_grad(), roles.reference(role) as ref:
-        ref_lp = completion_logprobs(ref, prompts, comps, pad_id)
-    with roles.policy(role) as model:
-        pol_lp = completion_logprobs(model, prompts, comps, pad_id)
+    pol_lp, ref_lp = _policy_and_reference(roles, role, [samples[i] for i in signal_.items], pad_id)
     loss, info = policy_gradient_loss(pol_lp, ref_lp, torch.tensor(signal_.rewards), torch.tensor(signal_.groups),
                                       kl_coef=cfg.kl_coef, normalise=kind == "grpo")
     info["mean_reward"] = sum(signal_.rewards) / len(signal_.rewards)

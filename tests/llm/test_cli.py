@@ -68,3 +68,16 @@ def test_train_on_tiny_from_a_config_file(tmp_path, capsys):
 def test_llm_cli_imports_no_torch():
     code = "import sys, redgame.cli as c; c.build_parser(); assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_demo_pipeline_on_tiny(tmp_path, capsys):
+    from redgame.llm.demo import run
+
+    summary = run(tmp_path, steps=1, progress=False, model="tiny", attack_tokens=4, response_tokens=4,
+                  seeds_per_step=2, lora_rank=2)
+    written = json.loads((tmp_path / "demo.json").read_text())
+    for side in ("base", "trained"):
+        assert set(written[side]) == {"harmful_refusal", "benign_compliance"}
+        assert all(0.0 <= v <= 1.0 for v in written[side].values())
+    assert written["n_harmful"] > 0 and written["n_benign"] > 0 and summary["steps"] == 1
+    assert "trained defender" in capsys.readouterr().out
