@@ -28,6 +28,25 @@ CHECKPOINTS = "checkpoints"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
+def temp_dir_beside(target: Path) -> Path:
+    """A new temporary folder next to ``target``, after removing those a killed writer left."""
+    for prefix in (f".tmp.{target.name}.", f".old.{target.name}."):
+        for stale in target.parent.glob(prefix + "*"):
+            shutil.rmtree(stale, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f".tmp.{target.name}.", dir=target.parent))
+
+
+def replace_dir(src: Path, dst: Path) -> None:
+    """Rename the complete folder ``src`` to ``dst``: ``dst`` is never seen half written or half deleted."""
+    if not dst.exists():
+        os.replace(src, dst)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".old.{dst.name}.", dir=dst.parent))
+    os.replace(dst, old / dst.name)
+    os.replace(src, dst)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def _optimizer_tensors(name: str, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
     state = optimizer.state_dict()
     tensors, meta = {}, {"param_groups": state["param_groups"], "scalars": {}}
@@ -67,7 +86,7 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, roles, optimizers: di
     root = Path(run_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:04d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp_step_{step:04d}_", dir=root))
+    tmp = temp_dir_beside(final)
     try:
         for role in ("attacker", "defender"):
             roles.save_role(role, tmp / role)
@@ -85,9 +104,7 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, roles, optimizers: di
                 rngs[f"cuda{i}"] = s.contiguous()
         save_file(rngs, str(tmp / "rng.safetensors"))
         (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=1))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        replace_dir(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final

@@ -28,13 +28,14 @@ import contextlib
 import copy
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
+
+from redgame.llm.checkpoint import replace_dir, temp_dir_beside
 
 ROLES = ("attacker", "defender")
 REGIMES = ("shared", "bipolicy", "separate", "advgame", "sequential")
@@ -169,7 +170,7 @@ class Roles:
         path = Path(path)
         slot = self.slots[role]
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        tmp = temp_dir_beside(path)
         try:
             if slot.adapter is None:  # full weights: config + safetensors, loadable by from_pretrained
                 target = tmp
@@ -182,9 +183,7 @@ class Roles:
             else:
                 slot.model.save_pretrained(str(tmp), selected_adapters=[slot.adapter], safe_serialization=True)
                 target = tmp / slot.adapter if slot.adapter != "default" else tmp
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(target, path)
+            replace_dir(target, path)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
