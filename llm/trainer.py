@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import signal
 import time
@@ -51,7 +52,8 @@ def prepare_run_dir(out: str | Path, cfg: TrainConfig, *, resume: bool, overwrit
     holds_run = (out / RUN_MARKER).is_file() or (out / ckpt.CHECKPOINTS).is_dir()
     if resume:
         if ckpt.latest_checkpoint(out) is None:
-            raise UserError(f"--resume: no checkpoint under {out / ckpt.CHECKPOINTS}; start without --resume")
+            again = "start it again with --overwrite" if holds_run else "start without --resume"
+            raise UserError(f"--resume: no checkpoint under {out / ckpt.CHECKPOINTS}; {again}")
     elif holds_run and not overwrite:
         raise UserError(f"--out {out} already holds a run; pass --resume to continue it or --overwrite to replace it")
     elif holds_run:
@@ -63,6 +65,23 @@ def prepare_run_dir(out: str | Path, cfg: TrainConfig, *, resume: bool, overwrit
     out.mkdir(parents=True, exist_ok=True)
     (out / RUN_MARKER).write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
     return out
+
+
+def keep_metrics_until(path: Path, step: int) -> None:
+    """Drop the metrics rows after ``step`` (steps a killed run did not checkpoint, redone on resume)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:  # a row cut short by the kill
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+            kept.append(line + "\n")
+    tmp = path.with_name(f".tmp.{path.name}")
+    tmp.write_text("".join(kept))
+    os.replace(tmp, path)
 
 
 def load_train_seeds(cfg: TrainConfig) -> tuple[list, list]:
@@ -199,6 +218,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite:
         state = ckpt.load_checkpoint(ckpt.latest_checkpoint(out), roles, optimizers)
         start = state["step"]
         log(f"resuming from step {start}")
+        keep_metrics_until(out / "metrics.jsonl", start)
     attack_sampling = SamplingSettings(cfg.attack_tokens, cfg.temperature, cfg.top_p)
     response_sampling = SamplingSettings(cfg.response_tokens, cfg.temperature, cfg.top_p)
     pad_id = tokenizer.pad_token_id
