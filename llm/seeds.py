@@ -117,6 +117,8 @@ def _parse_json(text: str, where: str):
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise UserError(f"{where}: not valid JSON ({exc.msg})") from exc
+    except ValueError as exc:  # e.g. an integer longer than Python's 4300-digit limit
+        raise UserError(f"{where}: not valid JSON ({str(exc).split(':')[0]})") from exc
     except RecursionError as exc:
         raise UserError(f"{where}: JSON nested too deeply") from exc
 
