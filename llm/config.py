@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +88,23 @@ class TrainConfig:
         for key in positive:
             if getattr(self, key) < 1:
                 raise UserError(f"config key '{key}' must be >= 1, got {getattr(self, key)}")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise UserError(f"config key '{f.name}' must be a finite number, got {value}")
+        at_least_zero = ("kl_coef", "weight_decay", "nll_weight", "min_margin", "threads")
+        for key in at_least_zero:
+            if getattr(self, key) < 0:
+                raise UserError(f"config key '{key}' must be >= 0, got {getattr(self, key)}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise UserError(f"config key 'lora_dropout' must be in [0, 1), got {self.lora_dropout}")
+        if self.lora_alpha <= 0 or self.max_grad_norm <= 0:
+            raise UserError(f"config keys 'lora_alpha' and 'max_grad_norm' must be > 0, got "
+                            f"{self.lora_alpha} and {self.max_grad_norm}")
+        if not -2**63 <= self.seed < 2**64:
+            raise UserError(f"config key 'seed' must fit in 64 bits, got {self.seed}")
+        if self.judge != "embedded" and not self.judge.startswith(("lm:", "http:", "https:")):
+            raise UserError(f"config key 'judge': {self.judge!r} is not 'embedded', 'lm:<model>' or 'http:<url>'")
         if self.save_every < 0:
             raise UserError(f"config key 'save_every' must be >= 0, got {self.save_every}")
         if not 0.0 < self.ema_decay < 1.0:
@@ -137,7 +155,7 @@ def from_mapping(data: dict[str, Any], where: str = "", base: TrainConfig | None
     for key, value in data.items():
         key = str(key).replace("-", "_")
         if key not in names:
-            raise UserError(f"unknown config key '{key}'{where}")
+            raise UserError(f"unknown config key {key!r}{where}")
         values[key] = _coerce(key, value, where)
     return TrainConfig(**values)
 
@@ -174,7 +192,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep:
         raise UserError(f"override {text!r} is not key=value")
     if key not in _hints():
-        raise UserError(f"unknown config key '{key}'")
+        raise UserError(f"unknown config key {key!r}")
     origin = get_origin(_hints()[key]) or _hints()[key]
     try:
         if origin is bool:
