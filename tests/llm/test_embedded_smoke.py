@@ -17,7 +17,7 @@ def test_embedded_round_and_update(tmp_path, judge):
                       attack_tokens=12, response_tokens=8, min_margin=0.0, lr=1e-3, threads=2)
     result = train(cfg, tmp_path, progress=False, base=base, judge=judge)
     roles = result["roles"]
-    moved = [float(p.abs().max()) for n, p in roles.named_parameters("defender") if "lora_B" in n]
+    moved = [float(p.detach().abs().max()) for n, p in roles.named_parameters("defender") if "lora_B" in n]
     assert max(moved) > 0  # the defender adapter took one real update
     import json
 
