@@ -16,6 +16,7 @@ Defaults are the held-out (test) split of the built-in seeds.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from redgame.errors import UserError
 from redgame.llm.seeds import builtin_seeds, load_seeds
@@ -28,8 +29,6 @@ def load_class(path, *, harmful: bool) -> tuple[list, int]:
 
     Rows with a label keep it; a file without labels is taken to be all of class ``harmful``.
     """
-    from pathlib import Path
-
     role = "harmful" if harmful else "benign"
     unlabelled_text = Path(path).suffix.lower() not in (".jsonl", ".json", ".ndjson", ".csv")
     try:

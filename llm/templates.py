@@ -21,6 +21,7 @@ import re
 from pathlib import Path
 
 from redgame.errors import UserError
+from redgame.llm.userfiles import read_user_text
 
 PLACEHOLDER = "{prompt}"
 
@@ -59,14 +60,7 @@ def load_templates(path: str | Path | None = None) -> dict[str, str]:
     """
     if path is None:
         return dict(BUILTIN_TEMPLATES)
-    path = Path(path).expanduser()
-    where = f"template file {path}"
-    if not path.is_file():
-        raise UserError(f"{where}: not found" if not path.exists() else f"{where}: not a file")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{where}: not UTF-8 text (byte {exc.start})") from exc
+    path, where, text = read_user_text(path, "template")
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(text)

@@ -24,6 +24,7 @@ import torch
 from redgame.errors import UserError
 from redgame.llm.losses import completion_logprobs
 from redgame.llm.prompts import chat_text
+from redgame.llm.userfiles import read_user_text
 
 
 @dataclass(frozen=True)
@@ -53,14 +54,7 @@ def load_questions(path: str | Path | None = None) -> list[Question]:
         where, text = "built-in utility set", resources.files("redgame.llm").joinpath(
             "data/utility_mc.jsonl").read_text(encoding="utf-8")
     else:
-        path = Path(path).expanduser()
-        where = f"utility file {path}"
-        if not path.is_file():
-            raise UserError(f"{where}: not found" if not path.exists() else f"{where}: not a file")
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise UserError(f"{where}: not UTF-8 text (byte {exc.start})") from exc
+        _, where, text = read_user_text(path, "utility")
     out = []
     for n, line in enumerate(text.split("\n"), 1):
         if line.strip():
