@@ -426,7 +426,7 @@ class HTTPJudge(_QuestionJudge):
             return None
         except urllib.error.URLError as exc:
             raise UserError(f"judge endpoint {self.url} is unreachable: {exc.reason}") from exc
-        except (ValueError, KeyError, IndexError, TypeError, UnicodeDecodeError, TimeoutError):
+        except (ValueError, KeyError, IndexError, TypeError, UnicodeDecodeError, TimeoutError, RecursionError):
             return None  # a malformed or late reply: counted as unparsable
 
     @staticmethod
