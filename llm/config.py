@@ -165,8 +165,8 @@ def load_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    text = path.read_text()
     try:
+        text = path.read_text(encoding="utf-8")
         if path.suffix in (".yaml", ".yml"):
             import yaml
 
