@@ -32,9 +32,16 @@ CHECKPOINT_FILES = {"attacker", "defender", "weights.safetensors", "optimizer.sa
                     "rng.safetensors", "state.json"}
 
 
-def run_cli(args: list[str], *faults: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """``redgame ARGS`` in a fresh process through the fault hook (no fault when none is given)."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
+def run_cli(args: list[str], *faults: str, timeout: float = 300, offline_flags: bool = True) -> subprocess.CompletedProcess:
+    """``redgame ARGS`` in a fresh process through the fault hook (no fault when none is given).
+
+    ``offline_flags=False`` drops HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE from the environment.
+    """
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    for flag in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        env.pop(flag, None)
+        if offline_flags:
+            env[flag] = "1"
     return subprocess.run([sys.executable, str(FAULTY_CLI), *faults, "--", *map(str, args)], env=env,
                           capture_output=True, text=True, timeout=timeout)
 

@@ -1,8 +1,8 @@
 """``redgame`` with one fault armed: the reliability suite's test hook, run as a script.
 
-    python tests/reliability/faulty_cli.py [--kill POINT@STEP] [--nan STEP] [--no-network LOG] -- ARGS...
+    python tests/reliability/faulty_cli.py [--kill POINT@STEP] [--nan STEP] [--no-network LOG] -- ARGS... [++ ARGS...]
 
-runs ``redgame ARGS...`` in this process (the real CLI, ``redgame.cli.main``) after wrapping
+runs ``redgame ARGS...`` (then each further ``++``-separated command) in this process (the real CLI, ``redgame.cli.main``) after wrapping
 a few functions of the trainer, so that a fault fires at an exact, named place:
 
 - ``--kill POINT@STEP``: the process sends itself SIGKILL at POINT of game step STEP
@@ -181,7 +181,14 @@ def main(argv: list[str]) -> int:
     from redgame.cli import main as redgame_main
 
     args = opts.args[1:] if opts.args[:1] == ["--"] else opts.args
-    return redgame_main(args)
+    commands = [[]]
+    for arg in args:  # `A ++ B`: run redgame A, then redgame B, in this one process
+        commands.append([]) if arg == "++" else commands[-1].append(arg)
+    for command in commands:
+        code = redgame_main(command)
+        if code:
+            return code
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,113 @@
+"""``redgame llm train`` refuses bad configs and unsafe output folders in one line, before compute.
+
+Every config key is given a value of the wrong type in TOML, YAML and ``--set``; the run
+folder rules (``--resume`` needs a checkpoint, ``--out`` holding a run needs ``--resume``
+or ``--overwrite``) are checked with model loading and the judge replaced by a marker
+that fails the test if compute starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import get_origin, get_type_hints
+
+import pytest
+import yaml
+
+from redgame.cli import main
+from redgame.llm.config import TrainConfig
+
+HINTS = get_type_hints(TrainConfig)
+WRONG = {bool: "yes", int: "three", float: "fast", str: 7, tuple: 5}  # a value of another type per field type
+
+
+class ComputeStarted(Exception):
+    pass
+
+
+@pytest.fixture
+def no_compute(monkeypatch):
+    from redgame.llm import judges, models
+
+    def refuse(*args, **kwargs):
+        raise ComputeStarted
+
+    monkeypatch.setattr(models, "load_base", refuse)
+    monkeypatch.setattr(judges, "make_judge", refuse)
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("redgame: error: "), err
+    return err[0]
+
+
+def train(tmp_path, *argv) -> int:
+    return main(["llm", "train", "--model", "tiny", "--out", str(tmp_path / "run"), "--no-progress", *argv])
+
+
+@pytest.mark.parametrize("key", sorted(HINTS))
+def test_a_wrong_type_for_any_key_names_the_key(tmp_path, capsys, no_compute, key):
+    wrong = WRONG[get_origin(HINTS[key]) or HINTS[key]]
+    toml = tmp_path / "game.toml"
+    toml.write_text(f"{key} = {json.dumps(wrong)}\n")
+    yml = tmp_path / "game.yaml"
+    yml.write_text(yaml.safe_dump({"train": {key: wrong}}))
+    for argv in (["--config", str(toml)], ["--config", str(yml)]):
+        assert train(tmp_path, *argv) == 2
+        assert f"'{key}'" in one_error_line(capsys)
+    if not isinstance(wrong, str) or HINTS[key] is str or get_origin(HINTS[key]) is tuple:
+        return  # --set values are text: only non-text fields can be mistyped there
+    assert train(tmp_path, "--set", f"{key.replace('_', '-')}={wrong}") == 2
+    assert f"'{key}'" in one_error_line(capsys)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("text,suffix,key", [
+    ("[train]\nsteps = 2\nlearning_rate = 0.1\n", ".toml", "learning_rate"),
+    ("train:\n  steps: 2\n  lora-rnak: 4\n", ".yaml", "lora_rnak"),
+    ("lr = nan\n", ".toml", "lr"),
+    ("kl_coef: -0.1\n", ".yaml", "kl_coef"),
+    ("lora_dropout = 1.0\n", ".toml", "lora_dropout"),
+    ("threads = -2\n", ".toml", "threads"),
+    ("seed: 100000000000000000000000\n", ".yaml", "seed"),
+    ("judge = 'gpt4'\n", ".toml", "judge"),
+])
+def test_unknown_keys_and_unusable_values(tmp_path, capsys, no_compute, text, suffix, key):
+    path = tmp_path / f"game{suffix}"
+    path.write_text(text)
+    assert train(tmp_path, "--config", str(path)) == 2
+    assert f"'{key}'" in one_error_line(capsys)
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_without_a_checkpoint_says_so(tmp_path, capsys, no_compute):
+    assert train(tmp_path, "--resume") == 2
+    line = one_error_line(capsys)
+    assert "--resume: no checkpoint under" in line and "start without --resume" in line
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text("{}")  # a run killed before its first checkpoint
+    assert train(tmp_path, "--resume") == 2
+    assert "no checkpoint" in (line := one_error_line(capsys)) and "--overwrite" in line
+
+
+def test_out_holding_a_run_needs_resume_or_overwrite(tmp_path, capsys, no_compute):
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step_0002").mkdir(parents=True)
+    (run / "checkpoints" / "step_0002" / "state.json").write_text('{"step": 2}')
+    (run / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2}\n')
+    (run / "config.json").write_text(json.dumps(dataclasses.asdict(TrainConfig(seed=9))))
+    assert train(tmp_path) == 2
+    assert "already holds a run" in (line := one_error_line(capsys)) and "--resume" in line and "--overwrite" in line
+    assert json.loads((run / "config.json").read_text())["seed"] == 9  # untouched
+    with pytest.raises(ComputeStarted):
+        train(tmp_path, "--overwrite", "--seed", "4")
+    assert not (run / "checkpoints").exists() and not (run / "metrics.jsonl").exists()
+    assert json.loads((run / "config.json").read_text())["seed"] == 4
+
+
+def test_out_that_is_a_file(tmp_path, capsys, no_compute):
+    (tmp_path / "run").write_text("not a folder")
+    assert train(tmp_path) == 2
+    assert "is not a folder" in one_error_line(capsys)
