@@ -32,6 +32,10 @@ CHECKPOINT_FILES = {"attacker", "defender", "weights.safetensors", "optimizer.sa
                     "rng.safetensors", "state.json"}
 
 
+class ComputeStarted(Exception):
+    """Raised by the ``no_compute`` fixture where a model load, a judge or training would start."""
+
+
 def run_cli(args: list[str], *faults: str, timeout: float = 300, offline_flags: bool = True) -> subprocess.CompletedProcess:
     """``redgame ARGS`` in a fresh process through the fault hook (no fault when none is given).
 

@@ -17,24 +17,10 @@ import yaml
 
 from redgame.cli import main
 from redgame.llm.config import TrainConfig
+from fault_runs import ComputeStarted
 
 HINTS = get_type_hints(TrainConfig)
 WRONG = {bool: "yes", int: "three", float: "fast", str: 7, tuple: 5}  # a value of another type per field type
-
-
-class ComputeStarted(Exception):
-    pass
-
-
-@pytest.fixture
-def no_compute(monkeypatch):
-    from redgame.llm import judges, models
-
-    def refuse(*args, **kwargs):
-        raise ComputeStarted
-
-    monkeypatch.setattr(models, "load_base", refuse)
-    monkeypatch.setattr(judges, "make_judge", refuse)
 
 
 def one_error_line(capsys) -> str:
