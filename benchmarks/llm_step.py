@@ -4,7 +4,7 @@ One iteration: 8 seeds (4 harmful, 4 benign) x 2 attacks x 2 responses, judged b
 embedded judge, then one attacker and one defender update (bipolicy, DPO). Prints the
 median over ``--iters`` iterations after one warm-up, split into rollout, judge and update.
 
-    python benchmarks/llm_step.py [--iters 2] [--threads 2] [--explore]
+    python benchmarks/llm_step.py [--iters 2] [--threads 2] [--explore] [--model embedded]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=2, help="timed iterations after one warm-up")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--explore", action="store_true", help="add the demo's refusal-prefix candidates")
+    parser.add_argument("--model", default="embedded", help="base model (default: embedded; 'tiny' checks the script)")
     args = parser.parse_args()
 
     import torch
@@ -34,10 +35,10 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     t = time.perf_counter()
-    base = load_base("embedded")
+    base = load_base(args.model)
     judge = make_judge("embedded")
     load_s = time.perf_counter() - t
-    cfg = TrainConfig(model="embedded", regime="bipolicy", steps=1 + args.iters, save_every=0, seeds_per_step=8,
+    cfg = TrainConfig(model=args.model, regime="bipolicy", steps=1 + args.iters, save_every=0, seeds_per_step=8,
                       attacks_per_seed=2, responses_per_attack=2,
                       explore_prefixes=(REFUSAL_PREFIX,) if args.explore else (), threads=args.threads)
     with tempfile.TemporaryDirectory() as out:
@@ -47,7 +48,7 @@ def main() -> None:
         rows = [json.loads(line) for line in open(f"{out}/metrics.jsonl")][1:]
     parts = {k: statistics.median(r[f"time/{k}"] for r in rows) for k in ("rollout", "judge", "update")}
     step = sum(parts.values())
-    print(f"embedded SmolLM2-135M, {args.threads} threads, kernels seam: {'redgame.kernels' if USE_KERNELS else 'torch'}")
+    print(f"model {args.model}, {args.threads} threads, kernels seam: {'redgame.kernels' if USE_KERNELS else 'torch'}")
     print(f"load (model + judge): {load_s:.1f} s; {1 + args.iters} iterations in {total:.1f} s")
     print(f"one iteration (8 seeds x 2 attacks x 2 responses{' + 1 explore' if args.explore else ''}), median of {len(rows)}:")
     for k, v in parts.items():
