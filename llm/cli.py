@@ -12,7 +12,7 @@ from pathlib import Path
 
 from redgame.errors import UserError
 from redgame.llm import eval_cli
-from redgame.llm.config import REGIMES, TrainConfig, from_mapping, help_lines, load_file, parse_override
+from redgame.llm.config import REGIMES, TrainConfig, from_mapping, help_lines, load_file, lookup, parse_override
 
 
 def register(subparsers) -> None:
@@ -54,15 +54,16 @@ def resolve_config(args) -> TrainConfig:
             overrides[key] = value
     cfg = from_mapping(overrides, where=" (command line)", base=cfg).validate()
     check_model_name(cfg.model)
-    if cfg.train_seeds and not Path(cfg.train_seeds).is_file():
-        raise FileNotFoundError(f"seed file not found: {cfg.train_seeds}")
+    seeds = cfg.train_seeds and lookup(cfg.train_seeds, "config key 'train_seeds'")
+    if cfg.train_seeds and not (seeds and seeds.is_file()):
+        raise FileNotFoundError(f"config key 'train_seeds': seed file not found: {cfg.train_seeds}")
     return cfg
 
 
 def check_model_name(name: str) -> None:
     if name in ("embedded", "tiny"):
         return
-    if not Path(name).exists():
+    if not lookup(name, "model"):
         raise FileNotFoundError(f"model not found: {name!r} is not 'embedded', 'tiny' or an existing folder")
 
 

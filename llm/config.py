@@ -160,10 +160,19 @@ def from_mapping(data: dict[str, Any], where: str = "", base: TrainConfig | None
     return TrainConfig(**values)
 
 
+def lookup(path: str | Path, what: str) -> Path | None:
+    """``path`` if it exists, else None; a name the system cannot look up (too long, a NUL byte) is a UserError."""
+    try:
+        return Path(path) if Path(path).exists() else None
+    except (OSError, ValueError) as exc:
+        shown = str(path) if len(str(path)) <= 80 else str(path)[:80] + "..."
+        raise UserError(f"{what}: cannot look up {shown!r}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
 def load_file(path: str | Path) -> dict[str, Any]:
     """Read a TOML or YAML config file into a mapping (a section ``[train]`` is accepted)."""
     path = Path(path)
-    if not path.is_file():
+    if not (lookup(path, "config file") and path.is_file()):
         raise FileNotFoundError(f"config file not found: {path}")
     try:
         text = path.read_text(encoding="utf-8")
@@ -212,4 +221,4 @@ def help_lines() -> list[str]:
             f"{f.metadata['help']}" for f in dataclasses.fields(TrainConfig)]
 
 
-__all__ = ["TrainConfig", "from_mapping", "load_file", "parse_override", "help_lines", "REGIMES", "LOSSES"]
+__all__ = ["TrainConfig", "from_mapping", "load_file", "lookup", "parse_override", "help_lines", "REGIMES", "LOSSES"]
