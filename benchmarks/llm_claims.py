@@ -14,7 +14,7 @@ The papers (Self-RedTeam arXiv 2506.07468, ABS arXiv 2605.08427, AdvGame arXiv
 2512.20806) predict held-out ASR base > shared >= bipolicy ~ advgame, with benign
 compliance kept. This script reports whatever it measures.
 
-    python benchmarks/llm_claims.py [--steps 4] [--seeds 0 1 2] [--out runs/claims] [--json]
+    python benchmarks/llm_claims.py [--steps 4] [--seeds 0 1 2] [--set KEY=VALUE] [--out runs/claims] [--json]
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=4, help="game iterations per run (default: 4)")
     parser.add_argument("--crossplay-seed", type=int, default=0, help="whose runs enter cross-play (default: 0)")
     parser.add_argument("--eval-tokens", type=int, default=40, help="held-out answer length (default: 40)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one key of the demo recipe (a reduced run says so here)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--out", default="runs/claims", help="run folders and claims.json (default: runs/claims)")
     parser.add_argument("--json", action="store_true", help="print the JSON summary")
@@ -52,6 +54,7 @@ def main(argv=None) -> dict:
 
     from redgame.llm import crossplay, safety_eval
     from redgame.llm.adapters import attach, playing
+    from redgame.llm.config import from_mapping, parse_override
     from redgame.llm.demo import DEMO_RECIPE
     from redgame.llm.judges import make_judge
     from redgame.llm.models import load_base
@@ -61,6 +64,7 @@ def main(argv=None) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    recipe = from_mapping(dict(parse_override(t) for t in args.set), where=" (--set)", base=DEMO_RECIPE)
     out = Path(args.out)
     t0 = time.perf_counter()
     judge = make_judge("embedded")
@@ -79,7 +83,7 @@ def main(argv=None) -> dict:
     for regime in args.regimes:
         results[regime] = []
         for seed in args.seeds:
-            cfg = dataclasses.replace(DEMO_RECIPE, model=args.model, regime=regime, seed=seed, steps=args.steps,
+            cfg = dataclasses.replace(recipe, model=args.model, regime=regime, seed=seed, steps=args.steps,
                                       save_every=0).validate()
             t = time.perf_counter()
             train(cfg, out / f"{regime}-s{seed}", overwrite=True, progress=False, base=load_base(args.model),
@@ -93,7 +97,7 @@ def main(argv=None) -> dict:
     runs = [dataclasses.replace(r, name=r.regime) for r in runs]
     base, tok = load_base(args.model)
     played = crossplay.crossplay(base, tok, judge, runs, harmful + benign, templates=load_templates(),
-                                 attack_tokens=DEMO_RECIPE.attack_tokens, response_tokens=args.eval_tokens,
+                                 attack_tokens=recipe.attack_tokens, response_tokens=args.eval_tokens,
                                  log=lambda *a: None)
     meta = crossplay.summarise(played, runs)
     crossplay.write(meta, out / "crossplay")
@@ -108,7 +112,8 @@ def main(argv=None) -> dict:
             "mirror_gap": gap, "exploitability": meta["defender_exploitability_each"].get(name),
         })
     summary = {"model": args.model, "steps": args.steps, "seeds": args.seeds, "n_harmful": len(harmful),
-               "n_benign": len(benign), "recipe": dataclasses.replace(DEMO_RECIPE, steps=args.steps).to_dict(),
+               "n_benign": len(benign), "recipe": dataclasses.replace(recipe, steps=args.steps).to_dict(),
+               "overrides": args.set,
                "rows": rows, "crossplay": meta, "train_seconds": round(train_seconds, 1),
                "total_seconds": round(time.perf_counter() - t0, 1)}
     (out / "claims.json").write_text(json.dumps(summary, indent=1) + "\n")
