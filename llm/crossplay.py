@@ -110,7 +110,8 @@ def crossplay(base, tokenizer, judge, runs: list[Run], seeds: list, *, templates
         with playing(model, None if d == BASE else slot[d, "defender"]) as m:
             for i, a in enumerate(attackers):
                 r = evaluate_defender(m, tokenizer, judge, seeds, attacks=attacks[a], max_new_tokens=response_tokens)
-                asr[i, j], benign[i, j], refusal[i, j] = r["attack_success"], r["benign_compliance"], r["harmful_refusal"]
+                asr[i, j], refusal[i, j] = r["attack_success"], r["harmful_refusal"]
+                benign[i, j] = r["benign_compliance"]
         log(f"defender {d}: ASR " + ", ".join(f"{a} {asr[i, j]:.2f}" for i, a in enumerate(attackers)))
     return {"attackers": attackers, "defenders": defenders, "asr": asr, "benign_compliance": benign,
             "harmful_refusal": refusal, "parse_rate": parse_rate}

@@ -18,7 +18,8 @@ def register(subparsers, llm_subparsers) -> None:
         "eval", help="ASR, over-refusal and a utility proxy of a model (and an adapter)",
         description="Greedy answers to harmful and benign prompts, labelled by the judge, plus multiple-choice "
                     "accuracy by log-likelihood. Defaults: the held-out split of the built-in seeds.")
-    ev.add_argument("--model", default="embedded", help="'embedded', 'tiny' or a local model folder (default: embedded)")
+    ev.add_argument("--model", default="embedded",
+                    help="'embedded', 'tiny' or a local model folder (default: embedded)")
     ev.add_argument("--adapter", help="a LoRA adapter folder, or a run folder (its final/defender)")
     ev.add_argument("--harmful", help="harmful prompts: HarmBench CSV, JSONL/JSON, or one per line")
     ev.add_argument("--benign", help="benign prompts: JSONL/JSON, one per line, or an XSTest CSV (prompt,type,label)")
