@@ -22,7 +22,10 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from redgame.errors import UserError
 
 CHECKPOINTS = "checkpoints"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
@@ -121,8 +124,22 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
 
 
 def load_checkpoint(path: str | os.PathLike, roles, optimizers: dict[str, torch.optim.Optimizer]) -> dict:
-    """Restore weights, optimisers and RNG states from ``path``; returns ``state.json``."""
+    """Restore weights, optimisers and RNG states from ``path``; returns ``state.json``.
+
+    Raises:
+        UserError: a damaged file (truncated, not safetensors, e.g. a pickle) or a checkpoint of
+            another config (other shapes or parameter names), naming the checkpoint.
+    """
     path = Path(path)
+    try:
+        return _load_checkpoint(path, roles, optimizers)
+    except (SafetensorError, OSError, ValueError, KeyError, RuntimeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise UserError(f"checkpoint {path} is damaged or from another config ({type(exc).__name__}: {first}); "
+                        f"remove it to resume from the one before") from exc
+
+
+def _load_checkpoint(path: Path, roles, optimizers: dict[str, torch.optim.Optimizer]) -> dict:
     roles.load_state_tensors(load_file(str(path / "weights.safetensors")))
     opt_tensors = load_file(str(path / "optimizer.safetensors"))
     opt_meta = json.loads((path / "optimizer.json").read_text())
