@@ -1,0 +1,86 @@
+"""Files that would run code, or are damaged, are refused with one line and never executed.
+
+A pickle "bomb" (unpickling it creates a marker file) is planted where redgame reads
+weights: a checkpoint's ``weights.safetensors`` and an adapter's ``adapter_model.bin``.
+The marker must never appear. A truncated checkpoint and one from another config are
+refused naming the checkpoint, not with a traceback.
+"""
+
+import pickle
+
+import pytest
+from fault_runs import SMALL_GAME
+
+from redgame.cli import main
+
+
+class Bomb:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")  # unpickling creates the marker file
+
+
+@pytest.fixture(scope="module")
+def one_step_run(tmp_path_factory):
+    """A finished one-step run, trained in this process (no thread setting: it would leak)."""
+    root = tmp_path_factory.mktemp("one_step")
+    config = root / "game.toml"
+    config.write_text(SMALL_GAME.replace("threads = 1\n", ""))
+    argv = ["llm", "train", "--model", "tiny", "--regime", "bipolicy", "--seed", "3", "--save-every", "1",
+            "--no-progress", "--config", str(config)]
+    assert main([*argv, "--steps", "1", "--out", str(root / "run")]) == 0
+    return root, argv
+
+
+def resume_error(capsys, run_dir, argv, *extra) -> str:
+    assert main([*argv, "--steps", "2", "--out", str(run_dir), "--resume", *extra]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("redgame: error: checkpoint ") and "step_0001" in last, last
+    return last
+
+
+def copy_run(root, name):
+    import shutil
+
+    return shutil.copytree(root / "run", root / name)
+
+
+def test_the_bomb_is_live(tmp_path):
+    pickle.loads(pickle.dumps(Bomb(tmp_path / "live")))  # noqa: S301 - on purpose
+    assert (tmp_path / "live").exists()
+
+
+def test_a_pickle_in_place_of_checkpoint_weights_is_never_unpickled(one_step_run, capsys):
+    root, argv = one_step_run
+    run, marker = copy_run(root, "bomb"), root / "PWNED"
+    (run / "checkpoints" / "step_0001" / "weights.safetensors").write_bytes(pickle.dumps({"w": Bomb(marker)}))
+    assert "damaged" in resume_error(capsys, run, argv)
+    assert not marker.exists()
+
+
+def test_a_truncated_checkpoint_is_named(one_step_run, capsys):
+    root, argv = one_step_run
+    run = copy_run(root, "truncated")
+    weights = run / "checkpoints" / "step_0001" / "optimizer.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    resume_error(capsys, run, argv)
+
+
+def test_a_checkpoint_of_another_config_is_named(one_step_run, capsys):
+    root, argv = one_step_run
+    run = copy_run(root, "other")
+    assert "another config" in resume_error(capsys, run, argv, "--set", "lora_rank=3")
+
+
+def test_a_pickled_adapter_is_refused_not_loaded(one_step_run, capsys):
+    root, _ = one_step_run
+    adapter, marker = root / "pickled_adapter", root / "PWNED_ADAPTER"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text((root / "run" / "final" / "defender" / "adapter_config.json").read_text())
+    (adapter / "adapter_model.bin").write_bytes(pickle.dumps({"w": Bomb(marker)}))
+    assert main(["llm", "eval", "--model", "tiny", "--adapter", str(adapter), "--no-utility",
+                 "--max-new-tokens", "2"]) == 2
+    assert "adapter_model.safetensors" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not marker.exists()
