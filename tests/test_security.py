@@ -1,5 +1,8 @@
-"""Nothing redgame loads may execute code: no pickle, torch.load only with weights_only=True,
-trust_remote_code off unless the user asks. A grep over the source tree keeps it that way."""
+"""Nothing redgame loads may execute code: no pickle (nor marshal, shelve), torch.load only with
+weights_only=True, yaml only through its safe loaders, no builtin eval/exec, no hard-coded
+use_safetensors=False, shell=True or allow_pickle=True, trust_remote_code off unless the user
+asks. A grep over the source tree keeps it that way; tests/reliability/test_malicious_files.py
+checks the behaviour with planted pickles."""
 
 import ast
 import pathlib
@@ -29,8 +32,8 @@ def test_no_code_executing_loads(path):
     for node in ast.walk(tree):
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
-            assert not any(n.split(".")[0] in ("pickle", "cPickle", "dill", "joblib") for n in names), \
-                f"{path}: imports a pickle library"
+            assert not any(n.split(".")[0] in ("pickle", "cPickle", "dill", "joblib", "marshal", "shelve")
+                           for n in names), f"{path}: imports a pickle library"
     for name, call in _calls(tree):
         keywords = {k.arg: k.value for k in call.keywords}
         if name == "load" and isinstance(call.func, ast.Attribute) and getattr(call.func.value, "id", "") == "torch":
@@ -43,6 +46,14 @@ def test_no_code_executing_loads(path):
         owner = getattr(getattr(call.func, "value", None), "id", "")
         if name in ("load", "loads") and owner == "pickle":
             raise AssertionError(f"{path}:{call.lineno}: pickle load")
+        if owner == "yaml":
+            assert name in ("safe_load", "safe_load_all", "safe_dump", "dump"), f"{path}:{call.lineno}: yaml.{name}"
+        if isinstance(call.func, ast.Name):
+            assert name not in ("eval", "exec"), f"{path}:{call.lineno}: builtin {name}"
+        for flag, unsafe in (("use_safetensors", False), ("shell", True), ("allow_pickle", True)):
+            value = keywords.get(flag)
+            assert not (isinstance(value, ast.Constant) and value.value is unsafe), \
+                f"{path}:{call.lineno}: {flag}={unsafe} hard-coded"
         if name == "load" and owner in ("np", "numpy"):
             allow = keywords.get("allow_pickle")
             assert allow is None or (isinstance(allow, ast.Constant) and allow.value is False), \
