@@ -1,0 +1,217 @@
+"""The game on several processes: torchrun / ``accelerate launch`` data parallelism.
+
+``redgame llm train`` started by ``torchrun`` (or ``accelerate launch``, which sets the
+same variables) reads ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK`` and joins a process group
+(nccl on GPU, gloo on CPU). Then, as in PyTorch's DistributedDataParallel (Li et al. 2020,
+"PyTorch Distributed: Experiences on Accelerating Data Parallel Training", VLDB):
+
+- every rank holds the same adapters (same seed, same initialisation, same updates);
+- the step's seed batch is a pure function of (seed, step), whatever the world size; rank r
+  plays, judges and scores the seeds ``r, r + N, r + 2N, ...`` of it, so a run resumed at
+  another world size sees the same data, step by step;
+- each rank's loss is a mean over its own items; it is weighted by
+  ``local items * N / global items`` and the gradients are summed and divided by N, so the
+  update is the gradient of the mean over the *global* batch (exact for DPO/IPO and the
+  policy-gradient term; the per-token KL term of reinforce/grpo is weighted by items, not
+  tokens);
+- only rank 0 writes the run folder (config, metrics, checkpoints, final adapters); the
+  others wait at a barrier, and all ranks read the checkpoint on ``--resume``.
+
+Gradients are averaged with one explicit ``all_reduce`` of the trainable gradients after
+``backward`` rather than by wrapping the model in ``DistributedDataParallel``: a step runs
+several forward passes through one peft model with different adapters active (policy,
+reference, the other role), and a rank may have no pair to learn from in a step; DDP's
+hooks expect one forward per backward over a fixed set of parameters, and a rank that
+skips ``backward`` would leave the others waiting in DDP's all-reduce.
+
+Usage::
+
+    dist = setup()                      # from the environment; a no-op without WORLD_SIZE > 1
+    seeds = dist.shard(global_seeds)
+    loss = loss * dist.batch_share(n_local_items)
+    loss.backward(); dist.average_gradients(params)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+
+from redgame.errors import UserError
+
+# Metrics that are counts over the whole batch (summed over ranks); the rest are averaged.
+SUMMED_METRICS = ("parse_errors", "judge_errors", "attacker/pairs", "defender/pairs", "tokens_per_s")
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UserError(f"environment variable {name}={raw!r} is not an integer") from None
+    if value < 0:
+        raise UserError(f"environment variable {name}={raw!r} must be >= 0")
+    return value
+
+
+@dataclass
+class Dist:
+    """This process's place in the run: world size, rank, and the collectives the trainer uses."""
+
+    world_size: int = 1
+    rank: int = 0
+    local_rank: int = 0
+    backend: str | None = None   # None: one process, no process group
+    owns_group: bool = False     # this object initialised the group (and destroys it)
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cuda", self.local_rank) if self.backend == "nccl" else torch.device("cpu")
+
+    # -- data ------------------------------------------------------------------------------
+    def shard(self, items: list) -> list:
+        """This rank's part of a global batch: items ``rank, rank + N, ...`` (harmful/benign stay balanced)."""
+        return list(items[self.rank::self.world_size])
+
+    def seed_step(self, seed: int, step: int) -> None:
+        """With several ranks, seed torch's generator from (seed, step, rank) at each step.
+
+        Ranks must sample different rollouts, and a resumed run must sample as the
+        uninterrupted one did; one process keeps the single generator of the checkpoint.
+        """
+        if not self.active:
+            return
+        digest = hashlib.sha256(f"{seed}:{step}:{self.rank}".encode()).digest()
+        torch.manual_seed(int.from_bytes(digest[:8], "little"))
+
+    # -- collectives -------------------------------------------------------------------------
+    def _all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as td
+
+        moved = tensor.to(self.device)
+        td.all_reduce(moved, op=td.ReduceOp.SUM)
+        return moved.to(tensor.device)
+
+    def barrier(self) -> None:
+        if self.active:
+            import torch.distributed as td
+
+            td.barrier()
+
+    def batch_share(self, local_items: int) -> float:
+        """``local_items * N / global_items``: the weight that makes the averaged gradient the global mean's."""
+        if not self.active:
+            return 1.0
+        total = int(self._all_reduce(torch.tensor([float(local_items)], dtype=torch.float64)).item())
+        return local_items * self.world_size / total if total else 0.0
+
+    def any_rank(self, flag: bool) -> bool:
+        if not self.active:
+            return bool(flag)
+        return bool(self._all_reduce(torch.tensor([1.0 if flag else 0.0])).item() > 0)
+
+    def all_ranks(self, flag: bool) -> bool:
+        return not self.any_rank(not flag)
+
+    @torch.no_grad()
+    def average_gradients(self, params: list[torch.nn.Parameter]) -> None:
+        """Sum the gradients over ranks and divide by N, in one all_reduce (DDP's averaging).
+
+        A rank without a gradient for a parameter adds zeros; a parameter no rank has a
+        gradient for keeps ``grad = None`` (so the optimiser skips it, as in one process).
+        """
+        if not self.active or not params:
+            return
+        flat = [p.grad.reshape(-1).to(torch.float32) if p.grad is not None
+                else torch.zeros(p.numel(), dtype=torch.float32, device=p.device) for p in params]
+        present = torch.tensor([0.0 if p.grad is None else 1.0 for p in params], device=flat[0].device)
+        buffer = self._all_reduce(torch.cat(flat + [present]))
+        present = buffer[-len(params):]
+        offset = 0
+        for p, seen in zip(params, present.tolist()):
+            n = p.numel()
+            if seen > 0:
+                grad = (buffer[offset:offset + n] / self.world_size).view_as(p).to(p.dtype)
+                p.grad = grad if p.grad is None else p.grad.copy_(grad)
+            offset += n
+
+    def merge_metrics(self, row: dict) -> dict:
+        """One metrics row for the global batch: counts summed, rates averaged over ranks, and ``world_size``."""
+        if not self.active:
+            return {**row, "world_size": 1}
+        import torch.distributed as td
+
+        rows: list = [None] * self.world_size
+        td.all_gather_object(rows, row)
+        merged: dict = {}
+        for key in dict.fromkeys(k for r in rows for k in r):
+            values = [r[key] for r in rows if key in r]
+            numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            if key == "step" or len(numbers) != len(values):
+                merged[key] = values[0]
+            elif key in SUMMED_METRICS or key.endswith("/pairs"):
+                merged[key] = sum(numbers)
+            elif key.startswith("time/"):
+                merged[key] = max(numbers)  # the step waits for the slowest rank
+            else:
+                finite = [v for v in numbers if math.isfinite(v)]
+                merged[key] = sum(finite) / len(finite) if finite else float("nan")
+        merged["world_size"] = self.world_size
+        return merged
+
+    def close(self) -> None:
+        if self.owns_group:
+            import torch.distributed as td
+
+            if td.is_initialized():
+                td.destroy_process_group()
+            self.owns_group = False
+
+
+def setup(*, min_items: int | None = None) -> Dist:
+    """Join the process group described by the environment (torchrun, accelerate); one process without it.
+
+    ``min_items``: the global batch size, which must give every rank at least one item.
+    """
+    world = _env_int("WORLD_SIZE", 1)
+    if world <= 1:
+        return Dist()
+    rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
+    if rank >= world:
+        raise UserError(f"environment: RANK={rank} is not below WORLD_SIZE={world}")
+    if min_items is not None and min_items < world:
+        raise UserError(f"config key 'seeds_per_step' ({min_items}) must be >= the number of processes ({world}): "
+                        "each rank plays at least one seed")
+    for name in ("MASTER_ADDR", "MASTER_PORT"):
+        if not os.environ.get(name):
+            raise UserError(f"WORLD_SIZE={world} but {name} is not set; start the run with torchrun or accelerate launch")
+    import torch.distributed as td
+
+    if not td.is_available():
+        raise UserError("this torch build has no torch.distributed; run on one process")
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        if local_rank >= torch.cuda.device_count():
+            raise UserError(f"LOCAL_RANK={local_rank} but this node has {torch.cuda.device_count()} GPUs")
+        torch.cuda.set_device(local_rank)
+    owns = not td.is_initialized()
+    if owns:
+        td.init_process_group(backend=backend, rank=rank, world_size=world)
+    return Dist(world, rank, local_rank, backend, owns)
+
+
+__all__ = ["Dist", "setup", "SUMMED_METRICS"]
