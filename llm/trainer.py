@@ -31,6 +31,7 @@ import torch
 
 from redgame.errors import UserError
 from redgame.llm import checkpoint as ckpt
+from redgame.llm import distributed
 from redgame.llm.config import TrainConfig
 from redgame.llm.losses import completion_logprobs, dpo_pairs_loss, kl_to_reference, policy_gradient_loss
 from redgame.llm.rewards import judge_round
@@ -114,6 +115,11 @@ def updates_role(cfg: TrainConfig, step: int, role: str) -> bool:
     return True
 
 
+def signal_size(cfg: TrainConfig, signal_) -> int:
+    """How many items a role's loss averages over: pairs for DPO/IPO, samples otherwise."""
+    return len(signal_.pairs) if cfg.resolved_loss() in ("dpo", "ipo") else len(signal_.items)
+
+
 def _policy_and_reference(roles, role: str, samples: list, pad_id: int):
     """Per-token log-probs of ``samples`` under the role's policy (with grad) and reference."""
     prompts, comps = [s.prompt_ids for s in samples], [s.completion_ids for s in samples]
@@ -191,20 +197,36 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite:
           progress: bool = True, base=None, judge=None, log=print) -> dict:
     """Run the game for ``cfg.steps`` steps (in all, counting resumed ones); returns a summary.
 
-    ``base`` = (model, tokenizer) and ``judge`` may be passed in to reuse loaded ones.
+    ``base`` = (model, tokenizer) and ``judge`` may be passed in to reuse loaded ones. Under
+    torchrun / accelerate each process runs this on its shard (:mod:`redgame.llm.distributed`).
     """
+    cfg.validate()
+    harmful, benign = load_train_seeds(cfg)
+    dist = distributed.setup(min_items=cfg.seeds_per_step)  # torchrun / accelerate: one process per rank
+    try:
+        return _train(cfg, out, dist, harmful, benign, resume=resume, overwrite=overwrite, progress=progress,
+                      base=base, judge=judge, log=log)
+    finally:
+        dist.close()
+
+
+def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: bool, overwrite: bool,
+           progress: bool, base, judge, log) -> dict:
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
     from redgame.llm.judges import make_judge
     from redgame.llm.models import load_base
 
-    cfg.validate()
-    harmful, benign = load_train_seeds(cfg)
-    out = prepare_run_dir(out, cfg, resume=resume, overwrite=overwrite)
+    if dist.is_main:  # rank 0 checks and writes the run folder; the others wait for it
+        out = prepare_run_dir(out, cfg, resume=resume, overwrite=overwrite)
+    dist.barrier()
+    out = Path(out)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     model, tokenizer = base if base is not None else load_base(cfg.model)
+    if dist.active:
+        model.to(dist.device)
     judge = judge if judge is not None else make_judge(cfg.judge)
 
     torch.manual_seed(cfg.seed)  # adapter init, then sampling
@@ -217,22 +239,24 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite:
     if resume:
         state = ckpt.load_checkpoint(ckpt.latest_checkpoint(out), roles, optimizers)
         start = state["step"]
-        log(f"resuming from step {start}")
-        keep_metrics_until(out / "metrics.jsonl", start)
+        if dist.is_main:
+            log(f"resuming from step {start}")
+            keep_metrics_until(out / "metrics.jsonl", start)
     attack_sampling = SamplingSettings(cfg.attack_tokens, cfg.temperature, cfg.top_p)
     response_sampling = SamplingSettings(cfg.response_tokens, cfg.temperature, cfg.top_p)
     pad_id = tokenizer.pad_token_id
-    metrics_file = (out / "metrics.jsonl").open("a")
-    writer = SummaryWriter(str(out / "tb"))
+    metrics_file = (out / "metrics.jsonl").open("a") if dist.is_main else None
+    writer = SummaryWriter(str(out / "tb")) if dist.is_main else None
     last_good = ckpt.latest_checkpoint(out)
     step = start
     try:
         with _StopFlag() as stop:
-            bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress,
+            bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not (progress and dist.is_main),
                        desc=f"{cfg.regime}", unit="step")
             for step in bar:
                 t0 = time.perf_counter()
-                rnd = play_round(roles, tokenizer, seed_batch(harmful, benign, cfg, step),
+                dist.seed_step(cfg.seed, step)
+                rnd = play_round(roles, tokenizer, dist.shard(seed_batch(harmful, benign, cfg, step)),
                                  attacks_per_seed=cfg.attacks_per_seed, responses_per_attack=cfg.responses_per_attack,
                                  attack_sampling=attack_sampling, response_sampling=response_sampling,
                                  explore_prefixes=tuple(cfg.explore_prefixes))
@@ -248,18 +272,21 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite:
                         if updates_role(cfg, step, role):
                             loss, info = role_loss(cfg, roles, role, samples[role], signals[role], pad_id)
                             row.update({f"{role}/{k}": v for k, v in info.items()})
+                            share = dist.batch_share(signal_size(cfg, signals[role]))  # 1.0 in one process
                             if loss is not None:
-                                losses.append(loss)
-                    if not losses:
+                                losses.append(loss * share)
+                    if not dist.any_rank(bool(losses)):
                         continue
-                    loss = sum(losses)
-                    if not torch.isfinite(loss):
+                    loss = sum(losses) if losses else None
+                    if not dist.all_ranks(loss is None or bool(torch.isfinite(loss))):
                         where = f"the checkpoint {last_good}" if last_good else "no checkpoint yet"
-                        raise TrainingStopped(f"step {step + 1}: the {key} loss is {float(loss.detach())}; "
-                                              f"stopped, kept {where}")
+                        shown = float(loss.detach()) if loss is not None else "not finite on another rank"
+                        raise TrainingStopped(f"step {step + 1}: the {key} loss is {shown}; stopped, kept {where}")
                     optimizers[key].zero_grad(set_to_none=True)
-                    loss.backward()
+                    if loss is not None:
+                        loss.backward()
                     params = roles.parameters(owners[0])
+                    dist.average_gradients(params)
                     row[f"{key}/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
                     optimizers[key].step()
                     roles.update_reference(owners[0])  # one parameter set, one EMA step
@@ -267,23 +294,31 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite:
                 new_tokens = sum(len(c.completion_ids) for c in rnd.attacks + rnd.responses)
                 row.update({"time/rollout": t1 - t0, "time/judge": t2 - t1, "time/update": t3 - t2,
                             "tokens_per_s": new_tokens / max(t1 - t0, 1e-9)})
-                metrics_file.write(json.dumps(row) + "\n")
-                metrics_file.flush()
-                for k, v in row.items():
-                    if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
-                        writer.add_scalar(k, v, step + 1)
+                row = dist.merge_metrics(row)  # the global batch's row, with "world_size"
+                if dist.is_main:
+                    metrics_file.write(json.dumps(row) + "\n")
+                    metrics_file.flush()
+                    for k, v in row.items():
+                        if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
+                            writer.add_scalar(k, v, step + 1)
                 bar.set_postfix(asr=f"{row['attack_success']:.2f}", ref_h=f"{row['refusal_harmful']:.2f}",
                                 ref_b=f"{row['refusal_benign']:.2f}")
                 done = step + 1
-                if stop.requested or (cfg.save_every and done % cfg.save_every == 0) or done == cfg.steps:
-                    last_good = ckpt.save_checkpoint(out, done, roles, optimizers, {"seed": cfg.seed})
-                if stop.requested:
+                stopping = dist.any_rank(stop.requested)
+                if stopping or (cfg.save_every and done % cfg.save_every == 0) or done == cfg.steps:
+                    if dist.is_main:
+                        last_good = ckpt.save_checkpoint(out, done, roles, optimizers, {"seed": cfg.seed})
+                    dist.barrier()
+                if stopping:
                     log(f"stopped at step {done}; resume with --resume")
                     return {"out": str(out), "steps": done, "stopped": True, "roles": roles}
     finally:
-        metrics_file.close()
-        writer.close()
+        if dist.is_main:
+            metrics_file.close()
+            writer.close()
     final = out / "final"
-    for role in ROLES:
-        roles.save_role(role, final / role)
+    if dist.is_main:
+        for role in ROLES:
+            roles.save_role(role, final / role)
+    dist.barrier()
     return {"out": str(out), "steps": cfg.steps, "stopped": False, "roles": roles}
