@@ -44,7 +44,8 @@ SKIP = [
     (r"^jupyter\b", "starts an interactive server; tests/docs/test_notebooks.py runs the notebooks"),
     (r"^redgame demo\b", "trains on the embedded model (minutes on 2 CPU cores)"),
     (r"^redgame llm\b(?!.*(--help|-h)\b)",
-     "an LLM training run (about a minute even with --model tiny on 2 CPU cores); tests/llm covers it"),
+     "runs a language model (train, eval or crossplay: a minute or more on 2 CPU cores, even with "
+     "--model tiny); tests/llm covers these"),
     (r"^(python|\.venv/bin/python) benchmarks/", "a timing benchmark; `make bench` runs them"),
     (r"\s\[--?[\w-]+", "a usage synopsis: optional flags in [brackets], not one command"),
 ]
