@@ -28,11 +28,11 @@ def test_train_eval_crossplay_open_no_socket(tmp_path, small_game):
     assert (cross / "crossplay.json").is_file()
 
 
-def test_the_guard_does_block(tmp_path):
+def test_the_guard_does_block(tmp_path, small_game):
     """The guard is live: a judge at a remote URL fails in one line and the attempt is logged."""
     log = tmp_path / "network.log"
-    done = run_cli(["llm", "eval", "--model", "tiny", "--no-utility", "--judge", "http://example.com/v1",
-                    "--max-new-tokens", "2"], "--no-network", log)
+    done = run_cli(["llm", "train", "--model", "tiny", "--steps", "1", "--no-progress", "--config", small_game,
+                    "--set", "judge=http://example.com/v1", "--out", tmp_path / "run"], "--no-network", log)
     assert done.returncode == 2, done.stderr[-3000:]
     assert done.stderr.strip().splitlines()[-1].startswith("redgame: error: ")
     assert "example.com" in log.read_text()
