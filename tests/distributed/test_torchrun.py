@@ -1,0 +1,118 @@
+"""``redgame llm train`` under torchrun: 2 gloo processes on CPU, the tiny model, 2 steps.
+
+The reference is one process on the same global batch: its rollouts and judge answers are
+recorded once (``hooked_cli.py --record``) and replayed, sharded, to the 2-rank run, so the
+two runs differ only in how the batch is split and the gradients are combined.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from redgame.errors import UserError
+from redgame.llm import distributed
+
+HOOK = Path(__file__).with_name("hooked_cli.py")
+BIN = Path(sys.executable).parent
+TRAIN = ["llm", "train", "--model", "tiny", "--no-progress", "--save-every", "1",
+         "--set", "seeds_per_step=4", "--set", "attack_tokens=6", "--set", "response_tokens=6",
+         "--set", "lora_rank=4", "--set", "lora_alpha=8", "--set", "lr=0.01",
+         "--set", "explore_prefixes=I'm sorry", "--set", "min_margin=0.05"]
+
+
+def _run(cmd: list, ranks: int = 1) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    if ranks > 1:
+        cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", str(ranks), "--no-python", *cmd]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+
+
+def _rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_ranks_hold_one_adapter_and_average_to_the_single_process_gradient(tmp_path):
+    steps = ["--steps", "2"]
+    _run([sys.executable, str(HOOK), "--record", str(tmp_path / "rec"), "--dump", str(tmp_path / "one"), "--",
+          *TRAIN, *steps, "--out", str(tmp_path / "single")])
+    _run([sys.executable, str(HOOK), "--replay", str(tmp_path / "rec"), "--dump", str(tmp_path / "two"), "--",
+          *TRAIN, *steps, "--out", str(tmp_path / "ddp")], ranks=2)
+
+    for step in (1, 2):
+        one = load_file(str(tmp_path / "one" / "rank0" / f"step{step}.safetensors"))
+        ranks = [load_file(str(tmp_path / "two" / f"rank{r}" / f"step{step}.safetensors")) for r in (0, 1)]
+        # (1) the ranks hold identical adapters (and EMA/optimiser-driven state) after the step
+        weights = [k for k in one if k.startswith("weights/")]
+        assert weights and all(torch.equal(ranks[0][k], ranks[1][k]) for k in weights), step
+        # (2) the averaged gradient is the single-process gradient of the global batch
+        averaged = [k for k in one if k.startswith("averaged/")]
+        assert averaged and set(averaged) == {k for k in ranks[0] if k.startswith("averaged/")}
+        for k in averaged:
+            torch.testing.assert_close(ranks[0][k], one[k], atol=1e-6, rtol=1e-5, msg=f"step {step} {k}")
+            assert torch.equal(ranks[0][k], ranks[1][k])
+        # ... which neither rank's own gradient is: the all-reduce did the work
+        biggest = max(averaged, key=lambda k: float(one[k].abs().max()))
+        assert float(one[biggest].abs().max()) > 1e-4
+        for r in (0, 1):
+            assert float((ranks[r][biggest.replace("averaged/", "local/")] - one[biggest]).abs().max()) > 1e-5
+        # the shards cover the global batch: per-rank item counts add up to the single process's
+        counts = sorted(k for k in one if k.startswith("items/"))
+        for k in counts:
+            assert float(ranks[0][k][0] + ranks[1][k][0]) == float(one[k][0])
+
+    rows = _rows(tmp_path / "ddp")
+    assert [r["step"] for r in rows] == [1, 2] and {r["world_size"] for r in rows} == {2}
+    assert {r["world_size"] for r in _rows(tmp_path / "single")} == {1}
+    for a, b in zip(_rows(tmp_path / "single"), rows):  # same rollouts, same judge: same round metrics
+        for key in ("defender/pairs", "attacker/pairs", "parse_errors"):
+            assert a.get(key) == b.get(key), key
+    # rank 0 alone wrote the checkpoint, and it holds what both ranks hold
+    saved = load_file(str(tmp_path / "ddp" / "checkpoints" / "step_0002" / "weights.safetensors"))
+    last = load_file(str(tmp_path / "two" / "rank1" / "step2.safetensors"))
+    assert all(torch.equal(v, last[f"weights/{k}"]) for k, v in saved.items())
+    assert not list((tmp_path / "ddp" / "checkpoints").glob(".tmp.*"))
+
+
+def test_plain_cli_under_torchrun_then_resume_on_one_process(tmp_path):
+    run = tmp_path / "run"
+    _run([str(BIN / "redgame"), *TRAIN, "--steps", "1", "--out", str(run)], ranks=2)
+    assert [(r["step"], r["world_size"]) for r in _rows(run)] == [(1, 2)]
+    _run([str(BIN / "redgame"), *TRAIN, "--steps", "2", "--resume", "--out", str(run)])
+    assert [(r["step"], r["world_size"]) for r in _rows(run)] == [(1, 2), (2, 1)]
+    for role in ("attacker", "defender"):
+        assert (run / "final" / role / "adapter_model.safetensors").is_file()
+
+
+def test_one_process_needs_no_process_group(monkeypatch):
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    dist = distributed.setup(min_items=1)
+    assert (dist.world_size, dist.is_main, dist.active) == (1, True, False)
+    assert dist.shard([1, 2, 3]) == [1, 2, 3] and dist.batch_share(5) == 1.0
+    assert dist.merge_metrics({"step": 1})["world_size"] == 1
+    shards = [distributed.Dist(world_size=3, rank=r).shard(list(range(8))) for r in range(3)]
+    assert sorted(sum(shards, [])) == list(range(8)) and shards[0] == [0, 3, 6]
+
+
+@pytest.mark.parametrize("env,match", [
+    ({"WORLD_SIZE": "2", "RANK": "0"}, "MASTER_ADDR is not set"),
+    ({"WORLD_SIZE": "two"}, "WORLD_SIZE='two' is not an integer"),
+    ({"WORLD_SIZE": "2", "RANK": "2"}, "RANK=2 is not below WORLD_SIZE=2"),
+    ({"WORLD_SIZE": "8", "RANK": "0", "MASTER_ADDR": "localhost", "MASTER_PORT": "1"}, "seeds_per_step"),
+])
+def test_bad_launch_environment_is_a_user_error(monkeypatch, env, match):
+    for name in ("MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(UserError, match=match):
+        distributed.setup(min_items=4)
