@@ -1,0 +1,97 @@
+"""Rollouts through vLLM (``--set rollout_backend=vllm``): GPU only, the roles served as LoRA adapters.
+
+vLLM (Kwon et al. 2023, "Efficient Memory Management for Large Language Model Serving with
+PagedAttention", SOSP) samples much faster than ``model.generate``; AdvGame (arXiv
+2512.20806) and Self-RedTeam (arXiv 2506.07468) both sample their games with it. One vLLM
+engine per process holds the frozen base; each role's adapter is a LoRA request. After each
+update the trainer calls :meth:`VLLMRollout.sync`: the adapters are saved (peft format) to a
+new folder and served under a new LoRA id, so vLLM loads the new weights instead of its
+cached ones. The base must be a local Hugging Face model folder (vLLM loads it itself), and
+the roles must be LoRA adapters (not full fine-tuning).
+
+Usage::
+
+    backend = VLLMRollout(cfg, tokenizer, run_dir)   # UserError without vllm or CUDA
+    backend.sync(roles)                               # after every update
+    rnd = play_round(roles, tokenizer, seeds, ..., backend=backend)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import torch
+
+from redgame.errors import UserError
+from redgame.llm.rollout import Completion, SamplingSettings, finish_completion, stop_ids
+
+# Share of the GPU's memory vLLM may take; the training model needs the rest.
+GPU_MEMORY_SHARE = 0.3
+
+
+def require(cfg) -> None:
+    """Refuse ``rollout_backend=vllm`` where it cannot run, before any compute."""
+    if importlib.util.find_spec("vllm") is None:
+        raise UserError("rollout_backend=vllm needs the vllm package (pip install vllm, on a CUDA machine); "
+                        "use rollout_backend=torch")
+    if not torch.cuda.is_available():
+        raise UserError("rollout_backend=vllm needs a CUDA GPU; none is visible (use rollout_backend=torch)")
+    if cfg.full_finetune:
+        raise UserError("rollout_backend=vllm serves the roles as LoRA adapters; it cannot run with full_finetune")
+    if not Path(cfg.model).is_dir():
+        raise UserError(f"rollout_backend=vllm needs a local Hugging Face model folder as --model, got {cfg.model!r}")
+
+
+class VLLMRollout:
+    """Samples each role's completions from one vLLM engine, the role's adapter as a LoRA request."""
+
+    def __init__(self, cfg, tokenizer, run_dir: str | Path, rank: int = 0):
+        require(cfg)
+        from vllm import LLM
+
+        self.tokenizer, self.seed = tokenizer, cfg.seed
+        self.folder = Path(run_dir) / ".vllm_adapters" / f"rank{rank}"
+        self.llm = LLM(model=str(cfg.model), enable_lora=True, max_lora_rank=cfg.lora_rank, max_loras=2,
+                       gpu_memory_utilization=GPU_MEMORY_SHARE, seed=cfg.seed + rank)
+        self.version = 0
+        self.requests: dict = {}
+        self.paths: list[Path] = []
+
+    def sync(self, roles) -> None:
+        """Save the roles' current adapters and serve them under new LoRA ids."""
+        from vllm.lora.request import LoRARequest
+
+        self.version += 1
+        stale, self.paths = self.paths, []
+        self.requests = {}
+        for index, (key, owners) in enumerate(roles.owners().items()):
+            path = self.folder / f"{key}-v{self.version}"
+            roles.save_role(owners[0], path)
+            self.paths.append(path)
+            request = LoRARequest(f"{key}-v{self.version}", self.version * 2 + index, str(path))
+            self.requests.update({role: request for role in owners})
+        for path in stale:  # the engine holds the old weights in memory; the files are not needed
+            shutil.rmtree(path, ignore_errors=True)
+
+    def generate(self, role: str, prompts: list[str], settings: SamplingSettings,
+                 prefixes: list[str]) -> list[Completion]:
+        """One completion per chat-formatted prompt, ``prefixes[i]`` forced first, as ``rollout.generate``."""
+        from vllm import SamplingParams
+
+        if role not in self.requests:
+            raise RuntimeError("VLLMRollout.sync(roles) must run before the first rollout")
+        stop = stop_ids(self.tokenizer)
+        params = SamplingParams(max_tokens=settings.max_new_tokens, stop_token_ids=sorted(stop),
+                                **({"temperature": 0.0} if settings.greedy else
+                                   {"temperature": settings.temperature, "top_p": settings.top_p}))
+        prompt_ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        prefix_ids = [self.tokenizer(q, add_special_tokens=False)["input_ids"] if q else [] for q in prefixes]
+        inputs = [{"prompt_token_ids": p + q} for p, q in zip(prompt_ids, prefix_ids)]
+        outputs = self.llm.generate(inputs, params, lora_request=self.requests[role], use_tqdm=False)
+        return [finish_completion(self.tokenizer, p, q, list(o.outputs[0].token_ids), stop)
+                for p, q, o in zip(prompt_ids, prefix_ids, outputs)]
+
+
+__all__ = ["VLLMRollout", "require", "GPU_MEMORY_SHARE"]
