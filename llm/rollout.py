@@ -36,6 +36,22 @@ class SamplingSettings:
     batch_size: int = 32
 
 
+def stop_ids(tokenizer) -> set[int]:
+    """The tokens that end a completion: EOS and ChatML's end of turn."""
+    return {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")} - {None}
+
+
+def finish_completion(tokenizer, prompt_ids: list[int], prefix_ids: list[int], new: list[int],
+                      stop: set[int]) -> Completion:
+    """A completion from the sampled tokens: cut after the first stop token, the forced prefix in front."""
+    for k, t in enumerate(new):
+        if t in stop:
+            new = new[: k + 1]
+            break
+    completion = prefix_ids + new
+    return Completion(prompt_ids, completion, tokenizer.decode(completion, skip_special_tokens=True).strip())
+
+
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], settings: SamplingSettings,
              prefixes: list[str] | None = None) -> list[Completion]:
@@ -44,7 +60,7 @@ def generate(model, tokenizer, prompts: list[str], settings: SamplingSettings,
     ``prefixes[i]``, when given and non-empty, is forced at the start of completion i.
     """
     prefixes = prefixes or [""] * len(prompts)
-    eos = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")} - {None}
+    eos = stop_ids(tokenizer)
     pad = tokenizer.pad_token_id
     was_training = model.training
     model.eval()
@@ -67,14 +83,7 @@ def generate(model, tokenizer, prompts: list[str], settings: SamplingSettings,
         gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
                              max_new_tokens=settings.max_new_tokens, pad_token_id=pad, **kwargs)
         for row, (p, q) in enumerate(zip(prompt_ids, prefix_ids)):
-            new = gen[row, width:].tolist()
-            for k, t in enumerate(new):
-                if t in eos:
-                    new = new[: k + 1]
-                    break
-            completion = q + new
-            text = tokenizer.decode(completion, skip_special_tokens=True).strip()
-            out.append(Completion(p, completion, text))
+            out.append(finish_completion(tokenizer, p, q, gen[row, width:].tolist(), eos))
     model.train(was_training)
     return out
 
@@ -97,16 +106,27 @@ class Round:
         return sum(not ok for ok in self.parsed)
 
 
+def _sample(roles, role: str, tokenizer, prompts: list[str], settings: SamplingSettings, prefixes: list[str],
+            backend) -> list[Completion]:
+    if backend is not None:
+        return backend.generate(role, prompts, settings, prefixes)
+    with roles.policy(role) as model:
+        return generate(model, tokenizer, prompts, settings, prefixes)
+
+
 def play_round(roles, tokenizer, seeds: list, *, attacks_per_seed: int, responses_per_attack: int,
                attack_sampling: SamplingSettings, response_sampling: SamplingSettings,
-               explore_prefixes: tuple[str, ...] = ()) -> Round:
-    """Sample attacks with the attacker's weights, then responses with the defender's."""
+               explore_prefixes: tuple[str, ...] = (), backend=None) -> Round:
+    """Sample attacks with the attacker's weights, then responses with the defender's.
+
+    ``backend``: an object with ``generate(role, prompts, settings, prefixes)`` that samples
+    instead of ``model.generate`` (e.g. :class:`redgame.llm.vllm_rollout.VLLMRollout`).
+    """
     seed_index = [i for i in range(len(seeds)) for _ in range(attacks_per_seed)]
     prompts = [chat_text(tokenizer, attacker_messages(seeds[i])) for i in seed_index]
     # Sampling starts inside the attack tag when the prompts module offers a prefix for it.
     attack_prefix = getattr(role_prompts, "ATTACK_PREFIX", "")
-    with roles.policy("attacker") as model:
-        attacks = generate(model, tokenizer, prompts, attack_sampling, [attack_prefix] * len(prompts))
+    attacks = _sample(roles, "attacker", tokenizer, prompts, attack_sampling, [attack_prefix] * len(prompts), backend)
     parsed_text = [parse_attack(a.text) for a in attacks]
     rnd = Round(seeds, attacks, seed_index,
                 [t if t is not None else seeds[i].prompt for t, i in zip(parsed_text, seed_index)],
@@ -114,8 +134,7 @@ def play_round(roles, tokenizer, seeds: list, *, attacks_per_seed: int, response
     plan = [(a, "") for a in range(len(attacks)) for _ in range(responses_per_attack)]
     plan += [(a, prefix) for a in range(len(attacks)) for prefix in explore_prefixes]
     texts = [chat_text(tokenizer, defender_messages(rnd.attack_prompts[a])) for a, _ in plan]
-    with roles.policy("defender") as model:
-        rnd.responses = generate(model, tokenizer, texts, response_sampling, [p for _, p in plan])
+    rnd.responses = _sample(roles, "defender", tokenizer, texts, response_sampling, [p for _, p in plan], backend)
     rnd.response_attack = [a for a, _ in plan]
     rnd.response_explore = [bool(p) for _, p in plan]
     return rnd
