@@ -68,6 +68,7 @@ class TrainConfig:
     lora_dropout: float = _f(0.0, "LoRA dropout")
     full_finetune: bool = _f(False, "train full weights instead of adapters (shared and separate only)")
     threads: int = _f(0, "torch CPU threads (0: torch's default)")
+    rollout_backend: str = _f("torch", "rollouts: 'torch' (model.generate) or 'vllm' (GPU; LoRA per role)")
 
     def resolved_loss(self) -> str:
         return ("reinforce" if self.regime == "shared" else "dpo") if self.loss == "auto" else self.loss
@@ -79,7 +80,8 @@ class TrainConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     def validate(self) -> "TrainConfig":
-        choices = {"regime": REGIMES, "loss": LOSSES, "reference": ("auto", "base", "ema")}
+        choices = {"regime": REGIMES, "loss": LOSSES, "reference": ("auto", "base", "ema"),
+                   "rollout_backend": ("torch", "vllm")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise UserError(f"config key '{key}': {getattr(self, key)!r} is not one of {', '.join(allowed)}")
