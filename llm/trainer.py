@@ -201,6 +201,10 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite:
     torchrun / accelerate each process runs this on its shard (:mod:`redgame.llm.distributed`).
     """
     cfg.validate()
+    if cfg.rollout_backend == "vllm":
+        from redgame.llm import vllm_rollout
+
+        vllm_rollout.require(cfg)  # vllm installed, a GPU, a local model folder: before any compute
     harmful, benign = load_train_seeds(cfg)
     dist = distributed.setup(min_items=cfg.seeds_per_step)  # torchrun / accelerate: one process per rank
     try:
@@ -242,6 +246,12 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
         if dist.is_main:
             log(f"resuming from step {start}")
             keep_metrics_until(out / "metrics.jsonl", start)
+    backend = None
+    if cfg.rollout_backend == "vllm":
+        from redgame.llm.vllm_rollout import VLLMRollout
+
+        backend = VLLMRollout(cfg, tokenizer, out, dist.rank)
+        backend.sync(roles)
     attack_sampling = SamplingSettings(cfg.attack_tokens, cfg.temperature, cfg.top_p)
     response_sampling = SamplingSettings(cfg.response_tokens, cfg.temperature, cfg.top_p)
     pad_id = tokenizer.pad_token_id
@@ -259,7 +269,7 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
                 rnd = play_round(roles, tokenizer, dist.shard(seed_batch(harmful, benign, cfg, step)),
                                  attacks_per_seed=cfg.attacks_per_seed, responses_per_attack=cfg.responses_per_attack,
                                  attack_sampling=attack_sampling, response_sampling=response_sampling,
-                                 explore_prefixes=tuple(cfg.explore_prefixes))
+                                 explore_prefixes=tuple(cfg.explore_prefixes), backend=backend)
                 t1 = time.perf_counter()
                 judged = judge_round(judge, rnd, pairwise=cfg.regime == "advgame", min_margin=cfg.min_margin)
                 t2 = time.perf_counter()
@@ -290,6 +300,8 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
                     row[f"{key}/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
                     optimizers[key].step()
                     roles.update_reference(owners[0])  # one parameter set, one EMA step
+                if backend is not None:
+                    backend.sync(roles)  # the next round samples from the updated adapters
                 t3 = time.perf_counter()
                 new_tokens = sum(len(c.completion_ids) for c in rnd.attacks + rnd.responses)
                 row.update({"time/rollout": t1 - t0, "time/judge": t2 - t1, "time/update": t3 - t2,
