@@ -7,6 +7,7 @@ starts fast.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def run_train(args) -> int:
     except TrainingStopped as exc:
         print(f"redgame: {exc}", file=sys.stderr)
         return 1
-    if not result["stopped"]:
+    if not result["stopped"] and os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 reports
         print(f"done: {result['steps']} steps; adapters in {Path(args.out) / 'final'}")
     return 0
 
