@@ -198,7 +198,8 @@ def setup(*, min_items: int | None = None) -> Dist:
                         "each rank plays at least one seed")
     for name in ("MASTER_ADDR", "MASTER_PORT"):
         if not os.environ.get(name):
-            raise UserError(f"WORLD_SIZE={world} but {name} is not set; start the run with torchrun or accelerate launch")
+            raise UserError(f"WORLD_SIZE={world} but {name} is not set; "
+                            "start the run with torchrun or accelerate launch")
     import torch.distributed as td
 
     if not td.is_available():
