@@ -36,8 +36,8 @@ class ComputeStarted(Exception):
     """Raised by the ``no_compute`` fixture where a model load, a judge or training would start."""
 
 
-def run_cli(args: list[str], *faults: str, timeout: float = 300, offline_flags: bool = True) -> subprocess.CompletedProcess:
-    """``redgame ARGS`` in a fresh process through the fault hook (no fault when none is given).
+def start_cli(args: list[str], *faults: str, offline_flags: bool = True) -> subprocess.Popen:
+    """``redgame ARGS`` started in a fresh process through the fault hook (no fault when none is given).
 
     ``offline_flags=False`` drops HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE from the environment.
     """
@@ -46,8 +46,18 @@ def run_cli(args: list[str], *faults: str, timeout: float = 300, offline_flags: 
         env.pop(flag, None)
         if offline_flags:
             env[flag] = "1"
-    return subprocess.run([sys.executable, str(FAULTY_CLI), *faults, "--", *map(str, args)], env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.Popen([sys.executable, str(FAULTY_CLI), *faults, "--", *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def run_cli(args: list[str], *faults: str, timeout: float = 300, offline_flags: bool = True) -> subprocess.CompletedProcess:
+    """:func:`start_cli`, waited for."""
+    proc = start_cli(args, *faults, offline_flags=offline_flags)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        proc.kill()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def max_abs_diff(a: dict, b: dict) -> float:

@@ -15,9 +15,10 @@ import json
 import os
 import random
 import signal
+import time
 
 import pytest
-from fault_runs import TRAIN, adapter, check_checkpoint, max_abs_diff, run_cli
+from fault_runs import TRAIN, adapter, check_checkpoint, max_abs_diff, run_cli, start_cli
 from faulty_cli import KILL_POINTS
 
 STEPS = 8
@@ -52,6 +53,7 @@ def visible_checkpoints(run) -> list:
 def assert_same_final(run, reference):
     for role in ("attacker", "defender"):
         diff = max_abs_diff(adapter(run / "final" / role), adapter(reference / "final" / role))
+        print(f"final {role} adapter: max abs diff {diff:.3g} from the uninterrupted run")
         assert diff <= 1e-5, f"{role}: max abs diff {diff} from the uninterrupted run"
 
 
@@ -99,4 +101,25 @@ def test_nan_loss_stops_with_a_clear_message_and_the_last_checkpoint_resumes(tmp
     resumed = run_cli([*TRAIN, "--config", small_game, "--out", run, "--resume"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from step 3" in resumed.stdout
+    assert_same_final(run, uninterrupted)
+
+
+def test_ctrl_c_from_outside_checkpoints_the_step_and_resumes(tmp_path, small_game, uninterrupted):
+    """SIGINT (Ctrl-C) once the first step is logged: the step finishes, is checkpointed, exit 0."""
+    run = tmp_path / "run"
+    proc = start_cli([*TRAIN, "--config", small_game, "--out", run])
+    metrics = run / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while proc.poll() is None and not (metrics.is_file() and metrics.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err[-3000:]
+    assert "Traceback" not in err
+    steps = [check_checkpoint(p, uninterrupted / "checkpoints" / p.name) for p in visible_checkpoints(run)]
+    if "resume with --resume" in out:  # stopped before the end: its last step is checkpointed
+        assert steps == list(range(1, max(steps) + 1)) and max(steps) < STEPS, steps
+        assert not (run / "final").exists()
+        resumed = run_cli([*TRAIN, "--config", small_game, "--out", run, "--resume"])
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_final(run, uninterrupted)
