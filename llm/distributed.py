@@ -35,6 +35,7 @@ Usage::
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -149,14 +150,27 @@ class Dist:
                 p.grad = grad if p.grad is None else p.grad.copy_(grad)
             offset += n
 
+    def all_gather_json(self, value) -> list:
+        """``value`` from every rank, in rank order, sent as JSON bytes (no pickle between processes)."""
+        if not self.active:
+            return [value]
+        import torch.distributed as td
+
+        data = torch.frombuffer(bytearray(json.dumps(value).encode()), dtype=torch.uint8).to(self.device)
+        size = torch.tensor([data.numel()], dtype=torch.long, device=self.device)
+        sizes = [torch.zeros_like(size) for _ in range(self.world_size)]
+        td.all_gather(sizes, size)
+        padded = torch.zeros(int(max(int(n) for n in sizes)), dtype=torch.uint8, device=self.device)
+        padded[:data.numel()] = data
+        chunks = [torch.zeros_like(padded) for _ in range(self.world_size)]
+        td.all_gather(chunks, padded)
+        return [json.loads(chunk[:int(n)].cpu().numpy().tobytes()) for chunk, n in zip(chunks, sizes)]
+
     def merge_metrics(self, row: dict) -> dict:
         """One metrics row for the global batch: counts summed, rates averaged over ranks, and ``world_size``."""
         if not self.active:
             return {**row, "world_size": 1}
-        import torch.distributed as td
-
-        rows: list = [None] * self.world_size
-        td.all_gather_object(rows, row)
+        rows = self.all_gather_json(row)
         merged: dict = {}
         for key in dict.fromkeys(k for r in rows for k in r):
             values = [r[key] for r in rows if key in r]
