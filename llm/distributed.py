@@ -14,6 +14,8 @@ same variables) reads ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK`` and joins a pr
   update is the gradient of the mean over the *global* batch (exact for DPO/IPO and the
   policy-gradient term; the per-token KL term of reinforce/grpo is weighted by items, not
   tokens);
+- each rank judges its own exchanges, or (``judge_rank``) one rank loads the judge and
+  judges every rank's round, sent to it as JSON, and sends each rank its judged round back;
 - only rank 0 writes the run folder (config, metrics, checkpoints, final adapters); the
   others wait at a barrier, and all ranks read the checkpoint on ``--resume``.
 
@@ -34,6 +36,7 @@ Usage::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -166,6 +169,19 @@ class Dist:
         td.all_gather(chunks, padded)
         return [json.loads(chunk[:int(n)].cpu().numpy().tobytes()) for chunk, n in zip(chunks, sizes)]
 
+    def judges_here(self, judge_rank: int) -> bool:
+        """Whether this process needs a judge: always when each rank judges its own round."""
+        return not self.active or judge_rank < 0 or self.rank == judge_rank
+
+    def judge(self, judge_fn, rnd, judge_rank: int):
+        """``judge_fn(rnd)`` for this rank's round: here, or on ``judge_rank`` for every rank's round."""
+        if not self.active or judge_rank < 0:
+            return judge_fn(rnd)
+        rounds = self.all_gather_json(round_to_json(rnd))
+        mine = [judged_to_json(judge_fn(rnd if r == self.rank else round_from_json(data)))
+                for r, data in enumerate(rounds)] if self.rank == judge_rank else []
+        return judged_from_json(self.all_gather_json(mine)[judge_rank][self.rank])
+
     def merge_metrics(self, row: dict) -> dict:
         """One metrics row for the global batch: counts summed, rates averaged over ranks, and ``world_size``."""
         if not self.active:
@@ -196,10 +212,36 @@ class Dist:
             self.owns_group = False
 
 
-def setup(*, min_items: int | None = None) -> Dist:
+def round_to_json(rnd) -> dict:
+    """A :class:`~redgame.llm.rollout.Round` as JSON-able lists and dicts."""
+    return dataclasses.asdict(rnd)
+
+
+def round_from_json(data: dict):
+    from redgame.llm.rollout import Completion, Round
+    from redgame.llm.seeds import Seed
+
+    return Round(**{**data, "seeds": [Seed(**s) for s in data["seeds"]],
+                    "attacks": [Completion(**c) for c in data["attacks"]],
+                    "responses": [Completion(**c) for c in data["responses"]]})
+
+
+def judged_to_json(judged) -> dict:
+    return dataclasses.asdict(judged)
+
+
+def judged_from_json(data: dict):
+    from redgame.llm.rewards import JudgedRound, RoleSignal
+
+    signal = lambda d: RoleSignal(**{**d, "pairs": [tuple(p) for p in d["pairs"]]})  # noqa: E731
+    return JudgedRound(**{**data, "defender": signal(data["defender"]), "attacker": signal(data["attacker"])})
+
+
+def setup(*, min_items: int | None = None, judge_rank: int = -1) -> Dist:
     """Join the process group described by the environment (torchrun, accelerate); one process without it.
 
-    ``min_items``: the global batch size, which must give every rank at least one item.
+    ``min_items``: the global batch size, which must give every rank at least one item;
+    ``judge_rank``: the rank that judges (-1: every rank judges its own round).
     """
     world = _env_int("WORLD_SIZE", 1)
     if world <= 1:
@@ -207,6 +249,8 @@ def setup(*, min_items: int | None = None) -> Dist:
     rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
     if rank >= world:
         raise UserError(f"environment: RANK={rank} is not below WORLD_SIZE={world}")
+    if judge_rank >= world:
+        raise UserError(f"config key 'judge_rank' ({judge_rank}) must be below the number of processes ({world})")
     if min_items is not None and min_items < world:
         raise UserError(f"config key 'seeds_per_step' ({min_items}) must be >= the number of processes ({world}): "
                         "each rank plays at least one seed")
