@@ -69,6 +69,7 @@ class TrainConfig:
     full_finetune: bool = _f(False, "train full weights instead of adapters (shared and separate only)")
     threads: int = _f(0, "torch CPU threads (0: torch's default)")
     rollout_backend: str = _f("torch", "rollouts: 'torch' (model.generate) or 'vllm' (GPU; LoRA per role)")
+    judge_rank: int = _f(-1, "under torchrun: the rank that loads the judge and judges all ranks (-1: each its own)")
 
     def resolved_loss(self) -> str:
         return ("reinforce" if self.regime == "shared" else "dpo") if self.loss == "auto" else self.loss
@@ -107,6 +108,8 @@ class TrainConfig:
             raise UserError(f"config key 'seed' must fit in 64 bits, got {self.seed}")
         if self.judge != "embedded" and not self.judge.startswith(("lm:", "http:", "https:")):
             raise UserError(f"config key 'judge': {self.judge!r} is not 'embedded', 'lm:<model>' or 'http:<url>'")
+        if self.judge_rank < -1:
+            raise UserError(f"config key 'judge_rank' must be -1 (every rank judges) or a rank, got {self.judge_rank}")
         if self.save_every < 0:
             raise UserError(f"config key 'save_every' must be >= 0, got {self.save_every}")
         if not 0.0 < self.ema_decay < 1.0:
