@@ -206,7 +206,8 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite:
 
         vllm_rollout.require(cfg)  # vllm installed, a GPU, a local model folder: before any compute
     harmful, benign = load_train_seeds(cfg)
-    dist = distributed.setup(min_items=cfg.seeds_per_step)  # torchrun / accelerate: one process per rank
+    # torchrun / accelerate: one process per rank; alone: one process, no process group
+    dist = distributed.setup(min_items=cfg.seeds_per_step, judge_rank=cfg.judge_rank)
     try:
         return _train(cfg, out, dist, harmful, benign, resume=resume, overwrite=overwrite, progress=progress,
                       base=base, judge=judge, log=log)
@@ -231,7 +232,8 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
     model, tokenizer = base if base is not None else load_base(cfg.model)
     if dist.active:
         model.to(dist.device)
-    judge = judge if judge is not None else make_judge(cfg.judge)
+    if judge is None and dist.judges_here(cfg.judge_rank):
+        judge = make_judge(cfg.judge)
 
     torch.manual_seed(cfg.seed)  # adapter init, then sampling
     roles = build_roles(model, regime=cfg.regime, full_finetune=cfg.full_finetune,
@@ -271,7 +273,8 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
                                  attack_sampling=attack_sampling, response_sampling=response_sampling,
                                  explore_prefixes=tuple(cfg.explore_prefixes), backend=backend)
                 t1 = time.perf_counter()
-                judged = judge_round(judge, rnd, pairwise=cfg.regime == "advgame", min_margin=cfg.min_margin)
+                judged = dist.judge(lambda r: judge_round(judge, r, pairwise=cfg.regime == "advgame",
+                                                          min_margin=cfg.min_margin), rnd, cfg.judge_rank)
                 t2 = time.perf_counter()
                 samples = {"attacker": rnd.attacks, "defender": rnd.responses}
                 signals = {"attacker": judged.attacker, "defender": judged.defender}
