@@ -25,14 +25,6 @@ import sys
 from pathlib import Path
 
 
-def _round_to_json(rnd) -> dict:
-    return {"seeds": [dataclasses.asdict(s) for s in rnd.seeds],
-            "attacks": [dataclasses.asdict(c) for c in rnd.attacks],
-            "attack_seed": rnd.attack_seed, "attack_prompts": rnd.attack_prompts, "parsed": rnd.parsed,
-            "responses": [dataclasses.asdict(c) for c in rnd.responses],
-            "response_attack": rnd.response_attack, "response_explore": rnd.response_explore}
-
-
 def _shard_of_round(data: dict, seeds: list, rank: int, world: int):
     """The round play_round would have produced on the seeds at positions rank, rank + world, ... ."""
     from redgame.llm.rollout import Completion, Round
@@ -110,7 +102,7 @@ def install(record: Path | None, replay: Path | None, dump: Path | None) -> None
         if replay is not None:
             return _shard_of_round(json.loads(step_file.read_text()), seeds, rank, world)
         rnd = real_play(roles, tokenizer, seeds, **kwargs)
-        step_file.write_text(json.dumps(_round_to_json(rnd)))
+        step_file.write_text(json.dumps(distributed.round_to_json(rnd)))
         return rnd
 
     if record or replay:

@@ -41,11 +41,12 @@ def _rows(run: Path) -> list[dict]:
 
 
 def test_two_ranks_hold_one_adapter_and_average_to_the_single_process_gradient(tmp_path):
+    """Rank 1 alone holds the (recorded) judge and judges both ranks' rounds (``judge_rank=1``)."""
     steps = ["--steps", "2"]
     _run([sys.executable, str(HOOK), "--record", str(tmp_path / "rec"), "--dump", str(tmp_path / "one"), "--",
           *TRAIN, *steps, "--out", str(tmp_path / "single")])
     _run([sys.executable, str(HOOK), "--replay", str(tmp_path / "rec"), "--dump", str(tmp_path / "two"), "--",
-          *TRAIN, *steps, "--out", str(tmp_path / "ddp")], ranks=2)
+          *TRAIN, *steps, "--set", "judge_rank=1", "--out", str(tmp_path / "ddp")], ranks=2)
 
     for step in (1, 2):
         one = load_file(str(tmp_path / "one" / "rank0" / f"step{step}.safetensors"))
@@ -108,11 +109,14 @@ def test_one_process_needs_no_process_group(monkeypatch):
     ({"WORLD_SIZE": "two"}, "WORLD_SIZE='two' is not an integer"),
     ({"WORLD_SIZE": "2", "RANK": "2"}, "RANK=2 is not below WORLD_SIZE=2"),
     ({"WORLD_SIZE": "8", "RANK": "0", "MASTER_ADDR": "localhost", "MASTER_PORT": "1"}, "seeds_per_step"),
+    ({"WORLD_SIZE": "2", "RANK": "0", "JUDGE": "2"}, "'judge_rank' \\(2\\) must be below the number of processes"),
 ])
 def test_bad_launch_environment_is_a_user_error(monkeypatch, env, match):
     for name in ("MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(name, raising=False)
+    env = dict(env)
+    judge_rank = int(env.pop("JUDGE", -1))
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(UserError, match=match):
-        distributed.setup(min_items=4)
+        distributed.setup(min_items=4, judge_rank=judge_rank)
