@@ -73,6 +73,7 @@ class Dist:
     local_rank: int = 0
     backend: str | None = None   # None: one process, no process group
     owns_group: bool = False     # this object initialised the group (and destroys it)
+    lockstep: bool = False       # FSDP: every rank must run the same forward passes
 
     @property
     def active(self) -> bool:
@@ -168,6 +169,36 @@ class Dist:
         chunks = [torch.zeros_like(padded) for _ in range(self.world_size)]
         td.all_gather(chunks, padded)
         return [json.loads(chunk[:int(n)].cpu().numpy().tobytes()) for chunk, n in zip(chunks, sizes)]
+
+    def shard_frozen_layers(self, roles, batch: int) -> None:
+        """FSDP (``fully_shard``, Zhao et al. 2023, arXiv 2304.11277) on each transformer block of the base.
+
+        The frozen base weights of the blocks are split over the ranks and gathered for each
+        forward pass; the adapters (every ``lora_`` parameter, EMA references included) stay
+        whole on every rank and are averaged by :meth:`average_gradients` as without FSDP.
+        Embeddings, final norm and LM head stay whole too. Every rank must then run the same
+        forward passes: ``batch`` (seeds per step) must split evenly over the ranks.
+        """
+        if not self.active:
+            return
+        if batch % self.world_size:
+            raise UserError(f"config key 'fsdp': seeds_per_step ({batch}) must be a multiple of the number of "
+                            f"processes ({self.world_size}), so every rank runs the same forward passes")
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = init_device_mesh(self.device.type, (self.world_size,))
+        for model in {id(s.model): s.model for s in roles.slots.values()}.values():
+            if not hasattr(model, "get_base_model"):
+                raise UserError("config key 'fsdp' shards the frozen base under adapters; it cannot run with full_finetune")
+            adapters = {p for n, p in model.named_parameters() if "lora_" in n}
+            blocks = set(getattr(model.get_base_model(), "_no_split_modules", None) or ())
+            layers = [m for m in model.modules() if type(m).__name__ in blocks]
+            if not layers:
+                raise UserError("config key 'fsdp': the model names no transformer block class (_no_split_modules)")
+            for layer in layers:
+                fully_shard(layer, mesh=mesh, ignored_params=adapters)
+        self.lockstep = True
 
     def judges_here(self, judge_rank: int) -> bool:
         """Whether this process needs a judge: always when each rank judges its own round."""
