@@ -34,6 +34,7 @@ class SamplingSettings:
     top_p: float = 1.0
     greedy: bool = False
     batch_size: int = 32
+    synced: bool = False  # FSDP: every rank runs as many forward passes as the longest (synced_gpus)
 
 
 def stop_ids(tokenizer) -> set[int]:
@@ -81,7 +82,8 @@ def generate(model, tokenizer, prompts: list[str], settings: SamplingSettings,
         kwargs = dict(do_sample=False) if settings.greedy else dict(
             do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=0)
         gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                             max_new_tokens=settings.max_new_tokens, pad_token_id=pad, **kwargs)
+                             max_new_tokens=settings.max_new_tokens, pad_token_id=pad,
+                             synced_gpus=settings.synced, **kwargs)
         for row, (p, q) in enumerate(zip(prompt_ids, prefix_ids)):
             out.append(finish_completion(tokenizer, p, q, gen[row, width:].tolist(), eos))
     model.train(was_training)
