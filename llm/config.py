@@ -69,6 +69,7 @@ class TrainConfig:
     full_finetune: bool = _f(False, "train full weights instead of adapters (shared and separate only)")
     threads: int = _f(0, "torch CPU threads (0: torch's default)")
     rollout_backend: str = _f("torch", "rollouts: 'torch' (model.generate) or 'vllm' (GPU; LoRA per role)")
+    fsdp: bool = _f(False, "under torchrun: shard the frozen base's transformer blocks over the ranks (FSDP)")
     judge_rank: int = _f(-1, "under torchrun: the rank that loads the judge and judges all ranks (-1: each its own)")
 
     def resolved_loss(self) -> str:
@@ -121,6 +122,8 @@ class TrainConfig:
         bad = set(self.train_roles) - {"attacker", "defender"}
         if bad or not self.train_roles:
             raise UserError(f"config key 'train_roles': expected attacker and/or defender, got {list(self.train_roles)}")
+        if self.fsdp and self.full_finetune:
+            raise UserError("config key 'fsdp' shards the frozen base under adapters; it cannot run with full_finetune")
         if self.full_finetune and self.regime not in ("shared", "separate"):
             raise UserError(f"config key 'full_finetune' is for regimes shared and separate, not {self.regime!r}")
         if self.resolved_loss() in ("dpo", "ipo") and self.responses_per_attack + len(self.explore_prefixes) < 2:
