@@ -19,6 +19,7 @@ update each trained parameter set once. The regimes differ in a few visible plac
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -239,6 +240,8 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
     roles = build_roles(model, regime=cfg.regime, full_finetune=cfg.full_finetune,
                         lora=LoraSettings(cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout),
                         reference=cfg.resolved_reference(), ema_decay=cfg.ema_decay)
+    if cfg.fsdp:
+        dist.shard_frozen_layers(roles, cfg.seeds_per_step)  # a no-op in one process
     optimizers = {key: torch.optim.AdamW(roles.parameters(owners[0]), lr=cfg.lr, weight_decay=cfg.weight_decay)
                   for key, owners in roles.owners().items()}
     start = 0
@@ -254,8 +257,8 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
 
         backend = VLLMRollout(cfg, tokenizer, out, dist.rank)
         backend.sync(roles)
-    attack_sampling = SamplingSettings(cfg.attack_tokens, cfg.temperature, cfg.top_p)
-    response_sampling = SamplingSettings(cfg.response_tokens, cfg.temperature, cfg.top_p)
+    attack_sampling = SamplingSettings(cfg.attack_tokens, cfg.temperature, cfg.top_p, synced=dist.lockstep)
+    response_sampling = SamplingSettings(cfg.response_tokens, cfg.temperature, cfg.top_p, synced=dist.lockstep)
     pad_id = tokenizer.pad_token_id
     metrics_file = (out / "metrics.jsonl").open("a") if dist.is_main else None
     writer = SummaryWriter(str(out / "tb")) if dist.is_main else None
@@ -286,6 +289,10 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
                             loss, info = role_loss(cfg, roles, role, samples[role], signals[role], pad_id)
                             row.update({f"{role}/{k}": v for k, v in info.items()})
                             share = dist.batch_share(signal_size(cfg, signals[role]))  # 1.0 in one process
+                            if dist.lockstep and dist.any_rank(loss is not None) and loss is None:
+                                # FSDP: the same forward passes on every rank; a zero-weight stand-in pair
+                                stand_in = dataclasses.replace(signals[role], pairs=[(0, 0)])
+                                loss = role_loss(cfg, roles, role, samples[role], stand_in, pad_id)[0] * 0.0
                             if loss is not None:
                                 losses.append(loss * share)
                     if not dist.any_rank(bool(losses)):
