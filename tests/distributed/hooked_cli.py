@@ -12,7 +12,8 @@ about this script):
   ``RANK, RANK + WORLD_SIZE, ...`` of the recorded step's seed batch) of the recorded round,
   and the judge answers from the recorded table: the rollouts and judge results are held fixed;
 - ``--dump DIR``: each rank writes ``DIR/rank<R>/step<K>.safetensors`` holding the
-  gradients before and after averaging, and the trainable weights after the step.
+  gradients before and after averaging, the trainable weights after the step, and how many
+  parameters FSDP holds sharded (``meta/sharded_params``).
 """
 
 from __future__ import annotations
@@ -139,6 +140,9 @@ def install(record: Path | None, replay: Path | None, dump: Path | None) -> None
     def merge_metrics(self, row):
         tensors = at["tensors"]
         tensors.update({f"weights/{k}": v for k, v in at["roles"].state_tensors().items()})
+        models = {id(s.model): s.model for s in at["roles"].slots.values()}.values()
+        tensors["meta/sharded_params"] = torch.tensor([sum(type(p).__name__ == "DTensor"
+                                                           for m in models for p in m.parameters())])
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / f"step{at['step']}.safetensors"))
         at["tensors"] = {}
         return real_merge(self, row)

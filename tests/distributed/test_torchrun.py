@@ -40,17 +40,25 @@ def _rows(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_two_ranks_hold_one_adapter_and_average_to_the_single_process_gradient(tmp_path):
-    """Rank 1 alone holds the (recorded) judge and judges both ranks' rounds (``judge_rank=1``)."""
-    steps = ["--steps", "2"]
-    _run([sys.executable, str(HOOK), "--record", str(tmp_path / "rec"), "--dump", str(tmp_path / "one"), "--",
-          *TRAIN, *steps, "--out", str(tmp_path / "single")])
-    _run([sys.executable, str(HOOK), "--replay", str(tmp_path / "rec"), "--dump", str(tmp_path / "two"), "--",
-          *TRAIN, *steps, "--set", "judge_rank=1", "--out", str(tmp_path / "ddp")], ranks=2)
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """One process, 2 steps: its rollouts and judge answers recorded, its gradients dumped."""
+    root = tmp_path_factory.mktemp("single")
+    _run([sys.executable, str(HOOK), "--record", str(root / "rec"), "--dump", str(root / "one"), "--",
+          *TRAIN, "--steps", "2", "--out", str(root / "single")])
+    return root
+
+
+@pytest.mark.parametrize("mode", [["--set", "judge_rank=1"], ["--set", "fsdp=true"]], ids=["ddp-judge-rank-1", "fsdp"])
+def test_two_ranks_hold_one_adapter_and_average_to_the_single_process_gradient(tmp_path, recorded, mode):
+    """Replicated (rank 1 alone holds the recorded judge and judges both ranks' rounds) or FSDP-sharded base."""
+    _run([sys.executable, str(HOOK), "--replay", str(recorded / "rec"), "--dump", str(tmp_path / "two"), "--",
+          *TRAIN, "--steps", "2", *mode, "--out", str(tmp_path / "ddp")], ranks=2)
 
     for step in (1, 2):
-        one = load_file(str(tmp_path / "one" / "rank0" / f"step{step}.safetensors"))
+        one = load_file(str(recorded / "one" / "rank0" / f"step{step}.safetensors"))
         ranks = [load_file(str(tmp_path / "two" / f"rank{r}" / f"step{step}.safetensors")) for r in (0, 1)]
+        assert (int(ranks[0]["meta/sharded_params"]) > 0) == ("fsdp=true" in mode)  # FSDP split the base
         # (1) the ranks hold identical adapters (and EMA/optimiser-driven state) after the step
         weights = [k for k in one if k.startswith("weights/")]
         assert weights and all(torch.equal(ranks[0][k], ranks[1][k]) for k in weights), step
@@ -72,8 +80,8 @@ def test_two_ranks_hold_one_adapter_and_average_to_the_single_process_gradient(t
 
     rows = _rows(tmp_path / "ddp")
     assert [r["step"] for r in rows] == [1, 2] and {r["world_size"] for r in rows} == {2}
-    assert {r["world_size"] for r in _rows(tmp_path / "single")} == {1}
-    for a, b in zip(_rows(tmp_path / "single"), rows):  # same rollouts, same judge: same round metrics
+    assert {r["world_size"] for r in _rows(recorded / "single")} == {1}
+    for a, b in zip(_rows(recorded / "single"), rows):  # same rollouts, same judge: same round metrics
         for key in ("defender/pairs", "attacker/pairs", "parse_errors"):
             assert a.get(key) == b.get(key), key
     # rank 0 alone wrote the checkpoint, and it holds what both ranks hold
@@ -84,10 +92,11 @@ def test_two_ranks_hold_one_adapter_and_average_to_the_single_process_gradient(t
 
 
 def test_plain_cli_under_torchrun_then_resume_on_one_process(tmp_path):
+    """FSDP here: the ranks' generations of different lengths stay in step (synced_gpus)."""
     run = tmp_path / "run"
-    _run([str(BIN / "redgame"), *TRAIN, "--steps", "1", "--out", str(run)], ranks=2)
+    _run([str(BIN / "redgame"), *TRAIN, "--set", "fsdp=true", "--steps", "1", "--out", str(run)], ranks=2)
     assert [(r["step"], r["world_size"]) for r in _rows(run)] == [(1, 2)]
-    _run([str(BIN / "redgame"), *TRAIN, "--steps", "2", "--resume", "--out", str(run)])
+    _run([str(BIN / "redgame"), *TRAIN, "--set", "fsdp=true", "--steps", "2", "--resume", "--out", str(run)])
     assert [(r["step"], r["world_size"]) for r in _rows(run)] == [(1, 2), (2, 1)]
     for role in ("attacker", "defender"):
         assert (run / "final" / role / "adapter_model.safetensors").is_file()
