@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: setup
-	$(VENV)/bin/redgame toy solve --game hidden_intent --param lam=0.5
+	$(VENV)/bin/redgame demo
 
 test: setup
 	# `pytest`, not `python -m pytest`: the repo root must not shadow PyPI names (kernels, llm).
