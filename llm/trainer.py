@@ -286,13 +286,14 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
                     losses = []
                     for role in owners:
                         if updates_role(cfg, step, role):
-                            loss, info = role_loss(cfg, roles, role, samples[role], signals[role], pad_id)
-                            row.update({f"{role}/{k}": v for k, v in info.items()})
-                            share = dist.batch_share(signal_size(cfg, signals[role]))  # 1.0 in one process
-                            if dist.lockstep and dist.any_rank(loss is not None) and loss is None:
-                                # FSDP: the same forward passes on every rank; a zero-weight stand-in pair
-                                stand_in = dataclasses.replace(signals[role], pairs=[(0, 0)])
-                                loss = role_loss(cfg, roles, role, samples[role], stand_in, pad_id)[0] * 0.0
+                            size, signal_ = signal_size(cfg, signals[role]), signals[role]
+                            share = dist.batch_share(size)  # 1.0 in one process
+                            stand_in = dist.lockstep and dist.any_rank(size > 0) and size == 0
+                            if stand_in:  # FSDP: the same forward passes on every rank; share is 0 here
+                                signal_ = dataclasses.replace(signal_, pairs=[(0, 0)])
+                            loss, info = role_loss(cfg, roles, role, samples[role], signal_, pad_id)
+                            if not stand_in:
+                                row.update({f"{role}/{k}": v for k, v in info.items()})
                             if loss is not None:
                                 losses.append(loss * share)
                     if not dist.any_rank(bool(losses)):
