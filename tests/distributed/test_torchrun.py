@@ -23,7 +23,9 @@ BIN = Path(sys.executable).parent
 TRAIN = ["llm", "train", "--model", "tiny", "--no-progress", "--save-every", "1",
          "--set", "seeds_per_step=4", "--set", "attack_tokens=6", "--set", "response_tokens=6",
          "--set", "lora_rank=4", "--set", "lora_alpha=8", "--set", "lr=0.01",
-         "--set", "explore_prefixes=I'm sorry", "--set", "min_margin=0.05"]
+         "--set", "explore_prefixes=I'm sorry", "--set", "min_margin=0.1"]
+# min_margin=0.1: on the machine these tests were written on, rank 0 has no preference pair at
+# step 2 while rank 1 has two (the zero-gradient / FSDP stand-in path, share 0 vs 2).
 
 
 def _run(cmd: list, ranks: int = 1) -> None:
@@ -55,6 +57,7 @@ def test_two_ranks_hold_one_adapter_and_average_to_the_single_process_gradient(t
     _run([sys.executable, str(HOOK), "--replay", str(recorded / "rec"), "--dump", str(tmp_path / "two"), "--",
           *TRAIN, "--steps", "2", *mode, "--out", str(tmp_path / "ddp")], ranks=2)
 
+    compared = 0
     for step in (1, 2):
         one = load_file(str(recorded / "one" / "rank0" / f"step{step}.safetensors"))
         ranks = [load_file(str(tmp_path / "two" / f"rank{r}" / f"step{step}.safetensors")) for r in (0, 1)]
@@ -64,7 +67,10 @@ def test_two_ranks_hold_one_adapter_and_average_to_the_single_process_gradient(t
         assert weights and all(torch.equal(ranks[0][k], ranks[1][k]) for k in weights), step
         # (2) the averaged gradient is the single-process gradient of the global batch
         averaged = [k for k in one if k.startswith("averaged/")]
-        assert averaged and set(averaged) == {k for k in ranks[0] if k.startswith("averaged/")}
+        if not averaged:  # no pair anywhere this step: no update on any rank (checked by the weights above)
+            continue
+        compared += 1
+        assert set(averaged) == {k for k in ranks[0] if k.startswith("averaged/")}
         for k in averaged:
             torch.testing.assert_close(ranks[0][k], one[k], atol=1e-6, rtol=1e-5, msg=f"step {step} {k}")
             assert torch.equal(ranks[0][k], ranks[1][k])
@@ -78,6 +84,7 @@ def test_two_ranks_hold_one_adapter_and_average_to_the_single_process_gradient(t
         for k in counts:
             assert float(ranks[0][k][0] + ranks[1][k][0]) == float(one[k][0])
 
+    assert compared
     rows = _rows(tmp_path / "ddp")
     assert [r["step"] for r in rows] == [1, 2] and {r["world_size"] for r in rows} == {2}
     assert {r["world_size"] for r in _rows(recorded / "single")} == {1}
