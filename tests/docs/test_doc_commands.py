@@ -111,12 +111,17 @@ def _env() -> dict[str, str]:
     return env
 
 
+# Not linked: .git, and the layer folders, whose names (llm, kernels) are also PyPI packages that
+# a `python -c` run in the scratch directory would otherwise shadow; redgame is installed.
+NOT_LINKED = {".git", "theory", "games", "llm", "kernels"}
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
-    """A scratch directory that links every top-level entry of the repository."""
+    """A scratch directory that links the top-level entries of the repository."""
     root = tmp_path_factory.mktemp("docs_commands")
     for entry in REPO.iterdir():
-        if entry.name not in (".git",):
+        if entry.name not in NOT_LINKED:
             (root / entry.name).symlink_to(entry)
     return root
 

@@ -63,3 +63,16 @@ def test_mkdocs_build_strict_offline(tmp_path):
     for notebook in sorted((REPO / "docs" / "notebooks").glob("*.ipynb")):
         assert (site / "notebooks" / notebook.stem / "index.html").is_file(), notebook.name
     assert "fonts.googleapis.com" not in (site / "index.html").read_text()
+
+
+def test_nav_lists_each_page_once():
+    import yaml
+
+    def pages(items):
+        for item in items:
+            for value in item.values():
+                yield from pages(value) if isinstance(value, list) else [value]
+
+    nav = list(pages(yaml.safe_load((REPO / "mkdocs.yml").read_text())["nav"]))
+    assert len(nav) == len(set(nav)), sorted(p for p in nav if nav.count(p) > 1)
+    assert all((REPO / "docs" / p).is_file() for p in nav)
