@@ -14,7 +14,8 @@ The papers (Self-RedTeam arXiv 2506.07468, ABS arXiv 2605.08427, AdvGame arXiv
 2512.20806) predict held-out ASR base > shared >= bipolicy ~ advgame, with benign
 compliance kept. This script reports whatever it measures.
 
-    python benchmarks/llm_claims.py [--steps 4] [--seeds 0 1 2] [--set KEY=VALUE] [--out runs/claims] [--json]
+    python benchmarks/llm_claims.py [--steps 4] [--seeds 0 1 2] [--set KEY=VALUE] [--reuse]
+        [--crossplay-prompts N] [--out runs/claims] [--json]
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="training seeds (default: 0 1 2)")
     parser.add_argument("--steps", type=int, default=4, help="game iterations per run (default: 4)")
     parser.add_argument("--crossplay-seed", type=int, default=0, help="whose runs enter cross-play (default: 0)")
+    parser.add_argument("--crossplay-prompts", type=int, default=0,
+                        help="cross-play on the first N harmful and N benign held-out seeds (0: all)")
+    parser.add_argument("--reuse", action="store_true", help="keep runs in --out that already hold final adapters")
     parser.add_argument("--eval-tokens", type=int, default=40, help="held-out answer length (default: 40)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one key of the demo recipe (a reduced run says so here)")
@@ -85,10 +89,14 @@ def main(argv=None) -> dict:
         for seed in args.seeds:
             cfg = dataclasses.replace(recipe, model=args.model, regime=regime, seed=seed, steps=args.steps,
                                       save_every=0).validate()
-            t = time.perf_counter()
-            train(cfg, out / f"{regime}-s{seed}", overwrite=True, progress=False, base=load_base(args.model),
-                  judge=judge, log=lambda *a: None)
-            train_seconds += time.perf_counter() - t
+            run = out / f"{regime}-s{seed}"
+            reused = args.reuse and (run / "final" / "defender").is_dir() and json.loads(
+                (run / "config.json").read_text()) == cfg.to_dict()
+            if not reused:
+                t = time.perf_counter()
+                train(cfg, run, overwrite=True, progress=False, base=load_base(args.model), judge=judge,
+                      log=lambda *a: None)
+                train_seconds += time.perf_counter() - t
             results[regime].append(evaluate(out / f"{regime}-s{seed}" / "final" / "defender"))
             print(f"{regime} seed {seed}: ASR {results[regime][-1]['asr']:.2f}, "
                   f"benign compliance {results[regime][-1]['benign_compliance']:.2f}", flush=True)
@@ -96,7 +104,8 @@ def main(argv=None) -> dict:
     runs = crossplay.find_runs([out / f"{r}-s{args.crossplay_seed}" for r in args.regimes])
     runs = [dataclasses.replace(r, name=r.regime) for r in runs]
     base, tok = load_base(args.model)
-    played = crossplay.crossplay(base, tok, judge, runs, harmful + benign, templates=load_templates(),
+    n = args.crossplay_prompts or max(len(harmful), len(benign))
+    played = crossplay.crossplay(base, tok, judge, runs, harmful[:n] + benign[:n], templates=load_templates(),
                                  attack_tokens=recipe.attack_tokens, response_tokens=args.eval_tokens,
                                  log=lambda *a: None)
     meta = crossplay.summarise(played, runs)
@@ -112,7 +121,8 @@ def main(argv=None) -> dict:
             "mirror_gap": gap, "exploitability": meta["defender_exploitability_each"].get(name),
         })
     summary = {"model": args.model, "steps": args.steps, "seeds": args.seeds, "n_harmful": len(harmful),
-               "n_benign": len(benign), "recipe": dataclasses.replace(recipe, steps=args.steps).to_dict(),
+               "n_benign": len(benign), "crossplay_prompts": n,
+               "recipe": dataclasses.replace(recipe, steps=args.steps).to_dict(),
                "overrides": args.set,
                "rows": rows, "crossplay": meta, "train_seconds": round(train_seconds, 1),
                "total_seconds": round(time.perf_counter() - t0, 1)}
