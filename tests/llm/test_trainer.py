@@ -24,9 +24,12 @@ def _adapter(path):
 
 @pytest.mark.parametrize("regime,loss", [("shared", "auto"), ("bipolicy", "auto"), ("separate", "ipo"),
                                          ("advgame", "auto"), ("advgame", "grpo"), ("sequential", "auto")])
-def test_every_regime_trains_and_saves_loadable_adapters(tmp_path, judge, tiny_config, regime, loss):
+def test_every_regime_trains_and_saves_loadable_adapters(tmp_path, judge, tiny_config, regime, loss, monkeypatch):
     cfg = tiny_config(regime=regime, loss=loss, steps=2)
     base = load_base("tiny")
+    # The tiny model's random-token attacks are never faithful to the seed (each would earn -1,
+    # leaving GRPO no contrast); count every attack faithful so both roles must learn.
+    monkeypatch.setattr(judge, "faithful_threshold", -1.0)
     result = train(cfg, tmp_path, progress=False, base=base, judge=judge)
     roles = result["roles"]
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -41,10 +44,7 @@ def test_every_regime_trains_and_saves_loadable_adapters(tmp_path, judge, tiny_c
         weights = _adapter(tmp_path / "final" / role)
         lora_b = [v for k, v in weights.items() if "lora_B" in k]
         moved = any(float(v.abs().max()) > 0 for v in lora_b)  # B starts at zero in peft
-        if role == "defender" or regime == "shared":  # the refusal-prefixed candidate gives a contrast
-            assert moved == (role in trained or regime == "shared"), role
-        else:  # the tiny model's attacks may all be unfaithful (-1 each): no signal, no move
-            assert not moved or role in trained, role
+        assert moved == (role in trained or regime == "shared"), role
         with roles.policy(role) as m, torch.no_grad():
             expected = m(input_ids=IDS).logits
         loaded = PeftModel.from_pretrained(load_base("tiny")[0], str(tmp_path / "final" / role))
