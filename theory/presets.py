@@ -122,11 +122,23 @@ def hidden_intent(q: float, lam: float, deflect: bool, payoff: str, **weights: A
     return disguise_game("hidden_intent", seeds, ["disguised"], q, lam, deflect, payoff, **weights)
 
 
+MAX_TABLE = 1_000_000  # entries of P(o | s, k): a bigger toy game is a typo, not a study
+
+
+def _check_size(field: str, n_seeds: int, n_styles: int, n_observations: int) -> None:
+    """Refuse a game whose observation table would not fit, before building it."""
+    size = n_seeds * n_styles * n_observations
+    if size > MAX_TABLE:
+        raise ValueError(f"{field}: {n_seeds} seeds x {n_styles} styles x {n_observations} observations"
+                         f" = {size} table entries; the limit is {MAX_TABLE}")
+
+
 def family(n: int, k: int, harmful: int, q: float, lam: float, deflect: bool, payoff: str, **weights: Any) -> GameSpec:
     if n < 1:
         raise ValueError(f"n: need at least 1 seed, got {n}")
     if k < 1:
         raise ValueError(f"k: need at least 1 style, got {k}")
+    _check_size("n" if n >= k else "k", n, k, n + k - 1)
     harmful = n // 2 if harmful < 0 else harmful
     if not 0 <= harmful <= n:
         raise ValueError(f"harmful: must lie in [0, n={n}], got {harmful}")
@@ -144,6 +156,7 @@ def mirror(harmful: int, benign: int, k: int, lam: float, deflect: bool, payoff:
     if harmful < 0 or benign < 0 or harmful + benign < 1:
         raise ValueError(f"harmful: need harmful >= 0, benign >= 0 and at least one seed, got {harmful}, {benign}")
     n = harmful + benign
+    _check_size("k" if k >= n else ("harmful" if harmful >= benign else "benign"), n, k, n * k)
     seeds = [Seed(f"harmful_{i}", True, 1.0 / n) for i in range(harmful)]
     seeds += [Seed(f"benign_{i}", False, 1.0 / n) for i in range(benign)]
     styles = tuple(f"style_{j}" for j in range(k))

@@ -8,6 +8,7 @@ from redgame.theory.presets import PRESETS
 
 values = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([1e10, 1e300, 2.0**63, -1e10]),  # integer-valued floats: sizes that must be refused
     st.integers(-5, 12),
     st.booleans(),
     st.text(max_size=8),
@@ -25,6 +26,6 @@ def test_make_spec_never_raises_anything_but_a_named_value_error(name, params):
         message = str(exc)
         assert message and "\n" not in message
         named = [k for k in params if message.startswith((f"{k}:", f"{k!r}:"))]
-        assert named or message.split(":")[0] in ("prior", "payoff", "game", "faithful", "n", "k", "harmful"), message
+        assert named or message.split(":")[0] in ("prior", "payoff", "game", "faithful", "n", "k", "harmful", "benign"), message
     else:
         assert spec.n_seeds >= 1 and spec.obs_probs.shape[:2] == (spec.n_seeds, spec.n_styles)
