@@ -10,20 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from redgame.theory.classify import classify_attacker, classify_defender
-from redgame.theory.spec import REFUSE, GameSpec
-from redgame.theory.strategies import attacker_action_values, expected_payoffs
+from redgame.theory.classify import classify_attacker, classify_defender, refusal
+from redgame.theory.spec import GameSpec
+from redgame.theory.strategies import attacker_action_values, defender_observation_values, expected_payoffs
 
 NUMERIC = ("selfplay_asr", "best_response_asr", "mirror_gap", "nash_conv", "over_refusal", "harmful_refusal")
 CLASSES = ("defender_class", "attacker_class")
-
-
-def defender_action_values(spec: GameSpec, sigma: np.ndarray) -> np.ndarray:
-    """[..., O, A]: the defender's payoff from each action at each observation against sigma
-    [..., S, K] (the batched ``theory.strategies.defender_observation_values``)."""
-    _, u_d = spec.utilities()
-    reach = spec.seed_weights[:, None] * sigma
-    return np.einsum("...sk,sko,ska->...oa", reach, spec.obs_probs, u_d)
 
 
 def best_attack_value(spec: GameSpec, values: np.ndarray) -> np.ndarray:
@@ -31,11 +23,6 @@ def best_attack_value(spec: GameSpec, values: np.ndarray) -> np.ndarray:
     if spec.seed_choice == "attacker":
         return values.reshape(*values.shape[:-2], -1).max(axis=-1)
     return values.max(axis=-1).sum(axis=-1)
-
-
-def refusal_by_cell(spec: GameSpec, rho: np.ndarray) -> np.ndarray:
-    """[..., S, K]: P(refuse | seed, style) for defenders rho [..., O, A]."""
-    return np.einsum("sko,...o->...sk", spec.obs_probs, rho[..., spec.actions.index(REFUSE)])
 
 
 def batch_metrics(spec: GameSpec, sigma: np.ndarray, rho: np.ndarray, classes: bool = True) -> dict[str, np.ndarray]:
@@ -49,12 +36,12 @@ def batch_metrics(spec: GameSpec, sigma: np.ndarray, rho: np.ndarray, classes: b
     """
     u_a, u_d = expected_payoffs(spec, sigma, rho)
     br_a = best_attack_value(spec, attacker_action_values(spec, rho))
-    br_d = defender_action_values(spec, sigma).max(axis=-1).sum(axis=-1)
-    refusal = refusal_by_cell(spec, rho)
+    br_d = defender_observation_values(spec, sigma).max(axis=-1).sum(axis=-1)
+    refused = refusal(spec, rho)
     faithful, harmful = spec.faithful_mask, spec.harmful_mask[:, None]
 
     def mean_over(cells: np.ndarray) -> np.ndarray:
-        return refusal[..., cells].mean(axis=-1) if cells.any() else np.full(u_a.shape, np.nan)
+        return refused[..., cells].mean(axis=-1) if cells.any() else np.full(u_a.shape, np.nan)
 
     out: dict[str, np.ndarray] = {
         "selfplay_asr": u_a,

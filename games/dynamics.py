@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from redgame.games.batch_metrics import CLASSES, NUMERIC, batch_metrics, defender_action_values, refusal_by_cell
+from redgame.games.batch_metrics import CLASSES, NUMERIC, batch_metrics
 from redgame.games.policies import (
     FrozenDraws,
     Policies,
@@ -37,8 +37,9 @@ from redgame.games.policies import (
     defender_policy,
     make_policies,
 )
+from redgame.theory.classify import refusal
 from redgame.theory.spec import GameSpec
-from redgame.theory.strategies import attacker_action_values
+from redgame.theory.strategies import attacker_action_values, defender_observation_values
 
 REGIMES = ("shared", "bipolicy", "separate", "advgame", "sequential")
 ESTIMATORS = ("exact", "sampled")
@@ -202,7 +203,7 @@ def exact_logit_gradients(spec: GameSpec, sigma: np.ndarray, rho: np.ndarray) ->
     q = attacker_action_values(spec, rho)
     axes = (-2, -1) if spec.seed_choice == "attacker" else (-1,)
     grad_a = sigma * (q - (sigma * q).sum(axis=axes, keepdims=True))
-    v = defender_action_values(spec, sigma)
+    v = defender_observation_values(spec, sigma)
     refuse = rho[..., 0]
     return grad_a, refuse * (1.0 - refuse) * (v[..., 0] - v[..., 1])
 
@@ -345,7 +346,7 @@ def best_responses(spec: GameSpec, sigma: np.ndarray, rho: np.ndarray) -> tuple[
         br_a = np.eye(flat.shape[1])[flat.argmax(axis=1)].reshape(values.shape)
     else:
         br_a = np.eye(spec.n_styles)[values.argmax(axis=-1)]
-    br_d = np.eye(spec.n_actions)[defender_action_values(spec, sigma).argmax(axis=-1)]
+    br_d = np.eye(spec.n_actions)[defender_observation_values(spec, sigma).argmax(axis=-1)]
     return br_a, br_d
 
 
@@ -416,7 +417,7 @@ def run_dynamics(spec: GameSpec, config: DynamicsConfig, progress: bool = False)
     start = time.perf_counter()
     learner = _Learner(spec, config)
     logged = sorted({0, config.steps, *range(0, config.steps + 1, config.log_every)})
-    initial_refusal = refusal_by_cell(spec, learner.policies()[1])
+    initial_refusal = refusal(spec, learner.policies()[1])
     # Keep the logged policies (small: [n_logged, R, ...]) and measure them in one batched call.
     history = [learner.policies()]
     bar = tqdm(range(config.steps), desc=config.regime, disable=not progress, leave=False, mininterval=0.5)

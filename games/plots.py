@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from redgame.games.batch_metrics import refusal_by_cell
 from redgame.games.dynamics import Trajectory
+from redgame.theory.classify import refusal
 
 
 def _pyplot():
@@ -50,7 +50,7 @@ def plot_asr(traj: Trajectory, path: Path) -> Path:
 def plot_refusal_by_style(traj: Trajectory, path: Path, run: int = 0) -> Path:
     plt = _pyplot()
     spec = traj.spec
-    final = refusal_by_cell(spec, traj.rho[run])  # [S, K]
+    final = refusal(spec, traj.rho[run])  # [S, K]
     fig, axes = plt.subplots(spec.n_seeds, 1, figsize=(6.4, 1.0 + 1.8 * spec.n_seeds), dpi=100, squeeze=False)
     x = np.arange(spec.n_styles)
     for s, ax in enumerate(axes[:, 0]):

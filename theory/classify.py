@@ -32,8 +32,8 @@ def compliance(spec: GameSpec, rho: np.ndarray) -> np.ndarray:
 
 
 def refusal(spec: GameSpec, rho: np.ndarray) -> np.ndarray:
-    """[S, K]: the probability that the defender refuses seed s sent in style k."""
-    return np.einsum("sko,o->sk", spec.obs_probs, rho[:, spec.actions.index(REFUSE)])
+    """[..., S, K]: the probability that defender rho [..., O, A] refuses seed s sent in style k."""
+    return np.einsum("sko,...o->...sk", spec.obs_probs, rho[..., spec.actions.index(REFUSE)])
 
 
 def classify_defender(spec: GameSpec, rho: np.ndarray, tol: float = TOL) -> str:

@@ -161,10 +161,11 @@ def attacker_best_response(spec: GameSpec, rho: np.ndarray) -> tuple[np.ndarray,
 
 
 def defender_observation_values(spec: GameSpec, sigma: np.ndarray) -> np.ndarray:
-    """[O, A]: the defender's payoff contribution of each action at each observation vs sigma."""
+    """[..., O, A]: the defender's payoff contribution of each action at each observation vs
+    sigma [..., S, K]; leading batch dimensions broadcast."""
     _, u_d = spec.utilities()
     reach = spec.seed_weights[:, None] * sigma
-    return np.einsum("sk,sko,ska->oa", reach, spec.obs_probs, u_d)
+    return np.einsum("...sk,sko,ska->...oa", reach, spec.obs_probs, u_d)
 
 
 def defender_best_response(spec: GameSpec, sigma: np.ndarray) -> tuple[np.ndarray, float]:
