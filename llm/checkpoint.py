@@ -76,7 +76,8 @@ def _restore_optimizer(name: str, optimizer: torch.optim.Optimizer, tensors: dic
 
 
 def save_checkpoint(run_dir: str | os.PathLike, step: int, roles, optimizers: dict[str, torch.optim.Optimizer],
-                    state: dict, rng: torch.Tensor | None = None) -> Path:
+                    state: dict, rng: torch.Tensor | None = None,
+                    extras: dict[str, tuple[dict, dict]] | None = None) -> Path:
     """Write ``<run_dir>/checkpoints/step_XXXX`` atomically and return its path.
 
     Args:
@@ -85,6 +86,8 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, roles, optimizers: di
         optimizers: name -> optimiser.
         state: small JSON-able run state (data position, running stats).
         rng: the torch CPU generator state to store (default: the current one).
+        extras: name -> (tensors, JSON state) of other run state (e.g. the PSRO population),
+            written as ``<name>.safetensors`` and ``<name>.json``; read back by :func:`load_extra`.
     """
     root = Path(run_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
@@ -106,6 +109,9 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, roles, optimizers: di
             for i, s in enumerate(torch.cuda.get_rng_state_all()):
                 rngs[f"cuda{i}"] = s.contiguous()
         save_file(rngs, str(tmp / "rng.safetensors"))
+        for name, (tensors, meta) in (extras or {}).items():
+            save_file({k: t.contiguous() for k, t in tensors.items()}, str(tmp / f"{name}.safetensors"))
+            (tmp / f"{name}.json").write_text(json.dumps(meta))
         (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=1))
         replace_dir(tmp, final)
     finally:
@@ -152,3 +158,15 @@ def _load_checkpoint(path: Path, roles, optimizers: dict[str, torch.optim.Optimi
         if cuda:
             torch.cuda.set_rng_state_all(cuda)
     return json.loads((path / "state.json").read_text())
+
+
+def load_extra(path: str | os.PathLike, name: str) -> tuple[dict, dict] | None:
+    """(tensors, JSON state) saved under ``extras[name]`` by :func:`save_checkpoint`; None if absent."""
+    path = Path(path)
+    if not (path / f"{name}.json").is_file():
+        return None
+    try:
+        return load_file(str(path / f"{name}.safetensors")), json.loads((path / f"{name}.json").read_text())
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UserError(f"checkpoint {path}: {name} state is damaged ({type(exc).__name__}); "
+                        f"remove the checkpoint to resume from the one before") from exc

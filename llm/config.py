@@ -47,6 +47,8 @@ class TrainConfig:
     attacks_per_seed: int = _f(2, "A: attacks sampled per seed")
     responses_per_attack: int = _f(2, "D: defender responses sampled per attack")
     explore_prefixes: tuple = _f((), "defender exploration candidates: one per attack started from each prefix")
+    identity_attacks: bool = _f(False, "the defender also answers each seed as written (the attack that changes "
+                                       "nothing), besides the attacker's rewrites; the attacker gets no signal from it")
     attack_tokens: int = _f(64, "max new tokens of an attack")
     response_tokens: int = _f(48, "max new tokens of a response")
     temperature: float = _f(1.0, "sampling temperature of both roles")
@@ -60,6 +62,10 @@ class TrainConfig:
     min_margin: float = _f(0.05, "a pair is used only when the judge's scores differ by at least this")
     sequential_k: int = _f(2, "sequential: steps of one role before switching to the other")
     train_roles: tuple = _f(("attacker", "defender"), "which roles are updated")
+    population_every: int = _f(0, "PSRO: every this many steps add both adapters to a population, re-solve its "
+                                  "meta-Nash, and train each role against opponents drawn from it (0: off)")
+    population_size: int = _f(4, "PSRO: members kept per role (the oldest leaves)")
+    population_eval_seeds: int = _f(8, "PSRO: training seeds (half harmful) on which the population's payoffs are played")
     lr: float = _f(2e-4, "AdamW learning rate")
     weight_decay: float = _f(0.0, "AdamW weight decay")
     max_grad_norm: float = _f(1.0, "gradient clipping norm")
@@ -126,9 +132,22 @@ class TrainConfig:
             raise UserError("config key 'fsdp' shards the frozen base under adapters; it cannot run with full_finetune")
         if self.full_finetune and self.regime not in ("shared", "separate"):
             raise UserError(f"config key 'full_finetune' is for regimes shared and separate, not {self.regime!r}")
+        if self.population_every:
+            self._check_population()
         if self.resolved_loss() in ("dpo", "ipo") and self.responses_per_attack + len(self.explore_prefixes) < 2:
             raise UserError("config: dpo/ipo need at least 2 responses per attack (responses_per_attack + explore_prefixes)")
         return self
+
+
+    def _check_population(self) -> None:
+        if self.population_every < 0 or self.population_size < 1 or self.population_eval_seeds < 2:
+            raise UserError("config keys 'population_every' >= 0, 'population_size' >= 1 and "
+                            "'population_eval_seeds' >= 2 are needed")
+        if self.regime == "shared" or self.full_finetune:
+            raise UserError("config key 'population_every' (PSRO) needs two role adapters; "
+                            f"regime {self.regime!r}{' with full_finetune' if self.full_finetune else ''} has none to swap")
+        if self.rollout_backend != "torch":
+            raise UserError("config key 'population_every' (PSRO) samples with rollout_backend 'torch' only")
 
 
 def _hints() -> dict[str, Any]:

@@ -15,6 +15,10 @@ update each trained parameter set once. The regimes differ in a few visible plac
 - the loss (``config.loss``) and its reference (the frozen base, or the EMA for advgame);
 - ``sequential`` updates one role for ``sequential_k`` steps while the other is frozen;
 - ``shared`` sums both roles' losses into its one parameter set.
+
+With ``population_every`` = K > 0 (PSRO, :mod:`redgame.llm.population`), every K steps both
+adapters join a population whose meta-Nash is re-solved, and each trained role plays its
+own round against an opponent drawn from the other role's meta-Nash mixture.
 """
 
 from __future__ import annotations
@@ -35,11 +39,14 @@ from redgame.llm import checkpoint as ckpt
 from redgame.llm import distributed
 from redgame.llm.config import TrainConfig
 from redgame.llm.losses import completion_logprobs, dpo_pairs_loss, kl_to_reference, policy_gradient_loss
+from redgame.llm.population import Population, write_summary as write_population
+from redgame.llm.population import eval_seeds as population_eval_seeds
 from redgame.llm.rewards import judge_round
 from redgame.llm.roles import ROLES, LoraSettings, build_roles
 from redgame.llm.rollout import SamplingSettings, play_round
 
 RUN_MARKER = "config.json"
+OPPONENT = {"attacker": "defender", "defender": "attacker"}
 
 
 class TrainingStopped(RuntimeError):
@@ -61,7 +68,7 @@ def prepare_run_dir(out: str | Path, cfg: TrainConfig, *, resume: bool, overwrit
     elif holds_run:
         import shutil
 
-        for name in (RUN_MARKER, "metrics.jsonl", "tb", ckpt.CHECKPOINTS, "final"):
+        for name in (RUN_MARKER, "metrics.jsonl", "population.json", "tb", ckpt.CHECKPOINTS, "final"):
             target = out / name
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -152,21 +159,27 @@ def role_loss(cfg: TrainConfig, roles, role: str, samples: list, signal_, pad_id
 
 
 def round_metrics(rnd, judged) -> dict:
-    """Attack success and refusal rates over the defender's sampled (not forced) answers."""
+    """Attack success and refusal rates over the defender's sampled (not forced) answers.
+
+    Rates on the attacker's rewrites; ``direct/...`` on identity attacks (the seeds as written).
+    """
     sampled = [i for i, forced in enumerate(rnd.response_explore) if not forced]
     harm_seed = [rnd.seeds[rnd.attack_seed[rnd.response_attack[i]]].harmful for i in range(len(rnd.responses))]
-    on_harm = [i for i in sampled if harm_seed[i]]
-    on_benign = [i for i in sampled if not harm_seed[i]]
     rate = lambda xs, flag: sum(flag[i] for i in xs) / len(xs) if xs else float("nan")  # noqa: E731
-    return {
-        "attack_success": rate(on_harm, judged.harmful),
-        "refusal_harmful": rate(on_harm, judged.refusal),
-        "refusal_benign": rate(on_benign, judged.refusal),
-        "defender_score": sum(judged.scores[i] for i in sampled) / max(1, len(sampled)),
-        "faithful": sum(judged.faithful) / len(judged.faithful),
-        "parse_errors": rnd.parse_errors,
-        "judge_errors": judged.judge_errors,
-    }
+    attacks = [a for a in range(len(rnd.attacks)) if not rnd.is_identity(a)]
+    out = {"faithful": sum(judged.faithful[a] for a in attacks) / max(1, len(attacks)),
+           "parse_errors": rnd.parse_errors, "judge_errors": judged.judge_errors}
+    for prefix, identity in (("", False), ("direct/", True)):
+        mine = [i for i in sampled if rnd.is_identity(rnd.response_attack[i]) == identity]
+        if identity and not mine:
+            continue
+        on_harm = [i for i in mine if harm_seed[i]]
+        on_benign = [i for i in mine if not harm_seed[i]]
+        out.update({f"{prefix}attack_success": rate(on_harm, judged.harmful),
+                    f"{prefix}refusal_harmful": rate(on_harm, judged.refusal),
+                    f"{prefix}refusal_benign": rate(on_benign, judged.refusal),
+                    f"{prefix}defender_score": sum(judged.scores[i] for i in mine) / max(1, len(mine))})
+    return out
 
 
 class _StopFlag:
@@ -244,10 +257,21 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
         dist.shard_frozen_layers(roles, cfg.seeds_per_step)  # a no-op in one process
     optimizers = {key: torch.optim.AdamW(roles.parameters(owners[0]), lr=cfg.lr, weight_decay=cfg.weight_decay)
                   for key, owners in roles.owners().items()}
+    population = None
+    if cfg.population_every:
+        if dist.active:
+            raise UserError("population_every (PSRO) runs in one process; start it without torchrun/accelerate")
+        population = Population(size=cfg.population_size, attack_tokens=cfg.attack_tokens,
+                                response_tokens=cfg.response_tokens,
+                                eval_seeds=population_eval_seeds(harmful, benign, cfg.population_eval_seeds, cfg.seed))
     start = 0
     if resume:
-        state = ckpt.load_checkpoint(ckpt.latest_checkpoint(out), roles, optimizers)
+        latest = ckpt.latest_checkpoint(out)
+        state = ckpt.load_checkpoint(latest, roles, optimizers)
         start = state["step"]
+        saved = ckpt.load_extra(latest, "population")
+        if population is not None and saved is not None:
+            population.load_state(*saved)
         if dist.is_main:
             log(f"resuming from step {start}")
             keep_metrics_until(out / "metrics.jsonl", start)
@@ -269,19 +293,46 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
             bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not (progress and dist.is_main),
                        desc=f"{cfg.regime}", unit="step")
             for step in bar:
+                if population is not None and (step % cfg.population_every == 0 or not len(population)):
+                    population.add(roles, step=step, tokenizer=tokenizer, judge=judge)
+                    write_population(population, out / "population.json")
                 t0 = time.perf_counter()
                 dist.seed_step(cfg.seed, step)
-                rnd = play_round(roles, tokenizer, dist.shard(seed_batch(harmful, benign, cfg, step)),
-                                 attacks_per_seed=cfg.attacks_per_seed, responses_per_attack=cfg.responses_per_attack,
-                                 attack_sampling=attack_sampling, response_sampling=response_sampling,
-                                 explore_prefixes=tuple(cfg.explore_prefixes), backend=backend)
-                t1 = time.perf_counter()
-                judged = dist.judge(lambda r: judge_round(judge, r, pairwise=cfg.regime == "advgame",
-                                                          min_margin=cfg.min_margin), rnd, cfg.judge_rank)
+                seeds = dist.shard(seed_batch(harmful, benign, cfg, step))
+
+                def play_and_judge():
+                    rnd = play_round(roles, tokenizer, seeds, attacks_per_seed=cfg.attacks_per_seed,
+                                     responses_per_attack=cfg.responses_per_attack, attack_sampling=attack_sampling,
+                                     response_sampling=response_sampling,
+                                     explore_prefixes=tuple(cfg.explore_prefixes),
+                                     identity_attacks=cfg.identity_attacks, backend=backend)
+                    t = time.perf_counter()
+                    judged = dist.judge(lambda r: judge_round(judge, r, pairwise=cfg.regime == "advgame",
+                                                              min_margin=cfg.min_margin), rnd, cfg.judge_rank)
+                    return rnd, judged, time.perf_counter() - t
+
+                opponents = {}
+                if population is None:  # both roles learn from one round against each other
+                    plays = dict.fromkeys(ROLES, play_and_judge())
+                else:  # PSRO: each trained role plays its own round against a drawn member
+                    plays, rng = {}, random.Random(f"{cfg.seed}:psro:{step}")
+                    for role in ROLES:
+                        if updates_role(cfg, step, role):
+                            other = OPPONENT[role]
+                            k = population.sample(other, rng)
+                            opponents[f"psro/{role}_opponent_step"] = population.steps[k]
+                            with population.playing(roles, other, k):
+                                plays[role] = play_and_judge()
+                rounds = list({id(p[0]): p for p in plays.values()}.values())
+                judge_time = sum(p[2] for p in rounds)
                 t2 = time.perf_counter()
-                samples = {"attacker": rnd.attacks, "defender": rnd.responses}
-                signals = {"attacker": judged.attacker, "defender": judged.defender}
-                row = {"step": step + 1, **round_metrics(rnd, judged)}
+                t1 = t2 - judge_time
+                samples = {role: p[0].attacks if role == "attacker" else p[0].responses for role, p in plays.items()}
+                signals = {role: getattr(p[1], role) for role, p in plays.items()}
+                main = plays.get("defender", next(iter(plays.values())))
+                row = {"step": step + 1, **round_metrics(main[0], main[1]), **opponents}
+                if population is not None and "attacker" in plays and "defender" in plays:
+                    row["psro/attacker_round_attack_success"] = round_metrics(*plays["attacker"][:2])["attack_success"]
                 for key, owners in roles.owners().items():
                     losses = []
                     for role in owners:
@@ -314,7 +365,7 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
                 if backend is not None:
                     backend.sync(roles)  # the next round samples from the updated adapters
                 t3 = time.perf_counter()
-                new_tokens = sum(len(c.completion_ids) for c in rnd.attacks + rnd.responses)
+                new_tokens = sum(len(c.completion_ids) for p in rounds for c in p[0].attacks + p[0].responses)
                 row.update({"time/rollout": t1 - t0, "time/judge": t2 - t1, "time/update": t3 - t2,
                             "tokens_per_s": new_tokens / max(t1 - t0, 1e-9)})
                 row = dist.merge_metrics(row)  # the global batch's row, with "world_size"
@@ -330,7 +381,8 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
                 stopping = dist.any_rank(stop.requested)
                 if stopping or (cfg.save_every and done % cfg.save_every == 0) or done == cfg.steps:
                     if dist.is_main:
-                        last_good = ckpt.save_checkpoint(out, done, roles, optimizers, {"seed": cfg.seed})
+                        extras = {"population": population.state()} if population is not None else None
+                        last_good = ckpt.save_checkpoint(out, done, roles, optimizers, {"seed": cfg.seed}, extras=extras)
                     dist.barrier()
                 if stopping:
                     log(f"stopped at step {done}; resume with --resume")

@@ -1,0 +1,153 @@
+"""PSRO opponent sampling on the tiny model: the population's payoffs, meta-Nash, swaps, resume."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from peft import set_peft_model_state_dict
+
+from redgame.llm import trainer
+from redgame.llm.crossplay import generate_attacks
+from redgame.llm.evaluation import evaluate_defender
+from redgame.llm.models import load_base
+from redgame.llm.population import Population, attacker_win_rate, eval_seeds
+from redgame.llm.roles import LoraSettings, build_roles
+from redgame.llm.seeds import builtin_seeds
+from redgame.llm.trainer import train
+
+IDS = torch.tensor([[1, 17, 33, 4, 250]])
+
+
+def _perturb(roles, role, scale, seed):
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, p in roles.named_parameters(role):
+            p.add_(scale * torch.randn(p.shape, generator=gen))
+
+
+def _logits(roles, role):
+    with roles.policy(role) as m, torch.no_grad():
+        return m(input_ids=IDS).logits
+
+
+@pytest.fixture
+def grown(tiny, judge):
+    """Roles with a population of two members, the second perturbed away from the first."""
+    model, tok = tiny
+    roles = build_roles(model, regime="bipolicy", lora=LoraSettings(rank=4, alpha=8))
+    train_seeds = builtin_seeds("train")
+    seeds = eval_seeds([s for s in train_seeds if s.harmful], [s for s in train_seeds if not s.harmful], 4, 0)
+    pop = Population(size=3, eval_seeds=seeds, attack_tokens=6, response_tokens=6)
+    pop.add(roles, step=0, tokenizer=tok, judge=judge)
+    _perturb(roles, "attacker", 0.5, 1)
+    _perturb(roles, "defender", 0.5, 2)
+    pop.add(roles, step=5, tokenizer=tok, judge=judge)
+    return roles, tok, pop, seeds
+
+
+def test_payoffs_match_an_independent_replay_and_the_meta_nash_verifies(grown, judge):
+    roles, tok, pop, seeds = grown
+    assert pop.payoff.shape == (2, 2) and pop.names() == ["step0", "step5"]
+    assert np.all((pop.payoff >= 0) & (pop.payoff <= 1))
+    # Replay every entry on a fresh base with the members' weights loaded through peft.
+    fresh_model, _ = load_base("tiny")
+    fresh = build_roles(fresh_model, regime="bipolicy", lora=LoraSettings(rank=4, alpha=8))
+    for i in range(2):
+        set_peft_model_state_dict(fresh.slots["attacker"].model, {k.replace(".attacker", ""): v for k, v in
+                                  pop.weights["attacker"][i].items()}, adapter_name="attacker")
+        with fresh.policy("attacker") as m:
+            attacks, _ = generate_attacks(m, tok, seeds, max_new_tokens=6)
+        assert attacks == pop.attacks[i]
+        for j in range(2):
+            set_peft_model_state_dict(fresh.slots["defender"].model, {k.replace(".defender", ""): v for k, v in
+                                      pop.weights["defender"][j].items()}, adapter_name="defender")
+            with fresh.policy("defender") as m:
+                played = evaluate_defender(m, tok, judge, seeds, attacks=attacks, max_new_tokens=6)
+            assert pop.payoff[i, j] == pytest.approx(attacker_win_rate(played))
+    # The meta-Nash: no pure deviation of either side gains (best-response gap).
+    x, y, a = pop.mix["attacker"], pop.mix["defender"], pop.payoff
+    assert x.sum() == pytest.approx(1) and y.sum() == pytest.approx(1)
+    assert (a @ y).max() <= x @ a @ y + 1e-7
+    assert (x @ a).min() >= x @ a @ y - 1e-7
+    assert pop.value == pytest.approx(float(x @ a @ y))
+
+
+def test_playing_swaps_a_member_in_and_restores_the_live_weights(grown):
+    roles, _, pop, _ = grown
+    live = _logits(roles, "attacker")
+    with pop.playing(roles, "attacker", 0):
+        with roles.reference("attacker") as base, torch.no_grad():
+            expected = base(input_ids=IDS).logits  # member 0 was taken with B = 0: the base
+        torch.testing.assert_close(_logits(roles, "attacker"), expected)
+    torch.testing.assert_close(_logits(roles, "attacker"), live)
+    assert not torch.allclose(live, expected)
+
+
+def test_oldest_member_leaves_and_sampling_follows_the_mix(grown, judge):
+    roles, tok, pop, _ = grown
+    before = pop.payoff.copy()
+    _perturb(roles, "defender", 0.5, 3)
+    pop.add(roles, step=10, tokenizer=tok, judge=judge)
+    pop.add(roles, step=15, tokenizer=tok, judge=judge)
+    assert pop.names() == ["step5", "step10", "step15"]  # size 3: step0 left
+    assert pop.payoff[0, 0] == before[1, 1]  # entries already played are kept, not replayed
+    pop.mix["attacker"] = np.array([0.2, 0.0, 0.8])
+    rng = random.Random(0)
+    draws = [pop.sample("attacker", rng) for _ in range(4000)]
+    assert 1 not in draws
+    assert abs(draws.count(2) / 4000 - 0.8) < 0.03
+
+
+def test_trainer_plays_each_role_against_drawn_members_and_resumes_exactly(tmp_path, judge, tiny_config, monkeypatch):
+    seen = []  # (the attacker's largest |lora_B| while sampling, whose round it was)
+    real = trainer.play_round
+
+    def recording(roles, *args, **kwargs):
+        b = max(float(p.abs().max()) for n, p in roles.named_parameters("attacker") if "lora_B" in n)
+        seen.append(b)
+        return real(roles, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "play_round", recording)
+    monkeypatch.setattr(judge, "faithful_threshold", -1.0)  # tiny attacks count, so the attacker learns
+    cfg = tiny_config(regime="bipolicy", steps=3, save_every=1, seed=3, population_every=100,
+                      population_eval_seeds=2)
+    train(cfg, tmp_path / "straight", progress=False, base=load_base("tiny"), judge=judge)
+    # One member (step 0, B = 0). Per step: the attacker's round (live weights), then the
+    # defender's round against the step-0 attacker, whose B is zero even after updates.
+    assert len(seen) == 6
+    assert all(b == 0 for b in seen[1::2])
+    assert seen[2] > 0 and seen[4] > 0
+    rows = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["psro/defender_opponent_step"] == 0 and r["psro/attacker_opponent_step"] == 0 for r in rows)
+    summary = json.loads((tmp_path / "straight" / "population.json").read_text())
+    assert summary["members"] == ["step0"] and summary["attacker_mix"] == [1.0]
+
+    every2 = dict(regime="advgame", save_every=1, seed=5, population_every=2, population_eval_seeds=2)
+    train(tiny_config(steps=3, **every2), tmp_path / "full", progress=False, base=load_base("tiny"), judge=judge)
+    train(tiny_config(steps=2, **every2), tmp_path / "cut", progress=False, base=load_base("tiny"), judge=judge)
+    train(tiny_config(steps=3, **every2), tmp_path / "cut", resume=True, progress=False, base=load_base("tiny"),
+          judge=judge)
+    full = json.loads((tmp_path / "full" / "population.json").read_text())
+    assert full["members"] == ["step0", "step2"]
+    assert full == json.loads((tmp_path / "cut" / "population.json").read_text())
+    for role in ("attacker", "defender"):
+        from safetensors.torch import load_file
+
+        a = load_file(str(tmp_path / "full" / "final" / role / "adapter_model.safetensors"))
+        b = load_file(str(tmp_path / "cut" / "final" / role / "adapter_model.safetensors"))
+        assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-5
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(regime="shared"), "needs two role adapters"),
+    (dict(regime="separate", full_finetune=True), "needs two role adapters"),
+    (dict(rollout_backend="vllm"), "rollout_backend 'torch'"),
+    (dict(population_size=0), "population_size"),
+    (dict(population_every=-1), "population_every"),
+])
+def test_bad_population_settings_are_refused(tiny_config, overrides, message):
+    values = dict(population_every=2, **overrides) if "population_every" not in overrides else overrides
+    with pytest.raises(ValueError, match=message):
+        tiny_config(**values).validate()
