@@ -34,6 +34,7 @@ DEMO_RECIPE = TrainConfig(
     attacks_per_seed=2,
     responses_per_attack=2,
     explore_prefixes=(REFUSAL_PREFIX,),
+    identity_attacks=True,
     attack_tokens=32,
     response_tokens=24,
     loss="dpo",

@@ -9,6 +9,8 @@ All of the game's reward logic lives here.
   rank the defender's answers to each attack by win rate; the attacks on a seed are
   compared on the defender's *best* answer to each, judged against the seed.
 - Either way, an attack that failed to parse or is unfaithful to its seed gets −1.
+- Identity attacks (the seed as written, ``play_round(identity_attacks=True)``) give the
+  defender answers to score, but are no sample of the attacker's and give it no signal.
 - Pairs for DPO/IPO: per attack the (best, worst) answer, per seed the (best, worst)
   attack, kept when their scores differ by at least ``min_margin``.
 """
@@ -108,10 +110,12 @@ def judge_round(judge, rnd, *, pairwise: bool, min_margin: float) -> JudgedRound
             defender.pairs.append(pair)
 
     # The attacker: the defender's sampled answers, the best one in the pairwise game.
+    # Identity attacks (the seed as written) train the defender only.
+    sampled_attacks = [a for a in range(n_att) if not rnd.is_identity(a)]
     attack_value: dict[int, float] = {}
     if pairwise:
         best_answer = {a: max(sampled[a] or by_attack[a], key=lambda i: value[i]) for a in range(n_att)}
-        per_seed = [[a for a in range(n_att) if rnd.attack_seed[a] == s and faithful[a]] for s in range(len(rnd.seeds))]
+        per_seed = [[a for a in sampled_attacks if rnd.attack_seed[a] == s and faithful[a]] for s in range(len(rnd.seeds))]
         # The attack whose best answer loses the defence comparison is the better attack.
         contested = [s for s in range(len(rnd.seeds)) if len(per_seed[s]) > 1]
         defence = _win_rates(judge, [[best_answer[a] for a in per_seed[s]] for s in contested],
@@ -131,7 +135,7 @@ def judge_round(judge, rnd, *, pairwise: bool, min_margin: float) -> JudgedRound
 
     attacker = RoleSignal()
     for s in range(len(rnd.seeds)):
-        members = [a for a in range(n_att) if rnd.attack_seed[a] == s]
+        members = [a for a in sampled_attacks if rnd.attack_seed[a] == s]
         for a in members:
             attacker.items.append(a)
             attacker.rewards.append(attack_value[a])

@@ -102,10 +102,14 @@ class Round:
     responses: list[Completion] = field(default_factory=list)
     response_attack: list[int] = field(default_factory=list)   # response -> attack index
     response_explore: list[bool] = field(default_factory=list)  # started from a forced prefix
+    identity: list[bool] = field(default_factory=list)  # per attack: the seed as written, not sampled
+
+    def is_identity(self, attack: int) -> bool:
+        return bool(self.identity) and self.identity[attack]
 
     @property
     def parse_errors(self) -> int:
-        return sum(not ok for ok in self.parsed)
+        return sum(not ok for a, ok in enumerate(self.parsed) if not self.is_identity(a))
 
 
 def _sample(roles, role: str, tokenizer, prompts: list[str], settings: SamplingSettings, prefixes: list[str],
@@ -118,8 +122,12 @@ def _sample(roles, role: str, tokenizer, prompts: list[str], settings: SamplingS
 
 def play_round(roles, tokenizer, seeds: list, *, attacks_per_seed: int, responses_per_attack: int,
                attack_sampling: SamplingSettings, response_sampling: SamplingSettings,
-               explore_prefixes: tuple[str, ...] = (), backend=None) -> Round:
+               explore_prefixes: tuple[str, ...] = (), identity_attacks: bool = False, backend=None) -> Round:
     """Sample attacks with the attacker's weights, then responses with the defender's.
+
+    ``identity_attacks``: the defender also answers each seed as written (the attack that
+    leaves the seed unchanged), appended after the sampled attacks; the attacker does not
+    learn from these (``Round.identity``).
 
     ``backend``: an object with ``generate(role, prompts, settings, prefixes)`` that samples
     instead of ``model.generate`` (e.g. :class:`redgame.llm.vllm_rollout.VLLMRollout`).
@@ -132,7 +140,15 @@ def play_round(roles, tokenizer, seeds: list, *, attacks_per_seed: int, response
     parsed_text = [parse_attack(a.text) for a in attacks]
     rnd = Round(seeds, attacks, seed_index,
                 [t if t is not None else seeds[i].prompt for t, i in zip(parsed_text, seed_index)],
-                [t is not None for t in parsed_text])
+                [t is not None for t in parsed_text], identity=[False] * len(attacks))
+    if identity_attacks:
+        for i, seed in enumerate(seeds):
+            rnd.attacks.append(Completion([], [], seed.prompt))
+            rnd.attack_seed.append(i)
+            rnd.attack_prompts.append(seed.prompt)
+            rnd.parsed.append(True)
+            rnd.identity.append(True)
+    attacks = rnd.attacks
     plan = [(a, "") for a in range(len(attacks)) for _ in range(responses_per_attack)]
     plan += [(a, prefix) for a in range(len(attacks)) for prefix in explore_prefixes]
     texts = [chat_text(tokenizer, defender_messages(rnd.attack_prompts[a])) for a, _ in plan]

@@ -165,3 +165,31 @@ def test_rewards_pairs_and_unfaithful_attacks():
     pairwise = judge_round(Judge(), rnd, pairwise=True, min_margin=0.05)
     assert pairwise.attack_reward[0] == pytest.approx(1 - 2 * 0.9)  # scored on the best answer
     assert pointwise.defender.rewards[:2] == pytest.approx([0.8, -0.8])
+
+
+def test_identity_attacks_train_the_defender_only(tiny, judge):
+    from redgame.llm.rewards import judge_round
+    from redgame.llm.roles import LoraSettings, build_roles
+    from redgame.llm.rollout import SamplingSettings, play_round
+    from redgame.llm.seeds import builtin_seeds
+    from redgame.llm.trainer import round_metrics
+
+    model, tok = tiny
+    roles = build_roles(model, regime="bipolicy", lora=LoraSettings(rank=4, alpha=8))
+    seeds = [s for s in builtin_seeds("train") if s.harmful][:2] + [s for s in builtin_seeds("train") if not s.harmful][:1]
+    short = SamplingSettings(max_new_tokens=4)
+    rnd = play_round(roles, tok, seeds, attacks_per_seed=2, responses_per_attack=2, attack_sampling=short,
+                     response_sampling=short, explore_prefixes=("I'm sorry",), identity_attacks=True)
+    assert rnd.identity == [False] * 6 + [True] * 3
+    assert rnd.attack_prompts[6:] == [s.prompt for s in seeds] and rnd.attack_seed[6:] == [0, 1, 2]
+    assert len(rnd.responses) == 9 * 3 and rnd.parse_errors == sum(not p for p in rnd.parsed[:6])
+    identity_answers = {i for i, a in enumerate(rnd.response_attack) if a >= 6}
+    j = judge_round(judge, rnd, pairwise=False, min_margin=0.0)
+    assert {i for i in j.defender.items} >= identity_answers  # the defender learns from them
+    assert all(a < 6 for a in j.attacker.items) and all(a < 6 and b < 6 for a, b in j.attacker.pairs)
+    pw = judge_round(judge, rnd, pairwise=True, min_margin=0.0)
+    assert all(a < 6 for a in pw.attacker.items)
+    row = round_metrics(rnd, j)
+    direct_harm = [i for i in identity_answers if not rnd.response_explore[i] and seeds[rnd.attack_seed[rnd.response_attack[i]]].harmful]
+    assert row["direct/refusal_harmful"] == pytest.approx(sum(j.refusal[i] for i in direct_harm) / len(direct_harm))
+    assert row["faithful"] == pytest.approx(sum(j.faithful[:6]) / 6)
