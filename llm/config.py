@@ -67,6 +67,7 @@ class TrainConfig:
     population_size: int = _f(4, "PSRO: members kept per role (the oldest leaves)")
     population_eval_seeds: int = _f(8, "PSRO: training seeds (half harmful) on which the population's payoffs are played")
     lr: float = _f(2e-4, "AdamW learning rate")
+    update_epochs: int = _f(1, "optimiser steps per game step on the same round (GRPO's mu; the reference is fixed within a step)")
     weight_decay: float = _f(0.0, "AdamW weight decay")
     max_grad_norm: float = _f(1.0, "gradient clipping norm")
     lora_rank: int = _f(16, "LoRA rank")
@@ -94,7 +95,7 @@ class TrainConfig:
             if getattr(self, key) not in allowed:
                 raise UserError(f"config key '{key}': {getattr(self, key)!r} is not one of {', '.join(allowed)}")
         positive = ("steps", "seeds_per_step", "attacks_per_seed", "responses_per_attack", "attack_tokens",
-                    "response_tokens", "lora_rank", "sequential_k")
+                    "response_tokens", "lora_rank", "sequential_k", "update_epochs")
         for key in positive:
             if getattr(self, key) < 1:
                 raise UserError(f"config key '{key}' must be >= 1, got {getattr(self, key)}")

@@ -128,16 +128,24 @@ def signal_size(cfg: TrainConfig, signal_) -> int:
     return len(signal_.pairs) if cfg.resolved_loss() in ("dpo", "ipo") else len(signal_.items)
 
 
-def _policy_and_reference(roles, role: str, samples: list, pad_id: int):
-    """Per-token log-probs of ``samples`` under the role's policy (with grad) and reference."""
+def _policy_and_reference(roles, role: str, samples: list, pad_id: int, ref_cache: dict | None = None):
+    """Per-token log-probs of ``samples`` under the role's policy (with grad) and reference.
+
+    ``ref_cache`` keeps the reference's log-probs by role, for later epochs on the same samples.
+    """
     prompts, comps = [s.prompt_ids for s in samples], [s.completion_ids for s in samples]
-    with torch.no_grad(), roles.reference(role) as ref:
-        ref_lp = completion_logprobs(ref, prompts, comps, pad_id)
+    ref_lp = None if ref_cache is None else ref_cache.get(role)
+    if ref_lp is None:
+        with torch.no_grad(), roles.reference(role) as ref:
+            ref_lp = completion_logprobs(ref, prompts, comps, pad_id)
+        if ref_cache is not None:
+            ref_cache[role] = ref_lp
     with roles.policy(role) as model:
         return completion_logprobs(model, prompts, comps, pad_id), ref_lp
 
 
-def role_loss(cfg: TrainConfig, roles, role: str, samples: list, signal_, pad_id: int) -> tuple[torch.Tensor | None, dict]:
+def role_loss(cfg: TrainConfig, roles, role: str, samples: list, signal_, pad_id: int,
+              ref_cache: dict | None = None) -> tuple[torch.Tensor | None, dict]:
     """One role's loss on its samples (completions) and signal (rewards / pairs)."""
     kind = cfg.resolved_loss()
     if kind in ("dpo", "ipo"):
@@ -145,13 +153,13 @@ def role_loss(cfg: TrainConfig, roles, role: str, samples: list, signal_, pad_id
             return None, {}
         n = len(signal_.pairs)
         chosen_then_rejected = [samples[c] for c, _ in signal_.pairs] + [samples[r] for _, r in signal_.pairs]
-        pol_lp, ref_lp = _policy_and_reference(roles, role, chosen_then_rejected, pad_id)
+        pol_lp, ref_lp = _policy_and_reference(roles, role, chosen_then_rejected, pad_id, ref_cache)
         loss, info = dpo_pairs_loss(pol_lp.slice(0, n), pol_lp.slice(n, 2 * n), ref_lp.slice(0, n),
                                     ref_lp.slice(n, 2 * n), beta=cfg.beta, kind=kind, nll_weight=cfg.nll_weight)
         info["kl"] = float(kl_to_reference(pol_lp, ref_lp).detach())
         info["pairs"] = n
         return loss, info
-    pol_lp, ref_lp = _policy_and_reference(roles, role, [samples[i] for i in signal_.items], pad_id)
+    pol_lp, ref_lp = _policy_and_reference(roles, role, [samples[i] for i in signal_.items], pad_id, ref_cache)
     loss, info = policy_gradient_loss(pol_lp, ref_lp, torch.tensor(signal_.rewards), torch.tensor(signal_.groups),
                                       kl_coef=cfg.kl_coef, normalise=kind == "grpo")
     info["mean_reward"] = sum(signal_.rewards) / len(signal_.rewards)
@@ -333,35 +341,38 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
                 row = {"step": step + 1, **round_metrics(main[0], main[1]), **opponents}
                 if population is not None and "attacker" in plays and "defender" in plays:
                     row["psro/attacker_round_attack_success"] = round_metrics(*plays["attacker"][:2])["attack_success"]
+                ref_cache: dict = {}  # reference log-probs: fixed within a step, reused by every epoch
                 for key, owners in roles.owners().items():
-                    losses = []
-                    for role in owners:
-                        if updates_role(cfg, step, role):
-                            size, signal_ = signal_size(cfg, signals[role]), signals[role]
-                            share = dist.batch_share(size)  # 1.0 in one process
-                            stand_in = dist.lockstep and dist.any_rank(size > 0) and size == 0
-                            if stand_in:  # FSDP: the same forward passes on every rank; share is 0 here
-                                signal_ = dataclasses.replace(signal_, pairs=[(0, 0)])
-                            loss, info = role_loss(cfg, roles, role, samples[role], signal_, pad_id)
-                            if not stand_in:
-                                row.update({f"{role}/{k}": v for k, v in info.items()})
-                            if loss is not None:
-                                losses.append(loss * share)
-                    if not dist.any_rank(bool(losses)):
-                        continue
-                    loss = sum(losses) if losses else None
-                    if not dist.all_ranks(loss is None or bool(torch.isfinite(loss))):
-                        where = f"the checkpoint {last_good}" if last_good else "no checkpoint yet"
-                        shown = float(loss.detach()) if loss is not None else "not finite on another rank"
-                        raise TrainingStopped(f"step {step + 1}: the {key} loss is {shown}; stopped, kept {where}")
-                    optimizers[key].zero_grad(set_to_none=True)
-                    if loss is not None:
-                        loss.backward()
-                    params = roles.parameters(owners[0])
-                    dist.average_gradients(params)
-                    row[f"{key}/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
-                    optimizers[key].step()
-                    roles.update_reference(owners[0])  # one parameter set, one EMA step
+                    for epoch in range(cfg.update_epochs):
+                        losses = []
+                        for role in owners:
+                            if updates_role(cfg, step, role):
+                                size, signal_ = signal_size(cfg, signals[role]), signals[role]
+                                share = dist.batch_share(size)  # 1.0 in one process
+                                stand_in = dist.lockstep and dist.any_rank(size > 0) and size == 0
+                                if stand_in:  # FSDP: the same forward passes on every rank; share is 0 here
+                                    signal_ = dataclasses.replace(signal_, pairs=[(0, 0)])
+                                loss, info = role_loss(cfg, roles, role, samples[role], signal_, pad_id,
+                                                       ref_cache=ref_cache)
+                                if not stand_in:
+                                    row.update({f"{role}/{k}": v for k, v in info.items()})
+                                if loss is not None:
+                                    losses.append(loss * share)
+                        if not dist.any_rank(bool(losses)):
+                            break
+                        loss = sum(losses) if losses else None
+                        if not dist.all_ranks(loss is None or bool(torch.isfinite(loss))):
+                            where = f"the checkpoint {last_good}" if last_good else "no checkpoint yet"
+                            shown = float(loss.detach()) if loss is not None else "not finite on another rank"
+                            raise TrainingStopped(f"step {step + 1}: the {key} loss is {shown}; stopped, kept {where}")
+                        optimizers[key].zero_grad(set_to_none=True)
+                        if loss is not None:
+                            loss.backward()
+                        params = roles.parameters(owners[0])
+                        dist.average_gradients(params)
+                        row[f"{key}/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+                        optimizers[key].step()
+                    roles.update_reference(owners[0])  # one parameter set, one EMA step per game step
                 if backend is not None:
                     backend.sync(roles)  # the next round samples from the updated adapters
                 t3 = time.perf_counter()

@@ -193,3 +193,23 @@ def test_identity_attacks_train_the_defender_only(tiny, judge):
     direct_harm = [i for i in identity_answers if not rnd.response_explore[i] and seeds[rnd.attack_seed[rnd.response_attack[i]]].harmful]
     assert row["direct/refusal_harmful"] == pytest.approx(sum(j.refusal[i] for i in direct_harm) / len(direct_harm))
     assert row["faithful"] == pytest.approx(sum(j.faithful[:6]) / 6)
+
+
+def test_update_epochs_take_several_optimiser_steps_on_one_reference(tmp_path, judge, tiny_config, monkeypatch):
+    calls = {"ref": 0}
+    real = trainer.completion_logprobs
+
+    def counting(model, *args, **kwargs):
+        calls["ref"] += not torch.is_grad_enabled()  # the reference runs under no_grad
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "completion_logprobs", counting)
+    monkeypatch.setattr(judge, "faithful_threshold", -1.0)
+    train(tiny_config(regime="bipolicy", steps=1, update_epochs=3), tmp_path, progress=False,
+          base=load_base("tiny"), judge=judge)
+    steps = load_file(str(latest_checkpoint(tmp_path) / "optimizer.safetensors"))
+    counts = {k.split("/")[0]: float(v) for k, v in steps.items() if k.endswith("/step")}
+    assert counts == {"attacker": 3.0, "defender": 3.0}  # AdamW's step counter, per adapter
+    assert calls["ref"] == 2  # one reference pass per role, reused by the three epochs
+    with pytest.raises(ValueError, match="update_epochs"):
+        tiny_config(update_epochs=0).validate()
