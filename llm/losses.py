@@ -101,14 +101,34 @@ def _decoder_and_head(model):
 
 
 def completion_logprobs(model, prompt_ids: list[list[int]], completion_ids: list[list[int]],
-                        pad_id: int, use_kernels: bool | None = None) -> TokenLogprobs:
+                        pad_id: int, use_kernels: bool | None = None, chunk: int = 0) -> TokenLogprobs:
     """Log-probs of each completion token given its prompt, under ``model`` as it is now.
 
     Sequences are right-padded; only the hidden states that predict completion tokens go
     through the LM head, so the [B, T, V] logits are never built.
+
+    ``chunk`` > 0 (with gradients on): run ``chunk`` sequences at a time and keep none of
+    their activations; the backward pass recomputes them chunk by chunk (activation
+    checkpointing over sequences, ``torch.utils.checkpoint``). Same values and gradients;
+    peak memory of one chunk instead of the batch, for one more forward pass.
     """
     if len(prompt_ids) != len(completion_ids) or not prompt_ids:
         raise ValueError("completion_logprobs needs as many prompts as completions, at least one")
+    if chunk < 0:
+        raise ValueError(f"chunk must be >= 0, got {chunk}")
+    if chunk and torch.is_grad_enabled() and len(prompt_ids) > chunk:
+        from torch.utils.checkpoint import checkpoint
+
+        parts = []
+        for start in range(0, len(prompt_ids), chunk):
+            stop = min(start + chunk, len(prompt_ids))
+            run = lambda start=start, stop=stop: completion_logprobs(  # noqa: E731
+                model, prompt_ids[start:stop], completion_ids[start:stop], pad_id, use_kernels).values
+            parts.append((checkpoint(run, use_reentrant=False), start, stop))
+        seq = torch.cat([torch.repeat_interleave(torch.arange(a, b), torch.tensor([len(c) for c in completion_ids[a:b]]))
+                         for _, a, b in parts])
+        values = torch.cat([v for v, _, _ in parts])
+        return TokenLogprobs(values, seq.to(values.device), len(prompt_ids))
     body, head = _decoder_and_head(model)
     device = head.device
     seqs = [p + c for p, c in zip(prompt_ids, completion_ids)]

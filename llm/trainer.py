@@ -128,10 +128,12 @@ def signal_size(cfg: TrainConfig, signal_) -> int:
     return len(signal_.pairs) if cfg.resolved_loss() in ("dpo", "ipo") else len(signal_.items)
 
 
-def _policy_and_reference(roles, role: str, samples: list, pad_id: int, ref_cache: dict | None = None):
+def _policy_and_reference(roles, role: str, samples: list, pad_id: int, ref_cache: dict | None = None,
+                          chunk: int = 0):
     """Per-token log-probs of ``samples`` under the role's policy (with grad) and reference.
 
-    ``ref_cache`` keeps the reference's log-probs by role, for later epochs on the same samples.
+    ``ref_cache`` keeps the reference's log-probs by role, for later epochs on the same samples;
+    ``chunk`` > 0 recomputes the policy's activations in the backward pass, ``chunk`` sequences at a time.
     """
     prompts, comps = [s.prompt_ids for s in samples], [s.completion_ids for s in samples]
     ref_lp = None if ref_cache is None else ref_cache.get(role)
@@ -141,7 +143,7 @@ def _policy_and_reference(roles, role: str, samples: list, pad_id: int, ref_cach
         if ref_cache is not None:
             ref_cache[role] = ref_lp
     with roles.policy(role) as model:
-        return completion_logprobs(model, prompts, comps, pad_id), ref_lp
+        return completion_logprobs(model, prompts, comps, pad_id, chunk=chunk), ref_lp
 
 
 def role_loss(cfg: TrainConfig, roles, role: str, samples: list, signal_, pad_id: int,
@@ -153,13 +155,14 @@ def role_loss(cfg: TrainConfig, roles, role: str, samples: list, signal_, pad_id
             return None, {}
         n = len(signal_.pairs)
         chosen_then_rejected = [samples[c] for c, _ in signal_.pairs] + [samples[r] for _, r in signal_.pairs]
-        pol_lp, ref_lp = _policy_and_reference(roles, role, chosen_then_rejected, pad_id, ref_cache)
+        pol_lp, ref_lp = _policy_and_reference(roles, role, chosen_then_rejected, pad_id, ref_cache, cfg.update_chunk)
         loss, info = dpo_pairs_loss(pol_lp.slice(0, n), pol_lp.slice(n, 2 * n), ref_lp.slice(0, n),
                                     ref_lp.slice(n, 2 * n), beta=cfg.beta, kind=kind, nll_weight=cfg.nll_weight)
         info["kl"] = float(kl_to_reference(pol_lp, ref_lp).detach())
         info["pairs"] = n
         return loss, info
-    pol_lp, ref_lp = _policy_and_reference(roles, role, [samples[i] for i in signal_.items], pad_id, ref_cache)
+    pol_lp, ref_lp = _policy_and_reference(roles, role, [samples[i] for i in signal_.items], pad_id, ref_cache,
+                                           cfg.update_chunk)
     loss, info = policy_gradient_loss(pol_lp, ref_lp, torch.tensor(signal_.rewards), torch.tensor(signal_.groups),
                                       kl_coef=cfg.kl_coef, normalise=kind == "grpo")
     info["mean_reward"] = sum(signal_.rewards) / len(signal_.rewards)

@@ -103,3 +103,34 @@ def test_policy_gradient_gradient_is_minus_advantage_over_length():
     # advantages +0.5 / -0.5; d/d logp = -adv / len / n_seqs; the k3 KL has zero gradient at equality
     assert values.grad.tolist() == pytest.approx([-0.5 / 2 / 2, -0.5 / 2 / 2, 0.5 / 1 / 2])
     assert info["kl"] == pytest.approx(0.0)
+
+
+def test_chunked_completion_logprobs_give_the_same_values_and_gradients(tiny):
+    from redgame.llm.roles import LoraSettings, build_roles
+
+    model, _ = tiny
+    roles = build_roles(model, regime="bipolicy", lora=LoraSettings(rank=4, alpha=8))
+    gen = torch.Generator().manual_seed(11)
+    with torch.no_grad():  # non-zero B, so the adapter's gradients are not trivially structured
+        for _, p in roles.named_parameters("defender"):
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    lengths = [(5, 3), (2, 7), (9, 1), (4, 4), (3, 6)]  # odd prompt and completion lengths
+    prompts = [torch.randint(3, 200, (a,), generator=gen).tolist() for a, _ in lengths]
+    comps = [torch.randint(3, 200, (b,), generator=gen).tolist() for _, b in lengths]
+    weights = torch.randn(sum(b for _, b in lengths), generator=gen)
+    results = []
+    for chunk in (0, 2):
+        with roles.policy("defender") as m:
+            for p in roles.parameters("defender"):
+                p.grad = None
+            lp = completion_logprobs(m, prompts, comps, pad_id=0, chunk=chunk)
+            (weights * lp.values).sum().backward()
+            results.append((lp.values.detach(), lp.seq, {n: p.grad.clone() for n, p in roles.named_parameters("defender")}))
+    (v0, s0, g0), (v1, s1, g1) = results
+    torch.testing.assert_close(v1, v0, rtol=1e-5, atol=1e-6)
+    assert torch.equal(s1, s0)
+    for name in g0:
+        torch.testing.assert_close(g1[name], g0[name], rtol=1e-4, atol=1e-6)
+    assert any(float(g.abs().max()) > 0 for g in g0.values())
+    with pytest.raises(ValueError, match="chunk"):
+        completion_logprobs(model, prompts, comps, pad_id=0, chunk=-1)
