@@ -41,6 +41,8 @@ def register(subparsers) -> None:
     demo = subparsers.add_parser("demo", help="a short bipolicy game on the embedded model, then base vs trained")
     demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     demo.add_argument("--steps", type=int, help="game iterations (default: the demo recipe's)")
+    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="override one key of the recipe, e.g. update_chunk=8 (less memory) or threads=1")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(func=run_demo)
 
@@ -87,5 +89,8 @@ def run_demo(args) -> int:
 
     if args.steps is not None and args.steps < 1:
         raise UserError(f"--steps must be >= 1, got {args.steps}")
-    run(args.out, steps=args.steps, progress=not args.no_progress)
+    overrides = dict(parse_override(text) for text in args.set)
+    if "steps" in overrides:
+        raise UserError("demo: set the number of steps with --steps")
+    run(args.out, steps=args.steps, progress=not args.no_progress, **overrides)
     return 0

@@ -81,3 +81,14 @@ def test_demo_pipeline_on_tiny(tmp_path, capsys):
         assert all(0.0 <= v <= 1.0 for v in written[side].values())
     assert written["n_harmful"] > 0 and written["n_benign"] > 0 and summary["steps"] == 1
     assert "trained defender" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--set", "nonsense=1"], "unknown config key 'nonsense'"),
+    (["--set", "update_chunk=-1"], "'update_chunk'"),
+    (["--set", "steps=3"], "--steps"),
+])
+def test_demo_overrides_are_checked_before_compute(tmp_path, capsys, argv, needle):
+    assert main(["demo", "--out", str(tmp_path / "demo"), *argv]) == 2
+    assert needle in _err(capsys)
+    assert not (tmp_path / "demo").exists()
