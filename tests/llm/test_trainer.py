@@ -81,8 +81,8 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, judge, tiny_config, 
     real = trainer.role_loss
     calls = {"n": 0}
 
-    def poisoned(cfg, roles, role, samples, signal_, pad_id):
-        loss, info = real(cfg, roles, role, samples, signal_, pad_id)
+    def poisoned(cfg, roles, role, samples, signal_, pad_id, **kwargs):
+        loss, info = real(cfg, roles, role, samples, signal_, pad_id, **kwargs)
         calls["n"] += 1
         return (loss * float("nan") if calls["n"] > 2 else loss), info  # 2 calls = step 1
 
