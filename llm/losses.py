@@ -124,10 +124,9 @@ def completion_logprobs(model, prompt_ids: list[list[int]], completion_ids: list
             stop = min(start + chunk, len(prompt_ids))
             run = lambda start=start, stop=stop: completion_logprobs(  # noqa: E731
                 model, prompt_ids[start:stop], completion_ids[start:stop], pad_id, use_kernels).values
-            parts.append((checkpoint(run, use_reentrant=False), start, stop))
-        seq = torch.cat([torch.repeat_interleave(torch.arange(a, b), torch.tensor([len(c) for c in completion_ids[a:b]]))
-                         for _, a, b in parts])
-        values = torch.cat([v for v, _, _ in parts])
+            parts.append(checkpoint(run, use_reentrant=False))
+        values = torch.cat(parts)
+        seq = torch.repeat_interleave(torch.arange(len(completion_ids)), torch.tensor([len(c) for c in completion_ids]))
         return TokenLogprobs(values, seq.to(values.device), len(prompt_ids))
     body, head = _decoder_and_head(model)
     device = head.device

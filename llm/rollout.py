@@ -148,9 +148,8 @@ def play_round(roles, tokenizer, seeds: list, *, attacks_per_seed: int, response
             rnd.attack_prompts.append(seed.prompt)
             rnd.parsed.append(True)
             rnd.identity.append(True)
-    attacks = rnd.attacks
-    plan = [(a, "") for a in range(len(attacks)) for _ in range(responses_per_attack)]
-    plan += [(a, prefix) for a in range(len(attacks)) for prefix in explore_prefixes]
+    plan = [(a, "") for a in range(len(rnd.attacks)) for _ in range(responses_per_attack)]
+    plan += [(a, prefix) for a in range(len(rnd.attacks)) for prefix in explore_prefixes]
     texts = [chat_text(tokenizer, defender_messages(rnd.attack_prompts[a])) for a, _ in plan]
     rnd.responses = _sample(roles, "defender", tokenizer, texts, response_sampling, [p for _, p in plan], backend)
     rnd.response_attack = [a for a, _ in plan]
