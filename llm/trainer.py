@@ -346,6 +346,7 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
                     row["psro/attacker_round_attack_success"] = round_metrics(*plays["attacker"][:2])["attack_success"]
                 ref_cache: dict = {}  # reference log-probs: fixed within a step, reused by every epoch
                 for key, owners in roles.owners().items():
+                    updated = False
                     for epoch in range(cfg.update_epochs):
                         losses = []
                         for role in owners:
@@ -375,7 +376,9 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
                         dist.average_gradients(params)
                         row[f"{key}/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
                         optimizers[key].step()
-                    roles.update_reference(owners[0])  # one parameter set, one EMA step per game step
+                        updated = True
+                    if updated:
+                        roles.update_reference(owners[0])  # one parameter set, one EMA step per game step
                 if backend is not None:
                     backend.sync(roles)  # the next round samples from the updated adapters
                 t3 = time.perf_counter()
