@@ -161,9 +161,9 @@ def eval_seeds(harmful: list, benign: list, n: int, seed: int) -> list:
 
 
 def write_summary(population: Population, path) -> None:
+    """``population.json``: the summary, written atomically."""
     from pathlib import Path
 
-    path = Path(path)
-    tmp = path.with_name(f".tmp.{path.name}")
-    tmp.write_text(json.dumps(population.summary(), indent=1) + "\n")
-    tmp.replace(path)
+    from redgame.llm.checkpoint import write_text_atomically
+
+    write_text_atomically(Path(path), json.dumps(population.summary(), indent=1) + "\n")

@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import random
 import signal
 import time
@@ -88,9 +87,7 @@ def keep_metrics_until(path: Path, step: int) -> None:
             continue
         if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
             kept.append(line + "\n")
-    tmp = path.with_name(f".tmp.{path.name}")
-    tmp.write_text("".join(kept))
-    os.replace(tmp, path)
+    ckpt.write_text_atomically(path, "".join(kept))
 
 
 def load_train_seeds(cfg: TrainConfig) -> tuple[list, list]:
