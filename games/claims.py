@@ -11,6 +11,7 @@ equilibrium is missed on these degenerate games.
 
 from __future__ import annotations
 
+from redgame.errors import UserError
 from redgame.games.solve import solve
 from redgame.theory.classify import classify_defender
 from redgame.theory.spec import GameSpec
@@ -20,7 +21,7 @@ from redgame.theory.strategies import defender_behaviour
 def game_value(spec: GameSpec) -> float:
     """The attacker's equilibrium payoff of a zero-sum spec."""
     if not spec.is_zero_sum:
-        raise ValueError("payoff: the value is defined for zero-sum games only")
+        raise UserError("payoff: the value is defined for zero-sum games only")
     return float(solve(spec, method="enumerate").value) + 0.0
 
 
@@ -31,7 +32,7 @@ def equilibrium_classes(spec: GameSpec) -> set[str]:
     a class is in this set exactly when some optimal defender strategy has it.
     """
     if not spec.is_zero_sum:
-        raise ValueError("payoff: equilibrium_classes needs a zero-sum spec")
+        raise UserError("payoff: equilibrium_classes needs a zero-sum spec")
     solution = solve(spec, method="enumerate")
     return {classify_defender(spec, defender_behaviour(spec, y)) for y in solution.defender_optimal}
 

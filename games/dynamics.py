@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from redgame.errors import UserError
 from redgame.games.batch_metrics import CLASSES, NUMERIC, batch_metrics
 from redgame.games.policies import (
     FrozenDraws,
@@ -97,24 +98,24 @@ class DynamicsConfig:
 
     def __post_init__(self) -> None:
         if self.regime not in REGIMES:
-            raise ValueError(f"regime: unknown regime {self.regime!r}; choose one of {', '.join(REGIMES)}")
+            raise UserError(f"regime: unknown regime {self.regime!r}; choose one of {', '.join(REGIMES)}")
         if self.estimator not in ESTIMATORS:
-            raise ValueError(f"estimator: must be one of {ESTIMATORS}, got {self.estimator!r}")
+            raise UserError(f"estimator: must be one of {ESTIMATORS}, got {self.estimator!r}")
         if self.rule not in SEQUENTIAL_RULES:
-            raise ValueError(f"rule: must be one of {SEQUENTIAL_RULES}, got {self.rule!r}")
+            raise UserError(f"rule: must be one of {SEQUENTIAL_RULES}, got {self.rule!r}")
         for name in ("steps", "runs", "batch", "rank", "features", "log_every"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+                raise UserError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.candidates < 2:
-            raise ValueError(f"candidates: need at least 2 responses to form a pair, got {self.candidates}")
+            raise UserError(f"candidates: need at least 2 responses to form a pair, got {self.candidates}")
         for name in ("lr", "beta", "judge_temp", "init_scale"):
             value = getattr(self, name)
             if not np.isfinite(value) or value <= 0:
-                raise ValueError(f"{name}: must be a finite number > 0, got {value}")
+                raise UserError(f"{name}: must be a finite number > 0, got {value}")
         if not 0 <= self.ema < 1:
-            raise ValueError(f"ema: must lie in [0, 1), got {self.ema}")
+            raise UserError(f"ema: must lie in [0, 1), got {self.ema}")
         if self.g not in (1.0, -1.0):
-            raise ValueError(f"g: the coupling must be +1 or -1, got {self.g}")
+            raise UserError(f"g: the coupling must be +1 or -1, got {self.g}")
 
     @classmethod
     def from_params(cls, params: dict[str, Any], **fixed: Any) -> "DynamicsConfig":
@@ -123,12 +124,12 @@ class DynamicsConfig:
         values: dict[str, Any] = dict(fixed)
         for key, raw in params.items():
             if key not in types:
-                raise ValueError(f"{key}: unknown dynamics parameter; known: {', '.join(types)}")
+                raise UserError(f"{key}: unknown dynamics parameter; known: {', '.join(types)}")
             kind = types[key]
             try:
                 values[key] = kind(raw) if kind is not int else int(str(raw))
             except ValueError:
-                raise ValueError(f"{key}: expected {kind.__name__}, got {raw!r}") from None
+                raise UserError(f"{key}: expected {kind.__name__}, got {raw!r}") from None
         return cls(**values)
 
 

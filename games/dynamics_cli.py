@@ -16,6 +16,8 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
+from redgame.errors import UserError
+
 SUMMARY_FIELDS = ("selfplay_asr", "best_response_asr", "mirror_gap", "nash_conv", "over_refusal", "harmful_refusal")
 
 
@@ -55,11 +57,11 @@ def build_setting(regime: str, game: str | None, seeds: int | None, steps: int |
     for flag, key, value in (("--seeds", "runs", seeds), ("--steps", "steps", steps)):
         if value is not None:
             if value < 1:
-                raise ValueError(f"{flag}: must be >= 1, got {value}")
+                raise UserError(f"{flag}: must be >= 1, got {value}")
             fixed[key] = value
     clash = sorted(set(fixed) & set(config_params))
     if clash:
-        raise ValueError(f"--param: {clash[0]} is set by its own option; use --seeds / --steps")
+        raise UserError(f"--param: {clash[0]} is set by its own option; use --seeds / --steps")
     config = DynamicsConfig.from_params(config_params, **fixed)
     if game is None:
         game, defaults = REFERENCE_GAMES[regime]
@@ -67,7 +69,7 @@ def build_setting(regime: str, game: str | None, seeds: int | None, steps: int |
     if game in PRESETS:
         unknown = sorted(set(game_params) - set(preset_params(game)))
         if unknown:
-            raise ValueError(f"{unknown[0]}: unknown parameter; dynamics parameters: {', '.join(sorted(config_keys))};"
+            raise UserError(f"{unknown[0]}: unknown parameter; dynamics parameters: {', '.join(sorted(config_keys))};"
                              f" {game} parameters: {', '.join(preset_params(game))}")
     return make_spec(game, **game_params), config
 

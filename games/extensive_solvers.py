@@ -18,6 +18,7 @@ import numpy as np
 import pyspiel
 from open_spiel.python.algorithms import cfr, discounted_cfr, exploitability, sequence_form_lp
 
+from redgame.errors import UserError
 from redgame.games.exploitability import nash_conv
 from redgame.games.openspiel_game import RedTeamGame
 from redgame.theory.classify import classify_attacker, classify_defender
@@ -58,11 +59,11 @@ def solve_extensive(spec: GameSpec, method: str, target: float = 1e-4, iteration
     done_iterations = None
     if method == "sequence-form-lp":
         if not spec.is_zero_sum:
-            raise ValueError("method: sequence-form-lp needs a zero-sum game; try cfr+")
+            raise UserError("method: sequence-form-lp needs a zero-sum game; try cfr+")
         _, _, attacker_policy, defender_policy = sequence_form_lp.solve_zero_sum_game(game)
     elif method in CFR_SOLVERS:
         if target <= 0 or iterations < 1:
-            raise ValueError("target: must be > 0, and iterations >= 1")
+            raise UserError("target: must be > 0, and iterations >= 1")
         tree = pyspiel.convert_to_cached_tree(game)
         solver = CFR_SOLVERS[method](tree)
         done_iterations = 0
@@ -74,7 +75,7 @@ def solve_extensive(spec: GameSpec, method: str, target: float = 1e-4, iteration
             if exploitability.nash_conv(tree, attacker_policy) / 2 <= target:
                 break
     else:
-        raise ValueError(f"method: {method!r} is not an extensive-form method")
+        raise UserError(f"method: {method!r} is not an extensive-form method")
     sigma, rho = behaviour_from_policy(spec, attacker_policy, defender_policy)
     u_a, u_d = expected_payoffs(spec, sigma, rho)
     eq = Equilibrium(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from redgame.errors import UserError
 from redgame.games.solve import solve_matrix
 
 
@@ -78,19 +79,19 @@ def solve_metagame(payoffs, defender_payoffs=None, attackers=None, defenders=Non
     """
     a = np.asarray(payoffs, dtype=float)
     if a.ndim != 2 or 0 in a.shape:
-        raise ValueError(f"payoffs: expected a non-empty attackers x defenders matrix, got shape {a.shape}")
+        raise UserError(f"payoffs: expected a non-empty attackers x defenders matrix, got shape {a.shape}")
     attackers = tuple(attackers) if attackers is not None else tuple(f"a{i}" for i in range(a.shape[0]))
     defenders = tuple(defenders) if defenders is not None else tuple(f"d{j}" for j in range(a.shape[1]))
     if len(attackers) != a.shape[0]:
-        raise ValueError(f"attackers: {len(attackers)} names for {a.shape[0]} rows")
+        raise UserError(f"attackers: {len(attackers)} names for {a.shape[0]} rows")
     if len(defenders) != a.shape[1]:
-        raise ValueError(f"defenders: {len(defenders)} names for {a.shape[1]} columns")
+        raise UserError(f"defenders: {len(defenders)} names for {a.shape[1]} columns")
     b = -a if defender_payoffs is None else np.asarray(defender_payoffs, dtype=float)
     zero_sum = bool(np.allclose(a + b, 0.0, atol=1e-12))
     method = method or ("linprog" if zero_sum else "lemke-howson")
     solution = solve_matrix(a, None if zero_sum else b, method=method)
     if not solution.equilibria:
-        raise ValueError(f"method: {method} found no equilibrium of the meta-game")
+        raise UserError(f"method: {method} found no equilibrium of the meta-game")
     eq = min(solution.equilibria, key=lambda e: e.gap)
     x, y = eq.attacker, eq.defender
     value, defender_value = float(x @ a @ y), float(x @ b @ y)

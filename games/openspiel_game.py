@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pyspiel
 
+from redgame.errors import UserError
 from redgame.theory.presets import PRESETS, coerce_params, make_spec, preset_params
 from redgame.theory.spec import GameSpec
 from redgame.theory.strategies import normal_form
@@ -73,7 +74,7 @@ class RedTeamGame(pyspiel.Game):
     def __init__(self, params: dict[str, Any] | None = None, spec: GameSpec | None = None):
         if spec is None:
             if self.preset is None:
-                raise ValueError("spec: RedTeamGame needs a GameSpec (or use a registered preset game)")
+                raise UserError("spec: RedTeamGame needs a GameSpec (or use a registered preset game)")
             defaults = _pyspiel_params(self.preset)
             given = {k: (None if k in _LAM_DEFAULTED and v == -1.0 else v) for k, v in (params or {}).items()}
             spec = make_spec(self.preset, **given)

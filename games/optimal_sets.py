@@ -20,6 +20,8 @@ from math import comb
 import numpy as np
 from scipy.optimize import linprog
 
+from redgame.errors import UserError
+
 MAX_BASES = 2_000_000
 TOL = 1e-9
 
@@ -41,7 +43,7 @@ def polytope_vertices(g: np.ndarray, h: np.ndarray, tol: float = TOL) -> np.ndar
         res = linprog(-c, A_ub=g if m else None, b_ub=h if m else None, A_eq=a_eq, b_eq=[1.0], bounds=bounds,
                       method="highs")
         if res.status != 0:
-            raise ValueError(f"optimal-set polytope is empty or unbounded ({res.message})")
+            raise RuntimeError(f"optimal-set polytope is empty or unbounded ({res.message})")
         return -res.fun
 
     # Reduce: a variable that is 0 on all of P, or a constraint never tight on P, can go.
@@ -58,7 +60,7 @@ def polytope_vertices(g: np.ndarray, h: np.ndarray, tol: float = TOL) -> np.ndar
     rhs = np.concatenate([hr, [1.0]])
     n_cols, size = nv + mr, mr + 1
     if comb(n_cols, size) > MAX_BASES:
-        raise ValueError(
+        raise UserError(
             f"optimal set too large to enumerate ({comb(n_cols, size)} bases > {MAX_BASES}); use method='linprog'"
         )
     found: dict[tuple, np.ndarray] = {}
@@ -82,7 +84,7 @@ def polytope_vertices(g: np.ndarray, h: np.ndarray, tol: float = TOL) -> np.ndar
             point /= point.sum()
             found.setdefault(tuple(np.round(point, 6) + 0.0), point)
     if not found:
-        raise ValueError("optimal-set polytope has no vertex (numerical trouble)")
+        raise RuntimeError("optimal-set polytope has no vertex (numerical trouble)")
     return np.array(sorted(found.values(), key=lambda p: tuple(-p)))
 
 
@@ -99,7 +101,7 @@ def _maximin(a: np.ndarray) -> tuple[float, np.ndarray]:
         method="highs",
     )
     if res.status != 0:
-        raise ValueError(f"linprog failed: {res.message}")
+        raise RuntimeError(f"linprog failed: {res.message}")
     x = np.clip(res.x[:m], 0, None)
     return float(-res.fun), x / x.sum()
 

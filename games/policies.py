@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from redgame.errors import UserError
 from redgame.theory.spec import COMPLY, REFUSE, GameSpec
 
 PARAMETERISATIONS = ("shared", "bipolicy", "separate")
@@ -47,7 +48,7 @@ def cell_of_observation(spec: GameSpec) -> np.ndarray | None:
 
 def check_two_actions(spec: GameSpec) -> None:
     if spec.actions != (REFUSE, COMPLY):
-        raise ValueError(f"actions: the dynamics need a (refuse, comply) defender, got {spec.actions}; drop deflect")
+        raise UserError(f"actions: the dynamics need a (refuse, comply) defender, got {spec.actions}; drop deflect")
 
 
 def attacker_policy(spec: GameSpec, z_a: np.ndarray) -> np.ndarray:
@@ -111,7 +112,7 @@ class Policies:
 
     def _need_cells(self, name: str) -> None:
         if self.cells is None:
-            raise ValueError(
+            raise UserError(
                 f"regime: {name} needs a spec whose observation reveals one (seed, style) cell, such as the"
                 f" 'mirror' preset; {self.spec.name} does not"
             )
@@ -145,7 +146,7 @@ class Shared(Policies):
         super().__init__(spec, draws, coupling)
         self._need_cells("shared")
         if self.g not in (1.0, -1.0):
-            raise ValueError(f"g: the coupling must be +1 or -1, got {coupling}")
+            raise UserError(f"g: the coupling must be +1 or -1, got {coupling}")
         self.params = {"theta": np.zeros_like(draws.base)}
 
     def logits(self) -> tuple[np.ndarray, np.ndarray]:
@@ -164,7 +165,7 @@ class Bipolicy(Policies):
         super().__init__(spec, draws, coupling)
         self._need_cells("bipolicy")
         if rank < 1 or features < 1:
-            raise ValueError(f"rank: rank and features must be >= 1, got rank={rank}, features={features}")
+            raise UserError(f"rank: rank and features must be >= 1, got rank={rank}, features={features}")
         runs, rng = draws.base.shape[0], draws.rng
         s, k = spec.n_seeds, spec.n_styles
         self.phi = rng.standard_normal((runs, s, features)) / np.sqrt(features)
@@ -218,4 +219,4 @@ def make_policies(kind: str, spec: GameSpec, draws: FrozenDraws, coupling: float
         return Bipolicy(spec, draws, coupling, rank, features)
     if kind == "separate":
         return Separate(spec, draws, coupling)
-    raise ValueError(f"policy: unknown parameterisation {kind!r}; choose one of {', '.join(PARAMETERISATIONS)}")
+    raise UserError(f"policy: unknown parameterisation {kind!r}; choose one of {', '.join(PARAMETERISATIONS)}")

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from redgame.errors import UserError
 from redgame.games.exploitability import matrix_nash_conv, nash_conv
 from redgame.games.optimal_sets import optimal_sets, zero_sum_value
 from redgame.theory.classify import classify_attacker, classify_defender
@@ -146,16 +147,16 @@ def solve_matrix(a: Any, b: Any = None, method: str = "linprog") -> Solution:
       A Solution whose equilibria carry their mixtures and NashConv gaps.
     """
     if method not in MATRIX_METHODS:
-        raise ValueError(f"method: {method!r} is not a matrix method; choose one of {', '.join(MATRIX_METHODS)}")
+        raise UserError(f"method: {method!r} is not a matrix method; choose one of {', '.join(MATRIX_METHODS)}")
     a = np.asarray(a, dtype=float)
     if a.ndim != 2 or 0 in a.shape or not np.isfinite(a).all():
-        raise ValueError(f"payoff matrix: expected a finite non-empty 2-D array, got shape {a.shape}")
+        raise UserError(f"payoff matrix: expected a finite non-empty 2-D array, got shape {a.shape}")
     b = -a if b is None else np.asarray(b, dtype=float)
     if b.shape != a.shape or not np.isfinite(b).all():
-        raise ValueError(f"payoff matrix: defender payoffs must be finite with shape {a.shape}, got {b.shape}")
+        raise UserError(f"payoff matrix: defender payoffs must be finite with shape {a.shape}, got {b.shape}")
     zero_sum = _is_zero_sum(a, b)
     if method in ZERO_SUM_ONLY and not zero_sum:
-        raise ValueError(f"method: {method} needs a zero-sum game; try nashpy-vertex or lemke-howson")
+        raise UserError(f"method: {method} needs a zero-sum game; try nashpy-vertex or lemke-howson")
     start = time.perf_counter()
     x_opt: list[np.ndarray] = []
     y_opt: list[np.ndarray] = []
@@ -225,14 +226,14 @@ def solve(game: Any, method: str = "auto", **options: Any) -> Solution:
     """
     spec = _resolve_spec(game)
     if method != "auto" and method not in METHODS:
-        raise ValueError(f"method: unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        raise UserError(f"method: unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if spec is None:
         if isinstance(game, tuple) and len(game) == 2:
             a, b = game
         else:
             a, b = game, None
         if method in EXTENSIVE_METHODS:
-            raise ValueError(f"method: {method} needs a game spec, not a matrix")
+            raise UserError(f"method: {method} needs a game spec, not a matrix")
         if method == "auto":
             a_arr = np.asarray(a, dtype=float)
             method = "enumerate" if b is None or _is_zero_sum(a_arr, np.asarray(b, float)) else "lemke-howson"

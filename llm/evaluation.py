@@ -8,6 +8,7 @@ seeds, and compliance rate (no refusal) on benign seeds.
 
 from __future__ import annotations
 
+from redgame.errors import UserError
 from redgame.llm.prompts import chat_text, defender_messages
 from redgame.llm.rewards import LABEL_THRESHOLD
 from redgame.llm.rollout import SamplingSettings, generate
@@ -30,7 +31,7 @@ def evaluate_defender(model, tokenizer, judge, seeds: list, *, attacks: list[str
     """
     attacks = [s.prompt for s in seeds] if attacks is None else list(attacks)
     if len(attacks) != len(seeds):
-        raise ValueError(f"attacks: {len(attacks)} prompts for {len(seeds)} seeds")
+        raise UserError(f"attacks: {len(attacks)} prompts for {len(seeds)} seeds")
     prompts = [chat_text(tokenizer, defender_messages(a)) for a in attacks]
     answers = generate(model, tokenizer, prompts, SamplingSettings(max_new_tokens=max_new_tokens, greedy=True))
     texts = [a.text for a in answers]

@@ -68,7 +68,7 @@ class Judge(Protocol):
 def _same_length(**lists) -> int:
     sizes = {name: len(v) for name, v in lists.items()}
     if len(set(sizes.values())) > 1:
-        raise ValueError(f"judge inputs differ in length: {sizes}")
+        raise UserError(f"judge inputs differ in length: {sizes}")
     return next(iter(sizes.values()), 0)
 
 
@@ -359,7 +359,7 @@ class LMJudge(_QuestionJudge):
     def _choose(self, prompts: list[str], options: tuple[str, str]) -> list[float | None]:
         first, second = self._ids(options[0]), self._ids(options[1])
         if set(first) & set(second):
-            raise ValueError(f"options {options} share a first token under this tokenizer")
+            raise UserError(f"options {options} share a first token under this tokenizer")
         device = next(self.model.parameters()).device
         texts = [chat_text(self.tokenizer, [{"role": "user", "content": p}]) for p in prompts]
         out: list[float | None] = []

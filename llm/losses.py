@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from redgame.errors import UserError
+
 try:  # the kernels layer is optional: a clean seam, plain torch otherwise
     from redgame.kernels import preference_loss as _kernel_preference_loss
     from redgame.kernels import token_logprobs as _kernel_token_logprobs
@@ -53,7 +55,7 @@ def torch_preference_loss(pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, 
         return -F.logsigmoid(beta * h).mean()
     if kind == "ipo":
         return ((h - 1.0 / (2.0 * beta)) ** 2).mean()
-    raise ValueError(f"unknown preference loss kind {kind!r}; expected 'dpo' or 'ipo'")
+    raise UserError(f"unknown preference loss kind {kind!r}; expected 'dpo' or 'ipo'")
 
 
 def token_logprobs(hidden, head_weight, targets, ignore_index: int = -100, use_kernels: bool | None = None):
@@ -66,7 +68,7 @@ def token_logprobs(hidden, head_weight, targets, ignore_index: int = -100, use_k
 def preference_loss(pc, pr, rc, rr, beta: float = 0.1, kind: str = "dpo", use_kernels: bool | None = None):
     """The seam for DPO / IPO, like :func:`token_logprobs`."""
     if kind not in ("dpo", "ipo"):
-        raise ValueError(f"unknown preference loss kind {kind!r}; expected 'dpo' or 'ipo'")
+        raise UserError(f"unknown preference loss kind {kind!r}; expected 'dpo' or 'ipo'")
     if USE_KERNELS if use_kernels is None else use_kernels:
         return _kernel_preference_loss(pc, pr, rc, rr, beta=beta, kind=kind)
     return torch_preference_loss(pc, pr, rc, rr, beta=beta, kind=kind)
@@ -113,9 +115,9 @@ def completion_logprobs(model, prompt_ids: list[list[int]], completion_ids: list
     peak memory of one chunk instead of the batch, for one more forward pass.
     """
     if len(prompt_ids) != len(completion_ids) or not prompt_ids:
-        raise ValueError("completion_logprobs needs as many prompts as completions, at least one")
+        raise UserError("completion_logprobs needs as many prompts as completions, at least one")
     if chunk < 0:
-        raise ValueError(f"chunk must be >= 0, got {chunk}")
+        raise UserError(f"chunk must be >= 0, got {chunk}")
     if chunk and torch.is_grad_enabled() and len(prompt_ids) > chunk:
         from torch.utils.checkpoint import checkpoint
 

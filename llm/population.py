@@ -32,6 +32,7 @@ import random
 import numpy as np
 import torch
 
+from redgame.errors import UserError
 from redgame.llm.roles import ROLES
 
 
@@ -40,7 +41,7 @@ class Population:
 
     def __init__(self, *, size: int, eval_seeds: list, attack_tokens: int, response_tokens: int):
         if size < 1:
-            raise ValueError(f"population size must be >= 1, got {size}")
+            raise UserError(f"population size must be >= 1, got {size}")
         self.size, self.eval_seeds = size, list(eval_seeds)
         self.attack_tokens, self.response_tokens = attack_tokens, response_tokens
         self.steps: list[int] = []                                   # the step each member was taken at

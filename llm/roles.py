@@ -35,6 +35,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
+from redgame.errors import UserError
 from redgame.llm.checkpoint import replace_dir, temp_dir_beside
 
 ROLES = ("attacker", "defender")
@@ -212,11 +213,11 @@ def build_roles(base, *, regime: str, lora: LoraSettings | None = None, full_fin
         a :class:`Roles`.
     """
     if regime not in REGIMES:
-        raise ValueError(f"unknown regime {regime!r}; expected one of {', '.join(REGIMES)}")
+        raise UserError(f"unknown regime {regime!r}; expected one of {', '.join(REGIMES)}")
     if reference not in ("base", "ema"):
-        raise ValueError(f"unknown reference {reference!r}; expected 'base' or 'ema'")
+        raise UserError(f"unknown reference {reference!r}; expected 'base' or 'ema'")
     if full_finetune and regime not in ("shared", "separate"):
-        raise ValueError(f"full_finetune is for the 'shared' and 'separate' regimes, not {regime!r}")
+        raise UserError(f"full_finetune is for the 'shared' and 'separate' regimes, not {regime!r}")
     lora = lora or LoraSettings()
     for p in base.parameters():
         p.requires_grad_(False)

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from redgame.errors import UserError
 from redgame.theory.spec import COMPLY, DEFLECT, PLAIN, REFUSE, GameSpec, NonZeroSum, Seed, ZeroSum
 
 COMMON_PARAMS: dict[str, Any] = {"lam": 0.5, "deflect": False, "payoff": "zero_sum"}
@@ -45,11 +46,11 @@ class Preset:
 
 def _payoff(lam: float, payoff: str, extra: dict[str, Any]):
     if payoff not in PAYOFF_KINDS:
-        raise ValueError(f"payoff: must be one of {PAYOFF_KINDS}, got {payoff!r}")
+        raise UserError(f"payoff: must be one of {PAYOFF_KINDS}, got {payoff!r}")
     if payoff == "zero_sum":
         given = [k for k, v in extra.items() if v is not None and NONZERO_PARAMS[k] != v]
         if given:
-            raise ValueError(f"{given[0]}: only applies with payoff=nonzero_sum")
+            raise UserError(f"{given[0]}: only applies with payoff=nonzero_sum")
         return ZeroSum(lam=lam)
     weights = {k: (lam if v is None else v) for k, v in extra.items()}
     return NonZeroSum(**weights)
@@ -72,7 +73,7 @@ def disguise_game(
     """Seeds drawn by chance; style "plain" shows the seed, each disguise hides it unless
     detected (probability q), in which case the defender sees the seed after all."""
     if not 0.0 <= q <= 1.0:
-        raise ValueError(f"q: detection accuracy must lie in [0, 1], got {q!r}")
+        raise UserError(f"q: detection accuracy must lie in [0, 1], got {q!r}")
     styles = (PLAIN, *disguises)
     observations = tuple(s.name for s in seeds) + tuple(disguises)
     n_obs = len(observations)
@@ -129,19 +130,19 @@ def _check_size(field: str, n_seeds: int, n_styles: int, n_observations: int) ->
     """Refuse a game whose observation table would not fit, before building it."""
     size = n_seeds * n_styles * n_observations
     if size > MAX_TABLE:
-        raise ValueError(f"{field}: {n_seeds} seeds x {n_styles} styles x {n_observations} observations"
+        raise UserError(f"{field}: {n_seeds} seeds x {n_styles} styles x {n_observations} observations"
                          f" = {size} table entries; the limit is {MAX_TABLE}")
 
 
 def family(n: int, k: int, harmful: int, q: float, lam: float, deflect: bool, payoff: str, **weights: Any) -> GameSpec:
     if n < 1:
-        raise ValueError(f"n: need at least 1 seed, got {n}")
+        raise UserError(f"n: need at least 1 seed, got {n}")
     if k < 1:
-        raise ValueError(f"k: need at least 1 style, got {k}")
+        raise UserError(f"k: need at least 1 style, got {k}")
     _check_size("n" if n >= k else "k", n, k, n + k - 1)
     harmful = n // 2 if harmful < 0 else harmful
     if not 0 <= harmful <= n:
-        raise ValueError(f"harmful: must lie in [0, n={n}], got {harmful}")
+        raise UserError(f"harmful: must lie in [0, n={n}], got {harmful}")
     seeds = [Seed(f"{'harmful' if i < harmful else 'benign'}_{i}", i < harmful, 1.0 / n) for i in range(n)]
     disguises = [f"disguise_{j}" for j in range(1, k)]
     return disguise_game(f"family(n={n},k={k},q={q})", seeds, disguises, q, lam, deflect, payoff, **weights)
@@ -152,9 +153,9 @@ def mirror(harmful: int, benign: int, k: int, lam: float, deflect: bool, payoff:
     so one table over cells can hold both the attacker's style logits and the defender's refusal
     logits (the shared model of La Malfa et al., arXiv 2605.08427). Uniform prior over seeds."""
     if k < 1:
-        raise ValueError(f"k: need at least 1 style, got {k}")
+        raise UserError(f"k: need at least 1 style, got {k}")
     if harmful < 0 or benign < 0 or harmful + benign < 1:
-        raise ValueError(f"harmful: need harmful >= 0, benign >= 0 and at least one seed, got {harmful}, {benign}")
+        raise UserError(f"harmful: need harmful >= 0, benign >= 0 and at least one seed, got {harmful}, {benign}")
     n = harmful + benign
     _check_size("k" if k >= n else ("harmful" if harmful >= benign else "benign"), n, k, n * k)
     seeds = [Seed(f"harmful_{i}", True, 1.0 / n) for i in range(harmful)]
@@ -213,12 +214,12 @@ def preset_params(name: str) -> dict[str, Any]:
 def _coerce(key: str, value: Any, default: Any) -> Any:
     if not isinstance(value, str):
         if isinstance(default, bool) and not isinstance(value, bool):
-            raise ValueError(f"{key}: expected true/false, got {value!r}")
+            raise UserError(f"{key}: expected true/false, got {value!r}")
         if isinstance(default, (int, float)) and not isinstance(default, bool):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"{key}: expected a number, got {value!r}")
+                raise UserError(f"{key}: expected a number, got {value!r}")
             if isinstance(default, int) and not float(value).is_integer():
-                raise ValueError(f"{key}: expected an integer, got {value!r}")
+                raise UserError(f"{key}: expected an integer, got {value!r}")
             return type(default)(value)
         return value
     text = value.strip()
@@ -236,7 +237,7 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
             return float(text)
     except ValueError:
         kind = {bool: "true/false", int: "an integer"}.get(type(default), "a number")
-        raise ValueError(f"{key}: expected {kind}, got {value!r}") from None
+        raise UserError(f"{key}: expected {kind}, got {value!r}") from None
     return text
 
 
@@ -257,12 +258,12 @@ def coerce_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
       ValueError: naming the unknown preset or parameter, or the badly typed value.
     """
     if name not in PRESETS:
-        raise ValueError(f"game: unknown preset {name!r}; known: {', '.join(PRESETS)}")
+        raise UserError(f"game: unknown preset {name!r}; known: {', '.join(PRESETS)}")
     defaults = preset_params(name)
     unknown = sorted(set(params) - set(defaults))
     if unknown:
         key = unknown[0] if unknown[0].isidentifier() else repr(unknown[0])
-        raise ValueError(f"{key}: unknown parameter for {name}; known: {', '.join(defaults)}")
+        raise UserError(f"{key}: unknown parameter for {name}; known: {', '.join(defaults)}")
     values = dict(defaults)
     for key, value in params.items():
         values[key] = _coerce(key, value, defaults[key])
@@ -275,6 +276,6 @@ def parse_params(items: list[str] | None) -> dict[str, str]:
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--param: expected key=value, got {item!r}")
+            raise UserError(f"--param: expected key=value, got {item!r}")
         params[key.strip()] = value
     return params

@@ -27,6 +27,8 @@ from typing import Union
 
 import numpy as np
 
+from redgame.errors import UserError
+
 REFUSE, COMPLY, DEFLECT = "refuse", "comply", "deflect"
 PLAIN = "plain"
 SEED_CHOICES = ("chance", "attacker")
@@ -112,42 +114,42 @@ class GameSpec:
 
     def __post_init__(self) -> None:
         if not self.seeds:
-            raise ValueError("seeds: at least one seed is needed")
+            raise UserError("seeds: at least one seed is needed")
         names = [s.name for s in self.seeds]
         if len(set(names)) != len(names):
-            raise ValueError(f"seeds: names must be unique, got {names}")
+            raise UserError(f"seeds: names must be unique, got {names}")
         if self.seed_choice not in SEED_CHOICES:
-            raise ValueError(f"seed_choice: must be one of {SEED_CHOICES}, got {self.seed_choice!r}")
+            raise UserError(f"seed_choice: must be one of {SEED_CHOICES}, got {self.seed_choice!r}")
         if self.seed_choice == "chance":
             priors = [s.prior for s in self.seeds]
             if any(p is None for p in priors):
-                raise ValueError("prior: every seed needs a prior when seed_choice='chance'")
+                raise UserError("prior: every seed needs a prior when seed_choice='chance'")
             if any(p < 0 or not np.isfinite(p) for p in priors):
-                raise ValueError(f"prior: priors must be finite and >= 0, got {priors}")
+                raise UserError(f"prior: priors must be finite and >= 0, got {priors}")
             if abs(sum(priors) - 1.0) > 1e-9:
-                raise ValueError(f"prior: priors must sum to 1, got sum {sum(priors):.6g}")
+                raise UserError(f"prior: priors must sum to 1, got sum {sum(priors):.6g}")
         if not self.styles or len(set(self.styles)) != len(self.styles):
-            raise ValueError(f"styles: need at least one style and unique names, got {self.styles}")
+            raise UserError(f"styles: need at least one style and unique names, got {self.styles}")
         if not self.observations or len(set(self.observations)) != len(self.observations):
-            raise ValueError(f"observations: need unique names, got {self.observations}")
+            raise UserError(f"observations: need unique names, got {self.observations}")
         if self.actions not in ((REFUSE, COMPLY), (REFUSE, COMPLY, DEFLECT)):
-            raise ValueError(f"actions: must be (refuse, comply) or (refuse, comply, deflect), got {self.actions}")
+            raise UserError(f"actions: must be (refuse, comply) or (refuse, comply, deflect), got {self.actions}")
         if not isinstance(self.payoff, (ZeroSum, NonZeroSum)):
-            raise ValueError(f"payoff: must be ZeroSum or NonZeroSum, got {type(self.payoff).__name__}")
+            raise UserError(f"payoff: must be ZeroSum or NonZeroSum, got {type(self.payoff).__name__}")
         n_s, n_k, n_o = len(self.seeds), len(self.styles), len(self.observations)
         faithful = np.asarray(self.faithful, dtype=object)
         if faithful.shape != (n_s, n_k):
-            raise ValueError(f"faithful: expected shape ({n_s}, {n_k}) = (seeds, styles), got {faithful.shape}")
+            raise UserError(f"faithful: expected shape ({n_s}, {n_k}) = (seeds, styles), got {faithful.shape}")
         if not self.faithful_mask.any(axis=1).all():
-            raise ValueError("faithful: every seed needs at least one faithful style")
+            raise UserError("faithful: every seed needs at least one faithful style")
         probs = np.asarray(self.observation_probs, dtype=float)
         if probs.shape != (n_s, n_k, n_o):
-            raise ValueError(
+            raise UserError(
                 f"observation_probs: expected shape ({n_s}, {n_k}, {n_o}) = (seeds, styles, observations),"
                 f" got {probs.shape}"
             )
         if (probs < -_TOL).any() or not np.allclose(probs.sum(axis=2), 1.0, atol=1e-9):
-            raise ValueError("observation_probs: each P(o | seed, style) must be >= 0 and sum to 1")
+            raise UserError("observation_probs: each P(o | seed, style) must be >= 0 and sum to 1")
 
     # -- arrays -------------------------------------------------------------------------
     @property
@@ -228,14 +230,14 @@ def _check_nonnegative(obj, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
         if not np.isfinite(value) or value < 0:
-            raise ValueError(f"{name}: must be a finite number >= 0, got {value!r}")
+            raise UserError(f"{name}: must be a finite number >= 0, got {value!r}")
 
 
 def _check_unit(obj, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
         if not np.isfinite(value) or not 0 <= value <= 1:
-            raise ValueError(f"{name}: must lie in [0, 1], got {value!r}")
+            raise UserError(f"{name}: must lie in [0, 1], got {value!r}")
 
 
 def payoff_fields(kind: type) -> tuple[str, ...]:

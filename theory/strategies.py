@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from redgame.errors import UserError
 from redgame.theory.spec import GameSpec
 
 MAX_PURE_STRATEGIES = 200_000
@@ -41,7 +42,7 @@ class NormalForm:
 
 def _count_check(count: int, who: str) -> None:
     if count > MAX_PURE_STRATEGIES:
-        raise ValueError(
+        raise UserError(
             f"{who}: {count} pure strategies is too many for the normal form (limit {MAX_PURE_STRATEGIES});"
             " use an extensive-form method (sequence_form_lp, cfr)"
         )
