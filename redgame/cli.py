@@ -1,7 +1,9 @@
 """The ``redgame`` command.
 
 Each layer owns its subcommands in its own ``cli.py`` with a ``register(subparsers)``
-function; this module only assembles them and turns user errors into one-line messages.
+function; this module only assembles them and reports errors: a user mistake
+(``UserError``) or a missing optional install in one line with exit 2, anything else as
+an internal error with exit 1 (``--debug`` prints its traceback).
 Layer CLIs must import heavy libraries (torch, transformers) inside their handlers so
 that ``redgame toy ...`` starts fast.
 """
@@ -11,8 +13,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 
 from redgame import __version__
+from redgame.errors import UserError, missing_extra_message
 
 # Modules that contribute subcommands, in the order they appear in --help.
 COMMAND_MODULES = ("redgame.games.cli", "redgame.llm.cli")
@@ -24,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Red-team training as an Attacker-Defender game: toy games, the LLM game, kernels.",
     )
     parser.add_argument("--version", action="version", version=f"redgame {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an internal error, print the traceback (accepted anywhere on the line)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -37,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere on the line, not only before the subcommand
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
@@ -44,18 +53,36 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         result = args.func(args)
-    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
-        # UserError is a ValueError: every documented bad-input path ends here, in one line.
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"redgame: error: {message}", file=sys.stderr)
-        return 2
+    except UserError as exc:
+        return _report(exc, "error", 2, debug)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
+        return _report(exc, "error", 2, debug)  # a path the user gave, or a folder they cannot write
+    except ModuleNotFoundError as exc:
+        message = missing_extra_message(exc)
+        if message is None:
+            return _report(exc, "internal error", 1, debug)
+        return _report(UserError(message), "error", 2, debug)
     except BrokenPipeError:  # e.g. piped into `head`
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
         print("redgame: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug: say so, and how to see where
+        return _report(exc, "internal error", 1, debug)
     return int(result or 0)
+
+
+def _report(exc: BaseException, kind: str, code: int, debug: bool) -> int:
+    """Print ``redgame: <kind>: <first line>`` (the traceback too under --debug); return ``code``."""
+    if debug:
+        traceback.print_exception(exc)
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if kind == "internal error":
+        message = f"{type(exc).__name__}: {message}"
+    hint = "" if debug or code != 1 else " (re-run with --debug for the traceback)"
+    print(f"redgame: {kind}: {message}{hint}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -32,8 +32,10 @@ CHECKPOINT_FILES = {"attacker", "defender", "weights.safetensors", "optimizer.sa
                     "rng.safetensors", "state.json"}
 
 
-class ComputeStarted(Exception):
-    """Raised by the ``no_compute`` fixture where a model load, a judge or training would start."""
+class ComputeStarted(BaseException):
+    """Raised by the ``no_compute`` fixture where a model load, a judge or training would start.
+
+    A BaseException, like KeyboardInterrupt, so that the CLI's internal-error handler lets it through."""
 
 
 def start_cli(args: list[str], *faults: str, offline_flags: bool = True) -> subprocess.Popen:

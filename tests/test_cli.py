@@ -1,0 +1,71 @@
+"""How ``redgame`` reports errors: a user mistake in one line (exit 2), a missing optional
+install with the ``pip install`` to run (exit 2), anything else as an internal error
+(exit 1) whose traceback ``--debug`` shows."""
+
+from __future__ import annotations
+
+import pytest
+
+from redgame import cli
+from redgame.errors import UserError, missing_extra_message
+from redgame.games import cli as toy_cli
+
+
+def _raise(exc: BaseException):
+    def handler(args):
+        raise exc
+    return handler
+
+
+def _stderr(capsys) -> list[str]:
+    return capsys.readouterr().err.strip().splitlines()
+
+
+def test_a_user_error_is_one_line_with_exit_2(monkeypatch, capsys):
+    monkeypatch.setattr(toy_cli, "run_list", _raise(UserError("game: unknown preset 'x'\nsecond line")))
+    assert cli.main(["toy", "list"]) == 2
+    assert _stderr(capsys) == ["redgame: error: game: unknown preset 'x'"]
+
+
+@pytest.mark.parametrize("exc", [ValueError("a bug"), KeyError("k"), RuntimeError("boom"), StopIteration()])
+def test_any_other_exception_is_an_internal_error_with_exit_1(monkeypatch, capsys, exc):
+    monkeypatch.setattr(toy_cli, "run_list", _raise(exc))
+    assert cli.main(["toy", "list"]) == 1
+    err = _stderr(capsys)
+    assert len(err) == 1 and err[0].startswith(f"redgame: internal error: {type(exc).__name__}")
+    assert "--debug" in err[0] and "Traceback" not in err[0]
+
+
+@pytest.mark.parametrize("where", ["first", "last"])
+def test_debug_prints_the_traceback_wherever_the_flag_stands(monkeypatch, capsys, where):
+    monkeypatch.setattr(toy_cli, "run_list", _raise(ValueError("a bug")))
+    argv = ["--debug", "toy", "list"] if where == "first" else ["toy", "list", "--debug"]
+    assert cli.main(argv) == 1
+    err = "\n".join(_stderr(capsys))
+    assert "Traceback (most recent call last)" in err and "in handler" in err
+    assert err.splitlines()[-1] == "redgame: internal error: ValueError: a bug"
+
+
+def test_a_missing_extra_names_the_install(monkeypatch, capsys):
+    monkeypatch.setattr(toy_cli, "run_list", _raise(ModuleNotFoundError("No module named 'torch'", name="torch")))
+    assert cli.main(["toy", "list"]) == 2
+    (line,) = _stderr(capsys)
+    assert line.startswith("redgame: error: torch is not installed") and "pip install 'redgame[llm]'" in line
+
+
+def test_a_missing_module_of_no_extra_is_a_bug(monkeypatch, capsys):
+    monkeypatch.setattr(toy_cli, "run_list", _raise(ModuleNotFoundError("No module named 'nope'", name="nope")))
+    assert cli.main(["toy", "list"]) == 1
+    assert "internal error: ModuleNotFoundError" in _stderr(capsys)[0]
+
+
+@pytest.mark.parametrize("module,extra", [("torch", "llm"), ("peft.tuners", "llm"), ("triton.language", "kernels"),
+                                          ("vllm", "vllm"), ("mkdocs", "docs")])
+def test_every_optional_module_maps_to_its_extra(module, extra):
+    message = missing_extra_message(ModuleNotFoundError(f"No module named {module!r}", name=module))
+    assert f"redgame[{extra}]" in message
+
+
+def test_bad_toy_input_from_theory_is_a_user_error(capsys):
+    assert cli.main(["toy", "solve", "--game", "hidden_intent", "--param", "q=2"]) == 2
+    assert _stderr(capsys) == ["redgame: error: q: detection accuracy must lie in [0, 1], got 2.0"]
