@@ -28,6 +28,7 @@ import json
 import math
 import random
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -88,6 +89,14 @@ def keep_metrics_until(path: Path, step: int) -> None:
         if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
             kept.append(line + "\n")
     ckpt.write_text_atomically(path, "".join(kept))
+
+
+def resume_hint(out: Path) -> str:
+    """Where a stopped run can continue from: its last checkpoint and the command that resumes it."""
+    last = ckpt.latest_checkpoint(out)
+    if last is None:
+        return f"no checkpoint yet; start again with: redgame llm train --config {out / RUN_MARKER} --out {out} --overwrite"
+    return f"last checkpoint {last}; continue with: redgame llm train --config {out / RUN_MARKER} --out {out} --resume"
 
 
 def load_train_seeds(cfg: TrainConfig) -> tuple[list, list]:
@@ -294,7 +303,6 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
     pad_id = tokenizer.pad_token_id
     metrics_file = (out / "metrics.jsonl").open("a") if dist.is_main else None
     writer = SummaryWriter(str(out / "tb")) if dist.is_main else None
-    last_good = ckpt.latest_checkpoint(out)
     step = start
     try:
         with _StopFlag() as stop:
@@ -320,7 +328,8 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
                     return rnd, judged, time.perf_counter() - t
 
                 opponents = {}
-                if population is None:  # both roles learn from one round against each other
+                if population is None or not any(updates_role(cfg, step, r) for r in ROLES):
+                    # both roles learn from one round against each other (or none learns: metrics only)
                     plays = dict.fromkeys(ROLES, play_and_judge())
                 else:  # PSRO: each trained role plays its own round against a drawn member
                     plays, rng = {}, random.Random(f"{cfg.seed}:psro:{step}")
@@ -363,9 +372,8 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
                             break
                         loss = sum(losses) if losses else None
                         if not dist.all_ranks(loss is None or bool(torch.isfinite(loss))):
-                            where = f"the checkpoint {last_good}" if last_good else "no checkpoint yet"
                             shown = float(loss.detach()) if loss is not None else "not finite on another rank"
-                            raise TrainingStopped(f"step {step + 1}: the {key} loss is {shown}; stopped, kept {where}")
+                            raise TrainingStopped(f"step {step + 1}: the {key} loss is {shown}; {resume_hint(out)}")
                         optimizers[key].zero_grad(set_to_none=True)
                         if loss is not None:
                             loss.backward()
@@ -396,11 +404,16 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
                 if stopping or (cfg.save_every and done % cfg.save_every == 0) or done == cfg.steps:
                     if dist.is_main:
                         extras = {"population": population.state()} if population is not None else None
-                        last_good = ckpt.save_checkpoint(out, done, roles, optimizers, {"seed": cfg.seed}, extras=extras)
+                        ckpt.save_checkpoint(out, done, roles, optimizers, {"seed": cfg.seed}, extras=extras)
                     dist.barrier()
                 if stopping:
-                    log(f"stopped at step {done}; resume with --resume")
+                    log(f"stopped at step {done}; {resume_hint(out)}")
                     return {"out": str(out), "steps": done, "stopped": True, "roles": roles}
+    except BaseException as exc:
+        if dist.is_main and not isinstance(exc, TrainingStopped):
+            print(f"redgame: the run stopped at step {step + 1} ({type(exc).__name__}); {resume_hint(out)}",
+                  file=sys.stderr)
+        raise
     finally:
         if dist.is_main:
             metrics_file.close()

@@ -92,6 +92,35 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, judge, tiny_config, 
     assert latest_checkpoint(tmp_path).name == "step_0001"
 
 
+def test_any_error_mid_run_names_the_last_checkpoint_and_the_resume_command(tmp_path, judge, tiny_config,
+                                                                           monkeypatch, capsys):
+    real = trainer.judge_round
+    calls = {"n": 0}
+
+    def broken(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # step 2
+            raise RuntimeError("the judge server went away")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "judge_round", broken)
+    with pytest.raises(RuntimeError, match="went away"):
+        train(tiny_config(steps=3, save_every=1), tmp_path, progress=False, base=load_base("tiny"), judge=judge)
+    err = capsys.readouterr().err
+    assert "stopped at step 2 (RuntimeError)" in err and "step_0001" in err
+    assert f"--config {tmp_path / 'config.json'} --out {tmp_path} --resume" in err
+
+
+def test_psro_step_where_no_role_trains_still_plays(tmp_path, judge, tiny_config):
+    """sequential trains the defender first; with train_roles=attacker nobody trains at step 1 (was a crash)."""
+    cfg = tiny_config(regime="sequential", train_roles=("attacker",), population_every=1, steps=3, sequential_k=1,
+                      population_eval_seeds=2)
+    result = train(cfg, tmp_path, progress=False, base=load_base("tiny"), judge=judge)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3] and not result["stopped"]
+    assert not any(k.startswith("defender/") for r in rows for k in r)
+
+
 def test_ctrl_c_checkpoints_and_exits_cleanly(tmp_path, judge, tiny_config, monkeypatch):
     real = trainer.judge_round
 
