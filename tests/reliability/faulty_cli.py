@@ -10,6 +10,8 @@ a few functions of the trainer, so that a fault fires at an exact, named place:
   nothing of the step written yet, its metrics written but no checkpoint, a checkpoint
   half written, renamed into place, and the final adapters half written.
 - ``--nan STEP``: the loss of step STEP is multiplied by NaN (a diverging run).
+- ``--hold STEP:DIR``: at the start of game step STEP, create ``DIR/held`` and wait until
+  ``DIR/release`` exists, so that a test can signal the process in the middle of a run.
 - ``--no-network LOG``: every socket other than a local (AF_UNIX) one, every name lookup
   and every ``create_connection`` raises, and is logged to LOG (in case a library
   swallows the error), so that a clean run with an empty LOG proves nothing went online.
@@ -142,6 +144,23 @@ def arm_nan(step: int) -> None:
     trainer.seed_batch, trainer.role_loss = seed_batch, role_loss
 
 
+def arm_hold(step: int, folder: str) -> None:
+    import time
+
+    from redgame.llm import trainer
+
+    real_batch = trainer.seed_batch
+
+    def seed_batch(harmful, benign, cfg, index):
+        if index + 1 == step:
+            open(os.path.join(folder, "held"), "w").close()
+            while not os.path.exists(os.path.join(folder, "release")):
+                time.sleep(0.02)
+        return real_batch(harmful, benign, cfg, index)
+
+    trainer.seed_batch = seed_batch
+
+
 def block_network(log_path: str) -> None:
     def refuse(what: str):
         with open(log_path, "a") as log:
@@ -167,6 +186,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--kill", metavar="POINT@STEP")
     parser.add_argument("--nan", type=int, metavar="STEP")
     parser.add_argument("--no-network", metavar="LOG")
+    parser.add_argument("--hold", metavar="STEP:DIR")
     parser.add_argument("args", nargs=argparse.REMAINDER)
     opts = parser.parse_args(argv)
     if opts.no_network:
@@ -178,6 +198,9 @@ def main(argv: list[str]) -> int:
         arm_kill(point, int(step))
     if opts.nan is not None:
         arm_nan(opts.nan)
+    if opts.hold:
+        step, _, folder = opts.hold.partition(":")
+        arm_hold(int(step), folder)
     from redgame.cli import main as redgame_main
 
     args = opts.args[1:] if opts.args[:1] == ["--"] else opts.args

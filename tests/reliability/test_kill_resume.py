@@ -106,21 +106,25 @@ def test_nan_then_sigkill_at_random_points_then_resume_give_the_uninterrupted_re
 
 
 def test_ctrl_c_from_outside_checkpoints_the_step_and_resumes(tmp_path, small_game, uninterrupted):
-    """SIGINT (Ctrl-C) once the first step is logged: the step finishes, is checkpointed, exit 0."""
-    run = tmp_path / "run"
-    proc = start_cli([*TRAIN, "--config", small_game, "--out", run])
-    metrics = run / "metrics.jsonl"
+    """SIGINT (Ctrl-C) in the middle of step 3: that step finishes and is checkpointed, exit 0, and
+    ``--resume`` ends where the uninterrupted run ends. The run is held at step 3 until the signal
+    is sent, so it cannot finish first."""
+    run, held = tmp_path / "run", tmp_path / "hold"
+    held.mkdir()
+    proc = start_cli([*TRAIN, "--config", small_game, "--out", run], "--hold", f"3:{held}")
     deadline = time.monotonic() + 240
-    while proc.poll() is None and not (metrics.is_file() and metrics.read_text()) and time.monotonic() < deadline:
+    while proc.poll() is None and not (held / "held").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert (held / "held").exists(), "the run never reached step 3"
     proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)  # the handler runs in the main thread, which is polling for the release file
+    (held / "release").touch()
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, err[-3000:]
     assert "Traceback" not in err
-    latest = check_visible(run, uninterrupted, "Ctrl-C")
-    if "resume with --resume" in out:  # stopped before the end: its last step is checkpointed
-        assert 1 <= latest < STEPS, latest
-        assert not (run / "final").exists()
-        resumed = run_cli([*TRAIN, "--config", small_game, "--out", run, "--resume"])
-        assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "stopped at step 3" in out and "--resume" in out, out[-2000:]
+    assert check_visible(run, uninterrupted, "Ctrl-C") == 3
+    assert not (run / "final").exists()
+    resumed = run_cli([*TRAIN, "--config", small_game, "--out", run, "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_final(run, uninterrupted)
