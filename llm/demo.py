@@ -23,7 +23,8 @@ REFUSAL_PREFIX = "I'm sorry, but I can't help with that"
 
 # DPO against the frozen base (the ABS anchor) on judge-ranked pairs, with RPO's NLL term;
 # each attack also gets one defender answer started from a refusal prefix, scored by the
-# same judge as any other sample (DESIGN.md, "Embedded defaults").
+# same judge as any other sample: sampled answers of the embedded model almost never refuse
+# (docs/llm_game.md, "The demo and its recipe").
 DEMO_RECIPE = TrainConfig(
     model="embedded",
     regime="bipolicy",

@@ -76,3 +76,16 @@ def test_nav_lists_each_page_once():
     nav = list(pages(yaml.safe_load((REPO / "mkdocs.yml").read_text())["nav"]))
     assert len(nav) == len(set(nav)), sorted(p for p in nav if nav.count(p) > 1)
     assert all((REPO / "docs" / p).is_file() for p in nav)
+
+
+def test_quickstart_links_every_notebook_and_the_docs_stand_alone():
+    notebooks = sorted(p.name for p in (REPO / "docs" / "notebooks").glob("*.ipynb"))
+    quickstart = (REPO / "docs" / "quickstart.md").read_text()
+    assert notebooks and [n for n in notebooks if f"notebooks/{n}" not in quickstart] == []
+    # Users get the repository only: no page, module or test may cite the developers' notes.
+    outside = re.compile(r"DESIGN\.md|STYLE\.md|\.\./shared/")
+    cited = [str(p.relative_to(REPO)) for pattern in ("*.md", "*.py", "*.ipynb", "*.toml", "*.yml")
+             for p in REPO.rglob(pattern)
+             if not {".venv", ".git", "site", "node_modules"} & set(p.relative_to(REPO).parts)
+             and p != Path(__file__).resolve() and outside.search(p.read_text(errors="replace"))]
+    assert cited == []
