@@ -15,7 +15,7 @@ PYTEST_ARGS ?= -n 2 -q
 # build (as on our CI machines), it is that CPU build. On macOS and Windows, PyPI's build.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test bench docs clean
+.PHONY: setup demo test test-min bench docs clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -35,6 +35,13 @@ test: setup
 	# `pytest`, not `python -m pytest`: the repo root must not shadow PyPI names (kernels, llm).
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/pytest $(PYTEST_ARGS)
 
+# The declared lower bounds, tested: the base install and the lp extra at the versions pinned in
+# .ci/min-versions.txt (no torch), then the toy-game tests.
+test-min:
+	rm -rf .venv-min && python3 -m venv .venv-min
+	.venv-min/bin/python -m pip install -c .ci/min-versions.txt -e ".[lp]" pytest pytest-xdist hypothesis packaging
+	HF_HUB_OFFLINE=1 .venv-min/bin/pytest $(PYTEST_ARGS) tests/theory tests/games tests/test_cli.py tests/test_packaging.py
+
 bench: setup
 	for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
@@ -43,4 +50,4 @@ docs: setup
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 clean:
-	rm -rf $(VENV) build site *.egg-info
+	rm -rf $(VENV) .venv-min build site *.egg-info
