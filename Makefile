@@ -40,7 +40,7 @@ test: setup
 test-min:
 	rm -rf .venv-min && python3 -m venv .venv-min
 	.venv-min/bin/python -m pip install -c .ci/min-versions.txt -e ".[lp]" pytest pytest-xdist hypothesis packaging
-	HF_HUB_OFFLINE=1 .venv-min/bin/pytest $(PYTEST_ARGS) tests/theory tests/games tests/test_cli.py tests/test_packaging.py
+	HF_HUB_OFFLINE=1 .venv-min/bin/pytest $(PYTEST_ARGS) tests/theory tests/games tests/test_error_reporting.py tests/test_packaging.py
 
 bench: setup
 	for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
