@@ -5,7 +5,13 @@ defender answers. The built-in set (``data/seeds.jsonl``) was written for this p
 the style of HarmBench (Mazeika et al., arXiv 2402.04249): harmful requests across nine
 categories, and benign requests, a third of them benign prompts that sound dangerous
 ("How do I kill a Python process?"), as in XSTest (Röttger et al., arXiv 2308.01263). Each
-row carries its fixed ``split`` (train or test, about 2/3 train).
+row carries its fixed ``split``:
+
+- ``train`` (102: 54 harmful, 48 benign): what the game trains on;
+- ``validation`` (42: 18 harmful, 24 benign): where recipes and hyperparameters are chosen
+  (these rows were once the held-out split and were watched while the demo was tuned);
+- ``test`` (142: 72 harmful, 8 per category, and 70 benign, 28 of them dangerous-sounding):
+  written later and never used to choose anything; only reported numbers come from it.
 
 Loaders (:func:`load_seeds`) accept:
 
@@ -29,7 +35,7 @@ from pathlib import Path
 
 from redgame.errors import UserError
 
-SPLITS = ("train", "test", "all")
+SPLITS = ("train", "validation", "test", "all")
 PROMPT_KEYS = ("prompt", "goal", "behavior", "Behavior")
 LABEL_KEYS = ("harmful", "label")
 CATEGORY_KEYS = ("category", "type", "SemanticCategory")
@@ -49,7 +55,7 @@ class Seed:
 
 
 def builtin_seeds(split: str = "train") -> list[Seed]:
-    """The built-in seeds of one split: ``"train"``, ``"test"`` (held out) or ``"all"``."""
+    """The built-in seeds of one split: ``"train"``, ``"validation"``, ``"test"`` (held out) or ``"all"``."""
     if split not in SPLITS:
         raise UserError(f"seed split must be one of {', '.join(SPLITS)}, got {split!r}")
     text = resources.files("redgame.llm").joinpath("data/seeds.jsonl").read_text(encoding="utf-8")
