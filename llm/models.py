@@ -153,15 +153,17 @@ def _from_directory(path: Path, *, dtype: torch.dtype, trust_remote_code: bool, 
 def tiny_tokenizer():
     """A small byte-level BPE tokenizer (``TINY_VOCAB`` entries) with a ChatML chat template.
 
-    It is trained offline, deterministically, on the built-in seeds and the role prompts, so
-    it encodes any text (byte fallback) and splits game text into plausible word pieces.
+    It is trained offline, deterministically, on the built-in train and validation seeds and
+    the role prompts, so it encodes any text (byte fallback) and splits game text into
+    plausible word pieces. The test seeds stay out: a new test prompt changes no tiny model.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     from redgame.llm import prompts, seeds
 
-    corpus = [s.prompt for s in seeds.builtin_seeds("all")] + prompts.template_texts()
+    corpus = [s.prompt for split in ("train", "validation") for s in seeds.builtin_seeds(split)]
+    corpus += prompts.template_texts()
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
