@@ -1,10 +1,12 @@
-"""Fused Triton kernels (LoRA, token log-probs), their torch references, and dispatch.
+"""Fused Triton kernels (LoRA, token log-probs, preference loss), their torch references, and dispatch.
 
 Public API:
 
 - `lora_linear(x, weight, lora_a, lora_b, scale, bias=None)`
 - `multi_lora_linear(x, weight, lora_a, lora_b, scale, segment_ids, bias=None)`
 - `token_logprobs(hidden, head_weight, targets, ignore_index=-100)`
+- `fused_preference_loss(hidden, ref_hidden, head_weight, targets, beta=0.1, kind="dpo" | "ipo",
+  ignore_index=-100)`
 - `preference_loss(pc, pr, rc, rr, beta=0.1, kind="dpo" | "ipo")`
 - `patch_peft(model)` / `unpatch(model)`
 
@@ -13,9 +15,9 @@ with TRITON_INTERPRET=1 the Triton kernels in Triton's interpreter (see docs/ker
 Importing this package does not import triton or peft.
 """
 
-from .dispatch import backend, lora_linear, multi_lora_linear, token_logprobs
+from .dispatch import backend, fused_preference_loss, lora_linear, multi_lora_linear, token_logprobs
 from .peft_patch import patch_peft, unpatch
-from .preference import preference_loss
+from .preference import PreferenceDetails, preference_loss
 
-__all__ = ["backend", "lora_linear", "multi_lora_linear", "token_logprobs", "preference_loss",
-           "patch_peft", "unpatch"]
+__all__ = ["backend", "lora_linear", "multi_lora_linear", "token_logprobs", "fused_preference_loss",
+           "preference_loss", "PreferenceDetails", "patch_peft", "unpatch"]

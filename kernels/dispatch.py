@@ -155,20 +155,34 @@ def multi_lora_linear(x, weight, lora_a, lora_b, scale, segment_ids, bias=None):
     if tuple(segment_ids.shape) != tuple(x.shape[:-1]):
         raise UserError(f"{func}: segment_ids has shape {tuple(segment_ids.shape)}, expected x.shape[:-1]="
                         f"{tuple(x.shape[:-1])}")
-    if segment_ids.numel() and (int(segment_ids.min()) < -1 or int(segment_ids.max()) >= n_adapters):
-        raise UserError(f"{func}: segment_ids must lie in [-1, {n_adapters}), got values in "
-                        f"[{int(segment_ids.min())}, {int(segment_ids.max())}]")
+    from .segments import segment_plan
+
+    plan = segment_plan(segment_ids, n_adapters, func)
     if backend(x, weight) == "torch":
-        return reference.multi_lora_linear_reference(
+        return reference.multi_lora_linear_grouped(
             x, weight, lora_a.to(x.dtype), lora_b.to(x.dtype),
-            _scale_vector(scale, n_adapters, x.device, func, dtype=x.dtype), segment_ids,
+            _scale_vector(scale, n_adapters, x.device, func, dtype=x.dtype), plan,
             None if bias is None else bias.to(x.dtype))
     scale_vec = _scale_vector(scale, n_adapters, x.device, func)
     return _fused_lora(x, weight, lora_a, lora_b, scale_vec, segment_ids, bias)
 
 
+def _check_targets(func: str, targets, ignore_index: int, vocab: int) -> None:
+    """Target ids in [0, V) or ignore_index (one host sync on CUDA)."""
+    kept = targets[targets != ignore_index]
+    if kept.numel():
+        low, high = torch.stack([kept.min(), kept.max()]).tolist()
+        if low < 0 or high >= vocab:
+            raise UserError(f"{func}: targets must lie in [0, {vocab}) or equal ignore_index={ignore_index}; "
+                            f"got values in [{low}, {high}]")
+
+
 def token_logprobs(hidden, head_weight, targets, ignore_index: int = -100):
     """log softmax(hidden·head_weightᵀ)[target] per row, without the [N, V] logits.
+
+    When hidden requires grad, the forward pass also computes the gradient direction
+    W_t − E_p[W] (saved, [N, d] fp32), so with a frozen head the whole forward + backward
+    costs 4·N·V·d FLOPs and the backward pass O(N·d).
 
     Args:
       hidden: [N, d], differentiable.
@@ -190,15 +204,56 @@ def token_logprobs(hidden, head_weight, targets, ignore_index: int = -100):
     _check_same_device(func, hidden=hidden, head_weight=head_weight, targets=targets)
     if hidden.dtype != head_weight.dtype:
         raise UserError(f"{func}: hidden is {hidden.dtype} but head_weight is {head_weight.dtype}")
-    vocab = head_weight.shape[0]
-    kept = targets[targets != ignore_index]
-    if kept.numel() and (int(kept.min()) < 0 or int(kept.max()) >= vocab):
-        raise UserError(f"{func}: targets must lie in [0, {vocab}) or equal ignore_index={ignore_index}; "
-                        f"got values in [{int(kept.min())}, {int(kept.max())}]")
-    if backend(hidden, head_weight) == "torch":
-        return reference.token_logprobs_chunked(hidden, head_weight, targets, ignore_index)
-    from .ops.token_logprobs import TokenLogprobsFunction
+    _check_targets(func, targets, ignore_index, head_weight.shape[0])
+    from .logprobs import TokenLogprobs
 
-    return TokenLogprobsFunction.apply(hidden.contiguous(), head_weight, targets.long().contiguous(),
-                                       int(ignore_index))
+    path = backend(hidden, head_weight)
+    hidden_grad = torch.is_grad_enabled() and hidden.requires_grad
+    if path != "torch":
+        hidden = hidden.contiguous()
+    return TokenLogprobs.apply(hidden, head_weight, targets.long(), int(ignore_index), path, hidden_grad)
 
+
+def fused_preference_loss(hidden, ref_hidden, head_weight, targets, beta: float = 0.1, kind: str = "dpo",
+                          ignore_index: int = -100, nll_weight: float = 0.0, with_details: bool = False):
+    """DPO or IPO straight from the last hidden states: mean loss, with d hidden done in the forward pass.
+
+    Batch convention (Liger-Kernel's): row b < B of `hidden` is the chosen answer of pair b
+    and row B + b its rejected answer. The sequence log-prob of row b is the sum of
+    log softmax(hidden[b, t]·head_weightᵀ)[targets[b, t]] over the positions whose target is
+    not `ignore_index` (so targets[b, t] is the token that follows position t). With
+    m_b = (π[b] − ref[b]) − (π[B+b] − ref[B+b]) the loss is
+
+      DPO: mean_b −log σ(β·m_b);   IPO: mean_b (m_b − 1/(2β))²;
+      plus nll_weight · mean_b(−π[b] / |y_b|), RPO's NLL on the chosen answers (off by default).
+
+    Cost: 4·N·V·d FLOPs for the policy rows and 2·N·V·d for the reference rows (N counted
+    tokens); no [T, V] logits: Triton on CUDA, a chunked torch path on CPU (TRITON_INTERPRET=1:
+    the Triton kernels interpreted). The forward pass computes the gradient for `hidden`
+    and saves it ([2B, T, d] in hidden's dtype); the backward pass only scales it. One host
+    sync per call on CUDA (the target check and the row selection).
+
+    Args:
+      hidden: [2B, T, d] policy hidden states (the input of the LM head); gets the gradient.
+      ref_hidden: [2B, T, d] reference-model hidden states; treated as a constant.
+      head_weight: [V, d] LM head, frozen (one that requires grad is an error).
+      targets: [2B, T] integer ids in [0, V), or ignore_index at prompt and padding positions.
+      beta: β > 0. kind: "dpo" or "ipo". ignore_index: the id of positions that do not count.
+      nll_weight: weight w ≥ 0 of the NLL term.
+      with_details: also return a `PreferenceDetails` (margins, sequence sums, ...; detached).
+
+    Returns:
+      The 0-dim loss (fp32; fp64 for fp64 inputs), or (loss, PreferenceDetails).
+    """
+    from .preference import FusedPreferenceLoss, PreferenceDetails, _check_fused_inputs
+
+    func = "fused_preference_loss"
+    _check_fused_inputs(func, hidden, ref_hidden, head_weight, targets, beta, kind, nll_weight)
+    _check_same_device(func, hidden=hidden, ref_hidden=ref_hidden, head_weight=head_weight, targets=targets)
+    _check_targets(func, targets, ignore_index, head_weight.shape[0])
+    path = backend(hidden, ref_hidden, head_weight)
+    if path != "torch":
+        hidden, ref_hidden = hidden.contiguous(), ref_hidden.contiguous()
+    loss, *extras = FusedPreferenceLoss.apply(hidden, ref_hidden.detach(), head_weight, targets.long(),
+                                              float(beta), kind, int(ignore_index), float(nll_weight), path)
+    return (loss, PreferenceDetails(*extras)) if with_details else loss

@@ -5,19 +5,26 @@ in fp32 (CPU half matmuls are slow and lose precision).
 
 - `lora_linear_reference`: y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ (+ b), LoRA of Hu et al. 2021
   (arXiv 2106.09685), as plain autograd ops.
-- `multi_lora_linear_reference`: the same with an adapter per row (−1 = base only).
-- `ChunkedTokenLogprobs`: log softmax(h·Wᵀ)[t] with V cut into chunks and an online
-  log-sum-exp (Milakov & Gimelshein 2018, arXiv 1805.02867); the backward pass recomputes
-  each chunk, so no more than [N, chunk] logits exist at once.
+- `multi_lora_linear_grouped`: the same with an adapter per row (−1 = base only), rows
+  grouped by adapter as in SGMV (Punica, arXiv 2310.18547): each row meets only its own
+  adapter, so the work does not grow with the number of adapters.
+- `chunked_logprob_parts`: one pass over V in chunks with an online log-sum-exp
+  (Milakov & Gimelshein 2018, arXiv 1805.02867) that also accumulates the softmax
+  expectation of the head rows, E_p[W], with the same rescaling (the output accumulator
+  of FlashAttention, Dao et al. 2022, arXiv 2205.14135, with W as keys and values). That
+  expectation is the gradient direction, so no second pass over V is needed for d hidden.
+- `chunked_head_grad`: d head, recomputing each chunk of logits from the saved LSE.
 - `token_logprobs_naive`: logits + log_softmax + gather, which materialises [N, V].
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
-# Elements of one [N, chunk] logits block in the chunked CPU path (16 MiB in fp32).
+# Elements of one [N, chunk] logits block in the chunked path (16 MiB in fp32).
 DEFAULT_CHUNK_ELEMENTS = 1 << 22
 
 
@@ -31,15 +38,22 @@ def lora_linear_reference(x, weight, lora_a, lora_b, scale, bias=None):
     return F.linear(x, weight, bias) + scale * F.linear(F.linear(x, lora_a), lora_b)
 
 
-def multi_lora_linear_reference(x, weight, lora_a, lora_b, scale, segment_ids, bias=None):
-    """Rows of x pick adapters: A [n, r, K], B [n, N, r], scale [n], segment_ids [...] in [−1, n)."""
-    out = F.linear(x, weight, bias)
-    low_rank = torch.zeros_like(out)
+def multi_lora_linear_grouped(x, weight, lora_a, lora_b, scale, plan, bias=None):
+    """Rows of x pick adapters: A [n, r, K], B [n, N, r], scale [n]; `plan` groups the rows.
+
+    `plan` is a `redgame.kernels.segments.SegmentPlan` of the flattened rows (CPU tensors).
+    Each adapter multiplies only its own rows; rows of segment −1 get x·Wᵀ (+ bias) alone.
+    """
+    k = x.shape[-1]
+    flat = x.reshape(-1, k)
+    out = F.linear(flat, weight, bias)
+    bounds = plan.bounds.tolist()
     for adapter in range(lora_a.shape[0]):
-        rows = (segment_ids == adapter).unsqueeze(-1)
-        delta = F.linear(F.linear(x, lora_a[adapter]), lora_b[adapter]) * scale[adapter]
-        low_rank = low_rank + torch.where(rows, delta, torch.zeros_like(delta))
-    return out + low_rank
+        rows = plan.order[bounds[adapter + 1]:bounds[adapter + 2]].long()
+        if rows.numel():
+            delta = F.linear(F.linear(flat[rows], lora_a[adapter]), lora_b[adapter]) * scale[adapter]
+            out = out.index_add(0, rows, delta)
+    return out.reshape(*x.shape[:-1], weight.shape[0])
 
 
 def token_logprobs_naive(hidden, head_weight, targets, ignore_index: int = -100):
@@ -53,60 +67,69 @@ def token_logprobs_naive(hidden, head_weight, targets, ignore_index: int = -100)
     return torch.where(valid, picked, torch.zeros_like(picked))
 
 
-def chunk_size(n_rows: int, vocab: int, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> int:
+def chunk_size(n_rows: int, vocab: int, chunk_elements: int | None = None) -> int:
     """Vocabulary chunk length so that one [n_rows, chunk] block holds about chunk_elements."""
-    return max(1, min(vocab, chunk_elements // max(n_rows, 1)))
+    elements = DEFAULT_CHUNK_ELEMENTS if chunk_elements is None else chunk_elements
+    return max(1, min(vocab, elements // max(n_rows, 1)))
 
 
-class ChunkedTokenLogprobs(torch.autograd.Function):
-    """token log-probs with [N, chunk] logits at a time, in forward and in backward."""
+@dataclass
+class LogprobParts:
+    """What one online pass over the vocabulary gives, per row (all in the compute dtype).
 
-    @staticmethod
-    def forward(ctx, hidden, head, targets, ignore_index, chunk):
-        dtype = compute_dtype(hidden.dtype)
-        h = hidden.to(dtype)
-        valid = targets != ignore_index
-        safe_targets = torch.where(valid, targets, 0)
-        lse = torch.full((h.shape[0],), float("-inf"), dtype=dtype, device=h.device)
-        for v0 in range(0, head.shape[0], chunk):
-            logits = h @ head[v0:v0 + chunk].to(dtype).T
-            chunk_max = logits.amax(dim=1)
-            # in place, so one [N, chunk] buffer is all this loop holds
-            chunk_lse = chunk_max + logits.sub_(chunk_max[:, None]).exp_().sum(dim=1).log()
-            lse = torch.logaddexp(lse, chunk_lse)
-            del logits
-        target_logit = (h * head[safe_targets].to(dtype)).sum(1)
-        out = torch.where(valid, target_logit - lse, torch.zeros_like(lse))
-        ctx.save_for_backward(hidden, head, safe_targets, valid, lse)
-        ctx.chunk = chunk
-        return out
+    lse: [N] log Σ_v exp(h·W_v); target_logit: [N] h·W_t (0 where ignored);
+    expected_head: [N, d] E_p[W] = Σ_v softmax_v·W_v, or None when it was not asked for.
+    """
 
-    @staticmethod
-    def backward(ctx, grad_out):
-        hidden, head, safe_targets, valid, lse = ctx.saved_tensors
-        dtype = lse.dtype
-        h = hidden.to(dtype)
-        g = torch.where(valid, grad_out.to(dtype), torch.zeros_like(lse))
-        # d logp / d logits = onehot(t) − softmax: the onehot part is a gather ...
-        grad_h = g[:, None] * head[safe_targets].to(dtype)
-        head_grad = ctx.needs_input_grad[1]
-        grad_w = torch.zeros(head.shape, dtype=dtype, device=head.device) if head_grad else None
-        if head_grad:
-            grad_w.index_add_(0, safe_targets, g[:, None] * h)
-        # ... and the softmax part is recomputed chunk by chunk.
-        for v0 in range(0, head.shape[0], ctx.chunk):
-            w = head[v0:v0 + ctx.chunk].to(dtype)
-            dlogits = (h @ w.T).sub_(lse[:, None]).exp_().mul_(-g[:, None])
-            grad_h.addmm_(dlogits, w)
-            if head_grad:
-                grad_w[v0:v0 + ctx.chunk] += dlogits.T @ h
-            del dlogits
-        grad_hidden = grad_h.to(hidden.dtype) if ctx.needs_input_grad[0] else None
-        return grad_hidden, (grad_w.to(head.dtype) if head_grad else None), None, None, None
+    lse: torch.Tensor
+    target_logit: torch.Tensor
+    expected_head: torch.Tensor | None
 
 
-def token_logprobs_chunked(hidden, head_weight, targets, ignore_index: int = -100,
-                           chunk_elements: int = DEFAULT_CHUNK_ELEMENTS):
-    """Chunked token log-probs; output dtype fp32 for half inputs, else the input dtype."""
-    chunk = chunk_size(hidden.shape[0], head_weight.shape[0], chunk_elements)
-    return ChunkedTokenLogprobs.apply(hidden, head_weight, targets, ignore_index, chunk)
+def chunked_logprob_parts(hidden, head, targets, ignore_index: int, with_expectation: bool,
+                          chunk_elements: int | None = None) -> LogprobParts:
+    """`LogprobParts` in torch, [N, chunk] logits at a time: 2·N·V·d FLOPs, 4·N·V·d with the expectation."""
+    dtype = compute_dtype(hidden.dtype)
+    h = hidden.detach().to(dtype)
+    n, vocab = h.shape[0], head.shape[0]
+    chunk = chunk_size(n, vocab, chunk_elements)
+    run_max = torch.full((n,), float("-inf"), dtype=dtype, device=h.device)
+    run_sum = torch.zeros(n, dtype=dtype, device=h.device)
+    expect = torch.zeros_like(h) if with_expectation else None
+    for v0 in range(0, vocab, chunk):
+        w = head[v0:v0 + chunk].detach().to(dtype)
+        probs = h @ w.T  # the logits, turned into exp(logits − running max) in place below
+        new_max = torch.maximum(run_max, probs.amax(dim=1))
+        alpha = torch.exp(run_max - new_max)
+        probs.sub_(new_max[:, None]).exp_()
+        run_sum = run_sum * alpha + probs.sum(dim=1)
+        if expect is not None:
+            expect = torch.addmm(expect.mul_(alpha[:, None]), probs, w)
+        run_max = new_max
+        del probs
+    safe = torch.where(targets != ignore_index, targets, 0)
+    target_logit = (h * head[safe].detach().to(dtype)).sum(1)
+    if expect is not None:
+        expect.div_(run_sum[:, None])
+    return LogprobParts(run_max + run_sum.log(), target_logit, expect)
+
+
+def chunked_head_grad(hidden, head, targets, lse, grad, ignore_index: int,
+                      chunk_elements: int | None = None) -> torch.Tensor:
+    """d head [V, d] of Σ_i grad_i·log p_i, chunk by chunk: 4·N·V·d FLOPs, [N, chunk] at a time.
+
+    dW_v = Σ_i grad_i·(1[v = t_i] − p_iv)·h_i, with p recomputed from the saved LSE.
+    """
+    dtype = lse.dtype
+    h = hidden.detach().to(dtype)
+    valid = targets != ignore_index
+    g = torch.where(valid, grad.to(dtype), torch.zeros_like(lse))
+    grad_w = torch.zeros(head.shape, dtype=dtype, device=head.device)
+    grad_w.index_add_(0, torch.where(valid, targets, 0), g[:, None] * h)
+    chunk = chunk_size(h.shape[0], head.shape[0], chunk_elements)
+    for v0 in range(0, head.shape[0], chunk):
+        w = head[v0:v0 + chunk].detach().to(dtype)
+        minus_dlogits = (h @ w.T).sub_(lse[:, None]).exp_().mul_(g[:, None])
+        grad_w[v0:v0 + chunk] -= minus_dlogits.T @ h
+        del minus_dlogits
+    return grad_w.to(head.dtype)

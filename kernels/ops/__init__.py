@@ -1,4 +1,4 @@
-"""Triton kernels: each module holds the kernels, `<op>_forward` / `<op>_backward` and the autograd.Function.
+"""Triton kernels: each module holds its kernels, their GPU configs and the launchers.
 
 Importing this package needs triton; `redgame.kernels.dispatch` imports it only when a
 Triton path is taken.

@@ -26,7 +26,7 @@ import triton
 import triton.language as tl
 
 from ..dispatch import interpret_requested
-from ._mode import check_mode
+from ._common import check_mode
 
 
 @triton.jit

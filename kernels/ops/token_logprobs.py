@@ -1,18 +1,21 @@
-"""Fused linear + log-softmax + gather in Triton: log p(target) per row, logits never stored.
+"""One online pass over the vocabulary in Triton: LSE, the target logit and E_p[W] per row.
 
-For hidden h [N, d], head W [V, d] and targets t [N]:
+For hidden h [N, d], head W [V, d] and targets t [N], `_online_logprob_kernel` walks V in
+chunks of BLOCK_V and keeps per row a running maximum m and sum s of exp(logits − m)
+(Milakov & Gimelshein 2018, arXiv 1805.02867). With WITH_ACC it also keeps the running
+Σ_v exp(logits_v − m)·W_v, rescaled by exp(m_old − m_new) whenever m grows, exactly as
+FlashAttention's output accumulator (Dao et al. 2022, arXiv 2205.14135) with W as keys and
+values; divided by s at the end it is E_p[W], which `redgame.kernels.logprobs` turns into
+d hidden. The [N, V] logits never exist.
 
-    logp_i = h_i·W_{t_i} − logsumexp_v(h_i·W_v)
+That accumulator is [BLOCK_M, d], too large for registers at d = 3584, so it lives in a
+global fp32 buffer that only its own program reads and writes (no atomics): per chunk
+the program rescales it and adds P·W_chunk, BLOCK_D columns at a time.
 
-The forward kernel tiles V in chunks of BLOCK_V and keeps a running (max, sum) per row:
-the online softmax normaliser of Milakov & Gimelshein 2018 ("Online normalizer calculation
-for softmax", arXiv 1805.02867). Only the per-row log-sum-exp [N] is saved.
-
-The backward kernel recomputes each [BLOCK_M, BLOCK_V] logits tile and forms
-dlogits = g·(onehot(t) − softmax) in registers, then adds dlogits·W_chunk into dh
-(and, only when the head requires grad, dlogitsᵀ·h into dW) with fp32 atomics: the
-recompute-instead-of-store scheme of Cut Cross-Entropy (Wijmans et al. 2024,
-arXiv 2411.09009). Rows whose target is `ignore_index` give 0 and no gradient.
+To fill the GPU when N is small the vocabulary is split into S ranges, one program per
+(row block, range), each with its own partial (m, s, target logit, accumulator); the
+partials are merged afterwards in torch (`_merge`), O(S·N·d). Offsets that can pass 2³¹
+(row · stride, vocab id · stride, split · N · d) are computed in int64.
 """
 
 from __future__ import annotations
@@ -21,161 +24,135 @@ import torch
 import triton
 import triton.language as tl
 
-from ..dispatch import interpret_requested
-from ._mode import check_mode
+from ..reference import LogprobParts
+from ._common import config_dict, dot_options, empty, launch, mixed_dot, sm_count
+
+# Autotuned on a GPU; every one of them runs at small shapes in the interpreter tests.
+GPU_CONFIGS = [
+    triton.Config(dict(BLOCK_M=64, BLOCK_V=128, BLOCK_D=64), num_warps=8, num_stages=3),
+    triton.Config(dict(BLOCK_M=128, BLOCK_V=128, BLOCK_D=64), num_warps=8, num_stages=3),
+    triton.Config(dict(BLOCK_M=64, BLOCK_V=256, BLOCK_D=64), num_warps=8, num_stages=2),
+    triton.Config(dict(BLOCK_M=128, BLOCK_V=64, BLOCK_D=64), num_warps=4, num_stages=4),
+    triton.Config(dict(BLOCK_M=64, BLOCK_V=128, BLOCK_D=128), num_warps=8, num_stages=2),
+]
+INTERPRET_CONFIG = dict(BLOCK_M=16, BLOCK_V=64, BLOCK_D=32)
+# Splits are planned for this row block (autotuning may pick another) and at most this many,
+# with the partial accumulators capped at PARTIAL_BYTES.
+PLAN_BLOCK_M = 64
+MAX_SPLITS = 32
+PARTIAL_BYTES = 1 << 30
 
 
 @triton.jit
-def _logits_tile(H, W, offs_m, offs_v, mask_m, mask_v, D, stride_hn, stride_hd, stride_wv, stride_wd,
-                 UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr):
-    """The [BLOCK_M, BLOCK_V] tile h·Wᵀ in fp32, looping over d in BLOCK_D steps."""
-    logits = tl.zeros((BLOCK_M, BLOCK_V), dtype=tl.float32)
-    for d0 in range(0, D, BLOCK_D):
-        offs_d = d0 + tl.arange(0, BLOCK_D)
-        mask_d = offs_d < D
-        h = tl.load(H + offs_m[:, None] * stride_hn + offs_d[None, :] * stride_hd,
-                    mask=mask_m[:, None] & mask_d[None, :], other=0.0)
-        w = tl.load(W + offs_v[None, :] * stride_wv + offs_d[:, None] * stride_wd,
-                    mask=mask_v[None, :] & mask_d[:, None], other=0.0)
-        if UPCAST:
-            h = h.to(tl.float32)
-            w = w.to(tl.float32)
-        logits = tl.dot(h, w, logits)
-    return logits
-
-
-@triton.jit
-def _token_logprobs_fwd_kernel(
-    H, W, T, OUT, LSE,
-    N, V, D, IGNORE,
+def _online_logprob_kernel(
+    H, W, T, PART_MAX, PART_SUM, PART_TGT, PART_ACC,
+    N, V, D, V_PER_SPLIT,
     stride_hn, stride_hd, stride_wv, stride_wd,
-    UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr,
-):
-    pid = tl.program_id(0)
-    offs_m = pid * BLOCK_M + tl.arange(0, BLOCK_M)
-    mask_m = offs_m < N
-    targets = tl.load(T + offs_m, mask=mask_m, other=IGNORE)
-    row_max = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
-    row_sum = tl.zeros((BLOCK_M,), dtype=tl.float32)
-    target_logit = tl.zeros((BLOCK_M,), dtype=tl.float32)
-    for v0 in range(0, V, BLOCK_V):
-        offs_v = v0 + tl.arange(0, BLOCK_V)
-        mask_v = offs_v < V
-        logits = _logits_tile(H, W, offs_m, offs_v, mask_m, mask_v, D, stride_hn, stride_hd, stride_wv, stride_wd,
-                              UPCAST, BLOCK_M, BLOCK_V, BLOCK_D)
-        logits = tl.where(mask_v[None, :], logits, float("-inf"))
-        new_max = tl.maximum(row_max, tl.max(logits, axis=1))
-        row_sum = row_sum * tl.exp(row_max - new_max) + tl.sum(tl.exp(logits - new_max[:, None]), axis=1)
-        row_max = new_max
-        target_logit += tl.sum(tl.where(offs_v[None, :] == targets[:, None], logits, 0.0), axis=1)
-    lse = row_max + tl.log(row_sum)
-    valid = targets != IGNORE
-    tl.store(OUT + offs_m, tl.where(valid, target_logit - lse, 0.0), mask=mask_m)
-    tl.store(LSE + offs_m, lse, mask=mask_m)
-
-
-@triton.jit
-def _token_logprobs_bwd_kernel(
-    H, W, T, LSE, GRAD, DH, DW,
-    N, V, D, IGNORE,
-    stride_hn, stride_hd, stride_wv, stride_wd,
-    HEAD_GRAD: tl.constexpr, UPCAST: tl.constexpr,
+    WITH_ACC: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
-    pid_v = tl.program_id(1)
+    split = tl.program_id(1)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_v = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
     mask_m = offs_m < N
-    mask_v = offs_v < V
-    targets = tl.load(T + offs_m, mask=mask_m, other=IGNORE)
-    grad = tl.load(GRAD + offs_m, mask=mask_m, other=0.0).to(tl.float32)
-    grad = tl.where(targets != IGNORE, grad, 0.0)
-    lse = tl.load(LSE + offs_m, mask=mask_m, other=0.0)
+    rows = offs_m.to(tl.int64)
+    part = split.to(tl.int64) * N + rows  # this program's slot in the [S, N] partials
+    targets = tl.load(T + offs_m, mask=mask_m, other=-1)
+    v_start = split * V_PER_SPLIT
+    v_end = tl.minimum(v_start + V_PER_SPLIT, V)
 
-    logits = _logits_tile(H, W, offs_m, offs_v, mask_m, mask_v, D, stride_hn, stride_hd, stride_wv, stride_wd,
-                          UPCAST, BLOCK_M, BLOCK_V, BLOCK_D)
-    prob = tl.where(mask_v[None, :], tl.exp(logits - lse[:, None]), 0.0)
-    onehot = (offs_v[None, :] == targets[:, None]).to(tl.float32)
-    dlogits = grad[:, None] * (onehot - prob)
-
-    for d0 in range(0, D, BLOCK_D):
-        offs_d = d0 + tl.arange(0, BLOCK_D)
-        mask_d = offs_d < D
-        w = tl.load(W + offs_v[:, None] * stride_wv + offs_d[None, :] * stride_wd,
-                    mask=mask_v[:, None] & mask_d[None, :], other=0.0)
-        if UPCAST:
-            dh = tl.dot(dlogits, w.to(tl.float32))
-        else:
-            dh = tl.dot(dlogits.to(w.dtype), w)
-        tl.atomic_add(DH + offs_m[:, None] * D + offs_d[None, :], dh,
-                      mask=mask_m[:, None] & mask_d[None, :])
-        if HEAD_GRAD:
-            h = tl.load(H + offs_m[:, None] * stride_hn + offs_d[None, :] * stride_hd,
+    run_max = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
+    run_sum = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    target_logit = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    for v0 in range(v_start, v_end, BLOCK_V):
+        offs_v = v0 + tl.arange(0, BLOCK_V)
+        mask_v = offs_v < v_end
+        vocab = offs_v.to(tl.int64)
+        logits = tl.zeros((BLOCK_M, BLOCK_V), dtype=tl.float32)
+        for d0 in range(0, D, BLOCK_D):
+            offs_d = d0 + tl.arange(0, BLOCK_D)
+            mask_d = offs_d < D
+            h = tl.load(H + rows[:, None] * stride_hn + offs_d[None, :] * stride_hd,
                         mask=mask_m[:, None] & mask_d[None, :], other=0.0)
-            if UPCAST:
-                dw = tl.dot(tl.trans(dlogits), h.to(tl.float32))
-            else:
-                dw = tl.dot(tl.trans(dlogits.to(h.dtype)), h)
-            tl.atomic_add(DW + offs_v[:, None] * D + offs_d[None, :], dw,
-                          mask=mask_v[:, None] & mask_d[None, :])
+            w = tl.load(W + vocab[None, :] * stride_wv + offs_d[:, None] * stride_wd,
+                        mask=mask_v[None, :] & mask_d[:, None], other=0.0)
+            logits = mixed_dot(h, w, logits, UPCAST, PRECISION)
+        logits = tl.where(mask_v[None, :], logits, float("-inf"))
+        new_max = tl.maximum(run_max, tl.max(logits, axis=1))
+        alpha = tl.exp(run_max - new_max)
+        probs = tl.exp(logits - new_max[:, None])
+        run_sum = run_sum * alpha + tl.sum(probs, axis=1)
+        target_logit += tl.sum(tl.where(offs_v[None, :] == targets[:, None], logits, 0.0), axis=1)
+        if WITH_ACC:
+            has_acc = (offs_m * 0 + v0) > v_start  # the first chunk starts from zero
+            for d0 in range(0, D, BLOCK_D):
+                offs_d = d0 + tl.arange(0, BLOCK_D)
+                mask_d = offs_d < D
+                acc_ptrs = PART_ACC + part[:, None] * D + offs_d[None, :]
+                acc_mask = mask_m[:, None] & mask_d[None, :]
+                acc = tl.load(acc_ptrs, mask=acc_mask & has_acc[:, None], other=0.0)
+                w = tl.load(W + vocab[:, None] * stride_wv + offs_d[None, :] * stride_wd,
+                            mask=mask_v[:, None] & mask_d[None, :], other=0.0)
+                acc = mixed_dot(probs, w, acc * alpha[:, None], UPCAST, PRECISION)
+                tl.store(acc_ptrs, acc, mask=acc_mask)
+        run_max = new_max
+    tl.store(PART_MAX + part, run_max, mask=mask_m)
+    tl.store(PART_SUM + part, run_sum, mask=mask_m)
+    tl.store(PART_TGT + part, target_logit, mask=mask_m)
 
 
-def launch_config(interpret: bool) -> dict:
-    """Fixed tiles and options of both kernels (no autotune: it needs a GPU driver).
+_tuned = triton.autotune(configs=GPU_CONFIGS, key=["D", "V_PER_SPLIT", "WITH_ACC"])(_online_logprob_kernel)
 
-    The interpreter upcasts to fp32 after loading (its bf16 `tl.dot` is wrong).
+
+def vocab_splits(n_rows: int, vocab: int, d: int, n_sm: int, with_acc: bool) -> int:
+    """How many vocabulary ranges to give each row block: enough programs for two waves."""
+    row_blocks = triton.cdiv(n_rows, PLAN_BLOCK_M)
+    splits = min(triton.cdiv(2 * n_sm, row_blocks), MAX_SPLITS, triton.cdiv(vocab, 256))
+    if with_acc:
+        splits = min(splits, PARTIAL_BYTES // max(4 * n_rows * d, 1))
+    return max(1, splits)
+
+
+def _merge(part_max, part_sum, part_tgt, part_acc) -> LogprobParts:
+    """Combine the S partial online states [S, N] (and [S, N, d]) into one per row."""
+    row_max = part_max.amax(dim=0)
+    weight = torch.exp(part_max - row_max)
+    total = (weight * part_sum).sum(dim=0)
+    expect = None
+    if part_acc is not None:
+        weight = weight / total
+        if part_acc.shape[0] == 1:
+            expect = part_acc[0].mul_(weight[0][:, None])
+        else:
+            expect = torch.einsum("sn,snd->nd", weight, part_acc)
+    return LogprobParts(row_max + total.log(), part_tgt.sum(dim=0), expect)
+
+
+def online_logprob_parts(hidden, head, targets, ignore_index: int, with_expectation: bool,
+                         splits: int | None = None, config: dict | None = None) -> LogprobParts:
+    """`LogprobParts` (fp32) for hidden [N, d], head [V, d], targets [N] from the Triton pass.
+
+    `splits` (vocabulary ranges) and `config` (tiles) are chosen automatically unless given.
     """
-    if interpret:
-        return dict(BLOCK_M=16, BLOCK_V=64, BLOCK_D=32, UPCAST=True)
-    return dict(BLOCK_M=64, BLOCK_V=128, BLOCK_D=64, UPCAST=False, num_warps=8, num_stages=2)
-
-
-def token_logprobs_forward(hidden, head, targets, ignore_index: int):
-    """(log p(target) [N] fp32, log-sum-exp [N] fp32); hidden [N, d], head [V, d], targets [N]."""
     n, d = hidden.shape
-    v = head.shape[0]
-    out = torch.full((n,), float("nan"), device=hidden.device, dtype=torch.float32)
-    lse = torch.full((n,), float("nan"), device=hidden.device, dtype=torch.float32)
-    cfg = launch_config(interpret_requested())
-    check_mode(_token_logprobs_fwd_kernel)
-    _token_logprobs_fwd_kernel[(triton.cdiv(n, cfg["BLOCK_M"]),)](
-        hidden, head, targets, out, lse, n, v, d, ignore_index,
-        hidden.stride(0), hidden.stride(1), head.stride(0), head.stride(1), **cfg,
-    )
-    return out, lse
+    vocab = head.shape[0]
+    if splits is None:
+        splits = vocab_splits(n, vocab, d, sm_count(hidden.device), with_expectation)
+    v_per_split = triton.cdiv(triton.cdiv(vocab, splits), 64) * 64
+    splits = triton.cdiv(vocab, v_per_split)  # no empty range
+    stats = empty((3, splits, n), torch.float32, hidden.device)
+    acc = empty((splits, n, d), torch.float32, hidden.device) if with_expectation else None
+    safe_targets = torch.where(targets == ignore_index, -1, targets)
+    args = dict(H=hidden, W=head, T=safe_targets, PART_MAX=stats[0], PART_SUM=stats[1], PART_TGT=stats[2],
+                PART_ACC=acc if acc is not None else stats, N=n, V=vocab, D=d, V_PER_SPLIT=v_per_split,
+                stride_hn=hidden.stride(0), stride_hd=hidden.stride(1),
+                stride_wv=head.stride(0), stride_wd=head.stride(1),
+                WITH_ACC=with_expectation, **dot_options(hidden.dtype))
+    grid = lambda meta: (triton.cdiv(n, meta["BLOCK_M"]), splits)  # noqa: E731
+    launch(_online_logprob_kernel, _tuned, grid, args, config, INTERPRET_CONFIG)
+    return _merge(stats[0], stats[1], stats[2], acc)
 
 
-def token_logprobs_backward(grad_out, hidden, head, targets, lse, ignore_index: int, head_grad: bool):
-    """(d hidden, d head or None) for out = token_logprobs_forward(hidden, head, targets)."""
-    n, d = hidden.shape
-    v = head.shape[0]
-    dh = torch.zeros((n, d), device=hidden.device, dtype=torch.float32)
-    dw = torch.zeros((v, d), device=hidden.device, dtype=torch.float32) if head_grad else dh
-    cfg = launch_config(interpret_requested())
-    grid = (triton.cdiv(n, cfg["BLOCK_M"]), triton.cdiv(v, cfg["BLOCK_V"]))
-    check_mode(_token_logprobs_bwd_kernel)
-    _token_logprobs_bwd_kernel[grid](
-        hidden, head, targets, lse, grad_out, dh, dw, n, v, d, ignore_index,
-        hidden.stride(0), hidden.stride(1), head.stride(0), head.stride(1),
-        HEAD_GRAD=head_grad, **cfg,
-    )
-    return dh.to(hidden.dtype), (dw.to(head.dtype) if head_grad else None)
-
-
-class TokenLogprobsFunction(torch.autograd.Function):
-    """Autograd for the fused token log-probs; the head gets a gradient only if it needs one."""
-
-    @staticmethod
-    def forward(ctx, hidden, head, targets, ignore_index):
-        out, lse = token_logprobs_forward(hidden, head, targets, ignore_index)
-        ctx.save_for_backward(hidden, head, targets, lse)
-        ctx.ignore_index = ignore_index
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        hidden, head, targets, lse = ctx.saved_tensors
-        dh, dw = token_logprobs_backward(grad_out.contiguous(), hidden, head, targets, lse,
-                                         ctx.ignore_index, ctx.needs_input_grad[1])
-        return (dh if ctx.needs_input_grad[0] else None), dw, None, None
+def gpu_configs() -> list[dict]:
+    """Every GPU config as a plain dict (for the tests and the sm_90 compile check)."""
+    return [config_dict(c) for c in GPU_CONFIGS]

@@ -41,13 +41,13 @@ def path(request, monkeypatch):
         return
     if not HAS_TRITON:
         pytest.skip("triton is not installed")
-    for name in ("lora_linear_reference", "multi_lora_linear_reference", "token_logprobs_chunked"):
+    for name in ("lora_linear_reference", "multi_lora_linear_grouped", "chunked_logprob_parts"):
         monkeypatch.setattr(reference, name, _forbidden(name))
     from redgame.kernels.ops import lora_linear as lora_op
     from redgame.kernels.ops import token_logprobs as logprob_op
 
     for module, name in ((lora_op, "lora_linear_forward"), (lora_op, "lora_linear_backward"),
-                         (logprob_op, "token_logprobs_forward"), (logprob_op, "token_logprobs_backward")):
+                         (logprob_op, "online_logprob_parts")):
         original = getattr(module, name)
 
         def counted(*args, _name=name, _original=original, **kwargs):

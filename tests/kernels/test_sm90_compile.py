@@ -50,11 +50,12 @@ def test_fused_lora_kernels_compile_for_sm90(dtype, n_cols, has_seg):
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp32"])
-def test_token_logprobs_kernels_compile_for_sm90(dtype):
+@pytest.mark.parametrize("with_acc", [False, True], ids=["lse_only", "with_expectation"])
+def test_token_logprobs_kernel_compiles_for_sm90_in_every_gpu_config(dtype, with_acc):
     from redgame.kernels.ops import token_logprobs as op
 
-    types = dict(H=f"*{dtype}", W=f"*{dtype}", T="*i64", OUT="*fp32", LSE="*fp32")
-    _compile(op._token_logprobs_fwd_kernel, types, op.launch_config(interpret=False))
-    for head_grad in (False, True):
-        types = dict(H=f"*{dtype}", W=f"*{dtype}", T="*i64", LSE="*fp32", GRAD="*fp32", DH="*fp32", DW="*fp32")
-        _compile(op._token_logprobs_bwd_kernel, types, dict(op.launch_config(interpret=False), HEAD_GRAD=head_grad))
+    types = dict(H=f"*{dtype}", W=f"*{dtype}", T="*i64", PART_MAX="*fp32", PART_SUM="*fp32", PART_TGT="*fp32",
+                 PART_ACC="*fp32")
+    for config in op.gpu_configs():
+        precision = "tf32" if dtype == "fp32" else "ieee"
+        _compile(op._online_logprob_kernel, types, dict(config, WITH_ACC=with_acc, UPCAST=False, PRECISION=precision))

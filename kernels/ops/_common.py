@@ -1,0 +1,101 @@
+"""What the Triton kernels share: the interpreter/compiled mode guard, the dot, launch helpers.
+
+Mode guard: `@triton.jit` reads TRITON_INTERPRET when it decorates, and that includes the
+library functions of `triton.language` (`tl.zeros`, `tl.sum`, ...), which are decorated
+when triton is first imported. So the interpreter works only when TRITON_INTERPRET=1 was
+set before triton was imported, and compiled kernels only when it was not. A mismatch
+would fail deep inside a launch; `check_mode` fails first, with the fix in the message.
+
+Dots: on a GPU `tl.dot` runs in the input dtype with fp32 accumulation; fp32 inputs use
+TF32 when torch allows it (`torch.backends.cuda.matmul.allow_tf32`, i.e.
+`torch.set_float32_matmul_precision("high")`), else full fp32 ("ieee"). Triton's
+interpreter computes bf16 dots wrongly, so there (and only there) bf16 tiles are upcast
+to fp32 first (`UPCAST`); fp16 and fp32 run the GPU code unchanged.
+
+Launches: on a GPU each kernel is autotuned over its `GPU_CONFIGS`; in the interpreter it
+runs one small config. A caller (the tests) may force any config, GPU ones included.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+
+from ..dispatch import interpret_requested
+
+# The device the interpreter pretends to be, for grid-filling decisions (splits).
+INTERPRETER_SM_COUNT = 4
+
+
+def _interpreted(fn) -> bool:
+    return type(fn).__name__ == "InterpretedFunction"
+
+
+def check_mode(*kernels) -> None:
+    """Raise RuntimeError unless triton.language and `kernels` match TRITON_INTERPRET now."""
+    want = interpret_requested()
+    for fn in (tl.zeros, *kernels):
+        if _interpreted(fn) != want:
+            raise RuntimeError(
+                f"redgame.kernels: TRITON_INTERPRET={'1' if want else 'unset/0'} now, but "
+                f"{getattr(fn, '__name__', fn)} was built {'interpreted' if _interpreted(fn) else 'compiled'}: "
+                "set TRITON_INTERPRET=1 before triton is first imported (i.e. before starting Python), "
+                "or leave it unset for CUDA runs")
+
+
+@triton.jit
+def mixed_dot(a, b, acc, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+    """acc + a·b in fp32; an fp32 operand meets a half one in the half dtype (tensor cores)."""
+    if UPCAST:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc)
+    if a.dtype == tl.float32 and b.dtype != tl.float32:
+        a = a.to(b.dtype)
+    if b.dtype == tl.float32 and a.dtype != tl.float32:
+        b = b.to(a.dtype)
+    if a.dtype == tl.float32:
+        return tl.dot(a, b, acc, input_precision=PRECISION)
+    return tl.dot(a, b, acc)
+
+
+def dot_options(dtype: torch.dtype) -> dict:
+    """UPCAST and PRECISION for tiles of this dtype, on the current path."""
+    upcast = interpret_requested() and dtype == torch.bfloat16
+    return dict(UPCAST=upcast, PRECISION="tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee")
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of this CUDA device; INTERPRETER_SM_COUNT off CUDA."""
+    if device.type != "cuda":
+        return INTERPRETER_SM_COUNT
+    return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def launch(kernel, tuned, grid, args: dict, config: dict | None, interpret_config: dict):
+    """Run `kernel` with `config`, or the autotuned `tuned` on a GPU / `interpret_config` in the interpreter."""
+    check_mode(kernel)
+    if config is None and not interpret_requested():
+        tuned[grid](**args)
+        return
+    cfg = dict(config if config is not None else interpret_config)
+    options = {k: cfg.pop(k) for k in ("num_warps", "num_stages") if k in cfg}
+    if interpret_requested():
+        options = {}
+    kernel[grid](**args, **cfg, **options)
+
+
+def config_dict(config: "triton.Config") -> dict:
+    """A triton.Config as one dict of its constexprs and launch options."""
+    return dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
+
+
+def empty(shape, dtype, device) -> torch.Tensor:
+    """Output buffers: uninitialised (every element is written by a kernel; tests refill this with NaN)."""
+    return torch.empty(shape, dtype=dtype, device=device)

@@ -1,0 +1,143 @@
+"""fused_preference_loss vs float64 logits + sequence sums + the closed-form DPO / IPO loss, and its contract."""
+
+import importlib.util
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
+
+from _kernel_checks import check_close
+from redgame.errors import UserError
+from redgame.kernels import checks, fused_preference_loss, reference
+from redgame.kernels.checks import assert_all_ok, naive_logprobs, naive_preference_loss
+
+
+def _batch(gen, pairs=2, seq_len=9, d=16, vocab=301, prompt=3, dtype=torch.float32):
+    hidden = torch.randn(2 * pairs, seq_len, d, generator=gen).to(dtype).requires_grad_()
+    ref_hidden = torch.randn(2 * pairs, seq_len, d, generator=gen).to(dtype)
+    head = (torch.randn(vocab, d, generator=gen) / d**0.5).to(dtype)
+    targets = torch.randint(0, vocab, (2 * pairs, seq_len), generator=gen)
+    targets[:, :prompt] = -100
+    return hidden, ref_hidden, head, targets
+
+
+@pytest.mark.parametrize("kind", ["dpo", "ipo"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_fused_preference_loss_matches_float64(path, rng, dtype, kind):
+    mode, calls = path
+    assert_all_ok(checks.preference_case(rng, "cpu", dtype, kind=kind))
+    if mode == "interpret":  # policy and reference: one online pass each, nothing in the backward pass
+        assert calls == {"online_logprob_parts": 2}
+
+
+def test_flops_are_four_nvd_for_the_policy_and_two_for_the_reference_on_counted_tokens_only(rng):
+    hidden, ref_hidden, head, targets = _batch(rng)
+    counted = int((targets != -100).sum())
+    vocab, d = head.shape
+    with FlopCounterMode(display=False) as forward:
+        loss = fused_preference_loss(hidden, ref_hidden, head, targets)
+    with FlopCounterMode(display=False) as backward:
+        loss.backward()
+    assert forward.get_total_flops() == 4 * counted * vocab * d + 2 * counted * vocab * d
+    assert backward.get_total_flops() == 0
+
+
+class _LargestTensor(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+def test_no_logits_larger_than_one_chunk(rng, monkeypatch):
+    """With chunks of 1/8 of the [N, V] logits, no tensor of the call is larger than that."""
+    hidden, ref_hidden, head, targets = _batch(rng, pairs=3, seq_len=12, vocab=2003)
+    counted = int((targets != -100).sum())
+    chunk_elements = counted * head.shape[0] // 8
+    monkeypatch.setattr(reference, "DEFAULT_CHUNK_ELEMENTS", chunk_elements)
+    with _LargestTensor() as mode:
+        fused_preference_loss(hidden, ref_hidden, head, targets).backward()
+    assert mode.largest <= max(chunk_elements, head.numel())  # the head itself is the largest input
+
+
+def test_backward_scales_the_saved_gradient_and_reaches_hidden_only(path, rng):
+    hidden, ref_hidden, head, targets = _batch(rng)
+    ref_hidden.requires_grad_()
+    (once,) = torch.autograd.grad(fused_preference_loss(hidden, ref_hidden, head, targets, kind="ipo"), hidden)
+    (3 * fused_preference_loss(hidden, ref_hidden, head, targets, kind="ipo")).backward()
+    check_close(hidden.grad, 3 * once.double(), torch.float32, "3 × d hidden")
+    assert ref_hidden.grad is None
+    assert torch.equal(once[targets == -100], torch.zeros_like(once[targets == -100]))
+
+
+def test_details_give_the_sequence_sums_and_margins(path, rng):
+    hidden, ref_hidden, head, targets = _batch(rng, pairs=3)
+    loss, details = fused_preference_loss(hidden, ref_hidden, head, targets, beta=0.5, nll_weight=2.0,
+                                          with_details=True)
+    d = hidden.shape[-1]
+
+    def sums(h):
+        return naive_logprobs(h.detach().double().reshape(-1, d), head.double(), targets.reshape(-1)).view(6, -1).sum(1)
+
+    policy, ref = sums(hidden), sums(ref_hidden)
+    check_close(details.policy_logps, policy, torch.float32, "policy sums")
+    check_close(details.ref_logps, ref, torch.float32, "reference sums")
+    check_close(details.margin, (policy[:3] - ref[:3]) - (policy[3:] - ref[3:]), torch.float32, "margins")
+    assert details.lengths.tolist() == (targets != -100).sum(1).tolist()
+    check_close(loss, details.pref_loss + 2.0 * details.nll, torch.float32, "loss = pref + w·nll")
+    want = naive_preference_loss(hidden.detach().double(), ref_hidden.double(), head.double(), targets, 0.5, "dpo",
+                                 nll_weight=2.0)
+    check_close(loss, want, torch.float32, "loss")
+
+
+def test_gradient_is_bitwise_reproducible(path, rng):
+    hidden, ref_hidden, head, targets = _batch(rng)
+    grads = [torch.autograd.grad(fused_preference_loss(hidden, ref_hidden, head, targets), hidden)[0]
+             for _ in range(2)]
+    assert torch.equal(grads[0], grads[1])
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(kind="kto"), "kind must be one of"),
+        (dict(beta=0.0), "beta must be > 0"),
+        (dict(nll_weight=-1.0), "nll_weight must be >= 0"),
+        (dict(hidden=torch.randn(3, 9, 16)), r"hidden must be \[2B, T, d\]"),
+        (dict(ref_hidden=torch.randn(4, 8, 16)), "ref_hidden has shape"),
+        (dict(targets=torch.zeros(4, 8, dtype=torch.long)), r"targets must be \[2B, T\]"),
+        (dict(targets=torch.zeros(4, 9)), "integer tensor"),
+        (dict(targets=torch.full((4, 9), 301)), r"targets must lie in \[0, 301\)"),
+        (dict(head_weight=torch.randn(301, 15)), r"head_weight must be \[V, d=16\]"),
+        (dict(head_weight=torch.randn(301, 16, requires_grad=True)), "head_weight requires grad"),
+        (dict(head_weight=torch.randn(301, 16, dtype=torch.float64)), "share one float dtype"),
+    ],
+)
+def test_bad_inputs_name_the_culprit(change, message):
+    args = dict(hidden=torch.randn(4, 9, 16), ref_hidden=torch.randn(4, 9, 16), head_weight=torch.randn(301, 16),
+                targets=torch.zeros(4, 9, dtype=torch.long))
+    args.update(change)
+    with pytest.raises(UserError, match=message):
+        fused_preference_loss(**args)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("liger_kernel") is None, reason="liger-kernel not installed")
+def test_equals_liger_fused_linear_dpo(path, rng):
+    from liger_kernel.chunked_loss import LigerFusedLinearDPOLoss
+
+    hidden, ref_hidden, head, targets = _batch(rng, pairs=3, seq_len=6, d=24, vocab=131, prompt=2)
+    liger = LigerFusedLinearDPOLoss(beta=0.1, compiled=False, use_ref_model=True)
+    liger_out = liger(head.clone().requires_grad_(), hidden, targets, ref_input=ref_hidden, ref_weight=head)
+    liger_loss = liger_out[0] if isinstance(liger_out, tuple) else liger_out
+    (liger_grad,) = torch.autograd.grad(liger_loss, hidden)
+    ours = fused_preference_loss(hidden, ref_hidden, head, targets, beta=0.1)
+    (our_grad,) = torch.autograd.grad(ours, hidden)
+    check_close(ours, liger_loss.detach().double(), torch.float32, "DPO loss")
+    check_close(our_grad, liger_grad.double(), torch.float32, "d hidden")
