@@ -18,6 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
+from .preference import preference_loss_naive
+from .reference import token_logprobs_naive
+
 RELATIVE_TOL = {torch.float64: 1e-10, torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 2e-2}
 TF32_TOL = 1e-2
 
@@ -126,14 +129,6 @@ def multi_lora_case(gen, device, dtype, tf32=False, m=37, k=71, n=53, r=5, n_ada
                                ["multi-LoRA y", "x", "A (all adapters)", "B (all adapters)"])
 
 
-def naive_logprobs(hidden, head, targets, ignore_index=-100):
-    """float64 logits, log_softmax and gather; 0 where ignored."""
-    logp = torch.log_softmax(hidden @ head.T, dim=-1)
-    valid = targets != ignore_index
-    picked = logp.gather(1, torch.where(valid, targets, 0)[:, None])[:, 0]
-    return torch.where(valid, picked, torch.zeros_like(picked))
-
-
 def token_logprobs_case(gen, device, dtype, tf32=False, head_grad=False, n=37, d=71, vocab=1009):
     """token_logprobs with ignored rows and a target in the last partial vocab block: log p, dh (, dW)."""
     from . import token_logprobs
@@ -148,31 +143,12 @@ def token_logprobs_case(gen, device, dtype, tf32=False, head_grad=False, n=37, d
     leaves, names = ([hidden, head], ["log p", "hidden", "head"]) if head_grad else ([hidden], ["log p", "hidden"])
 
     def reference(h64, w64=None):
-        return naive_logprobs(h64, head.detach().double().cpu() if w64 is None else w64, targets)
+        return token_logprobs_naive(h64, head.detach().double().cpu() if w64 is None else w64, targets)
 
     results = _grads_vs_reference(out, leaves, reference, dtype, device, tf32, gen, names)
     ignored = (targets == -100).to(device)
     assert (out.detach()[ignored] == 0).all() and (hidden.grad[ignored] == 0).all(), "ignored rows must give 0"
     return results
-
-
-def naive_preference_loss(hidden, ref_hidden, head, targets, beta, kind, nll_weight=0.0, ignore_index=-100):
-    """float64 reference of fused_preference_loss: full logits, sequence sums, the closed-form loss."""
-    two_b, seq_len, d = hidden.shape
-    flat = targets.reshape(-1)
-
-    def sums(h):
-        return naive_logprobs(h.reshape(-1, d), head, flat, ignore_index).view(two_b, seq_len).sum(1)
-
-    policy, ref = sums(hidden), sums(ref_hidden)
-    pairs = two_b // 2
-    margin = (policy[:pairs] - ref[:pairs]) - (policy[pairs:] - ref[pairs:])
-    if kind == "dpo":
-        loss = -torch.nn.functional.logsigmoid(beta * margin).mean()
-    else:
-        loss = ((margin - 1 / (2 * beta)) ** 2).mean()
-    lengths = (targets[:pairs] != ignore_index).sum(1).clamp_min(1).to(policy.dtype)
-    return loss - nll_weight * (policy[:pairs] / lengths).mean()
 
 
 def preference_case(gen, device, dtype, tf32=False, kind="dpo", pairs=3, seq_len=7, d=40, vocab=1009,
@@ -192,8 +168,8 @@ def preference_case(gen, device, dtype, tf32=False, kind="dpo", pairs=3, seq_len
     assert loss.dim() == 0 and loss.dtype == torch.float32
 
     def reference(h64):
-        return naive_preference_loss(h64, ref_hidden.double().cpu(), head.double().cpu(), targets, beta, kind,
-                                     nll_weight)
+        return preference_loss_naive(h64, ref_hidden.double().cpu(), head.double().cpu(), targets, beta, kind,
+                                     nll_weight=nll_weight)
 
     return _grads_vs_reference(loss, [hidden], reference, dtype, device, tf32, gen, [f"{kind} loss", "hidden"])
 

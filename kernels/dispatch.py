@@ -66,13 +66,28 @@ def _check_same_device(func: str, **tensors: torch.Tensor) -> None:
         raise UserError(f"{func}: tensors are on different devices: {devices}")
 
 
-def _scale_vector(scale, n_adapters: int, device, func: str, dtype=torch.float32) -> torch.Tensor:
-    vec = torch.as_tensor(scale, dtype=dtype, device=device).detach().reshape(-1)
-    if vec.numel() == 1:
-        vec = vec.expand(n_adapters)
-    if vec.numel() != n_adapters:
-        raise UserError(f"{func}: scale has {vec.numel()} entries, expected 1 or n_adapters={n_adapters}")
-    return vec.contiguous()
+def _scale_values(scale, n_adapters: int, func: str) -> list[float] | torch.Tensor:
+    """The per-adapter scales: a list of n floats, or a detached [n] tensor as given."""
+    if isinstance(scale, torch.Tensor):
+        vec = scale.detach().reshape(-1)
+    else:
+        vec = [float(s) for s in (scale if isinstance(scale, (list, tuple)) else [scale])]
+    count = vec.numel() if isinstance(vec, torch.Tensor) else len(vec)
+    if count not in (1, n_adapters):
+        raise UserError(f"{func}: scale has {count} entries, expected 1 or n_adapters={n_adapters}")
+    if count == 1 and n_adapters > 1:
+        vec = vec.expand(n_adapters) if isinstance(vec, torch.Tensor) else vec * n_adapters
+    return vec
+
+
+def _scales_tensor(values, device, dtype=torch.float32) -> torch.Tensor:
+    """The scales as a [n] tensor on `device`; a CUDA copy goes through pinned memory, without a host sync."""
+    if isinstance(values, torch.Tensor):
+        return values.to(device=device, dtype=dtype).contiguous()
+    vec = torch.tensor(values, dtype=dtype)
+    if device.type == "cuda":
+        return vec.pin_memory().to(device, non_blocking=True)
+    return vec
 
 
 def _check_lora_shapes(func: str, x, weight, lora_a, lora_b, bias, adapter_dims: int) -> None:
@@ -97,25 +112,28 @@ def _check_lora_shapes(func: str, x, weight, lora_a, lora_b, bias, adapter_dims:
     _check_frozen("weight", weight, func)
 
 
-def _fused_lora(x, weight, lora_a, lora_b, scale_vec, segment_ids, bias):
+def _fused_lora(x, weight, lora_a, lora_b, scale, plan, bias):
+    """The Triton path: x as [M, K] rows, A/B stacked [n, r, K] / [n, N, r]; scale a float or an fp32 [n] tensor."""
     from .ops.lora_linear import LoraLinearFunction
 
     k = x.shape[-1]
-    seg = None if segment_ids is None else segment_ids.reshape(-1).to(torch.int32).contiguous()
     y = LoraLinearFunction.apply(
-        x.reshape(-1, k).contiguous(), weight, lora_a.to(x.dtype).contiguous(),
-        lora_b.to(x.dtype).contiguous(), scale_vec, seg, None if bias is None else bias.to(x.dtype))
+        x.reshape(-1, k).contiguous(), weight, lora_a.to(x.dtype).contiguous(), lora_b.to(x.dtype).contiguous(),
+        None if bias is None else bias.to(x.dtype), scale, plan)
     return y.reshape(*x.shape[:-1], weight.shape[0])
 
 
 def lora_linear(x, weight, lora_a, lora_b, scale: float, bias=None):
     """y = x·Wᵀ + scale·(x·Aᵀ)·Bᵀ (+ bias), differentiable in x, A, B (and bias); W is frozen.
 
+    On CUDA: S = x·Aᵀ once per row block, then x·Wᵀ + (scale·S)·Bᵀ in one GEMM (LoRAFusion's
+    split), without host syncs.
+
     Args:
       x: [..., K] input.
       weight: [N, K] frozen base weight (same dtype as x); one that requires grad is an error.
       lora_a: [r, K] and lora_b: [N, r], peft's layouts; cast to x's dtype.
-      scale: the LoRA scaling (alpha / r in peft).
+      scale: the LoRA scaling (alpha / r in peft), a float.
       bias: optional [N].
 
     Returns:
@@ -127,12 +145,16 @@ def lora_linear(x, weight, lora_a, lora_b, scale: float, bias=None):
     if backend(x, weight) == "torch":
         return reference.lora_linear_reference(x, weight, lora_a.to(x.dtype), lora_b.to(x.dtype), scale,
                                                None if bias is None else bias.to(x.dtype))
-    scale_vec = _scale_vector(scale, 1, x.device, func)
-    return _fused_lora(x, weight, lora_a[None], lora_b[None], scale_vec, None, bias)
+    return _fused_lora(x, weight, lora_a[None], lora_b[None], float(scale), None, bias)
 
 
 def multi_lora_linear(x, weight, lora_a, lora_b, scale, segment_ids, bias=None):
-    """Per-row adapters in one pass: row i uses adapter segment_ids[i], or none if it is −1.
+    """Per-row adapters in one pass (SGMV): row i uses adapter segment_ids[i], or none if it is −1.
+
+    Rows are grouped by adapter, so each row meets only its own adapter and the work does
+    not grow with n_adapters. The grouping is computed once per segment_ids tensor and
+    reused by every call with the same (unmodified) tensor; on CUDA its range check is
+    the only host sync, once per tensor.
 
     Args:
       x: [..., K] input.
@@ -155,16 +177,15 @@ def multi_lora_linear(x, weight, lora_a, lora_b, scale, segment_ids, bias=None):
     if tuple(segment_ids.shape) != tuple(x.shape[:-1]):
         raise UserError(f"{func}: segment_ids has shape {tuple(segment_ids.shape)}, expected x.shape[:-1]="
                         f"{tuple(x.shape[:-1])}")
+    scales = _scale_values(scale, n_adapters, func)
     from .segments import segment_plan
 
     plan = segment_plan(segment_ids, n_adapters, func)
     if backend(x, weight) == "torch":
         return reference.multi_lora_linear_grouped(
-            x, weight, lora_a.to(x.dtype), lora_b.to(x.dtype),
-            _scale_vector(scale, n_adapters, x.device, func, dtype=x.dtype), plan,
+            x, weight, lora_a.to(x.dtype), lora_b.to(x.dtype), _scales_tensor(scales, x.device, x.dtype), plan,
             None if bias is None else bias.to(x.dtype))
-    scale_vec = _scale_vector(scale, n_adapters, x.device, func)
-    return _fused_lora(x, weight, lora_a, lora_b, scale_vec, segment_ids, bias)
+    return _fused_lora(x, weight, lora_a, lora_b, _scales_tensor(scales, x.device), plan, bias)
 
 
 def _check_targets(func: str, targets, ignore_index: int, vocab: int) -> None:

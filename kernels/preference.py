@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from redgame.errors import UserError
 
+from . import reference
 from .logprobs import logprob_parts, logprobs_and_direction
 
 KINDS = ("dpo", "ipo")
@@ -137,6 +138,25 @@ class FusedPreferenceLoss(torch.autograd.Function):
     def backward(ctx, grad_loss, *unused):
         (grad,) = ctx.saved_tensors
         return grad * grad_loss.to(grad.dtype), None, None, None, None, None, None, None, None
+
+
+def preference_loss_naive(hidden, ref_hidden, head_weight, targets, beta: float = 0.1, kind: str = "dpo",
+                          ignore_index: int = -100, nll_weight: float = 0.0):
+    """The baseline of `fused_preference_loss`: full [N, V] logits (`reference.token_logprobs_naive`), sums, loss.
+
+    The reference pass runs without autograd; in float64 this is the tests' reference.
+    """
+    two_b, seq_len, d = hidden.shape
+    flat = targets.reshape(-1)
+
+    def sums(h):
+        return reference.token_logprobs_naive(h.reshape(-1, d), head_weight, flat, ignore_index).view(two_b, -1).sum(1)
+
+    policy = sums(hidden)
+    with torch.no_grad():
+        ref = sums(ref_hidden)
+    lengths = (targets != ignore_index).sum(1).to(policy.dtype)
+    return _pair_loss(policy, ref, lengths, beta, kind, nll_weight)[0]
 
 
 def _check_fused_inputs(func, hidden, ref_hidden, head_weight, targets, beta, kind, nll_weight):

@@ -18,6 +18,7 @@ runs one small config. A caller (the tests) may force any config, GPU ones inclu
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import torch
@@ -78,9 +79,53 @@ def sm_count(device: torch.device) -> int:
     return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
 
 
+def _quick_bench(fn, quantiles):
+    """The autotuner's timing: shorter than triton's default (25 ms warm-up, 100 ms), enough to rank tiles."""
+    return triton.testing.do_bench(fn, warmup=5, rep=25, quantiles=quantiles)
+
+
+# What an sm_90 block may use (H100 / H200), for the compile check and the interpreter.
+H100_SHARED_BYTES = 227 * 1024
+
+
+@functools.lru_cache(maxsize=None)
+def _shared_limit(index: int) -> int:
+    props = torch.cuda.get_device_properties(index)
+    return getattr(props, "shared_memory_per_block_optin", 0) or 99 * 1024
+
+
+def shared_limit(device: torch.device) -> int:
+    """Shared memory one block may use on this device (bytes); the H100's off CUDA."""
+    if device.type != "cuda":
+        return H100_SHARED_BYTES
+    return _shared_limit(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def fits(config: dict, element_size: int, smem_estimate, limit: int) -> bool:
+    """Whether a config's pipelined tiles (estimated) fit in `limit` bytes, with 10% to spare."""
+    return smem_estimate(config, element_size) <= 0.9 * limit
+
+
+def autotuned(kernel, configs, key, smem_estimate, tensor_arg: str):
+    """`kernel` autotuned over those `configs` whose tiles fit in the device's shared memory.
+
+    smem_estimate(config dict with num_stages, element size of `tensor_arg`) -> bytes.
+    Building it needs no GPU driver; it runs only on a GPU.
+    """
+    def prune(configs, named_args, **kwargs):
+        tensor = named_args[tensor_arg]
+        limit = shared_limit(tensor.device)
+        kept = [c for c in configs if fits(config_dict(c), tensor.element_size(), smem_estimate, limit)]
+        return kept or configs[-1:]
+
+    return triton.autotune(configs=configs, key=key, do_bench=_quick_bench,
+                           prune_configs_by={"early_config_prune": prune})(kernel)
+
+
 def launch(kernel, tuned, grid, args: dict, config: dict | None, interpret_config: dict):
     """Run `kernel` with `config`, or the autotuned `tuned` on a GPU / `interpret_config` in the interpreter."""
     check_mode(kernel)
+    config = config if config is not None else FORCED_CONFIGS.get(kernel.__name__)
     if config is None and not interpret_requested():
         tuned[grid](**args)
         return
@@ -89,6 +134,22 @@ def launch(kernel, tuned, grid, args: dict, config: dict | None, interpret_confi
     if interpret_requested():
         options = {}
     kernel[grid](**args, **cfg, **options)
+
+
+# kernel name -> config to launch instead of autotuning (set by `forced_configs`)
+FORCED_CONFIGS: dict[str, dict] = {}
+
+
+@contextlib.contextmanager
+def forced_configs(configs: dict):
+    """Within the block, launch each named kernel with the given config (tests: GPU configs in the interpreter)."""
+    saved = dict(FORCED_CONFIGS)
+    FORCED_CONFIGS.update(configs)
+    try:
+        yield
+    finally:
+        FORCED_CONFIGS.clear()
+        FORCED_CONFIGS.update(saved)
 
 
 def config_dict(config: "triton.Config") -> dict:

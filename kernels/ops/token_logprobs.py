@@ -25,7 +25,7 @@ import triton
 import triton.language as tl
 
 from ..reference import LogprobParts
-from ._common import config_dict, dot_options, empty, launch, mixed_dot, sm_count
+from ._common import autotuned, config_dict, dot_options, empty, launch, mixed_dot, sm_count
 
 # Autotuned on a GPU; every one of them runs at small shapes in the interpreter tests.
 GPU_CONFIGS = [
@@ -101,7 +101,12 @@ def _online_logprob_kernel(
     tl.store(PART_TGT + part, target_logit, mask=mask_m)
 
 
-_tuned = triton.autotune(configs=GPU_CONFIGS, key=["D", "V_PER_SPLIT", "WITH_ACC"])(_online_logprob_kernel)
+def smem_estimate(cfg: dict, element_size: int) -> int:
+    """Pipelined h and W tiles of `_online_logprob_kernel`."""
+    return cfg["num_stages"] * (cfg["BLOCK_M"] + cfg["BLOCK_V"]) * cfg["BLOCK_D"] * element_size
+
+
+_tuned = autotuned(_online_logprob_kernel, GPU_CONFIGS, ["D", "V_PER_SPLIT", "WITH_ACC"], smem_estimate, "H")
 
 
 def vocab_splits(n_rows: int, vocab: int, d: int, n_sm: int, with_acc: bool) -> int:

@@ -7,7 +7,9 @@ run does not generate them. The torch cases pin TRITON_INTERPRET=0 with monkeypa
 restores it after each test.
 
 In "interpret" mode the torch fallbacks are replaced by functions that fail, and the Triton
-entry points are counted, so a test on that path proves the Triton kernels ran.
+entry points are counted, so a test on that path proves the Triton kernels ran. The
+kernels' output buffers are allocated uninitialised; there they are filled with NaN, so a
+test whose outputs must be finite also proves that every element was written.
 """
 
 import collections
@@ -29,6 +31,10 @@ def _forbidden(name):
         raise AssertionError(f"{name} ran although TRITON_INTERPRET=1 should route to Triton")
 
     return fail
+
+
+def _nan_filled(shape, dtype, device):
+    return torch.full(shape, float("nan"), dtype=dtype, device=device)
 
 
 @pytest.fixture(params=["torch", "interpret"] if INTERPRETER_PROCESS else ["torch"])
@@ -55,6 +61,8 @@ def path(request, monkeypatch):
             return _original(*args, **kwargs)
 
         monkeypatch.setattr(module, name, counted)
+    for module in (lora_op, logprob_op):
+        monkeypatch.setattr(module, "empty", _nan_filled)
     yield request.param, calls
 
 

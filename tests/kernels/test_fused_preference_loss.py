@@ -10,7 +10,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from _kernel_checks import check_close
 from redgame.errors import UserError
 from redgame.kernels import checks, fused_preference_loss, reference
-from redgame.kernels.checks import assert_all_ok, naive_logprobs, naive_preference_loss
+from redgame.kernels.checks import assert_all_ok
+from redgame.kernels.preference import preference_loss_naive
+from redgame.kernels.reference import token_logprobs_naive
 
 
 def _batch(gen, pairs=2, seq_len=9, d=16, vocab=301, prompt=3, dtype=torch.float32):
@@ -84,7 +86,7 @@ def test_details_give_the_sequence_sums_and_margins(path, rng):
     d = hidden.shape[-1]
 
     def sums(h):
-        return naive_logprobs(h.detach().double().reshape(-1, d), head.double(), targets.reshape(-1)).view(6, -1).sum(1)
+        return token_logprobs_naive(h.detach().double().reshape(-1, d), head.double(), targets.reshape(-1)).view(6, -1).sum(1)
 
     policy, ref = sums(hidden), sums(ref_hidden)
     check_close(details.policy_logps, policy, torch.float32, "policy sums")
@@ -92,7 +94,7 @@ def test_details_give_the_sequence_sums_and_margins(path, rng):
     check_close(details.margin, (policy[:3] - ref[:3]) - (policy[3:] - ref[3:]), torch.float32, "margins")
     assert details.lengths.tolist() == (targets != -100).sum(1).tolist()
     check_close(loss, details.pref_loss + 2.0 * details.nll, torch.float32, "loss = pref + w·nll")
-    want = naive_preference_loss(hidden.detach().double(), ref_hidden.double(), head.double(), targets, 0.5, "dpo",
+    want = preference_loss_naive(hidden.detach().double(), ref_hidden.double(), head.double(), targets, 0.5, "dpo",
                                  nll_weight=2.0)
     check_close(loss, want, torch.float32, "loss")
 

@@ -1,84 +1,52 @@
-"""Fused (multi-)LoRA linear vs a float64 per-row reference: forward and every gradient."""
+"""Fused (multi-)LoRA linear vs a float64 per-row reference: forward and every gradient; SGMV grouping."""
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from _kernel_checks import check_close
 from redgame.errors import UserError
-from redgame.kernels import backend, lora_linear, multi_lora_linear
+from redgame.kernels import backend, checks, lora_linear, multi_lora_linear
+from redgame.kernels.checks import assert_all_ok
+from redgame.kernels.segments import segment_plan
 
 M, K, N, R = 37, 71, 53, 5
-N_ADAPTERS = 3
 
 
-def _leaf(gen, *shape, std, dtype):
-    return (torch.randn(*shape, generator=gen, dtype=torch.float64) * std).to(dtype).requires_grad_()
-
-
-def _per_row_reference(x, weight, lora_a, lora_b, scale, segment_ids, bias):
-    """y_i = W·x_i + s_a·B_a·(A_a·x_i) (+ b) with a = segment_ids[i], row by row via einsum."""
-    keep = (segment_ids >= 0).to(x.dtype)
-    pick = segment_ids.clamp(min=0)
-    proj = torch.einsum("mk,mrk->mr", x, lora_a[pick])
-    delta = torch.einsum("mr,mnr->mn", proj, lora_b[pick]) * (scale[pick] * keep)[:, None]
-    out = x @ weight.T + delta
-    return out if bias is None else out + bias
-
-
-def _check_against_reference(y, leaves, dtype, reference_fn, gen):
-    grad_out = torch.randn(y.shape, generator=gen, dtype=torch.float64).to(dtype)
-    y.backward(grad_out)
-    ref_leaves = [t.detach().double().requires_grad_() for t in leaves]
-    y_ref = reference_fn(*ref_leaves)
-    y_ref.backward(grad_out.double())
-    check_close(y.detach(), y_ref.detach(), dtype, "output")
-    for i, (got, want) in enumerate(zip(leaves, ref_leaves)):
-        check_close(got.grad, want.grad, dtype, f"gradient of input {i}")
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_lora_linear_matches_float64_reference(path, rng, dtype):
     mode, calls = path
-    x = _leaf(rng, M, K, std=1.0, dtype=dtype)
-    weight = (torch.randn(N, K, generator=rng, dtype=torch.float64) / K**0.5).to(dtype)
-    lora_a = _leaf(rng, R, K, std=K**-0.5, dtype=dtype)
-    lora_b = _leaf(rng, N, R, std=R**-0.5, dtype=dtype)
-    bias = _leaf(rng, N, std=1.0, dtype=dtype)
-    scale = 0.75
-    assert backend(x, weight) == mode
-    y = lora_linear(x, weight, lora_a, lora_b, scale, bias)
-    assert y.dtype == dtype and y.shape == (M, N)
-
-    def reference_fn(x64, a64, b64, bias64):
-        seg = torch.zeros(M, dtype=torch.long)
-        return _per_row_reference(x64, weight.double(), a64[None], b64[None],
-                                  torch.tensor([scale], dtype=torch.float64), seg, bias64)
-
-    _check_against_reference(y, [x, lora_a, lora_b, bias], dtype, reference_fn, rng)
+    assert_all_ok(checks.lora_case(rng, "cpu", dtype))
     if mode == "interpret":
         assert calls == {"lora_linear_forward": 1, "lora_linear_backward": 1}
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_multi_lora_linear_matches_float64_reference(path, rng, dtype):
     mode, calls = path
-    x = _leaf(rng, M, K, std=1.0, dtype=dtype)
-    weight = (torch.randn(N, K, generator=rng, dtype=torch.float64) / K**0.5).to(dtype)
-    lora_a = _leaf(rng, N_ADAPTERS, R, K, std=K**-0.5, dtype=dtype)
-    lora_b = _leaf(rng, N_ADAPTERS, N, R, std=R**-0.5, dtype=dtype)
-    segment_ids = torch.randint(-1, N_ADAPTERS, (M,), generator=rng)
-    segment_ids[:N_ADAPTERS + 1] = torch.arange(-1, N_ADAPTERS)  # every adapter and the base appear
-    scales = [0.5, 1.0, 2.0]
-    y = multi_lora_linear(x, weight, lora_a, lora_b, scales, segment_ids)
-    assert y.dtype == dtype and y.shape == (M, N)
-
-    def reference_fn(x64, a64, b64):
-        return _per_row_reference(x64, weight.double(), a64, b64, torch.tensor(scales, dtype=torch.float64),
-                                  segment_ids, None)
-
-    _check_against_reference(y, [x, lora_a, lora_b], dtype, reference_fn, rng)
+    assert_all_ok(checks.multi_lora_case(rng, "cpu", dtype))
     if mode == "interpret":
         assert calls == {"lora_linear_forward": 1, "lora_linear_backward": 1}
+
+
+def test_ranks_above_the_rank_tile_loop_over_it(path, rng):
+    """r = 70 > BLOCK_R = 64: the rank is walked in tiles, single and multi-adapter."""
+    assert_all_ok(checks.lora_case(rng, "cpu", torch.float32, r=70))
+    assert_all_ok(checks.multi_lora_case(rng, "cpu", torch.float32, r=70, n_adapters=2))
+
+
+def test_split_reductions_give_the_same_result(path, rng, monkeypatch):
+    """Split-K in the projection and split-M in dA / dB (partials summed after) at tiny grains."""
+    mode, _ = path
+    if mode != "interpret":
+        pytest.skip("splits are a Triton launch parameter")
+    from redgame.kernels.ops import lora_linear as op
+
+    monkeypatch.setattr(op, "K_SPLIT_GRAIN", 32)
+    monkeypatch.setattr(op, "M_SPLIT_GRAIN", 8)
+    assert op._splits(1, torch.device("cpu"), limit=3) == 3  # the interpreter pretends to have 4 SMs
+    assert_all_ok(checks.lora_case(rng, "cpu", torch.float32, m=29, k=131, n=23))
+    assert_all_ok(checks.multi_lora_case(rng, "cpu", torch.float16, m=40, k=131, n=23, n_adapters=2))
 
 
 def test_multi_lora_batched_input_and_base_only_rows(path, rng):
@@ -98,6 +66,31 @@ def test_multi_lora_batched_input_and_base_only_rows(path, rng):
         check_close(y[rows], single, torch.float32, f"rows of adapter {adapter}")
 
 
+def test_segment_plan_groups_rows_by_adapter_and_is_reused():
+    segment_ids = torch.tensor([2, -1, 0, 2, 2, 0, -1, 1])
+    plan = segment_plan(segment_ids, 4)
+    assert plan.order.tolist() == [1, 6, 2, 5, 7, 0, 3, 4]  # stable within each segment
+    assert plan.bounds.tolist() == [0, 2, 4, 5, 8, 8]  # base, adapters 0..3 (adapter 3 has no rows)
+    assert segment_plan(segment_ids, 4) is plan  # the same tensor: no second sort, no second check
+    segment_ids[1] = 3  # an in-place change is seen
+    assert segment_plan(segment_ids, 4).bounds.tolist() == [0, 1, 3, 4, 7, 8]
+
+
+def test_multi_lora_work_does_not_grow_with_the_number_of_adapters(rng):
+    """SGMV: each row meets only its own adapter, so 8 adapters cost the FLOPs of one."""
+    x = torch.randn(64, K, generator=rng)
+    weight = torch.randn(N, K, generator=rng)
+
+    def flops(n_adapters):
+        segment_ids = torch.arange(64) % n_adapters
+        with FlopCounterMode(display=False) as counter:
+            multi_lora_linear(x, weight, torch.randn(n_adapters, R, K), torch.randn(n_adapters, N, R), 1.0,
+                              segment_ids)
+        return counter.get_total_flops()
+
+    assert flops(8) == flops(1) == 2 * 64 * N * K + 2 * 64 * R * (K + N)
+
+
 def test_float64_runs_on_the_torch_path_exactly(rng):
     x = torch.randn(M, K, generator=rng, dtype=torch.float64)
     weight = torch.randn(N, K, generator=rng, dtype=torch.float64)
@@ -105,8 +98,8 @@ def test_float64_runs_on_the_torch_path_exactly(rng):
     lora_b = torch.randn(N, R, generator=rng, dtype=torch.float64)
     assert backend(x, weight) == "torch"
     got = lora_linear(x, weight, lora_a, lora_b, 0.3)
-    want = _per_row_reference(x, weight, lora_a[None], lora_b[None], torch.tensor([0.3], dtype=torch.float64),
-                              torch.zeros(M, dtype=torch.long), None)
+    want = checks.per_row_lora(x, weight, lora_a[None], lora_b[None], torch.tensor([0.3], dtype=torch.float64),
+                               torch.zeros(M, dtype=torch.long))
     check_close(got, want, torch.float64, "float64 output")
 
 
@@ -115,8 +108,6 @@ def test_weight_requiring_grad_is_a_clear_error(path):
     weight = torch.randn(N, K, requires_grad=True)
     with pytest.raises(UserError, match="weight requires grad.*frozen"):
         lora_linear(x, weight, torch.randn(R, K), torch.randn(N, R), 1.0)
-    with pytest.raises(UserError, match="weight requires grad"):
-        multi_lora_linear(x, weight, torch.randn(2, R, K), torch.randn(2, N, R), 1.0, torch.zeros(4, dtype=torch.long))
 
 
 @pytest.mark.parametrize(
@@ -126,6 +117,7 @@ def test_weight_requiring_grad_is_a_clear_error(path):
         (dict(lora_b=torch.randn(N, R + 1)), "lora_a .* must be"),
         (dict(x=torch.randn(4, K - 1)), "last dim"),
         (dict(segment_ids=torch.tensor([0, 1, 2, 0])), r"segment_ids must lie in \[-1, 2\)"),
+        (dict(segment_ids=torch.tensor([0, -2, 1, 0])), r"segment_ids must lie in \[-1, 2\)"),
         (dict(segment_ids=torch.zeros(5, dtype=torch.long)), "segment_ids has shape"),
         (dict(segment_ids=torch.zeros(4)), "integer tensor"),
         (dict(scale=[1.0, 2.0, 3.0]), "scale has 3 entries"),

@@ -13,15 +13,16 @@ import pytest
 pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed"),
     pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1", reason="kernels are built for the interpreter"),
+    pytest.mark.slow,  # every config of every kernel: minutes of ptxas on 2 cores
 ]
-
-H100_SHARED_BYTES = 227 * 1024
 
 
 def _compile(kernel, types, config):
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
+
+    from redgame.kernels.ops._common import H100_SHARED_BYTES
 
     options = {k: config.pop(k) for k in ("num_warps", "num_stages") if k in config}
     names = kernel.arg_names
@@ -34,19 +35,38 @@ def _compile(kernel, types, config):
     return compiled
 
 
+def _precision(dtype):
+    return "tf32" if dtype == "fp32" else "ieee"
+
+
+def _fitting(configs, estimate, dtype):
+    """The configs the autotuner keeps on an H100 for this dtype (at least one must be left)."""
+    from redgame.kernels.ops._common import H100_SHARED_BYTES, fits
+
+    kept = [c for c in configs if fits(c, 4 if dtype == "fp32" else 2, estimate, H100_SHARED_BYTES)]
+    assert kept, "no config fits"
+    return kept
+
+
 @pytest.mark.parametrize("dtype", ["bf16", "fp32"])
-@pytest.mark.parametrize("n_cols, has_seg", [(16, False), (2 * 64, True)], ids=["r16", "2x_r64_segments"])
-def test_fused_lora_kernels_compile_for_sm90(dtype, n_cols, has_seg):
+@pytest.mark.parametrize("has_seg", [False, True], ids=["one_adapter", "segments"])
+def test_lora_kernels_compile_for_sm90_in_every_gpu_config(dtype, has_seg):
     from redgame.kernels.ops import lora_linear as op
 
-    types = {n: f"*{dtype}" for n in ("P", "Q", "L", "U", "BIAS", "OUT")}
-    types.update(SEG="*i32", SCALE="*fp32", PROJ="*fp32")
-    config = dict(op.fused_lora_config(n_cols, interpret=False), HAS_SEG=has_seg, HAS_BIAS=True)
-    _compile(op._fused_lora_kernel, types, config)
-    for axis in (0, 1):  # dA reads g (fp32) and x; dB reads dy and the fp32 projection
-        types = dict(X="*fp32" if axis == 0 else f"*{dtype}", Y=f"*{dtype}" if axis == 0 else "*fp32",
-                     SCALE="*fp32", C=f"*{dtype}")
-        _compile(op._scaled_tn_kernel, types, op.scaled_tn_config(n_cols, axis, interpret=False))
+    common = dict(HAS_SEG=has_seg, UPCAST=False, PRECISION=_precision(dtype))
+    configs = op.gpu_configs()
+    block_r = op.rank_block(64)
+    expand = {n: f"*{dtype}" for n in ("P", "Q", "U", "BIAS", "OUT")}
+    expand.update(PROJ="*fp32", SCALES="*fp32", ORDER="*i32", BOUNDS="*i32", scale="fp32")
+    for config in _fitting(configs["_lora_expand_kernel"], op.expand_smem, dtype):
+        _compile(op._lora_expand_kernel, expand, dict(config, **common, HAS_BIAS=True, PER_ADAPTER_SCALE=has_seg,
+                                                      BLOCK_R=block_r))
+    shrink = dict(P=f"*{dtype}", L=f"*{dtype}", PROJ="*fp32", ORDER="*i32", BOUNDS="*i32")
+    for config in _fitting(configs["_lora_shrink_kernel"], op.shrink_smem, dtype):
+        _compile(op._lora_shrink_kernel, shrink, dict(config, **common, BLOCK_R=block_r))
+    grad = dict(X=f"*{dtype}", Y="*fp32", SCALES="*fp32", C=f"*{dtype}", ORDER="*i32", BOUNDS="*i32", scale="fp32")
+    for config in _fitting(configs["_lora_grad_kernel"], op.grad_smem, dtype):
+        _compile(op._lora_grad_kernel, grad, dict(config, **common, PER_ADAPTER_SCALE=has_seg, BLOCK_R=block_r))
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp32"])
@@ -56,6 +76,6 @@ def test_token_logprobs_kernel_compiles_for_sm90_in_every_gpu_config(dtype, with
 
     types = dict(H=f"*{dtype}", W=f"*{dtype}", T="*i64", PART_MAX="*fp32", PART_SUM="*fp32", PART_TGT="*fp32",
                  PART_ACC="*fp32")
-    for config in op.gpu_configs():
-        precision = "tf32" if dtype == "fp32" else "ieee"
-        _compile(op._online_logprob_kernel, types, dict(config, WITH_ACC=with_acc, UPCAST=False, PRECISION=precision))
+    for config in _fitting(op.gpu_configs(), op.smem_estimate, dtype):
+        _compile(op._online_logprob_kernel, types,
+                 dict(config, WITH_ACC=with_acc, UPCAST=False, PRECISION=_precision(dtype)))

@@ -1,0 +1,297 @@
+"""GPU acceptance check: every kernel against float64, large offsets, the kernel benchmarks; one folder.
+
+    python benchmarks/gpu_check.py --out runs/gpu_check            # one CUDA GPU: < 8 minutes on an H200
+    python benchmarks/gpu_check.py --out runs/gpu_check --smoke    # tiny shapes; on a CPU the Triton
+                                                                   # kernels run in Triton's interpreter
+
+Needs torch, triton, peft and transformers (liger-kernel optional: its DPO loss joins the
+preference table); redgame need not be installed, the checkout's packages are imported
+from this repository. Writes three files to --out:
+
+- gpu_check.json: each section's status, seconds, headline and data;
+- gpu_check.md: a summary table, then each section's notes;
+- gpu_check.log: everything printed.
+
+A section is a function `section(ctx) -> dict(status="pass" | "fail" | "skip", headline=str,
+notes=[markdown lines], data=<JSON>)`, listed in SECTIONS and run in order; one that raises
+is recorded as failed and the rest still run. Add one by writing such a function and
+appending it to SECTIONS. The exit status is 1 if any section failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import io
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------- set-up
+def import_checkout() -> None:
+    """Make `import redgame...` load this checkout, installed or not (the repo folders are its subpackages)."""
+    try:
+        import redgame.kernels  # noqa: F401
+        return
+    except ImportError:
+        pass
+    spec = importlib.util.spec_from_file_location(
+        "redgame", REPO / "redgame" / "__init__.py", submodule_search_locations=[str(REPO / "redgame"), str(REPO)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["redgame"] = module
+    spec.loader.exec_module(module)
+
+
+class Tee(io.TextIOBase):
+    """Write to the console and the log file at once."""
+
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, text):
+        for stream in self.streams:
+            stream.write(text)
+            stream.flush()
+        return len(text)
+
+
+@dataclass
+class Context:
+    out: Path
+    smoke: bool
+    device: str
+    data: dict = field(default_factory=dict)
+
+
+def _status(ok: bool) -> str:
+    return "pass" if ok else "fail"
+
+
+# ----------------------------------------------------------------------------- sections
+def section_environment(ctx: Context) -> dict:
+    """Versions and the device."""
+    import torch
+    import triton
+
+    info = dict(python=platform.python_version(), torch=torch.__version__, triton=triton.__version__,
+                device=ctx.device, interpreter=os.environ.get("TRITON_INTERPRET", "0"),
+                liger=importlib.util.find_spec("liger_kernel") is not None)
+    for name in ("peft", "transformers"):
+        info[name] = __import__(name).__version__
+    if ctx.device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        info.update(gpu=props.name, sms=props.multi_processor_count, memory_gib=round(props.total_memory / 2**30, 1))
+    print(json.dumps(info, indent=1))
+    headline = info.get("gpu", "CPU (Triton interpreter)" if info["interpreter"] == "1" else "CPU")
+    return dict(status="pass", headline=f"{headline}; torch {info['torch']}, triton {info['triton']}",
+                notes=[f"- {k}: {v}" for k, v in info.items()], data=info)
+
+
+def _precision_variants(ctx: Context):
+    """(label, dtype, tf32 dots) to check: fp32 with TF32 and with IEEE dots on a GPU, and bf16."""
+    import torch
+
+    if ctx.device == "cuda":
+        return [("fp32, TF32 dots", torch.float32, True), ("fp32, IEEE dots", torch.float32, False),
+                ("bf16", torch.bfloat16, False)]
+    return [("fp32", torch.float32, False), ("bf16", torch.bfloat16, False)]
+
+
+def section_kernel_checks(ctx: Context) -> dict:
+    """Every kernel's forward and backward against float64 at odd shapes, per dtype; then every GPU config."""
+    import torch
+
+    from redgame.kernels import checks
+
+    rows = []
+    gen = torch.Generator().manual_seed(0)
+    for label, dtype, tf32 in _precision_variants(ctx):
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        for name, case in checks.CASES.items():
+            for c in case(gen, ctx.device, dtype, tf32=tf32):
+                rows.append(dict(variant=label, case=name, what=c.what, error=c.error, bound=c.bound, ok=c.ok))
+                print(f"{label:<16} {name:<32} {c.what:<20} {c.error:9.2e} <= {c.bound:7.1e}  {_status(c.ok)}")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    if ctx.device == "cuda":  # the interpreter tests run these too (tests/kernels/test_gpu_configs.py)
+        rows += _every_gpu_config(gen, ctx.device)
+    failed = [r for r in rows if not r["ok"]]
+    worst = {}
+    for r in rows:
+        key = (r["variant"], r["case"])
+        worst[key] = max(worst.get(key, (0.0, r["bound"])), (r["error"], r["bound"]))
+    notes = ["| dtype | kernel | worst relative error | bound |", "|---|---|---|---|"]
+    notes += [f"| {v} | {c} | {e:.2e} | {b:.0e} |" for (v, c), (e, b) in worst.items()]
+    return dict(status=_status(not failed), headline=f"{len(rows) - len(failed)}/{len(rows)} outputs and gradients "
+                f"within tolerance", notes=notes, data=rows)
+
+
+def _every_gpu_config(gen, device) -> list[dict]:
+    """Config i of every kernel (lists wrap around), bf16: each config the autotuner may pick is correct."""
+    import torch
+
+    from redgame.kernels import checks
+    from redgame.kernels.ops import lora_linear, token_logprobs
+    from redgame.kernels.ops._common import forced_configs
+
+    lists = dict(lora_linear.gpu_configs(), _online_logprob_kernel=token_logprobs.gpu_configs())
+    rows = []
+    for index in range(max(len(v) for v in lists.values())):
+        forced = {name: configs[index % len(configs)] for name, configs in lists.items()}
+        with forced_configs(forced):
+            for name, case in checks.CASES.items():
+                for c in case(gen, device, torch.bfloat16):
+                    rows.append(dict(variant=f"bf16, config {index}", case=name, what=c.what, error=c.error,
+                                     bound=c.bound, ok=c.ok))
+        print(f"config {index}: {sum(r['ok'] for r in rows)}/{len(rows)} within tolerance so far")
+    return rows
+
+
+def section_large_offsets(ctx: Context) -> dict:
+    """Index products past 2³¹: LoRA with M·N > 2³¹ and token log-probs with V·d > 2³¹ (GPU only)."""
+    if ctx.device != "cuda":
+        return dict(status="skip", headline="needs a GPU (tensors of 2³¹ elements)", notes=[], data={})
+    import torch
+
+    from redgame.kernels import checks, lora_linear, token_logprobs
+    from redgame.kernels.reference import token_logprobs_naive
+
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    rows = []
+    m, n, k, r = 1 << 17, (1 << 14) + 3, 64, 16  # y has M·N = 2.1e9 > 2³¹ elements
+    x = torch.randn(m, k, device="cuda", generator=gen).bfloat16().requires_grad_()
+    w = (torch.randn(n, k, device="cuda", generator=gen) / k**0.5).bfloat16()
+    a = (torch.randn(r, k, device="cuda", generator=gen) / k**0.5).bfloat16()
+    b = (torch.randn(n, r, device="cuda", generator=gen) / r**0.5).bfloat16()
+    y = lora_linear(x, w, a, b, 2.0)
+    picked = torch.cat([torch.arange(256, device="cuda"), torch.arange(m - 256, m, device="cuda")])
+    xs = x.detach()[picked].float()
+    want = xs @ w.float().T + 2.0 * (xs @ a.float().T) @ b.float().T
+    rows.append(checks.compare(y.detach()[picked], want, torch.bfloat16, f"LoRA y, M·N = {m * n:.2e}"))
+    (dx,) = torch.autograd.grad(y, x, torch.ones_like(y))
+    ones = torch.ones(len(picked), n, device="cuda")
+    want_dx = ones @ w.float() + 2.0 * (ones @ b.float()) @ a.float()
+    rows.append(checks.compare(dx[picked], want_dx, torch.bfloat16, "LoRA dx, last rows"))
+    del x, y, dx
+    vocab, d, tokens = (1 << 19) + 5, 4096, 37  # the head has V·d = 2.1e9 > 2³¹ elements
+    head = (torch.randn(vocab, d, device="cuda", generator=gen) / d**0.5).bfloat16()
+    hidden = torch.randn(tokens, d, device="cuda", generator=gen).bfloat16().requires_grad_()
+    targets = torch.randint(0, vocab, (tokens,), device="cuda", generator=gen)
+    targets[:4] = vocab - 1
+    out = token_logprobs(hidden, head, targets)
+    (dh,) = torch.autograd.grad(out.sum(), hidden)
+    h32 = hidden.detach().float().requires_grad_()
+    want = token_logprobs_naive(h32, head.float(), targets)
+    (want_dh,) = torch.autograd.grad(want.sum(), h32)
+    rows.append(checks.compare(out, want, torch.bfloat16, f"log p, V·d = {vocab * d:.2e}"))
+    rows.append(checks.compare(dh, want_dh, torch.bfloat16, "log p, d hidden"))
+    for c in rows:
+        print(f"{c.what:<32} {c.error:9.2e} <= {c.bound:7.1e}  {_status(c.ok)}")
+    return dict(status=_status(all(c.ok for c in rows)), headline=", ".join(f"{c.what}: {c.error:.1e}" for c in rows),
+                notes=[f"- {c.what}: relative error {c.error:.2e} (bound {c.bound:.0e})" for c in rows],
+                data=[c.__dict__ for c in rows])
+
+
+def section_kernel_benchmarks(ctx: Context) -> dict:
+    """benchmarks/kernels.py: on a GPU the FLOP and GPU tables (--quick); with --smoke every table at tiny shapes."""
+    spec = importlib.util.spec_from_file_location("kernel_benchmarks", REPO / "benchmarks" / "kernels.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    argv = ["--smoke"] if ctx.smoke else ["--tables", "flops,gpu", "--quick"]
+    tables = bench.main(argv)
+    notes, headline = _benchmark_headlines(tables)
+    if ctx.smoke:
+        headline = "every table ran at tiny shapes (smoke: the timings mean nothing)"
+    return dict(status="pass", headline=headline, notes=notes, data=tables)
+
+
+def _benchmark_headlines(tables: dict):
+    """A few ratios from the tables (the full tables are in the log and the JSON)."""
+    notes = []
+    if tables.get("lora"):
+        ratios = [row["peft_ms"][2] / row["fused_ms"][2] for row in tables["lora"]]
+        notes.append(f"- LoRA fused vs peft, fwd+bwd: {min(ratios):.2f}x to {max(ratios):.2f}x (> 1: fused faster)")
+    if tables.get("multi_lora"):
+        ratios = [row["peft_two_passes_ms"] / row["sgmv_ms"] for row in tables["multi_lora"]]
+        eight = [row["sgmv_eight_adapters_ms"] / row["sgmv_ms"] for row in tables["multi_lora"]]
+        notes.append(f"- SGMV vs two set_adapter passes: {min(ratios):.2f}x to {max(ratios):.2f}x; "
+                     f"8 adapters / 2 adapters time: {min(eight):.2f} to {max(eight):.2f}")
+    by_n = {}
+    for row in tables.get("preference", []):
+        by_n.setdefault(row["n"], {})[row["impl"]] = row
+    for n, impls in by_n.items():
+        ours = impls["redgame fused_preference_loss"]
+        parts = [f"{name}: {row['ms'] / ours['ms']:.2f}x time" + (
+            f", {row['peak_mib'] / max(ours['peak_mib'], 1e-9):.1f}x memory" if ours["peak_mib"] else "")
+            for name, row in impls.items() if row is not ours]
+        notes.append(f"- preference loss, N={n}: fused {ours['ms']:.1f} ms; " + "; ".join(parts))
+    return notes, (notes[0][2:] if notes else "tables printed to the log")
+
+
+SECTIONS = [section_environment, section_kernel_checks, section_large_offsets, section_kernel_benchmarks]
+
+
+# ----------------------------------------------------------------------------- main
+def run_sections(ctx: Context, sections) -> list[dict]:
+    results = []
+    for section in sections:
+        name = section.__name__.removeprefix("section_")
+        print(f"\n## {name}: {section.__doc__.splitlines()[0]}")
+        start = time.perf_counter()
+        try:
+            result = section(ctx)
+        except Exception:  # a broken section is a result, not the end of the run
+            print(traceback.format_exc())
+            result = dict(status="fail", headline=traceback.format_exc().strip().splitlines()[-1], notes=[], data={})
+        result = dict(name=name, seconds=round(time.perf_counter() - start, 1), **result)
+        print(f"-> {result['status']} in {result['seconds']} s: {result['headline']}")
+        results.append(result)
+    return results
+
+
+def write_report(out: Path, results: list[dict], started: str) -> None:
+    with open(out / "gpu_check.json", "w") as f:
+        json.dump(dict(started=started, sections=results), f, indent=1, default=str)
+    lines = [f"# GPU check, {started}", "", "| section | status | seconds | headline |", "|---|---|---|---|"]
+    lines += [f"| {r['name']} | {r['status']} | {r['seconds']} | {r['headline']} |" for r in results]
+    for r in results:
+        if r["notes"]:
+            lines += ["", f"## {r['name']}", "", *r["notes"]]
+    (out / "gpu_check.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="folder for gpu_check.json, gpu_check.md and gpu_check.log")
+    parser.add_argument("--smoke", action="store_true", help="tiny shapes (a check of this script, not of a GPU)")
+    args = parser.parse_args(argv)
+    import torch  # does not import triton; peft does, so TRITON_INTERPRET is decided before anything else
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu" and not args.smoke:
+        parser.error("no CUDA device: run with --smoke to check the script on a CPU")
+    if device == "cpu":
+        os.environ["TRITON_INTERPRET"] = "1"
+    import_checkout()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    with open(out / "gpu_check.log", "w") as log, contextlib.redirect_stdout(Tee(sys.stdout, log)):
+        print(f"# gpu_check {'--smoke ' if args.smoke else ''}started {started}")
+        results = run_sections(Context(out=out, smoke=args.smoke, device=device), SECTIONS)
+        write_report(out, results, started)
+        print(f"\n# done: {sum(r['seconds'] for r in results):.0f} s; "
+              + ", ".join(f"{r['name']} {r['status']}" for r in results))
+    return 1 if any(r["status"] == "fail" for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""benchmarks/gpu_check.py --smoke: every section at tiny shapes on the CPU, Triton kernels interpreted.
+
+It also runs benchmarks/kernels.py --smoke (every table), so this checks both scripts: the
+files they write, the kernels' agreement with their baselines, and the counted FLOPs.
+"""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+def test_gpu_check_smoke_writes_its_folder_and_every_table_agrees(tmp_path):
+    run = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out", str(tmp_path / "out")], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["gpu_check.json", "gpu_check.log", "gpu_check.md"]
+    sections = {s["name"]: s for s in json.loads((out / "gpu_check.json").read_text())["sections"]}
+    statuses = {name: s["status"] for name, s in sections.items()}
+    assert statuses == dict(environment="pass", kernel_checks="pass", large_offsets="skip", kernel_benchmarks="pass")
+    assert len(sections["kernel_checks"]["data"]) >= 30 and all(r["ok"] for r in sections["kernel_checks"]["data"])
+
+    tables = sections["kernel_benchmarks"]["data"]
+    assert len(tables["cpu"]) == 6 and all(r["peak_growth_mib"] >= 0 for r in tables["cpu"])
+    assert all(r["counted_flops"] == r["formula_flops"] for r in tables["flops"]), tables["flops"]
+    assert all(r["max_rel_err"] < 1e-4 for r in tables["lora"])
+    assert len(tables["multi_lora"]) == 1
+    losses = {r["impl"]: r["loss"] for r in tables["preference"]}
+    naive = losses.pop("naive (full logits)")
+    assert len(losses) >= 2 and all(abs(loss - naive) <= 1e-4 * abs(naive) for loss in losses.values()), losses
+    markdown = (out / "gpu_check.md").read_text()
+    assert "| kernel_checks | pass |" in markdown and "fused_preference_loss (ipo)" in markdown

@@ -1,0 +1,30 @@
+"""Every GPU launch configuration (the autotuner's candidates) at small odd shapes, in the interpreter.
+
+On a GPU the autotuner may pick any config of each kernel, so each must be correct.
+Config i of every kernel runs together (the shorter lists wrap around), in fp16, which
+runs the GPU code unchanged in the interpreter, and in bf16 (upcast there).
+"""
+
+import pytest
+import torch
+
+from redgame.kernels import checks
+from redgame.kernels.checks import assert_all_ok
+
+N_CONFIGS = 5  # max over the kernels' config lists (checked below)
+
+
+@pytest.mark.parametrize("index", range(N_CONFIGS))
+def test_gpu_config_matches_float64(path, rng, index):
+    mode, calls = path
+    if mode != "interpret":
+        pytest.skip("launch configurations exist only on the Triton path")
+    from redgame.kernels.ops import lora_linear, token_logprobs
+    from redgame.kernels.ops._common import forced_configs
+
+    lists = dict(lora_linear.gpu_configs(), _online_logprob_kernel=token_logprobs.gpu_configs())
+    assert max(len(configs) for configs in lists.values()) == N_CONFIGS
+    with forced_configs({name: configs[index % len(configs)] for name, configs in lists.items()}):
+        for name, case in checks.CASES.items():
+            for dtype in (torch.float16, torch.bfloat16):
+                assert_all_ok(case(rng, "cpu", dtype))
