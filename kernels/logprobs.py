@@ -25,6 +25,9 @@ from . import reference
 
 def logprob_parts(hidden, head, targets, ignore_index: int, with_expectation: bool, path: str):
     """`reference.LogprobParts` of one online pass, from Triton ("triton", "interpret") or torch ("torch")."""
+    if hidden.shape[0] == 0:  # no rows (every target ignored): nothing to compute
+        none = hidden.new_zeros(0, dtype=reference.compute_dtype(hidden.dtype))
+        return reference.LogprobParts(none, none, none.new_zeros(hidden.shape) if with_expectation else None)
     if path == "torch":
         return reference.chunked_logprob_parts(hidden, head, targets, ignore_index, with_expectation)
     from .ops.token_logprobs import online_logprob_parts

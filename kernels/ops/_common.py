@@ -61,6 +61,21 @@ def mixed_dot(a, b, acc, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
     return tl.dot(a, b, acc)
 
 
+@triton.jit
+def tile_matmul(acc, A, rows, mask_rows, stride_ar, stride_ak, B, cols, mask_cols, stride_bc, stride_bk,
+                k_start, k_end, UPCAST: tl.constexpr, PRECISION: tl.constexpr, BLOCK_K: tl.constexpr):
+    """acc + A[rows, k]·B[cols, k]ᵀ summed over k in [k_start, k_end), BLOCK_K at a time (int64 row/col ids)."""
+    for k0 in range(k_start, k_end, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        mask_k = offs_k < k_end
+        a = tl.load(A + rows[:, None] * stride_ar + offs_k[None, :] * stride_ak,
+                    mask=mask_rows[:, None] & mask_k[None, :], other=0.0)
+        b = tl.load(B + cols[None, :] * stride_bc + offs_k[:, None] * stride_bk,
+                    mask=mask_k[:, None] & mask_cols[None, :], other=0.0)
+        acc = mixed_dot(a, b, acc, UPCAST, PRECISION)
+    return acc
+
+
 def dot_options(dtype: torch.dtype) -> dict:
     """UPCAST and PRECISION for tiles of this dtype, on the current path."""
     upcast = interpret_requested() and dtype == torch.bfloat16

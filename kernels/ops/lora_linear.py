@@ -29,7 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import autotuned, config_dict, dot_options, empty, launch, mixed_dot, sm_count
+from ._common import autotuned, config_dict, dot_options, empty, launch, mixed_dot, sm_count, tile_matmul
 
 MAX_BLOCK_R = 64
 
@@ -117,15 +117,9 @@ def _lora_shrink_kernel(
         mask_r = offs_r < RANK
         k_start = split * K_PER_SPLIT
         k_end = tl.minimum(k_start + K_PER_SPLIT, K)
-        acc = tl.zeros((BLOCK_M, BLOCK_R), dtype=tl.float32)
-        for k0 in range(k_start, k_end, BLOCK_K):
-            offs_k = k0 + tl.arange(0, BLOCK_K)
-            mask_k = offs_k < k_end
-            p = tl.load(P + rows[:, None] * stride_pm + offs_k[None, :] * stride_pk,
-                        mask=mask_m[:, None] & mask_k[None, :], other=0.0)
-            low = tl.load(L + adapter * stride_la + offs_r[None, :] * stride_lr + offs_k[:, None] * stride_lk,
-                          mask=mask_k[:, None] & mask_r[None, :], other=0.0)
-            acc = mixed_dot(p, low, acc, UPCAST, PRECISION)
+        acc = tile_matmul(tl.zeros((BLOCK_M, BLOCK_R), dtype=tl.float32), P, rows, mask_m, stride_pm, stride_pk,
+                          L + adapter * stride_la, offs_r, mask_r, stride_lr, stride_lk, k_start, k_end,
+                          UPCAST, PRECISION, BLOCK_K)
         out = PROJ + split.to(tl.int64) * M * RANK + rows[:, None] * RANK + offs_r[None, :]
         tl.store(out, acc, mask=mask_m[:, None] & mask_r[None, :])
 
@@ -156,15 +150,8 @@ def _lora_expand_kernel(
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_n = offs_n < N
     cols = offs_n.to(tl.int64)
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        mask_k = offs_k < K
-        p = tl.load(P + rows[:, None] * stride_pm + offs_k[None, :] * stride_pk,
-                    mask=mask_m[:, None] & mask_k[None, :], other=0.0)
-        q = tl.load(Q + offs_k[:, None] * stride_qk + cols[None, :] * stride_qn,
-                    mask=mask_k[:, None] & mask_n[None, :], other=0.0)
-        acc = mixed_dot(p, q, acc, UPCAST, PRECISION)
+    acc = tile_matmul(tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32), P, rows, mask_m, stride_pm, stride_pk,
+                      Q, cols, mask_n, stride_qn, stride_qk, 0, K, UPCAST, PRECISION, BLOCK_K)
     if adapter >= 0:
         if PER_ADAPTER_SCALE:
             s = tl.load(SCALES + adapter)

@@ -25,7 +25,7 @@ import triton
 import triton.language as tl
 
 from ..reference import LogprobParts
-from ._common import autotuned, config_dict, dot_options, empty, launch, mixed_dot, sm_count
+from ._common import autotuned, config_dict, dot_options, empty, launch, mixed_dot, sm_count, tile_matmul
 
 # Autotuned on a GPU; every one of them runs at small shapes in the interpreter tests.
 GPU_CONFIGS = [
@@ -68,15 +68,8 @@ def _online_logprob_kernel(
         offs_v = v0 + tl.arange(0, BLOCK_V)
         mask_v = offs_v < v_end
         vocab = offs_v.to(tl.int64)
-        logits = tl.zeros((BLOCK_M, BLOCK_V), dtype=tl.float32)
-        for d0 in range(0, D, BLOCK_D):
-            offs_d = d0 + tl.arange(0, BLOCK_D)
-            mask_d = offs_d < D
-            h = tl.load(H + rows[:, None] * stride_hn + offs_d[None, :] * stride_hd,
-                        mask=mask_m[:, None] & mask_d[None, :], other=0.0)
-            w = tl.load(W + vocab[None, :] * stride_wv + offs_d[:, None] * stride_wd,
-                        mask=mask_v[None, :] & mask_d[:, None], other=0.0)
-            logits = mixed_dot(h, w, logits, UPCAST, PRECISION)
+        logits = tile_matmul(tl.zeros((BLOCK_M, BLOCK_V), dtype=tl.float32), H, rows, mask_m, stride_hn, stride_hd,
+                             W, vocab, mask_v, stride_wv, stride_wd, 0, D, UPCAST, PRECISION, BLOCK_D)
         logits = tl.where(mask_v[None, :], logits, float("-inf"))
         new_max = tl.maximum(run_max, tl.max(logits, axis=1))
         alpha = tl.exp(run_max - new_max)

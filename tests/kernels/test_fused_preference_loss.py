@@ -1,6 +1,7 @@
 """fused_preference_loss vs float64 logits + sequence sums + the closed-form DPO / IPO loss, and its contract."""
 
 import importlib.util
+import math
 
 import pytest
 import torch
@@ -97,6 +98,15 @@ def test_details_give_the_sequence_sums_and_margins(path, rng):
     want = preference_loss_naive(hidden.detach().double(), ref_hidden.double(), head.double(), targets, 0.5, "dpo",
                                  nll_weight=2.0)
     check_close(loss, want, torch.float32, "loss")
+
+
+def test_no_counted_token_gives_zero_margins_and_no_gradient(path, rng):
+    hidden, ref_hidden, head, targets = _batch(rng)
+    targets[:] = -100
+    loss = fused_preference_loss(hidden, ref_hidden, head, targets, kind="dpo")
+    assert loss.item() == pytest.approx(math.log(2), rel=1e-6)  # −log σ(0)
+    loss.backward()
+    assert torch.equal(hidden.grad, torch.zeros_like(hidden))
 
 
 def test_gradient_is_bitwise_reproducible(path, rng):
