@@ -6,7 +6,8 @@ Routing (`backend`), decided per call:
 - CPU tensors with TRITON_INTERPRET=1 go to the same Triton kernels, run by Triton's
   interpreter (how CI tests the kernels without a GPU);
 - anything else (CPU, float64, or no triton installed) goes to the torch path in
-  `redgame.kernels.reference`; for `token_logprobs` it is chunked over the vocabulary.
+  `redgame.kernels.reference`; for `token_logprobs` and `fused_preference_loss` it is
+  chunked over the vocabulary.
 
 Triton is imported only when a Triton path is taken, so `import redgame.kernels` works
 without it.
@@ -17,11 +18,14 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+
 import torch
 
 from redgame.errors import UserError
 
 from . import reference
+from .logprobs import TokenLogprobs
+from .preference import FusedPreferenceLoss, PreferenceDetails, check_fused_inputs
 
 TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -226,8 +230,6 @@ def token_logprobs(hidden, head_weight, targets, ignore_index: int = -100):
     if hidden.dtype != head_weight.dtype:
         raise UserError(f"{func}: hidden is {hidden.dtype} but head_weight is {head_weight.dtype}")
     _check_targets(func, targets, ignore_index, head_weight.shape[0])
-    from .logprobs import TokenLogprobs
-
     path = backend(hidden, head_weight)
     hidden_grad = torch.is_grad_enabled() and hidden.requires_grad
     if path != "torch":
@@ -266,10 +268,8 @@ def fused_preference_loss(hidden, ref_hidden, head_weight, targets, beta: float 
     Returns:
       The 0-dim loss (fp32; fp64 for fp64 inputs), or (loss, PreferenceDetails).
     """
-    from .preference import FusedPreferenceLoss, PreferenceDetails, _check_fused_inputs
-
     func = "fused_preference_loss"
-    _check_fused_inputs(func, hidden, ref_hidden, head_weight, targets, beta, kind, nll_weight)
+    check_fused_inputs(func, hidden, ref_hidden, head_weight, targets, beta, kind, nll_weight)
     _check_same_device(func, hidden=hidden, ref_hidden=ref_hidden, head_weight=head_weight, targets=targets)
     _check_targets(func, targets, ignore_index, head_weight.shape[0])
     path = backend(hidden, ref_hidden, head_weight)

@@ -159,7 +159,7 @@ def preference_loss_naive(hidden, ref_hidden, head_weight, targets, beta: float 
     return _pair_loss(policy, ref, lengths, beta, kind, nll_weight)[0]
 
 
-def _check_fused_inputs(func, hidden, ref_hidden, head_weight, targets, beta, kind, nll_weight):
+def check_fused_inputs(func, hidden, ref_hidden, head_weight, targets, beta, kind, nll_weight):
     check_kind_and_beta(func, kind, beta)
     for name, value in dict(hidden=hidden, ref_hidden=ref_hidden, head_weight=head_weight, targets=targets).items():
         if not isinstance(value, torch.Tensor):
