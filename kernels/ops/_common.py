@@ -133,8 +133,11 @@ def autotuned(kernel, configs, key, smem_estimate, tensor_arg: str):
         kept = [c for c in configs if fits(config_dict(c), tensor.element_size(), smem_estimate, limit)]
         return kept or configs[-1:]
 
-    return triton.autotune(configs=configs, key=key, do_bench=_quick_bench,
-                           prune_configs_by={"early_config_prune": prune})(kernel)
+    options = dict(configs=configs, key=key, prune_configs_by={"early_config_prune": prune})
+    try:
+        return triton.autotune(**options, do_bench=_quick_bench)(kernel)
+    except TypeError:  # a triton without autotune(do_bench=...): its default timing
+        return triton.autotune(**options)(kernel)
 
 
 def launch(kernel, tuned, grid, args: dict, config: dict | None, interpret_config: dict):
