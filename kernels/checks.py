@@ -182,3 +182,21 @@ CASES = {
     "fused_preference_loss (dpo)": preference_case,
     "fused_preference_loss (ipo)": lambda *a, **kw: preference_case(*a, kind="ipo", **kw),
 }
+
+
+def _gpu_config_lists() -> dict[str, list[dict]]:
+    from .ops import lora_linear, token_logprobs
+
+    return dict(lora_linear.gpu_configs(), _online_logprob_kernel=token_logprobs.gpu_configs())
+
+
+def gpu_config_count() -> int:
+    """How many GPU configs the longest kernel list has (the others wrap around)."""
+    return max(len(configs) for configs in _gpu_config_lists().values())
+
+
+def gpu_configs_at(index: int):
+    """A context in which every Triton kernel runs its GPU config number `index` instead of autotuning."""
+    from .ops._common import forced_configs
+
+    return forced_configs({name: configs[index % len(configs)] for name, configs in _gpu_config_lists().items()})

@@ -19,12 +19,8 @@ def test_gpu_config_matches_float64(path, rng, index):
     mode, calls = path
     if mode != "interpret":
         pytest.skip("launch configurations exist only on the Triton path")
-    from redgame.kernels.ops import lora_linear, token_logprobs
-    from redgame.kernels.ops._common import forced_configs
-
-    lists = dict(lora_linear.gpu_configs(), _online_logprob_kernel=token_logprobs.gpu_configs())
-    assert max(len(configs) for configs in lists.values()) == N_CONFIGS
-    with forced_configs({name: configs[index % len(configs)] for name, configs in lists.items()}):
+    assert checks.gpu_config_count() == N_CONFIGS
+    with checks.gpu_configs_at(index):
         for name, case in checks.CASES.items():
             for dtype in (torch.float16, torch.bfloat16):
                 assert_all_ok(case(rng, "cpu", dtype))
