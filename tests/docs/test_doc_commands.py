@@ -39,7 +39,7 @@ SKIP = [
     (r"^make\b", "sets up a fresh .venv (minutes) or runs the whole suite; CI runs `make test` itself"),
     (r"\bpip install\b|\b-m venv\b", "installs packages"),
     (r"^(\.|source)\s", "changes the calling shell"),
-    (r"(^|/)pytest\b|-m pytest\b", "runs the test suite itself"),
+    (r"^(\w+=\S*\s+)*(\S*/)?pytest\b|-m pytest\b", "runs the test suite itself"),
     (r"^mkdocs\b", "tests/docs/test_site.py builds the site"),
     (r"^jupyter\b", "starts an interactive server; tests/docs/test_notebooks.py runs the notebooks"),
     (r"^redgame demo\b", "trains on the embedded model (minutes on 2 CPU cores)"),
