@@ -1,4 +1,5 @@
-"""``redgame toy ...``: solve and list the toy red-team games.
+"""``redgame toy ...``: solve and list the toy red-team games (dynamics and phase diagrams
+register their own subcommands from ``dynamics_cli`` and ``phase_cli``).
 
     redgame toy list
     redgame toy solve --game hidden_intent --param lam=0.25 [--method enumerate] [--json]
@@ -36,9 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     solve.set_defaults(func=run_solve)
 
     if importlib.util.find_spec("redgame.games.dynamics_cli") is not None:
-        from redgame.games import dynamics_cli
+        from redgame.games import dynamics_cli, phase_cli
 
         dynamics_cli.register(toy_sub)
+        phase_cli.register(toy_sub)
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -79,6 +81,7 @@ def solution_summary(solution) -> dict[str, Any]:
         "max_gap": float(solution.max_gap),
         "seconds": solution.seconds,
         "iterations": solution.iterations,
+        "note": solution.note,
         "equilibria": [
             {
                 "attacker_payoff": e.attacker_payoff + 0.0,
@@ -133,6 +136,8 @@ def run_solve(args: argparse.Namespace) -> int:
         print()
         return 0
     print(f"game: {spec.name}   method: {solution.method}   {'zero-sum' if solution.zero_sum else 'general-sum'}")
+    if solution.note:
+        print(solution.note)
     if summary["value"] is not None:
         print(f"value (attacker payoff): {summary['value']:.6g}")
     print(f"equilibria: {len(solution.equilibria)}   max best-response gap: {solution.max_gap:.2e}"

@@ -3,7 +3,8 @@
 Regimes (``DynamicsConfig.regime``):
 
 - ``shared`` / ``bipolicy`` / ``separate``: simultaneous policy-gradient ascent, each role on
-  its own payoff, through the parameterisations of ``games.policies``. ``estimator="exact"``
+  its own payoff, through the parameterisations of ``games.policies`` (``model="tabular"``) or
+  ``games.neural`` (``model="neural"``: a small network). ``estimator="exact"``
   uses the expected gradients; ``"sampled"`` is REINFORCE (Williams 1992) on ``batch`` plays
   per run with a leave-one-out baseline.
 - ``advgame``: AdvGame's preference learning (Paulus et al., arXiv 2512.20806) on separate
@@ -19,6 +20,8 @@ Regimes (``DynamicsConfig.regime``):
   policies) or alternating best response (``rule="abr"``: the attacker on even steps).
 
 Every ``log_every`` steps the metrics of ``games.batch_metrics`` are recorded for every run.
+``run_dynamics`` can also advance several settings of the knobs in BATCHED (g, lr,
+init_scale) at once, each with the same frozen draws; ``games.phase`` sweeps grids this way.
 """
 
 from __future__ import annotations
@@ -40,11 +43,19 @@ from redgame.games.policies import (
 )
 from redgame.theory.classify import refusal
 from redgame.theory.spec import GameSpec
-from redgame.theory.strategies import attacker_action_values, defender_observation_values
+from redgame.theory.strategies import (
+    action_values,
+    attacker_action_values,
+    defender_observation_values,
+    observation_values,
+    payoff_tensors,
+)
 
 REGIMES = ("shared", "bipolicy", "separate", "advgame", "sequential")
+MODELS = ("tabular", "neural")
 ESTIMATORS = ("exact", "sampled")
 SEQUENTIAL_RULES = ("fp", "abr")
+BATCHED = ("g", "lr", "init_scale")  # knobs that may differ between the runs of one batch
 
 # The reference setting's game per regime (preset name, parameters): the mirror game with K=8
 # styles of one harmful seed; AdvGame on a non-zero-sum game whose observation reveals intent.
@@ -63,16 +74,22 @@ class DynamicsConfig:
 
     regime: str = "shared"
     """shared | bipolicy | separate | advgame | sequential."""
+    model: str = "tabular"
+    """tabular (one logit per cell, ``games.policies``) or neural (a small network, ``games.neural``)."""
     steps: int = 4000
     """Number of learning steps T."""
-    runs: int = 5
+    runs: int = 20
     """Independent runs (random seeds), vectorised."""
     seed: int = 0
     """Seed of the frozen random draws and of any sampling."""
     lr: float = 0.5
     """Step size eta."""
     g: float = 1.0
-    """Coupling of the shared model: defender logits = g * (base + theta) + b_D; +1 or -1."""
+    """Coupling of the tabular shared model, any real: defender logits = g * (base + theta) + b_D.
+    It also sets the initial pair of every model (defender logits g * base + b_D at the start)."""
+    shift: int = 0
+    """Tabular only: the defender's logit at a cell reads the table ``shift`` styles further on
+    (cyclically); 0 is the cell-aligned coupling of La Malfa et al."""
     init_scale: float = 1.0
     """Standard deviation of the frozen draws base, b_A, b_D."""
     estimator: str = "exact"
@@ -82,7 +99,15 @@ class DynamicsConfig:
     rank: int = 2
     """bipolicy: rank r of each role's delta U V^T."""
     features: int = 8
-    """bipolicy: width d of the frozen feature matrix Phi [S, d]."""
+    """bipolicy, tabular: width d of the frozen feature matrix Phi [S, d]."""
+    embed: int = 8
+    """neural: width of the seed, style and role embeddings."""
+    hidden: int = 32
+    """neural: hidden units of the network."""
+    role_scale: float = 1.0
+    """neural: standard deviation of the two role embeddings at initialisation."""
+    fit_steps: int = 1000
+    """neural: Adam steps that fit the network to the base behaviour (the tabular initial pair)."""
     beta: float = 0.1
     """advgame: DPO inverse temperature."""
     ema: float = 0.95
@@ -93,8 +118,8 @@ class DynamicsConfig:
     """advgame with estimator=sampled: responses drawn per prompt."""
     rule: str = "fp"
     """sequential: fp (fictitious play) or abr (alternating best response)."""
-    log_every: int = 1
-    """Record the metrics every this many steps (and at the last step)."""
+    log_every: int = 10
+    """Record the metrics every this many steps (and at the first and last step)."""
 
     def __post_init__(self) -> None:
         if self.regime not in REGIMES:
@@ -103,6 +128,12 @@ class DynamicsConfig:
             raise UserError(f"estimator: must be one of {ESTIMATORS}, got {self.estimator!r}")
         if self.rule not in SEQUENTIAL_RULES:
             raise UserError(f"rule: must be one of {SEQUENTIAL_RULES}, got {self.rule!r}")
+        if self.model not in MODELS:
+            raise UserError(f"model: must be one of {', '.join(MODELS)}, got {self.model!r}")
+        if self.model == "neural" and self.regime == "sequential":
+            raise UserError("model: sequential plays exact best responses on tables; model=neural does not apply")
+        if self.model == "neural" and self.shift:
+            raise UserError("shift: applies to the tabular model (the network reads the cell it is shown)")
         for name in ("steps", "runs", "batch", "rank", "features", "log_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name}: must be >= 1, got {getattr(self, name)}")
@@ -114,8 +145,15 @@ class DynamicsConfig:
                 raise UserError(f"{name}: must be a finite number > 0, got {value}")
         if not 0 <= self.ema < 1:
             raise UserError(f"ema: must lie in [0, 1), got {self.ema}")
-        if self.g not in (1.0, -1.0):
-            raise UserError(f"g: the coupling must be +1 or -1, got {self.g}")
+        if not np.isfinite(self.g):
+            raise UserError(f"g: the coupling must be a finite number, got {self.g}")
+        self.net()  # checks the network fields
+
+    def net(self):
+        """The neural model's NetConfig."""
+        from redgame.games.neural import NetConfig
+
+        return NetConfig(self.embed, self.hidden, self.role_scale, self.fit_steps)
 
     @classmethod
     def from_params(cls, params: dict[str, Any], **fixed: Any) -> "DynamicsConfig":
@@ -133,6 +171,32 @@ class DynamicsConfig:
         return cls(**values)
 
 
+def make_setting(regime: str, game: str | None = None, params: dict[str, Any] | None = None,
+                 **fixed: Any) -> tuple[GameSpec, DynamicsConfig]:
+    """(spec, config) from ``k=v`` parameters: a key that names a DynamicsConfig field sets it,
+    any other key is a parameter of the game (``game``, a preset; default: the regime's
+    reference game). ``fixed`` config fields (e.g. runs, steps) cannot be set in ``params``."""
+    from redgame.theory.presets import PRESETS, make_spec, preset_params
+
+    params = dict(params or {})
+    config_keys = {f.name for f in fields(DynamicsConfig)} - {"regime"}
+    config_params = {k: v for k, v in params.items() if k in config_keys}
+    game_params = {k: v for k, v in params.items() if k not in config_keys}
+    clash = sorted(set(fixed) & set(config_params))
+    if clash:
+        raise UserError(f"--param: {clash[0]} is set by its own option")
+    config = DynamicsConfig.from_params(config_params, regime=regime, **fixed)
+    if game is None:
+        game, defaults = REFERENCE_GAMES[regime]
+        game_params = {**defaults, **game_params}
+    if game in PRESETS:
+        unknown = sorted(set(game_params) - set(preset_params(game)))
+        if unknown:
+            raise UserError(f"{unknown[0]}: unknown parameter; dynamics parameters: {', '.join(sorted(config_keys))};"
+                             f" {game} parameters: {', '.join(preset_params(game))}")
+    return make_spec(game, **game_params), config
+
+
 @dataclass
 class Trajectory:
     """Recorded metrics: ``metrics[name]`` is [n_logged, runs]; ``classes[name]`` a list of
@@ -147,6 +211,11 @@ class Trajectory:
     rho: np.ndarray
     seconds: float = 0.0
     initial_refusal: np.ndarray | None = field(default=None, repr=False)
+    knobs: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    """Each BATCHED knob's value per run [R] (runs of one setting share the config's values)."""
+    tangent: dict[str, dict[str, np.ndarray]] | None = field(default=None, repr=False)
+    """``games.tangent.coupling_report`` per run at the "start" and the "end" (None for
+    sequential, which has no parameters, and for specs whose observations are not cells)."""
 
     def final(self) -> dict[str, Any]:
         """Means over runs at the last step, plus the class counts."""
@@ -158,7 +227,7 @@ class Trajectory:
     def records(self):
         """One dict per (logged step, run), for metrics.jsonl."""
         for i, step in enumerate(self.steps):
-            for run in range(self.config.runs):
+            for run in range(self.sigma.shape[0]):
                 row: dict[str, Any] = {"step": int(step), "run": run}
                 row.update({n: _json_float(v[i, run]) for n, v in self.metrics.items()})
                 row.update({n: labels[i][run] for n, labels in self.classes.items()})
@@ -199,12 +268,15 @@ def _leave_one_out(x: np.ndarray) -> np.ndarray:
 
 # -- policy gradient ----------------------------------------------------------------------
 
-def exact_logit_gradients(spec: GameSpec, sigma: np.ndarray, rho: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """dU_A/dz_A [R, S, K] and dU_D/dz_D [R, O] of the softmax attacker and sigmoid defender."""
-    q = attacker_action_values(spec, rho)
+def exact_logit_gradients(spec: GameSpec, sigma: np.ndarray, rho: np.ndarray,
+                          tensors: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """dU_A/dz_A [R, S, K] and dU_D/dz_D [R, O] of the softmax attacker and sigmoid defender.
+    ``tensors``: the spec's ``payoff_tensors``, when the caller has them already."""
+    t_a, t_d = payoff_tensors(spec) if tensors is None else tensors
+    q = action_values(t_a, rho)
     axes = (-2, -1) if spec.seed_choice == "attacker" else (-1,)
     grad_a = sigma * (q - (sigma * q).sum(axis=axes, keepdims=True))
-    v = defender_observation_values(spec, sigma)
+    v = observation_values(t_d, sigma)
     refuse = rho[..., 0]
     return grad_a, refuse * (1.0 - refuse) * (v[..., 0] - v[..., 1])
 
@@ -353,15 +425,39 @@ def best_responses(spec: GameSpec, sigma: np.ndarray, rho: np.ndarray) -> tuple[
 
 # -- the loop -----------------------------------------------------------------------------
 
+def _knobs(config: DynamicsConfig, settings: list[dict[str, float]] | None) -> dict[str, np.ndarray]:
+    """Each BATCHED knob per run: ``config.runs`` runs per setting, settings in order."""
+    settings = settings or [{}]
+    for setting in settings:
+        unknown = sorted(set(setting) - set(BATCHED))
+        if unknown:
+            raise UserError(f"{unknown[0]}: only {', '.join(BATCHED)} can differ between the runs of one batch")
+        for name, value in setting.items():  # the same checks as a config with that value
+            DynamicsConfig(**{**{f.name: getattr(config, f.name) for f in fields(config)}, name: value})
+    return {name: np.repeat([float(s.get(name, getattr(config, name))) for s in settings], config.runs)
+            for name in BATCHED}
+
+
+def build_model(spec: GameSpec, config: DynamicsConfig, draws: FrozenDraws, coupling) -> Policies:
+    """The regime's parameterisation (advgame and sequential use separate ones) in config.model."""
+    kind = {"advgame": "separate", "sequential": "separate"}.get(config.regime, config.regime)
+    if config.model == "neural":
+        from redgame.games.neural import make_neural_policies
+
+        return make_neural_policies(kind, spec, draws, coupling, config.net(), config.rank)
+    return make_policies(kind, spec, draws, coupling, config.rank, config.features, config.shift)
+
+
 class _Learner:
     """Holds the state of one regime and advances it by one step."""
 
-    def __init__(self, spec: GameSpec, config: DynamicsConfig) -> None:
-        self.spec, self.config = spec, config
-        draws = FrozenDraws.draw(spec, config.runs, config.seed, config.init_scale)
+    def __init__(self, spec: GameSpec, config: DynamicsConfig, knobs: dict[str, np.ndarray]) -> None:
+        self.spec, self.config, self.lr = spec, config, knobs["lr"]
+        tiles = len(knobs["lr"]) // config.runs
+        draws = FrozenDraws.draw(spec, config.runs, config.seed, knobs["init_scale"], tiles)
         self.rng = draws.rng
-        kind = {"advgame": "separate", "sequential": "separate"}.get(config.regime, config.regime)
-        self.model: Policies = make_policies(kind, spec, draws, config.g, config.rank, config.features)
+        self.tensors = payoff_tensors(spec)
+        self.model: Policies = build_model(spec, config, draws, knobs["g"])
         if config.regime == "advgame":
             self.ref = tuple(z.copy() for z in self.model.logits())
         if config.regime == "sequential":
@@ -371,6 +467,14 @@ class _Learner:
         if self.config.regime == "sequential":
             return self.sigma, self.rho
         return self.model.policies()
+
+    def tangent(self) -> dict[str, np.ndarray] | None:
+        """How one role's step moves the other's logits now (``games.tangent``), per run."""
+        from redgame.games.tangent import coupling_report
+
+        if self.config.regime == "sequential" or self.model.cells is None:
+            return None
+        return coupling_report(self.model, self.lr)
 
     def step(self, t: int) -> None:
         c, spec = self.config, self.spec
@@ -391,34 +495,47 @@ class _Learner:
             else:
                 grad_a, grad_d = dpo_md_sampled(spec, z, self.ref, c.beta, c.judge_temp, c.batch, c.candidates,
                                                 self.rng)
-            self.model.step(self.model.backward(grad_a, grad_d), c.lr)
+            self.model.step(self.model.backward(grad_a, grad_d), self.lr)
             z = self.model.logits()
             self.ref = tuple(c.ema * r + (1.0 - c.ema) * zi for r, zi in zip(self.ref, z))
             return
         sigma, rho = self.model.policies()
         if c.estimator == "exact":
-            grad_a, grad_d = exact_logit_gradients(spec, sigma, rho)
+            grad_a, grad_d = exact_logit_gradients(spec, sigma, rho, self.tensors)
         else:
             grad_a, grad_d = reinforce_logit_gradients(spec, sigma, rho, c.batch, self.rng)
-        self.model.step(self.model.backward(grad_a, grad_d), c.lr)
+        self.model.step(self.model.backward(grad_a, grad_d), self.lr)
 
 
-def run_dynamics(spec: GameSpec, config: DynamicsConfig, progress: bool = False) -> Trajectory:
+def run_dynamics(spec: GameSpec, config: DynamicsConfig, progress: bool = False,
+                 settings: list[dict[str, float]] | None = None, log_steps=()) -> Trajectory:
     """Train ``config.runs`` independent runs for ``config.steps`` steps and record the metrics.
+
+    Args:
+      settings: values of the BATCHED knobs (g, lr, init_scale), one dict per setting; each
+        setting gets ``config.runs`` runs with the same frozen draws as every other setting
+        (run r = setting * runs + i), and unset knobs keep the config's value. Default: one
+        setting, the config's.
+      log_steps: more steps at which to record the metrics.
 
     Returns:
       A Trajectory; its metrics are logged at step 0 (the untrained pair), every
-      ``log_every`` steps, and at the final step.
+      ``log_every`` steps, at ``log_steps`` and at the final step.
     """
     import time
 
     from tqdm import tqdm
 
     check_two_actions(spec)
+    bad = [t for t in log_steps if not 0 <= t <= config.steps]
+    if bad:
+        raise UserError(f"steps: cannot log step {bad[0]} of a {config.steps}-step run")
     start = time.perf_counter()
-    learner = _Learner(spec, config)
-    logged = sorted({0, config.steps, *range(0, config.steps + 1, config.log_every)})
+    knobs = _knobs(config, settings)
+    learner = _Learner(spec, config, knobs)
+    logged = sorted({0, config.steps, *range(0, config.steps + 1, config.log_every), *map(int, log_steps)})
     initial_refusal = refusal(spec, learner.policies()[1])
+    tangent = {"start": learner.tangent()}
     # Keep the logged policies (small: [n_logged, R, ...]) and measure them in one batched call.
     history = [learner.policies()]
     bar = tqdm(range(config.steps), desc=config.regime, disable=not progress, leave=False, mininterval=0.5)
@@ -426,10 +543,12 @@ def run_dynamics(spec: GameSpec, config: DynamicsConfig, progress: bool = False)
         learner.step(t)
         if logged[len(history)] == t + 1:
             history.append(learner.policies())
+    tangent["end"] = learner.tangent()
     sigmas, rhos = (np.stack(x) for x in zip(*history))
     values = batch_metrics(spec, sigmas, rhos)
     metrics = {name: values[name] for name in NUMERIC}
     classes = {name: values[name] for name in CLASSES}
     sigma, rho = history[-1]
     return Trajectory(config, spec, np.array(logged), metrics, classes, sigma, rho,
-                      time.perf_counter() - start, initial_refusal)
+                      time.perf_counter() - start, initial_refusal, knobs,
+                      None if tangent["start"] is None else tangent)

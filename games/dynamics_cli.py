@@ -1,18 +1,22 @@
 """``redgame toy dynamics`` and ``redgame toy crossplay``.
 
-    redgame toy dynamics --regime shared [--seeds 5] [--steps 4000] [--param g=-1] [--out DIR] [--json]
-    redgame toy crossplay [--seeds 5] [--steps 4000] [--json]
+    redgame toy dynamics --regime shared [--model neural] [--seeds 20] [--steps 4000] [--param g=0.5]
+                         [--out DIR] [--json]
+    redgame toy crossplay [--seeds 20] [--steps 4000] [--json]
 
-``--param k=v`` sets a ``DynamicsConfig`` field (lr, g, estimator, batch, rank, ...) or a
-parameter of the game (``--game`` preset; default: the regime's reference game).
+``--param k=v`` sets a ``DynamicsConfig`` field (lr, g, init_scale, estimator, rank, hidden, ...)
+or a parameter of the game (``--game`` preset; default: the regime's reference game: k, lam,
+benign, ...). The summary holds means over seeds with 95% bootstrap intervals
+(``games.stats``), the share of seeds that collapse, and each seed's numbers.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +26,13 @@ SUMMARY_FIELDS = ("selfplay_asr", "best_response_asr", "mirror_gap", "nash_conv"
 
 
 def register(toy_subparsers: argparse._SubParsersAction) -> None:
-    from redgame.games.dynamics import REGIMES
+    from redgame.games.dynamics import MODELS, REGIMES
 
     dyn = toy_subparsers.add_parser("dynamics", help="learning dynamics of a regime: ASR, mirror gap, NashConv")
     dyn.add_argument("--regime", required=True, choices=REGIMES, help="training regime")
+    dyn.add_argument("--model", default=None, choices=MODELS, help="tabular (default) or neural")
     dyn.add_argument("--game", default=None, help="preset game (default: the regime's reference game)")
-    dyn.add_argument("--seeds", type=int, default=None, help="independent runs (default 5)")
+    dyn.add_argument("--seeds", type=int, default=None, help="independent runs, >= 2 (default 20)")
     dyn.add_argument("--steps", type=int, default=None, help="learning steps T (default 4000)")
     dyn.add_argument("--param", action="append", metavar="K=V", help="dynamics or game parameter, repeatable")
     dyn.add_argument("--out", default=None, help="write metrics.jsonl, config.json and PNG plots here")
@@ -36,42 +41,32 @@ def register(toy_subparsers: argparse._SubParsersAction) -> None:
 
     cross = toy_subparsers.add_parser("crossplay", help="cross-play of every regime's agents and the meta-Nash")
     cross.add_argument("--game", default=None, help="preset game (default: the mirror reference game)")
-    cross.add_argument("--seeds", type=int, default=None, help="independent runs per regime (default 5)")
+    cross.add_argument("--seeds", type=int, default=None, help="independent runs per regime, >= 2 (default 20)")
     cross.add_argument("--steps", type=int, default=None, help="learning steps T (default 4000)")
     cross.add_argument("--param", action="append", metavar="K=V", help="dynamics or game parameter, repeatable")
     cross.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
     cross.set_defaults(func=run_crossplay_command)
 
 
-def build_setting(regime: str, game: str | None, seeds: int | None, steps: int | None, items: list[str] | None):
+def build_setting(regime: str, game: str | None, seeds: int | None, steps: int | None, items: list[str] | None,
+                  model: str | None = None):
     """(spec, config) from the command line: --param keys go to DynamicsConfig when they name
     one of its fields, to the game otherwise."""
-    from redgame.games.dynamics import REFERENCE_GAMES, DynamicsConfig
-    from redgame.theory.presets import PRESETS, make_spec, parse_params, preset_params
+    from redgame.games.dynamics import make_setting
+    from redgame.theory.presets import parse_params
 
-    params = parse_params(items)
-    config_keys = {f.name for f in fields(DynamicsConfig)} - {"regime"}
-    config_params = {k: v for k, v in params.items() if k in config_keys}
-    game_params = {k: v for k, v in params.items() if k not in config_keys}
-    fixed: dict[str, Any] = {"regime": regime}
-    for flag, key, value in (("--seeds", "runs", seeds), ("--steps", "steps", steps)):
+    fixed: dict[str, Any] = {} if model is None else {"model": model}
+    for flag, key, value, least in (("--seeds", "runs", seeds, 2), ("--steps", "steps", steps, 1)):
         if value is not None:
-            if value < 1:
-                raise UserError(f"{flag}: must be >= 1, got {value}")
+            if value < least:
+                raise UserError(f"{flag}: must be >= {least}, got {value}"
+                                + (" (confidence intervals over seeds need two)" if least == 2 else ""))
             fixed[key] = value
-    clash = sorted(set(fixed) & set(config_params))
+    params = parse_params(items)
+    clash = sorted(set(fixed) & set(params))
     if clash:
-        raise UserError(f"--param: {clash[0]} is set by its own option; use --seeds / --steps")
-    config = DynamicsConfig.from_params(config_params, **fixed)
-    if game is None:
-        game, defaults = REFERENCE_GAMES[regime]
-        game_params = {**defaults, **game_params}
-    if game in PRESETS:
-        unknown = sorted(set(game_params) - set(preset_params(game)))
-        if unknown:
-            raise UserError(f"{unknown[0]}: unknown parameter; dynamics parameters: {', '.join(sorted(config_keys))};"
-                             f" {game} parameters: {', '.join(preset_params(game))}")
-    return make_spec(game, **game_params), config
+        raise UserError(f"--param: {clash[0]} is set by its own option; use --seeds / --steps / --model")
+    return make_setting(regime, game, params, **fixed)
 
 
 def _fmt(x: Any) -> str:
@@ -82,17 +77,36 @@ def _fmt(x: Any) -> str:
     return f"{x + 0.0:.4f}".replace("-0.0000", "0.0000") if isinstance(x, float) else str(x)
 
 
-def _summary(traj) -> dict[str, Any]:
-    import numpy as np
+def _number(x) -> float | None:
+    return float(x) + 0.0 if x is not None and math.isfinite(x) else None
+
+
+def summary(traj) -> dict[str, Any]:
+    """The run as one JSON-ready dict: means over seeds at the final step with 95% bootstrap
+    intervals (``*_ci``), the collapse rate with its Wilson interval, the class counts,
+    ``per_seed``, each seed's numbers, and ``tangent``, the mean coupling and effective step
+    sizes (``games.tangent``) at the start and the end."""
+    from redgame.games.stats import collapsed, seed_summary
 
     final = traj.final()
-    per_run = {name: [float(v) if np.isfinite(v) else None for v in traj.metrics[name][-1]]
-               for name in SUMMARY_FIELDS}
-    per_run.update({name: labels[-1] for name, labels in traj.classes.items()})
-    out = {"regime": traj.config.regime, "game": traj.spec.name, "runs": traj.config.runs, "steps": traj.config.steps}
-    out.update({k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in final.items()})
+    selfplay, best = traj.metrics["selfplay_asr"][-1], traj.metrics["best_response_asr"][-1]
+    stats = seed_summary(selfplay, best)
+    c = traj.config
+    out: dict[str, Any] = {"regime": c.regime, "model": c.model, "game": traj.spec.name, "seeds": c.runs,
+                           "steps": c.steps}
+    out.update({k: (_number(v) if isinstance(v, float) else v) for k, v in final.items()})
     out["exploitability"] = out["nash_conv"] / 2.0
-    out.update({"per_run": per_run, "seconds": traj.seconds})
+    out.update({name: [float(x) for x in stats[name]] for name in stats if name.endswith("_ci")})
+    out["collapse_rate"] = float(stats["collapse_rate"])
+    hits = collapsed(selfplay, best)
+    out["per_seed"] = [
+        {"seed": i, **{name: _number(traj.metrics[name][-1, i]) for name in SUMMARY_FIELDS},
+         "collapsed": bool(hits[i]), **{name: labels[-1][i] for name, labels in traj.classes.items()}}
+        for i in range(c.runs)
+    ]
+    out["tangent"] = None if traj.tangent is None else {
+        when: {name: float(v.mean()) for name, v in report.items()} for when, report in traj.tangent.items()}
+    out["seconds"] = traj.seconds
     return out
 
 
@@ -113,25 +127,32 @@ def write_outputs(traj, out_dir: Path) -> list[Path]:
 def run_dynamics_command(args: argparse.Namespace) -> int:
     from redgame.games.dynamics import run_dynamics
 
-    spec, config = build_setting(args.regime, args.game, args.seeds, args.steps, args.param)
+    spec, config = build_setting(args.regime, args.game, args.seeds, args.steps, args.param, args.model)
     traj = run_dynamics(spec, config, progress=sys.stderr.isatty())
-    summary = _summary(traj)
+    result = summary(traj)
     written = write_outputs(traj, Path(args.out)) if args.out else []
-    summary["files"] = [str(p) for p in written]
+    result["files"] = [str(p) for p in written]
     if args.json:
-        json.dump(summary, sys.stdout)
+        json.dump(result, sys.stdout)
         print()
         return 0
-    print(f"regime: {config.regime}   game: {spec.name}   runs: {config.runs}   steps: {config.steps}"
-          f"   eta: {config.lr:g}   estimator: {config.estimator}   time: {traj.seconds:.2f} s")
-    header = f"{'run':>4}  " + "  ".join(f"{n:>17}" for n in SUMMARY_FIELDS) + "  defender_class"
+    print(f"regime: {config.regime}   model: {config.model}   game: {spec.name}   seeds: {config.runs}"
+          f"   steps: {config.steps}   eta: {config.lr:g}   g: {config.g:g}   estimator: {config.estimator}"
+          f"   time: {traj.seconds:.2f} s")
+    header = f"{'seed':>4}  " + "  ".join(f"{n:>17}" for n in SUMMARY_FIELDS) + "  defender_class"
     print(header)
     print("-" * len(header))
-    for r in range(config.runs):
-        cells = "  ".join(f"{_fmt(summary['per_run'][n][r]):>17}" for n in SUMMARY_FIELDS)
-        print(f"{r:>4}  {cells}  {summary['per_run']['defender_class'][r]}")
-    cells = "  ".join(f"{_fmt(summary[n]):>17}" for n in SUMMARY_FIELDS)
-    print(f"{'mean':>4}  {cells}  {_fmt(summary['defender_class'])}")
+    for row in result["per_seed"]:
+        cells = "  ".join(f"{_fmt(row[n]):>17}" for n in SUMMARY_FIELDS)
+        print(f"{row['seed']:>4}  {cells}  {row['defender_class']}")
+    cells = "  ".join(f"{_fmt(result[n]):>17}" for n in SUMMARY_FIELDS)
+    print(f"{'mean':>4}  {cells}  {_fmt(result['defender_class'])}")
+    ci = "  ".join(f"{name} [{result[name + '_ci'][0]:.4f}, {result[name + '_ci'][1]:.4f}]"
+                   for name in ("selfplay_asr", "best_response_asr", "mirror_gap"))
+    low, high = result["collapse_rate_ci"]
+    print(f"95% bootstrap CI over seeds: {ci}")
+    print(f"collapse (self-play ASR <= 0.05 and best-response ASR >= 0.5): {result['collapse_rate']:.2f}"
+          f" of seeds, 95% Wilson CI [{low:.2f}, {high:.2f}]")
     for path in written:
         print(f"wrote {path}")
     return 0

@@ -7,7 +7,9 @@
   cached tree until OpenSpiel's exploitability of the average policy is <= ``target``.
 
 The OpenSpiel policies are turned into sigma [S, K] and rho [O, A] and checked again with the
-numpy NashConv of ``games.exploitability``.
+numpy NashConv of ``games.exploitability``. OpenSpiel's sequence-form LP needs cvxpy (the
+``lp`` extra), so it is imported only when asked for; without it the import fails naming
+cvxpy, and the CLI says to ``pip install 'redgame[lp]'``.
 """
 
 from __future__ import annotations
@@ -16,14 +18,11 @@ import time
 
 import numpy as np
 import pyspiel
-from open_spiel.python.algorithms import cfr, discounted_cfr, exploitability, sequence_form_lp
+from open_spiel.python.algorithms import cfr, discounted_cfr, exploitability
 
 from redgame.errors import UserError
-from redgame.games.exploitability import nash_conv
 from redgame.games.openspiel_game import RedTeamGame
-from redgame.theory.classify import classify_attacker, classify_defender
 from redgame.theory.spec import GameSpec
-from redgame.theory.strategies import expected_payoffs
 
 CFR_SOLVERS = {"cfr": cfr.CFRSolver, "cfr+": cfr.CFRPlusSolver, "dcfr": discounted_cfr.DCFRSolver}
 
@@ -52,7 +51,7 @@ def behaviour_from_policy(spec: GameSpec, policy, defender_policy=None) -> tuple
 def solve_extensive(spec: GameSpec, method: str, target: float = 1e-4, iterations: int = 20_000,
                     check_every: int = 10):
     """Solve a spec with an OpenSpiel extensive-form method; returns a ``Solution``."""
-    from redgame.games.solve import Equilibrium, Solution
+    from redgame.games.solve import behaviour_solution
 
     game = RedTeamGame(spec=spec)
     start = time.perf_counter()
@@ -60,6 +59,8 @@ def solve_extensive(spec: GameSpec, method: str, target: float = 1e-4, iteration
     if method == "sequence-form-lp":
         if not spec.is_zero_sum:
             raise UserError("method: sequence-form-lp needs a zero-sum game; try cfr+")
+        from open_spiel.python.algorithms import sequence_form_lp  # needs cvxpy (the lp extra)
+
         _, _, attacker_policy, defender_policy = sequence_form_lp.solve_zero_sum_game(game)
     elif method in CFR_SOLVERS:
         if target <= 0 or iterations < 1:
@@ -77,22 +78,4 @@ def solve_extensive(spec: GameSpec, method: str, target: float = 1e-4, iteration
     else:
         raise UserError(f"method: {method!r} is not an extensive-form method")
     sigma, rho = behaviour_from_policy(spec, attacker_policy, defender_policy)
-    u_a, u_d = expected_payoffs(spec, sigma, rho)
-    eq = Equilibrium(
-        attacker_payoff=float(u_a),
-        defender_payoff=float(u_d),
-        gap=nash_conv(spec, sigma, rho),
-        attacker_behaviour=sigma,
-        defender_behaviour=rho,
-        attacker_class=classify_attacker(spec, sigma),
-        defender_class=classify_defender(spec, rho),
-    )
-    return Solution(
-        method=method,
-        equilibria=[eq],
-        value=float(u_a) if spec.is_zero_sum else None,
-        zero_sum=spec.is_zero_sum,
-        seconds=time.perf_counter() - start,
-        iterations=done_iterations,
-        spec=spec,
-    )
+    return behaviour_solution(spec, method, sigma, rho, time.perf_counter() - start, done_iterations)

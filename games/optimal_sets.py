@@ -20,7 +20,7 @@ from math import comb
 import numpy as np
 from scipy.optimize import linprog
 
-from redgame.errors import UserError
+from redgame.theory.strategies import TooLargeToEnumerate
 
 MAX_BASES = 2_000_000
 TOL = 1e-9
@@ -60,7 +60,7 @@ def polytope_vertices(g: np.ndarray, h: np.ndarray, tol: float = TOL) -> np.ndar
     rhs = np.concatenate([hr, [1.0]])
     n_cols, size = nv + mr, mr + 1
     if comb(n_cols, size) > MAX_BASES:
-        raise UserError(
+        raise TooLargeToEnumerate(
             f"optimal set too large to enumerate ({comb(n_cols, size)} bases > {MAX_BASES}); use method='linprog'"
         )
     found: dict[tuple, np.ndarray] = {}

@@ -3,7 +3,9 @@
 - ``asr.png``: self-play and best-response ASR over the steps (means over runs, each run
   faint), the mirror gap between them shaded;
 - ``refusal_by_style.png``: for one run, the defender's refusal probability per (seed, style)
-  cell at the start and at the end, with the final attacker's probability of each style.
+  cell at the start and at the end, with the final attacker's probability of each style;
+- ``phase_<metric>.png``: a phase diagram (``games.phase``) as a heatmap per metric, each
+  cell annotated with its mean and 95% interval over seeds.
 """
 
 from __future__ import annotations
@@ -63,6 +65,42 @@ def plot_refusal_by_style(traj: Trajectory, path: Path, run: int = 0) -> Path:
         ax.set_xticks(x, spec.styles, fontsize=7, rotation=30 if spec.n_styles > 6 else 0)
     axes[0, 0].set_title(f"refusal by style: {traj.config.regime} on {spec.name}, run {run}", fontsize=9)
     axes[0, 0].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+PHASE_TITLES = {
+    "mirror_gap": "mirror gap (best-response - self-play ASR)",
+    "best_response_asr": "best-response ASR",
+    "selfplay_asr": "self-play ASR",
+    "collapse_rate": "share of seeds that collapse",
+}
+
+
+def plot_phase(diagram, metric: str, path: Path) -> Path:
+    """One heatmap of ``metric`` over a PhaseDiagram's one or two keys."""
+    plt = _pyplot()
+    values = diagram.grid(metric)
+    ci = np.array([c[f"{metric}_ci"] for c in diagram.cells]).reshape(values.shape + (2,))
+    if values.ndim == 1:
+        values, ci = values[None, :], ci[None, :]
+    x_key, x_values = diagram.keys[0], diagram.values[0]
+    y_key, y_values = (diagram.keys[1], diagram.values[1]) if len(diagram.keys) > 1 else ("", [""])
+    grid, bounds = values.T, ci.transpose(1, 0, 2)  # rows: the second key; columns: the first
+    fig, ax = plt.subplots(figsize=(1.2 + 1.25 * len(x_values), 1.2 + 0.8 * len(y_values)), dpi=100)
+    image = ax.imshow(grid, origin="lower", cmap="Reds", vmin=0, vmax=1, aspect="auto")
+    for (i, j), v in np.ndenumerate(grid):
+        low, high = bounds[i, j]
+        ax.text(j, i, f"{v:.2f}\n[{low:.2f}, {high:.2f}]", ha="center", va="center", fontsize=7,
+                color="white" if v > 0.6 else "black")
+    ax.set_xticks(range(len(x_values)), [f"{v:g}" if isinstance(v, float) else str(v) for v in x_values])
+    ax.set_yticks(range(len(y_values)), [f"{v:g}" if isinstance(v, float) else str(v) for v in y_values])
+    ax.set(xlabel=x_key, ylabel=y_key)
+    ax.set_title(f"{PHASE_TITLES[metric]}: {diagram.regime}, {diagram.model}, {diagram.seeds} seeds",
+                 fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.05)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -8,8 +8,9 @@ nothing but the spec. Three ways to produce the logits, after "The Attacker in t
 
 - ``shared``: one trainable table theta over the (seed, style) cells feeds both roles,
   z_A = base + theta + b_A and z_D = g * (base + theta) + b_D (read at the cell an
-  observation reveals). base, b_A, b_D are frozen random draws; g = +1 or -1 is the coupling.
-  Both roles' gradients land on the same theta coordinates.
+  observation reveals, or ``shift`` styles further on). base, b_A, b_D are frozen random
+  draws; g, any real number, is the coupling. Both roles' gradients land on the same theta
+  coordinates.
 - ``bipolicy``: the same frozen base plus one LoRA-like low-rank delta per role,
   delta = Phi @ U @ V^T with Phi [S, d] a frozen feature matrix of the seeds (the frozen
   model's activations), U [d, r] and V [K, r] trainable (V starts at 0, as LoRA's B does).
@@ -17,6 +18,10 @@ nothing but the spec. Three ways to produce the logits, after "The Attacker in t
 
 ``shared`` and ``bipolicy`` need a spec in which each observation reveals exactly one
 (seed, style) cell (the ``mirror`` preset); ``separate`` takes any two-action spec.
+``games.neural`` holds the same three parameterisations with a small network instead of tables.
+
+Every run-level knob (g, the step size, the scale of the draws) may be one number or one per
+run, so runs of several settings advance together (``games.phase``).
 """
 
 from __future__ import annotations
@@ -46,6 +51,17 @@ def cell_of_observation(spec: GameSpec) -> np.ndarray | None:
     return cells
 
 
+def shift_cells(spec: GameSpec, cells: np.ndarray, shift: int) -> np.ndarray:
+    """The cells read ``shift`` styles further on (cyclically, same seed): [O] flat cell indices."""
+    seed, style = np.divmod(cells, spec.n_styles)
+    return seed * spec.n_styles + (style + shift) % spec.n_styles
+
+
+def per_run(value, ndim: int) -> np.ndarray:
+    """A number or a per-run array [R] shaped to broadcast against [R, ...] arrays of ``ndim`` dims."""
+    return np.reshape(np.asarray(value, dtype=float), (-1,) + (1,) * (ndim - 1))
+
+
 def check_two_actions(spec: GameSpec) -> None:
     if spec.actions != (REFUSE, COMPLY):
         raise UserError(f"actions: the dynamics need a (refuse, comply) defender, got {spec.actions}; drop deflect")
@@ -67,23 +83,34 @@ def defender_policy(z_d: np.ndarray) -> np.ndarray:
 
 @dataclass
 class FrozenDraws:
-    """The frozen random parts of a run: base [R, S, K], b_A [R, S, K], b_D [R, O]."""
+    """The frozen random parts of a run: base [R, S, K], b_A [R, S, K], b_D [R, O].
+
+    ``runs`` independent seeds' draws are repeated ``tiles`` times (run r = tile * runs + i), so
+    several settings can share the same random numbers; ``normal`` draws any further frozen
+    parts (features, network weights) the same way.
+    """
 
     base: np.ndarray
     b_a: np.ndarray
     b_d: np.ndarray
     rng: np.random.Generator
+    runs: int = 1
+    tiles: int = 1
+
+    def normal(self, shape: tuple[int, ...]) -> np.ndarray:
+        """Standard normal draws [tiles * runs, *shape], the same for every tile."""
+        draw = self.rng.standard_normal((self.runs, *shape))
+        return np.tile(draw, (self.tiles,) + (1,) * len(shape))
 
     @classmethod
-    def draw(cls, spec: GameSpec, runs: int, seed: int, scale: float) -> "FrozenDraws":
-        rng = np.random.default_rng(seed)
+    def draw(cls, spec: GameSpec, runs: int, seed: int, scale=1.0, tiles: int = 1) -> "FrozenDraws":
+        """``scale``: the standard deviation, one number or one per run [tiles * runs]."""
+        draws = cls(np.empty(0), np.empty(0), np.empty(0), np.random.default_rng(seed), runs, tiles)
         s, k, o = spec.n_seeds, spec.n_styles, spec.n_observations
-        return cls(
-            base=scale * rng.standard_normal((runs, s, k)),
-            b_a=scale * rng.standard_normal((runs, s, k)),
-            b_d=scale * rng.standard_normal((runs, o)),
-            rng=rng,
-        )
+        draws.base = per_run(scale, 3) * draws.normal((s, k))
+        draws.b_a = per_run(scale, 3) * draws.normal((s, k))
+        draws.b_d = per_run(scale, 2) * draws.normal((o,))
+        return draws
 
 
 class Policies:
@@ -95,10 +122,14 @@ class Policies:
 
     params: dict[str, np.ndarray]
 
-    def __init__(self, spec: GameSpec, draws: FrozenDraws, coupling: float) -> None:
+    def __init__(self, spec: GameSpec, draws: FrozenDraws, coupling=1.0, shift: int = 0) -> None:
         check_two_actions(spec)
-        self.spec, self.draws, self.g = spec, draws, float(coupling)
-        self.cells = cell_of_observation(spec)
+        self.spec, self.draws = spec, draws
+        self.g = np.asarray(coupling, dtype=float).reshape(-1)  # one number, or one per run
+        cells = cell_of_observation(spec)
+        if shift and cells is None:
+            raise UserError(f"shift: needs a spec whose observation reveals one (seed, style) cell; {spec.name} does not")
+        self.cells = cells if cells is None or not shift else shift_cells(spec, cells, shift)
 
     def _role_map(self, table: np.ndarray) -> np.ndarray:
         """A cell table [R, S, K] read at the cell each observation reveals: [R, O]."""
@@ -120,7 +151,7 @@ class Policies:
     def initial_logits(self) -> tuple[np.ndarray, np.ndarray]:
         """The untrained pair, the same for every parameterisation: base + b_A and g*base + b_D."""
         d = self.draws
-        z_d = d.b_d + (self.g * self._role_map(d.base) if self.cells is not None else 0.0)
+        z_d = d.b_d + (per_run(self.g, 2) * self._role_map(d.base) if self.cells is not None else 0.0)
         return d.base + d.b_a, z_d
 
     def logits(self) -> tuple[np.ndarray, np.ndarray]:
@@ -133,46 +164,44 @@ class Policies:
         z_a, z_d = self.logits()
         return attacker_policy(self.spec, z_a), defender_policy(z_d)
 
-    def step(self, grads: dict[str, np.ndarray], lr: float) -> None:
-        """Gradient ascent: params += lr * grads."""
+    def step(self, grads: dict[str, np.ndarray], lr) -> None:
+        """Gradient ascent: params += lr * grads; ``lr`` is a number or one per run [R]."""
         for name, grad in grads.items():
-            self.params[name] += lr * grad
+            self.params[name] += per_run(lr, grad.ndim) * grad
 
 
 class Shared(Policies):
     """z_A = base + theta + b_A, z_D = g * (base + theta) + b_D, one theta [R, S, K]."""
 
-    def __init__(self, spec: GameSpec, draws: FrozenDraws, coupling: float = 1.0) -> None:
-        super().__init__(spec, draws, coupling)
+    def __init__(self, spec: GameSpec, draws: FrozenDraws, coupling=1.0, shift: int = 0) -> None:
+        super().__init__(spec, draws, coupling, shift)
         self._need_cells("shared")
-        if self.g not in (1.0, -1.0):
-            raise UserError(f"g: the coupling must be +1 or -1, got {coupling}")
         self.params = {"theta": np.zeros_like(draws.base)}
 
     def logits(self) -> tuple[np.ndarray, np.ndarray]:
         d, theta = self.draws, self.params["theta"]
-        return d.base + theta + d.b_a, self.g * self._role_map(d.base + theta) + d.b_d
+        return d.base + theta + d.b_a, per_run(self.g, 2) * self._role_map(d.base + theta) + d.b_d
 
     def backward(self, grad_za: np.ndarray, grad_zd: np.ndarray) -> dict[str, np.ndarray]:
-        return {"theta": grad_za + self.g * self._role_unmap(grad_zd)}
+        return {"theta": grad_za + per_run(self.g, 3) * self._role_unmap(grad_zd)}
 
 
 class Bipolicy(Policies):
     """Frozen shared base; per role a low-rank delta Phi @ U @ V^T on frozen seed features Phi."""
 
-    def __init__(self, spec: GameSpec, draws: FrozenDraws, coupling: float = 1.0, rank: int = 2,
-                 features: int = 8) -> None:
-        super().__init__(spec, draws, coupling)
+    def __init__(self, spec: GameSpec, draws: FrozenDraws, coupling=1.0, rank: int = 2,
+                 features: int = 8, shift: int = 0) -> None:
+        super().__init__(spec, draws, coupling, shift)
         self._need_cells("bipolicy")
         if rank < 1 or features < 1:
             raise UserError(f"rank: rank and features must be >= 1, got rank={rank}, features={features}")
-        runs, rng = draws.base.shape[0], draws.rng
+        runs = draws.base.shape[0]
         s, k = spec.n_seeds, spec.n_styles
-        self.phi = rng.standard_normal((runs, s, features)) / np.sqrt(features)
+        self.phi = draws.normal((s, features)) / np.sqrt(features)
         self.params = {
-            "u_a": rng.standard_normal((runs, features, rank)),
+            "u_a": draws.normal((features, rank)),
             "v_a": np.zeros((runs, k, rank)),
-            "u_d": rng.standard_normal((runs, features, rank)),
+            "u_d": draws.normal((features, rank)),
             "v_d": np.zeros((runs, k, rank)),
         }
 
@@ -182,7 +211,7 @@ class Bipolicy(Policies):
 
     def logits(self) -> tuple[np.ndarray, np.ndarray]:
         d = self.draws
-        z_d = self._role_map(self.g * d.base + self._delta("d")) + d.b_d
+        z_d = self._role_map(per_run(self.g, 3) * d.base + self._delta("d")) + d.b_d
         return d.base + d.b_a + self._delta("a"), z_d
 
     def backward(self, grad_za: np.ndarray, grad_zd: np.ndarray) -> dict[str, np.ndarray]:
@@ -198,8 +227,8 @@ class Bipolicy(Policies):
 class Separate(Policies):
     """Two independent full tables: z_A = z_A0 + theta_A, z_D = z_D0 + theta_D."""
 
-    def __init__(self, spec: GameSpec, draws: FrozenDraws, coupling: float = 1.0) -> None:
-        super().__init__(spec, draws, coupling)
+    def __init__(self, spec: GameSpec, draws: FrozenDraws, coupling=1.0, shift: int = 0) -> None:
+        super().__init__(spec, draws, coupling, shift)
         self.z0 = self.initial_logits()
         self.params = {"theta_a": np.zeros_like(self.z0[0]), "theta_d": np.zeros_like(self.z0[1])}
 
@@ -210,13 +239,13 @@ class Separate(Policies):
         return {"theta_a": grad_za, "theta_d": grad_zd}
 
 
-def make_policies(kind: str, spec: GameSpec, draws: FrozenDraws, coupling: float = 1.0, rank: int = 2,
-                  features: int = 8) -> Policies:
-    """Build one of PARAMETERISATIONS."""
+def make_policies(kind: str, spec: GameSpec, draws: FrozenDraws, coupling=1.0, rank: int = 2,
+                  features: int = 8, shift: int = 0) -> Policies:
+    """Build one of PARAMETERISATIONS; ``coupling`` is one number or one per run."""
     if kind == "shared":
-        return Shared(spec, draws, coupling)
+        return Shared(spec, draws, coupling, shift)
     if kind == "bipolicy":
-        return Bipolicy(spec, draws, coupling, rank, features)
+        return Bipolicy(spec, draws, coupling, rank, features, shift)
     if kind == "separate":
-        return Separate(spec, draws, coupling)
+        return Separate(spec, draws, coupling, shift)
     raise UserError(f"policy: unknown parameterisation {kind!r}; choose one of {', '.join(PARAMETERISATIONS)}")

@@ -9,13 +9,19 @@ Matrix methods work on the normal form (bimatrix) of a spec, or on a matrix you 
 - ``nashpy-support``, ``nashpy-vertex``, ``lemke-howson`` (every initial label): nashpy;
 - ``replicator``: nashpy's asymmetric replicator dynamics, the final point.
 
-Extensive-form methods play the registered OpenSpiel game of a spec (``games.openspiel_game``):
+Extensive-form methods work on the game tree of a spec:
 
-- ``sequence-form-lp``: OpenSpiel's ``sequence_form_lp`` (zero-sum);
+- ``sequence-form-linprog``: the sequence-form LP (Koller, Megiddo & von Stengel 1994) with
+  scipy's HiGHS (``games.sequence_form``; zero-sum; one equilibrium, no cvxpy needed);
+- ``sequence-form-lp``: OpenSpiel's ``sequence_form_lp`` on the registered OpenSpiel game
+  (``games.openspiel_game``; zero-sum; needs cvxpy, the ``lp`` extra);
 - ``cfr``, ``cfr+``, ``dcfr``: OpenSpiel's CFR solvers (Zinkevich et al. 2007; Tammelin 2014;
   Brown & Sandholm 2019), run until exploitability <= ``target`` or ``iterations``.
 
-Every equilibrium is checked with a numpy best-response gap (NashConv), which is reported.
+``auto`` enumerates every equilibrium of a zero-sum spec when its optimal sets are small
+enough, and otherwise (the default ``family`` preset) solves the sequence-form LP, which
+gives the value and one equilibrium. Every equilibrium is checked with a numpy best-response
+gap (NashConv), which is reported.
 """
 
 from __future__ import annotations
@@ -32,14 +38,21 @@ from redgame.games.exploitability import matrix_nash_conv, nash_conv
 from redgame.games.optimal_sets import optimal_sets, zero_sum_value
 from redgame.theory.classify import classify_attacker, classify_defender
 from redgame.theory.spec import GameSpec
-from redgame.theory.strategies import attacker_behaviour, defender_behaviour, normal_form
+from redgame.theory.strategies import (
+    TooLargeToEnumerate,
+    attacker_behaviour,
+    defender_behaviour,
+    expected_payoffs,
+    normal_form,
+)
 
 MATRIX_METHODS = (
     "enumerate", "linprog", "openspiel-lp", "nashpy-support", "nashpy-vertex", "lemke-howson", "replicator",
 )
 EXTENSIVE_METHODS = ("sequence-form-lp", "cfr", "cfr+", "dcfr")
-METHODS = MATRIX_METHODS + EXTENSIVE_METHODS
-ZERO_SUM_ONLY = ("enumerate", "linprog", "openspiel-lp", "sequence-form-lp")
+TREE_METHODS = ("sequence-form-linprog",)
+METHODS = MATRIX_METHODS + TREE_METHODS + EXTENSIVE_METHODS
+ZERO_SUM_ONLY = ("enumerate", "linprog", "openspiel-lp", "sequence-form-lp", "sequence-form-linprog")
 
 
 @dataclass
@@ -75,6 +88,8 @@ class Solution:
     seconds: float = 0.0
     iterations: int | None = None
     spec: GameSpec | None = None
+    note: str | None = None
+    """Why ``method="auto"`` chose this method, when it was not the first choice."""
 
     @property
     def defender_classes(self) -> list[str]:
@@ -215,9 +230,10 @@ def solve(game: Any, method: str = "auto", **options: Any) -> Solution:
 
     Args:
       game: a GameSpec, a preset name, a payoff matrix A (zero-sum) or a pair (A, B).
-      method: one of METHODS, or "auto" ("enumerate" for zero-sum specs and matrices,
-        "lemke-howson" for general-sum ones; nashpy's vertex and support enumeration can
-        miss equilibria of degenerate games).
+      method: one of METHODS, or "auto": for zero-sum specs "enumerate" (every equilibrium),
+        or "sequence-form-linprog" when the optimal sets are too large to enumerate; for
+        zero-sum matrices "enumerate"; "lemke-howson" for general-sum ones (nashpy's vertex
+        and support enumeration can miss equilibria of degenerate games).
       **options: for cfr / cfr+ / dcfr: ``target`` exploitability (default 1e-4) and
         ``iterations`` cap (default 20000).
 
@@ -232,21 +248,57 @@ def solve(game: Any, method: str = "auto", **options: Any) -> Solution:
             a, b = game
         else:
             a, b = game, None
-        if method in EXTENSIVE_METHODS:
+        if method in EXTENSIVE_METHODS + TREE_METHODS:
             raise UserError(f"method: {method} needs a game spec, not a matrix")
         if method == "auto":
             a_arr = np.asarray(a, dtype=float)
             method = "enumerate" if b is None or _is_zero_sum(a_arr, np.asarray(b, float)) else "lemke-howson"
         return solve_matrix(a, b, method)
-    if method == "auto":
-        method = "enumerate" if spec.is_zero_sum else "lemke-howson"
+    if method == "auto" and spec.is_zero_sum:
+        try:
+            return _solve_spec(spec, "enumerate", options)
+        except TooLargeToEnumerate as exc:
+            solution = _solve_spec(spec, "sequence-form-linprog", options)
+            solution.note = f"auto: {exc}; solved the sequence-form LP instead (the value and one equilibrium)"
+            return solution
+    return _solve_spec(spec, "lemke-howson" if method == "auto" else method, options)
+
+
+def _solve_spec(spec: GameSpec, method: str, options: dict[str, Any]) -> Solution:
     if method in EXTENSIVE_METHODS:
         from redgame.games.extensive_solvers import solve_extensive
 
         return solve_extensive(spec, method, **options)
+    if method in TREE_METHODS:
+        return _solve_tree(spec)
     nf = normal_form(spec)
     b = None if spec.is_zero_sum else nf.defender_payoffs
     return _label_with_spec(solve_matrix(nf.attacker_payoffs, b, method), spec)
+
+
+def behaviour_solution(spec: GameSpec, method: str, sigma: np.ndarray, rho: np.ndarray, seconds: float,
+                       iterations: int | None = None) -> Solution:
+    """A one-equilibrium Solution from behaviour strategies, checked by its NashConv."""
+    u_a, u_d = expected_payoffs(spec, sigma, rho)
+    eq = Equilibrium(
+        attacker_payoff=float(u_a),
+        defender_payoff=float(u_d),
+        gap=nash_conv(spec, sigma, rho),
+        attacker_behaviour=sigma,
+        defender_behaviour=rho,
+        attacker_class=classify_attacker(spec, sigma),
+        defender_class=classify_defender(spec, rho),
+    )
+    return Solution(method=method, equilibria=[eq], value=float(u_a) if spec.is_zero_sum else None,
+                    zero_sum=spec.is_zero_sum, seconds=seconds, iterations=iterations, spec=spec)
+
+
+def _solve_tree(spec: GameSpec) -> Solution:
+    from redgame.games.sequence_form import solve_sequence_form
+
+    start = time.perf_counter()
+    _, sigma, rho = solve_sequence_form(spec)
+    return behaviour_solution(spec, "sequence-form-linprog", sigma, rho, time.perf_counter() - start)
 
 
 def check_behaviour_equilibrium(spec: GameSpec, sigma: np.ndarray, rho: np.ndarray) -> float:

@@ -40,9 +40,14 @@ class NormalForm:
     defender_labels: tuple[str, ...]
 
 
+class TooLargeToEnumerate(UserError):
+    """A game whose normal form or optimal sets are too large to list; an LP on the game tree
+    (``games.sequence_form``) still solves it."""
+
+
 def _count_check(count: int, who: str) -> None:
     if count > MAX_PURE_STRATEGIES:
-        raise UserError(
+        raise TooLargeToEnumerate(
             f"{who}: {count} pure strategies is too many for the normal form (limit {MAX_PURE_STRATEGIES});"
             " use an extensive-form method (sequence_form_lp, cfr)"
         )
@@ -141,11 +146,29 @@ def defender_behaviour(spec: GameSpec, mix: np.ndarray, pure: np.ndarray | None 
     return np.einsum("j,joa->oa", mix, defender_behaviour_of_pure(spec, pure))
 
 
+def payoff_tensors(spec: GameSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(T_A, T_D), each [S, K, O, A]: w_s P(o | s, k) u(s, k, a), the payoff of every (seed, style,
+    observation, action) weighted by how likely it is given the seed and style. Both players'
+    values are contractions of these with the other player's strategy; learning loops compute
+    them once."""
+    u_a, u_d = spec.utilities()
+    reach = spec.seed_weights[:, None, None] * spec.obs_probs  # [S, K, O]
+    return reach[..., None] * u_a[:, :, None, :], reach[..., None] * u_d[:, :, None, :]
+
+
+def action_values(t_a: np.ndarray, rho: np.ndarray) -> np.ndarray:
+    """[..., S, K]: the attacker's payoff of each (seed, style) against rho [..., O, A], from T_A."""
+    return np.einsum("skoa,...oa->...sk", t_a, rho)
+
+
+def observation_values(t_d: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """[..., O, A]: the defender's payoff of each action at each observation vs sigma [..., S, K], from T_D."""
+    return np.einsum("...sk,skoa->...oa", sigma, t_d)
+
+
 def attacker_action_values(spec: GameSpec, rho: np.ndarray) -> np.ndarray:
     """[..., S, K]: the attacker's payoff for each (seed, style) against defender rho, weighted by w_s."""
-    u_a, _ = spec.utilities()
-    q = np.einsum("sko,...oa->...ska", spec.obs_probs, rho)
-    return spec.seed_weights[:, None] * np.einsum("...ska,ska->...sk", q, u_a)
+    return action_values(payoff_tensors(spec)[0], rho)
 
 
 def attacker_best_response(spec: GameSpec, rho: np.ndarray) -> tuple[np.ndarray, float]:
@@ -164,9 +187,7 @@ def attacker_best_response(spec: GameSpec, rho: np.ndarray) -> tuple[np.ndarray,
 def defender_observation_values(spec: GameSpec, sigma: np.ndarray) -> np.ndarray:
     """[..., O, A]: the defender's payoff contribution of each action at each observation vs
     sigma [..., S, K]; leading batch dimensions broadcast."""
-    _, u_d = spec.utilities()
-    reach = spec.seed_weights[:, None] * sigma
-    return np.einsum("...sk,sko,ska->...oa", reach, spec.obs_probs, u_d)
+    return observation_values(payoff_tensors(spec)[1], sigma)
 
 
 def defender_best_response(spec: GameSpec, sigma: np.ndarray) -> tuple[np.ndarray, float]:

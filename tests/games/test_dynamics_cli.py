@@ -16,19 +16,40 @@ def run(capsys, *argv):
 
 
 def test_dynamics_json_and_outputs(capsys, tmp_path):
-    code, out, _ = run(capsys, "toy", "dynamics", "--regime", "shared", "--seeds", "2", "--steps", "50",
-                       "--param", "k=4", "--out", str(tmp_path), "--json")
+    code, out, _ = run(capsys, "toy", "dynamics", "--regime", "shared", "--seeds", "3", "--steps", "50",
+                       "--param", "k=4", "--param", "log_every=1", "--param", "g=0.5", "--out", str(tmp_path),
+                       "--json")
     assert code == 0
     summary = json.loads(out)
-    assert summary["regime"] == "shared" and summary["runs"] == 2 and summary["steps"] == 50
+    assert summary["regime"] == "shared" and summary["seeds"] == 3 and summary["steps"] == 50
+    assert summary["model"] == "tabular"
     assert 0 <= summary["selfplay_asr"] <= summary["best_response_asr"] <= 1
+    # The per-seed numbers, and the means and intervals over them.
+    per_seed = summary["per_seed"]
+    assert [row["seed"] for row in per_seed] == [0, 1, 2]
+    gaps = [row["best_response_asr"] - row["selfplay_asr"] for row in per_seed]
+    assert summary["mirror_gap"] == pytest.approx(sum(gaps) / 3, abs=1e-12)
+    low, high = summary["mirror_gap_ci"]
+    assert min(gaps) - 1e-12 <= low <= summary["mirror_gap"] <= high <= max(gaps) + 1e-12
+    hits = [row["selfplay_asr"] <= 0.05 and row["best_response_asr"] >= 0.5 for row in per_seed]
+    assert [row["collapsed"] for row in per_seed] == hits and summary["collapse_rate"] == sum(hits) / 3
+    assert summary["tangent"]["start"]["coupling"] == pytest.approx(0.5)  # the tabular coupling is g
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 51 * 2
+    assert len(lines) == 51 * 3
     last = json.loads(lines[-1])
-    assert last["step"] == 50 and last["run"] == 1 and "nash_conv" in last and "defender_class" in last
+    assert last["step"] == 50 and last["run"] == 2 and "nash_conv" in last and "defender_class" in last
     assert (tmp_path / "asr.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "refusal_by_style.png").stat().st_size > 1000
-    assert json.loads((tmp_path / "config.json").read_text())["g"] == 1.0
+    assert json.loads((tmp_path / "config.json").read_text())["g"] == 0.5
+
+
+def test_dynamics_neural_model(capsys):
+    code, out, _ = run(capsys, "toy", "dynamics", "--regime", "bipolicy", "--model", "neural", "--seeds", "2",
+                       "--steps", "30", "--param", "k=3", "--param", "fit_steps=50", "--param", "hidden=8", "--json")
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["model"] == "neural" and len(summary["per_seed"]) == 2
+    assert summary["tangent"]["start"]["coupling"] == 0.0  # one adapter per role: no coupling
 
 
 @pytest.mark.parametrize("regime", ["bipolicy", "separate", "advgame", "sequential"])
@@ -51,7 +72,11 @@ def test_crossplay_json(capsys):
 
 @pytest.mark.parametrize("argv,culprit", [
     (["--regime", "shared", "--param", "lr=fast"], "lr"),
-    (["--regime", "shared", "--param", "g=2"], "g"),
+    (["--regime", "shared", "--param", "g=inf"], "g"),
+    (["--regime", "shared", "--seeds", "1"], "--seeds"),
+    (["--regime", "shared", "--model", "neural", "--param", "shift=1"], "shift"),
+    (["--regime", "sequential", "--model", "neural"], "model"),
+    (["--regime", "shared", "--model", "neural", "--param", "model=tabular"], "--param"),
     (["--regime", "shared", "--param", "nonsense=1"], "nonsense"),
     (["--regime", "shared", "--seeds", "2", "--param", "runs=3"], "--param"),
     (["--regime", "shared", "--game", "hidden_intent"], "regime"),
@@ -70,6 +95,7 @@ def test_cli_default_is_the_documented_reference_setting():
 
     spec, config = build_setting("shared", None, None, None, None)
     assert (spec.n_seeds, spec.n_styles, spec.harmful_mask.tolist()) == (1, 8, [True])
-    assert (config.steps, config.runs, config.lr, config.estimator, config.g) == (4000, 5, 0.5, "exact", 1.0)
+    assert (config.steps, config.runs, config.lr, config.estimator, config.g) == (4000, 20, 0.5, "exact", 1.0)
+    assert (config.model, config.init_scale, config.shift) == ("tabular", 1.0, 0)
     spec, config = build_setting("advgame", None, None, None, ["beta=0.2"])
     assert not spec.is_zero_sum and spec.name == "hidden_intent" and config.beta == 0.2

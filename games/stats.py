@@ -1,0 +1,75 @@
+"""Statistics over seeds: confidence intervals of a mean and of a rate, and the collapse test.
+
+- A mean over seeds gets a 95% **percentile bootstrap** interval (Efron & Tibshirani, *An
+  Introduction to the Bootstrap*, 1993, ch. 13): ``scipy.stats.bootstrap`` with
+  method="percentile", 2000 resamples and a fixed generator, so the interval is reproducible.
+- A rate (the share of seeds that collapse) gets a 95% **Wilson score** interval (Wilson 1927,
+  ``scipy.stats.binomtest(...).proportion_ci``), which stays sensible at 0 and at 1, where a
+  bootstrap interval shrinks to a point.
+- A run **collapses into self-consistency** when self-play looks safe and a fresh attacker
+  still wins: self-play ASR <= 0.05 and best-response ASR >= 0.5 (the claim's thresholds).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from redgame.errors import UserError
+
+LEVEL = 0.95
+RESAMPLES = 2000
+COLLAPSE_SELFPLAY = 0.05
+COLLAPSE_BEST_RESPONSE = 0.5
+
+
+def collapsed(selfplay: np.ndarray, best_response: np.ndarray) -> np.ndarray:
+    """Which runs collapse: self-play ASR <= 0.05 and best-response ASR >= 0.5."""
+    return (np.asarray(selfplay) <= COLLAPSE_SELFPLAY) & (np.asarray(best_response) >= COLLAPSE_BEST_RESPONSE)
+
+
+def mean_ci(values: np.ndarray, level: float = LEVEL, resamples: int = RESAMPLES, seed: int = 0) -> np.ndarray:
+    """[..., 2]: the percentile-bootstrap interval of the mean over the last axis (the seeds)."""
+    from scipy.stats import bootstrap
+
+    values = np.asarray(values, dtype=float)
+    if values.shape[-1] < 2:
+        raise UserError(f"seeds: a confidence interval needs at least 2 seeds, got {values.shape[-1]}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy warns when every seed gives the same value
+        result = bootstrap((values,), np.mean, axis=-1, vectorized=True, method="percentile",
+                           n_resamples=resamples, confidence_level=level, rng=np.random.default_rng(seed))
+    low, high = result.confidence_interval
+    mean = values.mean(axis=-1)
+    # A constant sample has the point interval [mean, mean] (scipy may return NaN for it).
+    low, high = np.where(np.isnan(low), mean, low), np.where(np.isnan(high), mean, high)
+    return np.stack([low, high], axis=-1)
+
+
+def rate_ci(successes: int, n: int, level: float = LEVEL) -> tuple[float, float]:
+    """The Wilson score interval of a rate successes / n."""
+    from scipy.stats import binomtest
+
+    interval = binomtest(int(successes), int(n)).proportion_ci(confidence_level=level, method="wilson")
+    return float(interval.low), float(interval.high)
+
+
+def seed_summary(selfplay: np.ndarray, best_response: np.ndarray) -> dict[str, np.ndarray]:
+    """Means over the last axis (seeds) with their intervals, for any leading shape.
+
+    Returns selfplay_asr, best_response_asr and mirror_gap (best response minus self-play),
+    each with a ``*_ci`` [..., 2] bootstrap interval, and collapse_rate with its Wilson
+    ``collapse_rate_ci``.
+    """
+    selfplay, best_response = np.asarray(selfplay, float), np.asarray(best_response, float)
+    out: dict[str, np.ndarray] = {}
+    for name, values in (("selfplay_asr", selfplay), ("best_response_asr", best_response),
+                         ("mirror_gap", best_response - selfplay)):
+        out[name], out[f"{name}_ci"] = values.mean(axis=-1), mean_ci(values)
+    hits = collapsed(selfplay, best_response)
+    out["collapse_rate"] = hits.mean(axis=-1)
+    n = hits.shape[-1]
+    out["collapse_rate_ci"] = np.array([rate_ci(k, n) for k in hits.sum(axis=-1).reshape(-1)]).reshape(
+        hits.shape[:-1] + (2,))
+    return out
