@@ -61,7 +61,8 @@ def polytope_vertices(g: np.ndarray, h: np.ndarray, tol: float = TOL) -> np.ndar
     n_cols, size = nv + mr, mr + 1
     if comb(n_cols, size) > MAX_BASES:
         raise TooLargeToEnumerate(
-            f"optimal set too large to enumerate ({comb(n_cols, size)} bases > {MAX_BASES}); use method='linprog'"
+            f"optimal set too large to enumerate ({comb(n_cols, size):.3g} bases > {MAX_BASES});"
+            " use method='sequence-form-linprog' or 'linprog' (one equilibrium)"
         )
     found: dict[tuple, np.ndarray] = {}
     combos = itertools.combinations(range(n_cols), size)

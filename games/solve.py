@@ -44,6 +44,7 @@ from redgame.theory.strategies import (
     defender_behaviour,
     expected_payoffs,
     normal_form,
+    normal_form_size,
 )
 
 MATRIX_METHODS = (
@@ -53,6 +54,7 @@ EXTENSIVE_METHODS = ("sequence-form-lp", "cfr", "cfr+", "dcfr")
 TREE_METHODS = ("sequence-form-linprog",)
 METHODS = MATRIX_METHODS + TREE_METHODS + EXTENSIVE_METHODS
 ZERO_SUM_ONLY = ("enumerate", "linprog", "openspiel-lp", "sequence-form-lp", "sequence-form-linprog")
+AUTO_ENUMERATE_MAX = 1024  # normal-form entries up to which "auto" tries to list every equilibrium
 
 
 @dataclass
@@ -231,7 +233,8 @@ def solve(game: Any, method: str = "auto", **options: Any) -> Solution:
     Args:
       game: a GameSpec, a preset name, a payoff matrix A (zero-sum) or a pair (A, B).
       method: one of METHODS, or "auto": for zero-sum specs "enumerate" (every equilibrium),
-        or "sequence-form-linprog" when the optimal sets are too large to enumerate; for
+        or "sequence-form-linprog" when the normal form has more than AUTO_ENUMERATE_MAX
+        entries or the optimal sets are too large to enumerate; for
         zero-sum matrices "enumerate"; "lemke-howson" for general-sum ones (nashpy's vertex
         and support enumeration can miss equilibria of degenerate games).
       **options: for cfr / cfr+ / dcfr: ``target`` exploitability (default 1e-4) and
@@ -255,11 +258,15 @@ def solve(game: Any, method: str = "auto", **options: Any) -> Solution:
             method = "enumerate" if b is None or _is_zero_sum(a_arr, np.asarray(b, float)) else "lemke-howson"
         return solve_matrix(a, b, method)
     if method == "auto" and spec.is_zero_sum:
+        rows, cols = normal_form_size(spec)
         try:
+            if rows * cols > AUTO_ENUMERATE_MAX:
+                raise TooLargeToEnumerate("normal form too large")
             return _solve_spec(spec, "enumerate", options)
-        except TooLargeToEnumerate as exc:
+        except TooLargeToEnumerate:
             solution = _solve_spec(spec, "sequence-form-linprog", options)
-            solution.note = f"auto: {exc}; solved the sequence-form LP instead (the value and one equilibrium)"
+            solution.note = ("auto: the optimal sets are too large to enumerate; this is the sequence-form LP's"
+                             " value and one equilibrium")
             return solution
     return _solve_spec(spec, "lemke-howson" if method == "auto" else method, options)
 

@@ -22,6 +22,7 @@ from redgame.errors import UserError
 from redgame.theory.spec import GameSpec
 
 MAX_PURE_STRATEGIES = 200_000
+MAX_NORMAL_FORM_ENTRIES = 5_000_000  # two float64 matrices of 40 MB each
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,14 @@ def _count_check(count: int, who: str) -> None:
     if count > MAX_PURE_STRATEGIES:
         raise TooLargeToEnumerate(
             f"{who}: {count} pure strategies is too many for the normal form (limit {MAX_PURE_STRATEGIES});"
-            " use an extensive-form method (sequence_form_lp, cfr)"
+            " use a method on the game tree (sequence-form-linprog, cfr+)"
         )
+
+
+def normal_form_size(spec: GameSpec) -> tuple[int, int]:
+    """(attacker, defender) pure strategy counts, without building them."""
+    attacker = spec.n_seeds * spec.n_styles if spec.seed_choice == "attacker" else spec.n_styles**spec.n_seeds
+    return attacker, spec.n_actions**spec.n_observations
 
 
 def attacker_pure_strategies(spec: GameSpec) -> np.ndarray:
@@ -104,6 +111,11 @@ def expected_payoffs(spec: GameSpec, sigma: np.ndarray, rho: np.ndarray) -> tupl
 
 def normal_form(spec: GameSpec) -> NormalForm:
     """The bimatrix of expected payoffs over all pure strategies."""
+    rows, cols = normal_form_size(spec)
+    if rows * cols > MAX_NORMAL_FORM_ENTRIES:
+        raise TooLargeToEnumerate(
+            f"normal form: {rows} x {cols} pure strategies is too large (limit {MAX_NORMAL_FORM_ENTRIES} entries);"
+            " use a method on the game tree (sequence-form-linprog, cfr+)")
     att = attacker_pure_strategies(spec)
     dfn = defender_pure_strategies(spec)
     sig = attacker_behaviour_of_pure(spec, att)
