@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from redgame.theory.classify import classify_attacker, classify_defender, refusal
-from redgame.theory.spec import GameSpec
+from redgame.theory.classify import TOL, refusal
+from redgame.theory.spec import COMPLY, GameSpec
 from redgame.theory.strategies import attacker_action_values, defender_observation_values, expected_payoffs
 
 NUMERIC = ("selfplay_asr", "best_response_asr", "mirror_gap", "nash_conv", "over_refusal", "harmful_refusal")
@@ -52,12 +52,41 @@ def batch_metrics(spec: GameSpec, sigma: np.ndarray, rho: np.ndarray, classes: b
         "harmful_refusal": mean_over(faithful & harmful),
     }
     if classes:
-        batch = u_a.shape
-        flat_rho = rho.reshape(-1, *rho.shape[-2:])
-        flat_sigma = sigma.reshape(-1, *sigma.shape[-2:])
-        out["defender_class"] = _nest([classify_defender(spec, r) for r in flat_rho], batch)
-        out["attacker_class"] = _nest([classify_attacker(spec, s) for s in flat_sigma], batch)
+        out["defender_class"] = _nest(defender_classes(spec, rho).reshape(-1).tolist(), u_a.shape)
+        out["attacker_class"] = _nest(attacker_classes(spec, sigma).reshape(-1).tolist(), u_a.shape)
     return out
+
+
+def defender_classes(spec: GameSpec, rho: np.ndarray) -> np.ndarray:
+    """``theory.classify.classify_defender`` of each defender in a batch rho [..., O, A], as an
+    array of labels."""
+    faithful, harmful = spec.faithful_mask, np.broadcast_to(spec.harmful_mask[:, None], spec.faithful_mask.shape)
+    comply = np.einsum("sko,...o->...sk", spec.obs_probs, rho[..., spec.actions.index(COMPLY)])[..., faithful]
+    harmful = harmful[faithful]
+    refuse_all = (comply <= TOL).all(axis=-1)
+    comply_all = (comply >= 1 - TOL).all(axis=-1)
+    oracle = (comply[..., harmful] <= TOL).all(axis=-1) & (comply[..., ~harmful] >= 1 - TOL).all(axis=-1)
+    return np.select([refuse_all, comply_all, oracle], ["always_refuse", "always_comply", "oracle"], "other")
+
+
+def attacker_classes(spec: GameSpec, sigma: np.ndarray) -> np.ndarray:
+    """``theory.classify.classify_attacker`` of each attacker in a batch sigma [..., S, K]."""
+    harmful = spec.harmful_mask
+    batch = sigma.shape[:-2]
+    if spec.seed_choice == "attacker":
+        mass = sigma.sum(axis=-1)
+        on_harmful, on_benign = mass[..., harmful].sum(axis=-1) > TOL, mass[..., ~harmful].sum(axis=-1) > TOL
+        return np.select([on_harmful & ~on_benign, on_benign & ~on_harmful], ["targets_harmful", "targets_benign"],
+                         "targets_both")
+    if spec.plain_style is None:
+        return np.full(batch, "mixed")
+    plain = sigma[..., spec.plain_style]
+    is_plain, is_disguised = plain >= 1 - TOL, plain <= TOL
+    return np.select(
+        [is_plain.all(axis=-1), is_disguised.all(axis=-1),
+         is_disguised[..., harmful].all(axis=-1) & is_plain[..., ~harmful].all(axis=-1),
+         is_plain[..., harmful].all(axis=-1) & is_disguised[..., ~harmful].all(axis=-1)],
+        ["plain_all", "disguise_all", "disguise_harmful", "disguise_benign"], "mixed")
 
 
 def _nest(labels: list[str], shape: tuple[int, ...]) -> list:

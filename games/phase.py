@@ -94,11 +94,13 @@ def _check(grid: dict[str, list[Any]], params: dict[str, Any], seeds: int) -> No
         raise UserError(f"--seeds: must be >= 2 for confidence intervals over seeds, got {seeds}")
 
 
-def _typed(config: DynamicsConfig, key: str, value: Any) -> Any:
-    """A grid value as the config field's type (the game's keys stay as given)."""
+def _typed(game: str, key: str, value: Any) -> Any:
+    """A grid value as the type of its config field or game parameter."""
+    from redgame.theory.presets import coerce_params, preset_params
+
     kinds = {f.name: type(f.default) for f in fields(DynamicsConfig)}
     if key not in kinds:
-        return value
+        return coerce_params(game, {key: value})[key] if key in preset_params(game) else value
     try:
         return kinds[key](value) if kinds[key] is not int else int(str(value))
     except ValueError:
@@ -124,8 +126,9 @@ def phase_diagram(regime: str, grid: dict[str, list[Any]], seeds: int = 20, mode
     _check(grid, params, seeds)
     start = time.perf_counter()
     _, base = make_setting(regime, game, params, runs=seeds, model=model)
+    game_name = game or REFERENCE_GAMES[regime][0]
     keys = list(grid)
-    typed = {key: [_typed(base, key, v) for v in values] for key, values in grid.items()}
+    typed = {key: [_typed(game_name, key, v) for v in values] for key, values in grid.items()}
     batched = [k for k in keys if k in BATCHED]
     grouped = [k for k in keys if k not in BATCHED and k != "steps"]
     horizons = sorted(set(typed.get("steps", [base.steps])))
@@ -146,7 +149,7 @@ def phase_diagram(regime: str, grid: dict[str, list[Any]], seeds: int = 20, mode
                 results[tuple(cell[k] for k in keys)] = {**{name: _plain(v[i]) for name, v in stats.items()},
                                                          "tangent": tangent[i]}
     cells = [{**dict(zip(keys, combo)), **results[combo]} for combo in itertools.product(*(typed[k] for k in keys))]
-    return PhaseDiagram(regime, model, game or REFERENCE_GAMES[regime][0], seeds, keys, [typed[k] for k in keys], cells,
+    return PhaseDiagram(regime, model, game_name, seeds, keys, [typed[k] for k in keys], cells,
                         time.perf_counter() - start)
 
 

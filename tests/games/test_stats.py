@@ -1,0 +1,50 @@
+"""Confidence intervals over seeds against closed forms, and the collapse test."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from redgame.games.stats import collapsed, mean_ci, rate_ci, seed_summary
+
+
+def test_bootstrap_interval_of_a_mean_matches_the_normal_theory_interval():
+    # For a large sample the percentile bootstrap of the mean approaches mean +- 1.96 s / sqrt(n).
+    x = np.random.default_rng(0).normal(3.0, 2.0, size=(4, 400))
+    got = mean_ci(x)
+    half = 1.959964 * x.std(axis=1, ddof=1) / math.sqrt(400)
+    np.testing.assert_allclose(got[:, 0], x.mean(axis=1) - half, atol=0.02)
+    np.testing.assert_allclose(got[:, 1], x.mean(axis=1) + half, atol=0.02)
+    np.testing.assert_array_equal(mean_ci(x), got)  # a fixed generator: the same interval every time
+
+
+def test_bootstrap_interval_edge_cases():
+    np.testing.assert_allclose(mean_ci(np.full(20, 0.3)), [0.3, 0.3])  # every seed the same
+    low, high = mean_ci(np.array([0.0, 1.0] * 10))
+    assert 0.2 < low < 0.35 and 0.65 < high < 0.8  # about 0.5 +- 1.96 * 0.5 / sqrt(20)
+    with pytest.raises(ValueError, match="^seeds: a confidence interval needs at least 2 seeds"):
+        mean_ci(np.array([0.4]))
+
+
+@pytest.mark.parametrize("k,n", [(0, 20), (7, 20), (20, 20), (1, 3)])
+def test_wilson_interval_matches_its_closed_form(k, n):
+    z, p = 1.959964, k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    low, high = rate_ci(k, n)
+    assert low == pytest.approx(max(centre - half, 0.0), abs=1e-6)
+    assert high == pytest.approx(min(centre + half, 1.0), abs=1e-6)
+
+
+def test_collapse_thresholds_and_summary():
+    selfplay = np.array([[0.01, 0.05, 0.06, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    best = np.array([[0.5, 0.9, 0.9, 0.49], [0.7, 0.7, 0.7, 0.7]])
+    np.testing.assert_array_equal(collapsed(selfplay, best), [[True, True, False, False], [True] * 4])
+    out = seed_summary(selfplay, best)
+    np.testing.assert_allclose(out["mirror_gap"], (best - selfplay).mean(axis=1))
+    np.testing.assert_allclose(out["collapse_rate"], [0.5, 1.0])
+    assert out["mirror_gap_ci"].shape == (2, 2) and out["collapse_rate_ci"].shape == (2, 2)
+    np.testing.assert_allclose(out["mirror_gap_ci"][1], [0.7, 0.7])
+    assert out["collapse_rate_ci"][1][0] == pytest.approx(rate_ci(4, 4)[0])
