@@ -45,6 +45,12 @@ def tangent_kernel(model: Policies) -> np.ndarray:
     return jac @ np.swapaxes(jac, -1, -2)
 
 
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den, and 0 where a logit does not move at all (den = 0: e.g. the defender at g = 0)."""
+    num, den = np.broadcast_arrays(num, den)
+    return np.divide(num, den, out=np.zeros(num.shape), where=den > 1e-300)
+
+
 def coupling_report(model: Policies, lr=1.0) -> dict[str, np.ndarray]:
     """Per run [R]: coupling, cross_coupling, generalisation, step_a and step_d (see the module
     docstring); ``lr`` is one number or one per run."""
@@ -54,9 +60,9 @@ def coupling_report(model: Policies, lr=1.0) -> dict[str, np.ndarray]:
     k_aa, k_da = kernel[:, :n_a, :n_a], kernel[:, n_a:, :n_a]
     k_dd = kernel[:, n_a:, n_a:]
     obs_of_cell = np.argsort(cell_of_observation(spec))  # the observation that shows each cell
-    moved = k_da[:, obs_of_cell, :] / np.diagonal(k_aa, axis1=1, axis2=2)[:, None, :]  # [R, cell_D, cell_A]
+    moved = _ratio(k_da[:, obs_of_cell, :], np.diagonal(k_aa, axis1=1, axis2=2)[:, None, :])  # [R, cell_D, cell_A]
     aligned = np.diagonal(moved, axis1=1, axis2=2)
-    spread = k_dd[:, obs_of_cell][:, :, obs_of_cell] / np.diagonal(k_dd, axis1=1, axis2=2)[:, obs_of_cell][:, None, :]
+    spread = _ratio(k_dd[:, obs_of_cell][:, :, obs_of_cell], np.diagonal(k_dd, axis1=1, axis2=2)[:, obs_of_cell][:, None, :])
     off = ~np.eye(n_a, dtype=bool)
     lr = np.reshape(np.asarray(lr, dtype=float), (-1,))
     return {
