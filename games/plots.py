@@ -2,8 +2,9 @@
 
 - ``asr.png``: self-play and best-response ASR over the steps (means over runs, each run
   faint), the mirror gap between them shaded;
-- ``refusal_by_style.png``: for one run, the defender's refusal probability per (seed, style)
-  cell at the start and at the end, with the final attacker's probability of each style;
+- ``refusal_by_style.png``: for the run with the largest final mirror gap, the defender's
+  refusal probability per (seed, style) cell at the start and at the end, with the final
+  attacker's probability of each style;
 - ``phase_<metric>.png``: a phase diagram (``games.phase``) as a heatmap per metric, each
   cell annotated with its mean and 95% interval over seeds.
 """
@@ -37,7 +38,7 @@ def plot_asr(traj: Trajectory, path: Path) -> Path:
     ax.plot(steps, sp.mean(axis=1), color="tab:blue", lw=2, label="self-play ASR")
     ax.plot(steps, br.mean(axis=1), color="tab:red", lw=2, label="best-response ASR")
     c = traj.config
-    ax.set_title(f"{c.regime} on {traj.spec.name}: {c.runs} runs, eta={c.lr:g}"
+    ax.set_title(f"{c.regime} ({c.model}) on {traj.spec.name}: {c.runs} seeds, eta={c.lr:g}"
                  + (f", g={c.g:+g}" if c.regime in ("shared", "bipolicy") else ""), fontsize=9)
     ax.set_xlabel("step")
     ax.set_ylabel("attacker payoff")
@@ -63,7 +64,9 @@ def plot_refusal_by_style(traj: Trajectory, path: Path, run: int = 0) -> Path:
         ax.set_ylim(0, 1.05)
         ax.set_ylabel(spec.seeds[s].name, fontsize=8)
         ax.set_xticks(x, spec.styles, fontsize=7, rotation=30 if spec.n_styles > 6 else 0)
-    axes[0, 0].set_title(f"refusal by style: {traj.config.regime} on {spec.name}, run {run}", fontsize=9)
+    gap = traj.metrics["mirror_gap"][-1, run]
+    axes[0, 0].set_title(f"refusal by style: {traj.config.regime} on {spec.name}, run {run} (mirror gap {gap:.2f})",
+                         fontsize=9)
     axes[0, 0].legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path)
@@ -110,4 +113,6 @@ def plot_phase(diagram, metric: str, path: Path) -> Path:
 def plot_trajectory(traj: Trajectory, out_dir: Path) -> list[Path]:
     """Both plots into ``out_dir``; returns their paths."""
     out_dir = Path(out_dir)
-    return [plot_asr(traj, out_dir / "asr.png"), plot_refusal_by_style(traj, out_dir / "refusal_by_style.png")]
+    widest = int(np.nanargmax(traj.metrics["mirror_gap"][-1]))
+    return [plot_asr(traj, out_dir / "asr.png"),
+            plot_refusal_by_style(traj, out_dir / "refusal_by_style.png", run=widest)]
