@@ -40,6 +40,15 @@ def test_toy_solve_prompt_map_table():
     assert data["value"] == 0.0 and {"always_refuse", "oracle"} <= set(data["defender_classes"])
 
 
+def test_toy_solve_default_family_preset():
+    """Too large to enumerate: auto solves the sequence-form LP and says so."""
+    out = redgame("toy", "solve", "--game", "family")
+    assert out.returncode == 0, out.stderr
+    assert "sequence-form-linprog" in out.stdout and "too large to enumerate" in out.stdout
+    data = json.loads(redgame("toy", "solve", "--game", "family", "--json").stdout)
+    assert data["value"] == pytest.approx(0.25, abs=1e-9) and data["max_gap"] < 1e-9 and data["note"]
+
+
 def test_toy_solve_cfr_method():
     out = redgame("toy", "solve", "--game", "family", "--param", "n=3", "--method", "cfr+", "--json")
     data = json.loads(out.stdout)
