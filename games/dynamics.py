@@ -97,7 +97,7 @@ class DynamicsConfig:
     batch: int = 64
     """Plays (or prompts) per run and step when estimator=sampled."""
     rank: int = 2
-    """bipolicy: rank r of each role's delta U V^T."""
+    """bipolicy: rank r of each role's delta U V^T (tabular) or LoRA adapter A B (neural)."""
     features: int = 8
     """bipolicy, tabular: width d of the frozen feature matrix Phi [S, d]."""
     embed: int = 8

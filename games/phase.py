@@ -36,7 +36,8 @@ class PhaseDiagram:
     grid values and, over the seeds, selfplay_asr, best_response_asr, mirror_gap, each with a
     ``*_ci`` [low, high] 95% bootstrap interval, collapse_rate with a Wilson interval, and
     ``tangent``: the means of ``games.tangent.coupling_report`` at the "start" and the "end"
-    (coupling, cross_coupling, generalisation, effective steps step_a and step_d)."""
+    (coupling, cross_coupling, generalisation, effective steps step_a and step_d; for a grid
+    over ``steps``, the end of the longest horizon)."""
 
     regime: str
     model: str

@@ -19,7 +19,7 @@ def register(toy_subparsers: argparse._SubParsersAction) -> None:
     from redgame.games.dynamics import MODELS, REGIMES
 
     phase = toy_subparsers.add_parser(
-        "phase", help="phase diagram: mirror gap, ASRs and collapse rate over a grid of knobs, with 95% CIs")
+        "phase", help="phase diagram: mirror gap, ASRs and collapse rate over a grid of knobs, with 95%% CIs")
     phase.add_argument("--regime", required=True, choices=REGIMES, help="training regime")
     phase.add_argument("--model", default="tabular", choices=MODELS, help="tabular (default) or neural")
     phase.add_argument("--grid", action="append", metavar="KEY=V1,V2,...", help="a grid axis (one or two)")

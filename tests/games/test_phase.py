@@ -95,3 +95,9 @@ def test_bad_input_is_one_line(capsys, argv, culprit):
     code, _, err = run(capsys, "toy", "phase", "--regime", "shared", "--param", "steps=2", *argv)
     assert code == 2
     assert err.startswith(f"redgame: error: {culprit}") and err.count("\n") == 1, err
+
+
+def test_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["toy", "phase", "--help"])
+    assert exit_info.value.code == 0 and "--grid" in capsys.readouterr().out
