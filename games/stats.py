@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
 
 import numpy as np
@@ -36,10 +37,13 @@ def mean_ci(values: np.ndarray, level: float = LEVEL, resamples: int = RESAMPLES
     values = np.asarray(values, dtype=float)
     if values.shape[-1] < 2:
         raise UserError(f"seeds: a confidence interval needs at least 2 seeds, got {values.shape[-1]}")
+    # scipy >= 1.15 names the generator ``rng``; older versions ``random_state``.
+    generator = "rng" if "rng" in inspect.signature(bootstrap).parameters else "random_state"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scipy warns when every seed gives the same value
         result = bootstrap((values,), np.mean, axis=-1, vectorized=True, method="percentile",
-                           n_resamples=resamples, confidence_level=level, rng=np.random.default_rng(seed))
+                           n_resamples=resamples, confidence_level=level,
+                           **{generator: np.random.default_rng(seed)})
     low, high = result.confidence_interval
     mean = values.mean(axis=-1)
     # A constant sample has the point interval [mean, mean] (scipy may return NaN for it).
