@@ -73,7 +73,9 @@ def init_params(normal: Callable[[tuple[int, ...]], np.ndarray], n_seeds: int, n
 def forward(p: dict[str, np.ndarray], rows: Rows) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """Scores [R, N] of the rows, and the cache (x, h) that ``backward`` needs."""
     x = p["e_seed"][:, rows.seed] + p["e_style"][:, rows.style] + p["e_role"][:, rows.role]  # [R, N, d]
-    h = np.tanh(x @ p["w1"] + p["b1"][:, None, :])  # [R, N, H]
+    h = x @ p["w1"]  # [R, N, H]; in place from here: these are the largest arrays
+    h += p["b1"][:, None, :]
+    np.tanh(h, out=h)
     return np.einsum("rnh,rh->rn", h, p["w2"]) + p["b2"][:, None], (x, h)
 
 
@@ -81,7 +83,10 @@ def backward(p: dict[str, np.ndarray], rows: Rows, cache: tuple[np.ndarray, np.n
              grad: np.ndarray) -> dict[str, np.ndarray]:
     """Gradients of sum(grad * scores) with respect to every parameter, given grad [R, N]."""
     x, h = cache
-    grad_pre = grad[..., None] * p["w2"][:, None, :] * (1.0 - h * h)  # [R, N, H]
+    grad_pre = h * h  # [R, N, H]: grad * w2 * (1 - h^2), in place
+    np.subtract(1.0, grad_pre, out=grad_pre)
+    grad_pre *= grad[..., None]
+    grad_pre *= p["w2"][:, None, :]
     grad_x = grad_pre @ np.swapaxes(p["w1"], -1, -2)  # [R, N, d]
     return {
         "e_seed": rows.seed_onehot.T @ grad_x,
@@ -89,7 +94,7 @@ def backward(p: dict[str, np.ndarray], rows: Rows, cache: tuple[np.ndarray, np.n
         "e_role": rows.role_onehot.T @ grad_x,
         "w1": np.swapaxes(x, -1, -2) @ grad_pre,
         "b1": grad_pre.sum(axis=1),
-        "w2": np.einsum("rn,rnh->rh", grad, h),
+        "w2": (grad[:, None, :] @ h)[:, 0, :],
         "b2": grad.sum(axis=1),
     }
 
