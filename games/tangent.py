@@ -13,7 +13,8 @@ function class couples:
 - ``generalisation``: K_DD[c', c] / K_DD[c, c] over c' != c (mean), how far a defender step on
   one prompt moves its refusal of the others (0 for a table);
 - ``step_a`` / ``step_d``: lr * mean diag K_AA / K_DD, the effective step size on the
-  logits, 1 * lr for a table. Two parameterisations compare fairly at matched effective steps.
+  logits: lr for a table (lr * g^2 for the shared table's defender). Two parameterisations
+  compare fairly at matched effective steps.
 
 ``J`` comes from the model's own ``backward`` (its vector-Jacobian product) applied to each
 unit logit gradient, so this works for every ``Policies``.
