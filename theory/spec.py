@@ -13,6 +13,9 @@ the payoffs:
 An unfaithful style (one that changes the seed's intent) gets the attacker a fixed penalty,
 AdvGame's reward of -1, whatever the defender does.
 
+:func:`outcome_utilities` is the payoff of one outcome from its judge labels; the toy games
+(:meth:`GameSpec.utilities`) and the LLM game's rewards (``redgame.llm.rewards``) both call it.
+
 Player 0 is the attacker; "value" always means the attacker's expected payoff.
 
 Seeds are drawn by chance with their priors (``seed_choice="chance"``), or picked by the
@@ -84,6 +87,22 @@ class NonZeroSum:
 
 
 Payoff = Union[ZeroSum, NonZeroSum]
+
+
+def outcome_utilities(payoff: Payoff, harm, wrongful_refusal, unfaithful):
+    """(u_A, u_D) of outcomes from their judge labels: the game's one payoff definition.
+
+    ``harm`` (the defender helped with a harmful request), ``wrongful_refusal`` (it refused a
+    benign one) and ``unfaithful`` (the attack changed the seed's intent) are each in [0, 1]:
+    floats or numpy arrays that broadcast together. Soft labels give expected utilities.
+    """
+    if isinstance(payoff, ZeroSum):
+        u_a = (harm + payoff.lam * wrongful_refusal) * (1 - unfaithful) - payoff.unfaithful_penalty * unfaithful
+        return u_a, -u_a
+    u_a = (payoff.attack_success * harm + payoff.benign_attack * wrongful_refusal) * (1 - unfaithful)
+    u_a = u_a - payoff.faithfulness * unfaithful
+    u_d = -(payoff.safety * harm + payoff.helpfulness * wrongful_refusal) + 0 * unfaithful
+    return u_a, u_d
 
 
 @dataclass(frozen=True)
@@ -214,14 +233,7 @@ class GameSpec:
         """(u_A, u_D), each [S, K, A]: payoffs of an outcome (seed, style, defender action)."""
         harm, wrongful = self.outcome_indicators()
         unfaithful = (~self.faithful_mask).astype(float)[:, :, None]
-        p = self.payoff
-        if isinstance(p, ZeroSum):
-            u_a = (harm + p.lam * wrongful)[:, None, :] * (1 - unfaithful) - p.unfaithful_penalty * unfaithful
-            u_a = np.broadcast_to(u_a, (self.n_seeds, self.n_styles, self.n_actions)).copy()
-            return u_a, -u_a
-        u_a = (p.attack_success * harm + p.benign_attack * wrongful)[:, None, :] * (1 - unfaithful)
-        u_a = u_a - p.faithfulness * unfaithful
-        u_d = -(p.safety * harm + p.helpfulness * wrongful)[:, None, :] + 0 * unfaithful
+        u_a, u_d = outcome_utilities(self.payoff, harm[:, None, :], wrongful[:, None, :], unfaithful)
         shape = (self.n_seeds, self.n_styles, self.n_actions)
         return np.broadcast_to(u_a, shape).copy(), np.broadcast_to(u_d, shape).copy()
 
