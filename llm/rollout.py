@@ -25,6 +25,7 @@ class Completion:
     prompt_ids: list[int]
     completion_ids: list[int]
     text: str
+    truncated: bool = False  # stopped at the token limit, not by a stop token
 
 
 @dataclass
@@ -43,14 +44,20 @@ def stop_ids(tokenizer) -> set[int]:
 
 
 def finish_completion(tokenizer, prompt_ids: list[int], prefix_ids: list[int], new: list[int],
-                      stop: set[int]) -> Completion:
-    """A completion from the sampled tokens: cut after the first stop token, the forced prefix in front."""
+                      stop: set[int], max_new_tokens: int | None = None) -> Completion:
+    """A completion from the sampled tokens: cut after the first stop token, the forced prefix in front.
+
+    It is ``truncated`` when no stop token came within ``max_new_tokens`` new tokens.
+    """
+    stopped = False
     for k, t in enumerate(new):
         if t in stop:
-            new = new[: k + 1]
+            new, stopped = new[: k + 1], True
             break
+    truncated = not stopped and max_new_tokens is not None and len(new) >= max_new_tokens
     completion = prefix_ids + new
-    return Completion(prompt_ids, completion, tokenizer.decode(completion, skip_special_tokens=True).strip())
+    return Completion(prompt_ids, completion, tokenizer.decode(completion, skip_special_tokens=True).strip(),
+                      truncated)
 
 
 @torch.no_grad()
@@ -85,7 +92,7 @@ def generate(model, tokenizer, prompts: list[str], settings: SamplingSettings,
                              max_new_tokens=settings.max_new_tokens, pad_token_id=pad,
                              synced_gpus=settings.synced, **kwargs)
         for row, (p, q) in enumerate(zip(prompt_ids, prefix_ids)):
-            out.append(finish_completion(tokenizer, p, q, gen[row, width:].tolist(), eos))
+            out.append(finish_completion(tokenizer, p, q, gen[row, width:].tolist(), eos, settings.max_new_tokens))
     model.train(was_training)
     return out
 

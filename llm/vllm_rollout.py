@@ -90,7 +90,7 @@ class VLLMRollout:
         prefix_ids = [self.tokenizer(q, add_special_tokens=False)["input_ids"] if q else [] for q in prefixes]
         inputs = [{"prompt_token_ids": p + q} for p, q in zip(prompt_ids, prefix_ids)]
         outputs = self.llm.generate(inputs, params, lora_request=self.requests[role], use_tqdm=False)
-        return [finish_completion(self.tokenizer, p, q, list(o.outputs[0].token_ids), stop)
+        return [finish_completion(self.tokenizer, p, q, list(o.outputs[0].token_ids), stop, settings.max_new_tokens)
                 for p, q, o in zip(prompt_ids, prefix_ids, outputs)]
 
 
