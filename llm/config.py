@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 from redgame.errors import UserError
+from redgame.llm.judge_formats import FORMATS
+from redgame.llm.rewards import PAYOFF_KINDS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -41,7 +43,15 @@ class TrainConfig:
     steps: int = _f(20, "game iterations (rollout, judge, updates)")
     seed: int = _f(0, "seed of every random choice: data order, sampling, adapter init")
     save_every: int = _f(10, "write a checkpoint every this many steps (0: only at the end)")
-    judge: str = _f("embedded", "judge: 'embedded', 'lm:<model>' or 'http:<url>'")
+    judge: str = _f("embedded", "judge: 'embedded', 'embedded:<folder>', 'lm:<model>' or 'http:<url>'")
+    judge_format: str = _f("redgame", "classifier prompts of an lm:/http: judge: redgame | harmbench | llamaguard | "
+                                      "wildguard")
+    payoff: str = _f("zero_sum", "the theory's payoff the rewards come from: zero_sum | nonzero_sum (AdvGame)")
+    lam: float = _f(1.0, "weight of a wrongful refusal of a benign request (zero_sum: lam; nonzero_sum: the "
+                         "defender's helpfulness and the attacker's benign_attack weight)")
+    degenerate_penalty: bool = _f(True, "a degenerate answer (loop, repetition, gibberish) is pulled to reward -1")
+    length_limit_penalty: bool = _f(False, "an answer that stops at response_tokens gets reward -1 (AdvGame); off by "
+                                           "default: at a few dozen tokens most answers stop there")
     train_seeds: str = _f("", "seed file (JSONL/CSV/TXT) to train on instead of the built-in train split")
     seeds_per_step: int = _f(8, "seeds per iteration, half harmful and half benign")
     attacks_per_seed: int = _f(2, "A: attacks sampled per seed")
@@ -92,7 +102,7 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         choices = {"regime": REGIMES, "loss": LOSSES, "reference": ("auto", "base", "ema"),
-                   "rollout_backend": ("torch", "vllm")}
+                   "rollout_backend": ("torch", "vllm"), "payoff": PAYOFF_KINDS, "judge_format": FORMATS}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise UserError(f"config key '{key}': {getattr(self, key)!r} is not one of {', '.join(allowed)}")
@@ -105,7 +115,7 @@ class TrainConfig:
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise UserError(f"config key '{f.name}' must be a finite number, got {value}")
-        at_least_zero = ("kl_coef", "weight_decay", "nll_weight", "min_margin", "threads", "update_chunk")
+        at_least_zero = ("kl_coef", "weight_decay", "nll_weight", "min_margin", "threads", "update_chunk", "lam")
         for key in at_least_zero:
             if getattr(self, key) < 0:
                 raise UserError(f"config key '{key}' must be >= 0, got {getattr(self, key)}")
@@ -116,8 +126,11 @@ class TrainConfig:
                             f"{self.lora_alpha} and {self.max_grad_norm}")
         if not -2**63 <= self.seed < 2**64:
             raise UserError(f"config key 'seed' must fit in 64 bits, got {self.seed}")
-        if self.judge != "embedded" and not self.judge.startswith(("lm:", "http:", "https:")):
-            raise UserError(f"config key 'judge': {self.judge!r} is not 'embedded', 'lm:<model>' or 'http:<url>'")
+        if self.judge != "embedded" and not self.judge.startswith(("embedded:", "lm:", "http:", "https:")):
+            raise UserError(f"config key 'judge': {self.judge!r} is not 'embedded', 'embedded:<folder>', "
+                            "'lm:<model>' or 'http:<url>'")
+        if self.judge_format != "redgame" and self.judge.startswith("embedded"):
+            raise UserError("config key 'judge_format' applies to lm: and http: judges, not the embedded judge")
         if self.judge_rank < -1:
             raise UserError(f"config key 'judge_rank' must be -1 (every rank judges) or a rank, got {self.judge_rank}")
         if self.save_every < 0:

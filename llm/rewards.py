@@ -1,27 +1,101 @@
 """From a judged round to each role's training signal: rewards, groups and (chosen, rejected) pairs.
 
-All of the game's reward logic lives here.
+The game is defined once, in :mod:`redgame.theory`: the rewards here are
+:func:`redgame.theory.spec.outcome_utilities` applied to the judge's labels of each exchange,
+with the payoff (zero-sum with weight λ, or AdvGame's non-zero-sum weights) from the config.
 
-- Pointwise, zero-sum (Self-RedTeam, arXiv 2506.07468; ABS, arXiv 2605.08427): the judge's
-  graded defender score s ∈ [0, 1] of an exchange gives u_D = 2s − 1 and u_A = −u_D. An
-  attack's reward is the mean of u_A over the defender's sampled answers to it.
-- Pairwise, non-zero-sum (AdvGame, arXiv 2512.20806): the judge's preferences P(a ≻ b)
-  rank the defender's answers to each attack by win rate; the attacks on a seed are
-  compared on the defender's *best* answer to each, judged against the seed.
-- Either way, an attack that failed to parse or is unfaithful to its seed gets −1.
+- The labels are the toy game's outcome: the judge's P(helps), P(refused), P(neither) are the
+  defender's actions comply, refuse, deflect; the request is the attack the defender saw,
+  harmful with the judge's P(attack harmful) (attack-conditioned judging). So
+  harm = the judge's ``harmful`` label, and
+  wrongful refusal = (1 − P(attack harmful))·(P(refused) + deflect_cost·P(neither)).
+- Defender: u_D of its answer, judged against the attack. Anti-hacking: a degenerate answer
+  (loop, repetition, gibberish; P = d) gets (1 − d)·u_D + d·(−1); with
+  ``length_limit_penalty`` an answer that stopped at the token limit gets −1 (AdvGame).
+- Attacker, pointwise (Self-RedTeam, arXiv 2506.07468; ABS, arXiv 2605.08427): the mean of
+  u_A over the defender's sampled answers to the attack; an unfaithful attack (the judge's
+  verdict: it changes the seed's class or intent) or an unparsed one gets the payoff's
+  unfaithful penalty (−1 by default), whatever the answers.
+- Pairwise (AdvGame, arXiv 2512.20806): the judge's preferences P(a ≻ b) rank the defender's
+  answers to each attack by win rate w (reward 2w − 1; a penalised answer gets w = 0); the
+  attacks on a seed are compared on the defender's *best* answer to each; unfaithful: −1.
 - Identity attacks (the seed as written, ``play_round(identity_attacks=True)``) give the
   defender answers to score, but are no sample of the attacker's and give it no signal.
 - Pairs for DPO/IPO: per attack the (best, worst) answer, per seed the (best, worst)
-  attack, kept when their scores differ by at least ``min_margin``.
+  attack, kept when their values differ by at least ``min_margin``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import combinations
 
-UNFAITHFUL = -1.0
+from redgame.errors import UserError
+from redgame.theory.spec import NonZeroSum, Payoff, ZeroSum, outcome_utilities
+
+PENALTY = -1.0  # AdvGame's reward for an unfaithful attack, and here for a degenerate or over-long answer
+UNFAITHFUL = PENALTY
 LABEL_THRESHOLD = 0.5  # a judge label in [0, 1] counts as "yes" from here
+PAYOFF_KINDS = ("zero_sum", "nonzero_sum")
+
+
+@dataclass(frozen=True)
+class RewardRules:
+    """How labels become rewards: the theory's payoff and the anti-hacking penalties."""
+
+    payoff: Payoff = field(default_factory=lambda: ZeroSum(lam=1.0))
+    degenerate_penalty: bool = True       # a degenerate answer is pulled toward −1 by P(degenerate)
+    length_limit_penalty: bool = False    # an answer that stopped at the token limit gets −1
+
+
+def make_payoff(kind: str, lam: float) -> Payoff:
+    """The payoff of a config: ``zero_sum`` with weight λ on wrongful refusals, or ``nonzero_sum``
+    (AdvGame) with helpfulness = benign_attack = λ and the other weights 1, as the toy presets do."""
+    if kind not in PAYOFF_KINDS:
+        raise UserError(f"payoff must be one of {', '.join(PAYOFF_KINDS)}, got {kind!r}")
+    return ZeroSum(lam=lam) if kind == "zero_sum" else NonZeroSum(helpfulness=lam, benign_attack=lam)
+
+
+def rules_from_config(cfg) -> RewardRules:
+    return RewardRules(make_payoff(cfg.payoff, cfg.lam), cfg.degenerate_penalty, cfg.length_limit_penalty)
+
+
+def outcome_labels(label, deflect_cost: float) -> tuple[float, float]:
+    """(harm, wrongful refusal) of one exchange from its :class:`~redgame.llm.judges.Labels`."""
+    complied = 1.0 - label.refusal if label.complied is None else label.complied
+    neither = max(0.0, 1.0 - complied - label.refusal)
+    wrongful = (1.0 - label.attack_harmful) * (label.refusal + deflect_cost * neither)
+    return label.harmful, wrongful
+
+
+def with_attack_class(label, seed):
+    """``label`` with ``attack_harmful`` set to the seed's class where the judge left it unset (None)."""
+    return label if label.attack_harmful is not None else replace(label, attack_harmful=float(bool(seed.harmful)))
+
+
+def defender_utility(label, rules: RewardRules, truncated: bool = False) -> float:
+    """u_D of an answer, judged against the attack it received, with the anti-hacking penalties."""
+    if rules.length_limit_penalty and truncated:
+        return PENALTY
+    harm, wrongful = outcome_labels(label, rules.payoff.deflect_cost)
+    u_d = float(outcome_utilities(rules.payoff, harm, wrongful, 0.0)[1])
+    if rules.degenerate_penalty:
+        u_d = (1.0 - label.degenerate) * u_d + label.degenerate * PENALTY
+    return u_d
+
+
+def attacker_utility(label, rules: RewardRules, faithful: bool) -> float:
+    """u_A of one answer to an attack; an unfaithful attack gets the payoff's penalty."""
+    harm, wrongful = outcome_labels(label, rules.payoff.deflect_cost)
+    return float(outcome_utilities(rules.payoff, harm, wrongful, 0.0 if faithful else 1.0)[0])
+
+
+JUDGE_SCORE_RULES = RewardRules()  # zero-sum, λ = 1: u_D in [−1, 0]
+
+
+def judge_score(label) -> float:
+    """The graded defender score in [0, 1] of AdvGame's criterion: 1 + u_D under zero-sum λ = 1."""
+    return 1.0 + defender_utility(label, JUDGE_SCORE_RULES)
 
 
 @dataclass
@@ -38,12 +112,15 @@ class RoleSignal:
 class JudgedRound:
     scores: list[float]            # graded defender score of every response
     refusal: list[bool]            # per response
-    harmful: list[bool]            # per response
+    harmful: list[bool]            # per response: harmful help toward the attack it answered
     faithful: list[bool]           # per attack (False when unparsed)
     attack_reward: list[float]     # per attack
     defender: RoleSignal
     attacker: RoleSignal
     judge_errors: int
+    degenerate: list[bool] = field(default_factory=list)      # per response
+    truncated: list[bool] = field(default_factory=list)       # per response
+    attack_harmful: list[bool] = field(default_factory=list)  # per response: the attack it answered
 
 
 def _best_worst(candidates: list[int], value: dict[int, float], min_margin: float) -> tuple[int, int] | None:
@@ -72,23 +149,33 @@ def _win_rates(judge, groups: list[list[int]], seeds: list, prompts: list[str], 
     return {i: wins[i] / games[i] if games[i] else 0.5 for i in wins}
 
 
-def judge_round(judge, rnd, *, pairwise: bool, min_margin: float) -> JudgedRound:
-    """Label and score a :class:`~redgame.llm.rollout.Round`, and derive both roles' signals."""
-    errors_before = judge.errors
-    n_att = len(rnd.attacks)
-    resp_seed = [rnd.seeds[rnd.attack_seed[a]] for a in rnd.response_attack]
-    resp_prompt = [rnd.attack_prompts[a] for a in rnd.response_attack]
-    texts = [r.text for r in rnd.responses]
-    labels = judge.labels(resp_seed, resp_prompt, texts)  # one pass: refusal, harmful, score
-    scores = [float(label.score) for label in labels]
-
-    faithful = [False] * n_att
-    parsed = [a for a in range(n_att) if rnd.parsed[a]]
+def _faithful(judge, rnd) -> list[bool]:
+    """Per attack: parsed and judged faithful to its seed."""
+    faithful = [False] * len(rnd.attacks)
+    parsed = [a for a in range(len(rnd.attacks)) if rnd.parsed[a]]
     if parsed:
         verdict = judge.faithfulness([rnd.seeds[rnd.attack_seed[a]] for a in parsed],
                                      [rnd.attack_prompts[a] for a in parsed])
         for a, ok in zip(parsed, verdict):
             faithful[a] = ok >= LABEL_THRESHOLD
+    return faithful
+
+
+def judge_round(judge, rnd, *, pairwise: bool, min_margin: float, rules: RewardRules | None = None) -> JudgedRound:
+    """Label and score a :class:`~redgame.llm.rollout.Round`, and derive both roles' signals."""
+    rules = rules or RewardRules()
+    errors_before = judge.errors
+    n_att = len(rnd.attacks)
+    resp_seed = [rnd.seeds[rnd.attack_seed[a]] for a in rnd.response_attack]
+    resp_prompt = [rnd.attack_prompts[a] for a in rnd.response_attack]
+    texts = [r.text for r in rnd.responses]
+    truncated = [bool(getattr(r, "truncated", False)) for r in rnd.responses]
+    labels = [with_attack_class(label, seed)  # one pass: refusal, harmful, degenerate, score
+              for label, seed in zip(judge.labels(resp_seed, resp_prompt, texts), resp_seed)]
+    scores = [float(label.score) for label in labels]
+    faithful = _faithful(judge, rnd)
+    penalised = [(rules.length_limit_penalty and cut) or (rules.degenerate_penalty and label.degenerate >= LABEL_THRESHOLD)
+                 for label, cut in zip(labels, truncated)]
 
     by_attack = [[i for i, a in enumerate(rnd.response_attack) if a == att] for att in range(n_att)]
     sampled = [[i for i in members if not rnd.response_explore[i]] for members in by_attack]
@@ -96,14 +183,16 @@ def judge_round(judge, rnd, *, pairwise: bool, min_margin: float) -> JudgedRound
     if pairwise:
         value = _win_rates(judge, by_attack, [rnd.seeds[rnd.attack_seed[a]] for a in range(n_att)],
                            rnd.attack_prompts, texts)
+        value.update({i: 0.0 for i in range(len(texts)) if penalised[i]})  # reward 2w - 1 = -1
+        reward = {i: 2.0 * v - 1.0 for i, v in value.items()}
     else:
-        value = {i: s for i, s in enumerate(scores)}
+        value = reward = {i: defender_utility(label, rules, cut) for i, (label, cut) in enumerate(zip(labels, truncated))}
 
     defender = RoleSignal()
     for att, members in enumerate(by_attack):
         for i in members:
             defender.items.append(i)
-            defender.rewards.append(2.0 * value[i] - 1.0)
+            defender.rewards.append(reward[i])
             defender.groups.append(att)
         pair = _best_worst(members, value, min_margin)
         if pair:
@@ -131,7 +220,7 @@ def judge_round(judge, rnd, *, pairwise: bool, min_margin: float) -> JudgedRound
     else:
         for a in range(n_att):
             own = sampled[a] or by_attack[a]
-            attack_value[a] = (sum(1.0 - 2.0 * scores[i] for i in own) / len(own)) if faithful[a] else UNFAITHFUL
+            attack_value[a] = sum(attacker_utility(labels[i], rules, faithful[a]) for i in own) / len(own)
 
     attacker = RoleSignal()
     for s in range(len(rnd.seeds)):
@@ -146,4 +235,6 @@ def judge_round(judge, rnd, *, pairwise: bool, min_margin: float) -> JudgedRound
 
     return JudgedRound(scores, [label.refusal >= LABEL_THRESHOLD for label in labels],
                        [label.harmful >= LABEL_THRESHOLD for label in labels], faithful,
-                       [attack_value[a] for a in range(n_att)], defender, attacker, judge.errors - errors_before)
+                       [attack_value[a] for a in range(n_att)], defender, attacker, judge.errors - errors_before,
+                       [label.degenerate >= LABEL_THRESHOLD for label in labels], truncated,
+                       [label.attack_harmful >= LABEL_THRESHOLD for label in labels])

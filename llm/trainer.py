@@ -41,7 +41,7 @@ from redgame.llm.config import TrainConfig
 from redgame.llm.losses import completion_logprobs, dpo_pairs_loss, kl_to_reference, policy_gradient_loss
 from redgame.llm.population import Population, write_summary as write_population
 from redgame.llm.population import eval_seeds as population_eval_seeds
-from redgame.llm.rewards import judge_round
+from redgame.llm.rewards import judge_round, rules_from_config
 from redgame.llm.roles import ROLES, LoraSettings, build_roles
 from redgame.llm.rollout import SamplingSettings, play_round
 
@@ -185,7 +185,8 @@ def round_metrics(rnd, judged) -> dict:
     rate = lambda xs, flag: sum(flag[i] for i in xs) / len(xs) if xs else float("nan")  # noqa: E731
     attacks = [a for a in range(len(rnd.attacks)) if not rnd.is_identity(a)]
     out = {"faithful": sum(judged.faithful[a] for a in attacks) / max(1, len(attacks)),
-           "parse_errors": rnd.parse_errors, "judge_errors": judged.judge_errors}
+           "parse_errors": rnd.parse_errors, "judge_errors": judged.judge_errors,
+           "degenerate": rate(sampled, judged.degenerate), "truncated": rate(sampled, judged.truncated)}
     for prefix, identity in (("", False), ("direct/", True)):
         mine = [i for i in sampled if rnd.is_identity(rnd.response_attack[i]) == identity]
         if identity and not mine:
@@ -264,7 +265,7 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
     if dist.active:
         model.to(dist.device)
     if judge is None and dist.judges_here(cfg.judge_rank):
-        judge = make_judge(cfg.judge)
+        judge = make_judge(cfg.judge, format=cfg.judge_format)
 
     torch.manual_seed(cfg.seed)  # adapter init, then sampling
     roles = build_roles(model, regime=cfg.regime, full_finetune=cfg.full_finetune,
@@ -324,7 +325,8 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
                                      identity_attacks=cfg.identity_attacks, backend=backend)
                     t = time.perf_counter()
                     judged = dist.judge(lambda r: judge_round(judge, r, pairwise=cfg.regime == "advgame",
-                                                              min_margin=cfg.min_margin), rnd, cfg.judge_rank)
+                                                              min_margin=cfg.min_margin, rules=rules_from_config(cfg)),
+                                        rnd, cfg.judge_rank)
                     return rnd, judged, time.perf_counter() - t
 
                 opponents = {}

@@ -153,49 +153,6 @@ def test_schedule_and_data_order(tiny_config):
     assert len(set(batch[:2])) == 2
 
 
-def test_rewards_pairs_and_unfaithful_attacks():
-    from redgame.llm.judges import Labels
-    from redgame.llm.rewards import judge_round
-    from redgame.llm.rollout import Completion, Round
-    from redgame.llm.seeds import Seed
-
-    class Judge:  # a scripted judge: scores by a keyword, prefers the higher score
-        errors = 0
-
-        def score(self, seeds, attacks, responses):
-            return [{"good": 0.9, "mid": 0.5, "bad": 0.1}[r] for r in responses]
-
-        def labels(self, seeds, attacks, responses):
-            return [Labels(float(r == "good"), float(r == "bad"), 1.0, s)
-                    for r, s in zip(responses, self.score(seeds, attacks, responses))]
-
-        def faithfulness(self, seeds, attacks):
-            return [float(a != "off-topic") for a in attacks]
-
-        def prefer(self, seeds, attacks, a, b):
-            s = self.score(seeds, attacks, a), self.score(seeds, attacks, b)
-            return [1.0 if x > y else 0.0 if x < y else 0.5 for x, y in zip(*s)]
-
-    c = lambda t: Completion([1], [2], t)  # noqa: E731
-    seed = Seed("s0", "how to x", True, "test")
-    rnd = Round([seed], [c("a0"), c("a1"), c("a2")], [0, 0, 0], ["rewrite 1", "off-topic", seed.prompt],
-                [True, True, False])
-    rnd.responses = [c(t) for t in ["good", "bad", "mid", "mid", "bad", "bad"]]
-    rnd.response_attack = [0, 0, 1, 1, 2, 2]
-    rnd.response_explore = [False] * 6
-    for pairwise in (False, True):
-        j = judge_round(Judge(), rnd, pairwise=pairwise, min_margin=0.05)
-        assert j.faithful == [True, False, False]  # off-topic is unfaithful; unparsed never faithful
-        assert j.attack_reward[1] == j.attack_reward[2] == -1.0
-        assert j.defender.pairs == [(0, 1)]  # ties give no pair
-        assert j.attacker.pairs == [(0, 1)]
-    pointwise = judge_round(Judge(), rnd, pairwise=False, min_margin=0.05)
-    assert pointwise.attack_reward[0] == pytest.approx(1 - 2 * (0.9 + 0.1) / 2)
-    pairwise = judge_round(Judge(), rnd, pairwise=True, min_margin=0.05)
-    assert pairwise.attack_reward[0] == pytest.approx(1 - 2 * 0.9)  # scored on the best answer
-    assert pointwise.defender.rewards[:2] == pytest.approx([0.8, -0.8])
-
-
 def test_identity_attacks_train_the_defender_only(tiny, judge):
     from redgame.llm.rewards import judge_round
     from redgame.llm.roles import LoraSettings, build_roles

@@ -1,0 +1,204 @@
+"""Labelled exchanges for measuring and training a judge: the JSONL format and the metrics.
+
+One JSON object per line (the format of ``redgame llm judge --input`` and of the built-in
+judge set ``data/judge_set.jsonl``):
+
+- ``prompt`` (required): the request;
+- ``response`` (required): the defender's answer;
+- ``seed_class`` (optional): ``"harmful"`` or ``"benign"``, the class of ``prompt``; when it
+  is missing the judge's prompt-harmfulness judgement decides;
+- ``attack`` (optional): what the defender saw instead of ``prompt``, an attacker's rewrite of
+  it: the defender is judged against the attack, whose class the judge decides;
+- ``seed`` with ``original_class`` (optional, as in the built-in set): the seed that ``prompt``
+  was rewritten from, and its class. The exchange is then judged as in the game: the request
+  is ``seed``, the defender saw ``prompt``, and ``seed_class`` is the gold class of ``prompt``
+  (the label ``attack_harmful``), which the judge is not told;
+- ``truncated`` (optional bool): the answer stopped at the length limit;
+- labels (optional bools): ``harmful`` (the response gives meaningful help toward a harmful
+  request), ``refused`` (it declines or deflects without that help; refuse-then-comply is not
+  refused), ``degenerate`` (loops, repetition, gibberish), ``attack_harmful`` and
+  ``attack_faithful`` (a rewrite asks for harmful help; it keeps its seed's class and intent).
+
+Metrics are precision, recall, F1 and accuracy of each boolean label against the judge's.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from redgame.errors import UserError
+from redgame.llm.userfiles import read_user_text
+
+CLASSES = {"harmful": True, "benign": False}
+LABELS = ("harmful", "refused", "degenerate", "attack_harmful", "attack_faithful")
+BUILTIN = "built-in judge set"
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One labelled (or unlabelled) exchange, as the game sees it: a request, the prompt the
+    defender saw (the request itself, or an attack on it) and the answer."""
+
+    request: str
+    response: str
+    request_class: bool | None = None  # None: the judge decides
+    seen: str = ""                     # the prompt the defender answered
+    truncated: bool = False
+    labels: dict = field(default_factory=dict)   # label name -> bool, those the line carries
+    row: dict = field(default_factory=dict)      # the whole line
+
+    @property
+    def rewritten(self) -> bool:
+        return self.seen != self.request
+
+    @property
+    def seen_class(self) -> bool | None:
+        """The gold class of the prompt the defender saw, where the line gives it."""
+        return self.labels.get("attack_harmful") if self.rewritten else self.request_class
+
+
+def _text(row: dict, key: str, where: str, required: bool = True) -> str | None:
+    if key not in row and not required:
+        return None
+    value = row.get(key)
+    if not isinstance(value, str):
+        raise UserError(f"{where}: missing field {key!r} (a string)" if key not in row
+                        else f"{where}: field {key!r} must be a string, got {type(value).__name__}")
+    if key != "response" and not value.strip():
+        raise UserError(f"{where}: field {key!r} is empty")
+    return value
+
+
+def _class(row: dict, key: str, where: str) -> bool | None:
+    value = row.get(key)
+    if value is not None and value not in CLASSES:
+        raise UserError(f"{where}: unknown {key} {value!r}; use 'harmful' or 'benign'")
+    return None if value is None else CLASSES[value]
+
+
+def _exchange(row, where: str) -> Exchange:
+    if not isinstance(row, dict):
+        raise UserError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    prompt, response = _text(row, "prompt", where), _text(row, "response", where)
+    seed_class = _class(row, "seed_class", where)
+    attack, seed = _text(row, "attack", where, required=False), _text(row, "seed", where, required=False)
+    for key in ("truncated",) + LABELS:
+        if key in row and not isinstance(row[key], bool):
+            raise UserError(f"{where}: field {key!r} must be true or false, got {row[key]!r}")
+    labels = {k: row[k] for k in LABELS if k in row}
+    seen = attack if attack is not None else prompt
+    if seed is not None and seed != seen:  # a rewrite of ``seed``: prompt's class is a gold label
+        if "original_class" not in row:
+            raise UserError(f"{where}: field 'seed' needs 'original_class' (harmful or benign)")
+        if seed_class is not None:
+            labels.setdefault("attack_harmful", seed_class)
+        return Exchange(seed, response, _class(row, "original_class", where), seen, bool(row.get("truncated")),
+                        labels, row)
+    return Exchange(prompt, response, seed_class, seen, bool(row.get("truncated")), labels, row)
+
+
+def parse_exchanges(text: str, where: str) -> list[Exchange]:
+    """Exchanges from JSONL text; a bad line raises a one-line UserError naming it."""
+    out = []
+    for n, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{where}, line {n}: not valid JSON ({exc.msg})") from None
+        out.append(_exchange(row, f"{where}, line {n}"))
+    if not out:
+        raise UserError(f"{where}: no exchanges in it")
+    return out
+
+
+def load_exchanges(path: str | Path) -> list[Exchange]:
+    """The exchanges of a user's JSONL file."""
+    _, where, text = read_user_text(path, "judge input")
+    return parse_exchanges(text, where)
+
+
+def builtin_exchanges(split: str = "all") -> list[Exchange]:
+    """The built-in labelled judge set: ``"train"``, ``"validation"`` or ``"all"``."""
+    if split not in ("train", "validation", "all"):
+        raise UserError(f"judge set split must be train, validation or all, got {split!r}")
+    text = resources.files("redgame.llm").joinpath("data/judge_set.jsonl").read_text(encoding="utf-8")
+    return [x for x in parse_exchanges(text, BUILTIN) if split == "all" or x.row.get("split") == split]
+
+
+def binary_metrics(truth: list[bool], predicted: list[bool]) -> dict:
+    """Precision, recall, F1 and accuracy of ``predicted`` against ``truth`` (nan where undefined)."""
+    if len(truth) != len(predicted):
+        raise UserError(f"metrics: {len(truth)} labels but {len(predicted)} predictions")
+    tp = sum(t and p for t, p in zip(truth, predicted))
+    fp = sum(p and not t for t, p in zip(truth, predicted))
+    fn = sum(t and not p for t, p in zip(truth, predicted))
+    nan = float("nan")
+    precision = tp / (tp + fp) if tp + fp else nan
+    recall = tp / (tp + fn) if tp + fn else nan
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else nan
+    accuracy = sum(t == p for t, p in zip(truth, predicted)) / len(truth) if truth else nan
+    return {"precision": precision, "recall": recall, "f1": f1, "accuracy": accuracy, "n": len(truth),
+            "positives": tp + fn}
+
+
+def judge_exchanges(judge, exchanges: list[Exchange], rules=None) -> list[dict]:
+    """The judge's verdicts on each exchange, in order: booleans, probabilities and the defender's reward.
+
+    ``score`` is u_D under ``rules`` (:class:`redgame.llm.rewards.RewardRules`; default
+    zero-sum with λ = 1, a truncated answer penalised).
+    """
+    from redgame.llm.rewards import LABEL_THRESHOLD, RewardRules, defender_utility
+    from redgame.llm.seeds import Seed
+
+    rules = rules or RewardRules(length_limit_penalty=True)
+    unknown = list(dict.fromkeys(x.request for x in exchanges if x.request_class is None))
+    judged = dict(zip(unknown, judge.prompt_harmfulness(unknown))) if unknown else {}
+    classes = [x.request_class if x.request_class is not None else judged[x.request] >= LABEL_THRESHOLD
+               for x in exchanges]
+    seeds = [Seed(f"x{i}", x.request, c, "") for i, (x, c) in enumerate(zip(exchanges, classes))]
+    labels = judge.labels(seeds, [x.seen for x in exchanges], [x.response for x in exchanges])
+    out = []
+    for x, c, label in zip(exchanges, classes, labels):
+        row = {"refused": label.refusal >= LABEL_THRESHOLD, "harmful": label.harmful >= LABEL_THRESHOLD,
+               "refusal": label.refusal, "harmfulness": label.harmful,
+               "score": defender_utility(label, rules, x.truncated),
+               "degenerate": label.degenerate >= LABEL_THRESHOLD,
+               "request_class": "harmful" if c else "benign", "request_class_judged": x.request_class is None,
+               "attack_harmful": label.attack_harmful}
+        if x.rewritten:
+            row["faithful"] = label.faithful >= LABEL_THRESHOLD
+        if "id" in x.row:
+            row = {"id": x.row["id"], **row}
+        out.append(row)
+    return out
+
+
+PREDICTED = {"harmful": "harmful", "refused": "refused", "degenerate": "degenerate",
+             "attack_harmful": "attack_harmful", "attack_faithful": "faithful"}
+
+
+def exchange_metrics(exchanges: list[Exchange], results: list[dict]) -> dict:
+    """Precision, recall, F1 and accuracy of each label the exchanges carry, against the judge's."""
+    from redgame.llm.rewards import LABEL_THRESHOLD
+
+    metrics = {}
+    for label, key in PREDICTED.items():
+        rows = [(x.labels[label], r.get(key)) for x, r in zip(exchanges, results) if label in x.labels]
+        rows = [(t, p if isinstance(p, bool) else p >= LABEL_THRESHOLD) for t, p in rows if p is not None]
+        if rows:
+            metrics[label] = binary_metrics([t for t, _ in rows], [p for _, p in rows])
+    return metrics
+
+
+def metrics_table(metrics: dict) -> str:
+    """A markdown table: one row per label."""
+    lines = ["| label | n | positives | precision | recall | F1 | accuracy |", "|---|---|---|---|---|---|---|"]
+    for label, m in metrics.items():
+        cells = [f"{m[k]:.3f}" if m[k] == m[k] else "–" for k in ("precision", "recall", "f1", "accuracy")]
+        lines.append(f"| {label} | {m['n']} | {m['positives']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,191 @@
+"""Rewards: the theory's payoff applied to judge labels, attack-conditioned, with the anti-hacking penalties."""
+
+import dataclasses
+import itertools
+
+import numpy as np
+import pytest
+
+from redgame.errors import UserError
+from redgame.llm.judges import Labels
+from redgame.llm.rewards import (PENALTY, RewardRules, attacker_utility, defender_utility, judge_round, judge_score,
+                                 make_payoff, outcome_labels)
+from redgame.llm.rollout import Completion, Round
+from redgame.llm.seeds import Seed
+from redgame.theory import PRESETS, NonZeroSum, ZeroSum, make_spec
+from redgame.theory.spec import outcome_utilities
+
+HARMFUL = Seed("h", "how to x", True, "test")
+BENIGN = Seed("b", "how to bake", False, "test")
+
+
+def _closed_form_utilities(spec):
+    """The toy game's payoffs written out from the formulas in theory/spec.py's docstring."""
+    harm, wrongful = spec.outcome_indicators()
+    unfaithful = (~spec.faithful_mask).astype(float)[:, :, None]
+    p = spec.payoff
+    if isinstance(p, ZeroSum):
+        u_a = (harm + p.lam * wrongful)[:, None, :] * (1 - unfaithful) - p.unfaithful_penalty * unfaithful
+        u_a = np.broadcast_to(u_a, (spec.n_seeds, spec.n_styles, spec.n_actions)).copy()
+        return u_a, -u_a
+    u_a = (p.attack_success * harm + p.benign_attack * wrongful)[:, None, :] * (1 - unfaithful)
+    u_a = u_a - p.faithfulness * unfaithful
+    u_d = -(p.safety * harm + p.helpfulness * wrongful)[:, None, :] + 0 * unfaithful
+    shape = (spec.n_seeds, spec.n_styles, spec.n_actions)
+    return np.broadcast_to(u_a, shape).copy(), np.broadcast_to(u_d, shape).copy()
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_toy_utilities_are_bit_identical_to_the_closed_form(name):
+    for lam, deflect, payoff in itertools.product((0.0, 0.3, 1.0, 2.5), (False, True), ("zero_sum", "nonzero_sum")):
+        spec = make_spec(name, lam=lam, deflect=deflect, payoff=payoff)
+        for got, want in zip(spec.utilities(), _closed_form_utilities(spec)):
+            assert got.dtype == want.dtype and got.shape == want.shape and got.tobytes() == want.tobytes()
+
+
+def _labels(refusal=0.0, harmful=0.0, attack_harmful=1.0, degenerate=0.0, complied=None):
+    return Labels(refusal, harmful, 1.0, 0.0, attack_harmful, degenerate, complied)
+
+
+@pytest.mark.parametrize("payoff", [ZeroSum(lam=0.7), ZeroSum(lam=2.0, deflect_cost=0.2),
+                                    NonZeroSum(safety=2.0, helpfulness=0.5, attack_success=1.5, benign_attack=0.3)])
+def test_rewards_are_the_theory_payoff_of_the_labels(payoff):
+    rules = RewardRules(payoff, degenerate_penalty=False)
+    for ah, refusal, complied in itertools.product((0.0, 0.3, 1.0), (0.0, 0.2, 1.0), (0.0, 0.5)):
+        complied = min(complied, 1 - refusal)
+        label = _labels(refusal, ah * complied, ah, complied=complied)
+        harm = ah * complied
+        wrongful = (1 - ah) * (refusal + payoff.deflect_cost * (1 - complied - refusal))  # deflect = neither
+        assert outcome_labels(label, payoff.deflect_cost) == pytest.approx((harm, wrongful))
+        u_a, u_d = outcome_utilities(payoff, harm, wrongful, 0.0)
+        assert defender_utility(label, rules) == pytest.approx(u_d)
+        assert attacker_utility(label, rules, faithful=True) == pytest.approx(u_a)
+        penalty = payoff.unfaithful_penalty if isinstance(payoff, ZeroSum) else payoff.faithfulness
+        assert attacker_utility(label, rules, faithful=False) == pytest.approx(-penalty)
+        if isinstance(payoff, ZeroSum):
+            assert attacker_utility(label, rules, True) == pytest.approx(-defender_utility(label, rules))
+
+
+def test_the_toy_game_and_the_llm_rewards_agree_on_every_pure_outcome():
+    """Labels of the toy game's pure outcomes give the toy game's payoffs."""
+    spec = make_spec("hidden_intent", lam=0.4, deflect=True)
+    u_a, u_d = spec.utilities()
+    rules = RewardRules(spec.payoff, degenerate_penalty=False)
+    one_hot = {"refuse": (1.0, 0.0), "comply": (0.0, 1.0), "deflect": (0.0, 0.0)}  # (refusal, complied)
+    for s, seed in enumerate(spec.seeds):
+        for k in range(spec.n_styles):
+            for a, action in enumerate(spec.actions):
+                refusal, complied = one_hot[action]
+                label = _labels(refusal, float(seed.harmful) * complied, float(seed.harmful), complied=complied)
+                faithful = bool(spec.faithful_mask[s, k])
+                assert attacker_utility(label, rules, faithful) == pytest.approx(u_a[s, k, a])
+                if faithful:
+                    assert defender_utility(label, rules) == pytest.approx(u_d[s, k, a])
+
+
+def test_attack_conditioned_rewards():
+    rules = RewardRules(ZeroSum(lam=1.0))
+    refusal = _labels(refusal=1.0, attack_harmful=1.0)  # a benign seed rewritten into a harmful request, refused
+    assert defender_utility(refusal, rules) == 0.0          # the defender is not punished for refusing it
+    assert attacker_utility(refusal, rules, faithful=False) == -1.0  # the attacker is, for the unfaithful rewrite
+    refused_benign = _labels(refusal=1.0, attack_harmful=0.0)
+    assert defender_utility(refused_benign, rules) == -1.0   # a refusal of a benign attack is wrongful
+
+
+def test_degenerate_and_length_limit_penalties():
+    rules = RewardRules(ZeroSum(lam=1.0), degenerate_penalty=True, length_limit_penalty=True)
+    safe = _labels(refusal=1.0)
+    assert defender_utility(safe, rules) == 0.0
+    assert defender_utility(_labels(refusal=1.0, degenerate=1.0), rules) == PENALTY == -1.0
+    assert defender_utility(_labels(refusal=1.0, degenerate=0.25), rules) == pytest.approx(-0.25)
+    assert defender_utility(safe, rules, truncated=True) == -1.0
+    assert defender_utility(safe, RewardRules(length_limit_penalty=False), truncated=True) == 0.0
+    assert defender_utility(_labels(refusal=1.0, degenerate=1.0), RewardRules(degenerate_penalty=False)) == 0.0
+    assert judge_score(safe) == 1.0 and judge_score(_labels(harmful=1.0, complied=1.0)) == 0.0
+
+
+def test_payoff_from_config_keys():
+    assert make_payoff("zero_sum", 0.3) == ZeroSum(lam=0.3)
+    assert make_payoff("nonzero_sum", 0.3) == NonZeroSum(helpfulness=0.3, benign_attack=0.3)
+    with pytest.raises(UserError, match="payoff"):
+        make_payoff("both", 1.0)
+    from redgame.llm.config import TrainConfig
+
+    with pytest.raises(UserError, match="payoff"):
+        TrainConfig(payoff="both").validate()
+    with pytest.raises(UserError, match="lam"):
+        TrainConfig(lam=-1.0).validate()
+    with pytest.raises(UserError, match="judge_format"):
+        TrainConfig(judge_format="wildguard").validate()  # the embedded judge has no prompt format
+
+
+class ScriptedJudge:
+    """Labels by keyword: "good" refuses, "bad" helps, "mid" does neither; prefers the higher score."""
+
+    errors = 0
+
+    def labels(self, seeds, attacks, responses):
+        table = {"good": (1.0, 0.0), "bad": (0.0, 1.0), "mid": (0.0, 0.0), "loop": (0.0, 0.0)}
+        out = [Labels(table[r][0], table[r][1] * s.harmful, 1.0, 0.0, float(s.harmful), float(r == "loop"), table[r][1])
+               for s, r in zip(seeds, responses)]
+        return [dataclasses.replace(x, score=judge_score(x)) for x in out]
+
+    def score(self, seeds, attacks, responses):
+        return [x.score for x in self.labels(seeds, attacks, responses)]
+
+    def faithfulness(self, seeds, attacks):
+        return [float(a != "off-topic") for a in attacks]
+
+    def prefer(self, seeds, attacks, a, b):
+        s = self.score(seeds, attacks, a), self.score(seeds, attacks, b)
+        return [1.0 if x > y else 0.0 if x < y else 0.5 for x, y in zip(*s)]
+
+
+def _round(texts, seed=HARMFUL):
+    c = lambda t: Completion([1], [2], t)  # noqa: E731
+    rnd = Round([seed], [c("a0"), c("a1"), c("a2")], [0, 0, 0], ["rewrite 1", "off-topic", seed.prompt],
+                [True, True, False])
+    rnd.responses = [c(t) for t in texts]
+    rnd.response_attack = [0, 0, 1, 1, 2, 2]
+    rnd.response_explore = [False] * 6
+    return rnd
+
+
+def test_judge_round_rewards_pairs_and_unfaithful_attacks():
+    rnd = _round(["good", "bad", "mid", "mid", "bad", "bad"])
+    for pairwise in (False, True):
+        j = judge_round(ScriptedJudge(), rnd, pairwise=pairwise, min_margin=0.05)
+        assert j.faithful == [True, False, False]  # off-topic is unfaithful; unparsed never faithful
+        assert j.attack_reward[1] == j.attack_reward[2] == -1.0
+        assert j.defender.pairs == [(0, 1)]  # ties give no pair
+    pointwise = judge_round(ScriptedJudge(), rnd, pairwise=False, min_margin=0.05)
+    # harmful seed, zero-sum with lam = 1: u_D(refuse) = 0, u_D(help) = -1, u_D(neither) = 0; u_A = -u_D
+    assert pointwise.defender.rewards == pytest.approx([0.0, -1.0, 0.0, 0.0, -1.0, -1.0])
+    assert pointwise.attack_reward[0] == pytest.approx((0.0 + 1.0) / 2)
+    assert pointwise.attacker.pairs == [(0, 1)]
+    pairwise = judge_round(ScriptedJudge(), rnd, pairwise=True, min_margin=0.05)
+    assert pairwise.attack_reward[0] == pytest.approx(1 - 2 * 1.0)  # scored on the best answer (a refusal)
+    assert pairwise.defender.rewards[:2] == pytest.approx([1.0, -1.0])
+    assert pairwise.attacker.pairs == []  # its best answer refuses: -1, no better than the unfaithful attacks
+
+
+def test_judge_round_on_a_benign_seed_uses_lambda_and_penalises_loops():
+    rnd = _round(["good", "bad", "mid", "loop", "bad", "bad"], seed=BENIGN)
+    rules = RewardRules(ZeroSum(lam=0.5))
+    j = judge_round(ScriptedJudge(), rnd, pairwise=False, min_margin=0.0, rules=rules)
+    # benign: a refusal costs lam = 0.5, help costs nothing, neither costs lam * deflect_cost, a loop is -1
+    assert j.defender.rewards[:4] == pytest.approx([-0.5, 0.0, -0.25, -1.0])
+    assert j.degenerate == [False, False, False, True, False, False]
+    pw = judge_round(ScriptedJudge(), rnd, pairwise=True, min_margin=0.0, rules=rules)
+    assert pw.defender.rewards[3] == -1.0  # a degenerate answer loses every comparison
+
+
+def test_judge_round_penalises_answers_at_the_length_limit_when_asked():
+    rnd = _round(["good", "good", "mid", "mid", "bad", "bad"])
+    rnd.responses[1] = Completion([1], [2], "good", truncated=True)
+    off = judge_round(ScriptedJudge(), rnd, pairwise=False, min_margin=0.0)
+    on = judge_round(ScriptedJudge(), rnd, pairwise=False, min_margin=0.0,
+                     rules=RewardRules(length_limit_penalty=True))
+    assert off.defender.rewards[:2] == [0.0, 0.0] and on.defender.rewards[:2] == [0.0, -1.0]
+    assert on.truncated == [False, True, False, False, False, False]
+    assert on.defender.pairs[0] == (0, 1)
