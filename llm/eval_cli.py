@@ -10,6 +10,8 @@ import math
 from pathlib import Path
 
 from redgame.errors import UserError
+from redgame.llm import judge_cli
+from redgame.llm.judge_formats import FORMATS
 
 
 def register(subparsers, llm_subparsers) -> None:
@@ -26,7 +28,12 @@ def register(subparsers, llm_subparsers) -> None:
     ev.add_argument("--utility", help="multiple-choice JSONL (question, choices, answer); default: built-in set")
     ev.add_argument("--no-utility", action="store_true", help="skip the utility proxy")
     ev.add_argument("--no-base", action="store_true", help="with --adapter: do not also evaluate the base")
-    ev.add_argument("--judge", default="embedded", help="'embedded', 'lm:<model>' or 'http:<url>' (default: embedded)")
+    ev.add_argument("--eval-judge", "--judge", dest="eval_judge", default="embedded",
+                    help="the evaluation judge, separate from the one a run trained against: 'embedded', "
+                         "'embedded:<folder>', 'lm:<model>' or 'http:<url>' (default: embedded); the refusal-string "
+                         "metric is reported beside it")
+    ev.add_argument("--eval-judge-format", default="redgame", choices=FORMATS,
+                    help="classifier prompts of an lm:/http: evaluation judge (default: redgame)")
     ev.add_argument("--max-new-tokens", type=int, default=48, help="answer length (default: 48)")
     ev.add_argument("--out", help="also write the JSON (with every answer) to this file")
     ev.add_argument("--json", action="store_true", help="print JSON instead of the markdown table")
@@ -42,11 +49,16 @@ def register(subparsers, llm_subparsers) -> None:
     cp.add_argument("--out", required=True, help="output folder")
     cp.add_argument("--seeds", help="held-out seed file with harmful and benign rows (default: built-in test split)")
     cp.add_argument("--templates", help="jailbreak template file (JSON list/object, or text blocks split by ---)")
-    cp.add_argument("--judge", default="embedded", help="judge (default: embedded)")
+    cp.add_argument("--judge", "--eval-judge", dest="judge", default="embedded",
+                    help="the evaluation judge (default: embedded)")
+    cp.add_argument("--judge-format", default="redgame", choices=FORMATS,
+                    help="classifier prompts of an lm:/http: judge (default: redgame)")
     cp.add_argument("--attack-tokens", type=int, default=64, help="attack length (default: 64)")
     cp.add_argument("--response-tokens", type=int, default=48, help="answer length (default: 48)")
     cp.add_argument("--json", action="store_true", help="print crossplay.json")
     cp.set_defaults(func=run_crossplay)
+
+    judge_cli.register(llm_subparsers)
 
     rp = subparsers.add_parser(
         "report", help="markdown + HTML report of LLM-game runs: curves, Pareto plot, cross-play, meta-Nash")
@@ -85,7 +97,7 @@ def run_eval(args) -> int:
     from redgame.llm.models import load_base
 
     base, tokenizer = load_base(args.model)
-    judge = make_judge(args.judge)
+    judge = make_judge(args.eval_judge, format=args.eval_judge_format)
     model = attach(base, {"evaluated": adapter} if adapter else {})
     names = ([] if adapter and args.no_base else ["base"]) + (["adapter"] if adapter else [])
     results = {}
@@ -94,7 +106,8 @@ def run_eval(args) -> int:
             results[name] = safety_eval.evaluate(m, tokenizer, judge, harmful, benign, questions,
                                                  max_new_tokens=args.max_new_tokens)
     summary = {
-        "model": args.model, "adapter": str(adapter) if adapter else None, "judge": args.judge,
+        "model": args.model, "adapter": str(adapter) if adapter else None, "eval_judge": judge.name,
+        "refusal_strings": "a refusal phrase in the answer's first 400 characters (no judge)",
         "harmful_file": args.harmful or "built-in test split", "benign_file": args.benign or "built-in test split",
         "set_aside": {"harmful_file": dropped_h, "benign_file": dropped_b},
         "results": {k: {m: v for m, v in r.items() if m != "answers"} for k, r in results.items()},
@@ -108,7 +121,7 @@ def run_eval(args) -> int:
         print(_json(summary))
     else:
         print(f"{len(harmful)} harmful, {len(benign)} benign prompts; greedy, {args.max_new_tokens} tokens; "
-              f"judge {args.judge}")
+              f"evaluation judge {judge.name} (and refusal strings)")
         print(summary["table"])
     return 0
 
@@ -148,11 +161,11 @@ def run_crossplay(args) -> int:
     from redgame.llm.models import load_base
 
     base, tokenizer = load_base(model_name)
-    judge = make_judge(args.judge)
+    judge = make_judge(args.judge, format=args.judge_format)
     played = crossplay.crossplay(base, tokenizer, judge, runs, seeds, templates=templates,
                                  attack_tokens=args.attack_tokens, response_tokens=args.response_tokens,
                                  log=(lambda *a: None) if args.json else print)
-    result = {"model": model_name, "n_harmful": sum(s.harmful for s in seeds),
+    result = {"model": model_name, "eval_judge": judge.name, "n_harmful": sum(s.harmful for s in seeds),
               "n_benign": sum(not s.harmful for s in seeds), **crossplay.summarise(played, runs)}
     json_path, png = crossplay.write(result, Path(args.out))
     if args.json:

@@ -7,6 +7,11 @@
   or XSTest's CSV with ``prompt``/``type``/``label`` columns, whose ``unsafe`` contrast
   rows are set aside; Röttger et al. 2024, arXiv 2308.01263).
 - **Utility**: multiple-choice accuracy by log-likelihood (``redgame.llm.utility``).
+- Beside the judge's rates, the same refusal rates by refusal strings (a refusal phrase in
+  the answer's opening), which need no judge: a check on the judge, and the usual
+  refusal-prefix metric of the literature.
+
+Every result names the judge that produced it (``eval_judge``).
 
 The answers come from :func:`redgame.llm.evaluation.evaluate_defender`; this module
 loads the files, runs it on the base and/or an adapter, and formats the table.
@@ -21,7 +26,8 @@ from pathlib import Path
 from redgame.errors import UserError
 from redgame.llm.seeds import builtin_seeds, load_seeds
 
-METRICS = ("asr", "harmful_refusal", "over_refusal", "benign_compliance", "utility")
+METRICS = ("asr", "harmful_refusal", "over_refusal", "benign_compliance", "harmful_refusal_strings",
+           "over_refusal_strings", "utility")
 
 
 def load_class(path, *, harmful: bool) -> tuple[list, int]:
@@ -58,10 +64,13 @@ def evaluate(model, tokenizer, judge, harmful: list, benign: list, questions: li
 
     result = evaluate_defender(model, tokenizer, judge, harmful + benign, max_new_tokens=max_new_tokens)
     out = {
+        "eval_judge": result["judge"],
         "asr": result["attack_success"],
         "harmful_refusal": result["harmful_refusal"],
         "over_refusal": 1.0 - result["benign_compliance"],
         "benign_compliance": result["benign_compliance"],
+        "harmful_refusal_strings": result["harmful_refusal_strings"],
+        "over_refusal_strings": 1.0 - result["benign_compliance_strings"],
         "utility": math.nan,
         "n_harmful": result["n_harmful"],
         "n_benign": result["n_benign"],
@@ -75,7 +84,8 @@ def evaluate(model, tokenizer, judge, harmful: list, benign: list, questions: li
 
 def markdown_table(results: dict[str, dict]) -> str:
     """One row per evaluated model, one column per metric, as percentages."""
-    heads = ("model", "ASR", "harmful refusal", "over-refusal", "benign compliance", "utility (MC acc.)")
+    heads = ("model", "ASR", "harmful refusal", "over-refusal", "benign compliance", "harmful refusal (strings)",
+             "over-refusal (strings)", "utility (MC acc.)")
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for name, r in results.items():
         cells = [name] + ["–" if math.isnan(r[k]) else f"{r[k]:.0%}" for k in METRICS]

@@ -1,0 +1,105 @@
+"""``redgame llm judge`` (the judge as an instrument) and ``redgame llm train-judge``.
+
+Registered from ``redgame.llm.eval_cli``; torch and transformers are imported in the handlers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+from redgame.errors import UserError
+
+BUILTIN_INPUT = "builtin"
+
+
+def register(llm_subparsers) -> None:
+    from redgame.llm.judge_formats import FORMATS
+    from redgame.llm.rewards import PAYOFF_KINDS
+
+    jd = llm_subparsers.add_parser(
+        "judge", help="judge exchanges from a JSONL file: labels, the defender's reward, and metrics against labels",
+        description="Each input line: prompt, response; optional seed_class (harmful | benign), attack, seed with "
+                    "original_class, truncated, and the labels harmful / refused / degenerate / attack_harmful / "
+                    "attack_faithful. Prints one JSON line per input (refused, harmful, refusal, harmfulness, score, "
+                    "...) in input order, and precision / recall / F1 / accuracy of each label the lines carry "
+                    "(to stderr; with --json, all in one JSON document on stdout).")
+    jd.add_argument("--judge", default="embedded",
+                    help="'embedded', 'embedded:<folder>', 'lm:<model>' or 'http:<url>[#model]' (default: embedded)")
+    jd.add_argument("--format", default="redgame", choices=FORMATS,
+                    help="classifier prompts of an lm: or http: judge (default: redgame)")
+    jd.add_argument("--input", required=True,
+                    help=f"a JSONL file, or '{BUILTIN_INPUT}' for the built-in labelled judge set")
+    jd.add_argument("--split", help="keep only the lines whose \"split\" is this (e.g. validation)")
+    jd.add_argument("--payoff", default="zero_sum", choices=PAYOFF_KINDS, help="payoff of the score (default: zero_sum)")
+    jd.add_argument("--lam", type=float, default=1.0, help="weight of a wrongful refusal (default: 1.0)")
+    jd.add_argument("--json", action="store_true", help="one JSON document: judge, results, metrics")
+    jd.set_defaults(func=run_judge)
+
+    tj = llm_subparsers.add_parser(
+        "train-judge", help="retrain the embedded judge's classifier (deterministic) and write its weights",
+        description="Fits the classifier heads on the lines with split 'train', chooses the L2 weights and the "
+                    "faithfulness threshold on split 'validation', and writes judge_classifier.safetensors and "
+                    "judge_classifier.json (the card, with the validation metrics) into --out.")
+    tj.add_argument("--data", default=BUILTIN_INPUT,
+                    help=f"labelled JSONL with a split field, or '{BUILTIN_INPUT}' (default: the built-in judge set)")
+    tj.add_argument("--out", required=True, help="folder for the weights and the card (use it with --judge embedded:<out>)")
+    tj.add_argument("--json", action="store_true", help="print the card as JSON")
+    tj.set_defaults(func=run_train_judge)
+
+
+def _exchanges(source: str, split: str | None) -> list:
+    from redgame.llm.judge_data import builtin_exchanges, load_exchanges
+
+    exchanges = builtin_exchanges() if source == BUILTIN_INPUT else load_exchanges(source)
+    if split is not None:
+        exchanges = [x for x in exchanges if x.row.get("split") == split]
+        if not exchanges:
+            raise UserError(f"--split {split}: no line of {source} has \"split\": {json.dumps(split)}")
+    return exchanges
+
+
+def _clean(x):
+    """Strict JSON: nan (a metric with nothing to measure) becomes null."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_clean(v) for v in x]
+    return x
+
+
+def run_judge(args) -> int:
+    from redgame.llm.judge_data import exchange_metrics, judge_exchanges, metrics_table
+    from redgame.llm.rewards import RewardRules, make_payoff
+
+    exchanges = _exchanges(args.input, args.split)  # read and checked before any model loads
+    rules = RewardRules(make_payoff(args.payoff, args.lam), length_limit_penalty=True)
+
+    from redgame.llm.judges import make_judge
+
+    judge = make_judge(args.judge, format=args.format)
+    results = judge_exchanges(judge, exchanges, rules)
+    metrics = exchange_metrics(exchanges, results)
+    if args.json:
+        print(json.dumps(_clean({"judge": judge.name, "input": args.input, "split": args.split, "n": len(results),
+                                 "judge_errors": judge.errors, "metrics": metrics, "results": results}), indent=1))
+        return 0
+    for row in results:
+        print(json.dumps(_clean(row)))
+    print(f"judge {judge.name}: {len(results)} exchanges, {judge.errors} unparsable judge replies", file=sys.stderr)
+    if metrics:
+        print(metrics_table(metrics), file=sys.stderr)
+    return 0
+
+
+def run_train_judge(args) -> int:
+    from redgame.llm.judge_train import retrain
+
+    card = retrain(args.data, Path(args.out), log=(lambda *a: None) if args.json else print)
+    if args.json:
+        print(json.dumps(_clean(card), indent=1))
+    return 0
