@@ -1,6 +1,6 @@
 """Load times of the embedded model and throughput of the judges, printed as one table.
 
-    python benchmarks/llm_models_judges.py            # embedded loads + embedded judge + LM judge
+    python benchmarks/llm_models_judges.py            # embedded loads + embedded judge + LM judge + quality
     python benchmarks/llm_models_judges.py --smoke    # tiny model and a few exchanges only
 
 Rows:
@@ -12,7 +12,11 @@ Rows:
 - embedded judge: labels + score + prefer on N (seed, attack, response) exchanges, the
   responses about 60 words long, its embedding memo cleared before each rep (cold), reported
   as exchanges per second (median of reps);
-- LM judge (``lm:embedded``, both orders per pair): pairs per second.
+- LM judge (``lm:embedded``, both orders per pair): pairs per second;
+- judge quality on the built-in judge set's validation split: the embedded judge against the
+  named baseline *refusal strings* (refused = a refusal phrase in the opening; harmful = a
+  harmful request answered without one, the usual refusal-prefix ASR proxy): precision,
+  recall and F1 of the harmful label and refusal accuracy, with the ratio embedded / baseline.
 
 Each load runs in its own subprocess.
 """
@@ -100,13 +104,36 @@ def main(argv=None) -> None:
         p = 2 if args.smoke else args.pairs
         rows.append((f"LM judge ({'tiny' if args.smoke else 'embedded'}): prefer, {p} pairs x 2 orders",
                      judge_rate(lm, p, args.reps, True), "pairs/s"))
+    quality = judge_quality(judge, 16 if args.smoke else None)
     if args.json:
-        print(json.dumps([{"what": w, "value": v, "unit": u} for w, v, u in rows]))
+        print(json.dumps({"rows": [{"what": w, "value": v, "unit": u} for w, v, u in rows], "quality": quality}))
         return
     width = max(len(w) for w, _, _ in rows)
     print(f"{'what':<{width}}  {'value':>9}  unit   (torch threads: {__import__('torch').get_num_threads()})")
     for what, value, unit in rows:
         print(f"{what:<{width}}  {value:>9.2f}  {unit}")
+    print(f"\njudge quality, judge set validation split ({quality['n']} exchanges):")
+    print(f"{'metric':<22}{'embedded':>10}{'refusal strings':>17}{'ratio':>8}")
+    for metric, (ours, base) in quality["metrics"].items():
+        print(f"{metric:<22}{ours:>10.3f}{base:>17.3f}{ours / base if base else float('inf'):>8.2f}")
+
+
+def judge_quality(judge, limit: int | None) -> dict:
+    """The embedded judge and the refusal-string baseline on the judge set's validation split."""
+    from redgame.llm.judge_data import binary_metrics, builtin_exchanges, judge_exchanges
+    from redgame.llm.judge_features import refusal_pattern
+
+    exchanges = builtin_exchanges("validation")[:limit]
+    ours = judge_exchanges(judge, exchanges)
+    strings = [refusal_pattern(x.response) for x in exchanges]
+    base = {"refused": strings, "harmful": [bool(x.seen_class) and not s for x, s in zip(exchanges, strings)]}
+    mine = {k: [r[k] for r in ours] for k in base}
+    truth = {k: [x.labels[k] for x in exchanges] for k in base}
+    m = {name: {k: binary_metrics(truth[k], v[k]) for k in base} for name, v in (("ours", mine), ("base", base))}
+    metrics = {f"harmful {key}": (m["ours"]["harmful"][key], m["base"]["harmful"][key])
+               for key in ("precision", "recall", "f1")}
+    metrics["refusal accuracy"] = (m["ours"]["refused"]["accuracy"], m["base"]["refused"]["accuracy"])
+    return {"n": len(exchanges), "metrics": metrics}
 
 
 if __name__ == "__main__":

@@ -62,6 +62,7 @@ def main() -> None:
     for k, v in parts.items():
         print(f"  {k:<8}{v:7.1f} s  {v / step:5.0%}")
     print(f"  {'total':<8}{step:7.1f} s  (goal <= 60 s)")
+    print(f"  judge share of an iteration: {parts['judge'] / step:.1%} (goal <= 10%)")
     print(f"  sampling throughput {statistics.median(r['tokens_per_s'] for r in rows):.0f} tokens/s")
     print(f"peak resident memory {rss_peak:.1f} GiB, {rss_peak - rss_loaded:.1f} GiB above the loaded model and judge"
           + (f" (overrides: {' '.join(args.set)})" if args.set else ""))

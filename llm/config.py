@@ -17,7 +17,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 from redgame.errors import UserError
 from redgame.llm.judge_formats import FORMATS
-from redgame.llm.rewards import PAYOFF_KINDS
+from redgame.llm.rewards import PAYOFF_KINDS, rules_from_config
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -49,6 +49,9 @@ class TrainConfig:
     payoff: str = _f("zero_sum", "the theory's payoff the rewards come from: zero_sum | nonzero_sum (AdvGame)")
     lam: float = _f(1.0, "weight of a wrongful refusal of a benign request (zero_sum: lam; nonzero_sum: the "
                          "defender's helpfulness and the attacker's benign_attack weight)")
+    payoff_weights: tuple = _f((), "other weights of the payoff, name=number (nonzero_sum: safety, helpfulness, "
+                                   "attack_success, benign_attack, faithfulness; both: deflect_cost; zero_sum: "
+                                   "unfaithful_penalty), e.g. safety=2,attack_success=0.5")
     degenerate_penalty: bool = _f(True, "a degenerate answer (loop, repetition, gibberish) is pulled to reward -1")
     length_limit_penalty: bool = _f(False, "an answer that stops at response_tokens gets reward -1 (AdvGame); off by "
                                            "default: at a few dozen tokens most answers stop there")
@@ -129,6 +132,7 @@ class TrainConfig:
         if self.judge != "embedded" and not self.judge.startswith(("embedded:", "lm:", "http:", "https:")):
             raise UserError(f"config key 'judge': {self.judge!r} is not 'embedded', 'embedded:<folder>', "
                             "'lm:<model>' or 'http:<url>'")
+        rules_from_config(self)  # the payoff's kind, lam and weights, checked as the toy spec checks them
         if self.judge_format != "redgame" and self.judge.startswith("embedded"):
             raise UserError("config key 'judge_format' applies to lm: and http: judges, not the embedded judge")
         if self.judge_rank < -1:

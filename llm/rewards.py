@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from itertools import combinations
 
 from redgame.errors import UserError
-from redgame.theory.spec import NonZeroSum, Payoff, ZeroSum, outcome_utilities
+from redgame.theory.spec import NonZeroSum, Payoff, ZeroSum, outcome_utilities, payoff_fields
 
 PENALTY = -1.0  # AdvGame's reward for an unfaithful attack, and here for a degenerate or over-long answer
 UNFAITHFUL = PENALTY
@@ -48,16 +48,43 @@ class RewardRules:
     length_limit_penalty: bool = False    # an answer that stopped at the token limit gets −1
 
 
-def make_payoff(kind: str, lam: float) -> Payoff:
-    """The payoff of a config: ``zero_sum`` with weight λ on wrongful refusals, or ``nonzero_sum``
-    (AdvGame) with helpfulness = benign_attack = λ and the other weights 1, as the toy presets do."""
+def make_payoff(kind: str, lam: float, weights: dict[str, float] | None = None) -> Payoff:
+    """The payoff of a config, as the toy presets build it.
+
+    ``zero_sum``: :class:`~redgame.theory.spec.ZeroSum` with weight λ on wrongful refusals;
+    ``nonzero_sum`` (AdvGame): :class:`~redgame.theory.spec.NonZeroSum` with helpfulness =
+    benign_attack = λ unless ``weights`` set them. ``weights`` sets any other field of the
+    payoff class (e.g. ``safety``, ``attack_success``, ``faithfulness``, ``deflect_cost``).
+    """
     if kind not in PAYOFF_KINDS:
         raise UserError(f"payoff must be one of {', '.join(PAYOFF_KINDS)}, got {kind!r}")
-    return ZeroSum(lam=lam) if kind == "zero_sum" else NonZeroSum(helpfulness=lam, benign_attack=lam)
+    cls = ZeroSum if kind == "zero_sum" else NonZeroSum
+    values = {"lam": lam} if cls is ZeroSum else {"helpfulness": lam, "benign_attack": lam}
+    allowed = set(payoff_fields(cls)) - ({"lam"} if cls is ZeroSum else set())
+    for name, value in (weights or {}).items():
+        if name not in allowed:
+            raise UserError(f"payoff weight {name!r} is not one of {', '.join(sorted(allowed))} ({kind})")
+        values[name] = value
+    return cls(**values)
+
+
+def parse_weights(entries) -> dict[str, float]:
+    """``("safety=2", "attack_success=0.5")`` -> ``{"safety": 2.0, "attack_success": 0.5}``."""
+    out = {}
+    for entry in entries:
+        name, sep, value = str(entry).partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise UserError(f"payoff weight {entry!r} is not name=number")
+    return out
 
 
 def rules_from_config(cfg) -> RewardRules:
-    return RewardRules(make_payoff(cfg.payoff, cfg.lam), cfg.degenerate_penalty, cfg.length_limit_penalty)
+    payoff = make_payoff(cfg.payoff, cfg.lam, parse_weights(cfg.payoff_weights))
+    return RewardRules(payoff, cfg.degenerate_penalty, cfg.length_limit_penalty)
 
 
 def outcome_labels(label, deflect_cost: float) -> tuple[float, float]:

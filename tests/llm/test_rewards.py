@@ -9,7 +9,7 @@ import pytest
 from redgame.errors import UserError
 from redgame.llm.judges import Labels
 from redgame.llm.rewards import (PENALTY, RewardRules, attacker_utility, defender_utility, judge_round, judge_score,
-                                 make_payoff, outcome_labels)
+                                 make_payoff, outcome_labels, rules_from_config)
 from redgame.llm.rollout import Completion, Round
 from redgame.llm.seeds import Seed
 from redgame.theory import PRESETS, NonZeroSum, ZeroSum, make_spec
@@ -117,6 +117,15 @@ def test_payoff_from_config_keys():
         TrainConfig(lam=-1.0).validate()
     with pytest.raises(UserError, match="judge_format"):
         TrainConfig(judge_format="wildguard").validate()  # the embedded judge has no prompt format
+    cfg = TrainConfig(payoff="nonzero_sum", lam=0.5, payoff_weights=("safety=2", "attack_success=0.25")).validate()
+    assert rules_from_config(cfg).payoff == NonZeroSum(safety=2.0, helpfulness=0.5, attack_success=0.25,
+                                                       benign_attack=0.5)
+    for weights, needle in ((("lam=2",), "'lam' is not one of"), (("safety",), "not name=number"),
+                            (("safety=-1",), "safety"), (("faithfulness=x",), "not name=number")):
+        with pytest.raises(UserError, match=needle):
+            TrainConfig(payoff="nonzero_sum", payoff_weights=weights).validate()
+    with pytest.raises(UserError, match="'safety' is not one of"):
+        TrainConfig(payoff_weights=("safety=2",)).validate()  # a nonzero_sum weight under zero_sum
 
 
 class ScriptedJudge:
