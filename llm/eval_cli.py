@@ -116,9 +116,9 @@ def run_eval(args) -> int:
     if args.out:
         full = {**summary, "answers": {k: r["answers"] for k, r in results.items()}}
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(_json(full) + "\n")
+        Path(args.out).write_text(strict_json(full) + "\n")
     if args.json:
-        print(_json(summary))
+        print(strict_json(summary))
     else:
         print(f"{len(harmful)} harmful, {len(benign)} benign prompts; greedy, {args.max_new_tokens} tokens; "
               f"evaluation judge {judge.name} (and refusal strings)")
@@ -126,8 +126,8 @@ def run_eval(args) -> int:
     return 0
 
 
-def _json(obj) -> str:
-    """Strict JSON: a rate with no prompts to measure it on (nan) becomes null."""
+def strict_json(obj, indent: int | None = 1) -> str:
+    """Strict JSON: a rate with nothing to measure it on (nan) becomes null."""
     def clean(x):
         if isinstance(x, float) and not math.isfinite(x):
             return None
@@ -137,7 +137,7 @@ def _json(obj) -> str:
             return [clean(v) for v in x]
         return x
 
-    return json.dumps(clean(obj), indent=1)
+    return json.dumps(clean(obj), indent=indent)
 
 
 def run_crossplay(args) -> int:

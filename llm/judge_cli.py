@@ -6,7 +6,6 @@ Registered from ``redgame.llm.eval_cli``; torch and transformers are imported in
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -61,18 +60,8 @@ def _exchanges(source: str, split: str | None) -> list:
     return exchanges
 
 
-def _clean(x):
-    """Strict JSON: nan (a metric with nothing to measure) becomes null."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_clean(v) for v in x]
-    return x
-
-
 def run_judge(args) -> int:
+    from redgame.llm.eval_cli import strict_json
     from redgame.llm.judge_data import exchange_metrics, judge_exchanges, metrics_table
     from redgame.llm.rewards import RewardRules, make_payoff
 
@@ -85,11 +74,11 @@ def run_judge(args) -> int:
     results = judge_exchanges(judge, exchanges, rules)
     metrics = exchange_metrics(exchanges, results)
     if args.json:
-        print(json.dumps(_clean({"judge": judge.name, "input": args.input, "split": args.split, "n": len(results),
-                                 "judge_errors": judge.errors, "metrics": metrics, "results": results}), indent=1))
+        print(strict_json({"judge": judge.name, "input": args.input, "split": args.split, "n": len(results),
+                           "judge_errors": judge.errors, "metrics": metrics, "results": results}))
         return 0
     for row in results:
-        print(json.dumps(_clean(row)))
+        print(strict_json(row, indent=None))
     print(f"judge {judge.name}: {len(results)} exchanges, {judge.errors} unparsable judge replies", file=sys.stderr)
     if metrics:
         print(metrics_table(metrics), file=sys.stderr)
@@ -97,9 +86,10 @@ def run_judge(args) -> int:
 
 
 def run_train_judge(args) -> int:
+    from redgame.llm.eval_cli import strict_json
     from redgame.llm.judge_train import retrain
 
     card = retrain(args.data, Path(args.out), log=(lambda *a: None) if args.json else print)
     if args.json:
-        print(json.dumps(_clean(card), indent=1))
+        print(strict_json(card))
     return 0
