@@ -29,6 +29,7 @@ import torch
 
 from redgame.errors import UserError
 from redgame.llm.checkpoint import write_text_atomically
+from redgame.llm.judge_features import NAMES
 
 WEIGHTS, CARD = "judge_classifier.safetensors", "judge_classifier.json"
 RESPONSE_CLASSES = ("helps", "refused", "neither")
@@ -109,6 +110,9 @@ def load_classifier(folder: str | Path | None = None) -> JudgeClassifier:
     missing = [k for k in TENSORS if k not in tensors]
     if missing or not isinstance(meta, dict) or "faithful_threshold" not in meta:
         raise UserError(f"judge classifier in {folder} is incomplete (missing {missing or 'faithful_threshold'})")
+    if meta.get("structure_features", list(NAMES)) != list(NAMES):
+        raise UserError(f"judge classifier in {folder} was trained on other structural features; retrain it: "
+                        f"redgame llm train-judge --out {folder}")
     if meta.get("weights_sha256") != _sha256(weights):
         raise UserError(f"judge classifier in {folder}: {CARD} does not belong to {WEIGHTS} (SHA-256 differs)")
     return JudgeClassifier(**{k: tensors[k].float() for k in TENSORS}, card=meta)

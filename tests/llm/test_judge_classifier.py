@@ -64,6 +64,9 @@ def test_weights_round_trip_and_a_card_that_does_not_belong_is_refused(tmp_path)
     for name in ("response", "degenerate", "prompt", "mean", "scale"):
         torch.testing.assert_close(getattr(again, name), getattr(clf, name), rtol=0, atol=0)
     card = json.loads((tmp_path / "copy" / CARD).read_text())
+    (tmp_path / "copy" / CARD).write_text(json.dumps({**card, "structure_features": ["a", "b"]}))
+    with pytest.raises(UserError, match="other structural features"):
+        load_classifier(tmp_path / "copy")
     card["weights_sha256"] = "0" * 64
     (tmp_path / "copy" / CARD).write_text(json.dumps(card))
     with pytest.raises(UserError, match="does not belong"):

@@ -37,6 +37,12 @@ VALUES = {
     "seed": ([0, 1, 2, 3], []),
     "save_every": ([0, 1], [-1]),
     "judge": (["embedded"], ["gpt4"]),
+    "judge_format": (["redgame"], ["shieldgemma", "wildguard"]),  # the embedded judge has no prompt format
+    "payoff": (["zero_sum", "nonzero_sum"], ["both"]),
+    "lam": ([0.0, 1.0, 2.0], [-1.0]),
+    "payoff_weights": ([(), ("deflect_cost=0.2",)], [("lam=2",), ("safety",), ("deflect_cost=2",)]),
+    "degenerate_penalty": ([True, False], []),
+    "length_limit_penalty": ([False, True], []),
     "train_seeds": ([""], ["/no/such/seeds.jsonl"]),
     "seeds_per_step": ([2, 3], [1]),
     "attacks_per_seed": ([1, 2], [0]),
