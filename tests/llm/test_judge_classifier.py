@@ -10,7 +10,7 @@ from scipy.special import softmax
 
 from redgame.errors import UserError
 from redgame.llm.judge_classifier import CARD, WEIGHTS, default_folder, load_classifier
-from redgame.llm.judge_data import builtin_exchanges, exchange_metrics, judge_exchanges
+from redgame.llm.judge_data import builtin_exchanges, exchange_metrics, judge_exchanges, load_exchanges
 from redgame.llm.judge_features import NAMES, continuation, structure
 from redgame.llm.judge_train import fit_linear, response_target
 
@@ -114,3 +114,19 @@ def test_retraining_reproduces_the_shipped_validation_metrics(judge, tmp_path):
         for key in ("precision", "recall", "accuracy"):
             assert metrics[label][key] == pytest.approx(values[key], abs=0.02), (label, key)
     torch.testing.assert_close(clf.response, load_classifier().response, atol=1e-3, rtol=1e-3)
+
+
+HOLDOUT_DOCUMENTED = {  # docs/judge.md, "On the hold-out set"
+    ("harmful", "precision"): 0.842, ("harmful", "recall"): 0.941, ("refused", "accuracy"): 0.911,
+    ("attack_harmful", "accuracy"): 0.500, ("attack_faithful", "accuracy"): 0.417,
+}
+
+
+def test_the_hold_out_numbers_in_the_docs_are_what_the_shipped_judge_does(judge):
+    """The hold-out set (another author's exchanges, never used in training or selection) gives
+    the numbers docs/judge.md reports, including the goal it misses (harmful precision)."""
+    holdout = load_exchanges(default_folder() / "judge_holdout.jsonl")
+    assert len(holdout) == 112
+    metrics = exchange_metrics(holdout, judge_exchanges(judge, holdout))
+    for (label, key), documented in HOLDOUT_DOCUMENTED.items():
+        assert metrics[label][key] == pytest.approx(documented, abs=0.02), (label, key, metrics[label][key])
