@@ -5,18 +5,36 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from open_spiel.python import policy as policy_lib
+from open_spiel.python.algorithms import expected_game_score
 
 from redgame.games.crossplay import BEST_RESPONSE, crossplay_matrices, train_regimes
 from redgame.games.dynamics import DynamicsConfig
 from redgame.games.metagame import solve_metagame
 from redgame.games.solve import solve_matrix
 from redgame.theory.presets import make_spec
-from redgame.theory.strategies import expected_payoffs
+from redgame.games.openspiel_game import RedTeamGame
 
 
 def best_response_gaps(a, b, x, y):
     """Computed here from scratch: what each player gains by deviating to a pure strategy."""
     return (a @ y).max() - x @ a @ y, (x @ b).max() - x @ b @ y
+
+
+def openspiel_attacker_value(spec, sigma, rho) -> float:
+    """The attacker's expected return from OpenSpiel's tree walk with sigma and rho as a tabular policy."""
+    game = RedTeamGame(spec=spec)
+    pol = policy_lib.TabularPolicy(game)
+    for key, index in pol.state_lookup.items():
+        if key.startswith("obs="):
+            row = rho[[str(o) for o in spec.observations].index(key[4:])]
+        elif key == "attacker":
+            row = sigma.reshape(-1)
+        else:
+            row = sigma[[s.name for s in spec.seeds].index(key.removeprefix("seed="))]
+        pol.action_probability_array[index] = 0.0
+        pol.action_probability_array[index, :len(row)] = row
+    return expected_game_score.policy_value(game.new_initial_state(), [pol, pol])[0]
 
 
 def test_rock_paper_scissors_closed_form():
@@ -73,9 +91,10 @@ def test_toy_crossplay_matrix_and_meta_nash():
     trained = train_regimes(spec, DynamicsConfig(steps=300, runs=2, log_every=300))
     attackers, defenders, a, b = crossplay_matrices(spec, trained)
     assert attackers == [*defenders, BEST_RESPONSE] and len(defenders) == 5
-    # Entries are run-averaged theory payoffs.
-    want = expected_payoffs(spec, trained["shared"].sigma, trained["bipolicy"].rho)[0].mean()
-    np.testing.assert_allclose(a[0, 1], want, atol=1e-12)
+    # Entries are run-averaged payoffs; the reference is OpenSpiel's own game-tree evaluation.
+    sigmas, rhos = trained["shared"].sigma, trained["bipolicy"].rho
+    want = np.mean([openspiel_attacker_value(spec, s, r) for s, r in zip(sigmas, rhos)])
+    np.testing.assert_allclose(a[0, 1], want, atol=1e-10)
     np.testing.assert_allclose(a + b, 0.0, atol=1e-12)
     # The best-responding attacker weakly beats every trained attacker against every defender.
     assert (a[-1] >= a[:-1].max(axis=0) - 1e-12).all()

@@ -6,6 +6,7 @@ import pytest
 from open_spiel.python import policy as policy_lib
 from open_spiel.python.algorithms import exploitability, sequence_form_lp
 
+from redgame.errors import UserError
 from redgame.games.exploitability import nash_conv
 from redgame.games.extensive_solvers import behaviour_from_policy
 from redgame.games.openspiel_game import RedTeamGame, extensive_game, matrix_game
@@ -26,7 +27,7 @@ def test_load_by_name_with_parameters():
     assert game.get_parameters()["lam"] == 0.25
     value, _, _, _ = sequence_form_lp.solve_zero_sum_game(game)
     assert value == pytest.approx(0.125, abs=1e-7)
-    with pytest.raises(Exception):
+    with pytest.raises(UserError, match="^lam: must be a finite number >= 0, got -1.0"):
         pyspiel.load_game("redgame_hidden_intent(lam=-1.0)")
 
 
