@@ -70,3 +70,83 @@ def test_disabled_adapter_falls_back_to_peft(rng):
 def test_model_without_lora_is_a_clear_error():
     with pytest.raises(UserError, match="no peft LoRA Linear layer"):
         patch_peft(torch.nn.Sequential(torch.nn.Linear(3, 3)))
+
+
+def _two_role_llama(seed):
+    """The tiny LoRA Llama with a second adapter, as the game's bipolicy roles hold them."""
+    from peft import LoraConfig
+
+    model = _tiny_lora_llama(seed)
+    model.add_adapter("other", LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, lora_dropout=0.0,
+                                          init_lora_weights=False))
+    return model
+
+
+def _game_update(model, sequences, *, kernels):
+    """The game's DPO update on both adapters (redgame.llm.scoring + the trainer's loss): loss and gradients.
+
+    Kernels off: peft's layers, one pass per adapter, the whole batch at once, the torch log-probs.
+    Kernels on: patched layers, both adapters in one pass (multi_lora_linear), micro-batches.
+    """
+    import contextlib
+
+    from redgame.llm.config import TrainConfig
+    from redgame.llm.losses import TokenLogprobs
+    from redgame.llm.scoring import Job, score
+    from redgame.llm.trainer import loss_from_logprobs
+
+    cfg = TrainConfig(loss="dpo", beta=0.5, nll_weight=1.0)
+    (patch_peft if kernels else unpatch)(model)
+    units = [[k, 2 + k] for k in range(2)]
+
+    def seat(name):
+        @contextlib.contextmanager
+        def enter():
+            model.set_adapter(name)
+            yield model
+        return enter
+
+    with torch.no_grad():
+        refs = score([Job(model, None, model.disable_adapter, sequences, units)] * 2, 0, together=kernels,
+                     use_kernels=kernels)
+    model.zero_grad(set_to_none=True)
+    for name, p in model.named_parameters():
+        p.requires_grad_("lora_" in name)
+    jobs = [Job(model, name, seat(name), sequences, units) for name in ("default", "other")]
+
+    def on_part(parts):
+        total = 0.0
+        for j, part in parts.items():
+            order = [units[u][k] for k in range(2) for u in part.units]
+            pol = TokenLogprobs.of_sequences([part.values[i] for i in order])
+            ref = TokenLogprobs.of_sequences([refs[j].per_sequence()[i] for i in order])
+            total = total + loss_from_logprobs(cfg, pol, ref, of=len(units))[0]
+        return total
+
+    policy = score(jobs, 0, together=kernels, micro_tokens=24 if kernels else 0, use_kernels=kernels,
+                   on_part=on_part)
+    losses = torch.stack([loss_from_logprobs(cfg, p, r)[0] for p, r in zip(policy, refs)])
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    unpatch(model)
+    return losses, grads
+
+
+def test_the_games_update_with_kernels_on_equals_kernels_off(path, rng, monkeypatch):
+    """Losses and gradients of both adapters, kernels on (torch path or Triton interpreter) vs off (peft)."""
+    from redgame.llm import losses
+    from redgame.llm.rollout import Completion
+
+    mode, calls = path
+    monkeypatch.setattr(losses, "_chunked_token_logprobs", None)  # off: plain torch log-probs, no kernels code
+    model = _two_role_llama(seed=int(torch.randint(0, 2**31, (1,), generator=rng)))
+    lengths = [(5, 3), (2, 4), (7, 2), (3, 5)]  # two pairs: (0, 2) and (1, 3)
+    sequences = [Completion(torch.randint(0, 97, (a,), generator=rng).tolist(),
+                            torch.randint(0, 97, (b,), generator=rng).tolist(), "") for a, b in lengths]
+    losses_off, grads_off = _game_update(model, sequences, kernels=False)
+    losses_on, grads_on = _game_update(model, sequences, kernels=True)
+    check_close(losses_on, losses_off, torch.float32, "losses")
+    assert len(grads_off) == 2 * 2 * len(TARGETS) * 2 and grads_on.keys() == grads_off.keys()  # A, B; 2 adapters
+    for name, grad in grads_off.items():
+        check_close(grads_on[name], grad, torch.float32, name)
+    if mode == "interpret":
+        assert calls["lora_linear_forward"] and calls["lora_linear_backward"] and calls["token_logprobs_forward"]
