@@ -24,7 +24,8 @@ def register(subparsers) -> None:
         "train", help="train attacker and defender by playing the game",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="config keys (set in --config FILE or with --set key=value):\n  " + "\n  ".join(help_lines()))
-    train.add_argument("--model", help="'embedded', 'tiny' or a local model folder (default: embedded)")
+    train.add_argument("--model", help="'embedded', 'tiny', a local model folder or a Hugging Face Hub id in the "
+                                       "local cache (default: embedded)")
     train.add_argument("--regime", help=f"one of {', '.join(REGIMES)} (default: bipolicy)")
     train.add_argument("--steps", type=int, help="game iterations in all (default: 20)")
     train.add_argument("--out", required=True, help="run folder: config, metrics, checkpoints, final adapters")
@@ -35,6 +36,7 @@ def register(subparsers) -> None:
     train.add_argument("--save-every", type=int, help="checkpoint every K steps (default: 10)")
     train.add_argument("--seed", type=int, help="seed of everything (default: 0)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_placement_flags(train)
     train.set_defaults(func=run_train)
     eval_cli.register(subparsers, llm_sub)
 
@@ -44,19 +46,40 @@ def register(subparsers) -> None:
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="override one key of the recipe, e.g. update_chunk=8 (less memory) or threads=1")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_placement_flags(demo)
     demo.set_defaults(func=run_demo)
+
+
+def add_placement_flags(parser) -> None:
+    """``--device`` and ``--dtype``, the same for every command that runs a model."""
+    parser.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: auto, the CUDA device when torch sees "
+                                         "one, else the CPU)")
+    parser.add_argument("--dtype", help="auto | float32 | bfloat16 | float16 of the base model (default: auto, "
+                                        "bfloat16 on CUDA, float32 on CPU)")
+
+
+def placement_of(args):
+    """(torch device, torch dtype) from ``--device`` / ``--dtype``, checked before anything loads."""
+    from redgame.llm.config import check_device_name, check_dtype_name
+    from redgame.llm.models import placement
+
+    device, dtype = args.device or "auto", args.dtype or "auto"
+    check_device_name(device)
+    check_dtype_name(dtype)
+    return placement(device, dtype)
 
 
 def resolve_config(args) -> TrainConfig:
     """File, then --set overrides, then the explicit flags; all checked before any compute."""
     cfg = from_mapping(load_file(args.config), where=f" in {args.config}") if args.config else TrainConfig()
     overrides = dict(parse_override(text) for text in args.set)
-    for key in ("model", "regime", "steps", "save_every", "seed"):
+    for key in ("model", "regime", "steps", "save_every", "seed", "device", "dtype"):
         value = getattr(args, key)
         if value is not None:
             overrides[key] = value
     cfg = from_mapping(overrides, where=" (command line)", base=cfg).validate()
     check_model_name(cfg.model)
+    check_device(cfg.device)
     seeds = cfg.train_seeds and lookup(cfg.train_seeds, "config key 'train_seeds'")
     if cfg.train_seeds and not (seeds and seeds.is_file()):
         raise FileNotFoundError(f"config key 'train_seeds': seed file not found: {cfg.train_seeds}")
@@ -64,10 +87,18 @@ def resolve_config(args) -> TrainConfig:
 
 
 def check_model_name(name: str) -> None:
-    if name in ("embedded", "tiny"):
-        return
-    if not lookup(name, "model"):
-        raise FileNotFoundError(f"model not found: {name!r} is not 'embedded', 'tiny' or an existing folder")
+    """'embedded', 'tiny', an existing path, or a Hub id in the local cache; a one-line error otherwise."""
+    from redgame.llm.models import model_location
+
+    model_location(name)
+
+
+def check_device(device: str) -> None:
+    """A CUDA device asked for where there is none: a one-line error before any compute."""
+    if device != "auto" and device != "cpu":
+        from redgame.llm.models import resolve_device
+
+        resolve_device(device)
 
 
 def run_train(args) -> int:
@@ -92,5 +123,6 @@ def run_demo(args) -> int:
     overrides = dict(parse_override(text) for text in args.set)
     if "steps" in overrides:
         raise UserError("demo: set the number of steps with --steps")
+    overrides.update({k: getattr(args, k) for k in ("device", "dtype") if getattr(args, k) is not None})
     run(args.out, steps=args.steps, progress=not args.no_progress, **overrides)
     return 0

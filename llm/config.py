@@ -25,6 +25,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 REGIMES = ("shared", "bipolicy", "separate", "advgame", "sequential")
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
 LOSSES = ("auto", "dpo", "ipo", "grpo", "reinforce")
 
 
@@ -38,7 +40,14 @@ def _f(default, doc: str):
 class TrainConfig:
     """One run of the attacker-defender game on a language model."""
 
-    model: str = _f("embedded", "base model: 'embedded' (SmolLM2-135M-Instruct), 'tiny' (random, tests) or a local path")
+    model: str = _f("embedded", "base model: 'embedded' (SmolLM2-135M-Instruct), 'tiny' (random, tests), a local "
+                                "path, or a Hugging Face Hub id (org/name) already in the local cache")
+    device: str = _f("auto", "auto | cpu | cuda | cuda:N (auto: the CUDA device when torch sees one, else the CPU); "
+                             "the base, both adapters and an lm: judge run there")
+    dtype: str = _f("auto", "auto | float32 | bfloat16 | float16 of the frozen base (auto: bfloat16 on CUDA, "
+                            "float32 on CPU); adapters and optimiser states stay float32")
+    kernels: str = _f("auto", "auto | on | off: redgame.kernels in training, the fused LoRA linear (patch_peft) and "
+                              "the fused token log-probs (auto: on where Triton runs them, i.e. CUDA)")
     regime: str = _f("bipolicy", "shared | bipolicy | separate | advgame | sequential")
     steps: int = _f(20, "game iterations (rollout, judge, updates)")
     seed: int = _f(0, "seed of every random choice: data order, sampling, adapter init")
@@ -82,6 +91,12 @@ class TrainConfig:
     lr: float = _f(2e-4, "AdamW learning rate")
     update_chunk: int = _f(0, "sequences per forward pass in the update, activations recomputed in the backward "
                               "(0: the whole batch at once; 8-16 cuts the update's memory several-fold for ~1/3 more time)")
+    micro_batch_tokens: int = _f(4096, "padded tokens (sequences x longest one) per forward pass of the update; each "
+                                       "micro-batch's share of the loss is back-propagated at once (gradient "
+                                       "accumulation: the same gradient, the memory of one micro-batch); 0: the "
+                                       "whole batch in one pass")
+    batch_roles: bool = _f(True, "score both roles' sequences in one forward pass, each row through its own adapter "
+                                 "(needs kernels; the regimes whose roles share a model); false: one pass per role")
     update_epochs: int = _f(1, "optimiser steps per game step on the same round (GRPO's mu; the reference is fixed within a step)")
     weight_decay: float = _f(0.0, "AdamW weight decay")
     max_grad_norm: float = _f(1.0, "gradient clipping norm")
@@ -105,7 +120,8 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         choices = {"regime": REGIMES, "loss": LOSSES, "reference": ("auto", "base", "ema"),
-                   "rollout_backend": ("torch", "vllm"), "payoff": PAYOFF_KINDS, "judge_format": FORMATS}
+                   "rollout_backend": ("torch", "vllm"), "payoff": PAYOFF_KINDS, "judge_format": FORMATS,
+                   "kernels": ("auto", "on", "off")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise UserError(f"config key '{key}': {getattr(self, key)!r} is not one of {', '.join(allowed)}")
@@ -118,7 +134,8 @@ class TrainConfig:
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise UserError(f"config key '{f.name}' must be a finite number, got {value}")
-        at_least_zero = ("kl_coef", "weight_decay", "nll_weight", "min_margin", "threads", "update_chunk", "lam")
+        at_least_zero = ("kl_coef", "weight_decay", "nll_weight", "min_margin", "threads", "update_chunk", "lam",
+                         "micro_batch_tokens")
         for key in at_least_zero:
             if getattr(self, key) < 0:
                 raise UserError(f"config key '{key}' must be >= 0, got {getattr(self, key)}")
@@ -129,6 +146,8 @@ class TrainConfig:
                             f"{self.lora_alpha} and {self.max_grad_norm}")
         if not -2**63 <= self.seed < 2**64:
             raise UserError(f"config key 'seed' must fit in 64 bits, got {self.seed}")
+        check_device_name(self.device)
+        check_dtype_name(self.dtype)
         if self.judge != "embedded" and not self.judge.startswith(("embedded:", "lm:", "http:", "https:")):
             raise UserError(f"config key 'judge': {self.judge!r} is not 'embedded', 'embedded:<folder>', "
                             "'lm:<model>' or 'http:<url>'")
@@ -148,6 +167,9 @@ class TrainConfig:
         bad = set(self.train_roles) - {"attacker", "defender"}
         if bad or not self.train_roles:
             raise UserError(f"config key 'train_roles': expected attacker and/or defender, got {list(self.train_roles)}")
+        if self.kernels == "on" and self.full_finetune:
+            raise UserError("config key 'kernels': 'on' patches LoRA adapters and full_finetune trains none; "
+                            "use kernels=auto or off")
         if self.fsdp and self.full_finetune:
             raise UserError("config key 'fsdp' shards the frozen base under adapters; it cannot run with full_finetune")
         if self.full_finetune and self.regime not in ("shared", "separate"):
@@ -168,6 +190,19 @@ class TrainConfig:
                             f"regime {self.regime!r}{' with full_finetune' if self.full_finetune else ''} has none to swap")
         if self.rollout_backend != "torch":
             raise UserError("config key 'population_every' (PSRO) samples with rollout_backend 'torch' only")
+
+
+def check_device_name(name: str) -> None:
+    """Refuse a device name that is not auto, cpu, cuda or cuda:N (nothing is imported or touched)."""
+    head, _, index = str(name).partition(":")
+    if name in ("auto", "cpu", "cuda") or (head == "cuda" and index.isdigit()):
+        return
+    raise UserError(f"device {name!r} is not one of {DEVICE_CHOICES}")
+
+
+def check_dtype_name(name: str) -> None:
+    if name not in DTYPE_NAMES:
+        raise UserError(f"dtype {name!r} is not one of {', '.join(DTYPE_NAMES)}")
 
 
 def _hints() -> dict[str, Any]:
@@ -268,4 +303,5 @@ def help_lines() -> list[str]:
             f"{f.metadata['help']}" for f in dataclasses.fields(TrainConfig)]
 
 
-__all__ = ["TrainConfig", "from_mapping", "load_file", "lookup", "parse_override", "help_lines", "REGIMES", "LOSSES"]
+__all__ = ["TrainConfig", "from_mapping", "load_file", "lookup", "parse_override", "help_lines", "REGIMES", "LOSSES",
+           "check_device_name", "check_dtype_name"]

@@ -51,20 +51,22 @@ def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bo
         **overrides) -> dict:
     """Run the demo; returns what it writes to ``<out>/demo.json``.
 
-    ``overrides`` replace recipe fields (e.g. ``model="tiny"`` in tests).
+    ``overrides`` replace recipe fields (e.g. ``model="tiny"`` in tests, ``device="cuda"``).
     """
     from redgame.llm.evaluation import evaluate_defender
     from redgame.llm.judges import make_judge
-    from redgame.llm.models import load_base
+    from redgame.llm.models import load_base, place_judge, placement
     from redgame.llm.seeds import builtin_seeds
     from redgame.llm.trainer import train
 
     cfg = dataclasses.replace(DEMO_RECIPE, steps=steps or DEMO_RECIPE.steps, **overrides).validate()
+    device, dtype = placement(cfg.device, cfg.dtype)  # cuda without CUDA: an error before anything is written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    model, tokenizer = load_base(cfg.model)
+    model, tokenizer = load_base(cfg.model, dtype=dtype, device=device)
     judge = make_judge(cfg.judge)
+    place_judge(judge, device, dtype)
     held_out = builtin_seeds("test")
     log(f"held-out seeds: {sum(s.harmful for s in held_out)} harmful, {sum(not s.harmful for s in held_out)} benign")
 

