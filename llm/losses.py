@@ -12,14 +12,21 @@
   Self-RedTeam (arXiv 2506.07468); the KL uses the non-negative "k3" estimator
   exp(r) - r - 1 with r = log p_ref - log p (Schulman, "Approximating KL divergence").
 
-Token log-probs and the pairwise loss go through ``redgame.kernels.token_logprobs`` and
-``redgame.kernels.preference_loss`` when that layer provides them (fused, no [T, V]
-logits on GPU); otherwise through the plain torch functions below, which compute the same
-numbers.
+Token log-probs go through ``redgame.kernels.token_logprobs`` with the kernels on (Triton on
+CUDA, a vocabulary-chunked torch path on CPU: no [T, V] logits either way) and through that
+torch path (``redgame.kernels.reference``) with them off; the pairwise loss through
+``redgame.kernels.preference_loss``. The plain torch functions below are the references.
+
+Every loss here is a mean over the batch's pairs (DPO/IPO) or samples and tokens
+(REINFORCE/GRPO). Given ``of=`` (the whole batch's counts), a function returns the share of
+that mean which a part of the batch contributes, so that the parts of a batch, scored in
+micro-batches and back-propagated one at a time, add up to the whole batch's loss and its
+gradient (gradient accumulation).
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -30,9 +37,9 @@ from redgame.errors import UserError
 try:  # the kernels layer is optional: a clean seam, plain torch otherwise
     from redgame.kernels import preference_loss as _kernel_preference_loss
     from redgame.kernels import token_logprobs as _kernel_token_logprobs
+    from redgame.kernels.reference import token_logprobs_chunked as _chunked_token_logprobs
 except ImportError:  # pragma: no cover - depends on which layers are installed
-    _kernel_token_logprobs = None
-    _kernel_preference_loss = None
+    _kernel_token_logprobs = _kernel_preference_loss = _chunked_token_logprobs = None
 
 USE_KERNELS = _kernel_token_logprobs is not None and _kernel_preference_loss is not None
 
@@ -59,9 +66,14 @@ def torch_preference_loss(pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, 
 
 
 def token_logprobs(hidden, head_weight, targets, ignore_index: int = -100, use_kernels: bool | None = None):
-    """The seam: the kernels layer's fused op when present, the torch reference otherwise."""
+    """The seam: the kernels layer's op (Triton on CUDA) with the kernels on, its chunked torch path off.
+
+    ``use_kernels=None`` means on where the kernels layer is installed.
+    """
     if USE_KERNELS if use_kernels is None else use_kernels:
         return _kernel_token_logprobs(hidden, head_weight, targets, ignore_index=ignore_index)
+    if _chunked_token_logprobs is not None:
+        return _chunked_token_logprobs(hidden, head_weight, targets, ignore_index)
     return torch_token_logprobs(hidden, head_weight, targets, ignore_index=ignore_index)
 
 
@@ -94,6 +106,18 @@ class TokenLogprobs:
     def lengths(self) -> torch.Tensor:
         return torch.bincount(self.seq, minlength=self.n_seqs).to(self.values.dtype).clamp_min(1)
 
+    def per_sequence(self) -> list[torch.Tensor]:
+        """The values of each sequence, in order."""
+        counts = torch.bincount(self.seq, minlength=self.n_seqs).tolist()
+        return list(torch.split(self.values, counts))
+
+    @staticmethod
+    def of_sequences(parts: list[torch.Tensor]) -> "TokenLogprobs":
+        """The inverse of :meth:`per_sequence`: sequences given one tensor each, in order."""
+        values = torch.cat(parts)
+        seq = torch.repeat_interleave(torch.arange(len(parts)), torch.tensor([len(p) for p in parts]))
+        return TokenLogprobs(values, seq.to(values.device), len(parts))
+
 
 def _decoder_and_head(model):
     """The transformer body and the LM-head weight of a (peft-wrapped) causal LM."""
@@ -103,7 +127,8 @@ def _decoder_and_head(model):
 
 
 def completion_logprobs(model, prompt_ids: list[list[int]], completion_ids: list[list[int]],
-                        pad_id: int, use_kernels: bool | None = None, chunk: int = 0) -> TokenLogprobs:
+                        pad_id: int, use_kernels: bool | None = None, chunk: int = 0,
+                        route: tuple | None = None) -> TokenLogprobs:
     """Log-probs of each completion token given its prompt, under ``model`` as it is now.
 
     Sequences are right-padded; only the hidden states that predict completion tokens go
@@ -113,6 +138,10 @@ def completion_logprobs(model, prompt_ids: list[list[int]], completion_ids: list
     their activations; the backward pass recomputes them chunk by chunk (activation
     checkpointing over sequences, ``torch.utils.checkpoint``). Same values and gradients;
     peak memory of one chunk instead of the batch, for one more forward pass.
+
+    ``route`` = (adapter names, [one index per sequence, −1 for none]): each sequence runs
+    through its own adapter of a patched peft model, all in one pass
+    (``redgame.kernels.peft_patch.routed``); None runs the model as it is.
     """
     if len(prompt_ids) != len(completion_ids) or not prompt_ids:
         raise UserError("completion_logprobs needs as many prompts as completions, at least one")
@@ -124,8 +153,9 @@ def completion_logprobs(model, prompt_ids: list[list[int]], completion_ids: list
         parts = []
         for start in range(0, len(prompt_ids), chunk):
             stop = min(start + chunk, len(prompt_ids))
-            run = lambda start=start, stop=stop: completion_logprobs(  # noqa: E731
-                model, prompt_ids[start:stop], completion_ids[start:stop], pad_id, use_kernels).values
+            part = None if route is None else (route[0], route[1][start:stop])
+            run = lambda start=start, stop=stop, part=part: completion_logprobs(  # noqa: E731
+                model, prompt_ids[start:stop], completion_ids[start:stop], pad_id, use_kernels, route=part).values
             parts.append(checkpoint(run, use_reentrant=False))
         values = torch.cat(parts)
         seq = torch.repeat_interleave(torch.arange(len(completion_ids)), torch.tensor([len(c) for c in completion_ids]))
@@ -145,10 +175,19 @@ def completion_logprobs(model, prompt_ids: list[list[int]], completion_ids: list
         cols += list(positions)
         targets += c
         seq_index += [i] * len(c)
-    hidden = body(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+    with _routing(model, route, device):
+        hidden = body(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
     picked = hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]
     values = token_logprobs(picked, head, torch.tensor(targets, device=device), use_kernels=use_kernels)
     return TokenLogprobs(values, torch.tensor(seq_index, device=device), len(seqs))
+
+
+def _routing(model, route, device):
+    if route is None:
+        return contextlib.nullcontext()
+    from redgame.kernels.peft_patch import routed
+
+    return routed(model, route[0], torch.tensor(route[1], device=device))
 
 
 def kl_to_reference(policy: TokenLogprobs, reference: TokenLogprobs) -> torch.Tensor:
@@ -159,13 +198,19 @@ def kl_to_reference(policy: TokenLogprobs, reference: TokenLogprobs) -> torch.Te
 
 def dpo_pairs_loss(policy_chosen: TokenLogprobs, policy_rejected: TokenLogprobs,
                    ref_chosen: TokenLogprobs, ref_rejected: TokenLogprobs, *, beta: float,
-                   kind: str = "dpo", nll_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
-    """DPO / IPO on (chosen, rejected) pairs, plus RPO's length-normalised NLL on chosen."""
+                   kind: str = "dpo", nll_weight: float = 0.0, of: int | None = None) -> tuple[torch.Tensor, dict]:
+    """DPO / IPO on (chosen, rejected) pairs, plus RPO's length-normalised NLL on chosen.
+
+    ``of``: the number of pairs in the whole batch when these are a part of it; the loss is
+    then this part's share of the batch mean (both terms are means over pairs).
+    """
     pc, pr = policy_chosen.sums(), policy_rejected.sums()
     rc, rr = ref_chosen.sums().detach(), ref_rejected.sums().detach()
     pref = preference_loss(pc, pr, rc, rr, beta=beta, kind=kind)
     nll = -(pc / policy_chosen.lengths()).mean()
     loss = pref + nll_weight * nll if nll_weight else pref
+    if of is not None:
+        loss = loss * (len(pc) / of)
     margin = ((pc - rc) - (pr - rr)).detach()
     return loss, {"pref_loss": float(pref.detach()), "nll": float(nll.detach()), "margin": float(margin.mean()),
                   "pair_acc": float((margin > 0).float().mean())}
@@ -183,14 +228,19 @@ def group_advantages(rewards: torch.Tensor, groups: torch.Tensor, normalise: boo
     return adv
 
 
-def policy_gradient_loss(policy: TokenLogprobs, reference: TokenLogprobs, rewards: torch.Tensor,
-                         groups: torch.Tensor, *, kl_coef: float, normalise: bool) -> tuple[torch.Tensor, dict]:
-    """REINFORCE with a group-mean baseline (``normalise=False``) or GRPO (``True``), + KL.
+def policy_gradient_loss(policy: TokenLogprobs, reference: TokenLogprobs, advantages: torch.Tensor, *,
+                         kl_coef: float, of: tuple[int, int] | None = None) -> tuple[torch.Tensor, dict]:
+    """REINFORCE / GRPO on samples with their advantages (:func:`group_advantages`), + KL.
 
     The update is on-policy (one gradient step per batch), so the PPO/GRPO ratio is 1 and
     the clipped objective reduces to advantage-weighted, length-normalised log-likelihood.
+    ``of`` = (samples, tokens) of the whole batch when these samples are a part of it: the
+    policy term is a mean over samples and the KL a mean over tokens, each scaled to this
+    part's share.
     """
-    adv = group_advantages(rewards.to(policy.values.dtype), groups, normalise).to(policy.values.device)
-    pg = -(adv * policy.sums() / policy.lengths()).mean()
-    kl = kl_to_reference(policy, reference)
+    adv = advantages.to(policy.values.device, policy.values.dtype)
+    n, tokens = of if of is not None else (policy.n_seqs, policy.values.numel())
+    pg = -(adv * policy.sums() / policy.lengths()).sum() / n
+    r = reference.values.detach() - policy.values
+    kl = (torch.exp(r) - r - 1.0).sum() / tokens  # = kl_to_reference when this is the whole batch
     return pg + kl_coef * kl, {"pg_loss": float(pg.detach()), "kl": float(kl.detach())}

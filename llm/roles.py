@@ -94,6 +94,22 @@ class Roles:
             with slot.model.disable_adapter():
                 yield slot.model
 
+    def seat(self, role: str, reference: bool = False) -> tuple[torch.nn.Module, str | None]:
+        """The module the role's policy (or reference) runs in, and its adapter there.
+
+        None means no adapter: the adapters switched off (the base as anchor) or full weights.
+        """
+        slot = self.slots[role]
+        if not reference:
+            return slot.model, slot.adapter
+        if slot.ref_model is not None:
+            return slot.ref_model, None
+        return slot.model, slot.ref_adapter
+
+    def models(self) -> list[torch.nn.Module]:
+        """The distinct modules the roles play in (one peft model, or one per role)."""
+        return list({id(s.model): s.model for s in self.slots.values()}.values())
+
     def parameters(self, role: str) -> list[torch.nn.Parameter]:
         return [p for _, p in self.named_parameters(role)]
 

@@ -19,6 +19,13 @@ update each trained parameter set once. The regimes differ in a few visible plac
 With ``population_every`` = K > 0 (PSRO, :mod:`redgame.llm.population`), every K steps both
 adapters join a population whose meta-Nash is re-solved, and each trained role plays its
 own round against an opponent drawn from the other role's meta-Nash mixture.
+
+The code follows the run: :func:`set_up` (run folder, model on its device, judge, roles,
+kernels, optimisers, resume), then per step :func:`play_step` = :func:`play` →
+:func:`judge_rounds` → :func:`update_roles` (:func:`score_reference` once, then
+:func:`take_update` per epoch: both roles' sequences scored in few micro-batched passes by
+:mod:`redgame.llm.scoring`, each role's loss share back-propagated as it goes), then
+:func:`log_row` and :func:`save_if_due`.
 """
 
 from __future__ import annotations
@@ -35,15 +42,18 @@ from pathlib import Path
 import torch
 
 from redgame.errors import UserError
+from redgame.kernels.peft_patch import FUSED_CALLS
 from redgame.llm import checkpoint as ckpt
 from redgame.llm import distributed
 from redgame.llm.config import TrainConfig
-from redgame.llm.losses import completion_logprobs, dpo_pairs_loss, kl_to_reference, policy_gradient_loss
+from redgame.llm.losses import (TokenLogprobs, completion_logprobs, dpo_pairs_loss, group_advantages, kl_to_reference,
+                                policy_gradient_loss)
 from redgame.llm.population import Population, write_summary as write_population
 from redgame.llm.population import eval_seeds as population_eval_seeds
 from redgame.llm.rewards import judge_round, rules_from_config
 from redgame.llm.roles import ROLES, LoraSettings, build_roles
 from redgame.llm.rollout import SamplingSettings, play_round
+from redgame.llm.scoring import Job, score
 
 RUN_MARKER = "config.json"
 OPPONENT = {"attacker": "defender", "defender": "attacker"}
@@ -134,44 +144,71 @@ def signal_size(cfg: TrainConfig, signal_) -> int:
     return len(signal_.pairs) if cfg.resolved_loss() in ("dpo", "ipo") else len(signal_.items)
 
 
-def _policy_and_reference(roles, role: str, samples: list, pad_id: int, ref_cache: dict | None = None,
-                          chunk: int = 0):
-    """Per-token log-probs of ``samples`` under the role's policy (with grad) and reference.
+def role_sequences(cfg: TrainConfig, samples: list, signal_) -> tuple[list, list[list[int]]]:
+    """The sequences a role's loss scores, in loss order, and its units (sequences scored together).
 
-    ``ref_cache`` keeps the reference's log-probs by role, for later epochs on the same samples;
-    ``chunk`` > 0 recomputes the policy's activations in the backward pass, ``chunk`` sequences at a time.
+    DPO/IPO: the chosen answers of the n pairs, then the rejected ones; unit k = (k, n + k).
+    REINFORCE/GRPO: the signal's items, one unit each.
     """
-    prompts, comps = [s.prompt_ids for s in samples], [s.completion_ids for s in samples]
-    ref_lp = None if ref_cache is None else ref_cache.get(role)
-    if ref_lp is None:
-        with torch.no_grad(), roles.reference(role) as ref:
-            ref_lp = completion_logprobs(ref, prompts, comps, pad_id)
-        if ref_cache is not None:
-            ref_cache[role] = ref_lp
-    with roles.policy(role) as model:
-        return completion_logprobs(model, prompts, comps, pad_id, chunk=chunk), ref_lp
+    if cfg.resolved_loss() in ("dpo", "ipo"):
+        n = len(signal_.pairs)
+        sequences = [samples[c] for c, _ in signal_.pairs] + [samples[r] for _, r in signal_.pairs]
+        return sequences, [[k, n + k] for k in range(n)]
+    return [samples[i] for i in signal_.items], [[k] for k in range(len(signal_.items))]
+
+
+def advantages_of(cfg: TrainConfig, signal_) -> torch.Tensor | None:
+    """REINFORCE/GRPO: each item's reward minus its group's mean (GRPO: over its std); None for DPO/IPO."""
+    if cfg.resolved_loss() in ("dpo", "ipo") or not signal_.items:
+        return None
+    return group_advantages(torch.tensor(signal_.rewards), torch.tensor(signal_.groups),
+                            normalise=cfg.resolved_loss() == "grpo")
+
+
+def loss_from_logprobs(cfg: TrainConfig, policy: TokenLogprobs, reference: TokenLogprobs,
+                       advantages: torch.Tensor | None = None, of=None) -> tuple[torch.Tensor, dict]:
+    """A role's loss from the log-probs of its sequences (:func:`role_sequences` order).
+
+    ``of``: the whole batch's size (pairs, or (samples, tokens)) when these sequences are the
+    units of one micro-batch; the loss is then that micro-batch's share of the batch's.
+    """
+    kind = cfg.resolved_loss()
+    if kind in ("dpo", "ipo"):
+        n = policy.n_seqs // 2
+        loss, info = dpo_pairs_loss(policy.slice(0, n), policy.slice(n, 2 * n), reference.slice(0, n),
+                                    reference.slice(n, 2 * n), beta=cfg.beta, kind=kind, nll_weight=cfg.nll_weight,
+                                    of=of)
+        info["kl"] = float(kl_to_reference(policy, reference).detach())
+        info["pairs"] = n
+        return loss, info
+    return policy_gradient_loss(policy, reference, advantages, kl_coef=cfg.kl_coef, of=of)
 
 
 def role_loss(cfg: TrainConfig, roles, role: str, samples: list, signal_, pad_id: int,
-              ref_cache: dict | None = None) -> tuple[torch.Tensor | None, dict]:
-    """One role's loss on its samples (completions) and signal (rewards / pairs)."""
-    kind = cfg.resolved_loss()
-    if kind in ("dpo", "ipo"):
-        if not signal_.pairs:
-            return None, {}
-        n = len(signal_.pairs)
-        chosen_then_rejected = [samples[c] for c, _ in signal_.pairs] + [samples[r] for _, r in signal_.pairs]
-        pol_lp, ref_lp = _policy_and_reference(roles, role, chosen_then_rejected, pad_id, ref_cache, cfg.update_chunk)
-        loss, info = dpo_pairs_loss(pol_lp.slice(0, n), pol_lp.slice(n, 2 * n), ref_lp.slice(0, n),
-                                    ref_lp.slice(n, 2 * n), beta=cfg.beta, kind=kind, nll_weight=cfg.nll_weight)
-        info["kl"] = float(kl_to_reference(pol_lp, ref_lp).detach())
-        info["pairs"] = n
-        return loss, info
-    pol_lp, ref_lp = _policy_and_reference(roles, role, [samples[i] for i in signal_.items], pad_id, ref_cache,
-                                           cfg.update_chunk)
-    loss, info = policy_gradient_loss(pol_lp, ref_lp, torch.tensor(signal_.rewards), torch.tensor(signal_.groups),
-                                      kl_coef=cfg.kl_coef, normalise=kind == "grpo")
-    info["mean_reward"] = sum(signal_.rewards) / len(signal_.rewards)
+              ref_cache: dict | None = None, policy: TokenLogprobs | None = None) -> tuple[torch.Tensor | None, dict]:
+    """One role's loss on its samples (completions) and signal (rewards / pairs), and its metrics.
+
+    ``policy``: the policy's log-probs of the role's sequences when the caller scored them
+    (the trainer does, micro-batch by micro-batch, taking the gradient as it goes); otherwise
+    they are scored here with the role's adapter active, with the gradient. ``ref_cache``
+    keeps the reference's log-probs by role, for later epochs on the same samples.
+    """
+    sequences, _ = role_sequences(cfg, samples, signal_)
+    if not sequences:
+        return None, {}
+    prompts, comps = [s.prompt_ids for s in sequences], [s.completion_ids for s in sequences]
+    reference = None if ref_cache is None else ref_cache.get(role)
+    if reference is None:
+        with torch.no_grad(), roles.reference(role) as ref:
+            reference = completion_logprobs(ref, prompts, comps, pad_id)
+        if ref_cache is not None:
+            ref_cache[role] = reference
+    if policy is None:
+        with roles.policy(role) as model:
+            policy = completion_logprobs(model, prompts, comps, pad_id, chunk=cfg.update_chunk)
+    loss, info = loss_from_logprobs(cfg, policy, reference, advantages_of(cfg, signal_))
+    if cfg.resolved_loss() not in ("dpo", "ipo"):
+        info["mean_reward"] = sum(signal_.rewards) / len(signal_.rewards)
     return loss, info
 
 
@@ -239,7 +276,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite:
         vllm_rollout.require(cfg)  # vllm installed, a GPU, a local model folder: before any compute
     harmful, benign = load_train_seeds(cfg)
     # torchrun / accelerate: one process per rank; alone: one process, no process group
-    dist = distributed.setup(min_items=cfg.seeds_per_step, judge_rank=cfg.judge_rank)
+    dist = distributed.setup(min_items=cfg.seeds_per_step, judge_rank=cfg.judge_rank, device=cfg.device)
     try:
         return _train(cfg, out, dist, harmful, benign, resume=resume, overwrite=overwrite, progress=progress,
                       base=base, judge=judge, log=log)
@@ -247,13 +284,108 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite:
         dist.close()
 
 
+@dataclasses.dataclass
+class Game:
+    """What a run holds from step to step: the models, optimisers, judge and output files."""
+
+    cfg: TrainConfig
+    out: Path
+    dist: distributed.Dist
+    harmful: list
+    benign: list
+    roles: object
+    optimizers: dict
+    tokenizer: object
+    judge: object
+    start: int = 0
+    population: Population | None = None
+    backend: object = None  # vLLM rollouts, or None for model.generate
+    attack_sampling: SamplingSettings | None = None
+    response_sampling: SamplingSettings | None = None
+    metrics_file: object = None
+    writer: object = None
+    kernels: bool = False   # redgame.kernels run the LoRA layers and the token log-probs
+
+
+def kernels_in_the_loop(cfg: TrainConfig, roles) -> bool:
+    """Patch the roles' LoRA layers with ``redgame.kernels.patch_peft`` when ``kernels`` is on (or auto).
+
+    auto is on for LoRA roles without FSDP (Triton on CUDA, the kernels' torch path on CPU)
+    and off for full fine-tuning, which has no LoRA layer.
+    """
+    peft_models = [m for m in roles.models() if hasattr(m, "peft_config")]
+    on = cfg.kernels == "on" or (cfg.kernels == "auto" and bool(peft_models) and not cfg.fsdp)
+    if on:
+        from redgame.kernels import patch_peft
+
+        for model in peft_models:
+            patch_peft(model)
+    return on
+
+
+def implementations(game: Game, fused_calls: int, peft_calls: int) -> dict:
+    """Which code ran the LoRA layers and the token log-probs in a step (for the metrics row).
+
+    ``triton`` (CUDA), ``interpret`` (Triton's interpreter), ``torch`` (the kernels' CPU path)
+    or ``peft`` (peft's own LoRA layers); ``+peft`` when some calls fell back to peft.
+    """
+    from redgame.kernels import backend
+
+    model = game.roles.models()[0]
+    head = model.get_output_embeddings().weight
+    kernel = backend(head) if game.kernels else "torch"
+    lora = kernel if fused_calls else "peft"
+    if fused_calls and peft_calls:
+        lora += "+peft"
+    return {"kernels/lora": lora, "kernels/logprobs": kernel}
+
+
 def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: bool, overwrite: bool,
            progress: bool, base, judge, log) -> dict:
-    from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
+    game = set_up(cfg, out, dist, harmful, benign, resume=resume, overwrite=overwrite, base=base, judge=judge,
+                  log=log)
+    step = game.start
+    try:
+        with _StopFlag() as stop:
+            bar = tqdm(range(game.start, cfg.steps), initial=game.start, total=cfg.steps,
+                       disable=not (progress and dist.is_main), desc=f"{cfg.regime}", unit="step")
+            for step in bar:
+                row = play_step(game, step)
+                log_row(game, row)
+                bar.set_postfix(asr=f"{row['attack_success']:.2f}", ref_h=f"{row['refusal_harmful']:.2f}",
+                                ref_b=f"{row['refusal_benign']:.2f}")
+                stopping = dist.any_rank(stop.requested)
+                save_if_due(game, step + 1, stopping)
+                if stopping:
+                    log(f"stopped at step {step + 1}; {resume_hint(game.out)}")
+                    return {"out": str(game.out), "steps": step + 1, "stopped": True, "roles": game.roles}
+    except BaseException as exc:
+        if dist.is_main and not isinstance(exc, TrainingStopped):
+            print(f"redgame: the run stopped at step {step + 1} ({type(exc).__name__}); {resume_hint(game.out)}",
+                  file=sys.stderr)
+        raise
+    finally:
+        if dist.is_main:
+            game.metrics_file.close()
+            game.writer.close()
+    if dist.is_main:
+        for role in ROLES:
+            game.roles.save_role(role, game.out / "final" / role)
+    dist.barrier()
+    return {"out": str(game.out), "steps": cfg.steps, "stopped": False, "roles": game.roles}
+
+
+# -- set-up ------------------------------------------------------------------------------------
+
+def set_up(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: bool, overwrite: bool, base,
+           judge, log) -> Game:
+    """The run folder, the base model, the judge, the roles, their optimisers; restored on resume."""
+    from torch.utils.tensorboard import SummaryWriter
+
     from redgame.llm.judges import make_judge
-    from redgame.llm.models import load_base
+    from redgame.llm.models import load_base, place_judge
 
     if dist.is_main:  # rank 0 checks and writes the run folder; the others wait for it
         out = prepare_run_dir(out, cfg, resume=resume, overwrite=overwrite)
@@ -261,11 +393,12 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
     out = Path(out)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    model, tokenizer = base if base is not None else load_base(cfg.model)
-    if dist.active:
-        model.to(dist.device)
+    device, dtype = dist.placement(cfg.device, cfg.dtype)
+    model, tokenizer = base if base is not None else load_base(cfg.model, dtype=dtype)
+    model.to(device=device, dtype=dtype)
     if judge is None and dist.judges_here(cfg.judge_rank):
         judge = make_judge(cfg.judge, format=cfg.judge_format)
+    place_judge(judge, device, dtype)
 
     torch.manual_seed(cfg.seed)  # adapter init, then sampling
     roles = build_roles(model, regime=cfg.regime, full_finetune=cfg.full_finetune,
@@ -275,154 +408,263 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
         dist.shard_frozen_layers(roles, cfg.seeds_per_step)  # a no-op in one process
     optimizers = {key: torch.optim.AdamW(roles.parameters(owners[0]), lr=cfg.lr, weight_decay=cfg.weight_decay)
                   for key, owners in roles.owners().items()}
-    population = None
+    game = Game(cfg, out, dist, harmful, benign, roles, optimizers, tokenizer, judge)
+    game.kernels = kernels_in_the_loop(cfg, roles)
     if cfg.population_every:
         if dist.active:
             raise UserError("population_every (PSRO) runs in one process; start it without torchrun/accelerate")
-        population = Population(size=cfg.population_size, attack_tokens=cfg.attack_tokens,
-                                response_tokens=cfg.response_tokens,
-                                eval_seeds=population_eval_seeds(harmful, benign, cfg.population_eval_seeds, cfg.seed))
-    start = 0
+        game.population = Population(size=cfg.population_size, attack_tokens=cfg.attack_tokens,
+                                     response_tokens=cfg.response_tokens,
+                                     eval_seeds=population_eval_seeds(harmful, benign, cfg.population_eval_seeds,
+                                                                      cfg.seed))
     if resume:
-        latest = ckpt.latest_checkpoint(out)
-        state = ckpt.load_checkpoint(latest, roles, optimizers)
-        start = state["step"]
-        saved = ckpt.load_extra(latest, "population")
-        if population is not None and saved is not None:
-            population.load_state(*saved)
-        if dist.is_main:
-            log(f"resuming from step {start}")
-            keep_metrics_until(out / "metrics.jsonl", start)
-    backend = None
+        _restore(game, log)
     if cfg.rollout_backend == "vllm":
         from redgame.llm.vllm_rollout import VLLMRollout
 
-        backend = VLLMRollout(cfg, tokenizer, out, dist.rank)
-        backend.sync(roles)
-    attack_sampling = SamplingSettings(cfg.attack_tokens, cfg.temperature, cfg.top_p, synced=dist.lockstep)
-    response_sampling = SamplingSettings(cfg.response_tokens, cfg.temperature, cfg.top_p, synced=dist.lockstep)
-    pad_id = tokenizer.pad_token_id
-    metrics_file = (out / "metrics.jsonl").open("a") if dist.is_main else None
-    writer = SummaryWriter(str(out / "tb")) if dist.is_main else None
-    step = start
-    try:
-        with _StopFlag() as stop:
-            bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not (progress and dist.is_main),
-                       desc=f"{cfg.regime}", unit="step")
-            for step in bar:
-                if population is not None and (step % cfg.population_every == 0 or not len(population)):
-                    population.add(roles, step=step, tokenizer=tokenizer, judge=judge)
-                    write_population(population, out / "population.json")
-                t0 = time.perf_counter()
-                dist.seed_step(cfg.seed, step)
-                seeds = dist.shard(seed_batch(harmful, benign, cfg, step))
-
-                def play_and_judge():
-                    rnd = play_round(roles, tokenizer, seeds, attacks_per_seed=cfg.attacks_per_seed,
-                                     responses_per_attack=cfg.responses_per_attack, attack_sampling=attack_sampling,
-                                     response_sampling=response_sampling,
-                                     explore_prefixes=tuple(cfg.explore_prefixes),
-                                     identity_attacks=cfg.identity_attacks, backend=backend)
-                    t = time.perf_counter()
-                    judged = dist.judge(lambda r: judge_round(judge, r, pairwise=cfg.regime == "advgame",
-                                                              min_margin=cfg.min_margin, rules=rules_from_config(cfg)),
-                                        rnd, cfg.judge_rank)
-                    return rnd, judged, time.perf_counter() - t
-
-                opponents = {}
-                if population is None or not any(updates_role(cfg, step, r) for r in ROLES):
-                    # both roles learn from one round against each other (or none learns: metrics only)
-                    plays = dict.fromkeys(ROLES, play_and_judge())
-                else:  # PSRO: each trained role plays its own round against a drawn member
-                    plays, rng = {}, random.Random(f"{cfg.seed}:psro:{step}")
-                    for role in ROLES:
-                        if updates_role(cfg, step, role):
-                            other = OPPONENT[role]
-                            k = population.sample(other, rng)
-                            opponents[f"psro/{role}_opponent_step"] = population.steps[k]
-                            with population.playing(roles, other, k):
-                                plays[role] = play_and_judge()
-                rounds = list({id(p[0]): p for p in plays.values()}.values())
-                judge_time = sum(p[2] for p in rounds)
-                t2 = time.perf_counter()
-                t1 = t2 - judge_time
-                samples = {role: p[0].attacks if role == "attacker" else p[0].responses for role, p in plays.items()}
-                signals = {role: getattr(p[1], role) for role, p in plays.items()}
-                main = plays.get("defender", next(iter(plays.values())))
-                row = {"step": step + 1, **round_metrics(main[0], main[1]), **opponents}
-                if population is not None and "attacker" in plays and "defender" in plays:
-                    row["psro/attacker_round_attack_success"] = round_metrics(*plays["attacker"][:2])["attack_success"]
-                ref_cache: dict = {}  # reference log-probs: fixed within a step, reused by every epoch
-                for key, owners in roles.owners().items():
-                    updated = False
-                    for epoch in range(cfg.update_epochs):
-                        losses = []
-                        for role in owners:
-                            if updates_role(cfg, step, role):
-                                size, signal_ = signal_size(cfg, signals[role]), signals[role]
-                                share = dist.batch_share(size)  # 1.0 in one process
-                                stand_in = dist.lockstep and dist.any_rank(size > 0) and size == 0
-                                if stand_in:  # FSDP: the same forward passes on every rank; share is 0 here
-                                    signal_ = dataclasses.replace(signal_, pairs=[(0, 0)])
-                                loss, info = role_loss(cfg, roles, role, samples[role], signal_, pad_id,
-                                                       ref_cache=ref_cache)
-                                if not stand_in:
-                                    row.update({f"{role}/{k}": v for k, v in info.items()})
-                                if loss is not None:
-                                    losses.append(loss * share)
-                        if not dist.any_rank(bool(losses)):
-                            break
-                        loss = sum(losses) if losses else None
-                        if not dist.all_ranks(loss is None or bool(torch.isfinite(loss))):
-                            shown = float(loss.detach()) if loss is not None else "not finite on another rank"
-                            raise TrainingStopped(f"step {step + 1}: the {key} loss is {shown}; {resume_hint(out)}")
-                        optimizers[key].zero_grad(set_to_none=True)
-                        if loss is not None:
-                            loss.backward()
-                        params = roles.parameters(owners[0])
-                        dist.average_gradients(params)
-                        row[f"{key}/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
-                        optimizers[key].step()
-                        updated = True
-                    if updated:
-                        roles.update_reference(owners[0])  # one parameter set, one EMA step per game step
-                if backend is not None:
-                    backend.sync(roles)  # the next round samples from the updated adapters
-                t3 = time.perf_counter()
-                new_tokens = sum(len(c.completion_ids) for p in rounds for c in p[0].attacks + p[0].responses)
-                row.update({"time/rollout": t1 - t0, "time/judge": t2 - t1, "time/update": t3 - t2,
-                            "tokens_per_s": new_tokens / max(t1 - t0, 1e-9)})
-                row = dist.merge_metrics(row)  # the global batch's row, with "world_size"
-                if dist.is_main:
-                    metrics_file.write(json.dumps(row) + "\n")
-                    metrics_file.flush()
-                    for k, v in row.items():
-                        if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
-                            writer.add_scalar(k, v, step + 1)
-                bar.set_postfix(asr=f"{row['attack_success']:.2f}", ref_h=f"{row['refusal_harmful']:.2f}",
-                                ref_b=f"{row['refusal_benign']:.2f}")
-                done = step + 1
-                stopping = dist.any_rank(stop.requested)
-                if stopping or (cfg.save_every and done % cfg.save_every == 0) or done == cfg.steps:
-                    if dist.is_main:
-                        extras = {"population": population.state()} if population is not None else None
-                        ckpt.save_checkpoint(out, done, roles, optimizers, {"seed": cfg.seed}, extras=extras)
-                    dist.barrier()
-                if stopping:
-                    log(f"stopped at step {done}; {resume_hint(out)}")
-                    return {"out": str(out), "steps": done, "stopped": True, "roles": roles}
-    except BaseException as exc:
-        if dist.is_main and not isinstance(exc, TrainingStopped):
-            print(f"redgame: the run stopped at step {step + 1} ({type(exc).__name__}); {resume_hint(out)}",
-                  file=sys.stderr)
-        raise
-    finally:
-        if dist.is_main:
-            metrics_file.close()
-            writer.close()
-    final = out / "final"
+        game.backend = VLLMRollout(cfg, tokenizer, out, dist.rank)
+        game.backend.sync(roles)
+    game.attack_sampling = SamplingSettings(cfg.attack_tokens, cfg.temperature, cfg.top_p, synced=dist.lockstep)
+    game.response_sampling = SamplingSettings(cfg.response_tokens, cfg.temperature, cfg.top_p, synced=dist.lockstep)
     if dist.is_main:
-        for role in ROLES:
-            roles.save_role(role, final / role)
-    dist.barrier()
-    return {"out": str(out), "steps": cfg.steps, "stopped": False, "roles": roles}
+        game.metrics_file = (out / "metrics.jsonl").open("a")
+        game.writer = SummaryWriter(str(out / "tb"))
+    return game
+
+
+def _restore(game: Game, log) -> None:
+    """Weights, optimisers, RNG and population from the last checkpoint; metrics trimmed to it."""
+    latest = ckpt.latest_checkpoint(game.out)
+    game.start = ckpt.load_checkpoint(latest, game.roles, game.optimizers)["step"]
+    saved = ckpt.load_extra(latest, "population")
+    if game.population is not None and saved is not None:
+        game.population.load_state(*saved)
+    if game.dist.is_main:
+        log(f"resuming from step {game.start}")
+        keep_metrics_until(game.out / "metrics.jsonl", game.start)
+
+
+# -- one step: play, judge, update each role -------------------------------------------------
+
+def play_step(game: Game, step: int) -> dict:
+    """One game iteration; returns its metrics row."""
+    grow_population(game, step)
+    calls = dict(FUSED_CALLS)
+    t0 = time.perf_counter()
+    rounds, row = play(game, step)
+    t1 = time.perf_counter()
+    judged = judge_rounds(game, rounds)
+    t2 = time.perf_counter()
+    row.update(outcome_metrics(game, rounds, judged))
+    row.update(update_roles(game, step, rounds, judged))
+    fused = sum(FUSED_CALLS[k] - calls.get(k, 0) for k in ("lora", "multi_lora"))
+    row.update(implementations(game, fused, FUSED_CALLS["peft"] - calls.get("peft", 0)))
+    if game.backend is not None:
+        game.backend.sync(game.roles)  # the next round samples from the updated adapters
+    t3 = time.perf_counter()
+    new_tokens = sum(len(c.completion_ids) for rnd in _distinct(rounds) for c in rnd.attacks + rnd.responses)
+    row.update({"time/rollout": t1 - t0, "time/judge": t2 - t1, "time/update": t3 - t2,
+                "tokens_per_s": new_tokens / max(t1 - t0, 1e-9)})
+    return game.dist.merge_metrics(row)  # the global batch's row, with "world_size"
+
+
+def grow_population(game: Game, step: int) -> None:
+    """PSRO: every ``population_every`` steps both adapters join the population (re-solved)."""
+    population = game.population
+    if population is not None and (step % game.cfg.population_every == 0 or not len(population)):
+        population.add(game.roles, step=step, tokenizer=game.tokenizer, judge=game.judge)
+        write_population(population, game.out / "population.json")
+
+
+def _distinct(by_role: dict) -> list:
+    """The distinct values of a role -> value dict (both roles may share one round)."""
+    return list({id(v): v for v in by_role.values()}.values())
+
+
+def play(game: Game, step: int) -> tuple[dict, dict]:
+    """Each role's round ({role: Round}, possibly one shared round) and the metrics of who met whom.
+
+    Both roles learn from one round against each other; under PSRO each trained role plays
+    its own round against a member drawn from the other role's meta-Nash mixture.
+    """
+    cfg, dist = game.cfg, game.dist
+    dist.seed_step(cfg.seed, step)
+    seeds = dist.shard(seed_batch(game.harmful, game.benign, cfg, step))
+    play_one = lambda: play_round(game.roles, game.tokenizer, seeds, attacks_per_seed=cfg.attacks_per_seed,  # noqa: E731
+                                  responses_per_attack=cfg.responses_per_attack,
+                                  attack_sampling=game.attack_sampling, response_sampling=game.response_sampling,
+                                  explore_prefixes=tuple(cfg.explore_prefixes),
+                                  identity_attacks=cfg.identity_attacks, backend=game.backend)
+    row = {"step": step + 1}
+    if game.population is None or not any(updates_role(cfg, step, r) for r in ROLES):
+        return dict.fromkeys(ROLES, play_one()), row  # (or none learns: metrics only)
+    rounds, rng = {}, random.Random(f"{cfg.seed}:psro:{step}")
+    for role in ROLES:
+        if updates_role(cfg, step, role):
+            other = OPPONENT[role]
+            k = game.population.sample(other, rng)
+            row[f"psro/{role}_opponent_step"] = game.population.steps[k]
+            with game.population.playing(game.roles, other, k):
+                rounds[role] = play_one()
+    return rounds, row
+
+
+def judge_rounds(game: Game, rounds: dict) -> dict:
+    """The judge's verdicts on each distinct round, by role."""
+    cfg, rules = game.cfg, rules_from_config(game.cfg)
+    verdicts = {id(rnd): game.dist.judge(lambda r: judge_round(game.judge, r, pairwise=cfg.regime == "advgame",
+                                                               min_margin=cfg.min_margin, rules=rules),
+                                         rnd, cfg.judge_rank)
+                for rnd in _distinct(rounds)}
+    return {role: verdicts[id(rnd)] for role, rnd in rounds.items()}
+
+
+def outcome_metrics(game: Game, rounds: dict, judged: dict) -> dict:
+    """Attack success and refusal rates of the defender's round (and of the attacker's, under PSRO)."""
+    main = "defender" if "defender" in rounds else next(iter(rounds))
+    row = round_metrics(rounds[main], judged[main])
+    if game.population is not None and "attacker" in rounds and "defender" in rounds:
+        row["psro/attacker_round_attack_success"] = round_metrics(rounds["attacker"],
+                                                                  judged["attacker"])["attack_success"]
+    return row
+
+
+@dataclasses.dataclass
+class RoleBatch:
+    """What one trained role learns from in a step: its sequences, units, signal and reference log-probs."""
+
+    role: str
+    samples: list             # the round's attacks or responses
+    signal: object            # rewards.RoleSignal
+    sequences: list           # role_sequences order
+    units: list[list[int]]
+    share: float              # this rank's weight of the global batch's mean (1.0 in one process)
+    stand_in: bool            # FSDP: a zero-weight pair so that every rank runs the same passes
+    advantages: torch.Tensor | None
+    of: object                # the batch's size for loss_from_logprobs
+    reference: list | None = None   # per-sequence reference log-probs
+
+
+def update_roles(game: Game, step: int, rounds: dict, judged: dict) -> dict:
+    """One optimiser step (``update_epochs`` of them) per parameter set with something to learn; its metrics."""
+    roles, dist = game.roles, game.dist
+    row: dict = {}
+    batches = role_batches(game, step, rounds, judged)
+    keys = {key: owners for key, owners in roles.owners().items()
+            if dist.any_rank(any(b.role in owners for b in batches))}
+    if not keys:
+        return row
+    score_reference(game, batches)  # fixed within the step: every epoch reuses it
+    for _ in range(game.cfg.update_epochs):
+        take_update(game, step, batches, keys, row)
+    for owners in keys.values():
+        roles.update_reference(owners[0])  # one parameter set, one EMA step per game step
+    return row
+
+
+def role_batches(game: Game, step: int, rounds: dict, judged: dict) -> list[RoleBatch]:
+    """The trained roles' batches (a role with nothing to learn has none, unless FSDP needs a stand-in)."""
+    cfg, dist = game.cfg, game.dist
+    batches = []
+    for role in ROLES:
+        if role not in rounds or not updates_role(cfg, step, role):
+            continue
+        samples = rounds[role].attacks if role == "attacker" else rounds[role].responses
+        signal_ = getattr(judged[role], role)
+        size = signal_size(cfg, signal_)
+        share = dist.batch_share(size)  # 1.0 in one process
+        stand_in = dist.lockstep and dist.any_rank(size > 0) and size == 0
+        if stand_in:  # FSDP: the same forward passes on every rank; share is 0 here
+            signal_ = dataclasses.replace(signal_, pairs=[(0, 0)])
+        sequences, units = role_sequences(cfg, samples, signal_)
+        if not sequences:
+            continue
+        tokens = sum(len(s.completion_ids) for s in sequences)
+        of = len(units) if cfg.resolved_loss() in ("dpo", "ipo") else (len(units), tokens)
+        batches.append(RoleBatch(role, samples, signal_, sequences, units, share, stand_in, advantages_of(cfg, signal_),
+                                 of))
+    return batches
+
+
+def _score(game: Game, jobs: list, on_part=None) -> list:
+    cfg = game.cfg
+    micro = 0 if game.dist.lockstep else cfg.micro_batch_tokens  # FSDP: every rank runs the same passes
+    return score(jobs, game.tokenizer.pad_token_id, together=cfg.batch_roles, micro_tokens=micro,
+                 chunk=cfg.update_chunk if on_part else 0, use_kernels=game.kernels, on_part=on_part)
+
+
+def score_reference(game: Game, batches: list[RoleBatch]) -> None:
+    """Each batch's reference log-probs, without gradients, in as few passes as the regime allows."""
+    roles = game.roles
+    jobs = [Job(*roles.seat(b.role, reference=True), lambda r=b.role: roles.reference(r), b.sequences, b.units)
+            for b in batches]
+    with torch.no_grad():
+        for b, logprobs in zip(batches, _score(game, jobs)):
+            b.reference = logprobs.per_sequence()
+
+
+def _part_loss(cfg: TrainConfig, batches: list[RoleBatch], parts: dict):
+    """The loss share of one micro-batch: each role's units in it, weighted by the role's share."""
+    losses = []
+    for j, part in parts.items():
+        b = batches[j]
+        order = [b.units[u][k] for k in range(len(b.units[0])) for u in part.units]  # chosen..., rejected...
+        policy = TokenLogprobs.of_sequences([part.values[i] for i in order])
+        reference = TokenLogprobs.of_sequences([b.reference[i] for i in order])
+        items = [b.units[u][0] for u in part.units]
+        advantages = None if b.advantages is None else b.advantages[items]
+        loss, _ = loss_from_logprobs(cfg, policy, reference, advantages, of=b.of)
+        losses.append(loss * b.share)
+    return sum(losses) if losses else None
+
+
+def take_update(game: Game, step: int, batches: list[RoleBatch], keys: dict, row: dict) -> None:
+    """One optimiser step of every parameter set in ``keys``: score, check, average, clip, step."""
+    cfg, dist, roles = game.cfg, game.dist, game.roles
+    for key, owners in keys.items():
+        game.optimizers[key].zero_grad(set_to_none=True)
+        for p in roles.parameters(owners[0]):
+            p.requires_grad_(True)  # both adapters learn in one pass (set_adapter would freeze the other)
+    jobs = [Job(*roles.seat(b.role), lambda r=b.role: roles.policy(r), b.sequences, b.units) for b in batches]
+    policy = _score(game, jobs, on_part=lambda parts: _part_loss(cfg, batches, parts))
+    losses: dict = {}
+    for b, logprobs in zip(batches, policy):
+        key = roles.key(b.role)
+        loss, info = role_loss(cfg, roles, b.role, b.samples, b.signal, game.tokenizer.pad_token_id,
+                               ref_cache={b.role: TokenLogprobs.of_sequences(b.reference)}, policy=logprobs)
+        if not b.stand_in:
+            row.update({f"{b.role}/{k}": v for k, v in info.items()})
+        if loss is not None:
+            losses[key] = losses.get(key, 0.0) + loss * b.share
+    for key, owners in keys.items():
+        loss = losses.get(key)
+        if not dist.all_ranks(loss is None or bool(torch.isfinite(loss))):
+            shown = float(loss) if loss is not None else "not finite on another rank"
+            raise TrainingStopped(f"step {step + 1}: the {key} loss is {shown}; {resume_hint(game.out)}")
+        params = roles.parameters(owners[0])
+        dist.average_gradients(params)
+        row[f"{key}/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+        game.optimizers[key].step()
+
+
+# -- log, checkpoint ----------------------------------------------------------------------------
+
+def log_row(game: Game, row: dict) -> None:
+    """Append the row to metrics.jsonl and TensorBoard (rank 0)."""
+    if not game.dist.is_main:
+        return
+    game.metrics_file.write(json.dumps(row) + "\n")
+    game.metrics_file.flush()
+    for k, v in row.items():
+        if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
+            game.writer.add_scalar(k, v, row["step"])
+
+
+def save_if_due(game: Game, done: int, stopping: bool) -> None:
+    """Checkpoint every ``save_every`` steps, at the end, and when stopping."""
+    cfg = game.cfg
+    if stopping or (cfg.save_every and done % cfg.save_every == 0) or done == cfg.steps:
+        if game.dist.is_main:
+            extras = {"population": game.population.state()} if game.population is not None else None
+            ckpt.save_checkpoint(game.out, done, game.roles, game.optimizers, {"seed": cfg.seed}, extras=extras)
+        game.dist.barrier()

@@ -97,8 +97,8 @@ def test_policy_gradient_gradient_is_minus_advantage_over_length():
     values = torch.tensor([-1.0, -2.0, -0.5], requires_grad=True)
     pol = TokenLogprobs(values, torch.tensor([0, 0, 1]), 2)
     ref = TokenLogprobs(values.detach().clone(), torch.tensor([0, 0, 1]), 2)
-    loss, info = policy_gradient_loss(pol, ref, torch.tensor([1.0, 0.0]), torch.tensor([0, 0]),
-                                      kl_coef=0.3, normalise=False)
+    advantages = group_advantages(torch.tensor([1.0, 0.0]), torch.tensor([0, 0]), normalise=False)
+    loss, info = policy_gradient_loss(pol, ref, advantages, kl_coef=0.3)
     loss.backward()
     # advantages +0.5 / -0.5; d/d logp = -adv / len / n_seqs; the k3 KL has zero gradient at equality
     assert values.grad.tolist() == pytest.approx([-0.5 / 2 / 2, -0.5 / 2 / 2, 0.5 / 1 / 2])

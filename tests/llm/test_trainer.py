@@ -182,20 +182,24 @@ def test_identity_attacks_train_the_defender_only(tiny, judge):
 
 
 def test_update_epochs_take_several_optimiser_steps_on_one_reference(tmp_path, judge, tiny_config, monkeypatch):
-    calls = {"ref": 0}
-    real = trainer.completion_logprobs
+    from redgame.llm import scoring
 
-    def counting(model, *args, **kwargs):
-        calls["ref"] += not torch.is_grad_enabled()  # the reference runs under no_grad
-        return real(model, *args, **kwargs)
+    rows = {"reference": 0, "policy": 0}
+    real = scoring.completion_logprobs
 
-    monkeypatch.setattr(trainer, "completion_logprobs", counting)
+    def counting(model, prompts, *args, **kwargs):
+        rows["policy" if torch.is_grad_enabled() else "reference"] += len(prompts)  # the reference runs under no_grad
+        return real(model, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(scoring, "completion_logprobs", counting)
     monkeypatch.setattr(judge, "faithful_threshold", -1.0)
     train(tiny_config(regime="bipolicy", steps=1, update_epochs=3), tmp_path, progress=False,
           base=load_base("tiny"), judge=judge)
     steps = load_file(str(latest_checkpoint(tmp_path) / "optimizer.safetensors"))
     counts = {k.split("/")[0]: float(v) for k, v in steps.items() if k.endswith("/step")}
     assert counts == {"attacker": 3.0, "defender": 3.0}  # AdamW's step counter, per adapter
-    assert calls["ref"] == 2  # one reference pass per role, reused by the three epochs
+    row = json.loads((tmp_path / "metrics.jsonl").read_text())
+    sequences = 2 * (row["attacker/pairs"] + row["defender/pairs"])
+    assert rows == {"reference": sequences, "policy": 3 * sequences}  # the reference once, reused by 3 epochs
     with pytest.raises(ValueError, match="update_epochs"):
         tiny_config(update_epochs=0).validate()

@@ -1,0 +1,148 @@
+"""Log-probs of many roles' sequences in few forward passes, micro-batched.
+
+A game step scores sequences twice: under each trained role's reference (no gradients) and
+under its policy (with them). Each role's sequences are a :class:`Job`. :func:`score` runs
+
+- **one pass for several jobs** (``together``) whose weights live in one peft model:
+  attacker and defender under ``bipolicy``, ``advgame`` and ``sequential``, or both roles of
+  ``shared``. The sequences form one batch and each row goes through its own job's adapter,
+  or through none (``redgame.kernels.peft_patch.routed``, ``multi_lora_linear`` with one
+  segment id per row: the per-row routing of Punica, Chen et al. 2023, arXiv 2310.18547).
+  The numbers are those of one pass per job. Where that cannot be exact (kernels off, so
+  the LoRA layers are peft's own; jobs in separate models; dropout), each job gets its own
+  pass inside its own context (``Job.enter``), which is the previous path;
+- **micro-batches** of at most ``micro_tokens`` padded tokens (rows × longest row), longest
+  sequences first so that rows of similar length share a micro-batch (less padding). A job's
+  ``units`` are the sequences that must share one (a DPO pair); with gradients, ``on_part``
+  turns each micro-batch's log-probs into its share of the loss, which is back-propagated
+  at once, so one micro-batch's activations are alive at a time (gradient accumulation).
+
+Usage::
+
+    jobs = [Job(model, "attacker", lambda: roles.policy("attacker"), sequences, units), ...]
+    logprobs = score(jobs, pad_id, together=True, micro_tokens=4096, on_part=loss_of_part)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from redgame.llm.losses import TokenLogprobs, completion_logprobs
+
+
+@dataclass
+class Job:
+    """One role's sequences to score under one set of weights."""
+
+    model: torch.nn.Module          # the module the sequences run in
+    adapter: str | None             # its adapter for these rows (None: adapters off / full weights)
+    enter: Callable                 # a context manager yielding the model set up for this job alone
+    sequences: list                 # rollout Completions (prompt_ids, completion_ids)
+    units: list[list[int]] = field(default_factory=list)  # sequences that share a micro-batch; default: each alone
+
+    def __post_init__(self):
+        if not self.units:
+            self.units = [[i] for i in range(len(self.sequences))]
+
+
+@dataclass
+class Part:
+    """What one micro-batch scored of one job: its units and their sequences' per-token log-probs."""
+
+    units: list[int]                          # indices into job.units
+    values: dict[int, torch.Tensor]           # sequence index -> its per-token log-probs
+
+
+def _length(job: Job, unit: list[int]) -> int:
+    return max(len(job.sequences[i].prompt_ids) + len(job.sequences[i].completion_ids) for i in unit)
+
+
+def micro_batches(jobs: list[Job], micro_tokens: int) -> list[list[tuple[int, int]]]:
+    """(job, unit) lists, each under ``micro_tokens`` padded tokens; 0: one batch in the given order."""
+    units = [(j, u) for j, job in enumerate(jobs) for u in range(len(job.units))]
+    if not micro_tokens:
+        return [units] if units else []
+    units.sort(key=lambda ju: -_length(jobs[ju[0]], jobs[ju[0]].units[ju[1]]))
+    batches: list[list[tuple[int, int]]] = []
+    rows = width = 0
+    for j, u in units:
+        n, length = len(jobs[j].units[u]), _length(jobs[j], jobs[j].units[u])
+        if batches and (rows + n) * max(width, length) <= micro_tokens:
+            batches[-1].append((j, u))
+            rows, width = rows + n, max(width, length)
+        else:
+            batches.append([(j, u)])
+            rows, width = n, length
+    return batches
+
+
+def _one_pass(jobs: list[Job]) -> tuple[Callable, tuple | None] | None:
+    """How jobs that share a model run in one pass: (context, route), or None where they cannot."""
+    from redgame.kernels.peft_patch import routable
+
+    model = jobs[0].model
+    if any(job.model is not model for job in jobs):
+        return None
+    names = list(dict.fromkeys(job.adapter for job in jobs if job.adapter is not None))
+    if not names:  # every row without adapters
+        off = model.disable_adapter if hasattr(model, "disable_adapter") else contextlib.nullcontext
+        return off, None
+    if hasattr(model, "peft_config") and routable(model, names):
+        return contextlib.nullcontext, tuple(names)
+    return None
+
+
+def score(jobs: list[Job], pad_id: int, *, together: bool = True, micro_tokens: int = 0, chunk: int = 0,
+          use_kernels: bool | None = None, on_part: Callable | None = None) -> list[TokenLogprobs]:
+    """Each job's per-token log-probs (detached where ``on_part`` took the gradient), in job order.
+
+    ``on_part({job index: Part})`` is called for every micro-batch with gradients on and
+    returns the micro-batch's loss (or None); its backward pass runs before the next one.
+    """
+    groups: list[list[int]] = []
+    for j, job in enumerate(jobs):
+        same = next((g for g in groups if together and jobs[g[0]].model is job.model), None)
+        same.append(j) if same is not None else groups.append([j])
+    values: list[dict[int, torch.Tensor]] = [{} for _ in jobs]
+    for group in groups:
+        plan = _one_pass([jobs[j] for j in group]) if together else None
+        passes = [(group, plan)] if plan is not None else [([j], None) for j in group]
+        for members, how in passes:
+            enter = how[0] if how is not None else jobs[members[0]].enter
+            route_names = how[1] if how is not None else None
+            with enter():
+                _score_pass([jobs[j] for j in members], members, values, pad_id, route_names, micro_tokens,
+                            chunk, use_kernels, on_part)
+    return [TokenLogprobs.of_sequences([vals[i] for i in range(len(job.sequences))])
+            for job, vals in zip(jobs, values)]
+
+
+def _score_pass(jobs: list[Job], indices: list[int], values: list[dict], pad_id: int, route_names, micro_tokens: int,
+                chunk: int, use_kernels, on_part) -> None:
+    """One forward pass over ``jobs`` (sharing a model), micro-batch by micro-batch."""
+    for batch in micro_batches(jobs, micro_tokens):
+        seqs = [(j, i) for j, u in batch for i in jobs[j].units[u]]
+        prompts = [jobs[j].sequences[i].prompt_ids for j, i in seqs]
+        comps = [jobs[j].sequences[i].completion_ids for j, i in seqs]
+        route = None
+        if route_names is not None:
+            rows = [route_names.index(jobs[j].adapter) if jobs[j].adapter is not None else -1 for j, _ in seqs]
+            route = (route_names, rows)
+        lp = completion_logprobs(jobs[0].model, prompts, comps, pad_id, use_kernels=use_kernels, chunk=chunk,
+                                 route=route)
+        per_seq = lp.per_sequence()
+        parts: dict[int, Part] = {}
+        for (j, i), v in zip(seqs, per_seq):
+            parts.setdefault(indices[j], Part([], {})).values[i] = v
+        for j, u in batch:
+            parts[indices[j]].units.append(u)
+        if on_part is not None and torch.is_grad_enabled():
+            loss = on_part(parts)
+            if loss is not None:
+                loss.backward()
+        for k, part in parts.items():
+            values[k].update({i: v.detach() for i, v in part.values.items()})

@@ -1,0 +1,172 @@
+"""Both roles in one pass, micro-batches with gradient accumulation: the numbers of one pass per role.
+
+The reference is the previous path: each role's sequences scored in their own pass with
+peft's own LoRA layers and the whole batch at once (``together=False, micro_tokens=0``).
+"""
+
+import pytest
+import torch
+
+from redgame.kernels import patch_peft, unpatch
+from redgame.llm.config import TrainConfig
+from redgame.llm.rollout import Completion
+from redgame.llm.scoring import Job, micro_batches, score
+from redgame.llm.trainer import loss_from_logprobs
+from redgame.llm.losses import TokenLogprobs, group_advantages
+
+
+def _roles(tiny, regime="bipolicy", reference="base"):
+    from redgame.llm.roles import LoraSettings, build_roles
+
+    roles = build_roles(tiny[0], regime=regime, lora=LoraSettings(rank=4, alpha=8), reference=reference)
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # non-zero B: the adapters differ from the base and from each other
+        for model in roles.models():
+            for name, p in model.named_parameters():
+                if "lora_" in name:
+                    p.add_(0.1 * torch.randn(p.shape, generator=gen))
+    return roles
+
+
+def _sequences(n, seed):
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        prompt = torch.randint(3, 400, (int(torch.randint(2, 14, (1,), generator=gen)),), generator=gen).tolist()
+        completion = torch.randint(3, 400, (int(torch.randint(1, 8, (1,), generator=gen)),), generator=gen).tolist()
+        out.append(Completion(prompt, completion, ""))
+    return out
+
+
+def _jobs(roles, reference=False):
+    """A DPO job for each role: 3 pairs for the attacker, 5 for the defender (chosen k, rejected n + k)."""
+    jobs = []
+    for role, pairs, seed in (("attacker", 3, 1), ("defender", 5, 2)):
+        enter = (lambda r=role: roles.reference(r)) if reference else (lambda r=role: roles.policy(r))
+        units = [[k, pairs + k] for k in range(pairs)]
+        jobs.append(Job(*roles.seat(role, reference=reference), enter, _sequences(2 * pairs, seed), units))
+    return jobs
+
+
+CFG = TrainConfig(beta=0.5, nll_weight=2.0, loss="dpo")
+
+
+def _update(roles, *, together, micro_tokens, kernels, chunk=0):
+    """Reference, then policy with the DPO loss back-propagated part by part: log-probs, losses, gradients."""
+    models = [m for m in roles.models() if hasattr(m, "peft_config")]
+    for m in models:
+        (patch_peft if kernels else unpatch)(m)
+    with torch.no_grad():
+        refs = [lp.per_sequence() for lp in score(_jobs(roles, reference=True), 0, together=together,
+                                                  micro_tokens=micro_tokens, use_kernels=kernels)]
+    for role in ("attacker", "defender"):
+        for p in roles.parameters(role):
+            p.grad = None
+            p.requires_grad_(True)
+    jobs = _jobs(roles)
+
+    def on_part(parts):
+        total = 0.0
+        for j, part in parts.items():
+            order = [jobs[j].units[u][k] for k in range(2) for u in part.units]
+            pol = TokenLogprobs.of_sequences([part.values[i] for i in order])
+            ref = TokenLogprobs.of_sequences([refs[j][i] for i in order])
+            total = total + loss_from_logprobs(CFG, pol, ref, of=len(jobs[j].units))[0]
+        return total
+
+    policy = score(jobs, 0, together=together, micro_tokens=micro_tokens, chunk=chunk, use_kernels=kernels,
+                   on_part=on_part)
+    losses = [loss_from_logprobs(CFG, lp, TokenLogprobs.of_sequences(r))[0] for lp, r in zip(policy, refs)]
+    grads = {f"{role}/{n}": p.grad.clone() for role in ("attacker", "defender")
+             for n, p in roles.named_parameters(role)}
+    for m in models:
+        unpatch(m)
+    return [lp.values for lp in policy], [torch.cat(r) for r in refs], losses, grads
+
+
+def _assert_same(a, b, tol=1e-5):
+    for x, y in zip(a[0] + a[1], b[0] + b[1]):
+        torch.testing.assert_close(x, y, atol=tol, rtol=tol)
+    for x, y in zip(a[2], b[2]):
+        torch.testing.assert_close(x, y, atol=tol, rtol=tol)
+    assert a[3].keys() == b[3].keys()
+    for name in a[3]:
+        torch.testing.assert_close(a[3][name], b[3][name], atol=tol, rtol=tol, msg=name)
+    assert all(float(g.abs().max()) > 0 for g in a[3].values())  # every adapter learned something
+
+
+@pytest.mark.parametrize("regime,reference", [("bipolicy", "base"), ("advgame", "ema"), ("shared", "base")])
+def test_both_roles_in_one_pass_equal_one_pass_per_role(tiny, regime, reference):
+    roles = _roles(tiny, regime, reference)
+    previous = _update(roles, together=False, micro_tokens=0, kernels=False)
+    one_pass = _update(roles, together=True, micro_tokens=0, kernels=True)
+    _assert_same(one_pass, previous)
+
+
+@pytest.mark.parametrize("micro_tokens,chunk", [(40, 0), (1, 0), (60, 1)])
+def test_micro_batches_add_up_to_the_whole_batch(tiny, micro_tokens, chunk):
+    roles = _roles(tiny)
+    whole = _update(roles, together=True, micro_tokens=0, kernels=True)
+    parts = _update(roles, together=True, micro_tokens=micro_tokens, kernels=True, chunk=chunk)
+    _assert_same(parts, whole)
+
+
+def test_separate_models_or_peft_layers_fall_back_to_one_pass_per_role(tiny, monkeypatch):
+    from redgame.llm import scoring
+
+    passes = []
+    real = scoring._score_pass
+    monkeypatch.setattr(scoring, "_score_pass", lambda jobs, *a, **k: passes.append(len(jobs)) or real(jobs, *a, **k))
+    roles = _roles(tiny)
+    _update(roles, together=True, micro_tokens=0, kernels=False)  # peft's layers: reference together (adapters off)
+    assert passes == [2, 1, 1]
+    passes.clear()
+    _update(roles, together=True, micro_tokens=0, kernels=True)
+    assert passes == [2, 2]
+
+
+def test_micro_batches_keep_units_whole_sort_by_length_and_respect_the_budget():
+    jobs = [Job(None, None, None, _sequences(8, 5), [[k, 4 + k] for k in range(4)]),
+            Job(None, None, None, _sequences(3, 6))]
+    batches = micro_batches(jobs, 30)
+    seen = sorted((j, u) for b in batches for j, u in b)
+    assert seen == [(0, u) for u in range(4)] + [(1, u) for u in range(3)]
+    length = lambda j, u: max(len(jobs[j].sequences[i].prompt_ids) + len(jobs[j].sequences[i].completion_ids)  # noqa: E731
+                              for i in jobs[j].units[u])
+    widths = [max(length(j, u) for j, u in b) for b in batches]
+    assert widths == sorted(widths, reverse=True)
+    for b in batches:
+        rows = sum(len(jobs[j].units[u]) for j, u in b)
+        assert len(b) == 1 or rows * max(length(j, u) for j, u in b) <= 30
+    assert micro_batches(jobs, 0) == [[(0, 0), (0, 1), (0, 2), (0, 3), (1, 0), (1, 1), (1, 2)]]
+
+
+def test_reinforce_micro_batches_weight_the_kl_by_tokens(tiny):
+    """REINFORCE/GRPO: samples in parts, KL a mean over all tokens; the same gradient as the whole batch."""
+    roles = _roles(tiny)
+    cfg = TrainConfig(loss="grpo", kl_coef=0.3)
+    seqs = _sequences(6, 9)
+    adv = group_advantages(torch.tensor([1.0, 0.0, 0.5, -1.0, 1.0, 0.2]), torch.tensor([0, 0, 0, 1, 1, 1]), True)
+    tokens = sum(len(s.completion_ids) for s in seqs)
+    job = lambda: [Job(*roles.seat("defender"), lambda: roles.policy("defender"), seqs)]  # noqa: E731
+    with torch.no_grad():
+        ref = score([Job(*roles.seat("defender", True), lambda: roles.reference("defender"), seqs)], 0)[0]
+    grads = []
+    for micro in (0, 25):
+        for p in roles.parameters("defender"):
+            p.grad = None
+            p.requires_grad_(True)
+
+        def on_part(parts):
+            part = parts[0]
+            items = [u for u in part.units]
+            pol = TokenLogprobs.of_sequences([part.values[i] for i in items])
+            r = TokenLogprobs.of_sequences([ref.per_sequence()[i] for i in items])
+            return loss_from_logprobs(cfg, pol, r, adv[items], of=(len(seqs), tokens))[0]
+
+        patch_peft(roles.models()[0])
+        score(job(), 0, micro_tokens=micro, use_kernels=True, on_part=on_part)
+        unpatch(roles.models()[0])
+        grads.append({n: p.grad.clone() for n, p in roles.named_parameters("defender")})
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-6, rtol=1e-5)
