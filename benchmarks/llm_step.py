@@ -1,12 +1,23 @@
-"""Time one full game iteration on the embedded model, with a breakdown.
+"""One game iteration on the embedded model, now against the previous path, with peak memory.
 
-One iteration: 8 seeds (4 harmful, 4 benign) x 2 attacks x 2 responses, judged by the
-embedded judge, then one attacker and one defender update (bipolicy, DPO). Prints the
-median over ``--iters`` iterations after one warm-up, split into rollout, judge and update,
-and the peak resident memory above what the loaded model and judge hold.
+    python benchmarks/llm_step.py                      # the demo's iteration, 1 warm-up + 2 timed, both paths
+    python benchmarks/llm_step.py --iters 1 --set micro_batch_tokens=2048
+    python benchmarks/llm_step.py --smoke              # the tiny model, seconds: checks the script
 
-    python benchmarks/llm_step.py [--iters 2] [--threads 2] [--explore] [--model embedded]
-        [--set update_chunk=8]
+The iteration is the demo's (``redgame.llm.demo.DEMO_RECIPE``): 8 seeds x (2 attacks + the
+identity attack) x (2 answers + 1 refusal-prefix candidate), judged by the embedded judge,
+both adapters updated (bipolicy, DPO). Each path runs in a fresh subprocess, so that its peak
+resident memory (``ru_maxrss``: model, judge, rollouts and update together) is its own:
+
+- ``previous``: the path the game ran before the kernels came into the loop: peft's LoRA
+  layers (``kernels=off``), one forward pass per role (``batch_roles=false``), the whole
+  batch in one pass (``micro_batch_tokens=0``), every sequence its own prompt pass
+  (``share_prompts=false``), rollouts sampled 32 prompts at a time;
+- ``now``: the defaults (plus any ``--set``).
+
+Printed: per path the median over the timed iterations of rollout, judge and update, the
+sampling throughput and the peak RSS; then the ratio previous / now. Goals: one iteration
+<= 30 s on 2 cores, peak RSS <= 4 GiB.
 """
 
 from __future__ import annotations
@@ -16,56 +27,86 @@ import dataclasses
 import json
 import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+
+PREVIOUS = {"kernels": "off", "batch_roles": False, "micro_batch_tokens": 0, "share_prompts": False, "rollout_batch": 32}
+GOALS = {"iteration_s": 30.0, "peak_rss_gib": 4.0}
+SMOKE = {"model": "tiny", "attack_tokens": 8, "response_tokens": 8, "seeds_per_step": 4, "lora_rank": 4}
+
+
+def run_path(overrides: dict, iters: int, threads: int) -> dict:
+    """One path in this process: load, one warm-up iteration, ``iters`` timed ones; times and memory."""
+    import torch
+
+    from redgame.llm.demo import DEMO_RECIPE
+    from redgame.llm.judges import make_judge
+    from redgame.llm.models import load_base
+    from redgame.llm.trainer import train
+
+    torch.set_num_threads(threads)
+    cfg = dataclasses.replace(DEMO_RECIPE, steps=1 + iters, save_every=0, threads=threads, **overrides).validate()
+    t = time.perf_counter()
+    base, judge = load_base(cfg.model), make_judge(cfg.judge)
+    load_s = time.perf_counter() - t
+    rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # GiB (Linux: KiB)
+    with tempfile.TemporaryDirectory() as out:
+        train(cfg, out, progress=False, base=base, judge=judge)
+        rows = [json.loads(line) for line in open(f"{out}/metrics.jsonl")][1:]
+    parts = {k: statistics.median(r[f"time/{k}"] for r in rows) for k in ("rollout", "judge", "update")}
+    return {**parts, "iteration": sum(parts.values()), "tokens_per_s": statistics.median(r["tokens_per_s"] for r in rows),
+            "load_s": load_s, "rss_loaded_gib": rss_loaded,
+            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            "kernels": rows[-1].get("kernels/lora"), "pairs": [r.get("defender/pairs", 0) + r.get("attacker/pairs", 0)
+                                                                for r in rows]}
+
+
+def in_subprocess(overrides: dict, iters: int, threads: int) -> dict:
+    cmd = [sys.executable, __file__, "--child", json.dumps(overrides), "--iters", str(iters), "--threads", str(threads)]
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    if run.returncode != 0:
+        raise SystemExit(f"the path {overrides} failed:\n{run.stderr[-3000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=2, help="timed iterations after one warm-up")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--explore", action="store_true", help="add the demo's refusal-prefix candidates")
-    parser.add_argument("--model", default="embedded", help="base model (default: embedded; 'tiny' checks the script)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key of 'now'")
+    parser.add_argument("--smoke", action="store_true", help="the tiny model, one short iteration")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child is not None:
+        print(json.dumps(run_path(json.loads(args.child), args.iters, args.threads)))
+        return
 
-    import torch
+    from redgame.llm.config import parse_override
 
-    from redgame.llm.config import TrainConfig, parse_override
-    from redgame.llm.demo import REFUSAL_PREFIX
-    from redgame.llm.judges import make_judge
-    from redgame.llm.losses import USE_KERNELS
-    from redgame.llm.models import load_base
-    from redgame.llm.trainer import train
-
-    torch.set_num_threads(args.threads)
-    t = time.perf_counter()
-    base = load_base(args.model)
-    judge = make_judge("embedded")
-    load_s = time.perf_counter() - t
-    rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # GiB (Linux: KiB)
-    cfg = TrainConfig(model=args.model, regime="bipolicy", steps=1 + args.iters, save_every=0, seeds_per_step=8,
-                      attacks_per_seed=2, responses_per_attack=2,
-                      explore_prefixes=(REFUSAL_PREFIX,) if args.explore else (), threads=args.threads)
-    cfg = dataclasses.replace(cfg, **dict(parse_override(o) for o in args.set)).validate()
-    with tempfile.TemporaryDirectory() as out:
-        t = time.perf_counter()
-        train(cfg, out, progress=False, base=base, judge=judge)
-        total = time.perf_counter() - t
-        rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-        rows = [json.loads(line) for line in open(f"{out}/metrics.jsonl")][1:]
-    parts = {k: statistics.median(r[f"time/{k}"] for r in rows) for k in ("rollout", "judge", "update")}
-    step = sum(parts.values())
-    print(f"model {args.model}, {args.threads} threads, kernels seam: {'redgame.kernels' if USE_KERNELS else 'torch'}")
-    print(f"load (model + judge): {load_s:.1f} s; {1 + args.iters} iterations in {total:.1f} s")
-    print(f"one iteration (8 seeds x 2 attacks x 2 responses{' + 1 explore' if args.explore else ''}), median of {len(rows)}:")
-    for k, v in parts.items():
-        print(f"  {k:<8}{v:7.1f} s  {v / step:5.0%}")
-    print(f"  {'total':<8}{step:7.1f} s  (goal <= 60 s)")
-    print(f"  judge share of an iteration: {parts['judge'] / step:.1%} (goal <= 10%)")
-    print(f"  sampling throughput {statistics.median(r['tokens_per_s'] for r in rows):.0f} tokens/s")
-    print(f"peak resident memory {rss_peak:.1f} GiB, {rss_peak - rss_loaded:.1f} GiB above the loaded model and judge"
-          + (f" (overrides: {' '.join(args.set)})" if args.set else ""))
+    base = SMOKE if args.smoke else {}
+    iters = 1 if args.smoke else args.iters
+    paths = {"previous": {**base, **PREVIOUS}, "now": {**base, **dict(parse_override(o) for o in args.set)}}
+    results = {name: in_subprocess(overrides, iters, args.threads) for name, overrides in paths.items()}
+    model = base.get("model", "embedded")
+    print(f"one demo iteration on {model}, {args.threads} threads, median of {iters} after a warm-up;"
+          f" overrides of 'now': {' '.join(args.set) or 'none'}")
+    print(f"{'path':<10}{'rollout':>9}{'judge':>8}{'update':>9}{'iteration':>11}{'tok/s':>8}{'peak RSS':>10}"
+          f"{'LoRA layers':>13}")
+    for name, r in results.items():
+        print(f"{name:<10}{r['rollout']:8.1f}s{r['judge']:7.1f}s{r['update']:8.1f}s{r['iteration']:10.1f}s"
+              f"{r['tokens_per_s']:8.0f}{r['peak_rss_gib']:8.2f}GiB{r['kernels']:>13}")
+    prev, now = results["previous"], results["now"]
+    ratio = lambda k: prev[k] / max(now[k], 1e-9)  # noqa: E731
+    print(f"{'previous/now':<10}{ratio('rollout'):8.2f}x{ratio('judge'):7.2f}x{ratio('update'):8.2f}x"
+          f"{ratio('iteration'):10.2f}x{'':>8}{ratio('peak_rss_gib'):8.2f}x")
+    print(f"goals: iteration <= {GOALS['iteration_s']:.0f} s ({'met' if now['iteration'] <= GOALS['iteration_s'] else 'NOT met'}), "
+          f"peak RSS <= {GOALS['peak_rss_gib']:.0f} GiB ({'met' if now['peak_rss_gib'] <= GOALS['peak_rss_gib'] else 'NOT met'})"
+          + (" [smoke run: tiny model, the goals are for the embedded one]" if args.smoke else ""))
+    print(f"judge share of an iteration: previous {prev['judge'] / prev['iteration']:.1%}, "
+          f"now {now['judge'] / now['iteration']:.1%} (goal <= 10%)")
+    print(f"pairs per iteration: previous {prev['pairs']}, now {now['pairs']}")
 
 
 if __name__ == "__main__":

@@ -73,6 +73,7 @@ class TrainConfig:
                                        "nothing), besides the attacker's rewrites; the attacker gets no signal from it")
     attack_tokens: int = _f(64, "max new tokens of an attack")
     response_tokens: int = _f(48, "max new tokens of a response")
+    rollout_batch: int = _f(32, "prompts sampled together in one generate call (more: faster on a CPU, more memory)")
     temperature: float = _f(1.0, "sampling temperature of both roles")
     top_p: float = _f(1.0, "nucleus sampling threshold of both roles")
     loss: str = _f("auto", "auto | dpo | ipo | grpo | reinforce (auto: reinforce for shared, dpo otherwise)")
@@ -95,6 +96,9 @@ class TrainConfig:
                                        "micro-batch's share of the loss is back-propagated at once (gradient "
                                        "accumulation: the same gradient, the memory of one micro-batch); 0: the "
                                        "whole batch in one pass")
+    share_prompts: bool = _f(True, "sequences on one prompt (the answers to one attack when sampled, a DPO pair's two "
+                                   "answers in the update) run the prompt once and continue from its key-value cache "
+                                   "(less compute and memory, the same numbers to rounding)")
     batch_roles: bool = _f(True, "score both roles' sequences in one forward pass, each row through its own adapter "
                                  "(needs kernels; the regimes whose roles share a model); false: one pass per role")
     update_epochs: int = _f(1, "optimiser steps per game step on the same round (GRPO's mu; the reference is fixed within a step)")
@@ -126,7 +130,7 @@ class TrainConfig:
             if getattr(self, key) not in allowed:
                 raise UserError(f"config key '{key}': {getattr(self, key)!r} is not one of {', '.join(allowed)}")
         positive = ("steps", "seeds_per_step", "attacks_per_seed", "responses_per_attack", "attack_tokens",
-                    "response_tokens", "lora_rank", "sequential_k", "update_epochs")
+                    "response_tokens", "lora_rank", "sequential_k", "update_epochs", "rollout_batch")
         for key in positive:
             if getattr(self, key) < 1:
                 raise UserError(f"config key '{key}' must be >= 1, got {getattr(self, key)}")

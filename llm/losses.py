@@ -119,7 +119,7 @@ class TokenLogprobs:
         return TokenLogprobs(values, seq.to(values.device), len(parts))
 
 
-def _decoder_and_head(model):
+def decoder_and_head(model):
     """The transformer body and the LM-head weight of a (peft-wrapped) causal LM."""
     causal = model.get_base_model() if hasattr(model, "get_base_model") else model
     body = getattr(causal, causal.base_model_prefix)
@@ -128,7 +128,7 @@ def _decoder_and_head(model):
 
 def completion_logprobs(model, prompt_ids: list[list[int]], completion_ids: list[list[int]],
                         pad_id: int, use_kernels: bool | None = None, chunk: int = 0,
-                        route: tuple | None = None) -> TokenLogprobs:
+                        route: tuple | None = None, share_prompts: bool = False) -> TokenLogprobs:
     """Log-probs of each completion token given its prompt, under ``model`` as it is now.
 
     Sequences are right-padded; only the hidden states that predict completion tokens go
@@ -142,11 +142,15 @@ def completion_logprobs(model, prompt_ids: list[list[int]], completion_ids: list
     ``route`` = (adapter names, [one index per sequence, −1 for none]): each sequence runs
     through its own adapter of a patched peft model, all in one pass
     (``redgame.kernels.peft_patch.routed``); None runs the model as it is.
+
+    ``share_prompts``: sequences with the same prompt (and adapter) run it once; their
+    completions continue from its key-value cache (:func:`_hidden_sharing_prompts`).
     """
     if len(prompt_ids) != len(completion_ids) or not prompt_ids:
         raise UserError("completion_logprobs needs as many prompts as completions, at least one")
     if chunk < 0:
         raise UserError(f"chunk must be >= 0, got {chunk}")
+    lengths = torch.tensor([len(c) for c in completion_ids])
     if chunk and torch.is_grad_enabled() and len(prompt_ids) > chunk:
         from torch.utils.checkpoint import checkpoint
 
@@ -155,31 +159,93 @@ def completion_logprobs(model, prompt_ids: list[list[int]], completion_ids: list
             stop = min(start + chunk, len(prompt_ids))
             part = None if route is None else (route[0], route[1][start:stop])
             run = lambda start=start, stop=stop, part=part: completion_logprobs(  # noqa: E731
-                model, prompt_ids[start:stop], completion_ids[start:stop], pad_id, use_kernels, route=part).values
+                model, prompt_ids[start:stop], completion_ids[start:stop], pad_id, use_kernels, route=part,
+                share_prompts=share_prompts).values
             parts.append(checkpoint(run, use_reentrant=False))
         values = torch.cat(parts)
-        seq = torch.repeat_interleave(torch.arange(len(completion_ids)), torch.tensor([len(c) for c in completion_ids]))
-        return TokenLogprobs(values, seq.to(values.device), len(prompt_ids))
-    body, head = _decoder_and_head(model)
+        return TokenLogprobs(values, torch.repeat_interleave(torch.arange(len(prompt_ids)), lengths).to(values.device),
+                             len(prompt_ids))
+    body, head = decoder_and_head(model)
     device = head.device
-    seqs = [p + c for p, c in zip(prompt_ids, completion_ids)]
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    rows, cols, targets, seq_index = [], [], [], []
-    for i, (p, c) in enumerate(zip(prompt_ids, completion_ids)):
-        ids[i, : len(p) + len(c)] = torch.tensor(p + c)
-        mask[i, : len(p) + len(c)] = 1
-        positions = range(len(p) - 1, len(p) + len(c) - 1)  # the hidden state at t predicts token t+1
-        rows += [i] * len(c)
-        cols += list(positions)
-        targets += c
-        seq_index += [i] * len(c)
-    with _routing(model, route, device):
+    rows = route[1] if route is not None else [-1] * len(prompt_ids)
+    keys = [(r, tuple(p)) for r, p in zip(rows, prompt_ids)]
+    if share_prompts and len(set(keys)) < len(keys):
+        hidden = _hidden_sharing_prompts(model, body, keys, completion_ids, pad_id, route, device)
+    else:
+        hidden = _hidden_right_padded(model, body, prompt_ids, completion_ids, pad_id, route, device)
+    targets = torch.tensor([t for c in completion_ids for t in c], device=device)
+    values = token_logprobs(hidden, head, targets, use_kernels=use_kernels)
+    return TokenLogprobs(values, torch.repeat_interleave(torch.arange(len(prompt_ids)), lengths).to(device),
+                         len(prompt_ids))
+
+
+def padded(rows: list[list[int]], pad_id: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids [B, T] padded on the right (or left) with ``pad_id``, and the attention mask."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        span = slice(width - len(r), width) if left else slice(0, len(r))
+        ids[i, span] = torch.tensor(r, dtype=torch.long)
+        mask[i, span] = 1
+    return ids, mask
+
+
+def _hidden_right_padded(model, body, prompts, completions, pad_id, route, device) -> torch.Tensor:
+    """The hidden states that predict each completion token [N, d]: prompt + completion in one row each."""
+    ids, mask = padded([p + c for p, c in zip(prompts, completions)], pad_id)
+    rows = [i for i, c in enumerate(completions) for _ in c]
+    cols = [t for p, c in zip(prompts, completions) for t in range(len(p) - 1, len(p) + len(c) - 1)]
+    with _routing(model, route, device):  # the hidden state at t predicts token t+1
         hidden = body(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
-    picked = hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]
-    values = token_logprobs(picked, head, torch.tensor(targets, device=device), use_kernels=use_kernels)
-    return TokenLogprobs(values, torch.tensor(seq_index, device=device), len(seqs))
+    return hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]
+
+
+def _hidden_sharing_prompts(model, body, keys, completions, pad_id, route, device) -> torch.Tensor:
+    """Like :func:`_hidden_right_padded`, each distinct (adapter row, prompt) run once.
+
+    The distinct prompts run left-padded (positions counted from their first token) and keep
+    their key-value cache; each sequence's cache rows are picked from it and its completion
+    runs after them, so attention sees prompt + completion as in one row. The last prompt
+    position predicts the first completion token; the gradient reaches the prompt's
+    activations through the cache, once per prompt.
+    """
+    distinct = list(dict.fromkeys(keys))
+    group = torch.tensor([distinct.index(k) for k in keys], device=device)
+    ids, mask = (t.to(device) for t in padded([list(p) for _, p in distinct], pad_id, left=True))
+    prompt_route = None if route is None else (route[0], [r for r, _ in distinct])
+    with _routing(model, prompt_route, device):
+        out = body(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp_min(0), use_cache=True)
+    first = out.last_hidden_state[:, -1][group]  # [n, d]: predicts each completion's first token
+    rest = [c[:-1] for c in completions]  # the completion tokens that predict the next one
+    width = max(len(r) for r in rest)
+    index = [[j] + [len(rest) + j * width + t for t in range(len(r))] for j, r in enumerate(rest) if completions[j]]
+    flat = first
+    if width:
+        cache = cache_of(out)
+        cache.batch_select_indices(group)
+        ids_c, mask_c = (t.to(device) for t in padded(rest, pad_id))
+        positions = mask.sum(1)[group][:, None] + torch.arange(width, device=device)[None]
+        with _routing(model, route, device):
+            hidden = body(input_ids=ids_c, attention_mask=torch.cat([mask[group], mask_c], 1), position_ids=positions,
+                          use_cache=True, **{CACHE_ARGUMENT: cache}).last_hidden_state
+        flat = torch.cat([first, hidden.reshape(-1, hidden.shape[-1])])
+    return flat[torch.tensor([i for row in index for i in row], device=device)]
+
+
+def cache_of(output):
+    """The key-value cache a forward pass with ``use_cache=True`` returned."""
+    return output.cache if getattr(output, "cache", None) is not None else output.past_key_values
+
+
+def _transformers_major() -> int:
+    import transformers
+
+    return int(transformers.__version__.split(".")[0])
+
+
+# The key-value cache argument of forward and generate: `cache` from transformers 5, `past_key_values` before.
+CACHE_ARGUMENT = "cache" if _transformers_major() >= 5 else "past_key_values"
 
 
 def _routing(model, route, device):

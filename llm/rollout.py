@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from redgame.llm import prompts as role_prompts
+from redgame.llm.losses import CACHE_ARGUMENT, cache_of, decoder_and_head, padded
 from redgame.llm.prompts import attacker_messages, chat_text, defender_messages, parse_attack
 
 
@@ -36,6 +37,7 @@ class SamplingSettings:
     greedy: bool = False
     batch_size: int = 32
     synced: bool = False  # FSDP: every rank runs as many forward passes as the longest (synced_gpus)
+    share_prompts: bool = False  # read a prompt repeated in a batch once (its key-value cache shared)
 
 
 def stop_ids(tokenizer) -> set[int]:
@@ -66,6 +68,8 @@ def generate(model, tokenizer, prompts: list[str], settings: SamplingSettings,
     """Sample one completion per prompt (already chat-formatted text), in batches.
 
     ``prefixes[i]``, when given and non-empty, is forced at the start of completion i.
+    With ``settings.share_prompts``, prompts repeated within a batch (the D answers to one
+    attack) are read once: :func:`_shared_prompt_cache`.
     """
     prefixes = prefixes or [""] * len(prompts)
     eos = stop_ids(tokenizer)
@@ -78,23 +82,47 @@ def generate(model, tokenizer, prompts: list[str], settings: SamplingSettings,
         prompt_ids = [tokenizer(prompts[i], add_special_tokens=False)["input_ids"] for i in chunk]
         prefix_ids = [tokenizer(prefixes[i], add_special_tokens=False)["input_ids"] if prefixes[i] else []
                       for i in chunk]
-        inputs = [p + q for p, q in zip(prompt_ids, prefix_ids)]
-        width = max(len(x) for x in inputs)
-        ids = torch.full((len(inputs), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, x in enumerate(inputs):  # left padding
-            ids[row, width - len(x):] = torch.tensor(x)
-            mask[row, width - len(x):] = 1
         device = next(model.parameters()).device
+        cached = {}
+        if settings.share_prompts and not settings.synced and len({tuple(p) for p in prompt_ids}) < len(prompt_ids):
+            ids, mask, cached = _shared_prompt_cache(model, prompt_ids, prefix_ids, pad, device)
+        else:
+            ids, mask = padded([p + q for p, q in zip(prompt_ids, prefix_ids)], pad, left=True)
         kwargs = dict(do_sample=False) if settings.greedy else dict(
             do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=0)
         gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
                              max_new_tokens=settings.max_new_tokens, pad_token_id=pad,
-                             synced_gpus=settings.synced, **kwargs)
+                             synced_gpus=settings.synced, **cached, **kwargs)
         for row, (p, q) in enumerate(zip(prompt_ids, prefix_ids)):
-            out.append(finish_completion(tokenizer, p, q, gen[row, width:].tolist(), eos, settings.max_new_tokens))
+            out.append(finish_completion(tokenizer, p, q, gen[row, ids.shape[1]:].tolist(), eos,
+                                         settings.max_new_tokens))
     model.train(was_training)
     return out
+
+
+def _shared_prompt_cache(model, prompt_ids: list[list[int]], prefix_ids: list[list[int]], pad: int, device):
+    """Inputs for ``generate`` whose rows share the key-value cache of their prompt, computed once.
+
+    Every distinct prompt but its last token runs once, left-padded; its cache rows are copied
+    to each row that continues it. A row is then [that prompt head | pads | last prompt token |
+    forced prefix]: the attention mask has a hole, and positions count real tokens only, so the
+    model sees each row as prompt + prefix. Returns (input ids, attention mask, generate's
+    cache argument).
+    """
+    body, _ = decoder_and_head(model)
+    heads = list(dict.fromkeys(tuple(p[:-1]) for p in prompt_ids))
+    group = torch.tensor([heads.index(tuple(p[:-1])) for p in prompt_ids])
+    head_ids, head_mask = padded([list(h) for h in heads], pad, left=True)
+    tail_ids, tail_mask = padded([p[-1:] + q for p, q in zip(prompt_ids, prefix_ids)], pad, left=True)
+    ids, mask = torch.cat([head_ids[group], tail_ids], 1), torch.cat([head_mask[group], tail_mask], 1)
+    if not head_ids.shape[1]:  # one-token prompts: nothing to share
+        return ids, mask, {}
+    head_mask = head_mask.to(device)
+    out = body(input_ids=head_ids.to(device), attention_mask=head_mask,
+               position_ids=(head_mask.cumsum(1) - 1).clamp_min(0), use_cache=True)
+    cache = cache_of(out)
+    cache.batch_select_indices(group.to(device))
+    return ids, mask, {CACHE_ARGUMENT: cache}
 
 
 @dataclass

@@ -15,7 +15,10 @@ under its policy (with them). Each role's sequences are a :class:`Job`. :func:`s
   sequences first so that rows of similar length share a micro-batch (less padding). A job's
   ``units`` are the sequences that must share one (a DPO pair); with gradients, ``on_part``
   turns each micro-batch's log-probs into its share of the loss, which is back-propagated
-  at once, so one micro-batch's activations are alive at a time (gradient accumulation).
+  at once, so one micro-batch's activations are alive at a time (gradient accumulation);
+- **shared prompts** (``share_prompts``): sequences of a micro-batch with the same prompt
+  and adapter (a DPO pair's chosen and rejected answers) run the prompt once and continue
+  from its key-value cache (``losses.completion_logprobs``).
 
 Usage::
 
@@ -97,7 +100,8 @@ def _one_pass(jobs: list[Job]) -> tuple[Callable, tuple | None] | None:
 
 
 def score(jobs: list[Job], pad_id: int, *, together: bool = True, micro_tokens: int = 0, chunk: int = 0,
-          use_kernels: bool | None = None, on_part: Callable | None = None) -> list[TokenLogprobs]:
+          use_kernels: bool | None = None, share_prompts: bool = False,
+          on_part: Callable | None = None) -> list[TokenLogprobs]:
     """Each job's per-token log-probs (detached where ``on_part`` took the gradient), in job order.
 
     ``on_part({job index: Part})`` is called for every micro-batch with gradients on and
@@ -116,13 +120,13 @@ def score(jobs: list[Job], pad_id: int, *, together: bool = True, micro_tokens: 
             route_names = how[1] if how is not None else None
             with enter():
                 _score_pass([jobs[j] for j in members], members, values, pad_id, route_names, micro_tokens,
-                            chunk, use_kernels, on_part)
+                            chunk, use_kernels, share_prompts, on_part)
     return [TokenLogprobs.of_sequences([vals[i] for i in range(len(job.sequences))])
             for job, vals in zip(jobs, values)]
 
 
 def _score_pass(jobs: list[Job], indices: list[int], values: list[dict], pad_id: int, route_names, micro_tokens: int,
-                chunk: int, use_kernels, on_part) -> None:
+                chunk: int, use_kernels, share_prompts: bool, on_part) -> None:
     """One forward pass over ``jobs`` (sharing a model), micro-batch by micro-batch."""
     for batch in micro_batches(jobs, micro_tokens):
         seqs = [(j, i) for j, u in batch for i in jobs[j].units[u]]
@@ -133,7 +137,7 @@ def _score_pass(jobs: list[Job], indices: list[int], values: list[dict], pad_id:
             rows = [route_names.index(jobs[j].adapter) if jobs[j].adapter is not None else -1 for j, _ in seqs]
             route = (route_names, rows)
         lp = completion_logprobs(jobs[0].model, prompts, comps, pad_id, use_kernels=use_kernels, chunk=chunk,
-                                 route=route)
+                                 route=route, share_prompts=share_prompts)
         per_seq = lp.per_sequence()
         parts: dict[int, Part] = {}
         for (j, i), v in zip(seqs, per_seq):

@@ -424,8 +424,9 @@ def set_up(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
 
         game.backend = VLLMRollout(cfg, tokenizer, out, dist.rank)
         game.backend.sync(roles)
-    game.attack_sampling = SamplingSettings(cfg.attack_tokens, cfg.temperature, cfg.top_p, synced=dist.lockstep)
-    game.response_sampling = SamplingSettings(cfg.response_tokens, cfg.temperature, cfg.top_p, synced=dist.lockstep)
+    game.attack_sampling, game.response_sampling = (
+        SamplingSettings(tokens, cfg.temperature, cfg.top_p, batch_size=cfg.rollout_batch, synced=dist.lockstep,
+                         share_prompts=cfg.share_prompts) for tokens in (cfg.attack_tokens, cfg.response_tokens))
     if dist.is_main:
         game.metrics_file = (out / "metrics.jsonl").open("a")
         game.writer = SummaryWriter(str(out / "tb"))
@@ -590,7 +591,8 @@ def _score(game: Game, jobs: list, on_part=None) -> list:
     cfg = game.cfg
     micro = 0 if game.dist.lockstep else cfg.micro_batch_tokens  # FSDP: every rank runs the same passes
     return score(jobs, game.tokenizer.pad_token_id, together=cfg.batch_roles, micro_tokens=micro,
-                 chunk=cfg.update_chunk if on_part else 0, use_kernels=game.kernels, on_part=on_part)
+                 chunk=cfg.update_chunk if on_part else 0, use_kernels=game.kernels, share_prompts=cfg.share_prompts,
+                 on_part=on_part)
 
 
 def score_reference(game: Game, batches: list[RoleBatch]) -> None:

@@ -134,3 +134,37 @@ def test_chunked_completion_logprobs_give_the_same_values_and_gradients(tiny):
     assert any(float(g.abs().max()) > 0 for g in g0.values())
     with pytest.raises(ValueError, match="chunk"):
         completion_logprobs(model, prompts, comps, pad_id=0, chunk=-1)
+
+
+@pytest.mark.parametrize("chunk", [0, 3])
+def test_shared_prompts_give_the_same_values_and_gradients(tiny, chunk):
+    """Pairs on one prompt: the prompt run once, its cache continued by each completion; same numbers."""
+    from redgame.llm.roles import LoraSettings, build_roles
+
+    model, _ = tiny
+    roles = build_roles(model, regime="bipolicy", lora=LoraSettings(rank=4, alpha=8))
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for _, p in roles.named_parameters("defender"):
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    prompts, comps = [], []
+    for a in (6, 1, 9, 3):  # odd prompt lengths, one of a single token; completions of 1 to 6 tokens
+        prompt = torch.randint(3, 200, (a,), generator=gen).tolist()
+        for b in (1, int(torch.randint(2, 7, (1,), generator=gen))):
+            prompts.append(prompt)
+            comps.append(torch.randint(3, 200, (b,), generator=gen).tolist())
+    prompts.append([7, 8, 9])  # a prompt of its own
+    comps.append([10, 11])
+    weights = torch.randn(sum(len(c) for c in comps), generator=gen)
+    results = []
+    for share in (False, True):
+        with roles.policy("defender") as m:
+            for p in roles.parameters("defender"):
+                p.grad = None
+            lp = completion_logprobs(m, prompts, comps, pad_id=0, chunk=chunk, share_prompts=share)
+            (weights * lp.values).sum().backward()
+            results.append((lp.values.detach(), {n: p.grad.clone() for n, p in roles.named_parameters("defender")}))
+    (v0, g0), (v1, g1) = results
+    torch.testing.assert_close(v1, v0, rtol=1e-5, atol=1e-5)
+    for name in g0:
+        torch.testing.assert_close(g1[name], g0[name], rtol=1e-5, atol=1e-5)

@@ -1,0 +1,28 @@
+"""Rollouts that read a repeated prompt once (its key-value cache shared) sample what plain generate samples."""
+
+import pytest
+import torch
+
+from redgame.llm.prompts import chat_text, defender_messages
+from redgame.llm.rollout import SamplingSettings, generate
+from redgame.llm.seeds import builtin_seeds
+
+
+@pytest.mark.parametrize("greedy", [True, False])
+def test_shared_prompts_sample_the_same_completions(tiny, greedy):
+    model, tok = tiny
+    seeds = builtin_seeds("train")[:5]
+    prompts = [chat_text(tok, defender_messages(s.prompt)) for s in seeds for _ in range(3)]
+    prefixes = ["", "", "I'm sorry, but"] * len(seeds)  # the demo's shape: 2 answers + 1 forced prefix each
+    prompts.append(chat_text(tok, defender_messages("x")))  # a prompt of its own
+    prefixes.append("")
+    runs = []
+    for share in (False, True):
+        torch.manual_seed(4)
+        settings = SamplingSettings(max_new_tokens=10, greedy=greedy, batch_size=7, share_prompts=share)
+        runs.append(generate(model, tok, prompts, settings, prefixes))
+    plain, shared = runs
+    assert [c.completion_ids for c in shared] == [c.completion_ids for c in plain]
+    assert [c.prompt_ids for c in shared] == [c.prompt_ids for c in plain]
+    assert all(c.completion_ids[:len(tok("I'm sorry, but")["input_ids"])] == tok("I'm sorry, but")["input_ids"]
+               for c in shared[2:15:3])
