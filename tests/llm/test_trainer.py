@@ -203,3 +203,22 @@ def test_update_epochs_take_several_optimiser_steps_on_one_reference(tmp_path, j
     assert rows == {"reference": sequences, "policy": 3 * sequences}  # the reference once, reused by 3 epochs
     with pytest.raises(ValueError, match="update_epochs"):
         tiny_config(update_epochs=0).validate()
+
+
+def test_kernels_on_and_off_train_alike_and_the_metrics_say_which_ran(tmp_path, judge, tiny_config):
+    """kernels=on: redgame.kernels' torch path on CPU, both roles in one pass; off: peft, one pass per role."""
+    rows = {}
+    for kernels in ("on", "off"):
+        cfg = tiny_config(regime="bipolicy", steps=2, kernels=kernels, seed=3)
+        train(cfg, tmp_path / kernels, progress=False, base=load_base("tiny"), judge=judge)
+        rows[kernels] = [json.loads(line) for line in (tmp_path / kernels / "metrics.jsonl").read_text().splitlines()]
+    assert {r["kernels/lora"] for r in rows["on"]} == {"torch"} and {r["kernels/lora"] for r in rows["off"]} == {"peft"}
+    assert {r["kernels/logprobs"] for r in rows["on"] + rows["off"]} == {"torch"}
+    compared = [k for k in rows["off"][0] if k.endswith(("/pref_loss", "/margin", "/nll", "/kl", "/grad_norm"))]
+    assert compared
+    for key in compared:  # step 1 samples the same round (same seed, zero B): the same update
+        assert rows["on"][0][key] == pytest.approx(rows["off"][0][key], rel=1e-4, abs=1e-5), key
+    with pytest.raises(ValueError, match="kernels"):
+        tiny_config(kernels="sometimes").validate()
+    with pytest.raises(ValueError, match="full_finetune"):
+        tiny_config(regime="separate", full_finetune=True, kernels="on").validate()

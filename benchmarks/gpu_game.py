@@ -1,0 +1,148 @@
+"""The LLM game on a GPU: a short game on the tiny model, kernels on vs off.
+
+    python benchmarks/gpu_game.py --out runs/gpu_game             # on the CUDA device
+    python benchmarks/gpu_game.py --out runs/gpu_game --smoke     # on this machine's device (a CPU: the kernels'
+                                                                  # torch path), fewer tokens: checks the script
+
+`section_game(ctx)` is a section of `benchmarks/gpu_check.py` (the GPU acceptance script):
+it takes the script's context (`ctx.out`, `ctx.device`, `ctx.smoke`) and returns its
+`dict(status, headline, notes, data)`. For float32 (TF32 off, for exactness) and bfloat16
+(what `--dtype auto` picks on CUDA) it trains the tiny model's game for 3 steps with
+`--device <device>` and `kernels=on`, then `kernels=off`, through `redgame.llm.trainer.train`,
+and checks:
+
+- every run finishes with finite losses, and its metrics name what ran the LoRA layers:
+  `triton` (CUDA) or `torch` (CPU) with the kernels on, `peft` with them off;
+- the steps that sample the same round with the kernels on and off (same seed: step 1, and
+  the later ones unless rounding flipped a sampled token) give the same DPO losses, margins
+  and NLL: |on − off| / max(|off|, 1) ≤ 1e-4 in float32, ≤ 2e-2 in bfloat16; step 1 must be
+  one of them.
+
+It reports the update time with the kernels on and off. The runs are written under
+`<out>/game/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+STEPS = 3
+TOLERANCE = {"float32": 1e-4, "bfloat16": 2e-2}
+COMPARED = ("defender/pref_loss", "attacker/pref_loss", "defender/margin", "attacker/margin", "defender/nll")
+
+
+def _config(device: str, dtype: str, kernels: str, smoke: bool):
+    from redgame.llm.config import TrainConfig
+
+    tokens = 6 if smoke else 16
+    return TrainConfig(model="tiny", regime="bipolicy", steps=STEPS, seed=0, save_every=0, seeds_per_step=4,
+                       attacks_per_seed=2, responses_per_attack=2, explore_prefixes=("I'm sorry",),
+                       attack_tokens=tokens, response_tokens=tokens, min_margin=0.0, lora_rank=8, lora_alpha=16,
+                       lr=1e-2, device=device, dtype=dtype, kernels=kernels).validate()
+
+
+def _rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def play(device: str, dtype: str, kernels: str, out: Path, smoke: bool, judge) -> dict:
+    """One short game; its metrics rows and wall time."""
+    import torch
+
+    from redgame.llm.trainer import train
+
+    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 here
+    start = time.perf_counter()
+    train(_config(device, dtype, kernels, smoke), out, overwrite=True, progress=False, judge=judge)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return {"rows": _rows(out), "seconds": time.perf_counter() - start}
+
+
+def _same_round(a: dict, b: dict) -> bool:
+    return all(a.get(k) == b.get(k) for k in ("defender/pairs", "attacker/pairs", "parse_errors", "refusal_benign"))
+
+
+def compare(on: dict, off: dict, dtype: str, device: str) -> dict:
+    """The checks on one dtype's pair of runs."""
+    expected = "triton" if device.startswith("cuda") else "torch"
+    finite = all(math.isfinite(v) for run in (on, off) for row in run["rows"] for k, v in row.items()
+                 if k.endswith(("loss", "margin", "grad_norm")) and isinstance(v, float))
+    named = all(r["kernels/lora"] == expected for r in on["rows"]) and all(r["kernels/lora"] == "peft"
+                                                                            for r in off["rows"])
+    # Steps whose rounds agree (all of them unless sampling diverged) must give the same losses:
+    # error |on - off| / max(|off|, 1), relative above 1 and absolute below (margins start at 0).
+    errors, compared = {}, 0
+    for a, b in zip(on["rows"], off["rows"]):
+        if not _same_round(a, b):
+            break
+        compared += 1
+        for k in COMPARED:
+            if k in a and k in b:
+                errors[k] = max(errors.get(k, 0.0), abs(a[k] - b[k]) / max(abs(b[k]), 1.0))
+    close = compared >= 1 and all(e <= TOLERANCE[dtype] for e in errors.values())
+    update = {name: sum(r["time/update"] for r in run["rows"][1:]) / max(1, len(run["rows"]) - 1)
+              for name, run in (("on", on), ("off", off))}
+    return {"dtype": dtype, "finite": finite, "implementation_named": named, "expected": expected,
+            "steps_compared": compared, "errors": errors, "close": close,
+            "update_s": update, "seconds": {"on": on["seconds"], "off": off["seconds"]},
+            "ok": finite and named and close}
+
+
+def section_game(ctx) -> dict:
+    """gpu_check.py's game section: the tiny model's game with the kernels on vs off, fp32 and bf16."""
+    from redgame.llm.judges import make_judge
+
+    device = "cuda" if ctx.device == "cuda" else "cpu"
+    judge = make_judge("embedded")
+    results = []
+    for dtype in ("float32", "bfloat16"):
+        runs = {k: play(device, dtype, k, Path(ctx.out) / "game" / f"{dtype}-kernels-{k}", ctx.smoke, judge)
+                for k in ("on", "off")}
+        results.append(compare(runs["on"], runs["off"], dtype, device))
+        print(json.dumps(results[-1], indent=1))
+    notes = ["| dtype | implementation named | steps with equal rounds | max loss error | update s (on / off) | ok |",
+             "|---|---|---|---|---|---|"]
+    for r in results:
+        worst = max(r["errors"].values(), default=float("nan"))
+        notes.append(f"| {r['dtype']} | {r['implementation_named']} ({r['expected']}/peft) | {r['steps_compared']} "
+                     f"of {STEPS} | {worst:.1e} | {r['update_s']['on']:.2f} / {r['update_s']['off']:.2f} | {r['ok']} |")
+    ok = all(r["ok"] for r in results)
+    head = ", ".join(f"{r['dtype']} update {r['update_s']['on']:.2f} s on / {r['update_s']['off']:.2f} s off"
+                     for r in results)
+    return dict(status="pass" if ok else "fail", headline=f"tiny game on {device}, kernels on vs off; {head}",
+                notes=notes, data=results)
+
+
+@dataclass
+class _Context:
+    out: Path
+    smoke: bool
+    device: str
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=None, help="output folder (default: a temporary one)")
+    parser.add_argument("--smoke", action="store_true", help="fewer tokens; runs on a CPU")
+    args = parser.parse_args()
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(args.out or tmp)
+        result = section_game(_Context(out, args.smoke, device))
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "gpu_game.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+    print("\n".join([f"{result['status']}: {result['headline']}", *result["notes"]]))
+    return 0 if result["status"] == "pass" else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
