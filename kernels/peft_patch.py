@@ -63,7 +63,7 @@ def _plain_adapter(layer, x, args, kwargs):
     return active[0]
 
 
-def _routed_forward(layer, x, adapters: tuple, rows: torch.Tensor):
+def _routed_forward(layer, x, adapters: tuple, rows: torch.Tensor, segments: dict):
     base = layer.get_base_layer()
     if not adapters:
         FUSED_CALLS["base"] += 1
@@ -71,9 +71,11 @@ def _routed_forward(layer, x, adapters: tuple, rows: torch.Tensor):
     lora_a = torch.stack([layer.lora_A[name].weight for name in adapters])   # [n, r, K]
     lora_b = torch.stack([layer.lora_B[name].weight for name in adapters])   # [n, N, r]
     scales = [layer.scaling[name] for name in adapters]
-    segments = rows.view(-1, *([1] * (x.dim() - 2))).expand(x.shape[:-1])   # one adapter per sequence
+    shape = tuple(x.shape[:-1])
+    if shape not in segments:  # one tensor per input shape: every layer reuses its row grouping
+        segments[shape] = rows.view(-1, *([1] * (x.dim() - 2))).expand(shape).contiguous()
     FUSED_CALLS["multi_lora"] += 1
-    return multi_lora_linear(x, base.weight, lora_a, lora_b, scales, segments, base.bias)
+    return multi_lora_linear(x, base.weight, lora_a, lora_b, scales, segments[shape], base.bias)
 
 
 def _fused_forward(self, x, *args, **kwargs):
@@ -159,8 +161,9 @@ def routed(model, adapters, rows: torch.Tensor):
         raise UserError(f"routed: adapters {list(adapters)} cannot share one pass here (patch_peft the model; "
                         "every adapter must be vanilla LoRA of one rank with no dropout in effect)")
     layers = _lora_linears(model)
+    segments: dict = {}  # shared by the layers, so multi_lora_linear groups the rows once per shape
     for layer in layers:
-        layer.__dict__[_ROUTE] = (adapters, rows)
+        layer.__dict__[_ROUTE] = (adapters, rows, segments)
     try:
         yield model
     finally:

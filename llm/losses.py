@@ -13,9 +13,10 @@
   exp(r) - r - 1 with r = log p_ref - log p (Schulman, "Approximating KL divergence").
 
 Token log-probs go through ``redgame.kernels.token_logprobs`` with the kernels on (Triton on
-CUDA, a vocabulary-chunked torch path on CPU: no [T, V] logits either way) and through that
-torch path (``redgame.kernels.reference``) with them off; the pairwise loss through
-``redgame.kernels.preference_loss``. The plain torch functions below are the references.
+CUDA, a vocabulary-chunked torch path on CPU: no [T, V] logits either way) and through plain
+torch (log_softmax over the [T, V] logits of the completion tokens) with them off; the
+pairwise loss through ``redgame.kernels.preference_loss``. The plain torch functions below
+are the references.
 
 Every loss here is a mean over the batch's pairs (DPO/IPO) or samples and tokens
 (REINFORCE/GRPO). Given ``of=`` (the whole batch's counts), a function returns the share of
@@ -37,9 +38,8 @@ from redgame.errors import UserError
 try:  # the kernels layer is optional: a clean seam, plain torch otherwise
     from redgame.kernels import preference_loss as _kernel_preference_loss
     from redgame.kernels import token_logprobs as _kernel_token_logprobs
-    from redgame.kernels.reference import token_logprobs_chunked as _chunked_token_logprobs
 except ImportError:  # pragma: no cover - depends on which layers are installed
-    _kernel_token_logprobs = _kernel_preference_loss = _chunked_token_logprobs = None
+    _kernel_token_logprobs = _kernel_preference_loss = None
 
 USE_KERNELS = _kernel_token_logprobs is not None and _kernel_preference_loss is not None
 
@@ -66,14 +66,12 @@ def torch_preference_loss(pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, 
 
 
 def token_logprobs(hidden, head_weight, targets, ignore_index: int = -100, use_kernels: bool | None = None):
-    """The seam: the kernels layer's op (Triton on CUDA) with the kernels on, its chunked torch path off.
+    """The seam: the kernels layer's fused op with the kernels on, the torch reference off.
 
     ``use_kernels=None`` means on where the kernels layer is installed.
     """
     if USE_KERNELS if use_kernels is None else use_kernels:
         return _kernel_token_logprobs(hidden, head_weight, targets, ignore_index=ignore_index)
-    if _chunked_token_logprobs is not None:
-        return _chunked_token_logprobs(hidden, head_weight, targets, ignore_index)
     return torch_token_logprobs(hidden, head_weight, targets, ignore_index=ignore_index)
 
 

@@ -131,13 +131,11 @@ def _game_update(model, sequences, *, kernels):
     return losses, grads
 
 
-def test_the_games_update_with_kernels_on_equals_kernels_off(path, rng, monkeypatch):
+def test_the_games_update_with_kernels_on_equals_kernels_off(path, rng):
     """Losses and gradients of both adapters, kernels on (torch path or Triton interpreter) vs off (peft)."""
-    from redgame.llm import losses
     from redgame.llm.rollout import Completion
 
     mode, calls = path
-    monkeypatch.setattr(losses, "_chunked_token_logprobs", None)  # off: plain torch log-probs, no kernels code
     model = _two_role_llama(seed=int(torch.randint(0, 2**31, (1,), generator=rng)))
     lengths = [(5, 3), (2, 4), (7, 2), (3, 5)]  # two pairs: (0, 2) and (1, 3)
     sequences = [Completion(torch.randint(0, 97, (a,), generator=rng).tolist(),
@@ -149,4 +147,4 @@ def test_the_games_update_with_kernels_on_equals_kernels_off(path, rng, monkeypa
     for name, grad in grads_off.items():
         check_close(grads_on[name], grad, torch.float32, name)
     if mode == "interpret":
-        assert calls["lora_linear_forward"] and calls["lora_linear_backward"] and calls["token_logprobs_forward"]
+        assert calls["lora_linear_forward"] and calls["lora_linear_backward"] and calls["online_logprob_parts"]

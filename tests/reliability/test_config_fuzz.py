@@ -32,6 +32,9 @@ from redgame.llm.config import LOSSES, REGIMES, TrainConfig
 # PSRO with shared, DPO with one response and no exploration prefix).
 VALUES = {
     "model": (["tiny"], []),
+    "device": (["auto", "cpu"], ["gpu", "cuda:x"]),
+    "dtype": (["auto", "float32", "bfloat16"], ["float64"]),
+    "kernels": (["auto", "on", "off"], ["sometimes"]),
     "regime": (list(REGIMES), ["coop"]),
     "steps": ([1], [0]),
     "seed": ([0, 1, 2, 3], []),
@@ -67,6 +70,10 @@ VALUES = {
     "population_eval_seeds": ([2, 4], [1]),
     "lr": ([1e-3], [0.0]),
     "update_chunk": ([0, 1, 2], [-1]),
+    "micro_batch_tokens": ([0, 8, 4096], [-1]),
+    "share_prompts": ([True, False], []),
+    "batch_roles": ([True, False], []),
+    "rollout_batch": ([1, 32], [0]),
     "update_epochs": ([1, 2], [0]),
     "weight_decay": ([0.0, 0.01], [-0.1]),
     "max_grad_norm": ([1.0], [0.0]),
