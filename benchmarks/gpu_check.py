@@ -1,11 +1,12 @@
-"""GPU acceptance check: every kernel against float64, large offsets, the kernel benchmarks; one folder.
+"""GPU acceptance check: every kernel against float64, large offsets, the kernel benchmarks, a short game; one folder.
 
     python benchmarks/gpu_check.py --out runs/gpu_check            # one CUDA GPU: < 8 minutes on an H200
     python benchmarks/gpu_check.py --out runs/gpu_check --smoke    # tiny shapes; on a CPU the Triton
                                                                    # kernels run in Triton's interpreter
 
 Needs torch, triton, peft and transformers (liger-kernel optional: its DPO loss joins the
-preference table); redgame need not be installed, the checkout's packages are imported
+preference table; the game section also uses safetensors, and tensorboard and the embedded
+judge's package where installed); redgame need not be installed, the checkout's packages are imported
 from this repository. Writes three files to --out:
 
 - gpu_check.json: each section's status, seconds, headline and data;
@@ -234,7 +235,15 @@ def _benchmark_headlines(tables: dict):
     return notes, (notes[0][2:] if notes else "tables printed to the log")
 
 
-SECTIONS = [section_environment, section_kernel_checks, section_large_offsets, section_kernel_benchmarks]
+def section_game(ctx: Context) -> dict:
+    """The LLM game on the tiny model with --device cuda, kernels on vs off (benchmarks/gpu_game.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from gpu_game import section_game as game
+
+    return game(ctx)
+
+
+SECTIONS = [section_environment, section_kernel_checks, section_large_offsets, section_kernel_benchmarks, section_game]
 
 
 # ----------------------------------------------------------------------------- main

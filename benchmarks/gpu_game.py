@@ -11,6 +11,10 @@ it takes the script's context (`ctx.out`, `ctx.device`, `ctx.smoke`) and returns
 `--device <device>` and `kernels=on`, then `kernels=off`, through `redgame.llm.trainer.train`,
 and checks:
 
+The judge is the embedded one where its package is installed, else `lm:tiny` (any judge
+serves: the check compares numbers with the kernels on and off). Without tensorboard the
+runs write no `tb/` events.
+
 - every run finishes with finite losses, and its metrics name what ran the LoRA layers:
   `triton` (CUDA) or `torch` (CPU) with the kernels on, `peft` with them off;
 - the steps that sample the same round with the kernels on and off (same seed: step 1, and
@@ -18,8 +22,9 @@ and checks:
   and NLL: |on − off| / max(|off|, 1) ≤ 1e-4 in float32, ≤ 2e-2 in bfloat16; step 1 must be
   one of them.
 
-It reports the update time with the kernels on and off. The runs are written under
-`<out>/game/`.
+It reports the update time with the kernels on and off. The runs go to a temporary folder
+(the GPU machine returns few files); their metrics rows are in the section's data, which
+`gpu_check.py` writes to `gpu_check.json` (this script alone: `<out>/gpu_game.json`).
 """
 
 from __future__ import annotations
@@ -40,8 +45,9 @@ COMPARED = ("defender/pref_loss", "attacker/pref_loss", "defender/margin", "atta
 def _config(device: str, dtype: str, kernels: str, smoke: bool):
     from redgame.llm.config import TrainConfig
 
-    tokens = 6 if smoke else 16
-    return TrainConfig(model="tiny", regime="bipolicy", steps=STEPS, seed=0, save_every=0, seeds_per_step=4,
+    tokens = 4 if smoke else 16
+    return TrainConfig(model="tiny", regime="bipolicy", steps=2 if smoke else STEPS, seed=0, save_every=0,
+                       seeds_per_step=2 if smoke else 4,
                        attacks_per_seed=2, responses_per_attack=2, explore_prefixes=("I'm sorry",),
                        attack_tokens=tokens, response_tokens=tokens, min_margin=0.0, lora_rank=8, lora_alpha=16,
                        lr=1e-2, device=device, dtype=dtype, kernels=kernels).validate()
@@ -69,9 +75,8 @@ def _same_round(a: dict, b: dict) -> bool:
     return all(a.get(k) == b.get(k) for k in ("defender/pairs", "attacker/pairs", "parse_errors", "refusal_benign"))
 
 
-def compare(on: dict, off: dict, dtype: str, device: str) -> dict:
-    """The checks on one dtype's pair of runs."""
-    expected = "triton" if device.startswith("cuda") else "torch"
+def compare(on: dict, off: dict, dtype: str, expected: str) -> dict:
+    """The checks on one dtype's pair of runs; ``expected``: what runs the LoRA layers with the kernels on."""
     finite = all(math.isfinite(v) for run in (on, off) for row in run["rows"] for k, v in row.items()
                  if k.endswith(("loss", "margin", "grad_norm")) and isinstance(v, float))
     named = all(r["kernels/lora"] == expected for r in on["rows"]) and all(r["kernels/lora"] == "peft"
@@ -92,27 +97,42 @@ def compare(on: dict, off: dict, dtype: str, device: str) -> dict:
     return {"dtype": dtype, "finite": finite, "implementation_named": named, "expected": expected,
             "steps_compared": compared, "errors": errors, "close": close,
             "update_s": update, "seconds": {"on": on["seconds"], "off": off["seconds"]},
-            "ok": finite and named and close}
+            "rows": {"on": on["rows"], "off": off["rows"]}, "ok": finite and named and close}
 
 
 def section_game(ctx) -> dict:
     """gpu_check.py's game section: the tiny model's game with the kernels on vs off, fp32 and bf16."""
+    import importlib.util
+
+    import torch
+
+    missing = [m for m in ("transformers", "peft", "safetensors") if importlib.util.find_spec(m) is None]
+    if missing:
+        return dict(status="skip", headline=f"the game needs {', '.join(missing)} (pip install 'redgame[llm]')",
+                    notes=[], data={})
+    from redgame.kernels import backend
     from redgame.llm.judges import make_judge
+    from redgame.llm.embedder import MINILM_PACKAGE
 
     device = "cuda" if ctx.device == "cuda" else "cpu"
-    judge = make_judge("embedded")
+    expected = backend(torch.zeros(1, device=device))  # triton on CUDA; torch, or interpret under TRITON_INTERPRET=1
+    # The embedded judge needs its PyPI package; without it the tiny model judges (the check is of
+    # equal numbers with the kernels on and off, not of judgements).
+    judge = make_judge("embedded" if importlib.util.find_spec(MINILM_PACKAGE) else "lm:tiny")
     results = []
-    for dtype in ("float32", "bfloat16"):
-        runs = {k: play(device, dtype, k, Path(ctx.out) / "game" / f"{dtype}-kernels-{k}", ctx.smoke, judge)
-                for k in ("on", "off")}
-        results.append(compare(runs["on"], runs["off"], dtype, device))
-        print(json.dumps(results[-1], indent=1))
+    with tempfile.TemporaryDirectory() as runs_dir:
+        for dtype in ("float32", "bfloat16"):
+            runs = {k: play(device, dtype, k, Path(runs_dir) / f"{dtype}-kernels-{k}", ctx.smoke, judge)
+                    for k in ("on", "off")}
+            results.append(compare(runs["on"], runs["off"], dtype, expected))
+            print(json.dumps({k: v for k, v in results[-1].items() if k != "rows"}, indent=1))
+    steps = 2 if ctx.smoke else STEPS
     notes = ["| dtype | implementation named | steps with equal rounds | max loss error | update s (on / off) | ok |",
              "|---|---|---|---|---|---|"]
     for r in results:
         worst = max(r["errors"].values(), default=float("nan"))
         notes.append(f"| {r['dtype']} | {r['implementation_named']} ({r['expected']}/peft) | {r['steps_compared']} "
-                     f"of {STEPS} | {worst:.1e} | {r['update_s']['on']:.2f} / {r['update_s']['off']:.2f} | {r['ok']} |")
+                     f"of {steps} | {worst:.1e} | {r['update_s']['on']:.2f} / {r['update_s']['off']:.2f} | {r['ok']} |")
     ok = all(r["ok"] for r in results)
     head = ", ".join(f"{r['dtype']} update {r['update_s']['on']:.2f} s on / {r['update_s']['off']:.2f} s off"
                      for r in results)

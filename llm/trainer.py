@@ -369,7 +369,8 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
     finally:
         if dist.is_main:
             game.metrics_file.close()
-            game.writer.close()
+            if game.writer is not None:
+                game.writer.close()
     if dist.is_main:
         for role in ROLES:
             game.roles.save_role(role, game.out / "final" / role)
@@ -382,8 +383,6 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
 def set_up(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: bool, overwrite: bool, base,
            judge, log) -> Game:
     """The run folder, the base model, the judge, the roles, their optimisers; restored on resume."""
-    from torch.utils.tensorboard import SummaryWriter
-
     from redgame.llm.judges import make_judge
     from redgame.llm.models import load_base, place_judge
 
@@ -429,8 +428,18 @@ def set_up(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
                          share_prompts=cfg.share_prompts) for tokens in (cfg.attack_tokens, cfg.response_tokens))
     if dist.is_main:
         game.metrics_file = (out / "metrics.jsonl").open("a")
-        game.writer = SummaryWriter(str(out / "tb"))
+        game.writer = tensorboard_writer(out / "tb", log)
     return game
+
+
+def tensorboard_writer(folder: Path, log):
+    """A TensorBoard writer for the run's ``tb/``, or None (said once) without the tensorboard package."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # the llm extra installs it; a bare CUDA image may not have it
+        log("tensorboard is not installed: no tb/ events (metrics.jsonl holds every metric)")
+        return None
+    return SummaryWriter(str(folder))
 
 
 def _restore(game: Game, log) -> None:
@@ -659,7 +668,8 @@ def log_row(game: Game, row: dict) -> None:
     game.metrics_file.flush()
     for k, v in row.items():
         if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
-            game.writer.add_scalar(k, v, row["step"])
+            if game.writer is not None:
+                game.writer.add_scalar(k, v, row["step"])
 
 
 def save_if_due(game: Game, done: int, stopping: bool) -> None:

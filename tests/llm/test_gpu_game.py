@@ -19,4 +19,5 @@ def test_game_section_smoke_passes_and_writes_its_runs(tmp_path):
     assert result["status"] == "pass" and [r["dtype"] for r in result["data"]] == ["float32", "bfloat16"]
     for r in result["data"]:
         assert r["implementation_named"] and r["steps_compared"] >= 1
-    assert (tmp_path / "game" / "float32-kernels-on" / "metrics.jsonl").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["gpu_game.json"]  # the runs stay out of --out
+    assert len(result["data"][0]["rows"]["on"]) == 2
