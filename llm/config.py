@@ -150,8 +150,8 @@ class TrainConfig:
                             f"{self.lora_alpha} and {self.max_grad_norm}")
         if not -2**63 <= self.seed < 2**64:
             raise UserError(f"config key 'seed' must fit in 64 bits, got {self.seed}")
-        check_device_name(self.device)
-        check_dtype_name(self.dtype)
+        check_device_name(self.device, "config key 'device':")
+        check_dtype_name(self.dtype, "config key 'dtype':")
         if self.judge != "embedded" and not self.judge.startswith(("embedded:", "lm:", "http:", "https:")):
             raise UserError(f"config key 'judge': {self.judge!r} is not 'embedded', 'embedded:<folder>', "
                             "'lm:<model>' or 'http:<url>'")
@@ -196,17 +196,18 @@ class TrainConfig:
             raise UserError("config key 'population_every' (PSRO) samples with rollout_backend 'torch' only")
 
 
-def check_device_name(name: str) -> None:
+def check_device_name(name: str, what: str = "device") -> None:
     """Refuse a device name that is not auto, cpu, cuda or cuda:N (nothing is imported or touched)."""
     head, _, index = str(name).partition(":")
     if name in ("auto", "cpu", "cuda") or (head == "cuda" and index.isdigit()):
         return
-    raise UserError(f"device {name!r} is not one of {DEVICE_CHOICES}")
+    raise UserError(f"{what} {name!r} is not one of {DEVICE_CHOICES}")
 
 
-def check_dtype_name(name: str) -> None:
+def check_dtype_name(name: str, what: str = "dtype") -> None:
+    """Refuse a dtype name that is not auto, float32, bfloat16 or float16."""
     if name not in DTYPE_NAMES:
-        raise UserError(f"dtype {name!r} is not one of {', '.join(DTYPE_NAMES)}")
+        raise UserError(f"{what} {name!r} is not one of {', '.join(DTYPE_NAMES)}")
 
 
 def _hints() -> dict[str, Any]:
