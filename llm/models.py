@@ -37,6 +37,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import save_model
 
 from redgame.errors import UserError
@@ -63,6 +64,10 @@ TINY_SEED = 1234
 TINY_VOCAB = 512
 
 log = logging.getLogger(__name__)
+# What transformers and safetensors raise for a directory that holds no loadable model (missing
+# or truncated files, an unknown architecture, a malformed config). Any other exception is a
+# bug and is not reworded as a user error.
+LOAD_ERRORS = (OSError, ValueError, KeyError, SafetensorError)
 
 
 def cache_root() -> Path:
@@ -143,7 +148,7 @@ def _load_embedded(dtype: torch.dtype):
     if (cached / "config.json").is_file():
         try:
             return _from_directory(cached, dtype=dtype, trust_remote_code=False)
-        except Exception as exc:  # a damaged cache: say where it is
+        except LOAD_ERRORS as exc:  # a damaged cache: say where it is
             raise UserError(f"the embedded-model cache {cached} is unreadable ({exc}); delete it and retry") from exc
     gguf = embedded_gguf_path()
     log.warning("first load of the embedded model: dequantising %s (about 20 s), caching to %s", gguf, cached)
@@ -377,7 +382,7 @@ def load_base(
             try:
                 model, tokenizer = _from_directory(path, dtype=dtype, trust_remote_code=trust_remote_code,
                                                    local_files_only=True)
-            except Exception as exc:  # transformers raises many types for a bad directory
+            except LOAD_ERRORS as exc:  # a bad directory; anything else is a bug and propagates
                 raise UserError(f"cannot load a model from {path}: {exc}") from exc
         elif path.is_file() and path.suffix == ".gguf":
             model, tokenizer = _from_gguf(path, dtype)

@@ -99,6 +99,20 @@ def test_bad_local_paths_are_user_errors(tmp_path):
         load_base(str(broken))
 
 
+def test_a_bug_while_loading_a_directory_is_not_reworded_as_a_user_error(tmp_path, monkeypatch):
+    """Only the load failures of a bad directory become "cannot load a model"; a bug propagates."""
+    from redgame.llm import models
+
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+
+    def buggy(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(models, "_from_directory", buggy)
+    with pytest.raises(ZeroDivisionError, match="a bug"):
+        load_base(str(tmp_path))
+
+
 def test_missing_embedded_package_names_the_pip_command(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(models.importlib.util, "find_spec",
