@@ -15,7 +15,7 @@ PYTEST_ARGS ?= -n 2 -q
 # build (as on our CI machines), it is that CPU build. On macOS and Windows, PyPI's build.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test test-min bench docs clean
+.PHONY: setup demo test test-slow test-all test-min bench docs clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -31,9 +31,20 @@ setup: $(STAMP)
 demo: setup
 	$(VENV)/bin/redgame demo
 
+# `pytest`, not `python -m pytest`: the repo root must not shadow PyPI names (kernels, llm).
+RUN_TESTS := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The suite without the tests marked slow (each > ~30 s on 2 cores): under 10 minutes on 2 cores.
 test: setup
-	# `pytest`, not `python -m pytest`: the repo root must not shadow PyPI names (kernels, llm).
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(RUN_TESTS) -m "not slow"
+
+# Only the slow ones: the docs' language-model and benchmark commands, Triton-interpreter sweeps,
+# retraining the judge. CI runs `make test` and then this.
+test-slow: setup
+	$(RUN_TESTS) -m slow
+
+test-all: setup
+	$(RUN_TESTS)
 
 # The declared lower bounds, tested: the base install and the lp extra at the versions pinned in
 # .ci/min-versions.txt (no torch), then the toy-game tests.

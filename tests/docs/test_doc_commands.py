@@ -26,6 +26,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -42,11 +43,9 @@ SKIP = [
     (r"^(\w+=\S*\s+)*(\S*/)?pytest\b|-m pytest\b", "runs the test suite itself"),
     (r"^mkdocs\b", "tests/docs/test_site.py builds the site"),
     (r"^jupyter\b", "starts an interactive server; tests/docs/test_notebooks.py runs the notebooks"),
-    (r"^redgame demo\b", "trains on the embedded model (minutes on 2 CPU cores)"),
-    (r"^redgame llm\b(?!.*(--help|-h)\b)",
-     "runs a language model (train, eval or crossplay: a minute or more on 2 CPU cores, even with "
-     "--model tiny); tests/llm covers these"),
-    (r"^(python|\.venv/bin/python) benchmarks/", "a timing benchmark; `make bench` runs them"),
+    (r"^(redgame (demo|llm)|(python|\.venv/bin/python) benchmarks/)(?!.*(--help|-h)\b)",
+     "runs a language model or a benchmark: test_llm_and_benchmark_commands_run runs the page's "
+     "commands of this kind in order, in their derived small variants"),
     (r"\s\[--?[\w-]+", "a usage synopsis: optional flags in [brackets], not one command"),
 ]
 # ```python blocks that load the embedded model are too slow for CI.
@@ -292,3 +291,130 @@ def test_results_table_matches_the_command(command, expected, workdir):
             check_number(printed, result[key])
     if "max_gap" in result:
         assert result["max_gap"] < 1e-6
+
+
+# -- commands that run a language model or a benchmark: derived small variants ------------------
+#
+# A page's `redgame llm ...`, `redgame demo ...` and `python benchmarks/...` lines run in the
+# order the page gives them (later lines read the run folders of earlier ones), in one scratch
+# directory per page, each as a variant derived from its text by these rules:
+#
+# - the language model is the tiny one (`--model tiny`; the demo: `--set model=tiny`);
+# - `--steps N` becomes max(1, N // 10) and `--save-every S` max(1, S // 5), so that a resume
+#   line still resumes; the demo plays 1 step;
+# - training samples 6-token attacks and answers for 2 seeds a step (SHRINK);
+# - eval and crossplay judge 2 harmful and 2 benign test seeds (written to the scratch
+#   directory), with 6-token answers and no utility proxy;
+# - a benchmark runs with `--smoke` (its own tiny-shape mode).
+# Lines that read files a reader must bring are skipped, with the reason.
+
+SHRINK = ["--set", "attack_tokens=6", "--set", "response_tokens=6", "--set", "seeds_per_step=2"]
+SMALL_SEEDS = {"harmful": "doc-harmful.txt", "benign": "doc-benign.txt", "both": "doc-seeds.jsonl"}
+LLM_OR_BENCHMARK = re.compile(r"^(redgame (demo|llm)\b|(python|\.venv/bin/python) benchmarks/)")
+USER_FILES = re.compile(r"--(harmful|benign)\s+\S*(harmbench|xstest)", re.I)
+# Benchmarks whose smoke run another test already makes (minutes of Triton's interpreter).
+SMOKE_ELSEWHERE = {"benchmarks/gpu_check.py": "tests/kernels/test_gpu_check_smoke.py runs its --smoke mode"}
+
+
+def _replace_or_add(argv: list[str], flag: str, value) -> list[str]:
+    if flag in argv:
+        i = argv.index(flag)
+        return argv[:i + 1] + [str(value)] + argv[i + 2:]
+    return argv + [flag, str(value)]
+
+
+def _scaled(argv: list[str], flag: str, divisor: int) -> list[str]:
+    return _replace_or_add(argv, flag, max(1, int(argv[argv.index(flag) + 1]) // divisor)) if flag in argv else argv
+
+
+def small_variant(command: str) -> tuple[list[str] | None, str | None]:
+    """(argv of the derived variant, None) or (None, the reason it cannot run here)."""
+    import shlex
+
+    bare = re.sub(r"\s+#.*$", "", command).strip()
+    argv = shlex.split(bare)
+    if argv[0] != "redgame":  # a benchmark
+        script = argv[1]
+        if script in SMOKE_ELSEWHERE:
+            return None, SMOKE_ELSEWHERE[script]
+        if "--smoke" not in (REPO / script).read_text():
+            return None, f"{script} has no --smoke mode"
+        return [sys.executable, *argv[1:], *([] if "--smoke" in argv else ["--smoke"])], None
+    if USER_FILES.search(bare):
+        return None, "reads prompt files that the reader brings (HarmBench, XSTest)"
+    sub = argv[1] if argv[1] == "demo" else argv[2]
+    if sub == "demo":
+        return _replace_or_add(argv, "--steps", 1) + ["--set", "model=tiny", *SHRINK], None
+    if sub in ("train", "probe"):
+        argv = _scaled(_scaled(_replace_or_add(argv, "--model", "tiny"), "--steps", 10), "--save-every", 5)
+        return argv + SHRINK, None
+    if sub == "eval":
+        argv = _replace_or_add(argv, "--model", "tiny")
+        for flag, value in (("--harmful", SMALL_SEEDS["harmful"]), ("--benign", SMALL_SEEDS["benign"]),
+                            ("--max-new-tokens", 6)):
+            argv = _replace_or_add(argv, flag, value)
+        return argv + ([] if "--no-utility" in argv else ["--no-utility"]), None
+    if sub == "crossplay":
+        argv = _replace_or_add(argv, "--model", "tiny") if "--model" in argv else argv
+        for flag, value in (("--seeds", SMALL_SEEDS["both"]), ("--attack-tokens", 6), ("--response-tokens", 6)):
+            argv = _replace_or_add(argv, flag, value)
+        return argv, None
+    return argv, None  # judge, train-judge, report, ...: as written
+
+
+def write_small_seeds(folder: Path) -> None:
+    from redgame.llm.seeds import builtin_seeds
+
+    test = builtin_seeds("test")
+    harmful = [s for s in test if s.harmful][:2]
+    benign = [s for s in test if not s.harmful][:2]
+    (folder / SMALL_SEEDS["harmful"]).write_text("".join(s.prompt + "\n" for s in harmful))
+    (folder / SMALL_SEEDS["benign"]).write_text("".join(s.prompt + "\n" for s in benign))
+    (folder / SMALL_SEEDS["both"]).write_text("".join(json.dumps({"prompt": s.prompt, "harmful": s.harmful}) + "\n"
+                                                      for s in harmful + benign))
+
+
+def llm_and_benchmark_commands(page: Path) -> list[tuple[str, str]]:
+    return [(cid, c) for cid, c in shell_commands(page)
+            if LLM_OR_BENCHMARK.match(re.sub(r"\s+#.*$", "", c).strip()) and not re.search(r"(--help|-h)\b", c)]
+
+
+LLM_PAGES = [p for p in PAGES if llm_and_benchmark_commands(p)]
+
+
+def test_small_variants_follow_the_rules():
+    argv, _ = small_variant("redgame llm train --model embedded --regime advgame --steps 40 --out r --save-every 5")
+    assert argv[:3] == ["redgame", "llm", "train"] and argv[argv.index("--model") + 1] == "tiny"
+    assert argv[argv.index("--steps") + 1] == "4" and argv[argv.index("--save-every") + 1] == "1"
+    assert argv[-len(SHRINK):] == SHRINK
+    argv, _ = small_variant("redgame llm eval --adapter runs/a --json")
+    assert argv[argv.index("--harmful") + 1] == SMALL_SEEDS["harmful"] and "--no-utility" in argv
+    assert small_variant("redgame llm eval --harmful harmbench_behaviors.csv --json")[0] is None
+    assert small_variant("python benchmarks/kernels.py --reps 5")[0][-1] == "--smoke"
+    assert small_variant("redgame demo --out runs/demo")[0][:5] == ["redgame", "demo", "--out", "runs/demo", "--steps"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", LLM_PAGES, ids=[_name(p) for p in LLM_PAGES])
+def test_llm_and_benchmark_commands_run(page, tmp_path):
+    """The page's language-model and benchmark lines, in order, as their small variants, in a
+    scratch directory that links every top-level entry of the repository (data paths such as
+    ``llm/data/...`` resolve; these lines run no ``python -c`` that the layer folders could shadow)."""
+    for entry in REPO.iterdir():
+        if entry.name != ".git":
+            (tmp_path / entry.name).symlink_to(entry)
+    write_small_seeds(tmp_path)
+    ran, skipped = [], []
+    for cid, command in llm_and_benchmark_commands(page):
+        argv, reason = small_variant(command)
+        if argv is None:
+            skipped.append(f"{cid}: {reason}")
+            continue
+        proc = (_in_process(argv, tmp_path) if argv[0] == "redgame" else
+                subprocess.run(argv, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600))
+        assert proc.returncode == 0, (f"{cid}: {command}\nran as: {' '.join(argv)}\nexit {proc.returncode}\n"
+                                      f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+        ran.append(cid)
+    if skipped:  # shown in the report's warnings summary
+        warnings.warn(f"{_name(page)}: not run here: " + "; ".join(skipped), stacklevel=1)
+    assert ran or skipped
