@@ -27,6 +27,8 @@ with the payoff (zero-sum with weight λ, or AdvGame's non-zero-sum weights) fro
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field, replace
 from itertools import combinations
 
@@ -77,8 +79,8 @@ def parse_weights(entries) -> dict[str, float]:
             out[name.strip()] = float(value)
         except ValueError:
             sep = ""
-        if not sep or not name.strip():
-            raise UserError(f"payoff weight {entry!r} is not name=number")
+        if not sep or not name.strip() or not math.isfinite(out[name.strip()]):
+            raise UserError(f"config key 'payoff_weights': {entry!r} is not name=number (a finite number)")
     return out
 
 

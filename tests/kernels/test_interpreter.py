@@ -20,7 +20,7 @@ HERE = Path(__file__).resolve().parent
 # this fails instead of passing vacuously.
 FILES = [
     ("test_lora_linear.py", 10),
-    ("test_token_logprobs.py", 10),
+    pytest.param("test_token_logprobs.py", 10, marks=pytest.mark.slow),
     ("test_fused_preference_loss.py", 10),
     ("test_preference.py", 1),
     ("test_peft_patch.py", 1),

@@ -53,6 +53,7 @@ def test_cuda_without_cuda_is_refused(name):
     ["llm", "crossplay", "--runs", "{tmp}", "--out", "{tmp}/cp", "--model", "tiny", "--device", "cuda"],
     ["demo", "--out", "{tmp}/demo", "--device", "cuda", "--set", "model=tiny"],
 ])
+@pytest.mark.slow
 def test_every_llm_command_refuses_cuda_in_one_line_before_any_compute(tmp_path, command):
     if command[1] == "crossplay":  # a run folder for crossplay to find
         (tmp_path / "config.json").write_text(json.dumps({"model": "tiny", "regime": "bipolicy"}))
@@ -98,6 +99,7 @@ def test_a_hub_id_in_the_local_cache_loads_offline_with_the_same_logits(tmp_path
         models.model_location("someorg/other")
 
 
+@pytest.mark.slow
 def test_train_takes_a_cached_hub_id_and_refuses_an_uncached_one_in_one_line(tmp_path):
     model, tokenizer = load_base("tiny")
     _hub_layout(tmp_path / "hub", "someorg/tiny-chat", model, tokenizer)

@@ -75,6 +75,7 @@ def check_visible(run, reference, replay) -> int:
     return max(seen, default=0)
 
 
+@pytest.mark.slow
 def test_nan_then_sigkill_at_random_points_then_resume_give_the_uninterrupted_result(tmp_path, small_game,
                                                                                     uninterrupted):
     """One run through every fault in turn: a NaN stop, then 5 kills, each followed by --resume."""
