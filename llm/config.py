@@ -27,7 +27,7 @@ else:  # pragma: no cover
 REGIMES = ("shared", "bipolicy", "separate", "advgame", "sequential")
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
-LOSSES = ("auto", "dpo", "ipo", "grpo", "reinforce")
+LOSSES = ("auto", "dpo", "ipo", "grpo", "reinforce", "reinforce_pp")
 
 
 def _f(default, doc: str):
@@ -76,10 +76,13 @@ class TrainConfig:
     rollout_batch: int = _f(32, "prompts sampled together in one generate call (more: faster on a CPU, more memory)")
     temperature: float = _f(1.0, "sampling temperature of both roles")
     top_p: float = _f(1.0, "nucleus sampling threshold of both roles")
-    loss: str = _f("auto", "auto | dpo | ipo | grpo | reinforce (auto: reinforce for shared, dpo otherwise)")
+    loss: str = _f("auto", "auto | dpo | ipo | grpo | reinforce | reinforce_pp (auto: reinforce_pp for shared, as "
+                           "Self-RedTeam trains; dpo otherwise)")
     beta: float = _f(0.1, "DPO/IPO inverse temperature")
     nll_weight: float = _f(0.0, "weight of RPO's length-normalised NLL on the chosen answer")
-    kl_coef: float = _f(0.05, "KL-to-reference weight of reinforce/grpo")
+    kl_coef: float = _f(0.05, "KL-to-reference weight of reinforce/grpo (a loss term) and reinforce_pp (a penalty in "
+                              "each token's return; Self-RedTeam uses 0.01)")
+    clip_eps: float = _f(0.2, "PPO/GRPO clipping of the importance ratio in update_epochs after the first")
     reference: str = _f("auto", "auto | base | ema (auto: ema for advgame = DPO-MD, the frozen base otherwise)")
     ema_decay: float = _f(0.95, "EMA decay of the reference model (DPO-MD)")
     min_margin: float = _f(0.05, "a pair is used only when the judge's scores differ by at least this")
@@ -114,7 +117,7 @@ class TrainConfig:
     judge_rank: int = _f(-1, "under torchrun: the rank that loads the judge and judges all ranks (-1: each its own)")
 
     def resolved_loss(self) -> str:
-        return ("reinforce" if self.regime == "shared" else "dpo") if self.loss == "auto" else self.loss
+        return ("reinforce_pp" if self.regime == "shared" else "dpo") if self.loss == "auto" else self.loss
 
     def resolved_reference(self) -> str:
         return ("ema" if self.regime == "advgame" else "base") if self.reference == "auto" else self.reference
@@ -164,6 +167,8 @@ class TrainConfig:
             raise UserError(f"config key 'save_every' must be >= 0, got {self.save_every}")
         if not 0.0 < self.ema_decay < 1.0:
             raise UserError(f"config key 'ema_decay' must be in (0, 1), got {self.ema_decay}")
+        if not 0.0 < self.clip_eps < 1.0:
+            raise UserError(f"config key 'clip_eps' must be in (0, 1), got {self.clip_eps}")
         if self.beta <= 0 or self.lr <= 0 or self.temperature <= 0 or not 0 < self.top_p <= 1:
             raise UserError("config keys 'beta', 'lr', 'temperature' must be > 0 and 'top_p' in (0, 1]")
         if self.seeds_per_step < 2:

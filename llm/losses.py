@@ -8,9 +8,15 @@
   2024, DeepSeekMath (arXiv 2402.03300).
 - The length-normalised NLL on the chosen answer is RPO: Pang et al. 2024, "Iterative
   Reasoning Preference Optimization" (arXiv 2404.19733).
-- REINFORCE with a baseline (Williams 1992) and a per-token KL to the reference, as in
-  Self-RedTeam (arXiv 2506.07468); the KL uses the non-negative "k3" estimator
-  exp(r) - r - 1 with r = log p_ref - log p (Schulman, "Approximating KL divergence").
+- REINFORCE with a baseline (Williams 1992) and a per-token KL to the reference; the KL
+  uses the non-negative "k3" estimator exp(r) - r - 1 with r = log p_ref - log p
+  (Schulman, "Approximating KL divergence").
+- REINFORCE++ (Hu 2025, arXiv 2501.03262), the estimator Self-RedTeam (arXiv 2506.07468)
+  trains with: the k1 KL penalty folded into each token's return, the returns whitened over
+  the whole batch (:func:`reinforce_pp_advantages`).
+- The PPO clipped surrogate (Schulman et al. 2017, arXiv 1707.06347), as GRPO uses it:
+  with ``update_epochs`` > 1 the later epochs weight each token by the importance ratio
+  pi / pi_old, clipped to [1 - eps, 1 + eps] (:func:`policy_gradient_loss`).
 
 Token log-probs go through ``redgame.kernels.token_logprobs`` with the kernels on (Triton on
 CUDA, a vocabulary-chunked torch path on CPU: no [T, V] logits either way) and through plain
@@ -19,7 +25,7 @@ pairwise loss through ``redgame.kernels.preference_loss``. The plain torch funct
 are the references.
 
 Every loss here is a mean over the batch's pairs (DPO/IPO) or samples and tokens
-(REINFORCE/GRPO). Given ``of=`` (the whole batch's counts), a function returns the share of
+(REINFORCE/GRPO/REINFORCE++). Given ``of=`` (the whole batch's counts), a function returns the share of
 that mean which a part of the batch contributes, so that the parts of a batch, scored in
 micro-batches and back-propagated one at a time, add up to the whole batch's loss and its
 gradient (gradient accumulation).
@@ -292,19 +298,71 @@ def group_advantages(rewards: torch.Tensor, groups: torch.Tensor, normalise: boo
     return adv
 
 
-def policy_gradient_loss(policy: TokenLogprobs, reference: TokenLogprobs, advantages: torch.Tensor, *,
-                         kl_coef: float, of: tuple[int, int] | None = None) -> tuple[torch.Tensor, dict]:
-    """REINFORCE / GRPO on samples with their advantages (:func:`group_advantages`), + KL.
+def reinforce_pp_advantages(rewards: torch.Tensor, groups: torch.Tensor, old: TokenLogprobs,
+                            reference: TokenLogprobs, kl_coef: float) -> torch.Tensor:
+    """REINFORCE++ advantages, one per token of ``old`` (Hu 2025, arXiv 2501.03262).
 
-    The update is on-policy (one gradient step per batch), so the PPO/GRPO ratio is 1 and
-    the clipped objective reduces to advantage-weighted, length-normalised log-likelihood.
-    ``of`` = (samples, tokens) of the whole batch when these samples are a part of it: the
-    policy term is a mean over samples and the KL a mean over tokens, each scaled to this
-    part's share.
+    As OpenRLHF computes them for Self-RedTeam (``advantage_estimator=reinforce``, γ = 1):
+
+    1. where a group (the answers to one attack, the attacks on one seed) holds several
+       samples, its mean reward is subtracted first (REINFORCE++-baseline); a sample alone
+       in its group keeps its reward;
+    2. token t of a sample earns −kl_coef·(log π_old(t) − log π_ref(t)) (the k1 estimate of
+       the KL, no gradient), its last token also the sample's reward; a token's return is
+       the sum of the rewards from it to the end of its sample;
+    3. the returns of all tokens in the batch are whitened together: (G − mean) / (std + 1e-8).
+
+    ``old``: the policy's log-probs of the samples before this step's update; ``reference``:
+    the reference's, token for token.
     """
-    adv = advantages.to(policy.values.device, policy.values.dtype)
-    n, tokens = of if of is not None else (policy.n_seqs, policy.values.numel())
-    pg = -(adv * policy.sums() / policy.lengths()).sum() / n
-    r = reference.values.detach() - policy.values
+    if old.values.shape != reference.values.shape:
+        raise UserError("reinforce_pp_advantages needs the policy's and the reference's log-probs of the same tokens")
+    rewards = rewards.to(old.values.device, torch.float32)
+    groups = groups.to(rewards.device)
+    size = torch.bincount(groups)
+    mean = torch.zeros(len(size), device=rewards.device).index_add(0, groups, rewards) / size.clamp_min(1)
+    rewards = torch.where(size[groups] > 1, rewards - mean[groups], rewards)
+    penalty = -kl_coef * (old.values.detach().float() - reference.values.detach().float())
+    counts = torch.bincount(old.seq, minlength=old.n_seqs).tolist()
+    returns = []
+    for k, token_rewards in enumerate(torch.split(penalty, counts)):
+        token_rewards = token_rewards.clone()
+        if len(token_rewards):
+            token_rewards[-1] += rewards[k]
+        returns.append(token_rewards.flip(0).cumsum(0).flip(0))
+    g = torch.cat(returns)
+    return (g - g.mean()) / (g.std(unbiased=False) + 1e-8)
+
+
+def policy_gradient_loss(policy: TokenLogprobs, reference: TokenLogprobs, advantages: torch.Tensor, *,
+                         kl_coef: float, old: TokenLogprobs | None = None, clip_eps: float = 0.2,
+                         of: tuple[int, int] | None = None) -> tuple[torch.Tensor, dict]:
+    """The PPO/GRPO clipped surrogate on samples with one advantage per token, + KL.
+
+    Token t of a sample costs −min(ρ_t·A_t, clip(ρ_t, 1 − ε, 1 + ε)·A_t) with the importance
+    ratio ρ_t = π(t) / π_old(t); the cost is a mean over a sample's tokens, then over samples
+    (Shao et al. 2024, GRPO; Schulman et al. 2017, PPO). ``old=None`` is a batch's first
+    update: π_old is the policy as it is, so ρ = 1 exactly and the gradient is the plain
+    REINFORCE estimator −A·∇log π / length; later epochs on the same samples pass the first
+    epoch's log-probs as ``old``. ``advantages``: one per token (a sample's advantage
+    repeated over its tokens for REINFORCE/GRPO; :func:`reinforce_pp_advantages`).
+    ``kl_coef``: weight of the k3 KL to the reference in the loss (0 for REINFORCE++, whose
+    KL is in the return). ``of`` = (samples, tokens) of the whole batch when these samples
+    are a part of it: the policy term is a mean over samples and the KL a mean over tokens,
+    each scaled to this part's share.
+    """
+    values = policy.values
+    adv = advantages.to(values.device, values.dtype)
+    if adv.shape != values.shape:
+        raise UserError(f"policy_gradient_loss needs one advantage per token: {tuple(adv.shape)} for "
+                        f"{tuple(values.shape)} tokens")
+    n, tokens = of if of is not None else (policy.n_seqs, values.numel())
+    ratio = torch.exp(values - (values.detach() if old is None else old.values.to(values.device, values.dtype)))
+    clipped = ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps)
+    surrogate = torch.minimum(ratio * adv, clipped * adv)
+    pg = -(surrogate / policy.lengths()[policy.seq]).sum() / n
+    r = reference.values.detach() - values
     kl = (torch.exp(r) - r - 1.0).sum() / tokens  # = kl_to_reference when this is the whole batch
-    return pg + kl_coef * kl, {"pg_loss": float(pg.detach()), "kl": float(kl.detach())}
+    clip_frac = ((clipped * adv < ratio * adv).float().mean() if len(adv) else torch.zeros(()))
+    loss = pg + kl_coef * kl if kl_coef else pg
+    return loss, {"pg_loss": float(pg.detach()), "kl": float(kl.detach()), "clip_frac": float(clip_frac)}

@@ -47,7 +47,7 @@ from redgame.llm import checkpoint as ckpt
 from redgame.llm import distributed
 from redgame.llm.config import TrainConfig
 from redgame.llm.losses import (TokenLogprobs, completion_logprobs, dpo_pairs_loss, group_advantages, kl_to_reference,
-                                policy_gradient_loss)
+                                policy_gradient_loss, reinforce_pp_advantages)
 from redgame.llm.population import Population, write_summary as write_population
 from redgame.llm.population import eval_seeds as population_eval_seeds
 from redgame.llm.rewards import judge_round, rules_from_config
@@ -157,20 +157,33 @@ def role_sequences(cfg: TrainConfig, samples: list, signal_) -> tuple[list, list
     return [samples[i] for i in signal_.items], [[k] for k in range(len(signal_.items))]
 
 
-def advantages_of(cfg: TrainConfig, signal_) -> torch.Tensor | None:
-    """REINFORCE/GRPO: each item's reward minus its group's mean (GRPO: over its std); None for DPO/IPO."""
-    if cfg.resolved_loss() in ("dpo", "ipo") or not signal_.items:
+def token_advantages(cfg: TrainConfig, signal_, reference: TokenLogprobs,
+                     old: TokenLogprobs | None = None) -> torch.Tensor | None:
+    """One advantage per token of the role's sequences (:func:`role_sequences` order); None for DPO/IPO.
+
+    REINFORCE/GRPO: each item's reward minus its group's mean (GRPO: over its std), repeated
+    over the item's tokens. REINFORCE++: :func:`redgame.llm.losses.reinforce_pp_advantages`
+    from ``old`` (the policy's log-probs before the update) and ``reference``.
+    """
+    kind = cfg.resolved_loss()
+    if kind in ("dpo", "ipo") or not signal_.items:
         return None
-    return group_advantages(torch.tensor(signal_.rewards), torch.tensor(signal_.groups),
-                            normalise=cfg.resolved_loss() == "grpo")
+    rewards, groups = torch.tensor(signal_.rewards), torch.tensor(signal_.groups)
+    if kind == "reinforce_pp":
+        return reinforce_pp_advantages(rewards, groups, old, reference, cfg.kl_coef)
+    per_item = group_advantages(rewards, groups, normalise=kind == "grpo")
+    return per_item.to(reference.values.device)[reference.seq]
 
 
 def loss_from_logprobs(cfg: TrainConfig, policy: TokenLogprobs, reference: TokenLogprobs,
-                       advantages: torch.Tensor | None = None, of=None) -> tuple[torch.Tensor, dict]:
+                       advantages: torch.Tensor | None = None, of=None,
+                       old: TokenLogprobs | None = None) -> tuple[torch.Tensor, dict]:
     """A role's loss from the log-probs of its sequences (:func:`role_sequences` order).
 
     ``of``: the whole batch's size (pairs, or (samples, tokens)) when these sequences are the
     units of one micro-batch; the loss is then that micro-batch's share of the batch's.
+    ``old``: the policy's log-probs before the step's first update, for the importance ratio
+    of the later ``update_epochs`` (None: the first epoch, ratio 1).
     """
     kind = cfg.resolved_loss()
     if kind in ("dpo", "ipo"):
@@ -181,17 +194,21 @@ def loss_from_logprobs(cfg: TrainConfig, policy: TokenLogprobs, reference: Token
         info["kl"] = float(kl_to_reference(policy, reference).detach())
         info["pairs"] = n
         return loss, info
-    return policy_gradient_loss(policy, reference, advantages, kl_coef=cfg.kl_coef, of=of)
+    kl_coef = 0.0 if kind == "reinforce_pp" else cfg.kl_coef  # REINFORCE++ has its KL in the return
+    return policy_gradient_loss(policy, reference, advantages, kl_coef=kl_coef, old=old, clip_eps=cfg.clip_eps, of=of)
 
 
 def role_loss(cfg: TrainConfig, roles, role: str, samples: list, signal_, pad_id: int,
-              ref_cache: dict | None = None, policy: TokenLogprobs | None = None) -> tuple[torch.Tensor | None, dict]:
+              ref_cache: dict | None = None, policy: TokenLogprobs | None = None,
+              advantages: torch.Tensor | None = None, old: TokenLogprobs | None = None) -> tuple[torch.Tensor | None, dict]:
     """One role's loss on its samples (completions) and signal (rewards / pairs), and its metrics.
 
     ``policy``: the policy's log-probs of the role's sequences when the caller scored them
     (the trainer does, micro-batch by micro-batch, taking the gradient as it goes); otherwise
     they are scored here with the role's adapter active, with the gradient. ``ref_cache``
     keeps the reference's log-probs by role, for later epochs on the same samples.
+    ``advantages`` / ``old``: the step's token advantages and pre-update log-probs where the
+    caller has them; otherwise the policy as it is now is the pre-update policy.
     """
     sequences, _ = role_sequences(cfg, samples, signal_)
     if not sequences:
@@ -206,7 +223,10 @@ def role_loss(cfg: TrainConfig, roles, role: str, samples: list, signal_, pad_id
     if policy is None:
         with roles.policy(role) as model:
             policy = completion_logprobs(model, prompts, comps, pad_id, chunk=cfg.update_chunk)
-    loss, info = loss_from_logprobs(cfg, policy, reference, advantages_of(cfg, signal_))
+    if advantages is None:
+        before = TokenLogprobs(policy.values.detach(), policy.seq, policy.n_seqs)
+        advantages = token_advantages(cfg, signal_, reference, old if old is not None else before)
+    loss, info = loss_from_logprobs(cfg, policy, reference, advantages, old=old)
     if cfg.resolved_loss() not in ("dpo", "ipo"):
         info["mean_reward"] = sum(signal_.rewards) / len(signal_.rewards)
     return loss, info
@@ -550,9 +570,10 @@ class RoleBatch:
     units: list[list[int]]
     share: float              # this rank's weight of the global batch's mean (1.0 in one process)
     stand_in: bool            # FSDP: a zero-weight pair so that every rank runs the same passes
-    advantages: torch.Tensor | None
     of: object                # the batch's size for loss_from_logprobs
     reference: list | None = None   # per-sequence reference log-probs
+    advantages: list | None = None  # per-sequence token advantages (REINFORCE/GRPO/REINFORCE++)
+    old: list | None = None         # per-sequence log-probs of the first epoch (the importance ratio's π_old)
 
 
 def update_roles(game: Game, step: int, rounds: dict, judged: dict) -> dict:
@@ -591,8 +612,7 @@ def role_batches(game: Game, step: int, rounds: dict, judged: dict) -> list[Role
             continue
         tokens = sum(len(s.completion_ids) for s in sequences)
         of = len(units) if cfg.resolved_loss() in ("dpo", "ipo") else (len(units), tokens)
-        batches.append(RoleBatch(role, samples, signal_, sequences, units, share, stand_in, advantages_of(cfg, signal_),
-                                 of))
+        batches.append(RoleBatch(role, samples, signal_, sequences, units, share, stand_in, of))
     return batches
 
 
@@ -605,13 +625,24 @@ def _score(game: Game, jobs: list, on_part=None) -> list:
 
 
 def score_reference(game: Game, batches: list[RoleBatch]) -> None:
-    """Each batch's reference log-probs, without gradients, in as few passes as the regime allows."""
+    """Each batch's reference log-probs and token advantages, without gradients, in as few passes as the regime allows.
+
+    REINFORCE++ also scores the policy before the update (its KL penalty is in the returns).
+    """
     roles = game.roles
     jobs = [Job(*roles.seat(b.role, reference=True), lambda r=b.role: roles.reference(r), b.sequences, b.units)
             for b in batches]
     with torch.no_grad():
-        for b, logprobs in zip(batches, _score(game, jobs)):
-            b.reference = logprobs.per_sequence()
+        references = _score(game, jobs)
+        olds = [None] * len(batches)
+        if game.cfg.resolved_loss() == "reinforce_pp":
+            olds = _score(game, [Job(*roles.seat(b.role), lambda r=b.role: roles.policy(r), b.sequences, b.units)
+                                 for b in batches])
+    for b, reference, old in zip(batches, references, olds):
+        b.reference = reference.per_sequence()
+        advantages = token_advantages(game.cfg, b.signal, reference, old)
+        if advantages is not None:
+            b.advantages = list(torch.split(advantages, [len(v) for v in b.reference]))
 
 
 def _part_loss(cfg: TrainConfig, batches: list[RoleBatch], parts: dict):
@@ -622,9 +653,9 @@ def _part_loss(cfg: TrainConfig, batches: list[RoleBatch], parts: dict):
         order = [b.units[u][k] for k in range(len(b.units[0])) for u in part.units]  # chosen..., rejected...
         policy = TokenLogprobs.of_sequences([part.values[i] for i in order])
         reference = TokenLogprobs.of_sequences([b.reference[i] for i in order])
-        items = [b.units[u][0] for u in part.units]
-        advantages = None if b.advantages is None else b.advantages[items]
-        loss, _ = loss_from_logprobs(cfg, policy, reference, advantages, of=b.of)
+        advantages = None if b.advantages is None else torch.cat([b.advantages[i] for i in order])
+        old = None if b.old is None else TokenLogprobs.of_sequences([b.old[i] for i in order])
+        loss, _ = loss_from_logprobs(cfg, policy, reference, advantages, of=b.of, old=old)
         losses.append(loss * b.share)
     return sum(losses) if losses else None
 
@@ -642,7 +673,11 @@ def take_update(game: Game, step: int, batches: list[RoleBatch], keys: dict, row
     for b, logprobs in zip(batches, policy):
         key = roles.key(b.role)
         loss, info = role_loss(cfg, roles, b.role, b.samples, b.signal, game.tokenizer.pad_token_id,
-                               ref_cache={b.role: TokenLogprobs.of_sequences(b.reference)}, policy=logprobs)
+                               ref_cache={b.role: TokenLogprobs.of_sequences(b.reference)}, policy=logprobs,
+                               advantages=None if b.advantages is None else torch.cat(b.advantages),
+                               old=None if b.old is None else TokenLogprobs.of_sequences(b.old))
+        if b.old is None and cfg.update_epochs > 1:
+            b.old = logprobs.per_sequence()  # π_old of the later epochs: the policy before the step's first update
         if not b.stand_in:
             row.update({f"{b.role}/{k}": v for k, v in info.items()})
         if loss is not None:

@@ -7,7 +7,8 @@ import torch
 
 from redgame.llm import losses
 from redgame.llm.losses import (TokenLogprobs, completion_logprobs, dpo_pairs_loss, group_advantages,
-                                policy_gradient_loss, torch_preference_loss, torch_token_logprobs)
+                                policy_gradient_loss, reinforce_pp_advantages, torch_preference_loss,
+                                torch_token_logprobs)
 
 
 def test_torch_token_logprobs_matches_float64_log_softmax():
@@ -95,14 +96,71 @@ def test_group_advantages_baseline_and_grpo():
 
 def test_policy_gradient_gradient_is_minus_advantage_over_length():
     values = torch.tensor([-1.0, -2.0, -0.5], requires_grad=True)
-    pol = TokenLogprobs(values, torch.tensor([0, 0, 1]), 2)
-    ref = TokenLogprobs(values.detach().clone(), torch.tensor([0, 0, 1]), 2)
+    seq = torch.tensor([0, 0, 1])
+    pol = TokenLogprobs(values, seq, 2)
+    ref = TokenLogprobs(values.detach().clone(), seq, 2)
     advantages = group_advantages(torch.tensor([1.0, 0.0]), torch.tensor([0, 0]), normalise=False)
-    loss, info = policy_gradient_loss(pol, ref, advantages, kl_coef=0.3)
+    loss, info = policy_gradient_loss(pol, ref, advantages[seq], kl_coef=0.3)
     loss.backward()
     # advantages +0.5 / -0.5; d/d logp = -adv / len / n_seqs; the k3 KL has zero gradient at equality
     assert values.grad.tolist() == pytest.approx([-0.5 / 2 / 2, -0.5 / 2 / 2, 0.5 / 1 / 2])
     assert info["kl"] == pytest.approx(0.0)
+    assert info["clip_frac"] == 0.0
+    with pytest.raises(ValueError, match="one advantage per token"):
+        policy_gradient_loss(pol, ref, advantages, kl_coef=0.3)
+
+
+def test_first_epoch_ratio_is_one_and_later_epochs_clip_like_ppo():
+    """old=None: ratio exactly 1, the plain estimator; with π_old: −min(ρA, clip(ρ)A), by hand."""
+    seq = torch.tensor([0, 0, 1, 1])
+    adv = torch.tensor([2.0, 2.0, -1.0, -1.0])
+    now = torch.tensor([-1.0, -2.0, -0.5, -3.0])
+    values = now.clone().requires_grad_(True)
+    ref = TokenLogprobs(now.clone(), seq, 2)
+    loss, info = policy_gradient_loss(TokenLogprobs(values, seq, 2), ref, adv, kl_coef=0.0)
+    loss.backward()
+    assert loss.item() == pytest.approx(-(2.0 + 2.0) / 2 / 2 - (-1.0 - 1.0) / 2 / 2)  # ρ = 1: −mean A
+    assert values.grad.tolist() == pytest.approx([-2 / 2 / 2, -2 / 2 / 2, 1 / 2 / 2, 1 / 2 / 2])
+    # π_old such that ρ = 1.5, 0.5 (A = +2) and 1.5, 0.5 (A = −1), ε = 0.2
+    rho = torch.tensor([1.5, 0.5, 1.5, 0.5])
+    old = TokenLogprobs(now - torch.log(rho), seq, 2)
+    values = now.clone().requires_grad_(True)
+    loss, info = policy_gradient_loss(TokenLogprobs(values, seq, 2), ref, adv, kl_coef=0.0, old=old, clip_eps=0.2)
+    loss.backward()
+    # A > 0: min(1.5·2, 1.2·2) = 2.4 clipped (no gradient); min(0.5·2, 0.8·2) = 1.0 (gradient ρA)
+    # A < 0: min(−1.5, −1.2) = −1.5 (gradient ρA); min(−0.5, −0.8) = −0.8 clipped (no gradient)
+    expected = -((2.4 + 1.0) / 2 + (-1.5 - 0.8) / 2) / 2
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    assert values.grad.tolist() == pytest.approx([0.0, -0.5 * 2 / 2 / 2, 1.5 / 2 / 2, 0.0], abs=1e-6)
+    assert info["clip_frac"] == pytest.approx(0.5)
+
+
+def test_reinforce_pp_advantages_by_hand():
+    """Group baseline where a group has several samples, k1 KL folded into the return, global whitening."""
+    rewards = torch.tensor([1.0, 0.0, 0.5])
+    groups = torch.tensor([0, 0, 1])  # samples 0 and 1 answer one prompt; sample 2 is alone
+    seq = torch.tensor([0, 0, 1, 2, 2, 2])
+    old = torch.tensor([-1.0, -2.0, -0.5, -1.5, -0.2, -0.7])
+    ref = torch.tensor([-1.2, -1.0, -0.5, -1.0, -0.4, -0.7])
+    beta = 0.1
+    # by hand: baselined rewards 0.5, -0.5, 0.5 (alone: kept)
+    r = [0.5, -0.5, 0.5]
+    penalty = [-beta * (o - q) for o, q in zip(old.tolist(), ref.tolist())]
+    returns = [penalty[0] + penalty[1] + r[0], penalty[1] + r[0],
+               penalty[2] + r[1],
+               penalty[3] + penalty[4] + penalty[5] + r[2], penalty[4] + penalty[5] + r[2], penalty[5] + r[2]]
+    mean = sum(returns) / len(returns)
+    std = math.sqrt(sum((g - mean) ** 2 for g in returns) / len(returns))
+    expected = [(g - mean) / (std + 1e-8) for g in returns]
+    got = reinforce_pp_advantages(rewards, groups, TokenLogprobs(old, seq, 3), TokenLogprobs(ref, seq, 3), beta)
+    assert got.tolist() == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    assert float(got.mean()) == pytest.approx(0.0, abs=1e-6)
+    # no KL penalty and one token per sample: plain whitened baselined rewards
+    one = torch.tensor([0, 1, 2])
+    flat = reinforce_pp_advantages(rewards, groups, TokenLogprobs(torch.zeros(3), one, 3),
+                                   TokenLogprobs(torch.ones(3), one, 3), 0.0)
+    z = torch.tensor(r)
+    assert flat.tolist() == pytest.approx(((z - z.mean()) / z.std(unbiased=False)).tolist(), rel=1e-5)
 
 
 def test_chunked_completion_logprobs_give_the_same_values_and_gradients(tiny):

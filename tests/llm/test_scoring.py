@@ -162,7 +162,7 @@ def test_reinforce_micro_batches_weight_the_kl_by_tokens(tiny):
             items = [u for u in part.units]
             pol = TokenLogprobs.of_sequences([part.values[i] for i in items])
             r = TokenLogprobs.of_sequences([ref.per_sequence()[i] for i in items])
-            return loss_from_logprobs(cfg, pol, r, adv[items], of=(len(seqs), tokens))[0]
+            return loss_from_logprobs(cfg, pol, r, adv[items][pol.seq], of=(len(seqs), tokens))[0]  # per token
 
         patch_peft(roles.models()[0])
         score(job(), 0, micro_tokens=micro, use_kernels=True, on_part=on_part)
