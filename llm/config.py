@@ -28,6 +28,7 @@ REGIMES = ("shared", "bipolicy", "separate", "advgame", "sequential")
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
 LOSSES = ("auto", "dpo", "ipo", "grpo", "reinforce", "reinforce_pp")
+ROLLOUT_POLICIES = ("auto", "ema", "live")
 
 
 def _f(default, doc: str):
@@ -85,6 +86,9 @@ class TrainConfig:
     clip_eps: float = _f(0.2, "PPO/GRPO clipping of the importance ratio in update_epochs after the first")
     reference: str = _f("auto", "auto | base | ema (auto: ema for advgame = DPO-MD, the frozen base otherwise)")
     ema_decay: float = _f(0.95, "EMA decay of the reference model (DPO-MD)")
+    rollout_policy: str = _f("auto", "auto | ema | live: sample the rollouts from the EMA model (AdvGame's default; "
+                                     "needs reference ema) or from the live policy (on-policy; AdvGame's ablation); "
+                                     "auto: ema when the reference is the EMA and no PSRO, live otherwise")
     min_margin: float = _f(0.05, "a pair is used only when the judge's scores differ by at least this")
     sequential_k: int = _f(2, "sequential: steps of one role before switching to the other")
     train_roles: tuple = _f(("attacker", "defender"), "which roles are updated")
@@ -110,7 +114,8 @@ class TrainConfig:
     lora_rank: int = _f(16, "LoRA rank")
     lora_alpha: int = _f(32, "LoRA alpha")
     lora_dropout: float = _f(0.0, "LoRA dropout")
-    full_finetune: bool = _f(False, "train full weights instead of adapters (shared and separate only)")
+    full_finetune: bool = _f(False, "train full weights instead of adapters (shared, separate and advgame: two full "
+                                    "models)")
     threads: int = _f(0, "torch CPU threads (0: torch's default)")
     rollout_backend: str = _f("torch", "rollouts: 'torch' (model.generate) or 'vllm' (GPU; LoRA per role)")
     fsdp: bool = _f(False, "under torchrun: shard the frozen base's transformer blocks over the ranks (FSDP)")
@@ -122,13 +127,18 @@ class TrainConfig:
     def resolved_reference(self) -> str:
         return ("ema" if self.regime == "advgame" else "base") if self.reference == "auto" else self.reference
 
+    def resolved_rollout_policy(self) -> str:
+        if self.rollout_policy != "auto":
+            return self.rollout_policy
+        return "ema" if self.resolved_reference() == "ema" and not self.population_every else "live"
+
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     def validate(self) -> "TrainConfig":
         choices = {"regime": REGIMES, "loss": LOSSES, "reference": ("auto", "base", "ema"),
                    "rollout_backend": ("torch", "vllm"), "payoff": PAYOFF_KINDS, "judge_format": FORMATS,
-                   "kernels": ("auto", "on", "off")}
+                   "kernels": ("auto", "on", "off"), "rollout_policy": ROLLOUT_POLICIES}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise UserError(f"config key '{key}': {getattr(self, key)!r} is not one of {', '.join(allowed)}")
@@ -169,6 +179,7 @@ class TrainConfig:
             raise UserError(f"config key 'ema_decay' must be in (0, 1), got {self.ema_decay}")
         if not 0.0 < self.clip_eps < 1.0:
             raise UserError(f"config key 'clip_eps' must be in (0, 1), got {self.clip_eps}")
+        self._check_rollout_policy()
         if self.beta <= 0 or self.lr <= 0 or self.temperature <= 0 or not 0 < self.top_p <= 1:
             raise UserError("config keys 'beta', 'lr', 'temperature' must be > 0 and 'top_p' in (0, 1]")
         if self.seeds_per_step < 2:
@@ -181,14 +192,23 @@ class TrainConfig:
                             "use kernels=auto or off")
         if self.fsdp and self.full_finetune:
             raise UserError("config key 'fsdp' shards the frozen base under adapters; it cannot run with full_finetune")
-        if self.full_finetune and self.regime not in ("shared", "separate"):
-            raise UserError(f"config key 'full_finetune' is for regimes shared and separate, not {self.regime!r}")
+        if self.full_finetune and self.regime not in ("shared", "separate", "advgame"):
+            raise UserError(f"config key 'full_finetune' is for regimes shared, separate and advgame, not {self.regime!r}")
         if self.population_every:
             self._check_population()
         if self.resolved_loss() in ("dpo", "ipo") and self.responses_per_attack + len(self.explore_prefixes) < 2:
             raise UserError("config: dpo/ipo need at least 2 responses per attack (responses_per_attack + explore_prefixes)")
         return self
 
+    def _check_rollout_policy(self) -> None:
+        if self.rollout_policy != "ema":
+            return
+        if self.resolved_reference() != "ema":
+            raise UserError("config key 'rollout_policy': 'ema' samples from the EMA model, which is kept with "
+                            "reference=ema only (advgame's default)")
+        if self.population_every or self.rollout_backend != "torch":
+            raise UserError("config key 'rollout_policy': 'ema' samples with rollout_backend 'torch' and without "
+                            "PSRO (population_every = 0); use rollout_policy=live")
 
     def _check_population(self) -> None:
         if self.population_every < 0 or self.population_size < 1 or self.population_eval_seeds < 2:
@@ -314,4 +334,5 @@ def help_lines() -> list[str]:
 
 
 __all__ = ["TrainConfig", "from_mapping", "load_file", "lookup", "parse_override", "help_lines", "REGIMES", "LOSSES",
+           "ROLLOUT_POLICIES",
            "check_device_name", "check_dtype_name"]

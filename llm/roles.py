@@ -5,13 +5,18 @@
   2026, arXiv 2605.08427). The anchor is the base with the adapters disabled.
 - ``separate``: two adapters sharing nothing, each on its own copy of the base; with
   ``full_finetune`` the full weights of two model copies are trained (AdvGame, arXiv
-  2512.20806).
+  2512.20806); ``advgame`` with ``full_finetune`` too.
 - ``shared``: one adapter (or, with ``full_finetune``, the full weights) plays both roles;
   only the role prompt tells them apart (Self-RedTeam, arXiv 2506.07468).
 
 With ``reference="ema"`` each role also keeps an EMA copy of its weights,
 θ_ref ← d·θ_ref + (1−d)·θ after every update (AdvGame's DPO-MD); otherwise the reference
-is the frozen base.
+is the frozen base. The EMA is of the weights the role plays with: the full weights under
+``full_finetune``, and with LoRA the merged weights W + s·B·A, i.e. an EMA of the merged
+delta s·B·A (kept densely in float32), not EMA(B)·EMA(A), which is a different matrix.
+The EMA model is a copy of the base whose adapted linear layers hold W + EMA(s·B·A) (the
+other weights are shared with the base); AdvGame samples its rollouts from it
+(:meth:`Roles.sampler`, ``rollout="ema"``).
 
 Usage::
 
@@ -32,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
 from redgame.errors import UserError
@@ -60,15 +65,31 @@ class _Slot:
 
     model: torch.nn.Module
     adapter: str | None
-    ref_adapter: str | None = None      # EMA reference adapter (LoRA + ema)
-    ref_model: torch.nn.Module | None = None  # frozen or EMA full model (full fine-tuning)
+    ref_model: torch.nn.Module | None = None  # the EMA model, or the frozen base under full fine-tuning
+    ema_delta: dict[str, torch.Tensor] | None = None  # LoRA + ema: layer name -> EMA of s·B·A (float32)
+
+
+def _lora_layers(peft_model, adapter: str) -> dict[str, torch.nn.Module]:
+    """The peft LoRA layers that hold ``adapter``, by their name in the base model."""
+    return {name: m for name, m in peft_model.get_base_model().named_modules()
+            if hasattr(m, "get_delta_weight") and adapter in getattr(m, "lora_A", {})}
+
+
+def _frozen_copy(base) -> torch.nn.Module:
+    """A frozen copy of ``base`` whose linear layers are its own and every other weight the base's."""
+    shared = {id(p): p for m in base.modules() if not isinstance(m, torch.nn.Linear)
+              for p in m.parameters(recurse=False)}
+    copy_ = copy.deepcopy(base, memo=dict(shared))
+    copy_.requires_grad_(False)
+    return copy_
 
 
 class Roles:
     """The attacker's and defender's trainable weights and their references."""
 
-    def __init__(self, slots: dict[str, _Slot], regime: str, reference: str, ema_decay: float):
+    def __init__(self, slots: dict[str, _Slot], regime: str, reference: str, ema_decay: float, rollout: str = "live"):
         self.slots, self.regime, self.reference_kind, self.ema_decay = slots, regime, reference, ema_decay
+        self.rollout = rollout
 
     # -- which weights are live --------------------------------------------------------
     @contextlib.contextmanager
@@ -83,16 +104,13 @@ class Roles:
         slot = self.slots[role]
         if slot.ref_model is not None:
             yield slot.ref_model
-        elif slot.ref_adapter is not None:
-            slot.model.set_adapter(slot.ref_adapter)
-            try:
-                yield slot.model
-            finally:
-                self._freeze(slot.ref_adapter, slot.model)
-                slot.model.set_adapter(slot.adapter)
         else:
             with slot.model.disable_adapter():
                 yield slot.model
+
+    def sampler(self, role: str):
+        """The weights a role's rollouts are sampled from: the EMA model (``rollout="ema"``) or its policy."""
+        return self.reference(role) if self.rollout == "ema" else self.policy(role)
 
     def seat(self, role: str, reference: bool = False) -> tuple[torch.nn.Module, str | None]:
         """The module the role's policy (or reference) runs in, and its adapter there.
@@ -104,7 +122,7 @@ class Roles:
             return slot.model, slot.adapter
         if slot.ref_model is not None:
             return slot.ref_model, None
-        return slot.model, slot.ref_adapter
+        return slot.model, None
 
     def models(self) -> list[torch.nn.Module]:
         """The distinct modules the roles play in (one peft model, or one per role)."""
@@ -131,26 +149,33 @@ class Roles:
         slot = self.slots[role]
         return slot.adapter if slot.adapter is not None else f"full-{id(slot.model)}"
 
-    @staticmethod
-    def _freeze(adapter: str, model) -> None:
-        for n, p in model.named_parameters():
-            if f".{adapter}." in n:
-                p.requires_grad_(False)
-
     @torch.no_grad()
     def update_reference(self, role: str) -> None:
-        """EMA step of the role's reference towards its current weights (no-op for base)."""
+        """EMA step of the role's reference towards its current weights (no-op for base).
+
+        Full weights: θ_ref ← d·θ_ref + (1−d)·θ. LoRA: Δ_ref ← d·Δ_ref + (1−d)·s·B·A per
+        adapted layer, and the EMA model's weight becomes W + Δ_ref.
+        """
         if self.reference_kind != "ema":
             return
         slot = self.slots[role]
-        if slot.ref_model is not None:
-            pairs = zip(slot.ref_model.parameters(), slot.model.parameters())
-        else:
-            live = dict(self.named_parameters(role))
-            ref = {n: p for n, p in slot.model.named_parameters() if f".{slot.ref_adapter}." in n}
-            pairs = ((ref[n.replace(f".{slot.adapter}.", f".{slot.ref_adapter}.")], p) for n, p in live.items())
-        for r, p in pairs:
-            r.mul_(self.ema_decay).add_(p.detach(), alpha=1.0 - self.ema_decay)
+        d = self.ema_decay
+        if slot.ema_delta is None:
+            for r, p in zip(slot.ref_model.parameters(), slot.model.parameters()):
+                r.mul_(d).add_(p.detach(), alpha=1.0 - d)
+            return
+        for name, layer in _lora_layers(slot.model, slot.adapter).items():
+            slot.ema_delta[name].mul_(d).add_(layer.get_delta_weight(slot.adapter).float(), alpha=1.0 - d)
+        self._write_ema_model(slot)
+
+    @staticmethod
+    @torch.no_grad()
+    def _write_ema_model(slot: _Slot) -> None:
+        """The EMA model's adapted weights: the base weight plus the EMA of the merged delta."""
+        layers = _lora_layers(slot.model, slot.adapter)
+        for name, module in slot.ref_model.named_modules():
+            if name in slot.ema_delta:
+                module.weight.copy_(layers[name].base_layer.weight.float() + slot.ema_delta[name])
 
     # -- state for checkpoints ---------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:
@@ -160,13 +185,12 @@ class Roles:
             slot = self.slots[roles[0]]
             for n, p in self.named_parameters(roles[0]):
                 out[f"{key}/{n}"] = p.detach().cpu().contiguous()
-            if slot.ref_model is not None and self.reference_kind == "ema":
+            if slot.ema_delta is not None:
+                for n, delta in slot.ema_delta.items():
+                    out[f"{key}.ref/{n}"] = delta.detach().cpu().contiguous()
+            elif slot.ref_model is not None and self.reference_kind == "ema":
                 for n, p in slot.ref_model.named_parameters():
                     out[f"{key}.ref/{n}"] = p.detach().cpu().contiguous()
-            elif slot.ref_adapter is not None:
-                for n, p in slot.model.named_parameters():
-                    if f".{slot.ref_adapter}." in n:
-                        out[f"{key}.ref/{n}"] = p.detach().cpu().contiguous()
         return out
 
     @torch.no_grad()
@@ -174,13 +198,16 @@ class Roles:
         for key, roles in self.owners().items():
             slot = self.slots[roles[0]]
             params = dict(slot.model.named_parameters())
-            refs = dict(slot.ref_model.named_parameters()) if slot.ref_model is not None else params
+            refs = slot.ema_delta if slot.ema_delta is not None else (
+                dict(slot.ref_model.named_parameters()) if slot.ref_model is not None else params)
             for name, value in tensors.items():
                 owner, _, pname = name.partition("/")
                 if owner == key:
                     params[pname].copy_(value)
                 elif owner == f"{key}.ref":
                     refs[pname].copy_(value)
+            if slot.ema_delta is not None:
+                self._write_ema_model(slot)
 
     def save_role(self, role: str, path: str | os.PathLike) -> None:
         """Save a role's weights where ``PeftModel.from_pretrained(base, path)`` loads them."""
@@ -215,16 +242,18 @@ class Roles:
 
 
 def build_roles(base, *, regime: str, lora: LoraSettings | None = None, full_finetune: bool = False,
-                reference: str = "base", ema_decay: float = 0.95) -> Roles:
+                reference: str = "base", ema_decay: float = 0.95, rollout: str = "live") -> Roles:
     """Wrap a frozen base model into the attacker and defender of ``regime``.
 
     Args:
         base: a causal LM with frozen weights (from ``redgame.llm.models.load_base``).
         regime: one of ``REGIMES``.
         lora: adapter settings (ignored with ``full_finetune``).
-        full_finetune: train full weights (``shared`` and ``separate`` only).
+        full_finetune: train full weights (``shared``, ``separate`` and ``advgame`` only).
         reference: ``"base"`` (the frozen base; KL anchor) or ``"ema"`` (DPO-MD).
         ema_decay: the EMA decay of the reference.
+        rollout: ``"live"`` (sample from the policy) or ``"ema"`` (from the EMA model; needs
+            ``reference="ema"``).
     Returns:
         a :class:`Roles`.
     """
@@ -232,8 +261,10 @@ def build_roles(base, *, regime: str, lora: LoraSettings | None = None, full_fin
         raise UserError(f"unknown regime {regime!r}; expected one of {', '.join(REGIMES)}")
     if reference not in ("base", "ema"):
         raise UserError(f"unknown reference {reference!r}; expected 'base' or 'ema'")
-    if full_finetune and regime not in ("shared", "separate"):
-        raise UserError(f"full_finetune is for the 'shared' and 'separate' regimes, not {regime!r}")
+    if full_finetune and regime not in ("shared", "separate", "advgame"):
+        raise UserError(f"full_finetune is for the 'shared', 'separate' and 'advgame' regimes, not {regime!r}")
+    if rollout not in ("live", "ema") or (rollout == "ema" and reference != "ema"):
+        raise UserError(f"rollout {rollout!r}: expected 'live', or 'ema' with reference 'ema'")
     lora = lora or LoraSettings()
     for p in base.parameters():
         p.requires_grad_(False)
@@ -257,7 +288,7 @@ def build_roles(base, *, regime: str, lora: LoraSettings | None = None, full_fin
             for role in ROLES:
                 m = trainable_copy()
                 slots[role] = _Slot(m, None, ref_model=ref_for(m))
-        return Roles(slots, regime, reference, ema_decay)
+        return Roles(slots, regime, reference, ema_decay, rollout)
 
     def with_adapters(model, names):
         peft_model = get_peft_model(model, lora.peft_config(), adapter_name=names[0])
@@ -265,28 +296,36 @@ def build_roles(base, *, regime: str, lora: LoraSettings | None = None, full_fin
             peft_model.add_adapter(name, lora.peft_config())
         return peft_model
 
-    def slot_for(peft_model, name):
+    def slot_for(peft_model, name, ema_model):
         slot = _Slot(peft_model, name)
-        if reference == "ema":
-            slot.ref_adapter = f"{name}_ref"
-            peft_model.add_adapter(slot.ref_adapter, lora.peft_config())
-            state = get_peft_model_state_dict(peft_model, adapter_name=name)
-            set_peft_model_state_dict(peft_model, state, adapter_name=slot.ref_adapter)
-            Roles._freeze(slot.ref_adapter, peft_model)
+        if ema_model is not None:  # the EMA starts at the adapter's merged delta s·B·A = 0: the base
+            slot.ref_model = ema_model
+            slot.ema_delta = {n: torch.zeros(layer.base_layer.weight.shape, dtype=torch.float32,
+                                             device=layer.base_layer.weight.device)
+                              for n, layer in _lora_layers(peft_model, name).items()}
         return slot
 
+    def ema_copy(model):  # before peft wraps the model: a plain copy of the base
+        return _frozen_copy(model) if reference == "ema" else None
+
     if regime == "shared":
+        ema = ema_copy(base)
         pm = with_adapters(base, ["shared"])
-        slot = slot_for(pm, "shared")
+        slot = slot_for(pm, "shared", ema)
         slots = {"attacker": slot, "defender": slot}
     elif regime == "separate":
-        slots = {role: slot_for(with_adapters(copy.deepcopy(base), [role]), role) for role in ROLES}
+        slots = {}
+        for role in ROLES:
+            own = copy.deepcopy(base)
+            ema = ema_copy(own)
+            slots[role] = slot_for(with_adapters(own, [role]), role, ema)
     else:
+        emas = {role: ema_copy(base) for role in ROLES}
         pm = with_adapters(base, list(ROLES))
-        slots = {role: slot_for(pm, role) for role in ROLES}
+        slots = {role: slot_for(pm, role, emas[role]) for role in ROLES}
     for slot in {id(s): s for s in slots.values()}.values():
         slot.model.train()
-    return Roles(slots, regime, reference, ema_decay)
+    return Roles(slots, regime, reference, ema_decay, rollout)
 
 
 __all__ = ["ROLES", "REGIMES", "LoraSettings", "Roles", "build_roles", "PeftModel"]

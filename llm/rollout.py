@@ -151,7 +151,7 @@ def _sample(roles, role: str, tokenizer, prompts: list[str], settings: SamplingS
             backend) -> list[Completion]:
     if backend is not None:
         return backend.generate(role, prompts, settings, prefixes)
-    with roles.policy(role) as model:
+    with roles.sampler(role) as model:  # the policy, or its EMA model (AdvGame's default rollouts)
         return generate(model, tokenizer, prompts, settings, prefixes)
 
 

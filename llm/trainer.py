@@ -422,7 +422,8 @@ def set_up(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
     torch.manual_seed(cfg.seed)  # adapter init, then sampling
     roles = build_roles(model, regime=cfg.regime, full_finetune=cfg.full_finetune,
                         lora=LoraSettings(cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout),
-                        reference=cfg.resolved_reference(), ema_decay=cfg.ema_decay)
+                        reference=cfg.resolved_reference(), ema_decay=cfg.ema_decay,
+                        rollout=cfg.resolved_rollout_policy())
     if cfg.fsdp:
         dist.shard_frozen_layers(roles, cfg.seeds_per_step)  # a no-op in one process
     optimizers = {key: torch.optim.AdamW(roles.parameters(owners[0]), lr=cfg.lr, weight_decay=cfg.weight_decay)

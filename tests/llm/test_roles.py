@@ -67,23 +67,100 @@ def test_separate_shares_nothing_and_full_finetune_trains_copies(tiny):
         build_roles(load_base("tiny")[0], regime="coop")
 
 
-def test_ema_reference_is_dpo_md_mirror_step(tiny):
-    roles = build_roles(tiny[0], regime="advgame", lora=LORA, reference="ema", ema_decay=0.95)
+def _merged_deltas(roles, role):
+    """s·B·A of each adapted layer, in float64, from the adapter's own tensors (not peft's get_delta_weight)."""
+    slot = roles.slots[role]
+    out = {}
+    for name, m in slot.model.get_base_model().named_modules():
+        if hasattr(m, "lora_A") and role in m.lora_A:
+            b, a = m.lora_B[role].weight.double(), m.lora_A[role].weight.double()
+            out[name] = m.scaling[role] * (b @ a)
+    return out
+
+
+def _ema_weights(roles, role):
+    return {n: m.weight.detach().double() for n, m in roles.slots[role].ref_model.named_modules()
+            if n in _merged_deltas(roles, role)}
+
+
+def _base_weights(roles, role):
+    slot = roles.slots[role]
+    return {n: m.base_layer.weight.detach().double() for n, m in slot.model.get_base_model().named_modules()
+            if n in _merged_deltas(roles, role)}
+
+
+def test_ema_reference_is_the_ema_of_the_merged_delta(tiny):
+    """AdvGame's DPO-MD with LoRA: the EMA model holds W + EMA(s·B·A), not W + s·EMA(B)·EMA(A)."""
+    d = 0.9
+    base_logits = _logits(tiny[0])
+    roles = build_roles(tiny[0], regime="advgame", lora=LORA, reference="ema", ema_decay=d)
+    with roles.reference("defender") as m:  # the EMA starts at the base (B = 0)
+        torch.testing.assert_close(_logits(m), base_logits)
+    torch.manual_seed(0)
     live = dict(roles.named_parameters("defender"))
-    ref = {n.replace(".defender.", ".defender_ref."): None for n in live}
-    all_params = dict(roles.slots["defender"].model.named_parameters())
-    before = {n: all_params[n].detach().clone() for n in ref}
-    _perturb(live.values())
-    roles.update_reference("defender")
-    for n, p in live.items():
-        r = n.replace(".defender.", ".defender_ref.")
-        torch.testing.assert_close(all_params[r], 0.95 * before[r] + 0.05 * p.detach())
-        assert not all_params[r].requires_grad
-    with roles.reference("defender") as m:  # the EMA adapter is what the reference runs
+    history, factors = [], []
+    for _ in range(3):
+        _perturb(live.values())
+        history.append(_merged_deltas(roles, "defender"))
+        factors.append({n: p.detach().double().clone() for n, p in live.items()})
+        roles.update_reference("defender")
+    ema, base = _ema_weights(roles, "defender"), _base_weights(roles, "defender")
+    assert ema and ema.keys() == base.keys()
+    gap = 0.0
+    for name in ema:
+        expected = (1 - d) * (d**2 * history[0][name] + d * history[1][name] + history[2][name])
+        torch.testing.assert_close(ema[name] - base[name], expected, atol=1e-6, rtol=1e-5)
+        # the factor-wise EMA is a different matrix
+        ema_a, ema_b = (sum((1 - d) * d ** (2 - t) * f[f"base_model.model.{name}.lora_{ab}.defender.weight"]
+                            for t, f in enumerate(factors)) for ab in "AB")
+        gap = max(gap, float((LORA.alpha / LORA.rank * ema_b @ ema_a - expected).abs().max()))
+    assert gap > 1e-4
+    with roles.reference("defender") as m:  # the EMA model is what the reference runs
         ref_out = _logits(m)
     with roles.policy("defender") as m:
         assert not torch.allclose(_logits(m), ref_out)
+    assert not torch.allclose(ref_out, base_logits)
     assert all(p.requires_grad for p in roles.parameters("defender"))
+    assert not any(p.requires_grad for p in roles.slots["defender"].ref_model.parameters())
+    with roles.reference("attacker") as m:  # the attacker's EMA did not move
+        torch.testing.assert_close(_logits(m), base_logits)
+
+
+def test_ema_state_round_trips_and_rollouts_sample_from_the_ema(tiny):
+    from redgame.llm.models import load_base
+
+    roles = build_roles(tiny[0], regime="advgame", lora=LORA, reference="ema", ema_decay=0.5, rollout="ema")
+    _perturb(roles.parameters("defender"))
+    roles.update_reference("defender")
+    state = roles.state_tensors()
+    assert any(k.startswith("defender.ref/") for k in state)
+    other = build_roles(load_base("tiny")[0], regime="advgame", lora=LORA, reference="ema", ema_decay=0.5)
+    other.load_state_tensors(state)
+    for role in ("attacker", "defender"):
+        with roles.reference(role) as a, other.reference(role) as b:
+            torch.testing.assert_close(_logits(b), _logits(a))
+    with roles.sampler("defender") as m:
+        assert m is roles.slots["defender"].ref_model
+    with other.sampler("defender") as m:  # rollout="live": the policy
+        assert m is other.slots["defender"].model
+    with pytest.raises(ValueError, match="rollout"):
+        build_roles(load_base("tiny")[0], regime="bipolicy", lora=LORA, rollout="ema")
+
+
+def test_advgame_full_finetune_two_full_models_with_an_ema_of_full_weights():
+    from redgame.llm.models import load_base
+
+    roles = build_roles(load_base("tiny")[0], regime="advgame", full_finetune=True, reference="ema", ema_decay=0.8,
+                        rollout="ema")
+    att, dfn = roles.slots["attacker"], roles.slots["defender"]
+    assert att.model is not dfn.model and att.adapter is None and dfn.adapter is None
+    before = [p.detach().clone() for p in dfn.ref_model.parameters()]
+    _perturb(roles.parameters("defender"))
+    roles.update_reference("defender")
+    for r, b, p in zip(dfn.ref_model.parameters(), before, dfn.model.parameters()):
+        torch.testing.assert_close(r, 0.8 * b + 0.2 * p.detach())
+    with roles.sampler("attacker") as m:
+        assert m is att.ref_model
 
 
 @pytest.mark.parametrize("regime", ["bipolicy", "shared"])
