@@ -175,3 +175,23 @@ def test_saved_roles_load_with_plain_peft(tiny, tmp_path, regime):
         loaded = PeftModel.from_pretrained(load_base("tiny")[0], str(tmp_path / role))
         torch.testing.assert_close(_logits(loaded), expected)
         assert (tmp_path / role / "adapter_model.safetensors").is_file()
+
+
+def test_ema_of_a_bfloat16_base_accumulates_in_float32():
+    """A small delta would round away in a bfloat16 EMA; it is kept in float32 and cast once."""
+    from redgame.llm.models import load_base
+
+    base = load_base("tiny")[0].to(torch.bfloat16)
+    roles = build_roles(base, regime="advgame", lora=LORA, reference="ema", ema_decay=0.99)
+    slot = roles.slots["defender"]
+    with torch.no_grad():
+        for n, p in roles.named_parameters("defender"):
+            p.fill_(1e-3 if ".lora_B." in n else 1.0)
+    for _ in range(3):
+        roles.update_reference("defender")
+    layers = _base_weights(roles, "defender")
+    weights = dict(slot.ref_model.named_modules())
+    for name, delta in slot.ema_delta.items():
+        assert delta.dtype == torch.float32 and float(delta.abs().min()) > 0
+        expected = (layers[name].float() + delta).to(torch.bfloat16)
+        assert torch.equal(weights[name].weight, expected)

@@ -29,7 +29,8 @@ from redgame.llm.config import LOSSES, REGIMES, TrainConfig
 
 # Per key: (values that are valid alone, values that must be refused). The game stays a few
 # tokens long. Valid values can still be refused in combination (full_finetune with bipolicy,
-# PSRO with shared, DPO with one response and no exploration prefix).
+# PSRO with shared, DPO with one response and no exploration prefix, rollouts from an EMA
+# that is not kept).
 VALUES = {
     "model": (["tiny"], []),
     "device": (["auto", "cpu"], ["gpu", "cuda:x"]),
@@ -62,6 +63,8 @@ VALUES = {
     "kl_coef": ([0.0, 0.05], [-0.1]),
     "reference": (["auto", "base", "ema"], ["none"]),
     "ema_decay": ([0.5, 0.95], [0.0, 1.0]),
+    "rollout_policy": (["auto", "auto", "live", "ema"], ["offline"]),  # ema: refused unless reference is ema
+    "clip_eps": ([0.1, 0.2], [0.0, 1.0]),
     "min_margin": ([0.0, 0.05], [-0.1]),
     "sequential_k": ([1, 2], [0]),
     "train_roles": ([("attacker",), ("defender",), ("attacker", "defender")], [(), ("judge",)]),
