@@ -88,7 +88,7 @@ class TrainConfig:
     ema_decay: float = _f(0.95, "EMA decay of the reference model (DPO-MD)")
     rollout_policy: str = _f("auto", "auto | ema | live: sample the rollouts from the EMA model (AdvGame's default; "
                                      "needs reference ema) or from the live policy (on-policy; AdvGame's ablation); "
-                                     "auto: ema when the reference is the EMA and no PSRO, live otherwise")
+                                     "auto: ema when the reference is the EMA, without PSRO or vLLM; live otherwise")
     min_margin: float = _f(0.05, "a pair is used only when the judge's scores differ by at least this")
     sequential_k: int = _f(2, "sequential: steps of one role before switching to the other")
     train_roles: tuple = _f(("attacker", "defender"), "which roles are updated")
@@ -130,7 +130,8 @@ class TrainConfig:
     def resolved_rollout_policy(self) -> str:
         if self.rollout_policy != "auto":
             return self.rollout_policy
-        return "ema" if self.resolved_reference() == "ema" and not self.population_every else "live"
+        kept = self.resolved_reference() == "ema" and not self.population_every and self.rollout_backend == "torch"
+        return "ema" if kept else "live"
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}

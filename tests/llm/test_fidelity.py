@@ -76,6 +76,7 @@ def test_rollout_policy_and_clip_eps_are_checked():
     with pytest.raises(ValueError, match="clip_eps"):
         TrainConfig(clip_eps=1.5).validate()
     assert TrainConfig(regime="advgame", population_every=2).resolved_rollout_policy() == "live"
+    assert TrainConfig(regime="advgame", rollout_backend="vllm").resolved_rollout_policy() == "live"
     with pytest.raises(ValueError, match="full_finetune"):
         TrainConfig(regime="bipolicy", full_finetune=True).validate()
 
