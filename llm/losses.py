@@ -310,7 +310,8 @@ def reinforce_pp_advantages(rewards: torch.Tensor, groups: torch.Tensor, old: To
     2. token t of a sample earns −kl_coef·(log π_old(t) − log π_ref(t)) (the k1 estimate of
        the KL, no gradient), its last token also the sample's reward; a token's return is
        the sum of the rewards from it to the end of its sample;
-    3. the returns of all tokens in the batch are whitened together: (G − mean) / (std + 1e-8).
+    3. the returns of all the role's tokens in the batch are whitened together:
+       (G − mean) / sqrt(max(var, 1e-8)) (Self-RedTeam whitens each role's separately).
 
     ``old``: the policy's log-probs of the samples before this step's update; ``reference``:
     the reference's, token for token.
@@ -331,7 +332,7 @@ def reinforce_pp_advantages(rewards: torch.Tensor, groups: torch.Tensor, old: To
             token_rewards[-1] += rewards[k]
         returns.append(token_rewards.flip(0).cumsum(0).flip(0))
     g = torch.cat(returns)
-    return (g - g.mean()) / (g.std(unbiased=False) + 1e-8)
+    return (g - g.mean()) * (g - g.mean()).pow(2).mean().clamp_min(1e-8).rsqrt()
 
 
 def policy_gradient_loss(policy: TokenLogprobs, reference: TokenLogprobs, advantages: torch.Tensor, *,

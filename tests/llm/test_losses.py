@@ -151,7 +151,7 @@ def test_reinforce_pp_advantages_by_hand():
                penalty[3] + penalty[4] + penalty[5] + r[2], penalty[4] + penalty[5] + r[2], penalty[5] + r[2]]
     mean = sum(returns) / len(returns)
     std = math.sqrt(sum((g - mean) ** 2 for g in returns) / len(returns))
-    expected = [(g - mean) / (std + 1e-8) for g in returns]
+    expected = [(g - mean) / std for g in returns]
     got = reinforce_pp_advantages(rewards, groups, TokenLogprobs(old, seq, 3), TokenLogprobs(ref, seq, 3), beta)
     assert got.tolist() == pytest.approx(expected, rel=1e-5, abs=1e-6)
     assert float(got.mean()) == pytest.approx(0.0, abs=1e-6)
