@@ -237,6 +237,12 @@ def _benchmark_headlines(tables: dict):
 
 def section_game(ctx: Context) -> dict:
     """The LLM game on the tiny model with --device cuda, kernels on vs off (benchmarks/gpu_game.py)."""
+    if ctx.smoke and ctx.device != "cuda":
+        # Four tiny games with every LoRA layer in Triton's interpreter take many minutes on a CPU;
+        # `python benchmarks/gpu_game.py --smoke` (tests/llm/test_gpu_game.py) runs this section on
+        # the CPU's torch path, and tests/kernels/test_peft_patch.py the update in the interpreter.
+        return dict(status="skip", headline="smoke on a CPU: run benchmarks/gpu_game.py --smoke for this section",
+                    notes=[], data={})
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from gpu_game import section_game as game
 

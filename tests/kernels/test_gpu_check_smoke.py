@@ -25,9 +25,9 @@ def test_gpu_check_smoke_writes_its_folder_and_every_table_agrees(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["gpu_check.json", "gpu_check.log", "gpu_check.md"]
     sections = {s["name"]: s for s in json.loads((out / "gpu_check.json").read_text())["sections"]}
     statuses = {name: s["status"] for name, s in sections.items()}
+    # The game section is skipped in a CPU smoke run (tests/llm/test_gpu_game.py runs it on its own).
     assert statuses == dict(environment="pass", kernel_checks="pass", large_offsets="skip", kernel_benchmarks="pass",
-                            game="pass")
-    assert {r["expected"] for r in sections["game"]["data"]} == {"interpret"}  # the game's LoRA layers ran in Triton
+                            game="skip")
     assert len(sections["kernel_checks"]["data"]) >= 30 and all(r["ok"] for r in sections["kernel_checks"]["data"])
 
     tables = sections["kernel_benchmarks"]["data"]
