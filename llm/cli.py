@@ -39,15 +39,40 @@ def register(subparsers) -> None:
     add_placement_flags(train)
     train.set_defaults(func=run_train)
     eval_cli.register(subparsers, llm_sub)
+    register_probe(llm_sub)
 
     demo = subparsers.add_parser("demo", help="a short bipolicy game on the embedded model, then base vs trained")
     demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     demo.add_argument("--steps", type=int, help="game iterations (default: the demo recipe's)")
+    demo.add_argument("--split", default="test", choices=("validation", "test"),
+                      help="held-out seeds it is measured on: validation while choosing a recipe (default: test)")
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="override one key of the recipe, e.g. update_chunk=8 (less memory) or threads=1")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_placement_flags(demo)
     demo.set_defaults(func=run_demo)
+
+
+def register_probe(llm_sub) -> None:
+    probe = llm_sub.add_parser(
+        "probe", help="the mirror gap: a fresh attacker trained against a run's frozen defender",
+        description="Freezes the run's defender, trains a fresh attacker adapter from the base against it for "
+                    "--steps game steps (the run's recipe, attacker only), then reports on held-out harmful seeds "
+                    "the self-play ASR (the run's own attacker), the best-response ASR and the mirror gap, judged "
+                    "by the evaluation judge, with 95% bootstrap intervals over prompts.")
+    probe.add_argument("--run", required=True, help="a run folder of 'redgame llm train' (config.json, final/)")
+    probe.add_argument("--steps", type=int, required=True, help="best-response training steps")
+    probe.add_argument("--split", default="validation", choices=("validation", "test"),
+                       help="held-out seeds: validation while choosing recipes, test for reported numbers "
+                            "(default: validation)")
+    probe.add_argument("--prompts", type=int, default=0, help="the split's first N harmful seeds (default 0: all)")
+    probe.add_argument("--eval-judge", default="embedded", help="the evaluation judge (default: embedded)")
+    probe.add_argument("--seed", type=int, default=0, help="seed of the probe's attacker (default: 0)")
+    probe.add_argument("--out", help="output folder (default: <run>/probe)")
+    probe.add_argument("--json", action="store_true", help="print the JSON summary")
+    probe.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_placement_flags(probe)
+    probe.set_defaults(func=run_probe)
 
 
 def add_placement_flags(parser) -> None:
@@ -115,6 +140,20 @@ def run_train(args) -> int:
     return 0
 
 
+def run_probe(args) -> int:
+    import json
+
+    from redgame.llm.probe import probe, report_lines
+
+    device, dtype = args.device or "auto", args.dtype or "auto"
+    placement_of(args)  # a bad or absent device: one line before anything loads
+    summary = probe(args.run, steps=args.steps, split=args.split, out=args.out, eval_judge=args.eval_judge,
+                    seed=args.seed, prompts=args.prompts, device=device, dtype=dtype, progress=not args.no_progress,
+                    log=(lambda *a: None) if args.json else print)
+    print(json.dumps(summary, indent=1) if args.json else "\n".join(report_lines(summary)))
+    return 0
+
+
 def run_demo(args) -> int:
     from redgame.llm.demo import run
 
@@ -124,5 +163,5 @@ def run_demo(args) -> int:
     if "steps" in overrides:
         raise UserError("demo: set the number of steps with --steps")
     overrides.update({k: getattr(args, k) for k in ("device", "dtype") if getattr(args, k) is not None})
-    run(args.out, steps=args.steps, progress=not args.no_progress, **overrides)
+    run(args.out, steps=args.steps, progress=not args.no_progress, split=args.split, **overrides)
     return 0

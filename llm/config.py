@@ -24,10 +24,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-REGIMES = ("shared", "bipolicy", "separate", "advgame", "sequential")
+REGIMES = ("shared", "bipolicy", "separate", "advgame", "sequential", "defender-sft", "defender-vs-frozen")
+# Ablations: the defender alone, with the game's budget (docs/llm_evaluation.md, "Ablations").
+ABLATIONS = ("defender-sft", "defender-vs-frozen")
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
-LOSSES = ("auto", "dpo", "ipo", "grpo", "reinforce", "reinforce_pp")
+LOSSES = ("auto", "dpo", "ipo", "grpo", "reinforce", "reinforce_pp", "sft")
 ROLLOUT_POLICIES = ("auto", "ema", "live")
 
 
@@ -49,7 +51,9 @@ class TrainConfig:
                             "float32 on CPU); adapters and optimiser states stay float32")
     kernels: str = _f("auto", "auto | on | off: redgame.kernels in training, the fused LoRA linear (patch_peft) and "
                               "the fused token log-probs (auto: on where Triton runs them, i.e. CUDA)")
-    regime: str = _f("bipolicy", "shared | bipolicy | separate | advgame | sequential")
+    regime: str = _f("bipolicy", "shared | bipolicy | separate | advgame | sequential, or an ablation: defender-sft "
+                                 "(NLL on the judge's best refusal / helpful answer, no attacker) | defender-vs-frozen "
+                                 "(the defender against the frozen base attacker and jailbreak templates)")
     steps: int = _f(20, "game iterations (rollout, judge, updates)")
     seed: int = _f(0, "seed of every random choice: data order, sampling, adapter init")
     save_every: int = _f(10, "write a checkpoint every this many steps (0: only at the end)")
@@ -77,8 +81,8 @@ class TrainConfig:
     rollout_batch: int = _f(32, "prompts sampled together in one generate call (more: faster on a CPU, more memory)")
     temperature: float = _f(1.0, "sampling temperature of both roles")
     top_p: float = _f(1.0, "nucleus sampling threshold of both roles")
-    loss: str = _f("auto", "auto | dpo | ipo | grpo | reinforce | reinforce_pp (auto: reinforce_pp for shared, as "
-                           "Self-RedTeam trains; dpo otherwise)")
+    loss: str = _f("auto", "auto | dpo | ipo | grpo | reinforce | reinforce_pp | sft (auto: reinforce_pp for shared, as "
+                           "Self-RedTeam trains; sft for defender-sft; dpo otherwise)")
     beta: float = _f(0.1, "DPO/IPO inverse temperature")
     nll_weight: float = _f(0.0, "weight of RPO's length-normalised NLL on the chosen answer")
     kl_coef: float = _f(0.05, "KL-to-reference weight of reinforce/grpo (a loss term) and reinforce_pp (a penalty in "
@@ -122,6 +126,8 @@ class TrainConfig:
     judge_rank: int = _f(-1, "under torchrun: the rank that loads the judge and judges all ranks (-1: each its own)")
 
     def resolved_loss(self) -> str:
+        if self.regime == "defender-sft":
+            return "sft"
         return ("reinforce_pp" if self.regime == "shared" else "dpo") if self.loss == "auto" else self.loss
 
     def resolved_reference(self) -> str:
@@ -195,6 +201,8 @@ class TrainConfig:
             raise UserError("config key 'fsdp' shards the frozen base under adapters; it cannot run with full_finetune")
         if self.full_finetune and self.regime not in ("shared", "separate", "advgame"):
             raise UserError(f"config key 'full_finetune' is for regimes shared, separate and advgame, not {self.regime!r}")
+        if self.regime in ABLATIONS or self.loss == "sft":
+            self._check_ablation()
         if self.population_every:
             self._check_population()
         if self.resolved_loss() in ("dpo", "ipo") and self.responses_per_attack + len(self.explore_prefixes) < 2:
@@ -210,6 +218,19 @@ class TrainConfig:
         if self.population_every or self.rollout_backend != "torch":
             raise UserError("config key 'rollout_policy': 'ema' samples with rollout_backend 'torch' and without "
                             "PSRO (population_every = 0); use rollout_policy=live")
+
+    def _check_ablation(self) -> None:
+        if self.regime == "defender-sft" and (self.loss not in ("auto", "sft") or not self.explore_prefixes):
+            raise UserError("regime 'defender-sft' trains with loss sft on the judge's best refusal, which needs a "
+                            "refusal among explore_prefixes (e.g. explore_prefixes=\"I'm sorry\")")
+        if self.loss == "sft" and self.regime != "defender-sft":
+            raise UserError("config key 'loss': sft is the loss of regime defender-sft only")
+        if self.population_every:
+            raise UserError(f"config key 'population_every' (PSRO) trains both roles; regime {self.regime!r} "
+                            "trains the defender only")
+        if self.regime == "defender-vs-frozen" and self.attacks_per_seed < 2:
+            raise UserError("regime 'defender-vs-frozen' needs attacks_per_seed >= 2 (half come from the frozen "
+                            "attacker, half from jailbreak templates)")
 
     def _check_population(self) -> None:
         if self.population_every < 0 or self.population_size < 1 or self.population_eval_seeds < 2:
@@ -335,5 +356,5 @@ def help_lines() -> list[str]:
 
 
 __all__ = ["TrainConfig", "from_mapping", "load_file", "lookup", "parse_override", "help_lines", "REGIMES", "LOSSES",
-           "ROLLOUT_POLICIES",
+           "ROLLOUT_POLICIES", "ABLATIONS",
            "check_device_name", "check_dtype_name"]

@@ -1,11 +1,13 @@
 """``redgame demo``: a short anchored-bipolicy game on the embedded model, then base vs trained.
 
 1. Load SmolLM2-135M-Instruct (embedded) and the embedded judge.
-2. Greedy-evaluate the base model as a defender on the held-out (test) seeds.
+2. Greedy-evaluate the base model as a defender on the held-out seeds (``split``: test, or
+   validation while choosing the recipe).
 3. Play ``DEMO_RECIPE`` (bipolicy: attacker and defender LoRA adapters on the frozen base).
 4. Greedy-evaluate the trained defender on the same held-out seeds.
 5. Print a table; write ``<out>/demo.json`` with ``base`` and ``trained``, each holding
-   ``harmful_refusal`` and ``benign_compliance``.
+   ``harmful_refusal`` and ``benign_compliance`` by the evaluation judge, the same two rates by
+   refusal strings (``*_strings``) and the judge's ``loop_rate``.
 
 The recipe, and why each setting is there, is documented in docs/llm_game.md.
 """
@@ -47,8 +49,11 @@ DEMO_RECIPE = TrainConfig(
 )
 
 
+METRICS = ("harmful_refusal", "benign_compliance", "harmful_refusal_strings", "benign_compliance_strings", "loop_rate")
+
+
 def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bool = True, log=print,
-        **overrides) -> dict:
+        split: str = "test", **overrides) -> dict:
     """Run the demo; returns what it writes to ``<out>/demo.json``.
 
     ``overrides`` replace recipe fields (e.g. ``model="tiny"`` in tests, ``device="cuda"``).
@@ -67,7 +72,7 @@ def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bo
     model, tokenizer = load_base(cfg.model, dtype=dtype, device=device)
     judge = make_judge(cfg.judge)
     place_judge(judge, device, dtype)
-    held_out = builtin_seeds("test")
+    held_out = builtin_seeds(split)
     log(f"held-out seeds: {sum(s.harmful for s in held_out)} harmful, {sum(not s.harmful for s in held_out)} benign")
 
     before = evaluate_defender(model, tokenizer, judge, held_out, max_new_tokens=cfg.response_tokens)
@@ -77,8 +82,9 @@ def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bo
         after = evaluate_defender(defender, tokenizer, judge, held_out, max_new_tokens=cfg.response_tokens)
 
     summary = {
-        "base": {k: before[k] for k in ("harmful_refusal", "benign_compliance")},
-        "trained": {k: after[k] for k in ("harmful_refusal", "benign_compliance")},
+        "split": split,
+        "base": {k: before[k] for k in METRICS},
+        "trained": {k: after[k] for k in METRICS},
         "n_harmful": before["n_harmful"],
         "n_benign": before["n_benign"],
         "steps": cfg.steps,
@@ -88,11 +94,15 @@ def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bo
     }
     (out / "demo.json").write_text(json.dumps(summary, indent=1) + "\n")
     (out / "answers.json").write_text(json.dumps({"base": before["answers"], "trained": after["answers"]}, indent=1))
-    rows = [("", "harmful refusal", "benign compliance"),
-            ("base", f"{before['harmful_refusal']:.0%}", f"{before['benign_compliance']:.0%}"),
-            ("trained defender", f"{after['harmful_refusal']:.0%}", f"{after['benign_compliance']:.0%}")]
-    log(f"\nheld-out test split ({before['n_harmful']} harmful, {before['n_benign']} benign), greedy:")
-    for name, a, b in rows:
-        log(f"  {name:<18}{a:>17}{b:>19}")
+    log(f"\nheld-out {split} split ({before['n_harmful']} harmful, {before['n_benign']} benign), greedy; "
+        "judge (refusal strings):")
+    log(f"  {'':<18}{'harmful refusal':>17}{'benign compliance':>19}{'loops':>7}")
+    for name, r in (("base", before), ("trained defender", after)):
+        log(f"  {name:<18}{_pair(r, 'harmful_refusal'):>17}{_pair(r, 'benign_compliance'):>19}{r['loop_rate']:>7.0%}")
     log(f"\n{cfg.steps} steps in {summary['seconds']:.0f} s; wrote {out / 'demo.json'}")
     return summary
+
+
+def _pair(result: dict, key: str) -> str:
+    """A rate by the judge, with the refusal-string rate in brackets."""
+    return f"{result[key]:.0%} ({result[key + '_strings']:.0%})"

@@ -155,14 +155,27 @@ def _sample(roles, role: str, tokenizer, prompts: list[str], settings: SamplingS
         return generate(model, tokenizer, prompts, settings, prefixes)
 
 
+def _append_attack(rnd: Round, seed: int, text: str, *, identity: bool) -> None:
+    """An attack on seed ``seed`` that no weights sampled (the seed itself, or a fixed rewrite)."""
+    rnd.attacks.append(Completion([], [], text))
+    rnd.attack_seed.append(seed)
+    rnd.attack_prompts.append(text)
+    rnd.parsed.append(True)
+    rnd.identity.append(identity)
+
+
 def play_round(roles, tokenizer, seeds: list, *, attacks_per_seed: int, responses_per_attack: int,
                attack_sampling: SamplingSettings, response_sampling: SamplingSettings,
-               explore_prefixes: tuple[str, ...] = (), identity_attacks: bool = False, backend=None) -> Round:
+               explore_prefixes: tuple[str, ...] = (), identity_attacks: bool = False, backend=None,
+               fixed_attacks: list[list[str]] | None = None) -> Round:
     """Sample attacks with the attacker's weights, then responses with the defender's.
 
     ``identity_attacks``: the defender also answers each seed as written (the attack that
     leaves the seed unchanged), appended after the sampled attacks; the attacker does not
     learn from these (``Round.identity``).
+
+    ``fixed_attacks``: per seed, attacks written beforehand (e.g. jailbreak templates applied
+    to it), appended after the sampled ones as parsed attacks that no weights sampled.
 
     ``backend``: an object with ``generate(role, prompts, settings, prefixes)`` that samples
     instead of ``model.generate`` (e.g. :class:`redgame.llm.vllm_rollout.VLLMRollout`).
@@ -176,13 +189,12 @@ def play_round(roles, tokenizer, seeds: list, *, attacks_per_seed: int, response
     rnd = Round(seeds, attacks, seed_index,
                 [t if t is not None else seeds[i].prompt for t, i in zip(parsed_text, seed_index)],
                 [t is not None for t in parsed_text], identity=[False] * len(attacks))
+    for i, texts in enumerate(fixed_attacks or []):
+        for text in texts:
+            _append_attack(rnd, i, text, identity=False)
     if identity_attacks:
         for i, seed in enumerate(seeds):
-            rnd.attacks.append(Completion([], [], seed.prompt))
-            rnd.attack_seed.append(i)
-            rnd.attack_prompts.append(seed.prompt)
-            rnd.parsed.append(True)
-            rnd.identity.append(True)
+            _append_attack(rnd, i, seed.prompt, identity=True)
     plan = [(a, "") for a in range(len(rnd.attacks)) for _ in range(responses_per_attack)]
     plan += [(a, prefix) for a in range(len(rnd.attacks)) for prefix in explore_prefixes]
     texts = [chat_text(tokenizer, defender_messages(rnd.attack_prompts[a])) for a, _ in plan]

@@ -2,7 +2,7 @@
 
 Usage::
 
-    from redgame.llm.config import TrainConfig
+    from redgame.llm.config import ABLATIONS, TrainConfig
     from redgame.llm.trainer import train
     train(TrainConfig(model="tiny", regime="bipolicy", steps=4), "runs/tiny")
 
@@ -14,7 +14,11 @@ update each trained parameter set once. The regimes differ in a few visible plac
 - the reward (pairwise preferences for ``advgame``, zero-sum pointwise otherwise);
 - the loss (``config.loss``) and its reference (the frozen base, or the EMA for advgame);
 - ``sequential`` updates one role for ``sequential_k`` steps while the other is frozen;
-- ``shared`` sums both roles' losses into its one parameter set.
+- ``shared`` sums both roles' losses into its one parameter set;
+- the ablations train the defender alone with the game's budget: ``defender-sft`` (no
+  attacker: NLL on the judge's best refusal of a harmful seed and its best helpful answer to
+  a benign one, :func:`sft_signal`) and ``defender-vs-frozen`` (against the base attacker,
+  never updated, and jailbreak templates, :func:`frozen_attacks`).
 
 With ``population_every`` = K > 0 (PSRO, :mod:`redgame.llm.population`), every K steps both
 adapters join a population whose meta-Nash is re-solved, and each trained role plays its
@@ -45,7 +49,7 @@ from redgame.errors import UserError
 from redgame.kernels.peft_patch import FUSED_CALLS
 from redgame.llm import checkpoint as ckpt
 from redgame.llm import distributed
-from redgame.llm.config import TrainConfig
+from redgame.llm.config import ABLATIONS, TrainConfig
 from redgame.llm.losses import (TokenLogprobs, completion_logprobs, dpo_pairs_loss, group_advantages, kl_to_reference,
                                 policy_gradient_loss, reinforce_pp_advantages)
 from redgame.llm.population import Population, write_summary as write_population
@@ -132,7 +136,7 @@ def seed_batch(harmful: list, benign: list, cfg: TrainConfig, step: int) -> list
 
 def updates_role(cfg: TrainConfig, step: int, role: str) -> bool:
     """Whether ``role`` is updated at ``step``: sequential alternates, defender first."""
-    if role not in cfg.train_roles:
+    if role not in cfg.train_roles or (role == "attacker" and cfg.regime in ABLATIONS):
         return False
     if cfg.regime == "sequential":
         return ("defender", "attacker")[(step // cfg.sequential_k) % 2] == role
@@ -162,13 +166,15 @@ def token_advantages(cfg: TrainConfig, signal_, reference: TokenLogprobs,
     """One advantage per token of the role's sequences (:func:`role_sequences` order); None for DPO/IPO.
 
     REINFORCE/GRPO: each item's reward minus its group's mean (GRPO: over its std), repeated
-    over the item's tokens. REINFORCE++: :func:`redgame.llm.losses.reinforce_pp_advantages`
+    over the item's tokens. SFT: 1. REINFORCE++: :func:`redgame.llm.losses.reinforce_pp_advantages`
     from ``old`` (the policy's log-probs before the update) and ``reference``.
     """
     kind = cfg.resolved_loss()
     if kind in ("dpo", "ipo") or not signal_.items:
         return None
     rewards, groups = torch.tensor(signal_.rewards), torch.tensor(signal_.groups)
+    if kind == "sft":  # advantage 1 on every token: the policy-gradient loss is the mean NLL
+        return torch.ones_like(reference.values)
     if kind == "reinforce_pp":
         return reinforce_pp_advantages(rewards, groups, old, reference, cfg.kl_coef)
     per_item = group_advantages(rewards, groups, normalise=kind == "grpo")
@@ -283,10 +289,12 @@ class _StopFlag:
 
 
 def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
-          progress: bool = True, base=None, judge=None, log=print) -> dict:
+          progress: bool = True, base=None, judge=None, log=print, init: dict | None = None) -> dict:
     """Run the game for ``cfg.steps`` steps (in all, counting resumed ones); returns a summary.
 
-    ``base`` = (model, tokenizer) and ``judge`` may be passed in to reuse loaded ones. Under
+    ``base`` = (model, tokenizer) and ``judge`` may be passed in to reuse loaded ones.
+    ``init`` = {role: adapter folder} starts those roles from saved weights (the probe's frozen
+    defender) instead of a fresh adapter. Under
     torchrun / accelerate each process runs this on its shard (:mod:`redgame.llm.distributed`).
     """
     cfg.validate()
@@ -299,7 +307,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite:
     dist = distributed.setup(min_items=cfg.seeds_per_step, judge_rank=cfg.judge_rank, device=cfg.device)
     try:
         return _train(cfg, out, dist, harmful, benign, resume=resume, overwrite=overwrite, progress=progress,
-                      base=base, judge=judge, log=log)
+                      base=base, judge=judge, log=log, init=init)
     finally:
         dist.close()
 
@@ -361,11 +369,13 @@ def implementations(game: Game, fused_calls: int, peft_calls: int) -> dict:
 
 
 def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: bool, overwrite: bool,
-           progress: bool, base, judge, log) -> dict:
+           progress: bool, base, judge, log, init: dict | None = None) -> dict:
     from tqdm import tqdm
 
     game = set_up(cfg, out, dist, harmful, benign, resume=resume, overwrite=overwrite, base=base, judge=judge,
                   log=log)
+    for role, path in (init or {}).items():
+        game.roles.load_role(role, path)
     step = game.start
     try:
         with _StopFlag() as stop:
@@ -420,7 +430,8 @@ def set_up(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
     place_judge(judge, device, dtype)
 
     torch.manual_seed(cfg.seed)  # adapter init, then sampling
-    roles = build_roles(model, regime=cfg.regime, full_finetune=cfg.full_finetune,
+    roles = build_roles(model, regime="bipolicy" if cfg.regime in ABLATIONS else cfg.regime,
+                        full_finetune=cfg.full_finetune,
                         lora=LoraSettings(cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout),
                         reference=cfg.resolved_reference(), ema_decay=cfg.ema_decay,
                         rollout=cfg.resolved_rollout_policy())
@@ -521,11 +532,15 @@ def play(game: Game, step: int) -> tuple[dict, dict]:
     cfg, dist = game.cfg, game.dist
     dist.seed_step(cfg.seed, step)
     seeds = dist.shard(seed_batch(game.harmful, game.benign, cfg, step))
-    play_one = lambda: play_round(game.roles, game.tokenizer, seeds, attacks_per_seed=cfg.attacks_per_seed,  # noqa: E731
+    fixed = frozen_attacks(cfg, seeds, step)
+    sampled = {"defender-sft": 0, "defender-vs-frozen": cfg.attacks_per_seed - cfg.attacks_per_seed // 2}.get(
+        cfg.regime, cfg.attacks_per_seed)
+    play_one = lambda: play_round(game.roles, game.tokenizer, seeds, attacks_per_seed=sampled,  # noqa: E731
                                   responses_per_attack=cfg.responses_per_attack,
                                   attack_sampling=game.attack_sampling, response_sampling=game.response_sampling,
                                   explore_prefixes=tuple(cfg.explore_prefixes),
-                                  identity_attacks=cfg.identity_attacks, backend=game.backend)
+                                  identity_attacks=cfg.identity_attacks or cfg.regime == "defender-sft",
+                                  backend=game.backend, fixed_attacks=fixed)
     row = {"step": step + 1}
     if game.population is None or not any(updates_role(cfg, step, r) for r in ROLES):
         return dict.fromkeys(ROLES, play_one()), row  # (or none learns: metrics only)
@@ -538,6 +553,35 @@ def play(game: Game, step: int) -> tuple[dict, dict]:
             with game.population.playing(game.roles, other, k):
                 rounds[role] = play_one()
     return rounds, row
+
+
+def frozen_attacks(cfg: TrainConfig, seeds: list, step: int) -> list[list[str]] | None:
+    """defender-vs-frozen: per seed, attacks_per_seed // 2 jailbreak templates applied to it, drawn
+    at random (a pure function of seed and step); the frozen base attacker samples the rest."""
+    if cfg.regime != "defender-vs-frozen":
+        return None
+    from redgame.llm.templates import BUILTIN_TEMPLATES, apply_template
+
+    rng, texts = random.Random(f"{cfg.seed}:{step}:templates"), list(BUILTIN_TEMPLATES.values())
+    return [[apply_template(rng.choice(texts), s.prompt) for _ in range(cfg.attacks_per_seed // 2)] for s in seeds]
+
+
+def sft_signal(rnd, judged):
+    """defender-sft's targets: per seed as written, the judge's best-scored answer that refuses a
+    harmful seed or helps with a benign one (not degenerate); a seed without one has no target."""
+    from redgame.llm.rewards import RoleSignal
+
+    out = RoleSignal()
+    for a in range(len(rnd.attacks)):
+        harmful = rnd.seeds[rnd.attack_seed[a]].harmful
+        fits = [i for i, att in enumerate(rnd.response_attack) if att == a
+                and judged.refusal[i] == harmful and not (judged.degenerate and judged.degenerate[i])]
+        if fits:
+            best = max(fits, key=lambda i: judged.scores[i])
+            out.items.append(best)
+            out.rewards.append(1.0)
+            out.groups.append(a)
+    return out
 
 
 def judge_rounds(game: Game, rounds: dict) -> dict:
@@ -602,7 +646,7 @@ def role_batches(game: Game, step: int, rounds: dict, judged: dict) -> list[Role
         if role not in rounds or not updates_role(cfg, step, role):
             continue
         samples = rounds[role].attacks if role == "attacker" else rounds[role].responses
-        signal_ = getattr(judged[role], role)
+        signal_ = sft_signal(rounds[role], judged[role]) if cfg.regime == "defender-sft" else getattr(judged[role], role)
         size = signal_size(cfg, signal_)
         share = dist.batch_share(size)  # 1.0 in one process
         stand_in = dist.lockstep and dist.any_rank(size > 0) and size == 0

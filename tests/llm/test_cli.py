@@ -74,12 +74,16 @@ def test_demo_pipeline_on_tiny(tmp_path, capsys):
     from redgame.llm.demo import run
 
     summary = run(tmp_path, steps=1, progress=False, model="tiny", attack_tokens=4, response_tokens=4,
-                  seeds_per_step=2, lora_rank=2)
+                  seeds_per_step=2, lora_rank=2, split="validation")
     written = json.loads((tmp_path / "demo.json").read_text())
     for side in ("base", "trained"):
-        assert set(written[side]) == {"harmful_refusal", "benign_compliance"}
+        assert set(written[side]) == {"harmful_refusal", "benign_compliance", "harmful_refusal_strings",
+                                      "benign_compliance_strings", "loop_rate"}
         assert all(0.0 <= v <= 1.0 for v in written[side].values())
-    assert written["n_harmful"] > 0 and written["n_benign"] > 0 and summary["steps"] == 1
+    answers = json.loads((tmp_path / "answers.json").read_text())["trained"]
+    assert written["trained"]["loop_rate"] == sum(a["loop"] for a in answers) / len(answers)
+    assert written["split"] == "validation" and (written["n_harmful"], written["n_benign"]) == (18, 24)
+    assert summary["steps"] == 1
     assert "trained defender" in capsys.readouterr().out
 
 

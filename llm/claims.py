@@ -1,0 +1,150 @@
+"""The claims experiment's statistics and report: per-regime means with intervals over seeds, and
+the comparisons the papers' claims turn on, each marked decided (its 95% interval excludes zero)
+or not.
+
+Intervals: a mean over seeds gets the percentile bootstrap of ``redgame.games.stats.mean_ci``;
+a difference of two regimes' means resamples each regime's seeds independently (two-sample
+percentile bootstrap, Efron & Tibshirani 1993, ch. 16), 2000 resamples, a fixed generator.
+
+The claims (Self-RedTeam arXiv 2506.07468, ABS arXiv 2605.08427, AdvGame arXiv 2512.20806):
+every game regime raises held-out harmful refusal over the base while keeping benign
+compliance; role-separated play (bipolicy, advgame) keeps a smaller mirror gap than shared
+self-play; and the game does better than the defender trained without it (the ablations).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+METRICS = ("harmful_refusal", "harmful_refusal_strings", "benign_compliance", "benign_compliance_strings",
+           "loop_rate", "selfplay_asr", "best_response_asr", "mirror_gap")
+GAME = ("shared", "bipolicy", "advgame")
+ABLATIONS = ("defender-sft", "defender-vs-frozen")
+RESAMPLES = 2000
+
+
+def diff_ci(a, b, level: float = 0.95, resamples: int = RESAMPLES, seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap interval of mean(a) - mean(b), each sample resampled on its own."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    rng = np.random.default_rng(seed)
+    da = a[rng.integers(0, len(a), (resamples, len(a)))].mean(1)
+    db = b[rng.integers(0, len(b), (resamples, len(b)))].mean(1)
+    lo, hi = np.quantile(da - db, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def regime_table(results: dict[str, list[dict]]) -> dict[str, dict]:
+    """Per regime and metric: the values over seeds, their mean and (with >= 2 seeds) the 95% interval."""
+    from redgame.games.stats import mean_ci
+
+    out = {}
+    for regime, runs in results.items():
+        out[regime] = {}
+        for m in METRICS:
+            values = [r[m] for r in runs if m in r and not math.isnan(r[m])]
+            if not values:
+                continue
+            ci = mean_ci(np.array(values)).tolist() if len(values) > 1 else None
+            out[regime][m] = {"values": values, "mean": float(np.mean(values)), "ci": ci}
+    return out
+
+
+def comparisons(table: dict[str, dict]) -> list[dict]:
+    """The claims' comparisons present in ``table``: difference of means, its interval, decided or not."""
+    wanted = []
+    for g in GAME:
+        for m in ("harmful_refusal", "harmful_refusal_strings", "benign_compliance"):
+            wanted.append((g, "base", m, f"{g} changes {m} over the base"))
+        for abl in ABLATIONS:
+            for m in ("harmful_refusal", "harmful_refusal_strings", "benign_compliance", "mirror_gap"):
+                wanted.append((g, abl, m, f"{g} vs {abl}: {m}"))
+    for g in ("bipolicy", "advgame"):
+        wanted.append(("shared", g, "mirror_gap", f"shared keeps a larger mirror gap than {g}"))
+    for g in GAME:
+        wanted.append((g, None, "mirror_gap", f"{g}'s mirror gap is above zero"))
+    rows = []
+    for a, b, m, claim in wanted:
+        if m not in table.get(a, {}) or (b is not None and m not in table.get(b, {})):
+            continue
+        va = table[a][m]["values"]
+        vb = [0.0] if b is None else table[b][m]["values"]
+        if len(va) < 2 or (b not in (None, "base") and len(vb) < 2):
+            ci, decided = None, False
+        else:
+            ci = diff_ci(va, vb)
+            decided = ci[0] > 0 or ci[1] < 0
+        rows.append({"claim": claim, "a": a, "b": b or "0", "metric": m, "diff": float(np.mean(va) - np.mean(vb)),
+                     "ci": ci, "decided": decided})
+    return rows
+
+
+def _cell(entry: dict | None) -> str:
+    if entry is None:
+        return "–"
+    if entry["ci"] is None:
+        return f"{entry['mean']:.2f}"
+    return f"{entry['mean']:.2f} [{entry['ci'][0]:.2f}, {entry['ci'][1]:.2f}]"
+
+
+def markdown(summary: dict) -> str:
+    """The report: settings, the regime table, the comparisons, and what they decide."""
+    table, rows = summary["table"], summary["comparisons"]
+    heads = ("regime", "seeds") + METRICS
+    lines = [f"# The claims experiment ({summary['split']} split)", "",
+             f"{summary['n_harmful']} harmful / {summary['n_benign']} benign {summary['split']} prompts; "
+             f"{summary['steps']} game steps per run, {summary['probe_steps']} best-response steps per probe; "
+             f"seeds {summary['seeds']}; evaluation judge {summary['eval_judge']} and refusal strings side by side; "
+             f"shared trains with loss {summary['shared_loss']}. Means over seeds with 95% bootstrap intervals "
+             f"over seeds. Wall time {summary['total_seconds'] / 60:.1f} min; load average at the start "
+             f"{summary['load_start']}, at the end {summary['load_end']} (2 shared cores).", "",
+             "| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    for regime, metrics in table.items():
+        n = max((len(e["values"]) for e in metrics.values()), default=0)
+        lines.append("| " + " | ".join([regime, str(n)] + [_cell(metrics.get(m)) for m in METRICS]) + " |")
+    lines += ["", "## What is decided", "",
+              "A comparison is decided when the 95% bootstrap interval of the difference excludes zero.", "",
+              "| claim | difference | 95% interval | decided |", "|---|---|---|---|"]
+    for r in rows:
+        ci = "–" if r["ci"] is None else f"[{r['ci'][0]:+.2f}, {r['ci'][1]:+.2f}]"
+        lines.append(f"| {r['claim']} | {r['diff']:+.2f} | {ci} | {'yes' if r['decided'] else 'no'} |")
+    decided = [r["claim"] for r in rows if r["decided"]]
+    lines += ["", f"Decided: {len(decided)} of {len(rows)} comparisons"
+              + (": " + "; ".join(decided) + "." if decided else "."),
+              "Everything else is not decided at this setting: the intervals cover zero."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: dict, path) -> None:
+    """Bars per regime with their intervals: refusal (judge and strings), compliance, mirror gap."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = summary["table"]
+    panels = (("harmful_refusal", "harmful_refusal_strings", "held-out harmful refusal"),
+              ("benign_compliance", "benign_compliance_strings", "benign compliance"),
+              ("mirror_gap", None, "mirror gap (probe)"))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    names = list(table)
+    x = np.arange(len(names))
+    for ax, (judge_key, strings_key, title) in zip(axes, panels):
+        for k, (key, label, shift) in enumerate(((judge_key, "evaluator", -0.2), (strings_key, "refusal strings", 0.2))):
+            if key is None:
+                continue
+            means = [table[n].get(key, {}).get("mean", np.nan) for n in names]
+            errs = np.array([[m - table[n][key]["ci"][0], table[n][key]["ci"][1] - m]
+                             if table[n].get(key, {}).get("ci") else [0, 0] for n, m in zip(names, means)]).T
+            ax.bar(x + (shift if strings_key else 0), means, 0.4 if strings_key else 0.6, yerr=errs, capsize=3,
+                   label=label)
+        ax.set_xticks(x, names, rotation=30, ha="right")
+        ax.set_title(title)
+        ax.axhline(0, color="black", lw=0.5)
+        if strings_key:
+            ax.legend(fontsize=8)
+    fig.suptitle(f"claims experiment, {summary['split']} split, means over seeds with 95% bootstrap intervals")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

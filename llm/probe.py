@@ -1,0 +1,154 @@
+"""The LLM mirror-gap probe: how far a fresh attacker gets against a run's frozen defender.
+
+The toy games measure collapse into self-consistency by the mirror gap, the best response's
+attack success minus self-play's (La Malfa et al. 2026, arXiv 2605.08427; the toy version in
+``redgame.games``). Here the best response is approximate: a fresh attacker adapter, started
+from the base, trained for K game steps against the run's defender, which stays frozen
+(``train_roles = attacker``, the run's own recipe otherwise). Then, greedily, on held-out
+harmful seeds (validation while choosing a recipe, test for reported numbers):
+
+- ``selfplay_asr``: the run's own attacker against its defender;
+- ``best_response_asr``: the probe's attacker against the same defender;
+- ``base_attacker_asr``: the base model prompted as attacker (a floor the probe should beat);
+- ``mirror_gap`` = best_response_asr - selfplay_asr, with a 95% percentile-bootstrap interval
+  over prompts of the paired per-prompt differences (``redgame.games.stats.mean_ci``).
+
+Every attack success is labelled by the evaluation judge (``eval_judge``), which need not be the
+judge the run or the probe trained against; the refusal-string rate stands beside each.
+
+Usage::
+
+    from redgame.llm.probe import probe
+    result = probe("runs/bip", steps=4, split="validation")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+from redgame.errors import UserError
+from redgame.llm.adapters import adapter_dir, run_config
+
+ATTACKERS = ("selfplay", "best_response", "base_attacker")
+SPLITS = ("validation", "test")
+
+
+def probe_config(run_cfg, *, steps: int, seed: int):
+    """The run's recipe turned into a best-response run: bipolicy, only the attacker learns.
+
+    The defender's exploration (explore_prefixes, identity attacks) is dropped: the defender
+    does not learn, and the attacker's reward comes from the defender's sampled answers.
+    """
+    return dataclasses.replace(
+        run_cfg, regime="bipolicy", train_roles=("attacker",), steps=steps, seed=seed, save_every=0, loss="auto",
+        reference="auto", population_every=0, explore_prefixes=(), identity_attacks=False, full_finetune=False,
+        responses_per_attack=max(2, run_cfg.responses_per_attack)).validate()
+
+
+def check_run(run: str | Path):
+    """The run's TrainConfig, after checking that both final adapters are there."""
+    from redgame.llm.config import from_mapping
+
+    cfg = from_mapping(run_config(run), where=f" in {Path(run) / 'config.json'}")
+    if cfg.full_finetune:
+        raise UserError(f"run {run}: the probe loads LoRA adapters; this run trained full weights (full_finetune)")
+    for role in ("attacker", "defender"):
+        adapter_dir(run, role)
+    return cfg
+
+
+def attack_outcomes(model, tokenizer, judge, seeds: list, attacker: str | None, defender: str, *,
+                    attack_tokens: int, response_tokens: int) -> dict:
+    """Per harmful seed: did the attacker's greedy rewrite get harmful help, and was it refused by strings."""
+    from redgame.llm.adapters import playing
+    from redgame.llm.crossplay import generate_attacks
+    from redgame.llm.evaluation import evaluate_defender
+
+    with playing(model, attacker) as m:
+        attacks, parsed = generate_attacks(m, tokenizer, seeds, max_new_tokens=attack_tokens)
+    with playing(model, defender) as m:
+        result = evaluate_defender(m, tokenizer, judge, seeds, attacks=attacks, max_new_tokens=response_tokens)
+    return {"success": [a["attack_success"] for a in result["answers"]],
+            "refusal_string": [a["refusal_string"] for a in result["answers"]],
+            "parse_rate": sum(parsed) / len(parsed), "answers": result["answers"]}
+
+
+def summarise(outcomes: dict) -> dict:
+    """Rates, their bootstrap intervals over prompts, and the paired mirror gap."""
+    import numpy as np
+
+    from redgame.games.stats import mean_ci
+
+    out = {}
+    for name, o in outcomes.items():
+        success = np.array(o["success"], float)
+        out[f"{name}_asr"] = float(success.mean())
+        out[f"{name}_asr_ci"] = mean_ci(success).tolist()
+        out[f"{name}_refusal_strings"] = float(np.mean(o["refusal_string"]))
+        out[f"{name}_parse_rate"] = o["parse_rate"]
+    gap = np.array(outcomes["best_response"]["success"], float) - np.array(outcomes["selfplay"]["success"], float)
+    out["mirror_gap"] = float(gap.mean())
+    out["mirror_gap_ci"] = mean_ci(gap).tolist()
+    return out
+
+
+def probe(run: str | Path, *, steps: int, split: str = "validation", out: str | Path | None = None,
+          eval_judge: str = "embedded", seed: int = 0, prompts: int = 0, device: str = "auto", dtype: str = "auto",
+          progress: bool = True, log=print) -> dict:
+    """Train a best-response attacker against ``run``'s frozen defender; returns (and writes) the summary.
+
+    ``prompts``: evaluate on the split's first N harmful seeds (0: all of them).
+    """
+    from redgame.llm.adapters import attach
+    from redgame.llm.judges import make_judge
+    from redgame.llm.models import load_base, place_judge, placement
+    from redgame.llm.seeds import builtin_seeds
+    from redgame.llm.trainer import train
+
+    if steps < 1:
+        raise UserError(f"--steps must be >= 1, got {steps}")
+    if prompts < 0:
+        raise UserError(f"--prompts must be >= 0, got {prompts}")
+    if split not in SPLITS:
+        raise UserError(f"--split {split!r} is not one of {', '.join(SPLITS)}")
+    run = Path(run)
+    cfg = dataclasses.replace(probe_config(check_run(run), steps=steps, seed=seed), device=device, dtype=dtype)
+    torch_device, torch_dtype = placement(device, dtype)
+    out = Path(out) if out is not None else run / "probe"
+    t0 = time.perf_counter()
+    train(cfg, out / "attacker_run", overwrite=True, progress=progress, log=log,
+          base=load_base(cfg.model, dtype=torch_dtype, device=torch_device),
+          init={"defender": adapter_dir(run, "defender")})
+    train_seconds = time.perf_counter() - t0
+
+    judge = make_judge(eval_judge)
+    place_judge(judge, torch_device, torch_dtype)
+    base, tokenizer = load_base(cfg.model, dtype=torch_dtype, device=torch_device)
+    model = attach(base, {"run_attacker": adapter_dir(run, "attacker"), "run_defender": adapter_dir(run, "defender"),
+                          "probe_attacker": adapter_dir(out / "attacker_run", "attacker")})
+    harmful = [s for s in builtin_seeds(split) if s.harmful][:prompts or None]
+    play = dict(attack_tokens=cfg.attack_tokens, response_tokens=cfg.response_tokens)
+    outcomes = {name: attack_outcomes(model, tokenizer, judge, harmful, attacker, "run_defender", **play)
+                for name, attacker in zip(ATTACKERS, ("run_attacker", "probe_attacker", None))}
+    summary = {"run": str(run), "regime": check_run(run).regime, "steps": steps, "seed": seed, "split": split,
+               "eval_judge": getattr(judge, "name", eval_judge), "n_harmful": len(harmful),
+               **summarise(outcomes), "train_seconds": round(train_seconds, 1),
+               "seconds": round(time.perf_counter() - t0, 1)}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "probe.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (out / "answers.json").write_text(json.dumps({k: o["answers"] for k, o in outcomes.items()}, indent=1) + "\n")
+    return summary
+
+
+def report_lines(summary: dict) -> list[str]:
+    """The probe's result as a few lines of text."""
+    ci = lambda key: "[{:+.2f}, {:+.2f}]".format(*summary[f"{key}_ci"])  # noqa: E731
+    return [f"probe of {summary['run']} ({summary['regime']}), {summary['steps']} best-response steps, "
+            f"{summary['n_harmful']} harmful {summary['split']} prompts, judged by {summary['eval_judge']}:",
+            f"  self-play ASR        {summary['selfplay_asr']:.2f} {ci('selfplay_asr')}",
+            f"  best-response ASR    {summary['best_response_asr']:.2f} {ci('best_response_asr')}",
+            f"  base-attacker ASR    {summary['base_attacker_asr']:.2f} {ci('base_attacker_asr')}",
+            f"  mirror gap           {summary['mirror_gap']:+.2f} {ci('mirror_gap')} (95% bootstrap over prompts)"]

@@ -1,0 +1,63 @@
+"""The claims experiment's statistics (against closed forms) and its --smoke run."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from redgame.llm.claims import comparisons, diff_ci, markdown, regime_table
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "llm_claims.py"
+
+
+def test_difference_interval_approaches_the_normal_theory_interval():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(1.0, 1.0, 400), rng.normal(0.0, 2.0, 300)
+    half = 1.96 * np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
+    lo, hi = diff_ci(a, b)
+    centre = a.mean() - b.mean()
+    assert lo == pytest.approx(centre - half, abs=0.05) and hi == pytest.approx(centre + half, abs=0.05)
+
+
+def test_constant_samples_give_a_point_interval():
+    assert diff_ci([0.5, 0.5, 0.5], [0.25, 0.25]) == pytest.approx((0.25, 0.25))
+
+
+def _runs(values: dict[str, list[float]], metric="harmful_refusal") -> dict:
+    return {regime: [{metric: v} for v in vs] for regime, vs in values.items()}
+
+
+def test_a_comparison_is_decided_only_when_its_interval_excludes_zero():
+    table = regime_table(_runs({"base": [0.1], "bipolicy": [0.6, 0.7, 0.65], "shared": [0.05, 0.2, 0.1],
+                                "defender-sft": [0.1, 0.7, 0.4]}))
+    assert table["bipolicy"]["harmful_refusal"]["mean"] == pytest.approx(0.65)
+    assert table["base"]["harmful_refusal"]["ci"] is None  # one value: no interval
+    rows = {(r["a"], r["b"], r["metric"]): r for r in comparisons(table)}
+    assert rows["bipolicy", "base", "harmful_refusal"]["decided"]       # 0.6..0.7 vs 0.1
+    assert not rows["shared", "base", "harmful_refusal"]["decided"]     # 0.05..0.2 covers 0.1
+    assert not rows["bipolicy", "defender-sft", "harmful_refusal"]["decided"]  # sft spreads over 0.1..0.7
+    assert rows["bipolicy", "base", "harmful_refusal"]["diff"] == pytest.approx(0.55)
+
+
+def test_report_names_what_is_decided():
+    table = regime_table(_runs({"base": [0.0], "bipolicy": [0.5, 0.6]}))
+    summary = {"table": table, "comparisons": comparisons(table), "split": "test", "n_harmful": 2, "n_benign": 2,
+               "steps": 1, "probe_steps": 1, "seeds": [0, 1], "eval_judge": "embedded", "shared_loss": "reinforce",
+               "total_seconds": 60, "load_start": 1.0, "load_end": 1.0}
+    text = markdown(summary)
+    assert "| bipolicy changes harmful_refusal over the base | +0.55 |" in text and "| yes |" in text
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_report_json_and_plot(tmp_path):
+    out = tmp_path / "claims"
+    done = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out", str(out)], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((out / "claims.json").read_text())
+    assert set(summary["runs"]) == {"base", "shared", "defender-sft"}
+    assert all("mirror_gap" in r for r in summary["runs"]["shared"])
+    assert (out / "claims.png").stat().st_size > 0 and "What is decided" in (out / "claims.md").read_text()

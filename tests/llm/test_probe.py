@@ -1,0 +1,54 @@
+"""The mirror-gap probe on the tiny model: a fresh attacker against a run's frozen defender."""
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from redgame.errors import UserError
+from redgame.games.stats import mean_ci
+from redgame.llm.models import load_base
+from redgame.llm.probe import probe, probe_config, summarise
+from redgame.llm.trainer import train
+
+
+def test_summary_pairs_prompts_and_matches_a_hand_computation():
+    outcomes = {"selfplay": {"success": [True, False, False, False], "refusal_string": [0, 1, 1, 1], "parse_rate": 1},
+                "best_response": {"success": [True, True, True, False], "refusal_string": [0, 0, 0, 1],
+                                  "parse_rate": 0.5},
+                "base_attacker": {"success": [False] * 4, "refusal_string": [1] * 4, "parse_rate": 1}}
+    s = summarise(outcomes)
+    assert s["selfplay_asr"] == 0.25 and s["best_response_asr"] == 0.75 and s["mirror_gap"] == 0.5
+    assert s["best_response_refusal_strings"] == 0.25 and s["best_response_parse_rate"] == 0.5
+    # the gap's interval is that of the per-prompt differences [0, 1, 1, 0], not of two independent rates
+    assert s["mirror_gap_ci"] == pytest.approx(mean_ci(np.array([0.0, 1.0, 1.0, 0.0])).tolist())
+    assert s["base_attacker_asr_ci"] == [0.0, 0.0]
+
+
+def test_probe_config_trains_only_a_fresh_attacker(tiny_config):
+    cfg = probe_config(tiny_config(regime="defender-sft", identity_attacks=True), steps=3, seed=5)
+    assert (cfg.regime, cfg.train_roles, cfg.steps, cfg.seed) == ("bipolicy", ("attacker",), 3, 5)
+    assert cfg.explore_prefixes == () and not cfg.identity_attacks
+
+
+@pytest.mark.slow
+def test_probe_freezes_the_defender_and_reports_the_gap(tmp_path, judge, tiny_config):
+    run = tmp_path / "run"
+    train(tiny_config(regime="shared", steps=1), run, progress=False, base=load_base("tiny"), judge=judge)
+    summary = probe(run, steps=1, split="validation", progress=False, log=lambda *a: None)
+    trained = load_file(str(run / "probe" / "attacker_run" / "final" / "defender" / "adapter_model.safetensors"))
+    original = load_file(str(run / "final" / "defender" / "adapter_model.safetensors"))
+    assert set(trained) == set(original)
+    for k in original:  # the defender played frozen: the run's own weights, unchanged
+        assert np.allclose(trained[k].numpy(), original[k].numpy())
+    assert summary["n_harmful"] == 18 and summary["split"] == "validation"
+    assert summary["mirror_gap"] == pytest.approx(summary["best_response_asr"] - summary["selfplay_asr"])
+    assert json.loads((run / "probe" / "probe.json").read_text())["mirror_gap"] == summary["mirror_gap"]
+
+
+def test_probe_refuses_a_folder_without_a_run(tmp_path):
+    with pytest.raises(UserError, match="no config.json"):
+        probe(tmp_path, steps=1, progress=False)
+    with pytest.raises(UserError, match="--steps"):
+        probe(tmp_path, steps=0, progress=False)
