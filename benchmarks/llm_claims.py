@@ -44,7 +44,8 @@ def parse(argv=None):
     parser.add_argument("--eval-tokens", type=int, default=0, help="held-out answer length (0: the recipe's)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one key of the demo recipe for every regime")
-    parser.add_argument("--reuse", action="store_true", help="keep runs in --out that already hold this config")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep runs in --out that already hold this config (and their measurements, when alike)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--out", default="runs/claims", help="output folder (default: runs/claims)")
     parser.add_argument("--json", action="store_true", help="print the JSON summary")
@@ -113,15 +114,21 @@ def main(argv=None) -> dict:
         for seed in args.seeds:
             cfg = regime_config(recipe, regime, seed, args.steps, args.model)
             run = out / f"{regime}-s{seed}"
+            measured = {"split": args.split, "prompts": n, "probe_steps": args.probe_steps, "tokens": tokens}
             reused = args.reuse and (run / "final" / "defender").is_dir() and json.loads(
                 (run / "config.json").read_text()) == cfg.to_dict()
-            if not reused:
-                train(cfg, run, overwrite=True, progress=False, base=load_base(args.model), judge=judge,
-                      log=lambda *a: None)
-            row = evaluate_run(args.model, run, judge, seeds, tokens)
-            gap = probe(run, steps=args.probe_steps, split=args.split, seed=seed, prompts=n, progress=False,
-                        log=lambda *a: None)
-            row.update({k: gap[k] for k in ("selfplay_asr", "best_response_asr", "mirror_gap")})
+            saved = run / "claims_row.json"
+            if reused and saved.is_file() and json.loads(saved.read_text())["measured"] == measured:
+                row = json.loads(saved.read_text())["row"]
+            else:
+                if not reused:
+                    train(cfg, run, overwrite=True, progress=False, base=load_base(args.model), judge=judge,
+                          log=lambda *a: None)
+                row = evaluate_run(args.model, run, judge, seeds, tokens)
+                gap = probe(run, steps=args.probe_steps, split=args.split, seed=seed, prompts=n, progress=False,
+                            log=lambda *a: None)
+                row.update({k: gap[k] for k in ("selfplay_asr", "best_response_asr", "mirror_gap")})
+                saved.write_text(json.dumps({"measured": measured, "row": row}) + "\n")
             results[regime].append(row)
             print(f"{regime} seed {seed}: harmful refusal {row['harmful_refusal']:.2f} "
                   f"(strings {row['harmful_refusal_strings']:.2f}), benign compliance {row['benign_compliance']:.2f}, "
