@@ -52,3 +52,16 @@ def test_probe_refuses_a_folder_without_a_run(tmp_path):
         probe(tmp_path, steps=1, progress=False)
     with pytest.raises(UserError, match="--steps"):
         probe(tmp_path, steps=0, progress=False)
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--steps", "0"], "--steps must be >= 1"),
+    (["--steps", "1"], "no config.json"),
+    (["--steps", "1", "--prompts", "-1"], "--prompts must be >= 0"),
+])
+def test_probe_cli_bad_input_is_one_line(tmp_path, capsys, argv, needle):
+    from redgame.cli import main
+
+    assert main(["llm", "probe", "--run", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("redgame: error: ") and needle in err[-1]
