@@ -47,6 +47,8 @@ def parse(argv=None):
     parser.add_argument("--reuse", action="store_true",
                         help="keep runs in --out that already hold this config (and their measurements, when alike)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    parser.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16 (default: auto)")
     parser.add_argument("--out", default="runs/claims", help="output folder (default: runs/claims)")
     parser.add_argument("--json", action="store_true", help="print the JSON summary")
     parser.add_argument("--smoke", action="store_true", help="tiny model, 1 step, 2 seeds, 2 regimes, 4 prompts")
@@ -59,23 +61,24 @@ def parse(argv=None):
     return args
 
 
-def regime_config(recipe, regime: str, seed: int, steps: int, model: str):
+def regime_config(recipe, regime: str, seed: int, steps: int, model: str, device: str = "auto", dtype: str = "auto"):
     """The recipe for one regime: shared trains with REINFORCE++ where available."""
     from redgame.llm.config import LOSSES
 
     loss = ("reinforce_pp" if "reinforce_pp" in LOSSES else "reinforce") if regime == "shared" else (
         "auto" if regime == "defender-sft" else recipe.loss)
     return dataclasses.replace(recipe, model=model, regime=regime, seed=seed, steps=steps, save_every=0,
-                               loss=loss).validate()
+                               loss=loss, device=device, dtype=dtype).validate()
 
 
-def evaluate_run(model_name: str, run: Path | None, judge, seeds: list, tokens: int) -> dict:
+def evaluate_run(model_name: str, run: Path | None, judge, seeds: list, tokens: int, place) -> dict:
     """The run's defender (the base when ``run`` is None), greedy on ``seeds``."""
     from redgame.llm.adapters import adapter_dir, attach, playing
     from redgame.llm.evaluation import evaluate_defender
     from redgame.llm.models import load_base
 
-    base, tok = load_base(model_name)
+    device, dtype = place
+    base, tok = load_base(model_name, dtype=dtype, device=device)
     model = attach(base, {"defender": adapter_dir(run, "defender")} if run else {})
     with playing(model, "defender" if run else None) as m:
         r = evaluate_defender(m, tok, judge, seeds, max_new_tokens=tokens)
@@ -92,7 +95,7 @@ def main(argv=None) -> dict:
     from redgame.llm.config import LOSSES, from_mapping, parse_override
     from redgame.llm.demo import DEMO_RECIPE
     from redgame.llm.judges import make_judge
-    from redgame.llm.models import load_base
+    from redgame.llm.models import load_base, place_judge, placement
     from redgame.llm.probe import probe
     from redgame.llm.seeds import builtin_seeds
     from redgame.llm.trainer import train
@@ -103,16 +106,18 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0, load_start = time.perf_counter(), os.getloadavg()[0]
+    place = placement(args.device, args.dtype)  # cuda without CUDA: an error before any compute
     judge = make_judge("embedded")
+    place_judge(judge, *place)
     split = builtin_seeds(args.split)
     n = args.prompts or len(split)
     seeds = [s for s in split if s.harmful][:n] + [s for s in split if not s.harmful][:n]
     tokens = args.eval_tokens or recipe.response_tokens
-    results = {"base": [evaluate_run(args.model, None, judge, seeds, tokens)]}
+    results = {"base": [evaluate_run(args.model, None, judge, seeds, tokens, place)]}
     for regime in args.regimes:
         results[regime] = []
         for seed in args.seeds:
-            cfg = regime_config(recipe, regime, seed, args.steps, args.model)
+            cfg = regime_config(recipe, regime, seed, args.steps, args.model, args.device, args.dtype)
             run = out / f"{regime}-s{seed}"
             measured = {"split": args.split, "prompts": n, "probe_steps": args.probe_steps, "tokens": tokens}
             reused = args.reuse and (run / "final" / "defender").is_dir() and json.loads(
@@ -122,11 +127,11 @@ def main(argv=None) -> dict:
                 row = json.loads(saved.read_text())["row"]
             else:
                 if not reused:
-                    train(cfg, run, overwrite=True, progress=False, base=load_base(args.model), judge=judge,
-                          log=lambda *a: None)
-                row = evaluate_run(args.model, run, judge, seeds, tokens)
+                    train(cfg, run, overwrite=True, progress=False, judge=judge, log=lambda *a: None,
+                          base=load_base(args.model, dtype=place[1], device=place[0]))
+                row = evaluate_run(args.model, run, judge, seeds, tokens, place)
                 gap = probe(run, steps=args.probe_steps, split=args.split, seed=seed, prompts=n, progress=False,
-                            log=lambda *a: None)
+                            device=args.device, dtype=args.dtype, log=lambda *a: None)
                 row.update({k: gap[k] for k in ("selfplay_asr", "best_response_asr", "mirror_gap")})
                 saved.write_text(json.dumps({"measured": measured, "row": row}) + "\n")
             results[regime].append(row)
