@@ -65,6 +65,9 @@ def register_probe(llm_sub) -> None:
     probe.add_argument("--split", default="validation", choices=("validation", "test"),
                        help="held-out seeds: validation while choosing recipes, test for reported numbers "
                             "(default: validation)")
+    probe.add_argument("--model", help="the run's base model (default: the one in its config.json)")
+    probe.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one config key of the best-response training (default: the run's recipe)")
     probe.add_argument("--prompts", type=int, default=0, help="the split's first N harmful seeds (default 0: all)")
     probe.add_argument("--eval-judge", default="embedded", help="the evaluation judge (default: embedded)")
     probe.add_argument("--seed", type=int, default=0, help="seed of the probe's attacker (default: 0)")
@@ -147,9 +150,10 @@ def run_probe(args) -> int:
 
     device, dtype = args.device or "auto", args.dtype or "auto"
     placement_of(args)  # a bad or absent device: one line before anything loads
+    overrides = dict(parse_override(text) for text in args.set)
     summary = probe(args.run, steps=args.steps, split=args.split, out=args.out, eval_judge=args.eval_judge,
-                    seed=args.seed, prompts=args.prompts, device=device, dtype=dtype, progress=not args.no_progress,
-                    log=(lambda *a: None) if args.json else print)
+                    seed=args.seed, prompts=args.prompts, model=args.model, overrides=overrides, device=device,
+                    dtype=dtype, progress=not args.no_progress, log=(lambda *a: None) if args.json else print)
     print(json.dumps(summary, indent=1) if args.json else "\n".join(report_lines(summary)))
     return 0
 

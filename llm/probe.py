@@ -97,10 +97,12 @@ def summarise(outcomes: dict) -> dict:
 
 def probe(run: str | Path, *, steps: int, split: str = "validation", out: str | Path | None = None,
           eval_judge: str = "embedded", seed: int = 0, prompts: int = 0, device: str = "auto", dtype: str = "auto",
-          progress: bool = True, log=print) -> dict:
+          model: str | None = None, overrides: dict | None = None, progress: bool = True, log=print) -> dict:
     """Train a best-response attacker against ``run``'s frozen defender; returns (and writes) the summary.
 
-    ``prompts``: evaluate on the split's first N harmful seeds (0: all of them).
+    ``prompts``: evaluate on the split's first N harmful seeds (0: all of them). ``model``: the
+    run's base model (default: the one in its config). ``overrides``: config keys of the
+    best-response training that replace the run's (e.g. ``{"lr": 1e-3}``).
     """
     from redgame.llm.adapters import attach
     from redgame.llm.judges import make_judge
@@ -114,8 +116,12 @@ def probe(run: str | Path, *, steps: int, split: str = "validation", out: str | 
         raise UserError(f"--prompts must be >= 0, got {prompts}")
     if split not in SPLITS:
         raise UserError(f"--split {split!r} is not one of {', '.join(SPLITS)}")
+    from redgame.llm.config import from_mapping
+
     run = Path(run)
-    cfg = dataclasses.replace(probe_config(check_run(run), steps=steps, seed=seed), device=device, dtype=dtype)
+    run_cfg = from_mapping(overrides or {}, where=" (--set)", base=check_run(run))
+    cfg = dataclasses.replace(probe_config(run_cfg, steps=steps, seed=seed), device=device, dtype=dtype,
+                              model=model or run_cfg.model)
     torch_device, torch_dtype = placement(device, dtype)
     out = Path(out) if out is not None else run / "probe"
     t0 = time.perf_counter()

@@ -65,3 +65,18 @@ def test_probe_cli_bad_input_is_one_line(tmp_path, capsys, argv, needle):
     assert main(["llm", "probe", "--run", str(tmp_path), *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("redgame: error: ") and needle in err[-1]
+
+
+def test_probe_cli_takes_the_model_and_recipe_overrides(tmp_path, capsys, monkeypatch):
+    import redgame.llm.probe as probe_module
+    from redgame.cli import main
+
+    seen = {}
+    monkeypatch.setattr(probe_module, "probe", lambda run, **kw: seen.update(kw) or {})
+    monkeypatch.setattr(probe_module, "report_lines", lambda s: ["ok"])
+    argv = ["llm", "probe", "--run", str(tmp_path), "--steps", "1", "--model", "tiny", "--set", "lr=0.01",
+            "--set", "attack_tokens=6"]
+    assert main(argv) == 0
+    assert seen["model"] == "tiny" and seen["overrides"] == {"lr": 0.01, "attack_tokens": 6}
+    assert main(["llm", "probe", "--run", str(tmp_path), "--steps", "1", "--set", "nonsense=1"]) == 2
+    assert "unknown config key 'nonsense'" in capsys.readouterr().err
