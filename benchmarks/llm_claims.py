@@ -114,9 +114,9 @@ def main(argv=None) -> dict:
     seeds = [s for s in split if s.harmful][:n] + [s for s in split if not s.harmful][:n]
     tokens = args.eval_tokens or recipe.response_tokens
     results = {"base": [evaluate_run(args.model, None, judge, seeds, tokens, place)]}
-    for regime in args.regimes:
-        results[regime] = []
-        for seed in args.seeds:
+    results.update({regime: [] for regime in args.regimes})
+    for seed in args.seeds:  # seed-major: a run cut short still has every regime at its first seeds
+        for regime in args.regimes:
             cfg = regime_config(recipe, regime, seed, args.steps, args.model, args.device, args.dtype)
             run = out / f"{regime}-s{seed}"
             measured = {"split": args.split, "prompts": n, "probe_steps": args.probe_steps, "tokens": tokens}
