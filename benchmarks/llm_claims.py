@@ -87,6 +87,15 @@ def evaluate_run(model_name: str, run: Path | None, judge, seeds: list, tokens: 
     return {k: r[k] for k in keys}
 
 
+def cached(path: Path, measured: dict, reuse: bool, compute) -> dict:
+    """The row saved at ``path`` when reusing and it was measured alike; else computed and saved."""
+    if reuse and path.is_file() and json.loads(path.read_text())["measured"] == measured:
+        return json.loads(path.read_text())["row"]
+    row = compute()
+    path.write_text(json.dumps({"measured": measured, "row": row}) + "\n")
+    return row
+
+
 def main(argv=None) -> dict:
     args = parse(argv)
     import torch
@@ -113,27 +122,27 @@ def main(argv=None) -> dict:
     n = args.prompts or len(split)
     seeds = [s for s in split if s.harmful][:n] + [s for s in split if not s.harmful][:n]
     tokens = args.eval_tokens or recipe.response_tokens
-    results = {"base": [evaluate_run(args.model, None, judge, seeds, tokens, place)]}
+    measured = {"split": args.split, "prompts": n, "probe_steps": args.probe_steps, "tokens": tokens}
+    results = {"base": [cached(out / "base_row.json", measured, args.reuse,
+                               lambda: evaluate_run(args.model, None, judge, seeds, tokens, place))]}
     results.update({regime: [] for regime in args.regimes})
     for seed in args.seeds:  # seed-major: a run cut short still has every regime at its first seeds
         for regime in args.regimes:
             cfg = regime_config(recipe, regime, seed, args.steps, args.model, args.device, args.dtype)
             run = out / f"{regime}-s{seed}"
-            measured = {"split": args.split, "prompts": n, "probe_steps": args.probe_steps, "tokens": tokens}
             reused = args.reuse and (run / "final" / "defender").is_dir() and json.loads(
                 (run / "config.json").read_text()) == cfg.to_dict()
-            saved = run / "claims_row.json"
-            if reused and saved.is_file() and json.loads(saved.read_text())["measured"] == measured:
-                row = json.loads(saved.read_text())["row"]
-            else:
-                if not reused:
-                    train(cfg, run, overwrite=True, progress=False, judge=judge, log=lambda *a: None,
-                          base=load_base(args.model, dtype=place[1], device=place[0]))
+            if not reused:
+                train(cfg, run, overwrite=True, progress=False, judge=judge, log=lambda *a: None,
+                      base=load_base(args.model, dtype=place[1], device=place[0]))
+
+            def measure(run=run, seed=seed):
                 row = evaluate_run(args.model, run, judge, seeds, tokens, place)
                 gap = probe(run, steps=args.probe_steps, split=args.split, seed=seed, prompts=n, progress=False,
                             device=args.device, dtype=args.dtype, log=lambda *a: None)
-                row.update({k: gap[k] for k in ("selfplay_asr", "best_response_asr", "mirror_gap")})
-                saved.write_text(json.dumps({"measured": measured, "row": row}) + "\n")
+                return {**row, **{k: gap[k] for k in ("selfplay_asr", "best_response_asr", "mirror_gap")}}
+
+            row = cached(run / "claims_row.json", measured, reused, measure)
             results[regime].append(row)
             print(f"{regime} seed {seed}: harmful refusal {row['harmful_refusal']:.2f} "
                   f"(strings {row['harmful_refusal_strings']:.2f}), benign compliance {row['benign_compliance']:.2f}, "
