@@ -2,7 +2,7 @@
 
 Usage::
 
-    from redgame.llm.config import ABLATIONS, TrainConfig
+    from redgame.llm.config import TrainConfig
     from redgame.llm.trainer import train
     train(TrainConfig(model="tiny", regime="bipolicy", steps=4), "runs/tiny")
 
