@@ -119,10 +119,15 @@ NOT_LINKED = {".git", "theory", "games", "llm", "kernels"}
 def workdir(tmp_path_factory) -> Path:
     """A scratch directory that links the top-level entries of the repository."""
     root = tmp_path_factory.mktemp("docs_commands")
-    for entry in REPO.iterdir():
-        if entry.name not in NOT_LINKED:
-            (root / entry.name).symlink_to(entry)
+    link_repository(root, leave_out=NOT_LINKED)
     return root
+
+
+def link_repository(folder: Path, leave_out) -> None:
+    """Link each top-level entry of the repository into ``folder``, except those in ``leave_out``."""
+    for entry in REPO.iterdir():
+        if entry.name not in leave_out:
+            (folder / entry.name).symlink_to(entry)
 
 
 def _in_process(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -400,9 +405,7 @@ def test_llm_and_benchmark_commands_run(page, tmp_path):
     """The page's language-model and benchmark lines, in order, as their small variants, in a
     scratch directory that links every top-level entry of the repository (data paths such as
     ``llm/data/...`` resolve; these lines run no ``python -c`` that the layer folders could shadow)."""
-    for entry in REPO.iterdir():
-        if entry.name != ".git":
-            (tmp_path / entry.name).symlink_to(entry)
+    link_repository(tmp_path, leave_out={".git"})
     write_small_seeds(tmp_path)
     ran, skipped = [], []
     for cid, command in llm_and_benchmark_commands(page):
