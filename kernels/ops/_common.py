@@ -121,19 +121,29 @@ def fits(config: dict, element_size: int, smem_estimate, limit: int) -> bool:
     return smem_estimate(config, element_size) <= 0.9 * limit
 
 
+def shared_memory_pruner(tensor_arg: str, smem_estimate):
+    """Triton's early_config_prune: keep the configs whose tiles fit the shared memory of `tensor_arg`'s device.
+
+    Triton passes the launch's positional arguments by name in `named_args` and, in some
+    versions (3.6), the keyword arguments only in `kwargs`; the kernels launch by keyword.
+    """
+    def prune(configs, named_args, **kwargs):
+        tensor = named_args[tensor_arg] if tensor_arg in named_args else kwargs[tensor_arg]
+        limit = shared_limit(tensor.device)
+        kept = [c for c in configs if fits(config_dict(c), tensor.element_size(), smem_estimate, limit)]
+        return kept or configs[-1:]
+
+    return prune
+
+
 def autotuned(kernel, configs, key, smem_estimate, tensor_arg: str):
     """`kernel` autotuned over those `configs` whose tiles fit in the device's shared memory.
 
     smem_estimate(config dict with num_stages, element size of `tensor_arg`) -> bytes.
     Building it needs no GPU driver; it runs only on a GPU.
     """
-    def prune(configs, named_args, **kwargs):
-        tensor = named_args[tensor_arg]
-        limit = shared_limit(tensor.device)
-        kept = [c for c in configs if fits(config_dict(c), tensor.element_size(), smem_estimate, limit)]
-        return kept or configs[-1:]
-
-    options = dict(configs=configs, key=key, prune_configs_by={"early_config_prune": prune})
+    options = dict(configs=configs, key=key,
+                   prune_configs_by={"early_config_prune": shared_memory_pruner(tensor_arg, smem_estimate)})
     try:
         return triton.autotune(**options, do_bench=_quick_bench)(kernel)
     except TypeError:  # a triton without autotune(do_bench=...): its default timing
