@@ -34,6 +34,7 @@ gradient (gradient accumulation).
 from __future__ import annotations
 
 import contextlib
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -232,7 +233,7 @@ def _hidden_sharing_prompts(model, body, keys, completions, pad_id, route, devic
         positions = mask.sum(1)[group][:, None] + torch.arange(width, device=device)[None]
         with _routing(model, route, device):
             hidden = body(input_ids=ids_c, attention_mask=torch.cat([mask[group], mask_c], 1), position_ids=positions,
-                          use_cache=True, **{CACHE_ARGUMENT: cache}).last_hidden_state
+                          use_cache=True, **{cache_argument(body): cache}).last_hidden_state
         flat = torch.cat([first, hidden.reshape(-1, hidden.shape[-1])])
     return flat[torch.tensor([i for row in index for i in row], device=device)]
 
@@ -242,14 +243,13 @@ def cache_of(output):
     return output.cache if getattr(output, "cache", None) is not None else output.past_key_values
 
 
-def _transformers_major() -> int:
-    import transformers
+def cache_argument(module) -> str:
+    """The name of `module.forward`'s key-value cache argument (also generate's).
 
-    return int(transformers.__version__.split(".")[0])
-
-
-# The key-value cache argument of forward and generate: `cache` from transformers 5, `past_key_values` before.
-CACHE_ARGUMENT = "cache" if _transformers_major() >= 5 else "past_key_values"
+    transformers renamed `past_key_values` to `cache` during the 5.x series (5.17 has the
+    old name, 5.24 the new one): read it off the signature rather than the version.
+    """
+    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
 
 
 def _routing(model, route, device):

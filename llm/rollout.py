@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from redgame.llm import prompts as role_prompts
-from redgame.llm.losses import CACHE_ARGUMENT, cache_of, decoder_and_head, padded
+from redgame.llm.losses import cache_argument, cache_of, decoder_and_head, padded
 from redgame.llm.prompts import attacker_messages, chat_text, defender_messages, parse_attack
 
 
@@ -122,7 +122,7 @@ def _shared_prompt_cache(model, prompt_ids: list[list[int]], prefix_ids: list[li
                position_ids=(head_mask.cumsum(1) - 1).clamp_min(0), use_cache=True)
     cache = cache_of(out)
     cache.batch_select_indices(group.to(device))
-    return ids, mask, {CACHE_ARGUMENT: cache}
+    return ids, mask, {cache_argument(body): cache}
 
 
 @dataclass
