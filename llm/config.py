@@ -50,7 +50,8 @@ class TrainConfig:
     dtype: str = _f("auto", "auto | float32 | bfloat16 | float16 of the frozen base (auto: bfloat16 on CUDA, "
                             "float32 on CPU); adapters and optimiser states stay float32")
     kernels: str = _f("auto", "auto | on | off: redgame.kernels in training, the fused LoRA linear (patch_peft) and "
-                              "the fused token log-probs (auto: on where Triton runs them, i.e. CUDA)")
+                              "the fused token log-probs (auto: on for LoRA roles on a CPU, off on CUDA, where they "
+                              "were measured slower than peft; docs/gpu.md)")
     regime: str = _f("bipolicy", "shared | bipolicy | separate | advgame | sequential, or an ablation: defender-sft "
                                  "(NLL on the judge's best refusal / helpful answer, no attacker) | defender-vs-frozen "
                                  "(the defender against the frozen base attacker and jailbreak templates)")
@@ -220,7 +221,9 @@ class TrainConfig:
                             "PSRO (population_every = 0); use rollout_policy=live")
 
     def _check_ablation(self) -> None:
-        if self.regime == "defender-sft" and (self.loss not in ("auto", "sft") or not self.explore_prefixes):
+        if self.regime == "defender-sft" and self.loss not in ("auto", "sft"):
+            raise UserError(f"regime 'defender-sft' trains with loss sft, not {self.loss!r}: set loss=sft (or auto)")
+        if self.regime == "defender-sft" and not self.explore_prefixes:
             raise UserError("regime 'defender-sft' trains with loss sft on the judge's best refusal, which needs a "
                             "refusal among explore_prefixes (e.g. explore_prefixes=\"I'm sorry\")")
         if self.loss == "sft" and self.regime != "defender-sft":
