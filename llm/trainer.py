@@ -338,11 +338,14 @@ class Game:
 def kernels_in_the_loop(cfg: TrainConfig, roles) -> bool:
     """Patch the roles' LoRA layers with ``redgame.kernels.patch_peft`` when ``kernels`` is on (or auto).
 
-    auto is on for LoRA roles without FSDP (Triton on CUDA, the kernels' torch path on CPU)
-    and off for full fine-tuning, which has no LoRA layer.
+    auto is on for LoRA roles without FSDP on a CPU (the kernels' torch path) and off for
+    full fine-tuning, which has no LoRA layer, and on CUDA: measured on one H200, the Triton
+    LoRA kernels were slower than peft and the bf16 game with them stopped at a device-side
+    assert (docs/kernels.md), so there they run only when asked for (``kernels=on``).
     """
     peft_models = [m for m in roles.models() if hasattr(m, "peft_config")]
-    on = cfg.kernels == "on" or (cfg.kernels == "auto" and bool(peft_models) and not cfg.fsdp)
+    on_cuda = any(p.is_cuda for m in peft_models for p in m.parameters())
+    on = cfg.kernels == "on" or (cfg.kernels == "auto" and bool(peft_models) and not cfg.fsdp and not on_cuda)
     if on:
         from redgame.kernels import patch_peft
 

@@ -222,3 +222,40 @@ def test_kernels_on_and_off_train_alike_and_the_metrics_say_which_ran(tmp_path, 
         tiny_config(kernels="sometimes").validate()
     with pytest.raises(ValueError, match="full_finetune"):
         tiny_config(regime="separate", full_finetune=True, kernels="on").validate()
+
+
+def test_kernels_auto_patches_lora_roles_on_a_cpu_and_leaves_them_to_peft_on_cuda(tiny_config, monkeypatch):
+    """auto: the kernels' torch path on a CPU; peft on CUDA, where ours measured slower (docs/gpu.md)."""
+    import redgame.kernels
+
+    patched = []
+    monkeypatch.setattr(redgame.kernels, "patch_peft", patched.append)
+
+    class LoraModel:  # all that auto reads besides the config: a peft model and where its weights live
+        peft_config = {}
+
+        def __init__(self, tensor):
+            self.tensor = tensor
+
+        def parameters(self):
+            return iter([self.tensor])
+
+    class Roles:
+        def __init__(self, model):
+            self.model = model
+
+        def models(self):
+            return [self.model]
+
+    cfg = tiny_config(regime="bipolicy", kernels="auto")
+    on_cpu, on_cuda = LoraModel(torch.zeros(1)), LoraModel(torch.zeros(1).as_subclass(_CudaTensor))
+    assert trainer.kernels_in_the_loop(cfg, Roles(on_cpu)) and patched == [on_cpu]
+    assert not trainer.kernels_in_the_loop(cfg, Roles(on_cuda)) and patched == [on_cpu]
+    assert trainer.kernels_in_the_loop(tiny_config(regime="bipolicy", kernels="on"), Roles(on_cuda))
+    assert patched == [on_cpu, on_cuda]
+
+
+class _CudaTensor(torch.Tensor):
+    @property
+    def is_cuda(self):
+        return True
