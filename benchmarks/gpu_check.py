@@ -253,10 +253,15 @@ SECTIONS = [section_environment, section_kernel_checks, section_large_offsets, s
 
 
 # ----------------------------------------------------------------------------- main
-def run_sections(ctx: Context, sections) -> list[dict]:
+def _name(section) -> str:
+    return section.__name__.removeprefix("section_")
+
+
+def run_sections(ctx: Context, sections, report=None) -> list[dict]:
+    """Run each section in order; `report(results)` after each, so a run killed halfway keeps what it finished."""
     results = []
     for section in sections:
-        name = section.__name__.removeprefix("section_")
+        name = _name(section)
         print(f"\n## {name}: {section.__doc__.splitlines()[0]}")
         start = time.perf_counter()
         try:
@@ -267,6 +272,8 @@ def run_sections(ctx: Context, sections) -> list[dict]:
         result = dict(name=name, seconds=round(time.perf_counter() - start, 1), **result)
         print(f"-> {result['status']} in {result['seconds']} s: {result['headline']}")
         results.append(result)
+        if report is not None:
+            report(results)
     return results
 
 
@@ -285,7 +292,15 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="folder for gpu_check.json, gpu_check.md and gpu_check.log")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes (a check of this script, not of a GPU)")
+    parser.add_argument("--sections", default=",".join(_name(s) for s in SECTIONS),
+                        help="comma-separated sections to run, in this order (default: all): "
+                             + ", ".join(_name(s) for s in SECTIONS))
     args = parser.parse_args(argv)
+    by_name = {_name(s): s for s in SECTIONS}
+    unknown = [n for n in args.sections.split(",") if n not in by_name]
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(by_name)}")
+    sections = [by_name[n] for n in args.sections.split(",")]
     import torch  # does not import triton; peft does, so TRITON_INTERPRET is decided before anything else
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -299,8 +314,8 @@ def main(argv=None) -> int:
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     with open(out / "gpu_check.log", "w") as log, contextlib.redirect_stdout(Tee(sys.stdout, log)):
         print(f"# gpu_check {'--smoke ' if args.smoke else ''}started {started}")
-        results = run_sections(Context(out=out, smoke=args.smoke, device=device), SECTIONS)
-        write_report(out, results, started)
+        results = run_sections(Context(out=out, smoke=args.smoke, device=device), sections,
+                               report=lambda done: write_report(out, done, started))
         print(f"\n# done: {sum(r['seconds'] for r in results):.0f} s; "
               + ", ".join(f"{r['name']} {r['status']}" for r in results))
     return 1 if any(r["status"] == "fail" for r in results) else 0

@@ -8,7 +8,10 @@
 it takes the script's context (`ctx.out`, `ctx.device`, `ctx.smoke`) and returns its
 `dict(status, headline, notes, data)`. For float32 (TF32 off, for exactness) and bfloat16
 (what `--dtype auto` picks on CUDA) it trains the tiny model's game for 3 steps with
-`--device <device>` and `kernels=on`, then `kernels=off`, through `redgame.llm.trainer.train`,
+`--device <device>` and `kernels=off`, then `kernels=on`, through `redgame.llm.trainer.train`,
+each run in a process of its own (a CUDA error ends its process's CUDA context; the other
+runs still run, and the failure is reported with its last lines; on CUDA a failed run runs
+once more with CUDA_LAUNCH_BLOCKING=1, so that the error names the operation that failed),
 and checks:
 
 The judge is the embedded one where its package is installed, else `lm:tiny` (any judge
@@ -22,7 +25,8 @@ runs write no `tb/` events.
   and NLL: |on − off| / max(|off|, 1) ≤ 1e-4 in float32, ≤ 2e-2 in bfloat16; step 1 must be
   one of them.
 
-It reports the update time with the kernels on and off. The runs go to a temporary folder
+It reports the update time with the kernels on and off (on CUDA the first steps with the
+kernels on include Triton's compilation and autotuning of every layer shape). The runs go to a temporary folder
 (the GPU machine returns few files); their metrics rows are in the section's data, which
 `gpu_check.py` writes to `gpu_check.json` (this script alone: `<out>/gpu_game.json`).
 """
@@ -32,6 +36,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -57,18 +64,51 @@ def _rows(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def play(device: str, dtype: str, kernels: str, out: Path, smoke: bool, judge) -> dict:
-    """One short game; its metrics rows and wall time."""
+def play(device: str, dtype: str, kernels: str, out: Path, smoke: bool) -> dict:
+    """One short game in a fresh process; its metrics rows and wall time, or the error that ended it.
+
+    A process of its own: a CUDA error (a device-side assert) ends the CUDA context of the
+    process it happens in, and the other runs must still be measured.
+    """
+    command = [sys.executable, __file__, "--play", dtype, kernels, "--device", device, "--out", str(out)]
+    command += ["--smoke"] if smoke else []
+    start = time.perf_counter()
+    run = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if run.returncode == 0:
+        return {"rows": _rows(out), "seconds": seconds}
+    failed = {"rows": [], "seconds": seconds, "error": _report_failure(run, f"{dtype}, kernels={kernels}")}
+    if device.startswith("cuda"):  # CUDA reports errors late: once more, each launch waited for, names the culprit
+        rerun = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "CUDA_LAUNCH_BLOCKING": "1"})
+        if rerun.returncode != 0:
+            failed["error_launch_blocking"] = _report_failure(rerun, f"{dtype}, kernels={kernels}, CUDA_LAUNCH_BLOCKING=1")
+    return failed
+
+
+def _report_failure(run: subprocess.CompletedProcess, label: str) -> str:
+    """Print the last lines of a failed child; return its last line."""
+    tail = (run.stderr or run.stdout).strip().splitlines()[-12:]
+    print("\n".join([f"{label}: the game failed (exit {run.returncode}):", *tail]))
+    return tail[-1] if tail else f"exit {run.returncode}"
+
+
+def play_here(device: str, dtype: str, kernels: str, out: Path, smoke: bool) -> None:
+    """`play`'s child process: train the game into `out`."""
+    import importlib.util
+
     import torch
 
+    from redgame.llm.embedder import MINILM_PACKAGE
+    from redgame.llm.judges import make_judge
     from redgame.llm.trainer import train
 
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 here
-    start = time.perf_counter()
+    # The embedded judge needs its PyPI package; without it the tiny model judges (the check is of
+    # equal numbers with the kernels on and off, not of judgements).
+    judge = make_judge("embedded" if importlib.util.find_spec(MINILM_PACKAGE) else "lm:tiny")
     train(_config(device, dtype, kernels, smoke), out, overwrite=True, progress=False, judge=judge)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    return {"rows": _rows(out), "seconds": time.perf_counter() - start}
 
 
 def _same_round(a: dict, b: dict) -> bool:
@@ -92,12 +132,14 @@ def compare(on: dict, off: dict, dtype: str, expected: str) -> dict:
             if k in a and k in b:
                 errors[k] = max(errors.get(k, 0.0), abs(a[k] - b[k]) / max(abs(b[k]), 1.0))
     close = compared >= 1 and all(e <= TOLERANCE[dtype] for e in errors.values())
+    failed = {name: run["error"] for name, run in (("on", on), ("off", off)) if "error" in run}
     update = {name: sum(r["time/update"] for r in run["rows"][1:]) / max(1, len(run["rows"]) - 1)
               for name, run in (("on", on), ("off", off))}
     return {"dtype": dtype, "finite": finite, "implementation_named": named, "expected": expected,
             "steps_compared": compared, "errors": errors, "close": close,
             "update_s": update, "seconds": {"on": on["seconds"], "off": off["seconds"]},
-            "rows": {"on": on["rows"], "off": off["rows"]}, "ok": finite and named and close}
+            "rows": {"on": on["rows"], "off": off["rows"]}, "failed": failed,
+            "ok": finite and named and close and not failed}
 
 
 def section_game(ctx) -> dict:
@@ -111,19 +153,15 @@ def section_game(ctx) -> dict:
         return dict(status="skip", headline=f"the game needs {', '.join(missing)} (pip install 'redgame[llm]')",
                     notes=[], data={})
     from redgame.kernels import backend
-    from redgame.llm.judges import make_judge
-    from redgame.llm.embedder import MINILM_PACKAGE
 
     device = "cuda" if ctx.device == "cuda" else "cpu"
     expected = backend(torch.zeros(1, device=device))  # triton on CUDA; torch, or interpret under TRITON_INTERPRET=1
-    # The embedded judge needs its PyPI package; without it the tiny model judges (the check is of
-    # equal numbers with the kernels on and off, not of judgements).
-    judge = make_judge("embedded" if importlib.util.find_spec(MINILM_PACKAGE) else "lm:tiny")
     results = []
     with tempfile.TemporaryDirectory() as runs_dir:
         for dtype in ("float32", "bfloat16"):
-            runs = {k: play(device, dtype, k, Path(runs_dir) / f"{dtype}-kernels-{k}", ctx.smoke, judge)
-                    for k in ("on", "off")}
+            # off first: the reference is measured even if the kernels' run fails
+            runs = {k: play(device, dtype, k, Path(runs_dir) / f"{dtype}-kernels-{k}", ctx.smoke)
+                    for k in ("off", "on")}
             results.append(compare(runs["on"], runs["off"], dtype, expected))
             print(json.dumps({k: v for k, v in results[-1].items() if k != "rows"}, indent=1))
     steps = 2 if ctx.smoke else STEPS
@@ -133,6 +171,7 @@ def section_game(ctx) -> dict:
         worst = max(r["errors"].values(), default=float("nan"))
         notes.append(f"| {r['dtype']} | {r['implementation_named']} ({r['expected']}/peft) | {r['steps_compared']} "
                      f"of {steps} | {worst:.1e} | {r['update_s']['on']:.2f} / {r['update_s']['off']:.2f} | {r['ok']} |")
+    notes += [f"- {r['dtype']}, kernels {k}: failed: {error}" for r in results for k, error in r["failed"].items()]
     ok = all(r["ok"] for r in results)
     head = ", ".join(f"{r['dtype']} update {r['update_s']['on']:.2f} s on / {r['update_s']['off']:.2f} s off"
                      for r in results)
@@ -151,9 +190,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=None, help="output folder (default: a temporary one)")
     parser.add_argument("--smoke", action="store_true", help="fewer tokens; runs on a CPU")
+    parser.add_argument("--play", nargs=2, metavar=("DTYPE", "KERNELS"), help=argparse.SUPPRESS)  # one run (a child)
+    parser.add_argument("--device", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     import torch
 
+    from gpu_check import import_checkout  # this folder is on sys.path when the script runs
+
+    import_checkout()
+    if args.play:
+        play_here(args.device, *args.play, Path(args.out), args.smoke)
+        return 0
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp)

@@ -21,3 +21,25 @@ def test_game_section_smoke_passes_and_writes_its_runs(tmp_path):
         assert r["implementation_named"] and r["steps_compared"] >= 1
     assert [p.name for p in tmp_path.iterdir()] == ["gpu_game.json"]  # the runs stay out of --out
     assert len(result["data"][0]["rows"]["on"]) == 2
+
+
+def test_a_failed_run_fails_its_dtype_and_names_the_error():
+    sys.path.insert(0, str(SCRIPT.parent))
+    import gpu_game
+
+    row = {"kernels/lora": "peft", "time/update": 0.1, "defender/pref_loss": 0.69, "defender/pairs": 8,
+           "attacker/pairs": 4, "parse_errors": 0, "refusal_benign": 0.0}
+    off = {"rows": [row, row], "seconds": 2.0}
+    on = {"rows": [], "seconds": 1.0, "error": "torch.AcceleratorError: CUDA error: device-side assert triggered"}
+    result = gpu_game.compare(on, off, "bfloat16", "triton")
+    assert not result["ok"] and result["failed"] == {"on": on["error"]}
+    assert gpu_game.compare(dict(off, rows=[dict(row, **{"kernels/lora": "torch"})] * 2), off, "bfloat16", "torch")["ok"]
+
+
+def test_a_run_that_fails_in_its_process_is_reported_not_raised(tmp_path, capsys):
+    sys.path.insert(0, str(SCRIPT.parent))
+    import gpu_game
+
+    result = gpu_game.play("cpu", "float64", "on", tmp_path / "run", smoke=True)  # not a dtype the game takes
+    assert result["rows"] == [] and "dtype" in result["error"]
+    assert "float64, kernels=on: the game failed" in capsys.readouterr().out
