@@ -333,7 +333,22 @@ def _freeze_and_pad(model, tokenizer):
     tokenizer.padding_side = "left"
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
+    _contiguous_head_input(model)
     return model, tokenizer
+
+
+def _contiguous_head_input(model) -> None:
+    """Hand the output head a contiguous input.
+
+    ``generate`` scores only the last position of the prompt (a strided slice of the hidden
+    states). torch's CPU matmul then takes its batched path, and in bfloat16 it copies the
+    weight expanded to every row first: [32, 576, 49152] per prefill of 32 prompts on the
+    embedded model, 4.3 s of a 7.6 s ``generate`` on a 2-core CPU. A contiguous input
+    keeps it one plain GEMM; in float32 it changes nothing measurable.
+    """
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if isinstance(head, torch.nn.Module):
+        head.register_forward_pre_hook(lambda module, args: (args[0].contiguous(), *args[1:]) if args else None)
 
 
 def load_base(

@@ -63,6 +63,21 @@ def test_tiny_generates_a_left_padded_batch():
     assert out.shape == (2, batch["input_ids"].shape[1] + 4)
 
 
+def test_the_head_gets_a_contiguous_input_and_the_same_logits():
+    model, tokenizer = load_base("tiny", dtype=torch.bfloat16)
+    head = model.get_output_embeddings()
+    seen = []
+    head.register_forward_hook(lambda module, args, out: seen.append(args[0].is_contiguous()))
+    hidden = torch.randn(3, 5, head.in_features, dtype=torch.bfloat16)
+    strided = hidden[:, -1:, :]  # what generate hands the head: the prompt's last position
+    assert not strided.is_contiguous()
+    with torch.no_grad():
+        out = head(strided)
+    assert seen == [True]
+    expected = hidden[:, -1:, :].double() @ head.weight.double().T
+    torch.testing.assert_close(out.double(), expected, rtol=2e-2, atol=2e-2)
+
+
 def test_a_saved_local_directory_loads_with_the_same_logits(tmp_path):
     model, tokenizer = load_base("tiny")
     model.save_pretrained(tmp_path)
