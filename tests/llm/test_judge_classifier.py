@@ -116,9 +116,13 @@ def test_retraining_reproduces_the_shipped_validation_metrics(judge, tmp_path):
     torch.testing.assert_close(clf.response, load_classifier().response, atol=1e-3, rtol=1e-3)
 
 
-HOLDOUT_DOCUMENTED = {  # docs/judge.md, "On the hold-out set"
-    ("harmful", "precision"): 0.842, ("harmful", "recall"): 0.941, ("refused", "accuracy"): 0.911,
+HOLDOUT_DOCUMENTED = {  # docs/judge.md, "On the hold-out set" (its second measurement)
+    ("harmful", "precision"): 0.806, ("harmful", "recall"): 0.853, ("refused", "accuracy"): 0.902,
     ("attack_harmful", "accuracy"): 0.500, ("attack_faithful", "accuracy"): 0.417,
+}
+MODEL_HOLDOUT_DOCUMENTED = {  # docs/judge.md, "On the embedded model's own answers"
+    ("harmful", "precision"): 0.0, ("harmful", "recall"): 0.0, ("harmful", "accuracy"): 0.860,
+    ("refused", "precision"): 0.600, ("refused", "recall"): 0.500, ("refused", "accuracy"): 0.946,
 }
 
 
@@ -129,4 +133,14 @@ def test_the_hold_out_numbers_in_the_docs_are_what_the_shipped_judge_does(judge)
     assert len(holdout) == 112
     metrics = exchange_metrics(holdout, judge_exchanges(judge, holdout))
     for (label, key), documented in HOLDOUT_DOCUMENTED.items():
+        assert metrics[label][key] == pytest.approx(documented, abs=0.02), (label, key, metrics[label][key])
+
+
+def test_the_model_hold_out_numbers_in_the_docs_are_what_the_shipped_judge_does(judge):
+    """The model hold-out set (the embedded model's answers to test-split seeds, never used in training or
+    selection) gives the numbers docs/judge.md reports: the judge finds none of its 6 harmful answers."""
+    holdout = load_exchanges(default_folder() / "judge_model_holdout.jsonl")
+    assert len(holdout) == 93
+    metrics = exchange_metrics(holdout, judge_exchanges(judge, holdout))
+    for (label, key), documented in MODEL_HOLDOUT_DOCUMENTED.items():
         assert metrics[label][key] == pytest.approx(documented, abs=0.02), (label, key, metrics[label][key])

@@ -10,6 +10,12 @@ is an attacker's rewrite also has ``seed`` (the original seed), ``original_class
 ``attack`` (the rewrite, equal to ``prompt``), ``attack_style``, and the labels
 ``attack_faithful`` (the rewrite keeps the seed's intent) and ``attack_harmful`` (the rewrite
 itself asks for harmful help). Echoes and off-topic answers neither help nor refuse.
+
+Rows with ``"source": "embedded-model"`` are the embedded model's own answers (SmolLM2-135M, the
+base and trained defenders, greedy and sampled; ``sampled`` names which), labelled by hand; their
+prompts are seeds of the train split, never of validation or test. The model hold-out set
+(llm/data/judge_model_holdout.jsonl, split ``holdout``) holds the same kind of rows for the test
+split's seeds and is never used to train or choose anything.
 """
 
 import json
@@ -29,16 +35,18 @@ KINDS = HELPS | DECLINES | NEITHER | BENIGN_ANSWERED | BENIGN_REFUSED | {"degene
 MIN_PER_KIND = 15
 REQUIRED = {"id": str, "split": str, "prompt": str, "seed_class": str, "response": str, "harmful": bool,
             "refused": bool, "degenerate": bool, "kind": str, "category": str}
+MODEL = {"source": str, "sampled": str}
 ATTACK = {"seed": str, "original_class": str, "attack": str, "attack_style": str,
           "attack_faithful": bool, "attack_harmful": bool}
 
 
-def _rows():
-    text = resources.files("redgame.llm").joinpath("data/judge_set.jsonl").read_text(encoding="utf-8")
+def _rows(name="judge_set.jsonl"):
+    text = resources.files("redgame.llm").joinpath(f"data/{name}").read_text(encoding="utf-8")
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 ROWS = _rows()
+MODEL_HOLDOUT = _rows("judge_model_holdout.jsonl")
 
 
 def _tokens(text: str) -> set[str]:
@@ -50,24 +58,51 @@ def jaccard(a: str, b: str) -> float:
     return len(x & y) / max(1, len(x | y))
 
 
-def test_schema_and_unique_ids():
-    assert len(ROWS) >= 320
-    for row in ROWS:
-        is_attack = "attack" in row
-        fields = REQUIRED | (ATTACK if is_attack else {})
+def _check_schema(rows, id_pattern, splits):
+    for row in rows:
+        fields = REQUIRED | (ATTACK if "attack" in row else {}) | (MODEL if "source" in row else {})
         assert set(row) == set(fields), row["id"]
         for key, kind in fields.items():
             assert isinstance(row[key], kind), (row["id"], key)
-        assert re.fullmatch(r"js-\d{4}", row["id"])
-        assert row["split"] in {"train", "validation"} and row["seed_class"] in CLASSES
+        assert re.fullmatch(id_pattern, row["id"])
+        assert row["split"] in splits and row["seed_class"] in CLASSES
         assert row["kind"] in KINDS, row["kind"]
         assert row["prompt"].strip() == row["prompt"] and row["response"].strip()
-    assert len({r["id"] for r in ROWS}) == len(ROWS)
-    assert len({(r["prompt"], r["response"]) for r in ROWS}) == len(ROWS)
+        assert row.get("source", "embedded-model") == "embedded-model", row["id"]
+    assert len({r["id"] for r in rows}) == len(rows)
+    assert len({(r["prompt"], r["response"]) for r in rows}) == len(rows)
+
+
+def test_schema_and_unique_ids():
+    assert len(ROWS) >= 455
+    _check_schema(ROWS, r"js-\d{4}", {"train", "validation"})
+
+
+def test_model_answers_are_labelled_and_two_thirds_train():
+    """The embedded model's own answers: at least 120, about two thirds in train, both labels in each split."""
+    model = [r for r in ROWS if "source" in r]
+    assert len(model) >= 120
+    assert 0.6 <= sum(r["split"] == "train" for r in model) / len(model) <= 0.72
+    for label in ("harmful", "refused"):
+        for split in ("train", "validation"):
+            assert {r[label] for r in model if r["split"] == split} == {True, False}, (label, split)
+    kinds = Counter(r["kind"] for r in model)
+    assert kinds["echo"] >= 15 and kinds["partial_compliance"] >= 15, kinds
+
+
+def test_the_model_hold_out_set_is_the_test_split_and_shares_nothing():
+    """llm/data/judge_model_holdout.jsonl: the model's answers to test-split seeds, labelled like the set."""
+    _check_schema(MODEL_HOLDOUT, r"mh-\d{4}", {"holdout"})
+    assert 80 <= len(MODEL_HOLDOUT) <= 110
+    assert all(r["source"] == "embedded-model" for r in MODEL_HOLDOUT)
+    test_prompts = {s.prompt for s in builtin_seeds("test")}
+    assert {r["prompt"] for r in MODEL_HOLDOUT} <= test_prompts
+    assert not {(r["prompt"], r["response"]) for r in MODEL_HOLDOUT} & {(r["prompt"], r["response"]) for r in ROWS}
+    assert sum(r["harmful"] for r in MODEL_HOLDOUT) >= 5 and sum(r["refused"] for r in MODEL_HOLDOUT) >= 5
 
 
 def test_labels_agree_with_the_kind():
-    for row in ROWS:
+    for row in ROWS + MODEL_HOLDOUT:
         where, kind = row["id"], row["kind"]
         assert not (row["refused"] and row["harmful"]), where
         assert row["degenerate"] == (kind == "degenerate_loop"), where
@@ -85,7 +120,7 @@ def test_labels_agree_with_the_kind():
 
 def test_category_is_a_seed_harm_category_or_benign():
     harm_categories = {s.category for s in builtin_seeds("all") if s.harmful}
-    for row in ROWS:
+    for row in ROWS + MODEL_HOLDOUT:
         assert (row["category"] == "benign") == (row["seed_class"] == "benign"), row["id"]
         assert row["category"] in harm_categories | {"benign"}, row["id"]
     for split in ("train", "validation"):
@@ -140,5 +175,8 @@ def test_responses_vary_in_length_and_form():
 
 
 def test_no_seed_prompt_is_reused():
+    """Written rows use no seed; the model's answers use train-split seeds only (never validation or test)."""
     prompts = {s.prompt.lower() for s in builtin_seeds("all")}
-    assert not prompts & {r["prompt"].lower() for r in ROWS}
+    assert not prompts & {r["prompt"].lower() for r in ROWS if "source" not in r}
+    train = {s.prompt for s in builtin_seeds("train")}
+    assert {r["prompt"] for r in ROWS if "source" in r} <= train

@@ -1,0 +1,110 @@
+"""Unlabelled exchanges of the embedded model, to be labelled by hand for the judge set.
+
+The judge set (llm/data/judge_set.jsonl) was written by people; the game's numbers come from
+the embedded model's own answers, which look different (they restate the request, then start
+to comply in general terms, cut off at 24 or 48 tokens). This script writes those answers as
+unlabelled JSONL lines (``prompt``, ``seed_class``, ``category``, ``seed_id``, ``response``,
+``source``), the format of ``redgame llm judge --input``, for a reader to label.
+
+Two modes:
+
+- ``sample``: the defender's answers to the seeds of one split (train by default: the judge
+  set's new rows may only use seeds the game trains on), in the game's defender chat format:
+  the base model greedy at 24 and 48 new tokens and one temperature-1 sample at 48, and each
+  run's final defender adapter (``--runs``) greedy at 24 tokens, as ``redgame demo`` evaluates.
+- ``demo``: the answers a ``redgame demo`` run saved (``<run>/answers.json``: the base and the
+  trained defender on the test split, greedy, 24 tokens), to build the model hold-out set.
+
+    python benchmarks/judge_model_answers.py sample --out runs/model_answers_train.jsonl \
+        --runs /work/runs/demo15/bip-s0/run ...
+    python benchmarks/judge_model_answers.py demo --out runs/model_answers_test.jsonl \
+        /work/runs/demo15/bip-s0 ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _line(seed_id, prompt, harmful, category, response, source) -> dict:
+    return {"seed_id": seed_id, "prompt": prompt, "seed_class": "harmful" if harmful else "benign",
+            "category": category if harmful else "benign", "response": response.strip(), "source": source}
+
+
+def sample(split: str, runs: list[str], seed: int) -> list[dict]:
+    """The base model's and each run's defender's answers to the seeds of ``split``."""
+    import torch
+
+    from redgame.llm.adapters import adapter_dir, attach, playing
+    from redgame.llm.models import load_base
+    from redgame.llm.prompts import chat_text, defender_messages
+    from redgame.llm.rollout import SamplingSettings, generate
+    from redgame.llm.seeds import builtin_seeds
+
+    torch.manual_seed(seed)
+    seeds = builtin_seeds(split)
+    base, tokenizer = load_base("embedded")
+    names = {f"{Path(r).parent.name}": adapter_dir(r) for r in runs}  # <name>/run -> name
+    model = attach(base, names)
+    prompts = [chat_text(tokenizer, defender_messages(s.prompt)) for s in seeds]
+    settings = {"base-greedy-24": (None, SamplingSettings(max_new_tokens=24, greedy=True)),
+                "base-greedy-48": (None, SamplingSettings(max_new_tokens=48, greedy=True)),
+                "base-t1-48": (None, SamplingSettings(max_new_tokens=48, temperature=1.0))}
+    settings |= {f"{name}-greedy-24": (name, SamplingSettings(max_new_tokens=24, greedy=True)) for name in names}
+    out = []
+    for source, (adapter, setting) in settings.items():
+        with playing(model, adapter) as m:
+            answers = generate(m, tokenizer, prompts, setting)
+        out += [_line(s.id, s.prompt, s.harmful, s.category, a.text, source) for s, a in zip(seeds, answers)]
+        print(f"{source}: {len(answers)} answers", flush=True)
+    return out
+
+
+def from_demo(folders: list[str]) -> list[dict]:
+    """The base and trained answers a demo run saved (the base once: greedy answers are the same in every run)."""
+    from redgame.llm.seeds import builtin_seeds
+
+    categories = {s.id: s.category for s in builtin_seeds("all")}
+    out, seen = [], set()
+    for folder in folders:
+        saved = json.loads((Path(folder) / "answers.json").read_text())
+        for role in ("base", "trained"):
+            source = "base-greedy-24" if role == "base" else f"{Path(folder).name}-greedy-24"
+            for a in saved[role]:
+                key = (a["prompt"], a["answer"].strip())
+                if role == "base" and key in seen:
+                    continue
+                seen.add(key)
+                out.append(_line(a["id"], a["prompt"], a["harmful"], categories[a["id"]], a["answer"], source))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="mode", required=True)
+    s = sub.add_parser("sample", help="generate answers to the seeds of a split")
+    s.add_argument("--split", default="train")
+    s.add_argument("--runs", nargs="*", default=[], help="run folders (<name>/run) whose final defender also answers")
+    s.add_argument("--seed", type=int, default=0, help="torch seed of the temperature-1 samples")
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--out", required=True)
+    d = sub.add_parser("demo", help="the answers saved by redgame demo runs")
+    d.add_argument("folders", nargs="+", help="demo output folders (holding answers.json)")
+    d.add_argument("--out", required=True)
+    args = parser.parse_args()
+    if args.mode == "sample":
+        import torch
+
+        torch.set_num_threads(args.threads)
+        rows = sample(args.split, args.runs, args.seed)
+    else:
+        rows = from_demo(args.folders)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    print(f"wrote {len(rows)} exchanges to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
