@@ -79,7 +79,7 @@ class TrainConfig:
                                        "nothing), besides the attacker's rewrites; the attacker gets no signal from it")
     attack_tokens: int = _f(64, "max new tokens of an attack")
     response_tokens: int = _f(48, "max new tokens of a response")
-    rollout_batch: int = _f(32, "prompts sampled together in one generate call (more: faster on a CPU, more memory)")
+    rollout_batch: int = _f(96, "prompts sampled together in one generate call (more: faster on a CPU, more memory)")
     temperature: float = _f(1.0, "sampling temperature of both roles")
     top_p: float = _f(1.0, "nucleus sampling threshold of both roles")
     loss: str = _f("auto", "auto | dpo | ipo | grpo | reinforce | reinforce_pp | sft (auto: reinforce_pp for shared, as "

@@ -13,10 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from transformers import LogitsProcessorList
 
 from redgame.llm import prompts as role_prompts
 from redgame.llm.losses import cache_argument, cache_of, decoder_and_head, padded
 from redgame.llm.prompts import attacker_messages, chat_text, defender_messages, parse_attack
+from redgame.llm.sampling import InverseCdfSampler
 
 
 @dataclass
@@ -88,8 +90,7 @@ def generate(model, tokenizer, prompts: list[str], settings: SamplingSettings,
             ids, mask, cached = _shared_prompt_cache(model, prompt_ids, prefix_ids, pad, device)
         else:
             ids, mask = padded([p + q for p, q in zip(prompt_ids, prefix_ids)], pad, left=True)
-        kwargs = dict(do_sample=False) if settings.greedy else dict(
-            do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=0)
+        kwargs = _decoding(settings)
         gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
                              max_new_tokens=settings.max_new_tokens, pad_token_id=pad,
                              synced_gpus=settings.synced, **cached, **kwargs)
@@ -98,6 +99,15 @@ def generate(model, tokenizer, prompts: list[str], settings: SamplingSettings,
                                          settings.max_new_tokens))
     model.train(was_training)
     return out
+
+
+def _decoding(settings: SamplingSettings) -> dict:
+    """``generate``'s decoding arguments: greedy, our inverse-CDF sampler, or its own nucleus sampler."""
+    if settings.greedy:
+        return dict(do_sample=False)
+    if settings.top_p >= 1.0:
+        return dict(do_sample=False, logits_processor=LogitsProcessorList([InverseCdfSampler(settings.temperature)]))
+    return dict(do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=0)
 
 
 def _shared_prompt_cache(model, prompt_ids: list[list[int]], prefix_ids: list[list[int]], pad: int, device):

@@ -1,0 +1,54 @@
+"""The inverse-CDF sampler: its draws follow softmax(logits / T), and generate decodes them."""
+
+import pytest
+import torch
+
+from redgame.llm.models import load_base
+from redgame.llm.rollout import SamplingSettings, generate
+from redgame.llm.sampling import InverseCdfSampler, draw
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5, 2.0])
+def test_draws_follow_the_softmax(temperature):
+    torch.manual_seed(0)
+    logits = torch.randn(3, 7) * 2
+    logits[1, 4] = float("-inf")  # a forbidden token
+    n = 60_000
+    assert draw(logits, temperature).shape == (3,)
+    rows = draw(logits.repeat_interleave(n, 0), temperature).view(3, n)
+    expected = torch.softmax(logits.double() / temperature, dim=-1)
+    for row in range(3):
+        freq = torch.bincount(rows[row], minlength=7).double() / n
+        # 5 standard errors of a binomial proportion, per token
+        bound = 5 * (expected[row] * (1 - expected[row]) / n).sqrt() + 1e-12
+        assert ((freq - expected[row]).abs() <= bound).all(), (row, freq, expected[row])
+    assert not (rows[1] == 4).any()
+
+
+def test_the_processor_keeps_one_finite_token_per_row_and_is_seeded():
+    scores = torch.randn(5, 11)
+    torch.manual_seed(3)
+    a = InverseCdfSampler(0.7)(None, scores)
+    torch.manual_seed(3)
+    b = InverseCdfSampler(0.7)(None, scores)
+    assert torch.equal(a, b)
+    assert (torch.isfinite(a).sum(1) == 1).all()
+
+
+def test_non_finite_logits_are_a_clear_error():
+    with pytest.raises(FloatingPointError, match="not finite"):
+        draw(torch.tensor([[0.0, float("nan"), 1.0]]))
+    with pytest.raises(ValueError, match="temperature"):
+        InverseCdfSampler(0.0)
+
+
+def test_generate_samples_through_it_reproducibly():
+    model, tokenizer = load_base("tiny")
+    prompts = ["<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"] * 4
+    settings = SamplingSettings(max_new_tokens=6, temperature=1.0, top_p=1.0)
+    torch.manual_seed(1)
+    first = [c.completion_ids for c in generate(model, tokenizer, prompts, settings)]
+    torch.manual_seed(1)
+    again = [c.completion_ids for c in generate(model, tokenizer, prompts, settings)]
+    assert first == again
+    assert len({tuple(c) for c in first}) > 1  # sampled, not greedy: four rows of one prompt differ
