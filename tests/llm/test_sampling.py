@@ -52,3 +52,14 @@ def test_generate_samples_through_it_reproducibly():
     again = [c.completion_ids for c in generate(model, tokenizer, prompts, settings)]
     assert first == again
     assert len({tuple(c) for c in first}) > 1  # sampled, not greedy: four rows of one prompt differ
+
+
+def test_greedy_and_nucleus_sampling_keep_generate_s_own_decoding():
+    from redgame.llm.rollout import _decoding
+
+    assert _decoding(SamplingSettings(greedy=True)) == {"do_sample": False}
+    nucleus = _decoding(SamplingSettings(top_p=0.9, temperature=0.7))
+    assert nucleus["do_sample"] is True and nucleus["top_p"] == 0.9 and "logits_processor" not in nucleus
+    full = _decoding(SamplingSettings(temperature=0.7))
+    assert full["do_sample"] is False and isinstance(full["logits_processor"][0], InverseCdfSampler)
+    assert full["logits_processor"][0].temperature == 0.7
