@@ -18,7 +18,7 @@ from transformers import LogitsProcessorList
 from redgame.llm import prompts as role_prompts
 from redgame.llm.losses import cache_argument, cache_of, decoder_and_head, padded
 from redgame.llm.prompts import attacker_messages, chat_text, defender_messages, parse_attack
-from redgame.llm.sampling import InverseCdfSampler
+from redgame.llm.sampling import ExponentialRaceSampler
 
 
 @dataclass
@@ -102,11 +102,11 @@ def generate(model, tokenizer, prompts: list[str], settings: SamplingSettings,
 
 
 def _decoding(settings: SamplingSettings) -> dict:
-    """``generate``'s decoding arguments: greedy, our inverse-CDF sampler, or its own nucleus sampler."""
+    """``generate``'s decoding arguments: greedy, our exponential-race sampler, or its own nucleus sampler."""
     if settings.greedy:
         return dict(do_sample=False)
     if settings.top_p >= 1.0:
-        return dict(do_sample=False, logits_processor=LogitsProcessorList([InverseCdfSampler(settings.temperature)]))
+        return dict(do_sample=False, logits_processor=LogitsProcessorList([ExponentialRaceSampler(settings.temperature)]))
     return dict(do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=0)
 
 

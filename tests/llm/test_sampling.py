@@ -1,11 +1,11 @@
-"""The inverse-CDF sampler: its draws follow softmax(logits / T), and generate decodes them."""
+"""The exponential-race sampler: its draws follow softmax(logits / T), and generate decodes them."""
 
 import pytest
 import torch
 
 from redgame.llm.models import load_base
 from redgame.llm.rollout import SamplingSettings, generate
-from redgame.llm.sampling import InverseCdfSampler, draw
+from redgame.llm.sampling import ExponentialRaceSampler, draw
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.5, 2.0])
@@ -28,9 +28,9 @@ def test_draws_follow_the_softmax(temperature):
 def test_the_processor_keeps_one_finite_token_per_row_and_is_seeded():
     scores = torch.randn(5, 11)
     torch.manual_seed(3)
-    a = InverseCdfSampler(0.7)(None, scores)
+    a = ExponentialRaceSampler(0.7)(None, scores)
     torch.manual_seed(3)
-    b = InverseCdfSampler(0.7)(None, scores)
+    b = ExponentialRaceSampler(0.7)(None, scores)
     assert torch.equal(a, b)
     assert (torch.isfinite(a).sum(1) == 1).all()
 
@@ -39,7 +39,7 @@ def test_non_finite_logits_are_a_clear_error():
     with pytest.raises(FloatingPointError, match="not finite"):
         draw(torch.tensor([[0.0, float("nan"), 1.0]]))
     with pytest.raises(ValueError, match="temperature"):
-        InverseCdfSampler(0.0)
+        ExponentialRaceSampler(0.0)
 
 
 def test_generate_samples_through_it_reproducibly():
@@ -61,5 +61,5 @@ def test_greedy_and_nucleus_sampling_keep_generate_s_own_decoding():
     nucleus = _decoding(SamplingSettings(top_p=0.9, temperature=0.7))
     assert nucleus["do_sample"] is True and nucleus["top_p"] == 0.9 and "logits_processor" not in nucleus
     full = _decoding(SamplingSettings(temperature=0.7))
-    assert full["do_sample"] is False and isinstance(full["logits_processor"][0], InverseCdfSampler)
+    assert full["do_sample"] is False and isinstance(full["logits_processor"][0], ExponentialRaceSampler)
     assert full["logits_processor"][0].temperature == 0.7
