@@ -129,10 +129,15 @@ def test_ctrl_c_checkpoints_and_exits_cleanly(tmp_path, judge, tiny_config, monk
         return real(*args, **kwargs)
 
     monkeypatch.setattr(trainer, "judge_round", interrupted)
-    result = train(tiny_config(steps=3), tmp_path, progress=False, base=load_base("tiny"), judge=judge)
-    assert result["stopped"] and result["steps"] == 1
-    assert latest_checkpoint(tmp_path).name == "step_0001"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # start from Python's own handler: a process started in the background inherits SIGINT ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        result = train(tiny_config(steps=3), tmp_path, progress=False, base=load_base("tiny"), judge=judge)
+        assert result["stopped"] and result["steps"] == 1
+        assert latest_checkpoint(tmp_path).name == "step_0001"
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the trainer put it back
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_schedule_and_data_order(tiny_config):
