@@ -106,8 +106,11 @@ def lora_case(gen, device, dtype, tf32=False, m=37, k=71, n=53, r=5, scale=0.75)
                                ["lora y", "x", "A", "B", "bias"])
 
 
-def multi_lora_case(gen, device, dtype, tf32=False, m=37, k=71, n=53, r=5, n_adapters=3):
-    """multi_lora_linear with every adapter and the base present: y, dx, every dA and dB."""
+def multi_lora_case(gen, device, dtype, tf32=False, m=37, k=71, n=53, r=5, n_adapters=3, in_order=False):
+    """multi_lora_linear with every adapter and the base present: y, dx, every dA and dB.
+
+    ``in_order``: the segment ids sorted (each adapter one run of rows, the scorer's layout).
+    """
     from . import multi_lora_linear
 
     def leaf(*shape, std):
@@ -117,6 +120,8 @@ def multi_lora_case(gen, device, dtype, tf32=False, m=37, k=71, n=53, r=5, n_ada
     weight = (_draw(gen, n, k) / k**0.5).to(device=device, dtype=dtype)
     segment_ids = torch.randint(-1, n_adapters, (m,), generator=gen)
     segment_ids[:n_adapters + 1] = torch.arange(-1, n_adapters)
+    if in_order:
+        segment_ids = segment_ids.sort().values
     scales = [0.5 + i for i in range(n_adapters)]
     y = multi_lora_linear(x, weight, lora_a, lora_b, scales, segment_ids.to(device))
     assert y.dtype == dtype and y.shape == (m, n)

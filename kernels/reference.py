@@ -34,8 +34,12 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def lora_linear_reference(x, weight, lora_a, lora_b, scale, bias=None):
-    """y = x·Wᵀ + scale·(x·Aᵀ)·Bᵀ (+ bias); x [..., K], W [N, K], A [r, K], B [N, r]."""
-    return F.linear(x, weight, bias) + scale * F.linear(F.linear(x, lora_a), lora_b)
+    """y = x·Wᵀ + scale·(x·Aᵀ)·Bᵀ (+ bias); x [..., K], W [N, K], A [r, K], B [N, r].
+
+    The scale multiplies the rank-r product x·Aᵀ, not the [..., N] output, and the LoRA term
+    is added in place: the same sum with less memory traffic.
+    """
+    return F.linear(x, weight, bias).add_(F.linear(F.linear(x, lora_a) * scale, lora_b))
 
 
 def multi_lora_linear_grouped(x, weight, lora_a, lora_b, scale, plan, bias=None):
@@ -43,15 +47,23 @@ def multi_lora_linear_grouped(x, weight, lora_a, lora_b, scale, plan, bias=None)
 
     `plan` is a `redgame.kernels.segments.SegmentPlan` of the flattened rows (CPU tensors).
     Each adapter multiplies only its own rows; rows of segment −1 get x·Wᵀ (+ bias) alone.
+    Where the ids are sorted (``plan.sorted``: each adapter's rows one contiguous run, as the
+    game's scorer lays them out) the rows are slices of x and the output is added to in place.
     """
     k = x.shape[-1]
     flat = x.reshape(-1, k)
     out = F.linear(flat, weight, bias)
     bounds = plan.bounds.tolist()
     for adapter in range(lora_a.shape[0]):
-        rows = plan.order[bounds[adapter + 1]:bounds[adapter + 2]].long()
-        if rows.numel():
-            delta = F.linear(F.linear(flat[rows], lora_a[adapter]), lora_b[adapter]) * scale[adapter]
+        start, stop = bounds[adapter + 1], bounds[adapter + 2]
+        if start == stop:
+            continue
+        if plan.sorted:  # the adapter's rows are flat[start:stop]: slices, no gather or scatter
+            rows = flat if stop - start == len(flat) else flat[start:stop]
+            out[start:stop] += F.linear(F.linear(rows, lora_a[adapter]) * scale[adapter], lora_b[adapter])
+        else:
+            rows = plan.order[start:stop].long()
+            delta = F.linear(F.linear(flat[rows], lora_a[adapter]) * scale[adapter], lora_b[adapter])
             out = out.index_add(0, rows, delta)
     return out.reshape(*x.shape[:-1], weight.shape[0])
 

@@ -27,11 +27,14 @@ class SegmentPlan:
 
     bounds: int32 [n_adapters + 2]; the rows of adapter a are order[bounds[a+1]:bounds[a+2]],
     the base-only rows (−1) are order[bounds[0]:bounds[1]].
+    sorted: the ids were already in order (order is 0..M−1, so each segment is one run of
+    rows); known on the CPU only (False on other devices: finding out would sync).
     """
 
     order: torch.Tensor
     bounds: torch.Tensor
     n_adapters: int
+    sorted: bool = False
 
     @property
     def n_segments(self) -> int:
@@ -51,7 +54,8 @@ def _build(segment_ids: torch.Tensor, n_adapters: int, func: str) -> SegmentPlan
     counts = torch.zeros(n_adapters + 1, dtype=torch.int64, device=flat.device)
     counts.index_add_(0, flat.long() + 1, torch.ones(flat.shape, dtype=torch.int64, device=flat.device))
     bounds = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).to(torch.int32)
-    return SegmentPlan(order, bounds, n_adapters)
+    in_order = flat.device.type == "cpu" and bool((flat[1:] >= flat[:-1]).all())
+    return SegmentPlan(order, bounds, n_adapters, in_order)
 
 
 def segment_plan(segment_ids: torch.Tensor, n_adapters: int, func: str = "multi_lora_linear") -> SegmentPlan:

@@ -128,14 +128,14 @@ def score(jobs: list[Job], pad_id: int, *, together: bool = True, micro_tokens: 
 def _score_pass(jobs: list[Job], indices: list[int], values: list[dict], pad_id: int, route_names, micro_tokens: int,
                 chunk: int, use_kernels, share_prompts: bool, on_part) -> None:
     """One forward pass over ``jobs`` (sharing a model), micro-batch by micro-batch."""
+    adapter_of = [-1 if route_names is None or job.adapter is None else route_names.index(job.adapter)
+                  for job in jobs]
     for batch in micro_batches(jobs, micro_tokens):
+        batch = sorted(batch, key=lambda ju: adapter_of[ju[0]])  # each adapter's rows one run: slices, not gathers
         seqs = [(j, i) for j, u in batch for i in jobs[j].units[u]]
         prompts = [jobs[j].sequences[i].prompt_ids for j, i in seqs]
         comps = [jobs[j].sequences[i].completion_ids for j, i in seqs]
-        route = None
-        if route_names is not None:
-            rows = [route_names.index(jobs[j].adapter) if jobs[j].adapter is not None else -1 for j, _ in seqs]
-            route = (route_names, rows)
+        route = None if route_names is None else (route_names, [adapter_of[j] for j, _ in seqs])
         lp = completion_logprobs(jobs[0].model, prompts, comps, pad_id, use_kernels=use_kernels, chunk=chunk,
                                  route=route, share_prompts=share_prompts)
         per_seq = lp.per_sequence()

@@ -66,6 +66,28 @@ def test_multi_lora_batched_input_and_base_only_rows(path, rng):
         check_close(y[rows], single, torch.float32, f"rows of adapter {adapter}")
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_sorted_segments_match_float64_reference(path, rng, dtype):
+    """Ids in order (the game's layout: the CPU path slices instead of gathering), with −1 rows and without."""
+    assert_all_ok(checks.multi_lora_case(rng, "cpu", dtype, in_order=True))
+    assert_all_ok(checks.multi_lora_case(rng, "cpu", dtype, in_order=True, n_adapters=1))
+    assert segment_plan(torch.tensor([-1, -1, 0, 1, 1]), 2).sorted
+    assert not segment_plan(torch.tensor([0, -1, 1]), 2).sorted
+
+
+def test_one_adapter_on_every_row_equals_lora_linear(path, rng):
+    x = torch.randn(3, 5, K, generator=rng, requires_grad=True)
+    weight = torch.randn(N, K, generator=rng) / K**0.5
+    lora_a = torch.randn(1, R, K, generator=rng, requires_grad=True)
+    lora_b = torch.randn(1, N, R, generator=rng, requires_grad=True)
+    y = multi_lora_linear(x, weight, lora_a, lora_b, 0.5, torch.zeros(3, 5, dtype=torch.long))
+    grads = torch.autograd.grad(y.square().sum(), [x, lora_a, lora_b])
+    single = lora_linear(x, weight, lora_a[0], lora_b[0], 0.5)
+    check_close(y, single, torch.float32, "y")
+    for got, want, name in zip(grads, torch.autograd.grad(single.square().sum(), [x, lora_a, lora_b]), "xAB"):
+        check_close(got, want, torch.float32, f"d{name}")
+
+
 def test_segment_plan_groups_rows_by_adapter_and_is_reused():
     segment_ids = torch.tensor([2, -1, 0, 2, 2, 0, -1, 1])
     plan = segment_plan(segment_ids, 4)
