@@ -41,6 +41,7 @@ from safetensors import SafetensorError
 from safetensors.torch import save_model
 
 from redgame.errors import UserError
+from redgame.llm import cpu_attention
 from redgame.llm.config import check_device_name, check_dtype_name, lookup
 
 MODEL_CHOICES = ("embedded", "tiny")
@@ -334,6 +335,7 @@ def _freeze_and_pad(model, tokenizer):
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     _contiguous_head_input(model)
+    cpu_attention.use_for(model)  # half-precision backward of attention on a CPU: in float32
     return model, tokenizer
 
 
