@@ -104,7 +104,7 @@ class TrainConfig:
     lr: float = _f(2e-4, "AdamW learning rate")
     update_chunk: int = _f(0, "sequences per forward pass in the update, activations recomputed in the backward "
                               "(0: the whole batch at once; 8-16 cuts the update's memory several-fold for ~1/3 more time)")
-    micro_batch_tokens: int = _f(512, "padded tokens (sequences x longest one) per forward pass of the update; each "
+    micro_batch_tokens: int = _f(1024, "padded tokens (sequences x longest one) per forward pass of the update; each "
                                        "micro-batch's share of the loss is back-propagated at once (gradient "
                                        "accumulation: the same gradient, the memory of one micro-batch); 0: the "
                                        "whole batch in one pass")
