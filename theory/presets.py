@@ -241,7 +241,7 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     return text
 
 
-def make_spec(name: str, **params: Any) -> GameSpec:
+def make_spec(name: str, /, **params: Any) -> GameSpec:
     """Build a preset game. Parameters may be given as strings (from the CLI).
 
     Raises:

@@ -1,6 +1,6 @@
 """Fuzzed game-spec parameters: a valid spec or a ValueError naming the field, nothing else."""
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from redgame.theory import make_spec, preset_params
@@ -19,6 +19,7 @@ keys = st.one_of(st.sampled_from(sorted({k for name in PRESETS for k in preset_p
 
 @settings(max_examples=300, deadline=None)
 @given(name=st.sampled_from(sorted(PRESETS)), params=st.dictionaries(keys, values, max_size=4))
+@example(name="family", params={"name": None})  # a parameter called "name": an unknown parameter, not a TypeError
 def test_make_spec_never_raises_anything_but_a_named_value_error(name, params):
     try:
         spec = make_spec(name, **params)
