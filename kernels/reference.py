@@ -39,7 +39,12 @@ def lora_linear_reference(x, weight, lora_a, lora_b, scale, bias=None):
     The scale multiplies the rank-r product x·Aᵀ, not the [..., N] output, and the LoRA term
     is added in place: the same sum with less memory traffic.
     """
-    return F.linear(x, weight, bias).add_(F.linear(F.linear(x, lora_a) * scale, lora_b))
+    return F.linear(x, weight, bias).add_(_lora_term(x, lora_a, lora_b, scale))
+
+
+def _lora_term(x, lora_a, lora_b, scale):
+    """scale·(x·Aᵀ)·Bᵀ, scaled at rank r."""
+    return F.linear(F.linear(x, lora_a) * scale, lora_b)
 
 
 def multi_lora_linear_grouped(x, weight, lora_a, lora_b, scale, plan, bias=None):
@@ -60,11 +65,10 @@ def multi_lora_linear_grouped(x, weight, lora_a, lora_b, scale, plan, bias=None)
             continue
         if plan.sorted:  # the adapter's rows are flat[start:stop]: slices, no gather or scatter
             rows = flat if stop - start == len(flat) else flat[start:stop]
-            out[start:stop] += F.linear(F.linear(rows, lora_a[adapter]) * scale[adapter], lora_b[adapter])
+            out[start:stop] += _lora_term(rows, lora_a[adapter], lora_b[adapter], scale[adapter])
         else:
             rows = plan.order[start:stop].long()
-            delta = F.linear(F.linear(flat[rows], lora_a[adapter]) * scale[adapter], lora_b[adapter])
-            out = out.index_add(0, rows, delta)
+            out = out.index_add(0, rows, _lora_term(flat[rows], lora_a[adapter], lora_b[adapter], scale[adapter]))
     return out.reshape(*x.shape[:-1], weight.shape[0])
 
 

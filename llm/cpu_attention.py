@@ -26,8 +26,9 @@ def _attention(module, query, key, value, attention_mask, **kwargs):
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     if query.device.type == "cpu" and query.dtype in HALF and torch.is_grad_enabled() and query.requires_grad:
-        mask = attention_mask.float() if attention_mask is not None and attention_mask.is_floating_point() \
-            else attention_mask
+        mask = attention_mask
+        if mask is not None and mask.is_floating_point():  # an additive mask follows q to float32
+            mask = mask.float()
         out, weights = sdpa_attention_forward(module, query.float(), key.float(), value.float(), mask, **kwargs)
         return out.to(query.dtype), weights
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
