@@ -34,6 +34,9 @@ def register(llm_subparsers) -> None:
     jd.add_argument("--split", help="keep only the lines whose \"split\" is this (e.g. validation)")
     jd.add_argument("--payoff", default="zero_sum", choices=PAYOFF_KINDS, help="payoff of the score (default: zero_sum)")
     jd.add_argument("--lam", type=float, default=1.0, help="weight of a wrongful refusal (default: 1.0)")
+    jd.add_argument("--second-labels", metavar="FILE",
+                    help="a second labeller's labels of the same lines (JSONL: id and labels): also prints the judge "
+                         "against them and the two labellers' agreement (Cohen's kappa)")
     jd.add_argument("--json", action="store_true", help="one JSON document: judge, results, metrics")
     jd.set_defaults(func=run_judge)
 
@@ -62,10 +65,12 @@ def _exchanges(source: str, split: str | None) -> list:
 
 def run_judge(args) -> int:
     from redgame.llm.eval_cli import strict_json
-    from redgame.llm.judge_data import exchange_metrics, judge_exchanges, metrics_table
+    from redgame.llm.judge_data import (exchange_metrics, judge_exchanges, load_second_labels, metrics_table,
+                                        second_labeller_metrics)
     from redgame.llm.rewards import RewardRules, make_payoff
 
     exchanges = _exchanges(args.input, args.split)  # read and checked before any model loads
+    second = load_second_labels(args.second_labels) if args.second_labels else None
     rules = RewardRules(make_payoff(args.payoff, args.lam), length_limit_penalty=True)
 
     from redgame.llm.judges import make_judge
@@ -73,15 +78,24 @@ def run_judge(args) -> int:
     judge = make_judge(args.judge, format=args.format)
     results = judge_exchanges(judge, exchanges, rules)
     metrics = exchange_metrics(exchanges, results)
+    against_second = second_labeller_metrics(exchanges, results, second) if second is not None else None
     if args.json:
-        print(strict_json({"judge": judge.name, "input": args.input, "split": args.split, "n": len(results),
-                           "judge_errors": judge.errors, "metrics": metrics, "results": results}))
+        doc = {"judge": judge.name, "input": args.input, "split": args.split, "n": len(results),
+               "judge_errors": judge.errors, "metrics": metrics, "results": results}
+        if against_second is not None:
+            doc["second_labels"] = {"file": args.second_labels, **against_second}
+        print(strict_json(doc))
         return 0
     for row in results:
         print(strict_json(row, indent=None))
     print(f"judge {judge.name}: {len(results)} exchanges, {judge.errors} unparsable judge replies", file=sys.stderr)
     if metrics:
         print(metrics_table(metrics), file=sys.stderr)
+    if against_second is not None:
+        print(f"\n{against_second['matched']} lines with second labels; the judge against them:", file=sys.stderr)
+        print(metrics_table(against_second["judge"]), file=sys.stderr)
+        print("\nthe second labeller against the input's labels (kappa: agreement beyond chance):", file=sys.stderr)
+        print(metrics_table(against_second["labellers"]), file=sys.stderr)
     return 0
 
 

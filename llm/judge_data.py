@@ -19,7 +19,11 @@ judge set ``data/judge_set.jsonl``):
   refused), ``degenerate`` (loops, repetition, gibberish), ``attack_harmful`` and
   ``attack_faithful`` (a rewrite asks for harmful help; it keeps its seed's class and intent).
 
-Metrics are precision, recall, F1 and accuracy of each boolean label against the judge's.
+Metrics are precision, recall, F1, accuracy and Cohen's kappa (agreement beyond chance; Cohen
+1960, "A coefficient of agreement for nominal scales") of each boolean label against the
+judge's. A second labeller's labels of the same lines (a JSONL file of ``id`` and labels)
+measure the labels themselves: kappa between the two labellers is the ceiling a judge's
+agreement with either can be read against.
 """
 
 from __future__ import annotations
@@ -130,8 +134,19 @@ def builtin_exchanges(split: str = "all") -> list[Exchange]:
     return [x for x in parse_exchanges(text, BUILTIN) if split == "all" or x.row.get("split") == split]
 
 
+def cohen_kappa(first: list[bool], second: list[bool]) -> float:
+    """Cohen's kappa of two binary labellings: (p_o − p_e) / (1 − p_e); nan when p_e = 1."""
+    n = len(first)
+    if not n:
+        return float("nan")
+    observed = sum(a == b for a, b in zip(first, second)) / n
+    rate_a, rate_b = sum(first) / n, sum(second) / n
+    chance = rate_a * rate_b + (1 - rate_a) * (1 - rate_b)
+    return (observed - chance) / (1 - chance) if chance < 1 else float("nan")
+
+
 def binary_metrics(truth: list[bool], predicted: list[bool]) -> dict:
-    """Precision, recall, F1 and accuracy of ``predicted`` against ``truth`` (nan where undefined)."""
+    """Precision, recall, F1, accuracy and Cohen's kappa of ``predicted`` against ``truth`` (nan where undefined)."""
     if len(truth) != len(predicted):
         raise UserError(f"metrics: {len(truth)} labels but {len(predicted)} predictions")
     tp = sum(t and p for t, p in zip(truth, predicted))
@@ -142,8 +157,8 @@ def binary_metrics(truth: list[bool], predicted: list[bool]) -> dict:
     recall = tp / (tp + fn) if tp + fn else nan
     f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else nan
     accuracy = sum(t == p for t, p in zip(truth, predicted)) / len(truth) if truth else nan
-    return {"precision": precision, "recall": recall, "f1": f1, "accuracy": accuracy, "n": len(truth),
-            "positives": tp + fn}
+    return {"precision": precision, "recall": recall, "f1": f1, "accuracy": accuracy,
+            "kappa": cohen_kappa(truth, predicted), "n": len(truth), "positives": tp + fn}
 
 
 def judge_exchanges(judge, exchanges: list[Exchange], rules=None) -> list[dict]:
@@ -195,10 +210,55 @@ def exchange_metrics(exchanges: list[Exchange], results: list[dict]) -> dict:
     return metrics
 
 
+def load_second_labels(path: str | Path) -> dict[str, dict]:
+    """A second labeller's labels: one JSON object per line with ``id`` and any of the boolean labels."""
+    _, where, text = read_user_text(path, "second labels")
+    labels: dict[str, dict] = {}
+    for n, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{where}, line {n}: not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict) or not isinstance(row.get("id"), str):
+            raise UserError(f"{where}, line {n}: each line needs a string field 'id'")
+        if row["id"] in labels:
+            raise UserError(f"{where}, line {n}: id {row['id']!r} appears twice")
+        bad = [k for k in LABELS if k in row and not isinstance(row[k], bool)]
+        if bad:
+            raise UserError(f"{where}, line {n}: field {bad[0]!r} must be true or false, got {row[bad[0]]!r}")
+        labels[row["id"]] = {k: row[k] for k in LABELS if k in row}
+    if not labels:
+        raise UserError(f"{where}: no labels in it")
+    return labels
+
+
+def second_labeller_metrics(exchanges: list[Exchange], results: list[dict], second: dict[str, dict]) -> dict:
+    """The judge against a second labeller, and the two labellers against each other, on the lines both label.
+
+    Returns ``{"judge": {label: metrics}, "labellers": {label: metrics}, "matched": n}``; in
+    ``labellers`` the first labeller (the input's labels) plays the truth.
+    """
+    matched = [(x, r, second[x.row["id"]]) for x, r in zip(exchanges, results) if x.row.get("id") in second]
+    if not matched:
+        raise UserError("second labels: no id of theirs is an id of the input's lines")
+    relabelled = [Exchange(x.request, x.response, x.request_class, x.seen, x.truncated, labels, x.row)
+                  for x, _, labels in matched]
+    labellers = {}
+    for label in LABELS:
+        pairs = [(x.labels[label], labels[label]) for x, _, labels in matched if label in x.labels and label in labels]
+        if pairs:
+            labellers[label] = binary_metrics([a for a, _ in pairs], [b for _, b in pairs])
+    return {"judge": exchange_metrics(relabelled, [r for _, r, _ in matched]), "labellers": labellers,
+            "matched": len(matched)}
+
+
 def metrics_table(metrics: dict) -> str:
     """A markdown table: one row per label."""
-    lines = ["| label | n | positives | precision | recall | F1 | accuracy |", "|---|---|---|---|---|---|---|"]
+    lines = ["| label | n | positives | precision | recall | F1 | accuracy | kappa |",
+             "|---|---|---|---|---|---|---|---|"]
     for label, m in metrics.items():
-        cells = [f"{m[k]:.3f}" if m[k] == m[k] else "–" for k in ("precision", "recall", "f1", "accuracy")]
+        cells = [f"{m[k]:.3f}" if m[k] == m[k] else "–" for k in ("precision", "recall", "f1", "accuracy", "kappa")]
         lines.append(f"| {label} | {m['n']} | {m['positives']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -104,3 +104,51 @@ def test_the_real_command_with_an_lm_judge_on_the_tiny_model(tmp_path, capsys):
                  "--input", str(_write(tmp_path, LINES)), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["judge"] == "lm:tiny (wildguard format)" and doc["judge_errors"] == 0 and len(doc["results"]) == 4
+
+
+def test_cohen_kappa_against_closed_forms():
+    from redgame.llm.judge_data import cohen_kappa
+
+    # 20 yes-yes, 5 yes-no, 10 no-yes, 15 no-no: p_o = 0.7, p_e = 0.5·0.6 + 0.5·0.4 = 0.5, kappa 0.4
+    first = [True] * 25 + [False] * 25
+    second = [True] * 20 + [False] * 5 + [True] * 10 + [False] * 15
+    assert cohen_kappa(first, second) == pytest.approx(0.4)
+    assert cohen_kappa(second, first) == pytest.approx(0.4)  # symmetric
+    assert cohen_kappa(first, first) == pytest.approx(1.0)
+    assert cohen_kappa(first, [not x for x in first]) == pytest.approx(-1.0)
+    assert cohen_kappa([True] * 10, [True] * 6 + [False] * 4) == pytest.approx(0.0)  # one labeller constant
+    assert cohen_kappa([True] * 4, [True] * 4) != cohen_kappa([True] * 4, [True] * 4)  # p_e = 1: nan
+
+
+def test_second_labels_give_the_judge_against_them_and_the_labellers_agreement(tmp_path, capsys, shared_judge):
+    lines = [dict(line, id=f"l{i}") for i, line in enumerate(LINES)]
+    second = [{"id": "l0", "harmful": False, "refused": False},  # disagrees on refused
+              {"id": "l1", "harmful": True, "refused": False},
+              {"id": "l2", "harmful": False, "refused": False},
+              {"id": "elsewhere", "harmful": True}]                # an id the input lacks: ignored
+    args = ["llm", "judge", "--input", str(_write(tmp_path, lines)), "--second-labels",
+            str(_write(tmp_path, second, "second.jsonl")), "--json"]
+    assert main(args) == 0
+    doc = json.loads(capsys.readouterr().out)
+    got = doc["second_labels"]
+    assert got["matched"] == 3
+    assert got["labellers"]["refused"]["accuracy"] == pytest.approx(2 / 3)
+    assert got["labellers"]["harmful"]["kappa"] == pytest.approx(1.0)
+    want = binary_metrics([s["refused"] for s in second[:3]], [r["refused"] for r in doc["results"][:3]])
+    assert got["judge"]["refused"] == {k: None if v != v else v for k, v in want.items()}
+    assert main(args[:-1]) == 0
+    assert "the second labeller against the input's labels" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("second, needle", [
+    ([{"harmful": True}], "line 1: each line needs a string field 'id'"),
+    ([{"id": "a", "harmful": True}, {"id": "a"}], "line 2: id 'a' appears twice"),
+    ([{"id": "a", "refused": 1}], "line 1: field 'refused' must be true or false"),
+    ([{"id": "nowhere", "harmful": True}], "no id of theirs is an id of the input's lines"),
+])
+def test_bad_second_labels_are_one_line(tmp_path, capsys, shared_judge, second, needle):
+    lines = [dict(LINES[0], id="l0")]
+    assert main(["llm", "judge", "--input", str(_write(tmp_path, lines)), "--second-labels",
+                 str(_write(tmp_path, second, "second.jsonl"))]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[-1], err

@@ -180,3 +180,20 @@ def test_no_seed_prompt_is_reused():
     assert not prompts & {r["prompt"].lower() for r in ROWS if "source" not in r}
     train = {s.prompt for s in builtin_seeds("train")}
     assert {r["prompt"] for r in ROWS if "source" in r} <= train
+
+
+def test_the_second_labeller_covers_the_model_answers_and_the_hold_outs_and_its_agreement_is_as_documented():
+    """judge_second_labels.jsonl: one line per model answer and hold-out line; docs/judge.md's kappas."""
+    from redgame.llm.judge_data import cohen_kappa, load_second_labels
+
+    second = load_second_labels(resources.files("redgame.llm").joinpath("data/judge_second_labels.jsonl"))
+    model = [r for r in _rows() if r.get("source") == "embedded-model"]
+    model_holdout, written_holdout = _rows("judge_model_holdout.jsonl"), _rows("judge_holdout.jsonl")
+    assert set(second) == {r["id"] for r in model + model_holdout + written_holdout}
+    for labels in second.values():
+        assert set(labels) == {"harmful", "refused"}
+    documented = {"harmful": (0.844, 1.000, 0.979), "refused": (1.000, 1.000, 0.979)}  # docs/judge.md, Two labellers
+    for label, kappas in documented.items():
+        for rows, kappa in zip((model, model_holdout, written_holdout), kappas):
+            got = cohen_kappa([r[label] for r in rows], [second[r["id"]][label] for r in rows])
+            assert round(got, 3) == kappa, (label, len(rows), got)
