@@ -238,7 +238,8 @@ def token_logprobs(hidden, head_weight, targets, ignore_index: int = -100):
 
 
 def fused_preference_loss(hidden, ref_hidden, head_weight, targets, beta: float = 0.1, kind: str = "dpo",
-                          ignore_index: int = -100, nll_weight: float = 0.0, with_details: bool = False):
+                          ignore_index: int = -100, nll_weight: float = 0.0, with_details: bool = False,
+                          ref_logps=None):
     """DPO or IPO straight from the last hidden states: mean loss, with d hidden done in the forward pass.
 
     Batch convention (Liger-Kernel's): row b < B of `hidden` is the chosen answer of pair b
@@ -251,30 +252,38 @@ def fused_preference_loss(hidden, ref_hidden, head_weight, targets, beta: float 
       plus nll_weight · mean_b(−π[b] / |y_b|), RPO's NLL on the chosen answers (off by default).
 
     Cost: 4·N·V·d FLOPs for the policy rows and 2·N·V·d for the reference rows (N counted
-    tokens); no [T, V] logits: Triton on CUDA, a chunked torch path on CPU (TRITON_INTERPRET=1:
+    tokens; none with `ref_logps`); no [T, V] logits: Triton on CUDA, a chunked torch path on CPU (TRITON_INTERPRET=1:
     the Triton kernels interpreted). The forward pass computes the gradient for `hidden`
     and saves it ([2B, T, d] in hidden's dtype); the backward pass only scales it. One host
     sync per call on CUDA (the target check and the row selection).
 
     Args:
       hidden: [2B, T, d] policy hidden states (the input of the LM head); gets the gradient.
-      ref_hidden: [2B, T, d] reference-model hidden states; treated as a constant.
+      ref_hidden: [2B, T, d] reference-model hidden states; treated as a constant. None when
+        `ref_logps` is given.
       head_weight: [V, d] LM head, frozen (one that requires grad is an error).
       targets: [2B, T] integer ids in [0, V), or ignore_index at prompt and padding positions.
       beta: β > 0. kind: "dpo" or "ipo". ignore_index: the id of positions that do not count.
       nll_weight: weight w ≥ 0 of the NLL term.
       with_details: also return a `PreferenceDetails` (margins, sequence sums, ...; detached).
+      ref_logps: [2B] the reference's sequence log-probs, chosen first, where the caller has
+        them already (Liger's ref_chosen_logps / ref_rejected_logps; the LLM game scores its
+        reference once per step): then ref_hidden is None.
 
     Returns:
       The 0-dim loss (fp32; fp64 for fp64 inputs), or (loss, PreferenceDetails).
     """
     func = "fused_preference_loss"
-    check_fused_inputs(func, hidden, ref_hidden, head_weight, targets, beta, kind, nll_weight)
-    _check_same_device(func, hidden=hidden, ref_hidden=ref_hidden, head_weight=head_weight, targets=targets)
+    check_fused_inputs(func, hidden, ref_hidden, head_weight, targets, beta, kind, nll_weight, ref_logps)
+    reference = dict(ref_hidden=ref_hidden) if ref_logps is None else dict(ref_logps=ref_logps)
+    _check_same_device(func, hidden=hidden, head_weight=head_weight, targets=targets, **reference)
     _check_targets(func, targets, ignore_index, head_weight.shape[0])
-    path = backend(hidden, ref_hidden, head_weight)
+    path = backend(hidden, head_weight, *([] if ref_hidden is None else [ref_hidden]))
     if path != "torch":
-        hidden, ref_hidden = hidden.contiguous(), ref_hidden.contiguous()
-    loss, *extras = FusedPreferenceLoss.apply(hidden, ref_hidden.detach(), head_weight, targets.long(),
-                                              float(beta), kind, int(ignore_index), float(nll_weight), path)
+        hidden = hidden.contiguous()
+        ref_hidden = None if ref_hidden is None else ref_hidden.contiguous()
+    loss, *extras = FusedPreferenceLoss.apply(hidden, None if ref_hidden is None else ref_hidden.detach(),
+                                              None if ref_logps is None else ref_logps.detach(), head_weight,
+                                              targets.long(), float(beta), kind, int(ignore_index),
+                                              float(nll_weight), path)
     return (loss, PreferenceDetails(*extras)) if with_details else loss

@@ -82,7 +82,8 @@ class PreferenceDetails:
 
     pref_loss: the DPO / IPO term; nll: the mean length-normalised NLL of the chosen answers
     (computed whatever nll_weight is); margin: [B]; policy_logps, ref_logps: [2B] sequence
-    sums, chosen first; lengths: [2B] counted target tokens per sequence.
+    sums, chosen first; lengths: [2B] counted target tokens per sequence; token_logps: [N]
+    the policy's log-prob of each counted target, row by row, position by position.
     """
 
     pref_loss: torch.Tensor
@@ -91,6 +92,7 @@ class PreferenceDetails:
     policy_logps: torch.Tensor
     ref_logps: torch.Tensor
     lengths: torch.Tensor
+    token_logps: torch.Tensor
 
 
 def _pair_loss(policy_seq, ref_seq, lengths, beta, kind, nll_weight):
@@ -106,20 +108,22 @@ class FusedPreferenceLoss(torch.autograd.Function):
     """The whole loss and d hidden in the forward pass; the backward pass scales the saved gradient."""
 
     @staticmethod
-    def forward(ctx, hidden, ref_hidden, head, targets, beta, kind, ignore_index, nll_weight, path):
+    def forward(ctx, hidden, ref_hidden, ref_logps, head, targets, beta, kind, ignore_index, nll_weight, path):
         two_b, seq_len, d = hidden.shape
         flat_targets = targets.reshape(-1)
         rows = (flat_targets != ignore_index).nonzero().squeeze(1)  # counted tokens only
         seq = rows // seq_len
         kept = flat_targets[rows]
         policy = logprob_parts(hidden.reshape(-1, d)[rows], head, kept, ignore_index, True, path)
-        ref = logprob_parts(ref_hidden.reshape(-1, d)[rows], head, kept, ignore_index, False, path)
         policy_logp, direction = logprobs_and_direction(policy, head, kept, ignore_index)
-        ref_logp, _ = logprobs_and_direction(ref, head, kept, ignore_index)
         sums = torch.zeros((3, two_b), dtype=policy_logp.dtype, device=hidden.device)
         sums[0].index_add_(0, seq, policy_logp)
-        sums[1].index_add_(0, seq, ref_logp)
-        sums[2].index_add_(0, seq, torch.ones_like(ref_logp))
+        if ref_hidden is not None:
+            ref = logprob_parts(ref_hidden.reshape(-1, d)[rows], head, kept, ignore_index, False, path)
+            sums[1].index_add_(0, seq, logprobs_and_direction(ref, head, kept, ignore_index)[0])
+        else:
+            sums[1].copy_(ref_logps)
+        sums[2].index_add_(0, seq, torch.ones_like(policy_logp))
         policy_seq, ref_seq, lengths = sums
         with torch.enable_grad():
             leaf = policy_seq.detach().requires_grad_()
@@ -130,14 +134,14 @@ class FusedPreferenceLoss(torch.autograd.Function):
         ctx.save_for_backward(grad.index_copy_(0, rows, grad_rows).view(hidden.shape))
         margin = preference_margin(policy_seq[:two_b // 2], policy_seq[two_b // 2:],
                                    ref_seq[:two_b // 2], ref_seq[two_b // 2:])
-        extras = (pref.detach(), nll.detach(), margin, policy_seq, ref_seq, lengths)
+        extras = (pref.detach(), nll.detach(), margin, policy_seq, ref_seq, lengths, policy_logp)
         ctx.mark_non_differentiable(*extras)
         return (loss.detach(), *extras)
 
     @staticmethod
     def backward(ctx, grad_loss, *unused):
         (grad,) = ctx.saved_tensors
-        return grad * grad_loss.to(grad.dtype), None, None, None, None, None, None, None, None
+        return grad * grad_loss.to(grad.dtype), None, None, None, None, None, None, None, None, None
 
 
 def preference_loss_naive(hidden, ref_hidden, head_weight, targets, beta: float = 0.1, kind: str = "dpo",
@@ -159,14 +163,22 @@ def preference_loss_naive(hidden, ref_hidden, head_weight, targets, beta: float 
     return _pair_loss(policy, ref, lengths, beta, kind, nll_weight)[0]
 
 
-def check_fused_inputs(func, hidden, ref_hidden, head_weight, targets, beta, kind, nll_weight):
+def check_fused_inputs(func, hidden, ref_hidden, head_weight, targets, beta, kind, nll_weight, ref_logps=None):
     check_kind_and_beta(func, kind, beta)
-    for name, value in dict(hidden=hidden, ref_hidden=ref_hidden, head_weight=head_weight, targets=targets).items():
+    if (ref_hidden is None) == (ref_logps is None):
+        raise UserError(f"{func}: give the reference as ref_hidden or as ref_logps, exactly one of them")
+    reference = dict(ref_hidden=ref_hidden) if ref_logps is None else dict(ref_logps=ref_logps)
+    for name, value in dict(hidden=hidden, head_weight=head_weight, targets=targets, **reference).items():
         if not isinstance(value, torch.Tensor):
             raise UserError(f"{func}: {name} must be a tensor, got {type(value).__name__}")
     if hidden.dim() != 3 or hidden.shape[0] < 2 or hidden.shape[0] % 2:
         raise UserError(f"{func}: hidden must be [2B, T, d] (B chosen rows, then B rejected), "
                         f"got {tuple(hidden.shape)}")
+    if ref_logps is not None:
+        if tuple(ref_logps.shape) != (hidden.shape[0],) or not ref_logps.is_floating_point():
+            raise UserError(f"{func}: ref_logps must be [2B={hidden.shape[0]}] float sequence log-probs, got "
+                            f"{tuple(ref_logps.shape)} {ref_logps.dtype}")
+        ref_hidden = hidden  # nothing more to check against hidden
     if ref_hidden.shape != hidden.shape:
         raise UserError(f"{func}: ref_hidden has shape {tuple(ref_hidden.shape)}, hidden {tuple(hidden.shape)}")
     if tuple(targets.shape) != tuple(hidden.shape[:2]):

@@ -21,8 +21,11 @@
 Token log-probs go through ``redgame.kernels.token_logprobs`` with the kernels on (Triton on
 CUDA, a vocabulary-chunked torch path on CPU: no [T, V] logits either way) and through plain
 torch (log_softmax over the [T, V] logits of the completion tokens) with them off; the
-pairwise loss through ``redgame.kernels.preference_loss``. The plain torch functions below
-are the references.
+pairwise loss through ``redgame.kernels.preference_loss``. With the kernels on, the game's
+DPO / IPO update goes from the policy's hidden states to the loss in one call,
+``redgame.kernels.fused_preference_loss`` (:func:`fused_pairs_loss`), its reference given as
+the sequence log-probs scored once per step. The plain torch functions below are the
+references.
 
 Every loss here is a mean over the batch's pairs (DPO/IPO) or samples and tokens
 (REINFORCE/GRPO/REINFORCE++). Given ``of=`` (the whole batch's counts), a function returns the share of
@@ -43,10 +46,11 @@ import torch.nn.functional as F
 from redgame.errors import UserError
 
 try:  # the kernels layer is optional: a clean seam, plain torch otherwise
+    from redgame.kernels import fused_preference_loss as _kernel_fused_preference_loss
     from redgame.kernels import preference_loss as _kernel_preference_loss
     from redgame.kernels import token_logprobs as _kernel_token_logprobs
 except ImportError:  # pragma: no cover - depends on which layers are installed
-    _kernel_token_logprobs = _kernel_preference_loss = None
+    _kernel_token_logprobs = _kernel_preference_loss = _kernel_fused_preference_loss = None
 
 USE_KERNELS = _kernel_token_logprobs is not None and _kernel_preference_loss is not None
 
@@ -170,6 +174,16 @@ def completion_logprobs(model, prompt_ids: list[list[int]], completion_ids: list
         values = torch.cat(parts)
         return TokenLogprobs(values, torch.repeat_interleave(torch.arange(len(prompt_ids)), lengths).to(values.device),
                              len(prompt_ids))
+    hidden, head, targets = completion_hidden(model, prompt_ids, completion_ids, pad_id, route, share_prompts)
+    values = token_logprobs(hidden, head, targets, use_kernels=use_kernels)
+    return TokenLogprobs(values, torch.repeat_interleave(torch.arange(len(prompt_ids)), lengths).to(head.device),
+                         len(prompt_ids))
+
+
+def completion_hidden(model, prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: int,
+                      route: tuple | None = None, share_prompts: bool = False):
+    """(hidden [N, d], head [V, d], targets [N]): the hidden states that predict each completion
+    token, sequence after sequence, the LM head and those tokens (see :func:`completion_logprobs`)."""
     body, head = decoder_and_head(model)
     device = head.device
     rows = route[1] if route is not None else [-1] * len(prompt_ids)
@@ -178,10 +192,7 @@ def completion_logprobs(model, prompt_ids: list[list[int]], completion_ids: list
         hidden = _hidden_sharing_prompts(model, body, keys, completion_ids, pad_id, route, device)
     else:
         hidden = _hidden_right_padded(model, body, prompt_ids, completion_ids, pad_id, route, device)
-    targets = torch.tensor([t for c in completion_ids for t in c], device=device)
-    values = token_logprobs(hidden, head, targets, use_kernels=use_kernels)
-    return TokenLogprobs(values, torch.repeat_interleave(torch.arange(len(prompt_ids)), lengths).to(device),
-                         len(prompt_ids))
+    return hidden, head, torch.tensor([t for c in completion_ids for t in c], device=device)
 
 
 def padded(rows: list[list[int]], pad_id: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -284,6 +295,27 @@ def dpo_pairs_loss(policy_chosen: TokenLogprobs, policy_rejected: TokenLogprobs,
     margin = ((pc - rc) - (pr - rr)).detach()
     return loss, {"pref_loss": float(pref.detach()), "nll": float(nll.detach()), "margin": float(margin.mean()),
                   "pair_acc": float((margin > 0).float().mean())}
+
+
+def fused_pairs_loss(hidden: list[torch.Tensor], targets: list[torch.Tensor], head: torch.Tensor,
+                     ref_sums: torch.Tensor, *, beta: float, kind: str = "dpo", nll_weight: float = 0.0,
+                     of: int | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """:func:`dpo_pairs_loss` from hidden states, through ``redgame.kernels.fused_preference_loss``.
+
+    ``hidden`` / ``targets``: per sequence, the hidden states that predict its completion
+    tokens [L, d] and those tokens [L]; the n chosen answers, then the n rejected ones (the
+    kernel's batch convention). ``ref_sums`` [2n]: the reference's sequence log-probs, in the
+    same order. ``head`` is the frozen LM head. Returns the loss (this part's share of the
+    batch mean when ``of`` is given) and each sequence's per-token log-probs, detached.
+    """
+    padded_hidden = torch.nn.utils.rnn.pad_sequence(hidden, batch_first=True)
+    padded_targets = torch.nn.utils.rnn.pad_sequence(targets, batch_first=True, padding_value=-100)
+    loss, details = _kernel_fused_preference_loss(padded_hidden, None, head.detach(), padded_targets, beta=beta,
+                                                  kind=kind, nll_weight=nll_weight, with_details=True,
+                                                  ref_logps=ref_sums.to(padded_hidden.device))
+    if of is not None:
+        loss = loss * (len(hidden) // 2 / of)
+    return loss, list(details.token_logps.split([len(t) for t in targets]))
 
 
 def group_advantages(rewards: torch.Tensor, groups: torch.Tensor, normalise: bool) -> torch.Tensor:

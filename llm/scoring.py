@@ -18,7 +18,11 @@ under its policy (with them). Each role's sequences are a :class:`Job`. :func:`s
   at once, so one micro-batch's activations are alive at a time (gradient accumulation);
 - **shared prompts** (``share_prompts``): sequences of a micro-batch with the same prompt
   and adapter (a DPO pair's chosen and rejected answers) run the prompt once and continue
-  from its key-value cache (``losses.completion_logprobs``).
+  from its key-value cache (``losses.completion_logprobs``);
+- **losses on hidden states** (``Job.fused``): with gradients, a fused job's sequences skip
+  the per-token log-probs; ``on_part`` gets their hidden states and targets instead
+  (``Part.hidden``, ``Part.targets``, ``Part.head``: the input of a fused loss such as
+  ``redgame.kernels.fused_preference_loss``) and fills ``Part.values`` (detached) itself.
 
 Usage::
 
@@ -34,7 +38,7 @@ from typing import Callable
 
 import torch
 
-from redgame.llm.losses import TokenLogprobs, completion_logprobs
+from redgame.llm.losses import TokenLogprobs, completion_hidden, completion_logprobs, token_logprobs
 
 
 @dataclass
@@ -46,6 +50,7 @@ class Job:
     enter: Callable                 # a context manager yielding the model set up for this job alone
     sequences: list                 # rollout Completions (prompt_ids, completion_ids)
     units: list[list[int]] = field(default_factory=list)  # sequences that share a micro-batch; default: each alone
+    fused: bool = False             # with gradients, on_part gets this job's hidden states, not log-probs
 
     def __post_init__(self):
         if not self.units:
@@ -58,6 +63,9 @@ class Part:
 
     units: list[int]                          # indices into job.units
     values: dict[int, torch.Tensor]           # sequence index -> its per-token log-probs
+    hidden: dict[int, torch.Tensor] = field(default_factory=dict)   # fused jobs: sequence -> [tokens, d]
+    targets: dict[int, torch.Tensor] = field(default_factory=dict)  # fused jobs: sequence -> [tokens] ids
+    head: torch.Tensor | None = None                                # fused jobs: the LM head [V, d]
 
 
 def _length(job: Job, unit: list[int]) -> int:
@@ -136,12 +144,16 @@ def _score_pass(jobs: list[Job], indices: list[int], values: list[dict], pad_id:
         prompts = [jobs[j].sequences[i].prompt_ids for j, i in seqs]
         comps = [jobs[j].sequences[i].completion_ids for j, i in seqs]
         route = None if route_names is None else (route_names, [adapter_of[j] for j, _ in seqs])
-        lp = completion_logprobs(jobs[0].model, prompts, comps, pad_id, use_kernels=use_kernels, chunk=chunk,
-                                 route=route, share_prompts=share_prompts)
-        per_seq = lp.per_sequence()
-        parts: dict[int, Part] = {}
-        for (j, i), v in zip(seqs, per_seq):
-            parts.setdefault(indices[j], Part([], {})).values[i] = v
+        parts: dict[int, Part] = {indices[j]: Part([], {}) for j, _ in batch}
+        fused = [jobs[j].fused and on_part is not None and torch.is_grad_enabled() for j, _ in seqs]
+        if any(fused):
+            _fused_inputs(jobs[0].model, seqs, prompts, comps, fused, pad_id, route, use_kernels, share_prompts,
+                          [parts[indices[j]] for j, _ in seqs])
+        else:
+            lp = completion_logprobs(jobs[0].model, prompts, comps, pad_id, use_kernels=use_kernels, chunk=chunk,
+                                     route=route, share_prompts=share_prompts)
+            for (j, i), v in zip(seqs, lp.per_sequence()):
+                parts[indices[j]].values[i] = v
         for j, u in batch:
             parts[indices[j]].units.append(u)
         if on_part is not None and torch.is_grad_enabled():
@@ -150,3 +162,19 @@ def _score_pass(jobs: list[Job], indices: list[int], values: list[dict], pad_id:
                 loss.backward()
         for k, part in parts.items():
             values[k].update({i: v.detach() for i, v in part.values.items()})
+
+
+def _fused_inputs(model, seqs, prompts, comps, fused: list[bool], pad_id: int, route, use_kernels,
+                  share_prompts: bool, parts: list[Part]) -> None:
+    """One forward pass; fused sequences' hidden states and targets, the others' log-probs, into their parts."""
+    hidden, head, targets = completion_hidden(model, prompts, comps, pad_id, route, share_prompts)
+    lengths = [len(c) for c in comps]
+    rows, row_targets = hidden.split(lengths), targets.split(lengths)
+    plain = [k for k, f in enumerate(fused) if not f]
+    if plain:
+        values = token_logprobs(torch.cat([rows[k] for k in plain]), head, torch.cat([row_targets[k] for k in plain]),
+                                use_kernels=use_kernels).split([lengths[k] for k in plain])
+        for k, v in zip(plain, values):
+            parts[k].values[seqs[k][1]] = v
+    for k in (k for k, f in enumerate(fused) if f):
+        parts[k].hidden[seqs[k][1]], parts[k].targets[seqs[k][1]], parts[k].head = rows[k], row_targets[k], head

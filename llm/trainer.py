@@ -50,8 +50,8 @@ from redgame.kernels.peft_patch import FUSED_CALLS
 from redgame.llm import checkpoint as ckpt
 from redgame.llm import distributed
 from redgame.llm.config import ABLATIONS, TrainConfig
-from redgame.llm.losses import (TokenLogprobs, completion_logprobs, dpo_pairs_loss, group_advantages, kl_to_reference,
-                                policy_gradient_loss, reinforce_pp_advantages)
+from redgame.llm.losses import (TokenLogprobs, completion_logprobs, dpo_pairs_loss, fused_pairs_loss, group_advantages,
+                                kl_to_reference, policy_gradient_loss, reinforce_pp_advantages)
 from redgame.llm.population import Population, write_summary as write_population
 from redgame.llm.population import eval_seeds as population_eval_seeds
 from redgame.llm.rewards import judge_round, rules_from_config
@@ -368,7 +368,20 @@ def implementations(game: Game, fused_calls: int, peft_calls: int) -> dict:
     lora = kernel if fused_calls else "peft"
     if fused_calls and peft_calls:
         lora += "+peft"
-    return {"kernels/lora": lora, "kernels/logprobs": kernel}
+    return {"kernels/lora": lora, "kernels/logprobs": kernel,
+            "kernels/preference": kernel if fused_preference(game) else "none"}
+
+
+def fused_preference(game: Game) -> bool:
+    """Whether the DPO / IPO update runs through ``redgame.kernels.fused_preference_loss``.
+
+    With the kernels on, for a frozen LM head (LoRA roles), without activation checkpointing
+    (``update_chunk``, which needs the log-probs per chunk).
+    """
+    cfg = game.cfg
+    if not game.kernels or cfg.resolved_loss() not in ("dpo", "ipo") or cfg.update_chunk:
+        return False
+    return not any(m.get_output_embeddings().weight.requires_grad for m in game.roles.models())
 
 
 def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: bool, overwrite: bool,
@@ -694,11 +707,23 @@ def score_reference(game: Game, batches: list[RoleBatch]) -> None:
 
 
 def _part_loss(cfg: TrainConfig, batches: list[RoleBatch], parts: dict):
-    """The loss share of one micro-batch: each role's units in it, weighted by the role's share."""
+    """The loss share of one micro-batch: each role's units in it, weighted by the role's share.
+
+    A part with hidden states (the fused DPO / IPO path) gets its loss from
+    :func:`redgame.llm.losses.fused_pairs_loss`, which also gives its log-probs.
+    """
     losses = []
     for j, part in parts.items():
         b = batches[j]
         order = [b.units[u][k] for k in range(len(b.units[0])) for u in part.units]  # chosen..., rejected...
+        if part.hidden:
+            ref_sums = torch.stack([b.reference[i].sum() for i in order])
+            loss, values = fused_pairs_loss([part.hidden[i] for i in order], [part.targets[i] for i in order],
+                                            part.head, ref_sums, beta=cfg.beta, kind=cfg.resolved_loss(),
+                                            nll_weight=cfg.nll_weight, of=b.of)
+            part.values.update(zip(order, values))
+            losses.append(loss * b.share)
+            continue
         policy = TokenLogprobs.of_sequences([part.values[i] for i in order])
         reference = TokenLogprobs.of_sequences([b.reference[i] for i in order])
         advantages = None if b.advantages is None else torch.cat([b.advantages[i] for i in order])
@@ -715,7 +740,9 @@ def take_update(game: Game, step: int, batches: list[RoleBatch], keys: dict, row
         game.optimizers[key].zero_grad(set_to_none=True)
         for p in roles.parameters(owners[0]):
             p.requires_grad_(True)  # both adapters learn in one pass (set_adapter would freeze the other)
-    jobs = [Job(*roles.seat(b.role), lambda r=b.role: roles.policy(r), b.sequences, b.units) for b in batches]
+    fused = fused_preference(game)
+    jobs = [Job(*roles.seat(b.role), lambda r=b.role: roles.policy(r), b.sequences, b.units, fused=fused)
+            for b in batches]
     policy = _score(game, jobs, on_part=lambda parts: _part_loss(cfg, batches, parts))
     losses: dict = {}
     for b, logprobs in zip(batches, policy):

@@ -100,6 +100,40 @@ def test_details_give_the_sequence_sums_and_margins(path, rng):
     check_close(loss, want, torch.float32, "loss")
 
 
+def test_reference_log_probs_given_instead_of_reference_hidden_states(path, rng):
+    """ref_logps (the game's precomputed reference sums): the same loss and d hidden, 4·N·V·d FLOPs in all."""
+    hidden, ref_hidden, head, targets = _batch(rng, pairs=3)
+    loss, details = fused_preference_loss(hidden, ref_hidden, head, targets, beta=0.3, kind="ipo", nll_weight=1.0,
+                                          with_details=True)
+    (want_grad,) = torch.autograd.grad(loss, hidden)
+    ref_sums = token_logprobs_naive(ref_hidden.double().reshape(-1, hidden.shape[-1]), head.double(),
+                                    targets.reshape(-1)).view(6, -1).sum(1)
+    with FlopCounterMode(display=False) as flops:
+        given = fused_preference_loss(hidden, None, head, targets, beta=0.3, kind="ipo", nll_weight=1.0,
+                                      ref_logps=ref_sums.float())
+    counted = int((targets != -100).sum())
+    assert flops.get_total_flops() == 4 * counted * head.shape[0] * head.shape[1]
+    (grad,) = torch.autograd.grad(given, hidden)
+    check_close(given, loss.detach().double(), torch.float32, "loss")
+    check_close(grad, want_grad.double(), torch.float32, "d hidden")
+    kept = targets != -100
+    per_token = token_logprobs_naive(hidden.detach().double()[kept], head.double(), targets[kept])
+    check_close(details.token_logps, per_token, torch.float32, "per-token policy log-probs, row by row")
+
+
+@pytest.mark.parametrize("reference, message", [
+    (dict(), "exactly one of them"),
+    (dict(ref_hidden=torch.randn(4, 9, 16), ref_logps=torch.zeros(4)), "exactly one of them"),
+    (dict(ref_logps=torch.zeros(3)), r"ref_logps must be \[2B=4\]"),
+    (dict(ref_logps=torch.zeros(4, dtype=torch.long)), "float sequence log-probs"),
+])
+def test_the_reference_is_given_one_way(reference, message):
+    args = dict(hidden=torch.randn(4, 9, 16), ref_hidden=None, head_weight=torch.randn(301, 16),
+                targets=torch.zeros(4, 9, dtype=torch.long))
+    with pytest.raises(UserError, match=message):
+        fused_preference_loss(**{**args, **reference})
+
+
 def test_no_counted_token_gives_zero_margins_and_no_gradient(path, rng):
     hidden, ref_hidden, head, targets = _batch(rng)
     targets[:] = -100

@@ -12,7 +12,7 @@ from redgame.llm.config import TrainConfig
 from redgame.llm.rollout import Completion
 from redgame.llm.scoring import Job, micro_batches, score
 from redgame.llm.trainer import loss_from_logprobs
-from redgame.llm.losses import TokenLogprobs, group_advantages
+from redgame.llm.losses import TokenLogprobs, fused_pairs_loss, group_advantages
 
 
 def _roles(tiny, regime="bipolicy", reference="base"):
@@ -38,20 +38,21 @@ def _sequences(n, seed):
     return out
 
 
-def _jobs(roles, reference=False):
+def _jobs(roles, reference=False, fused=False):
     """A DPO job for each role: 3 pairs for the attacker, 5 for the defender (chosen k, rejected n + k)."""
     jobs = []
     for role, pairs, seed in (("attacker", 3, 1), ("defender", 5, 2)):
         enter = (lambda r=role: roles.reference(r)) if reference else (lambda r=role: roles.policy(r))
         units = [[k, pairs + k] for k in range(pairs)]
-        jobs.append(Job(*roles.seat(role, reference=reference), enter, _sequences(2 * pairs, seed), units))
+        jobs.append(Job(*roles.seat(role, reference=reference), enter, _sequences(2 * pairs, seed), units,
+                        fused=fused))
     return jobs
 
 
 CFG = TrainConfig(beta=0.5, nll_weight=2.0, loss="dpo")
 
 
-def _update(roles, *, together, micro_tokens, kernels, chunk=0):
+def _update(roles, *, together, micro_tokens, kernels, chunk=0, fused=False):
     """Reference, then policy with the DPO loss back-propagated part by part: log-probs, losses, gradients."""
     models = [m for m in roles.models() if hasattr(m, "peft_config")]
     for m in models:
@@ -63,12 +64,22 @@ def _update(roles, *, together, micro_tokens, kernels, chunk=0):
         for p in roles.parameters(role):
             p.grad = None
             p.requires_grad_(True)
-    jobs = _jobs(roles)
+    jobs = _jobs(roles, fused=fused)
+    kinds = set()  # which path each part took
 
     def on_part(parts):
         total = 0.0
         for j, part in parts.items():
+            kinds.add("hidden" if part.hidden else "log-probs")
             order = [jobs[j].units[u][k] for k in range(2) for u in part.units]
+            if part.hidden:  # the fused path: hidden states in, the loss and the log-probs out
+                ref_sums = torch.stack([refs[j][i].sum() for i in order])
+                loss, values = fused_pairs_loss([part.hidden[i] for i in order], [part.targets[i] for i in order],
+                                                part.head, ref_sums, beta=CFG.beta, nll_weight=CFG.nll_weight,
+                                                of=len(jobs[j].units))
+                part.values.update(zip(order, values))
+                total = total + loss
+                continue
             pol = TokenLogprobs.of_sequences([part.values[i] for i in order])
             ref = TokenLogprobs.of_sequences([refs[j][i] for i in order])
             total = total + loss_from_logprobs(CFG, pol, ref, of=len(jobs[j].units))[0]
@@ -81,7 +92,7 @@ def _update(roles, *, together, micro_tokens, kernels, chunk=0):
              for n, p in roles.named_parameters(role)}
     for m in models:
         unpatch(m)
-    return [lp.values for lp in policy], [torch.cat(r) for r in refs], losses, grads
+    return [lp.values for lp in policy], [torch.cat(r) for r in refs], losses, grads, kinds
 
 
 def _assert_same(a, b, tol=1e-5):
@@ -109,6 +120,17 @@ def test_micro_batches_add_up_to_the_whole_batch(tiny, micro_tokens, chunk):
     whole = _update(roles, together=True, micro_tokens=0, kernels=True)
     parts = _update(roles, together=True, micro_tokens=micro_tokens, kernels=True, chunk=chunk)
     _assert_same(parts, whole)
+
+
+@pytest.mark.parametrize("micro_tokens", [0, 40])
+def test_the_fused_preference_loss_on_hidden_states_equals_the_log_prob_path(tiny, micro_tokens):
+    """Fused jobs (kernels.fused_preference_loss on the hidden states): the previous path's log-probs,
+    losses and gradients, whole or in micro-batches."""
+    roles = _roles(tiny)
+    previous = _update(roles, together=False, micro_tokens=0, kernels=False)
+    fused = _update(roles, together=True, micro_tokens=micro_tokens, kernels=True, fused=True)
+    assert previous[4] == {"log-probs"} and fused[4] == {"hidden"}
+    _assert_same(fused, previous)
 
 
 def test_separate_models_or_peft_layers_fall_back_to_one_pass_per_role(tiny, monkeypatch):

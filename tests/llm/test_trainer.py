@@ -190,13 +190,15 @@ def test_update_epochs_take_several_optimiser_steps_on_one_reference(tmp_path, j
     from redgame.llm import scoring
 
     rows = {"reference": 0, "policy": 0}
-    real = scoring.completion_logprobs
 
-    def counting(model, prompts, *args, **kwargs):
-        rows["policy" if torch.is_grad_enabled() else "reference"] += len(prompts)  # the reference runs under no_grad
-        return real(model, prompts, *args, **kwargs)
+    def counting(real):
+        def count(model, prompts, *args, **kwargs):
+            rows["policy" if torch.is_grad_enabled() else "reference"] += len(prompts)  # the reference: no_grad
+            return real(model, prompts, *args, **kwargs)
+        return count
 
-    monkeypatch.setattr(scoring, "completion_logprobs", counting)
+    for name in ("completion_logprobs", "completion_hidden"):  # log-probs, or hidden states for a fused loss
+        monkeypatch.setattr(scoring, name, counting(getattr(scoring, name)))
     monkeypatch.setattr(judge, "faithful_threshold", -1.0)
     train(tiny_config(regime="bipolicy", steps=1, update_epochs=3), tmp_path, progress=False,
           base=load_base("tiny"), judge=judge)
@@ -210,15 +212,22 @@ def test_update_epochs_take_several_optimiser_steps_on_one_reference(tmp_path, j
         tiny_config(update_epochs=0).validate()
 
 
-def test_kernels_on_and_off_train_alike_and_the_metrics_say_which_ran(tmp_path, judge, tiny_config):
-    """kernels=on: redgame.kernels' torch path on CPU, both roles in one pass; off: peft, one pass per role."""
-    rows = {}
+def test_kernels_on_and_off_train_alike_and_the_metrics_say_which_ran(tmp_path, judge, tiny_config, monkeypatch):
+    """kernels=on: redgame.kernels' torch path on CPU, both roles in one pass, DPO by fused_preference_loss;
+    off: peft, one pass per role, DPO on the log-probs."""
+    rows, fused_calls = {}, {}
+    real = trainer.fused_pairs_loss
     for kernels in ("on", "off"):
+        calls = fused_calls.setdefault(kernels, [])
+        monkeypatch.setattr(trainer, "fused_pairs_loss", lambda *a, calls=calls, **k: calls.append(1) or real(*a, **k))
         cfg = tiny_config(regime="bipolicy", steps=2, kernels=kernels, seed=3)
         train(cfg, tmp_path / kernels, progress=False, base=load_base("tiny"), judge=judge)
         rows[kernels] = [json.loads(line) for line in (tmp_path / kernels / "metrics.jsonl").read_text().splitlines()]
     assert {r["kernels/lora"] for r in rows["on"]} == {"torch"} and {r["kernels/lora"] for r in rows["off"]} == {"peft"}
     assert {r["kernels/logprobs"] for r in rows["on"] + rows["off"]} == {"torch"}
+    assert {r["kernels/preference"] for r in rows["on"]} == {"torch"}  # DPO through fused_preference_loss
+    assert {r["kernels/preference"] for r in rows["off"]} == {"none"}
+    assert fused_calls["on"] and not fused_calls["off"]
     compared = [k for k in rows["off"][0] if k.endswith(("/pref_loss", "/margin", "/nll", "/kl", "/grad_norm"))]
     assert compared
     for key in compared:  # step 1 samples the same round (same seed, zero B): the same update
