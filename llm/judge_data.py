@@ -104,17 +104,20 @@ def _exchange(row, where: str) -> Exchange:
     return Exchange(prompt, response, seed_class, seen, bool(row.get("truncated")), labels, row)
 
 
-def parse_exchanges(text: str, where: str) -> list[Exchange]:
-    """Exchanges from JSONL text; a bad line raises a one-line UserError naming it."""
-    out = []
+def jsonl_rows(text: str, where: str):
+    """(line number, parsed object) of each non-blank line; invalid JSON is a one-line UserError naming the line."""
     for n, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            yield n, json.loads(line)
         except json.JSONDecodeError as exc:
             raise UserError(f"{where}, line {n}: not valid JSON ({exc.msg})") from None
-        out.append(_exchange(row, f"{where}, line {n}"))
+
+
+def parse_exchanges(text: str, where: str) -> list[Exchange]:
+    """Exchanges from JSONL text; a bad line raises a one-line UserError naming it."""
+    out = [_exchange(row, f"{where}, line {n}") for n, row in jsonl_rows(text, where)]
     if not out:
         raise UserError(f"{where}: no exchanges in it")
     return out
@@ -214,13 +217,7 @@ def load_second_labels(path: str | Path) -> dict[str, dict]:
     """A second labeller's labels: one JSON object per line with ``id`` and any of the boolean labels."""
     _, where, text = read_user_text(path, "second labels")
     labels: dict[str, dict] = {}
-    for n, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{where}, line {n}: not valid JSON ({exc.msg})") from None
+    for n, row in jsonl_rows(text, where):
         if not isinstance(row, dict) or not isinstance(row.get("id"), str):
             raise UserError(f"{where}, line {n}: each line needs a string field 'id'")
         if row["id"] in labels:
