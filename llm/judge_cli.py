@@ -23,7 +23,8 @@ def register(llm_subparsers) -> None:
         description="Each input line: prompt, response; optional seed_class (harmful | benign), attack, seed with "
                     "original_class, truncated, and the labels harmful / refused / degenerate / attack_harmful / "
                     "attack_faithful. Prints one JSON line per input (refused, harmful, refusal, harmfulness, score, "
-                    "...) in input order, and precision / recall / F1 / accuracy of each label the lines carry "
+                    "...) in input order, and precision / recall / F1 / accuracy / Cohen's kappa of each label the "
+                    "lines carry "
                     "(to stderr; with --json, all in one JSON document on stdout).")
     jd.add_argument("--judge", default="embedded",
                     help="'embedded', 'embedded:<folder>', 'lm:<model>' or 'http:<url>[#model]' (default: embedded)")
