@@ -101,7 +101,8 @@ def test_details_give_the_sequence_sums_and_margins(path, rng):
 
 
 def test_reference_log_probs_given_instead_of_reference_hidden_states(path, rng):
-    """ref_logps (the game's precomputed reference sums): the same loss and d hidden, 4·N·V·d FLOPs in all."""
+    """ref_logps (the game's precomputed reference sums): the same loss and d hidden, one pass over the vocabulary
+    (4·N·V·d FLOPs on the torch path)."""
     hidden, ref_hidden, head, targets = _batch(rng, pairs=3)
     loss, details = fused_preference_loss(hidden, ref_hidden, head, targets, beta=0.3, kind="ipo", nll_weight=1.0,
                                           with_details=True)
@@ -111,8 +112,12 @@ def test_reference_log_probs_given_instead_of_reference_hidden_states(path, rng)
     with FlopCounterMode(display=False) as flops:
         given = fused_preference_loss(hidden, None, head, targets, beta=0.3, kind="ipo", nll_weight=1.0,
                                       ref_logps=ref_sums.float())
-    counted = int((targets != -100).sum())
-    assert flops.get_total_flops() == 4 * counted * head.shape[0] * head.shape[1]
+    mode, calls = path
+    if mode == "torch":  # FlopCounterMode sees torch ops only, not Triton launches
+        counted = int((targets != -100).sum())
+        assert flops.get_total_flops() == 4 * counted * head.shape[0] * head.shape[1]
+    else:  # one online pass each for policy and reference above, then the policy's alone
+        assert calls == {"online_logprob_parts": 3}
     (grad,) = torch.autograd.grad(given, hidden)
     check_close(given, loss.detach().double(), torch.float32, "loss")
     check_close(grad, want_grad.double(), torch.float32, "d hidden")
