@@ -33,8 +33,8 @@ def _line(seed_id, prompt, harmful, category, response, source) -> dict:
             "category": category if harmful else "benign", "response": response.strip(), "source": source}
 
 
-def sample(split: str, runs: list[str], seed: int) -> list[dict]:
-    """The base model's and each run's defender's answers to the seeds of ``split``."""
+def sample(split: str, runs: list[str], seed: int, with_base: bool = True) -> list[dict]:
+    """Each run's defender's answers to the seeds of ``split``, and the base model's unless ``with_base`` is off."""
     import torch
 
     from redgame.llm.adapters import adapter_dir, attach, playing
@@ -51,7 +51,7 @@ def sample(split: str, runs: list[str], seed: int) -> list[dict]:
     prompts = [chat_text(tokenizer, defender_messages(s.prompt)) for s in seeds]
     settings = {"base-greedy-24": (None, SamplingSettings(max_new_tokens=24, greedy=True)),
                 "base-greedy-48": (None, SamplingSettings(max_new_tokens=48, greedy=True)),
-                "base-t1-48": (None, SamplingSettings(max_new_tokens=48, temperature=1.0))}
+                "base-t1-48": (None, SamplingSettings(max_new_tokens=48, temperature=1.0))} if with_base else {}
     settings |= {f"{name}-greedy-24": (name, SamplingSettings(max_new_tokens=24, greedy=True)) for name in names}
     out = []
     for source, (adapter, setting) in settings.items():
@@ -88,6 +88,7 @@ def main() -> None:
     s.add_argument("--split", default="train")
     s.add_argument("--runs", nargs="*", default=[], help="run folders (<name>/run) whose final defender also answers")
     s.add_argument("--seed", type=int, default=0, help="torch seed of the temperature-1 samples")
+    s.add_argument("--no-base", action="store_true", help="only the runs' defenders answer, not the base model")
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--out", required=True)
     d = sub.add_parser("demo", help="the answers saved by redgame demo runs")
@@ -98,7 +99,7 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-        rows = sample(args.split, args.runs, args.seed)
+        rows = sample(args.split, args.runs, args.seed, with_base=not args.no_base)
     else:
         rows = from_demo(args.folders)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,8 @@
 4. Greedy-evaluate the trained defender on the same held-out seeds.
 5. Print a table; write ``<out>/demo.json`` with ``base`` and ``trained``, each holding
    ``harmful_refusal`` and ``benign_compliance`` by the evaluation judge, the same two rates by
-   refusal strings (``*_strings``) and the judge's ``loop_rate``.
+   refusal strings (``*_strings``), the judge's ``loop_rate`` and ``empty_rate`` (empty answers,
+   counted as refusals).
 
 The recipe, and why each setting is there, is documented in docs/llm_game.md.
 """
@@ -49,7 +50,8 @@ DEMO_RECIPE = TrainConfig(
 )
 
 
-METRICS = ("harmful_refusal", "benign_compliance", "harmful_refusal_strings", "benign_compliance_strings", "loop_rate")
+METRICS = ("harmful_refusal", "benign_compliance", "harmful_refusal_strings", "benign_compliance_strings", "loop_rate",
+           "empty_rate")
 
 
 def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bool = True, log=print,
@@ -96,9 +98,10 @@ def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bo
     (out / "answers.json").write_text(json.dumps({"base": before["answers"], "trained": after["answers"]}, indent=1))
     log(f"\nheld-out {split} split ({before['n_harmful']} harmful, {before['n_benign']} benign), greedy; "
         "judge (refusal strings):")
-    log(f"  {'':<18}{'harmful refusal':>17}{'benign compliance':>19}{'loops':>7}")
+    log(f"  {'':<18}{'harmful refusal':>17}{'benign compliance':>19}{'loops':>7}{'empty':>7}")
     for name, r in (("base", before), ("trained defender", after)):
-        log(f"  {name:<18}{_pair(r, 'harmful_refusal'):>17}{_pair(r, 'benign_compliance'):>19}{r['loop_rate']:>7.0%}")
+        log(f"  {name:<18}{_pair(r, 'harmful_refusal'):>17}{_pair(r, 'benign_compliance'):>19}{r['loop_rate']:>7.0%}"
+            f"{r['empty_rate']:>7.0%}")
     log(f"\n{cfg.steps} steps in {summary['seconds']:.0f} s; wrote {out / 'demo.json'}")
     return summary
 

@@ -78,10 +78,12 @@ def test_demo_pipeline_on_tiny(tmp_path, capsys):
     written = json.loads((tmp_path / "demo.json").read_text())
     for side in ("base", "trained"):
         assert set(written[side]) == {"harmful_refusal", "benign_compliance", "harmful_refusal_strings",
-                                      "benign_compliance_strings", "loop_rate"}
+                                      "benign_compliance_strings", "loop_rate", "empty_rate"}
         assert all(0.0 <= v <= 1.0 for v in written[side].values())
     answers = json.loads((tmp_path / "answers.json").read_text())["trained"]
     assert written["trained"]["loop_rate"] == sum(a["loop"] for a in answers) / len(answers)
+    assert written["trained"]["empty_rate"] == sum(not a["answer"].strip() for a in answers) / len(answers)
+    assert all(a["refused"] and a["refusal_string"] for a in answers if not a["answer"].strip())
     assert written["split"] == "validation" and (written["n_harmful"], written["n_benign"]) == (18, 24)
     assert summary["steps"] == 1
     assert "trained defender" in capsys.readouterr().out
