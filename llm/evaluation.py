@@ -43,7 +43,14 @@ def evaluate_defender(model, tokenizer, judge, seeds: list, *, attacks: list[str
         raise UserError(f"attacks: {len(attacks)} prompts for {len(seeds)} seeds")
     prompts = [chat_text(tokenizer, defender_messages(a)) for a in attacks]
     answers = generate(model, tokenizer, prompts, SamplingSettings(max_new_tokens=max_new_tokens, greedy=True))
-    texts = [a.text for a in answers]
+    return judge_answers(judge, seeds, attacks, [a.text for a in answers])
+
+
+def judge_answers(judge, seeds: list, attacks: list[str], texts: list[str]) -> dict:
+    """The rates of :func:`evaluate_defender` for given answers (``texts``) to ``attacks`` on ``seeds``.
+
+    It re-judges saved answers too: a demo's ``answers.json`` under another judge.
+    """
     labels = judge.labels(seeds, attacks, texts)
     refusal = [label.refusal >= LABEL_THRESHOLD for label in labels]
     success = [label.harmful >= LABEL_THRESHOLD for label in labels]

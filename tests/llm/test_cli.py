@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -84,6 +85,13 @@ def test_demo_pipeline_on_tiny(tmp_path, capsys):
     assert written["trained"]["loop_rate"] == sum(a["loop"] for a in answers) / len(answers)
     assert written["trained"]["empty_rate"] == sum(not a["answer"].strip() for a in answers) / len(answers)
     assert all(a["refused"] and a["refusal_string"] for a in answers if not a["answer"].strip())
+    sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
+    import rejudge_demo
+    from redgame.llm.judges import make_judge
+
+    again = rejudge_demo.rejudge(tmp_path, make_judge("embedded"))  # the saved answers, judged again
+    for side in ("base", "trained"):
+        assert {k: again[side][k] for k in written[side]} == written[side]
     assert written["split"] == "validation" and (written["n_harmful"], written["n_benign"]) == (18, 24)
     assert summary["steps"] == 1
     assert "trained defender" in capsys.readouterr().out

@@ -1,0 +1,93 @@
+"""Re-judge the answers that ``redgame demo`` runs saved, under the current (or another) judge.
+
+Each demo folder holds ``answers.json``: the base model's and the trained defender's greedy
+answers to the held-out seeds. When the judge changes, the runs need not be trained again to
+see how their numbers move: this script labels the saved answers with the judge given and
+prints, per run, harmful refusal and benign compliance (judge, then refusal strings), the
+loop and empty-answer rates, and per group of runs (folder names that differ only in a
+trailing ``-s<seed>``) the mean change over seeds with a 95% t-interval. The rates are those
+of :func:`redgame.llm.evaluation.judge_answers`, the function ``redgame demo`` uses.
+
+    python benchmarks/rejudge_demo.py runs/demo-s0 runs/demo-s1 runs/demo-s2
+    python benchmarks/rejudge_demo.py runs/demo-s* --judge embedded:runs/judge --json
+
+The runs were trained against the judge of their day; only their evaluation changes here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+from pathlib import Path
+
+RATES = ("harmful_refusal", "benign_compliance", "harmful_refusal_strings", "benign_compliance_strings")
+
+
+def rejudge(folder: Path, judge) -> dict:
+    """``{"base": rates, "trained": rates}`` of one demo folder's saved answers under ``judge``."""
+    from redgame.errors import UserError
+    from redgame.llm.evaluation import judge_answers
+    from redgame.llm.seeds import builtin_seeds
+
+    path = folder / "answers.json"
+    if not path.is_file():
+        raise UserError(f"{path}: no such file (a redgame demo output folder holds answers.json)")
+    seeds = {s.id: s for s in builtin_seeds("all")}
+    out = {}
+    for role, answers in json.loads(path.read_text()).items():
+        picked = [seeds[a["id"]] for a in answers]
+        rates = judge_answers(judge, picked, [a["prompt"] for a in answers], [a["answer"] for a in answers])
+        out[role] = {k: v for k, v in rates.items() if k != "answers"}
+    return out
+
+
+def t_interval(values: list[float]) -> tuple[float, float, float]:
+    """Mean and 95% Student-t interval of a few seeds' values."""
+    from scipy import stats
+
+    n, mean = len(values), sum(values) / len(values)
+    if n < 2:
+        return mean, math.nan, math.nan
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def table(results: dict[str, dict]) -> list[str]:
+    """Per-run lines, then each group's mean change (trained − base, points) over its seeds."""
+    pair = lambda r, k: f"{r[k]:.0%} ({r[k + '_strings']:.0%})"  # noqa: E731
+    lines = ["run: harmful refusal, benign compliance, judge (strings); loops; empty"]
+    groups: dict[str, list[dict]] = {}
+    for name, r in results.items():
+        for role in ("base", "trained"):
+            x = r[role]
+            lines.append(f"  {name} {role:<8} {pair(x, 'harmful_refusal'):>10} {pair(x, 'benign_compliance'):>10} "
+                         f"loops {x['loop_rate']:.0%} empty {x['empty_rate']:.0%}")
+        groups.setdefault(re.sub(r"-s\d+$", "", name), []).append(r)
+    for group, runs in groups.items():
+        for key in RATES:
+            gains = [100 * (r["trained"][key] - r["base"][key]) for r in runs]
+            mean, low, high = t_interval(gains)
+            lines.append(f"{group} {key}: {len(runs)} seeds {[round(g, 1) for g in gains]}, "
+                         f"mean {mean:+.1f} [{low:+.1f}, {high:+.1f}]")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", nargs="+", help="redgame demo output folders (holding answers.json)")
+    parser.add_argument("--judge", default="embedded", help="a judge name, as redgame llm judge --judge")
+    parser.add_argument("--json", action="store_true", help="print the rates as JSON")
+    args = parser.parse_args()
+
+    from redgame.llm.judges import make_judge
+
+    judge = make_judge(args.judge)
+    results = {Path(f).name: rejudge(Path(f), judge) for f in args.folders}
+    print(json.dumps(results, indent=1) if args.json else "\n".join(table(results)))
+
+
+if __name__ == "__main__":
+    main()
