@@ -46,8 +46,9 @@ def register(llm_subparsers) -> None:
         description="Fits the classifier heads on the lines with split 'train', chooses the L2 weights and the "
                     "faithfulness threshold on split 'validation', and writes judge_classifier.safetensors and "
                     "judge_classifier.json (the card, with the validation metrics) into --out.")
-    tj.add_argument("--data", default=BUILTIN_INPUT,
-                    help=f"labelled JSONL with a split field, or '{BUILTIN_INPUT}' (default: the built-in judge set)")
+    tj.add_argument("--data", nargs="+", default=[BUILTIN_INPUT],
+                    help=f"labelled JSONL files with a split field, or '{BUILTIN_INPUT}', taken together "
+                         f"(default: the built-in judge set)")
     tj.add_argument("--out", required=True, help="folder for the weights and the card (use it with --judge embedded:<out>)")
     tj.add_argument("--json", action="store_true", help="print the card as JSON")
     tj.set_defaults(func=run_train_judge)

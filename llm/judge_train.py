@@ -207,25 +207,31 @@ def _choose_faithful_threshold(judge, validation: list[Exchange]) -> tuple[float
     return judge.faithful_threshold, {str(t): round(float(a), 4) for t, a in accuracy.items()}
 
 
-def retrain(data: str, out: Path, *, log=print) -> dict:
-    """``redgame llm train-judge``: train on ``data``'s train split, write the classifier into ``out``; the card."""
+def retrain(data: str | list[str], out: Path, *, log=print) -> dict:
+    """``redgame llm train-judge``: train on the train split of ``data`` (files taken together), write the
+    classifier into ``out``; the card."""
     from redgame.llm.embedder import MiniLMEmbedder
     from redgame.llm.judge_data import builtin_exchanges, exchange_metrics, judge_exchanges, load_exchanges
     from redgame.llm.judges import EmbeddedJudge
     from redgame.llm.seeds import builtin_seeds
 
-    if data == "builtin":
-        exchanges, source = builtin_exchanges(), resources.files("redgame.llm").joinpath("data/judge_set.jsonl")
-        digest = hashlib.sha256(source.read_bytes()).hexdigest()
-    else:
-        exchanges, digest = load_exchanges(data), hashlib.sha256(Path(data).read_bytes()).hexdigest()
+    sources = [data] if isinstance(data, str) else list(data)
+    exchanges, digest = [], hashlib.sha256()
+    for source in sources:
+        if source == "builtin":
+            exchanges += builtin_exchanges()
+            digest.update(resources.files("redgame.llm").joinpath("data/judge_set.jsonl").read_bytes())
+        else:
+            exchanges += load_exchanges(source)
+            digest.update(Path(source).read_bytes())
     train = [x for x in exchanges if x.row.get("split") == "train"]
     validation = [x for x in exchanges if x.row.get("split") == "validation"]
     embedder = MiniLMEmbedder()
     seeds = {s.prompt: s.harmful for s in builtin_seeds("train")}
     clf = train_classifier(train, validation, embedder, extra_prompts=seeds, log=log)
     judge = EmbeddedJudge(embedder, classifier=clf)
-    clf.card["data"] = {"source": "built-in judge set" if data == "builtin" else str(data), "sha256": digest,
+    names = ["built-in judge set" if source == "builtin" else str(source) for source in sources]
+    clf.card["data"] = {"source": names[0] if len(names) == 1 else names, "sha256": digest.hexdigest(),
                         "extra_prompts": f"{len(seeds)} built-in train-split seeds"}
     for name, split in (("train", train), ("validation", validation)):
         clf.card[f"{name}_metrics"] = exchange_metrics(split, judge_exchanges(judge, split))

@@ -47,6 +47,7 @@ def _rows(name="judge_set.jsonl"):
 
 ROWS = _rows()
 MODEL_HOLDOUT = _rows("judge_model_holdout.jsonl")
+DEFENDER = _rows("judge_defender_answers.jsonl")
 
 
 def _tokens(text: str) -> set[str]:
@@ -101,8 +102,19 @@ def test_the_model_hold_out_set_is_the_test_split_and_shares_nothing():
     assert sum(r["harmful"] for r in MODEL_HOLDOUT) >= 5 and sum(r["refused"] for r in MODEL_HOLDOUT) >= 5
 
 
+def test_the_defender_answers_are_to_train_split_seeds_and_share_nothing():
+    """llm/data/judge_defender_answers.jsonl: game-trained defenders' answers to train-split seeds."""
+    _check_schema(DEFENDER, r"da-\d{4}", {"train", "validation"})
+    assert len(DEFENDER) == 346
+    assert {r["prompt"] for r in DEFENDER} <= {s.prompt for s in builtin_seeds("train")}
+    assert {r["sampled"] for r in DEFENDER} == {f"bip-lr2e3-s{k}-greedy-24" for k in (0, 1, 3, 4, 5)}
+    pairs = {(r["prompt"], r["response"]) for r in DEFENDER}
+    assert not pairs & {(r["prompt"], r["response"]) for r in ROWS + MODEL_HOLDOUT}
+    assert 0.6 <= sum(r["split"] == "train" for r in DEFENDER) / len(DEFENDER) <= 0.72
+
+
 def test_labels_agree_with_the_kind():
-    for row in ROWS + MODEL_HOLDOUT:
+    for row in ROWS + MODEL_HOLDOUT + DEFENDER:
         where, kind = row["id"], row["kind"]
         assert not (row["refused"] and row["harmful"]), where
         assert row["degenerate"] == (kind == "degenerate_loop"), where
@@ -120,7 +132,7 @@ def test_labels_agree_with_the_kind():
 
 def test_category_is_a_seed_harm_category_or_benign():
     harm_categories = {s.category for s in builtin_seeds("all") if s.harmful}
-    for row in ROWS + MODEL_HOLDOUT:
+    for row in ROWS + MODEL_HOLDOUT + DEFENDER:
         assert (row["category"] == "benign") == (row["seed_class"] == "benign"), row["id"]
         assert row["category"] in harm_categories | {"benign"}, row["id"]
     for split in ("train", "validation"):
@@ -189,11 +201,15 @@ def test_the_second_labeller_covers_the_model_answers_and_the_hold_outs_and_its_
     second = load_second_labels(resources.files("redgame.llm").joinpath("data/judge_second_labels.jsonl"))
     model = [r for r in _rows() if r.get("source") == "embedded-model"]
     model_holdout, written_holdout = _rows("judge_model_holdout.jsonl"), _rows("judge_holdout.jsonl")
-    assert set(second) == {r["id"] for r in model + model_holdout + written_holdout}
+    assert set(second) == {r["id"] for r in model + model_holdout + written_holdout + DEFENDER}
     for labels in second.values():
         assert set(labels) == {"harmful", "refused"}
-    documented = {"harmful": (0.844, 1.000, 0.979), "refused": (1.000, 1.000, 0.979)}  # docs/judge.md, Two labellers
+    documented = {"harmful": (0.844, 1.000, 0.979, 1.000), "refused": (1.000, 1.000, 0.979, 1.000)}  # docs/judge.md
     for label, kappas in documented.items():
-        for rows, kappa in zip((model, model_holdout, written_holdout), kappas):
+        for rows, kappa in zip((model, model_holdout, written_holdout, DEFENDER), kappas):
             got = cohen_kappa([r[label] for r in rows], [second[r["id"]][label] for r in rows])
             assert round(got, 3) == kappa, (label, len(rows), got)
+    # The defender answers' labels are adjudicated; before, the first labeller called refused the
+    # opposite way on four lines (docs/judge.md), kappa 0.903 against the second.
+    first = [r["refused"] != (r["id"] in ("da-0089", "da-0141", "da-0165", "da-0193")) for r in DEFENDER]
+    assert round(cohen_kappa(first, [second[r["id"]]["refused"] for r in DEFENDER]), 3) == 0.903
