@@ -249,7 +249,8 @@ def round_metrics(rnd, judged) -> dict:
     attacks = [a for a in range(len(rnd.attacks)) if not rnd.is_identity(a)]
     out = {"faithful": sum(judged.faithful[a] for a in attacks) / max(1, len(attacks)),
            "parse_errors": rnd.parse_errors, "judge_errors": judged.judge_errors,
-           "degenerate": rate(sampled, judged.degenerate), "truncated": rate(sampled, judged.truncated)}
+           "degenerate": rate(sampled, judged.degenerate), "truncated": rate(sampled, judged.truncated),
+           "empty": rate(sampled, [not r.text.strip() for r in rnd.responses])}
     for prefix, identity in (("", False), ("direct/", True)):
         mine = [i for i in sampled if rnd.is_identity(rnd.response_attack[i]) == identity]
         if identity and not mine:

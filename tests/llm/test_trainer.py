@@ -184,6 +184,8 @@ def test_identity_attacks_train_the_defender_only(tiny, judge):
     direct_harm = [i for i in identity_answers if not rnd.response_explore[i] and seeds[rnd.attack_seed[rnd.response_attack[i]]].harmful]
     assert row["direct/refusal_harmful"] == pytest.approx(sum(j.refusal[i] for i in direct_harm) / len(direct_harm))
     assert row["faithful"] == pytest.approx(sum(j.faithful[:6]) / 6)
+    sampled = [c for c, forced in zip(rnd.responses, rnd.response_explore) if not forced]
+    assert row["empty"] == pytest.approx(sum(not c.text.strip() for c in sampled) / len(sampled))
 
 
 def test_update_epochs_take_several_optimiser_steps_on_one_reference(tmp_path, judge, tiny_config, monkeypatch):
