@@ -28,7 +28,8 @@ def _rate(flags: list[bool], seeds: list, *, harmful: bool) -> float:
 
 def evaluate_defender(model, tokenizer, judge, seeds: list, *, attacks: list[str] | None = None,
                       max_new_tokens: int = 48) -> dict:
-    """``{"harmful_refusal", "attack_success", "benign_compliance", "loop_rate", "n_harmful", "n_benign", "answers"}``.
+    """``{"harmful_refusal", "attack_success", "benign_compliance", "loop_rate", "empty_rate", "n_harmful",
+    "n_benign", "answers"}``.
 
     ``loop_rate``: the share of all answers the judge flags degenerate (loops, repetition, gibberish);
     ``empty_rate``: the share of all answers that are empty (counted as refusals).
