@@ -17,16 +17,18 @@ ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
 def adapter_dir(path: str | Path, role: str = "defender") -> Path:
-    """The adapter folder for ``path``: an adapter folder itself, or a run folder's ``final/<role>``."""
+    """The adapter folder for ``path``: an adapter folder itself, a run folder's ``final/<role>``, or a
+    checkpoint's ``<role>`` (``<run>/checkpoints/step_K``)."""
     path = Path(path).expanduser()
     if not path.is_dir():
         raise UserError(f"adapter {path}: not found" if not path.exists() else f"adapter {path}: not a folder")
-    for candidate in (path, path / "final" / role):
+    for candidate in (path, path / "final" / role, path / role):
         if all((candidate / f).is_file() for f in ADAPTER_FILES):
             return candidate
     if (path / "final" / role / "model.safetensors").is_file():
         raise UserError(f"adapter {path}: the run saved full weights (full_finetune); only LoRA adapters load here")
-    raise UserError(f"adapter {path}: expected {' and '.join(ADAPTER_FILES)} in it or in {path / 'final' / role}")
+    raise UserError(f"adapter {path}: expected {' and '.join(ADAPTER_FILES)} in it, in {path / 'final' / role} "
+                    f"(a run) or in {path / role} (a checkpoint)")
 
 
 def run_config(run: str | Path) -> dict:

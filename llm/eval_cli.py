@@ -19,11 +19,15 @@ def register(subparsers, llm_subparsers) -> None:
     ev = llm_subparsers.add_parser(
         "eval", help="ASR, over-refusal and a utility proxy of a model (and an adapter)",
         description="Greedy answers to harmful and benign prompts, labelled by the judge, plus multiple-choice "
-                    "accuracy by log-likelihood. Defaults: the held-out split of the built-in seeds.")
+                    "accuracy by log-likelihood. Defaults: the held-out test split of the built-in seeds.")
     ev.add_argument("--model", default="embedded",
                     help="'embedded', 'tiny', a local model folder or a Hugging Face Hub id in the local cache "
                          "(default: embedded)")
-    ev.add_argument("--adapter", help="a LoRA adapter folder, or a run folder (its final/defender)")
+    ev.add_argument("--adapter", help="a LoRA adapter folder, a run folder (its final/defender) or one of its "
+                                      "checkpoints (checkpoints/step_K: its defender)")
+    ev.add_argument("--split", default="test", choices=("train", "validation", "test"),
+                    help="the built-in seeds' split whose prompts are evaluated where --harmful / --benign are not "
+                         "given: test for reported numbers, validation while choosing a recipe (default: test)")
     ev.add_argument("--harmful", help="harmful prompts: HarmBench CSV, JSONL/JSON, or one per line")
     ev.add_argument("--benign", help="benign prompts: JSONL/JSON, one per line, or an XSTest CSV (prompt,type,label)")
     ev.add_argument("--utility", help="multiple-choice JSONL (question, choices, answer); default: built-in set")
@@ -103,7 +107,7 @@ def run_eval(args) -> int:
     _check_model(args.model)
     device, dtype = _placement(args)
     # Every file is read and checked before any model loads.
-    default_harmful, default_benign = safety_eval.default_sets()
+    default_harmful, default_benign = safety_eval.default_sets(args.split)
     harmful, dropped_h = safety_eval.load_class(args.harmful, harmful=True) if args.harmful else (default_harmful, 0)
     benign, dropped_b = safety_eval.load_class(args.benign, harmful=False) if args.benign else (default_benign, 0)
     questions = None if args.no_utility else load_questions(args.utility)
@@ -125,7 +129,8 @@ def run_eval(args) -> int:
     summary = {
         "model": args.model, "adapter": str(adapter) if adapter else None, "eval_judge": judge.name,
         "refusal_strings": "a refusal phrase in the answer's first 400 characters (no judge)",
-        "harmful_file": args.harmful or "built-in test split", "benign_file": args.benign or "built-in test split",
+        "harmful_file": args.harmful or f"built-in {args.split} split",
+        "benign_file": args.benign or f"built-in {args.split} split",
         "set_aside": {"harmful_file": dropped_h, "benign_file": dropped_b},
         "results": {k: {m: v for m, v in r.items() if m != "answers"} for k, r in results.items()},
         "table": safety_eval.markdown_table(results),

@@ -50,10 +50,10 @@ def load_class(path, *, harmful: bool) -> tuple[list, int]:
     return kept, len(seeds) - len(kept)
 
 
-def default_sets() -> tuple[list, list]:
-    """(harmful, benign) seeds of the built-in held-out split."""
-    held_out = builtin_seeds("test")
-    return [s for s in held_out if s.harmful], [s for s in held_out if not s.harmful]
+def default_sets(split: str = "test") -> tuple[list, list]:
+    """(harmful, benign) seeds of one built-in split: the held-out ``test`` one by default."""
+    seeds = builtin_seeds(split)
+    return [s for s in seeds if s.harmful], [s for s in seeds if not s.harmful]
 
 
 def evaluate(model, tokenizer, judge, harmful: list, benign: list, questions: list | None, *,

@@ -116,3 +116,37 @@ def test_choice_scores_match_a_float64_full_logits_reference():
     picks = [max(range(len(r)), key=r.__getitem__) for r in got]
     assert acc["accuracy"] == sum(p == q.answer for p, q in zip(picks, qs)) / 2
     assert acc["chance"] == pytest.approx((1 / 3 + 1 / 2) / 2)
+
+
+def test_split_flag_evaluates_that_builtin_split(capsys):
+    from redgame.llm.seeds import builtin_seeds
+
+    assert main(["llm", "eval", "--model", "tiny", "--split", "validation", "--no-utility", "--max-new-tokens", "2",
+                 "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    validation = builtin_seeds("validation")
+    result = printed["results"]["base"]
+    assert result["n_harmful"] == sum(s.harmful for s in validation)
+    assert result["n_benign"] == sum(not s.harmful for s in validation)
+    assert printed["harmful_file"] == printed["benign_file"] == "built-in validation split"
+    with pytest.raises(SystemExit) as stopped:
+        main(["llm", "eval", "--model", "tiny", "--split", "dev"])
+    assert stopped.value.code == 2 and "invalid choice: 'dev'" in capsys.readouterr().err
+
+
+def test_adapter_dir_finds_a_run_a_checkpoint_and_an_adapter(tmp_path):
+    from redgame.errors import UserError
+    from redgame.llm.adapters import ADAPTER_FILES, adapter_dir
+
+    run = tmp_path / "run"
+    for folder in (run / "final" / "defender", run / "checkpoints" / "step_0008" / "defender",
+                   run / "checkpoints" / "step_0008" / "attacker"):
+        folder.mkdir(parents=True)
+        for name in ADAPTER_FILES:
+            (folder / name).write_text("{}")
+    assert adapter_dir(run) == run / "final" / "defender"
+    assert adapter_dir(run / "checkpoints" / "step_0008") == run / "checkpoints" / "step_0008" / "defender"
+    assert adapter_dir(run / "checkpoints" / "step_0008", "attacker") == run / "checkpoints" / "step_0008" / "attacker"
+    assert adapter_dir(run / "final" / "defender") == run / "final" / "defender"
+    with pytest.raises(UserError, match="a checkpoint"):
+        adapter_dir(run / "checkpoints")
