@@ -71,48 +71,63 @@ class JudgeClassifier:
         return torch.sigmoid(prompt @ self.prompt[:-1] + self.prompt[-1])
 
     def save(self, folder: str | Path) -> Path:
-        """Write ``folder/judge_classifier.{safetensors,json}``, each through a temporary file and a rename.
+        """Write ``folder/judge_classifier.{safetensors,json}`` (see :func:`save_tensors_with_card`)."""
+        return save_tensors_with_card(folder, WEIGHTS, CARD, {k: getattr(self, k) for k in TENSORS}, self.card)
 
-        The card records the weights' SHA-256, so a card that does not belong to its weights is refused on load.
-        """
-        from safetensors.torch import save_file
 
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".tmp.{WEIGHTS}"
-        save_file({k: getattr(self, k).contiguous().float() for k in TENSORS}, str(tmp))
-        tmp.chmod(0o644)  # package data: readable by everyone, like the other data files
-        self.card["weights_sha256"] = _sha256(tmp)
-        os.replace(tmp, folder / WEIGHTS)
-        write_text_atomically(folder / CARD, json.dumps(self.card, indent=1) + "\n")
-        return folder
+def save_tensors_with_card(folder: str | Path, weights: str, card_name: str, tensors: dict, card: dict) -> Path:
+    """Write ``folder/weights`` (safetensors) and ``folder/card_name`` (JSON), each through a temporary
+    file and a rename. The card records the weights' SHA-256, so a card that does not belong to its
+    weights is refused on load."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".tmp.{weights}"
+    save_file({k: v.contiguous().float() for k, v in tensors.items()}, str(tmp))
+    tmp.chmod(0o644)  # package data: readable by everyone, like the other data files
+    card["weights_sha256"] = _sha256(tmp)
+    os.replace(tmp, folder / weights)
+    write_text_atomically(folder / card_name, json.dumps(card, indent=1) + "\n")
+    return folder
 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def load_classifier(folder: str | Path | None = None) -> JudgeClassifier:
-    """The classifier in ``folder`` (default: the shipped one); safetensors and JSON only."""
+def load_tensors_with_card(folder: Path, weights: str, card_name: str, names: tuple[str, ...],
+                           command: str) -> tuple[dict, dict]:
+    """The tensors ``names`` and the card written by :func:`save_tensors_with_card`; a missing,
+    unreadable, incomplete or mismatched pair is a one-line UserError naming ``command``."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    folder = default_folder() if folder is None else Path(folder)
-    weights, card = folder / WEIGHTS, folder / CARD
-    if not (weights.is_file() and card.is_file()):
-        raise UserError(f"judge classifier: {folder} lacks {WEIGHTS} and {CARD}; write them with "
-                        f"`redgame llm train-judge --out {folder}`")
+    what = card_name.removesuffix(".json").replace("_", " ")
+    path, card_path = folder / weights, folder / card_name
+    if not (path.is_file() and card_path.is_file()):
+        raise UserError(f"{what}: {folder} lacks {weights} and {card_name}; write them with "
+                        f"`redgame llm {command} --out {folder}`")
     try:
-        tensors = load_file(str(weights))
-        meta = json.loads(card.read_text(encoding="utf-8"))
+        tensors = load_file(str(path))
+        card = json.loads(card_path.read_text(encoding="utf-8"))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise UserError(f"judge classifier in {folder} is unreadable: {exc}") from None
-    missing = [k for k in TENSORS if k not in tensors]
-    if missing or not isinstance(meta, dict) or "faithful_threshold" not in meta:
-        raise UserError(f"judge classifier in {folder} is incomplete (missing {missing or 'faithful_threshold'})")
+        raise UserError(f"{what} in {folder} is unreadable: {exc}") from None
+    missing = [k for k in names if k not in tensors]
+    if missing or not isinstance(card, dict):
+        raise UserError(f"{what} in {folder} is incomplete (missing {missing or 'its card'})")
+    if card.get("weights_sha256") != _sha256(path):
+        raise UserError(f"{what} in {folder}: {card_name} does not belong to {weights} (SHA-256 differs)")
+    return tensors, card
+
+
+def load_classifier(folder: str | Path | None = None) -> JudgeClassifier:
+    """The classifier in ``folder`` (default: the shipped one); safetensors and JSON only."""
+    folder = default_folder() if folder is None else Path(folder)
+    tensors, meta = load_tensors_with_card(folder, WEIGHTS, CARD, TENSORS, "train-judge")
+    if "faithful_threshold" not in meta:
+        raise UserError(f"judge classifier in {folder} is incomplete (missing faithful_threshold)")
     if meta.get("structure_features", list(NAMES)) != list(NAMES):
         raise UserError(f"judge classifier in {folder} was trained on other structural features; retrain it: "
                         f"redgame llm train-judge --out {folder}")
-    if meta.get("weights_sha256") != _sha256(weights):
-        raise UserError(f"judge classifier in {folder}: {CARD} does not belong to {WEIGHTS} (SHA-256 differs)")
     return JudgeClassifier(**{k: tensors[k].float() for k in TENSORS}, card=meta)
