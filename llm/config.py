@@ -58,7 +58,8 @@ class TrainConfig:
     steps: int = _f(20, "game iterations (rollout, judge, updates)")
     seed: int = _f(0, "seed of every random choice: data order, sampling, adapter init")
     save_every: int = _f(10, "write a checkpoint every this many steps (0: only at the end)")
-    judge: str = _f("embedded", "judge: 'embedded', 'embedded:<folder>', 'lm:<model>' or 'http:<url>'")
+    judge: str = _f("embedded", "judge: 'embedded', 'embedded:<folder>', 'probe', 'probe:<folder>', 'lm:<model>' or "
+                                "'http:<url>'")
     judge_format: str = _f("redgame", "classifier prompts of an lm:/http: judge: redgame | harmbench | llamaguard | "
                                       "wildguard")
     payoff: str = _f("zero_sum", "the theory's payoff the rewards come from: zero_sum | nonzero_sum (AdvGame)")
@@ -173,12 +174,13 @@ class TrainConfig:
             raise UserError(f"config key 'seed' must fit in 64 bits, got {self.seed}")
         check_device_name(self.device, "config key 'device':")
         check_dtype_name(self.dtype, "config key 'dtype':")
-        if self.judge != "embedded" and not self.judge.startswith(("embedded:", "lm:", "http:", "https:")):
-            raise UserError(f"config key 'judge': {self.judge!r} is not 'embedded', 'embedded:<folder>', "
-                            "'lm:<model>' or 'http:<url>'")
+        if self.judge not in ("embedded", "probe") and not self.judge.startswith(("embedded:", "probe:", "lm:", "http:",
+                                                                                  "https:")):
+            raise UserError(f"config key 'judge': {self.judge!r} is not 'embedded', 'embedded:<folder>', 'probe', "
+                            "'probe:<folder>', 'lm:<model>' or 'http:<url>'")
         rules_from_config(self)  # the payoff's kind, lam and weights, checked as the toy spec checks them
-        if self.judge_format != "redgame" and self.judge.startswith("embedded"):
-            raise UserError("config key 'judge_format' applies to lm: and http: judges, not the embedded judge")
+        if self.judge_format != "redgame" and self.judge.startswith(("embedded", "probe")):
+            raise UserError("config key 'judge_format' applies to lm: and http: judges, not the embedded or probe judge")
         if self.judge_rank < -1:
             raise UserError(f"config key 'judge_rank' must be -1 (every rank judges) or a rank, got {self.judge_rank}")
         if self.save_every < 0:

@@ -27,7 +27,8 @@ def register(llm_subparsers) -> None:
                     "lines carry "
                     "(to stderr; with --json, all in one JSON document on stdout).")
     jd.add_argument("--judge", default="embedded",
-                    help="'embedded', 'embedded:<folder>', 'lm:<model>' or 'http:<url>[#model]' (default: embedded)")
+                    help="'embedded', 'embedded:<folder>', 'probe', 'probe:<folder>', 'lm:<model>' or "
+                         "'http:<url>[#model]' (default: embedded)")
     jd.add_argument("--format", default="redgame", choices=FORMATS,
                     help="classifier prompts of an lm: or http: judge (default: redgame)")
     jd.add_argument("--input", required=True,
@@ -49,7 +50,14 @@ def register(llm_subparsers) -> None:
     tj.add_argument("--data", nargs="+", default=[BUILTIN_INPUT],
                     help=f"labelled JSONL files with a split field, or '{BUILTIN_INPUT}', taken together "
                          f"(default: the built-in judge set)")
-    tj.add_argument("--out", required=True, help="folder for the weights and the card (use it with --judge embedded:<out>)")
+    tj.add_argument("--out", required=True,
+                    help="folder for the weights and the card (use it with --judge embedded:<out>, or probe:<out>)")
+    tj.add_argument("--probe", action="store_true",
+                    help="train the probe judge's response head instead: a linear probe on a language model's hidden "
+                         "states of prompt and answer, its layer chosen on validation (writes judge_probe.*)")
+    tj.add_argument("--probe-model", default="embedded",
+                    help="with --probe: the language model read ('embedded', a folder or a cached hub id; "
+                         "default: embedded)")
     tj.add_argument("--json", action="store_true", help="print the card as JSON")
     tj.set_defaults(func=run_train_judge)
 
@@ -105,7 +113,8 @@ def run_train_judge(args) -> int:
     from redgame.llm.eval_cli import strict_json
     from redgame.llm.judge_train import retrain
 
-    card = retrain(args.data, Path(args.out), log=(lambda *a: None) if args.json else print)
+    log = (lambda *a: None) if args.json else print
+    card = retrain(args.data, Path(args.out), probe_model=args.probe_model if args.probe else None, log=log)
     if args.json:
         print(strict_json(card))
     return 0

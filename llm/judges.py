@@ -506,7 +506,7 @@ class HTTPJudge(_QuestionJudge):
         return out
 
 
-JUDGE_CHOICES = ("embedded", "embedded:<folder>", "lm:<model>", "http:<url>[#model]")
+JUDGE_CHOICES = ("embedded", "embedded:<folder>", "probe", "probe:<folder>", "lm:<model>", "http:<url>[#model]")
 
 
 def make_judge(name: str, format: str = "redgame", **kw) -> Judge:
@@ -514,7 +514,9 @@ def make_judge(name: str, format: str = "redgame", **kw) -> Judge:
 
     Args:
         name: ``"embedded"`` (the shipped classifier) or ``"embedded:<folder>"`` (one written by
-            ``redgame llm train-judge``); ``"lm:<model>"`` where ``<model>`` is anything
+            ``redgame llm train-judge``); ``"probe"`` or ``"probe:<folder>"``, the same with the
+            response head read from a language model's hidden states
+            (:mod:`redgame.llm.judge_probe`, ``train-judge --probe``); ``"lm:<model>"`` where ``<model>`` is anything
             :func:`~redgame.llm.models.load_base` takes (``embedded``, ``tiny``, a directory...);
             ``"http:<url>"`` or a bare ``http(s)://`` URL, optionally ``#<model name>`` at the end.
         format: the classifier prompts of an ``lm:`` or ``http:`` judge
@@ -524,10 +526,17 @@ def make_judge(name: str, format: str = "redgame", **kw) -> Judge:
     if not isinstance(name, str):
         raise UserError(f"judge must be one of {', '.join(JUDGE_CHOICES)}, got {name!r}")
     _check_format(format)
-    if name == "embedded" or (name.startswith("embedded:") and len(name) > 9):
+    if name in ("embedded", "probe") or (name.startswith(("embedded:", "probe:")) and not name.endswith(":")):
+        kind, _, folder = name.partition(":")
         if format != "redgame":
-            raise UserError(f"judge format {format!r} is for lm: and http: judges; the embedded judge has none")
-        judge = EmbeddedJudge(weights=name[9:] or None, **kw)
+            raise UserError(f"judge format {format!r} is for lm: and http: judges; the {kind} judge has none")
+        if kind == "probe":
+            from redgame.llm.judge_probe import ProbeJudge
+
+            kw.pop("allow_network", None)
+            judge = ProbeJudge(weights=folder or None, **kw)
+        else:
+            judge = EmbeddedJudge(weights=folder or None, **kw)
     elif name.startswith("lm:") and len(name) > 3:
         from redgame.llm.models import load_base
 

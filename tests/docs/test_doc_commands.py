@@ -310,6 +310,7 @@ def test_results_table_matches_the_command(command, expected, workdir):
 # - training samples 6-token attacks and answers for 2 seeds a step (SHRINK);
 # - eval and crossplay judge 2 harmful and 2 benign test seeds (written to the scratch
 #   directory), with 6-token answers and no utility proxy;
+# - `train-judge --probe` trains its probe on the tiny model;
 # - a benchmark runs with `--smoke` (its own tiny-shape mode).
 # Lines that read files a reader must bring are skipped, with the reason.
 
@@ -364,6 +365,8 @@ def small_variant(command: str) -> tuple[list[str] | None, str | None]:
         for flag, value in (("--seeds", SMALL_SEEDS["both"]), ("--attack-tokens", 6), ("--response-tokens", 6)):
             argv = _replace_or_add(argv, flag, value)
         return argv, None
+    if sub == "train-judge" and "--probe" in argv:  # the probe reads the tiny model
+        return _replace_or_add(argv, "--probe-model", "tiny"), None
     return argv, None  # judge, train-judge, report, ...: as written
 
 
@@ -397,6 +400,8 @@ def test_small_variants_follow_the_rules():
     assert small_variant("redgame llm eval --harmful harmbench_behaviors.csv --json")[0] is None
     assert small_variant("python benchmarks/kernels.py --reps 5")[0][-1] == "--smoke"
     assert small_variant("redgame demo --out runs/demo")[0][:5] == ["redgame", "demo", "--out", "runs/demo", "--steps"]
+    argv, _ = small_variant("redgame llm train-judge --probe --out runs/p")
+    assert argv[argv.index("--probe-model") + 1] == "tiny"
 
 
 @pytest.mark.slow
