@@ -139,16 +139,9 @@ class ProbeJudge(EmbeddedJudge):
             self._pooled.update(zip(missing, states))
         return torch.stack([self._pooled[k] for k in keys])
 
-    def response_probs(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
-        """[n, 4]: P(helps), P(refused), P(neither) from the probe; P(degenerate) from the embedded classifier."""
-        from redgame.llm.judge_features import structure
-        from redgame.llm.judges import _same_length
-
-        if not _same_length(prompts=prompts, responses=responses):
-            return torch.zeros(0, 4)
-        shape = torch.tensor([structure(p, t) for p, t in zip(prompts, responses)], dtype=torch.float32)
-        return torch.cat([self.head.probs(self._pool(prompts, responses), shape),
-                          self.classifier.degenerate_prob(shape)[:, None]], dim=-1)
+    def _response_head(self, prompts: list[str], responses: list[str], shape: torch.Tensor) -> torch.Tensor:
+        """[n, 3]: P(helps), P(refused), P(neither) from the probe on prompt and answer read together."""
+        return self.head.probs(self._pool(prompts, responses), shape)
 
 
 def train_probe(train: list, validation: list, model, tokenizer, model_name: str, *,
