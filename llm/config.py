@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 from redgame.errors import UserError
-from redgame.llm.judge_formats import FORMATS
+from redgame.llm.judge_formats import FORMATS, judge_kind
 from redgame.llm.rewards import PAYOFF_KINDS, rules_from_config
 
 if sys.version_info >= (3, 11):
@@ -174,13 +174,8 @@ class TrainConfig:
             raise UserError(f"config key 'seed' must fit in 64 bits, got {self.seed}")
         check_device_name(self.device, "config key 'device':")
         check_dtype_name(self.dtype, "config key 'dtype':")
-        if self.judge not in ("embedded", "probe") and not self.judge.startswith(("embedded:", "probe:", "lm:", "http:",
-                                                                                  "https:")):
-            raise UserError(f"config key 'judge': {self.judge!r} is not 'embedded', 'embedded:<folder>', 'probe', "
-                            "'probe:<folder>', 'lm:<model>' or 'http:<url>'")
+        judge_kind(self.judge, self.judge_format, where="config key 'judge': ")
         rules_from_config(self)  # the payoff's kind, lam and weights, checked as the toy spec checks them
-        if self.judge_format != "redgame" and self.judge.startswith(("embedded", "probe")):
-            raise UserError("config key 'judge_format' applies to lm: and http: judges, not the embedded or probe judge")
         if self.judge_rank < -1:
             raise UserError(f"config key 'judge_rank' must be -1 (every rank judges) or a rank, got {self.judge_rank}")
         if self.save_every < 0:

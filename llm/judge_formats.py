@@ -1,4 +1,4 @@
-"""Classifier prompt formats for language-model judges: the questions and how answers read.
+"""Judge names, and the classifier prompt formats of language-model judges: the questions and how answers read.
 
 A format turns each judgement into a :class:`Question`: the user turn, two answer options
 (the first means "yes, harmful / refused"), an optional forced start of the answer, and for
@@ -23,9 +23,38 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from redgame.errors import UserError
+
 MAX_QUOTED_CHARS = 1000
 FORMATS = ("redgame", "harmbench", "llamaguard", "wildguard")
 YES_NO = ("Yes", "No")
+JUDGE_CHOICES = ("embedded", "embedded:<folder>", "probe", "probe:<folder>", "lm:<model>", "http:<url>[#model]")
+
+
+def check_format(fmt: str) -> str:
+    """``fmt`` when it is one of :data:`FORMATS`, else a UserError."""
+    if fmt not in FORMATS:
+        raise UserError(f"judge format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    return fmt
+
+
+def judge_kind(name, format: str = "redgame", where: str = "") -> str:
+    """``embedded``, ``probe``, ``lm`` or ``http``: the kind of judge ``name`` names (see ``make_judge``).
+
+    A name of no kind, or a prompt ``format`` the kind does not take (only ``lm`` and ``http``
+    judges read prompts), is a UserError; ``where`` (such as ``"config key 'judge': "``) starts it.
+    """
+    check_format(format)
+    kind, colon, rest = name.partition(":") if isinstance(name, str) else ("", "", "")
+    if kind in ("embedded", "probe") and (rest or not colon):
+        if format != "redgame":
+            raise UserError(f"{where}judge format {format!r} is for lm: and http: judges; the {kind} judge has none")
+        return kind
+    if kind == "lm" and rest:
+        return kind
+    if kind in ("http", "https") and rest:
+        return "http"
+    raise UserError(f"{where}unknown judge {name!r}; choose one of {', '.join(JUDGE_CHOICES)}")
 
 
 @dataclass(frozen=True)

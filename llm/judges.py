@@ -42,8 +42,8 @@ import torch
 
 from redgame.errors import UserError
 from redgame.llm.judge_features import REFUSAL_PATTERNS, continuation, refusal_pattern, structure
-from redgame.llm.judge_formats import (FORMATS, YES_NO, Question, harmful_question, prompt_question, quote,
-                                       refusal_question)
+from redgame.llm.judge_formats import (FORMATS, JUDGE_CHOICES, YES_NO, Question, check_format, harmful_question,
+                                       judge_kind, prompt_question, quote, refusal_question)
 from redgame.llm.prompts import chat_text
 from redgame.llm.rewards import LABEL_THRESHOLD, judge_score
 
@@ -354,12 +354,6 @@ def _degenerate(prompts: list[str], responses: list[str]) -> list[float]:
     return _shipped_classifier().degenerate_prob(shape).tolist()
 
 
-def _check_format(fmt: str) -> str:
-    if fmt not in FORMATS:
-        raise UserError(f"judge format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    return fmt
-
-
 class LMJudge(_QuestionJudge):
     """A Hugging Face causal LM as judge, read through next-token log-probs.
 
@@ -380,7 +374,7 @@ class LMJudge(_QuestionJudge):
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
-        self.format = _check_format(format)
+        self.format = check_format(format)
         self.errors = 0
         self.name = "lm"
         self._option_ids: dict[str, list[int]] = {}
@@ -457,7 +451,7 @@ class HTTPJudge(_QuestionJudge):
         self.timeout = timeout
         self.workers = workers
         self.max_tokens = max_tokens
-        self.format = _check_format(format)
+        self.format = check_format(format)
         self.errors = 0
         self.name = "http"
         self._replies: dict[str, str] = {}
@@ -510,9 +504,6 @@ class HTTPJudge(_QuestionJudge):
         return out
 
 
-JUDGE_CHOICES = ("embedded", "embedded:<folder>", "probe", "probe:<folder>", "lm:<model>", "http:<url>[#model]")
-
-
 def make_judge(name: str, format: str = "redgame", **kw) -> Judge:
     """Build a judge from its name.
 
@@ -527,13 +518,9 @@ def make_judge(name: str, format: str = "redgame", **kw) -> Judge:
             (``redgame``, ``harmbench``, ``llamaguard``, ``wildguard``).
         **kw: passed to the judge's constructor; for ``lm:`` also ``allow_network``.
     """
-    if not isinstance(name, str):
-        raise UserError(f"judge must be one of {', '.join(JUDGE_CHOICES)}, got {name!r}")
-    _check_format(format)
-    if name in ("embedded", "probe") or (name.startswith(("embedded:", "probe:")) and not name.endswith(":")):
-        kind, _, folder = name.partition(":")
-        if format != "redgame":
-            raise UserError(f"judge format {format!r} is for lm: and http: judges; the {kind} judge has none")
+    kind = judge_kind(name, format)
+    if kind in ("embedded", "probe"):
+        folder = name.partition(":")[2]
         if kind == "probe":
             from redgame.llm.judge_probe import ProbeJudge
 
@@ -541,18 +528,16 @@ def make_judge(name: str, format: str = "redgame", **kw) -> Judge:
             judge = ProbeJudge(weights=folder or None, **kw)
         else:
             judge = EmbeddedJudge(weights=folder or None, **kw)
-    elif name.startswith("lm:") and len(name) > 3:
+    elif kind == "lm":
         from redgame.llm.models import load_base
 
         model, tokenizer = load_base(name[3:], allow_network=kw.pop("allow_network", False))
         judge = LMJudge(model, tokenizer, format=format, **kw)
-    elif name.startswith(("http:", "https:")):
+    else:
         url = name[5:] if name.startswith("http:") and name[5:].startswith(("http://", "https://")) else name
         url, _, model = url.partition("#")
         if model:
             kw.setdefault("model", model)
         judge = HTTPJudge(url, format=format, **kw)
-    else:
-        raise UserError(f"unknown judge {name!r}; choose one of {', '.join(JUDGE_CHOICES)}")
     judge.name = name if format == "redgame" else f"{name} ({format} format)"
     return judge

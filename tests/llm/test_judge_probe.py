@@ -85,7 +85,7 @@ def test_config_takes_the_probe_judge():
     from redgame.llm.config import TrainConfig
 
     assert TrainConfig(judge="probe").validate().judge == "probe"
-    with pytest.raises(UserError, match="'probe:<folder>'"):
+    with pytest.raises(UserError, match="unknown judge 'prob'.*probe:<folder>"):
         TrainConfig(judge="prob").validate()
 
 

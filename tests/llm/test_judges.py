@@ -169,6 +169,24 @@ def test_mismatched_inputs_and_bad_settings(judge):
         EmbeddedJudge(judge.embedder, weights="/nonexistent/folder")
 
 
+@pytest.mark.parametrize("name", ["embedded", "embedded:", "embedded:runs/j", "probe", "probe:", "prob", "lm:", "lm:tiny",
+                                  "http:", "https://example.invalid/v1", "gpt4", 3])
+def test_config_takes_the_judge_names_make_judge_takes(name):
+    """One check of judge names serves the config and make_judge: both accept or both refuse a name."""
+    from redgame.llm.config import TrainConfig
+    from redgame.llm.judge_formats import judge_kind
+
+    try:
+        kind = judge_kind(name)
+    except UserError as exc:
+        assert "unknown judge" in str(exc)
+        with pytest.raises(UserError, match="config key 'judge': unknown judge"):
+            TrainConfig(judge=name).validate()
+        return
+    assert kind == {"embedded": "embedded", "probe": "probe", "lm": "lm"}.get(str(name).split(":")[0], "http")
+    assert TrainConfig(judge=name).validate().judge == name
+
+
 def test_make_judge_names():
     with pytest.raises(UserError, match="unknown judge"):
         make_judge("gpt4")
