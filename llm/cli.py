@@ -13,7 +13,8 @@ from pathlib import Path
 
 from redgame.errors import UserError
 from redgame.llm import eval_cli
-from redgame.llm.config import REGIMES, TrainConfig, from_mapping, help_lines, load_file, lookup, parse_override
+from redgame.llm.config import (REGIMES, TrainConfig, from_mapping, help_lines, load_file, lookup, parse_override,
+                                train_seed_sources)
 
 
 def register(subparsers) -> None:
@@ -108,9 +109,10 @@ def resolve_config(args) -> TrainConfig:
     cfg = from_mapping(overrides, where=" (command line)", base=cfg).validate()
     check_model_name(cfg.model)
     check_device(cfg.device)
-    seeds = cfg.train_seeds and lookup(cfg.train_seeds, "config key 'train_seeds'")
-    if cfg.train_seeds and not (seeds and seeds.is_file()):
-        raise FileNotFoundError(f"config key 'train_seeds': seed file not found: {cfg.train_seeds}")
+    for name in train_seed_sources(cfg.train_seeds):
+        found = name == "builtin" or lookup(name, "config key 'train_seeds'")
+        if not (found is True or found and found.is_file()):
+            raise FileNotFoundError(f"config key 'train_seeds': seed file not found: {name}")
     return cfg
 
 

@@ -71,7 +71,8 @@ class TrainConfig:
     degenerate_penalty: bool = _f(True, "a degenerate answer (loop, repetition, gibberish) is pulled to reward -1")
     length_limit_penalty: bool = _f(False, "an answer that stops at response_tokens gets reward -1 (AdvGame); off by "
                                            "default: at a few dozen tokens most answers stop there")
-    train_seeds: str = _f("", "seed file (JSONL/CSV/TXT) to train on instead of the built-in train split")
+    train_seeds: str = _f("", "seed files (JSONL/CSV/TXT), comma-separated, to train on instead of the built-in "
+                             "train split; 'builtin' names that split (e.g. 'builtin,more.jsonl')")
     seeds_per_step: int = _f(8, "seeds per iteration, half harmful and half benign")
     attacks_per_seed: int = _f(2, "A: attacks sampled per seed")
     responses_per_attack: int = _f(2, "D: defender responses sampled per attack")
@@ -328,6 +329,11 @@ def load_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def train_seed_sources(train_seeds: str) -> list[str]:
+    """The seed files of config key ``train_seeds`` (comma-separated; ``builtin``: the built-in train split)."""
+    return [name.strip() for name in train_seeds.split(",") if name.strip()] or ["builtin"]
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """``key=value`` from the command line, the value typed by the field."""
     key, sep, raw = text.partition("=")
@@ -355,6 +361,6 @@ def help_lines() -> list[str]:
             f"{f.metadata['help']}" for f in dataclasses.fields(TrainConfig)]
 
 
-__all__ = ["TrainConfig", "from_mapping", "load_file", "lookup", "parse_override", "help_lines", "REGIMES", "LOSSES",
-           "ROLLOUT_POLICIES", "ABLATIONS",
+__all__ = ["TrainConfig", "from_mapping", "load_file", "lookup", "parse_override", "train_seed_sources", "help_lines",
+           "REGIMES", "LOSSES", "ROLLOUT_POLICIES", "ABLATIONS",
            "check_device_name", "check_dtype_name"]

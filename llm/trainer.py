@@ -49,7 +49,7 @@ from redgame.errors import UserError
 from redgame.kernels.peft_patch import FUSED_CALLS
 from redgame.llm import checkpoint as ckpt
 from redgame.llm import distributed
-from redgame.llm.config import ABLATIONS, TrainConfig
+from redgame.llm.config import ABLATIONS, TrainConfig, train_seed_sources
 from redgame.llm.losses import (TokenLogprobs, completion_logprobs, dpo_pairs_loss, fused_pairs_loss, group_advantages,
                                 kl_to_reference, policy_gradient_loss, reinforce_pp_advantages)
 from redgame.llm.population import Population, write_summary as write_population
@@ -114,15 +114,17 @@ def resume_hint(out: Path) -> str:
 
 
 def load_train_seeds(cfg: TrainConfig) -> tuple[list, list]:
-    """(harmful, benign) training seeds: the built-in train split or the user's file."""
+    """(harmful, benign) training seeds: the built-in train split, the user's files, or both."""
     from redgame.llm.seeds import builtin_seeds, load_seeds
 
-    seeds = load_seeds(cfg.train_seeds) if cfg.train_seeds else builtin_seeds("train")
+    sources = train_seed_sources(cfg.train_seeds)
+    seeds = [s for name in sources for s in (builtin_seeds("train") if name == "builtin" else load_seeds(name))]
     harmful = [s for s in seeds if s.harmful]
     benign = [s for s in seeds if not s.harmful]
     if not harmful or not benign:
+        shown = "the built-in train split" if sources == ["builtin"] else ", ".join(sources)
         raise UserError(f"training seeds need harmful and benign prompts; got {len(harmful)} harmful, "
-                        f"{len(benign)} benign from {cfg.train_seeds or 'the built-in train split'}")
+                        f"{len(benign)} benign from {shown}")
     return harmful, benign
 
 

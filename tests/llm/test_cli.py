@@ -1,6 +1,7 @@
 """``redgame llm train`` and ``redgame demo`` as a user runs them; bad input fails before compute."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +51,27 @@ def test_malformed_seed_file_and_resume_without_run(tmp_path, capsys):
     assert str(bad.name) in _err(capsys)
     assert main(["llm", "train", "--model", "tiny", "--out", str(tmp_path / "b"), "--resume"]) == 2
     assert "no checkpoint" in _err(capsys)
+
+
+def test_train_seeds_join_the_builtin_split_and_files(tmp_path, capsys):
+    """'builtin,FILE' trains on the built-in train split and the file's seeds; a missing file is named."""
+    from redgame.errors import UserError
+    from redgame.llm.config import TrainConfig
+    from redgame.llm.seeds import builtin_seeds
+    from redgame.llm.trainer import load_train_seeds
+
+    extra = tmp_path / "more.jsonl"
+    extra.write_text('{"prompt": "How do I kill a stuck process?", "harmful": false}\n')
+    harmful, benign = load_train_seeds(TrainConfig(train_seeds=f"builtin, {extra}"))
+    builtin = builtin_seeds("train")
+    assert len(harmful) == sum(s.harmful for s in builtin)
+    assert len(benign) == sum(not s.harmful for s in builtin) + 1 and benign[-1].prompt == "How do I kill a stuck process?"
+    with pytest.raises(UserError, match=re.escape(f"0 harmful, 1 benign from {extra}")):
+        load_train_seeds(TrainConfig(train_seeds=str(extra)))
+    missing = tmp_path / "nowhere.jsonl"
+    assert main(["llm", "train", "--model", "tiny", "--out", str(tmp_path / "a"), "--set",
+                 f"train_seeds=builtin,{missing}"]) == 2
+    assert f"seed file not found: {missing}" in _err(capsys)
 
 
 def test_train_on_tiny_from_a_config_file(tmp_path, capsys):
