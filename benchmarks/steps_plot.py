@@ -1,0 +1,108 @@
+"""Held-out refusal and compliance against training steps, from ``redgame llm eval`` outputs.
+
+Each ``--group LABEL FILE...`` is one training condition: the eval JSONs (``redgame llm eval
+--adapter RUN/checkpoints/step_K --out FILE``) of its checkpoints, over several seeds; the step
+is read from the adapter's path. Per group and step the script prints harmful refusal and
+benign compliance (by the judge, and by refusal strings) as the mean over seeds with a 95%
+t-interval, and ``--out`` draws them: one panel per rate, a line per group, a dot per seed.
+A file evaluated with the base model (no ``--no-base``) gives the base's rates at step 0.
+
+    python benchmarks/steps_plot.py --group "train split" runs/a-s*/val_eval*.json \\
+        --group "+24 lookalikes" runs/b-s*/val_eval*.json --out steps.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rejudge_demo import t_interval  # noqa: E402
+
+PANELS = (("harmful_refusal", "harmful refusal"), ("benign_compliance", "benign compliance"))
+
+
+def rates(result: dict) -> dict[str, float]:
+    """Harmful refusal and benign compliance, by the judge and by refusal strings, in points."""
+    return {"harmful_refusal": 100 * result["harmful_refusal"],
+            "benign_compliance": 100 * result["benign_compliance"],
+            "harmful_refusal_strings": 100 * result["harmful_refusal_strings"],
+            "benign_compliance_strings": 100 * (1 - result["over_refusal_strings"])}
+
+
+def read_group(files: list[str]) -> dict[int, list[dict[str, float]]]:
+    """Rates by step over the group's files (the base model's under step 0, once per file)."""
+    by_step = defaultdict(list)
+    for name in files:
+        report = json.loads(Path(name).read_text())
+        found = re.search(r"step_(\d+)", report.get("adapter") or "")
+        if not found:
+            sys.exit(f"steps_plot: {name}: its adapter {report.get('adapter')!r} is not a checkpoints/step_K folder")
+        by_step[int(found.group(1))].append(rates(report["results"]["adapter"]))
+        if "base" in report["results"]:
+            by_step[0].append(rates(report["results"]["base"]))
+    return dict(sorted(by_step.items()))
+
+
+def summary(groups: dict[str, dict]) -> list[str]:
+    """One line per group and step: each rate's mean [95% t-interval] over the seeds."""
+    lines = []
+    for label, by_step in groups.items():
+        for step, runs in by_step.items():
+            cells = []
+            for key in ("harmful_refusal", "harmful_refusal_strings", "benign_compliance", "benign_compliance_strings"):
+                mean, lo, hi = t_interval([r[key] for r in runs])
+                cells.append(f"{key} {mean:.1f}" + (f" [{lo:.1f}, {hi:.1f}]" if len(runs) > 1 else ""))
+            lines.append(f"{label} | step {step} | n={len(runs)} | " + " | ".join(cells))
+    return lines
+
+
+def plot(groups: dict[str, dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(10, 3.8))
+    for ax, (key, title) in zip(axes, PANELS):
+        for i, (label, by_step) in enumerate(groups.items()):
+            color = f"C{i}"
+            steps = list(by_step)
+            stats = [t_interval([r[key] for r in by_step[s]]) for s in steps]
+            means = [m for m, _, _ in stats]
+            spread = [[m - lo for m, lo, _ in stats], [hi - m for m, _, hi in stats]]  # NaN (one seed): no bar
+            ax.errorbar([s + 0.3 * i for s in steps], means, yerr=spread, color=color, marker="o", capsize=3,
+                        label=f"{label} (judge)")
+            ax.plot(steps, [t_interval([r[key + "_strings"] for r in by_step[s]])[0] for s in steps], color=color,
+                    linestyle=":", label=f"{label} (strings)")
+            for s in steps:
+                ax.scatter([s + 0.3 * i] * len(by_step[s]), [r[key] for r in by_step[s]], color=color, s=8, alpha=0.4)
+        ax.set(title=f"{title} (%), mean and 95% interval", xlabel="training steps", ylim=(-5, 105))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--group", nargs="+", action="append", required=True, metavar=("LABEL", "FILE"),
+                        help="a label, then the eval JSONs of that condition's checkpoints")
+    parser.add_argument("--out", type=Path, help="where to write the plot (PNG)")
+    args = parser.parse_args(argv)
+    if any(len(g) < 2 for g in args.group):
+        parser.error("each --group needs a label and at least one eval JSON")
+    groups = {g[0]: read_group(g[1:]) for g in args.group}
+    print("\n".join(summary(groups)))
+    if args.out:
+        plot(groups, args.out)
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

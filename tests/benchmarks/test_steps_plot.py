@@ -1,0 +1,44 @@
+"""benchmarks/steps_plot.py: rates by step from eval JSONs, their intervals against scipy's, the plot."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import steps_plot  # noqa: E402
+
+
+def _eval_json(path: Path, step: int, harmful: float, benign: float, base: bool = False) -> str:
+    rates = lambda h, b: {"harmful_refusal": h, "benign_compliance": b, "harmful_refusal_strings": h / 2,  # noqa: E731
+                          "over_refusal_strings": 1 - b}
+    results = {"adapter": rates(harmful, benign), **({"base": rates(0.0, 1.0)} if base else {})}
+    path.write_text(json.dumps({"adapter": f"runs/x/checkpoints/step_{step:04d}/defender", "results": results}))
+    return str(path)
+
+
+def test_rates_by_step_and_their_intervals(tmp_path, capsys):
+    values = {16: [(0.2, 0.9), (0.5, 1.0), (0.3, 0.95)], 32: [(0.9, 0.8), (0.7, 0.85), (1.0, 0.9)]}
+    files = [_eval_json(tmp_path / f"{step}-{i}.json", step, h, b, base=(step == 16))
+             for step, runs in values.items() for i, (h, b) in enumerate(runs)]
+    groups = {"g": steps_plot.read_group(files)}
+    assert list(groups["g"]) == [0, 16, 32] and len(groups["g"][0]) == 3
+    harmful = [100 * h for h, _ in values[32]]
+    low, high = stats.t.interval(0.95, len(harmful) - 1, loc=sum(harmful) / 3, scale=stats.sem(harmful))
+    assert steps_plot.t_interval(harmful) == pytest.approx((sum(harmful) / 3, low, high))
+    assert [r["benign_compliance_strings"] for r in groups["g"][32]] == pytest.approx([80, 85, 90])
+    line = [x for x in steps_plot.summary(groups) if "step 32" in x][0]
+    assert f"harmful_refusal {sum(harmful) / 3:.1f} [{low:.1f}, {high:.1f}]" in line
+    assert steps_plot.main(["--group", "g", *files, "--out", str(tmp_path / "p.png")]) == 0
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_an_eval_of_no_checkpoint_is_named(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"adapter": "runs/x/final/defender", "results": {"adapter": {}}}))
+    with pytest.raises(SystemExit, match="bad.json.*not a checkpoints/step_K folder"):
+        steps_plot.read_group([str(bad)])
