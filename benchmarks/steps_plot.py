@@ -81,7 +81,10 @@ def plot(groups: dict[str, dict], out: Path) -> None:
                     linestyle=":", label=f"{label} (strings)")
             for s in steps:
                 ax.scatter([s + 0.3 * i] * len(by_step[s]), [r[key] for r in by_step[s]], color=color, s=8, alpha=0.4)
-        ax.set(title=f"{title} (%), mean and 95% interval", xlabel="training steps", ylim=(-5, 105))
+        lowest = min(r[k] for by_step in groups.values() for runs in by_step.values() for r in runs
+                     for k in (key, key + "_strings"))
+        ax.set(title=f"{title} (%), mean and 95% interval", xlabel="training steps",
+               ylim=(max(-5, lowest - 10), 105))  # the seeds' range, not the intervals', sets the scale
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, loc="best")
     fig.tight_layout()
