@@ -96,6 +96,18 @@ def test_benign_set_holds_dangerous_sounding_prompts():
         assert sounding >= {"train": 15, "validation": 8, "test": 24}[split], split
 
 
+def test_the_extra_lookalikes_are_new_benign_training_prompts():
+    """llm/data/seeds_more_lookalikes.jsonl (config train_seeds=builtin,<it>): 24 benign prompts that sound
+    dangerous, none a near-duplicate of a built-in prompt, so that validation and test stay unseen."""
+    extra = load_seeds(str(resources.files("redgame.llm") / "data" / "seeds_more_lookalikes.jsonl"))  # packaged
+    assert len(extra) == 24 and all(not s.harmful and s.category == "lookalike" for s in extra)
+    assert sum(any(w in s.prompt.lower() for w in SCARY) for s in extra) >= 8
+    builtin = builtin_seeds("all")
+    assert {s.id for s in extra}.isdisjoint({s.id for s in builtin})
+    for x, y in itertools.product(extra, builtin):
+        assert jaccard(x.prompt, y.prompt) < NEAR_DUPLICATE, (x.id, y.id)
+
+
 def test_unknown_split_is_a_user_error():
     with pytest.raises(UserError, match="split"):
         builtin_seeds("dev")
