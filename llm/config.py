@@ -343,16 +343,29 @@ def parse_override(text: str) -> tuple[str, Any]:
     if key not in _hints():
         raise UserError(f"unknown config key {key!r}")
     origin = get_origin(_hints()[key]) or _hints()[key]
+    if origin is tuple:
+        return key, _tuple_value(key, raw)
     try:
         if origin is bool:
             if raw.lower() not in ("true", "false", "1", "0"):
                 raise ValueError
             return key, raw.lower() in ("true", "1")
-        if origin is tuple:
-            return key, tuple(s for s in raw.split(",") if s)
         return key, origin(raw)
     except ValueError:
         raise UserError(f"config key '{key}': cannot read {raw!r} as {origin.__name__}") from None
+
+
+def _tuple_value(key: str, raw: str) -> tuple:
+    """A JSON list of strings (items may hold commas: ``["I'm sorry, but", "Sure"]``), else comma-separated."""
+    if not raw.lstrip().startswith("["):
+        return tuple(s for s in raw.split(",") if s)
+    try:
+        items = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"config key '{key}': {raw!r} is not a JSON list ({exc.msg}, column {exc.colno})") from None
+    if not (isinstance(items, list) and all(isinstance(item, str) for item in items)):
+        raise UserError(f"config key '{key}': {raw!r} is not a JSON list of strings")
+    return tuple(items)
 
 
 def help_lines() -> list[str]:

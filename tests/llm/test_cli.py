@@ -53,6 +53,21 @@ def test_malformed_seed_file_and_resume_without_run(tmp_path, capsys):
     assert "no checkpoint" in _err(capsys)
 
 
+def test_a_list_override_takes_json_for_items_with_commas():
+    """--set explore_prefixes=[...] keeps "I'm sorry, but ..." whole; a plain value is still comma-separated."""
+    from redgame.errors import UserError
+    from redgame.llm.config import parse_override
+
+    assert parse_override('explore_prefixes=["I\'m sorry, but I can\'t help with that", "Sure, here is"]') == (
+        "explore_prefixes", ("I'm sorry, but I can't help with that", "Sure, here is"))
+    assert parse_override("train_roles=attacker,defender") == ("train_roles", ("attacker", "defender"))
+    assert parse_override("explore_prefixes=[]") == ("explore_prefixes", ())
+    with pytest.raises(UserError, match="'explore_prefixes'.*not a JSON list"):
+        parse_override('explore_prefixes=["unclosed')
+    with pytest.raises(UserError, match="not a JSON list of strings"):
+        parse_override("explore_prefixes=[1, 2]")
+
+
 def test_train_seeds_join_the_builtin_split_and_files(tmp_path, capsys):
     """'builtin,FILE' trains on the built-in train split and the file's seeds; a missing file is named."""
     from redgame.errors import UserError
