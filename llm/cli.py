@@ -110,8 +110,8 @@ def resolve_config(args) -> TrainConfig:
     check_model_name(cfg.model)
     check_device(cfg.device)
     for name in train_seed_sources(cfg.train_seeds):
-        found = name == "builtin" or lookup(name, "config key 'train_seeds'")
-        if not (found is True or found and found.is_file()):
+        path = None if name == "builtin" else lookup(name, "config key 'train_seeds'")
+        if name != "builtin" and not (path and path.is_file()):
             raise FileNotFoundError(f"config key 'train_seeds': seed file not found: {name}")
     return cfg
 
