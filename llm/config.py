@@ -175,9 +175,7 @@ class TrainConfig:
             raise UserError(f"config key 'seed' must fit in 64 bits, got {self.seed}")
         check_device_name(self.device, "config key 'device':")
         check_dtype_name(self.dtype, "config key 'dtype':")
-        reads_prompts = judge_kind(self.judge, where="config key 'judge': ") in ("lm", "http")
-        if self.judge_format != "redgame" and not reads_prompts:
-            raise UserError("config key 'judge_format' applies to lm: and http: judges, not the embedded or probe judge")
+        judge_kind(self.judge, self.judge_format, where="config key 'judge': ", format_where="config key 'judge_format': ")
         rules_from_config(self)  # the payoff's kind, lam and weights, checked as the toy spec checks them
         if self.judge_rank < -1:
             raise UserError(f"config key 'judge_rank' must be -1 (every rank judges) or a rank, got {self.judge_rank}")

@@ -38,17 +38,19 @@ def check_format(fmt: str) -> str:
     return fmt
 
 
-def judge_kind(name, format: str = "redgame", where: str = "") -> str:
+def judge_kind(name, format: str = "redgame", where: str = "", format_where: str | None = None) -> str:
     """``embedded``, ``probe``, ``lm`` or ``http``: the kind of judge ``name`` names (see ``make_judge``).
 
     A name of no kind, or a prompt ``format`` the kind does not take (only ``lm`` and ``http``
-    judges read prompts), is a UserError; ``where`` (such as ``"config key 'judge': "``) starts it.
+    judges read prompts), is a UserError; ``where`` (such as ``"config key 'judge': "``) starts
+    the first, ``format_where`` (default: ``where``) the second.
     """
     check_format(format)
     kind, colon, rest = name.partition(":") if isinstance(name, str) else ("", "", "")
     if kind in ("embedded", "probe") and (rest or not colon):
         if format != "redgame":
-            raise UserError(f"{where}judge format {format!r} is for lm: and http: judges; the {kind} judge has none")
+            raise UserError(f"{where if format_where is None else format_where}judge format {format!r} is for lm: "
+                            f"and http: judges; the {kind} judge has none")
         return kind
     if kind == "lm" and rest:
         return kind
