@@ -94,13 +94,50 @@ def pooled_states(model, tokenizer, prompts: list[str], responses: list[str], la
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
         ids, mask = padded([pairs[i][0] + pairs[i][1] for i in rows], tokenizer.pad_token_id)
-        states = body(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True).hidden_states
+        states = hidden_states_upto(body, ids.to(device), mask.to(device), layers)
         for r, i in enumerate(rows):
             begin, end = len(pairs[i][0]), len(pairs[i][0]) + len(pairs[i][1])
             for k, layer in enumerate(layers):
                 h = states[layer][r, begin:end].float().cpu()
                 out[i, k] = torch.cat([h.mean(0), h[-1]])
     return out
+
+
+class _EnoughLayers(Exception):
+    """Raised by a forward hook once the deepest layer wanted has run."""
+
+
+def hidden_states_upto(body, ids: torch.Tensor, mask: torch.Tensor, layers: tuple[int, ...]) -> dict[int, torch.Tensor]:
+    """{layer: the output of that many decoder layers} for each of ``layers``; the layers after the deepest do not run.
+
+    The same states as ``body(..., output_hidden_states=True).hidden_states[layer]`` (for a layer
+    below the last, whose output the model normalises), at the cost of ``max(layers)`` layers:
+    forward hooks keep the outputs and stop the pass after the deepest one. A body without a
+    ``layers`` list, or a layer outside it, runs whole.
+    """
+    blocks = getattr(body, "layers", None)
+    if blocks is None or not all(0 < k < len(blocks) for k in layers):
+        states = body(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        return {k: states[k] for k in layers}
+    kept: dict[int, torch.Tensor] = {}
+    deepest = max(layers)
+
+    def keep(k):
+        def hook(module, args, output):
+            kept[k] = output[0] if isinstance(output, tuple) else output
+            if k == deepest:
+                raise _EnoughLayers
+        return hook
+
+    handles = [blocks[k - 1].register_forward_hook(keep(k)) for k in set(layers)]
+    try:
+        body(input_ids=ids, attention_mask=mask)
+    except _EnoughLayers:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    return kept
 
 
 class ProbeJudge(EmbeddedJudge):

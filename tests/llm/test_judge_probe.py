@@ -10,7 +10,8 @@ from redgame.cli import main
 from redgame.llm.eval_cli import strict_json
 from redgame.errors import UserError
 from redgame.llm.judge_data import builtin_exchanges, exchange_metrics, judge_exchanges
-from redgame.llm.judge_probe import CARD, WEIGHTS, ProbeJudge, answer_tokens, load_probe, pooled_states
+from redgame.llm.judge_probe import (CARD, WEIGHTS, ProbeJudge, answer_tokens, hidden_states_upto, load_probe,
+                                     pooled_states)
 from redgame.llm.judges import make_judge
 from redgame.llm.models import load_base
 from redgame.llm.seeds import Seed
@@ -38,6 +39,26 @@ def test_pooled_states_match_a_float64_reference_one_exchange_at_a_time():
             h = states[layer][0, len(head):]
             want = torch.cat([h.mean(0), h[-1]]).float()
             assert torch.allclose(got[i, k], want, atol=1e-4), (i, layer)
+
+
+def test_hidden_states_upto_a_layer_equal_the_whole_pass_and_skip_the_layers_after():
+    model, tok = load_base("tiny")
+    body = model.model
+    ids = torch.randint(3, tok.vocab_size, (3, 7))
+    mask = torch.ones_like(ids)
+    mask[0, 5:] = 0
+    with torch.no_grad():
+        whole = body(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    calls, hooks_before = [], len(body.layers[0]._forward_hooks)
+    last = body.layers[-1].register_forward_hook(lambda *a: calls.append(1))
+    with torch.no_grad():
+        got = hidden_states_upto(body, ids, mask, (1,))
+    last.remove()
+    assert not calls  # the last layer never ran
+    assert torch.equal(got[1], whole[1])
+    assert len(body.layers[0]._forward_hooks) == hooks_before  # ours are gone
+    with torch.no_grad():  # the last layer's output is normalised by the model: the whole pass gives it
+        assert torch.equal(hidden_states_upto(body, ids, mask, (1, 2))[2], whole[2])
 
 
 def test_train_judge_probe_writes_a_head_that_judges_as_its_card_says(tmp_path, capsys):
