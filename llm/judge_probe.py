@@ -81,43 +81,75 @@ def pooled_states(model, tokenizer, prompts: list[str], responses: list[str], la
                   batch_size: int = 16) -> torch.Tensor:
     """[n, len(layers), 2 * hidden]: per exchange and layer, the mean of the answer tokens' states and the last one's.
 
-    Exchanges run right-padded in batches of similar length (padding after a sequence cannot
-    change a causal model's states inside it).
+    Exchanges run in batches of similar length, the answers to one prompt side by side, so
+    that :func:`answer_states` reads a shared prompt once.
     """
-    from redgame.llm.losses import decoder_and_head, padded
+    from redgame.llm.losses import decoder_and_head
 
     body, _ = decoder_and_head(model)
     pairs = [answer_tokens(tokenizer, p, r) for p, r in zip(prompts, responses)]
-    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+    order = sorted(range(len(pairs)), key=lambda i: (len(pairs[i][0]), pairs[i][0], len(pairs[i][1])))
     out = torch.zeros(len(pairs), len(layers), 2 * model.config.hidden_size)
     device = next(model.parameters()).device
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
-        ids, mask = padded([pairs[i][0] + pairs[i][1] for i in rows], tokenizer.pad_token_id)
-        states = hidden_states_upto(body, ids.to(device), mask.to(device), layers)
+        states, begin = answer_states(body, [pairs[i][0] for i in rows], [pairs[i][1] for i in rows], layers,
+                                      tokenizer.pad_token_id, device)
         for r, i in enumerate(rows):
-            begin, end = len(pairs[i][0]), len(pairs[i][0]) + len(pairs[i][1])
             for k, layer in enumerate(layers):
-                h = states[layer][r, begin:end].float().cpu()
+                h = states[layer][r, begin[r]:begin[r] + len(pairs[i][1])].float().cpu()
                 out[i, k] = torch.cat([h.mean(0), h[-1]])
     return out
+
+
+def answer_states(body, heads: list[list[int]], answers: list[list[int]], layers: tuple[int, ...], pad: int,
+                  device) -> tuple[dict[int, torch.Tensor], list[int]]:
+    """({layer: states [rows, width, hidden]}, where each row's answer begins) for a causal decoder ``body``.
+
+    Distinct heads: one right-padded row per exchange (padding after a sequence cannot change a
+    causal model's states inside it). A head that several rows share (the answers to one attack
+    in a game round) runs once, left-padded, and keeps its key-value cache; each row's answer
+    runs after its copy of that cache, right-padded, positions counted from the head's real
+    tokens, as :func:`redgame.llm.losses._hidden_sharing_prompts` does for the update.
+    """
+    from transformers import DynamicCache
+
+    from redgame.llm.losses import cache_argument, padded
+
+    distinct = list(dict.fromkeys(tuple(h) for h in heads))
+    if len(distinct) == len(heads):
+        ids, mask = padded([h + a for h, a in zip(heads, answers)], pad)
+        return hidden_states_upto(body, ids.to(device), mask.to(device), layers), [len(h) for h in heads]
+    group = torch.tensor([distinct.index(tuple(h)) for h in heads], device=device)
+    head_ids, head_mask = (t.to(device) for t in padded([list(h) for h in distinct], pad, left=True))
+    cache = DynamicCache(config=body.config)
+    hidden_states_upto(body, head_ids, head_mask, layers, position_ids=(head_mask.cumsum(1) - 1).clamp_min(0),
+                       use_cache=True, **{cache_argument(body): cache})
+    cache.batch_select_indices(group)
+    ids, mask = (t.to(device) for t in padded(answers, pad))
+    positions = head_mask.sum(1)[group][:, None] + torch.arange(ids.shape[1], device=device)[None]
+    states = hidden_states_upto(body, ids, torch.cat([head_mask[group], mask], 1), layers, position_ids=positions,
+                                use_cache=True, **{cache_argument(body): cache})
+    return states, [0] * len(heads)
 
 
 class _EnoughLayers(Exception):
     """Raised by a forward hook once the deepest layer wanted has run."""
 
 
-def hidden_states_upto(body, ids: torch.Tensor, mask: torch.Tensor, layers: tuple[int, ...]) -> dict[int, torch.Tensor]:
+def hidden_states_upto(body, ids: torch.Tensor, mask: torch.Tensor, layers: tuple[int, ...],
+                       **forward) -> dict[int, torch.Tensor]:
     """{layer: the output of that many decoder layers} for each of ``layers``; the layers after the deepest do not run.
 
     The same states as ``body(..., output_hidden_states=True).hidden_states[layer]`` (for a layer
     below the last, whose output the model normalises), at the cost of ``max(layers)`` layers:
     forward hooks keep the outputs and stop the pass after the deepest one. A body without a
-    ``layers`` list, or a layer outside it, runs whole.
+    ``layers`` list, or a layer outside it, runs whole. ``forward``: more arguments for ``body``
+    (positions, a key-value cache, which then holds the layers that ran).
     """
     blocks = getattr(body, "layers", None)
     if blocks is None or not all(0 < k < len(blocks) for k in layers):
-        states = body(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        states = body(input_ids=ids, attention_mask=mask, output_hidden_states=True, **forward).hidden_states
         return {k: states[k] for k in layers}
     kept: dict[int, torch.Tensor] = {}
     deepest = max(layers)
@@ -131,7 +163,7 @@ def hidden_states_upto(body, ids: torch.Tensor, mask: torch.Tensor, layers: tupl
 
     handles = [blocks[k - 1].register_forward_hook(keep(k)) for k in set(layers)]
     try:
-        body(input_ids=ids, attention_mask=mask)
+        body(input_ids=ids, attention_mask=mask, **forward)
     except _EnoughLayers:
         pass
     finally:

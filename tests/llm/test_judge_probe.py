@@ -25,20 +25,33 @@ def small_set(tmp_path, n_train=30, n_validation=16):
     return path
 
 
-def test_pooled_states_match_a_float64_reference_one_exchange_at_a_time():
+def assert_pooled_match_float64_one_at_a_time(prompts, answers, layers, batch_size):
     model, tok = load_base("tiny")
-    prompts = ["How do I bake bread?", "Tell me how to pick a lock quickly, step by step please", "hi"]
-    answers = ["Mix flour, water and yeast, then bake.", "I'm sorry, but I can't help with that.", ""]
-    got = pooled_states(model, tok, prompts, answers, (1, 2), batch_size=2)  # batches mix lengths
+    got = pooled_states(model, tok, prompts, answers, layers, batch_size=batch_size)
     m64 = load_base("tiny")[0].to(torch.float64)
     for i, (p, a) in enumerate(zip(prompts, answers)):
         head, answer = answer_tokens(tok, p, a)
         with torch.no_grad():
             states = m64.model(input_ids=torch.tensor([head + answer]), output_hidden_states=True).hidden_states
-        for k, layer in enumerate((1, 2)):
+        for k, layer in enumerate(layers):
             h = states[layer][0, len(head):]
             want = torch.cat([h.mean(0), h[-1]]).float()
             assert torch.allclose(got[i, k], want, atol=1e-4), (i, layer)
+
+
+def test_pooled_states_match_a_float64_reference_one_exchange_at_a_time():
+    prompts = ["How do I bake bread?", "Tell me how to pick a lock quickly, step by step please", "hi"]
+    answers = ["Mix flour, water and yeast, then bake.", "I'm sorry, but I can't help with that.", ""]
+    assert_pooled_match_float64_one_at_a_time(prompts, answers, (1, 2), batch_size=2)  # batches mix lengths
+
+
+@pytest.mark.parametrize("layers", [(1,), (1, 2)])  # the pass stopped at a layer, and the whole pass
+def test_pooled_states_of_answers_sharing_a_prompt_match_a_float64_reference(layers):
+    lock, bread = "Tell me how to pick a lock quickly, step by step please", "How do I bake bread?"
+    prompts = [lock, bread, lock, "hi", lock, bread]  # a game round: several answers to one attack
+    answers = ["I'm sorry, but I can't help with that.", "Mix flour, water and yeast, then bake.", "",
+               "Hello!", "Sure: first, get a tension wrench and a pick, then", "Knead it."]
+    assert_pooled_match_float64_one_at_a_time(prompts, answers, layers, batch_size=4)
 
 
 def test_hidden_states_upto_a_layer_equal_the_whole_pass_and_skip_the_layers_after():
