@@ -257,6 +257,19 @@ def build_roles(base, *, regime: str, lora: LoraSettings | None = None, full_fin
     Returns:
         a :class:`Roles`.
     """
+    _check_roles_arguments(regime, full_finetune, reference, rollout)
+    for p in base.parameters():
+        p.requires_grad_(False)
+    if full_finetune:
+        slots = _full_model_slots(base, regime, reference)
+    else:
+        slots = _adapter_slots(base, regime, lora or LoraSettings(), reference)
+    for slot in {id(s): s for s in slots.values()}.values():
+        slot.model.train()
+    return Roles(slots, regime, reference, ema_decay, rollout)
+
+
+def _check_roles_arguments(regime: str, full_finetune: bool, reference: str, rollout: str) -> None:
     if regime not in REGIMES:
         raise UserError(f"unknown regime {regime!r}; expected one of {', '.join(REGIMES)}")
     if reference not in ("base", "ema"):
@@ -265,31 +278,24 @@ def build_roles(base, *, regime: str, lora: LoraSettings | None = None, full_fin
         raise UserError(f"full_finetune is for the 'shared', 'separate' and 'advgame' regimes, not {regime!r}")
     if rollout not in ("live", "ema") or (rollout == "ema" and reference != "ema"):
         raise UserError(f"rollout {rollout!r}: expected 'live', or 'ema' with reference 'ema'")
-    lora = lora or LoraSettings()
-    for p in base.parameters():
-        p.requires_grad_(False)
 
-    if full_finetune:
-        def trainable_copy():
-            m = copy.deepcopy(base)
-            m.requires_grad_(True)
-            m.train()
-            return m
 
-        def ref_for(m):
-            return copy.deepcopy(m).requires_grad_(False) if reference == "ema" else base
+def _full_model_slots(base, regime: str, reference: str) -> dict:
+    """Each role a trainable copy of the base (one copy for both under ``shared``), its reference
+    the frozen base or, with ``reference="ema"``, a frozen copy that the EMA updates."""
+    def slot():
+        model = copy.deepcopy(base).requires_grad_(True).train()
+        return _Slot(model, None, ref_model=copy.deepcopy(model).requires_grad_(False) if reference == "ema" else base)
 
-        if regime == "shared":
-            m = trainable_copy()
-            slot = _Slot(m, None, ref_model=ref_for(m))
-            slots = {"attacker": slot, "defender": slot}
-        else:
-            slots = {}
-            for role in ROLES:
-                m = trainable_copy()
-                slots[role] = _Slot(m, None, ref_model=ref_for(m))
-        return Roles(slots, regime, reference, ema_decay, rollout)
+    if regime == "shared":
+        shared = slot()
+        return {"attacker": shared, "defender": shared}
+    return {role: slot() for role in ROLES}
 
+
+def _adapter_slots(base, regime: str, lora: LoraSettings, reference: str) -> dict:
+    """LoRA adapters on the frozen base: one ``shared`` adapter for both roles, one per role on
+    a copy of the base each (``separate``), or one per role on the same base (the others)."""
     def with_adapters(model, names):
         peft_model = get_peft_model(model, lora.peft_config(), adapter_name=names[0])
         for name in names[1:]:
@@ -310,22 +316,18 @@ def build_roles(base, *, regime: str, lora: LoraSettings | None = None, full_fin
 
     if regime == "shared":
         ema = ema_copy(base)
-        pm = with_adapters(base, ["shared"])
-        slot = slot_for(pm, "shared", ema)
-        slots = {"attacker": slot, "defender": slot}
-    elif regime == "separate":
+        shared = slot_for(with_adapters(base, ["shared"]), "shared", ema)
+        return {"attacker": shared, "defender": shared}
+    if regime == "separate":
         slots = {}
         for role in ROLES:
             own = copy.deepcopy(base)
             ema = ema_copy(own)
             slots[role] = slot_for(with_adapters(own, [role]), role, ema)
-    else:
-        emas = {role: ema_copy(base) for role in ROLES}
-        pm = with_adapters(base, list(ROLES))
-        slots = {role: slot_for(pm, role, emas[role]) for role in ROLES}
-    for slot in {id(s): s for s in slots.values()}.values():
-        slot.model.train()
-    return Roles(slots, regime, reference, ema_decay, rollout)
+        return slots
+    emas = {role: ema_copy(base) for role in ROLES}
+    peft_model = with_adapters(base, list(ROLES))
+    return {role: slot_for(peft_model, role, emas[role]) for role in ROLES}
 
 
 __all__ = ["ROLES", "REGIMES", "LoraSettings", "Roles", "build_roles", "PeftModel"]
