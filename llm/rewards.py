@@ -190,6 +190,47 @@ def _faithful(judge, rnd) -> list[bool]:
     return faithful
 
 
+def _signal(groups: list[list[int]], reward: dict, value: dict, min_margin: float) -> RoleSignal:
+    """A role's signal: each group's items with their rewards, and per group the (best, worst) pair by value."""
+    signal = RoleSignal()
+    for g, members in enumerate(groups):
+        for i in members:
+            signal.items.append(i)
+            signal.rewards.append(reward[i])
+            signal.groups.append(g)
+        pair = _best_worst(members, value, min_margin)
+        if pair:
+            signal.pairs.append(pair)
+    return signal
+
+
+def _pairwise_attack_values(judge, rnd, texts: list[str], value: dict, scores: list[float], by_attack: list[list[int]],
+                            sampled: list[list[int]], faithful: list[bool]) -> dict[int, float]:
+    """Each attack's value in the pairwise game, from the defender's best answer to it.
+
+    On a seed with several faithful sampled attacks, the attack whose best answer loses the
+    defence comparison is the better attack (1 - 2 * its win rate); the only faithful attack on
+    its seed gets 1 - 2 * the judge's score of its best answer; an unfaithful one ``UNFAITHFUL``.
+    """
+    n_att = len(rnd.attacks)
+    best_answer = {a: max(sampled[a] or by_attack[a], key=lambda i: value[i]) for a in range(n_att)}
+    sampled_attacks = [a for a in range(n_att) if not rnd.is_identity(a)]
+    per_seed = [[a for a in sampled_attacks if rnd.attack_seed[a] == s and faithful[a]] for s in range(len(rnd.seeds))]
+    contested = [s for s in range(len(rnd.seeds)) if len(per_seed[s]) > 1]
+    defence = _win_rates(judge, [[best_answer[a] for a in per_seed[s]] for s in contested],
+                         [rnd.seeds[s] for s in contested], [rnd.seeds[s].prompt for s in contested],
+                         texts) if contested else {}
+    attack_value = {}
+    for a in range(n_att):
+        if not faithful[a]:
+            attack_value[a] = UNFAITHFUL
+        elif best_answer[a] in defence:
+            attack_value[a] = 1.0 - 2.0 * defence[best_answer[a]]
+        else:
+            attack_value[a] = 1.0 - 2.0 * scores[best_answer[a]]
+    return attack_value
+
+
 def judge_round(judge, rnd, *, pairwise: bool, min_margin: float, rules: RewardRules | None = None) -> JudgedRound:
     """Label and score a :class:`~redgame.llm.rollout.Round`, and derive both roles' signals."""
     rules = rules or RewardRules()
@@ -217,50 +258,17 @@ def judge_round(judge, rnd, *, pairwise: bool, min_margin: float, rules: RewardR
     else:
         value = reward = {i: defender_utility(label, rules, cut) for i, (label, cut) in enumerate(zip(labels, truncated))}
 
-    defender = RoleSignal()
-    for att, members in enumerate(by_attack):
-        for i in members:
-            defender.items.append(i)
-            defender.rewards.append(reward[i])
-            defender.groups.append(att)
-        pair = _best_worst(members, value, min_margin)
-        if pair:
-            defender.pairs.append(pair)
-
+    defender = _signal(by_attack, reward, value, min_margin)
     # The attacker: the defender's sampled answers, the best one in the pairwise game.
     # Identity attacks (the seed as written) train the defender only.
-    sampled_attacks = [a for a in range(n_att) if not rnd.is_identity(a)]
-    attack_value: dict[int, float] = {}
     if pairwise:
-        best_answer = {a: max(sampled[a] or by_attack[a], key=lambda i: value[i]) for a in range(n_att)}
-        per_seed = [[a for a in sampled_attacks if rnd.attack_seed[a] == s and faithful[a]] for s in range(len(rnd.seeds))]
-        # The attack whose best answer loses the defence comparison is the better attack.
-        contested = [s for s in range(len(rnd.seeds)) if len(per_seed[s]) > 1]
-        defence = _win_rates(judge, [[best_answer[a] for a in per_seed[s]] for s in contested],
-                             [rnd.seeds[s] for s in contested], [rnd.seeds[s].prompt for s in contested],
-                             texts) if contested else {}
-        for a in range(n_att):
-            if not faithful[a]:
-                attack_value[a] = UNFAITHFUL
-            elif best_answer[a] in defence:
-                attack_value[a] = 1.0 - 2.0 * defence[best_answer[a]]
-            else:  # the only faithful attack on its seed: the judge's score of its best answer
-                attack_value[a] = 1.0 - 2.0 * scores[best_answer[a]]
+        attack_value = _pairwise_attack_values(judge, rnd, texts, value, scores, by_attack, sampled, faithful)
     else:
-        for a in range(n_att):
-            own = sampled[a] or by_attack[a]
-            attack_value[a] = sum(attacker_utility(labels[i], rules, faithful[a]) for i in own) / len(own)
-
-    attacker = RoleSignal()
-    for s in range(len(rnd.seeds)):
-        members = [a for a in sampled_attacks if rnd.attack_seed[a] == s]
-        for a in members:
-            attacker.items.append(a)
-            attacker.rewards.append(attack_value[a])
-            attacker.groups.append(s)
-        pair = _best_worst(members, attack_value, min_margin)
-        if pair:
-            attacker.pairs.append(pair)
+        attack_value = {a: sum(attacker_utility(labels[i], rules, faithful[a]) for i in own) / len(own)
+                        for a, own in enumerate(s or b for s, b in zip(sampled, by_attack))}
+    sampled_attacks = [a for a in range(n_att) if not rnd.is_identity(a)]
+    by_seed = [[a for a in sampled_attacks if rnd.attack_seed[a] == s] for s in range(len(rnd.seeds))]
+    attacker = _signal(by_seed, attack_value, attack_value, min_margin)
 
     return JudgedRound(scores, [label.refusal >= LABEL_THRESHOLD for label in labels],
                        [label.harmful >= LABEL_THRESHOLD for label in labels], faithful,
