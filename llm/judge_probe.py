@@ -81,18 +81,16 @@ def pooled_states(model, tokenizer, prompts: list[str], responses: list[str], la
                   batch_size: int = 16) -> torch.Tensor:
     """[n, len(layers), 2 * hidden]: per exchange and layer, the mean of the answer tokens' states and the last one's.
 
-    Exchanges run in batches of similar length, the answers to one prompt side by side, so
-    that :func:`answer_states` reads a shared prompt once.
+    Distinct prompts run in batches of similar length; the answers to one prompt run in one
+    batch (:func:`batches`), so that :func:`answer_states` reads that prompt once.
     """
     from redgame.llm.losses import decoder_and_head
 
     body, _ = decoder_and_head(model)
     pairs = [answer_tokens(tokenizer, p, r) for p, r in zip(prompts, responses)]
-    order = sorted(range(len(pairs)), key=lambda i: (len(pairs[i][0]), pairs[i][0], len(pairs[i][1])))
     out = torch.zeros(len(pairs), len(layers), 2 * model.config.hidden_size)
     device = next(model.parameters()).device
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
+    for rows in batches(pairs, batch_size):
         states, begin = answer_states(body, [pairs[i][0] for i in rows], [pairs[i][1] for i in rows], layers,
                                       tokenizer.pad_token_id, device)
         for r, i in enumerate(rows):
@@ -100,6 +98,28 @@ def pooled_states(model, tokenizer, prompts: list[str], responses: list[str], la
                 h = states[layer][r, begin[r]:begin[r] + len(pairs[i][1])].float().cpu()
                 out[i, k] = torch.cat([h.mean(0), h[-1]])
     return out
+
+
+def batches(pairs: list[tuple[list[int], list[int]]], batch_size: int) -> list[list[int]]:
+    """Indices of (head, answer) token pairs in batches of about ``batch_size``.
+
+    Distinct heads: sorted by total length, ``batch_size`` a batch. Repeated heads: the rows of
+    one head stay together, heads in order of length, whole groups added to a batch while it
+    has room (a group larger than ``batch_size`` is a batch of its own).
+    """
+    groups: dict[tuple, list[int]] = {}
+    for i, (head, _) in enumerate(pairs):
+        groups.setdefault(tuple(head), []).append(i)
+    if len(groups) == len(pairs):
+        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+        return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    out, batch = [], []
+    for head in sorted(groups, key=len):
+        if batch and len(batch) + len(groups[head]) > batch_size:
+            out.append(batch)
+            batch = []
+        batch = batch + groups[head]
+    return out + [batch] if batch else out
 
 
 def answer_states(body, heads: list[list[int]], answers: list[list[int]], layers: tuple[int, ...], pad: int,
@@ -141,14 +161,18 @@ def hidden_states_upto(body, ids: torch.Tensor, mask: torch.Tensor, layers: tupl
                        **forward) -> dict[int, torch.Tensor]:
     """{layer: the output of that many decoder layers} for each of ``layers``; the layers after the deepest do not run.
 
-    The same states as ``body(..., output_hidden_states=True).hidden_states[layer]`` (for a layer
-    below the last, whose output the model normalises), at the cost of ``max(layers)`` layers:
-    forward hooks keep the outputs and stop the pass after the deepest one. A body without a
-    ``layers`` list, or a layer outside it, runs whole. ``forward``: more arguments for ``body``
+    For a layer k from 1 to the model's depth minus one, the output of its ``layers[k - 1]``:
+    ``body(..., output_hidden_states=True).hidden_states[k]`` in transformers' decoders, at the
+    cost of ``max(layers)`` layers: forward hooks keep the outputs and stop the pass after the
+    deepest one. The embeddings (0), the last layer (whose output the model normalises) and a
+    body without a ``layers`` list run the whole pass. ``forward``: more arguments for ``body``
     (positions, a key-value cache, which then holds the layers that ran).
     """
+    if not layers:
+        return {}
     blocks = getattr(body, "layers", None)
-    if blocks is None or not all(0 < k < len(blocks) for k in layers):
+    depth = getattr(getattr(body, "config", None), "num_hidden_layers", None)
+    if blocks is None or depth is None or not all(0 < k < min(depth, len(blocks)) for k in layers):
         states = body(input_ids=ids, attention_mask=mask, output_hidden_states=True, **forward).hidden_states
         return {k: states[k] for k in layers}
     kept: dict[int, torch.Tensor] = {}

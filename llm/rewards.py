@@ -209,8 +209,9 @@ def _pairwise_attack_values(judge, rnd, texts: list[str], value: dict, scores: l
     """Each attack's value in the pairwise game, from the defender's best answer to it.
 
     On a seed with several faithful sampled attacks, the attack whose best answer loses the
-    defence comparison is the better attack (1 - 2 * its win rate); the only faithful attack on
-    its seed gets 1 - 2 * the judge's score of its best answer; an unfaithful one ``UNFAITHFUL``.
+    defence comparison is the better attack (1 - 2 * its win rate); a faithful attack outside
+    such a comparison (its seed's only faithful sampled attack, or an identity attack) gets
+    1 - 2 * the judge's score of its best answer; an unfaithful one ``UNFAITHFUL``.
     """
     n_att = len(rnd.attacks)
     best_answer = {a: max(sampled[a] or by_attack[a], key=lambda i: value[i]) for a in range(n_att)}

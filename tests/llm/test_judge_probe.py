@@ -10,7 +10,7 @@ from redgame.cli import main
 from redgame.llm.eval_cli import strict_json
 from redgame.errors import UserError
 from redgame.llm.judge_data import builtin_exchanges, exchange_metrics, judge_exchanges
-from redgame.llm.judge_probe import (CARD, WEIGHTS, ProbeJudge, answer_tokens, hidden_states_upto, load_probe,
+from redgame.llm.judge_probe import (CARD, WEIGHTS, ProbeJudge, answer_tokens, batches, hidden_states_upto, load_probe,
                                      pooled_states)
 from redgame.llm.judges import make_judge
 from redgame.llm.models import load_base
@@ -52,6 +52,16 @@ def test_pooled_states_of_answers_sharing_a_prompt_match_a_float64_reference(lay
     answers = ["I'm sorry, but I can't help with that.", "Mix flour, water and yeast, then bake.", "",
                "Hello!", "Sure: first, get a tension wrench and a pick, then", "Knead it."]
     assert_pooled_match_float64_one_at_a_time(prompts, answers, layers, batch_size=4)
+
+
+def test_batches_keep_the_answers_to_one_prompt_together():
+    distinct = [([1] * n, [2] * m) for n, m in ((3, 9), (5, 1), (2, 2), (4, 4), (1, 1))]
+    assert batches(distinct, 2) == [[4, 2], [1, 3], [0]]  # by total length: 2, 4, 6, 8, 12
+    heads = [[7], [7, 7], [7], [7, 7, 7], [7], [7, 7]]  # three prompts, answered 3, 2 and 1 times
+    shared = [(h, [2]) for h in heads]
+    assert batches(shared, 4) == [[0, 2, 4], [1, 5, 3]]
+    assert batches(shared, 2) == [[0, 2, 4], [1, 5], [3]]  # a group over the size: a batch of its own
+    assert sorted(i for b in batches(shared, 3) for i in b) == list(range(6))
 
 
 def test_hidden_states_upto_a_layer_equal_the_whole_pass_and_skip_the_layers_after():
