@@ -130,27 +130,23 @@ def answer_states(body, heads: list[list[int]], answers: list[list[int]], layers
     causal model's states inside it). A head that several rows share (the answers to one attack
     in a game round) runs once, left-padded, and keeps its key-value cache; each row's answer
     runs after its copy of that cache, right-padded, positions counted from the head's real
-    tokens, as :func:`redgame.llm.losses._hidden_sharing_prompts` does for the update.
+    tokens (:class:`redgame.llm.prompt_sharing.SharedPrompts`, as the update and the rollout share
+    a prompt).
     """
     from transformers import DynamicCache
 
-    from redgame.llm.losses import cache_argument, padded
+    from redgame.llm.prompt_sharing import SharedPrompts, cache_argument, padded
 
-    distinct = list(dict.fromkeys(tuple(h) for h in heads))
-    if len(distinct) == len(heads):
+    if len({tuple(h) for h in heads}) == len(heads):
         ids, mask = padded([h + a for h, a in zip(heads, answers)], pad)
         return hidden_states_upto(body, ids.to(device), mask.to(device), layers), [len(h) for h in heads]
-    group = torch.tensor([distinct.index(tuple(h)) for h in heads], device=device)
-    head_ids, head_mask = (t.to(device) for t in padded([list(h) for h in distinct], pad, left=True))
-    cache = DynamicCache(config=body.config)
-    hidden_states_upto(body, head_ids, head_mask, layers, position_ids=(head_mask.cumsum(1) - 1).clamp_min(0),
-                       use_cache=True, **{cache_argument(body): cache})
-    cache.batch_select_indices(group)
+    shared = SharedPrompts([tuple(h) for h in heads], pad, device)
+    cache = {cache_argument(body): DynamicCache(config=body.config)}
+    hidden_states_upto(body, shared.ids, shared.mask, layers, position_ids=shared.positions, use_cache=True, **cache)
+    shared.share(*cache.values())
     ids, mask = (t.to(device) for t in padded(answers, pad))
-    positions = head_mask.sum(1)[group][:, None] + torch.arange(ids.shape[1], device=device)[None]
-    states = hidden_states_upto(body, ids, torch.cat([head_mask[group], mask], 1), layers, position_ids=positions,
-                                use_cache=True, **{cache_argument(body): cache})
-    return states, [0] * len(heads)
+    mask, positions = shared.continuation(mask)
+    return hidden_states_upto(body, ids, mask, layers, position_ids=positions, use_cache=True, **cache), [0] * len(heads)
 
 
 class _EnoughLayers(Exception):

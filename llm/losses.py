@@ -37,13 +37,13 @@ gradient (gradient accumulation).
 from __future__ import annotations
 
 import contextlib
-import inspect
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from redgame.errors import UserError
+from redgame.llm.prompt_sharing import SharedPrompts, cache_argument, cache_of, padded
 
 try:  # the kernels layer is optional: a clean seam, plain torch otherwise
     from redgame.kernels import fused_preference_loss as _kernel_fused_preference_loss
@@ -195,18 +195,6 @@ def completion_hidden(model, prompt_ids: list[list[int]], completion_ids: list[l
     return hidden, head, torch.tensor([t for c in completion_ids for t in c], device=device)
 
 
-def padded(rows: list[list[int]], pad_id: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids [B, T] padded on the right (or left) with ``pad_id``, and the attention mask."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        span = slice(width - len(r), width) if left else slice(0, len(r))
-        ids[i, span] = torch.tensor(r, dtype=torch.long)
-        mask[i, span] = 1
-    return ids, mask
-
-
 def _hidden_right_padded(model, body, prompts, completions, pad_id, route, device) -> torch.Tensor:
     """The hidden states that predict each completion token [N, d]: prompt + completion in one row each."""
     ids, mask = padded([p + c for p, c in zip(prompts, completions)], pad_id)
@@ -220,47 +208,28 @@ def _hidden_right_padded(model, body, prompts, completions, pad_id, route, devic
 def _hidden_sharing_prompts(model, body, keys, completions, pad_id, route, device) -> torch.Tensor:
     """Like :func:`_hidden_right_padded`, each distinct (adapter row, prompt) run once.
 
-    The distinct prompts run left-padded (positions counted from their first token) and keep
-    their key-value cache; each sequence's cache rows are picked from it and its completion
-    runs after them, so attention sees prompt + completion as in one row. The last prompt
+    The distinct prompts run once and keep their key-value cache; each completion runs after
+    its prompt's copy of it (:class:`redgame.llm.prompt_sharing.SharedPrompts`). The last prompt
     position predicts the first completion token; the gradient reaches the prompt's
     activations through the cache, once per prompt.
     """
-    distinct = list(dict.fromkeys(keys))
-    group = torch.tensor([distinct.index(k) for k in keys], device=device)
-    ids, mask = (t.to(device) for t in padded([list(p) for _, p in distinct], pad_id, left=True))
-    prompt_route = None if route is None else (route[0], [r for r, _ in distinct])
+    shared = SharedPrompts(keys, pad_id, device, tokens=lambda key: key[1])
+    prompt_route = None if route is None else (route[0], [r for r, _ in shared.distinct])
     with _routing(model, prompt_route, device):
-        out = body(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp_min(0), use_cache=True)
-    first = out.last_hidden_state[:, -1][group]  # [n, d]: predicts each completion's first token
+        out = body(input_ids=shared.ids, attention_mask=shared.mask, position_ids=shared.positions, use_cache=True)
+    first = out.last_hidden_state[:, -1][shared.group]  # [n, d]: predicts each completion's first token
     rest = [c[:-1] for c in completions]  # the completion tokens that predict the next one
     width = max(len(r) for r in rest)
     index = [[j] + [len(rest) + j * width + t for t in range(len(r))] for j, r in enumerate(rest) if completions[j]]
     flat = first
     if width:
-        cache = cache_of(out)
-        cache.batch_select_indices(group)
-        ids_c, mask_c = (t.to(device) for t in padded(rest, pad_id))
-        positions = mask.sum(1)[group][:, None] + torch.arange(width, device=device)[None]
+        ids, mask = (t.to(device) for t in padded(rest, pad_id))
+        mask, positions = shared.continuation(mask)
         with _routing(model, route, device):
-            hidden = body(input_ids=ids_c, attention_mask=torch.cat([mask[group], mask_c], 1), position_ids=positions,
-                          use_cache=True, **{cache_argument(body): cache}).last_hidden_state
+            hidden = body(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                          **{cache_argument(body): shared.share(cache_of(out))}).last_hidden_state
         flat = torch.cat([first, hidden.reshape(-1, hidden.shape[-1])])
     return flat[torch.tensor([i for row in index for i in row], device=device)]
-
-
-def cache_of(output):
-    """The key-value cache a forward pass with ``use_cache=True`` returned."""
-    return output.cache if getattr(output, "cache", None) is not None else output.past_key_values
-
-
-def cache_argument(module) -> str:
-    """The name of `module.forward`'s key-value cache argument (also generate's).
-
-    transformers renamed `past_key_values` to `cache` during the 5.x series (5.17 has the
-    old name, 5.24 the new one): read it off the signature rather than the version.
-    """
-    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
 
 
 def _routing(model, route, device):

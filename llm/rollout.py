@@ -16,7 +16,8 @@ import torch
 from transformers import LogitsProcessorList
 
 from redgame.llm import prompts as role_prompts
-from redgame.llm.losses import cache_argument, cache_of, decoder_and_head, padded
+from redgame.llm.losses import decoder_and_head
+from redgame.llm.prompt_sharing import SharedPrompts, cache_argument, cache_of, padded
 from redgame.llm.prompts import attacker_messages, chat_text, defender_messages, parse_attack
 from redgame.llm.sampling import ExponentialRaceSampler
 
@@ -114,25 +115,21 @@ def _shared_prompt_cache(model, prompt_ids: list[list[int]], prefix_ids: list[li
     """Inputs for ``generate`` whose rows share the key-value cache of their prompt, computed once.
 
     Every distinct prompt but its last token runs once, left-padded; its cache rows are copied
-    to each row that continues it. A row is then [that prompt head | pads | last prompt token |
-    forced prefix]: the attention mask has a hole, and positions count real tokens only, so the
-    model sees each row as prompt + prefix. Returns (input ids, attention mask, generate's
-    cache argument).
+    to each row that continues it (:class:`redgame.llm.prompt_sharing.SharedPrompts`). A row is
+    then [that prompt head | pads | last prompt token | forced prefix]: the attention mask has a
+    hole, and positions count real tokens only, so the model sees each row as prompt + prefix.
+    Returns (input ids, attention mask, generate's cache argument).
     """
     body, _ = decoder_and_head(model)
-    heads = list(dict.fromkeys(tuple(p[:-1]) for p in prompt_ids))
-    group = torch.tensor([heads.index(tuple(p[:-1])) for p in prompt_ids])
-    head_ids, head_mask = padded([list(h) for h in heads], pad, left=True)
-    tail_ids, tail_mask = padded([p[-1:] + q for p, q in zip(prompt_ids, prefix_ids)], pad, left=True)
-    ids, mask = torch.cat([head_ids[group], tail_ids], 1), torch.cat([head_mask[group], tail_mask], 1)
-    if not head_ids.shape[1]:  # one-token prompts: nothing to share
+    shared = SharedPrompts([tuple(p[:-1]) for p in prompt_ids], pad, device)
+    tail_ids, tail_mask = (t.to(device) for t in padded([p[-1:] + q for p, q in zip(prompt_ids, prefix_ids)], pad,
+                                                        left=True))
+    ids = torch.cat([shared.ids[shared.group], tail_ids], 1)
+    mask = torch.cat([shared.mask[shared.group], tail_mask], 1)
+    if not shared.ids.shape[1]:  # one-token prompts: nothing to share
         return ids, mask, {}
-    head_mask = head_mask.to(device)
-    out = body(input_ids=head_ids.to(device), attention_mask=head_mask,
-               position_ids=(head_mask.cumsum(1) - 1).clamp_min(0), use_cache=True)
-    cache = cache_of(out)
-    cache.batch_select_indices(group.to(device))
-    return ids, mask, {cache_argument(body): cache}
+    out = body(input_ids=shared.ids, attention_mask=shared.mask, position_ids=shared.positions, use_cache=True)
+    return ids, mask, {cache_argument(body): shared.share(cache_of(out))}
 
 
 @dataclass

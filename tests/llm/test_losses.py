@@ -226,18 +226,3 @@ def test_shared_prompts_give_the_same_values_and_gradients(tiny, chunk):
     torch.testing.assert_close(v1, v0, rtol=1e-5, atol=1e-5)
     for name in g0:
         torch.testing.assert_close(g1[name], g0[name], rtol=1e-5, atol=1e-5)
-
-
-def test_cache_argument_is_read_off_the_forward_signature():
-    from redgame.llm.losses import cache_argument
-
-    class OldNames(torch.nn.Module):
-        def forward(self, input_ids, past_key_values=None, use_cache=False):
-            return input_ids
-
-    class NewNames(torch.nn.Module):
-        def forward(self, input_ids, cache=None, use_cache=False):
-            return input_ids
-
-    assert cache_argument(OldNames()) == "past_key_values"
-    assert cache_argument(NewNames()) == "cache"

@@ -1,0 +1,80 @@
+"""Rows that continue a few distinct prompts: each prompt runs once, its key-value cache is shared.
+
+The game reads the same prompt many times: the D answers to one attack are sampled after it
+(:mod:`redgame.llm.rollout`), scored after it in the update (:mod:`redgame.llm.losses`), and
+judged after it by the probe judge (:mod:`redgame.llm.judge_probe`). Each of them runs the
+distinct prompts once, left-padded with positions counted from their first real token
+(:attr:`SharedPrompts.positions`), copies each prompt's cache rows to the rows that continue it
+(:meth:`SharedPrompts.share`), and runs the continuations after those copies with the mask and
+positions of :meth:`SharedPrompts.continuation`: attention then sees prompt + continuation as
+in one unpadded row.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+
+def padded(rows: list[list[int]], pad_id: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids [B, T] padded on the right (or left) with ``pad_id``, and the attention mask."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        span = slice(width - len(r), width) if left else slice(0, len(r))
+        ids[i, span] = torch.tensor(r, dtype=torch.long)
+        mask[i, span] = 1
+    return ids, mask
+
+
+def cache_of(output):
+    """The key-value cache a forward pass with ``use_cache=True`` returned."""
+    return output.cache if getattr(output, "cache", None) is not None else output.past_key_values
+
+
+def cache_argument(module) -> str:
+    """The name of `module.forward`'s key-value cache argument (also generate's).
+
+    transformers renamed `past_key_values` to `cache` during the 5.x series (5.17 has the
+    old name, 5.24 the new one): read it off the signature rather than the version.
+    """
+    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
+
+
+class SharedPrompts:
+    """The distinct prompts of some rows, left-padded, and which one each row continues.
+
+    ``keys``: one hashable per row; rows with equal keys share a prompt. ``tokens(key)``: that
+    prompt's token ids (the key itself by default). ``distinct`` lists the keys in the order of
+    their first row; ``group[i]`` is row i's index in it; ``ids`` and ``mask`` [len(distinct), T]
+    are the prompts, left-padded, on ``device``.
+    """
+
+    def __init__(self, keys: list, pad_id: int, device, tokens=lambda key: key):
+        index: dict = {}
+        for key in keys:
+            index.setdefault(key, len(index))
+        self.distinct = list(index)
+        self.group = torch.tensor([index[key] for key in keys], device=device)
+        self.ids, self.mask = (t.to(device) for t in padded([list(tokens(k)) for k in self.distinct], pad_id, left=True))
+
+    @property
+    def positions(self) -> torch.Tensor:
+        """Position ids of the padded prompts: each counted from its first real token."""
+        return (self.mask.cumsum(1) - 1).clamp_min(0)
+
+    def share(self, cache):
+        """``cache`` of the distinct prompts, its rows copied to the rows that continue each one (in place)."""
+        cache.batch_select_indices(self.group)
+        return cache
+
+    def continuation(self, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(attention mask, position ids) of rows [rows, width] that run after their prompt's shared cache.
+
+        ``mask`` marks each row's real tokens; the attention mask covers the prompt's padded cache
+        then the row, and positions go on from the prompt's last real token.
+        """
+        positions = self.mask.sum(1)[self.group][:, None] + torch.arange(mask.shape[1], device=mask.device)[None]
+        return torch.cat([self.mask[self.group], mask], 1), positions
