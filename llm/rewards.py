@@ -205,18 +205,18 @@ def _signal(groups: list[list[int]], reward: dict, value: dict, min_margin: floa
 
 
 def _pairwise_attack_values(judge, rnd, texts: list[str], value: dict, scores: list[float], by_attack: list[list[int]],
-                            sampled: list[list[int]], faithful: list[bool]) -> dict[int, float]:
+                            sampled: list[list[int]], by_seed: list[list[int]], faithful: list[bool]) -> dict[int, float]:
     """Each attack's value in the pairwise game, from the defender's best answer to it.
 
     On a seed with several faithful sampled attacks, the attack whose best answer loses the
     defence comparison is the better attack (1 - 2 * its win rate); a faithful attack outside
     such a comparison (its seed's only faithful sampled attack, or an identity attack) gets
-    1 - 2 * the judge's score of its best answer; an unfaithful one ``UNFAITHFUL``.
+    1 - 2 * the judge's score of its best answer; an unfaithful one ``UNFAITHFUL``. ``by_seed``:
+    each seed's sampled (not identity) attacks.
     """
     n_att = len(rnd.attacks)
     best_answer = {a: max(sampled[a] or by_attack[a], key=lambda i: value[i]) for a in range(n_att)}
-    sampled_attacks = [a for a in range(n_att) if not rnd.is_identity(a)]
-    per_seed = [[a for a in sampled_attacks if rnd.attack_seed[a] == s and faithful[a]] for s in range(len(rnd.seeds))]
+    per_seed = [[a for a in attacks if faithful[a]] for attacks in by_seed]
     contested = [s for s in range(len(rnd.seeds)) if len(per_seed[s]) > 1]
     defence = _win_rates(judge, [[best_answer[a] for a in per_seed[s]] for s in contested],
                          [rnd.seeds[s] for s in contested], [rnd.seeds[s].prompt for s in contested],
@@ -262,13 +262,13 @@ def judge_round(judge, rnd, *, pairwise: bool, min_margin: float, rules: RewardR
     defender = _signal(by_attack, reward, value, min_margin)
     # The attacker: the defender's sampled answers, the best one in the pairwise game.
     # Identity attacks (the seed as written) train the defender only.
+    sampled_attacks = [a for a in range(n_att) if not rnd.is_identity(a)]
+    by_seed = [[a for a in sampled_attacks if rnd.attack_seed[a] == s] for s in range(len(rnd.seeds))]
     if pairwise:
-        attack_value = _pairwise_attack_values(judge, rnd, texts, value, scores, by_attack, sampled, faithful)
+        attack_value = _pairwise_attack_values(judge, rnd, texts, value, scores, by_attack, sampled, by_seed, faithful)
     else:
         attack_value = {a: sum(attacker_utility(labels[i], rules, faithful[a]) for i in own) / len(own)
                         for a, own in enumerate(s or b for s, b in zip(sampled, by_attack))}
-    sampled_attacks = [a for a in range(n_att) if not rnd.is_identity(a)]
-    by_seed = [[a for a in sampled_attacks if rnd.attack_seed[a] == s] for s in range(len(rnd.seeds))]
     attacker = _signal(by_seed, attack_value, attack_value, min_margin)
 
     return JudgedRound(scores, [label.refusal >= LABEL_THRESHOLD for label in labels],
