@@ -138,15 +138,16 @@ def answer_states(body, heads: list[list[int]], answers: list[list[int]], layers
     from redgame.llm.prompt_sharing import SharedPrompts, cache_argument, padded
 
     if len({tuple(h) for h in heads}) == len(heads):
-        ids, mask = padded([h + a for h, a in zip(heads, answers)], pad)
-        return hidden_states_upto(body, ids.to(device), mask.to(device), layers), [len(h) for h in heads]
+        ids, mask = padded([h + a for h, a in zip(heads, answers)], pad, device=device)
+        return hidden_states_upto(body, ids, mask, layers), [len(h) for h in heads]
     shared = SharedPrompts([tuple(h) for h in heads], pad, device)
-    cache = {cache_argument(body): DynamicCache(config=body.config)}
-    hidden_states_upto(body, shared.ids, shared.mask, layers, position_ids=shared.positions, use_cache=True, **cache)
-    shared.share(*cache.values())
-    ids, mask = (t.to(device) for t in padded(answers, pad))
+    cache = DynamicCache(config=body.config)
+    with_cache = {cache_argument(body): cache, "use_cache": True}
+    hidden_states_upto(body, shared.ids, shared.mask, layers, position_ids=shared.positions, **with_cache)
+    shared.share(cache)
+    ids, mask = padded(answers, pad, device=device)
     mask, positions = shared.continuation(mask)
-    return hidden_states_upto(body, ids, mask, layers, position_ids=positions, use_cache=True, **cache), [0] * len(heads)
+    return hidden_states_upto(body, ids, mask, layers, position_ids=positions, **with_cache), [0] * len(heads)
 
 
 class _EnoughLayers(Exception):

@@ -197,11 +197,11 @@ def completion_hidden(model, prompt_ids: list[list[int]], completion_ids: list[l
 
 def _hidden_right_padded(model, body, prompts, completions, pad_id, route, device) -> torch.Tensor:
     """The hidden states that predict each completion token [N, d]: prompt + completion in one row each."""
-    ids, mask = padded([p + c for p, c in zip(prompts, completions)], pad_id)
+    ids, mask = padded([p + c for p, c in zip(prompts, completions)], pad_id, device=device)
     rows = [i for i, c in enumerate(completions) for _ in c]
     cols = [t for p, c in zip(prompts, completions) for t in range(len(p) - 1, len(p) + len(c) - 1)]
     with _routing(model, route, device):  # the hidden state at t predicts token t+1
-        hidden = body(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+        hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state
     return hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]
 
 
@@ -223,7 +223,7 @@ def _hidden_sharing_prompts(model, body, keys, completions, pad_id, route, devic
     index = [[j] + [len(rest) + j * width + t for t in range(len(r))] for j, r in enumerate(rest) if completions[j]]
     flat = first
     if width:
-        ids, mask = (t.to(device) for t in padded(rest, pad_id))
+        ids, mask = padded(rest, pad_id, device=device)
         mask, positions = shared.continuation(mask)
         with _routing(model, route, device):
             hidden = body(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,

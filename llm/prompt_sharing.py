@@ -1,13 +1,7 @@
-"""Rows that continue a few distinct prompts: each prompt runs once, its key-value cache is shared.
+"""Rows that continue a few distinct prompts: each prompt runs once and its key-value cache is shared.
 
-The game reads the same prompt many times: the D answers to one attack are sampled after it
-(:mod:`redgame.llm.rollout`), scored after it in the update (:mod:`redgame.llm.losses`), and
-judged after it by the probe judge (:mod:`redgame.llm.judge_probe`). Each of them runs the
-distinct prompts once, left-padded with positions counted from their first real token
-(:attr:`SharedPrompts.positions`), copies each prompt's cache rows to the rows that continue it
-(:meth:`SharedPrompts.share`), and runs the continuations after those copies with the mask and
-positions of :meth:`SharedPrompts.continuation`: attention then sees prompt + continuation as
-in one unpadded row.
+Used where the D answers to one attack follow the same prompt: sampling them (rollout),
+scoring them in the update (losses) and judging them (the probe judge).
 """
 
 from __future__ import annotations
@@ -17,8 +11,8 @@ import inspect
 import torch
 
 
-def padded(rows: list[list[int]], pad_id: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids [B, T] padded on the right (or left) with ``pad_id``, and the attention mask."""
+def padded(rows: list[list[int]], pad_id: int, left: bool = False, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids [B, T] padded on the right (or left) with ``pad_id``, and the attention mask (on ``device``)."""
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -26,7 +20,7 @@ def padded(rows: list[list[int]], pad_id: int, left: bool = False) -> tuple[torc
         span = slice(width - len(r), width) if left else slice(0, len(r))
         ids[i, span] = torch.tensor(r, dtype=torch.long)
         mask[i, span] = 1
-    return ids, mask
+    return (ids, mask) if device is None else (ids.to(device), mask.to(device))
 
 
 def cache_of(output):
@@ -58,7 +52,7 @@ class SharedPrompts:
             index.setdefault(key, len(index))
         self.distinct = list(index)
         self.group = torch.tensor([index[key] for key in keys], device=device)
-        self.ids, self.mask = (t.to(device) for t in padded([list(tokens(k)) for k in self.distinct], pad_id, left=True))
+        self.ids, self.mask = padded([list(tokens(k)) for k in self.distinct], pad_id, left=True, device=device)
 
     @property
     def positions(self) -> torch.Tensor:

@@ -122,8 +122,7 @@ def _shared_prompt_cache(model, prompt_ids: list[list[int]], prefix_ids: list[li
     """
     body, _ = decoder_and_head(model)
     shared = SharedPrompts([tuple(p[:-1]) for p in prompt_ids], pad, device)
-    tail_ids, tail_mask = (t.to(device) for t in padded([p[-1:] + q for p, q in zip(prompt_ids, prefix_ids)], pad,
-                                                        left=True))
+    tail_ids, tail_mask = padded([p[-1:] + q for p, q in zip(prompt_ids, prefix_ids)], pad, left=True, device=device)
     ids = torch.cat([shared.ids[shared.group], tail_ids], 1)
     mask = torch.cat([shared.mask[shared.group], tail_mask], 1)
     if not shared.ids.shape[1]:  # one-token prompts: nothing to share

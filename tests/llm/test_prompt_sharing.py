@@ -6,16 +6,16 @@ from redgame.llm.prompt_sharing import SharedPrompts, cache_argument, cache_of, 
 
 
 def test_layout_groups_rows_by_prompt_and_counts_positions_from_real_tokens():
-    keys = [(5, 6, 7), (9,), (5, 6, 7), (1, 2), (9,)]
+    keys = [(5, 6, 7), (9,), (5, 6, 7), (1, 2), (9,), ()]  # () : a one-token prompt's head in the rollout
     shared = SharedPrompts(keys, pad_id=0, device="cpu")
-    assert shared.distinct == [(5, 6, 7), (9,), (1, 2)]
-    assert shared.group.tolist() == [0, 1, 0, 2, 1]
-    assert shared.ids.tolist() == [[5, 6, 7], [0, 0, 9], [0, 1, 2]]
-    assert shared.positions.tolist() == [[0, 1, 2], [0, 0, 0], [0, 0, 1]]
-    _, rest_mask = padded([[4, 4], [3], [8], [2, 2, 2], [1]], pad_id=0)
+    assert shared.distinct == [(5, 6, 7), (9,), (1, 2), ()]
+    assert shared.group.tolist() == [0, 1, 0, 2, 1, 3]
+    assert shared.ids.tolist() == [[5, 6, 7], [0, 0, 9], [0, 1, 2], [0, 0, 0]]
+    assert shared.positions.tolist() == [[0, 1, 2], [0, 0, 0], [0, 0, 1], [0, 0, 0]]
+    _, rest_mask = padded([[4, 4], [3], [8], [2, 2, 2], [1], [6]], pad_id=0)
     mask, positions = shared.continuation(rest_mask)
-    assert mask.shape == (5, 3 + 3)
-    assert mask[:, :3].tolist() == [[1, 1, 1], [0, 0, 1], [1, 1, 1], [0, 1, 1], [0, 0, 1]]
+    assert mask.shape == (6, 3 + 3)
+    assert mask[:, :3].tolist() == [[1, 1, 1], [0, 0, 1], [1, 1, 1], [0, 1, 1], [0, 0, 1], [0, 0, 0]]
     for row, key in enumerate(keys):  # row continues at its prompt's length
         assert positions[row].tolist() == [len(key), len(key) + 1, len(key) + 2]
 
@@ -25,6 +25,7 @@ def test_keys_map_to_tokens():
                            tokens=lambda key: key[1])
     assert shared.distinct == [("a", (4, 5)), ("b", (4, 5))]
     assert shared.group.tolist() == [0, 1, 0]
+    assert shared.ids.tolist() == [[4, 5], [4, 5]]
 
 
 def test_continuations_after_a_shared_cache_equal_one_unpadded_row_each(tiny):
@@ -48,9 +49,9 @@ def test_continuations_after_a_shared_cache_equal_one_unpadded_row_each(tiny):
         for row, (key, rest) in enumerate(zip(keys, rests)):
             alone = body(input_ids=torch.tensor([list(key) + rest])).last_hidden_state[0, len(key):]
             torch.testing.assert_close(hidden[row, :len(rest)], alone, rtol=1e-10, atol=1e-10)
-def test_cache_argument_is_read_off_the_forward_signature():
-    from redgame.llm.prompt_sharing import cache_argument
 
+
+def test_cache_argument_is_read_off_the_forward_signature():
     class OldNames(torch.nn.Module):
         def forward(self, input_ids, past_key_values=None, use_cache=False):
             return input_ids
