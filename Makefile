@@ -5,7 +5,8 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.redgame-installed
-PYTEST_ARGS ?= -n 2 -q
+# --durations: the ten slowest tests, so that a suite creeping toward CI's 30 minutes shows where.
+PYTEST_ARGS ?= -n 2 -q --durations=10
 
 # The torch requirement, installed first and on its own so that you choose the build:
 #   make setup TORCH="torch==2.13.0"                     (the default)
