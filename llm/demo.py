@@ -44,7 +44,7 @@ DEMO_RECIPE = TrainConfig(
     loss="dpo",
     beta=0.5,
     nll_weight=8.0,
-    lr=1e-3,
+    lr=1.5e-3,
     lora_rank=16,
     lora_alpha=32,
 )
