@@ -68,3 +68,24 @@ class MiniLMEmbedder:
             mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
             out[rows] = torch.nn.functional.normalize(mean.float(), dim=-1)
         return out
+
+
+class RememberingEmbedder:
+    """An embedder that embeds each distinct text once and keeps every vector.
+
+    For a bounded job that reads the same texts several times: retraining the judge embeds the
+    exchanges to fit the heads, then labels them again to choose the faithfulness threshold and
+    to write the card's metrics. (A judge's own memo holds only its recent texts.)
+    """
+
+    def __init__(self, embedder):
+        self.embedder = embedder
+        self.dim = embedder.dim
+        self._vectors: dict[str, torch.Tensor] = {}
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        """As the wrapped embedder's ``encode``; texts seen before are not embedded again."""
+        missing = [t for t in dict.fromkeys(texts) if t not in self._vectors]
+        if missing:
+            self._vectors.update(zip(missing, self.embedder.encode(missing)))
+        return torch.stack([self._vectors[t] for t in texts]) if texts else torch.zeros(0, self.dim)

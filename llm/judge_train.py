@@ -217,7 +217,7 @@ def _choose_faithful_threshold(judge, validation: list[Exchange]) -> tuple[float
 def retrain(data: str | list[str], out: Path, *, probe_model: str | None = None, log=print) -> dict:
     """``redgame llm train-judge``: train on the train split of ``data`` (files taken together), write the
     classifier (with ``probe_model``: the probe judge's head on that model) into ``out``; the card."""
-    from redgame.llm.embedder import MiniLMEmbedder
+    from redgame.llm.embedder import MiniLMEmbedder, RememberingEmbedder
     from redgame.llm.judge_data import exchange_metrics, judge_exchanges
     from redgame.llm.judges import EmbeddedJudge
     from redgame.llm.seeds import builtin_seeds
@@ -225,7 +225,7 @@ def retrain(data: str | list[str], out: Path, *, probe_model: str | None = None,
     exchanges, names, digest = _read_sources(data)
     train = [x for x in exchanges if x.row.get("split") == "train"]
     validation = [x for x in exchanges if x.row.get("split") == "validation"]
-    embedder = MiniLMEmbedder()
+    embedder = RememberingEmbedder(MiniLMEmbedder())  # the fit and the metrics read the same texts
     if probe_model is not None:
         from redgame.llm.judge_probe import ProbeJudge, train_probe
         from redgame.llm.models import load_base

@@ -95,6 +95,7 @@ def test_retraining_reproduces_the_shipped_validation_metrics(judge, tmp_path):
     """``redgame llm train-judge`` on the built-in set gives the shipped card's validation metrics."""
     import hashlib
 
+    from redgame.llm.embedder import RememberingEmbedder
     from redgame.llm.judge_train import train_classifier
     from redgame.llm.judges import EmbeddedJudge
     from redgame.llm.seeds import builtin_seeds
@@ -104,12 +105,13 @@ def test_retraining_reproduces_the_shipped_validation_metrics(judge, tmp_path):
     assert shipped["data"]["sha256"] == hashlib.sha256(data).hexdigest(), \
         "the judge set changed since the classifier was trained: redgame llm train-judge --out llm/data"
     seeds = {s.prompt: s.harmful for s in builtin_seeds("train")}
-    clf = train_classifier(builtin_exchanges("train"), builtin_exchanges("validation"), judge.embedder,
+    embedder = RememberingEmbedder(judge.embedder)  # as train-judge does: the metrics reuse the fit's embeddings
+    clf = train_classifier(builtin_exchanges("train"), builtin_exchanges("validation"), embedder,
                            extra_prompts=seeds, log=lambda *a: None)
     assert clf.card["faithful_threshold"] == shipped["faithful_threshold"]
     assert clf.card["training"]["heads"] == shipped["training"]["heads"]
     validation = builtin_exchanges("validation")
-    metrics = exchange_metrics(validation, judge_exchanges(EmbeddedJudge(judge.embedder, classifier=clf), validation))
+    metrics = exchange_metrics(validation, judge_exchanges(EmbeddedJudge(embedder, classifier=clf), validation))
     for label, values in shipped["validation_metrics"].items():
         for key in ("precision", "recall", "accuracy"):
             assert metrics[label][key] == pytest.approx(values[key], abs=0.02), (label, key)
@@ -166,15 +168,14 @@ def test_retraining_with_the_defender_answers_loses_on_the_validation_objective(
     """``train-judge --data builtin <defender answers>``, the documented experiment: on the joint validation
     split it gains refusal accuracy and loses more harmful F1, so the shipped judge stays (F1 + accuracy)."""
     from redgame.llm.judge_train import retrain
-    from redgame.llm.judges import EmbeddedJudge
 
     extra = default_folder() / "judge_defender_answers.jsonl"
     card = retrain(["builtin", str(extra)], tmp_path / "judge", log=lambda *a: None)
     assert card["data"]["source"] == ["built-in judge set", str(extra)]
     validation = builtin_exchanges("validation") + [x for x in load_exchanges(extra) if x.row["split"] == "validation"]
     shipped = exchange_metrics(validation, judge_exchanges(judge, validation))
-    retrained = exchange_metrics(validation, judge_exchanges(EmbeddedJudge(judge.embedder, weights=tmp_path / "judge"),
-                                                            validation))
+    retrained = card["validation_metrics"]  # the retrained judge's labels of the same joint validation split
+    assert card["training"]["validation_exchanges"] == len(validation)
     objective = lambda m: m["harmful"]["f1"] + m["refused"]["accuracy"]  # noqa: E731 (the selection objective)
     assert retrained["refused"]["accuracy"] > shipped["refused"]["accuracy"]
     assert objective(retrained) < objective(shipped)

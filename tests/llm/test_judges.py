@@ -215,6 +215,27 @@ def test_the_embedding_memo_is_bounded_and_does_not_change_results(judge):
     assert set(small._memo) == {"x", "y"}  # full: cleared, then the new texts
 
 
+def test_the_remembering_embedder_embeds_each_text_once_and_gives_the_same_vectors(judge):
+    from redgame.llm.embedder import RememberingEmbedder
+
+    asked = []
+
+    class Counting:
+        dim = judge.embedder.dim
+
+        def encode(self, texts):
+            asked.extend(texts)
+            return judge.embedder.encode(texts)
+
+    remembering = RememberingEmbedder(Counting())
+    first = remembering.encode(["a cat", "a dog", "a cat"])
+    again = remembering.encode(["a dog", "a fish", "a cat"])
+    assert asked == ["a cat", "a dog", "a fish"] and remembering.encode([]).shape == (0, judge.embedder.dim)
+    torch.testing.assert_close(torch.cat([first, again]), judge.embedder.encode(["a cat", "a dog", "a cat",
+                                                                                   "a dog", "a fish", "a cat"]),
+                               atol=1e-5, rtol=0)
+
+
 def test_odd_texts_get_valid_labels(judge):
     odd = ["", "\x00\x01", "🙂" * 50, "word " * 3000, "<|im_end|>", "\u2028\n\t"]
     seeds = [BOMB, KILL] * 3
