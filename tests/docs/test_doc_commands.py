@@ -24,6 +24,7 @@ import io
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import warnings
@@ -312,7 +313,8 @@ def test_results_table_matches_the_command(command, expected, workdir):
 #   directory), with 6-token answers and no utility proxy;
 # - `train-judge --probe` trains its probe on the tiny model;
 # - a benchmark runs with `--smoke` (its own tiny-shape mode).
-# Lines that read files a reader must bring are skipped, with the reason.
+# Skipped, with the reason: lines that read files a reader must bring; lines that a unit test runs
+# with the same arguments and checks (RUN_ELSEWHERE); the lines that read the folder a skipped line writes.
 
 SHRINK = ["--set", "attack_tokens=6", "--set", "response_tokens=6", "--set", "seeds_per_step=2"]
 SMALL_SEEDS = {"harmful": "doc-harmful.txt", "benign": "doc-benign.txt", "both": "doc-seeds.jsonl"}
@@ -320,6 +322,9 @@ LLM_OR_BENCHMARK = re.compile(r"^(redgame (demo|llm)\b|(python|\.venv/bin/python
 USER_FILES = re.compile(r"--(harmful|benign)\s+\S*(harmbench|xstest)", re.I)
 # Benchmarks whose smoke run another test already makes (minutes of Triton's interpreter).
 SMOKE_ELSEWHERE = {"benchmarks/gpu_check.py": "tests/kernels/test_gpu_check_smoke.py runs its --smoke mode"}
+# Lines that a unit test already runs with the same arguments and checks (minutes each on 2 cores).
+RUN_ELSEWHERE = [(re.compile(r"^redgame llm train-judge\b(?!.*--probe)"),
+                  "tests/llm/test_judge_classifier.py retrains the classifier on this data and checks its card")]
 
 
 def _replace_or_add(argv: list[str], flag: str, value) -> list[str]:
@@ -335,8 +340,6 @@ def _scaled(argv: list[str], flag: str, divisor: int) -> list[str]:
 
 def small_variant(command: str) -> tuple[list[str] | None, str | None]:
     """(argv of the derived variant, None) or (None, the reason it cannot run here)."""
-    import shlex
-
     bare = re.sub(r"\s+#.*$", "", command).strip()
     argv = shlex.split(bare)
     if argv[0] != "redgame":  # a benchmark
@@ -348,6 +351,9 @@ def small_variant(command: str) -> tuple[list[str] | None, str | None]:
         return [sys.executable, *argv[1:], *([] if "--smoke" in argv else ["--smoke"])], None
     if USER_FILES.search(bare):
         return None, "reads prompt files that the reader brings (HarmBench, XSTest)"
+    for pattern, reason in RUN_ELSEWHERE:
+        if pattern.search(bare):
+            return None, reason
     sub = argv[1] if argv[1] == "demo" else argv[2]
     if sub == "demo":
         return _replace_or_add(argv, "--steps", 1) + ["--set", "model=tiny", *SHRINK], None
@@ -368,6 +374,17 @@ def small_variant(command: str) -> tuple[list[str] | None, str | None]:
     if sub == "train-judge" and "--probe" in argv:  # the probe reads the tiny model
         return _replace_or_add(argv, "--probe-model", "tiny"), None
     return argv, None  # judge, train-judge, report, ...: as written
+
+
+def _written_folders(command: str) -> list[str]:
+    """The folder a line writes: its --out."""
+    argv = shlex.split(re.sub(r"\s+#.*$", "", command))
+    return [argv[argv.index("--out") + 1]] if "--out" in argv[:-1] else []
+
+
+def _reads(command: str, folder: str) -> bool:
+    """Whether a line names ``folder`` as an argument, bare or after a prefix (``embedded:runs/judge``)."""
+    return any(arg == folder or arg.endswith(":" + folder) for arg in shlex.split(re.sub(r"\s+#.*$", "", command)))
 
 
 def write_small_seeds(folder: Path) -> None:
@@ -402,6 +419,10 @@ def test_small_variants_follow_the_rules():
     assert small_variant("redgame demo --out runs/demo")[0][:5] == ["redgame", "demo", "--out", "runs/demo", "--steps"]
     argv, _ = small_variant("redgame llm train-judge --probe --out runs/p")
     assert argv[argv.index("--probe-model") + 1] == "tiny"
+    assert small_variant("redgame llm train-judge --data builtin x.jsonl --out runs/j")[0] is None
+    assert _written_folders("redgame llm train-judge --out runs/j  # the classifier") == ["runs/j"]
+    assert _reads("redgame llm judge --judge embedded:runs/j --input builtin", "runs/j")
+    assert not _reads("redgame llm judge --judge embedded:runs/jx --input builtin", "runs/j")
 
 
 @pytest.mark.slow
@@ -412,11 +433,13 @@ def test_llm_and_benchmark_commands_run(page, tmp_path):
     ``llm/data/...`` resolve; these lines run no ``python -c`` that the layer folders could shadow)."""
     link_repository(tmp_path, leave_out={".git"})
     write_small_seeds(tmp_path)
-    ran, skipped = [], []
+    ran, skipped, not_written = [], [], []
     for cid, command in llm_and_benchmark_commands(page):
         argv, reason = small_variant(command)
-        if argv is None:
-            skipped.append(f"{cid}: {reason}")
+        reads = next((folder for folder in not_written if _reads(command, folder)), None)
+        if argv is None or reads:
+            skipped.append(f"{cid}: {reason or f'reads {reads}, which a line not run here writes'}")
+            not_written += _written_folders(command)
             continue
         proc = (_in_process(argv, tmp_path) if argv[0] == "redgame" else
                 subprocess.run(argv, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600))
