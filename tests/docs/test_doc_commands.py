@@ -315,6 +315,7 @@ def test_results_table_matches_the_command(command, expected, workdir):
 # - a benchmark runs with `--smoke` (its own tiny-shape mode).
 # Skipped, with the reason: lines that read files a reader must bring; lines that a unit test runs
 # with the same arguments and checks (RUN_ELSEWHERE); the lines that read the folder a skipped line writes.
+# A variant that an earlier line of the page already ran runs once.
 
 SHRINK = ["--set", "attack_tokens=6", "--set", "response_tokens=6", "--set", "seeds_per_step=2"]
 SMALL_SEEDS = {"harmful": "doc-harmful.txt", "benign": "doc-benign.txt", "both": "doc-seeds.jsonl"}
@@ -433,7 +434,7 @@ def test_llm_and_benchmark_commands_run(page, tmp_path):
     ``llm/data/...`` resolve; these lines run no ``python -c`` that the layer folders could shadow)."""
     link_repository(tmp_path, leave_out={".git"})
     write_small_seeds(tmp_path)
-    ran, skipped, not_written = [], [], []
+    ran, skipped, not_written, variants = [], [], [], set()
     for cid, command in llm_and_benchmark_commands(page):
         argv, reason = small_variant(command)
         reads = next((folder for folder in not_written if _reads(command, folder)), None)
@@ -441,6 +442,9 @@ def test_llm_and_benchmark_commands_run(page, tmp_path):
             skipped.append(f"{cid}: {reason or f'reads {reads}, which a line not run here writes'}")
             not_written += _written_folders(command)
             continue
+        if tuple(argv) in variants:  # e.g. `kernels.py` and `kernels.py --smoke`: the same smoke run
+            continue
+        variants.add(tuple(argv))
         proc = (_in_process(argv, tmp_path) if argv[0] == "redgame" else
                 subprocess.run(argv, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600))
         assert proc.returncode == 0, (f"{cid}: {command}\nran as: {' '.join(argv)}\nexit {proc.returncode}\n"
