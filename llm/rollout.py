@@ -90,9 +90,9 @@ def generate(model, tokenizer, prompts: list[str], settings: SamplingSettings,
         if settings.share_prompts and not settings.synced and len({tuple(p) for p in prompt_ids}) < len(prompt_ids):
             ids, mask, cached = _shared_prompt_cache(model, prompt_ids, prefix_ids, pad, device)
         else:
-            ids, mask = padded([p + q for p, q in zip(prompt_ids, prefix_ids)], pad, left=True)
+            ids, mask = padded([p + q for p, q in zip(prompt_ids, prefix_ids)], pad, left=True, device=device)
         kwargs = _decoding(settings)
-        gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+        gen = model.generate(input_ids=ids, attention_mask=mask,
                              max_new_tokens=settings.max_new_tokens, pad_token_id=pad,
                              synced_gpus=settings.synced, **cached, **kwargs)
         for row, (p, q) in enumerate(zip(prompt_ids, prefix_ids)):
