@@ -315,7 +315,7 @@ def test_results_table_matches_the_command(command, expected, workdir):
 # - a benchmark runs with `--smoke` (its own tiny-shape mode).
 # Skipped, with the reason: lines that read files a reader must bring; lines that a unit test runs
 # with the same arguments and checks (RUN_ELSEWHERE); the lines that read the folder a skipped line writes.
-# A variant that an earlier line of the page already ran runs once.
+# A benchmark variant that an earlier line of the page already ran runs once.
 
 SHRINK = ["--set", "attack_tokens=6", "--set", "response_tokens=6", "--set", "seeds_per_step=2"]
 SMALL_SEEDS = {"harmful": "doc-harmful.txt", "benign": "doc-benign.txt", "both": "doc-seeds.jsonl"}
@@ -324,8 +324,12 @@ USER_FILES = re.compile(r"--(harmful|benign)\s+\S*(harmbench|xstest)", re.I)
 # Benchmarks whose smoke run another test already makes (minutes of Triton's interpreter).
 SMOKE_ELSEWHERE = {"benchmarks/gpu_check.py": "tests/kernels/test_gpu_check_smoke.py runs its --smoke mode"}
 # Lines that a unit test already runs with the same arguments and checks (minutes each on 2 cores).
-RUN_ELSEWHERE = [(re.compile(r"^redgame llm train-judge\b(?!.*--probe)"),
-                  "tests/llm/test_judge_classifier.py retrains the classifier on this data and checks its card")]
+RUN_ELSEWHERE = [
+    (re.compile(r"^redgame llm train-judge --out \S+$"),
+     "tests/llm/test_judge_classifier.py fits the same heads on the built-in set and checks them against the shipped card"),
+    (re.compile(r"^redgame llm train-judge --data builtin llm/data/judge_defender_answers\.jsonl --out \S+$"),
+     "tests/llm/test_judge_classifier.py runs this train-judge command, loads its folder and checks its card"),
+]
 
 
 def _replace_or_add(argv: list[str], flag: str, value) -> list[str]:
@@ -384,8 +388,12 @@ def _written_folders(command: str) -> list[str]:
 
 
 def _reads(command: str, folder: str) -> bool:
-    """Whether a line names ``folder`` as an argument, bare or after a prefix (``embedded:runs/judge``)."""
-    return any(arg == folder or arg.endswith(":" + folder) for arg in shlex.split(re.sub(r"\s+#.*$", "", command)))
+    """Whether a line names ``folder`` as an argument other than its --out, bare or after a prefix
+    (``embedded:runs/judge``)."""
+    argv = shlex.split(re.sub(r"\s+#.*$", "", command))
+    if "--out" in argv[:-1]:
+        del argv[argv.index("--out"):argv.index("--out") + 2]
+    return any(arg == folder or arg.endswith(":" + folder) for arg in argv)
 
 
 def write_small_seeds(folder: Path) -> None:
@@ -420,10 +428,12 @@ def test_small_variants_follow_the_rules():
     assert small_variant("redgame demo --out runs/demo")[0][:5] == ["redgame", "demo", "--out", "runs/demo", "--steps"]
     argv, _ = small_variant("redgame llm train-judge --probe --out runs/p")
     assert argv[argv.index("--probe-model") + 1] == "tiny"
-    assert small_variant("redgame llm train-judge --data builtin x.jsonl --out runs/j")[0] is None
+    assert small_variant("redgame llm train-judge --out runs/j  # the classifier")[0] is None
+    assert small_variant("redgame llm train-judge --data builtin x.jsonl --out runs/j")[0] is not None
     assert _written_folders("redgame llm train-judge --out runs/j  # the classifier") == ["runs/j"]
     assert _reads("redgame llm judge --judge embedded:runs/j --input builtin", "runs/j")
     assert not _reads("redgame llm judge --judge embedded:runs/jx --input builtin", "runs/j")
+    assert not _reads("redgame llm train-judge --out runs/j", "runs/j")
 
 
 @pytest.mark.slow
@@ -442,9 +452,11 @@ def test_llm_and_benchmark_commands_run(page, tmp_path):
             skipped.append(f"{cid}: {reason or f'reads {reads}, which a line not run here writes'}")
             not_written += _written_folders(command)
             continue
-        if tuple(argv) in variants:  # e.g. `kernels.py` and `kernels.py --smoke`: the same smoke run
+        if argv[0] != "redgame" and tuple(argv) in variants:  # `kernels.py` and `kernels.py --smoke`: one smoke run
+            skipped.append(f"{cid}: the same benchmark run as an earlier line")
             continue
         variants.add(tuple(argv))
+        not_written = [folder for folder in not_written if folder not in _written_folders(command)]
         proc = (_in_process(argv, tmp_path) if argv[0] == "redgame" else
                 subprocess.run(argv, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600))
         assert proc.returncode == 0, (f"{cid}: {command}\nran as: {' '.join(argv)}\nexit {proc.returncode}\n"

@@ -92,7 +92,8 @@ def test_the_shipped_judge_meets_the_goals_on_validation(judge):
 
 @pytest.mark.slow
 def test_retraining_reproduces_the_shipped_validation_metrics(judge, tmp_path):
-    """``redgame llm train-judge`` on the built-in set gives the shipped card's validation metrics."""
+    """The heads fitted on the built-in set, as ``redgame llm train-judge`` fits them, are the shipped card's:
+    the same L2 choices and threshold, validation metrics within 0.02, weights within 1e-3."""
     import hashlib
 
     from redgame.llm.embedder import RememberingEmbedder
@@ -164,13 +165,16 @@ def test_the_defender_answer_numbers_in_the_docs_are_what_the_shipped_judge_does
 
 
 @pytest.mark.slow
-def test_retraining_with_the_defender_answers_loses_on_the_validation_objective(judge, tmp_path):
-    """``train-judge --data builtin <defender answers>``, the documented experiment: on the joint validation
-    split it gains refusal accuracy and loses more harmful F1, so the shipped judge stays (F1 + accuracy)."""
-    from redgame.llm.judge_train import retrain
+def test_retraining_with_the_defender_answers_loses_on_the_validation_objective(judge, tmp_path, capsys):
+    """``train-judge --data builtin <defender answers>``, the documented experiment (the docs' command line):
+    on the joint validation split it gains refusal accuracy and loses more harmful F1, so the shipped judge
+    stays (F1 + accuracy). The folder it writes loads, with the card it printed."""
+    from redgame.cli import main
 
     extra = default_folder() / "judge_defender_answers.jsonl"
-    card = retrain(["builtin", str(extra)], tmp_path / "judge", log=lambda *a: None)
+    assert main(["llm", "train-judge", "--data", "builtin", str(extra), "--out", str(tmp_path / "judge"), "--json"]) == 0
+    card = json.loads(capsys.readouterr().out)
+    assert load_classifier(tmp_path / "judge").card == card
     assert card["data"]["source"] == ["built-in judge set", str(extra)]
     validation = builtin_exchanges("validation") + [x for x in load_exchanges(extra) if x.row["split"] == "validation"]
     shipped = exchange_metrics(validation, judge_exchanges(judge, validation))
