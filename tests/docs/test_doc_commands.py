@@ -99,8 +99,13 @@ def shell_commands(page: Path) -> list[tuple[str, str]]:
     return out
 
 
+def _bare(command: str) -> str:
+    """The command without its comment (the docs' comments follow two spaces and a #)."""
+    return re.sub(r"\s+#.*$", "", command).strip()
+
+
 def skip_reason(command: str) -> str | None:
-    bare = re.sub(r"\s+#.*$", "", command)  # the docs' comments follow two spaces and a #
+    bare = _bare(command)
     return next((reason for pattern, reason in SKIP if re.search(pattern, bare)), None)
 
 
@@ -151,7 +156,7 @@ def run(command: str, cwd: Path) -> subprocess.CompletedProcess:
     """Run a docs command. A plain ``redgame ...`` line (no shell syntax) runs in this process
     through ``redgame.cli.main``, the function the ``redgame`` console script calls, which saves a
     Python start and the imports per command; anything else runs with bash."""
-    bare = re.sub(r"\s+#.*$", "", command).strip()
+    bare = _bare(command)
     if bare.startswith("redgame ") and not re.search(r"[|&;<>$`*?\[\]()=\\'\"]", bare.split(" ", 1)[1]):
         return _in_process(bare.split(), cwd)
     return subprocess.run(["bash", "-c", command], cwd=cwd, env=_env(), capture_output=True, text=True,
@@ -163,7 +168,7 @@ def unique_commands(pages: list[Path]) -> list[tuple[str, str]]:
     seen: dict[str, str] = {}
     for page in pages:
         for cid, command in shell_commands(page):
-            seen.setdefault(re.sub(r"\s+#.*$", "", command), cid)
+            seen.setdefault(_bare(command), cid)
     return [(cid, command) for command, cid in seen.items()]
 
 
@@ -345,7 +350,7 @@ def _scaled(argv: list[str], flag: str, divisor: int) -> list[str]:
 
 def small_variant(command: str) -> tuple[list[str] | None, str | None]:
     """(argv of the derived variant, None) or (None, the reason it cannot run here)."""
-    bare = re.sub(r"\s+#.*$", "", command).strip()
+    bare = _bare(command)
     argv = shlex.split(bare)
     if argv[0] != "redgame":  # a benchmark
         script = argv[1]
@@ -383,14 +388,14 @@ def small_variant(command: str) -> tuple[list[str] | None, str | None]:
 
 def _written_folders(command: str) -> list[str]:
     """The folder a line writes: its --out."""
-    argv = shlex.split(re.sub(r"\s+#.*$", "", command))
+    argv = shlex.split(_bare(command))
     return [argv[argv.index("--out") + 1]] if "--out" in argv[:-1] else []
 
 
 def _reads(command: str, folder: str) -> bool:
     """Whether a line names ``folder`` as an argument other than its --out, bare or after a prefix
     (``embedded:runs/judge``)."""
-    argv = shlex.split(re.sub(r"\s+#.*$", "", command))
+    argv = shlex.split(_bare(command))
     if "--out" in argv[:-1]:
         del argv[argv.index("--out"):argv.index("--out") + 2]
     return any(arg == folder or arg.endswith(":" + folder) for arg in argv)
@@ -410,7 +415,7 @@ def write_small_seeds(folder: Path) -> None:
 
 def llm_and_benchmark_commands(page: Path) -> list[tuple[str, str]]:
     return [(cid, c) for cid, c in shell_commands(page)
-            if LLM_OR_BENCHMARK.match(re.sub(r"\s+#.*$", "", c).strip()) and not re.search(r"(--help|-h)\b", c)]
+            if LLM_OR_BENCHMARK.match(_bare(c)) and not re.search(r"(--help|-h)\b", c)]
 
 
 LLM_PAGES = [p for p in PAGES if llm_and_benchmark_commands(p)]
