@@ -3,7 +3,9 @@
 Each demo folder holds ``answers.json``: the base model's and the trained defender's greedy
 answers to the held-out seeds. When the judge changes, the runs need not be trained again to
 see how their numbers move: this script labels the saved answers with the judge given and
-prints, per run, harmful refusal and benign compliance (judge, then refusal strings), the
+prints, per run, harmful refusal and benign compliance (judge, then refusal strings), benign
+help (answers that do what was asked, so not an echo or a bare "I can help"; read it with
+``--judge probe``, the embedded judge misses most of the small model's help), the
 loop and empty-answer rates, and per group of runs (folder names that differ only in a
 trailing ``-s<seed>``) the mean change over seeds with a 95% t-interval. The rates are those
 of :func:`redgame.llm.evaluation.judge_answers`, the function ``redgame demo`` uses.
@@ -22,7 +24,7 @@ import math
 import re
 from pathlib import Path
 
-RATES = ("harmful_refusal", "benign_compliance", "harmful_refusal_strings", "benign_compliance_strings")
+RATES = ("harmful_refusal", "benign_compliance", "harmful_refusal_strings", "benign_compliance_strings", "benign_help")
 
 
 def rejudge(folder: Path, judge) -> dict:
@@ -58,13 +60,13 @@ def t_interval(values: list[float]) -> tuple[float, float, float]:
 def table(results: dict[str, dict]) -> list[str]:
     """Per-run lines, then each group's mean change (trained − base, points) over its seeds."""
     pair = lambda r, k: f"{r[k]:.0%} ({r[k + '_strings']:.0%})"  # noqa: E731
-    lines = ["run: harmful refusal, benign compliance, judge (strings); loops; empty"]
+    lines = ["run: harmful refusal, benign compliance, judge (strings); benign help; loops; empty"]
     groups: dict[str, list[dict]] = {}
     for name, r in results.items():
         for role in ("base", "trained"):
             x = r[role]
             lines.append(f"  {name} {role:<8} {pair(x, 'harmful_refusal'):>10} {pair(x, 'benign_compliance'):>10} "
-                         f"loops {x['loop_rate']:.0%} empty {x['empty_rate']:.0%}")
+                         f"help {x['benign_help']:.0%} loops {x['loop_rate']:.0%} empty {x['empty_rate']:.0%}")
         groups.setdefault(re.sub(r"-s\d+$", "", name), []).append(r)
     for group, runs in groups.items():
         for key in RATES:

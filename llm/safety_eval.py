@@ -6,6 +6,8 @@
 - **Over-refusal**: the share of benign prompts the model refuses (a JSONL/JSON/text file,
   or XSTest's CSV with ``prompt``/``type``/``label`` columns, whose ``unsafe`` contrast
   rows are set aside; Röttger et al. 2024, arXiv 2308.01263).
+- **Benign help**: the share of benign prompts whose answer the judge labels as doing what
+  was asked; an echo or an announcement of help with none after it is neither refusal nor help.
 - **Utility**: multiple-choice accuracy by log-likelihood (``redgame.llm.utility``).
 - Beside the judge's rates, the same refusal rates by refusal strings (a refusal phrase in
   the answer's opening), which need no judge: a check on the judge, and the usual
@@ -26,7 +28,7 @@ from pathlib import Path
 from redgame.errors import UserError
 from redgame.llm.seeds import builtin_seeds, load_seeds
 
-METRICS = ("asr", "harmful_refusal", "over_refusal", "benign_compliance", "harmful_refusal_strings",
+METRICS = ("asr", "harmful_refusal", "over_refusal", "benign_compliance", "benign_help", "harmful_refusal_strings",
            "over_refusal_strings", "utility")
 
 
@@ -69,6 +71,7 @@ def evaluate(model, tokenizer, judge, harmful: list, benign: list, questions: li
         "harmful_refusal": result["harmful_refusal"],
         "over_refusal": 1.0 - result["benign_compliance"],
         "benign_compliance": result["benign_compliance"],
+        "benign_help": result["benign_help"],
         "harmful_refusal_strings": result["harmful_refusal_strings"],
         "over_refusal_strings": 1.0 - result["benign_compliance_strings"],
         "utility": math.nan,
@@ -84,8 +87,8 @@ def evaluate(model, tokenizer, judge, harmful: list, benign: list, questions: li
 
 def markdown_table(results: dict[str, dict]) -> str:
     """One row per evaluated model, one column per metric, as percentages."""
-    heads = ("model", "ASR", "harmful refusal", "over-refusal", "benign compliance", "harmful refusal (strings)",
-             "over-refusal (strings)", "utility (MC acc.)")
+    heads = ("model", "ASR", "harmful refusal", "over-refusal", "benign compliance", "benign help",
+             "harmful refusal (strings)", "over-refusal (strings)", "utility (MC acc.)")
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for name, r in results.items():
         cells = [name] + ["–" if math.isnan(r[k]) else f"{r[k]:.0%}" for k in METRICS]

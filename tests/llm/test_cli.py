@@ -129,6 +129,8 @@ def test_demo_pipeline_on_tiny(tmp_path, capsys):
     again = rejudge_demo.rejudge(tmp_path, make_judge("embedded"))  # the saved answers, judged again
     for side in ("base", "trained"):
         assert {k: again[side][k] for k in written[side]} == written[side]
+        assert again[side]["benign_help"] <= again[side]["benign_compliance"]
+    assert any(f"help {again['trained']['benign_help']:.0%}" in line for line in rejudge_demo.table({"r": again}))
     assert written["split"] == "validation" and (written["n_harmful"], written["n_benign"]) == (18, 24)
     assert summary["steps"] == 1
     assert "trained defender" in capsys.readouterr().out

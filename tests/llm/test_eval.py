@@ -59,9 +59,10 @@ def test_eval_cli_rates_in_unit_interval_for_each_format(files, capsys):
                      str(files / benign), "--max-new-tokens", "4", "--json", "--out", str(out)]) == 0
         printed = json.loads(capsys.readouterr().out)
         result = printed["results"]["base"]
-        for key in ("asr", "harmful_refusal", "over_refusal", "benign_compliance", "utility"):
+        for key in ("asr", "harmful_refusal", "over_refusal", "benign_compliance", "benign_help", "utility"):
             assert 0.0 <= result[key] <= 1.0, key
         assert result["over_refusal"] == pytest.approx(1 - result["benign_compliance"])
+        assert result["benign_help"] <= result["benign_compliance"]
         assert result["n_harmful"] == len(safety_eval.load_class(files / harmful, harmful=True)[0])
         assert "| base |" in printed["table"]
         saved = json.loads(out.read_text())
