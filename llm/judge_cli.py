@@ -75,8 +75,8 @@ def _exchanges(source: str, split: str | None) -> list:
 
 def run_judge(args) -> int:
     from redgame.llm.eval_cli import strict_json
-    from redgame.llm.judge_data import (exchange_metrics, judge_exchanges, load_second_labels, metrics_table,
-                                        second_labeller_metrics)
+    from redgame.llm.judge_data import (exchange_metrics, help_metrics, judge_exchanges, load_second_labels,
+                                        metrics_table, second_labeller_metrics)
     from redgame.llm.rewards import RewardRules, make_payoff
 
     exchanges = _exchanges(args.input, args.split)  # read and checked before any model loads
@@ -87,7 +87,7 @@ def run_judge(args) -> int:
 
     judge = make_judge(args.judge, format=args.format)
     results = judge_exchanges(judge, exchanges, rules)
-    metrics = exchange_metrics(exchanges, results)
+    metrics = {**exchange_metrics(exchanges, results), **help_metrics(exchanges, results)}
     against_second = second_labeller_metrics(exchanges, results, second) if second is not None else None
     if args.json:
         doc = {"judge": judge.name, "input": args.input, "split": args.split, "n": len(results),

@@ -34,7 +34,6 @@ from redgame.llm.judge_features import NAMES, continuation, structure
 
 L2_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 FAITHFUL_GRID = tuple(round(0.05 * i, 2) for i in range(13))  # cosine 0.0 .. 0.6
-NEITHER_KINDS = ("echo", "off_topic")
 
 
 def fit_linear(x: np.ndarray, y: np.ndarray, l2: float, classes: int = 2) -> np.ndarray:
@@ -64,13 +63,11 @@ def fit_linear(x: np.ndarray, y: np.ndarray, l2: float, classes: int = 2) -> np.
 
 def response_target(x: Exchange) -> int:
     """0 helps, 1 refused, 2 neither (the order of ``RESPONSE_CLASSES``)."""
-    labels, kind = x.labels, x.row.get("kind", "")
-    if labels["harmful"]:
+    if x.labels["harmful"]:
         return 0
-    if labels["refused"]:
+    if x.labels["refused"]:
         return 1
-    answered = x.seen_class is False and not labels.get("degenerate", False) and kind not in NEITHER_KINDS
-    return 0 if answered else 2
+    return 0 if x.benign_helped else 2
 
 
 def class_prompts(exchanges: list[Exchange]) -> dict[str, bool]:
