@@ -63,7 +63,7 @@ def judge_rate(judge, n: int, reps: int, pairs: bool) -> float:
     seeds, attacks, responses = exchanges(n)
     times = []
     for _ in range(reps):
-        getattr(judge, "_memo", {}).clear()  # cold: every text embedded afresh
+        getattr(judge, "forget", lambda: None)()  # cold: every text embedded afresh
         start = time.perf_counter()
         if pairs:
             judge.prefer(seeds, attacks, responses, responses[1:] + responses[:1])

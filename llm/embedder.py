@@ -71,21 +71,21 @@ class MiniLMEmbedder:
 
 
 class RememberingEmbedder:
-    """An embedder that embeds each distinct text once and keeps every vector.
+    """An embedder that embeds each distinct text once and keeps the vectors (a :class:`~redgame.llm.memo.Memo`).
 
     For a bounded job that reads the same texts several times: retraining the judge embeds the
     exchanges to fit the heads, then labels them again to choose the faithfulness threshold and
-    to write the card's metrics. (A judge's own memo holds only its recent texts.)
+    to write the card's metrics. ``limit`` bounds how many texts are kept (None: all); a judge
+    keeps its recent texts this way.
     """
 
-    def __init__(self, embedder):
+    def __init__(self, embedder, limit: int | None = None):
+        from redgame.llm.memo import Memo
+
         self.embedder = embedder
         self.dim = embedder.dim
-        self._vectors: dict[str, torch.Tensor] = {}
+        self.memo = Memo(embedder.encode, limit)
 
     def encode(self, texts: list[str]) -> torch.Tensor:
         """As the wrapped embedder's ``encode``; texts seen before are not embedded again."""
-        missing = [t for t in dict.fromkeys(texts) if t not in self._vectors]
-        if missing:
-            self._vectors.update(zip(missing, self.embedder.encode(missing)))
-        return torch.stack([self._vectors[t] for t in texts]) if texts else torch.zeros(0, self.dim)
+        return torch.stack(self.memo.get(texts)) if texts else torch.zeros(0, self.dim)

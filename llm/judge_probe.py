@@ -29,6 +29,7 @@ import torch
 from redgame.errors import UserError
 from redgame.llm.judge_classifier import default_folder, load_tensors_with_card, save_tensors_with_card
 from redgame.llm.judges import EmbeddedJudge
+from redgame.llm.memo import Memo
 
 WEIGHTS, CARD = "judge_probe.safetensors", "judge_probe.json"
 TENSORS = ("response", "mean", "scale")
@@ -214,20 +215,20 @@ class ProbeJudge(EmbeddedJudge):
             model, tokenizer = load_base(self.head.card["model"])
         self.model, self.tokenizer = model.eval(), tokenizer
         self.name = "probe" if weights is None else f"probe:{weights}"
-        self._pooled: dict[tuple[str, str], torch.Tensor] = dict(pooled or {})
+        self.pooled = Memo(self._pool_missing, self.memo_size)  # by (prompt, answer), as the embeddings
+        self.pooled.stored.update(pooled or {})
+
+    def forget(self) -> None:
+        super().forget()
+        self.pooled.clear()
+
+    def _pool_missing(self, keys: list[tuple[str, str]]) -> torch.Tensor:
+        return pooled_states(self.model, self.tokenizer, [p for p, _ in keys], [r for _, r in keys],
+                             (self.head.layer,))[:, 0]
 
     def _pool(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
-        """Pooled states of each exchange, each distinct one computed once (a memo, as for embeddings)."""
-        keys = list(zip(prompts, responses))
-        missing = list(dict.fromkeys(k for k in keys if k not in self._pooled))
-        if len(self._pooled) + len(missing) > self.memo_size:
-            self._pooled.clear()
-            missing = list(dict.fromkeys(keys))
-        if missing:
-            states = pooled_states(self.model, self.tokenizer, [p for p, _ in missing], [r for _, r in missing],
-                                   (self.head.layer,))[:, 0]
-            self._pooled.update(zip(missing, states))
-        return torch.stack([self._pooled[k] for k in keys])
+        """Pooled states of each exchange, each distinct one computed once."""
+        return torch.stack(self.pooled.get(list(zip(prompts, responses))))
 
     def _response_head(self, prompts: list[str], responses: list[str], shape: torch.Tensor) -> torch.Tensor:
         """[n, 3]: P(helps), P(refused), P(neither) from the probe on prompt and answer read together."""

@@ -152,7 +152,7 @@ class EmbeddedJudge:
 
     def __init__(self, embedder=None, *, classifier=None, weights=None, faithful_threshold: float | None = None,
                  temperature: float = 0.1, memo_size: int = 4096):
-        from redgame.llm.embedder import MiniLMEmbedder
+        from redgame.llm.embedder import MiniLMEmbedder, RememberingEmbedder
         from redgame.llm.judge_classifier import load_classifier
 
         if not 0.0 < temperature:
@@ -167,22 +167,20 @@ class EmbeddedJudge:
         self.temperature = temperature
         self.errors = 0
         self.memo_size = memo_size
-        self._memo: dict[str, torch.Tensor] = {}
+        self.embeddings = RememberingEmbedder(self.embedder, limit=memo_size)
 
     def _encode_unique(self, *groups: list[str]) -> list[torch.Tensor]:
         """Embed several lists of texts, each distinct text once, remembering recent texts.
 
         The trainer asks for labels, scores and preferences of the same responses in turn;
-        the memo (cleared when it holds ``memo_size`` texts) embeds each of them once.
+        the memo (cleared when it would hold more than ``memo_size`` texts) embeds each of them once.
         """
-        unique = list(dict.fromkeys(t for g in groups for t in g))
-        missing = [t for t in unique if t not in self._memo]
-        if len(self._memo) + len(missing) > self.memo_size:
-            self._memo.clear()
-            missing = unique
-        self._memo.update(zip(missing, self.embedder.encode(missing)))
-        empty = torch.zeros(0, self.embedder.dim)
-        return [torch.stack([self._memo[t] for t in g]) if g else empty for g in groups]
+        flat = self.embeddings.encode([t for g in groups for t in g])
+        return list(flat.split([len(g) for g in groups]))
+
+    def forget(self) -> None:
+        """Empty the memo: the next texts are embedded afresh (a cold start, for timing)."""
+        self.embeddings.memo.clear()
 
     def similarity(self, seeds: list, texts: list[str]) -> list[float]:
         """MiniLM cosine between each seed's prompt and the text beside it."""

@@ -212,7 +212,7 @@ def test_the_embedding_memo_is_bounded_and_does_not_change_results(judge):
     fresh = EmbeddedJudge(judge.embedder).score(seeds, [s.prompt for s in seeds], responses)
     assert again == first and fresh == pytest.approx(first, abs=1e-6)
     small.prompt_harmfulness(["x", "y"])
-    assert set(small._memo) == {"x", "y"}  # full: cleared, then the new texts
+    assert set(small.embeddings.memo.stored) == {"x", "y"}  # full: cleared, then the new texts
 
 
 def test_the_remembering_embedder_embeds_each_text_once_and_gives_the_same_vectors(judge):

@@ -1,0 +1,23 @@
+"""The memo the judges share: each distinct key computed once per batch, the limit clears before a request."""
+
+from redgame.llm.memo import Memo
+
+
+def test_each_distinct_key_is_computed_once_in_one_batch_and_values_come_in_order():
+    batches = []
+    memo = Memo(lambda keys: (batches.append(list(keys)), [k.upper() for k in keys])[1])
+    assert memo.get(["a", "b", "a"]) == ["A", "B", "A"]
+    assert memo.get(["b", "c", "c", "a"]) == ["B", "C", "C", "A"]
+    assert memo.get([]) == [] and batches == [["a", "b"], ["c"]]
+
+
+def test_a_request_that_would_pass_the_limit_clears_first_and_keeps_all_its_own_keys():
+    batches = []
+    memo = Memo(lambda keys: (batches.append(list(keys)), [len(k) for k in keys])[1], limit=3)
+    memo.get(["x", "yy"])
+    assert memo.get(["yy", "zzz"]) == [2, 3] and set(memo.stored) == {"x", "yy", "zzz"}  # 3 fit
+    assert memo.get(["x", "wwww"]) == [1, 4] and set(memo.stored) == {"x", "wwww"}     # 4 would not: cleared
+    assert memo.get(["a", "bb", "ccc", "dddd"]) == [1, 2, 3, 4]  # more than the limit: kept for the request
+    assert batches[-2:] == [["x", "wwww"], ["a", "bb", "ccc", "dddd"]]
+    memo.clear()
+    assert memo.stored == {}
