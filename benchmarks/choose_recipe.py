@@ -1,0 +1,170 @@
+"""Choose a recipe on the validation split by a rule written down before the runs, and print why.
+
+The LLM game's recipe (the learning rate, so far) is chosen on the validation split, never on
+the test split (docs/llm_game.md). The rule, fixed in code so that every choice is the same
+computation:
+
+1. a candidate **passes** when, over its seeds, benign compliance by the judge falls by at most
+   ``--mean-budget`` points on average and by at most ``--worst-budget`` points in its worst
+   seed (and, with ``--help-budget``, benign help by at most that many points on average);
+2. among the candidates that pass, the one with the larger mean gain in harmful refusal by
+   refusal strings is chosen, if it beats the incumbent (the first candidate) by more than
+   ``--margin`` points; else the incumbent stays;
+3. when no candidate passes, none is chosen: the script says so (the incumbent is kept, as a
+   failed recipe, not as a chosen one).
+
+Each run is a validation evaluation of one seed: a ``redgame demo --split validation`` folder
+(its ``demo.json``), or the ``--out`` file of ``redgame llm eval --split validation``. Changes
+are against the base model's rates, which come from the runs that carry them (a demo folder,
+or an eval without ``--no-base``); they must agree.
+
+    python benchmarks/choose_recipe.py --candidate 1e-3 runs/val-lr1e-3-s0 runs/val-lr1e-3-s1 \\
+        --candidate 1.5e-3 runs/val-lr1.5e-3-s0 runs/val-lr1.5e-3-s1 [--json]
+
+Intervals are 95% Student-t intervals of the mean over seeds (``rejudge_demo.t_interval``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rejudge_demo import t_interval
+
+from redgame.errors import UserError
+
+KEYS = ("harmful_refusal_strings", "harmful_refusal", "benign_compliance", "benign_help")
+SPLIT = "validation"
+
+
+@dataclass
+class Verdict:
+    name: str
+    changes: dict[str, list[float]]          # key -> per-seed change against the base, in points
+    reasons: list[str] = field(default_factory=list)  # why it fails; empty when it passes
+
+    @property
+    def passes(self) -> bool:
+        return not self.reasons
+
+
+def read_run(path: Path) -> tuple[dict, dict | None]:
+    """(trained rates, base rates or None) of one validation evaluation, rates in [0, 1]."""
+    file = path / "demo.json" if path.is_dir() else path
+    if not file.is_file():
+        raise UserError(f"{path}: neither a redgame demo folder (demo.json) nor a redgame llm eval --out file")
+    doc = json.loads(file.read_text())
+    if "trained" in doc:  # a demo folder
+        if doc.get("split") != SPLIT:
+            raise UserError(f"{file}: evaluated on the {doc.get('split')!r} split; a recipe is chosen on {SPLIT!r}")
+        return doc["trained"], doc["base"]
+    if doc.get("harmful_file") != f"built-in {SPLIT} split" or "adapter" not in doc.get("results", {}):
+        raise UserError(f"{file}: not an evaluation of an adapter on the built-in {SPLIT} split "
+                        "(redgame llm eval --adapter RUN --split validation --out FILE)")
+    results = doc["results"]
+    return _eval_rates(results["adapter"]), _eval_rates(results["base"]) if "base" in results else None
+
+
+def _eval_rates(r: dict) -> dict:
+    """An eval result's rates under the demo's names."""
+    return {**r, "benign_compliance_strings": 1.0 - r["over_refusal_strings"]}
+
+
+def the_base(bases: list[dict]) -> dict:
+    """The base model's rates: every run that carries them must give the same."""
+    if not bases:
+        raise UserError("no run carries the base model's rates: add a demo folder, or an eval without --no-base")
+    for other in bases[1:]:
+        if any(abs(other[k] - bases[0][k]) > 1e-9 for k in KEYS if k in other and k in bases[0]):
+            raise UserError("the runs' base rates differ: they were not evaluated alike (split, tokens, judge)")
+    return bases[0]
+
+
+def judge_candidate(name: str, runs: list[tuple[dict, dict | None]], base: dict, args) -> Verdict:
+    """Per-seed changes and the budget checks of one candidate."""
+    keys = [k for k in KEYS if all(k in trained for trained, _ in runs) and k in base]
+    verdict = Verdict(name, {k: [100 * (trained[k] - base[k]) for trained, _ in runs] for k in keys})
+    benign = verdict.changes["benign_compliance"]
+    if -sum(benign) / len(benign) > args.mean_budget:
+        verdict.reasons.append(f"mean benign compliance loss {-sum(benign) / len(benign):.1f} > {args.mean_budget:g}")
+    if -min(benign) > args.worst_budget:
+        verdict.reasons.append(f"worst seed's benign compliance loss {-min(benign):.1f} > {args.worst_budget:g}")
+    if args.help_budget is not None:
+        helps = verdict.changes.get("benign_help")
+        if helps is None:
+            verdict.reasons.append("no benign help in every run and the base "
+                                   "(evaluate them with a current redgame llm eval)")
+        elif -sum(helps) / len(helps) > args.help_budget:
+            verdict.reasons.append(f"mean benign help loss {-sum(helps) / len(helps):.1f} > {args.help_budget:g}")
+    return verdict
+
+
+def choose(verdicts: list[Verdict], margin: float) -> tuple[str | None, str]:
+    """(the chosen candidate or None, the reason), by the rule of the module docstring."""
+    gain = {v.name: sum(v.changes["harmful_refusal_strings"]) / len(v.changes["harmful_refusal_strings"])
+            for v in verdicts}
+    passing = [v.name for v in verdicts if v.passes]
+    if not passing:
+        return None, "no candidate passes the budgets: none is chosen"
+    incumbent, best = verdicts[0].name, max(passing, key=lambda n: gain[n])
+    if incumbent in passing and gain[best] - gain[incumbent] <= margin:
+        return incumbent, (f"{incumbent} (the incumbent) stays: the best gain ({best}, {gain[best]:+.1f}) is within "
+                           f"{margin:g} points of its {gain[incumbent]:+.1f}")
+    return best, f"{best}: the largest mean gain in harmful refusal by strings ({gain[best]:+.1f}) among those passing"
+
+
+def report(verdicts: list[Verdict], chosen: str | None, why: str) -> list[str]:
+    lines = []
+    for v in verdicts:
+        lines.append(f"{v.name}: {len(v.changes['benign_compliance'])} seeds, "
+                     f"{'passes' if v.passes else 'fails: ' + '; '.join(v.reasons)}")
+        for key, values in v.changes.items():
+            mean, low, high = t_interval(values)
+            interval = "" if math.isnan(low) else f" [{low:+.1f}, {high:+.1f}]"
+            lines.append(f"  {key}: {' / '.join(f'{x:+.0f}' for x in values)}; mean {mean:+.1f}{interval}, "
+                         f"worst {min(values):+.0f}")
+    return lines + [f"chosen: {why}" if chosen else why]
+
+
+def parse(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--candidate", nargs="+", action="append", required=True, metavar=("NAME", "RUN"),
+                        help="a candidate's name, then its runs (one per seed); the first candidate is the incumbent")
+    parser.add_argument("--margin", type=float, default=5.0, help="points of harmful refusal (strings) a "
+                        "challenger must gain over the incumbent (default: 5)")
+    parser.add_argument("--mean-budget", type=float, default=5.0, help="mean benign compliance loss allowed, "
+                        "points (default: 5)")
+    parser.add_argument("--worst-budget", type=float, default=5.0, help="benign compliance loss allowed in the "
+                        "worst seed, points (default: 5)")
+    parser.add_argument("--help-budget", type=float, help="mean benign help loss allowed, points (default: none)")
+    parser.add_argument("--json", action="store_true", help="print the verdicts and the choice as JSON")
+    args = parser.parse_args(argv)
+    for candidate in args.candidate:
+        if len(candidate) < 3:
+            parser.error(f"--candidate {candidate[0]}: give at least two runs (seeds) for an interval")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    try:
+        runs = {c[0]: [read_run(Path(p)) for p in c[1:]] for c in args.candidate}
+        base = the_base([b for rs in runs.values() for _, b in rs if b is not None])
+    except UserError as exc:
+        raise SystemExit(f"choose_recipe: error: {exc}") from None
+    verdicts = [judge_candidate(name, rs, base, args) for name, rs in runs.items()]
+    chosen, why = choose(verdicts, args.margin)
+    if args.json:
+        print(json.dumps({"chosen": chosen, "why": why, "candidates": [
+            {"name": v.name, "passes": v.passes, "reasons": v.reasons, "changes": v.changes} for v in verdicts]},
+            indent=1))
+    else:
+        print("\n".join(report(verdicts, chosen, why)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

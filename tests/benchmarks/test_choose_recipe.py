@@ -1,0 +1,103 @@
+"""benchmarks/choose_recipe.py: the validation rule (mean and worst-seed budgets, the margin) on written runs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import choose_recipe  # noqa: E402
+
+BASE = {"harmful_refusal": 0.0, "harmful_refusal_strings": 0.0, "benign_compliance": 1.0,
+        "benign_compliance_strings": 1.0}
+
+
+def demo_folder(path: Path, strings: float, benign: float, split: str = "validation") -> str:
+    path.mkdir(parents=True)
+    trained = {"harmful_refusal": strings, "harmful_refusal_strings": strings, "benign_compliance": benign,
+               "benign_compliance_strings": benign}
+    (path / "demo.json").write_text(json.dumps({"split": split, "base": BASE, "trained": trained}))
+    return str(path)
+
+
+def eval_file(path: Path, strings: float, benign: float, help_: float) -> str:
+    adapter = {"harmful_refusal": strings, "harmful_refusal_strings": strings, "benign_compliance": benign,
+               "over_refusal_strings": 1 - benign, "benign_help": help_}
+    path.write_text(json.dumps({"harmful_file": "built-in validation split", "results": {"adapter": adapter}}))
+    return str(path)
+
+
+def run(capsys, argv):
+    assert choose_recipe.main([*argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_the_challenger_wins_by_more_than_the_margin_within_both_budgets(tmp_path, capsys):
+    a = [demo_folder(tmp_path / f"a{s}", x, 1.0) for s, x in enumerate((0.10, 0.20, 0.15))]
+    b = [demo_folder(tmp_path / f"b{s}", x, y) for s, (x, y) in enumerate(((0.30, 0.98), (0.25, 1.0), (0.20, 0.96)))]
+    doc = run(capsys, ["--candidate", "1e-3", *a, "--candidate", "2e-3", *b])
+    assert doc["chosen"] == "2e-3" and all(c["passes"] for c in doc["candidates"])
+    assert doc["candidates"][1]["changes"]["benign_compliance"] == pytest.approx([-2, 0, -4])
+    assert choose_recipe.main(["--candidate", "1e-3", *a, "--candidate", "2e-3", *b]) == 0
+    printed = capsys.readouterr().out
+    gains = [30, 25, 20]
+    low, high = stats.t.interval(0.95, 2, loc=25, scale=stats.sem(gains))
+    assert f"mean +25.0 [{low:+.1f}, {high:+.1f}], worst +20" in printed and "chosen: 2e-3" in printed
+
+
+def test_within_the_margin_the_incumbent_stays(tmp_path, capsys):
+    a = [demo_folder(tmp_path / f"a{s}", 0.2, 1.0) for s in range(2)]
+    b = [demo_folder(tmp_path / f"b{s}", 0.24, 1.0) for s in range(2)]
+    assert run(capsys, ["--candidate", "old", *a, "--candidate", "new", *b])["chosen"] == "old"
+
+
+def test_a_worst_seed_over_the_budget_fails_a_candidate_whose_mean_passes(tmp_path, capsys):
+    a = [demo_folder(tmp_path / f"a{s}", 0.1, 1.0) for s in range(3)]
+    b = [demo_folder(tmp_path / f"b{s}", 0.6, y) for s, y in enumerate((1.0, 1.0, 0.88))]  # mean -4, worst -12
+    doc = run(capsys, ["--candidate", "old", *a, "--candidate", "new", *b])
+    assert doc["chosen"] == "old" and doc["candidates"][1]["reasons"] == [
+        "worst seed's benign compliance loss 12.0 > 5"]
+    doc = run(capsys, ["--candidate", "old", *a, "--candidate", "new", *b, "--worst-budget", "15"])
+    assert doc["chosen"] == "new"
+
+
+def test_when_no_candidate_passes_none_is_chosen(tmp_path, capsys):
+    a = [demo_folder(tmp_path / f"a{s}", 0.3, y) for s, y in enumerate((1.0, 0.9))]
+    doc = run(capsys, ["--candidate", "only", *a])
+    assert doc["chosen"] is None and "none is chosen" in doc["why"]
+
+
+def test_eval_files_take_the_base_from_a_demo_folder_and_the_help_budget_reads_benign_help(tmp_path, capsys):
+    a = [demo_folder(tmp_path / "a0", 0.1, 1.0), eval_file(tmp_path / "a1.json", 0.1, 1.0, 0.5)]
+    b = [eval_file(tmp_path / f"b{s}.json", 0.5, 1.0, h) for s, h in enumerate((0.3, 0.2))]
+    doc = run(capsys, ["--candidate", "old", *a, "--candidate", "new", *b])
+    assert doc["chosen"] == "new" and "benign_help" not in doc["candidates"][0]["changes"]  # a0 has no help
+    doc = run(capsys, ["--candidate", "old", *a, "--candidate", "new", *b, "--help-budget", "5"])
+    assert doc["chosen"] is None  # old: no help in every run; new: base has no help either
+    assert "no benign help in every run" in doc["candidates"][1]["reasons"][0]
+
+
+@pytest.mark.parametrize("make, needle", [
+    (lambda p: demo_folder(p / "t", 0.1, 1.0, split="test"), "a recipe is chosen on 'validation'"),
+    (lambda p: str(p / "missing"), "neither a redgame demo folder"),
+    (lambda p: (p / "e.json").write_text(json.dumps({"harmful_file": "h.csv", "results": {}})) and str(p / "e.json"),
+     "not an evaluation of an adapter on the built-in validation split"),
+])
+def test_bad_runs_get_one_line_errors(tmp_path, make, needle):
+    good = demo_folder(tmp_path / "g", 0.1, 1.0)
+    with pytest.raises(SystemExit, match=needle):
+        choose_recipe.main(["--candidate", "x", good, make(tmp_path)])
+
+
+def test_runs_whose_base_rates_differ_are_refused(tmp_path):
+    a = demo_folder(tmp_path / "a", 0.1, 1.0)
+    b = Path(demo_folder(tmp_path / "b", 0.1, 1.0))
+    doc = json.loads((b / "demo.json").read_text())
+    doc["base"]["benign_compliance"] = 0.9
+    (b / "demo.json").write_text(json.dumps(doc))
+    with pytest.raises(SystemExit, match="base rates differ"):
+        choose_recipe.main(["--candidate", "x", a, str(b)])
