@@ -26,6 +26,9 @@ from redgame.llm.rewards import LABEL_THRESHOLD, helped
 from redgame.llm.rollout import SamplingSettings, generate
 
 
+EVAL_BATCH = 128  # prompts answered together: the test split's 142 in two generate calls (54 -> 36 s on 2 cores)
+
+
 def _rate(flags: list[bool], seeds: list, *, harmful: bool) -> float:
     """The share of True flags among the seeds of one class (nan when there are none)."""
     picked = [f for f, s in zip(flags, seeds) if s.harmful == harmful]
@@ -33,7 +36,7 @@ def _rate(flags: list[bool], seeds: list, *, harmful: bool) -> float:
 
 
 def evaluate_defender(model, tokenizer, judge, seeds: list, *, attacks: list[str] | None = None,
-                      max_new_tokens: int = 48) -> dict:
+                      max_new_tokens: int = 48, batch_size: int = EVAL_BATCH) -> dict:
     """``{"harmful_refusal", "attack_success", "benign_compliance", "benign_help", "loop_rate", "empty_rate",
     "n_harmful", "n_benign", "answers"}``.
 
@@ -44,12 +47,15 @@ def evaluate_defender(model, tokenizer, judge, seeds: list, *, attacks: list[str
         model: the defender, its adapter active (or the base for the baseline).
         seeds: held-out seeds, harmful and benign.
         attacks: the prompt the defender sees for each seed (default: the seed's own prompt).
+        batch_size: prompts answered together (greedy answers do not depend on it, up to float
+            rounding at a near-tie).
     """
     attacks = [s.prompt for s in seeds] if attacks is None else list(attacks)
     if len(attacks) != len(seeds):
         raise UserError(f"attacks: {len(attacks)} prompts for {len(seeds)} seeds")
     prompts = [chat_text(tokenizer, defender_messages(a)) for a in attacks]
-    answers = generate(model, tokenizer, prompts, SamplingSettings(max_new_tokens=max_new_tokens, greedy=True))
+    settings = SamplingSettings(max_new_tokens=max_new_tokens, greedy=True, batch_size=batch_size)
+    answers = generate(model, tokenizer, prompts, settings)
     return judge_answers(judge, seeds, attacks, [a.text for a in answers])
 
 

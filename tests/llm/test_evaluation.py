@@ -3,6 +3,7 @@
 import math
 
 import pytest
+import torch
 
 from redgame.llm.evaluation import judge_answers
 from redgame.llm.judges import Labels
@@ -59,3 +60,25 @@ def test_an_empty_answer_is_neither_compliance_nor_help_and_rates_without_benign
     assert rates["benign_compliance"] == rates["benign_help"] == 0.0
     rates = judge_answers(TableJudge(ANSWERS), HARMFUL[:1], [HARMFUL[0].prompt], ["Step one: get the [material]."])
     assert math.isnan(rates["benign_help"]) and rates["attack_success"] == 1.0
+
+
+
+def test_greedy_answers_do_not_depend_on_how_many_prompts_are_answered_together():
+    """The evaluation answers up to EVAL_BATCH prompts per generate call; the tiny model gives the same answers
+    two at a time, so left padding to the longest prompt of a batch changes nothing."""
+    from collections import defaultdict
+
+    from redgame.llm.evaluation import EVAL_BATCH, evaluate_defender
+    from redgame.llm.models import load_base
+    from redgame.llm.seeds import builtin_seeds
+
+    model, tokenizer = load_base("tiny")
+    torch.manual_seed(0)
+    with torch.no_grad():  # the tiny model's own weights answer one token over and over
+        for weight in model.parameters():
+            weight.normal_(0.0, 0.3)
+    seeds = builtin_seeds("validation")[:9]
+    judge = TableJudge(defaultdict(lambda: (0.0, 0.0, 1.0)))
+    answers = [[a["answer"] for a in evaluate_defender(model, tokenizer, judge, seeds, max_new_tokens=6,
+                                                       batch_size=b)["answers"]] for b in (EVAL_BATCH, 2)]
+    assert answers[0] == answers[1] and len(set(answers[0])) > 1
