@@ -22,9 +22,9 @@ judge set ``data/judge_set.jsonl``):
 Metrics are precision, recall, F1, accuracy and Cohen's kappa (agreement beyond chance; Cohen
 1960, "A coefficient of agreement for nominal scales") of each boolean label against the
 judge's, and of ``helped`` on the benign lines: the answer does what was asked (not refused,
-not degenerate, not an ``echo`` or ``off_topic`` kind, the line's ``kind`` where it has one),
-against the judge's P(complied) (:func:`redgame.llm.rewards.helped`). A second labeller's labels of the same lines (a JSONL file of ``id`` and labels)
-measure the labels themselves: kappa between the two labellers is the ceiling a judge's
+not degenerate, and not an ``echo`` or ``off_topic`` where the line gives a ``kind``), against
+the judge's (:func:`redgame.llm.rewards.helped`). A second labeller's labels of the same lines
+(a JSONL file of ``id`` and labels) measure the labels themselves: kappa between the two labellers is the ceiling a judge's
 agreement with either can be read against.
 """
 

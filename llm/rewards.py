@@ -95,8 +95,10 @@ def complied(label) -> float:
 
 
 def helped(label) -> bool:
-    """The answer does what was asked (help, not an echo, an announcement or a refusal): complied, not refused."""
-    return complied(label) >= LABEL_THRESHOLD and label.refusal < LABEL_THRESHOLD
+    """The answer does what was asked (help, not an echo, an announcement, a refusal or a loop): complied, not
+    refused, not degenerate."""
+    return (complied(label) >= LABEL_THRESHOLD and label.refusal < LABEL_THRESHOLD
+            and label.degenerate < LABEL_THRESHOLD)
 
 
 def outcome_labels(label, deflect_cost: float) -> tuple[float, float]:
