@@ -215,8 +215,7 @@ class ProbeJudge(EmbeddedJudge):
             model, tokenizer = load_base(self.head.card["model"])
         self.model, self.tokenizer = model.eval(), tokenizer
         self.name = "probe" if weights is None else f"probe:{weights}"
-        self.pooled = Memo(self._pool_missing, self.memo_size)  # by (prompt, answer), as the embeddings
-        self.pooled.stored.update(pooled or {})
+        self.pooled = Memo(self._pool_missing, self.memo_size, initial=pooled)  # by (prompt, answer)
 
     def forget(self) -> None:
         super().forget()

@@ -17,6 +17,7 @@ class Memo:
         compute: a batch of distinct keys -> their values, in order.
         limit: how many keys to keep (None: all). A request that would pass it clears the memo
             first and then keeps all of its own keys, so one request never computes a key twice.
+        initial: values already computed, by key.
 
     Example:
         >>> memo = Memo(lambda texts: [len(t) for t in texts], limit=1000)
@@ -24,10 +25,10 @@ class Memo:
         [5, 5, 5]
     """
 
-    def __init__(self, compute: Callable[[list], Sequence], limit: int | None = None):
+    def __init__(self, compute: Callable[[list], Sequence], limit: int | None = None, initial: dict | None = None):
         self.compute = compute
         self.limit = limit
-        self.stored: dict = {}
+        self.stored: dict = dict(initial or {})
 
     def get(self, keys: Sequence[Hashable]) -> list:
         """The value of each key, in order."""

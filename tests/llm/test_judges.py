@@ -213,6 +213,8 @@ def test_the_embedding_memo_is_bounded_and_does_not_change_results(judge):
     assert again == first and fresh == pytest.approx(first, abs=1e-6)
     small.prompt_harmfulness(["x", "y"])
     assert set(small.embeddings.memo.stored) == {"x", "y"}  # full: cleared, then the new texts
+    small.forget()
+    assert small.embeddings.memo.stored == {}
 
 
 def test_the_remembering_embedder_embeds_each_text_once_and_gives_the_same_vectors(judge):

@@ -21,3 +21,9 @@ def test_a_request_that_would_pass_the_limit_clears_first_and_keeps_all_its_own_
     assert batches[-2:] == [["x", "wwww"], ["a", "bb", "ccc", "dddd"]]
     memo.clear()
     assert memo.stored == {}
+
+
+def test_initial_values_are_not_computed_again():
+    asked = []
+    memo = Memo(lambda keys: (asked.extend(keys), [k * 2 for k in keys])[1], initial={"x": "given"})
+    assert memo.get(["x", "y"]) == ["given", "yy"] and asked == ["y"]
