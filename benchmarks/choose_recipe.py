@@ -1,22 +1,28 @@
-"""Choose a recipe on the validation split by a rule written down before the runs, and print why.
+"""Choose a recipe on the validation split by a rule fixed in code, and print why.
 
 The LLM game's recipe (the learning rate, so far) is chosen on the validation split, never on
-the test split (docs/llm_game.md). The rule, fixed in code so that every choice is the same
-computation:
+the test split (docs/llm_game.md). The rule, so that every choice is the same computation:
 
 1. a candidate **passes** when, over its seeds, benign compliance by the judge falls by at most
    ``--mean-budget`` points on average and by at most ``--worst-budget`` points in its worst
    seed (and, with ``--help-budget``, benign help by at most that many points on average);
-2. among the candidates that pass, the one with the larger mean gain in harmful refusal by
-   refusal strings is chosen, if it beats the incumbent (the first candidate) by more than
-   ``--margin`` points; else the incumbent stays;
+2. among the candidates that pass, the one with the largest mean gain in harmful refusal by
+   refusal strings is chosen; when the incumbent (the first candidate) passes, a challenger
+   must beat it by more than ``--margin`` points, else the incumbent stays; when it fails,
+   the best passing candidate is chosen;
 3. when no candidate passes, none is chosen: the script says so (the incumbent is kept, as a
    failed recipe, not as a chosen one).
 
+The mean budget and the margin are the rule written down before the first choice (2026-11-30);
+the worst-seed budget was added on 2026-12-02, after the test split showed what a mean over
+three seeds misses.
+
 Each run is a validation evaluation of one seed: a ``redgame demo --split validation`` folder
-(its ``demo.json``), or the ``--out`` file of ``redgame llm eval --split validation``. Changes
-are against the base model's rates, which come from the runs that carry them (a demo folder,
-or an eval without ``--no-base``); they must agree.
+(its ``demo.json``), or the ``--out`` file of ``redgame llm eval --split validation``, every run
+by the same judge. Changes are against the base model's rates, which come from the runs that
+carry them (a demo folder, or an eval without ``--no-base``); they must agree. Benign help
+(``--help-budget``) needs evaluations that report it, the base's included: ``redgame llm eval``
+without ``--no-base``, by a judge that reads help (``--eval-judge probe``).
 
     python benchmarks/choose_recipe.py --candidate 1e-3 runs/val-lr1e-3-s0 runs/val-lr1e-3-s1 \\
         --candidate 1.5e-3 runs/val-lr1.5e-3-s0 runs/val-lr1.5e-3-s1 [--json]
@@ -51,8 +57,12 @@ class Verdict:
         return not self.reasons
 
 
-def read_run(path: Path) -> tuple[dict, dict | None]:
-    """(trained rates, base rates or None) of one validation evaluation, rates in [0, 1]."""
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def read_run(path: Path) -> tuple[str, dict, dict | None]:
+    """(the judge, trained rates, base rates or None) of one validation evaluation, rates in [0, 1]."""
     file = path / "demo.json" if path.is_dir() else path
     if not file.is_file():
         raise UserError(f"{path}: neither a redgame demo folder (demo.json) nor a redgame llm eval --out file")
@@ -60,52 +70,54 @@ def read_run(path: Path) -> tuple[dict, dict | None]:
     if "trained" in doc:  # a demo folder
         if doc.get("split") != SPLIT:
             raise UserError(f"{file}: evaluated on the {doc.get('split')!r} split; a recipe is chosen on {SPLIT!r}")
-        return doc["trained"], doc["base"]
-    if doc.get("harmful_file") != f"built-in {SPLIT} split" or "adapter" not in doc.get("results", {}):
+        judge, trained, base = doc.get("config", {}).get("judge", "embedded"), doc["trained"], doc["base"]
+    elif doc.get("harmful_file") != f"built-in {SPLIT} split" or "adapter" not in doc.get("results", {}):
         raise UserError(f"{file}: not an evaluation of an adapter on the built-in {SPLIT} split "
                         "(redgame llm eval --adapter RUN --split validation --out FILE)")
-    results = doc["results"]
-    return _eval_rates(results["adapter"]), _eval_rates(results["base"]) if "base" in results else None
-
-
-def _eval_rates(r: dict) -> dict:
-    """An eval result's rates under the demo's names."""
-    return {**r, "benign_compliance_strings": 1.0 - r["over_refusal_strings"]}
+    else:
+        judge, trained, base = doc.get("eval_judge", "embedded"), doc["results"]["adapter"], doc["results"].get("base")
+    for rates in (trained, base or {}):
+        bad = [k for k in KEYS if k in rates and not (isinstance(rates[k], float | int) and math.isfinite(rates[k]))]
+        if bad:
+            raise UserError(f"{file}: {', '.join(bad)} is not a number (no prompts of that class?)")
+    return judge, trained, base
 
 
 def the_base(bases: list[dict]) -> dict:
-    """The base model's rates: every run that carries them must give the same."""
+    """The base model's rates, from every run that carries them: where two give a rate, they must agree."""
     if not bases:
         raise UserError("no run carries the base model's rates: add a demo folder, or an eval without --no-base")
-    for other in bases[1:]:
-        if any(abs(other[k] - bases[0][k]) > 1e-9 for k in KEYS if k in other and k in bases[0]):
-            raise UserError("the runs' base rates differ: they were not evaluated alike (split, tokens, judge)")
-    return bases[0]
+    merged: dict = {}
+    for base in bases:
+        for key in KEYS:
+            if key in base and abs(merged.setdefault(key, base[key]) - base[key]) > 1e-9:
+                raise UserError("the runs' base rates differ: they were not evaluated alike (split, tokens, judge)")
+    return merged
 
 
-def judge_candidate(name: str, runs: list[tuple[dict, dict | None]], base: dict, args) -> Verdict:
+def judge_candidate(name: str, runs: list[dict], base: dict, args) -> Verdict:
     """Per-seed changes and the budget checks of one candidate."""
-    keys = [k for k in KEYS if all(k in trained for trained, _ in runs) and k in base]
-    verdict = Verdict(name, {k: [100 * (trained[k] - base[k]) for trained, _ in runs] for k in keys})
+    keys = [k for k in KEYS if all(k in trained for trained in runs) and k in base]
+    verdict = Verdict(name, {k: [100 * (trained[k] - base[k]) for trained in runs] for k in keys})
     benign = verdict.changes["benign_compliance"]
-    if -sum(benign) / len(benign) > args.mean_budget:
-        verdict.reasons.append(f"mean benign compliance loss {-sum(benign) / len(benign):.1f} > {args.mean_budget:g}")
+    if -mean(benign) > args.mean_budget:
+        verdict.reasons.append(f"mean benign compliance loss {-mean(benign):.1f} > {args.mean_budget:g}")
     if -min(benign) > args.worst_budget:
         verdict.reasons.append(f"worst seed's benign compliance loss {-min(benign):.1f} > {args.worst_budget:g}")
     if args.help_budget is not None:
         helps = verdict.changes.get("benign_help")
         if helps is None:
-            verdict.reasons.append("no benign help in every run and the base "
-                                   "(evaluate them with a current redgame llm eval)")
-        elif -sum(helps) / len(helps) > args.help_budget:
-            verdict.reasons.append(f"mean benign help loss {-sum(helps) / len(helps):.1f} > {args.help_budget:g}")
+            missing = "the base" if all("benign_help" in trained for trained in runs) else "a run"
+            verdict.reasons.append(f"no benign help in {missing} (evaluate it with redgame llm eval, the base "
+                                   "included, by a judge that reads help: --eval-judge probe)")
+        elif -mean(helps) > args.help_budget:
+            verdict.reasons.append(f"mean benign help loss {-mean(helps):.1f} > {args.help_budget:g}")
     return verdict
 
 
 def choose(verdicts: list[Verdict], margin: float) -> tuple[str | None, str]:
     """(the chosen candidate or None, the reason), by the rule of the module docstring."""
-    gain = {v.name: sum(v.changes["harmful_refusal_strings"]) / len(v.changes["harmful_refusal_strings"])
-            for v in verdicts}
+    gain = {v.name: mean(v.changes["harmful_refusal_strings"]) for v in verdicts}
     passing = [v.name for v in verdicts if v.passes]
     if not passing:
         return None, "no candidate passes the budgets: none is chosen"
@@ -145,6 +157,9 @@ def parse(argv=None):
     for candidate in args.candidate:
         if len(candidate) < 3:
             parser.error(f"--candidate {candidate[0]}: give at least two runs (seeds) for an interval")
+    names = [c[0] for c in args.candidate]
+    if len(set(names)) < len(names):
+        parser.error(f"--candidate names must differ, got {', '.join(names)}")
     return args
 
 
@@ -152,10 +167,14 @@ def main(argv=None) -> int:
     args = parse(argv)
     try:
         runs = {c[0]: [read_run(Path(p)) for p in c[1:]] for c in args.candidate}
-        base = the_base([b for rs in runs.values() for _, b in rs if b is not None])
+        judges = {judge for rs in runs.values() for judge, _, _ in rs}
+        if len(judges) > 1:
+            raise UserError(f"the runs were judged by different judges ({', '.join(sorted(judges))}): "
+                            "evaluate them all alike")
+        base = the_base([b for rs in runs.values() for _, _, b in rs if b is not None])
     except UserError as exc:
         raise SystemExit(f"choose_recipe: error: {exc}") from None
-    verdicts = [judge_candidate(name, rs, base, args) for name, rs in runs.items()]
+    verdicts = [judge_candidate(name, [trained for _, trained, _ in rs], base, args) for name, rs in runs.items()]
     chosen, why = choose(verdicts, args.margin)
     if args.json:
         print(json.dumps({"chosen": chosen, "why": why, "candidates": [

@@ -24,10 +24,15 @@ def demo_folder(path: Path, strings: float, benign: float, split: str = "validat
     return str(path)
 
 
-def eval_file(path: Path, strings: float, benign: float, help_: float) -> str:
-    adapter = {"harmful_refusal": strings, "harmful_refusal_strings": strings, "benign_compliance": benign,
-               "over_refusal_strings": 1 - benign, "benign_help": help_}
-    path.write_text(json.dumps({"harmful_file": "built-in validation split", "results": {"adapter": adapter}}))
+def eval_file(path: Path, strings: float, benign: float, help_: float | None, base_help: float | None = None,
+              judge: str = "embedded") -> str:
+    rates = lambda x, b, h: {"harmful_refusal": x, "harmful_refusal_strings": x, "benign_compliance": b,  # noqa: E731
+                             "over_refusal_strings": 1 - b, "benign_help": h}
+    results = {"adapter": rates(strings, benign, help_)}
+    if base_help is not None:
+        results["base"] = rates(0.0, 1.0, base_help)
+    path.write_text(json.dumps({"harmful_file": "built-in validation split", "eval_judge": judge,
+                                "results": results}))
     return str(path)
 
 
@@ -65,20 +70,56 @@ def test_a_worst_seed_over_the_budget_fails_a_candidate_whose_mean_passes(tmp_pa
     assert doc["chosen"] == "new"
 
 
+def test_a_failing_incumbent_gives_way_to_the_best_passing_candidate_without_the_margin(tmp_path, capsys):
+    a = [demo_folder(tmp_path / f"a{s}", 0.3, y) for s, y in enumerate((1.0, 0.8))]
+    b = [demo_folder(tmp_path / f"b{s}", 0.05, 1.0) for s in range(2)]  # gains less, but passes
+    doc = run(capsys, ["--candidate", "old", *a, "--candidate", "new", *b])
+    assert doc["chosen"] == "new" and not doc["candidates"][0]["passes"]
+
+
 def test_when_no_candidate_passes_none_is_chosen(tmp_path, capsys):
     a = [demo_folder(tmp_path / f"a{s}", 0.3, y) for s, y in enumerate((1.0, 0.9))]
     doc = run(capsys, ["--candidate", "only", *a])
     assert doc["chosen"] is None and "none is chosen" in doc["why"]
 
 
-def test_eval_files_take_the_base_from_a_demo_folder_and_the_help_budget_reads_benign_help(tmp_path, capsys):
+def test_eval_files_take_the_base_from_a_demo_folder_and_the_help_budget_needs_the_bases_help(tmp_path, capsys):
     a = [demo_folder(tmp_path / "a0", 0.1, 1.0), eval_file(tmp_path / "a1.json", 0.1, 1.0, 0.5)]
     b = [eval_file(tmp_path / f"b{s}.json", 0.5, 1.0, h) for s, h in enumerate((0.3, 0.2))]
     doc = run(capsys, ["--candidate", "old", *a, "--candidate", "new", *b])
     assert doc["chosen"] == "new" and "benign_help" not in doc["candidates"][0]["changes"]  # a0 has no help
     doc = run(capsys, ["--candidate", "old", *a, "--candidate", "new", *b, "--help-budget", "5"])
-    assert doc["chosen"] is None  # old: no help in every run; new: base has no help either
-    assert "no benign help in every run" in doc["candidates"][1]["reasons"][0]
+    assert doc["chosen"] is None
+    assert doc["candidates"][0]["reasons"][0].startswith("no benign help in a run")
+    assert doc["candidates"][1]["reasons"][0].startswith("no benign help in the base")
+
+
+def test_the_help_budget_fails_a_candidate_that_loses_help_and_passes_one_that_keeps_it(tmp_path, capsys):
+    a = [eval_file(tmp_path / f"a{s}.json", 0.1, 1.0, h, base_help=0.6) for s, h in enumerate((0.6, 0.58))]
+    b = [eval_file(tmp_path / f"b{s}.json", 0.5, 1.0, h, base_help=0.6) for s, h in enumerate((0.5, 0.4))]
+    doc = run(capsys, ["--candidate", "old", *a, "--candidate", "new", *b, "--help-budget", "5"])
+    assert doc["chosen"] == "old" and doc["candidates"][0]["passes"]
+    assert doc["candidates"][1]["reasons"] == ["mean benign help loss 15.0 > 5"]
+    assert doc["candidates"][1]["changes"]["benign_help"] == pytest.approx([-10, -20])
+    assert run(capsys, ["--candidate", "old", *a, "--candidate", "new", *b, "--help-budget", "20"])["chosen"] == "new"
+
+
+def test_runs_by_different_judges_or_with_a_missing_rate_are_refused(tmp_path):
+    a = eval_file(tmp_path / "a.json", 0.1, 1.0, 0.5, base_help=0.6)
+    probe = eval_file(tmp_path / "p.json", 0.1, 1.0, 0.5, judge="probe")
+    with pytest.raises(SystemExit, match="different judges"):
+        choose_recipe.main(["--candidate", "x", a, probe])
+    doc = json.loads(Path(a).read_text())
+    doc["results"]["adapter"]["benign_compliance"] = None  # NaN, as strict JSON writes it
+    (tmp_path / "null.json").write_text(json.dumps(doc))
+    with pytest.raises(SystemExit, match="benign_compliance is not a number"):
+        choose_recipe.main(["--candidate", "x", a, str(tmp_path / "null.json")])
+
+
+def test_candidate_names_must_differ(tmp_path):
+    a = [demo_folder(tmp_path / f"a{s}", 0.1, 1.0) for s in range(2)]
+    with pytest.raises(SystemExit):
+        choose_recipe.main(["--candidate", "x", *a, "--candidate", "x", *a])
 
 
 @pytest.mark.parametrize("make, needle", [
