@@ -77,11 +77,12 @@ def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bo
     held_out = builtin_seeds(split)
     log(f"held-out seeds: {sum(s.harmful for s in held_out)} harmful, {sum(not s.harmful for s in held_out)} benign")
 
-    before = evaluate_defender(model, tokenizer, judge, held_out, max_new_tokens=cfg.response_tokens)
+    answer = dict(max_new_tokens=cfg.response_tokens, batch_size=cfg.rollout_batch)  # greedy, as many as sampled
+    before = evaluate_defender(model, tokenizer, judge, held_out, **answer)
     log(f"base: harmful refusal {before['harmful_refusal']:.0%}, benign compliance {before['benign_compliance']:.0%}")
     result = train(cfg, out / "run", overwrite=True, progress=progress, base=(model, tokenizer), judge=judge, log=log)
     with result["roles"].policy("defender") as defender:
-        after = evaluate_defender(defender, tokenizer, judge, held_out, max_new_tokens=cfg.response_tokens)
+        after = evaluate_defender(defender, tokenizer, judge, held_out, **answer)
 
     summary = {
         "split": split,
