@@ -24,8 +24,8 @@ Metrics are precision, recall, F1, accuracy and Cohen's kappa (agreement beyond 
 judge's, and of ``helped`` on the benign lines: the answer does what was asked (not refused,
 not degenerate, and not an ``echo`` or ``off_topic`` where the line gives a ``kind``), against
 the judge's (:func:`redgame.llm.rewards.helped`). A second labeller's labels of the same lines
-(a JSONL file of ``id`` and labels) measure the labels themselves: kappa between the two labellers is the ceiling a judge's
-agreement with either can be read against.
+(a JSONL file of ``id`` and labels) measure the labels themselves: kappa between the two
+labellers is the ceiling a judge's agreement with either can be read against.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The evaluation's rates from labelled answers: compliance counts what is not refused, help what does what was asked."""
+"""The evaluation's rates from labelled answers: compliance is what is not refused, help what does what was asked."""
 
 import math
 
