@@ -134,9 +134,9 @@ def report(verdicts: list[Verdict], chosen: str | None, why: str) -> list[str]:
         lines.append(f"{v.name}: {len(v.changes['benign_compliance'])} seeds, "
                      f"{'passes' if v.passes else 'fails: ' + '; '.join(v.reasons)}")
         for key, values in v.changes.items():
-            mean, low, high = t_interval(values)
+            average, low, high = t_interval(values)
             interval = "" if math.isnan(low) else f" [{low:+.1f}, {high:+.1f}]"
-            lines.append(f"  {key}: {' / '.join(f'{x:+.0f}' for x in values)}; mean {mean:+.1f}{interval}, "
+            lines.append(f"  {key}: {' / '.join(f'{x:+.0f}' for x in values)}; mean {average:+.1f}{interval}, "
                          f"worst {min(values):+.0f}")
     return lines + [f"chosen: {why}" if chosen else why]
 
