@@ -28,6 +28,9 @@ without ``--no-base``, by a judge that reads help (``--eval-judge probe``).
         --candidate 1.5e-3 runs/val-lr1.5e-3-s0 runs/val-lr1.5e-3-s1 [--json]
 
 Intervals are 95% Student-t intervals of the mean over seeds (``rejudge_demo.t_interval``).
+Beside the rule, and not part of it, each seed's over-refusal watch is printed where its run
+folder is found (``redgame.llm.watch``: the defender's refusal of benign training prompts over
+the last steps; ``*`` marks a flagged seed).
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ from pathlib import Path
 from rejudge_demo import t_interval
 
 from redgame.errors import UserError
+from redgame.llm import watch
+from redgame.llm.report import read_metrics
 
 KEYS = ("harmful_refusal_strings", "harmful_refusal", "benign_compliance", "benign_help")
 SPLIT = "validation"
@@ -51,6 +56,7 @@ class Verdict:
     name: str
     changes: dict[str, list[float]]          # key -> per-seed change against the base, in points
     reasons: list[str] = field(default_factory=list)  # why it fails; empty when it passes
+    watch: list[float | None] = field(default_factory=list)  # per seed: the over-refusal watch's number
 
     @property
     def passes(self) -> bool:
@@ -61,8 +67,16 @@ def mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
-def read_run(path: Path) -> tuple[str, dict, dict | None]:
-    """(the judge, trained rates, base rates or None) of one validation evaluation, rates in [0, 1]."""
+@dataclass
+class Run:
+    judge: str
+    trained: dict           # rates in [0, 1]
+    base: dict | None       # the base model's rates, where the run carries them
+    watch: float | None     # the over-refusal watch's number, where the run folder is found
+
+
+def read_run(path: Path) -> Run:
+    """One validation evaluation: a demo folder, or an eval file (whose adapter leads to its run folder)."""
     file = path / "demo.json" if path.is_dir() else path
     if not file.is_file():
         raise UserError(f"{path}: neither a redgame demo folder (demo.json) nor a redgame llm eval --out file")
@@ -71,16 +85,23 @@ def read_run(path: Path) -> tuple[str, dict, dict | None]:
         if doc.get("split") != SPLIT:
             raise UserError(f"{file}: evaluated on the {doc.get('split')!r} split; a recipe is chosen on {SPLIT!r}")
         judge, trained, base = doc.get("config", {}).get("judge", "embedded"), doc["trained"], doc["base"]
+        run_folder = path / "run"
     elif doc.get("harmful_file") != f"built-in {SPLIT} split" or "adapter" not in doc.get("results", {}):
         raise UserError(f"{file}: not an evaluation of an adapter on the built-in {SPLIT} split "
                         "(redgame llm eval --adapter RUN --split validation --out FILE)")
     else:
         judge, trained, base = doc.get("eval_judge", "embedded"), doc["results"]["adapter"], doc["results"].get("base")
+        run_folder = Path(doc.get("adapter") or ".").parent.parent  # <run>/final/defender
     for rates in (trained, base or {}):
         bad = [k for k in KEYS if k in rates and not (isinstance(rates[k], float | int) and math.isfinite(rates[k]))]
         if bad:
             raise UserError(f"{file}: {', '.join(bad)} is not a number (no prompts of that class?)")
-    return judge, trained, base
+    return Run(judge, trained, base, over_refusal_watch(run_folder))
+
+
+def over_refusal_watch(run_folder: Path) -> float | None:
+    """The watch's number of a run folder's metrics.jsonl, or None when there is none."""
+    return watch.benign_refusal(read_metrics(run_folder)) if (run_folder / "metrics.jsonl").is_file() else None
 
 
 def the_base(bases: list[dict]) -> dict:
@@ -95,10 +116,11 @@ def the_base(bases: list[dict]) -> dict:
     return merged
 
 
-def judge_candidate(name: str, runs: list[dict], base: dict, args) -> Verdict:
+def judge_candidate(name: str, runs: list[Run], base: dict, args) -> Verdict:
     """Per-seed changes and the budget checks of one candidate."""
-    keys = [k for k in KEYS if all(k in trained for trained in runs) and k in base]
-    verdict = Verdict(name, {k: [100 * (trained[k] - base[k]) for trained in runs] for k in keys})
+    keys = [k for k in KEYS if all(k in run.trained for run in runs) and k in base]
+    verdict = Verdict(name, {k: [100 * (run.trained[k] - base[k]) for run in runs] for k in keys},
+                      watch=[run.watch for run in runs])
     benign = verdict.changes["benign_compliance"]
     if -mean(benign) > args.mean_budget:
         verdict.reasons.append(f"mean benign compliance loss {-mean(benign):.1f} > {args.mean_budget:g}")
@@ -107,7 +129,7 @@ def judge_candidate(name: str, runs: list[dict], base: dict, args) -> Verdict:
     if args.help_budget is not None:
         helps = verdict.changes.get("benign_help")
         if helps is None:
-            missing = "the base" if all("benign_help" in trained for trained in runs) else "a run"
+            missing = "the base" if all("benign_help" in run.trained for run in runs) else "a run"
             verdict.reasons.append(f"no benign help in {missing} (evaluate it with redgame llm eval, the base "
                                    "included, by a judge that reads help: --eval-judge probe)")
         elif -mean(helps) > args.help_budget:
@@ -138,6 +160,10 @@ def report(verdicts: list[Verdict], chosen: str | None, why: str) -> list[str]:
             interval = "" if math.isnan(low) else f" [{low:+.1f}, {high:+.1f}]"
             lines.append(f"  {key}: {' / '.join(f'{x:+.0f}' for x in values)}; mean {average:+.1f}{interval}, "
                          f"worst {min(values):+.0f}")
+        if any(value is not None for value in v.watch):
+            seeds = " / ".join("?" if x is None else f"{x:.2f}" + ("*" if x >= watch.THRESHOLD else "") for x in v.watch)
+            lines.append(f"  over-refusal watch (benign refusal in training, last {watch.WINDOW} steps; "
+                         f"* at or above {watch.THRESHOLD:g}): {seeds}")
     return lines + [f"chosen: {why}" if chosen else why]
 
 
@@ -167,18 +193,19 @@ def main(argv=None) -> int:
     args = parse(argv)
     try:
         runs = {c[0]: [read_run(Path(p)) for p in c[1:]] for c in args.candidate}
-        judges = {judge for rs in runs.values() for judge, _, _ in rs}
+        judges = {run.judge for rs in runs.values() for run in rs}
         if len(judges) > 1:
             raise UserError(f"the runs were judged by different judges ({', '.join(sorted(judges))}): "
                             "evaluate them all alike")
-        base = the_base([b for rs in runs.values() for _, _, b in rs if b is not None])
+        base = the_base([run.base for rs in runs.values() for run in rs if run.base is not None])
     except UserError as exc:
         raise SystemExit(f"choose_recipe: error: {exc}") from None
-    verdicts = [judge_candidate(name, [trained for _, trained, _ in rs], base, args) for name, rs in runs.items()]
+    verdicts = [judge_candidate(name, rs, base, args) for name, rs in runs.items()]
     chosen, why = choose(verdicts, args.margin)
     if args.json:
         print(json.dumps({"chosen": chosen, "why": why, "candidates": [
-            {"name": v.name, "passes": v.passes, "reasons": v.reasons, "changes": v.changes} for v in verdicts]},
+            {"name": v.name, "passes": v.passes, "reasons": v.reasons, "changes": v.changes, "watch": v.watch}
+            for v in verdicts]},
             indent=1))
     else:
         print("\n".join(report(verdicts, chosen, why)))

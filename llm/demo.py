@@ -8,7 +8,8 @@
 5. Print a table; write ``<out>/demo.json`` with ``base`` and ``trained``, each holding
    ``harmful_refusal`` and ``benign_compliance`` by the evaluation judge, the same two rates by
    refusal strings (``*_strings``), the judge's ``loop_rate`` and ``empty_rate`` (empty answers,
-   counted as refusals).
+   counted as refusals), and the over-refusal watch's number (``training_benign_refusal``:
+   the defender's refusal of benign training prompts over the last steps, ``redgame.llm.watch``).
 
 The recipe, and why each setting is there, is documented in docs/llm_game.md.
 """
@@ -64,6 +65,8 @@ def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bo
     from redgame.llm.judges import make_judge
     from redgame.llm.models import load_base, place_judge, placement
     from redgame.llm.seeds import builtin_seeds
+    from redgame.llm import watch
+    from redgame.llm.report import read_metrics
     from redgame.llm.trainer import train
 
     cfg = dataclasses.replace(DEMO_RECIPE, steps=steps or DEMO_RECIPE.steps, **overrides).validate()
@@ -83,6 +86,7 @@ def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bo
     result = train(cfg, out / "run", overwrite=True, progress=progress, base=(model, tokenizer), judge=judge, log=log)
     with result["roles"].policy("defender") as defender:
         after = evaluate_defender(defender, tokenizer, judge, held_out, **answer)
+    training = read_metrics(out / "run")
 
     summary = {
         "split": split,
@@ -91,6 +95,7 @@ def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bo
         "n_harmful": before["n_harmful"],
         "n_benign": before["n_benign"],
         "steps": cfg.steps,
+        "training_benign_refusal": watch.benign_refusal(training),  # the over-refusal watch's number (or None)
         "seconds": round(time.perf_counter() - t0, 1),
         "config": cfg.to_dict(),
         "adapters": str(out / "run" / "final"),

@@ -137,6 +137,7 @@ def _pct(v) -> str:
 
 def blocks_for(runs: list[Path], out: Path, crossplay: dict | None) -> list[tuple]:
     """The report as blocks: ("h", text), ("p", text), ("table", heads, rows), ("img", file, alt)."""
+    from redgame.llm import watch
     from redgame.llm.adapters import run_config
     from redgame.llm.crossplay import plot_heatmap
 
@@ -144,12 +145,16 @@ def blocks_for(runs: list[Path], out: Path, crossplay: dict | None) -> list[tupl
     blocks = [("h", "Runs"),
               ("table", ("run", "regime", "model", "steps", "final-5 self-play ASR", "final-5 benign refusal"),
                [(run.name, (cfg := run_config(run)).get("regime", "?"), cfg.get("model", "?"), len(metrics[run.name]),
-                 _pct(_tail_mean(metrics[run.name], "attack_success")),
-                 _pct(_tail_mean(metrics[run.name], "refusal_benign"))) for run in runs]),
-              ("h", "Training curves"),
-              ("p", "Per step, over the defender's sampled answers to that step's attacks (the trainer's own "
-                    "metrics, not held-out)."),
-              ("img", plot_curves(metrics, out / "curves.png").name, "training curves")]
+                 _pct(tail_mean(metrics[run.name], "attack_success")),
+                 _pct(tail_mean(metrics[run.name], "refusal_benign"))) for run in runs])]
+    flagged = [run.name for run in runs if watch.flagged(metrics[run.name])]
+    if flagged:
+        blocks.append(("p", f"Over-refusal watch: {', '.join(flagged)} refused at least {watch.THRESHOLD:.0%} of "
+                            f"the benign training prompts over the last {watch.WINDOW} steps; {watch.EVIDENCE}."))
+    blocks += [("h", "Training curves"),
+               ("p", "Per step, over the defender's sampled answers to that step's attacks (the trainer's own "
+                     "metrics, not held-out)."),
+               ("img", plot_curves(metrics, out / "curves.png").name, "training curves")]
     points = pareto_points(runs, crossplay)
     blocks.append(("h", "Safety vs benign compliance"))
     if points:
@@ -180,7 +185,8 @@ def blocks_for(runs: list[Path], out: Path, crossplay: dict | None) -> list[tupl
     return blocks
 
 
-def _tail_mean(rows: list[dict], key: str, k: int = 5) -> float:
+def tail_mean(rows: list[dict], key: str, k: int = 5) -> float:
+    """The mean of ``key`` over those of the last ``k`` rows that hold a finite number for it (NaN if none)."""
     vals = [r[key] for r in rows[-k:] if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
     return sum(vals) / len(vals) if vals else math.nan
 

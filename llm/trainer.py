@@ -48,12 +48,13 @@ import torch
 from redgame.errors import UserError
 from redgame.kernels.peft_patch import FUSED_CALLS
 from redgame.llm import checkpoint as ckpt
-from redgame.llm import distributed
+from redgame.llm import distributed, watch
 from redgame.llm.config import ABLATIONS, TrainConfig, train_seed_sources
 from redgame.llm.losses import (TokenLogprobs, completion_logprobs, dpo_pairs_loss, fused_pairs_loss, group_advantages,
                                 kl_to_reference, policy_gradient_loss, reinforce_pp_advantages)
 from redgame.llm.population import Population, write_summary as write_population
 from redgame.llm.population import eval_seeds as population_eval_seeds
+from redgame.llm.report import read_metrics
 from redgame.llm.rewards import judge_round, rules_from_config
 from redgame.llm.roles import ROLES, LoraSettings, build_roles
 from redgame.llm.rollout import SamplingSettings, play_round
@@ -423,6 +424,8 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
     if dist.is_main:
         for role in ROLES:
             game.roles.save_role(role, game.out / "final" / role)
+        if over_refusal := watch.warning(read_metrics(game.out)):
+            log(over_refusal)
     dist.barrier()
     return {"out": str(game.out), "steps": cfg.steps, "stopped": False, "roles": game.roles}
 

@@ -142,3 +142,23 @@ def test_runs_whose_base_rates_differ_are_refused(tmp_path):
     (b / "demo.json").write_text(json.dumps(doc))
     with pytest.raises(SystemExit, match="base rates differ"):
         choose_recipe.main(["--candidate", "x", a, str(b)])
+
+
+def test_the_over_refusal_watch_is_printed_beside_the_rule_where_the_run_folders_are_found(tmp_path, capsys):
+    def metrics(folder: Path, late: float):
+        folder.mkdir(parents=True)
+        steps = [0.0] * 3 + [late] * 5  # the watch reads the last five steps
+        (folder / "metrics.jsonl").write_text("".join(json.dumps({"step": n, "refusal_benign": v}) + "\n"
+                                                      for n, v in enumerate(steps, 1)))
+
+    folder = demo_folder(tmp_path / "a0", 0.1, 1.0)
+    metrics(Path(folder) / "run", 0.3)
+    evaluated = json.loads(Path(eval_file(tmp_path / "a1.json", 0.1, 1.0, 0.5)).read_text())
+    metrics(tmp_path / "other" / "run", 0.1)
+    evaluated["adapter"] = str(tmp_path / "other" / "run" / "final" / "defender")
+    (tmp_path / "a1.json").write_text(json.dumps(evaluated))
+    lost = eval_file(tmp_path / "a2.json", 0.1, 1.0, 0.5)  # no adapter path: no run folder
+    argv = ["--candidate", "x", folder, str(tmp_path / "a1.json"), lost]
+    assert run(capsys, argv)["candidates"][0]["watch"] == pytest.approx([0.3, 0.1, None])
+    assert choose_recipe.main(argv) == 0
+    assert "0.30* / 0.10 / ?" in capsys.readouterr().out

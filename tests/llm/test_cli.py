@@ -118,6 +118,8 @@ def test_demo_pipeline_on_tiny(tmp_path, capsys):
         assert set(written[side]) == {"harmful_refusal", "benign_compliance", "harmful_refusal_strings",
                                       "benign_compliance_strings", "loop_rate", "empty_rate"}
         assert all(0.0 <= v <= 1.0 for v in written[side].values())
+    step = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert written["training_benign_refusal"] == step["refusal_benign"]  # one step: the watch reads that step
     answers = json.loads((tmp_path / "answers.json").read_text())["trained"]
     assert written["trained"]["loop_rate"] == sum(a["loop"] for a in answers) / len(answers)
     assert written["trained"]["empty_rate"] == sum(not a["answer"].strip() for a in answers) / len(answers)

@@ -1,6 +1,7 @@
 """``redgame report`` on a real tiny run, its eval.json and a cross-play result."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -74,3 +75,18 @@ def test_report_errors(tmp_path, capsys):
     (tmp_path / "cp.json").write_text(json.dumps({"attackers": []}))
     assert main(["report", str(tmp_path), "--crossplay", str(tmp_path / "cp.json")]) == 2
     assert "missing keys" in capsys.readouterr().err
+
+
+def test_the_report_names_the_runs_that_the_over_refusal_watch_flags(run, tmp_path):
+    from redgame.llm.report import blocks_for
+
+    copies = {}
+    for name, late in (("refuses", 0.5), ("answers", 0.0)):
+        copies[name] = tmp_path / name
+        shutil.copytree(run, copies[name], ignore=shutil.ignore_patterns("checkpoints", "final", "tb"))
+        rows = [json.loads(line) for line in (copies[name] / "metrics.jsonl").read_text().splitlines()]
+        (copies[name] / "metrics.jsonl").write_text("".join(json.dumps({**r, "refusal_benign": late}) + "\n"
+                                                            for r in rows))
+    paragraphs = [b[1] for b in blocks_for(list(copies.values()), tmp_path, None) if b[0] == "p"]
+    watched = [p for p in paragraphs if p.startswith("Over-refusal watch")]
+    assert len(watched) == 1 and "refuses" in watched[0] and "answers" not in watched[0]

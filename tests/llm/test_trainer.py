@@ -9,7 +9,7 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file
 
-from redgame.llm import trainer
+from redgame.llm import trainer, watch
 from redgame.llm.checkpoint import latest_checkpoint
 from redgame.llm.models import load_base
 from redgame.llm.roles import build_roles
@@ -50,6 +50,17 @@ def test_every_regime_trains_and_saves_loadable_adapters(tmp_path, judge, tiny_c
         loaded = PeftModel.from_pretrained(load_base("tiny")[0], str(tmp_path / "final" / role))
         with torch.no_grad():
             torch.testing.assert_close(loaded(input_ids=IDS).logits, expected)
+
+
+def test_a_run_that_the_over_refusal_watch_flags_says_so_at_the_end(tmp_path, judge, tiny_config, monkeypatch):
+    lines = []
+    monkeypatch.setattr(watch, "THRESHOLD", 0.0)  # every run is flagged
+    train(tiny_config(steps=1), tmp_path / "flagged", progress=False, judge=judge, log=lines.append)
+    assert sum(line.startswith("over-refusal watch:") for line in lines) == 1
+    monkeypatch.setattr(watch, "THRESHOLD", 1.01)  # no run is flagged
+    lines.clear()
+    train(tiny_config(steps=1), tmp_path / "quiet", progress=False, judge=judge, log=lines.append)
+    assert not any("over-refusal" in line for line in lines)
 
 
 def test_resume_continues_exactly(tmp_path, judge, tiny_config):

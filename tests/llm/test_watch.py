@@ -1,0 +1,35 @@
+"""The over-refusal watch: the late mean of a run's benign refusal, read against its threshold."""
+
+import pytest
+
+from redgame.llm import watch
+
+
+def rows(values):
+    return [{"step": n, "refusal_benign": v} for n, v in enumerate(values, 1)]
+
+
+def test_the_number_is_the_mean_of_the_last_window_of_steps():
+    values = [0.9, 0.9, 0.0, 0.1, 0.2, 0.3, 0.4]  # the first two fall outside a window of 5
+    assert watch.WINDOW == 5
+    assert watch.benign_refusal(rows(values)) == pytest.approx(sum(values[-5:]) / 5)
+    assert watch.benign_refusal(rows([0.5])) == pytest.approx(0.5)  # a run shorter than the window
+
+
+def test_rows_without_the_metric_are_skipped_and_a_run_without_it_has_no_number():
+    mixed = rows([0.2] * 5) + [{"population": 1}]  # a row of another kind after the steps
+    assert watch.benign_refusal(mixed) == pytest.approx(0.2)
+    assert watch.benign_refusal([{"population": 1}]) is None
+    assert not watch.flagged([{"population": 1}]) and watch.warning([]) is None
+
+
+@pytest.mark.parametrize("late,flagged", [(0.138, False), (0.149, False), (0.15, True), (0.2, True), (0.54, True)])
+def test_the_threshold_separates_the_runs_it_was_fixed_on(late, flagged):
+    # 0.138 and 0.200: the closest runs on either side among the twelve it was fixed on
+    assert watch.flagged(rows([late] * 5)) is flagged
+    assert (watch.warning(rows([late] * 5)) is not None) is flagged
+
+
+def test_the_warning_names_the_number_and_the_window():
+    text = watch.warning(rows([0.0, 0.6, 0.6, 0.6, 0.6, 0.6]))
+    assert "60%" in text and "last 5 steps" in text and "15%" in text
