@@ -45,7 +45,7 @@ from rejudge_demo import t_interval
 
 from redgame.errors import UserError
 from redgame.llm import watch
-from redgame.llm.report import read_metrics
+from redgame.llm.metrics import read_metrics
 
 KEYS = ("harmful_refusal_strings", "harmful_refusal", "benign_compliance", "benign_help")
 SPLIT = "validation"
@@ -85,13 +85,13 @@ def read_run(path: Path) -> Run:
         if doc.get("split") != SPLIT:
             raise UserError(f"{file}: evaluated on the {doc.get('split')!r} split; a recipe is chosen on {SPLIT!r}")
         judge, trained, base = doc.get("config", {}).get("judge", "embedded"), doc["trained"], doc["base"]
-        run_folder = path / "run"
+        run_folder = file.parent / "run"
     elif doc.get("harmful_file") != f"built-in {SPLIT} split" or "adapter" not in doc.get("results", {}):
         raise UserError(f"{file}: not an evaluation of an adapter on the built-in {SPLIT} split "
                         "(redgame llm eval --adapter RUN --split validation --out FILE)")
     else:
         judge, trained, base = doc.get("eval_judge", "embedded"), doc["results"]["adapter"], doc["results"].get("base")
-        run_folder = Path(doc.get("adapter") or ".").parent.parent  # <run>/final/defender
+        run_folder = Path(doc["adapter"]).parent.parent if doc.get("adapter") else None  # <run>/final/defender
     for rates in (trained, base or {}):
         bad = [k for k in KEYS if k in rates and not (isinstance(rates[k], float | int) and math.isfinite(rates[k]))]
         if bad:
@@ -99,9 +99,11 @@ def read_run(path: Path) -> Run:
     return Run(judge, trained, base, over_refusal_watch(run_folder))
 
 
-def over_refusal_watch(run_folder: Path) -> float | None:
+def over_refusal_watch(run_folder: Path | None) -> float | None:
     """The watch's number of a run folder's metrics.jsonl, or None when there is none."""
-    return watch.benign_refusal(read_metrics(run_folder)) if (run_folder / "metrics.jsonl").is_file() else None
+    if run_folder is None or not (run_folder / "metrics.jsonl").is_file():
+        return None
+    return watch.benign_refusal(read_metrics(run_folder))
 
 
 def the_base(bases: list[dict]) -> dict:
@@ -161,7 +163,7 @@ def report(verdicts: list[Verdict], chosen: str | None, why: str) -> list[str]:
             lines.append(f"  {key}: {' / '.join(f'{x:+.0f}' for x in values)}; mean {average:+.1f}{interval}, "
                          f"worst {min(values):+.0f}")
         if any(value is not None for value in v.watch):
-            seeds = " / ".join("?" if x is None else f"{x:.2f}" + ("*" if x >= watch.THRESHOLD else "") for x in v.watch)
+            seeds = " / ".join("?" if x is None else f"{x:.3f}" + ("*" if x >= watch.THRESHOLD else "") for x in v.watch)
             lines.append(f"  over-refusal watch (benign refusal in training, last {watch.WINDOW} steps; "
                          f"* at or above {watch.THRESHOLD:g}): {seeds}")
     return lines + [f"chosen: {why}" if chosen else why]

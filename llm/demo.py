@@ -66,7 +66,7 @@ def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bo
     from redgame.llm.models import load_base, place_judge, placement
     from redgame.llm.seeds import builtin_seeds
     from redgame.llm import watch
-    from redgame.llm.report import read_metrics
+    from redgame.llm.metrics import read_metrics
     from redgame.llm.trainer import train
 
     cfg = dataclasses.replace(DEMO_RECIPE, steps=steps or DEMO_RECIPE.steps, **overrides).validate()

@@ -20,26 +20,11 @@ import math
 from pathlib import Path
 
 from redgame.errors import UserError
+from redgame.llm import watch
+from redgame.llm.metrics import read_metrics, tail_mean
 
 CURVES = (("attack_success", "self-play ASR"), ("refusal_harmful", "refusal, harmful seeds"),
           ("refusal_benign", "refusal, benign seeds"))
-
-
-def read_metrics(run: Path) -> list[dict]:
-    """The rows of ``<run>/metrics.jsonl``, checked."""
-    path = run / "metrics.jsonl"
-    if not path.is_file():
-        raise UserError(f"run {run}: no metrics.jsonl; expected a folder written by 'redgame llm train'")
-    rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}, line {n}: not valid JSON ({exc.msg})") from exc
-    if not rows:
-        raise UserError(f"{path}: no rows in it")
-    return rows
 
 
 def load_crossplay(path) -> dict:
@@ -137,7 +122,6 @@ def _pct(v) -> str:
 
 def blocks_for(runs: list[Path], out: Path, crossplay: dict | None) -> list[tuple]:
     """The report as blocks: ("h", text), ("p", text), ("table", heads, rows), ("img", file, alt)."""
-    from redgame.llm import watch
     from redgame.llm.adapters import run_config
     from redgame.llm.crossplay import plot_heatmap
 
@@ -146,7 +130,7 @@ def blocks_for(runs: list[Path], out: Path, crossplay: dict | None) -> list[tupl
               ("table", ("run", "regime", "model", "steps", "final-5 self-play ASR", "final-5 benign refusal"),
                [(run.name, (cfg := run_config(run)).get("regime", "?"), cfg.get("model", "?"), len(metrics[run.name]),
                  _pct(tail_mean(metrics[run.name], "attack_success")),
-                 _pct(tail_mean(metrics[run.name], "refusal_benign"))) for run in runs])]
+                 _pct(watch.benign_refusal(metrics[run.name]))) for run in runs])]
     flagged = [run.name for run in runs if watch.flagged(metrics[run.name])]
     if flagged:
         blocks.append(("p", f"Over-refusal watch: {', '.join(flagged)} refused at least {watch.THRESHOLD:.0%} of "
@@ -183,12 +167,6 @@ def blocks_for(runs: list[Path], out: Path, crossplay: dict | None) -> list[tupl
                            [(n, g["regime"], _pct(g["selfplay_asr"]), _pct(g["best_other_asr"]),
                              g["best_other_attacker"], f"{g['mirror_gap']:+.2f}") for n, g in gaps.items()]))
     return blocks
-
-
-def tail_mean(rows: list[dict], key: str, k: int = 5) -> float:
-    """The mean of ``key`` over those of the last ``k`` rows that hold a finite number for it (NaN if none)."""
-    vals = [r[key] for r in rows[-k:] if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
-    return sum(vals) / len(vals) if vals else math.nan
 
 
 def to_markdown(title: str, blocks: list[tuple]) -> str:

@@ -54,7 +54,7 @@ from redgame.llm.losses import (TokenLogprobs, completion_logprobs, dpo_pairs_lo
                                 kl_to_reference, policy_gradient_loss, reinforce_pp_advantages)
 from redgame.llm.population import Population, write_summary as write_population
 from redgame.llm.population import eval_seeds as population_eval_seeds
-from redgame.llm.report import read_metrics
+from redgame.llm.metrics import read_metrics
 from redgame.llm.rewards import judge_round, rules_from_config
 from redgame.llm.roles import ROLES, LoraSettings, build_roles
 from redgame.llm.rollout import SamplingSettings, play_round
@@ -424,10 +424,19 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
     if dist.is_main:
         for role in ROLES:
             game.roles.save_role(role, game.out / "final" / role)
-        if over_refusal := watch.warning(read_metrics(game.out)):
-            log(over_refusal)
+        warn_of_over_refusal(game.out, log)
     dist.barrier()
     return {"out": str(game.out), "steps": cfg.steps, "stopped": False, "roles": game.roles}
+
+
+def warn_of_over_refusal(out: Path, log) -> None:
+    """The over-refusal watch's warning, if the run's metrics call for one; unreadable metrics: none."""
+    try:
+        rows = read_metrics(out)
+    except UserError:  # a resumed run whose metrics.jsonl was lost: the run itself is done
+        return
+    if over_refusal := watch.warning(rows):
+        log(over_refusal)
 
 
 # -- set-up ------------------------------------------------------------------------------------

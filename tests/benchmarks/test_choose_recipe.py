@@ -144,7 +144,8 @@ def test_runs_whose_base_rates_differ_are_refused(tmp_path):
         choose_recipe.main(["--candidate", "x", a, str(b)])
 
 
-def test_the_over_refusal_watch_is_printed_beside_the_rule_where_the_run_folders_are_found(tmp_path, capsys):
+def test_the_over_refusal_watch_is_printed_beside_the_rule_where_the_run_folders_are_found(tmp_path, capsys,
+                                                                                          monkeypatch):
     def metrics(folder: Path, late: float):
         folder.mkdir(parents=True)
         steps = [0.0] * 3 + [late] * 5  # the watch reads the last five steps
@@ -158,7 +159,9 @@ def test_the_over_refusal_watch_is_printed_beside_the_rule_where_the_run_folders
     evaluated["adapter"] = str(tmp_path / "other" / "run" / "final" / "defender")
     (tmp_path / "a1.json").write_text(json.dumps(evaluated))
     lost = eval_file(tmp_path / "a2.json", 0.1, 1.0, 0.5)  # no adapter path: no run folder
-    argv = ["--candidate", "x", folder, str(tmp_path / "a1.json"), lost]
-    assert run(capsys, argv)["candidates"][0]["watch"] == pytest.approx([0.3, 0.1, None])
+    metrics(tmp_path / "cwd", 0.9)  # a metrics.jsonl in the working folder is not the run's
+    monkeypatch.chdir(tmp_path / "cwd")
+    argv = ["--candidate", "x", folder, str(tmp_path / "a1.json"), lost, str(Path(folder) / "demo.json")]
+    assert run(capsys, argv)["candidates"][0]["watch"] == pytest.approx([0.3, 0.1, None, 0.3])
     assert choose_recipe.main(argv) == 0
-    assert "0.30* / 0.10 / ?" in capsys.readouterr().out
+    assert "0.300* / 0.100 / ? / 0.300*" in capsys.readouterr().out

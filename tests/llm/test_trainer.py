@@ -63,6 +63,16 @@ def test_a_run_that_the_over_refusal_watch_flags_says_so_at_the_end(tmp_path, ju
     assert not any("over-refusal" in line for line in lines)
 
 
+def test_the_watch_stays_quiet_where_a_finished_run_has_no_readable_metrics(tmp_path):
+    lines = []
+    trainer.warn_of_over_refusal(tmp_path, lines.append)  # no metrics.jsonl
+    (tmp_path / "metrics.jsonl").write_text("")
+    trainer.warn_of_over_refusal(tmp_path, lines.append)  # an empty one
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "refusal_benign": 1.0}) + "\n")
+    trainer.warn_of_over_refusal(tmp_path, lines.append)
+    assert len(lines) == 1 and "100%" in lines[0]
+
+
 def test_resume_continues_exactly(tmp_path, judge, tiny_config):
     cfg = tiny_config(regime="advgame", steps=3, save_every=1, seed=7)
     train(cfg, tmp_path / "straight", progress=False, base=load_base("tiny"), judge=judge)

@@ -17,15 +17,15 @@ def test_the_number_is_the_mean_of_the_last_window_of_steps():
 
 
 def test_rows_without_the_metric_are_skipped_and_a_run_without_it_has_no_number():
-    mixed = rows([0.2] * 5) + [{"population": 1}]  # a row of another kind after the steps
-    assert watch.benign_refusal(mixed) == pytest.approx(0.2)
+    mixed = rows([0.9] + [0.2] * 4 + [float("nan")]) + [{"population": 1}]  # a NaN step, a row of another kind
+    assert watch.benign_refusal(mixed) == pytest.approx((0.9 + 0.8) / 5)  # the last five steps that record it
     assert watch.benign_refusal([{"population": 1}]) is None
     assert not watch.flagged([{"population": 1}]) and watch.warning([]) is None
 
 
-@pytest.mark.parametrize("late,flagged", [(0.138, False), (0.149, False), (0.15, True), (0.2, True), (0.54, True)])
+@pytest.mark.parametrize("late,flagged", [(0.1375, False), (0.149, False), (0.15, True), (0.2, True), (0.54, True)])
 def test_the_threshold_separates_the_runs_it_was_fixed_on(late, flagged):
-    # 0.138 and 0.200: the closest runs on either side among the twelve it was fixed on
+    # 0.1375 and 0.200: the closest runs on either side among the twelve it was fixed on
     assert watch.flagged(rows([late] * 5)) is flagged
     assert (watch.warning(rows([late] * 5)) is not None) is flagged
 
