@@ -5,8 +5,9 @@ the attacks on **benign** seeds that the judge calls refusals (``refusal_benign`
 over the last ``WINDOW`` steps is read against ``THRESHOLD``: on the twelve validation runs of
 2026-12-02 (learning rates 1e-3 and 1.5e-3, seeds 0-5, docs/llm_game.md "The over-refusal
 watch") every run at or above it lost more than 5 points of held-out benign compliance, and
-every run below it lost at most 5. The threshold was fixed on those twelve runs; how it does on
-runs it never saw is to be measured there (the lr 7e-4 runs).
+every run below it lost at most 5. The threshold was fixed on those twelve runs; on the six
+runs at lr 7e-4 that it never saw, none was flagged and none lost more than 5 points (a weak
+test: none of them over-refused).
 
 The watch reads the trainer's own samples, not held-out prompts: it is a warning to read the
 held-out numbers carefully, not a measurement of them.

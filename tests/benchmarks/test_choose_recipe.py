@@ -165,3 +165,17 @@ def test_the_over_refusal_watch_is_printed_beside_the_rule_where_the_run_folders
     assert run(capsys, argv)["candidates"][0]["watch"] == pytest.approx([0.3, 0.1, None, 0.3])
     assert choose_recipe.main(argv) == 0
     assert "0.300* / 0.100 / ? / 0.300*" in capsys.readouterr().out
+
+
+def test_a_candidate_whose_gain_interval_reaches_zero_fails_the_gain_floor(tmp_path, capsys):
+    strings = (0.0, 0.0, 0.17, 0.0, 0.11, 0.0)  # lr 7e-4 on validation: four seeds of six learnt nothing
+    a = [demo_folder(tmp_path / f"a{s}", x, 1.0) for s, x in enumerate(strings)]
+    doc = run(capsys, ["--candidate", "7e-4", *a])
+    gains = [100 * x for x in strings]
+    low, high = stats.t.interval(0.95, 5, loc=sum(gains) / 6, scale=stats.sem(gains))
+    assert doc["chosen"] is None and low < 0
+    assert doc["candidates"][0]["reasons"] == [f"harmful refusal gain by strings {sum(gains) / 6:+.1f} "
+                                               f"[{low:+.1f}, {high:+.1f}] is not above 0"]
+    assert run(capsys, ["--candidate", "7e-4", *a, "--no-gain-floor"])["chosen"] == "7e-4"
+    zeros = [demo_folder(tmp_path / f"z{s}", 0.0, 1.0) for s in range(3)]  # no spread: the interval is [0, 0]
+    assert run(capsys, ["--candidate", "nothing", *zeros])["chosen"] is None
