@@ -61,12 +61,12 @@ def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bo
 
     ``overrides`` replace recipe fields (e.g. ``model="tiny"`` in tests, ``device="cuda"``).
     """
+    from redgame.llm import watch
     from redgame.llm.evaluation import evaluate_defender
     from redgame.llm.judges import make_judge
     from redgame.llm.models import load_base, place_judge, placement
-    from redgame.llm.seeds import builtin_seeds
-    from redgame.llm import watch
     from redgame.llm.metrics import read_metrics
+    from redgame.llm.seeds import builtin_seeds
     from redgame.llm.trainer import train
 
     cfg = dataclasses.replace(DEMO_RECIPE, steps=steps or DEMO_RECIPE.steps, **overrides).validate()

@@ -52,9 +52,9 @@ from redgame.llm import distributed, watch
 from redgame.llm.config import ABLATIONS, TrainConfig, train_seed_sources
 from redgame.llm.losses import (TokenLogprobs, completion_logprobs, dpo_pairs_loss, fused_pairs_loss, group_advantages,
                                 kl_to_reference, policy_gradient_loss, reinforce_pp_advantages)
+from redgame.llm.metrics import read_metrics
 from redgame.llm.population import Population, write_summary as write_population
 from redgame.llm.population import eval_seeds as population_eval_seeds
-from redgame.llm.metrics import read_metrics
 from redgame.llm.rewards import judge_round, rules_from_config
 from redgame.llm.roles import ROLES, LoraSettings, build_roles
 from redgame.llm.rollout import SamplingSettings, play_round
