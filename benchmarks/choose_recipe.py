@@ -170,7 +170,7 @@ def report(verdicts: list[Verdict], chosen: str | None, why: str) -> list[str]:
             lines.append(f"  {key}: {' / '.join(f'{x:+.0f}' for x in values)}; mean {average:+.1f}{interval}, "
                          f"worst {min(values):+.0f}")
         if any(value is not None for value in v.watch):
-            seeds = " / ".join("?" if x is None else f"{x:.3f}" + ("*" if x >= watch.THRESHOLD else "")
+            seeds = " / ".join("?" if x is None else f"{x:.3f}" + ("*" if watch.reaches(x) else "")
                                for x in v.watch)
             lines.append(f"  over-refusal watch (benign refusal in training, last {watch.WINDOW} steps; "
                          f"* at or above {watch.THRESHOLD:g}): {seeds}")

@@ -30,16 +30,20 @@ def benign_refusal(rows: list[dict]) -> float | None:
     return None if math.isnan(value) else value
 
 
+def reaches(value: float | None) -> bool:
+    """Whether a watch number (from :func:`benign_refusal`) is at or above ``THRESHOLD``; None does not."""
+    return value is not None and value >= THRESHOLD
+
+
 def flagged(rows: list[dict]) -> bool:
     """Whether the run's late benign refusal reaches ``THRESHOLD`` (False when no step records it)."""
-    value = benign_refusal(rows)
-    return value is not None and value >= THRESHOLD
+    return reaches(benign_refusal(rows))
 
 
 def warning(rows: list[dict]) -> str | None:
     """A one-line warning for a flagged run, else None."""
     value = benign_refusal(rows)
-    if value is None or value < THRESHOLD:
+    if not reaches(value):
         return None
     return (f"over-refusal watch: the defender refused {value:.0%} of its benign training prompts over the last "
             f"{WINDOW} steps (threshold {THRESHOLD:.0%}); {EVIDENCE}")

@@ -33,3 +33,9 @@ def test_the_threshold_separates_the_runs_it_was_fixed_on(late, flagged):
 def test_the_warning_names_the_number_and_the_window():
     text = watch.warning(rows([0.0, 0.6, 0.6, 0.6, 0.6, 0.6]))
     assert "60%" in text and "last 5 steps" in text and "15%" in text
+
+
+def test_reaches_is_at_or_above_the_threshold_and_never_for_a_missing_number():
+    assert watch.reaches(watch.THRESHOLD) and watch.reaches(1.0)
+    assert not watch.reaches(watch.THRESHOLD - 1e-9) and not watch.reaches(0.0)
+    assert not watch.reaches(None)
