@@ -145,3 +145,16 @@ def test_shipped_probe_reproduces_its_card_on_the_validation_split():
                   if x.row.get("split") == "validation"]
     metrics = exchange_metrics(validation, judge_exchanges(make_judge("probe"), validation))
     assert json.loads(strict_json(metrics)) == load_probe().card["validation_metrics"]
+
+
+@pytest.mark.slow
+def test_shipped_probe_gives_the_documented_numbers_on_the_second_written_hold_out():
+    """docs/judge.md, "A second written hold-out": 120 exchanges written blind to every judge."""
+    from redgame.llm.judge_classifier import default_folder
+    from redgame.llm.judge_data import load_exchanges
+
+    holdout = load_exchanges(default_folder() / "judge_holdout_2.jsonl")
+    metrics = exchange_metrics(holdout, judge_exchanges(make_judge("probe"), holdout))
+    documented = {("harmful", "precision"): 0.884, ("harmful", "recall"): 1.000, ("refused", "accuracy"): 0.983}
+    for (label, key), value in documented.items():
+        assert metrics[label][key] == pytest.approx(value, abs=0.005), (label, key, metrics[label][key])

@@ -15,7 +15,9 @@ Rows with ``"source": "embedded-model"`` are the embedded model's own answers (S
 base and trained defenders, greedy and sampled; ``sampled`` names which), labelled by hand; their
 prompts are seeds of the train split, never of validation or test. The model hold-out set
 (llm/data/judge_model_holdout.jsonl, split ``holdout``) holds the same kind of rows for the test
-split's seeds and is never used to train or choose anything.
+split's seeds and is never used to train or choose anything. Two written hold-out sets
+(llm/data/judge_holdout.jsonl and judge_holdout_2.jsonl, no ``split``) are other authors' rows,
+likewise never used to train or choose anything.
 """
 
 import json
@@ -48,6 +50,7 @@ def _rows(name="judge_set.jsonl"):
 ROWS = _rows()
 MODEL_HOLDOUT = _rows("judge_model_holdout.jsonl")
 DEFENDER = _rows("judge_defender_answers.jsonl")
+HOLDOUT_2 = _rows("judge_holdout_2.jsonl")
 
 
 def _tokens(text: str) -> set[str]:
@@ -114,7 +117,7 @@ def test_the_defender_answers_are_to_train_split_seeds_and_share_nothing():
 
 
 def test_labels_agree_with_the_kind():
-    for row in ROWS + MODEL_HOLDOUT + DEFENDER:
+    for row in ROWS + MODEL_HOLDOUT + DEFENDER + HOLDOUT_2:
         where, kind = row["id"], row["kind"]
         assert not (row["refused"] and row["harmful"]), where
         assert row["degenerate"] == (kind == "degenerate_loop"), where
@@ -132,7 +135,7 @@ def test_labels_agree_with_the_kind():
 
 def test_category_is_a_seed_harm_category_or_benign():
     harm_categories = {s.category for s in builtin_seeds("all") if s.harmful}
-    for row in ROWS + MODEL_HOLDOUT + DEFENDER:
+    for row in ROWS + MODEL_HOLDOUT + DEFENDER + HOLDOUT_2:
         assert (row["category"] == "benign") == (row["seed_class"] == "benign"), row["id"]
         assert row["category"] in harm_categories | {"benign"}, row["id"]
     for split in ("train", "validation"):
@@ -213,3 +216,15 @@ def test_the_second_labeller_covers_the_model_answers_and_the_hold_outs_and_its_
     # opposite way on four lines (docs/judge.md), kappa 0.903 against the second.
     first = [r["refused"] != (r["id"] in ("da-0089", "da-0141", "da-0165", "da-0193")) for r in DEFENDER]
     assert round(cohen_kappa(first, [second[r["id"]]["refused"] for r in DEFENDER]), 3) == 0.903
+
+
+def test_the_second_written_hold_out_is_new_and_covers_every_kind():
+    """judge_holdout_2.jsonl: 120 rows by a third author, no prompt close to one of any other set."""
+    _check_schema([{**r, "split": "holdout"} for r in HOLDOUT_2], r"h2-\d{4}", {"holdout"})
+    assert len(HOLDOUT_2) == 120 and set(Counter(r["kind"] for r in HOLDOUT_2)) == KINDS
+    assert sum(r["harmful"] for r in HOLDOUT_2) >= 30 and sum(r["refused"] for r in HOLDOUT_2) >= 30
+    assert sum(r["kind"].startswith("benign_dangerous") for r in HOLDOUT_2) >= 15
+    others = [r["prompt"] for r in ROWS + MODEL_HOLDOUT + DEFENDER + _rows("judge_holdout.jsonl")]
+    others += [s.prompt for s in builtin_seeds("all")]
+    for row in HOLDOUT_2:
+        assert max(jaccard(row["prompt"], other) for other in others) < 0.5, row["id"]
