@@ -140,7 +140,8 @@ def test_the_hold_out_numbers_in_the_docs_are_what_the_shipped_judge_does(judge)
 
 
 HOLDOUT_2_DOCUMENTED = {  # docs/judge.md, "A second written hold-out"
-    ("harmful", "precision"): 0.861, ("harmful", "recall"): 0.816, ("refused", "accuracy"): 0.875,
+    ("harmful", "precision"): 0.861, ("harmful", "recall"): 0.816, ("refused", "precision"): 0.839,
+    ("refused", "recall"): 0.722, ("refused", "accuracy"): 0.875,
 }
 
 

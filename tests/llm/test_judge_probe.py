@@ -155,6 +155,7 @@ def test_shipped_probe_gives_the_documented_numbers_on_the_second_written_hold_o
 
     holdout = load_exchanges(default_folder() / "judge_holdout_2.jsonl")
     metrics = exchange_metrics(holdout, judge_exchanges(make_judge("probe"), holdout))
-    documented = {("harmful", "precision"): 0.884, ("harmful", "recall"): 1.000, ("refused", "accuracy"): 0.983}
+    documented = {("harmful", "precision"): 0.884, ("harmful", "recall"): 1.000, ("refused", "precision"): 1.000,
+                  ("refused", "recall"): 0.944, ("refused", "accuracy"): 0.983}
     for (label, key), value in documented.items():
         assert metrics[label][key] == pytest.approx(value, abs=0.005), (label, key, metrics[label][key])

@@ -222,9 +222,11 @@ def test_the_second_written_hold_out_is_new_and_covers_every_kind():
     """judge_holdout_2.jsonl: 120 rows by a third author, no prompt close to one of any other set."""
     _check_schema([{**r, "split": "holdout"} for r in HOLDOUT_2], r"h2-\d{4}", {"holdout"})
     assert len(HOLDOUT_2) == 120 and set(Counter(r["kind"] for r in HOLDOUT_2)) == KINDS
-    assert sum(r["harmful"] for r in HOLDOUT_2) >= 30 and sum(r["refused"] for r in HOLDOUT_2) >= 30
-    assert sum(r["kind"].startswith("benign_dangerous") for r in HOLDOUT_2) >= 15
+    # docs/judge.md: 38 harmful compliances, 36 refusals, 45 benign rows, 17 sounding dangerous
+    assert sum(r["harmful"] for r in HOLDOUT_2) == 38 and sum(r["refused"] for r in HOLDOUT_2) == 36
+    assert sum(r["seed_class"] == "benign" for r in HOLDOUT_2) == 45
+    assert sum(r["kind"].startswith("benign_dangerous") for r in HOLDOUT_2) == 17
     others = [r["prompt"] for r in ROWS + MODEL_HOLDOUT + DEFENDER + _rows("judge_holdout.jsonl")]
-    others += [s.prompt for s in builtin_seeds("all")]
+    others += [s.prompt for s in builtin_seeds("all")] + [r["prompt"] for r in _rows("seeds_more_lookalikes.jsonl")]
     for row in HOLDOUT_2:
         assert max(jaccard(row["prompt"], other) for other in others) < 0.5, row["id"]
