@@ -11,7 +11,9 @@ Two modes:
 - ``sample``: the defender's answers to the seeds of one split (train by default: the judge
   set's new rows may only use seeds the game trains on), in the game's defender chat format:
   the base model greedy at 24 and 48 new tokens and one temperature-1 sample at 48, and each
-  run's final defender adapter (``--runs``) greedy at 24 tokens, as ``redgame demo`` evaluates.
+  run's final defender adapter (``--runs``) greedy at 24 tokens, as ``redgame demo`` evaluates; with
+  ``--draws K``, K more temperature-1 answers of the base model at 24 tokens, as the game's rollouts
+  sample them (``--no-base --draws K`` gives only those).
 - ``demo``: the answers a ``redgame demo`` run saved (``<run>/answers.json``: the base and the
   trained defender on the test split, greedy, 24 tokens), to build the model hold-out set.
 
@@ -33,8 +35,9 @@ def _line(seed_id, prompt, harmful, category, response, source) -> dict:
             "category": category if harmful else "benign", "response": response.strip(), "source": source}
 
 
-def sample(split: str, runs: list[str], seed: int, with_base: bool = True) -> list[dict]:
-    """Each run's defender's answers to the seeds of ``split``, and the base model's unless ``with_base`` is off."""
+def sample(split: str, runs: list[str], seed: int, with_base: bool = True, draws: int = 0) -> list[dict]:
+    """Each run's defender's answers to the seeds of ``split``, the base model's unless ``with_base`` is off,
+    and ``draws`` more temperature-1 answers of the base model at 24 tokens (as the game's rollouts sample)."""
     import torch
 
     from redgame.llm.adapters import adapter_dir, attach, playing
@@ -52,6 +55,7 @@ def sample(split: str, runs: list[str], seed: int, with_base: bool = True) -> li
     settings = {"base-greedy-24": (None, SamplingSettings(max_new_tokens=24, greedy=True)),
                 "base-greedy-48": (None, SamplingSettings(max_new_tokens=48, greedy=True)),
                 "base-t1-48": (None, SamplingSettings(max_new_tokens=48, temperature=1.0))} if with_base else {}
+    settings |= {f"base-t1-24-{k}": (None, SamplingSettings(max_new_tokens=24, temperature=1.0)) for k in range(draws)}
     settings |= {f"{name}-greedy-24": (name, SamplingSettings(max_new_tokens=24, greedy=True)) for name in names}
     out = []
     for source, (adapter, setting) in settings.items():
@@ -89,6 +93,8 @@ def main() -> None:
     s.add_argument("--runs", nargs="*", default=[], help="run folders (<name>/run) whose final defender also answers")
     s.add_argument("--seed", type=int, default=0, help="torch seed of the temperature-1 samples")
     s.add_argument("--no-base", action="store_true", help="only the runs' defenders answer, not the base model")
+    s.add_argument("--draws", type=int, default=0,
+                   help="this many temperature-1 answers of the base model at 24 tokens per seed, as the game samples")
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--out", required=True)
     d = sub.add_parser("demo", help="the answers saved by redgame demo runs")
@@ -99,7 +105,7 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-        rows = sample(args.split, args.runs, args.seed, with_base=not args.no_base)
+        rows = sample(args.split, args.runs, args.seed, with_base=not args.no_base, draws=args.draws)
     else:
         rows = from_demo(args.folders)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
