@@ -10,7 +10,8 @@ from scipy.special import softmax
 
 from redgame.errors import UserError
 from redgame.llm.judge_classifier import CARD, WEIGHTS, default_folder, load_classifier
-from redgame.llm.judge_data import builtin_exchanges, exchange_metrics, judge_exchanges, load_exchanges
+from redgame.llm.judge_data import (builtin_exchanges, exchange_metrics, help_metrics, judge_exchanges,
+                                    load_exchanges)
 from redgame.llm.judge_features import NAMES, continuation, structure
 from redgame.llm.judge_train import fit_linear, response_target
 
@@ -131,6 +132,10 @@ MODEL_HOLDOUT_DOCUMENTED = {  # docs/judge.md, "On the embedded model's own answ
     ("harmful", "precision"): 0.0, ("harmful", "recall"): 0.0, ("harmful", "accuracy"): 0.860,
     ("refused", "precision"): 0.600, ("refused", "recall"): 0.500, ("refused", "accuracy"): 0.946,
 }
+MODEL_HOLDOUT_2_DOCUMENTED = {  # docs/judge.md, "A second model hold-out: the answers the game samples"
+    ("harmful", "precision"): 0.231, ("harmful", "recall"): 0.293, ("refused", "accuracy"): 0.980,
+    ("helped", "precision"): 0.800, ("helped", "recall"): 0.393,
+}
 DEFENDER_DOCUMENTED = {  # docs/judge.md, "On the answers of game-trained defenders"
     ("harmful", "precision"): 0.556, ("harmful", "recall"): 0.278,
     ("refused", "precision"): 0.345, ("refused", "recall"): 0.952, ("refused", "accuracy"): 0.887,
@@ -141,6 +146,7 @@ DEFENDER_DOCUMENTED = {  # docs/judge.md, "On the answers of game-trained defend
     ("judge_holdout.jsonl", 112, HOLDOUT_DOCUMENTED),  # another author's exchanges
     ("judge_holdout_2.jsonl", 120, HOLDOUT_2_DOCUMENTED),  # a third author's, written blind to every judge
     ("judge_model_holdout.jsonl", 93, MODEL_HOLDOUT_DOCUMENTED),  # the embedded model's answers to test seeds
+    ("judge_model_holdout_2.jsonl", 300, MODEL_HOLDOUT_2_DOCUMENTED),  # its temperature-1 answers, as the game samples
     ("judge_defender_answers.jsonl", 346, DEFENDER_DOCUMENTED),  # game-trained defenders' answers to train seeds
 ])
 def test_the_hold_out_numbers_in_the_docs_are_what_the_shipped_judge_does(judge, file, size, documented):
@@ -150,7 +156,8 @@ def test_the_hold_out_numbers_in_the_docs_are_what_the_shipped_judge_does(judge,
     a refusal."""
     exchanges = load_exchanges(default_folder() / file)
     assert len(exchanges) == size
-    metrics = exchange_metrics(exchanges, judge_exchanges(judge, exchanges))
+    results = judge_exchanges(judge, exchanges)
+    metrics = exchange_metrics(exchanges, results) | help_metrics(exchanges, results)
     for (label, key), value in documented.items():
         assert metrics[label][key] == pytest.approx(value, abs=0.02), (label, key, metrics[label][key])
 

@@ -148,14 +148,21 @@ def test_shipped_probe_reproduces_its_card_on_the_validation_split():
 
 
 @pytest.mark.slow
-def test_shipped_probe_gives_the_documented_numbers_on_the_second_written_hold_out():
-    """docs/judge.md, "A second written hold-out": 120 exchanges written blind to every judge."""
+@pytest.mark.parametrize("file, documented", [
+    ("judge_holdout_2.jsonl", {  # docs/judge.md, "A second written hold-out": written blind to every judge
+        ("harmful", "precision"): 0.884, ("harmful", "recall"): 1.000, ("refused", "precision"): 1.000,
+        ("refused", "recall"): 0.944, ("refused", "accuracy"): 0.983}),
+    ("judge_model_holdout_2.jsonl", {  # docs/judge.md, "A second model hold-out": the answers the game samples
+        ("harmful", "precision"): 0.325, ("harmful", "recall"): 0.610, ("refused", "accuracy"): 0.970,
+        ("helped", "precision"): 0.875, ("helped", "recall"): 0.574}),
+])
+def test_shipped_probe_gives_the_documented_numbers_on_the_second_hold_outs(file, documented):
+    """The probe on the two hold-outs measured once each: where it meets the goals and where it does not."""
     from redgame.llm.judge_classifier import default_folder
-    from redgame.llm.judge_data import load_exchanges
+    from redgame.llm.judge_data import help_metrics, load_exchanges
 
-    holdout = load_exchanges(default_folder() / "judge_holdout_2.jsonl")
-    metrics = exchange_metrics(holdout, judge_exchanges(make_judge("probe"), holdout))
-    documented = {("harmful", "precision"): 0.884, ("harmful", "recall"): 1.000, ("refused", "precision"): 1.000,
-                  ("refused", "recall"): 0.944, ("refused", "accuracy"): 0.983}
+    holdout = load_exchanges(default_folder() / file)
+    results = judge_exchanges(make_judge("probe"), holdout)
+    metrics = exchange_metrics(holdout, results) | help_metrics(holdout, results)
     for (label, key), value in documented.items():
         assert metrics[label][key] == pytest.approx(value, abs=0.005), (label, key, metrics[label][key])

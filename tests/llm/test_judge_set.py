@@ -15,7 +15,9 @@ Rows with ``"source": "embedded-model"`` are the embedded model's own answers (S
 base and trained defenders, greedy and sampled; ``sampled`` names which), labelled by hand; their
 prompts are seeds of the train split, never of validation or test. The model hold-out set
 (llm/data/judge_model_holdout.jsonl, split ``holdout``) holds the same kind of rows for the test
-split's seeds and is never used to train or choose anything. Two written hold-out sets
+split's seeds and is never used to train or choose anything; a second one
+(llm/data/judge_model_holdout_2.jsonl) holds the base model's temperature-1 answers to them, as
+the game samples, labelled by two labellers. Two written hold-out sets
 (llm/data/judge_holdout.jsonl and judge_holdout_2.jsonl, no ``split``) are other authors' rows,
 likewise never used to train or choose anything.
 """
@@ -51,6 +53,7 @@ ROWS = _rows()
 MODEL_HOLDOUT = _rows("judge_model_holdout.jsonl")
 DEFENDER = _rows("judge_defender_answers.jsonl")
 HOLDOUT_2 = _rows("judge_holdout_2.jsonl")
+MODEL_HOLDOUT_2 = _rows("judge_model_holdout_2.jsonl")
 
 
 def _tokens(text: str) -> set[str]:
@@ -105,6 +108,22 @@ def test_the_model_hold_out_set_is_the_test_split_and_shares_nothing():
     assert sum(r["harmful"] for r in MODEL_HOLDOUT) >= 5 and sum(r["refused"] for r in MODEL_HOLDOUT) >= 5
 
 
+def test_the_second_model_hold_out_is_three_sampled_answers_per_harmful_test_seed_and_shares_nothing():
+    """judge_model_holdout_2.jsonl: the base model's temperature-1 answers to test seeds (docs/judge.md)."""
+    _check_schema(MODEL_HOLDOUT_2, r"mh2-\d{4}", {"holdout"})
+    assert len(MODEL_HOLDOUT_2) == 300
+    assert {r["sampled"] for r in MODEL_HOLDOUT_2} == {f"base-t1-24-{k}" for k in range(3)}
+    harmful_seeds = Counter(r["prompt"] for r in MODEL_HOLDOUT_2 if r["seed_class"] == "harmful")
+    test = builtin_seeds("test")
+    assert harmful_seeds == {s.prompt: 3 for s in test if s.harmful}  # all 216 answers to harmful seeds
+    assert {r["prompt"] for r in MODEL_HOLDOUT_2 if r["seed_class"] == "benign"} <= {s.prompt for s in test}
+    pairs = {(r["prompt"], r["response"]) for r in MODEL_HOLDOUT_2}
+    assert not pairs & {(r["prompt"], r["response"]) for r in ROWS + MODEL_HOLDOUT + DEFENDER}
+    # docs/judge.md: the first labeller's 41 harmful answers and 3 refusals, 132 off topic
+    assert sum(r["harmful"] for r in MODEL_HOLDOUT_2) == 41 and sum(r["refused"] for r in MODEL_HOLDOUT_2) == 3
+    assert sum(r["kind"] == "off_topic" for r in MODEL_HOLDOUT_2) == 132
+
+
 def test_the_defender_answers_are_to_train_split_seeds_and_share_nothing():
     """llm/data/judge_defender_answers.jsonl: game-trained defenders' answers to train-split seeds."""
     _check_schema(DEFENDER, r"da-\d{4}", {"train", "validation"})
@@ -117,7 +136,7 @@ def test_the_defender_answers_are_to_train_split_seeds_and_share_nothing():
 
 
 def test_labels_agree_with_the_kind():
-    for row in ROWS + MODEL_HOLDOUT + DEFENDER + HOLDOUT_2:
+    for row in ROWS + MODEL_HOLDOUT + DEFENDER + HOLDOUT_2 + MODEL_HOLDOUT_2:
         where, kind = row["id"], row["kind"]
         assert not (row["refused"] and row["harmful"]), where
         assert row["degenerate"] == (kind == "degenerate_loop"), where
@@ -135,7 +154,7 @@ def test_labels_agree_with_the_kind():
 
 def test_category_is_a_seed_harm_category_or_benign():
     harm_categories = {s.category for s in builtin_seeds("all") if s.harmful}
-    for row in ROWS + MODEL_HOLDOUT + DEFENDER + HOLDOUT_2:
+    for row in ROWS + MODEL_HOLDOUT + DEFENDER + HOLDOUT_2 + MODEL_HOLDOUT_2:
         assert (row["category"] == "benign") == (row["seed_class"] == "benign"), row["id"]
         assert row["category"] in harm_categories | {"benign"}, row["id"]
     for split in ("train", "validation"):
@@ -204,12 +223,14 @@ def test_the_second_labeller_covers_the_model_answers_and_the_hold_outs_and_its_
     second = load_second_labels(resources.files("redgame.llm").joinpath("data/judge_second_labels.jsonl"))
     model = [r for r in _rows() if r.get("source") == "embedded-model"]
     model_holdout, written_holdout = _rows("judge_model_holdout.jsonl"), _rows("judge_holdout.jsonl")
-    assert set(second) == {r["id"] for r in model + model_holdout + written_holdout + DEFENDER}
+    sets = (model, model_holdout, written_holdout, DEFENDER, MODEL_HOLDOUT_2)
+    assert set(second) == {r["id"] for rows in sets for r in rows}
     for labels in second.values():
         assert set(labels) == {"harmful", "refused"}
-    documented = {"harmful": (0.844, 1.000, 0.979, 1.000), "refused": (1.000, 1.000, 0.979, 1.000)}  # docs/judge.md
+    documented = {"harmful": (0.844, 1.000, 0.979, 1.000, 0.817),  # docs/judge.md
+                  "refused": (1.000, 1.000, 0.979, 1.000, 0.663)}
     for label, kappas in documented.items():
-        for rows, kappa in zip((model, model_holdout, written_holdout, DEFENDER), kappas):
+        for rows, kappa in zip(sets, kappas, strict=True):
             got = cohen_kappa([r[label] for r in rows], [second[r["id"]][label] for r in rows])
             assert round(got, 3) == kappa, (label, len(rows), got)
     # The defender answers' labels are adjudicated; before, the first labeller called refused the
