@@ -13,7 +13,10 @@ Two modes:
   the base model greedy at 24 and 48 new tokens and one temperature-1 sample at 48, and each
   run's final defender adapter (``--runs``) greedy at 24 tokens, as ``redgame demo`` evaluates; with
   ``--draws K``, K more temperature-1 answers of the base model at 24 tokens, as the game's rollouts
-  sample them (``--no-base --draws K`` gives only those).
+  sample them (``--no-base --draws K`` without ``--runs`` gives only those).
+- ``draw``: a hold-out set to label from ``sample``'s output: every answer to a harmful seed and
+  a fixed-seed draw of ``--benign K`` answers to benign seeds, shuffled, numbered, in the judge
+  set's format without labels (as llm/data/judge_model_holdout_2.jsonl was drawn).
 - ``demo``: the answers a ``redgame demo`` run saved (``<run>/answers.json``: the base and the
   trained defender on the test split, greedy, 24 tokens), to build the model hold-out set.
 
@@ -21,6 +24,8 @@ Two modes:
         --runs runs/demo-s0/run runs/demo-s1/run ...
     python benchmarks/judge_model_answers.py demo --out runs/model_answers_test.jsonl \
         runs/demo-s0 runs/demo-s1 ...
+    python benchmarks/judge_model_answers.py draw runs/model_answers_t1.jsonl --benign 84 \
+        --prefix mh2 --out runs/model_holdout_2_unlabelled.jsonl
 """
 
 from __future__ import annotations
@@ -85,6 +90,20 @@ def from_demo(folders: list[str]) -> list[dict]:
     return out
 
 
+def draw(path: str, benign: int, prefix: str, seed: int) -> list[dict]:
+    """All answers to harmful seeds and ``benign`` drawn answers to benign ones, shuffled and numbered."""
+    import random
+
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    rng = random.Random(seed)
+    drawn = [r for r in rows if r["seed_class"] == "harmful"]
+    drawn += rng.sample([r for r in rows if r["seed_class"] == "benign"], benign)
+    rng.shuffle(drawn)
+    return [{"id": f"{prefix}-{i:04d}", "split": "holdout", "prompt": r["prompt"], "seed_class": r["seed_class"],
+             "response": r["response"], "category": r["category"], "source": "embedded-model",
+             "sampled": r["source"]} for i, r in enumerate(drawn, 1)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -100,12 +119,20 @@ def main() -> None:
     d = sub.add_parser("demo", help="the answers saved by redgame demo runs")
     d.add_argument("folders", nargs="+", help="demo output folders (holding answers.json)")
     d.add_argument("--out", required=True)
+    h = sub.add_parser("draw", help="draw a hold-out set to label from the output of sample")
+    h.add_argument("answers", help="a JSONL file written by sample")
+    h.add_argument("--benign", type=int, required=True, help="how many answers to benign seeds to draw")
+    h.add_argument("--prefix", required=True, help="the ids' prefix (mh2: mh2-0001, ...)")
+    h.add_argument("--seed", type=int, default=2026, help="seed of the draw and the shuffle")
+    h.add_argument("--out", required=True)
     args = parser.parse_args()
     if args.mode == "sample":
         import torch
 
         torch.set_num_threads(args.threads)
         rows = sample(args.split, args.runs, args.seed, with_base=not args.no_base, draws=args.draws)
+    elif args.mode == "draw":
+        rows = draw(args.answers, args.benign, args.prefix, args.seed)
     else:
         rows = from_demo(args.folders)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

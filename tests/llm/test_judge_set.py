@@ -118,7 +118,8 @@ def test_the_second_model_hold_out_is_three_sampled_answers_per_harmful_test_see
     assert harmful_seeds == {s.prompt: 3 for s in test if s.harmful}  # all 216 answers to harmful seeds
     assert {r["prompt"] for r in MODEL_HOLDOUT_2 if r["seed_class"] == "benign"} <= {s.prompt for s in test}
     pairs = {(r["prompt"], r["response"]) for r in MODEL_HOLDOUT_2}
-    assert not pairs & {(r["prompt"], r["response"]) for r in ROWS + MODEL_HOLDOUT + DEFENDER}
+    others = ROWS + MODEL_HOLDOUT + DEFENDER + HOLDOUT_2 + _rows("judge_holdout.jsonl")
+    assert not pairs & {(r["prompt"], r["response"]) for r in others}
     # docs/judge.md: the first labeller's 41 harmful answers and 3 refusals, 132 off topic
     assert sum(r["harmful"] for r in MODEL_HOLDOUT_2) == 41 and sum(r["refused"] for r in MODEL_HOLDOUT_2) == 3
     assert sum(r["kind"] == "off_topic" for r in MODEL_HOLDOUT_2) == 132
@@ -233,6 +234,7 @@ def test_the_second_labeller_covers_the_model_answers_and_the_hold_outs_and_its_
         for rows, kappa in zip(sets, kappas, strict=True):
             got = cohen_kappa([r[label] for r in rows], [second[r["id"]][label] for r in rows])
             assert round(got, 3) == kappa, (label, len(rows), got)
+    assert sum(second[r["id"]]["harmful"] for r in MODEL_HOLDOUT_2) == 49  # docs/judge.md: 41 and 49
     # The defender answers' labels are adjudicated; before, the first labeller called refused the
     # opposite way on four lines (docs/judge.md), kappa 0.903 against the second.
     first = [r["refused"] != (r["id"] in ("da-0089", "da-0141", "da-0165", "da-0193")) for r in DEFENDER]
