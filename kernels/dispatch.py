@@ -237,8 +237,15 @@ def token_logprobs(hidden, head_weight, targets, ignore_index: int = -100):
     return TokenLogprobs.apply(hidden, head_weight, targets.long(), int(ignore_index), path, hidden_grad)
 
 
+def _nll_weight(nll_weight, device):
+    """A number as a float; per-pair weights as a detached tensor on the loss's device."""
+    if isinstance(nll_weight, torch.Tensor):
+        return nll_weight.detach().to(device)
+    return float(nll_weight)
+
+
 def fused_preference_loss(hidden, ref_hidden, head_weight, targets, beta: float = 0.1, kind: str = "dpo",
-                          ignore_index: int = -100, nll_weight: float = 0.0, with_details: bool = False,
+                          ignore_index: int = -100, nll_weight: float | torch.Tensor = 0.0, with_details: bool = False,
                           ref_logps=None):
     """DPO or IPO straight from the last hidden states: mean loss, with d hidden done in the forward pass.
 
@@ -264,7 +271,8 @@ def fused_preference_loss(hidden, ref_hidden, head_weight, targets, beta: float 
       head_weight: [V, d] LM head, frozen (one that requires grad is an error).
       targets: [2B, T] integer ids in [0, V), or ignore_index at prompt and padding positions.
       beta: β > 0. kind: "dpo" or "ipo". ignore_index: the id of positions that do not count.
-      nll_weight: weight w ≥ 0 of the NLL term.
+      nll_weight: weight w ≥ 0 of the NLL term, or a [B] tensor of one weight per pair (the
+        term is then mean_b(w_b · −π[b] / |y_b|)).
       with_details: also return a `PreferenceDetails` (margins, sequence sums, ...; detached).
       ref_logps: [2B] the reference's sequence log-probs, chosen first, where the caller has
         them already (Liger's ref_chosen_logps / ref_rejected_logps; the LLM game scores its
@@ -285,5 +293,5 @@ def fused_preference_loss(hidden, ref_hidden, head_weight, targets, beta: float 
     loss, *extras = FusedPreferenceLoss.apply(hidden, None if ref_hidden is None else ref_hidden.detach(),
                                               None if ref_logps is None else ref_logps.detach(), head_weight,
                                               targets.long(), float(beta), kind, int(ignore_index),
-                                              float(nll_weight), path)
+                                              _nll_weight(nll_weight, hidden.device), path)
     return (loss, PreferenceDetails(*extras)) if with_details else loss

@@ -100,7 +100,10 @@ def _pair_loss(policy_seq, ref_seq, lengths, beta, kind, nll_weight):
     pairs = policy_seq.shape[0] // 2
     pc, pr, rc, rr = policy_seq[:pairs], policy_seq[pairs:], ref_seq[:pairs], ref_seq[pairs:]
     pref = preference_loss(pc, pr, rc, rr, beta=beta, kind=kind)
-    nll = -(pc / lengths[:pairs].clamp_min(1)).mean()
+    per_pair = -(pc / lengths[:pairs].clamp_min(1))
+    nll = per_pair.mean()
+    if isinstance(nll_weight, torch.Tensor):  # one weight per pair
+        return pref + (nll_weight.to(per_pair) * per_pair).mean(), pref, nll
     return (pref + nll_weight * nll if nll_weight else pref), pref, nll
 
 
@@ -145,7 +148,7 @@ class FusedPreferenceLoss(torch.autograd.Function):
 
 
 def preference_loss_naive(hidden, ref_hidden, head_weight, targets, beta: float = 0.1, kind: str = "dpo",
-                          ignore_index: int = -100, nll_weight: float = 0.0):
+                          ignore_index: int = -100, nll_weight: float | torch.Tensor = 0.0):
     """The baseline of `fused_preference_loss`: full [N, V] logits (`reference.token_logprobs_naive`), sums, loss.
 
     The reference pass runs without autograd; in float64 this is the tests' reference.
@@ -193,5 +196,16 @@ def check_fused_inputs(func, hidden, ref_hidden, head_weight, targets, beta, kin
     if not hidden.dtype == ref_hidden.dtype == head_weight.dtype or not hidden.is_floating_point():
         raise UserError(f"{func}: hidden, ref_hidden and head_weight must share one float dtype, got "
                         f"{hidden.dtype}, {ref_hidden.dtype}, {head_weight.dtype}")
-    if not nll_weight >= 0:
+    check_nll_weight(func, nll_weight, hidden.shape[0] // 2)
+
+
+def check_nll_weight(func, nll_weight, pairs: int) -> None:
+    """A number >= 0, or one finite weight >= 0 per pair ([B] float tensor)."""
+    if isinstance(nll_weight, torch.Tensor):
+        if tuple(nll_weight.shape) != (pairs,) or not nll_weight.is_floating_point():
+            raise UserError(f"{func}: nll_weight as a tensor must be [B={pairs}] float weights, one per pair, got "
+                            f"{tuple(nll_weight.shape)} {nll_weight.dtype}")
+        if not bool(((nll_weight >= 0) & torch.isfinite(nll_weight)).all()):
+            raise UserError(f"{func}: nll_weight must be finite and >= 0 for every pair, got {nll_weight.tolist()}")
+    elif not nll_weight >= 0:
         raise UserError(f"{func}: nll_weight must be >= 0, got {nll_weight!r}")

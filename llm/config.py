@@ -88,6 +88,8 @@ class TrainConfig:
                            "Self-RedTeam trains; sft for defender-sft; dpo otherwise)")
     beta: float = _f(0.1, "DPO/IPO inverse temperature")
     nll_weight: float = _f(0.0, "weight of RPO's length-normalised NLL on the chosen answer")
+    benign_nll_scale: float = _f(1.0, "the defender's NLL weight on answers to benign prompts (the attack it answered, "
+                                      "as the rewards judge it) is nll_weight times this; the rest keep nll_weight")
     kl_coef: float = _f(0.05, "KL-to-reference weight of reinforce/grpo (a loss term) and reinforce_pp (a penalty in "
                               "each token's return; Self-RedTeam uses 0.01)")
     clip_eps: float = _f(0.2, "PPO/GRPO clipping of the importance ratio in update_epochs after the first")
@@ -161,8 +163,8 @@ class TrainConfig:
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise UserError(f"config key '{f.name}' must be a finite number, got {value}")
-        at_least_zero = ("kl_coef", "weight_decay", "nll_weight", "min_margin", "threads", "update_chunk", "lam",
-                         "micro_batch_tokens")
+        at_least_zero = ("kl_coef", "weight_decay", "nll_weight", "benign_nll_scale", "min_margin", "threads",
+                         "update_chunk", "lam", "micro_batch_tokens")
         for key in at_least_zero:
             if getattr(self, key) < 0:
                 raise UserError(f"config key '{key}' must be >= 0, got {getattr(self, key)}")

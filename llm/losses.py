@@ -248,17 +248,24 @@ def kl_to_reference(policy: TokenLogprobs, reference: TokenLogprobs) -> torch.Te
 
 def dpo_pairs_loss(policy_chosen: TokenLogprobs, policy_rejected: TokenLogprobs,
                    ref_chosen: TokenLogprobs, ref_rejected: TokenLogprobs, *, beta: float,
-                   kind: str = "dpo", nll_weight: float = 0.0, of: int | None = None) -> tuple[torch.Tensor, dict]:
+                   kind: str = "dpo", nll_weight: float | torch.Tensor = 0.0,
+                   of: int | None = None) -> tuple[torch.Tensor, dict]:
     """DPO / IPO on (chosen, rejected) pairs, plus RPO's length-normalised NLL on chosen.
 
-    ``of``: the number of pairs in the whole batch when these are a part of it; the loss is
-    then this part's share of the batch mean (both terms are means over pairs).
+    ``nll_weight``: one weight, or a [n] tensor of one weight per pair (the term is then the
+    mean of weight × NLL over pairs). ``of``: the number of pairs in the whole batch when these
+    are a part of it; the loss is then this part's share of the batch mean (both terms are
+    means over pairs).
     """
     pc, pr = policy_chosen.sums(), policy_rejected.sums()
     rc, rr = ref_chosen.sums().detach(), ref_rejected.sums().detach()
     pref = preference_loss(pc, pr, rc, rr, beta=beta, kind=kind)
-    nll = -(pc / policy_chosen.lengths()).mean()
-    loss = pref + nll_weight * nll if nll_weight else pref
+    per_pair = -(pc / policy_chosen.lengths())
+    nll = per_pair.mean()
+    if isinstance(nll_weight, torch.Tensor):
+        loss = pref + (nll_weight.to(per_pair) * per_pair).mean()
+    else:
+        loss = pref + nll_weight * nll if nll_weight else pref
     if of is not None:
         loss = loss * (len(pc) / of)
     margin = ((pc - rc) - (pr - rr)).detach()
@@ -267,7 +274,8 @@ def dpo_pairs_loss(policy_chosen: TokenLogprobs, policy_rejected: TokenLogprobs,
 
 
 def fused_pairs_loss(hidden: list[torch.Tensor], targets: list[torch.Tensor], head: torch.Tensor,
-                     ref_sums: torch.Tensor, *, beta: float, kind: str = "dpo", nll_weight: float = 0.0,
+                     ref_sums: torch.Tensor, *, beta: float, kind: str = "dpo",
+                     nll_weight: float | torch.Tensor = 0.0,
                      of: int | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """:func:`dpo_pairs_loss` from hidden states, through ``redgame.kernels.fused_preference_loss``.
 

@@ -186,20 +186,21 @@ def token_advantages(cfg: TrainConfig, signal_, reference: TokenLogprobs,
 
 def loss_from_logprobs(cfg: TrainConfig, policy: TokenLogprobs, reference: TokenLogprobs,
                        advantages: torch.Tensor | None = None, of=None,
-                       old: TokenLogprobs | None = None) -> tuple[torch.Tensor, dict]:
+                       old: TokenLogprobs | None = None, nll_weight=None) -> tuple[torch.Tensor, dict]:
     """A role's loss from the log-probs of its sequences (:func:`role_sequences` order).
 
     ``of``: the whole batch's size (pairs, or (samples, tokens)) when these sequences are the
     units of one micro-batch; the loss is then that micro-batch's share of the batch's.
     ``old``: the policy's log-probs before the step's first update, for the importance ratio
-    of the later ``update_epochs`` (None: the first epoch, ratio 1).
+    of the later ``update_epochs`` (None: the first epoch, ratio 1). ``nll_weight``: DPO/IPO's
+    NLL weight, one number or one per pair (:func:`pair_nll_weights`; None: ``cfg.nll_weight``).
     """
     kind = cfg.resolved_loss()
     if kind in ("dpo", "ipo"):
         n = policy.n_seqs // 2
         loss, info = dpo_pairs_loss(policy.slice(0, n), policy.slice(n, 2 * n), reference.slice(0, n),
-                                    reference.slice(n, 2 * n), beta=cfg.beta, kind=kind, nll_weight=cfg.nll_weight,
-                                    of=of)
+                                    reference.slice(n, 2 * n), beta=cfg.beta, kind=kind,
+                                    nll_weight=cfg.nll_weight if nll_weight is None else nll_weight, of=of)
         info["kl"] = float(kl_to_reference(policy, reference).detach())
         info["pairs"] = n
         return loss, info
@@ -209,7 +210,8 @@ def loss_from_logprobs(cfg: TrainConfig, policy: TokenLogprobs, reference: Token
 
 def role_loss(cfg: TrainConfig, roles, role: str, samples: list, signal_, pad_id: int,
               ref_cache: dict | None = None, policy: TokenLogprobs | None = None,
-              advantages: torch.Tensor | None = None, old: TokenLogprobs | None = None) -> tuple[torch.Tensor | None, dict]:
+              advantages: torch.Tensor | None = None, old: TokenLogprobs | None = None,
+              nll_weight=None) -> tuple[torch.Tensor | None, dict]:
     """One role's loss on its samples (completions) and signal (rewards / pairs), and its metrics.
 
     ``policy``: the policy's log-probs of the role's sequences when the caller scored them
@@ -217,7 +219,8 @@ def role_loss(cfg: TrainConfig, roles, role: str, samples: list, signal_, pad_id
     they are scored here with the role's adapter active, with the gradient. ``ref_cache``
     keeps the reference's log-probs by role, for later epochs on the same samples.
     ``advantages`` / ``old``: the step's token advantages and pre-update log-probs where the
-    caller has them; otherwise the policy as it is now is the pre-update policy.
+    caller has them; otherwise the policy as it is now is the pre-update policy. ``nll_weight``:
+    as in :func:`loss_from_logprobs`.
     """
     sequences, _ = role_sequences(cfg, samples, signal_)
     if not sequences:
@@ -235,7 +238,7 @@ def role_loss(cfg: TrainConfig, roles, role: str, samples: list, signal_, pad_id
     if advantages is None:
         before = TokenLogprobs(policy.values.detach(), policy.seq, policy.n_seqs)
         advantages = token_advantages(cfg, signal_, reference, old if old is not None else before)
-    loss, info = loss_from_logprobs(cfg, policy, reference, advantages, old=old)
+    loss, info = loss_from_logprobs(cfg, policy, reference, advantages, old=old, nll_weight=nll_weight)
     if cfg.resolved_loss() not in ("dpo", "ipo"):
         info["mean_reward"] = sum(signal_.rewards) / len(signal_.rewards)
     return loss, info
@@ -650,6 +653,7 @@ class RoleBatch:
     reference: list | None = None   # per-sequence reference log-probs
     advantages: list | None = None  # per-sequence token advantages (REINFORCE/GRPO/REINFORCE++)
     old: list | None = None         # per-sequence log-probs of the first epoch (the importance ratio's π_old)
+    nll_weight: object = None       # DPO/IPO: the NLL weight, a number or a [pairs] tensor (pair_nll_weights)
 
 
 def update_roles(game: Game, step: int, rounds: dict, judged: dict) -> dict:
@@ -688,8 +692,22 @@ def role_batches(game: Game, step: int, rounds: dict, judged: dict) -> list[Role
             continue
         tokens = sum(len(s.completion_ids) for s in sequences)
         of = len(units) if cfg.resolved_loss() in ("dpo", "ipo") else (len(units), tokens)
-        batches.append(RoleBatch(role, samples, signal_, sequences, units, share, stand_in, of))
+        batches.append(RoleBatch(role, samples, signal_, sequences, units, share, stand_in, of,
+                                 nll_weight=pair_nll_weights(cfg, role, signal_, judged[role])))
     return batches
+
+
+def pair_nll_weights(cfg: TrainConfig, role: str, signal_, judged):
+    """The NLL weight of a role's DPO/IPO pairs: ``nll_weight``, or per pair for the defender.
+
+    With ``benign_nll_scale`` != 1 the defender's pairs on a benign prompt (by the same
+    attack-conditioned judgement as the rewards: the attack that was answered, not the seed)
+    weigh their chosen answer's NLL ``nll_weight × benign_nll_scale``, the others ``nll_weight``.
+    """
+    if role != "defender" or cfg.benign_nll_scale == 1.0 or not signal_.pairs or not judged.attack_harmful:
+        return cfg.nll_weight
+    return torch.tensor([cfg.nll_weight * (1.0 if judged.attack_harmful[c] else cfg.benign_nll_scale)
+                         for c, _ in signal_.pairs])
 
 
 def _score(game: Game, jobs: list, on_part=None) -> list:
@@ -721,6 +739,13 @@ def score_reference(game: Game, batches: list[RoleBatch]) -> None:
             b.advantages = list(torch.split(advantages, [len(v) for v in b.reference]))
 
 
+def _part_nll_weight(b: RoleBatch, units: list[int]):
+    """The NLL weight of a micro-batch's pairs (``units``, in its order)."""
+    if isinstance(b.nll_weight, torch.Tensor):
+        return b.nll_weight[torch.tensor(units, dtype=torch.long)]
+    return b.nll_weight
+
+
 def _part_loss(cfg: TrainConfig, batches: list[RoleBatch], parts: dict):
     """The loss share of one micro-batch: each role's units in it, weighted by the role's share.
 
@@ -735,7 +760,7 @@ def _part_loss(cfg: TrainConfig, batches: list[RoleBatch], parts: dict):
             ref_sums = torch.stack([b.reference[i].sum() for i in order])
             loss, values = fused_pairs_loss([part.hidden[i] for i in order], [part.targets[i] for i in order],
                                             part.head, ref_sums, beta=cfg.beta, kind=cfg.resolved_loss(),
-                                            nll_weight=cfg.nll_weight, of=b.of)
+                                            nll_weight=_part_nll_weight(b, part.units), of=b.of)
             part.values.update(zip(order, values))
             losses.append(loss * b.share)
             continue
@@ -743,7 +768,8 @@ def _part_loss(cfg: TrainConfig, batches: list[RoleBatch], parts: dict):
         reference = TokenLogprobs.of_sequences([b.reference[i] for i in order])
         advantages = None if b.advantages is None else torch.cat([b.advantages[i] for i in order])
         old = None if b.old is None else TokenLogprobs.of_sequences([b.old[i] for i in order])
-        loss, _ = loss_from_logprobs(cfg, policy, reference, advantages, of=b.of, old=old)
+        loss, _ = loss_from_logprobs(cfg, policy, reference, advantages, of=b.of, old=old,
+                                     nll_weight=_part_nll_weight(b, part.units))
         losses.append(loss * b.share)
     return sum(losses) if losses else None
 
@@ -765,7 +791,7 @@ def take_update(game: Game, step: int, batches: list[RoleBatch], keys: dict, row
         loss, info = role_loss(cfg, roles, b.role, b.samples, b.signal, game.tokenizer.pad_token_id,
                                ref_cache={b.role: TokenLogprobs.of_sequences(b.reference)}, policy=logprobs,
                                advantages=None if b.advantages is None else torch.cat(b.advantages),
-                               old=None if b.old is None else TokenLogprobs.of_sequences(b.old))
+                               old=None if b.old is None else TokenLogprobs.of_sequences(b.old), nll_weight=b.nll_weight)
         if b.old is None and cfg.update_epochs > 1:
             b.old = logprobs.per_sequence()  # π_old of the later epochs: the policy before the step's first update
         if not b.stand_in:

@@ -100,6 +100,26 @@ def test_details_give_the_sequence_sums_and_margins(path, rng):
     check_close(loss, want, torch.float32, "loss")
 
 
+def test_one_nll_weight_per_pair_matches_float64(path, rng):
+    """A [B] tensor of NLL weights: mean_b(w_b · NLL_b) against float64 logits; equal weights are the number."""
+    hidden, ref_hidden, head, targets = _batch(rng, pairs=3, seq_len=7, vocab=257)
+    weights = torch.tensor([0.0, 1.5, 4.0])
+    loss, details = fused_preference_loss(hidden, ref_hidden, head, targets, beta=0.5, nll_weight=weights,
+                                          with_details=True)
+    (grad,) = torch.autograd.grad(loss, hidden)
+    exact = hidden.detach().double().requires_grad_()
+    want = preference_loss_naive(exact, ref_hidden.double(), head.double(), targets, 0.5, "dpo",
+                                 nll_weight=weights.double())
+    (want_grad,) = torch.autograd.grad(want, exact)
+    check_close(loss, want.detach(), torch.float32, "loss")
+    check_close(grad, want_grad, torch.float32, "d hidden")
+    per_pair = -details.policy_logps[:3] / details.lengths[:3]
+    check_close(loss, details.pref_loss + (weights * per_pair).mean(), torch.float32, "loss = pref + mean(w·nll)")
+    same = fused_preference_loss(hidden, ref_hidden, head, targets, beta=0.5, nll_weight=torch.full((3,), 2.0))
+    check_close(same, fused_preference_loss(hidden, ref_hidden, head, targets, beta=0.5, nll_weight=2.0).double(),
+                torch.float32, "equal weights = one weight")
+
+
 def test_reference_log_probs_given_instead_of_reference_hidden_states(path, rng):
     """ref_logps (the game's precomputed reference sums): the same loss and d hidden, one pass over the vocabulary
     (4·N·V·d FLOPs on the torch path)."""
@@ -161,6 +181,8 @@ def test_gradient_is_bitwise_reproducible(path, rng):
         (dict(kind="kto"), "kind must be one of"),
         (dict(beta=0.0), "beta must be > 0"),
         (dict(nll_weight=-1.0), "nll_weight must be >= 0"),
+        (dict(nll_weight=torch.tensor([1.0, -1.0])), "nll_weight must be finite and >= 0 for every pair"),
+        (dict(nll_weight=torch.ones(3)), r"\[B=2\] float weights, one per pair"),
         (dict(hidden=torch.randn(3, 9, 16)), r"hidden must be \[2B, T, d\]"),
         (dict(ref_hidden=torch.randn(4, 8, 16)), "ref_hidden has shape"),
         (dict(targets=torch.zeros(4, 8, dtype=torch.long)), r"targets must be \[2B, T\]"),

@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -296,3 +297,47 @@ class _CudaTensor(torch.Tensor):
     @property
     def is_cuda(self):
         return True
+
+
+def test_benign_nll_scale_weighs_the_defenders_pairs_on_benign_prompts_only(tiny_config):
+    from redgame.llm.rewards import RoleSignal
+    from redgame.llm.trainer import pair_nll_weights
+
+    signal_ = RoleSignal(pairs=[(0, 1), (2, 3), (5, 4)])
+    judged = SimpleNamespace(attack_harmful=[True, True, False, False, True, True])  # per response
+    cfg = tiny_config(loss="dpo", nll_weight=4.0, benign_nll_scale=2.5)
+    assert pair_nll_weights(cfg, "defender", signal_, judged).tolist() == [4.0, 10.0, 4.0]  # by the chosen answer's prompt
+    assert pair_nll_weights(cfg, "attacker", signal_, judged) == 4.0
+    assert pair_nll_weights(tiny_config(nll_weight=4.0), "defender", signal_, judged) == 4.0  # scale 1: one number
+    with pytest.raises(ValueError, match="benign_nll_scale"):
+        tiny_config(benign_nll_scale=-1.0).validate()
+
+
+def test_per_pair_nll_weights_give_the_same_update_whole_or_in_micro_batches(tmp_path, judge, tiny_config,
+                                                                            monkeypatch):
+    """Distinct weights per pair reach the loss in the pairs' own order, pair by pair or all at once, through
+    the fused preference loss (kernels on) and the log-prob path (off); equal weights are the scalar nll_weight."""
+    real = trainer.pair_nll_weights
+
+    def weights(per_pair):
+        def pick(cfg, role, signal_, judged):
+            if role == "defender" and signal_.pairs:
+                return per_pair(len(signal_.pairs)) * cfg.nll_weight
+            return real(cfg, role, signal_, judged)
+        return pick
+
+    def grad_norms(name, kernels="on", **overrides):
+        cfg = tiny_config(regime="bipolicy", steps=1, kernels=kernels, seed=3, loss="dpo", nll_weight=2.0, **overrides)
+        train(cfg, tmp_path / name, progress=False, base=load_base("tiny"), judge=judge)
+        row = json.loads((tmp_path / name / "metrics.jsonl").read_text())
+        assert row["defender/pairs"] >= 2
+        return row["defender/grad_norm"], row["attacker/grad_norm"]
+
+    scalar = grad_norms("scalar")
+    monkeypatch.setattr(trainer, "pair_nll_weights", weights(torch.ones))
+    assert grad_norms("equal") == pytest.approx(scalar, rel=1e-5)
+    monkeypatch.setattr(trainer, "pair_nll_weights", weights(lambda n: torch.arange(1.0, n + 1)))
+    whole = grad_norms("whole", micro_batch_tokens=0)
+    assert whole[0] != pytest.approx(scalar[0], rel=1e-3)  # the weights matter
+    assert grad_norms("pair_by_pair", micro_batch_tokens=1) == pytest.approx(whole, rel=1e-5)
+    assert grad_norms("log_probs", kernels="off", micro_batch_tokens=1) == pytest.approx(whole, rel=1e-4)
