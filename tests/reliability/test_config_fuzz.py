@@ -60,6 +60,7 @@ VALUES = {
     "loss": (list(LOSSES), ["ppo"]),
     "beta": ([0.1, 0.5], [0.0]),
     "nll_weight": ([0.0, 1.0], [-1.0]),
+    "benign_nll_scale": ([0.0, 1.0, 2.5], [-1.0]),
     "kl_coef": ([0.0, 0.05], [-0.1]),
     "reference": (["auto", "base", "ema"], ["none"]),
     "ema_decay": ([0.5, 0.95], [0.0, 1.0]),
