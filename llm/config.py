@@ -88,8 +88,9 @@ class TrainConfig:
                            "Self-RedTeam trains; sft for defender-sft; dpo otherwise)")
     beta: float = _f(0.1, "DPO/IPO inverse temperature")
     nll_weight: float = _f(0.0, "weight of RPO's length-normalised NLL on the chosen answer")
-    benign_nll_scale: float = _f(1.0, "the defender's NLL weight on answers to benign prompts (the attack it answered, "
-                                      "as the rewards judge it) is nll_weight times this; the rest keep nll_weight")
+    benign_nll_scale: float = _f(1.0, "DPO/IPO: the defender's NLL weight on answers to benign prompts (the attack it "
+                                      "answered, as the rewards judge it) is nll_weight times this; the rest keep "
+                                      "nll_weight")
     kl_coef: float = _f(0.05, "KL-to-reference weight of reinforce/grpo (a loss term) and reinforce_pp (a penalty in "
                               "each token's return; Self-RedTeam uses 0.01)")
     clip_eps: float = _f(0.2, "PPO/GRPO clipping of the importance ratio in update_epochs after the first")

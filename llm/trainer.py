@@ -698,13 +698,15 @@ def role_batches(game: Game, step: int, rounds: dict, judged: dict) -> list[Role
 
 
 def pair_nll_weights(cfg: TrainConfig, role: str, signal_, judged):
-    """The NLL weight of a role's DPO/IPO pairs: ``nll_weight``, or per pair for the defender.
+    """The NLL weight of a role's DPO/IPO pairs: ``nll_weight``, or per pair for the defender
+    (other losses have no NLL term: the number, unused).
 
     With ``benign_nll_scale`` != 1 the defender's pairs on a benign prompt (by the same
     attack-conditioned judgement as the rewards: the attack that was answered, not the seed)
     weigh their chosen answer's NLL ``nll_weight × benign_nll_scale``, the others ``nll_weight``.
     """
-    if role != "defender" or cfg.benign_nll_scale == 1.0 or not signal_.pairs or not judged.attack_harmful:
+    if (role != "defender" or cfg.benign_nll_scale == 1.0 or cfg.resolved_loss() not in ("dpo", "ipo")
+            or not signal_.pairs or not judged.attack_harmful):
         return cfg.nll_weight
     return torch.tensor([cfg.nll_weight * (1.0 if judged.attack_harmful[c] else cfg.benign_nll_scale)
                          for c, _ in signal_.pairs])

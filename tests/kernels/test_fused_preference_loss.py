@@ -108,13 +108,18 @@ def test_one_nll_weight_per_pair_matches_float64(path, rng):
                                           with_details=True)
     (grad,) = torch.autograd.grad(loss, hidden)
     exact = hidden.detach().double().requires_grad_()
-    want = preference_loss_naive(exact, ref_hidden.double(), head.double(), targets, 0.5, "dpo",
-                                 nll_weight=weights.double())
+    d, kept = hidden.shape[-1], (targets != -100).sum(1).double()
+
+    def sums(h):
+        return token_logprobs_naive(h.reshape(-1, d), head.double(), targets.reshape(-1)).view(6, -1).sum(1)
+
+    policy, ref = sums(exact), sums(ref_hidden.double())
+    margin = (policy[:3] - ref[:3]) - (policy[3:] - ref[3:])
+    want = -torch.nn.functional.logsigmoid(0.5 * margin).mean() + (weights.double() * -policy[:3] / kept[:3]).mean()
     (want_grad,) = torch.autograd.grad(want, exact)
-    check_close(loss, want.detach(), torch.float32, "loss")
+    check_close(loss, want.detach(), torch.float32, "loss = DPO + mean_b(w_b·NLL_b)")
     check_close(grad, want_grad, torch.float32, "d hidden")
-    per_pair = -details.policy_logps[:3] / details.lengths[:3]
-    check_close(loss, details.pref_loss + (weights * per_pair).mean(), torch.float32, "loss = pref + mean(w·nll)")
+    assert details.nll.item() == pytest.approx(float((-policy[:3] / kept[:3]).mean()), rel=1e-5)  # unweighted
     same = fused_preference_loss(hidden, ref_hidden, head, targets, beta=0.5, nll_weight=torch.full((3,), 2.0))
     check_close(same, fused_preference_loss(hidden, ref_hidden, head, targets, beta=0.5, nll_weight=2.0).double(),
                 torch.float32, "equal weights = one weight")

@@ -82,10 +82,12 @@ def test_rpo_nll_is_length_normalised():
     # margins are 0: DPO term log 2; NLL = mean(4/2, 2/1) = 2
     assert info["nll"] == pytest.approx(2.0)
     assert loss.item() == pytest.approx(math.log(2) + 2 * 2.0)
-    # one weight per pair: mean(1 · 4/2, 3 · 2/1) = 4; the reported NLL stays unweighted
-    loss, info = dpo_pairs_loss(chosen, rejected, ref_c, ref_r, beta=0.1, nll_weight=torch.tensor([1.0, 3.0]))
-    assert info["nll"] == pytest.approx(2.0)
-    assert loss.item() == pytest.approx(math.log(2) + 4.0)
+    # one weight per pair, in pair order: NLLs (4 + 2)/2 = 3 and 5/1 = 5, so mean(1·3, 2·5) = 6.5 (not 5.5)
+    chosen = lp([-4.0, -2.0, -5.0], [0, 0, 1], 2)
+    ref_c = lp([-4.0, -2.0, -5.0], [0, 0, 1], 2)
+    loss, info = dpo_pairs_loss(chosen, rejected, ref_c, ref_r, beta=0.1, nll_weight=torch.tensor([1.0, 2.0]))
+    assert info["nll"] == pytest.approx(4.0)  # the reported NLL stays unweighted
+    assert loss.item() == pytest.approx(math.log(2) + 6.5)
 
 
 def test_group_advantages_baseline_and_grpo():

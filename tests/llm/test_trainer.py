@@ -309,6 +309,9 @@ def test_benign_nll_scale_weighs_the_defenders_pairs_on_benign_prompts_only(tiny
     assert pair_nll_weights(cfg, "defender", signal_, judged).tolist() == [4.0, 10.0, 4.0]  # by the chosen answer's prompt
     assert pair_nll_weights(cfg, "attacker", signal_, judged) == 4.0
     assert pair_nll_weights(tiny_config(nll_weight=4.0), "defender", signal_, judged) == 4.0  # scale 1: one number
+    for loss in ("grpo", "reinforce", "reinforce_pp", "sft"):  # no NLL term, and units are samples, not pairs
+        assert pair_nll_weights(tiny_config(loss=loss, nll_weight=4.0, benign_nll_scale=2.5), "defender", signal_,
+                                judged) == 4.0
     with pytest.raises(ValueError, match="benign_nll_scale"):
         tiny_config(benign_nll_scale=-1.0).validate()
 
