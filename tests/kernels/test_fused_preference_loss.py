@@ -119,7 +119,7 @@ def test_one_nll_weight_per_pair_matches_float64(path, rng):
     (want_grad,) = torch.autograd.grad(want, exact)
     check_close(loss, want.detach(), torch.float32, "loss = DPO + mean_b(w_b·NLL_b)")
     check_close(grad, want_grad, torch.float32, "d hidden")
-    assert details.nll.item() == pytest.approx(float((-policy[:3] / kept[:3]).mean()), rel=1e-5)  # unweighted
+    assert details.nll.item() == pytest.approx(float((-policy[:3] / kept[:3]).mean().detach()), rel=1e-5)  # unweighted
     same = fused_preference_loss(hidden, ref_hidden, head, targets, beta=0.5, nll_weight=torch.full((3,), 2.0))
     check_close(same, fused_preference_loss(hidden, ref_hidden, head, targets, beta=0.5, nll_weight=2.0).double(),
                 torch.float32, "equal weights = one weight")
