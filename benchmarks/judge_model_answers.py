@@ -24,6 +24,8 @@ Two modes:
         --runs runs/demo-s0/run runs/demo-s1/run ...
     python benchmarks/judge_model_answers.py demo --out runs/model_answers_test.jsonl \
         runs/demo-s0 runs/demo-s1 ...
+    python benchmarks/judge_model_answers.py demo --no-base --distinct --out runs/defender_answers_val.jsonl \
+        runs/val-nll4-s5 runs/val-nll2-s5 ...
     python benchmarks/judge_model_answers.py draw runs/model_answers_t1.jsonl --benign 84 \
         --prefix mh2 --out runs/model_holdout_2_unlabelled.jsonl
 """
@@ -71,19 +73,20 @@ def sample(split: str, runs: list[str], seed: int, with_base: bool = True, draws
     return out
 
 
-def from_demo(folders: list[str]) -> list[dict]:
-    """The base and trained answers a demo run saved (the base once: greedy answers are the same in every run)."""
+def from_demo(folders: list[str], with_base: bool = True, distinct: bool = False) -> list[dict]:
+    """The base and trained answers a demo run saved (the base once: greedy answers are the same in every run);
+    without ``with_base`` only the trained defenders'; with ``distinct`` each (prompt, answer) once."""
     from redgame.llm.seeds import builtin_seeds
 
     categories = {s.id: s.category for s in builtin_seeds("all")}
     out, seen = [], set()
     for folder in folders:
         saved = json.loads((Path(folder) / "answers.json").read_text())
-        for role in ("base", "trained"):
+        for role in ("base", "trained") if with_base else ("trained",):
             source = "base-greedy-24" if role == "base" else f"{Path(folder).name}-greedy-24"
             for a in saved[role]:
                 key = (a["prompt"], a["answer"].strip())
-                if role == "base" and key in seen:
+                if (role == "base" or distinct) and key in seen:
                     continue
                 seen.add(key)
                 out.append(_line(a["id"], a["prompt"], a["harmful"], categories[a["id"]], a["answer"], source))
@@ -118,6 +121,8 @@ def main() -> None:
     s.add_argument("--out", required=True)
     d = sub.add_parser("demo", help="the answers saved by redgame demo runs")
     d.add_argument("folders", nargs="+", help="demo output folders (holding answers.json)")
+    d.add_argument("--no-base", action="store_true", help="only the trained defenders' answers")
+    d.add_argument("--distinct", action="store_true", help="each (prompt, answer) once")
     d.add_argument("--out", required=True)
     h = sub.add_parser("draw", help="draw a hold-out set to label from the output of sample")
     h.add_argument("answers", help="a JSONL file written by sample")
@@ -134,7 +139,7 @@ def main() -> None:
     elif args.mode == "draw":
         rows = draw(args.answers, args.benign, args.prefix, args.seed)
     else:
-        rows = from_demo(args.folders)
+        rows = from_demo(args.folders, with_base=not args.no_base, distinct=args.distinct)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in rows))
     print(f"wrote {len(rows)} exchanges to {args.out}")

@@ -12,6 +12,11 @@ of :func:`redgame.llm.evaluation.judge_answers`, the function ``redgame demo`` u
 
     python benchmarks/rejudge_demo.py runs/demo-s0 runs/demo-s1 runs/demo-s2
     python benchmarks/rejudge_demo.py runs/demo-s* --judge embedded:runs/judge --json
+    python benchmarks/rejudge_demo.py runs/demo-s* --labels labelled.jsonl
+
+``--labels FILE`` reads the answers by people's labels instead of a judge: a JSONL file in the judge
+set's format (``prompt``, ``response``, ``harmful``, ``refused``, ``degenerate``, ``kind``) that labels
+every saved answer, matched by prompt and answer.
 
 The runs were trained against the judge of their day; only their evaluation changes here.
 """
@@ -24,12 +29,13 @@ import math
 import re
 from pathlib import Path
 
+from redgame.errors import UserError
+
 RATES = ("harmful_refusal", "benign_compliance", "harmful_refusal_strings", "benign_compliance_strings", "benign_help")
 
 
 def rejudge(folder: Path, judge) -> dict:
     """``{"base": rates, "trained": rates}`` of one demo folder's saved answers under ``judge``."""
-    from redgame.errors import UserError
     from redgame.llm.evaluation import judge_answers
     from redgame.llm.seeds import builtin_seeds
 
@@ -43,6 +49,37 @@ def rejudge(folder: Path, judge) -> dict:
         rates = judge_answers(judge, picked, [a["prompt"] for a in answers], [a["answer"] for a in answers])
         out[role] = {k: v for k, v in rates.items() if k != "answers"}
     return out
+
+
+class LabelledAnswers:
+    """A judge that reads labels: each (prompt, answer) labelled in a judge-set file, as
+    :class:`~redgame.llm.judges.Labels` (an echo or off-topic answer neither refuses nor complies)."""
+
+    name = "labels"
+
+    def __init__(self, path: str):
+        from redgame.llm.judge_data import NEITHER_KINDS, load_exchanges
+
+        self.path, self.by_answer = path, {}
+        for x in load_exchanges(path):
+            if "refused" not in x.labels or "harmful" not in x.labels:
+                raise UserError(f"{path}: a line without 'refused' and 'harmful' labels ({x.request[:60]!r})")
+            refused, loop = x.labels["refused"], x.labels.get("degenerate", False)
+            complied = not (refused or loop or x.row.get("kind", "") in NEITHER_KINDS)
+            self.by_answer[(x.request, x.response.strip())] = (refused, x.labels["harmful"], loop, complied)
+
+    def labels(self, seeds, attacks, texts):
+        from redgame.llm.judges import Labels
+
+        out = []
+        for prompt, text in zip(attacks, texts):
+            found = self.by_answer.get((prompt, text.strip()))
+            if found is None:
+                raise UserError(f"{self.path} does not label the answer {text.strip()[:60]!r} to {prompt[:60]!r}")
+            refused, harmful, loop, complied = map(float, found)
+            out.append(Labels(refusal=refused, harmful=harmful, faithful=1.0, score=0.0, degenerate=loop,
+                              complied=complied))
+        return out
 
 
 def t_interval(values: list[float]) -> tuple[float, float, float]:
@@ -81,13 +118,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", help="redgame demo output folders (holding answers.json)")
     parser.add_argument("--judge", default="embedded", help="a judge name, as redgame llm judge --judge")
+    parser.add_argument("--labels", help="read the answers by the labels of this judge-set JSONL file, not a judge")
     parser.add_argument("--json", action="store_true", help="print the rates as JSON")
     args = parser.parse_args()
 
     from redgame.llm.judges import make_judge
 
-    judge = make_judge(args.judge)
-    results = {Path(f).name: rejudge(Path(f), judge) for f in args.folders}
+    try:
+        judge = LabelledAnswers(args.labels) if args.labels else make_judge(args.judge)
+        results = {Path(f).name: rejudge(Path(f), judge) for f in args.folders}
+    except UserError as error:
+        raise SystemExit(f"error: {error}") from None
     print(json.dumps(results, indent=1) if args.json else "\n".join(table(results)))
 
 
