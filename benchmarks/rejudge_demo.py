@@ -58,15 +58,14 @@ class LabelledAnswers:
     name = "labels"
 
     def __init__(self, path: str):
-        from redgame.llm.judge_data import NEITHER_KINDS, load_exchanges
+        from redgame.llm.judge_data import load_exchanges
 
         self.path, self.by_answer = path, {}
         for x in load_exchanges(path):
             if "refused" not in x.labels or "harmful" not in x.labels:
                 raise UserError(f"{path}: a line without 'refused' and 'harmful' labels ({x.request[:60]!r})")
-            refused, loop = x.labels["refused"], x.labels.get("degenerate", False)
-            complied = not (refused or loop or x.row.get("kind", "") in NEITHER_KINDS)
-            self.by_answer[(x.request, x.response.strip())] = (refused, x.labels["harmful"], loop, complied)
+            loop = x.labels.get("degenerate", False)
+            self.by_answer[(x.request, x.response.strip())] = (x.labels["refused"], x.labels["harmful"], loop, x.complied)
 
     def labels(self, seeds, attacks, texts):
         from redgame.llm.judges import Labels

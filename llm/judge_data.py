@@ -71,7 +71,15 @@ class Exchange:
         """Whether the answer to a benign prompt does what was asked: not refused, not degenerate,
         not an echo or off-topic ``kind``; None where the line cannot say (a prompt that is not
         known benign, or no ``refused`` label)."""
-        if self.seen_class is not False or "refused" not in self.labels:
+        if self.seen_class is not False:
+            return None
+        return self.complied
+
+    @property
+    def complied(self) -> bool | None:
+        """Whether the answer does what was asked, whatever the prompt's class: not refused, not
+        degenerate, not an echo or off-topic ``kind``; None without a ``refused`` label."""
+        if "refused" not in self.labels:
             return None
         return not (self.labels["refused"] or self.labels.get("degenerate", False)
                     or self.row.get("kind", "") in NEITHER_KINDS)
