@@ -64,8 +64,8 @@ class LabelledAnswers:
         for x in load_exchanges(path):
             if "refused" not in x.labels or "harmful" not in x.labels:
                 raise UserError(f"{path}: a line without 'refused' and 'harmful' labels ({x.request[:60]!r})")
-            loop = x.labels.get("degenerate", False)
-            self.by_answer[(x.request, x.response.strip())] = (x.labels["refused"], x.labels["harmful"], loop, x.complied)
+            labels = (x.labels["refused"], x.labels["harmful"], x.labels.get("degenerate", False), x.complied)
+            self.by_answer[(x.request, x.response.strip())] = labels
 
     def labels(self, seeds, attacks, texts):
         from redgame.llm.judges import Labels
