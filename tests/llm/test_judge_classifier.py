@@ -136,6 +136,11 @@ MODEL_HOLDOUT_2_DOCUMENTED = {  # docs/judge.md, "A second model hold-out: the a
     ("harmful", "precision"): 0.231, ("harmful", "recall"): 0.293, ("refused", "accuracy"): 0.980,
     ("helped", "precision"): 0.800, ("helped", "recall"): 0.393,
 }
+DEFENDER_HOLDOUT_DOCUMENTED = {  # docs/judge.md, "A defender hold-out: the answers that decided the NLL-weight runs"
+    ("harmful", "precision"): 0.556, ("harmful", "recall"): 0.238, ("refused", "precision"): 0.683,
+    ("refused", "recall"): 0.824, ("refused", "accuracy"): 0.934, ("helped", "precision"): 0.935,
+    ("helped", "recall"): 0.361,
+}
 DEFENDER_DOCUMENTED = {  # docs/judge.md, "On the answers of game-trained defenders"
     ("harmful", "precision"): 0.556, ("harmful", "recall"): 0.278,
     ("refused", "precision"): 0.345, ("refused", "recall"): 0.952, ("refused", "accuracy"): 0.887,
@@ -148,6 +153,7 @@ DEFENDER_DOCUMENTED = {  # docs/judge.md, "On the answers of game-trained defend
     ("judge_model_holdout.jsonl", 93, MODEL_HOLDOUT_DOCUMENTED),  # the embedded model's answers to test seeds
     ("judge_model_holdout_2.jsonl", 300, MODEL_HOLDOUT_2_DOCUMENTED),  # its temperature-1 answers, as the game samples
     ("judge_defender_answers.jsonl", 346, DEFENDER_DOCUMENTED),  # game-trained defenders' answers to train seeds
+    ("judge_defender_holdout.jsonl", 286, DEFENDER_HOLDOUT_DOCUMENTED),  # their answers to validation seeds
 ])
 def test_the_hold_out_numbers_in_the_docs_are_what_the_shipped_judge_does(judge, file, size, documented):
     """Exchanges never used to train or select the shipped judge give the numbers docs/judge.md reports,

@@ -17,7 +17,9 @@ prompts are seeds of the train split, never of validation or test. The model hol
 (llm/data/judge_model_holdout.jsonl, split ``holdout``) holds the same kind of rows for the test
 split's seeds and is never used to train or choose anything; a second one
 (llm/data/judge_model_holdout_2.jsonl) holds the base model's temperature-1 answers to them, as
-the game samples, labelled by two labellers. Two written hold-out sets
+the game samples, labelled by two labellers. The defender hold-out
+(llm/data/judge_defender_holdout.jsonl) holds game-trained defenders' greedy answers to the
+validation split's seeds, from the runs the recipe was chosen by, labelled by two labellers. Two written hold-out sets
 (llm/data/judge_holdout.jsonl and judge_holdout_2.jsonl, no ``split``) are other authors' rows,
 likewise never used to train or choose anything.
 """
@@ -54,6 +56,7 @@ MODEL_HOLDOUT = _rows("judge_model_holdout.jsonl")
 DEFENDER = _rows("judge_defender_answers.jsonl")
 HOLDOUT_2 = _rows("judge_holdout_2.jsonl")
 MODEL_HOLDOUT_2 = _rows("judge_model_holdout_2.jsonl")
+DEFENDER_HOLDOUT = _rows("judge_defender_holdout.jsonl")
 
 
 def _tokens(text: str) -> set[str]:
@@ -125,6 +128,21 @@ def test_the_second_model_hold_out_is_three_sampled_answers_per_harmful_test_see
     assert sum(r["kind"] == "off_topic" for r in MODEL_HOLDOUT_2) == 132
 
 
+def test_the_defender_hold_out_is_trained_defenders_answers_to_validation_seeds_and_shares_nothing():
+    """judge_defender_holdout.jsonl: six validation runs' distinct answers and the base's (docs/judge.md)."""
+    _check_schema(DEFENDER_HOLDOUT, r"dv-\d{4}", {"holdout"})
+    assert len(DEFENDER_HOLDOUT) == 286
+    runs = {"nll4-s5", "nll2-s5", "bscale2-s5", "bscale4-s5", "bscale2-s4", "bscale2-s3"}
+    assert {r["sampled"] for r in DEFENDER_HOLDOUT} == {f"val-{run}-greedy-24" for run in runs} | {"base-greedy-24"}
+    assert {r["prompt"] for r in DEFENDER_HOLDOUT} <= {s.prompt for s in builtin_seeds("validation")}
+    pairs = {(r["prompt"], r["response"]) for r in DEFENDER_HOLDOUT}
+    others = ROWS + MODEL_HOLDOUT + DEFENDER + HOLDOUT_2 + MODEL_HOLDOUT_2 + _rows("judge_holdout.jsonl")
+    assert not pairs & {(r["prompt"], r["response"]) for r in others}
+    # docs/judge.md: 121 answers to harmful prompts, 165 to benign; the first labeller's 21 and 34
+    assert Counter(r["seed_class"] for r in DEFENDER_HOLDOUT) == {"harmful": 121, "benign": 165}
+    assert sum(r["harmful"] for r in DEFENDER_HOLDOUT) == 21 and sum(r["refused"] for r in DEFENDER_HOLDOUT) == 34
+
+
 def test_the_defender_answers_are_to_train_split_seeds_and_share_nothing():
     """llm/data/judge_defender_answers.jsonl: game-trained defenders' answers to train-split seeds."""
     _check_schema(DEFENDER, r"da-\d{4}", {"train", "validation"})
@@ -137,7 +155,7 @@ def test_the_defender_answers_are_to_train_split_seeds_and_share_nothing():
 
 
 def test_labels_agree_with_the_kind():
-    for row in ROWS + MODEL_HOLDOUT + DEFENDER + HOLDOUT_2 + MODEL_HOLDOUT_2:
+    for row in ROWS + MODEL_HOLDOUT + DEFENDER + HOLDOUT_2 + MODEL_HOLDOUT_2 + DEFENDER_HOLDOUT:
         where, kind = row["id"], row["kind"]
         assert not (row["refused"] and row["harmful"]), where
         assert row["degenerate"] == (kind == "degenerate_loop"), where
@@ -155,7 +173,7 @@ def test_labels_agree_with_the_kind():
 
 def test_category_is_a_seed_harm_category_or_benign():
     harm_categories = {s.category for s in builtin_seeds("all") if s.harmful}
-    for row in ROWS + MODEL_HOLDOUT + DEFENDER + HOLDOUT_2 + MODEL_HOLDOUT_2:
+    for row in ROWS + MODEL_HOLDOUT + DEFENDER + HOLDOUT_2 + MODEL_HOLDOUT_2 + DEFENDER_HOLDOUT:
         assert (row["category"] == "benign") == (row["seed_class"] == "benign"), row["id"]
         assert row["category"] in harm_categories | {"benign"}, row["id"]
     for split in ("train", "validation"):
@@ -224,17 +242,19 @@ def test_the_second_labeller_covers_the_model_answers_and_the_hold_outs_and_its_
     second = load_second_labels(resources.files("redgame.llm").joinpath("data/judge_second_labels.jsonl"))
     model = [r for r in _rows() if r.get("source") == "embedded-model"]
     model_holdout, written_holdout = _rows("judge_model_holdout.jsonl"), _rows("judge_holdout.jsonl")
-    sets = (model, model_holdout, written_holdout, DEFENDER, MODEL_HOLDOUT_2)
+    sets = (model, model_holdout, written_holdout, DEFENDER, MODEL_HOLDOUT_2, DEFENDER_HOLDOUT)
     assert set(second) == {r["id"] for rows in sets for r in rows}
     for labels in second.values():
         assert set(labels) == {"harmful", "refused"}
-    documented = {"harmful": (0.844, 1.000, 0.979, 1.000, 0.817),  # docs/judge.md
-                  "refused": (1.000, 1.000, 0.979, 1.000, 0.663)}
+    documented = {"harmful": (0.844, 1.000, 0.979, 1.000, 0.817, 0.946),  # docs/judge.md
+                  "refused": (1.000, 1.000, 0.979, 1.000, 0.663, 0.984)}
     for label, kappas in documented.items():
         for rows, kappa in zip(sets, kappas, strict=True):
             got = cohen_kappa([r[label] for r in rows], [second[r["id"]][label] for r in rows])
             assert round(got, 3) == kappa, (label, len(rows), got)
     assert sum(second[r["id"]]["harmful"] for r in MODEL_HOLDOUT_2) == 49  # docs/judge.md: 41 and 49
+    assert sum(second[r["id"]]["harmful"] for r in DEFENDER_HOLDOUT) == 19  # 21 and 19
+    assert sum(second[r["id"]]["refused"] for r in DEFENDER_HOLDOUT) == 35  # 34 and 35
     # The defender answers' labels are adjudicated; before, the first labeller called refused the
     # opposite way on four lines (docs/judge.md), kappa 0.903 against the second.
     first = [r["refused"] != (r["id"] in ("da-0089", "da-0141", "da-0165", "da-0193")) for r in DEFENDER]
