@@ -30,6 +30,13 @@ without ``--no-base``, by a judge that reads help (``--eval-judge probe``).
     python benchmarks/choose_recipe.py --candidate 1e-3 runs/val-lr1e-3-s0 runs/val-lr1e-3-s1 \\
         --candidate 1.5e-3 runs/val-lr1.5e-3-s0 runs/val-lr1.5e-3-s1 [--json]
 
+``--judge NAME`` reads each demo folder's saved answers (``answers.json``) again by that judge, and
+``--labels FILE`` by people's labels (as ``rejudge_demo.py`` does), so that the rule can read
+benign compliance by the judge it trusts; since 2026-12-03 that is the probe (``--judge probe``),
+after a defender hold-out measured the embedded judge's refusal precision on trained defenders'
+answers at 0.68 and the probe's at 0.97 (docs/judge.md). An eval file is read as it was judged, so it
+must have been judged by the same name (``--eval-judge``).
+
 Intervals are 95% Student-t intervals of the mean over seeds (``rejudge_demo.t_interval``).
 Beside the rule, and not part of it, each seed's over-refusal watch is printed where its run
 folder is found (``redgame.llm.watch``: the defender's refusal of benign training prompts over
@@ -44,7 +51,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rejudge_demo import t_interval
+from rejudge_demo import LabelledAnswers, rejudge, t_interval
 
 from redgame.errors import UserError
 from redgame.llm import watch
@@ -78,8 +85,11 @@ class Run:
     watch: float | None     # the over-refusal watch's number, where the run folder is found
 
 
-def read_run(path: Path) -> Run:
-    """One validation evaluation: a demo folder, or an eval file (whose adapter leads to its run folder)."""
+def read_run(path: Path, rereader=None) -> Run:
+    """One validation evaluation: a demo folder, or an eval file (whose adapter leads to its run folder).
+
+    With ``rereader`` (a judge, or :class:`LabelledAnswers`), a demo folder's saved answers are judged
+    again by it; an eval file must have been judged by a judge of the same name."""
     file = path / "demo.json" if path.is_dir() else path
     if not file.is_file():
         raise UserError(f"{path}: neither a redgame demo folder (demo.json) nor a redgame llm eval --out file")
@@ -88,12 +98,18 @@ def read_run(path: Path) -> Run:
         if doc.get("split") != SPLIT:
             raise UserError(f"{file}: evaluated on the {doc.get('split')!r} split; a recipe is chosen on {SPLIT!r}")
         judge, trained, base = doc.get("config", {}).get("judge", "embedded"), doc["trained"], doc["base"]
+        if rereader is not None:
+            rates = rejudge(file.parent, rereader)
+            judge, trained, base = rereader.name, rates["trained"], rates["base"]
         run_folder = file.parent / "run"
     elif doc.get("harmful_file") != f"built-in {SPLIT} split" or "adapter" not in doc.get("results", {}):
         raise UserError(f"{file}: not an evaluation of an adapter on the built-in {SPLIT} split "
                         "(redgame llm eval --adapter RUN --split validation --out FILE)")
     else:
         judge, trained, base = doc.get("eval_judge", "embedded"), doc["results"]["adapter"], doc["results"].get("base")
+        if rereader is not None and rereader.name != judge:
+            raise UserError(f"{file}: judged by {judge!r}, and only demo folders are judged again: evaluate it "
+                            f"with --eval-judge {rereader.name}")
         run_folder = Path(doc["adapter"]).parent.parent if doc.get("adapter") else None  # <run>/final/defender
     for rates in (trained, base or {}):
         bad = [k for k in KEYS if k in rates and not (isinstance(rates[k], float | int) and math.isfinite(rates[k]))]
@@ -190,6 +206,11 @@ def parse(argv=None):
     parser.add_argument("--no-gain-floor", dest="gain_floor", action="store_false", help="let a candidate pass "
                         "whose harmful refusal gain's 95%% interval reaches 0 (the rule before 2026-12-02)")
     parser.add_argument("--help-budget", type=float, help="mean benign help loss allowed, points (default: none)")
+    reread = parser.add_mutually_exclusive_group()
+    reread.add_argument("--judge", help="judge the demo folders' saved answers again by this judge (as redgame "
+                        "llm judge --judge; the rule's since 2026-12-03: probe)")
+    reread.add_argument("--labels", help="read the demo folders' saved answers by the labels of this judge-set "
+                        "JSONL file")
     parser.add_argument("--json", action="store_true", help="print the verdicts and the choice as JSON")
     args = parser.parse_args(argv)
     for candidate in args.candidate:
@@ -201,10 +222,22 @@ def parse(argv=None):
     return args
 
 
+def rereading_judge(args):
+    """The judge (or labels) that reads the demo folders' answers again, or None to take their numbers."""
+    if args.labels:
+        return LabelledAnswers(args.labels)
+    if args.judge:
+        from redgame.llm.judges import make_judge
+
+        return make_judge(args.judge)
+    return None
+
+
 def main(argv=None) -> int:
     args = parse(argv)
     try:
-        runs = {c[0]: [read_run(Path(p)) for p in c[1:]] for c in args.candidate}
+        rereader = rereading_judge(args)
+        runs = {c[0]: [read_run(Path(p), rereader) for p in c[1:]] for c in args.candidate}
         judges = {run.judge for rs in runs.values() for run in rs}
         if len(judges) > 1:
             raise UserError(f"the runs were judged by different judges ({', '.join(sorted(judges))}): "
