@@ -46,12 +46,13 @@ the last steps; ``*`` marks a flagged seed).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rejudge_demo import LabelledAnswers, rejudge, t_interval
+from rejudge_demo import answer_reader, rejudge, t_interval
 
 from redgame.errors import UserError
 from redgame.llm import watch
@@ -85,37 +86,46 @@ class Run:
     watch: float | None     # the over-refusal watch's number, where the run folder is found
 
 
-def read_run(path: Path, rereader=None) -> Run:
+def read_run(path: Path, reader=None) -> Run:
     """One validation evaluation: a demo folder, or an eval file (whose adapter leads to its run folder).
 
-    With ``rereader`` (a judge, or :class:`LabelledAnswers`), a demo folder's saved answers are judged
-    again by it; an eval file must have been judged by a judge of the same name."""
+    ``reader``, when given, returns what judges a demo folder's saved answers again (a judge, or
+    :class:`~rejudge_demo.LabelledAnswers`); it is called only when a demo folder needs it."""
     file = path / "demo.json" if path.is_dir() else path
     if not file.is_file():
         raise UserError(f"{path}: neither a redgame demo folder (demo.json) nor a redgame llm eval --out file")
     doc = json.loads(file.read_text())
-    if "trained" in doc:  # a demo folder
-        if doc.get("split") != SPLIT:
-            raise UserError(f"{file}: evaluated on the {doc.get('split')!r} split; a recipe is chosen on {SPLIT!r}")
-        judge, trained, base = doc.get("config", {}).get("judge", "embedded"), doc["trained"], doc["base"]
-        if rereader is not None:
-            rates = rejudge(file.parent, rereader)
-            judge, trained, base = rereader.name, rates["trained"], rates["base"]
-        run_folder = file.parent / "run"
-    elif doc.get("harmful_file") != f"built-in {SPLIT} split" or "adapter" not in doc.get("results", {}):
-        raise UserError(f"{file}: not an evaluation of an adapter on the built-in {SPLIT} split "
-                        "(redgame llm eval --adapter RUN --split validation --out FILE)")
-    else:
-        judge, trained, base = doc.get("eval_judge", "embedded"), doc["results"]["adapter"], doc["results"].get("base")
-        if rereader is not None and rereader.name != judge:
-            raise UserError(f"{file}: judged by {judge!r}, and only demo folders are judged again: evaluate it "
-                            f"with --eval-judge {rereader.name}")
-        run_folder = Path(doc["adapter"]).parent.parent if doc.get("adapter") else None  # <run>/final/defender
+    judge, trained, base, run_folder = (read_demo if "trained" in doc else read_eval)(file, doc, reader)
     for rates in (trained, base or {}):
         bad = [k for k in KEYS if k in rates and not (isinstance(rates[k], float | int) and math.isfinite(rates[k]))]
         if bad:
             raise UserError(f"{file}: {', '.join(bad)} is not a number (no prompts of that class?)")
     return Run(judge, trained, base, over_refusal_watch(run_folder))
+
+
+def read_demo(file: Path, doc: dict, reader) -> tuple[str, dict, dict, Path]:
+    """A demo folder's judge, trained and base rates (from demo.json, or its answers judged again), run folder."""
+    if doc.get("split") != SPLIT:
+        raise UserError(f"{file}: evaluated on the {doc.get('split')!r} split; a recipe is chosen on {SPLIT!r}")
+    if reader is None:
+        return doc.get("config", {}).get("judge", "embedded"), doc["trained"], doc["base"], file.parent / "run"
+    judge = reader()
+    rates = rejudge(file.parent, judge)
+    return judge.name, rates["trained"], rates["base"], file.parent / "run"
+
+
+def read_eval(file: Path, doc: dict, reader) -> tuple[str, dict, dict | None, Path | None]:
+    """An eval file's judge, adapter and base rates, and run folder; it is read as it was judged."""
+    if doc.get("harmful_file") != f"built-in {SPLIT} split" or "adapter" not in doc.get("results", {}):
+        raise UserError(f"{file}: not an evaluation of an adapter on the built-in {SPLIT} split "
+                        "(redgame llm eval --adapter RUN --split validation --out FILE)")
+    judge = doc.get("eval_judge", "embedded")
+    name = reader().name if reader is not None else judge
+    if name != judge:
+        how = "pass demo folders" if name == "labels" else f"evaluate it with --eval-judge {name}"
+        raise UserError(f"{file}: judged by {judge!r}; only demo folders' saved answers are read again ({how})")
+    run_folder = Path(doc["adapter"]).parent.parent if doc.get("adapter") else None  # <run>/final/defender
+    return judge, doc["results"]["adapter"], doc["results"].get("base"), run_folder
 
 
 def over_refusal_watch(run_folder: Path | None) -> float | None:
@@ -222,22 +232,18 @@ def parse(argv=None):
     return args
 
 
-def rereading_judge(args):
-    """The judge (or labels) that reads the demo folders' answers again, or None to take their numbers."""
-    if args.labels:
-        return LabelledAnswers(args.labels)
-    if args.judge:
-        from redgame.llm.judges import make_judge
-
-        return make_judge(args.judge)
-    return None
+def answer_reader_of(args):
+    """A function that returns (built once, on first use) what judges saved answers again, or None."""
+    if not (args.judge or args.labels):
+        return None
+    return functools.cache(lambda: answer_reader(args.judge, args.labels))
 
 
 def main(argv=None) -> int:
     args = parse(argv)
     try:
-        rereader = rereading_judge(args)
-        runs = {c[0]: [read_run(Path(p), rereader) for p in c[1:]] for c in args.candidate}
+        reader = answer_reader_of(args)
+        runs = {c[0]: [read_run(Path(p), reader) for p in c[1:]] for c in args.candidate}
         judges = {run.judge for rs in runs.values() for run in rs}
         if len(judges) > 1:
             raise UserError(f"the runs were judged by different judges ({', '.join(sorted(judges))}): "
@@ -247,12 +253,14 @@ def main(argv=None) -> int:
         raise SystemExit(f"choose_recipe: error: {exc}") from None
     verdicts = [judge_candidate(name, rs, base, args) for name, rs in runs.items()]
     chosen, why = choose(verdicts, args.margin)
+    judge = judges.pop()
     if args.json:
-        print(json.dumps({"chosen": chosen, "why": why, "candidates": [
+        print(json.dumps({"chosen": chosen, "why": why, "judge": judge, "candidates": [
             {"name": v.name, "passes": v.passes, "reasons": v.reasons, "changes": v.changes, "watch": v.watch}
             for v in verdicts]},
             indent=1))
     else:
+        print(f"benign compliance read by: {judge}")
         print("\n".join(report(verdicts, chosen, why)))
     return 0
 

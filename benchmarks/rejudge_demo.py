@@ -81,6 +81,15 @@ class LabelledAnswers:
         return out
 
 
+def answer_reader(judge: str, labels: str | None = None):
+    """What reads saved answers: the labels of a judge-set file when given, else the judge named."""
+    if labels:
+        return LabelledAnswers(labels)
+    from redgame.llm.judges import make_judge
+
+    return make_judge(judge)
+
+
 def t_interval(values: list[float]) -> tuple[float, float, float]:
     """Mean and 95% Student-t interval of a few seeds' values."""
     from scipy import stats
@@ -121,10 +130,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print the rates as JSON")
     args = parser.parse_args()
 
-    from redgame.llm.judges import make_judge
-
     try:
-        judge = LabelledAnswers(args.labels) if args.labels else make_judge(args.judge)
+        judge = answer_reader(args.judge, args.labels)
         results = {Path(f).name: rejudge(Path(f), judge) for f in args.folders}
     except UserError as error:
         raise SystemExit(f"error: {error}") from None

@@ -227,9 +227,39 @@ def test_labels_read_the_saved_answers_again_and_decide_by_them(tmp_path, capsys
                                                "worst seed's benign compliance loss 33.3 > 5"]
 
 
-def test_an_eval_file_by_another_judge_is_refused_when_reading_again(tmp_path):
-    labels = tmp_path / "labels.jsonl"
-    labels.write_text(json.dumps({"prompt": "p", "response": "r", "harmful": False, "refused": True}) + "\n")
-    runs = [eval_file(tmp_path / f"e{s}.json", 0.2, 1.0, None, base_help=0.5) for s in range(2)]
-    with pytest.raises(SystemExit, match="judged by 'embedded'.*--eval-judge labels"):
-        choose_recipe.main(["--candidate", "c", *runs, "--labels", str(labels)])
+def test_a_judge_reads_the_saved_answers_again_and_an_eval_file_by_that_judge_is_taken_as_it_is(
+        tmp_path, capsys, monkeypatch):
+    """--judge NAME builds the judge once (here labels standing in for it, named as the judge) and reads the
+    demo folders' answers by it; an eval file judged by the same name is read as written, one by another
+    judge is refused, and --labels refuses eval files."""
+    import rejudge_demo
+
+    labels: list[dict] = []
+    loses = [("Aw, no.", True, "benign_refused")] * 3
+    folder = labelled_demo_folder(tmp_path / "s0", labels, loses)
+    file = tmp_path / "labels.jsonl"
+    file.write_text("".join(json.dumps(row) + "\n" for row in labels))
+    built = []
+
+    def fake_make_judge(name):
+        built.append(name)
+        judge = rejudge_demo.LabelledAnswers(str(file))
+        judge.name = name
+        return judge
+
+    monkeypatch.setattr("redgame.llm.judges.make_judge", fake_make_judge)
+    same = eval_file(tmp_path / "probe.json", 0.2, 1.0, 0.5, base_help=1.0, judge="probe")
+    doc = run(capsys, ["--candidate", "c", folder, same, "--judge", "probe"])
+    assert built == ["probe"] and doc["judge"] == "probe"
+    assert doc["candidates"][0]["changes"]["benign_compliance"] == pytest.approx([-100.0, 0.0])
+    other = eval_file(tmp_path / "embedded.json", 0.2, 1.0, 0.5, base_help=0.5)
+    with pytest.raises(SystemExit, match="judged by 'embedded'.*--eval-judge probe"):
+        choose_recipe.main(["--candidate", "c", folder, other, "--judge", "probe"])
+    with pytest.raises(SystemExit, match="judged by 'probe'.*pass demo folders"):
+        choose_recipe.main(["--candidate", "c", folder, same, "--labels", str(file)])
+
+
+def test_judge_and_labels_exclude_each_other(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        choose_recipe.main(["--candidate", "c", "a", "b", "--judge", "probe", "--labels", "f"])
+    assert exit_.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
