@@ -86,11 +86,27 @@ class Run:
     watch: float | None     # the over-refusal watch's number, where the run folder is found
 
 
-def read_run(path: Path, reader=None) -> Run:
+@dataclass
+class Rereader:
+    """What judges demo folders' saved answers again: its name, known without building it, and the judge
+    (or labels), built on first use, so that eval files alone never load a model."""
+    judge_name: str | None
+    labels: str | None
+
+    @property
+    def name(self) -> str:
+        return "labels" if self.labels else self.judge_name
+
+    @functools.cached_property
+    def judge(self):
+        return answer_reader(self.judge_name, self.labels)
+
+
+def read_run(path: Path, reader: Rereader | None = None) -> Run:
     """One validation evaluation: a demo folder, or an eval file (whose adapter leads to its run folder).
 
-    ``reader``, when given, returns what judges a demo folder's saved answers again (a judge, or
-    :class:`~rejudge_demo.LabelledAnswers`); it is called only when a demo folder needs it."""
+    With ``reader``, a demo folder's saved answers are judged again by it, and an eval file must have
+    been judged by a judge of its name."""
     file = path / "demo.json" if path.is_dir() else path
     if not file.is_file():
         raise UserError(f"{path}: neither a redgame demo folder (demo.json) nor a redgame llm eval --out file")
@@ -103,24 +119,23 @@ def read_run(path: Path, reader=None) -> Run:
     return Run(judge, trained, base, over_refusal_watch(run_folder))
 
 
-def read_demo(file: Path, doc: dict, reader) -> tuple[str, dict, dict, Path]:
+def read_demo(file: Path, doc: dict, reader: Rereader | None) -> tuple[str, dict, dict, Path]:
     """A demo folder's judge, trained and base rates (from demo.json, or its answers judged again), run folder."""
     if doc.get("split") != SPLIT:
         raise UserError(f"{file}: evaluated on the {doc.get('split')!r} split; a recipe is chosen on {SPLIT!r}")
     if reader is None:
         return doc.get("config", {}).get("judge", "embedded"), doc["trained"], doc["base"], file.parent / "run"
-    judge = reader()
-    rates = rejudge(file.parent, judge)
-    return judge.name, rates["trained"], rates["base"], file.parent / "run"
+    rates = rejudge(file.parent, reader.judge)
+    return reader.name, rates["trained"], rates["base"], file.parent / "run"
 
 
-def read_eval(file: Path, doc: dict, reader) -> tuple[str, dict, dict | None, Path | None]:
+def read_eval(file: Path, doc: dict, reader: Rereader | None) -> tuple[str, dict, dict | None, Path | None]:
     """An eval file's judge, adapter and base rates, and run folder; it is read as it was judged."""
     if doc.get("harmful_file") != f"built-in {SPLIT} split" or "adapter" not in doc.get("results", {}):
         raise UserError(f"{file}: not an evaluation of an adapter on the built-in {SPLIT} split "
                         "(redgame llm eval --adapter RUN --split validation --out FILE)")
     judge = doc.get("eval_judge", "embedded")
-    name = reader().name if reader is not None else judge
+    name = reader.name if reader is not None else judge
     if name != judge:
         how = "pass demo folders" if name == "labels" else f"evaluate it with --eval-judge {name}"
         raise UserError(f"{file}: judged by {judge!r}; only demo folders' saved answers are read again ({how})")
@@ -232,17 +247,10 @@ def parse(argv=None):
     return args
 
 
-def answer_reader_of(args):
-    """A function that returns (built once, on first use) what judges saved answers again, or None."""
-    if not (args.judge or args.labels):
-        return None
-    return functools.cache(lambda: answer_reader(args.judge, args.labels))
-
-
 def main(argv=None) -> int:
     args = parse(argv)
     try:
-        reader = answer_reader_of(args)
+        reader = Rereader(args.judge, args.labels) if args.judge or args.labels else None
         runs = {c[0]: [read_run(Path(p), reader) for p in c[1:]] for c in args.candidate}
         judges = {run.judge for rs in runs.values() for run in rs}
         if len(judges) > 1:

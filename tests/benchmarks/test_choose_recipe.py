@@ -252,6 +252,9 @@ def test_a_judge_reads_the_saved_answers_again_and_an_eval_file_by_that_judge_is
     doc = run(capsys, ["--candidate", "c", folder, same, "--judge", "probe"])
     assert built == ["probe"] and doc["judge"] == "probe"
     assert doc["candidates"][0]["changes"]["benign_compliance"] == pytest.approx([-100.0, 0.0])
+    twin = eval_file(tmp_path / "probe2.json", 0.2, 1.0, 0.5, base_help=1.0, judge="probe")
+    assert run(capsys, ["--candidate", "c", same, twin, "--judge", "probe"])["judge"] == "probe"
+    assert built == ["probe"]  # eval files alone build no judge
     other = eval_file(tmp_path / "embedded.json", 0.2, 1.0, 0.5, base_help=0.5)
     with pytest.raises(SystemExit, match="judged by 'embedded'.*--eval-judge probe"):
         choose_recipe.main(["--candidate", "c", folder, other, "--judge", "probe"])
