@@ -348,6 +348,37 @@ def _scaled(argv: list[str], flag: str, divisor: int) -> list[str]:
     return _replace_or_add(argv, flag, max(1, int(argv[argv.index(flag) + 1]) // divisor)) if flag in argv else argv
 
 
+def _set_index(argv: list[str], key: str) -> int | None:
+    """The index of the value of ``--set key=...`` in argv, or None."""
+    return next((i + 1 for i, a in enumerate(argv[:-1]) if a == "--set" and argv[i + 1].startswith(key + "=")), None)
+
+
+def saves_every(command: str) -> int | None:
+    """E of a line that trains with ``--set steps=N --set save_every=E`` (its checkpoints are step_E,
+    step_2E, ...): its small variant saves every step, so its checkpoint step_K becomes step_K/E."""
+    argv = shlex.split(_bare(command))
+    i, j = _set_index(argv, "steps"), _set_index(argv, "save_every")
+    return int(argv[j].split("=", 1)[1]) if i is not None and j is not None else None
+
+
+def _per_checkpoint(argv: list[str], every: int) -> list[str]:
+    """``--set steps=N --set save_every=E`` as ``steps=N/E, save_every=1``: one step per checkpoint."""
+    argv = list(argv)
+    i, j = _set_index(argv, "steps"), _set_index(argv, "save_every")
+    argv[i] = f"steps={max(1, int(argv[i].split('=', 1)[1]) // every)}"
+    argv[j] = "save_every=1"
+    return argv
+
+
+def rename_checkpoints(command: str, every_by_folder: dict[str, int]) -> str:
+    """A line that reads ``FOLDER/checkpoints/step_K`` of a folder trained per checkpoint (saves_every)
+    reads step_K/E there."""
+    def scaled(match: re.Match) -> str:
+        every = every_by_folder.get(match["folder"])
+        return match[0] if every is None else f"{match['folder']}/checkpoints/step_{int(match['k']) // every:04d}"
+    return re.sub(r"(?P<folder>[\w./-]+)/checkpoints/step_(?P<k>\d+)", scaled, command)
+
+
 def small_variant(command: str) -> tuple[list[str] | None, str | None]:
     """(argv of the derived variant, None) or (None, the reason it cannot run here)."""
     bare = _bare(command)
@@ -369,6 +400,8 @@ def small_variant(command: str) -> tuple[list[str] | None, str | None]:
         return _replace_or_add(argv, "--steps", 1) + ["--set", "model=tiny", *SHRINK], None
     if sub in ("train", "probe"):
         argv = _scaled(_scaled(_replace_or_add(argv, "--model", "tiny"), "--steps", 10), "--save-every", 5)
+        every = saves_every(command)
+        argv = argv if every is None else _per_checkpoint(argv, every)
         return argv + SHRINK, None
     if sub == "eval":
         argv = _replace_or_add(argv, "--model", "tiny")
@@ -439,6 +472,13 @@ def test_small_variants_follow_the_rules():
     assert _reads("redgame llm judge --judge embedded:runs/j --input builtin", "runs/j")
     assert not _reads("redgame llm judge --judge embedded:runs/jx --input builtin", "runs/j")
     assert not _reads("redgame llm train-judge --out runs/j", "runs/j")
+    line = "redgame llm train --config r/config.json --out runs/r --resume --set steps=32 --set save_every=8"
+    argv, _ = small_variant(line)
+    assert argv[argv.index("--set", argv.index("--resume")) + 1:][:3] == ["steps=4", "--set", "save_every=1"]
+    assert saves_every(line) == 8 and small_variant("redgame llm train --out r --steps 40")[0][-len(SHRINK):] == SHRINK
+    assert rename_checkpoints("redgame llm eval --adapter runs/r/checkpoints/step_0024 --out runs/r/e24.json",
+                              {"runs/r": 8}) == "redgame llm eval --adapter runs/r/checkpoints/step_0003 --out runs/r/e24.json"
+    assert rename_checkpoints("redgame llm eval --adapter runs/q/checkpoints/step_0024", {"runs/r": 8}).endswith("step_0024")
 
 
 @pytest.mark.slow
@@ -449,8 +489,9 @@ def test_llm_and_benchmark_commands_run(page, tmp_path):
     ``llm/data/...`` resolve; these lines run no ``python -c`` that the layer folders could shadow)."""
     link_repository(tmp_path, leave_out={".git"})
     write_small_seeds(tmp_path)
-    ran, skipped, not_written, variants = [], [], [], set()
+    ran, skipped, not_written, variants, every_by_folder = [], [], [], set(), {}
     for cid, command in llm_and_benchmark_commands(page):
+        command = rename_checkpoints(command, every_by_folder)
         argv, reason = small_variant(command)
         reads = next((folder for folder in not_written if _reads(command, folder)), None)
         if argv is None or reads:
@@ -461,6 +502,8 @@ def test_llm_and_benchmark_commands_run(page, tmp_path):
             skipped.append(f"{cid}: the same benchmark run as an earlier line")
             continue
         variants.add(tuple(argv))
+        if saves_every(command):
+            every_by_folder.update((folder, saves_every(command)) for folder in _written_folders(command))
         not_written = [folder for folder in not_written if folder not in _written_folders(command)]
         proc = (_in_process(argv, tmp_path) if argv[0] == "redgame" else
                 subprocess.run(argv, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600))
