@@ -37,6 +37,11 @@ after a defender hold-out measured the embedded judge's refusal precision on tra
 answers at 0.68 and the probe's at 0.97 (docs/judge.md). An eval file is read as it was judged, so it
 must have been judged by the same name (``--eval-judge``).
 
+``--plot FILE`` draws every seed of every candidate: its benign compliance change (x, by the judge
+the rule reads) against its harmful refusal gain by strings (y), with the worst-seed budget as a
+line. A candidate passes only when all its seeds are right of the line and its mean gain is
+clearly above zero.
+
 Intervals are 95% Student-t intervals of the mean over seeds (``rejudge_demo.t_interval``).
 Beside the rule, and not part of it, each seed's over-refusal watch is printed where its run
 folder is found (``redgame.llm.watch``: the defender's refusal of benign training prompts over
@@ -218,6 +223,35 @@ def report(verdicts: list[Verdict], chosen: str | None, why: str) -> list[str]:
     return lines + [f"chosen: {why}" if chosen else why]
 
 
+MARKERS = "osD^vP*X"
+
+
+def plot(verdicts: list[Verdict], judge: str, worst_budget: float, out: Path):
+    """Each seed of each candidate at (benign compliance change, harmful refusal gain by strings); the figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    ax.axvspan(-worst_budget, 0, color="0.92", zorder=0, label=f"within the worst-seed budget ({worst_budget:g})")
+    ax.axvline(-worst_budget, color="0.4", lw=1, ls="--", zorder=1)
+    ax.axhline(0, color="0.6", lw=0.8, zorder=1)
+    for k, v in enumerate(verdicts):  # hollow markers of different shapes: seeds at one place all show
+        ax.scatter(v.changes["benign_compliance"], v.changes["harmful_refusal_strings"], s=110 - 12 * (k % 6),
+                   marker=MARKERS[k % len(MARKERS)], facecolors="none", edgecolors=f"C{k}", linewidths=1.6, zorder=2,
+                   label=f"{v.name} ({len(v.changes['benign_compliance'])} seeds): {'passes' if v.passes else 'fails'}")
+    ax.set_xlabel(f"benign compliance change, points (read by {judge})")
+    ax.set_ylabel("harmful refusal gain by refusal strings, points")
+    ax.set_title(f"Each {SPLIT} seed against the rule")
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return fig
+
+
 def parse(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--candidate", nargs="+", action="append", required=True, metavar=("NAME", "RUN"),
@@ -237,6 +271,8 @@ def parse(argv=None):
     reread.add_argument("--labels", help="read the demo folders' saved answers by the labels of this judge-set "
                         "JSONL file")
     parser.add_argument("--json", action="store_true", help="print the verdicts and the choice as JSON")
+    parser.add_argument("--plot", type=Path, metavar="FILE", help="draw each seed's benign compliance change "
+                        "against its harmful refusal gain by strings, with the worst-seed budget (PNG, SVG, PDF)")
     args = parser.parse_args(argv)
     for candidate in args.candidate:
         if len(candidate) < 3:
@@ -262,6 +298,8 @@ def main(argv=None) -> int:
     verdicts = [judge_candidate(name, rs, base, args) for name, rs in runs.items()]
     chosen, why = choose(verdicts, args.margin)
     judge = judges.pop()
+    if args.plot:
+        plot(verdicts, judge, args.worst_budget, args.plot)
     if args.json:
         print(json.dumps({"chosen": chosen, "why": why, "judge": judge, "candidates": [
             {"name": v.name, "passes": v.passes, "reasons": v.reasons, "changes": v.changes, "watch": v.watch}
