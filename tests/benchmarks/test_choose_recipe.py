@@ -268,17 +268,19 @@ def test_judge_and_labels_exclude_each_other(tmp_path, capsys):
     assert exit_.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
 
 
-
 def test_the_plot_puts_each_seed_at_its_benign_change_and_gain_and_says_who_passes(tmp_path, capsys, monkeypatch):
     a = [demo_folder(tmp_path / f"a{s}", x, y) for s, (x, y) in enumerate(((0.30, 0.96), (0.25, 1.0), (0.20, 0.98)))]
     b = [demo_folder(tmp_path / f"b{s}", x, y) for s, (x, y) in enumerate(((0.50, 0.90), (0.0, 1.0)))]
+    doc = json.loads((tmp_path / "b0" / "demo.json").read_text())  # the judge and the strings disagree here
+    doc["trained"] |= {"harmful_refusal": 0.9, "benign_compliance_strings": 0.5}
+    (tmp_path / "b0" / "demo.json").write_text(json.dumps(doc))
     figures, draw = [], choose_recipe.plot
     monkeypatch.setattr(choose_recipe, "plot", lambda *args: figures.append(draw(*args)))
     run(capsys, ["--candidate", "a", *a, "--candidate", "b", *b, "--plot", str(tmp_path / "p" / "rule.png")])
     assert (tmp_path / "p" / "rule.png").stat().st_size > 0
     ax = figures[0].axes[0]
     points = [[round(float(v), 6) for xy in c.get_offsets() for v in xy] for c in ax.collections]
-    assert points == [[-4, 30, 0, 25, -2, 20], [-10, 50, 0, 0]]
+    assert points == [[-4, 30, 0, 25, -2, 20], [-10, 50, 0, 0]]  # x: compliance by the judge; y: refusal by strings
     labels = ax.get_legend_handles_labels()[1]
     assert "a (3 seeds): passes" in labels and "b (2 seeds): fails" in labels
     assert list(ax.lines[0].get_xdata()) == [-5, -5]

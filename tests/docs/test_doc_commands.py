@@ -313,6 +313,8 @@ def test_results_table_matches_the_command(command, expected, workdir):
 # - the language model is the tiny one (`--model tiny`; the demo: `--set model=tiny`);
 # - `--steps N` becomes max(1, N // 10) and `--save-every S` max(1, S // 5), so that a resume
 #   line still resumes; the demo plays 1 step;
+# - `--set steps=N --set save_every=E` (without those flags) becomes `steps=N // E, save_every=1`,
+#   and a later line's `FOLDER/checkpoints/step_K` of the folder it writes becomes step_{K // E};
 # - training samples 6-token attacks and answers for 2 seeds a step (SHRINK);
 # - eval and crossplay judge 2 harmful and 2 benign test seeds (written to the scratch
 #   directory), with 6-token answers and no utility proxy;
@@ -357,6 +359,8 @@ def saves_every(command: str) -> int | None:
     """E of a line that trains with ``--set steps=N --set save_every=E`` (its checkpoints are step_E,
     step_2E, ...): its small variant saves every step, so its checkpoint step_K becomes step_K/E."""
     argv = shlex.split(_bare(command))
+    if "--steps" in argv or "--save-every" in argv:  # the flags override --set: scaled as flags
+        return None
     i, j = _set_index(argv, "steps"), _set_index(argv, "save_every")
     return int(argv[j].split("=", 1)[1]) if i is not None and j is not None else None
 
@@ -370,11 +374,11 @@ def _per_checkpoint(argv: list[str], every: int) -> list[str]:
     return argv
 
 
-def rename_checkpoints(command: str, every_by_folder: dict[str, int]) -> str:
+def rename_checkpoints(command: str, every_by_folder: dict[str, int | None]) -> str:
     """A line that reads ``FOLDER/checkpoints/step_K`` of a folder trained per checkpoint (saves_every)
     reads step_K/E there."""
     def scaled(match: re.Match) -> str:
-        every = every_by_folder.get(match["folder"])
+        every = every_by_folder.get(match["folder"])  # None: numbered as written
         return match[0] if every is None else f"{match['folder']}/checkpoints/step_{int(match['k']) // every:04d}"
     return re.sub(r"(?P<folder>[\w./-]+)/checkpoints/step_(?P<k>\d+)", scaled, command)
 
@@ -476,6 +480,7 @@ def test_small_variants_follow_the_rules():
     argv, _ = small_variant(line)
     assert argv[argv.index("--set", argv.index("--resume")) + 1:][:3] == ["steps=4", "--set", "save_every=1"]
     assert saves_every(line) == 8 and small_variant("redgame llm train --out r --steps 40")[0][-len(SHRINK):] == SHRINK
+    assert saves_every(line + " --steps 40") is None and saves_every(line + " --save-every 4") is None
     assert rename_checkpoints("redgame llm eval --adapter runs/r/checkpoints/step_0024 --out runs/r/e24.json",
                               {"runs/r": 8}) == "redgame llm eval --adapter runs/r/checkpoints/step_0003 --out runs/r/e24.json"
     assert rename_checkpoints("redgame llm eval --adapter runs/q/checkpoints/step_0024", {"runs/r": 8}).endswith("step_0024")
@@ -502,8 +507,9 @@ def test_llm_and_benchmark_commands_run(page, tmp_path):
             skipped.append(f"{cid}: the same benchmark run as an earlier line")
             continue
         variants.add(tuple(argv))
-        if saves_every(command):
-            every_by_folder.update((folder, saves_every(command)) for folder in _written_folders(command))
+        trains = argv[0] == "redgame" and argv[1] == "llm" and argv[2] in ("train", "probe")
+        for folder in _written_folders(command):  # how this line numbered the folder's checkpoints
+            every_by_folder[folder] = saves_every(command) if trains else None
         not_written = [folder for folder in not_written if folder not in _written_folders(command)]
         proc = (_in_process(argv, tmp_path) if argv[0] == "redgame" else
                 subprocess.run(argv, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600))
