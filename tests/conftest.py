@@ -1,4 +1,7 @@
 import os
+import sys
+
+import pytest
 
 # Offline always: no test may reach a model or data hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -12,3 +15,13 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     _share = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
     os.environ.setdefault("OMP_NUM_THREADS", str(_share))
+
+
+@pytest.fixture(autouse=True)
+def _keep_the_workers_thread_share():
+    """A test that sets torch's thread count (a config's ``threads``) must not leave it to the tests
+    that run after it in the same worker: they would oversubscribe the cores as above."""
+    yield
+    torch, share = sys.modules.get("torch"), os.environ.get("OMP_NUM_THREADS")
+    if torch is not None and share and torch.get_num_threads() != int(share):
+        torch.set_num_threads(int(share))
