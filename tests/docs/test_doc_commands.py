@@ -356,9 +356,11 @@ def _set_index(argv: list[str], key: str) -> int | None:
 
 
 def saves_every(command: str) -> int | None:
-    """E of a line that trains with ``--set steps=N --set save_every=E`` (its checkpoints are step_E,
+    """E of a train or probe line with ``--set steps=N --set save_every=E`` (its checkpoints are step_E,
     step_2E, ...): its small variant saves every step, so its checkpoint step_K becomes step_K/E."""
     argv = shlex.split(_bare(command))
+    if argv[:2] != ["redgame", "llm"] or argv[2] not in ("train", "probe"):
+        return None
     if "--steps" in argv or "--save-every" in argv:  # the flags override --set: scaled as flags
         return None
     i, j = _set_index(argv, "steps"), _set_index(argv, "save_every")
@@ -481,6 +483,7 @@ def test_small_variants_follow_the_rules():
     assert argv[argv.index("--set", argv.index("--resume")) + 1:][:3] == ["steps=4", "--set", "save_every=1"]
     assert saves_every(line) == 8 and small_variant("redgame llm train --out r --steps 40")[0][-len(SHRINK):] == SHRINK
     assert saves_every(line + " --steps 40") is None and saves_every(line + " --save-every 4") is None
+    assert saves_every("redgame demo --out r --set steps=32 --set save_every=8") is None
     assert rename_checkpoints("redgame llm eval --adapter runs/r/checkpoints/step_0024 --out runs/r/e24.json",
                               {"runs/r": 8}) == "redgame llm eval --adapter runs/r/checkpoints/step_0003 --out runs/r/e24.json"
     assert rename_checkpoints("redgame llm eval --adapter runs/q/checkpoints/step_0024", {"runs/r": 8}).endswith("step_0024")
@@ -507,9 +510,8 @@ def test_llm_and_benchmark_commands_run(page, tmp_path):
             skipped.append(f"{cid}: the same benchmark run as an earlier line")
             continue
         variants.add(tuple(argv))
-        trains = argv[0] == "redgame" and argv[1] == "llm" and argv[2] in ("train", "probe")
         for folder in _written_folders(command):  # how this line numbered the folder's checkpoints
-            every_by_folder[folder] = saves_every(command) if trains else None
+            every_by_folder[folder] = saves_every(command)
         not_written = [folder for folder in not_written if folder not in _written_folders(command)]
         proc = (_in_process(argv, tmp_path) if argv[0] == "redgame" else
                 subprocess.run(argv, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600))
