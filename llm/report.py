@@ -212,6 +212,7 @@ def build_report(runs, out: Path, *, crossplay=None) -> tuple[Path, Path]:
     for r in runs:
         if not r.is_dir():
             raise UserError(f"run {r}: not a folder")
+        read_metrics(r)  # a folder that is not a run is refused before --out is made
     data = load_crossplay(crossplay) if crossplay is not None else None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

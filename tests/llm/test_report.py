@@ -67,14 +67,16 @@ def test_pareto_front_against_brute_force(run, tmp_path):
         assert p["pareto"] == (not dominated)
 
 
-def test_report_errors(tmp_path, capsys):
-    assert main(["report", str(tmp_path)]) == 2
+def test_report_errors_leave_no_output_folder(tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["report", str(tmp_path), "--out", str(out)]) == 2
     assert "no metrics.jsonl" in capsys.readouterr().err
     (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n')
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "cp.json").write_text(json.dumps({"attackers": []}))
-    assert main(["report", str(tmp_path), "--crossplay", str(tmp_path / "cp.json")]) == 2
+    assert main(["report", str(tmp_path), "--crossplay", str(tmp_path / "cp.json"), "--out", str(out)]) == 2
     assert "missing keys" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_the_report_names_the_runs_that_the_over_refusal_watch_flags(run, tmp_path):
