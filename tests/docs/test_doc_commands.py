@@ -319,19 +319,28 @@ def test_results_table_matches_the_command(command, expected, workdir):
 # - eval and crossplay judge 2 harmful and 2 benign test seeds (written to the scratch
 #   directory), with 6-token answers and no utility proxy;
 # - `train-judge --probe` trains its probe on the tiny model;
-# - a benchmark runs with `--smoke` (its own tiny-shape mode).
+# - a benchmark runs with `--smoke` (its own tiny-shape mode), once a page: the smoke mode sets the
+#   shapes and repetitions itself, so a second line of the same script would repeat the first.
 # Skipped, with the reason: lines that read files a reader must bring; lines that a unit test runs
 # with the same arguments and checks (RUN_ELSEWHERE); the lines that read the folder a skipped line writes.
-# A benchmark variant that an earlier line of the page already ran runs once.
 
 SHRINK = ["--set", "attack_tokens=6", "--set", "response_tokens=6", "--set", "seeds_per_step=2"]
 SMALL_SEEDS = {"harmful": "doc-harmful.txt", "benign": "doc-benign.txt", "both": "doc-seeds.jsonl"}
 LLM_OR_BENCHMARK = re.compile(r"^(redgame (demo|llm)\b|(python|\.venv/bin/python) benchmarks/)")
 USER_FILES = re.compile(r"--(harmful|benign)\s+\S*(harmbench|xstest)", re.I)
-# Benchmarks whose smoke run another test already makes (minutes of Triton's interpreter).
-SMOKE_ELSEWHERE = {"benchmarks/gpu_check.py": "tests/kernels/test_gpu_check_smoke.py runs its --smoke mode"}
+# Benchmarks whose smoke run another test already makes and checks (the same code at the same tiny shapes).
+SMOKE_ELSEWHERE = {
+    "benchmarks/gpu_check.py": "tests/kernels/test_gpu_check_smoke.py runs its --smoke mode",
+    "benchmarks/kernels.py": "tests/kernels/test_gpu_check_smoke.py runs gpu_check.py --smoke, which runs every "
+                             "table of kernels.py --smoke and checks them",
+    "benchmarks/llm_claims.py": "tests/llm/test_claims_experiment.py runs its --smoke mode and checks its report",
+}
 # Lines that a unit test already runs with the same arguments and checks (minutes each on 2 cores).
 RUN_ELSEWHERE = [
+    (re.compile(r"^redgame llm judge (--judge embedded )?--input (builtin|llm/data/judge_set\.jsonl) --split validation"
+                r"( --json)?$"),
+     "tests/llm/test_judge_cli.py runs `redgame llm judge --input builtin --split validation --json` and checks its "
+     "metrics"),
     (re.compile(r"^redgame llm train-judge --out \S+$"),
      "tests/llm/test_judge_classifier.py fits the same heads on the built-in set and checks them against the shipped card"),
     (re.compile(r"^redgame llm train-judge --data builtin llm/data/judge_defender_answers\.jsonl --out \S+$"),
@@ -468,7 +477,8 @@ def test_small_variants_follow_the_rules():
     argv, _ = small_variant("redgame llm eval --adapter runs/a --json")
     assert argv[argv.index("--harmful") + 1] == SMALL_SEEDS["harmful"] and "--no-utility" in argv
     assert small_variant("redgame llm eval --harmful harmbench_behaviors.csv --json")[0] is None
-    assert small_variant("python benchmarks/kernels.py --reps 5")[0][-1] == "--smoke"
+    assert small_variant("python benchmarks/llm_step.py --iters 2")[0][-1] == "--smoke"
+    assert small_variant("python benchmarks/kernels.py --reps 5")[0] is None  # gpu_check.py --smoke runs its tables
     assert small_variant("redgame demo --out runs/demo")[0][:5] == ["redgame", "demo", "--out", "runs/demo", "--steps"]
     argv, _ = small_variant("redgame llm train-judge --probe --out runs/p")
     assert argv[argv.index("--probe-model") + 1] == "tiny"
@@ -497,19 +507,18 @@ def test_llm_and_benchmark_commands_run(page, tmp_path):
     ``llm/data/...`` resolve; these lines run no ``python -c`` that the layer folders could shadow)."""
     link_repository(tmp_path, leave_out={".git"})
     write_small_seeds(tmp_path)
-    ran, skipped, not_written, variants, every_by_folder = [], [], [], set(), {}
+    ran, skipped, not_written, smoke_scripts, every_by_folder = [], [], [], set(), {}
     for cid, command in llm_and_benchmark_commands(page):
         command = rename_checkpoints(command, every_by_folder)
         argv, reason = small_variant(command)
+        if argv is not None and argv[0] != "redgame" and argv[1] in smoke_scripts:  # `x.py --iters 2`, `x.py`
+            argv, reason = None, "the same benchmark's smoke run as an earlier line (its smoke mode sets the shapes)"
         reads = next((folder for folder in not_written if _reads(command, folder)), None)
         if argv is None or reads:
             skipped.append(f"{cid}: {reason or f'reads {reads}, which a line not run here writes'}")
             not_written += _written_folders(command)
             continue
-        if argv[0] != "redgame" and tuple(argv) in variants:  # `kernels.py` and `kernels.py --smoke`: one smoke run
-            skipped.append(f"{cid}: the same benchmark run as an earlier line")
-            continue
-        variants.add(tuple(argv))
+        smoke_scripts |= {argv[1]} if argv[0] != "redgame" else set()
         for folder in _written_folders(command):  # how this line numbered the folder's checkpoints
             every_by_folder[folder] = saves_every(command)
         not_written = [folder for folder in not_written if folder not in _written_folders(command)]
