@@ -341,6 +341,8 @@ RUN_ELSEWHERE = [
                 r"( --json)?$"),
      "tests/llm/test_judge_cli.py runs `redgame llm judge --input builtin --split validation --json` and checks its "
      "metrics"),
+    (re.compile(r"^redgame llm judge --judge probe --input llm/data/judge_holdout\.jsonl$"),
+     "tests/llm/test_judge_probe.py judges this hold-out with the shipped probe and checks the documented numbers"),
     (re.compile(r"^redgame llm train-judge --out \S+$"),
      "tests/llm/test_judge_classifier.py fits the same heads on the built-in set and checks them against the shipped card"),
     (re.compile(r"^redgame llm train-judge --data builtin llm/data/judge_defender_answers\.jsonl --out \S+$"),

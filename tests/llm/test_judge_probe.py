@@ -149,6 +149,9 @@ def test_shipped_probe_reproduces_its_card_on_the_validation_split():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("file, documented", [
+    ("judge_holdout.jsonl", {  # docs/judge.md, the probe's table: `redgame llm judge --judge probe --input ...`
+        ("harmful", "precision"): 0.842, ("harmful", "recall"): 0.941, ("refused", "precision"): 0.969,
+        ("refused", "recall"): 0.886, ("refused", "accuracy"): 0.955}),
     ("judge_holdout_2.jsonl", {  # docs/judge.md, "A second written hold-out": written blind to every judge
         ("harmful", "precision"): 0.884, ("harmful", "recall"): 1.000, ("refused", "precision"): 1.000,
         ("refused", "recall"): 0.944, ("refused", "accuracy"): 0.983}),
@@ -156,8 +159,8 @@ def test_shipped_probe_reproduces_its_card_on_the_validation_split():
         ("harmful", "precision"): 0.325, ("harmful", "recall"): 0.610, ("refused", "accuracy"): 0.970,
         ("helped", "precision"): 0.875, ("helped", "recall"): 0.574}),
 ])
-def test_shipped_probe_gives_the_documented_numbers_on_the_second_hold_outs(file, documented):
-    """The probe on the two hold-outs measured once each: where it meets the goals and where it does not."""
+def test_shipped_probe_gives_the_documented_numbers_on_the_hold_outs(file, documented):
+    """The probe on three hold-outs measured once each: where it meets the goals and where it does not."""
     from redgame.llm.judge_classifier import default_folder
     from redgame.llm.judge_data import help_metrics, load_exchanges
 
