@@ -200,8 +200,8 @@ def section_large_offsets(ctx: Context) -> dict:
 
 
 def section_kernel_benchmarks(ctx: Context) -> dict:
-    """benchmarks/kernels.py: on a GPU the FLOP and GPU tables (--quick); with --smoke every table at tiny shapes."""
-    spec = importlib.util.spec_from_file_location("kernel_benchmarks", REPO / "benchmarks" / "kernels.py")
+    """benchmarks/kernel_tables.py: on a GPU the FLOP and GPU tables (--quick); with --smoke every table, tiny shapes."""
+    spec = importlib.util.spec_from_file_location("kernel_benchmarks", REPO / "benchmarks" / "kernel_tables.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     argv = ["--smoke"] if ctx.smoke else ["--tables", "flops,gpu", "--quick"]

@@ -331,8 +331,8 @@ USER_FILES = re.compile(r"--(harmful|benign)\s+\S*(harmbench|xstest)", re.I)
 # Benchmarks whose smoke run another test already makes and checks (the same code at the same tiny shapes).
 SMOKE_ELSEWHERE = {
     "benchmarks/gpu_check.py": "tests/kernels/test_gpu_check_smoke.py runs its --smoke mode",
-    "benchmarks/kernels.py": "tests/kernels/test_gpu_check_smoke.py runs gpu_check.py --smoke, which runs every "
-                             "table of kernels.py --smoke and checks them",
+    "benchmarks/kernel_tables.py": "tests/kernels/test_gpu_check_smoke.py runs gpu_check.py --smoke, which runs "
+                                   "every table of kernel_tables.py --smoke and checks them",
     "benchmarks/llm_claims.py": "tests/llm/test_claims_experiment.py runs its --smoke mode and checks its report",
 }
 # Lines that a unit test already runs with the same arguments and checks (minutes each on 2 cores).
@@ -480,7 +480,7 @@ def test_small_variants_follow_the_rules():
     assert argv[argv.index("--harmful") + 1] == SMALL_SEEDS["harmful"] and "--no-utility" in argv
     assert small_variant("redgame llm eval --harmful harmbench_behaviors.csv --json")[0] is None
     assert small_variant("python benchmarks/llm_step.py --iters 2")[0][-1] == "--smoke"
-    assert small_variant("python benchmarks/kernels.py --reps 5")[0] is None  # gpu_check.py --smoke runs its tables
+    assert small_variant("python benchmarks/kernel_tables.py --reps 5")[0] is None  # gpu_check.py --smoke runs it
     assert small_variant("redgame demo --out runs/demo")[0][:5] == ["redgame", "demo", "--out", "runs/demo", "--steps"]
     argv, _ = small_variant("redgame llm train-judge --probe --out runs/p")
     assert argv[argv.index("--probe-model") + 1] == "tiny"

@@ -1,6 +1,6 @@
 """benchmarks/gpu_check.py --smoke: every section at tiny shapes on the CPU, Triton kernels interpreted.
 
-It also runs benchmarks/kernels.py --smoke (every table), so this checks both scripts: the
+It also runs benchmarks/kernel_tables.py --smoke (every table), so this checks both scripts: the
 files they write, the kernels' agreement with their baselines, and the counted FLOPs.
 """
 

@@ -1,8 +1,8 @@
 """Ratio tables for redgame.kernels against named baselines, printed in one run.
 
-    python benchmarks/kernels.py                # the CPU tables; the GPU tables too when CUDA is available
-    python benchmarks/kernels.py --smoke        # every table at tiny shapes (a check, not a measurement)
-    TRITON_INTERPRET=1 python benchmarks/kernels.py --smoke   # ... with the Triton kernels interpreted
+    python benchmarks/kernel_tables.py                # the CPU tables; the GPU tables too when CUDA is available
+    python benchmarks/kernel_tables.py --smoke        # every table at tiny shapes (a check, not a measurement)
+    TRITON_INTERPRET=1 python benchmarks/kernel_tables.py --smoke   # ... with the Triton kernels interpreted
 
 Tables (`--tables`, default all; `--json PATH` also writes them as JSON):
 
