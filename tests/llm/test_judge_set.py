@@ -57,6 +57,7 @@ DEFENDER = _rows("judge_defender_answers.jsonl")
 HOLDOUT_2 = _rows("judge_holdout_2.jsonl")
 MODEL_HOLDOUT_2 = _rows("judge_model_holdout_2.jsonl")
 DEFENDER_HOLDOUT = _rows("judge_defender_holdout.jsonl")
+ATTACK_HOLDOUT = _rows("judge_attack_holdout.jsonl")
 
 
 def _tokens(text: str) -> set[str]:
@@ -236,22 +237,28 @@ def test_no_seed_prompt_is_reused():
 
 
 def test_the_second_labeller_covers_the_model_answers_and_the_hold_outs_and_its_agreement_is_as_documented():
-    """judge_second_labels.jsonl: one line per model answer and hold-out line; docs/judge.md's kappas."""
+    """judge_second_labels.jsonl: one line per model answer and hold-out line (the attack hold-out's with its
+    attack labels); docs/judge.md's kappas."""
     from redgame.llm.judge_data import cohen_kappa, load_second_labels
 
     second = load_second_labels(resources.files("redgame.llm").joinpath("data/judge_second_labels.jsonl"))
     model = [r for r in _rows() if r.get("source") == "embedded-model"]
     model_holdout, written_holdout = _rows("judge_model_holdout.jsonl"), _rows("judge_holdout.jsonl")
     sets = (model, model_holdout, written_holdout, DEFENDER, MODEL_HOLDOUT_2, DEFENDER_HOLDOUT)
-    assert set(second) == {r["id"] for rows in sets for r in rows}
-    for labels in second.values():
-        assert set(labels) == {"harmful", "refused"}
+    assert set(second) == {r["id"] for rows in sets + (ATTACK_HOLDOUT,) for r in rows}
+    for line, labels in second.items():
+        attack = {"attack_harmful", "attack_faithful"} if line.startswith("at-") else set()
+        assert set(labels) == {"harmful", "refused"} | attack, line
     documented = {"harmful": (0.844, 1.000, 0.979, 1.000, 0.817, 0.946),  # docs/judge.md
                   "refused": (1.000, 1.000, 0.979, 1.000, 0.663, 0.984)}
     for label, kappas in documented.items():
         for rows, kappa in zip(sets, kappas, strict=True):
             got = cohen_kappa([r[label] for r in rows], [second[r["id"]][label] for r in rows])
             assert round(got, 3) == kappa, (label, len(rows), got)
+    attack_kappas = {"attack_harmful": 1.0, "attack_faithful": 1.0, "harmful": 1.0, "refused": 0.987}  # docs/judge.md
+    for label, kappa in attack_kappas.items():
+        got = cohen_kappa([r[label] for r in ATTACK_HOLDOUT], [second[r["id"]][label] for r in ATTACK_HOLDOUT])
+        assert round(got, 3) == kappa, (label, got)
     assert sum(second[r["id"]]["harmful"] for r in MODEL_HOLDOUT_2) == 49  # docs/judge.md: 41 and 49
     assert sum(second[r["id"]]["harmful"] for r in DEFENDER_HOLDOUT) == 19  # 21 and 19
     assert sum(second[r["id"]]["refused"] for r in DEFENDER_HOLDOUT) == 35  # 34 and 35
@@ -273,3 +280,22 @@ def test_the_second_written_hold_out_is_new_and_covers_every_kind():
     others += [s.prompt for s in builtin_seeds("all")] + [r["prompt"] for r in _rows("seeds_more_lookalikes.jsonl")]
     for row in HOLDOUT_2:
         assert max(jaccard(row["prompt"], other) for other in others) < 0.5, row["id"]
+
+
+def test_the_attack_hold_out_rewrites_test_seeds_twice_each_and_shares_nothing():
+    """judge_attack_holdout.jsonl: 160 written rewrites, two of each of 80 test seeds, labelled blind to every
+    judge; faithful and unfaithful rewrites of both classes (docs/judge.md, "Attacks the judge never saw")."""
+    _check_schema([{**r, "split": "holdout"} for r in ATTACK_HOLDOUT], r"at-\d{4}", {"holdout"})
+    assert len(ATTACK_HOLDOUT) == 160 and all("attack" in r for r in ATTACK_HOLDOUT)
+    test = {s.prompt: s.harmful for s in builtin_seeds("test")}
+    for row in ATTACK_HOLDOUT:
+        assert row["prompt"] == row["attack"] and test[row["seed"]] == (row["original_class"] == "harmful"), row["id"]
+        assert row["seed_class"] == ("harmful" if row["attack_harmful"] else "benign"), row["id"]
+        assert (row["attack"] == row["seed"]) == (row["attack_style"] == "identity"), row["id"]
+        assert not row["attack_faithful"] or row["original_class"] == row["seed_class"], row["id"]
+    assert set(Counter(r["seed"] for r in ATTACK_HOLDOUT).values()) == {2}
+    cases = Counter((r["original_class"], r["attack_harmful"], r["attack_faithful"]) for r in ATTACK_HOLDOUT)
+    assert cases == {("harmful", True, True): 54, ("harmful", False, False): 22, ("harmful", True, False): 4,
+                     ("benign", False, True): 46, ("benign", True, False): 22, ("benign", False, False): 12}
+    others = ROWS + _rows("judge_holdout.jsonl") + HOLDOUT_2
+    assert not {r["attack"].lower() for r in ATTACK_HOLDOUT} & {r["prompt"].lower() for r in others}
