@@ -40,10 +40,14 @@ LOAD_SNIPPET = (
 
 
 def timed_load(name: str, cache: str) -> tuple[float, float]:
-    """(seconds importing torch + transformers, seconds in load_base) in a fresh process."""
+    """(seconds importing torch + transformers, seconds in load_base) in a fresh process.
+
+    It runs in the cache folder: ``python -c`` puts its working directory first on sys.path, and a
+    checkout's root would hide PyPI's ``kernels``, which transformers imports, behind redgame's kernels/.
+    """
     env = {**os.environ, "REDGAME_CACHE": cache, "HF_HUB_OFFLINE": "1"}
     out = subprocess.run([sys.executable, "-c", LOAD_SNIPPET.format(name=name)], env=env, check=True,
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, cwd=cache)
     imports, load = out.stdout.strip().splitlines()[-1].split()
     return float(imports), float(load)
 

@@ -508,8 +508,9 @@ def test_small_variants_follow_the_rules():
 @pytest.mark.parametrize("page", LLM_PAGES, ids=[_name(p) for p in LLM_PAGES])
 def test_llm_and_benchmark_commands_run(page, tmp_path):
     """The page's language-model and benchmark lines, in order, as their small variants, in a
-    scratch directory that links every top-level entry of the repository (data paths such as
-    ``llm/data/...`` resolve; these lines run no ``python -c`` that the layer folders could shadow)."""
+    scratch directory that links every top-level entry of the repository, as a checkout's root holds
+    them (data paths such as ``llm/data/...`` resolve; a benchmark that starts ``python -c`` must start
+    it elsewhere, or the kernels/ folder hides PyPI's ``kernels`` from transformers)."""
     link_repository(tmp_path, leave_out={".git"})
     write_small_seeds(tmp_path)
     ran, skipped, not_written, smoke_scripts, every_by_folder = [], [], [], set(), {}
