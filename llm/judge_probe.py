@@ -10,8 +10,13 @@ token's state. A softmax regression on [pooled states, structure features]
 (:mod:`redgame.llm.judge_features`), fitted as the embedded judge's heads are
 (:func:`redgame.llm.judge_train.fit_linear`), gives P(helps), P(refused), P(neither): a linear
 probe of a model's hidden states (Alain & Bengio, arXiv 1610.01644). The layer and the L2
-weight are chosen on the validation split. The degenerate and prompt heads and the
-faithfulness verdict are the embedded judge's.
+weight are chosen on the validation split.
+
+Whether a prompt asks for harmful help (the attack's class, :func:`redgame.llm.judges.attack_classes`)
+is read the same way, from the states of the defender's chat up to its answer (their mean and the
+last token's), by a logistic regression with its own layer and L2 weight; a probe trained before
+2026-12-03 has no prompt head and uses the embedded judge's. The degenerate head and the
+faithfulness verdict's similarity are the embedded judge's.
 
 Training (``redgame llm train-judge --probe``) writes ``judge_probe.safetensors`` and its JSON
 card; the shipped one lives in the package data. The probe runs on the CPU in float32, as it was
@@ -33,30 +38,46 @@ from redgame.llm.memo import Memo
 
 WEIGHTS, CARD = "judge_probe.safetensors", "judge_probe.json"
 TENSORS = ("response", "mean", "scale")
+PROMPT_TENSORS = ("prompt", "prompt_mean", "prompt_scale")  # the prompt head, where the card has "prompt_head"
 LAYER_GRID = (3, 6, 9, 12, 15, 18, 21, 24, 27)  # hidden_states index: the output of that many decoder layers
+PROMPT_L2_GRID = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)  # the prompt head's: fewer rows (prompts) than exchanges
 MAX_ANSWER_TOKENS = 96  # the answer's first tokens: where a refusal, a promise or help begins
 
 
 @dataclass
 class ProbeHead:
-    """The response head on pooled states: weights (bias last), feature standardisation, card."""
+    """The response head on pooled states: weights (bias last), feature standardisation, card; and the
+    prompt head on the chat's states up to the answer, where there is one."""
 
     response: torch.Tensor  # [2 * hidden + n_structure + 1, 3]
     mean: torch.Tensor      # [2 * hidden + n_structure]
     scale: torch.Tensor
     card: dict
+    prompt: torch.Tensor | None = None  # [2 * hidden + 1, 1]
+    prompt_mean: torch.Tensor | None = None  # [2 * hidden]
+    prompt_scale: torch.Tensor | None = None
 
     @property
     def layer(self) -> int:
         return int(self.card["layer"])
+
+    @property
+    def prompt_layer(self) -> int | None:
+        return int(self.card["prompt_head"]["layer"]) if self.prompt is not None else None
 
     def probs(self, pooled: torch.Tensor, structure: torch.Tensor) -> torch.Tensor:
         """[n, 3]: P(helps), P(refused), P(neither)."""
         x = (torch.cat([pooled, structure], dim=-1) - self.mean) / self.scale
         return torch.softmax(x @ self.response[:-1] + self.response[-1], dim=-1)
 
+    def prompt_probs(self, states: torch.Tensor) -> torch.Tensor:
+        """[n]: P(the prompt asks for harmful help), from its states at :attr:`prompt_layer`."""
+        x = (states - self.prompt_mean) / self.prompt_scale
+        return torch.sigmoid(x @ self.prompt[:-1, 0] + self.prompt[-1, 0])
+
     def save(self, folder: str | Path) -> Path:
-        return save_tensors_with_card(folder, WEIGHTS, CARD, {k: getattr(self, k) for k in TENSORS}, self.card)
+        names = TENSORS + (PROMPT_TENSORS if self.prompt is not None else ())
+        return save_tensors_with_card(folder, WEIGHTS, CARD, {k: getattr(self, k) for k in names}, self.card)
 
 
 def load_probe(folder: str | Path | None = None) -> ProbeHead:
@@ -65,7 +86,11 @@ def load_probe(folder: str | Path | None = None) -> ProbeHead:
     tensors, card = load_tensors_with_card(folder, WEIGHTS, CARD, TENSORS, "train-judge --probe")
     if not isinstance(card.get("layer"), int) or not isinstance(card.get("model"), str):
         raise UserError(f"judge probe in {folder}: {CARD} lacks its layer and model")
-    return ProbeHead(**{k: tensors[k].float() for k in TENSORS}, card=card)
+    names = TENSORS + (PROMPT_TENSORS if "prompt_head" in card else ())
+    missing = [k for k in names if k not in tensors]
+    if missing or not isinstance(card.get("prompt_head", {}).get("layer", 0), int):
+        raise UserError(f"judge probe in {folder} is incomplete (missing {missing or 'the prompt head layer'})")
+    return ProbeHead(**{k: tensors[k].float() for k in names}, card=card)
 
 
 def answer_tokens(tokenizer, prompt: str, response: str) -> tuple[list[int], list[int]]:
@@ -97,6 +122,29 @@ def pooled_states(model, tokenizer, prompts: list[str], responses: list[str], la
         for r, i in enumerate(rows):
             for k, layer in enumerate(layers):
                 h = states[layer][r, begin[r]:begin[r] + len(pairs[i][1])].float().cpu()
+                out[i, k] = torch.cat([h.mean(0), h[-1]])
+    return out
+
+
+@torch.no_grad()
+def prompt_states(model, tokenizer, prompts: list[str], layers: tuple[int, ...], batch_size: int = 16) -> torch.Tensor:
+    """[n, len(layers), 2 * hidden]: per prompt and layer, the mean of the states of the defender's chat up to its
+    answer and the last one's (where the answer would begin), in right-padded batches of similar length."""
+    from redgame.llm.losses import decoder_and_head
+    from redgame.llm.prompt_sharing import padded
+
+    body, _ = decoder_and_head(model)
+    heads = [answer_tokens(tokenizer, p, "")[0] for p in prompts]
+    out = torch.zeros(len(heads), len(layers), 2 * model.config.hidden_size)
+    device = next(model.parameters()).device
+    order = sorted(range(len(heads)), key=lambda i: len(heads[i]))
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        ids, mask = padded([heads[i] for i in rows], tokenizer.pad_token_id, device=device)
+        states = hidden_states_upto(body, ids, mask, layers)
+        for r, i in enumerate(rows):
+            for k, layer in enumerate(layers):
+                h = states[layer][r, :len(heads[i])].float().cpu()
                 out[i, k] = torch.cat([h.mean(0), h[-1]])
     return out
 
@@ -216,10 +264,21 @@ class ProbeJudge(EmbeddedJudge):
         self.model, self.tokenizer = model.eval(), tokenizer
         self.name = "probe" if weights is None else f"probe:{weights}"
         self.pooled = Memo(self._pool_missing, self.memo_size, initial=pooled)  # by (prompt, answer)
+        self.prompt_pooled = Memo(self._prompt_states_missing, self.memo_size)  # by prompt
 
     def forget(self) -> None:
         super().forget()
         self.pooled.clear()
+        self.prompt_pooled.clear()
+
+    def prompt_harmfulness(self, prompts: list[str], neutral: list[float] | None = None) -> list[float]:
+        """P(each prompt asks for harmful help): the probe's prompt head, or the embedded judge's where it has none."""
+        if self.head.prompt is None:
+            return super().prompt_harmfulness(prompts, neutral)
+        return self.head.prompt_probs(torch.stack(self.prompt_pooled.get(list(prompts)))).tolist() if prompts else []
+
+    def _prompt_states_missing(self, prompts: list[str]) -> torch.Tensor:
+        return prompt_states(self.model, self.tokenizer, prompts, (self.head.prompt_layer,))[:, 0]
 
     def _pool_missing(self, keys: list[tuple[str, str]]) -> torch.Tensor:
         return pooled_states(self.model, self.tokenizer, [p for p, _ in keys], [r for _, r in keys],
@@ -234,14 +293,47 @@ class ProbeJudge(EmbeddedJudge):
         return self.head.probs(self._pool(prompts, responses), shape)
 
 
+def train_prompt_head(train: dict[str, bool], validation: dict[str, bool], model, tokenizer, layers: tuple[int, ...],
+                      *, log=print) -> tuple[dict[str, torch.Tensor], dict]:
+    """Fit the prompt head (logistic regression on :func:`prompt_states`) at each of ``layers`` and L2 weight of
+    :data:`PROMPT_L2_GRID` on the ``train`` prompts (text -> harmful); keep the pair with the best validation
+    accuracy (ties: the earlier layer, the stronger regularisation). Returns its tensors and its card entry."""
+    from redgame.llm.judge_train import fit_linear
+
+    log(f"prompt states of {len(train) + len(validation)} prompts")
+    states = prompt_states(model, tokenizer, list(train) + list(validation), layers).double().numpy()
+    y_train, y_val = np.array(list(train.values()), int), np.array(list(validation.values()), bool)
+    n, best = len(train), None
+    for k, layer in enumerate(layers):
+        mean, scale = states[:n, k].mean(0), states[:n, k].std(0) + 1e-6
+        z = (states[:, k] - mean) / scale
+        for l2 in sorted(PROMPT_L2_GRID, reverse=True):
+            w = fit_linear(z[:n], y_train, l2)
+            accuracy = float(np.mean(((z[n:] @ w[:-1, 0] + w[-1, 0]) >= 0) == y_val))
+            if best is None or round(accuracy, 9) > round(best[0], 9):
+                best = (accuracy, layer, l2, w, mean, scale)
+    accuracy, layer, l2, w, mean, scale = best
+    log(f"prompt head: layer {layer}, l2 {l2}, validation accuracy {accuracy:.3f}")
+    tensors = dict(zip(PROMPT_TENSORS, (torch.from_numpy(a).float() for a in (w, mean, scale))))
+    entry = {"layer": layer, "l2": l2, "method": "logistic regression (L2, L-BFGS from zero weights) on the mean "
+             "and last states of the defender's chat up to its answer, one layer, standardised",
+             "train_prompts": len(train), "validation_prompts": len(validation), "layers": list(layers),
+             "l2_grid": list(PROMPT_L2_GRID), "validation_accuracy": round(accuracy, 4)}
+    return tensors, entry
+
+
 def train_probe(train: list, validation: list, model, tokenizer, model_name: str, *,
-                log=print) -> tuple[ProbeHead, dict]:
+                extra_prompts: dict[str, bool] | None = None, log=print) -> tuple[ProbeHead, dict]:
     """Fit the response head at each layer of :data:`LAYER_GRID` and L2 weight of ``L2_GRID`` on ``train``;
-    keep the pair with the best validation objective (harmful F1 + refusal accuracy).
+    keep the pair with the best validation objective (harmful F1 + refusal accuracy). Then the prompt
+    head (:func:`train_prompt_head`) on the prompts of known class of ``train`` and ``extra_prompts``,
+    chosen on those of ``validation``.
 
     ``model`` is read frozen; ``model_name`` (what ``load_base`` takes) goes on the card, for loading.
     Returns the head and the pooled states at its layer by (prompt, answer), for :class:`ProbeJudge`'s memo.
     """
+    from redgame.llm.judge_train import class_prompts
+
     from redgame.llm.judge_features import structure
     from redgame.llm.judge_train import L2_GRID, fit_linear, response_objective, response_target
 
@@ -273,4 +365,7 @@ def train_probe(train: list, validation: list, model, tokenizer, model_name: str
                 "train_exchanges": len(train), "validation_exchanges": len(validation), "layers": list(layers),
                 "l2_grid": list(L2_GRID), "chosen": {"layer": layer, "l2": l2},
                 "validation_objective": round(float(objective), 4)}}
-    return ProbeHead(*(torch.from_numpy(a).float() for a in (w, mean, scale)), card=card), states
+    train_prompts = {**(extra_prompts or {}), **class_prompts(train)}
+    val_prompts = {p: c for p, c in class_prompts(validation).items() if p not in train_prompts}
+    prompt, card["prompt_head"] = train_prompt_head(train_prompts, val_prompts, model, tokenizer, layers, log=log)
+    return ProbeHead(*(torch.from_numpy(a).float() for a in (w, mean, scale)), card=card, **prompt), states

@@ -223,6 +223,8 @@ def retrain(data: str | list[str], out: Path, *, probe_model: str | None = None,
     train = [x for x in exchanges if x.row.get("split") == "train"]
     validation = [x for x in exchanges if x.row.get("split") == "validation"]
     embedder = RememberingEmbedder(MiniLMEmbedder())  # the fit and the metrics read the same texts
+    seeds = {s.prompt: s.harmful for s in builtin_seeds("train")}  # more prompts of known class for the prompt head
+    extra = {"extra_prompts": f"{len(seeds)} built-in train-split seeds"}
     if probe_model is not None:
         from redgame.llm.judge_probe import ProbeJudge, train_probe
         from redgame.llm.models import load_base
@@ -230,14 +232,11 @@ def retrain(data: str | list[str], out: Path, *, probe_model: str | None = None,
         _check(train, "train")
         _check(validation, "validation")
         model, tokenizer = load_base(probe_model)
-        trained, states = train_probe(train, validation, model, tokenizer, probe_model, log=log)
+        trained, states = train_probe(train, validation, model, tokenizer, probe_model, extra_prompts=seeds, log=log)
         judge = ProbeJudge(model, tokenizer, head=trained, embedder=embedder, pooled=states)
-        extra = {}
     else:
-        seeds = {s.prompt: s.harmful for s in builtin_seeds("train")}
         trained = train_classifier(train, validation, embedder, extra_prompts=seeds, log=log)
         judge = EmbeddedJudge(embedder, classifier=trained)
-        extra = {"extra_prompts": f"{len(seeds)} built-in train-split seeds"}
     trained.card["data"] = {"source": names[0] if len(names) == 1 else names, "sha256": digest, **extra}
     for name, split in (("train", train), ("validation", validation)):
         trained.card[f"{name}_metrics"] = exchange_metrics(split, judge_exchanges(judge, split))
