@@ -341,9 +341,10 @@ RUN_ELSEWHERE = [
                 r"( --json)?$"),
      "tests/llm/test_judge_cli.py runs `redgame llm judge --input builtin --split validation --json` and checks its "
      "metrics"),
-    (re.compile(r"^redgame llm judge --input llm/data/judge_attack_holdout\.jsonl( --second-labels \S+)?$"),
-     "tests/llm/test_judge_classifier.py judges this hold-out and checks the documented numbers; "
-     "tests/llm/test_judge_set.py checks the second labeller's kappas"),
+    (re.compile(r"^redgame llm judge (--judge probe )?--input llm/data/judge_attack_holdout\.jsonl"
+                r"( --second-labels \S+)?$"),
+     "tests/llm/test_judge_classifier.py and test_judge_probe.py judge this hold-out and check the documented "
+     "numbers; tests/llm/test_judge_set.py checks the second labeller's kappas"),
     (re.compile(r"^redgame llm judge --judge probe --input llm/data/judge_holdout\.jsonl$"),
      "tests/llm/test_judge_probe.py judges this hold-out with the shipped probe and checks the documented numbers"),
     (re.compile(r"^redgame llm train-judge --out \S+$"),
