@@ -53,8 +53,9 @@ def register(llm_subparsers) -> None:
     tj.add_argument("--out", required=True,
                     help="folder for the weights and the card (use it with --judge embedded:<out>, or probe:<out>)")
     tj.add_argument("--probe", action="store_true",
-                    help="train the probe judge's response head instead: a linear probe on a language model's hidden "
-                         "states of prompt and answer, its layer chosen on validation (writes judge_probe.*)")
+                    help="train the probe judge's response and prompt heads instead: linear probes on a language "
+                         "model's hidden states of prompt and answer, each layer chosen on validation (writes "
+                         "judge_probe.*)")
     tj.add_argument("--probe-model", default="embedded",
                     help="with --probe: the language model read ('embedded', a folder or a cached hub id; "
                          "default: embedded)")

@@ -86,10 +86,13 @@ def load_probe(folder: str | Path | None = None) -> ProbeHead:
     tensors, card = load_tensors_with_card(folder, WEIGHTS, CARD, TENSORS, "train-judge --probe")
     if not isinstance(card.get("layer"), int) or not isinstance(card.get("model"), str):
         raise UserError(f"judge probe in {folder}: {CARD} lacks its layer and model")
-    names = TENSORS + (PROMPT_TENSORS if "prompt_head" in card else ())
+    prompt_head = card.get("prompt_head")
+    names = TENSORS + (PROMPT_TENSORS if prompt_head is not None else ())
     missing = [k for k in names if k not in tensors]
-    if missing or not isinstance(card.get("prompt_head", {}).get("layer", 0), int):
-        raise UserError(f"judge probe in {folder} is incomplete (missing {missing or 'the prompt head layer'})")
+    if prompt_head is not None and not (isinstance(prompt_head, dict) and type(prompt_head.get("layer")) is int):
+        missing.append("the prompt head's layer")
+    if missing:
+        raise UserError(f"judge probe in {folder} is incomplete (missing {missing})")
     return ProbeHead(**{k: tensors[k].float() for k in names}, card=card)
 
 
@@ -243,7 +246,8 @@ def hidden_states_upto(body, ids: torch.Tensor, mask: torch.Tensor, layers: tupl
 
 
 class ProbeJudge(EmbeddedJudge):
-    """The embedded judge with its response head replaced by the probe (see the module docstring).
+    """The embedded judge with its response head, and its prompt head where the probe has one, replaced by the
+    probe's (see the module docstring).
 
     Args:
         model, tokenizer: the probe's language model (default: ``load_base`` of the card's model).
@@ -300,6 +304,9 @@ def train_prompt_head(train: dict[str, bool], validation: dict[str, bool], model
     accuracy (ties: the earlier layer, the stronger regularisation). Returns its tensors and its card entry."""
     from redgame.llm.judge_train import fit_linear
 
+    if not train or not validation:
+        raise UserError(f"the probe's prompt head needs prompts of known class in train and validation "
+                        f"(got {len(train)} and {len(validation)} distinct ones)")
     log(f"prompt states of {len(train) + len(validation)} prompts")
     states = prompt_states(model, tokenizer, list(train) + list(validation), layers).double().numpy()
     y_train, y_val = np.array(list(train.values()), int), np.array(list(validation.values()), bool)
@@ -332,10 +339,9 @@ def train_probe(train: list, validation: list, model, tokenizer, model_name: str
     ``model`` is read frozen; ``model_name`` (what ``load_base`` takes) goes on the card, for loading.
     Returns the head and the pooled states at its layer by (prompt, answer), for :class:`ProbeJudge`'s memo.
     """
-    from redgame.llm.judge_train import class_prompts
 
     from redgame.llm.judge_features import structure
-    from redgame.llm.judge_train import L2_GRID, fit_linear, response_objective, response_target
+    from redgame.llm.judge_train import L2_GRID, class_prompts, fit_linear, response_objective, response_target
 
     depth = model.config.num_hidden_layers
     layers = tuple(k for k in LAYER_GRID if k < depth) or tuple(range(1, depth + 1))  # a small model: every layer

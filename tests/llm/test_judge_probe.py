@@ -13,7 +13,7 @@ from redgame.llm.eval_cli import strict_json
 from redgame.errors import UserError
 from redgame.llm.judge_data import builtin_exchanges, exchange_metrics, judge_exchanges
 from redgame.llm.judge_probe import (CARD, WEIGHTS, ProbeHead, ProbeJudge, answer_tokens, batches, hidden_states_upto,
-                                     load_probe, pooled_states, prompt_states)
+                                     load_probe, pooled_states, prompt_states, train_prompt_head)
 from redgame.llm.judges import make_judge
 from redgame.llm.models import load_base
 from redgame.llm.seeds import Seed
@@ -143,6 +143,11 @@ def test_probe_weights_that_do_not_belong_or_are_missing_are_refused(tmp_path, c
                  "--json"]) == 0
     capsys.readouterr()
     card = json.loads((out / CARD).read_text())
+    (out / CARD).write_text(json.dumps({**card, "prompt_head": {**card["prompt_head"], "layer": "27"}}))
+    with pytest.raises(UserError, match="incomplete .missing .\"the prompt head's layer"):
+        load_probe(out)
+    with pytest.raises(UserError, match="needs prompts of known class in train and validation .got 0 and 1"):
+        train_prompt_head({}, {"How do I bake bread?": False}, None, None, (1,))
     tensors = load_file(str(out / WEIGHTS))
     save_file({k: v for k, v in tensors.items() if not k.startswith("prompt")}, str(out / WEIGHTS))
     card["weights_sha256"] = hashlib.sha256((out / WEIGHTS).read_bytes()).hexdigest()
@@ -199,7 +204,7 @@ def test_shipped_probe_reproduces_its_card_on_the_validation_split():
         ("helped", "precision"): 0.875, ("helped", "recall"): 0.574}),
 ])
 def test_shipped_probe_gives_the_documented_numbers_on_the_hold_outs(file, documented):
-    """The probe on four hold-outs measured once each: where it meets the goals and where it does not."""
+    """The probe on four hold-outs, with the numbers docs/judge.md reports: where it meets the goals and where not."""
     from redgame.llm.judge_classifier import default_folder
     from redgame.llm.judge_data import help_metrics, load_exchanges
 
