@@ -208,11 +208,14 @@ def to_html(title: str, blocks: list[tuple]) -> str:
 
 def build_report(runs, out: Path, *, crossplay=None) -> tuple[Path, Path]:
     """Write ``<out>/report.md``, ``<out>/report.html`` and their PNGs; returns the two pages."""
+    from redgame.llm.adapters import run_config
+
     runs = [Path(r).expanduser() for r in runs]
     for r in runs:
         if not r.is_dir():
             raise UserError(f"run {r}: not a folder")
         read_metrics(r)  # a folder that is not a run is refused before --out is made
+        run_config(r)
     data = load_crossplay(crossplay) if crossplay is not None else None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

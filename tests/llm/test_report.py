@@ -72,6 +72,8 @@ def test_report_errors_leave_no_output_folder(tmp_path, capsys):
     assert main(["report", str(tmp_path), "--out", str(out)]) == 2
     assert "no metrics.jsonl" in capsys.readouterr().err
     (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n')
+    assert main(["report", str(tmp_path), "--out", str(out)]) == 2
+    assert "no config.json" in capsys.readouterr().err
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "cp.json").write_text(json.dumps({"attackers": []}))
     assert main(["report", str(tmp_path), "--crossplay", str(tmp_path / "cp.json"), "--out", str(out)]) == 2
