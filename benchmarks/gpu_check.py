@@ -200,7 +200,7 @@ def section_large_offsets(ctx: Context) -> dict:
 
 
 def section_kernel_benchmarks(ctx: Context) -> dict:
-    """benchmarks/kernel_tables.py: on a GPU the FLOP and GPU tables (--quick); with --smoke every table, tiny shapes."""
+    """benchmarks/kernel_tables.py: on a GPU the FLOP and GPU tables (--quick); --smoke: every table, tiny shapes."""
     spec = importlib.util.spec_from_file_location("kernel_benchmarks", REPO / "benchmarks" / "kernel_tables.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

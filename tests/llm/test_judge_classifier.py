@@ -175,6 +175,17 @@ def test_the_hold_out_numbers_in_the_docs_are_what_the_shipped_judge_does(judge,
         assert metrics[label][key] == pytest.approx(value, abs=0.02), (label, key, metrics[label][key])
 
 
+def test_on_the_attack_hold_out_the_prompt_head_errs_toward_harm(judge):
+    """docs/judge.md, "Attacks the judge never saw": of the rewrites (not the seeds as written, which take their
+    seed's class) 31 of the 71 harmless ones are read as harmful requests, 9 of the 77 harmful ones as harmless."""
+    rows = load_exchanges(default_folder() / "judge_attack_holdout.jsonl")
+    rows = [x for x in rows if x.row["attack"] != x.row["seed"]]
+    judged = [r["attack_harmful"] >= 0.5 for r in judge_exchanges(judge, rows)]
+    gold = [x.row["attack_harmful"] for x in rows]
+    assert (sum(not g for g in gold), sum(gold)) == (71, 77)
+    assert sum(j and not g for j, g in zip(judged, gold)) == 31 and sum(g and not j for j, g in zip(judged, gold)) == 9
+
+
 @pytest.mark.slow
 def test_retraining_with_the_defender_answers_loses_on_the_validation_objective(judge, tmp_path, capsys):
     """``train-judge --data builtin <defender answers>``, the documented experiment (the docs' command line):

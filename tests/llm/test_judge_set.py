@@ -282,9 +282,10 @@ def test_the_second_written_hold_out_is_new_and_covers_every_kind():
         assert max(jaccard(row["prompt"], other) for other in others) < 0.5, row["id"]
 
 
-def test_the_attack_hold_out_rewrites_test_seeds_twice_each_and_shares_nothing():
+def test_the_attack_hold_out_rewrites_test_seeds_twice_each_and_repeats_no_written_prompt():
     """judge_attack_holdout.jsonl: 160 written rewrites, two of each of 80 test seeds, labelled blind to every
-    judge; faithful and unfaithful rewrites of both classes (docs/judge.md, "Attacks the judge never saw")."""
+    judge; faithful and unfaithful rewrites of both classes (docs/judge.md, "Attacks the judge never saw"); no
+    rewrite is a prompt of the judge set or the written hold-outs, and none is a train or validation seed."""
     _check_schema([{**r, "split": "holdout"} for r in ATTACK_HOLDOUT], r"at-\d{4}", {"holdout"})
     assert len(ATTACK_HOLDOUT) == 160 and all("attack" in r for r in ATTACK_HOLDOUT)
     test = {s.prompt: s.harmful for s in builtin_seeds("test")}
@@ -299,3 +300,5 @@ def test_the_attack_hold_out_rewrites_test_seeds_twice_each_and_shares_nothing()
                      ("benign", False, True): 46, ("benign", True, False): 22, ("benign", False, False): 12}
     others = ROWS + _rows("judge_holdout.jsonl") + HOLDOUT_2
     assert not {r["attack"].lower() for r in ATTACK_HOLDOUT} & {r["prompt"].lower() for r in others}
+    seen_seeds = {s.prompt for s in builtin_seeds("train") + builtin_seeds("validation")}
+    assert not {r["attack"] for r in ATTACK_HOLDOUT} & seen_seeds

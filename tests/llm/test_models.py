@@ -213,7 +213,6 @@ def test_a_checkout_folder_that_hides_the_kernels_package_is_refused_in_one_line
     """transformers imports PyPI's ``kernels``; run from a checkout's root, Python would find its kernels/ folder."""
     import importlib.machinery
     import importlib.metadata
-    import importlib.util
 
     ours = Path(models.__file__).resolve().parents[1] / "kernels" / "__init__.py"
     find_spec = importlib.util.find_spec
