@@ -339,7 +339,6 @@ def train_probe(train: list, validation: list, model, tokenizer, model_name: str
     ``model`` is read frozen; ``model_name`` (what ``load_base`` takes) goes on the card, for loading.
     Returns the head and the pooled states at its layer by (prompt, answer), for :class:`ProbeJudge`'s memo.
     """
-
     from redgame.llm.judge_features import structure
     from redgame.llm.judge_train import L2_GRID, class_prompts, fit_linear, response_objective, response_target
 
