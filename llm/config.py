@@ -17,7 +17,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 from redgame.errors import UserError
 from redgame.llm.judge_formats import FORMATS, judge_kind
-from redgame.llm.rewards import PAYOFF_KINDS, rules_from_config
+from redgame.llm.rewards import PAYOFF_KINDS, REQUEST_CLASSES, rules_from_config
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -68,6 +68,9 @@ class TrainConfig:
     payoff_weights: tuple = _f((), "other weights of the payoff, name=number (nonzero_sum: safety, helpfulness, "
                                    "attack_success, benign_attack, faithfulness; both: deflect_cost; zero_sum: "
                                    "unfaithful_penalty), e.g. safety=2,attack_success=0.5")
+    request_class: str = _f("judge", "the class of the request each answer is judged against: 'judge' (the judge's "
+                                     "reading of the attack the defender received) or 'seed' (its seed's labelled "
+                                     "class, an ablation); faithfulness is the judge's either way")
     degenerate_penalty: bool = _f(True, "a degenerate answer (loop, repetition, gibberish) is pulled to reward -1")
     length_limit_penalty: bool = _f(False, "an answer that stops at response_tokens gets reward -1 (AdvGame); off by "
                                            "default: at a few dozen tokens most answers stop there")
@@ -151,7 +154,8 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         choices = {"regime": REGIMES, "loss": LOSSES, "reference": ("auto", "base", "ema"),
                    "rollout_backend": ("torch", "vllm"), "payoff": PAYOFF_KINDS, "judge_format": FORMATS,
-                   "kernels": ("auto", "on", "off"), "rollout_policy": ROLLOUT_POLICIES}
+                   "kernels": ("auto", "on", "off"), "rollout_policy": ROLLOUT_POLICIES,
+                   "request_class": REQUEST_CLASSES}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise UserError(f"config key '{key}': {getattr(self, key)!r} is not one of {', '.join(allowed)}")
@@ -180,6 +184,9 @@ class TrainConfig:
         check_dtype_name(self.dtype, "config key 'dtype':")
         judge_kind(self.judge, self.judge_format, where="config key 'judge': ", format_where="config key 'judge_format': ")
         rules_from_config(self)  # the payoff's kind, lam and weights, checked as the toy spec checks them
+        if self.request_class == "seed" and self.regime == "advgame":
+            raise UserError("config key 'request_class': 'seed' relabels pointwise rewards, and advgame's come from the "
+                            "judge's pairwise preferences; use request_class='judge' with advgame")
         if self.judge_rank < -1:
             raise UserError(f"config key 'judge_rank' must be -1 (every rank judges) or a rank, got {self.judge_rank}")
         if self.save_every < 0:

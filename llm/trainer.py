@@ -248,6 +248,8 @@ def round_metrics(rnd, judged) -> dict:
     """Attack success and refusal rates over the defender's sampled (not forced) answers.
 
     Rates on the attacker's rewrites; ``direct/...`` on identity attacks (the seeds as written).
+    ``read_harmful_harmful`` / ``read_harmful_benign``: the share of the rewrites of harmful / benign
+    seeds (weighted by their sampled answers) that the judge read as harmful requests.
     """
     sampled = [i for i, forced in enumerate(rnd.response_explore) if not forced]
     harm_seed = [rnd.seeds[rnd.attack_seed[rnd.response_attack[i]]].harmful for i in range(len(rnd.responses))]
@@ -267,6 +269,9 @@ def round_metrics(rnd, judged) -> dict:
                     f"{prefix}refusal_harmful": rate(on_harm, judged.refusal),
                     f"{prefix}refusal_benign": rate(on_benign, judged.refusal),
                     f"{prefix}defender_score": sum(judged.scores[i] for i in mine) / max(1, len(mine))})
+        if not identity and judged.read_harmful:  # how the judge read the rewrites, whichever class the rewards used
+            out.update({"read_harmful_harmful": rate(on_harm, judged.read_harmful),
+                        "read_harmful_benign": rate(on_benign, judged.read_harmful)})
     return out
 
 

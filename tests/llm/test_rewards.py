@@ -198,3 +198,42 @@ def test_judge_round_penalises_answers_at_the_length_limit_when_asked():
     assert off.defender.rewards[:2] == [0.0, 0.0] and on.defender.rewards[:2] == [0.0, -1.0]
     assert on.truncated == [False, True, False, False, False, False]
     assert on.defender.pairs[0] == (0, 1)
+
+
+class MisreadingJudge(ScriptedJudge):
+    """Reads every rewrite (not the seed as written) as the opposite class, as a noisy prompt judge does."""
+
+    def labels(self, seeds, attacks, responses):
+        out = []
+        for s, a, r in zip(seeds, attacks, responses):
+            read = float(s.harmful) if a == s.prompt else float(not s.harmful)
+            helps = {"good": 0.0, "bad": 1.0, "mid": 0.0, "loop": 0.0}[r]
+            label = Labels({"good": 1.0}.get(r, 0.0), read * helps, 1.0, 0.0, read, float(r == "loop"), helps)
+            out.append(dataclasses.replace(label, score=judge_score(label)))
+        return out
+
+
+@pytest.mark.parametrize("seed", [HARMFUL, BENIGN])
+def test_request_class_seed_judges_answers_against_the_seeds_class(seed):
+    rnd = _round(["good", "bad", "good", "bad", "good", "bad"], seed=seed)  # attack 0 rewrite, 2 the seed as written
+    by_judge = judge_round(MisreadingJudge(), rnd, pairwise=False, min_margin=0.0)
+    by_seed = judge_round(MisreadingJudge(), rnd, pairwise=False, min_margin=0.0, rules=RewardRules(request_class="seed"))
+    # the seed as written is read right by both: refusing is right on a harmful seed, wrongful on a benign one
+    right = [0.0, -1.0] if seed.harmful else [-1.0, 0.0]
+    assert by_judge.defender.rewards[4:] == by_seed.defender.rewards[4:] == right
+    # the rewrite is misread: the judge's reading reverses the defender's preference, the seed's class restores it
+    assert by_judge.defender.rewards[:2] == right[::-1] and by_seed.defender.rewards[:2] == right
+    assert by_seed.attack_harmful == [seed.harmful] * 6
+    assert by_seed.harmful[:2] == [False, seed.harmful]
+    assert by_seed.scores[:2] == [1.0 + r for r in right]
+    assert by_seed.attack_reward[0] == pytest.approx(-sum(right) / 2)  # zero-sum: u_A = -u_D over its answers
+
+
+def test_request_class_is_checked_by_the_config():
+    from redgame.llm.config import TrainConfig
+
+    assert rules_from_config(TrainConfig(request_class="seed").validate()).request_class == "seed"
+    with pytest.raises(UserError, match="request_class"):
+        TrainConfig(request_class="attack").validate()
+    with pytest.raises(UserError, match="pairwise"):
+        TrainConfig(request_class="seed", regime="advgame").validate()

@@ -181,7 +181,7 @@ def test_schedule_and_data_order(tiny_config):
 
 
 def test_identity_attacks_train_the_defender_only(tiny, judge):
-    from redgame.llm.rewards import judge_round
+    from redgame.llm.rewards import RewardRules, judge_round
     from redgame.llm.roles import LoraSettings, build_roles
     from redgame.llm.rollout import SamplingSettings, play_round
     from redgame.llm.seeds import builtin_seeds
@@ -208,6 +208,12 @@ def test_identity_attacks_train_the_defender_only(tiny, judge):
     assert row["faithful"] == pytest.approx(sum(j.faithful[:6]) / 6)
     sampled = [c for c, forced in zip(rnd.responses, rnd.response_explore) if not forced]
     assert row["empty"] == pytest.approx(sum(not c.text.strip() for c in sampled) / len(sampled))
+    rewrites = [i for i, forced in enumerate(rnd.response_explore) if not forced and rnd.response_attack[i] < 6]
+    on_benign = [i for i in rewrites if not seeds[rnd.attack_seed[rnd.response_attack[i]]].harmful]
+    assert row["read_harmful_benign"] == pytest.approx(sum(j.read_harmful[i] for i in on_benign) / len(on_benign))
+    by_seed = judge_round(judge, rnd, pairwise=False, min_margin=0.0, rules=RewardRules(request_class="seed"))
+    assert by_seed.read_harmful == j.read_harmful  # the judge's reading is kept, whichever class the rewards use
+    assert by_seed.attack_harmful == [seeds[rnd.attack_seed[a]].harmful for a in rnd.response_attack]
 
 
 def test_update_epochs_take_several_optimiser_steps_on_one_reference(tmp_path, judge, tiny_config, monkeypatch):
