@@ -2,7 +2,8 @@
 
 It holds
 - the training curves of every run (``metrics.jsonl``: self-play ASR, refusal on harmful
-  and on benign seeds, per step);
+  and on benign seeds, and the share of benign seeds' rewrites the judge read as harmful, per
+  step);
 - the Pareto plot of safety (1 − ASR) against benign compliance: each defender of the
   cross-play meta-game against the meta-Nash attacker mix, and each ``<run>/eval.json``
   (written by ``redgame llm eval --out``) against the direct prompts;
@@ -24,7 +25,7 @@ from redgame.llm import watch
 from redgame.llm.metrics import read_metrics, tail_mean
 
 CURVES = (("attack_success", "self-play ASR"), ("refusal_harmful", "refusal, harmful seeds"),
-          ("refusal_benign", "refusal, benign seeds"))
+          ("refusal_benign", "refusal, benign seeds"), ("read_harmful_benign", "benign rewrites read as harmful"))
 
 
 def load_crossplay(path) -> dict:
