@@ -45,6 +45,7 @@ VALUES = {
     "payoff": (["zero_sum", "nonzero_sum"], ["both"]),
     "lam": ([0.0, 1.0, 2.0], [-1.0]),
     "payoff_weights": ([(), ("deflect_cost=0.2",)], [("lam=2",), ("safety",), ("deflect_cost=2",)]),
+    "request_class": (["judge", "seed"], ["attack"]),  # seed: refused with the advgame regime
     "degenerate_penalty": ([True, False], []),
     "length_limit_penalty": ([False, True], []),
     "train_seeds": ([""], ["/no/such/seeds.jsonl"]),
