@@ -14,9 +14,10 @@ Two modes:
   run's final defender adapter (``--runs``) greedy at 24 tokens, as ``redgame demo`` evaluates; with
   ``--draws K``, K more temperature-1 answers of the base model at 24 tokens, as the game's rollouts
   sample them (``--no-base --draws K`` without ``--runs`` gives only those).
-- ``draw``: a hold-out set to label from ``sample``'s output: every answer to a harmful seed and
+- ``draw``: a set to label from ``sample``'s output: every answer to a harmful seed and
   a fixed-seed draw of ``--benign K`` answers to benign seeds, shuffled, numbered, in the judge
-  set's format without labels (as llm/data/judge_model_holdout_2.jsonl was drawn).
+  set's format without labels (as llm/data/judge_model_holdout_2.jsonl was drawn; ``--split train``
+  or ``validation`` for rows to train the probe on, as llm/data/judge_model_sampled.jsonl was).
 - ``demo``: the answers a ``redgame demo`` run saved (``<run>/answers.json``: the base and the
   trained defender on the test split, greedy, 24 tokens), to build the model hold-out set.
 
@@ -93,8 +94,8 @@ def from_demo(folders: list[str], with_base: bool = True, distinct: bool = False
     return out
 
 
-def draw(path: str, benign: int, prefix: str, seed: int) -> list[dict]:
-    """All answers to harmful seeds and ``benign`` drawn answers to benign ones, shuffled and numbered."""
+def draw(path: str, benign: int, prefix: str, seed: int, split: str = "holdout") -> list[dict]:
+    """All answers to harmful seeds and ``benign`` drawn answers to benign ones, shuffled, numbered, in ``split``."""
     import random
 
     rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
@@ -102,7 +103,7 @@ def draw(path: str, benign: int, prefix: str, seed: int) -> list[dict]:
     drawn = [r for r in rows if r["seed_class"] == "harmful"]
     drawn += rng.sample([r for r in rows if r["seed_class"] == "benign"], benign)
     rng.shuffle(drawn)
-    return [{"id": f"{prefix}-{i:04d}", "split": "holdout", "prompt": r["prompt"], "seed_class": r["seed_class"],
+    return [{"id": f"{prefix}-{i:04d}", "split": split, "prompt": r["prompt"], "seed_class": r["seed_class"],
              "response": r["response"], "category": r["category"], "source": "embedded-model",
              "sampled": r["source"]} for i, r in enumerate(drawn, 1)]
 
@@ -129,6 +130,7 @@ def main() -> None:
     h.add_argument("--benign", type=int, required=True, help="how many answers to benign seeds to draw")
     h.add_argument("--prefix", required=True, help="the ids' prefix (mh2: mh2-0001, ...)")
     h.add_argument("--seed", type=int, default=2026, help="seed of the draw and the shuffle")
+    h.add_argument("--split", default="holdout", help="the lines' split: holdout, or train / validation for rows to train on")
     h.add_argument("--out", required=True)
     args = parser.parse_args()
     if args.mode == "sample":
@@ -137,7 +139,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         rows = sample(args.split, args.runs, args.seed, with_base=not args.no_base, draws=args.draws)
     elif args.mode == "draw":
-        rows = draw(args.answers, args.benign, args.prefix, args.seed)
+        rows = draw(args.answers, args.benign, args.prefix, args.seed, args.split)
     else:
         rows = from_demo(args.folders, with_base=not args.no_base, distinct=args.distinct)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
