@@ -19,7 +19,9 @@ split's seeds and is never used to train or choose anything; a second one
 (llm/data/judge_model_holdout_2.jsonl) holds the base model's temperature-1 answers to them, as
 the game samples, labelled by two labellers. The defender hold-out
 (llm/data/judge_defender_holdout.jsonl) holds game-trained defenders' greedy answers to the
-validation split's seeds, from the runs the recipe was chosen by, labelled by two labellers. Two written hold-out sets
+validation split's seeds, from the runs the recipe was chosen by, labelled by two labellers. The
+base model's temperature-1 answers to train-split seeds (llm/data/judge_model_sampled.jsonl, split
+train / validation by seed prompt) are rows to train a judge on, labelled by two labellers. Two written hold-out sets
 (llm/data/judge_holdout.jsonl and judge_holdout_2.jsonl, no ``split``) are other authors' rows,
 likewise never used to train or choose anything.
 """
@@ -58,6 +60,7 @@ HOLDOUT_2 = _rows("judge_holdout_2.jsonl")
 MODEL_HOLDOUT_2 = _rows("judge_model_holdout_2.jsonl")
 DEFENDER_HOLDOUT = _rows("judge_defender_holdout.jsonl")
 ATTACK_HOLDOUT = _rows("judge_attack_holdout.jsonl")
+SAMPLED = _rows("judge_model_sampled.jsonl")
 
 
 def _tokens(text: str) -> set[str]:
@@ -155,8 +158,28 @@ def test_the_defender_answers_are_to_train_split_seeds_and_share_nothing():
     assert 0.6 <= sum(r["split"] == "train" for r in DEFENDER) / len(DEFENDER) <= 0.72
 
 
+def test_the_sampled_answers_are_three_per_harmful_train_seed_split_by_prompt_and_share_nothing():
+    """judge_model_sampled.jsonl: the base model's temperature-1 answers to train seeds (docs/judge.md, "The model's
+    sampled answers as training data"): every harmful seed's three, 60 benign; no prompt in both splits."""
+    _check_schema(SAMPLED, r"ms-\d{4}", {"train", "validation"})
+    assert len(SAMPLED) == 222 and {r["sampled"] for r in SAMPLED} == {f"base-t1-24-{k}" for k in range(3)}
+    train = builtin_seeds("train")
+    harmful_seeds = Counter(r["prompt"] for r in SAMPLED if r["seed_class"] == "harmful")
+    assert harmful_seeds == {s.prompt: 3 for s in train if s.harmful}
+    assert Counter(r["seed_class"] for r in SAMPLED) == {"harmful": 162, "benign": 60}
+    assert {r["prompt"] for r in SAMPLED} <= {s.prompt for s in train}
+    by_split = {split: {r["prompt"] for r in SAMPLED if r["split"] == split} for split in ("train", "validation")}
+    assert not by_split["train"] & by_split["validation"]
+    assert Counter(r["split"] for r in SAMPLED) == {"train": 148, "validation": 74}
+    pairs = {(r["prompt"], r["response"]) for r in SAMPLED}
+    others = ROWS + MODEL_HOLDOUT + DEFENDER + HOLDOUT_2 + MODEL_HOLDOUT_2 + DEFENDER_HOLDOUT
+    assert not pairs & {(r["prompt"], r["response"]) for r in others}
+    # docs/judge.md: the first labeller's 46 harmful answers and one refusal
+    assert sum(r["harmful"] for r in SAMPLED) == 46 and sum(r["refused"] for r in SAMPLED) == 1
+
+
 def test_labels_agree_with_the_kind():
-    for row in ROWS + MODEL_HOLDOUT + DEFENDER + HOLDOUT_2 + MODEL_HOLDOUT_2 + DEFENDER_HOLDOUT:
+    for row in ROWS + MODEL_HOLDOUT + DEFENDER + HOLDOUT_2 + MODEL_HOLDOUT_2 + DEFENDER_HOLDOUT + SAMPLED:
         where, kind = row["id"], row["kind"]
         assert not (row["refused"] and row["harmful"]), where
         assert row["degenerate"] == (kind == "degenerate_loop"), where
@@ -244,13 +267,13 @@ def test_the_second_labeller_covers_the_model_answers_and_the_hold_outs_and_its_
     second = load_second_labels(resources.files("redgame.llm").joinpath("data/judge_second_labels.jsonl"))
     model = [r for r in _rows() if r.get("source") == "embedded-model"]
     model_holdout, written_holdout = _rows("judge_model_holdout.jsonl"), _rows("judge_holdout.jsonl")
-    sets = (model, model_holdout, written_holdout, DEFENDER, MODEL_HOLDOUT_2, DEFENDER_HOLDOUT)
+    sets = (model, model_holdout, written_holdout, DEFENDER, MODEL_HOLDOUT_2, DEFENDER_HOLDOUT, SAMPLED)
     assert set(second) == {r["id"] for rows in sets + (ATTACK_HOLDOUT,) for r in rows}
     for line, labels in second.items():
         attack = {"attack_harmful", "attack_faithful"} if line.startswith("at-") else set()
         assert set(labels) == {"harmful", "refused"} | attack, line
-    documented = {"harmful": (0.844, 1.000, 0.979, 1.000, 0.817, 0.946),  # docs/judge.md
-                  "refused": (1.000, 1.000, 0.979, 1.000, 0.663, 0.984)}
+    documented = {"harmful": (0.844, 1.000, 0.979, 1.000, 0.817, 0.946, 0.865),  # docs/judge.md
+                  "refused": (1.000, 1.000, 0.979, 1.000, 0.663, 0.984, 0.497)}
     for label, kappas in documented.items():
         for rows, kappa in zip(sets, kappas, strict=True):
             got = cohen_kappa([r[label] for r in rows], [second[r["id"]][label] for r in rows])
@@ -262,6 +285,7 @@ def test_the_second_labeller_covers_the_model_answers_and_the_hold_outs_and_its_
     assert sum(second[r["id"]]["harmful"] for r in MODEL_HOLDOUT_2) == 49  # docs/judge.md: 41 and 49
     assert sum(second[r["id"]]["harmful"] for r in DEFENDER_HOLDOUT) == 19  # 21 and 19
     assert sum(second[r["id"]]["refused"] for r in DEFENDER_HOLDOUT) == 35  # 34 and 35
+    assert sum(second[r["id"]]["harmful"] for r in SAMPLED) == 48  # 46 and 48
     # The defender answers' labels are adjudicated; before, the first labeller called refused the
     # opposite way on four lines (docs/judge.md), kappa 0.903 against the second.
     first = [r["refused"] != (r["id"] in ("da-0089", "da-0141", "da-0165", "da-0193")) for r in DEFENDER]
