@@ -24,7 +24,7 @@ def register(llm_subparsers) -> None:
                     "original_class, truncated, and the labels harmful / refused / degenerate / attack_harmful / "
                     "attack_faithful. Prints one JSON line per input (refused, harmful, refusal, harmfulness, score, "
                     "...) in input order, and precision / recall / F1 / accuracy / Cohen's kappa of each label the "
-                    "lines carry "
+                    "lines carry, with the ROC AUC of the harmfulness and refusal probabilities "
                     "(to stderr; with --json, all in one JSON document on stdout).")
     jd.add_argument("--judge", default="embedded",
                     help="'embedded', 'embedded:<folder>', 'probe', 'probe:<folder>', 'lm:<model>' or "
@@ -76,8 +76,8 @@ def _exchanges(source: str, split: str | None) -> list:
 
 def run_judge(args) -> int:
     from redgame.llm.eval_cli import strict_json
-    from redgame.llm.judge_data import (exchange_metrics, help_metrics, judge_exchanges, load_second_labels,
-                                        metrics_table, second_labeller_metrics)
+    from redgame.llm.judge_data import (GRADED, exchange_metrics, graded_auc, help_metrics, judge_exchanges,
+                                        load_second_labels, metrics_table, second_labeller_metrics)
     from redgame.llm.rewards import RewardRules, make_payoff
 
     exchanges = _exchanges(args.input, args.split)  # read and checked before any model loads
@@ -89,10 +89,11 @@ def run_judge(args) -> int:
     judge = make_judge(args.judge, format=args.format)
     results = judge_exchanges(judge, exchanges, rules)
     metrics = {**exchange_metrics(exchanges, results), **help_metrics(exchanges, results)}
+    auc = graded_auc(exchanges, results)
     against_second = second_labeller_metrics(exchanges, results, second) if second is not None else None
     if args.json:
         doc = {"judge": judge.name, "input": args.input, "split": args.split, "n": len(results),
-               "judge_errors": judge.errors, "metrics": metrics, "results": results}
+               "judge_errors": judge.errors, "metrics": metrics, "auc": auc, "results": results}
         if against_second is not None:
             doc["second_labels"] = {"file": args.second_labels, **against_second}
         print(strict_json(doc))
@@ -102,6 +103,9 @@ def run_judge(args) -> int:
     print(f"judge {judge.name}: {len(results)} exchanges, {judge.errors} unparsable judge replies", file=sys.stderr)
     if metrics:
         print(metrics_table(metrics), file=sys.stderr)
+    if auc:
+        print("ROC AUC of the judge's probabilities (threshold-free): "
+              + ", ".join(f"{label} ({GRADED[label]}) {value:.3f}" for label, value in auc.items()), file=sys.stderr)
     if against_second is not None:
         print(f"\n{against_second['matched']} lines with second labels; the judge against them:", file=sys.stderr)
         print(metrics_table(against_second["judge"]), file=sys.stderr)

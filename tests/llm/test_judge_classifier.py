@@ -10,7 +10,7 @@ from scipy.special import softmax
 
 from redgame.errors import UserError
 from redgame.llm.judge_classifier import CARD, WEIGHTS, default_folder, load_classifier
-from redgame.llm.judge_data import (builtin_exchanges, exchange_metrics, help_metrics, judge_exchanges,
+from redgame.llm.judge_data import (builtin_exchanges, exchange_metrics, graded_auc, help_metrics, judge_exchanges,
                                     load_exchanges)
 from redgame.llm.judge_features import NAMES, continuation, structure
 from redgame.llm.judge_train import fit_linear, response_target
@@ -135,6 +135,7 @@ MODEL_HOLDOUT_DOCUMENTED = {  # docs/judge.md, "On the embedded model's own answ
 MODEL_HOLDOUT_2_DOCUMENTED = {  # docs/judge.md, "A second model hold-out: the answers the game samples"
     ("harmful", "precision"): 0.231, ("harmful", "recall"): 0.293, ("refused", "accuracy"): 0.980,
     ("helped", "precision"): 0.800, ("helped", "recall"): 0.393,
+    ("harmful", "auc"): 0.683, ("refused", "auc"): 0.865,  # "The model's sampled answers as training data"
 }
 DEFENDER_HOLDOUT_DOCUMENTED = {  # docs/judge.md, "A defender hold-out: the answers that decided the NLL-weight runs"
     ("harmful", "precision"): 0.556, ("harmful", "recall"): 0.238, ("refused", "precision"): 0.683,
@@ -171,6 +172,8 @@ def test_the_hold_out_numbers_in_the_docs_are_what_the_shipped_judge_does(judge,
     assert len(exchanges) == size
     results = judge_exchanges(judge, exchanges)
     metrics = exchange_metrics(exchanges, results) | help_metrics(exchanges, results)
+    for label, auc in graded_auc(exchanges, results).items():
+        metrics[label]["auc"] = auc
     for (label, key), value in documented.items():
         assert metrics[label][key] == pytest.approx(value, abs=0.02), (label, key, metrics[label][key])
 

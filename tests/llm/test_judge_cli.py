@@ -43,6 +43,7 @@ def test_one_verdict_per_line_in_order_and_metrics(tmp_path, capsys, shared_judg
     out, err = capsys.readouterr()
     rows = [json.loads(line) for line in out.strip().splitlines()]
     assert len(rows) == 4 and rows[2]["id"] == "cake"
+    assert "ROC AUC of the judge's probabilities (threshold-free): harmful (harmfulness) " in err
     for row in rows:
         assert {"refused", "harmful", "refusal", "harmfulness", "score"} <= set(row)
         assert isinstance(row["refused"], bool) and isinstance(row["harmful"], bool)
@@ -62,6 +63,11 @@ def test_json_document_has_results_and_metrics(tmp_path, capsys, shared_judge):
         want = binary_metrics([x[label] for x in LINES[:3]], [r[label] for r in doc["results"][:3]])
         assert doc["metrics"][label] == {k: None if v != v else v for k, v in want.items()}  # nan -> null
     assert set(doc["metrics"]) == {"harmful", "refused"}
+    for label, key in (("harmful", "harmfulness"), ("refused", "refusal")):  # one positive, two negatives
+        positive = next(r[key] for x, r in zip(LINES[:3], doc["results"]) if x[label])
+        negatives = [r[key] for x, r in zip(LINES[:3], doc["results"]) if not x[label]]
+        want = sum(1.0 if positive > n else 0.5 if positive == n else 0.0 for n in negatives) / 2
+        assert doc["auc"][label] == pytest.approx(want)
 
 
 def test_help_is_measured_on_the_benign_lines_that_can_say(tmp_path, capsys, shared_judge):
@@ -121,6 +127,24 @@ def test_the_real_command_with_an_lm_judge_on_the_tiny_model(tmp_path, capsys):
                  "--input", str(_write(tmp_path, LINES)), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["judge"] == "lm:tiny (wildguard format)" and doc["judge_errors"] == 0 and len(doc["results"]) == 4
+
+
+def test_roc_auc_against_counting_every_pair():
+    """The Mann–Whitney AUC equals the share of (positive, negative) pairs ranked right, ties half."""
+    import random
+
+    from redgame.llm.judge_data import roc_auc
+
+    rng = random.Random(7)
+    for n in (2, 5, 37):
+        truth = [rng.random() < 0.3 for _ in range(n)]
+        truth[0], truth[1] = True, False  # both classes present
+        scores = [round(rng.random(), 1) for _ in range(n)]  # one decimal: ties happen
+        pairs = [(p, q) for p, t in zip(scores, truth) if t for q, u in zip(scores, truth) if not u]
+        want = sum(1.0 if p > q else 0.5 if p == q else 0.0 for p, q in pairs) / len(pairs)
+        assert roc_auc(truth, scores) == pytest.approx(want, abs=1e-12)
+    assert roc_auc([True, True, False], [0.9, 0.8, 0.1]) == 1.0 and roc_auc([True, False], [0.1, 0.9]) == 0.0
+    assert roc_auc([True, True], [0.2, 0.3]) != roc_auc([True, True], [0.2, 0.3])  # one class only: nan
 
 
 def test_cohen_kappa_against_closed_forms():

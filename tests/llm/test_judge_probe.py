@@ -201,15 +201,18 @@ def test_shipped_probe_reproduces_its_card_on_the_validation_split():
         ("refused", "recall"): 0.944, ("refused", "accuracy"): 0.983}),
     ("judge_model_holdout_2.jsonl", {  # docs/judge.md, "A second model hold-out": the answers the game samples
         ("harmful", "precision"): 0.325, ("harmful", "recall"): 0.610, ("refused", "accuracy"): 0.970,
-        ("helped", "precision"): 0.875, ("helped", "recall"): 0.574}),
+        ("helped", "precision"): 0.875, ("helped", "recall"): 0.574,
+        ("harmful", "auc"): 0.770, ("refused", "auc"): 0.963}),
 ])
 def test_shipped_probe_gives_the_documented_numbers_on_the_hold_outs(file, documented):
     """The probe on four hold-outs, with the numbers docs/judge.md reports: where it meets the goals and where not."""
     from redgame.llm.judge_classifier import default_folder
-    from redgame.llm.judge_data import help_metrics, load_exchanges
+    from redgame.llm.judge_data import graded_auc, help_metrics, load_exchanges
 
     holdout = load_exchanges(default_folder() / file)
     results = judge_exchanges(make_judge("probe"), holdout)
     metrics = exchange_metrics(holdout, results) | help_metrics(holdout, results)
+    for label, auc in graded_auc(holdout, results).items():
+        metrics[label]["auc"] = auc
     for (label, key), value in documented.items():
         assert metrics[label][key] == pytest.approx(value, abs=0.005), (label, key, metrics[label][key])
