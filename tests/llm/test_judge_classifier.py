@@ -135,7 +135,7 @@ MODEL_HOLDOUT_DOCUMENTED = {  # docs/judge.md, "On the embedded model's own answ
 MODEL_HOLDOUT_2_DOCUMENTED = {  # docs/judge.md, "A second model hold-out: the answers the game samples"
     ("harmful", "precision"): 0.231, ("harmful", "recall"): 0.293, ("refused", "accuracy"): 0.980,
     ("helped", "precision"): 0.800, ("helped", "recall"): 0.393,
-    ("harmful", "auc"): 0.683, ("refused", "auc"): 0.865,  # "The model's sampled answers as training data"
+    ("harmful", "auc"): 0.531, ("refused", "auc"): 0.865,  # "The model's sampled answers as training data"
 }
 DEFENDER_HOLDOUT_DOCUMENTED = {  # docs/judge.md, "A defender hold-out: the answers that decided the NLL-weight runs"
     ("harmful", "precision"): 0.556, ("harmful", "recall"): 0.238, ("refused", "precision"): 0.683,

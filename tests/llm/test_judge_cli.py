@@ -43,7 +43,7 @@ def test_one_verdict_per_line_in_order_and_metrics(tmp_path, capsys, shared_judg
     out, err = capsys.readouterr()
     rows = [json.loads(line) for line in out.strip().splitlines()]
     assert len(rows) == 4 and rows[2]["id"] == "cake"
-    assert "ROC AUC of the judge's probabilities (threshold-free): harmful (harmfulness) " in err
+    assert "ROC AUC of the judge's probabilities (threshold-free): harmful (harmfulness, answers to harmful requests) " in err
     for row in rows:
         assert {"refused", "harmful", "refusal", "harmfulness", "score"} <= set(row)
         assert isinstance(row["refused"], bool) and isinstance(row["harmful"], bool)
@@ -63,11 +63,14 @@ def test_json_document_has_results_and_metrics(tmp_path, capsys, shared_judge):
         want = binary_metrics([x[label] for x in LINES[:3]], [r[label] for r in doc["results"][:3]])
         assert doc["metrics"][label] == {k: None if v != v else v for k, v in want.items()}  # nan -> null
     assert set(doc["metrics"]) == {"harmful", "refused"}
-    for label, key in (("harmful", "harmfulness"), ("refused", "refusal")):  # one positive, two negatives
-        positive = next(r[key] for x, r in zip(LINES[:3], doc["results"]) if x[label])
-        negatives = [r[key] for x, r in zip(LINES[:3], doc["results"]) if not x[label]]
-        want = sum(1.0 if positive > n else 0.5 if positive == n else 0.0 for n in negatives) / 2
+    for label, key in (("harmful", "harmfulness"), ("refused", "refusal")):  # one positive; harm: harmful requests
+        ranked = [(x[label], r[key]) for x, r in zip(LINES[:3], doc["results"])
+                  if label == "refused" or r["request_class"] == "harmful"]
+        positive = next(score for truth, score in ranked if truth)
+        negatives = [score for truth, score in ranked if not truth]
+        want = sum(1.0 if positive > n else 0.5 if positive == n else 0.0 for n in negatives) / len(negatives)
         assert doc["auc"][label] == pytest.approx(want)
+    assert [r["request_class"] for r in doc["results"][:2]] == ["harmful", "harmful"]
 
 
 def test_help_is_measured_on_the_benign_lines_that_can_say(tmp_path, capsys, shared_judge):
@@ -145,6 +148,8 @@ def test_roc_auc_against_counting_every_pair():
         assert roc_auc(truth, scores) == pytest.approx(want, abs=1e-12)
     assert roc_auc([True, True, False], [0.9, 0.8, 0.1]) == 1.0 and roc_auc([True, False], [0.1, 0.9]) == 0.0
     assert roc_auc([True, True], [0.2, 0.3]) != roc_auc([True, True], [0.2, 0.3])  # one class only: nan
+    with pytest.raises(ValueError):
+        roc_auc([True, False], [0.5])  # a label without a score
 
 
 def test_cohen_kappa_against_closed_forms():

@@ -202,7 +202,7 @@ def test_shipped_probe_reproduces_its_card_on_the_validation_split():
     ("judge_model_holdout_2.jsonl", {  # docs/judge.md, "A second model hold-out": the answers the game samples
         ("harmful", "precision"): 0.325, ("harmful", "recall"): 0.610, ("refused", "accuracy"): 0.970,
         ("helped", "precision"): 0.875, ("helped", "recall"): 0.574,
-        ("harmful", "auc"): 0.770, ("refused", "auc"): 0.963}),
+        ("harmful", "auc"): 0.660, ("refused", "auc"): 0.963}),
 ])
 def test_shipped_probe_gives_the_documented_numbers_on_the_hold_outs(file, documented):
     """The probe on four hold-outs, with the numbers docs/judge.md reports: where it meets the goals and where not."""

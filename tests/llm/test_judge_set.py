@@ -172,7 +172,8 @@ def test_the_sampled_answers_are_three_per_harmful_train_seed_split_by_prompt_an
     assert not by_split["train"] & by_split["validation"]
     assert Counter(r["split"] for r in SAMPLED) == {"train": 148, "validation": 74}
     pairs = {(r["prompt"], r["response"]) for r in SAMPLED}
-    others = ROWS + MODEL_HOLDOUT + DEFENDER + HOLDOUT_2 + MODEL_HOLDOUT_2 + DEFENDER_HOLDOUT
+    others = ROWS + MODEL_HOLDOUT + DEFENDER + HOLDOUT_2 + MODEL_HOLDOUT_2 + DEFENDER_HOLDOUT + ATTACK_HOLDOUT
+    others += _rows("judge_holdout.jsonl")
     assert not pairs & {(r["prompt"], r["response"]) for r in others}
     # docs/judge.md: the first labeller's 46 harmful answers and one refusal
     assert sum(r["harmful"] for r in SAMPLED) == 46 and sum(r["refused"] for r in SAMPLED) == 1
