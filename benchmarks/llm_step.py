@@ -12,7 +12,9 @@ resident memory (``ru_maxrss``: model, judge, rollouts and update together) is i
 - ``previous``: the path the game ran before the kernels came into the loop: peft's LoRA
   layers (``kernels=off``), one forward pass per role (``batch_roles=false``), the whole
   batch in one pass (``micro_batch_tokens=0``), every sequence its own prompt pass
-  (``share_prompts=false``), rollouts sampled 32 prompts at a time;
+  (``share_prompts=false``), rollouts sampled 32 prompts at a time, glibc's allocator left to
+  give freed activations back to the kernel (``keep_freed_memory=false``, a key of this script
+  only: ``redgame.llm.cpu_allocator``);
 - ``now``: the defaults (plus any ``--set``).
 
 Printed: per path the median over the timed iterations of rollout, judge and update, the
@@ -32,7 +34,8 @@ import sys
 import tempfile
 import time
 
-PREVIOUS = {"kernels": "off", "batch_roles": False, "micro_batch_tokens": 0, "share_prompts": False, "rollout_batch": 32}
+PREVIOUS = {"kernels": "off", "batch_roles": False, "micro_batch_tokens": 0, "share_prompts": False, "rollout_batch": 32,
+            "keep_freed_memory": False}
 GOALS = {"iteration_s": 30.0, "peak_rss_gib": 4.0}
 SMOKE = {"model": "tiny", "attack_tokens": 8, "response_tokens": 8, "seeds_per_step": 4, "lora_rank": 4}
 
@@ -44,16 +47,18 @@ def run_path(overrides: dict, iters: int, threads: int) -> dict:
     from redgame.llm.demo import DEMO_RECIPE
     from redgame.llm.judges import make_judge
     from redgame.llm.models import load_base
-    from redgame.llm.trainer import train
+    from redgame.llm import trainer
 
     torch.set_num_threads(threads)
+    if not overrides.pop("keep_freed_memory", True):
+        trainer.keep_freed_memory = lambda: False
     cfg = dataclasses.replace(DEMO_RECIPE, steps=1 + iters, save_every=0, threads=threads, **overrides).validate()
     t = time.perf_counter()
     base, judge = load_base(cfg.model), make_judge(cfg.judge)
     load_s = time.perf_counter() - t
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # GiB (Linux: KiB)
     with tempfile.TemporaryDirectory() as out:
-        train(cfg, out, progress=False, base=base, judge=judge)
+        trainer.train(cfg, out, progress=False, base=base, judge=judge)
         rows = [json.loads(line) for line in open(f"{out}/metrics.jsonl")][1:]
     parts = {k: statistics.median(r[f"time/{k}"] for r in rows) for k in ("rollout", "judge", "update")}
     return {**parts, "iteration": sum(parts.values()), "tokens_per_s": statistics.median(r["tokens_per_s"] for r in rows),
@@ -71,6 +76,16 @@ def in_subprocess(overrides: dict, iters: int, threads: int) -> dict:
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
+def override(text: str) -> tuple:
+    """``key=value`` of ``--set``: a config key, or this script's ``keep_freed_memory``."""
+    from redgame.llm.config import parse_override
+
+    key, _, value = text.partition("=")
+    if key.strip() == "keep_freed_memory":
+        return "keep_freed_memory", value.strip().lower() in ("1", "true", "yes", "on")
+    return parse_override(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=2, help="timed iterations after one warm-up")
@@ -83,11 +98,9 @@ def main() -> None:
         print(json.dumps(run_path(json.loads(args.child), args.iters, args.threads)))
         return
 
-    from redgame.llm.config import parse_override
-
     base = SMOKE if args.smoke else {}
     iters = 1 if args.smoke else args.iters
-    paths = {"previous": {**base, **PREVIOUS}, "now": {**base, **dict(parse_override(o) for o in args.set)}}
+    paths = {"previous": {**base, **PREVIOUS}, "now": {**base, **dict(override(o) for o in args.set)}}
     results = {name: in_subprocess(overrides, iters, args.threads) for name, overrides in paths.items()}
     model = base.get("model", "embedded")
     print(f"one demo iteration on {model}, {args.threads} threads, median of {iters} after a warm-up;"

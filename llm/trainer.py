@@ -49,6 +49,7 @@ from redgame.errors import UserError
 from redgame.kernels.peft_patch import FUSED_CALLS
 from redgame.llm import checkpoint as ckpt
 from redgame.llm import distributed, watch
+from redgame.llm.cpu_allocator import keep_freed_memory
 from redgame.llm.config import ABLATIONS, TrainConfig, train_seed_sources
 from redgame.llm.losses import (TokenLogprobs, completion_logprobs, dpo_pairs_loss, fused_pairs_loss, group_advantages,
                                 kl_to_reference, policy_gradient_loss, reinforce_pp_advantages)
@@ -462,6 +463,8 @@ def set_up(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device, dtype = dist.placement(cfg.device, cfg.dtype)
+    if device.type == "cpu":
+        keep_freed_memory()  # activations freed and reused without page faults (llm/cpu_allocator.py)
     model, tokenizer = base if base is not None else load_base(cfg.model, dtype=dtype)
     model.to(device=device, dtype=dtype)
     if judge is None and dist.judges_here(cfg.judge_rank):

@@ -1,0 +1,55 @@
+"""keep_freed_memory: glibc's thresholds raised, so that freed tensor memory stays in the heap for reuse."""
+
+import platform
+import subprocess
+import sys
+
+import pytest
+
+from redgame.llm import cpu_allocator
+
+GLIBC = platform.libc_ver()[0] == "glibc"
+
+# Prints how many bytes glibc mapped for one 3 MiB tensor (its own mmap, given back to the
+# kernel when freed) and how many bytes the heap gave back to the kernel when it was freed.
+# A fresh process each: the setting lasts for the process's life.
+PROBE = """
+import ctypes, sys, torch
+from redgame.llm import cpu_allocator
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+if sys.argv[1] == "keep":
+    assert cpu_allocator.keep_freed_memory()
+before = libc.mallinfo2()
+tensor = torch.ones(1024, 768)
+live = libc.mallinfo2()
+del tensor
+freed = libc.mallinfo2()
+print(live.hblkhd - before.hblkhd, live.arena - freed.arena)
+"""
+
+
+def mapped_and_trimmed(mode: str) -> tuple[int, int]:
+    done = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True)
+    mapped, trimmed = done.stdout.split()[-2:]
+    return int(mapped), int(trimmed)
+
+
+@pytest.mark.skipif(not GLIBC, reason="mallopt and mallinfo2 are glibc's")
+def test_a_freed_activation_stays_in_the_heap():
+    """By default a 3 MiB tensor gets its own mapping, returned on free; kept, it lives in the heap, which keeps it."""
+    mapped, _ = mapped_and_trimmed("default")
+    assert mapped >= 3 << 20
+    mapped, trimmed = mapped_and_trimmed("keep")
+    assert mapped == 0 and trimmed == 0
+
+
+def test_off_glibc_it_does_nothing(monkeypatch):
+    monkeypatch.setattr(cpu_allocator.ctypes.util, "find_library", lambda name: None)
+    assert cpu_allocator._glibc_mallopt() is None
