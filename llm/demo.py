@@ -62,6 +62,7 @@ def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bo
     ``overrides`` replace recipe fields (e.g. ``model="tiny"`` in tests, ``device="cuda"``).
     """
     from redgame.llm import watch
+    from redgame.llm.cpu_allocator import keep_freed_memory
     from redgame.llm.evaluation import evaluate_defender
     from redgame.llm.judges import make_judge
     from redgame.llm.models import load_base, place_judge, placement
@@ -71,6 +72,8 @@ def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bo
 
     cfg = dataclasses.replace(DEMO_RECIPE, steps=steps or DEMO_RECIPE.steps, **overrides).validate()
     device, dtype = placement(cfg.device, cfg.dtype)  # cuda without CUDA: an error before anything is written
+    if device.type == "cpu":
+        keep_freed_memory()  # for the evaluations too, not only the training (llm/cpu_allocator.py)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
