@@ -141,3 +141,20 @@ def test_package_imports_and_runs_without_triton_or_peft_loaded():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env=dict(os.environ, TRITON_INTERPRET="1"))
     assert run.stdout.strip() == "ok", run.stderr[-3000:]
+
+
+def test_a_frozen_half_head_is_upcast_once_and_never_stale():
+    """The fp32 copy is reused while the head is unchanged, remade after an in-place write, never for a trained head."""
+    from redgame.kernels.reference import in_compute_dtype
+
+    head = torch.nn.Parameter(torch.randn(37, 5).bfloat16(), requires_grad=False)
+    first = in_compute_dtype(head, torch.float32)
+    assert torch.equal(first, head.float()) and in_compute_dtype(head, torch.float32) is first
+    assert in_compute_dtype(head, torch.float64).dtype == torch.float64
+    with torch.no_grad():
+        head.add_(1.0)  # as an optimiser step would
+    assert torch.equal(in_compute_dtype(head, torch.float32), head.float())
+    other = torch.randn(37, 5).bfloat16()
+    assert torch.equal(in_compute_dtype(other, torch.float32), other.float())
+    trained = torch.nn.Parameter(torch.randn(37, 5).bfloat16())
+    assert in_compute_dtype(trained, torch.float32) is not in_compute_dtype(trained, torch.float32)
