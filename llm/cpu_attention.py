@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import torch
 
+from redgame.kernels.reference import HALF
+
 NAME = "redgame_sdpa"
-HALF = (torch.bfloat16, torch.float16)
 
 
 def _attention(module, query, key, value, attention_mask, **kwargs):
