@@ -51,7 +51,7 @@ def run_path(overrides: dict, iters: int, threads: int) -> dict:
 
     torch.set_num_threads(threads)
     if not overrides.pop("keep_freed_memory", True):
-        trainer.keep_freed_memory = lambda: False
+        trainer.keep_freed_memory = lambda device: False
     cfg = dataclasses.replace(DEMO_RECIPE, steps=1 + iters, save_every=0, threads=threads, **overrides).validate()
     t = time.perf_counter()
     base, judge = load_base(cfg.model), make_judge(cfg.judge)

@@ -31,9 +31,13 @@ GLIBC_MMAP_THRESHOLD_MAX = 32 << 20  # what older glibc accepts at most on 64-bi
 TRIM_THRESHOLD = (1 << 31) - 1  # the largest C int: the heap's top is kept
 
 
+def keep_freed_memory(device) -> bool:
+    """On a CPU ``device``, raise glibc's mmap and trim thresholds for this process; True when glibc took them."""
+    return device.type == "cpu" and _raise_thresholds()
+
+
 @functools.cache
-def keep_freed_memory() -> bool:
-    """Raise glibc's mmap and trim thresholds for this process; True when glibc took them."""
+def _raise_thresholds() -> bool:
     mallopt = _glibc_mallopt()
     if mallopt is None:
         return False

@@ -72,8 +72,7 @@ def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bo
 
     cfg = dataclasses.replace(DEMO_RECIPE, steps=steps or DEMO_RECIPE.steps, **overrides).validate()
     device, dtype = placement(cfg.device, cfg.dtype)  # cuda without CUDA: an error before anything is written
-    if device.type == "cpu":
-        keep_freed_memory()  # for the evaluations too, not only the training (llm/cpu_allocator.py)
+    keep_freed_memory(device)  # for the evaluations too, not only the training (llm/cpu_allocator.py)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

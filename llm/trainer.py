@@ -463,8 +463,7 @@ def set_up(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device, dtype = dist.placement(cfg.device, cfg.dtype)
-    if device.type == "cpu":
-        keep_freed_memory()  # activations freed and reused without page faults (llm/cpu_allocator.py)
+    keep_freed_memory(device)  # on a CPU: activations freed and reused without page faults (llm/cpu_allocator.py)
     model, tokenizer = base if base is not None else load_base(cfg.model, dtype=dtype)
     model.to(device=device, dtype=dtype)
     if judge is None and dist.judges_here(cfg.judge_rank):

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from redgame.llm import cpu_allocator
 
@@ -25,7 +26,7 @@ class MallInfo2(ctypes.Structure):
 libc = ctypes.CDLL("libc.so.6")
 libc.mallinfo2.restype = MallInfo2
 if sys.argv[1] == "keep":
-    assert cpu_allocator.keep_freed_memory()
+    assert cpu_allocator.keep_freed_memory(torch.device('cpu'))
 before = libc.mallinfo2()
 tensor = torch.ones(1024, 768)
 live = libc.mallinfo2()
@@ -53,3 +54,8 @@ def test_a_freed_activation_stays_in_the_heap():
 def test_off_glibc_it_does_nothing(monkeypatch):
     monkeypatch.setattr(cpu_allocator.ctypes.util, "find_library", lambda name: None)
     assert cpu_allocator._glibc_mallopt() is None
+
+
+def test_other_devices_leave_the_allocator_alone(monkeypatch):
+    monkeypatch.setattr(cpu_allocator, "_raise_thresholds", lambda: pytest.fail("glibc touched for a GPU run"))
+    assert cpu_allocator.keep_freed_memory(torch.device("meta")) is False
