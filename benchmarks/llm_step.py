@@ -81,9 +81,11 @@ def override(text: str) -> tuple:
     from redgame.llm.config import parse_override
 
     key, _, value = text.partition("=")
-    if key.strip() == "keep_freed_memory":
-        return "keep_freed_memory", value.strip().lower() in ("1", "true", "yes", "on")
-    return parse_override(text)
+    if key.strip() != "keep_freed_memory":
+        return parse_override(text)
+    if value.strip().lower() not in ("true", "false", "1", "0"):  # as the config reads a bool
+        raise SystemExit(f"--set keep_freed_memory: cannot read {value!r} as bool (true, false, 1, 0)")
+    return "keep_freed_memory", value.strip().lower() in ("true", "1")
 
 
 def main() -> None:
