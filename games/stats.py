@@ -6,6 +6,10 @@
 - A rate (the share of seeds that collapse) gets a 95% **Wilson score** interval (Wilson 1927,
   ``scipy.stats.binomtest(...).proportion_ci``), which stays sensible at 0 and at 1, where a
   bootstrap interval shrinks to a point.
+- How many seeds would decide a difference: the sample size at which a two-sided t-test at
+  level 0.05 finds a given difference with 80% power, from the **noncentral t** distribution
+  (Cohen, *Statistical Power Analysis for the Behavioral Sciences*, 1988, ch. 2), at the
+  spread the seeds so far show.
 - A run **collapses into self-consistency** when self-play looks safe and a fresh attacker
   still wins: self-play ASR <= 0.05 and best-response ASR >= 0.5 (the claim's thresholds).
 """
@@ -21,6 +25,8 @@ from redgame.errors import UserError
 
 LEVEL = 0.95
 RESAMPLES = 2000
+POWER = 0.8
+MOST_SEEDS = 100_000  # seeds_to_decide gives up above this
 COLLAPSE_SELFPLAY = 0.05
 COLLAPSE_BEST_RESPONSE = 0.5
 
@@ -49,6 +55,47 @@ def mean_ci(values: np.ndarray, level: float = LEVEL, resamples: int = RESAMPLES
     # A constant sample has the point interval [mean, mean] (scipy may return NaN for it).
     low, high = np.where(np.isnan(low), mean, low), np.where(np.isnan(high), mean, high)
     return np.stack([low, high], axis=-1)
+
+
+def seeds_to_decide(difference: float, sd: float, *, paired: bool = False, power: float = POWER,
+                    level: float = LEVEL) -> int | None:
+    """Seeds per arm for a two-sided t-test at ``1 - level`` to find ``difference`` with ``power``.
+
+    ``sd`` is the spread of one arm's values over seeds (the pooled standard deviation of two
+    arms). Two arms of n seeds each are compared by the two-sample t-test (df 2n - 2, noncentral
+    parameter d·sqrt(n/2), d = difference / sd); with ``paired`` one arm is compared with a fixed
+    value (df n - 1, d·sqrt(n)). None where it cannot be said: no spread (sd 0: any number of seeds
+    shows the difference, or none) or more than :data:`MOST_SEEDS` seeds.
+    """
+    from scipy.stats import nct, t
+
+    if not sd > 0 or not difference:
+        return None
+    d = abs(difference) / sd
+
+    def reached(n: int) -> bool:
+        df, ncp = (n - 1, d * np.sqrt(n)) if paired else (2 * n - 2, d * np.sqrt(n / 2))
+        crit = t.ppf(1 - (1 - level) / 2, df)
+        return nct.sf(crit, df, ncp) + nct.cdf(-crit, df, ncp) >= power
+
+    low, high = 2, 2
+    while not reached(high):  # double, then bisect: power grows with n
+        low, high = high, high * 2
+        if high > 2 * MOST_SEEDS:
+            return None
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (mid + 1, high) if not reached(mid) else (low, mid)
+    return high if high <= MOST_SEEDS else None
+
+
+def pooled_sd(a, b=None) -> float:
+    """The standard deviation over seeds of ``a``, or pooled over ``a`` and ``b`` (each with >= 2 values)."""
+    a = np.asarray(a, float)
+    if b is None:
+        return float(a.std(ddof=1))
+    b = np.asarray(b, float)
+    return float(np.sqrt(((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2)))
 
 
 def rate_ci(successes: int, n: int, level: float = LEVEL) -> tuple[float, float]:

@@ -6,6 +6,11 @@ Intervals: a mean over seeds gets the percentile bootstrap of ``redgame.games.st
 a difference of two regimes' means resamples each regime's seeds independently (two-sample
 percentile bootstrap, Efron & Tibshirani 1993, ch. 16), 2000 resamples, a fixed generator.
 
+For a comparison not decided, the report says how many seeds per regime would decide a
+difference of :data:`EFFECT` (20 points, the demo's goal) at the spread its seeds show: the
+t-test sample size of ``redgame.games.stats.seeds_to_decide`` (80% power, level 0.05), an
+approximation to the bootstrap's verdict.
+
 The claims (Self-RedTeam arXiv 2506.07468, ABS arXiv 2605.08427, AdvGame arXiv 2512.20806):
 every game regime raises held-out harmful refusal over the base while keeping benign
 compliance; role-separated play (bipolicy, advgame) keeps a smaller mirror gap than shared
@@ -18,11 +23,14 @@ import math
 
 import numpy as np
 
+from redgame.games.stats import pooled_sd, seeds_to_decide
+
 METRICS = ("harmful_refusal", "harmful_refusal_strings", "benign_compliance", "benign_compliance_strings",
            "loop_rate", "selfplay_asr", "best_response_asr", "mirror_gap")
 GAME = ("shared", "bipolicy", "advgame")
 ABLATIONS = ("defender-sft", "defender-vs-frozen")
 RESAMPLES = 2000
+EFFECT = 0.20  # the difference of interest for the seeds-to-decide column: the demo's +20 points
 
 
 def diff_ci(a, b, level: float = 0.95, resamples: int = RESAMPLES, seed: int = 0) -> tuple[float, float]:
@@ -70,13 +78,15 @@ def comparisons(table: dict[str, dict]) -> list[dict]:
             continue
         va = table[a][m]["values"]
         vb = [0.0] if b is None else table[b][m]["values"]
-        if len(va) < 2 or (b not in (None, "base") and len(vb) < 2):
-            ci, decided = None, False
+        one_arm = b in (None, "base")  # against a fixed value: zero, or the base model's one evaluation
+        if len(va) < 2 or (not one_arm and len(vb) < 2):
+            ci, decided, needed = None, False, None
         else:
             ci = diff_ci(va, vb)
             decided = ci[0] > 0 or ci[1] < 0
+            needed = seeds_to_decide(EFFECT, pooled_sd(va, None if one_arm else vb), paired=one_arm)
         rows.append({"claim": claim, "a": a, "b": b or "0", "metric": m, "diff": float(np.mean(va) - np.mean(vb)),
-                     "ci": ci, "decided": decided})
+                     "ci": ci, "decided": decided, "seeds_to_decide": needed})
     return rows
 
 
@@ -104,11 +114,15 @@ def markdown(summary: dict) -> str:
         n = max((len(e["values"]) for e in metrics.values()), default=0)
         lines.append("| " + " | ".join([regime, str(n)] + [_cell(metrics.get(m)) for m in METRICS]) + " |")
     lines += ["", "## What is decided", "",
-              "A comparison is decided when the 95% bootstrap interval of the difference excludes zero.", "",
-              "| claim | difference | 95% interval | decided |", "|---|---|---|---|"]
+              "A comparison is decided when the 95% bootstrap interval of the difference excludes zero. "
+              f"The last column: how many seeds per regime a t-test would need to find a difference of {EFFECT:.2f} "
+              "with 80% power at the spread these seeds show (– where the seeds show no spread).", "",
+              f"| claim | difference | 95% interval | decided | seeds to decide {EFFECT:.2f} |", "|---|---|---|---|---|"]
     for r in rows:
         ci = "–" if r["ci"] is None else f"[{r['ci'][0]:+.2f}, {r['ci'][1]:+.2f}]"
-        lines.append(f"| {r['claim']} | {r['diff']:+.2f} | {ci} | {'yes' if r['decided'] else 'no'} |")
+        needed = r.get("seeds_to_decide")
+        lines.append(f"| {r['claim']} | {r['diff']:+.2f} | {ci} | {'yes' if r['decided'] else 'no'} | "
+                     f"{'–' if needed is None else needed} |")
     decided = [r["claim"] for r in rows if r["decided"]]
     lines += ["", f"Decided: {len(decided)} of {len(rows)} comparisons"
               + (": " + "; ".join(decided) + "." if decided else "."),

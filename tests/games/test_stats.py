@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from redgame.games.stats import collapsed, mean_ci, rate_ci, seed_summary
+from redgame.games.stats import collapsed, mean_ci, pooled_sd, rate_ci, seed_summary, seeds_to_decide
 
 
 def test_bootstrap_interval_of_a_mean_matches_the_normal_theory_interval():
@@ -48,3 +48,35 @@ def test_collapse_thresholds_and_summary():
     assert out["mirror_gap_ci"].shape == (2, 2) and out["collapse_rate_ci"].shape == (2, 2)
     np.testing.assert_allclose(out["mirror_gap_ci"][1], [0.7, 0.7])
     assert out["collapse_rate_ci"][1][0] == pytest.approx(rate_ci(4, 4)[0])
+
+
+@pytest.mark.parametrize("d, paired, n", [(0.5, False, 64), (0.8, False, 26), (0.2, False, 394), (0.5, True, 34),
+                                          (0.8, True, 15)])
+def test_seeds_to_decide_matches_published_power_tables(d, paired, n):
+    # Cohen (1988), tables 2.4.1 and 2.4.2, and G*Power's exact noncentral-t sizes (d = 0.2: 394, Cohen's 393
+    # is his normal approximation): alpha 0.05 two-sided, power 0.8.
+    assert seeds_to_decide(d * 0.3, 0.3, paired=paired) == n
+
+
+def test_seeds_to_decide_reaches_its_power_by_simulation():
+    from scipy.stats import ttest_ind
+
+    rng = np.random.default_rng(0)
+    n = seeds_to_decide(1.0, 1.0)
+    power = {}
+    for m in (n - 1, n):
+        a, b = rng.normal(1.0, 1.0, (20_000, m)), rng.normal(0.0, 1.0, (20_000, m))
+        power[m] = float((ttest_ind(a, b, axis=1).pvalue < 0.05).mean())
+    assert power[n] >= 0.79 and power[n - 1] < 0.8 + 0.01  # 20,000 trials: standard error 0.003
+
+
+def test_seeds_to_decide_says_nothing_without_spread_or_difference():
+    assert seeds_to_decide(0.2, 0.0) is None and seeds_to_decide(0.0, 1.0) is None
+    assert seeds_to_decide(1e-6, 1.0) is None  # over the most seeds it will count
+    assert seeds_to_decide(10.0, 1.0) == 2     # a huge difference: the fewest a t-test takes
+
+
+def test_pooled_sd_is_the_two_sample_t_tests():
+    a, b = [0.1, 0.4, 0.2], [0.0, 0.5, 0.9, 0.3]
+    expected = math.sqrt((2 * np.var(a, ddof=1) + 3 * np.var(b, ddof=1)) / 5)
+    assert pooled_sd(a, b) == pytest.approx(expected) and pooled_sd(a) == pytest.approx(np.std(a, ddof=1))

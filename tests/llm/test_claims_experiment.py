@@ -51,6 +51,26 @@ def test_report_names_what_is_decided():
     assert "| bipolicy changes harmful_refusal over the base | +0.55 |" in text and "| yes |" in text
 
 
+def test_undecided_comparisons_say_how_many_seeds_would_decide():
+    from redgame.games.stats import pooled_sd, seeds_to_decide
+    from redgame.llm.claims import EFFECT
+
+    values = {"base": [0.0], "bipolicy": [0.0, 0.4, 0.1], "defender-sft": [0.3, 0.0, 0.2], "advgame": [0.2, 0.2]}
+    table = regime_table(_runs(values))
+    rows = {(r["a"], r["b"]): r for r in comparisons(table)}
+    two_arms = rows["bipolicy", "defender-sft"]
+    assert not two_arms["decided"]
+    assert two_arms["seeds_to_decide"] == seeds_to_decide(EFFECT, pooled_sd(values["bipolicy"], values["defender-sft"]))
+    assert rows["bipolicy", "base"]["seeds_to_decide"] == seeds_to_decide(EFFECT, pooled_sd(values["bipolicy"]),
+                                                                          paired=True)
+    assert rows["advgame", "base"]["seeds_to_decide"] is None  # no spread over its seeds
+    summary = {"table": table, "comparisons": list(rows.values()), "split": "test", "n_harmful": 2, "n_benign": 2,
+               "steps": 1, "probe_steps": 1, "seeds": [0, 1, 2], "eval_judge": "embedded", "shared_loss": "reinforce",
+               "total_seconds": 60, "load_start": 1.0, "load_end": 1.0}
+    text = markdown(summary)
+    assert f"| no | {two_arms['seeds_to_decide']} |" in text and "| advgame changes harmful_refusal over the base" in text
+
+
 @pytest.mark.slow
 def test_smoke_run_writes_report_json_and_plot(tmp_path):
     out = tmp_path / "claims"
