@@ -13,7 +13,14 @@ Writes to ``--out``: the runs, ``claims.json``, ``claims.md`` (tables, and which
 are decided: a 95% bootstrap interval over seeds that excludes zero) and ``claims.png``.
 
     python benchmarks/llm_claims.py [--regimes ...] [--seeds 0 1 2] [--steps 2] [--probe-steps 2]
-        [--prompts N] [--split test] [--set KEY=VALUE] [--reuse] [--out runs/claims] [--json] [--smoke]
+        [--prompts N] [--split test] [--set KEY=VALUE] [--reuse] [--jobs N] [--out runs/claims] [--json] [--smoke]
+
+``--jobs N`` trains and measures N runs at a time, each in its own process (its own model copy
+and judge; ``--threads`` each): on a GPU several small runs share the device, on a CPU give each
+job a share of the cores (``--jobs 2 --threads 1`` on two). Each run is trained and measured as
+it would be alone with the same threads; its numbers differ from a ``--jobs 1`` run's only by
+rounding (about 1e-8 in the rewards: the judge embeds texts in other batches, as it does for a
+run that follows other runs in one process).
 
 ``--smoke``: the tiny random model, 1 step, 2 seeds, 2 regimes and 4 prompts, in seconds (CI).
 """
@@ -46,13 +53,16 @@ def parse(argv=None):
                         help="override one key of the demo recipe for every regime")
     parser.add_argument("--reuse", action="store_true",
                         help="keep runs in --out that already hold this config (and their measurements, when alike)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads, per job (0: default)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained and measured at a time, one process each")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     parser.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16 (default: auto)")
     parser.add_argument("--out", default="runs/claims", help="output folder (default: runs/claims)")
     parser.add_argument("--json", action="store_true", help="print the JSON summary")
     parser.add_argument("--smoke", action="store_true", help="tiny model, 1 step, 2 seeds, 2 regimes, 4 prompts")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
     if args.smoke:
         args.model, args.steps, args.probe_steps, args.seeds, args.prompts = "tiny", 1, 1, [0, 1], 2
         args.regimes = ["shared", "defender-sft"]
@@ -96,72 +106,148 @@ def cached(path: Path, measured: dict, reuse: bool, compute) -> dict:
     return row
 
 
-def main(argv=None) -> dict:
-    args = parse(argv)
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """What every run of one experiment shares: passed to each job."""
+
+    model: str
+    steps: int
+    probe_steps: int
+    split: str
+    prompts: int
+    tokens: int
+    device: str
+    dtype: str
+    threads: int
+    reuse: bool
+    overrides: tuple[str, ...]
+
+
+_JUDGE = {}  # per process: the evaluation judge, loaded once
+
+
+def judge_and_place(setting: Setting):
+    """The embedded judge on the setting's device, and (device, dtype); loaded once per process."""
     import torch
 
+    from redgame.llm.judges import make_judge
+    from redgame.llm.models import place_judge, placement
+
+    if "judge" not in _JUDGE:
+        if setting.threads:
+            torch.set_num_threads(setting.threads)
+        place = placement(setting.device, setting.dtype)  # cuda without CUDA: an error before any compute
+        judge = make_judge("embedded")
+        place_judge(judge, *place)
+        _JUDGE.update(judge=judge, place=place)
+    return _JUDGE["judge"], _JUDGE["place"]
+
+
+def held_out(setting: Setting) -> list:
+    from redgame.llm.seeds import builtin_seeds
+
+    split = builtin_seeds(setting.split)
+    return [s for s in split if s.harmful][:setting.prompts] + [s for s in split if not s.harmful][:setting.prompts]
+
+
+def measured_as(setting: Setting) -> dict:
+    return {"split": setting.split, "prompts": setting.prompts, "probe_steps": setting.probe_steps,
+            "tokens": setting.tokens}
+
+
+def train_and_measure(setting: Setting, out: Path, regime: str, seed: int) -> dict:
+    """Train one regime at one seed (unless reusable) and measure it: its row of the report."""
+    from redgame.llm.config import from_mapping, parse_override
+    from redgame.llm.demo import DEMO_RECIPE
+    from redgame.llm.models import load_base
+    from redgame.llm.probe import probe
+    from redgame.llm.trainer import train
+
+    judge, place = judge_and_place(setting)
+    recipe = from_mapping(dict(parse_override(t) for t in setting.overrides), where=" (--set)", base=DEMO_RECIPE)
+    cfg = regime_config(recipe, regime, seed, setting.steps, setting.model, setting.device, setting.dtype)
+    run = out / f"{regime}-s{seed}"
+    reused = setting.reuse and (run / "final" / "defender").is_dir() and json.loads(
+        (run / "config.json").read_text()) == cfg.to_dict()
+    if not reused:
+        train(cfg, run, overwrite=True, progress=False, judge=judge, log=lambda *a: None,
+              base=load_base(setting.model, dtype=place[1], device=place[0]))
+
+    def measure():
+        row = evaluate_run(setting.model, run, judge, held_out(setting), setting.tokens, place)
+        gap = probe(run, steps=setting.probe_steps, split=setting.split, seed=seed, prompts=setting.prompts,
+                    progress=False, device=setting.device, dtype=setting.dtype, log=lambda *a: None)
+        return {**row, **{k: gap[k] for k in ("selfplay_asr", "best_response_asr", "mirror_gap")}}
+
+    return cached(run / "claims_row.json", measured_as(setting), reused, measure)
+
+
+def every_run(setting: Setting, out: Path, tasks: list[tuple[str, int]], jobs: int, report):
+    """{(regime, seed): row} for every task, ``jobs`` at a time in worker processes (1: in this one)."""
+    if jobs == 1:
+        rows = {}
+        for regime, seed in tasks:
+            rows[regime, seed] = train_and_measure(setting, out, regime, seed)
+            report(regime, seed, rows[regime, seed])
+        return rows
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # spawn: CUDA cannot be used in a forked child; each worker loads its own judge and models.
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(train_and_measure, setting, out, regime, seed): (regime, seed) for regime, seed in tasks}
+        rows = {}
+        for future in as_completed(futures):
+            rows[futures[future]] = future.result()
+            report(*futures[future], rows[futures[future]])
+    return rows
+
+
+def main(argv=None) -> dict:
+    args = parse(argv)
     from redgame.llm import claims
     from redgame.llm.config import LOSSES, from_mapping, parse_override
     from redgame.llm.demo import DEMO_RECIPE
-    from redgame.llm.judges import make_judge
-    from redgame.llm.models import load_base, place_judge, placement
-    from redgame.llm.probe import probe
     from redgame.llm.seeds import builtin_seeds
-    from redgame.llm.trainer import train
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     recipe = from_mapping(dict(parse_override(t) for t in args.set), where=" (--set)", base=DEMO_RECIPE)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0, load_start = time.perf_counter(), os.getloadavg()[0]
-    place = placement(args.device, args.dtype)  # cuda without CUDA: an error before any compute
-    judge = make_judge("embedded")
-    place_judge(judge, *place)
     split = builtin_seeds(args.split)
-    n = args.prompts or len(split)
-    seeds = [s for s in split if s.harmful][:n] + [s for s in split if not s.harmful][:n]
-    tokens = args.eval_tokens or recipe.response_tokens
-    measured = {"split": args.split, "prompts": n, "probe_steps": args.probe_steps, "tokens": tokens}
-    results = {"base": [cached(out / "base_row.json", measured, args.reuse,
-                               lambda: evaluate_run(args.model, None, judge, seeds, tokens, place))]}
-    results.update({regime: [] for regime in args.regimes})
-    for seed in args.seeds:  # seed-major: a run cut short still has every regime at its first seeds
-        for regime in args.regimes:
-            cfg = regime_config(recipe, regime, seed, args.steps, args.model, args.device, args.dtype)
-            run = out / f"{regime}-s{seed}"
-            reused = args.reuse and (run / "final" / "defender").is_dir() and json.loads(
-                (run / "config.json").read_text()) == cfg.to_dict()
-            if not reused:
-                train(cfg, run, overwrite=True, progress=False, judge=judge, log=lambda *a: None,
-                      base=load_base(args.model, dtype=place[1], device=place[0]))
+    setting = Setting(model=args.model, steps=args.steps, probe_steps=args.probe_steps, split=args.split,
+                      prompts=args.prompts or len(split), tokens=args.eval_tokens or recipe.response_tokens,
+                      device=args.device, dtype=args.dtype, threads=args.threads, reuse=args.reuse,
+                      overrides=tuple(args.set))
+    judge, place = judge_and_place(setting)
+    seeds = held_out(setting)
+    results = {"base": [cached(out / "base_row.json", measured_as(setting), args.reuse,
+                               lambda: evaluate_run(args.model, None, judge, seeds, setting.tokens, place))]}
 
-            def measure(run=run, seed=seed):
-                row = evaluate_run(args.model, run, judge, seeds, tokens, place)
-                gap = probe(run, steps=args.probe_steps, split=args.split, seed=seed, prompts=n, progress=False,
-                            device=args.device, dtype=args.dtype, log=lambda *a: None)
-                return {**row, **{k: gap[k] for k in ("selfplay_asr", "best_response_asr", "mirror_gap")}}
+    def report(regime, seed, row):
+        print(f"{regime} seed {seed}: harmful refusal {row['harmful_refusal']:.2f} "
+              f"(strings {row['harmful_refusal_strings']:.2f}), benign compliance {row['benign_compliance']:.2f}, "
+              f"loops {row['loop_rate']:.2f}, mirror gap {row['mirror_gap']:+.2f} "
+              f"[{time.perf_counter() - t0:.0f} s]", flush=True)
 
-            row = cached(run / "claims_row.json", measured, reused, measure)
-            results[regime].append(row)
-            print(f"{regime} seed {seed}: harmful refusal {row['harmful_refusal']:.2f} "
-                  f"(strings {row['harmful_refusal_strings']:.2f}), benign compliance {row['benign_compliance']:.2f}, "
-                  f"loops {row['loop_rate']:.2f}, mirror gap {row['mirror_gap']:+.2f} "
-                  f"[{time.perf_counter() - t0:.0f} s]", flush=True)
+    # seed-major: a run cut short still has every regime at its first seeds
+    tasks = [(regime, seed) for seed in args.seeds for regime in args.regimes]
+    rows = every_run(setting, out, tasks, args.jobs, report)
+    results.update({regime: [rows[regime, seed] for seed in args.seeds] for regime in args.regimes})
     table = claims.regime_table(results)
     summary = {"model": args.model, "split": args.split, "steps": args.steps, "probe_steps": args.probe_steps,
                "seeds": args.seeds, "n_harmful": sum(s.harmful for s in seeds),
                "n_benign": sum(not s.harmful for s in seeds), "eval_judge": getattr(judge, "name", "embedded"),
                "shared_loss": "reinforce_pp" if "reinforce_pp" in LOSSES else "reinforce",
                "recipe": dataclasses.replace(recipe, steps=args.steps).to_dict(), "overrides": args.set,
-               "runs": results, "table": table, "comparisons": claims.comparisons(table),
+               "jobs": args.jobs, "runs": results, "table": table, "comparisons": claims.comparisons(table),
                "total_seconds": round(time.perf_counter() - t0, 1),
                "load_start": round(load_start, 2), "load_end": round(os.getloadavg()[0], 2)}
     (out / "claims.json").write_text(json.dumps(summary, indent=1) + "\n")
-    report = claims.markdown(summary)
-    (out / "claims.md").write_text(report)
+    report_text = claims.markdown(summary)
+    (out / "claims.md").write_text(report_text)
     claims.plot(summary, out / "claims.png")
-    print(json.dumps(summary, indent=1) if args.json else report)
+    print(json.dumps(summary, indent=1) if args.json else report_text)
     return summary
 
 

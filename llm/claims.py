@@ -107,7 +107,7 @@ def markdown(summary: dict) -> str:
              f"{summary['steps']} game steps per run, {summary['probe_steps']} best-response steps per probe; "
              f"seeds {summary['seeds']}; evaluation judge {summary['eval_judge']} and refusal strings side by side; "
              f"shared trains with loss {summary['shared_loss']}. Means over seeds with 95% bootstrap intervals "
-             f"over seeds. Wall time {summary['total_seconds'] / 60:.1f} min; load average at the start "
+             f"over seeds. Wall time {summary['total_seconds'] / 60:.1f} min, {summary.get('jobs', 1)} run(s) at a time; load average at the start "
              f"{summary['load_start']}, at the end {summary['load_end']} (2 shared cores).", "",
              "| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for regime, metrics in table.items():

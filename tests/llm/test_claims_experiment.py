@@ -81,3 +81,24 @@ def test_smoke_run_writes_report_json_and_plot(tmp_path):
     assert set(summary["runs"]) == {"base", "shared", "defender-sft"}
     assert all("mirror_gap" in r for r in summary["runs"]["shared"])
     assert (out / "claims.png").stat().st_size > 0 and "What is decided" in (out / "claims.md").read_text()
+
+
+def _training_numbers(run: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if isinstance(v, float) and not k.startswith("time/") and k != "tokens_per_s"}
+            for r in rows]
+
+
+@pytest.mark.slow
+def test_runs_in_parallel_jobs_train_as_they_would_alone(tmp_path):
+    for jobs in (1, 2):
+        done = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--jobs", str(jobs), "--threads", "1",
+                               "--out", str(tmp_path / f"jobs{jobs}")], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+    for run in ("shared-s0", "shared-s1", "defender-sft-s0", "defender-sft-s1"):
+        alone, parallel = (_training_numbers(tmp_path / f"jobs{j}" / run) for j in (1, 2))
+        assert [sorted(r) for r in alone] == [sorted(r) for r in parallel]
+        for a, b in zip(alone, parallel):
+            assert b == pytest.approx(a, rel=1e-5, abs=1e-6, nan_ok=True)
+    summaries = [json.loads((tmp_path / f"jobs{j}" / "claims.json").read_text()) for j in (1, 2)]
+    assert summaries[0]["runs"] == summaries[1]["runs"] and summaries[1]["jobs"] == 2
