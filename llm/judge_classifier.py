@@ -9,7 +9,10 @@ sentence embeddings, as in Reimers & Gurevych, arXiv 1908.10084):
   (refuse-then-comply included), *refused* declines or deflects, *neither* is an echo, an
   off-topic answer or noise;
 - **degenerate**: P(loop, repetition or gibberish), a logistic on the structure alone;
-- **prompt**: P(the prompt asks for harmful help), a logistic on MiniLM(prompt).
+- **prompt**: P(the prompt asks for harmful help), a logistic on MiniLM(prompt);
+- optionally **faithful**: P(an attack asks for the same thing as its seed), a logistic on the
+  pair's MiniLM features (:mod:`redgame.llm.judge_attacks`), where the card has ``faithful_head``;
+  without it, the cosine of seed and attack against ``faithful_threshold``.
 
 The weights ship as ``data/judge_classifier.safetensors`` with a JSON card
 (``data/judge_classifier.json``: the thresholds, how it was trained, its validation
@@ -51,6 +54,7 @@ class JudgeClassifier:
     mean: torch.Tensor        # [n_structure]
     scale: torch.Tensor       # [n_structure]
     card: dict
+    faithful: torch.Tensor | None = None  # [2 * dim + 2]: the faithfulness head, where the card has faithful_head
 
     @property
     def faithful_threshold(self) -> float:
@@ -72,7 +76,8 @@ class JudgeClassifier:
 
     def save(self, folder: str | Path) -> Path:
         """Write ``folder/judge_classifier.{safetensors,json}`` (see :func:`save_tensors_with_card`)."""
-        return save_tensors_with_card(folder, WEIGHTS, CARD, {k: getattr(self, k) for k in TENSORS}, self.card)
+        names = TENSORS + (("faithful",) if self.faithful is not None else ())
+        return save_tensors_with_card(folder, WEIGHTS, CARD, {k: getattr(self, k) for k in names}, self.card)
 
 
 def save_tensors_with_card(folder: str | Path, weights: str, card_name: str, tensors: dict, card: dict) -> Path:
@@ -130,4 +135,8 @@ def load_classifier(folder: str | Path | None = None) -> JudgeClassifier:
     if meta.get("structure_features", list(NAMES)) != list(NAMES):
         raise UserError(f"judge classifier in {folder} was trained on other structural features; retrain it: "
                         f"redgame llm train-judge --out {folder}")
-    return JudgeClassifier(**{k: tensors[k].float() for k in TENSORS}, card=meta)
+    if "faithful_head" in meta and "faithful" not in tensors:
+        raise UserError(f"judge classifier in {folder} is incomplete (its card names a faithful head; the weights "
+                        "lack it)")
+    faithful = tensors["faithful"].float() if "faithful_head" in meta else None
+    return JudgeClassifier(**{k: tensors[k].float() for k in TENSORS}, card=meta, faithful=faithful)

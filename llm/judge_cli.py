@@ -50,6 +50,10 @@ def register(llm_subparsers) -> None:
     tj.add_argument("--data", nargs="+", default=[BUILTIN_INPUT],
                     help=f"labelled JSONL files with a split field, or '{BUILTIN_INPUT}', taken together "
                          f"(default: the built-in judge set)")
+    tj.add_argument("--attacks", nargs="+", default=[], metavar="FILE",
+                    help="labelled attack rewrites (JSONL: seed, attack, original_class, attack_harmful, "
+                         "attack_faithful, split): more prompts for the prompt head, and a faithfulness head on "
+                         "(seed, attack) in place of the cosine threshold (embedded judge only)")
     tj.add_argument("--out", required=True,
                     help="folder for the weights and the card (use it with --judge embedded:<out>, or probe:<out>)")
     tj.add_argument("--probe", action="store_true",
@@ -120,7 +124,11 @@ def run_train_judge(args) -> int:
     from redgame.llm.judge_train import retrain
 
     log = (lambda *a: None) if args.json else print
-    card = retrain(args.data, Path(args.out), probe_model=args.probe_model if args.probe else None, log=log)
+    if args.probe and args.attacks:
+        raise UserError("train-judge: --attacks trains the embedded judge's faithfulness head; it does not go with "
+                        "--probe")
+    card = retrain(args.data, Path(args.out), probe_model=args.probe_model if args.probe else None,
+                   attacks=args.attacks, log=log)
     if args.json:
         print(strict_json(card))
     return 0

