@@ -107,8 +107,9 @@ def markdown(summary: dict) -> str:
              f"{summary['steps']} game steps per run, {summary['probe_steps']} best-response steps per probe; "
              f"seeds {summary['seeds']}; evaluation judge {summary['eval_judge']} and refusal strings side by side; "
              f"shared trains with loss {summary['shared_loss']}. Means over seeds with 95% bootstrap intervals "
-             f"over seeds. Wall time {summary['total_seconds'] / 60:.1f} min, {summary.get('jobs', 1)} run(s) at a time; load average at the start "
-             f"{summary['load_start']}, at the end {summary['load_end']} (2 shared cores).", "",
+             f"over seeds. Wall time of this invocation {summary['total_seconds'] / 60:.1f} min (runs kept by "
+             f"--reuse are not timed again), {summary.get('jobs', 1)} run(s) at a time; load average at the start "
+             f"{summary['load_start']}, at the end {summary['load_end']}.", "",
              "| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for regime, metrics in table.items():
         n = max((len(e["values"]) for e in metrics.values()), default=0)
