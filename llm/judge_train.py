@@ -246,9 +246,9 @@ def retrain(data: str | list[str], out: Path, *, probe_model: str | None = None,
     from redgame.llm.judges import EmbeddedJudge
     from redgame.llm.seeds import builtin_seeds
 
+    rewrites = [r for path in attacks for r in load_rewrites(path)]  # first: a missing file is a one-line error
     exchanges, names, digest = _read_sources(list([data] if isinstance(data, str) else data) + list(attacks),
                                              rewrite_files=len(attacks))
-    rewrites = [r for path in attacks for r in load_rewrites(path)]
     train = [x for x in exchanges if x.row.get("split") == "train"]
     validation = [x for x in exchanges if x.row.get("split") == "validation"]
     embedder = RememberingEmbedder(MiniLMEmbedder())  # the fit and the metrics read the same texts
