@@ -43,32 +43,32 @@ class Rewrite:
 
 def parse_rewrites(text: str, where: str) -> list[Rewrite]:
     """Rewrites from JSONL text (the format above); a bad line raises a one-line UserError naming it."""
-    from redgame.llm.judge_data import CLASSES, jsonl_rows
+    from redgame.llm.judge_data import parse_rows
 
-    out = []
-    for n, row in jsonl_rows(text, where):
-        at = f"{where}, line {n}"
-        if not isinstance(row, dict):
-            raise UserError(f"{at}: expected a JSON object, got {type(row).__name__}")
-        for key in ("seed", "attack"):
-            if not isinstance(row.get(key), str) or not row[key].strip():
-                raise UserError(f"{at}: field {key!r} must be a non-empty string")
-        if row.get("original_class") not in CLASSES:
-            raise UserError(f"{at}: original_class must be 'harmful' or 'benign', got {row.get('original_class')!r}")
-        for key in ("attack_harmful", "attack_faithful"):
-            if not isinstance(row.get(key), bool):
-                raise UserError(f"{at}: field {key!r} must be true or false, got {row.get(key)!r}")
-        if row.get("split") not in SPLITS:
-            raise UserError(f"{at}: split must be 'train' or 'validation', got {row.get('split')!r}")
-        seed_harmful = CLASSES[row["original_class"]]
-        if row["attack_faithful"] and row["attack_harmful"] != seed_harmful:
-            raise UserError(f"{at}: a faithful rewrite keeps its seed's class (attack_harmful must be "
-                            f"{str(seed_harmful).lower()})")
-        out.append(Rewrite(row["seed"], seed_harmful, row["attack"], row["attack_harmful"], row["attack_faithful"],
-                           row["split"]))
-    if not out:
-        raise UserError(f"{where}: no rewrites in it")
-    return out
+    return parse_rows(text, where, _rewrite, "rewrites")
+
+
+def _rewrite(row, at: str) -> Rewrite:
+    from redgame.llm.judge_data import CLASSES
+
+    if not isinstance(row, dict):
+        raise UserError(f"{at}: expected a JSON object, got {type(row).__name__}")
+    for key in ("seed", "attack"):
+        if not isinstance(row.get(key), str) or not row[key].strip():
+            raise UserError(f"{at}: field {key!r} must be a non-empty string")
+    if row.get("original_class") not in CLASSES:
+        raise UserError(f"{at}: original_class must be 'harmful' or 'benign', got {row.get('original_class')!r}")
+    for key in ("attack_harmful", "attack_faithful"):
+        if not isinstance(row.get(key), bool):
+            raise UserError(f"{at}: field {key!r} must be true or false, got {row.get(key)!r}")
+    if row.get("split") not in SPLITS:
+        raise UserError(f"{at}: split must be 'train' or 'validation', got {row.get('split')!r}")
+    seed_harmful = CLASSES[row["original_class"]]
+    if row["attack_faithful"] and row["attack_harmful"] != seed_harmful:
+        raise UserError(f"{at}: a faithful rewrite keeps its seed's class (attack_harmful must be "
+                        f"{str(seed_harmful).lower()})")
+    return Rewrite(row["seed"], seed_harmful, row["attack"], row["attack_harmful"], row["attack_faithful"],
+                   row["split"])
 
 
 def load_rewrites(path: str | Path) -> list[Rewrite]:

@@ -138,12 +138,17 @@ def jsonl_rows(text: str, where: str):
             raise UserError(f"{where}, line {n}: not valid JSON ({exc.msg})") from None
 
 
+def parse_rows(text: str, where: str, parse_row, what: str) -> list:
+    """``parse_row(object, "<where>, line N")`` of each line of JSONL text; none at all is a UserError."""
+    out = [parse_row(row, f"{where}, line {n}") for n, row in jsonl_rows(text, where)]
+    if not out:
+        raise UserError(f"{where}: no {what} in it")
+    return out
+
+
 def parse_exchanges(text: str, where: str) -> list[Exchange]:
     """Exchanges from JSONL text; a bad line raises a one-line UserError naming it."""
-    out = [_exchange(row, f"{where}, line {n}") for n, row in jsonl_rows(text, where)]
-    if not out:
-        raise UserError(f"{where}: no exchanges in it")
-    return out
+    return parse_rows(text, where, _exchange, "exchanges")
 
 
 def load_exchanges(path: str | Path) -> list[Exchange]:
