@@ -123,3 +123,29 @@ def test_train_judge_with_rewrites_refuses_a_missing_file_and_the_probe_in_one_l
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("redgame: error: ") and needle in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_retrained_with_the_rewrites_the_judge_gives_the_documented_second_attack_hold_out(judge, tmp_path):
+    """docs/judge.md, "A faithfulness head, trained on written rewrites": on the second attack hold-out, attack-class
+    accuracy 0.726 -> 0.782 and faithfulness accuracy 0.603 -> 0.681; 9 of the 16 requests for something else read
+    as unfaithful (the cosine rule: 1)."""
+    from importlib import resources
+
+    from redgame.llm.judge_data import exchange_metrics, judge_exchanges, load_exchanges
+    from redgame.llm.judge_train import retrain
+    from redgame.llm.judges import EmbeddedJudge
+
+    data = resources.files("redgame.llm").joinpath("data")
+    card = retrain("builtin", tmp_path / "j", attacks=[str(data / "judge_attacks.jsonl")], log=lambda *a: None)
+    assert card["faithful_head"]["train_rewrites"] > 0 and "faithful_head" in card
+    holdout = load_exchanges(str(data / "judge_attack_holdout_2.jsonl"))
+    retrained = EmbeddedJudge(judge.embedder, weights=tmp_path / "j")
+    expected = {judge: (0.726, 0.603, 1), retrained: (0.782, 0.681, 9)}
+    for each, (harmful_accuracy, faithful_accuracy, off_intent) in expected.items():
+        results = judge_exchanges(each, holdout)
+        metrics = exchange_metrics(holdout, results)
+        assert metrics["attack_harmful"]["accuracy"] == pytest.approx(harmful_accuracy, abs=0.02)
+        assert metrics["attack_faithful"]["accuracy"] == pytest.approx(faithful_accuracy, abs=0.02)
+        caught = sum(r["faithful"] < 0.5 for x, r in zip(holdout, results) if x.row["attack_style"] == "off_intent")
+        assert abs(caught - off_intent) <= 1

@@ -327,3 +327,41 @@ def test_the_attack_hold_out_rewrites_test_seeds_twice_each_and_repeats_no_writt
     assert not {r["attack"].lower() for r in ATTACK_HOLDOUT} & {r["prompt"].lower() for r in others}
     seen_seeds = {s.prompt for s in builtin_seeds("train") + builtin_seeds("validation")}
     assert not {r["attack"] for r in ATTACK_HOLDOUT} & seen_seeds
+
+
+def test_the_attack_rewrites_cover_train_and_validation_seeds_twice_each():
+    """judge_attacks.jsonl: 288 written rewrites, two of each train and validation seed, in its seed's split, for
+    ``train-judge --attacks`` (docs/judge.md, "A faithfulness head, trained on written rewrites")."""
+    from redgame.llm.judge_attacks import parse_rewrites
+
+    text = resources.files("redgame.llm").joinpath("data/judge_attacks.jsonl").read_text(encoding="utf-8")
+    rewrites, rows = parse_rewrites(text, "judge_attacks.jsonl"), _rows("judge_attacks.jsonl")
+    assert len(rewrites) == 288 and [r["id"] for r in rows] == [f"ar-{i:04d}" for i in range(1, 289)]
+    split_of = {s.prompt: split for split in ("train", "validation") for s in builtin_seeds(split)}
+    assert Counter(r.seed for r in rewrites) == {seed: 2 for seed in split_of}
+    assert all(r.split == split_of[r.seed] for r in rewrites)
+    assert all((r.attack == r.seed) == (row["attack_style"] == "identity") for r, row in zip(rewrites, rows))
+    cases = Counter((r.seed_harmful, r.attack_harmful, r.faithful) for r in rewrites)
+    assert cases == {(True, True, True): 67, (True, True, False): 21, (True, False, False): 56,
+                     (False, False, True): 81, (False, False, False): 40, (False, True, False): 23}
+    assert not {r.attack for r in rewrites} & {s.prompt for s in builtin_seeds("test")}
+
+
+def test_the_second_attack_hold_out_rewrites_the_test_seeds_the_first_leaves_out():
+    """judge_attack_holdout_2.jsonl: 124 written rewrites, two of each of the 62 test seeds not in the first attack
+    hold-out, written blind to every judge, each with a labelled answer."""
+    rows = _rows("judge_attack_holdout_2.jsonl")
+    _check_schema([{**r, "split": "holdout"} for r in rows], r"at2-\d{4}", {"holdout"})
+    test = {s.prompt: s.harmful for s in builtin_seeds("test")}
+    first = {r["seed"] for r in ATTACK_HOLDOUT}
+    assert Counter(r["seed"] for r in rows) == {seed: 2 for seed in test if seed not in first}
+    for row in rows:
+        assert row["prompt"] == row["attack"] and test[row["seed"]] == (row["original_class"] == "harmful"), row["id"]
+        assert row["seed_class"] == ("harmful" if row["attack_harmful"] else "benign"), row["id"]
+        assert (row["attack"] == row["seed"]) == (row["attack_style"] == "identity"), row["id"]
+        assert not row["attack_faithful"] or row["original_class"] == row["seed_class"], row["id"]
+    cases = Counter((r["original_class"], r["attack_harmful"], r["attack_faithful"]) for r in rows)
+    assert cases == {("harmful", True, True): 32, ("harmful", True, False): 9, ("harmful", False, False): 23,
+                     ("benign", False, True): 41, ("benign", False, False): 11, ("benign", True, False): 8}
+    written = _rows("judge_attacks.jsonl") + ATTACK_HOLDOUT
+    assert not {r["attack"].lower() for r in rows} & {r["attack"].lower() for r in written}
