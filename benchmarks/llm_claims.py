@@ -53,7 +53,8 @@ def parse(argv=None):
                         help="override one key of the demo recipe for every regime")
     parser.add_argument("--reuse", action="store_true",
                         help="keep runs in --out that already hold this config (and their measurements, when alike)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads, per job (0: default)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads, per job (0: torch's default; with --jobs N, the cores / N)")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained and measured at a time, one process each")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     parser.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16 (default: auto)")
@@ -63,6 +64,8 @@ def parse(argv=None):
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    if args.jobs > 1 and not args.threads:  # N processes with every core each would fight over them
+        args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
     if args.smoke:
         args.model, args.steps, args.probe_steps, args.seeds, args.prompts = "tiny", 1, 1, [0, 1], 2
         args.regimes = ["shared", "defender-sft"]
@@ -197,9 +200,13 @@ def every_run(setting: Setting, out: Path, tasks: list[tuple[str, int]], jobs: i
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(train_and_measure, setting, out, regime, seed): (regime, seed) for regime, seed in tasks}
         rows = {}
-        for future in as_completed(futures):
-            rows[futures[future]] = future.result()
-            report(*futures[future], rows[futures[future]])
+        try:
+            for future in as_completed(futures):
+                rows[futures[future]] = future.result()
+                report(*futures[future], rows[futures[future]])
+        except BaseException:  # a failed run (or Ctrl-C) stops the queue, not only this loop
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     return rows
 
 

@@ -57,13 +57,13 @@ def mean_ci(values: np.ndarray, level: float = LEVEL, resamples: int = RESAMPLES
     return np.stack([low, high], axis=-1)
 
 
-def seeds_to_decide(difference: float, sd: float, *, paired: bool = False, power: float = POWER,
+def seeds_to_decide(difference: float, sd: float, *, one_sample: bool = False, power: float = POWER,
                     level: float = LEVEL) -> int | None:
     """Seeds per arm for a two-sided t-test at ``1 - level`` to find ``difference`` with ``power``.
 
     ``sd`` is the spread of one arm's values over seeds (the pooled standard deviation of two
     arms). Two arms of n seeds each are compared by the two-sample t-test (df 2n - 2, noncentral
-    parameter d·sqrt(n/2), d = difference / sd); with ``paired`` one arm is compared with a fixed
+    parameter d·sqrt(n/2), d = difference / sd); with ``one_sample`` one arm is compared with a fixed
     value (df n - 1, d·sqrt(n)). None where it cannot be said: no spread (sd 0: any number of seeds
     shows the difference, or none) or more than :data:`MOST_SEEDS` seeds.
     """
@@ -74,7 +74,7 @@ def seeds_to_decide(difference: float, sd: float, *, paired: bool = False, power
     d = abs(difference) / sd
 
     def reached(n: int) -> bool:
-        df, ncp = (n - 1, d * np.sqrt(n)) if paired else (2 * n - 2, d * np.sqrt(n / 2))
+        df, ncp = (n - 1, d * np.sqrt(n)) if one_sample else (2 * n - 2, d * np.sqrt(n / 2))
         crit = t.ppf(1 - (1 - level) / 2, df)
         return nct.sf(crit, df, ncp) + nct.cdf(-crit, df, ncp) >= power
 

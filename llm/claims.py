@@ -6,8 +6,8 @@ Intervals: a mean over seeds gets the percentile bootstrap of ``redgame.games.st
 a difference of two regimes' means resamples each regime's seeds independently (two-sample
 percentile bootstrap, Efron & Tibshirani 1993, ch. 16), 2000 resamples, a fixed generator.
 
-For a comparison not decided, the report says how many seeds per regime would decide a
-difference of :data:`EFFECT` (20 points, the demo's goal) at the spread its seeds show: the
+For every comparison with at least two seeds a side, the report says how many seeds per regime
+would decide a difference of :data:`EFFECT` (20 points, the demo's goal) at the spread its seeds show: the
 t-test sample size of ``redgame.games.stats.seeds_to_decide`` (80% power, level 0.05), an
 approximation to the bootstrap's verdict.
 
@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from redgame.games.stats import pooled_sd, seeds_to_decide
+from redgame.games.stats import MOST_SEEDS, pooled_sd, seeds_to_decide
 
 METRICS = ("harmful_refusal", "harmful_refusal_strings", "benign_compliance", "benign_compliance_strings",
            "loop_rate", "selfplay_asr", "best_response_asr", "mirror_gap")
@@ -84,7 +84,7 @@ def comparisons(table: dict[str, dict]) -> list[dict]:
         else:
             ci = diff_ci(va, vb)
             decided = ci[0] > 0 or ci[1] < 0
-            needed = seeds_to_decide(EFFECT, pooled_sd(va, None if one_arm else vb), paired=one_arm)
+            needed = seeds_to_decide(EFFECT, pooled_sd(va, None if one_arm else vb), one_sample=one_arm)
         rows.append({"claim": claim, "a": a, "b": b or "0", "metric": m, "diff": float(np.mean(va) - np.mean(vb)),
                      "ci": ci, "decided": decided, "seeds_to_decide": needed})
     return rows
@@ -117,7 +117,8 @@ def markdown(summary: dict) -> str:
     lines += ["", "## What is decided", "",
               "A comparison is decided when the 95% bootstrap interval of the difference excludes zero. "
               f"The last column: how many seeds per regime a t-test would need to find a difference of {EFFECT:.2f} "
-              "with 80% power at the spread these seeds show (– where the seeds show no spread).", "",
+              "with 80% power at the spread these seeds show (–: fewer than 2 seeds a side, no spread, or more than "
+              f"{MOST_SEEDS:,} seeds).", "",
               f"| claim | difference | 95% interval | decided | seeds to decide {EFFECT:.2f} |", "|---|---|---|---|---|"]
     for r in rows:
         ci = "–" if r["ci"] is None else f"[{r['ci'][0]:+.2f}, {r['ci'][1]:+.2f}]"

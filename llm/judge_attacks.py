@@ -6,8 +6,11 @@ and attack; on written rewrites it passes every request for something else on th
 (docs/judge.md, "Attacks the judge never saw"). The faithfulness head reads the pair instead: a
 logistic regression on the element-wise product and absolute difference of the two unit
 embeddings and their cosine, the pair features of sentence-pair classifiers (Conneau et al.,
-arXiv 1705.02364; Reimers & Gurevych, arXiv 1908.10084). The verdict is still "same class and
-same request" (:func:`redgame.llm.judges.faithful_verdict`), with the head's P ≥ ½ as the second.
+arXiv 1705.02364; Reimers & Gurevych, arXiv 1908.10084). It is fitted to the ``attack_faithful``
+labels of every rewrite, so it learns what an unfaithful pair looks like, class changes included;
+the verdict is still "same class and same request" (:func:`redgame.llm.judges.faithful_verdict`),
+the head's P ≥ ½ reading the second half, the prompt head the first, and the seed as written
+faithful by rule.
 
 Rewrite files (``redgame llm train-judge --attacks FILE``) hold one JSON object per line:
 ``seed`` and ``attack`` (strings), ``original_class`` (``"harmful"`` or ``"benign"``, the
@@ -19,8 +22,6 @@ optionally ``id`` and ``attack_style``. A bad line is a one-line error naming it
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 import torch
 
@@ -71,21 +72,14 @@ def _rewrite(row, at: str) -> Rewrite:
                    row["split"])
 
 
-def load_rewrites(path: str | Path) -> list[Rewrite]:
-    """The rewrites of a user's JSONL file."""
-    from redgame.llm.userfiles import read_user_text
-
-    _, where, text = read_user_text(path, "attack rewrites")
-    return parse_rewrites(text, where)
-
-
 def pair_features(seed: torch.Tensor, attack: torch.Tensor) -> torch.Tensor:
     """[n, 2 * dim + 1]: (seed ⊙ attack, |seed − attack|, cosine) of unit embeddings."""
     return torch.cat([seed * attack, (seed - attack).abs(), (seed * attack).sum(-1, keepdim=True)], dim=-1)
 
 
 def same_request(head: torch.Tensor, seed: torch.Tensor, attack: torch.Tensor) -> torch.Tensor:
-    """[n]: P(the attack asks for the same thing as its seed) from the head's weights (bias last)."""
+    """[n]: the head's P(the pair is faithful), read as P(the attack asks for the same thing as its seed); the
+    head's weights have the bias last."""
     return torch.sigmoid(pair_features(seed, attack) @ head[:-1] + head[-1])
 
 
@@ -96,7 +90,7 @@ def fit_faithful_head(train: list[Rewrite], validation: list[Rewrite], vector, a
     ``vector(text)`` gives a unit embedding (numpy); ``attack_harmful(texts)`` the prompt head's
     P(harmful) of each attack, for the class half of the verdict.
     """
-    from redgame.llm.judge_train import fit_linear
+    from redgame.llm.judge_train import choose_l2, fit_linear
 
     if not train or not validation:
         raise UserError("train-judge --attacks: the faithfulness head needs rewrites in both the train and "
@@ -107,20 +101,18 @@ def fit_faithful_head(train: list[Rewrite], validation: list[Rewrite], vector, a
         a = torch.from_numpy(np.stack([vector(r.attack) for r in rows]))
         return pair_features(s, a).numpy()
 
-    x_train, x_val = features(train), features(validation)
+    x_train, x_val, y_train = features(train), features(validation), np.array([r.faithful for r in train])
     classes = attack_harmful([r.attack for r in validation])
     same_class = np.array([(p >= 0.5) == r.seed_harmful for p, r in zip(classes, validation)])
     identity = np.array([r.attack == r.seed for r in validation])  # faithful by rule
-    truth = np.array([r.faithful for r in validation])
-    accuracy = {}
-    for l2 in grid:
-        w = fit_linear(x_train, np.array([r.faithful for r in train]), l2)[:, 0]
+
+    def accuracy(w):
         verdict = identity | (((x_val @ w[:-1] + w[-1]) >= 0) & same_class)
-        accuracy[l2] = float(np.mean(verdict == truth))
-    best = max(grid, key=lambda l2: (round(accuracy[l2], 9), l2))  # ties: the stronger regularisation
-    log(f"faithful head: l2 {best} (validation verdict accuracy {accuracy[best]:.3f})")
-    weights = fit_linear(x_train, np.array([r.faithful for r in train]), best)[:, 0]
-    card = {"features": "seed*attack, |seed-attack|, cosine (MiniLM, unit vectors)", "l2": best,
-            "train_rewrites": len(train), "validation_rewrites": len(validation),
-            "validation_verdict_accuracy": {str(k): round(v, 4) for k, v in accuracy.items()}}
+        return float(np.mean(verdict == np.array([r.faithful for r in validation])))
+
+    best, weights, scores = choose_l2(lambda l2: fit_linear(x_train, y_train, l2)[:, 0], accuracy, grid)
+    log(f"faithful head: l2 {best} (validation verdict accuracy {scores[best]:.3f})")
+    card = {"features": "seed*attack, |seed-attack|, cosine (MiniLM, unit vectors)", "target": "attack_faithful",
+            "l2": best, "train_rewrites": len(train), "validation_rewrites": len(validation),
+            "validation_verdict_accuracy": {str(k): round(v, 4) for k, v in scores.items()}}
     return torch.from_numpy(weights).float(), card

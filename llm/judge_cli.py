@@ -124,9 +124,6 @@ def run_train_judge(args) -> int:
     from redgame.llm.judge_train import retrain
 
     log = (lambda *a: None) if args.json else print
-    if args.probe and args.attacks:
-        raise UserError("train-judge: --attacks trains the embedded judge's faithfulness head; it does not go with "
-                        "--probe")
     card = retrain(args.data, Path(args.out), probe_model=args.probe_model if args.probe else None,
                    attacks=args.attacks, log=log)
     if args.json:

@@ -64,6 +64,15 @@ def fit_linear(x: np.ndarray, y: np.ndarray, l2: float, classes: int = 2) -> np.
     return result.x.reshape(-1, k)
 
 
+def choose_l2(fit, score, grid) -> tuple[float, np.ndarray, dict]:
+    """(the L2 weight of ``grid`` whose ``fit(l2)`` scores best, its weights, every score); ties go to the stronger
+    regularisation."""
+    fitted = {l2: fit(l2) for l2 in grid}
+    scores = {l2: score(w) for l2, w in fitted.items()}
+    best = max(grid, key=lambda l2: (round(scores[l2], 9), l2))
+    return best, fitted[best], scores
+
+
 def response_target(x: Exchange) -> int:
     """0 helps, 1 refused, 2 neither (the order of ``RESPONSE_CLASSES``)."""
     if x.labels["harmful"]:
@@ -150,10 +159,9 @@ def train_classifier(train: list[Exchange], validation: list[Exchange], embedder
     }
     weights = {}
     for name, (fit, score) in heads.items():
-        scores = {l2: score(fit(l2)) for l2 in L2_GRID}
-        best = max(L2_GRID, key=lambda l2: (round(scores[l2], 9), l2))  # ties: the stronger regularisation
+        best, fitted, scores = choose_l2(fit, score, L2_GRID)
         chosen[name] = {"l2": best, "validation_objective": {str(k): round(float(v), 4) for k, v in scores.items()}}
-        weights[name] = torch.from_numpy(fit(best)).float()
+        weights[name] = torch.from_numpy(fitted).float()
         log(f"{name} head: l2 {best} (validation objective {scores[best]:.3f})")
     clf = JudgeClassifier(weights["response"], weights["degenerate"], weights["prompt"],
                           torch.from_numpy(mean).float(), torch.from_numpy(scale).float(),
@@ -240,15 +248,15 @@ def retrain(data: str | list[str], out: Path, *, probe_model: str | None = None,
     """``redgame llm train-judge``: train on the train split of ``data`` (files taken together), write the
     classifier (with ``probe_model``: the probe judge's head on that model; with ``attacks``, rewrite files:
     a faithfulness head too) into ``out``; the card."""
-    from redgame.llm.judge_attacks import load_rewrites
     from redgame.llm.embedder import MiniLMEmbedder, RememberingEmbedder
     from redgame.llm.judge_data import exchange_metrics, judge_exchanges
     from redgame.llm.judges import EmbeddedJudge
     from redgame.llm.seeds import builtin_seeds
 
-    rewrites = [r for path in attacks for r in load_rewrites(path)]  # first: a missing file is a one-line error
-    exchanges, names, digest = _read_sources(list([data] if isinstance(data, str) else data) + list(attacks),
-                                             rewrite_files=len(attacks))
+    if probe_model is not None and attacks:
+        raise UserError("train-judge: --attacks trains the embedded judge's faithfulness head; it does not go with "
+                        "--probe")
+    exchanges, rewrites, names, digest = _read_sources([data] if isinstance(data, str) else list(data), list(attacks))
     train = [x for x in exchanges if x.row.get("split") == "train"]
     validation = [x for x in exchanges if x.row.get("split") == "validation"]
     embedder = RememberingEmbedder(MiniLMEmbedder())  # the fit and the metrics read the same texts
@@ -276,19 +284,25 @@ def retrain(data: str | list[str], out: Path, *, probe_model: str | None = None,
     return trained.card
 
 
-def _read_sources(sources: list[str], rewrite_files: int = 0) -> tuple[list[Exchange], list[str], str]:
-    """The exchanges of every source taken together, every source's name, and one SHA-256 of their bytes;
-    the last ``rewrite_files`` sources are rewrite files, hashed but not read as exchanges."""
-    from redgame.llm.judge_data import builtin_exchanges, load_exchanges
+def _read_sources(sources: list[str], rewrite_sources: list[str]) -> tuple[list[Exchange], list, list[str], str]:
+    """The exchanges of every source and the rewrites of every rewrite file, taken together; every file's name; and
+    one SHA-256 of their bytes. A missing or malformed file is a one-line UserError naming it."""
+    from redgame.llm.judge_attacks import parse_rewrites
+    from redgame.llm.judge_data import builtin_exchanges, parse_exchanges
+    from redgame.llm.userfiles import read_user_text
 
-    exchanges, digest = [], hashlib.sha256()
-    for i, source in enumerate(sources):
+    exchanges, rewrites, digest = [], [], hashlib.sha256()
+    for source in sources:
         if source == "builtin":
             exchanges += builtin_exchanges()
             digest.update(resources.files("redgame.llm").joinpath("data/judge_set.jsonl").read_bytes())
         else:
-            if i < len(sources) - rewrite_files:
-                exchanges += load_exchanges(source)
-            digest.update(Path(source).read_bytes())
-    names = ["built-in judge set" if source == "builtin" else str(source) for source in sources]
-    return exchanges, names, digest.hexdigest()
+            path, where, text = read_user_text(source, "judge input")
+            exchanges += parse_exchanges(text, where)
+            digest.update(path.read_bytes())
+    for source in rewrite_sources:
+        path, where, text = read_user_text(source, "attack rewrites")
+        rewrites += parse_rewrites(text, where)
+        digest.update(path.read_bytes())
+    names = ["built-in judge set" if source == "builtin" else str(source) for source in sources + rewrite_sources]
+    return exchanges, rewrites, names, digest.hexdigest()

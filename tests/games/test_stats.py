@@ -50,12 +50,12 @@ def test_collapse_thresholds_and_summary():
     assert out["collapse_rate_ci"][1][0] == pytest.approx(rate_ci(4, 4)[0])
 
 
-@pytest.mark.parametrize("d, paired, n", [(0.5, False, 64), (0.8, False, 26), (0.2, False, 394), (0.5, True, 34),
+@pytest.mark.parametrize("d, one_sample, n", [(0.5, False, 64), (0.8, False, 26), (0.2, False, 394), (0.5, True, 34),
                                           (0.8, True, 15)])
-def test_seeds_to_decide_matches_published_power_tables(d, paired, n):
+def test_seeds_to_decide_matches_published_power_tables(d, one_sample, n):
     # Cohen (1988), tables 2.4.1 and 2.4.2, and G*Power's exact noncentral-t sizes (d = 0.2: 394, Cohen's 393
     # is his normal approximation): alpha 0.05 two-sided, power 0.8.
-    assert seeds_to_decide(d * 0.3, 0.3, paired=paired) == n
+    assert seeds_to_decide(d * 0.3, 0.3, one_sample=one_sample) == n
 
 
 def test_seeds_to_decide_reaches_its_power_by_simulation():
@@ -67,7 +67,7 @@ def test_seeds_to_decide_reaches_its_power_by_simulation():
     for m in (n - 1, n):
         a, b = rng.normal(1.0, 1.0, (20_000, m)), rng.normal(0.0, 1.0, (20_000, m))
         power[m] = float((ttest_ind(a, b, axis=1).pvalue < 0.05).mean())
-    assert power[n] >= 0.79 and power[n - 1] < 0.8 + 0.01  # 20,000 trials: standard error 0.003
+    assert power[n] >= 0.79 and power[n - 1] < 0.795  # 20,000 trials: standard error 0.003; at n - 1 it is 0.78
 
 
 def test_seeds_to_decide_says_nothing_without_spread_or_difference():

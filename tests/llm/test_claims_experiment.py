@@ -62,7 +62,7 @@ def test_undecided_comparisons_say_how_many_seeds_would_decide():
     assert not two_arms["decided"]
     assert two_arms["seeds_to_decide"] == seeds_to_decide(EFFECT, pooled_sd(values["bipolicy"], values["defender-sft"]))
     assert rows["bipolicy", "base"]["seeds_to_decide"] == seeds_to_decide(EFFECT, pooled_sd(values["bipolicy"]),
-                                                                          paired=True)
+                                                                          one_sample=True)
     assert rows["advgame", "base"]["seeds_to_decide"] is None  # no spread over its seeds
     summary = {"table": table, "comparisons": list(rows.values()), "split": "test", "n_harmful": 2, "n_benign": 2,
                "steps": 1, "probe_steps": 1, "seeds": [0, 1, 2], "eval_judge": "embedded", "shared_loss": "reinforce",

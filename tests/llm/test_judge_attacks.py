@@ -55,8 +55,9 @@ def _synthetic(rng, n: int, split: str) -> tuple[list[Rewrite], dict]:
         other /= np.linalg.norm(other)
         attack = seed + 0.5 * other if faithful else 0.3 * seed + other  # cosine about 0.9 against about 0.3
         vectors[f"{split}s{i}"], vectors[f"{split}a{i}"] = seed, attack / np.linalg.norm(attack)
-        rows.append(Rewrite(f"{split}s{i}", bool(i % 3), f"{split}a{i}", bool(i % 3) if faithful else bool(i % 3),
-                            faithful, split))
+        seed_harmful = bool(i % 3)
+        attack_harmful = seed_harmful if faithful or i % 4 == 1 else not seed_harmful  # some unfaithful ones change class
+        rows.append(Rewrite(f"{split}s{i}", seed_harmful, f"{split}a{i}", attack_harmful, faithful, split))
     return rows, vectors
 
 
@@ -76,7 +77,7 @@ def test_the_head_learns_a_pair_rule_and_the_verdict_needs_the_seeds_class():
     # a class read the wrong way makes every verdict unfaithful, whatever the head says: only the unfaithful half is right
     _, flipped = fit_faithful_head(train, validation, vectors.__getitem__,
                                    lambda texts: [1.0 - classes[t] for t in texts], grid=(0.1,), log=lambda *a: None)
-    assert flipped["validation_verdict_accuracy"]["0.1"] == pytest.approx(0.5)
+    assert flipped["validation_verdict_accuracy"]["0.1"] == pytest.approx(0.5, abs=0.02)
     with pytest.raises(UserError, match="both the train and validation"):
         fit_faithful_head(train, [], vectors.__getitem__, lambda t: [], grid=(1.0,))
 
