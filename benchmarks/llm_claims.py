@@ -123,7 +123,7 @@ class Setting:
     dtype: str
     threads: int
     reuse: bool
-    overrides: tuple[str, ...]
+    recipe: object  # the demo recipe with the --set overrides (a TrainConfig)
 
 
 _JUDGE = {}  # per process: the evaluation judge, loaded once
@@ -160,15 +160,12 @@ def measured_as(setting: Setting) -> dict:
 
 def train_and_measure(setting: Setting, out: Path, regime: str, seed: int) -> dict:
     """Train one regime at one seed (unless reusable) and measure it: its row of the report."""
-    from redgame.llm.config import from_mapping, parse_override
-    from redgame.llm.demo import DEMO_RECIPE
     from redgame.llm.models import load_base
     from redgame.llm.probe import probe
     from redgame.llm.trainer import train
 
     judge, place = judge_and_place(setting)
-    recipe = from_mapping(dict(parse_override(t) for t in setting.overrides), where=" (--set)", base=DEMO_RECIPE)
-    cfg = regime_config(recipe, regime, seed, setting.steps, setting.model, setting.device, setting.dtype)
+    cfg = regime_config(setting.recipe, regime, seed, setting.steps, setting.model, setting.device, setting.dtype)
     run = out / f"{regime}-s{seed}"
     reused = setting.reuse and (run / "final" / "defender").is_dir() and json.loads(
         (run / "config.json").read_text()) == cfg.to_dict()
@@ -224,8 +221,7 @@ def main(argv=None) -> dict:
     split = builtin_seeds(args.split)
     setting = Setting(model=args.model, steps=args.steps, probe_steps=args.probe_steps, split=args.split,
                       prompts=args.prompts or len(split), tokens=args.eval_tokens or recipe.response_tokens,
-                      device=args.device, dtype=args.dtype, threads=args.threads, reuse=args.reuse,
-                      overrides=tuple(args.set))
+                      device=args.device, dtype=args.dtype, threads=args.threads, reuse=args.reuse, recipe=recipe)
     judge, place = judge_and_place(setting)
     seeds = held_out(setting)
     results = {"base": [cached(out / "base_row.json", measured_as(setting), args.reuse,

@@ -22,6 +22,7 @@ optionally ``id`` and ``attack_style``. A bad line is a one-line error naming it
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 import torch
 
