@@ -17,7 +17,8 @@ Tables (`--tables`, default all; `--json PATH` also writes them as JSON):
   torch paths, against the formulas of docs/kernels.md.
 - gpu (CUDA only, bf16; `--quick` for fewer rows): fused LoRA vs peft at Qwen2.5-7B shapes
   with the roofline fraction; two adapters in one SGMV launch vs two `set_adapter` passes
-  (and eight adapters over the same rows); fused_preference_loss vs Liger's
+  (and eight adapters over the same rows); fused_preference_loss (its default GEMM pass, and
+  its one-kernel online pass) vs Liger's
   LigerFusedLinearDPOLoss (when installed) and vs naive, at V=151,936, d=3,584. Times are
   medians from triton.testing.do_bench; peak memory is torch.cuda.max_memory_allocated
   growth over the inputs.
@@ -38,6 +39,7 @@ import time
 import torch
 
 from redgame.kernels import fused_preference_loss, lora_linear, multi_lora_linear, preference_loss, token_logprobs
+from redgame.kernels.logprobs import use_triton_pass
 from redgame.kernels.preference import preference_loss_naive
 from redgame.kernels.reference import token_logprobs_naive
 
@@ -389,7 +391,12 @@ def preference_table(v, d, rows, seq, device, dtype) -> list[dict]:
                 ref = token_logprobs(ref_hidden.view(-1, d), head, targets.view(-1)).view(2 * pairs, seq).sum(1)
             return preference_loss(pol[:pairs], pol[pairs:], ref[:pairs], ref[pairs:], beta=0.1)
 
+        def online():
+            with use_triton_pass("online"):
+                return fused_preference_loss(hidden, ref_hidden, head, targets)
+
         impls = {"redgame fused_preference_loss": lambda: fused_preference_loss(hidden, ref_hidden, head, targets),
+                 "redgame fused, online pass": online,
                  "redgame token_logprobs + DPO": unfused,
                  "naive (full logits)": lambda: preference_loss_naive(hidden, ref_hidden, head, targets)}
         if LigerFusedLinearDPOLoss is not None:

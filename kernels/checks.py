@@ -179,13 +179,26 @@ def preference_case(gen, device, dtype, tf32=False, kind="dpo", pairs=3, seq_len
     return _grads_vs_reference(loss, [hidden], reference, dtype, device, tf32, gen, [f"{kind} loss", "hidden"])
 
 
+def with_online_pass(case):
+    """`case` with the Triton paths' log-probs from the one-kernel online pass instead of the default."""
+    def run(*args, **kwargs):
+        from .logprobs import use_triton_pass
+
+        with use_triton_pass("online"):
+            return case(*args, **kwargs)
+
+    return run
+
+
 CASES = {
     "lora_linear": lora_case,
     "multi_lora_linear": multi_lora_case,
     "token_logprobs (frozen head)": token_logprobs_case,
     "token_logprobs (trained head)": lambda *a, **kw: token_logprobs_case(*a, head_grad=True, **kw),
+    "token_logprobs (frozen head, online pass)": with_online_pass(token_logprobs_case),
     "fused_preference_loss (dpo)": preference_case,
     "fused_preference_loss (ipo)": lambda *a, **kw: preference_case(*a, kind="ipo", **kw),
+    "fused_preference_loss (dpo, online pass)": with_online_pass(preference_case),
 }
 
 

@@ -12,24 +12,51 @@ d h_i = g_i·u_i, O(N·d). With a frozen head that is 4·N·V·d FLOPs in all, t
 Liger's chunked loss (arXiv 2410.10989), without its [chunk, V] logits. A trained head
 adds a backward pass that recomputes the logits for dW (`reference.chunked_head_grad`).
 
-The pass itself runs in Triton (`ops.token_logprobs`) or in torch
-(`reference.chunked_logprob_parts`); `path` picks one.
+The pass runs in torch (`reference.chunked_logprob_parts`; `path` "torch") or with Triton
+("triton", "interpret"), in one of two ways (`TRITON_PASSES`, chosen by `use_triton_pass`):
+
+- "gemm" (the default): cuBLAS GEMMs and one Triton softmax pass per block of rows
+  (`ops.gemm_logprobs`), Liger's split;
+- "online": one Triton kernel for the whole pass (`ops.token_logprobs`), no [rows, V]
+  block at all.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 
 from . import reference
 
+TRITON_PASSES = ("gemm", "online")
+_triton_pass = {"name": "gemm"}
+
+
+@contextlib.contextmanager
+def use_triton_pass(name: str):
+    """Within the block, the Triton paths compute log-probs with pass `name` ("gemm" or "online")."""
+    if name not in TRITON_PASSES:
+        raise ValueError(f"use_triton_pass: {name!r} is not one of {', '.join(TRITON_PASSES)}")
+    saved = _triton_pass["name"]
+    _triton_pass["name"] = name
+    try:
+        yield
+    finally:
+        _triton_pass["name"] = saved
+
 
 def logprob_parts(hidden, head, targets, ignore_index: int, with_expectation: bool, path: str):
-    """`reference.LogprobParts` of one online pass, from Triton ("triton", "interpret") or torch ("torch")."""
+    """`reference.LogprobParts` of one pass over the vocabulary, from Triton ("triton", "interpret") or torch."""
     if hidden.shape[0] == 0:  # no rows (every target ignored): nothing to compute
         none = hidden.new_zeros(0, dtype=reference.compute_dtype(hidden.dtype))
         return reference.LogprobParts(none, none, none.new_zeros(hidden.shape) if with_expectation else None)
     if path == "torch":
         return reference.chunked_logprob_parts(hidden, head, targets, ignore_index, with_expectation)
+    if _triton_pass["name"] == "gemm":
+        from .ops.gemm_logprobs import gemm_logprob_parts
+
+        return gemm_logprob_parts(hidden, head, targets, ignore_index, with_expectation)
     from .ops.token_logprobs import online_logprob_parts
 
     return online_logprob_parts(hidden, head, targets, ignore_index, with_expectation)
@@ -39,6 +66,8 @@ def logprobs_and_direction(parts, head, targets, ignore_index: int):
     """(log p [N], u = W_t − E_p[W] [N, d] or None); both 0 on ignored rows."""
     valid = targets != ignore_index
     logp = torch.where(valid, parts.target_logit - parts.lse, torch.zeros_like(parts.lse))
+    if parts.direction is not None:
+        return logp, parts.direction.mul_(valid[:, None])
     if parts.expected_head is None:
         return logp, None
     safe = torch.where(valid, targets, 0)

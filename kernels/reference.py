@@ -119,11 +119,13 @@ class LogprobParts:
 
     lse: [N] log Σ_v exp(h·W_v); target_logit: [N] h·W_t (0 where ignored);
     expected_head: [N, d] E_p[W] = Σ_v softmax_v·W_v, or None when it was not asked for.
+    direction: [N, d] W_t − E_p[W] where a pass computes it directly (then expected_head is None).
     """
 
     lse: torch.Tensor
     target_logit: torch.Tensor
     expected_head: torch.Tensor | None
+    direction: torch.Tensor | None = None
 
 
 def chunked_logprob_parts(hidden, head, targets, ignore_index: int, with_expectation: bool,

@@ -49,11 +49,12 @@ def path(request, monkeypatch):
         pytest.skip("triton is not installed")
     for name in ("lora_linear_reference", "multi_lora_linear_grouped", "chunked_logprob_parts"):
         monkeypatch.setattr(reference, name, _forbidden(name))
+    from redgame.kernels.ops import gemm_logprobs as gemm_op
     from redgame.kernels.ops import lora_linear as lora_op
     from redgame.kernels.ops import token_logprobs as logprob_op
 
     for module, name in ((lora_op, "lora_linear_forward"), (lora_op, "lora_linear_backward"),
-                         (logprob_op, "online_logprob_parts")):
+                         (logprob_op, "online_logprob_parts"), (gemm_op, "gemm_logprob_parts")):
         original = getattr(module, name)
 
         def counted(*args, _name=name, _original=original, **kwargs):
@@ -61,9 +62,18 @@ def path(request, monkeypatch):
             return _original(*args, **kwargs)
 
         monkeypatch.setattr(module, name, counted)
-    for module in (lora_op, logprob_op):
+    for module in (lora_op, logprob_op, gemm_op):
         monkeypatch.setattr(module, "empty", _nan_filled)
     yield request.param, calls
+
+
+@pytest.fixture(params=["gemm", "online"])
+def triton_pass(request):
+    """Each Triton log-prob pass in turn; yields the name of the op it launches (a key of `path`'s counter)."""
+    from redgame.kernels.logprobs import use_triton_pass
+
+    with use_triton_pass(request.param):
+        yield f"{request.param}_logprob_parts"
 
 
 @pytest.fixture

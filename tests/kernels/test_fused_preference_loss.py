@@ -27,11 +27,11 @@ def _batch(gen, pairs=2, seq_len=9, d=16, vocab=301, prompt=3, dtype=torch.float
 
 @pytest.mark.parametrize("kind", ["dpo", "ipo"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_fused_preference_loss_matches_float64(path, rng, dtype, kind):
+def test_fused_preference_loss_matches_float64(path, triton_pass, rng, dtype, kind):
     mode, calls = path
     assert_all_ok(checks.preference_case(rng, "cpu", dtype, kind=kind))
-    if mode == "interpret":  # policy and reference: one online pass each, nothing in the backward pass
-        assert calls == {"online_logprob_parts": 2}
+    if mode == "interpret":  # policy and reference: one pass each, nothing in the backward pass
+        assert calls == {triton_pass: 2}
 
 
 def test_flops_are_four_nvd_for_the_policy_and_two_for_the_reference_on_counted_tokens_only(rng):
@@ -141,8 +141,8 @@ def test_reference_log_probs_given_instead_of_reference_hidden_states(path, rng)
     if mode == "torch":  # FlopCounterMode sees torch ops only, not Triton launches
         counted = int((targets != -100).sum())
         assert flops.get_total_flops() == 4 * counted * head.shape[0] * head.shape[1]
-    else:  # one online pass each for policy and reference above, then the policy's alone
-        assert calls == {"online_logprob_parts": 3}
+    else:  # one pass each for policy and reference above, then the policy's alone
+        assert calls == {"gemm_logprob_parts": 3}
     (grad,) = torch.autograd.grad(given, hidden)
     check_close(given, loss.detach().double(), torch.float32, "loss")
     check_close(grad, want_grad.double(), torch.float32, "d hidden")

@@ -147,4 +147,4 @@ def test_the_games_update_with_kernels_on_equals_kernels_off(path, rng):
     for name, grad in grads_off.items():
         check_close(grads_on[name], grad, torch.float32, name)
     if mode == "interpret":
-        assert calls["lora_linear_forward"] and calls["lora_linear_backward"] and calls["online_logprob_parts"]
+        assert calls["lora_linear_forward"] and calls["lora_linear_backward"] and calls["gemm_logprob_parts"]

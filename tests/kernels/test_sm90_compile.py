@@ -80,3 +80,12 @@ def test_token_logprobs_kernel_compiles_for_sm90_in_every_gpu_config(dtype, with
     for config in _fitting(op.gpu_configs(), op.smem_estimate, dtype):
         _compile(op._online_logprob_kernel, types,
                  dict(config, WITH_ACC=with_acc, UPCAST=False, PRECISION=_precision(dtype)))
+
+
+@pytest.mark.parametrize("dtype, with_g", [("bf16", True), ("fp32", True), ("fp32", False)],
+                         ids=["bf16-with_g", "fp32-with_g", "lse_only"])
+def test_softmax_rows_kernel_compiles_for_sm90(dtype, with_g):
+    from redgame.kernels.ops import gemm_logprobs as op
+
+    types = dict(LOGITS="*fp32", T="*i64", LSE="*fp32", TGT="*fp32", G=f"*{dtype}", stride_l="i64", stride_g="i64")
+    _compile(op._softmax_rows_kernel, types, dict(WITH_G=with_g, BLOCK_V=op.MAX_BLOCK_V, num_warps=8))
