@@ -77,3 +77,15 @@ def test_bfloat16_backward_runs_in_float32_and_matches_float64(calls):
         calls.clear()
         cpu_attention._attention(module, q.bfloat16(), k.bfloat16(), v.bfloat16(), mask, scaling=0.25)
     assert set(calls) == {torch.bfloat16}  # no gradient: sdpa as it is
+
+
+def test_rows_that_see_no_key_are_opened_to_every_key_and_the_others_kept():
+    from redgame.llm.cpu_attention import attend_somewhere
+
+    allowed = torch.tensor([[False, False, False], [True, False, False], [True, True, False]])[None, None]
+    opened = attend_somewhere(allowed)
+    assert opened[0, 0, 0].all() and torch.equal(opened[0, 0, 1:], allowed[0, 0, 1:])
+    additive = torch.where(allowed, 0.0, torch.finfo(torch.bfloat16).min).to(torch.bfloat16)
+    opened = attend_somewhere(additive)
+    assert (opened[0, 0, 0] == 0).all() and torch.equal(opened[0, 0, 1:], additive[0, 0, 1:])
+    assert attend_somewhere(None) is None
