@@ -8,7 +8,8 @@
 it takes the script's context (`ctx.out`, `ctx.device`, `ctx.smoke`) and returns its
 `dict(status, headline, notes, data)`. For float32 (TF32 off, for exactness) and bfloat16
 (what `--dtype auto` picks on CUDA) it trains the tiny model's game for 3 steps with
-`--device <device>` and `kernels=off`, then `kernels=on`, through `redgame.llm.trainer.train`,
+`--device <device>` and `kernels=off`, then `kernels=on` (and on CUDA `kernels=auto`: our
+log-probs, peft's LoRA layers), through `redgame.llm.trainer.train`,
 each run in a process of its own (a CUDA error ends its process's CUDA context; the other
 runs still run, and the failure is reported with its last lines; on CUDA a failed run runs
 once more with CUDA_LAUNCH_BLOCKING=1, so that the error names the operation that failed),
@@ -115,12 +116,18 @@ def _same_round(a: dict, b: dict) -> bool:
     return all(a.get(k) == b.get(k) for k in ("defender/pairs", "attacker/pairs", "parse_errors", "refusal_benign"))
 
 
-def compare(on: dict, off: dict, dtype: str, expected: str) -> dict:
-    """The checks on one dtype's pair of runs; ``expected``: what runs the LoRA layers with the kernels on."""
+def compare(on: dict, off: dict, dtype: str, expected: str, expected_lora: str | None = None,
+            kernels: str = "on") -> dict:
+    """The checks on one dtype's pair of runs, ``kernels`` (on or auto) against off.
+
+    ``expected``: what computes the log-probs in the ``kernels`` run; ``expected_lora``: what
+    runs its LoRA layers (default the same; ``peft`` for auto on CUDA).
+    """
     finite = all(math.isfinite(v) for run in (on, off) for row in run["rows"] for k, v in row.items()
                  if k.endswith(("loss", "margin", "grad_norm")) and isinstance(v, float))
-    named = all(r["kernels/lora"] == expected for r in on["rows"]) and all(r["kernels/lora"] == "peft"
-                                                                            for r in off["rows"])
+    lora = expected if expected_lora is None else expected_lora
+    named = (all(r["kernels/lora"] == lora and r["kernels/logprobs"] == expected for r in on["rows"])
+             and all(r["kernels/lora"] == "peft" for r in off["rows"]))
     # Steps whose rounds agree (all of them unless sampling diverged) must give the same losses:
     # error |on - off| / max(|off|, 1), relative above 1 and absolute below (margins start at 0).
     errors, compared = {}, 0
@@ -135,14 +142,17 @@ def compare(on: dict, off: dict, dtype: str, expected: str) -> dict:
     failed = {name: run["error"] for name, run in (("on", on), ("off", off)) if "error" in run}
     update = {name: sum(r["time/update"] for r in run["rows"][1:]) / max(1, len(run["rows"]) - 1)
               for name, run in (("on", on), ("off", off))}
-    return {"dtype": dtype, "finite": finite, "implementation_named": named, "expected": expected,
+    return {"dtype": dtype, "kernels": kernels, "finite": finite, "implementation_named": named, "expected": expected,
             "steps_compared": compared, "errors": errors, "close": close,
             "update_s": update, "seconds": {"on": on["seconds"], "off": off["seconds"]},
             "rows": {"on": on["rows"], "off": off["rows"]}, "failed": failed,
             "ok": finite and named and close and not failed}
 
 
-def section_game(ctx) -> dict:
+DTYPES = ("float32", "bfloat16")
+
+
+def section_game(ctx, dtypes=DTYPES) -> dict:
     """gpu_check.py's game section: the tiny model's game with the kernels on vs off, fp32 and bf16."""
     import importlib.util
 
@@ -158,22 +168,27 @@ def section_game(ctx) -> dict:
     expected = backend(torch.zeros(1, device=device))  # triton on CUDA; torch, or interpret under TRITON_INTERPRET=1
     results = []
     with tempfile.TemporaryDirectory() as runs_dir:
-        for dtype in ("float32", "bfloat16"):
+        for dtype in dtypes:
             # off first: the reference is measured even if the kernels' run fails
-            runs = {k: play(device, dtype, k, Path(runs_dir) / f"{dtype}-kernels-{k}", ctx.smoke)
-                    for k in ("off", "on")}
+            # on CUDA also auto: our log-probs, peft's LoRA layers (llm/trainer.py kernels_in_the_loop)
+            plays = ("off", "on", "auto") if device == "cuda" else ("off", "on")
+            runs = {k: play(device, dtype, k, Path(runs_dir) / f"{dtype}-kernels-{k}", ctx.smoke) for k in plays}
             results.append(compare(runs["on"], runs["off"], dtype, expected))
-            print(json.dumps({k: v for k, v in results[-1].items() if k != "rows"}, indent=1))
+            if "auto" in runs:
+                results.append(compare(runs["auto"], runs["off"], dtype, expected, "peft", kernels="auto"))
+            for result in results[-len(plays) + 1:]:
+                print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1))
     steps = 2 if ctx.smoke else STEPS
-    notes = ["| dtype | implementation named | steps with equal rounds | max loss error | update s (on / off) | ok |",
-             "|---|---|---|---|---|---|"]
+    notes = ["| dtype | kernels | implementation named | steps with equal rounds | max loss error | update s (kernels "
+             "/ off) | ok |", "|---|---|---|---|---|---|---|"]
     for r in results:
         worst = max(r["errors"].values(), default=float("nan"))
-        notes.append(f"| {r['dtype']} | {r['implementation_named']} ({r['expected']}/peft) | {r['steps_compared']} "
+        notes.append(f"| {r['dtype']} | {r['kernels']} | {r['implementation_named']} ({r['expected']}/peft) | "
+                     f"{r['steps_compared']} "
                      f"of {steps} | {worst:.1e} | {r['update_s']['on']:.2f} / {r['update_s']['off']:.2f} | {r['ok']} |")
     notes += [f"- {r['dtype']}, kernels {k}: failed: {error}" for r in results for k, error in r["failed"].items()]
     ok = all(r["ok"] for r in results)
-    head = ", ".join(f"{r['dtype']} update {r['update_s']['on']:.2f} s on / {r['update_s']['off']:.2f} s off"
+    head = ", ".join(f"{r['dtype']} update {r['update_s']['on']:.2f} s {r['kernels']} / {r['update_s']['off']:.2f} s off"
                      for r in results)
     return dict(status="pass" if ok else "fail", headline=f"tiny game on {device}, kernels on vs off; {head}",
                 notes=notes, data=results)
@@ -190,6 +205,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=None, help="output folder (default: a temporary one)")
     parser.add_argument("--smoke", action="store_true", help="fewer tokens; runs on a CPU")
+    parser.add_argument("--dtypes", default=",".join(DTYPES), help="comma-separated dtypes to play (default: all)")
     parser.add_argument("--play", nargs=2, metavar=("DTYPE", "KERNELS"), help=argparse.SUPPRESS)  # one run (a child)
     parser.add_argument("--device", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -204,7 +220,7 @@ def main() -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp)
-        result = section_game(_Context(out, args.smoke, device))
+        result = section_game(_Context(out, args.smoke, device), dtypes=args.dtypes.split(","))
         out.mkdir(parents=True, exist_ok=True)
         (out / "gpu_game.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
     print("\n".join([f"{result['status']}: {result['headline']}", *result["notes"]]))

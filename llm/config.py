@@ -50,8 +50,8 @@ class TrainConfig:
     dtype: str = _f("auto", "auto | float32 | bfloat16 | float16 of the frozen base (auto: bfloat16 on CUDA, "
                             "float32 on CPU); adapters and optimiser states stay float32")
     kernels: str = _f("auto", "auto | on | off: redgame.kernels in training, the fused LoRA linear (patch_peft) and "
-                              "the fused token log-probs (auto: on for LoRA roles on a CPU, off on CUDA, where they "
-                              "were measured slower than peft; docs/gpu.md)")
+                              "the fused token log-probs (auto, for LoRA roles: both on a CPU; on CUDA the log-probs "
+                              "only, peft's LoRA layers being faster there; docs/gpu.md)")
     regime: str = _f("bipolicy", "shared | bipolicy | separate | advgame | sequential, or an ablation: defender-sft "
                                  "(NLL on the judge's best refusal / helpful answer, no attacker) | defender-vs-frozen "
                                  "(the defender against the frozen base attacker and jailbreak templates)")

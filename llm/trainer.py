@@ -345,26 +345,27 @@ class Game:
     response_sampling: SamplingSettings | None = None
     metrics_file: object = None
     writer: object = None
-    kernels: bool = False   # redgame.kernels run the LoRA layers and the token log-probs
+    kernels: bool = False   # redgame.kernels compute the token log-probs (and run the LoRA layers where patched)
 
 
 def kernels_in_the_loop(cfg: TrainConfig, roles) -> bool:
-    """Patch the roles' LoRA layers with ``redgame.kernels.patch_peft`` when ``kernels`` is on (or auto).
+    """Whether ``redgame.kernels`` compute the token log-probs; patches the LoRA layers where they run those too.
 
-    auto is on for LoRA roles without FSDP on a CPU (the kernels' torch path) and off for
-    full fine-tuning, which has no LoRA layer, and on CUDA: measured on one H200, the Triton
-    LoRA kernels were slower than peft and the bf16 game with them stopped at a device-side
-    assert (docs/kernels.md), so there they run only when asked for (``kernels=on``).
+    ``on``: both, ``off``: neither (peft's layers and the chunked torch log-probs). ``auto``,
+    for LoRA roles without FSDP: both on a CPU (the kernels' torch path); on CUDA the
+    log-probs and the fused preference loss (their gemm pass ran the DPO loss at 0.76× to
+    0.90× Liger's time on one H200) but peft's LoRA layers, which were faster there than
+    ours (docs/gpu.md). Full fine-tuning has no LoRA layer and trains the head: auto is off.
     """
     peft_models = [m for m in roles.models() if hasattr(m, "peft_config")]
     on_cuda = any(p.is_cuda for m in peft_models for p in m.parameters())
-    on = cfg.kernels == "on" or (cfg.kernels == "auto" and bool(peft_models) and not cfg.fsdp and not on_cuda)
-    if on:
+    eligible = cfg.kernels == "auto" and bool(peft_models) and not cfg.fsdp
+    if cfg.kernels == "on" or (eligible and not on_cuda):
         from redgame.kernels import patch_peft
 
         for model in peft_models:
             patch_peft(model)
-    return on
+    return cfg.kernels == "on" or eligible
 
 
 def implementations(game: Game, fused_calls: int, peft_calls: int) -> dict:

@@ -27,13 +27,16 @@ def test_a_failed_run_fails_its_dtype_and_names_the_error():
     sys.path.insert(0, str(SCRIPT.parent))
     import gpu_game
 
-    row = {"kernels/lora": "peft", "time/update": 0.1, "defender/pref_loss": 0.69, "defender/pairs": 8,
+    row = {"kernels/lora": "peft", "kernels/logprobs": "torch", "time/update": 0.1, "defender/pref_loss": 0.69, "defender/pairs": 8,
            "attacker/pairs": 4, "parse_errors": 0, "refusal_benign": 0.0}
     off = {"rows": [row, row], "seconds": 2.0}
     on = {"rows": [], "seconds": 1.0, "error": "torch.AcceleratorError: CUDA error: device-side assert triggered"}
     result = gpu_game.compare(on, off, "bfloat16", "triton")
     assert not result["ok"] and result["failed"] == {"on": on["error"]}
     assert gpu_game.compare(dict(off, rows=[dict(row, **{"kernels/lora": "torch"})] * 2), off, "bfloat16", "torch")["ok"]
+    auto = dict(off, rows=[dict(row, **{"kernels/logprobs": "triton"})] * 2)  # CUDA's auto: peft LoRA, our log-probs
+    assert gpu_game.compare(auto, off, "bfloat16", "triton", "peft", kernels="auto")["ok"]
+    assert not gpu_game.compare(auto, off, "bfloat16", "triton")["implementation_named"]
 
 
 def test_a_run_that_fails_in_its_process_is_reported_not_raised(tmp_path, capsys):

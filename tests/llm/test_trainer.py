@@ -269,7 +269,7 @@ def test_kernels_on_and_off_train_alike_and_the_metrics_say_which_ran(tmp_path, 
 
 
 def test_kernels_auto_patches_lora_roles_on_a_cpu_and_leaves_them_to_peft_on_cuda(tiny_config, monkeypatch):
-    """auto: the kernels' torch path on a CPU; peft on CUDA, where ours measured slower (docs/gpu.md)."""
+    """auto: the kernels' torch path on a CPU; on CUDA our log-probs but peft's LoRA layers (docs/gpu.md)."""
     import redgame.kernels
 
     patched = []
@@ -294,9 +294,11 @@ def test_kernels_auto_patches_lora_roles_on_a_cpu_and_leaves_them_to_peft_on_cud
     cfg = tiny_config(regime="bipolicy", kernels="auto")
     on_cpu, on_cuda = LoraModel(torch.zeros(1)), LoraModel(torch.zeros(1).as_subclass(_CudaTensor))
     assert trainer.kernels_in_the_loop(cfg, Roles(on_cpu)) and patched == [on_cpu]
-    assert not trainer.kernels_in_the_loop(cfg, Roles(on_cuda)) and patched == [on_cpu]
+    assert trainer.kernels_in_the_loop(cfg, Roles(on_cuda)) and patched == [on_cpu]  # log-probs only
     assert trainer.kernels_in_the_loop(tiny_config(regime="bipolicy", kernels="on"), Roles(on_cuda))
     assert patched == [on_cpu, on_cuda]
+    assert not trainer.kernels_in_the_loop(tiny_config(regime="bipolicy", kernels="off"), Roles(on_cpu))
+    assert not trainer.kernels_in_the_loop(cfg, Roles(object())) and patched == [on_cpu, on_cuda]  # no LoRA
 
 
 class _CudaTensor(torch.Tensor):
