@@ -1,4 +1,4 @@
-"""Token log-probs the way Liger-Kernel splits the work: vendor GEMMs for the products, one Triton pass over each logits block.
+"""Token log-probs split as Liger-Kernel splits them: cuBLAS for the products, one Triton pass per logits row.
 
 For hidden h [N, d], head W [V, d] and targets t [N], rows are taken a block of R at a
 time (R·V ≈ BLOCK_ELEMENTS, so no [N, V] tensor ever exists):
@@ -70,10 +70,7 @@ def matmul_fp32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if a.dtype == torch.float32:
         return a @ b
     if a.is_cuda:
-        try:
-            return torch.mm(a, b, out_dtype=torch.float32)
-        except TypeError:  # a torch without mm(out_dtype=...): the product rounded to the half dtype
-            return (a @ b).float()
+        return torch.mm(a, b, out_dtype=torch.float32)
     return a.float() @ b.float()
 
 
