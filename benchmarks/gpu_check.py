@@ -1,6 +1,6 @@
 """GPU acceptance check: every kernel against float64, large offsets, the kernel benchmarks, a short game; one folder.
 
-    python benchmarks/gpu_check.py --out runs/gpu_check            # one CUDA GPU: about 9 minutes on an H200
+    python benchmarks/gpu_check.py --out runs/gpu_check            # one CUDA GPU: < 8 minutes on an H200
     python benchmarks/gpu_check.py --out runs/gpu_check --smoke    # tiny shapes; on a CPU the Triton
                                                                    # kernels run in Triton's interpreter
 

@@ -8,8 +8,8 @@
 it takes the script's context (`ctx.out`, `ctx.device`, `ctx.smoke`) and returns its
 `dict(status, headline, notes, data)`. For float32 (TF32 off, for exactness) and bfloat16
 (what `--dtype auto` picks on CUDA) it trains the tiny model's game for 3 steps with
-`--device <device>` and `kernels=off`, then `kernels=on` (and on CUDA `kernels=auto`: our
-log-probs, peft's LoRA layers), through `redgame.llm.trainer.train`,
+`--device <device>` and `kernels=off`, then `kernels=on` (and on CUDA in bfloat16 `kernels=auto`:
+our log-probs, peft's LoRA layers), through `redgame.llm.trainer.train`,
 each run in a process of its own (a CUDA error ends its process's CUDA context; the other
 runs still run, and the failure is reported with its last lines; on CUDA a failed run runs
 once more with CUDA_LAUNCH_BLOCKING=1, so that the error names the operation that failed),
@@ -170,8 +170,8 @@ def section_game(ctx, dtypes=DTYPES) -> dict:
     with tempfile.TemporaryDirectory() as runs_dir:
         for dtype in dtypes:
             # off first: the reference is measured even if the kernels' run fails
-            # on CUDA also auto: our log-probs, peft's LoRA layers (llm/trainer.py kernels_in_the_loop)
-            plays = ("off", "on", "auto") if device == "cuda" else ("off", "on")
+            # on CUDA in bf16 (what --dtype auto picks there) also auto: our log-probs, peft's LoRA layers
+            plays = ("off", "on", "auto") if (device, dtype) == ("cuda", "bfloat16") else ("off", "on")
             runs = {k: play(device, dtype, k, Path(runs_dir) / f"{dtype}-kernels-{k}", ctx.smoke) for k in plays}
             results.append(compare(runs["on"], runs["off"], dtype, expected))
             if "auto" in runs:
