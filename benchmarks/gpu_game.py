@@ -139,10 +139,11 @@ def compare(on: dict, off: dict, dtype: str, expected: str, expected_lora: str |
             if k in a and k in b:
                 errors[k] = max(errors.get(k, 0.0), abs(a[k] - b[k]) / max(abs(b[k]), 1.0))
     close = compared >= 1 and all(e <= TOLERANCE[dtype] for e in errors.values())
-    failed = {name: run["error"] for name, run in (("on", on), ("off", off)) if "error" in run}
+    failed = {name: run["error"] for name, run in ((kernels, on), ("off", off)) if "error" in run}
     update = {name: sum(r["time/update"] for r in run["rows"][1:]) / max(1, len(run["rows"]) - 1)
               for name, run in (("on", on), ("off", off))}
     return {"dtype": dtype, "kernels": kernels, "finite": finite, "implementation_named": named, "expected": expected,
+            "expected_lora": lora,
             "steps_compared": compared, "errors": errors, "close": close,
             "update_s": update, "seconds": {"on": on["seconds"], "off": off["seconds"]},
             "rows": {"on": on["rows"], "off": off["rows"]}, "failed": failed,
@@ -183,7 +184,8 @@ def section_game(ctx, dtypes=DTYPES) -> dict:
              "/ off) | ok |", "|---|---|---|---|---|---|---|"]
     for r in results:
         worst = max(r["errors"].values(), default=float("nan"))
-        notes.append(f"| {r['dtype']} | {r['kernels']} | {r['implementation_named']} ({r['expected']}/peft) | "
+        notes.append(f"| {r['dtype']} | {r['kernels']} | {r['implementation_named']} (LoRA {r['expected_lora']}, "
+                     f"log-probs {r['expected']}; off: peft) | "
                      f"{r['steps_compared']} "
                      f"of {steps} | {worst:.1e} | {r['update_s']['on']:.2f} / {r['update_s']['off']:.2f} | {r['ok']} |")
     notes += [f"- {r['dtype']}, kernels {k}: failed: {error}" for r in results for k, error in r["failed"].items()]

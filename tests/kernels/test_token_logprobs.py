@@ -173,27 +173,29 @@ def _confident(head, target, miss):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_gemm_pass_over_many_row_blocks(path, rng, dtype):
-    """The GEMM pass, 4 rows at a time, with an ignored row and rows whose target is nearly certain."""
+    """The GEMM pass, 16 rows at a time (two whole blocks and a partial one), with an ignored row and rows whose
+    target is nearly certain."""
     mode, _ = path
     if mode != "interpret":
         pytest.skip("the GEMM pass is a Triton path")
-    from redgame.kernels.ops.gemm_logprobs import gemm_logprob_parts
+    from redgame.kernels.ops.gemm_logprobs import gemm_logprob_parts, rows_per_block
 
-    n, d, vocab = 13, 24, 517
+    n, d, vocab = 40, 24, 517
     head = torch.randn(vocab, d, generator=rng).to(dtype)
     targets = torch.randint(0, vocab, (n,), generator=rng)
-    targets[3] = -100
+    targets[3] = targets[21] = -100
     hidden = torch.randn(n, d, generator=rng, dtype=torch.float64)
-    for row, miss in zip((0, 1, 2, 4, 5), (1e-3, 2e-3, 5e-3, 1e-2, 3e-3)):
+    for row, miss in zip((0, 1, 17, 33, 39), (1e-3, 2e-3, 5e-3, 1e-2, 3e-3)):
         hidden[row] = _confident(head, targets[row], miss)
     hidden = hidden.to(dtype)
-    got = gemm_logprob_parts(hidden, head, targets, -100, True, block_elements=4 * vocab)
+    assert rows_per_block(n, vocab, 16 * vocab) == 16
+    got = gemm_logprob_parts(hidden, head, targets, -100, True, block_elements=16 * vocab)
     want = reference_parts(hidden.double(), head.double(), targets.clamp(min=0))
     keep = targets != -100
     want_direction = head.double()[targets.clamp(min=0)] - want.expected_head
     check_close(got.lse, want.lse, dtype, "LSE")
     check_close(got.target_logit[keep], want.target_logit[keep], dtype, "target logit")
-    assert got.target_logit[3] == 0, "an ignored row has no target logit"
+    assert got.target_logit[3] == got.target_logit[21] == 0, "an ignored row has no target logit"
     check_close(got.direction[keep], want_direction[keep], dtype, "direction u")
 
 
