@@ -39,7 +39,7 @@ import time
 import torch
 
 from redgame.kernels import fused_preference_loss, lora_linear, multi_lora_linear, preference_loss, token_logprobs
-from redgame.kernels.logprobs import use_triton_pass
+from redgame.kernels.checks import with_online_pass as online_pass
 from redgame.kernels.preference import preference_loss_naive
 from redgame.kernels.reference import token_logprobs_naive
 
@@ -391,12 +391,9 @@ def preference_table(v, d, rows, seq, device, dtype) -> list[dict]:
                 ref = token_logprobs(ref_hidden.view(-1, d), head, targets.view(-1)).view(2 * pairs, seq).sum(1)
             return preference_loss(pol[:pairs], pol[pairs:], ref[:pairs], ref[pairs:], beta=0.1)
 
-        def online():
-            with use_triton_pass("online"):
-                return fused_preference_loss(hidden, ref_hidden, head, targets)
-
         impls = {"redgame fused_preference_loss": lambda: fused_preference_loss(hidden, ref_hidden, head, targets),
-                 "redgame fused, online pass": online,
+                 "redgame fused, online pass": lambda: online_pass(fused_preference_loss)(hidden, ref_hidden, head,
+                                                                                           targets),
                  "redgame token_logprobs + DPO": unfused,
                  "naive (full logits)": lambda: preference_loss_naive(hidden, ref_hidden, head, targets)}
         if LigerFusedLinearDPOLoss is not None:

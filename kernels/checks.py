@@ -180,7 +180,7 @@ def preference_case(gen, device, dtype, tf32=False, kind="dpo", pairs=3, seq_len
 
 
 def with_online_pass(case):
-    """`case` with the Triton paths' log-probs from the one-kernel online pass instead of the default."""
+    """`case` (any function) with the Triton paths' log-probs from the one-kernel online pass instead of the default."""
     def run(*args, **kwargs):
         from .logprobs import use_triton_pass
 

@@ -87,15 +87,15 @@ def gemm_logprob_parts(hidden, head, targets, ignore_index: int, with_direction:
     direction = empty((n, d), torch.float32, hidden.device) if with_direction else None
     grads = empty((rows, vocab), hidden.dtype, hidden.device) if with_direction else lse
     block_v = min(MAX_BLOCK_V, triton.next_power_of_2(vocab))
-    head_t = head.detach().T
+    weight = head.detach()
     for r0 in range(0, n, rows):
         r1 = min(r0 + rows, n)
-        logits = matmul_fp32(hidden[r0:r1], head_t)
+        logits = matmul_fp32(hidden[r0:r1], weight.T)
         _softmax_rows_kernel[(r1 - r0,)](
             logits, safe_targets[r0:r1], lse[r0:r1], target_logit[r0:r1], grads, vocab,
             logits.stride(0), grads.stride(0) if with_direction else 0,
             WITH_G=with_direction, BLOCK_V=block_v, num_warps=8)
         if with_direction:
-            direction[r0:r1] = matmul_fp32(grads[:r1 - r0], head.detach()).neg_()
+            direction[r0:r1] = matmul_fp32(grads[:r1 - r0], weight).neg_()
         del logits
     return LogprobParts(lse, target_logit, None, direction)
