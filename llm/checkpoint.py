@@ -161,7 +161,7 @@ def _load_checkpoint(path: Path, roles, optimizers: dict[str, torch.optim.Optimi
     rngs = load_file(str(path / "rng.safetensors"))
     torch.set_rng_state(rngs["cpu"])
     if torch.cuda.is_available():
-        cuda = [rngs[k] for k in sorted(rngs) if k.startswith("cuda")]
+        cuda = [rngs[k] for k in sorted((k for k in rngs if k.startswith("cuda")), key=lambda k: int(k[4:]))]
         if cuda:
             torch.cuda.set_rng_state_all(cuda)
     return json.loads((path / "state.json").read_text())

@@ -146,8 +146,12 @@ class Roles:
         return out
 
     def key(self, role: str) -> str:
+        """The name of the role's trainable set: its adapter, or ``full-<first role that owns the model>``
+        (the same in every process, so that checkpoints, optimiser state and metrics keep their names)."""
         slot = self.slots[role]
-        return slot.adapter if slot.adapter is not None else f"full-{id(slot.model)}"
+        if slot.adapter is not None:
+            return slot.adapter
+        return f"full-{next(r for r in ROLES if self.slots[r] is slot)}"
 
     @torch.no_grad()
     def update_reference(self, role: str) -> None:
@@ -180,34 +184,33 @@ class Roles:
     # -- state for checkpoints ---------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """All trainable and EMA weights, flat, for an exact resume."""
-        out = {}
-        for key, roles in self.owners().items():
-            slot = self.slots[roles[0]]
-            for n, p in self.named_parameters(roles[0]):
-                out[f"{key}/{n}"] = p.detach().cpu().contiguous()
-            if slot.ema_delta is not None:
-                for n, delta in slot.ema_delta.items():
-                    out[f"{key}.ref/{n}"] = delta.detach().cpu().contiguous()
-            elif slot.ref_model is not None and self.reference_kind == "ema":
-                for n, p in slot.ref_model.named_parameters():
-                    out[f"{key}.ref/{n}"] = p.detach().cpu().contiguous()
-        return out
+        return {name: t.detach().cpu().contiguous() for name, t in self._state_targets()}
 
     @torch.no_grad()
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`state_tensors` saved; KeyError when a tensor is missing or not this run's."""
+        expected = {name: value for name, value in self._state_targets()}
+        if set(expected) != set(tensors):
+            odd = sorted(set(expected) ^ set(tensors))
+            raise KeyError(f"{len(odd)} tensors differ from this run's, e.g. {odd[0]!r}")
+        for name, value in tensors.items():
+            expected[name].copy_(value)
+        for roles in self.owners().values():
+            if self.slots[roles[0]].ema_delta is not None:
+                self._write_ema_model(self.slots[roles[0]])
+
+    def _state_targets(self):
+        """(name, tensor) of every trainable and EMA weight: the live tensors behind :meth:`state_tensors`."""
         for key, roles in self.owners().items():
             slot = self.slots[roles[0]]
-            params = dict(slot.model.named_parameters())
-            refs = slot.ema_delta if slot.ema_delta is not None else (
-                dict(slot.ref_model.named_parameters()) if slot.ref_model is not None else params)
-            for name, value in tensors.items():
-                owner, _, pname = name.partition("/")
-                if owner == key:
-                    params[pname].copy_(value)
-                elif owner == f"{key}.ref":
-                    refs[pname].copy_(value)
+            for n, p in self.named_parameters(roles[0]):
+                yield f"{key}/{n}", p
             if slot.ema_delta is not None:
-                self._write_ema_model(slot)
+                for n, delta in slot.ema_delta.items():
+                    yield f"{key}.ref/{n}", delta
+            elif slot.ref_model is not None and self.reference_kind == "ema":
+                for n, p in slot.ref_model.named_parameters():
+                    yield f"{key}.ref/{n}", p
 
     def save_role(self, role: str, path: str | os.PathLike) -> None:
         """Save a role's weights where ``PeftModel.from_pretrained(base, path)`` loads them."""
@@ -258,6 +261,10 @@ def build_roles(base, *, regime: str, lora: LoraSettings | None = None, full_fin
         a :class:`Roles`.
     """
     _check_roles_arguments(regime, full_finetune, reference, rollout)
+    dtype = next(base.parameters()).dtype
+    if full_finetune and dtype != torch.float32:
+        raise UserError(f"full_finetune trains the weights in the base's dtype, and in {str(dtype).removeprefix('torch.')} "
+                        "AdamW's small steps round away; run it with --dtype float32")
     for p in base.parameters():
         p.requires_grad_(False)
     if full_finetune:

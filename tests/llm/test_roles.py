@@ -195,3 +195,26 @@ def test_ema_of_a_bfloat16_base_accumulates_in_float32():
         assert delta.dtype == torch.float32 and float(delta.abs().min()) > 0
         expected = (layers[name].float() + delta).to(torch.bfloat16)
         assert torch.equal(weights[name].weight, expected)
+
+
+def test_full_finetune_keys_are_stable_and_loading_is_strict():
+    """Checkpoint names of full weights must not depend on the process (they name the resume's tensors)."""
+    first = build_roles(load_base("tiny")[0], regime="advgame", full_finetune=True, reference="ema")
+    second = build_roles(load_base("tiny")[0], regime="advgame", full_finetune=True, reference="ema")
+    assert [first.key(r) for r in ("attacker", "defender")] == ["full-attacker", "full-defender"]
+    _perturb(first.parameters("defender"))
+    second.load_state_tensors(first.state_tensors())
+    for (n, a), (m, b) in zip(first.named_parameters("defender"), second.named_parameters("defender")):
+        assert n == m and torch.equal(a, b)
+    shared = build_roles(load_base("tiny")[0], regime="shared", full_finetune=True)
+    assert shared.key("attacker") == shared.key("defender") == "full-attacker"
+    tensors = first.state_tensors()
+    tensors.pop(next(iter(tensors)))
+    with pytest.raises(KeyError, match="differ from this run"):
+        second.load_state_tensors(tensors)
+
+
+def test_full_finetune_refuses_half_precision():
+    base = load_base("tiny")[0].to(torch.bfloat16)
+    with pytest.raises(ValueError, match="--dtype float32"):
+        build_roles(base, regime="advgame", full_finetune=True, reference="ema")
