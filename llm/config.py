@@ -102,7 +102,7 @@ class TrainConfig:
     rollout_policy: str = _f("auto", "auto | ema | live: sample the rollouts from the EMA model (AdvGame's default; "
                                      "needs reference ema) or from the live policy (on-policy; AdvGame's ablation); "
                                      "auto: ema when the reference is the EMA, without PSRO or vLLM; live otherwise")
-    min_margin: float = _f(0.05, "a pair is used only when the judge's scores differ by at least this")
+    min_margin: float = _f(0.05, "a pair is used only when the judge's scores differ, and by at least this")
     sequential_k: int = _f(2, "sequential: steps of one role before switching to the other")
     train_roles: tuple = _f(("attacker", "defender"), "which roles are updated")
     population_every: int = _f(0, "PSRO: every this many steps add both adapters to a population, re-solve its "

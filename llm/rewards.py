@@ -181,7 +181,8 @@ def _best_worst(candidates: list[int], value: dict[int, float], min_margin: floa
         return None
     best = max(candidates, key=lambda i: value[i])
     worst = min(candidates, key=lambda i: value[i])
-    return (best, worst) if value[best] - value[worst] >= min_margin else None
+    gap = value[best] - value[worst]
+    return (best, worst) if gap > 0 and gap >= min_margin else None  # equal values prefer nothing
 
 
 def _win_rates(judge, groups: list[list[int]], seeds: list, prompts: list[str], texts: list[str]) -> dict[int, float]:

@@ -178,6 +178,15 @@ def test_judge_round_rewards_pairs_and_unfaithful_attacks():
     assert pairwise.attacker.pairs == []  # its best answer refuses: -1, no better than the unfaithful attacks
 
 
+def test_ties_give_no_pair_even_at_zero_margin():
+    """Equal values prefer nothing: at min_margin 0 a tie must not pair an answer with itself."""
+    rnd = _round(["mid", "mid", "bad", "bad", "good", "good"])
+    for pairwise in (False, True):
+        j = judge_round(ScriptedJudge(), rnd, pairwise=pairwise, min_margin=0.0)
+        assert all(a != b for a, b in j.defender.pairs + j.attacker.pairs)
+        assert (0, 1) not in j.defender.pairs and (1, 0) not in j.defender.pairs
+
+
 def test_judge_round_on_a_benign_seed_uses_lambda_and_penalises_loops():
     rnd = _round(["good", "bad", "mid", "loop", "bad", "bad"], seed=BENIGN)
     rules = RewardRules(ZeroSum(lam=0.5))

@@ -105,8 +105,8 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, judge, tiny_config, 
 
     def poisoned(cfg, roles, role, samples, signal_, pad_id, **kwargs):
         loss, info = real(cfg, roles, role, samples, signal_, pad_id, **kwargs)
-        calls["n"] += 1
-        return (loss * float("nan") if calls["n"] > 2 else loss), info  # 2 calls = step 1
+        calls["n"] += role == "defender"  # the defender has pairs every step (the attacker's may all tie)
+        return (loss * float("nan") if calls["n"] > 1 else loss), info  # from step 2 on
 
     monkeypatch.setattr(trainer, "role_loss", poisoned)
     with pytest.raises(TrainingStopped, match="step 2.*nan.*step_0001"):
@@ -342,7 +342,7 @@ def test_per_pair_nll_weights_give_the_same_update_whole_or_in_micro_batches(tmp
         train(cfg, tmp_path / name, progress=False, base=load_base("tiny"), judge=judge)
         row = json.loads((tmp_path / name / "metrics.jsonl").read_text())
         assert row["defender/pairs"] >= 2
-        return row["defender/grad_norm"], row["attacker/grad_norm"]
+        return row["defender/grad_norm"], row.get("attacker/grad_norm", 0.0)  # no attacker pairs: all its attacks tie
 
     scalar = grad_norms("scalar")
     monkeypatch.setattr(trainer, "pair_nll_weights", weights(torch.ones))
