@@ -58,7 +58,7 @@ def _rewrite(row, at: str) -> Rewrite:
     for key in ("seed", "attack"):
         if not isinstance(row.get(key), str) or not row[key].strip():
             raise UserError(f"{at}: field {key!r} must be a non-empty string")
-    if row.get("original_class") not in CLASSES:
+    if not (isinstance(row.get("original_class"), str) and row["original_class"] in CLASSES):
         raise UserError(f"{at}: original_class must be 'harmful' or 'benign', got {row.get('original_class')!r}")
     for key in ("attack_harmful", "attack_faithful"):
         if not isinstance(row.get(key), bool):

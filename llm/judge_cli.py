@@ -109,7 +109,7 @@ def run_judge(args) -> int:
         print(metrics_table(metrics), file=sys.stderr)
     if auc:
         print("ROC AUC of the judge's probabilities (threshold-free): "
-              + ", ".join(f"{label} ({GRADED[label]}{', answers to harmful requests' if label == 'harmful' else ''}) "
+              + ", ".join(f"{label} ({GRADED[label]}{', answers to harmful prompts' if label == 'harmful' else ''}) "
                           f"{value:.3f}" for label, value in auc.items()), file=sys.stderr)
     if against_second is not None:
         print(f"\n{against_second['matched']} lines with second labels; the judge against them:", file=sys.stderr)

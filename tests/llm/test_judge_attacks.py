@@ -24,6 +24,7 @@ def test_rewrite_files_parse_and_bad_lines_are_named():
     (rewrite,) = parse_rewrites(_text(LINE), "a.jsonl")
     assert rewrite == Rewrite(LINE["seed"], True, LINE["attack"], True, True, "train")
     bad = {"not valid JSON": "{", "'attack'": {**LINE, "attack": ""}, "original_class": {**LINE, "original_class": "evil"},
+           "must be 'harmful' or 'benign', got {": {**LINE, "original_class": {"a": 1}},
            "'attack_faithful'": {**LINE, "attack_faithful": "yes"}, "split": {**LINE, "split": "test"},
            "keeps its seed's class": {**LINE, "attack_harmful": False}}
     for message, row in bad.items():
