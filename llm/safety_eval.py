@@ -39,12 +39,7 @@ def load_class(path, *, harmful: bool) -> tuple[list, int]:
     """
     role = "harmful" if harmful else "benign"
     unlabelled_text = Path(path).suffix.lower() not in (".jsonl", ".json", ".ndjson", ".csv")
-    try:
-        seeds = load_seeds(path, harmful=harmful if unlabelled_text else None)
-    except UserError as exc:
-        if "no harmful/label field" not in str(exc):
-            raise
-        seeds = load_seeds(path, harmful=harmful)
+    seeds = load_seeds(path, harmful=harmful if unlabelled_text else None, unlabelled=harmful)
     kept = [s for s in seeds if s.harmful == harmful]
     if not kept:
         raise UserError(f"{role} file {path}: all {len(seeds)} rows are labelled "

@@ -88,13 +88,15 @@ def _first(row: dict, keys: tuple[str, ...]):
     return None
 
 
-def _seed_from_row(row: dict, where: str, default_id: str, harmful: bool | None) -> Seed:
+def _seed_from_row(row: dict, where: str, default_id: str, harmful: bool | None, unlabelled: bool | None) -> Seed:
     prompt = _first(row, PROMPT_KEYS)
     if not isinstance(prompt, str) or not prompt.strip():
         raise UserError(f"{where}: no prompt text (expected a non-empty {' | '.join(PROMPT_KEYS)} field)")
     label = _label(_first(row, LABEL_KEYS), where)
     if harmful is not None:
         label = harmful
+    if label is None:
+        label = unlabelled
     if label is None:
         raise UserError(f"{where}: no harmful/label field; pass harmful=True or False for the whole file")
     category = _first(row, CATEGORY_KEYS)
@@ -129,7 +131,7 @@ def _parse_json(text: str, where: str):
         raise UserError(f"{where}: JSON nested too deeply") from exc
 
 
-def _load_jsonl(path: Path, text: str, harmful: bool | None) -> list[Seed]:
+def _load_jsonl(path: Path, text: str, harmful: bool | None, unlabelled: bool | None) -> list[Seed]:
     if path.suffix.lower() == ".json" and text.lstrip().startswith("["):  # one JSON array of objects
         rows = _parse_json(text, f"seed file {path}")
         items = [(f"seed file {path}, item {n}", n, row) for n, row in enumerate(rows, 1)]
@@ -143,11 +145,11 @@ def _load_jsonl(path: Path, text: str, harmful: bool | None) -> list[Seed]:
     for where, n, row in items:
         if not isinstance(row, dict):
             raise UserError(f"{where}: expected a JSON object, got {type(row).__name__}")
-        seeds.append(_seed_from_row(row, where, f"{path.stem}-{n}", harmful))
+        seeds.append(_seed_from_row(row, where, f"{path.stem}-{n}", harmful, unlabelled))
     return seeds
 
 
-def _load_csv(path: Path, text: str, harmful: bool | None) -> list[Seed]:
+def _load_csv(path: Path, text: str, harmful: bool | None, unlabelled: bool | None) -> list[Seed]:
     try:
         reader = csv.DictReader(io.StringIO(text, newline=""))
         columns = reader.fieldnames or []
@@ -157,7 +159,7 @@ def _load_csv(path: Path, text: str, harmful: bool | None) -> list[Seed]:
         rows = list(reader)
     except csv.Error as exc:
         raise UserError(f"seed file {path}: malformed CSV ({exc})") from exc
-    return [_seed_from_row(row, f"seed file {path}, row {n}", f"{path.stem}-{n}", harmful)
+    return [_seed_from_row(row, f"seed file {path}, row {n}", f"{path.stem}-{n}", harmful, unlabelled)
             for n, row in enumerate(rows, 2)]
 
 
@@ -169,14 +171,15 @@ def _load_lines(path: Path, text: str, harmful: bool | None) -> list[Seed]:
             if line.strip() and not line.lstrip().startswith("#")]
 
 
-def load_seeds(path, *, harmful: bool | None = None) -> list[Seed]:
+def load_seeds(path, *, harmful: bool | None = None, unlabelled: bool | None = None) -> list[Seed]:
     """Load seeds from a JSONL, CSV or plain-text file.
 
     Args:
         path: the file; its suffix picks the format (``.jsonl``/``.json`` lines, ``.csv``,
             anything else one prompt per line).
         harmful: the class of every seed, overriding the file's labels. Needed for JSONL/CSV
-            rows without a label; a plain-text file without it counts as harmful.
+            rows without a label (or ``unlabelled``); a plain-text file without it counts as harmful.
+        unlabelled: the class of the JSONL/CSV rows without a label; labelled rows keep theirs.
 
     Returns:
         The seeds, in file order.
@@ -188,9 +191,9 @@ def load_seeds(path, *, harmful: bool | None = None) -> list[Seed]:
     text = _read_text(path)
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json", ".ndjson"):
-        seeds = _load_jsonl(path, text, harmful)
+        seeds = _load_jsonl(path, text, harmful, unlabelled)
     elif suffix == ".csv":
-        seeds = _load_csv(path, text, harmful)
+        seeds = _load_csv(path, text, harmful, unlabelled)
     else:
         seeds = _load_lines(path, text, harmful)
     if not seeds:
