@@ -112,8 +112,8 @@ def probe(run: str | Path, *, steps: int, split: str = "validation", out: str | 
 
     if steps < 1:
         raise UserError(f"--steps must be >= 1, got {steps}")
-    if prompts < 0:
-        raise UserError(f"--prompts must be >= 0, got {prompts}")
+    if prompts < 0 or prompts == 1:
+        raise UserError(f"--prompts must be 0 (all) or at least 2 (the intervals are over prompts), got {prompts}")
     if split not in SPLITS:
         raise UserError(f"--split {split!r} is not one of {', '.join(SPLITS)}")
     from redgame.llm.config import from_mapping
@@ -124,13 +124,13 @@ def probe(run: str | Path, *, steps: int, split: str = "validation", out: str | 
                               model=model or run_cfg.model)
     torch_device, torch_dtype = placement(device, dtype)
     out = Path(out) if out is not None else run / "probe"
+    judge = make_judge(eval_judge)  # before training: a bad judge name costs nothing
     t0 = time.perf_counter()
     train(cfg, out / "attacker_run", overwrite=True, progress=progress, log=log,
           base=load_base(cfg.model, dtype=torch_dtype, device=torch_device),
           init={"defender": adapter_dir(run, "defender")})
     train_seconds = time.perf_counter() - t0
 
-    judge = make_judge(eval_judge)
     place_judge(judge, torch_device, torch_dtype)
     base, tokenizer = load_base(cfg.model, dtype=torch_dtype, device=torch_device)
     model = attach(base, {"run_attacker": adapter_dir(run, "attacker"), "run_defender": adapter_dir(run, "defender"),

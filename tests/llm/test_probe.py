@@ -57,7 +57,8 @@ def test_probe_refuses_a_folder_without_a_run(tmp_path):
 @pytest.mark.parametrize("argv,needle", [
     (["--steps", "0"], "--steps must be >= 1"),
     (["--steps", "1"], "no config.json"),
-    (["--steps", "1", "--prompts", "-1"], "--prompts must be >= 0"),
+    (["--steps", "1", "--prompts", "-1"], "--prompts must be 0 (all) or at least 2"),
+    (["--steps", "1", "--prompts", "1"], "--prompts must be 0 (all) or at least 2"),
 ])
 def test_probe_cli_bad_input_is_one_line(tmp_path, capsys, argv, needle):
     from redgame.cli import main
