@@ -162,6 +162,7 @@ def run_probe(args) -> int:
 
 def run_demo(args) -> int:
     from redgame.llm.demo import run
+    from redgame.llm.trainer import TrainingStopped
 
     if args.steps is not None and args.steps < 1:
         raise UserError(f"--steps must be >= 1, got {args.steps}")
@@ -169,5 +170,9 @@ def run_demo(args) -> int:
     if "steps" in overrides:
         raise UserError("demo: set the number of steps with --steps")
     overrides.update({k: getattr(args, k) for k in ("device", "dtype") if getattr(args, k) is not None})
-    run(args.out, steps=args.steps, progress=not args.no_progress, split=args.split, **overrides)
+    try:
+        run(args.out, steps=args.steps, progress=not args.no_progress, split=args.split, **overrides)
+    except TrainingStopped as exc:
+        print(f"redgame: {exc}", file=sys.stderr)
+        return 1
     return 0

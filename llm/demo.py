@@ -86,6 +86,9 @@ def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bo
     before = evaluate_defender(model, tokenizer, judge, held_out, **answer)
     log(f"base: harmful refusal {before['harmful_refusal']:.0%}, benign compliance {before['benign_compliance']:.0%}")
     result = train(cfg, out / "run", overwrite=True, progress=progress, base=(model, tokenizer), judge=judge, log=log)
+    if result["stopped"]:  # Ctrl-C: no numbers for a part-trained defender
+        log(f"the demo stopped at step {result['steps']} of {cfg.steps}: nothing evaluated, no demo.json")
+        raise KeyboardInterrupt
     with result["roles"].policy("defender") as defender:
         after = evaluate_defender(defender, tokenizer, judge, held_out, **answer)
     training = read_metrics(out / "run")

@@ -138,6 +138,20 @@ def test_demo_pipeline_on_tiny(tmp_path, capsys):
     assert "trained defender" in capsys.readouterr().out
 
 
+def test_a_demo_stopped_by_ctrl_c_evaluates_nothing(tmp_path, capsys, monkeypatch):
+    """Ctrl-C stops the training after a step; the demo then stops too (exit 130), writing no numbers."""
+    import redgame.llm.trainer as trainer
+
+    real = trainer.train
+    monkeypatch.setattr(trainer, "train", lambda cfg, out, **kw: {**real(cfg, out, **kw), "stopped": True, "steps": 1})
+    argv = ["demo", "--out", str(tmp_path), "--steps", "2", "--split", "validation", "--no-progress",
+            "--set", "model=tiny", "--set", "attack_tokens=4", "--set", "response_tokens=4",
+            "--set", "seeds_per_step=2", "--set", "lora_rank=2"]
+    assert main(argv) == 130
+    assert "stopped at step 1 of 2: nothing evaluated" in capsys.readouterr().out
+    assert not (tmp_path / "demo.json").exists()
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["--set", "nonsense=1"], "unknown config key 'nonsense'"),
     (["--set", "update_chunk=-1"], "'update_chunk'"),
