@@ -76,9 +76,11 @@ def prepare_run_dir(out: str | Path, cfg: TrainConfig, *, resume: bool, overwrit
         raise UserError(f"--out {out} exists and is not a folder")
     holds_run = (out / RUN_MARKER).is_file() or (out / ckpt.CHECKPOINTS).is_dir()
     if resume:
-        if ckpt.latest_checkpoint(out) is None:
+        last = ckpt.latest_checkpoint(out)
+        if last is None:
             again = "start it again with --overwrite" if holds_run else "start without --resume"
             raise UserError(f"--resume: no checkpoint under {out / ckpt.CHECKPOINTS}; {again}")
+        check_resumable(out, cfg, int(last.name.removeprefix("step_")))
     elif holds_run and not overwrite:
         raise UserError(f"--out {out} already holds a run; pass --resume to continue it or --overwrite to replace it")
     elif holds_run:
@@ -88,8 +90,31 @@ def prepare_run_dir(out: str | Path, cfg: TrainConfig, *, resume: bool, overwrit
             target = out / name
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    (out / RUN_MARKER).write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
+    ckpt.write_text_atomically(out / RUN_MARKER, json.dumps(cfg.to_dict(), indent=1) + "\n")
     return out
+
+
+# What a resumed run may set anew: its length and how it runs, not what it learns.
+RESUME_MAY_CHANGE = ("steps", "save_every", "threads", "device", "dtype", "kernels", "rollout_batch", "rollout_backend",
+                     "micro_batch_tokens", "update_chunk", "share_prompts", "batch_roles", "fsdp", "judge_rank")
+
+
+def check_resumable(out: Path, cfg: TrainConfig, last_step: int) -> None:
+    """A config that would not continue the run in ``out`` (another model, regime, recipe; no step left): a
+    one-line error before the run's config.json is touched."""
+    try:
+        saved = json.loads((out / RUN_MARKER).read_text())
+    except (OSError, ValueError):
+        saved = None  # no readable config: the checkpoint's own check decides
+    if isinstance(saved, dict):
+        wanted = json.loads(json.dumps(cfg.to_dict()))
+        changed = [k for k in wanted if k not in RESUME_MAY_CHANGE and k in saved and saved[k] != wanted[k]]
+        if changed:
+            key = changed[0]
+            raise UserError(f"--resume: this config's {key} is {wanted[key]!r}, the run's is {saved[key]!r}; resume "
+                            f"with --config {out / RUN_MARKER} (only {', '.join(RESUME_MAY_CHANGE)} may change)")
+    if cfg.steps < last_step or (cfg.steps == last_step and (out / "final").is_dir()):
+        raise UserError(f"--resume: the run is at step {last_step}; give --steps more than {last_step} to continue it")
 
 
 def keep_metrics_until(path: Path, step: int) -> None:

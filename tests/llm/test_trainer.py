@@ -94,6 +94,18 @@ def test_resume_continues_exactly(tmp_path, judge, tiny_config):
     assert [json.loads(r)["step"] for r in rows] == [1, 2, 3]
 
 
+def test_resume_refuses_another_recipe_or_no_step_left_and_keeps_the_run_config(tmp_path, judge, tiny_config):
+    cfg = tiny_config(steps=2, save_every=1)
+    train(cfg, tmp_path, progress=False, base=load_base("tiny"), judge=judge)
+    saved = (tmp_path / "config.json").read_text()
+    for changed, needle in ((dict(lora_rank=2), "lora_rank is 2, the run's is"), (dict(steps=1), "at step 2"),
+                            (dict(steps=2), "give --steps more than 2")):
+        with pytest.raises(ValueError, match=needle):
+            train(tiny_config(**{"steps": 2, "save_every": 1, **changed}), tmp_path, resume=True, progress=False,
+                  base=load_base("tiny"), judge=judge)
+        assert (tmp_path / "config.json").read_text() == saved  # a refused resume leaves the run as it was
+
+
 def test_resume_without_checkpoint_says_so(tmp_path, judge, tiny_config):
     with pytest.raises(ValueError, match="no checkpoint"):
         train(tiny_config(), tmp_path, resume=True, progress=False, base=load_base("tiny"), judge=judge)

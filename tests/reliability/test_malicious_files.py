@@ -6,6 +6,7 @@ The marker must never appear. A truncated checkpoint and one from another config
 refused naming the checkpoint, not with a traceback.
 """
 
+import json
 import pickle
 
 import pytest
@@ -71,6 +72,12 @@ def test_a_truncated_checkpoint_is_named(one_step_run, capsys):
 def test_a_checkpoint_of_another_config_is_named(one_step_run, capsys):
     root, argv = one_step_run
     run = copy_run(root, "other")
+    # the resumed config differs from the run's config.json: refused before any weight is read
+    assert main([*argv, "--steps", "2", "--out", str(run), "--resume", "--set", "lora_rank=3"]) == 2
+    assert "lora_rank is 3, the run's is" in capsys.readouterr().err.strip().splitlines()[-1]
+    # config.json says rank 3 too, but the checkpoint holds rank-2 tensors: the checkpoint is named
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "lora_rank": 3}))
     assert "another config" in resume_error(capsys, run, argv, "--set", "lora_rank=3")
 
 
