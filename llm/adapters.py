@@ -54,9 +54,17 @@ def attach(base, adapters: dict[str, Path]):
             else:
                 model.load_adapter(str(path), adapter_name=name, is_trainable=False)
         except (RuntimeError, ValueError, KeyError) as exc:  # shape mismatch: another base model
-            raise UserError(f"adapter {path} does not fit this base model: {str(exc).splitlines()[0]}") from exc
+            raise not_this_base(path, exc) from exc
     model.eval()
     return model
+
+
+def not_this_base(path, exc: Exception) -> UserError:
+    """The one-line error for weights that do not fit the loaded base model, naming the first mismatch."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    detail = next((line for line in lines if "mismatch" in line), lines[0] if lines else type(exc).__name__)
+    return UserError(f"weights in {path} do not fit this base model ({detail}); load the base model they were "
+                     "trained on (the 'model' of their run's config.json)")
 
 
 @contextlib.contextmanager
