@@ -44,7 +44,7 @@ def register(subparsers, llm_subparsers) -> None:
     ev.add_argument("--out", help="also write the JSON (with every answer) to this file")
     ev.add_argument("--json", action="store_true", help="print JSON instead of the markdown table")
     _placement_flags(ev)
-    ev.set_defaults(func=run_eval)
+    ev.set_defaults(func=run_eval, out_kind="file")
 
     cp = llm_subparsers.add_parser(
         "crossplay", help="every attacker against every defender; the meta-Nash of the ASR matrix",

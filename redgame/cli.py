@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        check_out(args)
         result = args.func(args)
     except UserError as exc:
         return _report(exc, "error", 2, debug)
@@ -71,6 +72,23 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: say so, and how to see where
         return _report(exc, "internal error", 1, debug)
     return int(result or 0)
+
+
+def check_out(args) -> None:
+    """A command's ``--out`` that cannot take its output: one line before any work (a folder by default;
+    a file where the command sets ``out_kind="file"``)."""
+    out = getattr(args, "out", None)
+    if out is None:
+        return
+    if not str(out).strip():
+        raise UserError("--out is empty; give a folder or file name")
+    from pathlib import Path
+
+    path, kind = Path(out), getattr(args, "out_kind", "folder")
+    if kind == "folder" and path.exists() and not path.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+    if kind == "file" and path.is_dir():
+        raise UserError(f"--out {out} is a folder; give a file name, such as {path / 'eval.json'}")
 
 
 def _report(exc: BaseException, kind: str, code: int, debug: bool) -> int:

@@ -69,3 +69,21 @@ def test_every_optional_module_maps_to_its_extra(module, extra):
 def test_bad_toy_input_from_theory_is_a_user_error(capsys):
     assert cli.main(["toy", "solve", "--game", "hidden_intent", "--param", "q=2"]) == 2
     assert _stderr(capsys) == ["redgame: error: q: detection accuracy must lie in [0, 1], got 2.0"]
+
+
+def test_an_out_that_cannot_take_the_output_is_one_line_before_any_work(monkeypatch, capsys, tmp_path):
+    """--out naming a file where a folder goes (or a folder where a file goes, or nothing): refused at once."""
+    from redgame.games import dynamics_cli
+    from redgame.llm import eval_cli
+
+    monkeypatch.setattr(dynamics_cli, "run_dynamics_command", _raise(AssertionError("ran")))
+    monkeypatch.setattr(eval_cli, "run_eval", _raise(AssertionError("ran")))
+    a_file = tmp_path / "afile"
+    a_file.write_text("")
+    for argv, needle in (
+            (["toy", "dynamics", "--regime", "shared", "--out", str(a_file)], "exists and is not a folder"),
+            (["toy", "dynamics", "--regime", "shared", "--out", ""], "--out is empty"),
+            (["llm", "eval", "--model", "tiny", "--out", str(tmp_path)], "is a folder; give a file name")):
+        assert cli.main(argv) == 2
+        err = _stderr(capsys)
+        assert len(err) == 1 and err[0].startswith("redgame: error: --out") and needle in err[0], err
