@@ -126,9 +126,12 @@ def probe(run: str | Path, *, steps: int, split: str = "validation", out: str | 
     out = Path(out) if out is not None else run / "probe"
     judge = make_judge(eval_judge)  # before training: a bad judge name costs nothing
     t0 = time.perf_counter()
-    train(cfg, out / "attacker_run", overwrite=True, progress=progress, log=log,
-          base=load_base(cfg.model, dtype=torch_dtype, device=torch_device),
-          init={"defender": adapter_dir(run, "defender")})
+    trained = train(cfg, out / "attacker_run", overwrite=True, progress=progress, log=log,
+                    base=load_base(cfg.model, dtype=torch_dtype, device=torch_device),
+                    init={"defender": adapter_dir(run, "defender")})
+    if trained["stopped"]:  # Ctrl-C: a part-trained best response is no probe; run the probe again
+        log(f"the probe stopped at step {trained['steps']} of {steps}: no probe.json")
+        raise KeyboardInterrupt
     train_seconds = time.perf_counter() - t0
 
     place_judge(judge, torch_device, torch_dtype)

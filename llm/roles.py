@@ -236,12 +236,17 @@ class Roles:
 
     def load_role(self, role: str, path: str | os.PathLike) -> None:
         """Load weights saved by :meth:`save_role` into a role (used by evaluation)."""
+        from redgame.llm.adapters import not_this_base
+
         slot = self.slots[role]
-        if slot.adapter is None:
-            slot.model.load_state_dict(load_file(str(Path(path) / "model.safetensors")), strict=False)
-        else:
-            set_peft_model_state_dict(slot.model, load_file(str(Path(path) / "adapter_model.safetensors")),
-                                      adapter_name=slot.adapter)
+        try:
+            if slot.adapter is None:
+                slot.model.load_state_dict(load_file(str(Path(path) / "model.safetensors")), strict=False)
+            else:
+                set_peft_model_state_dict(slot.model, load_file(str(Path(path) / "adapter_model.safetensors")),
+                                          adapter_name=slot.adapter)
+        except RuntimeError as exc:  # another base model's shapes
+            raise not_this_base(path, exc) from exc
 
 
 def build_roles(base, *, regime: str, lora: LoraSettings | None = None, full_finetune: bool = False,
