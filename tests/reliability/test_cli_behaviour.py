@@ -84,12 +84,16 @@ def test_out_holding_a_run_needs_resume_or_overwrite(tmp_path, capsys, no_comput
     (run / "checkpoints" / "step_0002" / "state.json").write_text('{"step": 2}')
     (run / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2}\n')
     (run / "config.json").write_text(json.dumps(dataclasses.asdict(TrainConfig(seed=9))))
+    (run / "eval.json").write_text("{}")  # results of the old run: they must go with it
+    (run / "probe").mkdir()
+    (run / "notes.txt").write_text("mine")  # not the run's: kept
     assert train(tmp_path) == 2
     assert "already holds a run" in (line := one_error_line(capsys)) and "--resume" in line and "--overwrite" in line
     assert json.loads((run / "config.json").read_text())["seed"] == 9  # untouched
     with pytest.raises(ComputeStarted):
         train(tmp_path, "--overwrite", "--seed", "4")
     assert not (run / "checkpoints").exists() and not (run / "metrics.jsonl").exists()
+    assert not (run / "eval.json").exists() and not (run / "probe").exists() and (run / "notes.txt").exists()
     assert json.loads((run / "config.json").read_text())["seed"] == 4
 
 
