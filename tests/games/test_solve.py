@@ -6,6 +6,7 @@ import pytest
 
 from redgame.games.exploitability import matrix_nash_conv
 from redgame.games.optimal_sets import optimal_sets
+from redgame.errors import UserError
 from redgame.games.solve import METHODS, solve, solve_matrix
 from redgame.theory import make_spec
 
@@ -112,3 +113,19 @@ def test_bad_method_and_matrix():
     with pytest.raises(ValueError, match="payoff matrix"):
         solve_matrix(np.array([[np.nan]]))
     assert "sequence-form-lp" in METHODS
+
+
+def test_nashpy_enumerations_refuse_games_they_would_take_hours_on():
+    """Support enumeration tries (2^m - 1)(2^n - 1) support pairs: past the limit, one line at once."""
+    from redgame.games.solve import NASHPY_SUPPORT_MAX_PAIRS, NASHPY_VERTEX_MAX_ENTRIES
+
+    wide = np.zeros((4, 16))  # 15 * 65535 support pairs
+    assert 15 * 65535 > NASHPY_SUPPORT_MAX_PAIRS
+    with pytest.raises(UserError, match="nashpy-support would try 9.83e\\+05 support pairs"):
+        solve_matrix(wide, method="nashpy-support")
+    big = np.zeros((11, 10))
+    assert big.size > NASHPY_VERTEX_MAX_ENTRIES
+    with pytest.raises(UserError, match="nashpy-vertex on a 11×10 game"):
+        solve_matrix(big, method="nashpy-vertex")
+    (pennies,) = solve_matrix(np.array([[1.0, -1.0], [-1.0, 1.0]]), method="nashpy-support").equilibria  # small: runs
+    np.testing.assert_allclose(pennies.attacker, [0.5, 0.5])
