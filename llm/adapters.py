@@ -26,7 +26,8 @@ def adapter_dir(path: str | Path, role: str = "defender") -> Path:
         if all((candidate / f).is_file() for f in ADAPTER_FILES):
             return candidate
     if (path / "final" / role / "model.safetensors").is_file():
-        raise UserError(f"adapter {path}: the run saved full weights (full_finetune); only LoRA adapters load here")
+        raise UserError(f"adapter {path}: the run saved full weights (full_finetune); only LoRA adapters load "
+                        f"here: evaluate them as a model, with --model {path / 'final' / role}")
     raise UserError(f"adapter {path}: expected {' and '.join(ADAPTER_FILES)} in it, in {path / 'final' / role} "
                     f"(a run) or in {path / role} (a checkpoint)")
 

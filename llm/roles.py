@@ -212,8 +212,9 @@ class Roles:
                 for n, p in slot.ref_model.named_parameters():
                     yield f"{key}.ref/{n}", p
 
-    def save_role(self, role: str, path: str | os.PathLike) -> None:
-        """Save a role's weights where ``PeftModel.from_pretrained(base, path)`` loads them."""
+    def save_role(self, role: str, path: str | os.PathLike, tokenizer=None) -> None:
+        """Save a role's weights where ``PeftModel.from_pretrained(base, path)`` loads them; full weights
+        with ``tokenizer`` form a model folder that ``--model PATH`` (``from_pretrained``) loads."""
         path = Path(path)
         slot = self.slots[role]
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -227,6 +228,8 @@ class Roles:
                 if tied:
                     state.pop("lm_head.weight", None)
                 save_file(state, str(target / "model.safetensors"), metadata={"format": "pt"})
+                if tokenizer is not None:
+                    tokenizer.save_pretrained(str(target))
             else:
                 slot.model.save_pretrained(str(tmp), selected_adapters=[slot.adapter], safe_serialization=True)
                 target = tmp / slot.adapter if slot.adapter != "default" else tmp

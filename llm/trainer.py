@@ -460,7 +460,7 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
                 game.writer.close()
     if dist.is_main:
         for role in ROLES:
-            game.roles.save_role(role, game.out / "final" / role)
+            game.roles.save_role(role, game.out / "final" / role, tokenizer=game.tokenizer)
         warn_of_over_refusal(game.out, log)
     dist.barrier()
     return {"out": str(game.out), "steps": cfg.steps, "stopped": False, "roles": game.roles}

@@ -105,3 +105,6 @@ def test_the_advgame_config_runs_two_full_models_pairwise_with_an_ema_reference(
     ema_moved = [n for n, p in dfn.ref_model.named_parameters() if not torch.equal(p.detach(), base[n])]
     assert moved and ema_moved  # the defender learned, and its EMA followed
     assert (tmp_path / "final" / "defender" / "model.safetensors").is_file()
+    saved, _ = load_base(str(tmp_path / "final" / "defender"))  # a model folder, tokenizer included: --model loads it
+    trained = dict(dfn.model.named_parameters())
+    assert all(torch.equal(p, trained[n].detach()) for n, p in saved.named_parameters() if n in trained)
