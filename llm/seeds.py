@@ -98,7 +98,8 @@ def _seed_from_row(row: dict, where: str, default_id: str, harmful: bool | None,
     if label is None:
         label = unlabelled
     if label is None:
-        raise UserError(f"{where}: no harmful/label field; pass harmful=True or False for the whole file")
+        raise UserError(f"{where}: no harmful/label field; give each row one (e.g. \"harmful\": true), or from "
+                        "Python load_seeds(path, harmful=True or False) for the whole file")
     category = _first(row, CATEGORY_KEYS)
     ident = _first(row, ("id", "BehaviorID"))
     return Seed(id=str(ident) if ident is not None else default_id, prompt=prompt.strip(), harmful=label,
