@@ -189,7 +189,7 @@ class Roles:
     @torch.no_grad()
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         """Restore what :meth:`state_tensors` saved; KeyError when a tensor is missing or not this run's."""
-        expected = {name: value for name, value in self._state_targets()}
+        expected = dict(self._state_targets())
         if set(expected) != set(tensors):
             odd = sorted(set(expected) ^ set(tensors))
             raise KeyError(f"{len(odd)} tensors differ from this run's, e.g. {odd[0]!r}")
