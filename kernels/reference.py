@@ -95,13 +95,15 @@ def in_compute_dtype(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
     A frozen half-precision weight (the LM head of LoRA roles in bfloat16) is upcast once and
     the copy reused while the same tensor is unchanged (``_version``, bumped by any in-place
-    write such as an optimiser step); one copy is kept, that of the last such weight. On a
-    2-core CPU, upcasting SmolLM2's head chunk by chunk on every call took 2.7 s of a 21 s
+    write such as an optimiser step, and its storage); one copy is kept, that of the last such
+    weight. Writes that bypass the version counter (through ``.data`` in place, or a numpy view)
+    are not seen. Inference-mode tensors have no version counter: they are upcast every call. On
+    a 2-core CPU, upcasting SmolLM2's head chunk by chunk on every call took 2.7 s of a 21 s
     bfloat16 update.
     """
-    if weight.dtype not in HALF or weight.requires_grad:
+    if weight.dtype not in HALF or weight.requires_grad or weight.is_inference():
         return weight.detach().to(dtype)
-    last, key = _upcast["weight"], (weight._version, dtype)
+    last, key = _upcast["weight"], (weight._version, weight.data_ptr(), dtype)
     if last is None or last() is not weight or _upcast["key"] != key:
         _upcast.update(weight=weakref.ref(weight), key=key, copy=weight.detach().to(dtype))
     return _upcast["copy"]

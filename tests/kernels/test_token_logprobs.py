@@ -158,6 +158,11 @@ def test_a_frozen_half_head_is_upcast_once_and_never_stale():
     assert torch.equal(in_compute_dtype(other, torch.float32), other.float())
     trained = torch.nn.Parameter(torch.randn(37, 5).bfloat16())
     assert in_compute_dtype(trained, torch.float32) is not in_compute_dtype(trained, torch.float32)
+    head.data = torch.randn(37, 5).bfloat16()  # new storage under the same tensor: seen
+    assert torch.equal(in_compute_dtype(head, torch.float32), head.float())
+    with torch.inference_mode():  # no version counter: upcast every call, no error
+        frozen = torch.randn(37, 5).bfloat16()
+        assert torch.equal(in_compute_dtype(frozen, torch.float32), frozen.float())
 
 
 def _confident(head, target, miss):
