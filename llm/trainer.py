@@ -96,25 +96,26 @@ def prepare_run_dir(out: str | Path, cfg: TrainConfig, *, resume: bool, overwrit
     return out
 
 
-# What a resumed run may set anew: its length and how it runs, not what it learns.
-RESUME_MAY_CHANGE = ("steps", "save_every", "threads", "device", "dtype", "kernels", "rollout_batch", "rollout_backend",
-                     "micro_batch_tokens", "update_chunk", "share_prompts", "batch_roles", "fsdp", "judge_rank")
+# What a resumed run must keep: the keys that make its weights what they are. The recipe (learning rate,
+# seeds, losses, steps) may change on resume, as in a curriculum.
+RESUME_MUST_KEEP = ("model", "regime", "full_finetune", "lora_rank", "lora_alpha", "reference")
 
 
 def check_resumable(out: Path, cfg: TrainConfig, last_step: int) -> None:
-    """A config that would not continue the run in ``out`` (another model, regime, recipe; no step left): a
-    one-line error before the run's config.json is touched."""
+    """A config that cannot continue the run in ``out`` (another base model or weight shape; no step left):
+    a one-line error before the run's config.json is touched."""
     try:
         saved = json.loads((out / RUN_MARKER).read_text())
     except (OSError, ValueError):
         saved = None  # no readable config: the checkpoint's own check decides
     if isinstance(saved, dict):
         wanted = json.loads(json.dumps(cfg.to_dict()))
-        changed = [k for k in wanted if k not in RESUME_MAY_CHANGE and k in saved and saved[k] != wanted[k]]
+        changed = [k for k in RESUME_MUST_KEEP if k in saved and saved[k] != wanted[k]]
         if changed:
             key = changed[0]
-            raise UserError(f"--resume: this config's {key} is {wanted[key]!r}, the run's is {saved[key]!r}; resume "
-                            f"with --config {out / RUN_MARKER} (only {', '.join(RESUME_MAY_CHANGE)} may change)")
+            raise UserError(f"--resume: this config's {key} is {wanted[key]!r}, the run's is {saved[key]!r}; "
+                            f"{', '.join(RESUME_MUST_KEEP)} make the run's weights and cannot change on resume "
+                            f"(resume with --config {out / RUN_MARKER})")
     if cfg.steps < last_step or (cfg.steps == last_step and (out / "final").is_dir()):
         raise UserError(f"--resume: the run is at step {last_step}; give --steps more than {last_step} to continue it")
 
