@@ -22,7 +22,7 @@ def game_value(spec: GameSpec) -> float:
     """The attacker's equilibrium payoff of a zero-sum spec."""
     if not spec.is_zero_sum:
         raise UserError("payoff: the value is defined for zero-sum games only")
-    return float(solve(spec, method="enumerate").value) + 0.0
+    return float(solve(spec, method="auto").value) + 0.0  # an LP where the optimal sets are too large to list
 
 
 def equilibrium_classes(spec: GameSpec) -> set[str]:

@@ -69,13 +69,19 @@ def solve_extensive(spec: GameSpec, method: str, target: float = 1e-4, iteration
         solver = CFR_SOLVERS[method](tree)
         done_iterations = 0
         while done_iterations < iterations:
-            for _ in range(check_every):
+            step = min(check_every, iterations - done_iterations)  # the cap is exact
+            for _ in range(step):
                 solver.evaluate_and_update_policy()
-            done_iterations += check_every
+            done_iterations += step
             attacker_policy = defender_policy = solver.average_policy()
-            if exploitability.nash_conv(tree, attacker_policy) / 2 <= target:
+            reached = exploitability.nash_conv(tree, attacker_policy) / 2
+            if reached <= target:
                 break
     else:
         raise UserError(f"method: {method!r} is not an extensive-form method")
     sigma, rho = behaviour_from_policy(spec, attacker_policy, defender_policy)
-    return behaviour_solution(spec, method, sigma, rho, time.perf_counter() - start, done_iterations)
+    solution = behaviour_solution(spec, method, sigma, rho, time.perf_counter() - start, done_iterations)
+    if method in CFR_SOLVERS and reached > target:
+        solution.note = (f"{method} stopped at its cap of {iterations} iterations with exploitability {reached:.2e}, "
+                         f"above the target {target:.0e}: not converged")
+    return solution

@@ -136,9 +136,20 @@ def _check_nashpy_size(shape: tuple[int, int], method: str) -> None:
                         f"entries); {instead}")
 
 
+def _lone_strategy_pairs(a: np.ndarray, b: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A game where one player has a single strategy: its equilibria pair that strategy with each of
+    the other player's pure best responses (nashpy's Lemke-Howson hangs or fails on such a game)."""
+    m, n = a.shape
+    if m == 1:
+        return [(np.ones(1), np.eye(n)[j]) for j in np.flatnonzero(b[0] >= b[0].max() - 1e-12)]
+    return [(np.eye(m)[i], np.ones(1)) for i in np.flatnonzero(a[:, 0] >= a[:, 0].max() - 1e-12)]
+
+
 def _nashpy_pairs(a: np.ndarray, b: np.ndarray, method: str) -> list[tuple[np.ndarray, np.ndarray]]:
     import nashpy
 
+    if min(a.shape) == 1:
+        return _lone_strategy_pairs(a, b)
     _check_nashpy_size(a.shape, method)
 
     game = nashpy.Game(a, b)

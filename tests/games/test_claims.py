@@ -31,3 +31,10 @@ def test_hidden_intent_has_no_oracle(lam):
     assert "oracle" not in equilibrium_classes(make_spec("hidden_intent", lam=lam))
     # Full detection (q = 1) restores the oracle.
     assert "oracle" in equilibrium_classes(make_spec("hidden_intent", lam=lam, q=1.0))
+
+
+def test_game_value_of_a_game_too_large_to_enumerate_is_the_lp_value():
+    from redgame.games.solve import solve
+
+    spec = make_spec("family")  # 81 × 64 strategies: the optimal sets are not listed
+    assert game_value(spec) == pytest.approx(solve(spec, method="sequence-form-linprog").value, abs=1e-9)

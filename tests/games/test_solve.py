@@ -129,3 +129,31 @@ def test_nashpy_enumerations_refuse_games_they_would_take_hours_on():
         solve_matrix(big, method="nashpy-vertex")
     (pennies,) = solve_matrix(np.array([[1.0, -1.0], [-1.0, 1.0]]), method="nashpy-support").equilibria  # small: runs
     np.testing.assert_allclose(pennies.attacker, [0.5, 0.5])
+
+
+@pytest.mark.parametrize("method", ["lemke-howson", "nashpy-vertex", "nashpy-support"])
+def test_a_player_with_one_strategy_meets_each_best_response(method):
+    """nashpy's Lemke-Howson hangs or raises on a 1×n or m×1 game; the equilibria are the lone strategy
+    against each of the other player's pure best responses."""
+    row = solve_matrix(np.array([[0.2, 0.5, 0.1]]), np.array([[-0.1, -0.6, -0.1]]), method=method).equilibria
+    assert sorted(tuple(e.defender) for e in row) == [(0.0, 0.0, 1.0), (1.0, 0.0, 0.0)]  # the tie: both
+    (col,) = solve_matrix(np.array([[0.2], [0.5]]), np.array([[-0.1], [-0.6]]), method=method).equilibria
+    np.testing.assert_array_equal(col.attacker, [0.0, 1.0])
+    assert col.gap == 0.0
+
+
+def test_cfr_stops_at_its_exact_cap_and_says_it_did_not_converge():
+    solution = solve(make_spec("hidden_intent"), "cfr", iterations=5, target=1e-12)
+    assert solution.iterations == 5 and "not converged" in solution.note
+    assert solve(make_spec("hidden_intent"), "cfr+", target=1e-2).note in (None, "")
+
+
+def test_solve_json_is_strict_json_with_null_for_a_missing_gap(capsys):
+    import json
+
+    from redgame.cli import main
+
+    assert main(["toy", "solve", "--game", "prompt_map", "--param", "lam=0", "--method", "nashpy-vertex",
+                 "--json"]) == 0
+    out = capsys.readouterr().out
+    assert "NaN" not in out and json.loads(out)["max_gap"] is None  # nashpy finds no equilibrium here (docs)
