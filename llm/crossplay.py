@@ -78,7 +78,7 @@ def template_attacks(seeds: list, templates: dict[str, str]) -> list[str]:
 
 
 def crossplay(base, tokenizer, judge, runs: list[Run], seeds: list, *, templates: dict[str, str],
-              attack_tokens: int = 64, response_tokens: int = 48, log=print) -> dict:
+              attack_tokens: int = 64, response_tokens: int = 48, log=print, progress: bool = False) -> dict:
     """Play every attacker against every defender; returns the matrices and per-attacker stats.
 
     Returns:
@@ -104,15 +104,20 @@ def crossplay(base, tokenizer, judge, runs: list[Run], seeds: list, *, templates
             attacks[name], ok = generate_attacks(m, tokenizer, seeds, max_new_tokens=attack_tokens)
         parse_rate[name] = sum(ok) / len(ok)
         log(f"attacker {name}: {sum(ok)}/{len(ok)} attacks parsed")
+    from tqdm import tqdm
+
     shape = (len(attackers), len(defenders))
     asr, benign, refusal = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+    bar = tqdm(total=len(attackers) * len(defenders), desc="cross-play", unit="pair", disable=not progress)
     for j, d in enumerate(defenders):
         with playing(model, None if d == BASE else slot[d, "defender"]) as m:
             for i, a in enumerate(attackers):
                 r = evaluate_defender(m, tokenizer, judge, seeds, attacks=attacks[a], max_new_tokens=response_tokens)
                 asr[i, j], refusal[i, j] = r["attack_success"], r["harmful_refusal"]
                 benign[i, j] = r["benign_compliance"]
+                bar.update()
         log(f"defender {d}: ASR " + ", ".join(f"{a} {asr[i, j]:.2f}" for i, a in enumerate(attackers)))
+    bar.close()
     return {"attackers": attackers, "defenders": defenders, "asr": asr, "benign_compliance": benign,
             "harmful_refusal": refusal, "parse_rate": parse_rate}
 

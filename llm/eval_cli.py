@@ -80,6 +80,7 @@ def _placement_flags(parser) -> None:
     from redgame.llm.cli import add_placement_flags
 
     add_placement_flags(parser)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _placement(args):
@@ -122,8 +123,10 @@ def run_eval(args) -> int:
     place_judge(judge, device, dtype)
     model = attach(base, {"evaluated": adapter} if adapter else {})
     names = ([] if adapter and args.no_base else ["base"]) + (["adapter"] if adapter else [])
+    from tqdm import tqdm
+
     results = {}
-    for name in names:
+    for name in tqdm(names, desc="eval", unit="model", disable=args.no_progress or args.json):
         with playing(model, "evaluated" if name == "adapter" else None) as m:
             results[name] = safety_eval.evaluate(m, tokenizer, judge, harmful, benign, questions,
                                                  max_new_tokens=args.max_new_tokens)
@@ -189,7 +192,8 @@ def run_crossplay(args) -> int:
     place_judge(judge, device, dtype)
     played = crossplay.crossplay(base, tokenizer, judge, runs, seeds, templates=templates,
                                  attack_tokens=args.attack_tokens, response_tokens=args.response_tokens,
-                                 log=(lambda *a: None) if args.json else print)
+                                 log=(lambda *a: None) if args.json else print,
+                                 progress=not (args.no_progress or args.json))
     result = {"model": model_name, "eval_judge": judge.name, "n_harmful": sum(s.harmful for s in seeds),
               "n_benign": sum(not s.harmful for s in seeds), **crossplay.summarise(played, runs)}
     json_path, png = crossplay.write(result, Path(args.out))
