@@ -43,7 +43,7 @@ def register(subparsers, llm_subparsers) -> None:
     ev.add_argument("--max-new-tokens", type=int, default=48, help="answer length (default: 48)")
     ev.add_argument("--out", help="also write the JSON (with every answer) to this file")
     ev.add_argument("--json", action="store_true", help="print JSON instead of the markdown table")
-    _placement_flags(ev)
+    _device_and_progress_flags(ev)
     ev.set_defaults(func=run_eval, out_kind="file")
 
     cp = llm_subparsers.add_parser(
@@ -63,7 +63,7 @@ def register(subparsers, llm_subparsers) -> None:
     cp.add_argument("--attack-tokens", type=int, default=64, help="attack length (default: 64)")
     cp.add_argument("--response-tokens", type=int, default=48, help="answer length (default: 48)")
     cp.add_argument("--json", action="store_true", help="print crossplay.json")
-    _placement_flags(cp)
+    _device_and_progress_flags(cp)
     cp.set_defaults(func=run_crossplay)
 
     judge_cli.register(llm_subparsers)
@@ -76,7 +76,7 @@ def register(subparsers, llm_subparsers) -> None:
     rp.set_defaults(func=run_report)
 
 
-def _placement_flags(parser) -> None:
+def _device_and_progress_flags(parser) -> None:
     from redgame.llm.cli import add_placement_flags
 
     add_placement_flags(parser)
