@@ -317,6 +317,8 @@ def lookup(path: str | Path, what: str) -> Path | None:
 def load_file(path: str | Path) -> dict[str, Any]:
     """Read a TOML or YAML config file into a mapping (a section ``[train]`` is accepted)."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"config file {path} is a folder; give the file (a run's is {path / 'config.json'})")
     if not (lookup(path, "config file") and path.is_file()):
         raise FileNotFoundError(f"config file not found: {path}")
     try:
@@ -334,7 +336,9 @@ def load_file(path: str | Path) -> dict[str, Any]:
         raise UserError(f"malformed config file {path}: {first}") from None
     if not isinstance(data, dict):
         raise UserError(f"malformed config file {path}: expected a mapping of keys to values")
-    if set(data) == {"train"} and isinstance(data["train"], dict):
+    if isinstance(data.get("train"), dict):
+        if set(data) != {"train"}:
+            raise UserError(f"config file {path}: keys both in a [train] section and outside it; put them all in one")
         data = data["train"]
     return data
 

@@ -59,13 +59,19 @@ def test_a_wrong_type_for_any_key_names_the_key(tmp_path, capsys, no_compute, ke
     ("threads = -2\n", ".toml", "threads"),
     ("seed: 100000000000000000000000\n", ".yaml", "seed"),
     ("judge = 'gpt4'\n", ".toml", "judge"),
+    ("steps = 2\n[train]\nlr = 0.1\n", ".toml", "[train]"),  # keys in and out of the section
 ])
 def test_unknown_keys_and_unusable_values(tmp_path, capsys, no_compute, text, suffix, key):
     path = tmp_path / f"game{suffix}"
     path.write_text(text)
     assert train(tmp_path, "--config", str(path)) == 2
-    assert f"'{key}'" in one_error_line(capsys)
+    assert (key if key.startswith("[") else f"'{key}'") in one_error_line(capsys)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_config_folder_is_named(tmp_path, capsys, no_compute):
+    assert train(tmp_path, "--config", str(tmp_path)) == 2
+    assert "is a folder" in one_error_line(capsys)
 
 
 def test_resume_without_a_checkpoint_says_so(tmp_path, capsys, no_compute):
