@@ -101,11 +101,19 @@ def evaluate_run(model_name: str, run: Path | None, judge, seeds: list, tokens: 
 
 
 def cached(path: Path, measured: dict, reuse: bool, compute) -> dict:
-    """The row saved at ``path`` when reusing and it was measured alike; else computed and saved."""
-    if reuse and path.is_file() and json.loads(path.read_text())["measured"] == measured:
-        return json.loads(path.read_text())["row"]
+    """The row saved at ``path`` when reusing and it was measured alike; else computed and saved (atomically:
+    a file a kill cut short is measured again)."""
+    from redgame.llm.checkpoint import write_text_atomically
+
+    if reuse and path.is_file():
+        try:
+            saved = json.loads(path.read_text())
+        except ValueError:
+            saved = None
+        if isinstance(saved, dict) and saved.get("measured") == measured and "row" in saved:
+            return saved["row"]
     row = compute()
-    path.write_text(json.dumps({"measured": measured, "row": row}) + "\n")
+    write_text_atomically(path, json.dumps({"measured": measured, "row": row}) + "\n")
     return row
 
 
@@ -154,8 +162,8 @@ def held_out(setting: Setting) -> list:
 
 
 def measured_as(setting: Setting) -> dict:
-    return {"split": setting.split, "prompts": setting.prompts, "probe_steps": setting.probe_steps,
-            "tokens": setting.tokens}
+    return {"model": setting.model, "device": setting.device, "dtype": setting.dtype, "split": setting.split,
+            "prompts": setting.prompts, "probe_steps": setting.probe_steps, "tokens": setting.tokens}
 
 
 def train_and_measure(setting: Setting, out: Path, regime: str, seed: int) -> dict:

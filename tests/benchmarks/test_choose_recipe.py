@@ -70,6 +70,21 @@ def test_a_worst_seed_over_the_budget_fails_a_candidate_whose_mean_passes(tmp_pa
     assert doc["chosen"] == "new"
 
 
+def test_a_loss_of_exactly_the_budget_is_within_it(tmp_path, capsys):
+    """Losses of 1, 1, 1, 2 and 1 of 24 benign prompts from 20 of 24: a mean of exactly 5 points, whatever the rounding."""
+    base = {**BASE, "benign_compliance": 20 / 24, "benign_compliance_strings": 20 / 24}
+    runs = []
+    for s, lost in enumerate((1, 1, 1, 2, 1)):
+        folder = tmp_path / f"s{s}"
+        folder.mkdir()
+        trained = {**base, "harmful_refusal": 0.5, "harmful_refusal_strings": 0.5 + 0.01 * s,
+                   "benign_compliance": (20 - lost) / 24}
+        (folder / "demo.json").write_text(json.dumps({"split": "validation", "base": base, "trained": trained}))
+        runs.append(str(folder))
+    doc = run(capsys, ["--candidate", "edge", *runs, "--worst-budget", "10"])
+    assert doc["candidates"][0]["passes"], doc["candidates"][0]["reasons"]
+
+
 def test_a_failing_incumbent_gives_way_to_the_best_passing_candidate_without_the_margin(tmp_path, capsys):
     a = [demo_folder(tmp_path / f"a{s}", 0.3, y) for s, y in enumerate((1.0, 0.8))]
     b = [demo_folder(tmp_path / f"b{s}", 0.05, 1.0) for s in range(2)]  # gains less, but passes

@@ -102,3 +102,23 @@ def test_runs_in_parallel_jobs_train_as_they_would_alone(tmp_path):
             assert b == pytest.approx(a, rel=1e-5, abs=1e-6, nan_ok=True)
     summaries = [json.loads((tmp_path / f"jobs{j}" / "claims.json").read_text()) for j in (1, 2)]
     assert summaries[0]["runs"] == summaries[1]["runs"] and summaries[1]["jobs"] == 2
+
+
+def test_reuse_is_keyed_by_the_model_and_a_cut_cache_file_is_measured_again(tmp_path):
+    sys.path.insert(0, str(SCRIPT.parent))
+    import dataclasses
+
+    import llm_claims
+
+    setting = llm_claims.Setting(model="tiny", steps=1, probe_steps=1, split="validation", prompts=2, tokens=4,
+                                 device="cpu", dtype="float32", threads=1, reuse=True, recipe=None)
+    other = dataclasses.replace(setting, model="embedded")
+    assert llm_claims.measured_as(setting) != llm_claims.measured_as(other)  # a base row of one model is not another's
+    path = tmp_path / "base_row.json"
+    calls = []
+    compute = lambda: calls.append(1) or {"asr": 0.5}  # noqa: E731
+    assert llm_claims.cached(path, llm_claims.measured_as(setting), True, compute) == {"asr": 0.5}
+    assert llm_claims.cached(path, llm_claims.measured_as(setting), True, compute) == {"asr": 0.5} and len(calls) == 1
+    path.write_text('{"measured": {"split"')  # a write a kill cut short
+    assert llm_claims.cached(path, llm_claims.measured_as(setting), True, compute) == {"asr": 0.5} and len(calls) == 2
+    assert json.loads(path.read_text())["row"] == {"asr": 0.5}
