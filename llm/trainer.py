@@ -116,7 +116,8 @@ def check_resumable(out: Path, cfg: TrainConfig, last_step: int) -> None:
             raise UserError(f"--resume: this config's {key} is {wanted[key]!r}, the run's is {saved[key]!r}; "
                             f"{', '.join(RESUME_MUST_KEEP)} make the run's weights and cannot change on resume "
                             f"(resume with --config {out / RUN_MARKER})")
-    if cfg.steps < last_step or (cfg.steps == last_step and (out / "final").is_dir()):
+    finished = all((out / "final" / role).is_dir() for role in ROLES)  # each role's folder is renamed in whole
+    if cfg.steps < last_step or (cfg.steps == last_step and finished):
         raise UserError(f"--resume: the run is at step {last_step}; give --steps more than {last_step} to continue it")
 
 

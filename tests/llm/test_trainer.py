@@ -104,6 +104,12 @@ def test_resume_refuses_another_recipe_or_no_step_left_and_keeps_the_run_config(
             train(tiny_config(**{"steps": 2, "save_every": 1, **changed}), tmp_path, resume=True, progress=False,
                   base=load_base("tiny"), judge=judge)
         assert (tmp_path / "config.json").read_text() == saved  # a refused resume leaves the run as it was
+    import shutil
+
+    shutil.rmtree(tmp_path / "final" / "defender")  # killed between the two roles' final writes
+    train(tiny_config(steps=2, save_every=1), tmp_path, resume=True, progress=False, base=load_base("tiny"),
+          judge=judge)
+    assert (tmp_path / "final" / "defender").is_dir()
 
 
 def test_resume_without_checkpoint_says_so(tmp_path, judge, tiny_config):

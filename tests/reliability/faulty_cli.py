@@ -110,8 +110,8 @@ def arm_kill(point: str, step: int) -> None:
 
     real_save_role = roles.Roles.save_role
 
-    def save_role(self, role, path):
-        real_save_role(self, role, path)
+    def save_role(self, role, path, **kwargs):
+        real_save_role(self, role, path, **kwargs)
         if not at["in_checkpoint"] and role == "attacker" and here("final-write"):
             _die()
 
