@@ -116,9 +116,9 @@ def check_resumable(out: Path, cfg: TrainConfig, last_step: int) -> None:
             raise UserError(f"--resume: this config's {key} is {wanted[key]!r}, the run's is {saved[key]!r}; "
                             f"{', '.join(RESUME_MUST_KEEP)} make the run's weights and cannot change on resume "
                             f"(resume with --config {out / RUN_MARKER})")
-    finished = all((out / "final" / role).is_dir() for role in ROLES)  # each role's folder is renamed in whole
-    if cfg.steps < last_step or (cfg.steps == last_step and finished):
-        raise UserError(f"--resume: the run is at step {last_step}; give --steps more than {last_step} to continue it")
+    if cfg.steps < last_step:  # at last_step itself the run writes its final roles again (a kill may have cut them)
+        raise UserError(f"--resume: the run is at step {last_step}; --steps {cfg.steps} is fewer; give at least "
+                        f"{last_step}")
 
 
 def keep_metrics_until(path: Path, step: int) -> None:

@@ -99,7 +99,7 @@ def test_resume_refuses_another_recipe_or_no_step_left_and_keeps_the_run_config(
     train(cfg, tmp_path, progress=False, base=load_base("tiny"), judge=judge)
     saved = (tmp_path / "config.json").read_text()
     for changed, needle in ((dict(lora_rank=2), "lora_rank is 2, the run's is"), (dict(steps=1), "at step 2"),
-                            (dict(steps=2), "give --steps more than 2")):
+                            (dict(steps=1), "--steps 1 is fewer; give at least 2")):
         with pytest.raises(ValueError, match=needle):
             train(tiny_config(**{"steps": 2, "save_every": 1, **changed}), tmp_path, resume=True, progress=False,
                   base=load_base("tiny"), judge=judge)
