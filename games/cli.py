@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
-import math
 import sys
 from typing import Any
 
 import numpy as np
+
+from redgame.jsonio import strict_json
 
 MAX_ROWS = 12
 
@@ -124,15 +124,6 @@ def _print_vertices(spec, solution, role: str) -> None:
         print(f"  {len(shown) - 1:>2}  {label:<16} {text}")
 
 
-def _finite_or_null(x):
-    """``x`` with every non-finite float (a NaN gap where nothing was found) replaced by None."""
-    if isinstance(x, dict):
-        return {k: _finite_or_null(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite_or_null(v) for v in x]
-    return None if isinstance(x, float) and not math.isfinite(x) else x
-
-
 def run_solve(args: argparse.Namespace) -> int:
     from redgame.games.solve import EXTENSIVE_METHODS, solve
     from redgame.theory.presets import make_spec, parse_params
@@ -142,8 +133,7 @@ def run_solve(args: argparse.Namespace) -> int:
     solution = solve(spec, method=args.method, **options)
     summary = solution_summary(solution)
     if args.json:
-        json.dump(_finite_or_null(summary), sys.stdout, allow_nan=False)  # strict JSON: NaN is null
-        print()
+        print(strict_json(summary, indent=None))  # NaN (no equilibrium found) is null
         return 0
     print(f"game: {spec.name}   method: {solution.method}   {'zero-sum' if solution.zero_sum else 'general-sum'}")
     if solution.note:

@@ -5,11 +5,10 @@ Registered from ``redgame.llm.cli``; torch and transformers are imported in the 
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 
 from redgame.errors import UserError
+from redgame.jsonio import strict_json
 from redgame.llm import judge_cli
 from redgame.llm.judge_formats import FORMATS
 
@@ -152,20 +151,6 @@ def run_eval(args) -> int:
     return 0
 
 
-def strict_json(obj, indent: int | None = 1) -> str:
-    """Strict JSON: a rate with nothing to measure it on (nan) becomes null."""
-    def clean(x):
-        if isinstance(x, float) and not math.isfinite(x):
-            return None
-        if isinstance(x, dict):
-            return {k: clean(v) for k, v in x.items()}
-        if isinstance(x, (list, tuple)):
-            return [clean(v) for v in x]
-        return x
-
-    return json.dumps(clean(obj), indent=indent)
-
-
 def run_crossplay(args) -> int:
     from redgame.llm import crossplay
     from redgame.llm.adapters import run_config
@@ -198,7 +183,7 @@ def run_crossplay(args) -> int:
               "n_benign": sum(not s.harmful for s in seeds), **crossplay.summarise(played, runs)}
     json_path, png = crossplay.write(result, Path(args.out))
     if args.json:
-        print(json.dumps(result, indent=1))
+        print(strict_json(result))
         return 0
     print(f"meta-game value (ASR at the meta-Nash): {result['value']:.3f}")
     print("attacker mix: " + ", ".join(f"{n} {w:.2f}" for n, w in zip(result["attackers"], result["attacker_mix"])))

@@ -79,7 +79,7 @@ def _exchanges(source: str, split: str | None) -> list:
 
 
 def run_judge(args) -> int:
-    from redgame.llm.eval_cli import strict_json
+    from redgame.jsonio import strict_json
     from redgame.llm.judge_data import (GRADED, exchange_metrics, graded_auc, help_metrics, judge_exchanges,
                                         load_second_labels, metrics_table, second_labeller_metrics)
     from redgame.llm.rewards import RewardRules, make_payoff
@@ -120,7 +120,7 @@ def run_judge(args) -> int:
 
 
 def run_train_judge(args) -> int:
-    from redgame.llm.eval_cli import strict_json
+    from redgame.jsonio import strict_json
     from redgame.llm.judge_train import retrain
 
     log = (lambda *a: None) if args.json else print

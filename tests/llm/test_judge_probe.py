@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from redgame.cli import main
-from redgame.llm.eval_cli import strict_json
+from redgame.jsonio import strict_json
 from redgame.errors import UserError
 from redgame.llm.judge_data import builtin_exchanges, exchange_metrics, judge_exchanges
 from redgame.llm.judge_probe import (CARD, WEIGHTS, ProbeHead, ProbeJudge, answer_tokens, batches, hidden_states_upto,
