@@ -187,7 +187,8 @@ def multi_lora_linear(x, weight, lora_a, lora_b, scale, segment_ids, bias=None):
     plan = segment_plan(segment_ids, n_adapters, func)
     if backend(x, weight) == "torch":
         return reference.multi_lora_linear_grouped(
-            x, weight, lora_a.to(x.dtype), lora_b.to(x.dtype), _scales_tensor(scales, x.device, x.dtype), plan,
+            x, weight, lora_a.to(x.dtype), lora_b.to(x.dtype),
+            _scales_tensor(scales, x.device, reference.compute_dtype(x.dtype)), plan,
             None if bias is None else bias.to(x.dtype))
     return _fused_lora(x, weight, lora_a, lora_b, _scales_tensor(scales, x.device), plan, bias)
 

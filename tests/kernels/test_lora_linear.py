@@ -88,6 +88,20 @@ def test_one_adapter_on_every_row_equals_lora_linear(path, rng):
         check_close(got, want, torch.float32, f"d{name}")
 
 
+def test_bf16_cpu_scales_keep_full_precision(path, rng):
+    """The CPU path scales in fp32 as lora_linear does: bit-equal in bf16, not rounded to bf16 first."""
+    mode, _ = path
+    if mode != "torch":
+        pytest.skip("the torch path's rounding")
+    scale = 0.3337  # 0.333984375 once rounded to bf16
+    x = torch.randn(6, K, generator=rng).bfloat16()
+    weight = (torch.randn(N, K, generator=rng) / K**0.5).bfloat16()
+    lora_a = torch.randn(1, R, K, generator=rng).bfloat16()
+    lora_b = torch.randn(1, N, R, generator=rng).bfloat16()
+    y = multi_lora_linear(x, weight, lora_a, lora_b, scale, torch.zeros(6, dtype=torch.long))
+    assert torch.equal(y, lora_linear(x, weight, lora_a[0], lora_b[0], scale))
+
+
 def test_segment_plan_groups_rows_by_adapter_and_is_reused():
     segment_ids = torch.tensor([2, -1, 0, 2, 2, 0, -1, 1])
     plan = segment_plan(segment_ids, 4)
