@@ -226,25 +226,9 @@ class Dist:
         return judged_from_json(self.all_gather_json(mine)[judge_rank][self.rank])
 
     def merge_metrics(self, row: dict) -> dict:
-        """One metrics row for the global batch: counts summed, rates averaged over ranks, and ``world_size``."""
-        if not self.active:
-            return {**row, "world_size": 1}
-        rows = self.all_gather_json(row)
-        merged: dict = {}
-        for key in dict.fromkeys(k for r in rows for k in r):
-            values = [r[key] for r in rows if key in r]
-            numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-            if key == "step" or len(numbers) != len(values):
-                merged[key] = values[0]
-            elif key in SUMMED_METRICS or key.endswith("/pairs"):
-                merged[key] = sum(numbers)
-            elif key.startswith("time/"):
-                merged[key] = max(numbers)  # the step waits for the slowest rank
-            else:
-                finite = [v for v in numbers if math.isfinite(v)]
-                merged[key] = sum(finite) / len(finite) if finite else float("nan")
-        merged["world_size"] = self.world_size
-        return merged
+        """One metrics row for the global batch (:func:`merge_rows` of every rank's row), with ``world_size``."""
+        rows = self.all_gather_json(row) if self.active else [row]
+        return {**merge_rows(rows), "world_size": self.world_size}
 
     def close(self) -> None:
         if self.owns_group:
@@ -253,6 +237,35 @@ class Dist:
             if td.is_initialized():
                 td.destroy_process_group()
             self.owns_group = False
+
+
+def merge_rows(rows: list[dict]) -> dict:
+    """The ranks' metrics rows as one: counts summed, ``time/*`` the slowest rank, rates pooled.
+
+    A rate ``key`` that comes with a count ``count/key`` (how many answers it is over) is the
+    global batch's rate: each rank's rate weighted by its count, ranks with none left out.
+    Other rates are the mean over ranks of their finite values. The ``count/`` keys are not kept.
+    """
+    merged: dict = {}
+    for key in dict.fromkeys(k for r in rows for k in r if not k.startswith("count/")):
+        values = [r[key] for r in rows if key in r]
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if key == "step" or len(values) == 1 or len(numbers) != len(values):
+            merged[key] = values[0]
+        elif key in SUMMED_METRICS or key.endswith("/pairs"):
+            merged[key] = sum(numbers)
+        elif key.startswith("time/"):
+            merged[key] = max(numbers)  # the step waits for the slowest rank
+        else:
+            merged[key] = _pooled_rate([(r[key], r.get(f"count/{key}", 1)) for r in rows if key in r])
+    return merged
+
+
+def _pooled_rate(rates: list[tuple[float, float]]) -> float:
+    """The count-weighted mean of the finite rates with a positive count; NaN if there is none."""
+    kept = [(value, count) for value, count in rates if math.isfinite(value) and count > 0]
+    total = sum(count for _, count in kept)
+    return sum(value * count for value, count in kept) / total if total else float("nan")
 
 
 def round_to_json(rnd) -> dict:
@@ -322,4 +335,4 @@ def setup(*, min_items: int | None = None, judge_rank: int = -1, device: str = "
     return Dist(world, rank, local_rank, backend, owns)
 
 
-__all__ = ["Dist", "setup", "SUMMED_METRICS"]
+__all__ = ["Dist", "setup", "merge_rows", "SUMMED_METRICS"]

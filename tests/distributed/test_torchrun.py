@@ -21,11 +21,12 @@ from redgame.llm import distributed
 HOOK = Path(__file__).with_name("hooked_cli.py")
 BIN = Path(sys.executable).parent
 TRAIN = ["llm", "train", "--model", "tiny", "--no-progress", "--save-every", "1",
-         "--set", "seeds_per_step=4", "--set", "attack_tokens=6", "--set", "response_tokens=6",
+         "--set", "seeds_per_step=6", "--set", "attack_tokens=6", "--set", "response_tokens=6",
          "--set", "lora_rank=4", "--set", "lora_alpha=8", "--set", "lr=0.01",
          "--set", "explore_prefixes=I'm sorry", "--set", "min_margin=0.1"]
-# min_margin=0.1: on the machine these tests were written on, rank 0 has no preference pair at
-# step 2 while rank 1 has two (the zero-gradient / FSDP stand-in path, share 0 vs 2).
+# seeds_per_step=6: the ranks' shards hold different numbers of harmful seeds, so a rate averaged
+# over ranks differs from the global batch's. min_margin=0.1: a rank can have no preference pair in
+# a step while the other has some (the zero-gradient / FSDP stand-in path).
 
 
 def _run(cmd: list, ranks: int = 1) -> None:
@@ -91,6 +92,8 @@ def test_two_ranks_hold_one_adapter_and_average_to_the_single_process_gradient(t
     for a, b in zip(_rows(recorded / "single"), rows):  # same rollouts, same judge: same round metrics
         for key in ("defender/pairs", "attacker/pairs", "parse_errors"):
             assert a.get(key) == b.get(key), key
+        for key in ("attack_success", "refusal_harmful", "refusal_benign", "faithful", "defender_score"):
+            assert a[key] == pytest.approx(b[key], nan_ok=True), key  # pooled by count, not averaged over ranks
     # rank 0 alone wrote the checkpoint, and it holds what both ranks hold
     saved = load_file(str(tmp_path / "ddp" / "checkpoints" / "step_0002" / "weights.safetensors"))
     last = load_file(str(tmp_path / "two" / "rank1" / "step2.safetensors"))
@@ -119,6 +122,19 @@ def test_one_process_needs_no_process_group(monkeypatch):
     assert dist.merge_metrics({"step": 1})["world_size"] == 1
     shards = [distributed.Dist(world_size=3, rank=r).shard(list(range(8))) for r in range(3)]
     assert sorted(sum(shards, [])) == list(range(8)) and shards[0] == [0, 3, 6]
+
+
+def test_merged_rates_are_pooled_by_their_counts():
+    rows = [{"step": 3, "refusal_harmful": 1.0, "count/refusal_harmful": 1, "empty": float("nan"), "count/empty": 0,
+             "defender/pairs": 2, "time/update": 1.5, "note": "a"},
+            {"step": 3, "refusal_harmful": 0.0, "count/refusal_harmful": 3, "empty": 0.5, "count/empty": 2,
+             "defender/pairs": 5, "time/update": 2.5, "note": "b", "lr": 0.1}]
+    merged = distributed.merge_rows(rows)
+    assert merged == {"step": 3, "refusal_harmful": 0.25, "empty": 0.5, "defender/pairs": 7, "time/update": 2.5,
+                      "note": "a", "lr": 0.1}  # 1 of 4 answers refused, not the ranks' mean 0.5
+    assert distributed.merge_rows([{"a": 0.5, "b": 1}]) == {"a": 0.5, "b": 1}  # a lone row as it is (no count)
+    nan = distributed.merge_rows([{"r": float("nan"), "count/r": 0}, {"r": float("nan"), "count/r": 0}])["r"]
+    assert nan != nan
 
 
 @pytest.mark.parametrize("env,match", [
