@@ -229,10 +229,16 @@ def time_ms(fn, grad_to_none=()):
     return statistics.median(times), q[0], q[-1]
 
 
-def peak_mib(fn):
-    """Peak CUDA memory growth over what is allocated now, in MiB; None off CUDA."""
+def peak_mib(fn, grad_to_none=()):
+    """Peak CUDA memory growth over what is allocated now, in MiB; None off CUDA.
+
+    The tensors in ``grad_to_none`` lose their gradient first, so that every implementation
+    measured in turn pays for allocating it (none accumulates into the last one's).
+    """
     if not torch.cuda.is_available():
         return None
+    for t in grad_to_none:
+        t.grad = None
     torch.cuda.synchronize()
     base = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
@@ -402,7 +408,7 @@ def preference_table(v, d, rows, seq, device, dtype) -> list[dict]:
                                                                    ref_weight=head)[0]
         losses = {name: fn().item() for name, fn in impls.items()}
         times = {name: time_ms(lambda fn=fn: fn().backward(), [hidden])[0] for name, fn in impls.items()}
-        mems = {name: peak_mib(lambda fn=fn: fn().backward()) for name, fn in impls.items()}
+        mems = {name: peak_mib(lambda fn=fn: fn().backward(), [hidden]) for name, fn in impls.items()}
         hidden.grad = None
         ours = "redgame fused_preference_loss"
         for name in impls:
