@@ -8,10 +8,10 @@ switch between checkpoints without reloading the model. Only safetensors are rea
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
 
 from redgame.errors import UserError
+from redgame.jsonio import parse_json
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
@@ -37,10 +37,7 @@ def run_config(run: str | Path) -> dict:
     path = Path(run) / "config.json"
     if not path.is_file():
         raise UserError(f"run {run}: no config.json; expected a folder written by 'redgame llm train'")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"run {run}: config.json is not valid JSON ({exc.msg})") from exc
+    return parse_json(path.read_text(), f"run {run}: config.json")
 
 
 def attach(base, adapters: dict[str, Path]):

@@ -32,12 +32,12 @@ answers to harmful requests, and ``refusal`` all answers, whatever the threshold
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from redgame.errors import UserError
+from redgame.jsonio import parse_json
 from redgame.llm.userfiles import read_user_text
 
 CLASSES = {"harmful": True, "benign": False}
@@ -132,10 +132,7 @@ def jsonl_rows(text: str, where: str):
     for n, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
-        try:
-            yield n, json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{where}, line {n}: not valid JSON ({exc.msg})") from None
+        yield n, parse_json(line, f"{where}, line {n}")
 
 
 def parse_rows(text: str, where: str, parse_row, what: str) -> list:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 from redgame.errors import UserError
+from redgame.jsonio import parse_json
 
 
 def read_metrics(run: Path) -> list[dict]:
@@ -17,10 +17,7 @@ def read_metrics(run: Path) -> list[dict]:
     rows = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if line.strip():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}, line {n}: not valid JSON ({exc.msg})") from exc
+            row = parse_json(line, f"{path}, line {n}")
             if not isinstance(row, dict):
                 raise UserError(f"{path}, line {n}: not a JSON object")
             rows.append(row)

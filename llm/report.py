@@ -16,11 +16,11 @@ markdown and as HTML, so the two always say the same thing.
 from __future__ import annotations
 
 import html
-import json
 import math
 from pathlib import Path
 
 from redgame.errors import UserError
+from redgame.jsonio import parse_json
 from redgame.llm import watch
 from redgame.llm.metrics import read_metrics, tail_mean
 
@@ -35,10 +35,7 @@ def load_crossplay(path) -> dict:
         path = path / "crossplay.json"
     if not path.is_file():
         raise UserError(f"--crossplay {path}: not found")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"--crossplay {path}: not valid JSON ({exc.msg})") from exc
+    data = parse_json(path.read_text(), f"--crossplay {path}")
     missing = [k for k in ("attackers", "defenders", "payoff_matrix", "attacker_mix", "defender_mix", "value",
                            "benign_compliance_matrix") if k not in data]
     if missing:
@@ -81,7 +78,7 @@ def pareto_points(runs: list[Path], crossplay: dict | None) -> list[dict]:
     for run in runs:
         path = run / "eval.json"
         if path.is_file():
-            data = json.loads(path.read_text())
+            data = parse_json(path.read_text(), str(path))
             for name, r in data.get("results", {}).items():
                 if r.get("asr") is not None and r.get("benign_compliance") is not None:
                     points.append({"label": f"{run.name}:{name}", "safety": 1.0 - r["asr"],

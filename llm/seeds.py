@@ -34,6 +34,7 @@ from importlib import resources
 from pathlib import Path
 
 from redgame.errors import UserError
+from redgame.jsonio import parse_json
 
 SPLITS = ("train", "validation", "test", "all")
 PROMPT_KEYS = ("prompt", "goal", "behavior", "Behavior")
@@ -121,27 +122,16 @@ def _read_text(path: Path) -> str:
         raise UserError(f"seed file {path}: not UTF-8 text (byte {exc.start})") from exc
 
 
-def _parse_json(text: str, where: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{where}: not valid JSON ({exc.msg})") from exc
-    except ValueError as exc:  # e.g. an integer longer than Python's 4300-digit limit
-        raise UserError(f"{where}: not valid JSON ({str(exc).split(':')[0]})") from exc
-    except RecursionError as exc:
-        raise UserError(f"{where}: JSON nested too deeply") from exc
-
-
 def _load_jsonl(path: Path, text: str, harmful: bool | None, unlabelled: bool | None) -> list[Seed]:
     if path.suffix.lower() == ".json" and text.lstrip().startswith("["):  # one JSON array of objects
-        rows = _parse_json(text, f"seed file {path}")
+        rows = parse_json(text, f"seed file {path}")
         items = [(f"seed file {path}, item {n}", n, row) for n, row in enumerate(rows, 1)]
     else:
         items = []
         for n, line in enumerate(text.split("\n"), 1):  # not splitlines: JSON strings may hold U+2028
             if line.strip():
                 where = f"seed file {path}, line {n}"
-                items.append((where, n, _parse_json(line, where)))
+                items.append((where, n, parse_json(line, where)))
     seeds = []
     for where, n, row in items:
         if not isinstance(row, dict):

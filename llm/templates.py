@@ -16,11 +16,11 @@ Every template must contain ``{prompt}``.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 from redgame.errors import UserError
+from redgame.jsonio import parse_json
 from redgame.llm.userfiles import read_user_text
 
 PLACEHOLDER = "{prompt}"
@@ -62,10 +62,7 @@ def load_templates(path: str | Path | None = None) -> dict[str, str]:
         return dict(BUILTIN_TEMPLATES)
     path, where, text = read_user_text(path, "template")
     if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{where}: not valid JSON ({exc.msg})") from exc
+        data = parse_json(text, where)
         if isinstance(data, list):
             data = {f"{path.stem}-{i}": t for i, t in enumerate(data, 1)}
         if not isinstance(data, dict):

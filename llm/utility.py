@@ -14,7 +14,6 @@ of at least two strings) and ``answer`` (the 0-based index of the right choice).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 
 from redgame.errors import UserError
+from redgame.jsonio import parse_json
 from redgame.llm.losses import completion_logprobs
 from redgame.llm.prompts import chat_text
 from redgame.llm.userfiles import read_user_text
@@ -58,10 +58,7 @@ def load_questions(path: str | Path | None = None) -> list[Question]:
     out = []
     for n, line in enumerate(text.split("\n"), 1):
         if line.strip():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{where}, line {n}: not valid JSON ({exc.msg})") from exc
+            row = parse_json(line, f"{where}, line {n}")
             out.append(_question(row, f"{where}, line {n}", f"q{n}"))
     if not out:
         raise UserError(f"{where}: no questions in it")

@@ -100,6 +100,9 @@ def test_the_builtin_set_and_split_filter(capsys, shared_judge):
 
 @pytest.mark.parametrize("lines, needle", [
     (['{"prompt": "x", "response": "y"}', "not json"], "line 2: not valid JSON"),
+    (['{"prompt": "x", "response": ' + "9" * 5000 + "}"], "line 1: not valid JSON (Exceeds the limit"),
+    (["[" * 100000 + "]" * 100000], "line 1: JSON nested too deeply"),
+    (['{"prompt": "x", "response": "Mix \\udc80 flour"}'], "line 1: a string holds a lone surrogate (\\udc80)"),
     ([{"prompt": "x"}], "line 1: missing field 'response'"),
     ([{"prompt": "x", "response": "y", "seed_class": "evil"}], "line 1: unknown seed_class 'evil'"),
     ([{"prompt": "x", "response": "y", "seed_class": ["harmful"]}], "line 1: unknown seed_class ['harmful']"),

@@ -177,6 +177,7 @@ def test_xstest_style_csv(tmp_path):
     ("weird.jsonl", b'{"prompt": "x", "label": "maybe"}\n', "label 'maybe'"),
     ("nolabel.csv", b"prompt\nhello there\n", "no harmful/label field"),
     ("deep.jsonl", b"[" * 100000 + b"]" * 100000, "nested too deeply"),
+    ("surrogate.jsonl", b'{"prompt": "x \\udc80", "harmful": true}\n', "line 1: a string holds a lone surrogate"),
     ("badarray.json", b'[{"prompt": "x", "harmful": true}, 3]', "item 2: expected a JSON object"),
 ])
 def test_malformed_files_are_user_errors_naming_the_path(tmp_path, name, content, reason):
