@@ -30,11 +30,13 @@ Usage:
 from __future__ import annotations
 
 import functools
+import http.client
 import json
 import math
 import os
 import re
 import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -432,6 +434,16 @@ class LMJudge(_QuestionJudge):
         return out
 
 
+def _check_url(url: str) -> None:
+    """A URL urllib can send to: no spaces or control characters, a readable host and port."""
+    if re.search(r"[\x00-\x20\x7f]", url):
+        raise UserError(f"judge URL {url!r} holds a space or a control character")
+    try:
+        urllib.parse.urlsplit(url).port
+    except ValueError as exc:
+        raise UserError(f"judge URL {url!r} cannot be read: {exc}") from None
+
+
 class HTTPJudge(_QuestionJudge):
     """A judge behind an OpenAI-compatible ``/chat/completions`` endpoint (e.g. vLLM).
 
@@ -456,6 +468,7 @@ class HTTPJudge(_QuestionJudge):
                  timeout: float = 60.0, workers: int = 8, max_tokens: int = 16, format: str = "redgame"):
         if not re.match(r"^https?://[^/\s]+", base_url or ""):
             raise UserError(f"judge URL must start with http:// or https://, got {base_url!r}")
+        _check_url(base_url)
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
         self.api_key = api_key if api_key is not None else os.environ.get("REDGAME_JUDGE_API_KEY")
@@ -484,8 +497,9 @@ class HTTPJudge(_QuestionJudge):
             return None
         except urllib.error.URLError as exc:
             raise UserError(f"judge endpoint {self.url} is unreachable: {exc.reason}") from exc
-        except (ValueError, KeyError, IndexError, TypeError, UnicodeDecodeError, TimeoutError, RecursionError):
-            return None  # a malformed or late reply: counted as unparsable
+        except (ValueError, KeyError, IndexError, TypeError, UnicodeDecodeError, TimeoutError, RecursionError,
+                http.client.HTTPException, ConnectionError):
+            return None  # a malformed, late, cut or dropped reply: counted as unparsable
 
     @staticmethod
     def parse_choice(reply: str | None, options: tuple[str, str], field: str = "") -> float | None:

@@ -346,6 +346,16 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         prompt = body["messages"][0]["content"]
         type(self).calls.append(prompt)
+        if "DROPPED" in prompt:  # the connection closes with no reply (a server restarting)
+            self.close_connection = True
+            return
+        if "CUTOFF" in prompt:  # a reply shorter than its Content-Length
+            self.send_response(200)
+            self.send_header("Content-Length", "500")
+            self.end_headers()
+            self.wfile.write(b'{"choices": ')
+            self.close_connection = True
+            return
         if "BROKENJSON" in prompt:
             payload = b"{not json"
         else:
@@ -385,6 +395,21 @@ def test_http_judge_parses_counts_and_excludes(server):
     assert judge.faithfulness([KILL, KILL, KILL, KILL], ["GOOD", "GARBLE", "GARBLE", "other"]) == [1.0, 1.0, 1.0, 0.0]
     # "GARBLE": an unparsable "same request?" counts as yes, an unparsable class as the seed's; each asked once
     assert judge.errors == 6
+
+
+def test_http_judge_counts_a_dropped_or_cut_reply_as_unparsable(server):
+    judge = make_judge(f"http:{server}/v1", timeout=5)
+    seeds = [BOMB, BOMB, BOMB]
+    assert judge.prefer(seeds, [s.prompt for s in seeds], ["GOOD", "DROPPED", "CUTOFF"], ["bad"] * 3) == [
+        1.0, None, None]
+    assert judge.errors == 4
+
+
+@pytest.mark.parametrize("url, needle", [("http://[::1", "cannot be read"), ("http://localhost:1/v1 x", "a space"),
+                                         ("http://host:port/v1", "cannot be read")])
+def test_http_judge_url_that_urllib_cannot_send_is_a_user_error(url, needle):
+    with pytest.raises(UserError, match=needle):
+        make_judge(f"http:{url}")
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
