@@ -162,7 +162,9 @@ def _load_embedded(dtype: torch.dtype):
 def _from_directory(path: Path, *, dtype: torch.dtype, trust_remote_code: bool, **kw):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code, **kw)
+    # Weights from safetensors only: a folder with only pytorch_model.bin (a pickle) is refused.
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code,
+                                                 use_safetensors=True, **kw)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **kw)
     return model, tokenizer
 
@@ -416,6 +418,9 @@ def load_base(
         if len(ggufs) == 1:  # a directory holding just a GGUF file
             path = ggufs[0]
         if path.is_dir():
+            if not any(path.glob("*.safetensors")) and any(path.glob("*.bin")):
+                raise UserError(f"model folder {path} holds pickle weights (*.bin) and no safetensors; redgame "
+                                "loads safetensors only: save the model again with save_pretrained (its default)")
             try:
                 model, tokenizer = _from_directory(path, dtype=dtype, trust_remote_code=trust_remote_code,
                                                    local_files_only=True)

@@ -90,6 +90,21 @@ def test_a_saved_local_directory_loads_with_the_same_logits(tmp_path):
     assert next(half.parameters()).dtype == torch.bfloat16
 
 
+def test_a_folder_with_pickle_weights_only_is_refused_unread(tmp_path, monkeypatch):
+    model, tokenizer = load_base("tiny")
+    model.config.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")  # the old default: a pickle
+    unpickled = []
+    monkeypatch.setattr(torch, "load", lambda *a, **k: unpickled.append(a))
+    with pytest.raises(UserError, match="pickle weights"):
+        load_base(str(tmp_path))
+    (tmp_path / "model.safetensors").write_bytes(b"")  # a stray empty file does not open the door
+    with pytest.raises(UserError, match="cannot load a model from"):
+        load_base(str(tmp_path))
+    assert not unpickled
+
+
 @pytest.mark.parametrize("name", ["no/such/model-dir", "./missing"])
 def test_a_missing_path_without_network_is_a_user_error(name):
     with pytest.raises(UserError, match="no such directory"):
