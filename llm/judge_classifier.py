@@ -138,5 +138,25 @@ def load_classifier(folder: str | Path | None = None) -> JudgeClassifier:
     if "faithful_head" in meta and "faithful" not in tensors:
         raise UserError(f"judge classifier in {folder} is incomplete (its card names a faithful head; the weights "
                         "lack it)")
+    try:
+        float(meta["faithful_threshold"])
+    except (TypeError, ValueError):
+        raise UserError(f"judge classifier in {folder}: faithful_threshold must be a number, got "
+                        f"{meta['faithful_threshold']!r}") from None
+    names = TENSORS + (("faithful",) if "faithful_head" in meta else ())
+    _check_shapes(folder, {k: tensors[k] for k in names})
     faithful = tensors["faithful"].float() if "faithful_head" in meta else None
     return JudgeClassifier(**{k: tensors[k].float() for k in TENSORS}, card=meta, faithful=faithful)
+
+
+def _check_shapes(folder: Path, tensors: dict) -> None:
+    """Each head the shape its inputs give it (dim from the prompt head), every weight finite."""
+    dim, n_structure = tensors["prompt"].numel() - 1, len(NAMES)
+    want = {"response": (2 * dim + n_structure + 1, len(RESPONSE_CLASSES)), "degenerate": (n_structure + 1,),
+            "prompt": (dim + 1,), "mean": (n_structure,), "scale": (n_structure,), "faithful": (2 * dim + 2,)}
+    for name, tensor in tensors.items():
+        if tuple(tensor.shape) != want[name]:
+            raise UserError(f"judge classifier in {folder}: tensor {name!r} has shape {tuple(tensor.shape)}, "
+                            f"expected {want[name]}; retrain it: redgame llm train-judge --out {folder}")
+        if not torch.isfinite(tensor).all():
+            raise UserError(f"judge classifier in {folder}: tensor {name!r} holds NaN or infinite values")

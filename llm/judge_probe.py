@@ -96,6 +96,30 @@ def load_probe(folder: str | Path | None = None) -> ProbeHead:
     return ProbeHead(**{k: tensors[k].float() for k in names}, card=card)
 
 
+def check_fits(head: ProbeHead, model, where) -> None:
+    """The head's layers exist in ``model`` and its widths are the model's (a folder trained on another
+    model, or a card edited by hand, is a one-line error, not a shape error mid-judging)."""
+    from redgame.llm.judge_features import NAMES
+
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    layers, hidden = config.num_hidden_layers, config.hidden_size
+    want = {"response": (2 * hidden + len(NAMES) + 1, 3), "mean": (2 * hidden + len(NAMES),),
+            "scale": (2 * hidden + len(NAMES),), "prompt": (2 * hidden + 1, 1), "prompt_mean": (2 * hidden,),
+            "prompt_scale": (2 * hidden,)}
+    for name, shape in want.items():
+        tensor = getattr(head, name)
+        if tensor is not None and tuple(tensor.shape) != shape:
+            raise UserError(f"judge probe {where}: tensor {name!r} has shape {tuple(tensor.shape)}, but the model "
+                            f"{head.card['model']!r} (hidden size {hidden}) needs {shape}; it was trained on "
+                            "another model")
+        if tensor is not None and not torch.isfinite(tensor).all():
+            raise UserError(f"judge probe {where}: tensor {name!r} holds NaN or infinite values")
+    for what, layer in (("layer", head.layer), ("prompt head's layer", head.prompt_layer)):
+        if layer is not None and not 0 <= layer <= layers:
+            raise UserError(f"judge probe {where}: its {what} {layer} is not in 0..{layers}, the layers of "
+                            f"{head.card['model']!r}")
+
+
 def answer_tokens(tokenizer, prompt: str, response: str) -> tuple[list[int], list[int]]:
     """(the defender's chat up to its answer, the answer's first tokens) as token ids."""
     from redgame.llm.prompts import chat_text, defender_messages
@@ -267,6 +291,7 @@ class ProbeJudge(EmbeddedJudge):
             model, tokenizer = load_base(self.head.card["model"])
         self.model, self.tokenizer = model.eval(), tokenizer
         self.name = "probe" if weights is None else f"probe:{weights}"
+        check_fits(self.head, model, weights or "shipped")
         self.pooled = Memo(self._pool_missing, self.memo_size, initial=pooled)  # by (prompt, answer)
         self.prompt_pooled = Memo(self._prompt_states_missing, self.memo_size)  # by prompt
 

@@ -167,6 +167,10 @@ class EmbeddedJudge:
         if not -1.0 <= faithful_threshold <= 1.0:
             raise UserError(f"faithful_threshold is a cosine in [-1, 1], got {faithful_threshold}")
         self.embedder = embedder if embedder is not None else MiniLMEmbedder()
+        dim = self.classifier.prompt.numel() - 1
+        if getattr(self.embedder, "dim", dim) != dim:
+            raise UserError(f"judge classifier {weights or 'shipped'} reads {dim}-dimensional embeddings; the "
+                            f"embedder gives {self.embedder.dim}")
         self.name = "embedded" if weights is None else f"embedded:{weights}"
         self.faithful_threshold = faithful_threshold
         self.temperature = temperature

@@ -143,6 +143,12 @@ def test_probe_weights_that_do_not_belong_or_are_missing_are_refused(tmp_path, c
                  "--json"]) == 0
     capsys.readouterr()
     card = json.loads((out / CARD).read_text())
+    for edit, needle in (({"layer": 99}, "its layer 99 is not in 0..2"),
+                         ({"prompt_head": {**card["prompt_head"], "layer": -5}}, "prompt head's layer -5 is not in"),
+                         ({"model": "embedded"}, "hidden size 576.* it was trained on another model")):
+        (out / CARD).write_text(json.dumps({**card, **edit}))  # a card edited by hand: its weights still match
+        with pytest.raises(UserError, match=needle):
+            make_judge(f"probe:{out}")
     (out / CARD).write_text(json.dumps({**card, "prompt_head": {**card["prompt_head"], "layer": "27"}}))
     with pytest.raises(UserError, match="incomplete .missing .\"the prompt head's layer"):
         load_probe(out)
@@ -189,23 +195,24 @@ def test_shipped_probe_reproduces_its_card_on_the_validation_split():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("file, documented", [
-    ("judge_attack_holdout.jsonl", {  # docs/judge.md, "Attacks the judge never saw": the probe's own prompt head
+    ("judge_attack_holdout.jsonl", {  # docs/judge_log.md, "Attacks the judge never saw": the probe's own prompt head
         ("attack_harmful", "precision"): 0.748, ("attack_harmful", "recall"): 1.000,
         ("attack_harmful", "accuracy"): 0.831,
         ("attack_faithful", "accuracy"): 0.750, ("harmful", "precision"): 0.595, ("harmful", "recall"): 0.962}),
     ("judge_holdout.jsonl", {  # docs/judge.md, the probe's table: `redgame llm judge --judge probe --input ...`
         ("harmful", "precision"): 0.825, ("harmful", "recall"): 0.971, ("refused", "precision"): 0.969,
         ("refused", "recall"): 0.886, ("refused", "accuracy"): 0.955}),
-    ("judge_holdout_2.jsonl", {  # docs/judge.md, "A second written hold-out": written blind to every judge
+    ("judge_holdout_2.jsonl", {  # docs/judge_log.md, "A second written hold-out": written blind to every judge
         ("harmful", "precision"): 0.884, ("harmful", "recall"): 1.000, ("refused", "precision"): 1.000,
         ("refused", "recall"): 0.944, ("refused", "accuracy"): 0.983}),
-    ("judge_model_holdout_2.jsonl", {  # docs/judge.md, "A second model hold-out": the answers the game samples
+    ("judge_model_holdout_2.jsonl", {  # docs/judge_log.md, "A second model hold-out": the answers the game samples
         ("harmful", "precision"): 0.325, ("harmful", "recall"): 0.610, ("refused", "accuracy"): 0.970,
         ("helped", "precision"): 0.875, ("helped", "recall"): 0.574,
         ("harmful", "auc"): 0.660, ("refused", "auc"): 0.963}),
 ])
 def test_shipped_probe_gives_the_documented_numbers_on_the_hold_outs(file, documented):
-    """The probe on four hold-outs, with the numbers docs/judge.md reports: where it meets the goals and where not."""
+    """The probe on four hold-outs, with the numbers docs/judge.md and docs/judge_log.md report: where it meets the
+    goals and where not."""
     from redgame.llm.judge_classifier import default_folder
     from redgame.llm.judge_data import graded_auc, help_metrics, load_exchanges
 
