@@ -18,7 +18,7 @@ the test split (docs/llm_game.md). The rule, so that every choice is the same co
 The mean budget and the margin are the rule written down before the first choice (2026-11-30);
 the worst-seed budget was added on 2026-12-02, after the test split showed what a mean over
 three seeds misses, and the gain floor the same day, after the rule without it chose lr 7e-4,
-a candidate that taught four seeds of six nothing (docs/llm_game.md).
+a candidate that taught four seeds of six nothing (docs/llm_game_log.md).
 
 Each run is a validation evaluation of one seed: a ``redgame demo --split validation`` folder
 (its ``demo.json``), or the ``--out`` file of ``redgame llm eval --split validation``, every run
@@ -34,7 +34,7 @@ without ``--no-base``, by a judge that reads help (``--eval-judge probe``).
 ``--labels FILE`` by people's labels (as ``rejudge_demo.py`` does), so that the rule can read
 benign compliance by the judge it trusts; since 2026-12-03 that is the probe (``--judge probe``),
 after a defender hold-out measured the embedded judge's refusal precision on trained defenders'
-answers at 0.68 and the probe's at 0.97 (docs/judge.md). An eval file is read as it was judged, so it
+answers at 0.68 and the probe's at 0.97 (docs/judge_log.md). An eval file is read as it was judged, so it
 must have been judged by the same name (``--eval-judge``).
 
 ``--plot FILE`` draws every seed of every candidate: its benign compliance change (x, by the judge

@@ -3,7 +3,7 @@
 An attack is *faithful* when it keeps its seed's class and asks for the same thing. The
 embedded judge's first reading of "the same thing" was a threshold on the MiniLM cosine of seed
 and attack; on written rewrites it passes every request for something else on the seed's topic
-(docs/judge.md, "Attacks the judge never saw"). The faithfulness head reads the pair instead: a
+(docs/judge_log.md, "Attacks the judge never saw"). The faithfulness head reads the pair instead: a
 logistic regression on the element-wise product and absolute difference of the two unit
 embeddings and their cosine, the pair features of sentence-pair classifiers (Conneau et al.,
 arXiv 1705.02364; Reimers & Gurevych, arXiv 1908.10084). It is fitted to the ``attack_faithful``

@@ -3,7 +3,7 @@
 A run's ``metrics.jsonl`` records, per step, the share of the defender's sampled answers to
 the attacks on **benign** seeds that the judge calls refusals (``refusal_benign``). Its mean
 over the last ``WINDOW`` steps is read against ``THRESHOLD``: on the twelve validation runs of
-2026-12-02 (learning rates 1e-3 and 1.5e-3, seeds 0-5, docs/llm_game.md "The over-refusal
+2026-12-02 (learning rates 1e-3 and 1.5e-3, seeds 0-5, docs/llm_game_log.md "The over-refusal
 watch") every run at or above it lost more than 5 points of held-out benign compliance, and
 every run below it lost at most 5. The threshold was fixed on those twelve runs; on the six
 runs at lr 7e-4 that it never saw, none was flagged and none lost more than 5 points (a weak

@@ -129,9 +129,9 @@ def test_train_judge_with_rewrites_refuses_a_missing_file_and_the_probe_in_one_l
 
 @pytest.mark.slow
 def test_retrained_with_the_rewrites_the_judge_gives_the_documented_second_attack_hold_out(judge, tmp_path):
-    """docs/judge.md, "A faithfulness head, trained on written rewrites": on the second attack hold-out, attack-class
-    accuracy 0.726 -> 0.782 and faithfulness accuracy 0.603 -> 0.681; 9 of the 16 requests for something else read
-    as unfaithful (the cosine rule: 1)."""
+    """docs/judge_log.md, "A faithfulness head, trained on written rewrites": on the second attack hold-out,
+    attack-class accuracy 0.726 -> 0.782 and faithfulness accuracy 0.603 -> 0.681; 9 of the 16 requests for
+    something else read as unfaithful (the cosine rule: 1)."""
     from importlib import resources
 
     from redgame.llm.judge_data import exchange_metrics, judge_exchanges, load_exchanges

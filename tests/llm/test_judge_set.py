@@ -116,7 +116,7 @@ def test_the_model_hold_out_set_is_the_test_split_and_shares_nothing():
 
 
 def test_the_second_model_hold_out_is_three_sampled_answers_per_harmful_test_seed_and_shares_nothing():
-    """judge_model_holdout_2.jsonl: the base model's temperature-1 answers to test seeds (docs/judge.md)."""
+    """judge_model_holdout_2.jsonl: the base model's temperature-1 answers to test seeds (docs/judge_log.md)."""
     _check_schema(MODEL_HOLDOUT_2, r"mh2-\d{4}", {"holdout"})
     assert len(MODEL_HOLDOUT_2) == 300
     assert {r["sampled"] for r in MODEL_HOLDOUT_2} == {f"base-t1-24-{k}" for k in range(3)}
@@ -127,13 +127,13 @@ def test_the_second_model_hold_out_is_three_sampled_answers_per_harmful_test_see
     pairs = {(r["prompt"], r["response"]) for r in MODEL_HOLDOUT_2}
     others = ROWS + MODEL_HOLDOUT + DEFENDER + HOLDOUT_2 + _rows("judge_holdout.jsonl")
     assert not pairs & {(r["prompt"], r["response"]) for r in others}
-    # docs/judge.md: the first labeller's 41 harmful answers and 3 refusals, 132 off topic
+    # docs/judge_log.md: the first labeller's 41 harmful answers and 3 refusals, 132 off topic
     assert sum(r["harmful"] for r in MODEL_HOLDOUT_2) == 41 and sum(r["refused"] for r in MODEL_HOLDOUT_2) == 3
     assert sum(r["kind"] == "off_topic" for r in MODEL_HOLDOUT_2) == 132
 
 
 def test_the_defender_hold_out_is_trained_defenders_answers_to_validation_seeds_and_shares_nothing():
-    """judge_defender_holdout.jsonl: six validation runs' distinct answers and the base's (docs/judge.md)."""
+    """judge_defender_holdout.jsonl: six validation runs' distinct answers and the base's (docs/judge_log.md)."""
     _check_schema(DEFENDER_HOLDOUT, r"dv-\d{4}", {"holdout"})
     assert len(DEFENDER_HOLDOUT) == 286
     runs = {"nll4-s5", "nll2-s5", "bscale2-s5", "bscale4-s5", "bscale2-s4", "bscale2-s3"}
@@ -142,7 +142,7 @@ def test_the_defender_hold_out_is_trained_defenders_answers_to_validation_seeds_
     pairs = {(r["prompt"], r["response"]) for r in DEFENDER_HOLDOUT}
     others = ROWS + MODEL_HOLDOUT + DEFENDER + HOLDOUT_2 + MODEL_HOLDOUT_2 + _rows("judge_holdout.jsonl")
     assert not pairs & {(r["prompt"], r["response"]) for r in others}
-    # docs/judge.md: 121 answers to harmful prompts, 165 to benign; the first labeller's 21 and 34
+    # docs/judge_log.md: 121 answers to harmful prompts, 165 to benign; the first labeller's 21 and 34
     assert Counter(r["seed_class"] for r in DEFENDER_HOLDOUT) == {"harmful": 121, "benign": 165}
     assert sum(r["harmful"] for r in DEFENDER_HOLDOUT) == 21 and sum(r["refused"] for r in DEFENDER_HOLDOUT) == 34
 
@@ -159,7 +159,7 @@ def test_the_defender_answers_are_to_train_split_seeds_and_share_nothing():
 
 
 def test_the_sampled_answers_are_three_per_harmful_train_seed_split_by_prompt_and_share_nothing():
-    """judge_model_sampled.jsonl: the base model's temperature-1 answers to train seeds (docs/judge.md, "The model's
+    """judge_model_sampled.jsonl: the base model's temperature-1 answers to train seeds (docs/judge_log.md, "The model's
     sampled answers as training data"): every harmful seed's three, 60 benign; no prompt in both splits."""
     _check_schema(SAMPLED, r"ms-\d{4}", {"train", "validation"})
     assert len(SAMPLED) == 222 and {r["sampled"] for r in SAMPLED} == {f"base-t1-24-{k}" for k in range(3)}
@@ -175,7 +175,7 @@ def test_the_sampled_answers_are_three_per_harmful_train_seed_split_by_prompt_an
     others = ROWS + MODEL_HOLDOUT + DEFENDER + HOLDOUT_2 + MODEL_HOLDOUT_2 + DEFENDER_HOLDOUT + ATTACK_HOLDOUT
     others += _rows("judge_holdout.jsonl")
     assert not pairs & {(r["prompt"], r["response"]) for r in others}
-    # docs/judge.md: the first labeller's 46 harmful answers and one refusal
+    # docs/judge_log.md: the first labeller's 46 harmful answers and one refusal
     assert sum(r["harmful"] for r in SAMPLED) == 46 and sum(r["refused"] for r in SAMPLED) == 1
 
 
@@ -262,7 +262,7 @@ def test_no_seed_prompt_is_reused():
 
 def test_the_second_labeller_covers_the_model_answers_and_the_hold_outs_and_its_agreement_is_as_documented():
     """judge_second_labels.jsonl: one line per model answer and hold-out line (the attack hold-out's with its
-    attack labels); docs/judge.md's kappas."""
+    attack labels); the kappas of docs/judge.md ("Two labellers") and docs/judge_log.md."""
     from redgame.llm.judge_data import cohen_kappa, load_second_labels
 
     second = load_second_labels(resources.files("redgame.llm").joinpath("data/judge_second_labels.jsonl"))
@@ -273,13 +273,15 @@ def test_the_second_labeller_covers_the_model_answers_and_the_hold_outs_and_its_
     for line, labels in second.items():
         attack = {"attack_harmful", "attack_faithful"} if line.startswith("at-") else set()
         assert set(labels) == {"harmful", "refused"} | attack, line
-    documented = {"harmful": (0.844, 1.000, 0.979, 1.000, 0.817, 0.946, 0.865),  # docs/judge.md
+    # docs/judge.md, "Two labellers"; the defender hold-out's 0.946 and 0.984: docs/judge_log.md
+    documented = {"harmful": (0.844, 1.000, 0.979, 1.000, 0.817, 0.946, 0.865),
                   "refused": (1.000, 1.000, 0.979, 1.000, 0.663, 0.984, 0.497)}
     for label, kappas in documented.items():
         for rows, kappa in zip(sets, kappas, strict=True):
             got = cohen_kappa([r[label] for r in rows], [second[r["id"]][label] for r in rows])
             assert round(got, 3) == kappa, (label, len(rows), got)
-    attack_kappas = {"attack_harmful": 1.0, "attack_faithful": 1.0, "harmful": 1.0, "refused": 0.987}  # docs/judge.md
+    # docs/judge_log.md, "Attacks the judge never saw"
+    attack_kappas = {"attack_harmful": 1.0, "attack_faithful": 1.0, "harmful": 1.0, "refused": 0.987}
     for label, kappa in attack_kappas.items():
         got = cohen_kappa([r[label] for r in ATTACK_HOLDOUT], [second[r["id"]][label] for r in ATTACK_HOLDOUT])
         assert round(got, 3) == kappa, (label, got)
@@ -288,7 +290,7 @@ def test_the_second_labeller_covers_the_model_answers_and_the_hold_outs_and_its_
     assert sum(second[r["id"]]["refused"] for r in DEFENDER_HOLDOUT) == 35  # 34 and 35
     assert sum(second[r["id"]]["harmful"] for r in SAMPLED) == 48  # 46 and 48
     # The defender answers' labels are adjudicated; before, the first labeller called refused the
-    # opposite way on four lines (docs/judge.md), kappa 0.903 against the second.
+    # opposite way on four lines (docs/judge_log.md), kappa 0.903 against the second.
     first = [r["refused"] != (r["id"] in ("da-0089", "da-0141", "da-0165", "da-0193")) for r in DEFENDER]
     assert round(cohen_kappa(first, [second[r["id"]]["refused"] for r in DEFENDER]), 3) == 0.903
 
@@ -297,7 +299,7 @@ def test_the_second_written_hold_out_is_new_and_covers_every_kind():
     """judge_holdout_2.jsonl: 120 rows by a third author, no prompt close to one of any other set."""
     _check_schema([{**r, "split": "holdout"} for r in HOLDOUT_2], r"h2-\d{4}", {"holdout"})
     assert len(HOLDOUT_2) == 120 and set(Counter(r["kind"] for r in HOLDOUT_2)) == KINDS
-    # docs/judge.md: 38 harmful compliances, 36 refusals, 45 benign rows, 17 sounding dangerous
+    # docs/judge_log.md: 38 harmful compliances, 36 refusals, 45 benign rows, 17 sounding dangerous
     assert sum(r["harmful"] for r in HOLDOUT_2) == 38 and sum(r["refused"] for r in HOLDOUT_2) == 36
     assert sum(r["seed_class"] == "benign" for r in HOLDOUT_2) == 45
     assert sum(r["kind"].startswith("benign_dangerous") for r in HOLDOUT_2) == 17
@@ -309,7 +311,7 @@ def test_the_second_written_hold_out_is_new_and_covers_every_kind():
 
 def test_the_attack_hold_out_rewrites_test_seeds_twice_each_and_repeats_no_written_prompt():
     """judge_attack_holdout.jsonl: 160 written rewrites, two of each of 80 test seeds, labelled blind to every
-    judge; faithful and unfaithful rewrites of both classes (docs/judge.md, "Attacks the judge never saw"); no
+    judge; faithful and unfaithful rewrites of both classes (docs/judge_log.md, "Attacks the judge never saw"); no
     rewrite is a prompt of the judge set or the written hold-outs, and none is a train or validation seed."""
     _check_schema([{**r, "split": "holdout"} for r in ATTACK_HOLDOUT], r"at-\d{4}", {"holdout"})
     assert len(ATTACK_HOLDOUT) == 160 and all("attack" in r for r in ATTACK_HOLDOUT)
@@ -331,7 +333,7 @@ def test_the_attack_hold_out_rewrites_test_seeds_twice_each_and_repeats_no_writt
 
 def test_the_attack_rewrites_cover_train_and_validation_seeds_twice_each():
     """judge_attacks.jsonl: 288 written rewrites, two of each train and validation seed, in its seed's split, for
-    ``train-judge --attacks`` (docs/judge.md, "A faithfulness head, trained on written rewrites")."""
+    ``train-judge --attacks`` (docs/judge_log.md, "A faithfulness head, trained on written rewrites")."""
     from redgame.llm.judge_attacks import parse_rewrites
 
     text = resources.files("redgame.llm").joinpath("data/judge_attacks.jsonl").read_text(encoding="utf-8")
