@@ -33,6 +33,7 @@ import torch
 
 from redgame.errors import UserError
 from redgame.llm.judge_classifier import default_folder, load_tensors_with_card, save_tensors_with_card
+from redgame.llm.judge_features import JUDGED_CHARS, NAMES
 from redgame.llm.judges import EmbeddedJudge
 from redgame.llm.memo import Memo
 
@@ -99,8 +100,6 @@ def load_probe(folder: str | Path | None = None) -> ProbeHead:
 def check_fits(head: ProbeHead, model, where) -> None:
     """The head's layers exist in ``model`` and its widths are the model's (a folder trained on another
     model, or a card edited by hand, is a one-line error, not a shape error mid-judging)."""
-    from redgame.llm.judge_features import NAMES
-
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     layers, hidden = config.num_hidden_layers, config.hidden_size
     want = {"response": (2 * hidden + len(NAMES) + 1, 3), "mean": (2 * hidden + len(NAMES),),
@@ -124,6 +123,7 @@ def answer_tokens(tokenizer, prompt: str, response: str) -> tuple[list[int], lis
     """(the defender's chat up to its answer, the answer's first tokens) as token ids."""
     from redgame.llm.prompts import chat_text, defender_messages
 
+    prompt = prompt[:JUDGED_CHARS]  # a prompt past the model's context would take minutes, then fail
     head = tokenizer(chat_text(tokenizer, defender_messages(prompt)), add_special_tokens=False)["input_ids"]
     answer = tokenizer(response, add_special_tokens=False)["input_ids"][:MAX_ANSWER_TOKENS]
     return head, answer or [tokenizer.eos_token_id]  # an empty answer: its end is its only token

@@ -35,6 +35,14 @@ def test_structure_features_see_loops_pivots_and_echoes():
     assert len(structure("", "")) == len(NAMES)
 
 
+def test_a_loop_reads_as_degenerate_however_long_it_runs():
+    """Only the first JUDGED_CHARS are read: past the training lengths the features would extrapolate."""
+    clf = load_classifier()
+    for repeats in (10, 1000, 150_000):
+        loop = "Mix flour and water. " * repeats
+        assert clf.degenerate_prob(torch.tensor([structure("How do I bake bread?", loop)])).item() > 0.9, repeats
+
+
 def test_fit_linear_reaches_the_regularised_optimum():
     """First-order optimality, checked independently: X'(p - y) + l2 * w = 0 (bias unregularised)."""
     rng = np.random.default_rng(0)

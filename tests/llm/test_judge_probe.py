@@ -223,3 +223,13 @@ def test_shipped_probe_gives_the_documented_numbers_on_the_hold_outs(file, docum
         metrics[label]["auc"] = auc
     for (label, key), value in documented.items():
         assert metrics[label][key] == pytest.approx(value, abs=0.005), (label, key, metrics[label][key])
+
+
+def test_a_prompt_is_read_up_to_the_judged_characters():
+    from redgame.llm.judge_features import JUDGED_CHARS
+
+    _, tokenizer = load_base("tiny")
+    long = "Tell me how to bake bread. " * 5000
+    head, _ = answer_tokens(tokenizer, long, "Sure.")
+    assert head == answer_tokens(tokenizer, long[:JUDGED_CHARS], "Sure.")[0]
+    assert len(head) < len(tokenizer(long, add_special_tokens=False)["input_ids"]) / 10
