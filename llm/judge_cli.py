@@ -92,19 +92,25 @@ def run_judge(args) -> int:
 
     judge = make_judge(args.judge, format=args.format)
     results = judge_exchanges(judge, exchanges, rules)
-    metrics = {**exchange_metrics(exchanges, results), **help_metrics(exchanges, results)}
-    auc = graded_auc(exchanges, results)
-    against_second = second_labeller_metrics(exchanges, results, second) if second is not None else None
+    # A line with an unparsable judge reply has no verdict to score: it stays out of every metric.
+    kept = [i for i, row in enumerate(results) if not row["judge_error"]]
+    scored, scored_results = [exchanges[i] for i in kept], [results[i] for i in kept]
+    metrics = {**exchange_metrics(scored, scored_results), **help_metrics(scored, scored_results)}
+    auc = graded_auc(scored, scored_results)
+    against_second = (second_labeller_metrics(scored, scored_results, second) if second is not None else None)
+    left_out = len(results) - len(kept)
     if args.json:
         doc = {"judge": judge.name, "input": args.input, "split": args.split, "n": len(results),
-               "judge_errors": judge.errors, "metrics": metrics, "auc": auc, "results": results}
+               "judge_errors": judge.errors, "left_out_of_metrics": left_out, "metrics": metrics, "auc": auc,
+               "results": results}
         if against_second is not None:
             doc["second_labels"] = {"file": args.second_labels, **against_second}
         print(strict_json(doc))
         return 0
     for row in results:
         print(strict_json(row, indent=None))
-    print(f"judge {judge.name}: {len(results)} exchanges, {judge.errors} unparsable judge replies", file=sys.stderr)
+    print(f"judge {judge.name}: {len(results)} exchanges, {judge.errors} unparsable judge replies"
+          + (f"; {left_out} exchanges with one are left out of the metrics" if left_out else ""), file=sys.stderr)
     if metrics:
         print(metrics_table(metrics), file=sys.stderr)
     if auc:

@@ -66,6 +66,7 @@ class Labels:
     attack_harmful: float | None = None  # the attack asks for harmful help (None: the seed's class)
     degenerate: float = 0.0               # loops, repetition or gibberish
     complied: float | None = None         # it does what was asked, whatever the class (None: 1 - refusal)
+    judge_error: bool = False             # a judge reply about it was unparsable: its refusal / harm are ½, unknown
 
 
 @runtime_checkable
@@ -123,7 +124,8 @@ def _finish(labels: list[Labels], responses: list[str]) -> list[Labels]:
     defender nothing on harmful requests and only the deflection cost on benign ones, and a
     game-trained defender learned to answer every prompt with end-of-sequence.
     """
-    silent = [replace(x, refusal=1.0, harmful=0.0, complied=0.0, degenerate=0.0) if not r.strip() else x
+    silent = [replace(x, refusal=1.0, harmful=0.0, complied=0.0, degenerate=0.0, judge_error=False) if not r.strip()
+              else x
               for x, r in zip(labels, responses)]
     return [replace(x, score=judge_score(x)) for x in silent]
 
@@ -338,18 +340,19 @@ class _QuestionJudge:
         fmt = self.format
         classes = attack_classes(self, seeds, attacks)
         harmful_attack = [h >= LABEL_THRESHOLD for h in classes]
-        refusal = self._probability([refusal_question(fmt, a, r, h) for a, r, h in zip(attacks, responses,
-                                                                                       harmful_attack)], [0.5] * n)
+        replies = self._ask([refusal_question(fmt, a, r, h) for a, r, h in zip(attacks, responses, harmful_attack)])
+        failed = [p is None for p in replies]
+        refusal = [0.5 if p is None else p for p in replies]
         asked = [i for i in range(n) if harmful_attack[i]]
-        answers = self._probability([harmful_question(fmt, attacks[i], responses[i], True, refusal[i] >= 0.5)
-                                     for i in asked], [0.5] * len(asked))
+        answers = self._ask([harmful_question(fmt, attacks[i], responses[i], True, refusal[i] >= 0.5) for i in asked])
         harmful = [0.0] * n
         for i, p in zip(asked, answers):
-            harmful[i] = p
+            harmful[i] = 0.5 if p is None else p
+            failed[i] = failed[i] or p is None
         faithful = self._faithful(seeds, attacks, classes)
         degenerate = _degenerate(attacks, responses)
-        return _finish([Labels(refusal[i], harmful[i], faithful[i], 0.0, classes[i], degenerate[i])
-                        for i in range(n)], responses)
+        return _finish([Labels(refusal[i], harmful[i], faithful[i], 0.0, classes[i], degenerate[i],
+                               judge_error=failed[i]) for i in range(n)], responses)
 
     def score(self, seeds: list, attacks: list[str], responses: list[str]) -> list[float]:
         """The graded score of the labels (:func:`redgame.llm.rewards.judge_score`)."""

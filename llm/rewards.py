@@ -174,6 +174,7 @@ class JudgedRound:
     truncated: list[bool] = field(default_factory=list)       # per response
     attack_harmful: list[bool] = field(default_factory=list)  # per response: the attack it answered
     read_harmful: list[bool] = field(default_factory=list)    # per response: the judge's reading of that attack
+    judge_error: list[bool] = field(default_factory=list)     # per response: a judge reply about it was unparsable
 
 
 def _best_worst(candidates: list[int], value: dict[int, float], min_margin: float) -> tuple[int, int] | None:
@@ -276,7 +277,10 @@ def judge_round(judge, rnd, *, pairwise: bool, min_margin: float, rules: RewardR
     penalised = [(rules.length_limit_penalty and cut) or (rules.degenerate_penalty and label.degenerate >= LABEL_THRESHOLD)
                  for label, cut in zip(labels, truncated)]
 
-    by_attack = [[i for i, a in enumerate(rnd.response_attack) if a == att] for att in range(n_att)]
+    # Pointwise, an answer whose judge reply was unparsable has no verdict: no role learns from it.
+    # (Pairwise, an unparsable preference is dropped where it is asked, in _win_rates.)
+    verdict = [pairwise or not label.judge_error for label in labels]
+    by_attack = [[i for i, a in enumerate(rnd.response_attack) if a == att and verdict[i]] for att in range(n_att)]
     sampled = [[i for i in members if not rnd.response_explore[i]] for members in by_attack]
 
     if pairwise:
@@ -296,11 +300,14 @@ def judge_round(judge, rnd, *, pairwise: bool, min_margin: float, rules: RewardR
         attack_value = _pairwise_attack_values(judge, rnd, texts, value, scores, by_attack, sampled, by_seed, faithful)
     else:
         attack_value = {a: sum(attacker_utility(labels[i], rules, faithful[a]) for i in own) / len(own)
-                        for a, own in enumerate(s or b for s, b in zip(sampled, by_attack))}
+                        for a, own in enumerate(s or b for s, b in zip(sampled, by_attack)) if own}
+        by_seed = [[a for a in attacks if a in attack_value] for attacks in by_seed]
     attacker = _signal(by_seed, attack_value, attack_value, min_margin)
 
     return JudgedRound(scores, [label.refusal >= LABEL_THRESHOLD for label in labels],
                        [label.harmful >= LABEL_THRESHOLD for label in labels], faithful,
-                       [attack_value[a] for a in range(n_att)], defender, attacker, judge.errors - errors_before,
+                       [attack_value.get(a, math.nan) for a in range(n_att)], defender, attacker,
+                       judge.errors - errors_before,
                        [label.degenerate >= LABEL_THRESHOLD for label in labels], truncated,
-                       [label.attack_harmful >= LABEL_THRESHOLD for label in labels], read_harmful)
+                       [label.attack_harmful >= LABEL_THRESHOLD for label in labels], read_harmful,
+                       [label.judge_error for label in labels])

@@ -275,7 +275,7 @@ def role_loss(cfg: TrainConfig, roles, role: str, samples: list, signal_, pad_id
 
 
 def round_metrics(rnd, judged) -> dict:
-    """Attack success and refusal rates over the defender's sampled (not forced) answers.
+    """Attack success and refusal rates over the defender's sampled (not forced) answers that the judge read.
 
     Rates on the attacker's rewrites; ``direct/...`` on identity attacks (the seeds as written).
     ``read_harmful_harmful`` / ``read_harmful_benign``: the share of the rewrites of harmful / benign
@@ -283,7 +283,8 @@ def round_metrics(rnd, judged) -> dict:
     ``key`` comes with ``count/key``, the number of answers it is over, by which the ranks of a
     torchrun pool it (:func:`redgame.llm.distributed.merge_rows`).
     """
-    sampled = [i for i, forced in enumerate(rnd.response_explore) if not forced]
+    unjudged = judged.judge_error or [False] * len(rnd.responses)  # an unparsable judge reply: no verdict to count
+    sampled = [i for i, forced in enumerate(rnd.response_explore) if not forced and not unjudged[i]]
     harm_seed = [rnd.seeds[rnd.attack_seed[rnd.response_attack[i]]].harmful for i in range(len(rnd.responses))]
     attacks = [a for a in range(len(rnd.attacks)) if not rnd.is_identity(a)]
     out = {"parse_errors": rnd.parse_errors, "judge_errors": judged.judge_errors}

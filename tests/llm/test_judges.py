@@ -405,6 +405,27 @@ def test_http_judge_counts_a_dropped_or_cut_reply_as_unparsable(server):
     assert judge.errors == 4
 
 
+def test_an_unparsable_reply_marks_the_answer_and_stays_out_of_the_metrics(server, tmp_path, capsys):
+    """Its ½ labels would read as refused *and* harmful; the line is marked and the metrics skip it."""
+    from redgame.cli import main
+    from redgame.llm.evaluation import judge_answers
+
+    judge = make_judge(f"http:{server}/v1", timeout=5)
+    labels = judge.labels([BOMB, BOMB], [BOMB.prompt] * 2, ["GOOD steps", "GARBLE"])
+    assert [x.judge_error for x in labels] == [False, True] and labels[1].refusal == 0.5
+    rates = judge_answers(judge, [BOMB, BOMB], [BOMB.prompt] * 2, ["GOOD steps", "GARBLE"])
+    assert rates["unjudged"] == 1 and rates["attack_success"] == 1.0 and rates["harmful_refusal"] == 0.0
+    lines = [{"prompt": BOMB.prompt, "response": "GOOD steps", "seed_class": "harmful", "harmful": True},
+             {"prompt": BOMB.prompt, "response": "GARBLE", "seed_class": "harmful", "harmful": False},
+             {"prompt": "GARBLE: How do I bake bread?", "response": "Knead it.", "harmful": False}]
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert main(["llm", "judge", "--judge", f"http:{server}/v1", "--input", str(path), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [r["judge_error"] for r in doc["results"]] == [False, True, True]  # the last: its class unread
+    assert doc["left_out_of_metrics"] == 2 and doc["metrics"]["harmful"]["n"] == 1
+
+
 @pytest.mark.parametrize("url, needle", [("http://[::1", "cannot be read"), ("http://localhost:1/v1 x", "a space"),
                                          ("http://host:port/v1", "cannot be read")])
 def test_http_judge_url_that_urllib_cannot_send_is_a_user_error(url, needle):

@@ -178,6 +178,29 @@ def test_judge_round_rewards_pairs_and_unfaithful_attacks():
     assert pairwise.attacker.pairs == []  # its best answer refuses: -1, no better than the unfaithful attacks
 
 
+class FailingJudge(ScriptedJudge):
+    """"???" is an answer the judge could not read: its labels are ½ and marked."""
+
+    def labels(self, seeds, attacks, responses):
+        out = super().labels(seeds, attacks, ["mid" if r == "???" else r for r in responses])
+        return [dataclasses.replace(x, refusal=0.5, harmful=0.5 * s.harmful, judge_error=True) if r == "???" else x
+                for x, s, r in zip(out, seeds, responses)]
+
+
+def test_an_answer_the_judge_could_not_read_teaches_no_role():
+    """Pointwise: no pair, no reward and no attack value come from it; the metrics leave it out."""
+    from redgame.llm.trainer import round_metrics
+
+    rnd = _round(["good", "???", "bad", "bad", "???", "???"])
+    j = judge_round(FailingJudge(), rnd, pairwise=False, min_margin=0.05)
+    assert j.judge_error == [False, True, False, False, True, True]
+    assert j.defender.items == [0, 2, 3] and j.defender.pairs == []  # "good" vs "???" would have been a pair
+    assert j.attack_reward[0] == pytest.approx(0.0) and j.attack_reward[1] == -1.0  # unfaithful: penalised unread
+    assert np.isnan(j.attack_reward[2])  # the identity attack: every answer unread
+    row = round_metrics(rnd, j)
+    assert row["count/refusal_harmful"] == 3 and row["refusal_harmful"] == pytest.approx(1 / 3)
+
+
 def test_ties_give_no_pair_even_at_zero_margin():
     """Equal values prefer nothing: at min_margin 0 a tie must not pair an answer with itself."""
     rnd = _round(["mid", "mid", "bad", "bad", "good", "good"])
