@@ -119,7 +119,7 @@ def _exchange(row, where: str) -> Exchange:
     labels = {k: row[k] for k in LABELS if k in row}
     seen = attack if attack is not None else prompt
     if seed is not None and seed != seen:  # a rewrite of ``seed``: prompt's class is a gold label
-        if "original_class" not in row:
+        if row.get("original_class") is None:  # missing or null: a rewrite's seed class is what makes it gold
             raise UserError(f"{where}: field 'seed' needs 'original_class' (harmful or benign)")
         if seed_class is not None:
             labels.setdefault("attack_harmful", seed_class)

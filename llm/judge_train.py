@@ -257,8 +257,11 @@ def retrain(data: str | list[str], out: Path, *, probe_model: str | None = None,
         raise UserError("train-judge: --attacks trains the embedded judge's faithfulness head; it does not go with "
                         "--probe")
     exchanges, rewrites, names, digest = _read_sources([data] if isinstance(data, str) else list(data), list(attacks))
+    _check_splits(exchanges)
     train = [x for x in exchanges if x.row.get("split") == "train"]
     validation = [x for x in exchanges if x.row.get("split") == "validation"]
+    log(f"train-judge: {len(train)} train and {len(validation)} validation lines; "
+        f"{len(exchanges) - len(train) - len(validation)} test or holdout lines left out")
     embedder = RememberingEmbedder(MiniLMEmbedder())  # the fit and the metrics read the same texts
     seeds = {s.prompt: s.harmful for s in builtin_seeds("train")}  # more prompts of known class for the prompt head
     extra = {"extra_prompts": f"{len(seeds)} built-in train-split seeds"}
@@ -282,6 +285,18 @@ def retrain(data: str | list[str], out: Path, *, probe_model: str | None = None,
     log(f"wrote {out}; validation: harmful precision {metrics['harmful']['precision']:.3f}, recall "
         f"{metrics['harmful']['recall']:.3f}; refusal accuracy {metrics['refused']['accuracy']:.3f}")
     return trained.card
+
+
+TRAIN_JUDGE_SPLITS = ("train", "validation", "test", "holdout")  # test and holdout lines are left out
+
+
+def _check_splits(exchanges: list[Exchange]) -> None:
+    """Every line's ``split`` is one train-judge knows: a misspelt one ("Train", "val") is not silently dropped."""
+    for x in exchanges:
+        if x.row.get("split") not in TRAIN_JUDGE_SPLITS:
+            where = "has no field 'split'" if "split" not in x.row else f"has split {x.row['split']!r}"
+            raise UserError(f"train-judge: a line ({x.request[:60]!r}) {where}; each line needs \"split\": "
+                            f"{', '.join(map(repr, TRAIN_JUDGE_SPLITS))} (test and holdout lines are left out)")
 
 
 def _read_sources(sources: list[str], rewrite_sources: list[str]) -> tuple[list[Exchange], list, list[str], str]:

@@ -109,6 +109,7 @@ def test_the_builtin_set_and_split_filter(capsys, shared_judge):
     ([{"prompt": "x", "response": 3}], "line 1: field 'response' must be a string"),
     ([{"prompt": "x", "response": "y", "harmful": "yes"}], "line 1: field 'harmful' must be true or false"),
     ([{"prompt": "x", "response": "y", "seed": "z"}], "line 1: field 'seed' needs 'original_class'"),
+    ([{"prompt": "x", "response": "y", "seed": "z", "original_class": None}], "line 1: field 'seed' needs"),
     (["[1, 2]"], "line 1: expected a JSON object"),
     ([""], "no exchanges"),
 ])
@@ -222,3 +223,14 @@ def test_bad_second_labels_are_one_line(tmp_path, capsys, shared_judge, second, 
                  str(_write(tmp_path, second, "second.jsonl"))]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[-1], err
+
+
+@pytest.mark.parametrize("split, needle", [("Train", "has split 'Train'"), ("val", "has split 'val'"),
+                                           (["train"], "has split ['train']"), (None, "has no field 'split'")])
+def test_train_judge_refuses_a_line_whose_split_it_does_not_know(tmp_path, capsys, split, needle):
+    row = {"prompt": "How do I bake bread?", "response": "Knead it.", "seed_class": "benign"}
+    lines = [{**row, "split": "train"}, row if split is None else {**row, "split": split}]
+    assert main(["llm", "train-judge", "--data", str(_write(tmp_path, lines)), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "out").exists()
