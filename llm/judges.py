@@ -35,6 +35,7 @@ import json
 import math
 import os
 import re
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -441,6 +442,10 @@ class LMJudge(_QuestionJudge):
         return out
 
 
+RETRY_DELAYS = (1.0, 4.0)  # seconds before the second and third tries of a transient failure
+MAX_RETRY_WAIT = 30.0  # the most a server's Retry-After is obeyed
+
+
 def _check_url(url: str) -> None:
     """A URL urllib can send to: no spaces or control characters, a readable host and port."""
     if re.search(r"[\x00-\x20\x7f]", url):
@@ -485,28 +490,42 @@ class HTTPJudge(_QuestionJudge):
         self.format = check_format(format)
         self.errors = 0
         self.name = "http"
+        self.retry_delays = RETRY_DELAYS
         self._replies: dict[str, str] = {}
 
     def _post(self, prompt: str) -> str | None:
+        """The reply's text; None for a reply that cannot be read. A busy or failing server (HTTP 408,
+        429, 5xx), a timeout or a dropped connection is asked again after each of ``retry_delays``."""
         body = json.dumps({"model": self.model, "messages": [{"role": "user", "content": prompt}],
                            "temperature": 0, "max_tokens": self.max_tokens}).encode()
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        for delay in (*self.retry_delays, None):
+            reply, wait = self._send(request)
+            if wait is None or delay is None:
+                return reply
+            time.sleep(max(delay, wait))
+        return None
+
+    def _send(self, request) -> tuple[str | None, float | None]:
+        """(the reply's text or None, None or the seconds a transient failure asks to wait: Retry-After)."""
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as reply:
                 data = json.loads(reply.read().decode("utf-8"))
-            return data["choices"][0]["message"]["content"]
+            return data["choices"][0]["message"]["content"], None
         except urllib.error.HTTPError as exc:
             if 400 <= exc.code < 500 and exc.code not in (408, 429):
                 raise UserError(f"judge endpoint {self.url} rejected the request: HTTP {exc.code} {exc.reason}") from exc
-            return None
+            after = exc.headers.get("Retry-After", "") if exc.headers else ""
+            return None, min(float(after), MAX_RETRY_WAIT) if after.strip().isdigit() else 0.0
         except urllib.error.URLError as exc:
             raise UserError(f"judge endpoint {self.url} is unreachable: {exc.reason}") from exc
-        except (ValueError, KeyError, IndexError, TypeError, UnicodeDecodeError, TimeoutError, RecursionError,
-                http.client.HTTPException, ConnectionError):
-            return None  # a malformed, late, cut or dropped reply: counted as unparsable
+        except (TimeoutError, http.client.HTTPException, ConnectionError):
+            return None, 0.0  # a late, cut or dropped reply: asked again
+        except (ValueError, KeyError, IndexError, TypeError, UnicodeDecodeError, RecursionError):
+            return None, None  # a malformed reply: counted as unparsable (at temperature 0, asking again repeats it)
 
     @staticmethod
     def parse_choice(reply: str | None, options: tuple[str, str], field: str = "") -> float | None:

@@ -346,6 +346,13 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         prompt = body["messages"][0]["content"]
         type(self).calls.append(prompt)
+        seen = type(self).calls.count(prompt)
+        if "FAILING" in prompt or ("FLAKY" in prompt and seen == 1):  # a server error; FLAKY: the first time only
+            self.send_response(503)
+            self.send_header("Retry-After", "0")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if "DROPPED" in prompt:  # the connection closes with no reply (a server restarting)
             self.close_connection = True
             return
@@ -399,10 +406,22 @@ def test_http_judge_parses_counts_and_excludes(server):
 
 def test_http_judge_counts_a_dropped_or_cut_reply_as_unparsable(server):
     judge = make_judge(f"http:{server}/v1", timeout=5)
+    judge.retry_delays = (0.0, 0.0)
     seeds = [BOMB, BOMB, BOMB]
     assert judge.prefer(seeds, [s.prompt for s in seeds], ["GOOD", "DROPPED", "CUTOFF"], ["bad"] * 3) == [
         1.0, None, None]
     assert judge.errors == 4
+    assert sum("DROPPED" in p for p in _Handler.calls) == 2 * 3  # both orders, each tried three times
+
+
+def test_http_judge_retries_transient_failures_and_not_malformed_replies(server):
+    judge = make_judge(f"http:{server}/v1", timeout=5)
+    judge.retry_delays = (0.0, 0.0)
+    seeds = [BOMB, BOMB, BOMB]
+    got = judge.prefer(seeds, [s.prompt for s in seeds], ["GOOD FLAKY", "GOOD FAILING", "BROKENJSON"], ["bad"] * 3)
+    assert got == [1.0, None, None] and judge.errors == 4
+    count = lambda word: sum(word in p for p in _Handler.calls)  # noqa: E731
+    assert count("FLAKY") == 2 * 2 and count("FAILING") == 2 * 3 and count("BROKENJSON") == 2 * 1
 
 
 def test_an_unparsable_reply_marks_the_answer_and_stays_out_of_the_metrics(server, tmp_path, capsys):
