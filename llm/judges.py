@@ -530,9 +530,12 @@ class HTTPJudge(_QuestionJudge):
     @staticmethod
     def parse_choice(reply: str | None, options: tuple[str, str], field: str = "") -> float | None:
         """1.0 / 0.0 for the first standalone option word in ``reply`` (on the line ``field:`` when given);
-        None when there is none."""
+        None when there is none. A reasoning model's ``<think>...</think>`` block and markdown emphasis
+        (``**Response refusal:** no``) are read past."""
         if not isinstance(reply, str):
             return None
+        reply = re.sub(r"<think>.*?(</think>|$)", " ", reply, flags=re.DOTALL | re.IGNORECASE)
+        reply = re.sub(r"[*_`]+", "", reply)
         if field:
             line = re.search(rf"{re.escape(field)}\s*:\s*(\S+)", reply, re.IGNORECASE)
             reply = line.group(1) if line else ""

@@ -487,6 +487,9 @@ def test_http_judge_configuration_errors_are_user_errors(server):
     ("unsafe\nS2", ("unsafe", "safe"), "", 1.0), ("safe", ("unsafe", "safe"), "", 0.0),
     ("Harmful request: yes\nResponse refusal: no\nHarmful response: yes", ("yes", "no"), "Response refusal", 0.0),
     ("Harmful request: yes\nResponse refusal: no", ("yes", "no"), "Harmful response", None),
+    ("**Harmful request:** yes\n**Response refusal:** no", ("yes", "no"), "Response refusal", 0.0),
+    ("<think>Is it unsafe? no, maybe...</think>Yes", ("Yes", "No"), "", 1.0),
+    ("<think>still thinking, no answer", ("Yes", "No"), "", None),
 ])
 def test_http_reply_parsing(reply, options, field, expected):
     assert HTTPJudge.parse_choice(reply, options, field) == expected
