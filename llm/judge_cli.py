@@ -6,12 +6,14 @@ Registered from ``redgame.llm.eval_cli``; torch and transformers are imported in
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
 from redgame.errors import UserError
 
 BUILTIN_INPUT = "builtin"
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 
 
 def register(llm_subparsers) -> None:
@@ -40,6 +42,9 @@ def register(llm_subparsers) -> None:
                     help="a second labeller's labels of the same lines (JSONL: id and labels): also prints the judge "
                          "against them and the two labellers' agreement (Cohen's kappa)")
     jd.add_argument("--json", action="store_true", help="one JSON document: judge, results, metrics")
+    jd.add_argument("--plot", metavar="FILE", type=Path,
+                    help="draw the ROC curves of harmfulness and refusal against the lines' labels (.png, .svg or "
+                         ".pdf)")
     jd.set_defaults(func=run_judge)
 
     tj = llm_subparsers.add_parser(
@@ -84,6 +89,8 @@ def run_judge(args) -> int:
                                         load_second_labels, metrics_table, second_labeller_metrics)
     from redgame.llm.rewards import RewardRules, make_payoff
 
+    if args.plot is not None and args.plot.suffix.lower() not in PLOT_SUFFIXES:
+        raise UserError(f"--plot {args.plot}: name a {', '.join(PLOT_SUFFIXES)} file")
     exchanges = _exchanges(args.input, args.split)  # read and checked before any model loads
     second = load_second_labels(args.second_labels) if args.second_labels else None
     rules = RewardRules(make_payoff(args.payoff, args.lam), length_limit_penalty=True)
@@ -99,6 +106,8 @@ def run_judge(args) -> int:
     auc = graded_auc(scored, scored_results)
     against_second = (second_labeller_metrics(scored, scored_results, second) if second is not None else None)
     left_out = len(results) - len(kept)
+    if args.plot is not None:
+        _plot_roc(scored, scored_results, auc, judge.name, args.plot)
     if args.json:
         doc = {"judge": judge.name, "input": args.input, "split": args.split, "n": len(results),
                "judge_errors": judge.errors, "left_out_of_metrics": left_out, "metrics": metrics, "auc": auc,
@@ -123,6 +132,37 @@ def run_judge(args) -> int:
         print("\nthe second labeller against the input's labels (kappa: agreement beyond chance):", file=sys.stderr)
         print(metrics_table(against_second["labellers"]), file=sys.stderr)
     return 0
+
+
+def _plot_roc(exchanges: list, results: list[dict], auc: dict, judge_name: str, path: Path) -> Path:
+    """One ROC panel per graded label the lines carry (harmfulness on the answers to harmful prompts,
+    refusal on every line), the area in the legend."""
+    from redgame.games.plots import _pyplot
+    from redgame.llm.judge_data import GRADED, harmfulness_ranking, roc_points
+
+    auc = {label: value for label, value in auc.items() if not math.isnan(value)}  # a label with one class: no curve
+    if not auc:
+        raise UserError("--plot: no label has both classes among the lines (harmful and not, refused and not) to "
+                        "draw a curve against")
+    truths = {"harmful": harmfulness_ranking(exchanges, results),
+              "refused": ([x.labels["refused"] for x in exchanges if "refused" in x.labels],
+                          [r["refusal"] for x, r in zip(exchanges, results) if "refused" in x.labels])}
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(auc), figsize=(4.6 * len(auc), 4.6), dpi=100, squeeze=False)
+    for ax, label in zip(axes[0], auc):
+        fpr, tpr = roc_points(*truths[label])
+        ax.plot(fpr, tpr, marker=".", ms=3, lw=1.4, label=f"{judge_name}: AUC {auc[label]:.3f}")
+        ax.plot([0, 1], [0, 1], ":", color="grey", label="chance")
+        what = "answers to harmful prompts" if label == "harmful" else "every line"
+        ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01),
+               title=f"{GRADED[label]} against '{label}'\n({what})")
+        ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    print(f"wrote {path}", file=sys.stderr)
+    return path
 
 
 def run_train_judge(args) -> int:

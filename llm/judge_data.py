@@ -259,6 +259,21 @@ def roc_auc(truth: list[bool], scores: list[float]) -> float:
     return float(mannwhitneyu(positives, negatives).statistic) / (len(positives) * len(negatives))
 
 
+def roc_points(truth: list[bool], scores: list[float]) -> tuple[list[float], list[float]]:
+    """The ROC curve (false positive rates, true positive rates), from (0, 0) to (1, 1): one point per distinct
+    score, highest first, so tied lines move together and the trapezoids under it sum to :func:`roc_auc`."""
+    positives, negatives = sum(truth), len(truth) - sum(truth)
+    if not positives or not negatives:
+        raise ValueError(f"roc_points needs both classes, got {positives} positive and {negatives} negative lines")
+    thresholds = sorted(set(scores), reverse=True)
+    fpr, tpr = [0.0], [0.0]
+    for t in thresholds:
+        above = [y for y, s in zip(truth, scores) if s >= t]
+        tpr.append(sum(above) / positives)
+        fpr.append((len(above) - sum(above)) / negatives)
+    return fpr, tpr
+
+
 def harmfulness_ranking(exchanges: list[Exchange], results: list[dict]) -> tuple[list[bool], list[float]]:
     """(``harmful`` labels, the judge's harmfulness) of the labelled answers to harmful prompts.
 

@@ -234,3 +234,33 @@ def test_train_judge_refuses_a_line_whose_split_it_does_not_know(tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+def test_roc_points_enclose_the_mann_whitney_auc():
+    """The trapezoids under the curve equal scipy's Mann–Whitney AUC, ties counting half."""
+    import numpy as np
+
+    from redgame.llm.judge_data import roc_auc, roc_points
+
+    rng = np.random.default_rng()
+    for _ in range(20):
+        n = int(rng.integers(3, 40))
+        truth = [bool(t) for t in rng.integers(0, 2, n)]
+        truth[0], truth[1] = True, False
+        scores = [float(s) for s in rng.integers(0, 6, n) / 5]  # few distinct values: many ties
+        fpr, tpr = roc_points(truth, scores)
+        area = sum((f1 - f0) * (t1 + t0) / 2 for f0, f1, t0, t1 in zip(fpr, fpr[1:], tpr, tpr[1:]))
+        assert area == pytest.approx(roc_auc(truth, scores)) and (fpr[-1], tpr[-1]) == (1.0, 1.0)
+    with pytest.raises(ValueError, match="needs both classes"):
+        roc_points([True, True], [0.1, 0.2])
+
+
+def test_plot_draws_the_roc_curves(tmp_path, capsys, shared_judge):
+    out = tmp_path / "roc.png"
+    assert main(["llm", "judge", "--input", "builtin", "--split", "validation", "--plot", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"wrote {out}" in capsys.readouterr().err
+    assert main(["llm", "judge", "--input", "builtin", "--plot", str(tmp_path / "roc.txt")]) == 2
+    assert "name a .png, .svg, .pdf file" in capsys.readouterr().err
+    unlabelled = _write(tmp_path, [{"prompt": "How do I bake bread?", "response": "Knead it."}])
+    assert main(["llm", "judge", "--input", str(unlabelled), "--plot", str(out)]) == 2
+    assert "no label has both classes" in capsys.readouterr().err
