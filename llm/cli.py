@@ -140,7 +140,9 @@ def run_train(args) -> int:
     except TrainingStopped as exc:
         print(f"redgame: {exc}", file=sys.stderr)
         return 1
-    if not result["stopped"] and os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 reports
+    if result["stopped"]:  # Ctrl-C: checkpointed, not finished; 130 as for any interrupted command (train && eval stops)
+        return 130
+    if os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 reports
         print(f"done: {result['steps']} steps; adapters in {Path(args.out) / 'final'}")
     return 0
 

@@ -34,10 +34,12 @@ kernels, optimisers, resume), then per step :func:`play_step` = :func:`play` →
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import random
+import shlex
 import signal
 import sys
 import time
@@ -59,6 +61,7 @@ from redgame.llm.population import eval_seeds as population_eval_seeds
 from redgame.llm.rewards import judge_round, rules_from_config
 from redgame.llm.roles import ROLES, LoraSettings, build_roles
 from redgame.llm.rollout import SamplingSettings, play_round
+from redgame.llm.run_lock import run_lock
 from redgame.llm.scoring import Job, score
 
 RUN_MARKER = "config.json"
@@ -69,12 +72,17 @@ class TrainingStopped(RuntimeError):
     """The run stopped on purpose (a non-finite loss); the message says where it left off."""
 
 
-def prepare_run_dir(out: str | Path, cfg: TrainConfig, *, resume: bool, overwrite: bool) -> Path:
-    """Check the output folder before any compute, and write the resolved config."""
+RUN_FILES = (RUN_MARKER, "metrics.jsonl", "population.json", "tb", ckpt.CHECKPOINTS, "final", "eval.json", "probe")
+
+
+def check_run_dir(out: str | Path, cfg: TrainConfig, *, resume: bool, overwrite: bool) -> Path:
+    """Check the output folder before any compute; change nothing in it (:func:`claim_run_dir` does, later)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder")
-    holds_run = (out / RUN_MARKER).is_file() or (out / ckpt.CHECKPOINTS).is_dir()
+    if resume and overwrite:
+        raise UserError("--resume continues the run in --out and --overwrite replaces it; pass one of them")
+    holds_run = holds_a_run(out)
     if resume:
         last = ckpt.latest_checkpoint(out)
         if last is None:
@@ -83,17 +91,36 @@ def prepare_run_dir(out: str | Path, cfg: TrainConfig, *, resume: bool, overwrit
         check_resumable(out, cfg, int(last.name.removeprefix("step_")))
     elif holds_run and not overwrite:
         raise UserError(f"--out {out} already holds a run; pass --resume to continue it or --overwrite to replace it")
-    elif holds_run:
+    return out
+
+
+def holds_a_run(out: Path) -> bool:
+    """Whether ``out`` holds a redgame run; a ``config.json`` of something else is refused, never replaced."""
+    marker = out / RUN_MARKER
+    if marker.is_file():
+        try:
+            saved = json.loads(marker.read_bytes())
+        except (ValueError, RecursionError):  # a run killed while writing it, before the atomic write existed
+            saved = None
+        if isinstance(saved, dict) and not {"model", "regime", "steps"} <= saved.keys():
+            raise UserError(f"--out {out}: its {RUN_MARKER} is not a redgame run's (no model, regime or steps); "
+                            "choose another folder")
+        return True
+    return (out / ckpt.CHECKPOINTS).is_dir()
+
+
+def claim_run_dir(out: Path, cfg: TrainConfig, *, resume: bool) -> None:
+    """Once the model and judge have loaded: remove the replaced run's files (a fresh start in a folder that
+    holds one, checked by :func:`check_run_dir`), and write the resolved config."""
+    if not resume and holds_a_run(out):
         import shutil
 
         # the run's files, and the results that speak of it (its eval.json and probe/, read by `redgame report`)
-        for name in (RUN_MARKER, "metrics.jsonl", "population.json", "tb", ckpt.CHECKPOINTS, "final", "eval.json",
-                     "probe"):
+        for name in RUN_FILES:
             target = out / name
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     ckpt.write_text_atomically(out / RUN_MARKER, json.dumps(cfg.to_dict(), indent=1) + "\n")
-    return out
 
 
 # What a resumed run must keep: the keys that make its weights what they are. The recipe (learning rate,
@@ -139,9 +166,10 @@ def keep_metrics_until(path: Path, step: int) -> None:
 def resume_hint(out: Path) -> str:
     """Where a stopped run can continue from: its last checkpoint and the command that resumes it."""
     last = ckpt.latest_checkpoint(out)
+    config, folder = shlex.quote(str(out / RUN_MARKER)), shlex.quote(str(out))
     if last is None:
-        return f"no checkpoint yet; start again with: redgame llm train --config {out / RUN_MARKER} --out {out} --overwrite"
-    return f"last checkpoint {last}; continue with: redgame llm train --config {out / RUN_MARKER} --out {out} --resume"
+        return f"no checkpoint yet; start again with: redgame llm train --config {config} --out {folder} --overwrite"
+    return f"last checkpoint {last}; continue with: redgame llm train --config {config} --out {folder} --resume"
 
 
 def load_train_seeds(cfg: TrainConfig) -> tuple[list, list]:
@@ -356,8 +384,9 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite:
     # torchrun / accelerate: one process per rank; alone: one process, no process group
     dist = distributed.setup(min_items=cfg.seeds_per_step, judge_rank=cfg.judge_rank, device=cfg.device)
     try:
-        return _train(cfg, out, dist, harmful, benign, resume=resume, overwrite=overwrite, progress=progress,
-                      base=base, judge=judge, log=log, init=init)
+        with run_lock(out) if dist.is_main else contextlib.nullcontext():  # rank 0 writes the folder
+            return _train(cfg, out, dist, harmful, benign, resume=resume, overwrite=overwrite, progress=progress,
+                          base=base, judge=judge, log=log, init=init)
     finally:
         dist.close()
 
@@ -494,10 +523,9 @@ def set_up(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
     from redgame.llm.judges import make_judge
     from redgame.llm.models import load_base, place_judge
 
-    if dist.is_main:  # rank 0 checks and writes the run folder; the others wait for it
-        out = prepare_run_dir(out, cfg, resume=resume, overwrite=overwrite)
-    dist.barrier()
     out = Path(out)
+    if dist.is_main:  # rank 0 checks the run folder first, and replaces or writes it once everything has loaded
+        check_run_dir(out, cfg, resume=resume, overwrite=overwrite)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device, dtype = dist.placement(cfg.device, cfg.dtype)
@@ -507,6 +535,9 @@ def set_up(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
     if judge is None and dist.judges_here(cfg.judge_rank):
         judge = make_judge(cfg.judge, format=cfg.judge_format)
     place_judge(judge, device, dtype)
+    if dist.is_main:
+        claim_run_dir(out, cfg, resume=resume)
+    dist.barrier()
 
     torch.manual_seed(cfg.seed)  # adapter init, then sampling
     roles = build_roles(model, regime="bipolicy" if cfg.regime in ABLATIONS else cfg.regime,

@@ -11,7 +11,9 @@ that ``redgame toy ...`` starts fast.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import re
 import sys
 import traceback
 
@@ -69,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("redgame: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # a bug: say so, and how to see where
-        return _report(exc, "internal error", 1, debug)
+    except Exception as exc:  # a bug: say so, and how to see where; a full or read-only disk is the user's
+        return _report(exc, "error", 2, debug) if is_disk_error(exc) else _report(exc, "internal error", 1, debug)
     return int(result or 0)
 
 
@@ -89,6 +91,17 @@ def check_out(args) -> None:
         raise UserError(f"--out {out} exists and is not a folder")
     if kind == "file" and path.is_dir():
         raise UserError(f"--out {out} is a folder; give a file name, such as {path / 'eval.json'}")
+
+
+DISK_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
+DISK_MESSAGES = re.compile(r"No space left on device|Read-only file system|Disk quota exceeded")
+
+
+def is_disk_error(exc: BaseException) -> bool:
+    """A disk that is full or read-only, as an OSError or as safetensors' own error (which wraps it)."""
+    if isinstance(exc, OSError):
+        return exc.errno in DISK_ERRNOS
+    return type(exc).__name__ == "SafetensorError" and DISK_MESSAGES.search(str(exc)) is not None
 
 
 def _report(exc: BaseException, kind: str, code: int, debug: bool) -> int:

@@ -36,6 +36,26 @@ def test_any_other_exception_is_an_internal_error_with_exit_1(monkeypatch, capsy
     assert "--debug" in err[0] and "Traceback" not in err[0]
 
 
+class SafetensorError(Exception):
+    """Named as safetensors names its error, which wraps the disk's."""
+
+
+@pytest.mark.parametrize("exc", [OSError(28, "No space left on device"), OSError(30, "Read-only file system"),
+                                 SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, "
+                                                 'message: "No space left on device" })')])
+def test_a_full_or_read_only_disk_is_one_line_with_exit_2(monkeypatch, capsys, exc):
+    monkeypatch.setattr(toy_cli, "run_list", _raise(exc))
+    assert cli.main(["toy", "list"]) == 2
+    err = _stderr(capsys)
+    assert len(err) == 1 and err[0].startswith("redgame: error: ") and "internal" not in err[0], err
+
+
+@pytest.mark.parametrize("exc", [OSError(5, "Input/output error"), SafetensorError("invalid header length")])
+def test_other_os_and_safetensors_errors_stay_internal(monkeypatch, capsys, exc):
+    monkeypatch.setattr(toy_cli, "run_list", _raise(exc))
+    assert cli.main(["toy", "list"]) == 1
+
+
 @pytest.mark.parametrize("where", ["first", "last"])
 def test_debug_prints_the_traceback_wherever_the_flag_stands(monkeypatch, capsys, where):
     monkeypatch.setattr(toy_cli, "run_list", _raise(ValueError("a bug")))

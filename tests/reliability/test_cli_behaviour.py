@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from typing import get_origin, get_type_hints
 
 import pytest
@@ -79,12 +80,13 @@ def test_resume_without_a_checkpoint_says_so(tmp_path, capsys, no_compute):
     line = one_error_line(capsys)
     assert "--resume: no checkpoint under" in line and "start without --resume" in line
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "config.json").write_text("{}")  # a run killed before its first checkpoint
+    (tmp_path / "run" / "config.json").write_text(json.dumps(dataclasses.asdict(TrainConfig())))  # killed before
+    # its first checkpoint
     assert train(tmp_path, "--resume") == 2
     assert "no checkpoint" in (line := one_error_line(capsys)) and "--overwrite" in line
 
 
-def test_out_holding_a_run_needs_resume_or_overwrite(tmp_path, capsys, no_compute):
+def test_out_holding_a_run_needs_resume_or_overwrite(tmp_path, capsys, no_compute, monkeypatch):
     run = tmp_path / "run"
     (run / "checkpoints" / "step_0002").mkdir(parents=True)
     (run / "checkpoints" / "step_0002" / "state.json").write_text('{"step": 2}')
@@ -96,11 +98,59 @@ def test_out_holding_a_run_needs_resume_or_overwrite(tmp_path, capsys, no_comput
     assert train(tmp_path) == 2
     assert "already holds a run" in (line := one_error_line(capsys)) and "--resume" in line and "--overwrite" in line
     assert json.loads((run / "config.json").read_text())["seed"] == 9  # untouched
+    with pytest.raises(ComputeStarted):  # the model does not load: the old run must survive
+        train(tmp_path, "--overwrite", "--seed", "4")
+    assert (run / "checkpoints").is_dir() and (run / "metrics.jsonl").is_file() and (run / "eval.json").is_file()
+    assert json.loads((run / "config.json").read_text())["seed"] == 9
+    loaded_then_compute(monkeypatch)  # the model and judge load: now the old run is replaced
     with pytest.raises(ComputeStarted):
         train(tmp_path, "--overwrite", "--seed", "4")
     assert not (run / "checkpoints").exists() and not (run / "metrics.jsonl").exists()
     assert not (run / "eval.json").exists() and not (run / "probe").exists() and (run / "notes.txt").exists()
     assert json.loads((run / "config.json").read_text())["seed"] == 4
+
+
+def loaded_then_compute(monkeypatch) -> None:
+    """Model and judge 'load' (stand-ins), and the first compute after them raises ComputeStarted."""
+    from redgame.llm import judges, models, trainer
+
+    class Model:
+        def to(self, **kwargs):
+            return self
+
+    def compute(*args, **kwargs):
+        raise ComputeStarted
+
+    monkeypatch.setattr(models, "load_base", lambda *a, **k: (Model(), object()))
+    monkeypatch.setattr(judges, "make_judge", lambda *a, **k: object())
+    monkeypatch.setattr(trainer, "build_roles", compute)
+
+
+def test_a_config_json_that_is_not_a_runs_is_never_replaced(tmp_path, capsys, no_compute):
+    run = tmp_path / "run"
+    (run / "final").mkdir(parents=True)
+    (run / "final" / "thesis.tex").write_text("mine")
+    (run / "config.json").write_text('{"name": "my-app"}')
+    for argv in ((), ("--overwrite",), ("--resume",)):
+        assert train(tmp_path, *argv) == 2
+        assert "not a redgame run's" in one_error_line(capsys) or "--resume" in argv
+    assert (run / "final" / "thesis.tex").read_text() == "mine"
+
+
+def test_resume_and_overwrite_together_are_refused(tmp_path, capsys, no_compute):
+    assert train(tmp_path, "--resume", "--overwrite") == 2
+    assert "pass one of them" in one_error_line(capsys)
+
+
+def test_a_second_run_on_the_same_out_is_refused_while_the_first_holds_it(tmp_path, capsys, no_compute):
+    from redgame.llm.run_lock import run_lock
+
+    with run_lock(tmp_path / "run"):
+        for argv in ((), ("--overwrite",)):
+            assert train(tmp_path, *argv) == 2
+            assert f"is in use by a run in progress (process {os.getpid()})" in one_error_line(capsys)
+    with pytest.raises(ComputeStarted):  # released: the next run goes ahead
+        train(tmp_path)
 
 
 def test_out_that_is_a_file(tmp_path, capsys, no_compute):

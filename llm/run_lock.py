@@ -1,0 +1,55 @@
+"""One process at a time writes a run folder: an advisory lock on ``RUN/.redgame.lock`` while it trains.
+
+Two ``redgame llm train`` commands on one ``--out`` would mix their runs: the second one's
+``--overwrite`` or ``--resume`` rewrites the config and the metrics while the first goes on
+writing checkpoints. The lock is ``flock`` (POSIX): the operating system releases it when the
+process ends, however it ends, so a killed run leaves no stale lock (its file stays, unlocked,
+and the next run takes it); a run that ends removes the file. Where ``fcntl`` is missing
+(Windows) there is no lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from redgame.errors import UserError
+
+LOCK_FILE = ".redgame.lock"
+
+
+@contextlib.contextmanager
+def run_lock(out: str | Path):
+    """Hold the lock of run folder ``out`` (created if missing) for the ``with`` block; a one-line
+    UserError naming the holder's process id when another process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # no flock here: nothing to hold
+        yield
+        return
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    locked = False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = True
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+            raise UserError(f"--out {out} is in use by a run in progress (process {holder}); wait for it to end, "
+                            "or choose another folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        if locked:
+            (out / LOCK_FILE).unlink(missing_ok=True)  # while still held: no other process can have locked it
+        os.close(fd)  # closing the descriptor releases the lock
+        if created:  # a start that failed before writing anything leaves no folder behind
+            with contextlib.suppress(OSError):
+                out.rmdir()
