@@ -146,13 +146,18 @@ def load_checkpoint(path: str | os.PathLike, roles, optimizers: dict[str, torch.
     path = Path(path)
     try:
         return _load_checkpoint(path, roles, optimizers)
-    except (SafetensorError, OSError, ValueError, KeyError, RuntimeError) as exc:
+    except (SafetensorError, OSError, ValueError, KeyError, RuntimeError, TypeError, AttributeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else ""
         raise UserError(f"checkpoint {path} is damaged or from another config ({type(exc).__name__}: {first}); "
                         f"remove it to resume from the one before") from exc
 
 
 def _load_checkpoint(path: Path, roles, optimizers: dict[str, torch.optim.Optimizer]) -> dict:
+    state = json.loads((path / "state.json").read_text())  # read first: a damaged one changes nothing
+    folder = _STEP_DIR.match(path.name)
+    step = state.get("step") if isinstance(state, dict) else None
+    if type(step) is not int or (folder is not None and int(folder[1]) != step):
+        raise ValueError(f"state.json must be an object whose step is the folder's ({path.name}), got {state!r:.80}")
     roles.load_state_tensors(load_file(str(path / "weights.safetensors")))
     opt_tensors = load_file(str(path / "optimizer.safetensors"))
     opt_meta = json.loads((path / "optimizer.json").read_text())
@@ -164,7 +169,7 @@ def _load_checkpoint(path: Path, roles, optimizers: dict[str, torch.optim.Optimi
         cuda = [rngs[k] for k in sorted((k for k in rngs if k.startswith("cuda")), key=lambda k: int(k[4:]))]
         if cuda:
             torch.cuda.set_rng_state_all(cuda)
-    return json.loads((path / "state.json").read_text())
+    return state
 
 
 def load_extra(path: str | os.PathLike, name: str) -> tuple[dict, dict] | None:

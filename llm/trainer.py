@@ -153,10 +153,10 @@ def keep_metrics_until(path: Path, step: int) -> None:
     if not path.is_file():
         return
     kept = []
-    for line in path.read_text().splitlines():
+    for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():  # damaged bytes: that row goes
         try:
             row = json.loads(line)
-        except ValueError:  # a row cut short by the kill
+        except (ValueError, RecursionError):  # a row cut short by the kill
             continue
         if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
             kept.append(line + "\n")

@@ -370,3 +370,12 @@ def test_per_pair_nll_weights_give_the_same_update_whole_or_in_micro_batches(tmp
     assert whole[0] != pytest.approx(scalar[0], rel=1e-3)  # the weights matter
     assert grad_norms("pair_by_pair", micro_batch_tokens=1) == pytest.approx(whole, rel=1e-5)
     assert grad_norms("log_probs", kernels="off", micro_batch_tokens=1) == pytest.approx(whole, rel=1e-4)
+
+
+def test_resume_trims_metrics_past_the_checkpoint_and_drops_damaged_rows(tmp_path):
+    from redgame.llm.trainer import keep_metrics_until
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(b'{"step": 1}\n{"step": 2, "note": "\xff"}\n[' + b"[" * 5000 + b'\n{"step": 3}\n{"step": 2, "cut')
+    keep_metrics_until(path, 2)
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]

@@ -10,6 +10,7 @@ import json
 import pickle
 
 import pytest
+from safetensors.torch import load_file, save_file
 from fault_runs import SMALL_GAME
 
 from redgame.cli import main
@@ -67,6 +68,25 @@ def test_a_truncated_checkpoint_is_named(one_step_run, capsys):
     weights = run / "checkpoints" / "step_0001" / "optimizer.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     resume_error(capsys, run, argv)
+
+
+@pytest.mark.parametrize("name, content", [
+    ("state.json", "[]"), ("state.json", "{}"), ("state.json", '{"step": "1"}'), ("state.json", '{"step": 99}'),
+    ("optimizer.json", "[]"), ("optimizer.json", '{"defender": null, "attacker": null}'),
+])
+def test_a_damaged_checkpoint_json_is_named(one_step_run, capsys, name, content):
+    root, argv = one_step_run
+    run = copy_run(root, f"json-{abs(hash((name, content)))}")
+    (run / "checkpoints" / "step_0001" / name).write_text(content)
+    assert "damaged" in resume_error(capsys, run, argv)
+
+
+def test_a_checkpoint_rng_state_of_another_dtype_is_named(one_step_run, capsys):
+    root, argv = one_step_run
+    run = copy_run(root, "rng")
+    rng = run / "checkpoints" / "step_0001" / "rng.safetensors"
+    save_file({k: v.float() for k, v in load_file(str(rng)).items()}, str(rng))
+    assert "damaged" in resume_error(capsys, run, argv)
 
 
 def test_a_checkpoint_of_another_config_is_named(one_step_run, capsys):
