@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any, get_origin, get_type_hints
 
 from redgame.errors import UserError
 from redgame.llm.judge_formats import FORMATS, judge_kind
@@ -37,6 +38,11 @@ def _f(default, doc: str):
     if isinstance(default, (list, tuple)):
         return field(default_factory=lambda: tuple(default), metadata={"help": doc})
     return field(default=default, metadata={"help": doc})
+
+
+# Answers sampled in one step (seeds x attacks and the identity x responses and a forced one), at most:
+# far past any real recipe (AdvGame's largest is tens of thousands), below what exhausts memory at once.
+MAX_ANSWERS_PER_STEP = 1 << 20
 
 
 @dataclass
@@ -164,6 +170,11 @@ class TrainConfig:
         for key in positive:
             if getattr(self, key) < 1:
                 raise UserError(f"config key '{key}' must be >= 1, got {getattr(self, key)}")
+        answers = self.seeds_per_step * (self.attacks_per_seed + 1) * (self.responses_per_attack + 1)
+        if answers > MAX_ANSWERS_PER_STEP:
+            raise UserError(f"config keys 'seeds_per_step' ({self.seeds_per_step}), 'attacks_per_seed' "
+                            f"({self.attacks_per_seed}) and 'responses_per_attack' ({self.responses_per_attack}) ask "
+                            f"for about {answers:,} answers a step, past the {MAX_ANSWERS_PER_STEP:,} a step can hold")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
@@ -314,6 +325,26 @@ def lookup(path: str | Path, what: str) -> Path | None:
         raise UserError(f"{what}: cannot look up {shown!r}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
+# YAML 1.2's floats: PyYAML follows YAML 1.1, which reads 1e-3 (no dot) as the string "1e-3".
+YAML_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+
+
+def read_yaml(text: str):
+    """``yaml.safe_load`` that also reads ``1e-3`` as a float, as TOML, JSON and YAML 1.2 do."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", YAML_FLOAT, list("-+0123456789."))
+    loader = Loader(text)  # what yaml.safe_load does, with this SafeLoader
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def load_file(path: str | Path) -> dict[str, Any]:
     """Read a TOML or YAML config file into a mapping (a section ``[train]`` is accepted)."""
     path = Path(path)
@@ -324,9 +355,7 @@ def load_file(path: str | Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
         if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text) or {}
+            data = read_yaml(text) or {}
         elif path.suffix == ".json":
             data = json.loads(text)
         else:

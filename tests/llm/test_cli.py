@@ -44,6 +44,25 @@ def test_bad_config_files(tmp_path, capsys, text, suffix, needle):
     assert needle in _err(capsys)
 
 
+def test_yaml_reads_exponent_floats_as_toml_does(tmp_path):
+    """PyYAML follows YAML 1.1, where 1e-3 is a string; the config reads it as the number it is."""
+    from redgame.llm.config import load_file
+
+    yml, toml = tmp_path / "c.yaml", tmp_path / "c.toml"
+    yml.write_text("lr: 1e-3\nbeta: 2E+1\nseeds_per_step: 4\njudge: '1e5'\n")
+    toml.write_text("lr = 1e-3\nbeta = 2E+1\nseeds_per_step = 4\njudge = '1e5'\n")
+    assert load_file(yml) == load_file(toml) == {"lr": 0.001, "beta": 20.0, "seeds_per_step": 4, "judge": "1e5"}
+    import yaml
+
+    assert yaml.safe_load("lr: 1e-3") == {"lr": "1e-3"}  # the stock safe loader is left as it was
+
+
+def test_a_step_too_large_to_hold_is_one_line(tmp_path, capsys):
+    for key, value in (("seeds_per_step", 99999999999), ("attacks_per_seed", 100000)):
+        assert main(["llm", "train", "--out", str(tmp_path / "run"), "--set", f"{key}={value}"]) == 2
+        assert "answers a step, past the 1,048,576 a step can hold" in _err(capsys)
+
+
 def test_malformed_seed_file_and_resume_without_run(tmp_path, capsys):
     bad = tmp_path / "seeds.jsonl"
     bad.write_text("{not json\n")
