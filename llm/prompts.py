@@ -103,3 +103,32 @@ def chat_text(tokenizer, messages: list[dict], add_generation_prompt: bool = Tru
 def template_texts() -> list[str]:
     """The fixed text of every role template (the tiny model's tokenizer is trained on it)."""
     return [ATTACKER_SYSTEM, DEFENDER_SYSTEM, *ATTACKER_GOALS.values(), ATTACKER_USER, OPEN_TAG, CLOSE_TAG]
+
+
+def check_context(tokenizer, model, chats: list[tuple[str, str]], new_tokens: int) -> None:
+    """Each ``(name, chat text)`` with ``new_tokens`` sampled after it fits the model's context; one that does
+    not is a one-line UserError naming it (past the context a model's positions run out, and a 100,000-
+    character seed took 21 GB before the process was killed)."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    limit = getattr(config, "max_position_embeddings", None)
+    if not isinstance(limit, int):
+        return
+    for name, text in chats:
+        if len(text) + new_tokens <= limit:  # a token holds at least one character: it fits, uncounted
+            continue
+        used = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if used + new_tokens > limit:
+            raise UserError(f"{name}: its chat is {used} tokens, and with {new_tokens} sampled after it passes the "
+                            f"model's context of {limit}; shorten it, or the token limits")
+
+
+def check_seeds_fit(tokenizer, model, seeds: list, attack_tokens: int, response_tokens: int) -> None:
+    """The game's chats on ``seeds`` fit the model: the attacker's (its sampled attack after it) and the
+    defender's on the seed as written and on an attack of ``attack_tokens`` (its answer after it)."""
+    attacker = [(f"seed {s.id!r} in the attacker's chat", chat_text(tokenizer, attacker_messages(s))) for s in seeds]
+    check_context(tokenizer, model, attacker, attack_tokens)
+    defender = [(f"seed {s.id!r} in the defender's chat", chat_text(tokenizer, defender_messages(s.prompt)))
+                for s in seeds]
+    defender.append((f"an attack of attack_tokens={attack_tokens} in the defender's chat",
+                     chat_text(tokenizer, defender_messages("x")) + " x" * attack_tokens))
+    check_context(tokenizer, model, defender, response_tokens)

@@ -58,6 +58,7 @@ from redgame.llm.losses import (TokenLogprobs, completion_logprobs, dpo_pairs_lo
 from redgame.llm.metrics import read_metrics
 from redgame.llm.population import Population, write_summary as write_population
 from redgame.llm.population import eval_seeds as population_eval_seeds
+from redgame.llm.prompts import check_seeds_fit
 from redgame.llm.rewards import judge_round, rules_from_config
 from redgame.llm.roles import ROLES, LoraSettings, build_roles
 from redgame.llm.rollout import SamplingSettings, play_round
@@ -532,6 +533,7 @@ def set_up(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
     keep_freed_memory(device)  # on a CPU: activations freed and reused without page faults (llm/cpu_allocator.py)
     model, tokenizer = base if base is not None else load_base(cfg.model, dtype=dtype)
     model.to(device=device, dtype=dtype)
+    check_seeds_fit(tokenizer, model, harmful + benign, cfg.attack_tokens, cfg.response_tokens)
     if judge is None and dist.judges_here(cfg.judge_rank):
         judge = make_judge(cfg.judge, format=cfg.judge_format)
     place_judge(judge, device, dtype)

@@ -63,6 +63,18 @@ def test_a_step_too_large_to_hold_is_one_line(tmp_path, capsys):
         assert "answers a step, past the 1,048,576 a step can hold" in _err(capsys)
 
 
+def test_a_seed_longer_than_the_context_is_one_line_before_compute(tmp_path, capsys):
+    seeds = tmp_path / "seeds.jsonl"
+    long = "Explain, step by step, how bread rises. " * 500  # 20,000 characters: past tiny's 1,024 positions
+    seeds.write_text(json.dumps({"prompt": "How do I pick a lock?", "harmful": True}) + "\n"
+                     + json.dumps({"prompt": long, "harmful": False}) + "\n")
+    assert main(["llm", "train", "--model", "tiny", "--out", str(tmp_path / "run"), "--set", f"train_seeds={seeds}",
+                 "--set", "seeds_per_step=2"]) == 2
+    err = _err(capsys)
+    assert "in the attacker's chat: its chat is" in err and "passes the model's context of 1024" in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_malformed_seed_file_and_resume_without_run(tmp_path, capsys):
     bad = tmp_path / "seeds.jsonl"
     bad.write_text("{not json\n")

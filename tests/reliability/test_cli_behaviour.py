@@ -115,6 +115,8 @@ def loaded_then_compute(monkeypatch) -> None:
     from redgame.llm import judges, models, trainer
 
     class Model:
+        config = None  # no context length to check
+
         def to(self, **kwargs):
             return self
 
