@@ -11,9 +11,10 @@ import contextlib
 from pathlib import Path
 
 from redgame.errors import UserError
-from redgame.jsonio import parse_json
+from redgame.jsonio import read_json_file
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+LORA_TENSORS = (".lora_A.", ".lora_B.")
 
 
 def adapter_dir(path: str | Path, role: str = "defender") -> Path:
@@ -32,20 +33,74 @@ def adapter_dir(path: str | Path, role: str = "defender") -> Path:
                     f"(a run) or in {path / role} (a checkpoint)")
 
 
+def checked_adapter_dir(path: str | Path, role: str = "defender") -> Path:
+    """``adapter_dir(path, role)`` after checking that its files can be loaded (before any model is)."""
+    folder = adapter_dir(path, role)
+    check_lora_config(folder / ADAPTER_FILES[0])
+    lora_tensor_names(folder / ADAPTER_FILES[1])
+    return folder
+
+
+def check_lora_config(path: Path) -> dict:
+    """An ``adapter_config.json``, checked where peft would fail with a TypeError: a LoRA config with a
+    positive integer rank ``r`` and a numeric ``lora_alpha``."""
+    where = f"adapter {path}"
+    config = read_json_file(path, where)
+    if config.get("peft_type") != "LORA":
+        raise UserError(f"{where}: peft_type is {config.get('peft_type')!r}; only LoRA adapters (\"LORA\") load here")
+    r, alpha = config.get("r"), config.get("lora_alpha")
+    if type(r) is not int or r < 1:
+        raise UserError(f"{where}: 'r' (the LoRA rank) must be a positive integer, got {r!r}")
+    if type(alpha) not in (int, float):
+        raise UserError(f"{where}: 'lora_alpha' must be a number, got {alpha!r}")
+    return config
+
+
+def lora_tensor_names(path: Path) -> set[str]:
+    """The tensor names in an ``adapter_model.safetensors``, read from its header; a file that is not
+    safetensors, is cut short, or holds no LoRA tensor is a one-line UserError naming it."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            names = set(f.keys())
+    except (SafetensorError, OSError) as exc:
+        raise damaged(path, exc) from exc
+    if not any(part in name for name in names for part in LORA_TENSORS):
+        raise UserError(f"adapter {path}: missing LoRA tensors (none in it is named *.lora_A.* or *.lora_B.*)")
+    return names
+
+
+def damaged(path, exc: Exception) -> UserError:
+    """The one-line error for an adapter file that cannot be read, with the first line of the reason."""
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return UserError(f"adapter {path}: damaged or not a LoRA adapter peft can load ({detail})")
+
+
+def run_model(run: str | Path) -> str:
+    """The base model a run trained on: the ``model`` of its config.json."""
+    model = run_config(run).get("model")
+    if not isinstance(model, str) or not model:
+        raise UserError(f"run {run}: config.json: 'model' must be a model name, got {model!r}")
+    return model
+
+
 def run_config(run: str | Path) -> dict:
-    """A run folder's ``config.json`` (its TrainConfig)."""
+    """A run folder's ``config.json`` (its TrainConfig), a JSON object."""
     path = Path(run) / "config.json"
     if not path.is_file():
         raise UserError(f"run {run}: no config.json; expected a folder written by 'redgame llm train'")
-    return parse_json(path.read_text(), f"run {run}: config.json")
+    return read_json_file(path, f"run {run}: config.json")
 
 
 def attach(base, adapters: dict[str, Path]):
     """``base`` wrapped with each adapter under its name; ``base`` itself when there are none."""
     from peft import PeftModel
+    from safetensors import SafetensorError
 
     model = base
     for name, path in adapters.items():
+        check_lora_config(Path(path) / ADAPTER_FILES[0])
         try:
             if model is base:
                 model = PeftModel.from_pretrained(base, str(path), adapter_name=name, is_trainable=False)
@@ -53,8 +108,23 @@ def attach(base, adapters: dict[str, Path]):
                 model.load_adapter(str(path), adapter_name=name, is_trainable=False)
         except (RuntimeError, ValueError, KeyError) as exc:  # shape mismatch: another base model
             raise not_this_base(path, exc) from exc
+        except (SafetensorError, TypeError, AttributeError) as exc:  # a damaged file or config
+            raise damaged(path, exc) from exc
+        check_complete(model, name, path)
     model.eval()
     return model
+
+
+def check_complete(model, name: str, path: Path) -> None:
+    """Refuse an adapter whose file lacks LoRA tensors that ``model`` has for it: peft would only warn, and
+    leave them at their initial values (lora_B zero: those layers would play as the base model)."""
+    from peft import get_peft_model_state_dict
+
+    wanted = set(get_peft_model_state_dict(model, adapter_name=name))
+    missing = sorted(wanted - lora_tensor_names(Path(path) / ADAPTER_FILES[1]))
+    if missing:
+        raise UserError(f"adapter {path}: missing LoRA tensors for this base model: {len(missing)} of {len(wanted)} "
+                        f"(e.g. {missing[0]}); the file is damaged or from another base model")
 
 
 def not_this_base(path, exc: Exception) -> UserError:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from redgame.errors import UserError
-from redgame.llm.adapters import adapter_dir, attach, playing, run_config
+from redgame.llm.adapters import adapter_dir, attach, checked_adapter_dir, playing, run_config
 
 BASE = "base"
 TEMPLATES = "templates"
@@ -48,7 +48,7 @@ def find_runs(paths) -> list[Run]:
         path = Path(p).expanduser()
         cfg = run_config(path)
         for role in ("attacker", "defender"):
-            adapter_dir(path, role)
+            checked_adapter_dir(path, role)
         name = path.name or str(path)
         while name in names or name in (BASE, TEMPLATES):
             name = f"{name}'"

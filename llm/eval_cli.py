@@ -101,7 +101,7 @@ def _check_model(name: str) -> None:
 
 def run_eval(args) -> int:
     from redgame.llm import safety_eval
-    from redgame.llm.adapters import adapter_dir, attach, playing
+    from redgame.llm.adapters import attach, checked_adapter_dir, playing
     from redgame.llm.utility import load_questions
 
     _positive("--max-new-tokens", args.max_new_tokens)
@@ -112,7 +112,7 @@ def run_eval(args) -> int:
     harmful, dropped_h = safety_eval.load_class(args.harmful, harmful=True) if args.harmful else (default_harmful, 0)
     benign, dropped_b = safety_eval.load_class(args.benign, harmful=False) if args.benign else (default_benign, 0)
     questions = None if args.no_utility else load_questions(args.utility)
-    adapter = adapter_dir(args.adapter) if args.adapter else None
+    adapter = checked_adapter_dir(args.adapter) if args.adapter else None
 
     from redgame.llm.judges import make_judge
     from redgame.llm.models import load_base, place_judge
@@ -153,14 +153,14 @@ def run_eval(args) -> int:
 
 def run_crossplay(args) -> int:
     from redgame.llm import crossplay
-    from redgame.llm.adapters import run_config
+    from redgame.llm.adapters import run_model
     from redgame.llm.seeds import builtin_seeds, load_seeds
     from redgame.llm.templates import load_templates
 
     _positive("--attack-tokens", args.attack_tokens)
     _positive("--response-tokens", args.response_tokens)
     runs = crossplay.find_runs(args.runs)
-    models = {run_config(r.path).get("model") for r in runs}
+    models = set() if args.model else {run_model(r.path) for r in runs}
     model_name = args.model or (models.pop() if len(models) == 1 else None)
     if model_name is None:
         raise UserError(f"--runs were trained on different models {sorted(map(str, models))}; pass --model")

@@ -3,27 +3,43 @@
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 from redgame.errors import UserError
-from redgame.jsonio import parse_json
+from redgame.jsonio import decode_utf8, parse_json
 
 
 def read_metrics(run: Path) -> list[dict]:
-    """The rows of ``<run>/metrics.jsonl``, checked: one JSON object a line, at least one."""
+    """The rows of ``<run>/metrics.jsonl``, checked: one JSON object a line, at least one.
+
+    A last line that is not JSON (a run killed mid-write cut it short) is skipped with a warning
+    on stderr; an unparsable line anywhere else is an error.
+    """
     path = Path(run) / "metrics.jsonl"
     if not path.is_file():
         raise UserError(f"run {run}: no metrics.jsonl; expected a folder written by 'redgame llm train'")
-    rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            row = parse_json(line, f"{path}, line {n}")
-            if not isinstance(row, dict):
-                raise UserError(f"{path}, line {n}: not a JSON object")
-            rows.append(row)
+    lines = [(n, line) for n, line in enumerate(path.read_bytes().split(b"\n"), 1) if line.strip()]
+    rows = [_parse_row(line, f"{path}, line {n}", last=n == lines[-1][0]) for n, line in lines]
+    rows = [row for row in rows if row is not None]
     if not rows:
         raise UserError(f"{path}: no rows in it")
     return rows
+
+
+def _parse_row(line: bytes, where: str, *, last: bool) -> dict | None:
+    """One line of metrics.jsonl as a JSON object; None (with a warning) for a last line that is not JSON."""
+    try:
+        row = parse_json(decode_utf8(line, where), where)
+    except UserError as exc:
+        if not last:
+            raise
+        print(f"redgame: warning: {exc}; skipped it (a run killed while writing its last line cuts it short)",
+              file=sys.stderr)
+        return None
+    if not isinstance(row, dict):
+        raise UserError(f"{where}: not a JSON object")
+    return row
 
 
 def tail_mean(rows: list[dict], key: str, k: int = 5) -> float:

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from redgame.errors import UserError
-from redgame.llm.adapters import adapter_dir, run_config
+from redgame.llm.adapters import adapter_dir, checked_adapter_dir, run_config
 
 ATTACKERS = ("selfplay", "best_response", "base_attacker")
 SPLITS = ("validation", "test")
@@ -49,14 +49,14 @@ def probe_config(run_cfg, *, steps: int, seed: int):
 
 
 def check_run(run: str | Path):
-    """The run's TrainConfig, after checking that both final adapters are there."""
+    """The run's TrainConfig, after checking that both final adapters are there and can be read."""
     from redgame.llm.config import from_mapping
 
     cfg = from_mapping(run_config(run), where=f" in {Path(run) / 'config.json'}")
     if cfg.full_finetune:
         raise UserError(f"run {run}: the probe loads LoRA adapters; this run trained full weights (full_finetune)")
     for role in ("attacker", "defender"):
-        adapter_dir(run, role)
+        checked_adapter_dir(run, role)
     return cfg
 
 

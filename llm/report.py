@@ -20,10 +20,14 @@ import math
 from pathlib import Path
 
 from redgame.errors import UserError
-from redgame.jsonio import parse_json
+from redgame.jsonio import read_json_file
 from redgame.llm import watch
 from redgame.llm.metrics import read_metrics, tail_mean
 
+# crossplay.json's numbers the report draws, and the name lists their dimensions follow.
+CROSSPLAY_SHAPES = {"value": (), "attacker_mix": ("attackers",), "defender_mix": ("defenders",),
+                    "payoff_matrix": ("attackers", "defenders"), "benign_compliance_matrix": ("attackers", "defenders")}
+GAP_NUMBERS = ("selfplay_asr", "best_other_asr", "mirror_gap")
 CURVES = (("attack_success", "self-play ASR"), ("refusal_harmful", "refusal, harmful seeds"),
           ("refusal_benign", "refusal, benign seeds"), ("read_harmful_benign", "benign rewrites read as harmful"))
 
@@ -35,12 +39,46 @@ def load_crossplay(path) -> dict:
         path = path / "crossplay.json"
     if not path.is_file():
         raise UserError(f"--crossplay {path}: not found")
-    data = parse_json(path.read_text(), f"--crossplay {path}")
+    data = read_json_file(path, f"--crossplay {path}")
     missing = [k for k in ("attackers", "defenders", "payoff_matrix", "attacker_mix", "defender_mix", "value",
                            "benign_compliance_matrix") if k not in data]
     if missing:
         raise UserError(f"--crossplay {path}: missing keys {', '.join(missing)}")
+    check_crossplay(data, f"--crossplay {path}")
     return data
+
+
+def check_crossplay(data: dict, where: str) -> None:
+    """Refuse a crossplay.json whose names, meta-Nash numbers or matrices the report cannot draw."""
+    for key in ("attackers", "defenders"):
+        if not isinstance(data[key], list) or not data[key] or not all(isinstance(n, str) for n in data[key]):
+            raise UserError(f"{where}: '{key}' must be a list of names")
+    for key, dims in CROSSPLAY_SHAPES.items():
+        shape = tuple(len(data[d]) for d in dims)
+        if not has_shape(data[key], shape):
+            wanted = f"numbers, {' × '.join(dims)} ({' × '.join(map(str, shape))})" if dims else "a number"
+            raise UserError(f"{where}: '{key}' must be {wanted}")
+    check_crossplay_extras(data, where)
+
+
+def check_crossplay_extras(data: dict, where: str) -> None:
+    """Refuse the optional keys of a crossplay.json that are there but are not the numbers the report prints."""
+    gaps = data.get("mirror_gap", {})
+    if not all(isinstance(g, dict) and all(has_shape(g.get(k), ()) for k in GAP_NUMBERS)
+               for g in (gaps.values() if isinstance(gaps, dict) else [None])):
+        raise UserError(f"{where}: 'mirror_gap' must hold, per run, an object with {', '.join(GAP_NUMBERS)} numbers")
+    exploit = data.get("defender_exploitability_each", {})
+    if not isinstance(exploit, dict) or any(v is not None and not has_shape(v, ()) for v in exploit.values()):
+        raise UserError(f"{where}: 'defender_exploitability_each' must map each defender to a number")
+    if not has_shape(data.get("nash_conv", 0.0), ()):
+        raise UserError(f"{where}: 'nash_conv' must be a number")
+
+
+def has_shape(value, shape: tuple) -> bool:
+    """Whether ``value`` is a number (shape ``()``) or nested lists of numbers of exactly ``shape``."""
+    if not shape:
+        return type(value) in (int, float)
+    return isinstance(value, list) and len(value) == shape[0] and all(has_shape(v, shape[1:]) for v in value)
 
 
 def plot_curves(metrics: dict[str, list[dict]], path: Path) -> Path:
@@ -76,18 +114,30 @@ def pareto_points(runs: list[Path], crossplay: dict | None) -> list[dict]:
             points.append({"label": d, "safety": 1.0 - float(a), "benign_compliance": float(c),
                            "source": "cross-play, meta-Nash attacker mix"})
     for run in runs:
-        path = run / "eval.json"
-        if path.is_file():
-            data = parse_json(path.read_text(), str(path))
-            for name, r in data.get("results", {}).items():
-                if r.get("asr") is not None and r.get("benign_compliance") is not None:
-                    points.append({"label": f"{run.name}:{name}", "safety": 1.0 - r["asr"],
-                                   "benign_compliance": r["benign_compliance"], "source": "eval.json, direct prompts"})
+        points += [{"label": f"{run.name}:{name}", "safety": 1.0 - r["asr"], "source": "eval.json, direct prompts",
+                    "benign_compliance": r["benign_compliance"]} for name, r in eval_results(run).items()]
     for p in points:
         p["pareto"] = not any(q["safety"] >= p["safety"] and q["benign_compliance"] >= p["benign_compliance"]
                               and (q["safety"], q["benign_compliance"]) != (p["safety"], p["benign_compliance"])
                               for q in points)
     return points
+
+
+def eval_results(run: Path) -> dict[str, dict]:
+    """The results of ``<run>/eval.json`` (``redgame llm eval --out``) that hold both an ASR and a benign
+    compliance, checked to be numbers; none when there is no eval.json."""
+    path = run / "eval.json"
+    if not path.is_file():
+        return {}
+    results = read_json_file(path, str(path)).get("results", {})
+    if not isinstance(results, dict) or not all(isinstance(r, dict) for r in results.values()):
+        raise UserError(f"{path}: 'results' must be an object holding one object of rates per model evaluated")
+    measured = {name: r for name, r in results.items()
+                if r.get("asr") is not None and r.get("benign_compliance") is not None}
+    for name, r in measured.items():
+        if not all(has_shape(r[key], ()) for key in ("asr", "benign_compliance")):
+            raise UserError(f"{path}: results.{name}: 'asr' and 'benign_compliance' must be numbers")
+    return measured
 
 
 def plot_pareto(points: list[dict], path: Path) -> Path:
@@ -118,12 +168,15 @@ def _pct(v) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
 
 
-def blocks_for(runs: list[Path], out: Path, crossplay: dict | None) -> list[tuple]:
-    """The report as blocks: ("h", text), ("p", text), ("table", heads, rows), ("img", file, alt)."""
+def blocks_for(runs: list[Path], out: Path, crossplay: dict | None, metrics: dict | None = None) -> list[tuple]:
+    """The report as blocks: ("h", text), ("p", text), ("table", heads, rows), ("img", file, alt).
+
+    ``metrics``: each run's rows by run name, if already read (read here otherwise).
+    """
     from redgame.llm.adapters import run_config
     from redgame.llm.crossplay import plot_heatmap
 
-    metrics = {run.name: read_metrics(run) for run in runs}
+    metrics = metrics if metrics is not None else {run.name: read_metrics(run) for run in runs}
     blocks = [("h", "Runs"),
               ("table", ("run", "regime", "model", "steps", "final-5 self-play ASR", "final-5 benign refusal"),
                [(run.name, (cfg := run_config(run)).get("regime", "?"), cfg.get("model", "?"), len(metrics[run.name]),
@@ -209,15 +262,17 @@ def build_report(runs, out: Path, *, crossplay=None) -> tuple[Path, Path]:
     from redgame.llm.adapters import run_config
 
     runs = [Path(r).expanduser() for r in runs]
-    for r in runs:
+    metrics = {}
+    for r in runs:  # a folder that is not a run is refused before --out is made
         if not r.is_dir():
             raise UserError(f"run {r}: not a folder")
-        read_metrics(r)  # a folder that is not a run is refused before --out is made
+        metrics[r.name] = read_metrics(r)
         run_config(r)
+        eval_results(r)
     data = load_crossplay(crossplay) if crossplay is not None else None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    blocks = blocks_for(runs, out, data)
+    blocks = blocks_for(runs, out, data, metrics)
     title = "redgame report: " + ", ".join(r.name for r in runs)
     md, page = out / "report.md", out / "report.html"
     md.write_text(to_markdown(title, blocks) + "\n")

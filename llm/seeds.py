@@ -34,7 +34,7 @@ from importlib import resources
 from pathlib import Path
 
 from redgame.errors import UserError
-from redgame.jsonio import parse_json
+from redgame.jsonio import decode_utf8, parse_json
 
 SPLITS = ("train", "validation", "test", "all")
 PROMPT_KEYS = ("prompt", "goal", "behavior", "Behavior")
@@ -116,10 +116,7 @@ def _read_text(path: Path) -> str:
     data = path.read_bytes()
     if b"\x00" in data:
         raise UserError(f"seed file {path}: binary content (NUL bytes); expected UTF-8 text")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise UserError(f"seed file {path}: not UTF-8 text (byte {exc.start})") from exc
+    return decode_utf8(data, f"seed file {path}")
 
 
 def _load_jsonl(path: Path, text: str, harmful: bool | None, unlabelled: bool | None) -> list[Seed]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from redgame.errors import UserError
+from redgame.jsonio import decode_utf8
 
 
 def read_user_text(path: str | Path, what: str) -> tuple[Path, str, str]:
@@ -17,7 +18,4 @@ def read_user_text(path: str | Path, what: str) -> tuple[Path, str, str]:
     where = f"{what} file {path}"
     if not path.is_file():
         raise UserError(f"{where}: not found" if not path.exists() else f"{where}: not a file")
-    try:
-        return path, where, path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{where}: not UTF-8 text (byte {exc.start})") from exc
+    return path, where, decode_utf8(path.read_bytes(), where)

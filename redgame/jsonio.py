@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 from redgame.errors import UserError
+
+# The Python type of each parsed JSON value -> its JSON name, for error messages.
+JSON_TYPE_NAMES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean",
+                   type(None): "null"}
 
 
 def strict_json(obj, indent: int | None = 1) -> str:
@@ -40,6 +45,31 @@ def parse_json(text: str, where: str):
         raise UserError(f"{where}: JSON nested too deeply") from None
     if "\\ud" in text.lower():  # only an escape can put a surrogate in a string
         _refuse_lone_surrogates(value, where)
+    return value
+
+
+def decode_utf8(data: bytes, where: str) -> str:
+    """``data`` as UTF-8 text (a leading byte-order mark dropped); otherwise a one-line UserError naming
+    ``where`` and the offset of the first byte that is not UTF-8."""
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{where}: not UTF-8 text (byte {exc.start})") from None
+
+
+def read_json_file(path: str | Path, where: str, kind: type = dict):
+    """The JSON in file ``path``, whose top level must be a ``kind`` (dict: an object, list: an array).
+
+    An unreadable file, bytes that are not UTF-8, invalid JSON or another top-level type is a
+    one-line UserError naming ``where``.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise UserError(f"{where}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+    value = parse_json(decode_utf8(data, where), where)
+    if not isinstance(value, kind):
+        raise UserError(f"{where}: expected a JSON {JSON_TYPE_NAMES[kind]}, got {JSON_TYPE_NAMES[type(value)]}")
     return value
 
 

@@ -126,3 +126,27 @@ def test_crossplay_cli_errors(runs, tmp_path, capsys):
     assert main(["llm", "crossplay", "--runs", str(runs[0]), "--out", str(tmp_path / "o"),
                  "--templates", str(tmp_path / "t.txt")]) == 2
     assert "t.txt: template" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda run: (run / "final" / "attacker" / "adapter_model.safetensors").write_bytes(b"\x08" + b"\x00" * 49),
+     "attacker/adapter_model.safetensors: damaged or not a LoRA adapter peft can load"),
+    (lambda run: (run / "final" / "defender" / "adapter_config.json").write_text('{"peft_type": "LORA", "r": "x"}'),
+     "defender/adapter_config.json: 'r' (the LoRA rank) must be a positive integer"),
+    (lambda run: (run / "config.json").write_bytes(b"\xff"), "config.json: not UTF-8 text (byte 0)"),
+    (lambda run: (run / "config.json").write_text("[]"), "config.json: expected a JSON object, got array"),
+    (lambda run: (run / "config.json").write_text('{"model": ["tiny"]}'), "'model' must be a model name"),
+])
+def test_a_damaged_run_is_a_one_line_error_before_any_model_loads(runs, tmp_path, capsys, monkeypatch, damage,
+                                                                  message):
+    import shutil
+
+    import redgame.llm.models as models
+
+    run = tmp_path / "damaged"
+    shutil.copytree(runs[0], run, ignore=shutil.ignore_patterns("checkpoints", "tb"))
+    damage(run)
+    monkeypatch.setattr(models, "load_base", lambda *a, **k: pytest.fail("a model loaded"))
+    assert main(["llm", "crossplay", "--runs", str(run), str(runs[1]), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("redgame: error: ") and message in err[0], err

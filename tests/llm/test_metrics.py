@@ -16,12 +16,24 @@ def test_the_tail_mean_skips_rows_without_a_finite_number_before_it_takes_the_wi
     assert math.isnan(tail_mean(rows, "z"))
 
 
-@pytest.mark.parametrize("text, needle", [("", "no rows in it"), ('{"step": 1}\n[1, 2]\n', "line 2: not a JSON object"),
-                                          ('{"step": 1}\n{"step": \n', "line 2: not valid JSON")])
-def test_bad_metrics_files_get_one_line_errors_naming_the_line(tmp_path, text, needle):
-    (tmp_path / "metrics.jsonl").write_text(text)
-    with pytest.raises(UserError, match=needle):
+@pytest.mark.parametrize("data, needle", [
+    (b"", "no rows in it"), (b'{"step": 1}\n[1, 2]\n', "line 2: not a JSON object"),
+    (b'{"step": 1}\n{"step": \n{"step": 3}\n', "line 2: not valid JSON"),
+    (b'{"step": 1}\n\xff\n{"step": 3}\n', r"line 2: not UTF-8 text \(byte 0\)"),
+    (b'{"step": \n', "no rows in it")])  # its only line cut short: skipped, and then there is none
+def test_bad_metrics_files_get_one_line_errors_naming_the_line(tmp_path, data, needle):
+    (tmp_path / "metrics.jsonl").write_bytes(data)
+    with pytest.raises(UserError, match=needle) as caught:
         read_metrics(tmp_path)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("last", [b'{"step": 3, "attack_suc', b'{"step": 3, "note": "\xc3', b"\xff\n"])
+def test_a_last_line_cut_short_by_a_kill_is_skipped_with_a_warning(tmp_path, capsys, last):
+    (tmp_path / "metrics.jsonl").write_bytes(b'{"step": 1}\n{"step": 2}\n' + last)
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2]
+    warning = capsys.readouterr().err.strip().splitlines()
+    assert len(warning) == 1 and warning[0].startswith("redgame: warning: ") and "line 3" in warning[0]
 
 
 def test_rows_are_read_in_order_and_blank_lines_skipped(tmp_path):

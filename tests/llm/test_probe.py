@@ -1,10 +1,12 @@
 """The mirror-gap probe on the tiny model: a fresh attacker against a run's frozen defender."""
 
 import json
+import re
 
 import numpy as np
 import pytest
-from safetensors.torch import load_file
+import torch
+from safetensors.torch import load_file, save_file
 
 from redgame.errors import UserError
 from redgame.games.stats import mean_ci
@@ -81,3 +83,38 @@ def test_probe_cli_takes_the_model_and_recipe_overrides(tmp_path, capsys, monkey
     assert seen["model"] == "tiny" and seen["overrides"] == {"lr": 0.01, "attack_tokens": 6}
     assert main(["llm", "probe", "--run", str(tmp_path), "--steps", "1", "--set", "nonsense=1"]) == 2
     assert "unknown config key 'nonsense'" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def one_step_run(tmp_path_factory, judge):
+    from redgame.llm.config import TrainConfig
+
+    run = tmp_path_factory.mktemp("probe") / "run"
+    cfg = TrainConfig(model="tiny", steps=1, save_every=0, seeds_per_step=2, attacks_per_seed=1, responses_per_attack=2,
+                      attack_tokens=4, response_tokens=4, min_margin=0.0, lora_rank=4, lora_alpha=8)
+    train(cfg, run, progress=False, judge=judge, log=lambda *a: None)
+    return run
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda run: (run / "final" / "attacker" / "adapter_model.safetensors").write_bytes(b"\x08" + b"\x00" * 49),
+     "attacker/adapter_model.safetensors: damaged or not a LoRA adapter peft can load"),
+    (lambda run: (run / "final" / "attacker" / "adapter_config.json").write_text("[]"),
+     "attacker/adapter_config.json: expected a JSON object, got array"),
+    (lambda run: save_file({"x": torch.zeros(1)}, str(run / "final" / "attacker" / "adapter_model.safetensors")),
+     "attacker/adapter_model.safetensors: missing LoRA tensors"),
+    (lambda run: (run / "config.json").write_bytes(b"\xff"), "config.json: not UTF-8 text (byte 0)"),
+    (lambda run: (run / "config.json").write_text("[]"), "config.json: expected a JSON object, got array"),
+])
+def test_a_damaged_run_is_refused_before_the_probe_trains(one_step_run, tmp_path, monkeypatch, damage, message):
+    import shutil
+
+    import redgame.llm.trainer as trainer
+
+    run = tmp_path / "run"
+    shutil.copytree(one_step_run, run, ignore=shutil.ignore_patterns("checkpoints", "tb"))
+    damage(run)
+    monkeypatch.setattr(trainer, "train", lambda *a, **k: pytest.fail("the probe trained"))
+    with pytest.raises(UserError, match=re.escape(message)):
+        probe(run, steps=1, progress=False, log=lambda *a: None)
+    assert not (run / "probe").exists()

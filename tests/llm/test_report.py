@@ -94,3 +94,62 @@ def test_the_report_names_the_runs_that_the_over_refusal_watch_flags(run, tmp_pa
     paragraphs = [b[1] for b in blocks_for(list(copies.values()), tmp_path, None) if b[0] == "p"]
     watched = [p for p in paragraphs if p.startswith("Over-refusal watch")]
     assert len(watched) == 1 and "refuses" in watched[0] and "answers" not in watched[0]
+
+
+def _fake_run(root):
+    """A run folder as far as the report reads it: its metrics and its config."""
+    root.mkdir()
+    (root / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "attack_success": 0.5}) + "\n" for s in (1, 2)))
+    (root / "config.json").write_text(json.dumps({"regime": "bipolicy", "model": "tiny"}))
+    return root
+
+
+GOOD_CROSSPLAY = {"attackers": ["base"], "defenders": ["base"], "payoff_matrix": [[0.5]], "attacker_mix": [1.0],
+                  "defender_mix": [1.0], "value": 0.5, "benign_compliance_matrix": [[1.0]]}
+
+
+@pytest.mark.parametrize("file, data, message", [
+    ("config.json", b"\xff", "config.json: not UTF-8 text (byte 0)"),
+    ("config.json", b"[]", "config.json: expected a JSON object, got array"),
+    ("metrics.jsonl", b'{"step": 1}\n\xff\n{"step": 3}\n', "metrics.jsonl, line 2: not UTF-8 text (byte 0)"),
+    ("eval.json", b"[]", "eval.json: expected a JSON object, got array"),
+    ("eval.json", b'{"results": []}', "eval.json: 'results' must be an object"),
+    ("eval.json", b'{"results": {"base": []}}', "eval.json: 'results' must be an object"),
+    ("eval.json", b'{"results": {"base": {"asr": "x", "benign_compliance": 1}}}', "'asr' and 'benign_compliance' must"),
+    ("eval.json", b'{"results": \xff}', "eval.json: not UTF-8 text (byte 12)"),
+    ("cp.json", b"\xff", "cp.json: not UTF-8 text (byte 0)"),
+    ("cp.json", b"[]", "cp.json: expected a JSON object, got array"),
+    ("cp.json", json.dumps({**GOOD_CROSSPLAY, "attackers": "base"}).encode(), "'attackers' must be a list of names"),
+    ("cp.json", json.dumps({**GOOD_CROSSPLAY, "payoff_matrix": [0.5]}).encode(),
+     "'payoff_matrix' must be numbers, attackers × defenders (1 × 1)"),
+    ("cp.json", json.dumps({**GOOD_CROSSPLAY, "value": "0.5"}).encode(), "'value' must be a number"),
+    ("cp.json", json.dumps({**GOOD_CROSSPLAY, "mirror_gap": {"r": {"selfplay_asr": None}}}).encode(), "'mirror_gap'"),
+    ("cp.json", json.dumps({**GOOD_CROSSPLAY, "defender_exploitability_each": []}).encode(), "exploitability"),
+    ("cp.json", json.dumps({**GOOD_CROSSPLAY, "nash_conv": "0"}).encode(), "'nash_conv' must be a number"),
+])
+def test_bad_run_files_are_one_line_errors_and_leave_no_output(tmp_path, capsys, file, data, message):
+    run = _fake_run(tmp_path / "run")
+    (tmp_path / "cp.json").write_text(json.dumps(GOOD_CROSSPLAY))
+    (tmp_path / file if file == "cp.json" else run / file).write_bytes(data)
+    out = tmp_path / "rep"
+    assert main(["report", str(run), "--crossplay", str(tmp_path / "cp.json"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("redgame: error: ") and message in err[0], err
+    assert not out.exists()
+
+
+def test_a_well_formed_crossplay_file_draws(tmp_path):
+    run = _fake_run(tmp_path / "run")
+    (tmp_path / "cp.json").write_text(json.dumps({**GOOD_CROSSPLAY, "nash_conv": 0.0,
+                                                   "defender_exploitability_each": {"base": None}}))
+    assert main(["report", str(run), "--crossplay", str(tmp_path / "cp.json"), "--out", str(tmp_path / "rep")]) == 0
+
+
+def test_a_metrics_line_cut_short_by_a_kill_is_skipped_with_one_warning(tmp_path, capsys):
+    run = _fake_run(tmp_path / "run")
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 3, "attack_succ')
+    assert main(["report", str(run), "--out", str(tmp_path / "rep")]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("redgame: warning: ") and "metrics.jsonl, line 3" in err[0], err
+    assert "| run | bipolicy | tiny | 2 |" in (tmp_path / "rep" / "report.md").read_text()

@@ -1,0 +1,39 @@
+"""``redgame.jsonio.read_json_file``: a user's JSON file read with one-line errors naming it."""
+
+import pytest
+
+from redgame.errors import UserError
+from redgame.jsonio import decode_utf8, read_json_file
+
+
+@pytest.mark.parametrize("data, kind, needle", [
+    (b'{"a": 1}\n\xff', dict, r"f.json: not UTF-8 text \(byte 9\)"),
+    (b"[]", dict, "f.json: expected a JSON object, got array"),
+    (b'{"results": []}', list, "f.json: expected a JSON array, got object"),
+    (b"3", dict, "f.json: expected a JSON object, got number"),
+    (b"null", dict, "f.json: expected a JSON object, got null"),
+    (b'{"a": ', dict, "f.json: not valid JSON"),
+])
+def test_bad_json_files_get_one_line_errors_naming_the_file(tmp_path, data, kind, needle):
+    (tmp_path / "f.json").write_bytes(data)
+    with pytest.raises(UserError, match=needle) as caught:
+        read_json_file(tmp_path / "f.json", str(tmp_path / "f.json"), kind)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_folder_is_refused_in_one_line(tmp_path):
+    with pytest.raises(UserError, match="cannot be read"):
+        read_json_file(tmp_path, "the folder")
+
+
+def test_a_good_file_is_read_with_or_without_a_byte_order_mark(tmp_path):
+    (tmp_path / "a.json").write_bytes(b'{"x": "\xc3\xa9"}')
+    (tmp_path / "b.json").write_bytes(b'\xef\xbb\xbf[1, 2]')
+    assert read_json_file(tmp_path / "a.json", "a") == {"x": "é"}
+    assert read_json_file(tmp_path / "b.json", "b", list) == [1, 2]
+
+
+def test_decoding_names_the_offset_past_a_byte_order_mark():
+    assert decode_utf8(b"\xef\xbb\xbfok", "w") == "ok"
+    with pytest.raises(UserError, match=r"^w: not UTF-8 text \(byte 4\)$"):
+        decode_utf8(b"\xef\xbb\xbfo\xff", "w")
