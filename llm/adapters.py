@@ -85,6 +85,26 @@ def run_model(run: str | Path) -> str:
     return model
 
 
+def is_run_config(config) -> bool:
+    """Whether a parsed ``config.json`` is a redgame run's (a TrainConfig), not a model's or another tool's."""
+    return isinstance(config, dict) and {"model", "regime", "steps"} <= config.keys()
+
+
+def run_model_of(adapter: str | Path) -> str | None:
+    """The model of the run that ``adapter`` (a run folder, one of its checkpoints or its role folders) is in,
+    from the nearest ``config.json`` of a run at most three folders up; None outside a run."""
+    path = Path(adapter).expanduser()
+    for folder in [path, *list(path.parents)[:3]]:
+        if (folder / "config.json").is_file():
+            try:
+                config = run_config(folder)
+            except UserError:
+                continue
+            if is_run_config(config):  # a run's, not a model's config.json
+                return run_model(folder)
+    return None
+
+
 def run_config(run: str | Path) -> dict:
     """A run folder's ``config.json`` (its TrainConfig), a JSON object."""
     path = Path(run) / "config.json"

@@ -19,9 +19,9 @@ def register(subparsers, llm_subparsers) -> None:
         "eval", help="ASR, over-refusal and a utility proxy of a model (and an adapter)",
         description="Greedy answers to harmful and benign prompts, labelled by the judge, plus multiple-choice "
                     "accuracy by log-likelihood. Defaults: the held-out test split of the built-in seeds.")
-    ev.add_argument("--model", default="embedded",
+    ev.add_argument("--model",
                     help="'embedded', 'tiny', a local model folder or a Hugging Face Hub id in the local cache "
-                         "(default: embedded)")
+                         "(default: the model of the run that --adapter is in, else embedded)")
     ev.add_argument("--adapter", help="a LoRA adapter folder, a run folder (its final/defender) or one of its "
                                       "checkpoints (checkpoints/step_K: its defender)")
     ev.add_argument("--split", default="test", choices=("train", "validation", "test"),
@@ -101,10 +101,11 @@ def _check_model(name: str) -> None:
 
 def run_eval(args) -> int:
     from redgame.llm import safety_eval
-    from redgame.llm.adapters import attach, checked_adapter_dir, playing
+    from redgame.llm.adapters import attach, checked_adapter_dir, playing, run_model_of
     from redgame.llm.utility import load_questions
 
     _positive("--max-new-tokens", args.max_new_tokens)
+    args.model = args.model or (run_model_of(args.adapter) if args.adapter else None) or "embedded"
     _check_model(args.model)
     device, dtype = _placement(args)
     # Every file is read and checked before any model loads.

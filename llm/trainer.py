@@ -51,6 +51,7 @@ from redgame.errors import UserError
 from redgame.kernels.peft_patch import FUSED_CALLS
 from redgame.llm import checkpoint as ckpt
 from redgame.llm import distributed, watch
+from redgame.llm.adapters import is_run_config
 from redgame.llm.cpu_allocator import keep_freed_memory
 from redgame.llm.config import ABLATIONS, TrainConfig, train_seed_sources
 from redgame.llm.losses import (TokenLogprobs, completion_logprobs, dpo_pairs_loss, fused_pairs_loss, group_advantages,
@@ -103,7 +104,7 @@ def holds_a_run(out: Path) -> bool:
             saved = json.loads(marker.read_bytes())
         except (ValueError, RecursionError):  # a run killed while writing it, before the atomic write existed
             saved = None
-        if isinstance(saved, dict) and not {"model", "regime", "steps"} <= saved.keys():
+        if isinstance(saved, dict) and not is_run_config(saved):
             raise UserError(f"--out {out}: its {RUN_MARKER} is not a redgame run's (no model, regime or steps); "
                             "choose another folder")
         return True
