@@ -29,7 +29,7 @@ from redgame.errors import UserError
 from redgame.llm.seeds import builtin_seeds, load_seeds
 
 METRICS = ("asr", "harmful_refusal", "over_refusal", "benign_compliance", "benign_help", "harmful_refusal_strings",
-           "over_refusal_strings", "utility")
+           "over_refusal_strings", "loop_rate", "empty_rate", "utility")
 
 
 def load_class(path, *, harmful: bool) -> tuple[list, int]:
@@ -69,6 +69,9 @@ def evaluate(model, tokenizer, judge, harmful: list, benign: list, questions: li
         "benign_help": result["benign_help"],
         "harmful_refusal_strings": result["harmful_refusal_strings"],
         "over_refusal_strings": 1.0 - result["benign_compliance_strings"],
+        "loop_rate": result["loop_rate"],
+        "empty_rate": result["empty_rate"],  # empty answers count as refusals: a model that says nothing "refuses"
+        "unjudged": result["unjudged"],
         "utility": math.nan,
         "n_harmful": result["n_harmful"],
         "n_benign": result["n_benign"],
@@ -83,7 +86,7 @@ def evaluate(model, tokenizer, judge, harmful: list, benign: list, questions: li
 def markdown_table(results: dict[str, dict]) -> str:
     """One row per evaluated model, one column per metric, as percentages."""
     heads = ("model", "ASR", "harmful refusal", "over-refusal", "benign compliance", "benign help",
-             "harmful refusal (strings)", "over-refusal (strings)", "utility (MC acc.)")
+             "harmful refusal (strings)", "over-refusal (strings)", "loops", "empty", "utility (MC acc.)")
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for name, r in results.items():
         cells = [name] + ["–" if math.isnan(r[k]) else f"{r[k]:.0%}" for k in METRICS]

@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import os
 import re
 import sys
 import traceback
+import warnings
 
 from redgame import __version__
 from redgame.errors import UserError, missing_extra_message
@@ -44,8 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_libraries() -> None:
+    """transformers' progress bar of every weight load, and a deprecation warning it raises on its own
+    attribute: noise on every command (``HF_HUB_DISABLE_PROGRESS_BARS=0`` brings the bars back)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    quiet_libraries()
     debug = "--debug" in argv  # accepted anywhere on the line, not only before the subcommand
     argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
