@@ -95,13 +95,8 @@ def run_model_of(adapter: str | Path) -> str | None:
     from the nearest ``config.json`` of a run at most three folders up; None outside a run."""
     path = Path(adapter).expanduser()
     for folder in [path, *list(path.parents)[:3]]:
-        if (folder / "config.json").is_file():
-            try:
-                config = run_config(folder)
-            except UserError:
-                continue
-            if is_run_config(config):  # a run's, not a model's config.json
-                return run_model(folder)
+        if (folder / "config.json").is_file() and is_run_config(run_config(folder)):  # a run's, not a model's
+            return run_model(folder)  # (a damaged config.json is a one-line error here)
     return None
 
 

@@ -521,6 +521,8 @@ class HTTPJudge(_QuestionJudge):
             after = exc.headers.get("Retry-After", "") if exc.headers else ""
             return None, min(float(after), MAX_RETRY_WAIT) if after.strip().isdigit() else 0.0
         except urllib.error.URLError as exc:
+            if isinstance(exc.reason, TimeoutError):  # a connection that timed out: a busy server, asked again
+                return None, 0.0
             raise UserError(f"judge endpoint {self.url} is unreachable: {exc.reason}") from exc
         except (TimeoutError, http.client.HTTPException, ConnectionError):
             return None, 0.0  # a late, cut or dropped reply: asked again

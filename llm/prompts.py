@@ -114,7 +114,7 @@ def check_context(tokenizer, model, chats: list[tuple[str, str]], new_tokens: in
     if not isinstance(limit, int):
         return
     for name, text in chats:
-        if len(text) + new_tokens <= limit:  # a token holds at least one character: it fits, uncounted
+        if len(text.encode("utf-8")) + new_tokens <= limit:  # a token holds at least one byte: it fits, uncounted
             continue
         used = len(tokenizer(text, add_special_tokens=False)["input_ids"])
         if used + new_tokens > limit:

@@ -31,25 +31,39 @@ def run_lock(out: str | Path):
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder")
-    created = not out.exists()
+    created = [p for p in [out, *out.parents] if not p.exists()]  # innermost first
     out.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    locked = False
+    fd = None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            locked = True
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
-            raise UserError(f"--out {out} is in use by a run in progress (process {holder}); wait for it to end, "
-                            "or choose another folder") from None
+        fd = _lock(out / LOCK_FILE, fcntl)
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
     finally:
-        if locked:
-            (out / LOCK_FILE).unlink(missing_ok=True)  # while still held: no other process can have locked it
-        os.close(fd)  # closing the descriptor releases the lock
-        if created:  # a start that failed before writing anything leaves no folder behind
+        if fd is not None:
+            (out / LOCK_FILE).unlink(missing_ok=True)  # still held: a process that opened it re-checks, see _lock
+            os.close(fd)  # closing the descriptor releases the lock
+        for folder in created:  # a start that failed before writing anything leaves no folder behind
             with contextlib.suppress(OSError):
-                out.rmdir()
+                folder.rmdir()
+
+
+def _lock(path: Path, fcntl) -> int:
+    """A descriptor of ``path`` holding its lock. A holder removes the file when it ends, so a lock won on
+    a file that is no longer ``path`` (removed between open and lock) is let go and taken again."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise UserError(f"--out {path.parent} is in use by a run in progress (process {holder}); wait for it "
+                            "to end, or choose another folder") from None
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)

@@ -101,12 +101,12 @@ def holds_a_run(out: Path) -> bool:
     marker = out / RUN_MARKER
     if marker.is_file():
         try:
-            saved = json.loads(marker.read_bytes())
-        except (ValueError, RecursionError):  # a run killed while writing it, before the atomic write existed
+            saved = json.loads(marker.read_bytes())  # written atomically: a run's always parses
+        except (ValueError, RecursionError):
             saved = None
-        if isinstance(saved, dict) and not is_run_config(saved):
-            raise UserError(f"--out {out}: its {RUN_MARKER} is not a redgame run's (no model, regime or steps); "
-                            "choose another folder")
+        if not is_run_config(saved):
+            raise UserError(f"--out {out}: its {RUN_MARKER} is not a redgame run's (no model, regime and steps); "
+                            "choose another folder, or remove that file if it is a damaged run's")
         return True
     return (out / ckpt.CHECKPOINTS).is_dir()
 
@@ -314,7 +314,8 @@ def round_metrics(rnd, judged) -> dict:
     torchrun pool it (:func:`redgame.llm.distributed.merge_rows`).
     """
     unjudged = judged.judge_error or [False] * len(rnd.responses)  # an unparsable judge reply: no verdict to count
-    sampled = [i for i, forced in enumerate(rnd.response_explore) if not forced and not unjudged[i]]
+    answered = [i for i, forced in enumerate(rnd.response_explore) if not forced]
+    sampled = [i for i in answered if not unjudged[i]]
     harm_seed = [rnd.seeds[rnd.attack_seed[rnd.response_attack[i]]].harmful for i in range(len(rnd.responses))]
     attacks = [a for a in range(len(rnd.attacks)) if not rnd.is_identity(a)]
     out = {"parse_errors": rnd.parse_errors, "judge_errors": judged.judge_errors}
@@ -324,9 +325,9 @@ def round_metrics(rnd, judged) -> dict:
         out[f"count/{key}"] = len(items)
 
     rate("faithful", attacks, judged.faithful)
-    rate("degenerate", sampled, judged.degenerate)
-    rate("truncated", sampled, judged.truncated)
-    rate("empty", sampled, [not r.text.strip() for r in rnd.responses])
+    rate("degenerate", answered, judged.degenerate)  # the shipped structure head's, for every judge: always read
+    rate("truncated", answered, judged.truncated)
+    rate("empty", answered, [not r.text.strip() for r in rnd.responses])
     for prefix, identity in (("", False), ("direct/", True)):
         mine = [i for i in sampled if rnd.is_identity(rnd.response_attack[i]) == identity]
         if identity and not mine:
@@ -687,8 +688,9 @@ def sft_signal(rnd, judged):
     out = RoleSignal()
     for a in range(len(rnd.attacks)):
         harmful = rnd.seeds[rnd.attack_seed[a]].harmful
-        fits = [i for i, att in enumerate(rnd.response_attack) if att == a
-                and judged.refusal[i] == harmful and not (judged.degenerate and judged.degenerate[i])]
+        fits = [i for i, att in enumerate(rnd.response_attack) if att == a and judged.refusal[i] == harmful
+                and not (judged.degenerate and judged.degenerate[i])
+                and not (judged.judge_error and judged.judge_error[i])]  # an answer the judge could not read
         if fits:
             best = max(fits, key=lambda i: judged.scores[i])
             out.items.append(best)

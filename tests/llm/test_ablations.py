@@ -75,7 +75,7 @@ def test_sft_targets_are_the_judges_best_fitting_answer():
     rnd.response_attack = [0, 0, 0, 1, 1, 2]
     judged = SimpleNamespace(refusal=[True, False, True, True, False, False],
                              degenerate=[False, False, True, False, False, False],
-                             scores=[0.6, 0.9, 0.99, 0.95, 0.7, 0.1])
+                             scores=[0.6, 0.9, 0.99, 0.95, 0.7, 0.1], judge_error=[])  # [] : every answer read
     signal = sft_signal(rnd, judged)
     # harmful seed 0: the refusals are 0 and 2, 2 loops -> 0; benign seed 1: the helpful answer 4;
     # harmful seed 2: no refusal -> no target

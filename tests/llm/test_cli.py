@@ -75,6 +75,17 @@ def test_a_seed_longer_than_the_context_is_one_line_before_compute(tmp_path, cap
     assert not (tmp_path / "run").exists()
 
 
+def test_the_context_check_counts_bytes_not_characters():
+    """An emoji is one character and several byte-level tokens: 300 of them pass tiny's 1,024 positions."""
+    from redgame.errors import UserError
+    from redgame.llm.models import load_base
+    from redgame.llm.prompts import check_context
+
+    model, tokenizer = load_base("tiny")
+    with pytest.raises(UserError, match="passes the model's context of 1024"):
+        check_context(tokenizer, model, [("seed 'emoji'", "\U0001F600" * 300)], 48)
+
+
 def test_malformed_seed_file_and_resume_without_run(tmp_path, capsys):
     bad = tmp_path / "seeds.jsonl"
     bad.write_text("{not json\n")

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from redgame.cli import main
+from redgame.errors import UserError
 from redgame.llm import safety_eval
 from redgame.llm.models import load_base
 from redgame.llm.prompts import chat_text
@@ -232,3 +233,6 @@ def test_an_adapter_in_a_run_is_evaluated_on_the_runs_model(lora_adapter, tmp_pa
     assert main(["llm", "eval", "--adapter", str(run), "--harmful", str(harmful), "--no-utility",
                  "--max-new-tokens", "1", "--no-progress", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["model"] == "tiny"
+    (run / "config.json").write_text('{"model": "tiny", ')  # cut short: named, not skipped for the embedded model
+    with pytest.raises(UserError, match="config.json: not valid JSON"):
+        run_model_of(run / "final" / "defender")

@@ -498,3 +498,20 @@ def test_http_reply_parsing(reply, options, field, expected):
 def test_labels_dataclass_defaults_keep_old_callers_working():
     x = Labels(0.1, 0.2, 1.0, 0.5)
     assert x.attack_harmful is None and x.degenerate == 0.0 and x.complied is None
+
+
+def test_http_judge_asks_again_after_a_connection_timeout(monkeypatch):
+    """urllib wraps a connect timeout in URLError: a busy server, asked again, then unparsable, not 'unreachable'."""
+    import urllib.error
+    import urllib.request
+
+    tries = []
+
+    def timing_out(request, timeout):
+        tries.append(request)
+        raise urllib.error.URLError(TimeoutError("timed out"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", timing_out)
+    judge = HTTPJudge("http://127.0.0.1:9/v1", timeout=1)
+    judge.retry_delays = (0.0, 0.0)
+    assert judge.prefer([KILL], [KILL.prompt], ["a"], ["b"]) == [None] and len(tries) == 2 * 3 and judge.errors == 2

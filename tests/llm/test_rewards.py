@@ -189,7 +189,7 @@ class FailingJudge(ScriptedJudge):
 
 def test_an_answer_the_judge_could_not_read_teaches_no_role():
     """Pointwise: no pair, no reward and no attack value come from it; the metrics leave it out."""
-    from redgame.llm.trainer import round_metrics
+    from redgame.llm.trainer import round_metrics, sft_signal
 
     rnd = _round(["good", "???", "bad", "bad", "???", "???"])
     j = judge_round(FailingJudge(), rnd, pairwise=False, min_margin=0.05)
@@ -199,6 +199,8 @@ def test_an_answer_the_judge_could_not_read_teaches_no_role():
     assert np.isnan(j.attack_reward[2])  # the identity attack: every answer unread
     row = round_metrics(rnd, j)
     assert row["count/refusal_harmful"] == 3 and row["refusal_harmful"] == pytest.approx(1 / 3)
+    assert row["count/empty"] == 6  # the judge-free rates count every answer
+    assert set(sft_signal(rnd, j).items) <= {0, 2, 3}  # defender-sft takes no unread answer as a target
 
 
 def test_ties_give_no_pair_even_at_zero_margin():

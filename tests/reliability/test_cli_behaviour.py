@@ -139,6 +139,35 @@ def test_a_config_json_that_is_not_a_runs_is_never_replaced(tmp_path, capsys, no
     assert (run / "final" / "thesis.tex").read_text() == "mine"
 
 
+def test_a_failed_start_leaves_no_folder_behind(tmp_path, capsys, no_compute):
+    assert main(["llm", "train", "--model", "tiny", "--out", str(tmp_path / "a" / "b" / "run"), "--resume"]) == 2
+    assert "no checkpoint" in one_error_line(capsys) and not (tmp_path / "a").exists()
+
+
+def test_a_lock_won_on_a_file_the_holder_removed_is_taken_again(tmp_path):
+    """B opened the lock file just before its holder ended and removed it: a later run must not share it."""
+    import fcntl
+
+    from redgame.llm.run_lock import LOCK_FILE, run_lock
+
+    with run_lock(tmp_path / "run"):
+        stale = os.open(tmp_path / "run" / LOCK_FILE, os.O_RDWR)
+        (tmp_path / "run" / "config.json").write_text("{}")  # the run wrote something: its folder stays
+    fcntl.flock(stale, fcntl.LOCK_EX | fcntl.LOCK_NB)  # B holds a removed file
+    with run_lock(tmp_path / "run"):  # C: a fresh file, held; B's lock is on nothing on disk
+        assert (tmp_path / "run" / LOCK_FILE).is_file()
+    os.close(stale)
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", "{not json"])
+def test_a_config_json_that_is_no_runs_object_is_never_replaced(tmp_path, capsys, no_compute, text):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(text)
+    assert train(tmp_path, "--overwrite") == 2
+    assert "not a redgame run's" in one_error_line(capsys)
+    assert (tmp_path / "run" / "config.json").read_text() == text
+
+
 def test_resume_and_overwrite_together_are_refused(tmp_path, capsys, no_compute):
     assert train(tmp_path, "--resume", "--overwrite") == 2
     assert "pass one of them" in one_error_line(capsys)
