@@ -57,10 +57,13 @@ def test_cuda_without_cuda_is_refused(name):
 def test_every_llm_command_refuses_cuda_in_one_line_before_any_compute(tmp_path, command):
     if command[1] == "crossplay":  # a run folder for crossplay to find
         (tmp_path / "config.json").write_text(json.dumps({"model": "tiny", "regime": "bipolicy"}))
-        for role in ("attacker", "defender"):
-            (tmp_path / "final" / role).mkdir(parents=True)
-            for name in ("adapter_config.json", "adapter_model.safetensors"):
-                (tmp_path / "final" / role / name).write_text("{}")
+        from safetensors.torch import save_file
+
+        for role in ("attacker", "defender"):  # files that pass the adapter checks made before any model loads
+            folder = tmp_path / "final" / role
+            folder.mkdir(parents=True)
+            (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 4}))
+            save_file({"q_proj.lora_A.weight": torch.zeros(2, 8)}, str(folder / "adapter_model.safetensors"))
     args = [a.replace("{tmp}", str(tmp_path)) for a in command]
     run = subprocess.run([str(BIN / "redgame"), *args], capture_output=True, text=True, timeout=120)
     assert run.returncode == 2, run.stderr
