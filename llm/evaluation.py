@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from redgame.errors import UserError
 from redgame.llm.judge_features import refusal_pattern
-from redgame.llm.prompts import chat_text, defender_messages
+from redgame.llm.prompts import chat_text, check_context, defender_messages
 from redgame.llm.rewards import LABEL_THRESHOLD, helped
 from redgame.llm.rollout import SamplingSettings, generate
 
@@ -57,6 +57,8 @@ def evaluate_defender(model, tokenizer, judge, seeds: list, *, attacks: list[str
     if len(attacks) != len(seeds):
         raise UserError(f"attacks: {len(attacks)} prompts for {len(seeds)} seeds")
     prompts = [chat_text(tokenizer, defender_messages(a)) for a in attacks]
+    check_context(tokenizer, model, [(f"prompt {s.id!r} in the defender's chat", p) for s, p in zip(seeds, prompts)],
+                  max_new_tokens)
     settings = SamplingSettings(max_new_tokens=max_new_tokens, greedy=True, batch_size=batch_size)
     answers = generate(model, tokenizer, prompts, settings)
     return judge_answers(judge, seeds, attacks, [a.text for a in answers])

@@ -105,13 +105,19 @@ def template_texts() -> list[str]:
     return [ATTACKER_SYSTEM, DEFENDER_SYSTEM, *ATTACKER_GOALS.values(), ATTACKER_USER, OPEN_TAG, CLOSE_TAG]
 
 
+def context_limit(model) -> int | None:
+    """The model's context in tokens (``max_position_embeddings``), None when its config has none."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    limit = getattr(config, "max_position_embeddings", None)
+    return limit if isinstance(limit, int) else None
+
+
 def check_context(tokenizer, model, chats: list[tuple[str, str]], new_tokens: int) -> None:
     """Each ``(name, chat text)`` with ``new_tokens`` sampled after it fits the model's context; one that does
     not is a one-line UserError naming it (past the context a model's positions run out, and a 100,000-
     character seed took 21 GB before the process was killed)."""
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    limit = getattr(config, "max_position_embeddings", None)
-    if not isinstance(limit, int):
+    limit = context_limit(model)
+    if limit is None:
         return
     for name, text in chats:
         if len(text.encode("utf-8")) + new_tokens <= limit:  # a token holds at least one byte: it fits, uncounted

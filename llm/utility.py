@@ -23,7 +23,7 @@ import torch
 from redgame.errors import UserError
 from redgame.jsonio import parse_json
 from redgame.llm.losses import completion_logprobs
-from redgame.llm.prompts import chat_text
+from redgame.llm.prompts import chat_text, context_limit
 from redgame.llm.userfiles import read_user_text
 
 
@@ -68,12 +68,16 @@ def load_questions(path: str | Path | None = None) -> list[Question]:
 @torch.no_grad()
 def choice_scores(model, tokenizer, questions: list[Question], batch_size: int = 32) -> list[list[float]]:
     """Mean per-token log-probability of every choice of every question, as the answer."""
-    jobs = []
+    jobs, limit = [], context_limit(model)
     for q in questions:
         prompt = tokenizer(chat_text(tokenizer, [{"role": "user", "content": q.question}]),
                            add_special_tokens=False)["input_ids"]
         for choice in q.choices:
             jobs.append((prompt, tokenizer(choice, add_special_tokens=False)["input_ids"] or [tokenizer.eos_token_id]))
+            if limit is not None and len(prompt) + len(jobs[-1][1]) > limit:
+                raise UserError(f"utility question {q.id!r}: with its choice {choice[:40]!r} it is "
+                                f"{len(prompt) + len(jobs[-1][1])} tokens, past the model's context of {limit}; "
+                                "shorten it")
     means = []
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start:start + batch_size]

@@ -150,3 +150,12 @@ def test_a_damaged_run_is_a_one_line_error_before_any_model_loads(runs, tmp_path
     assert main(["llm", "crossplay", "--runs", str(run), str(runs[1]), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("redgame: error: ") and message in err[0], err
+
+
+def test_a_seed_longer_than_the_context_is_one_line_before_the_attacker_samples():
+    from redgame.errors import UserError
+
+    base, tokenizer = load_base("tiny")
+    long = Seed("long", "Explain, step by step, how bread rises. " * 500, False, "cooking")
+    with pytest.raises(UserError, match="seed 'long' in the attacker's chat: its chat is .* context of 1024"):
+        crossplay.generate_attacks(base, tokenizer, [SEEDS[0], long], max_new_tokens=4)
