@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from redgame.errors import UserError
-from redgame.llm.adapters import adapter_dir, checked_adapter_dir, run_config
+from redgame.llm.adapters import ADAPTER_FILES, adapter_dir, checked_adapter_dir, lora_tensor_names, run_config
 
 ATTACKERS = ("selfplay", "best_response", "base_attacker")
 SPLITS = ("validation", "test")
@@ -55,8 +55,12 @@ def check_run(run: str | Path):
     cfg = from_mapping(run_config(run), where=f" in {Path(run) / 'config.json'}")
     if cfg.full_finetune:
         raise UserError(f"run {run}: the probe loads LoRA adapters; this run trained full weights (full_finetune)")
-    for role in ("attacker", "defender"):
-        checked_adapter_dir(run, role)
+    names = {role: lora_tensor_names(checked_adapter_dir(run, role) / ADAPTER_FILES[1])
+             for role in ("attacker", "defender")}
+    missing = sorted(names["defender"] - names["attacker"])
+    if missing:  # one run's two roles share their LoRA settings, so their files hold the same tensors
+        raise UserError(f"adapter {adapter_dir(run, 'attacker')}: missing LoRA tensors that the run's defender has: "
+                        f"{len(missing)} of {len(names['defender'])} (e.g. {missing[0]}); the file is damaged")
     return cfg
 
 

@@ -238,8 +238,9 @@ class Roles:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def load_role(self, role: str, path: str | os.PathLike) -> None:
-        """Load weights saved by :meth:`save_role` into a role (used by evaluation)."""
-        from redgame.llm.adapters import not_this_base
+        """Load weights saved by :meth:`save_role` into a role (the probe's frozen defender); a LoRA file
+        that lacks some of the role's tensors is refused (those layers would play as the base model)."""
+        from redgame.llm.adapters import check_complete, not_this_base
 
         slot = self.slots[role]
         try:
@@ -250,6 +251,8 @@ class Roles:
                                           adapter_name=slot.adapter)
         except RuntimeError as exc:  # another base model's shapes
             raise not_this_base(path, exc) from exc
+        if slot.adapter is not None:
+            check_complete(slot.model, slot.adapter, Path(path))
 
 
 def build_roles(base, *, regime: str, lora: LoraSettings | None = None, full_finetune: bool = False,

@@ -96,6 +96,12 @@ def one_step_run(tmp_path_factory, judge):
     return run
 
 
+def _keep_some_tensors(folder):
+    """Keep three of the adapter file's LoRA tensors (a file damaged, or saved from another base)."""
+    weights = folder / "adapter_model.safetensors"
+    save_file(dict(sorted(load_file(str(weights)).items())[:3]), str(weights))
+
+
 @pytest.mark.parametrize("damage, message", [
     (lambda run: (run / "final" / "attacker" / "adapter_model.safetensors").write_bytes(b"\x08" + b"\x00" * 49),
      "attacker/adapter_model.safetensors: damaged or not a LoRA adapter peft can load"),
@@ -103,6 +109,8 @@ def one_step_run(tmp_path_factory, judge):
      "attacker/adapter_config.json: expected a JSON object, got array"),
     (lambda run: save_file({"x": torch.zeros(1)}, str(run / "final" / "attacker" / "adapter_model.safetensors")),
      "attacker/adapter_model.safetensors: missing LoRA tensors"),
+    (lambda run: _keep_some_tensors(run / "final" / "attacker"),
+     "attacker: missing LoRA tensors that the run's defender has: 25 of 28"),
     (lambda run: (run / "config.json").write_bytes(b"\xff"), "config.json: not UTF-8 text (byte 0)"),
     (lambda run: (run / "config.json").write_text("[]"), "config.json: expected a JSON object, got array"),
 ])
@@ -118,3 +126,17 @@ def test_a_damaged_run_is_refused_before_the_probe_trains(one_step_run, tmp_path
     with pytest.raises(UserError, match=re.escape(message)):
         probe(run, steps=1, progress=False, log=lambda *a: None)
     assert not (run / "probe").exists()
+
+
+def test_a_defender_missing_some_tensors_is_refused_when_its_role_loads(one_step_run, tmp_path):
+    """Loaded leniently, the missing layers would keep their initial weights and play as the base model."""
+    import shutil
+
+    from redgame.llm.roles import LoraSettings, build_roles
+
+    shutil.copytree(one_step_run / "final" / "defender", tmp_path / "defender")
+    _keep_some_tensors(tmp_path / "defender")
+    roles = build_roles(load_base("tiny")[0], regime="bipolicy", lora=LoraSettings(rank=4, alpha=8))
+    with pytest.raises(UserError, match="missing LoRA tensors for this base model"):
+        roles.load_role("defender", tmp_path / "defender")
+    roles.load_role("defender", one_step_run / "final" / "defender")  # a whole file loads
