@@ -129,6 +129,24 @@ class Dist:
 
             td.barrier()
 
+    def together(self, step) -> None:
+        """Run ``step()`` on this rank; when it raises on any rank, every rank raises (the failing one its own
+        error, the others a UserError naming it), so that none waits at a collective for a rank that stopped.
+        Itself a collective, so also a barrier."""
+        error = None
+        try:
+            step()
+        except Exception as exc:
+            if not self.active:
+                raise
+            error = exc
+        messages = self.all_gather_json(None if error is None else str(error).strip() or type(error).__name__)
+        if error is not None:
+            raise error
+        failed = [(rank, message) for rank, message in enumerate(messages) if message is not None]
+        if failed:
+            raise UserError(f"rank {failed[0][0]} stopped: {failed[0][1]}")
+
     def batch_share(self, local_items: int) -> float:
         """``local_items * N / global_items``: the weight that makes the averaged gradient the global mean's."""
         if not self.active:

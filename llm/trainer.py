@@ -387,11 +387,20 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite:
     # torchrun / accelerate: one process per rank; alone: one process, no process group
     dist = distributed.setup(min_items=cfg.seeds_per_step, judge_rank=cfg.judge_rank, device=cfg.device)
     try:
-        with run_lock(out) if dist.is_main else contextlib.nullcontext():  # rank 0 writes the folder
-            return _train(cfg, out, dist, harmful, benign, resume=resume, overwrite=overwrite, progress=progress,
+        with contextlib.ExitStack() as held:
+            dist.together(lambda: take_run_dir(held, out, cfg, dist, resume=resume, overwrite=overwrite))
+            return _train(cfg, out, dist, harmful, benign, resume=resume, progress=progress,
                           base=base, judge=judge, log=log, init=init)
     finally:
         dist.close()
+
+
+def take_run_dir(held: contextlib.ExitStack, out, cfg: TrainConfig, dist, *, resume: bool, overwrite: bool) -> None:
+    """Rank 0, which alone writes the run folder, locks it (until ``held`` closes) and checks it before any
+    compute (:func:`check_run_dir`); the other ranks have nothing to do here."""
+    if dist.is_main:
+        held.enter_context(run_lock(out))
+        check_run_dir(out, cfg, resume=resume, overwrite=overwrite)
 
 
 @dataclasses.dataclass
@@ -467,12 +476,11 @@ def fused_preference(game: Game) -> bool:
     return not any(m.get_output_embeddings().weight.requires_grad for m in game.roles.models())
 
 
-def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: bool, overwrite: bool,
-           progress: bool, base, judge, log, init: dict | None = None) -> dict:
+def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: bool, progress: bool, base, judge,
+           log, init: dict | None = None) -> dict:
     from tqdm import tqdm
 
-    game = set_up(cfg, out, dist, harmful, benign, resume=resume, overwrite=overwrite, base=base, judge=judge,
-                  log=log)
+    game = set_up(cfg, out, dist, harmful, benign, resume=resume, base=base, judge=judge, log=log)
     for role, path in (init or {}).items():
         game.roles.load_role(role, path)
     step = game.start
@@ -520,15 +528,13 @@ def warn_of_over_refusal(out: Path, log) -> None:
 
 # -- set-up ------------------------------------------------------------------------------------
 
-def set_up(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: bool, overwrite: bool, base,
+def set_up(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: bool, base,
            judge, log) -> Game:
     """The run folder, the base model, the judge, the roles, their optimisers; restored on resume."""
     from redgame.llm.judges import make_judge
     from redgame.llm.models import load_base, place_judge
 
-    out = Path(out)
-    if dist.is_main:  # rank 0 checks the run folder first, and replaces or writes it once everything has loaded
-        check_run_dir(out, cfg, resume=resume, overwrite=overwrite)
+    out = Path(out)  # checked by take_run_dir; rank 0 replaces or writes it once everything has loaded
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device, dtype = dist.placement(cfg.device, cfg.dtype)
@@ -539,9 +545,7 @@ def set_up(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
     if judge is None and dist.judges_here(cfg.judge_rank):
         judge = make_judge(cfg.judge, format=cfg.judge_format)
     place_judge(judge, device, dtype)
-    if dist.is_main:
-        claim_run_dir(out, cfg, resume=resume)
-    dist.barrier()
+    dist.together(lambda: claim_run_dir(out, cfg, resume=resume) if dist.is_main else None)
 
     torch.manual_seed(cfg.seed)  # adapter init, then sampling
     roles = build_roles(model, regime="bipolicy" if cfg.regime in ABLATIONS else cfg.regime,

@@ -29,13 +29,17 @@ TRAIN = ["llm", "train", "--model", "tiny", "--no-progress", "--save-every", "1"
 # a step while the other has some (the zero-gradient / FSDP stand-in path).
 
 
-def _run(cmd: list, ranks: int = 1) -> None:
+def _launch(cmd: list, ranks: int = 1) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
     if ranks > 1:
         cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", str(ranks), "--no-python", *cmd]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+
+
+def _run(cmd: list, ranks: int = 1) -> None:
+    done = _launch(cmd, ranks)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
 
 
@@ -113,6 +117,19 @@ def test_plain_cli_under_torchrun_then_resume_on_one_process(tmp_path):
         assert (run / "final" / role / "adapter_model.safetensors").is_file()
 
 
+def test_a_folder_rank_0_refuses_stops_every_rank_with_its_reason(tmp_path):
+    """Rank 0 alone locks and checks the run folder; the other ranks used to go on loading, then die in gloo
+    ("Connection closed by peer", an internal error) or wait at the next collective."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"model": "tiny", "regime": "bipolicy", "steps": 1}))
+    done = _launch([str(BIN / "redgame"), *TRAIN, "--steps", "1", "--out", str(run)], ranks=2)
+    assert done.returncode != 0
+    assert "redgame: error: --out" in done.stderr and "already holds a run" in done.stderr
+    assert "redgame: error: rank 0 stopped: --out" in done.stderr and "internal error" not in done.stderr
+    assert sorted(p.name for p in run.iterdir()) == ["config.json"]
+
+
 def test_one_process_needs_no_process_group(monkeypatch):
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         monkeypatch.delenv(name, raising=False)
@@ -120,6 +137,8 @@ def test_one_process_needs_no_process_group(monkeypatch):
     assert (dist.world_size, dist.is_main, dist.active) == (1, True, False)
     assert dist.shard([1, 2, 3]) == [1, 2, 3] and dist.batch_share(5) == 1.0
     assert dist.merge_metrics({"step": 1})["world_size"] == 1
+    with pytest.raises(UserError, match="refused"):  # alone, together() is the step itself
+        dist.together(lambda: (_ for _ in ()).throw(UserError("refused")))
     shards = [distributed.Dist(world_size=3, rank=r).shard(list(range(8))) for r in range(3)]
     assert sorted(sum(shards, [])) == list(range(8)) and shards[0] == [0, 3, 6]
 
