@@ -76,7 +76,8 @@ def seeds_to_decide(difference: float, sd: float, *, one_sample: bool = False, p
     def reached(n: int) -> bool:
         df, ncp = (n - 1, d * np.sqrt(n)) if one_sample else (2 * n - 2, d * np.sqrt(n / 2))
         crit = t.ppf(1 - (1 - level) / 2, df)
-        return nct.sf(crit, df, ncp) + nct.cdf(-crit, df, ncp) >= power
+        lower = nct.cdf(-crit, df, ncp)  # the far tail: NaN in scipy at a large ncp, where it is ~0
+        return nct.sf(crit, df, ncp) + (0.0 if np.isnan(lower) else lower) >= power
 
     low, high = 2, 2
     while not reached(high):  # double, then bisect: power grows with n

@@ -61,19 +61,19 @@ def regime_table(results: dict[str, list[dict]]) -> dict[str, dict]:
 
 def comparisons(table: dict[str, dict]) -> list[dict]:
     """The claims' comparisons present in ``table``: difference of means, its interval, decided or not."""
-    wanted = []
+    wanted = []  # (a, b, metric, claim, whether the claim says a > b rather than only a != b)
     for g in GAME:
         for m in ("harmful_refusal", "harmful_refusal_strings", "benign_compliance"):
-            wanted.append((g, "base", m, f"{g} changes {m} over the base"))
+            wanted.append((g, "base", m, f"{g} changes {m} over the base", False))
         for abl in ABLATIONS:
             for m in ("harmful_refusal", "harmful_refusal_strings", "benign_compliance", "mirror_gap"):
-                wanted.append((g, abl, m, f"{g} vs {abl}: {m}"))
+                wanted.append((g, abl, m, f"{g} vs {abl}: {m}", False))
     for g in ("bipolicy", "advgame"):
-        wanted.append(("shared", g, "mirror_gap", f"shared keeps a larger mirror gap than {g}"))
+        wanted.append(("shared", g, "mirror_gap", f"shared keeps a larger mirror gap than {g}", True))
     for g in GAME:
-        wanted.append((g, None, "mirror_gap", f"{g}'s mirror gap is above zero"))
+        wanted.append((g, None, "mirror_gap", f"{g}'s mirror gap is above zero", True))
     rows = []
-    for a, b, m, claim in wanted:
+    for a, b, m, claim, directional in wanted:
         if m not in table.get(a, {}) or (b is not None and m not in table.get(b, {})):
             continue
         va = table[a][m]["values"]
@@ -86,8 +86,20 @@ def comparisons(table: dict[str, dict]) -> list[dict]:
             decided = ci[0] > 0 or ci[1] < 0
             needed = seeds_to_decide(EFFECT, pooled_sd(va, None if one_arm else vb), one_sample=one_arm)
         rows.append({"claim": claim, "a": a, "b": b or "0", "metric": m, "diff": float(np.mean(va) - np.mean(vb)),
-                     "ci": ci, "decided": decided, "seeds_to_decide": needed})
+                     "ci": ci, "decided": decided, "verdict": verdict(ci, decided, directional),
+                     "seeds_to_decide": needed})
     return rows
+
+
+def verdict(ci, decided: bool, directional: bool) -> str:
+    """What a comparison decides: "not decided"; for a claim that a > b, "holds" or "the opposite" (its
+    interval wholly below zero); otherwise which way a differs from b, "higher" or "lower"."""
+    if not decided:
+        return "not decided"
+    above = ci[0] > 0
+    if directional:
+        return "holds" if above else "the opposite"
+    return "higher" if above else "lower"
 
 
 def _cell(entry: dict | None) -> str:
@@ -123,13 +135,18 @@ def markdown(summary: dict) -> str:
     for r in rows:
         ci = "–" if r["ci"] is None else f"[{r['ci'][0]:+.2f}, {r['ci'][1]:+.2f}]"
         needed = r.get("seeds_to_decide")
-        lines.append(f"| {r['claim']} | {r['diff']:+.2f} | {ci} | {'yes' if r['decided'] else 'no'} | "
+        lines.append(f"| {r['claim']} | {r['diff']:+.2f} | {ci} | {_decided_cell(r)} | "
                      f"{'–' if needed is None else needed} |")
-    decided = [r["claim"] for r in rows if r["decided"]]
+    decided = [f"{r['claim']} ({r['verdict']})" for r in rows if r["decided"]]
     lines += ["", f"Decided: {len(decided)} of {len(rows)} comparisons"
               + (": " + "; ".join(decided) + "." if decided else "."),
               "Everything else is not decided at this setting: the intervals cover zero."]
     return "\n".join(lines) + "\n"
+
+
+def _decided_cell(row: dict) -> str:
+    """"no", or "yes" with what is decided ("yes: the opposite" for a claim the interval contradicts)."""
+    return f"yes: {row['verdict']}" if row["decided"] else "no"
 
 
 def plot(summary: dict, path) -> None:

@@ -70,6 +70,19 @@ def test_seeds_to_decide_reaches_its_power_by_simulation():
     assert power[n] >= 0.79 and power[n - 1] < 0.795  # 20,000 trials: standard error 0.003; at n - 1 it is 0.78
 
 
+def test_seeds_to_decide_on_a_large_effect_by_simulation():
+    """Where scipy's noncentral t gives NaN for its far tail (a large ncp) the power still rises with n:
+    a +20-point gain over seeds spread 3 points takes 3 seeds, not the 15 it once said."""
+    from scipy.stats import ttest_1samp
+
+    assert seeds_to_decide(11.7, 1.0) == 2
+    n = seeds_to_decide(0.2, 0.03, one_sample=True)
+    rng = np.random.default_rng(1)
+    power = {m: float((ttest_1samp(rng.normal(0.2, 0.03, (20_000, m)), 0.0, axis=1).pvalue < 0.05).mean())
+             for m in (n - 1, n)}
+    assert n == 3 and power[n] >= 0.8 > power[n - 1]  # about 0.999 and 0.38
+
+
 def test_seeds_to_decide_says_nothing_without_spread_or_difference():
     assert seeds_to_decide(0.2, 0.0) is None and seeds_to_decide(0.0, 1.0) is None
     assert seeds_to_decide(1e-6, 1.0) is None  # over the most seeds it will count

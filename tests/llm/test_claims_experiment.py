@@ -48,7 +48,22 @@ def test_report_names_what_is_decided():
                "steps": 1, "probe_steps": 1, "seeds": [0, 1], "eval_judge": "embedded", "shared_loss": "reinforce",
                "total_seconds": 60, "load_start": 1.0, "load_end": 1.0}
     text = markdown(summary)
-    assert "| bipolicy changes harmful_refusal over the base | +0.55 |" in text and "| yes |" in text
+    assert "| bipolicy changes harmful_refusal over the base | +0.55 |" in text and "| yes: higher |" in text
+
+
+def test_a_directional_claim_whose_interval_is_below_zero_is_decided_the_other_way():
+    table = regime_table(_runs({"shared": [0.03, 0.05, 0.04], "bipolicy": [0.44, 0.46, 0.45],
+                                "advgame": [0.0, 0.1, 0.05]}, metric="mirror_gap"))
+    rows = {r["claim"]: r for r in comparisons(table)}
+    larger = rows["shared keeps a larger mirror gap than bipolicy"]
+    assert larger["decided"] and larger["ci"][1] < 0 and larger["verdict"] == "the opposite"
+    assert rows["bipolicy's mirror gap is above zero"]["verdict"] == "holds"
+    assert rows["shared keeps a larger mirror gap than advgame"]["verdict"] == "not decided"
+    summary = {"table": table, "comparisons": list(rows.values()), "split": "test", "n_harmful": 2, "n_benign": 2,
+               "steps": 1, "probe_steps": 1, "seeds": [0, 1, 2], "eval_judge": "embedded", "shared_loss": "reinforce",
+               "total_seconds": 60, "load_start": 1.0, "load_end": 1.0}
+    text = markdown(summary)
+    assert "| yes: the opposite |" in text and "shared keeps a larger mirror gap than bipolicy (the opposite)" in text
 
 
 def test_undecided_comparisons_say_how_many_seeds_would_decide():
