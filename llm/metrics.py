@@ -43,6 +43,9 @@ def _parse_row(line: bytes, where: str, *, last: bool) -> dict | None:
 
 
 def tail_mean(rows: list[dict], key: str, k: int = 5) -> float:
-    """The mean of ``key`` over the last ``k`` rows that record a finite number for it (NaN if none do)."""
-    values = [r[key] for r in rows if isinstance(r.get(key), int | float) and math.isfinite(r[key])]
-    return sum(values[-k:]) / len(values[-k:]) if values else math.nan
+    """The mean of ``key`` over the last ``k`` rows that hold it, counting only its finite values (a step
+    whose rate had nothing to count records NaN); NaN if none of those rows has one. A step without a
+    reading never reaches back to older steps."""
+    window = [r[key] for r in rows if key in r][-k:]
+    values = [v for v in window if isinstance(v, int | float) and math.isfinite(v)]
+    return sum(values) / len(values) if values else math.nan

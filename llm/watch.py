@@ -25,7 +25,7 @@ EVIDENCE = "in the runs measured, runs this high lost more than 5 points of held
 
 
 def benign_refusal(rows: list[dict]) -> float | None:
-    """The mean ``refusal_benign`` of the last ``WINDOW`` steps that record it (None when none does)."""
+    """The mean ``refusal_benign`` of the last ``WINDOW`` steps, over those with a reading (None when none has)."""
     value = tail_mean(rows, "refusal_benign", WINDOW)
     return None if math.isnan(value) else value
 

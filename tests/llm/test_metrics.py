@@ -9,11 +9,18 @@ from redgame.errors import UserError
 from redgame.llm.metrics import read_metrics, tail_mean
 
 
-def test_the_tail_mean_skips_rows_without_a_finite_number_before_it_takes_the_window():
+def test_the_tail_mean_takes_the_last_steps_and_averages_their_readings():
     rows = [{"x": 1.0}, {"x": 2.0}, {"x": float("nan")}, {"y": 5}, {"x": None}, {"x": 4.0}]
-    assert tail_mean(rows, "x", k=2) == pytest.approx(3.0)  # 2 and 4: the NaN, None and absent rows skipped
+    assert tail_mean(rows, "x", k=2) == pytest.approx(4.0)  # the None and 4: a step without a reading counts
+    assert tail_mean(rows, "x", k=4) == pytest.approx(3.0)  # 2, NaN, None, 4 (the row without x is no step of x)
     assert tail_mean(rows, "x", k=10) == pytest.approx(7.0 / 3)
     assert math.isnan(tail_mean(rows, "z"))
+
+
+def test_steps_without_a_reading_never_reach_back_to_older_ones():
+    """Three old steps at 0.9 then five without a reading: the last five steps say nothing (it read 0.9)."""
+    rows = [{"x": 0.9}] * 3 + [{"x": float("nan")}] * 5
+    assert math.isnan(tail_mean(rows, "x"))
 
 
 @pytest.mark.parametrize("data, needle", [

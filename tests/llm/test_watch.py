@@ -16,9 +16,9 @@ def test_the_number_is_the_mean_of_the_last_window_of_steps():
     assert watch.benign_refusal(rows([0.5])) == pytest.approx(0.5)  # a run shorter than the window
 
 
-def test_rows_without_the_metric_are_skipped_and_a_run_without_it_has_no_number():
+def test_a_step_without_a_reading_counts_and_a_run_without_the_metric_has_no_number():
     mixed = rows([0.9] + [0.2] * 4 + [float("nan")]) + [{"population": 1}]  # a NaN step, a row of another kind
-    assert watch.benign_refusal(mixed) == pytest.approx((0.9 + 0.8) / 5)  # the last five steps that record it
+    assert watch.benign_refusal(mixed) == pytest.approx(0.2)  # the last five steps, four of them with a reading
     assert watch.benign_refusal([{"population": 1}]) is None
     assert not watch.flagged([{"population": 1}]) and watch.warning([]) is None
 
