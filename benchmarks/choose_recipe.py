@@ -61,10 +61,12 @@ from pathlib import Path
 from rejudge_demo import answer_reader, rejudge, t_interval
 
 from redgame.errors import UserError
+from redgame.jsonio import read_json_file
 from redgame.llm import watch
 from redgame.llm.metrics import read_metrics
 
 KEYS = ("harmful_refusal_strings", "harmful_refusal", "benign_compliance", "benign_help")
+REQUIRED = KEYS[:3]  # benign_help: only for --help-budget (evaluations before it have none)
 SPLIT = "validation"
 
 
@@ -116,13 +118,23 @@ def read_run(path: Path, reader: Rereader | None = None) -> Run:
     file = path / "demo.json" if path.is_dir() else path
     if not file.is_file():
         raise UserError(f"{path}: neither a redgame demo folder (demo.json) nor a redgame llm eval --out file")
-    doc = json.loads(file.read_text())
+    doc = read_json_file(file, str(file))
     judge, trained, base, run_folder = (read_demo if "trained" in doc else read_eval)(file, doc, reader)
-    for rates in (trained, base or {}):
-        bad = [k for k in KEYS if k in rates and not (isinstance(rates[k], float | int) and math.isfinite(rates[k]))]
+    for what, rates in (("trained", trained), ("base", base)):
+        if rates is None:
+            continue
+        if not isinstance(rates, dict) or any(k not in rates for k in REQUIRED):
+            raise UserError(f"{file}: the {what} rates lack {', '.join(REQUIRED)}: not written by redgame demo "
+                            "or redgame llm eval (or by an older version)")
+        bad = [k for k in KEYS if k in rates and not is_rate(rates[k])]
         if bad:
             raise UserError(f"{file}: {', '.join(bad)} is not a number (no prompts of that class?)")
     return Run(judge, trained, base, over_refusal_watch(run_folder))
+
+
+def is_rate(value) -> bool:
+    """A finite number (not a JSON true / false)."""
+    return isinstance(value, float | int) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def read_demo(file: Path, doc: dict, reader: Rereader | None) -> tuple[str, dict, dict, Path]:
@@ -130,14 +142,17 @@ def read_demo(file: Path, doc: dict, reader: Rereader | None) -> tuple[str, dict
     if doc.get("split") != SPLIT:
         raise UserError(f"{file}: evaluated on the {doc.get('split')!r} split; a recipe is chosen on {SPLIT!r}")
     if reader is None:
-        return doc.get("config", {}).get("judge", "embedded"), doc["trained"], doc["base"], file.parent / "run"
+        config = doc.get("config") if isinstance(doc.get("config"), dict) else {}
+        return config.get("judge", "embedded"), doc["trained"], doc.get("base"), file.parent / "run"
     rates = rejudge(file.parent, reader.judge)
     return reader.name, rates["trained"], rates["base"], file.parent / "run"
 
 
 def read_eval(file: Path, doc: dict, reader: Rereader | None) -> tuple[str, dict, dict | None, Path | None]:
     """An eval file's judge, adapter and base rates, and run folder; it is read as it was judged."""
-    if doc.get("harmful_file") != f"built-in {SPLIT} split" or "adapter" not in doc.get("results", {}):
+    results = doc.get("results") if isinstance(doc.get("results"), dict) else {}
+    builtin = f"built-in {SPLIT} split"
+    if doc.get("harmful_file") != builtin or doc.get("benign_file", builtin) != builtin or "adapter" not in results:
         raise UserError(f"{file}: not an evaluation of an adapter on the built-in {SPLIT} split "
                         "(redgame llm eval --adapter RUN --split validation --out FILE)")
     judge = doc.get("eval_judge", "embedded")
@@ -145,8 +160,8 @@ def read_eval(file: Path, doc: dict, reader: Rereader | None) -> tuple[str, dict
     if name != judge:
         how = "pass demo folders" if name == "labels" else f"evaluate it with --eval-judge {name}"
         raise UserError(f"{file}: judged by {judge!r}; only demo folders' saved answers are read again ({how})")
-    run_folder = Path(doc["adapter"]).parent.parent if doc.get("adapter") else None  # <run>/final/defender
-    return judge, doc["results"]["adapter"], doc["results"].get("base"), run_folder
+    run_folder = Path(doc["adapter"]).parent.parent if isinstance(doc.get("adapter"), str) else None  # final/defender
+    return judge, results["adapter"], results.get("base"), run_folder
 
 
 def over_refusal_watch(run_folder: Path | None) -> float | None:
@@ -281,6 +296,10 @@ def parse(argv=None):
     for candidate in args.candidate:
         if len(candidate) < 3:
             parser.error(f"--candidate {candidate[0]}: give at least two runs (seeds) for an interval")
+    for candidate in args.candidate:
+        paths = [Path(p).resolve() for p in candidate[1:]]
+        if len(set(paths)) < len(paths):
+            parser.error(f"--candidate {candidate[0]}: a run is listed twice; each seed's run once")
     names = [c[0] for c in args.candidate]
     if len(set(names)) < len(names):
         parser.error(f"--candidate names must differ, got {', '.join(names)}")

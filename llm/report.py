@@ -133,11 +133,16 @@ def eval_results(run: Path) -> dict[str, dict]:
     if not isinstance(results, dict) or not all(isinstance(r, dict) for r in results.values()):
         raise UserError(f"{path}: 'results' must be an object holding one object of rates per model evaluated")
     measured = {name: r for name, r in results.items()
-                if r.get("asr") is not None and r.get("benign_compliance") is not None}
+                if not _unmeasured(r.get("asr")) and not _unmeasured(r.get("benign_compliance"))}
     for name, r in measured.items():
         if not all(has_shape(r[key], ()) for key in ("asr", "benign_compliance")):
             raise UserError(f"{path}: results.{name}: 'asr' and 'benign_compliance' must be numbers")
     return measured
+
+
+def _unmeasured(value) -> bool:
+    """A rate with nothing behind it: null (strict JSON's NaN) or a NaN written by hand."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def plot_pareto(points: list[dict], path: Path) -> Path:

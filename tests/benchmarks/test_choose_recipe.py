@@ -142,11 +142,28 @@ def test_candidate_names_must_differ(tmp_path):
     (lambda p: str(p / "missing"), "neither a redgame demo folder"),
     (lambda p: (p / "e.json").write_text(json.dumps({"harmful_file": "h.csv", "results": {}})) and str(p / "e.json"),
      "not an evaluation of an adapter on the built-in validation split"),
+    (lambda p: (p / "b.json").write_text(json.dumps({"harmful_file": "built-in validation split", "benign_file":
+                                                     "mine.jsonl", "results": {"adapter": {}}})) and str(p / "b.json"),
+     "not an evaluation of an adapter on the built-in validation split"),  # its benign prompts are the user's
+    (lambda p: (p / "j.json").write_text("{not json") and str(p / "j.json"), "j.json: not valid JSON"),
+    (lambda p: (p / "k.json").write_text(json.dumps({"harmful_file": "built-in validation split", "results": {
+        "adapter": {"harmful_refusal": 0.3, "benign_compliance": 1.0}}})) and str(p / "k.json"),
+     "the trained rates lack harmful_refusal_strings"),
+    (lambda p: (p / "t.json").write_text(json.dumps({"harmful_file": "built-in validation split", "results": {
+        "adapter": {"harmful_refusal": 0.3, "harmful_refusal_strings": True, "benign_compliance": 1.0}}}))
+     and str(p / "t.json"), "harmful_refusal_strings is not a number"),
 ])
 def test_bad_runs_get_one_line_errors(tmp_path, make, needle):
     good = demo_folder(tmp_path / "g", 0.1, 1.0)
     with pytest.raises(SystemExit, match=needle):
         choose_recipe.main(["--candidate", "x", good, make(tmp_path)])
+
+
+def test_a_run_listed_twice_is_not_two_seeds(tmp_path, capsys):
+    a = demo_folder(tmp_path / "a", 0.1, 1.0)
+    with pytest.raises(SystemExit):
+        choose_recipe.main(["--candidate", "x", a, a + "/"])
+    assert "a run is listed twice" in capsys.readouterr().err
 
 
 def test_runs_whose_base_rates_differ_are_refused(tmp_path):

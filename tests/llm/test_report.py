@@ -67,6 +67,14 @@ def test_pareto_front_against_brute_force(run, tmp_path):
         assert p["pareto"] == (not dominated)
 
 
+def test_a_rate_written_as_nan_is_no_point_on_the_front(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "eval.json").write_text('{"results": {"base": {"asr": 0.2, "benign_compliance": 0.9}, '
+                                   '"adapter": {"asr": NaN, "benign_compliance": 1.0}}}')
+    assert [p["label"] for p in pareto_points([run], None)] == ["run:base"]
+
+
 def test_report_errors_leave_no_output_folder(tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["report", str(tmp_path), "--out", str(out)]) == 2
