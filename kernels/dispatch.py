@@ -95,6 +95,8 @@ def _scales_tensor(values, device, dtype=torch.float32) -> torch.Tensor:
 
 
 def _check_lora_shapes(func: str, x, weight, lora_a, lora_b, bias, adapter_dims: int) -> None:
+    if not x.is_floating_point():
+        raise UserError(f"{func}: x must be a floating-point tensor, got {x.dtype}")
     if x.dim() < 1:
         raise UserError(f"{func}: x must have at least one dimension, got a scalar")
     if weight.dim() != 2:
@@ -123,7 +125,7 @@ def _fused_lora(x, weight, lora_a, lora_b, scale, plan, bias):
     k = x.shape[-1]
     y = LoraLinearFunction.apply(
         x.reshape(-1, k).contiguous(), weight, lora_a.to(x.dtype).contiguous(), lora_b.to(x.dtype).contiguous(),
-        None if bias is None else bias.to(x.dtype), scale, plan)
+        None if bias is None else bias.to(x.dtype).contiguous(), scale, plan)
     return y.reshape(*x.shape[:-1], weight.shape[0])
 
 
@@ -146,10 +148,19 @@ def lora_linear(x, weight, lora_a, lora_b, scale: float, bias=None):
     func = "lora_linear"
     _check_lora_shapes(func, x, weight, lora_a, lora_b, bias, adapter_dims=2)
     _check_same_device(func, x=x, weight=weight, lora_a=lora_a, lora_b=lora_b, bias=bias)
-    if backend(x, weight) == "torch":
+    scale = _one_scale(scale, func)
+    if backend(x, weight) == "torch" or lora_a.shape[0] == 0:  # rank 0: nothing for the kernels to add
         return reference.lora_linear_reference(x, weight, lora_a.to(x.dtype), lora_b.to(x.dtype), scale,
                                                None if bias is None else bias.to(x.dtype))
-    return _fused_lora(x, weight, lora_a[None], lora_b[None], float(scale), None, bias)
+    return _fused_lora(x, weight, lora_a[None], lora_b[None], scale, None, bias)
+
+
+def _one_scale(scale, func: str) -> float:
+    """The LoRA scaling as a float; a sequence, or a tensor of several entries, is an error."""
+    try:
+        return float(scale)
+    except (TypeError, ValueError, RuntimeError):
+        raise UserError(f"{func}: scale must be one number (alpha / r), got {scale!r}") from None
 
 
 def multi_lora_linear(x, weight, lora_a, lora_b, scale, segment_ids, bias=None):
@@ -172,6 +183,8 @@ def multi_lora_linear(x, weight, lora_a, lora_b, scale, segment_ids, bias=None):
       [..., N] in x's dtype; gradients flow to x, every adapter's A and B (and bias).
     """
     func = "multi_lora_linear"
+    if not isinstance(segment_ids, torch.Tensor):
+        raise UserError(f"{func}: segment_ids must be an integer tensor, got {type(segment_ids).__name__}")
     _check_lora_shapes(func, x, weight, lora_a, lora_b, bias, adapter_dims=3)
     _check_same_device(func, x=x, weight=weight, lora_a=lora_a, lora_b=lora_b, bias=bias,
                        segment_ids=segment_ids)
@@ -185,7 +198,7 @@ def multi_lora_linear(x, weight, lora_a, lora_b, scale, segment_ids, bias=None):
     from .segments import segment_plan
 
     plan = segment_plan(segment_ids, n_adapters, func)
-    if backend(x, weight) == "torch":
+    if backend(x, weight) == "torch" or lora_a.shape[0] * lora_a.shape[1] == 0:  # no adapter, or rank 0
         return reference.multi_lora_linear_grouped(
             x, weight, lora_a.to(x.dtype), lora_b.to(x.dtype),
             _scales_tensor(scales, x.device, reference.compute_dtype(x.dtype)), plan,
@@ -195,6 +208,7 @@ def multi_lora_linear(x, weight, lora_a, lora_b, scale, segment_ids, bias=None):
 
 def _check_targets(func: str, targets, ignore_index: int, vocab: int) -> None:
     """Target ids in [0, V) or ignore_index (one host sync on CUDA)."""
+    targets = targets.long()  # as the kernels read them: a uint8 156 is not ignore_index -100
     kept = targets[targets != ignore_index]
     if kept.numel():
         low, high = torch.stack([kept.min(), kept.max()]).tolist()
@@ -225,8 +239,10 @@ def token_logprobs(hidden, head_weight, targets, ignore_index: int = -100):
                         f"{tuple(hidden.shape)} and {tuple(head_weight.shape)}")
     if targets.dim() != 1 or targets.shape[0] != hidden.shape[0]:
         raise UserError(f"{func}: targets must be [N={hidden.shape[0]}], got {tuple(targets.shape)}")
-    if targets.is_floating_point() or targets.dtype == torch.bool:
+    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
         raise UserError(f"{func}: targets must be an integer tensor, got {targets.dtype}")
+    if head_weight.shape[0] == 0:
+        raise UserError(f"{func}: head_weight has no rows (V = 0): there is no token to score")
     _check_same_device(func, hidden=hidden, head_weight=head_weight, targets=targets)
     if hidden.dtype != head_weight.dtype:
         raise UserError(f"{func}: hidden is {hidden.dtype} but head_weight is {head_weight.dtype}")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import types
 
 import torch
 
@@ -92,6 +91,17 @@ def _fused_forward(self, x, *args, **kwargs):
                        self.scaling[name], base.bias)
 
 
+class _FusedForward:
+    """A patched layer's ``forward``: :func:`_fused_forward` on it. A class rather than a bound method so that
+    a patched model pickles and deep-copies (pickle rebuilds a bound method by looking its name up)."""
+
+    def __init__(self, layer):
+        self.layer = layer
+
+    def __call__(self, x, *args, **kwargs):
+        return _fused_forward(self.layer, x, *args, **kwargs)
+
+
 def _lora_linears(model):
     from peft.tuners.lora.layer import Linear as LoraLinear
 
@@ -107,7 +117,7 @@ def patch_peft(model):
     if not layers:
         raise UserError(f"patch_peft: {type(model).__name__} has no peft LoRA Linear layer to patch")
     for layer in layers:
-        layer.forward = types.MethodType(_fused_forward, layer)
+        layer.forward = _FusedForward(layer)
         setattr(layer, _MARK, True)
     return model
 

@@ -22,6 +22,8 @@ gradient; the backward pass only scales it by the incoming gradient.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import torch
@@ -43,8 +45,8 @@ def preference_margin(policy_chosen_logps, policy_rejected_logps, ref_chosen_log
 def check_kind_and_beta(func: str, kind: str, beta: float) -> None:
     if kind not in KINDS:
         raise UserError(f"{func}: kind must be one of {KINDS}, got {kind!r}")
-    if not beta > 0:
-        raise UserError(f"{func}: beta must be > 0, got {beta!r}")
+    if not 0 < beta < math.inf:
+        raise UserError(f"{func}: beta must be a finite number > 0, got {beta!r}")
 
 
 def preference_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
@@ -63,10 +65,11 @@ def preference_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps
     check_kind_and_beta("preference_loss", kind, beta)
     named = dict(policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps,
                  ref_chosen_logps=ref_chosen_logps, ref_rejected_logps=ref_rejected_logps)
-    shape = policy_chosen_logps.shape
     for name, value in named.items():
         if not isinstance(value, torch.Tensor):
             raise UserError(f"preference_loss: {name} must be a tensor, got {type(value).__name__}")
+    shape = policy_chosen_logps.shape
+    for name, value in named.items():
         if value.shape != shape or value.dim() != 1 or value.numel() == 0:
             raise UserError(f"preference_loss: {name} has shape {tuple(value.shape)}; "
                             f"all four must be the same non-empty 1-d shape (got {tuple(shape)} first)")

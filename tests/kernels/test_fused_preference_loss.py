@@ -184,7 +184,7 @@ def test_gradient_is_bitwise_reproducible(path, rng):
     "change, message",
     [
         (dict(kind="kto"), "kind must be one of"),
-        (dict(beta=0.0), "beta must be > 0"),
+        (dict(beta=0.0), "beta must be a finite number > 0"),
         (dict(nll_weight=-1.0), "nll_weight must be >= 0"),
         (dict(nll_weight=torch.tensor([1.0, -1.0])), "nll_weight must be finite and >= 0 for every pair"),
         (dict(nll_weight=torch.ones(3)), r"\[B=2\] float weights, one per pair"),

@@ -159,6 +159,8 @@ def test_weight_requiring_grad_is_a_clear_error(path):
         (dict(segment_ids=torch.zeros(5, dtype=torch.long)), "segment_ids has shape"),
         (dict(segment_ids=torch.zeros(4)), "integer tensor"),
         (dict(scale=[1.0, 2.0, 3.0]), "scale has 3 entries"),
+        (dict(segment_ids=[0, 0, 0, 0]), "segment_ids must be an integer tensor, got list"),
+        (dict(x=torch.ones(4, K, dtype=torch.long)), "x must be a floating-point tensor"),
         (dict(weight=torch.randn(N, K, dtype=torch.float64)), "x is torch.float32 but weight is torch.float64"),
     ],
 )
@@ -182,3 +184,37 @@ def test_empty_batch_gives_empty_output_and_gradients():
     assert y.shape == (0, N)
     y.sum().backward()
     assert x.grad.shape == (0, K) and torch.equal(lora_a.grad, torch.zeros(R, K))
+
+
+def test_lora_linear_takes_one_scale():
+    x, weight, lora_a, lora_b = torch.randn(4, K), torch.randn(N, K), torch.randn(R, K), torch.randn(N, R)
+    with pytest.raises(UserError, match="scale must be one number"):  # it broadcast over the rank on CPU
+        lora_linear(x, weight, lora_a, lora_b, torch.tensor([1.0, 3.0]))
+    check_close(lora_linear(x, weight, lora_a, lora_b, torch.tensor(3.0)).double(),
+                lora_linear(x, weight, lora_a, lora_b, 3.0).double(), torch.float64, "a 0-d tensor scale")
+
+
+def test_a_bias_that_is_a_strided_view_is_read_by_its_stride(path, rng):
+    """The Triton kernel read the bias as contiguous: a column of a [N, 2] tensor came out wrong by ~2."""
+    x = torch.randn(M, K, generator=rng)
+    weight, lora_a, lora_b = torch.randn(N, K, generator=rng), torch.randn(R, K, generator=rng), torch.randn(N, R,
+                                                                                                          generator=rng)
+    bias = torch.randn(N, 2, generator=rng)[:, 0]
+    want = x.double() @ weight.double().T + 0.5 * (x.double() @ lora_a.double().T) @ lora_b.double().T + bias.double()
+    check_close(lora_linear(x, weight, lora_a, lora_b, 0.5, bias).double(), want, torch.float32, "output")
+    segments = torch.zeros(M, dtype=torch.long)
+    check_close(multi_lora_linear(x, weight, lora_a[None], lora_b[None], 0.5, segments, bias).double(), want,
+                torch.float32, "multi output")
+
+
+def test_rank_zero_adds_nothing_and_trains_in_this_process_torch_or_interpret(rng):
+    """No adapter columns: the base layer alone, on every backend (the Triton backward divided by the rank)."""
+    x = torch.randn(M, K, generator=rng, requires_grad=True)
+    weight, bias = torch.randn(N, K, generator=rng), torch.randn(N, generator=rng)
+    lora_a, lora_b = torch.zeros(0, K, requires_grad=True), torch.zeros(N, 0, requires_grad=True)
+    y = lora_linear(x, weight, lora_a, lora_b, 2.0, bias)
+    check_close(y.double(), x.detach().double() @ weight.double().T + bias.double(), torch.float32, "output")
+    y.sum().backward()
+    check_close(x.grad.double(), weight.double().sum(0).expand(M, K), torch.float32, "dx")
+    y = multi_lora_linear(x, weight, lora_a[None], lora_b[None], 2.0, torch.zeros(M, dtype=torch.long), bias)
+    y.sum().backward()

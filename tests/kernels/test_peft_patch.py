@@ -148,3 +148,17 @@ def test_the_games_update_with_kernels_on_equals_kernels_off(path, rng):
         check_close(grads_on[name], grad, torch.float32, name)
     if mode == "interpret":
         assert calls["lora_linear_forward"] and calls["lora_linear_backward"] and calls["gemm_logprob_parts"]
+
+
+def test_a_patched_model_pickles_and_deep_copies(rng):
+    """The patch was a bound method stored on each layer, which pickle cannot rebuild (torch.save(model))."""
+    import copy
+    import pickle
+
+    model = patch_peft(_tiny_lora_llama(0))
+    ids = torch.randint(0, 97, (2, 7), generator=rng)
+    want = model(input_ids=ids).logits
+    for clone in (pickle.loads(pickle.dumps(model)), copy.deepcopy(model)):
+        assert patched_layers(clone) == patched_layers(model) > 0
+        assert torch.equal(clone(input_ids=ids).logits, want)
+        assert all(layer.forward.layer is layer for layer in clone.modules() if "forward" in layer.__dict__)

@@ -49,9 +49,11 @@ def test_dpo_at_zero_margin_is_log_two():
     "kwargs, message",
     [
         (dict(kind="kto"), "kind must be one of"),
-        (dict(beta=0.0), "beta must be > 0"),
+        (dict(beta=0.0), "beta must be a finite number > 0"),
+        (dict(beta=math.inf), "beta must be a finite number > 0"),  # it gave NaN
         (dict(ref_rejected_logps=torch.zeros(3)), "ref_rejected_logps has shape"),
         (dict(policy_rejected_logps=[0.0, 0.0]), "must be a tensor"),
+        (dict(policy_chosen_logps=[0.0, 0.0]), "policy_chosen_logps must be a tensor"),  # it read .shape first
     ],
 )
 def test_bad_arguments_name_the_culprit(kwargs, message):

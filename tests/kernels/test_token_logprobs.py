@@ -115,6 +115,9 @@ def test_logprobs_of_all_targets_sum_to_one(path, rng):
         (dict(targets=torch.tensor([0, 19, 1])), r"targets must lie in \[0, 19\)"),
         (dict(targets=torch.tensor([0, -1, 1])), r"targets must lie in \[0, 19\)"),
         (dict(targets=torch.tensor([0.0, 1.0, 1.0])), "integer tensor"),
+        (dict(targets=torch.tensor([0, 1, 1j])), "integer tensor"),
+        (dict(targets=torch.tensor([1, 156, 2], dtype=torch.uint8)), r"got values in \[1, 156\]"),  # 156 is no -100
+        (dict(head_weight=torch.randn(0, 8)), "no rows"),
         (dict(targets=torch.tensor([0, 1])), r"targets must be \[N=3\]"),
         (dict(head_weight=torch.randn(19, 9)), "hidden must be"),
         (dict(head_weight=torch.randn(19, 8, dtype=torch.float64)), "head_weight is torch.float64"),
