@@ -32,7 +32,6 @@ setup: $(STAMP)
 demo: setup
 	$(VENV)/bin/redgame demo
 
-# `pytest`, not `python -m pytest`: the repo root must not shadow PyPI names (kernels, llm).
 RUN_TESTS := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # The suite without the tests marked slow (each > ~30 s on 2 cores): under 10 minutes on 2 cores.

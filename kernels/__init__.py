@@ -15,9 +15,14 @@ with TRITON_INTERPRET=1 the Triton kernels in Triton's interpreter (see docs/ker
 Importing this package does not import triton or peft.
 """
 
-from .dispatch import backend, fused_preference_loss, lora_linear, multi_lora_linear, token_logprobs
-from .peft_patch import patch_peft, unpatch
-from .preference import PreferenceDetails, preference_loss
+if __name__ == "kernels":  # the checkout's root on sys.path, and `import kernels` meant PyPI's package
+    from ._shadowing import install_the_real_package
 
-__all__ = ["backend", "lora_linear", "multi_lora_linear", "token_logprobs", "fused_preference_loss",
-           "preference_loss", "PreferenceDetails", "patch_peft", "unpatch"]
+    install_the_real_package(__file__)
+else:
+    from .dispatch import backend, fused_preference_loss, lora_linear, multi_lora_linear, token_logprobs
+    from .peft_patch import patch_peft, unpatch
+    from .preference import PreferenceDetails, preference_loss
+
+    __all__ = ["backend", "lora_linear", "multi_lora_linear", "token_logprobs", "fused_preference_loss",
+               "preference_loss", "PreferenceDetails", "patch_peft", "unpatch"]

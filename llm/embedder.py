@@ -47,9 +47,6 @@ class MiniLMEmbedder:
     def __init__(self, path: str | Path | None = None, *, batch_size: int = 64):
         from transformers import AutoModel, AutoTokenizer
 
-        from redgame.llm.models import refuse_a_shadowed_kernels_package
-
-        refuse_a_shadowed_kernels_package()
         self.path = Path(path) if path is not None else minilm_path()
         self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
         self.model = AutoModel.from_pretrained(self.path, local_files_only=True).eval()

@@ -356,24 +356,6 @@ def _contiguous_head_input(model) -> None:
         head.register_forward_pre_hook(lambda module, args: (args[0].contiguous(), *args[1:]) if args else None)
 
 
-def refuse_a_shadowed_kernels_package() -> None:
-    """One line instead of transformers' ImportError when this checkout's ``kernels/`` folder hides PyPI's ``kernels``.
-
-    transformers (5.25 and later) imports the installed package ``kernels`` when it builds a model.
-    Python started in the root of a redgame checkout (``python -c``, ``python -m``) finds the
-    checkout's ``kernels/`` folder (``redgame.kernels``) under that name first.
-    """
-    try:
-        spec = importlib.util.find_spec("kernels")
-        importlib.metadata.distribution("kernels")
-    except (ImportError, ValueError, importlib.metadata.PackageNotFoundError):
-        return  # no package of that name to hide, or no `kernels` distribution for transformers to read
-    ours = Path(__file__).resolve().parents[1] / "kernels"
-    if spec is not None and spec.origin is not None and Path(spec.origin).resolve().parent == ours:
-        raise UserError(f"{ours} hides the installed package 'kernels' that transformers imports: run Python "
-                        "from another directory (the redgame command, pytest and benchmarks/*.py are not affected)")
-
-
 def load_base(
     name: str,
     *,
@@ -406,7 +388,6 @@ def load_base(
         raise UserError(f"model name must be 'embedded', 'tiny' or a path, got {name!r}")
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise UserError(f"model dtype must be a floating torch dtype such as torch.float32, got {dtype!r}")
-    refuse_a_shadowed_kernels_package()
     if name == "embedded":
         model, tokenizer = _load_embedded(dtype)
     elif name == "tiny":

@@ -3,7 +3,6 @@
 import importlib.util
 import json
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -222,30 +221,3 @@ def test_embedded_gguf_dequantises_correctly_and_the_cache_round_trips(monkeypat
     assert cached_tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False) == \
         tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
     assert cached.config.vocab_size == 49152 and cached.config.num_hidden_layers == 30
-
-
-def test_a_checkout_folder_that_hides_the_kernels_package_is_refused_in_one_line(monkeypatch):
-    """transformers imports PyPI's ``kernels``; run from a checkout's root, Python would find its kernels/ folder."""
-    import importlib.machinery
-    import importlib.metadata
-
-    ours = Path(models.__file__).resolve().parents[1] / "kernels" / "__init__.py"
-    find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: importlib.machinery.ModuleSpec(
-        "kernels", None, origin=str(ours)) if name == "kernels" else find_spec(name, *a))
-    distribution = importlib.metadata.distribution
-
-    def kernels_installed(installed):
-        def stub(name):
-            if name != "kernels":
-                return distribution(name)
-            if not installed:
-                raise importlib.metadata.PackageNotFoundError(name)
-            return object()
-        return stub
-
-    monkeypatch.setattr(importlib.metadata, "distribution", kernels_installed(True))
-    with pytest.raises(UserError, match="kernels hides the installed package 'kernels' that transformers imports"):
-        load_base("tiny")
-    monkeypatch.setattr(importlib.metadata, "distribution", kernels_installed(False))
-    models.refuse_a_shadowed_kernels_package()  # no `kernels` distribution: transformers reads none, nothing is hidden
