@@ -7,7 +7,12 @@ Matrix methods work on the normal form (bimatrix) of a spec, or on a matrix you 
 - ``linprog``: zero-sum LP with scipy's HiGHS;
 - ``openspiel-lp``: OpenSpiel's ``lp_solver.solve_zero_sum_matrix_game`` (cvxpy + ECOS);
 - ``nashpy-support``, ``nashpy-vertex``, ``lemke-howson`` (every initial label): nashpy;
-- ``replicator``: nashpy's asymmetric replicator dynamics, the final point.
+- ``replicator``: nashpy's asymmetric replicator dynamics, the final point;
+- ``pure``: every pure equilibrium, each cell checked as a best response of both players.
+
+nashpy's pairs are kept only where their NashConv is within :data:`GAP_TOLERANCE` of the
+payoffs' scale: on the floating-point normal forms of degenerate games its Lemke-Howson paths
+can end off equilibrium (``games.lemke_howson`` caps and checks each path).
 
 Extensive-form methods work on the game tree of a spec:
 
@@ -20,7 +25,9 @@ Extensive-form methods work on the game tree of a spec:
 
 ``auto`` enumerates every equilibrium of a zero-sum spec when its optimal sets are small
 enough, and otherwise (the default ``family`` preset) solves the sequence-form LP, which
-gives the value and one equilibrium. Every equilibrium is checked with a numpy best-response
+gives the value and one equilibrium. For a general-sum game it runs Lemke-Howson, then where
+no path ends at an equilibrium nashpy's enumerations (small games) and then ``pure``, and
+says so in the solution's note. Every equilibrium is checked with a numpy best-response
 gap (NashConv), which is reported.
 """
 
@@ -35,6 +42,7 @@ import numpy as np
 
 from redgame.errors import UserError
 from redgame.games.exploitability import matrix_nash_conv, nash_conv
+from redgame.games.lemke_howson import lemke_howson_pairs
 from redgame.games.optimal_sets import optimal_sets, zero_sum_value
 from redgame.theory.classify import classify_attacker, classify_defender
 from redgame.theory.spec import GameSpec
@@ -48,12 +56,13 @@ from redgame.theory.strategies import (
 )
 
 MATRIX_METHODS = (
-    "enumerate", "linprog", "openspiel-lp", "nashpy-support", "nashpy-vertex", "lemke-howson", "replicator",
+    "enumerate", "linprog", "openspiel-lp", "nashpy-support", "nashpy-vertex", "lemke-howson", "replicator", "pure",
 )
 EXTENSIVE_METHODS = ("sequence-form-lp", "cfr", "cfr+", "dcfr")
 TREE_METHODS = ("sequence-form-linprog",)
 METHODS = MATRIX_METHODS + TREE_METHODS + EXTENSIVE_METHODS
 ZERO_SUM_ONLY = ("enumerate", "linprog", "openspiel-lp", "sequence-form-lp", "sequence-form-linprog")
+GAP_TOLERANCE = 1e-6  # NashConv, relative to the payoffs' scale, below which nashpy's pairs count as equilibria
 AUTO_ENUMERATE_MAX = 1024  # normal-form entries up to which "auto" tries to list every equilibrium
 # nashpy's enumerations grow exponentially; past these sizes they run for minutes to hours (2 cores):
 # support enumeration tries (2^m − 1)(2^n − 1) support pairs (about 4,000 a second); vertex enumeration
@@ -152,24 +161,30 @@ def _nashpy_pairs(a: np.ndarray, b: np.ndarray, method: str) -> list[tuple[np.nd
         return _lone_strategy_pairs(a, b)
     _check_nashpy_size(a.shape, method)
 
+    if method == "lemke-howson":
+        pairs, _ = lemke_howson_pairs(a, b)
+        return _dedupe([(x / np.sum(x), y / np.sum(y)) for x, y in pairs])
     game = nashpy.Game(a, b)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # nashpy warns on degenerate games; the gap check decides
-        if method == "nashpy-support":
-            pairs = list(game.support_enumeration(tol=1e-12))
-        elif method == "nashpy-vertex":
-            pairs = list(game.vertex_enumeration())
-        elif method == "lemke-howson":
-            pairs = [
-                game.lemke_howson(initial_dropped_label=label)
-                for label in range(sum(a.shape))
-            ]
-            pairs = [(x, y) for x, y in pairs if np.all(np.isfinite(x)) and np.all(np.isfinite(y))
-                     and x.shape == (a.shape[0],) and y.shape == (a.shape[1],)]
-        else:  # replicator
-            xs, ys = game.asymmetric_replicator_dynamics(timepoints=np.linspace(0, 200, 2001))
-            pairs = [(xs[-1], ys[-1])]
-    return _dedupe([(np.asarray(x, float) / np.sum(x), np.asarray(y, float) / np.sum(y)) for x, y in pairs])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # nashpy warns on degenerate games; the gap check decides
+        try:
+            if method == "nashpy-support":
+                pairs = list(game.support_enumeration(tol=1e-12))
+            elif method == "nashpy-vertex":
+                pairs = list(game.vertex_enumeration())
+            else:  # replicator
+                xs, ys = game.asymmetric_replicator_dynamics(timepoints=np.linspace(0, 200, 2001))
+                pairs = [(xs[-1], ys[-1])]
+        except (TypeError, ValueError, IndexError, np.linalg.LinAlgError) as exc:
+            raise UserError(f"method: {method} failed on this degenerate game ({type(exc).__name__}: {exc}); "
+                            "try lemke-howson or nashpy-support") from None
+    failed = [w for w in caught if "ODEintWarning" in type(w.message).__name__ or "Excess work" in str(w.message)]
+    if failed:  # scipy's odeint stopped early: its last row is not the dynamics' end point
+        reason = str(failed[0].message).strip().split(" (")[0].split(".")[0]
+        raise UserError(f"method: replicator: scipy's odeint failed on this game ({reason}); try lemke-howson or "
+                        "nashpy-support")
+    return _dedupe([(np.asarray(x, float) / np.sum(x), np.asarray(y, float) / np.sum(y)) for x, y in pairs
+                    if np.all(np.isfinite(x)) and np.all(np.isfinite(y)) and np.sum(x) > 0 and np.sum(y) > 0])
 
 
 def _openspiel_lp_pair(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -217,6 +232,8 @@ def solve_matrix(a: Any, b: Any = None, method: str = "linprog") -> Solution:
         pairs = [(x, y)]
     elif method == "openspiel-lp":
         pairs = [_openspiel_lp_pair(a)]
+    elif method == "pure":
+        pairs = _pure_pairs(a, b)
     else:
         pairs = _nashpy_pairs(a, b, method)
     equilibria = [
@@ -229,9 +246,34 @@ def solve_matrix(a: Any, b: Any = None, method: str = "linprog") -> Solution:
         )
         for x, y in pairs
     ]
+    equilibria, note = _checked(equilibria, method, gap_tolerance(a, b))
     if zero_sum and value is None and equilibria and method != "replicator":
         value = equilibria[0].attacker_payoff
-    return Solution(method, equilibria, value, zero_sum, x_opt, y_opt, time.perf_counter() - start)
+    solution = Solution(method, equilibria, value, zero_sum, x_opt, y_opt, time.perf_counter() - start)
+    solution.note = note
+    return solution
+
+
+def gap_tolerance(a: np.ndarray, b: np.ndarray) -> float:
+    """The NashConv below which a pair counts as an equilibrium: 1e-6 of the payoffs' scale (at least 1)."""
+    return GAP_TOLERANCE * max(1.0, float(np.abs(a).max()), float(np.abs(b).max()))
+
+
+def _checked(equilibria: list[Equilibrium], method: str, tolerance: float) -> tuple[list[Equilibrium], str | None]:
+    """The pairs of nashpy's methods that are equilibria by their gap, and a note on those left out; the
+    replicator's end point is kept as it is, with a note when it is no equilibrium."""
+    if method == "replicator":
+        gap = equilibria[0].gap if equilibria else float("nan")
+        return equilibria, (None if gap <= tolerance else
+                            f"replicator: the dynamics' end point is no equilibrium (NashConv {gap:.3g})")
+    if method not in ("nashpy-support", "nashpy-vertex", "lemke-howson", "pure"):
+        return equilibria, None
+    kept = [e for e in equilibria if e.gap <= tolerance]
+    dropped = len(equilibria) - len(kept)
+    if dropped:
+        return kept, (f"{method}: left out {dropped} pair(s) whose NashConv exceeds {tolerance:.1e}, which no "
+                      "equilibrium has (a degenerate game's rounding)")
+    return kept, (None if kept else f"{method}: found no equilibrium of this degenerate game")
 
 
 def _label_with_spec(solution: Solution, spec: GameSpec) -> Solution:
@@ -285,7 +327,9 @@ def solve(game: Any, method: str = "auto", **options: Any) -> Solution:
             raise UserError(f"method: {method} needs a game spec, not a matrix")
         if method == "auto":
             a_arr = np.asarray(a, dtype=float)
-            method = "enumerate" if b is None or _is_zero_sum(a_arr, np.asarray(b, float)) else "lemke-howson"
+            if b is None or _is_zero_sum(a_arr, np.asarray(b, float)):
+                return solve_matrix(a, b, "enumerate")
+            return _general_sum_auto(lambda m: solve_matrix(a, b, m))
         return solve_matrix(a, b, method)
     if method == "auto" and spec.is_zero_sum:
         rows, cols = normal_form_size(spec)
@@ -298,7 +342,39 @@ def solve(game: Any, method: str = "auto", **options: Any) -> Solution:
             solution.note = ("auto: the optimal sets are too large to enumerate; this is the sequence-form LP's"
                              " value and one equilibrium")
             return solution
-    return _solve_spec(spec, "lemke-howson" if method == "auto" else method, options)
+    if method == "auto":
+        return _general_sum_auto(lambda m: _solve_spec(spec, m, options))
+    return _solve_spec(spec, method, options)
+
+
+def _general_sum_auto(solve_with) -> Solution:
+    """Lemke-Howson from every label; where none of its paths ends at an equilibrium (a degenerate game),
+    nashpy's support enumeration, then its vertex enumeration, each where the game is small enough, then
+    the pure equilibria (checked exactly)."""
+    reasons = []
+    for method in ("lemke-howson", "nashpy-support", "nashpy-vertex", "pure"):
+        try:
+            solution = solve_with(method)
+        except UserError as exc:
+            reasons.append(str(exc).removeprefix("method: "))
+            continue
+        if not solution.equilibria:
+            reasons.append(solution.note or f"{method}: found no equilibrium")
+            continue
+        if reasons:
+            solution.note = "; ".join(filter(None, [f"auto: {method}, since " + "; ".join(reasons), solution.note]))
+        return solution
+    raise UserError("method: auto found no equilibrium: " + "; ".join(reasons))
+
+
+def _pure_pairs(a: np.ndarray, b: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Every pure equilibrium: a cell that is a best response of each player to the other's (within the
+    gap tolerance); none when the game has none."""
+    tolerance = gap_tolerance(a, b)
+    rows, cols = np.nonzero((a >= a.max(axis=0, keepdims=True) - tolerance)
+                            & (b >= b.max(axis=1, keepdims=True) - tolerance))
+    m, n = a.shape
+    return [(np.eye(m)[i], np.eye(n)[j]) for i, j in zip(rows, cols)]
 
 
 def _solve_spec(spec: GameSpec, method: str, options: dict[str, Any]) -> Solution:
