@@ -137,6 +137,8 @@ class DynamicsConfig:
         for name in ("steps", "runs", "batch", "rank", "features", "log_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.seed < 2 ** 32:
+            raise UserError(f"seed: must be an integer in [0, 2^32), got {self.seed}")
         if self.candidates < 2:
             raise UserError(f"candidates: need at least 2 responses to form a pair, got {self.candidates}")
         for name in ("lr", "beta", "judge_temp", "init_scale"):

@@ -120,7 +120,9 @@ def write_outputs(traj, out_dir: Path) -> list[Path]:
     with open(out_dir / "metrics.jsonl", "w") as fh:
         for row in traj.records():
             fh.write(json.dumps(row) + "\n")
-    (out_dir / "config.json").write_text(json.dumps({"game": traj.spec.name, **asdict(traj.config)}, indent=2) + "\n")
+    payoff = {"kind": type(traj.spec.payoff).__name__, **asdict(traj.spec.payoff)}  # λ and the weights
+    (out_dir / "config.json").write_text(json.dumps({"game": traj.spec.name, "payoff": payoff, **asdict(traj.config)},
+                                                    indent=2) + "\n")
     return [out_dir / "metrics.jsonl", out_dir / "config.json", *plot_trajectory(traj, out_dir)]
 
 

@@ -63,8 +63,9 @@ def solve_extensive(spec: GameSpec, method: str, target: float = 1e-4, iteration
 
         _, _, attacker_policy, defender_policy = sequence_form_lp.solve_zero_sum_game(game)
     elif method in CFR_SOLVERS:
-        if target <= 0 or iterations < 1:
-            raise UserError("target: must be > 0, and iterations >= 1")
+        if not 0 < target < float("inf") or iterations < 1:
+            raise UserError(f"target: must be a finite number > 0 (got {target}), and iterations >= 1 (got "
+                            f"{iterations})")
         tree = pyspiel.convert_to_cached_tree(game)
         solver = CFR_SOLVERS[method](tree)
         done_iterations = 0

@@ -20,6 +20,7 @@ from math import comb
 import numpy as np
 from scipy.optimize import linprog
 
+from redgame.errors import UserError
 from redgame.theory.strategies import TooLargeToEnumerate
 
 MAX_BASES = 2_000_000
@@ -102,7 +103,7 @@ def _maximin(a: np.ndarray) -> tuple[float, np.ndarray]:
         method="highs",
     )
     if res.status != 0:
-        raise RuntimeError(f"linprog failed: {res.message}")
+        raise UserError(f"the zero-sum LP failed in scipy's HiGHS ({res.message}); the payoffs may be badly scaled")
     x = np.clip(res.x[:m], 0, None)
     return float(-res.fun), x / x.sum()
 

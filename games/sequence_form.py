@@ -44,7 +44,8 @@ def _solve(c: np.ndarray, a_ub, b_ub: np.ndarray, a_eq, n_eq: int, n_prob: int) 
     bounds = [(0, None)] * n_prob + [(None, None)] * (len(c) - n_prob)
     res = linprog(c, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=np.ones(n_eq), bounds=bounds, method="highs")
     if res.status != 0:
-        raise RuntimeError(f"sequence-form LP failed: {res.message}")
+        raise UserError(f"the sequence-form LP failed in scipy's HiGHS ({res.message}); the payoffs may be badly "
+                        "scaled")
     return float(res.fun), res.x[:n_prob]
 
 

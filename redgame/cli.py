@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         print("redgame: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug: say so, and how to see where; a full or read-only disk is the user's
-        return _report(exc, "error", 2, debug) if is_disk_error(exc) else _report(exc, "internal error", 1, debug)
+        users = is_disk_error(exc) or (isinstance(exc, OSError) and exc.errno in PATH_ERRNOS)
+        return _report(exc, "error", 2, debug) if users else _report(exc, "internal error", 1, debug)
     return int(result or 0)
 
 
@@ -105,6 +106,7 @@ def check_out(args) -> None:
 
 DISK_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
 DISK_MESSAGES = re.compile(r"No space left on device|Read-only file system|Disk quota exceeded")
+PATH_ERRNOS = (errno.ENAMETOOLONG, errno.ELOOP)  # a path the user gave that no file system takes
 
 
 def is_disk_error(exc: BaseException) -> bool:

@@ -140,9 +140,9 @@ def family(n: int, k: int, harmful: int, q: float, lam: float, deflect: bool, pa
     if k < 1:
         raise UserError(f"k: need at least 1 style, got {k}")
     _check_size("n" if n >= k else "k", n, k, n + k - 1)
-    harmful = n // 2 if harmful < 0 else harmful
-    if not 0 <= harmful <= n:
-        raise UserError(f"harmful: must lie in [0, n={n}], got {harmful}")
+    if harmful < -1 or harmful > n:
+        raise UserError(f"harmful: must lie in [0, n={n}], or be -1 (n // 2), got {harmful}")
+    harmful = n // 2 if harmful == -1 else harmful
     seeds = [Seed(f"{'harmful' if i < harmful else 'benign'}_{i}", i < harmful, 1.0 / n) for i in range(n)]
     disguises = [f"disguise_{j}" for j in range(1, k)]
     return disguise_game(f"family(n={n},k={k},q={q})", seeds, disguises, q, lam, deflect, payoff, **weights)

@@ -238,11 +238,17 @@ class GameSpec:
         return np.broadcast_to(u_a, shape).copy(), np.broadcast_to(u_d, shape).copy()
 
 
+MAX_WEIGHT = 1e6  # past this the solvers' LPs are too badly scaled for HiGHS (it fails at 1e20)
+
+
 def _check_nonnegative(obj, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
         if not np.isfinite(value) or value < 0:
             raise UserError(f"{name}: must be a finite number >= 0, got {value!r}")
+        if value > MAX_WEIGHT:
+            raise UserError(f"{name}: at most {MAX_WEIGHT:g}, got {value!r} (a weight this large leaves the other "
+                            "terms below the solvers' precision; rescale the weights instead)")
 
 
 def _check_unit(obj, *names: str) -> None:

@@ -40,7 +40,9 @@ def test_dynamics_json_and_outputs(capsys, tmp_path):
     assert last["step"] == 50 and last["run"] == 2 and "nash_conv" in last and "defender_class" in last
     assert (tmp_path / "asr.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "refusal_by_style.png").stat().st_size > 1000
-    assert json.loads((tmp_path / "config.json").read_text())["g"] == 0.5
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["g"] == 0.5 and config["payoff"] == {"kind": "ZeroSum", "lam": 0.5, "unfaithful_penalty": 1.0,
+                                                        "deflect_cost": 0.5}  # λ and the weights: the run rebuilds
 
 
 def test_dynamics_neural_model(capsys):
@@ -83,6 +85,9 @@ def test_crossplay_json(capsys):
     (["--regime", "shared", "--steps", "0"], "--steps"),
     (["--regime", "shared", "--seeds", "-1"], "--seeds"),
     (["--regime", "shared", "--game", "chess"], "game"),
+    (["--regime", "shared", "--param", "seed=-1"], "seed"),  # was numpy's ValueError, an internal error
+    (["--regime", "shared", "--param", "lam=1e20"], "lam"),  # HiGHS failed in the solvers
+    (["--regime", "shared", "--out", "/tmp/" + "y" * 300], "[Errno 36] File name too long"),
 ])
 def test_bad_input_is_one_line_naming_the_culprit(capsys, argv, culprit):
     code, _, err = run(capsys, "toy", "dynamics", *argv)

@@ -157,3 +157,16 @@ def test_solve_json_is_strict_json_with_null_for_a_missing_gap(capsys):
                  "--json"]) == 0
     out = capsys.readouterr().out
     assert "NaN" not in out and json.loads(out)["max_gap"] is None  # nashpy finds no equilibrium here (docs)
+
+
+def test_cfr_target_must_be_a_finite_positive_number():
+    """NaN passed `target <= 0` and ran to the cap with no note that it had not converged."""
+    for target in (float("nan"), 0.0, float("inf")):
+        with pytest.raises(UserError, match="target: must be a finite number > 0"):
+            solve(make_spec("hidden_intent"), method="cfr", target=target)
+
+
+def test_family_harmful_is_a_count_or_minus_one():
+    assert sum(make_spec("family", n=4, harmful=-1).harmful_mask) == 2
+    with pytest.raises(UserError, match="harmful: must lie in"):
+        make_spec("family", n=4, harmful=-5)  # it meant n // 2, silently
