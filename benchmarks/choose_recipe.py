@@ -110,12 +110,17 @@ class Rereader:
         return answer_reader(self.judge_name, self.labels)
 
 
+def run_file(path: Path) -> Path:
+    """The file a run argument stands for: a demo folder's demo.json, or the eval file itself."""
+    return path / "demo.json" if path.is_dir() else path
+
+
 def read_run(path: Path, reader: Rereader | None = None) -> Run:
     """One validation evaluation: a demo folder, or an eval file (whose adapter leads to its run folder).
 
     With ``reader``, a demo folder's saved answers are judged again by it, and an eval file must have
     been judged by a judge of its name."""
-    file = path / "demo.json" if path.is_dir() else path
+    file = run_file(path)
     if not file.is_file():
         raise UserError(f"{path}: neither a redgame demo folder (demo.json) nor a redgame llm eval --out file")
     doc = read_json_file(file, str(file))
@@ -297,7 +302,7 @@ def parse(argv=None):
         if len(candidate) < 3:
             parser.error(f"--candidate {candidate[0]}: give at least two runs (seeds) for an interval")
     for candidate in args.candidate:
-        paths = [Path(p).resolve() for p in candidate[1:]]
+        paths = [run_file(Path(p)).resolve() for p in candidate[1:]]  # a folder and its demo.json are one run
         if len(set(paths)) < len(paths):
             parser.error(f"--candidate {candidate[0]}: a run is listed twice; each seed's run once")
     names = [c[0] for c in args.candidate]

@@ -183,8 +183,14 @@ def _nashpy_pairs(a: np.ndarray, b: np.ndarray, method: str) -> list[tuple[np.nd
         reason = str(failed[0].message).strip().split(" (")[0].split(".")[0]
         raise UserError(f"method: replicator: scipy's odeint failed on this game ({reason}); try lemke-howson or "
                         "nashpy-support")
-    return _dedupe([(np.asarray(x, float) / np.sum(x), np.asarray(y, float) / np.sum(y)) for x, y in pairs
-                    if np.all(np.isfinite(x)) and np.all(np.isfinite(y)) and np.sum(x) > 0 and np.sum(y) > 0])
+    pairs = [(np.clip(np.asarray(x, float), 0, None), np.clip(np.asarray(y, float), 0, None)) for x, y in pairs]
+    # (the integrator's end point may leave the simplex by rounding: -1e-12)
+    kept = [(x / x.sum(), y / y.sum()) for x, y in pairs
+            if np.all(np.isfinite(x)) and np.all(np.isfinite(y)) and x.sum() > 0 and y.sum() > 0]
+    if method == "replicator" and not kept:
+        raise UserError("method: replicator: the dynamics' end point left the simplex (an integration error); try "
+                        "lemke-howson or nashpy-support")
+    return _dedupe(kept)
 
 
 def _openspiel_lp_pair(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -273,7 +279,10 @@ def _checked(equilibria: list[Equilibrium], method: str, tolerance: float) -> tu
     if dropped:
         return kept, (f"{method}: left out {dropped} pair(s) whose NashConv exceeds {tolerance:.1e}, which no "
                       "equilibrium has (a degenerate game's rounding)")
-    return kept, (None if kept else f"{method}: found no equilibrium of this degenerate game")
+    if kept:
+        return kept, None
+    return kept, ("pure: this game has no pure equilibrium" if method == "pure"
+                  else f"{method}: found no equilibrium of this degenerate game")
 
 
 def _label_with_spec(solution: Solution, spec: GameSpec) -> Solution:
@@ -307,8 +316,9 @@ def solve(game: Any, method: str = "auto", **options: Any) -> Solution:
       method: one of METHODS, or "auto": for zero-sum specs "enumerate" (every equilibrium),
         or "sequence-form-linprog" when the normal form has more than AUTO_ENUMERATE_MAX
         entries or the optimal sets are too large to enumerate; for
-        zero-sum matrices "enumerate"; "lemke-howson" for general-sum ones (nashpy's vertex
-        and support enumeration can miss equilibria of degenerate games).
+        zero-sum matrices "enumerate"; for general-sum specs and matrices "lemke-howson", and
+        where none of its paths ends at an equilibrium "nashpy-support", "nashpy-vertex" (small
+        games) and then "pure", with a note saying why.
       **options: for cfr / cfr+ / dcfr: ``target`` exploitability (default 1e-4) and
         ``iterations`` cap (default 20000).
 

@@ -19,8 +19,13 @@ def install_the_real_package(our_init: str) -> None:
     """Put the installed ``kernels`` package, found on ``sys.path`` without this checkout's root, in
     ``sys.modules["kernels"]``; an ImportError when none is installed."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(our_init)))
-    elsewhere = [p for p in sys.path if os.path.abspath(p or os.curdir) != root]
-    spec = importlib.machinery.PathFinder.find_spec("kernels", elsewhere)
+    elsewhere = list(sys.path)
+    while True:  # past every redgame checkout on the path (one may be there under two spellings, or several)
+        spec = importlib.machinery.PathFinder.find_spec("kernels", elsewhere)
+        if spec is None or not _is_a_redgame_checkout(spec):
+            break
+        found = os.path.realpath(os.path.dirname(os.path.dirname(spec.origin)))
+        elsewhere = [p for p in elsewhere if os.path.realpath(p or os.curdir) != found]
     sys.modules.pop(__name__, None)  # kernels._shadowing: no submodule of the package that takes the name
     if spec is None:
         raise ImportError(f"No module named 'kernels' outside {root}; the folder kernels/ there is "
@@ -32,3 +37,8 @@ def install_the_real_package(our_init: str) -> None:
     except BaseException:
         sys.modules.pop("kernels", None)
         raise
+
+
+def _is_a_redgame_checkout(spec) -> bool:
+    """Whether a found ``kernels`` package is a redgame checkout's folder (it holds this very module)."""
+    return spec.origin is not None and os.path.isfile(os.path.join(os.path.dirname(spec.origin), "_shadowing.py"))

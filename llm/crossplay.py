@@ -59,12 +59,12 @@ def find_runs(paths) -> list[Run]:
 
 def generate_attacks(model, tokenizer, seeds: list, *, max_new_tokens: int) -> tuple[list[str], list[bool]]:
     """The active weights' greedy attack on each seed; the seed itself when none parses."""
-    from redgame.llm.prompts import ATTACK_PREFIX, attacker_messages, chat_text, check_context, parse_attack
+    from redgame.llm.prompts import (ATTACK_PREFIX, attacker_chats, attacker_messages, chat_text, check_context,
+                                     parse_attack)
     from redgame.llm.rollout import SamplingSettings, generate
 
+    check_context(tokenizer, model, attacker_chats(tokenizer, seeds), max_new_tokens)
     prompts = [chat_text(tokenizer, attacker_messages(s)) for s in seeds]
-    check_context(tokenizer, model, [(f"seed {s.id!r} in the attacker's chat", p) for s, p in zip(seeds, prompts)],
-                  max_new_tokens)
     outs = generate(model, tokenizer, prompts, SamplingSettings(max_new_tokens=max_new_tokens, greedy=True),
                     [ATTACK_PREFIX] * len(prompts))
     parsed = [parse_attack(o.text) for o in outs]

@@ -128,13 +128,21 @@ def check_context(tokenizer, model, chats: list[tuple[str, str]], new_tokens: in
                             f"model's context of {limit}; shorten it, or the token limits")
 
 
-def check_seeds_fit(tokenizer, model, seeds: list, attack_tokens: int, response_tokens: int) -> None:
+def attacker_chats(tokenizer, seeds: list) -> list[tuple[str, str]]:
+    """(name, text) of the attacker's chat on each seed, with the attack tag the rollout prefills after it."""
+    return [(f"seed {s.id!r} in the attacker's chat", chat_text(tokenizer, attacker_messages(s)) + ATTACK_PREFIX)
+            for s in seeds]
+
+
+def check_seeds_fit(tokenizer, model, seeds: list, attack_tokens: int, response_tokens: int,
+                    explore_prefixes: tuple = ()) -> None:
     """The game's chats on ``seeds`` fit the model: the attacker's (its sampled attack after it) and the
-    defender's on the seed as written and on an attack of ``attack_tokens`` (its answer after it)."""
-    attacker = [(f"seed {s.id!r} in the attacker's chat", chat_text(tokenizer, attacker_messages(s))) for s in seeds]
-    check_context(tokenizer, model, attacker, attack_tokens)
-    defender = [(f"seed {s.id!r} in the defender's chat", chat_text(tokenizer, defender_messages(s.prompt)))
+    defender's on the seed as written and on an attack of ``attack_tokens`` (its answer after it, behind the
+    longest exploration prefix)."""
+    check_context(tokenizer, model, attacker_chats(tokenizer, seeds), attack_tokens)
+    prefix = max(explore_prefixes, key=len, default="")
+    defender = [(f"seed {s.id!r} in the defender's chat", chat_text(tokenizer, defender_messages(s.prompt)) + prefix)
                 for s in seeds]
     defender.append((f"an attack of attack_tokens={attack_tokens} in the defender's chat",
-                     chat_text(tokenizer, defender_messages("x")) + " x" * attack_tokens))
+                     chat_text(tokenizer, defender_messages("x")) + " x" * attack_tokens + prefix))
     check_context(tokenizer, model, defender, response_tokens)

@@ -541,7 +541,7 @@ def set_up(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
     keep_freed_memory(device)  # on a CPU: activations freed and reused without page faults (llm/cpu_allocator.py)
     model, tokenizer = base if base is not None else load_base(cfg.model, dtype=dtype)
     model.to(device=device, dtype=dtype)
-    check_seeds_fit(tokenizer, model, harmful + benign, cfg.attack_tokens, cfg.response_tokens)
+    check_seeds_fit(tokenizer, model, harmful + benign, cfg.attack_tokens, cfg.response_tokens, cfg.explore_prefixes)
     if judge is None and dist.judges_here(cfg.judge_rank):
         judge = make_judge(cfg.judge, format=cfg.judge_format)
     place_judge(judge, device, dtype)

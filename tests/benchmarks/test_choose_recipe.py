@@ -164,6 +164,9 @@ def test_a_run_listed_twice_is_not_two_seeds(tmp_path, capsys):
     with pytest.raises(SystemExit):
         choose_recipe.main(["--candidate", "x", a, a + "/"])
     assert "a run is listed twice" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        choose_recipe.main(["--candidate", "x", a, a + "/demo.json"])  # the folder and the file it is read from
+    assert "a run is listed twice" in capsys.readouterr().err
 
 
 def test_runs_whose_base_rates_differ_are_refused(tmp_path):
@@ -192,11 +195,13 @@ def test_the_over_refusal_watch_is_printed_beside_the_rule_where_the_run_folders
     (tmp_path / "a1.json").write_text(json.dumps(evaluated))
     lost = eval_file(tmp_path / "a2.json", 0.1, 1.0, 0.5)  # no adapter path: no run folder
     metrics(tmp_path / "cwd", 0.9)  # a metrics.jsonl in the working folder is not the run's
+    given_as_file = demo_folder(tmp_path / "a3", 0.1, 1.0)
+    metrics(Path(given_as_file) / "run", 0.2)
     monkeypatch.chdir(tmp_path / "cwd")
-    argv = ["--candidate", "x", folder, str(tmp_path / "a1.json"), lost, str(Path(folder) / "demo.json")]
-    assert run(capsys, argv)["candidates"][0]["watch"] == pytest.approx([0.3, 0.1, None, 0.3])
+    argv = ["--candidate", "x", folder, str(tmp_path / "a1.json"), lost, str(Path(given_as_file) / "demo.json")]
+    assert run(capsys, argv)["candidates"][0]["watch"] == pytest.approx([0.3, 0.1, None, 0.2])
     assert choose_recipe.main(argv) == 0
-    assert "0.300* / 0.100 / ? / 0.300*" in capsys.readouterr().out
+    assert "0.300* / 0.100 / ? / 0.200*" in capsys.readouterr().out
 
 
 def test_a_candidate_whose_gain_interval_reaches_zero_fails_the_gain_floor(tmp_path, capsys):

@@ -59,7 +59,7 @@ def test_pure_lists_every_cell_that_is_both_best_responses():
     got = {(int(e.attacker.argmax()), int(e.defender.argmax())) for e in solve((a, b), method="pure").equilibria}
     assert got == want and want
     none = solve((np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([[0.0, 1.0], [1.0, 0.0]])), method="pure")
-    assert not none.equilibria and "found no equilibrium" in none.note  # matching pennies
+    assert not none.equilibria and none.note == "pure: this game has no pure equilibrium"  # matching pennies
 
 
 def test_nashpy_failures_are_one_line_errors(capsys):
@@ -70,3 +70,12 @@ def test_nashpy_failures_are_one_line_errors(capsys):
     assert main(["toy", "solve", "--game", "hidden_intent", "--param", "lam=0.7", "--param", "q=0.4",
                  "--method", "replicator"]) == 2
     assert "replicator: scipy's odeint failed on this game (Excess work done on this call)" in capsys.readouterr().err
+
+
+def test_a_replicator_whose_mixture_vanishes_is_one_line_not_an_empty_answer():
+    """odeint ends at y = [-1.1e-12, -4e-15] here: the defender's mixture has vanished. That was dropped,
+    leaving a solution with no end point (and before that, normalised into [0.996, 0.004] with gap 1.52)."""
+    from redgame.errors import UserError
+
+    with pytest.raises(UserError, match="replicator: the dynamics' end point left the simplex"):
+        solve(np.array([[2.0, 0.0], [0.0, 1.0]]), method="replicator")

@@ -11,8 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _python_in_root(code: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+def _python_in_root(code: str, pythonpath: str = "") -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": pythonpath}
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
 
@@ -44,3 +44,12 @@ def test_without_the_installed_package_the_name_is_an_import_error_that_says_whe
     assert done.returncode == 1
     assert "ModuleNotFoundError" in done.stderr or "ImportError" in done.stderr
     assert "the folder kernels/ there is redgame.kernels" in done.stderr
+
+
+@pytest.mark.skipif(not _installed(), reason="PyPI's kernels is not installed")
+def test_a_checkout_on_the_path_under_a_second_spelling_is_passed_too(tmp_path):
+    """The root through a symbolic link as well: the hand-off found the checkout again, and recursed."""
+    (tmp_path / "link").symlink_to(ROOT, target_is_directory=True)
+    done = _python_in_root("import kernels\nprint(kernels.__file__)\n", pythonpath=str(tmp_path / "link"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert Path(done.stdout.strip()).parent.resolve() != ROOT / "kernels"

@@ -159,3 +159,21 @@ def test_a_seed_longer_than_the_context_is_one_line_before_the_attacker_samples(
     long = Seed("long", "Explain, step by step, how bread rises. " * 500, False, "cooking")
     with pytest.raises(UserError, match="seed 'long' in the attacker's chat: its chat is .* context of 1024"):
         crossplay.generate_attacks(base, tokenizer, [SEEDS[0], long], max_new_tokens=4)
+
+
+def test_the_context_check_counts_the_attack_tag_the_rollout_prefills():
+    """A seed whose chat fits with the attack's tokens but not with the tag before them was accepted."""
+    from redgame.errors import UserError
+    from redgame.llm.prompts import ATTACK_PREFIX, attacker_messages, chat_text
+
+    base, tokenizer = load_base("tiny")
+    count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    for n in range(300, 1000):
+        seed = Seed("edge", "x " * n, False, "cooking")
+        chat = chat_text(tokenizer, attacker_messages(seed))
+        if count(chat) + 4 <= 1024 < count(chat + ATTACK_PREFIX) + 4:
+            break
+    else:
+        pytest.skip("no seed length falls between the two counts with this tokenizer")
+    with pytest.raises(UserError, match="seed 'edge' in the attacker's chat"):
+        crossplay.generate_attacks(base, tokenizer, [seed], max_new_tokens=4)
