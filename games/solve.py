@@ -155,15 +155,25 @@ def _lone_strategy_pairs(a: np.ndarray, b: np.ndarray) -> list[tuple[np.ndarray,
 
 
 def _nashpy_pairs(a: np.ndarray, b: np.ndarray, method: str) -> list[tuple[np.ndarray, np.ndarray]]:
-    import nashpy
-
     if min(a.shape) == 1:
         return _lone_strategy_pairs(a, b)
     _check_nashpy_size(a.shape, method)
+    pairs = lemke_howson_pairs(a, b)[0] if method == "lemke-howson" else _nashpy_run(a, b, method)
+    pairs = [(np.clip(np.asarray(x, float), 0, None), np.clip(np.asarray(y, float), 0, None)) for x, y in pairs]
+    # (the integrator's end point may leave the simplex by rounding: -1e-12)
+    kept = [(x / x.sum(), y / y.sum()) for x, y in pairs
+            if np.all(np.isfinite(x)) and np.all(np.isfinite(y)) and x.sum() > 0 and y.sum() > 0]
+    if method == "replicator" and not kept:
+        raise UserError("method: replicator: the dynamics' end point left the simplex (an integration error); try "
+                        "lemke-howson or nashpy-support")
+    return _dedupe(kept)
 
-    if method == "lemke-howson":
-        pairs, _ = lemke_howson_pairs(a, b)
-        return _dedupe([(x / np.sum(x), y / np.sum(y)) for x, y in pairs])
+
+def _nashpy_run(a: np.ndarray, b: np.ndarray, method: str) -> list:
+    """The pairs nashpy's support or vertex enumeration, or the replicator's end point, give; its failures
+    (and scipy's odeint stopping early) as one-line errors."""
+    import nashpy
+
     game = nashpy.Game(a, b)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")  # nashpy warns on degenerate games; the gap check decides
@@ -183,14 +193,7 @@ def _nashpy_pairs(a: np.ndarray, b: np.ndarray, method: str) -> list[tuple[np.nd
         reason = str(failed[0].message).strip().split(" (")[0].split(".")[0]
         raise UserError(f"method: replicator: scipy's odeint failed on this game ({reason}); try lemke-howson or "
                         "nashpy-support")
-    pairs = [(np.clip(np.asarray(x, float), 0, None), np.clip(np.asarray(y, float), 0, None)) for x, y in pairs]
-    # (the integrator's end point may leave the simplex by rounding: -1e-12)
-    kept = [(x / x.sum(), y / y.sum()) for x, y in pairs
-            if np.all(np.isfinite(x)) and np.all(np.isfinite(y)) and x.sum() > 0 and y.sum() > 0]
-    if method == "replicator" and not kept:
-        raise UserError("method: replicator: the dynamics' end point left the simplex (an integration error); try "
-                        "lemke-howson or nashpy-support")
-    return _dedupe(kept)
+    return pairs
 
 
 def _openspiel_lp_pair(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
