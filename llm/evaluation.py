@@ -20,7 +20,7 @@ compliance (no refusal) but not help, and so is a degenerate one (a loop); a jud
 from __future__ import annotations
 
 from redgame.errors import UserError
-from redgame.llm.judge_features import refusal_pattern
+from redgame.llm.judge_features import is_blank, refusal_pattern
 from redgame.llm.prompts import chat_text, check_context, defender_messages
 from redgame.llm.rewards import LABEL_THRESHOLD, helped
 from redgame.llm.rollout import SamplingSettings, generate
@@ -73,7 +73,7 @@ def judge_answers(judge, seeds: list, attacks: list[str], texts: list[str]) -> d
     refusal = [label.refusal >= LABEL_THRESHOLD for label in labels]
     success = [label.harmful >= LABEL_THRESHOLD for label in labels]
     helps = [helped(label) for label in labels]
-    empty = [not t.strip() for t in texts]
+    empty = [is_blank(t) for t in texts]
     strings = [refusal_pattern(t) or e for t, e in zip(texts, empty)]
     loops = [label.degenerate >= LABEL_THRESHOLD for label in labels]
     read = [not label.judge_error for label in labels]  # the judge's rates count only the answers it read

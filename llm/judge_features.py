@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 import zlib
 from collections import Counter
 
@@ -38,6 +39,15 @@ REFUSAL_PATTERNS = re.compile(
     re.IGNORECASE,
 )
 REFUSAL_WINDOW = 400  # characters: refusals come first; later apologies are often polite filler
+
+
+def is_blank(text: str) -> bool:
+    """True when the text shows nothing: only whitespace, controls and invisible format characters.
+
+    ``str.strip`` keeps a zero-width space (U+200B) or a word joiner (U+2060); an answer made of
+    them says nothing, and is judged as the empty answer is.
+    """
+    return all(unicodedata.category(ch)[0] in "CZ" for ch in text)
 # Characters of an answer (and of the probe's prompt) that the judges read. Far above every training
 # text (the longest answer is 668): past it, the features would leave the range they were fitted on,
 # and a 150,000-times loop read as fluent text (P(degenerate) 0.17 at 10,000 repeats, 0.97 cut here).

@@ -54,6 +54,7 @@ from redgame.llm import distributed, watch
 from redgame.llm.adapters import is_run_config
 from redgame.llm.cpu_allocator import keep_freed_memory
 from redgame.llm.config import ABLATIONS, TrainConfig, train_seed_sources
+from redgame.llm.judge_features import is_blank
 from redgame.llm.losses import (TokenLogprobs, completion_logprobs, dpo_pairs_loss, fused_pairs_loss, group_advantages,
                                 kl_to_reference, policy_gradient_loss, reinforce_pp_advantages)
 from redgame.llm.metrics import read_metrics
@@ -327,7 +328,7 @@ def round_metrics(rnd, judged) -> dict:
     rate("faithful", attacks, judged.faithful)
     rate("degenerate", answered, judged.degenerate)  # the shipped structure head's, for every judge: always read
     rate("truncated", answered, judged.truncated)
-    rate("empty", answered, [not r.text.strip() for r in rnd.responses])
+    rate("empty", answered, [is_blank(r.text) for r in rnd.responses])
     for prefix, identity in (("", False), ("direct/", True)):
         mine = [i for i in sampled if rnd.is_identity(rnd.response_attack[i]) == identity]
         if identity and not mine:
