@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from redgame.errors import UserError
-from redgame.llm.checkpoint import write_text_atomically
+from redgame.jsonio import strict_json
 from redgame.llm.judge_features import NAMES
 
 WEIGHTS, CARD = "judge_classifier.safetensors", "judge_classifier.json"
@@ -81,19 +81,26 @@ class JudgeClassifier:
 
 
 def save_tensors_with_card(folder: str | Path, weights: str, card_name: str, tensors: dict, card: dict) -> Path:
-    """Write ``folder/weights`` (safetensors) and ``folder/card_name`` (JSON), each through a temporary
-    file and a rename. The card records the weights' SHA-256, so a card that does not belong to its
-    weights is refused on load."""
+    """Write ``folder/weights`` (safetensors) and ``folder/card_name`` (strict JSON): both are written
+    in full to temporary files before either replaces an old one (a full disk loses nothing), then
+    renamed. The card records the weights' SHA-256, so a card that does not belong to its weights is
+    refused on load."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".tmp.{weights}"
-    save_file({k: v.contiguous().float() for k, v in tensors.items()}, str(tmp))
-    tmp.chmod(0o644)  # package data: readable by everyone, like the other data files
-    card["weights_sha256"] = _sha256(tmp)
+    tmp, tmp_card = folder / f".tmp.{weights}", folder / f".tmp.{card_name}"
+    try:
+        save_file({k: v.contiguous().float() for k, v in tensors.items()}, str(tmp))
+        tmp.chmod(0o644)  # package data: readable by everyone, like the other data files
+        card["weights_sha256"] = _sha256(tmp)
+        tmp_card.write_text(strict_json(card) + "\n")  # a rate with nothing to measure it on is null, not NaN
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        tmp_card.unlink(missing_ok=True)
+        raise
     os.replace(tmp, folder / weights)
-    write_text_atomically(folder / card_name, json.dumps(card, indent=1) + "\n")
+    os.replace(tmp_card, folder / card_name)
     return folder
 
 

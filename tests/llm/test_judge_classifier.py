@@ -87,6 +87,27 @@ def test_weights_round_trip_and_a_card_that_does_not_belong_is_refused(tmp_path)
         load_classifier(tmp_path)
 
 
+def test_a_card_is_strict_json_and_a_failed_save_keeps_the_old_pair(tmp_path, monkeypatch):
+    clf = load_classifier()
+    clf.card = {**clf.card, "validation_metrics": {"harmful": {"precision": float("nan")}}}
+    clf.save(tmp_path)  # a precision with no positives to measure it on: null, which every JSON parser reads
+    assert json.loads((tmp_path / CARD).read_text(), parse_constant=pytest.fail)["validation_metrics"] == {
+        "harmful": {"precision": None}}
+    before = {name: (tmp_path / name).read_bytes() for name in (CARD, WEIGHTS)}
+
+    def full_disk(self, text, *a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(type(tmp_path), "write_text", full_disk)
+    clf.mean = clf.mean + 1.0
+    with pytest.raises(OSError, match="No space"):
+        clf.save(tmp_path)
+    monkeypatch.undo()
+    assert {name: (tmp_path / name).read_bytes() for name in (CARD, WEIGHTS)} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([CARD, WEIGHTS])  # no temporary left behind
+    load_classifier(tmp_path)
+
+
 @pytest.mark.parametrize("change, needle", [
     (lambda c: setattr(c, "prompt", c.prompt[:-1]), "has shape"),  # the heads then disagree on the dim
     (lambda c: setattr(c, "response", c.response[:10]), "'response' has shape"),
