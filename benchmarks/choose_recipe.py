@@ -60,7 +60,7 @@ from pathlib import Path
 
 from rejudge_demo import answer_reader, rejudge, t_interval
 
-from redgame.errors import UserError
+from redgame.errors import UserError, check_output_path
 from redgame.jsonio import read_json_file
 from redgame.llm import watch
 from redgame.llm.metrics import read_metrics
@@ -314,6 +314,8 @@ def parse(argv=None):
 def main(argv=None) -> int:
     args = parse(argv)
     try:
+        if args.plot:  # before the re-judging, which can take minutes
+            check_output_path("--plot", args.plot, "file", example="rule.png")
         reader = Rereader(args.judge, args.labels) if args.judge or args.labels else None
         runs = {c[0]: [read_run(Path(p), reader) for p in c[1:]] for c in args.candidate}
         judges = {run.judge for rs in runs.values() for run in rs}

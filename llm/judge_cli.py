@@ -10,7 +10,7 @@ import math
 import sys
 from pathlib import Path
 
-from redgame.errors import UserError
+from redgame.errors import UserError, check_output_path
 
 BUILTIN_INPUT = "builtin"
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
@@ -89,8 +89,10 @@ def run_judge(args) -> int:
                                         load_second_labels, metrics_table, second_labeller_metrics)
     from redgame.llm.rewards import RewardRules, make_payoff
 
-    if args.plot is not None and args.plot.suffix.lower() not in PLOT_SUFFIXES:
-        raise UserError(f"--plot {args.plot}: name a {', '.join(PLOT_SUFFIXES)} file")
+    if args.plot is not None:  # checked before the judging, which can take minutes
+        if args.plot.suffix.lower() not in PLOT_SUFFIXES:
+            raise UserError(f"--plot {args.plot}: name a {', '.join(PLOT_SUFFIXES)} file")
+        check_output_path("--plot", args.plot, "file", example="roc.png")
     exchanges = _exchanges(args.input, args.split)  # read and checked before any model loads
     second = load_second_labels(args.second_labels) if args.second_labels else None
     rules = RewardRules(make_payoff(args.payoff, args.lam), length_limit_penalty=True)

@@ -20,7 +20,7 @@ import traceback
 import warnings
 
 from redgame import __version__
-from redgame.errors import UserError, missing_extra_message
+from redgame.errors import UserError, check_output_path, missing_extra_message
 
 # Modules that contribute subcommands, in the order they appear in --help.
 COMMAND_MODULES = ("redgame.games.cli", "redgame.llm.cli")
@@ -91,17 +91,8 @@ def check_out(args) -> None:
     """A command's ``--out`` that cannot take its output: one line before any work (a folder by default;
     a file where the command sets ``out_kind="file"``)."""
     out = getattr(args, "out", None)
-    if out is None:
-        return
-    if not str(out).strip():
-        raise UserError("--out is empty; give a folder or file name")
-    from pathlib import Path
-
-    path, kind = Path(out), getattr(args, "out_kind", "folder")
-    if kind == "folder" and path.exists() and not path.is_dir():
-        raise UserError(f"--out {out} exists and is not a folder")
-    if kind == "file" and path.is_dir():
-        raise UserError(f"--out {out} is a folder; give a file name, such as {path / 'eval.json'}")
+    if out is not None:
+        check_output_path("--out", out, getattr(args, "out_kind", "folder"))
 
 
 DISK_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)

@@ -3,6 +3,8 @@
 - ``UserError``: a user mistake (a config key, a file, a parameter). The CLI prints its
   message in one line and exits 2. It is a ``ValueError``, so API callers that catch
   ``ValueError`` keep working.
+- ``check_output_path``: an output path (``--out``, ``--plot``) that cannot be written, as one
+  line before any work.
 - A ``ModuleNotFoundError`` for a module of an optional install (an *extra*) becomes one
   line naming the ``pip install`` to run (``missing_extra_message``).
 - Anything else is a bug: the CLI says "internal error", exits 1, and ``--debug`` shows
@@ -11,9 +13,30 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 
 class UserError(ValueError):
     """Bad input from the user: a config, a file, a parameter. The message names the culprit."""
+
+
+def check_output_path(flag: str, out, kind: str, example: str = "eval.json") -> None:
+    """One line, before any work, when ``out`` cannot be written as a ``kind`` ("folder" or "file"):
+    it is empty, it is the other kind, or its nearest existing parent is a file or is not writable."""
+    if not str(out).strip():
+        raise UserError(f"{flag} is empty; give a {kind} name")
+    path = Path(out)
+    if kind == "folder" and path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {out} exists and is not a folder")
+    if kind == "file" and path.is_dir():
+        raise UserError(f"{flag} {out} is a folder; give a file name, such as {path / example}")
+    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise UserError(f"{flag} {out}: {parent} is a file, not a folder")
+    where = path if path.exists() else parent
+    if where is not None and not os.access(where if where.is_dir() else where.parent, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {out}: cannot write in {where if where.is_dir() else where.parent}")
 
 
 # Top-level module -> the extra of pyproject.toml that installs it.

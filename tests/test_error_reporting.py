@@ -103,7 +103,23 @@ def test_an_out_that_cannot_take_the_output_is_one_line_before_any_work(monkeypa
     for argv, needle in (
             (["toy", "dynamics", "--regime", "shared", "--out", str(a_file)], "exists and is not a folder"),
             (["toy", "dynamics", "--regime", "shared", "--out", ""], "--out is empty"),
-            (["llm", "eval", "--model", "tiny", "--out", str(tmp_path)], "is a folder; give a file name")):
+            (["llm", "eval", "--model", "tiny", "--out", str(tmp_path)], "is a folder; give a file name"),
+            (["toy", "dynamics", "--regime", "shared", "--out", str(a_file / "sub")], "afile is a file, not a folder"),
+            (["llm", "eval", "--model", "tiny", "--out", str(a_file / "x" / "e.json")], "afile is a file, not a folder")):
         assert cli.main(argv) == 2
         err = _stderr(capsys)
         assert len(err) == 1 and err[0].startswith("redgame: error: --out") and needle in err[0], err
+
+
+def test_a_plot_that_cannot_be_written_is_one_line_before_the_judging(monkeypatch, capsys, tmp_path):
+    from redgame.llm import judges
+
+    monkeypatch.setattr(judges, "make_judge", _raise(AssertionError("judged")))
+    (tmp_path / "in.jsonl").write_text('{"prompt": "hi", "response": "hello"}\n')
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "d.png").mkdir()
+    for plot, needle in ((tmp_path / "afile" / "roc.png", "afile is a file, not a folder"),
+                         (tmp_path / "d.png", "is a folder; give a file name, such as")):
+        assert cli.main(["llm", "judge", "--input", str(tmp_path / "in.jsonl"), "--plot", str(plot)]) == 2
+        err = _stderr(capsys)
+        assert len(err) == 1 and err[0].startswith("redgame: error: --plot") and needle in err[0], err
