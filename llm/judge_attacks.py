@@ -21,12 +21,14 @@ optionally ``id`` and ``attack_style``. A bad line is a one-line error naming it
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from redgame.errors import UserError
+from redgame.jsonio import json_type
 
 SPLITS = ("train", "validation")
 
@@ -54,7 +56,7 @@ def _rewrite(row, at: str) -> Rewrite:
     from redgame.llm.judge_data import CLASSES
 
     if not isinstance(row, dict):
-        raise UserError(f"{at}: expected a JSON object, got {type(row).__name__}")
+        raise UserError(f"{at}: expected a JSON object, got {json_type(row)}")
     for key in ("seed", "attack"):
         if not isinstance(row.get(key), str) or not row[key].strip():
             raise UserError(f"{at}: field {key!r} must be a non-empty string")
@@ -62,7 +64,7 @@ def _rewrite(row, at: str) -> Rewrite:
         raise UserError(f"{at}: original_class must be 'harmful' or 'benign', got {row.get('original_class')!r}")
     for key in ("attack_harmful", "attack_faithful"):
         if not isinstance(row.get(key), bool):
-            raise UserError(f"{at}: field {key!r} must be true or false, got {row.get(key)!r}")
+            raise UserError(f"{at}: field {key!r} must be true or false, got {json.dumps(row.get(key))}")
     if row.get("split") not in SPLITS:
         raise UserError(f"{at}: split must be 'train' or 'validation', got {row.get('split')!r}")
     seed_harmful = CLASSES[row["original_class"]]

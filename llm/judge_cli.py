@@ -85,8 +85,8 @@ def _exchanges(source: str, split: str | None) -> list:
 
 def run_judge(args) -> int:
     from redgame.jsonio import strict_json
-    from redgame.llm.judge_data import (GRADED, exchange_metrics, graded_auc, help_metrics, judge_exchanges,
-                                        load_second_labels, metrics_table, second_labeller_metrics)
+    from redgame.llm.judge_data import (GRADED, check_unique_ids, exchange_metrics, graded_auc, help_metrics,
+                                        judge_exchanges, load_second_labels, metrics_table, second_labeller_metrics)
     from redgame.llm.rewards import RewardRules, make_payoff
 
     if args.plot is not None:  # checked before the judging, which can take minutes
@@ -95,6 +95,8 @@ def run_judge(args) -> int:
         check_output_path("--plot", args.plot, "file", example="roc.png")
     exchanges = _exchanges(args.input, args.split)  # read and checked before any model loads
     second = load_second_labels(args.second_labels) if args.second_labels else None
+    if second is not None:
+        check_unique_ids(exchanges, f"--input {args.input}")
     rules = RewardRules(make_payoff(args.payoff, args.lam), length_limit_penalty=True)
 
     from redgame.llm.judges import make_judge

@@ -32,13 +32,14 @@ answers to harmful requests, and ``refusal`` all answers, whatever the threshold
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from redgame.errors import UserError
-from redgame.jsonio import parse_json
+from redgame.jsonio import json_type, parse_json
 from redgame.llm.userfiles import read_user_text
 
 CLASSES = {"harmful": True, "benign": False}
@@ -94,7 +95,7 @@ def _text(row: dict, key: str, where: str, required: bool = True) -> str | None:
     value = row.get(key)
     if not isinstance(value, str):
         raise UserError(f"{where}: missing field {key!r} (a string)" if key not in row
-                        else f"{where}: field {key!r} must be a string, got {type(value).__name__}")
+                        else f"{where}: field {key!r} must be a string, got {json_type(value)}")
     if key != "response" and not value.strip():
         raise UserError(f"{where}: field {key!r} is empty")
     return value
@@ -109,13 +110,13 @@ def _class(row: dict, key: str, where: str) -> bool | None:
 
 def _exchange(row, where: str) -> Exchange:
     if not isinstance(row, dict):
-        raise UserError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        raise UserError(f"{where}: expected a JSON object, got {json_type(row)}")
     prompt, response = _text(row, "prompt", where), _text(row, "response", where)
     seed_class = _class(row, "seed_class", where)
     attack, seed = _text(row, "attack", where, required=False), _text(row, "seed", where, required=False)
     for key in ("truncated",) + LABELS:
         if key in row and not isinstance(row[key], bool):
-            raise UserError(f"{where}: field {key!r} must be true or false, got {row[key]!r}")
+            raise UserError(f"{where}: field {key!r} must be true or false, got {json.dumps(row[key])}")
     labels = {k: row[k] for k in LABELS if k in row}
     seen = attack if attack is not None else prompt
     if seed is not None and seed != seen:  # a rewrite of ``seed``: prompt's class is a gold label
@@ -125,7 +126,19 @@ def _exchange(row, where: str) -> Exchange:
             labels.setdefault("attack_harmful", seed_class)
         return Exchange(seed, response, _class(row, "original_class", where), seen, bool(row.get("truncated")),
                         labels, row)
+    if seed is not None and seed_class is None:  # the seed as written: its class is the seed's
+        seed_class = _class(row, "original_class", where)
     return Exchange(prompt, response, seed_class, seen, bool(row.get("truncated")), labels, row)
+
+
+def check_unique_ids(exchanges: list[Exchange], where: str) -> None:
+    """A one-line UserError when two lines share an ``id`` (second labels are matched by it)."""
+    first: dict[str, int] = {}
+    for n, x in enumerate(exchanges, 1):
+        ident = x.row.get("id")
+        if ident is not None and first.setdefault(ident, n) != n:
+            raise UserError(f"{where}: id {ident!r} is on lines {first[ident]} and {n} of its exchanges; "
+                            "second labels are matched by id, so each line needs its own")
 
 
 def jsonl_rows(text: str, where: str):
@@ -326,7 +339,7 @@ def load_second_labels(path: str | Path) -> dict[str, dict]:
             raise UserError(f"{where}, line {n}: id {row['id']!r} appears twice")
         bad = [k for k in LABELS if k in row and not isinstance(row[k], bool)]
         if bad:
-            raise UserError(f"{where}, line {n}: field {bad[0]!r} must be true or false, got {row[bad[0]]!r}")
+            raise UserError(f"{where}, line {n}: field {bad[0]!r} must be true or false, got {json.dumps(row[bad[0]])}")
         labels[row["id"]] = {k: row[k] for k in LABELS if k in row}
     if not labels:
         raise UserError(f"{where}: no labels in it")

@@ -14,6 +14,11 @@ JSON_TYPE_NAMES = {dict: "object", list: "array", str: "string", int: "number", 
                    type(None): "null"}
 
 
+def json_type(value) -> str:
+    """The JSON name of a parsed value's type ("object", "array", "null", ...), for error messages."""
+    return JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+
+
 def strict_json(obj, indent: int | None = 1) -> str:
     """``obj`` as strict JSON: every non-finite float (a rate with nothing to measure it on) is null."""
     def clean(x):
@@ -69,7 +74,7 @@ def read_json_file(path: str | Path, where: str, kind: type = dict):
         raise UserError(f"{where}: cannot be read ({exc.strerror or type(exc).__name__})") from None
     value = parse_json(decode_utf8(data, where), where)
     if not isinstance(value, kind):
-        raise UserError(f"{where}: expected a JSON {JSON_TYPE_NAMES[kind]}, got {JSON_TYPE_NAMES[type(value)]}")
+        raise UserError(f"{where}: expected a JSON {JSON_TYPE_NAMES[kind]}, got {json_type(value)}")
     return value
 
 
