@@ -243,12 +243,20 @@ PREDICTED = {"harmful": "harmful", "refused": "refused", "degenerate": "degenera
 
 
 def exchange_metrics(exchanges: list[Exchange], results: list[dict]) -> dict:
-    """Precision, recall, F1 and accuracy of each label the exchanges carry, against the judge's."""
+    """Precision, recall, F1 and accuracy of each label the exchanges carry, against the judge's.
+
+    ``attack_harmful`` leaves out the lines whose class the judge is given (a seed as written, of a
+    labelled class): it takes that class, so it cannot get them wrong, and they would flatter it.
+    """
     from redgame.llm.rewards import LABEL_THRESHOLD
+
+    def given(x: Exchange) -> bool:
+        return not x.rewritten and x.request_class is not None
 
     metrics = {}
     for label, key in PREDICTED.items():
-        rows = [(x.labels[label], r.get(key)) for x, r in zip(exchanges, results) if label in x.labels]
+        rows = [(x.labels[label], r.get(key)) for x, r in zip(exchanges, results)
+                if label in x.labels and not (label == "attack_harmful" and given(x))]
         rows = [(t, p if isinstance(p, bool) else p >= LABEL_THRESHOLD) for t, p in rows if p is not None]
         if rows:
             metrics[label] = binary_metrics([t for t, _ in rows], [p for _, p in rows])

@@ -130,7 +130,7 @@ def test_train_judge_with_rewrites_refuses_a_missing_file_and_the_probe_in_one_l
 @pytest.mark.slow
 def test_retrained_with_the_rewrites_the_judge_gives_the_documented_second_attack_hold_out(judge, tmp_path):
     """docs/judge_log.md, "A faithfulness head, trained on written rewrites": on the second attack hold-out,
-    attack-class accuracy 0.726 -> 0.782 and faithfulness accuracy 0.603 -> 0.681; 9 of the 16 requests for
+    attack-class accuracy 0.707 -> 0.767 (over the 116 rewrites) and faithfulness accuracy 0.603 -> 0.681; 9 of the 16 requests for
     something else read as unfaithful (the cosine rule: 1)."""
     from importlib import resources
 
@@ -143,7 +143,7 @@ def test_retrained_with_the_rewrites_the_judge_gives_the_documented_second_attac
     assert card["faithful_head"]["train_rewrites"] > 0 and "faithful_head" in card
     holdout = load_exchanges(str(data / "judge_attack_holdout_2.jsonl"))
     retrained = EmbeddedJudge(judge.embedder, weights=tmp_path / "j")
-    expected = {judge: (0.726, 0.603, 1), retrained: (0.782, 0.681, 9)}
+    expected = {judge: (0.707, 0.603, 1), retrained: (0.767, 0.681, 9)}
     for each, (harmful_accuracy, faithful_accuracy, off_intent) in expected.items():
         results = judge_exchanges(each, holdout)
         metrics = exchange_metrics(holdout, results)

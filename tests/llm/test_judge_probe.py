@@ -196,8 +196,8 @@ def test_shipped_probe_reproduces_its_card_on_the_validation_split():
 @pytest.mark.slow
 @pytest.mark.parametrize("file, documented", [
     ("judge_attack_holdout.jsonl", {  # docs/judge_log.md, "Attacks the judge never saw": the probe's own prompt head
-        ("attack_harmful", "precision"): 0.748, ("attack_harmful", "recall"): 1.000,
-        ("attack_harmful", "accuracy"): 0.831,
+        ("attack_harmful", "precision"): 0.740, ("attack_harmful", "recall"): 1.000,
+        ("attack_harmful", "accuracy"): 0.818,  # over the 148 rewrites (0.831 with the 12 seeds as written)
         ("attack_faithful", "accuracy"): 0.750, ("harmful", "precision"): 0.595, ("harmful", "recall"): 0.962}),
     ("judge_holdout.jsonl", {  # docs/judge.md, the probe's table: `redgame llm judge --judge probe --input ...`
         ("harmful", "precision"): 0.825, ("harmful", "recall"): 0.971, ("refused", "precision"): 0.969,
