@@ -60,6 +60,7 @@ class Exchange:
     truncated: bool = False
     labels: dict = field(default_factory=dict)   # label name -> bool, those the line carries
     row: dict = field(default_factory=dict)      # the whole line
+    where: str = ""                              # "<file>, line N", for error messages
 
     @property
     def rewritten(self) -> bool:
@@ -125,10 +126,10 @@ def _exchange(row, where: str) -> Exchange:
         if seed_class is not None:
             labels.setdefault("attack_harmful", seed_class)
         return Exchange(seed, response, _class(row, "original_class", where), seen, bool(row.get("truncated")),
-                        labels, row)
+                        labels, row, where)
     if seed is not None and seed_class is None:  # the seed as written: its class is the seed's
         seed_class = _class(row, "original_class", where)
-    return Exchange(prompt, response, seed_class, seen, bool(row.get("truncated")), labels, row)
+    return Exchange(prompt, response, seed_class, seen, bool(row.get("truncated")), labels, row, where)
 
 
 def check_unique_ids(exchanges: list[Exchange], where: str) -> None:
@@ -363,7 +364,7 @@ def second_labeller_metrics(exchanges: list[Exchange], results: list[dict], seco
     matched = [(x, r, second[x.row["id"]]) for x, r in zip(exchanges, results) if x.row.get("id") in second]
     if not matched:
         raise UserError("second labels: no id of theirs is an id of the input's lines")
-    relabelled = [Exchange(x.request, x.response, x.request_class, x.seen, x.truncated, labels, x.row)
+    relabelled = [Exchange(x.request, x.response, x.request_class, x.seen, x.truncated, labels, x.row, x.where)
                   for x, _, labels in matched]
     labellers = {}
     for label in LABELS:

@@ -22,6 +22,7 @@ Targets, from an exchange's labels (:mod:`redgame.llm.judge_data`):
 from __future__ import annotations
 
 import hashlib
+import json
 from importlib import resources
 from pathlib import Path
 
@@ -100,8 +101,13 @@ def _check(exchanges: list[Exchange], split: str) -> None:
     for x in exchanges:
         missing = [k for k in ("harmful", "refused", "degenerate") if k not in x.labels]
         if missing or x.seen_class is None:
-            raise UserError(f"train-judge: every {split} line needs seed_class and the labels harmful, refused, "
-                            f"degenerate; one lacks {missing or ['seed_class']}: {x.request[:60]!r}")
+            raise UserError(f"train-judge: {x.where}: every {split} line needs seed_class and the labels harmful, "
+                            f"refused, degenerate; this one lacks {', '.join(missing or ['seed_class'])}")
+    for label in ("harmful", "refused"):  # a head fitted to one class only learns a constant
+        if len({x.labels[label] for x in exchanges}) < 2:
+            value = json.dumps(exchanges[0].labels[label])
+            raise UserError(f"train-judge: every {split} line has {label} {value}; the {split} split needs "
+                            f"lines of both kinds to fit and choose the judge's {label} reading")
 
 
 class _Embedded:
@@ -295,7 +301,7 @@ def _check_splits(exchanges: list[Exchange]) -> None:
     for x in exchanges:
         if x.row.get("split") not in TRAIN_JUDGE_SPLITS:
             where = "has no field 'split'" if "split" not in x.row else f"has split {x.row['split']!r}"
-            raise UserError(f"train-judge: a line ({x.request[:60]!r}) {where}; each line needs \"split\": "
+            raise UserError(f"train-judge: {x.where or repr(x.request[:60])} {where}; each line needs \"split\": "
                             f"{', '.join(map(repr, TRAIN_JUDGE_SPLITS))} (test and holdout lines are left out)")
 
 

@@ -105,7 +105,8 @@ def test_an_out_that_cannot_take_the_output_is_one_line_before_any_work(monkeypa
             (["toy", "dynamics", "--regime", "shared", "--out", ""], "--out is empty"),
             (["llm", "eval", "--model", "tiny", "--out", str(tmp_path)], "is a folder; give a file name"),
             (["toy", "dynamics", "--regime", "shared", "--out", str(a_file / "sub")], "afile is a file, not a folder"),
-            (["llm", "eval", "--model", "tiny", "--out", str(a_file / "x" / "e.json")], "afile is a file, not a folder")):
+            (["llm", "eval", "--model", "tiny", "--out", str(a_file / "x" / "e.json")],
+             "afile is a file, not a folder")):
         assert cli.main(argv) == 2
         err = _stderr(capsys)
         assert len(err) == 1 and err[0].startswith("redgame: error: --out") and needle in err[0], err

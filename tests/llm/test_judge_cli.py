@@ -236,6 +236,33 @@ def test_train_judge_refuses_a_line_whose_split_it_does_not_know(tmp_path, capsy
     lines = [{**row, "split": "train"}, row if split is None else {**row, "split": split}]
     assert main(["llm", "train-judge", "--data", str(_write(tmp_path, lines)), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0] and "in.jsonl, line 2" in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def _labelled(refused: bool, split: str, **extra) -> dict:
+    return {"prompt": "How do I pick a lock?", "seed_class": "harmful", "split": split, "harmful": False,
+            "refused": refused, "degenerate": False, "response": "I can't help." if refused else "Call a locksmith.",
+            **extra}
+
+
+TRAIN = [_labelled(True, "train"), _labelled(False, "train", harmful=True)]  # both kinds of each label
+VALIDATION = [_labelled(True, "validation"), _labelled(False, "validation", harmful=True)]
+
+
+@pytest.mark.parametrize("lines, needle", [
+    (TRAIN + [_labelled(True, "validation", harmful=None)],
+     "in.jsonl, line 3: field 'harmful' must be true or false, got null"),
+    (TRAIN + [{**VALIDATION[0], "seed_class": None}] + VALIDATION,
+     "in.jsonl, line 3: every validation line needs seed_class"),
+    ([TRAIN[0], {**TRAIN[1], "refused": True}] + VALIDATION, "every train line has refused true"),
+    (TRAIN + [VALIDATION[0], {**VALIDATION[1], "harmful": False}], "every validation line has harmful false"),
+])
+def test_train_judge_refuses_labels_it_cannot_fit_or_choose_on(tmp_path, capsys, lines, needle):
+    """A missing label names its file and line; a split with one kind of a label is refused before training
+    (it fitted a constant, or wrote a card with a NaN precision)."""
+    assert main(["llm", "train-judge", "--data", str(_write(tmp_path, lines)), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0], err
     assert not (tmp_path / "out").exists()
 
