@@ -268,6 +268,8 @@ def retrain(data: str | list[str], out: Path, *, probe_model: str | None = None,
     validation = [x for x in exchanges if x.row.get("split") == "validation"]
     log(f"train-judge: {len(train)} train and {len(validation)} validation lines; "
         f"{len(exchanges) - len(train) - len(validation)} test or holdout lines left out")
+    _check(train, "train")  # before any model loads
+    _check(validation, "validation")
     embedder = RememberingEmbedder(MiniLMEmbedder())  # the fit and the metrics read the same texts
     seeds = {s.prompt: s.harmful for s in builtin_seeds("train")}  # more prompts of known class for the prompt head
     extra = {"extra_prompts": f"{len(seeds)} built-in train-split seeds"}
@@ -275,8 +277,6 @@ def retrain(data: str | list[str], out: Path, *, probe_model: str | None = None,
         from redgame.llm.judge_probe import ProbeJudge, train_probe
         from redgame.llm.models import load_base
 
-        _check(train, "train")
-        _check(validation, "validation")
         model, tokenizer = load_base(probe_model)
         trained, states = train_probe(train, validation, model, tokenizer, probe_model, extra_prompts=seeds, log=log)
         judge = ProbeJudge(model, tokenizer, head=trained, embedder=embedder, pooled=states)
