@@ -43,6 +43,7 @@ def _f(default, doc: str):
 # Answers sampled in one step (seeds x attacks and the identity x responses and a forced one), at most:
 # far past any real recipe (AdvGame's largest is tens of thousands), below what exhausts memory at once.
 MAX_ANSWERS_PER_STEP = 1 << 20
+MAX_LR = 1.0  # AdamW moves each weight by about lr a step: above 1 no recipe is meant
 
 
 @dataclass
@@ -207,8 +208,14 @@ class TrainConfig:
         if not 0.0 < self.clip_eps < 1.0:
             raise UserError(f"config key 'clip_eps' must be in (0, 1), got {self.clip_eps}")
         self._check_rollout_policy()
-        if self.beta <= 0 or self.lr <= 0 or self.temperature <= 0 or not 0 < self.top_p <= 1:
-            raise UserError("config keys 'beta', 'lr', 'temperature' must be > 0 and 'top_p' in (0, 1]")
+        for key in ("beta", "lr", "temperature"):
+            if not getattr(self, key) > 0:
+                raise UserError(f"config key {key!r} must be > 0, got {getattr(self, key)}")
+        if self.lr > MAX_LR:
+            raise UserError(f"config key 'lr' must be at most {MAX_LR:g}, got {self.lr:g}: AdamW would move every "
+                            "weight by about lr each step (LoRA rates are 1e-5 to 1e-2)")
+        if not 0 < self.top_p <= 1:
+            raise UserError(f"config key 'top_p' must be in (0, 1], got {self.top_p}")
         if self.seeds_per_step < 2:
             raise UserError("config key 'seeds_per_step' must be >= 2 (half harmful, half benign)")
         bad = set(self.train_roles) - {"attacker", "defender"}

@@ -490,7 +490,7 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
             bar = tqdm(range(game.start, cfg.steps), initial=game.start, total=cfg.steps,
                        disable=not (progress and dist.is_main), desc=f"{cfg.regime}", unit="step")
             for step in bar:
-                row = play_step(game, step)
+                row = diverged_as_stop(play_step, game, step)
                 log_row(game, row)
                 bar.set_postfix(asr=f"{row['attack_success']:.2f}", ref_h=f"{row['refusal_harmful']:.2f}",
                                 ref_b=f"{row['refusal_benign']:.2f}")
@@ -515,6 +515,23 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
         warn_of_over_refusal(game.out, log)
     dist.barrier()
     return {"out": str(game.out), "steps": cfg.steps, "stopped": False, "roles": game.roles}
+
+
+def diverged_as_stop(play, game, step: int) -> dict:
+    """``play(game, step)``; a model whose next-token probabilities are no longer finite stops the run in one line.
+
+    Weights that grew huge without a non-finite loss (a learning rate far too high, or float16 activations past
+    their range) are found by the next rollout's sampler; the checkpoints written since may hold them, so the
+    hint is a fresh start at a lower rate, not a resume.
+    """
+    try:
+        return play(game, step)
+    except FloatingPointError as exc:
+        restart = (f"redgame llm train --config {shlex.quote(str(game.out / RUN_MARKER))} "
+                   f"--out {shlex.quote(str(game.out))} --overwrite --set lr=...")
+        raise TrainingStopped(f"step {step + 1}: {exc}: the weights diverged (lr {game.cfg.lr:g}, "
+                              f"dtype {game.cfg.dtype}); the checkpoints of the last steps may hold them, so start "
+                              f"again with a lower lr: {restart}") from exc
 
 
 def warn_of_over_refusal(out: Path, log) -> None:
@@ -894,7 +911,13 @@ def take_update(game: Game, step: int, batches: list[RoleBatch], keys: dict, row
         params = roles.parameters(owners[0])
         dist.average_gradients(params)
         row[f"{key}/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+        if not math.isfinite(row[f"{key}/grad_norm"]):  # a finite loss whose gradients overflowed
+            raise TrainingStopped(f"step {step + 1}: the {key} gradients are not finite (norm "
+                                  f"{row[f'{key}/grad_norm']}); {resume_hint(game.out)}")
         game.optimizers[key].step()
+        if not all(bool(torch.isfinite(p).all()) for p in params):  # not saved: checkpoints come after the step
+            raise TrainingStopped(f"step {step + 1}: the {key} weights are not finite after the optimiser step "
+                                  f"(lr {cfg.lr:g}); {resume_hint(game.out)}")
 
 
 # -- log, checkpoint ----------------------------------------------------------------------------

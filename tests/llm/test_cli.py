@@ -24,6 +24,9 @@ def _err(capsys):
     (["--set", "beta=high"], "'beta'"),
     (["--set", "nonsense=1"], "unknown config key 'nonsense'"),
     (["--steps", "0"], "'steps'"),
+    (["--set", "lr=-1"], "config key 'lr' must be > 0, got -1"),
+    (["--set", "top_p=0"], "config key 'top_p' must be in (0, 1], got 0"),
+    (["--set", "lr=1e38"], "config key 'lr' must be at most 1, got 1e+38"),
 ])
 def test_bad_input_is_one_line_before_compute(tmp_path, capsys, argv, needle):
     assert main(["llm", "train", "--out", str(tmp_path / "run"), *argv]) == 2

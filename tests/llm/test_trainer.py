@@ -132,6 +132,39 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, judge, tiny_config, 
     assert latest_checkpoint(tmp_path).name == "step_0001"
 
 
+def test_weights_that_diverge_without_a_nan_loss_stop_the_run_in_one_line(tmp_path, judge, tiny_config, capsys):
+    """lr 1 in float16: each loss is finite, but the weights grow until the next rollout's logits overflow. The
+    run stops with the cause and a fresh start at a lower rate (not a resume from the diverged checkpoints)."""
+    cfg = tiny_config(steps=8, save_every=1, lr=1.0, dtype="float16")
+    with pytest.raises(TrainingStopped, match=r"step \d: sampling: .* not finite.*the weights diverged \(lr 1, "
+                                              r"dtype float16\).*--overwrite --set lr="):
+        train(cfg, tmp_path, progress=False, base=load_base("tiny"), judge=judge)
+    assert "the run stopped" not in capsys.readouterr().err  # one message, not two
+
+
+def test_gradients_or_weights_that_are_not_finite_stop_before_they_are_saved(tmp_path, judge, tiny_config,
+                                                                             monkeypatch):
+    real_clip = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda *a, **k: real_clip(*a, **k) * float("inf"))
+    with pytest.raises(TrainingStopped, match="step 1: the .* gradients are not finite"):
+        train(tiny_config(steps=2, save_every=1), tmp_path / "grads", progress=False, base=load_base("tiny"),
+              judge=judge)
+    monkeypatch.undo()
+    real_step = torch.optim.AdamW.step
+
+    def overflowing(self, *a, **k):
+        out = real_step(self, *a, **k)
+        with torch.no_grad():
+            self.param_groups[0]["params"][0].fill_(float("inf"))
+        return out
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", overflowing)
+    with pytest.raises(TrainingStopped, match="step 1: the .* weights are not finite after the optimiser step"):
+        train(tiny_config(steps=2, save_every=1), tmp_path / "weights", progress=False, base=load_base("tiny"),
+              judge=judge)
+    assert latest_checkpoint(tmp_path / "weights") is None
+
+
 def test_any_error_mid_run_names_the_last_checkpoint_and_the_resume_command(tmp_path, judge, tiny_config,
                                                                            monkeypatch, capsys):
     real = trainer.judge_round
