@@ -493,15 +493,24 @@ class HTTPJudge(_QuestionJudge):
         self.retry_delays = RETRY_DELAYS
         self._replies: dict[str, str] = {}
 
-    def _post(self, prompt: str) -> str | None:
-        """The reply's text; None for a reply that cannot be read. A busy or failing server (HTTP 408,
-        429, 5xx), a timeout or a dropped connection is asked again after each of ``retry_delays``."""
+    def check_reachable(self) -> None:
+        """One one-token request: an unreachable server, or one that rejects the request (a wrong URL or API
+        key), is a one-line UserError now, before a run replaces anything. A busy or failing server passes:
+        it is asked again when the questions come."""
+        self._send(self._request("Reply with: ok", max_tokens=1))
+
+    def _request(self, prompt: str, max_tokens: int) -> urllib.request.Request:
         body = json.dumps({"model": self.model, "messages": [{"role": "user", "content": prompt}],
-                           "temperature": 0, "max_tokens": self.max_tokens}).encode()
+                           "temperature": 0, "max_tokens": max_tokens}).encode()
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        return urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+
+    def _post(self, prompt: str) -> str | None:
+        """The reply's text; None for a reply that cannot be read. A busy or failing server (HTTP 408,
+        429, 5xx), a timeout or a dropped connection is asked again after each of ``retry_delays``."""
+        request = self._request(prompt, self.max_tokens)
         for delay in (*self.retry_delays, None):
             reply, wait = self._send(request)
             if wait is None or delay is None:

@@ -563,6 +563,8 @@ def set_up(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
     if judge is None and dist.judges_here(cfg.judge_rank):
         judge = make_judge(cfg.judge, format=cfg.judge_format)
     place_judge(judge, device, dtype)
+    # A judge server that cannot answer is refused on every rank before the old run's files go.
+    dist.together(lambda: judge.check_reachable() if hasattr(judge, "check_reachable") else None)
     dist.together(lambda: claim_run_dir(out, cfg, resume=resume) if dist.is_main else None)
 
     torch.manual_seed(cfg.seed)  # adapter init, then sampling

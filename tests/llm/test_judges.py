@@ -485,6 +485,11 @@ def test_http_judge_configuration_errors_are_user_errors(server):
     closed = HTTPJudge("http://127.0.0.1:9/v1", timeout=5)  # the discard port: nothing listens
     with pytest.raises(UserError, match="unreachable"):
         closed.labels([KILL], ["q"], ["a"])
+    with pytest.raises(UserError, match="unreachable"):
+        closed.check_reachable()
+    with pytest.raises(UserError, match="HTTP 404"):
+        HTTPJudge(f"{server}/wrong", timeout=5).check_reachable()
+    HTTPJudge(f"{server}/v1", timeout=5).check_reachable()  # a server that answers passes
 
 
 @pytest.mark.parametrize("reply, options, field, expected", [

@@ -10,6 +10,7 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file
 
+from redgame.errors import UserError
 from redgame.llm import trainer, watch
 from redgame.llm.checkpoint import latest_checkpoint
 from redgame.llm.models import load_base
@@ -163,6 +164,16 @@ def test_gradients_or_weights_that_are_not_finite_stop_before_they_are_saved(tmp
         train(tiny_config(steps=2, save_every=1), tmp_path / "weights", progress=False, base=load_base("tiny"),
               judge=judge)
     assert latest_checkpoint(tmp_path / "weights") is None
+
+
+def test_overwrite_with_an_unreachable_judge_server_leaves_the_old_run(tmp_path, judge, tiny_config):
+    """The judge server is asked before the old run's files go (it used to be asked first at step 1)."""
+    train(tiny_config(steps=1, save_every=1), tmp_path, progress=False, base=load_base("tiny"), judge=judge)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(UserError, match="unreachable"):
+        train(tiny_config(steps=1, judge="http://127.0.0.1:9/v1"), tmp_path, overwrite=True, progress=False,
+              base=load_base("tiny"))
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
 def test_any_error_mid_run_names_the_last_checkpoint_and_the_resume_command(tmp_path, judge, tiny_config,
