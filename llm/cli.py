@@ -99,8 +99,14 @@ def placement_of(args):
 
 
 def resolve_config(args) -> TrainConfig:
-    """File, then --set overrides, then the explicit flags; all checked before any compute."""
-    cfg = from_mapping(load_file(args.config), where=f" in {args.config}") if args.config else TrainConfig()
+    """File, then --set overrides, then the explicit flags; all checked before any compute.
+
+    The file is ``--config``; with ``--resume`` and no ``--config``, the run's own ``config.json``, so that a
+    bare ``--resume`` continues the recipe the run was started with (the flags and ``--set`` still change it).
+    """
+    saved = Path(args.out) / "config.json"
+    config = args.config or (str(saved) if args.resume and saved.is_file() else None)
+    cfg = from_mapping(load_file(config), where=f" in {config}") if config else TrainConfig()
     overrides = dict(parse_override(text) for text in args.set)
     for key in ("model", "regime", "steps", "save_every", "seed", "device", "dtype"):
         value = getattr(args, key)

@@ -206,3 +206,17 @@ def test_demo_overrides_are_checked_before_compute(tmp_path, capsys, argv, needl
     assert main(["demo", "--out", str(tmp_path / "demo"), *argv]) == 2
     assert needle in _err(capsys)
     assert not (tmp_path / "demo").exists()
+
+
+def test_a_bare_resume_continues_the_runs_own_recipe(tmp_path, capsys):
+    """`--resume` without --config reads the run's config.json: the CLI's defaults do not replace its recipe."""
+    run = str(tmp_path / "run")
+    recipe = ["--set", "attack_tokens=4", "--set", "response_tokens=4", "--set", "seeds_per_step=2"]
+    assert main(["llm", "train", "--model", "tiny", "--steps", "1", "--seed", "3", "--save-every", "1",
+                 "--no-progress", "--out", run, *recipe]) == 0
+    assert main(["llm", "train", "--out", run, "--resume", "--steps", "2", "--no-progress"]) == 0
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (saved["steps"], saved["seed"], saved["attack_tokens"], saved["seeds_per_step"], saved["model"]) == (
+        2, 3, 4, 2, "tiny")
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
