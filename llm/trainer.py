@@ -76,6 +76,7 @@ class TrainingStopped(RuntimeError):
 
 
 RUN_FILES = (RUN_MARKER, "metrics.jsonl", "population.json", "tb", ckpt.CHECKPOINTS, "final", "eval.json", "probe")
+TRAINING_FILES = ("metrics.jsonl", "population.json", "tb", ckpt.CHECKPOINTS, "final")  # written only by a run
 
 
 def check_run_dir(out: str | Path, cfg: TrainConfig, *, resume: bool, overwrite: bool) -> Path:
@@ -94,11 +95,15 @@ def check_run_dir(out: str | Path, cfg: TrainConfig, *, resume: bool, overwrite:
         check_resumable(out, cfg, int(last.name.removeprefix("step_")))
     elif holds_run and not overwrite:
         raise UserError(f"--out {out} already holds a run; pass --resume to continue it or --overwrite to replace it")
+    elif not holds_run and (strays := [name for name in TRAINING_FILES if (out / name).exists()]):
+        raise UserError(f"--out {out} holds {', '.join(strays)} but no run {RUN_MARKER}: a new run would add to "
+                        "them and --overwrite would remove files it did not write; choose another folder")
     return out
 
 
 def holds_a_run(out: Path) -> bool:
-    """Whether ``out`` holds a redgame run; a ``config.json`` of something else is refused, never replaced."""
+    """Whether ``out`` holds a redgame run (its ``config.json``, written before anything else); a
+    ``config.json`` of something else is refused, never replaced."""
     marker = out / RUN_MARKER
     if marker.is_file():
         try:
@@ -109,7 +114,7 @@ def holds_a_run(out: Path) -> bool:
             raise UserError(f"--out {out}: its {RUN_MARKER} is not a redgame run's (no model, regime and steps); "
                             "choose another folder, or remove that file if it is a damaged run's")
         return True
-    return (out / ckpt.CHECKPOINTS).is_dir()
+    return False
 
 
 def claim_run_dir(out: Path, cfg: TrainConfig, *, resume: bool) -> None:

@@ -220,3 +220,16 @@ def test_a_bare_resume_continues_the_runs_own_recipe(tmp_path, capsys):
         2, 3, 4, 2, "tiny")
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
+
+
+@pytest.mark.parametrize("stray", ["metrics.jsonl", "checkpoints/notes.txt", "final"])
+@pytest.mark.parametrize("flag", [[], ["--overwrite"]])
+def test_run_files_without_a_run_config_are_refused_and_kept(tmp_path, capsys, stray, flag):
+    """A fresh run appended to a stray metrics.jsonl, stopped at its end on a file named final, and
+    --overwrite removed a checkpoints/ folder it had not written."""
+    path = tmp_path / "run" / stray
+    path.parent.mkdir(parents=True)
+    path.write_text("kept\n")
+    assert main(["llm", "train", "--model", "tiny", "--steps", "1", "--out", str(tmp_path / "run"), *flag]) == 2
+    assert f"holds {stray.split('/')[0]} but no run config.json" in _err(capsys)
+    assert path.read_text() == "kept\n"
