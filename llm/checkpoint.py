@@ -31,9 +31,11 @@ CHECKPOINTS = "checkpoints"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
-def temp_dir_beside(target: Path) -> Path:
-    """A new temporary folder next to ``target``, after removing those a killed writer left."""
-    for prefix in (f".tmp.{target.name}.", f".old.{target.name}."):
+def temp_dir_beside(target: Path, family: str | None = None) -> Path:
+    """A new temporary folder next to ``target``, after removing those a killed writer left: for ``target``,
+    or for every name that starts with ``family`` (``"step_"``: every checkpoint's)."""
+    stem = family if family is not None else f"{target.name}."
+    for prefix in (f".tmp.{stem}", f".old.{stem}"):
         for stale in target.parent.glob(prefix + "*"):
             shutil.rmtree(stale, ignore_errors=True)
     return Path(tempfile.mkdtemp(prefix=f".tmp.{target.name}.", dir=target.parent))
@@ -99,7 +101,7 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, roles, optimizers: di
     root = Path(run_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:04d}"
-    tmp = temp_dir_beside(final)
+    tmp = temp_dir_beside(final, family="step_")  # a kill mid-write at a step never saved again leaves none
     try:
         for role in ("attacker", "defender"):
             roles.save_role(role, tmp / role)

@@ -40,6 +40,7 @@ import json
 import math
 import random
 import shlex
+import shutil
 import signal
 import sys
 import time
@@ -121,8 +122,6 @@ def claim_run_dir(out: Path, cfg: TrainConfig, *, resume: bool) -> None:
     """Once the model and judge have loaded: remove the replaced run's files (a fresh start in a folder that
     holds one, checked by :func:`check_run_dir`), and write the resolved config."""
     if not resume and holds_a_run(out):
-        import shutil
-
         # the run's files, and the results that speak of it (its eval.json and probe/, read by `redgame report`)
         for name in RUN_FILES:
             target = out / name
@@ -515,11 +514,26 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
             if game.writer is not None:
                 game.writer.close()
     if dist.is_main:
-        for role in ROLES:
-            game.roles.save_role(role, game.out / "final" / role, tokenizer=game.tokenizer)
+        write_final(game)
         warn_of_over_refusal(game.out, log)
     dist.barrier()
     return {"out": str(game.out), "steps": cfg.steps, "stopped": False, "roles": game.roles}
+
+
+def write_final(game) -> None:
+    """Both final roles, written into a temporary folder that then replaces ``final/``: a stop midway (Ctrl-C,
+    a full disk) leaves the old ``final/`` or none, never one role, and names the resume that writes it."""
+    final = game.out / "final"
+    tmp = ckpt.temp_dir_beside(final)
+    try:
+        for role in ROLES:
+            game.roles.save_role(role, tmp / role, tokenizer=game.tokenizer)
+        ckpt.replace_dir(tmp, final)
+    except BaseException:
+        print(f"redgame: the final adapters were not written; {resume_hint(game.out)}", file=sys.stderr)
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def diverged_as_stop(play, game, step: int) -> dict:

@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -164,6 +165,39 @@ def test_gradients_or_weights_that_are_not_finite_stop_before_they_are_saved(tmp
         train(tiny_config(steps=2, save_every=1), tmp_path / "weights", progress=False, base=load_base("tiny"),
               judge=judge)
     assert latest_checkpoint(tmp_path / "weights") is None
+
+
+def test_a_stop_while_the_final_roles_are_written_leaves_no_half_and_names_the_resume(tmp_path, judge, tiny_config,
+                                                                                     monkeypatch, capsys):
+    from redgame.llm.roles import Roles
+
+    real, seen = Roles.save_role, []
+
+    def interrupted(self, role, path, tokenizer=None):
+        seen.append(role)
+        if role == "defender" and Path(path).parent.name.startswith(".tmp.final."):
+            raise KeyboardInterrupt  # Ctrl-C after the attacker's final adapter was written
+        return real(self, role, path, tokenizer=tokenizer)
+
+    monkeypatch.setattr(Roles, "save_role", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(steps=2, save_every=1), tmp_path, progress=False, base=load_base("tiny"), judge=judge)
+    assert not (tmp_path / "final").exists() and not list(tmp_path.glob(".tmp.final*"))
+    assert "the final adapters were not written; last checkpoint" in capsys.readouterr().err
+    monkeypatch.undo()
+    train(tiny_config(steps=2, save_every=1), tmp_path, resume=True, progress=False, base=load_base("tiny"),
+          judge=judge)
+    assert sorted(p.name for p in (tmp_path / "final").iterdir()) == ["attacker", "defender"]
+
+
+def test_a_checkpoint_left_half_written_by_a_kill_is_cleared_at_the_next_save(tmp_path, judge, tiny_config):
+    train(tiny_config(steps=1, save_every=1), tmp_path, progress=False, base=load_base("tiny"), judge=judge)
+    stale = tmp_path / "checkpoints" / ".tmp.step_0005.abc"  # killed mid-write at a step the resume never saves
+    stale.mkdir()
+    (stale / "weights.safetensors").write_bytes(b"half")
+    train(tiny_config(steps=2, save_every=1), tmp_path, resume=True, progress=False, base=load_base("tiny"),
+          judge=judge)
+    assert not stale.exists() and (tmp_path / "checkpoints" / "step_0002").is_dir()
 
 
 def test_overwrite_with_an_unreachable_judge_server_leaves_the_old_run(tmp_path, judge, tiny_config):
