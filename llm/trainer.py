@@ -520,6 +520,14 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
     return {"out": str(game.out), "steps": cfg.steps, "stopped": False, "roles": game.roles}
 
 
+def check_lora_rank(cfg: TrainConfig, model) -> None:
+    """A LoRA rank above the model's width (no adapter is wider than the layer it adapts): one line before the
+    run folder is claimed (a rank of a million ran the allocator out of memory, an internal error)."""
+    width = getattr(model.config, "hidden_size", None)
+    if not cfg.full_finetune and isinstance(width, int) and cfg.lora_rank > width:
+        raise UserError(f"config key 'lora_rank' is {cfg.lora_rank}, above the model's hidden size {width}")
+
+
 def write_final(game) -> None:
     """Both final roles, written into a temporary folder that then replaces ``final/``: a stop midway (Ctrl-C,
     a full disk) leaves the old ``final/`` or none, never one role, and names the resume that writes it."""
@@ -579,6 +587,7 @@ def set_up(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
     model, tokenizer = base if base is not None else load_base(cfg.model, dtype=dtype)
     model.to(device=device, dtype=dtype)
     check_seeds_fit(tokenizer, model, harmful + benign, cfg.attack_tokens, cfg.response_tokens, cfg.explore_prefixes)
+    check_lora_rank(cfg, model)
     if judge is None and dist.judges_here(cfg.judge_rank):
         judge = make_judge(cfg.judge, format=cfg.judge_format)
     place_judge(judge, device, dtype)

@@ -233,3 +233,10 @@ def test_run_files_without_a_run_config_are_refused_and_kept(tmp_path, capsys, s
     assert main(["llm", "train", "--model", "tiny", "--steps", "1", "--out", str(tmp_path / "run"), *flag]) == 2
     assert f"holds {stray.split('/')[0]} but no run config.json" in _err(capsys)
     assert path.read_text() == "kept\n"
+
+
+def test_a_lora_rank_wider_than_the_model_is_one_line_and_claims_no_folder(tmp_path, capsys):
+    assert main(["llm", "train", "--model", "tiny", "--steps", "1", "--out", str(tmp_path / "run"),
+                 "--set", "lora_rank=1000000"]) == 2
+    assert "config key 'lora_rank' is 1000000, above the model's hidden size" in _err(capsys)
+    assert not (tmp_path / "run" / "config.json").exists()
