@@ -103,7 +103,7 @@ def evaluate_run(model_name: str, run: Path | None, judge, seeds: list, tokens: 
 def cached(path: Path, measured: dict, reuse: bool, compute) -> dict:
     """The row saved at ``path`` when reusing and it was measured alike; else computed and saved (atomically:
     a file a kill cut short is measured again)."""
-    from redgame.llm.checkpoint import write_text_atomically
+    from redgame.jsonio import write_text_atomically
 
     if reuse and path.is_file():
         try:

@@ -41,13 +41,6 @@ def temp_dir_beside(target: Path, family: str | None = None) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".tmp.{target.name}.", dir=target.parent))
 
 
-def write_text_atomically(path: Path, text: str) -> None:
-    """Write ``path`` through a temporary file beside it and a rename: never seen half written."""
-    tmp = path.with_name(f".tmp.{path.name}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def replace_dir(src: Path, dst: Path) -> None:
     """Rename the complete folder ``src`` to ``dst``: ``dst`` is never seen half written or half deleted."""
     if not dst.exists():

@@ -19,13 +19,13 @@ its own defender). A large gap means self-play stopped applying adversarial pres
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from redgame.errors import UserError
+from redgame.jsonio import write_json
 from redgame.llm.adapters import adapter_dir, attach, checked_adapter_dir, playing, run_config
 
 BASE = "base"
@@ -184,5 +184,5 @@ def write(result: dict, out: Path) -> tuple[Path, Path]:
     """``<out>/crossplay.json`` and ``<out>/crossplay.png``."""
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "crossplay.json"
-    json_path.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(json_path, result)
     return json_path, plot_heatmap(result, out / "crossplay.png")

@@ -17,10 +17,10 @@ The recipe, and why each setting is there, is documented in docs/llm_game.md.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 
+from redgame.jsonio import write_json
 from redgame.llm.config import TrainConfig
 
 REFUSAL_PREFIX = "I'm sorry, but I can't help with that"
@@ -105,8 +105,8 @@ def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bo
         "config": cfg.to_dict(),
         "adapters": str(out / "run" / "final"),
     }
-    (out / "demo.json").write_text(json.dumps(summary, indent=1) + "\n")
-    (out / "answers.json").write_text(json.dumps({"base": before["answers"], "trained": after["answers"]}, indent=1))
+    write_json(out / "answers.json", {"base": before["answers"], "trained": after["answers"]})
+    write_json(out / "demo.json", summary)
     log(f"\nheld-out {split} split ({before['n_harmful']} harmful, {before['n_benign']} benign), greedy; "
         "judge (refusal strings):")
     log(f"  {'':<18}{'harmful refusal':>17}{'benign compliance':>19}{'loops':>7}{'empty':>7}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from redgame.errors import UserError
-from redgame.jsonio import strict_json
+from redgame.jsonio import strict_json, write_json
 from redgame.llm import judge_cli
 from redgame.llm.judge_formats import FORMATS
 
@@ -142,7 +142,7 @@ def run_eval(args) -> int:
     if args.out:
         full = {**summary, "answers": {k: r["answers"] for k, r in results.items()}}
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(strict_json(full) + "\n")
+        write_json(args.out, full)
     if args.json:
         print(strict_json(summary))
     else:

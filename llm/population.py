@@ -165,6 +165,6 @@ def write_summary(population: Population, path) -> None:
     """``population.json``: the summary, written atomically."""
     from pathlib import Path
 
-    from redgame.llm.checkpoint import write_text_atomically
+    from redgame.jsonio import write_text_atomically
 
     write_text_atomically(Path(path), json.dumps(population.summary(), indent=1) + "\n")

@@ -25,11 +25,11 @@ Usage::
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 
 from redgame.errors import UserError
+from redgame.jsonio import write_json
 from redgame.llm.adapters import ADAPTER_FILES, adapter_dir, checked_adapter_dir, lora_tensor_names, run_config
 
 ATTACKERS = ("selfplay", "best_response", "base_attacker")
@@ -151,8 +151,8 @@ def probe(run: str | Path, *, steps: int, split: str = "validation", out: str | 
                **summarise(outcomes), "train_seconds": round(train_seconds, 1),
                "seconds": round(time.perf_counter() - t0, 1)}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "probe.json").write_text(json.dumps(summary, indent=1) + "\n")
-    (out / "answers.json").write_text(json.dumps({k: o["answers"] for k, o in outcomes.items()}, indent=1) + "\n")
+    write_json(out / "answers.json", {k: o["answers"] for k, o in outcomes.items()})
+    write_json(out / "probe.json", summary)
     return summary
 
 

@@ -20,7 +20,7 @@ import math
 from pathlib import Path
 
 from redgame.errors import UserError
-from redgame.jsonio import read_json_file
+from redgame.jsonio import read_json_file, write_text_atomically
 from redgame.llm import watch
 from redgame.llm.metrics import read_metrics, tail_mean
 
@@ -44,6 +44,9 @@ def load_crossplay(path) -> dict:
                            "benign_compliance_matrix") if k not in data]
     if missing:
         raise UserError(f"--crossplay {path}: missing keys {', '.join(missing)}")
+    matrix = data["benign_compliance_matrix"]  # a cell with no benign answer to measure is null in strict JSON
+    if isinstance(matrix, list) and all(isinstance(row, list) for row in matrix):
+        data["benign_compliance_matrix"] = [[math.nan if v is None else v for v in row] for row in matrix]
     check_crossplay(data, f"--crossplay {path}")
     return data
 
@@ -116,10 +119,11 @@ def pareto_points(runs: list[Path], crossplay: dict | None) -> list[dict]:
     for run in runs:
         points += [{"label": f"{run.name}:{name}", "safety": 1.0 - r["asr"], "source": "eval.json, direct prompts",
                     "benign_compliance": r["benign_compliance"]} for name, r in eval_results(run).items()]
-    for p in points:
-        p["pareto"] = not any(q["safety"] >= p["safety"] and q["benign_compliance"] >= p["benign_compliance"]
-                              and (q["safety"], q["benign_compliance"]) != (p["safety"], p["benign_compliance"])
-                              for q in points)
+    measured = [p for p in points if math.isfinite(p["safety"]) and math.isfinite(p["benign_compliance"])]
+    for p in points:  # a point without both numbers is on no front, and hides none
+        p["pareto"] = p in measured and not any(
+            q["safety"] >= p["safety"] and q["benign_compliance"] >= p["benign_compliance"]
+            and (q["safety"], q["benign_compliance"]) != (p["safety"], p["benign_compliance"]) for q in measured)
     return points
 
 
@@ -150,7 +154,7 @@ def plot_pareto(points: list[dict], path: Path) -> Path:
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 4.2), dpi=100)
-    for p in points:
+    for p in (p for p in points if math.isfinite(p["safety"]) and math.isfinite(p["benign_compliance"])):
         ax.scatter(p["benign_compliance"], p["safety"], s=40, color="tab:red" if p["pareto"] else "tab:gray",
                    marker="o" if p["source"].startswith("cross") else "s")
         ax.annotate(p["label"], (p["benign_compliance"], p["safety"]), fontsize=7, xytext=(3, 3),
@@ -280,6 +284,6 @@ def build_report(runs, out: Path, *, crossplay=None) -> tuple[Path, Path]:
     blocks = blocks_for(runs, out, data, metrics)
     title = "redgame report: " + ", ".join(r.name for r in runs)
     md, page = out / "report.md", out / "report.html"
-    md.write_text(to_markdown(title, blocks) + "\n")
-    page.write_text(to_html(title, blocks))
+    write_text_atomically(md, to_markdown(title, blocks) + "\n")
+    write_text_atomically(page, to_html(title, blocks))
     return md, page

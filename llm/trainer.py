@@ -50,6 +50,7 @@ import torch
 
 from redgame.errors import UserError
 from redgame.kernels.peft_patch import FUSED_CALLS
+from redgame.jsonio import write_text_atomically
 from redgame.llm import checkpoint as ckpt
 from redgame.llm import distributed, watch
 from redgame.llm.adapters import is_run_config
@@ -127,7 +128,7 @@ def claim_run_dir(out: Path, cfg: TrainConfig, *, resume: bool) -> None:
             target = out / name
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    ckpt.write_text_atomically(out / RUN_MARKER, json.dumps(cfg.to_dict(), indent=1) + "\n")
+    write_text_atomically(out / RUN_MARKER, json.dumps(cfg.to_dict(), indent=1) + "\n")
 
 
 # What a resumed run must keep: the keys that make its weights what they are. The recipe (learning rate,
@@ -167,7 +168,7 @@ def keep_metrics_until(path: Path, step: int) -> None:
             continue
         if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
             kept.append(line + "\n")
-    ckpt.write_text_atomically(path, "".join(kept))
+    write_text_atomically(path, "".join(kept))
 
 
 def resume_hint(out: Path) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 from redgame.errors import UserError
@@ -31,6 +32,23 @@ def strict_json(obj, indent: int | None = 1) -> str:
         return x
 
     return json.dumps(clean(obj), indent=indent, allow_nan=False)
+
+
+def write_text_atomically(path: str | Path, text: str) -> None:
+    """Write ``path`` through a temporary file beside it and a rename: never seen half written, and an old
+    file stays whole when the write fails (a full disk)."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp.{path.name}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: str | Path, obj, indent: int | None = 1) -> None:
+    """``obj`` as strict JSON (NaN and inf as null) in ``path``, written atomically."""
+    write_text_atomically(path, strict_json(obj, indent=indent) + "\n")
 
 
 def parse_json(text: str, where: str):

@@ -37,3 +37,22 @@ def test_decoding_names_the_offset_past_a_byte_order_mark():
     assert decode_utf8(b"\xef\xbb\xbfok", "w") == "ok"
     with pytest.raises(UserError, match=r"^w: not UTF-8 text \(byte 4\)$"):
         decode_utf8(b"\xef\xbb\xbfo\xff", "w")
+
+
+def test_write_json_is_strict_and_a_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from redgame.jsonio import write_json
+
+    path = tmp_path / "eval.json"
+    write_json(path, {"asr": float("nan"), "n": 3})
+    assert path.read_text() == '{\n "asr": null,\n "n": 3\n}\n'
+
+    def full_disk(self, *a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        write_json(path, {"asr": 0.5})
+    monkeypatch.undo()
+    assert path.read_text() == '{\n "asr": null,\n "n": 3\n}\n' and [p.name for p in tmp_path.iterdir()] == ["eval.json"]

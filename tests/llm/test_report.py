@@ -9,7 +9,7 @@ import pytest
 from redgame.cli import main
 from redgame.llm import crossplay
 from redgame.llm.config import TrainConfig
-from redgame.llm.report import pareto_points
+from redgame.llm.report import load_crossplay, pareto_points
 from redgame.llm.trainer import train
 
 
@@ -161,3 +161,18 @@ def test_a_metrics_line_cut_short_by_a_kill_is_skipped_with_one_warning(tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("redgame: warning: ") and "metrics.jsonl, line 3" in err[0], err
     assert "| run | bipolicy | tiny | 2 |" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_a_crossplay_cell_without_benign_answers_is_null_and_on_no_front(tmp_path):
+    """crossplay.json is strict JSON (null, not NaN); the report reads null as unmeasured, and a defender whose
+    benign compliance is unmeasured is not called Pareto-optimal (with NaN, every comparison was false)."""
+    from redgame.jsonio import write_json
+
+    run = _fake_run(tmp_path / "run")
+    cp = json.loads(json.dumps(GOOD_CROSSPLAY))
+    cp["benign_compliance_matrix"] = [[float("nan")] * len(cp["defenders"]) for _ in cp["attackers"]]
+    write_json(tmp_path / "cp.json", cp)
+    assert "NaN" not in (tmp_path / "cp.json").read_text()
+    points = pareto_points([], load_crossplay(tmp_path / "cp.json"))
+    assert points and not any(p["pareto"] for p in points)
+    assert main(["report", str(run), "--crossplay", str(tmp_path / "cp.json"), "--out", str(tmp_path / "rep")]) == 0
