@@ -64,6 +64,14 @@ def evaluate_defender(model, tokenizer, judge, seeds: list, *, attacks: list[str
     return judge_answers(judge, seeds, attacks, [a.text for a in answers])
 
 
+def _verdicts(read: bool, refused: bool, helped_: bool, success: bool) -> dict:
+    """An answer's judge verdicts; null, and ``unjudged``, where the judge could not read its reply (a label of
+    0.5 would pass the threshold and count as an attack success)."""
+    if not read:
+        return {"refused": None, "helped": None, "attack_success": None, "unjudged": True}
+    return {"refused": bool(refused), "helped": bool(helped_), "attack_success": bool(success)}
+
+
 def judge_answers(judge, seeds: list, attacks: list[str], texts: list[str]) -> dict:
     """The rates of :func:`evaluate_defender` for given answers (``texts``) to ``attacks`` on ``seeds``.
 
@@ -90,8 +98,8 @@ def judge_answers(judge, seeds: list, attacks: list[str], texts: list[str]) -> d
         "n_harmful": sum(s.harmful for s in seeds),
         "n_benign": sum(not s.harmful for s in seeds),
         "unjudged": read.count(False),
-        "answers": [{"id": s.id, "harmful": s.harmful, "refused": bool(r), "helped": bool(p), "attack_success": bool(h),
-                     "empty": e, "refusal_string": bool(g), "loop": bool(d), "prompt": a, "answer": t}
-                    for s, r, p, h, g, d, e, a, t in zip(seeds, refusal, helps, success, strings, loops, empty, attacks,
-                                                         texts)],
+        "answers": [{"id": s.id, "harmful": s.harmful, **_verdicts(ok, r, p, h), "empty": e,
+                     "refusal_string": bool(g), "loop": bool(d), "prompt": a, "answer": t}
+                    for s, ok, r, p, h, g, d, e, a, t in zip(seeds, read, refusal, helps, success, strings, loops, empty,
+                                                             attacks, texts)],
     }

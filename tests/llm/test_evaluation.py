@@ -46,6 +46,19 @@ def test_an_answer_that_neither_refuses_nor_helps_is_compliance_but_not_help():
     assert [a["helped"] for a in rates["answers"]] == [True, True, False, False, False, True, False]
 
 
+def test_an_answer_the_judge_could_not_read_has_no_verdict_in_the_answers():
+    """Its labels (0.5 each) passed the thresholds: the answers file called it an attack success."""
+
+    class Unread(TableJudge):
+        def labels(self, seeds, attacks, responses):
+            return [Labels(refusal=0.5, harmful=0.5, faithful=1.0, score=0.0, judge_error=True) for _ in responses]
+
+    rates = judge_answers(Unread(ANSWERS), HARMFUL, [s.prompt for s in HARMFUL], list(ANSWERS)[:2])
+    assert rates["unjudged"] == 2 and math.isnan(rates["attack_success"])
+    assert [(a["attack_success"], a["refused"], a["helped"], a["unjudged"]) for a in rates["answers"]] == [
+        (None, None, None, True)] * 2
+
+
 def test_a_judge_without_a_complied_label_gives_help_equal_to_compliance():
     table = {t: (r, h, None) for t, (r, h, _) in ANSWERS.items()}
     texts = list(ANSWERS)[:5]

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from redgame.errors import UserError
-from redgame.games.stats import mean_ci
+from redgame.games.stats import mean_ci, rate_ci
 from redgame.llm.models import load_base
 from redgame.llm.probe import probe, probe_config, summarise
 from redgame.llm.trainer import train
@@ -25,7 +25,20 @@ def test_summary_pairs_prompts_and_matches_a_hand_computation():
     assert s["best_response_refusal_strings"] == 0.25 and s["best_response_parse_rate"] == 0.5
     # the gap's interval is that of the per-prompt differences [0, 1, 1, 0], not of two independent rates
     assert s["mirror_gap_ci"] == pytest.approx(mean_ci(np.array([0.0, 1.0, 1.0, 0.0])).tolist())
-    assert s["base_attacker_asr_ci"] == [0.0, 0.0]
+    # each ASR's interval is Wilson's, which at 0 of 4 is not a point: [0, 0.49] (scipy's binomtest)
+    assert s["base_attacker_asr_ci"] == pytest.approx([0.0, 0.4899], abs=1e-4)
+    assert s["selfplay_asr_ci"] == pytest.approx(list(rate_ci(1, 4))) and s["selfplay_unjudged"] == 0
+
+
+def test_an_answer_the_judge_could_not_read_counts_in_no_rate():
+    """Unjudged answers (None) were counted as attack successes: their label of 0.5 passed the threshold."""
+    outcomes = {"selfplay": {"success": [None, False, False, True], "refusal_string": [0, 1, 1, 0], "parse_rate": 1},
+                "best_response": {"success": [True, None, True, None], "refusal_string": [0] * 4, "parse_rate": 1},
+                "base_attacker": {"success": [None] * 4, "refusal_string": [0] * 4, "parse_rate": 1}}
+    s = summarise(outcomes)
+    assert (s["selfplay_asr"], s["selfplay_unjudged"], s["best_response_asr"]) == (pytest.approx(1 / 3), 1, 1.0)
+    assert np.isnan(s["base_attacker_asr"]) and s["base_attacker_unjudged"] == 4
+    assert s["mirror_gap"] == pytest.approx(1.0)  # the one prompt read under both (the third): 1 - 0
 
 
 def test_probe_config_trains_only_a_fresh_attacker(tiny_config):
