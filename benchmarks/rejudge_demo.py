@@ -30,6 +30,8 @@ import re
 from pathlib import Path
 
 from redgame.errors import UserError
+from redgame.jsonio import read_json_file
+from redgame.llm.report import distinct_run_names
 
 RATES = ("harmful_refusal", "benign_compliance", "harmful_refusal_strings", "benign_compliance_strings", "benign_help")
 
@@ -44,7 +46,12 @@ def rejudge(folder: Path, judge) -> dict:
         raise UserError(f"{path}: no such file (a redgame demo output folder holds answers.json)")
     seeds = {s.id: s for s in builtin_seeds("all")}
     out = {}
-    for role, answers in json.loads(path.read_text()).items():
+    for role, answers in read_json_file(path, str(path)).items():
+        if not (isinstance(answers, list) and all(isinstance(a, dict) and a.get("id") in seeds
+                                                  and isinstance(a.get("prompt"), str)
+                                                  and isinstance(a.get("answer"), str) for a in answers)):
+            raise UserError(f"{path}: '{role}' must be a list of answers, each with a built-in seed's id, its "
+                            "prompt and the answer")
         picked = [seeds[a["id"]] for a in answers]
         rates = judge_answers(judge, picked, [a["prompt"] for a in answers], [a["answer"] for a in answers])
         out[role] = {k: v for k, v in rates.items() if k != "answers"}
@@ -132,7 +139,7 @@ def main() -> None:
 
     try:
         judge = answer_reader(args.judge, args.labels)
-        results = {Path(f).name: rejudge(Path(f), judge) for f in args.folders}
+        results = {name: rejudge(Path(f), judge) for name, f in zip(distinct_run_names(args.folders), args.folders)}
     except UserError as error:
         raise SystemExit(f"error: {error}") from None
     print(json.dumps(results, indent=1) if args.json else "\n".join(table(results)))

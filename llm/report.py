@@ -266,11 +266,23 @@ def to_html(title: str, blocks: list[tuple]) -> str:
     return "\n".join(parts + ["</body></html>"]) + "\n"
 
 
+def distinct_run_names(runs) -> list[str]:
+    """Each run folder's name, by which tables tell runs apart; two folders of one name (seed0/bip, seed1/bip)
+    are a one-line UserError (one's numbers silently stood for both)."""
+    names = [Path(r).name for r in runs]
+    if twice := sorted({n for n in names if names.count(n) > 1}):
+        same = [str(r) for r in runs if Path(r).name == twice[0]]
+        raise UserError(f"runs {', '.join(same)} share the folder name {twice[0]!r}, by which runs are told "
+                        "apart; give each its own name")
+    return names
+
+
 def build_report(runs, out: Path, *, crossplay=None) -> tuple[Path, Path]:
     """Write ``<out>/report.md``, ``<out>/report.html`` and their PNGs; returns the two pages."""
     from redgame.llm.adapters import run_config
 
     runs = [Path(r).expanduser() for r in runs]
+    distinct_run_names(runs)
     metrics = {}
     for r in runs:  # a folder that is not a run is refused before --out is made
         if not r.is_dir():

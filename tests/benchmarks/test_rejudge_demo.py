@@ -55,3 +55,23 @@ def test_an_answer_the_labels_do_not_hold_is_a_clear_error(tmp_path):
     (folder / "answers.json").write_text(json.dumps(saved))
     with pytest.raises(UserError, match="does not label the answer 'Something nobody labelled.'"):
         rejudge_demo.rejudge(folder, rejudge_demo.LabelledAnswers(str(labels)))
+
+
+@pytest.mark.parametrize("data, needle", [
+    (b"\xff\xfe", "answers.json: not UTF-8 text"),
+    (b'{"base": [', "answers.json: not valid JSON"),
+    (b'{"base": [{"id": "nope", "prompt": "p", "answer": "a"}]}', "'base' must be a list of answers"),
+])
+def test_a_damaged_answers_file_is_one_line(tmp_path, data, needle):
+    folder, labels = _folder(tmp_path)
+    (folder / "answers.json").write_bytes(data)
+    with pytest.raises(UserError, match=needle):
+        rejudge_demo.rejudge(folder, rejudge_demo.LabelledAnswers(str(labels)))
+
+
+def test_two_folders_of_one_name_are_refused(tmp_path):
+    from redgame.llm.report import distinct_run_names
+
+    assert distinct_run_names(["a/run-s0", "b/run-s1"]) == ["run-s0", "run-s1"]
+    with pytest.raises(UserError, match="share the folder name 'run-s0'"):
+        distinct_run_names(["a/run-s0", "b/run-s0"])

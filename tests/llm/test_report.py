@@ -176,3 +176,13 @@ def test_a_crossplay_cell_without_benign_answers_is_null_and_on_no_front(tmp_pat
     points = pareto_points([], load_crossplay(tmp_path / "cp.json"))
     assert points and not any(p["pareto"] for p in points)
     assert main(["report", str(run), "--crossplay", str(tmp_path / "cp.json"), "--out", str(tmp_path / "rep")]) == 0
+
+
+def test_two_runs_of_one_folder_name_are_refused(tmp_path, capsys):
+    """seed0/bip and seed1/bip: the report keyed runs by name, so one's numbers stood for both."""
+    for seed in ("seed0", "seed1"):
+        (tmp_path / seed).mkdir()
+        _fake_run(tmp_path / seed / "bip")
+    assert main(["report", str(tmp_path / "seed0" / "bip"), str(tmp_path / "seed1" / "bip"),
+                 "--out", str(tmp_path / "rep")]) == 2
+    assert "share the folder name 'bip'" in capsys.readouterr().err and not (tmp_path / "rep").exists()
