@@ -117,10 +117,10 @@ def attach(base, adapters: dict[str, Path]):
     for name, path in adapters.items():
         check_lora_config(Path(path) / ADAPTER_FILES[0])
         try:
-            if model is base:
-                model = PeftModel.from_pretrained(base, str(path), adapter_name=name, is_trainable=False)
-            else:
+            if isinstance(model, PeftModel):  # one adapter attached already (here, or by the caller)
                 model.load_adapter(str(path), adapter_name=name, is_trainable=False)
+            else:
+                model = PeftModel.from_pretrained(base, str(path), adapter_name=name, is_trainable=False)
         except (RuntimeError, ValueError, KeyError) as exc:  # shape mismatch: another base model
             raise not_this_base(path, exc) from exc
         except (SafetensorError, TypeError, AttributeError) as exc:  # a damaged file or config

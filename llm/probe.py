@@ -134,10 +134,17 @@ def probe(run: str | Path, *, steps: int, split: str = "validation", out: str | 
                               model=model or run_cfg.model)
     torch_device, torch_dtype = placement(device, dtype)
     out = Path(out) if out is not None else run / "probe"
-    judge = make_judge(eval_judge)  # before training: a bad judge name costs nothing
+    # Before the old probe goes: a bad judge name or server, or run adapters that do not fit this base model.
+    judge = make_judge(eval_judge)
+    if hasattr(judge, "check_reachable"):
+        judge.check_reachable()
+    base, tokenizer = load_base(cfg.model, dtype=torch_dtype, device=torch_device)
+    runs_adapters = {"run_attacker": adapter_dir(run, "attacker"), "run_defender": adapter_dir(run, "defender")}
+    base = attach(base, runs_adapters).unload()  # they fit; the training below gets the bare base back
+    for stale in ("probe.json", "answers.json"):  # they would describe the attacker this probe replaces
+        (out / stale).unlink(missing_ok=True)
     t0 = time.perf_counter()
-    trained = train(cfg, out / "attacker_run", overwrite=True, progress=progress, log=log,
-                    base=load_base(cfg.model, dtype=torch_dtype, device=torch_device),
+    trained = train(cfg, out / "attacker_run", overwrite=True, progress=progress, log=log, base=(base, tokenizer),
                     init={"defender": adapter_dir(run, "defender")})
     if trained["stopped"]:  # Ctrl-C: a part-trained best response is no probe; run the probe again
         log(f"the probe stopped at step {trained['steps']} of {steps}: no probe.json")
@@ -146,8 +153,7 @@ def probe(run: str | Path, *, steps: int, split: str = "validation", out: str | 
 
     place_judge(judge, torch_device, torch_dtype)
     base, tokenizer = load_base(cfg.model, dtype=torch_dtype, device=torch_device)
-    model = attach(base, {"run_attacker": adapter_dir(run, "attacker"), "run_defender": adapter_dir(run, "defender"),
-                          "probe_attacker": adapter_dir(out / "attacker_run", "attacker")})
+    model = attach(base, {**runs_adapters, "probe_attacker": adapter_dir(out / "attacker_run", "attacker")})
     harmful = [s for s in builtin_seeds(split) if s.harmful][:prompts or None]
     play = dict(attack_tokens=cfg.attack_tokens, response_tokens=cfg.response_tokens)
     outcomes = {name: attack_outcomes(model, tokenizer, judge, harmful, attacker, "run_defender", **play)

@@ -60,6 +60,12 @@ def test_probe_freezes_the_defender_and_reports_the_gap(tmp_path, judge, tiny_co
     assert summary["n_harmful"] == 18 and summary["split"] == "validation"
     assert summary["mirror_gap"] == pytest.approx(summary["best_response_asr"] - summary["selfplay_asr"])
     assert json.loads((run / "probe" / "probe.json").read_text())["mirror_gap"] == summary["mirror_gap"]
+    # A second probe whose evaluation judge cannot answer stops before the first probe's attacker is replaced
+    before = {p: p.read_bytes() for p in (run / "probe").rglob("*") if p.is_file()}
+    with pytest.raises(UserError, match="unreachable"):
+        probe(run, steps=1, split="validation", eval_judge="http:http://127.0.0.1:9/v1", progress=False,
+              log=lambda *a: None)
+    assert {p: p.read_bytes() for p in (run / "probe").rglob("*") if p.is_file()} == before
 
 
 def test_probe_refuses_a_folder_without_a_run(tmp_path):
