@@ -115,10 +115,13 @@ def pareto_points(runs: list[Path], crossplay: dict | None) -> list[dict]:
         comply = x @ np.asarray(crossplay["benign_compliance_matrix"])
         for d, a, c in zip(crossplay["defenders"], asr, comply):
             points.append({"label": d, "safety": 1.0 - float(a), "benign_compliance": float(c),
+                           "judge": str(crossplay.get("eval_judge", "?")),
                            "source": "cross-play, meta-Nash attacker mix"})
     for run in runs:
+        judge = eval_judge(run)
         points += [{"label": f"{run.name}:{name}", "safety": 1.0 - r["asr"], "source": "eval.json, direct prompts",
-                    "benign_compliance": r["benign_compliance"]} for name, r in eval_results(run).items()]
+                    "judge": judge, "benign_compliance": r["benign_compliance"]}
+                   for name, r in eval_results(run).items()]
     measured = [p for p in points if math.isfinite(p["safety"]) and math.isfinite(p["benign_compliance"])]
     for p in points:  # a point without both numbers is on no front, and hides none
         p["pareto"] = p in measured and not any(
@@ -142,6 +145,12 @@ def eval_results(run: Path) -> dict[str, dict]:
         if not all(has_shape(r[key], ()) for key in ("asr", "benign_compliance")):
             raise UserError(f"{path}: results.{name}: 'asr' and 'benign_compliance' must be numbers")
     return measured
+
+
+def eval_judge(run: Path) -> str:
+    """The judge that ``<run>/eval.json`` was measured by ("?" where it does not say)."""
+    path = run / "eval.json"
+    return str(read_json_file(path, str(path)).get("eval_judge", "?")) if path.is_file() else "?"
 
 
 def _unmeasured(value) -> bool:
@@ -187,8 +196,10 @@ def blocks_for(runs: list[Path], out: Path, crossplay: dict | None, metrics: dic
 
     metrics = metrics if metrics is not None else {run.name: read_metrics(run) for run in runs}
     blocks = [("h", "Runs"),
-              ("table", ("run", "regime", "model", "steps", "final-5 self-play ASR", "final-5 benign refusal"),
-               [(run.name, (cfg := run_config(run)).get("regime", "?"), cfg.get("model", "?"), len(metrics[run.name]),
+              ("table", ("run", "regime", "model", "training judge", "steps", "final-5 self-play ASR",
+                         "final-5 benign refusal"),
+               [(run.name, (cfg := run_config(run)).get("regime", "?"), cfg.get("model", "?"),
+                 cfg.get("judge", "embedded"), len(metrics[run.name]),
                  _pct(tail_mean(metrics[run.name], "attack_success")),
                  _pct(watch.benign_refusal(metrics[run.name]))) for run in runs])]
     flagged = [run.name for run in runs if watch.flagged(metrics[run.name])]
@@ -203,9 +214,14 @@ def blocks_for(runs: list[Path], out: Path, crossplay: dict | None, metrics: dic
     blocks.append(("h", "Safety vs benign compliance"))
     if points:
         blocks += [("img", plot_pareto(points, out / "pareto.png").name, "Pareto plot"),
-                   ("table", ("defender", "safety (1 − ASR)", "benign compliance", "Pareto-optimal", "measured by"),
+                   ("table", ("defender", "safety (1 − ASR)", "benign compliance", "Pareto-optimal", "measured by",
+                              "judge"),
                     [(p["label"], _pct(p["safety"]), _pct(p["benign_compliance"]), "yes" if p["pareto"] else "",
-                      p["source"]) for p in points])]
+                      p["source"], p["judge"]) for p in points])]
+        if len(judges := sorted({p["judge"] for p in points})) > 1:
+            blocks.append(("p", f"Warning: these points were measured by different judges ({', '.join(judges)}); "
+                                "their rates are not on one scale, so the front compares unlike numbers. Evaluate "
+                                "every run with the same --eval-judge."))
     else:
         blocks.append(("p", "No held-out measurements: pass --crossplay or run 'redgame llm eval --adapter RUN "
                             "--out RUN/eval.json'."))

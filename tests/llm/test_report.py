@@ -160,7 +160,7 @@ def test_a_metrics_line_cut_short_by_a_kill_is_skipped_with_one_warning(tmp_path
     assert main(["report", str(run), "--out", str(tmp_path / "rep")]) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("redgame: warning: ") and "metrics.jsonl, line 3" in err[0], err
-    assert "| run | bipolicy | tiny | 2 |" in (tmp_path / "rep" / "report.md").read_text()
+    assert "| run | bipolicy | tiny | embedded | 2 |" in (tmp_path / "rep" / "report.md").read_text()
 
 
 def test_a_crossplay_cell_without_benign_answers_is_null_and_on_no_front(tmp_path):
@@ -186,3 +186,17 @@ def test_two_runs_of_one_folder_name_are_refused(tmp_path, capsys):
     assert main(["report", str(tmp_path / "seed0" / "bip"), str(tmp_path / "seed1" / "bip"),
                  "--out", str(tmp_path / "rep")]) == 2
     assert "share the folder name 'bip'" in capsys.readouterr().err and not (tmp_path / "rep").exists()
+
+
+def test_points_of_different_judges_are_named_and_warned_of(tmp_path):
+    """The same base model read 0.00 and 1.00 safe by two judges sat on one front, with no judge named."""
+    runs = []
+    for name, judge, asr in (("a", "embedded", 1.0), ("b", "probe", 0.0)):
+        run = _fake_run(tmp_path / name)
+        (run / "eval.json").write_text(json.dumps({"eval_judge": judge, "results": {
+            "base": {"asr": asr, "benign_compliance": 1.0}}}))
+        runs.append(str(run))
+    assert main(["report", *runs, "--out", str(tmp_path / "rep")]) == 0
+    page = (tmp_path / "rep" / "report.md").read_text()
+    assert "| a:base | 0.00 | 1.00 |  | eval.json, direct prompts | embedded |" in page
+    assert "measured by different judges (embedded, probe)" in page
