@@ -131,7 +131,7 @@ def run_eval(args) -> int:
             results[name] = safety_eval.evaluate(m, tokenizer, judge, harmful, benign, questions,
                                                  max_new_tokens=args.max_new_tokens)
     summary = {
-        "model": args.model, "adapter": str(adapter) if adapter else None, "eval_judge": judge.name,
+        "model": args.model, "adapter": str(Path(adapter).resolve()) if adapter else None, "eval_judge": judge.name,
         "refusal_strings": "a refusal phrase in the answer's first 400 characters (no judge)",
         "harmful_file": args.harmful or f"built-in {args.split} split",
         "benign_file": args.benign or f"built-in {args.split} split",
