@@ -115,6 +115,10 @@ def crossplay(base, tokenizer, judge, runs: list[Run], seeds: list, *, templates
         with playing(model, None if d == BASE else slot[d, "defender"]) as m:
             for i, a in enumerate(attackers):
                 r = evaluate_defender(m, tokenizer, judge, seeds, attacks=attacks[a], max_new_tokens=response_tokens)
+                if np.isnan(r["attack_success"]):  # no meta-game without every cell of its payoff matrix
+                    raise UserError(f"cross-play: the judge could read none of the answers to attacker {a}'s "
+                                    f"harmful attacks on defender {d} ({r['unjudged']} unjudged): no ASR to play "
+                                    "the meta-game on; check the judge (its format, its server)")
                 asr[i, j], refusal[i, j] = r["attack_success"], r["harmful_refusal"]
                 benign[i, j] = r["benign_compliance"]
                 bar.update()
