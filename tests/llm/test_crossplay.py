@@ -7,6 +7,7 @@ import pytest
 from scipy.optimize import linprog
 
 from redgame.cli import main
+from redgame.errors import UserError
 from redgame.llm import crossplay
 from redgame.llm.config import TrainConfig
 from redgame.llm.models import load_base
@@ -177,3 +178,19 @@ def test_the_context_check_counts_the_attack_tag_the_rollout_prefills():
         pytest.skip("no seed length falls between the two counts with this tokenizer")
     with pytest.raises(UserError, match="seed 'edge' in the attacker's chat"):
         crossplay.generate_attacks(base, tokenizer, [seed], max_new_tokens=4)
+
+
+def test_a_cell_the_judge_read_nothing_of_is_one_line(runs, judge, monkeypatch):
+    from redgame.llm import evaluation
+
+    real = evaluation.evaluate_defender
+
+    def unread(*args, **kwargs):
+        return {**real(*args, **kwargs), "attack_success": float("nan"), "unjudged": 2}
+
+    monkeypatch.setattr(evaluation, "evaluate_defender", unread)
+    base, tokenizer = load_base("tiny")
+    with pytest.raises(UserError, match="could read none of the answers to attacker base's harmful attacks on "
+                                        "defender base"):
+        crossplay.crossplay(base, tokenizer, judge, crossplay.find_runs(runs), SEEDS, templates=BUILTIN_TEMPLATES,
+                            attack_tokens=4, response_tokens=4, log=lambda *a: None)
