@@ -60,7 +60,8 @@ def register_probe(llm_sub) -> None:
         description="Freezes the run's defender, trains a fresh attacker adapter from the base against it for "
                     "--steps game steps (the run's recipe, attacker only), then reports on held-out harmful seeds "
                     "the self-play ASR (the run's own attacker), the best-response ASR and the mirror gap, judged "
-                    "by the evaluation judge, with 95% bootstrap intervals over prompts.")
+                    "by the evaluation judge, with 95% intervals over prompts (Wilson for each ASR, a paired "
+                    "bootstrap for the gap).")
     probe.add_argument("--run", required=True, help="a run folder of 'redgame llm train' (config.json, final/)")
     probe.add_argument("--steps", type=int, required=True, help="best-response training steps")
     probe.add_argument("--split", default="validation", choices=("validation", "test"),
@@ -105,7 +106,7 @@ def resolve_config(args) -> TrainConfig:
     bare ``--resume`` continues the recipe the run was started with (the flags and ``--set`` still change it).
     """
     saved = Path(args.out) / "config.json"
-    config = args.config or (str(saved) if args.resume and saved.is_file() else None)
+    config = args.config or (str(saved) if args.resume and is_saved_run(saved) else None)
     cfg = from_mapping(load_file(config), where=f" in {config}") if config else TrainConfig()
     overrides = dict(parse_override(text) for text in args.set)
     for key in ("model", "regime", "steps", "save_every", "seed", "device", "dtype"):
@@ -120,6 +121,18 @@ def resolve_config(args) -> TrainConfig:
         if name != "builtin" and not (path and path.is_file()):
             raise FileNotFoundError(f"config key 'train_seeds': seed file not found: {name}")
     return cfg
+
+
+def is_saved_run(path: Path) -> bool:
+    """Whether ``path`` is a run's config.json (another tool's is left to the run-folder check to refuse)."""
+    import json
+
+    from redgame.llm.adapters import is_run_config
+
+    try:
+        return path.is_file() and is_run_config(json.loads(path.read_bytes()))
+    except (OSError, ValueError, RecursionError):
+        return False
 
 
 def check_model_name(name: str) -> None:

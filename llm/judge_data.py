@@ -133,13 +133,16 @@ def _exchange(row, where: str) -> Exchange:
 
 
 def check_unique_ids(exchanges: list[Exchange], where: str) -> None:
-    """A one-line UserError when two lines share an ``id`` (second labels are matched by it)."""
-    first: dict[str, int] = {}
-    for n, x in enumerate(exchanges, 1):
+    """A one-line UserError when an ``id`` is not a string or two lines share one (second labels are matched
+    by it)."""
+    first: dict[str, Exchange] = {}
+    for x in exchanges:
         ident = x.row.get("id")
-        if ident is not None and first.setdefault(ident, n) != n:
-            raise UserError(f"{where}: id {ident!r} is on lines {first[ident]} and {n} of its exchanges; "
-                            "second labels are matched by id, so each line needs its own")
+        if ident is not None and not isinstance(ident, str):
+            raise UserError(f"{x.where}: field 'id' must be a string, got {json_type(ident)}")
+        if ident is not None and first.setdefault(ident, x) is not x:
+            raise UserError(f"{x.where}: id {ident!r} is also on {first[ident].where.rpartition(', ')[2]}; second "
+                            "labels are matched by id, so each line needs its own")
 
 
 def jsonl_rows(text: str, where: str):

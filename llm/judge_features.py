@@ -47,7 +47,7 @@ def is_blank(text: str) -> bool:
     ``str.strip`` keeps a zero-width space (U+200B) or a word joiner (U+2060); an answer made of
     them says nothing, and is judged as the empty answer is.
     """
-    return all(unicodedata.category(ch)[0] in "CZ" for ch in text)
+    return all(ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf", "Zs", "Zl", "Zp") for ch in text)
 # Characters of an answer (and of the probe's prompt) that the judges read. Far above every training
 # text (the longest answer is 668): past it, the features would leave the range they were fitted on,
 # and a 150,000-times loop read as fluent text (P(degenerate) 0.17 at 10,000 repeats, 0.97 cut here).

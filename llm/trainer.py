@@ -123,8 +123,9 @@ def claim_run_dir(out: Path, cfg: TrainConfig, *, resume: bool) -> None:
     """Once the model and judge have loaded: remove the replaced run's files (a fresh start in a folder that
     holds one, checked by :func:`check_run_dir`), and write the resolved config."""
     if not resume and holds_a_run(out):
-        # the run's files, and the results that speak of it (its eval.json and probe/, read by `redgame report`)
-        for name in RUN_FILES:
+        # the run's files, and the results that speak of it (its eval.json and probe/, read by `redgame report`);
+        # config.json last, so that a stop midway leaves a folder that is still a run, which --overwrite takes
+        for name in RUN_FILES[1:] + RUN_FILES[:1]:
             target = out / name
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -150,7 +151,8 @@ def check_resumable(out: Path, cfg: TrainConfig, last_step: int) -> None:
             key = changed[0]
             raise UserError(f"--resume: this config's {key} is {wanted[key]!r}, the run's is {saved[key]!r}; "
                             f"{', '.join(RESUME_MUST_KEEP)} make the run's weights and cannot change on resume "
-                            f"(resume with --config {out / RUN_MARKER})")
+                            f"(a bare --resume continues with the run's own {out / RUN_MARKER}: leave out the flag, "
+                            f"--set or --config that changes {key})")
     if cfg.steps < last_step:  # at last_step itself the run writes its final roles again (a kill may have cut them)
         raise UserError(f"--resume: the run is at step {last_step}; --steps {cfg.steps} is fewer; give at least "
                         f"{last_step}")
@@ -555,11 +557,16 @@ def diverged_as_stop(play, game, step: int) -> dict:
     try:
         return play(game, step)
     except FloatingPointError as exc:
+        cfg = game.cfg
+        if step == 0:  # no update yet: the base model and the sampling settings give these logits
+            raise TrainingStopped(f"step 1: {exc}, before any update: check the sampling settings (temperature "
+                                  f"{cfg.temperature:g}, top_p {cfg.top_p:g}) and the model's dtype "
+                                  f"({cfg.dtype})") from exc
         restart = (f"redgame llm train --config {shlex.quote(str(game.out / RUN_MARKER))} "
                    f"--out {shlex.quote(str(game.out))} --overwrite --set lr=...")
-        raise TrainingStopped(f"step {step + 1}: {exc}: the weights diverged (lr {game.cfg.lr:g}, "
-                              f"dtype {game.cfg.dtype}); the checkpoints of the last steps may hold them, so start "
-                              f"again with a lower lr: {restart}") from exc
+        dtype = "" if cfg.dtype == "auto" else f", dtype {cfg.dtype}"
+        raise TrainingStopped(f"step {step + 1}: {exc}: the weights diverged (lr {cfg.lr:g}{dtype}); the checkpoints "
+                              f"of the last steps may hold them, so start again with a lower lr: {restart}") from exc
 
 
 def warn_of_over_refusal(out: Path, log) -> None:

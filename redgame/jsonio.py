@@ -38,6 +38,8 @@ def write_text_atomically(path: str | Path, text: str) -> None:
     """Write ``path`` through a temporary file beside it and a rename: never seen half written, and an old
     file stays whole when the write fails (a full disk)."""
     path = Path(path)
+    if path.is_symlink():  # replace what the link points to, and keep the link
+        path = path.resolve()
     tmp = path.with_name(f".tmp.{path.name}")
     try:
         tmp.write_text(text, encoding="utf-8")

@@ -1,5 +1,7 @@
 """``redgame.jsonio.read_json_file``: a user's JSON file read with one-line errors naming it."""
 
+import json
+
 import pytest
 
 from redgame.errors import UserError
@@ -56,3 +58,12 @@ def test_write_json_is_strict_and_a_failed_write_keeps_the_old_file(tmp_path, mo
         write_json(path, {"asr": 0.5})
     monkeypatch.undo()
     assert path.read_text() == '{\n "asr": null,\n "n": 3\n}\n' and [p.name for p in tmp_path.iterdir()] == ["eval.json"]
+
+
+def test_write_json_through_a_link_replaces_its_target_and_keeps_the_link(tmp_path):
+    from redgame.jsonio import write_json
+
+    (tmp_path / "real.json").write_text("{}")
+    (tmp_path / "link.json").symlink_to(tmp_path / "real.json")
+    write_json(tmp_path / "link.json", {"a": 1})
+    assert (tmp_path / "link.json").is_symlink() and json.loads((tmp_path / "real.json").read_text()) == {"a": 1}

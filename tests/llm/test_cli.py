@@ -240,3 +240,9 @@ def test_a_lora_rank_wider_than_the_model_is_one_line_and_claims_no_folder(tmp_p
                  "--set", "lora_rank=1000000"]) == 2
     assert "config key 'lora_rank' is 1000000, above the model's hidden size" in _err(capsys)
     assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_a_bare_resume_on_another_tools_folder_names_its_config(tmp_path, capsys):
+    (tmp_path / "config.json").write_text('{"name": "my-other-tool", "version": 3}')
+    assert main(["llm", "train", "--model", "tiny", "--out", str(tmp_path), "--resume"]) == 2
+    assert "its config.json is not a redgame run's" in _err(capsys)

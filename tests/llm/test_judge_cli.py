@@ -219,10 +219,13 @@ def test_second_labels_give_the_judge_against_them_and_the_labellers_agreement(t
     ([{"id": "a", "harmful": True}, {"id": "a"}], "line 2: id 'a' appears twice"),
     ([{"id": "a", "refused": 1}], "line 1: field 'refused' must be true or false"),
     ([{"id": "nowhere", "harmful": True}], "no id of theirs is an id of the input's lines"),
-    ([{"id": "l0", "harmful": True}], "id 'l0' is on lines 1 and 2 of its exchanges"),  # one label, two answers
+    ([{"id": "l0", "harmful": True}], "in.jsonl, line 3: id 'l0' is also on line 1"),  # one label, two answers
+    ([{"id": "l0", "harmful": True}], "in.jsonl, line 3: field 'id' must be a string, got array"),
 ])
 def test_bad_second_labels_are_one_line(tmp_path, capsys, shared_judge, second, needle):
-    lines = [dict(LINES[0], id="l0")] + ([dict(LINES[1], id="l0")] if "lines 1 and 2" in needle else [])
+    lines = [dict(LINES[0], id="l0")]
+    if "line 3" in needle:  # the line numbers are the file's: a blank line counts
+        lines += ["", dict(LINES[1], id="l0" if "also on" in needle else ["l0"])]
     assert main(["llm", "judge", "--input", str(_write(tmp_path, lines)), "--second-labels",
                  str(_write(tmp_path, second, "second.jsonl"))]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -117,7 +117,7 @@ def test_an_empty_answer_is_a_refusal_by_every_judge(judge, make):
 
 def test_is_blank_sees_only_visible_characters():
     assert all(is_blank(t) for t in ("", " \t\n", "\u200b", "\ufeff\u2060", "\x00"))
-    assert not any(is_blank(t) for t in (".", "\u200bno", "日", "\u0301a"))
+    assert not any(is_blank(t) for t in (".", "\u200bno", "日", "\u0301a", "\ue000", "\uf8ff"))  # private use shows
 
 
 def test_attack_conditioned_labels_and_faithfulness(judge):

@@ -144,6 +144,33 @@ def test_weights_that_diverge_without_a_nan_loss_stop_the_run_in_one_line(tmp_pa
     assert "the run stopped" not in capsys.readouterr().err  # one message, not two
 
 
+def test_logits_that_are_not_finite_before_any_update_do_not_blame_the_learning_rate(tmp_path, judge, tiny_config):
+    with pytest.raises(TrainingStopped, match=r"step 1: .*before any update: check the sampling settings "
+                                              r"\(temperature 1e-45"):
+        train(tiny_config(steps=1, temperature=1e-45), tmp_path, progress=False, base=load_base("tiny"), judge=judge)
+
+
+def test_an_overwrite_stopped_midway_leaves_a_run_that_overwrite_takes(tmp_path, judge, tiny_config, monkeypatch):
+    """The run's files go before its config.json: a stop between them leaves a folder that is still a run."""
+    import shutil
+
+    train(tiny_config(steps=1, save_every=1), tmp_path, progress=False, base=load_base("tiny"), judge=judge)
+    real = shutil.rmtree
+
+    def stopped(path, *a, **k):
+        if Path(path).name == "final":
+            raise KeyboardInterrupt
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(shutil, "rmtree", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(steps=1), tmp_path, overwrite=True, progress=False, base=load_base("tiny"), judge=judge)
+    monkeypatch.undo()
+    assert (tmp_path / "config.json").is_file()
+    train(tiny_config(steps=1), tmp_path, overwrite=True, progress=False, base=load_base("tiny"), judge=judge)
+    assert (tmp_path / "final" / "defender").is_dir()
+
+
 def test_gradients_or_weights_that_are_not_finite_stop_before_they_are_saved(tmp_path, judge, tiny_config,
                                                                              monkeypatch):
     real_clip = torch.nn.utils.clip_grad_norm_
