@@ -113,9 +113,12 @@ def test_an_out_that_cannot_take_the_output_is_one_line_before_any_work(monkeypa
 
 
 def test_a_plot_that_cannot_be_written_is_one_line_before_the_judging(monkeypatch, capsys, tmp_path):
-    from redgame.llm import judges
+    import sys
+    import types
 
-    monkeypatch.setattr(judges, "make_judge", _raise(AssertionError("judged")))
+    judges = types.ModuleType("redgame.llm.judges")  # a stand-in: no judge loads, and no torch is needed
+    judges.make_judge = _raise(AssertionError("judged"))
+    monkeypatch.setitem(sys.modules, "redgame.llm.judges", judges)
     (tmp_path / "in.jsonl").write_text('{"prompt": "hi", "response": "hello"}\n')
     (tmp_path / "afile").write_text("")
     (tmp_path / "d.png").mkdir()
