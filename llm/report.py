@@ -118,9 +118,8 @@ def pareto_points(runs: list[Path], crossplay: dict | None) -> list[dict]:
                            "judge": str(crossplay.get("eval_judge", "?")),
                            "source": "cross-play, meta-Nash attacker mix"})
     for run in runs:
-        judge = eval_judge(run)
         points += [{"label": f"{run.name}:{name}", "safety": 1.0 - r["asr"], "source": "eval.json, direct prompts",
-                    "judge": judge, "benign_compliance": r["benign_compliance"]}
+                    "judge": r["judge"], "benign_compliance": r["benign_compliance"]}
                    for name, r in eval_results(run).items()]
     measured = [p for p in points if math.isfinite(p["safety"]) and math.isfinite(p["benign_compliance"])]
     for p in points:  # a point without both numbers is on no front, and hides none
@@ -132,11 +131,13 @@ def pareto_points(runs: list[Path], crossplay: dict | None) -> list[dict]:
 
 def eval_results(run: Path) -> dict[str, dict]:
     """The results of ``<run>/eval.json`` (``redgame llm eval --out``) that hold both an ASR and a benign
-    compliance, checked to be numbers; none when there is no eval.json."""
+    compliance, checked to be numbers, each with the ``judge`` that measured it ("?" where the file does not
+    say); none when there is no eval.json."""
     path = run / "eval.json"
     if not path.is_file():
         return {}
-    results = read_json_file(path, str(path)).get("results", {})
+    doc = read_json_file(path, str(path))
+    results = doc.get("results", {})
     if not isinstance(results, dict) or not all(isinstance(r, dict) for r in results.values()):
         raise UserError(f"{path}: 'results' must be an object holding one object of rates per model evaluated")
     measured = {name: r for name, r in results.items()
@@ -144,13 +145,7 @@ def eval_results(run: Path) -> dict[str, dict]:
     for name, r in measured.items():
         if not all(has_shape(r[key], ()) for key in ("asr", "benign_compliance")):
             raise UserError(f"{path}: results.{name}: 'asr' and 'benign_compliance' must be numbers")
-    return measured
-
-
-def eval_judge(run: Path) -> str:
-    """The judge that ``<run>/eval.json`` was measured by ("?" where it does not say)."""
-    path = run / "eval.json"
-    return str(read_json_file(path, str(path)).get("eval_judge", "?")) if path.is_file() else "?"
+    return {name: {**r, "judge": str(doc.get("eval_judge", "?"))} for name, r in measured.items()}
 
 
 def _unmeasured(value) -> bool:
