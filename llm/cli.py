@@ -105,8 +105,10 @@ def resolve_config(args) -> TrainConfig:
     The file is ``--config``; with ``--resume`` and no ``--config``, the run's own ``config.json``, so that a
     bare ``--resume`` continues the recipe the run was started with (the flags and ``--set`` still change it).
     """
-    saved = Path(args.out) / "config.json"
-    config = args.config or (str(saved) if args.resume and is_saved_run(saved) else None)
+    from redgame.llm.trainer import RUN_MARKER, holds_a_run  # another tool's config.json: one line from it
+
+    saved = Path(args.out) / RUN_MARKER
+    config = args.config or (str(saved) if args.resume and holds_a_run(saved.parent) else None)
     cfg = from_mapping(load_file(config), where=f" in {config}") if config else TrainConfig()
     overrides = dict(parse_override(text) for text in args.set)
     for key in ("model", "regime", "steps", "save_every", "seed", "device", "dtype"):
@@ -121,18 +123,6 @@ def resolve_config(args) -> TrainConfig:
         if name != "builtin" and not (path and path.is_file()):
             raise FileNotFoundError(f"config key 'train_seeds': seed file not found: {name}")
     return cfg
-
-
-def is_saved_run(path: Path) -> bool:
-    """Whether ``path`` is a run's config.json (another tool's is left to the run-folder check to refuse)."""
-    import json
-
-    from redgame.llm.adapters import is_run_config
-
-    try:
-        return path.is_file() and is_run_config(json.loads(path.read_bytes()))
-    except (OSError, ValueError, RecursionError):
-        return False
 
 
 def check_model_name(name: str) -> None:
