@@ -10,8 +10,9 @@ from redgame.errors import UserError
 from redgame.jsonio import decode_utf8, parse_json
 
 
-def read_metrics(run: Path) -> list[dict]:
-    """The rows of ``<run>/metrics.jsonl``, checked: one JSON object a line, at least one.
+def read_metrics(run: Path, *, allow_empty: bool = False) -> list[dict]:
+    """The rows of ``<run>/metrics.jsonl``, checked: one JSON object a line, at least one (none is
+    enough with ``allow_empty``: a run that has not finished its first step).
 
     A last line that is not JSON (a run killed mid-write cut it short) is skipped with a warning
     on stderr; an unparsable line anywhere else is an error.
@@ -22,7 +23,7 @@ def read_metrics(run: Path) -> list[dict]:
     lines = [(n, line) for n, line in enumerate(path.read_bytes().split(b"\n"), 1) if line.strip()]
     rows = [_parse_row(line, f"{path}, line {n}", last=n == lines[-1][0]) for n, line in lines]
     rows = [row for row in rows if row is not None]
-    if not rows:
+    if not rows and not allow_empty:
         raise UserError(f"{path}: no rows in it")
     return rows
 

@@ -84,6 +84,10 @@ def has_shape(value, shape: tuple) -> bool:
     return isinstance(value, list) and len(value) == shape[0] and all(has_shape(v, shape[1:]) for v in value)
 
 
+def is_finite_number(value) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
+
+
 def plot_curves(metrics: dict[str, list[dict]], path: Path) -> Path:
     from redgame.games.plots import _pyplot
 
@@ -91,7 +95,7 @@ def plot_curves(metrics: dict[str, list[dict]], path: Path) -> Path:
     fig, axes = plt.subplots(1, len(CURVES), figsize=(4.0 * len(CURVES), 3.2), dpi=100, squeeze=False)
     for ax, (key, title) in zip(axes[0], CURVES):
         for name, rows in metrics.items():
-            pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+            pts = [(r["step"], r[key]) for r in rows if is_finite_number(r.get("step")) and is_finite_number(r.get(key))]
             if pts:
                 ax.plot(*zip(*pts), marker="o", ms=3, lw=1.2, label=name)
         ax.set_title(title, fontsize=9)
@@ -298,7 +302,7 @@ def build_report(runs, out: Path, *, crossplay=None) -> tuple[Path, Path]:
     for r in runs:  # a folder that is not a run is refused before --out is made
         if not r.is_dir():
             raise UserError(f"run {r}: not a folder")
-        metrics[r.name] = read_metrics(r)
+        metrics[r.name] = read_metrics(r, allow_empty=True)  # a run still at its first step has no row yet
         run_config(r)
         eval_results(r)
     data = load_crossplay(crossplay) if crossplay is not None else None

@@ -200,3 +200,20 @@ def test_points_of_different_judges_are_named_and_warned_of(tmp_path):
     page = (tmp_path / "rep" / "report.md").read_text()
     assert "| a:base | 0.00 | 1.00 |  | eval.json, direct prompts | embedded |" in page
     assert "measured by different judges (embedded, probe)" in page
+
+
+def test_a_run_at_its_first_step_is_reported_with_no_steps(tmp_path):
+    """A run still working on its first step has an empty metrics.jsonl: the report lists it, it does not abort."""
+    done, fresh = _fake_run(tmp_path / "done"), _fake_run(tmp_path / "fresh")
+    (fresh / "metrics.jsonl").write_text("")
+    assert main(["report", str(done), str(fresh), "--out", str(tmp_path / "rep")]) == 0
+    page = (tmp_path / "rep" / "report.md").read_text()
+    assert "| fresh | bipolicy | tiny | embedded | 0 | – | – |" in page and "| done | bipolicy | tiny | embedded | 2 |" in page
+
+
+def test_a_metrics_row_without_a_step_is_left_out_of_the_curves(tmp_path):
+    run = _fake_run(tmp_path / "run")
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps({"attack_success": 0.7}) + "\n" + json.dumps({"step": "3", "attack_success": 0.7}) + "\n")
+    assert main(["report", str(run), "--out", str(tmp_path / "rep")]) == 0
+    assert (tmp_path / "rep" / "curves.png").is_file()
