@@ -162,11 +162,12 @@ def plot_pareto(points: list[dict], path: Path) -> Path:
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 4.2), dpi=100)
-    for p in (p for p in points if math.isfinite(p["safety"]) and math.isfinite(p["benign_compliance"])):
+    drawn = [p for p in points if math.isfinite(p["safety"]) and math.isfinite(p["benign_compliance"])]
+    for p in drawn:
         ax.scatter(p["benign_compliance"], p["safety"], s=40, color="tab:red" if p["pareto"] else "tab:gray",
                    marker="o" if p["source"].startswith("cross") else "s")
-        ax.annotate(p["label"], (p["benign_compliance"], p["safety"]), fontsize=7, xytext=(3, 3),
-                    textcoords="offset points")
+    for xy, label in shared_labels(drawn).items():
+        ax.annotate(label, xy, fontsize=7, xytext=(3, 3), textcoords="offset points")
     front = sorted((p["benign_compliance"], p["safety"]) for p in points if p["pareto"])
     if len(front) > 1:
         ax.plot(*zip(*front), color="tab:red", lw=1, alpha=0.6)
@@ -179,6 +180,17 @@ def plot_pareto(points: list[dict], path: Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def shared_labels(points: list[dict], most: int = 3) -> dict[tuple, str]:
+    """One label per place on the plot: the labels of the points that sit there (several defenders often
+    measure the same rates), joined, the first ``most`` of them named and the rest counted, so that no two
+    labels print over each other."""
+    at: dict[tuple, list[str]] = {}
+    for p in points:
+        at.setdefault((p["benign_compliance"], p["safety"]), []).append(p["label"])
+    return {xy: ", ".join(names[:most]) + (f" +{len(names) - most} more" if len(names) > most else "")
+            for xy, names in at.items()}
 
 
 def _pct(v) -> str:

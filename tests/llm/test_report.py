@@ -217,3 +217,12 @@ def test_a_metrics_row_without_a_step_is_left_out_of_the_curves(tmp_path):
         f.write(json.dumps({"attack_success": 0.7}) + "\n" + json.dumps({"step": "3", "attack_success": 0.7}) + "\n")
     assert main(["report", str(run), "--out", str(tmp_path / "rep")]) == 0
     assert (tmp_path / "rep" / "curves.png").is_file()
+
+
+def test_defenders_at_one_place_on_the_pareto_plot_share_one_label():
+    from redgame.llm.report import shared_labels
+
+    points = [{"label": f"d{i}", "benign_compliance": 1.0, "safety": 0.5} for i in range(5)]
+    points.append({"label": "alone", "benign_compliance": 0.9, "safety": 0.5})
+    assert shared_labels(points) == {(1.0, 0.5): "d0, d1, d2 +2 more", (0.9, 0.5): "alone"}
+    assert shared_labels(points[:2] + points[-1:], most=3) == {(1.0, 0.5): "d0, d1", (0.9, 0.5): "alone"}
