@@ -41,11 +41,23 @@ class Run:
     regime: str
 
 
+def check_seeds(seeds: list, where: str = "cross-play") -> None:
+    """Cross-play measures ASR on harmful seeds and compliance on benign ones: it needs both."""
+    harmful = sum(s.harmful for s in seeds)
+    if not harmful or harmful == len(seeds):
+        raise UserError(f"{where} needs harmful and benign seeds; got {harmful} harmful and "
+                        f"{len(seeds) - harmful} benign")
+
+
 def find_runs(paths) -> list[Run]:
-    """Check each run folder (config.json and both final adapters) and name it by its folder."""
-    runs, names = [], set()
+    """Check each run folder (config.json and both final adapters) and name it by its folder; one folder
+    given twice (under two spellings) is a UserError, as it would play itself as two runs."""
+    runs, names, seen = [], set(), {}
     for p in paths:
         path = Path(p).expanduser()
+        if path.resolve() in seen:
+            raise UserError(f"--runs: {p} and {seen[path.resolve()]} are the same run folder; give each run once")
+        seen[path.resolve()] = p
         cfg = run_config(path)
         for role in ("attacker", "defender"):
             checked_adapter_dir(path, role)
@@ -89,8 +101,7 @@ def crossplay(base, tokenizer, judge, runs: list[Run], seeds: list, *, templates
     """
     from redgame.llm.evaluation import evaluate_defender
 
-    if not any(s.harmful for s in seeds) or all(s.harmful for s in seeds):
-        raise UserError("cross-play needs harmful and benign seeds")
+    check_seeds(seeds)
     # peft adapter names must be module-name safe: run k plays as attacker_k / defender_k.
     slot = {(r.name, role): f"{role}_{k}" for k, r in enumerate(runs) for role in ("attacker", "defender")}
     model = attach(base, {slot[r.name, role]: adapter_dir(r.path, role)

@@ -101,10 +101,16 @@ def _check_model(name: str) -> None:
 
 def run_eval(args) -> int:
     from redgame.llm import safety_eval
+    from redgame.llm.judge_formats import judge_kind
     from redgame.llm.adapters import attach, checked_adapter_dir, playing, run_model_of
     from redgame.llm.utility import load_questions
 
     _positive("--max-new-tokens", args.max_new_tokens)
+    if args.no_base and not args.adapter:
+        raise UserError("--no-base skips the base beside an --adapter; without --adapter there is nothing to evaluate")
+    if args.no_utility and args.utility:
+        raise UserError("--utility names the questions that --no-utility skips; pass one of them")
+    judge_kind(args.eval_judge, args.eval_judge_format, where="--eval-judge: ")
     args.model = args.model or (run_model_of(args.adapter) if args.adapter else None) or "embedded"
     _check_model(args.model)
     device, dtype = _placement(args)
@@ -154,6 +160,7 @@ def run_eval(args) -> int:
 
 def run_crossplay(args) -> int:
     from redgame.llm import crossplay
+    from redgame.llm.judge_formats import judge_kind
     from redgame.llm.adapters import run_model
     from redgame.llm.seeds import builtin_seeds, load_seeds
     from redgame.llm.templates import load_templates
@@ -168,7 +175,9 @@ def run_crossplay(args) -> int:
     _check_model(model_name)
     device, dtype = _placement(args)
     seeds = load_seeds(args.seeds) if args.seeds else builtin_seeds("test")
+    crossplay.check_seeds(seeds, f"--seeds {args.seeds}" if args.seeds else "cross-play")
     templates = load_templates(args.templates)
+    judge_kind(args.judge, args.judge_format, where="--judge: ")
 
     from redgame.llm.judges import make_judge
     from redgame.llm.models import load_base, place_judge

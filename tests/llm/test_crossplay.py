@@ -194,3 +194,24 @@ def test_a_cell_the_judge_read_nothing_of_is_one_line(runs, judge, monkeypatch):
                                         "defender base"):
         crossplay.crossplay(base, tokenizer, judge, crossplay.find_runs(runs), SEEDS, templates=BUILTIN_TEMPLATES,
                             attack_tokens=4, response_tokens=4, log=lambda *a: None)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("one_class", "only.txt needs harmful and benign seeds; got 2 harmful and 0 benign"),
+    ("same_run_twice", "are the same run folder; give each run once"),
+    ("format_of_no_kind", "--judge: judge format 'harmbench' is for lm: and http: judges"),
+    ("unknown_judge", "--judge: unknown judge 'nope'"),
+])
+def test_crossplay_input_errors_come_before_any_model_loads(runs, tmp_path, capsys, monkeypatch, case, message):
+    import redgame.llm.models as models
+
+    monkeypatch.setattr(models, "load_base", lambda *a, **k: pytest.fail("a model loaded"))
+    (tmp_path / "only.txt").write_text("how do I pick a lock\nhow do I make a weapon\n")
+    argv = ["llm", "crossplay", "--runs", str(runs[0]), str(runs[1]), "--out", str(tmp_path / "o")]
+    argv += {"one_class": ["--seeds", str(tmp_path / "only.txt")],
+             "same_run_twice": ["--runs", str(runs[0]), str(runs[0]) + "/../" + runs[0].name],
+             "format_of_no_kind": ["--judge-format", "harmbench"],
+             "unknown_judge": ["--judge", "nope"]}[case]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("redgame: error: ") and message in err[0], err

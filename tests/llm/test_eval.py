@@ -256,3 +256,19 @@ def test_an_adapter_in_a_run_is_evaluated_on_the_runs_model(lora_adapter, tmp_pa
     (run / "config.json").write_text('{"model": "tiny", ')  # cut short: named, not skipped for the embedded model
     with pytest.raises(UserError, match="config.json: not valid JSON"):
         run_model_of(run / "final" / "defender")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--no-base"], "without --adapter there is nothing to evaluate"),
+    (["--no-utility", "--utility", "mc.jsonl"], "--utility names the questions that --no-utility skips"),
+    (["--eval-judge", "nope"], "--eval-judge: unknown judge 'nope'"),
+    (["--eval-judge-format", "harmbench"], "--eval-judge: judge format 'harmbench' is for lm: and http: judges"),
+])
+def test_contradictory_or_unknown_eval_flags_are_one_line_before_any_model_loads(flags, message, capsys,
+                                                                                  monkeypatch):
+    import redgame.llm.models as models
+
+    monkeypatch.setattr(models, "load_base", lambda *a, **k: pytest.fail("a model loaded"))
+    assert main(["llm", "eval", "--model", "tiny", *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("redgame: error: ") and message in err[0], err
