@@ -301,10 +301,14 @@ def parse(argv=None):
     for candidate in args.candidate:
         if len(candidate) < 3:
             parser.error(f"--candidate {candidate[0]}: give at least two runs (seeds) for an interval")
+    owner = {}  # each run's candidate: a folder and its demo.json are one run
     for candidate in args.candidate:
-        paths = [run_file(Path(p)).resolve() for p in candidate[1:]]  # a folder and its demo.json are one run
-        if len(set(paths)) < len(paths):
-            parser.error(f"--candidate {candidate[0]}: a run is listed twice; each seed's run once")
+        for path in (run_file(Path(p)).resolve() for p in candidate[1:]):
+            if path in owner:
+                where = "" if owner[path] == candidate[0] else f" (also under --candidate {owner[path]})"
+                parser.error(f"--candidate {candidate[0]}: {path} is listed twice{where}; each seed's run once, "
+                             "under one candidate")
+            owner[path] = candidate[0]
     names = [c[0] for c in args.candidate]
     if len(set(names)) < len(names):
         parser.error(f"--candidate names must differ, got {', '.join(names)}")

@@ -163,10 +163,14 @@ def test_a_run_listed_twice_is_not_two_seeds(tmp_path, capsys):
     a = demo_folder(tmp_path / "a", 0.1, 1.0)
     with pytest.raises(SystemExit):
         choose_recipe.main(["--candidate", "x", a, a + "/"])
-    assert "a run is listed twice" in capsys.readouterr().err
+    assert "is listed twice; each seed's run once" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         choose_recipe.main(["--candidate", "x", a, a + "/demo.json"])  # the folder and the file it is read from
-    assert "a run is listed twice" in capsys.readouterr().err
+    assert "is listed twice" in capsys.readouterr().err
+    b, c = demo_folder(tmp_path / "b", 0.1, 1.0), demo_folder(tmp_path / "c", 0.1, 1.0)
+    with pytest.raises(SystemExit):  # one run under two candidates would count for both
+        choose_recipe.main(["--candidate", "x", a, b, "--candidate", "y", b + "/", c])
+    assert "is listed twice (also under --candidate x)" in capsys.readouterr().err
 
 
 def test_runs_whose_base_rates_differ_are_refused(tmp_path):
