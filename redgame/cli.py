@@ -54,6 +54,15 @@ def quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command: its exit status. Ctrl-C anywhere, in the imports of the parser as in the work, is one line."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("redgame: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     quiet_libraries()
     debug = "--debug" in argv  # accepted anywhere on the line, not only before the subcommand
@@ -78,9 +87,6 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. piped into `head`
         sys.stderr.close()
         return 0
-    except KeyboardInterrupt:
-        print("redgame: interrupted", file=sys.stderr)
-        return 130
     except Exception as exc:  # a bug: say so, and how to see where; a full or read-only disk is the user's
         users = is_disk_error(exc) or (isinstance(exc, OSError) and exc.errno in PATH_ERRNOS)
         return _report(exc, "error", 2, debug) if users else _report(exc, "internal error", 1, debug)

@@ -27,6 +27,19 @@ def test_a_user_error_is_one_line_with_exit_2(monkeypatch, capsys):
     assert _stderr(capsys) == ["redgame: error: game: unknown preset 'x'"]
 
 
+@pytest.mark.parametrize("where", ["handler", "imports"])
+def test_ctrl_c_is_one_line_with_exit_130_in_the_imports_as_in_the_work(monkeypatch, capsys, where):
+    def interrupt(*args):
+        raise KeyboardInterrupt
+
+    if where == "handler":
+        monkeypatch.setattr(toy_cli, "run_list", interrupt)
+    else:  # the subcommands' modules load before the parser exists
+        monkeypatch.setattr(cli.importlib, "import_module", interrupt)
+    assert cli.main(["toy", "list"]) == 130
+    assert _stderr(capsys) == ["redgame: interrupted"]
+
+
 @pytest.mark.parametrize("exc", [ValueError("a bug"), KeyError("k"), RuntimeError("boom"), StopIteration()])
 def test_any_other_exception_is_an_internal_error_with_exit_1(monkeypatch, capsys, exc):
     monkeypatch.setattr(toy_cli, "run_list", _raise(exc))
