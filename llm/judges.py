@@ -569,6 +569,13 @@ class HTTPJudge(_QuestionJudge):
         return out
 
 
+def check_reachable(judge: Judge) -> None:
+    """A judge that talks to a server (``HTTPJudge``) asks it once now, so that an unreachable one is a
+    one-line UserError before a run replaces anything; any other judge has nothing to reach."""
+    if isinstance(judge, HTTPJudge):
+        judge.check_reachable()
+
+
 def make_judge(name: str, format: str = "redgame", **kw) -> Judge:
     """Build a judge from its name.
 

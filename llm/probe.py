@@ -115,7 +115,7 @@ def probe(run: str | Path, *, steps: int, split: str = "validation", out: str | 
     best-response training that replace the run's (e.g. ``{"lr": 1e-3}``).
     """
     from redgame.llm.adapters import attach
-    from redgame.llm.judges import make_judge
+    from redgame.llm.judges import check_reachable, make_judge
     from redgame.llm.models import load_base, place_judge, placement
     from redgame.llm.seeds import builtin_seeds
     from redgame.llm.trainer import train
@@ -136,8 +136,7 @@ def probe(run: str | Path, *, steps: int, split: str = "validation", out: str | 
     out = Path(out) if out is not None else run / "probe"
     # Before the old probe goes: a bad judge name or server, or run adapters that do not fit this base model.
     judge = make_judge(eval_judge)
-    if hasattr(judge, "check_reachable"):
-        judge.check_reachable()
+    check_reachable(judge)
     base, tokenizer = load_base(cfg.model, dtype=torch_dtype, device=torch_device)
     runs_adapters = {"run_attacker": adapter_dir(run, "attacker"), "run_defender": adapter_dir(run, "defender")}
     base = attach(base, runs_adapters).unload()  # they fit; the training below gets the bare base back

@@ -584,7 +584,7 @@ def warn_of_over_refusal(out: Path, log) -> None:
 def set_up(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: bool, base,
            judge, log) -> Game:
     """The run folder, the base model, the judge, the roles, their optimisers; restored on resume."""
-    from redgame.llm.judges import make_judge
+    from redgame.llm.judges import check_reachable, make_judge
     from redgame.llm.models import load_base, place_judge
 
     out = Path(out)  # checked by take_run_dir; rank 0 replaces or writes it once everything has loaded
@@ -600,7 +600,7 @@ def set_up(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
         judge = make_judge(cfg.judge, format=cfg.judge_format)
     place_judge(judge, device, dtype)
     # A judge server that cannot answer is refused on every rank before the old run's files go.
-    dist.together(lambda: judge.check_reachable() if hasattr(judge, "check_reachable") else None)
+    dist.together(lambda: check_reachable(judge))
     dist.together(lambda: claim_run_dir(out, cfg, resume=resume) if dist.is_main else None)
 
     torch.manual_seed(cfg.seed)  # adapter init, then sampling
