@@ -4,16 +4,17 @@ Each regime (the games shared, bipolicy, advgame and the ablations defender-sft 
 defender-vs-frozen, all on the demo recipe ``redgame.llm.demo.DEMO_RECIPE`` with the same
 budget: steps, seeds per step, attacks, answers and tokens) is trained once per seed. Each run's
 defender is then evaluated greedily on a held-out split (default: test) by the evaluation judge
-and by refusal strings side by side, with the judge's loop (degenerate) rate, and probed
-(``redgame.llm.probe``: a fresh attacker trained against the frozen defender) for its mirror
-gap. ``shared`` trains with REINFORCE++ (``loss=reinforce_pp``, Self-RedTeam's loss) where the
+(``--eval-judge``, default the embedded judge; training always uses the embedded judge) and by
+refusal strings side by side, with the judge's loop (degenerate) rate, and probed
+(``redgame.llm.probe``: a fresh attacker trained against the frozen defender, its ASR read by the
+same evaluation judge) for its mirror gap. ``shared`` trains with REINFORCE++ (``loss=reinforce_pp``, Self-RedTeam's loss) where the
 installed redgame has it, else with plain REINFORCE; the report names which.
 
 Writes to ``--out``: the runs, ``claims.json``, ``claims.md`` (tables, and which comparisons
 are decided: a 95% bootstrap interval over seeds that excludes zero) and ``claims.png``.
 
     python benchmarks/llm_claims.py [--regimes ...] [--seeds 0 1 2] [--steps 2] [--probe-steps 2]
-        [--prompts N] [--split test] [--set KEY=VALUE] [--reuse] [--jobs N] [--out runs/claims] [--json] [--smoke]
+        [--prompts N] [--split test] [--eval-judge NAME] [--set KEY=VALUE] [--reuse] [--jobs N] [--out runs/claims] [--json] [--smoke]
 
 ``--jobs N`` trains and measures N runs at a time, each in its own process (its own model copy
 and judge; ``--threads`` each): on a GPU several small runs share the device, on a CPU give each
@@ -38,6 +39,9 @@ REGIMES = ("shared", "bipolicy", "advgame", "defender-sft", "defender-vs-frozen"
 
 
 def parse(argv=None):
+    from redgame.errors import UserError
+    from redgame.llm.judge_formats import judge_kind
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="embedded", help="base model (default: embedded)")
     parser.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=REGIMES)
@@ -49,6 +53,9 @@ def parse(argv=None):
     parser.add_argument("--prompts", type=int, default=0,
                         help="the first N harmful and N benign prompts of the split (0: all)")
     parser.add_argument("--eval-tokens", type=int, default=0, help="held-out answer length (0: the recipe's)")
+    parser.add_argument("--eval-judge", default="embedded", metavar="NAME",
+                        help="the judge of the held-out rates and of the probe's ASRs: embedded, probe, lm:<model>, "
+                             "http:<url> (default: embedded); training always uses the embedded judge")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one key of the demo recipe for every regime")
     parser.add_argument("--reuse", action="store_true",
@@ -62,6 +69,10 @@ def parse(argv=None):
     parser.add_argument("--json", action="store_true", help="print the JSON summary")
     parser.add_argument("--smoke", action="store_true", help="tiny model, 1 step, 2 seeds, 2 regimes, 4 prompts")
     args = parser.parse_args(argv)
+    try:
+        judge_kind(args.eval_judge, where="--eval-judge: ")
+    except UserError as exc:
+        parser.error(str(exc))
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
     if args.jobs > 1 and not args.threads:  # N processes with every core each would fight over them
@@ -132,13 +143,15 @@ class Setting:
     threads: int
     reuse: bool
     recipe: object  # the demo recipe with the --set overrides (a TrainConfig)
+    eval_judge: str = "embedded"
 
 
-_JUDGE = {}  # per process: the evaluation judge, loaded once
+_JUDGE = {}  # per process: the training and evaluation judges, loaded once
 
 
-def judge_and_place(setting: Setting):
-    """The embedded judge on the setting's device, and (device, dtype); loaded once per process."""
+def judges_and_place(setting: Setting):
+    """The training judge (embedded), the evaluation judge (the same one unless ``eval_judge`` names
+    another), both on the setting's device, and (device, dtype); loaded once per process."""
     import torch
 
     from redgame.llm.judges import make_judge
@@ -150,8 +163,12 @@ def judge_and_place(setting: Setting):
         place = placement(setting.device, setting.dtype)  # cuda without CUDA: an error before any compute
         judge = make_judge("embedded")
         place_judge(judge, *place)
-        _JUDGE.update(judge=judge, place=place)
-    return _JUDGE["judge"], _JUDGE["place"]
+        evaluator = judge
+        if setting.eval_judge != "embedded":
+            evaluator = make_judge(setting.eval_judge)
+            place_judge(evaluator, *place)
+        _JUDGE.update(judge=judge, evaluator=evaluator, place=place)
+    return _JUDGE["judge"], _JUDGE["evaluator"], _JUDGE["place"]
 
 
 def held_out(setting: Setting) -> list:
@@ -163,7 +180,8 @@ def held_out(setting: Setting) -> list:
 
 def measured_as(setting: Setting) -> dict:
     return {"model": setting.model, "device": setting.device, "dtype": setting.dtype, "split": setting.split,
-            "prompts": setting.prompts, "probe_steps": setting.probe_steps, "tokens": setting.tokens}
+            "prompts": setting.prompts, "probe_steps": setting.probe_steps, "tokens": setting.tokens,
+            "eval_judge": setting.eval_judge}
 
 
 def train_and_measure(setting: Setting, out: Path, regime: str, seed: int) -> dict:
@@ -172,7 +190,7 @@ def train_and_measure(setting: Setting, out: Path, regime: str, seed: int) -> di
     from redgame.llm.probe import probe
     from redgame.llm.trainer import train
 
-    judge, place = judge_and_place(setting)
+    judge, evaluator, place = judges_and_place(setting)
     cfg = regime_config(setting.recipe, regime, seed, setting.steps, setting.model, setting.device, setting.dtype)
     run = out / f"{regime}-s{seed}"
     reused = setting.reuse and (run / "final" / "defender").is_dir() and json.loads(
@@ -182,9 +200,10 @@ def train_and_measure(setting: Setting, out: Path, regime: str, seed: int) -> di
               base=load_base(setting.model, dtype=place[1], device=place[0]))
 
     def measure():
-        row = evaluate_run(setting.model, run, judge, held_out(setting), setting.tokens, place)
+        row = evaluate_run(setting.model, run, evaluator, held_out(setting), setting.tokens, place)
         gap = probe(run, steps=setting.probe_steps, split=setting.split, seed=seed, prompts=setting.prompts,
-                    progress=False, device=setting.device, dtype=setting.dtype, log=lambda *a: None)
+                    eval_judge=setting.eval_judge, progress=False, device=setting.device, dtype=setting.dtype,
+                    log=lambda *a: None)
         return {**row, **{k: gap[k] for k in ("selfplay_asr", "best_response_asr", "mirror_gap")}}
 
     return cached(run / "claims_row.json", measured_as(setting), reused, measure)
@@ -217,6 +236,7 @@ def every_run(setting: Setting, out: Path, tasks: list[tuple[str, int]], jobs: i
 
 def main(argv=None) -> dict:
     args = parse(argv)
+    from redgame.jsonio import strict_json, write_json, write_text_atomically
     from redgame.llm import claims
     from redgame.llm.config import LOSSES, from_mapping, parse_override
     from redgame.llm.demo import DEMO_RECIPE
@@ -229,11 +249,12 @@ def main(argv=None) -> dict:
     split = builtin_seeds(args.split)
     setting = Setting(model=args.model, steps=args.steps, probe_steps=args.probe_steps, split=args.split,
                       prompts=args.prompts or len(split), tokens=args.eval_tokens or recipe.response_tokens,
-                      device=args.device, dtype=args.dtype, threads=args.threads, reuse=args.reuse, recipe=recipe)
-    judge, place = judge_and_place(setting)
+                      device=args.device, dtype=args.dtype, threads=args.threads, reuse=args.reuse, recipe=recipe,
+                      eval_judge=args.eval_judge)
+    judge, evaluator, place = judges_and_place(setting)
     seeds = held_out(setting)
     results = {"base": [cached(out / "base_row.json", measured_as(setting), args.reuse,
-                               lambda: evaluate_run(args.model, None, judge, seeds, setting.tokens, place))]}
+                               lambda: evaluate_run(args.model, None, evaluator, seeds, setting.tokens, place))]}
 
     def report(regime, seed, row):
         print(f"{regime} seed {seed}: harmful refusal {row['harmful_refusal']:.2f} "
@@ -248,17 +269,17 @@ def main(argv=None) -> dict:
     table = claims.regime_table(results)
     summary = {"model": args.model, "split": args.split, "steps": args.steps, "probe_steps": args.probe_steps,
                "seeds": args.seeds, "n_harmful": sum(s.harmful for s in seeds),
-               "n_benign": sum(not s.harmful for s in seeds), "eval_judge": getattr(judge, "name", "embedded"),
+               "n_benign": sum(not s.harmful for s in seeds), "eval_judge": evaluator.name,
                "shared_loss": "reinforce_pp" if "reinforce_pp" in LOSSES else "reinforce",
                "recipe": dataclasses.replace(recipe, steps=args.steps).to_dict(), "overrides": args.set,
                "jobs": args.jobs, "runs": results, "table": table, "comparisons": claims.comparisons(table),
                "total_seconds": round(time.perf_counter() - t0, 1),
                "load_start": round(load_start, 2), "load_end": round(os.getloadavg()[0], 2)}
-    (out / "claims.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_json(out / "claims.json", summary)
     report_text = claims.markdown(summary)
-    (out / "claims.md").write_text(report_text)
+    write_text_atomically(out / "claims.md", report_text)
     claims.plot(summary, out / "claims.png")
-    print(json.dumps(summary, indent=1) if args.json else report_text)
+    print(strict_json(summary, indent=1) if args.json else report_text)
     return summary
 
 

@@ -89,11 +89,15 @@ def test_undecided_comparisons_say_how_many_seeds_would_decide():
 @pytest.mark.slow
 def test_smoke_run_writes_report_json_and_plot(tmp_path):
     out = tmp_path / "claims"
-    done = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out", str(out)], capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--eval-judge", "lm:tiny", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((out / "claims.json").read_text())
     assert set(summary["runs"]) == {"base", "shared", "defender-sft"}
+    # the held-out rates and the probe are read by the evaluation judge; training kept the embedded one
+    assert summary["eval_judge"] == "lm:tiny"
+    assert json.loads((out / "shared-s0" / "probe" / "probe.json").read_text())["eval_judge"] == "lm:tiny"
+    assert json.loads((out / "shared-s0" / "config.json").read_text())["judge"] == "embedded"
     assert all("mirror_gap" in r for r in summary["runs"]["shared"])
     assert (out / "claims.png").stat().st_size > 0 and "What is decided" in (out / "claims.md").read_text()
 
@@ -127,8 +131,8 @@ def test_reuse_is_keyed_by_the_model_and_a_cut_cache_file_is_measured_again(tmp_
 
     setting = llm_claims.Setting(model="tiny", steps=1, probe_steps=1, split="validation", prompts=2, tokens=4,
                                  device="cpu", dtype="float32", threads=1, reuse=True, recipe=None)
-    other = dataclasses.replace(setting, model="embedded")
-    assert llm_claims.measured_as(setting) != llm_claims.measured_as(other)  # a base row of one model is not another's
+    for other in (dataclasses.replace(setting, model="embedded"), dataclasses.replace(setting, eval_judge="probe")):
+        assert llm_claims.measured_as(setting) != llm_claims.measured_as(other)  # nor one judge's another's
     path = tmp_path / "base_row.json"
     calls = []
     compute = lambda: calls.append(1) or {"asr": 0.5}  # noqa: E731
@@ -137,3 +141,12 @@ def test_reuse_is_keyed_by_the_model_and_a_cut_cache_file_is_measured_again(tmp_
     path.write_text('{"measured": {"split"')  # a write a kill cut short
     assert llm_claims.cached(path, llm_claims.measured_as(setting), True, compute) == {"asr": 0.5} and len(calls) == 2
     assert json.loads(path.read_text())["row"] == {"asr": 0.5}
+
+
+def test_an_unknown_evaluation_judge_is_refused_before_any_run(capsys):
+    sys.path.insert(0, str(SCRIPT.parent))
+    import llm_claims
+
+    with pytest.raises(SystemExit) as exit_:
+        llm_claims.parse(["--eval-judge", "nope"])
+    assert exit_.value.code == 2 and "--eval-judge: unknown judge 'nope'" in capsys.readouterr().err
