@@ -65,7 +65,7 @@ def test_mkdocs_build_strict_offline(tmp_path):
     assert "fonts.googleapis.com" not in (site / "index.html").read_text()
 
 
-def test_nav_lists_each_page_once():
+def test_nav_lists_each_page_once_and_every_page():
     import yaml
 
     def pages(items):
@@ -76,6 +76,8 @@ def test_nav_lists_each_page_once():
     nav = list(pages(yaml.safe_load((REPO / "mkdocs.yml").read_text())["nav"]))
     assert len(nav) == len(set(nav)), sorted(p for p in nav if nav.count(p) > 1)
     assert all((REPO / "docs" / p).is_file() for p in nav)
+    written = {str(p.relative_to(REPO / "docs")) for p in (REPO / "docs").rglob("*") if p.suffix in (".md", ".ipynb")}
+    assert written <= set(nav), f"pages no menu reaches: {sorted(written - set(nav))}"
 
 
 def test_quickstart_links_every_notebook_and_the_docs_stand_alone():
