@@ -200,6 +200,18 @@ class Dist:
         td.all_gather(chunks, padded)
         return [json.loads(chunk[:int(n)].cpu().numpy().tobytes()) for chunk, n in zip(chunks, sizes)]
 
+    def check_fits(self, cfg) -> None:
+        """What a config cannot do in this many processes, as one UserError before any model loads (and
+        before ``--overwrite`` removes anything): PSRO in several processes; FSDP whose seeds per step do
+        not split evenly over the ranks."""
+        if not self.active:
+            return
+        if cfg.population_every:
+            raise UserError("population_every (PSRO) runs in one process; start it without torchrun/accelerate")
+        if cfg.fsdp and cfg.seeds_per_step % self.world_size:
+            raise UserError(f"config key 'fsdp': seeds_per_step ({cfg.seeds_per_step}) must be a multiple of the "
+                            f"number of processes ({self.world_size}), so every rank runs the same forward passes")
+
     def shard_frozen_layers(self, roles, batch: int) -> None:
         """FSDP (``fully_shard``, Zhao et al. 2023, arXiv 2304.11277) on each transformer block of the base.
 
@@ -207,13 +219,11 @@ class Dist:
         forward pass; the adapters (every ``lora_`` parameter, EMA references included) stay
         whole on every rank and are averaged by :meth:`average_gradients` as without FSDP.
         Embeddings, final norm and LM head stay whole too. Every rank must then run the same
-        forward passes: ``batch`` (seeds per step) must split evenly over the ranks.
+        forward passes: ``batch`` (seeds per step) must split evenly over the ranks (:meth:`check_fits`).
         """
         if not self.active:
             return
-        if batch % self.world_size:
-            raise UserError(f"config key 'fsdp': seeds_per_step ({batch}) must be a multiple of the number of "
-                            f"processes ({self.world_size}), so every rank runs the same forward passes")
+        assert batch % self.world_size == 0, "check_fits refuses this config before any model loads"
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 

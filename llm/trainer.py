@@ -395,6 +395,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite:
     # torchrun / accelerate: one process per rank; alone: one process, no process group
     dist = distributed.setup(min_items=cfg.seeds_per_step, judge_rank=cfg.judge_rank, device=cfg.device)
     try:
+        dist.check_fits(cfg)  # every rank refuses alike, before the run folder is touched
         with contextlib.ExitStack() as held:
             dist.together(lambda: take_run_dir(held, out, cfg, dist, resume=resume, overwrite=overwrite))
             return _train(cfg, out, dist, harmful, benign, resume=resume, progress=progress,
@@ -616,8 +617,6 @@ def set_up(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
     game = Game(cfg, out, dist, harmful, benign, roles, optimizers, tokenizer, judge)
     game.kernels = kernels_in_the_loop(cfg, roles)
     if cfg.population_every:
-        if dist.active:
-            raise UserError("population_every (PSRO) runs in one process; start it without torchrun/accelerate")
         game.population = Population(size=cfg.population_size, attack_tokens=cfg.attack_tokens,
                                      response_tokens=cfg.response_tokens,
                                      eval_seeds=population_eval_seeds(harmful, benign, cfg.population_eval_seeds,

@@ -172,3 +172,25 @@ def test_bad_launch_environment_is_a_user_error(monkeypatch, env, match):
         monkeypatch.setenv(name, value)
     with pytest.raises(UserError, match=match):
         distributed.setup(min_items=4, judge_rank=judge_rank)
+
+
+@pytest.mark.parametrize("keys, match", [
+    ({"population_every": 1}, "population_every \\(PSRO\\) runs in one process"),
+    ({"fsdp": True, "seeds_per_step": 3}, "seeds_per_step \\(3\\) must be a multiple of the number of processes \\(2\\)"),
+])
+def test_what_a_config_cannot_do_in_several_processes_is_refused_before_the_run_folder_is_touched(
+        tmp_path, monkeypatch, keys, match):
+    """Both used to be refused after the model had loaded, when --overwrite had already removed the old run."""
+    from redgame.llm.config import TrainConfig
+    from redgame.llm.trainer import train
+
+    monkeypatch.setattr(distributed, "setup", lambda **kw: distributed.Dist(world_size=2))
+    old = tmp_path / "run"
+    old.mkdir()
+    (old / "config.json").write_text(json.dumps({"model": "tiny"}))
+    (old / "metrics.jsonl").write_text('{"step": 1}\n')
+    cfg = TrainConfig(model="tiny", steps=1, **{"seeds_per_step": 4, **keys})
+    with pytest.raises(UserError, match=match):
+        train(cfg, old, overwrite=True, progress=False, log=lambda *a: None)
+    assert sorted(p.name for p in old.iterdir()) == ["config.json", "metrics.jsonl"]
+    assert distributed.Dist(world_size=1).check_fits(cfg) is None  # one process does both
