@@ -505,7 +505,8 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
                 stopping = dist.any_rank(stop.requested)
                 save_if_due(game, step + 1, stopping)
                 if stopping:
-                    log(f"stopped at step {step + 1}; {resume_hint(game.out)}")
+                    if dist.is_main:  # one line, not one per rank
+                        log(f"stopped at step {step + 1}; {resume_hint(game.out)}")
                     return {"out": str(game.out), "steps": step + 1, "stopped": True, "roles": game.roles}
     except BaseException as exc:
         if dist.is_main and not isinstance(exc, TrainingStopped):
