@@ -26,6 +26,7 @@ Usage (the trainer does this when ``population_every`` > 0)::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import random
 
@@ -80,14 +81,18 @@ class Population:
         for role in ROLES:
             self.weights[role].append(self.snapshot(roles, role))
         self.steps.append(step)
-        if len(self.steps) > self.size:
+        self._drop_oldest(keep=self.size - 1)  # the new member's row and column are not played yet
+        self._play_new_entries(roles, tokenizer, judge)
+        self._solve()
+
+    def _drop_oldest(self, keep: int) -> None:
+        """Drop the oldest members until ``keep`` played ones are left (each its weights, attacks, row, column)."""
+        while len(self.attacks) > keep:
             self.steps.pop(0)
             for role in ROLES:
                 self.weights[role].pop(0)
             self.attacks.pop(0)
             self.payoff = self.payoff[1:, 1:]
-        self._play_new_entries(roles, tokenizer, judge)
-        self._solve()
 
     def _play_new_entries(self, roles, tokenizer, judge) -> None:
         from redgame.llm.crossplay import generate_attacks
@@ -135,17 +140,42 @@ class Population:
         """(tensors for safetensors, JSON state) to resume the population exactly."""
         tensors = {f"{role}/{k}/{n}": t for role in ROLES for k, w in enumerate(self.weights[role])
                    for n, t in w.items()}
-        return tensors, {"steps": self.steps, "attacks": self.attacks, "payoff": self.payoff.tolist()}
+        return tensors, {"steps": self.steps, "attacks": self.attacks, "payoff": self.payoff.tolist(),
+                         "eval_seeds": [dataclasses.asdict(s) for s in self.eval_seeds]}
 
-    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> list[str]:
+        """Restore a saved population; returns what differs from this one's settings, said in words.
+
+        Its members' attacks were written for the saved evaluation seeds, so those are kept whatever
+        the resumed config says (``seed``, ``population_eval_seeds``, ``train_seeds``); a smaller
+        ``population_size`` drops the oldest members now.
+        """
+        from redgame.llm.seeds import Seed
+
+        notes = []
         self.steps, self.attacks = list(meta["steps"]), [list(a) for a in meta["attacks"]]
+        if "eval_seeds" in meta:
+            saved = [Seed(**s) for s in meta["eval_seeds"]]
+            if saved != self.eval_seeds:
+                notes.append(f"the population keeps the {len(saved)} evaluation seeds its attacks were written "
+                             f"for (this config's {len(self.eval_seeds)} differ)")
+            self.eval_seeds = saved
+        elif self.attacks and len(self.attacks[0]) != len(self.eval_seeds):  # a checkpoint from before 2026-12-05
+            raise UserError(f"the checkpoint's population attacked {len(self.attacks[0])} evaluation seeds and this "
+                            f"config names {len(self.eval_seeds)}: resume with --set population_eval_seeds="
+                            f"{len(self.attacks[0])} (and the run's seed)")
         self.payoff = np.asarray(meta["payoff"], dtype=float).reshape(len(self.steps), len(self.steps))
         self.weights = {r: [{} for _ in self.steps] for r in ROLES}
         for key, t in tensors.items():
             role, k, name = key.split("/", 2)
             self.weights[role][int(k)][name] = t
+        if len(self.steps) > self.size:
+            notes.append(f"population_size {self.size}: the oldest {len(self.steps) - self.size} of its "
+                         f"{len(self.steps)} members leave")
+            self._drop_oldest(keep=self.size)
         if self.steps:
             self._solve()
+        return notes
 
 
 def attacker_win_rate(played: dict) -> float:

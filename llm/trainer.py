@@ -654,7 +654,8 @@ def _restore(game: Game, log) -> None:
     game.start = ckpt.load_checkpoint(latest, game.roles, game.optimizers)["step"]
     saved = ckpt.load_extra(latest, "population")
     if game.population is not None and saved is not None:
-        game.population.load_state(*saved)
+        for note in game.population.load_state(*saved):  # PSRO runs in one process
+            log(note)
     if game.dist.is_main:
         log(f"resuming from step {game.start}")
         keep_metrics_until(game.out / "metrics.jsonl", game.start)

@@ -100,6 +100,29 @@ def test_oldest_member_leaves_and_sampling_follows_the_mix(grown, judge):
     assert abs(draws.count(2) / 4000 - 0.8) < 0.03
 
 
+def test_a_resumed_population_keeps_its_evaluation_seeds_and_shrinks_to_a_smaller_size(grown):
+    """Its attacks were written for its evaluation seeds: judging them as rewrites of other seeds (a resume with
+    another seed or count) gave wrong payoffs or an error; a smaller size kept every member."""
+    from redgame.errors import UserError
+
+    _, _, pop, seeds = grown
+    tensors, meta = pop.state()
+    meta = json.loads(json.dumps(meta))  # as the checkpoint stores it
+    train_seeds = builtin_seeds("train")
+    other = eval_seeds([s for s in train_seeds if s.harmful], [s for s in train_seeds if not s.harmful], 6, 9)
+    resumed = Population(size=1, eval_seeds=other, attack_tokens=6, response_tokens=6)
+    notes = resumed.load_state(tensors, meta)
+    assert resumed.eval_seeds == seeds and resumed.names() == ["step5"]
+    assert resumed.payoff.tolist() == [[pop.payoff[1, 1]]] and resumed.attacks == [pop.attacks[1]]
+    assert set(resumed.weights["defender"][0]) == set(pop.weights["defender"][1])
+    assert any("keeps the 4 evaluation seeds" in n for n in notes) and any("oldest 1 of its 2" in n for n in notes)
+    same = Population(size=3, eval_seeds=seeds, attack_tokens=6, response_tokens=6)
+    assert same.load_state(tensors, meta) == [] and same.names() == pop.names()
+    del meta["eval_seeds"]  # a checkpoint written before the seeds were saved: a count that differs is one line
+    with pytest.raises(UserError, match="attacked 4 evaluation seeds and this config names 6"):
+        Population(size=3, eval_seeds=other, attack_tokens=6, response_tokens=6).load_state(tensors, meta)
+
+
 def test_trainer_plays_each_role_against_drawn_members_and_resumes_exactly(tmp_path, judge, tiny_config, monkeypatch):
     seen = []  # (the attacker's largest |lora_B| while sampling, whose round it was)
     real = trainer.play_round
