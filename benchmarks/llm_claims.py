@@ -7,14 +7,16 @@ defender is then evaluated greedily on a held-out split (default: test) by the e
 (``--eval-judge``, default the embedded judge; training always uses the embedded judge) and by
 refusal strings side by side, with the judge's loop (degenerate) rate, and probed
 (``redgame.llm.probe``: a fresh attacker trained against the frozen defender, its ASR read by the
-same evaluation judge) for its mirror gap. ``shared`` trains with REINFORCE++ (``loss=reinforce_pp``, Self-RedTeam's loss) where the
-installed redgame has it, else with plain REINFORCE; the report names which.
+same evaluation judge) for its mirror gap. ``shared`` trains with REINFORCE++
+(``loss=reinforce_pp``, Self-RedTeam's loss) where the installed redgame has it, else with plain
+REINFORCE; the report names which.
 
 Writes to ``--out``: the runs, ``claims.json``, ``claims.md`` (tables, and which comparisons
 are decided: a 95% bootstrap interval over seeds that excludes zero) and ``claims.png``.
 
     python benchmarks/llm_claims.py [--regimes ...] [--seeds 0 1 2] [--steps 2] [--probe-steps 2]
-        [--prompts N] [--split test] [--eval-judge NAME] [--set KEY=VALUE] [--reuse] [--jobs N] [--out runs/claims] [--json] [--smoke]
+        [--prompts N] [--split test] [--eval-judge NAME] [--set KEY=VALUE] [--reuse] [--jobs N]
+        [--out runs/claims] [--json] [--smoke]
 
 ``--jobs N`` trains and measures N runs at a time, each in its own process (its own model copy
 and judge; ``--threads`` each): on a GPU several small runs share the device, on a CPU give each

@@ -101,8 +101,8 @@ def _check_model(name: str) -> None:
 
 def run_eval(args) -> int:
     from redgame.llm import safety_eval
-    from redgame.llm.judge_formats import judge_kind
     from redgame.llm.adapters import attach, checked_adapter_dir, playing, run_model_of
+    from redgame.llm.judge_formats import judge_kind
     from redgame.llm.utility import load_questions
 
     _positive("--max-new-tokens", args.max_new_tokens)
@@ -160,8 +160,8 @@ def run_eval(args) -> int:
 
 def run_crossplay(args) -> int:
     from redgame.llm import crossplay
-    from redgame.llm.judge_formats import judge_kind
     from redgame.llm.adapters import run_model
+    from redgame.llm.judge_formats import judge_kind
     from redgame.llm.seeds import builtin_seeds, load_seeds
     from redgame.llm.templates import load_templates
 
