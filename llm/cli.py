@@ -50,6 +50,9 @@ def register(subparsers) -> None:
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="override one key of the recipe, e.g. update_chunk=8 (less memory) or threads=1")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    demo.add_argument("--resume", action="store_true", help="continue a demo stopped in --out (Ctrl-C) from its "
+                      "checkpoint, with the same flags")
+    demo.add_argument("--overwrite", action="store_true", help="replace the demo in --out")
     add_placement_flags(demo)
     demo.set_defaults(func=run_demo)
 
@@ -182,7 +185,8 @@ def run_demo(args) -> int:
         raise UserError("demo: set the number of steps with --steps")
     overrides.update({k: getattr(args, k) for k in ("device", "dtype") if getattr(args, k) is not None})
     try:
-        run(args.out, steps=args.steps, progress=not args.no_progress, split=args.split, **overrides)
+        run(args.out, steps=args.steps, progress=not args.no_progress, split=args.split, resume=args.resume,
+            overwrite=args.overwrite, **overrides)
     except TrainingStopped as exc:
         print(f"redgame: {exc}", file=sys.stderr)
         return 1

@@ -8,8 +8,12 @@
 5. Print a table; write ``<out>/demo.json`` with ``base`` and ``trained``, each holding
    ``harmful_refusal`` and ``benign_compliance`` by the evaluation judge, the same two rates by
    refusal strings (``*_strings``), the judge's ``loop_rate`` and ``empty_rate`` (empty answers,
-   counted as refusals), and the over-refusal watch's number (``training_benign_refusal``:
-   the defender's refusal of benign training prompts over the last steps, ``redgame.llm.watch``).
+   counted as refusals), ``unjudged`` (answers whose judge reply could not be read, left out of the
+   judge's rates), and the over-refusal watch's number (``training_benign_refusal``: the
+   defender's refusal of benign training prompts over the last steps, ``redgame.llm.watch``).
+
+A folder that holds a demo is refused unless ``resume`` (continue a stopped one from its
+checkpoint) or ``overwrite`` (replace it); every check that needs no model runs before any loads.
 
 The recipe, and why each setting is there, is documented in docs/llm_game.md.
 """
@@ -52,42 +56,70 @@ DEMO_RECIPE = TrainConfig(
 
 
 METRICS = ("harmful_refusal", "benign_compliance", "harmful_refusal_strings", "benign_compliance_strings", "loop_rate",
-           "empty_rate")
+           "empty_rate", "unjudged")
+RESULTS = ("demo.json", "answers.json")  # the demo's own files beside its run folder
+
+
+def check_demo_dir(out: Path, cfg: TrainConfig, *, resume: bool, overwrite: bool) -> None:
+    """A folder that holds a demo (its results or its run) is continued with ``resume``, replaced with
+    ``overwrite``, and otherwise refused; then its run folder is checked as ``llm train`` checks one."""
+    from redgame.errors import UserError
+    from redgame.llm.trainer import check_run_dir, holds_a_run
+
+    if resume and overwrite:
+        raise UserError("--resume continues the demo in --out and --overwrite replaces it; pass one of them")
+    holds_demo = any((out / name).exists() for name in RESULTS) or holds_a_run(out / "run")
+    if holds_demo and not (resume or overwrite):
+        raise UserError(f"--out {out} already holds a demo; pass --resume to continue a stopped one, --overwrite "
+                        "to replace it, or another --out")
+    check_run_dir(out / "run", cfg, resume=resume, overwrite=not resume)
 
 
 def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bool = True, log=print,
-        split: str = "test", **overrides) -> dict:
+        split: str = "test", resume: bool = False, overwrite: bool = False, **overrides) -> dict:
     """Run the demo; returns what it writes to ``<out>/demo.json``.
 
     ``overrides`` replace recipe fields (e.g. ``model="tiny"`` in tests, ``device="cuda"``).
     """
+    import torch
+
     from redgame.llm import watch
     from redgame.llm.cpu_allocator import keep_freed_memory
     from redgame.llm.evaluation import evaluate_defender
-    from redgame.llm.judges import make_judge
+    from redgame.llm.judges import check_reachable, make_judge
     from redgame.llm.models import load_base, place_judge, placement
     from redgame.llm.metrics import read_metrics
     from redgame.llm.seeds import builtin_seeds
-    from redgame.llm.trainer import train
+    from redgame.llm.trainer import check_lora_rank, checked_before_loading, train
 
-    cfg = dataclasses.replace(DEMO_RECIPE, steps=steps or DEMO_RECIPE.steps, **overrides).validate()
+    cfg = dataclasses.replace(DEMO_RECIPE, steps=steps or DEMO_RECIPE.steps, **overrides)
+    checked_before_loading(cfg)
+    out = Path(out)
+    check_demo_dir(out, cfg, resume=resume, overwrite=overwrite)
+    if cfg.threads:  # the loading and the base evaluation keep to them too, not only the training
+        torch.set_num_threads(cfg.threads)
     device, dtype = placement(cfg.device, cfg.dtype)  # cuda without CUDA: an error before anything is written
     keep_freed_memory(device)  # for the evaluations too, not only the training (llm/cpu_allocator.py)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     model, tokenizer = load_base(cfg.model, dtype=dtype, device=device)
+    check_lora_rank(cfg, model)
     judge = make_judge(cfg.judge)
     place_judge(judge, device, dtype)
+    check_reachable(judge)  # a judge server that cannot answer: before the base is evaluated
     held_out = builtin_seeds(split)
     log(f"held-out seeds: {sum(s.harmful for s in held_out)} harmful, {sum(not s.harmful for s in held_out)} benign")
 
     answer = dict(max_new_tokens=cfg.response_tokens, batch_size=cfg.rollout_batch)  # greedy, as many as sampled
     before = evaluate_defender(model, tokenizer, judge, held_out, **answer)
     log(f"base: harmful refusal {before['harmful_refusal']:.0%}, benign compliance {before['benign_compliance']:.0%}")
-    result = train(cfg, out / "run", overwrite=True, progress=progress, base=(model, tokenizer), judge=judge, log=log)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in RESULTS:  # they describe the demo this one replaces
+        (out / name).unlink(missing_ok=True)
+    result = train(cfg, out / "run", resume=resume, overwrite=not resume, progress=progress, base=(model, tokenizer),
+                   judge=judge, log=log)
     if result["stopped"]:  # Ctrl-C: no numbers for a part-trained defender
-        log(f"the demo stopped at step {result['steps']} of {cfg.steps}: nothing evaluated, no demo.json")
+        log(f"the demo stopped at step {result['steps']} of {cfg.steps}: nothing evaluated, no demo.json; continue "
+            "it with the same command and --resume")
         raise KeyboardInterrupt
     with result["roles"].policy("defender") as defender:
         after = evaluate_defender(defender, tokenizer, judge, held_out, **answer)
@@ -109,6 +141,9 @@ def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bo
     write_json(out / "demo.json", summary)
     log(f"\nheld-out {split} split ({before['n_harmful']} harmful, {before['n_benign']} benign), greedy; "
         "judge (refusal strings):")
+    if before["unjudged"] or after["unjudged"]:
+        log(f"  the judge could not read {before['unjudged']} of the base's answers and {after['unjudged']} of the "
+            "trained defender's; its rates leave them out (the refusal strings count them)")
     log(f"  {'':<18}{'harmful refusal':>17}{'benign compliance':>19}{'loops':>7}{'empty':>7}")
     for name, r in (("base", before), ("trained defender", after)):
         log(f"  {name:<18}{_pair(r, 'harmful_refusal'):>17}{_pair(r, 'benign_compliance'):>19}{r['loop_rate']:>7.0%}"

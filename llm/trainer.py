@@ -182,6 +182,17 @@ def resume_hint(out: Path) -> str:
     return f"last checkpoint {last}; continue with: redgame llm train --config {config} --out {folder} --resume"
 
 
+def checked_before_loading(cfg: TrainConfig) -> tuple[list, list]:
+    """The config checked, its rollout backend's needs met and its training seeds read, before any model loads:
+    the (harmful, benign) training seeds."""
+    cfg.validate()
+    if cfg.rollout_backend == "vllm":
+        from redgame.llm import vllm_rollout
+
+        vllm_rollout.require(cfg)  # vllm installed, a GPU, a local model folder: before any compute
+    return load_train_seeds(cfg)
+
+
 def load_train_seeds(cfg: TrainConfig) -> tuple[list, list]:
     """(harmful, benign) training seeds: the built-in train split, the user's files, or both."""
     from redgame.llm.seeds import builtin_seeds, load_seeds
@@ -386,12 +397,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite:
     defender) instead of a fresh adapter. Under
     torchrun / accelerate each process runs this on its shard (:mod:`redgame.llm.distributed`).
     """
-    cfg.validate()
-    if cfg.rollout_backend == "vllm":
-        from redgame.llm import vllm_rollout
-
-        vllm_rollout.require(cfg)  # vllm installed, a GPU, a local model folder: before any compute
-    harmful, benign = load_train_seeds(cfg)
+    harmful, benign = checked_before_loading(cfg)
     # torchrun / accelerate: one process per rank; alone: one process, no process group
     dist = distributed.setup(min_items=cfg.seeds_per_step, judge_rank=cfg.judge_rank, device=cfg.device)
     try:
@@ -502,7 +508,7 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
                 log_row(game, row)
                 bar.set_postfix(asr=f"{row['attack_success']:.2f}", ref_h=f"{row['refusal_harmful']:.2f}",
                                 ref_b=f"{row['refusal_benign']:.2f}")
-                stopping = dist.any_rank(stop.requested)
+                stopping = dist.any_rank(stop.requested) and step + 1 < cfg.steps  # a stop in the last step: finish
                 save_if_due(game, step + 1, stopping)
                 if stopping:
                     if dist.is_main:  # one line, not one per rank

@@ -47,5 +47,7 @@ def warning(rows: list[dict]) -> str | None:
     value = benign_refusal(rows)
     if not reaches(value):
         return None
-    return (f"over-refusal watch: the defender refused {value:.0%} of its benign training prompts over the last "
-            f"{WINDOW} steps (threshold {THRESHOLD:.0%}); {EVIDENCE}")
+    steps = min(WINDOW, sum("refusal_benign" in r for r in rows))
+    over = f"over the last {steps} steps" if steps > 1 else "in its one step"
+    return (f"over-refusal watch: the defender refused {value:.0%} of its benign training prompts {over} "
+            f"(threshold {THRESHOLD:.0%}); {EVIDENCE}")

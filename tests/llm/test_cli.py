@@ -161,7 +161,8 @@ def test_demo_pipeline_on_tiny(tmp_path, capsys):
     written = json.loads((tmp_path / "demo.json").read_text())
     for side in ("base", "trained"):
         assert set(written[side]) == {"harmful_refusal", "benign_compliance", "harmful_refusal_strings",
-                                      "benign_compliance_strings", "loop_rate", "empty_rate"}
+                                      "benign_compliance_strings", "loop_rate", "empty_rate", "unjudged"}
+        assert written[side].pop("unjudged") == 0  # the embedded judge reads every answer
         assert all(0.0 <= v <= 1.0 for v in written[side].values())
     step = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert written["training_benign_refusal"] == step["refusal_benign"]  # one step: the watch reads that step
@@ -195,6 +196,59 @@ def test_a_demo_stopped_by_ctrl_c_evaluates_nothing(tmp_path, capsys, monkeypatc
     assert main(argv) == 130
     assert "stopped at step 1 of 2: nothing evaluated" in capsys.readouterr().out
     assert not (tmp_path / "demo.json").exists()
+
+
+TINY_DEMO = ["--split", "validation", "--no-progress", "--set", "model=tiny", "--set", "attack_tokens=4",
+             "--set", "response_tokens=4", "--set", "seeds_per_step=2", "--set", "lora_rank=2"]
+
+
+def test_a_demo_folder_is_replaced_only_with_overwrite_and_a_stopped_demo_continues_with_resume(
+        tmp_path, capsys, monkeypatch):
+    """A re-run used to replace the old run silently, and a stop left the old demo.json describing it."""
+    import os
+    import signal
+
+    import redgame.llm.trainer as trainer
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--steps", "1", *TINY_DEMO]) == 0
+    old = (out / "demo.json").read_bytes()
+    assert main(["demo", "--out", str(out), "--steps", "2", *TINY_DEMO]) == 2
+    assert "already holds a demo; pass --resume" in _err(capsys) and (out / "demo.json").read_bytes() == old
+
+    real = trainer.judge_round
+
+    def ctrl_c(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "judge_round", ctrl_c)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        assert main(["demo", "--out", str(out), "--steps", "2", "--overwrite", *TINY_DEMO]) == 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert "stopped at step 1 of 2: nothing evaluated, no demo.json; continue it" in capsys.readouterr().out
+    assert not (out / "demo.json").exists() and not (out / "answers.json").exists()  # the replaced demo's
+
+    monkeypatch.setattr(trainer, "judge_round", real)
+    assert main(["demo", "--out", str(out), "--steps", "2", "--resume", *TINY_DEMO]) == 0
+    assert json.loads((out / "demo.json").read_text())["steps"] == 2
+    assert [json.loads(r)["step"] for r in (out / "run" / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--set", "train_seeds=missing.jsonl"], "missing.jsonl: not found"),
+    (["--resume"], "no checkpoint under"),
+    (["--resume", "--overwrite"], "pass one of them"),
+])
+def test_demo_input_errors_come_before_any_model_loads(tmp_path, capsys, monkeypatch, argv, needle):
+    import redgame.llm.models as models
+
+    monkeypatch.setattr(models, "load_base", lambda *a, **k: pytest.fail("a model loaded"))
+    assert main(["demo", "--out", str(tmp_path / "demo"), *TINY_DEMO, *argv]) == 2
+    assert needle in _err(capsys)
+    assert not (tmp_path / "demo").exists()
 
 
 @pytest.mark.parametrize("argv,needle", [

@@ -285,6 +285,26 @@ def test_ctrl_c_checkpoints_and_exits_cleanly(tmp_path, judge, tiny_config, monk
         signal.signal(signal.SIGINT, previous)
 
 
+def test_ctrl_c_in_the_last_step_finishes_the_run(tmp_path, judge, tiny_config, monkeypatch):
+    """Every step was played: the run ends as an uninterrupted one (it stopped without final/ before)."""
+    real, calls = trainer.judge_round, []
+
+    def interrupted_in_step_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # step 2's judging (one judge_round a step)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "judge_round", interrupted_in_step_2)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        result = train(tiny_config(steps=2), tmp_path, progress=False, base=load_base("tiny"), judge=judge)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert len(calls) == 2 and not result["stopped"] and result["steps"] == 2
+    assert (tmp_path / "final" / "defender" / "adapter_model.safetensors").is_file()
+
+
 def test_schedule_and_data_order(tiny_config):
     cfg = tiny_config(regime="sequential", sequential_k=2)
     assert [updates_role(cfg, s, "defender") for s in range(6)] == [True, True, False, False, True, True]
@@ -305,7 +325,7 @@ def test_schedule_and_data_order(tiny_config):
 
 def test_identity_attacks_train_the_defender_only(tiny, judge):
     from redgame.llm.rewards import RewardRules, judge_round
-    from redgame.llm.roles import LoraSettings, build_roles
+    from redgame.llm.roles import LoraSettings
     from redgame.llm.rollout import SamplingSettings, play_round
     from redgame.llm.seeds import builtin_seeds
     from redgame.llm.trainer import round_metrics

@@ -33,6 +33,8 @@ def test_the_threshold_separates_the_runs_it_was_fixed_on(late, flagged):
 def test_the_warning_names_the_number_and_the_window():
     text = watch.warning(rows([0.0, 0.6, 0.6, 0.6, 0.6, 0.6]))
     assert "60%" in text and "last 5 steps" in text and "15%" in text
+    assert "over the last 2 steps" in watch.warning(rows([0.6, 0.6]))  # a run shorter than the window
+    assert "in its one step" in watch.warning(rows([0.6]))
 
 
 def test_reaches_is_at_or_above_the_threshold_and_never_for_a_missing_number():
