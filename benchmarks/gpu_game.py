@@ -11,9 +11,9 @@ it takes the script's context (`ctx.out`, `ctx.device`, `ctx.smoke`) and returns
 `--device <device>` and `kernels=off`, then `kernels=on` (and on CUDA in bfloat16 `kernels=auto`:
 our log-probs, peft's LoRA layers), through `redgame.llm.trainer.train`,
 each run in a process of its own (a CUDA error ends its process's CUDA context; the other
-runs still run, and the failure is reported with its last lines; on CUDA a failed run runs
-once more with CUDA_LAUNCH_BLOCKING=1, so that the error names the operation that failed),
-and checks:
+runs still run, and the failure is reported with its last lines; a run that failed with a CUDA
+error runs once more with CUDA_LAUNCH_BLOCKING=1, so that the error names the operation that
+failed, where the time left allows), and checks:
 
 The judge is the embedded one where its package is installed, else `lm:tiny` (any judge
 serves: the check compares numbers with the kernels on and off). Without tensorboard the
@@ -29,7 +29,10 @@ runs write no `tb/` events.
 It reports the update time with the kernels on and off (on CUDA the first steps with the
 kernels on include Triton's compilation and autotuning of every layer shape). The runs go to a temporary folder
 (the GPU machine returns few files); their metrics rows are in the section's data, which
-`gpu_check.py` writes to `gpu_check.json` (this script alone: `<out>/gpu_game.json`).
+`gpu_check.py` writes to `gpu_check.json` (this script alone: `<out>/gpu_game.json`). Each run's
+outcome is also written to `<out>/gpu_game_runs.json` as soon as it ends, so a run stopped by
+the time limit keeps the runs that finished; with `gpu_check.py --budget`, each run is given
+at most the time left, and one that runs past it is stopped and recorded.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 STEPS = 3
+CUDA_ERRORS = ("CUDA error", "device-side assert", "CUBLAS_STATUS", "cudaError", "an illegal memory access")
+RESERVE_S = 15.0  # left for the section's own report after the last run
 TOLERANCE = {"float32": 1e-4, "bfloat16": 2e-2}
 COMPARED = ("defender/pref_loss", "attacker/pref_loss", "defender/margin", "attacker/margin", "defender/nll")
 
@@ -65,25 +70,41 @@ def _rows(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def play(device: str, dtype: str, kernels: str, out: Path, smoke: bool) -> dict:
+def play(device: str, dtype: str, kernels: str, out: Path, smoke: bool, seconds_left=lambda: math.inf) -> dict:
     """One short game in a fresh process; its metrics rows and wall time, or the error that ended it.
 
     A process of its own: a CUDA error (a device-side assert) ends the CUDA context of the
-    process it happens in, and the other runs must still be measured.
+    process it happens in, and the other runs must still be measured. ``seconds_left()``: the
+    time the run may take (it is stopped, and recorded as stopped, past it).
     """
     command = [sys.executable, __file__, "--play", dtype, kernels, "--device", device, "--out", str(out)]
     command += ["--smoke"] if smoke else []
+    label = f"{dtype}, kernels={kernels}"
     start = time.perf_counter()
-    run = subprocess.run(command, capture_output=True, text=True)
+    run = _child(command, seconds_left() - RESERVE_S, os.environ)
     seconds = time.perf_counter() - start
     if run.returncode == 0:
         return {"rows": _rows(out), "seconds": seconds}
-    failed = {"rows": [], "seconds": seconds, "error": _report_failure(run, f"{dtype}, kernels={kernels}")}
-    if device.startswith("cuda"):  # CUDA reports errors late: once more, each launch waited for, names the culprit
-        rerun = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "CUDA_LAUNCH_BLOCKING": "1"})
+    failed = {"rows": [], "seconds": seconds, "error": _report_failure(run, label)}
+    cuda_error = any(text in (run.stderr or "") + (run.stdout or "") for text in CUDA_ERRORS)
+    if device.startswith("cuda") and cuda_error and seconds_left() - RESERVE_S > 2 * seconds:
+        # CUDA reports errors late: once more, each launch waited for, names the culprit
+        rerun = _child(command, seconds_left() - RESERVE_S, {**os.environ, "CUDA_LAUNCH_BLOCKING": "1"})
         if rerun.returncode != 0:
-            failed["error_launch_blocking"] = _report_failure(rerun, f"{dtype}, kernels={kernels}, CUDA_LAUNCH_BLOCKING=1")
+            failed["error_launch_blocking"] = _report_failure(rerun, f"{label}, CUDA_LAUNCH_BLOCKING=1")
     return failed
+
+
+def _child(command: list, limit: float, env) -> subprocess.CompletedProcess:
+    """The child run, stopped after ``limit`` seconds (then exit status 124 and a line that says so)."""
+    if limit <= 0:
+        return subprocess.CompletedProcess(command, 124, "", "not started: no time left in the budget")
+    try:
+        return subprocess.run(command, capture_output=True, text=True, env=env,
+                              timeout=None if math.isinf(limit) else limit)
+    except subprocess.TimeoutExpired as exc:
+        said = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        return subprocess.CompletedProcess(command, 124, "", f"{said}\nstopped after {limit:.0f} s: the budget ran out")
 
 
 def _report_failure(run: subprocess.CompletedProcess, label: str) -> str:
@@ -91,6 +112,16 @@ def _report_failure(run: subprocess.CompletedProcess, label: str) -> str:
     tail = (run.stderr or run.stdout).strip().splitlines()[-12:]
     print("\n".join([f"{label}: the game failed (exit {run.returncode}):", *tail]))
     return tail[-1] if tail else f"exit {run.returncode}"
+
+
+def record(path: Path, label: str, outcome: dict) -> None:
+    """Add one run's outcome to ``path`` (JSON) at once: a limit that stops the section keeps what finished."""
+    done = json.loads(path.read_text()) if path.is_file() else {}
+    done[label] = outcome
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(done, indent=1, default=str) + "\n")
+    print(f"{label}: " + (f"failed: {outcome['error']}" if "error" in outcome else
+                          f"{len(outcome['rows'])} steps in {outcome['seconds']:.1f} s"), flush=True)
 
 
 def play_here(device: str, dtype: str, kernels: str, out: Path, smoke: bool) -> None:
@@ -126,7 +157,8 @@ def compare(on: dict, off: dict, dtype: str, expected: str, expected_lora: str |
     finite = all(math.isfinite(v) for run in (on, off) for row in run["rows"] for k, v in row.items()
                  if k.endswith(("loss", "margin", "grad_norm")) and isinstance(v, float))
     lora = expected if expected_lora is None else expected_lora
-    named = (all(r["kernels/lora"] == lora and r["kernels/logprobs"] == expected for r in on["rows"])
+    named = (bool(on["rows"]) and bool(off["rows"])  # a run that failed names nothing
+             and all(r["kernels/lora"] == lora and r["kernels/logprobs"] == expected for r in on["rows"])
              and all(r["kernels/lora"] == "peft" for r in off["rows"]))
     # Steps whose rounds agree (all of them unless sampling diverged) must give the same losses:
     # error |on - off| / max(|off|, 1), relative above 1 and absolute below (margins start at 0).
@@ -173,7 +205,11 @@ def section_game(ctx, dtypes=DTYPES) -> dict:
             # off first: the reference is measured even if the kernels' run fails
             # on CUDA in bf16 (what --dtype auto picks there) also auto: our log-probs, peft's LoRA layers
             plays = ("off", "on", "auto") if (device, dtype) == ("cuda", "bfloat16") else ("off", "on")
-            runs = {k: play(device, dtype, k, Path(runs_dir) / f"{dtype}-kernels-{k}", ctx.smoke) for k in plays}
+            runs = {}
+            for k in plays:
+                runs[k] = play(device, dtype, k, Path(runs_dir) / f"{dtype}-kernels-{k}", ctx.smoke,
+                               getattr(ctx, "seconds_left", lambda: math.inf))
+                record(Path(ctx.out) / "gpu_game_runs.json", f"{dtype}, kernels={k}", runs[k])
             results.append(compare(runs["on"], runs["off"], dtype, expected))
             if "auto" in runs:
                 results.append(compare(runs["auto"], runs["off"], dtype, expected, "peft", kernels="auto"))

@@ -40,3 +40,19 @@ def test_gpu_check_smoke_writes_its_folder_and_every_table_agrees(tmp_path):
     assert len(losses) >= 2 and all(abs(loss - naive) <= 1e-4 * abs(naive) for loss in losses.values()), losses
     markdown = (out / "gpu_check.md").read_text()
     assert "| kernel_checks | pass |" in markdown and "fused_preference_loss (ipo)" in markdown
+
+
+def test_a_carried_liger_wheel_is_installed_offline_or_its_absence_said(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("gpu_check_under_test", SCRIPT)
+    gpu_check = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, gpu_check)  # its dataclasses look their module up
+    spec.loader.exec_module(gpu_check)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(gpu_check.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "liger_kernel" else real_find_spec(name, *a))
+    monkeypatch.setattr(gpu_check, "REPO", tmp_path)
+    assert gpu_check.install_carried_wheels() == "no liger-kernel, and no wheel of it in .whl/"
+    (tmp_path / ".whl").mkdir()
+    (tmp_path / ".whl" / "liger_kernel-0.0.1-py3-none-any.whl").write_bytes(b"not a zip")
+    said = gpu_check.install_carried_wheels()  # pip, offline, says why it cannot
+    assert said.startswith("installing liger_kernel-0.0.1-py3-none-any.whl failed")

@@ -19,7 +19,11 @@ def test_game_section_smoke_passes_and_writes_its_runs(tmp_path):
     assert result["status"] == "pass" and [r["dtype"] for r in result["data"]] == ["float32", "bfloat16"]
     for r in result["data"]:
         assert r["implementation_named"] and r["steps_compared"] >= 1
-    assert [p.name for p in tmp_path.iterdir()] == ["gpu_game.json"]  # the runs stay out of --out
+    # the runs stay out of --out; each run's outcome was recorded as it ended
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu_game.json", "gpu_game_runs.json"]
+    runs = json.loads((tmp_path / "gpu_game_runs.json").read_text())
+    assert sorted(runs) == ["bfloat16, kernels=off", "bfloat16, kernels=on", "float32, kernels=off",
+                            "float32, kernels=on"] and all(len(r["rows"]) == 2 for r in runs.values())
     assert len(result["data"][0]["rows"]["on"]) == 2
 
 
@@ -46,3 +50,27 @@ def test_a_run_that_fails_in_its_process_is_reported_not_raised(tmp_path, capsys
     result = gpu_game.play("cpu", "float64", "on", tmp_path / "run", smoke=True)  # not a dtype the game takes
     assert result["rows"] == [] and "dtype" in result["error"]
     assert "float64, kernels=on: the game failed" in capsys.readouterr().out
+
+
+def test_a_run_past_the_budget_is_stopped_and_recorded_and_none_starts_without_time(tmp_path, capsys):
+    import os
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    import gpu_game
+
+    slow = gpu_game._child([sys.executable, "-c", "import time; time.sleep(30)"], 0.5, os.environ)
+    assert slow.returncode == 124 and "the budget ran out" in slow.stderr
+    assert "not started" in gpu_game._child([sys.executable, "-c", "pass"], 0.0, os.environ).stderr
+    result = gpu_game.play("cpu", "float32", "on", tmp_path / "run", smoke=True, seconds_left=lambda: 1.0)
+    assert result["rows"] == [] and "not started" in result["error"]  # 1 s left is within the reserve
+    gpu_game.record(tmp_path / "runs.json", "float32, kernels=on", result)
+    gpu_game.record(tmp_path / "runs.json", "float32, kernels=off", {"rows": [{}], "seconds": 1.0})
+    assert sorted(json.loads((tmp_path / "runs.json").read_text())) == ["float32, kernels=off", "float32, kernels=on"]
+
+
+def test_a_run_that_failed_names_no_implementation():
+    sys.path.insert(0, str(SCRIPT.parent))
+    import gpu_game
+
+    failed = {"rows": [], "seconds": 1.0, "error": "boom"}
+    assert not gpu_game.compare(failed, failed, "float32", "torch")["implementation_named"]
