@@ -92,6 +92,7 @@ class Run:
     trained: dict           # rates in [0, 1]
     base: dict | None       # the base model's rates, where the run carries them
     watch: float | None     # the over-refusal watch's number, where the run folder is found
+    folder: Path | None = None  # the run folder behind it (resolved), where known
 
 
 @dataclass
@@ -134,7 +135,21 @@ def read_run(path: Path, reader: Rereader | None = None) -> Run:
         bad = [k for k in KEYS if k in rates and not is_rate(rates[k])]
         if bad:
             raise UserError(f"{file}: {', '.join(bad)} is not a number (no prompts of that class?)")
-    return Run(judge, trained, base, over_refusal_watch(run_folder))
+    return Run(judge, trained, base, over_refusal_watch(run_folder),
+               run_folder.resolve() if run_folder is not None else None)
+
+
+def one_seed_once(candidates: list[list[str]], runs: dict[str, list[Run]]) -> None:
+    """One trained run read twice (its demo folder and an eval file of its adapter) counts once: a UserError."""
+    seen = {}
+    for candidate in candidates:
+        for given, run in zip(candidate[1:], runs[candidate[0]]):
+            if run.folder is None:
+                continue
+            if run.folder in seen:
+                raise UserError(f"{seen[run.folder]} and {given} (--candidate {candidate[0]}) are evaluations of one "
+                                f"run, {run.folder}; each seed's run once, under one candidate")
+            seen[run.folder] = f"{given} (--candidate {candidate[0]})"
 
 
 def is_rate(value) -> bool:
@@ -322,6 +337,7 @@ def main(argv=None) -> int:
             check_output_path("--plot", args.plot, "file", example="rule.png")
         reader = Rereader(args.judge, args.labels) if args.judge or args.labels else None
         runs = {c[0]: [read_run(Path(p), reader) for p in c[1:]] for c in args.candidate}
+        one_seed_once(args.candidate, runs)
         judges = {run.judge for rs in runs.values() for run in rs}
         if len(judges) > 1:
             raise UserError(f"the runs were judged by different judges ({', '.join(sorted(judges))}): "

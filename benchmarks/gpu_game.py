@@ -200,6 +200,7 @@ def section_game(ctx, dtypes=DTYPES) -> dict:
     device = "cuda" if ctx.device == "cuda" else "cpu"
     expected = backend(torch.zeros(1, device=device))  # triton on CUDA; torch, or interpret under TRITON_INTERPRET=1
     results = []
+    (Path(ctx.out) / "gpu_game_runs.json").unlink(missing_ok=True)  # an earlier invocation's runs are not these
     with tempfile.TemporaryDirectory() as runs_dir:
         for dtype in dtypes:
             # off first: the reference is measured even if the kernels' run fails

@@ -181,9 +181,11 @@ def held_out(setting: Setting) -> list:
 
 
 def measured_as(setting: Setting) -> dict:
+    """What a saved row was measured with; the embedded judge is left unnamed, as rows saved before
+    ``--eval-judge`` existed were measured by it."""
+    judge = {} if setting.eval_judge == "embedded" else {"eval_judge": setting.eval_judge}
     return {"model": setting.model, "device": setting.device, "dtype": setting.dtype, "split": setting.split,
-            "prompts": setting.prompts, "probe_steps": setting.probe_steps, "tokens": setting.tokens,
-            "eval_judge": setting.eval_judge}
+            "prompts": setting.prompts, "probe_steps": setting.probe_steps, "tokens": setting.tokens, **judge}
 
 
 def train_and_measure(setting: Setting, out: Path, regime: str, seed: int) -> dict:

@@ -60,11 +60,16 @@ METRICS = ("harmful_refusal", "benign_compliance", "harmful_refusal_strings", "b
 RESULTS = ("demo.json", "answers.json")  # the demo's own files beside its run folder
 
 
+RESUME_MAY_CHANGE = ("steps", "threads")  # a resumed demo continues its own recipe; these only extend or place it
+
+
 def check_demo_dir(out: Path, cfg: TrainConfig, *, resume: bool, overwrite: bool) -> None:
     """A folder that holds a demo (its results or its run) is continued with ``resume``, replaced with
-    ``overwrite``, and otherwise refused; then its run folder is checked as ``llm train`` checks one."""
+    ``overwrite``, and otherwise refused; then its run folder is checked as ``llm train`` checks one.
+    A resume must be given the stopped demo's recipe (its flags and ``--set``), ``steps`` and ``threads`` aside."""
     from redgame.errors import UserError
-    from redgame.llm.trainer import check_run_dir, holds_a_run
+    from redgame.jsonio import read_json_file
+    from redgame.llm.trainer import RUN_MARKER, check_run_dir, holds_a_run
 
     if resume and overwrite:
         raise UserError("--resume continues the demo in --out and --overwrite replaces it; pass one of them")
@@ -73,6 +78,13 @@ def check_demo_dir(out: Path, cfg: TrainConfig, *, resume: bool, overwrite: bool
         raise UserError(f"--out {out} already holds a demo; pass --resume to continue a stopped one, --overwrite "
                         "to replace it, or another --out")
     check_run_dir(out / "run", cfg, resume=resume, overwrite=not resume)
+    if resume:
+        saved, wanted = read_json_file(out / "run" / RUN_MARKER, str(out / "run" / RUN_MARKER)), cfg.to_dict()
+        changed = sorted(k for k in wanted if k not in RESUME_MAY_CHANGE and saved.get(k) != wanted[k])
+        if changed:
+            shown = ", ".join(f"{k} {saved.get(k)!r} (now {wanted[k]!r})" for k in changed)
+            raise UserError(f"--resume: the stopped demo's recipe differs in {shown}; resume with the flags and "
+                            "--set it was started with")
 
 
 def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bool = True, log=print,
@@ -90,10 +102,11 @@ def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bo
     from redgame.llm.models import load_base, place_judge, placement
     from redgame.llm.metrics import read_metrics
     from redgame.llm.seeds import builtin_seeds
+    from redgame.llm.prompts import check_seeds_fit
     from redgame.llm.trainer import check_lora_rank, checked_before_loading, train
 
     cfg = dataclasses.replace(DEMO_RECIPE, steps=steps or DEMO_RECIPE.steps, **overrides)
-    checked_before_loading(cfg)
+    harmful, benign = checked_before_loading(cfg)
     out = Path(out)
     check_demo_dir(out, cfg, resume=resume, overwrite=overwrite)
     if cfg.threads:  # the loading and the base evaluation keep to them too, not only the training
@@ -102,7 +115,10 @@ def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bo
     keep_freed_memory(device)  # for the evaluations too, not only the training (llm/cpu_allocator.py)
     t0 = time.perf_counter()
     model, tokenizer = load_base(cfg.model, dtype=dtype, device=device)
+    # What the training would refuse once the model is in hand: before the base evaluation and before the
+    # old demo's results go.
     check_lora_rank(cfg, model)
+    check_seeds_fit(tokenizer, model, harmful + benign, cfg.attack_tokens, cfg.response_tokens, cfg.explore_prefixes)
     judge = make_judge(cfg.judge)
     place_judge(judge, device, dtype)
     check_reachable(judge)  # a judge server that cannot answer: before the base is evaluated
@@ -116,10 +132,9 @@ def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bo
     for name in RESULTS:  # they describe the demo this one replaces
         (out / name).unlink(missing_ok=True)
     result = train(cfg, out / "run", resume=resume, overwrite=not resume, progress=progress, base=(model, tokenizer),
-                   judge=judge, log=log)
-    if result["stopped"]:  # Ctrl-C: no numbers for a part-trained defender
-        log(f"the demo stopped at step {result['steps']} of {cfg.steps}: nothing evaluated, no demo.json; continue "
-            "it with the same command and --resume")
+                   judge=judge, log=log, rerun="the same redgame demo command")
+    if result["stopped"]:  # Ctrl-C: no numbers for a part-trained defender (the trainer said how to continue)
+        log(f"the demo stopped at step {result['steps']} of {cfg.steps}: nothing evaluated, no demo.json")
         raise KeyboardInterrupt
     with result["roles"].policy("defender") as defender:
         after = evaluate_defender(defender, tokenizer, judge, held_out, **answer)
@@ -133,7 +148,8 @@ def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bo
         "n_benign": before["n_benign"],
         "steps": cfg.steps,
         "training_benign_refusal": watch.benign_refusal(training),  # the over-refusal watch's number (or None)
-        "seconds": round(time.perf_counter() - t0, 1),
+        "seconds": round(time.perf_counter() - t0, 1),  # of this command: a resumed demo's resumed part
+        "resumed": resume,
         "config": cfg.to_dict(),
         "adapters": str(out / "run" / "final"),
     }
@@ -148,7 +164,8 @@ def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bo
     for name, r in (("base", before), ("trained defender", after)):
         log(f"  {name:<18}{_pair(r, 'harmful_refusal'):>17}{_pair(r, 'benign_compliance'):>19}{r['loop_rate']:>7.0%}"
             f"{r['empty_rate']:>7.0%}")
-    log(f"\n{cfg.steps} steps in {summary['seconds']:.0f} s; wrote {out / 'demo.json'}")
+    part = " (this resumed part)" if resume else ""
+    log(f"\n{cfg.steps} steps; {summary['seconds']:.0f} s{part}; wrote {out / 'demo.json'}")
     return summary
 
 

@@ -216,7 +216,8 @@ def blocks_for(runs: list[Path], out: Path, crossplay: dict | None, metrics: dic
     flagged = [run.name for run in runs if watch.flagged(metrics[run.name])]
     if flagged:
         blocks.append(("p", f"Over-refusal watch: {', '.join(flagged)} refused at least {watch.THRESHOLD:.0%} of "
-                            f"the benign training prompts over the last {watch.WINDOW} steps; {watch.EVIDENCE}."))
+                            f"the benign training prompts over their last {watch.WINDOW} steps (all their steps, "
+                            f"where fewer); {watch.EVIDENCE}."))
     blocks += [("h", "Training curves"),
                ("p", "Per step, over the defender's sampled answers to that step's attacks (the trainer's own "
                      "metrics, not held-out)."),

@@ -173,10 +173,14 @@ def keep_metrics_until(path: Path, step: int) -> None:
     write_text_atomically(path, "".join(kept))
 
 
-def resume_hint(out: Path) -> str:
-    """Where a stopped run can continue from: its last checkpoint and the command that resumes it."""
+def resume_hint(out: Path, rerun: str | None = None) -> str:
+    """Where a stopped run can continue from: its last checkpoint and the command that resumes it
+    (``rerun``: the command that started it, where that is not ``redgame llm train``, e.g. the demo)."""
     last = ckpt.latest_checkpoint(out)
     config, folder = shlex.quote(str(out / RUN_MARKER)), shlex.quote(str(out))
+    if rerun is not None:
+        return (f"no checkpoint yet; start again with {rerun} and --overwrite" if last is None else
+                f"last checkpoint {last}; continue with {rerun} and --resume")
     if last is None:
         return f"no checkpoint yet; start again with: redgame llm train --config {config} --out {folder} --overwrite"
     return f"last checkpoint {last}; continue with: redgame llm train --config {config} --out {folder} --resume"
@@ -389,12 +393,14 @@ class _StopFlag:
 
 
 def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
-          progress: bool = True, base=None, judge=None, log=print, init: dict | None = None) -> dict:
+          progress: bool = True, base=None, judge=None, log=print, init: dict | None = None,
+          rerun: str | None = None) -> dict:
     """Run the game for ``cfg.steps`` steps (in all, counting resumed ones); returns a summary.
 
     ``base`` = (model, tokenizer) and ``judge`` may be passed in to reuse loaded ones.
     ``init`` = {role: adapter folder} starts those roles from saved weights (the probe's frozen
-    defender) instead of a fresh adapter. Under
+    defender) instead of a fresh adapter. ``rerun`` names the command that started the run where it is
+    not ``redgame llm train`` (the demo), for the resume hints. Under
     torchrun / accelerate each process runs this on its shard (:mod:`redgame.llm.distributed`).
     """
     harmful, benign = checked_before_loading(cfg)
@@ -405,7 +411,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite:
         with contextlib.ExitStack() as held:
             dist.together(lambda: take_run_dir(held, out, cfg, dist, resume=resume, overwrite=overwrite))
             return _train(cfg, out, dist, harmful, benign, resume=resume, progress=progress,
-                          base=base, judge=judge, log=log, init=init)
+                          base=base, judge=judge, log=log, init=init, rerun=rerun)
     finally:
         dist.close()
 
@@ -439,6 +445,7 @@ class Game:
     metrics_file: object = None
     writer: object = None
     kernels: bool = False   # redgame.kernels compute the token log-probs (and run the LoRA layers where patched)
+    rerun: str | None = None  # the command that started the run, where not `redgame llm train` (resume_hint)
 
 
 def kernels_in_the_loop(cfg: TrainConfig, roles) -> bool:
@@ -492,10 +499,11 @@ def fused_preference(game: Game) -> bool:
 
 
 def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: bool, progress: bool, base, judge,
-           log, init: dict | None = None) -> dict:
+           log, init: dict | None = None, rerun: str | None = None) -> dict:
     from tqdm import tqdm
 
     game = set_up(cfg, out, dist, harmful, benign, resume=resume, base=base, judge=judge, log=log)
+    game.rerun = rerun
     for role, path in (init or {}).items():
         game.roles.load_role(role, path)
     step = game.start
@@ -512,11 +520,11 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
                 save_if_due(game, step + 1, stopping)
                 if stopping:
                     if dist.is_main:  # one line, not one per rank
-                        log(f"stopped at step {step + 1}; {resume_hint(game.out)}")
+                        log(f"stopped at step {step + 1}; {resume_hint(game.out, game.rerun)}")
                     return {"out": str(game.out), "steps": step + 1, "stopped": True, "roles": game.roles}
     except BaseException as exc:
         if dist.is_main and not isinstance(exc, TrainingStopped):
-            print(f"redgame: the run stopped at step {step + 1} ({type(exc).__name__}); {resume_hint(game.out)}",
+            print(f"redgame: the run stopped at step {step + 1} ({type(exc).__name__}); {resume_hint(game.out, game.rerun)}",
                   file=sys.stderr)
         raise
     finally:
@@ -549,7 +557,7 @@ def write_final(game) -> None:
             game.roles.save_role(role, tmp / role, tokenizer=game.tokenizer)
         ckpt.replace_dir(tmp, final)
     except BaseException:
-        print(f"redgame: the final adapters were not written; {resume_hint(game.out)}", file=sys.stderr)
+        print(f"redgame: the final adapters were not written; {resume_hint(game.out, game.rerun)}", file=sys.stderr)
         raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -952,17 +960,17 @@ def take_update(game: Game, step: int, batches: list[RoleBatch], keys: dict, row
         loss = losses.get(key)
         if not dist.all_ranks(loss is None or bool(torch.isfinite(loss))):
             shown = float(loss) if loss is not None else "not finite on another rank"
-            raise TrainingStopped(f"step {step + 1}: the {key} loss is {shown}; {resume_hint(game.out)}")
+            raise TrainingStopped(f"step {step + 1}: the {key} loss is {shown}; {resume_hint(game.out, game.rerun)}")
         params = roles.parameters(owners[0])
         dist.average_gradients(params)
         row[f"{key}/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
         if not math.isfinite(row[f"{key}/grad_norm"]):  # a finite loss whose gradients overflowed
             raise TrainingStopped(f"step {step + 1}: the {key} gradients are not finite (norm "
-                                  f"{row[f'{key}/grad_norm']}); {resume_hint(game.out)}")
+                                  f"{row[f'{key}/grad_norm']}); {resume_hint(game.out, game.rerun)}")
         game.optimizers[key].step()
         if not all(bool(torch.isfinite(p).all()) for p in params):  # not saved: checkpoints come after the step
             raise TrainingStopped(f"step {step + 1}: the {key} weights are not finite after the optimiser step "
-                                  f"(lr {cfg.lr:g}); {resume_hint(game.out)}")
+                                  f"(lr {cfg.lr:g}); {resume_hint(game.out, game.rerun)}")
 
 
 # -- log, checkpoint ----------------------------------------------------------------------------

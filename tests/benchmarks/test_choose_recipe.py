@@ -171,6 +171,13 @@ def test_a_run_listed_twice_is_not_two_seeds(tmp_path, capsys):
     with pytest.raises(SystemExit):  # one run under two candidates would count for both
         choose_recipe.main(["--candidate", "x", a, b, "--candidate", "y", b + "/", c])
     assert "is listed twice (also under --candidate x)" in capsys.readouterr().err
+    # the same run as a demo folder and as an eval file of its adapter: one seed, not one for each candidate
+    evaluated = tmp_path / "e.json"
+    eval_file(evaluated, 0.1, 1.0, 0.5, base_help=0.5)
+    doc = json.loads(evaluated.read_text())
+    evaluated.write_text(json.dumps({**doc, "adapter": str(Path(b) / "run" / "final" / "defender")}))
+    with pytest.raises(SystemExit, match="are evaluations of one run"):
+        choose_recipe.main(["--candidate", "x", a, b, "--candidate", "y", str(evaluated), c])
 
 
 def test_runs_whose_base_rates_differ_are_refused(tmp_path):

@@ -133,6 +133,7 @@ def test_reuse_is_keyed_by_the_model_and_a_cut_cache_file_is_measured_again(tmp_
                                  device="cpu", dtype="float32", threads=1, reuse=True, recipe=None)
     for other in (dataclasses.replace(setting, model="embedded"), dataclasses.replace(setting, eval_judge="probe")):
         assert llm_claims.measured_as(setting) != llm_claims.measured_as(other)  # nor one judge's another's
+    assert "eval_judge" not in llm_claims.measured_as(setting)  # rows saved before the flag were the embedded judge's
     path = tmp_path / "base_row.json"
     calls = []
     compute = lambda: calls.append(1) or {"asr": 0.5}  # noqa: E731

@@ -228,13 +228,31 @@ def test_a_demo_folder_is_replaced_only_with_overwrite_and_a_stopped_demo_contin
         assert main(["demo", "--out", str(out), "--steps", "2", "--overwrite", *TINY_DEMO]) == 130
     finally:
         signal.signal(signal.SIGINT, previous)
-    assert "stopped at step 1 of 2: nothing evaluated, no demo.json; continue it" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "stopped at step 1 of 2: nothing evaluated, no demo.json" in said
+    assert "continue with the same redgame demo command and --resume" in said and "llm train" not in said
     assert not (out / "demo.json").exists() and not (out / "answers.json").exists()  # the replaced demo's
 
     monkeypatch.setattr(trainer, "judge_round", real)
+    assert main(["demo", "--out", str(out), "--steps", "2", "--resume", *TINY_DEMO, "--set", "lr=1e-3"]) == 2
+    assert "recipe differs in lr 0.0015 (now 0.001)" in _err(capsys)  # it would train on with another recipe
     assert main(["demo", "--out", str(out), "--steps", "2", "--resume", *TINY_DEMO]) == 0
     assert json.loads((out / "demo.json").read_text())["steps"] == 2
     assert [json.loads(r)["step"] for r in (out / "run" / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_a_demo_the_training_would_refuse_is_refused_before_the_base_is_evaluated_and_the_old_demo_stays(
+        tmp_path, capsys, monkeypatch):
+    import redgame.llm.evaluation as evaluation
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--steps", "1", *TINY_DEMO]) == 0
+    before = sorted(p.name for p in out.iterdir())
+    monkeypatch.setattr(evaluation, "evaluate_defender", lambda *a, **k: pytest.fail("the base was evaluated"))
+    assert main(["demo", "--out", str(out), "--steps", "1", "--overwrite", *TINY_DEMO,
+                 "--set", "attack_tokens=2000"]) == 2
+    assert "passes the model's context" in _err(capsys)
+    assert sorted(p.name for p in out.iterdir()) == before == ["answers.json", "demo.json", "run"]
 
 
 @pytest.mark.parametrize("argv,needle", [
