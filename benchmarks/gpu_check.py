@@ -1,7 +1,7 @@
 """GPU acceptance check: every kernel against float64, large offsets, the kernel benchmarks, a short game; one folder.
 
     python benchmarks/gpu_check.py --out runs/gpu_check            # one CUDA GPU: < 8 minutes on an H200
-    timeout 545 python benchmarks/gpu_check.py --out runs/gpu_check --budget 530   # a hard limit: the game
+    python benchmarks/gpu_check.py --out runs/gpu_check --budget 530   # under `timeout 545`: the game
                                                                    # section fits its runs into what is left
     python benchmarks/gpu_check.py --out runs/gpu_check --smoke    # tiny shapes; on a CPU the Triton
                                                                    # kernels run in Triton's interpreter
