@@ -8,9 +8,9 @@
 
 Needs torch, triton, peft and transformers (liger-kernel optional: its DPO loss joins the
 preference table; on a machine without network, a wheel of it in the checkout's ``.whl/`` folder is
-installed into a temporary folder first, with pip, offline; the game section also uses safetensors, and tensorboard and the embedded
-judge's package where installed); redgame need not be installed, the checkout's packages are imported
-from this repository. Writes three files to --out:
+installed into a temporary folder first, with pip, offline; the game section also uses safetensors,
+and tensorboard and the embedded judge's package where installed); redgame need not be installed,
+the checkout's packages are imported from this repository. Writes three files to --out:
 
 - gpu_check.json: each section's status, seconds, headline and data;
 - gpu_check.md: a summary table, then each section's notes;

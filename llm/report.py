@@ -95,7 +95,8 @@ def plot_curves(metrics: dict[str, list[dict]], path: Path) -> Path:
     fig, axes = plt.subplots(1, len(CURVES), figsize=(4.0 * len(CURVES), 3.2), dpi=100, squeeze=False)
     for ax, (key, title) in zip(axes[0], CURVES):
         for name, rows in metrics.items():
-            pts = [(r["step"], r[key]) for r in rows if is_finite_number(r.get("step")) and is_finite_number(r.get(key))]
+            pts = [(r["step"], r[key]) for r in rows
+                   if is_finite_number(r.get("step")) and is_finite_number(r.get(key))]
             if pts:
                 ax.plot(*zip(*pts), marker="o", ms=3, lw=1.2, label=name)
         ax.set_title(title, fontsize=9)

@@ -179,8 +179,8 @@ def resume_hint(out: Path, rerun: str | None = None) -> str:
     last = ckpt.latest_checkpoint(out)
     config, folder = shlex.quote(str(out / RUN_MARKER)), shlex.quote(str(out))
     if rerun is not None:
-        return (f"no checkpoint yet; start again with {rerun} and --overwrite" if last is None else
-                f"last checkpoint {last}; continue with {rerun} and --resume")
+        return (f"no checkpoint yet; start again with {rerun}, adding --overwrite" if last is None else
+                f"last checkpoint {last}; continue with {rerun}, adding --resume (and leaving out --overwrite)")
     if last is None:
         return f"no checkpoint yet; start again with: redgame llm train --config {config} --out {folder} --overwrite"
     return f"last checkpoint {last}; continue with: redgame llm train --config {config} --out {folder} --resume"
@@ -524,8 +524,8 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
                     return {"out": str(game.out), "steps": step + 1, "stopped": True, "roles": game.roles}
     except BaseException as exc:
         if dist.is_main and not isinstance(exc, TrainingStopped):
-            print(f"redgame: the run stopped at step {step + 1} ({type(exc).__name__}); {resume_hint(game.out, game.rerun)}",
-                  file=sys.stderr)
+            print(f"redgame: the run stopped at step {step + 1} ({type(exc).__name__}); "
+                  f"{resume_hint(game.out, game.rerun)}", file=sys.stderr)
         raise
     finally:
         if dist.is_main:

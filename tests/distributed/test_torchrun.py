@@ -176,7 +176,8 @@ def test_bad_launch_environment_is_a_user_error(monkeypatch, env, match):
 
 @pytest.mark.parametrize("keys, match", [
     ({"population_every": 1}, "population_every \\(PSRO\\) runs in one process"),
-    ({"fsdp": True, "seeds_per_step": 3}, "seeds_per_step \\(3\\) must be a multiple of the number of processes \\(2\\)"),
+    ({"fsdp": True, "seeds_per_step": 3},
+     "seeds_per_step \\(3\\) must be a multiple of the number of processes \\(2\\)"),
 ])
 def test_what_a_config_cannot_do_in_several_processes_is_refused_before_the_run_folder_is_touched(
         tmp_path, monkeypatch, keys, match):

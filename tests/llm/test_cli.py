@@ -230,7 +230,8 @@ def test_a_demo_folder_is_replaced_only_with_overwrite_and_a_stopped_demo_contin
         signal.signal(signal.SIGINT, previous)
     said = capsys.readouterr().out
     assert "stopped at step 1 of 2: nothing evaluated, no demo.json" in said
-    assert "continue with the same redgame demo command and --resume" in said and "llm train" not in said
+    assert "continue with the same redgame demo command, adding --resume (and leaving out --overwrite)" in said
+    assert "llm train" not in said
     assert not (out / "demo.json").exists() and not (out / "answers.json").exists()  # the replaced demo's
 
     monkeypatch.setattr(trainer, "judge_round", real)
