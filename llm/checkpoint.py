@@ -14,6 +14,7 @@ half-written checkpoint. Only safetensors and JSON are read back: no pickle.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -39,6 +40,19 @@ def temp_dir_beside(target: Path, family: str | None = None) -> Path:
         for stale in target.parent.glob(prefix + "*"):
             shutil.rmtree(stale, ignore_errors=True)
     return Path(tempfile.mkdtemp(prefix=f".tmp.{target.name}.", dir=target.parent))
+
+
+@contextlib.contextmanager
+def folder_written_whole(target: Path, family: str | None = None):
+    """Write ``target`` through the temporary folder this yields (:func:`temp_dir_beside`), which then replaces
+    it in one rename (:func:`replace_dir`); a block that stops midway leaves the old ``target`` and no temporary
+    folder."""
+    tmp = temp_dir_beside(target, family)
+    try:
+        yield tmp
+        replace_dir(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def replace_dir(src: Path, dst: Path) -> None:
@@ -94,8 +108,8 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, roles, optimizers: di
     root = Path(run_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:04d}"
-    tmp = temp_dir_beside(final, family="step_")  # a kill mid-write at a step never saved again leaves none
-    try:
+    # family: a kill mid-write at a step never saved again leaves no temporary folder either
+    with folder_written_whole(final, family="step_") as tmp:
         for role in ("attacker", "defender"):
             roles.save_role(role, tmp / role)
         save_file(roles.state_tensors(), str(tmp / "weights.safetensors"))
@@ -115,9 +129,6 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, roles, optimizers: di
             save_file({k: t.contiguous() for k, t in tensors.items()}, str(tmp / f"{name}.safetensors"))
             (tmp / f"{name}.json").write_text(json.dumps(meta))
         (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=1))
-        replace_dir(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 

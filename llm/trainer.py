@@ -550,17 +550,13 @@ def check_lora_rank(cfg: TrainConfig, model) -> None:
 def write_final(game) -> None:
     """Both final roles, written into a temporary folder that then replaces ``final/``: a stop midway (Ctrl-C,
     a full disk) leaves the old ``final/`` or none, never one role, and names the resume that writes it."""
-    final = game.out / "final"
-    tmp = ckpt.temp_dir_beside(final)
     try:
-        for role in ROLES:
-            game.roles.save_role(role, tmp / role, tokenizer=game.tokenizer)
-        ckpt.replace_dir(tmp, final)
+        with ckpt.folder_written_whole(game.out / "final") as tmp:
+            for role in ROLES:
+                game.roles.save_role(role, tmp / role, tokenizer=game.tokenizer)
     except BaseException:
         print(f"redgame: the final adapters were not written; {resume_hint(game.out, game.rerun)}", file=sys.stderr)
         raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def diverged_as_stop(play, game, step: int) -> dict:
