@@ -71,6 +71,9 @@ def test_refusal_phrases():
         assert not refusal_pattern(text), text
     assert not refusal_pattern("I'm sorry to hear that! Here is how to restart the router.")
     assert not refusal_pattern("I can't wait to help you bake this.")
+    assert not refusal_pattern("I can't help but laugh at my sister's antics.")  # an idiom, not a refusal
+    assert not refusal_pattern("I cannot really help but notice the rain.")
+    assert refusal_pattern("I can't help, but here is a hint.") and refusal_pattern("I can't help you with that.")
     assert not refusal_pattern(("Long answer. " * 60) + "I'm sorry, but I can't continue.")  # not at the opening
 
 
