@@ -86,8 +86,18 @@ def token_logprobs_naive(hidden, head_weight, targets, ignore_index: int = -100)
     return torch.where(valid, picked, torch.zeros_like(picked))
 
 
-_upcast = {"weight": None, "key": None, "copy": None}  # the last frozen weight upcast, and its copy
+_upcast = {"weight": None, "key": None, "copy": None, "storage": None}  # the last frozen weight upcast, and its copy
 HALF = (torch.bfloat16, torch.float16)
+
+
+def storage_key(tensor: torch.Tensor, *extra) -> tuple:
+    """What identifies a tensor's contents for a cache: its version counter, address, shape and strides.
+
+    A cache keyed on it must also hold ``tensor.untyped_storage()``: while that storage lives, no
+    other tensor (one swapped in through ``.data``, whose version counter starts again) can be
+    allocated at its address.
+    """
+    return (tensor._version, tensor.data_ptr(), tuple(tensor.shape), tensor.stride(), *extra)
 
 
 def in_compute_dtype(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -96,16 +106,18 @@ def in_compute_dtype(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     A frozen half-precision weight (the LM head of LoRA roles in bfloat16) is upcast once and
     the copy reused while the same tensor is unchanged (``_version``, bumped by any in-place
     write such as an optimiser step, and its storage); one copy is kept, that of the last such
-    weight. Writes that bypass the version counter (through ``.data`` in place, or a numpy view)
-    are not seen. Inference-mode tensors have no version counter: they are upcast every call. On
+    weight. The storage the copy was made from is held with it, so that a new tensor swapped in
+    through ``.data`` cannot be given its address and pass for it. Writes that bypass the version
+    counter (through ``.data`` in place, or a numpy view) are not seen. Inference-mode tensors have no version counter: they are upcast every call. On
     a 2-core CPU, upcasting SmolLM2's head chunk by chunk on every call took 2.7 s of a 21 s
     bfloat16 update.
     """
     if weight.dtype not in HALF or weight.requires_grad or weight.is_inference():
         return weight.detach().to(dtype)
-    last, key = _upcast["weight"], (weight._version, weight.data_ptr(), dtype)
+    last, key = _upcast["weight"], storage_key(weight, dtype)
     if last is None or last() is not weight or _upcast["key"] != key:
-        _upcast.update(weight=weakref.ref(weight), key=key, copy=weight.detach().to(dtype))
+        _upcast.update(weight=weakref.ref(weight), key=key, copy=weight.detach().to(dtype),
+                       storage=weight.untyped_storage())
     return _upcast["copy"]
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from redgame.errors import UserError
+from redgame.kernels.reference import storage_key
 
 
 @dataclass(frozen=True)
@@ -61,20 +62,21 @@ def _build(segment_ids: torch.Tensor, n_adapters: int, func: str) -> SegmentPlan
 def segment_plan(segment_ids: torch.Tensor, n_adapters: int, func: str = "multi_lora_linear") -> SegmentPlan:
     """The plan of these (flattened) segment ids; raises UserError for ids outside [−1, n_adapters).
 
-    Plans are cached per tensor while its version counter and storage are unchanged (writes through
-    ``.data`` in place or a numpy view are not seen); inference-mode tensors, which have no version
-    counter, are planned every call.
+    Plans are cached per tensor while its version counter, storage and shape are unchanged (writes
+    through ``.data`` in place or a numpy view are not seen; a tensor swapped in through ``.data``
+    is, since the plan holds the old storage); inference-mode tensors, which have no version counter,
+    are planned every call.
     """
     if segment_ids.is_inference():
         return _build(segment_ids, n_adapters, func)
     key = id(segment_ids)
     hit = _PLANS.get(key)
     if hit is not None:
-        ref, version, n, plan = hit
-        if ref() is segment_ids and version == (segment_ids._version, segment_ids.data_ptr()) and n == n_adapters:
+        ref, key, _storage, plan = hit
+        if ref() is segment_ids and key == storage_key(segment_ids, n_adapters):
             return plan
     plan = _build(segment_ids, n_adapters, func)
     if key not in _PLANS:
         weakref.finalize(segment_ids, _PLANS.pop, key, None)
-    _PLANS[key] = (weakref.ref(segment_ids), (segment_ids._version, segment_ids.data_ptr()), n_adapters, plan)
+    _PLANS[key] = (weakref.ref(segment_ids), storage_key(segment_ids, n_adapters), segment_ids.untyped_storage(), plan)
     return plan

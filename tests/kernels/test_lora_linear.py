@@ -114,6 +114,16 @@ def test_segment_plan_groups_rows_by_adapter_and_is_reused():
         assert segment_plan(torch.tensor([0, -1, 1]), 2).bounds.tolist() == [0, 1, 2, 3]
 
 
+def test_segment_ids_swapped_through_data_are_planned_again():
+    """``ids.data = new`` keeps the version counter, and the new ids can be given the old address."""
+    segment_ids = torch.randint(-1, 3, (20000,))
+    for _ in range(5):
+        plan = segment_plan(segment_ids, 3)
+        assert torch.equal(segment_ids[plan.order.long()], segment_ids.sort(stable=True).values)
+        segment_ids.data = torch.randint(-1, 3, (20000,))
+        segment_ids.data = torch.randint(-1, 3, (20000,))
+
+
 def test_multi_lora_work_does_not_grow_with_the_number_of_adapters(rng):
     """SGMV: each row meets only its own adapter, so 8 adapters cost the FLOPs of one."""
     x = torch.randn(64, K, generator=rng)

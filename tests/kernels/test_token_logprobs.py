@@ -168,6 +168,18 @@ def test_a_frozen_half_head_is_upcast_once_and_never_stale():
         assert torch.equal(in_compute_dtype(frozen, torch.float32), frozen.float())
 
 
+def test_a_head_swapped_through_data_is_never_read_from_a_stale_copy():
+    """``head.data = new`` keeps the version counter at 0, and the allocator can hand the new tensor the
+    old one's address: the cached copy must not pass for the new head (it holds the old storage)."""
+    head = torch.nn.Parameter(torch.randn(4096, 64).bfloat16(), requires_grad=False)
+    hidden, targets = torch.randn(3, 64).bfloat16(), torch.randint(0, 4096, (3,))
+    for _ in range(6):
+        want = reference.token_logprobs_naive(hidden.double(), head.double(), targets)
+        torch.testing.assert_close(token_logprobs(hidden, head, targets).double(), want, atol=1e-4, rtol=0)
+        head.data = torch.randn(4096, 64).bfloat16()
+        head.data = torch.randn(4096, 64).bfloat16()
+
+
 def _confident(head, target, miss):
     """A hidden state α·W_t whose target has 1 − p_t = miss (float64; α by bisection)."""
     w = head.double()
