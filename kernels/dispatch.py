@@ -75,7 +75,7 @@ def _scale_values(scale, n_adapters: int, func: str) -> list[float] | torch.Tens
     if isinstance(scale, torch.Tensor):
         vec = scale.detach().reshape(-1)
     else:
-        vec = [float(s) for s in (scale if isinstance(scale, (list, tuple)) else [scale])]
+        vec = [_one_scale(s, func) for s in (scale if isinstance(scale, (list, tuple)) else [scale])]
     count = vec.numel() if isinstance(vec, torch.Tensor) else len(vec)
     if count not in (1, n_adapters):
         raise UserError(f"{func}: scale has {count} entries, expected 1 or n_adapters={n_adapters}")
@@ -234,6 +234,9 @@ def token_logprobs(hidden, head_weight, targets, ignore_index: int = -100):
       [N] log-probs, fp32 (fp64 for fp64 inputs).
     """
     func = "token_logprobs"
+    for name, value in dict(hidden=hidden, head_weight=head_weight, targets=targets).items():
+        if not isinstance(value, torch.Tensor):
+            raise UserError(f"{func}: {name} must be a tensor, got {type(value).__name__}")
     if hidden.dim() != 2 or head_weight.dim() != 2 or hidden.shape[1] != head_weight.shape[1]:
         raise UserError(f"{func}: hidden must be [N, d] and head_weight [V, d], got "
                         f"{tuple(hidden.shape)} and {tuple(head_weight.shape)}")
@@ -244,8 +247,9 @@ def token_logprobs(hidden, head_weight, targets, ignore_index: int = -100):
     if head_weight.shape[0] == 0:
         raise UserError(f"{func}: head_weight has no rows (V = 0): there is no token to score")
     _check_same_device(func, hidden=hidden, head_weight=head_weight, targets=targets)
-    if hidden.dtype != head_weight.dtype:
-        raise UserError(f"{func}: hidden is {hidden.dtype} but head_weight is {head_weight.dtype}")
+    if hidden.dtype != head_weight.dtype or not hidden.is_floating_point():
+        raise UserError(f"{func}: hidden and head_weight must share one float dtype, got {hidden.dtype} and "
+                        f"{head_weight.dtype}")
     _check_targets(func, targets, ignore_index, head_weight.shape[0])
     path = backend(hidden, head_weight)
     hidden_grad = torch.is_grad_enabled() and hidden.requires_grad

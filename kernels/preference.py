@@ -23,6 +23,7 @@ gradient; the backward pass only scales it by the incoming gradient.
 from __future__ import annotations
 
 import math
+import numbers
 
 from dataclasses import dataclass
 
@@ -42,10 +43,15 @@ def preference_margin(policy_chosen_logps, policy_rejected_logps, ref_chosen_log
     return (policy_chosen_logps - ref_chosen_logps) - (policy_rejected_logps - ref_rejected_logps)
 
 
+def is_real(value) -> bool:
+    """A Python or numpy real number (not a bool, a string or a tensor)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def check_kind_and_beta(func: str, kind: str, beta: float) -> None:
     if kind not in KINDS:
         raise UserError(f"{func}: kind must be one of {KINDS}, got {kind!r}")
-    if not 0 < beta < math.inf:
+    if not is_real(beta) or not 0 < beta < math.inf:
         raise UserError(f"{func}: beta must be a finite number > 0, got {beta!r}")
 
 
@@ -185,6 +191,8 @@ def check_fused_inputs(func, hidden, ref_hidden, head_weight, targets, beta, kin
             raise UserError(f"{func}: ref_logps must be [2B={hidden.shape[0]}] float sequence log-probs, got "
                             f"{tuple(ref_logps.shape)} {ref_logps.dtype}")
         ref_hidden = hidden  # nothing more to check against hidden
+    if hidden.shape[2] == 0:
+        raise UserError(f"{func}: hidden has no features (d = 0), got {tuple(hidden.shape)}")
     if ref_hidden.shape != hidden.shape:
         raise UserError(f"{func}: ref_hidden has shape {tuple(ref_hidden.shape)}, hidden {tuple(hidden.shape)}")
     if tuple(targets.shape) != tuple(hidden.shape[:2]):
@@ -210,5 +218,5 @@ def check_nll_weight(func, nll_weight, pairs: int) -> None:
                             f"{tuple(nll_weight.shape)} {nll_weight.dtype}")
         if not bool(((nll_weight >= 0) & torch.isfinite(nll_weight)).all()):
             raise UserError(f"{func}: nll_weight must be finite and >= 0 for every pair, got {nll_weight.tolist()}")
-    elif not nll_weight >= 0:
-        raise UserError(f"{func}: nll_weight must be >= 0, got {nll_weight!r}")
+    elif not is_real(nll_weight) or not 0 <= nll_weight < math.inf:
+        raise UserError(f"{func}: nll_weight must be a finite number >= 0 (or a [B] tensor), got {nll_weight!r}")

@@ -185,7 +185,12 @@ def test_gradient_is_bitwise_reproducible(path, rng):
     [
         (dict(kind="kto"), "kind must be one of"),
         (dict(beta=0.0), "beta must be a finite number > 0"),
-        (dict(nll_weight=-1.0), "nll_weight must be >= 0"),
+        (dict(beta="0.1"), "beta must be a finite number > 0"),
+        (dict(nll_weight=-1.0), "nll_weight must be a finite number >= 0"),
+        (dict(nll_weight=math.inf), "nll_weight must be a finite number >= 0"),
+        (dict(nll_weight="1"), "nll_weight must be a finite number >= 0"),
+        (dict(hidden=torch.randn(4, 9, 0), ref_hidden=torch.randn(4, 9, 0), head_weight=torch.randn(301, 0)),
+         r"no features \(d = 0\)"),
         (dict(nll_weight=torch.tensor([1.0, -1.0])), "nll_weight must be finite and >= 0 for every pair"),
         (dict(nll_weight=torch.ones(3)), r"\[B=2\] float weights, one per pair"),
         (dict(hidden=torch.randn(3, 9, 16)), r"hidden must be \[2B, T, d\]"),

@@ -169,6 +169,7 @@ def test_weight_requiring_grad_is_a_clear_error(path):
         (dict(segment_ids=torch.zeros(5, dtype=torch.long)), "segment_ids has shape"),
         (dict(segment_ids=torch.zeros(4)), "integer tensor"),
         (dict(scale=[1.0, 2.0, 3.0]), "scale has 3 entries"),
+        (dict(scale=[1.0, "a"]), "scale must be one number .* got 'a'"),
         (dict(segment_ids=[0, 0, 0, 0]), "segment_ids must be an integer tensor, got list"),
         (dict(x=torch.ones(4, K, dtype=torch.long)), "x must be a floating-point tensor"),
         (dict(weight=torch.randn(N, K, dtype=torch.float64)), "x is torch.float32 but weight is torch.float64"),

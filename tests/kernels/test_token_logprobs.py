@@ -120,7 +120,10 @@ def test_logprobs_of_all_targets_sum_to_one(path, rng):
         (dict(head_weight=torch.randn(0, 8)), "no rows"),
         (dict(targets=torch.tensor([0, 1])), r"targets must be \[N=3\]"),
         (dict(head_weight=torch.randn(19, 9)), "hidden must be"),
-        (dict(head_weight=torch.randn(19, 8, dtype=torch.float64)), "head_weight is torch.float64"),
+        (dict(head_weight=torch.randn(19, 8, dtype=torch.float64)), "got torch.float32 and torch.float64"),
+        (dict(hidden=torch.ones(3, 8, dtype=torch.long), head_weight=torch.ones(19, 8, dtype=torch.long)),
+         "share one float dtype"),
+        (dict(hidden=[[0.0] * 8] * 3), "hidden must be a tensor, got list"),
     ],
 )
 def test_bad_inputs_name_the_culprit(args, message):
