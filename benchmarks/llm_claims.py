@@ -77,6 +77,10 @@ def parse(argv=None):
         parser.error(str(exc))
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    for flag, given in (("--seeds", args.seeds), ("--regimes", args.regimes)):
+        repeated = sorted({x for x in given if given.count(x) > 1})
+        if repeated:  # one run counted twice would narrow every interval
+            parser.error(f"{flag} repeats {', '.join(map(str, repeated))}: each run once")
     if args.jobs > 1 and not args.threads:  # N processes with every core each would fight over them
         args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
     if args.smoke:
@@ -240,12 +244,14 @@ def every_run(setting: Setting, out: Path, tasks: list[tuple[str, int]], jobs: i
 
 def main(argv=None) -> dict:
     args = parse(argv)
+    from redgame.errors import check_output_path
     from redgame.jsonio import strict_json, write_json, write_text_atomically
     from redgame.llm import claims
     from redgame.llm.config import LOSSES, from_mapping, parse_override
     from redgame.llm.demo import DEMO_RECIPE
     from redgame.llm.seeds import builtin_seeds
 
+    check_output_path("--out", args.out, "folder")
     recipe = from_mapping(dict(parse_override(t) for t in args.set), where=" (--set)", base=DEMO_RECIPE)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -288,4 +294,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from redgame.cli import script_main
+
+    raise SystemExit(script_main("llm_claims", main))

@@ -72,25 +72,44 @@ def _main(argv: list[str] | None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
-    try:
+
+    def work():
         check_out(args)
-        result = args.func(args)
+        return args.func(args)
+    return report_errors("redgame", work, debug)
+
+
+def report_errors(prog: str, work, debug: bool = False) -> int:
+    """``work()``'s exit status (0 unless it returns an int), or one line ``prog: error: ...`` for what it
+    raised: exit 2 for the user's mistakes, 1 for a bug (``debug`` adds the traceback), 130 for Ctrl-C."""
+    try:
+        result = work()
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
     except UserError as exc:
-        return _report(exc, "error", 2, debug)
+        return _report(exc, "error", 2, debug, prog)
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
-        return _report(exc, "error", 2, debug)  # a path the user gave, or a folder they cannot write
+        return _report(exc, "error", 2, debug, prog)  # a path the user gave, or a folder they cannot write
     except ModuleNotFoundError as exc:
         message = missing_extra_message(exc)
         if message is None:
-            return _report(exc, "internal error", 1, debug)
-        return _report(UserError(message), "error", 2, debug)
+            return _report(exc, "internal error", 1, debug, prog)
+        return _report(UserError(message), "error", 2, debug, prog)
     except BrokenPipeError:  # e.g. piped into `head`
         sys.stderr.close()
         return 0
     except Exception as exc:  # a bug: say so, and how to see where; a full or read-only disk is the user's
         users = is_disk_error(exc) or (isinstance(exc, OSError) and exc.errno in PATH_ERRNOS)
-        return _report(exc, "error", 2, debug) if users else _report(exc, "internal error", 1, debug)
-    return int(result or 0)
+        return _report(exc, "error", 2, debug, prog) if users else _report(exc, "internal error", 1, debug, prog)
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0
+
+
+def script_main(prog: str, main) -> int:
+    """A benchmark script's entry: ``main(argv)`` under :func:`report_errors`; ``--debug`` anywhere on the
+    line shows the traceback of a bug, as for ``redgame``."""
+    argv = sys.argv[1:]
+    return report_errors(prog, lambda: main([a for a in argv if a != "--debug"]), "--debug" in argv)
 
 
 def check_out(args) -> None:
@@ -113,15 +132,15 @@ def is_disk_error(exc: BaseException) -> bool:
     return type(exc).__name__ == "SafetensorError" and DISK_MESSAGES.search(str(exc)) is not None
 
 
-def _report(exc: BaseException, kind: str, code: int, debug: bool) -> int:
-    """Print ``redgame: <kind>: <first line>`` (the traceback too under --debug); return ``code``."""
+def _report(exc: BaseException, kind: str, code: int, debug: bool, prog: str = "redgame") -> int:
+    """Print ``<prog>: <kind>: <first line>`` (the traceback too under --debug); return ``code``."""
     if debug:
         traceback.print_exception(exc)
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if kind == "internal error":
         message = f"{type(exc).__name__}: {message}"
     hint = "" if debug or code != 1 else " (re-run with --debug for the traceback)"
-    print(f"redgame: {kind}: {message}{hint}", file=sys.stderr)
+    print(f"{prog}: {kind}: {message}{hint}", file=sys.stderr)
     return code
 
 

@@ -140,3 +140,28 @@ def test_a_plot_that_cannot_be_written_is_one_line_before_the_judging(monkeypatc
         assert cli.main(["llm", "judge", "--input", str(tmp_path / "in.jsonl"), "--plot", str(plot)]) == 2
         err = _stderr(capsys)
         assert len(err) == 1 and err[0].startswith("redgame: error: --plot") and needle in err[0], err
+
+
+def test_a_benchmark_script_reports_as_redgame_does_under_its_own_name(monkeypatch, capsys):
+    """``script_main``: a user error is one line named after the script (exit 2), ``--debug`` anywhere shows
+    a bug's traceback, Ctrl-C is one line (exit 130), and ``main``'s int is the exit status."""
+    def main(argv):
+        if "user" in argv:
+            raise UserError("--seeds repeats 0")
+        if "bug" in argv:
+            raise KeyError("k")
+        if "stop" in argv:
+            raise KeyboardInterrupt
+        return {"rows": argv}  # a summary, not a status
+
+    monkeypatch.setattr("sys.argv", ["x.py", "user"])
+    assert cli.script_main("llm_claims", main) == 2 and _stderr(capsys) == ["llm_claims: error: --seeds repeats 0"]
+    monkeypatch.setattr("sys.argv", ["x.py", "bug", "--debug"])
+    assert cli.script_main("llm_claims", main) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "llm_claims: internal error: KeyError" in err
+    monkeypatch.setattr("sys.argv", ["x.py", "stop"])
+    assert cli.script_main("llm_claims", main) == 130 and _stderr(capsys) == ["llm_claims: interrupted"]
+    monkeypatch.setattr("sys.argv", ["x.py", "ok"])
+    assert cli.script_main("llm_claims", main) == 0
+    assert cli.script_main("steps_plot", lambda argv: 3) == 3

@@ -151,3 +151,15 @@ def test_an_unknown_evaluation_judge_is_refused_before_any_run(capsys):
     with pytest.raises(SystemExit) as exit_:
         llm_claims.parse(["--eval-judge", "nope"])
     assert exit_.value.code == 2 and "--eval-judge: unknown judge 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [(["--seeds", "0", "1", "0"], "--seeds repeats 0: each run once"),
+                                           (["--regimes", "shared", "shared"], "--regimes repeats shared")])
+def test_a_run_given_twice_is_refused_before_any_run(capsys, argv, message):
+    """One run counted twice would narrow every interval to nothing."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    import llm_claims
+
+    with pytest.raises(SystemExit) as exit_:
+        llm_claims.parse(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
