@@ -14,7 +14,6 @@ A file evaluated with the base model (no ``--no-base``) gives the base's rates a
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from collections import defaultdict
@@ -22,6 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rejudge_demo import t_interval  # noqa: E402
+
+from redgame.errors import UserError, check_output_path  # noqa: E402
+from redgame.jsonio import read_json_file  # noqa: E402
 
 PANELS = (("harmful_refusal", "harmful refusal"), ("benign_compliance", "benign compliance"))
 
@@ -38,13 +40,17 @@ def read_group(files: list[str]) -> dict[int, list[dict[str, float]]]:
     """Rates by step over the group's files (the base model's under step 0, once per file)."""
     by_step = defaultdict(list)
     for name in files:
-        report = json.loads(Path(name).read_text())
-        found = re.search(r"step_(\d+)", report.get("adapter") or "")
+        report = read_json_file(name, name)
+        adapter = report.get("adapter") if isinstance(report.get("adapter"), str) else ""
+        found = re.search(r"step_(\d+)", adapter)
         if not found:
-            sys.exit(f"steps_plot: {name}: its adapter {report.get('adapter')!r} is not a checkpoints/step_K folder")
-        by_step[int(found.group(1))].append(rates(report["results"]["adapter"]))
-        if "base" in report["results"]:
-            by_step[0].append(rates(report["results"]["base"]))
+            raise UserError(f"{name}: its adapter {report.get('adapter')!r} is not a checkpoints/step_K folder")
+        results = report.get("results") if isinstance(report.get("results"), dict) else {}
+        if not isinstance(results.get("adapter"), dict):
+            raise UserError(f"{name}: no adapter results (a redgame llm eval --adapter ... output holds them)")
+        by_step[int(found.group(1))].append(rates(results["adapter"]))
+        if "base" in results:
+            by_step[0].append(rates(results["base"]))
     return dict(sorted(by_step.items()))
 
 
@@ -99,6 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if any(len(g) < 2 for g in args.group):
         parser.error("each --group needs a label and at least one eval JSON")
+    labels = [g[0] for g in args.group]
+    files = [str(Path(f).resolve()) for g in args.group for f in g[1:]]
+    for what, given in (("label", labels), ("eval JSON", files)):
+        repeated = sorted({x for x in given if given.count(x) > 1})
+        if repeated:  # a group dropped, or one seed counted twice
+            raise UserError(f"--group: the {what} {repeated[0]} is given twice; each once")
+    if args.out:
+        check_output_path("--out", args.out, "file", example="steps.png")
     groups = {g[0]: read_group(g[1:]) for g in args.group}
     print("\n".join(summary(groups)))
     if args.out:
@@ -108,4 +122,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from redgame.cli import script_main
+
+    raise SystemExit(script_main("steps_plot", main))

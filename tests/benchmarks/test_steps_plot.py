@@ -12,6 +12,8 @@ from scipy import stats
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import steps_plot  # noqa: E402
 
+from redgame.errors import UserError  # noqa: E402
+
 
 def _eval_json(path: Path, step: int, harmful: float, benign: float, base: bool = False) -> str:
     rates = lambda h, b: {"harmful_refusal": h, "benign_compliance": b, "harmful_refusal_strings": h / 2,  # noqa: E731
@@ -40,5 +42,16 @@ def test_rates_by_step_and_their_intervals(tmp_path, capsys):
 def test_an_eval_of_no_checkpoint_is_named(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"adapter": "runs/x/final/defender", "results": {"adapter": {}}}))
-    with pytest.raises(SystemExit, match="bad.json.*not a checkpoints/step_K folder"):
+    with pytest.raises(UserError, match="bad.json.*not a checkpoints/step_K folder"):
         steps_plot.read_group([str(bad)])
+
+
+def test_a_group_or_a_file_given_twice_is_refused(tmp_path):
+    """A second group under one label dropped the first; one file twice counted one seed twice."""
+    files = [_eval_json(tmp_path / f"{i}.json", 16, 0.5, 0.9) for i in range(3)]
+    with pytest.raises(UserError, match="the label A is given twice"):
+        steps_plot.main(["--group", "A", files[0], "--group", "A", *files[1:]])
+    with pytest.raises(UserError, match="is given twice"):
+        steps_plot.main(["--group", "A", files[0], files[0]])
+    with pytest.raises(UserError, match="cannot be read"):
+        steps_plot.main(["--group", "A", str(tmp_path / "missing.json")])
