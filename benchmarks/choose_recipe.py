@@ -180,8 +180,14 @@ def read_eval(file: Path, doc: dict, reader: Rereader | None) -> tuple[str, dict
     if name != judge:
         how = "pass demo folders" if name == "labels" else f"evaluate it with --eval-judge {name}"
         raise UserError(f"{file}: judged by {judge!r}; only demo folders' saved answers are read again ({how})")
-    run_folder = Path(doc["adapter"]).parent.parent if isinstance(doc.get("adapter"), str) else None  # final/defender
+    run_folder = run_of_adapter(Path(doc["adapter"])) if isinstance(doc.get("adapter"), str) else None
     return judge, results["adapter"], results.get("base"), run_folder
+
+
+def run_of_adapter(adapter: Path) -> Path:
+    """The run folder of a role folder: RUN/final/defender, or RUN/checkpoints/step_K/defender."""
+    saved = adapter.parent  # final, or step_K
+    return saved.parent.parent if saved.parent.name == "checkpoints" else saved.parent
 
 
 def over_refusal_watch(run_folder: Path | None) -> float | None:
@@ -362,4 +368,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from redgame.cli import script_main
+
+    raise SystemExit(script_main("choose_recipe", main))

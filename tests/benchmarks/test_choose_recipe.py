@@ -178,6 +178,10 @@ def test_a_run_listed_twice_is_not_two_seeds(tmp_path, capsys):
     evaluated.write_text(json.dumps({**doc, "adapter": str(Path(b) / "run" / "final" / "defender")}))
     with pytest.raises(SystemExit, match="are evaluations of one run"):
         choose_recipe.main(["--candidate", "x", a, b, "--candidate", "y", str(evaluated), c])
+    # ... also when the eval file is of one of its checkpoints
+    evaluated.write_text(json.dumps({**doc, "adapter": str(Path(b) / "run" / "checkpoints" / "step_0008" / "defender")}))
+    with pytest.raises(SystemExit, match="are evaluations of one run"):
+        choose_recipe.main(["--candidate", "x", a, b, "--candidate", "y", str(evaluated), c])
 
 
 def test_runs_whose_base_rates_differ_are_refused(tmp_path):
