@@ -78,24 +78,36 @@ def in_subprocess(overrides: dict, iters: int, threads: int) -> dict:
 
 def override(text: str) -> tuple:
     """``key=value`` of ``--set``: a config key, or this script's ``keep_freed_memory``."""
+    from redgame.errors import UserError
     from redgame.llm.config import parse_override
 
     key, _, value = text.partition("=")
     if key.strip() != "keep_freed_memory":
         return parse_override(text)
     if value.strip().lower() not in ("true", "false", "1", "0"):  # as the config reads a bool
-        raise SystemExit(f"--set keep_freed_memory: cannot read {value!r} as bool (true, false, 1, 0)")
+        raise UserError(f"--set keep_freed_memory: cannot read {value!r} as bool (true, false, 1, 0)")
     return "keep_freed_memory", value.strip().lower() in ("true", "1")
 
 
-def main() -> None:
+def check_path(overrides: dict, iters: int, threads: int) -> None:
+    """A path's config as its child would build it, checked here: one line before any path runs."""
+    from redgame.llm.config import from_mapping
+    from redgame.llm.demo import DEMO_RECIPE
+
+    keys = {k: v for k, v in overrides.items() if k != "keep_freed_memory"}
+    from_mapping({**keys, "steps": 1 + iters, "save_every": 0, "threads": threads}, " (--set)", DEMO_RECIPE).validate()
+
+
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=2, help="timed iterations after one warm-up")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key of 'now'")
     parser.add_argument("--smoke", action="store_true", help="the tiny model, one short iteration")
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.iters < 1 or args.threads < 1:
+        parser.error(f"--iters and --threads must be at least 1, got {args.iters} and {args.threads}")
     if args.child is not None:
         print(json.dumps(run_path(json.loads(args.child), args.iters, args.threads)))
         return
@@ -103,6 +115,8 @@ def main() -> None:
     base = SMOKE if args.smoke else {}
     iters = 1 if args.smoke else args.iters
     paths = {"previous": {**base, **PREVIOUS}, "now": {**base, **dict(override(o) for o in args.set)}}
+    for overrides in paths.values():
+        check_path(overrides, iters, args.threads)
     results = {name: in_subprocess(overrides, iters, args.threads) for name, overrides in paths.items()}
     model = base.get("model", "embedded")
     print(f"one demo iteration on {model}, {args.threads} threads, median of {iters} after a warm-up;"
@@ -125,4 +139,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from redgame.cli import script_main
+
+    raise SystemExit(script_main("llm_step", main))
