@@ -6,7 +6,7 @@ to comply in general terms, cut off at 24 or 48 tokens). This script writes thos
 unlabelled JSONL lines (``prompt``, ``seed_class``, ``category``, ``seed_id``, ``response``,
 ``source``), the format of ``redgame llm judge --input``, for a reader to label.
 
-Two modes:
+Three modes:
 
 - ``sample``: the defender's answers to the seeds of one split (train by default: the judge
   set's new rows may only use seeds the game trains on), in the game's defender chat format:
@@ -36,6 +36,9 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+from redgame.errors import UserError, check_output_path
+from redgame.jsonio import decode_utf8, parse_json, read_json_file, write_text_atomically
 
 
 def _line(seed_id, prompt, harmful, category, response, source) -> dict:
@@ -82,8 +85,11 @@ def from_demo(folders: list[str], with_base: bool = True, distinct: bool = False
     categories = {s.id: s.category for s in builtin_seeds("all")}
     out, seen = [], set()
     for folder in folders:
-        saved = json.loads((Path(folder) / "answers.json").read_text())
+        path = Path(folder) / "answers.json"
+        saved = read_json_file(path, f"{path} (a redgame demo output folder holds answers.json)")
         for role in ("base", "trained") if with_base else ("trained",):
+            if not isinstance(saved.get(role), list):
+                raise UserError(f"{path}: no list of '{role}' answers; is it a redgame demo's?")
             source = "base-greedy-24" if role == "base" else f"{Path(folder).name}-greedy-24"
             for a in saved[role]:
                 key = (a["prompt"], a["answer"].strip())
@@ -98,17 +104,27 @@ def draw(path: str, benign: int, prefix: str, seed: int, split: str = "holdout")
     """All answers to harmful seeds and ``benign`` drawn answers to benign ones, shuffled, numbered, in ``split``."""
     import random
 
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    try:
+        text = decode_utf8(Path(path).read_bytes(), path)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+    rows = [parse_json(line, f"{path}, line {i}") for i, line in enumerate(text.splitlines(), 1) if line.strip()]
+    for i, r in enumerate(rows, 1):
+        if not isinstance(r, dict) or r.get("seed_class") not in ("harmful", "benign") or "response" not in r:
+            raise UserError(f"{path}: exchange {i} is not a line of 'sample' (prompt, seed_class, response, ...)")
     rng = random.Random(seed)
     drawn = [r for r in rows if r["seed_class"] == "harmful"]
-    drawn += rng.sample([r for r in rows if r["seed_class"] == "benign"], benign)
+    benign_rows = [r for r in rows if r["seed_class"] == "benign"]
+    if not 0 <= benign <= len(benign_rows):
+        raise UserError(f"--benign {benign}: {path} has {len(benign_rows)} answers to benign seeds")
+    drawn += rng.sample(benign_rows, benign)
     rng.shuffle(drawn)
     return [{"id": f"{prefix}-{i:04d}", "split": split, "prompt": r["prompt"], "seed_class": r["seed_class"],
              "response": r["response"], "category": r["category"], "source": "embedded-model",
              "sampled": r["source"]} for i, r in enumerate(drawn, 1)]
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="mode", required=True)
     s = sub.add_parser("sample", help="generate answers to the seeds of a split")
@@ -132,7 +148,8 @@ def main() -> None:
     h.add_argument("--seed", type=int, default=2026, help="seed of the draw and the shuffle")
     h.add_argument("--split", default="holdout", help="the lines' split: holdout, or train / validation for rows to train on")
     h.add_argument("--out", required=True)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    check_output_path("--out", args.out, "file", example="answers.jsonl")
     if args.mode == "sample":
         import torch
 
@@ -143,9 +160,11 @@ def main() -> None:
     else:
         rows = from_demo(args.folders, with_base=not args.no_base, distinct=args.distinct)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_text_atomically(args.out, "".join(json.dumps(r) + "\n" for r in rows))
     print(f"wrote {len(rows)} exchanges to {args.out}")
 
 
 if __name__ == "__main__":
-    main()
+    from redgame.cli import script_main
+
+    raise SystemExit(script_main("judge_model_answers", main))

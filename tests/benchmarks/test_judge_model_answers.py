@@ -33,3 +33,25 @@ def test_draw_keeps_every_harmful_answer_draws_the_benign_ones_and_numbers_them(
     assert drawn == judge_model_answers.draw(str(path), benign=4, prefix="mh9", seed=3)  # the seed fixes it
     other = judge_model_answers.draw(str(path), benign=4, prefix="mh9", seed=4)
     assert [r["prompt"] for r in other] != [r["prompt"] for r in drawn]
+
+
+def test_bad_input_is_one_line_naming_it(tmp_path):
+    import pytest
+
+    from redgame.errors import UserError
+
+    path = _answers(tmp_path / "answers.jsonl")
+    for benign in (-1, 11):  # 10 answers to benign seeds
+        with pytest.raises(UserError, match=f"--benign {benign}: .* has 10 answers to benign seeds"):
+            judge_model_answers.draw(str(path), benign=benign, prefix="x", seed=0)
+    with pytest.raises(UserError, match="cannot be read"):
+        judge_model_answers.draw(str(tmp_path / "missing.jsonl"), benign=1, prefix="x", seed=0)
+    (tmp_path / "demo.json").write_text('{"split": "test"}')
+    with pytest.raises(UserError, match="exchange 1 is not a line of 'sample'"):
+        judge_model_answers.draw(str(tmp_path / "demo.json"), benign=1, prefix="x", seed=0)
+    with pytest.raises(UserError, match="answers.json .*cannot be read"):
+        judge_model_answers.from_demo([str(tmp_path / "no-demo")])
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "answers.json").write_text("{}")
+    with pytest.raises(UserError, match="no list of 'base' answers"):
+        judge_model_answers.from_demo([str(tmp_path / "d")])
