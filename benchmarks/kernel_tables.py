@@ -35,9 +35,12 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
+from redgame.errors import check_output_path
+from redgame.jsonio import write_text_atomically
 from redgame.kernels import fused_preference_loss, lora_linear, multi_lora_linear, preference_loss, token_logprobs
 from redgame.kernels.checks import with_online_pass as online_pass
 from redgame.kernels.preference import preference_loss_naive
@@ -116,7 +119,7 @@ def cpu_memory_table(case: dict, reps: int) -> list[dict]:
     print(f"\n## CPU torch path vs naive, fwd+bwd, N={case['n']}, V={case['v']}, d={case['d']}, fp32, "
           f"{torch.get_num_threads()} threads, {reps} reps")
     print(f"{'case':<22} {'impl':<8} {'peak RSS growth MiB':>20} {'median s':>9} {'min s':>7} {'max s':>7}"
-          f" {'naive/redgame memory':>21} {'time ratio':>10}")
+          f" {'naive/redgame memory':>21} {'time/naive':>10}")
     # A fixed mmap threshold turns off glibc's dynamic one, so freed blocks leave the resident
     # set at once and the warm-up call's freed memory cannot hide the measured call's peak.
     env = dict(os.environ, TRITON_INTERPRET="0", MALLOC_MMAP_THRESHOLD_="65536")
@@ -469,6 +472,8 @@ def main(argv=None) -> dict:
     tables = [t.strip() for t in args.tables.split(",") if t.strip()]
     if not tables or any(t not in TABLES for t in tables):
         parser.error(f"--tables must be a comma-separated subset of {','.join(TABLES)}, got {args.tables!r}")
+    if args.json:  # before the tables, which take minutes
+        check_output_path("--json", args.json, "file", example="kernels.json")
     if args.cpu_case:
         kind, impl = args.cpu_case
         print(json.dumps(measure_cpu_case(kind, impl, head_grad=args.head_grad, reps=args.reps, **args.case)))
@@ -478,10 +483,12 @@ def main(argv=None) -> dict:
           f"TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET', '0')})")
     results = run_tables(tables, args.smoke, args.quick, args.reps)
     if args.json:
-        with open(args.json, "w") as out:
-            json.dump(results, out, indent=1)
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomically(args.json, json.dumps(results, indent=1))
     return results
 
 
 if __name__ == "__main__":
-    main()
+    from redgame.cli import script_main
+
+    raise SystemExit(script_main("kernel_tables", main))

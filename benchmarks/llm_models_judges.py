@@ -87,6 +87,8 @@ def main(argv=None) -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = parser.parse_args(argv)
+    if min(args.n, args.pairs, args.reps) < 1:
+        parser.error(f"--n, --pairs and --reps must be at least 1, got {args.n}, {args.pairs} and {args.reps}")
 
     from redgame.llm.judges import EmbeddedJudge, make_judge
 
@@ -141,4 +143,6 @@ def judge_quality(judge, limit: int | None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from redgame.cli import script_main
+
+    raise SystemExit(script_main("llm_models_judges", main))

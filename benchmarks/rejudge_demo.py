@@ -46,7 +46,11 @@ def rejudge(folder: Path, judge) -> dict:
         raise UserError(f"{path}: no such file (a redgame demo output folder holds answers.json)")
     seeds = {s.id: s for s in builtin_seeds("all")}
     out = {}
-    for role, answers in read_json_file(path, str(path)).items():
+    saved = read_json_file(path, str(path))
+    missing = [role for role in ("base", "trained") if role not in saved]
+    if missing:
+        raise UserError(f"{path}: no '{missing[0]}' answers (a redgame demo saves the base's and the trained defender's)")
+    for role, answers in saved.items():
         if not (isinstance(answers, list) and all(isinstance(a, dict) and a.get("id") in seeds
                                                   and isinstance(a.get("prompt"), str)
                                                   and isinstance(a.get("answer"), str) for a in answers)):
@@ -129,21 +133,19 @@ def table(results: dict[str, dict]) -> list[str]:
     return lines
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", help="redgame demo output folders (holding answers.json)")
     parser.add_argument("--judge", default="embedded", help="a judge name, as redgame llm judge --judge")
     parser.add_argument("--labels", help="read the answers by the labels of this judge-set JSONL file, not a judge")
     parser.add_argument("--json", action="store_true", help="print the rates as JSON")
-    args = parser.parse_args()
-
-    try:
-        judge = answer_reader(args.judge, args.labels)
-        results = {name: rejudge(Path(f), judge) for name, f in zip(distinct_run_names(args.folders), args.folders)}
-    except UserError as error:
-        raise SystemExit(f"error: {error}") from None
+    args = parser.parse_args(argv)
+    judge = answer_reader(args.judge, args.labels)
+    results = {name: rejudge(Path(f), judge) for name, f in zip(distinct_run_names(args.folders), args.folders)}
     print(json.dumps(results, indent=1) if args.json else "\n".join(table(results)))
 
 
 if __name__ == "__main__":
-    main()
+    from redgame.cli import script_main
+
+    raise SystemExit(script_main("rejudge_demo", main))

@@ -109,6 +109,7 @@ def script_main(prog: str, main) -> int:
     """A benchmark script's entry: ``main(argv)`` under :func:`report_errors`; ``--debug`` anywhere on the
     line shows the traceback of a bug, as for ``redgame``."""
     argv = sys.argv[1:]
+    quiet_libraries()
     return report_errors(prog, lambda: main([a for a in argv if a != "--debug"]), "--debug" in argv)
 
 

@@ -60,7 +60,8 @@ def test_an_answer_the_labels_do_not_hold_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize("data, needle", [
     (b"\xff\xfe", "answers.json: not UTF-8 text"),
     (b'{"base": [', "answers.json: not valid JSON"),
-    (b'{"base": [{"id": "nope", "prompt": "p", "answer": "a"}]}', "'base' must be a list of answers"),
+    (b'{"base": [{"id": "nope", "prompt": "p", "answer": "a"}], "trained": []}', "'base' must be a list of answers"),
+    (b'{"base": []}', "no 'trained' answers"),
 ])
 def test_a_damaged_answers_file_is_one_line(tmp_path, data, needle):
     folder, labels = _folder(tmp_path)
