@@ -247,12 +247,12 @@ def main(argv=None) -> dict:
     from redgame.errors import check_output_path
     from redgame.jsonio import strict_json, write_json, write_text_atomically
     from redgame.llm import claims
-    from redgame.llm.config import LOSSES, from_mapping, parse_override
+    from redgame.llm.config import LOSSES, from_mapping, parse_overrides
     from redgame.llm.demo import DEMO_RECIPE
     from redgame.llm.seeds import builtin_seeds
 
     check_output_path("--out", args.out, "folder")
-    recipe = from_mapping(dict(parse_override(t) for t in args.set), where=" (--set)", base=DEMO_RECIPE)
+    recipe = from_mapping(parse_overrides(args.set), where=" (--set)", base=DEMO_RECIPE)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0, load_start = time.perf_counter(), os.getloadavg()[0]

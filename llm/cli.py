@@ -13,7 +13,7 @@ from pathlib import Path
 
 from redgame.errors import UserError
 from redgame.llm import eval_cli
-from redgame.llm.config import (REGIMES, TrainConfig, from_mapping, help_lines, load_file, lookup, parse_override,
+from redgame.llm.config import (REGIMES, TrainConfig, from_mapping, help_lines, load_file, lookup, parse_overrides,
                                 train_seed_sources)
 
 
@@ -103,7 +103,8 @@ def placement_of(args):
 
 
 def resolve_config(args) -> TrainConfig:
-    """File, then --set overrides, then the explicit flags; all checked before any compute.
+    """The file, with --set and the explicit flags over it (a key given by both is refused); checked before any
+    compute.
 
     The file is ``--config``; with ``--resume`` and no ``--config``, the run's own ``config.json``, so that a
     bare ``--resume`` continues the recipe the run was started with (the flags and ``--set`` still change it).
@@ -113,11 +114,8 @@ def resolve_config(args) -> TrainConfig:
     saved = Path(args.out) / RUN_MARKER
     config = args.config or (str(saved) if args.resume and holds_a_run(saved.parent) else None)
     cfg = from_mapping(load_file(config), where=f" in {config}") if config else TrainConfig()
-    overrides = dict(parse_override(text) for text in args.set)
-    for key in ("model", "regime", "steps", "save_every", "seed", "device", "dtype"):
-        value = getattr(args, key)
-        if value is not None:
-            overrides[key] = value
+    flags = {key: getattr(args, key) for key in ("model", "regime", "steps", "save_every", "seed", "device", "dtype")}
+    overrides = parse_overrides(args.set, flags)
     cfg = from_mapping(overrides, where=" (command line)", base=cfg).validate()
     check_model_name(cfg.model)
     check_device(cfg.device)
@@ -166,7 +164,7 @@ def run_probe(args) -> int:
 
     device, dtype = args.device or "auto", args.dtype or "auto"
     placement_of(args)  # a bad or absent device: one line before anything loads
-    overrides = dict(parse_override(text) for text in args.set)
+    overrides = parse_overrides(args.set)
     summary = probe(args.run, steps=args.steps, split=args.split, out=args.out, eval_judge=args.eval_judge,
                     seed=args.seed, prompts=args.prompts, model=args.model, overrides=overrides, device=device,
                     dtype=dtype, progress=not args.no_progress, log=(lambda *a: None) if args.json else print)
@@ -180,10 +178,9 @@ def run_demo(args) -> int:
 
     if args.steps is not None and args.steps < 1:
         raise UserError(f"--steps must be >= 1, got {args.steps}")
-    overrides = dict(parse_override(text) for text in args.set)
+    overrides = parse_overrides(args.set, {k: getattr(args, k) for k in ("device", "dtype")})
     if "steps" in overrides:
         raise UserError("demo: set the number of steps with --steps")
-    overrides.update({k: getattr(args, k) for k in ("device", "dtype") if getattr(args, k) is not None})
     try:
         run(args.out, steps=args.steps, progress=not args.no_progress, split=args.split, resume=args.resume,
             overwrite=args.overwrite, **overrides)

@@ -315,8 +315,12 @@ def from_mapping(data: dict[str, Any], where: str = "", base: TrainConfig | None
     """A config from a mapping (file contents, overrides), refusing unknown keys and bad types."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     values = dataclasses.asdict(base or TrainConfig())
-    for key, value in data.items():
-        key = str(key).replace("-", "_")
+    seen = {}
+    for given, value in data.items():
+        key = str(given).replace("-", "_")
+        if key in seen:
+            raise UserError(f"config key {key!r} given twice{where} (as {seen[key]!r} and {given!r})")
+        seen[key] = given
         if key not in names:
             raise UserError(f"unknown config key {key!r}{where}")
         values[key] = _coerce(key, value, where)
@@ -341,7 +345,10 @@ def read_yaml(text: str):
     import yaml
 
     class Loader(yaml.SafeLoader):
-        pass
+        def construct_mapping(self, node, deep=False):  # a key written twice is refused, as TOML does
+            keys = [self.construct_object(k, deep=True) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"]
+            mapping_of_distinct_keys((k, None) for k in keys)
+            return super().construct_mapping(node, deep)
 
     Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
     Loader.add_implicit_resolver("tag:yaml.org,2002:float", YAML_FLOAT, list("-+0123456789."))
@@ -350,6 +357,16 @@ def read_yaml(text: str):
         return loader.get_single_data()
     finally:
         loader.dispose()
+
+
+def mapping_of_distinct_keys(pairs) -> dict:
+    """A JSON object or YAML mapping whose keys are each given once (TOML refuses a repeat itself)."""
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"key {key!r} given twice")
+        out[key] = value
+    return out
 
 
 def load_file(path: str | Path) -> dict[str, Any]:
@@ -364,7 +381,7 @@ def load_file(path: str | Path) -> dict[str, Any]:
         if path.suffix in (".yaml", ".yml"):
             data = read_yaml(text) or {}
         elif path.suffix == ".json":
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=mapping_of_distinct_keys)
         else:
             data = tomllib.loads(text)
     except Exception as exc:  # one line naming the file, whatever the parser said
@@ -382,6 +399,25 @@ def load_file(path: str | Path) -> dict[str, Any]:
 def train_seed_sources(train_seeds: str) -> list[str]:
     """The seed files of config key ``train_seeds`` (comma-separated; ``builtin``: the built-in train split)."""
     return [name.strip() for name in train_seeds.split(",") if name.strip()] or ["builtin"]
+
+
+def parse_overrides(texts, flags: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``--set key=value`` overrides as a mapping, with ``flags`` (a flag's config key and value, None when
+    absent) added: a key given twice, by two ``--set`` or by a ``--set`` and its flag, is refused, not one of
+    the two silently dropped."""
+    out: dict[str, Any] = {}
+    for text in texts:
+        key, value = parse_override(text)
+        if key in out:
+            raise UserError(f"--set {key} is given twice; give it once")
+        out[key] = value
+    for key, value in (flags or {}).items():
+        if value is None:
+            continue
+        if key in out:
+            raise UserError(f"'{key}' is given twice, by --{key.replace('_', '-')} and by --set {key}; give it once")
+        out[key] = value
+    return out
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -424,6 +460,6 @@ def help_lines() -> list[str]:
             f"{f.metadata['help']}" for f in dataclasses.fields(TrainConfig)]
 
 
-__all__ = ["TrainConfig", "from_mapping", "load_file", "lookup", "parse_override", "train_seed_sources", "help_lines",
+__all__ = ["TrainConfig", "from_mapping", "load_file", "lookup", "parse_override", "parse_overrides", "train_seed_sources", "help_lines",
            "REGIMES", "LOSSES", "ROLLOUT_POLICIES", "ABLATIONS",
            "check_device_name", "check_dtype_name"]

@@ -85,6 +85,8 @@ def parse_weights(entries) -> dict[str, float]:
             sep = ""
         if not sep or not name.strip() or not math.isfinite(out[name.strip()]):
             raise UserError(f"config key 'payoff_weights': {entry!r} is not name=number (a finite number)")
+        if [str(e).partition("=")[0].strip() for e in entries].count(name.strip()) > 1:
+            raise UserError(f"config key 'payoff_weights': {name.strip()!r} given twice")
     return out
 
 

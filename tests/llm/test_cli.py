@@ -27,6 +27,9 @@ def _err(capsys):
     (["--set", "lr=-1"], "config key 'lr' must be > 0, got -1"),
     (["--set", "top_p=0"], "config key 'top_p' must be in (0, 1], got 0"),
     (["--set", "lr=1e38"], "config key 'lr' must be at most 1, got 1e+38"),
+    (["--set", "steps=1", "--steps", "2"], "'steps' is given twice, by --steps and by --set steps"),
+    (["--set", "lam=1", "--set", "lam=2"], "--set lam is given twice"),
+    (["--set", "payoff=nonzero_sum", "--set", "payoff_weights=safety=1,safety=2"], "'safety' given twice"),
 ])
 def test_bad_input_is_one_line_before_compute(tmp_path, capsys, argv, needle):
     assert main(["llm", "train", "--out", str(tmp_path / "run"), *argv]) == 2
@@ -39,6 +42,9 @@ def test_bad_input_is_one_line_before_compute(tmp_path, capsys, argv, needle):
     ("steps = 'three'\n", ".toml", "'steps'"),
     ("steps = [\n", ".toml", "malformed config file"),
     ("regime: shared\nlr: [1]\n", ".yaml", "'lr'"),
+    ('{"steps": 1, "lam": 2, "lam": 0.5}', ".json", "key 'lam' given twice"),  # not the last one silently
+    ("lam: 2\nlam: 0.5\n", ".yaml", "key 'lam' given twice"),
+    ("save_every = 1\nsave-every = 2\n", ".toml", "'save_every' given twice in"),
 ])
 def test_bad_config_files(tmp_path, capsys, text, suffix, needle):
     path = tmp_path / f"cfg{suffix}"
@@ -58,6 +64,9 @@ def test_yaml_reads_exponent_floats_as_toml_does(tmp_path):
     import yaml
 
     assert yaml.safe_load("lr: 1e-3") == {"lr": "1e-3"}  # the stock safe loader is left as it was
+    from redgame.llm.config import read_yaml
+
+    assert read_yaml("a: &b {lam: 2}\nrun:\n  <<: *b\n  lam: 3\n")["run"] == {"lam": 3}  # a merge, then one key
 
 
 def test_a_step_too_large_to_hold_is_one_line(tmp_path, capsys):
