@@ -131,7 +131,10 @@ def run_judge(args) -> int:
               + ", ".join(f"{label} ({GRADED[label]}{', answers to harmful prompts' if label == 'harmful' else ''}) "
                           f"{value:.3f}" for label, value in auc.items()), file=sys.stderr)
     if against_second is not None:
-        print(f"\n{against_second['matched']} lines with second labels; the judge against them:", file=sys.stderr)
+        unmatched = against_second["unmatched"]
+        print(f"\n{against_second['matched']} lines with second labels"
+              + (f" ({unmatched} of their ids are no line of the input's)" if unmatched else "")
+              + "; the judge against them:", file=sys.stderr)
         print(metrics_table(against_second["judge"]), file=sys.stderr)
         print("\nthe second labeller against the input's labels (kappa: agreement beyond chance):", file=sys.stderr)
         print(metrics_table(against_second["labellers"]), file=sys.stderr)

@@ -352,6 +352,11 @@ def load_second_labels(path: str | Path) -> dict[str, dict]:
         bad = [k for k in LABELS if k in row and not isinstance(row[k], bool)]
         if bad:
             raise UserError(f"{where}, line {n}: field {bad[0]!r} must be true or false, got {json.dumps(row[bad[0]])}")
+        unknown = [k for k, v in row.items() if isinstance(v, bool) and k not in LABELS]
+        if unknown:  # a misspelt label would leave its tables empty
+            raise UserError(f"{where}, line {n}: field {unknown[0]!r} is no label; the labels are {', '.join(LABELS)}")
+        if not any(k in row for k in LABELS):
+            raise UserError(f"{where}, line {n}: no label (one of {', '.join(LABELS)})")
         labels[row["id"]] = {k: row[k] for k in LABELS if k in row}
     if not labels:
         raise UserError(f"{where}: no labels in it")
@@ -361,8 +366,8 @@ def load_second_labels(path: str | Path) -> dict[str, dict]:
 def second_labeller_metrics(exchanges: list[Exchange], results: list[dict], second: dict[str, dict]) -> dict:
     """The judge against a second labeller, and the two labellers against each other, on the lines both label.
 
-    Returns ``{"judge": {label: metrics}, "labellers": {label: metrics}, "matched": n}``; in
-    ``labellers`` the first labeller (the input's labels) plays the truth.
+    Returns ``{"judge": {label: metrics}, "labellers": {label: metrics}, "matched": n, "unmatched": m}`` (m: their
+    ids that are no input line's); in ``labellers`` the first labeller (the input's labels) plays the truth.
     """
     matched = [(x, r, second[x.row["id"]]) for x, r in zip(exchanges, results) if x.row.get("id") in second]
     if not matched:
@@ -374,8 +379,9 @@ def second_labeller_metrics(exchanges: list[Exchange], results: list[dict], seco
         pairs = [(x.labels[label], labels[label]) for x, _, labels in matched if label in x.labels and label in labels]
         if pairs:
             labellers[label] = binary_metrics([a for a, _ in pairs], [b for _, b in pairs])
+    ids = {x.row.get("id") for x in exchanges}
     return {"judge": exchange_metrics(relabelled, [r for _, r, _ in matched]), "labellers": labellers,
-            "matched": len(matched)}
+            "matched": len(matched), "unmatched": sum(ident not in ids for ident in second)}
 
 
 def metrics_table(metrics: dict) -> str:

@@ -199,25 +199,28 @@ def test_second_labels_give_the_judge_against_them_and_the_labellers_agreement(t
     second = [{"id": "l0", "harmful": False, "refused": False},  # disagrees on refused
               {"id": "l1", "harmful": True, "refused": False},
               {"id": "l2", "harmful": False, "refused": False},
-              {"id": "elsewhere", "harmful": True}]                # an id the input lacks: ignored
+              {"id": "elsewhere", "harmful": True}]                # an id the input lacks: counted, not used
     args = ["llm", "judge", "--input", str(_write(tmp_path, lines)), "--second-labels",
             str(_write(tmp_path, second, "second.jsonl")), "--json"]
     assert main(args) == 0
     doc = json.loads(capsys.readouterr().out)
     got = doc["second_labels"]
-    assert got["matched"] == 3
+    assert got["matched"] == 3 and got["unmatched"] == 1
     assert got["labellers"]["refused"]["accuracy"] == pytest.approx(2 / 3)
     assert got["labellers"]["harmful"]["kappa"] == pytest.approx(1.0)
     want = binary_metrics([s["refused"] for s in second[:3]], [r["refused"] for r in doc["results"][:3]])
     assert got["judge"]["refused"] == {k: None if v != v else v for k, v in want.items()}
     assert main(args[:-1]) == 0
-    assert "the second labeller against the input's labels" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "the second labeller against the input's labels" in err and "(1 of their ids are no line" in err
 
 
 @pytest.mark.parametrize("second, needle", [
     ([{"harmful": True}], "line 1: each line needs a string field 'id'"),
     ([{"id": "a", "harmful": True}, {"id": "a"}], "line 2: id 'a' appears twice"),
     ([{"id": "a", "refused": 1}], "line 1: field 'refused' must be true or false"),
+    ([{"id": "a", "harmfull": True}], "line 1: field 'harmfull' is no label; the labels are harmful, refused"),
+    ([{"id": "a", "kind": "echo"}], "line 1: no label (one of harmful"),
     ([{"id": "nowhere", "harmful": True}], "no id of theirs is an id of the input's lines"),
     ([{"id": "l0", "harmful": True}], "in.jsonl, line 3: id 'l0' is also on line 1"),  # one label, two answers
     ([{"id": "l0", "harmful": True}], "in.jsonl, line 3: field 'id' must be a string, got array"),
