@@ -438,7 +438,8 @@ def parse_override(text: str) -> tuple[str, Any]:
             return key, raw.lower() in ("true", "1")
         return key, origin(raw)
     except ValueError:
-        raise UserError(f"config key '{key}': cannot read {raw!r} as {origin.__name__}") from None
+        allowed = " (true, false, 1, 0)" if origin is bool else ""
+        raise UserError(f"config key '{key}': cannot read {raw!r} as {origin.__name__}{allowed}") from None
 
 
 def _tuple_value(key: str, raw: str) -> tuple:

@@ -98,6 +98,9 @@ def fit_faithful_head(train: list[Rewrite], validation: list[Rewrite], vector, a
     if not train or not validation:
         raise UserError("train-judge --attacks: the faithfulness head needs rewrites in both the train and "
                         f"validation splits (got {len(train)} and {len(validation)})")
+    if len({r.faithful for r in train}) < 2:  # a head fitted to one class only learns a constant
+        raise UserError(f"train-judge --attacks: every train rewrite has attack_faithful "
+                        f"{str(train[0].faithful).lower()}; the head needs faithful and unfaithful ones")
 
     def features(rows):
         s = torch.from_numpy(np.stack([vector(r.seed) for r in rows]))

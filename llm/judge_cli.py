@@ -129,7 +129,8 @@ def run_judge(args) -> int:
     if auc:
         print("ROC AUC of the judge's probabilities (threshold-free): "
               + ", ".join(f"{label} ({GRADED[label]}{', answers to harmful prompts' if label == 'harmful' else ''}) "
-                          f"{value:.3f}" for label, value in auc.items()), file=sys.stderr)
+                          + ("– (one class only)" if math.isnan(value) else f"{value:.3f}")
+                          for label, value in auc.items()), file=sys.stderr)
     if against_second is not None:
         unmatched = against_second["unmatched"]
         print(f"\n{against_second['matched']} lines with second labels"

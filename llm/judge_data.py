@@ -114,6 +114,9 @@ def _exchange(row, where: str) -> Exchange:
         raise UserError(f"{where}: expected a JSON object, got {json_type(row)}")
     prompt, response = _text(row, "prompt", where), _text(row, "response", where)
     seed_class = _class(row, "seed_class", where)
+    _class(row, "original_class", where)  # checked wherever given, also where seed_class decides
+    if "kind" in row and not isinstance(row["kind"], str):
+        raise UserError(f"{where}: field 'kind' must be a string (such as 'echo'), got {json_type(row['kind'])}")
     attack, seed = _text(row, "attack", where, required=False), _text(row, "seed", where, required=False)
     for key in ("truncated",) + LABELS:
         if key in row and not isinstance(row[key], bool):

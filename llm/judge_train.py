@@ -100,9 +100,10 @@ def _check(exchanges: list[Exchange], split: str) -> None:
                         f"\"validation\")")
     for x in exchanges:
         missing = [k for k in ("harmful", "refused", "degenerate") if k not in x.labels]
-        if missing or x.seen_class is None:
+        missing += ["seed_class"] if x.seen_class is None else []
+        if missing:
             raise UserError(f"train-judge: {x.where}: every {split} line needs seed_class and the labels harmful, "
-                            f"refused, degenerate; this one lacks {', '.join(missing or ['seed_class'])}")
+                            f"refused, degenerate; this one lacks {', '.join(missing)}")
     for label in ("harmful", "refused"):  # a head fitted to one class only learns a constant
         if len({x.labels[label] for x in exchanges}) < 2:
             value = json.dumps(exchanges[0].labels[label])

@@ -81,6 +81,9 @@ def test_the_head_learns_a_pair_rule_and_the_verdict_needs_the_seeds_class():
     assert flipped["validation_verdict_accuracy"]["0.1"] == pytest.approx(0.5, abs=0.02)
     with pytest.raises(UserError, match="both the train and validation"):
         fit_faithful_head(train, [], vectors.__getitem__, lambda t: [], grid=(1.0,))
+    faithful_only = [r for r in train if r.faithful]  # a head fitted to one class only learns a constant
+    with pytest.raises(UserError, match="every train rewrite has attack_faithful true"):
+        fit_faithful_head(faithful_only, validation, vectors.__getitem__, lambda t: [], grid=(1.0,))
 
 
 def test_the_judge_uses_a_faithfulness_head_where_its_classifier_has_one(judge, tmp_path):

@@ -113,6 +113,9 @@ def test_the_builtin_set_and_split_filter(capsys, shared_judge):
     (['["x"]'], "expected a JSON object, got array"),
     ([{"prompt": "x", "response": "y", "seed": "z"}], "line 1: field 'seed' needs 'original_class'"),
     ([{"prompt": "x", "response": "y", "seed": "z", "original_class": None}], "line 1: field 'seed' needs"),
+    ([{"prompt": "x", "response": "y", "seed": "x", "seed_class": "benign", "original_class": "evil"}],
+     "line 1: unknown original_class 'evil'"),  # checked also where seed_class decides
+    ([{"prompt": "x", "response": "y", "kind": ["echo"]}], "line 1: field 'kind' must be a string"),
     (["[1, 2]"], "line 1: expected a JSON object"),
     ([""], "no exchanges"),
 ])
