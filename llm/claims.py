@@ -2,14 +2,15 @@
 the comparisons the papers' claims turn on, each marked decided (its 95% interval excludes zero)
 or not.
 
-Intervals: a mean over seeds gets the percentile bootstrap of ``redgame.games.stats.mean_ci``;
-a difference of two regimes' means resamples each regime's seeds independently (two-sample
-percentile bootstrap, Efron & Tibshirani 1993, ch. 16), 2000 resamples, a fixed generator.
+Intervals: a mean over seeds gets the Student-t interval; a difference of two regimes' means the
+Welch t interval (Welch 1947), and a difference from one value (the base model's one evaluation,
+or zero) the one-sample t interval of the seeds' differences. (Until 2026-12-05 they were
+percentile bootstraps: with the two or three seeds an LLM run affords, a bootstrap interval is
+about the range of the seeds, far too narrow, and called two seeds that agreed "decided".)
 
 For every comparison with at least two seeds a side, the report says how many seeds per regime
 would decide a difference of :data:`EFFECT` (20 points, the demo's goal) at the spread its seeds show: the
-t-test sample size of ``redgame.games.stats.seeds_to_decide`` (80% power, level 0.05), an
-approximation to the bootstrap's verdict.
+t-test sample size of ``redgame.games.stats.seeds_to_decide`` (80% power, level 0.05).
 
 The claims (Self-RedTeam arXiv 2506.07468, ABS arXiv 2605.08427, AdvGame arXiv 2512.20806):
 every game regime raises held-out harmful refusal over the base while keeping benign
@@ -29,24 +30,37 @@ METRICS = ("harmful_refusal", "harmful_refusal_strings", "benign_compliance", "b
            "loop_rate", "selfplay_asr", "best_response_asr", "mirror_gap")
 GAME = ("shared", "bipolicy", "advgame")
 ABLATIONS = ("defender-sft", "defender-vs-frozen")
-RESAMPLES = 2000
 EFFECT = 0.20  # the difference of interest for the seeds-to-decide column: the demo's +20 points
 
 
-def diff_ci(a, b, level: float = 0.95, resamples: int = RESAMPLES, seed: int = 0) -> tuple[float, float]:
-    """Percentile-bootstrap interval of mean(a) - mean(b), each sample resampled on its own."""
+def t_interval(centre: float, se: float, df: float, level: float = 0.95) -> tuple[float, float]:
+    """centre ± t_{df}·se; a point where there is no spread (se 0)."""
+    from scipy.stats import t
+
+    half = 0.0 if se == 0 else float(t.ppf((1 + level) / 2, df)) * se
+    return float(centre - half), float(centre + half)
+
+
+def mean_t_ci(values, level: float = 0.95) -> tuple[float, float]:
+    """The Student-t interval of the mean of at least two seeds' values."""
+    v = np.asarray(values, float)
+    return t_interval(v.mean(), v.std(ddof=1) / math.sqrt(len(v)), len(v) - 1, level)
+
+
+def diff_ci(a, b, level: float = 0.95) -> tuple[float, float]:
+    """The interval of mean(a) − mean(b): Welch's t for two samples; against one value (``b`` of length 1),
+    the one-sample t interval of a − b."""
     a, b = np.asarray(a, float), np.asarray(b, float)
-    rng = np.random.default_rng(seed)
-    da = a[rng.integers(0, len(a), (resamples, len(a)))].mean(1)
-    db = b[rng.integers(0, len(b), (resamples, len(b)))].mean(1)
-    lo, hi = np.quantile(da - db, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
+    if len(b) == 1:
+        return mean_t_ci(a - b[0], level)
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if se else 1.0
+    return t_interval(a.mean() - b.mean(), se, df, level)
 
 
 def regime_table(results: dict[str, list[dict]]) -> dict[str, dict]:
-    """Per regime and metric: the values over seeds, their mean and (with >= 2 seeds) the 95% interval."""
-    from redgame.games.stats import mean_ci
-
+    """Per regime and metric: the values over seeds, their mean and (with >= 2 seeds) the 95% t interval."""
     out = {}
     for regime, runs in results.items():
         out[regime] = {}
@@ -54,7 +68,7 @@ def regime_table(results: dict[str, list[dict]]) -> dict[str, dict]:
             values = [r[m] for r in runs if m in r and not math.isnan(r[m])]
             if not values:
                 continue
-            ci = mean_ci(np.array(values)).tolist() if len(values) > 1 else None
+            ci = list(mean_t_ci(values)) if len(values) > 1 else None
             out[regime][m] = {"values": values, "mean": float(np.mean(values)), "ci": ci}
     return out
 
@@ -118,7 +132,7 @@ def markdown(summary: dict) -> str:
              f"{summary['n_harmful']} harmful / {summary['n_benign']} benign {summary['split']} prompts; "
              f"{summary['steps']} game steps per run, {summary['probe_steps']} best-response steps per probe; "
              f"seeds {summary['seeds']}; evaluation judge {summary['eval_judge']} and refusal strings side by side; "
-             f"shared trains with loss {summary['shared_loss']}. Means over seeds with 95% bootstrap intervals "
+             f"shared trains with loss {summary['shared_loss']}. Means over seeds with 95% Student-t intervals "
              f"over seeds. Wall time of this invocation {summary['total_seconds'] / 60:.1f} min (runs kept by "
              f"--reuse are not timed again), {summary.get('jobs', 1)} run(s) at a time; load average at the start "
              f"{summary['load_start']}, at the end {summary['load_end']}.", "",
@@ -127,7 +141,8 @@ def markdown(summary: dict) -> str:
         n = max((len(e["values"]) for e in metrics.values()), default=0)
         lines.append("| " + " | ".join([regime, str(n)] + [_cell(metrics.get(m)) for m in METRICS]) + " |")
     lines += ["", "## What is decided", "",
-              "A comparison is decided when the 95% bootstrap interval of the difference excludes zero. "
+              "A comparison is decided when the 95% t interval of the difference (Welch's; one-sample against the "
+              "base or zero) excludes zero. "
               f"The last column: how many seeds per regime a t-test would need to find a difference of {EFFECT:.2f} "
               "with 80% power at the spread these seeds show (–: fewer than 2 seeds a side, no spread, or more than "
               f"{MOST_SEEDS:,} seeds).", "",
@@ -177,7 +192,7 @@ def plot(summary: dict, path) -> None:
         ax.axhline(0, color="black", lw=0.5)
         if strings_key:
             ax.legend(fontsize=8)
-    fig.suptitle(f"claims experiment, {summary['split']} split, means over seeds with 95% bootstrap intervals")
+    fig.suptitle(f"claims experiment, {summary['split']} split, means over seeds with 95% t intervals")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

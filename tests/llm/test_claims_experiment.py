@@ -26,6 +26,21 @@ def test_constant_samples_give_a_point_interval():
     assert diff_ci([0.5, 0.5, 0.5], [0.25, 0.25]) == pytest.approx((0.25, 0.25))
 
 
+def test_intervals_are_scipys_welch_and_one_sample_t():
+    """Two seeds that agree do not decide: the t interval of n = 2 is wide (a bootstrap's was their range)."""
+    from scipy import stats
+
+    a, b = [0.6, 0.7, 0.65, 0.2], [0.1, 0.3, 0.05]
+    welch = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert diff_ci(a, b) == pytest.approx((welch.low, welch.high))
+    one = stats.ttest_1samp(np.array(a) - 0.1, 0.0).confidence_interval(0.95)
+    assert diff_ci(a, [0.1]) == pytest.approx((one.low, one.high))
+    low, high = diff_ci([0.5, 0.6], [0.0])
+    assert low < 0 < high  # 0.5 and 0.6 against 0: mean 0.55, but t(1) makes the half-width 0.64
+    assert regime_table(_runs({"x": a}))["x"]["harmful_refusal"]["ci"] == pytest.approx(
+        list(stats.ttest_1samp(a, 0.0).confidence_interval(0.95)))
+
+
 def _runs(values: dict[str, list[float]], metric="harmful_refusal") -> dict:
     return {regime: [{metric: v} for v in vs] for regime, vs in values.items()}
 
@@ -43,9 +58,9 @@ def test_a_comparison_is_decided_only_when_its_interval_excludes_zero():
 
 
 def test_report_names_what_is_decided():
-    table = regime_table(_runs({"base": [0.0], "bipolicy": [0.5, 0.6]}))
+    table = regime_table(_runs({"base": [0.0], "bipolicy": [0.5, 0.6, 0.55]}))
     summary = {"table": table, "comparisons": comparisons(table), "split": "test", "n_harmful": 2, "n_benign": 2,
-               "steps": 1, "probe_steps": 1, "seeds": [0, 1], "eval_judge": "embedded", "shared_loss": "reinforce",
+               "steps": 1, "probe_steps": 1, "seeds": [0, 1, 2], "eval_judge": "embedded", "shared_loss": "reinforce",
                "total_seconds": 60, "load_start": 1.0, "load_end": 1.0}
     text = markdown(summary)
     assert "| bipolicy changes harmful_refusal over the base | +0.55 |" in text and "| yes: higher |" in text
