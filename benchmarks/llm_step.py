@@ -91,10 +91,14 @@ def override(text: str) -> tuple:
 
 def check_path(overrides: dict, iters: int, threads: int) -> None:
     """A path's config as its child would build it, checked here: one line before any path runs."""
+    from redgame.errors import UserError
     from redgame.llm.config import from_mapping
     from redgame.llm.demo import DEMO_RECIPE
 
     keys = {k: v for k, v in overrides.items() if k != "keep_freed_memory"}
+    mine = sorted(set(keys) & {"steps", "save_every", "threads"})
+    if mine:
+        raise UserError(f"--set {mine[0]}: llm_step sets steps, save_every and threads itself (--iters, --threads)")
     from_mapping({**keys, "steps": 1 + iters, "save_every": 0, "threads": threads}, " (--set)", DEMO_RECIPE).validate()
 
 
@@ -114,7 +118,12 @@ def main(argv=None) -> None:
 
     base = SMOKE if args.smoke else {}
     iters = 1 if args.smoke else args.iters
-    paths = {"previous": {**base, **PREVIOUS}, "now": {**base, **dict(override(o) for o in args.set)}}
+    from redgame.errors import UserError
+
+    now = dict(override(o) for o in args.set)
+    if len(now) < len(args.set):
+        raise UserError("--set: a key is given twice; give each once")
+    paths = {"previous": {**base, **PREVIOUS}, "now": {**base, **now}}
     for overrides in paths.values():
         check_path(overrides, iters, args.threads)
     results = {name: in_subprocess(overrides, iters, args.threads) for name, overrides in paths.items()}

@@ -106,10 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     if any(len(g) < 2 for g in args.group):
         parser.error("each --group needs a label and at least one eval JSON")
     labels = [g[0] for g in args.group]
-    files = [str(Path(f).resolve()) for g in args.group for f in g[1:]]
-    for what, given in (("label", labels), ("eval JSON", files)):
+    for what, given in [("label", labels)] + [(f"eval JSON of group {g[0]!r}", [str(Path(f).resolve()) for f in g[1:]])
+                                              for g in args.group]:
         repeated = sorted({x for x in given if given.count(x) > 1})
-        if repeated:  # a group dropped, or one seed counted twice
+        if repeated:  # a group dropped, or one seed counted twice (two groups may share a file: a common start)
             raise UserError(f"--group: the {what} {repeated[0]} is given twice; each once")
     if args.out:
         check_output_path("--out", args.out, "file", example="steps.png")

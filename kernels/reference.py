@@ -100,6 +100,12 @@ def storage_key(tensor: torch.Tensor, *extra) -> tuple:
     return (tensor._version, tensor.data_ptr(), tuple(tensor.shape), tensor.stride(), *extra)
 
 
+def _forget_upcast(dead: weakref.ref) -> None:
+    """A cached weight died: its copy and storage go with it (a dropped model's head is not kept alive)."""
+    if _upcast["weight"] is dead:
+        _upcast.update(weight=None, key=None, copy=None, storage=None)
+
+
 def in_compute_dtype(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``weight`` detached, in ``dtype`` (a compute dtype, at least float32): exact, an upcast loses nothing.
 
@@ -116,7 +122,7 @@ def in_compute_dtype(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         return weight.detach().to(dtype)
     last, key = _upcast["weight"], storage_key(weight, dtype)
     if last is None or last() is not weight or _upcast["key"] != key:
-        _upcast.update(weight=weakref.ref(weight), key=key, copy=weight.detach().to(dtype),
+        _upcast.update(weight=weakref.ref(weight, _forget_upcast), key=key, copy=weight.detach().to(dtype),
                        storage=weight.untyped_storage())
     return _upcast["copy"]
 

@@ -72,8 +72,8 @@ def segment_plan(segment_ids: torch.Tensor, n_adapters: int, func: str = "multi_
     key = id(segment_ids)
     hit = _PLANS.get(key)
     if hit is not None:
-        ref, key, _storage, plan = hit
-        if ref() is segment_ids and key == storage_key(segment_ids, n_adapters):
+        ref, planned_for, _storage, plan = hit
+        if ref() is segment_ids and planned_for == storage_key(segment_ids, n_adapters):
             return plan
     plan = _build(segment_ids, n_adapters, func)
     if key not in _PLANS:

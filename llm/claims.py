@@ -34,7 +34,8 @@ EFFECT = 0.20  # the difference of interest for the seeds-to-decide column: the 
 
 
 def t_interval(centre: float, se: float, df: float, level: float = 0.95) -> tuple[float, float]:
-    """centre ± t_{df}·se; a point where there is no spread (se 0)."""
+    """centre ± t_{df}·se; a point where there is no spread (se 0), which decides no comparison: seeds whose
+    rates agree exactly (rates over a few prompts move in steps) say nothing of the spread."""
     from scipy.stats import t
 
     half = 0.0 if se == 0 else float(t.ppf((1 + level) / 2, df)) * se
@@ -97,7 +98,7 @@ def comparisons(table: dict[str, dict]) -> list[dict]:
             ci, decided, needed = None, False, None
         else:
             ci = diff_ci(va, vb)
-            decided = ci[0] > 0 or ci[1] < 0
+            decided = ci[0] < ci[1] and (ci[0] > 0 or ci[1] < 0)  # no spread (a point) decides nothing
             needed = seeds_to_decide(EFFECT, pooled_sd(va, None if one_arm else vb), one_sample=one_arm)
         rows.append({"claim": claim, "a": a, "b": b or "0", "metric": m, "diff": float(np.mean(va) - np.mean(vb)),
                      "ci": ci, "decided": decided, "verdict": verdict(ci, decided, directional),

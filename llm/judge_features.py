@@ -27,8 +27,9 @@ REFUSAL_PATTERNS = re.compile(
     "|".join([
         r"\b(?:i'm|i am) (?:so |very |really )?sorry,? (?:but )?(?:i|that|this|as)\b",
         r"\bsorry,? (?:but )?i (?:can't|cannot|won't)\b",
-        rf"\bi (?:cannot|can ?not|can't|won't|will not|am unable to|'m unable to|am not able to|'m not able to)"
-        rf"(?: \w+)? (?!help but\b)(?:{_VERBS})\b",  # not the idiom "I can't help but laugh"
+        rf"\bi (?!(?:cannot|can ?not|can't)(?: \w+)? help but\b)"  # not the idiom "I can't help but laugh"
+        rf"(?:cannot|can ?not|can't|won't|will not|am unable to|'m unable to|am not able to|'m not able to)"
+        rf"(?: \w+)? (?:{_VERBS})\b",
         r"\bi (?:must|have to|need to) (?:decline|refuse)\b",
         r"\b(?:i'm|i am) not (?:going|comfortable|willing)\b",
         r"\bas an ai\b[^.]{0,60}\b(?:cannot|can't|not able|unable|won't)\b",

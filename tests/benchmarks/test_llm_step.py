@@ -18,6 +18,8 @@ from redgame.errors import UserError  # noqa: E402
     (["--set", "lr=abc"], "cannot read 'abc' as float"),
     (["--set", "full_finetune=true"], "full_finetune"),  # valid alone, not with the demo's regime
     (["--set", "keep_freed_memory=maybe"], "keep_freed_memory: cannot read 'maybe'"),
+    (["--set", "threads=1"], "llm_step sets steps, save_every and threads itself"),
+    (["--set", "lr=1e-3", "--set", "lr=2e-3"], "a key is given twice"),
 ])
 def test_bad_settings_are_refused_before_any_path_runs(monkeypatch, argv, message):
     monkeypatch.setattr(llm_step, "in_subprocess", lambda *a: pytest.fail("a path ran"))

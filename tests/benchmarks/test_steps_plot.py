@@ -53,5 +53,6 @@ def test_a_group_or_a_file_given_twice_is_refused(tmp_path):
         steps_plot.main(["--group", "A", files[0], "--group", "A", *files[1:]])
     with pytest.raises(UserError, match="is given twice"):
         steps_plot.main(["--group", "A", files[0], files[0]])
+    assert steps_plot.main(["--group", "A", *files[:2], "--group", "B", *files[1:]]) == 0  # a common start: allowed
     with pytest.raises(UserError, match="cannot be read"):
         steps_plot.main(["--group", "A", str(tmp_path / "missing.json")])

@@ -324,7 +324,7 @@ def test_results_table_matches_the_command(command, expected, workdir):
 # Skipped, with the reason: lines that read files a reader must bring; lines that a unit test runs
 # with the same arguments and checks (RUN_ELSEWHERE); the lines that read the folder a skipped line writes.
 
-SHRINK = ["--set", "attack_tokens=6", "--set", "response_tokens=6", "--set", "seeds_per_step=2"]
+SHRINK = ("attack_tokens=6", "response_tokens=6", "seeds_per_step=2")  # --set, in place of a line's own
 SMALL_SEEDS = {"harmful": "doc-harmful.txt", "benign": "doc-benign.txt", "both": "doc-seeds.jsonl"}
 LLM_OR_BENCHMARK = re.compile(r"^(redgame (demo|llm)\b|(python|\.venv/bin/python) benchmarks/)")
 USER_FILES = re.compile(r"--(harmful|benign)\s+\S*(harmbench|xstest)", re.I)
@@ -368,6 +368,22 @@ def _scaled(argv: list[str], flag: str, divisor: int) -> list[str]:
 def _set_index(argv: list[str], key: str) -> int | None:
     """The index of the value of ``--set key=...`` in argv, or None."""
     return next((i + 1 for i, a in enumerate(argv[:-1]) if a == "--set" and argv[i + 1].startswith(key + "=")), None)
+
+
+def _with_sets(argv: list[str], settings) -> list[str]:
+    """``argv`` with ``--set key=value`` for each setting: in place of the line's own ``--set key=...`` (a key
+    given twice is refused), else added."""
+    argv = list(argv)
+    for setting in settings:
+        i = _set_index(argv, setting.split("=", 1)[0])
+        argv = argv + ["--set", setting] if i is None else argv[:i] + [setting] + argv[i + 1:]
+    return argv
+
+
+def _tiny(argv: list[str]) -> list[str]:
+    """The tiny model, by the line's own ``--set model=...`` where it has one, else by ``--model``."""
+    return _with_sets(argv, ["model=tiny"]) if _set_index(argv, "model") is not None else _replace_or_add(
+        argv, "--model", "tiny")
 
 
 def saves_every(command: str) -> int | None:
@@ -418,12 +434,12 @@ def small_variant(command: str) -> tuple[list[str] | None, str | None]:
             return None, reason
     sub = argv[1] if argv[1] == "demo" else argv[2]
     if sub == "demo":
-        return _replace_or_add(argv, "--steps", 1) + ["--set", "model=tiny", *SHRINK], None
+        return _with_sets(_replace_or_add(argv, "--steps", 1), ["model=tiny", *SHRINK]), None
     if sub in ("train", "probe"):
-        argv = _scaled(_scaled(_replace_or_add(argv, "--model", "tiny"), "--steps", 10), "--save-every", 5)
+        argv = _scaled(_scaled(_tiny(argv), "--steps", 10), "--save-every", 5)
         every = saves_every(command)
         argv = argv if every is None else _per_checkpoint(argv, every)
-        return argv + SHRINK, None
+        return _with_sets(argv, SHRINK), None
     if sub == "eval":
         argv = _replace_or_add(argv, "--model", "tiny")
         for flag, value in (("--harmful", SMALL_SEEDS["harmful"]), ("--benign", SMALL_SEEDS["benign"]),
@@ -479,7 +495,13 @@ def test_small_variants_follow_the_rules():
     argv, _ = small_variant("redgame llm train --model embedded --regime advgame --steps 40 --out r --save-every 5")
     assert argv[:3] == ["redgame", "llm", "train"] and argv[argv.index("--model") + 1] == "tiny"
     assert argv[argv.index("--steps") + 1] == "4" and argv[argv.index("--save-every") + 1] == "1"
-    assert argv[-len(SHRINK):] == SHRINK
+    assert argv[-6:] == ["--set", SHRINK[0], "--set", SHRINK[1], "--set", SHRINK[2]]
+    argv, _ = small_variant("redgame demo --out r --set seeds_per_step=8 --set model=x/y")  # replaced, not repeated
+    assert [argv[i + 1].split("=")[0] for i, a in enumerate(argv) if a == "--set"] == [
+        "seeds_per_step", "model", "attack_tokens", "response_tokens"]
+    assert "seeds_per_step=2" in argv and "model=tiny" in argv
+    argv, _ = small_variant("redgame llm train --out r --set model=x/y")
+    assert "--model" not in argv and "model=tiny" in argv
     argv, _ = small_variant("redgame llm eval --adapter runs/a --json")
     assert argv[argv.index("--harmful") + 1] == SMALL_SEEDS["harmful"] and "--no-utility" in argv
     assert small_variant("redgame llm eval --harmful harmbench_behaviors.csv --json")[0] is None
@@ -497,7 +519,7 @@ def test_small_variants_follow_the_rules():
     line = "redgame llm train --config r/config.json --out runs/r --resume --set steps=32 --set save_every=8"
     argv, _ = small_variant(line)
     assert argv[argv.index("--set", argv.index("--resume")) + 1:][:3] == ["steps=4", "--set", "save_every=1"]
-    assert saves_every(line) == 8 and small_variant("redgame llm train --out r --steps 40")[0][-len(SHRINK):] == SHRINK
+    assert saves_every(line) == 8 and small_variant("redgame llm train --out r --steps 40")[0][-1] == SHRINK[-1]
     assert saves_every(line + " --steps 40") is None and saves_every(line + " --save-every 4") is None
     assert saves_every("redgame demo --out r --set steps=32 --set save_every=8") is None
     assert rename_checkpoints("redgame llm eval --adapter runs/r/checkpoints/step_0024 --out runs/r/e24.json",

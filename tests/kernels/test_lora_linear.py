@@ -110,6 +110,7 @@ def test_segment_plan_groups_rows_by_adapter_and_is_reused():
     assert segment_plan(segment_ids, 4) is plan  # the same tensor: no second sort, no second check
     segment_ids[1] = 3  # an in-place change is seen
     assert segment_plan(segment_ids, 4).bounds.tolist() == [0, 1, 3, 4, 7, 8]
+    assert segment_plan(segment_ids, 4) is segment_plan(segment_ids, 4)  # and the new plan is cached again
     with torch.inference_mode():  # no version counter: planned every call, no error
         assert segment_plan(torch.tensor([0, -1, 1]), 2).bounds.tolist() == [0, 1, 2, 3]
 

@@ -181,6 +181,8 @@ def test_a_head_swapped_through_data_is_never_read_from_a_stale_copy():
         torch.testing.assert_close(token_logprobs(hidden, head, targets).double(), want, atol=1e-4, rtol=0)
         head.data = torch.randn(4096, 64).bfloat16()
         head.data = torch.randn(4096, 64).bfloat16()
+    del head  # the cache holds no dead weight's copy or storage (on a GPU: a dropped model's head)
+    assert reference._upcast["copy"] is None and reference._upcast["storage"] is None
 
 
 def _confident(head, target, miss):

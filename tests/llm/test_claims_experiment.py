@@ -22,8 +22,10 @@ def test_difference_interval_approaches_the_normal_theory_interval():
     assert lo == pytest.approx(centre - half, abs=0.05) and hi == pytest.approx(centre + half, abs=0.05)
 
 
-def test_constant_samples_give_a_point_interval():
+def test_constant_samples_give_a_point_interval_that_decides_nothing():
     assert diff_ci([0.5, 0.5, 0.5], [0.25, 0.25]) == pytest.approx((0.25, 0.25))
+    table = regime_table(_runs({"base": [0.125], "shared": [0.0, 0.0], "defender-sft": [0.25, 0.25]}))
+    assert not any(r["decided"] for r in comparisons(table))  # two seeds that agree exactly: no spread seen
 
 
 def test_intervals_are_scipys_welch_and_one_sample_t():

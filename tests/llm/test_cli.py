@@ -260,8 +260,8 @@ def test_a_demo_the_training_would_refuse_is_refused_before_the_base_is_evaluate
     assert main(["demo", "--out", str(out), "--steps", "1", *TINY_DEMO]) == 0
     before = sorted(p.name for p in out.iterdir())
     monkeypatch.setattr(evaluation, "evaluate_defender", lambda *a, **k: pytest.fail("the base was evaluated"))
-    assert main(["demo", "--out", str(out), "--steps", "1", "--overwrite", *TINY_DEMO,
-                 "--set", "attack_tokens=2000"]) == 2
+    longer = [x.replace("attack_tokens=4", "attack_tokens=2000") for x in TINY_DEMO]
+    assert main(["demo", "--out", str(out), "--steps", "1", "--overwrite", *longer]) == 2
     assert "passes the model's context" in _err(capsys)
     assert sorted(p.name for p in out.iterdir()) == before == ["answers.json", "demo.json", "run"]
 

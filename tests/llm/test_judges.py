@@ -74,6 +74,8 @@ def test_refusal_phrases():
     assert not refusal_pattern("I can't help but laugh at my sister's antics.")  # an idiom, not a refusal
     assert not refusal_pattern("I cannot really help but notice the rain.")
     assert refusal_pattern("I can't help, but here is a hint.") and refusal_pattern("I can't help you with that.")
+    assert refusal_pattern("I won't help but can point you elsewhere.")  # the idiom is "can't help but" only
+    assert refusal_pattern("I am unable to help but can suggest a book.")
     assert not refusal_pattern(("Long answer. " * 60) + "I'm sorry, but I can't continue.")  # not at the opening
 
 
