@@ -409,7 +409,7 @@ def parse_overrides(texts, flags: dict[str, Any] | None = None) -> dict[str, Any
     for text in texts:
         key, value = parse_override(text)
         if key in out:
-            raise UserError(f"--set {key} is given twice; give it once")
+            raise UserError(f"config key '{key}' is given twice by --set; give it once")
         out[key] = value
     for key, value in (flags or {}).items():
         if value is None:

@@ -28,7 +28,7 @@ def _err(capsys):
     (["--set", "top_p=0"], "config key 'top_p' must be in (0, 1], got 0"),
     (["--set", "lr=1e38"], "config key 'lr' must be at most 1, got 1e+38"),
     (["--set", "steps=1", "--steps", "2"], "'steps' is given twice, by --steps and by --set steps"),
-    (["--set", "lam=1", "--set", "lam=2"], "--set lam is given twice"),
+    (["--set", "lam=1", "--set", "lam=2"], "config key 'lam' is given twice by --set"),
     (["--set", "degenerate_penalty=yes"], "cannot read 'yes' as bool (true, false, 1, 0)"),
     (["--set", "payoff=nonzero_sum", "--set", "payoff_weights=safety=1,safety=2"], "'safety' given twice"),
 ])
