@@ -357,7 +357,10 @@ def policy_gradient_loss(policy: TokenLogprobs, reference: TokenLogprobs, advant
     epoch's log-probs as ``old``. ``advantages``: one per token (a sample's advantage
     repeated over its tokens for REINFORCE/GRPO; :func:`reinforce_pp_advantages`).
     ``kl_coef``: weight of the k3 KL to the reference in the loss (0 for REINFORCE++, whose
-    KL is in the return). ``of`` = (samples, tokens) of the whole batch when these samples
+    KL is in the return). Its metrics: ``pg_loss`` (the surrogate's value, whose gradient is the policy
+    gradient; at ρ = 1 it is −mean A, so −1 for SFT's advantage 1), ``nll`` (the samples' mean per-token
+    NLL: SFT's loss without its KL), ``kl`` and ``clip_frac``. ``of`` = (samples, tokens) of the whole
+    batch when these samples
     are a part of it: the policy term is a mean over samples and the KL a mean over tokens,
     each scaled to this part's share.
     """
@@ -375,4 +378,7 @@ def policy_gradient_loss(policy: TokenLogprobs, reference: TokenLogprobs, advant
     kl = (torch.exp(r) - r - 1.0).sum() / tokens  # = kl_to_reference when this is the whole batch
     clip_frac = ((clipped * adv < ratio * adv).float().mean() if len(adv) else torch.zeros(()))
     loss = pg + kl_coef * kl if kl_coef else pg
-    return loss, {"pg_loss": float(pg.detach()), "kl": float(kl.detach()), "clip_frac": float(clip_frac)}
+    # The surrogate's value is not a loss to read (−mean A at ρ = 1: −1 for SFT); the samples' mean NLL is.
+    nll = -(values.detach() / policy.lengths()[policy.seq]).sum() / n
+    return loss, {"pg_loss": float(pg.detach()), "nll": float(nll), "kl": float(kl.detach()),
+                  "clip_frac": float(clip_frac)}

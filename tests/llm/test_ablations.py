@@ -90,11 +90,12 @@ def test_sft_gradient_is_that_of_the_mean_length_normalised_nll(tiny_config):
     policy = TokenLogprobs(values, torch.tensor([0, 0, 1, 1, 1]), 2)
     reference = TokenLogprobs(values.detach(), policy.seq, 2)
     adv = token_advantages(cfg, SimpleNamespace(items=[0, 1], rewards=[1.0, 1.0], groups=[0, 1], pairs=[]), reference)
-    loss, _ = loss_from_logprobs(cfg, policy, reference, adv)
+    loss, info = loss_from_logprobs(cfg, policy, reference, adv)
     (grad,) = torch.autograd.grad(loss, values)
     nll = -(values[:2].sum() / 2 + values[2:].sum() / 3) / 2  # mean over targets of the per-token mean NLL
     (expected,) = torch.autograd.grad(nll, values)
     torch.testing.assert_close(grad, expected)
+    assert info["nll"] == pytest.approx(float(nll)) and info["pg_loss"] == pytest.approx(-1.0)  # the metric to read
 
 
 @pytest.mark.parametrize("overrides,message", [
