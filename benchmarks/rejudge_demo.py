@@ -49,7 +49,8 @@ def rejudge(folder: Path, judge) -> dict:
     saved = read_json_file(path, str(path))
     missing = [role for role in ("base", "trained") if role not in saved]
     if missing:
-        raise UserError(f"{path}: no '{missing[0]}' answers (a redgame demo saves the base's and the trained defender's)")
+        raise UserError(f"{path}: no '{missing[0]}' answers (a redgame demo saves the base's and the trained "
+                        "defender's)")
     for role, answers in saved.items():
         if not (isinstance(answers, list) and all(isinstance(a, dict) and a.get("id") in seeds
                                                   and isinstance(a.get("prompt"), str)

@@ -5,7 +5,8 @@ calls `redgame.kernels.lora_linear` when the layer is in the plain case (one act
 adapter, vanilla LoRA, a frozen `nn.Linear` base, no dropout in effect, unmerged). In
 every other case it defers to peft's own forward, so outputs and gradients always equal
 unpatched peft's, to the rounding of the layer's dtype (float32 adapters on a half-precision
-base are cast to the base's dtype in the fused path; peft keeps their term in float32). `unpatch(model)` removes the instance attribute again.
+base are cast to the base's dtype in the fused path; peft keeps their term in float32).
+`unpatch(model)` removes the instance attribute again.
 
 `routed(model, adapters, rows)` runs a batch whose rows belong to different adapters in one
 pass: inside the block every patched layer calls `multi_lora_linear`, row b taking adapter

@@ -86,7 +86,8 @@ def token_logprobs_naive(hidden, head_weight, targets, ignore_index: int = -100)
     return torch.where(valid, picked, torch.zeros_like(picked))
 
 
-_upcast = {"weight": None, "key": None, "copy": None, "storage": None}  # the last frozen weight upcast, and its copy
+# The last frozen weight upcast (a weak reference), its key, its copy, and the storage the copy was made from.
+_upcast = {"weight": None, "key": None, "copy": None, "storage": None}
 HALF = (torch.bfloat16, torch.float16)
 
 
@@ -114,8 +115,8 @@ def in_compute_dtype(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     write such as an optimiser step, and its storage); one copy is kept, that of the last such
     weight. The storage the copy was made from is held with it, so that a new tensor swapped in
     through ``.data`` cannot be given its address and pass for it. Writes that bypass the version
-    counter (through ``.data`` in place, or a numpy view) are not seen. Inference-mode tensors have no version counter: they are upcast every call. On
-    a 2-core CPU, upcasting SmolLM2's head chunk by chunk on every call took 2.7 s of a 21 s
+    counter (through ``.data`` in place, or a numpy view) are not seen. Inference-mode tensors have
+    no version counter: they are upcast every call. On a 2-core CPU, upcasting SmolLM2's head chunk by chunk on every call took 2.7 s of a 21 s
     bfloat16 update.
     """
     if weight.dtype not in HALF or weight.requires_grad or weight.is_inference():

@@ -461,6 +461,7 @@ def help_lines() -> list[str]:
             f"{f.metadata['help']}" for f in dataclasses.fields(TrainConfig)]
 
 
-__all__ = ["TrainConfig", "from_mapping", "load_file", "lookup", "parse_override", "parse_overrides", "train_seed_sources", "help_lines",
+__all__ = ["TrainConfig", "from_mapping", "load_file", "lookup", "parse_override", "parse_overrides",
+           "train_seed_sources", "help_lines",
            "REGIMES", "LOSSES", "ROLLOUT_POLICIES", "ABLATIONS",
            "check_device_name", "check_dtype_name"]
