@@ -103,15 +103,12 @@ def answer_reader(judge: str, labels: str | None = None):
 
 
 def t_interval(values: list[float]) -> tuple[float, float, float]:
-    """Mean and 95% Student-t interval of a few seeds' values."""
-    from scipy import stats
+    """Mean and 95% Student-t interval (``redgame.games.stats.mean_t_ci``) of a few seeds' values; NaN bounds
+    for one seed."""
+    from redgame.games.stats import mean_t_ci
 
-    n, mean = len(values), sum(values) / len(values)
-    if n < 2:
-        return mean, math.nan, math.nan
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
-    return mean, mean - half, mean + half
+    mean = sum(values) / len(values)
+    return (mean, math.nan, math.nan) if len(values) < 2 else (mean, *mean_t_ci(values))
 
 
 def table(results: dict[str, dict]) -> list[str]:

@@ -3,6 +3,8 @@
 - A mean over seeds gets a 95% **percentile bootstrap** interval (Efron & Tibshirani, *An
   Introduction to the Bootstrap*, 1993, ch. 13): ``scipy.stats.bootstrap`` with
   method="percentile", 2000 resamples and a fixed generator, so the interval is reproducible.
+- A mean over the few seeds an LLM run affords gets the **Student-t** interval (``mean_t_ci``): at
+  two or three seeds a percentile bootstrap is about the seeds' range.
 - A rate (the share of seeds that collapse) gets a 95% **Wilson score** interval (Wilson 1927,
   ``scipy.stats.binomtest(...).proportion_ci``), which stays sensible at 0 and at 1, where a
   bootstrap interval shrinks to a point.
@@ -34,6 +36,20 @@ COLLAPSE_BEST_RESPONSE = 0.5
 def collapsed(selfplay: np.ndarray, best_response: np.ndarray) -> np.ndarray:
     """Which runs collapse: self-play ASR <= 0.05 and best-response ASR >= 0.5."""
     return (np.asarray(selfplay) <= COLLAPSE_SELFPLAY) & (np.asarray(best_response) >= COLLAPSE_BEST_RESPONSE)
+
+
+def t_interval(centre: float, se: float, df: float, level: float = LEVEL) -> tuple[float, float]:
+    """centre ± t_{df}·se; a point where there is no spread (se 0)."""
+    from scipy.stats import t
+
+    half = 0.0 if se == 0 else float(t.ppf((1 + level) / 2, df)) * se
+    return float(centre - half), float(centre + half)
+
+
+def mean_t_ci(values, level: float = LEVEL) -> tuple[float, float]:
+    """The Student-t interval of the mean of at least two values."""
+    v = np.asarray(values, float)
+    return t_interval(v.mean(), v.std(ddof=1) / np.sqrt(len(v)), len(v) - 1, level)
 
 
 def mean_ci(values: np.ndarray, level: float = LEVEL, resamples: int = RESAMPLES, seed: int = 0) -> np.ndarray:

@@ -24,28 +24,13 @@ import math
 
 import numpy as np
 
-from redgame.games.stats import MOST_SEEDS, pooled_sd, seeds_to_decide
+from redgame.games.stats import MOST_SEEDS, mean_t_ci, pooled_sd, seeds_to_decide, t_interval
 
 METRICS = ("harmful_refusal", "harmful_refusal_strings", "benign_compliance", "benign_compliance_strings",
            "loop_rate", "selfplay_asr", "best_response_asr", "mirror_gap")
 GAME = ("shared", "bipolicy", "advgame")
 ABLATIONS = ("defender-sft", "defender-vs-frozen")
 EFFECT = 0.20  # the difference of interest for the seeds-to-decide column: the demo's +20 points
-
-
-def t_interval(centre: float, se: float, df: float, level: float = 0.95) -> tuple[float, float]:
-    """centre ± t_{df}·se; a point where there is no spread (se 0), which decides no comparison: seeds whose
-    rates agree exactly (rates over a few prompts move in steps) say nothing of the spread."""
-    from scipy.stats import t
-
-    half = 0.0 if se == 0 else float(t.ppf((1 + level) / 2, df)) * se
-    return float(centre - half), float(centre + half)
-
-
-def mean_t_ci(values, level: float = 0.95) -> tuple[float, float]:
-    """The Student-t interval of the mean of at least two seeds' values."""
-    v = np.asarray(values, float)
-    return t_interval(v.mean(), v.std(ddof=1) / math.sqrt(len(v)), len(v) - 1, level)
 
 
 def diff_ci(a, b, level: float = 0.95) -> tuple[float, float]:
@@ -98,7 +83,9 @@ def comparisons(table: dict[str, dict]) -> list[dict]:
             ci, decided, needed = None, False, None
         else:
             ci = diff_ci(va, vb)
-            decided = ci[0] < ci[1] and (ci[0] > 0 or ci[1] < 0)  # no spread (a point) decides nothing
+            # no spread (a point interval) decides nothing: seeds whose rates agree exactly (rates over a few
+            # prompts move in steps) say nothing of the spread
+            decided = ci[0] < ci[1] and (ci[0] > 0 or ci[1] < 0)
             needed = seeds_to_decide(EFFECT, pooled_sd(va, None if one_arm else vb), one_sample=one_arm)
         rows.append({"claim": claim, "a": a, "b": b or "0", "metric": m, "diff": float(np.mean(va) - np.mean(vb)),
                      "ci": ci, "decided": decided, "verdict": verdict(ci, decided, directional),

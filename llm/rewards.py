@@ -79,14 +79,14 @@ def parse_weights(entries) -> dict[str, float]:
     out = {}
     for entry in entries:
         name, sep, value = str(entry).partition("=")
+        if name.strip() in out:
+            raise UserError(f"config key 'payoff_weights': {name.strip()!r} given twice")
         try:
             out[name.strip()] = float(value)
         except ValueError:
             sep = ""
         if not sep or not name.strip() or not math.isfinite(out[name.strip()]):
             raise UserError(f"config key 'payoff_weights': {entry!r} is not name=number (a finite number)")
-        if [str(e).partition("=")[0].strip() for e in entries].count(name.strip()) > 1:
-            raise UserError(f"config key 'payoff_weights': {name.strip()!r} given twice")
     return out
 
 

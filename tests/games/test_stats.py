@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from redgame.games.stats import collapsed, mean_ci, pooled_sd, rate_ci, seed_summary, seeds_to_decide
+from redgame.games.stats import collapsed, mean_ci, mean_t_ci, pooled_sd, rate_ci, seed_summary, seeds_to_decide
 
 
 def test_bootstrap_interval_of_a_mean_matches_the_normal_theory_interval():
@@ -93,3 +93,12 @@ def test_pooled_sd_is_the_two_sample_t_tests():
     a, b = [0.1, 0.4, 0.2], [0.0, 0.5, 0.9, 0.3]
     expected = math.sqrt((2 * np.var(a, ddof=1) + 3 * np.var(b, ddof=1)) / 5)
     assert pooled_sd(a, b) == pytest.approx(expected) and pooled_sd(a) == pytest.approx(np.std(a, ddof=1))
+
+
+def test_the_t_interval_of_a_mean_is_scipys_and_a_point_without_spread():
+    from scipy import stats as scipy_stats
+
+    values = [0.6, 0.7, 0.65, 0.2]
+    want = scipy_stats.ttest_1samp(values, 0.0).confidence_interval(0.95)
+    assert mean_t_ci(values) == pytest.approx((want.low, want.high))
+    assert mean_t_ci([0.25, 0.25]) == (0.25, 0.25)
