@@ -21,9 +21,6 @@ metrics); ``redgame llm train-judge`` (:mod:`redgame.llm.judge_train`) writes bo
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -31,8 +28,8 @@ from pathlib import Path
 import torch
 
 from redgame.errors import UserError
-from redgame.jsonio import strict_json
 from redgame.llm.judge_features import NAMES
+from redgame.llm.weights_card import load_tensors_with_card, save_tensors_with_card
 
 WEIGHTS, CARD = "judge_classifier.safetensors", "judge_classifier.json"
 RESPONSE_CLASSES = ("helps", "refused", "neither")
@@ -78,59 +75,6 @@ class JudgeClassifier:
         """Write ``folder/judge_classifier.{safetensors,json}`` (see :func:`save_tensors_with_card`)."""
         names = TENSORS + (("faithful",) if self.faithful is not None else ())
         return save_tensors_with_card(folder, WEIGHTS, CARD, {k: getattr(self, k) for k in names}, self.card)
-
-
-def save_tensors_with_card(folder: str | Path, weights: str, card_name: str, tensors: dict, card: dict) -> Path:
-    """Write ``folder/weights`` (safetensors) and ``folder/card_name`` (strict JSON): both are written
-    in full to temporary files before either replaces an old one (a full disk loses nothing), then
-    renamed. The card records the weights' SHA-256, so a card that does not belong to its weights is
-    refused on load."""
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp, tmp_card = folder / f".tmp.{weights}", folder / f".tmp.{card_name}"
-    try:
-        save_file({k: v.contiguous().float() for k, v in tensors.items()}, str(tmp))
-        tmp.chmod(0o644)  # package data: readable by everyone, like the other data files
-        card["weights_sha256"] = _sha256(tmp)
-        tmp_card.write_text(strict_json(card) + "\n")  # a rate with nothing to measure it on is null, not NaN
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        tmp_card.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, folder / weights)
-    os.replace(tmp_card, folder / card_name)
-    return folder
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def load_tensors_with_card(folder: Path, weights: str, card_name: str, names: tuple[str, ...],
-                           command: str) -> tuple[dict, dict]:
-    """The tensors ``names`` and the card written by :func:`save_tensors_with_card`; a missing,
-    unreadable, incomplete or mismatched pair is a one-line UserError naming ``command``."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    what = card_name.removesuffix(".json").replace("_", " ")
-    path, card_path = folder / weights, folder / card_name
-    if not (path.is_file() and card_path.is_file()):
-        raise UserError(f"{what}: {folder} lacks {weights} and {card_name}; write them with "
-                        f"`redgame llm {command} --out {folder}`")
-    try:
-        tensors = load_file(str(path))
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise UserError(f"{what} in {folder} is unreadable: {exc}") from None
-    missing = [k for k in names if k not in tensors]
-    if missing or not isinstance(card, dict):
-        raise UserError(f"{what} in {folder} is incomplete (missing {missing or 'its card'})")
-    if card.get("weights_sha256") != _sha256(path):
-        raise UserError(f"{what} in {folder}: {card_name} does not belong to {weights} (SHA-256 differs)")
-    return tensors, card
 
 
 def load_classifier(folder: str | Path | None = None) -> JudgeClassifier:

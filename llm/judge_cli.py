@@ -50,8 +50,9 @@ def register(llm_subparsers) -> None:
     tj = llm_subparsers.add_parser(
         "train-judge", help="retrain the embedded judge's classifier (deterministic) and write its weights",
         description="Fits the classifier heads on the lines with split 'train', chooses the L2 weights and the "
-                    "faithfulness threshold on split 'validation', and writes judge_classifier.safetensors and "
-                    "judge_classifier.json (the card, with the validation metrics) into --out.")
+                    "faithfulness threshold on split 'validation', and writes the weights (safetensors) and "
+                    "judge_classifier.json (the card: the weights' file name and SHA-256, the validation metrics) "
+                    "into --out; a save killed halfway leaves the old pair whole.")
     tj.add_argument("--data", nargs="+", default=[BUILTIN_INPUT],
                     help=f"labelled JSONL files with a split field, or '{BUILTIN_INPUT}', taken together "
                          f"(default: the built-in judge set)")

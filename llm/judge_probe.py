@@ -32,7 +32,8 @@ import numpy as np
 import torch
 
 from redgame.errors import UserError
-from redgame.llm.judge_classifier import default_folder, load_tensors_with_card, save_tensors_with_card
+from redgame.llm.judge_classifier import default_folder
+from redgame.llm.weights_card import load_tensors_with_card, save_tensors_with_card
 from redgame.llm.judge_features import JUDGED_CHARS, NAMES
 from redgame.llm.judges import EmbeddedJudge
 from redgame.llm.memo import Memo
