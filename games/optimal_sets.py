@@ -25,55 +25,100 @@ from redgame.theory.strategies import TooLargeToEnumerate
 
 MAX_BASES = 2_000_000
 TOL = 1e-9
+EQUALITY_TOL = 1e-6  # slack range, in payoff units, below which a constraint is an implicit equality
 
 
 def polytope_vertices(g: np.ndarray, h: np.ndarray, tol: float = TOL) -> np.ndarray:
     """Vertices of P = {z >= 0, sum z = 1, G z <= h}, as rows of an [n_vertices, n] array.
+
+    ``h`` is only exact to solver precision, so P is widened by ``tol``; a constraint whose slack
+    stays below ``EQUALITY_TOL`` on the whole widened P (an implicit equality of P) is then
+    enumerated as an equality at ``h``, so that the widening adds no sliver vertices (points a
+    widened constraint lets through beside an exact vertex) to the exact ones.
 
     Raises:
       ValueError: if P is empty or too large to enumerate.
     """
     g = np.atleast_2d(np.asarray(g, dtype=float))
     h = np.asarray(h, dtype=float).reshape(-1)
-    m, n = g.shape
-    h = h + tol  # the LP value is only exact to solver precision
-    a_eq = np.ones((1, n))
-    bounds = [(0, None)] * n
+    equal, slack = _tight_rows(g, h, tol)
+    keep_vars = _support(g, h, equal, slack, tol)
+    equalities = np.vstack([np.ones((1, g.shape[1])), g[equal]])[:, keep_vars]
+    eq_rows = _independent_rows(equalities, tol)
+    e_mat, e_rhs = equalities[eq_rows], np.r_[1.0, h[equal]][eq_rows]
+    gs, hs = g[slack][:, keep_vars], h[slack] + tol
+    nv, ms, me = int(keep_vars.sum()), int(slack.sum()), len(e_rhs)
 
-    def lp_max(c: np.ndarray) -> float:
-        res = linprog(-c, A_ub=g if m else None, b_ub=h if m else None, A_eq=a_eq, b_eq=[1.0], bounds=bounds,
-                      method="highs")
-        if res.status != 0:
-            raise RuntimeError(f"optimal-set polytope is empty or unbounded ({res.message})")
-        return -res.fun
+    # Standard form: [E 0; G_s I] [z; s] = [e; h_s], z, s >= 0; a basis has me + ms columns.
+    full = np.zeros((me + ms, nv + ms))
+    full[:me, :nv] = e_mat
+    full[me:, :nv] = gs
+    full[me:, nv:] = np.eye(ms)
+    rhs = np.concatenate([e_rhs, hs])
+    points = _basic_solutions(full, rhs, tol)
+    found: dict[tuple, np.ndarray] = {}
+    for z in points:
+        point = np.zeros(g.shape[1])
+        point[keep_vars] = z[:nv]
+        point /= point.sum()
+        found.setdefault(tuple(np.round(point, 6) + 0.0), point)
+    if not found:
+        raise RuntimeError("optimal-set polytope has no vertex (numerical trouble)")
+    return np.array(sorted(found.values(), key=lambda p: tuple(-p)))
 
-    # Reduce: a variable that is 0 on all of P, or a constraint never tight on P, can go.
-    keep_vars = np.array([lp_max(np.eye(n)[j]) > tol for j in range(n)])
-    keep_rows = np.array([lp_max(g[i]) >= h[i] - 2 * tol for i in range(m)], dtype=bool)
-    gr, hr = g[keep_rows][:, keep_vars], h[keep_rows]
-    nv, mr = int(keep_vars.sum()), int(keep_rows.sum())
 
-    # Standard form: [G I; 1 0] [z; s] = [h; 1], z, s >= 0; a basis has mr + 1 columns.
-    full = np.zeros((mr + 1, nv + mr))
-    full[:mr, :nv] = gr
-    full[:mr, nv:] = np.eye(mr)
-    full[mr, :nv] = 1.0
-    rhs = np.concatenate([hr, [1.0]])
-    n_cols, size = nv + mr, mr + 1
+def _lp_max(c: np.ndarray, g: np.ndarray, h: np.ndarray, a_eq: np.ndarray, b_eq: np.ndarray) -> float:
+    """max c z over {z >= 0, G z <= h, A_eq z = b_eq} (scipy HiGHS)."""
+    res = linprog(-c, A_ub=g if len(h) else None, b_ub=h if len(h) else None, A_eq=a_eq, b_eq=b_eq,
+                  bounds=[(0, None)] * len(c), method="highs")
+    if res.status != 0:
+        raise RuntimeError(f"optimal-set polytope is empty or unbounded ({res.message})")
+    return -res.fun
+
+
+def _tight_rows(g: np.ndarray, h: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """(implicit equalities, other constraints that are tight somewhere) of P widened by ``tol``;
+    a constraint never tight on P is dropped from both."""
+    n = g.shape[1]
+    ones = (np.ones((1, n)), [1.0])
+    tight = np.array([_lp_max(row, g, h + tol, *ones) >= h[i] - tol for i, row in enumerate(g)], dtype=bool)
+    equal = np.array([bool(tight[i]) and -_lp_max(-row, g, h + tol, *ones) >= h[i] - EQUALITY_TOL
+                      for i, row in enumerate(g)], dtype=bool)
+    return equal, tight & ~equal
+
+
+def _support(g, h, equal, slack, tol) -> np.ndarray:
+    """The variables that are positive somewhere on P (the others are 0 on all of P)."""
+    n = g.shape[1]
+    a_eq, b_eq = np.vstack([np.ones((1, n)), g[equal]]), np.r_[1.0, h[equal]]
+    return np.array([_lp_max(np.eye(n)[j], g[slack], h[slack] + tol, a_eq, b_eq) > tol for j in range(n)])
+
+
+def _independent_rows(rows: np.ndarray, tol: float) -> list[int]:
+    """Indices of a maximal linearly independent subset of ``rows``, the first row kept."""
+    chosen: list[int] = []
+    for i in range(len(rows)):
+        if np.linalg.matrix_rank(rows[chosen + [i]], tol=tol * max(1.0, np.abs(rows).max())) > len(chosen):
+            chosen.append(i)
+    return chosen
+
+
+def _basic_solutions(full: np.ndarray, rhs: np.ndarray, tol: float) -> list[np.ndarray]:
+    """The basic feasible solutions of {full z = rhs, z >= 0}, one per nonsingular feasible basis."""
+    size, n_cols = full.shape
     if comb(n_cols, size) > MAX_BASES:
         raise TooLargeToEnumerate(
             f"optimal set too large to enumerate ({comb(n_cols, size):.3g} bases > {MAX_BASES});"
             " use method='sequence-form-linprog' or 'linprog' (one equilibrium)"
         )
-    found: dict[tuple, np.ndarray] = {}
+    out = []
     combos = itertools.combinations(range(n_cols), size)
     while True:
         chunk = np.array(list(itertools.islice(combos, 20_000)), dtype=int)
         if chunk.size == 0:
-            break
+            return out
         mats = full[:, chunk].transpose(1, 0, 2)  # [B, size, size]
-        dets = np.linalg.det(mats)
-        ok = np.abs(dets) > 1e-10
+        ok = np.abs(np.linalg.det(mats)) > 1e-10
         if not ok.any():
             continue
         sol = np.linalg.solve(mats[ok], np.broadcast_to(rhs, (int(ok.sum()), size))[..., None])[..., 0]
@@ -81,13 +126,7 @@ def polytope_vertices(g: np.ndarray, h: np.ndarray, tol: float = TOL) -> np.ndar
         for basis, values in zip(chunk[ok][feasible], sol[feasible]):
             z = np.zeros(n_cols)
             z[basis] = np.clip(values, 0.0, None)
-            point = np.zeros(n)
-            point[keep_vars] = z[:nv]
-            point /= point.sum()
-            found.setdefault(tuple(np.round(point, 6) + 0.0), point)
-    if not found:
-        raise RuntimeError("optimal-set polytope has no vertex (numerical trouble)")
-    return np.array(sorted(found.values(), key=lambda p: tuple(-p)))
+            out.append(z)
 
 
 def _maximin(a: np.ndarray) -> tuple[float, np.ndarray]:

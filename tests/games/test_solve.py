@@ -1,5 +1,7 @@
 """The solver front door, cross-checked: scipy LP vs OpenSpiel LP vs nashpy, and the optimal sets."""
 
+import itertools
+
 import nashpy
 import numpy as np
 import pytest
@@ -65,6 +67,47 @@ def test_optimal_sets_on_degenerate_games(seed):
     # Every equilibrium nashpy reports lies in X* x Y*; on degenerate games it may report fewer.
     for x, y in nashpy.Game(a, -a).support_enumeration():
         assert (x @ a).min() >= value - 1e-8 and (a @ y).max() <= value + 1e-8
+
+
+def _brute_vertices(g, v):
+    """Vertices of {x >= 0, sum x = 1, x^T G >= v}, every square subsystem solved: an independent reference."""
+    m, n = g.shape
+    rows, rhs = np.vstack([np.eye(m), g.T]), np.r_[np.zeros(m), np.full(n, v)]
+    found = []
+    for subset in itertools.combinations(range(m + n), m - 1):
+        mat, b = np.vstack([np.ones(m), rows[list(subset)]]), np.r_[1.0, rhs[list(subset)]]
+        if abs(np.linalg.det(mat)) < 1e-10:
+            continue
+        x = np.linalg.solve(mat, b)
+        if (x >= -1e-9).all() and (x @ g >= v - 1e-9).all() and not any(np.allclose(x, y, atol=1e-6) for y in found):
+            found.append(x)
+    return found
+
+
+def _same_points(got, want):
+    return len(got) == len(want) and all(any(np.allclose(x, y, atol=1e-6) for y in want) for x in got)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_optimal_sets_are_the_brute_force_vertices(seed):
+    # Generic games (one equilibrium) up to 6 x 6 and degenerate integer games: the vertex lists equal a
+    # brute-force enumeration; the solver tolerance adds no sliver vertex beside an exact one.
+    rng = np.random.default_rng(300 + seed)
+    shape = tuple(rng.integers(1, 7, size=2)) if seed % 2 else tuple(rng.integers(1, 5, size=2))
+    a = rng.normal(size=shape) if seed % 2 else rng.integers(-1, 2, size=shape).astype(float)
+    value, xs, ys = optimal_sets(a)
+    assert _same_points(xs, _brute_vertices(a, value)) and _same_points(ys, _brute_vertices(-a.T, -value))
+    if seed % 2:
+        assert len(xs) == len(ys) == 1
+
+
+@pytest.mark.parametrize("a, attacker, defender", [
+    ([[0.0, -1e-3]], [[1.0]], [[0.0, 1.0]]),  # the second column is better by 1e-3: it alone is optimal
+    ([[1.0, 0.0], [0.0, 1.0], [0.5, 0.4999]], [[0.5, 0.5, 0.0]], [[0.5, 0.5]]),  # a row short by 1e-4
+])
+def test_a_nearly_optimal_strategy_is_not_listed(a, attacker, defender):
+    _, xs, ys = optimal_sets(np.array(a))
+    assert np.allclose(xs, attacker, atol=1e-12) and np.allclose(ys, defender, atol=1e-12)
 
 
 def test_nashpy_drops_equilibria_on_the_degenerate_prompt_map():
