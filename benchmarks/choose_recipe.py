@@ -61,6 +61,7 @@ from pathlib import Path
 from rejudge_demo import answer_reader, rejudge, t_interval
 
 from redgame.errors import UserError, check_output_path
+from redgame.figures import save_figure
 from redgame.jsonio import read_json_file
 from redgame.llm import watch
 from redgame.llm.metrics import read_metrics
@@ -292,8 +293,7 @@ def plot(verdicts: list[Verdict], judge: str, worst_budget: float, out: Path):
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out, dpi=110)
     return fig
 
 

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rejudge_demo import t_interval  # noqa: E402
 
 from redgame.errors import UserError, check_output_path  # noqa: E402
+from redgame.figures import save_figure  # noqa: E402
 from redgame.jsonio import read_json_file  # noqa: E402
 
 PANELS = (("harmful_refusal", "harmful refusal"), ("benign_compliance", "benign compliance"))
@@ -94,7 +95,7 @@ def plot(groups: dict[str, dict], out: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, loc="best")
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    save_figure(fig, out, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> int:

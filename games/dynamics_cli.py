@@ -20,8 +20,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from redgame.errors import UserError
+from redgame.errors import UserError, check_not_replacing
+from redgame.jsonio import write_text_atomically
 
+OUTPUTS = ("metrics.jsonl", "config.json", "asr.png", "refusal_by_style.png")  # what --out receives
 SUMMARY_FIELDS = ("selfplay_asr", "best_response_asr", "mirror_gap", "nash_conv", "over_refusal", "harmful_refusal")
 
 
@@ -36,6 +38,7 @@ def register(toy_subparsers: argparse._SubParsersAction) -> None:
     dyn.add_argument("--steps", type=int, default=None, help="learning steps T (default 4000)")
     dyn.add_argument("--param", action="append", metavar="K=V", help="dynamics or game parameter, repeatable")
     dyn.add_argument("--out", default=None, help="write metrics.jsonl, config.json and PNG plots here")
+    dyn.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     dyn.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     dyn.set_defaults(func=run_dynamics_command)
 
@@ -117,12 +120,10 @@ def write_outputs(traj, out_dir: Path) -> list[Path]:
     from redgame.games.plots import plot_trajectory
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "metrics.jsonl", "w") as fh:
-        for row in traj.records():
-            fh.write(json.dumps(row) + "\n")
+    write_text_atomically(out_dir / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in traj.records()))
     payoff = {"kind": type(traj.spec.payoff).__name__, **asdict(traj.spec.payoff)}  # λ and the weights
-    (out_dir / "config.json").write_text(json.dumps({"game": traj.spec.name, "payoff": payoff, **asdict(traj.config)},
-                                                    indent=2) + "\n")
+    write_text_atomically(out_dir / "config.json", json.dumps({"game": traj.spec.name, "payoff": payoff,
+                                                               **asdict(traj.config)}, indent=2) + "\n")
     return [out_dir / "metrics.jsonl", out_dir / "config.json", *plot_trajectory(traj, out_dir)]
 
 
@@ -130,6 +131,8 @@ def run_dynamics_command(args: argparse.Namespace) -> int:
     from redgame.games.dynamics import run_dynamics
 
     spec, config = build_setting(args.regime, args.game, args.seeds, args.steps, args.param, args.model)
+    if args.out:
+        check_not_replacing(args.out, OUTPUTS, args.overwrite, "a toy dynamics run")
     traj = run_dynamics(spec, config, progress=sys.stderr.isatty())
     result = summary(traj)
     written = write_outputs(traj, Path(args.out)) if args.out else []

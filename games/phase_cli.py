@@ -14,6 +14,9 @@ import json
 import sys
 from pathlib import Path
 
+from redgame.errors import check_not_replacing
+from redgame.jsonio import write_text_atomically
+
 
 def register(toy_subparsers: argparse._SubParsersAction) -> None:
     from redgame.games.dynamics import MODELS, REGIMES
@@ -27,6 +30,7 @@ def register(toy_subparsers: argparse._SubParsersAction) -> None:
     phase.add_argument("--game", default=None, help="preset game (default: the regime's reference game)")
     phase.add_argument("--param", action="append", metavar="K=V", help="a fixed dynamics or game parameter")
     phase.add_argument("--out", default=None, help="write phase.json and phase_<metric>.png heatmaps here")
+    phase.add_argument("--overwrite", action="store_true", help="replace the phase diagram already in --out")
     phase.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     phase.set_defaults(func=run_phase_command)
 
@@ -39,15 +43,18 @@ def write_phase(diagram, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [plot_phase(diagram, metric, out_dir / f"phase_{metric}.png") for metric in METRICS]
     diagram.files = [str(out_dir / "phase.json"), *map(str, paths)]
-    (out_dir / "phase.json").write_text(json.dumps(diagram.to_json(), indent=1) + "\n")
+    write_text_atomically(out_dir / "phase.json", json.dumps(diagram.to_json(), indent=1) + "\n")
     return [Path(p) for p in diagram.files]
 
 
 def run_phase_command(args: argparse.Namespace) -> int:
-    from redgame.games.phase import parse_grid, phase_diagram
+    from redgame.games.phase import METRICS, parse_grid, phase_diagram
     from redgame.theory.presets import parse_params
 
     grid = parse_grid(args.grid)
+    if args.out:
+        names = ["phase.json", *(f"phase_{metric}.png" for metric in METRICS)]
+        check_not_replacing(args.out, names, args.overwrite, "a phase diagram")
     diagram = phase_diagram(args.regime, grid, args.seeds, args.model, args.game, parse_params(args.param),
                             progress=sys.stderr.isatty())
     if args.out:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from redgame.figures import save_figure
 from redgame.games.dynamics import Trajectory
 from redgame.theory.classify import refusal
 
@@ -45,8 +46,7 @@ def plot_asr(traj: Trajectory, path: Path) -> Path:
     ax.set_ylim(-0.02, max(1.02, float(br.max()) + 0.02))
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
@@ -69,8 +69,7 @@ def plot_refusal_by_style(traj: Trajectory, path: Path, run: int = 0) -> Path:
                          fontsize=9)
     axes[0, 0].legend(fontsize=7, loc="best")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
@@ -105,8 +104,7 @@ def plot_phase(diagram, metric: str, path: Path) -> Path:
                  fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.05)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 

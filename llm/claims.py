@@ -24,6 +24,7 @@ import math
 
 import numpy as np
 
+from redgame.figures import save_figure
 from redgame.games.stats import MOST_SEEDS, mean_t_ci, pooled_sd, seeds_to_decide, t_interval
 
 METRICS = ("harmful_refusal", "harmful_refusal_strings", "benign_compliance", "benign_compliance_strings",
@@ -182,5 +183,4 @@ def plot(summary: dict, path) -> None:
             ax.legend(fontsize=8)
     fig.suptitle(f"claims experiment, {summary['split']} split, means over seeds with 95% t intervals")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from redgame.errors import UserError
+from redgame.figures import save_figure
 from redgame.jsonio import write_json
 from redgame.llm.adapters import adapter_dir, attach, checked_adapter_dir, playing, run_config
 
@@ -190,8 +191,7 @@ def plot_heatmap(result: dict, path: Path) -> Path:
     axes[0].set_ylabel("attacker (meta-Nash weight)", fontsize=8)
     fig.suptitle(f"cross-play: meta-game value (ASR) {result['value']:.3f}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from redgame.errors import UserError, check_output_path
+from redgame.figures import save_figure
 
 BUILTIN_INPUT = "builtin"
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
@@ -168,8 +169,7 @@ def _plot_roc(exchanges: list, results: list[dict], auc: dict, judge_name: str, 
         ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
     print(f"wrote {path}", file=sys.stderr)
     return path
 

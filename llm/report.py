@@ -20,6 +20,7 @@ import math
 from pathlib import Path
 
 from redgame.errors import UserError
+from redgame.figures import save_figure
 from redgame.jsonio import read_json_file, write_text_atomically
 from redgame.llm import watch
 from redgame.llm.metrics import read_metrics, tail_mean
@@ -104,8 +105,7 @@ def plot_curves(metrics: dict[str, list[dict]], path: Path) -> Path:
         ax.set_ylim(-0.03, 1.03)
     axes[0, 0].legend(fontsize=7, loc="best")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
@@ -178,8 +178,7 @@ def plot_pareto(points: list[dict], path: Path) -> Path:
     ax.set_ylim(-0.03, 1.03)
     ax.set_title("safety vs benign compliance (red: Pareto front)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 

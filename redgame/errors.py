@@ -4,7 +4,8 @@
   message in one line and exits 2. It is a ``ValueError``, so API callers that catch
   ``ValueError`` keep working.
 - ``check_output_path``: an output path (``--out``, ``--plot``) that cannot be written, as one
-  line before any work.
+  line before any work; ``check_not_replacing``: an ``--out`` that holds an earlier output,
+  refused unless ``--overwrite``.
 - A ``ModuleNotFoundError`` for a module of an optional install (an *extra*) becomes one
   line naming the ``pip install`` to run (``missing_extra_message``).
 - Anything else is a bug: the CLI says "internal error", exits 1, and ``--debug`` shows
@@ -37,6 +38,15 @@ def check_output_path(flag: str, out, kind: str, example: str = "eval.json") -> 
     where = path if path.exists() else parent
     if where is not None and not os.access(where if where.is_dir() else where.parent, os.W_OK | os.X_OK):
         raise UserError(f"{flag} {out}: cannot write in {where if where.is_dir() else where.parent}")
+
+
+def check_not_replacing(out, names, overwrite: bool, what: str) -> None:
+    """One line, before any work, when the folder ``out`` holds any of the files ``names`` (an earlier
+    ``what``) and ``overwrite`` is not set: nothing a user ran is replaced silently."""
+    held = [name for name in names if (Path(out) / name).exists()]
+    if held and not overwrite:
+        raise UserError(f"--out {out} already holds {what} ({', '.join(held)}); pass --overwrite to replace it, "
+                        "or choose another folder")
 
 
 # Top-level module -> the extra of pyproject.toml that installs it.

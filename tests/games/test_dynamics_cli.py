@@ -104,3 +104,23 @@ def test_cli_default_is_the_documented_reference_setting():
     assert (config.model, config.init_scale, config.shift) == ("tabular", 1.0, 0)
     spec, config = build_setting("advgame", None, None, None, ["beta=0.2"])
     assert not spec.is_zero_sum and spec.name == "hidden_intent" and config.beta == 0.2
+
+
+def test_an_earlier_run_is_replaced_only_with_overwrite_and_a_failed_write_keeps_it(capsys, tmp_path, monkeypatch):
+    small = ["toy", "dynamics", "--regime", "shared", "--seeds", "2", "--steps", "5", "--param", "k=3",
+             "--out", str(tmp_path)]
+    assert run(capsys, *small)[0] == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    code, _, err = run(capsys, *small[:-2], "--regime", "bipolicy", "--out", str(tmp_path))
+    assert code == 2 and "already holds a toy dynamics run (metrics.jsonl, config.json" in err and "--overwrite" in err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(type(tmp_path), "write_text", full_disk)  # the metrics are written first
+    assert run(capsys, *small, "--seeds", "3", "--overwrite")[0] == 2
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # whole, and no temporary left
+    assert run(capsys, *small, "--steps", "6", "--overwrite")[0] == 0
+    assert json.loads((tmp_path / "config.json").read_text())["steps"] == 6

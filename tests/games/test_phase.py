@@ -101,3 +101,14 @@ def test_help(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["toy", "phase", "--help"])
     assert exit_info.value.code == 0 and "--grid" in capsys.readouterr().out
+
+
+def test_an_earlier_phase_diagram_is_replaced_only_with_overwrite(capsys, tmp_path):
+    small = ["toy", "phase", "--regime", "shared", "--grid", "g=0.5,1", "--param", "k=3", "--param", "steps=5",
+             "--seeds", "2", "--out", str(tmp_path)]
+    assert run(capsys, *small)[0] == 0
+    before = (tmp_path / "phase.json").read_bytes()
+    code, _, err = run(capsys, *small[:5], "g=1,2", *small[6:])
+    assert code == 2 and "already holds a phase diagram (phase.json" in err and (tmp_path / "phase.json").read_bytes() == before
+    assert run(capsys, *small[:5], "g=1,2", *small[6:], "--overwrite")[0] == 0
+    assert json.loads((tmp_path / "phase.json").read_text())["grid"] == {"g": [1.0, 2.0]}
