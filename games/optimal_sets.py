@@ -46,7 +46,7 @@ def polytope_vertices(g: np.ndarray, h: np.ndarray, tol: float = TOL) -> np.ndar
     equalities = np.vstack([np.ones((1, g.shape[1])), g[equal]])[:, keep_vars]
     eq_rows = _independent_rows(equalities, tol)
     e_mat, e_rhs = equalities[eq_rows], np.r_[1.0, h[equal]][eq_rows]
-    gs, hs = g[slack][:, keep_vars], h[slack] + tol
+    gs, hs = g[slack][:, keep_vars], h[slack]  # exact: the basic solutions' check allows tol
     nv, ms, me = int(keep_vars.sum()), int(slack.sum()), len(e_rhs)
 
     # Standard form: [E 0; G_s I] [z; s] = [e; h_s], z, s >= 0; a basis has me + ms columns.

@@ -87,7 +87,7 @@ def _normalise(x: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
 
 def solve_sequence_form(spec: GameSpec) -> tuple[float, np.ndarray, np.ndarray]:
     """(value, sigma [S, K], rho [O, A]) of a zero-sum spec: an equilibrium in behaviour strategies."""
-    if not spec.is_zero_sum:
+    if not spec.sums_to_zero:
         raise UserError("method: sequence-form-linprog needs a zero-sum game; try cfr+ or lemke-howson")
     value, sigma = attacker_lp(spec)
     _, rho = defender_lp(spec)

@@ -49,6 +49,7 @@ from redgame.theory.spec import GameSpec
 from redgame.theory.strategies import (
     TooLargeToEnumerate,
     attacker_behaviour,
+    check_normal_form_size,
     defender_behaviour,
     expected_payoffs,
     normal_form,
@@ -344,7 +345,7 @@ def solve(game: Any, method: str = "auto", **options: Any) -> Solution:
                 return solve_matrix(a, b, "enumerate")
             return _general_sum_auto(lambda m: solve_matrix(a, b, m))
         return solve_matrix(a, b, method)
-    if method == "auto" and spec.is_zero_sum:
+    if method == "auto" and spec.sums_to_zero:
         rows, cols = normal_form_size(spec)
         try:
             if rows * cols > AUTO_ENUMERATE_MAX:
@@ -356,6 +357,7 @@ def solve(game: Any, method: str = "auto", **options: Any) -> Solution:
                              " value and one equilibrium")
             return solution
     if method == "auto":
+        check_normal_form_size(spec)  # one reason, not one per general-sum method
         return _general_sum_auto(lambda m: _solve_spec(spec, m, options))
     return _solve_spec(spec, method, options)
 
@@ -415,8 +417,8 @@ def behaviour_solution(spec: GameSpec, method: str, sigma: np.ndarray, rho: np.n
         attacker_class=classify_attacker(spec, sigma),
         defender_class=classify_defender(spec, rho),
     )
-    return Solution(method=method, equilibria=[eq], value=float(u_a) if spec.is_zero_sum else None,
-                    zero_sum=spec.is_zero_sum, seconds=seconds, iterations=iterations, spec=spec)
+    return Solution(method=method, equilibria=[eq], value=float(u_a) if spec.sums_to_zero else None,
+                    zero_sum=spec.sums_to_zero, seconds=seconds, iterations=iterations, spec=spec)
 
 
 def _solve_tree(spec: GameSpec) -> Solution:

@@ -211,7 +211,17 @@ class GameSpec:
 
     @property
     def is_zero_sum(self) -> bool:
+        """The payoff's type is ZeroSum (the game as declared; see :attr:`sums_to_zero`)."""
         return isinstance(self.payoff, ZeroSum)
+
+    @property
+    def sums_to_zero(self) -> bool:
+        """u_A + u_D = 0 on every outcome: a ZeroSum payoff, or NonZeroSum weights that cancel in this game
+        (as the AdvGame reference game's do). The solvers that need zero-sum numbers read this."""
+        if self.is_zero_sum:
+            return True
+        u_a, u_d = self.utilities()
+        return bool(np.allclose(u_a + u_d, 0.0, atol=1e-12))
 
     @property
     def plain_style(self) -> int | None:

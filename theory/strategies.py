@@ -54,6 +54,11 @@ def _count_check(count: int, who: str) -> None:
         )
 
 
+def count(n: int) -> str:
+    """A strategy count for a message: exact up to a million, then its order of magnitude."""
+    return str(n) if n < 10**6 else f"~1e{len(str(n)) - 1}"
+
+
 def normal_form_size(spec: GameSpec) -> tuple[int, int]:
     """(attacker, defender) pure strategy counts, without building them."""
     attacker = spec.n_seeds * spec.n_styles if spec.seed_choice == "attacker" else spec.n_styles**spec.n_seeds
@@ -109,13 +114,19 @@ def expected_payoffs(spec: GameSpec, sigma: np.ndarray, rho: np.ndarray) -> tupl
     )
 
 
-def normal_form(spec: GameSpec) -> NormalForm:
-    """The bimatrix of expected payoffs over all pure strategies."""
+def check_normal_form_size(spec: GameSpec) -> None:
+    """Raise TooLargeToEnumerate, naming the methods that need no normal form, where it would be too large."""
     rows, cols = normal_form_size(spec)
     if rows * cols > MAX_NORMAL_FORM_ENTRIES:
-        raise TooLargeToEnumerate(
-            f"normal form: {rows} x {cols} pure strategies is too large (limit {MAX_NORMAL_FORM_ENTRIES} entries);"
-            " use a method on the game tree (sequence-form-linprog, cfr+)")
+        tree = ("sequence-form-linprog, cfr+" if spec.sums_to_zero else
+                "cfr+; in a general-sum game CFR need not reach an equilibrium, so read its NashConv")
+        raise TooLargeToEnumerate(f"normal form: {count(rows)} x {count(cols)} pure strategies is too large (limit "
+                                  f"{MAX_NORMAL_FORM_ENTRIES} entries); use a method on the game tree ({tree})")
+
+
+def normal_form(spec: GameSpec) -> NormalForm:
+    """The bimatrix of expected payoffs over all pure strategies."""
+    check_normal_form_size(spec)
     att = attacker_pure_strategies(spec)
     dfn = defender_pure_strategies(spec)
     sig = attacker_behaviour_of_pure(spec, att)

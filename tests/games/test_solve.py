@@ -213,3 +213,27 @@ def test_family_harmful_is_a_count_or_minus_one():
     assert sum(make_spec("family", n=4, harmful=-1).harmful_mask) == 2
     with pytest.raises(UserError, match="harmful: must lie in"):
         make_spec("family", n=4, harmful=-5)  # it meant n // 2, silently
+
+
+@pytest.mark.parametrize("n", [8, 300])
+def test_auto_on_a_general_sum_game_too_large_for_its_normal_form_says_so_once(n):
+    spec = make_spec("family", n=n, k=4, payoff="nonzero_sum", safety=2)
+    assert not spec.sums_to_zero
+    with pytest.raises(UserError) as err:
+        solve(spec, method="auto")
+    message = str(err.value)
+    assert message.count("too large") == 1 and "cfr+" in message and "sequence-form-linprog" not in message
+    assert len(message) < 300  # strategy counts past a million as orders of magnitude, not 90-digit integers
+
+
+def test_a_nonzero_sum_payoff_that_is_zero_sum_in_its_game_is_solved_as_one():
+    # The preset's weights (benign_attack = helpfulness, attack_success = safety) and no unfaithful style in
+    # hidden_intent: u_A + u_D = 0 on every outcome, whatever the payoff's type.
+    spec = make_spec("hidden_intent", payoff="nonzero_sum")
+    zero = make_spec("hidden_intent")
+    assert spec.sums_to_zero and not spec.is_zero_sum
+    assert not make_spec("hidden_intent", payoff="nonzero_sum", safety=2).sums_to_zero
+    auto, listed = solve(spec, method="auto"), solve(spec, method="enumerate")
+    assert auto.method == "enumerate" and len(auto.equilibria) == len(listed.equilibria) == 4
+    assert auto.value == pytest.approx(solve(zero, method="auto").value, abs=1e-12)
+    assert solve(spec, method="sequence-form-linprog").value == pytest.approx(auto.value, abs=1e-9)
