@@ -85,8 +85,6 @@ def _check(grid: dict[str, list[Any]], params: dict[str, Any], seeds: int) -> No
     for key, values in grid.items():
         if not len(values):
             raise UserError(f"--grid: {key} has no values")
-        if len({str(v) for v in values}) != len(values):
-            raise UserError(f"--grid: {key} repeats a value: {', '.join(map(str, values))}")
         if key in FIXED_KEYS:
             raise UserError(f"--grid: {key} is set by the phase diagram (use --regime / --seeds)")
         if key in params:
@@ -130,9 +128,14 @@ def phase_diagram(regime: str, grid: dict[str, list[Any]], seeds: int = 20, mode
     game_name = game or REFERENCE_GAMES[regime][0]
     keys = list(grid)
     typed = {key: [_typed(game_name, key, v) for v in values] for key, values in grid.items()}
+    for key, values in typed.items():  # as read: 1 and 1.0 are one value
+        if len(set(values)) != len(values):
+            raise UserError(f"--grid: {key} repeats a value: {', '.join(map(str, grid[key]))}")
     batched = [k for k in keys if k in BATCHED]
     grouped = [k for k in keys if k not in BATCHED and k != "steps"]
     horizons = sorted(set(typed.get("steps", [base.steps])))
+    for h in horizons:
+        replace(base, steps=h)  # each horizon checked as a run's steps are
     results: dict[tuple, dict[str, Any]] = {}
     for group in itertools.product(*(typed[k] for k in grouped)):
         spec, config = make_setting(regime, game, {**params, **dict(zip(grouped, group))}, runs=seeds, model=model)

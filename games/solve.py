@@ -64,6 +64,11 @@ TREE_METHODS = ("sequence-form-linprog",)
 METHODS = MATRIX_METHODS + TREE_METHODS + EXTENSIVE_METHODS
 ZERO_SUM_ONLY = ("enumerate", "linprog", "openspiel-lp", "sequence-form-lp", "sequence-form-linprog")
 GAP_TOLERANCE = 1e-6  # NashConv, relative to the payoffs' scale, below which nashpy's pairs count as equilibria
+NO_EQUILIBRIUM = {  # why a method can end with none, where it is not the game's degeneracy
+    "pure": "pure: this game has no pure equilibrium",
+    "nashpy-support": "nashpy-support: found no equilibrium (its float == tests can miss them, in a "
+                      "non-degenerate game too; try lemke-howson or nashpy-vertex)",
+}
 AUTO_ENUMERATE_MAX = 1024  # normal-form entries up to which "auto" tries to list every equilibrium
 # nashpy's enumerations grow exponentially; past these sizes they run for minutes to hours (2 cores):
 # support enumeration tries (2^m − 1)(2^n − 1) support pairs (about 4,000 a second); vertex enumeration
@@ -285,8 +290,7 @@ def _checked(equilibria: list[Equilibrium], method: str, tolerance: float) -> tu
                       "equilibrium has (a degenerate game's rounding)")
     if kept:
         return kept, None
-    return kept, ("pure: this game has no pure equilibrium" if method == "pure"
-                  else f"{method}: found no equilibrium of this degenerate game")
+    return kept, NO_EQUILIBRIUM.get(method, f"{method}: found no equilibrium of this degenerate game")
 
 
 def _label_with_spec(solution: Solution, spec: GameSpec) -> Solution:

@@ -83,6 +83,7 @@ def test_parse_grid():
     (["--grid", "g"], "--grid: expected KEY=v1,v2"),
     (["--grid", "colour=1,2"], "colour: unknown parameter"),
     (["--grid", "g=1,1"], "--grid: g repeats a value"),
+    (["--grid", "g=1,1.0"], "--grid: g repeats a value: 1, 1.0"),  # one value, as read
     (["--grid", "g=1", "--grid", "g=2"], "--grid: g is given twice"),
     (["--grid", "g=1", "--grid", "k=2", "--grid", "lr=1"], "--grid: at most 2 keys"),
     (["--grid", "g=1", "--seeds", "1"], "--seeds: must be >= 2"),
@@ -95,6 +96,11 @@ def test_bad_input_is_one_line(capsys, argv, culprit):
     code, _, err = run(capsys, "toy", "phase", "--regime", "shared", "--param", "steps=2", *argv)
     assert code == 2
     assert err.startswith(f"redgame: error: {culprit}") and err.count("\n") == 1, err
+
+
+def test_a_horizon_is_checked_as_a_runs_steps(capsys):
+    code, _, err = run(capsys, "toy", "phase", "--regime", "shared", "--grid", "steps=0,5", "--param", "k=3")
+    assert code == 2 and err == "redgame: error: steps: must be >= 1, got 0\n"
 
 
 def test_help(capsys):

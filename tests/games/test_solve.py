@@ -237,3 +237,15 @@ def test_a_nonzero_sum_payoff_that_is_zero_sum_in_its_game_is_solved_as_one():
     assert auto.method == "enumerate" and len(auto.equilibria) == len(listed.equilibria) == 4
     assert auto.value == pytest.approx(solve(zero, method="auto").value, abs=1e-12)
     assert solve(spec, method="sequence-form-linprog").value == pytest.approx(auto.value, abs=1e-9)
+
+
+def test_nashpy_support_missing_the_equilibrium_of_a_generic_game_does_not_blame_degeneracy():
+    a = np.array([[-0.23493279640908496, -0.41376384324268234, 0.5544675350795898, 0.6138501359810715],
+                  [0.3820300691786012, -1.0521268312007939, -0.3142268610437008, -1.6254592103256966],
+                  [-1.5668897740611265, -0.6347933471206841, -1.1325814508998646, -0.4956102868976653]])
+    b = np.array([[2.392772217170665, 0.4025426374596253, -0.980901437513614, -2.261459792935038],
+                  [-0.9428343485501535, -1.5433629844530297, -2.311529977901388, 0.605044677013374],
+                  [-0.602545854033424, 0.31645127035302306, 2.966238210900678, 0.14657582474666686]])
+    missed = solve_matrix(a, b, method="nashpy-support")
+    assert not missed.equilibria and "degenerate" not in missed.note and "lemke-howson" in missed.note
+    assert len(solve_matrix(a, b, method="lemke-howson").equilibria) == 1  # it has one
