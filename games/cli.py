@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import sys
 from typing import Any
 
 import numpy as np
 
+from redgame.errors import UserError
 from redgame.jsonio import strict_json
 
 MAX_ROWS = 12
@@ -33,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     solve.add_argument("--game", required=True, help="preset name (see `redgame toy list`)")
     solve.add_argument("--param", action="append", metavar="K=V", help="preset parameter, repeatable")
     solve.add_argument("--method", default="auto", choices=("auto", *METHODS), help="solver (default: auto)")
-    solve.add_argument("--target", type=float, default=1e-4, help="exploitability target for cfr/cfr+/dcfr")
+    solve.add_argument("--target", type=float, default=None, help="exploitability target for cfr/cfr+/dcfr "
+                       "(default 1e-4)")
     solve.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     solve.set_defaults(func=run_solve)
 
@@ -129,7 +130,9 @@ def run_solve(args: argparse.Namespace) -> int:
     from redgame.theory.presets import make_spec, parse_params
 
     spec = make_spec(args.game, **parse_params(args.param))
-    options = {"target": args.target} if args.method in EXTENSIVE_METHODS[1:] else {}
+    if args.target is not None and args.method not in EXTENSIVE_METHODS[1:]:
+        raise UserError(f"--target: applies to {', '.join(EXTENSIVE_METHODS[1:])}, not to --method {args.method}")
+    options = {"target": args.target} if args.target is not None else {}
     solution = solve(spec, method=args.method, **options)
     summary = solution_summary(solution)
     if args.json:

@@ -63,6 +63,7 @@ def test_toy_solve_cfr_method():
         (["--game", "hidden_intent", "--param", "colour=red"], "colour"),
         (["--game", "hidden_intent", "--param", "q"], "key=value"),
         (["--game", "hidden_intent", "--param", "payoff=nonzero_sum", "--param", "benign_attack=0", "--method", "linprog"], "zero-sum"),
+        (["--game", "prompt_map", "--method", "enumerate", "--target", "1e-3"], "--target: applies to cfr"),
     ],
 )
 def test_bad_input_is_one_line_without_traceback(args, word):
