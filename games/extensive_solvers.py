@@ -57,7 +57,7 @@ def solve_extensive(spec: GameSpec, method: str, target: float = 1e-4, iteration
     start = time.perf_counter()
     done_iterations = None
     if method == "sequence-form-lp":
-        if not spec.is_zero_sum:
+        if not spec.sums_to_zero:
             raise UserError("method: sequence-form-lp needs a zero-sum game; try cfr+")
         from open_spiel.python.algorithms import sequence_form_lp  # needs cvxpy (the lp extra)
 

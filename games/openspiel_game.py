@@ -91,10 +91,10 @@ class RedTeamGame(pyspiel.Game):
             num_players=2,
             min_utility=float(min(u_a.min(), u_d.min())),
             max_utility=float(max(u_a.max(), u_d.max())),
-            utility_sum=0.0 if spec.is_zero_sum else None,
+            utility_sum=0.0 if spec.sums_to_zero else None,
             max_game_length=2,
         )
-        super().__init__(_game_type(short_name, spec_params, spec.is_zero_sum), info, merged)
+        super().__init__(_game_type(short_name, spec_params, spec.sums_to_zero), info, merged)
 
     def new_initial_state(self) -> "RedTeamState":
         return RedTeamState(self)

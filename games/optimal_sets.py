@@ -25,7 +25,8 @@ from redgame.theory.strategies import TooLargeToEnumerate
 
 MAX_BASES = 2_000_000
 TOL = 1e-9
-EQUALITY_TOL = 1e-6  # slack range, in payoff units, below which a constraint is an implicit equality
+EQUALITY_TOL = 1e-6  # slack range below which a constraint is an implicit equality (payoffs scaled to [0, 1])
+MAX_CONDITION = 1e12  # a basis worse conditioned than this is singular (its solution is rounding noise)
 
 
 def polytope_vertices(g: np.ndarray, h: np.ndarray, tol: float = TOL) -> np.ndarray:
@@ -118,7 +119,7 @@ def _basic_solutions(full: np.ndarray, rhs: np.ndarray, tol: float) -> list[np.n
         if chunk.size == 0:
             return out
         mats = full[:, chunk].transpose(1, 0, 2)  # [B, size, size]
-        ok = np.abs(np.linalg.det(mats)) > 1e-10
+        ok = np.linalg.cond(mats) < MAX_CONDITION  # scale-free: a determinant depends on the payoffs' units
         if not ok.any():
             continue
         sol = np.linalg.solve(mats[ok], np.broadcast_to(rhs, (int(ok.sum()), size))[..., None])[..., 0]
@@ -156,9 +157,14 @@ def zero_sum_value(a: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
 
 
 def optimal_sets(a: np.ndarray, tol: float = TOL) -> tuple[float, np.ndarray, np.ndarray]:
-    """(value, vertices of X*, vertices of Y*) for the zero-sum game with row payoffs A."""
+    """(value, vertices of X*, vertices of Y*) for the zero-sum game with row payoffs A.
+
+    The sets are listed on A scaled to [0, 1] (a positive affine map leaves them unchanged), so
+    that the tolerances are shares of the payoff range, whatever the payoffs' units."""
     a = np.asarray(a, dtype=float)
     value, _, _ = zero_sum_value(a)
-    x_vertices = polytope_vertices(-a.T, -value * np.ones(a.shape[1]), tol)
-    y_vertices = polytope_vertices(a, value * np.ones(a.shape[0]), tol)
+    low, span = a.min(), np.ptp(a)
+    scaled, scaled_value = ((a - low) / span, (value - low) / span) if span > 0 else (np.zeros_like(a), 0.0)
+    x_vertices = polytope_vertices(-scaled.T, -scaled_value * np.ones(a.shape[1]), tol)
+    y_vertices = polytope_vertices(scaled, scaled_value * np.ones(a.shape[0]), tol)
     return value, x_vertices, y_vertices

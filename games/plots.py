@@ -46,8 +46,7 @@ def plot_asr(traj: Trajectory, path: Path) -> Path:
     ax.set_ylim(-0.02, max(1.02, float(br.max()) + 0.02))
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    save_figure(fig, path)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_refusal_by_style(traj: Trajectory, path: Path, run: int = 0) -> Path:
@@ -69,8 +68,7 @@ def plot_refusal_by_style(traj: Trajectory, path: Path, run: int = 0) -> Path:
                          fontsize=9)
     axes[0, 0].legend(fontsize=7, loc="best")
     fig.tight_layout()
-    save_figure(fig, path)
-    return path
+    return save_figure(fig, path)
 
 
 PHASE_TITLES = {
@@ -104,8 +102,7 @@ def plot_phase(diagram, metric: str, path: Path) -> Path:
                  fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.05)
     fig.tight_layout()
-    save_figure(fig, path)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_trajectory(traj: Trajectory, out_dir: Path) -> list[Path]:

@@ -191,8 +191,7 @@ def plot_heatmap(result: dict, path: Path) -> Path:
     axes[0].set_ylabel("attacker (meta-Nash weight)", fontsize=8)
     fig.suptitle(f"cross-play: meta-game value (ASR) {result['value']:.3f}", fontsize=9)
     fig.tight_layout()
-    save_figure(fig, path)
-    return path
+    return save_figure(fig, path)
 
 
 def write(result: dict, out: Path) -> tuple[Path, Path]:

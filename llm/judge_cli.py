@@ -169,7 +169,7 @@ def _plot_roc(exchanges: list, results: list[dict], auc: dict, judge_name: str, 
         ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_figure(fig, path)
+    path = save_figure(fig, path)
     print(f"wrote {path}", file=sys.stderr)
     return path
 

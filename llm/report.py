@@ -105,8 +105,7 @@ def plot_curves(metrics: dict[str, list[dict]], path: Path) -> Path:
         ax.set_ylim(-0.03, 1.03)
     axes[0, 0].legend(fontsize=7, loc="best")
     fig.tight_layout()
-    save_figure(fig, path)
-    return path
+    return save_figure(fig, path)
 
 
 def pareto_points(runs: list[Path], crossplay: dict | None) -> list[dict]:
@@ -178,8 +177,7 @@ def plot_pareto(points: list[dict], path: Path) -> Path:
     ax.set_ylim(-0.03, 1.03)
     ax.set_title("safety vs benign compliance (red: Pareto front)", fontsize=9)
     fig.tight_layout()
-    save_figure(fig, path)
-    return path
+    return save_figure(fig, path)
 
 
 def shared_labels(points: list[dict], most: int = 3) -> dict[tuple, str]:

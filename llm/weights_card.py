@@ -70,6 +70,8 @@ def load_tensors_with_card(folder: Path, weights: str, card_name: str, names: tu
             raise UserError(f"{what} in {folder}: {card_name} names {name}, which is missing; write the pair "
                             f"again with `redgame llm {command} --out {folder}`")
         tensors = load_file(str(path))
+    except UserError:
+        raise
     except (SafetensorError, OSError, ValueError) as exc:
         raise UserError(f"{what} in {folder} is unreadable: {exc}") from None
     missing = [k for k in names if k not in tensors]

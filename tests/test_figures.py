@@ -27,8 +27,9 @@ def test_a_failed_write_keeps_the_old_figure_and_leaves_no_temporary(tmp_path, m
     assert not plt.fignum_exists(fig.number)  # closed either way
 
 
-@pytest.mark.parametrize("name, magic", [("plot.svg", b"<?xml"), ("plot.pdf", b"%PDF"), ("plot", b"\x89PNG")])
-def test_the_format_comes_from_the_name_as_savefig_reads_it(tmp_path, name, magic):
+@pytest.mark.parametrize("name, written, magic", [("plot.svg", "plot.svg", b"<?xml"), ("plot.PDF", "plot.PDF", b"%PDF"),
+                                                 ("plot", "plot.png", b"\x89PNG")])
+def test_the_format_comes_from_the_name_as_savefig_reads_it(tmp_path, name, written, magic):
     fig, _ = plt.subplots()
-    save_figure(fig, tmp_path / name)
-    assert (tmp_path / name).read_bytes()[:len(magic)] == magic and len(list(tmp_path.iterdir())) == 1
+    assert save_figure(fig, tmp_path / name) == tmp_path / written
+    assert (tmp_path / written).read_bytes()[:len(magic)] == magic and len(list(tmp_path.iterdir())) == 1

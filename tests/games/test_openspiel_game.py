@@ -70,7 +70,13 @@ def test_extensive_methods_through_the_front_door(method):
 
 
 def test_general_sum_game_type():
-    game = RedTeamGame(spec=make_spec("hidden_intent", payoff="nonzero_sum"))
+    game = RedTeamGame(spec=make_spec("hidden_intent", payoff="nonzero_sum", safety=2))
     assert game.get_type().utility == pyspiel.GameType.Utility.GENERAL_SUM
     with pytest.raises(ValueError, match="zero-sum"):
-        solve(make_spec("hidden_intent", payoff="nonzero_sum"), method="sequence-form-lp")
+        solve(make_spec("hidden_intent", payoff="nonzero_sum", safety=2), method="sequence-form-lp")
+
+
+def test_a_nonzero_sum_payoff_whose_utilities_cancel_is_a_zero_sum_openspiel_game():
+    spec = make_spec("hidden_intent", payoff="nonzero_sum")  # the preset's weights cancel in this game
+    assert RedTeamGame(spec=spec).get_type().utility == pyspiel.GameType.Utility.ZERO_SUM
+    assert solve(spec, method="sequence-form-lp").value == pytest.approx(solve(spec, method="auto").value, abs=1e-6)

@@ -88,15 +88,17 @@ def _same_points(got, want):
     return len(got) == len(want) and all(any(np.allclose(x, y, atol=1e-6) for y in want) for x in got)
 
 
-@pytest.mark.parametrize("seed", range(40))
+@pytest.mark.parametrize("seed", range(60))
 def test_optimal_sets_are_the_brute_force_vertices(seed):
     # Generic games (one equilibrium) up to 6 x 6 and degenerate integer games: the vertex lists equal a
     # brute-force enumeration; the solver tolerance adds no sliver vertex beside an exact one.
     rng = np.random.default_rng(300 + seed)
     shape = tuple(rng.integers(1, 7, size=2)) if seed % 2 else tuple(rng.integers(1, 5, size=2))
     a = rng.normal(size=shape) if seed % 2 else rng.integers(-1, 2, size=shape).astype(float)
+    a *= (1.0, 1e-5, 1e6)[seed % 3]  # the sets do not depend on the payoffs' units
     value, xs, ys = optimal_sets(a)
-    assert _same_points(xs, _brute_vertices(a, value)) and _same_points(ys, _brute_vertices(-a.T, -value))
+    unit, unit_value = a / (np.ptp(a) or 1.0), value / (np.ptp(a) or 1.0)  # the reference's tolerances are absolute
+    assert _same_points(xs, _brute_vertices(unit, unit_value)) and _same_points(ys, _brute_vertices(-unit.T, -unit_value))
     if seed % 2:
         assert len(xs) == len(ys) == 1
 
@@ -249,3 +251,17 @@ def test_nashpy_support_missing_the_equilibrium_of_a_generic_game_does_not_blame
     missed = solve_matrix(a, b, method="nashpy-support")
     assert not missed.equilibria and "of this degenerate game" not in missed.note and "lemke-howson" in missed.note
     assert len(solve_matrix(a, b, method="lemke-howson").equilibria) == 1  # it has one
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e5, 1e6])
+def test_the_optimal_sets_do_not_depend_on_the_payoffs_units(scale):
+    # Two games where fixed tolerances went wrong at some scale: an ill-conditioned basis passed a
+    # determinant cutoff at 1e5 (a sixth vertex), and a vertex was lost at 1e-3.
+    whole = np.array([[1, -1, -1, -1], [-1, -1, 0, -1], [-1, -1, 1, -1], [1, 0, 1, -1], [0, 1, 1, -1]], float)
+    _, xs, _ = optimal_sets(whole * scale)
+    assert _same_points(xs, list(np.eye(5)))  # the last column pays -1 whatever the row: every row is optimal
+    two = np.array([[0, 0, -1, 1, -1, 0], [-1, 1, 0, 1, -1, -1], [-1, 0, 1, 0, 1, 1], [0, 0, 1, 1, 1, 0],
+                    [0, -1, 0, 1, -1, 1], [1, 1, 0, -1, 1, 0]], float)
+    value, xs, _ = optimal_sets(two * scale)
+    assert value == pytest.approx(2 / 9 * scale, rel=1e-9)
+    assert _same_points(xs, [np.array([0, 0, 1, 4, 1, 3]) / 9, np.array([3, 0, 2, 5, 2, 6]) / 18])

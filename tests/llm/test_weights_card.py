@@ -92,7 +92,7 @@ def test_missing_mismatched_and_unreadable_pairs_are_one_line_errors(tmp_path):
     save(tmp_path, 2.0)
     named = json.loads((tmp_path / CARD).read_text())["weights"]
     (tmp_path / named).rename(tmp_path / "moved")
-    with pytest.raises(UserError, match=f"names {named}, which is missing"):
+    with pytest.raises(UserError, match=f"^head in {tmp_path}: head.json names {named}, which is missing"):
         load(tmp_path)
     (tmp_path / "moved").rename(tmp_path / named)
     save_tensors_with_card(tmp_path / "other", WEIGHTS, CARD, {"w": torch.zeros(3, 2)}, {"trained": 0.0})
