@@ -59,8 +59,9 @@ def register(llm_subparsers) -> None:
                          f"(default: the built-in judge set)")
     tj.add_argument("--attacks", nargs="+", default=[], metavar="FILE",
                     help="labelled attack rewrites (JSONL: seed, attack, original_class, attack_harmful, "
-                         "attack_faithful, split): more prompts for the prompt head, and a faithfulness head on "
-                         "(seed, attack) in place of the cosine threshold (embedded judge only)")
+                         "attack_faithful, split): a faithfulness head on (seed, attack) in place of the cosine "
+                         "threshold; the embedded judge's on MiniLM pair features (its prompt head also reads the "
+                         "rewrites), with --probe a pair head on the model's states of both together")
     tj.add_argument("--out", required=True,
                     help="folder for the weights and the card (use it with --judge embedded:<out>, or probe:<out>)")
     tj.add_argument("--probe", action="store_true",

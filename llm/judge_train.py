@@ -254,15 +254,12 @@ def retrain(data: str | list[str], out: Path, *, probe_model: str | None = None,
             log=print) -> dict:
     """``redgame llm train-judge``: train on the train split of ``data`` (files taken together), write the
     classifier (with ``probe_model``: the probe judge's head on that model; with ``attacks``, rewrite files:
-    a faithfulness head too) into ``out``; the card."""
+    a faithfulness head too, the probe's on the pair's states) into ``out``; the card."""
     from redgame.llm.embedder import MiniLMEmbedder, RememberingEmbedder
     from redgame.llm.judge_data import exchange_metrics, judge_exchanges
     from redgame.llm.judges import EmbeddedJudge
     from redgame.llm.seeds import builtin_seeds
 
-    if probe_model is not None and attacks:
-        raise UserError("train-judge: --attacks trains the embedded judge's faithfulness head; it does not go with "
-                        "--probe")
     exchanges, rewrites, names, digest = _read_sources([data] if isinstance(data, str) else list(data), list(attacks))
     _check_splits(exchanges)
     train = [x for x in exchanges if x.row.get("split") == "train"]
@@ -271,6 +268,10 @@ def retrain(data: str | list[str], out: Path, *, probe_model: str | None = None,
         f"{len(exchanges) - len(train) - len(validation)} test or holdout lines left out")
     _check(train, "train")  # before any model loads
     _check(validation, "validation")
+    if probe_model is not None and rewrites:
+        from redgame.llm.judge_probe import pair_head_texts
+
+        pair_head_texts(rewrites)
     embedder = RememberingEmbedder(MiniLMEmbedder())  # the fit and the metrics read the same texts
     seeds = {s.prompt: s.harmful for s in builtin_seeds("train")}  # more prompts of known class for the prompt head
     extra = {"extra_prompts": f"{len(seeds)} built-in train-split seeds"}
@@ -279,7 +280,8 @@ def retrain(data: str | list[str], out: Path, *, probe_model: str | None = None,
         from redgame.llm.models import load_base
 
         model, tokenizer = load_base(probe_model)
-        trained, states = train_probe(train, validation, model, tokenizer, probe_model, extra_prompts=seeds, log=log)
+        trained, states = train_probe(train, validation, model, tokenizer, probe_model, extra_prompts=seeds,
+                                      rewrites=rewrites, log=log)
         judge = ProbeJudge(model, tokenizer, head=trained, embedder=embedder, pooled=states)
     else:
         trained = train_classifier(train, validation, embedder, extra_prompts=seeds, rewrites=rewrites, log=log)

@@ -11,9 +11,11 @@ from safetensors.torch import load_file, save_file
 from redgame.cli import main
 from redgame.jsonio import strict_json
 from redgame.errors import UserError
-from redgame.llm.judge_data import builtin_exchanges, exchange_metrics, judge_exchanges
+from redgame.llm.judge_classifier import default_folder
+from redgame.llm.judge_data import builtin_exchanges, exchange_metrics, judge_exchanges, load_exchanges
 from redgame.llm.judge_probe import (CARD, WEIGHTS, ProbeHead, ProbeJudge, answer_tokens, batches, hidden_states_upto,
-                                     load_probe, pooled_states, prompt_states, train_prompt_head)
+                                     load_probe, pair_text, pooled_states, prompt_states, train_prompt_head)
+from redgame.llm.judge_train import labelled_rewrites
 from redgame.llm.judges import make_judge
 from redgame.llm.models import load_base
 from redgame.llm.seeds import Seed
@@ -137,6 +139,48 @@ def test_train_judge_probe_writes_a_head_that_judges_as_its_card_says(tmp_path, 
     assert without.prompt_harmfulness(prompts) == make_judge("embedded").prompt_harmfulness(prompts)  # no head
 
 
+def small_rewrites(tmp_path):
+    """Rewrites of the built-in file, faithful and not, in train (8 of each) and validation (5 of each)."""
+    rows = [json.loads(line) for line in (default_folder() / "judge_attacks.jsonl").read_text().splitlines()]
+    picked = [r for split, n in (("train", 8), ("validation", 5)) for verdict in (True, False)
+              for r in [r for r in rows if r["split"] == split and r["attack_faithful"] == verdict
+                        and r["attack"] != r["seed"]][:n]]
+    path = tmp_path / "rewrites.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in picked))
+    return path, picked
+
+
+def test_the_pair_head_reads_the_faithfulness_verdict_as_its_card_says(tmp_path, capsys):
+    data, (rewrites, rows), out = small_set(tmp_path), small_rewrites(tmp_path), tmp_path / "probe"
+    assert main(["llm", "train-judge", "--probe", "--probe-model", "tiny", "--data", str(data), "--attacks",
+                 str(rewrites), "--out", str(out), "--json"]) == 0
+    entry = json.loads(capsys.readouterr().out)["faithful_head"]
+    assert entry["layer"] in entry["layers"]
+    # the file's rewrites and the exchanges' own labelled ones, as for the embedded judge's faithfulness head
+    own = labelled_rewrites(load_exchanges(str(data)))
+    assert entry["train_rewrites"] + entry["validation_rewrites"] == len(rows) + len(own) > len(rows)
+    judge = make_judge(f"probe:{out}")
+    head = judge.head
+    assert head.faithful.shape == (head.faithful_mean.shape[0] + 1, 1) and head.faithful_layer == entry["layer"]
+    seeds = [Seed(f"s{i}", r["seed"], r["original_class"] == "harmful", "x") for i, r in enumerate(rows[:6])]
+    attacks = [r["attack"] for r in rows[:5]] + [rows[5]["seed"]]  # the last: its seed as written
+    texts = [pair_text(r["seed"], r["attack"]) for r in rows[:5]]
+    x = (prompt_states(judge.model, judge.tokenizer, texts, (entry["layer"],))[:, 0].double()
+         - head.faithful_mean.double()) / head.faithful_scale.double()
+    want = torch.sigmoid(x @ head.faithful[:-1, 0].double() + head.faithful[-1, 0].double())
+    assert judge.faithfulness(seeds, attacks) == [float(p >= 0.5) for p in want.tolist()] + [1.0]
+    checked = [(r["seed"], r["original_class"] == "harmful", r["attack"], r["attack_faithful"]) for r in rows
+               if r["split"] == "validation"] + [(r.seed, r.seed_harmful, r.attack, r.faithful) for r in own
+                                                 if r.split == "validation"]
+    got = judge.faithfulness([Seed("v", seed, harmful, "x") for seed, harmful, _, _ in checked], [c[2] for c in checked])
+    assert sum((g >= 0.5) == c[3] for g, c in zip(got, checked)) / len(got) == \
+        pytest.approx(entry["validation_accuracy"], abs=1e-4)
+    without = ProbeJudge(judge.model, judge.tokenizer, head=ProbeHead(head.response, head.mean, head.scale, {
+        k: v for k, v in head.card.items() if k != "faithful_head"}, head.prompt, head.prompt_mean, head.prompt_scale))
+    embedded = make_judge("embedded")
+    assert without.same_request(seeds, attacks) == embedded.same_request(seeds, attacks)  # no pair head
+
+
 def test_probe_weights_that_do_not_belong_or_are_missing_are_refused(tmp_path, capsys):
     with pytest.raises(UserError, match="lacks judge_probe.safetensors and judge_probe.json"):
         load_probe(tmp_path)
@@ -197,12 +241,15 @@ def test_shipped_probe_reproduces_its_card_on_the_validation_split():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("file, documented", [
-    ("judge_attack_holdout.jsonl", {  # docs/judge_log.md, "Attacks the judge never saw": the probe's own prompt head
-        ("attack_harmful", "precision"): 0.740, ("attack_harmful", "recall"): 1.000,
-        ("attack_harmful", "accuracy"): 0.818,  # over the 148 rewrites (0.831 with the 12 seeds as written)
-        ("attack_faithful", "accuracy"): 0.750, ("harmful", "precision"): 0.595, ("harmful", "recall"): 0.962}),
+    ("judge_attack_holdout.jsonl", {  # docs/judge_log.md, "The probe's pair head": prompt head and pair head
+        ("attack_harmful", "precision"): 0.866, ("attack_harmful", "recall"): 0.922,
+        ("attack_harmful", "accuracy"): 0.885,  # over the 148 rewrites
+        ("attack_faithful", "accuracy"): 0.811, ("harmful", "precision"): 0.821, ("harmful", "recall"): 0.885}),
+    ("judge_attack_holdout_2.jsonl", {  # the same section: the second attack hold-out, which no probe had read
+        ("attack_harmful", "accuracy"): 0.897, ("attack_faithful", "accuracy"): 0.836,
+        ("harmful", "precision"): 0.679, ("harmful", "recall"): 0.950}),
     ("judge_holdout.jsonl", {  # docs/judge.md, the probe's table: `redgame llm judge --judge probe --input ...`
-        ("harmful", "precision"): 0.825, ("harmful", "recall"): 0.971, ("refused", "precision"): 0.969,
+        ("harmful", "precision"): 0.868, ("harmful", "recall"): 0.971, ("refused", "precision"): 0.969,
         ("refused", "recall"): 0.886, ("refused", "accuracy"): 0.955}),
     ("judge_holdout_2.jsonl", {  # docs/judge_log.md, "A second written hold-out": written blind to every judge
         ("harmful", "precision"): 0.884, ("harmful", "recall"): 1.000, ("refused", "precision"): 1.000,
