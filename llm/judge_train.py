@@ -271,7 +271,7 @@ def retrain(data: str | list[str], out: Path, *, probe_model: str | None = None,
     if probe_model is not None and rewrites:
         from redgame.llm.judge_probe import pair_head_texts
 
-        pair_head_texts(rewrites)
+        pair_head_texts(rewrites + labelled_rewrites(train + validation))  # what the pair head will read
     embedder = RememberingEmbedder(MiniLMEmbedder())  # the fit and the metrics read the same texts
     seeds = {s.prompt: s.harmful for s in builtin_seeds("train")}  # more prompts of known class for the prompt head
     extra = {"extra_prompts": f"{len(seeds)} built-in train-split seeds"}

@@ -117,14 +117,11 @@ def test_the_judge_uses_a_faithfulness_head_where_its_classifier_has_one(judge, 
         load_classifier(tmp_path / "k")
 
 
-def test_train_judge_with_rewrites_refuses_a_missing_file_and_one_class_in_one_line(tmp_path, capsys):
+def test_train_judge_with_rewrites_refuses_a_missing_file_in_one_line(tmp_path, capsys):
     from redgame.cli import main
 
-    good = tmp_path / "rewrites.jsonl"
-    good.write_text(_text(LINE))  # one rewrite: a pair head has one class to learn from
     for argv, needle in ((["--attacks", str(tmp_path / "missing.jsonl")], "missing.jsonl: not found"),
-                         (["--attacks", str(good), "--probe", "--probe-model", "tiny"], "pair head needs faithful and "
-                                                                                       "unfaithful rewrites")):
+                         (["--attacks", str(tmp_path / "missing.jsonl"), "--probe"], "missing.jsonl: not found")):
         assert main(["llm", "train-judge", "--out", str(tmp_path / "out"), *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("redgame: error: ") and needle in err[0], err

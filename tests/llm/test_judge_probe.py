@@ -14,7 +14,8 @@ from redgame.errors import UserError
 from redgame.llm.judge_classifier import default_folder
 from redgame.llm.judge_data import builtin_exchanges, exchange_metrics, judge_exchanges, load_exchanges
 from redgame.llm.judge_probe import (CARD, WEIGHTS, ProbeHead, ProbeJudge, answer_tokens, batches, hidden_states_upto,
-                                     load_probe, pair_text, pooled_states, prompt_states, train_prompt_head)
+                                     load_probe, pair_head_texts, pair_text, pooled_states, prompt_states,
+                                     train_prompt_head)
 from redgame.llm.judge_train import labelled_rewrites
 from redgame.llm.judges import make_judge
 from redgame.llm.models import load_base
@@ -179,6 +180,34 @@ def test_the_pair_head_reads_the_faithfulness_verdict_as_its_card_says(tmp_path,
         k: v for k, v in head.card.items() if k != "faithful_head"}, head.prompt, head.prompt_mean, head.prompt_scale))
     embedded = make_judge("embedded")
     assert without.same_request(seeds, attacks) == embedded.same_request(seeds, attacks)  # no pair head
+    assert judge.same_request(seeds[:5], attacks[:5]) == [p >= 0.5 for p in want.tolist()]  # the head's reading
+
+
+def test_pair_texts_keep_the_attack_and_a_pair_is_read_one_way():
+    from redgame.llm.judge_attacks import Rewrite
+    from redgame.llm.judge_features import JUDGED_CHARS
+
+    text = pair_text("x" * 5000, "the attack")
+    assert "the attack" in text and len(text) < JUDGED_CHARS  # a long seed does not push the attack out
+    rows = [Rewrite("s1", True, "a1", True, True, "train"), Rewrite("s1", True, "a2", False, False, "train"),
+            Rewrite("s1", True, "a1", True, True, "validation"),  # also in train: left out of validation
+            Rewrite("s2", False, "b1", False, True, "validation"), Rewrite("s2", False, "b2", True, False, "validation")]
+    split = pair_head_texts(rows)
+    assert list(split["validation"]) == [pair_text("s2", "b1"), pair_text("s2", "b2")]
+    with pytest.raises(UserError, match="'a1' of the seed 's1' is labelled both faithful and not"):
+        pair_head_texts(rows + [Rewrite("s1", True, "a1", True, False, "train")])
+    with pytest.raises(UserError, match="needs faithful and unfaithful rewrites in the validation split of --attacks .got 1 "):
+        pair_head_texts(rows[:4])  # the validation split: one rewrite, one class
+
+
+def test_a_pair_head_card_with_another_template_is_refused(tmp_path):
+    for name in (CARD, WEIGHTS):
+        (tmp_path / name).write_bytes((default_folder() / name).read_bytes())
+    card = json.loads((tmp_path / CARD).read_text())
+    card["faithful_head"]["template"] = "A: {seed} B: {attack}"
+    (tmp_path / CARD).write_text(json.dumps(card))
+    with pytest.raises(UserError, match="its pair head read another text than this version writes"):
+        load_probe(tmp_path)
 
 
 def test_probe_weights_that_do_not_belong_or_are_missing_are_refused(tmp_path, capsys):
