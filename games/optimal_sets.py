@@ -15,6 +15,7 @@ several bases are merged.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from math import comb
 
 import numpy as np
@@ -56,9 +57,8 @@ def polytope_vertices(g: np.ndarray, h: np.ndarray, tol: float = TOL) -> np.ndar
     full[me:, :nv] = gs
     full[me:, nv:] = np.eye(ms)
     rhs = np.concatenate([e_rhs, hs])
-    points = _basic_solutions(full, rhs, tol)
     found: dict[tuple, np.ndarray] = {}
-    for z in points:
+    for z in _basic_solutions(full, rhs, tol):
         point = np.zeros(g.shape[1])
         point[keep_vars] = z[:nv]
         point /= point.sum()
@@ -104,20 +104,20 @@ def _independent_rows(rows: np.ndarray, tol: float) -> list[int]:
     return chosen
 
 
-def _basic_solutions(full: np.ndarray, rhs: np.ndarray, tol: float) -> list[np.ndarray]:
-    """The basic feasible solutions of {full z = rhs, z >= 0}, one per nonsingular feasible basis."""
+def _basic_solutions(full: np.ndarray, rhs: np.ndarray, tol: float) -> Iterator[np.ndarray]:
+    """The basic feasible solutions of {full z = rhs, z >= 0}, one per nonsingular feasible basis, as they are
+    found (a degenerate vertex comes once per basis: the caller merges them)."""
     size, n_cols = full.shape
     if comb(n_cols, size) > MAX_BASES:
         raise TooLargeToEnumerate(
             f"optimal set too large to enumerate ({comb(n_cols, size):.3g} bases > {MAX_BASES});"
             " use method='sequence-form-linprog' or 'linprog' (one equilibrium)"
         )
-    out = []
     combos = itertools.combinations(range(n_cols), size)
     while True:
         chunk = np.array(list(itertools.islice(combos, 20_000)), dtype=int)
         if chunk.size == 0:
-            return out
+            return
         mats = full[:, chunk].transpose(1, 0, 2)  # [B, size, size]
         ok = np.linalg.cond(mats) < MAX_CONDITION  # scale-free: a determinant depends on the payoffs' units
         if not ok.any():
@@ -127,7 +127,7 @@ def _basic_solutions(full: np.ndarray, rhs: np.ndarray, tol: float) -> list[np.n
         for basis, values in zip(chunk[ok][feasible], sol[feasible]):
             z = np.zeros(n_cols)
             z[basis] = np.clip(values, 0.0, None)
-            out.append(z)
+            yield z
 
 
 def _maximin(a: np.ndarray) -> tuple[float, np.ndarray]:
