@@ -23,7 +23,6 @@ from typing import Any
 from redgame.errors import UserError, check_not_replacing
 from redgame.jsonio import write_text_atomically
 
-OUTPUTS = ("metrics.jsonl", "config.json", "asr.png", "refusal_by_style.png")  # what --out receives
 SUMMARY_FIELDS = ("selfplay_asr", "best_response_asr", "mirror_gap", "nash_conv", "over_refusal", "harmful_refusal")
 
 
@@ -132,7 +131,10 @@ def run_dynamics_command(args: argparse.Namespace) -> int:
 
     spec, config = build_setting(args.regime, args.game, args.seeds, args.steps, args.param, args.model)
     if args.out:
-        check_not_replacing(args.out, OUTPUTS, args.overwrite, "a toy dynamics run")
+        from redgame.games.plots import TRAJECTORY_PLOTS
+
+        outputs = ("metrics.jsonl", "config.json", *TRAJECTORY_PLOTS)  # what write_outputs writes
+        check_not_replacing(args.out, outputs, args.overwrite, "a toy dynamics run")
     traj = run_dynamics(spec, config, progress=sys.stderr.isatty())
     result = summary(traj)
     written = write_outputs(traj, Path(args.out)) if args.out else []

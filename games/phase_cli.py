@@ -35,26 +35,31 @@ def register(toy_subparsers: argparse._SubParsersAction) -> None:
     phase.set_defaults(func=run_phase_command)
 
 
+def heatmap_names() -> dict[str, str]:
+    """{metric: the file of its heatmap} that :func:`write_phase` writes beside phase.json."""
+    from redgame.games.phase import METRICS
+
+    return {metric: f"phase_{metric}.png" for metric in METRICS}
+
+
 def write_phase(diagram, out_dir: Path) -> list[Path]:
     """phase.json and one heatmap per metric."""
-    from redgame.games.phase import METRICS
     from redgame.games.plots import plot_phase
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [plot_phase(diagram, metric, out_dir / f"phase_{metric}.png") for metric in METRICS]
+    paths = [plot_phase(diagram, metric, out_dir / name) for metric, name in heatmap_names().items()]
     diagram.files = [str(out_dir / "phase.json"), *map(str, paths)]
     write_text_atomically(out_dir / "phase.json", json.dumps(diagram.to_json(), indent=1) + "\n")
     return [Path(p) for p in diagram.files]
 
 
 def run_phase_command(args: argparse.Namespace) -> int:
-    from redgame.games.phase import METRICS, parse_grid, phase_diagram
+    from redgame.games.phase import parse_grid, phase_diagram
     from redgame.theory.presets import parse_params
 
     grid = parse_grid(args.grid)
     if args.out:
-        names = ["phase.json", *(f"phase_{metric}.png" for metric in METRICS)]
-        check_not_replacing(args.out, names, args.overwrite, "a phase diagram")
+        check_not_replacing(args.out, ["phase.json", *heatmap_names().values()], args.overwrite, "a phase diagram")
     diagram = phase_diagram(args.regime, grid, args.seeds, args.model, args.game, parse_params(args.param),
                             progress=sys.stderr.isatty())
     if args.out:

@@ -105,9 +105,12 @@ def plot_phase(diagram, metric: str, path: Path) -> Path:
     return save_figure(fig, path)
 
 
+TRAJECTORY_PLOTS = ("asr.png", "refusal_by_style.png")  # what plot_trajectory writes
+
+
 def plot_trajectory(traj: Trajectory, out_dir: Path) -> list[Path]:
-    """Both plots into ``out_dir``; returns their paths."""
+    """Both plots (:data:`TRAJECTORY_PLOTS`) into ``out_dir``; returns their paths."""
     out_dir = Path(out_dir)
     widest = int(np.nanargmax(traj.metrics["mirror_gap"][-1]))
-    return [plot_asr(traj, out_dir / "asr.png"),
-            plot_refusal_by_style(traj, out_dir / "refusal_by_style.png", run=widest)]
+    asr, by_style = (out_dir / name for name in TRAJECTORY_PLOTS)
+    return [plot_asr(traj, asr), plot_refusal_by_style(traj, by_style, run=widest)]

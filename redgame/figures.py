@@ -1,10 +1,12 @@
 """Figures written as every output file here is: through a temporary file beside the target and a
-rename, so a plot is never seen half written and an old plot stays whole when the write fails."""
+rename (:func:`redgame.jsonio.replaced_atomically`), so a plot is never seen half written and an old
+plot stays whole when the write fails."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from redgame.jsonio import replaced_atomically
 
 
 def save_figure(fig, path: str | Path, **kwargs) -> Path:
@@ -17,11 +19,9 @@ def save_figure(fig, path: str | Path, **kwargs) -> Path:
     path = Path(path)
     if not path.suffix:  # as savefig: the default format, its extension added
         path = path.with_name(f"{path.name}.{matplotlib.rcParams['savefig.format']}")
-    tmp = path.with_name(f".tmp.{path.name}")
     try:
-        fig.savefig(tmp, format=path.suffix[1:], **kwargs)
-        os.replace(tmp, path)
+        with replaced_atomically(path) as tmp:
+            fig.savefig(tmp, format=path.suffix[1:], **kwargs)
     finally:
-        tmp.unlink(missing_ok=True)
         plt.close(fig)
     return path

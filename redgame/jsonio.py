@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from redgame.errors import UserError
@@ -34,18 +36,26 @@ def strict_json(obj, indent: int | None = 1) -> str:
     return json.dumps(clean(obj), indent=indent, allow_nan=False)
 
 
-def write_text_atomically(path: str | Path, text: str) -> None:
-    """Write ``path`` through a temporary file beside it and a rename: never seen half written, and an old
-    file stays whole when the write fails (a full disk)."""
+@contextmanager
+def replaced_atomically(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` for the block to write; renamed onto ``path`` when the block ends
+    without an error, removed whatever happens. So ``path`` is never seen half written, and an old file
+    stays whole when the write fails (a full disk). A link is followed: its target is replaced, the link kept."""
     path = Path(path)
-    if path.is_symlink():  # replace what the link points to, and keep the link
+    if path.is_symlink():
         path = path.resolve()
     tmp = path.with_name(f".tmp.{path.name}")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_text_atomically(path: str | Path, text: str) -> None:
+    """Write ``path`` through a temporary file beside it and a rename (:func:`replaced_atomically`)."""
+    with replaced_atomically(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_json(path: str | Path, obj, indent: int | None = 1) -> None:
