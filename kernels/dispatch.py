@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import operator
 import os
 
 import torch
@@ -50,10 +51,10 @@ def backend(*tensors: torch.Tensor) -> str:
         return "torch"
     if any(t.numel() == 0 for t in tensors):  # nothing to launch
         return "torch"
+    if interpret_requested():  # the kernels are the interpreter's, on CUDA tensors too
+        return "interpret"
     if all(t.is_cuda for t in tensors):
         return "triton"
-    if interpret_requested():
-        return "interpret"
     return "torch"
 
 
@@ -206,8 +207,14 @@ def multi_lora_linear(x, weight, lora_a, lora_b, scale, segment_ids, bias=None):
     return _fused_lora(x, weight, lora_a, lora_b, _scales_tensor(scales, x.device), plan, bias)
 
 
-def _check_targets(func: str, targets, ignore_index: int, vocab: int) -> None:
-    """Target ids in [0, V) or ignore_index (one host sync on CUDA)."""
+def _check_targets(func: str, targets, ignore_index: int, vocab: int) -> int:
+    """Target ids in [0, V) or ignore_index (one host sync on CUDA); returns ignore_index as an int."""
+    if isinstance(ignore_index, bool):
+        raise UserError(f"{func}: ignore_index must be an integer id, got a bool")
+    try:
+        ignore_index = operator.index(ignore_index)
+    except TypeError:
+        raise UserError(f"{func}: ignore_index must be an integer id, got {ignore_index!r}") from None
     targets = targets.long()  # as the kernels read them: a uint8 156 is not ignore_index -100
     kept = targets[targets != ignore_index]
     if kept.numel():
@@ -215,6 +222,7 @@ def _check_targets(func: str, targets, ignore_index: int, vocab: int) -> None:
         if low < 0 or high >= vocab:
             raise UserError(f"{func}: targets must lie in [0, {vocab}) or equal ignore_index={ignore_index}; "
                             f"got values in [{low}, {high}]")
+    return ignore_index
 
 
 def token_logprobs(hidden, head_weight, targets, ignore_index: int = -100):
@@ -250,12 +258,12 @@ def token_logprobs(hidden, head_weight, targets, ignore_index: int = -100):
     if hidden.dtype != head_weight.dtype or not hidden.is_floating_point():
         raise UserError(f"{func}: hidden and head_weight must share one float dtype, got {hidden.dtype} and "
                         f"{head_weight.dtype}")
-    _check_targets(func, targets, ignore_index, head_weight.shape[0])
+    ignore_index = _check_targets(func, targets, ignore_index, head_weight.shape[0])
     path = backend(hidden, head_weight)
     hidden_grad = torch.is_grad_enabled() and hidden.requires_grad
     if path != "torch":
         hidden = hidden.contiguous()
-    return TokenLogprobs.apply(hidden, head_weight, targets.long(), int(ignore_index), path, hidden_grad)
+    return TokenLogprobs.apply(hidden, head_weight, targets.long(), ignore_index, path, hidden_grad)
 
 
 def _nll_weight(nll_weight, device):
@@ -306,13 +314,13 @@ def fused_preference_loss(hidden, ref_hidden, head_weight, targets, beta: float 
     check_fused_inputs(func, hidden, ref_hidden, head_weight, targets, beta, kind, nll_weight, ref_logps)
     reference = dict(ref_hidden=ref_hidden) if ref_logps is None else dict(ref_logps=ref_logps)
     _check_same_device(func, hidden=hidden, head_weight=head_weight, targets=targets, **reference)
-    _check_targets(func, targets, ignore_index, head_weight.shape[0])
+    ignore_index = _check_targets(func, targets, ignore_index, head_weight.shape[0])
     path = backend(hidden, head_weight, *([] if ref_hidden is None else [ref_hidden]))
     if path != "torch":
         hidden = hidden.contiguous()
         ref_hidden = None if ref_hidden is None else ref_hidden.contiguous()
     loss, *extras = FusedPreferenceLoss.apply(hidden, None if ref_hidden is None else ref_hidden.detach(),
                                               None if ref_logps is None else ref_logps.detach(), head_weight,
-                                              targets.long(), float(beta), kind, int(ignore_index),
+                                              targets.long(), float(beta), kind, ignore_index,
                                               _nll_weight(nll_weight, hidden.device), path)
     return (loss, PreferenceDetails(*extras)) if with_details else loss

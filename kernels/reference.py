@@ -72,6 +72,8 @@ def multi_lora_linear_grouped(x, weight, lora_a, lora_b, scale, plan, bias=None)
         else:
             rows = plan.order[start:stop].long()
             out = out.index_add(0, rows, _lora_term(flat[rows], lora_a[adapter], lora_b[adapter], scale[adapter]))
+    if bounds[1] == len(flat):  # no row meets an adapter: still a zero gradient for A and B, as the kernels give
+        out = out + (lora_a[:0].sum() + lora_b[:0].sum()).to(out.dtype)
     return out.reshape(*x.shape[:-1], weight.shape[0])
 
 

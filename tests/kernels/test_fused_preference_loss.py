@@ -201,6 +201,7 @@ def test_gradient_is_bitwise_reproducible(path, rng):
         (dict(head_weight=torch.randn(301, 15)), r"head_weight must be \[V, d=16\]"),
         (dict(head_weight=torch.randn(301, 16, requires_grad=True)), "head_weight requires grad"),
         (dict(head_weight=torch.randn(301, 16, dtype=torch.float64)), "share one float dtype"),
+        (dict(ignore_index=0.5), "ignore_index must be an integer id, got 0.5"),
     ],
 )
 def test_bad_inputs_name_the_culprit(change, message):

@@ -66,6 +66,22 @@ def test_multi_lora_batched_input_and_base_only_rows(path, rng):
         check_close(y[rows], single, torch.float32, f"rows of adapter {adapter}")
 
 
+def test_base_only_rows_everywhere_give_zero_adapter_gradients(path, rng):
+    """Every row −1: the base output, and zero (not missing) gradients for A and B on both paths.
+
+    A missing gradient is skipped by Adam where a zero one still moves by momentum, and with an
+    input that needs no gradient the output had no graph to call backward on."""
+    x = torch.randn(4, K, generator=rng)
+    weight = torch.randn(N, K, generator=rng) / K**0.5
+    lora_a = torch.randn(2, R, K, generator=rng, requires_grad=True)
+    lora_b = torch.randn(2, N, R, generator=rng, requires_grad=True)
+    y = multi_lora_linear(x, weight, lora_a, lora_b, [1.0, 2.0], torch.full((4,), -1))
+    check_close(y, x.double() @ weight.double().T, torch.float32, "base output")
+    y.sum().backward()
+    assert torch.equal(lora_a.grad, torch.zeros_like(lora_a))
+    assert torch.equal(lora_b.grad, torch.zeros_like(lora_b))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_sorted_segments_match_float64_reference(path, rng, dtype):
     """Ids in order (the game's layout: the CPU path slices instead of gathering), with −1 rows and without."""

@@ -124,6 +124,9 @@ def test_logprobs_of_all_targets_sum_to_one(path, rng):
         (dict(hidden=torch.ones(3, 8, dtype=torch.long), head_weight=torch.ones(19, 8, dtype=torch.long)),
          "share one float dtype"),
         (dict(hidden=[[0.0] * 8] * 3), "hidden must be a tensor, got list"),
+        (dict(ignore_index=0.5), "ignore_index must be an integer id, got 0.5"),  # was cast to 0: id 0 dropped
+        (dict(ignore_index=None), "ignore_index must be an integer id, got None"),
+        (dict(ignore_index=True), "ignore_index must be an integer id, got a bool"),
     ],
 )
 def test_bad_inputs_name_the_culprit(args, message):
