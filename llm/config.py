@@ -257,6 +257,9 @@ class TrainConfig:
         if self.population_every:
             raise UserError(f"config key 'population_every' (PSRO) trains both roles; regime {self.regime!r} "
                             "trains the defender only")
+        if self.regime in ABLATIONS and "defender" not in self.train_roles:
+            raise UserError(f"config key 'train_roles': regime {self.regime!r} trains the defender only, and "
+                            f"{list(self.train_roles)} leaves it out: nothing would learn (drop train_roles)")
         if self.regime == "defender-vs-frozen" and self.attacks_per_seed < 2:
             raise UserError("regime 'defender-vs-frozen' needs attacks_per_seed >= 2 (half come from the frozen "
                             "attacker, half from jailbreak templates)")

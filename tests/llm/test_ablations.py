@@ -104,6 +104,8 @@ def test_sft_gradient_is_that_of_the_mean_length_normalised_nll(tiny_config):
     (dict(regime="bipolicy", loss="sft"), "defender-sft only"),
     (dict(regime="defender-vs-frozen", attacks_per_seed=1), "attacks_per_seed >= 2"),
     (dict(regime="defender-sft", population_every=2), "defender only"),
+    (dict(regime="defender-sft", train_roles=("attacker",)), "nothing would learn"),  # ran, and trained nothing
+    (dict(regime="defender-vs-frozen", attacks_per_seed=2, train_roles=("attacker",)), "nothing would learn"),
 ])
 def test_ablation_configs_refused_with_one_line(tiny_config, overrides, message):
     with pytest.raises(UserError, match=message):
