@@ -135,11 +135,23 @@ def check_complete(model, name: str, path: Path) -> None:
     leave them at their initial values (lora_B zero: those layers would play as the base model)."""
     from peft import get_peft_model_state_dict
 
-    wanted = set(get_peft_model_state_dict(model, adapter_name=name))
-    missing = sorted(wanted - lora_tensor_names(Path(path) / ADAPTER_FILES[1]))
+    loaded = get_peft_model_state_dict(model, adapter_name=name)
+    missing = sorted(set(loaded) - lora_tensor_names(Path(path) / ADAPTER_FILES[1]))
     if missing:
-        raise UserError(f"adapter {path}: missing LoRA tensors for this base model: {len(missing)} of {len(wanted)} "
+        raise UserError(f"adapter {path}: missing LoRA tensors for this base model: {len(missing)} of {len(loaded)} "
                         f"(e.g. {missing[0]}); the file is damaged or from another base model")
+    check_finite(loaded, path)
+
+
+def check_finite(tensors: dict, path) -> None:
+    """Refuse weights holding NaN or inf (a diverged or damaged run): greedy decoding would answer every
+    prompt with nothing, which the judges read as a refusal, a perfectly safe defender."""
+    import torch
+
+    bad = [name for name, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise UserError(f"weights in {path}: {len(bad)} of {len(tensors)} tensors hold NaN or inf values "
+                        f"(e.g. {bad[0]}); the run that wrote them diverged, or the file is damaged")
 
 
 def not_this_base(path, exc: Exception) -> UserError:

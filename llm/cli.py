@@ -161,13 +161,18 @@ def run_probe(args) -> int:
     import json
 
     from redgame.llm.probe import probe, report_lines
+    from redgame.llm.trainer import TrainingStopped
 
     device, dtype = args.device or "auto", args.dtype or "auto"
     placement_of(args)  # a bad or absent device: one line before anything loads
     overrides = parse_overrides(args.set)
-    summary = probe(args.run, steps=args.steps, split=args.split, out=args.out, eval_judge=args.eval_judge,
-                    seed=args.seed, prompts=args.prompts, model=args.model, overrides=overrides, device=device,
-                    dtype=dtype, progress=not args.no_progress, log=(lambda *a: None) if args.json else print)
+    try:
+        summary = probe(args.run, steps=args.steps, split=args.split, out=args.out, eval_judge=args.eval_judge,
+                        seed=args.seed, prompts=args.prompts, model=args.model, overrides=overrides, device=device,
+                        dtype=dtype, progress=not args.no_progress, log=(lambda *a: None) if args.json else print)
+    except TrainingStopped as exc:  # the best response diverged: no probe.json, as for a stopped train
+        print(f"redgame: probe: {exc}", file=sys.stderr)
+        return 1
     print(json.dumps(summary, indent=1) if args.json else "\n".join(report_lines(summary)))
     return 0
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from redgame.errors import UserError
 from redgame.jsonio import write_json
 from redgame.llm.adapters import ADAPTER_FILES, adapter_dir, checked_adapter_dir, lora_tensor_names, run_config
+from redgame.llm.run_lock import run_lock
 
 ATTACKERS = ("selfplay", "best_response", "base_attacker")
 SPLITS = ("validation", "test")
@@ -59,10 +60,12 @@ def check_run(run: str | Path):
         raise UserError(f"run {run}: the probe loads LoRA adapters; this run trained full weights (full_finetune)")
     names = {role: lora_tensor_names(checked_adapter_dir(run, role) / ADAPTER_FILES[1])
              for role in ("attacker", "defender")}
-    missing = sorted(names["defender"] - names["attacker"])
-    if missing:  # one run's two roles share their LoRA settings, so their files hold the same tensors
-        raise UserError(f"adapter {adapter_dir(run, 'attacker')}: missing LoRA tensors that the run's defender has: "
-                        f"{len(missing)} of {len(names['defender'])} (e.g. {missing[0]}); the file is damaged")
+    if names["attacker"] != names["defender"]:  # one run's roles share their LoRA settings, so the same tensors
+        lacks = {role: sorted(names[other] - names[role])
+                 for role, other in (("attacker", "defender"), ("defender", "attacker"))}
+        raise UserError(f"run {run}: its adapters hold different LoRA tensors; one file is damaged: " + "; ".join(
+            f"{adapter_dir(run, role)} lacks {len(missing)} of the other's (e.g. {missing[0]})"
+            for role, missing in lacks.items() if missing))
     return cfg
 
 
@@ -114,12 +117,6 @@ def probe(run: str | Path, *, steps: int, split: str = "validation", out: str | 
     run's base model (default: the one in its config). ``overrides``: config keys of the
     best-response training that replace the run's (e.g. ``{"lr": 1e-3}``).
     """
-    from redgame.llm.adapters import attach
-    from redgame.llm.judges import check_reachable, make_judge
-    from redgame.llm.models import load_base, place_judge, placement
-    from redgame.llm.seeds import builtin_seeds
-    from redgame.llm.trainer import train
-
     if steps < 1:
         raise UserError(f"--steps must be >= 1, got {steps}")
     if prompts < 0 or prompts == 1:
@@ -132,8 +129,30 @@ def probe(run: str | Path, *, steps: int, split: str = "validation", out: str | 
     run_cfg = from_mapping(overrides or {}, where=" (--set)", base=check_run(run))
     cfg = dataclasses.replace(probe_config(run_cfg, steps=steps, seed=seed), device=device, dtype=dtype,
                               model=model or run_cfg.model)
-    torch_device, torch_dtype = placement(device, dtype)
     out = Path(out) if out is not None else run / "probe"
+    check_apart(run, out / "attacker_run")
+    with run_lock(run, flag="--run"):  # no train replaces the run while it is probed, nor trains it meanwhile
+        return _measure(run, cfg, out, eval_judge=eval_judge, prompts=prompts, split=split, progress=progress,
+                        log=log)
+
+
+def check_apart(run: Path, attacker_run: Path) -> None:
+    """The best response trains in ``attacker_run`` with overwrite: refuse a folder that is the run, or holds it."""
+    inner, outer = run.resolve(), attacker_run.resolve()
+    if inner == outer or outer in inner.parents:
+        raise UserError(f"--out: the probe trains its attacker in {attacker_run}, which would replace the run it "
+                        f"probes ({run}); choose an --out outside the run's own folders")
+
+
+def _measure(run: Path, cfg, out: Path, *, eval_judge: str, prompts: int, split: str, progress: bool, log) -> dict:
+    """Train the best response in ``out/attacker_run`` and play the three attackers against the run's defender."""
+    from redgame.llm.adapters import attach
+    from redgame.llm.judges import check_reachable, make_judge
+    from redgame.llm.models import load_base, place_judge, placement
+    from redgame.llm.seeds import builtin_seeds
+    from redgame.llm.trainer import train
+
+    torch_device, torch_dtype = placement(cfg.device, cfg.dtype)
     # Before the old probe goes: a bad judge name or server, or run adapters that do not fit this base model.
     judge = make_judge(eval_judge)
     check_reachable(judge)
@@ -146,7 +165,7 @@ def probe(run: str | Path, *, steps: int, split: str = "validation", out: str | 
     trained = train(cfg, out / "attacker_run", overwrite=True, progress=progress, log=log, base=(base, tokenizer),
                     init={"defender": adapter_dir(run, "defender")})
     if trained["stopped"]:  # Ctrl-C: a part-trained best response is no probe; run the probe again
-        log(f"the probe stopped at step {trained['steps']} of {steps}: no probe.json")
+        log(f"the probe stopped at step {trained['steps']} of {cfg.steps}: no probe.json")
         raise KeyboardInterrupt
     train_seconds = time.perf_counter() - t0
 
@@ -157,8 +176,8 @@ def probe(run: str | Path, *, steps: int, split: str = "validation", out: str | 
     play = dict(attack_tokens=cfg.attack_tokens, response_tokens=cfg.response_tokens)
     outcomes = {name: attack_outcomes(model, tokenizer, judge, harmful, attacker, "run_defender", **play)
                 for name, attacker in zip(ATTACKERS, ("run_attacker", "probe_attacker", None))}
-    summary = {"run": str(run), "regime": check_run(run).regime, "steps": steps, "seed": seed, "split": split,
-               "eval_judge": getattr(judge, "name", eval_judge), "n_harmful": len(harmful),
+    summary = {"run": str(run), "regime": check_run(run).regime, "steps": cfg.steps, "seed": cfg.seed,
+               "split": split, "eval_judge": getattr(judge, "name", eval_judge), "n_harmful": len(harmful),
                **summarise(outcomes), "train_seconds": round(train_seconds, 1),
                "seconds": round(time.perf_counter() - t0, 1)}
     out.mkdir(parents=True, exist_ok=True)

@@ -240,12 +240,14 @@ class Roles:
     def load_role(self, role: str, path: str | os.PathLike) -> None:
         """Load weights saved by :meth:`save_role` into a role (the probe's frozen defender); a LoRA file
         that lacks some of the role's tensors is refused (those layers would play as the base model)."""
-        from redgame.llm.adapters import check_complete, not_this_base
+        from redgame.llm.adapters import check_complete, check_finite, not_this_base
 
         slot = self.slots[role]
         try:
             if slot.adapter is None:
-                slot.model.load_state_dict(load_file(str(Path(path) / "model.safetensors")), strict=False)
+                weights = load_file(str(Path(path) / "model.safetensors"))
+                check_finite(weights, path)
+                slot.model.load_state_dict(weights, strict=False)
             else:
                 set_peft_model_state_dict(slot.model, load_file(str(Path(path) / "adapter_model.safetensors")),
                                           adapter_name=slot.adapter)

@@ -20,9 +20,11 @@ LOCK_FILE = ".redgame.lock"
 
 
 @contextlib.contextmanager
-def run_lock(out: str | Path):
+def run_lock(out: str | Path, flag: str = "--out"):
     """Hold the lock of run folder ``out`` (created if missing) for the ``with`` block; a one-line
-    UserError naming the holder's process id when another process holds it."""
+    UserError naming the holder's process id when another process holds it (``flag``: the option that
+    named the folder, for that line). ``redgame llm probe`` holds its run's lock: a train that would
+    replace the run waits for the probe, and a probe waits for the run's training."""
     try:
         import fcntl
     except ImportError:  # no flock here: nothing to hold
@@ -30,12 +32,12 @@ def run_lock(out: str | Path):
         return
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a folder")
+        raise UserError(f"{flag} {out} exists and is not a folder")
     created = [p for p in [out, *out.parents] if not p.exists()]  # innermost first
     out.mkdir(parents=True, exist_ok=True)
     fd = None
     try:
-        fd = _lock(out / LOCK_FILE, fcntl)
+        fd = _lock(out / LOCK_FILE, fcntl, flag)
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
@@ -48,7 +50,7 @@ def run_lock(out: str | Path):
                 folder.rmdir()
 
 
-def _lock(path: Path, fcntl) -> int:
+def _lock(path: Path, fcntl, flag: str) -> int:
     """A descriptor of ``path`` holding its lock. A holder removes the file when it ends, so a lock won on
     a file that is no longer ``path`` (removed between open and lock) is let go and taken again."""
     while True:
@@ -58,7 +60,7 @@ def _lock(path: Path, fcntl) -> int:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
             os.close(fd)
-            raise UserError(f"--out {path.parent} is in use by a run in progress (process {holder}); wait for it "
+            raise UserError(f"{flag} {path.parent} is in use by a run or a probe in progress (process {holder}); wait for it "
                             "to end, or choose another folder") from None
         try:
             same = os.path.samestat(os.fstat(fd), os.stat(path))

@@ -121,6 +121,17 @@ def _keep_some_tensors(folder):
     save_file(dict(sorted(load_file(str(weights)).items())[:3]), str(weights))
 
 
+def _rename_tensors(folder):
+    """lora_A renamed in the file: the other role's file is whole, this one is not."""
+    weights = folder / "adapter_model.safetensors"
+    save_file({k.replace("lora_A", "lora_Q"): v for k, v in load_file(str(weights)).items()}, str(weights))
+
+
+def _scale_weights(folder, factor):
+    weights = folder / "adapter_model.safetensors"
+    save_file({k: v * factor for k, v in load_file(str(weights)).items()}, str(weights))
+
+
 @pytest.mark.parametrize("damage, message", [
     (lambda run: (run / "final" / "attacker" / "adapter_model.safetensors").write_bytes(b"\x08" + b"\x00" * 49),
      "attacker/adapter_model.safetensors: damaged or not a LoRA adapter peft can load"),
@@ -129,7 +140,10 @@ def _keep_some_tensors(folder):
     (lambda run: save_file({"x": torch.zeros(1)}, str(run / "final" / "attacker" / "adapter_model.safetensors")),
      "attacker/adapter_model.safetensors: missing LoRA tensors"),
     (lambda run: _keep_some_tensors(run / "final" / "attacker"),
-     "attacker: missing LoRA tensors that the run's defender has: 25 of 28"),
+     "its adapters hold different LoRA tensors; one file is damaged: "),
+    (lambda run: _keep_some_tensors(run / "final" / "attacker"), "final/attacker lacks 25 of the other's"),
+    (lambda run: _rename_tensors(run / "final" / "defender"), "final/defender lacks 14 of the other's"),  # was blamed
+    (lambda run: _scale_weights(run / "final" / "defender", float("nan")), "tensors hold NaN or inf values"),
     (lambda run: (run / "config.json").write_bytes(b"\xff"), "config.json: not UTF-8 text (byte 0)"),
     (lambda run: (run / "config.json").write_text("[]"), "config.json: expected a JSON object, got array"),
 ])
@@ -159,3 +173,55 @@ def test_a_defender_missing_some_tensors_is_refused_when_its_role_loads(one_step
     with pytest.raises(UserError, match="missing LoRA tensors for this base model"):
         roles.load_role("defender", tmp_path / "defender")
     roles.load_role("defender", one_step_run / "final" / "defender")  # a whole file loads
+
+
+@pytest.mark.parametrize("where", ["attacker_run", "attacker_run/inner"])
+def test_an_out_that_would_replace_the_run_is_refused_and_the_run_kept(one_step_run, tmp_path, monkeypatch, where):
+    """--out such that the best response's folder (OUT/attacker_run, trained with overwrite) is the run or holds it."""
+    import shutil
+
+    import redgame.llm.trainer as trainer
+
+    run = tmp_path / where
+    shutil.copytree(one_step_run, run, ignore=shutil.ignore_patterns("checkpoints", "tb"))
+    before = sorted(run.rglob("*"))
+    monkeypatch.setattr(trainer, "train", lambda *a, **k: pytest.fail("the probe trained"))
+    with pytest.raises(UserError, match="which would replace the run it probes"):
+        probe(run, steps=1, out=tmp_path, progress=False)
+    assert sorted(run.rglob("*")) == before
+
+
+def test_the_probe_holds_its_run_so_no_train_replaces_it_meanwhile(one_step_run, tmp_path, monkeypatch):
+    import shutil
+
+    import redgame.llm.probe as probe_module
+    from redgame.llm.run_lock import run_lock
+
+    run = tmp_path / "run"
+    shutil.copytree(one_step_run, run, ignore=shutil.ignore_patterns("checkpoints", "tb"))
+
+    def measure(*args, **kwargs):  # while the probe measures, a train of the same folder is refused
+        with pytest.raises(UserError, match=r"--out .*run is in use by a run or a probe in progress"):
+            with run_lock(run):
+                pass
+        return {"measured": True}
+
+    monkeypatch.setattr(probe_module, "_measure", measure)
+    assert probe(run, steps=1, progress=False) == {"measured": True}
+    with run_lock(run, flag="--run"):  # and a probe waits for the run's training
+        with pytest.raises(UserError, match=r"--run .*run is in use by a run or a probe in progress"):
+            probe(run, steps=1, progress=False)
+
+
+def test_a_diverged_best_response_is_a_one_line_stop_not_an_internal_error(tmp_path, capsys, monkeypatch):
+    import redgame.llm.probe as probe_module
+    from redgame.cli import main
+    from redgame.llm.trainer import TrainingStopped
+
+    def diverge(run, **kw):
+        raise TrainingStopped("step 1: the loss is not finite")
+
+    monkeypatch.setattr(probe_module, "probe", diverge)
+    assert main(["llm", "probe", "--run", str(tmp_path), "--steps", "1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["redgame: probe: step 1: the loss is not finite"]

@@ -179,7 +179,7 @@ def test_a_second_run_on_the_same_out_is_refused_while_the_first_holds_it(tmp_pa
     with run_lock(tmp_path / "run"):
         for argv in ((), ("--overwrite",)):
             assert train(tmp_path, *argv) == 2
-            assert f"is in use by a run in progress (process {os.getpid()})" in one_error_line(capsys)
+            assert f"is in use by a run or a probe in progress (process {os.getpid()})" in one_error_line(capsys)
     with pytest.raises(ComputeStarted):  # released: the next run goes ahead
         train(tmp_path)
 
