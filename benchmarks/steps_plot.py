@@ -68,7 +68,7 @@ def summary(groups: dict[str, dict]) -> list[str]:
     return lines
 
 
-def plot(groups: dict[str, dict], out: Path) -> None:
+def plot(groups: dict[str, dict], out: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -95,7 +95,7 @@ def plot(groups: dict[str, dict], out: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, loc="best")
     fig.tight_layout()
-    save_figure(fig, out, dpi=110)
+    return save_figure(fig, out, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     groups = {g[0]: read_group(g[1:]) for g in args.group}
     print("\n".join(summary(groups)))
     if args.out:
-        plot(groups, args.out)
-        print(f"wrote {args.out}")
+        print(f"wrote {plot(groups, args.out)}")  # with the .png a bare name gets
     return 0
 
 

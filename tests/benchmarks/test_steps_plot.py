@@ -37,6 +37,10 @@ def test_rates_by_step_and_their_intervals(tmp_path, capsys):
     assert f"harmful_refusal {sum(harmful) / 3:.1f} [{low:.1f}, {high:.1f}]" in line
     assert steps_plot.main(["--group", "g", *files, "--out", str(tmp_path / "p.png")]) == 0
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
+    assert steps_plot.main(["--group", "g", *files, "--out", str(tmp_path / "bare")]) == 0  # savefig adds .png
+    assert capsys.readouterr().out.splitlines()[-1] == f"wrote {tmp_path / 'bare.png'}"
+    assert (tmp_path / "bare.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_an_eval_of_no_checkpoint_is_named(tmp_path):
