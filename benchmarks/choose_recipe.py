@@ -94,6 +94,7 @@ class Run:
     base: dict | None       # the base model's rates, where the run carries them
     watch: float | None     # the over-refusal watch's number, where the run folder is found
     folder: Path | None = None  # the run folder behind it (resolved), where known
+    seed: int | None = None     # the run's seed (its config's), where known
 
 
 @dataclass
@@ -137,14 +138,29 @@ def read_run(path: Path, reader: Rereader | None = None) -> Run:
         if bad:
             raise UserError(f"{file}: {', '.join(bad)} is not a number (no prompts of that class?)")
     return Run(judge, trained, base, over_refusal_watch(run_folder),
-               run_folder.resolve() if run_folder is not None else None)
+               run_folder.resolve() if run_folder is not None else None, run_seed(doc, run_folder))
+
+
+def run_seed(doc: dict, run_folder: Path | None) -> int | None:
+    """The seed in a demo.json's config, else in its run folder's config.json, where either is readable."""
+    config = doc.get("config")
+    if not isinstance(config, dict) and run_folder is not None and (run_folder / "config.json").is_file():
+        config = read_json_file(run_folder / "config.json", str(run_folder / "config.json"))
+    seed = config.get("seed") if isinstance(config, dict) else None
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
 
 def one_seed_once(candidates: list[list[str]], runs: dict[str, list[Run]]) -> None:
-    """One trained run read twice (its demo folder and an eval file of its adapter) counts once: a UserError."""
+    """One trained run read twice (its demo folder and an eval file of its adapter), or two runs of one seed
+    under one candidate (a copied folder), count once: a UserError."""
     seen = {}
     for candidate in candidates:
+        seeds = {}
         for given, run in zip(candidate[1:], runs[candidate[0]]):
+            if run.seed is not None and run.seed in seeds:
+                raise UserError(f"--candidate {candidate[0]}: {seeds[run.seed]} and {given} are both runs of seed "
+                                f"{run.seed}; each seed once (a copied run would count one seed twice)")
+            seeds.setdefault(run.seed, given)
             if run.folder is None:
                 continue
             if run.folder in seen:

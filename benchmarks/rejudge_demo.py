@@ -57,10 +57,34 @@ def rejudge(folder: Path, judge) -> dict:
                                                   and isinstance(a.get("answer"), str) for a in answers)):
             raise UserError(f"{path}: '{role}' must be a list of answers, each with a built-in seed's id, its "
                             "prompt and the answer")
+    check_whole(folder, saved, seeds)
+    for role, answers in saved.items():
         picked = [seeds[a["id"]] for a in answers]
         rates = judge_answers(judge, picked, [a["prompt"] for a in answers], [a["answer"] for a in answers])
         out[role] = {k: v for k, v in rates.items() if k != "answers"}
     return out
+
+
+def check_whole(folder: Path, saved: dict, seeds: dict) -> None:
+    """Each prompt answered once, the same prompts by base and trained defender, and (where the folder's
+    demo.json says how many) every prompt of each class: a rate over part of the answers is a UserError."""
+    path = folder / "answers.json"
+    ids = {role: [a["id"] for a in answers] for role, answers in saved.items()}
+    for role, given in ids.items():
+        repeated = sorted({i for i in given if given.count(i) > 1})
+        if repeated:
+            raise UserError(f"{path}: '{role}' answers the prompt {repeated[0]} more than once")
+    if set(ids["base"]) != set(ids["trained"]):
+        raise UserError(f"{path}: the base and the trained defender answered different prompts "
+                        f"({len(ids['base'])} and {len(ids['trained'])}); the file is damaged")
+    demo = folder / "demo.json"
+    counts = read_json_file(demo, str(demo)) if demo.is_file() else {}
+    counts = counts if isinstance(counts, dict) else {}
+    for key, harmful in (("n_harmful", True), ("n_benign", False)):
+        answered = sum(seeds[i].harmful == harmful for i in ids["trained"])
+        if isinstance(counts.get(key), int) and answered != counts[key]:
+            raise UserError(f"{path}: {answered} answers to {key[2:]} prompts, where {demo.name} counts "
+                            f"{counts[key]}; the file is damaged or from another run")
 
 
 class LabelledAnswers:

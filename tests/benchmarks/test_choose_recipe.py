@@ -184,6 +184,18 @@ def test_a_run_listed_twice_is_not_two_seeds(tmp_path, capsys):
         choose_recipe.main(["--candidate", "x", a, b, "--candidate", "y", str(evaluated), c])
 
 
+def test_a_copied_run_is_one_seed_not_two(tmp_path, capsys):
+    """Two folders whose runs have one seed (a copy) narrowed the interval and could flip the verdict."""
+    folders = []
+    for name, seed in (("s0", 0), ("s1", 1), ("s1-copy", 1)):
+        folders.append(demo_folder(tmp_path / name, 0.2, 1.0))
+        doc = json.loads((tmp_path / name / "demo.json").read_text())
+        (tmp_path / name / "demo.json").write_text(json.dumps({**doc, "config": {"seed": seed}}))
+    assert len(run(capsys, ["--candidate", "x", *folders[:2]])["candidates"][0]["changes"]["benign_compliance"]) == 2
+    with pytest.raises(SystemExit, match="s1 and .*s1-copy are both runs of seed 1; each seed once"):
+        choose_recipe.main(["--candidate", "x", *folders])
+
+
 def test_runs_whose_base_rates_differ_are_refused(tmp_path):
     a = demo_folder(tmp_path / "a", 0.1, 1.0)
     b = Path(demo_folder(tmp_path / "b", 0.1, 1.0))

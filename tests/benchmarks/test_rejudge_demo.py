@@ -76,3 +76,22 @@ def test_two_folders_of_one_name_are_refused(tmp_path):
     assert distinct_run_names(["a/run-s0", "b/run-s1"]) == ["run-s0", "run-s1"]
     with pytest.raises(UserError, match="share the folder name 'run-s0'"):
         distinct_run_names(["a/run-s0", "b/run-s0"])
+
+
+@pytest.mark.parametrize("damage, needle", [
+    (lambda saved, demo: saved["trained"].pop(), "the base and the trained defender answered different prompts"),
+    (lambda saved, demo: saved["trained"].append(saved["trained"][0]), "more than once"),
+    (lambda saved, demo: [saved[r].pop() for r in saved], "2 answers to benign prompts, where demo.json counts 3"),
+])
+def test_a_rate_over_part_of_the_answers_is_refused(tmp_path, damage, needle):
+    """Answers removed from a demo folder moved its rates silently (a copy with three benign answers cut
+    passed a budget that the whole run fails)."""
+    folder, labels = _folder(tmp_path)
+    saved = json.loads((folder / "answers.json").read_text())
+    demo = {"split": "validation", "n_harmful": 2, "n_benign": 3}
+    (folder / "demo.json").write_text(json.dumps(demo))
+    rejudge_demo.rejudge(folder, rejudge_demo.LabelledAnswers(str(labels)))  # whole: read
+    damage(saved, demo)
+    (folder / "answers.json").write_text(json.dumps(saved))
+    with pytest.raises(UserError, match=needle):
+        rejudge_demo.rejudge(folder, rejudge_demo.LabelledAnswers(str(labels)))
