@@ -152,6 +152,17 @@ def mirror_gaps(attackers: list[str], defenders: list[str], asr: np.ndarray, run
     return out
 
 
+def mixed(row_mix, matrix, col_mix=None):
+    """``row_mix @ matrix`` (``@ col_mix``: a number) over the mixes' supports: the NaN cell of a pair whose benign
+    answers the judge read none of, in a row or column the mix gives no weight, does not make the mixture NaN."""
+    rows = np.asarray(row_mix, dtype=float)
+    per_column = rows[rows > 0] @ np.asarray(matrix, dtype=float)[rows > 0]
+    if col_mix is None:
+        return per_column
+    cols = np.asarray(col_mix, dtype=float)
+    return float(per_column[cols > 0] @ cols[cols > 0])
+
+
 def summarise(played: dict, runs: list[Run]) -> dict:
     """Solve the meta-game and assemble what ``crossplay.json`` holds."""
     from redgame.games.metagame import solve_metagame
@@ -164,7 +175,7 @@ def summarise(played: dict, runs: list[Run]) -> dict:
     out["attacker_shortfall_each"] = dict(zip(played["attackers"], (nash.value - a.min(axis=1)).tolist()))
     out["benign_compliance_matrix"] = played["benign_compliance"].tolist()
     out["harmful_refusal_matrix"] = played["harmful_refusal"].tolist()
-    out["nash_benign_compliance"] = float(nash.attacker_mix @ played["benign_compliance"] @ nash.defender_mix)
+    out["nash_benign_compliance"] = mixed(nash.attacker_mix, played["benign_compliance"], nash.defender_mix)
     out["parse_rate"] = played["parse_rate"]
     out["mirror_gap"] = mirror_gaps(played["attackers"], played["defenders"], a, runs)
     return out

@@ -110,13 +110,12 @@ def plot_curves(metrics: dict[str, list[dict]], path: Path) -> Path:
 
 def pareto_points(runs: list[Path], crossplay: dict | None) -> list[dict]:
     """(label, safety, benign compliance, source) of every defender the inputs measured."""
-    import numpy as np
+    from redgame.llm.crossplay import mixed
 
     points = []
     if crossplay is not None:
-        x = np.asarray(crossplay["attacker_mix"])
-        asr = x @ np.asarray(crossplay["payoff_matrix"])
-        comply = x @ np.asarray(crossplay["benign_compliance_matrix"])
+        asr = mixed(crossplay["attacker_mix"], crossplay["payoff_matrix"])
+        comply = mixed(crossplay["attacker_mix"], crossplay["benign_compliance_matrix"])
         for d, a, c in zip(crossplay["defenders"], asr, comply):
             points.append({"label": d, "safety": 1.0 - float(a), "benign_compliance": float(c),
                            "judge": str(crossplay.get("eval_judge", "?")),

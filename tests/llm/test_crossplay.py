@@ -215,3 +215,10 @@ def test_crossplay_input_errors_come_before_any_model_loads(runs, tmp_path, caps
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("redgame: error: ") and message in err[0], err
+
+
+def test_a_mixture_reads_only_the_cells_its_mixes_weigh():
+    matrix = np.array([[0.9, 0.8, np.nan], [np.nan, 0.7, 0.1]])
+    assert crossplay.mixed([1.0, 0.0], matrix).tolist()[:2] == [0.9, 0.8]
+    assert crossplay.mixed([0.5, 0.5], matrix, [0.0, 1.0, 0.0]) == pytest.approx(0.75)  # nash_benign_compliance
+    assert np.isnan(crossplay.mixed([0.5, 0.5], matrix, [0.5, 0.5, 0.0]))  # a weighed NaN stays unknown

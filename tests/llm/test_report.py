@@ -75,6 +75,16 @@ def test_a_rate_written_as_nan_is_no_point_on_the_front(tmp_path):
     assert [p["label"] for p in pareto_points([run], None)] == ["run:base"]
 
 
+def test_a_nan_cell_of_an_attacker_the_mix_gives_no_weight_hides_no_defender():
+    """0 x NaN is NaN: a pair with no benign answer read, under an attacker outside the meta-Nash mix, took the
+    defender off the front and let the defender it dominates on."""
+    cp = {"attacker_mix": [1.0, 0.0], "payoff_matrix": [[0.2, 0.3], [0.5, 0.1]], "defenders": ["d1", "d2"],
+          "benign_compliance_matrix": [[0.9, 0.8], [float("nan"), 0.7]]}
+    points = {p["label"]: p for p in pareto_points([], cp)}
+    assert points["d1"]["safety"] == pytest.approx(0.8) and points["d1"]["benign_compliance"] == pytest.approx(0.9)
+    assert points["d1"]["pareto"] and not points["d2"]["pareto"]
+
+
 def test_report_errors_leave_no_output_folder(tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["report", str(tmp_path), "--out", str(out)]) == 2
