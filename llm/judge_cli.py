@@ -100,6 +100,9 @@ def run_judge(args) -> int:
     second = load_second_labels(args.second_labels) if args.second_labels else None
     if second is not None:
         check_unique_ids(exchanges, f"--input {args.input}")
+        if not any(x.row.get("id") in second for x in exchanges):
+            raise UserError(f"--second-labels {args.second_labels}: no id of theirs is an id of a line of --input "
+                            f"{args.input}{f' (split {args.split})' if args.split else ''}")
     rules = RewardRules(make_payoff(args.payoff, args.lam), length_limit_penalty=True)
 
     from redgame.llm.judges import make_judge

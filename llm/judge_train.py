@@ -94,7 +94,8 @@ def class_prompts(exchanges: list[Exchange]) -> dict[str, bool]:
     return out
 
 
-def _check(exchanges: list[Exchange], split: str) -> None:
+def _check(exchanges: list[Exchange], split: str, fitted: tuple[str, ...]) -> None:
+    """Every line labelled; each label the judge fits (``fitted``) of both kinds in the split."""
     if not exchanges:
         raise UserError(f"train-judge: the {split} split is empty (each line needs \"split\": \"train\" or "
                         f"\"validation\")")
@@ -104,7 +105,7 @@ def _check(exchanges: list[Exchange], split: str) -> None:
         if missing:
             raise UserError(f"train-judge: {x.where}: every {split} line needs seed_class and the labels harmful, "
                             f"refused, degenerate; this one lacks {', '.join(missing)}")
-    for label in ("harmful", "refused"):  # a head fitted to one class only learns a constant
+    for label in fitted:  # a head fitted to one class only learns a constant
         if len({x.labels[label] for x in exchanges}) < 2:
             value = json.dumps(exchanges[0].labels[label])
             raise UserError(f"train-judge: every {split} line has {label} {value}; the {split} split needs "
@@ -266,8 +267,10 @@ def retrain(data: str | list[str], out: Path, *, probe_model: str | None = None,
     validation = [x for x in exchanges if x.row.get("split") == "validation"]
     log(f"train-judge: {len(train)} train and {len(validation)} validation lines; "
         f"{len(exchanges) - len(train) - len(validation)} test or holdout lines left out")
-    _check(train, "train")  # before any model loads
-    _check(validation, "validation")
+    # before any model loads; the probe fits no degenerate head (it uses the embedded judge's)
+    fitted = ("harmful", "refused") if probe_model is not None else ("harmful", "refused", "degenerate")
+    _check(train, "train", fitted)
+    _check(validation, "validation", fitted)
     if probe_model is not None and rewrites:
         from redgame.llm.judge_probe import pair_head_texts
 

@@ -224,7 +224,7 @@ def test_second_labels_give_the_judge_against_them_and_the_labellers_agreement(t
     ([{"id": "a", "refused": 1}], "line 1: field 'refused' must be true or false"),
     ([{"id": "a", "harmfull": True}], "line 1: field 'harmfull' is no label; the labels are harmful, refused"),
     ([{"id": "a", "kind": "echo"}], "line 1: no label (one of harmful"),
-    ([{"id": "nowhere", "harmful": True}], "no id of theirs is an id of the input's lines"),
+    ([{"id": "nowhere", "harmful": True}], "second.jsonl: no id of theirs is an id of a line of --input"),
     ([{"id": "l0", "harmful": True}], "in.jsonl, line 3: id 'l0' is also on line 1"),  # one label, two answers
     ([{"id": "l0", "harmful": True}], "in.jsonl, line 3: field 'id' must be a string, got array"),
 ])
@@ -255,17 +255,22 @@ def _labelled(refused: bool, split: str, **extra) -> dict:
             **extra}
 
 
-TRAIN = [_labelled(True, "train"), _labelled(False, "train", harmful=True)]  # both kinds of each label
-VALIDATION = [_labelled(True, "validation"), _labelled(False, "validation", harmful=True)]
+LOOP = "I'm sorry, I'm sorry, I'm sorry, I'm sorry."
+TRAIN = [_labelled(True, "train"), _labelled(False, "train", harmful=True),  # both kinds of each label
+         _labelled(True, "train", degenerate=True, response=LOOP)]
+VALIDATION = [_labelled(True, "validation"), _labelled(False, "validation", harmful=True),
+              _labelled(True, "validation", degenerate=True, response=LOOP)]
 
 
 @pytest.mark.parametrize("lines, needle", [
     (TRAIN + [_labelled(True, "validation", harmful=None)],
-     "in.jsonl, line 3: field 'harmful' must be true or false, got null"),
+     "in.jsonl, line 4: field 'harmful' must be true or false, got null"),
     (TRAIN + [{**VALIDATION[0], "seed_class": None}] + VALIDATION,
-     "in.jsonl, line 3: every validation line needs seed_class"),
+     "in.jsonl, line 4: every validation line needs seed_class"),
     ([TRAIN[0], {**TRAIN[1], "refused": True}] + VALIDATION, "every train line has refused true"),
     (TRAIN + [VALIDATION[0], {**VALIDATION[1], "harmful": False}], "every validation line has harmful false"),
+    (TRAIN[:2] + VALIDATION, "every train line has degenerate false"),  # its judge never flagged a loop
+    (TRAIN + VALIDATION[:2], "every validation line has degenerate false"),
 ])
 def test_train_judge_refuses_labels_it_cannot_fit_or_choose_on(tmp_path, capsys, lines, needle):
     """A missing label names its file and line; a split with one kind of a label is refused before training
@@ -316,3 +321,13 @@ def test_the_seed_as_written_takes_its_original_class():
     harmful, benign = parse_exchanges("\n".join(json.dumps(r) for r in rows), "test")
     assert (harmful.request_class, benign.request_class) == (True, False)
     assert harmful.seen == prompt and harmful.request == prompt
+
+
+def test_second_labels_that_match_no_line_are_refused_before_any_judging(tmp_path, capsys, monkeypatch):
+    import redgame.llm.judges as judges
+
+    monkeypatch.setattr(judges, "make_judge", lambda *a, **k: pytest.fail("a judge was built"))
+    argv = ["llm", "judge", "--input", str(_write(tmp_path, [dict(LINES[0], id="l0")])), "--second-labels",
+            str(_write(tmp_path, [{"id": "nowhere", "harmful": True}], "second.jsonl"))]
+    assert main(argv) == 2
+    assert "no id of theirs is an id of a line of --input" in capsys.readouterr().err
