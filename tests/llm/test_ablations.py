@@ -96,6 +96,11 @@ def test_sft_gradient_is_that_of_the_mean_length_normalised_nll(tiny_config):
     (expected,) = torch.autograd.grad(nll, values)
     torch.testing.assert_close(grad, expected)
     assert info["nll"] == pytest.approx(float(nll)) and info["pg_loss"] == pytest.approx(-1.0)  # the metric to read
+    # a later update_epochs epoch: still the NLL gradient, however far the targets' log-probs have risen (the
+    # clipped surrogate zeroed every token whose ratio passed 1 + clip_eps)
+    old = TokenLogprobs(values.detach() - 0.3, policy.seq, 2)
+    (later,) = torch.autograd.grad(loss_from_logprobs(cfg.validate(), policy, reference, adv, old=old)[0], values)
+    torch.testing.assert_close(later, expected)
 
 
 @pytest.mark.parametrize("overrides,message", [
