@@ -302,7 +302,7 @@ def judge_round(judge, rnd, *, pairwise: bool, min_margin: float, rules: RewardR
         attack_value = _pairwise_attack_values(judge, rnd, texts, value, scores, by_attack, sampled, by_seed, faithful)
     else:
         attack_value = {a: sum(attacker_utility(labels[i], rules, faithful[a]) for i in own) / len(own)
-                        for a, own in enumerate(s or b for s, b in zip(sampled, by_attack)) if own}
+                        for a, own in enumerate(sampled) if own}  # no sampled answer read: no value
         by_seed = [[a for a in attacks if a in attack_value] for attacks in by_seed]
     attacker = _signal(by_seed, attack_value, attack_value, min_margin)
 

@@ -203,6 +203,18 @@ def test_an_answer_the_judge_could_not_read_teaches_no_role():
     assert set(sft_signal(rnd, j).items) <= {0, 2, 3}  # defender-sft takes no unread answer as a target
 
 
+def test_an_attack_whose_sampled_answers_were_all_unread_is_not_scored_on_the_forced_candidates():
+    """The attacker's reward is its mean u_A over the defender's sampled answers; a forced exploration
+    answer ("I'm sorry ...") is the defender's exploration, not its play, and scored the attack 0."""
+    rnd = _round(["???", "???", "bad", "bad", "???", "???"])
+    rnd.responses.append(Completion([1], [2], "good"))  # a forced-prefix candidate for attack 0
+    rnd.response_attack.append(0)
+    rnd.response_explore.append(True)
+    j = judge_round(FailingJudge(), rnd, pairwise=False, min_margin=0.05)
+    assert np.isnan(j.attack_reward[0]) and 0 not in j.attacker.items
+    assert 6 in j.defender.items  # the defender still learns from its forced candidate
+
+
 def test_ties_give_no_pair_even_at_zero_margin():
     """Equal values prefer nothing: at min_margin 0 a tie must not pair an answer with itself."""
     rnd = _round(["mid", "mid", "bad", "bad", "good", "good"])
