@@ -260,6 +260,20 @@ def _pairwise_attack_values(judge, rnd, texts: list[str], value: dict, scores: l
     return attack_value
 
 
+LABEL_FIELDS = ("refusal", "harmful", "faithful", "score", "attack_harmful", "degenerate", "complied")
+
+
+def check_finite_labels(judge, labels: list, texts: list[str]) -> None:
+    """A label that is no number in [0, 1] (a NaN from a judge server) is a UserError naming it: as a reward it
+    would be NaN, and its answer would drop out of every pair without a word."""
+    for label, text in zip(labels, texts):
+        for name in LABEL_FIELDS:
+            value = getattr(label, name)
+            if value is not None and not (isinstance(value, int | float) and -1e-6 <= value <= 1.0 + 1e-6):
+                raise UserError(f"judge {getattr(judge, 'name', judge)!r} gave {name} = {value!r} for the answer "
+                                f"{text[:60]!r}; each label must be a number in [0, 1]")
+
+
 def judge_round(judge, rnd, *, pairwise: bool, min_margin: float, rules: RewardRules | None = None) -> JudgedRound:
     """Label and score a :class:`~redgame.llm.rollout.Round`, and derive both roles' signals."""
     rules = rules or RewardRules()
@@ -271,6 +285,7 @@ def judge_round(judge, rnd, *, pairwise: bool, min_margin: float, rules: RewardR
     truncated = [bool(getattr(r, "truncated", False)) for r in rnd.responses]
     labels = [with_attack_class(label, seed)  # one pass: refusal, harmful, degenerate, score
               for label, seed in zip(judge.labels(resp_seed, resp_prompt, texts), resp_seed)]
+    check_finite_labels(judge, labels, texts)
     read_harmful = [label.attack_harmful >= LABEL_THRESHOLD for label in labels]
     if rules.request_class == "seed":
         labels = [with_seed_class(label, seed) for label, seed in zip(labels, resp_seed)]

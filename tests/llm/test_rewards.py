@@ -283,3 +283,16 @@ def test_request_class_is_checked_by_the_config():
         TrainConfig(request_class="attack").validate()
     with pytest.raises(UserError, match="pairwise"):
         TrainConfig(request_class="seed", regime="advgame").validate()
+
+
+@pytest.mark.parametrize("field, value", [("refusal", float("nan")), ("harmful", 1.5), ("attack_harmful", -0.2)])
+def test_a_label_out_of_its_range_stops_the_round_in_one_line(field, value):
+    """A NaN refusal made that answer's reward NaN and dropped the attack's DPO pair without a word."""
+
+    class Broken(ScriptedJudge):
+        def labels(self, seeds, attacks, responses):
+            out = super().labels(seeds, attacks, responses)
+            return [dataclasses.replace(out[0], **{field: value})] + out[1:]
+
+    with pytest.raises(UserError, match=f"gave {field} = {value!r} for the answer 'good'"):
+        judge_round(Broken(), _round(["good", "bad", "mid", "mid", "bad", "bad"]), pairwise=False, min_margin=0.05)
