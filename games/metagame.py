@@ -5,7 +5,8 @@ agents (trained attackers, trained defenders, checkpoints) are the pure strategi
 matrix game whose entries are cross-play payoffs. Its Nash equilibrium says which mixture of
 agents is robust, and each side's exploitability says how much the other side gains by
 deviating. Solved through the front door ``games.solve.solve_matrix``: an LP for zero-sum
-matrices, Lemke-Howson for general-sum ones. The LLM game reuses ``solve_metagame``.
+matrices; for general-sum ones ``solve``'s "auto" (Lemke-Howson, then nashpy's enumerations where
+its paths end at none). The LLM game reuses ``solve_metagame``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from redgame.errors import UserError
-from redgame.games.solve import solve_matrix
+from redgame.games.solve import solve, solve_matrix
 
 
 @dataclass
@@ -69,7 +70,8 @@ def solve_metagame(payoffs, defender_payoffs=None, attackers=None, defenders=Non
       payoffs: [m, n] attacker payoffs, rows = attackers, columns = defenders.
       defender_payoffs: [m, n] defender payoffs for a general-sum meta-game; None means -payoffs.
       attackers, defenders: names of the rows and columns (default a0.., d0..).
-      method: a ``solve_matrix`` method; default "linprog" (zero-sum) or "lemke-howson".
+      method: a ``solve_matrix`` method; default "linprog" (zero-sum), or ``solve``'s "auto" for a
+        general-sum meta-game (Lemke-Howson, then nashpy's support and vertex enumerations).
 
     Returns:
       The MetaNash with the smallest best-response gap among those the solver found.
@@ -87,9 +89,15 @@ def solve_metagame(payoffs, defender_payoffs=None, attackers=None, defenders=Non
     if len(defenders) != a.shape[1]:
         raise UserError(f"defenders: {len(defenders)} names for {a.shape[1]} columns")
     b = -a if defender_payoffs is None else np.asarray(defender_payoffs, dtype=float)
+    if b.shape != a.shape:  # before the zero-sum test, which would broadcast
+        raise UserError(f"defender_payoffs: expected the payoffs' shape {a.shape} (attackers x defenders), "
+                        f"got {b.shape}")
     zero_sum = bool(np.allclose(a + b, 0.0, atol=1e-12))
-    method = method or ("linprog" if zero_sum else "lemke-howson")
-    solution = solve_matrix(a, None if zero_sum else b, method=method)
+    if method is None and not zero_sum:  # Lemke-Howson, then nashpy's enumerations where it finds none
+        solution = solve((a, b), method="auto")
+    else:
+        solution = solve_matrix(a, None if zero_sum else b, method=method or "linprog")
+    method = solution.method
     if not solution.equilibria:
         raise UserError(f"method: {method} found no equilibrium of the meta-game")
     eq = min(solution.equilibria, key=lambda e: e.gap)

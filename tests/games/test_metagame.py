@@ -69,6 +69,24 @@ def test_general_sum_meta_nash_verifies(seed):
     assert abs(meta.defender_value - meta.attacker_mix @ b @ meta.defender_mix) < 1e-12
 
 
+# Two bimatrix games on which Lemke-Howson's paths end at no equilibrium (the review's t=35 and t=54): a
+# constant-sum game on a half-integer grid, B = 1 - A, and a random continuous one; nashpy's support
+# enumeration finds 2 and 3 equilibria.
+GRID = [[1.0, 1.0, 0.5, 1.0], [0.0, 0.0, 1.0, 1.0], [0.0, 1.0, 0.0, 1.0], [0.5, 0.0, 0.5, 0.0], [0.5, 0.5, 1.0, 1.0]]
+RANDOM_A = [[0.4838, 0.7874, 0.3597, 0.5424], [0.3683, 0.8661, 0.9148, 0.6318], [0.9810, 0.7321, 0.8304, 0.8947],
+            [0.2719, 0.9867, 0.3904, 0.4972], [0.1803, 0.8215, 0.3369, 0.6893]]
+RANDOM_B = [[0.2184, 0.3514, 0.3842, 0.2366], [0.0351, 0.7702, 0.9504, 0.2262], [0.1627, 0.3476, 0.0828, 0.6497],
+            [0.3686, 0.5625, 0.9058, 0.8616], [0.9217, 0.9351, 0.5898, 0.5023]]
+
+
+@pytest.mark.parametrize("a, b", [(GRID, 1 - np.array(GRID)), (RANDOM_A, RANDOM_B)])
+def test_general_sum_meta_games_where_lemke_howson_ends_nowhere_are_solved(a, b):
+    a, b = np.array(a), np.array(b)
+    meta = solve_metagame(a, b)  # was: "lemke-howson found no equilibrium of the meta-game"
+    gap_a, gap_d = best_response_gaps(a, b, meta.attacker_mix, meta.defender_mix)
+    assert gap_a < 1e-6 and gap_d < 1e-6 and meta.method != "lemke-howson"
+
+
 def test_matching_pennies_value_and_mixes():
     meta = solve_metagame(np.array([[1.0, 0.0], [0.0, 1.0]]))
     assert abs(meta.value - 0.5) < 1e-9 and meta.nash_conv < 1e-9
@@ -79,7 +97,9 @@ def test_matching_pennies_value_and_mixes():
     ({"payoffs": [1.0, 2.0]}, "payoffs"),
     ({"payoffs": [[1.0, 2.0]], "attackers": ["a", "b"]}, "attackers"),
     ({"payoffs": [[1.0, 2.0]], "defenders": ["d"]}, "defenders"),
-    ({"payoffs": [[1.0, 2.0]], "defender_payoffs": [[1.0]]}, "payoff matrix"),
+    ({"payoffs": [[1.0, 2.0]], "defender_payoffs": [[1.0]]}, "defender_payoffs"),
+    ({"payoffs": [[1.0, 2.0, 3.0]] * 2, "defender_payoffs": [-1.0, -2.0, -3.0]}, "defender_payoffs"),  # broadcast
+    ({"payoffs": [[1.0, 2.0]] * 2, "defender_payoffs": 0.0}, "defender_payoffs"),
 ])
 def test_bad_matrices_name_the_culprit(kwargs, culprit):
     with pytest.raises(ValueError, match=f"^{culprit}"):
