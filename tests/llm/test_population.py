@@ -174,3 +174,13 @@ def test_bad_population_settings_are_refused(tiny_config, overrides, message):
     values = dict(population_every=2, **overrides) if "population_every" not in overrides else overrides
     with pytest.raises(ValueError, match=message):
         tiny_config(**values).validate()
+
+
+def test_a_cell_the_judge_read_none_of_is_a_one_line_error_naming_the_judge():
+    """It was NaN in the payoff matrix, and the meta-game's solver then blamed the matrix's shape."""
+    from redgame.errors import UserError
+
+    played = {"attack_success": float("nan"), "benign_compliance": float("nan"), "unjudged": 4}
+    with pytest.raises(UserError, match="the judge could read none of the 4 answers .*check the judge"):
+        attacker_win_rate(played)
+    assert attacker_win_rate({"attack_success": float("nan"), "benign_compliance": 0.75}) == pytest.approx(0.25)
