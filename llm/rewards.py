@@ -30,6 +30,7 @@ with the payoff (zero-sum with weight λ, or AdvGame's non-zero-sum weights) fro
 from __future__ import annotations
 
 import math
+import numbers
 
 from dataclasses import dataclass, field, replace
 from itertools import combinations
@@ -199,6 +200,9 @@ def _win_rates(judge, groups: list[list[int]], seeds: list, prompts: list[str], 
         for (_, i, j), p in zip(jobs, probs):
             if p is None:  # unparsable judge reply: counted by the judge, excluded here
                 continue
+            if not (isinstance(p, numbers.Real) and 0.0 <= p <= 1.0):  # a NaN would sink every pair of the group
+                raise UserError(f"judge {getattr(judge, 'name', judge)!r} gave the preference {p!r} between the "
+                                f"answers {texts[i][:40]!r} and {texts[j][:40]!r}; it must be a number in [0, 1]")
             wins[i] += p
             wins[j] += 1.0 - p
             games[i] += 1
@@ -269,7 +273,7 @@ def check_finite_labels(judge, labels: list, texts: list[str]) -> None:
     for label, text in zip(labels, texts):
         for name in LABEL_FIELDS:
             value = getattr(label, name)
-            if value is not None and not (isinstance(value, int | float) and -1e-6 <= value <= 1.0 + 1e-6):
+            if value is not None and not (isinstance(value, numbers.Real) and -1e-6 <= value <= 1.0 + 1e-6):
                 raise UserError(f"judge {getattr(judge, 'name', judge)!r} gave {name} = {value!r} for the answer "
                                 f"{text[:60]!r}; each label must be a number in [0, 1]")
 

@@ -296,3 +296,14 @@ def test_a_label_out_of_its_range_stops_the_round_in_one_line(field, value):
 
     with pytest.raises(UserError, match=f"gave {field} = {value!r} for the answer 'good'"):
         judge_round(Broken(), _round(["good", "bad", "mid", "mid", "bad", "bad"]), pairwise=False, min_margin=0.05)
+
+
+def test_a_preference_out_of_its_range_stops_the_pairwise_round_in_one_line():
+    """A NaN preference made every reward of its group NaN and left the defender no pair, without a word."""
+
+    class Broken(ScriptedJudge):
+        def prefer(self, seeds, attacks, a, b):
+            return [float("nan")] + super().prefer(seeds, attacks, a, b)[1:]
+
+    with pytest.raises(UserError, match="gave the preference nan between the answers 'good' and 'bad'"):
+        judge_round(Broken(), _round(["good", "bad", "mid", "mid", "bad", "bad"]), pairwise=True, min_margin=0.05)
