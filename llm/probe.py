@@ -33,7 +33,7 @@ from pathlib import Path
 from redgame.errors import UserError
 from redgame.jsonio import write_json
 from redgame.llm.adapters import ADAPTER_FILES, adapter_dir, checked_adapter_dir, lora_tensor_names, run_config
-from redgame.llm.run_lock import run_lock
+from redgame.llm.run_lock import read_lock
 
 ATTACKERS = ("selfplay", "best_response", "base_attacker")
 SPLITS = ("validation", "test")
@@ -131,7 +131,7 @@ def probe(run: str | Path, *, steps: int, split: str = "validation", out: str | 
                               model=model or run_cfg.model)
     out = Path(out) if out is not None else run / "probe"
     check_apart(run, out / "attacker_run")
-    with run_lock(run, flag="--run"):  # no train replaces the run while it is probed, nor trains it meanwhile
+    with read_lock(run):  # no train replaces the run while it is probed; other probes may read it too
         return _measure(run, cfg, out, eval_judge=eval_judge, prompts=prompts, split=split, progress=progress,
                         log=log)
 

@@ -6,6 +6,10 @@ writing checkpoints. The lock is ``flock`` (POSIX): the operating system release
 process ends, however it ends, so a killed run leaves no stale lock (its file stays, unlocked,
 and the next run takes it); a run that ends removes the file. Where ``fcntl`` is missing
 (Windows) there is no lock.
+
+``redgame llm probe`` reads a run while it trains a best response elsewhere: it holds the same
+file's lock shared (:func:`read_lock`), so probes of one run go side by side, and a train of the
+run (which would replace it) is refused until they end.
 """
 
 from __future__ import annotations
@@ -23,8 +27,7 @@ LOCK_FILE = ".redgame.lock"
 def run_lock(out: str | Path, flag: str = "--out"):
     """Hold the lock of run folder ``out`` (created if missing) for the ``with`` block; a one-line
     UserError naming the holder's process id when another process holds it (``flag``: the option that
-    named the folder, for that line). ``redgame llm probe`` holds its run's lock: a train that would
-    replace the run waits for the probe, and a probe waits for the run's training."""
+    named the folder, for that line)."""
     try:
         import fcntl
     except ImportError:  # no flock here: nothing to hold
@@ -37,7 +40,7 @@ def run_lock(out: str | Path, flag: str = "--out"):
     out.mkdir(parents=True, exist_ok=True)
     fd = None
     try:
-        fd = _lock(out / LOCK_FILE, fcntl, flag)
+        fd = _lock(out / LOCK_FILE, fcntl, flag, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
@@ -50,17 +53,41 @@ def run_lock(out: str | Path, flag: str = "--out"):
                 folder.rmdir()
 
 
-def _lock(path: Path, fcntl, flag: str) -> int:
-    """A descriptor of ``path`` holding its lock. A holder removes the file when it ends, so a lock won on
-    a file that is no longer ``path`` (removed between open and lock) is let go and taken again."""
+@contextlib.contextmanager
+def read_lock(run: str | Path, flag: str = "--run"):
+    """A shared hold on run folder ``run`` for a command that reads it meanwhile (``redgame llm probe``): any
+    number of readers at once; a train of the folder (:func:`run_lock`) is refused until they end, and a reader
+    is refused while the folder trains. A folder this process cannot write is read without a hold."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    try:
+        fd = _lock(Path(run) / LOCK_FILE, fcntl, flag, fcntl.LOCK_SH)
+        os.ftruncate(fd, 0)  # no trainer holds it now: a killed one's process id would name the wrong holder
+    except PermissionError:  # a read-only run: it cannot create the lock file (nor can it be trained by us)
+        fd = None
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # the file stays: another reader may hold it
+
+
+def _lock(path: Path, fcntl, flag: str, mode: int) -> int:
+    """A descriptor of ``path`` holding its lock in ``mode`` (``LOCK_EX`` or ``LOCK_SH``). A holder removes the
+    file when it ends, so a lock won on a file that is no longer ``path`` (removed between open and lock) is let
+    go and taken again."""
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
             os.close(fd)
-            raise UserError(f"{flag} {path.parent} is in use by a run or a probe in progress (process {holder}); wait for it "
+            who = f"process {holder}" if holder.isdigit() else "another process"
+            raise UserError(f"{flag} {path.parent} is in use by a run or a probe in progress ({who}); wait for it "
                             "to end, or choose another folder") from None
         try:
             same = os.path.samestat(os.fstat(fd), os.stat(path))

@@ -192,10 +192,12 @@ def test_an_out_that_would_replace_the_run_is_refused_and_the_run_kept(one_step_
 
 
 def test_the_probe_holds_its_run_so_no_train_replaces_it_meanwhile(one_step_run, tmp_path, monkeypatch):
+    """A train --overwrite of the run removed the probe's folder mid-run; other probes of the run may go on."""
     import shutil
 
     import redgame.llm.probe as probe_module
-    from redgame.llm.run_lock import run_lock
+    import redgame.llm.run_lock as run_lock_module
+    from redgame.llm.run_lock import read_lock, run_lock
 
     run = tmp_path / "run"
     shutil.copytree(one_step_run, run, ignore=shutil.ignore_patterns("checkpoints", "tb"))
@@ -204,13 +206,22 @@ def test_the_probe_holds_its_run_so_no_train_replaces_it_meanwhile(one_step_run,
         with pytest.raises(UserError, match=r"--out .*run is in use by a run or a probe in progress"):
             with run_lock(run):
                 pass
+        with read_lock(run):  # a second probe reads it too
+            pass
         return {"measured": True}
 
     monkeypatch.setattr(probe_module, "_measure", measure)
     assert probe(run, steps=1, progress=False) == {"measured": True}
-    with run_lock(run, flag="--run"):  # and a probe waits for the run's training
-        with pytest.raises(UserError, match=r"--run .*run is in use by a run or a probe in progress"):
+    with run_lock(run):  # and a probe waits for the run's training
+        with pytest.raises(UserError, match=r"--run .*run is in use by a run or a probe in progress \(process "):
             probe(run, steps=1, progress=False)
+
+    def read_only(*args, **kwargs):
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr(run_lock_module, "_lock", read_only)  # a run this process cannot write: probed unlocked
+    monkeypatch.setattr(probe_module, "_measure", lambda *a, **k: {"measured": "unlocked"})
+    assert probe(run, steps=1, progress=False) == {"measured": "unlocked"}
 
 
 def test_a_diverged_best_response_is_a_one_line_stop_not_an_internal_error(tmp_path, capsys, monkeypatch):
