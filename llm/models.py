@@ -356,6 +356,16 @@ def _contiguous_head_input(model) -> None:
         head.register_forward_pre_hook(lambda module, args: (args[0].contiguous(), *args[1:]) if args else None)
 
 
+def check_run_weights(model, path: Path) -> None:
+    """A redgame run's full weights (``full_finetune``: RUN/final/ROLE, a checkpoint's role folder) that hold
+    NaN or inf are refused, as adapters are (:func:`redgame.llm.adapters.check_finite`); other models' are
+    not scanned."""
+    from redgame.llm.adapters import check_finite, run_model_of
+
+    if run_model_of(path) is not None:
+        check_finite(dict(model.named_parameters()), path)
+
+
 def load_base(
     name: str,
     *,
@@ -407,6 +417,7 @@ def load_base(
                                                    local_files_only=True)
             except LOAD_ERRORS as exc:  # a bad directory; anything else is a bug and propagates
                 raise UserError(f"cannot load a model from {path}: {exc}") from exc
+            check_run_weights(model, path)
         elif path.is_file() and path.suffix == ".gguf":
             model, tokenizer = _from_gguf(path, dtype)
         elif allow_network and not path.exists() and not name.startswith((".", "/", "~")):

@@ -218,3 +218,25 @@ def test_full_finetune_refuses_half_precision():
     base = load_base("tiny")[0].to(torch.bfloat16)
     with pytest.raises(ValueError, match="--dtype float32"):
         build_roles(base, regime="advgame", full_finetune=True, reference="ema")
+
+
+def test_a_runs_full_weights_holding_nan_are_refused_where_they_load(tmp_path):
+    """``eval --model RUN/final/defender`` of a diverged full_finetune run answered every prompt with nothing,
+    which the judges read as a perfectly safe defender."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from redgame.errors import UserError
+    from redgame.llm.models import tiny_tokenizer
+
+    roles = build_roles(load_base("tiny")[0], regime="separate", full_finetune=True)
+    role = tmp_path / "run" / "final" / "defender"
+    roles.save_role("defender", role, tokenizer=tiny_tokenizer())
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"model": "tiny", "regime": "separate", "steps": 1}))
+    load_base(str(role))  # whole: it loads
+    weights = load_file(str(role / "model.safetensors"))
+    save_file({k: v * float("nan") if v.is_floating_point() else v for k, v in weights.items()},
+              str(role / "model.safetensors"))
+    with pytest.raises(UserError, match="tensors hold NaN or inf values"):
+        load_base(str(role))
