@@ -94,6 +94,9 @@ def class_prompts(exchanges: list[Exchange]) -> dict[str, bool]:
     return out
 
 
+FITTED_LABELS = ("harmful", "refused", "degenerate")  # the labels the embedded judge's heads are fitted to
+
+
 def _check(exchanges: list[Exchange], split: str, fitted: tuple[str, ...]) -> None:
     """Every line labelled; each label the judge fits (``fitted``) of both kinds in the split."""
     if not exchanges:
@@ -135,8 +138,8 @@ def train_classifier(train: list[Exchange], validation: list[Exchange], embedder
     with ``rewrites`` (:class:`~redgame.llm.judge_attacks.Rewrite`), a faithfulness head too."""
     from redgame.llm.judges import EmbeddedJudge
 
-    _check(train, "train")
-    _check(validation, "validation")
+    _check(train, "train", FITTED_LABELS)
+    _check(validation, "validation", FITTED_LABELS)
     rewrites = rewrites or []
     train_prompts = {**(extra_prompts or {}), **{r.attack: r.attack_harmful for r in rewrites if r.split == "train"},
                      **class_prompts(train)}
@@ -268,7 +271,7 @@ def retrain(data: str | list[str], out: Path, *, probe_model: str | None = None,
     log(f"train-judge: {len(train)} train and {len(validation)} validation lines; "
         f"{len(exchanges) - len(train) - len(validation)} test or holdout lines left out")
     # before any model loads; the probe fits no degenerate head (it uses the embedded judge's)
-    fitted = ("harmful", "refused") if probe_model is not None else ("harmful", "refused", "degenerate")
+    fitted = FITTED_LABELS if probe_model is None else tuple(k for k in FITTED_LABELS if k != "degenerate")
     _check(train, "train", fitted)
     _check(validation, "validation", fitted)
     if probe_model is not None and rewrites:
