@@ -200,7 +200,7 @@ def _win_rates(judge, groups: list[list[int]], seeds: list, prompts: list[str], 
         for (_, i, j), p in zip(jobs, probs):
             if p is None:  # unparsable judge reply: counted by the judge, excluded here
                 continue
-            if not (isinstance(p, numbers.Real) and 0.0 <= p <= 1.0):  # a NaN would sink every pair of the group
+            if not is_probability(p):  # a NaN would sink every pair of the group
                 raise UserError(f"judge {getattr(judge, 'name', judge)!r} gave the preference {p!r} between the "
                                 f"answers {texts[i][:40]!r} and {texts[j][:40]!r}; it must be a number in [0, 1]")
             wins[i] += p
@@ -267,13 +267,18 @@ def _pairwise_attack_values(judge, rnd, texts: list[str], value: dict, scores: l
 LABEL_FIELDS = ("refusal", "harmful", "faithful", "score", "attack_harmful", "degenerate", "complied")
 
 
-def check_finite_labels(judge, labels: list, texts: list[str]) -> None:
+def is_probability(value, slack: float = 0.0) -> bool:
+    """A number in [0, 1], give or take ``slack`` (float round-off); NaN is not."""
+    return isinstance(value, numbers.Real) and -slack <= value <= 1.0 + slack
+
+
+def check_label_ranges(judge, labels: list, texts: list[str]) -> None:
     """A label that is no number in [0, 1] (a NaN from a judge server) is a UserError naming it: as a reward it
     would be NaN, and its answer would drop out of every pair without a word."""
     for label, text in zip(labels, texts):
         for name in LABEL_FIELDS:
             value = getattr(label, name)
-            if value is not None and not (isinstance(value, numbers.Real) and -1e-6 <= value <= 1.0 + 1e-6):
+            if value is not None and not is_probability(value, slack=1e-6):
                 raise UserError(f"judge {getattr(judge, 'name', judge)!r} gave {name} = {value!r} for the answer "
                                 f"{text[:60]!r}; each label must be a number in [0, 1]")
 
@@ -289,7 +294,7 @@ def judge_round(judge, rnd, *, pairwise: bool, min_margin: float, rules: RewardR
     truncated = [bool(getattr(r, "truncated", False)) for r in rnd.responses]
     labels = [with_attack_class(label, seed)  # one pass: refusal, harmful, degenerate, score
               for label, seed in zip(judge.labels(resp_seed, resp_prompt, texts), resp_seed)]
-    check_finite_labels(judge, labels, texts)
+    check_label_ranges(judge, labels, texts)
     read_harmful = [label.attack_harmful >= LABEL_THRESHOLD for label in labels]
     if rules.request_class == "seed":
         labels = [with_seed_class(label, seed) for label, seed in zip(labels, resp_seed)]
