@@ -98,6 +98,8 @@ def test_two_ranks_hold_one_adapter_and_average_to_the_single_process_gradient(t
             assert a.get(key) == b.get(key), key
         for key in ("attack_success", "refusal_harmful", "refusal_benign", "faithful", "defender_score"):
             assert a[key] == pytest.approx(b[key], nan_ok=True), key  # pooled by count, not averaged over ranks
+        for key in ("defender/pref_loss", "defender/nll", "defender/margin"):  # per-pair means, by the ranks' pairs
+            assert a.get(key) == pytest.approx(b.get(key), rel=1e-5, abs=1e-7, nan_ok=True), key
     # rank 0 alone wrote the checkpoint, and it holds what both ranks hold
     saved = load_file(str(tmp_path / "ddp" / "checkpoints" / "step_0002" / "weights.safetensors"))
     last = load_file(str(tmp_path / "two" / "rank1" / "step2.safetensors"))
@@ -154,6 +156,16 @@ def test_merged_rates_are_pooled_by_their_counts():
     assert distributed.merge_rows([{"a": 0.5, "b": 1}]) == {"a": 0.5, "b": 1}  # a lone row as it is (no count)
     nan = distributed.merge_rows([{"r": float("nan"), "count/r": 0}, {"r": float("nan"), "count/r": 0}])["r"]
     assert nan != nan
+
+
+def test_a_roles_per_pair_means_are_weighted_by_its_pairs():
+    """Ranks holding 6 and 4 pairs: the merged loss is the mean over the 10 pairs, the one-process row's, not
+    the ranks' mean (0.649717 against 0.649252 in a replayed two-rank run)."""
+    losses = [0.9, 0.2, 0.4, 0.7, 0.1, 0.3, 0.8, 0.5, 0.6, 0.05]
+    rows = [{"step": 2, "defender/pref_loss": sum(part) / len(part), "defender/pairs": len(part)}
+            for part in (losses[:6], losses[6:])]
+    merged = distributed.merge_rows(rows)
+    assert merged["defender/pairs"] == 10 and merged["defender/pref_loss"] == pytest.approx(sum(losses) / 10)
 
 
 @pytest.mark.parametrize("env,match", [
