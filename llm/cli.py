@@ -96,10 +96,15 @@ def placement_of(args):
     from redgame.llm.config import check_device_name, check_dtype_name
     from redgame.llm.models import placement
 
-    device, dtype = args.device or "auto", args.dtype or "auto"
+    device, dtype = flag_or_auto(args.device), flag_or_auto(args.dtype)
     check_device_name(device)
     check_dtype_name(dtype)
     return placement(device, dtype)
+
+
+def flag_or_auto(value: str | None) -> str:
+    """A --device / --dtype as given ("" too: refused as train refuses it), or auto when absent."""
+    return "auto" if value is None else value
 
 
 def resolve_config(args) -> TrainConfig:
@@ -163,7 +168,7 @@ def run_probe(args) -> int:
     from redgame.llm.probe import probe, report_lines
     from redgame.llm.trainer import TrainingStopped
 
-    device, dtype = args.device or "auto", args.dtype or "auto"
+    device, dtype = flag_or_auto(args.device), flag_or_auto(args.dtype)
     placement_of(args)  # a bad or absent device: one line before anything loads
     overrides = parse_overrides(args.set)
     try:

@@ -277,9 +277,8 @@ class TrainConfig:
 
 def check_device_name(name: str, what: str = "device") -> None:
     """Refuse a device name that is not auto, cpu, cuda or cuda:N (nothing is imported or touched)."""
-    head, _, index = str(name).partition(":")
-    if name in ("auto", "cpu", "cuda") or (head == "cuda" and index.isdigit()):
-        return
+    if name in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:(0|[1-9][0-9]*)", str(name), flags=re.ASCII):
+        return  # an index as torch.device reads it: ASCII digits, no leading zero
     raise UserError(f"{what} {name!r} is not one of {DEVICE_CHOICES}")
 
 

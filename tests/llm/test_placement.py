@@ -28,8 +28,9 @@ def test_auto_is_cuda_in_bf16_where_there_is_cuda_and_cpu_in_fp32_otherwise():
     assert resolve_dtype("float16") == torch.float16
 
 
-@pytest.mark.parametrize("name", ["gpu", "cuda:x", "cuda:", "mps:0", ""])
+@pytest.mark.parametrize("name", ["gpu", "cuda:x", "cuda:", "mps:0", "", "cuda:01", "cuda:\u00b2", "cuda:\u0661"])
 def test_unknown_device_and_dtype_names_are_one_line_errors(name):
+    """cuda:01 and Unicode digits passed str.isdigit, then crashed in torch.device as an internal error."""
     with pytest.raises(UserError, match="is not one of auto, cpu, cuda or cuda:N"):
         resolve_device(name)
     with pytest.raises(UserError, match="dtype 'float64' is not one of"):
@@ -131,3 +132,12 @@ def test_bfloat16_on_cpu_trains_the_tiny_game_with_float32_adapters(tmp_path, ju
     row = json.loads((tmp_path / "metrics.jsonl").read_text())
     losses = [v for k, v in row.items() if k.endswith("/pref_loss")]
     assert losses and all(v == v and abs(v) < 10 for v in losses)  # finite, sane
+
+
+def test_an_empty_device_or_dtype_flag_is_refused_by_every_command_alike(capsys):
+    """eval took --device "" as auto where train refused it."""
+    from redgame.cli import main
+
+    for flag in ("--device", "--dtype"):
+        assert main(["llm", "eval", "--model", "tiny", flag, "", "--no-utility"]) == 2
+        assert "'' is not one of" in capsys.readouterr().err
