@@ -298,7 +298,10 @@ def run_sections(ctx: Context, sections, report=None) -> list[dict]:
         print(f"\n## {name}: {section.__doc__.splitlines()[0]}")
         start = time.perf_counter()
         try:
-            result = section(ctx)
+            if ctx.seconds_left() <= 0:  # past --budget, a section would be killed halfway and lost
+                result = dict(status="skip", headline="not started: --budget ran out", notes=[], data={})
+            else:
+                result = section(ctx)
         except Exception:  # a broken section is a result, not the end of the run
             print(traceback.format_exc())
             result = dict(status="fail", headline=traceback.format_exc().strip().splitlines()[-1], notes=[], data={})
@@ -322,12 +325,14 @@ def write_report(out: Path, results: list[dict], started: str) -> None:
 
 
 def main(argv=None) -> int:
+    begun = time.monotonic()  # --budget counts from here, start-up (imports) included
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="folder for gpu_check.json, gpu_check.md and gpu_check.log")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes (a check of this script, not of a GPU)")
     parser.add_argument("--budget", type=float, default=None, metavar="SECONDS",
-                        help="seconds the whole run may take (under `timeout 545`: 530); the game section fits "
-                             "its runs into what is left and records the ones it had to stop")
+                        help="seconds the whole run may take (under `timeout 545`: 530): no section starts past "
+                             "it, and the game section fits its runs into what is left and records the ones it "
+                             "had to stop; the sections before the game are not stopped midway")
     parser.add_argument("--sections", default=",".join(_name(s) for s in SECTIONS),
                         help="comma-separated sections to run, in this order (default: all): "
                              + ", ".join(_name(s) for s in SECTIONS))
@@ -348,7 +353,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    deadline = None if args.budget is None else time.monotonic() + args.budget
+    deadline = None if args.budget is None else begun + args.budget
     with open(out / "gpu_check.log", "w") as log, contextlib.redirect_stdout(Tee(sys.stdout, log)):
         print(f"# gpu_check {'--smoke ' if args.smoke else ''}started {started}")
         print(install_carried_wheels())

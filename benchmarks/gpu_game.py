@@ -70,12 +70,14 @@ def _rows(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def play(device: str, dtype: str, kernels: str, out: Path, smoke: bool, seconds_left=lambda: math.inf) -> dict:
+def play(device: str, dtype: str, kernels: str, out: Path, smoke: bool, seconds_left=lambda: math.inf,
+         later: int = 0) -> dict:
     """One short game in a fresh process; its metrics rows and wall time, or the error that ended it.
 
     A process of its own: a CUDA error (a device-side assert) ends the CUDA context of the
     process it happens in, and the other runs must still be measured. ``seconds_left()``: the
-    time the run may take (it is stopped, and recorded as stopped, past it).
+    time the run may take (it is stopped, and recorded as stopped, past it). ``later``: how many
+    runs come after this one; a diagnostic rerun leaves them this run's time each.
     """
     command = [sys.executable, __file__, "--play", dtype, kernels, "--device", device, "--out", str(out)]
     command += ["--smoke"] if smoke else []
@@ -87,9 +89,10 @@ def play(device: str, dtype: str, kernels: str, out: Path, smoke: bool, seconds_
         return {"rows": _rows(out), "seconds": seconds}
     failed = {"rows": [], "seconds": seconds, "error": _report_failure(run, label)}
     cuda_error = any(text in (run.stderr or "") + (run.stdout or "") for text in CUDA_ERRORS)
-    if device.startswith("cuda") and cuda_error and seconds_left() - RESERVE_S > 2 * seconds:
+    spare = seconds_left() - RESERVE_S - later * seconds  # what the runs still to come do not need
+    if device.startswith("cuda") and cuda_error and spare > 2 * seconds:
         # CUDA reports errors late: once more, each launch waited for, names the culprit
-        rerun = _child(command, seconds_left() - RESERVE_S, {**os.environ, "CUDA_LAUNCH_BLOCKING": "1"})
+        rerun = _child(command, spare, {**os.environ, "CUDA_LAUNCH_BLOCKING": "1"})
         if rerun.returncode != 0:
             failed["error_launch_blocking"] = _report_failure(rerun, f"{label}, CUDA_LAUNCH_BLOCKING=1")
     return failed
@@ -171,7 +174,9 @@ def compare(on: dict, off: dict, dtype: str, expected: str, expected_lora: str |
             if k in a and k in b:
                 errors[k] = max(errors.get(k, 0.0), abs(a[k] - b[k]) / max(abs(b[k]), 1.0))
     close = compared >= 1 and all(e <= TOLERANCE[dtype] for e in errors.values())
-    failed = {name: run["error"] for name, run in ((kernels, on), ("off", off)) if "error" in run}
+    failed = {name: run["error"] + (f"; with CUDA_LAUNCH_BLOCKING=1: {run['error_launch_blocking']}"
+                                    if "error_launch_blocking" in run else "")
+              for name, run in ((kernels, on), ("off", off)) if "error" in run}
     update = {name: sum(r["time/update"] for r in run["rows"][1:]) / max(1, len(run["rows"]) - 1)
               for name, run in (("on", on), ("off", off))}
     return {"dtype": dtype, "kernels": kernels, "finite": finite, "implementation_named": named, "expected": expected,
@@ -183,6 +188,12 @@ def compare(on: dict, off: dict, dtype: str, expected: str, expected_lora: str |
 
 
 DTYPES = ("float32", "bfloat16")
+
+
+def plays_of(device: str, dtype: str) -> tuple[str, ...]:
+    """The kernels settings played in one dtype. Off first: the reference is measured even if the kernels' run
+    fails. On CUDA in bf16 (what --dtype auto picks there) also auto: our log-probs, peft's LoRA layers."""
+    return ("off", "on", "auto") if (device, dtype) == ("cuda", "bfloat16") else ("off", "on")
 
 
 def section_game(ctx, dtypes=DTYPES) -> dict:
@@ -203,13 +214,13 @@ def section_game(ctx, dtypes=DTYPES) -> dict:
     (Path(ctx.out) / "gpu_game_runs.json").unlink(missing_ok=True)  # an earlier invocation's runs are not these
     with tempfile.TemporaryDirectory() as runs_dir:
         for dtype in dtypes:
-            # off first: the reference is measured even if the kernels' run fails
-            # on CUDA in bf16 (what --dtype auto picks there) also auto: our log-probs, peft's LoRA layers
-            plays = ("off", "on", "auto") if (device, dtype) == ("cuda", "bfloat16") else ("off", "on")
+            plays = plays_of(device, dtype)
             runs = {}
             for k in plays:
+                later = len(plays) - 1 - plays.index(k) + sum(len(plays_of(device, d))
+                                                              for d in dtypes[dtypes.index(dtype) + 1:])
                 runs[k] = play(device, dtype, k, Path(runs_dir) / f"{dtype}-kernels-{k}", ctx.smoke,
-                               getattr(ctx, "seconds_left", lambda: math.inf))
+                               getattr(ctx, "seconds_left", lambda: math.inf), later=later)
                 record(Path(ctx.out) / "gpu_game_runs.json", f"{dtype}, kernels={k}", runs[k])
             results.append(compare(runs["on"], runs["off"], dtype, expected))
             if "auto" in runs:

@@ -56,3 +56,24 @@ def test_a_carried_liger_wheel_is_installed_offline_or_its_absence_said(tmp_path
     (tmp_path / ".whl" / "liger_kernel-0.0.1-py3-none-any.whl").write_bytes(b"not a zip")
     said = gpu_check.install_carried_wheels()  # pip, offline, says why it cannot
     assert said.startswith("installing liger_kernel-0.0.1-py3-none-any.whl failed")
+
+
+def test_no_section_starts_past_the_budget(tmp_path):
+    """--budget limited only the game section; a section started late was killed by the timeout and lost."""
+    import time
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    import gpu_check
+
+    ran = []
+
+    def section_quick(ctx):
+        """A section that would run."""
+        ran.append("quick")
+        return dict(status="pass", headline="ran", notes=[], data={})
+
+    ctx = gpu_check.Context(out=tmp_path, smoke=True, device="cpu", deadline=time.monotonic() - 1.0)
+    (result,) = gpu_check.run_sections(ctx, [section_quick])
+    assert ran == [] and result["status"] == "skip" and "--budget ran out" in result["headline"]
+    ctx.deadline = time.monotonic() + 60
+    assert gpu_check.run_sections(ctx, [section_quick])[0]["status"] == "pass" and ran == ["quick"]

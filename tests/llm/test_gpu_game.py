@@ -75,3 +75,28 @@ def test_a_run_that_failed_names_no_implementation():
 
     failed = {"rows": [], "seconds": 1.0, "error": "boom"}
     assert not gpu_game.compare(failed, failed, "float32", "torch")["implementation_named"]
+
+
+def test_a_diagnostic_rerun_leaves_the_runs_still_to_come_their_time(monkeypatch):
+    """A failed run's CUDA_LAUNCH_BLOCKING rerun was given all the time left: the bf16 runs after it never ran."""
+    import time
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    import gpu_game
+
+    limits = []
+
+    def failing(command, limit, env):
+        limits.append((limit, env.get("CUDA_LAUNCH_BLOCKING")))
+        time.sleep(0.2)
+        return subprocess.CompletedProcess(command, 1, "", "RuntimeError: CUDA error: device-side assert triggered")
+
+    monkeypatch.setattr(gpu_game, "_child", failing)
+    left = lambda: gpu_game.RESERVE_S + 2.0  # noqa: E731
+    result = gpu_game.play("cuda", "float32", "on", Path("unused"), smoke=True, seconds_left=left, later=8)
+    assert [blocking for _, blocking in limits] == [None]  # 8 runs to come need 8 x 0.2 s: no time to spare
+    limits.clear()
+    result = gpu_game.play("cuda", "float32", "on", Path("unused"), smoke=True, seconds_left=left, later=2)
+    assert [blocking for _, blocking in limits] == [None, "1"]
+    assert limits[1][0] < 2.0 - 2 * 0.2 + 0.05  # the rerun's limit leaves the two later runs theirs
+    assert "CUDA error" in result["error_launch_blocking"]
