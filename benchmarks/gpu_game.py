@@ -212,13 +212,13 @@ def section_game(ctx, dtypes=DTYPES) -> dict:
     expected = backend(torch.zeros(1, device=device))  # triton on CUDA; torch, or interpret under TRITON_INTERPRET=1
     results = []
     (Path(ctx.out) / "gpu_game_runs.json").unlink(missing_ok=True)  # an earlier invocation's runs are not these
+    later = sum(len(plays_of(device, d)) for d in dtypes)  # runs not yet started
     with tempfile.TemporaryDirectory() as runs_dir:
         for dtype in dtypes:
             plays = plays_of(device, dtype)
             runs = {}
             for k in plays:
-                later = len(plays) - 1 - plays.index(k) + sum(len(plays_of(device, d))
-                                                              for d in dtypes[dtypes.index(dtype) + 1:])
+                later -= 1
                 runs[k] = play(device, dtype, k, Path(runs_dir) / f"{dtype}-kernels-{k}", ctx.smoke,
                                getattr(ctx, "seconds_left", lambda: math.inf), later=later)
                 record(Path(ctx.out) / "gpu_game_runs.json", f"{dtype}, kernels={k}", runs[k])
