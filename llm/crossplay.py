@@ -1,7 +1,8 @@
 """Cross-play of LLM-game checkpoints and its meta-game.
 
 Every attacker meets every defender on the held-out seeds; the judge labels each answer
-against the seed it came from. Entry (i, j) of the payoff matrix is attacker i's attack
+against the attack it answered (attack-conditioned, as in training: an attack the judge reads
+as benign is no attack success). Entry (i, j) of the payoff matrix is attacker i's attack
 success rate (ASR) on the harmful seeds against defender j; the benign-compliance matrix
 (the defender answers, not refuses, attacker i's rewrite of a benign seed) stands beside
 it. The zero-sum meta-game on the ASR matrix is solved by ``redgame.games.metagame`` (an

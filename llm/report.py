@@ -121,8 +121,10 @@ def pareto_points(runs: list[Path], crossplay: dict | None) -> list[dict]:
                            "judge": str(crossplay.get("eval_judge", "?")),
                            "source": "cross-play, meta-Nash attacker mix"})
     for run in runs:
-        points += [{"label": f"{run.name}:{name}", "safety": 1.0 - r["asr"], "source": "eval.json, direct prompts",
-                    "judge": r["judge"], "benign_compliance": r["benign_compliance"]}
+        points += [{"label": f"{run.name}:{name}" + (f" ({r['adapter']})" if foreign_adapter(run, r["adapter"]) else ""),
+                    "safety": 1.0 - r["asr"], "source": "eval.json, direct prompts" + (f" ({r['prompts']})" if r["prompts"] != "not recorded" else ""),
+                    "judge": r["judge"], "benign_compliance": r["benign_compliance"], "prompts": r["prompts"],
+                    "foreign": foreign_adapter(run, r["adapter"]), "adapter": r["adapter"], "run": run.name}
                    for name, r in eval_results(run).items()]
     measured = [p for p in points if math.isfinite(p["safety"]) and math.isfinite(p["benign_compliance"])]
     for p in points:  # a point without both numbers is on no front, and hides none
@@ -132,10 +134,27 @@ def pareto_points(runs: list[Path], crossplay: dict | None) -> list[dict]:
     return points
 
 
+def point_warnings(points: list[dict]) -> list[str]:
+    """What makes the Pareto points compare unlike things: judges, prompts, or an eval.json of another adapter."""
+    warnings = []
+    if len(judges := sorted({p["judge"] for p in points})) > 1:
+        warnings.append(f"Warning: these points were measured by different judges ({', '.join(judges)}); their "
+                        "rates are not on one scale, so the front compares unlike numbers. Evaluate every run with "
+                        "the same --eval-judge.")
+    if len(prompt_sets := sorted({p["prompts"] for p in points if "prompts" in p})) > 1:
+        warnings.append(f"Warning: the eval.json points were measured on different prompts "
+                        f"({' | '.join(prompt_sets)}); their rates do not compare. Evaluate every run on the same "
+                        "split or files.")
+    warnings += [f"Warning: {p['run']}/eval.json measured {p['adapter']}, not {p['run']}'s final defender; its "
+                 "point is labelled with that adapter." for p in points if p.get("foreign")]
+    return warnings
+
+
 def eval_results(run: Path) -> dict[str, dict]:
-    """The results of ``<run>/eval.json`` (``redgame llm eval --out``) that hold both an ASR and a benign
-    compliance, checked to be numbers, each with the ``judge`` that measured it ("?" where the file does not
-    say); none when there is no eval.json."""
+    """The results of ``<run>/eval.json`` (``redgame llm eval --out``) that hold an ASR or a benign compliance
+    (a missing one is NaN), checked to be numbers, each with the ``judge`` that measured it ("?" where the
+    file does not say), the ``prompts`` it was measured on, and the ``adapter`` it measured (None for the
+    base); none when there is no eval.json."""
     path = run / "eval.json"
     if not path.is_file():
         return {}
@@ -144,11 +163,25 @@ def eval_results(run: Path) -> dict[str, dict]:
     if not isinstance(results, dict) or not all(isinstance(r, dict) for r in results.values()):
         raise UserError(f"{path}: 'results' must be an object holding one object of rates per model evaluated")
     measured = {name: r for name, r in results.items()
-                if not _unmeasured(r.get("asr")) and not _unmeasured(r.get("benign_compliance"))}
+                if not (_unmeasured(r.get("asr")) and _unmeasured(r.get("benign_compliance")))}
     for name, r in measured.items():
-        if not all(has_shape(r[key], ()) for key in ("asr", "benign_compliance")):
-            raise UserError(f"{path}: results.{name}: 'asr' and 'benign_compliance' must be numbers")
-    return {name: {**r, "judge": str(doc.get("eval_judge", "?"))} for name, r in measured.items()}
+        if not all(_unmeasured(r.get(key)) or has_shape(r[key], ()) for key in ("asr", "benign_compliance")):
+            raise UserError(f"{path}: results.{name}: 'asr' and 'benign_compliance' must be numbers or null")
+    prompts = (f"harmful: {doc.get('harmful_file', '?')}; benign: {doc.get('benign_file', '?')}"
+               if "harmful_file" in doc or "benign_file" in doc else "not recorded")
+    adapter = doc.get("adapter") if isinstance(doc.get("adapter"), str) else None
+    return {name: {**r, **{key: _rate(r.get(key)) for key in ("asr", "benign_compliance")},
+                   "judge": str(doc.get("eval_judge", "?")), "prompts": prompts,
+                   "adapter": adapter if name == "adapter" else None} for name, r in measured.items()}
+
+
+def _rate(value) -> float:
+    return float("nan") if _unmeasured(value) else float(value)
+
+
+def foreign_adapter(run: Path, adapter: str | None) -> bool:
+    """Whether an eval.json's adapter is not ``run``'s final defender (another run's, or a checkpoint)."""
+    return adapter is not None and Path(adapter).resolve() != (run / "final" / "defender").resolve()
 
 
 def _unmeasured(value) -> bool:
@@ -227,10 +260,7 @@ def blocks_for(runs: list[Path], out: Path, crossplay: dict | None, metrics: dic
                               "judge"),
                     [(p["label"], _pct(p["safety"]), _pct(p["benign_compliance"]), "yes" if p["pareto"] else "",
                       p["source"], p["judge"]) for p in points])]
-        if len(judges := sorted({p["judge"] for p in points})) > 1:
-            blocks.append(("p", f"Warning: these points were measured by different judges ({', '.join(judges)}); "
-                                "their rates are not on one scale, so the front compares unlike numbers. Evaluate "
-                                "every run with the same --eval-judge."))
+        blocks += [("p", warning) for warning in point_warnings(points)]
     else:
         blocks.append(("p", "No held-out measurements: pass --crossplay or run 'redgame llm eval --adapter RUN "
                             "--out RUN/eval.json'."))

@@ -2,8 +2,9 @@
 
 Each question goes to the model as a user turn; each choice is scored as the assistant's
 answer by its mean per-token log-probability, and the highest-scoring choice is the
-model's pick (the length-normalised log-likelihood scoring of MMLU-style evaluations,
-Hendrycks et al. 2021, arXiv 2009.03300, as the lm-evaluation-harness computes ``acc_norm``).
+model's pick (a length-normalised log-likelihood score for MMLU-style questions, Hendrycks et
+al. 2021, arXiv 2009.03300; lm-evaluation-harness's ``acc_norm`` normalises by the choice's
+characters instead of its tokens, so the two can pick differently).
 Nothing is sampled, so the score is deterministic and cheap. It says whether safety training
 kept the model's general knowledge, not how good an assistant it is.
 

@@ -1,6 +1,7 @@
 """``redgame report`` on a real tiny run, its eval.json and a cross-play result."""
 
 import json
+import math
 import shutil
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from redgame.cli import main
 from redgame.llm import crossplay
 from redgame.llm.config import TrainConfig
-from redgame.llm.report import load_crossplay, pareto_points
+from redgame.llm.report import load_crossplay, pareto_points, point_warnings
 from redgame.llm.trainer import train
 
 
@@ -72,7 +73,42 @@ def test_a_rate_written_as_nan_is_no_point_on_the_front(tmp_path):
     run.mkdir()
     (run / "eval.json").write_text('{"results": {"base": {"asr": 0.2, "benign_compliance": 0.9}, '
                                    '"adapter": {"asr": NaN, "benign_compliance": 1.0}}}')
-    assert [p["label"] for p in pareto_points([run], None)] == ["run:base"]
+    points = {p["label"]: p for p in pareto_points([run], None)}
+    assert points["run:base"]["pareto"] and not points["run:adapter"]["pareto"]
+
+
+def test_a_row_with_one_rate_measured_is_listed_not_dropped(tmp_path):
+    """A judge that read none of the benign answers writes benign_compliance null: the row's measured ASR
+    used to vanish from the report."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "eval.json").write_text('{"results": {"adapter": {"asr": 0.25, "benign_compliance": null}, '
+                                   '"base": {"asr": null, "benign_compliance": null}}}')
+    (point,) = pareto_points([run], None)
+    assert point["label"] == "run:adapter" and point["safety"] == 0.75 and not point["pareto"]
+    assert math.isnan(point["benign_compliance"])
+
+
+def eval_doc(adapter, split="test"):
+    return json.dumps({"adapter": str(adapter), "harmful_file": f"built-in {split} split",
+                       "benign_file": f"built-in {split} split",
+                       "results": {"adapter": {"asr": 0.5, "benign_compliance": 0.5}}})
+
+
+def test_an_eval_of_another_runs_checkpoint_is_labelled_with_it_and_warned_of(tmp_path):
+    """An eval.json copied into a run, or measuring a checkpoint, was credited to the folder it sat in."""
+    own, other = tmp_path / "own", tmp_path / "other"
+    for run in (own, other):
+        run.mkdir()
+    (own / "eval.json").write_text(eval_doc(own / "final" / "defender"))
+    (other / "eval.json").write_text(eval_doc(own / "checkpoints" / "step_0001" / "defender", split="validation"))
+    points = {p["run"]: p for p in pareto_points([own, other], None)}
+    assert points["own"]["label"] == "own:adapter" and not points["own"]["foreign"]
+    assert points["other"]["foreign"] and "step_0001" in points["other"]["label"]
+    assert "validation" in points["other"]["source"]
+    text = " ".join(point_warnings(list(points.values())))
+    assert "other/eval.json measured" in text and "not other's final defender" in text
+    assert "measured on different prompts" in text
 
 
 def test_a_nan_cell_of_an_attacker_the_mix_gives_no_weight_hides_no_defender():
