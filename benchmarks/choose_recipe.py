@@ -43,7 +43,9 @@ line. A candidate passes only when all its seeds are on or right of the line, it
 within ``--mean-budget``, and the lower end of its gain's 95% interval is above zero (the rule
 above).
 
-Intervals are 95% Student-t intervals of the mean over seeds (``rejudge_demo.t_interval``).
+Intervals are 95% Student-t intervals of the mean over seeds (``rejudge_demo.t_interval``). Where
+every seed gives the same gain the interval is a point, and the gain floor reads the mean alone:
+two seeds that gain the same one prompt pass it. Give six seeds, as every candidate in the docs has.
 Beside the rule, and not part of it, each seed's over-refusal watch is printed where its run
 folder is found (``redgame.llm.watch``: the defender's refusal of benign training prompts over
 the last steps; ``*`` marks a flagged seed).
