@@ -88,7 +88,10 @@ def _restore_optimizer(name: str, optimizer: torch.optim.Optimizer, tensors: dic
     for key, value in meta["scalars"].items():
         index, field = key.split("/", 1)
         state.setdefault(int(index), {})[field] = value
+    settings = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    for group, setting in zip(optimizer.param_groups, settings):  # the resumed run's lr, not the saved one
+        group.update(setting)
 
 
 def save_checkpoint(run_dir: str | os.PathLike, step: int, roles, optimizers: dict[str, torch.optim.Optimizer],

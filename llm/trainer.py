@@ -615,7 +615,8 @@ def set_up(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
     place_judge(judge, device, dtype)
     # A judge server that cannot answer is refused on every rank before the old run's files go.
     dist.together(lambda: check_reachable(judge))
-    dist.together(lambda: claim_run_dir(out, cfg, resume=resume) if dist.is_main else None)
+    if not resume:  # a resumed run's config.json is written once its checkpoint has loaded
+        dist.together(lambda: claim_run_dir(out, cfg, resume=False) if dist.is_main else None)
 
     torch.manual_seed(cfg.seed)  # adapter init, then sampling
     roles = build_roles(model, regime="bipolicy" if cfg.regime in ABLATIONS else cfg.regime,
@@ -635,7 +636,8 @@ def set_up(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
                                      eval_seeds=population_eval_seeds(harmful, benign, cfg.population_eval_seeds,
                                                                       cfg.seed))
     if resume:
-        _restore(game, log)
+        _restore(game, log)  # a damaged checkpoint is refused here, before config.json is touched
+        dist.together(lambda: claim_run_dir(out, cfg, resume=True) if dist.is_main else None)
     if cfg.rollout_backend == "vllm":
         from redgame.llm.vllm_rollout import VLLMRollout
 

@@ -114,6 +114,23 @@ def test_resume_refuses_another_recipe_or_no_step_left_and_keeps_the_run_config(
     assert (tmp_path / "final" / "defender").is_dir()
 
 
+def test_a_resume_trains_at_its_own_learning_rate_and_a_refused_one_keeps_the_config(tmp_path, judge, tiny_config):
+    """The optimiser's saved settings came back with its state: a resume at another lr trained at the old one."""
+    train(tiny_config(steps=1, save_every=1, lr=2e-4), tmp_path, progress=False, base=load_base("tiny"), judge=judge)
+    train(tiny_config(steps=2, save_every=1, lr=1e-2, weight_decay=0.5), tmp_path, resume=True, progress=False,
+          base=load_base("tiny"), judge=judge)
+    saved = json.loads((tmp_path / "checkpoints" / "step_0002" / "optimizer.json").read_text())
+    groups = [g for meta in saved.values() for g in meta["param_groups"]]
+    assert groups and all(g["lr"] == 1e-2 and g["weight_decay"] == 0.5 for g in groups)
+    config = (tmp_path / "config.json").read_text()
+    weights = tmp_path / "checkpoints" / "step_0002" / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # damaged
+    with pytest.raises(ValueError, match="damaged"):
+        train(tiny_config(steps=3, save_every=1, lr=5e-2), tmp_path, resume=True, progress=False,
+              base=load_base("tiny"), judge=judge)
+    assert (tmp_path / "config.json").read_text() == config  # a refused resume leaves the run as it was
+
+
 def test_resume_without_checkpoint_says_so(tmp_path, judge, tiny_config):
     with pytest.raises(ValueError, match="no checkpoint"):
         train(tiny_config(), tmp_path, resume=True, progress=False, base=load_base("tiny"), judge=judge)
