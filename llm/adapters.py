@@ -44,6 +44,8 @@ def checked_adapter_dir(path: str | Path, role: str = "defender") -> Path:
 def check_lora_config(path: Path) -> dict:
     """An ``adapter_config.json``, checked where peft would fail with a TypeError: a LoRA config with a
     positive integer rank ``r`` and a numeric ``lora_alpha``."""
+    from redgame.llm.config import MAX_LORA_ALPHA
+
     where = f"adapter {path}"
     config = read_json_file(path, where)
     if config.get("peft_type") != "LORA":
@@ -51,8 +53,8 @@ def check_lora_config(path: Path) -> dict:
     r, alpha = config.get("r"), config.get("lora_alpha")
     if type(r) is not int or r < 1:
         raise UserError(f"{where}: 'r' (the LoRA rank) must be a positive integer, got {r!r}")
-    if type(alpha) not in (int, float):
-        raise UserError(f"{where}: 'lora_alpha' must be a number, got {alpha!r}")
+    if type(alpha) not in (int, float) or not 0 < alpha <= MAX_LORA_ALPHA:  # NaN fails too
+        raise UserError(f"{where}: 'lora_alpha' must be a number in (0, {MAX_LORA_ALPHA}], got {alpha!r}")
     return config
 
 

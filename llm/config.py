@@ -25,6 +25,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+# The largest LoRA alpha trained or loaded: alpha / r scales the adapter's output, and a scale past this
+# overflows activations (NaN logits: empty answers, which judges read as refusals).
+MAX_LORA_ALPHA = 2**20
+# The most torch CPU threads a run asks for (torch and the tokenizer's thread pool fail past a few thousand).
+MAX_THREADS = 1024
+
 REGIMES = ("shared", "bipolicy", "separate", "advgame", "sequential", "defender-sft", "defender-vs-frozen")
 # Ablations: the defender alone, with the game's budget (docs/llm_evaluation.md, "Ablations").
 ABLATIONS = ("defender-sft", "defender-vs-frozen")
@@ -187,6 +193,10 @@ class TrainConfig:
                 raise UserError(f"config key '{key}' must be >= 0, got {getattr(self, key)}")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise UserError(f"config key 'lora_dropout' must be in [0, 1), got {self.lora_dropout}")
+        if self.threads > MAX_THREADS:
+            raise UserError(f"config key 'threads' must be at most {MAX_THREADS}, got {self.threads}")
+        if not 0 < self.lora_alpha <= MAX_LORA_ALPHA:
+            raise UserError(f"config key 'lora_alpha' must be in (0, {MAX_LORA_ALPHA}], got {self.lora_alpha}")
         if self.lora_alpha <= 0 or self.max_grad_norm <= 0:
             raise UserError(f"config keys 'lora_alpha' and 'max_grad_norm' must be > 0, got "
                             f"{self.lora_alpha} and {self.max_grad_norm}")
@@ -307,7 +317,10 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         raise UserError(f"config key '{key}'{where}: expected {getattr(origin, '__name__', origin)}, "
                         f"got {type(value).__name__} {value!r}")
     if origin is float:
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an int of hundreds of digits
+            raise UserError(f"config key '{key}'{where}: {str(value)[:20]}... is too large for a float") from None
     if origin is tuple:
         return tuple(value)
     return value

@@ -48,5 +48,6 @@ def tail_mean(rows: list[dict], key: str, k: int = 5) -> float:
     whose rate had nothing to count records NaN); NaN if none of those rows has one. A step without a
     reading never reaches back to older steps."""
     window = [r[key] for r in rows if key in r][-k:]
-    values = [v for v in window if isinstance(v, int | float) and math.isfinite(v)]
+    values = [float(v) for v in window if type(v) is float or (type(v) is int and abs(v) < 2**1023)]
+    values = [v for v in values if math.isfinite(v)]
     return sum(values) / len(values) if values else math.nan

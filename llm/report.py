@@ -29,6 +29,7 @@ from redgame.llm.metrics import read_metrics, tail_mean
 CROSSPLAY_SHAPES = {"value": (), "attacker_mix": ("attackers",), "defender_mix": ("defenders",),
                     "payoff_matrix": ("attackers", "defenders"), "benign_compliance_matrix": ("attackers", "defenders")}
 GAP_NUMBERS = ("selfplay_asr", "best_other_asr", "mirror_gap")
+GAP_NAMES = ("regime", "best_other_attacker")
 CURVES = (("attack_success", "self-play ASR"), ("refusal_harmful", "refusal, harmful seeds"),
           ("refusal_benign", "refusal, benign seeds"), ("read_harmful_benign", "benign rewrites read as harmful"))
 
@@ -69,8 +70,10 @@ def check_crossplay_extras(data: dict, where: str) -> None:
     """Refuse the optional keys of a crossplay.json that are there but are not the numbers the report prints."""
     gaps = data.get("mirror_gap", {})
     if not all(isinstance(g, dict) and all(has_shape(g.get(k), ()) for k in GAP_NUMBERS)
+               and all(isinstance(g.get(k), str) for k in GAP_NAMES)
                for g in (gaps.values() if isinstance(gaps, dict) else [None])):
-        raise UserError(f"{where}: 'mirror_gap' must hold, per run, an object with {', '.join(GAP_NUMBERS)} numbers")
+        raise UserError(f"{where}: 'mirror_gap' must hold, per run, an object with {', '.join(GAP_NUMBERS)} numbers "
+                        f"and {', '.join(GAP_NAMES)} names")
     exploit = data.get("defender_exploitability_each", {})
     if not isinstance(exploit, dict) or any(v is not None and not has_shape(v, ()) for v in exploit.values()):
         raise UserError(f"{where}: 'defender_exploitability_each' must map each defender to a number")
@@ -81,12 +84,12 @@ def check_crossplay_extras(data: dict, where: str) -> None:
 def has_shape(value, shape: tuple) -> bool:
     """Whether ``value`` is a number (shape ``()``) or nested lists of numbers of exactly ``shape``."""
     if not shape:
-        return type(value) in (int, float)
+        return type(value) is float or (type(value) is int and abs(value) < 2**1023)  # an int a float can hold
     return isinstance(value, list) and len(value) == shape[0] and all(has_shape(v, shape[1:]) for v in value)
 
 
 def is_finite_number(value) -> bool:
-    return type(value) in (int, float) and math.isfinite(value)
+    return has_shape(value, ()) and math.isfinite(value)
 
 
 def plot_curves(metrics: dict[str, list[dict]], path: Path) -> Path:

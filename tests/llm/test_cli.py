@@ -27,6 +27,8 @@ def _err(capsys):
     (["--set", "lr=-1"], "config key 'lr' must be > 0, got -1"),
     (["--set", "top_p=0"], "config key 'top_p' must be in (0, 1], got 0"),
     (["--set", "lr=1e38"], "config key 'lr' must be at most 1, got 1e+38"),
+    (["--set", "threads=100000"], "config key 'threads' must be at most 1024, got 100000"),
+    (["--set", "lora_alpha=99999999999999999999"], "config key 'lora_alpha' must be in (0, 1048576]"),
     (["--set", "steps=1", "--steps", "2"], "'steps' is given twice, by --steps and by --set steps"),
     (["--set", "lam=1", "--set", "lam=2"], "config key 'lam' is given twice by --set"),
     (["--set", "degenerate_penalty=yes"], "cannot read 'yes' as bool (true, false, 1, 0)"),
@@ -42,6 +44,7 @@ def test_bad_input_is_one_line_before_compute(tmp_path, capsys, argv, needle):
     ("steps = 3\nwarmup = 2\n", ".toml", "unknown config key 'warmup'"),
     ("steps = 'three'\n", ".toml", "'steps'"),
     ("steps = [\n", ".toml", "malformed config file"),
+    ("lr = 1" + "0" * 400 + "\n", ".toml", "'lr'"),  # too large for a float: was an internal OverflowError
     ("regime: shared\nlr: [1]\n", ".yaml", "'lr'"),
     ('{"steps": 1, "lam": 2, "lam": 0.5}', ".json", "key 'lam' given twice"),  # not the last one silently
     ("lam: 2\nlam: 0.5\n", ".yaml", "key 'lam' given twice"),

@@ -209,6 +209,8 @@ def _keep_tensors(keep):
     (lambda config, weights: config.write_bytes(b'{"r": 2,\xff}'), "adapter_config.json: not UTF-8 text (byte 8)"),
     (_edit_config(r="x"), "adapter_config.json: 'r' (the LoRA rank) must be a positive integer, got 'x'"),
     (_edit_config(lora_alpha=[1]), "adapter_config.json: 'lora_alpha' must be a number"),
+    (_edit_config(lora_alpha=float("nan")), "'lora_alpha' must be a number in (0, 1048576], got nan"),  # NaN logits
+    (_edit_config(lora_alpha=1e308), "'lora_alpha' must be a number in (0, 1048576], got 1e+308"),
     (_edit_config(rank_pattern=[]), "damaged or not a LoRA adapter peft can load"),  # peft: AttributeError
     (_keep_tensors(lambda tensors: {"x": torch.zeros(1)}), "adapter_model.safetensors: missing LoRA tensors"),
     (_keep_tensors(lambda tensors: dict(sorted(tensors.items())[:3])),

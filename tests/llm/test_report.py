@@ -178,6 +178,11 @@ GOOD_CROSSPLAY = {"attackers": ["base"], "defenders": ["base"], "payoff_matrix":
      "'payoff_matrix' must be numbers, attackers × defenders (1 × 1)"),
     ("cp.json", json.dumps({**GOOD_CROSSPLAY, "value": "0.5"}).encode(), "'value' must be a number"),
     ("cp.json", json.dumps({**GOOD_CROSSPLAY, "mirror_gap": {"r": {"selfplay_asr": None}}}).encode(), "'mirror_gap'"),
+    ("cp.json", json.dumps({**GOOD_CROSSPLAY, "mirror_gap": {"r": {"selfplay_asr": 0.1, "best_other_asr": 0.2,
+                                                                  "mirror_gap": 0.1}}}).encode(),
+     "'mirror_gap' must hold, per run, an object with"),  # no regime: was an internal KeyError
+    ("cp.json", json.dumps({**GOOD_CROSSPLAY, "value": 10**400}).encode(), "'value' must be a number"),
+    ("metrics.jsonl", b'{"step": 1, "attack_success": ' + b"9" * 400 + b"}\n", None),
     ("cp.json", json.dumps({**GOOD_CROSSPLAY, "defender_exploitability_each": []}).encode(), "exploitability"),
     ("cp.json", json.dumps({**GOOD_CROSSPLAY, "nash_conv": "0"}).encode(), "'nash_conv' must be a number"),
 ])
@@ -186,6 +191,9 @@ def test_bad_run_files_are_one_line_errors_and_leave_no_output(tmp_path, capsys,
     (tmp_path / "cp.json").write_text(json.dumps(GOOD_CROSSPLAY))
     (tmp_path / file if file == "cp.json" else run / file).write_bytes(data)
     out = tmp_path / "rep"
+    if message is None:  # a number too large for a float is no reading, not an internal OverflowError
+        assert main(["report", str(run), "--crossplay", str(tmp_path / "cp.json"), "--out", str(out)]) == 0
+        return
     assert main(["report", str(run), "--crossplay", str(tmp_path / "cp.json"), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("redgame: error: ") and message in err[0], err
