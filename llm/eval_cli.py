@@ -5,6 +5,8 @@ Registered from ``redgame.llm.cli``; torch and transformers are imported in the 
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 from redgame.errors import UserError
@@ -99,6 +101,21 @@ def _check_model(name: str) -> None:
     check_model_name(name)
 
 
+def check_eval_out(out: Path) -> None:
+    """``--out`` replaces an earlier evaluation's JSON only: not an input file, a run's config, or anything else."""
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; give a file, e.g. {out / 'eval.json'}")
+    if not out.exists():
+        return
+    try:
+        doc = json.loads(out.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        doc = None
+    if not (isinstance(doc, dict) and {"results", "table"} <= doc.keys()):
+        raise UserError(f"--out {out} exists and is not an evaluation's JSON (redgame llm eval --out); it is not "
+                        "replaced: choose another file, or remove it first")
+
+
 def run_eval(args) -> int:
     from redgame.llm import safety_eval
     from redgame.llm.adapters import attach, checked_adapter_dir, playing, run_model_of
@@ -113,6 +130,8 @@ def run_eval(args) -> int:
     judge_kind(args.eval_judge, args.eval_judge_format, where="--eval-judge: ")
     args.model = args.model or (run_model_of(args.adapter) if args.adapter else None) or "embedded"
     _check_model(args.model)
+    if args.out:
+        check_eval_out(Path(args.out))
     device, dtype = _placement(args)
     # Every file is read and checked before any model loads.
     default_harmful, default_benign = safety_eval.default_sets(args.split)

@@ -39,6 +39,11 @@ ATTACKERS = ("selfplay", "best_response", "base_attacker")
 SPLITS = ("validation", "test")
 
 
+# The keys a best response fixes (probe_config) or takes from the probe's flags: --set would be dropped.
+PROBE_SETS = {"regime", "train_roles", "steps", "seed", "save_every", "loss", "reference", "population_every",
+              "explore_prefixes", "identity_attacks", "full_finetune", "device", "dtype", "model"}
+
+
 def probe_config(run_cfg, *, steps: int, seed: int):
     """The run's recipe turned into a best-response run: bipolicy, only the attacker learns.
 
@@ -125,6 +130,10 @@ def probe(run: str | Path, *, steps: int, split: str = "validation", out: str | 
         raise UserError(f"--split {split!r} is not one of {', '.join(SPLITS)}")
     from redgame.llm.config import from_mapping
 
+    fixed = sorted(set(overrides or {}) & PROBE_SETS)
+    if fixed:
+        raise UserError(f"--set {fixed[0]}: the probe sets {', '.join(sorted(PROBE_SETS))} itself (by its flags "
+                        "--steps, --seed, --device, --dtype, --model, or as a best response is defined); leave it out")
     run = Path(run)
     run_cfg = from_mapping(overrides or {}, where=" (--set)", base=check_run(run))
     cfg = dataclasses.replace(probe_config(run_cfg, steps=steps, seed=seed), device=device, dtype=dtype,

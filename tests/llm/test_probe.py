@@ -80,6 +80,8 @@ def test_probe_refuses_a_folder_without_a_run(tmp_path):
     (["--steps", "1"], "no config.json"),
     (["--steps", "1", "--prompts", "-1"], "--prompts must be 0 (all) or at least 2"),
     (["--steps", "1", "--prompts", "1"], "--prompts must be 0 (all) or at least 2"),
+    (["--steps", "1", "--set", "seed=3"], "--set seed: the probe sets"),  # was dropped: every sweep ran seed 0
+    (["--steps", "1", "--set", "train_roles=defender"], "--set train_roles: the probe sets"),
 ])
 def test_probe_cli_bad_input_is_one_line(tmp_path, capsys, argv, needle):
     from redgame.cli import main
