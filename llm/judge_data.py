@@ -121,6 +121,7 @@ def _exchange(row, where: str) -> Exchange:
     for key in ("truncated",) + LABELS:
         if key in row and not isinstance(row[key], bool):
             raise UserError(f"{where}: field {key!r} must be true or false, got {json.dumps(row[key])}")
+    check_no_stray_flag(row, ("truncated",) + LABELS, where)
     labels = {k: row[k] for k in LABELS if k in row}
     seen = attack if attack is not None else prompt
     if seed is not None and seed != seen:  # a rewrite of ``seed``: prompt's class is a gold label
@@ -133,6 +134,13 @@ def _exchange(row, where: str) -> Exchange:
     if seed is not None and seed_class is None:  # the seed as written: its class is the seed's
         seed_class = _class(row, "original_class", where)
     return Exchange(prompt, response, seed_class, seen, bool(row.get("truncated")), labels, row, where)
+
+
+def check_no_stray_flag(row: dict, allowed: tuple, where: str) -> None:
+    """A true / false field that is no label (a misspelt one, 'refsued') would leave its label's table empty."""
+    unknown = [k for k, v in row.items() if isinstance(v, bool) and k not in allowed]
+    if unknown:
+        raise UserError(f"{where}: field {unknown[0]!r} is no label; the labels are {', '.join(LABELS)}")
 
 
 def check_unique_ids(exchanges: list[Exchange], where: str) -> None:
@@ -355,9 +363,7 @@ def load_second_labels(path: str | Path) -> dict[str, dict]:
         bad = [k for k in LABELS if k in row and not isinstance(row[k], bool)]
         if bad:
             raise UserError(f"{where}, line {n}: field {bad[0]!r} must be true or false, got {json.dumps(row[bad[0]])}")
-        unknown = [k for k, v in row.items() if isinstance(v, bool) and k not in LABELS]
-        if unknown:  # a misspelt label would leave its tables empty
-            raise UserError(f"{where}, line {n}: field {unknown[0]!r} is no label; the labels are {', '.join(LABELS)}")
+        check_no_stray_flag(row, LABELS, f"{where}, line {n}")
         if not any(k in row for k in LABELS):
             raise UserError(f"{where}, line {n}: no label (one of {', '.join(LABELS)})")
         labels[row["id"]] = {k: row[k] for k in LABELS if k in row}

@@ -109,6 +109,8 @@ def test_the_builtin_set_and_split_filter(capsys, shared_judge):
     ([{"prompt": "x", "response": 3}], "line 1: field 'response' must be a string"),
     ([{"prompt": "x", "response": "y", "harmful": "yes"}], "line 1: field 'harmful' must be true or false"),
     ([{"prompt": "x", "response": "y", "refused": None}], "field 'refused' must be true or false, got null"),
+    ([{"prompt": "x", "response": "y", "seed_class": "benign", "refsued": False}],
+     "line 1: field 'refsued' is no label"),  # a misspelt label: no table, silently
     ([{"prompt": "x", "response": None}], "field 'response' must be a string, got null"),
     (['["x"]'], "expected a JSON object, got array"),
     ([{"prompt": "x", "response": "y", "seed": "z"}], "line 1: field 'seed' needs 'original_class'"),
