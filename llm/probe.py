@@ -146,11 +146,14 @@ def probe(run: str | Path, *, steps: int, split: str = "validation", out: str | 
 
 
 def check_apart(run: Path, attacker_run: Path) -> None:
-    """The best response trains in ``attacker_run`` with overwrite: refuse a folder that is the run, or holds it."""
+    """The best response trains in ``attacker_run`` with overwrite: refuse a folder that is the run, or holds it,
+    or lies in a folder the run's training rewrites (final/, checkpoints/: the probe's files would go with it)."""
+    from redgame.llm.trainer import TRAINING_FILES
+
     inner, outer = run.resolve(), attacker_run.resolve()
-    if inner == outer or outer in inner.parents:
+    if inner == outer or outer in inner.parents or any(inner / name in outer.parents for name in TRAINING_FILES):
         raise UserError(f"--out: the probe trains its attacker in {attacker_run}, which would replace the run it "
-                        f"probes ({run}); choose an --out outside the run's own folders")
+                        f"probes ({run}), or be replaced by it; choose an --out outside the run's own folders")
 
 
 def _measure(run: Path, cfg, out: Path, *, eval_judge: str, prompts: int, split: str, progress: bool, log) -> dict:

@@ -193,6 +193,16 @@ def test_an_out_that_would_replace_the_run_is_refused_and_the_run_kept(one_step_
     assert sorted(run.rglob("*")) == before
 
 
+@pytest.mark.parametrize("inside", ["final", "final/defender", "checkpoints/step_0001"])
+def test_an_out_inside_a_folder_the_run_rewrites_is_refused(one_step_run, inside):
+    """--out RUN/final put the probe's files where the run's next write of final/ deletes them."""
+    from redgame.llm.probe import check_apart
+
+    with pytest.raises(UserError, match="or be replaced by it"):
+        check_apart(one_step_run, one_step_run / inside / "attacker_run")
+    check_apart(one_step_run, one_step_run / "probe" / "attacker_run")  # the default --out, RUN/probe
+
+
 def test_the_probe_holds_its_run_so_no_train_replaces_it_meanwhile(one_step_run, tmp_path, monkeypatch):
     """A train --overwrite of the run removed the probe's folder mid-run; other probes of the run may go on."""
     import shutil
