@@ -22,7 +22,7 @@ import numpy as np
 from scipy.optimize import linprog
 
 from redgame.errors import UserError
-from redgame.theory.strategies import TooLargeToEnumerate
+from redgame.theory.strategies import EnumerationFailed, TooLargeToEnumerate
 
 MAX_BASES = 2_000_000
 TOL = 1e-9
@@ -39,8 +39,20 @@ def polytope_vertices(g: np.ndarray, h: np.ndarray, tol: float = TOL) -> np.ndar
     widened constraint lets through beside an exact vertex) to the exact ones.
 
     Raises:
-      ValueError: if P is empty or too large to enumerate.
+      TooLargeToEnumerate: if P has too many bases to enumerate.
+      EnumerationFailed: if P cannot be enumerated at this precision (it comes out empty: a
+        constraint whose slack range is below ``EQUALITY_TOL`` but not zero, forced to equality).
     """
+    try:
+        return _vertices(g, h, tol)
+    except (RuntimeError, ValueError) as exc:
+        raise EnumerationFailed(
+            f"the optimal sets cannot be enumerated at this precision (a payoff difference below "
+            f"{EQUALITY_TOL:g} of the payoff range, such as a tiny lam or q near 1: {str(exc).split(chr(10))[0]}); use "
+            "method='sequence-form-linprog' or 'linprog' (the value and one equilibrium)") from None
+
+
+def _vertices(g: np.ndarray, h: np.ndarray, tol: float) -> np.ndarray:
     g = np.atleast_2d(np.asarray(g, dtype=float))
     h = np.asarray(h, dtype=float).reshape(-1)
     equal, slack = _tight_rows(g, h, tol)

@@ -47,6 +47,7 @@ from redgame.games.optimal_sets import optimal_sets, zero_sum_value
 from redgame.theory.classify import classify_attacker, classify_defender
 from redgame.theory.spec import GameSpec
 from redgame.theory.strategies import (
+    EnumerationFailed,
     TooLargeToEnumerate,
     attacker_behaviour,
     check_normal_form_size,
@@ -355,10 +356,11 @@ def solve(game: Any, method: str = "auto", **options: Any) -> Solution:
             if rows * cols > AUTO_ENUMERATE_MAX:
                 raise TooLargeToEnumerate("normal form too large")
             return _solve_spec(spec, "enumerate", options)
-        except TooLargeToEnumerate:
+        except (TooLargeToEnumerate, EnumerationFailed) as exc:
+            why = ("cannot be enumerated at this precision" if isinstance(exc, EnumerationFailed)
+                   else "are too large to enumerate")
             solution = _solve_spec(spec, "sequence-form-linprog", options)
-            solution.note = ("auto: the optimal sets are too large to enumerate; this is the sequence-form LP's"
-                             " value and one equilibrium")
+            solution.note = f"auto: the optimal sets {why}; this is the sequence-form LP's value and one equilibrium"
             return solution
     if method == "auto":
         check_normal_form_size(spec)  # one reason, not one per general-sum method

@@ -46,6 +46,11 @@ class TooLargeToEnumerate(UserError):
     (``games.sequence_form``) still solves it."""
 
 
+class EnumerationFailed(UserError):
+    """Optimal sets that cannot be listed at the enumeration's precision (a payoff gap below its
+    tolerance, as at a tiny lambda); an LP still gives the value and one equilibrium."""
+
+
 def _count_check(count: int, who: str) -> None:
     if count > MAX_PURE_STRATEGIES:
         raise TooLargeToEnumerate(

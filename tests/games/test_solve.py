@@ -265,3 +265,17 @@ def test_the_optimal_sets_do_not_depend_on_the_payoffs_units(scale):
     value, xs, _ = optimal_sets(two * scale)
     assert value == pytest.approx(2 / 9 * scale, rel=1e-9)
     assert _same_points(xs, [np.array([0, 0, 1, 4, 1, 3]) / 9, np.array([3, 0, 2, 5, 2, 6]) / 18])
+
+
+@pytest.mark.parametrize("params", [dict(q=0.9999999), dict(q=0.5, lam=1e-7)])
+def test_optimal_sets_below_the_enumerations_precision_fall_back_to_the_lp(params):
+    """A payoff gap below EQUALITY_TOL of the range emptied the enumerated polytope: an internal RuntimeError
+    from the default method, on valid parameters."""
+    spec = make_spec("hidden_intent", **params)
+    lam = params.get("lam", 0.5)  # the presets' default lam
+    solution = solve(spec)
+    closed_form = (1 - params["q"]) * min(lam, 1.0) / 2  # hidden_intent's value
+    assert solution.value == pytest.approx(closed_form, abs=1e-12)
+    assert "cannot be enumerated at this precision" in solution.note
+    with pytest.raises(UserError, match="cannot be enumerated at this precision"):
+        solve(spec, method="enumerate")
