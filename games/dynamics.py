@@ -67,6 +67,9 @@ REFERENCE_GAMES: dict[str, tuple[str, dict[str, Any]]] = {
     "advgame": ("hidden_intent", {"q": 1.0, "payoff": "nonzero_sum", "lam": 0.5}),
 }
 
+# The largest step size, temperature, initial scale or coupling accepted: past it the logits overflow.
+MAX_KNOB = 1e6
+
 
 @dataclass
 class DynamicsConfig:
@@ -143,12 +146,12 @@ class DynamicsConfig:
             raise UserError(f"candidates: need at least 2 responses to form a pair, got {self.candidates}")
         for name in ("lr", "beta", "judge_temp", "init_scale"):
             value = getattr(self, name)
-            if not np.isfinite(value) or value <= 0:
-                raise UserError(f"{name}: must be a finite number > 0, got {value}")
+            if not np.isfinite(value) or not 0 < value <= MAX_KNOB:
+                raise UserError(f"{name}: must be a number in (0, {MAX_KNOB:g}], got {value}")
         if not 0 <= self.ema < 1:
             raise UserError(f"ema: must lie in [0, 1), got {self.ema}")
-        if not np.isfinite(self.g):
-            raise UserError(f"g: the coupling must be a finite number, got {self.g}")
+        if not np.isfinite(self.g) or abs(self.g) > MAX_KNOB:
+            raise UserError(f"g: the coupling must be a finite number of size at most {MAX_KNOB:g}, got {self.g}")
         self.net()  # checks the network fields
 
     def net(self):

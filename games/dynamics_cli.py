@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from redgame.errors import UserError, check_not_replacing
-from redgame.jsonio import write_text_atomically
+from redgame.jsonio import strict_json, write_text_atomically
 
 SUMMARY_FIELDS = ("selfplay_asr", "best_response_asr", "mirror_gap", "nash_conv", "over_refusal", "harmful_refusal")
 
@@ -97,7 +97,7 @@ def summary(traj) -> dict[str, Any]:
     out: dict[str, Any] = {"regime": c.regime, "model": c.model, "game": traj.spec.name, "seeds": c.runs,
                            "steps": c.steps}
     out.update({k: (_number(v) if isinstance(v, float) else v) for k, v in final.items()})
-    out["exploitability"] = out["nash_conv"] / 2.0
+    out["exploitability"] = out["nash_conv"] / 2.0 if out["nash_conv"] is not None else None
     out.update({name: [float(x) for x in stats[name]] for name in stats if name.endswith("_ci")})
     out["collapse_rate"] = float(stats["collapse_rate"])
     hits = collapsed(selfplay, best)
@@ -140,8 +140,7 @@ def run_dynamics_command(args: argparse.Namespace) -> int:
     written = write_outputs(traj, Path(args.out)) if args.out else []
     result["files"] = [str(p) for p in written]
     if args.json:
-        json.dump(result, sys.stdout)
-        print()
+        print(strict_json(result, indent=None))
         return 0
     print(f"regime: {config.regime}   model: {config.model}   game: {spec.name}   seeds: {config.runs}"
           f"   steps: {config.steps}   eta: {config.lr:g}   g: {config.g:g}   estimator: {config.estimator}"
@@ -173,7 +172,8 @@ def run_crossplay_command(args: argparse.Namespace) -> int:
         config = replace(config, log_every=config.steps)  # only the final agents matter here
     meta = toy_crossplay(spec, config, progress=sys.stderr.isatty())
     if args.json:
-        json.dump({"game": spec.name, "runs": config.runs, "steps": config.steps, **meta.to_json()}, sys.stdout)
+        sys.stdout.write(strict_json({"game": spec.name, "runs": config.runs, "steps": config.steps,
+                                      **meta.to_json()}, indent=None))
         print()
         return 0
     print(f"cross-play on {spec.name}: attacker payoff (rows = attackers, columns = defenders),"

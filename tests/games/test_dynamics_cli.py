@@ -87,6 +87,8 @@ def test_crossplay_json(capsys):
     (["--regime", "shared", "--game", "chess"], "game"),
     (["--regime", "shared", "--param", "seed=-1"], "seed"),  # was numpy's ValueError, an internal error
     (["--regime", "shared", "--param", "lam=1e20"], "lam"),  # HiGHS failed in the solvers
+    (["--regime", "shared", "--param", "init_scale=1e308", "--param", "g=1e308"], "init_scale"),  # was a TypeError
+    (["--regime", "shared", "--param", "g=1e155"], "g"),  # --json printed Infinity, not JSON
     (["--regime", "shared", "--out", "/tmp/" + "y" * 300], "[Errno 36] File name too long"),
 ])
 def test_bad_input_is_one_line_naming_the_culprit(capsys, argv, culprit):
