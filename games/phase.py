@@ -47,6 +47,9 @@ class PhaseDiagram:
     values: list[list[Any]]
     cells: list[dict[str, Any]]
     seconds: float = 0.0
+    params: dict[str, Any] = field(default_factory=dict)  # the fixed --param values, in every cell
+    spec: str = ""  # the full game name, with its parameters
+    steps: int = 0  # every cell's steps, unless the grid sweeps them
     files: list[str] = field(default_factory=list)
 
     def grid(self, metric: str) -> np.ndarray:
@@ -54,7 +57,8 @@ class PhaseDiagram:
         return np.array([c[metric] for c in self.cells]).reshape([len(v) for v in self.values])
 
     def to_json(self) -> dict[str, Any]:
-        return {"regime": self.regime, "model": self.model, "game": self.game, "seeds": self.seeds,
+        return {"regime": self.regime, "model": self.model, "game": self.game, "spec": self.spec,
+                "params": self.params, "steps": self.steps, "seeds": self.seeds,
                 "grid": dict(zip(self.keys, self.values)), "cells": self.cells, "seconds": self.seconds,
                 "files": self.files}
 
@@ -124,7 +128,7 @@ def phase_diagram(regime: str, grid: dict[str, list[Any]], seeds: int = 20, mode
     params = dict(params or {})
     _check(grid, params, seeds)
     start = time.perf_counter()
-    _, base = make_setting(regime, game, params, runs=seeds, model=model)
+    base_spec, base = make_setting(regime, game, params, runs=seeds, model=model)
     game_name = game or REFERENCE_GAMES[regime][0]
     keys = list(grid)
     typed = {key: [_typed(game_name, key, v) for v in values] for key, values in grid.items()}
@@ -154,7 +158,7 @@ def phase_diagram(regime: str, grid: dict[str, list[Any]], seeds: int = 20, mode
                                                          "tangent": tangent[i]}
     cells = [{**dict(zip(keys, combo)), **results[combo]} for combo in itertools.product(*(typed[k] for k in keys))]
     return PhaseDiagram(regime, model, game_name, seeds, keys, [typed[k] for k in keys], cells,
-                        time.perf_counter() - start)
+                        time.perf_counter() - start, params=params, spec=base_spec.name, steps=base.steps)
 
 
 def _tangent_means(traj, n_settings: int) -> list[dict[str, dict[str, float]] | None]:

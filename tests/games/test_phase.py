@@ -40,6 +40,9 @@ def test_each_cell_is_the_run_of_its_setting():
         np.testing.assert_allclose(cell["mirror_gap_ci"], want["mirror_gap_ci"], atol=1e-12)
         assert cell["tangent"]["start"]["coupling"] == pytest.approx(cell["g"])
     assert diagram.grid("mirror_gap").shape == (2, 2)
+    recorded = diagram.to_json()  # phase.json names every fixed setting, so that a diagram can be rerun
+    assert recorded["params"] == {"k": "4", "steps": "60"} and recorded["steps"] == 60
+    assert "4" in recorded["spec"] and recorded["spec"] != recorded["game"]
 
     horizons = phase_diagram("bipolicy", {"steps": [20, 50], "k": [3, 4]}, seeds=2)
     for cell in horizons.cells:
