@@ -197,9 +197,8 @@ class TrainConfig:
             raise UserError(f"config key 'threads' must be at most {MAX_THREADS}, got {self.threads}")
         if not 0 < self.lora_alpha <= MAX_LORA_ALPHA:
             raise UserError(f"config key 'lora_alpha' must be in (0, {MAX_LORA_ALPHA}], got {self.lora_alpha}")
-        if self.lora_alpha <= 0 or self.max_grad_norm <= 0:
-            raise UserError(f"config keys 'lora_alpha' and 'max_grad_norm' must be > 0, got "
-                            f"{self.lora_alpha} and {self.max_grad_norm}")
+        if self.max_grad_norm <= 0:
+            raise UserError(f"config key 'max_grad_norm' must be > 0, got {self.max_grad_norm}")
         if not -2**63 <= self.seed < 2**64:
             raise UserError(f"config key 'seed' must fit in 64 bits, got {self.seed}")
         check_device_name(self.device, "config key 'device':")

@@ -6,7 +6,6 @@ Registered from ``redgame.llm.cli``; torch and transformers are imported in the 
 from __future__ import annotations
 
 import json
-
 from pathlib import Path
 
 from redgame.errors import UserError

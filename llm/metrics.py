@@ -48,6 +48,10 @@ def tail_mean(rows: list[dict], key: str, k: int = 5) -> float:
     whose rate had nothing to count records NaN); NaN if none of those rows has one. A step without a
     reading never reaches back to older steps."""
     window = [r[key] for r in rows if key in r][-k:]
-    values = [float(v) for v in window if type(v) is float or (type(v) is int and abs(v) < 2**1023)]
-    values = [v for v in values if math.isfinite(v)]
+    values = [float(v) for v in window if is_number(v) and math.isfinite(v)]
     return sum(values) / len(values) if values else math.nan
+
+
+def is_number(value) -> bool:
+    """A JSON number a float can hold: not a bool, nor an int of hundreds of digits (float() overflows)."""
+    return type(value) is float or (type(value) is int and abs(value) < 2**1023)

@@ -23,7 +23,7 @@ from redgame.errors import UserError
 from redgame.figures import save_figure
 from redgame.jsonio import read_json_file, write_text_atomically
 from redgame.llm import watch
-from redgame.llm.metrics import read_metrics, tail_mean
+from redgame.llm.metrics import is_number, read_metrics, tail_mean
 
 # crossplay.json's numbers the report draws, and the name lists their dimensions follow.
 CROSSPLAY_SHAPES = {"value": (), "attacker_mix": ("attackers",), "defender_mix": ("defenders",),
@@ -84,7 +84,7 @@ def check_crossplay_extras(data: dict, where: str) -> None:
 def has_shape(value, shape: tuple) -> bool:
     """Whether ``value`` is a number (shape ``()``) or nested lists of numbers of exactly ``shape``."""
     if not shape:
-        return type(value) is float or (type(value) is int and abs(value) < 2**1023)  # an int a float can hold
+        return is_number(value)
     return isinstance(value, list) and len(value) == shape[0] and all(has_shape(v, shape[1:]) for v in value)
 
 
