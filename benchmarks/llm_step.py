@@ -3,6 +3,7 @@
     python benchmarks/llm_step.py                      # the demo's iteration, 1 warm-up + 2 timed, both paths
     python benchmarks/llm_step.py --iters 1 --set micro_batch_tokens=2048
     python benchmarks/llm_step.py --smoke              # the tiny model, seconds: checks the script
+    python benchmarks/llm_step.py --flops              # also the iteration's FLOPs and the time they need here
 
 The iteration is the demo's (``redgame.llm.demo.DEMO_RECIPE``): 8 seeds x (2 attacks + the
 identity attack) x (2 answers + 1 refusal-prefix candidate), judged by the embedded judge,
@@ -37,6 +38,7 @@ import time
 PREVIOUS = {"kernels": "off", "batch_roles": False, "micro_batch_tokens": 0, "share_prompts": False, "rollout_batch": 32,
             "keep_freed_memory": False}
 GOALS = {"iteration_s": 30.0, "peak_rss_gib": 4.0}
+GEMM_SHAPE = (1024, 576, 1536)  # [M, K] x [K, N]: an update micro-batch through SmolLM2's MLP up-projection
 SMOKE = {"model": "tiny", "attack_tokens": 8, "response_tokens": 8, "seeds_per_step": 4, "lora_rank": 4}
 
 
@@ -68,8 +70,55 @@ def run_path(overrides: dict, iters: int, threads: int) -> dict:
                                                                 for r in rows]}
 
 
-def in_subprocess(overrides: dict, iters: int, threads: int) -> dict:
+def count_flops(overrides: dict, threads: int) -> dict:
+    """The matrix products of one iteration (the second; torch.profiler's count) by phase, and this machine's
+    float32 product rate at an update's shape: together, the time the arithmetic alone needs here."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from redgame.llm import trainer
+
+    counted, steps = {}, []
+    play_step = trainer.play_step
+    trainer.play_step = lambda game, step: steps.append(step) or play_step(game, step)
+
+    def counting(name, phase):
+        def counted_phase(*args, **kwargs):
+            if len(steps) < 2:  # the first iteration warms up
+                return phase(*args, **kwargs)
+            with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+                out = phase(*args, **kwargs)
+            counted[name] = counted.get(name, 0) + sum(e.flops for e in prof.key_averages())
+            return out
+        return counted_phase
+
+    for name, attr in (("rollout", "play"), ("judge", "judge_rounds"), ("update", "update_roles")):
+        setattr(trainer, attr, counting(name, getattr(trainer, attr)))
+    torch.set_num_threads(threads)
+    rate = gemm_rate()  # before the run, in a fresh process
+    run_path(overrides, 1, threads)
+    return {"flops": counted, "gemm_flops_per_s": rate}
+
+
+def gemm_rate(batches: int = 5, reps: int = 10) -> float:
+    """The best of ``batches`` float32 product rates (FLOP/s) at ``GEMM_SHAPE``: what this machine reaches."""
+    import torch
+
+    a, b = torch.randn(GEMM_SHAPE[:2]), torch.randn(GEMM_SHAPE[1:])
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(batches):
+        start = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        best = min(best, (time.perf_counter() - start) / reps)
+    return 2 * GEMM_SHAPE[0] * GEMM_SHAPE[1] * GEMM_SHAPE[2] / best
+
+
+def in_subprocess(overrides: dict, iters: int, threads: int, flops: bool = False) -> dict:
     cmd = [sys.executable, __file__, "--child", json.dumps(overrides), "--iters", str(iters), "--threads", str(threads)]
+    cmd += ["--flops"] if flops else []
     run = subprocess.run(cmd, capture_output=True, text=True)
     if run.returncode != 0:
         raise SystemExit(f"the path {overrides} failed:\n{run.stderr[-3000:]}")
@@ -108,12 +157,15 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key of 'now'")
     parser.add_argument("--smoke", action="store_true", help="the tiny model, one short iteration")
+    parser.add_argument("--flops", action="store_true", help="also count one iteration's matrix-product FLOPs "
+                        "(in a third subprocess) and the time they need at this machine's float32 product rate")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.iters < 1 or args.threads < 1:
         parser.error(f"--iters and --threads must be at least 1, got {args.iters} and {args.threads}")
     if args.child is not None:
-        print(json.dumps(run_path(json.loads(args.child), args.iters, args.threads)))
+        measure = count_flops if args.flops else lambda o, t: run_path(o, args.iters, t)
+        print(json.dumps(measure(json.loads(args.child), args.threads)))
         return
 
     base = SMOKE if args.smoke else {}
@@ -145,6 +197,20 @@ def main(argv=None) -> None:
     print(f"judge share of an iteration: previous {prev['judge'] / prev['iteration']:.1%}, "
           f"now {now['judge'] / now['iteration']:.1%} (goal <= 10%)")
     print(f"pairs per iteration: previous {prev['pairs']}, now {now['pairs']}")
+    if args.flops:
+        print_arithmetic(in_subprocess(paths["now"], 1, args.threads, flops=True), now, args.threads)
+
+
+def print_arithmetic(counted: dict, now: dict, threads: int) -> None:
+    """How long the matrix products of 'now' take at this machine's product rate, against the goal."""
+    flops, rate = counted["flops"], counted["gemm_flops_per_s"]
+    total = sum(flops.values())
+    parts = ", ".join(f"{name} {f / 1e12:.2f}" for name, f in flops.items())
+    m, k, n = GEMM_SHAPE
+    print(f"arithmetic of 'now': {total / 1e12:.2f} TFLOP of matrix products per iteration ({parts}); this machine "
+          f"multiplies float32 [{m}x{k}]x[{k}x{n}] at up to {rate / 1e9:.0f} GFLOP/s on {threads} threads, so the "
+          f"products alone take about {total / rate:.1f} s at that rate (iteration measured: {now['iteration']:.1f} s; "
+          f"goal {GOALS['iteration_s']:.0f} s)")
 
 
 if __name__ == "__main__":

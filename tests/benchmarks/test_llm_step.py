@@ -33,3 +33,16 @@ def test_no_iteration_or_no_thread_is_a_usage_error(monkeypatch, argv):
     with pytest.raises(SystemExit) as exit_:
         llm_step.main(argv)
     assert exit_.value.code == 2
+
+
+def test_the_arithmetic_line_divides_the_counted_flops_by_the_machines_rate(capsys):
+    counted = {"flops": {"rollout": 1.0e12, "judge": 0.5e12, "update": 2.5e12}, "gemm_flops_per_s": 50e9}
+    llm_step.print_arithmetic(counted, {"iteration": 90.0}, threads=2)
+    line = capsys.readouterr().out
+    assert "4.00 TFLOP" in line and "rollout 1.00, judge 0.50, update 2.50" in line
+    assert "up to 50 GFLOP/s on 2 threads" in line and "about 80.0 s" in line
+
+
+def test_the_machines_rate_is_a_product_rate_it_reaches():
+    rate = llm_step.gemm_rate(batches=2, reps=2)
+    assert 1e8 < rate < 1e14  # FLOP/s: from a slow core to a fast many-core CPU
