@@ -45,6 +45,8 @@ def polytope_vertices(g: np.ndarray, h: np.ndarray, tol: float = TOL) -> np.ndar
     """
     try:
         return _vertices(g, h, tol)
+    except TooLargeToEnumerate:
+        raise
     except (RuntimeError, ValueError) as exc:
         raise EnumerationFailed(
             f"the optimal sets cannot be enumerated at this precision (a payoff difference below "

@@ -49,7 +49,7 @@ class PhaseDiagram:
     seconds: float = 0.0
     params: dict[str, Any] = field(default_factory=dict)  # the fixed --param values, in every cell
     spec: str = ""  # the full game name, with its parameters
-    steps: int = 0  # every cell's steps, unless the grid sweeps them
+    steps: int | None = 0  # every cell's steps; None where the grid sweeps them
     files: list[str] = field(default_factory=list)
 
     def grid(self, metric: str) -> np.ndarray:
@@ -158,7 +158,8 @@ def phase_diagram(regime: str, grid: dict[str, list[Any]], seeds: int = 20, mode
                                                          "tangent": tangent[i]}
     cells = [{**dict(zip(keys, combo)), **results[combo]} for combo in itertools.product(*(typed[k] for k in keys))]
     return PhaseDiagram(regime, model, game_name, seeds, keys, [typed[k] for k in keys], cells,
-                        time.perf_counter() - start, params=params, spec=base_spec.name, steps=base.steps)
+                        time.perf_counter() - start, params=params, spec=base_spec.name,
+                        steps=None if "steps" in grid else base.steps)
 
 
 def _tangent_means(traj, n_settings: int) -> list[dict[str, dict[str, float]] | None]:

@@ -104,7 +104,7 @@ def check_eval_out(out: Path) -> None:
     """``--out`` replaces an earlier evaluation's JSON only: not an input file, a run's config, or anything else."""
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; give a file, e.g. {out / 'eval.json'}")
-    if not out.exists():
+    if not out.exists() or out.stat().st_size == 0:  # an empty file holds nothing to lose
         return
     try:
         doc = json.loads(out.read_text())
@@ -157,8 +157,8 @@ def run_eval(args) -> int:
     summary = {
         "model": args.model, "adapter": str(Path(adapter).resolve()) if adapter else None, "eval_judge": judge.name,
         "refusal_strings": "a refusal phrase in the answer's first 400 characters (no judge)",
-        "harmful_file": args.harmful or f"built-in {args.split} split",
-        "benign_file": args.benign or f"built-in {args.split} split",
+        "harmful_file": str(Path(args.harmful).resolve()) if args.harmful else f"built-in {args.split} split",
+        "benign_file": str(Path(args.benign).resolve()) if args.benign else f"built-in {args.split} split",
         "set_aside": {"harmful_file": dropped_h, "benign_file": dropped_b},
         "results": {k: {m: v for m, v in r.items() if m != "answers"} for k, r in results.items()},
         "table": safety_eval.markdown_table(results),

@@ -136,6 +136,9 @@ def probe(run: str | Path, *, steps: int, split: str = "validation", out: str | 
                         "--steps, --seed, --device, --dtype, --model, or as a best response is defined); leave it out")
     run = Path(run)
     run_cfg = from_mapping(overrides or {}, where=" (--set)", base=check_run(run))
+    if "responses_per_attack" in (overrides or {}) and run_cfg.responses_per_attack < 2:
+        raise UserError("--set responses_per_attack: a best response compares at least 2 answers per attack, "
+                        f"got {run_cfg.responses_per_attack}")
     cfg = dataclasses.replace(probe_config(run_cfg, steps=steps, seed=seed), device=device, dtype=dtype,
                               model=model or run_cfg.model)
     out = Path(out) if out is not None else run / "probe"

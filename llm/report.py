@@ -183,8 +183,11 @@ def _rate(value) -> float:
 
 
 def foreign_adapter(run: Path, adapter: str | None) -> bool:
-    """Whether an eval.json's adapter is not ``run``'s final defender (another run's, or a checkpoint)."""
-    return adapter is not None and Path(adapter).resolve() != (run / "final" / "defender").resolve()
+    """Whether an eval.json's adapter is not ``run``'s final defender (another run's, or a checkpoint); a run
+    moved or copied since keeps its own (its folder name, then final/defender)."""
+    if adapter is None or Path(adapter).resolve() == (run / "final" / "defender").resolve():
+        return False
+    return Path(adapter).parts[-3:] != (run.resolve().name, "final", "defender")
 
 
 def _unmeasured(value) -> bool:

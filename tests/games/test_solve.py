@@ -279,3 +279,12 @@ def test_optimal_sets_below_the_enumerations_precision_fall_back_to_the_lp(param
     assert "cannot be enumerated at this precision" in solution.note
     with pytest.raises(UserError, match="cannot be enumerated at this precision"):
         solve(spec, method="enumerate")
+
+
+def test_optimal_sets_too_large_to_list_are_still_called_too_large():
+    """The precision fallback caught TooLargeToEnumerate too (a UserError is a ValueError) and renamed it."""
+    from redgame.theory.strategies import EnumerationFailed, TooLargeToEnumerate
+
+    with pytest.raises(TooLargeToEnumerate, match="too large to enumerate") as raised:
+        solve(make_spec("family", n=3), method="enumerate")
+    assert not isinstance(raised.value, EnumerationFailed)

@@ -290,3 +290,6 @@ def test_eval_out_replaces_only_an_earlier_evaluation(tmp_path, capsys):
     from redgame.llm.eval_cli import check_eval_out
 
     check_eval_out(earlier)  # an earlier evaluation is replaced
+    placeholder = tmp_path / "empty.json"
+    placeholder.touch()
+    check_eval_out(placeholder)  # and an empty file, which holds nothing to lose

@@ -248,3 +248,9 @@ def test_a_diverged_best_response_is_a_one_line_stop_not_an_internal_error(tmp_p
     assert main(["llm", "probe", "--run", str(tmp_path), "--steps", "1"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["redgame: probe: step 1: the loss is not finite"]
+
+
+def test_a_best_response_of_one_answer_per_attack_is_refused(one_step_run):
+    """--set responses_per_attack=1 was raised to 2 silently."""
+    with pytest.raises(UserError, match="at least 2 answers per attack, got 1"):
+        probe(one_step_run, steps=1, overrides={"responses_per_attack": 1}, progress=False)

@@ -1,6 +1,7 @@
 """``redgame report`` on a real tiny run, its eval.json and a cross-play result."""
 
 import json
+from pathlib import Path
 import math
 import shutil
 
@@ -281,3 +282,12 @@ def test_defenders_at_one_place_on_the_pareto_plot_share_one_label():
     points.append({"label": "alone", "benign_compliance": 0.9, "safety": 0.5})
     assert shared_labels(points) == {(1.0, 0.5): "d0, d1, d2 +2 more", (0.9, 0.5): "alone"}
     assert shared_labels(points[:2] + points[-1:], most=3) == {(1.0, 0.5): "d0, d1", (0.9, 0.5): "alone"}
+
+
+def test_a_moved_runs_own_eval_is_still_its_own(tmp_path):
+    """eval.json records the adapter's absolute path: a run copied back from another machine was warned of."""
+    run = tmp_path / "here" / "runB"
+    run.mkdir(parents=True)
+    (run / "eval.json").write_text(eval_doc(Path("/elsewhere/runs/runB/final/defender")))
+    (point,) = pareto_points([run], None)
+    assert not point["foreign"] and point["label"] == "runB:adapter"
