@@ -39,12 +39,17 @@ from pathlib import Path
 
 import torch
 
-from redgame.errors import check_output_path
-from redgame.jsonio import write_text_atomically
-from redgame.kernels import fused_preference_loss, lora_linear, multi_lora_linear, preference_loss, token_logprobs
-from redgame.kernels.checks import with_online_pass as online_pass
-from redgame.kernels.preference import preference_loss_naive
-from redgame.kernels.reference import token_logprobs_naive
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_check import import_checkout  # noqa: E402
+
+import_checkout()  # redgame need not be installed: gpu_check.py runs this script, and it runs its own cases
+from redgame.errors import check_output_path  # noqa: E402
+from redgame.jsonio import write_text_atomically  # noqa: E402
+from redgame.kernels import (fused_preference_loss, lora_linear, multi_lora_linear, preference_loss,  # noqa: E402
+                             token_logprobs)
+from redgame.kernels.checks import with_online_pass as online_pass  # noqa: E402
+from redgame.kernels.preference import preference_loss_naive  # noqa: E402
+from redgame.kernels.reference import token_logprobs_naive  # noqa: E402
 
 CPU_CASE = dict(n=2048, v=49152, d=576)
 CPU_SMOKE_CASE = dict(n=64, v=4099, d=32)
