@@ -46,10 +46,17 @@ def t_interval(centre: float, se: float, df: float, level: float = LEVEL) -> tup
     return float(centre - half), float(centre + half)
 
 
+def variance_of_mean(values) -> float:
+    """The sample variance of the mean of at least two values; exactly 0 where they are all equal (their
+    computed variance can be 1e-33, not 0, from the mean's rounding, which would give a spread they lack)."""
+    v = np.asarray(values, float)
+    return 0.0 if np.ptp(v) == 0 else float(v.var(ddof=1) / len(v))
+
+
 def mean_t_ci(values, level: float = LEVEL) -> tuple[float, float]:
     """The Student-t interval of the mean of at least two values."""
     v = np.asarray(values, float)
-    return t_interval(v.mean(), v.std(ddof=1) / np.sqrt(len(v)), len(v) - 1, level)
+    return t_interval(v.mean(), np.sqrt(variance_of_mean(v)), len(v) - 1, level)
 
 
 def mean_ci(values: np.ndarray, level: float = LEVEL, resamples: int = RESAMPLES, seed: int = 0) -> np.ndarray:

@@ -25,7 +25,7 @@ import math
 import numpy as np
 
 from redgame.figures import save_figure
-from redgame.games.stats import MOST_SEEDS, mean_t_ci, pooled_sd, seeds_to_decide, t_interval
+from redgame.games.stats import MOST_SEEDS, mean_t_ci, pooled_sd, seeds_to_decide, t_interval, variance_of_mean
 
 METRICS = ("harmful_refusal", "harmful_refusal_strings", "benign_compliance", "benign_compliance_strings",
            "loop_rate", "selfplay_asr", "best_response_asr", "mirror_gap")
@@ -40,7 +40,7 @@ def diff_ci(a, b, level: float = 0.95) -> tuple[float, float]:
     a, b = np.asarray(a, float), np.asarray(b, float)
     if len(b) == 1:
         return mean_t_ci(a - b[0], level)
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    va, vb = variance_of_mean(a), variance_of_mean(b)
     se = math.sqrt(va + vb)
     df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if se else 1.0
     return t_interval(a.mean() - b.mean(), se, df, level)

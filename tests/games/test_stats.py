@@ -102,3 +102,7 @@ def test_the_t_interval_of_a_mean_is_scipys_and_a_point_without_spread():
     want = scipy_stats.ttest_1samp(values, 0.0).confidence_interval(0.95)
     assert mean_t_ci(values) == pytest.approx((want.low, want.high))
     assert mean_t_ci([0.25, 0.25]) == (0.25, 0.25)
+    for value in (17 / 72, 0.2, 0.1, 1 / 3):  # equal values whose float mean rounds: still no spread
+        for n in (3, 6, 7):
+            low, high = mean_t_ci([value] * n)
+            assert low == high

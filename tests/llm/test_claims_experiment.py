@@ -26,6 +26,12 @@ def test_constant_samples_give_a_point_interval_that_decides_nothing():
     assert diff_ci([0.5, 0.5, 0.5], [0.25, 0.25]) == pytest.approx((0.25, 0.25))
     table = regime_table(_runs({"base": [0.125], "shared": [0.0, 0.0], "defender-sft": [0.25, 0.25]}))
     assert not any(r["decided"] for r in comparisons(table))  # two seeds that agree exactly: no spread seen
+    # seeds that agree exactly at a value whose float mean rounds (17 of 72 prompts; 0.2 against 0.1)
+    table = regime_table(_runs({"base": [0.0], "shared": [17 / 72] * 3, "defender-sft": [0.2] * 3,
+                                "bipolicy": [0.1] * 6}))
+    assert not any(r["decided"] for r in comparisons(table))
+    low, high = diff_ci([0.2] * 3, [0.1] * 2)
+    assert low == high
 
 
 def test_intervals_are_scipys_welch_and_one_sample_t():
