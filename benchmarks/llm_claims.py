@@ -75,8 +75,12 @@ def parse(argv=None):
         judge_kind(args.eval_judge, where="--eval-judge: ")
     except UserError as exc:
         parser.error(str(exc))
-    if args.jobs < 1:
-        parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    for flag, value, least in (("--jobs", args.jobs, 1), ("--steps", args.steps, 1), ("--probe-steps", args.probe_steps, 1),
+                               ("--eval-tokens", args.eval_tokens, 0), ("--threads", args.threads, 0)):
+        if value < least:  # checked before anything trains: the probe would refuse it only after the first run
+            parser.error(f"{flag} must be at least {least}, got {value}")
+    if args.prompts < 0 or args.prompts == 1:
+        parser.error(f"--prompts must be 0 (all) or at least 2 (the probe's intervals are over prompts), got {args.prompts}")
     for flag, given in (("--seeds", args.seeds), ("--regimes", args.regimes)):
         repeated = sorted({x for x in given if given.count(x) > 1})
         if repeated:  # one run counted twice would narrow every interval

@@ -177,9 +177,15 @@ def test_an_unknown_evaluation_judge_is_refused_before_any_run(capsys):
 
 
 @pytest.mark.parametrize("argv, message", [(["--seeds", "0", "1", "0"], "--seeds repeats 0: each run once"),
-                                           (["--regimes", "shared", "shared"], "--regimes repeats shared")])
-def test_a_run_given_twice_is_refused_before_any_run(capsys, argv, message):
-    """One run counted twice would narrow every interval to nothing."""
+                                           (["--regimes", "shared", "shared"], "--regimes repeats shared"),
+                                           (["--probe-steps", "0"], "--probe-steps must be at least 1, got 0"),
+                                           (["--steps", "0"], "--steps must be at least 1, got 0"),
+                                           (["--prompts", "1"], "--prompts must be 0 (all) or at least 2"),
+                                           (["--prompts", "-1"], "--prompts must be 0 (all) or at least 2"),
+                                           (["--eval-tokens", "-3"], "--eval-tokens must be at least 0")])
+def test_a_run_given_twice_or_a_bad_size_is_refused_before_any_run(capsys, argv, message):
+    """One run counted twice would narrow every interval to nothing; a size the probe refuses was refused only
+    after the first run had trained."""
     sys.path.insert(0, str(SCRIPT.parent))
     import llm_claims
 
