@@ -6,6 +6,8 @@ is read from the adapter's path. Per group and step the script prints harmful re
 benign compliance (by the judge, and by refusal strings) as the mean over seeds with a 95%
 t-interval, and ``--out`` draws them: one panel per rate, a line per group, a dot per seed.
 A file evaluated with the base model (no ``--no-base``) gives the base's rates at step 0.
+Every file must be judged by one judge on one set of prompts (one split), and each
+checkpoint evaluated once: a file that breaks either is refused.
 
     python benchmarks/steps_plot.py --group "train split" runs/a-s*/val_eval*.json \\
         --group "+24 lookalikes" runs/b-s*/val_eval*.json --out steps.png
@@ -25,34 +27,69 @@ from rejudge_demo import t_interval  # noqa: E402
 from redgame.errors import UserError, check_output_path  # noqa: E402
 from redgame.figures import save_figure  # noqa: E402
 from redgame.jsonio import read_json_file  # noqa: E402
+from redgame.llm.metrics import is_number  # noqa: E402
 
 PANELS = (("harmful_refusal", "harmful refusal"), ("benign_compliance", "benign compliance"))
 
 
-def rates(result: dict) -> dict[str, float]:
+RATES = ("harmful_refusal", "benign_compliance", "harmful_refusal_strings", "over_refusal_strings")
+MEASURED_ALIKE = ("eval_judge", "harmful_file", "benign_file")  # what every file of one plot must share
+CHECKPOINT = re.compile(r"(?:^|[/\\])checkpoints[/\\]step_(\d+)(?:[/\\]|$)")
+
+
+def rates(result: dict, name: str) -> dict[str, float]:
     """Harmful refusal and benign compliance, by the judge and by refusal strings, in points."""
+    missing = [key for key in RATES if not (is_number(result.get(key)) and 0 <= result[key] <= 1)]
+    if missing:  # a rate no answer was read for is null in the file
+        raise UserError(f"{name}: {', '.join(missing)} is not a rate in [0, 1] (null, missing or out of range); "
+                        "every rate is needed for the plot")
     return {"harmful_refusal": 100 * result["harmful_refusal"],
             "benign_compliance": 100 * result["benign_compliance"],
             "harmful_refusal_strings": 100 * result["harmful_refusal_strings"],
             "benign_compliance_strings": 100 * (1 - result["over_refusal_strings"])}
 
 
+def read_eval(name: str) -> tuple[int, dict]:
+    """(the training step of the file's checkpoint, the file) from a ``redgame llm eval --adapter`` output."""
+    report = read_json_file(name, name)
+    adapter = report.get("adapter") if isinstance(report.get("adapter"), str) else ""
+    found = CHECKPOINT.search(adapter)
+    if not found:
+        raise UserError(f"{name}: its adapter {report.get('adapter')!r} is not a checkpoints/step_K folder")
+    results = report.get("results") if isinstance(report.get("results"), dict) else {}
+    if not isinstance(results.get("adapter"), dict):
+        raise UserError(f"{name}: no adapter results (a redgame llm eval --adapter ... output holds them)")
+    return int(found.group(1)), report
+
+
 def read_group(files: list[str]) -> dict[int, list[dict[str, float]]]:
     """Rates by step over the group's files (the base model's under step 0, once per file)."""
-    by_step = defaultdict(list)
+    by_step, adapters = defaultdict(list), {}
+    for name in files:
+        step, report = read_eval(name)
+        if report["adapter"] in adapters:  # one checkpoint evaluated twice would count as two seeds
+            raise UserError(f"{name} and {adapters[report['adapter']]} both evaluate {report['adapter']}; "
+                            "each checkpoint once")
+        adapters[report["adapter"]] = name
+        by_step[step].append(rates(report["results"]["adapter"], name))
+        if "base" in report["results"]:
+            by_step[0].append(rates(report["results"]["base"], name))
+    return dict(sorted(by_step.items()))
+
+
+def check_measured_alike(files: list[str]) -> None:
+    """Every file judged by one judge on one set of prompts: a validation file averaged with a test file, or
+    two judges' rates, would make one interval of two measurements."""
+    first = {}
     for name in files:
         report = read_json_file(name, name)
-        adapter = report.get("adapter") if isinstance(report.get("adapter"), str) else ""
-        found = re.search(r"step_(\d+)", adapter)
-        if not found:
-            raise UserError(f"{name}: its adapter {report.get('adapter')!r} is not a checkpoints/step_K folder")
-        results = report.get("results") if isinstance(report.get("results"), dict) else {}
-        if not isinstance(results.get("adapter"), dict):
-            raise UserError(f"{name}: no adapter results (a redgame llm eval --adapter ... output holds them)")
-        by_step[int(found.group(1))].append(rates(results["adapter"]))
-        if "base" in results:
-            by_step[0].append(rates(results["base"]))
-    return dict(sorted(by_step.items()))
+        measured = {key: report.get(key, "embedded" if key == "eval_judge" else None) for key in MEASURED_ALIKE}
+        if not first:
+            first = dict(name=name, **measured)
+        for key, value in measured.items():
+            if value != first[key]:
+                raise UserError(f"{name} was measured with {key} {value!r}, {first['name']} with {first[key]!r}; "
+                                "every file of one plot must be measured alike")
 
 
 def summary(groups: dict[str, dict]) -> list[str]:
@@ -114,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--group: the {what} {repeated[0]} is given twice; each once")
     if args.out:
         check_output_path("--out", args.out, "file", example="steps.png")
+    check_measured_alike([f for g in args.group for f in g[1:]])
     groups = {g[0]: read_group(g[1:]) for g in args.group}
     print("\n".join(summary(groups)))
     if args.out:

@@ -15,11 +15,12 @@ import steps_plot  # noqa: E402
 from redgame.errors import UserError  # noqa: E402
 
 
-def _eval_json(path: Path, step: int, harmful: float, benign: float, base: bool = False) -> str:
+def _eval_json(path: Path, step: int, harmful: float, benign: float, base: bool = False, run: str = "") -> str:
     rates = lambda h, b: {"harmful_refusal": h, "benign_compliance": b, "harmful_refusal_strings": h / 2,  # noqa: E731
                           "over_refusal_strings": 1 - b}
     results = {"adapter": rates(harmful, benign), **({"base": rates(0.0, 1.0)} if base else {})}
-    path.write_text(json.dumps({"adapter": f"runs/x/checkpoints/step_{step:04d}/defender", "results": results}))
+    adapter = f"runs/{run or path.stem}/checkpoints/step_{step:04d}/defender"  # one run a file unless said
+    path.write_text(json.dumps({"adapter": adapter, "results": results}))
     return str(path)
 
 
@@ -60,3 +61,42 @@ def test_a_group_or_a_file_given_twice_is_refused(tmp_path):
     assert steps_plot.main(["--group", "A", *files[:2], "--group", "B", *files[1:]]) == 0  # a common start: allowed
     with pytest.raises(UserError, match="cannot be read"):
         steps_plot.main(["--group", "A", str(tmp_path / "missing.json")])
+
+
+def test_the_step_is_the_checkpoints_not_a_folder_named_like_one(tmp_path):
+    path = tmp_path / "e.json"
+    path.write_text(json.dumps({"adapter": "/runs/step_16_sweep-s0/checkpoints/step_4/defender",
+                                "results": {"adapter": {"harmful_refusal": 0.5, "benign_compliance": 0.9,
+                                                        "harmful_refusal_strings": 0.25, "over_refusal_strings": 0.1}}}))
+    assert list(steps_plot.read_group([str(path)])) == [4]
+
+
+def test_one_checkpoint_twice_or_files_measured_unalike_are_refused(tmp_path):
+    """Two files of one checkpoint counted as two seeds; a validation file averaged with a test file, or two
+    judges' rates, made one interval of two measurements."""
+    a, b = (_eval_json(tmp_path / f"{name}.json", 16, 0.5, 0.9, run="x") for name in "ab")
+    with pytest.raises(UserError, match="both evaluate runs/x/checkpoints/step_0016/defender; each checkpoint once"):
+        steps_plot.read_group([a, b])
+    test, validation = tmp_path / "test.json", tmp_path / "validation.json"
+    for path, split, step in ((test, "test", 16), (validation, "validation", 32)):
+        doc = json.loads(Path(_eval_json(path, step, 0.5, 0.9)).read_text())
+        path.write_text(json.dumps({**doc, "harmful_file": f"built-in {split} split"}))
+    with pytest.raises(UserError, match="measured with harmful_file 'built-in validation split'.*measured alike"):
+        steps_plot.main(["--group", "A", str(test), str(validation)])
+    judged = tmp_path / "probe.json"
+    judged.write_text(json.dumps({**json.loads(test.read_text()), "eval_judge": "probe", "adapter": "r/checkpoints/step_8"}))
+    with pytest.raises(UserError, match="eval_judge 'probe'"):
+        steps_plot.main(["--group", "A", str(test), "--group", "B", str(judged)])
+
+
+@pytest.mark.parametrize("rate", [None, "missing", 1.5])
+def test_a_rate_that_is_null_missing_or_out_of_range_is_named(tmp_path, rate):
+    path = tmp_path / "e.json"
+    doc = json.loads(Path(_eval_json(path, 16, 0.5, 0.9)).read_text())
+    if rate == "missing":
+        del doc["results"]["adapter"]["benign_compliance"]
+    else:
+        doc["results"]["adapter"]["benign_compliance"] = rate
+    path.write_text(json.dumps(doc))
+    with pytest.raises(UserError, match="e.json: benign_compliance is not a rate in"):
+        steps_plot.read_group([str(path)])
