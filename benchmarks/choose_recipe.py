@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,7 +63,7 @@ from rejudge_demo import answer_reader, rejudge, t_interval
 
 from redgame.errors import UserError, check_output_path
 from redgame.figures import save_figure
-from redgame.jsonio import read_json_file
+from redgame.jsonio import read_json_file, strict_json
 from redgame.llm import watch
 from redgame.llm.metrics import read_metrics
 
@@ -375,10 +374,9 @@ def main(argv=None) -> int:
     if args.plot:
         plot(verdicts, judge, args.worst_budget, args.plot)
     if args.json:
-        print(json.dumps({"chosen": chosen, "why": why, "judge": judge, "candidates": [
+        print(strict_json({"chosen": chosen, "why": why, "judge": judge, "candidates": [
             {"name": v.name, "passes": v.passes, "reasons": v.reasons, "changes": v.changes, "watch": v.watch}
-            for v in verdicts]},
-            indent=1))
+            for v in verdicts]}))
     else:
         print(f"benign compliance read by: {judge}")
         print("\n".join(report(verdicts, chosen, why)))

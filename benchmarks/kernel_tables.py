@@ -44,7 +44,7 @@ from gpu_check import import_checkout  # noqa: E402
 
 import_checkout()  # redgame need not be installed: gpu_check.py runs this script, and it runs its own cases
 from redgame.errors import check_output_path  # noqa: E402
-from redgame.jsonio import write_text_atomically  # noqa: E402
+from redgame.jsonio import strict_json, write_text_atomically  # noqa: E402
 from redgame.kernels import (fused_preference_loss, lora_linear, multi_lora_linear, preference_loss,  # noqa: E402
                              token_logprobs)
 from redgame.kernels.checks import with_online_pass as online_pass  # noqa: E402
@@ -489,7 +489,7 @@ def main(argv=None) -> dict:
     results = run_tables(tables, args.smoke, args.quick, args.reps)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomically(args.json, json.dumps(results, indent=1))
+        write_text_atomically(args.json, strict_json(results))
     return results
 
 

@@ -24,13 +24,12 @@ The runs were trained against the judge of their day; only their evaluation chan
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 from pathlib import Path
 
 from redgame.errors import UserError
-from redgame.jsonio import read_json_file
+from redgame.jsonio import read_json_file, strict_json
 from redgame.llm.report import distinct_run_names
 
 RATES = ("harmful_refusal", "benign_compliance", "harmful_refusal_strings", "benign_compliance_strings", "benign_help")
@@ -164,7 +163,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     judge = answer_reader(args.judge, args.labels)
     results = {name: rejudge(Path(f), judge) for name, f in zip(distinct_run_names(args.folders), args.folders)}
-    print(json.dumps(results, indent=1) if args.json else "\n".join(table(results)))
+    print(strict_json(results) if args.json else "\n".join(table(results)))
 
 
 if __name__ == "__main__":

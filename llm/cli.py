@@ -163,8 +163,7 @@ def run_train(args) -> int:
 
 
 def run_probe(args) -> int:
-    import json
-
+    from redgame.jsonio import strict_json
     from redgame.llm.probe import probe, report_lines
     from redgame.llm.trainer import TrainingStopped
 
@@ -178,7 +177,7 @@ def run_probe(args) -> int:
     except TrainingStopped as exc:  # the best response diverged: no probe.json, as for a stopped train
         print(f"redgame: probe: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(summary, indent=1) if args.json else "\n".join(report_lines(summary)))
+    print(strict_json(summary) if args.json else "\n".join(report_lines(summary)))  # NaN: null
     return 0
 
 

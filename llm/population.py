@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import random
 
 import numpy as np
@@ -200,6 +199,6 @@ def write_summary(population: Population, path) -> None:
     """``population.json``: the summary, written atomically."""
     from pathlib import Path
 
-    from redgame.jsonio import write_text_atomically
+    from redgame.jsonio import strict_json, write_text_atomically
 
-    write_text_atomically(Path(path), json.dumps(population.summary(), indent=1) + "\n")
+    write_text_atomically(Path(path), strict_json(population.summary()) + "\n")

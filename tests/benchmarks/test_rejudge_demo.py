@@ -95,3 +95,16 @@ def test_a_rate_over_part_of_the_answers_is_refused(tmp_path, damage, needle):
     (folder / "answers.json").write_text(json.dumps(saved))
     with pytest.raises(UserError, match=needle):
         rejudge_demo.rejudge(folder, rejudge_demo.LabelledAnswers(str(labels)))
+
+
+def test_json_is_strict_where_a_rate_has_no_answers(tmp_path, capsys):
+    """A run with no benign answers has a NaN benign rate: --json printed the token NaN."""
+    folder, labels = _folder(tmp_path)
+    saved = json.loads((folder / "answers.json").read_text())
+    harmful = {s.id for s in builtin_seeds("validation") if s.harmful}
+    (folder / "answers.json").write_text(json.dumps({role: [a for a in answers if a["id"] in harmful]
+                                                     for role, answers in saved.items()}))
+    rejudge_demo.main([str(folder), "--labels", str(labels), "--json"])
+    printed = json.loads(capsys.readouterr().out, parse_constant=lambda token: pytest.fail(f"not JSON: {token}"))
+    assert printed["run-s0"]["trained"]["benign_compliance"] is None
+    assert printed["run-s0"]["trained"]["harmful_refusal"] == pytest.approx(1 / 2)

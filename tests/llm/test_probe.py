@@ -106,6 +106,20 @@ def test_probe_cli_takes_the_model_and_recipe_overrides(tmp_path, capsys, monkey
     assert "unknown config key 'nonsense'" in capsys.readouterr().err
 
 
+def test_probe_cli_json_is_strict_where_a_rate_had_nothing_to_read(tmp_path, capsys, monkeypatch):
+    """An attacker whose answers the judge could not read has a NaN ASR: --json printed the token NaN."""
+    import redgame.llm.probe as probe_module
+    from redgame.cli import main
+
+    outcomes = {"selfplay": {"success": [True, None, None, None], "refusal_string": [0] * 4, "parse_rate": 1},
+                "best_response": {"success": [True, False, True, False], "refusal_string": [0] * 4, "parse_rate": 1},
+                "base_attacker": {"success": [None] * 4, "refusal_string": [0] * 4, "parse_rate": 1}}
+    monkeypatch.setattr(probe_module, "probe", lambda run, **kw: summarise(outcomes))
+    assert main(["llm", "probe", "--run", str(tmp_path), "--steps", "1", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out, parse_constant=lambda token: pytest.fail(f"not JSON: {token}"))
+    assert printed["base_attacker_asr"] is None and printed["mirror_gap_ci"] == [None, None]
+
+
 @pytest.fixture(scope="module")
 def one_step_run(tmp_path_factory, judge):
     from redgame.llm.config import TrainConfig
