@@ -114,7 +114,7 @@ def run_judge(args) -> int:
     scored, scored_results = [exchanges[i] for i in kept], [results[i] for i in kept]
     metrics = {**exchange_metrics(scored, scored_results), **help_metrics(scored, scored_results)}
     auc = graded_auc(scored, scored_results)
-    against_second = (second_labeller_metrics(scored, scored_results, second) if second is not None else None)
+    against_second = second_labeller_metrics(exchanges, results, second) if second is not None else None
     left_out = len(results) - len(kept)
     if args.plot is not None:
         _plot_roc(scored, scored_results, auc, judge.name, args.plot)
@@ -141,7 +141,9 @@ def run_judge(args) -> int:
         unmatched = against_second["unmatched"]
         print(f"\n{against_second['matched']} lines with second labels"
               + (f" ({unmatched} of their ids are no line of the input's)" if unmatched else "")
-              + "; the judge against them:", file=sys.stderr)
+              + "; the judge against them" + (f" (on the {against_second['judged']} whose judge reply it could read)"
+                                              if against_second["judged"] < against_second["matched"] else "")
+              + ":", file=sys.stderr)
         print(metrics_table(against_second["judge"]), file=sys.stderr)
         print("\nthe second labeller against the input's labels (kappa: agreement beyond chance):", file=sys.stderr)
         print(metrics_table(against_second["labellers"]), file=sys.stderr)

@@ -376,21 +376,24 @@ def second_labeller_metrics(exchanges: list[Exchange], results: list[dict], seco
     """The judge against a second labeller, and the two labellers against each other, on the lines both label.
 
     Returns ``{"judge": {label: metrics}, "labellers": {label: metrics}, "matched": n, "unmatched": m}`` (m: their
-    ids that are no input line's); in ``labellers`` the first labeller (the input's labels) plays the truth.
+    ids that are no input line's); in ``labellers`` the first labeller (the input's labels) plays the truth. The
+    labellers are compared on every matched line; the judge only on those whose reply it could read (a result
+    without ``judge_error``), as everywhere else.
     """
     matched = [(x, r, second[x.row["id"]]) for x, r in zip(exchanges, results) if x.row.get("id") in second]
     if not matched:
         raise UserError("second labels: no id of theirs is an id of the input's lines")
+    judged = [(x, r, labels) for x, r, labels in matched if not r.get("judge_error")]
     relabelled = [Exchange(x.request, x.response, x.request_class, x.seen, x.truncated, labels, x.row, x.where)
-                  for x, _, labels in matched]
+                  for x, _, labels in judged]
     labellers = {}
     for label in LABELS:
         pairs = [(x.labels[label], labels[label]) for x, _, labels in matched if label in x.labels and label in labels]
         if pairs:
             labellers[label] = binary_metrics([a for a, _ in pairs], [b for _, b in pairs])
     ids = {x.row.get("id") for x in exchanges}
-    return {"judge": exchange_metrics(relabelled, [r for _, r, _ in matched]), "labellers": labellers,
-            "matched": len(matched), "unmatched": sum(ident not in ids for ident in second)}
+    return {"judge": exchange_metrics(relabelled, [r for _, r, _ in judged]), "labellers": labellers,
+            "matched": len(matched), "judged": len(judged), "unmatched": sum(ident not in ids for ident in second)}
 
 
 def metrics_table(metrics: dict) -> str:

@@ -220,6 +220,38 @@ def test_second_labels_give_the_judge_against_them_and_the_labellers_agreement(t
     assert "the second labeller against the input's labels" in err and "(1 of their ids are no line" in err
 
 
+def test_the_labellers_agree_on_every_line_and_the_judge_is_read_where_it_could_be(tmp_path, capsys, monkeypatch,
+                                                                                   judge):
+    """Lines with an unparsable judge reply were dropped from the labellers' table too, and counted as ids of
+    no input line; with every reply unparsable the command stopped, saying no id matched."""
+    import dataclasses
+
+    from redgame.llm import judges
+
+    class PartlyUnread:
+        def __init__(self, unread: str):
+            self.unread = unread
+
+        def __getattr__(self, name):
+            return getattr(judge, name)
+
+        def labels(self, seeds, attacks, responses):
+            return [dataclasses.replace(x, judge_error=x.judge_error or self.unread in r)
+                    for x, r in zip(judge.labels(seeds, attacks, responses), responses)]
+
+    lines = [dict(line, id=f"l{i}") for i, line in enumerate(LINES[:3])]
+    second = [{"id": "l0", "refused": False}, {"id": "l1", "refused": False}, {"id": "l2", "refused": False}]
+    args = ["llm", "judge", "--input", str(_write(tmp_path, lines)), "--second-labels",
+            str(_write(tmp_path, second, "second.jsonl")), "--json"]
+    for unread, judged in (("Here you go", 2), ("", 0)):  # one line unread; every line ("" is in every answer)
+        monkeypatch.setattr(judges, "make_judge", lambda name, format="redgame", **kw: PartlyUnread(unread))
+        assert main(args) == 0
+        got = json.loads(capsys.readouterr().out)["second_labels"]
+        assert (got["matched"], got["judged"], got["unmatched"]) == (3, judged, 0)
+        assert got["labellers"]["refused"]["n"] == 3 and got["labellers"]["refused"]["accuracy"] == pytest.approx(2 / 3)
+        assert got["judge"].get("refused", {"n": 0})["n"] == judged
+
+
 @pytest.mark.parametrize("second, needle", [
     ([{"harmful": True}], "line 1: each line needs a string field 'id'"),
     ([{"id": "a", "harmful": True}, {"id": "a"}], "line 2: id 'a' appears twice"),
