@@ -75,7 +75,9 @@ def _online_logprob_kernel(
         alpha = tl.exp(run_max - new_max)
         probs = tl.exp(logits - new_max[:, None])
         run_sum = run_sum * alpha + tl.sum(probs, axis=1)
-        target_logit += tl.sum(tl.where(offs_v[None, :] == targets[:, None], logits, 0.0), axis=1)
+        # the last chunk of a range may run past v_end (BLOCK_V need not divide V_PER_SPLIT): its -inf is no target
+        hit = (offs_v[None, :] == targets[:, None]) & mask_v[None, :]
+        target_logit += tl.sum(tl.where(hit, logits, 0.0), axis=1)
         if WITH_ACC:
             has_acc = (offs_m * 0 + v0) > v_start  # the first chunk starts from zero
             for d0 in range(0, D, BLOCK_D):

@@ -58,6 +58,27 @@ def test_vocabulary_splits_merge_to_the_same_result(path, rng):
             check_close(getattr(got, name), getattr(want, name), torch.float32, f"{name}, {splits} splits")
 
 
+def test_every_gpu_config_reads_targets_just_past_a_range_end(path, rng):
+    """A range's last chunk may run past its end when BLOCK_V (128, 256) does not divide the range (192 here): a
+    target in that overhang took the chunk's -inf, so its log p was -inf (the tests' ranges were all multiples of 64)."""
+    mode, _ = path
+    if mode != "interpret":
+        pytest.skip("the GPU configs are forced in Triton's interpreter")
+    from redgame.kernels.ops._common import forced_configs
+    from redgame.kernels.ops.token_logprobs import gpu_configs, online_logprob_parts
+
+    hidden = torch.randn(21, 24, generator=rng)
+    head = torch.randn(517, 24, generator=rng)  # 3 ranges of 192 (a multiple of 64, not of 128)
+    targets = torch.randint(0, 517, (21,), generator=rng)
+    targets[:6] = torch.tensor([192, 200, 255, 384, 400, 191])  # just past the first and second ranges' ends
+    want = reference_parts(hidden.double(), head.double(), targets)
+    for config in gpu_configs():
+        with forced_configs({"_online_logprob_kernel": config}):
+            got = online_logprob_parts(hidden, head, targets, -100, True, splits=3)
+        for name in ("lse", "target_logit", "expected_head"):
+            check_close(getattr(got, name), getattr(want, name), torch.float32, f"{name}, {config}")
+
+
 def reference_parts(hidden, head, targets):
     logits = hidden @ head.T
     probs = torch.softmax(logits, dim=-1)
