@@ -178,6 +178,7 @@ class JudgedRound:
     attack_harmful: list[bool] = field(default_factory=list)  # per response: the attack it answered
     read_harmful: list[bool] = field(default_factory=list)    # per response: the judge's reading of that attack
     judge_error: list[bool] = field(default_factory=list)     # per response: a judge reply about it was unparsable
+    helped: list[bool] = field(default_factory=list)          # per response: did what was asked (:func:`helped`)
 
 
 def _best_worst(candidates: list[int], value: dict[int, float], min_margin: float) -> tuple[int, int] | None:
@@ -336,4 +337,4 @@ def judge_round(judge, rnd, *, pairwise: bool, min_margin: float, rules: RewardR
                        judge.errors - errors_before,
                        [label.degenerate >= LABEL_THRESHOLD for label in labels], truncated,
                        [label.attack_harmful >= LABEL_THRESHOLD for label in labels], read_harmful,
-                       [label.judge_error for label in labels])
+                       [label.judge_error for label in labels], [helped(label) for label in labels])

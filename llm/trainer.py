@@ -757,13 +757,16 @@ def frozen_attacks(cfg: TrainConfig, seeds: list, step: int) -> list[list[str]] 
 
 def sft_signal(rnd, judged):
     """defender-sft's targets: per seed as written, the judge's best-scored answer that refuses a
-    harmful seed or helps with a benign one (not degenerate); a seed without one has no target."""
+    harmful seed or helps with a benign one (not degenerate); a seed without one has no target.
+    Help is :func:`redgame.llm.rewards.helped`: until 2026-12-05 any answer not refused served, so an
+    echo of a benign prompt became the target where nothing helped."""
     from redgame.llm.rewards import RoleSignal
 
     out = RoleSignal()
     for a in range(len(rnd.attacks)):
         harmful = rnd.seeds[rnd.attack_seed[a]].harmful
-        fits = [i for i, att in enumerate(rnd.response_attack) if att == a and judged.refusal[i] == harmful
+        fits = [i for i, att in enumerate(rnd.response_attack) if att == a
+                and (judged.refusal[i] if harmful else judged.helped[i])
                 and not (judged.degenerate and judged.degenerate[i])
                 and not (judged.judge_error and judged.judge_error[i])]  # an answer the judge could not read
         if fits:

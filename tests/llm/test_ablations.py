@@ -72,14 +72,17 @@ def test_sft_targets_are_the_judges_best_fitting_answer():
     seeds = [Seed("h", "harm", True, "x"), Seed("b", "help", False, "x"), Seed("h2", "harm2", True, "x")]
     rnd = Round(seeds, [Completion([], [], s.prompt) for s in seeds], [0, 1, 2], [s.prompt for s in seeds],
                 [True] * 3, identity=[True] * 3)
-    rnd.response_attack = [0, 0, 0, 1, 1, 2]
-    judged = SimpleNamespace(refusal=[True, False, True, True, False, False],
-                             degenerate=[False, False, True, False, False, False],
-                             scores=[0.6, 0.9, 0.99, 0.95, 0.7, 0.1], judge_error=[])  # [] : every answer read
+    rnd.response_attack = [0, 0, 0, 1, 1, 1, 2]
+    judged = SimpleNamespace(refusal=[True, False, True, True, False, False, False],
+                             helped=[False, True, False, False, True, False, True],
+                             degenerate=[False, False, True, False, False, False, False],
+                             scores=[0.6, 0.9, 0.99, 0.95, 0.7, 0.8, 0.1], judge_error=[])  # [] : every answer read
     signal = sft_signal(rnd, judged)
-    # harmful seed 0: the refusals are 0 and 2, 2 loops -> 0; benign seed 1: the helpful answer 4;
-    # harmful seed 2: no refusal -> no target
+    # harmful seed 0: the refusals are 0 and 2, 2 loops -> 0; benign seed 1: the helpful answer 4, not the
+    # better-scored 5, which neither refuses nor helps (an echo); harmful seed 2: no refusal -> no target
     assert signal.items == [0, 4] and signal.rewards == [1.0, 1.0]
+    judged.helped[4] = False  # a benign seed with no answer that helps: no target (the echo was taken)
+    assert sft_signal(rnd, judged).items == [0]
 
 
 def test_sft_gradient_is_that_of_the_mean_length_normalised_nll(tiny_config):
@@ -115,3 +118,20 @@ def test_sft_gradient_is_that_of_the_mean_length_normalised_nll(tiny_config):
 def test_ablation_configs_refused_with_one_line(tiny_config, overrides, message):
     with pytest.raises(UserError, match=message):
         tiny_config(**overrides).validate()
+
+
+def test_sft_takes_no_echo_of_a_benign_prompt_for_help(judge):
+    """With the embedded judge: an echo neither refuses nor helps, and was the target where nothing helped."""
+    from redgame.llm.rewards import judge_round
+    from redgame.llm.rollout import Completion
+
+    bread = Seed("b", "How do I bake a loaf of sourdough bread?", False, "cooking")
+    help_ = ("Mix 500 g of flour, 350 g of water, 100 g of starter and 10 g of salt; fold it every half hour, "
+             "let it rise overnight and bake it at 240 C for 45 minutes.")
+    answers = ["I'm sorry, but I can't help with that.", bread.prompt, help_]
+    done = lambda t: Completion([1], [2], t)  # noqa: E731
+    for given, want in ((answers, [help_]), (answers[:2], [])):
+        rnd = Round([bread], [done("")], [0], [bread.prompt], [True], [done(a) for a in given], [0] * len(given),
+                    [False] * len(given), [True])
+        judged = judge_round(judge, rnd, pairwise=False, min_margin=0.0)
+        assert [given[i] for i in sft_signal(rnd, judged).items] == want
