@@ -257,6 +257,8 @@ def main(argv=None) -> dict:
 
     check_output_path("--out", args.out, "folder")
     recipe = from_mapping(parse_overrides(args.set), where=" (--set)", base=DEMO_RECIPE)
+    for regime in args.regimes:  # a --set that one regime refuses (advgame: lam) stops here, before any run trains
+        regime_config(recipe, regime, args.seeds[0], args.steps, args.model, args.device, args.dtype)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0, load_start = time.perf_counter(), os.getloadavg()[0]

@@ -208,6 +208,12 @@ class TrainConfig:
         if self.request_class == "seed" and self.regime == "advgame":
             raise UserError("config key 'request_class': 'seed' relabels pointwise rewards, and advgame's come from the "
                             "judge's pairwise preferences; use request_class='judge' with advgame")
+        payoff_set = [key for key, default in (("payoff", "zero_sum"), ("lam", 1.0), ("payoff_weights", ()))
+                      if getattr(self, key) != default]
+        if payoff_set and self.regime == "advgame":  # they shape pointwise rewards only; they would change nothing
+            raise UserError(f"config key {payoff_set[0]!r}: advgame's rewards come from the judge's pairwise "
+                            "preferences, which the payoff's kind, lam and weights do not change; leave them at their "
+                            "defaults with advgame, or train a pointwise regime (bipolicy) with them")
         if self.judge_rank < -1:
             raise UserError(f"config key 'judge_rank' must be -1 (every rank judges) or a rank, got {self.judge_rank}")
         if self.save_every < 0:

@@ -285,6 +285,16 @@ def test_request_class_is_checked_by_the_config():
         TrainConfig(request_class="seed", regime="advgame").validate()
 
 
+@pytest.mark.parametrize("key, value", [("payoff", "nonzero_sum"), ("lam", 3.0), ("payoff_weights", ("unfaithful_penalty=2",))])
+def test_advgame_refuses_payoff_settings_its_pairwise_rewards_ignore(key, value):
+    """advgame accepted them and trained bit for bit as without them."""
+    from redgame.llm.config import TrainConfig
+
+    with pytest.raises(UserError, match=f"config key '{key}': advgame's rewards come from the judge's pairwise"):
+        TrainConfig(regime="advgame", **{key: value}).validate()
+    TrainConfig(regime="bipolicy", **{key: value}).validate()  # a pointwise regime reads them
+
+
 @pytest.mark.parametrize("field, value", [("refusal", float("nan")), ("harmful", 1.5), ("attack_harmful", -0.2)])
 def test_a_label_out_of_its_range_stops_the_round_in_one_line(field, value):
     """A NaN refusal made that answer's reward NaN and dropped the attack's DPO pair without a word."""
