@@ -38,6 +38,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import random
 import shlex
 import shutil
@@ -369,6 +370,10 @@ def round_metrics(rnd, judged) -> dict:
     return out
 
 
+LAUNCHER_KILLS = ("; torchrun kills its workers --shutdown-timeout seconds after Ctrl-C (30 unless set), so a step "
+                  "longer than that is lost: start torchrun with --shutdown-timeout longer than a step")
+
+
 class _StopFlag:
     """First Ctrl-C: finish the step, checkpoint, exit; a second one aborts at once."""
 
@@ -381,7 +386,8 @@ class _StopFlag:
             if self.requested:
                 raise KeyboardInterrupt
             self.requested = True
-            print("\nredgame: stopping after this step and checkpointing (Ctrl-C again to abort)", flush=True)
+            print("\nredgame: stopping after this step and checkpointing (Ctrl-C again to abort)"
+                  + (LAUNCHER_KILLS if "TORCHELASTIC_RUN_ID" in os.environ else ""), flush=True)
 
         try:
             self._previous = signal.signal(signal.SIGINT, handler)

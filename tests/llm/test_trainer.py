@@ -302,6 +302,25 @@ def test_ctrl_c_checkpoints_and_exits_cleanly(tmp_path, judge, tiny_config, monk
         signal.signal(signal.SIGINT, previous)
 
 
+@pytest.mark.parametrize("launched", [False, True])
+def test_ctrl_c_under_torchrun_says_the_launcher_will_kill_a_long_step(capsys, monkeypatch, launched):
+    """torchrun SIGKILLs its workers 30 s after Ctrl-C by default: a longer step was lost after the line that
+    promised its checkpoint."""
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    if launched:
+        monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with trainer._StopFlag() as stop:
+            os.kill(os.getpid(), signal.SIGINT)
+            assert stop.requested
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    said = capsys.readouterr().out
+    assert "stopping after this step and checkpointing" in said
+    assert ("start torchrun with --shutdown-timeout longer than a step" in said) == launched
+
+
 def test_ctrl_c_in_the_last_step_finishes_the_run(tmp_path, judge, tiny_config, monkeypatch):
     """Every step was played: the run ends as an uninterrupted one (it stopped without final/ before)."""
     real, calls = trainer.judge_round, []
