@@ -968,7 +968,8 @@ def take_update(game: Game, step: int, batches: list[RoleBatch], keys: dict, row
     for key, owners in keys.items():
         loss = losses.get(key)
         if not dist.all_ranks(loss is None or bool(torch.isfinite(loss))):
-            shown = float(loss) if loss is not None else "not finite on another rank"
+            mine = loss is not None and not bool(torch.isfinite(loss))  # this rank's, or only another rank's
+            shown = float(loss) if mine else "not finite on another rank"
             raise TrainingStopped(f"step {step + 1}: the {key} loss is {shown}; {resume_hint(game.out, game.rerun)}")
         params = roles.parameters(owners[0])
         dist.average_gradients(params)

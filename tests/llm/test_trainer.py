@@ -321,6 +321,16 @@ def test_ctrl_c_under_torchrun_says_the_launcher_will_kill_a_long_step(capsys, m
     assert ("start torchrun with --shutdown-timeout longer than a step" in said) == launched
 
 
+def test_a_loss_not_finite_on_another_rank_is_not_blamed_on_this_ranks(tmp_path, judge, tiny_config, monkeypatch):
+    """Under torchrun, the ranks whose loss was finite named it as the reason: "the defender loss is 0.68"."""
+    from redgame.llm.distributed import Dist
+    from redgame.llm.trainer import TrainingStopped
+
+    monkeypatch.setattr(Dist, "all_ranks", lambda self, flag: False)  # another rank's loss was NaN
+    with pytest.raises(TrainingStopped, match=r"step 1: the \w+ loss is not finite on another rank"):
+        train(tiny_config(steps=1), tmp_path, progress=False, base=load_base("tiny"), judge=judge)
+
+
 def test_ctrl_c_in_the_last_step_finishes_the_run(tmp_path, judge, tiny_config, monkeypatch):
     """Every step was played: the run ends as an uninterrupted one (it stopped without final/ before)."""
     real, calls = trainer.judge_round, []
