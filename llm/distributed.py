@@ -275,7 +275,9 @@ def merge_rows(rows: list[dict]) -> dict:
     role's other metrics (``ROLE/pref_loss``, ``ROLE/nll``, ``ROLE/margin``: means over the rank's
     pairs, so the one-process value) are weighted by the rank's ``ROLE/pairs`` (``ROLE/kl``, a
     mean over tokens, only nearly: to about 3e-4 relative in the two-rank test). Other rates are
-    the mean over ranks of their finite values. The ``count/`` keys are not kept.
+    the mean over ranks of their finite values. The ``count/`` keys are not kept. A policy-gradient role's
+    metrics (``ROLE/nll``, ``ROLE/pg_loss``, ``ROLE/mean_reward``: means over its samples) are weighted by
+    ``ROLE/samples`` (until 2026-12-05 they were the plain mean over ranks, off where shards were uneven).
     """
     merged: dict = {}
     for key in dict.fromkeys(k for r in rows for k in r if not k.startswith("count/")):
@@ -283,13 +285,14 @@ def merge_rows(rows: list[dict]) -> dict:
         numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
         if key == "step" or len(values) == 1 or len(numbers) != len(values):
             merged[key] = values[0]
-        elif key in SUMMED_METRICS or key.endswith("/pairs"):
+        elif key in SUMMED_METRICS or key.endswith(("/pairs", "/samples")):
             merged[key] = sum(numbers)
         elif key.startswith("time/"):
             merged[key] = max(numbers)  # the step waits for the slowest rank
-        else:
-            pairs = f"{key.partition('/')[0]}/pairs"  # a role's per-pair means: weighted by its pairs
-            merged[key] = _pooled_rate([(r[key], r.get(f"count/{key}", r.get(pairs, 1))) for r in rows if key in r])
+        else:  # a role's per-pair (DPO) or per-sample (policy-gradient) means: weighted by its pairs or samples
+            role = key.partition("/")[0]
+            weight = lambda r: r.get(f"count/{key}", r.get(f"{role}/pairs", r.get(f"{role}/samples", 1)))  # noqa: E731
+            merged[key] = _pooled_rate([(r[key], weight(r)) for r in rows if key in r])
     return merged
 
 

@@ -291,7 +291,10 @@ def loss_from_logprobs(cfg: TrainConfig, policy: TokenLogprobs, reference: Token
     kl_coef = 0.0 if kind == "reinforce_pp" else cfg.kl_coef  # REINFORCE++ has its KL in the return
     if kind == "sft":  # NLL on given targets, not on samples of π_old: no importance ratio, no clipping
         old = None
-    return policy_gradient_loss(policy, reference, advantages, kl_coef=kl_coef, old=old, clip_eps=cfg.clip_eps, of=of)
+    loss, info = policy_gradient_loss(policy, reference, advantages, kl_coef=kl_coef, old=old, clip_eps=cfg.clip_eps,
+                                      of=of)
+    info["samples"] = policy.n_seqs  # what the means are over: torchrun's ranks are pooled by it
+    return loss, info
 
 
 def role_loss(cfg: TrainConfig, roles, role: str, samples: list, signal_, pad_id: int,

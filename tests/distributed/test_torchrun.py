@@ -168,6 +168,25 @@ def test_a_roles_per_pair_means_are_weighted_by_its_pairs():
     assert merged["defender/pairs"] == 10 and merged["defender/pref_loss"] == pytest.approx(sum(losses) / 10)
 
 
+def test_a_policy_gradient_roles_means_are_weighted_by_its_samples():
+    """Ranks holding 2 and 1 samples (seeds_per_step 3): REINFORCE's nll and mean reward were the ranks' plain
+    mean (-0.657 against the one-process -0.688 in a replayed run)."""
+    from redgame.llm.config import TrainConfig
+    from redgame.llm.losses import TokenLogprobs
+    from redgame.llm.trainer import loss_from_logprobs
+
+    rewards, nll = [-1.0, -0.5, -0.6], [2.0, 4.0, 9.0]
+    rows = [{"step": 1, "defender/mean_reward": sum(r) / len(r), "defender/nll": sum(n) / len(n),
+             "defender/samples": len(r)} for r, n in ((rewards[:2], nll[:2]), (rewards[2:], nll[2:]))]
+    merged = distributed.merge_rows(rows)
+    assert merged["defender/samples"] == 3 and merged["defender/mean_reward"] == pytest.approx(sum(rewards) / 3)
+    assert merged["defender/nll"] == pytest.approx(sum(nll) / 3)
+    values = torch.tensor([-1.0, -2.0, -0.5])
+    logprobs = TokenLogprobs(values, torch.tensor([0, 0, 1]), 2)
+    _, info = loss_from_logprobs(TrainConfig(loss="reinforce"), logprobs, logprobs, torch.ones(3))
+    assert info["samples"] == 2  # what a rank's row is weighted by
+
+
 @pytest.mark.parametrize("env,match", [
     ({"WORLD_SIZE": "2", "RANK": "0"}, "MASTER_ADDR is not set"),
     ({"WORLD_SIZE": "two"}, "WORLD_SIZE='two' is not an integer"),
