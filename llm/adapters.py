@@ -145,12 +145,17 @@ def check_complete(model, name: str, path: Path) -> None:
     check_finite(loaded, path)
 
 
+def non_finite(tensors: dict) -> list[str]:
+    """The names of the floating-point tensors that hold NaN or inf."""
+    import torch
+
+    return [name for name, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
 def check_finite(tensors: dict, path) -> None:
     """Refuse weights holding NaN or inf (a diverged or damaged run): greedy decoding would answer every
     prompt with nothing, which the judges read as a refusal, a perfectly safe defender."""
-    import torch
-
-    bad = [name for name, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    bad = non_finite(tensors)
     if bad:
         raise UserError(f"weights in {path}: {len(bad)} of {len(tensors)} tensors hold NaN or inf values "
                         f"(e.g. {bad[0]}); the run that wrote them diverged, or the file is damaged")

@@ -27,6 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from redgame.errors import UserError
+from redgame.llm.adapters import non_finite
 
 CHECKPOINTS = "checkpoints"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
@@ -167,8 +168,11 @@ def _load_checkpoint(path: Path, roles, optimizers: dict[str, torch.optim.Optimi
     step = state.get("step") if isinstance(state, dict) else None
     if type(step) is not int or (folder is not None and int(folder[1]) != step):
         raise ValueError(f"state.json must be an object whose step is the folder's ({path.name}), got {state!r:.80}")
-    roles.load_state_tensors(load_file(str(path / "weights.safetensors")))
-    opt_tensors = load_file(str(path / "optimizer.safetensors"))
+    weights, opt_tensors = load_file(str(path / "weights.safetensors")), load_file(str(path / "optimizer.safetensors"))
+    for what, tensors in (("weights", weights), ("optimizer state", opt_tensors)):
+        if bad := non_finite(tensors):  # resumed, they stopped the next step, blaming the learning rate
+            raise ValueError(f"its {what} hold NaN or inf (e.g. {bad[0]})")
+    roles.load_state_tensors(weights)
     opt_meta = json.loads((path / "optimizer.json").read_text())
     for name, optimizer in optimizers.items():
         _restore_optimizer(name, optimizer, opt_tensors, opt_meta[name])

@@ -89,6 +89,20 @@ def test_a_checkpoint_rng_state_of_another_dtype_is_named(one_step_run, capsys):
     assert "damaged" in resume_error(capsys, run, argv)
 
 
+@pytest.mark.parametrize("name", ["weights.safetensors", "optimizer.safetensors"])
+def test_a_checkpoint_holding_nan_is_named_before_it_trains(one_step_run, capsys, name):
+    """Resumed, NaN weights stopped the next step blaming the learning rate and advising --overwrite, which would
+    have deleted the good checkpoints before the damaged one."""
+    root, argv = one_step_run
+    run = copy_run(root, f"nan-{name.partition('.')[0]}")
+    path = run / "checkpoints" / "step_0001" / name
+    tensors = load_file(str(path))
+    first = next(k for k, v in tensors.items() if v.is_floating_point())
+    save_file({**tensors, first: tensors[first].fill_(float("nan"))}, str(path))
+    last = resume_error(capsys, run, argv)
+    assert "hold NaN or inf" in last and "remove it to resume from the one before" in last
+
+
 def test_a_checkpoint_of_another_config_is_named(one_step_run, capsys):
     root, argv = one_step_run
     run = copy_run(root, "other")
