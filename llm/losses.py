@@ -137,8 +137,10 @@ def decoder_and_head(model):
 
 def completion_logprobs(model, prompt_ids: list[list[int]], completion_ids: list[list[int]],
                         pad_id: int, use_kernels: bool | None = None, chunk: int = 0,
-                        route: tuple | None = None, share_prompts: bool = False) -> TokenLogprobs:
-    """Log-probs of each completion token given its prompt, under ``model`` as it is now.
+                        route: tuple | None = None, share_prompts: bool = False,
+                        temperature: float = 1.0) -> TokenLogprobs:
+    """Log-probs of each completion token given its prompt, under ``model`` as it is now, at ``temperature``
+    (log-softmax of logits / temperature: the distribution samples were drawn from at that temperature).
 
     Sequences are right-padded; only the hidden states that predict completion tokens go
     through the LM head, so the [B, T, V] logits are never built.
@@ -169,15 +171,20 @@ def completion_logprobs(model, prompt_ids: list[list[int]], completion_ids: list
             part = None if route is None else (route[0], route[1][start:stop])
             run = lambda start=start, stop=stop, part=part: completion_logprobs(  # noqa: E731
                 model, prompt_ids[start:stop], completion_ids[start:stop], pad_id, use_kernels, route=part,
-                share_prompts=share_prompts).values
+                share_prompts=share_prompts, temperature=temperature).values
             parts.append(checkpoint(run, use_reentrant=False))
         values = torch.cat(parts)
         return TokenLogprobs(values, torch.repeat_interleave(torch.arange(len(prompt_ids)), lengths).to(values.device),
                              len(prompt_ids))
     hidden, head, targets = completion_hidden(model, prompt_ids, completion_ids, pad_id, route, share_prompts)
-    values = token_logprobs(hidden, head, targets, use_kernels=use_kernels)
+    values = token_logprobs(at_temperature(hidden, temperature), head, targets, use_kernels=use_kernels)
     return TokenLogprobs(values, torch.repeat_interleave(torch.arange(len(prompt_ids)), lengths).to(head.device),
                          len(prompt_ids))
+
+
+def at_temperature(hidden: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``hidden`` scaled so that its logits are divided by ``temperature`` (logits are linear in it); as is at 1."""
+    return hidden if temperature == 1.0 else hidden / temperature
 
 
 def completion_hidden(model, prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: int,

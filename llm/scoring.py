@@ -38,7 +38,7 @@ from typing import Callable
 
 import torch
 
-from redgame.llm.losses import TokenLogprobs, completion_hidden, completion_logprobs, token_logprobs
+from redgame.llm.losses import TokenLogprobs, at_temperature, completion_hidden, completion_logprobs, token_logprobs
 
 
 @dataclass
@@ -109,8 +109,9 @@ def _one_pass(jobs: list[Job]) -> tuple[Callable, tuple | None] | None:
 
 def score(jobs: list[Job], pad_id: int, *, together: bool = True, micro_tokens: int = 0, chunk: int = 0,
           use_kernels: bool | None = None, share_prompts: bool = False,
-          on_part: Callable | None = None) -> list[TokenLogprobs]:
-    """Each job's per-token log-probs (detached where ``on_part`` took the gradient), in job order.
+          on_part: Callable | None = None, temperature: float = 1.0) -> list[TokenLogprobs]:
+    """Each job's per-token log-probs (detached where ``on_part`` took the gradient), in job order, at
+    ``temperature`` (:func:`redgame.llm.losses.completion_logprobs`).
 
     ``on_part({job index: Part})`` is called for every micro-batch with gradients on and
     returns the micro-batch's loss (or None); its backward pass runs before the next one.
@@ -128,13 +129,13 @@ def score(jobs: list[Job], pad_id: int, *, together: bool = True, micro_tokens: 
             route_names = how[1] if how is not None else None
             with enter():
                 _score_pass([jobs[j] for j in members], members, values, pad_id, route_names, micro_tokens,
-                            chunk, use_kernels, share_prompts, on_part)
+                            chunk, use_kernels, share_prompts, on_part, temperature)
     return [TokenLogprobs.of_sequences([vals[i] for i in range(len(job.sequences))])
             for job, vals in zip(jobs, values)]
 
 
 def _score_pass(jobs: list[Job], indices: list[int], values: list[dict], pad_id: int, route_names, micro_tokens: int,
-                chunk: int, use_kernels, share_prompts: bool, on_part) -> None:
+                chunk: int, use_kernels, share_prompts: bool, on_part, temperature: float = 1.0) -> None:
     """One forward pass over ``jobs`` (sharing a model), micro-batch by micro-batch."""
     adapter_of = [-1 if route_names is None or job.adapter is None else route_names.index(job.adapter)
                   for job in jobs]
@@ -148,10 +149,10 @@ def _score_pass(jobs: list[Job], indices: list[int], values: list[dict], pad_id:
         fused = [jobs[j].fused and on_part is not None and torch.is_grad_enabled() for j, _ in seqs]
         if any(fused):
             _fused_inputs(jobs[0].model, seqs, prompts, comps, fused, pad_id, route, use_kernels, share_prompts,
-                          [parts[indices[j]] for j, _ in seqs])
+                          [parts[indices[j]] for j, _ in seqs], temperature)
         else:
             lp = completion_logprobs(jobs[0].model, prompts, comps, pad_id, use_kernels=use_kernels, chunk=chunk,
-                                     route=route, share_prompts=share_prompts)
+                                     route=route, share_prompts=share_prompts, temperature=temperature)
             for (j, i), v in zip(seqs, lp.per_sequence()):
                 parts[indices[j]].values[i] = v
         for j, u in batch:
@@ -165,9 +166,10 @@ def _score_pass(jobs: list[Job], indices: list[int], values: list[dict], pad_id:
 
 
 def _fused_inputs(model, seqs, prompts, comps, fused: list[bool], pad_id: int, route, use_kernels,
-                  share_prompts: bool, parts: list[Part]) -> None:
+                  share_prompts: bool, parts: list[Part], temperature: float = 1.0) -> None:
     """One forward pass; fused sequences' hidden states and targets, the others' log-probs, into their parts."""
     hidden, head, targets = completion_hidden(model, prompts, comps, pad_id, route, share_prompts)
+    hidden = at_temperature(hidden, temperature)
     lengths = [len(c) for c in comps]
     rows, row_targets = hidden.split(lengths), targets.split(lengths)
     plain = [k for k, f in enumerate(fused) if not f]

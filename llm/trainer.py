@@ -318,12 +318,13 @@ def role_loss(cfg: TrainConfig, roles, role: str, samples: list, signal_, pad_id
     reference = None if ref_cache is None else ref_cache.get(role)
     if reference is None:
         with torch.no_grad(), roles.reference(role) as ref:
-            reference = completion_logprobs(ref, prompts, comps, pad_id)
+            reference = completion_logprobs(ref, prompts, comps, pad_id, temperature=scoring_temperature(cfg))
         if ref_cache is not None:
             ref_cache[role] = reference
     if policy is None:
         with roles.policy(role) as model:
-            policy = completion_logprobs(model, prompts, comps, pad_id, chunk=cfg.update_chunk)
+            policy = completion_logprobs(model, prompts, comps, pad_id, chunk=cfg.update_chunk,
+                                         temperature=scoring_temperature(cfg))
     if advantages is None:
         before = TokenLogprobs(policy.values.detach(), policy.seq, policy.n_seqs)
         advantages = token_advantages(cfg, signal_, reference, old if old is not None else before)
@@ -880,12 +881,19 @@ def pair_nll_weights(cfg: TrainConfig, role: str, signal_, judged):
                          for c, _ in signal_.pairs])
 
 
+def scoring_temperature(cfg: TrainConfig) -> float:
+    """The temperature the update scores samples at: the sampling temperature for the policy-gradient losses,
+    whose ratio and gradient are of the policy that drew the samples (as TRL's GRPO; top_p's cut is not in
+    it); 1 for DPO, IPO and SFT, whose objectives are on the policy itself. Until 2026-12-05 always 1."""
+    return cfg.temperature if cfg.resolved_loss() in ("reinforce", "grpo", "reinforce_pp") else 1.0
+
+
 def _score(game: Game, jobs: list, on_part=None) -> list:
     cfg = game.cfg
     micro = 0 if game.dist.lockstep else cfg.micro_batch_tokens  # FSDP: every rank runs the same passes
     return score(jobs, game.tokenizer.pad_token_id, together=cfg.batch_roles, micro_tokens=micro,
                  chunk=cfg.update_chunk if on_part else 0, use_kernels=game.kernels, share_prompts=cfg.share_prompts,
-                 on_part=on_part)
+                 on_part=on_part, temperature=scoring_temperature(cfg))
 
 
 def score_reference(game: Game, batches: list[RoleBatch]) -> None:

@@ -71,6 +71,21 @@ def test_completion_logprobs_match_the_models_full_logits(tiny):
     assert part.n_seqs == 1 and part.sums().item() == pytest.approx(got.sums()[1].item())
 
 
+@pytest.mark.parametrize("share, chunk, kernels", [(False, 0, False), (True, 0, True), (False, 1, True)])
+def test_completion_logprobs_at_a_temperature_are_those_of_the_sampling_distribution(tiny, share, chunk, kernels):
+    """log softmax(logits / T): the update's ratio and gradient are of the policy the samples came from."""
+    model, tok = tiny
+    prompts, comps = [[1, 5, 9, 22], [1, 5, 9, 22], [3, 4]], [[7, 8], [30], [10, 11, 12]]
+    got = completion_logprobs(model, prompts, comps, pad_id=tok.pad_token_id, temperature=0.7, share_prompts=share,
+                              chunk=chunk, use_kernels=kernels)
+    for i, (p, c) in enumerate(zip(prompts, comps)):
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([p + c])).logits[0].double()
+        ref = torch.log_softmax(logits / 0.7, -1)
+        expected = [float(ref[len(p) - 1 + k, t]) for k, t in enumerate(c)]
+        assert got.values[got.seq == i].tolist() == pytest.approx(expected, abs=1e-4)
+
+
 def test_rpo_nll_is_length_normalised():
     def lp(values, seq, n):
         return TokenLogprobs(torch.tensor(values, requires_grad=True), torch.tensor(seq), n)

@@ -550,3 +550,15 @@ def test_resume_trims_metrics_past_the_checkpoint_and_drops_damaged_rows(tmp_pat
     path.write_bytes(b'{"step": 1}\n{"step": 2, "note": "\xff"}\n[' + b"[" * 5000 + b'\n{"step": 3}\n{"step": 2, "cut')
     keep_metrics_until(path, 2)
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]
+
+
+@pytest.mark.parametrize("loss, scored_at", [("reinforce", 0.7), ("grpo", 0.7), ("dpo", 1.0)])
+def test_policy_gradient_updates_score_samples_at_the_sampling_temperature(tmp_path, judge, tiny_config, monkeypatch,
+                                                                          loss, scored_at):
+    """The rollout sampled at 0.7 and the update scored at 1: the ratio, the KL and the gradient were of another
+    policy than the one that drew the samples. DPO's objective is on the policy itself: at 1."""
+    real, seen = trainer.score, []
+    monkeypatch.setattr(trainer, "score", lambda *a, **kw: seen.append(kw["temperature"]) or real(*a, **kw))
+    train(tiny_config(steps=1, loss=loss, temperature=0.7), tmp_path, progress=False, base=load_base("tiny"),
+          judge=judge)
+    assert seen and set(seen) == {scored_at}
