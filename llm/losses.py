@@ -199,7 +199,7 @@ def completion_hidden(model, prompt_ids: list[list[int]], completion_ids: list[l
         hidden = _hidden_sharing_prompts(model, body, keys, completion_ids, pad_id, route, device)
     else:
         hidden = _hidden_right_padded(model, body, prompt_ids, completion_ids, pad_id, route, device)
-    return hidden, head, torch.tensor([t for c in completion_ids for t in c], device=device)
+    return hidden, head, torch.tensor([t for c in completion_ids for t in c], dtype=torch.long, device=device)
 
 
 def _hidden_right_padded(model, body, prompts, completions, pad_id, route, device) -> torch.Tensor:
@@ -209,7 +209,8 @@ def _hidden_right_padded(model, body, prompts, completions, pad_id, route, devic
     cols = [t for p, c in zip(prompts, completions) for t in range(len(p) - 1, len(p) + len(c) - 1)]
     with _routing(model, route, device):  # the hidden state at t predicts token t+1
         hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state
-    return hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]
+    index = dict(dtype=torch.long, device=device)  # long even when empty: every completion may be
+    return hidden[torch.tensor(rows, **index), torch.tensor(cols, **index)]
 
 
 def _hidden_sharing_prompts(model, body, keys, completions, pad_id, route, device) -> torch.Tensor:
@@ -236,7 +237,7 @@ def _hidden_sharing_prompts(model, body, keys, completions, pad_id, route, devic
             hidden = body(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
                           **{cache_argument(body): shared.share(cache_of(out))}).last_hidden_state
         flat = torch.cat([first, hidden.reshape(-1, hidden.shape[-1])])
-    return flat[torch.tensor([i for row in index for i in row], device=device)]
+    return flat[torch.tensor([i for row in index for i in row], dtype=torch.long, device=device)]
 
 
 def _routing(model, route, device):

@@ -247,3 +247,11 @@ def test_shared_prompts_give_the_same_values_and_gradients(tiny, chunk):
     torch.testing.assert_close(v1, v0, rtol=1e-5, atol=1e-5)
     for name in g0:
         torch.testing.assert_close(g1[name], g0[name], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_every_completion_empty_gives_no_log_probs(tiny, share):
+    """An IndexError: the empty index lists were float tensors."""
+    model, tok = tiny
+    got = completion_logprobs(model, [[5, 6], [5, 6]], [[], []], pad_id=tok.pad_token_id, share_prompts=share)
+    assert got.values.shape == (0,) and got.sums().tolist() == [0.0, 0.0]
