@@ -179,6 +179,21 @@ def preference_case(gen, device, dtype, tf32=False, kind="dpo", pairs=3, seq_len
     return _grads_vs_reference(loss, [hidden], reference, dtype, device, tf32, gen, [f"{kind} loss", "hidden"])
 
 
+def online_ranges_case(gen, device, dtype, tf32=False, n=21, d=24, vocab=517, splits=3):
+    """The online pass over 3 vocabulary ranges of 192 (a multiple of 64, not of BLOCK_V 128 or 256), targets
+    just past each range's end, where a range's last chunk runs over: log-sum-exp and target logit (Triton only)."""
+    from .ops.token_logprobs import online_logprob_parts
+
+    hidden = _draw(gen, n, d).to(device=device, dtype=dtype)
+    head = (_draw(gen, vocab, d) * 2 / d**0.5).to(device=device, dtype=dtype)
+    targets = torch.randint(0, vocab, (n,), generator=gen)
+    targets[:6] = torch.tensor([192, 200, 255, 384, 400, 191])
+    got = online_logprob_parts(hidden, head, targets.to(device), -100, False, splits=splits)
+    logits = hidden.double().cpu() @ head.double().cpu().T
+    return [compare(got.lse, torch.logsumexp(logits, -1), dtype, "log-sum-exp", tf32),
+            compare(got.target_logit, logits.gather(1, targets[:, None])[:, 0], dtype, "target logit", tf32)]
+
+
 def with_online_pass(case):
     """`case` (any function) with the Triton paths' log-probs from the one-kernel online pass instead of the default."""
     def run(*args, **kwargs):
@@ -199,6 +214,7 @@ CASES = {
     "fused_preference_loss (dpo)": preference_case,
     "fused_preference_loss (ipo)": lambda *a, **kw: preference_case(*a, kind="ipo", **kw),
     "fused_preference_loss (dpo, online pass)": with_online_pass(preference_case),
+    "online pass, ranges not a multiple of BLOCK_V": online_ranges_case,
 }
 
 
