@@ -91,13 +91,20 @@ def from_demo(folders: list[str], with_base: bool = True, distinct: bool = False
             if not isinstance(saved.get(role), list):
                 raise UserError(f"{path}: no list of '{role}' answers; is it a redgame demo's?")
             source = "base-greedy-24" if role == "base" else f"{Path(folder).name}-greedy-24"
-            for a in saved[role]:
+            for n, a in enumerate(saved[role], 1):
+                if not (isinstance(a, dict) and a.get("id") in categories and isinstance(a.get("prompt"), str)
+                        and isinstance(a.get("answer"), str) and isinstance(a.get("harmful"), bool)):
+                    raise UserError(f"{path}: '{role}' answer {n} is not a demo's answer to a built-in seed (id of a "
+                                    "seed, prompt, answer, harmful)")
                 key = (a["prompt"], a["answer"].strip())
                 if (role == "base" or distinct) and key in seen:
                     continue
                 seen.add(key)
                 out.append(_line(a["id"], a["prompt"], a["harmful"], categories[a["id"]], a["answer"], source))
     return out
+
+
+SAMPLED_FIELDS = ("prompt", "response", "category", "source")  # what draw copies from a line of sample
 
 
 def draw(path: str, benign: int, prefix: str, seed: int, split: str = "holdout") -> list[dict]:
@@ -110,8 +117,10 @@ def draw(path: str, benign: int, prefix: str, seed: int, split: str = "holdout")
         raise UserError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
     rows = [parse_json(line, f"{path}, line {i}") for i, line in enumerate(text.splitlines(), 1) if line.strip()]
     for i, r in enumerate(rows, 1):
-        if not isinstance(r, dict) or r.get("seed_class") not in ("harmful", "benign") or "response" not in r:
-            raise UserError(f"{path}: exchange {i} is not a line of 'sample' (prompt, seed_class, response, ...)")
+        if not (isinstance(r, dict) and r.get("seed_class") in ("harmful", "benign")
+                and all(isinstance(r.get(key), str) for key in SAMPLED_FIELDS)):
+            raise UserError(f"{path}: exchange {i} is not a line of 'sample' (seed_class harmful or benign, and "
+                            f"{', '.join(SAMPLED_FIELDS)} as text)")
     rng = random.Random(seed)
     drawn = [r for r in rows if r["seed_class"] == "harmful"]
     benign_rows = [r for r in rows if r["seed_class"] == "benign"]
@@ -149,6 +158,8 @@ def main(argv=None) -> None:
     h.add_argument("--split", default="holdout", help="the lines' split: holdout, or train / validation for rows to train on")
     h.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    if args.mode == "sample" and args.draws < 0:
+        parser.error(f"--draws must be at least 0, got {args.draws}")
     check_output_path("--out", args.out, "file", example="answers.jsonl")
     if args.mode == "sample":
         import torch

@@ -55,3 +55,30 @@ def test_bad_input_is_one_line_naming_it(tmp_path):
     (tmp_path / "d" / "answers.json").write_text("{}")
     with pytest.raises(UserError, match="no list of 'base' answers"):
         judge_model_answers.from_demo([str(tmp_path / "d")])
+
+
+def test_a_line_or_answer_missing_a_field_is_one_line_not_an_internal_error(tmp_path, capsys):
+    """A line without its category, or a demo answer to an unknown seed id, was an internal KeyError; a negative
+    --draws loaded the model and wrote an empty file."""
+    import pytest
+
+    from redgame.errors import UserError
+    from redgame.llm.seeds import builtin_seeds
+
+    path = _answers(tmp_path / "answers.jsonl")
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for field in ("category", "prompt"):
+        del rows[0][field]
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        with pytest.raises(UserError, match="exchange 1 is not a line of 'sample'"):
+            judge_model_answers.draw(str(path), benign=1, prefix="x", seed=0)
+    seed = builtin_seeds("validation")[0]
+    good = {"id": seed.id, "prompt": seed.prompt, "answer": "No.", "harmful": seed.harmful}
+    (tmp_path / "d").mkdir()
+    for bad in ({**good, "id": "nope"}, {"id": seed.id, "harmful": seed.harmful}):
+        (tmp_path / "d" / "answers.json").write_text(json.dumps({"base": [good, bad], "trained": []}))
+        with pytest.raises(UserError, match="'base' answer 2 is not a demo's answer to a built-in seed"):
+            judge_model_answers.from_demo([str(tmp_path / "d")])
+    with pytest.raises(SystemExit):
+        judge_model_answers.main(["sample", "--draws", "-1", "--out", str(tmp_path / "s.jsonl")])
+    assert "--draws must be at least 0, got -1" in capsys.readouterr().err
