@@ -10,12 +10,11 @@ phase.json and one heatmap per metric (``phase_<metric>.png``).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from redgame.errors import check_not_replacing
-from redgame.jsonio import write_text_atomically
+from redgame.jsonio import strict_json, write_text_atomically
 
 
 def register(toy_subparsers: argparse._SubParsersAction) -> None:
@@ -49,7 +48,7 @@ def write_phase(diagram, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [plot_phase(diagram, metric, out_dir / name) for metric, name in heatmap_names().items()]
     diagram.files = [str(out_dir / "phase.json"), *map(str, paths)]
-    write_text_atomically(out_dir / "phase.json", json.dumps(diagram.to_json(), indent=1) + "\n")
+    write_text_atomically(out_dir / "phase.json", strict_json(diagram.to_json()) + "\n")
     return [Path(p) for p in diagram.files]
 
 
@@ -65,8 +64,7 @@ def run_phase_command(args: argparse.Namespace) -> int:
     if args.out:
         write_phase(diagram, Path(args.out))
     if args.json:
-        json.dump(diagram.to_json(), sys.stdout)
-        print()
+        print(strict_json(diagram.to_json(), indent=None))
         return 0
     print(f"phase diagram: {diagram.regime}, {diagram.model}, game {diagram.game}, {diagram.seeds} seeds per cell,"
           f" {diagram.seconds:.1f} s; means over seeds with 95% bootstrap CIs")
