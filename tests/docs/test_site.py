@@ -59,6 +59,13 @@ def test_mkdocs_build_strict_offline(tmp_path):
         assert all(flag in cli_page for flag in flags), f"{command}: a flag is missing from the CLI reference"
     assert "<!-- cli-reference -->" not in cli_page
 
+    # A notebook's links to docs pages point at the built pages (mkdocs-jupyter kept them as ../theory.md).
+    for page in (site / "notebooks").glob("*/index.html"):
+        links = re.findall(r'href="(\.\./[^"#]*)(?:#[^"]*)?"', page.read_text())
+        assert not [link for link in links if link.endswith(".md")], page
+        for link in {link for link in links if link.endswith("/")}:
+            assert (page.parent / link / "index.html").resolve().is_file(), f"{page}: {link} is no page"
+
     # Every notebook is rendered as a page, and no page pulls a web font.
     for notebook in sorted((REPO / "docs" / "notebooks").glob("*.ipynb")):
         assert (site / "notebooks" / notebook.stem / "index.html").is_file(), notebook.name
