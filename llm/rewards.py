@@ -168,7 +168,7 @@ class JudgedRound:
     scores: list[float]            # graded defender score of every response
     refusal: list[bool]            # per response
     harmful: list[bool]            # per response: harmful help toward the attack it answered
-    faithful: list[bool]           # per attack (False when unparsed)
+    faithful: list                 # per attack: bool (False when unparsed), None where the judge gave no verdict
     attack_reward: list[float]     # per attack
     defender: RoleSignal
     attacker: RoleSignal
@@ -211,15 +211,16 @@ def _win_rates(judge, groups: list[list[int]], seeds: list, prompts: list[str], 
     return {i: wins[i] / games[i] if games[i] else 0.5 for i in wins}
 
 
-def _faithful(judge, rnd) -> list[bool]:
-    """Per attack: parsed and judged faithful to its seed."""
-    faithful = [False] * len(rnd.attacks)
+def _faithful(judge, rnd) -> list[bool | None]:
+    """Per attack: parsed and judged faithful to its seed; None where the judge gave no verdict (NaN: an
+    unparsable reply), which no role learns from and no rate counts."""
+    faithful: list[bool | None] = [False] * len(rnd.attacks)
     parsed = [a for a in range(len(rnd.attacks)) if rnd.parsed[a]]
     if parsed:
         verdict = judge.faithfulness([rnd.seeds[rnd.attack_seed[a]] for a in parsed],
                                      [rnd.attack_prompts[a] for a in parsed])
         for a, ok in zip(parsed, verdict):
-            faithful[a] = ok >= LABEL_THRESHOLD
+            faithful[a] = None if math.isnan(ok) else ok >= LABEL_THRESHOLD
     return faithful
 
 
@@ -238,7 +239,7 @@ def _signal(groups: list[list[int]], reward: dict, value: dict, min_margin: floa
 
 
 def _pairwise_attack_values(judge, rnd, texts: list[str], value: dict, scores: list[float], by_attack: list[list[int]],
-                            sampled: list[list[int]], by_seed: list[list[int]], faithful: list[bool]) -> dict[int, float]:
+                            sampled: list[list[int]], by_seed: list[list[int]], faithful: list) -> dict[int, float]:
     """Each attack's value in the pairwise game, from the defender's best answer to it.
 
     On a seed with several faithful sampled attacks, the attack whose best answer loses the
@@ -256,6 +257,8 @@ def _pairwise_attack_values(judge, rnd, texts: list[str], value: dict, scores: l
                          texts) if contested else {}
     attack_value = {}
     for a in range(n_att):
+        if faithful[a] is None:  # no verdict: no value
+            continue
         if not faithful[a]:
             attack_value[a] = UNFAITHFUL
         elif best_answer[a] in defence:
@@ -327,8 +330,8 @@ def judge_round(judge, rnd, *, pairwise: bool, min_margin: float, rules: RewardR
         attack_value = _pairwise_attack_values(judge, rnd, texts, value, scores, by_attack, sampled, by_seed, faithful)
     else:
         attack_value = {a: sum(attacker_utility(labels[i], rules, faithful[a]) for i in own) / len(own)
-                        for a, own in enumerate(sampled) if own}  # no sampled answer read: no value
-        by_seed = [[a for a in attacks if a in attack_value] for attacks in by_seed]
+                        for a, own in enumerate(sampled) if own and faithful[a] is not None}  # nothing read: no value
+    by_seed = [[a for a in attacks if a in attack_value] for attacks in by_seed]  # an attack without a value: none
     attacker = _signal(by_seed, attack_value, attack_value, min_margin)
 
     return JudgedRound(scores, [label.refusal >= LABEL_THRESHOLD for label in labels],

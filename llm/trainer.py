@@ -354,7 +354,7 @@ def round_metrics(rnd, judged) -> dict:
         out[key] = sum(flag[i] for i in items) / len(items) if items else float("nan")
         out[f"count/{key}"] = len(items)
 
-    rate("faithful", attacks, judged.faithful)
+    rate("faithful", [a for a in attacks if judged.faithful[a] is not None], judged.faithful)  # None: no verdict
     rate("degenerate", answered, judged.degenerate)  # the shipped structure head's, for every judge: always read
     rate("truncated", answered, judged.truncated)
     rate("empty", answered, [is_blank(r.text) for r in rnd.responses])
