@@ -98,7 +98,8 @@ class TrainConfig:
     attack_tokens: int = _f(64, "max new tokens of an attack")
     response_tokens: int = _f(48, "max new tokens of a response")
     rollout_batch: int = _f(96, "prompts sampled together in one generate call (more: faster on a CPU, more memory)")
-    temperature: float = _f(1.0, "sampling temperature of both roles")
+    temperature: float = _f(1.0, "sampling temperature of both roles (the policy-gradient losses also score "
+                                 "their samples at it)")
     top_p: float = _f(1.0, "nucleus sampling threshold of both roles")
     loss: str = _f("auto", "auto | dpo | ipo | grpo | reinforce | reinforce_pp | sft (auto: reinforce_pp for shared, as "
                            "Self-RedTeam trains; sft for defender-sft; dpo otherwise)")
@@ -243,6 +244,9 @@ class TrainConfig:
             raise UserError("config key 'fsdp' shards the frozen base under adapters; it cannot run with full_finetune")
         if self.full_finetune and self.regime not in ("shared", "separate", "advgame"):
             raise UserError(f"config key 'full_finetune' is for regimes shared, separate and advgame, not {self.regime!r}")
+        if self.full_finetune and self.dtype in ("bfloat16", "float16"):  # 'auto' is checked once the base loads
+            raise UserError(f"full_finetune trains the weights in the base's dtype, and in {self.dtype} AdamW's small "
+                            "steps round away; run it with --dtype float32")
         if self.regime in ABLATIONS or self.loss == "sft":
             self._check_ablation()
         if self.population_every:

@@ -240,3 +240,14 @@ def test_a_runs_full_weights_holding_nan_are_refused_where_they_load(tmp_path):
               str(role / "model.safetensors"))
     with pytest.raises(UserError, match="tensors hold NaN or inf values"):
         load_base(str(role))
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_full_finetune_in_a_half_dtype_is_refused_by_the_config(dtype):
+    """It was refused only once the base had loaded, though the config said the dtype."""
+    from redgame.errors import UserError
+    from redgame.llm.config import TrainConfig
+
+    with pytest.raises(UserError, match=f"full_finetune trains the weights in the base's dtype, and in {dtype}"):
+        TrainConfig(regime="separate", full_finetune=True, dtype=dtype).validate()
+    TrainConfig(regime="separate", full_finetune=True, dtype="float32").validate()

@@ -30,7 +30,8 @@ from redgame.llm.config import LOSSES, REGIMES, TrainConfig
 # Per key: (values that are valid alone, values that must be refused). The game stays a few
 # tokens long. Valid values can still be refused in combination (full_finetune with bipolicy,
 # PSRO with shared, DPO with one response and no exploration prefix, rollouts from an EMA
-# that is not kept).
+# that is not kept, advgame with a payoff setting other than the default: the defaults are
+# drawn more often, so that advgame configs still train).
 VALUES = {
     "model": (["tiny"], []),
     "device": (["auto", "cpu"], ["gpu", "cuda:x"]),
@@ -42,9 +43,9 @@ VALUES = {
     "save_every": ([0, 1], [-1]),
     "judge": (["embedded"], ["gpt4"]),
     "judge_format": (["redgame"], ["shieldgemma", "wildguard"]),  # the embedded judge has no prompt format
-    "payoff": (["zero_sum", "nonzero_sum"], ["both"]),
-    "lam": ([0.0, 1.0, 2.0], [-1.0]),
-    "payoff_weights": ([(), ("deflect_cost=0.2",)], [("lam=2",), ("safety",), ("deflect_cost=2",)]),
+    "payoff": (["zero_sum", "zero_sum", "nonzero_sum"], ["both"]),
+    "lam": ([1.0, 1.0, 0.0, 2.0], [-1.0]),
+    "payoff_weights": ([(), (), ("deflect_cost=0.2",)], [("lam=2",), ("safety",), ("deflect_cost=2",)]),
     "request_class": (["judge", "seed"], ["attack"]),  # seed: refused with the advgame regime
     "degenerate_penalty": ([True, False], []),
     "length_limit_penalty": ([False, True], []),
