@@ -10,8 +10,9 @@ harmful seeds (validation while choosing a recipe, test for reported numbers):
 - ``selfplay_asr``: the run's own attacker against its defender;
 - ``best_response_asr``: the probe's attacker against the same defender;
 - ``base_attacker_asr``: the base model prompted as attacker (a floor the probe should beat);
-- ``mirror_gap`` = best_response_asr - selfplay_asr, with a 95% percentile-bootstrap interval
-  over prompts of the paired per-prompt differences (``redgame.games.stats.mean_ci``); each ASR
+- ``mirror_gap``: the mean over prompts of the best response's success minus self-play's, over the
+  prompts whose answers the judge read under both (best_response_asr - selfplay_asr where it read every
+  answer), with a 95% percentile-bootstrap interval over prompts of the paired per-prompt differences (``redgame.games.stats.mean_ci``); each ASR
   has a 95% Wilson interval (``rate_ci``). An answer whose judge reply could not be read counts
   in neither (``*_unjudged``).
 
