@@ -52,6 +52,13 @@ MAX_ANSWERS_PER_STEP = 1 << 20
 MAX_LR = 1.0  # AdamW moves each weight by about lr a step: above 1 no recipe is meant
 
 
+def check_full_finetune_dtype(dtype: str) -> None:
+    """Full weights train in the base's dtype: refuse one whose AdamW steps would round away."""
+    if dtype != "float32":
+        raise UserError(f"full_finetune trains the weights in the base's dtype, and in {dtype} AdamW's small steps "
+                        "round away; run it with --dtype float32")
+
+
 @dataclass
 class TrainConfig:
     """One run of the attacker-defender game on a language model."""
@@ -244,9 +251,8 @@ class TrainConfig:
             raise UserError("config key 'fsdp' shards the frozen base under adapters; it cannot run with full_finetune")
         if self.full_finetune and self.regime not in ("shared", "separate", "advgame"):
             raise UserError(f"config key 'full_finetune' is for regimes shared, separate and advgame, not {self.regime!r}")
-        if self.full_finetune and self.dtype in ("bfloat16", "float16"):  # 'auto' is checked once the base loads
-            raise UserError(f"full_finetune trains the weights in the base's dtype, and in {self.dtype} AdamW's small "
-                            "steps round away; run it with --dtype float32")
+        if self.full_finetune and self.dtype != "auto":  # 'auto' is checked once the base loads (its dtype)
+            check_full_finetune_dtype(self.dtype)
         if self.regime in ABLATIONS or self.loss == "sft":
             self._check_ablation()
         if self.population_every:

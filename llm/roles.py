@@ -41,6 +41,7 @@ from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dic
 from safetensors.torch import load_file, save_file
 
 from redgame.errors import UserError
+from redgame.llm.config import check_full_finetune_dtype
 from redgame.llm.checkpoint import replace_dir, temp_dir_beside
 
 ROLES = ("attacker", "defender")
@@ -274,10 +275,8 @@ def build_roles(base, *, regime: str, lora: LoraSettings | None = None, full_fin
         a :class:`Roles`.
     """
     _check_roles_arguments(regime, full_finetune, reference, rollout)
-    dtype = next(base.parameters()).dtype
-    if full_finetune and dtype != torch.float32:
-        raise UserError(f"full_finetune trains the weights in the base's dtype, and in {str(dtype).removeprefix('torch.')} "
-                        "AdamW's small steps round away; run it with --dtype float32")
+    if full_finetune:
+        check_full_finetune_dtype(str(next(base.parameters()).dtype).removeprefix("torch."))
     for p in base.parameters():
         p.requires_grad_(False)
     if full_finetune:
