@@ -49,9 +49,14 @@ def rates(result: dict, name: str) -> dict[str, float]:
             "benign_compliance_strings": 100 * (1 - result["over_refusal_strings"])}
 
 
-def read_eval(name: str) -> tuple[int, dict]:
-    """(the training step of the file's checkpoint, the file) from a ``redgame llm eval --adapter`` output."""
-    report = read_json_file(name, name)
+def read_reports(files: list[str]) -> dict[str, dict]:
+    """Each file's JSON by its name, each read once (two groups may share a file: a common start)."""
+    return {name: read_json_file(name, name) for name in dict.fromkeys(files)}
+
+
+def read_eval(name: str, report: dict) -> int:
+    """The training step of the checkpoint that ``report``, a ``redgame llm eval --adapter`` output read from
+    ``name``, evaluates."""
     adapter = report.get("adapter") if isinstance(report.get("adapter"), str) else ""
     found = CHECKPOINT.search(adapter)
     if not found:
@@ -59,14 +64,14 @@ def read_eval(name: str) -> tuple[int, dict]:
     results = report.get("results") if isinstance(report.get("results"), dict) else {}
     if not isinstance(results.get("adapter"), dict):
         raise UserError(f"{name}: no adapter results (a redgame llm eval --adapter ... output holds them)")
-    return int(found.group(1)), report
+    return int(found.group(1))
 
 
-def read_group(files: list[str]) -> dict[int, list[dict[str, float]]]:
-    """Rates by step over the group's files (the base model's under step 0, once per file)."""
+def read_group(reports: dict[str, dict]) -> dict[int, list[dict[str, float]]]:
+    """Rates by step over the group's eval files, by name (the base model's under step 0, once per file)."""
     by_step, adapters = defaultdict(list), {}
-    for name in files:
-        step, report = read_eval(name)
+    for name, report in reports.items():
+        step = read_eval(name, report)
         if report["adapter"] in adapters:  # one checkpoint evaluated twice would count as two seeds
             raise UserError(f"{name} and {adapters[report['adapter']]} both evaluate {report['adapter']}; "
                             "each checkpoint once")
@@ -77,12 +82,11 @@ def read_group(files: list[str]) -> dict[int, list[dict[str, float]]]:
     return dict(sorted(by_step.items()))
 
 
-def check_measured_alike(files: list[str]) -> None:
+def check_measured_alike(reports: dict[str, dict]) -> None:
     """Every file judged by one judge on one set of prompts: a validation file averaged with a test file, or
     two judges' rates, would make one interval of two measurements."""
     first = {}
-    for name in files:
-        report = read_json_file(name, name)
+    for name, report in reports.items():
         measured = {key: report.get(key, "embedded" if key == "eval_judge" else None) for key in MEASURED_ALIKE}
         if not first:
             first = dict(name=name, **measured)
@@ -151,8 +155,9 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--group: the {what} {repeated[0]} is given twice; each once")
     if args.out:
         check_output_path("--out", args.out, "file", example="steps.png")
-    check_measured_alike([f for g in args.group for f in g[1:]])
-    groups = {g[0]: read_group(g[1:]) for g in args.group}
+    reports = read_reports([f for g in args.group for f in g[1:]])
+    check_measured_alike(reports)
+    groups = {g[0]: read_group({f: reports[f] for f in g[1:]}) for g in args.group}
     print("\n".join(summary(groups)))
     if args.out:
         print(f"wrote {plot(groups, args.out)}")  # with the .png a bare name gets

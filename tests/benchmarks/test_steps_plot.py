@@ -28,7 +28,7 @@ def test_rates_by_step_and_their_intervals(tmp_path, capsys):
     values = {16: [(0.2, 0.9), (0.5, 1.0), (0.3, 0.95)], 32: [(0.9, 0.8), (0.7, 0.85), (1.0, 0.9)]}
     files = [_eval_json(tmp_path / f"{step}-{i}.json", step, h, b, base=(step == 16))
              for step, runs in values.items() for i, (h, b) in enumerate(runs)]
-    groups = {"g": steps_plot.read_group(files)}
+    groups = {"g": steps_plot.read_group(steps_plot.read_reports(files))}
     assert list(groups["g"]) == [0, 16, 32] and len(groups["g"][0]) == 3
     harmful = [100 * h for h, _ in values[32]]
     low, high = stats.t.interval(0.95, len(harmful) - 1, loc=sum(harmful) / 3, scale=stats.sem(harmful))
@@ -48,17 +48,22 @@ def test_an_eval_of_no_checkpoint_is_named(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"adapter": "runs/x/final/defender", "results": {"adapter": {}}}))
     with pytest.raises(UserError, match="bad.json.*not a checkpoints/step_K folder"):
-        steps_plot.read_group([str(bad)])
+        steps_plot.read_group(steps_plot.read_reports([str(bad)]))
 
 
-def test_a_group_or_a_file_given_twice_is_refused(tmp_path):
+def test_a_group_or_a_file_given_twice_is_refused(tmp_path, monkeypatch):
     """A second group under one label dropped the first; one file twice counted one seed twice."""
     files = [_eval_json(tmp_path / f"{i}.json", 16, 0.5, 0.9) for i in range(3)]
     with pytest.raises(UserError, match="the label A is given twice"):
         steps_plot.main(["--group", "A", files[0], "--group", "A", *files[1:]])
     with pytest.raises(UserError, match="is given twice"):
         steps_plot.main(["--group", "A", files[0], files[0]])
+    reads = []
+    monkeypatch.setattr(steps_plot, "read_json_file",
+                        lambda path, what: reads.append(path) or json.loads(Path(path).read_text()))
     assert steps_plot.main(["--group", "A", *files[:2], "--group", "B", *files[1:]]) == 0  # a common start: allowed
+    assert sorted(reads) == sorted(files)  # each file read once
+    monkeypatch.undo()
     with pytest.raises(UserError, match="cannot be read"):
         steps_plot.main(["--group", "A", str(tmp_path / "missing.json")])
 
@@ -68,7 +73,7 @@ def test_the_step_is_the_checkpoints_not_a_folder_named_like_one(tmp_path):
     path.write_text(json.dumps({"adapter": "/runs/step_16_sweep-s0/checkpoints/step_4/defender",
                                 "results": {"adapter": {"harmful_refusal": 0.5, "benign_compliance": 0.9,
                                                         "harmful_refusal_strings": 0.25, "over_refusal_strings": 0.1}}}))
-    assert list(steps_plot.read_group([str(path)])) == [4]
+    assert list(steps_plot.read_group(steps_plot.read_reports([str(path)]))) == [4]
 
 
 def test_one_checkpoint_twice_or_files_measured_unalike_are_refused(tmp_path):
@@ -76,7 +81,7 @@ def test_one_checkpoint_twice_or_files_measured_unalike_are_refused(tmp_path):
     judges' rates, made one interval of two measurements."""
     a, b = (_eval_json(tmp_path / f"{name}.json", 16, 0.5, 0.9, run="x") for name in "ab")
     with pytest.raises(UserError, match="both evaluate runs/x/checkpoints/step_0016/defender; each checkpoint once"):
-        steps_plot.read_group([a, b])
+        steps_plot.read_group(steps_plot.read_reports([a, b]))
     test, validation = tmp_path / "test.json", tmp_path / "validation.json"
     for path, split, step in ((test, "test", 16), (validation, "validation", 32)):
         doc = json.loads(Path(_eval_json(path, step, 0.5, 0.9)).read_text())
@@ -99,4 +104,4 @@ def test_a_rate_that_is_null_missing_or_out_of_range_is_named(tmp_path, rate):
         doc["results"]["adapter"]["benign_compliance"] = rate
     path.write_text(json.dumps(doc))
     with pytest.raises(UserError, match="e.json: benign_compliance is not a rate in"):
-        steps_plot.read_group([str(path)])
+        steps_plot.read_group(steps_plot.read_reports([str(path)]))
