@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import html
 import math
+import os
 from pathlib import Path
 
 from redgame.errors import UserError
@@ -63,6 +64,10 @@ def check_crossplay(data: dict, where: str) -> None:
         if not has_shape(data[key], shape):
             wanted = f"numbers, {' × '.join(dims)} ({' × '.join(map(str, shape))})" if dims else "a number"
             raise UserError(f"{where}: '{key}' must be {wanted}")
+    for key in ("attacker_mix", "defender_mix"):  # the Pareto plot weighs each defender's cells by the attacker mix
+        if min(data[key]) < 0 or not math.isclose(sum(data[key]), 1.0, abs_tol=1e-6):
+            raise UserError(f"{where}: '{key}' must be a distribution (weights >= 0 that sum to 1), "
+                            f"got {data[key]}")
     check_crossplay_extras(data, where)
 
 
@@ -96,17 +101,22 @@ def plot_curves(metrics: dict[str, list[dict]], path: Path) -> Path:
     from redgame.games.plots import _pyplot
 
     plt = _pyplot()
+    from matplotlib.lines import Line2D
+
+    colors = {name: f"C{k % 10}" for k, name in enumerate(metrics)}  # one colour a run on every panel
     fig, axes = plt.subplots(1, len(CURVES), figsize=(4.0 * len(CURVES), 3.2), dpi=100, squeeze=False)
     for ax, (key, title) in zip(axes[0], CURVES):
         for name, rows in metrics.items():
             pts = [(r["step"], r[key]) for r in rows
                    if is_finite_number(r.get("step")) and is_finite_number(r.get(key))]
             if pts:
-                ax.plot(*zip(*pts), marker="o", ms=3, lw=1.2, label=name)
+                ax.plot(*zip(*pts), marker="o", ms=3, lw=1.2, color=colors[name], label=name)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step")
         ax.set_ylim(-0.03, 1.03)
-    axes[0, 0].legend(fontsize=7, loc="best")
+    # every run, also one with no point on the first panel (a metric it predates, a run at its first step)
+    handles = [Line2D([], [], color=color, marker="o", ms=3, lw=1.2, label=name) for name, color in colors.items()]
+    axes[0, 0].legend(handles=handles, fontsize=7, loc="best")
     fig.tight_layout()
     return save_figure(fig, path)
 
@@ -342,7 +352,7 @@ def build_report(runs, out: Path, *, crossplay=None) -> tuple[Path, Path]:
     """Write ``<out>/report.md``, ``<out>/report.html`` and their PNGs; returns the two pages."""
     from redgame.llm.adapters import run_config
 
-    runs = [Path(r).expanduser() for r in runs]
+    runs = [Path(os.path.abspath(Path(r).expanduser())) for r in runs]  # "." is named by its folder, not ""
     distinct_run_names(runs)
     metrics = {}
     for r in runs:  # a folder that is not a run is refused before --out is made

@@ -186,6 +186,11 @@ GOOD_CROSSPLAY = {"attackers": ["base"], "defenders": ["base"], "payoff_matrix":
     ("metrics.jsonl", b'{"step": 1, "attack_success": ' + b"9" * 400 + b"}\n", None),
     ("cp.json", json.dumps({**GOOD_CROSSPLAY, "defender_exploitability_each": []}).encode(), "exploitability"),
     ("cp.json", json.dumps({**GOOD_CROSSPLAY, "nash_conv": "0"}).encode(), "'nash_conv' must be a number"),
+    ("cp.json", json.dumps({**GOOD_CROSSPLAY, "attacker_mix": [0.0]}).encode(),  # every defender read as safe
+     "'attacker_mix' must be a distribution (weights >= 0 that sum to 1), got [0.0]"),
+    ("cp.json", json.dumps({**GOOD_CROSSPLAY, "attackers": ["a", "b"], "payoff_matrix": [[0.5], [0.5]],
+                            "benign_compliance_matrix": [[1.0], [1.0]], "attacker_mix": [1.5, -0.5]}).encode(),
+     "'attacker_mix' must be a distribution"),
 ])
 def test_bad_run_files_are_one_line_errors_and_leave_no_output(tmp_path, capsys, file, data, message):
     run = _fake_run(tmp_path / "run")
@@ -265,6 +270,35 @@ def test_a_run_at_its_first_step_is_reported_with_no_steps(tmp_path):
     page = (tmp_path / "rep" / "report.md").read_text()
     assert "| fresh | bipolicy | tiny | embedded | 0 | – | – |" in page
     assert "| done | bipolicy | tiny | embedded | 2 |" in page
+
+
+def test_each_run_keeps_its_colour_on_every_panel_and_the_legend_lists_every_run(tmp_path, monkeypatch):
+    """A run without a metric (one that predates it) shifted the next run onto its colour on that panel, and a
+    run with no point on the first panel was missing from the legend (with none at all, matplotlib warned)."""
+    from redgame.llm import report
+
+    old, new = _fake_run(tmp_path / "old"), _fake_run(tmp_path / "new")
+    (old / "metrics.jsonl").write_text("")  # no point on any panel
+    with (new / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps({"step": 3, "read_harmful_benign": 0.25}) + "\n")
+    figures = []
+    monkeypatch.setattr(report, "save_figure", lambda fig, path: figures.append(fig) or Path(path))
+    report.plot_curves({"old": report.read_metrics(old, allow_empty=True), "new": report.read_metrics(new)},
+                       tmp_path / "c.png")
+    (fig,) = figures
+    axes = fig.axes
+    assert [t.get_text() for t in axes[0].get_legend().get_texts()] == ["old", "new"]
+    colours = {line.get_label(): line.get_color() for ax in axes for line in ax.get_lines()}
+    assert colours == {"new": "C1"}
+    assert [line.get_color() for line in axes[3].get_lines()] == ["C1"]
+
+
+def test_a_run_given_as_dot_is_named_by_its_folder(tmp_path, monkeypatch):
+    run = _fake_run(tmp_path / "run a")
+    monkeypatch.chdir(run)
+    assert main(["report", ".", "--out", str(tmp_path / "rep")]) == 0
+    page = (tmp_path / "rep" / "report.md").read_text()
+    assert page.startswith("# redgame report: run a\n") and "| run a | bipolicy | tiny | embedded | 2 |" in page
 
 
 def test_a_metrics_row_without_a_step_is_left_out_of_the_curves(tmp_path):
