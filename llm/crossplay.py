@@ -21,6 +21,7 @@ its own defender). A large gap means self-play stopped applying adversarial pres
 from __future__ import annotations
 
 from dataclasses import dataclass
+import os
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +64,7 @@ def find_runs(paths) -> list[Run]:
         cfg = run_config(path)
         for role in ("attacker", "defender"):
             checked_adapter_dir(path, role)
-        name = path.name or str(path)
+        name = Path(os.path.abspath(path)).name or str(path)  # '.' by its folder's name; '/' as given
         while name in names or name in (BASE, TEMPLATES):
             name = f"{name}'"
         names.add(name)

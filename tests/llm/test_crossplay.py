@@ -41,6 +41,11 @@ def played(runs, judge):
                                       attack_tokens=4, response_tokens=4, log=lambda *a: None)
 
 
+def test_a_run_given_as_dot_is_named_by_its_folder(runs, monkeypatch):
+    monkeypatch.chdir(runs[1])
+    assert [r.name for r in crossplay.find_runs([".", runs[0]])] == ["bipolicy", "shared"]
+
+
 def test_crossplay_matrices_on_tiny_runs(played):
     found, p = played
     assert p["attackers"] == ["base", "templates", "shared", "bipolicy"]
