@@ -67,9 +67,10 @@ TINY_VOCAB = 512
 
 log = logging.getLogger(__name__)
 # What transformers and safetensors raise for a directory that holds no loadable model (missing
-# or truncated files, an unknown architecture, a malformed config). Any other exception is a
-# bug and is not reworded as a user error.
-LOAD_ERRORS = (OSError, ValueError, KeyError, SafetensorError)
+# or truncated files, an unknown architecture, a malformed config, weights of other shapes than
+# its config says: RuntimeError). Any other exception is a bug and is not reworded as a user error.
+LOAD_ERRORS = (OSError, ValueError, KeyError, RuntimeError, SafetensorError)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")  # one makes a tokenizer
 
 
 def cache_root() -> Path:
@@ -342,6 +343,54 @@ def _freeze_and_pad(model, tokenizer):
     return model, tokenizer
 
 
+def _load_path(name: str, *, dtype: torch.dtype, allow_network: bool, trust_remote_code: bool, cache_dir):
+    """:func:`load_base` of a local folder, a ``.gguf`` file or a hub id (cached, or downloaded with ``allow_network``)."""
+    path = cached_hub_model(name) if not allow_network and looks_like_hub_id(name) else Path(name).expanduser()
+    ggufs = sorted(path.glob("*.gguf")) if path.is_dir() and not (path / "config.json").exists() else []
+    if len(ggufs) == 1:  # a directory holding just a GGUF file
+        path = ggufs[0]
+    if path.is_dir():
+        check_model_folder(path)
+        try:
+            model, tokenizer = _from_directory(path, dtype=dtype, trust_remote_code=trust_remote_code,
+                                               local_files_only=True)
+        except LOAD_ERRORS as exc:  # a bad directory; anything else is a bug and propagates
+            raise UserError(f"cannot load a model from {path}: {exc}") from exc
+        check_run_weights(model, path)
+        return model, tokenizer
+    if path.is_file() and path.suffix == ".gguf":
+        try:
+            return _from_gguf(path, dtype)
+        except LOAD_ERRORS as exc:  # not a GGUF file, an empty or damaged one
+            raise UserError(f"cannot load a model from {path}: {exc}") from exc
+    if allow_network and not path.exists() and not name.startswith((".", "/", "~")):
+        try:
+            return _from_directory(name, dtype=dtype, trust_remote_code=trust_remote_code, cache_dir=cache_dir)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot load model {name!r} from the Hugging Face Hub: {exc}") from exc
+    if path.exists():
+        raise UserError(f"model path {path} is neither a model directory nor a .gguf file")
+    raise UserError(f"model {name!r}: no such directory; choose one of {', '.join(MODEL_CHOICES)}, a local "
+                    "model directory or a Hugging Face Hub id (org/name) in the local cache")
+
+
+def check_model_folder(path: Path) -> None:
+    """What transformers needs in a model folder, checked before it reads one: a folder without ``config.json``
+    sent it after the adapter's base model on the Hub (a LoRA adapter's folder), and one without tokenizer files
+    failed with a message about sentencepiece."""
+    if not (path / "config.json").is_file():
+        if (path / "adapter_config.json").is_file():
+            raise UserError(f"{path} is a LoRA adapter (adapter_config.json), not a model: give its base model as "
+                            "the model, and the adapter where the command takes one (llm eval --adapter)")
+        raise UserError(f"model folder {path} holds no config.json (save_pretrained writes one)")
+    if not any(path.glob("*.safetensors")) and any(path.glob("*.bin")):
+        raise UserError(f"model folder {path} holds pickle weights (*.bin) and no safetensors; redgame "
+                        "loads safetensors only: save the model again with save_pretrained (its default)")
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise UserError(f"model folder {path} holds no tokenizer ({', '.join(TOKENIZER_FILES)}); save it beside the "
+                        "model with tokenizer.save_pretrained")
+
+
 def _contiguous_head_input(model) -> None:
     """Hand the output head a contiguous input.
 
@@ -404,35 +453,8 @@ def load_base(
         tokenizer = tiny_tokenizer()
         model = tiny_model(tokenizer, dtype)
     else:
-        path = cached_hub_model(name) if not allow_network and looks_like_hub_id(name) else Path(name).expanduser()
-        ggufs = sorted(path.glob("*.gguf")) if path.is_dir() and not (path / "config.json").exists() else []
-        if len(ggufs) == 1:  # a directory holding just a GGUF file
-            path = ggufs[0]
-        if path.is_dir():
-            if not any(path.glob("*.safetensors")) and any(path.glob("*.bin")):
-                raise UserError(f"model folder {path} holds pickle weights (*.bin) and no safetensors; redgame "
-                                "loads safetensors only: save the model again with save_pretrained (its default)")
-            try:
-                model, tokenizer = _from_directory(path, dtype=dtype, trust_remote_code=trust_remote_code,
-                                                   local_files_only=True)
-            except LOAD_ERRORS as exc:  # a bad directory; anything else is a bug and propagates
-                raise UserError(f"cannot load a model from {path}: {exc}") from exc
-            check_run_weights(model, path)
-        elif path.is_file() and path.suffix == ".gguf":
-            model, tokenizer = _from_gguf(path, dtype)
-        elif allow_network and not path.exists() and not name.startswith((".", "/", "~")):
-            try:
-                model, tokenizer = _from_directory(name, dtype=dtype, trust_remote_code=trust_remote_code,
-                                                   cache_dir=cache_dir)
-            except (OSError, ValueError) as exc:
-                raise UserError(f"cannot load model {name!r} from the Hugging Face Hub: {exc}") from exc
-        elif path.exists():
-            raise UserError(f"model path {path} is neither a model directory nor a .gguf file")
-        else:
-            raise UserError(
-                f"model {name!r}: no such directory; choose one of {', '.join(MODEL_CHOICES)}, a local "
-                "model directory or a Hugging Face Hub id (org/name) in the local cache"
-            )
+        model, tokenizer = _load_path(name, dtype=dtype, allow_network=allow_network,
+                                      trust_remote_code=trust_remote_code, cache_dir=cache_dir)
     if device is not None:
         model.to(device)
     return _freeze_and_pad(model, tokenizer)

@@ -48,8 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def quiet_libraries() -> None:
     """transformers' progress bar of every weight load, and a deprecation warning it raises on its own
-    attribute: noise on every command (``HF_HUB_DISABLE_PROGRESS_BARS=0`` brings the bars back)."""
+    attribute: noise on every command (``HF_HUB_DISABLE_PROGRESS_BARS=0`` brings the bars back). And
+    ``HF_HUB_OFFLINE=1`` where it is not set, before huggingface_hub is imported: redgame never downloads,
+    and huggingface_hub may go online on its own (it fetched a registry for its request headers while
+    transformers read a local folder)."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 

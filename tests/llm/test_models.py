@@ -111,7 +111,7 @@ def test_a_missing_path_without_network_is_a_user_error(name):
 
 
 def test_bad_local_paths_are_user_errors(tmp_path):
-    with pytest.raises(UserError, match="cannot load a model from"):
+    with pytest.raises(UserError, match="holds no config.json"):
         load_base(str(tmp_path))  # an empty directory
     text = tmp_path / "weights.bin"
     text.write_text("not a model")
@@ -134,6 +134,7 @@ def test_a_bug_while_loading_a_directory_is_not_reworded_as_a_user_error(tmp_pat
     from redgame.llm import models
 
     (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    (tmp_path / "tokenizer.json").write_text("{}")
 
     def buggy(*args, **kwargs):
         raise ZeroDivisionError("a bug")
@@ -141,6 +142,37 @@ def test_a_bug_while_loading_a_directory_is_not_reworded_as_a_user_error(tmp_pat
     monkeypatch.setattr(models, "_from_directory", buggy)
     with pytest.raises(ZeroDivisionError, match="a bug"):
         load_base(str(tmp_path))
+
+
+def test_a_folder_transformers_would_misread_is_refused_before_it_reads_it(tmp_path, monkeypatch):
+    """A LoRA adapter's folder (no config.json) sent transformers after the adapter's base model on the Hub; a
+    folder without tokenizer files failed with a message cut at a colon; config and weights of other widths, and
+    a file that is no GGUF, were internal errors."""
+    model, tokenizer = load_base("tiny")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"peft_type": "LORA", "base_model_name_or_path": null}')
+    read = []
+    monkeypatch.setattr(models, "_from_directory", lambda *a, **k: read.append(a))
+    with pytest.raises(UserError, match="is a LoRA adapter .*not a model: give its base model"):
+        load_base(str(adapter))
+    no_tokenizer = tmp_path / "no_tokenizer"
+    model.save_pretrained(no_tokenizer)
+    with pytest.raises(UserError, match="holds no tokenizer .*tokenizer.save_pretrained"):
+        load_base(str(no_tokenizer))
+    assert not read
+    monkeypatch.undo()
+    wider = tmp_path / "wider"
+    model.save_pretrained(wider)
+    tokenizer.save_pretrained(wider)
+    config = json.loads((wider / "config.json").read_text())
+    (wider / "config.json").write_text(json.dumps({**config, "hidden_size": 2 * config["hidden_size"]}))
+    with pytest.raises(UserError, match="cannot load a model from .*wider"):
+        load_base(str(wider))
+    for name, data in (("bad.gguf", b"not a gguf file at all"), ("empty.gguf", b"")):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(UserError, match=f"cannot load a model from .*{name}"):
+            load_base(str(tmp_path / name))
 
 
 def test_missing_embedded_package_names_the_pip_command(monkeypatch):
