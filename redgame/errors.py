@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -24,10 +25,16 @@ class UserError(ValueError):
 
 def check_output_path(flag: str, out, kind: str, example: str = "eval.json") -> None:
     """One line, before any work, when ``out`` cannot be written as a ``kind`` ("folder" or "file"):
-    it is empty, it is the other kind, or its nearest existing parent is a file or is not writable."""
+    it is empty, it is a loop of links, it is the other kind, or its nearest existing parent is a file or is
+    not writable."""
     if not str(out).strip():
         raise UserError(f"{flag} is empty; give a {kind} name")
     path = Path(out)
+    try:
+        path.stat()
+    except OSError as exc:  # exists() reads a loop as "absent": the work ran, then the write failed
+        if exc.errno == errno.ELOOP:
+            raise UserError(f"{flag} {out}: a loop of symbolic links; give another {kind}") from exc
     if kind == "folder" and path.exists() and not path.is_dir():
         raise UserError(f"{flag} {out} exists and is not a folder")
     if kind == "file" and path.is_dir():

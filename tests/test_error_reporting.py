@@ -113,7 +113,12 @@ def test_an_out_that_cannot_take_the_output_is_one_line_before_any_work(monkeypa
     monkeypatch.setattr(eval_cli, "run_eval", _raise(AssertionError("ran")))
     a_file = tmp_path / "afile"
     a_file.write_text("")
+    loop = tmp_path / "loopA"  # a loop of links: exists() says absent, and the write failed after the work
+    loop.symlink_to(tmp_path / "loopB")
+    (tmp_path / "loopB").symlink_to(loop)
     for argv, needle in (
+            (["llm", "eval", "--model", "tiny", "--out", str(loop)], "loopA: a loop of symbolic links; give another"),
+            (["llm", "train", "--model", "tiny", "--out", str(loop / "run")], "a loop of symbolic links; give another"),
             (["toy", "dynamics", "--regime", "shared", "--out", str(a_file)], "exists and is not a folder"),
             (["toy", "dynamics", "--regime", "shared", "--out", ""], "--out is empty"),
             (["llm", "eval", "--model", "tiny", "--out", str(tmp_path)], "is a folder; give a file name"),
