@@ -192,6 +192,6 @@ def load_extra(path: str | os.PathLike, name: str) -> tuple[dict, dict] | None:
         return None
     try:
         return load_file(str(path / f"{name}.safetensors")), json.loads((path / f"{name}.json").read_text())
-    except (SafetensorError, OSError, ValueError) as exc:
+    except (SafetensorError, OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
         raise UserError(f"checkpoint {path}: {name} state is damaged ({type(exc).__name__}); "
                         f"remove the checkpoint to resume from the one before") from exc

@@ -72,7 +72,7 @@ def load_tensors_with_card(folder: Path, weights: str, card_name: str, names: tu
         tensors = load_file(str(path))
     except UserError:
         raise
-    except (SafetensorError, OSError, ValueError) as exc:
+    except (SafetensorError, OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
         raise UserError(f"{what} in {folder} is unreadable: {exc}") from None
     missing = [k for k in names if k not in tensors]
     if missing:
@@ -97,7 +97,7 @@ def _named_weights(folder: Path, weights: str, card_name: str) -> str | None:
     """The weights file named by the card now in ``folder`` (None without a readable, valid card)."""
     try:
         return _weights_name(json.loads((folder / card_name).read_text(encoding="utf-8")), weights, "")
-    except (OSError, ValueError, UserError):
+    except (OSError, ValueError, RecursionError, UserError):
         return None
 
 

@@ -102,3 +102,8 @@ def test_missing_mismatched_and_unreadable_pairs_are_one_line_errors(tmp_path):
     (tmp_path / CARD).write_text("{not json")
     with pytest.raises(UserError, match="unreadable"):
         load(tmp_path)
+    (tmp_path / CARD).write_text("[" * 200_000)  # nested past the parser's recursion limit: an internal error was
+    with pytest.raises(UserError, match="unreadable"):
+        load(tmp_path)
+    save(tmp_path, 3.0)  # and a save beside it still reads the old card as "none"
+    assert load(tmp_path) == 3.0
