@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from redgame.errors import UserError
+from redgame.llm.models import MODEL_CHOICES
 from redgame.llm.rollout import Completion, SamplingSettings, finish_completion, stop_ids
 
 # Share of the GPU's memory vLLM may take; the training model needs the rest.
@@ -40,7 +41,8 @@ def require(cfg) -> None:
         raise UserError("rollout_backend=vllm needs a CUDA GPU; none is visible (use rollout_backend=torch)")
     if cfg.full_finetune:
         raise UserError("rollout_backend=vllm serves the roles as LoRA adapters; it cannot run with full_finetune")
-    if not Path(model_folder(cfg.model)).is_dir():
+    # 'embedded' and 'tiny' are redgame's own models, whatever folder of that name the working directory holds
+    if cfg.model in MODEL_CHOICES or not Path(model_folder(cfg.model)).is_dir():
         raise UserError(f"rollout_backend=vllm needs a local Hugging Face model folder (or a Hub id in the local "
                         f"cache) as --model, got {cfg.model!r}")
 

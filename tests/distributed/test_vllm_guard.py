@@ -33,6 +33,19 @@ def test_vllm_needs_a_model_folder_and_adapters(monkeypatch, tmp_path, overrides
         vllm_rollout.require(cfg)
 
 
+@pytest.mark.parametrize("name", ["tiny", "embedded"])
+def test_vllm_refuses_redgames_own_models_beside_a_folder_of_their_name(monkeypatch, tmp_path, name):
+    """With ./tiny in the working directory the guard passed, and vLLM would have loaded that folder while the
+    trainer built redgame's tiny model."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: object() if n == "vllm" else real(n, *a))
+    monkeypatch.setattr(vllm_rollout.torch.cuda, "is_available", lambda: True)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / name).mkdir()
+    with pytest.raises(UserError, match="local Hugging Face model folder"):
+        vllm_rollout.require(TrainConfig(model=name, rollout_backend="vllm"))
+
+
 def test_unknown_backend_is_named():
     with pytest.raises(UserError, match="'rollout_backend': 'vlm' is not one of torch, vllm"):
         TrainConfig(rollout_backend="vlm").validate()
