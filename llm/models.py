@@ -32,6 +32,7 @@ import copy
 import importlib.metadata
 import importlib.util
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -164,10 +165,24 @@ def _from_directory(path: Path, *, dtype: torch.dtype, trust_remote_code: bool, 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     # Weights from safetensors only: a folder with only pytorch_model.bin (a pickle) is refused.
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code,
-                                                 use_safetensors=True, **kw)
+    model, loading = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code,
+                                                          use_safetensors=True, output_loading_info=True, **kw)
+    check_loaded(model, loading)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **kw)
     return model, tokenizer
+
+
+def check_loaded(model, loading: dict) -> None:
+    """Refuse a model whose files left weights at their random initialisation (transformers only warns), or whose
+    config holds NaN or inf (a NaN ``rms_norm_eps`` made every logit NaN, and every answer empty). The caller
+    names the model."""
+    missing = sorted(loading.get("missing_keys") or ())
+    if missing:
+        raise UserError(f"its weights files lack {len(missing)} of its parameters (e.g. {missing[0]}), which would "
+                        "be random")
+    bad = sorted(k for k, v in model.config.to_dict().items() if isinstance(v, float) and not math.isfinite(v))
+    if bad:
+        raise UserError(f"its config.json holds NaN or inf in {', '.join(bad)}")
 
 
 def tiny_tokenizer():

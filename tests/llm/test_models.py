@@ -147,7 +147,7 @@ def test_a_bug_while_loading_a_directory_is_not_reworded_as_a_user_error(tmp_pat
 def test_a_folder_transformers_would_misread_is_refused_before_it_reads_it(tmp_path, monkeypatch):
     """A LoRA adapter's folder (no config.json) sent transformers after the adapter's base model on the Hub; a
     folder without tokenizer files failed with a message cut at a colon; config and weights of other widths, and
-    a file that is no GGUF, were internal errors."""
+    a file that is no GGUF, were internal errors; weights missing from the files, or NaN in the config, loaded."""
     model, tokenizer = load_base("tiny")
     adapter = tmp_path / "adapter"
     adapter.mkdir()
@@ -169,6 +169,20 @@ def test_a_folder_transformers_would_misread_is_refused_before_it_reads_it(tmp_p
     (wider / "config.json").write_text(json.dumps({**config, "hidden_size": 2 * config["hidden_size"]}))
     with pytest.raises(UserError, match="cannot load a model from .*wider"):
         load_base(str(wider))
+    from safetensors.torch import load_file, save_file
+
+    (wider / "config.json").write_text(json.dumps(config))
+    weights = load_file(str(wider / "model.safetensors"))
+    save_file({k: v for k, v in weights.items() if ".layers.1." not in k}, str(wider / "model.safetensors"),
+              metadata={"format": "pt"})  # a layer lost: transformers initialised it at random, with a warning
+    with pytest.raises(UserError, match=r"wider: its weights files lack \d+ of its parameters \(e.g. model.layers.1"):
+        load_base(str(wider))
+    save_file(weights, str(wider / "model.safetensors"), metadata={"format": "pt"})
+    (wider / "config.json").write_text(json.dumps({**config, "rms_norm_eps": float("nan")}))
+    with pytest.raises(UserError, match="wider: its config.json holds NaN or inf in rms_norm_eps"):
+        load_base(str(wider))  # every logit NaN, every answer empty
+    (wider / "config.json").write_text(json.dumps(config))
+    load_base(str(wider))
     for name, data in (("bad.gguf", b"not a gguf file at all"), ("empty.gguf", b"")):
         (tmp_path / name).write_bytes(data)
         with pytest.raises(UserError, match=f"cannot load a model from .*{name}"):
