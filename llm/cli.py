@@ -79,6 +79,9 @@ def register_probe(llm_sub) -> None:
     probe.add_argument("--out", help="output folder (default: <run>/probe)")
     probe.add_argument("--json", action="store_true", help="print the JSON summary")
     probe.add_argument("--no-progress", action="store_true", help="no progress bar")
+    probe.add_argument("--resume", action="store_true",
+                       help="continue a stopped probe in --out from its checkpoint (the same flags, --steps aside)")
+    probe.add_argument("--overwrite", action="store_true", help="replace the probe that --out holds")
     add_placement_flags(probe)
     probe.set_defaults(func=run_probe)
 
@@ -173,7 +176,8 @@ def run_probe(args) -> int:
     try:
         summary = probe(args.run, steps=args.steps, split=args.split, out=args.out, eval_judge=args.eval_judge,
                         seed=args.seed, prompts=args.prompts, model=args.model, overrides=overrides, device=device,
-                        dtype=dtype, progress=not args.no_progress, log=(lambda *a: None) if args.json else print)
+                        dtype=dtype, progress=not args.no_progress, log=(lambda *a: None) if args.json else print,
+                        resume=args.resume, overwrite=args.overwrite)
     except TrainingStopped as exc:  # the best response diverged: no probe.json, as for a stopped train
         print(f"redgame: probe: {exc}", file=sys.stderr)
         return 1

@@ -60,33 +60,6 @@ METRICS = ("harmful_refusal", "benign_compliance", "harmful_refusal_strings", "b
 RESULTS = ("demo.json", "answers.json")  # the demo's own files beside its run folder
 
 
-RESUME_MAY_CHANGE = ("steps", "threads")  # a resumed demo continues its own recipe; these only extend or place it
-
-
-def check_demo_dir(out: Path, cfg: TrainConfig, *, resume: bool, overwrite: bool) -> None:
-    """A folder that holds a demo (its results or its run) is continued with ``resume``, replaced with
-    ``overwrite``, and otherwise refused; then its run folder is checked as ``llm train`` checks one.
-    A resume must be given the stopped demo's recipe (its flags and ``--set``), ``steps`` and ``threads`` aside."""
-    from redgame.errors import UserError
-    from redgame.jsonio import read_json_file
-    from redgame.llm.trainer import RUN_MARKER, check_run_dir, holds_a_run
-
-    if resume and overwrite:
-        raise UserError("--resume continues the demo in --out and --overwrite replaces it; pass one of them")
-    holds_demo = any((out / name).exists() for name in RESULTS) or holds_a_run(out / "run")
-    if holds_demo and not (resume or overwrite):
-        raise UserError(f"--out {out} already holds a demo; pass --resume to continue a stopped one, --overwrite "
-                        "to replace it, or another --out")
-    check_run_dir(out / "run", cfg, resume=resume, overwrite=not resume)
-    if resume:
-        saved, wanted = read_json_file(out / "run" / RUN_MARKER, str(out / "run" / RUN_MARKER)), cfg.to_dict()
-        changed = sorted(k for k in wanted if k not in RESUME_MAY_CHANGE and saved.get(k) != wanted[k])
-        if changed:
-            shown = ", ".join(f"{k} {saved.get(k)!r} (now {wanted[k]!r})" for k in changed)
-            raise UserError(f"--resume: the stopped demo's recipe differs in {shown}; resume with the flags and "
-                            "--set it was started with")
-
-
 def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bool = True, log=print,
         split: str = "test", resume: bool = False, overwrite: bool = False, **overrides) -> dict:
     """Run the demo; returns what it writes to ``<out>/demo.json``.
@@ -103,12 +76,13 @@ def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bo
     from redgame.llm.metrics import read_metrics
     from redgame.llm.seeds import builtin_seeds
     from redgame.llm.prompts import check_seeds_fit
-    from redgame.llm.trainer import check_lora_rank, checked_before_loading, train
+    from redgame.llm.trainer import check_command_dir, check_lora_rank, checked_before_loading, train
 
     cfg = dataclasses.replace(DEMO_RECIPE, steps=steps or DEMO_RECIPE.steps, **overrides)
     harmful, benign = checked_before_loading(cfg)
     out = Path(out)
-    check_demo_dir(out, cfg, resume=resume, overwrite=overwrite)
+    # a folder that holds a demo: continued with resume, replaced with overwrite, refused otherwise
+    check_command_dir(out, out / "run", RESULTS, cfg, resume=resume, overwrite=overwrite, what="demo")
     if cfg.threads:  # the loading and the base evaluation keep to them too, not only the training
         torch.set_num_threads(cfg.threads)
     device, dtype = placement(cfg.device, cfg.dtype)  # cuda without CUDA: an error before anything is written

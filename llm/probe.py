@@ -37,6 +37,7 @@ from redgame.llm.adapters import ADAPTER_FILES, adapter_dir, checked_adapter_dir
 from redgame.llm.run_lock import read_lock
 
 ATTACKERS = ("selfplay", "best_response", "base_attacker")
+RESULTS = ("probe.json", "answers.json")  # the probe's own files beside its attacker_run
 SPLITS = ("validation", "test")
 
 
@@ -116,12 +117,15 @@ def summarise(outcomes: dict) -> dict:
 
 def probe(run: str | Path, *, steps: int, split: str = "validation", out: str | Path | None = None,
           eval_judge: str = "embedded", seed: int = 0, prompts: int = 0, device: str = "auto", dtype: str = "auto",
-          model: str | None = None, overrides: dict | None = None, progress: bool = True, log=print) -> dict:
+          model: str | None = None, overrides: dict | None = None, progress: bool = True, log=print,
+          resume: bool = False, overwrite: bool = False) -> dict:
     """Train a best-response attacker against ``run``'s frozen defender; returns (and writes) the summary.
 
     ``prompts``: evaluate on the split's first N harmful seeds (0: all of them). ``model``: the
     run's base model (default: the one in its config). ``overrides``: config keys of the
-    best-response training that replace the run's (e.g. ``{"lr": 1e-3}``).
+    best-response training that replace the run's (e.g. ``{"lr": 1e-3}``). An ``out`` that holds a
+    probe is continued with ``resume`` (a stopped one, from its checkpoint), replaced with ``overwrite``,
+    and otherwise refused, as the demo's folder is.
     """
     if steps < 1:
         raise UserError(f"--steps must be >= 1, got {steps}")
@@ -130,6 +134,7 @@ def probe(run: str | Path, *, steps: int, split: str = "validation", out: str | 
     if split not in SPLITS:
         raise UserError(f"--split {split!r} is not one of {', '.join(SPLITS)}")
     from redgame.llm.config import from_mapping
+    from redgame.llm.trainer import check_command_dir
 
     fixed = sorted(set(overrides or {}) & PROBE_SETS)
     if fixed:
@@ -144,9 +149,10 @@ def probe(run: str | Path, *, steps: int, split: str = "validation", out: str | 
                               model=model or run_cfg.model)
     out = Path(out) if out is not None else run / "probe"
     check_apart(run, out / "attacker_run")
+    check_command_dir(out, out / "attacker_run", RESULTS, cfg, resume=resume, overwrite=overwrite, what="probe")
     with read_lock(run):  # no train replaces the run while it is probed; other probes may read it too
         return _measure(run, cfg, out, eval_judge=eval_judge, prompts=prompts, split=split, progress=progress,
-                        log=log)
+                        log=log, resume=resume)
 
 
 def check_apart(run: Path, attacker_run: Path) -> None:
@@ -160,7 +166,8 @@ def check_apart(run: Path, attacker_run: Path) -> None:
                         f"probes ({run}), or be replaced by it; choose an --out outside the run's own folders")
 
 
-def _measure(run: Path, cfg, out: Path, *, eval_judge: str, prompts: int, split: str, progress: bool, log) -> dict:
+def _measure(run: Path, cfg, out: Path, *, eval_judge: str, prompts: int, split: str, progress: bool, log,
+             resume: bool) -> dict:
     """Train the best response in ``out/attacker_run`` and play the three attackers against the run's defender."""
     from redgame.llm.adapters import attach
     from redgame.llm.judges import check_reachable, make_judge
@@ -175,12 +182,13 @@ def _measure(run: Path, cfg, out: Path, *, eval_judge: str, prompts: int, split:
     base, tokenizer = load_base(cfg.model, dtype=torch_dtype, device=torch_device)
     runs_adapters = {"run_attacker": adapter_dir(run, "attacker"), "run_defender": adapter_dir(run, "defender")}
     base = attach(base, runs_adapters).unload()  # they fit; the training below gets the bare base back
-    for stale in ("probe.json", "answers.json"):  # they would describe the attacker this probe replaces
+    for stale in RESULTS:  # they would describe the attacker this probe replaces
         (out / stale).unlink(missing_ok=True)
     t0 = time.perf_counter()
-    trained = train(cfg, out / "attacker_run", overwrite=True, progress=progress, log=log, base=(base, tokenizer),
-                    init={"defender": adapter_dir(run, "defender")})
-    if trained["stopped"]:  # Ctrl-C: a part-trained best response is no probe; run the probe again
+    trained = train(cfg, out / "attacker_run", resume=resume, overwrite=not resume, progress=progress, log=log,
+                    base=(base, tokenizer), init={"defender": adapter_dir(run, "defender")},
+                    rerun="the same redgame llm probe command")
+    if trained["stopped"]:  # Ctrl-C: a part-trained best response is no probe; the trainer said how to continue
         log(f"the probe stopped at step {trained['steps']} of {cfg.steps}: no probe.json")
         raise KeyboardInterrupt
     train_seconds = time.perf_counter() - t0

@@ -104,6 +104,30 @@ def check_run_dir(out: str | Path, cfg: TrainConfig, *, resume: bool, overwrite:
     return out
 
 
+def check_command_dir(out: Path, run: Path, results: tuple[str, ...], cfg: TrainConfig, *, resume: bool,
+                      overwrite: bool, what: str, may_change: tuple[str, ...] = ("steps", "threads")) -> None:
+    """A folder where a command (the demo, the probe) keeps its ``results`` beside the run it trains in ``run``: one
+    that holds them or the run is continued with ``resume``, replaced with ``overwrite``, and otherwise refused; then
+    ``run`` is checked as ``llm train`` checks one. A resume must be given the stopped command's recipe (its flags and
+    ``--set``), the keys of ``may_change`` aside: they only extend or place it."""
+    from redgame.jsonio import read_json_file
+
+    if resume and overwrite:
+        raise UserError(f"--resume continues the {what} in --out and --overwrite replaces it; pass one of them")
+    holds = any((out / name).exists() for name in results) or holds_a_run(run)
+    if holds and not (resume or overwrite):
+        raise UserError(f"--out {out} already holds a {what}; pass --resume to continue a stopped one, --overwrite "
+                        "to replace it, or another --out")
+    check_run_dir(run, cfg, resume=resume, overwrite=not resume)
+    if resume:
+        saved, wanted = read_json_file(run / RUN_MARKER, str(run / RUN_MARKER)), cfg.to_dict()
+        changed = sorted(k for k in wanted if k not in may_change and saved.get(k) != wanted[k])
+        if changed:
+            shown = ", ".join(f"{k} {saved.get(k)!r} (now {wanted[k]!r})" for k in changed)
+            raise UserError(f"--resume: the stopped {what}'s recipe differs in {shown}; resume with the flags and "
+                            "--set it was started with")
+
+
 def holds_a_run(out: Path) -> bool:
     """Whether ``out`` holds a redgame run (its ``config.json``, written before anything else); a
     ``config.json`` of something else is refused, never replaced."""

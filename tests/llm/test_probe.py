@@ -64,7 +64,7 @@ def test_probe_freezes_the_defender_and_reports_the_gap(tmp_path, judge, tiny_co
     before = {p: p.read_bytes() for p in (run / "probe").rglob("*") if p.is_file()}
     with pytest.raises(UserError, match="unreachable"):
         probe(run, steps=1, split="validation", eval_judge="http:http://127.0.0.1:9/v1", progress=False,
-              log=lambda *a: None)
+              log=lambda *a: None, overwrite=True)
     assert {p: p.read_bytes() for p in (run / "probe").rglob("*") if p.is_file()} == before
 
 
@@ -268,3 +268,47 @@ def test_a_best_response_of_one_answer_per_attack_is_refused(one_step_run):
     """--set responses_per_attack=1 was raised to 2 silently."""
     with pytest.raises(UserError, match="at least 2 answers per attack, got 1"):
         probe(one_step_run, steps=1, overrides={"responses_per_attack": 1}, progress=False)
+
+
+def test_a_probe_folder_is_replaced_only_with_overwrite_and_a_stopped_probe_continues_with_resume(
+        one_step_run, tmp_path, capsys, monkeypatch):
+    """A probe replaced the one its folder held without a word, and a stopped probe told the user to resume with
+    `llm train`, which trained the attacker on but wrote no probe.json."""
+    import os
+    import signal
+
+    import redgame.llm.trainer as trainer
+    from redgame.cli import main
+
+    out = tmp_path / "probe"
+    argv = ["llm", "probe", "--run", str(one_step_run), "--out", str(out), "--prompts", "2", "--no-progress"]
+    assert main([*argv, "--steps", "1"]) == 0
+    old = (out / "probe.json").read_bytes()
+    assert main([*argv, "--steps", "2"]) == 2
+    assert "already holds a probe; pass --resume" in capsys.readouterr().err and (out / "probe.json").read_bytes() == old
+
+    real = trainer.judge_round
+
+    def ctrl_c(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "judge_round", ctrl_c)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        assert main([*argv, "--steps", "2", "--overwrite"]) == 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    said = capsys.readouterr().out
+    assert "the probe stopped at step 1 of 2: no probe.json" in said
+    assert "continue with the same redgame llm probe command, adding --resume" in said and "llm train" not in said
+    assert not (out / "probe.json").exists() and not (out / "answers.json").exists()  # the replaced probe's
+
+    monkeypatch.setattr(trainer, "judge_round", real)
+    assert main([*argv, "--steps", "2", "--resume", "--set", "lr=1e-3"]) == 2
+    assert "recipe differs in lr" in capsys.readouterr().err
+    assert main([*argv, "--steps", "2", "--resume"]) == 0
+    assert json.loads((out / "probe.json").read_text())["steps"] == 2
+    metrics = (out / "attacker_run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["step"] for r in metrics] == [1, 2]
+
