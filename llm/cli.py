@@ -129,8 +129,9 @@ def resolve_config(args) -> TrainConfig:
     check_device(cfg.device)
     for name in train_seed_sources(cfg.train_seeds):
         path = None if name == "builtin" else lookup(name, "config key 'train_seeds'")
-        if name != "builtin" and not (path and path.is_file()):
-            raise FileNotFoundError(f"config key 'train_seeds': seed file not found: {name}")
+        if name != "builtin" and not (path and path.is_file()):  # a folder: not a file, as --harmful says
+            raise FileNotFoundError(f"config key 'train_seeds': seed file {name}: "
+                                    + ("not a file" if path else "not found"))
     return cfg
 
 

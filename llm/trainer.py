@@ -570,7 +570,8 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
                 game.writer.close()
     if dist.is_main:
         write_final(game)
-        warn_of_over_refusal(game.out, log)
+        if "defender" in cfg.train_roles:  # a frozen defender (the probe's) learned no over-refusal
+            warn_of_over_refusal(game.out, log)
     dist.barrier()
     return {"out": str(game.out), "steps": cfg.steps, "stopped": False, "roles": game.roles}
 

@@ -144,7 +144,10 @@ def test_train_seeds_join_the_builtin_split_and_files(tmp_path, capsys):
     missing = tmp_path / "nowhere.jsonl"
     assert main(["llm", "train", "--model", "tiny", "--out", str(tmp_path / "a"), "--set",
                  f"train_seeds=builtin,{missing}"]) == 2
-    assert f"seed file not found: {missing}" in _err(capsys)
+    assert f"seed file {missing}: not found" in _err(capsys)
+    assert main(["llm", "train", "--model", "tiny", "--out", str(tmp_path / "a"), "--set",
+                 f"train_seeds={tmp_path}"]) == 2
+    assert f"seed file {tmp_path}: not a file" in _err(capsys)  # it said "not found" of a folder that is there
 
 
 def test_train_on_tiny_from_a_config_file(tmp_path, capsys):

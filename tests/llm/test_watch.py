@@ -41,3 +41,17 @@ def test_reaches_is_at_or_above_the_threshold_and_never_for_a_missing_number():
     assert watch.reaches(watch.THRESHOLD) and watch.reaches(1.0)
     assert not watch.reaches(watch.THRESHOLD - 1e-9) and not watch.reaches(0.0)
     assert not watch.reaches(None)
+
+
+def test_a_run_whose_defender_does_not_learn_gets_no_warning(tmp_path, judge, tiny_config, monkeypatch):
+    """The probe's best response trains the attacker against a frozen defender: the watch warned of that defender's
+    over-refusal, which no training of this run made."""
+    from redgame.llm import trainer
+
+    monkeypatch.setattr(trainer.watch, "warning", lambda rows: "over-refusal watch: WARNED")
+    said = []
+    trainer.train(tiny_config(steps=1, train_roles=("attacker",)), tmp_path / "a", progress=False, judge=judge,
+                  log=said.append)
+    assert not any("WARNED" in str(x) for x in said)
+    trainer.train(tiny_config(steps=1), tmp_path / "b", progress=False, judge=judge, log=said.append)
+    assert any("WARNED" in str(x) for x in said)
