@@ -46,6 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def subcommand_parser(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.ArgumentParser:
+    """The parser of the innermost subcommand that ``argv`` names (``redgame llm train``'s for ``llm train ...``)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for i, word in enumerate(argv):
+                if word in action.choices:
+                    return subcommand_parser(action.choices[word], argv[i + 1:])
+    return parser
+
+
 def quiet_libraries() -> None:
     """transformers' progress bar of every weight load, and a deprecation warning it raises on its own
     attribute: noise on every command (``HF_HUB_DISABLE_PROGRESS_BARS=0`` brings the bars back). And
@@ -72,7 +82,9 @@ def _main(argv: list[str] | None) -> int:
     debug = "--debug" in argv  # accepted anywhere on the line, not only before the subcommand
     argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # argparse would report them from the top parser, with redgame's usage, not the subcommand's
+        subcommand_parser(parser, argv).error(f"unrecognized arguments: {' '.join(unknown)}")
     if not hasattr(args, "func"):
         parser.print_help()
         return 2

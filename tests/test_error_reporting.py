@@ -170,3 +170,15 @@ def test_a_benchmark_script_reports_as_redgame_does_under_its_own_name(monkeypat
     monkeypatch.setattr("sys.argv", ["x.py", "ok"])
     assert cli.script_main("llm_claims", main) == 0
     assert cli.script_main("steps_plot", lambda argv: 3) == 3
+
+
+def test_an_unknown_flag_is_reported_by_its_subcommand_with_its_usage(capsys):
+    """As a bad choice is (docs/cli.md): the top parser printed redgame's usage and `redgame: error:`."""
+    for argv, prog in ((["toy", "solve", "--game", "prompt_map", "--bogus"], "redgame toy solve"),
+                       (["llm", "train", "--model", "tiny", "--out", "train", "--bogus", "x"], "redgame llm train"),
+                       (["--bogus"], "redgame")):
+        with pytest.raises(SystemExit) as stop:
+            cli.main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert stop.value.code == 2 and err[0].startswith(f"usage: {prog} ")
+        assert err[-1] == f"{prog}: error: unrecognized arguments: --bogus" + (" x" if "x" in argv else "")
