@@ -104,6 +104,20 @@ def test_model_answers_are_labelled_and_two_thirds_train():
     assert kinds["echo"] >= 15 and kinds["partial_compliance"] >= 15, kinds
 
 
+# Validation answers that continue (or are cut from) a training answer to the same prompt: the base model's greedy
+# answers at 24 and 48 tokens, labelled alike. Found after the judges were trained; docs/judge.md gives the validation
+# numbers without them. A new pair is a leak.
+CONTINUATIONS = {("js-0336", "js-0361"), ("js-0340", "js-0466"), ("js-0360", "js-0461"), ("js-0418", "js-0388")}
+
+
+def test_no_validation_answer_continues_a_training_answer_but_the_four_documented():
+    train = [r for r in ROWS if r["split"] == "train"]
+    found = {(t["id"], v["id"]) for v in ROWS if v["split"] == "validation" for t in train
+             if t["prompt"] == v["prompt"] and (t["response"].startswith(v["response"])
+                                               or v["response"].startswith(t["response"]))}
+    assert found == CONTINUATIONS
+
+
 def test_the_model_hold_out_set_is_the_test_split_and_shares_nothing():
     """llm/data/judge_model_holdout.jsonl: the model's answers to test-split seeds, labelled like the set."""
     _check_schema(MODEL_HOLDOUT, r"mh-\d{4}", {"holdout"})
