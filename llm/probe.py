@@ -38,6 +38,7 @@ from redgame.llm.run_lock import read_lock
 
 ATTACKERS = ("selfplay", "best_response", "base_attacker")
 RESULTS = ("probe.json", "answers.json")  # the probe's own files beside its attacker_run
+PROBED = "probed_run.json"  # which run the attacker_run trains against: a resume must probe the same one
 SPLITS = ("validation", "test")
 
 
@@ -149,10 +150,26 @@ def probe(run: str | Path, *, steps: int, split: str = "validation", out: str | 
                               model=model or run_cfg.model)
     out = Path(out) if out is not None else run / "probe"
     check_apart(run, out / "attacker_run")
-    check_command_dir(out, out / "attacker_run", RESULTS, cfg, resume=resume, overwrite=overwrite, what="probe")
+    check_command_dir(out, out / "attacker_run", RESULTS + (PROBED,), cfg, resume=resume, overwrite=overwrite,
+                      what="probe")
+    if resume:
+        check_same_run(run, out)
     with read_lock(run):  # no train replaces the run while it is probed; other probes may read it too
         return _measure(run, cfg, out, eval_judge=eval_judge, prompts=prompts, split=split, progress=progress,
                         log=log, resume=resume)
+
+
+def check_same_run(run: Path, out: Path) -> None:
+    """A resumed probe trains on against the run it started against: the best-response config does not say which
+    run that was (two seeds of one recipe give the same one), so ``out/probed_run.json`` does."""
+    from redgame.jsonio import read_json_file
+
+    marker = out / PROBED
+    started = read_json_file(marker, str(marker)).get("run") if marker.is_file() else None
+    if started != str(run.resolve()):
+        said = f"probes {started}" if started else "does not say which run it probes"
+        raise UserError(f"--resume: the stopped probe in {out} {said}, not {run}; resume it with that --run, or "
+                        "start again with --overwrite")
 
 
 def check_apart(run: Path, attacker_run: Path) -> None:
@@ -184,6 +201,9 @@ def _measure(run: Path, cfg, out: Path, *, eval_judge: str, prompts: int, split:
     base = attach(base, runs_adapters).unload()  # they fit; the training below gets the bare base back
     for stale in RESULTS:  # they would describe the attacker this probe replaces
         (out / stale).unlink(missing_ok=True)
+    if not resume:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / PROBED, {"run": str(run.resolve())})
     t0 = time.perf_counter()
     trained = train(cfg, out / "attacker_run", resume=resume, overwrite=not resume, progress=progress, log=log,
                     base=(base, tokenizer), init={"defender": adapter_dir(run, "defender")},

@@ -118,6 +118,9 @@ def check_command_dir(out: Path, run: Path, results: tuple[str, ...], cfg: Train
     if holds and not (resume or overwrite):
         raise UserError(f"--out {out} already holds a {what}; pass --resume to continue a stopped one, --overwrite "
                         "to replace it, or another --out")
+    if resume and holds and ckpt.latest_checkpoint(run) is None:  # check_run_dir would say "without --resume"
+        raise UserError(f"--resume: no checkpoint under {run / ckpt.CHECKPOINTS}; start the {what} again with "
+                        "--overwrite")
     check_run_dir(run, cfg, resume=resume, overwrite=not resume)
     if resume:
         saved, wanted = read_json_file(run / RUN_MARKER, str(run / RUN_MARKER)), cfg.to_dict()

@@ -275,6 +275,7 @@ def test_a_probe_folder_is_replaced_only_with_overwrite_and_a_stopped_probe_cont
     """A probe replaced the one its folder held without a word, and a stopped probe told the user to resume with
     `llm train`, which trained the attacker on but wrote no probe.json."""
     import os
+    import shutil
     import signal
 
     import redgame.llm.trainer as trainer
@@ -307,8 +308,15 @@ def test_a_probe_folder_is_replaced_only_with_overwrite_and_a_stopped_probe_cont
     monkeypatch.setattr(trainer, "judge_round", real)
     assert main([*argv, "--steps", "2", "--resume", "--set", "lr=1e-3"]) == 2
     assert "recipe differs in lr" in capsys.readouterr().err
+    other = tmp_path / "other"  # the same recipe, another run: the config cannot tell them apart
+    shutil.copytree(one_step_run, other)
+    assert main([*argv[:3], str(other), *argv[4:], "--steps", "2", "--resume"]) == 2
+    assert f"the stopped probe in {out} probes {one_step_run.resolve()}, not {other}" in capsys.readouterr().err
     assert main([*argv, "--steps", "2", "--resume"]) == 0
     assert json.loads((out / "probe.json").read_text())["steps"] == 2
     metrics = (out / "attacker_run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["step"] for r in metrics] == [1, 2]
+    shutil.rmtree(out / "attacker_run")  # results and no checkpoint: "start without --resume" was then refused
+    assert main([*argv, "--steps", "2", "--resume"]) == 2
+    assert "no checkpoint under" in (err := capsys.readouterr().err) and "start the probe again with --overwrite" in err
 
