@@ -1,4 +1,8 @@
-"""Shared fixtures of the LLM-game tests: a fresh tiny base per test, one judge per session."""
+"""Shared fixtures of the LLM-game tests: a fresh tiny base per test, one judge per session, Ctrl-C in a step."""
+
+import contextlib
+import os
+import signal
 
 import pytest
 
@@ -32,3 +36,28 @@ def _tiny_config(**overrides):
 def tiny_config():
     """Makes a few-token game config on the tiny model: fast enough for CI."""
     return _tiny_config
+
+
+@pytest.fixture
+def ctrl_c_in_each_step(monkeypatch):
+    """A context manager: inside it, this process sends itself SIGINT as each game step's judging starts (the
+    trainer then stops after that step, checkpointed), with Python's own SIGINT handler in place."""
+    import redgame.llm.trainer as trainer
+
+    real = trainer.judge_round
+
+    def ctrl_c(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def pressed():
+        monkeypatch.setattr(trainer, "judge_round", ctrl_c)
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            monkeypatch.setattr(trainer, "judge_round", real)
+    return pressed
+

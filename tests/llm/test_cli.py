@@ -219,38 +219,22 @@ TINY_DEMO = ["--split", "validation", "--no-progress", "--set", "model=tiny", "-
 
 
 def test_a_demo_folder_is_replaced_only_with_overwrite_and_a_stopped_demo_continues_with_resume(
-        tmp_path, capsys, monkeypatch):
+        tmp_path, capsys, ctrl_c_in_each_step):
     """A re-run used to replace the old run silently, and a stop left the old demo.json describing it."""
-    import os
-    import signal
-
-    import redgame.llm.trainer as trainer
-
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--steps", "1", *TINY_DEMO]) == 0
     old = (out / "demo.json").read_bytes()
     assert main(["demo", "--out", str(out), "--steps", "2", *TINY_DEMO]) == 2
     assert "already holds a demo; pass --resume" in _err(capsys) and (out / "demo.json").read_bytes() == old
 
-    real = trainer.judge_round
-
-    def ctrl_c(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGINT)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "judge_round", ctrl_c)
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
+    with ctrl_c_in_each_step():
         assert main(["demo", "--out", str(out), "--steps", "2", "--overwrite", *TINY_DEMO]) == 130
-    finally:
-        signal.signal(signal.SIGINT, previous)
     said = capsys.readouterr().out
     assert "stopped at step 1 of 2: nothing evaluated, no demo.json" in said
     assert "continue with the same redgame demo command, adding --resume (and leaving out --overwrite)" in said
     assert "llm train" not in said
     assert not (out / "demo.json").exists() and not (out / "answers.json").exists()  # the replaced demo's
 
-    monkeypatch.setattr(trainer, "judge_round", real)
     assert main(["demo", "--out", str(out), "--steps", "2", "--resume", *TINY_DEMO, "--set", "lr=1e-3"]) == 2
     assert "recipe differs in lr 0.0015 (now 0.001)" in _err(capsys)  # it would train on with another recipe
     assert main(["demo", "--out", str(out), "--steps", "2", "--resume", *TINY_DEMO]) == 0

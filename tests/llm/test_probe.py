@@ -271,14 +271,11 @@ def test_a_best_response_of_one_answer_per_attack_is_refused(one_step_run):
 
 
 def test_a_probe_folder_is_replaced_only_with_overwrite_and_a_stopped_probe_continues_with_resume(
-        one_step_run, tmp_path, capsys, monkeypatch):
+        one_step_run, tmp_path, capsys, ctrl_c_in_each_step):
     """A probe replaced the one its folder held without a word, and a stopped probe told the user to resume with
     `llm train`, which trained the attacker on but wrote no probe.json."""
-    import os
     import shutil
-    import signal
 
-    import redgame.llm.trainer as trainer
     from redgame.cli import main
 
     out = tmp_path / "probe"
@@ -288,24 +285,13 @@ def test_a_probe_folder_is_replaced_only_with_overwrite_and_a_stopped_probe_cont
     assert main([*argv, "--steps", "2"]) == 2
     assert "already holds a probe; pass --resume" in capsys.readouterr().err and (out / "probe.json").read_bytes() == old
 
-    real = trainer.judge_round
-
-    def ctrl_c(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGINT)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "judge_round", ctrl_c)
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
+    with ctrl_c_in_each_step():
         assert main([*argv, "--steps", "2", "--overwrite"]) == 130
-    finally:
-        signal.signal(signal.SIGINT, previous)
     said = capsys.readouterr().out
     assert "the probe stopped at step 1 of 2: no probe.json" in said
     assert "continue with the same redgame llm probe command, adding --resume" in said and "llm train" not in said
     assert not (out / "probe.json").exists() and not (out / "answers.json").exists()  # the replaced probe's
 
-    monkeypatch.setattr(trainer, "judge_round", real)
     assert main([*argv, "--steps", "2", "--resume", "--set", "lr=1e-3"]) == 2
     assert "recipe differs in lr" in capsys.readouterr().err
     other = tmp_path / "other"  # the same recipe, another run: the config cannot tell them apart
