@@ -224,7 +224,6 @@ def _measure(run: Path, cfg, out: Path, *, eval_judge: str, prompts: int, split:
                "split": split, "eval_judge": getattr(judge, "name", eval_judge), "n_harmful": len(harmful),
                **summarise(outcomes), "train_seconds": round(train_seconds, 1),
                "seconds": round(time.perf_counter() - t0, 1)}
-    out.mkdir(parents=True, exist_ok=True)
     write_json(out / "answers.json", {k: o["answers"] for k, o in outcomes.items()})
     write_json(out / "probe.json", summary)
     return summary
