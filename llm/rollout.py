@@ -80,25 +80,27 @@ def generate(model, tokenizer, prompts: list[str], settings: SamplingSettings,
     was_training = model.training
     model.eval()
     out: list[Completion] = []
-    for start in range(0, len(prompts), settings.batch_size):
-        chunk = range(start, min(start + settings.batch_size, len(prompts)))
-        prompt_ids = [tokenizer(prompts[i], add_special_tokens=False)["input_ids"] for i in chunk]
-        prefix_ids = [tokenizer(prefixes[i], add_special_tokens=False)["input_ids"] if prefixes[i] else []
-                      for i in chunk]
-        device = next(model.parameters()).device
-        cached = {}
-        if settings.share_prompts and not settings.synced and len({tuple(p) for p in prompt_ids}) < len(prompt_ids):
-            ids, mask, cached = _shared_prompt_cache(model, prompt_ids, prefix_ids, pad, device)
-        else:
-            ids, mask = padded([p + q for p, q in zip(prompt_ids, prefix_ids)], pad, left=True, device=device)
-        kwargs = _decoding(settings)
-        gen = model.generate(input_ids=ids, attention_mask=mask,
-                             max_new_tokens=settings.max_new_tokens, pad_token_id=pad,
-                             synced_gpus=settings.synced, **cached, **kwargs)
-        for row, (p, q) in enumerate(zip(prompt_ids, prefix_ids)):
-            out.append(finish_completion(tokenizer, p, q, gen[row, ids.shape[1]:].tolist(), eos,
-                                         settings.max_new_tokens))
-    model.train(was_training)
+    try:  # the caller's mode comes back whatever happens (a sampler's error included)
+        for start in range(0, len(prompts), settings.batch_size):
+            chunk = range(start, min(start + settings.batch_size, len(prompts)))
+            prompt_ids = [tokenizer(prompts[i], add_special_tokens=False)["input_ids"] for i in chunk]
+            prefix_ids = [tokenizer(prefixes[i], add_special_tokens=False)["input_ids"] if prefixes[i] else []
+                          for i in chunk]
+            device = next(model.parameters()).device
+            cached = {}
+            if settings.share_prompts and not settings.synced and len({tuple(p) for p in prompt_ids}) < len(prompt_ids):
+                ids, mask, cached = _shared_prompt_cache(model, prompt_ids, prefix_ids, pad, device)
+            else:
+                ids, mask = padded([p + q for p, q in zip(prompt_ids, prefix_ids)], pad, left=True, device=device)
+            kwargs = _decoding(settings)
+            gen = model.generate(input_ids=ids, attention_mask=mask,
+                                 max_new_tokens=settings.max_new_tokens, pad_token_id=pad,
+                                 synced_gpus=settings.synced, **cached, **kwargs)
+            for row, (p, q) in enumerate(zip(prompt_ids, prefix_ids)):
+                out.append(finish_completion(tokenizer, p, q, gen[row, ids.shape[1]:].tolist(), eos,
+                                             settings.max_new_tokens))
+    finally:
+        model.train(was_training)
     return out
 
 

@@ -26,3 +26,14 @@ def test_shared_prompts_sample_the_same_completions(tiny, greedy):
     assert [c.prompt_ids for c in shared] == [c.prompt_ids for c in plain]
     assert all(c.completion_ids[:len(tok("I'm sorry, but")["input_ids"])] == tok("I'm sorry, but")["input_ids"]
                for c in shared[2:15:3])
+
+
+def test_a_failed_sampling_gives_the_model_its_training_mode_back(tiny):
+    """The sampler's error (here non-finite probabilities from a NaN head) left the model in eval mode."""
+    model, tok = tiny
+    with torch.no_grad():
+        model.lm_head.weight.fill_(float("nan"))
+    model.train()
+    with pytest.raises(FloatingPointError, match="not finite"):
+        generate(model, tok, ["hello"], SamplingSettings(max_new_tokens=3))
+    assert model.training
