@@ -15,7 +15,8 @@ with 4 page faults (benchmarks/RESULTS.md, 2026-12-04).
 loaded with ``LD_PRELOAD``, as PyTorch's CPU performance guides advise, but from inside the
 process and without a package. The process then keeps the memory it freed and reuses it:
 its peak resident memory stays the peak of what it holds at once, but its resident memory no
-longer falls after a peak. Off glibc (macOS, musl) it does nothing.
+longer falls after a peak. Off glibc (macOS, musl) it does nothing, and so it does where the
+user set glibc's thresholds already (:data:`USER_SETTINGS` in the environment): theirs stay.
 """
 
 from __future__ import annotations
@@ -23,17 +24,28 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import os
 
 M_TRIM_THRESHOLD = -1  # glibc's <malloc.h>
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 1 << 30  # requests above 1 GiB still get their own mapping
 GLIBC_MMAP_THRESHOLD_MAX = 32 << 20  # what older glibc accepts at most on 64-bit
 TRIM_THRESHOLD = (1 << 31) - 1  # the largest C int: the heap's top is kept
+USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")  # and GLIBC_TUNABLES' glibc.malloc
 
 
 def keep_freed_memory(device) -> bool:
-    """On a CPU ``device``, raise glibc's mmap and trim thresholds for this process; True when glibc took them."""
-    return device.type == "cpu" and _raise_thresholds()
+    """On a CPU ``device``, raise glibc's mmap and trim thresholds for this process; True when glibc took them.
+
+    False, touching nothing, where the environment sets glibc's allocator already (``MALLOC_MMAP_THRESHOLD_``
+    and its kin, or ``glibc.malloc`` tunables): the user's choice wins."""
+    return device.type == "cpu" and not user_set_allocator() and _raise_thresholds()
+
+
+def user_set_allocator() -> bool:
+    """Whether the environment tunes glibc's malloc itself."""
+    return (any(name in os.environ for name in USER_SETTINGS)
+            or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""))
 
 
 @functools.cache

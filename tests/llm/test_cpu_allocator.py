@@ -1,5 +1,6 @@
 """keep_freed_memory: glibc's thresholds raised, so that freed tensor memory stays in the heap for reuse."""
 
+import os
 import platform
 import subprocess
 import sys
@@ -27,6 +28,8 @@ libc = ctypes.CDLL("libc.so.6")
 libc.mallinfo2.restype = MallInfo2
 if sys.argv[1] == "keep":
     assert cpu_allocator.keep_freed_memory(torch.device('cpu'))
+if sys.argv[1] == "user":
+    assert not cpu_allocator.keep_freed_memory(torch.device('cpu'))
 before = libc.mallinfo2()
 tensor = torch.ones(1024, 768)
 live = libc.mallinfo2()
@@ -36,8 +39,9 @@ print(live.hblkhd - before.hblkhd, live.arena - freed.arena)
 """
 
 
-def mapped_and_trimmed(mode: str) -> tuple[int, int]:
-    done = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True)
+def mapped_and_trimmed(mode: str, env: dict | None = None) -> tuple[int, int]:
+    env = {k: v for k, v in os.environ.items() if k not in cpu_allocator.USER_SETTINGS + ("GLIBC_TUNABLES",)} | (env or {})
+    done = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True, env=env)
     mapped, trimmed = done.stdout.split()[-2:]
     return int(mapped), int(trimmed)
 
@@ -59,3 +63,12 @@ def test_off_glibc_it_does_nothing(monkeypatch):
 def test_other_devices_leave_the_allocator_alone(monkeypatch):
     monkeypatch.setattr(cpu_allocator, "_raise_thresholds", lambda: pytest.fail("glibc touched for a GPU run"))
     assert cpu_allocator.keep_freed_memory(torch.device("meta")) is False
+
+
+@pytest.mark.skipif(not GLIBC, reason="mallopt and mallinfo2 are glibc's")
+@pytest.mark.parametrize("env", [{"MALLOC_MMAP_THRESHOLD_": "131072"}, {"MALLOC_TRIM_THRESHOLD_": "131072"},
+                                 {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=131072"}])
+def test_the_users_own_malloc_settings_stay(env):
+    """With glibc's allocator tuned in the environment, nothing is raised: the tensor is mapped on its own as by default."""
+    mapped, _ = mapped_and_trimmed("user", env)
+    assert mapped >= 3 << 20
