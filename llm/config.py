@@ -139,7 +139,8 @@ class TrainConfig:
                                        "whole batch in one pass")
     share_prompts: bool = _f(True, "sequences on one prompt (the answers to one attack when sampled, a DPO pair's two "
                                    "answers in the update) run the prompt once and continue from its key-value cache "
-                                   "(less compute and memory, the same numbers to rounding)")
+                                   "(less compute and memory, the same numbers to rounding); off under FSDP, whose "
+                                   "ranks must run the same passes")
     batch_roles: bool = _f(True, "score both roles' sequences in one forward pass, each row through its own adapter "
                                  "(needs kernels; the regimes whose roles share a model); false: one pass per role")
     update_epochs: int = _f(1, "optimiser steps per game step on the same round (GRPO's mu; the reference is fixed within a step)")

@@ -173,9 +173,9 @@ def check_resumable(out: Path, cfg: TrainConfig, last_step: int) -> None:
     except (OSError, ValueError):
         saved = None  # no readable config: the checkpoint's own check decides
     if isinstance(saved, dict):
-        wanted = json.loads(json.dumps(cfg.to_dict()))
-        changed = [k for k in RESUME_MUST_KEEP if k in saved and saved[k] != wanted[k]]
+        changed = [k for k in RESUME_MUST_KEEP if k in saved and _weights_key(saved, k) != _weights_key(cfg.to_dict(), k)]
         if changed:
+            wanted = json.loads(json.dumps(cfg.to_dict()))
             key = changed[0]
             raise UserError(f"--resume: this config's {key} is {wanted[key]!r}, the run's is {saved[key]!r}; "
                             f"{', '.join(RESUME_MUST_KEEP)} make the run's weights and cannot change on resume "
@@ -184,6 +184,16 @@ def check_resumable(out: Path, cfg: TrainConfig, last_step: int) -> None:
     if cfg.steps < last_step:  # at last_step itself the run writes its final roles again (a kill may have cut them)
         raise UserError(f"--resume: the run is at step {last_step}; --steps {cfg.steps} is fewer; give at least "
                         f"{last_step}")
+
+
+def _weights_key(config: dict, key: str):
+    """What ``key`` of a run's config means for its weights: the reference as resolved ('auto' is advgame's EMA,
+    the base otherwise); no LoRA shape under full fine-tuning, which trains none."""
+    if key == "reference" and config.get(key) == "auto":
+        return "ema" if config.get("regime") == "advgame" else "base"
+    if key in ("lora_rank", "lora_alpha") and config.get("full_finetune"):
+        return None
+    return json.loads(json.dumps(config.get(key)))
 
 
 def keep_metrics_until(path: Path, step: int) -> None:
@@ -918,9 +928,13 @@ def scoring_temperature(cfg: TrainConfig) -> float:
 
 def _score(game: Game, jobs: list, on_part=None) -> list:
     cfg = game.cfg
-    micro = 0 if game.dist.lockstep else cfg.micro_batch_tokens  # FSDP: every rank runs the same passes
+    # FSDP: every rank runs the same passes, so no split that depends on a rank's own batch (micro-batches of its
+    # token count, or a second pass for its repeated prompts) may change their number
+    lockstep = game.dist.lockstep
+    micro = 0 if lockstep else cfg.micro_batch_tokens
     return score(jobs, game.tokenizer.pad_token_id, together=cfg.batch_roles, micro_tokens=micro,
-                 chunk=cfg.update_chunk if on_part else 0, use_kernels=game.kernels, share_prompts=cfg.share_prompts,
+                 chunk=cfg.update_chunk if on_part else 0, use_kernels=game.kernels,
+                 share_prompts=cfg.share_prompts and not lockstep,
                  on_part=on_part, temperature=scoring_temperature(cfg))
 
 

@@ -114,6 +114,42 @@ def test_resume_refuses_another_recipe_or_no_step_left_and_keeps_the_run_config(
     assert (tmp_path / "final" / "defender").is_dir()
 
 
+@pytest.mark.parametrize("lockstep", [False, True])
+def test_under_fsdp_the_update_scores_without_a_rank_dependent_pass(monkeypatch, lockstep):
+    """Under FSDP every rank must run the same forward passes. A rank whose batch repeated a prompt ran a second
+    (prompt-sharing) pass the others did not, and the ranks then waited on each other for ever."""
+    from redgame.llm.config import TrainConfig
+
+    asked = {}
+    monkeypatch.setattr(trainer, "score", lambda jobs, pad, **kw: asked.update(kw) or [])
+    cfg = TrainConfig(model="tiny", share_prompts=True, micro_batch_tokens=512).validate()
+    game = SimpleNamespace(cfg=cfg, dist=SimpleNamespace(lockstep=lockstep), tokenizer=SimpleNamespace(pad_token_id=0),
+                           kernels=None)
+    trainer._score(game, [])
+    assert (asked["share_prompts"], asked["micro_tokens"]) == ((False, 0) if lockstep else (True, 512))
+
+
+def test_resume_compares_what_the_weights_are_not_how_the_config_spells_them(tmp_path):
+    """advgame's reference 'auto' is its EMA, so 'ema' resumes it; a full fine-tune has no LoRA shape to keep."""
+    from redgame.llm.config import TrainConfig
+    from redgame.llm.trainer import check_resumable
+
+    def run_of(**keys):
+        (tmp_path / "config.json").write_text(json.dumps(TrainConfig(model="tiny", **keys).to_dict()))
+
+    run_of(regime="advgame")
+    check_resumable(tmp_path, TrainConfig(model="tiny", regime="advgame", reference="ema"), 1)
+    with pytest.raises(ValueError, match="reference is 'base', the run's is 'auto'"):
+        check_resumable(tmp_path, TrainConfig(model="tiny", regime="advgame", reference="base"), 1)
+    run_of(regime="bipolicy", reference="base")
+    check_resumable(tmp_path, TrainConfig(model="tiny", regime="bipolicy"), 1)
+    run_of(regime="advgame", full_finetune=True)
+    check_resumable(tmp_path, TrainConfig(model="tiny", regime="advgame", full_finetune=True, lora_rank=8), 1)
+    run_of(regime="advgame")
+    with pytest.raises(ValueError, match="lora_rank is 8"):
+        check_resumable(tmp_path, TrainConfig(model="tiny", regime="advgame", lora_rank=8), 1)
+
+
 def test_a_resume_trains_at_its_own_learning_rate_and_a_refused_one_keeps_the_config(tmp_path, judge, tiny_config):
     """The optimiser's saved settings came back with its state: a resume at another lr trained at the old one."""
     train(tiny_config(steps=1, save_every=1, lr=2e-4), tmp_path, progress=False, base=load_base("tiny"), judge=judge)
