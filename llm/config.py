@@ -49,6 +49,7 @@ def _f(default, doc: str):
 # Answers sampled in one step (seeds x attacks and the identity x responses and a forced one), at most:
 # far past any real recipe (AdvGame's largest is tens of thousands), below what exhausts memory at once.
 MAX_ANSWERS_PER_STEP = 1 << 20
+MAX_SCALE = 1e6  # beta, kl_coef and the NLL weights: recipes use 0.01 to 10; near 1e38 the float32 loss overflows
 MAX_LR = 1.0  # AdamW moves each weight by about lr a step: above 1 no recipe is meant
 
 
@@ -238,6 +239,7 @@ class TrainConfig:
         if self.lr > MAX_LR:
             raise UserError(f"config key 'lr' must be at most {MAX_LR:g}, got {self.lr:g}: AdamW would move every "
                             "weight by about lr each step (LoRA rates are 1e-5 to 1e-2)")
+        self._check_scales()
         if not 0 < self.top_p <= 1:
             raise UserError(f"config key 'top_p' must be in (0, 1], got {self.top_p}")
         if self.seeds_per_step < 2:
@@ -256,8 +258,7 @@ class TrainConfig:
             check_full_finetune_dtype(self.dtype)
         if self.regime in ABLATIONS or self.loss == "sft":
             self._check_ablation()
-        if self.population_every:
-            self._check_population()
+        self._check_population()
         if self.resolved_loss() in ("dpo", "ipo") and self.responses_per_attack + len(self.explore_prefixes) < 2:
             raise UserError("config: dpo/ipo need at least 2 responses per attack (responses_per_attack + explore_prefixes)")
         return self
@@ -290,10 +291,23 @@ class TrainConfig:
             raise UserError("regime 'defender-vs-frozen' needs attacks_per_seed >= 2 (half come from the frozen "
                             "attacker, half from jailbreak templates)")
 
+    def _check_scales(self) -> None:
+        """Upper bounds where a finite float64 would overflow the float32 loss (a NaN after the model loads)."""
+        for key in ("beta", "kl_coef", "nll_weight", "benign_nll_scale"):
+            if getattr(self, key) > MAX_SCALE:
+                raise UserError(f"config key {key!r} must be at most {MAX_SCALE:g}, got {getattr(self, key):g}")
+        if self.lr * self.weight_decay >= 1:
+            raise UserError(f"config key 'weight_decay': lr x weight_decay must be < 1, got {self.lr:g} x "
+                            f"{self.weight_decay:g}; AdamW multiplies every weight by 1 - lr x weight_decay a step "
+                            "(typical weight decays are 0 to 0.1)")
+
     def _check_population(self) -> None:
+        """PSRO's keys, checked whether it is on or not (a resume may turn it on)."""
         if self.population_every < 0 or self.population_size < 1 or self.population_eval_seeds < 2:
             raise UserError("config keys 'population_every' >= 0, 'population_size' >= 1 and "
                             "'population_eval_seeds' >= 2 are needed")
+        if not self.population_every:
+            return
         if self.regime == "shared" or self.full_finetune:
             raise UserError("config key 'population_every' (PSRO) needs two role adapters; "
                             f"regime {self.regime!r}{' with full_finetune' if self.full_finetune else ''} has none to swap")

@@ -28,6 +28,12 @@ def _err(capsys):
     (["--set", "top_p=0"], "config key 'top_p' must be in (0, 1], got 0"),
     (["--set", "lr=1e38"], "config key 'lr' must be at most 1, got 1e+38"),
     (["--set", "threads=100000"], "config key 'threads' must be at most 1024, got 100000"),
+    # finite in float64, an overflow in the float32 loss after the model had loaded (NaN / inf, exit 1)
+    (["--set", "beta=1e39"], "config key 'beta' must be at most 1e+06, got 1e+39"),
+    (["--set", "nll_weight=1e39"], "config key 'nll_weight' must be at most 1e+06"),
+    (["--set", "weight_decay=1e39"], "lr x weight_decay must be < 1, got 0.0002 x 1e+39"),
+    # PSRO's keys are checked when it is off too: a resume may turn it on
+    (["--set", "population_size=0"], "'population_size' >= 1"),
     (["--set", "lora_alpha=99999999999999999999"], "config key 'lora_alpha' must be in (0, 1048576]"),
     (["--set", "steps=1", "--steps", "2"], "'steps' is given twice, by --steps and by --set steps"),
     (["--set", "lam=1", "--set", "lam=2"], "config key 'lam' is given twice by --set"),
