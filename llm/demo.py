@@ -93,7 +93,7 @@ def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bo
     # old demo's results go.
     check_lora_rank(cfg, model)
     check_seeds_fit(tokenizer, model, harmful + benign, cfg.attack_tokens, cfg.response_tokens, cfg.explore_prefixes)
-    judge = make_judge(cfg.judge)
+    judge = make_judge(cfg.judge, format=cfg.judge_format)  # as the training makes it
     place_judge(judge, device, dtype)
     check_reachable(judge)  # a judge server that cannot answer: before the base is evaluated
     held_out = builtin_seeds(split)

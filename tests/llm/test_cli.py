@@ -224,6 +224,24 @@ TINY_DEMO = ["--split", "validation", "--no-progress", "--set", "model=tiny", "-
              "--set", "response_tokens=4", "--set", "seeds_per_step=2", "--set", "lora_rank=2"]
 
 
+def test_the_demo_makes_its_judge_in_the_configs_format(tmp_path, capsys, monkeypatch):
+    """judge_format was recorded in the demo's config but the judge was made in the default format."""
+    import redgame.llm.judges as judges
+    from redgame.errors import UserError
+
+    made = []
+
+    def record(name, format="redgame", **kw):
+        made.append((name, format))
+        raise UserError("stopped once the judge is made")
+
+    monkeypatch.setattr(judges, "make_judge", record)
+    argv = ["demo", "--out", str(tmp_path / "demo"), *TINY_DEMO, "--set", "judge=lm:tiny", "--set",
+            "judge_format=harmbench"]
+    assert main(argv) == 2 and "stopped once the judge is made" in _err(capsys)
+    assert made == [("lm:tiny", "harmbench")]
+
+
 def test_a_demo_folder_is_replaced_only_with_overwrite_and_a_stopped_demo_continues_with_resume(
         tmp_path, capsys, ctrl_c_in_each_step):
     """A re-run used to replace the old run silently, and a stop left the old demo.json describing it."""
