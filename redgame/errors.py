@@ -25,8 +25,8 @@ class UserError(ValueError):
 
 def check_output_path(flag: str, out, kind: str, example: str = "eval.json") -> None:
     """One line, before any work, when ``out`` cannot be written as a ``kind`` ("folder" or "file"):
-    it is empty, it is a loop of links, it is the other kind, or its nearest existing parent is a file or is
-    not writable."""
+    it is empty, it is a loop of links or a link to nothing, it is the other kind, or its nearest existing parent
+    is a file or is not writable."""
     if not str(out).strip():
         raise UserError(f"{flag} is empty; give a {kind} name")
     path = Path(out)
@@ -35,6 +35,10 @@ def check_output_path(flag: str, out, kind: str, example: str = "eval.json") -> 
     except OSError as exc:  # exists() reads a loop as "absent": the work ran, then the write failed
         if exc.errno == errno.ELOOP:
             raise UserError(f"{flag} {out}: a loop of symbolic links; give another {kind}") from exc
+    dangling = next((p for p in (path, *path.parents) if p.is_symlink() and not p.exists()), None)
+    if dangling is not None:  # the write would fail after the work (a folder), or replace the link (a file)
+        raise UserError(f"{flag} {out}: {dangling} is a symbolic link to {os.readlink(dangling)}, which does not "
+                        f"exist; give its target, or another {kind}")
     if kind == "folder" and path.exists() and not path.is_dir():
         raise UserError(f"{flag} {out} exists and is not a folder")
     if kind == "file" and path.is_dir():

@@ -107,10 +107,13 @@ def test_bad_toy_input_from_theory_is_a_user_error(capsys):
 def test_an_out_that_cannot_take_the_output_is_one_line_before_any_work(monkeypatch, capsys, tmp_path):
     """--out naming a file where a folder goes (or a folder where a file goes, or nothing): refused at once."""
     from redgame.games import dynamics_cli
-    from redgame.llm import eval_cli
+    from redgame.llm import eval_cli, judge_train
 
     monkeypatch.setattr(dynamics_cli, "run_dynamics_command", _raise(AssertionError("ran")))
     monkeypatch.setattr(eval_cli, "run_eval", _raise(AssertionError("ran")))
+    monkeypatch.setattr(judge_train, "retrain", _raise(AssertionError("ran")))
+    dangling = tmp_path / "dangling"  # a link to nothing: the folder's write failed after the work
+    dangling.symlink_to(tmp_path / "nowhere")
     a_file = tmp_path / "afile"
     a_file.write_text("")
     loop = tmp_path / "loopA"  # a loop of links: exists() says absent, and the write failed after the work
@@ -119,6 +122,9 @@ def test_an_out_that_cannot_take_the_output_is_one_line_before_any_work(monkeypa
     for argv, needle in (
             (["llm", "eval", "--model", "tiny", "--out", str(loop)], "loopA: a loop of symbolic links; give another"),
             (["llm", "train", "--model", "tiny", "--out", str(loop / "run")], "a loop of symbolic links; give another"),
+            (["llm", "train-judge", "--out", str(dangling)], "dangling is a symbolic link to"),
+            (["toy", "dynamics", "--regime", "shared", "--out", str(dangling / "sub")], "dangling is a symbolic link"),
+            (["llm", "eval", "--model", "tiny", "--out", str(dangling)], "which does not exist; give its target"),
             (["toy", "dynamics", "--regime", "shared", "--out", str(a_file)], "exists and is not a folder"),
             (["toy", "dynamics", "--regime", "shared", "--out", ""], "--out is empty"),
             (["llm", "eval", "--model", "tiny", "--out", str(tmp_path)], "is a folder; give a file name"),
