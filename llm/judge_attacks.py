@@ -86,6 +86,16 @@ def same_request(head: torch.Tensor, seed: torch.Tensor, attack: torch.Tensor) -
     return torch.sigmoid(pair_features(seed, attack) @ head[:-1] + head[-1])
 
 
+def check_faithful_splits(train: list[Rewrite], validation: list[Rewrite]) -> None:
+    """The faithfulness head's data, before any model loads: rewrites in both splits, both kinds in train."""
+    if not train or not validation:
+        raise UserError("train-judge --attacks: the faithfulness head needs rewrites in both the train and "
+                        f"validation splits (got {len(train)} and {len(validation)})")
+    if len({r.faithful for r in train}) < 2:  # a head fitted to one class only learns a constant
+        raise UserError(f"train-judge --attacks: every train rewrite has attack_faithful "
+                        f"{str(train[0].faithful).lower()}; the head needs faithful and unfaithful ones")
+
+
 def fit_faithful_head(train: list[Rewrite], validation: list[Rewrite], vector, attack_harmful, *,
                       grid: tuple[float, ...], log=print) -> tuple[torch.Tensor, dict]:
     """The faithfulness head's weights, its L2 weight chosen on the validation verdicts' accuracy, and a card entry.
@@ -95,12 +105,7 @@ def fit_faithful_head(train: list[Rewrite], validation: list[Rewrite], vector, a
     """
     from redgame.llm.judge_train import choose_l2, fit_linear
 
-    if not train or not validation:
-        raise UserError("train-judge --attacks: the faithfulness head needs rewrites in both the train and "
-                        f"validation splits (got {len(train)} and {len(validation)})")
-    if len({r.faithful for r in train}) < 2:  # a head fitted to one class only learns a constant
-        raise UserError(f"train-judge --attacks: every train rewrite has attack_faithful "
-                        f"{str(train[0].faithful).lower()}; the head needs faithful and unfaithful ones")
+    check_faithful_splits(train, validation)
 
     def features(rows):
         s = torch.from_numpy(np.stack([vector(r.seed) for r in rows]))

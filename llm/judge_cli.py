@@ -54,10 +54,10 @@ def register(llm_subparsers) -> None:
                     "faithfulness threshold on split 'validation', and writes the weights (safetensors) and "
                     "judge_classifier.json (the card: the weights' file name and SHA-256, the validation metrics) "
                     "into --out; a save killed halfway leaves the old pair whole.")
-    tj.add_argument("--data", nargs="+", default=[BUILTIN_INPUT],
+    tj.add_argument("--data", nargs="+", action="extend",
                     help=f"labelled JSONL files with a split field, or '{BUILTIN_INPUT}', taken together "
-                         f"(default: the built-in judge set)")
-    tj.add_argument("--attacks", nargs="+", default=[], metavar="FILE",
+                         f"(default: the built-in judge set; the flag may repeat)")
+    tj.add_argument("--attacks", nargs="+", action="extend", metavar="FILE",
                     help="labelled attack rewrites (JSONL: seed, attack, original_class, attack_harmful, "
                          "attack_faithful, split): a faithfulness head on (seed, attack) in place of the cosine "
                          "threshold; the embedded judge's on MiniLM pair features (its prompt head also reads the "
@@ -68,7 +68,7 @@ def register(llm_subparsers) -> None:
                     help="train the probe judge's response and prompt heads instead: linear probes on a language "
                          "model's hidden states of prompt and answer, each layer chosen on validation (writes "
                          "judge_probe.*)")
-    tj.add_argument("--probe-model", default="embedded",
+    tj.add_argument("--probe-model",
                     help="with --probe: the language model read ('embedded', a folder or a cached hub id; "
                          "default: embedded)")
     tj.add_argument("--json", action="store_true", help="print the card as JSON")
@@ -184,9 +184,14 @@ def run_train_judge(args) -> int:
     from redgame.jsonio import strict_json
     from redgame.llm.judge_train import retrain
 
+    if args.probe_model is not None and not args.probe:
+        raise UserError("train-judge: --probe-model is the model that --probe reads; add --probe, or leave "
+                        "--probe-model out to retrain the embedded judge")
+    check_output_path("--out", args.out, "folder")
     log = (lambda *a: None) if args.json else print
-    card = retrain(args.data, Path(args.out), probe_model=args.probe_model if args.probe else None,
-                   attacks=args.attacks, log=log)
+    card = retrain(args.data or [BUILTIN_INPUT], Path(args.out),
+                   probe_model=(args.probe_model or "embedded") if args.probe else None, attacks=args.attacks or [],
+                   log=log)
     if args.json:
         print(strict_json(card))
     return 0
