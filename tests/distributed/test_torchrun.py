@@ -108,6 +108,7 @@ def test_two_ranks_hold_one_adapter_and_average_to_the_single_process_gradient(t
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_plain_cli_under_torchrun_then_resume_on_one_process(tmp_path):
     """FSDP here: the ranks' generations of different lengths stay in step (synced_gpus)."""
     run = tmp_path / "run"

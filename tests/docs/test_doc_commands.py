@@ -529,6 +529,7 @@ def test_small_variants_follow_the_rules():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("page", LLM_PAGES, ids=[_name(p) for p in LLM_PAGES])
+@pytest.mark.long
 def test_llm_and_benchmark_commands_run(page, tmp_path):
     """The page's language-model and benchmark lines, in order, as their small variants, in a
     scratch directory that links every top-level entry of the repository, as a checkout's root holds

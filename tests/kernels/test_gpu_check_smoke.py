@@ -32,6 +32,7 @@ sys.meta_path.insert(0, HideInstalledRedgame())
 
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+@pytest.mark.long
 def test_gpu_check_smoke_writes_its_folder_and_every_table_agrees(tmp_path):
     hide = tmp_path / "hide_installed_redgame"
     hide.mkdir()

@@ -30,6 +30,7 @@ FILES = [
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
 @pytest.mark.parametrize("filename, minimum", FILES)
+@pytest.mark.long
 def test_triton_kernels_pass_in_the_interpreter(filename, minimum):
     if os.environ.get("TRITON_INTERPRET") == "1":
         pytest.skip("this is the interpreter subprocess itself")

@@ -110,6 +110,7 @@ def test_undecided_comparisons_say_how_many_seeds_would_decide():
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_smoke_run_writes_report_json_and_plot(tmp_path):
     out = tmp_path / "claims"
     done = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--eval-judge", "lm:tiny", "--out", str(out)],
@@ -132,6 +133,7 @@ def _training_numbers(run: Path) -> list[dict]:
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_runs_in_parallel_jobs_train_as_they_would_alone(tmp_path):
     for jobs in (1, 2):
         done = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--jobs", str(jobs), "--threads", "1",

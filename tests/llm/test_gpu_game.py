@@ -11,6 +11,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_game.py"
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_game_section_smoke_passes_and_writes_its_runs(tmp_path):
     (tmp_path / "gpu_game_runs.json").write_text('{"int8, kernels=on": {"rows": []}}')  # an earlier invocation's
     run = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out", str(tmp_path)], capture_output=True,

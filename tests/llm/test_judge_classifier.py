@@ -141,6 +141,7 @@ def test_the_shipped_judge_meets_the_goals_on_validation(judge):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_retraining_reproduces_the_shipped_validation_metrics(judge, tmp_path):
     """The heads fitted on the built-in set, as ``redgame llm train-judge`` fits them, are the shipped card's:
     the same L2 choices and threshold, validation metrics within 0.02, weights within 1e-3."""
@@ -240,6 +241,7 @@ def test_on_the_attack_hold_out_the_prompt_head_errs_toward_harm(judge):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_retraining_with_the_defender_answers_loses_on_the_validation_objective(judge, tmp_path, capsys):
     """``train-judge --data builtin <defender answers>``, the documented experiment (the docs' command line):
     on the joint validation split it gains refusal accuracy and loses more harmful F1, so the shipped judge

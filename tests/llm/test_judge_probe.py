@@ -255,8 +255,15 @@ def test_config_takes_the_probe_judge():
         TrainConfig(judge="prob").validate()
 
 
+@pytest.fixture(scope="module")
+def shipped_probe():
+    """The shipped probe judge, loaded once per worker for the tests that measure it (each load reads two models)."""
+    return make_judge("probe")
+
+
 @pytest.mark.slow
-def test_shipped_probe_reproduces_its_card_on_the_validation_split():
+@pytest.mark.long
+def test_shipped_probe_reproduces_its_card_on_the_validation_split(shipped_probe):
     """The shipped probe (SmolLM2-135M-Instruct) on the validation lines it was chosen on: its card's numbers."""
     from importlib import resources
 
@@ -265,11 +272,12 @@ def test_shipped_probe_reproduces_its_card_on_the_validation_split():
     answers = resources.files("redgame.llm").joinpath("data/judge_defender_answers.jsonl").read_text()
     validation = [x for x in builtin_exchanges() + parse_exchanges(answers, "answers")
                   if x.row.get("split") == "validation"]
-    metrics = exchange_metrics(validation, judge_exchanges(make_judge("probe"), validation))
+    metrics = exchange_metrics(validation, judge_exchanges(shipped_probe, validation))
     assert json.loads(strict_json(metrics)) == load_probe().card["validation_metrics"]
 
 
 @pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.parametrize("file, documented", [
     ("judge_attack_holdout.jsonl", {  # docs/judge_log.md, "The probe's pair head": prompt head and pair head
         ("attack_harmful", "precision"): 0.866, ("attack_harmful", "recall"): 0.922,
@@ -289,14 +297,14 @@ def test_shipped_probe_reproduces_its_card_on_the_validation_split():
         ("helped", "precision"): 0.875, ("helped", "recall"): 0.574,
         ("harmful", "auc"): 0.660, ("refused", "auc"): 0.963}),
 ])
-def test_shipped_probe_gives_the_documented_numbers_on_the_hold_outs(file, documented):
+def test_shipped_probe_gives_the_documented_numbers_on_the_hold_outs(shipped_probe, file, documented):
     """The probe on four hold-outs, with the numbers docs/judge.md and docs/judge_log.md report: where it meets the
     goals and where not."""
     from redgame.llm.judge_classifier import default_folder
     from redgame.llm.judge_data import graded_auc, help_metrics, load_exchanges
 
     holdout = load_exchanges(default_folder() / file)
-    results = judge_exchanges(make_judge("probe"), holdout)
+    results = judge_exchanges(shipped_probe, holdout)
     metrics = exchange_metrics(holdout, results) | help_metrics(holdout, results)
     for label, auc in graded_auc(holdout, results).items():
         metrics[label]["auc"] = auc

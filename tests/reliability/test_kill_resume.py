@@ -76,6 +76,7 @@ def check_visible(run, reference, replay) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_nan_then_sigkill_at_random_points_then_resume_give_the_uninterrupted_result(tmp_path, small_game,
                                                                                     uninterrupted):
     """One run through every fault in turn: a NaN stop, then 5 kills, each followed by --resume."""
@@ -106,6 +107,7 @@ def test_nan_then_sigkill_at_random_points_then_resume_give_the_uninterrupted_re
     assert [r["step"] for r in rows] == list(range(1, STEPS + 1)), f"{replay}: metrics rows lost or repeated"
 
 
+@pytest.mark.long
 def test_ctrl_c_from_outside_checkpoints_the_step_and_resumes(tmp_path, small_game, uninterrupted):
     """SIGINT (Ctrl-C) in the middle of step 3: that step finishes and is checkpointed, exit 130, and
     ``--resume`` ends where the uninterrupted run ends. The run is held at step 3 until the signal
