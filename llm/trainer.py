@@ -718,6 +718,9 @@ def _restore(game: Game, log) -> None:
     if game.population is not None and saved is not None:
         for note in game.population.load_state(*saved):  # PSRO runs in one process
             log(note)
+    elif saved is not None and game.dist.is_main:
+        log("population_every = 0: PSRO stops here; the run's population of the checkpoint is not used from now on "
+            "(population.json keeps it as it was)")
     if game.dist.is_main:
         log(f"resuming from step {game.start}")
         keep_metrics_until(game.out / "metrics.jsonl", game.start)

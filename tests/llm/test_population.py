@@ -161,6 +161,10 @@ def test_trainer_plays_each_role_against_drawn_members_and_resumes_exactly(tmp_p
         a = load_file(str(tmp_path / "full" / "final" / role / "adapter_model.safetensors"))
         b = load_file(str(tmp_path / "cut" / "final" / role / "adapter_model.safetensors"))
         assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-5
+    said = []  # PSRO turned off on resume: its population was dropped without a word
+    train(tiny_config(steps=4, **{**every2, "population_every": 0}), tmp_path / "cut", resume=True, progress=False,
+          base=load_base("tiny"), judge=judge, log=said.append)
+    assert any("PSRO stops here" in line for line in said), said
 
 
 @pytest.mark.parametrize("overrides,message", [
