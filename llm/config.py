@@ -163,7 +163,7 @@ class TrainConfig:
         return ("reinforce_pp" if self.regime == "shared" else "dpo") if self.loss == "auto" else self.loss
 
     def resolved_reference(self) -> str:
-        return ("ema" if self.regime == "advgame" else "base") if self.reference == "auto" else self.reference
+        return resolve_reference(self.regime, self.reference)
 
     def resolved_rollout_policy(self) -> str:
         if self.rollout_policy != "auto":
@@ -324,6 +324,11 @@ class TrainConfig:
                             f"regime {self.regime!r}{' with full_finetune' if self.full_finetune else ''} has none to swap")
         if self.rollout_backend != "torch":
             raise UserError("config key 'population_every' (PSRO) samples with rollout_backend 'torch' only")
+
+
+def resolve_reference(regime: str, reference: str) -> str:
+    """The reference model a config's ``reference`` means: 'auto' is advgame's EMA, the base for every other regime."""
+    return ("ema" if regime == "advgame" else "base") if reference == "auto" else reference
 
 
 def check_device_name(name: str, what: str = "device") -> None:

@@ -56,7 +56,7 @@ from redgame.llm import checkpoint as ckpt
 from redgame.llm import distributed, watch
 from redgame.llm.adapters import is_run_config
 from redgame.llm.cpu_allocator import keep_freed_memory
-from redgame.llm.config import ABLATIONS, TrainConfig, train_seed_sources
+from redgame.llm.config import ABLATIONS, TrainConfig, resolve_reference, train_seed_sources
 from redgame.llm.judge_features import is_blank
 from redgame.llm.losses import (TokenLogprobs, completion_logprobs, dpo_pairs_loss, fused_pairs_loss, group_advantages,
                                 kl_to_reference, policy_gradient_loss, reinforce_pp_advantages)
@@ -175,8 +175,7 @@ def check_resumable(out: Path, cfg: TrainConfig, last_step: int) -> None:
     if isinstance(saved, dict):
         changed = [k for k in RESUME_MUST_KEEP if k in saved and _weights_key(saved, k) != _weights_key(cfg.to_dict(), k)]
         if changed:
-            wanted = json.loads(json.dumps(cfg.to_dict()))
-            key = changed[0]
+            wanted, key = cfg.to_dict(), changed[0]
             raise UserError(f"--resume: this config's {key} is {wanted[key]!r}, the run's is {saved[key]!r}; "
                             f"{', '.join(RESUME_MUST_KEEP)} make the run's weights and cannot change on resume "
                             f"(a bare --resume continues with the run's own {out / RUN_MARKER}: leave out the flag, "
@@ -189,11 +188,11 @@ def check_resumable(out: Path, cfg: TrainConfig, last_step: int) -> None:
 def _weights_key(config: dict, key: str):
     """What ``key`` of a run's config means for its weights: the reference as resolved ('auto' is advgame's EMA,
     the base otherwise); no LoRA shape under full fine-tuning, which trains none."""
-    if key == "reference" and config.get(key) == "auto":
-        return "ema" if config.get("regime") == "advgame" else "base"
+    if key == "reference":
+        return resolve_reference(config.get("regime"), config.get(key))
     if key in ("lora_rank", "lora_alpha") and config.get("full_finetune"):
         return None
-    return json.loads(json.dumps(config.get(key)))
+    return config.get(key)
 
 
 def keep_metrics_until(path: Path, step: int) -> None:
