@@ -233,7 +233,6 @@ class TrainConfig:
         if not 0.0 < self.clip_eps < 1.0:
             raise UserError(f"config key 'clip_eps' must be in (0, 1), got {self.clip_eps}")
         self._check_rollout_policy()
-        self._check_unused_knobs()
         for key in ("beta", "lr", "temperature"):
             if not getattr(self, key) > 0:
                 raise UserError(f"config key {key!r} must be > 0, got {getattr(self, key)}")
@@ -263,16 +262,6 @@ class TrainConfig:
         if self.resolved_loss() in ("dpo", "ipo") and self.responses_per_attack + len(self.explore_prefixes) < 2:
             raise UserError("config: dpo/ipo need at least 2 responses per attack (responses_per_attack + explore_prefixes)")
         return self
-
-    def _check_unused_knobs(self) -> None:
-        """A knob set away from its default where this run has nothing it turns: refused, not ignored."""
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        if self.ema_decay != defaults["ema_decay"] and self.resolved_reference() != "ema":
-            raise UserError(f"config key 'ema_decay' is the decay of an EMA reference, and this run's reference is "
-                            f"{self.resolved_reference()!r}: set reference=ema, or leave ema_decay out")
-        if self.sequential_k != defaults["sequential_k"] and self.regime != "sequential":
-            raise UserError(f"config key 'sequential_k' is regime sequential's turn length; regime {self.regime!r} "
-                            "takes no turns: leave it out")
 
     def _check_rollout_policy(self) -> None:
         if self.rollout_policy != "ema":

@@ -34,10 +34,6 @@ def _err(capsys):
     (["--set", "weight_decay=1e39"], "lr x weight_decay must be < 1, got 0.0002 x 1e+39"),
     # PSRO's keys are checked when it is off too: a resume may turn it on
     (["--set", "population_size=0"], "'population_size' >= 1"),
-    # knobs of a part the run does not have were accepted and changed nothing
-    (["--set", "ema_decay=0.5"], "config key 'ema_decay' is the decay of an EMA reference, and this run's reference "
-                                 "is 'base'"),
-    (["--regime", "bipolicy", "--set", "sequential_k=7"], "regime 'bipolicy' takes no turns"),
     (["--set", "lora_alpha=99999999999999999999"], "config key 'lora_alpha' must be in (0, 1048576]"),
     (["--set", "steps=1", "--steps", "2"], "'steps' is given twice, by --steps and by --set steps"),
     (["--set", "lam=1", "--set", "lam=2"], "config key 'lam' is given twice by --set"),
