@@ -31,21 +31,23 @@ M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 1 << 30  # requests above 1 GiB still get their own mapping
 GLIBC_MMAP_THRESHOLD_MAX = 32 << 20  # what older glibc accepts at most on 64-bit
 TRIM_THRESHOLD = (1 << 31) - 1  # the largest C int: the heap's top is kept
-USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")  # and GLIBC_TUNABLES' glibc.malloc
+USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
+USER_TUNABLES = ("glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold", "glibc.malloc.top_pad")  # the same
 
 
 def keep_freed_memory(device) -> bool:
     """On a CPU ``device``, raise glibc's mmap and trim thresholds for this process; True when glibc took them.
 
-    False, touching nothing, where the environment sets glibc's allocator already (``MALLOC_MMAP_THRESHOLD_``
-    and its kin, or ``glibc.malloc`` tunables): the user's choice wins."""
-    return device.type == "cpu" and not user_set_allocator() and _raise_thresholds()
+    False, touching nothing, where the environment sets these thresholds already (``MALLOC_MMAP_THRESHOLD_``
+    and its kin, or their ``GLIBC_TUNABLES``): the user's choice wins. Other malloc settings (an arena cap,
+    huge pages) leave them to us."""
+    return device.type == "cpu" and not user_set_thresholds() and _raise_thresholds()
 
 
-def user_set_allocator() -> bool:
-    """Whether the environment tunes glibc's malloc itself."""
-    return (any(name in os.environ for name in USER_SETTINGS)
-            or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""))
+def user_set_thresholds() -> bool:
+    """Whether the environment sets glibc's mmap, trim or top-pad threshold itself."""
+    tunables = [item.split("=")[0] for item in os.environ.get("GLIBC_TUNABLES", "").split(":")]
+    return any(name in os.environ for name in USER_SETTINGS) or any(t in USER_TUNABLES for t in tunables)
 
 
 @functools.cache

@@ -72,3 +72,16 @@ def test_the_users_own_malloc_settings_stay(env):
     """With glibc's allocator tuned in the environment, nothing is raised: the tensor is mapped on its own as by default."""
     mapped, _ = mapped_and_trimmed("user", env)
     assert mapped >= 3 << 20
+
+
+@pytest.mark.parametrize("env, theirs", [
+    ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, False), ({"MALLOC_ARENA_MAX": "2"}, False),
+    ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1:glibc.malloc.trim_threshold=0"}, True),
+    ({"MALLOC_TOP_PAD_": "0"}, True)])
+def test_only_the_thresholds_we_raise_count_as_the_users(monkeypatch, env, theirs):
+    """An arena cap or huge pages (a container's usual settings) turned the speed-up off."""
+    for name in cpu_allocator.USER_SETTINGS + ("GLIBC_TUNABLES", "MALLOC_ARENA_MAX"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert cpu_allocator.user_set_thresholds() is theirs
