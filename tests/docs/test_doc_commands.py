@@ -351,6 +351,9 @@ RUN_ELSEWHERE = [
      "tests/llm/test_judge_classifier.py fits the same heads on the built-in set and checks them against the shipped card"),
     (re.compile(r"^redgame llm train-judge --data builtin llm/data/judge_defender_answers\.jsonl --out \S+$"),
      "tests/llm/test_judge_classifier.py runs this train-judge command, loads its folder and checks its card"),
+    (re.compile(r"^redgame llm train-judge --attacks llm/data/judge_attacks\.jsonl --out \S+$"),
+     "tests/llm/test_judge_attacks.py retrains with these rewrites, judges the second attack hold-out with the "
+     "result and checks the documented numbers"),
 ]
 
 
