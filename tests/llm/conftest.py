@@ -22,6 +22,24 @@ def judge():
     return make_judge("embedded")
 
 
+@pytest.fixture(scope="session")
+def _worker_minilm(judge):
+    from redgame.llm.embedder import RememberingEmbedder
+
+    return RememberingEmbedder(judge.embedder)
+
+
+@pytest.fixture
+def remembered_minilm(_worker_minilm, monkeypatch):
+    """One remembering MiniLM per worker, which ``train-judge`` also gets in place of a fresh one: the tests that
+    retrain the embedded judge embed the same built-in exchanges (a minute each on 2 cores) once. The vectors
+    are the same text for text (the embedder is deterministic and frozen)."""
+    from redgame.llm import embedder
+
+    monkeypatch.setattr(embedder, "MiniLMEmbedder", lambda *args, **kwargs: _worker_minilm)
+    return _worker_minilm
+
+
 def _tiny_config(**overrides):
     from redgame.llm.config import TrainConfig
 

@@ -130,7 +130,8 @@ def test_train_judge_with_rewrites_refuses_a_missing_file_in_one_line(tmp_path, 
 
 @pytest.mark.slow
 @pytest.mark.long
-def test_retrained_with_the_rewrites_the_judge_gives_the_documented_second_attack_hold_out(judge, tmp_path):
+def test_retrained_with_the_rewrites_the_judge_gives_the_documented_second_attack_hold_out(judge, remembered_minilm,
+                                                                                           tmp_path):
     """docs/judge_log.md, "A faithfulness head, trained on written rewrites": on the second attack hold-out,
     attack-class accuracy 0.707 -> 0.767 (over the 116 rewrites) and faithfulness accuracy 0.603 -> 0.681; 9 of the 16 requests for
     something else read as unfaithful (the cosine rule: 1)."""

@@ -142,12 +142,11 @@ def test_the_shipped_judge_meets_the_goals_on_validation(judge):
 
 @pytest.mark.slow
 @pytest.mark.long
-def test_retraining_reproduces_the_shipped_validation_metrics(judge, tmp_path):
+def test_retraining_reproduces_the_shipped_validation_metrics(judge, remembered_minilm, tmp_path):
     """The heads fitted on the built-in set, as ``redgame llm train-judge`` fits them, are the shipped card's:
     the same L2 choices and threshold, validation metrics within 0.02, weights within 1e-3."""
     import hashlib
 
-    from redgame.llm.embedder import RememberingEmbedder
     from redgame.llm.judge_train import train_classifier
     from redgame.llm.judges import EmbeddedJudge
     from redgame.llm.seeds import builtin_seeds
@@ -157,7 +156,7 @@ def test_retraining_reproduces_the_shipped_validation_metrics(judge, tmp_path):
     assert shipped["data"]["sha256"] == hashlib.sha256(data).hexdigest(), \
         "the judge set changed since the classifier was trained: redgame llm train-judge --out llm/data"
     seeds = {s.prompt: s.harmful for s in builtin_seeds("train")}
-    embedder = RememberingEmbedder(judge.embedder)  # as train-judge does: the metrics reuse the fit's embeddings
+    embedder = remembered_minilm  # as train-judge does: the metrics reuse the fit's embeddings
     clf = train_classifier(builtin_exchanges("train"), builtin_exchanges("validation"), embedder,
                            extra_prompts=seeds, log=lambda *a: None)
     assert clf.card["faithful_threshold"] == shipped["faithful_threshold"]
@@ -242,7 +241,8 @@ def test_on_the_attack_hold_out_the_prompt_head_errs_toward_harm(judge):
 
 @pytest.mark.slow
 @pytest.mark.long
-def test_retraining_with_the_defender_answers_loses_on_the_validation_objective(judge, tmp_path, capsys):
+def test_retraining_with_the_defender_answers_loses_on_the_validation_objective(judge, remembered_minilm, tmp_path,
+                                                                                capsys):
     """``train-judge --data builtin <defender answers>``, the documented experiment (the docs' command line):
     on the joint validation split it gains refusal accuracy and loses more harmful F1, so the shipped judge
     stays (F1 + accuracy). The folder it writes loads, with the card it printed."""
