@@ -47,7 +47,6 @@ def test_notebook_is_stored_without_outputs(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-@pytest.mark.long
 def test_notebook_executes(path, kernel_dir, tmp_path):
     nb = nbformat.read(path, as_version=4)
     # The kernel gets matplotlib's inline backend (not the Agg of conftest) and stays offline.

