@@ -51,7 +51,7 @@ def register(subparsers) -> None:
                       help="override one key of the recipe, e.g. update_chunk=8 (less memory) or threads=1")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.add_argument("--resume", action="store_true", help="continue a demo stopped in --out (Ctrl-C) from its "
-                      "checkpoint, with the same flags")
+                      "checkpoint, with the same flags (--steps and threads aside)")
     demo.add_argument("--overwrite", action="store_true", help="replace the demo in --out")
     add_placement_flags(demo)
     demo.set_defaults(func=run_demo)

@@ -112,7 +112,7 @@ def embedded_cache_dir() -> Path:
 
 def _require_gguf() -> None:
     if importlib.util.find_spec("gguf") is None:
-        raise UserError("loading a GGUF model needs the package gguf: pip install 'gguf>=0.10'")
+        raise UserError("loading a GGUF model needs the package gguf: pip install 'gguf>=0.19'")
 
 
 def _from_gguf(path: Path, dtype: torch.dtype):
