@@ -33,6 +33,14 @@ def adapter_dir(path: str | Path, role: str = "defender") -> Path:
                     f"(a run) or in {path / role} (a checkpoint)")
 
 
+def adapter_sha256(folder: Path) -> str | None:
+    """The SHA-256 of an adapter folder's weights (which weights an evaluation measured); None without them."""
+    from redgame.llm.weights_card import file_sha256
+
+    weights = Path(folder) / ADAPTER_FILES[1]
+    return file_sha256(weights) if weights.is_file() else None
+
+
 def checked_adapter_dir(path: str | Path, role: str = "defender") -> Path:
     """``adapter_dir(path, role)`` after checking that its files can be loaded (before any model is)."""
     folder = adapter_dir(path, role)

@@ -207,9 +207,12 @@ def plot_heatmap(result: dict, path: Path) -> Path:
     return save_figure(fig, path)
 
 
+OUTPUTS = ("crossplay.json", "crossplay.png")
+
+
 def write(result: dict, out: Path) -> tuple[Path, Path]:
-    """``<out>/crossplay.json`` and ``<out>/crossplay.png``."""
+    """``<out>/crossplay.json`` and ``<out>/crossplay.png`` (:data:`OUTPUTS`)."""
     out.mkdir(parents=True, exist_ok=True)
-    json_path = out / "crossplay.json"
+    json_path = out / OUTPUTS[0]
     write_json(json_path, result)
-    return json_path, plot_heatmap(result, out / "crossplay.png")
+    return json_path, plot_heatmap(result, out / OUTPUTS[1])

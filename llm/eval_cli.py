@@ -63,6 +63,7 @@ def register(subparsers, llm_subparsers) -> None:
     cp.add_argument("--attack-tokens", type=int, default=64, help="attack length (default: 64)")
     cp.add_argument("--response-tokens", type=int, default=48, help="answer length (default: 48)")
     cp.add_argument("--json", action="store_true", help="print crossplay.json")
+    cp.add_argument("--overwrite", action="store_true", help="replace the crossplay.json and crossplay.png in --out")
     _device_and_progress_flags(cp)
     cp.set_defaults(func=run_crossplay)
 
@@ -117,7 +118,7 @@ def check_eval_out(out: Path) -> None:
 
 def run_eval(args) -> int:
     from redgame.llm import safety_eval
-    from redgame.llm.adapters import attach, checked_adapter_dir, playing, run_model_of
+    from redgame.llm.adapters import adapter_sha256, attach, checked_adapter_dir, playing, run_model_of
     from redgame.llm.judge_formats import judge_kind
     from redgame.llm.utility import load_questions
 
@@ -155,7 +156,9 @@ def run_eval(args) -> int:
             results[name] = safety_eval.evaluate(m, tokenizer, judge, harmful, benign, questions,
                                                  max_new_tokens=args.max_new_tokens)
     summary = {
-        "model": args.model, "adapter": str(Path(adapter).resolve()) if adapter else None, "eval_judge": judge.name,
+        "model": args.model, "adapter": str(Path(adapter).resolve()) if adapter else None,
+        "adapter_sha256": adapter_sha256(adapter) if adapter else None,  # which weights: a run may train on since
+        "eval_judge": judge.name,
         "refusal_strings": "a refusal phrase in the answer's first 400 characters (no judge)",
         "harmful_file": str(Path(args.harmful).resolve()) if args.harmful else f"built-in {args.split} split",
         "benign_file": str(Path(args.benign).resolve()) if args.benign else f"built-in {args.split} split",
@@ -177,6 +180,7 @@ def run_eval(args) -> int:
 
 
 def run_crossplay(args) -> int:
+    from redgame.errors import check_not_replacing
     from redgame.llm import crossplay
     from redgame.llm.adapters import run_model
     from redgame.llm.judge_formats import judge_kind
@@ -185,6 +189,7 @@ def run_crossplay(args) -> int:
 
     _positive("--attack-tokens", args.attack_tokens)
     _positive("--response-tokens", args.response_tokens)
+    check_not_replacing(args.out, crossplay.OUTPUTS, args.overwrite, "a cross-play")
     runs = crossplay.find_runs(args.runs)
     models = set() if args.model else {run_model(r.path) for r in runs}
     model_name = args.model or (models.pop() if len(models) == 1 else None)

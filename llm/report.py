@@ -134,11 +134,14 @@ def pareto_points(runs: list[Path], crossplay: dict | None) -> list[dict]:
                            "judge": str(crossplay.get("eval_judge", "?")),
                            "source": "cross-play, meta-Nash attacker mix"})
     for run in runs:
-        points += [{"label": f"{run.name}:{name}" + (f" ({r['adapter']})" if foreign_adapter(run, r["adapter"]) else ""),
-                    "safety": 1.0 - r["asr"], "source": "eval.json, direct prompts" + (f" ({r['prompts']})" if r["prompts"] != "not recorded" else ""),
-                    "judge": r["judge"], "benign_compliance": r["benign_compliance"], "prompts": r["prompts"],
-                    "foreign": foreign_adapter(run, r["adapter"]), "adapter": r["adapter"], "run": run.name}
-                   for name, r in eval_results(run).items()]
+        for name, r in eval_results(run).items():
+            measured = measured_adapter(run, r["adapter"], r["adapter_sha256"])
+            shown = {"foreign": f" ({r['adapter']})", "stale": " (earlier weights)"}.get(measured, "")
+            points.append({"label": f"{run.name}:{name}{shown}", "safety": 1.0 - r["asr"],
+                           "source": "eval.json, direct prompts" + (f" ({r['prompts']})" if r["prompts"] != "not recorded" else ""),
+                           "judge": r["judge"], "benign_compliance": r["benign_compliance"], "prompts": r["prompts"],
+                           "foreign": measured == "foreign", "stale": measured == "stale", "adapter": r["adapter"],
+                           "run": run.name})
     measured = [p for p in points if math.isfinite(p["safety"]) and math.isfinite(p["benign_compliance"])]
     for p in points:  # a point without both numbers is on no front, and hides none
         p["pareto"] = p in measured and not any(
@@ -160,6 +163,9 @@ def point_warnings(points: list[dict]) -> list[str]:
                         "split or files.")
     warnings += [f"Warning: {p['run']}/eval.json measured {p['adapter']}, not {p['run']}'s final defender; its "
                  "point is labelled with that adapter." for p in points if p.get("foreign")]
+    warnings += [f"Warning: {p['run']}/eval.json measured {p['run']}'s final defender as it was before the run "
+                 "trained on (its weights differ now); its point is labelled 'earlier weights'. Evaluate the run "
+                 "again." for p in points if p.get("stale")]
     return warnings
 
 
@@ -183,21 +189,34 @@ def eval_results(run: Path) -> dict[str, dict]:
     prompts = (f"harmful: {doc.get('harmful_file', '?')}; benign: {doc.get('benign_file', '?')}"
                if "harmful_file" in doc or "benign_file" in doc else "not recorded")
     adapter = doc.get("adapter") if isinstance(doc.get("adapter"), str) else None
+    digest = doc.get("adapter_sha256") if isinstance(doc.get("adapter_sha256"), str) else None
     return {name: {**r, **{key: _rate(r.get(key)) for key in ("asr", "benign_compliance")},
                    "judge": str(doc.get("eval_judge", "?")), "prompts": prompts,
-                   "adapter": adapter if name == "adapter" else None} for name, r in measured.items()}
+                   "adapter": adapter if name == "adapter" else None,
+                   "adapter_sha256": digest if name == "adapter" else None} for name, r in measured.items()}
 
 
 def _rate(value) -> float:
     return float("nan") if _unmeasured(value) else float(value)
 
 
-def foreign_adapter(run: Path, adapter: str | None) -> bool:
-    """Whether an eval.json's adapter is not ``run``'s final defender (another run's, or a checkpoint); a run
-    moved or copied since keeps its own (its folder name, then final/defender)."""
-    if adapter is None or Path(adapter).resolve() == (run / "final" / "defender").resolve():
-        return False
-    return Path(adapter).parts[-3:] != (run.resolve().name, "final", "defender")
+def measured_adapter(run: Path, adapter: str | None, digest: str | None) -> str:
+    """What an eval.json's adapter is to ``run``: "own" (its final defender, or the base), "stale" (its final
+    defender before the run trained on: the weights the eval recorded, ``digest``, are not the folder's now) or
+    "foreign" (another run's, or a checkpoint). An eval.json that recorded its weights is the run's own wherever
+    the run has moved since, if they are the same; one that did not (written before 2026-12-06) is judged by
+    path alone, a run moved or copied keeping its own (its folder name, then final/defender)."""
+    from redgame.llm.adapters import adapter_sha256
+
+    if adapter is None:
+        return "own"
+    own = run / "final" / "defender"
+    at_own_path = Path(adapter).resolve() == own.resolve()
+    if digest is not None:
+        if digest == adapter_sha256(own):
+            return "own"
+        return "stale" if at_own_path else "foreign"
+    return "own" if at_own_path or Path(adapter).parts[-3:] == (run.resolve().name, "final", "defender") else "foreign"
 
 
 def _unmeasured(value) -> bool:

@@ -34,7 +34,7 @@ def save_tensors_with_card(folder: str | Path, weights: str, card_name: str, ten
     try:
         save_file({k: v.contiguous().float() for k, v in tensors.items()}, str(tmp))
         tmp.chmod(0o644)  # package data: readable by everyone, like the other data files
-        digest = _sha256(tmp)
+        digest = file_sha256(tmp)
         name = weights if old != weights else f"{Path(weights).stem}.{digest[:12]}.safetensors"
         card.update(weights=name, weights_sha256=digest)
         tmp_card.write_text(strict_json(card) + "\n")  # a rate with nothing to measure it on is null, not NaN
@@ -77,7 +77,7 @@ def load_tensors_with_card(folder: Path, weights: str, card_name: str, names: tu
     missing = [k for k in names if k not in tensors]
     if missing:
         raise UserError(f"{what} in {folder} is incomplete (missing {missing})")
-    if card.get("weights_sha256") != _sha256(path):
+    if card.get("weights_sha256") != file_sha256(path):
         raise UserError(f"{what} in {folder}: {card_name} does not belong to {name} (SHA-256 differs)")
     return tensors, card
 
@@ -111,5 +111,6 @@ def _hashed(weights: str) -> re.Pattern:
     return re.compile(re.escape(Path(weights).stem) + r"\.[0-9a-f]{12}\.safetensors")
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, in hex."""
     return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -123,6 +123,15 @@ def test_crossplay_cli_writes_json_and_heatmap(runs, tmp_path, capsys):
         assert key in data
     assert np.array(data["payoff_matrix"]).shape == (len(data["attackers"]), len(data["defenders"]))
     assert (out / "crossplay.png").read_bytes()[:4] == b"\x89PNG"
+    # a second cross-play into the same folder replaced the first without a word: it is refused before any model
+    # loads (a missing run would be the next error), and --overwrite replaces it
+    again = ["llm", "crossplay", "--runs", str(runs[0]), "--out", str(out), "--seeds", str(seeds),
+             "--attack-tokens", "3", "--response-tokens", "3", "--json"]
+    assert main([*again[:3], str(tmp_path / "no such run"), *again[4:]]) == 2
+    assert "already holds a cross-play (crossplay.json, crossplay.png); pass --overwrite" in capsys.readouterr().err
+    assert json.loads((out / "crossplay.json").read_text()) == data
+    assert main([*again, "--overwrite"]) == 0
+    assert json.loads((out / "crossplay.json").read_text())["defenders"] != data["defenders"]
 
 
 def test_crossplay_cli_errors(runs, tmp_path, capsys):

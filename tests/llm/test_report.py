@@ -1,5 +1,6 @@
 """``redgame report`` on a real tiny run, its eval.json and a cross-play result."""
 
+import hashlib
 import json
 from pathlib import Path
 import math
@@ -43,6 +44,8 @@ def test_report_renders_markdown_and_html(run, tmp_path, capsys):
     assert main(["llm", "eval", "--model", "tiny", "--adapter", str(run), "--harmful", str(small), "--benign",
                  str(benign), "--no-utility", "--max-new-tokens", "3", "--out", str(run / "eval.json")]) == 0
     assert "| adapter |" in capsys.readouterr().out
+    recorded = json.loads((run / "eval.json").read_text())["adapter_sha256"]
+    assert recorded == hashlib.sha256((run / "final" / "defender" / "adapter_model.safetensors").read_bytes()).hexdigest()
     cp = _crossplay_json(tmp_path / "cp")
     out = tmp_path / "rep"
     assert main(["report", str(run), "--crossplay", str(tmp_path / "cp"), "--out", str(out)]) == 0
@@ -316,6 +319,33 @@ def test_defenders_at_one_place_on_the_pareto_plot_share_one_label():
     points.append({"label": "alone", "benign_compliance": 0.9, "safety": 0.5})
     assert shared_labels(points) == {(1.0, 0.5): "d0, d1, d2 +2 more", (0.9, 0.5): "alone"}
     assert shared_labels(points[:2] + points[-1:], most=3) == {(1.0, 0.5): "d0, d1", (0.9, 0.5): "alone"}
+
+
+def test_an_eval_that_recorded_its_weights_tells_the_runs_own_from_earlier_weights_and_a_namesakes(tmp_path):
+    """eval.json records the SHA-256 of the weights it measured. A run that trained on after its eval (--resume)
+    kept the old numbers as its final defender's, and an eval of seed0/bip inside seed1/bip was taken for
+    seed1's own (the folder-name check that keeps a moved run's eval)."""
+    from redgame.llm.adapters import adapter_sha256
+    from redgame.llm.report import measured_adapter
+
+    runs = {}
+    for name in ("seed0", "seed1"):
+        runs[name] = tmp_path / name / "bip"
+        (runs[name] / "final" / "defender").mkdir(parents=True)
+        (runs[name] / "final" / "defender" / "adapter_model.safetensors").write_bytes(name.encode())
+    own, other = (runs[k] / "final" / "defender" for k in ("seed1", "seed0"))
+    digest = adapter_sha256(own)
+    assert digest == hashlib.sha256(b"seed1").hexdigest()
+    assert measured_adapter(runs["seed1"], str(own), digest) == "own"
+    assert measured_adapter(runs["seed1"], "/elsewhere/seed1/bip/final/defender", digest) == "own"  # moved since
+    assert measured_adapter(runs["seed1"], str(other), adapter_sha256(other)) == "foreign"
+    assert measured_adapter(runs["seed1"], str(other), None) == "own"  # no weights recorded: by its path alone
+    (own / "adapter_model.safetensors").write_bytes(b"trained on")
+    doc = json.loads(eval_doc(own))
+    (runs["seed1"] / "eval.json").write_text(json.dumps({**doc, "adapter_sha256": digest}))
+    (point,) = pareto_points([runs["seed1"]], None)
+    assert point["stale"] and not point["foreign"] and point["label"] == "bip:adapter (earlier weights)"
+    assert "before the run trained on" in " ".join(point_warnings([point]))
 
 
 def test_a_moved_runs_own_eval_is_still_its_own(tmp_path):
