@@ -150,6 +150,18 @@ def pareto_points(runs: list[Path], crossplay: dict | None) -> list[dict]:
     return points
 
 
+def crossplay_warnings(runs: list[Path], crossplay: dict) -> list[str]:
+    """The runs of the report that the cross-play did not play (it names runs by folder name): its tables are then
+    of other runs."""
+    missing = [run.name for run in runs if run.name not in crossplay["defenders"]]
+    if not missing:
+        return []
+    played = [d for d in crossplay["defenders"] if d != "base"]
+    return [f"Warning: the cross-play did not play {', '.join(missing)}; its defenders are "
+            f"{', '.join(played) or 'the base alone'}. Pass a --crossplay of these runs "
+            "(redgame llm crossplay --runs ...)."]
+
+
 def point_warnings(points: list[dict]) -> list[str]:
     """What makes the Pareto points compare unlike things: judges, prompts, or an eval.json of another adapter."""
     warnings = []
@@ -301,8 +313,8 @@ def blocks_for(runs: list[Path], out: Path, crossplay: dict | None, metrics: dic
                             "--out RUN/eval.json'."))
     if crossplay is not None:
         exploit = crossplay.get("defender_exploitability_each", {})
-        blocks += [("h", "Cross-play"),
-                   ("img", plot_heatmap(crossplay, out / "crossplay.png").name, "cross-play heatmap"),
+        blocks += [("h", "Cross-play")] + [("p", warning) for warning in crossplay_warnings(runs, crossplay)]
+        blocks += [("img", plot_heatmap(crossplay, out / "crossplay.png").name, "cross-play heatmap"),
                    ("h", "Meta-Nash"),
                    ("p", f"Zero-sum meta-game on the ASR matrix; value {crossplay['value']:.3f}, "
                          f"NashConv {crossplay.get('nash_conv', float('nan')):.2e}."),

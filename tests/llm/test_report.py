@@ -162,6 +162,18 @@ def _fake_run(root):
     return root
 
 
+def test_a_crossplay_of_other_runs_is_warned_of(tmp_path):
+    """report alpha --crossplay CP, where CP played bip: its tables were shown as if of alpha, without a word."""
+    from redgame.llm.report import build_report
+
+    cp = _crossplay_json(tmp_path / "cp")
+    for name, warned in (("alpha", True), ("bip", False)):
+        md, _ = build_report([_fake_run(tmp_path / name)], tmp_path / f"rep-{name}", crossplay=tmp_path / "cp")
+        text = md.read_text()
+        assert ("the cross-play did not play alpha; its defenders are bip" in text) == warned
+    assert cp["defenders"] == ["base", "bip"]
+
+
 GOOD_CROSSPLAY = {"attackers": ["base"], "defenders": ["base"], "payoff_matrix": [[0.5]], "attacker_mix": [1.0],
                   "defender_mix": [1.0], "value": 0.5, "benign_compliance_matrix": [[1.0]]}
 
