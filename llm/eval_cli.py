@@ -120,7 +120,7 @@ def run_eval(args) -> int:
     from redgame.llm import safety_eval
     from redgame.llm.adapters import adapter_sha256, attach, checked_adapter_dir, playing, run_model_of
     from redgame.llm.judge_formats import judge_kind
-    from redgame.llm.utility import load_questions
+    from redgame.llm.utility import choice_jobs, load_questions
 
     _positive("--max-new-tokens", args.max_new_tokens)
     if args.no_base and not args.adapter:
@@ -144,6 +144,8 @@ def run_eval(args) -> int:
     from redgame.llm.models import load_base, place_judge
 
     base, tokenizer = load_base(args.model, dtype=dtype, device=device)
+    if questions:
+        choice_jobs(base, tokenizer, questions)  # each fits the model's context: checked before any answer is generated
     judge = make_judge(args.eval_judge, format=args.eval_judge_format)
     place_judge(judge, device, dtype)
     model = attach(base, {"evaluated": adapter} if adapter else {})

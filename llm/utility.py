@@ -66,9 +66,9 @@ def load_questions(path: str | Path | None = None) -> list[Question]:
     return out
 
 
-@torch.no_grad()
-def choice_scores(model, tokenizer, questions: list[Question], batch_size: int = 32) -> list[list[float]]:
-    """Mean per-token log-probability of every choice of every question, as the answer."""
+def choice_jobs(model, tokenizer, questions: list[Question]) -> list[tuple[list[int], list[int]]]:
+    """(prompt tokens, choice tokens) of every choice of every question, in order; a question that does not fit
+    ``model``'s context with one of its choices is a one-line UserError (``llm eval`` checks before it generates)."""
     jobs, limit = [], context_limit(model)
     for q in questions:
         prompt = tokenizer(chat_text(tokenizer, [{"role": "user", "content": q.question}]),
@@ -79,7 +79,13 @@ def choice_scores(model, tokenizer, questions: list[Question], batch_size: int =
                 raise UserError(f"utility question {q.id!r}: with its choice {choice[:40]!r} it is "
                                 f"{len(prompt) + len(jobs[-1][1])} tokens, past the model's context of {limit}; "
                                 "shorten it")
-    means = []
+    return jobs
+
+
+@torch.no_grad()
+def choice_scores(model, tokenizer, questions: list[Question], batch_size: int = 32) -> list[list[float]]:
+    """Mean per-token log-probability of every choice of every question, as the answer."""
+    jobs, means = choice_jobs(model, tokenizer, questions), []
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start:start + batch_size]
         lp = completion_logprobs(model, [p for p, _ in chunk], [c for _, c in chunk], tokenizer.pad_token_id)
