@@ -141,11 +141,13 @@ def patched_layers(model) -> int:
 def routable(model, adapters) -> bool:
     """Whether `routed(model, adapters, ...)` computes exactly what peft computes for each row.
 
-    Every LoRA layer must be patched, frozen, unmerged, and hold each adapter as vanilla LoRA of
-    one common rank with no dropout in effect.
+    Every LoRA layer must be a patched `Linear`, frozen, unmerged, and hold each adapter as vanilla
+    LoRA of one common rank with no dropout in effect. A LoRA embedding or convolution, or a module
+    peft keeps a copy of per adapter (`modules_to_save`, trainable tokens), runs the active adapter
+    for every row, so it rules a shared pass out.
     """
     layers = _lora_linears(model)
-    if not layers or any(not layer.__dict__.get(_MARK) for layer in layers):
+    if not layers or any(not layer.__dict__.get(_MARK) for layer in layers) or _unroutable_modules(model):
         return False
     for layer in layers:
         if layer.merged or getattr(layer, "fan_in_fan_out", False):
@@ -157,6 +159,15 @@ def routable(model, adapters) -> bool:
         if len({layer.lora_A[name].weight.shape for name in adapters}) != 1:
             return False
     return True
+
+
+def _unroutable_modules(model) -> bool:
+    from peft.tuners.lora.layer import Linear as LoraLinear, LoraLayer
+    from peft.utils.other import AuxiliaryTrainingWrapper
+
+    return any(isinstance(module, AuxiliaryTrainingWrapper) or (isinstance(module, LoraLayer)
+                                                              and not isinstance(module, LoraLinear))
+               for module in model.modules())
 
 
 @contextlib.contextmanager

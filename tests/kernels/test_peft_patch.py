@@ -162,3 +162,37 @@ def test_a_patched_model_pickles_and_deep_copies(rng):
         assert patched_layers(clone) == patched_layers(model) > 0
         assert torch.equal(clone(input_ids=ids).logits, want)
         assert all(layer.forward.layer is layer for layer in clone.modules() if "forward" in layer.__dict__)
+
+
+@pytest.mark.parametrize("extra, shared", [({}, True), ({"target_modules": [*TARGETS, "embed_tokens"]}, False),
+                                           ({"modules_to_save": ["lm_head"]}, False)],
+                         ids=["linears", "lora-embedding", "modules-to-save"])
+def test_one_routed_pass_equals_peft_per_row_or_is_refused(rng, extra, shared):
+    """A LoRA embedding, or a module peft copies per adapter, runs the active adapter for every row: routable()
+    said yes and routed() gave rows of the inactive adapter and of none the active one's delta."""
+    from peft import LoraConfig
+    from redgame.kernels.peft_patch import routable, routed
+
+    model = _tiny_lora_llama(seed=1)
+    settings = {"r": 3, "lora_alpha": 5, "target_modules": TARGETS, "init_lora_weights": False, **extra}
+    model.add_adapter("other", LoraConfig(**settings))
+    model.add_adapter("third", LoraConfig(**{**settings, "lora_alpha": 7}))
+    model.eval()
+    patch_peft(model)
+    names, rows = ["other", "third"], torch.tensor([0, 1, -1])
+    assert routable(model, names) == shared
+    if not shared:
+        with pytest.raises(UserError, match="cannot share one pass"), routed(model, names, rows):
+            pass
+        return
+    input_ids = torch.randint(0, 97, (3, 6), generator=rng)
+    with torch.no_grad():
+        with routed(model, names, rows):
+            together = model(input_ids=input_ids).logits
+        apart = []
+        for i, name in enumerate(names):
+            model.set_adapter(name)
+            apart.append(model(input_ids=input_ids[i:i + 1]).logits)
+        with model.disable_adapter():
+            apart.append(model(input_ids=input_ids[2:]).logits)
+    check_close(together, torch.cat(apart), torch.float32, "routed logits")
