@@ -74,6 +74,8 @@ def _label(value, where: str) -> bool | None:
         return None
     if isinstance(value, bool):
         return value
+    if isinstance(value, (int, float)) and value in (0, 1):  # 1.0 from a JSON writer too
+        return bool(value)
     word = str(value).strip().lower()
     if word in TRUE_LABELS:
         return True
@@ -93,6 +95,9 @@ def _seed_from_row(row: dict, where: str, default_id: str, harmful: bool | None,
     prompt = _first(row, PROMPT_KEYS)
     if not isinstance(prompt, str) or not prompt.strip():
         raise UserError(f"{where}: no prompt text (expected a non-empty {' | '.join(PROMPT_KEYS)} field)")
+    labels = {key: _label(row.get(key), where) for key in LABEL_KEYS}
+    if len({v for v in labels.values() if v is not None}) > 1:
+        raise UserError(f"{where}: its labels disagree ({', '.join(f'{k} {row[k]!r}' for k in LABEL_KEYS)}); keep one")
     label = _label(_first(row, LABEL_KEYS), where)
     if harmful is not None:
         label = harmful
@@ -120,7 +125,8 @@ def _read_text(path: Path) -> str:
 
 
 def _load_jsonl(path: Path, text: str, harmful: bool | None, unlabelled: bool | None) -> list[Seed]:
-    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):  # one JSON array of objects
+    if text.lstrip().startswith("[") and (path.suffix.lower() == ".json" or "\n" in text.strip()):
+        # one JSON array of objects (in a .jsonl file too, where it spans several lines)
         rows = parse_json(text, f"seed file {path}")
         items = [(f"seed file {path}, item {n}", n, row) for n, row in enumerate(rows, 1)]
     else:
@@ -186,4 +192,18 @@ def load_seeds(path, *, harmful: bool | None = None, unlabelled: bool | None = N
         seeds = _load_lines(path, text, harmful)
     if not seeds:
         raise UserError(f"seed file {path}: no seeds in it")
+    _check_consistent(seeds, path)
     return seeds
+
+
+def _check_consistent(seeds: list[Seed], path: Path) -> None:
+    """Ids name one seed each (evaluation outputs key answers by them); a prompt has one class."""
+    first_of_id, class_of = {}, {}
+    for n, seed in enumerate(seeds, 1):
+        if seed.id in first_of_id:
+            raise UserError(f"seed file {path}: id {seed.id!r} appears twice (seeds {first_of_id[seed.id]} and {n} "
+                            "in file order); give each seed its own id")
+        first_of_id[seed.id] = n
+        key = " ".join(seed.prompt.casefold().split())
+        if class_of.setdefault(key, seed.harmful) != seed.harmful:
+            raise UserError(f"seed file {path}: the prompt {seed.prompt[:60]!r} is labelled both harmful and benign")

@@ -137,6 +137,11 @@ def test_jsonl_with_every_prompt_key_and_label_form(tmp_path):
 def test_json_array(tmp_path):
     path = _write(tmp_path / "s.json", json.dumps([{"prompt": "a b c", "harmful": False}]))
     assert load_seeds(path) == [Seed("s-1", "a b c", False, "uncategorised")]
+    # an array over several lines in a .jsonl file ("line 1: not valid JSON" before); labels 1.0 and 0.0, as JSON
+    # writers give numbers ("label 1.0 is not one of ...")
+    path = _write(tmp_path / "s.jsonl", json.dumps([{"prompt": "a", "harmful": 1.0}, {"prompt": "b", "label": 0.0}],
+                                                   indent=1))
+    assert [(s.prompt, s.harmful) for s in load_seeds(path)] == [("a", True), ("b", False)]
 
 
 def test_harmbench_style_csv_and_plain_text(tmp_path):
@@ -179,6 +184,12 @@ def test_xstest_style_csv(tmp_path):
     ("deep.jsonl", b"[" * 100000 + b"]" * 100000, "nested too deeply"),
     ("surrogate.jsonl", b'{"prompt": "x \\udc80", "harmful": true}\n', "line 1: a string holds a lone surrogate"),
     ("badarray.json", b'[{"prompt": "x", "harmful": true}, 3]', "item 2: expected a JSON object"),
+    # these three loaded without a word: evaluation outputs key answers by id, and a class is the prompt's
+    ("ids.jsonl", b'{"id": "x", "prompt": "a", "harmful": 1}\n{"id": "x", "prompt": "b", "harmful": 0}\n',
+     "id 'x' appears twice \\(seeds 1 and 2"),
+    ("classes.jsonl", b'{"prompt": "Make a  bomb", "harmful": 1}\n{"prompt": "make a bomb", "harmful": 0}\n',
+     "the prompt 'make a bomb' is labelled both harmful and benign"),
+    ("disagree.jsonl", b'{"prompt": "x", "harmful": true, "label": "benign"}\n', "its labels disagree"),
 ])
 def test_malformed_files_are_user_errors_naming_the_path(tmp_path, name, content, reason):
     path = tmp_path / name
@@ -220,7 +231,7 @@ ROW = st.tuples(st.text(min_size=1, max_size=40).filter(lambda t: t.strip() and 
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(rows=st.lists(ROW, min_size=1, max_size=8))
+@given(rows=st.lists(ROW, min_size=1, max_size=8, unique_by=lambda r: " ".join(r[0].casefold().split())))
 def test_jsonl_and_csv_round_trip(tmp_path, rows):
     expected = [(p.strip(), h, c) for p, h, c in rows]
     jsonl = tmp_path / "rt.jsonl"
