@@ -135,12 +135,12 @@ def pareto_points(runs: list[Path], crossplay: dict | None) -> list[dict]:
                            "source": "cross-play, meta-Nash attacker mix"})
     for run in runs:
         for name, r in eval_results(run).items():
-            measured = measured_adapter(run, r["adapter"], r["adapter_sha256"])
-            shown = {"foreign": f" ({r['adapter']})", "stale": " (earlier weights)"}.get(measured, "")
+            status = measured_adapter(run, r["adapter"], r["adapter_sha256"])
+            shown = {"foreign": f" ({r['adapter']})", "stale": " (earlier weights)"}.get(status, "")
             points.append({"label": f"{run.name}:{name}{shown}", "safety": 1.0 - r["asr"],
                            "source": "eval.json, direct prompts" + (f" ({r['prompts']})" if r["prompts"] != "not recorded" else ""),
                            "judge": r["judge"], "benign_compliance": r["benign_compliance"], "prompts": r["prompts"],
-                           "foreign": measured == "foreign", "stale": measured == "stale", "adapter": r["adapter"],
+                           "foreign": status == "foreign", "stale": status == "stale", "adapter": r["adapter"],
                            "run": run.name})
     measured = [p for p in points if math.isfinite(p["safety"]) and math.isfinite(p["benign_compliance"])]
     for p in points:  # a point without both numbers is on no front, and hides none
