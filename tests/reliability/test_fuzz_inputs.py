@@ -16,7 +16,6 @@ import io
 import json
 import math
 import time
-import urllib.request
 from typing import get_origin, get_type_hints
 
 import pytest
@@ -28,6 +27,7 @@ from fault_runs import ComputeStarted
 from redgame.cli import main
 from redgame.errors import UserError
 from redgame.llm.config import TrainConfig, from_mapping, load_file, parse_override
+from redgame.llm import judges
 from redgame.llm.judges import HTTPJudge, make_judge
 from redgame.llm.prompts import parse_attack
 from redgame.llm.seeds import Seed, load_seeds
@@ -254,7 +254,7 @@ REPLY_BODIES = st.one_of(
 @given(bodies=st.lists(REPLY_BODIES, min_size=1, max_size=4), options=st.sampled_from([("A", "B"), ("Yes", "No")]))
 def test_http_judge_replies_never_raise(monkeypatch, bodies, options):
     queue = list(bodies)
-    monkeypatch.setattr(urllib.request, "urlopen", lambda request, timeout=None: _Reply(queue.pop(0)))
+    monkeypatch.setattr(judges._OPENER, "open", lambda request, timeout=None: _Reply(queue.pop(0)))
     judge = make_judge("http://127.0.0.1:9/v1", workers=1)
     answers = judge._choose([f"q{i}" for i in range(len(bodies))], options)
     assert len(answers) == len(bodies) and all(a in (None, 0.0, 1.0) for a in answers)
@@ -262,7 +262,8 @@ def test_http_judge_replies_never_raise(monkeypatch, bodies, options):
 
 
 @settings(max_examples=300, deadline=None)
-@given(reply=REPLY_TEXT | st.none() | st.integers(), options=st.sampled_from([("A", "B"), ("Yes", "No")]))
+@given(reply=REPLY_TEXT | st.none() | st.integers(),
+       options=st.sampled_from([("A", "B"), ("Yes", "No"), ("unsafe", "safe")]))
 def test_judge_reply_parser(reply, options):
     got = HTTPJudge.parse_choice(reply, options)
     assert got in (None, 0.0, 1.0)
