@@ -196,20 +196,36 @@ def measured_as(setting: Setting) -> dict:
             "prompts": setting.prompts, "probe_steps": setting.probe_steps, "tokens": setting.tokens, **judge}
 
 
+def _saved_config(run: Path) -> dict | None:
+    """The run's config.json, or None where there is none to read (a damaged one is not reused)."""
+    try:
+        return json.loads((run / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+
+
 def train_and_measure(setting: Setting, out: Path, regime: str, seed: int) -> dict:
     """Train one regime at one seed (unless reusable) and measure it: its row of the report."""
     from redgame.llm.models import load_base
     from redgame.llm.probe import probe
+    from redgame.errors import UserError
+    from redgame.llm.checkpoint import latest_checkpoint
     from redgame.llm.trainer import train
 
     judge, evaluator, place = judges_and_place(setting)
     cfg = regime_config(setting.recipe, regime, seed, setting.steps, setting.model, setting.device, setting.dtype)
     run = out / f"{regime}-s{seed}"
-    reused = setting.reuse and (run / "final" / "defender").is_dir() and json.loads(
-        (run / "config.json").read_text()) == cfg.to_dict()
+    same = setting.reuse and _saved_config(run) == cfg.to_dict()
+    reused = same and (run / "final" / "defender").is_dir()
     if not reused:
-        train(cfg, run, overwrite=True, progress=False, judge=judge, log=lambda *a: None,
-              base=load_base(setting.model, dtype=place[1], device=place[0]))
+        # a row of the run's earlier weights is measured again (--reuse took it for the retrained run's)
+        (run / "claims_row.json").unlink(missing_ok=True)
+        resume = same and latest_checkpoint(run) is not None  # a run stopped midway (Ctrl-C) goes on
+        trained = train(cfg, run, resume=resume, overwrite=not resume, progress=False, judge=judge,
+                        log=lambda *a: None, base=load_base(setting.model, dtype=place[1], device=place[0]))
+        if trained["stopped"]:
+            raise UserError(f"{run.name} stopped at step {trained['steps']}; run the same command with --reuse to "
+                            "continue it from its checkpoint")
 
     def measure():
         row = evaluate_run(setting.model, run, evaluator, held_out(setting), setting.tokens, place)

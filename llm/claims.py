@@ -1,6 +1,9 @@
 """The claims experiment's statistics and report: per-regime means with intervals over seeds, and
-the comparisons the papers' claims turn on, each marked decided (its 95% interval excludes zero)
-or not.
+the comparisons the papers' claims turn on, each marked decided or not: decided where its t-test's
+p-value, Holm-adjusted over every comparison of the report (Holm 1979), is below 0.05, so that the
+report as a whole makes a false decision with probability at most 5%. (Until 2026-12-06 each
+comparison was decided alone, by its 95% interval: with 38 comparisons and no difference at all,
+at least one was "decided" in about 70% of experiments.)
 
 Intervals: a mean over seeds gets the Student-t interval; a difference of two regimes' means the
 Welch t interval (Welch 1947), and a difference from one value (the base model's one evaluation,
@@ -25,7 +28,8 @@ import math
 import numpy as np
 
 from redgame.figures import save_figure
-from redgame.games.stats import MOST_SEEDS, mean_t_ci, pooled_sd, seeds_to_decide, t_interval, variance_of_mean
+from redgame.games.stats import (LEVEL, MOST_SEEDS, holm, mean_t_ci, pooled_sd, seeds_to_decide, t_interval, t_pvalue,
+                                 variance_of_mean)
 
 METRICS = ("harmful_refusal", "harmful_refusal_strings", "benign_compliance", "benign_compliance_strings",
            "loop_rate", "selfplay_asr", "best_response_asr", "mirror_gap")
@@ -34,16 +38,21 @@ ABLATIONS = ("defender-sft", "defender-vs-frozen")
 EFFECT = 0.20  # the difference of interest for the seeds-to-decide column: the demo's +20 points
 
 
-def diff_ci(a, b, level: float = 0.95) -> tuple[float, float]:
-    """The interval of mean(a) − mean(b): Welch's t for two samples; against one value (``b`` of length 1),
-    the one-sample t interval of a − b."""
+def difference(a, b) -> tuple[float, float, float]:
+    """(mean(a) − mean(b), its standard error, its degrees of freedom): Welch's for two samples; against one
+    value (``b`` of length 1), the one-sample t of a − b."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     if len(b) == 1:
-        return mean_t_ci(a - b[0], level)
+        return float(a.mean() - b[0]), math.sqrt(variance_of_mean(a - b[0])), len(a) - 1
     va, vb = variance_of_mean(a), variance_of_mean(b)
     se = math.sqrt(va + vb)
     df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if se else 1.0
-    return t_interval(a.mean() - b.mean(), se, df, level)
+    return float(a.mean() - b.mean()), se, df
+
+
+def diff_ci(a, b, level: float = 0.95) -> tuple[float, float]:
+    """The t interval of mean(a) − mean(b) (:func:`difference`)."""
+    return t_interval(*difference(a, b), level)
 
 
 def regime_table(results: dict[str, list[dict]]) -> dict[str, dict]:
@@ -81,16 +90,21 @@ def comparisons(table: dict[str, dict]) -> list[dict]:
         vb = [0.0] if b is None else table[b][m]["values"]
         one_arm = b in (None, "base")  # against a fixed value: zero, or the base model's one evaluation
         if len(va) < 2 or (not one_arm and len(vb) < 2):
-            ci, decided, needed = None, False, None
+            ci, p, needed = None, None, None
         else:
             ci = diff_ci(va, vb)
-            # no spread (a point interval) decides nothing: seeds whose rates agree exactly (rates over a few
-            # prompts move in steps) say nothing of the spread
-            decided = ci[0] < ci[1] and (ci[0] > 0 or ci[1] < 0)
+            # no spread (a point interval, p None) decides nothing: seeds whose rates agree exactly (rates over a
+            # few prompts move in steps) say nothing of the spread
+            p = t_pvalue(*difference(va, vb))
             needed = seeds_to_decide(EFFECT, pooled_sd(va, None if one_arm else vb), one_sample=one_arm)
         rows.append({"claim": claim, "a": a, "b": b or "0", "metric": m, "diff": float(np.mean(va) - np.mean(vb)),
-                     "ci": ci, "decided": decided, "verdict": verdict(ci, decided, directional),
-                     "seeds_to_decide": needed})
+                     "ci": ci, "p": p, "p_holm": None, "directional": directional, "seeds_to_decide": needed})
+    tested = [r for r in rows if r["p"] is not None]
+    for r, adjusted in zip(tested, holm([r["p"] for r in tested])):
+        r["p_holm"] = adjusted
+    for r in rows:
+        r["decided"] = r["p_holm"] is not None and r["p_holm"] < 1 - LEVEL
+        r["verdict"] = verdict(r["ci"], r["decided"], r.pop("directional"))
     return rows
 
 
@@ -105,12 +119,14 @@ def verdict(ci, decided: bool, directional: bool) -> str:
     return "higher" if above else "lower"
 
 
-def _cell(entry: dict | None) -> str:
+def _cell(entry: dict | None, seeds: int) -> str:
+    """Mean [interval]; "(n of N seeds)" where some of the regime's seeds had no value (NaN: nothing the judge
+    read), which the seeds column alone hid."""
     if entry is None:
         return "–"
-    if entry["ci"] is None:
-        return f"{entry['mean']:.2f}"
-    return f"{entry['mean']:.2f} [{entry['ci'][0]:.2f}, {entry['ci'][1]:.2f}]"
+    text = f"{entry['mean']:.2f}" if entry["ci"] is None else \
+        f"{entry['mean']:.2f} [{entry['ci'][0]:.2f}, {entry['ci'][1]:.2f}]"
+    return text if len(entry["values"]) == seeds else f"{text} ({len(entry['values'])} of {seeds} seeds)"
 
 
 def markdown(summary: dict) -> str:
@@ -128,23 +144,30 @@ def markdown(summary: dict) -> str:
              "| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for regime, metrics in table.items():
         n = max((len(e["values"]) for e in metrics.values()), default=0)
-        lines.append("| " + " | ".join([regime, str(n)] + [_cell(metrics.get(m)) for m in METRICS]) + " |")
+        lines.append("| " + " | ".join([regime, str(n)] + [_cell(metrics.get(m), n) for m in METRICS]) + " |")
+    tested = sum(r.get("p_holm") is not None for r in rows)
     lines += ["", "## What is decided", "",
-              "A comparison is decided when the 95% t interval of the difference (Welch's; one-sample against the "
-              "base or zero) excludes zero. "
+              "A comparison is decided when the p-value of its t-test (Welch's; one-sample against the base or zero), "
+              f"Holm-adjusted over the {tested} comparisons with an interval, is below 0.05: the report as a whole "
+              "then decides something false with probability at most 5%. The 95% interval is each comparison's "
+              "own. "
               f"The last column: how many seeds per regime a t-test would need to find a difference of {EFFECT:.2f} "
-              "with 80% power at the spread these seeds show (–: fewer than 2 seeds a side, no spread, or more than "
+              "with 80% power at the spread these seeds show, for that comparison tested alone (a claim named "
+              "before the runs; under the correction, more) (–: fewer than 2 seeds a side, no spread, or more than "
               f"{MOST_SEEDS:,} seeds).", "",
-              f"| claim | difference | 95% interval | decided | seeds to decide {EFFECT:.2f} |", "|---|---|---|---|---|"]
+              f"| claim | difference | 95% interval | Holm p | decided | seeds to decide {EFFECT:.2f} |",
+              "|---|---|---|---|---|---|"]
     for r in rows:
         ci = "–" if r["ci"] is None else f"[{r['ci'][0]:+.2f}, {r['ci'][1]:+.2f}]"
+        p = "–" if r.get("p_holm") is None else f"{r['p_holm']:.3f}"
         needed = r.get("seeds_to_decide")
-        lines.append(f"| {r['claim']} | {r['diff']:+.2f} | {ci} | {_decided_cell(r)} | "
+        lines.append(f"| {r['claim']} | {r['diff']:+.2f} | {ci} | {p} | {_decided_cell(r)} | "
                      f"{'–' if needed is None else needed} |")
     decided = [f"{r['claim']} ({r['verdict']})" for r in rows if r["decided"]]
     lines += ["", f"Decided: {len(decided)} of {len(rows)} comparisons"
               + (": " + "; ".join(decided) + "." if decided else "."),
-              "Everything else is not decided at this setting: the intervals cover zero."]
+              "Everything else is not decided at this setting: its Holm-adjusted p-value is 0.05 or more, or it "
+              "has no interval (fewer than 2 seeds a side) or no spread."]
     return "\n".join(lines) + "\n"
 
 

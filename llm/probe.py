@@ -95,10 +95,11 @@ def attack_outcomes(model, tokenizer, judge, seeds: list, attacker: str | None, 
 
 def summarise(outcomes: dict) -> dict:
     """Rates over the answers the judge read, with Wilson intervals (a bootstrap shrinks to a point at 0 and 1),
-    and the paired mirror gap over the prompts both attackers' answers were read on, with a bootstrap interval."""
+    and the paired mirror gap over the prompts both attackers' answers were read on, with Newcombe's paired
+    interval (until 2026-12-06 a bootstrap: a point where every pair agreed, and far too narrow at 8 prompts)."""
     import numpy as np
 
-    from redgame.games.stats import mean_ci, rate_ci
+    from redgame.games.stats import paired_rate_diff_ci, rate_ci
 
     out = {}
     for name, o in outcomes.items():
@@ -112,7 +113,8 @@ def summarise(outcomes: dict) -> dict:
              if b is not None and s is not None]
     gap = np.array([float(b) - float(s) for b, s in pairs])
     out["mirror_gap"] = float(gap.mean()) if pairs else float("nan")
-    out["mirror_gap_ci"] = mean_ci(gap).tolist() if len(pairs) >= 2 else [float("nan")] * 2
+    out["mirror_gap_ci"] = (list(paired_rate_diff_ci([b for b, _ in pairs], [s for _, s in pairs])) if pairs
+                            else [float("nan")] * 2)
     return out
 
 

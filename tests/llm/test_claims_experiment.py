@@ -1,6 +1,7 @@
 """The claims experiment's statistics (against closed forms) and its --smoke run."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -74,6 +75,19 @@ def test_report_names_what_is_decided():
     assert "| bipolicy changes harmful_refusal over the base | +0.55 |" in text and "| yes: higher |" in text
 
 
+def test_a_seed_without_a_value_is_shown_in_its_cell():
+    """A seed whose answers the judge could not read has a NaN rate: it was left out of the mean, and the table
+    said 3 seeds."""
+    runs = _runs({"base": [0.0], "bipolicy": [0.5, 0.6, float("nan")]})
+    runs["bipolicy"] = [{**r, "benign_compliance": 0.9} for r in runs["bipolicy"]]
+    table = regime_table(runs)
+    summary = {"table": table, "comparisons": comparisons(table), "split": "test", "n_harmful": 2, "n_benign": 2,
+               "steps": 1, "probe_steps": 1, "seeds": [0, 1, 2], "eval_judge": "embedded", "shared_loss": "reinforce",
+               "total_seconds": 60, "load_start": 1.0, "load_end": 1.0}
+    row = next(line for line in markdown(summary).splitlines() if line.startswith("| bipolicy | 3 |"))
+    assert "0.55 [" in row and "] (2 of 3 seeds)" in row and "0.90 [0.90, 0.90] |" in row
+
+
 def test_a_directional_claim_whose_interval_is_below_zero_is_decided_the_other_way():
     table = regime_table(_runs({"shared": [0.03, 0.05, 0.04], "bipolicy": [0.44, 0.46, 0.45],
                                 "advgame": [0.0, 0.1, 0.05]}, metric="mirror_gap"))
@@ -87,6 +101,26 @@ def test_a_directional_claim_whose_interval_is_below_zero_is_decided_the_other_w
                "total_seconds": 60, "load_start": 1.0, "load_end": 1.0}
     text = markdown(summary)
     assert "| yes: the opposite |" in text and "shared keeps a larger mirror gap than bipolicy (the opposite)" in text
+
+
+def test_the_report_decides_something_false_at_most_five_percent_of_the_time(monkeypatch):
+    """Every regime alike, the base at the true mean, no mirror gap: each comparison decided alone by its 95%
+    interval, at least one of the 38 was "decided" in about 70% of such experiments; Holm keeps it near 5%."""
+    from redgame.llm import claims
+
+    monkeypatch.setattr(claims, "seeds_to_decide", lambda *a, **k: None)  # not what is measured here, and slow
+    rng = np.random.default_rng(0)
+    metrics = ("harmful_refusal", "harmful_refusal_strings", "benign_compliance", "mirror_gap")
+    regimes = ("shared", "bipolicy", "advgame", "defender-sft", "defender-vs-frozen")
+    experiments, any_decided, any_alone = 120, 0, 0
+    for _ in range(experiments):
+        results = {"base": [{m: 0.0 for m in metrics}]}
+        results |= {g: [{m: float(rng.normal(0.0, 0.1)) for m in metrics} for _ in range(3)] for g in regimes}
+        rows = comparisons(regime_table(results))
+        any_decided += any(r["decided"] for r in rows)
+        any_alone += any(r["ci"] is not None and (r["ci"][0] > 0 or r["ci"][1] < 0) for r in rows)
+    assert len(rows) == 38
+    assert any_alone / experiments > 0.5 and any_decided / experiments < 0.08, (any_alone, any_decided)
 
 
 def test_undecided_comparisons_say_how_many_seeds_would_decide():
@@ -167,6 +201,50 @@ def test_reuse_is_keyed_by_the_model_and_a_cut_cache_file_is_measured_again(tmp_
     path.write_text('{"measured": {"split"')  # a write a kill cut short
     assert llm_claims.cached(path, llm_claims.measured_as(setting), True, compute) == {"asr": 0.5} and len(calls) == 2
     assert json.loads(path.read_text())["row"] == {"asr": 0.5}
+
+
+def test_a_retrained_run_is_measured_again_and_a_stopped_one_resumes_with_reuse(tmp_path, monkeypatch):
+    """A rerun at more steps, killed after training, left the row of the earlier weights, which --reuse then
+    reported; a run stopped by Ctrl-C went on to be measured, failed without its final adapters, and --reuse
+    trained it again from scratch."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    import llm_claims
+    from redgame.errors import UserError
+    from redgame.llm import checkpoint, models, probe, trainer
+    from redgame.llm.demo import DEMO_RECIPE
+
+    setting = llm_claims.Setting(model="tiny", steps=2, probe_steps=1, split="validation", prompts=2, tokens=4,
+                                 device="cpu", dtype="float32", threads=1, reuse=True, recipe=DEMO_RECIPE)
+    run = tmp_path / "shared-s0"
+    (run / "final" / "defender").mkdir(parents=True)
+    before = llm_claims.regime_config(DEMO_RECIPE, "shared", 0, 1, "tiny", "cpu", "float32")
+    (run / "config.json").write_text(json.dumps(before.to_dict()))
+    (run / "claims_row.json").write_text(json.dumps({"measured": llm_claims.measured_as(setting),
+                                                     "row": {"mirror_gap": 0.9}}))  # of the 1-step weights
+    calls = []
+
+    def train(cfg, out, *, resume, overwrite, **kwargs):  # as the trainer: a fresh start removes the old weights
+        calls.append((cfg.steps, resume, overwrite))
+        if overwrite:
+            shutil.rmtree(out / "final")
+        (out / "config.json").write_text(json.dumps(cfg.to_dict()))
+        stopped = len(calls) == 1
+        if not stopped:
+            (out / "final" / "defender").mkdir(parents=True)
+        return {"stopped": stopped, "steps": 1 if stopped else cfg.steps}
+
+    monkeypatch.setattr(trainer, "train", train)
+    monkeypatch.setattr(models, "load_base", lambda *a, **k: None)
+    monkeypatch.setattr(llm_claims, "judges_and_place", lambda s: (None, None, ("cpu", None)))
+    monkeypatch.setattr(llm_claims, "evaluate_run", lambda *a: {"harmful_refusal": 0.5})
+    monkeypatch.setattr(probe, "probe", lambda *a, **k: {"selfplay_asr": 0.1, "best_response_asr": 0.3,
+                                                         "mirror_gap": 0.2})
+    with pytest.raises(UserError, match="shared-s0 stopped at step 1; run the same command with --reuse"):
+        llm_claims.train_and_measure(setting, tmp_path, "shared", 0)
+    assert calls == [(2, False, True)] and not (run / "claims_row.json").exists()
+    monkeypatch.setattr(checkpoint, "latest_checkpoint", lambda r: r / "checkpoints" / "step_0001")
+    row = llm_claims.train_and_measure(setting, tmp_path, "shared", 0)
+    assert calls[1] == (2, True, False) and row["mirror_gap"] == 0.2  # resumed, then measured
 
 
 def test_an_unknown_evaluation_judge_is_refused_before_any_run(capsys):

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from redgame.errors import UserError
-from redgame.games.stats import mean_ci, rate_ci
+from redgame.games.stats import paired_rate_diff_ci, rate_ci
 from redgame.llm.models import load_base
 from redgame.llm.probe import probe, probe_config, summarise
 from redgame.llm.trainer import train
@@ -23,8 +23,9 @@ def test_summary_pairs_prompts_and_matches_a_hand_computation():
     s = summarise(outcomes)
     assert s["selfplay_asr"] == 0.25 and s["best_response_asr"] == 0.75 and s["mirror_gap"] == 0.5
     assert s["best_response_refusal_strings"] == 0.25 and s["best_response_parse_rate"] == 0.5
-    # the gap's interval is that of the per-prompt differences [0, 1, 1, 0], not of two independent rates
-    assert s["mirror_gap_ci"] == pytest.approx(mean_ci(np.array([0.0, 1.0, 1.0, 0.0])).tolist())
+    # the gap's interval is that of the paired outcomes (prompts 2 and 3 won by the best response alone)
+    assert s["mirror_gap_ci"] == pytest.approx(list(paired_rate_diff_ci([1, 1, 1, 0], [1, 0, 0, 0])))
+    assert s["mirror_gap_ci"][0] < 0.5 < s["mirror_gap_ci"][1]
     # each ASR's interval is Wilson's, which at 0 of 4 is not a point: [0, 0.49] (scipy's binomtest)
     assert s["base_attacker_asr_ci"] == pytest.approx([0.0, 0.4899], abs=1e-4)
     assert s["selfplay_asr_ci"] == pytest.approx(list(rate_ci(1, 4))) and s["selfplay_unjudged"] == 0
@@ -111,9 +112,9 @@ def test_probe_cli_json_is_strict_where_a_rate_had_nothing_to_read(tmp_path, cap
     import redgame.llm.probe as probe_module
     from redgame.cli import main
 
-    outcomes = {"selfplay": {"success": [True, None, None, None], "refusal_string": [0] * 4, "parse_rate": 1},
-                "best_response": {"success": [True, False, True, False], "refusal_string": [0] * 4, "parse_rate": 1},
-                "base_attacker": {"success": [None] * 4, "refusal_string": [0] * 4, "parse_rate": 1}}
+    outcomes = {"selfplay": {"success": [None, True, None, None], "refusal_string": [0] * 4, "parse_rate": 1},
+                "best_response": {"success": [True, None, True, False], "refusal_string": [0] * 4, "parse_rate": 1},
+                "base_attacker": {"success": [None] * 4, "refusal_string": [0] * 4, "parse_rate": 1}}  # no pair read
     monkeypatch.setattr(probe_module, "probe", lambda run, **kw: summarise(outcomes))
     assert main(["llm", "probe", "--run", str(tmp_path), "--steps", "1", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out, parse_constant=lambda token: pytest.fail(f"not JSON: {token}"))
