@@ -18,8 +18,11 @@ the checkout's packages are imported from this repository. Writes three files to
 
 A section is a function `section(ctx) -> dict(status="pass" | "fail" | "skip", headline=str,
 notes=[markdown lines], data=<JSON>)`, listed in SECTIONS and run in order; one that raises
-is recorded as failed and the rest still run. Add one by writing such a function and
-appending it to SECTIONS. The exit status is 1 if any section failed.
+is recorded as failed and the rest still run. Each section after the environment runs in a
+process of its own (this script with --in-process), so that a kernel that faults on the GPU,
+which leaves its process's CUDA context unusable, costs its own section and not the ones after
+it. Add one by writing such a function and appending it to SECTIONS. The exit status is 1 if
+any section failed.
 """
 
 from __future__ import annotations
@@ -109,22 +112,46 @@ def _status(ok: bool) -> str:
 
 # ----------------------------------------------------------------------------- sections
 def section_environment(ctx: Context) -> dict:
-    """Versions and the device."""
+    """Versions, the device and the checkout."""
     import torch
     import triton
 
-    info = dict(python=platform.python_version(), torch=torch.__version__, triton=triton.__version__,
-                device=ctx.device, interpreter=os.environ.get("TRITON_INTERPRET", "0"),
-                liger=importlib.util.find_spec("liger_kernel") is not None)
+    info = dict(python=platform.python_version(), torch=torch.__version__, cuda=torch.version.cuda,
+                triton=triton.__version__, device=ctx.device, interpreter=os.environ.get("TRITON_INTERPRET", "0"),
+                liger=_version("liger_kernel"), commit=_run_quietly(["git", "-C", str(REPO), "rev-parse", "HEAD"]))
     for name in ("peft", "transformers"):
         info[name] = __import__(name).__version__
     if ctx.device == "cuda":
         props = torch.cuda.get_device_properties(0)
-        info.update(gpu=props.name, sms=props.multi_processor_count, memory_gib=round(props.total_memory / 2**30, 1))
+        info.update(gpu=props.name, sms=props.multi_processor_count, memory_gib=round(props.total_memory / 2**30, 1),
+                    driver=_run_quietly(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]))
     print(json.dumps(info, indent=1))
     headline = info.get("gpu", "CPU (Triton interpreter)" if info["interpreter"] == "1" else "CPU")
     return dict(status="pass", headline=f"{headline}; torch {info['torch']}, triton {info['triton']}",
                 notes=[f"- {k}: {v}" for k, v in info.items()], data=info)
+
+
+def _version(module: str) -> str | None:
+    """The installed version of ``module``'s distribution (found on the path, as a carried wheel is); None without."""
+    if importlib.util.find_spec(module) is None:
+        return None
+    from importlib import metadata
+
+    try:
+        return metadata.version(module.replace("_", "-"))
+    except metadata.PackageNotFoundError:
+        return "installed (version unknown)"
+
+
+def _run_quietly(cmd: list[str]) -> str | None:
+    """A short command's first line of output; None where it is missing, fails or takes over 10 s."""
+    import subprocess
+
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip().splitlines()[0] if done.returncode == 0 and done.stdout.strip() else None
 
 
 def _precision_variants(ctx: Context):
@@ -240,27 +267,36 @@ def section_kernel_benchmarks(ctx: Context) -> dict:
     argv = ["--smoke"] if ctx.smoke else ["--tables", "gpu", "--quick"]  # the FLOP counts need no GPU
     tables = bench.main(argv)
     notes, headline = _benchmark_headlines(tables)
-    if ctx.smoke:
+    failed = any("error" in row for rows in tables.values() for row in rows)
+    if ctx.smoke and not failed:
         headline = "every table ran at tiny shapes (smoke: the timings mean nothing)"
-    return dict(status="pass", headline=headline, notes=notes, data=tables)
+    return dict(status=_status(not failed), headline=headline, notes=notes, data=tables)
+
+
+def _failed_row(table: str, row: dict) -> str:
+    where = f"{row['impl']} at N={row['n']}" if "impl" in row else "the whole table"
+    return f"- {table}: {where} failed: {row['error']}"
 
 
 def _benchmark_headlines(tables: dict):
-    """A few ratios from the tables (the full tables are in the log and the JSON)."""
-    notes = []
-    if tables.get("lora"):
-        ratios = [row["peft_ms"][2] / row["fused_ms"][2] for row in tables["lora"]]
+    """A few ratios from the tables (the full tables are in the log and the JSON); a row that failed is named."""
+    notes = [_failed_row(name, row) for name, rows in tables.items() for row in rows if "error" in row]
+    measured = {name: [row for row in rows if "error" not in row] for name, rows in tables.items()}
+    if measured.get("lora"):
+        ratios = [row["peft_ms"][2] / row["fused_ms"][2] for row in measured["lora"]]
         notes.append(f"- LoRA fused vs peft, fwd+bwd: {min(ratios):.2f}x to {max(ratios):.2f}x (> 1: fused faster)")
-    if tables.get("multi_lora"):
-        ratios = [row["peft_two_passes_ms"] / row["sgmv_ms"] for row in tables["multi_lora"]]
-        eight = [row["sgmv_eight_adapters_ms"] / row["sgmv_ms"] for row in tables["multi_lora"]]
+    if measured.get("multi_lora"):
+        ratios = [row["peft_two_passes_ms"] / row["sgmv_ms"] for row in measured["multi_lora"]]
+        eight = [row["sgmv_eight_adapters_ms"] / row["sgmv_ms"] for row in measured["multi_lora"]]
         notes.append(f"- SGMV vs two set_adapter passes: {min(ratios):.2f}x to {max(ratios):.2f}x; "
                      f"8 adapters / 2 adapters time: {min(eight):.2f} to {max(eight):.2f}")
     by_n = {}
-    for row in tables.get("preference", []):
+    for row in measured.get("preference", []):
         by_n.setdefault(row["n"], {})[row["impl"]] = row
     for n, impls in by_n.items():
-        ours = impls["redgame fused_preference_loss"]
+        ours = impls.get("redgame fused_preference_loss")
+        if ours is None:
+            continue
         parts = [f"{name}: {row['ms'] / ours['ms']:.2f}x time" + (
             f", {row['peak_mib'] / max(ours['peak_mib'], 1e-9):.1f}x memory" if ours["peak_mib"] else "")
             for name, row in impls.items() if row is not ours]
@@ -290,8 +326,9 @@ def _name(section) -> str:
     return section.__name__.removeprefix("section_")
 
 
-def run_sections(ctx: Context, sections, report=None) -> list[dict]:
-    """Run each section in order; `report(results)` after each, so a run killed halfway keeps what it finished."""
+def run_sections(ctx: Context, sections, report=None, isolate: bool = False) -> list[dict]:
+    """Run each section in order (with ``isolate``, each after the environment in a process of its own);
+    `report(results)` after each, so a run killed halfway keeps what it finished."""
     results = []
     for section in sections:
         name = _name(section)
@@ -300,6 +337,8 @@ def run_sections(ctx: Context, sections, report=None) -> list[dict]:
         try:
             if ctx.seconds_left() <= 0:  # past --budget, a section would be killed halfway and lost
                 result = dict(status="skip", headline="not started: --budget ran out", notes=[], data={})
+            elif isolate and section is not section_environment:
+                result = run_apart(ctx, name)
             else:
                 result = section(ctx)
         except Exception:  # a broken section is a result, not the end of the run
@@ -313,15 +352,45 @@ def run_sections(ctx: Context, sections, report=None) -> list[dict]:
     return results
 
 
-def write_report(out: Path, results: list[dict], started: str) -> None:
-    with open(out / "gpu_check.json", "w") as f:
-        json.dump(dict(started=started, sections=results), f, indent=1, default=str)
-    lines = [f"# GPU check, {started}", "", "| section | status | seconds | headline |", "|---|---|---|---|"]
+def run_apart(ctx: Context, name: str) -> dict:
+    """Section ``name`` in a child process (this script, --in-process), its output echoed into this run's log;
+    its result, or a failure naming how the process ended."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix=f"gpu_check_{name}_"))
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--out", str(folder), "--sections", name, "--in-process"]
+    cmd += ["--smoke"] if ctx.smoke else []
+    cmd += [] if ctx.deadline is None else ["--budget", f"{max(ctx.seconds_left(), 1.0):.1f}"]
+    try:
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as child:
+            for line in child.stdout:
+                if not line.startswith("## ") and not line.startswith("# "):  # its headings repeat this run's
+                    print(line, end="")
+        try:
+            (result,) = json.loads((folder / "gpu_check.json").read_text())["sections"]
+        except (OSError, ValueError):
+            return dict(status="fail", headline=f"its process ended with exit status {child.returncode} and no "
+                        "result", notes=[], data={})
+        return {k: v for k, v in result.items() if k not in ("name", "seconds")}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def write_report(out: Path, results: list[dict], started: str, command: list[str]) -> None:
+    """gpu_check.json and gpu_check.md, each replaced whole (a kill midway leaves the previous one)."""
+    from redgame.jsonio import write_text_atomically
+
+    write_text_atomically(out / "gpu_check.json", json.dumps(dict(started=started, command=command, sections=results),
+                                                             indent=1, default=str))
+    lines = [f"# GPU check, {started}", "", f"`{' '.join(command)}`", "",
+             "| section | status | seconds | headline |", "|---|---|---|---|"]
     lines += [f"| {r['name']} | {r['status']} | {r['seconds']} | {r['headline']} |" for r in results]
     for r in results:
         if r["notes"]:
             lines += ["", f"## {r['name']}", "", *r["notes"]]
-    (out / "gpu_check.md").write_text("\n".join(lines) + "\n")
+    write_text_atomically(out / "gpu_check.md", "\n".join(lines) + "\n")
 
 
 def main(argv=None) -> int:
@@ -333,6 +402,8 @@ def main(argv=None) -> int:
                         help="seconds the whole run may take (under `timeout 545`: 530): no section starts past "
                              "it, and the game section fits its runs into what is left and records the ones it "
                              "had to stop; the sections before the game are not stopped midway")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run every section in this process (a GPU fault in one then fails the ones after it)")
     parser.add_argument("--sections", default=",".join(_name(s) for s in SECTIONS),
                         help="comma-separated sections to run, in this order (default: all): "
                              + ", ".join(_name(s) for s in SECTIONS))
@@ -357,8 +428,10 @@ def main(argv=None) -> int:
     with open(out / "gpu_check.log", "w") as log, contextlib.redirect_stdout(Tee(sys.stdout, log)):
         print(f"# gpu_check {'--smoke ' if args.smoke else ''}started {started}")
         print(install_carried_wheels())
+        command = ["python", *sys.argv] if argv is None else ["gpu_check.py", *argv]
         results = run_sections(Context(out=out, smoke=args.smoke, device=device, deadline=deadline), sections,
-                               report=lambda done: write_report(out, done, started))
+                               report=lambda done: write_report(out, done, started, command),
+                               isolate=not args.in_process)
         print(f"\n# done: {sum(r['seconds'] for r in results):.0f} s; "
               + ", ".join(f"{r['name']} {r['status']}" for r in results))
     return 1 if any(r["status"] == "fail" for r in results) else 0

@@ -388,7 +388,8 @@ def preference_table(v, d, rows, seq, device, dtype) -> list[dict]:
           f" {'loss diff':>10}")
     try:
         from liger_kernel.chunked_loss import LigerFusedLinearDPOLoss
-    except ImportError:
+    except Exception as exc:  # not installed, or failing on import (another triton): the table goes on without it
+        print(f"(no Liger row: {_error_text(exc)})")
         LigerFusedLinearDPOLoss = None
     gen = torch.Generator(device=device).manual_seed(0)
     head = (torch.randn(v, d, device=device, generator=gen) / d**0.5).to(dtype)
@@ -414,18 +415,42 @@ def preference_table(v, d, rows, seq, device, dtype) -> list[dict]:
             liger = LigerFusedLinearDPOLoss(beta=0.1, compiled=torch.cuda.is_available(), use_ref_model=True)
             impls["liger LigerFusedLinearDPOLoss"] = lambda: liger(head, hidden, targets, ref_input=ref_hidden,
                                                                    ref_weight=head)[0]
-        losses = {name: fn().item() for name, fn in impls.items()}
-        times = {name: time_ms(lambda fn=fn: fn().backward(), [hidden])[0] for name, fn in impls.items()}
-        mems = {name: peak_mib(lambda fn=fn: fn().backward(), [hidden]) for name, fn in impls.items()}
-        hidden.grad = None
-        ours = "redgame fused_preference_loss"
-        for name in impls:
-            mem_ratio = "-" if mems[ours] is None else f"{mems[name] / max(mems[ours], 1e-9):.1f}x"
-            print(f"{n:>6} {name:<28} {times[name]:9.2f} {_fmt_mib(mems[name]):>9} {times[name] / times[ours]:13.2f}x"
-                  f" {mem_ratio:>15} {abs(losses[name] - losses['naive (full logits)']):10.1e}")
-            table.append(dict(n=n, impl=name, ms=times[name], peak_mib=mems[name], loss=losses[name]))
+        measured = {}
+        for name, fn in impls.items():
+            try:
+                measured[name] = dict(loss=fn().item(), ms=time_ms(lambda fn=fn: fn().backward(), [hidden])[0],
+                                      peak_mib=peak_mib(lambda fn=fn: fn().backward(), [hidden]))
+            except Exception as exc:  # a baseline out of memory, or Liger failing: its row says so, the rest stay
+                table.append(dict(n=n, impl=name, error=_error_text(exc)))
+                print(f"{n:>6} {name:<28} failed: {table[-1]['error']}")
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            hidden.grad = None
+        ours = measured.get("redgame fused_preference_loss")
+        exact = measured.get("naive (full logits)", ours)
+        for name, row in measured.items():
+            mem_ratio = "-" if ours is None or ours["peak_mib"] is None else \
+                f"{row['peak_mib'] / max(ours['peak_mib'], 1e-9):.1f}x"
+            time_ratio = "-" if ours is None else f"{row['ms'] / ours['ms']:.2f}x"
+            loss_diff = "-" if exact is None else f"{abs(row['loss'] - exact['loss']):.1e}"
+            print(f"{n:>6} {name:<28} {row['ms']:9.2f} {_fmt_mib(row['peak_mib']):>9} {time_ratio:>14}"
+                  f" {mem_ratio:>15} {loss_diff:>10}")
+            table.append(dict(n=n, impl=name, **row))
     print("goal (H100, bf16): peak memory >= 20x below naive at 8k tokens; time <= 0.8x Liger with a frozen head")
     return table
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:300]
+
+
+def _kept(results: dict, name: str, table) -> None:
+    """``results[name] = table()``; a table that fails leaves one error row (and the tables before it whole)."""
+    try:
+        results[name] = table()
+    except Exception as exc:
+        results[name] = [dict(error=_error_text(exc))]
+        print(f"\n{name} table failed: {results[name][0]['error']}")
 
 
 # ----------------------------------------------------------------------------- main
@@ -444,17 +469,19 @@ def run_tables(tables, smoke: bool, quick: bool, reps: int) -> dict:
         CPU_TIMING_REPS = 1
         device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.bfloat16 if device == "cuda" else torch.float32
-        results["lora"] = lora_table([(64, 96)], [8], [37], device, dtype)
-        results["multi_lora"] = multi_lora_table([(64, 96)], [8], [40], device, dtype)
-        results["preference"] = preference_table(1009, 32, [64], 16, device, dtype)
+        _kept(results, "lora", lambda: lora_table([(64, 96)], [8], [37], device, dtype))
+        _kept(results, "multi_lora", lambda: multi_lora_table([(64, 96)], [8], [40], device, dtype))
+        _kept(results, "preference", lambda: preference_table(1009, 32, [64], 16, device, dtype))
     elif torch.cuda.is_available():
         print(f"\nGPU: {torch.cuda.get_device_name()}")
         qwen7b = [(3584, 3584), (3584, 18944), (18944, 3584)]
-        results["lora"] = lora_table(qwen7b, [16, 64], [4096] if quick else [512, 4096, 16384], "cuda", torch.bfloat16)
-        results["multi_lora"] = multi_lora_table(qwen7b[:2], [16, 64], [4096] if quick else [4096, 16384], "cuda",
-                                                 torch.bfloat16)
-        results["preference"] = preference_table(151936, 3584, [2048, 8192] if quick else [2048, 8192, 16384], 512,
-                                                 "cuda", torch.bfloat16)
+        bf16 = torch.bfloat16
+        _kept(results, "lora", lambda: lora_table(qwen7b, [16, 64], [4096] if quick else [512, 4096, 16384], "cuda",
+                                                  bf16))
+        _kept(results, "multi_lora", lambda: multi_lora_table(qwen7b[:2], [16, 64], [4096] if quick else [4096, 16384],
+                                                              "cuda", bf16))
+        _kept(results, "preference", lambda: preference_table(151936, 3584, [2048, 8192] if quick else
+                                                              [2048, 8192, 16384], 512, "cuda", bf16))
     else:
         print("\nCUDA is not available: the GPU tables (LoRA vs peft, two adapters in one launch,"
               " preference loss vs naive and Liger) were not run.")

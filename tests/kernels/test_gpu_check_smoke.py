@@ -97,3 +97,65 @@ def test_no_section_starts_past_the_budget(tmp_path):
     assert ran == [] and result["status"] == "skip" and "--budget ran out" in result["headline"]
     ctx.deadline = time.monotonic() + 60
     assert gpu_check.run_sections(ctx, [section_quick])[0]["status"] == "pass" and ran == ["quick"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+def test_a_section_whose_process_dies_fails_alone(tmp_path):
+    """A kernel that faults on a GPU leaves its process's CUDA context unusable: in one process every later
+    section failed with it. Here the kernel checks' process dies at start (as a fault can end it)."""
+    hide = tmp_path / "die"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text(
+        "import os, sys\nif '--in-process' in sys.argv and 'kernel_checks' in sys.argv:\n    os._exit(3)\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(hide), os.environ.get("PYTHONPATH")])))
+    run = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out", str(tmp_path / "out"), "--sections",
+                          "environment,kernel_checks,large_offsets"], capture_output=True, text=True, timeout=300,
+                         env=env)
+    assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-3000:]
+    report = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    sections = {s["name"]: s for s in report["sections"]}
+    assert sections["kernel_checks"]["status"] == "fail"
+    assert sections["kernel_checks"]["headline"] == "its process ended with exit status 3 and no result"
+    assert sections["large_offsets"]["status"] == "skip" and "needs a GPU" in sections["large_offsets"]["headline"]
+    assert report["command"][-1] == "environment,kernel_checks,large_offsets"
+    assert {"torch", "cuda", "liger", "commit"} <= set(sections["environment"]["data"])
+
+
+def test_a_failing_baseline_or_table_leaves_an_error_row_and_keeps_the_rest(monkeypatch):
+    """Liger importing but failing at run time (or a baseline out of memory) turned the whole benchmark section
+    into a failure with no data: the tables already measured were lost."""
+    import types
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("kernel_tables_under_test", SCRIPT.with_name("kernel_tables.py"))
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+
+    class FailingLiger:
+        def __init__(self, **kwargs):
+            pass
+
+        def __call__(self, *args, **kwargs):
+            raise RuntimeError("simulated Liger failure")
+
+    fake = types.ModuleType("liger_kernel.chunked_loss")
+    fake.LigerFusedLinearDPOLoss = FailingLiger
+    monkeypatch.setitem(sys.modules, "liger_kernel", types.ModuleType("liger_kernel"))
+    monkeypatch.setitem(sys.modules, "liger_kernel.chunked_loss", fake)
+    rows = tables.preference_table(1009, 32, [64], 16, "cpu", torch.float32)
+    failed = [r for r in rows if "error" in r]
+    assert [r["impl"] for r in failed] == ["liger LigerFusedLinearDPOLoss"]
+    assert failed[0]["error"] == "RuntimeError: simulated Liger failure"
+    assert {r["impl"] for r in rows if "ms" in r} >= {"redgame fused_preference_loss", "naive (full logits)"}
+    results = {}
+    tables._kept(results, "lora", lambda: 1 / 0)
+    assert results == {"lora": [{"error": "ZeroDivisionError: division by zero"}]}
+    spec = importlib.util.spec_from_file_location("gpu_check_under_test", SCRIPT)
+    check = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, check)  # its dataclasses look their module up
+    spec.loader.exec_module(check)
+    notes, headline = check._benchmark_headlines({**results, "preference": rows})
+    assert headline == "lora: the whole table failed: ZeroDivisionError: division by zero"
+    assert "- preference: liger LigerFusedLinearDPOLoss at N=64 failed: RuntimeError: simulated Liger failure" in notes
+    assert any(note.startswith("- preference loss, N=64: fused") for note in notes)
