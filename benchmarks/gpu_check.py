@@ -19,7 +19,7 @@ the checkout's packages are imported from this repository. Writes three files to
 A section is a function `section(ctx) -> dict(status="pass" | "fail" | "skip", headline=str,
 notes=[markdown lines], data=<JSON>)`, listed in SECTIONS and run in order; one that raises
 is recorded as failed and the rest still run. Each section after the environment runs in a
-process of its own (this script with --in-process), so that a kernel that faults on the GPU,
+process of its own (this script again, for that section alone), so that a kernel that faults on the GPU,
 which leaves its process's CUDA context unusable, costs its own section and not the ones after
 it. Add one by writing such a function and appending it to SECTIONS. The exit status is 1 if
 any section failed.
@@ -340,8 +340,8 @@ def run_sections(ctx: Context, sections, report=None, isolate: bool = False) -> 
             elif isolate and section is not section_environment:
                 result = run_apart(ctx, name)
             else:
-                result = section(ctx)
-        except Exception:  # a broken section is a result, not the end of the run
+                result = run_one(ctx, section)
+        except Exception:  # run_apart's own failure (it could not start the process)
             print(traceback.format_exc())
             result = dict(status="fail", headline=traceback.format_exc().strip().splitlines()[-1], notes=[], data={})
         result = dict(name=name, seconds=round(time.perf_counter() - start, 1), **result)
@@ -352,30 +352,36 @@ def run_sections(ctx: Context, sections, report=None, isolate: bool = False) -> 
     return results
 
 
+def run_one(ctx: Context, section) -> dict:
+    """``section(ctx)``; one that raises is a failed result, with its traceback printed."""
+    try:
+        return section(ctx)
+    except Exception:  # a broken section is a result, not the end of the run
+        print(traceback.format_exc())
+        return dict(status="fail", headline=traceback.format_exc().strip().splitlines()[-1], notes=[], data={})
+
+
 def run_apart(ctx: Context, name: str) -> dict:
-    """Section ``name`` in a child process (this script, --in-process), its output echoed into this run's log;
-    its result, or a failure naming how the process ended."""
-    import shutil
+    """Section ``name`` in a child process (this script with --result), which writes its files (the game's
+    gpu_game_runs.json) into this run's folder and prints into this run's log; its result, or a failure naming
+    how the process ended."""
     import subprocess
     import tempfile
 
-    folder = Path(tempfile.mkdtemp(prefix=f"gpu_check_{name}_"))
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--out", str(folder), "--sections", name, "--in-process"]
-    cmd += ["--smoke"] if ctx.smoke else []
-    cmd += [] if ctx.deadline is None else ["--budget", f"{max(ctx.seconds_left(), 1.0):.1f}"]
-    try:
+    with tempfile.TemporaryDirectory(prefix=f"gpu_check_{name}_") as folder:
+        result_file = Path(folder) / "result.json"
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--out", str(ctx.out), "--sections", name,
+               "--result", str(result_file)]
+        cmd += ["--smoke"] if ctx.smoke else []
+        cmd += [] if ctx.deadline is None else ["--budget", f"{max(ctx.seconds_left(), 1.0):.1f}"]
         with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as child:
             for line in child.stdout:
-                if not line.startswith("## ") and not line.startswith("# "):  # its headings repeat this run's
-                    print(line, end="")
+                print(line, end="")
         try:
-            (result,) = json.loads((folder / "gpu_check.json").read_text())["sections"]
+            return json.loads(result_file.read_text())
         except (OSError, ValueError):
             return dict(status="fail", headline=f"its process ended with exit status {child.returncode} and no "
                         "result", notes=[], data={})
-        return {k: v for k, v in result.items() if k not in ("name", "seconds")}
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def write_report(out: Path, results: list[dict], started: str, command: list[str]) -> None:
@@ -404,6 +410,7 @@ def main(argv=None) -> int:
                              "had to stop; the sections before the game are not stopped midway")
     parser.add_argument("--in-process", action="store_true",
                         help="run every section in this process (a GPU fault in one then fails the ones after it)")
+    parser.add_argument("--result", default=None, help=argparse.SUPPRESS)  # run_apart's child: one section's result
     parser.add_argument("--sections", default=",".join(_name(s) for s in SECTIONS),
                         help="comma-separated sections to run, in this order (default: all): "
                              + ", ".join(_name(s) for s in SECTIONS))
@@ -425,12 +432,19 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     deadline = None if args.budget is None else begun + args.budget
+    ctx = Context(out=out, smoke=args.smoke, device=device, deadline=deadline)
+    if args.result:  # a section in a process of its own: it prints into the parent's log, and the parent reports
+        from redgame.jsonio import write_text_atomically
+
+        (section,) = sections
+        result = run_one(ctx, section)
+        write_text_atomically(args.result, json.dumps(result, default=str))
+        return 1 if result["status"] == "fail" else 0
     with open(out / "gpu_check.log", "w") as log, contextlib.redirect_stdout(Tee(sys.stdout, log)):
         print(f"# gpu_check {'--smoke ' if args.smoke else ''}started {started}")
         print(install_carried_wheels())
         command = ["python", *sys.argv] if argv is None else ["gpu_check.py", *argv]
-        results = run_sections(Context(out=out, smoke=args.smoke, device=device, deadline=deadline), sections,
-                               report=lambda done: write_report(out, done, started, command),
+        results = run_sections(ctx, sections, report=lambda done: write_report(out, done, started, command),
                                isolate=not args.in_process)
         print(f"\n# done: {sum(r['seconds'] for r in results):.0f} s; "
               + ", ".join(f"{r['name']} {r['status']}" for r in results))

@@ -12,7 +12,8 @@ same evaluation judge) for its mirror gap. ``shared`` trains with REINFORCE++
 REINFORCE; the report names which.
 
 Writes to ``--out``: the runs, ``claims.json``, ``claims.md`` (tables, and which comparisons
-are decided: a 95% t interval over seeds that excludes zero) and ``claims.png``.
+are decided: a t-test over seeds whose p-value, Holm-adjusted over the report's comparisons, is
+below 0.05) and ``claims.png``.
 
     python benchmarks/llm_claims.py [--regimes ...] [--seeds 0 1 2] [--steps 2] [--probe-steps 2]
         [--prompts N] [--split test] [--eval-judge NAME] [--set KEY=VALUE] [--reuse] [--jobs N]

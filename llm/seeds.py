@@ -39,6 +39,7 @@ from redgame.jsonio import decode_utf8, parse_json
 SPLITS = ("train", "validation", "test", "all")
 PROMPT_KEYS = ("prompt", "goal", "behavior", "Behavior")
 LABEL_KEYS = ("harmful", "label")
+ID_KEYS = ("id", "BehaviorID")
 CATEGORY_KEYS = ("category", "type", "SemanticCategory")
 TRUE_LABELS = {"1", "true", "yes", "unsafe", "harmful"}
 FALSE_LABELS = {"0", "false", "no", "safe", "benign"}
@@ -77,6 +78,8 @@ def _label(value, where: str) -> bool | None:
     if isinstance(value, (int, float)) and value in (0, 1):  # 1.0 from a JSON writer too
         return bool(value)
     word = str(value).strip().lower()
+    if word in ("0.0", "1.0"):  # and from a CSV writer
+        return word == "1.0"
     if word in TRUE_LABELS:
         return True
     if word in FALSE_LABELS:
@@ -91,23 +94,44 @@ def _first(row: dict, keys: tuple[str, ...]):
     return None
 
 
+def _check_labels_agree(row: dict, where: str) -> None:
+    """A row whose label fields name both classes (``"harmful": true, "label": "benign"``) is a one-line
+    UserError; a field that is not a class word (a category code) says nothing of the class."""
+    classes = set()
+    for key in LABEL_KEYS:
+        try:
+            classes.add(_label(row.get(key), where))
+        except UserError:
+            pass
+    if len(classes - {None}) > 1:
+        raise UserError(f"{where}: its labels disagree ({', '.join(f'{k} {row[k]!r}' for k in LABEL_KEYS)}); keep one")
+
+
+def _check_unique_ids(path: Path, ids: list[tuple[str, object]]) -> None:
+    """Each id a file gives (evaluation outputs key answers by them) names one row; ``ids``: (where, id or None)."""
+    first: dict[str, str] = {}
+    for where, ident in ids:
+        if ident is not None and first.setdefault(str(ident), where) != where:
+            raise UserError(f"{where}: id {str(ident)!r} appears twice (also at {first[str(ident)]}); give each seed "
+                            "its own id")
+
+
 def _seed_from_row(row: dict, where: str, default_id: str, harmful: bool | None, unlabelled: bool | None) -> Seed:
     prompt = _first(row, PROMPT_KEYS)
     if not isinstance(prompt, str) or not prompt.strip():
         raise UserError(f"{where}: no prompt text (expected a non-empty {' | '.join(PROMPT_KEYS)} field)")
-    labels = {key: _label(row.get(key), where) for key in LABEL_KEYS}
-    if len({v for v in labels.values() if v is not None}) > 1:
-        raise UserError(f"{where}: its labels disagree ({', '.join(f'{k} {row[k]!r}' for k in LABEL_KEYS)}); keep one")
     label = _label(_first(row, LABEL_KEYS), where)
     if harmful is not None:
         label = harmful
+    else:
+        _check_labels_agree(row, where)
     if label is None:
         label = unlabelled
     if label is None:
         raise UserError(f"{where}: no harmful/label field; give each row one (e.g. \"harmful\": true), or from "
                         "Python load_seeds(path, harmful=True or False) for the whole file")
     category = _first(row, CATEGORY_KEYS)
-    ident = _first(row, ("id", "BehaviorID"))
+    ident = _first(row, ID_KEYS)
     return Seed(id=str(ident) if ident is not None else default_id, prompt=prompt.strip(), harmful=label,
                 category=str(category) if category is not None else "uncategorised")
 
@@ -140,6 +164,7 @@ def _load_jsonl(path: Path, text: str, harmful: bool | None, unlabelled: bool | 
         if not isinstance(row, dict):
             raise UserError(f"{where}: expected a JSON object, got {type(row).__name__}")
         seeds.append(_seed_from_row(row, where, f"{path.stem}-{n}", harmful, unlabelled))
+    _check_unique_ids(path, [(where, _first(row, ID_KEYS)) for where, _, row in items])
     return seeds
 
 
@@ -153,6 +178,7 @@ def _load_csv(path: Path, text: str, harmful: bool | None, unlabelled: bool | No
         rows = list(reader)
     except csv.Error as exc:
         raise UserError(f"seed file {path}: malformed CSV ({exc})") from exc
+    _check_unique_ids(path, [(f"seed file {path}, row {n}", _first(row, ID_KEYS)) for n, row in enumerate(rows, 2)])
     return [_seed_from_row(row, f"seed file {path}, row {n}", f"{path.stem}-{n}", harmful, unlabelled)
             for n, row in enumerate(rows, 2)]
 
@@ -192,18 +218,14 @@ def load_seeds(path, *, harmful: bool | None = None, unlabelled: bool | None = N
         seeds = _load_lines(path, text, harmful)
     if not seeds:
         raise UserError(f"seed file {path}: no seeds in it")
-    _check_consistent(seeds, path)
+    _check_one_class_a_prompt(seeds, path)
     return seeds
 
 
-def _check_consistent(seeds: list[Seed], path: Path) -> None:
-    """Ids name one seed each (evaluation outputs key answers by them); a prompt has one class."""
-    first_of_id, class_of = {}, {}
-    for n, seed in enumerate(seeds, 1):
-        if seed.id in first_of_id:
-            raise UserError(f"seed file {path}: id {seed.id!r} appears twice (seeds {first_of_id[seed.id]} and {n} "
-                            "in file order); give each seed its own id")
-        first_of_id[seed.id] = n
+def _check_one_class_a_prompt(seeds: list[Seed], path: Path) -> None:
+    """A prompt labelled both harmful and benign (case and spacing aside) is a one-line UserError."""
+    class_of = {}
+    for seed in seeds:
         key = " ".join(seed.prompt.casefold().split())
         if class_of.setdefault(key, seed.harmful) != seed.harmful:
             raise UserError(f"seed file {path}: the prompt {seed.prompt[:60]!r} is labelled both harmful and benign")

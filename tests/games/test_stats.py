@@ -156,6 +156,11 @@ def test_the_paired_rate_difference_interval_covers_at_its_level_at_eight_prompt
     assert _coverage(8, probs) >= 0.95
 
 
+def test_the_paired_rate_difference_intervals_worst_coverage_at_eight_prompts_is_the_documented_one():
+    """docs/llm_evaluation.md: "falls to 0.87 at the worst (0, 0.25, 0.75, 0)"."""
+    assert _coverage(8, [0.0, 0.25, 0.75, 0.0]) == pytest.approx(0.873, abs=0.001)
+
+
 def test_the_paired_rate_difference_interval_is_mirrored_and_never_a_point():
     from redgame.games.stats import paired_rate_diff_ci
 

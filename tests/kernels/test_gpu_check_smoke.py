@@ -105,8 +105,10 @@ def test_a_section_whose_process_dies_fails_alone(tmp_path):
     section failed with it. Here the kernel checks' process dies at start (as a fault can end it)."""
     hide = tmp_path / "die"
     hide.mkdir()
-    (hide / "sitecustomize.py").write_text(
-        "import os, sys\nif '--in-process' in sys.argv and 'kernel_checks' in sys.argv:\n    os._exit(3)\n")
+    (hide / "sitecustomize.py").write_text(  # and each child writes its side files into the run's folder
+        "import os, sys, pathlib\nif '--result' in sys.argv and 'kernel_checks' in sys.argv:\n    os._exit(3)\n"
+        "if '--result' in sys.argv and 'large_offsets' in sys.argv:\n"
+        "    (pathlib.Path(sys.argv[sys.argv.index('--out') + 1]) / 'side_file').write_text('x')\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(hide), os.environ.get("PYTHONPATH")])))
     run = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out", str(tmp_path / "out"), "--sections",
                           "environment,kernel_checks,large_offsets"], capture_output=True, text=True, timeout=300,
@@ -118,6 +120,9 @@ def test_a_section_whose_process_dies_fails_alone(tmp_path):
     assert sections["kernel_checks"]["headline"] == "its process ended with exit status 3 and no result"
     assert sections["large_offsets"]["status"] == "skip" and "needs a GPU" in sections["large_offsets"]["headline"]
     assert report["command"][-1] == "environment,kernel_checks,large_offsets"
+    # (the game's gpu_game_runs.json went to a temporary folder, removed after)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["gpu_check.json", "gpu_check.log", "gpu_check.md",
+                                                                    "side_file"]
     assert {"torch", "cuda", "liger", "commit"} <= set(sections["environment"]["data"])
 
 

@@ -381,7 +381,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if "REDIRECT" in prompt:  # elsewhere: urllib followed it, sending the question and the API key there
             self.send_response(302)
-            self.send_header("Location", "http://127.0.0.1:9/elsewhere")
+            self.send_header("Location", "http://127.0.0.1:9/elsewhere/v1/chat/completions")
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
@@ -442,7 +442,7 @@ def test_http_judge_parses_counts_and_excludes(server):
 def test_a_redirect_is_refused_and_a_slow_or_huge_reply_is_unparsable(server):
     judge = make_judge(f"http:{server}/v1", timeout=0.6, api_key="SECRET")
     judge.retry_delays = (0.0,)
-    with pytest.raises(UserError, match="redirects \\(HTTP 302\\) to http://127.0.0.1:9/elsewhere; redirects are not"):
+    with pytest.raises(UserError, match="redirects \\(HTTP 302\\) to http://127.0.0.1:9/elsewhere/v1; redirects are"):
         judge.prefer([KILL], ["REDIRECT"], ["a"], ["b"])
     start = time.monotonic()
     assert judge.prefer([KILL, KILL], ["TRICKLE", "HUGE"], ["a"] * 2, ["b"] * 2) == [None, None]
@@ -577,9 +577,11 @@ def test_http_judge_configuration_errors_are_user_errors(server):
     ("<think>Is it unsafe? no, maybe...</think>Yes", ("Yes", "No"), "", 1.0),
     ("<think>still thinking, no answer", ("Yes", "No"), "", None),
     # Llama Guard's verdict is its first line, whole: these were read as "unsafe"
-    ("The message is not unsafe; it is safe.", ("unsafe", "safe"), "", None),
-    ("Unsafe content: none; safe", ("unsafe", "safe"), "", None), ("Safe.\n", ("unsafe", "safe"), "", 0.0),
-    ("\n UNSAFE\nS1", ("unsafe", "safe"), "", 1.0),
+    ("The message is not unsafe; it is safe.", ("unsafe", "safe"), "", None), ("Safe.\n", ("unsafe", "safe"), "", 0.0),
+    ("\n UNSAFE\nS1", ("unsafe", "safe"), "", 1.0), ("'safe'", ("unsafe", "safe"), "", 0.0),
+    ("unsafe (S3)", ("unsafe", "safe"), "", 1.0), ("Assessment: unsafe", ("unsafe", "safe"), "", 1.0),
+    ("safe - the message asks about baking", ("unsafe", "safe"), "", 0.0),
+    ("I think it is safe", ("unsafe", "safe"), "", None),
     # a reasoning block whose <think> the chat template wrote: its words were read as the answer
     ("is it A? ...</think> B", ("A", "B"), "", 0.0),
 ])

@@ -144,6 +144,22 @@ def test_json_array(tmp_path):
     assert [(s.prompt, s.harmful) for s in load_seeds(path)] == [("a", True), ("b", False)]
 
 
+def test_what_the_consistency_checks_leave_alone(tmp_path):
+    """A label field that is no class word beside a class (a category code), an override of the file's labels,
+    an id that equals another row's default id, and 1.0 / 0.0 in a CSV all load (the first three did before the
+    checks; the last did not)."""
+    rows = [{"prompt": "a", "harmful": True, "label": "S1"}, {"prompt": "b", "id": "s-1", "harmful": False},
+            {"prompt": "c", "harmful": True, "label": "safe"}]
+    path = _write(tmp_path / "s.jsonl", "\n".join(json.dumps(r) for r in rows))
+    assert [s.harmful for s in load_seeds(path, harmful=False)] == [False] * 3
+    with pytest.raises(UserError, match="line 3: its labels disagree"):
+        load_seeds(path)
+    path.write_text("\n".join(json.dumps(r) for r in rows[:2]))
+    assert [(s.id, s.harmful) for s in load_seeds(path)] == [("s-1", True), ("s-1", False)]
+    table = _write(tmp_path / "t.csv", "prompt,harmful\nx,1.0\ny,0.0\n")
+    assert [s.harmful for s in load_seeds(table)] == [True, False]
+
+
 def test_harmbench_style_csv_and_plain_text(tmp_path):
     path = tmp_path / "harmbench.csv"
     with path.open("w", newline="", encoding="utf-8") as f:
@@ -186,7 +202,7 @@ def test_xstest_style_csv(tmp_path):
     ("badarray.json", b'[{"prompt": "x", "harmful": true}, 3]', "item 2: expected a JSON object"),
     # these three loaded without a word: evaluation outputs key answers by id, and a class is the prompt's
     ("ids.jsonl", b'{"id": "x", "prompt": "a", "harmful": 1}\n{"id": "x", "prompt": "b", "harmful": 0}\n',
-     "id 'x' appears twice \\(seeds 1 and 2"),
+     "line 2: id 'x' appears twice \\(also at seed file .*ids.jsonl, line 1\\)"),
     ("classes.jsonl", b'{"prompt": "Make a  bomb", "harmful": 1}\n{"prompt": "make a bomb", "harmful": 0}\n',
      "the prompt 'make a bomb' is labelled both harmful and benign"),
     ("disagree.jsonl", b'{"prompt": "x", "harmful": true, "label": "benign"}\n', "its labels disagree"),
