@@ -92,10 +92,11 @@ def comparisons(table: dict[str, dict]) -> list[dict]:
         if len(va) < 2 or (not one_arm and len(vb) < 2):
             ci, p, needed = None, None, None
         else:
-            ci = diff_ci(va, vb)
+            estimate = difference(va, vb)
+            ci = t_interval(*estimate)
             # no spread (a point interval, p None) decides nothing: seeds whose rates agree exactly (rates over a
             # few prompts move in steps) say nothing of the spread
-            p = t_pvalue(*difference(va, vb))
+            p = t_pvalue(*estimate)
             needed = seeds_to_decide(EFFECT, pooled_sd(va, None if one_arm else vb), one_sample=one_arm)
         rows.append({"claim": claim, "a": a, "b": b or "0", "metric": m, "diff": float(np.mean(va) - np.mean(vb)),
                      "ci": ci, "p": p, "p_holm": None, "directional": directional, "seeds_to_decide": needed})
