@@ -496,18 +496,18 @@ class Game:
     rerun: str | None = None  # the command that started the run, where not `redgame llm train` (resume_hint)
 
 
-def kernels_in_the_loop(cfg: TrainConfig, roles) -> bool:
+def kernels_in_the_loop(cfg: TrainConfig, roles, sharded: bool = False) -> bool:
     """Whether ``redgame.kernels`` compute the token log-probs; patches the LoRA layers where they run those too.
 
     ``on``: both, ``off``: neither (peft's layers and the chunked torch log-probs). ``auto``,
-    for LoRA roles without FSDP: both on a CPU (the kernels' torch path); on CUDA the
+    for LoRA roles on a base not sharded by FSDP (``sharded``): both on a CPU (the kernels' torch path); on CUDA the
     log-probs and the fused preference loss (their gemm pass ran the DPO loss at 0.76× to
     0.90× Liger's time on one H200) but peft's LoRA layers, which were faster there than
     ours (docs/gpu.md). Full fine-tuning has no LoRA layer and trains the head: auto is off.
     """
     peft_models = [m for m in roles.models() if hasattr(m, "peft_config")]
     on_cuda = any(p.is_cuda for m in peft_models for p in m.parameters())
-    eligible = cfg.kernels == "auto" and bool(peft_models) and not cfg.fsdp
+    eligible = cfg.kernels == "auto" and bool(peft_models) and not sharded
     if cfg.kernels == "on" or (eligible and not on_cuda):
         from redgame.kernels import patch_peft
 
@@ -671,12 +671,14 @@ def set_up(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
                         lora=LoraSettings(cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout),
                         reference=cfg.resolved_reference(), ema_decay=cfg.ema_decay,
                         rollout=cfg.resolved_rollout_policy())
-    if cfg.fsdp:
-        dist.shard_frozen_layers(roles, cfg.seeds_per_step)  # a no-op in one process
+    if cfg.fsdp and dist.active:
+        dist.shard_frozen_layers(roles, cfg.seeds_per_step)
+    elif cfg.fsdp:
+        log("config key 'fsdp' shards the base over torchrun's processes; in one process it does nothing")
     optimizers = {key: torch.optim.AdamW(roles.parameters(owners[0]), lr=cfg.lr, weight_decay=cfg.weight_decay)
                   for key, owners in roles.owners().items()}
     game = Game(cfg, out, dist, harmful, benign, roles, optimizers, tokenizer, judge)
-    game.kernels = kernels_in_the_loop(cfg, roles)
+    game.kernels = kernels_in_the_loop(cfg, roles, sharded=dist.lockstep)
     if cfg.population_every:
         game.population = Population(size=cfg.population_size, attack_tokens=cfg.attack_tokens,
                                      response_tokens=cfg.response_tokens,

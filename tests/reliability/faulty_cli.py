@@ -35,7 +35,7 @@ KILL_POINTS = (
     "checkpoint-mid-write",  # weights written into the temporary folder, optimiser not yet
     "checkpoint-before-rename",  # temporary folder complete, not renamed
     "checkpoint-after-rename",  # checkpoint in place, the trainer has not gone on
-    "final-write",  # the last step's final adapters: attacker written, defender not
+    "final-write",  # the last step's final adapters: attacker written into the hidden temporary folder, defender not
 )
 
 
