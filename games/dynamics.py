@@ -460,7 +460,7 @@ class _Learner:
         self.spec, self.config, self.lr = spec, config, knobs["lr"]
         tiles = len(knobs["lr"]) // config.runs
         draws = FrozenDraws.draw(spec, config.runs, config.seed, knobs["init_scale"], tiles)
-        self.rng = draws.rng
+        self.rng = draws  # its random() gives every setting the same plays (common random numbers)
         self.tensors = payoff_tensors(spec)
         self.model: Policies = build_model(spec, config, draws, knobs["g"])
         if config.regime == "advgame":

@@ -102,6 +102,15 @@ class FrozenDraws:
         draw = self.rng.standard_normal((self.runs, *shape))
         return np.tile(draw, (self.tiles,) + (1,) * len(shape))
 
+    def random(self, shape: tuple[int, ...]) -> np.ndarray:
+        """Uniform draws of ``shape`` = [tiles * runs, ...], the same for every tile: the sampled
+        estimators' plays, so that a setting's samples do not depend on the settings batched beside it
+        (as ``numpy.random.Generator.random`` when there is one tile)."""
+        if shape[0] != self.tiles * self.runs:
+            raise ValueError(f"draws for {self.tiles} x {self.runs} runs, asked for {shape[0]}")
+        draw = self.rng.random((self.runs, *shape[1:]))
+        return np.tile(draw, (self.tiles,) + (1,) * (len(shape) - 1))
+
     @classmethod
     def draw(cls, spec: GameSpec, runs: int, seed: int, scale=1.0, tiles: int = 1) -> "FrozenDraws":
         """``scale``: the standard deviation, one number or one per run [tiles * runs]."""

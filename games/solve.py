@@ -346,8 +346,8 @@ def solve(game: Any, method: str = "auto", **options: Any) -> Solution:
             raise UserError(f"method: {method} needs a game spec, not a matrix")
         if method == "auto":
             a_arr = np.asarray(a, dtype=float)
-            if b is None or _is_zero_sum(a_arr, np.asarray(b, float)):
-                return solve_matrix(a, b, "enumerate")
+            if b is None or a_arr.shape != np.shape(b) or _is_zero_sum(a_arr, np.asarray(b, float)):
+                return solve_matrix(a, b, "enumerate")  # which refuses mismatched shapes in one line
             return _general_sum_auto(lambda m: solve_matrix(a, b, m))
         return solve_matrix(a, b, method)
     if method == "auto" and spec.sums_to_zero:

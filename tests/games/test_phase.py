@@ -51,6 +51,21 @@ def test_each_cell_is_the_run_of_its_setting():
         assert cell["best_response_asr"] == pytest.approx(float(want["best_response_asr"]), abs=1e-12)
 
 
+
+@pytest.mark.parametrize("regime", ["shared", "advgame"])
+def test_a_sampled_cell_is_the_run_of_its_setting_whatever_the_grid_beside_it(regime):
+    """estimator=sampled: every setting of a batch plays the same random draws (common random numbers),
+    so a cell's numbers are those of its setting run alone (they changed with the other cells before)."""
+    params = {"estimator": "sampled", "batch": "8", "steps": "40", **({"k": "4"} if regime == "shared" else {})}
+    cells = [next(c for c in phase_diagram(regime, {"lr": grid}, seeds=3, params=params).cells if c["lr"] == 0.5)
+             for grid in ([0.5], [0.1, 0.5], [0.5, 1.0, 2.0])]
+    for cell in cells[1:]:
+        for name in ("selfplay_asr", "best_response_asr"):
+            assert cell[name] == pytest.approx(cells[0][name], abs=1e-12), name
+    if regime == "shared":  # the mirror game, as _alone plays it
+        alone = _alone(regime, 3, 40, lr=0.5, estimator="sampled", batch=8)
+        assert cells[0]["best_response_asr"] == pytest.approx(float(alone["best_response_asr"]), abs=1e-12)
+
 def test_phase_command_json_table_and_heatmaps(capsys, tmp_path):
     code, out, _ = run(capsys, "toy", "phase", "--regime", "shared", "--grid", "g=0.5,1", "--grid", "lam=0,1",
                        "--param", "benign=1", "--param", "k=3", "--param", "steps=40", "--seeds", "2",

@@ -288,3 +288,8 @@ def test_optimal_sets_too_large_to_list_are_still_called_too_large():
     with pytest.raises(TooLargeToEnumerate, match="too large to enumerate") as raised:
         solve(make_spec("family", n=3), method="enumerate")
     assert not isinstance(raised.value, EnumerationFailed)
+
+
+def test_mismatched_payoff_shapes_are_one_line_under_auto():
+    with pytest.raises(UserError, match="defender payoffs must be finite with shape \\(2, 2\\), got \\(2, 3\\)"):
+        solve((np.ones((2, 2)), np.ones((2, 3))))  # auto: numpy's broadcast error before
