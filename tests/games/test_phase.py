@@ -51,7 +51,6 @@ def test_each_cell_is_the_run_of_its_setting():
         assert cell["best_response_asr"] == pytest.approx(float(want["best_response_asr"]), abs=1e-12)
 
 
-
 @pytest.mark.parametrize("regime", ["shared", "advgame"])
 def test_a_sampled_cell_is_the_run_of_its_setting_whatever_the_grid_beside_it(regime):
     """estimator=sampled: every setting of a batch plays the same random draws (common random numbers),
@@ -65,6 +64,7 @@ def test_a_sampled_cell_is_the_run_of_its_setting_whatever_the_grid_beside_it(re
     if regime == "shared":  # the mirror game, as _alone plays it
         alone = _alone(regime, 3, 40, lr=0.5, estimator="sampled", batch=8)
         assert cells[0]["best_response_asr"] == pytest.approx(float(alone["best_response_asr"]), abs=1e-12)
+
 
 def test_phase_command_json_table_and_heatmaps(capsys, tmp_path):
     code, out, _ = run(capsys, "toy", "phase", "--regime", "shared", "--grid", "g=0.5,1", "--grid", "lam=0,1",

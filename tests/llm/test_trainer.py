@@ -527,7 +527,6 @@ def test_kernels_auto_patches_lora_roles_on_a_cpu_and_leaves_them_to_peft_on_cud
     assert not trainer.kernels_in_the_loop(cfg, Roles(on_cpu), sharded=True) and patched == [on_cpu, on_cuda]  # FSDP
 
 
-
 def test_fsdp_in_one_process_says_it_does_nothing_and_keeps_the_kernels(tmp_path, judge, tiny_config):
     lines = []
     train(tiny_config(regime="bipolicy", steps=1, fsdp=True, kernels="auto"), tmp_path, progress=False,
@@ -535,6 +534,7 @@ def test_fsdp_in_one_process_says_it_does_nothing_and_keeps_the_kernels(tmp_path
     assert any("'fsdp'" in line and "in one process it does nothing" in line for line in lines)
     row = json.loads((tmp_path / "metrics.jsonl").read_text())
     assert row["kernels/lora"] == "torch"  # auto's CPU path: no shard stands in its way
+
 
 class _CudaTensor(torch.Tensor):
     @property
