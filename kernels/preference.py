@@ -15,8 +15,8 @@ sequence sums s_b = Σ_{i∈b} log p_i, so
 
     ∂L/∂h_i = (∂L/∂s_b)·(W_{t_i} − E_{p_i}[W])
 
-and the direction W_t − E_p[W] comes out of the same online pass over the vocabulary as
-the log-probs (`redgame.kernels.logprobs`). The forward pass therefore finishes the
+and the direction W_t − E_p[W] comes out of the same pass over the vocabulary as the
+log-probs (`redgame.kernels.logprobs`: its gemm pass, or the online one). The forward pass therefore finishes the
 gradient; the backward pass only scales it by the incoming gradient.
 """
 
