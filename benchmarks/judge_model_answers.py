@@ -59,8 +59,12 @@ def sample(split: str, runs: list[str], seed: int, with_base: bool = True, draws
 
     torch.manual_seed(seed)
     seeds = builtin_seeds(split)
+    parents = [Path(r).parent.name for r in runs]  # <name>/run -> name
+    if len(set(parents)) < len(runs):  # a second run of one name replaced the first, without a word
+        raise UserError(f"--runs: {len(runs)} runs give {len(set(parents))} names (each run is named by its parent "
+                        "folder, <name>/run); give runs whose parent folders differ")
+    names = {name: adapter_dir(r) for name, r in zip(parents, runs)}
     base, tokenizer = load_base("embedded")
-    names = {f"{Path(r).parent.name}": adapter_dir(r) for r in runs}  # <name>/run -> name
     model = attach(base, names)
     prompts = [chat_text(tokenizer, defender_messages(s.prompt)) for s in seeds]
     settings = {"base-greedy-24": (None, SamplingSettings(max_new_tokens=24, greedy=True)),
@@ -160,6 +164,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.mode == "sample" and args.draws < 0:
         parser.error(f"--draws must be at least 0, got {args.draws}")
+    if args.mode == "sample" and args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
     check_output_path("--out", args.out, "file", example="answers.jsonl")
     if args.mode == "sample":
         import torch

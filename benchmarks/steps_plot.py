@@ -24,8 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rejudge_demo import t_interval  # noqa: E402
 
-from redgame.errors import UserError, check_output_path  # noqa: E402
-from redgame.figures import save_figure  # noqa: E402
+from redgame.errors import UserError  # noqa: E402
+from redgame.figures import check_figure_path, save_figure  # noqa: E402
 from redgame.jsonio import read_json_file  # noqa: E402
 from redgame.llm.metrics import is_number  # noqa: E402
 
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         if repeated:  # a group dropped, or one seed counted twice (two groups may share a file: a common start)
             raise UserError(f"--group: the {what} {repeated[0]} is given twice; each once")
     if args.out:
-        check_output_path("--out", args.out, "file", example="steps.png")
+        check_figure_path("--out", args.out, example="steps.png")
     reports = read_reports([f for g in args.group for f in g[1:]])
     check_measured_alike(reports)
     groups = {g[0]: read_group({f: reports[f] for f in g[1:]}) for g in args.group}

@@ -11,10 +11,9 @@ import sys
 from pathlib import Path
 
 from redgame.errors import UserError, check_output_path
-from redgame.figures import save_figure
+from redgame.figures import check_figure_path, save_figure
 
 BUILTIN_INPUT = "builtin"
-PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 
 
 def register(llm_subparsers) -> None:
@@ -93,9 +92,7 @@ def run_judge(args) -> int:
     from redgame.llm.rewards import RewardRules, make_payoff
 
     if args.plot is not None:  # checked before the judging, which can take minutes
-        if args.plot.suffix.lower() not in PLOT_SUFFIXES:
-            raise UserError(f"--plot {args.plot}: name a {', '.join(PLOT_SUFFIXES)} file")
-        check_output_path("--plot", args.plot, "file", example="roc.png")
+        check_figure_path("--plot", args.plot, example="roc.png")
     exchanges = _exchanges(args.input, args.split)  # read and checked before any model loads
     second = load_second_labels(args.second_labels) if args.second_labels else None
     if second is not None:

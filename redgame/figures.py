@@ -6,7 +6,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from redgame.errors import UserError, check_output_path
 from redgame.jsonio import replaced_atomically
+
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+def check_figure_path(flag: str, out, example: str) -> None:
+    """One line, before any work, when ``out`` names a file of another kind than PNG, SVG or PDF (a name
+    without a suffix is saved as PNG, :func:`save_figure`), or cannot be written
+    (:func:`redgame.errors.check_output_path`)."""
+    if Path(out).suffix and Path(out).suffix.lower() not in PLOT_SUFFIXES:
+        raise UserError(f"{flag} {out}: name a {', '.join(PLOT_SUFFIXES)} file, such as {example}")
+    check_output_path(flag, out, "file", example=example)
 
 
 def save_figure(fig, path: str | Path, **kwargs) -> Path:
@@ -19,6 +31,7 @@ def save_figure(fig, path: str | Path, **kwargs) -> Path:
     path = Path(path)
     if not path.suffix:  # as savefig: the default format, its extension added
         path = path.with_name(f"{path.name}.{matplotlib.rcParams['savefig.format']}")
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with replaced_atomically(path) as tmp:
             fig.savefig(tmp, format=path.suffix[1:], **kwargs)

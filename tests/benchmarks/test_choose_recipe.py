@@ -54,6 +54,22 @@ def test_the_challenger_wins_by_more_than_the_margin_within_both_budgets(tmp_pat
     assert f"mean +25.0 [{low:+.1f}, {high:+.1f}], worst +20" in printed and "chosen: 2e-3" in printed
 
 
+@pytest.mark.parametrize("flag", ["--margin", "--mean-budget", "--worst-budget", "--help-budget"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-1"])
+def test_points_that_are_not_a_finite_number_at_least_0_are_refused(tmp_path, capsys, flag, value):
+    """NaN turned every check it entered off: --worst-budget nan passed a seed that lost 8 points."""
+    a = [demo_folder(tmp_path / f"a{s}", 0.1, 1.0) for s in range(2)]
+    with pytest.raises(SystemExit):
+        choose_recipe.main(["--candidate", "x", *a, flag, value])
+    assert "give a finite number of points, at least 0" in capsys.readouterr().err
+
+
+def test_a_plot_of_another_kind_is_refused_before_the_runs_are_read(tmp_path):
+    with pytest.raises(SystemExit, match="--plot .*rule.txt: name a .png, .svg, .pdf file"):
+        choose_recipe.main(["--candidate", "x", str(tmp_path / "m1"), str(tmp_path / "m2"), "--plot",
+                            str(tmp_path / "rule.txt")])  # the missing runs are not read
+
+
 def test_within_the_margin_the_incumbent_stays(tmp_path, capsys):
     a = [demo_folder(tmp_path / f"a{s}", 0.2, 1.0) for s in range(2)]
     b = [demo_folder(tmp_path / f"b{s}", 0.24, 1.0) for s in range(2)]

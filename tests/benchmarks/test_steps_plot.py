@@ -42,6 +42,10 @@ def test_rates_by_step_and_their_intervals(tmp_path, capsys):
     assert steps_plot.main(["--group", "g", *files, "--out", str(tmp_path / "bare")]) == 0  # savefig adds .png
     assert capsys.readouterr().out.splitlines()[-1] == f"wrote {tmp_path / 'bare.png'}"
     assert (tmp_path / "bare.png").read_bytes()[:4] == b"\x89PNG"
+    assert steps_plot.main(["--group", "g", *files, "--out", str(tmp_path / "new" / "p.svg")]) == 0  # folder made
+    assert (tmp_path / "new" / "p.svg").is_file()
+    with pytest.raises(UserError, match="--out .*p.txt: name a .png, .svg, .pdf file"):  # before the work, not after
+        steps_plot.main(["--group", "g", *files, "--out", str(tmp_path / "p.txt")])
 
 
 def test_an_eval_of_no_checkpoint_is_named(tmp_path):
