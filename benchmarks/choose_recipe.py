@@ -57,6 +57,7 @@ from __future__ import annotations
 import argparse
 import functools
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -210,10 +211,15 @@ def run_of_adapter(adapter: Path) -> Path:
 
 
 def over_refusal_watch(run_folder: Path | None) -> float | None:
-    """The watch's number of a run folder's metrics.jsonl, or None when there is none."""
+    """The watch's number of a run folder's metrics.jsonl, or None when there is none or it cannot be read (the
+    watch is not part of the rule: a damaged file leaves its "?", not the verdict undone)."""
     if run_folder is None or not (run_folder / "metrics.jsonl").is_file():
         return None
-    return watch.benign_refusal(read_metrics(run_folder))
+    try:
+        return watch.benign_refusal(read_metrics(run_folder))
+    except UserError as exc:
+        print(f"choose_recipe: warning: no over-refusal watch: {exc}", file=sys.stderr)
+        return None
 
 
 def the_base(bases: list[dict]) -> dict:

@@ -125,6 +125,8 @@ def draw(path: str, benign: int, prefix: str, seed: int, split: str = "holdout")
                 and all(isinstance(r.get(key), str) for key in SAMPLED_FIELDS)):
             raise UserError(f"{path}: exchange {i} is not a line of 'sample' (seed_class harmful or benign, and "
                             f"{', '.join(SAMPLED_FIELDS)} as text)")
+    if not rows:
+        raise UserError(f"{path}: no exchanges in it (write it with 'sample')")
     rng = random.Random(seed)
     drawn = [r for r in rows if r["seed_class"] == "harmful"]
     benign_rows = [r for r in rows if r["seed_class"] == "benign"]

@@ -46,10 +46,13 @@ def rejudge(folder: Path, judge) -> dict:
     seeds = {s.id: s for s in builtin_seeds("all")}
     out = {}
     saved = read_json_file(path, str(path))
-    missing = [role for role in ("base", "trained") if role not in saved]
+    missing = [role for role in ("base", "trained") if not isinstance(saved, dict) or role not in saved]
     if missing:
         raise UserError(f"{path}: no '{missing[0]}' answers (a redgame demo saves the base's and the trained "
                         "defender's)")
+    if set(saved) != {"base", "trained"}:
+        raise UserError(f"{path}: answers of {', '.join(repr(r) for r in sorted(set(saved) - {'base', 'trained'}))} "
+                        "beside the base's and the trained defender's; is it a redgame demo's?")
     for role, answers in saved.items():
         if not (isinstance(answers, list) and all(isinstance(a, dict) and a.get("id") in seeds
                                                   and isinstance(a.get("prompt"), str)
@@ -79,6 +82,8 @@ def check_whole(folder: Path, saved: dict, seeds: dict) -> None:
     demo = folder / "demo.json"
     counts = read_json_file(demo, str(demo)) if demo.is_file() else {}
     counts = counts if isinstance(counts, dict) else {}
+    if not ids["trained"]:  # every rate would be NaN
+        raise UserError(f"{path}: no answers in it; the file is damaged or not a demo's")
     for key, harmful in (("n_harmful", True), ("n_benign", False)):
         answered = sum(seeds[i].harmful == harmful for i in ids["trained"])
         if isinstance(counts.get(key), int) and answered != counts[key]:

@@ -64,6 +64,8 @@ def read_eval(name: str, report: dict) -> int:
     results = report.get("results") if isinstance(report.get("results"), dict) else {}
     if not isinstance(results.get("adapter"), dict):
         raise UserError(f"{name}: no adapter results (a redgame llm eval --adapter ... output holds them)")
+    if "base" in results and not isinstance(results["base"], dict):
+        raise UserError(f"{name}: its base results are not an object of rates; the file is damaged")
     return int(found.group(1))
 
 

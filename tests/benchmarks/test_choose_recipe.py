@@ -245,6 +245,11 @@ def test_the_over_refusal_watch_is_printed_beside_the_rule_where_the_run_folders
     assert run(capsys, argv)["candidates"][0]["watch"] == pytest.approx([0.3, 0.1, None, 0.2])
     assert choose_recipe.main(argv) == 0
     assert "0.300* / 0.100 / ? / 0.200*" in capsys.readouterr().out
+    (Path(given_as_file) / "run" / "metrics.jsonl").write_text("")  # the watch's file damaged: a "?", not an abort
+    assert choose_recipe.main([*argv, "--json"]) == 0
+    printed = capsys.readouterr()
+    assert json.loads(printed.out)["candidates"][0]["watch"] == pytest.approx([0.3, 0.1, None, None])
+    assert "no over-refusal watch" in printed.err
 
 
 def test_a_candidate_whose_gain_interval_reaches_zero_fails_the_gain_floor(tmp_path, capsys):

@@ -85,5 +85,8 @@ def test_a_line_or_answer_missing_a_field_is_one_line_not_an_internal_error(tmp_
     with pytest.raises(SystemExit):
         judge_model_answers.main(["sample", "--threads", "0", "--out", str(tmp_path / "s.jsonl")])
     assert "--threads must be at least 1, got 0" in capsys.readouterr().err
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(UserError, match="empty.jsonl: no exchanges in it"):  # wrote an empty set, before
+        judge_model_answers.draw(str(tmp_path / "empty.jsonl"), 0, "p", 0)
     with pytest.raises(UserError, match="--runs: 2 runs give 1 names"):  # emb/s0/run and x/s0/run: both "s0"
         judge_model_answers.sample("validation", ["emb/s0/run", "x/s0/run"], 0, with_base=False, draws=0)

@@ -82,6 +82,8 @@ def test_two_folders_of_one_name_are_refused(tmp_path):
     (lambda saved, demo: saved["trained"].pop(), "the base and the trained defender answered different prompts"),
     (lambda saved, demo: saved["trained"].append(saved["trained"][0]), "more than once"),
     (lambda saved, demo: [saved[r].pop() for r in saved], "2 answers to benign prompts, where demo.json counts 3"),
+    (lambda saved, demo: [saved[r].clear() for r in saved], "no answers in it"),  # NaN rates, before
+    (lambda saved, demo: saved.update(extra=saved["base"]), "answers of 'extra' beside the base's"),  # judged too
 ])
 def test_a_rate_over_part_of_the_answers_is_refused(tmp_path, damage, needle):
     """Answers removed from a demo folder moved its rates silently (a copy with three benign answers cut

@@ -48,6 +48,15 @@ def test_rates_by_step_and_their_intervals(tmp_path, capsys):
         steps_plot.main(["--group", "g", *files, "--out", str(tmp_path / "p.txt")])
 
 
+def test_base_results_that_are_no_object_are_one_line(tmp_path):
+    path = Path(_eval_json(tmp_path / "e.json", 16, 0.5, 0.9, base=True))
+    report = json.loads(path.read_text())
+    report["results"]["base"] = "0.5"
+    path.write_text(json.dumps(report))
+    with pytest.raises(UserError, match="e.json: its base results are not an object of rates"):  # AttributeError
+        steps_plot.read_group(steps_plot.read_reports([str(path)]))
+
+
 def test_an_eval_of_no_checkpoint_is_named(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"adapter": "runs/x/final/defender", "results": {"adapter": {}}}))
