@@ -63,6 +63,8 @@ def sample(split: str, runs: list[str], seed: int, with_base: bool = True, draws
     if len(set(parents)) < len(runs):  # a second run of one name replaced the first, without a word
         raise UserError(f"--runs: {len(runs)} runs give {len(set(parents))} names (each run is named by its parent "
                         "folder, <name>/run); give runs whose parent folders differ")
+    if "base" in parents:  # its answers would replace the base model's greedy ones (base-greedy-24)
+        raise UserError("--runs: a run named 'base' (base/run) is taken for the base model; rename its folder")
     names = {name: adapter_dir(r) for name, r in zip(parents, runs)}
     base, tokenizer = load_base("embedded")
     model = attach(base, names)

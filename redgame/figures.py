@@ -9,30 +9,36 @@ from pathlib import Path
 from redgame.errors import UserError, check_output_path
 from redgame.jsonio import replaced_atomically
 
-PLOT_SUFFIXES = (".png", ".svg", ".pdf")
+def figure_file(path: str | Path) -> Path:
+    """The file :func:`save_figure` writes for ``path``: a name without a suffix gets the default format's
+    (as ``savefig`` does)."""
+    import matplotlib
+
+    path = Path(path)
+    return path if path.suffix else path.with_name(f"{path.name}.{matplotlib.rcParams['savefig.format']}")
 
 
 def check_figure_path(flag: str, out, example: str) -> None:
-    """One line, before any work, when ``out`` names a file of another kind than PNG, SVG or PDF (a name
-    without a suffix is saved as PNG, :func:`save_figure`), or cannot be written
-    (:func:`redgame.errors.check_output_path`)."""
-    if Path(out).suffix and Path(out).suffix.lower() not in PLOT_SUFFIXES:
-        raise UserError(f"{flag} {out}: name a {', '.join(PLOT_SUFFIXES)} file, such as {example}")
-    check_output_path(flag, out, "file", example=example)
+    """One line, before any work, when ``out`` names a format matplotlib does not write, or when its file
+    (:func:`figure_file`) cannot be written (:func:`redgame.errors.check_output_path`)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    path, formats = figure_file(out), FigureCanvasBase.get_supported_filetypes()
+    if path.suffix[1:].lower() not in formats:
+        raise UserError(f"{flag} {out}: name a .png, .svg, .pdf file (or another format matplotlib writes: "
+                        f"{', '.join(sorted(formats))}), such as {example}")
+    check_output_path(flag, path, "file", example=example)
 
 
 def save_figure(fig, path: str | Path, **kwargs) -> Path:
     """Save the matplotlib figure ``fig`` to ``path`` (its format from the suffix, as ``savefig``
     reads it, and without one the default format with its extension added; ``kwargs`` go to
-    ``savefig``), atomically, then close the figure; returns the path written."""
-    import matplotlib
+    ``savefig``), atomically, into a folder made if missing, then close the figure; returns the path written."""
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    if not path.suffix:  # as savefig: the default format, its extension added
-        path = path.with_name(f"{path.name}.{matplotlib.rcParams['savefig.format']}")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = figure_file(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with replaced_atomically(path) as tmp:
             fig.savefig(tmp, format=path.suffix[1:], **kwargs)
     finally:

@@ -33,3 +33,23 @@ def test_the_format_comes_from_the_name_as_savefig_reads_it(tmp_path, name, writ
     fig, _ = plt.subplots()
     assert save_figure(fig, tmp_path / name) == tmp_path / written
     assert (tmp_path / written).read_bytes()[:len(magic)] == magic and len(list(tmp_path.iterdir())) == 1
+
+
+def test_a_plot_name_is_checked_for_a_format_matplotlib_writes_and_its_folder_is_made(tmp_path):
+    from redgame.errors import UserError
+    from redgame.figures import check_figure_path
+
+    for name in ("a.png", "a.JPG", "a.eps", "bare"):  # any format savefig writes; a bare name becomes a.png
+        check_figure_path("--plot", tmp_path / name, example="roc.png")
+    with pytest.raises(UserError, match="--plot .*a.txt: name a .png, .svg, .pdf file .or another format"):
+        check_figure_path("--plot", tmp_path / "a.txt", example="roc.png")
+    (tmp_path / "taken.png").mkdir()  # the file a bare name writes is checked, not the bare name
+    with pytest.raises(UserError, match="is a folder"):
+        check_figure_path("--plot", tmp_path / "taken", example="roc.png")
+    fig = plt.figure()
+    assert save_figure(fig, tmp_path / "new" / "f.svg") == tmp_path / "new" / "f.svg"
+    (tmp_path / "file").write_text("")
+    fig = plt.figure()
+    with pytest.raises(OSError):  # the folder cannot be made: the figure is closed all the same
+        save_figure(fig, tmp_path / "file" / "f.png")
+    assert not plt.fignum_exists(fig.number)

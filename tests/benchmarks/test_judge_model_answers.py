@@ -90,3 +90,5 @@ def test_a_line_or_answer_missing_a_field_is_one_line_not_an_internal_error(tmp_
         judge_model_answers.draw(str(tmp_path / "empty.jsonl"), 0, "p", 0)
     with pytest.raises(UserError, match="--runs: 2 runs give 1 names"):  # emb/s0/run and x/s0/run: both "s0"
         judge_model_answers.sample("validation", ["emb/s0/run", "x/s0/run"], 0, with_base=False, draws=0)
+    with pytest.raises(UserError, match="a run named 'base'"):  # it replaced the base model's greedy answers
+        judge_model_answers.sample("validation", ["runs/base/run"], 0, with_base=True, draws=0)
