@@ -27,7 +27,7 @@ init_scale) at once, each with the same frozen draws; ``games.phase`` sweeps gri
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -245,23 +245,30 @@ def _json_float(x: float) -> float | None:
 
 # -- sampling helpers ---------------------------------------------------------------------
 
-def _categorical(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
+class Uniforms(Protocol):
+    """Where the sampled estimators' plays come from: a ``numpy.random.Generator``, or the run's
+    ``FrozenDraws``, which give every batched setting the same plays (common random numbers)."""
+
+    def random(self, shape: tuple[int, ...]) -> np.ndarray: ...
+
+
+def _categorical(plays: Uniforms, probs: np.ndarray) -> np.ndarray:
     """One draw per leading index from probs [..., N] (inverse CDF)."""
-    u = rng.random(probs.shape[:-1] + (1,))
+    u = plays.random(probs.shape[:-1] + (1,))
     return np.minimum((np.cumsum(probs, axis=-1) < u).sum(axis=-1), probs.shape[-1] - 1)
 
 
-def _sample_prompts(spec: GameSpec, sigma: np.ndarray, n: int, rng: np.random.Generator):
+def _sample_prompts(spec: GameSpec, sigma: np.ndarray, n: int, plays: Uniforms):
     """(run, seed, style, observation) index arrays [R, n] of prompts drawn from sigma."""
     runs = np.broadcast_to(np.arange(sigma.shape[0])[:, None], (sigma.shape[0], n))
     if spec.seed_choice == "attacker":
         joint = sigma.reshape(sigma.shape[0], 1, -1)
-        flat = _categorical(rng, np.broadcast_to(joint, (sigma.shape[0], n, joint.shape[-1])))
+        flat = _categorical(plays, np.broadcast_to(joint, (sigma.shape[0], n, joint.shape[-1])))
         s, k = np.divmod(flat, spec.n_styles)
     else:
-        s = _categorical(rng, np.broadcast_to(spec.seed_weights, (sigma.shape[0], n, spec.n_seeds)))
-        k = _categorical(rng, sigma[runs, s])
-    o = _categorical(rng, spec.obs_probs[s, k])
+        s = _categorical(plays, np.broadcast_to(spec.seed_weights, (sigma.shape[0], n, spec.n_seeds)))
+        k = _categorical(plays, sigma[runs, s])
+    o = _categorical(plays, spec.obs_probs[s, k])
     return runs, s, k, o
 
 
@@ -287,10 +294,10 @@ def exact_logit_gradients(spec: GameSpec, sigma: np.ndarray, rho: np.ndarray,
 
 
 def reinforce_logit_gradients(spec: GameSpec, sigma: np.ndarray, rho: np.ndarray, batch: int,
-                              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                              plays: Uniforms) -> tuple[np.ndarray, np.ndarray]:
     """Score-function estimates of the same gradients from ``batch`` sampled plays per run."""
-    runs, s, k, o = _sample_prompts(spec, sigma, batch, rng)
-    a = _categorical(rng, rho[runs, o])
+    runs, s, k, o = _sample_prompts(spec, sigma, batch, plays)
+    a = _categorical(plays, rho[runs, o])
     u_a, u_d = spec.utilities()
     adv_a, adv_d = _leave_one_out(u_a[s, k, a]) / batch, _leave_one_out(u_d[s, k, a]) / batch
     grad_a = np.zeros_like(sigma)
@@ -359,20 +366,20 @@ def dpo_md_exact(spec: GameSpec, z: tuple[np.ndarray, np.ndarray], ref: tuple[np
     return grad_a, grad_d
 
 
-def _dpo_pairs(rng: np.random.Generator, utilities: np.ndarray, temp: float):
+def _dpo_pairs(plays: Uniforms, utilities: np.ndarray, temp: float):
     """From candidate utilities [..., n]: (chosen, rejected) candidate indices and a validity mask.
 
     The judge ranks by utility; the (best, worst) pair is kept when their utilities differ and
     labelled best > worst with Bradley-Terry probability sigmoid(gap / temp)."""
     best, worst = utilities.argmax(axis=-1), utilities.argmin(axis=-1)
     gap = utilities.max(axis=-1) - utilities.min(axis=-1)
-    keep = rng.random(gap.shape) < _sigmoid(gap / temp)
+    keep = plays.random(gap.shape) < _sigmoid(gap / temp)
     return np.where(keep, best, worst), np.where(keep, worst, best), gap > 1e-12
 
 
 def dpo_md_sampled(spec: GameSpec, z: tuple[np.ndarray, np.ndarray], ref: tuple[np.ndarray, np.ndarray],
                    beta: float, temp: float, batch: int, n_candidates: int,
-                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                   plays: Uniforms) -> tuple[np.ndarray, np.ndarray]:
     """The same ascent directions from ``batch`` sampled contexts and ``n_candidates`` samples of the
     reference policies per context (AdvGame's best-of-n / worst-of-n pairs)."""
     (z_a, z_d), (ref_a, ref_d) = z, ref
@@ -384,13 +391,13 @@ def dpo_md_sampled(spec: GameSpec, z: tuple[np.ndarray, np.ndarray], ref: tuple[
     values = attack_utilities(spec, rho_ref).reshape(z_a.shape[0], -1)
     if spec.seed_choice == "attacker":
         probs = np.broadcast_to(sigma_ref.reshape(z_a.shape[0], 1, 1, -1), (z_a.shape[0], batch, n_candidates, n_cells))
-        cells = _categorical(rng, probs)
+        cells = _categorical(plays, probs)
     else:
-        seeds = _categorical(rng, np.broadcast_to(spec.seed_weights, (z_a.shape[0], batch, spec.n_seeds)))
-        styles = _categorical(rng, np.broadcast_to(sigma_ref[runs, seeds][:, :, None, :],
+        seeds = _categorical(plays, np.broadcast_to(spec.seed_weights, (z_a.shape[0], batch, spec.n_seeds)))
+        styles = _categorical(plays, np.broadcast_to(sigma_ref[runs, seeds][:, :, None, :],
                                                    (z_a.shape[0], batch, n_candidates, spec.n_styles)))
         cells = seeds[..., None] * spec.n_styles + styles
-    chosen, rejected, valid = _dpo_pairs(rng, values[runs[..., None], cells], temp)
+    chosen, rejected, valid = _dpo_pairs(plays, values[runs[..., None], cells], temp)
     c_cell = np.take_along_axis(cells, chosen[..., None], -1)[..., 0]
     r_cell = np.take_along_axis(cells, rejected[..., None], -1)[..., 0]
     flat_z, flat_ref = z_a.reshape(z_a.shape[0], -1), ref_a.reshape(z_a.shape[0], -1)
@@ -401,11 +408,11 @@ def dpo_md_sampled(spec: GameSpec, z: tuple[np.ndarray, np.ndarray], ref: tuple[
     np.add.at(grad_a, (np.broadcast_to(runs, r_cell.shape), r_cell), -coef)
 
     # Defender: prompts from the reference attacker, responses from the reference defender.
-    _, s, k, o = _sample_prompts(spec, sigma_ref, batch, rng)
-    actions = _categorical(rng, np.broadcast_to(rho_ref[runs, o][:, :, None, :], o.shape + (n_candidates, 2)))
+    _, s, k, o = _sample_prompts(spec, sigma_ref, batch, plays)
+    actions = _categorical(plays, np.broadcast_to(rho_ref[runs, o][:, :, None, :], o.shape + (n_candidates, 2)))
     _, u_d = spec.utilities()
     utilities = u_d[s[..., None], k[..., None], actions]
-    chosen, _, valid = _dpo_pairs(rng, utilities, temp)  # with two actions, rejected is the other one
+    chosen, _, valid = _dpo_pairs(plays, utilities, temp)  # with two actions, rejected is the other one
     c_act = np.take_along_axis(actions, chosen[..., None], -1)[..., 0]
     sign = np.where(c_act == 0, 1.0, -1.0)  # log rho(refuse) - log rho(comply) = z_D
     margin = beta * sign * (z_d[runs, o] - ref_d[runs, o])
@@ -460,7 +467,7 @@ class _Learner:
         self.spec, self.config, self.lr = spec, config, knobs["lr"]
         tiles = len(knobs["lr"]) // config.runs
         draws = FrozenDraws.draw(spec, config.runs, config.seed, knobs["init_scale"], tiles)
-        self.rng = draws  # its random() gives every setting the same plays (common random numbers)
+        self.plays = draws  # the same plays for every batched setting (common random numbers)
         self.tensors = payoff_tensors(spec)
         self.model: Policies = build_model(spec, config, draws, knobs["g"])
         if config.regime == "advgame":
@@ -499,7 +506,7 @@ class _Learner:
                 grad_a, grad_d = dpo_md_exact(spec, z, self.ref, c.beta, c.judge_temp)
             else:
                 grad_a, grad_d = dpo_md_sampled(spec, z, self.ref, c.beta, c.judge_temp, c.batch, c.candidates,
-                                                self.rng)
+                                                self.plays)
             self.model.step(self.model.backward(grad_a, grad_d), self.lr)
             z = self.model.logits()
             self.ref = tuple(c.ema * r + (1.0 - c.ema) * zi for r, zi in zip(self.ref, z))
@@ -508,7 +515,7 @@ class _Learner:
         if c.estimator == "exact":
             grad_a, grad_d = exact_logit_gradients(spec, sigma, rho, self.tensors)
         else:
-            grad_a, grad_d = reinforce_logit_gradients(spec, sigma, rho, c.batch, self.rng)
+            grad_a, grad_d = reinforce_logit_gradients(spec, sigma, rho, c.batch, self.plays)
         self.model.step(self.model.backward(grad_a, grad_d), self.lr)
 
 
