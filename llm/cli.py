@@ -117,7 +117,7 @@ def resolve_config(args) -> TrainConfig:
     The file is ``--config``; with ``--resume`` and no ``--config``, the run's own ``config.json``, so that a
     bare ``--resume`` continues the recipe the run was started with (the flags and ``--set`` still change it).
     """
-    from redgame.llm.trainer import RUN_MARKER, holds_a_run  # another tool's config.json: one line from it
+    from redgame.llm.run_dir import RUN_MARKER, holds_a_run  # another tool's config.json: one line from it
 
     saved = Path(args.out) / RUN_MARKER
     config = args.config or (str(saved) if args.resume and holds_a_run(saved.parent) else None)

@@ -76,7 +76,8 @@ def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bo
     from redgame.llm.metrics import read_metrics
     from redgame.llm.seeds import builtin_seeds
     from redgame.llm.prompts import check_seeds_fit
-    from redgame.llm.trainer import check_command_dir, check_lora_rank, checked_before_loading, train
+    from redgame.llm.run_dir import check_command_dir
+    from redgame.llm.trainer import check_lora_rank, checked_before_loading, train
 
     cfg = dataclasses.replace(DEMO_RECIPE, steps=steps or DEMO_RECIPE.steps, **overrides)
     harmful, benign = checked_before_loading(cfg)

@@ -137,7 +137,7 @@ def probe(run: str | Path, *, steps: int, split: str = "validation", out: str | 
     if split not in SPLITS:
         raise UserError(f"--split {split!r} is not one of {', '.join(SPLITS)}")
     from redgame.llm.config import from_mapping
-    from redgame.llm.trainer import check_command_dir
+    from redgame.llm.run_dir import check_command_dir
 
     fixed = sorted(set(overrides or {}) & PROBE_SETS)
     if fixed:
@@ -177,7 +177,7 @@ def check_same_run(run: Path, out: Path) -> None:
 def check_apart(run: Path, attacker_run: Path) -> None:
     """The best response trains in ``attacker_run`` with overwrite: refuse a folder that is the run, or holds it,
     or lies in a folder the run's training rewrites (final/, checkpoints/: the probe's files would go with it)."""
-    from redgame.llm.trainer import TRAINING_FILES
+    from redgame.llm.run_dir import TRAINING_FILES
 
     inner, outer = run.resolve(), attacker_run.resolve()
     if inner == outer or outer in inner.parents or any(inner / name in outer.parents for name in TRAINING_FILES):

@@ -41,7 +41,6 @@ import math
 import os
 import random
 import shlex
-import shutil
 import signal
 import sys
 import time
@@ -51,176 +50,30 @@ import torch
 
 from redgame.errors import UserError
 from redgame.kernels.peft_patch import FUSED_CALLS
-from redgame.jsonio import write_text_atomically
 from redgame.llm import checkpoint as ckpt
 from redgame.llm import distributed, watch
-from redgame.llm.adapters import is_run_config
 from redgame.llm.cpu_allocator import keep_freed_memory
-from redgame.llm.config import ABLATIONS, TrainConfig, resolve_reference, train_seed_sources
+from redgame.llm.config import ABLATIONS, TrainConfig, train_seed_sources
 from redgame.llm.judge_features import is_blank
-from redgame.llm.losses import (TokenLogprobs, completion_logprobs, dpo_pairs_loss, fused_pairs_loss, group_advantages,
-                                kl_to_reference, policy_gradient_loss, reinforce_pp_advantages)
+from redgame.llm.losses import TokenLogprobs, fused_pairs_loss
 from redgame.llm.metrics import read_metrics
 from redgame.llm.population import Population, write_summary as write_population
 from redgame.llm.population import eval_seeds as population_eval_seeds
 from redgame.llm.prompts import check_seeds_fit
 from redgame.llm.rewards import judge_round, rules_from_config
+from redgame.llm.role_loss import (loss_from_logprobs, role_loss, role_sequences, scoring_temperature, signal_size,
+                                   token_advantages)
 from redgame.llm.roles import ROLES, LoraSettings, build_roles
 from redgame.llm.rollout import SamplingSettings, play_round
+from redgame.llm.run_dir import RUN_MARKER, check_run_dir, claim_run_dir, keep_metrics_until, resume_hint
 from redgame.llm.run_lock import run_lock
 from redgame.llm.scoring import Job, score
 
-RUN_MARKER = "config.json"
 OPPONENT = {"attacker": "defender", "defender": "attacker"}
 
 
 class TrainingStopped(RuntimeError):
     """The run stopped on purpose (a non-finite loss); the message says where it left off."""
-
-
-RUN_FILES = (RUN_MARKER, "metrics.jsonl", "population.json", "tb", ckpt.CHECKPOINTS, "final", "eval.json", "probe")
-TRAINING_FILES = ("metrics.jsonl", "population.json", "tb", ckpt.CHECKPOINTS, "final")  # written only by a run
-
-
-def check_run_dir(out: str | Path, cfg: TrainConfig, *, resume: bool, overwrite: bool) -> Path:
-    """Check the output folder before any compute; change nothing in it (:func:`claim_run_dir` does, later)."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a folder")
-    if resume and overwrite:
-        raise UserError("--resume continues the run in --out and --overwrite replaces it; pass one of them")
-    holds_run = holds_a_run(out)
-    if resume:
-        last = ckpt.latest_checkpoint(out)
-        if last is None:
-            again = "start it again with --overwrite" if holds_run else "start without --resume"
-            raise UserError(f"--resume: no checkpoint under {out / ckpt.CHECKPOINTS}; {again}")
-        check_resumable(out, cfg, int(last.name.removeprefix("step_")))
-    elif holds_run and not overwrite:
-        raise UserError(f"--out {out} already holds a run; pass --resume to continue it or --overwrite to replace it")
-    elif not holds_run and (strays := [name for name in TRAINING_FILES if (out / name).exists()]):
-        raise UserError(f"--out {out} holds {', '.join(strays)} but no run {RUN_MARKER}: a new run would add to "
-                        "them and --overwrite would remove files it did not write; choose another folder")
-    return out
-
-
-def check_command_dir(out: Path, run: Path, results: tuple[str, ...], cfg: TrainConfig, *, resume: bool,
-                      overwrite: bool, what: str, may_change: tuple[str, ...] = ("steps", "threads")) -> None:
-    """A folder where a command (the demo, the probe) keeps its ``results`` beside the run it trains in ``run``: one
-    that holds them or the run is continued with ``resume``, replaced with ``overwrite``, and otherwise refused; then
-    ``run`` is checked as ``llm train`` checks one. A resume must be given the stopped command's recipe (its flags and
-    ``--set``), the keys of ``may_change`` aside: they only extend or place it."""
-    from redgame.jsonio import read_json_file
-
-    if resume and overwrite:
-        raise UserError(f"--resume continues the {what} in --out and --overwrite replaces it; pass one of them")
-    holds = any((out / name).exists() for name in results) or holds_a_run(run)
-    if holds and not (resume or overwrite):
-        raise UserError(f"--out {out} already holds a {what}; pass --resume to continue a stopped one, --overwrite "
-                        "to replace it, or another --out")
-    if resume and holds and ckpt.latest_checkpoint(run) is None:  # check_run_dir would say "without --resume"
-        raise UserError(f"--resume: no checkpoint under {run / ckpt.CHECKPOINTS}; start the {what} again with "
-                        "--overwrite")
-    check_run_dir(run, cfg, resume=resume, overwrite=not resume)
-    if resume:
-        saved, wanted = read_json_file(run / RUN_MARKER, str(run / RUN_MARKER)), cfg.to_dict()
-        changed = sorted(k for k in wanted if k not in may_change and saved.get(k) != wanted[k])
-        if changed:
-            shown = ", ".join(f"{k} {saved.get(k)!r} (now {wanted[k]!r})" for k in changed)
-            raise UserError(f"--resume: the stopped {what}'s recipe differs in {shown}; resume with the flags and "
-                            "--set it was started with")
-
-
-def holds_a_run(out: Path) -> bool:
-    """Whether ``out`` holds a redgame run (its ``config.json``, written before anything else); a
-    ``config.json`` of something else is refused, never replaced."""
-    marker = out / RUN_MARKER
-    if marker.is_file():
-        try:
-            saved = json.loads(marker.read_bytes())  # written atomically: a run's always parses
-        except (ValueError, RecursionError):
-            saved = None
-        if not is_run_config(saved):
-            raise UserError(f"--out {out}: its {RUN_MARKER} is not a redgame run's (no model, regime and steps); "
-                            "choose another folder, or remove that file if it is a damaged run's")
-        return True
-    return False
-
-
-def claim_run_dir(out: Path, cfg: TrainConfig, *, resume: bool) -> None:
-    """Once the model and judge have loaded: remove the replaced run's files (a fresh start in a folder that
-    holds one, checked by :func:`check_run_dir`), and write the resolved config."""
-    if not resume and holds_a_run(out):
-        # the run's files, and the results that speak of it (its eval.json and probe/, read by `redgame report`);
-        # config.json last, so that a stop midway leaves a folder that is still a run, which --overwrite takes
-        for name in RUN_FILES[1:] + RUN_FILES[:1]:
-            target = out / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomically(out / RUN_MARKER, json.dumps(cfg.to_dict(), indent=1) + "\n")
-
-
-# What a resumed run must keep: the keys that make its weights what they are. The recipe (learning rate,
-# seeds, losses, steps) may change on resume, as in a curriculum.
-RESUME_MUST_KEEP = ("model", "regime", "full_finetune", "lora_rank", "lora_alpha", "reference")
-
-
-def check_resumable(out: Path, cfg: TrainConfig, last_step: int) -> None:
-    """A config that cannot continue the run in ``out`` (another base model or weight shape; no step left):
-    a one-line error before the run's config.json is touched."""
-    try:
-        saved = json.loads((out / RUN_MARKER).read_text())
-    except (OSError, ValueError):
-        saved = None  # no readable config: the checkpoint's own check decides
-    if isinstance(saved, dict):
-        changed = [k for k in RESUME_MUST_KEEP if k in saved and _weights_key(saved, k) != _weights_key(cfg.to_dict(), k)]
-        if changed:
-            wanted, key = cfg.to_dict(), changed[0]
-            raise UserError(f"--resume: this config's {key} is {wanted[key]!r}, the run's is {saved[key]!r}; "
-                            f"{', '.join(RESUME_MUST_KEEP)} make the run's weights and cannot change on resume "
-                            f"(a bare --resume continues with the run's own {out / RUN_MARKER}: leave out the flag, "
-                            f"--set or --config that changes {key})")
-    if cfg.steps < last_step:  # at last_step itself the run writes its final roles again (a kill may have cut them)
-        raise UserError(f"--resume: the run is at step {last_step}; --steps {cfg.steps} is fewer; give at least "
-                        f"{last_step}")
-
-
-def _weights_key(config: dict, key: str):
-    """What ``key`` of a run's config means for its weights: the reference as resolved ('auto' is advgame's EMA,
-    the base otherwise); no LoRA shape under full fine-tuning, which trains none."""
-    if key == "reference":
-        return resolve_reference(config.get("regime"), config.get(key))
-    if key in ("lora_rank", "lora_alpha") and config.get("full_finetune"):
-        return None
-    return config.get(key)
-
-
-def keep_metrics_until(path: Path, step: int) -> None:
-    """Drop the metrics rows after ``step`` (steps a killed run did not checkpoint, redone on resume)."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():  # damaged bytes: that row goes
-        try:
-            row = json.loads(line)
-        except (ValueError, RecursionError):  # a row cut short by the kill
-            continue
-        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
-            kept.append(line + "\n")
-    write_text_atomically(path, "".join(kept))
-
-
-def resume_hint(out: Path, rerun: str | None = None) -> str:
-    """Where a stopped run can continue from: its last checkpoint and the command that resumes it
-    (``rerun``: the command that started it, where that is not ``redgame llm train``, e.g. the demo)."""
-    last = ckpt.latest_checkpoint(out)
-    config, folder = shlex.quote(str(out / RUN_MARKER)), shlex.quote(str(out))
-    if rerun is not None:
-        return (f"no checkpoint yet; start again with {rerun}, adding --overwrite" if last is None else
-                f"last checkpoint {last}; continue with {rerun}, adding --resume (and leaving out --overwrite)")
-    if last is None:
-        return f"no checkpoint yet; start again with: redgame llm train --config {config} --out {folder} --overwrite"
-    return f"last checkpoint {last}; continue with: redgame llm train --config {config} --out {folder} --resume"
 
 
 def checked_before_loading(cfg: TrainConfig) -> tuple[list, list]:
@@ -264,110 +117,6 @@ def updates_role(cfg: TrainConfig, step: int, role: str) -> bool:
     if cfg.regime == "sequential":
         return ("defender", "attacker")[(step // cfg.sequential_k) % 2] == role
     return True
-
-
-def signal_size(cfg: TrainConfig, signal_) -> int:
-    """How many items a role's loss averages over: pairs for DPO/IPO, samples otherwise."""
-    return len(signal_.pairs) if cfg.resolved_loss() in ("dpo", "ipo") else len(signal_.items)
-
-
-def role_sequences(cfg: TrainConfig, samples: list, signal_) -> tuple[list, list[list[int]]]:
-    """The sequences a role's loss scores, in loss order, and its units (sequences scored together).
-
-    DPO/IPO: the chosen answers of the n pairs, then the rejected ones; unit k = (k, n + k).
-    REINFORCE/GRPO: the signal's items, one unit each.
-    """
-    if cfg.resolved_loss() in ("dpo", "ipo"):
-        n = len(signal_.pairs)
-        sequences = [samples[c] for c, _ in signal_.pairs] + [samples[r] for _, r in signal_.pairs]
-        return sequences, [[k, n + k] for k in range(n)]
-    return [samples[i] for i in signal_.items], [[k] for k in range(len(signal_.items))]
-
-
-def token_advantages(cfg: TrainConfig, signal_, reference: TokenLogprobs,
-                     old: TokenLogprobs | None = None) -> torch.Tensor | None:
-    """One advantage per token of the role's sequences (:func:`role_sequences` order); None for DPO/IPO.
-
-    REINFORCE/GRPO: each item's reward minus its group's mean (GRPO: over its std), repeated
-    over the item's tokens. SFT: 1. REINFORCE++: :func:`redgame.llm.losses.reinforce_pp_advantages`
-    from ``old`` (the policy's log-probs before the update) and ``reference``.
-    """
-    kind = cfg.resolved_loss()
-    if kind in ("dpo", "ipo") or not signal_.items:
-        return None
-    rewards, groups = torch.tensor(signal_.rewards), torch.tensor(signal_.groups)
-    if kind == "sft":  # advantage 1 on every token: the policy-gradient loss is the mean NLL
-        return torch.ones_like(reference.values)
-    if kind == "reinforce_pp":
-        return reinforce_pp_advantages(rewards, groups, old, reference, cfg.kl_coef)
-    per_item = group_advantages(rewards, groups, normalise=kind == "grpo")
-    return per_item.to(reference.values.device)[reference.seq]
-
-
-def loss_from_logprobs(cfg: TrainConfig, policy: TokenLogprobs, reference: TokenLogprobs,
-                       advantages: torch.Tensor | None = None, of=None,
-                       old: TokenLogprobs | None = None, nll_weight=None) -> tuple[torch.Tensor, dict]:
-    """A role's loss from the log-probs of its sequences (:func:`role_sequences` order).
-
-    ``of``: the whole batch's size (pairs, or (samples, tokens)) when these sequences are the
-    units of one micro-batch; the loss is then that micro-batch's share of the batch's.
-    ``old``: the policy's log-probs before the step's first update, for the importance ratio
-    of the later ``update_epochs`` (None: the first epoch, ratio 1). ``nll_weight``: DPO/IPO's
-    NLL weight, one number or one per pair (:func:`pair_nll_weights`; None: ``cfg.nll_weight``).
-    """
-    kind = cfg.resolved_loss()
-    if kind in ("dpo", "ipo"):
-        n = policy.n_seqs // 2
-        loss, info = dpo_pairs_loss(policy.slice(0, n), policy.slice(n, 2 * n), reference.slice(0, n),
-                                    reference.slice(n, 2 * n), beta=cfg.beta, kind=kind,
-                                    nll_weight=cfg.nll_weight if nll_weight is None else nll_weight, of=of)
-        info["kl"] = float(kl_to_reference(policy, reference).detach())
-        info["pairs"] = n
-        return loss, info
-    kl_coef = 0.0 if kind == "reinforce_pp" else cfg.kl_coef  # REINFORCE++ has its KL in the return
-    if kind == "sft":  # NLL on given targets, not on samples of π_old: no importance ratio, no clipping
-        old = None
-    loss, info = policy_gradient_loss(policy, reference, advantages, kl_coef=kl_coef, old=old, clip_eps=cfg.clip_eps,
-                                      of=of)
-    info["samples"] = policy.n_seqs  # what the means are over: torchrun's ranks are pooled by it
-    return loss, info
-
-
-def role_loss(cfg: TrainConfig, roles, role: str, samples: list, signal_, pad_id: int,
-              ref_cache: dict | None = None, policy: TokenLogprobs | None = None,
-              advantages: torch.Tensor | None = None, old: TokenLogprobs | None = None,
-              nll_weight=None) -> tuple[torch.Tensor | None, dict]:
-    """One role's loss on its samples (completions) and signal (rewards / pairs), and its metrics.
-
-    ``policy``: the policy's log-probs of the role's sequences when the caller scored them
-    (the trainer does, micro-batch by micro-batch, taking the gradient as it goes); otherwise
-    they are scored here with the role's adapter active, with the gradient. ``ref_cache``
-    keeps the reference's log-probs by role, for later epochs on the same samples.
-    ``advantages`` / ``old``: the step's token advantages and pre-update log-probs where the
-    caller has them; otherwise the policy as it is now is the pre-update policy. ``nll_weight``:
-    as in :func:`loss_from_logprobs`.
-    """
-    sequences, _ = role_sequences(cfg, samples, signal_)
-    if not sequences:
-        return None, {}
-    prompts, comps = [s.prompt_ids for s in sequences], [s.completion_ids for s in sequences]
-    reference = None if ref_cache is None else ref_cache.get(role)
-    if reference is None:
-        with torch.no_grad(), roles.reference(role) as ref:
-            reference = completion_logprobs(ref, prompts, comps, pad_id, temperature=scoring_temperature(cfg))
-        if ref_cache is not None:
-            ref_cache[role] = reference
-    if policy is None:
-        with roles.policy(role) as model:
-            policy = completion_logprobs(model, prompts, comps, pad_id, chunk=cfg.update_chunk,
-                                         temperature=scoring_temperature(cfg))
-    if advantages is None:
-        before = TokenLogprobs(policy.values.detach(), policy.seq, policy.n_seqs)
-        advantages = token_advantages(cfg, signal_, reference, old if old is not None else before)
-    loss, info = loss_from_logprobs(cfg, policy, reference, advantages, old=old, nll_weight=nll_weight)
-    if cfg.resolved_loss() not in ("dpo", "ipo"):
-        info["mean_reward"] = sum(signal_.rewards) / len(signal_.rewards)
-    return loss, info
 
 
 def round_metrics(rnd, judged) -> dict:
@@ -921,13 +670,6 @@ def pair_nll_weights(cfg: TrainConfig, role: str, signal_, judged):
         return cfg.nll_weight
     return torch.tensor([cfg.nll_weight * (1.0 if judged.attack_harmful[c] else cfg.benign_nll_scale)
                          for c, _ in signal_.pairs])
-
-
-def scoring_temperature(cfg: TrainConfig) -> float:
-    """The temperature the update scores samples at: the sampling temperature for the policy-gradient losses,
-    whose ratio and gradient are of the policy that drew the samples (as TRL's GRPO; top_p's cut is not in
-    it); 1 for DPO, IPO and SFT, whose objectives are on the policy itself. Until 2026-12-05 always 1."""
-    return cfg.temperature if cfg.resolved_loss() in ("reinforce", "grpo", "reinforce_pp") else 1.0
 
 
 def _score(game: Game, jobs: list, on_part=None) -> list:

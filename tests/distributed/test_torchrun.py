@@ -174,7 +174,7 @@ def test_a_policy_gradient_roles_means_are_weighted_by_its_samples():
     mean (-0.657 against the one-process -0.688 in a replayed run)."""
     from redgame.llm.config import TrainConfig
     from redgame.llm.losses import TokenLogprobs
-    from redgame.llm.trainer import loss_from_logprobs
+    from redgame.llm.role_loss import loss_from_logprobs
 
     rewards, nll = [-1.0, -0.5, -0.6], [2.0, 4.0, 9.0]
     rows = [{"step": 1, "defender/mean_reward": sum(r) / len(r), "defender/nll": sum(n) / len(n),

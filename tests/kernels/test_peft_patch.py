@@ -96,7 +96,7 @@ def _game_update(model, sequences, *, kernels):
     from redgame.llm.config import TrainConfig
     from redgame.llm.losses import TokenLogprobs
     from redgame.llm.scoring import Job, score
-    from redgame.llm.trainer import loss_from_logprobs
+    from redgame.llm.role_loss import loss_from_logprobs
 
     cfg = TrainConfig(loss="dpo", beta=0.5, nll_weight=1.0)
     (patch_peft if kernels else unpatch)(model)

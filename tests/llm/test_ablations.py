@@ -10,10 +10,11 @@ from safetensors.torch import load_file
 from redgame.errors import UserError
 from redgame.llm.losses import TokenLogprobs
 from redgame.llm.models import load_base
+from redgame.llm.role_loss import loss_from_logprobs
 from redgame.llm.rollout import Completion, Round
 from redgame.llm.seeds import Seed
 from redgame.llm.templates import BUILTIN_TEMPLATES
-from redgame.llm.trainer import frozen_attacks, loss_from_logprobs, sft_signal, train, updates_role
+from redgame.llm.trainer import frozen_attacks, sft_signal, train, updates_role
 
 
 def _lora_b_moved(folder) -> bool:
@@ -86,7 +87,7 @@ def test_sft_targets_are_the_judges_best_fitting_answer():
 
 
 def test_sft_gradient_is_that_of_the_mean_length_normalised_nll(tiny_config):
-    from redgame.llm.trainer import token_advantages
+    from redgame.llm.role_loss import token_advantages
 
     cfg = tiny_config(regime="defender-sft", kl_coef=0.0)
     values = torch.tensor([-1.0, -2.0, -0.5, -0.5, -2.0], requires_grad=True)

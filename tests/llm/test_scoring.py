@@ -9,10 +9,10 @@ import torch
 
 from redgame.kernels import patch_peft, unpatch
 from redgame.llm.config import TrainConfig
+from redgame.llm.losses import TokenLogprobs, fused_pairs_loss, group_advantages
+from redgame.llm.role_loss import loss_from_logprobs
 from redgame.llm.rollout import Completion
 from redgame.llm.scoring import Job, micro_batches, score
-from redgame.llm.trainer import loss_from_logprobs
-from redgame.llm.losses import TokenLogprobs, fused_pairs_loss, group_advantages
 
 
 def _roles(tiny, regime="bipolicy", reference="base"):

@@ -129,27 +129,6 @@ def test_under_fsdp_the_update_scores_without_a_rank_dependent_pass(monkeypatch,
     assert (asked["share_prompts"], asked["micro_tokens"]) == ((False, 0) if lockstep else (True, 512))
 
 
-def test_resume_compares_what_the_weights_are_not_how_the_config_spells_them(tmp_path):
-    """advgame's reference 'auto' is its EMA, so 'ema' resumes it; a full fine-tune has no LoRA shape to keep."""
-    from redgame.llm.config import TrainConfig
-    from redgame.llm.trainer import check_resumable
-
-    def run_of(**keys):
-        (tmp_path / "config.json").write_text(json.dumps(TrainConfig(model="tiny", **keys).to_dict()))
-
-    run_of(regime="advgame")
-    check_resumable(tmp_path, TrainConfig(model="tiny", regime="advgame", reference="ema"), 1)
-    with pytest.raises(ValueError, match="reference is 'base', the run's is 'auto'"):
-        check_resumable(tmp_path, TrainConfig(model="tiny", regime="advgame", reference="base"), 1)
-    run_of(regime="bipolicy", reference="base")
-    check_resumable(tmp_path, TrainConfig(model="tiny", regime="bipolicy"), 1)
-    run_of(regime="advgame", full_finetune=True)
-    check_resumable(tmp_path, TrainConfig(model="tiny", regime="advgame", full_finetune=True, lora_rank=8), 1)
-    run_of(regime="advgame")
-    with pytest.raises(ValueError, match="lora_rank is 8"):
-        check_resumable(tmp_path, TrainConfig(model="tiny", regime="advgame", lora_rank=8), 1)
-
-
 def test_a_resume_trains_at_its_own_learning_rate_and_a_refused_one_keeps_the_config(tmp_path, judge, tiny_config):
     """The optimiser's saved settings came back with its state: a resume at another lr trained at the old one."""
     train(tiny_config(steps=1, save_every=1, lr=2e-4), tmp_path, progress=False, base=load_base("tiny"), judge=judge)
@@ -587,15 +566,6 @@ def test_per_pair_nll_weights_give_the_same_update_whole_or_in_micro_batches(tmp
     assert whole[0] != pytest.approx(scalar[0], rel=1e-3)  # the weights matter
     assert grad_norms("pair_by_pair", micro_batch_tokens=1) == pytest.approx(whole, rel=1e-5)
     assert grad_norms("log_probs", kernels="off", micro_batch_tokens=1) == pytest.approx(whole, rel=1e-4)
-
-
-def test_resume_trims_metrics_past_the_checkpoint_and_drops_damaged_rows(tmp_path):
-    from redgame.llm.trainer import keep_metrics_until
-
-    path = tmp_path / "metrics.jsonl"
-    path.write_bytes(b'{"step": 1}\n{"step": 2, "note": "\xff"}\n[' + b"[" * 5000 + b'\n{"step": 3}\n{"step": 2, "cut')
-    keep_metrics_until(path, 2)
-    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]
 
 
 @pytest.mark.parametrize("loss, scored_at", [("reinforce", 0.7), ("grpo", 0.7), ("dpo", 1.0)])

@@ -1,0 +1,37 @@
+"""The run folder's checks: what a resume must keep, and the metrics rows it keeps.
+
+The folder checks as a user meets them (a folder that holds a run, another tool's files, ``--resume``
+without a checkpoint) are tested through ``train`` and the CLI in ``test_trainer.py`` and ``test_cli.py``.
+"""
+
+import json
+
+import pytest
+
+from redgame.llm.config import TrainConfig
+from redgame.llm.run_dir import check_resumable, keep_metrics_until
+
+
+def test_resume_compares_what_the_weights_are_not_how_the_config_spells_them(tmp_path):
+    """advgame's reference 'auto' is its EMA, so 'ema' resumes it; a full fine-tune has no LoRA shape to keep."""
+    def run_of(**keys):
+        (tmp_path / "config.json").write_text(json.dumps(TrainConfig(model="tiny", **keys).to_dict()))
+
+    run_of(regime="advgame")
+    check_resumable(tmp_path, TrainConfig(model="tiny", regime="advgame", reference="ema"), 1)
+    with pytest.raises(ValueError, match="reference is 'base', the run's is 'auto'"):
+        check_resumable(tmp_path, TrainConfig(model="tiny", regime="advgame", reference="base"), 1)
+    run_of(regime="bipolicy", reference="base")
+    check_resumable(tmp_path, TrainConfig(model="tiny", regime="bipolicy"), 1)
+    run_of(regime="advgame", full_finetune=True)
+    check_resumable(tmp_path, TrainConfig(model="tiny", regime="advgame", full_finetune=True, lora_rank=8), 1)
+    run_of(regime="advgame")
+    with pytest.raises(ValueError, match="lora_rank is 8"):
+        check_resumable(tmp_path, TrainConfig(model="tiny", regime="advgame", lora_rank=8), 1)
+
+
+def test_resume_trims_metrics_past_the_checkpoint_and_drops_damaged_rows(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(b'{"step": 1}\n{"step": 2, "note": "\xff"}\n[' + b"[" * 5000 + b'\n{"step": 3}\n{"step": 2, "cut')
+    keep_metrics_until(path, 2)
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]
