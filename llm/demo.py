@@ -130,6 +130,14 @@ def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bo
     }
     write_json(out / "answers.json", {"base": before["answers"], "trained": after["answers"]})
     write_json(out / "demo.json", summary)
+    log_table(log, split, before, after)
+    part = " (this resumed part)" if resume else ""
+    log(f"\n{cfg.steps} steps; {summary['seconds']:.0f} s{part}; wrote {out / 'demo.json'}")
+    return summary
+
+
+def log_table(log, split: str, before: dict, after: dict) -> None:
+    """The base's and the trained defender's held-out rates, side by side."""
     log(f"\nheld-out {split} split ({before['n_harmful']} harmful, {before['n_benign']} benign), greedy; "
         "judge (refusal strings):")
     if before["unjudged"] or after["unjudged"]:
@@ -139,9 +147,6 @@ def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bo
     for name, r in (("base", before), ("trained defender", after)):
         log(f"  {name:<18}{_pair(r, 'harmful_refusal'):>17}{_pair(r, 'benign_compliance'):>19}{r['loop_rate']:>7.0%}"
             f"{r['empty_rate']:>7.0%}")
-    part = " (this resumed part)" if resume else ""
-    log(f"\n{cfg.steps} steps; {summary['seconds']:.0f} s{part}; wrote {out / 'demo.json'}")
-    return summary
 
 
 def _pair(result: dict, key: str) -> str:
