@@ -43,8 +43,8 @@ def register(llm_subparsers) -> None:
                          "against them and the two labellers' agreement (Cohen's kappa)")
     jd.add_argument("--json", action="store_true", help="one JSON document: judge, results, metrics")
     jd.add_argument("--plot", metavar="FILE", type=Path,
-                    help="draw the ROC curves of harmfulness and refusal against the lines' labels (.png, .svg or "
-                         ".pdf)")
+                    help="draw the ROC curves of harmfulness and refusal against the lines' labels (.png, .svg, .pdf "
+                         "or another format matplotlib writes; a name without a suffix is saved as .png)")
     jd.set_defaults(func=run_judge)
 
     tj = llm_subparsers.add_parser(

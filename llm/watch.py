@@ -7,8 +7,8 @@ over the last ``WINDOW`` steps is read against ``THRESHOLD``: on the twelve vali
 watch") every run at or above it lost more than 5 points of held-out benign compliance, and
 every run below it lost at most 5. The threshold was fixed on those twelve runs; on the six
 runs at lr 7e-4 that it never saw, none was flagged and none lost more than 5 points (a weak
-test: none of them over-refused). Later runs showed its limits: it missed runs that lost 8 to 17
-points, and flagged two that lost none (docs/llm_game_log.md).
+test: none of them over-refused). Later runs showed its limits: it missed runs that lost 8 to 21
+points, and flagged three that lost none (docs/llm_game_log.md).
 
 The watch reads the trainer's own samples, not held-out prompts: it is a warning to read the
 held-out numbers carefully, not a measurement of them.
