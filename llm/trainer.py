@@ -409,8 +409,14 @@ def set_up(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
     if judge is None and dist.judges_here(cfg.judge_rank):
         judge = make_judge(cfg.judge, format=cfg.judge_format)
     place_judge(judge, device, dtype)
-    # A judge server that cannot answer is refused on every rank before the old run's files go.
+    # A judge server that cannot answer is refused on every rank before the old run's files go; so is a vLLM
+    # engine that does not start.
     dist.together(lambda: check_reachable(judge))
+    backend = None
+    if cfg.rollout_backend == "vllm":
+        from redgame.llm.vllm_rollout import VLLMRollout
+
+        backend = VLLMRollout(cfg, tokenizer, out, dtype, dist.rank)
     if not resume:  # a resumed run's config.json is written once its checkpoint has loaded
         dist.together(lambda: claim_run_dir(out, cfg, resume=False) if dist.is_main else None)
 
@@ -436,11 +442,9 @@ def set_up(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
     if resume:
         _restore(game, log)  # a damaged checkpoint is refused here, before config.json is touched
         dist.together(lambda: claim_run_dir(out, cfg, resume=True) if dist.is_main else None)
-    if cfg.rollout_backend == "vllm":
-        from redgame.llm.vllm_rollout import VLLMRollout
-
-        game.backend = VLLMRollout(cfg, tokenizer, out, dist.rank)
-        game.backend.sync(roles)
+    if backend is not None:
+        game.backend = backend
+        backend.sync(roles)
     game.attack_sampling, game.response_sampling = (
         SamplingSettings(tokens, cfg.temperature, cfg.top_p, batch_size=cfg.rollout_batch, synced=dist.lockstep,
                          share_prompts=cfg.share_prompts) for tokens in (cfg.attack_tokens, cfg.response_tokens))

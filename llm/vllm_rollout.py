@@ -11,7 +11,7 @@ the roles must be LoRA adapters (not full fine-tuning).
 
 Usage::
 
-    backend = VLLMRollout(cfg, tokenizer, run_dir)   # UserError without vllm or CUDA
+    backend = VLLMRollout(cfg, tokenizer, run_dir, dtype)   # UserError without vllm or CUDA
     backend.sync(roles)                               # after every update
     rnd = play_round(roles, tokenizer, seeds, ..., backend=backend)
 """
@@ -30,6 +30,7 @@ from redgame.llm.rollout import Completion, SamplingSettings, finish_completion,
 
 # Share of the GPU's memory vLLM may take; the training model needs the rest.
 GPU_MEMORY_SHARE = 0.3
+MAX_LORA_RANK = 512  # the largest adapter rank vLLM serves
 
 
 def require(cfg) -> None:
@@ -41,10 +42,23 @@ def require(cfg) -> None:
         raise UserError("rollout_backend=vllm needs a CUDA GPU; none is visible (use rollout_backend=torch)")
     if cfg.full_finetune:
         raise UserError("rollout_backend=vllm serves the roles as LoRA adapters; it cannot run with full_finetune")
+    if cfg.lora_rank > MAX_LORA_RANK:
+        raise UserError(f"rollout_backend=vllm serves LoRA ranks up to {MAX_LORA_RANK}; config key 'lora_rank' is "
+                        f"{cfg.lora_rank}")
+    if cfg.device not in ("auto", "cuda"):  # cpu, or cuda:N: the roles would train on another device than vLLM's
+        raise UserError(f"rollout_backend=vllm places its engine on the CUDA device itself, so --device {cfg.device} "
+                        "would train the roles elsewhere; use --device auto or cuda (and choose the GPU with "
+                        "CUDA_VISIBLE_DEVICES)")
     # 'embedded' and 'tiny' are redgame's own models, whatever folder of that name the working directory holds
     if cfg.model in MODEL_CHOICES or not Path(model_folder(cfg.model)).is_dir():
         raise UserError(f"rollout_backend=vllm needs a local Hugging Face model folder (or a Hub id in the local "
                         f"cache) as --model, got {cfg.model!r}")
+
+
+def served_rank(rank: int) -> int:
+    """vLLM's ``max_lora_rank`` for adapters of ``rank``: vLLM takes only some values (8, 16, 32, 64, 128, 256,
+    320, 512), so the smallest power of two that is at least ``rank`` and 8; a smaller adapter is served as it is."""
+    return max(8, 1 << (rank - 1).bit_length())
 
 
 def model_folder(name: str) -> str:
@@ -57,13 +71,14 @@ def model_folder(name: str) -> str:
 class VLLMRollout:
     """Samples each role's completions from one vLLM engine, the role's adapter as a LoRA request."""
 
-    def __init__(self, cfg, tokenizer, run_dir: str | Path, rank: int = 0):
+    def __init__(self, cfg, tokenizer, run_dir: str | Path, dtype: torch.dtype, rank: int = 0):
         require(cfg)
         from vllm import LLM
 
         self.tokenizer, self.seed = tokenizer, cfg.seed
         self.folder = Path(run_dir) / ".vllm_adapters" / f"rank{rank}"
-        self.llm = LLM(model=model_folder(cfg.model), enable_lora=True, max_lora_rank=cfg.lora_rank, max_loras=2,
+        self.llm = LLM(model=model_folder(cfg.model), dtype=str(dtype).removeprefix("torch."), enable_lora=True,
+                       max_lora_rank=served_rank(cfg.lora_rank), max_loras=2,
                        gpu_memory_utilization=GPU_MEMORY_SHARE, seed=cfg.seed + rank)
         self.version = 0
         self.requests: dict = {}
@@ -104,4 +119,4 @@ class VLLMRollout:
                 for p, q, o in zip(prompt_ids, prefix_ids, outputs)]
 
 
-__all__ = ["VLLMRollout", "require", "GPU_MEMORY_SHARE"]
+__all__ = ["VLLMRollout", "require", "served_rank", "GPU_MEMORY_SHARE", "MAX_LORA_RANK"]

@@ -13,6 +13,12 @@ from redgame.llm.trainer import train
 HAS_VLLM_AND_GPU = importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
 
 
+def _pretend_vllm_and_a_gpu(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: object() if n == "vllm" else real(n, *a))
+    monkeypatch.setattr(vllm_rollout.torch.cuda, "is_available", lambda: True)
+
+
 @pytest.mark.skipif(HAS_VLLM_AND_GPU, reason="vllm and a GPU are here: nothing is missing")
 def test_train_refuses_vllm_without_package_or_gpu(tmp_path):
     with pytest.raises(UserError, match="rollout_backend=vllm needs (the vllm package|a CUDA GPU)"):
@@ -25,9 +31,7 @@ def test_train_refuses_vllm_without_package_or_gpu(tmp_path):
     ({"regime": "separate", "full_finetune": True}, "full_finetune"),
 ])
 def test_vllm_needs_a_model_folder_and_adapters(monkeypatch, tmp_path, overrides, match):
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "vllm" else real(name, *a))
-    monkeypatch.setattr(vllm_rollout.torch.cuda, "is_available", lambda: True)
+    _pretend_vllm_and_a_gpu(monkeypatch)
     cfg = TrainConfig(**{"model": str(tmp_path), **overrides, "rollout_backend": "vllm"})
     with pytest.raises(UserError, match=match):
         vllm_rollout.require(cfg)
@@ -37,9 +41,7 @@ def test_vllm_needs_a_model_folder_and_adapters(monkeypatch, tmp_path, overrides
 def test_vllm_refuses_redgames_own_models_beside_a_folder_of_their_name(monkeypatch, tmp_path, name):
     """With ./tiny in the working directory the guard passed, and vLLM would have loaded that folder while the
     trainer built redgame's tiny model."""
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: object() if n == "vllm" else real(n, *a))
-    monkeypatch.setattr(vllm_rollout.torch.cuda, "is_available", lambda: True)
+    _pretend_vllm_and_a_gpu(monkeypatch)
     monkeypatch.chdir(tmp_path)
     (tmp_path / name).mkdir()
     with pytest.raises(UserError, match="local Hugging Face model folder"):
@@ -49,3 +51,59 @@ def test_vllm_refuses_redgames_own_models_beside_a_folder_of_their_name(monkeypa
 def test_unknown_backend_is_named():
     with pytest.raises(UserError, match="'rollout_backend': 'vlm' is not one of torch, vllm"):
         TrainConfig(rollout_backend="vlm").validate()
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"lora_rank": 640}, "LoRA ranks up to 512; config key 'lora_rank' is 640"),
+    ({"device": "cpu"}, "--device cpu would train the roles elsewhere"),
+    ({"device": "cuda:1"}, "--device cuda:1 would train the roles elsewhere"),
+])
+def test_vllm_refuses_a_rank_it_cannot_serve_and_a_device_it_does_not_use(monkeypatch, tmp_path, overrides, match):
+    _pretend_vllm_and_a_gpu(monkeypatch)
+    with pytest.raises(UserError, match=match):
+        vllm_rollout.require(TrainConfig(model=str(tmp_path), rollout_backend="vllm", **overrides))
+
+
+def test_the_engine_gets_the_games_dtype_and_a_max_lora_rank_vllm_takes(monkeypatch, tmp_path):
+    """vLLM takes max_lora_rank only from 8, 16, 32, 64, 128, 256, 320, 512: rank 4 was passed as 4 (an error after
+    the run folder was claimed), and the engine ran in its own dtype, not the game's."""
+    import sys
+    import types
+
+    assert [vllm_rollout.served_rank(r) for r in (1, 4, 8, 9, 16, 24, 64, 300, 512)] == \
+        [8, 8, 8, 16, 16, 32, 64, 512, 512]
+    _pretend_vllm_and_a_gpu(monkeypatch)
+    engines = []
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=lambda **kwargs: engines.append(kwargs)))
+    cfg = TrainConfig(model=str(tmp_path), rollout_backend="vllm", lora_rank=4)
+    vllm_rollout.VLLMRollout(cfg, tokenizer=None, run_dir=tmp_path / "run", dtype=torch.bfloat16)
+    assert engines[0]["model"] == str(tmp_path)
+    assert (engines[0]["dtype"], engines[0]["max_lora_rank"]) == ("bfloat16", 8)
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_engine_that_does_not_start_leaves_the_old_run_as_it_was(monkeypatch, tmp_path):
+    """The engine starts before the run folder is claimed: a failed start with --overwrite leaves the old run."""
+    import sys
+    import types
+
+    from redgame.llm import models
+
+    model, tokenizer = models.load_base("tiny")
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    run = tmp_path / "run"
+    train(TrainConfig(model="tiny", steps=1, save_every=0, seeds_per_step=2, attack_tokens=4, response_tokens=4,
+                      lora_rank=4), run, progress=False)
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+
+    def no_memory(**kwargs):
+        raise RuntimeError("CUDA out of memory")
+
+    _pretend_vllm_and_a_gpu(monkeypatch)
+    monkeypatch.setattr(models, "resolve_device", lambda name="auto": torch.device("cpu"))  # the training's side
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=no_memory))
+    cfg = TrainConfig(model=str(tmp_path / "model"), rollout_backend="vllm", steps=1, lora_rank=4)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        train(cfg, run, overwrite=True, progress=False)
+    assert {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
