@@ -233,8 +233,7 @@ def run_crossplay(args) -> int:
 def run_report(args) -> int:
     from redgame.llm.report import build_report
 
-    md, html = build_report(args.runs, Path(args.out), crossplay=args.crossplay)
-    pictures = sorted(p.name for p in md.parent.glob("*.png"))
+    md, html, pictures = build_report(args.runs, Path(args.out), crossplay=args.crossplay)
     print(f"wrote {md} and {html}" + (f", with {', '.join(pictures)}" if pictures else ""))
     return 0
 

@@ -20,7 +20,7 @@ import math
 import os
 from pathlib import Path
 
-from redgame.errors import UserError
+from redgame.errors import UserError, check_output_path
 from redgame.figures import save_figure
 from redgame.jsonio import read_json_file, write_text_atomically
 from redgame.llm import watch
@@ -196,11 +196,14 @@ def eval_results(run: Path) -> dict[str, dict]:
     measured = {name: r for name, r in results.items()
                 if not (_unmeasured(r.get("asr")) and _unmeasured(r.get("benign_compliance")))}
     for name, r in measured.items():
-        if not all(_unmeasured(r.get(key)) or has_shape(r[key], ()) for key in ("asr", "benign_compliance")):
-            raise UserError(f"{path}: results.{name}: 'asr' and 'benign_compliance' must be numbers or null")
+        if not all(_unmeasured(r.get(key)) or (has_shape(r[key], ()) and 0 <= r[key] <= 1)
+                   for key in ("asr", "benign_compliance")):
+            raise UserError(f"{path}: results.{name}: 'asr' and 'benign_compliance' must be rates in [0, 1] or null")
     prompts = (f"harmful: {doc.get('harmful_file', '?')}; benign: {doc.get('benign_file', '?')}"
                if "harmful_file" in doc or "benign_file" in doc else "not recorded")
     adapter = doc.get("adapter") if isinstance(doc.get("adapter"), str) else None
+    if adapter is not None and "\0" in adapter:
+        raise UserError(f"{path}: 'adapter' is not a path (it holds a NUL character)")
     digest = doc.get("adapter_sha256") if isinstance(doc.get("adapter_sha256"), str) else None
     return {name: {**r, **{key: _rate(r.get(key)) for key in ("asr", "benign_compliance")},
                    "judge": str(doc.get("eval_judge", "?")), "prompts": prompts,
@@ -331,19 +334,26 @@ def blocks_for(runs: list[Path], out: Path, crossplay: dict | None, metrics: dic
     return blocks
 
 
+def _md(text, cell: bool = False) -> str:
+    """Text as markdown shows it: no HTML from a run's names or config, and in a table cell no '|' or line
+    break that would move the cells after it."""
+    text = html.escape(str(text), quote=False)
+    return " ".join(text.replace("|", "\\|").splitlines()) if cell else text
+
+
 def to_markdown(title: str, blocks: list[tuple]) -> str:
-    lines = [f"# {title}", ""]
+    lines = [f"# {_md(title)}", ""]
     for kind, *rest in blocks:
         if kind == "h":
-            lines += [f"## {rest[0]}", ""]
+            lines += [f"## {_md(rest[0])}", ""]
         elif kind == "p":
-            lines += [rest[0], ""]
+            lines += [_md(rest[0]), ""]
         elif kind == "img":
             lines += [f"![{rest[1]}]({rest[0]})", ""]
         else:
             heads, rows = rest
-            lines += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
-            lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows] + [""]
+            lines += ["| " + " | ".join(_md(h, cell=True) for h in heads) + " |", "|" + "---|" * len(heads)]
+            lines += ["| " + " | ".join(_md(c, cell=True) for c in row) + " |" for row in rows] + [""]
     return "\n".join(lines)
 
 
@@ -379,8 +389,9 @@ def distinct_run_names(runs) -> list[str]:
     return names
 
 
-def build_report(runs, out: Path, *, crossplay=None) -> tuple[Path, Path]:
-    """Write ``<out>/report.md``, ``<out>/report.html`` and their PNGs; returns the two pages."""
+def build_report(runs, out: Path, *, crossplay=None) -> tuple[Path, Path, list[str]]:
+    """Write ``<out>/report.md``, ``<out>/report.html`` and their PNGs; returns the two pages and the PNGs' names
+    (a PNG in ``out`` from an earlier report that this one does not draw is not among them)."""
     from redgame.llm.adapters import run_config
 
     runs = [Path(os.path.abspath(Path(r).expanduser())) for r in runs]  # "." is named by its folder, not ""
@@ -394,10 +405,12 @@ def build_report(runs, out: Path, *, crossplay=None) -> tuple[Path, Path]:
         eval_results(r)
     data = load_crossplay(crossplay) if crossplay is not None else None
     out = Path(out)
+    md, page = out / "report.md", out / "report.html"
+    for name in (md, page):  # both pages can be written, or neither is (nor a figure)
+        check_output_path("--out", name, "file", example="report")
     out.mkdir(parents=True, exist_ok=True)
     blocks = blocks_for(runs, out, data, metrics)
     title = "redgame report: " + ", ".join(r.name for r in runs)
-    md, page = out / "report.md", out / "report.html"
     write_text_atomically(md, to_markdown(title, blocks) + "\n")
     write_text_atomically(page, to_html(title, blocks))
-    return md, page
+    return md, page, [b[1] for b in blocks if b[0] == "img"]

@@ -168,7 +168,7 @@ def test_a_crossplay_of_other_runs_is_warned_of(tmp_path):
 
     cp = _crossplay_json(tmp_path / "cp")
     for name, warned in (("alpha", True), ("bip", False)):
-        md, _ = build_report([_fake_run(tmp_path / name)], tmp_path / f"rep-{name}", crossplay=tmp_path / "cp")
+        md, _, _ = build_report([_fake_run(tmp_path / name)], tmp_path / f"rep-{name}", crossplay=tmp_path / "cp")
         text = md.read_text()
         assert ("the cross-play did not play alpha; its defenders are bip" in text) == warned
     assert cp["defenders"] == ["base", "bip"]
@@ -187,6 +187,10 @@ GOOD_CROSSPLAY = {"attackers": ["base"], "defenders": ["base"], "payoff_matrix":
     ("eval.json", b'{"results": {"base": []}}', "eval.json: 'results' must be an object"),
     ("eval.json", b'{"results": {"base": {"asr": "x", "benign_compliance": 1}}}', "'asr' and 'benign_compliance' must"),
     ("eval.json", b'{"results": \xff}', "eval.json: not UTF-8 text (byte 12)"),
+    ("eval.json", b'{"results": {"base": {"asr": Infinity, "benign_compliance": 1}}}', "must be rates in [0, 1]"),
+    ("eval.json", b'{"results": {"base": {"asr": 0.5, "benign_compliance": 2.5}}}', "must be rates in [0, 1]"),
+    ("eval.json", b'{"adapter": "a\\u0000b", "results": {"adapter": {"asr": 0.5, "benign_compliance": 0.5}}}',
+     "'adapter' is not a path"),  # an internal error, after --out was made
     ("cp.json", b"\xff", "cp.json: not UTF-8 text (byte 0)"),
     ("cp.json", b"[]", "cp.json: expected a JSON object, got array"),
     ("cp.json", json.dumps({**GOOD_CROSSPLAY, "attackers": "base"}).encode(), "'attackers' must be a list of names"),
@@ -367,3 +371,42 @@ def test_a_moved_runs_own_eval_is_still_its_own(tmp_path):
     (run / "eval.json").write_text(eval_doc(Path("/elsewhere/runs/runB/final/defender")))
     (point,) = pareto_points([run], None)
     assert not point["foreign"] and point["label"] == "runB:adapter"
+
+
+def test_the_markdown_page_shows_names_and_config_as_text(tmp_path):
+    """A run folder 'a|b' split its row (the cells after it moved under the wrong headings) and a model named
+    with HTML went into the rendered page as HTML; report.html was escaped already."""
+    from redgame.llm.report import build_report
+
+    run = _fake_run(tmp_path / "a|b<i>")
+    (run / "config.json").write_text(json.dumps({"regime": "bipolicy", "model": "<img src=x onerror=alert(1)>"}))
+    md, page, _ = build_report([run], tmp_path / "rep")
+    text = md.read_text()
+    assert "<i>" not in text and "<img" not in text and "&lt;img src=x onerror=alert(1)&gt;" in text
+    rows = [line for line in text.splitlines() if line.startswith("| a")]
+    assert rows and all(line.replace("\\|", "").count("|") == rows[0].replace("\\|", "").count("|") for line in rows)
+    header = next(line for line in text.splitlines() if line.startswith("| run"))
+    assert rows[0].replace("\\|", "").count("|") == header.count("|")
+
+
+def test_the_cli_lists_only_the_figures_this_report_drew(tmp_path, capsys):
+    run = tmp_path / "run"
+    _fake_run(run)
+    (run / "eval.json").write_text(eval_doc(run / "final" / "defender"))
+    out = tmp_path / "rep"
+    assert main(["report", str(run), "--out", str(out)]) == 0
+    assert "pareto.png" in capsys.readouterr().out
+    (run / "eval.json").unlink()
+    assert main(["report", str(run), "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "curves.png" in said and "pareto.png" not in said and "pareto.png" not in (out / "report.md").read_text()
+
+
+def test_a_page_that_cannot_be_written_leaves_the_other_and_the_figures_as_they_were(tmp_path, capsys):
+    run = _fake_run(tmp_path / "run")
+    out = tmp_path / "rep"
+    (out / "report.html").mkdir(parents=True)
+    assert main(["report", str(run), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "report.html is a folder" in err[0] and ".tmp" not in err[0], err
+    assert sorted(p.name for p in out.iterdir()) == ["report.html"]
