@@ -50,19 +50,26 @@ def checked_adapter_dir(path: str | Path, role: str = "defender") -> Path:
 
 
 def check_lora_config(path: Path) -> dict:
-    """An ``adapter_config.json``, checked where peft would fail with a TypeError: a LoRA config with a
-    positive integer rank ``r`` and a numeric ``lora_alpha``."""
+    """An ``adapter_config.json``, checked where peft would fail with a TypeError, or scale a layer by NaN or an
+    overflowing number (every logit NaN: an evaluation read that as a perfectly safe model): a LoRA config with a
+    positive integer rank ``r`` and a ``lora_alpha`` in (0, MAX_LORA_ALPHA], and the same of each module's rank
+    and alpha in ``rank_pattern`` and ``alpha_pattern``."""
     from redgame.llm.config import MAX_LORA_ALPHA
 
     where = f"adapter {path}"
     config = read_json_file(path, where)
     if config.get("peft_type") != "LORA":
         raise UserError(f"{where}: peft_type is {config.get('peft_type')!r}; only LoRA adapters (\"LORA\") load here")
-    r, alpha = config.get("r"), config.get("lora_alpha")
-    if type(r) is not int or r < 1:
-        raise UserError(f"{where}: 'r' (the LoRA rank) must be a positive integer, got {r!r}")
-    if type(alpha) not in (int, float) or not 0 < alpha <= MAX_LORA_ALPHA:  # NaN fails too
-        raise UserError(f"{where}: 'lora_alpha' must be a number in (0, {MAX_LORA_ALPHA}], got {alpha!r}")
+    ranks, alphas = (config.get(key) if config.get(key) is not None else {} for key in ("rank_pattern", "alpha_pattern"))
+    if not isinstance(ranks, dict) or not isinstance(alphas, dict):
+        raise UserError(f"{where}: 'rank_pattern' and 'alpha_pattern' must be objects of module name to number")
+    for key, r in [("r", config.get("r")), *((f"rank_pattern.{m}", v) for m, v in ranks.items())]:
+        if type(r) is not int or r < 1:
+            raise UserError(f"{where}: '{key}' (the LoRA rank{'' if key == 'r' else ' of a module'}) must be a positive "
+                            f"integer, got {r!r}")
+    for key, alpha in [("lora_alpha", config.get("lora_alpha")), *((f"alpha_pattern.{m}", v) for m, v in alphas.items())]:
+        if type(alpha) not in (int, float) or not 0 < alpha <= MAX_LORA_ALPHA:  # NaN fails too
+            raise UserError(f"{where}: '{key}' must be a number in (0, {MAX_LORA_ALPHA}], got {alpha!r}")
     return config
 
 
@@ -133,8 +140,8 @@ def attach(base, adapters: dict[str, Path]):
                 model = PeftModel.from_pretrained(base, str(path), adapter_name=name, is_trainable=False)
         except (RuntimeError, ValueError, KeyError) as exc:  # shape mismatch: another base model
             raise not_this_base(path, exc) from exc
-        except (SafetensorError, TypeError, AttributeError) as exc:  # a damaged file or config
-            raise damaged(path, exc) from exc
+        except (SafetensorError, TypeError, AttributeError, ImportError) as exc:  # a damaged file or config (one
+            raise damaged(path, exc) from exc  # that names a package not installed, such as megatron)
         check_complete(model, name, path)
     model.eval()
     return model

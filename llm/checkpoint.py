@@ -89,10 +89,31 @@ def _restore_optimizer(name: str, optimizer: torch.optim.Optimizer, tensors: dic
     for key, value in meta["scalars"].items():
         index, field = key.split("/", 1)
         state.setdefault(int(index), {})[field] = value
+    check_adamw_state(optimizer, state)
     settings = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     for group, setting in zip(optimizer.param_groups, settings):  # the resumed run's lr, not the saved one
         group.update(setting)
+
+
+def check_adamw_state(optimizer: torch.optim.Optimizer, state: dict[int, dict]) -> None:
+    """A ValueError where a saved AdamW state cannot continue the run: ``load_state_dict`` checks none of this,
+    and the next step failed on it (another shape, a missing moment) or went wrong (a negative step or second
+    moment: a NaN update)."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for index, entry in state.items():
+        if not 0 <= index < len(params):
+            raise ValueError(f"optimizer state for parameter {index}; the optimizer has {len(params)}")
+        if missing := [key for key in ("step", "exp_avg", "exp_avg_sq") if key not in entry]:
+            raise ValueError(f"parameter {index}'s optimizer state lacks {missing[0]}")
+        for key in ("exp_avg", "exp_avg_sq"):
+            if not torch.is_tensor(entry[key]) or entry[key].shape != params[index].shape:
+                raise ValueError(f"parameter {index}'s {key} is not of its shape {list(params[index].shape)}")
+        step = entry["step"]
+        if torch.is_tensor(step) and step.numel() != 1:
+            raise ValueError(f"parameter {index}'s optimizer step is not one number")
+        if not float(step) >= 0 or bool((entry["exp_avg_sq"] < 0).any()):
+            raise ValueError(f"parameter {index}'s optimizer step or second moment is negative")
 
 
 def save_checkpoint(run_dir: str | os.PathLike, step: int, roles, optimizers: dict[str, torch.optim.Optimizer],

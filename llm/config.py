@@ -51,6 +51,7 @@ def _f(default, doc: str):
 MAX_ANSWERS_PER_STEP = 1 << 20
 MAX_SCALE = 1e6  # beta, kl_coef and the NLL weights: recipes use 0.01 to 10; near 1e38 the float32 loss overflows
 MAX_LR = 1.0  # AdamW moves each weight by about lr a step: above 1 no recipe is meant
+MIN_TEMPERATURE = 0.01  # below it sampling is greedy in all but name, and the scaled logits overflow near 1e-37
 
 
 def check_full_finetune_dtype(dtype: str) -> None:
@@ -236,6 +237,9 @@ class TrainConfig:
         for key in ("beta", "lr", "temperature"):
             if not getattr(self, key) > 0:
                 raise UserError(f"config key {key!r} must be > 0, got {getattr(self, key)}")
+        if self.temperature < MIN_TEMPERATURE:
+            raise UserError(f"config key 'temperature' must be at least {MIN_TEMPERATURE:g}, got {self.temperature:g}: "
+                            "below it sampling is greedy in all but name (and near 1e-37 the logits overflow)")
         if self.lr > MAX_LR:
             raise UserError(f"config key 'lr' must be at most {MAX_LR:g}, got {self.lr:g}: AdamW would move every "
                             "weight by about lr each step (LoRA rates are 1e-5 to 1e-2)")

@@ -39,6 +39,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError
 from safetensors.torch import save_model
 
@@ -68,9 +69,11 @@ TINY_VOCAB = 512
 
 log = logging.getLogger(__name__)
 # What transformers and safetensors raise for a directory that holds no loadable model (missing
-# or truncated files, an unknown architecture, a malformed config, weights of other shapes than
-# its config says: RuntimeError). Any other exception is a bug and is not reworded as a user error.
-LOAD_ERRORS = (OSError, ValueError, KeyError, RuntimeError, SafetensorError)
+# or truncated files, an unknown architecture, a malformed config, a config field of the wrong type:
+# StrictDataclassError, weights of other shapes than its config says: RuntimeError, a config that needs a
+# package not installed, such as bitsandbytes or flash-attn: ImportError). Any other exception is a bug
+# and is not reworded as a user error.
+LOAD_ERRORS = (OSError, ValueError, KeyError, RuntimeError, ImportError, SafetensorError, StrictDataclassError)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")  # one makes a tokenizer
 
 

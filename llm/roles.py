@@ -189,11 +189,16 @@ class Roles:
 
     @torch.no_grad()
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Restore what :meth:`state_tensors` saved; KeyError when a tensor is missing or not this run's."""
+        """Restore what :meth:`state_tensors` saved; KeyError when a tensor is missing or not this run's, ValueError
+        when one has another shape (``copy_`` would broadcast a scalar or a row over the weight) or is not floating."""
         expected = dict(self._state_targets())
         if set(expected) != set(tensors):
             odd = sorted(set(expected) ^ set(tensors))
             raise KeyError(f"{len(odd)} tensors differ from this run's, e.g. {odd[0]!r}")
+        for name, value in tensors.items():
+            if value.shape != expected[name].shape or not value.dtype.is_floating_point:
+                raise ValueError(f"{name} is {value.dtype} {list(value.shape)}; this run's is "
+                                 f"{expected[name].dtype} {list(expected[name].shape)}")
         for name, value in tensors.items():
             expected[name].copy_(value)
         for roles in self.owners().values():

@@ -216,7 +216,12 @@ def _keep_tensors(keep):
     (_edit_config(lora_alpha=[1]), "adapter_config.json: 'lora_alpha' must be a number"),
     (_edit_config(lora_alpha=float("nan")), "'lora_alpha' must be a number in (0, 1048576], got nan"),  # NaN logits
     (_edit_config(lora_alpha=1e308), "'lora_alpha' must be a number in (0, 1048576], got 1e+308"),
-    (_edit_config(rank_pattern=[]), "damaged or not a LoRA adapter peft can load"),  # peft: AttributeError
+    (_edit_config(rank_pattern=[]), "'rank_pattern' and 'alpha_pattern' must be objects"),  # peft: AttributeError
+    (_edit_config(rank_pattern={"q_proj": 0}), "'rank_pattern.q_proj' (the LoRA rank of a module) must be a positive"),
+    # every layer scaled by NaN or 1e30: NaN logits, which the evaluation read as a perfectly safe model
+    (_edit_config(alpha_pattern={"q_proj": float("nan")}), "'alpha_pattern.q_proj' must be a number in (0, 1048576]"),
+    (_edit_config(alpha_pattern={"v_proj": 1e30}), "'alpha_pattern.v_proj' must be a number in (0, 1048576]"),
+    (_edit_config(megatron_config={"a": 1}), "damaged or not a LoRA adapter peft can load (No module named"),
     (_keep_tensors(lambda tensors: {"x": torch.zeros(1)}), "adapter_model.safetensors: missing LoRA tensors"),
     (_keep_tensors(lambda tensors: dict(sorted(tensors.items())[:3])),
      "missing LoRA tensors for this base model: 5 of 8"),

@@ -104,6 +104,22 @@ def test_a_folder_with_pickle_weights_only_is_refused_unread(tmp_path, monkeypat
     assert not unpickled
 
 
+@pytest.mark.parametrize("change, says", [
+    ({"quantization_config": {"quant_method": "bitsandbytes", "load_in_4bit": True}}, "bitsandbytes"),
+    ({"num_hidden_layers": "2"}, "num_hidden_layers"),
+])
+def test_a_config_that_needs_a_missing_package_or_has_a_field_of_the_wrong_type_is_one_line(tmp_path, change, says):
+    """An internal ImportError (a package the config asks for is not installed) and an internal
+    StrictDataclassFieldValidationError (a string for a number) before."""
+    model, tokenizer = load_base("tiny")
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, **change}))
+    with pytest.raises(UserError, match=f"cannot load a model from {tmp_path}: .*{says}"):
+        load_base(str(tmp_path))
+
+
 @pytest.mark.parametrize("name", ["no/such/model-dir", "./missing"])
 def test_a_missing_path_without_network_is_a_user_error(name):
     with pytest.raises(UserError, match="no such directory"):

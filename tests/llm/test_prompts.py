@@ -98,3 +98,15 @@ def test_parse_attack_recovers_the_tagged_body(before, body, after):
     assert parse_attack(f"{before}<prompt>{body}</prompt>{after}") == body.strip()
     assert parse_attack(f"{body}</prompt>{after}") == body.strip()  # the prefilled form
     assert parse_attack(ATTACK_PREFIX + body) == body.strip()
+
+
+@pytest.mark.parametrize("template, says", [
+    ("{{ raise_exception('System role not supported') }}", "System role not supported"),  # as Gemma's refuses
+    ("{% for %}", "TemplateSyntaxError"),
+])
+def test_a_chat_template_that_fails_is_a_one_line_error(template, says):
+    tokenizer = copy.deepcopy(tiny_tokenizer())
+    tokenizer.chat_template = template
+    with pytest.raises(UserError, match=f"the model's chat template fails on a conversation of system, user "
+                                        f"messages: .*{says}"):
+        chat_text(tokenizer, [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}])

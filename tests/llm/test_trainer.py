@@ -176,7 +176,13 @@ def test_weights_that_diverge_without_a_nan_loss_stop_the_run_in_one_line(tmp_pa
     assert "the run stopped" not in capsys.readouterr().err  # one message, not two
 
 
-def test_logits_that_are_not_finite_before_any_update_do_not_blame_the_learning_rate(tmp_path, judge, tiny_config):
+def test_logits_that_are_not_finite_before_any_update_do_not_blame_the_learning_rate(tmp_path, judge, tiny_config,
+                                                                                     monkeypatch):
+    from redgame.llm import config
+
+    with pytest.raises(UserError, match="'temperature' must be at least 0.01, got 1e-45"):  # before any model loads
+        train(tiny_config(steps=1, temperature=1e-45), tmp_path, progress=False)
+    monkeypatch.setattr(config, "MIN_TEMPERATURE", 0.0)  # logits that overflow anyway: the run's own check
     with pytest.raises(TrainingStopped, match=r"step 1: .*before any update: check the sampling settings "
                                               r"\(temperature 1e-45"):
         train(tiny_config(steps=1, temperature=1e-45), tmp_path, progress=False, base=load_base("tiny"), judge=judge)

@@ -10,6 +10,7 @@ import json
 import pickle
 
 import pytest
+import torch
 from safetensors.torch import load_file, save_file
 from fault_runs import SMALL_GAME
 
@@ -101,6 +102,32 @@ def test_a_checkpoint_holding_nan_is_named_before_it_trains(one_step_run, capsys
     save_file({**tensors, first: tensors[first].fill_(float("nan"))}, str(path))
     last = resume_error(capsys, run, argv)
     assert "hold NaN or inf" in last and "remove it to resume from the one before" in last
+
+
+def _first(tensors, key):
+    return next(k for k in sorted(tensors) if key in k)
+
+
+@pytest.mark.parametrize("name, damage, says", [
+    # copy_ broadcast these over the weight, and the run resumed from them
+    ("weights.safetensors", lambda t: {**t, _first(t, "lora_A"): torch.tensor(5.0)}, "this run's is"),
+    ("weights.safetensors", lambda t: {**t, _first(t, "lora_A"): t[_first(t, "lora_A")][:1]}, "this run's is"),
+    ("weights.safetensors", lambda t: {**t, _first(t, "lora_A"): t[_first(t, "lora_A")].long()}, "this run's is"),
+    # load_state_dict took these, and the next step failed as an internal error (or went NaN)
+    ("optimizer.safetensors", lambda t: {**t, _first(t, "exp_avg"): torch.zeros(3, 3)}, "is not of its shape"),
+    ("optimizer.safetensors", lambda t: {**t, _first(t, "exp_avg"): torch.tensor(1.0)}, "is not of its shape"),
+    ("optimizer.safetensors", lambda t: {k: v for k, v in t.items() if k != _first(t, "exp_avg_sq")}, "lacks"),
+    ("optimizer.safetensors", lambda t: {k: (torch.full_like(v, -5.0) if k.endswith("/step") else v)
+                                         for k, v in t.items()}, "is negative"),
+])
+def test_checkpoint_tensors_of_another_shape_or_a_damaged_optimizer_state_are_named(one_step_run, capsys, name,
+                                                                                     damage, says):
+    root, argv = one_step_run
+    run = copy_run(root, f"shape-{abs(hash((name, says, damage.__code__.co_firstlineno)))}")
+    path = run / "checkpoints" / "step_0001" / name
+    save_file({k: v.contiguous() for k, v in damage(load_file(str(path))).items()}, str(path))
+    last = resume_error(capsys, run, argv)
+    assert "damaged or from another config" in last and says in last, last
 
 
 def test_a_checkpoint_of_another_config_is_named(one_step_run, capsys):
