@@ -96,8 +96,10 @@ def _scales_tensor(values, device, dtype=torch.float32) -> torch.Tensor:
 
 
 def _check_lora_shapes(func: str, x, weight, lora_a, lora_b, bias, adapter_dims: int) -> None:
-    if not x.is_floating_point():
-        raise UserError(f"{func}: x must be a floating-point tensor, got {x.dtype}")
+    for name, value in (("x", x), ("weight", weight), ("lora_a", lora_a), ("lora_b", lora_b)):
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():  # integer A or B were cast silently
+            shown = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
+            raise UserError(f"{func}: {name} must be a floating-point tensor, got {shown}")
     if x.dim() < 1:
         raise UserError(f"{func}: x must have at least one dimension, got a scalar")
     if weight.dim() != 2:

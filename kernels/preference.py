@@ -74,11 +74,15 @@ def preference_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps
     for name, value in named.items():
         if not isinstance(value, torch.Tensor):
             raise UserError(f"preference_loss: {name} must be a tensor, got {type(value).__name__}")
-    shape = policy_chosen_logps.shape
+    shape, device = policy_chosen_logps.shape, policy_chosen_logps.device
     for name, value in named.items():
         if value.shape != shape or value.dim() != 1 or value.numel() == 0:
             raise UserError(f"preference_loss: {name} has shape {tuple(value.shape)}; "
                             f"all four must be the same non-empty 1-d shape (got {tuple(shape)} first)")
+        if not value.is_floating_point():  # bool failed inside torch; integers were taken as log-probs
+            raise UserError(f"preference_loss: {name} must hold floating-point log-probs, got {value.dtype}")
+        if value.device != device:
+            raise UserError(f"preference_loss: {name} is on {value.device}, policy_chosen_logps on {device}")
     margin = preference_margin(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     if kind == "dpo":
         return -F.logsigmoid(beta * margin).mean()

@@ -55,7 +55,9 @@ def _softmax_rows_kernel(LOGITS, T, LSE, TGT, G, V, stride_l, stride_g,
             offs = v0 + tl.arange(0, BLOCK_V)
             mask = offs < V
             x = tl.load(logits + offs, mask=mask, other=float("-inf"))
-            g = tl.exp(x - lse) - tl.where(offs == target, 1.0, 0.0)
+            # p = exp(x − max) / sum, not exp(x − lse): lse rounded to one fp32 number makes Σp miss 1 by about
+            # ulp(lse), and u = −G·W then gains (Σp − 1)·E_p[W]; at logits near 1e4 that outweighed u itself
+            g = tl.exp(x - run_max) / run_sum - tl.where(offs == target, 1.0, 0.0)
             tl.store(grads + offs, g.to(G.dtype.element_ty), mask=mask)
 
 

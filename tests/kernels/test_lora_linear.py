@@ -189,6 +189,8 @@ def test_weight_requiring_grad_is_a_clear_error(path):
         (dict(scale=[1.0, "a"]), "scale must be one number .* got 'a'"),
         (dict(segment_ids=[0, 0, 0, 0]), "segment_ids must be an integer tensor, got list"),
         (dict(x=torch.ones(4, K, dtype=torch.long)), "x must be a floating-point tensor"),
+        (dict(x=[[0.0] * K] * 4), "x must be a floating-point tensor, got list"),  # an AttributeError before
+        (dict(lora_a=torch.ones(R, K, dtype=torch.long)), "lora_a must be a floating-point tensor"),  # cast silently
         (dict(weight=torch.randn(N, K, dtype=torch.float64)), "x is torch.float32 but weight is torch.float64"),
     ],
 )

@@ -54,6 +54,9 @@ def test_dpo_at_zero_margin_is_log_two():
         (dict(ref_rejected_logps=torch.zeros(3)), "ref_rejected_logps has shape"),
         (dict(policy_rejected_logps=[0.0, 0.0]), "must be a tensor"),
         (dict(policy_chosen_logps=[0.0, 0.0]), "policy_chosen_logps must be a tensor"),  # it read .shape first
+        (dict(ref_chosen_logps=torch.zeros(2, dtype=torch.bool)), "ref_chosen_logps must hold floating-point"),
+        (dict(policy_rejected_logps=torch.zeros(2, dtype=torch.long)), "must hold floating-point"),  # was taken
+        (dict(ref_rejected_logps=torch.zeros(2, device="meta")), "ref_rejected_logps is on meta, policy_chosen"),
     ],
 )
 def test_bad_arguments_name_the_culprit(kwargs, message):

@@ -285,3 +285,21 @@ def test_gemm_pass_keeps_the_direction_of_a_nearly_certain_row_in_bfloat16(path,
     p_in_bf16 = torch.softmax(hidden.double() @ head.double().T, -1).bfloat16().double()
     lost = head.double()[target] - p_in_bf16 @ head.double()
     assert not checks.compare(lost, want_direction, torch.bfloat16, "u from p in bf16").ok
+
+
+@pytest.mark.parametrize("offset", [30.0, 1e3, 1e4])
+def test_logits_far_from_zero_keep_the_gradient_of_hidden(path, triton_pass, rng, offset):
+    """Every logit near ``offset``: the gemm pass formed p = exp(x − lse) with lse rounded to one fp32 number, so Σp
+    missed 1 by about ulp(lse), and d hidden was off by 1.6e-2 at 1e3 and by 2.6 (relative) at 1e4, where a naive
+    fp32 log_softmax is off by 4.5e-4. The bound is the naive fp32 error's order at 1e4."""
+    n, vocab, d = 8, 37, 6
+    hidden = torch.randn(n, d, generator=rng, dtype=torch.float64)
+    head = torch.randn(vocab, d, generator=rng, dtype=torch.float64)
+    hidden[:, 0], head[:, 0] = 1.0, offset  # logit = offset + N(0, about 2)
+    targets = torch.randint(0, vocab, (n,), generator=rng)
+    exact = hidden.clone().requires_grad_()
+    (want,) = torch.autograd.grad(torch.log_softmax(exact @ head.T, -1).gather(1, targets[:, None]).sum(), exact)
+    got_hidden = hidden.float().requires_grad_()
+    (got,) = torch.autograd.grad(token_logprobs(got_hidden, head.float(), targets).sum(), got_hidden)
+    error = ((got.double() - want).abs().max() / want.abs().max()).item()
+    assert error < 5e-3, f"d hidden relative error {error:.2e} at logits near {offset:g}"
