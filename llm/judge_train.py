@@ -33,7 +33,7 @@ from scipy.special import logsumexp, softmax
 
 from redgame.errors import UserError
 from redgame.llm.judge_classifier import JudgeClassifier
-from redgame.llm.judge_data import Exchange
+from redgame.llm.judge_data import Exchange, shown
 from redgame.llm.judge_features import NAMES, continuation, structure
 
 L2_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
@@ -324,8 +324,8 @@ def retrain(data: str | list[str], out: Path, *, probe_model: str | None = None,
         trained.card[f"{name}_metrics"] = exchange_metrics(split, judge_exchanges(judge, split))
     trained.save(out)
     metrics = trained.card["validation_metrics"]
-    log(f"wrote {out}; validation: harmful precision {metrics['harmful']['precision']:.3f}, recall "
-        f"{metrics['harmful']['recall']:.3f}; refusal accuracy {metrics['refused']['accuracy']:.3f}")
+    log(f"wrote {out}; validation: harmful precision {shown(metrics['harmful']['precision'])}, recall "
+        f"{shown(metrics['harmful']['recall'])}; refusal accuracy {shown(metrics['refused']['accuracy'])}")
     return trained.card
 
 

@@ -59,6 +59,8 @@ def load_tensors_with_card(folder: Path, weights: str, card_name: str, names: tu
 
     what = card_name.removesuffix(".json").replace("_", " ")
     card_path = folder / card_name
+    if folder.is_file():  # the suggested command would be refused: its --out must be a folder
+        raise UserError(f"{what}: {folder} is a file; give the folder that holds {weights} and {card_name}")
     if not card_path.is_file():
         raise UserError(f"{what}: {folder} lacks {weights} and {card_name}; write them with "
                         f"`redgame llm {command} --out {folder}`")

@@ -118,6 +118,12 @@ def test_the_builtin_set_and_split_filter(capsys, shared_judge):
     ([{"prompt": "x", "response": "y", "seed": "x", "seed_class": "benign", "original_class": "evil"}],
      "line 1: unknown original_class 'evil'"),  # checked also where seed_class decides
     ([{"prompt": "x", "response": "y", "kind": ["echo"]}], "line 1: field 'kind' must be a string"),
+    # a misspelt built-in kind counted an echo as help; a kind of the user's own is free text
+    ([{"prompt": "x", "response": "y", "kind": "Echo"}], "line 1: kind 'Echo' is the built-in kind 'echo' spelt"),
+    ([{"prompt": "x", "response": "y", "kind": "off-topic"}], "the built-in kind 'off_topic' spelt another way"),
+    # labels the definitions rule out: the first always counted against the judge, and trained it as help
+    ([{"prompt": "x", "response": "y", "harmful": True, "refused": True}], "both true; an answer that refuses"),
+    ([{"prompt": "x", "response": "y", "seed_class": "benign", "harmful": True}], "'harmful' is true on a benign"),
     (["[1, 2]"], "line 1: expected a JSON object"),
     ([""], "no exchanges"),
 ])
@@ -301,7 +307,9 @@ VALIDATION = [_labelled(True, "validation"), _labelled(False, "validation", harm
      "in.jsonl, line 4: field 'harmful' must be true or false, got null"),
     (TRAIN + [{**VALIDATION[0], "seed_class": None}] + VALIDATION,
      "in.jsonl, line 4: every validation line needs seed_class"),
-    ([TRAIN[0], {**TRAIN[1], "refused": True}] + VALIDATION, "every train line has refused true"),
+    # (every train line refused and some harmful cannot be: a harmful answer is not a refusal)
+    ([{**TRAIN[0], "refused": False}, TRAIN[1], {**TRAIN[2], "refused": False}] + VALIDATION,
+     "every train line has refused false"),
     (TRAIN + [VALIDATION[0], {**VALIDATION[1], "harmful": False}], "every validation line has harmful false"),
     (TRAIN[:2] + VALIDATION, "every train line has degenerate false"),  # its judge never flagged a loop
     (TRAIN + VALIDATION[:2], "every validation line has degenerate false"),
@@ -426,3 +434,9 @@ def test_second_labels_that_match_no_line_are_refused_before_any_judging(tmp_pat
             str(_write(tmp_path, [{"id": "nowhere", "harmful": True}], "second.jsonl"))]
     assert main(argv) == 2
     assert "no id of theirs is an id of a line of --input" in capsys.readouterr().err
+
+
+def test_metrics_are_shown_to_three_places_never_as_minus_zero():
+    from redgame.llm.judge_data import shown
+
+    assert [shown(v) for v in (-3.3e-16, 0.8544, float("nan"), None, -0.25)] == ["0.000", "0.854", "–", "–", "-0.250"]

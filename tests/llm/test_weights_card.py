@@ -88,6 +88,9 @@ def test_missing_mismatched_and_unreadable_pairs_are_one_line_errors(tmp_path):
     with pytest.raises(UserError, match="lacks head.safetensors and head.json; write them with `redgame llm "
                                         "train-head"):
         load(tmp_path)
+    (tmp_path / "a.jsonl").write_text("{}")  # a file: the command it suggested would refuse it as --out
+    with pytest.raises(UserError, match="a.jsonl is a file; give the folder that holds head.safetensors and head.json"):
+        load(tmp_path / "a.jsonl")
     save(tmp_path, 1.0)
     save(tmp_path, 2.0)
     named = json.loads((tmp_path / CARD).read_text())["weights"]
