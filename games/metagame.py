@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from redgame.errors import UserError
-from redgame.games.solve import solve, solve_matrix
+from redgame.games.solve import payoff_array, solve, solve_matrix
 
 
 @dataclass
@@ -79,16 +79,14 @@ def solve_metagame(payoffs, defender_payoffs=None, attackers=None, defenders=Non
     Raises:
       ValueError: naming the bad matrix or label list.
     """
-    a = np.asarray(payoffs, dtype=float)
-    if a.ndim != 2 or 0 in a.shape:
-        raise UserError(f"payoffs: expected a non-empty attackers x defenders matrix, got shape {a.shape}")
+    a = payoff_array(payoffs, "payoffs")
     attackers = tuple(attackers) if attackers is not None else tuple(f"a{i}" for i in range(a.shape[0]))
     defenders = tuple(defenders) if defenders is not None else tuple(f"d{j}" for j in range(a.shape[1]))
     if len(attackers) != a.shape[0]:
         raise UserError(f"attackers: {len(attackers)} names for {a.shape[0]} rows")
     if len(defenders) != a.shape[1]:
         raise UserError(f"defenders: {len(defenders)} names for {a.shape[1]} columns")
-    b = -a if defender_payoffs is None else np.asarray(defender_payoffs, dtype=float)
+    b = -a if defender_payoffs is None else payoff_array(defender_payoffs, "defender_payoffs")
     if b.shape != a.shape:  # before the zero-sum test, which would broadcast
         raise UserError(f"defender_payoffs: expected the payoffs' shape {a.shape} (attackers x defenders), "
                         f"got {b.shape}")

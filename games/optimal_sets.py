@@ -27,6 +27,7 @@ from redgame.theory.strategies import EnumerationFailed, TooLargeToEnumerate
 MAX_BASES = 2_000_000
 TOL = 1e-9
 EQUALITY_TOL = 1e-6  # slack range below which a constraint is an implicit equality (payoffs scaled to [0, 1])
+AT_VALUE = 1e-12  # a scaled payoff this close to the game's value is at it (the LP's rounding)
 MAX_CONDITION = 1e12  # a basis worse conditioned than this is singular (its solution is rounding noise)
 
 
@@ -48,10 +49,15 @@ def polytope_vertices(g: np.ndarray, h: np.ndarray, tol: float = TOL) -> np.ndar
     except TooLargeToEnumerate:
         raise
     except (RuntimeError, ValueError) as exc:
-        raise EnumerationFailed(
-            f"the optimal sets cannot be enumerated at this precision (a payoff difference below "
-            f"{EQUALITY_TOL:g} of the payoff range, such as a tiny lam or q near 1: {str(exc).split(chr(10))[0]}); use "
-            "method='sequence-form-linprog' or 'linprog' (the value and one equilibrium)") from None
+        raise imprecise(str(exc).split(chr(10))[0]) from None
+
+
+def imprecise(detail: str) -> EnumerationFailed:
+    """The error for optimal sets that this enumeration cannot list exactly, and what to use instead."""
+    return EnumerationFailed(
+        f"the optimal sets cannot be enumerated at this precision (a payoff difference below {EQUALITY_TOL:g} of the "
+        f"payoff range, such as a tiny lam or q near 1: {detail}); use method='sequence-form-linprog' or 'linprog' "
+        "(the value and one equilibrium)")
 
 
 def _vertices(g: np.ndarray, h: np.ndarray, tol: float) -> np.ndarray:
@@ -179,6 +185,13 @@ def optimal_sets(a: np.ndarray, tol: float = TOL) -> tuple[float, np.ndarray, np
     value, _, _ = zero_sum_value(a)
     low, span = a.min(), np.ptp(a)
     scaled, scaled_value = ((a - low) / span, (value - low) / span) if span > 0 else (np.zeros_like(a), 0.0)
+    off = np.abs(scaled - scaled_value)
+    near = off[(off > AT_VALUE) & (off < 2 * EQUALITY_TOL)]  # twice: a margin over the widening by tol
+    if near.size:
+        # A constraint whose slack ranges over (0, that difference) would be taken for an equality, and the vertices
+        # where it is slack lost (prompt_map at lam 1e-6 to 1e-8 listed 2 of its 4 optimal attacks), or the widening
+        # would add false ones (28 "equilibria" at lam 1e-9): refused, as an enumeration that comes out empty is.
+        raise imprecise(f"a payoff {near.min():.2g} of the range from the value")
     x_vertices = polytope_vertices(-scaled.T, -scaled_value * np.ones(a.shape[1]), tol)
     y_vertices = polytope_vertices(scaled, scaled_value * np.ones(a.shape[0]), tol)
     return value, x_vertices, y_vertices

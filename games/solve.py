@@ -10,9 +10,10 @@ Matrix methods work on the normal form (bimatrix) of a spec, or on a matrix you 
 - ``replicator``: nashpy's asymmetric replicator dynamics, the final point;
 - ``pure``: every pure equilibrium, each cell checked as a best response of both players.
 
-nashpy's pairs are kept only where their NashConv is within :data:`GAP_TOLERANCE` of the
-payoffs' scale: on the floating-point normal forms of degenerate games its Lemke-Howson paths
-can end off equilibrium (``games.lemke_howson`` caps and checks each path).
+nashpy's pairs (and OpenSpiel's LP's) are kept only where their NashConv is within
+:data:`GAP_TOLERANCE` of the payoffs' scale: on the floating-point normal forms of degenerate games
+its Lemke-Howson paths can end off equilibrium (``games.lemke_howson`` caps and checks each path), and
+OpenSpiel's LP solver has an absolute tolerance that tiny payoffs fall below.
 
 Extensive-form methods work on the game tree of a spec:
 
@@ -204,11 +205,20 @@ def _nashpy_run(a: np.ndarray, b: np.ndarray, method: str) -> list:
 
 
 def _openspiel_lp_pair(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    import contextlib
+    import io
+
     import pyspiel
+    from cvxpy.error import SolverError
     from open_spiel.python.algorithms import lp_solver
 
     game = pyspiel.create_matrix_game(a.tolist(), (-a).tolist())
-    x, y, _, _ = lp_solver.solve_zero_sum_matrix_game(game)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # cvxpy prints a failed solve, then returns None
+            x, y, _, _ = lp_solver.solve_zero_sum_matrix_game(game)
+    except (SolverError, TypeError, ValueError) as exc:
+        raise UserError(f"method: openspiel-lp: OpenSpiel's LP (cvxpy) failed on this game ({type(exc).__name__}); "
+                        "use linprog") from None
     x, y = np.clip(np.asarray(x, float).reshape(-1), 0, None), np.clip(np.asarray(y, float).reshape(-1), 0, None)
     return x / x.sum(), y / y.sum()
 
@@ -226,12 +236,10 @@ def solve_matrix(a: Any, b: Any = None, method: str = "linprog") -> Solution:
     """
     if method not in MATRIX_METHODS:
         raise UserError(f"method: {method!r} is not a matrix method; choose one of {', '.join(MATRIX_METHODS)}")
-    a = np.asarray(a, dtype=float)
-    if a.ndim != 2 or 0 in a.shape or not np.isfinite(a).all():
-        raise UserError(f"payoff matrix: expected a finite non-empty 2-D array, got shape {a.shape}")
-    b = -a if b is None else np.asarray(b, dtype=float)
-    if b.shape != a.shape or not np.isfinite(b).all():
-        raise UserError(f"payoff matrix: defender payoffs must be finite with shape {a.shape}, got {b.shape}")
+    a = payoff_array(a, "payoff matrix")
+    b = -a if b is None else payoff_array(b, "defender payoffs")
+    if b.shape != a.shape:
+        raise UserError(f"defender payoffs: expected the attacker payoffs' shape {a.shape}, got {b.shape}")
     zero_sum = _is_zero_sum(a, b)
     if method in ZERO_SUM_ONLY and not zero_sum:
         raise UserError(f"method: {method} needs a zero-sum game; try nashpy-vertex or lemke-howson")
@@ -270,9 +278,27 @@ def solve_matrix(a: Any, b: Any = None, method: str = "linprog") -> Solution:
     return solution
 
 
+def payoff_array(values, what: str) -> np.ndarray:
+    """``values`` as a non-empty matrix of finite floats; a one-line UserError naming ``what`` otherwise."""
+    try:
+        raw = np.asarray(values)
+    except ValueError as exc:  # ragged rows
+        raise UserError(f"{what}: expected a matrix of numbers ({str(exc).splitlines()[0]})") from None
+    if raw.dtype.kind not in "iuf":  # text, bools, complex numbers, objects: no payoffs
+        raise UserError(f"{what}: expected a matrix of numbers, got {raw.dtype} entries")
+    a = raw.astype(float)
+    if a.ndim != 2 or 0 in a.shape:
+        raise UserError(f"{what}: expected a non-empty 2-D matrix, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        i, j = np.argwhere(~np.isfinite(a))[0]
+        raise UserError(f"{what}: entry [{i}, {j}] is {a[i, j]}; payoffs must be finite")
+    return a
+
+
 def gap_tolerance(a: np.ndarray, b: np.ndarray) -> float:
-    """The NashConv below which a pair counts as an equilibrium: 1e-6 of the payoffs' scale (at least 1)."""
-    return GAP_TOLERANCE * max(1.0, float(np.abs(a).max()), float(np.abs(b).max()))
+    """The NashConv below which a pair counts as an equilibrium: 1e-6 of the payoffs' scale. (Until 2026-12-06 at
+    least 1e-6: in a game of payoffs near 1e-8 every cell passed as a pure equilibrium.)"""
+    return GAP_TOLERANCE * max(float(np.abs(a).max()), float(np.abs(b).max()))
 
 
 def _checked(equilibria: list[Equilibrium], method: str, tolerance: float) -> tuple[list[Equilibrium], str | None]:
@@ -282,13 +308,15 @@ def _checked(equilibria: list[Equilibrium], method: str, tolerance: float) -> tu
         gap = equilibria[0].gap if equilibria else float("nan")
         return equilibria, (None if gap <= tolerance else
                             f"replicator: the dynamics' end point is no equilibrium (NashConv {gap:.3g})")
-    if method not in ("nashpy-support", "nashpy-vertex", "lemke-howson", "pure"):
+    if method not in ("nashpy-support", "nashpy-vertex", "lemke-howson", "pure", "openspiel-lp"):
         return equilibria, None
     kept = [e for e in equilibria if e.gap <= tolerance]
     dropped = len(equilibria) - len(kept)
     if dropped:
+        why = ("OpenSpiel's LP solver has an absolute tolerance, which these payoffs fall below; use linprog"
+               if method == "openspiel-lp" else "a degenerate game's rounding")
         return kept, (f"{method}: left out {dropped} pair(s) whose NashConv exceeds {tolerance:.1e}, which no "
-                      "equilibrium has (a degenerate game's rounding)")
+                      f"equilibrium has ({why})")
     if kept:
         return kept, None
     return kept, NO_EQUILIBRIUM.get(method, f"{method}: found no equilibrium of this degenerate game")
@@ -345,8 +373,9 @@ def solve(game: Any, method: str = "auto", **options: Any) -> Solution:
         if method in EXTENSIVE_METHODS + TREE_METHODS:
             raise UserError(f"method: {method} needs a game spec, not a matrix")
         if method == "auto":
-            a_arr = np.asarray(a, dtype=float)
-            if b is None or a_arr.shape != np.shape(b) or _is_zero_sum(a_arr, np.asarray(b, float)):
+            a_arr = payoff_array(a, "payoff matrix")
+            b_arr = None if b is None else payoff_array(b, "defender payoffs")
+            if b_arr is None or a_arr.shape != b_arr.shape or _is_zero_sum(a_arr, b_arr):
                 return solve_matrix(a, b, "enumerate")  # which refuses mismatched shapes in one line
             return _general_sum_auto(lambda m: solve_matrix(a, b, m))
         return solve_matrix(a, b, method)

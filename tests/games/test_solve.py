@@ -281,6 +281,24 @@ def test_optimal_sets_below_the_enumerations_precision_fall_back_to_the_lp(param
         solve(spec, method="enumerate")
 
 
+@pytest.mark.parametrize("game, lam", [("prompt_map", 1e-6), ("prompt_map", 1e-8), ("prompt_map", 1e-9),
+                                       ("hidden_intent", 1e-7)])
+def test_a_payoff_within_the_precision_of_the_value_is_refused_not_enumerated_wrong(game, lam):
+    """The sets came out, but wrong, without a word: prompt_map listed 2 of its 4 optimal attacks at lam 1e-6 to 1e-8
+    and 28 pairs (21 of them no equilibrium) at 1e-9; hidden_intent one of its two optimal defences at 1e-7."""
+    spec = make_spec(game, lam=lam)
+    solution = solve(spec)
+    assert solution.method == "sequence-form-linprog" and "cannot be enumerated at this precision" in solution.note
+    with pytest.raises(UserError, match="cannot be enumerated at this precision"):
+        solve(spec, method="enumerate")
+
+
+def test_prompt_map_at_a_small_lam_the_enumeration_holds_lists_all_four_optimal_attacks():
+    """Every payoff of prompt_map is at least 0, its value, for lam > 0: every pure attack is optimal."""
+    solution = solve(make_spec("prompt_map", lam=3e-6), method="enumerate")
+    assert solution.value == 0 and len(solution.attacker_optimal) == 4
+
+
 def test_optimal_sets_too_large_to_list_are_still_called_too_large():
     """The precision fallback caught TooLargeToEnumerate too (a UserError is a ValueError) and renamed it."""
     from redgame.theory.strategies import EnumerationFailed, TooLargeToEnumerate
@@ -291,5 +309,45 @@ def test_optimal_sets_too_large_to_list_are_still_called_too_large():
 
 
 def test_mismatched_payoff_shapes_are_one_line_under_auto():
-    with pytest.raises(UserError, match="defender payoffs must be finite with shape \\(2, 2\\), got \\(2, 3\\)"):
+    with pytest.raises(UserError, match="defender payoffs: expected the attacker payoffs' shape \\(2, 2\\), got \\(2, 3\\)"):
         solve((np.ones((2, 2)), np.ones((2, 3))))  # auto: numpy's broadcast error before
+
+
+@pytest.mark.parametrize("payoffs, says", [
+    ([[0.5, float("nan")], [0.2, 0.8]], "entry \\[0, 1\\] is nan; payoffs must be finite"),  # 4 repeats, 321 chars
+    ([[1.0, 2.0], [3.0]], "expected a matrix of numbers"),  # numpy's ValueError
+    ([["a", "b"], ["c", "d"]], "expected a matrix of numbers, got <U1 entries"),
+    ([[1j, 0], [0, 1]], "expected a matrix of numbers, got complex128 entries"),  # a TypeError
+    ([[True, False], [False, True]], "expected a matrix of numbers, got bool entries"),  # taken as 1 and 0
+])
+def test_a_meta_game_that_is_no_matrix_of_finite_numbers_is_one_line(payoffs, says):
+    from redgame.games.metagame import solve_metagame
+
+    with pytest.raises(UserError, match=f"^payoffs: {says}"):
+        solve_metagame(payoffs, defender_payoffs=[[0.0, 0.0], [0.0, 0.0]])
+    with pytest.raises(UserError, match=f"^payoff matrix: {says}"):
+        solve(payoffs)
+
+
+def test_payoffs_near_1e_minus_8_keep_only_the_equilibria_of_the_same_game_at_scale_1():
+    """The gap tolerance had a floor of 1: every cell of battle of the sexes at 1e-8 passed as a pure equilibrium."""
+    a, b = np.array([[2.0, 0.0], [0.0, 1.0]]), np.array([[1.0, 0.0], [0.0, 2.0]])
+    cells = [(int(e.attacker.argmax()), int(e.defender.argmax())) for e in solve((a, b), method="pure").equilibria]
+    assert cells == [(0, 0), (1, 1)]
+    tiny = [(int(e.attacker.argmax()), int(e.defender.argmax()))
+            for e in solve((a * 1e-8, b * 1e-8), method="pure").equilibria]
+    assert tiny == cells
+
+
+def test_openspiel_lp_keeps_no_pair_that_is_no_equilibrium_and_a_failed_solve_is_one_line():
+    """ECOS's absolute tolerance: at payoffs near 1e-8 its pair was 20% of the payoff range off equilibrium and was
+    kept; at 1e8 cvxpy failed and the caller got an internal TypeError."""
+    pytest.importorskip("cvxpy")
+    rng = np.random.default_rng(3)
+    small = rng.standard_normal((3, 4)) * 1e-8
+    solution = solve(small, method="openspiel-lp")
+    assert all(e.gap <= 1e-6 * np.abs(small).max() for e in solution.equilibria)
+    assert solution.equilibria or "absolute tolerance, which these payoffs fall below; use linprog" in solution.note
+    large = np.array([[1.827, -3.078, 0.958, 0.07], [1.318, 0.386, 1.827, 0.032], [-0.516, 0.58, 0.432, -0.357]]) * 1e8
+    with pytest.raises(UserError, match="openspiel-lp: OpenSpiel's LP \\(cvxpy\\) failed on this game"):
+        solve(large, method="openspiel-lp")
