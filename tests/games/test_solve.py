@@ -349,5 +349,9 @@ def test_openspiel_lp_keeps_no_pair_that_is_no_equilibrium_and_a_failed_solve_is
     assert all(e.gap <= 1e-6 * np.abs(small).max() for e in solution.equilibria)
     assert solution.equilibria or "absolute tolerance, which these payoffs fall below; use linprog" in solution.note
     large = np.array([[1.827, -3.078, 0.958, 0.07], [1.318, 0.386, 1.827, 0.032], [-0.516, 0.58, 0.432, -0.357]]) * 1e8
-    with pytest.raises(UserError, match="openspiel-lp: OpenSpiel's LP \\(cvxpy\\) failed on this game"):
-        solve(large, method="openspiel-lp")
+    try:  # cvxpy 1.9's ECOS fails on it; another version may solve it, and then its pair is checked as above
+        solution = solve(large, method="openspiel-lp")
+    except UserError as exc:
+        assert "openspiel-lp: OpenSpiel's LP (cvxpy) failed on this game" in str(exc)
+    else:
+        assert all(e.gap <= 1e-6 * np.abs(large).max() for e in solution.equilibria)
