@@ -32,7 +32,7 @@ MAX_BLOCK_V = 2048
 
 
 @triton.jit
-def _softmax_rows_kernel(LOGITS, T, LSE, TGT, G, V, stride_l, stride_g,
+def _softmax_rows_kernel(LOGITS, T, LSE, TGT, G, GSUM, V, stride_l, stride_g,
                          WITH_G: tl.constexpr, BLOCK_V: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     logits = LOGITS + row * stride_l
@@ -51,14 +51,17 @@ def _softmax_rows_kernel(LOGITS, T, LSE, TGT, G, V, stride_l, stride_g,
     tl.store(TGT + row, tl.where(target >= 0, target_logit, 0.0))
     if WITH_G:
         grads = G + row * stride_g
+        g_sum = tl.sum(tl.zeros((BLOCK_V,), dtype=tl.float32), axis=0)
         for v0 in range(0, V, BLOCK_V):
             offs = v0 + tl.arange(0, BLOCK_V)
             mask = offs < V
             x = tl.load(logits + offs, mask=mask, other=float("-inf"))
             # p = exp(x − max) / sum, not exp(x − lse): lse rounded to one fp32 number makes Σp miss 1 by about
             # ulp(lse), and u = −G·W then gains (Σp − 1)·E_p[W]; at logits near 1e4 that outweighed u itself
-            g = tl.exp(x - run_max) / run_sum - tl.where(offs == target, 1.0, 0.0)
-            tl.store(grads + offs, g.to(G.dtype.element_ty), mask=mask)
+            g = (tl.exp(x - run_max) / run_sum - tl.where(offs == target, 1.0, 0.0)).to(G.dtype.element_ty)
+            tl.store(grads + offs, g, mask=mask)
+            g_sum += tl.sum(tl.where(mask, g.to(tl.float32), 0.0), axis=0)
+        tl.store(GSUM + row, g_sum)  # 0 but for the rounding of G as stored: the caller takes its share of u out
 
 
 def rows_per_block(n_rows: int, vocab: int, block_elements: int | None = None) -> int:
@@ -88,16 +91,20 @@ def gemm_logprob_parts(hidden, head, targets, ignore_index: int, with_direction:
     target_logit = empty((n,), torch.float32, hidden.device)
     direction = empty((n, d), torch.float32, hidden.device) if with_direction else None
     grads = empty((rows, vocab), hidden.dtype, hidden.device) if with_direction else lse
+    g_sums = empty((n,), torch.float32, hidden.device) if with_direction else lse
+    # ΣG is 0 but for G's rounding (bf16: about 2⁻⁹ of each entry), and u = −G·W then gains −(ΣG)·W̄, the mean row,
+    # which a head with a large common component (logits far from 0) makes larger than u: that part is added back
+    mean_row = torch.mean(head.detach(), dim=0, dtype=torch.float32) if with_direction else None
     block_v = min(MAX_BLOCK_V, triton.next_power_of_2(vocab))
     weight = head.detach()
     for r0 in range(0, n, rows):
         r1 = min(r0 + rows, n)
         logits = matmul_fp32(hidden[r0:r1], weight.T)
         _softmax_rows_kernel[(r1 - r0,)](
-            logits, safe_targets[r0:r1], lse[r0:r1], target_logit[r0:r1], grads, vocab,
+            logits, safe_targets[r0:r1], lse[r0:r1], target_logit[r0:r1], grads, g_sums[r0:r1], vocab,
             logits.stride(0), grads.stride(0) if with_direction else 0,
             WITH_G=with_direction, BLOCK_V=block_v, num_warps=8)
         if with_direction:
-            direction[r0:r1] = matmul_fp32(grads[:r1 - r0], weight).neg_()
+            direction[r0:r1] = matmul_fp32(grads[:r1 - r0], weight).neg_().addr_(g_sums[r0:r1], mean_row)
         del logits
     return LogprobParts(lse, target_logit, None, direction)

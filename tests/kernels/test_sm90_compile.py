@@ -87,5 +87,6 @@ def test_token_logprobs_kernel_compiles_for_sm90_in_every_gpu_config(dtype, with
 def test_softmax_rows_kernel_compiles_for_sm90(dtype, with_g):
     from redgame.kernels.ops import gemm_logprobs as op
 
-    types = dict(LOGITS="*fp32", T="*i64", LSE="*fp32", TGT="*fp32", G=f"*{dtype}", stride_l="i64", stride_g="i64")
+    types = dict(LOGITS="*fp32", T="*i64", LSE="*fp32", TGT="*fp32", G=f"*{dtype}", GSUM="*fp32", stride_l="i64",
+                 stride_g="i64")
     _compile(op._softmax_rows_kernel, types, dict(WITH_G=with_g, BLOCK_V=op.MAX_BLOCK_V, num_warps=8))

@@ -287,19 +287,31 @@ def test_gemm_pass_keeps_the_direction_of_a_nearly_certain_row_in_bfloat16(path,
     assert not checks.compare(lost, want_direction, torch.bfloat16, "u from p in bf16").ok
 
 
-@pytest.mark.parametrize("offset", [30.0, 1e3, 1e4])
-def test_logits_far_from_zero_keep_the_gradient_of_hidden(path, triton_pass, rng, offset):
-    """Every logit near ``offset``: the gemm pass formed p = exp(x − lse) with lse rounded to one fp32 number, so Σp
-    missed 1 by about ulp(lse), and d hidden was off by 1.6e-2 at 1e3 and by 2.6 (relative) at 1e4, where a naive
-    fp32 log_softmax is off by 4.5e-4. The bound is the naive fp32 error's order at 1e4."""
+@pytest.mark.parametrize("dtype, offset", [(torch.float32, 30.0), (torch.float32, 1e3), (torch.float32, 1e4),
+                                           (torch.bfloat16, 30.0), (torch.bfloat16, 1e3), (torch.float16, 1e3)])
+def test_logits_far_from_zero_keep_the_gradient_of_hidden(path, triton_pass, rng, dtype, offset, request):
+    """Every logit near ``offset``, through a head with a large common column. The gemm pass formed p = exp(x − lse)
+    with lse rounded to one fp32 number, so Σp missed 1 by about ulp(lse): in fp32 d hidden was off by 1.6e-2 at 1e3
+    and by 2.6 (relative) at 1e4, where a naive fp32 log_softmax is off by 4.5e-4. In bf16 and fp16 G's own rounding
+    did the same (1.2 at 1e3 in bf16) until the pass took ΣG's share back out. Against float64 on the same rounded
+    inputs; fp32's bound is the naive fp32 error's order at 1e4, the half types' the project's."""
+    if path[0] == "interpret" and triton_pass == "online_logprob_parts" and dtype == torch.float16:
+        request.applymarker(pytest.mark.xfail(strict=True, reason="known, not fixed: the opt-in online pass loses d "
+                                              "hidden in fp16 at logits near 1e3 (2.2e-2; bf16 and the default pass "
+                                              "hold)"))
     n, vocab, d = 8, 37, 6
     hidden = torch.randn(n, d, generator=rng, dtype=torch.float64)
     head = torch.randn(vocab, d, generator=rng, dtype=torch.float64)
     hidden[:, 0], head[:, 0] = 1.0, offset  # logit = offset + N(0, about 2)
+    hidden, head = hidden.to(dtype), head.to(dtype)
     targets = torch.randint(0, vocab, (n,), generator=rng)
-    exact = hidden.clone().requires_grad_()
-    (want,) = torch.autograd.grad(torch.log_softmax(exact @ head.T, -1).gather(1, targets[:, None]).sum(), exact)
-    got_hidden = hidden.float().requires_grad_()
-    (got,) = torch.autograd.grad(token_logprobs(got_hidden, head.float(), targets).sum(), got_hidden)
-    error = ((got.double() - want).abs().max() / want.abs().max()).item()
-    assert error < 5e-3, f"d hidden relative error {error:.2e} at logits near {offset:g}"
+    exact = hidden.double().requires_grad_()
+    logps = torch.log_softmax(exact @ head.double().T, -1).gather(1, targets[:, None]).sum()
+    (want,) = torch.autograd.grad(logps, exact)
+    got_hidden = hidden.clone().requires_grad_()
+    (got,) = torch.autograd.grad(token_logprobs(got_hidden, head, targets).float().sum(), got_hidden)
+    if dtype == torch.float32:
+        error = ((got.double() - want).abs().max() / want.abs().max()).item()
+        assert error < 5e-3, f"d hidden relative error {error:.2e} at logits near {offset:g}"
+    else:
+        check_close(got, want, dtype, f"d hidden at logits near {offset:g}")
