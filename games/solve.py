@@ -376,7 +376,10 @@ def solve(game: Any, method: str = "auto", **options: Any) -> Solution:
             a_arr = payoff_array(a, "payoff matrix")
             b_arr = None if b is None else payoff_array(b, "defender payoffs")
             if b_arr is None or a_arr.shape != b_arr.shape or _is_zero_sum(a_arr, b_arr):
-                return solve_matrix(a, b, "enumerate")  # which refuses mismatched shapes in one line
+                try:
+                    return solve_matrix(a, b, "enumerate")  # which refuses mismatched shapes in one line
+                except (TooLargeToEnumerate, EnumerationFailed) as exc:  # as for a spec, below
+                    return _lp_instead(lambda m: solve_matrix(a, b, m), "linprog", "LP", exc)
             return _general_sum_auto(lambda m: solve_matrix(a, b, m))
         return solve_matrix(a, b, method)
     if method == "auto" and spec.sums_to_zero:
@@ -386,11 +389,7 @@ def solve(game: Any, method: str = "auto", **options: Any) -> Solution:
                 raise TooLargeToEnumerate("normal form too large")
             return _solve_spec(spec, "enumerate", options)
         except (TooLargeToEnumerate, EnumerationFailed) as exc:
-            why = ("cannot be enumerated at this precision" if isinstance(exc, EnumerationFailed)
-                   else "are too large to enumerate")
-            solution = _solve_spec(spec, "sequence-form-linprog", options)
-            solution.note = f"auto: the optimal sets {why}; this is the sequence-form LP's value and one equilibrium"
-            return solution
+            return _lp_instead(lambda m: _solve_spec(spec, m, options), "sequence-form-linprog", "sequence-form LP", exc)
     if method == "auto":
         check_normal_form_size(spec)  # one reason, not one per general-sum method
         return _general_sum_auto(lambda m: _solve_spec(spec, m, options))
@@ -415,6 +414,14 @@ def _general_sum_auto(solve_with) -> Solution:
             solution.note = "; ".join(filter(None, [f"auto: {method}, since " + "; ".join(reasons), solution.note]))
         return solution
     raise UserError("method: auto found no equilibrium: " + "; ".join(reasons))
+
+
+def _lp_instead(solve_with, method: str, name: str, exc: Exception) -> Solution:
+    """``auto``'s answer where the optimal sets cannot be listed: the LP's value and one equilibrium, with a note."""
+    why = "cannot be enumerated at this precision" if isinstance(exc, EnumerationFailed) else "are too large to enumerate"
+    solution = solve_with(method)
+    solution.note = f"auto: the optimal sets {why}; this is the {name}'s value and one equilibrium"
+    return solution
 
 
 def _pure_pairs(a: np.ndarray, b: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -93,11 +93,10 @@ def chat_text(tokenizer, messages: list[dict], add_generation_prompt: bool = Tru
     """
     _check_messages(messages)
     if getattr(tokenizer, "chat_template", None):
-        from jinja2 import TemplateError
-
         try:
             return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
-        except TemplateError as exc:  # a broken template, or one that refuses these roles (e.g. no system role)
+        except Exception as exc:  # noqa: BLE001 - the model folder's own code (jinja), run on checked messages: a
+            # broken template, one that refuses these roles (no system role), or one that fails in its arithmetic
             roles = ", ".join(dict.fromkeys(m["role"] for m in messages))
             raise UserError(f"the model's chat template fails on a conversation of {roles} messages: "
                             f"{type(exc).__name__}: {exc}") from exc

@@ -334,11 +334,14 @@ def blocks_for(runs: list[Path], out: Path, crossplay: dict | None, metrics: dic
     return blocks
 
 
+MARKDOWN = str.maketrans({c: "\\" + c for c in "\\`*_[]|"})  # what would make a link, code, emphasis or a cell
+
+
 def _md(text, cell: bool = False) -> str:
-    """Text as markdown shows it: no HTML from a run's names or config, and in a table cell no '|' or line
-    break that would move the cells after it."""
-    text = html.escape(str(text), quote=False)
-    return " ".join(text.replace("|", "\\|").splitlines()) if cell else text
+    """Text as markdown shows it: no HTML, link or emphasis from a run's names or config, and in a table cell no
+    line break that would move the cells after it."""
+    text = html.escape(str(text), quote=False).translate(MARKDOWN)
+    return " ".join(text.splitlines()) if cell else text
 
 
 def to_markdown(title: str, blocks: list[tuple]) -> str:
@@ -349,7 +352,7 @@ def to_markdown(title: str, blocks: list[tuple]) -> str:
         elif kind == "p":
             lines += [_md(rest[0]), ""]
         elif kind == "img":
-            lines += [f"![{rest[1]}]({rest[0]})", ""]
+            lines += [f"![{_md(rest[1])}]({rest[0]})", ""]
         else:
             heads, rows = rest
             lines += ["| " + " | ".join(_md(h, cell=True) for h in heads) + " |", "|" + "---|" * len(heads)]

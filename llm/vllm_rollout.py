@@ -30,7 +30,8 @@ from redgame.llm.rollout import Completion, SamplingSettings, finish_completion,
 
 # Share of the GPU's memory vLLM may take; the training model needs the rest.
 GPU_MEMORY_SHARE = 0.3
-MAX_LORA_RANK = 512  # the largest adapter rank vLLM serves
+SERVED_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM takes (newer ones take 1 too)
+MAX_LORA_RANK = SERVED_RANKS[-1]
 
 
 def require(cfg) -> None:
@@ -56,9 +57,9 @@ def require(cfg) -> None:
 
 
 def served_rank(rank: int) -> int:
-    """vLLM's ``max_lora_rank`` for adapters of ``rank``: vLLM takes only some values (8, 16, 32, 64, 128, 256,
-    320, 512), so the smallest power of two that is at least ``rank`` and 8; a smaller adapter is served as it is."""
-    return max(8, 1 << (rank - 1).bit_length())
+    """vLLM's ``max_lora_rank`` for adapters of ``rank``: the smallest value vLLM takes (``SERVED_RANKS``) that holds
+    ``rank``; an adapter of a smaller rank is served as it is."""
+    return next(r for r in SERVED_RANKS if r >= rank)
 
 
 def model_folder(name: str) -> str:

@@ -70,8 +70,8 @@ def test_the_engine_gets_the_games_dtype_and_a_max_lora_rank_vllm_takes(monkeypa
     import sys
     import types
 
-    assert [vllm_rollout.served_rank(r) for r in (1, 4, 8, 9, 16, 24, 64, 300, 512)] == \
-        [8, 8, 8, 16, 16, 32, 64, 512, 512]
+    assert [vllm_rollout.served_rank(r) for r in (1, 4, 8, 9, 16, 24, 64, 300, 321, 512)] == \
+        [8, 8, 8, 16, 16, 32, 64, 320, 512, 512]
     _pretend_vllm_and_a_gpu(monkeypatch)
     engines = []
     monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=lambda **kwargs: engines.append(kwargs)))

@@ -293,6 +293,15 @@ def test_a_payoff_within_the_precision_of_the_value_is_refused_not_enumerated_wr
         solve(spec, method="enumerate")
 
 
+def test_a_matrix_the_enumeration_refuses_falls_back_to_the_lp_under_auto():
+    """The third row, never played, lies 1e-7 from the value: enumerate refuses it (a false alarm the docs own), and
+    auto on a matrix raised that error where auto on a spec falls back."""
+    a = np.array([[1.0, 0.0], [0.0, 1.0], [0.5 + 1e-7, -1.0]])
+    solution = solve(a)
+    assert solution.method == "linprog" and solution.value == pytest.approx(0.5)
+    assert "cannot be enumerated at this precision; this is the LP's value" in solution.note
+
+
 def test_prompt_map_at_a_small_lam_the_enumeration_holds_lists_all_four_optimal_attacks():
     """Every payoff of prompt_map is at least 0, its value, for lam > 0: every pure attack is optimal."""
     solution = solve(make_spec("prompt_map", lam=3e-6), method="enumerate")

@@ -103,6 +103,8 @@ def test_parse_attack_recovers_the_tagged_body(before, body, after):
 @pytest.mark.parametrize("template, says", [
     ("{{ raise_exception('System role not supported') }}", "System role not supported"),  # as Gemma's refuses
     ("{% for %}", "TemplateSyntaxError"),
+    ("{{ messages + 1 }}", "TypeError"),  # plain Python errors from inside the template were internal errors
+    ("{% for m in messages %}{{ 1 // 0 }}{% endfor %}", "ZeroDivisionError"),
 ])
 def test_a_chat_template_that_fails_is_a_one_line_error(template, says):
     tokenizer = copy.deepcopy(tiny_tokenizer())

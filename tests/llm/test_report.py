@@ -410,3 +410,10 @@ def test_a_page_that_cannot_be_written_leaves_the_other_and_the_figures_as_they_
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "report.html is a folder" in err[0] and ".tmp" not in err[0], err
     assert sorted(p.name for p in out.iterdir()) == ["report.html"]
+
+
+def test_markdown_text_makes_no_link_emphasis_or_code():
+    from redgame.llm.report import _md
+
+    assert _md("[x](http://evil) **a** c_d `e`") == "\\[x\\](http://evil) \\*\\*a\\*\\* c\\_d \\`e\\`"
+    assert _md("a|b\nc", cell=True) == "a\\|b c"
