@@ -188,6 +188,14 @@ def attacker_win_rate(played: dict) -> float:
     return float(np.mean(rates))
 
 
+def check_eval_seeds(harmful: list, benign: list, n: int) -> None:
+    """A one-line error where the training seeds cannot give ``n`` evaluation seeds, half harmful (a run took fewer
+    without a word, while its config.json kept the number asked for)."""
+    if n // 2 > len(harmful) or n - n // 2 > len(benign):
+        raise UserError(f"config key 'population_eval_seeds' ({n}) asks for {n // 2} harmful and {n - n // 2} benign "
+                        f"training seeds; the training seeds hold {len(harmful)} and {len(benign)}")
+
+
 def eval_seeds(harmful: list, benign: list, n: int, seed: int) -> list:
     """``n`` fixed training seeds for the payoff matrix, half harmful (a function of ``seed``)."""
     rng = random.Random(f"{seed}:population")

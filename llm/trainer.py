@@ -58,7 +58,7 @@ from redgame.llm.judge_features import is_blank
 from redgame.llm.losses import TokenLogprobs, fused_pairs_loss
 from redgame.llm.metrics import read_metrics
 from redgame.llm.population import Population, write_summary as write_population
-from redgame.llm.population import eval_seeds as population_eval_seeds
+from redgame.llm.population import check_eval_seeds, eval_seeds as population_eval_seeds
 from redgame.llm.prompts import check_seeds_fit
 from redgame.llm.rewards import judge_round, rules_from_config
 from redgame.llm.role_loss import (loss_from_logprobs, role_loss, role_sequences, scoring_temperature, signal_size,
@@ -84,7 +84,10 @@ def checked_before_loading(cfg: TrainConfig) -> tuple[list, list]:
         from redgame.llm import vllm_rollout
 
         vllm_rollout.require(cfg)  # vllm installed, a GPU, a local model folder: before any compute
-    return load_train_seeds(cfg)
+    harmful, benign = load_train_seeds(cfg)
+    if cfg.population_every:
+        check_eval_seeds(harmful, benign, cfg.population_eval_seeds)
+    return harmful, benign
 
 
 def load_train_seeds(cfg: TrainConfig) -> tuple[list, list]:
@@ -406,17 +409,25 @@ def set_up(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
     model.to(device=device, dtype=dtype)
     check_seeds_fit(tokenizer, model, harmful + benign, cfg.attack_tokens, cfg.response_tokens, cfg.explore_prefixes)
     check_lora_rank(cfg, model)
-    if judge is None and dist.judges_here(cfg.judge_rank):
-        judge = make_judge(cfg.judge, format=cfg.judge_format)
-    place_judge(judge, device, dtype)
-    # A judge server that cannot answer is refused on every rank before the old run's files go; so is a vLLM
-    # engine that does not start.
-    dist.together(lambda: check_reachable(judge))
-    backend = None
-    if cfg.rollout_backend == "vllm":
+    def ready_judge():  # on the judge's rank(s) only: under together, so that every rank stops in one line
+        nonlocal judge
+        if judge is None and dist.judges_here(cfg.judge_rank):
+            judge = make_judge(cfg.judge, format=cfg.judge_format)
+        place_judge(judge, device, dtype)
+        check_reachable(judge)
+
+    def start_engine():
+        nonlocal backend
         from redgame.llm.vllm_rollout import VLLMRollout
 
         backend = VLLMRollout(cfg, tokenizer, out, dtype, dist.rank)
+
+    # A judge that does not load, a judge server that cannot answer, or a vLLM engine that does not start is refused
+    # on every rank before the old run's files go.
+    backend = None
+    dist.together(ready_judge)
+    if cfg.rollout_backend == "vllm":
+        dist.together(start_engine)
     if not resume:  # a resumed run's config.json is written once its checkpoint has loaded
         dist.together(lambda: claim_run_dir(out, cfg, resume=False) if dist.is_main else None)
 

@@ -584,3 +584,41 @@ def test_policy_gradient_updates_score_samples_at_the_sampling_temperature(tmp_p
     train(tiny_config(steps=1, loss=loss, temperature=0.7), tmp_path, progress=False, base=load_base("tiny"),
           judge=judge)
     assert seen and set(seen) == {scored_at}
+
+
+def test_the_judge_is_made_where_every_rank_hears_of_its_failure(tmp_path, tiny_config, monkeypatch):
+    """Under torchrun with judge_rank, a judge that failed to load on its rank left the other rank waiting in a
+    collective, which then died as an internal error: the judge is made inside dist.together."""
+    from redgame.llm import distributed, judges
+
+    inside = []
+    real = distributed.Dist.together
+
+    def together(self, step):
+        inside.append(step)
+        try:
+            return real(self, step)
+        finally:
+            inside.pop()
+
+    def make_judge(*args, **kwargs):
+        assert inside, "the judge was made outside dist.together"
+        raise UserError("judge classifier: no such folder")
+
+    monkeypatch.setattr(distributed.Dist, "together", together)
+    monkeypatch.setattr(judges, "make_judge", make_judge)
+    with pytest.raises(UserError, match="no such folder"):
+        train(tiny_config(steps=1), tmp_path / "run", progress=False, base=load_base("tiny"))
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_population_eval_seeds_beyond_the_training_seeds_are_refused_before_loading():
+    """The run took 102 of 100,000 without a word, and its config.json kept 100,000."""
+    from redgame.llm.config import TrainConfig
+    from redgame.llm.trainer import checked_before_loading
+
+    harmful, benign = checked_before_loading(TrainConfig(model="tiny", population_every=1, population_eval_seeds=8))
+    with pytest.raises(UserError, match=f"'population_eval_seeds' \\(100000\\) asks for 50000 harmful and 50000 "
+                                        f"benign training seeds; the training seeds hold {len(harmful)} and "
+                                        f"{len(benign)}"):
+        checked_before_loading(TrainConfig(model="tiny", population_every=1, population_eval_seeds=100000))
