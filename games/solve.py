@@ -352,8 +352,9 @@ def solve(game: Any, method: str = "auto", **options: Any) -> Solution:
       game: a GameSpec, a preset name, a payoff matrix A (zero-sum) or a pair (A, B).
       method: one of METHODS, or "auto": for zero-sum specs "enumerate" (every equilibrium),
         or "sequence-form-linprog" when the normal form has more than AUTO_ENUMERATE_MAX
-        entries or the optimal sets are too large to enumerate; for
-        zero-sum matrices "enumerate"; for general-sum specs and matrices "lemke-howson", and
+        entries or the optimal sets are too large, or too fine, to enumerate; for zero-sum
+        matrices "enumerate", or "linprog" where they cannot be enumerated (with a note);
+        for general-sum specs and matrices "lemke-howson", and
         where none of its paths ends at an equilibrium "nashpy-support", "nashpy-vertex" (small
         games) and then "pure", with a note saying why.
       **options: for cfr / cfr+ / dcfr: ``target`` exploitability (default 1e-4) and

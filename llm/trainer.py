@@ -84,10 +84,7 @@ def checked_before_loading(cfg: TrainConfig) -> tuple[list, list]:
         from redgame.llm import vllm_rollout
 
         vllm_rollout.require(cfg)  # vllm installed, a GPU, a local model folder: before any compute
-    harmful, benign = load_train_seeds(cfg)
-    if cfg.population_every:
-        check_eval_seeds(harmful, benign, cfg.population_eval_seeds)
-    return harmful, benign
+    return load_train_seeds(cfg)
 
 
 def load_train_seeds(cfg: TrainConfig) -> tuple[list, list]:
@@ -204,6 +201,8 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite:
     torchrun / accelerate each process runs this on its shard (:mod:`redgame.llm.distributed`).
     """
     harmful, benign = checked_before_loading(cfg)
+    if cfg.population_every and not resume:  # a resumed run keeps the evaluation seeds it saved
+        check_eval_seeds(harmful, benign, cfg.population_eval_seeds)
     # torchrun / accelerate: one process per rank; alone: one process, no process group
     dist = distributed.setup(min_items=cfg.seeds_per_step, judge_rank=cfg.judge_rank, device=cfg.device)
     try:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from redgame.llm import losses, rollout, trainer
+from redgame.llm import losses, role_loss, rollout, trainer
 from redgame.llm.checkpoint import latest_checkpoint
 from redgame.llm.config import TrainConfig, from_mapping, load_file as load_config
 from redgame.llm.models import load_base
@@ -26,7 +26,7 @@ def test_shared_trains_with_reinforce_pp_by_default(tmp_path, judge, tiny_config
     monkeypatch.setattr(judge, "faithful_threshold", -1.0)  # random-token attacks count as faithful: a contrast
     seen = []
     real = losses.reinforce_pp_advantages
-    monkeypatch.setattr(trainer, "reinforce_pp_advantages", lambda *a, **k: seen.append(a[4]) or real(*a, **k))
+    monkeypatch.setattr(role_loss, "reinforce_pp_advantages", lambda *a, **k: seen.append(a[4]) or real(*a, **k))
     train(tiny_config(regime="shared", kl_coef=0.01), tmp_path, progress=False, base=load_base("tiny"), judge=judge)
     assert seen and set(seen) == {0.01}  # Self-RedTeam's KL coefficient goes into the returns
     row = _rows(tmp_path)[-1]
@@ -36,13 +36,13 @@ def test_shared_trains_with_reinforce_pp_by_default(tmp_path, judge, tiny_config
 def test_grpo_later_epochs_use_the_first_epochs_log_probs_as_pi_old(tmp_path, judge, tiny_config, monkeypatch):
     monkeypatch.setattr(judge, "faithful_threshold", -1.0)
     calls = []
-    real = trainer.policy_gradient_loss
+    real = role_loss.policy_gradient_loss
 
     def spy(policy, reference, advantages, **kw):
         calls.append(kw["old"])
         return real(policy, reference, advantages, **kw)
 
-    monkeypatch.setattr(trainer, "policy_gradient_loss", spy)
+    monkeypatch.setattr(role_loss, "policy_gradient_loss", spy)
     cfg = tiny_config(regime="advgame", loss="grpo", update_epochs=3, steps=1, rollout_policy="live")
     train(cfg, tmp_path, progress=False, base=load_base("tiny"), judge=judge)
     assert calls and calls[0] is None  # epoch 0: ratio 1, the plain estimator

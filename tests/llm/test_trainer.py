@@ -612,13 +612,18 @@ def test_the_judge_is_made_where_every_rank_hears_of_its_failure(tmp_path, tiny_
     assert not (tmp_path / "run" / "config.json").exists()
 
 
-def test_population_eval_seeds_beyond_the_training_seeds_are_refused_before_loading():
-    """The run took 102 of 100,000 without a word, and its config.json kept 100,000."""
+def test_population_eval_seeds_beyond_the_training_seeds_are_refused_before_loading(tmp_path, monkeypatch):
+    """The run took 102 of 100,000 without a word, and its config.json kept 100,000. (A resume keeps the seeds it
+    saved, whatever the config says: it is not checked.)"""
+    from redgame.llm import models
     from redgame.llm.config import TrainConfig
-    from redgame.llm.trainer import checked_before_loading
+    from redgame.llm.trainer import load_train_seeds
 
-    harmful, benign = checked_before_loading(TrainConfig(model="tiny", population_every=1, population_eval_seeds=8))
+    harmful, benign = load_train_seeds(TrainConfig(model="tiny"))
+    monkeypatch.setattr(models, "load_base", lambda *a, **k: pytest.fail("the model loaded"))
     with pytest.raises(UserError, match=f"'population_eval_seeds' \\(100000\\) asks for 50000 harmful and 50000 "
                                         f"benign training seeds; the training seeds hold {len(harmful)} and "
                                         f"{len(benign)}"):
-        checked_before_loading(TrainConfig(model="tiny", population_every=1, population_eval_seeds=100000))
+        train(TrainConfig(model="tiny", population_every=1, population_eval_seeds=100000), tmp_path / "run",
+              progress=False)
+    assert not (tmp_path / "run").exists()
