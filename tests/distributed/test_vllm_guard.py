@@ -1,6 +1,7 @@
 """``rollout_backend=vllm`` is refused, naming what is missing, before any compute or write."""
 
 import importlib.util
+import json
 
 import pytest
 import torch
@@ -92,9 +93,11 @@ def test_an_engine_that_does_not_start_leaves_the_old_run_as_it_was(monkeypatch,
     model, tokenizer = models.load_base("tiny")
     model.save_pretrained(tmp_path / "model")
     tokenizer.save_pretrained(tmp_path / "model")
-    run = tmp_path / "run"
-    train(TrainConfig(model="tiny", steps=1, save_every=0, seeds_per_step=2, attack_tokens=4, response_tokens=4,
-                      lora_rank=4), run, progress=False)
+    run = tmp_path / "run"  # an old run's files, written as a finished run leaves them
+    (run / "final").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps(TrainConfig(model="tiny", steps=1).to_dict()))
+    (run / "metrics.jsonl").write_text('{"step": 0}\n')
+    (run / "final" / "attacker.safetensors").write_bytes(b"old weights")
     before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
 
     def no_memory(**kwargs):
