@@ -18,6 +18,7 @@ from __future__ import annotations
 import html
 import math
 import os
+import re
 from pathlib import Path
 
 from redgame.errors import UserError, check_output_path
@@ -334,14 +335,21 @@ def blocks_for(runs: list[Path], out: Path, crossplay: dict | None, metrics: dic
     return blocks
 
 
-MARKDOWN = str.maketrans({c: "\\" + c for c in "\\`*_[]|"})  # what would make a link, code, emphasis or a cell
+# What would make code, emphasis, strikethrough, a link or a table cell anywhere in a line, checked against GitHub's
+# own renderer (cmark-gfm) in tests/llm/test_report.py.
+MARKDOWN = str.maketrans({c: "\\" + c for c in "\\`*_~[]|"})
+AUTOLINKS = (("://", "\\://"), ("www.", "www\\."))  # GitHub makes links of bare http(s)://, ftp:// and www. text
+LINE_START = re.compile(r"^(\d*)([-+#.)])")  # a heading, list or rule where a paragraph's text begins
 
 
 def _md(text, cell: bool = False) -> str:
-    """Text as markdown shows it: no HTML, link or emphasis from a run's names or config, and in a table cell no
-    line break that would move the cells after it."""
-    text = html.escape(str(text), quote=False).translate(MARKDOWN)
-    return " ".join(text.splitlines()) if cell else text
+    """Text as markdown shows it: no HTML, link, emphasis or block from a run's names or config, on one line (a
+    line break would move a table's cells, and a line may begin a heading or a list). An e-mail address stays a
+    mail link: GitHub's markdown links it through every escape."""
+    text = html.escape(" ".join(str(text).split()), quote=False).translate(MARKDOWN)
+    for bare, escaped in AUTOLINKS:
+        text = text.replace(bare, escaped)
+    return text if cell else LINE_START.sub(r"\1\\\2", text)
 
 
 def to_markdown(title: str, blocks: list[tuple]) -> str:

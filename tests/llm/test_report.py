@@ -412,8 +412,30 @@ def test_a_page_that_cannot_be_written_leaves_the_other_and_the_figures_as_they_
     assert sorted(p.name for p in out.iterdir()) == ["report.html"]
 
 
-def test_markdown_text_makes_no_link_emphasis_or_code():
-    from redgame.llm.report import _md
+HOSTILE_NAMES = ["[x](http://evil) **a** c_d `e`", "https://evil.example/x?a=1&b=<2>", "see www.evil.example", "ftp://x.y",
+                 "~~gone~~", "# heading", "- item", "+ item", "12. item", "3) item", "---", "    indented code", "a|b\nc",
+                 "<b>bold</b> &amp;", "C:\\path\\x", "lr=1e-3_x*y", "line\n=== under", "> quoted", "![img](x.png)"]
 
-    assert _md("[x](http://evil) **a** c_d `e`") == "\\[x\\](http://evil) \\*\\*a\\*\\* c\\_d \\`e\\`"
-    assert _md("a|b\nc", cell=True) == "a\\|b c"
+
+def _visible(rendered: str) -> str:
+    import html
+    import re
+
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", rendered)).split())
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_markdown_text_shows_as_written_under_githubs_renderer(name):
+    """GitHub's own renderer (cmark-gfm) shows a name as written: no link, emphasis, code, heading, list or rule,
+    in a paragraph and in a table cell with its row's cells in place."""
+    cmarkgfm = pytest.importorskip("cmarkgfm")
+    from redgame.llm.report import to_markdown
+
+    page = cmarkgfm.github_flavored_markdown_to_html(to_markdown("t", [("p", name), ("table", ["run", "ASR"],
+                                                                                         [[name, "0.5"]])]))
+    paragraph, table = page.split("<table>")
+    assert paragraph.count("<p>") == 1 and _visible(paragraph.split("<p>")[1]) == " ".join(name.split())
+    assert not any(tag in page for tag in ("<a ", "<em", "<strong", "<code", "<del", "<ul", "<ol", "<h2", "<hr",
+                                           "<pre", "<blockquote", "<img", "<b>")), page
+    cells = table.split("<tbody>")[1].split("<td>")[1:]
+    assert len(cells) == 2 and _visible(cells[0]) == " ".join(name.split()) and _visible(cells[1]) == "0.5"
