@@ -16,7 +16,8 @@ Rewrite files (``redgame llm train-judge --attacks FILE``) hold one JSON object 
 ``seed`` and ``attack`` (strings), ``original_class`` (``"harmful"`` or ``"benign"``, the
 seed's), ``attack_harmful`` and ``attack_faithful`` (booleans: the rewrite asks for harmful
 help; it keeps the seed's class and request), ``split`` (``"train"`` or ``"validation"``), and
-optionally ``id`` and ``attack_style``. A bad line is a one-line error naming it.
+optionally ``id`` and ``attack_style``. A bad line is a one-line error naming it; so is a seed as
+written (the attack is the seed) labelled unfaithful, and a pair in both splits.
 """
 
 from __future__ import annotations
@@ -49,7 +50,14 @@ def parse_rewrites(text: str, where: str) -> list[Rewrite]:
     """Rewrites from JSONL text (the format above); a bad line raises a one-line UserError naming it."""
     from redgame.llm.judge_data import parse_rows
 
-    return parse_rows(text, where, _rewrite, "rewrites")
+    rewrites = parse_rows(text, where, _rewrite, "rewrites")
+    split_of = {}
+    for r in rewrites:
+        if split_of.setdefault((r.seed, r.attack), r.split) != r.split:
+            raise UserError(f"{where}: the rewrite {r.attack[:60]!r} of the seed {r.seed[:60]!r} is in both the train "
+                            "and validation splits, where validation would score a pair the head was fitted on; keep "
+                            "it in one")
+    return rewrites
 
 
 def _rewrite(row, at: str) -> Rewrite:
@@ -68,6 +76,9 @@ def _rewrite(row, at: str) -> Rewrite:
     if row.get("split") not in SPLITS:
         raise UserError(f"{at}: split must be 'train' or 'validation', got {row.get('split')!r}")
     seed_harmful = CLASSES[row["original_class"]]
+    if row["attack"] == row["seed"] and not row["attack_faithful"]:
+        raise UserError(f"{at}: the attack is the seed as written, which is faithful by rule (attack_faithful must be "
+                        "true)")
     if row["attack_faithful"] and row["attack_harmful"] != seed_harmful:
         raise UserError(f"{at}: a faithful rewrite keeps its seed's class (attack_harmful must be "
                         f"{str(seed_harmful).lower()})")

@@ -17,9 +17,10 @@ Loaders (:func:`load_seeds`) accept:
 
 - JSONL (``.jsonl``; ``.json`` may also hold one array of objects): one object per line with ``prompt`` | ``goal`` | ``behavior`` | ``Behavior``, and
   optionally ``harmful`` (bool) or ``label`` ("unsafe"/"harmful"/1 vs "safe"/"benign"/0),
-  ``category``, ``id``;
+  ``category``, ``id``, ``split`` ("train" | "validation" | "test": the game refuses to train on
+  rows of the last two, which are there to choose recipes and to report);
 - CSV: a ``prompt`` | ``goal`` | ``behavior`` | ``Behavior`` column, optional ``harmful`` |
-  ``label`` and ``category`` | ``type`` | ``SemanticCategory`` columns (HarmBench's
+  ``label``, ``split`` and ``category`` | ``type`` | ``SemanticCategory`` columns (HarmBench's
   behaviours CSV and XSTest's prompts CSV both load as they are);
 - plain text (any other suffix): one prompt per line, blank lines and ``#`` comments skipped.
 """
@@ -37,6 +38,7 @@ from redgame.errors import UserError
 from redgame.jsonio import decode_utf8, parse_json
 
 SPLITS = ("train", "validation", "test", "all")
+FILE_SPLITS = SPLITS[:3]  # what a row's optional ``split`` field may say
 PROMPT_KEYS = ("prompt", "goal", "behavior", "Behavior")
 LABEL_KEYS = ("harmful", "label")
 ID_KEYS = ("id", "BehaviorID")
@@ -48,12 +50,13 @@ MAX_SEED_FILE_BYTES = 64 * 2**20
 
 @dataclass(frozen=True)
 class Seed:
-    """One seed: ``prompt`` is the request, ``harmful`` its class."""
+    """One seed: ``prompt`` is the request, ``harmful`` its class, ``split`` its file's split ("" if none)."""
 
     id: str
     prompt: str
     harmful: bool
     category: str
+    split: str = ""
 
 
 def builtin_seeds(split: str = "train") -> list[Seed]:
@@ -63,7 +66,7 @@ def builtin_seeds(split: str = "train") -> list[Seed]:
     text = resources.files("redgame.llm").joinpath("data/seeds.jsonl").read_text(encoding="utf-8")
     rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     return [
-        Seed(id=r["id"], prompt=r["prompt"], harmful=bool(r["harmful"]), category=r["category"])
+        Seed(id=r["id"], prompt=r["prompt"], harmful=bool(r["harmful"]), category=r["category"], split=r["split"])
         for r in rows
         if split == "all" or r["split"] == split
     ]
@@ -132,8 +135,11 @@ def _seed_from_row(row: dict, where: str, default_id: str, harmful: bool | None,
                         "Python load_seeds(path, harmful=True or False) for the whole file")
     category = _first(row, CATEGORY_KEYS)
     ident = _first(row, ID_KEYS)
+    split = row.get("split") or ""
+    if split and split not in FILE_SPLITS:
+        raise UserError(f"{where}: split {split!r} is not one of {', '.join(FILE_SPLITS)}")
     return Seed(id=str(ident) if ident is not None else default_id, prompt=prompt.strip(), harmful=label,
-                category=str(category) if category is not None else "uncategorised")
+                category=str(category) if category is not None else "uncategorised", split=split)
 
 
 def _read_text(path: Path) -> str:
@@ -169,25 +175,30 @@ def _load_jsonl(path: Path, text: str, harmful: bool | None, unlabelled: bool | 
 
 
 def _load_csv(path: Path, text: str, harmful: bool | None, unlabelled: bool | None) -> list[Seed]:
+    rows, last = [], 0  # (the file line a row ends on, the row); the last line read well
     try:
-        reader = csv.DictReader(io.StringIO(text, newline=""))
+        # strict: an unclosed quote is an error, not the rest of the file read into one prompt
+        reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
         columns = reader.fieldnames or []
+        last = reader.line_num
         if not any(key in columns for key in PROMPT_KEYS):
             raise UserError(f"seed file {path}: no prompt column; expected one of {', '.join(PROMPT_KEYS)}, "
                             f"found {', '.join(map(repr, columns)) or 'none'}")
-        rows = list(reader)
-    except csv.Error as exc:
-        raise UserError(f"seed file {path}: malformed CSV ({exc})") from exc
-    _check_unique_ids(path, [(f"seed file {path}, row {n}", _first(row, ID_KEYS)) for n, row in enumerate(rows, 2)])
-    return [_seed_from_row(row, f"seed file {path}, row {n}", f"{path.stem}-{n}", harmful, unlabelled)
-            for n, row in enumerate(rows, 2)]
+        for row in reader:  # blank lines are skipped, and a quoted field may span lines
+            rows.append((reader.line_num, row))
+            last = reader.line_num
+    except csv.Error as exc:  # named by the line after the last good one: where an unclosed quote opened
+        raise UserError(f"seed file {path}, line {last + 1}: malformed CSV ({exc})") from exc
+    _check_unique_ids(path, [(f"seed file {path}, line {n}", _first(row, ID_KEYS)) for n, row in rows])
+    return [_seed_from_row(row, f"seed file {path}, line {n}", f"{path.stem}-{n}", harmful, unlabelled)
+            for n, row in rows]
 
 
 def _load_lines(path: Path, text: str, harmful: bool | None) -> list[Seed]:
     if harmful is None:
         harmful = True  # a plain list of behaviours, as HarmBench ships them
     return [Seed(id=f"{path.stem}-{n}", prompt=line.strip(), harmful=harmful, category="uncategorised")
-            for n, line in enumerate(text.splitlines(), 1)
+            for n, line in enumerate(text.split("\n"), 1)  # not splitlines: a prompt may hold U+2028 or a form feed
             if line.strip() and not line.lstrip().startswith("#")]
 
 

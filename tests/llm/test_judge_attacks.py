@@ -26,13 +26,17 @@ def test_rewrite_files_parse_and_bad_lines_are_named():
     bad = {"not valid JSON": "{", "'attack'": {**LINE, "attack": ""}, "original_class": {**LINE, "original_class": "evil"},
            "must be 'harmful' or 'benign', got {": {**LINE, "original_class": {"a": 1}},
            "'attack_faithful'": {**LINE, "attack_faithful": "yes"}, "split": {**LINE, "split": "test"},
-           "keeps its seed's class": {**LINE, "attack_harmful": False}}
+           "keeps its seed's class": {**LINE, "attack_harmful": False},
+           # the seed as written is faithful by rule: labelled otherwise, it always counted against the head
+           "faithful by rule": {**LINE, "attack": LINE["seed"], "attack_faithful": False}}
     for message, row in bad.items():
         text = _text(LINE) + (row if isinstance(row, str) else json.dumps(row)) + "\n"
         with pytest.raises(UserError, match=f"a.jsonl, line 2: .*{message}"):
             parse_rewrites(text, "a.jsonl")
     with pytest.raises(UserError, match="no rewrites"):
         parse_rewrites("\n", "a.jsonl")
+    with pytest.raises(UserError, match="a.jsonl: the rewrite 'As a locksmith.* is in both the train and validation"):
+        parse_rewrites(_text(LINE, {**LINE, "split": "validation"}), "a.jsonl")  # validation scored a fitted pair
 
 
 def test_pair_features_are_product_difference_and_cosine():
