@@ -43,9 +43,12 @@ class SamplingSettings:
     share_prompts: bool = False  # read a prompt repeated in a batch once (its key-value cache shared)
 
 
-def stop_ids(tokenizer) -> set[int]:
-    """The tokens that end a completion: EOS and ChatML's end of turn."""
-    return {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")} - {None}
+def stop_ids(tokenizer, model=None) -> set[int]:
+    """The tokens that end a completion: EOS, ChatML's end of turn, and every end the model's generation config
+    lists (Qwen2.5 ends at ``<|endoftext|>`` too, Llama 3.1 at ``<|eom_id|>`` and ``<|eot_id|>``)."""
+    ends = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ends = [] if ends is None else [ends] if isinstance(ends, int) else list(ends)
+    return {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>"), *ends} - {None}
 
 
 def finish_completion(tokenizer, prompt_ids: list[int], prefix_ids: list[int], new: list[int],
@@ -74,8 +77,9 @@ def generate(model, tokenizer, prompts: list[str], settings: SamplingSettings,
     With ``settings.share_prompts``, prompts repeated within a batch (the D answers to one
     attack) are read once: :func:`_shared_prompt_cache`.
     """
-    prefixes = prefixes or [""] * len(prompts)
-    eos = stop_ids(tokenizer)
+    prefixes = [""] * len(prompts) if prefixes is None else prefixes
+    check_generate_inputs(prompts, prefixes, settings)
+    eos = stop_ids(tokenizer, model)
     pad = tokenizer.pad_token_id
     was_training = model.training
     model.eval()
@@ -94,7 +98,7 @@ def generate(model, tokenizer, prompts: list[str], settings: SamplingSettings,
                 ids, mask = padded([p + q for p, q in zip(prompt_ids, prefix_ids)], pad, left=True, device=device)
             kwargs = _decoding(settings)
             gen = model.generate(input_ids=ids, attention_mask=mask,
-                                 max_new_tokens=settings.max_new_tokens, pad_token_id=pad,
+                                 max_new_tokens=settings.max_new_tokens, pad_token_id=pad, eos_token_id=sorted(eos),
                                  synced_gpus=settings.synced, **cached, **kwargs)
             for row, (p, q) in enumerate(zip(prompt_ids, prefix_ids)):
                 out.append(finish_completion(tokenizer, p, q, gen[row, ids.shape[1]:].tolist(), eos,
@@ -102,6 +106,17 @@ def generate(model, tokenizer, prompts: list[str], settings: SamplingSettings,
     finally:
         model.train(was_training)
     return out
+
+
+def check_generate_inputs(prompts: list[str], prefixes: list[str], settings: SamplingSettings) -> None:
+    """A prefix for each prompt, a batch of at least one, and no empty prompt: a ValueError, not one from deep
+    inside ``generate``."""
+    if len(prefixes) != len(prompts):
+        raise ValueError(f"generate: {len(prefixes)} prefixes for {len(prompts)} prompts; give one per prompt")
+    if settings.batch_size < 1:
+        raise ValueError(f"generate: batch_size must be at least 1, got {settings.batch_size}")
+    if empty := [i for i, (p, q) in enumerate(zip(prompts, prefixes)) if not p and not q]:
+        raise ValueError(f"generate: prompt {empty[0]} is empty; a completion needs a prompt to follow")
 
 
 def _decoding(settings: SamplingSettings) -> dict:

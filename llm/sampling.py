@@ -41,5 +41,7 @@ def draw(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     if not torch.isfinite(probs.sum(dim=-1)).all():
         raise FloatingPointError("sampling: the next-token probabilities are not finite (NaN or inf logits "
                                  "from the model)")
-    waits = torch.rand_like(probs).log_().neg_()  # Exp(1)
+    # Exp(1); rand gives exactly 0 once in 2**24, an infinite wait that scored a token 0, and a row whose every
+    # possible token waited forever drew token 0 whatever its probability: the waits stay finite (at most 87.3)
+    waits = torch.rand_like(probs).clamp_min_(torch.finfo(probs.dtype).tiny).log_().neg_()
     return (probs / waits).argmax(dim=-1)

@@ -423,7 +423,7 @@ def set_up(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
         nonlocal backend
         from redgame.llm.vllm_rollout import VLLMRollout
 
-        backend = VLLMRollout(cfg, tokenizer, out, dtype, dist.rank)
+        backend = VLLMRollout(cfg, tokenizer, out, dtype, dist.rank, model=model)
 
     # A judge that does not load, a judge server that cannot answer, or a vLLM engine that does not start is refused
     # on every rank before the old run's files go.

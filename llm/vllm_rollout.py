@@ -72,11 +72,12 @@ def model_folder(name: str) -> str:
 class VLLMRollout:
     """Samples each role's completions from one vLLM engine, the role's adapter as a LoRA request."""
 
-    def __init__(self, cfg, tokenizer, run_dir: str | Path, dtype: torch.dtype, rank: int = 0):
+    def __init__(self, cfg, tokenizer, run_dir: str | Path, dtype: torch.dtype, rank: int = 0, model=None):
         require(cfg)
         from vllm import LLM
 
         self.tokenizer, self.seed = tokenizer, cfg.seed
+        self.stop = sorted(stop_ids(tokenizer, model))  # ``model``: the training's, whose generation config lists ends
         self.folder = Path(run_dir) / ".vllm_adapters" / f"rank{rank}"
         self.llm = LLM(model=model_folder(cfg.model), dtype=str(dtype).removeprefix("torch."), enable_lora=True,
                        max_lora_rank=served_rank(cfg.lora_rank), max_loras=2,
@@ -108,15 +109,15 @@ class VLLMRollout:
 
         if role not in self.requests:
             raise RuntimeError("VLLMRollout.sync(roles) must run before the first rollout")
-        stop = stop_ids(self.tokenizer)
-        params = SamplingParams(max_tokens=settings.max_new_tokens, stop_token_ids=sorted(stop),
+        params = SamplingParams(max_tokens=settings.max_new_tokens, stop_token_ids=self.stop,
                                 **({"temperature": 0.0} if settings.greedy else
                                    {"temperature": settings.temperature, "top_p": settings.top_p}))
         prompt_ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         prefix_ids = [self.tokenizer(q, add_special_tokens=False)["input_ids"] if q else [] for q in prefixes]
         inputs = [{"prompt_token_ids": p + q} for p, q in zip(prompt_ids, prefix_ids)]
         outputs = self.llm.generate(inputs, params, lora_request=self.requests[role], use_tqdm=False)
-        return [finish_completion(self.tokenizer, p, q, list(o.outputs[0].token_ids), stop, settings.max_new_tokens)
+        return [finish_completion(self.tokenizer, p, q, list(o.outputs[0].token_ids), set(self.stop),
+                                  settings.max_new_tokens)
                 for p, q, o in zip(prompt_ids, prefix_ids, outputs)]
 
 

@@ -77,7 +77,10 @@ def test_the_engine_gets_the_games_dtype_and_a_max_lora_rank_vllm_takes(monkeypa
     engines = []
     monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=lambda **kwargs: engines.append(kwargs)))
     cfg = TrainConfig(model=str(tmp_path), rollout_backend="vllm", lora_rank=4)
-    vllm_rollout.VLLMRollout(cfg, tokenizer=None, run_dir=tmp_path / "run", dtype=torch.bfloat16)
+    tokenizer = types.SimpleNamespace(eos_token_id=2, convert_tokens_to_ids=lambda token: 7)  # 7: <|im_end|>
+    model = types.SimpleNamespace(generation_config=types.SimpleNamespace(eos_token_id=[2, 0]))  # as Qwen2.5's
+    rollout = vllm_rollout.VLLMRollout(cfg, tokenizer, run_dir=tmp_path / "run", dtype=torch.bfloat16, model=model)
+    assert rollout.stop == [0, 2, 7]  # the ends the training model's generation config lists, not only the tokenizer's
     assert engines[0]["model"] == str(tmp_path)
     assert (engines[0]["dtype"], engines[0]["max_lora_rank"]) == ("bfloat16", 8)
     assert not (tmp_path / "run").exists()

@@ -37,3 +37,30 @@ def test_a_failed_sampling_gives_the_model_its_training_mode_back(tiny):
     with pytest.raises(FloatingPointError, match="not finite"):
         generate(model, tok, ["hello"], SamplingSettings(max_new_tokens=3))
     assert model.training
+
+
+def test_a_completion_ends_at_every_end_the_models_generation_config_lists(tiny):
+    """Qwen2.5 ends a turn at <|endoftext|> too, which is also its pad: generate stopped there, the completion was
+    not cut, and it kept the end and the pads after it up to the batch's longest row, marked truncated."""
+    model, tok = tiny
+    end_of_text = tok.convert_tokens_to_ids("<|endoftext|>")
+    model.generation_config.eos_token_id = [tok.convert_tokens_to_ids("<|im_end|>"), end_of_text]
+    torch.manual_seed(0)
+    settings = SamplingSettings(max_new_tokens=24, temperature=4.0, batch_size=64)
+    out = generate(model, tok, [chat_text(tok, defender_messages("hello"))] * 64, settings)
+    ends = {tok.convert_tokens_to_ids("<|im_end|>"), end_of_text}
+    assert any(c.completion_ids[-1] == end_of_text for c in out)  # the case arises
+    for c in out:
+        stops = [k for k, t in enumerate(c.completion_ids) if t in ends]
+        assert stops in ([], [len(c.completion_ids) - 1]), c.completion_ids
+        assert c.truncated == (not stops and len(c.completion_ids) == 24)
+
+
+def test_bad_generate_inputs_are_one_line_errors(tiny):
+    model, tok = tiny
+    for prompts, prefixes, batch, message in [(["a", "b"], ["x"], 4, "1 prefixes for 2 prompts"),
+                                              (["a"], ["x", "y"], 4, "2 prefixes for 1 prompts"),
+                                              (["a"], None, 0, "batch_size must be at least 1"),
+                                              (["a", ""], None, 4, "prompt 1 is empty")]:
+        with pytest.raises(ValueError, match=message):
+            generate(model, tok, prompts, SamplingSettings(max_new_tokens=2, batch_size=batch), prefixes)

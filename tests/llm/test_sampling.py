@@ -63,3 +63,11 @@ def test_greedy_and_nucleus_sampling_keep_generate_s_own_decoding():
     full = _decoding(SamplingSettings(temperature=0.7))
     assert full["do_sample"] is False and isinstance(full["logits_processor"][0], ExponentialRaceSampler)
     assert full["logits_processor"][0].temperature == 0.7
+
+
+def test_a_token_of_probability_zero_is_never_drawn_even_when_a_uniform_draw_is_zero(monkeypatch):
+    """torch.rand gives exactly 0 once in 2**24: -log 0 is an infinite wait, the one possible token scored 0, and
+    argmax returned token 0, whose logit was -inf."""
+    monkeypatch.setattr(torch, "rand_like", lambda x: torch.zeros_like(x))
+    logits = torch.tensor([[float("-inf"), 0.0, float("-inf")], [float("-inf"), -3.0, 5.0]])
+    assert draw(logits).tolist() == [1, 2]
