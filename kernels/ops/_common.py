@@ -49,13 +49,15 @@ def check_mode(*kernels) -> None:
 
 @triton.jit
 def mixed_dot(a, b, acc, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
-    """acc + a·b in fp32; an fp32 operand meets a half one in the half dtype (tensor cores)."""
-    if UPCAST:
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc)
+    """acc + a·b in fp32; an fp32 operand meets a half one in the half dtype (tensor cores). UPCAST (the
+    interpreter's bf16, which numpy cannot multiply) rounds it so too before the fp32 dot, so that the interpreter
+    sees the rounding a GPU does."""
     if a.dtype == tl.float32 and b.dtype != tl.float32:
         a = a.to(b.dtype)
     if b.dtype == tl.float32 and a.dtype != tl.float32:
         b = b.to(a.dtype)
+    if UPCAST:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc)
     if a.dtype == tl.float32:
         return tl.dot(a, b, acc, input_precision=PRECISION)
     return tl.dot(a, b, acc)

@@ -45,7 +45,7 @@ PARTIAL_BYTES = 1 << 30
 
 @triton.jit
 def _online_logprob_kernel(
-    H, W, T, PART_MAX, PART_SUM, PART_TGT, PART_ACC,
+    H, W, T, PART_MAX, PART_SUM, PART_TGT, PART_ACC, PART_WSUM,
     N, V, D, V_PER_SPLIT,
     stride_hn, stride_hd, stride_wv, stride_wd,
     WITH_ACC: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
@@ -64,6 +64,7 @@ def _online_logprob_kernel(
     run_max = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
     run_sum = tl.zeros((BLOCK_M,), dtype=tl.float32)
     target_logit = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    weight_sum = tl.zeros((BLOCK_M,), dtype=tl.float32)  # Σ of the weights P·W really used, for E_p[W]'s denominator
     for v0 in range(v_start, v_end, BLOCK_V):
         offs_v = v0 + tl.arange(0, BLOCK_V)
         mask_v = offs_v < v_end
@@ -79,6 +80,11 @@ def _online_logprob_kernel(
         hit = (offs_v[None, :] == targets[:, None]) & mask_v[None, :]
         target_logit += tl.sum(tl.where(hit, logits, 0.0), axis=1)
         if WITH_ACC:
+            # the dot rounds P to W's dtype (fp16: 2⁻¹¹ of each entry; bf16 on a GPU too), so ΣP·W / run_sum
+            # gains (ΣP_rounded / run_sum − 1)·W̄, which a large common column of W makes larger than u:
+            # P is rounded here, once, and E_p[W] divides by the sum of P as rounded
+            probs_w = probs.to(W.dtype.element_ty)
+            weight_sum = weight_sum * alpha + tl.sum(probs_w.to(tl.float32), axis=1)
             has_acc = (offs_m * 0 + v0) > v_start  # the first chunk starts from zero
             for d0 in range(0, D, BLOCK_D):
                 offs_d = d0 + tl.arange(0, BLOCK_D)
@@ -88,12 +94,14 @@ def _online_logprob_kernel(
                 acc = tl.load(acc_ptrs, mask=acc_mask & has_acc[:, None], other=0.0)
                 w = tl.load(W + vocab[:, None] * stride_wv + offs_d[None, :] * stride_wd,
                             mask=mask_v[:, None] & mask_d[None, :], other=0.0)
-                acc = mixed_dot(probs, w, acc * alpha[:, None], UPCAST, PRECISION)
+                acc = mixed_dot(probs_w, w, acc * alpha[:, None], UPCAST, PRECISION)
                 tl.store(acc_ptrs, acc, mask=acc_mask)
         run_max = new_max
     tl.store(PART_MAX + part, run_max, mask=mask_m)
     tl.store(PART_SUM + part, run_sum, mask=mask_m)
     tl.store(PART_TGT + part, target_logit, mask=mask_m)
+    if WITH_ACC:
+        tl.store(PART_WSUM + part, weight_sum, mask=mask_m)
 
 
 def smem_estimate(cfg: dict, element_size: int) -> int:
@@ -113,14 +121,14 @@ def vocab_splits(n_rows: int, vocab: int, d: int, n_sm: int, with_acc: bool) -> 
     return max(1, splits)
 
 
-def _merge(part_max, part_sum, part_tgt, part_acc) -> LogprobParts:
+def _merge(part_max, part_sum, part_tgt, part_acc, part_wsum=None) -> LogprobParts:
     """Combine the S partial online states [S, N] (and [S, N, d]) into one per row."""
     row_max = part_max.amax(dim=0)
     weight = torch.exp(part_max - row_max)
     total = (weight * part_sum).sum(dim=0)
     expect = None
     if part_acc is not None:
-        weight = weight / total
+        weight = weight / (weight * (part_sum if part_wsum is None else part_wsum)).sum(dim=0)
         if part_acc.shape[0] == 1:
             expect = part_acc[0].mul_(weight[0][:, None])
         else:
@@ -140,17 +148,18 @@ def online_logprob_parts(hidden, head, targets, ignore_index: int, with_expectat
         splits = vocab_splits(n, vocab, d, sm_count(hidden.device), with_expectation)
     v_per_split = triton.cdiv(triton.cdiv(vocab, splits), 64) * 64
     splits = triton.cdiv(vocab, v_per_split)  # no empty range
-    stats = empty((3, splits, n), torch.float32, hidden.device)
+    stats = empty((4 if with_expectation else 3, splits, n), torch.float32, hidden.device)
     acc = empty((splits, n, d), torch.float32, hidden.device) if with_expectation else None
     safe_targets = torch.where(targets == ignore_index, -1, targets)
     args = dict(H=hidden, W=head, T=safe_targets, PART_MAX=stats[0], PART_SUM=stats[1], PART_TGT=stats[2],
-                PART_ACC=acc if acc is not None else stats, N=n, V=vocab, D=d, V_PER_SPLIT=v_per_split,
+                PART_ACC=acc if acc is not None else stats, PART_WSUM=stats[-1],
+                N=n, V=vocab, D=d, V_PER_SPLIT=v_per_split,
                 stride_hn=hidden.stride(0), stride_hd=hidden.stride(1),
                 stride_wv=head.stride(0), stride_wd=head.stride(1),
                 WITH_ACC=with_expectation, **dot_options(hidden.dtype))
     grid = lambda meta: (triton.cdiv(n, meta["BLOCK_M"]), splits)  # noqa: E731
     launch(_online_logprob_kernel, _tuned, grid, args, config, INTERPRET_CONFIG)
-    return _merge(stats[0], stats[1], stats[2], acc)
+    return _merge(stats[0], stats[1], stats[2], acc, stats[3] if with_expectation else None)
 
 
 def gpu_configs() -> list[dict]:

@@ -76,7 +76,7 @@ def test_token_logprobs_kernel_compiles_for_sm90_in_every_gpu_config(dtype, with
     from redgame.kernels.ops import token_logprobs as op
 
     types = dict(H=f"*{dtype}", W=f"*{dtype}", T="*i64", PART_MAX="*fp32", PART_SUM="*fp32", PART_TGT="*fp32",
-                 PART_ACC="*fp32")
+                 PART_ACC="*fp32", PART_WSUM="*fp32")
     for config in _fitting(op.gpu_configs(), op.smem_estimate, dtype):
         _compile(op._online_logprob_kernel, types,
                  dict(config, WITH_ACC=with_acc, UPCAST=False, PRECISION=_precision(dtype)))
