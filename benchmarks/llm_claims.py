@@ -298,7 +298,8 @@ def main(argv=None) -> dict:
     # seed-major: a run cut short still has every regime at its first seeds
     tasks = [(regime, seed) for seed in args.seeds for regime in args.regimes]
     rows = every_run(setting, out, tasks, args.jobs, report)
-    results.update({regime: [rows[regime, seed] for seed in args.seeds] for regime in args.regimes})
+    # each row with its seed: regimes on the same seeds are compared seed by seed (paired)
+    results.update({regime: [{**rows[regime, seed], "seed": seed} for seed in args.seeds] for regime in args.regimes})
     table = claims.regime_table(results)
     summary = {"model": args.model, "split": args.split, "steps": args.steps, "probe_steps": args.probe_steps,
                "seeds": args.seeds, "n_harmful": sum(s.harmful for s in seeds),

@@ -5,15 +5,20 @@ report as a whole makes a false decision with probability at most 5%. (Until 202
 comparison was decided alone, by its 95% interval: with 38 comparisons and no difference at all,
 at least one was "decided" in about 70% of experiments.)
 
-Intervals: a mean over seeds gets the Student-t interval; a difference of two regimes' means the
-Welch t interval (Welch 1947), and a difference from one value (the base model's one evaluation,
-or zero) the one-sample t interval of the seeds' differences. (Until 2026-12-05 they were
+Intervals: a mean over seeds gets the Student-t interval; a difference of two regimes run on the same
+seeds the paired t interval of their per-seed differences (a seed fixes each step's training prompts,
+the adapters' initialisation and the sampling, in every regime alike); of two regimes on different
+seeds the Welch t interval (Welch 1947); and a difference from one value (the base model's one
+evaluation, or zero) the one-sample t interval of the seeds' differences. (Until 2026-12-06 regimes on
+the same seeds were compared by Welch's t as if independent: too wide where a seed moves both
+regimes alike, too narrow where it moves them apart.) (Until 2026-12-05 they were
 percentile bootstraps: with the two or three seeds an LLM run affords, a bootstrap interval is
 about the range of the seeds, far too narrow, and called two seeds that agreed "decided".)
 
 For every comparison with at least two seeds a side, the report says how many seeds per regime
 would decide a difference of :data:`EFFECT` (20 points, the demo's goal) at the spread its seeds show: the
-t-test sample size of ``redgame.games.stats.seeds_to_decide`` (80% power, level 0.05).
+t-test sample size of ``redgame.games.stats.seeds_to_decide`` (80% power, level 0.05), paired (on the
+spread of the per-seed differences) where the comparison is.
 
 The claims (Self-RedTeam arXiv 2506.07468, ABS arXiv 2605.08427, AdvGame arXiv 2512.20806):
 every game regime raises held-out harmful refusal over the base while keeping benign
@@ -38,10 +43,17 @@ ABLATIONS = ("defender-sft", "defender-vs-frozen")
 EFFECT = 0.20  # the difference of interest for the seeds-to-decide column: the demo's +20 points
 
 
-def difference(a, b) -> tuple[float, float, float]:
-    """(mean(a) − mean(b), its standard error, its degrees of freedom): Welch's for two samples; against one
-    value (``b`` of length 1), the one-sample t of a − b."""
+def difference(a, b, paired: bool = False) -> tuple[float, float, float]:
+    """(mean(a) − mean(b), its standard error, its degrees of freedom): Welch's for two samples; the paired t of
+    the differences a_i − b_i where ``paired`` (a_i and b_i from one seed); against one value (``b`` of length 1),
+    the one-sample t of a − b."""
     a, b = np.asarray(a, float), np.asarray(b, float)
+    if len(a) < 2 or (len(b) < 2 and len(b) != 1):
+        raise ValueError(f"a difference with an interval needs at least 2 values a side, got {len(a)} and {len(b)}")
+    if paired:
+        if len(a) != len(b):
+            raise ValueError(f"paired values come in pairs, got {len(a)} and {len(b)}")
+        return float((a - b).mean()), math.sqrt(variance_of_mean(a - b)), len(a) - 1
     if len(b) == 1:
         return float(a.mean() - b[0]), math.sqrt(variance_of_mean(a - b[0])), len(a) - 1
     va, vb = variance_of_mean(a), variance_of_mean(b)
@@ -50,23 +62,36 @@ def difference(a, b) -> tuple[float, float, float]:
     return float(a.mean() - b.mean()), se, df
 
 
-def diff_ci(a, b, level: float = 0.95) -> tuple[float, float]:
+def diff_ci(a, b, level: float = 0.95, paired: bool = False) -> tuple[float, float]:
     """The t interval of mean(a) − mean(b) (:func:`difference`)."""
-    return t_interval(*difference(a, b), level)
+    return t_interval(*difference(a, b, paired), level)
 
 
 def regime_table(results: dict[str, list[dict]]) -> dict[str, dict]:
-    """Per regime and metric: the values over seeds, their mean and (with >= 2 seeds) the 95% t interval."""
+    """Per regime and metric: the values over seeds, their seeds (a run's ``seed``; None where it has none), their
+    mean and (with >= 2 seeds) the 95% t interval."""
     out = {}
     for regime, runs in results.items():
         out[regime] = {}
         for m in METRICS:
-            values = [r[m] for r in runs if m in r and not math.isnan(r[m])]
-            if not values:
+            kept = [r for r in runs if m in r and not math.isnan(r[m])]
+            if not kept:
                 continue
+            values = [r[m] for r in kept]
             ci = list(mean_t_ci(values)) if len(values) > 1 else None
-            out[regime][m] = {"values": values, "mean": float(np.mean(values)), "ci": ci}
+            out[regime][m] = {"values": values, "seeds": [r.get("seed") for r in kept], "mean": float(np.mean(values)),
+                              "ci": ci}
     return out
+
+
+def paired_values(a: dict, b: dict) -> tuple[list, list] | None:
+    """Two regimes' values of one metric in seed order where they ran on the same seeds (each seed once), else
+    None."""
+    seeds_a, seeds_b = a.get("seeds"), b.get("seeds")
+    if not seeds_a or None in seeds_a or sorted(seeds_a) != sorted(seeds_b or []) or len(set(seeds_a)) < len(seeds_a):
+        return None
+    by_seed = dict(zip(seeds_b, b["values"]))
+    return a["values"], [by_seed[s] for s in seeds_a]
 
 
 def comparisons(table: dict[str, dict]) -> list[dict]:
@@ -89,17 +114,22 @@ def comparisons(table: dict[str, dict]) -> list[dict]:
         va = table[a][m]["values"]
         vb = [0.0] if b is None else table[b][m]["values"]
         one_arm = b in (None, "base")  # against a fixed value: zero, or the base model's one evaluation
+        pairs = None if one_arm else paired_values(table[a][m], table[b][m])
+        if pairs:
+            va, vb = pairs
         if len(va) < 2 or (not one_arm and len(vb) < 2):
             ci, p, needed = None, None, None
         else:
-            estimate = difference(va, vb)
+            estimate = difference(va, vb, paired=bool(pairs))
             ci = t_interval(*estimate)
             # no spread (a point interval, p None) decides nothing: seeds whose rates agree exactly (rates over a
             # few prompts move in steps) say nothing of the spread
             p = t_pvalue(*estimate)
-            needed = seeds_to_decide(EFFECT, pooled_sd(va, None if one_arm else vb), one_sample=one_arm)
+            spread = pooled_sd(np.subtract(va, vb)) if pairs else pooled_sd(va, None if one_arm else vb)
+            needed = seeds_to_decide(EFFECT, spread, one_sample=one_arm or bool(pairs))
         rows.append({"claim": claim, "a": a, "b": b or "0", "metric": m, "diff": float(np.mean(va) - np.mean(vb)),
-                     "ci": ci, "p": p, "p_holm": None, "directional": directional, "seeds_to_decide": needed})
+                     "ci": ci, "p": p, "p_holm": None, "directional": directional, "seeds_to_decide": needed,
+                     "paired": bool(pairs)})
     tested = [r for r in rows if r["p"] is not None]
     for r, adjusted in zip(tested, holm([r["p"] for r in tested])):
         r["p_holm"] = adjusted
@@ -148,7 +178,8 @@ def markdown(summary: dict) -> str:
         lines.append("| " + " | ".join([regime, str(n)] + [_cell(metrics.get(m), n) for m in METRICS]) + " |")
     tested = sum(r.get("p_holm") is not None for r in rows)
     lines += ["", "## What is decided", "",
-              "A comparison is decided when the p-value of its t-test (Welch's; one-sample against the base or zero), "
+              "A comparison is decided when the p-value of its t-test (paired over the seeds two regimes share, "
+              "Welch's where their seeds differ, one-sample against the base or zero), "
               f"Holm-adjusted over the {tested} comparisons with an interval, is below 0.05: the report as a whole "
               "then decides something false with probability at most 5%. The 95% interval is each comparison's "
               "own. "
@@ -156,14 +187,15 @@ def markdown(summary: dict) -> str:
               "with 80% power at the spread these seeds show, for that comparison tested alone (a claim named "
               "before the runs; under the correction, more) (–: fewer than 2 seeds a side, no spread, or more than "
               f"{MOST_SEEDS:,} seeds).", "",
-              f"| claim | difference | 95% interval | Holm p | decided | seeds to decide {EFFECT:.2f} |",
-              "|---|---|---|---|---|---|"]
+              f"| claim | difference | 95% interval | Holm p | decided | seeds to decide {EFFECT:.2f} | t-test |",
+              "|---|---|---|---|---|---|---|"]
     for r in rows:
         ci = "–" if r["ci"] is None else f"[{r['ci'][0]:+.2f}, {r['ci'][1]:+.2f}]"
         p = "–" if r.get("p_holm") is None else f"{r['p_holm']:.3f}"
         needed = r.get("seeds_to_decide")
+        test = "one-sample" if r["b"] in ("0", "base") else "paired" if r.get("paired") else "Welch"
         lines.append(f"| {r['claim']} | {r['diff']:+.2f} | {ci} | {p} | {_decided_cell(r)} | "
-                     f"{'–' if needed is None else needed} |")
+                     f"{'–' if needed is None else needed} | {test} |")
     decided = [f"{r['claim']} ({r['verdict']})" for r in rows if r["decided"]]
     lines += ["", f"Decided: {len(decided)} of {len(rows)} comparisons"
               + (": " + "; ".join(decided) + "." if decided else "."),

@@ -50,6 +50,33 @@ def test_intervals_are_scipys_welch_and_one_sample_t():
         list(stats.ttest_1samp(a, 0.0).confidence_interval(0.95)))
 
 
+def test_regimes_on_the_same_seeds_are_compared_seed_by_seed():
+    """A seed fixes the training prompts, the initialisation and the sampling in every regime: Welch's t took two
+    regimes run on seeds 0..5 as independent, wide where a seed moves both alike (λ = 3 against 1 on the demo's
+    validation seeds, correlation 0.96: [-59, +21] where the paired interval is [-39, +0.1])."""
+    from scipy import stats
+
+    from redgame.games.stats import seeds_to_decide
+    from redgame.llm.claims import EFFECT
+
+    lam1, lam3 = [0.22, 0.0, 0.22, 0.0, 0.33, 1.0], [0.0, 0.0, 0.0, 0.0, 0.11, 0.5]
+    paired = stats.ttest_rel(lam3, lam1)
+    assert diff_ci(lam3, lam1, paired=True) == pytest.approx(tuple(paired.confidence_interval(0.95)))
+    order = [3, 0, 5, 1, 4, 2]  # the rows in another order: paired by seed, not by position
+    runs = {"bipolicy": [{"harmful_refusal": v, "seed": s} for s, v in enumerate(lam3)],
+            "defender-sft": [{"harmful_refusal": lam1[s], "seed": s} for s in order]}
+    row = next(r for r in comparisons(regime_table(runs)) if r["b"] == "defender-sft")
+    assert row["paired"] and row["ci"] == pytest.approx(list(paired.confidence_interval(0.95)))
+    assert row["p"] == pytest.approx(paired.pvalue)
+    assert row["seeds_to_decide"] == seeds_to_decide(EFFECT, np.std(np.subtract(lam3, lam1), ddof=1), one_sample=True)
+    runs["defender-sft"] = [{**r, "seed": r["seed"] + 10} for r in runs["defender-sft"]]  # other seeds: Welch
+    row = next(r for r in comparisons(regime_table(runs)) if r["b"] == "defender-sft")
+    welch = stats.ttest_ind(lam3, lam1, equal_var=False)
+    assert not row["paired"] and row["ci"] == pytest.approx(list(welch.confidence_interval(0.95)))
+    with pytest.raises(ValueError, match="at least 2 values a side"):
+        diff_ci([0.5], [0.1, 0.3])
+
+
 def _runs(values: dict[str, list[float]], metric="harmful_refusal") -> dict:
     return {regime: [{metric: v} for v in vs] for regime, vs in values.items()}
 
