@@ -75,8 +75,11 @@ def variance_of_mean(values) -> float:
 
 
 def mean_t_ci(values, level: float = LEVEL) -> tuple[float, float]:
-    """The Student-t interval of the mean of at least two values."""
+    """The Student-t interval of the mean of at least two values (one value has no spread to show: it was a point
+    interval, as if certain)."""
     v = np.asarray(values, float)
+    if len(v) < 2:
+        raise ValueError(f"a t interval needs at least 2 values, got {len(v)}")
     return t_interval(v.mean(), np.sqrt(variance_of_mean(v)), len(v) - 1, level)
 
 
@@ -121,7 +124,8 @@ def seeds_to_decide(difference: float, sd: float, *, one_sample: bool = False, p
         df, ncp = (n - 1, d * np.sqrt(n)) if one_sample else (2 * n - 2, d * np.sqrt(n / 2))
         crit = t.ppf(1 - (1 - level) / 2, df)
         lower = nct.cdf(-crit, df, ncp)  # the far tail: NaN in scipy at a large ncp, where it is ~0
-        return nct.sf(crit, df, ncp) + (0.0 if np.isnan(lower) else lower) >= power
+        upper = nct.sf(crit, df, ncp)  # NaN in scipy at a huge ncp, where it is ~1
+        return (1.0 if np.isnan(upper) else upper) + (0.0 if np.isnan(lower) else lower) >= power
 
     low, high = 2, 2
     while not reached(high):  # double, then bisect: power grows with n

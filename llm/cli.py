@@ -63,8 +63,8 @@ def register_probe(llm_sub) -> None:
         description="Freezes the run's defender, trains a fresh attacker adapter from the base against it for "
                     "--steps game steps (the run's recipe, attacker only), then reports on held-out harmful seeds "
                     "the self-play ASR (the run's own attacker), the best-response ASR and the mirror gap, judged "
-                    "by the evaluation judge, with 95% intervals over prompts (Wilson for each ASR, a paired "
-                    "bootstrap for the gap).")
+                    "by the evaluation judge, with 95% intervals over prompts (Wilson for each ASR, Newcombe's "
+                    "paired interval for the gap).")
     probe.add_argument("--run", required=True, help="a run folder of 'redgame llm train' (config.json, final/)")
     probe.add_argument("--steps", type=int, required=True, help="best-response training steps")
     probe.add_argument("--split", default="validation", choices=("validation", "test"),

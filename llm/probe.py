@@ -12,7 +12,8 @@ harmful seeds (validation while choosing a recipe, test for reported numbers):
 - ``base_attacker_asr``: the base model prompted as attacker (a floor the probe should beat);
 - ``mirror_gap``: the mean over prompts of the best response's success minus self-play's, over the
   prompts whose answers the judge read under both (best_response_asr - selfplay_asr where it read every
-  answer), with a 95% percentile-bootstrap interval over prompts of the paired per-prompt differences (``redgame.games.stats.mean_ci``); each ASR
+  answer), with Newcombe's 95% interval for a difference of paired rates over prompts
+  (``redgame.games.stats.paired_rate_diff_ci``); each ASR
   has a 95% Wilson interval (``rate_ci``). An answer whose judge reply could not be read counts
   in neither (``*_unjudged``).
 
@@ -242,4 +243,4 @@ def report_lines(summary: dict) -> list[str]:
             f"{unread('best_response')}",
             f"  base-attacker ASR    {summary['base_attacker_asr']:.2f} {ci('base_attacker_asr')}"
             f"{unread('base_attacker')}",
-            f"  mirror gap           {summary['mirror_gap']:+.2f} {ci('mirror_gap')} (95% bootstrap over prompts)"]
+            f"  mirror gap           {summary['mirror_gap']:+.2f} {ci('mirror_gap')} (95% Newcombe paired interval over prompts)"]

@@ -76,6 +76,7 @@ def test_seeds_to_decide_on_a_large_effect_by_simulation():
     from scipy.stats import ttest_1samp
 
     assert seeds_to_decide(11.7, 1.0) == 2
+    assert seeds_to_decide(0.2, 1e-12) == 2  # the near tail NaN too: it said None, as if no n would do
     n = seeds_to_decide(0.2, 0.03, one_sample=True)
     rng = np.random.default_rng(1)
     power = {m: float((ttest_1samp(rng.normal(0.2, 0.03, (20_000, m)), 0.0, axis=1).pvalue < 0.05).mean())
@@ -106,6 +107,8 @@ def test_the_t_interval_of_a_mean_is_scipys_and_a_point_without_spread():
         for n in (3, 6, 7):
             low, high = mean_t_ci([value] * n)
             assert low == high
+    with pytest.raises(ValueError, match="at least 2 values"):  # one seed was a point interval, as if certain
+        mean_t_ci([0.3])
 
 
 def test_holm_against_a_hand_computation_and_bonferroni():
