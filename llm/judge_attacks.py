@@ -51,13 +51,19 @@ def parse_rewrites(text: str, where: str) -> list[Rewrite]:
     from redgame.llm.judge_data import parse_rows
 
     rewrites = parse_rows(text, where, _rewrite, "rewrites")
+    check_one_split_a_pair(rewrites, where)
+    return rewrites
+
+
+def check_one_split_a_pair(rewrites: list[Rewrite], where: str) -> None:
+    """A (seed, attack) pair in both splits is a one-line UserError: validation would score a pair the head was
+    fitted on."""
     split_of = {}
     for r in rewrites:
         if split_of.setdefault((r.seed, r.attack), r.split) != r.split:
             raise UserError(f"{where}: the rewrite {r.attack[:60]!r} of the seed {r.seed[:60]!r} is in both the train "
                             "and validation splits, where validation would score a pair the head was fitted on; keep "
                             "it in one")
-    return rewrites
 
 
 def _rewrite(row, at: str) -> Rewrite:

@@ -228,7 +228,10 @@ def labelled_rewrites(exchanges: list[Exchange]) -> list:
 
 def rewrite_splits(rewrites: list, exchanges: list[Exchange]) -> tuple[list, list]:
     """(train, validation) rows of the rewrites' files and of the exchanges' own labelled rewrites."""
+    from redgame.llm.judge_attacks import check_one_split_a_pair
+
     pairs = list(rewrites) + labelled_rewrites(exchanges)
+    check_one_split_a_pair(pairs, "train-judge (the --attacks files and the judge set's rewrites together)")
     return [r for r in pairs if r.split == "train"], [r for r in pairs if r.split == "validation"]
 
 

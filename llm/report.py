@@ -337,16 +337,17 @@ def blocks_for(runs: list[Path], out: Path, crossplay: dict | None, metrics: dic
 
 # What would make code, emphasis, strikethrough, a link or a table cell anywhere in a line, checked against GitHub's
 # own renderer (cmark-gfm) in tests/llm/test_report.py.
-MARKDOWN = str.maketrans({c: "\\" + c for c in "\\`*_~[]|"})
+MARKDOWN = str.maketrans({c: "\\" + c for c in "\\`*_~[]|#"})  # '#' also where it would close a heading
 AUTOLINKS = (("://", "\\://"), ("www.", "www\\."))  # GitHub makes links of bare http(s)://, ftp:// and www. text
-LINE_START = re.compile(r"^(\d*)([-+#.)])")  # a heading, list or rule where a paragraph's text begins
+LINE_START = re.compile(r"^(\d*)([-+.)])")  # a list or rule where a paragraph's text begins
+LINE_BREAK = re.compile(r"\r\n|\r|\n")  # markdown's; other Unicode breaks and spaces are shown as they are
 
 
 def _md(text, cell: bool = False) -> str:
     """Text as markdown shows it: no HTML, link, emphasis or block from a run's names or config, on one line (a
     line break would move a table's cells, and a line may begin a heading or a list). An e-mail address stays a
     mail link: GitHub's markdown links it through every escape."""
-    text = html.escape(" ".join(str(text).split()), quote=False).translate(MARKDOWN)
+    text = html.escape(" ".join(LINE_BREAK.split(str(text))).strip(" \t"), quote=False).translate(MARKDOWN)
     for bare, escaped in AUTOLINKS:
         text = text.replace(bare, escaped)
     return text if cell else LINE_START.sub(r"\1\\\2", text)

@@ -17,8 +17,8 @@ Loaders (:func:`load_seeds`) accept:
 
 - JSONL (``.jsonl``; ``.json`` may also hold one array of objects): one object per line with ``prompt`` | ``goal`` | ``behavior`` | ``Behavior``, and
   optionally ``harmful`` (bool) or ``label`` ("unsafe"/"harmful"/1 vs "safe"/"benign"/0),
-  ``category``, ``id``, ``split`` ("train" | "validation" | "test": the game refuses to train on
-  rows of the last two, which are there to choose recipes and to report);
+  ``category``, ``id``, ``split`` (the game trains only on rows of split "train" or none: a
+  "validation" or "test" row is there to choose recipes or to report);
 - CSV: a ``prompt`` | ``goal`` | ``behavior`` | ``Behavior`` column, optional ``harmful`` |
   ``label``, ``split`` and ``category`` | ``type`` | ``SemanticCategory`` columns (HarmBench's
   behaviours CSV and XSTest's prompts CSV both load as they are);
@@ -30,6 +30,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -38,7 +39,7 @@ from redgame.errors import UserError
 from redgame.jsonio import decode_utf8, parse_json
 
 SPLITS = ("train", "validation", "test", "all")
-FILE_SPLITS = SPLITS[:3]  # what a row's optional ``split`` field may say
+LINE_BREAK = re.compile(r"\r\n|\r|\n")  # a plain-text file's; not U+2028 or a form feed inside a prompt
 PROMPT_KEYS = ("prompt", "goal", "behavior", "Behavior")
 LABEL_KEYS = ("harmful", "label")
 ID_KEYS = ("id", "BehaviorID")
@@ -50,7 +51,7 @@ MAX_SEED_FILE_BYTES = 64 * 2**20
 
 @dataclass(frozen=True)
 class Seed:
-    """One seed: ``prompt`` is the request, ``harmful`` its class, ``split`` its file's split ("" if none)."""
+    """One seed: ``prompt`` is the request, ``harmful`` its class, ``split`` its row's split ("" if none)."""
 
     id: str
     prompt: str
@@ -135,9 +136,8 @@ def _seed_from_row(row: dict, where: str, default_id: str, harmful: bool | None,
                         "Python load_seeds(path, harmful=True or False) for the whole file")
     category = _first(row, CATEGORY_KEYS)
     ident = _first(row, ID_KEYS)
-    split = row.get("split") or ""
-    if split and split not in FILE_SPLITS:
-        raise UserError(f"{where}: split {split!r} is not one of {', '.join(FILE_SPLITS)}")
+    split = row.get("split")
+    split = "" if split is None else str(split)
     return Seed(id=str(ident) if ident is not None else default_id, prompt=prompt.strip(), harmful=label,
                 category=str(category) if category is not None else "uncategorised", split=split)
 
@@ -175,30 +175,50 @@ def _load_jsonl(path: Path, text: str, harmful: bool | None, unlabelled: bool | 
 
 
 def _load_csv(path: Path, text: str, harmful: bool | None, unlabelled: bool | None) -> list[Seed]:
-    rows, last = [], 0  # (the file line a row ends on, the row); the last line read well
+    rows = _csv_rows(path, text)
+    _check_unique_ids(path, [(f"seed file {path}, line {n}", _first(row, ID_KEYS)) for n, row in rows])
+    return [_seed_from_row(row, f"seed file {path}, line {n}", f"{path.stem}-{k}", harmful, unlabelled)
+            for k, (n, row) in enumerate(rows, 2)]
+
+
+def _csv_rows(path: Path, text: str) -> list[tuple[int, dict]]:
+    """(the file line a row begins on, the row) of each CSV record; blank lines are skipped, and a quoted field
+    may span lines. A quote still open at the end of the file is a one-line UserError naming the line it opened
+    on (it read the rest of the file into one prompt); other laxities (a space after a closing quote) are read as
+    before."""
+    lines = io.StringIO(text, newline="").readlines()  # split as the reader splits them
+
+    def begins_after(last: int) -> int:  # the first line after ``last`` that holds more than whitespace
+        return next((n for n in range(last + 1, len(lines) + 1) if lines[n - 1].strip()), last + 1)
+
+    rows, last = [], 0  # last: the last line of the last record read
     try:
-        # strict: an unclosed quote is an error, not the rest of the file read into one prompt
-        reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+        reader = csv.DictReader(io.StringIO(text, newline=""))
         columns = reader.fieldnames or []
         last = reader.line_num
         if not any(key in columns for key in PROMPT_KEYS):
             raise UserError(f"seed file {path}: no prompt column; expected one of {', '.join(PROMPT_KEYS)}, "
                             f"found {', '.join(map(repr, columns)) or 'none'}")
-        for row in reader:  # blank lines are skipped, and a quoted field may span lines
-            rows.append((reader.line_num, row))
+        for row in reader:
+            rows.append((begins_after(last), row))
             last = reader.line_num
-    except csv.Error as exc:  # named by the line after the last good one: where an unclosed quote opened
-        raise UserError(f"seed file {path}, line {last + 1}: malformed CSV ({exc})") from exc
-    _check_unique_ids(path, [(f"seed file {path}, line {n}", _first(row, ID_KEYS)) for n, row in rows])
-    return [_seed_from_row(row, f"seed file {path}, line {n}", f"{path.stem}-{n}", harmful, unlabelled)
-            for n, row in rows]
+    except csv.Error as exc:
+        raise UserError(f"seed file {path}, line {begins_after(last)}: malformed CSV ({exc})") from exc
+    if rows:  # the last record again, strictly: an unclosed quote runs to the end of the file
+        try:
+            list(csv.reader(io.StringIO("".join(lines[rows[-1][0] - 1:]), newline=""), strict=True))
+        except csv.Error as exc:
+            if "unexpected end of data" in str(exc):
+                raise UserError(f"seed file {path}, line {rows[-1][0]}: malformed CSV (a quote opened on this line "
+                                "is never closed)") from exc
+    return rows
 
 
 def _load_lines(path: Path, text: str, harmful: bool | None) -> list[Seed]:
     if harmful is None:
         harmful = True  # a plain list of behaviours, as HarmBench ships them
     return [Seed(id=f"{path.stem}-{n}", prompt=line.strip(), harmful=harmful, category="uncategorised")
-            for n, line in enumerate(text.split("\n"), 1)  # not splitlines: a prompt may hold U+2028 or a form feed
+            for n, line in enumerate(LINE_BREAK.split(text), 1)
             if line.strip() and not line.lstrip().startswith("#")]
 
 

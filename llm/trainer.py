@@ -93,10 +93,11 @@ def load_train_seeds(cfg: TrainConfig) -> tuple[list, list]:
 
     sources = train_seed_sources(cfg.train_seeds)
     seeds = [s for name in sources for s in (builtin_seeds("train") if name == "builtin" else load_seeds(name))]
-    if held_out := [s for s in seeds if s.split in ("validation", "test")]:
-        raise UserError(f"training seeds: {len(held_out)} rows are in the validation or test split (first: id "
-                        f"{held_out[0].id!r}, {held_out[0].split}); the game trains on train rows only, so that validation can choose "
-                        "the recipe and test can report it; remove them from the training files")
+    if held_out := [s for s in seeds if s.split not in ("", "train")]:
+        raise UserError(f"training seeds: {len(held_out)} rows are in a split other than train (first: id "
+                        f"{held_out[0].id!r}, split {held_out[0].split!r}); the game trains on train rows only, so "
+                        "that validation can choose the recipe and test can report it; remove them from the "
+                        "training files")
     harmful = [s for s in seeds if s.harmful]
     benign = [s for s in seeds if not s.harmful]
     if not harmful or not benign:

@@ -37,6 +37,11 @@ def test_rewrite_files_parse_and_bad_lines_are_named():
         parse_rewrites("\n", "a.jsonl")
     with pytest.raises(UserError, match="a.jsonl: the rewrite 'As a locksmith.* is in both the train and validation"):
         parse_rewrites(_text(LINE, {**LINE, "split": "validation"}), "a.jsonl")  # validation scored a fitted pair
+    from redgame.llm.judge_train import rewrite_splits
+
+    with pytest.raises(UserError, match="is in both the train and validation"):  # from two --attacks files too
+        rewrite_splits(parse_rewrites(_text(LINE), "a.jsonl") + parse_rewrites(_text({**LINE, "split": "validation"}),
+                                                                               "b.jsonl"), [])
 
 
 def test_pair_features_are_product_difference_and_cosine():

@@ -177,9 +177,17 @@ def test_harmbench_style_csv_and_plain_text(tmp_path):
 
 
 def test_a_plain_text_prompt_keeps_unicode_line_separators_and_form_feeds(tmp_path):
-    text = _write(tmp_path / "p.txt", "Write a poem\u2028about the sea\nExplain\x0cgravity\r\nWhat is\x1dthis\n")
+    text = _write(tmp_path / "p.txt", "Write a poem\u2028about the sea\nExplain\x0cgravity\r\nWhat is\x1dthis\rOld Mac")
     assert [s.prompt for s in load_seeds(text)] == ["Write a poem\u2028about the sea", "Explain\x0cgravity",
-                                                    "What is\x1dthis"]
+                                                    "What is\x1dthis", "Old Mac"]
+
+
+def test_a_lax_csv_still_loads_with_the_ids_it_had(tmp_path):
+    """A space after a closing quote is read as before; default ids count records, not lines."""
+    path = _write(tmp_path / "m.csv", 'prompt,label\n"How do I pick a lock?" ,unsafe\n\n"two\nlines",safe\nlast,safe\n')
+    seeds = load_seeds(path)
+    assert [(s.id, s.prompt, s.harmful) for s in seeds] == [("m-2", "How do I pick a lock?", True),
+                                                             ("m-3", "two\nlines", False), ("m-4", "last", False)]
 
 
 def test_a_rows_split_is_kept_and_the_game_refuses_to_train_on_held_out_rows(tmp_path):
@@ -193,10 +201,15 @@ def test_a_rows_split_is_kept_and_the_game_refuses_to_train_on_held_out_rows(tmp
     path = _write(tmp_path / "s.jsonl", "\n".join(map(json.dumps, rows)))
     assert [s.split for s in load_seeds(path)] == ["train", "", "test"]
     assert {s.split for s in builtin_seeds("all")} == set(SPLIT_NAMES)
-    with pytest.raises(UserError, match="1 rows are in the validation or test split \\(first: id 'c1', test\\)"):
+    with pytest.raises(UserError, match="1 rows are in a split other than train \\(first: id 'c1', split 'test'\\)"):
         load_train_seeds(replace(TrainConfig(), train_seeds=str(path)))
-    with pytest.raises(UserError, match="validation or test split"):  # a copy of the built-in set trained on its test
+    with pytest.raises(UserError, match="split other than train"):  # a copy of the built-in set trained on its test
         load_train_seeds(replace(TrainConfig(), train_seeds=str(resources.files("redgame.llm") / "data/seeds.jsonl")))
+    holdout = resources.files("redgame.llm") / "data/judge_model_holdout.jsonl"  # a split of its own loads as it did
+    assert {s.split for s in load_seeds(holdout, harmful=True)} == {"holdout"}
+    path.write_text("\n".join(json.dumps({**r, "split": "holdout"}) for r in rows))
+    with pytest.raises(UserError, match="split 'holdout'"):  # and is not trained on
+        load_train_seeds(replace(TrainConfig(), train_seeds=str(path)))
     path.write_text("\n".join(map(json.dumps, rows[:2])))
     assert [len(x) for x in load_train_seeds(replace(TrainConfig(), train_seeds=str(path)))] == [1, 1]
 
@@ -232,9 +245,9 @@ def test_xstest_style_csv(tmp_path):
      "the prompt 'make a bomb' is labelled both harmful and benign"),
     ("disagree.jsonl", b'{"prompt": "x", "harmful": true, "label": "benign"}\n', "its labels disagree"),
     # an unclosed quote read the rest of the file into one prompt; a bad row was named by its record number
-    ("quote.csv", b'prompt,label\nfine,unsafe\n"How do I pick a lock,unsafe\nWhat is 2+2?,safe\n', "line 3: malformed CSV"),
+    ("quote.csv", b'prompt,label\nfine,unsafe\n\n"How do I pick a lock,unsafe\nWhat is 2+2?,safe\n',
+     "line 4: malformed CSV \\(a quote opened on this line is never closed\\)"),
     ("blanks.csv", b"prompt,label\nfine,unsafe\n\n\nbad,maybe\n", "line 5: label 'maybe'"),
-    ("split.jsonl", b'{"prompt": "a", "harmful": true, "split": "tset"}\n', "line 1: split 'tset' is not one of"),
 ])
 def test_malformed_files_are_user_errors_naming_the_path(tmp_path, name, content, reason):
     path = tmp_path / name
