@@ -87,8 +87,9 @@ def regime_table(results: dict[str, list[dict]]) -> dict[str, dict]:
 def paired_values(a: dict, b: dict) -> tuple[list, list] | None:
     """Two regimes' values of one metric in seed order where they ran on the same seeds (each seed once), else
     None."""
-    seeds_a, seeds_b = a.get("seeds"), b.get("seeds")
-    if not seeds_a or None in seeds_a or sorted(seeds_a) != sorted(seeds_b or []) or len(set(seeds_a)) < len(seeds_a):
+    seeds_a, seeds_b = a.get("seeds") or [], b.get("seeds") or []
+    one_each = len(set(seeds_a)) == len(seeds_a) and len(set(seeds_b)) == len(seeds_b)
+    if not seeds_a or None in seeds_a or None in seeds_b or set(seeds_a) != set(seeds_b) or not one_each:
         return None
     by_seed = dict(zip(seeds_b, b["values"]))
     return a["values"], [by_seed[s] for s in seeds_a]

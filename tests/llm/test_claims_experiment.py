@@ -69,10 +69,11 @@ def test_regimes_on_the_same_seeds_are_compared_seed_by_seed():
     assert row["paired"] and row["ci"] == pytest.approx(list(paired.confidence_interval(0.95)))
     assert row["p"] == pytest.approx(paired.pvalue)
     assert row["seeds_to_decide"] == seeds_to_decide(EFFECT, np.std(np.subtract(lam3, lam1), ddof=1), one_sample=True)
-    runs["defender-sft"] = [{**r, "seed": r["seed"] + 10} for r in runs["defender-sft"]]  # other seeds: Welch
-    row = next(r for r in comparisons(regime_table(runs)) if r["b"] == "defender-sft")
     welch = stats.ttest_ind(lam3, lam1, equal_var=False)
-    assert not row["paired"] and row["ci"] == pytest.approx(list(welch.confidence_interval(0.95)))
+    for seed_of in (lambda s: {"seed": s + 10}, lambda s: {"seed": None}, lambda s: {}):  # other seeds, none known
+        runs["defender-sft"] = [{"harmful_refusal": v, **seed_of(s)} for s, v in enumerate(lam1)]
+        row = next(r for r in comparisons(regime_table(runs)) if r["b"] == "defender-sft")
+        assert not row["paired"] and row["ci"] == pytest.approx(list(welch.confidence_interval(0.95)))
     with pytest.raises(ValueError, match="at least 2 values a side"):
         diff_ci([0.5], [0.1, 0.3])
 
