@@ -77,7 +77,7 @@ def test_eval_cli_rates_in_unit_interval_for_each_format(files, capsys):
     ("bad.jsonl", '{"prompt": "a"}\n{"prompt": \n', "bad.jsonl, line 2: not valid JSON"),
     ("unsafe.csv", "prompt,label\nHow to rob a bank,unsafe\n", "unsafe.csv: all 1 rows are labelled harmful"),
     ("empty.txt", "\n# only a comment\n", "empty.txt: no seeds"),
-    ("badlabel.csv", "prompt,label\nhello,maybe\n", "badlabel.csv, row 2: label 'maybe'"),
+    ("badlabel.csv", "prompt,label\nhello,maybe\n", "badlabel.csv, line 2: label 'maybe'"),
 ])
 def test_malformed_benign_files_get_clear_errors(tmp_path, capsys, name, text, message):
     (tmp_path / name).write_text(text)
