@@ -39,7 +39,7 @@ from importlib import resources
 from pathlib import Path
 
 from redgame.errors import UserError
-from redgame.jsonio import json_type, parse_json
+from redgame.jsonio import json_type, jsonl_rows
 from redgame.llm.userfiles import read_user_text
 
 CLASSES = {"harmful": True, "benign": False}
@@ -173,14 +173,6 @@ def check_unique_ids(exchanges: list[Exchange], where: str) -> None:
         if ident is not None and first.setdefault(ident, x) is not x:
             raise UserError(f"{x.where}: id {ident!r} is also on {first[ident].where.rpartition(', ')[2]}; second "
                             "labels are matched by id, so each line needs its own")
-
-
-def jsonl_rows(text: str, where: str):
-    """(line number, parsed object) of each non-blank line; invalid JSON is a one-line UserError naming the line."""
-    for n, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
-        yield n, parse_json(line, f"{where}, line {n}")
 
 
 def parse_rows(text: str, where: str, parse_row, what: str) -> list:

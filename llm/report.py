@@ -23,7 +23,7 @@ from pathlib import Path
 
 from redgame.errors import UserError, check_output_path
 from redgame.figures import save_figure
-from redgame.jsonio import read_json_file, write_text_atomically
+from redgame.jsonio import LINE_BREAK, read_json_file, write_text_atomically
 from redgame.llm import watch
 from redgame.llm.metrics import is_number, read_metrics, tail_mean
 
@@ -340,7 +340,6 @@ def blocks_for(runs: list[Path], out: Path, crossplay: dict | None, metrics: dic
 MARKDOWN = str.maketrans({c: "\\" + c for c in "\\`*_~[]|#"})  # '#' also where it would close a heading
 AUTOLINKS = (("://", "\\://"), ("www.", "www\\."))  # GitHub makes links of bare http(s)://, ftp:// and www. text
 LINE_START = re.compile(r"^(\d*)([-+.)])")  # a list or rule where a paragraph's text begins
-LINE_BREAK = re.compile(r"\r\n|\r|\n")  # markdown's; other Unicode breaks and spaces are shown as they are
 
 
 def _md(text, cell: bool = False) -> str:

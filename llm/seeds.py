@@ -30,16 +30,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from redgame.errors import UserError
-from redgame.jsonio import decode_utf8, parse_json
+from redgame.jsonio import LINE_BREAK, decode_utf8, jsonl_rows, parse_json
 
 SPLITS = ("train", "validation", "test", "all")
-LINE_BREAK = re.compile(r"\r\n|\r|\n")  # a plain-text file's; not U+2028 or a form feed inside a prompt
 PROMPT_KEYS = ("prompt", "goal", "behavior", "Behavior")
 LABEL_KEYS = ("harmful", "label")
 ID_KEYS = ("id", "BehaviorID")
@@ -160,11 +158,7 @@ def _load_jsonl(path: Path, text: str, harmful: bool | None, unlabelled: bool | 
         rows = parse_json(text, f"seed file {path}")
         items = [(f"seed file {path}, item {n}", n, row) for n, row in enumerate(rows, 1)]
     else:
-        items = []
-        for n, line in enumerate(text.split("\n"), 1):  # not splitlines: JSON strings may hold U+2028
-            if line.strip():
-                where = f"seed file {path}, line {n}"
-                items.append((where, n, parse_json(line, where)))
+        items = [(f"seed file {path}, line {n}", n, row) for n, row in jsonl_rows(text, f"seed file {path}")]
     seeds = []
     for where, n, row in items:
         if not isinstance(row, dict):

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from redgame.errors import UserError
-from redgame.jsonio import parse_json
+from redgame.jsonio import jsonl_rows
 from redgame.llm.losses import completion_logprobs
 from redgame.llm.prompts import chat_text, context_limit
 from redgame.llm.userfiles import read_user_text
@@ -56,11 +56,7 @@ def load_questions(path: str | Path | None = None) -> list[Question]:
             "data/utility_mc.jsonl").read_text(encoding="utf-8")
     else:
         _, where, text = read_user_text(path, "utility")
-    out = []
-    for n, line in enumerate(text.split("\n"), 1):
-        if line.strip():
-            row = parse_json(line, f"{where}, line {n}")
-            out.append(_question(row, f"{where}, line {n}", f"q{n}"))
+    out = [_question(row, f"{where}, line {n}", f"q{n}") for n, row in jsonl_rows(text, where)]
     if not out:
         raise UserError(f"{where}: no questions in it")
     return out

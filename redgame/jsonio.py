@@ -6,11 +6,16 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from redgame.errors import UserError
+
+# A line break of a user's text file (and of markdown): \r\n, \r or \n; not U+2028 or a form feed, which
+# may sit inside a prompt or a JSON string.
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 # The Python type of each parsed JSON value -> its JSON name, for error messages.
 JSON_TYPE_NAMES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean",
@@ -81,6 +86,14 @@ def parse_json(text: str, where: str):
     if "\\ud" in text.lower():  # only an escape can put a surrogate in a string
         _refuse_lone_surrogates(value, where)
     return value
+
+
+def jsonl_rows(text: str, where: str) -> Iterator[tuple[int, object]]:
+    """(line number, parsed value) of each non-blank line of JSONL text; invalid JSON is a one-line UserError
+    naming ``"<where>, line N"``. Lines end at \\n alone (a \\r before it is JSON whitespace), not at U+2028."""
+    for n, line in enumerate(text.split("\n"), 1):
+        if line.strip():
+            yield n, parse_json(line, f"{where}, line {n}")
 
 
 def decode_utf8(data: bytes, where: str) -> str:

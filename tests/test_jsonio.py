@@ -5,7 +5,7 @@ import json
 import pytest
 
 from redgame.errors import UserError
-from redgame.jsonio import decode_utf8, read_json_file
+from redgame.jsonio import LINE_BREAK, decode_utf8, jsonl_rows, read_json_file
 
 
 @pytest.mark.parametrize("data, kind, needle", [
@@ -67,3 +67,14 @@ def test_write_json_through_a_link_replaces_its_target_and_keeps_the_link(tmp_pa
     (tmp_path / "link.json").symlink_to(tmp_path / "real.json")
     write_json(tmp_path / "link.json", {"a": 1})
     assert (tmp_path / "link.json").is_symlink() and json.loads((tmp_path / "real.json").read_text()) == {"a": 1}
+
+
+def test_jsonl_rows_number_file_lines_and_keep_a_line_separator_inside_a_string():
+    text = '{"a": "x\u2028y"}\r\n\n  \n[1, 2]\n'
+    assert list(jsonl_rows(text, "f")) == [(1, {"a": "x\u2028y"}), (4, [1, 2])]
+    with pytest.raises(UserError, match=r"^f, line 3: not valid JSON"):
+        list(jsonl_rows('1\n\n{"a":\n', "f"))
+
+
+def test_line_break_is_a_text_files_and_not_unicodes():
+    assert LINE_BREAK.split("a\r\nb\rc\nd\u2028e\x0cf") == ["a", "b", "c", "d\u2028e\x0cf"]
