@@ -627,7 +627,7 @@ class RoleBatch:
     sequences: list           # role_sequences order
     units: list[list[int]]
     share: float              # this rank's weight of the global batch's mean (1.0 in one process)
-    stand_in: bool            # FSDP: a zero-weight pair so that every rank runs the same passes
+    stand_in: bool            # FSDP: a zero-weight unit so that every rank runs the same passes
     of: object                # the batch's size for loss_from_logprobs
     reference: list | None = None   # per-sequence reference log-probs
     advantages: list | None = None  # per-sequence token advantages (REINFORCE/GRPO/REINFORCE++)
@@ -665,7 +665,7 @@ def role_batches(game: Game, step: int, rounds: dict, judged: dict) -> list[Role
         share = dist.batch_share(size)  # 1.0 in one process
         stand_in = dist.lockstep and dist.any_rank(size > 0) and size == 0
         if stand_in:  # FSDP: the same forward passes on every rank; share is 0 here
-            signal_ = dataclasses.replace(signal_, pairs=[(0, 0)])
+            signal_ = stand_in_signal(cfg, signal_)
         sequences, units = role_sequences(cfg, samples, signal_)
         if not sequences:
             continue
@@ -674,6 +674,14 @@ def role_batches(game: Game, step: int, rounds: dict, judged: dict) -> list[Role
         batches.append(RoleBatch(role, samples, signal_, sequences, units, share, stand_in, of,
                                  nll_weight=pair_nll_weights(cfg, role, signal_, judged[role])))
     return batches
+
+
+def stand_in_signal(cfg: TrainConfig, signal_):
+    """A signal of one zero-weight unit where a rank has nothing to learn but FSDP needs its forward passes: a pair
+    for DPO/IPO, an item with reward 0 for the losses that read items (policy gradient, SFT)."""
+    if cfg.resolved_loss() in ("dpo", "ipo"):
+        return dataclasses.replace(signal_, pairs=[(0, 0)])
+    return dataclasses.replace(signal_, items=[0], rewards=[0.0], groups=[0])
 
 
 def pair_nll_weights(cfg: TrainConfig, role: str, signal_, judged):

@@ -129,6 +129,28 @@ def test_under_fsdp_the_update_scores_without_a_rank_dependent_pass(monkeypatch,
     assert (asked["share_prompts"], asked["micro_tokens"]) == ((False, 0) if lockstep else (True, 512))
 
 
+@pytest.mark.parametrize("regime,loss", [("bipolicy", "dpo"), ("bipolicy", "grpo"), ("bipolicy", "reinforce"),
+                                         ("defender-sft", "auto")])
+def test_under_fsdp_a_rank_with_nothing_to_learn_still_scores_a_zero_weight_unit(monkeypatch, regime, loss):
+    """FSDP: a rank with nothing to learn must run the other ranks' forward passes. Its stand-in was a pair, which
+    only DPO/IPO read: under SFT (or policy gradient) it scored nothing, and the other ranks waited for ever."""
+    from redgame.llm.config import TrainConfig
+    from redgame.llm.rewards import RoleSignal
+    from redgame.llm.rollout import Completion
+
+    monkeypatch.setattr(trainer, "sft_signal", lambda rnd, judged: RoleSignal())
+    cfg = TrainConfig(model="tiny", regime=regime, loss=loss, explore_prefixes=("I'm sorry",)).validate()
+    dist = SimpleNamespace(lockstep=True, batch_share=lambda n: 0.0 if n == 0 else 0.5, any_rank=lambda flag: True)
+    samples = [Completion([5, 6], [7, 8, 9], "") for _ in range(2)]
+    rnd = SimpleNamespace(attacks=samples, responses=samples)
+    judged = SimpleNamespace(attacker=RoleSignal(), defender=RoleSignal(), attack_harmful=[])
+    batches = trainer.role_batches(SimpleNamespace(cfg=cfg, dist=dist), 0, {"attacker": rnd, "defender": rnd},
+                                   {"attacker": judged, "defender": judged})
+    roles = ["defender"] if regime == "defender-sft" else ["attacker", "defender"]
+    assert [b.role for b in batches] == roles
+    assert all(b.stand_in and b.share == 0.0 and len(b.sequences) == (2 if loss == "dpo" else 1) for b in batches)
+
+
 def test_a_resume_trains_at_its_own_learning_rate_and_a_refused_one_keeps_the_config(tmp_path, judge, tiny_config):
     """The optimiser's saved settings came back with its state: a resume at another lr trained at the old one."""
     train(tiny_config(steps=1, save_every=1, lr=2e-4), tmp_path, progress=False, base=load_base("tiny"), judge=judge)
