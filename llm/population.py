@@ -142,15 +142,19 @@ class Population:
         return tensors, {"steps": self.steps, "attacks": self.attacks, "payoff": self.payoff.tolist(),
                          "eval_seeds": [dataclasses.asdict(s) for s in self.eval_seeds]}
 
-    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> list[str]:
+    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict, where: str = "population state",
+                   roles=None) -> list[str]:
         """Restore a saved population; returns what differs from this one's settings, said in words.
 
         Its members' attacks were written for the saved evaluation seeds, so those are kept whatever
         the resumed config says (``seed``, ``population_eval_seeds``, ``train_seeds``); a smaller
-        ``population_size`` drops the oldest members now.
+        ``population_size`` drops the oldest members now. A state that does not hang together (or,
+        given ``roles``, whose members' weights are not the roles' adapters) is a UserError naming
+        ``where``, raised before anything is restored.
         """
         from redgame.llm.seeds import Seed
 
+        check_state(tensors, meta, where, roles)
         notes = []
         self.steps, self.attacks = list(meta["steps"]), [list(a) for a in meta["attacks"]]
         if "eval_seeds" in meta:
@@ -175,6 +179,45 @@ class Population:
         if self.steps:
             self._solve()
         return notes
+
+
+def check_state(tensors: dict, meta, where: str, roles=None) -> None:
+    """A UserError naming ``where`` unless ``meta`` and ``tensors`` are a whole population's state: steps, one
+    attack list per member, a members x members payoff matrix, and each member's weights for both roles (the
+    names and shapes of ``roles``' adapters, when given)."""
+    def damaged(what: str):
+        return UserError(f"{where}: the population state is damaged ({what}); remove the checkpoint to resume from "
+                         "the one before")
+
+    if not isinstance(meta, dict) or not {"steps", "attacks", "payoff"} <= meta.keys():
+        raise damaged("it needs the keys steps, attacks and payoff")
+    steps, attacks, payoff = meta["steps"], meta["attacks"], meta["payoff"]
+    if not isinstance(steps, list) or not all(type(s) is int for s in steps):
+        raise damaged("steps is not a list of integers")
+    n = len(steps)
+    if not isinstance(attacks, list) or len(attacks) != n or not all(
+            isinstance(a, list) and all(isinstance(x, str) for x in a) for a in attacks):
+        raise damaged(f"attacks is not {n} lists of strings, one per member")
+    if not isinstance(payoff, list) or len(payoff) != n or not all(
+            isinstance(row, list) and len(row) == n and all(x is None or type(x) in (int, float) for x in row)
+            for row in payoff):
+        raise damaged(f"payoff is not a {n} x {n} matrix of numbers")
+    if "eval_seeds" in meta and (not isinstance(meta["eval_seeds"], list) or not all(
+            isinstance(s, dict) and s.keys() <= {"id", "prompt", "harmful", "category", "split"}
+            and {"id", "prompt", "harmful", "category"} <= s.keys() for s in meta["eval_seeds"])):
+        raise damaged("eval_seeds is not a list of seeds")
+    held = {(role, k): {} for role in ROLES for k in range(n)}
+    for key, t in tensors.items():
+        role, _, rest = key.partition("/")
+        k, _, name = rest.partition("/")
+        member = (role, int(k)) if k.isascii() and k.isdigit() else None
+        if member not in held or not name:
+            raise damaged(f"a tensor {key!r} of no member")
+        held[member][name] = tuple(t.shape)
+    for (role, k), names in held.items():
+        want = None if roles is None else {m: tuple(p.shape) for m, p in roles.named_parameters(role)}
+        if not names or (want is not None and names != want):
+            raise damaged(f"member {k}'s {role} weights are {'missing' if not names else 'not the adapter'}")
 
 
 def attacker_win_rate(played: dict) -> float:

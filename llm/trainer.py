@@ -485,7 +485,7 @@ def _restore(game: Game, log) -> None:
     game.start = ckpt.load_checkpoint(latest, game.roles, game.optimizers)["step"]
     saved = ckpt.load_extra(latest, "population")
     if game.population is not None and saved is not None:
-        for note in game.population.load_state(*saved):  # PSRO runs in one process
+        for note in game.population.load_state(*saved, where=f"checkpoint {latest}", roles=game.roles):  # one process
             log(note)
     elif saved is not None and game.dist.is_main:
         log("population_every = 0: PSRO stops here; the run's population of the checkpoint is not used from now on "

@@ -126,6 +126,44 @@ def test_a_resumed_population_keeps_its_evaluation_seeds_and_shrinks_to_a_smalle
         Population(size=3, eval_seeds=other, attack_tokens=6, response_tokens=6).load_state(tensors, meta)
 
 
+def _damage(tensors, meta, how):
+    tensors, meta = dict(tensors), json.loads(json.dumps(meta))
+    if how == "no steps":
+        del meta["steps"]
+    elif how == "steps as text":
+        meta["steps"] = "ab"
+    elif how == "short payoff":
+        meta["payoff"] = [1.0, 0.0]
+    elif how == "an attack list missing":
+        meta["attacks"].pop()
+    elif how == "a member's tensor missing":
+        del tensors[next(k for k in tensors if k.startswith("defender/1/"))]
+    elif how == "a tensor of no member":
+        tensors["defender/7/x"] = torch.zeros(1)
+    elif how == "a seed without its prompt":
+        del meta["eval_seeds"][0]["prompt"]
+    elif how == "a list":
+        meta = []
+    return tensors, meta
+
+
+@pytest.mark.parametrize("how, needle", [
+    ("no steps", "needs the keys"), ("steps as text", "steps is not"), ("short payoff", "not a 2 x 2 matrix"),
+    ("an attack list missing", "attacks is not 2 lists"), ("a member's tensor missing", "member 1's defender"),
+    ("a tensor of no member", "of no member"), ("a seed without its prompt", "eval_seeds"),
+    ("a list", "needs the keys")])
+def test_a_damaged_population_state_is_one_line_naming_the_checkpoint_and_restores_nothing(grown, how, needle):
+    """A damaged state gave an internal error, or resumed and crashed a step later with advice to resume again."""
+    from redgame.errors import UserError
+
+    roles, _, pop, seeds = grown
+    tensors, meta = _damage(*pop.state(), how)
+    resumed = Population(size=3, eval_seeds=seeds, attack_tokens=6, response_tokens=6)
+    with pytest.raises(UserError, match=rf"^checkpoint c: the population state is damaged \(.*{needle}.*\); remove"):
+        resumed.load_state(tensors, meta, where="checkpoint c", roles=roles)
+    assert resumed.steps == [] and resumed.attacks == []
+
+
 def test_trainer_plays_each_role_against_drawn_members_and_resumes_exactly(tmp_path, judge, tiny_config, monkeypatch):
     seen = []  # (the attacker's largest |lora_B| while sampling, whose round it was)
     real = trainer.play_round
