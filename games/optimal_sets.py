@@ -151,7 +151,19 @@ def _basic_solutions(full: np.ndarray, rhs: np.ndarray, tol: float) -> Iterator[
 
 
 def _maximin(a: np.ndarray) -> tuple[float, np.ndarray]:
-    """(v, x) maximising v s.t. A^T x >= v, sum x = 1, x >= 0 (scipy HiGHS)."""
+    """(v, x) maximising v s.t. A^T x >= v, sum x = 1, x >= 0 (scipy HiGHS).
+
+    The LP is solved on A mapped onto [0, 1] (x is the same under a positive affine map; v is mapped back):
+    HiGHS's tolerances are absolute, and payoffs that differ by 1e-8 would otherwise all look equal to it.
+    """
+    low, span = float(a.min()), float(a.max() - a.min())
+    if span == 0.0:
+        return low, np.full(a.shape[0], 1.0 / a.shape[0])
+    value, x = _maximin_unit((a - low) / span)
+    return low + span * value, x
+
+
+def _maximin_unit(a: np.ndarray) -> tuple[float, np.ndarray]:
     m, n = a.shape
     res = linprog(
         c=np.r_[np.zeros(m), -1.0],

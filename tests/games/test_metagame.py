@@ -87,10 +87,18 @@ def test_general_sum_meta_games_where_lemke_howson_ends_nowhere_are_solved(a, b)
     assert gap_a < 1e-6 and gap_d < 1e-6 and meta.method != "lemke-howson"
 
 
-def test_matching_pennies_value_and_mixes():
-    meta = solve_metagame(np.array([[1.0, 0.0], [0.0, 1.0]]))
-    assert abs(meta.value - 0.5) < 1e-9 and meta.nash_conv < 1e-9
+@pytest.mark.parametrize("scale", [1.0, 1e-8, 1e-11, 1e7])
+def test_matching_pennies_value_and_mixes(scale):
+    """At any scale: HiGHS's tolerances are absolute, and a 1e-8 margin gave a pure mix and NashConv 1e-8."""
+    meta = solve_metagame(0.5 + scale * np.array([[1.0, 0.0], [0.0, 1.0]]))
+    assert abs(meta.value - 0.5 - 0.5 * scale) < 1e-9 * scale + 1e-15 and meta.nash_conv < 1e-9 * scale + 1e-15
+    np.testing.assert_allclose(meta.attacker_mix, [0.5, 0.5], atol=1e-9)
     np.testing.assert_allclose(meta.defender_mix, [0.5, 0.5], atol=1e-9)
+
+
+def test_a_game_of_equal_payoffs_has_its_value_and_no_gap():
+    meta = solve_metagame(np.full((3, 2), 0.25))
+    assert meta.value == 0.25 and meta.nash_conv == 0.0
 
 
 @pytest.mark.parametrize("kwargs,culprit", [
