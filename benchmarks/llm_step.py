@@ -4,6 +4,7 @@
     python benchmarks/llm_step.py --iters 1 --set micro_batch_tokens=2048
     python benchmarks/llm_step.py --smoke              # the tiny model, seconds: checks the script
     python benchmarks/llm_step.py --flops              # also the iteration's FLOPs and the time they need here
+    python benchmarks/llm_step.py --profile            # and, phase by phase, the ops that took the time
 
 The iteration is the demo's (``redgame.llm.demo.DEMO_RECIPE``): 8 seeds x (2 attacks + the
 identity attack) x (2 answers + 1 refusal-prefix candidate), judged by the embedded judge,
@@ -39,6 +40,7 @@ PREVIOUS = {"kernels": "off", "batch_roles": False, "micro_batch_tokens": 0, "sh
             "keep_freed_memory": False}
 GOALS = {"iteration_s": 30.0, "peak_rss_gib": 4.0}
 GEMM_SHAPE = (1024, 576, 1536)  # [M, K] x [K, N]: an update micro-batch through SmolLM2's MLP up-projection
+TOP_OPS = 8  # ops per phase in --profile's table
 SMOKE = {"model": "tiny", "attack_tokens": 8, "response_tokens": 8, "seeds_per_step": 4, "lora_rank": 4}
 
 
@@ -73,14 +75,15 @@ def run_path(overrides: dict, iters: int, threads: int) -> dict:
 
 
 def count_flops(overrides: dict, threads: int) -> dict:
-    """The matrix products of one iteration (the second; torch.profiler's count) by phase, and this machine's
-    float32 product rate at an update's shape: together, the time the arithmetic alone needs here."""
+    """The second iteration under torch's profiler, phase by phase: its matrix-product FLOPs, its wall time
+    and the ops that took the most CPU time; and this machine's float32 product rate at an update's shape.
+    Together they say how much of each phase is arithmetic, and what the rest is."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
     from redgame.llm import trainer
 
-    counted, steps = {}, []
+    counted, wall, ops, steps = {}, {}, {}, []
     play_step = trainer.play_step
     trainer.play_step = lambda game, step: steps.append(step) or play_step(game, step)
 
@@ -88,9 +91,16 @@ def count_flops(overrides: dict, threads: int) -> dict:
         def counted_phase(*args, **kwargs):
             if len(steps) < 2:  # the first iteration warms up
                 return phase(*args, **kwargs)
+            start = time.perf_counter()
             with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
                 out = phase(*args, **kwargs)
-            counted[name] = counted.get(name, 0) + sum(e.flops for e in prof.key_averages())
+            wall[name] = wall.get(name, 0.0) + time.perf_counter() - start
+            events = prof.key_averages()
+            counted[name] = counted.get(name, 0) + sum(e.flops for e in events)
+            by_op = ops.setdefault(name, {})
+            for e in events:
+                seconds, flops, calls = by_op.get(e.key, (0.0, 0, 0))
+                by_op[e.key] = (seconds + e.self_cpu_time_total / 1e6, flops + e.flops, calls + e.count)
             return out
         return counted_phase
 
@@ -99,7 +109,9 @@ def count_flops(overrides: dict, threads: int) -> dict:
     torch.set_num_threads(threads)
     rate = gemm_rate()  # before the run, in a fresh process
     run_path(overrides, 1, threads)
-    return {"flops": counted, "gemm_flops_per_s": rate}
+    top = {name: sorted(([op, *v] for op, v in by_op.items()), key=lambda row: -row[1])[:TOP_OPS]
+           for name, by_op in ops.items()}
+    return {"flops": counted, "gemm_flops_per_s": rate, "wall": wall, "ops": top}
 
 
 def gemm_rate(batches: int = 5, reps: int = 10) -> float:
@@ -161,10 +173,13 @@ def main(argv=None) -> None:
     parser.add_argument("--smoke", action="store_true", help="the tiny model, one short iteration")
     parser.add_argument("--flops", action="store_true", help="also count one iteration's matrix-product FLOPs "
                         "(in a third subprocess) and the time they need at this machine's float32 product rate")
+    parser.add_argument("--profile", action="store_true", help="--flops, and per phase the ops with the most "
+                        "self time (torch's profiler), with their share of the phase and their product rate")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.iters < 1 or args.threads < 1:
         parser.error(f"--iters and --threads must be at least 1, got {args.iters} and {args.threads}")
+    args.flops |= args.profile
     if args.child is not None:
         measure = count_flops if args.flops else lambda o, t: run_path(o, args.iters, t)
         print(json.dumps(measure(json.loads(args.child), args.threads)))
@@ -200,7 +215,10 @@ def main(argv=None) -> None:
           f"now {now['judge'] / now['iteration']:.1%} (goal <= 10%)")
     print(f"pairs per iteration: previous {prev['pairs']}, now {now['pairs']}")
     if args.flops:
-        print_arithmetic(in_subprocess(paths["now"], 1, args.threads, flops=True), now, args.threads)
+        counted = in_subprocess(paths["now"], 1, args.threads, flops=True)
+        print_arithmetic(counted, now, args.threads)
+        if args.profile:
+            print_ops(counted)
 
 
 def print_arithmetic(counted: dict, now: dict, threads: int) -> None:
@@ -213,6 +231,17 @@ def print_arithmetic(counted: dict, now: dict, threads: int) -> None:
           f"multiplies float32 [{m}x{k}]x[{k}x{n}] at up to {rate / 1e9:.0f} GFLOP/s on {threads} threads, so the "
           f"products alone take about {total / rate:.1f} s at that rate (iteration measured: {now['iteration']:.1f} s; "
           f"goal {GOALS['iteration_s']:.0f} s)")
+
+
+def print_ops(counted: dict) -> None:
+    """Per phase of the profiled iteration: its wall time under the profiler, and the ops with the most self
+    time (an op's own time, its child ops excluded), each with its share of that wall time, calls and rate."""
+    for phase, rows in counted["ops"].items():
+        wall = counted["wall"][phase]
+        print(f"{phase}: {wall:.1f} s under the profiler; the ops with the most self time:")
+        for op, seconds, flops, calls in rows:
+            rate = f"{flops / seconds / 1e9:6.0f} GFLOP/s" if flops and seconds else ""
+            print(f"  {op[:36]:<36}{seconds:7.2f} s{seconds / max(wall, 1e-9):7.1%}{calls:8d} calls  {rate}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,11 @@
-"""benchmarks/llm_step.py: a path's settings are checked before either path runs (each takes minutes)."""
+"""benchmarks/llm_step.py: a path's settings are checked before either path runs (each takes minutes); the printed
+arithmetic and profile."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -46,3 +50,22 @@ def test_the_arithmetic_line_divides_the_counted_flops_by_the_machines_rate(caps
 def test_the_machines_rate_is_a_product_rate_it_reaches():
     rate = llm_step.gemm_rate(batches=2, reps=2)
     assert 1e8 < rate < 1e14  # FLOP/s: from a slow core to a fast many-core CPU
+
+
+def test_the_profile_of_a_tiny_iteration_names_each_phases_ops_and_their_flops(capsys):
+    """--profile's child on the tiny model: each phase's costliest ops, whose FLOPs are the phase's count."""
+    child = subprocess.run([sys.executable, llm_step.__file__, "--child", json.dumps(llm_step.SMOKE), "--iters", "1",
+                            "--threads", "1", "--profile"], capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert child.returncode == 0, child.stderr[-2000:]
+    counted = json.loads(child.stdout.strip().splitlines()[-1])
+    assert set(counted["ops"]) == set(counted["wall"]) == {"rollout", "judge", "update"}
+    for phase, rows in counted["ops"].items():
+        assert 0 < len(rows) <= llm_step.TOP_OPS
+        seconds = [row[1] for row in rows]
+        assert seconds == sorted(seconds, reverse=True) and sum(seconds) <= counted["wall"][phase] * 1.05
+        assert sum(row[2] for row in rows) <= counted["flops"][phase]  # the top ops' share of the phase's count
+    assert any(op in ("aten::mm", "aten::addmm") and flops > 0 for op, _, flops, _ in counted["ops"]["update"])
+    llm_step.print_ops(counted)
+    out = capsys.readouterr().out
+    assert out.count("under the profiler") == 3 and "GFLOP/s" in out
