@@ -167,6 +167,16 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     return max(found)[1] if found else None
 
 
+def unfinished_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """Step folders past the latest checkpoint that have no ``state.json`` (written last), which resume skips."""
+    root, latest = Path(run_dir) / CHECKPOINTS, latest_checkpoint(run_dir)
+    if not root.is_dir():
+        return []
+    newest = -1 if latest is None else int(_STEP_DIR.match(latest.name).group(1))
+    steps = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name))]
+    return [p for step, p in sorted(steps) if step > newest]
+
+
 def load_checkpoint(path: str | os.PathLike, roles, optimizers: dict[str, torch.optim.Optimizer]) -> dict:
     """Restore weights, optimisers and RNG states from ``path``; returns ``state.json``.
 

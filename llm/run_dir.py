@@ -136,10 +136,11 @@ def _weights_key(config: dict, key: str):
     return config.get(key)
 
 
-def keep_metrics_until(path: Path, step: int) -> None:
-    """Drop the metrics rows after ``step`` (steps a killed run did not checkpoint, redone on resume)."""
+def keep_metrics_until(path: Path, step: int) -> list[int]:
+    """Drop the metrics rows after ``step`` (steps a killed run did not checkpoint, redone on resume); returns the
+    steps up to ``step`` with no readable row (damaged or removed rows: their metrics are lost for good)."""
     if not path.is_file():
-        return
+        return list(range(1, step + 1))
     kept = []
     for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():  # damaged bytes: that row goes
         try:
@@ -147,8 +148,9 @@ def keep_metrics_until(path: Path, step: int) -> None:
         except (ValueError, RecursionError):  # a row cut short by the kill
             continue
         if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
-            kept.append(line + "\n")
-    write_text_atomically(path, "".join(kept))
+            kept.append((row["step"], line + "\n"))
+    write_text_atomically(path, "".join(line for _, line in kept))
+    return sorted(set(range(1, step + 1)) - {n for n, _ in kept})
 
 
 def resume_hint(out: Path, rerun: str | None = None) -> str:

@@ -483,6 +483,8 @@ def _restore(game: Game, log) -> None:
     """Weights, optimisers, RNG and population from the last checkpoint; metrics trimmed to it."""
     latest = ckpt.latest_checkpoint(game.out)
     game.start = ckpt.load_checkpoint(latest, game.roles, game.optimizers)["step"]
+    for skipped in ckpt.unfinished_checkpoints(game.out) if game.dist.is_main else []:
+        log(f"{skipped} has no state.json (its write did not finish, or it was damaged): resuming from {latest.name}")
     saved = ckpt.load_extra(latest, "population")
     if game.population is not None and saved is not None:
         for note in game.population.load_state(*saved, where=f"checkpoint {latest}", roles=game.roles):  # one process
@@ -492,7 +494,10 @@ def _restore(game: Game, log) -> None:
             "(population.json keeps it as it was)")
     if game.dist.is_main:
         log(f"resuming from step {game.start}")
-        keep_metrics_until(game.out / "metrics.jsonl", game.start)
+        lost = keep_metrics_until(game.out / "metrics.jsonl", game.start)
+        if lost:
+            log(f"metrics.jsonl has no readable row for step(s) {', '.join(map(str, lost))} (damaged or removed): "
+                "their metrics are lost; the checkpoint's weights are not")
 
 
 # -- one step: play, judge, update each role -------------------------------------------------

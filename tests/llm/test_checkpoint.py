@@ -18,3 +18,17 @@ def test_a_damaged_extra_state_is_a_user_error_naming_the_checkpoint(tmp_path, t
     with pytest.raises(UserError, match=f"checkpoint {tmp_path}: population state is damaged"):
         load_extra(tmp_path, "population")
     assert load_extra(tmp_path, "absent") is None
+
+
+def test_step_folders_past_the_latest_checkpoint_without_their_state_are_named(tmp_path):
+    """Resume skips a step folder whose state.json (written last) is missing: it said nothing of it."""
+    from redgame.llm.checkpoint import latest_checkpoint, unfinished_checkpoints
+
+    assert unfinished_checkpoints(tmp_path) == []
+    for step, complete in ((1, True), (2, False), (3, True), (4, False), (12, False)):
+        folder = tmp_path / "checkpoints" / f"step_{step:04d}"
+        folder.mkdir(parents=True)
+        if complete:
+            (folder / "state.json").write_text("{}")
+    assert latest_checkpoint(tmp_path).name == "step_0003"
+    assert [p.name for p in unfinished_checkpoints(tmp_path)] == ["step_0004", "step_0012"]

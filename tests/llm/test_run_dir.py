@@ -33,5 +33,14 @@ def test_resume_compares_what_the_weights_are_not_how_the_config_spells_them(tmp
 def test_resume_trims_metrics_past_the_checkpoint_and_drops_damaged_rows(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_bytes(b'{"step": 1}\n{"step": 2, "note": "\xff"}\n[' + b"[" * 5000 + b'\n{"step": 3}\n{"step": 2, "cut')
-    keep_metrics_until(path, 2)
+    assert keep_metrics_until(path, 2) == []  # the damaged row after step 2 is a kill's, and step 2 is kept
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]
+
+
+def test_resume_names_the_steps_whose_rows_were_damaged_or_removed(tmp_path):
+    """A damaged row at or before the checkpoint's step cannot be redone: it was dropped without a word."""
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1}\n{"step": 2, "cut\n{"step": 4}\n{"step": 5}\n')
+    assert keep_metrics_until(path, 4) == [2, 3]
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 4]
+    assert keep_metrics_until(tmp_path / "removed.jsonl", 2) == [1, 2]
