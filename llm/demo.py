@@ -74,6 +74,7 @@ def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bo
     from redgame.llm.judges import check_reachable, make_judge
     from redgame.llm.models import load_base, place_judge, placement
     from redgame.llm.metrics import read_metrics
+    from redgame.llm.rate_intervals import interval_lines, intervals
     from redgame.llm.seeds import builtin_seeds
     from redgame.llm.prompts import check_seeds_fit
     from redgame.llm.run_dir import check_command_dir
@@ -127,10 +128,15 @@ def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bo
         "resumed": resume,
         "config": cfg.to_dict(),
         "adapters": str(out / "run" / "final"),
+        "intervals": intervals(before["answers"], after["answers"]),  # over the prompts, not training seeds
     }
     write_json(out / "answers.json", {"base": before["answers"], "trained": after["answers"]})
     write_json(out / "demo.json", summary)
     log_table(log, split, before, after)
+    log("95% intervals over these prompts (Wilson; Newcombe for the paired changes). One training seed: another "
+        "seed's run can land outside them")
+    for line in interval_lines(summary["intervals"], after="trained defender"):
+        log(f"  {line}")
     part = " (this resumed part)" if resume else ""
     log(f"\n{cfg.steps} steps; {summary['seconds']:.0f} s{part}; wrote {out / 'demo.json'}")
     return summary

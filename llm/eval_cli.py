@@ -120,6 +120,7 @@ def run_eval(args) -> int:
     from redgame.llm import safety_eval
     from redgame.llm.adapters import adapter_sha256, attach, checked_adapter_dir, playing, run_model_of
     from redgame.llm.judge_formats import judge_kind
+    from redgame.llm.rate_intervals import interval_lines, intervals
     from redgame.llm.utility import choice_jobs, load_questions
 
     _positive("--max-new-tokens", args.max_new_tokens)
@@ -167,6 +168,7 @@ def run_eval(args) -> int:
         "set_aside": {"harmful_file": dropped_h, "benign_file": dropped_b},
         "results": {k: {m: v for m, v in r.items() if m != "answers"} for k, r in results.items()},
         "table": safety_eval.markdown_table(results),
+        "intervals": intervals(*(r["answers"] for r in results.values())),  # over the prompts, not training seeds
     }
     if args.out:
         full = {**summary, "answers": {k: r["answers"] for k, r in results.items()}}
@@ -178,6 +180,9 @@ def run_eval(args) -> int:
         print(f"{len(harmful)} harmful, {len(benign)} benign prompts; greedy, {args.max_new_tokens} tokens; "
               f"evaluation judge {judge.name} (and refusal strings)")
         print(summary["table"])
+        print("\n95% intervals of the judge's rates over these prompts (Wilson; Newcombe for the paired change):")
+        for line in interval_lines(summary["intervals"], *names):
+            print(f"  {line}")
     return 0
 
 

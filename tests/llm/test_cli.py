@@ -186,6 +186,11 @@ def test_demo_pipeline_on_tiny(tmp_path, capsys):
                                       "benign_compliance_strings", "loop_rate", "empty_rate", "unjudged"}
         assert written[side].pop("unjudged") == 0  # the embedded judge reads every answer
         assert all(0.0 <= v <= 1.0 for v in written[side].values())
+    for rate in ("harmful_refusal", "benign_compliance"):  # the intervals are of the rates reported
+        found = written["intervals"][rate]
+        assert found["before"]["rate"] == written["base"][rate] and found["after"]["rate"] == written["trained"][rate]
+        low, high = found["change"]["ci"]
+        assert low <= written["trained"][rate] - written["base"][rate] <= high
     step = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert written["training_benign_refusal"] == step["refusal_benign"]  # one step: the watch reads that step
     answers = json.loads((tmp_path / "answers.json").read_text())["trained"]
@@ -203,7 +208,8 @@ def test_demo_pipeline_on_tiny(tmp_path, capsys):
     assert any(f"help {again['trained']['benign_help']:.0%}" in line for line in rejudge_demo.table({"r": again}))
     assert written["split"] == "validation" and (written["n_harmful"], written["n_benign"]) == (18, 24)
     assert summary["steps"] == 1
-    assert "trained defender" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "trained defender" in said and "\n  harmful refusal: trained defender − base " in said
 
 
 def test_a_demo_stopped_by_ctrl_c_evaluates_nothing(tmp_path, capsys, monkeypatch):

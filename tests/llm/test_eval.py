@@ -154,6 +154,11 @@ def test_split_flag_evaluates_that_builtin_split(capsys):
     assert result["n_harmful"] == sum(s.harmful for s in validation)
     assert result["n_benign"] == sum(not s.harmful for s in validation)
     assert printed["harmful_file"] == printed["benign_file"] == "built-in validation split"
+    refusal = printed["intervals"]["harmful_refusal"]["before"]  # the base alone: its rates' Wilson intervals
+    assert refusal["rate"] == result["harmful_refusal"] and refusal["ci"][0] <= refusal["rate"] <= refusal["ci"][1]
+    assert main(["llm", "eval", "--model", "tiny", "--split", "validation", "--no-utility", "--max-new-tokens", "2"]) == 0
+    said = capsys.readouterr().out
+    assert "95% intervals of the judge's rates over these prompts" in said and "\n  base: harmful refusal " in said
     with pytest.raises(SystemExit) as stopped:
         main(["llm", "eval", "--model", "tiny", "--split", "dev"])
     assert stopped.value.code == 2 and "invalid choice: 'dev'" in capsys.readouterr().err
@@ -242,6 +247,7 @@ def test_the_adapter_fixture_itself_evaluates(lora_adapter, tmp_path, capsys, mo
                  "--no-utility", "--max-new-tokens", "1", "--no-progress", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert set(printed["results"]) == {"base", "adapter"}
+    assert printed["intervals"]["harmful_refusal"]["change"]["n"] == 1  # base and adapter on the one prompt
     # the adapter is recorded by its absolute path: choose_recipe finds its run from any folder
     assert printed["adapter"] == str(lora_adapter.resolve())
 
