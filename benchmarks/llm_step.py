@@ -6,6 +6,9 @@
     python benchmarks/llm_step.py --flops              # also the iteration's FLOPs and the time they need here
     python benchmarks/llm_step.py --profile            # and, phase by phase, the ops that took the time
 
+(``--flops`` and ``--profile`` run one iteration under torch's profiler, in a third subprocess: it
+holds every op event, about 12 GiB resident on the embedded model, and slows small ops several-fold.)
+
 The iteration is the demo's (``redgame.llm.demo.DEMO_RECIPE``): 8 seeds x (2 attacks + the
 identity attack) x (2 answers + 1 refusal-prefix candidate), judged by the embedded judge,
 both adapters updated (bipolicy, DPO). Each path runs in a fresh subprocess, so that its peak
