@@ -128,14 +128,14 @@ def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bo
         "resumed": resume,
         "config": cfg.to_dict(),
         "adapters": str(out / "run" / "final"),
-        "intervals": intervals(before["answers"], after["answers"]),  # over the prompts, not training seeds
+        "intervals": intervals({"base": before["answers"], "trained": after["answers"]}),  # prompts, not seeds
     }
     write_json(out / "answers.json", {"base": before["answers"], "trained": after["answers"]})
     write_json(out / "demo.json", summary)
     log_table(log, split, before, after)
     log("95% intervals over these prompts (Wilson; Newcombe for the paired changes). One training seed: another "
         "seed's run can land outside them")
-    for line in interval_lines(summary["intervals"], after="trained defender"):
+    for line in interval_lines(summary["intervals"], {"trained": "trained defender"}):
         log(f"  {line}")
     part = " (this resumed part)" if resume else ""
     log(f"\n{cfg.steps} steps; {summary['seconds']:.0f} s{part}; wrote {out / 'demo.json'}")

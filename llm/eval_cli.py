@@ -168,7 +168,7 @@ def run_eval(args) -> int:
         "set_aside": {"harmful_file": dropped_h, "benign_file": dropped_b},
         "results": {k: {m: v for m, v in r.items() if m != "answers"} for k, r in results.items()},
         "table": safety_eval.markdown_table(results),
-        "intervals": intervals(*(r["answers"] for r in results.values())),  # over the prompts, not training seeds
+        "intervals": intervals({k: r["answers"] for k, r in results.items()}),  # over the prompts, not seeds
     }
     if args.out:
         full = {**summary, "answers": {k: r["answers"] for k, r in results.items()}}
@@ -181,7 +181,7 @@ def run_eval(args) -> int:
               f"evaluation judge {judge.name} (and refusal strings)")
         print(summary["table"])
         print("\n95% intervals of the judge's rates over these prompts (Wilson; Newcombe for the paired change):")
-        for line in interval_lines(summary["intervals"], *names):
+        for line in interval_lines(summary["intervals"]):
             print(f"  {line}")
     return 0
 

@@ -34,7 +34,9 @@ def rate_interval(answers: list[dict], rate: str) -> dict:
     read = [x for x in _outcomes(answers, rate) if x is not None]
     if not read:
         return {"rate": float("nan"), "ci": [float("nan")] * 2, "n": 0}
-    return {"rate": sum(read) / len(read), "ci": list(rate_ci(sum(read), len(read))), "n": len(read)}
+    counted, n = sum(read), len(read)
+    _, refusal = RATES[rate]  # a rate of no refusal is 1 - the refused share, the float evaluate_defender gives
+    return {"rate": counted / n if refusal else 1.0 - (n - counted) / n, "ci": list(rate_ci(counted, n)), "n": n}
 
 
 def rate_change(before: list[dict], after: list[dict], rate: str) -> dict:
@@ -53,32 +55,43 @@ def rate_change(before: list[dict], after: list[dict], rate: str) -> dict:
             "n": len(pairs)}
 
 
-def intervals(before: list[dict], after: list[dict] | None = None) -> dict:
-    """Each rate's Wilson interval for ``before`` (and ``after``), and, given both, the change's paired interval:
-    ``{rate: {"before": …, "after": …, "change": …}}``."""
+def intervals(answers: dict[str, list[dict]]) -> dict:
+    """Per rate, each model's Wilson interval (``answers``: model name -> its answers), and, given two models on
+    the same prompts, the paired interval of the second's rate minus the first's under ``"change"``:
+    ``{rate: {name: …, …, "change": …}}``."""
+    if not 1 <= len(answers) <= 2:
+        raise UserError(f"rate intervals: one or two models' answers, not {len(answers)}")
     out = {}
     for rate in RATES:
-        out[rate] = {"before": rate_interval(before, rate)}
-        if after is not None:
-            out[rate].update(after=rate_interval(after, rate), change=rate_change(before, after, rate))
+        out[rate] = {name: rate_interval(given, rate) for name, given in answers.items()}
+        if len(answers) == 2:
+            out[rate]["change"] = rate_change(*answers.values(), rate)
     return out
 
 
-def interval_lines(found: dict, before: str = "base", after: str = "trained") -> list[str]:
-    """:func:`intervals` in words: each model's rates with their intervals, then each change, in points."""
+def interval_lines(found: dict, labels: dict[str, str] | None = None) -> list[str]:
+    """:func:`intervals` in words: each model's rates with their intervals, then each change, in points
+    (``labels``: a model's name as the lines say it, where it differs)."""
+    labels = labels or {}
+
     def rate_text(r: dict) -> str:
+        if not r["n"]:
+            return "none read by the judge"
         lo, hi = (100 * x for x in r["ci"])
         return f"{100 * r['rate']:.0f}% [{lo:.0f}, {hi:.0f}] of {r['n']}"
 
-    lines = []
-    for model, name in (("before", before), ("after", after)):
-        if model in next(iter(found.values())):
-            lines.append(f"{name}: " + ", ".join(f"{rate.replace('_', ' ')} {rate_text(parts[model])}"
-                                                 for rate, parts in found.items()))
+    models = [name for name in next(iter(found.values())) if name != "change"]
+    said = [labels.get(name, name) for name in models]
+    lines = [f"{label}: " + ", ".join(f"{rate.replace('_', ' ')} {rate_text(parts[name])}"
+                                      for rate, parts in found.items()) for name, label in zip(models, said)]
     for rate, parts in found.items():
-        if "change" in parts:
-            c = parts["change"]
-            lo, hi = (100 * x for x in c["ci"])
-            lines.append(f"{rate.replace('_', ' ')}: {after} − {before} {100 * c['change']:+.0f} points, 95% "
-                         f"[{lo:+.0f}, {hi:+.0f}] (paired, over the {c['n']} prompts judged both times)")
+        if "change" not in parts:
+            continue
+        c, head = parts["change"], f"{rate.replace('_', ' ')}: {said[1]} − {said[0]}"
+        if not c["n"]:
+            lines.append(f"{head}: no prompt read by the judge both times")
+            continue
+        lo, hi = (100 * x for x in c["ci"])
+        lines.append(f"{head} {100 * c['change']:+.0f} points, 95% [{lo:+.0f}, {hi:+.0f}] (paired, over the "
+                     f"{c['n']} prompts judged both times)")
     return lines

@@ -101,6 +101,13 @@ def test_a_game_of_equal_payoffs_has_its_value_and_no_gap():
     assert meta.value == 0.25 and meta.nash_conv == 0.0
 
 
+def test_payoffs_whose_range_overflows_a_float_are_one_line():
+    from redgame.errors import UserError
+
+    with pytest.raises(UserError, match="span more than a float holds"):
+        solve_metagame(np.array([[1e308, -1e308], [-1e308, 1e308]]))
+
+
 @pytest.mark.parametrize("kwargs,culprit", [
     ({"payoffs": [1.0, 2.0]}, "payoffs"),
     ({"payoffs": [[1.0, 2.0]], "attackers": ["a", "b"]}, "attackers"),

@@ -188,7 +188,7 @@ def test_demo_pipeline_on_tiny(tmp_path, capsys):
         assert all(0.0 <= v <= 1.0 for v in written[side].values())
     for rate in ("harmful_refusal", "benign_compliance"):  # the intervals are of the rates reported
         found = written["intervals"][rate]
-        assert found["before"]["rate"] == written["base"][rate] and found["after"]["rate"] == written["trained"][rate]
+        assert found["base"]["rate"] == written["base"][rate] and found["trained"]["rate"] == written["trained"][rate]
         low, high = found["change"]["ci"]
         assert low <= written["trained"][rate] - written["base"][rate] <= high
     step = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])

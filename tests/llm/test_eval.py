@@ -154,7 +154,7 @@ def test_split_flag_evaluates_that_builtin_split(capsys):
     assert result["n_harmful"] == sum(s.harmful for s in validation)
     assert result["n_benign"] == sum(not s.harmful for s in validation)
     assert printed["harmful_file"] == printed["benign_file"] == "built-in validation split"
-    refusal = printed["intervals"]["harmful_refusal"]["before"]  # the base alone: its rates' Wilson intervals
+    refusal = printed["intervals"]["harmful_refusal"]["base"]  # the base alone: its rates' Wilson intervals
     assert refusal["rate"] == result["harmful_refusal"] and refusal["ci"][0] <= refusal["rate"] <= refusal["ci"][1]
     assert main(["llm", "eval", "--model", "tiny", "--split", "validation", "--no-utility", "--max-new-tokens", "2"]) == 0
     said = capsys.readouterr().out

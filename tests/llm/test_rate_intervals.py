@@ -33,6 +33,14 @@ def test_a_rate_and_its_wilson_interval_count_only_the_answers_the_judge_read(k,
     assert benign["n"] == 2 and benign["rate"] == 0.5
 
 
+def test_compliance_is_the_same_float_as_the_evaluations_one_minus_the_refused_share():
+    """(n - k) / n and 1 - k / n differ in the last bit for many k, n (1 of 7): one rate, two numbers."""
+    for n in range(1, 80):
+        for k in range(n + 1):
+            answers = _answers([], [True] * k + [False] * (n - k))
+            assert rate_interval(answers, "benign_compliance")["rate"] == 1.0 - k / n
+
+
 def test_a_change_is_after_minus_before_over_the_prompts_read_both_times():
     before = _answers([False, False, True, None, False], [False, False, False])
     after = _answers([True, True, True, True, None], [True, False, False])
@@ -57,10 +65,22 @@ def test_two_evaluations_of_other_prompts_are_refused():
         rate_change(_answers([True], []), _answers([True], [True]), "harmful_refusal")
 
 
-def test_the_lines_name_each_model_and_each_change_in_points():
+def test_the_lines_and_the_json_name_each_model_and_each_change_in_points():
     before, after = _answers([False] * 10, [False] * 10), _answers([True] * 5 + [False] * 5, [False] * 9 + [True])
-    lines = interval_lines(intervals(before, after), "base", "adapter")
+    found = intervals({"base": before, "adapter": after})
+    assert set(found["harmful_refusal"]) == {"base", "adapter", "change"}
+    lines = interval_lines(found)
     assert lines[0].startswith("base: harmful refusal 0% [0, 28] of 10, benign compliance 100% [72, 100] of 10")
     assert lines[2].startswith("harmful refusal: adapter − base +50 points, 95% [")
     assert lines[3].startswith("benign compliance: adapter − base -10 points")
-    assert interval_lines(intervals(before), "base") == [lines[0]]
+    alone = intervals({"adapter": after})  # --no-base: the adapter's own, under its name
+    assert set(alone["harmful_refusal"]) == {"adapter"}
+    assert interval_lines(alone, {"adapter": "trained"}) == [lines[1].replace("adapter:", "trained:")]
+    unread = _answers([None] * 2, [None])
+    assert interval_lines(intervals({"base": unread, "trained": unread})) == [
+        "base: harmful refusal none read by the judge, benign compliance none read by the judge",
+        "trained: harmful refusal none read by the judge, benign compliance none read by the judge",
+        "harmful refusal: trained − base: no prompt read by the judge both times",
+        "benign compliance: trained − base: no prompt read by the judge both times"]
+    with pytest.raises(UserError, match="one or two models"):
+        intervals({})
