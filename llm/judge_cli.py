@@ -95,8 +95,8 @@ def run_judge(args) -> int:
         check_figure_path("--plot", args.plot, example="roc.png")
     exchanges = _exchanges(args.input, args.split)  # read and checked before any model loads
     second = load_second_labels(args.second_labels) if args.second_labels else None
+    check_unique_ids(exchanges, f"--input {args.input}")  # a line given twice would count twice in the metrics
     if second is not None:
-        check_unique_ids(exchanges, f"--input {args.input}")
         if not any(x.row.get("id") in second for x in exchanges):
             raise UserError(f"--second-labels {args.second_labels}: no id of theirs is an id of a line of --input "
                             f"{args.input}{f' (split {args.split})' if args.split else ''}")

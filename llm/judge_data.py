@@ -32,6 +32,7 @@ answers to harmful requests, and ``refusal`` all answers, whatever the threshold
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 from dataclasses import dataclass, field
@@ -155,24 +156,33 @@ def _check_kind(kind, where: str) -> None:
         raise UserError(f"{where}: kind {kind!r} is the built-in kind {meant!r} spelt another way; write {meant!r}")
 
 
+FLAG_WORDS = ("true", "false", "yes", "no")  # a label written as a word: a flag all the same
+
+
 def check_no_stray_flag(row: dict, allowed: tuple, where: str) -> None:
-    """A true / false field that is no label (a misspelt one, 'refsued') would leave its label's table empty."""
-    unknown = [k for k, v in row.items() if isinstance(v, bool) and k not in allowed]
+    """A field that is no label but reads as one (a misspelt label, 'refsued'), which would leave its label's table
+    empty: a true / false value or a yes / no word anywhere, and 0 or 1 under a name like a label's ('harmfull')."""
+    def flag_like(key, value) -> bool:
+        if isinstance(value, bool) or (isinstance(value, str) and value.strip().lower() in FLAG_WORDS):
+            return True
+        return type(value) is int and value in (0, 1) and bool(difflib.get_close_matches(key, LABELS, cutoff=0.7))
+
+    unknown = [k for k, v in row.items() if k not in allowed and flag_like(k, v)]
     if unknown:
         raise UserError(f"{where}: field {unknown[0]!r} is no label; the labels are {', '.join(LABELS)}")
 
 
 def check_unique_ids(exchanges: list[Exchange], where: str) -> None:
-    """A one-line UserError when an ``id`` is not a string or two lines share one (second labels are matched
-    by it)."""
+    """A one-line UserError when an ``id`` is not a string or two lines share one (a line given twice would count
+    twice in the metrics, and second labels are matched by id)."""
     first: dict[str, Exchange] = {}
     for x in exchanges:
         ident = x.row.get("id")
         if ident is not None and not isinstance(ident, str):
             raise UserError(f"{x.where}: field 'id' must be a string, got {json_type(ident)}")
         if ident is not None and first.setdefault(ident, x) is not x:
-            raise UserError(f"{x.where}: id {ident!r} is also on {first[ident].where.rpartition(', ')[2]}; second "
-                            "labels are matched by id, so each line needs its own")
+            raise UserError(f"{x.where}: id {ident!r} is also on {first[ident].where.rpartition(', ')[2]}; each "
+                            "line needs its own (a line given twice counts twice, and second labels are matched by id)")
 
 
 def parse_rows(text: str, where: str, parse_row, what: str) -> list:

