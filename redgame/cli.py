@@ -29,7 +29,7 @@ COMMAND_MODULES = ("redgame.games.cli", "redgame.llm.cli")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="redgame",
-        description="Red-team training as an Attacker-Defender game: toy games, the LLM game, kernels.",
+        description="Red-team training as an Attacker-Defender game: toy games and the LLM game (its fused kernels: the redgame.kernels library).",
     )
     parser.add_argument("--version", action="version", version=f"redgame {__version__}")
     parser.add_argument("--debug", action="store_true",
