@@ -74,7 +74,8 @@ def register_probe(llm_sub) -> None:
     probe.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override one config key of the best-response training (default: the run's recipe)")
     probe.add_argument("--prompts", type=int, default=0, help="the split's first N harmful seeds (default 0: all)")
-    probe.add_argument("--eval-judge", default="embedded", help="the evaluation judge (default: embedded)")
+    probe.add_argument("--eval-judge", "--judge", dest="eval_judge", default="embedded",
+                       help="the evaluation judge, named as for llm eval (default: embedded)")
     probe.add_argument("--seed", type=int, default=0, help="seed of the probe's attacker (default: 0)")
     probe.add_argument("--out", help="output folder (default: <run>/probe)")
     probe.add_argument("--json", action="store_true", help="print the JSON summary")

@@ -81,7 +81,7 @@ class TrainConfig:
     seed: int = _f(0, "seed of every random choice: data order, sampling, adapter init")
     save_every: int = _f(10, "write a checkpoint every this many steps (0: only at the end)")
     judge: str = _f("embedded", "judge: 'embedded', 'embedded:<folder>', 'probe', 'probe:<folder>', 'lm:<model>' or "
-                                "'http:<url>'")
+                                "'http:<url>[#model]'")
     judge_format: str = _f("redgame", "classifier prompts of an lm:/http: judge: redgame | harmbench | llamaguard | "
                                       "wildguard")
     payoff: str = _f("zero_sum", "the theory's payoff the rewards come from: zero_sum | nonzero_sum (AdvGame)")

@@ -35,9 +35,8 @@ def register(subparsers, llm_subparsers) -> None:
     ev.add_argument("--no-base", action="store_true", help="with --adapter: do not also evaluate the base")
     ev.add_argument("--eval-judge", "--judge", dest="eval_judge", default="embedded",
                     help="the evaluation judge, separate from the one a run trained against: 'embedded', "
-                         "'embedded:<folder>', 'probe', 'probe:<folder>', 'lm:<model>' or 'http:<url>' (default: "
-                         "embedded); the refusal-string "
-                         "metric is reported beside it")
+                         "'embedded:<folder>', 'probe', 'probe:<folder>', 'lm:<model>' or 'http:<url>[#model]' "
+                         "(default: embedded); the refusal-string metric is reported beside it")
     ev.add_argument("--eval-judge-format", default="redgame", choices=FORMATS,
                     help="classifier prompts of an lm:/http: evaluation judge (default: redgame)")
     ev.add_argument("--max-new-tokens", type=int, default=48, help="answer length (default: 48)")
