@@ -156,6 +156,8 @@ def _maximin(a: np.ndarray) -> tuple[float, np.ndarray]:
     The LP is solved on A mapped onto [0, 1] (x is the same under a positive affine map; v is mapped back):
     HiGHS's tolerances are absolute, and payoffs that differ by 1e-8 would otherwise all look equal to it.
     """
+    if not np.isfinite(a).all():
+        raise UserError("the zero-sum LP: a payoff is NaN or infinite")
     low, span = float(a.min()), float(a.max()) - float(a.min())
     if not np.isfinite(span):
         raise UserError("the zero-sum LP: the payoffs span more than a float holds; scale them down")

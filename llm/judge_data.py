@@ -156,16 +156,26 @@ def _check_kind(kind, where: str) -> None:
         raise UserError(f"{where}: kind {kind!r} is the built-in kind {meant!r} spelt another way; write {meant!r}")
 
 
-FLAG_WORDS = ("true", "false", "yes", "no")  # a label written as a word: a flag all the same
+STRING_FIELDS = ("prompt", "response", "attack", "seed", "id", "kind", "split", "seed_class", "original_class")
+
+
+def _misspelt(key: str, label: str) -> bool:
+    """``key`` is ``label`` with a letter more, less, changed or two swapped (not a longer name built on it)."""
+    key = key.lower()
+    return abs(len(key) - len(label)) <= 1 and (sorted(key) == sorted(label)
+                                                or difflib.SequenceMatcher(None, key, label).ratio() >= 0.9)
 
 
 def check_no_stray_flag(row: dict, allowed: tuple, where: str) -> None:
     """A field that is no label but reads as one (a misspelt label, 'refsued'), which would leave its label's table
-    empty: a true / false value or a yes / no word anywhere, and 0 or 1 under a name like a label's ('harmfull')."""
+    empty: a true / false value, or the word "true" / "false", in a field that is no text of the line, and 0 or 1
+    under a label's name misspelt ('harmfull')."""
     def flag_like(key, value) -> bool:
-        if isinstance(value, bool) or (isinstance(value, str) and value.strip().lower() in FLAG_WORDS):
+        if isinstance(value, bool):
             return True
-        return type(value) is int and value in (0, 1) and bool(difflib.get_close_matches(key, LABELS, cutoff=0.7))
+        if isinstance(value, str):
+            return key not in STRING_FIELDS and value.strip().lower() in ("true", "false")
+        return type(value) is int and value in (0, 1) and any(_misspelt(key, label) for label in LABELS)
 
     unknown = [k for k, v in row.items() if k not in allowed and flag_like(k, v)]
     if unknown:

@@ -106,6 +106,10 @@ def test_payoffs_whose_range_overflows_a_float_are_one_line():
 
     with pytest.raises(UserError, match="span more than a float holds"):
         solve_metagame(np.array([[1e308, -1e308], [-1e308, 1e308]]))
+    from redgame.games.optimal_sets import zero_sum_value
+
+    with pytest.raises(UserError, match="a payoff is NaN or infinite"):  # the solver's own check, for library callers
+        zero_sum_value(np.array([[np.nan, 0.0], [0.0, 1.0]]))
 
 
 @pytest.mark.parametrize("kwargs,culprit", [
