@@ -202,10 +202,13 @@ def check_state(tensors: dict, meta, where: str, roles=None) -> None:
             isinstance(row, list) and len(row) == n and all(x is None or type(x) in (int, float) for x in row)
             for row in payoff):
         raise damaged(f"payoff is not a {n} x {n} matrix of numbers")
-    if "eval_seeds" in meta and (not isinstance(meta["eval_seeds"], list) or not all(
-            isinstance(s, dict) and s.keys() <= {"id", "prompt", "harmful", "category", "split"}
-            and {"id", "prompt", "harmful", "category"} <= s.keys() for s in meta["eval_seeds"])):
-        raise damaged("eval_seeds is not a list of seeds")
+    if "eval_seeds" in meta:
+        from redgame.llm.seeds import Seed
+
+        try:
+            [Seed(**s) for s in meta["eval_seeds"]]
+        except TypeError:  # not a list, an item not an object, or fields that are not a seed's
+            raise damaged("eval_seeds is not a list of seeds") from None
     held = {(role, k): {} for role in ROLES for k in range(n)}
     for key, t in tensors.items():
         role, _, rest = key.partition("/")

@@ -153,6 +153,17 @@ def keep_metrics_until(path: Path, step: int) -> list[int]:
     return sorted(set(range(1, step + 1)) - {n for n, _ in kept})
 
 
+def step_ranges(steps: list[int]) -> str:
+    """Sorted step numbers said as ranges: [1, 2, 3, 7] -> "1-3, 7"."""
+    runs: list[list[int]] = []
+    for n in steps:
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
 def resume_hint(out: Path, rerun: str | None = None) -> str:
     """Where a stopped run can continue from: its last checkpoint and the command that resumes it
     (``rerun``: the command that started it, where that is not ``redgame llm train``, e.g. the demo)."""

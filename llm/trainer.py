@@ -65,7 +65,8 @@ from redgame.llm.role_loss import (loss_from_logprobs, role_loss, role_sequences
                                    token_advantages)
 from redgame.llm.roles import ROLES, LoraSettings, build_roles
 from redgame.llm.rollout import SamplingSettings, play_round
-from redgame.llm.run_dir import RUN_MARKER, check_run_dir, claim_run_dir, keep_metrics_until, resume_hint
+from redgame.llm.run_dir import (RUN_MARKER, check_run_dir, claim_run_dir, keep_metrics_until, resume_hint,
+                                 step_ranges)
 from redgame.llm.run_lock import run_lock
 from redgame.llm.scoring import Job, score
 
@@ -496,7 +497,7 @@ def _restore(game: Game, log) -> None:
         log(f"resuming from step {game.start}")
         lost = keep_metrics_until(game.out / "metrics.jsonl", game.start)
         if lost:
-            log(f"metrics.jsonl has no readable row for step(s) {', '.join(map(str, lost))} (damaged or removed): "
+            log(f"metrics.jsonl has no readable row for step(s) {step_ranges(lost)} (damaged or removed): "
                 "their metrics are lost; the checkpoint's weights are not")
 
 

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from redgame.llm.config import TrainConfig
-from redgame.llm.run_dir import check_resumable, keep_metrics_until
+from redgame.llm.run_dir import check_resumable, keep_metrics_until, step_ranges
 
 
 def test_resume_compares_what_the_weights_are_not_how_the_config_spells_them(tmp_path):
@@ -44,3 +44,4 @@ def test_resume_names_the_steps_whose_rows_were_damaged_or_removed(tmp_path):
     assert keep_metrics_until(path, 4) == [2, 3]
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 4]
     assert keep_metrics_until(tmp_path / "removed.jsonl", 2) == [1, 2]
+    assert step_ranges([1, 2, 3, 7, 9, 10]) == "1-3, 7, 9-10" and step_ranges([]) == ""
