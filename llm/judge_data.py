@@ -182,6 +182,12 @@ def check_no_stray_flag(row: dict, allowed: tuple, where: str) -> None:
         raise UserError(f"{where}: field {unknown[0]!r} is no label; the labels are {', '.join(LABELS)}")
 
 
+def said_beside(where: str, other: str) -> str:
+    """``other`` (``"<file>, line N"``) as an error about ``where`` names it: its line alone in the same file."""
+    file, _, line = other.rpartition(", ")
+    return line if file == where.rpartition(", ")[0] else other
+
+
 def check_unique_ids(exchanges: list[Exchange], where: str) -> None:
     """A one-line UserError when an ``id`` is not a string or two lines share one (a line given twice would count
     twice in the metrics, and second labels are matched by id)."""
@@ -191,7 +197,7 @@ def check_unique_ids(exchanges: list[Exchange], where: str) -> None:
         if ident is not None and not isinstance(ident, str):
             raise UserError(f"{x.where}: field 'id' must be a string, got {json_type(ident)}")
         if ident is not None and first.setdefault(ident, x) is not x:
-            raise UserError(f"{x.where}: id {ident!r} is also on {first[ident].where.rpartition(', ')[2]}; each "
+            raise UserError(f"{x.where}: id {ident!r} is also on {said_beside(x.where, first[ident].where)}; each "
                             "line needs its own (a line given twice counts twice, and second labels are matched by id)")
 
 

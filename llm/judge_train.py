@@ -33,7 +33,7 @@ from scipy.special import logsumexp, softmax
 
 from redgame.errors import UserError
 from redgame.llm.judge_classifier import JudgeClassifier
-from redgame.llm.judge_data import Exchange, shown
+from redgame.llm.judge_data import Exchange, said_beside, shown
 from redgame.llm.judge_features import NAMES, continuation, structure
 
 L2_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
@@ -355,10 +355,8 @@ def _check_disjoint(train: list[Exchange], validation: list[Exchange]) -> None:
         if seen is None:
             seen, how = texts.get((x.request, x.seen, x.response)), "request, prompt and answer"
         if seen is not None:
-            file, _, line = seen.where.rpartition(", ")
-            other = line if file == x.where.rpartition(", ")[0] else seen.where  # in the same file: its line
-            raise UserError(f"train-judge: {x.where} (validation) has the {how} of {other} (train); a line the "
-                            "heads are fitted to cannot choose their settings: keep it in one split")
+            raise UserError(f"train-judge: {x.where} (validation) has the {how} of {said_beside(x.where, seen.where)} "
+                            "(train); a line the heads are fitted to cannot choose their settings: keep it in one split")
 
 
 def _read_sources(sources: list[str], rewrite_sources: list[str]) -> tuple[list[Exchange], list, list[str], str]:
