@@ -352,9 +352,13 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         str: isinstance(value, str),
         tuple: isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value),
     }[origin]
+    if origin is str and isinstance(value, bool) and key == "kernels":
+        return "on" if value else "off"  # YAML 1.1 reads an unquoted on / off as a boolean
     if not ok:
+        quote = (" (YAML reads an unquoted on, off, yes or no as a boolean: put the value in quotes)"
+                 if origin is str and isinstance(value, bool) else "")
         raise UserError(f"config key '{key}'{where}: expected {getattr(origin, '__name__', origin)}, "
-                        f"got {type(value).__name__} {value!r}")
+                        f"got {type(value).__name__} {value!r}{quote}")
     if origin is float:
         try:
             return float(value)

@@ -55,6 +55,7 @@ def test_bad_input_is_one_line_before_compute(tmp_path, capsys, argv, needle):
     ('{"steps": 1, "lam": 2, "lam": 0.5}', ".json", "key 'lam' given twice"),  # not the last one silently
     ("lam: 2\nlam: 0.5\n", ".yaml", "key 'lam' given twice"),
     ("save_every = 1\nsave-every = 2\n", ".toml", "'save_every' given twice in"),
+    ("regime: shared\nreference: no\n", ".yaml", "got bool False (YAML reads an unquoted on, off, yes or no"),
 ])
 def test_bad_config_files(tmp_path, capsys, text, suffix, needle):
     path = tmp_path / f"cfg{suffix}"
@@ -77,6 +78,15 @@ def test_yaml_reads_exponent_floats_as_toml_does(tmp_path):
     from redgame.llm.config import read_yaml
 
     assert read_yaml("a: &b {lam: 2}\nrun:\n  <<: *b\n  lam: 3\n")["run"] == {"lam": 3}  # a merge, then one key
+
+
+def test_yaml_reads_an_unquoted_kernels_on_or_off_as_the_word(tmp_path):
+    """YAML 1.1 reads ``kernels: off`` as the boolean false; the key's values are the words on and off."""
+    from redgame.llm.config import from_mapping, load_file
+
+    for word in ("on", "off"):
+        (tmp_path / "c.yaml").write_text(f"kernels: {word}\n")
+        assert from_mapping(load_file(tmp_path / "c.yaml")).kernels == word
 
 
 def test_a_step_too_large_to_hold_is_one_line(tmp_path, capsys):
