@@ -277,13 +277,14 @@ def implementations(game: Game, fused_calls: int, peft_calls: int) -> dict:
     """Which code ran the LoRA layers and the token log-probs in a step (for the metrics row).
 
     ``triton`` (CUDA), ``interpret`` (Triton's interpreter), ``torch`` (the kernels' CPU path)
-    or ``peft`` (peft's own LoRA layers); ``+peft`` when some calls fell back to peft.
+    or ``peft`` (peft's own LoRA layers); ``+peft`` when some calls fell back to peft. With the
+    kernels off the log-probs are ``logits``: plain torch over the full logits.
     """
     from redgame.kernels import backend
 
     model = game.roles.models()[0]
     head = model.get_output_embeddings().weight
-    kernel = backend(head) if game.kernels else "torch"
+    kernel = backend(head) if game.kernels else "logits"
     lora = kernel if fused_calls else "peft"
     if fused_calls and peft_calls:
         lora += "+peft"
