@@ -19,11 +19,13 @@ import html
 import math
 import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 from redgame.errors import UserError, check_output_path
 from redgame.figures import save_figure
-from redgame.jsonio import LINE_BREAK, read_json_file, write_text_atomically
+from redgame.jsonio import LINE_BREAK, read_json_file
 from redgame.llm import watch
 from redgame.llm.metrics import is_number, read_metrics, tail_mean
 
@@ -138,17 +140,25 @@ def pareto_points(runs: list[Path], crossplay: dict | None) -> list[dict]:
         for name, r in eval_results(run).items():
             status = measured_adapter(run, r["adapter"], r["adapter_sha256"])
             shown = {"foreign": f" ({r['adapter']})", "stale": " (earlier weights)"}.get(status, "")
+            trained_on = run_model(run)
+            other_model = None not in (r["model"], trained_on) and r["model"] != trained_on
+            shown += f" (model {r['model']})" if other_model else ""
             points.append({"label": f"{run.name}:{name}{shown}", "safety": 1.0 - r["asr"],
                            "source": "eval.json, direct prompts" + (f" ({r['prompts']})" if r["prompts"] != "not recorded" else ""),
                            "judge": r["judge"], "benign_compliance": r["benign_compliance"], "prompts": r["prompts"],
                            "foreign": status == "foreign", "stale": status == "stale", "adapter": r["adapter"],
-                           "run": run.name})
+                           "run": run.name, "other_model": r["model"] if other_model else None})
     measured = [p for p in points if math.isfinite(p["safety"]) and math.isfinite(p["benign_compliance"])]
     for p in points:  # a point without both numbers is on no front, and hides none
-        p["pareto"] = p in measured and not any(
-            q["safety"] >= p["safety"] and q["benign_compliance"] >= p["benign_compliance"]
-            and (q["safety"], q["benign_compliance"]) != (p["safety"], p["benign_compliance"]) for q in measured)
+        p["pareto"] = p in measured and not any(_dominates(q, p) for q in measured)
     return points
+
+
+def _dominates(q: dict, p: dict) -> bool:
+    """Whether ``q`` is at least as good as ``p`` on both axes and better on one, on values rounded to 1e-9: a
+    rate computed two ways (1 - 0.18 and a mix's 1 - 0.18000000000000002) is one rate, not a better one."""
+    qs, ps = ((round(x["safety"], 9), round(x["benign_compliance"], 9)) for x in (q, p))
+    return qs[0] >= ps[0] and qs[1] >= ps[1] and qs != ps
 
 
 def crossplay_warnings(runs: list[Path], crossplay: dict) -> list[str]:
@@ -176,6 +186,9 @@ def point_warnings(points: list[dict]) -> list[str]:
                         "split or files.")
     warnings += [f"Warning: {p['run']}/eval.json measured {p['adapter']}, not {p['run']}'s final defender; its "
                  "point is labelled with that adapter." for p in points if p.get("foreign")]
+    warnings += [f"Warning: {run}/eval.json measured the model {model}, not the one {run} trained on; its "
+                 "points are labelled with that model." for run, model in
+                 dict.fromkeys((p["run"], p["other_model"]) for p in points if p.get("other_model"))]
     warnings += [f"Warning: {p['run']}/eval.json measured {p['run']}'s final defender as it was before the run "
                  "trained on (its weights differ now); its point is labelled 'earlier weights'. Evaluate the run "
                  "again." for p in points if p.get("stale")]
@@ -185,8 +198,8 @@ def point_warnings(points: list[dict]) -> list[str]:
 def eval_results(run: Path) -> dict[str, dict]:
     """The results of ``<run>/eval.json`` (``redgame llm eval --out``) that hold an ASR or a benign compliance
     (a missing one is NaN), checked to be numbers, each with the ``judge`` that measured it ("?" where the
-    file does not say), the ``prompts`` it was measured on, and the ``adapter`` it measured (None for the
-    base); none when there is no eval.json."""
+    file does not say), the ``prompts`` it was measured on, the ``model`` (None where the file does not say)
+    and the ``adapter`` it measured (None for the base); none when there is no eval.json."""
     path = run / "eval.json"
     if not path.is_file():
         return {}
@@ -206,10 +219,19 @@ def eval_results(run: Path) -> dict[str, dict]:
     if adapter is not None and "\0" in adapter:
         raise UserError(f"{path}: 'adapter' is not a path (it holds a NUL character)")
     digest = doc.get("adapter_sha256") if isinstance(doc.get("adapter_sha256"), str) else None
+    model = doc.get("model") if isinstance(doc.get("model"), str) else None  # None where the file does not say
     return {name: {**r, **{key: _rate(r.get(key)) for key in ("asr", "benign_compliance")},
-                   "judge": str(doc.get("eval_judge", "?")), "prompts": prompts,
+                   "judge": str(doc.get("eval_judge", "?")), "prompts": prompts, "model": model,
                    "adapter": adapter if name == "adapter" else None,
                    "adapter_sha256": digest if name == "adapter" else None} for name, r in measured.items()}
+
+
+def run_model(run: Path) -> str | None:
+    """The model a run trained on, as its config.json names it (None where it does not, or there is none)."""
+    from redgame.llm.adapters import run_config
+
+    model = run_config(run).get("model") if (run / "config.json").is_file() else None
+    return model if isinstance(model, str) else None
 
 
 def _rate(value) -> float:
@@ -420,8 +442,18 @@ def build_report(runs, out: Path, *, crossplay=None) -> tuple[Path, Path, list[s
     for name in (md, page):  # both pages can be written, or neither is (nor a figure)
         check_output_path("--out", name, "file", example="report")
     out.mkdir(parents=True, exist_ok=True)
-    blocks = blocks_for(runs, out, data, metrics)
-    title = "redgame report: " + ", ".join(r.name for r in runs)
-    write_text_atomically(md, to_markdown(title, blocks) + "\n")
-    write_text_atomically(page, to_html(title, blocks))
-    return md, page, [b[1] for b in blocks if b[0] == "img"]
+    for stale in out.glob(".tmp.report.*"):  # left by a report killed while it drew
+        shutil.rmtree(stale, ignore_errors=True)
+    drawn = Path(tempfile.mkdtemp(prefix=".tmp.report.", dir=out))
+    try:  # every file is drawn aside, then each renamed into place, the pages last
+        blocks = blocks_for(runs, drawn, data, metrics)
+        title = "redgame report: " + ", ".join(r.name for r in runs)
+        (drawn / md.name).write_text(to_markdown(title, blocks) + "\n", encoding="utf-8")
+        (drawn / page.name).write_text(to_html(title, blocks), encoding="utf-8")
+        figures = [b[1] for b in blocks if b[0] == "img"]
+        for name in (*figures, md.name, page.name):
+            target = out / name
+            os.replace(drawn / name, target.resolve() if target.is_symlink() else target)  # a link is kept
+    finally:
+        shutil.rmtree(drawn, ignore_errors=True)
+    return md, page, figures

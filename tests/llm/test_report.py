@@ -115,6 +115,49 @@ def test_an_eval_of_another_runs_checkpoint_is_labelled_with_it_and_warned_of(tm
     assert "measured on different prompts" in text
 
 
+def test_an_eval_of_another_model_is_labelled_with_it_and_warned_of(tmp_path):
+    """An eval.json of another base model (redgame llm eval --model) stood as the run's own base, without a word."""
+    own, other = _fake_run(tmp_path / "own"), _fake_run(tmp_path / "other")
+    for run, model in ((own, "tiny"), (other, "HuggingFaceTB/SmolLM2-1.7B-Instruct")):
+        (run / "eval.json").write_text(json.dumps({"model": model, "results": {"base": {"asr": 0.2,
+                                                                                         "benign_compliance": 0.9}}}))
+    points = {p["run"]: p for p in pareto_points([own, other], None)}
+    assert points["own"]["label"] == "own:base"
+    assert points["other"]["label"] == "other:base (model HuggingFaceTB/SmolLM2-1.7B-Instruct)"
+    (said,) = point_warnings(list(points.values()))
+    assert said.startswith("Warning: other/eval.json measured the model HuggingFaceTB/SmolLM2-1.7B-Instruct, not the "
+                           "one other trained on")
+
+
+def test_rates_equal_but_for_rounding_are_one_point_on_the_front(tmp_path):
+    """A cross-play mix's 1 - 0.18000000000000002 and an eval.json's 1 - 0.18 are one rate: one of the two
+    points was marked off the front, beaten by 1e-16."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "eval.json").write_text(json.dumps({"results": {"base": {"asr": 0.18, "benign_compliance": 0.9}}}))
+    cp = {"defenders": ["mixed"], "attackers": ["a", "b"], "attacker_mix": [0.1, 0.9],
+          "payoff_matrix": [[0.0], [0.2]], "benign_compliance_matrix": [[0.9], [0.9]]}
+    points = pareto_points([run], cp)
+    assert points[0]["safety"] != points[1]["safety"]  # the two computations differ in the last bit
+    assert [p["pareto"] for p in points] == [True, True]
+
+
+def test_a_report_killed_while_it_draws_leaves_the_earlier_report_whole(tmp_path, monkeypatch):
+    """Figures were replaced before the pages: a kill in between left the old pages showing the new figures."""
+    from redgame.llm import report
+
+    out = tmp_path / "rep"
+    report.build_report([_fake_run(tmp_path / "old")], out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    monkeypatch.setattr(report, "to_html", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        report.build_report([_fake_run(tmp_path / "new")], out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # pages and figures, and no hidden folder
+    monkeypatch.undo()
+    report.build_report([_fake_run(tmp_path / "new2")], out)
+    assert "new2" in (out / "report.html").read_text() and "new2" in (out / "report.md").read_text()
+
+
 def test_a_nan_cell_of_an_attacker_the_mix_gives_no_weight_hides_no_defender():
     """0 x NaN is NaN: a pair with no benign answer read, under an attacker outside the meta-Nash mix, took the
     defender off the front and let the defender it dominates on."""
