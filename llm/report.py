@@ -25,13 +25,14 @@ from pathlib import Path
 
 from redgame.errors import UserError, check_output_path
 from redgame.figures import save_figure
-from redgame.jsonio import LINE_BREAK, read_json_file
+from redgame.jsonio import LINE_BREAK, read_json_file, replaced_atomically
 from redgame.llm import watch
 from redgame.llm.metrics import is_number, read_metrics, tail_mean
 
 # crossplay.json's numbers the report draws, and the name lists their dimensions follow.
 CROSSPLAY_SHAPES = {"value": (), "attacker_mix": ("attackers",), "defender_mix": ("defenders",),
                     "payoff_matrix": ("attackers", "defenders"), "benign_compliance_matrix": ("attackers", "defenders")}
+DRAWING = ".tmp.report."  # + the drawing process's id: the hidden folder a report draws in
 GAP_NUMBERS = ("selfplay_asr", "best_other_asr", "mirror_gap")
 GAP_NAMES = ("regime", "best_other_attacker")
 CURVES = (("attack_success", "self-play ASR"), ("refusal_harmful", "refusal, harmful seeds"),
@@ -141,7 +142,7 @@ def pareto_points(runs: list[Path], crossplay: dict | None) -> list[dict]:
             status = measured_adapter(run, r["adapter"], r["adapter_sha256"])
             shown = {"foreign": f" ({r['adapter']})", "stale": " (earlier weights)"}.get(status, "")
             trained_on = run_model(run)
-            other_model = None not in (r["model"], trained_on) and r["model"] != trained_on
+            other_model = None not in (r["model"], trained_on) and not same_model(r["model"], trained_on)
             shown += f" (model {r['model']})" if other_model else ""
             points.append({"label": f"{run.name}:{name}{shown}", "safety": 1.0 - r["asr"],
                            "source": "eval.json, direct prompts" + (f" ({r['prompts']})" if r["prompts"] != "not recorded" else ""),
@@ -232,6 +233,18 @@ def run_model(run: Path) -> str | None:
 
     model = run_config(run).get("model") if (run / "config.json").is_file() else None
     return model if isinstance(model, str) else None
+
+
+def same_model(a: str, b: str) -> bool:
+    """Whether two ``--model`` values name one model: the same text; two paths here to one folder; else one folder
+    name, as a run's relative path and the absolute one an eval elsewhere had to be given (``models/tiny`` and
+    ``/home/me/models/tiny/``) are."""
+    if a == b:
+        return True
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    if pa.exists() and pb.exists():
+        return pa.resolve() == pb.resolve()
+    return pa.name == pb.name
 
 
 def _rate(value) -> float:
@@ -442,9 +455,8 @@ def build_report(runs, out: Path, *, crossplay=None) -> tuple[Path, Path, list[s
     for name in (md, page):  # both pages can be written, or neither is (nor a figure)
         check_output_path("--out", name, "file", example="report")
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(".tmp.report.*"):  # left by a report killed while it drew
-        shutil.rmtree(stale, ignore_errors=True)
-    drawn = Path(tempfile.mkdtemp(prefix=".tmp.report.", dir=out))
+    remove_drawings_of_killed_reports(out)
+    drawn = Path(tempfile.mkdtemp(prefix=f"{DRAWING}{os.getpid()}.", dir=out))
     try:  # every file is drawn aside, then each renamed into place, the pages last
         blocks = blocks_for(runs, drawn, data, metrics)
         title = "redgame report: " + ", ".join(r.name for r in runs)
@@ -452,8 +464,27 @@ def build_report(runs, out: Path, *, crossplay=None) -> tuple[Path, Path, list[s
         (drawn / page.name).write_text(to_html(title, blocks), encoding="utf-8")
         figures = [b[1] for b in blocks if b[0] == "img"]
         for name in (*figures, md.name, page.name):
-            target = out / name
-            os.replace(drawn / name, target.resolve() if target.is_symlink() else target)  # a link is kept
+            with replaced_atomically(out / name) as beside:  # beside a link's target, wherever that is
+                shutil.move(drawn / name, beside)
     finally:
         shutil.rmtree(drawn, ignore_errors=True)
     return md, page, figures
+
+
+def remove_drawings_of_killed_reports(out: Path) -> None:
+    """Remove the hidden folders that reports killed while drawing left in ``out`` (their process is gone); those of a
+    report drawing there now are its own."""
+    for folder in out.glob(f"{DRAWING}*"):
+        pid = folder.name[len(DRAWING):].split(".")[0]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # alive, and another user's
+        return True
+    return True

@@ -2,8 +2,9 @@
 
 import hashlib
 import json
-from pathlib import Path
 import math
+import os
+from pathlib import Path
 import shutil
 
 import numpy as np
@@ -129,6 +130,19 @@ def test_an_eval_of_another_model_is_labelled_with_it_and_warned_of(tmp_path):
                            "one other trained on")
 
 
+def test_one_model_spelled_two_ways_is_one_model(tmp_path, monkeypatch):
+    from redgame.llm.report import same_model
+
+    (tmp_path / "models" / "tiny").mkdir(parents=True)
+    (tmp_path / "other" / "tiny").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert same_model("models/tiny", str(tmp_path / "models" / "tiny") + "/")  # one folder, two spellings
+    assert same_model("models/tiny", "./models/tiny")
+    assert same_model("gone/tiny", str(tmp_path / "models" / "tiny"))  # a run's relative path from elsewhere
+    assert not same_model("models/tiny", "other/tiny")  # two folders here
+    assert not same_model("embedded", "tiny") and not same_model("embedded", "HuggingFaceTB/SmolLM2-1.7B-Instruct")
+
+
 def test_rates_equal_but_for_rounding_are_one_point_on_the_front(tmp_path):
     """A cross-play mix's 1 - 0.18000000000000002 and an eval.json's 1 - 0.18 are one rate: one of the two
     points was marked off the front, beaten by 1e-16."""
@@ -154,8 +168,29 @@ def test_a_report_killed_while_it_draws_leaves_the_earlier_report_whole(tmp_path
         report.build_report([_fake_run(tmp_path / "new")], out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # pages and figures, and no hidden folder
     monkeypatch.undo()
+    killed, live = out / f"{report.DRAWING}999999999.x", out / f"{report.DRAWING}{os.getpid()}.y"
+    for folder in (killed, live):
+        folder.mkdir()
     report.build_report([_fake_run(tmp_path / "new2")], out)
     assert "new2" in (out / "report.html").read_text() and "new2" in (out / "report.md").read_text()
+    assert not killed.exists() and live.exists()  # a report drawing there now keeps its folder
+
+
+def test_a_page_that_links_to_another_file_system_is_written_there(tmp_path):
+    from redgame.llm.report import build_report
+
+    elsewhere = Path("/dev/shm")
+    if not elsewhere.is_dir() or elsewhere.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs a second file system at /dev/shm")
+    target = elsewhere / f"redgame-test-{os.getpid()}.md"
+    try:
+        target.write_text("old")
+        (tmp_path / "rep").mkdir()
+        (tmp_path / "rep" / "report.md").symlink_to(target)
+        build_report([_fake_run(tmp_path / "run")], tmp_path / "rep")
+        assert (tmp_path / "rep" / "report.md").is_symlink() and "redgame report: run" in target.read_text()
+    finally:
+        target.unlink(missing_ok=True)
 
 
 def test_a_nan_cell_of_an_attacker_the_mix_gives_no_weight_hides_no_defender():
