@@ -35,10 +35,14 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
 REGIMES = ("shared", "bipolicy", "advgame", "defender-sft", "defender-vs-frozen")
+EVALUATED = ("harmful_refusal", "harmful_refusal_strings", "benign_compliance", "benign_compliance_strings",
+             "loop_rate", "attack_success")  # a defender's held-out row (the base's too)
+PROBED = ("selfplay_asr", "best_response_asr", "mirror_gap")  # a run's row adds its probe's
 
 
 def parse(argv=None):
@@ -117,14 +121,12 @@ def evaluate_run(model_name: str, run: Path | None, judge, seeds: list, tokens: 
     model = attach(base, {"defender": adapter_dir(run, "defender")} if run else {})
     with playing(model, "defender" if run else None) as m:
         r = evaluate_defender(m, tok, judge, seeds, max_new_tokens=tokens)
-    keys = ("harmful_refusal", "harmful_refusal_strings", "benign_compliance", "benign_compliance_strings",
-            "loop_rate", "attack_success")
-    return {k: r[k] for k in keys}
+    return {k: r[k] for k in EVALUATED}
 
 
-def cached(path: Path, measured: dict, reuse: bool, compute) -> dict:
-    """The row saved at ``path`` when reusing and it was measured alike; else computed and saved (atomically:
-    a file a kill cut short is measured again)."""
+def cached(path: Path, measured: dict, reuse: bool, compute, keys: tuple) -> dict:
+    """The row saved at ``path`` when reusing, measured alike and holding a number (or null) for each of ``keys``;
+    else computed and saved (atomically: a file a kill cut short, or edited, is measured again)."""
     from redgame.jsonio import write_text_atomically
 
     if reuse and path.is_file():
@@ -132,11 +134,16 @@ def cached(path: Path, measured: dict, reuse: bool, compute) -> dict:
             saved = json.loads(path.read_text())
         except ValueError:
             saved = None
-        if isinstance(saved, dict) and saved.get("measured") == measured and "row" in saved:
-            return saved["row"]
+        row = saved.get("row") if isinstance(saved, dict) and saved.get("measured") == measured else None
+        if isinstance(row, dict) and all(_number_or_null(row.get(k, "missing")) for k in keys):
+            return row
     row = compute()
     write_text_atomically(path, json.dumps({"measured": measured, "row": row}) + "\n")
     return row
+
+
+def _number_or_null(value) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,7 +216,6 @@ def train_and_measure(setting: Setting, out: Path, regime: str, seed: int) -> di
     """Train one regime at one seed (unless reusable) and measure it: its row of the report."""
     from redgame.llm.models import load_base
     from redgame.llm.probe import probe
-    from redgame.errors import UserError
     from redgame.llm.checkpoint import latest_checkpoint
     from redgame.llm.trainer import train
 
@@ -224,18 +230,19 @@ def train_and_measure(setting: Setting, out: Path, regime: str, seed: int) -> di
         resume = same and latest_checkpoint(run) is not None  # a run stopped midway (Ctrl-C) goes on
         trained = train(cfg, run, resume=resume, overwrite=not resume, progress=False, judge=judge,
                         log=lambda *a: None, base=load_base(setting.model, dtype=place[1], device=place[0]))
-        if trained["stopped"]:
-            raise UserError(f"{run.name} stopped at step {trained['steps']}; run the same command with --reuse to "
-                            "continue it from its checkpoint")
+        if trained["stopped"] or trained["interrupted"]:  # Ctrl-C: exit 130, as anywhere else in the script
+            print(f"{run.name} stopped at step {trained['steps']}; run the same command with --reuse to continue "
+                  "it from its checkpoint", file=sys.stderr, flush=True)
+            raise KeyboardInterrupt
 
     def measure():
         row = evaluate_run(setting.model, run, evaluator, held_out(setting), setting.tokens, place)
         gap = probe(run, steps=setting.probe_steps, split=setting.split, seed=seed, prompts=setting.prompts,
                     eval_judge=setting.eval_judge, progress=False, device=setting.device, dtype=setting.dtype,
                     log=lambda *a: None, overwrite=True)  # a row measured again: its probe with it
-        return {**row, **{k: gap[k] for k in ("selfplay_asr", "best_response_asr", "mirror_gap")}}
+        return {**row, **{k: gap[k] for k in PROBED}}
 
-    return cached(run / "claims_row.json", measured_as(setting), reused, measure)
+    return cached(run / "claims_row.json", measured_as(setting), reused, measure, EVALUATED + PROBED)
 
 
 def every_run(setting: Setting, out: Path, tasks: list[tuple[str, int]], jobs: int, report):
@@ -287,7 +294,8 @@ def main(argv=None) -> dict:
     judge, evaluator, place = judges_and_place(setting)
     seeds = held_out(setting)
     results = {"base": [cached(out / "base_row.json", measured_as(setting), args.reuse,
-                               lambda: evaluate_run(args.model, None, evaluator, seeds, setting.tokens, place))]}
+                               lambda: evaluate_run(args.model, None, evaluator, seeds, setting.tokens, place),
+                               EVALUATED)]}
 
     def report(regime, seed, row):
         print(f"{regime} seed {seed}: harmful refusal {row['harmful_refusal']:.2f} "

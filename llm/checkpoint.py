@@ -167,6 +167,18 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     return max(found)[1] if found else None
 
 
+def remove_older_checkpoints(run_dir: str | os.PathLike, keep: int) -> None:
+    """Remove every complete checkpoint but the newest ``keep``: each is first renamed aside (a ``.old.step_``
+    folder, which the next save removes if a kill stops this one), so none is ever seen half deleted."""
+    root = Path(run_dir) / CHECKPOINTS
+    complete = sorted((int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name))
+                      and (p / "state.json").is_file())
+    for _, path in complete[:-keep]:
+        aside = Path(tempfile.mkdtemp(prefix=f".old.{path.name}.", dir=root))
+        os.replace(path, aside / path.name)
+        shutil.rmtree(aside, ignore_errors=True)
+
+
 def unfinished_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
     """Step folders past the latest checkpoint that have no ``state.json`` (written last), which resume skips."""
     root, latest = Path(run_dir) / CHECKPOINTS, latest_checkpoint(run_dir)

@@ -164,7 +164,7 @@ def run_train(args) -> int:
         return 130
     if os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 reports
         print(f"done: {result['steps']} steps; adapters in {Path(args.out) / 'final'}")
-    return 0
+    return 130 if result["interrupted"] else 0  # Ctrl-C in the last step finished the run: train && eval stops
 
 
 def run_probe(args) -> int:
@@ -178,13 +178,18 @@ def run_probe(args) -> int:
     try:
         summary = probe(args.run, steps=args.steps, split=args.split, out=args.out, eval_judge=args.eval_judge,
                         seed=args.seed, prompts=args.prompts, model=args.model, overrides=overrides, device=device,
-                        dtype=dtype, progress=not args.no_progress, log=(lambda *a: None) if args.json else print,
+                        dtype=dtype, progress=not args.no_progress, log=say_beside_json if args.json else print,
                         resume=args.resume, overwrite=args.overwrite)
     except TrainingStopped as exc:  # the best response diverged: no probe.json, as for a stopped train
         print(f"redgame: probe: {exc}", file=sys.stderr)
         return 1
     print(strict_json(summary) if args.json else "\n".join(report_lines(summary)))  # NaN: null
     return 0
+
+
+def say_beside_json(*text) -> None:
+    """A line for the user where stdout carries JSON: on stderr (a stopped probe's resume command was lost)."""
+    print(*text, file=sys.stderr, flush=True)
 
 
 def run_demo(args) -> int:

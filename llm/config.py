@@ -80,6 +80,8 @@ class TrainConfig:
     steps: int = _f(20, "game iterations (rollout, judge, updates)")
     seed: int = _f(0, "seed of every random choice: data order, sampling, adapter init")
     save_every: int = _f(10, "write a checkpoint every this many steps (0: only at the end)")
+    keep_checkpoints: int = _f(0, "keep only the newest this many checkpoints (0: all); an older one goes once a newer "
+                                  "one is written whole")
     judge: str = _f("embedded", "judge: 'embedded', 'embedded:<folder>', 'probe', 'probe:<folder>', 'lm:<model>' or "
                                 "'http:<url>[#model]'")
     judge_format: str = _f("redgame", "classifier prompts of an lm:/http: judge: redgame | harmbench | llamaguard | "
@@ -227,8 +229,9 @@ class TrainConfig:
                             "defaults with advgame, or train a pointwise regime (bipolicy) with them")
         if self.judge_rank < -1:
             raise UserError(f"config key 'judge_rank' must be -1 (every rank judges) or a rank, got {self.judge_rank}")
-        if self.save_every < 0:
-            raise UserError(f"config key 'save_every' must be >= 0, got {self.save_every}")
+        for key in ("save_every", "keep_checkpoints"):
+            if getattr(self, key) < 0:
+                raise UserError(f"config key '{key}' must be >= 0, got {getattr(self, key)}")
         if not 0.0 < self.ema_decay < 1.0:
             raise UserError(f"config key 'ema_decay' must be in (0, 1), got {self.ema_decay}")
         if not 0.0 < self.clip_eps < 1.0:
@@ -355,7 +358,7 @@ def _coerce(key: str, value: Any, where: str) -> Any:
     if origin is str and isinstance(value, bool) and key == "kernels":
         return "on" if value else "off"  # YAML 1.1 reads an unquoted on / off as a boolean
     if not ok:
-        quote = (" (YAML reads an unquoted on, off, yes or no as a boolean: put the value in quotes)"
+        quote = (" (in YAML an unquoted on, off, yes or no is a boolean: put the value in quotes)"
                  if origin is str and isinstance(value, bool) else "")
         raise UserError(f"config key '{key}'{where}: expected {getattr(origin, '__name__', origin)}, "
                         f"got {type(value).__name__} {value!r}{quote}")

@@ -38,7 +38,8 @@ DEMO_RECIPE = TrainConfig(
     regime="bipolicy",
     steps=16,
     seed=0,
-    save_every=0,
+    save_every=4,  # a kill (a closed terminal, the OOM killer) loses at most 4 steps: 150 MB a checkpoint,
+    keep_checkpoints=1,  # so only the newest is kept
     seeds_per_step=8,
     attacks_per_seed=2,
     responses_per_attack=2,
@@ -111,6 +112,10 @@ def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bo
                    judge=judge, log=log, rerun="the same redgame demo command")
     if result["stopped"]:  # Ctrl-C: no numbers for a part-trained defender (the trainer said how to continue)
         log(f"the demo stopped at step {result['steps']} of {cfg.steps}: nothing evaluated, no demo.json")
+        raise KeyboardInterrupt
+    if result["interrupted"]:  # Ctrl-C in the last step: the training is whole, its evaluation not begun
+        log("Ctrl-C in the demo's last step: its training finished, nothing evaluated, no demo.json (the same "
+            "command with --resume evaluates it)")
         raise KeyboardInterrupt
     with result["roles"].policy("defender") as defender:
         after = evaluate_defender(defender, tokenizer, judge, held_out, **answer)

@@ -44,7 +44,7 @@ SPLITS = ("validation", "test")
 
 
 # The keys a best response fixes (probe_config) or takes from the probe's flags: --set would be dropped.
-PROBE_SETS = {"regime", "train_roles", "steps", "seed", "save_every", "loss", "reference", "population_every",
+PROBE_SETS = {"regime", "train_roles", "steps", "seed", "loss", "reference", "population_every",
               "explore_prefixes", "identity_attacks", "full_finetune", "device", "dtype", "model"}
 
 
@@ -55,7 +55,7 @@ def probe_config(run_cfg, *, steps: int, seed: int):
     does not learn, and the attacker's reward comes from the defender's sampled answers.
     """
     return dataclasses.replace(
-        run_cfg, regime="bipolicy", train_roles=("attacker",), steps=steps, seed=seed, save_every=0, loss="auto",
+        run_cfg, regime="bipolicy", train_roles=("attacker",), steps=steps, seed=seed, loss="auto",
         reference="auto", population_every=0, explore_prefixes=(), identity_attacks=False, full_finetune=False,
         responses_per_attack=max(2, run_cfg.responses_per_attack)).validate()
 
@@ -213,6 +213,10 @@ def _measure(run: Path, cfg, out: Path, *, eval_judge: str, prompts: int, split:
                     rerun="the same redgame llm probe command")
     if trained["stopped"]:  # Ctrl-C: a part-trained best response is no probe; the trainer said how to continue
         log(f"the probe stopped at step {trained['steps']} of {cfg.steps}: no probe.json")
+        raise KeyboardInterrupt
+    if trained["interrupted"]:  # Ctrl-C in the last step: the best response is whole, not yet measured
+        log("Ctrl-C in the probe's last step: its training finished, nothing measured, no probe.json (the same "
+            "command with --resume measures it)")
         raise KeyboardInterrupt
     train_seconds = time.perf_counter() - t0
 

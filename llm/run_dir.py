@@ -46,17 +46,21 @@ def check_run_dir(out: str | Path, cfg: TrainConfig, *, resume: bool, overwrite:
 
 
 def check_command_dir(out: Path, run: Path, results: tuple[str, ...], cfg: TrainConfig, *, resume: bool,
-                      overwrite: bool, what: str, may_change: tuple[str, ...] = ("steps", "threads")) -> None:
+                      overwrite: bool, what: str,
+                      may_change: tuple[str, ...] = ("steps", "threads", "save_every", "keep_checkpoints")) -> None:
     """A folder where a command (the demo, the probe) keeps its ``results`` beside the run it trains in ``run``: one
     that holds them or the run is continued with ``resume``, replaced with ``overwrite``, and otherwise refused; then
     ``run`` is checked as ``llm train`` checks one. A resume must be given the stopped command's recipe (its flags and
-    ``--set``), the keys of ``may_change`` aside: they only extend or place it."""
+    ``--set``), the keys of ``may_change`` aside: they only extend, place or checkpoint it."""
     from redgame.jsonio import read_json_file
 
     if resume and overwrite:
         raise UserError(f"--resume continues the {what} in --out and --overwrite replaces it; pass one of them")
     holds = any((out / name).exists() for name in results) or holds_a_run(run)
     if holds and not (resume or overwrite):
+        if ckpt.latest_checkpoint(run) is None:  # a kill before the first checkpoint left none
+            raise UserError(f"--out {out} already holds a {what} with no checkpoint to resume from; pass --overwrite "
+                            "to replace it, or another --out")
         raise UserError(f"--out {out} already holds a {what}; pass --resume to continue a stopped one, --overwrite "
                         "to replace it, or another --out")
     if resume and holds and ckpt.latest_checkpoint(run) is None:  # check_run_dir would say "without --resume"

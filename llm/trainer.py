@@ -181,8 +181,8 @@ class _StopFlag:
             if self.requested:
                 raise KeyboardInterrupt
             self.requested = True
-            print("\nredgame: stopping after this step and checkpointing (Ctrl-C again to abort)"
-                  + (LAUNCHER_KILLS if "TORCHELASTIC_RUN_ID" in os.environ else ""), flush=True)
+            print("\nredgame: stopping after this step and checkpointing (Ctrl-C again to abort)"  # stdout may be JSON
+                  + (LAUNCHER_KILLS if "TORCHELASTIC_RUN_ID" in os.environ else ""), file=sys.stderr, flush=True)
 
         try:
             self._previous = signal.signal(signal.SIGINT, handler)
@@ -256,7 +256,7 @@ class Game:
 def kernels_in_the_loop(cfg: TrainConfig, roles, sharded: bool = False) -> bool:
     """Whether ``redgame.kernels`` compute the token log-probs; patches the LoRA layers where they run those too.
 
-    ``on``: both, ``off``: neither (peft's layers and the chunked torch log-probs). ``auto``,
+    ``on``: both, ``off``: neither (peft's layers, and plain torch over the full logits). ``auto``,
     for LoRA roles on a base not sharded by FSDP (``sharded``): both on a CPU (the kernels' torch path); on CUDA the
     log-probs and the fused preference loss (their gemm pass ran the DPO loss at 0.76× to
     0.90× Liger's time on one H200) but peft's LoRA layers, which were faster there than
@@ -314,9 +314,9 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
         game.roles.load_role(role, path)
     step = game.start
     try:
-        with _StopFlag() as stop:
-            bar = tqdm(range(game.start, cfg.steps), initial=game.start, total=cfg.steps,
-                       disable=not (progress and dist.is_main), desc=f"{cfg.regime}", unit="step")
+        bar = tqdm(range(game.start, cfg.steps), initial=game.start, total=cfg.steps,
+                   disable=not (progress and dist.is_main), desc=f"{cfg.regime}", unit="step")
+        with _StopFlag() as stop, bar:  # closed in the flag's scope: a Ctrl-C as it closed was lost in its __del__
             for step in bar:
                 row = diverged_as_stop(play_step, game, step)
                 log_row(game, row)
@@ -327,7 +327,8 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
                 if stopping:
                     if dist.is_main:  # one line, not one per rank
                         log(f"stopped at step {step + 1}; {resume_hint(game.out, game.rerun)}")
-                    return {"out": str(game.out), "steps": step + 1, "stopped": True, "roles": game.roles}
+                    return {"out": str(game.out), "steps": step + 1, "stopped": True, "interrupted": True,
+                            "roles": game.roles}
     except BaseException as exc:
         if dist.is_main and not isinstance(exc, TrainingStopped):
             print(f"redgame: the run stopped at step {step + 1} ({type(exc).__name__}); "
@@ -343,7 +344,9 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
         if "defender" in cfg.train_roles:  # a frozen defender (the probe's) learned no over-refusal
             warn_of_over_refusal(game.out, log)
     dist.barrier()
-    return {"out": str(game.out), "steps": cfg.steps, "stopped": False, "roles": game.roles}
+    # interrupted: Ctrl-C in the last step, which finished the run; a command that goes on from here stops
+    return {"out": str(game.out), "steps": cfg.steps, "stopped": False, "interrupted": stop.requested,
+            "roles": game.roles}
 
 
 def check_lora_rank(cfg: TrainConfig, model) -> None:
@@ -837,4 +840,6 @@ def save_if_due(game: Game, done: int, stopping: bool) -> None:
         if game.dist.is_main:
             extras = {"population": game.population.state()} if game.population is not None else None
             ckpt.save_checkpoint(game.out, done, game.roles, game.optimizers, {"seed": cfg.seed}, extras=extras)
+            if cfg.keep_checkpoints:
+                ckpt.remove_older_checkpoints(game.out, keep=cfg.keep_checkpoints)
         game.dist.barrier()

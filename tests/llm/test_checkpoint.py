@@ -1,4 +1,4 @@
-"""llm/checkpoint.py: a damaged extra state (population.json) is a one-line error naming the checkpoint."""
+"""llm/checkpoint.py: damaged states, step folders left unfinished, and keeping only the newest checkpoints."""
 
 import pytest
 import torch
@@ -32,3 +32,34 @@ def test_step_folders_past_the_latest_checkpoint_without_their_state_are_named(t
             (folder / "state.json").write_text("{}")
     assert latest_checkpoint(tmp_path).name == "step_0003"
     assert [p.name for p in unfinished_checkpoints(tmp_path)] == ["step_0004", "step_0012"]
+
+
+def test_keep_checkpoints_keeps_the_newest_and_a_kill_while_removing_loses_none_of_them(tmp_path, judge, tiny_config,
+                                                                                    monkeypatch):
+    """keep_checkpoints = 2: after each save only the newest two remain; a removal cut short leaves its folder
+    aside (never a half-deleted step folder), and the next save clears it; the run resumes from the newest."""
+    import shutil
+
+    from redgame.llm import checkpoint
+    from redgame.llm.models import load_base
+    from redgame.llm.trainer import train
+
+    train(tiny_config(steps=3, save_every=1, keep_checkpoints=2), tmp_path, progress=False, base=load_base("tiny"),
+          judge=judge)
+    root = tmp_path / "checkpoints"
+    assert sorted(p.name for p in root.iterdir()) == ["step_0002", "step_0003"]
+
+    def killed(path, ignore_errors=False):  # the process dies while the old folder is being removed
+        raise KeyboardInterrupt
+
+    real = shutil.rmtree
+    monkeypatch.setattr(shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.remove_older_checkpoints(tmp_path, keep=1)
+    monkeypatch.setattr(shutil, "rmtree", real)
+    names = sorted(p.name for p in root.iterdir())
+    assert names[1:] == ["step_0003"] and names[0].startswith(".old.step_0002.")  # aside, whole or not: not a step
+    assert checkpoint.latest_checkpoint(tmp_path).name == "step_0003"
+    train(tiny_config(steps=4, save_every=1, keep_checkpoints=2), tmp_path, resume=True, progress=False,
+          base=load_base("tiny"), judge=judge)
+    assert sorted(p.name for p in root.iterdir()) == ["step_0003", "step_0004"]

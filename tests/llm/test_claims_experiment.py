@@ -224,20 +224,24 @@ def test_reuse_is_keyed_by_the_model_and_a_cut_cache_file_is_measured_again(tmp_
     path = tmp_path / "base_row.json"
     calls = []
     compute = lambda: calls.append(1) or {"asr": 0.5}  # noqa: E731
-    assert llm_claims.cached(path, llm_claims.measured_as(setting), True, compute) == {"asr": 0.5}
-    assert llm_claims.cached(path, llm_claims.measured_as(setting), True, compute) == {"asr": 0.5} and len(calls) == 1
+    measured = llm_claims.measured_as(setting)
+    assert llm_claims.cached(path, measured, True, compute, ("asr",)) == {"asr": 0.5}
+    assert llm_claims.cached(path, measured, True, compute, ("asr",)) == {"asr": 0.5} and len(calls) == 1
     path.write_text('{"measured": {"split"')  # a write a kill cut short
-    assert llm_claims.cached(path, llm_claims.measured_as(setting), True, compute) == {"asr": 0.5} and len(calls) == 2
+    assert llm_claims.cached(path, measured, True, compute, ("asr",)) == {"asr": 0.5} and len(calls) == 2
     assert json.loads(path.read_text())["row"] == {"asr": 0.5}
+    for row in ({}, {"asr": "0.5"}, {"asr": True}, []):  # edited by hand: a metric gone, or not a number (KeyError)
+        path.write_text(json.dumps({"measured": measured, "row": row}))
+        assert llm_claims.cached(path, measured, True, compute, ("asr",)) == {"asr": 0.5}
+    assert len(calls) == 6
 
 
-def test_a_retrained_run_is_measured_again_and_a_stopped_one_resumes_with_reuse(tmp_path, monkeypatch):
+def test_a_retrained_run_is_measured_again_and_a_stopped_one_resumes_with_reuse(tmp_path, monkeypatch, capsys):
     """A rerun at more steps, killed after training, left the row of the earlier weights, which --reuse then
     reported; a run stopped by Ctrl-C went on to be measured, failed without its final adapters, and --reuse
     trained it again from scratch."""
     sys.path.insert(0, str(SCRIPT.parent))
     import llm_claims
-    from redgame.errors import UserError
     from redgame.llm import checkpoint, models, probe, trainer
     from redgame.llm.demo import DEMO_RECIPE
 
@@ -259,7 +263,7 @@ def test_a_retrained_run_is_measured_again_and_a_stopped_one_resumes_with_reuse(
         stopped = len(calls) == 1
         if not stopped:
             (out / "final" / "defender").mkdir(parents=True)
-        return {"stopped": stopped, "steps": 1 if stopped else cfg.steps}
+        return {"stopped": stopped, "interrupted": stopped, "steps": 1 if stopped else cfg.steps}
 
     monkeypatch.setattr(trainer, "train", train)
     monkeypatch.setattr(models, "load_base", lambda *a, **k: None)
@@ -267,8 +271,9 @@ def test_a_retrained_run_is_measured_again_and_a_stopped_one_resumes_with_reuse(
     monkeypatch.setattr(llm_claims, "evaluate_run", lambda *a: {"harmful_refusal": 0.5})
     monkeypatch.setattr(probe, "probe", lambda *a, **k: {"selfplay_asr": 0.1, "best_response_asr": 0.3,
                                                          "mirror_gap": 0.2})
-    with pytest.raises(UserError, match="shared-s0 stopped at step 1; run the same command with --reuse"):
+    with pytest.raises(KeyboardInterrupt):  # exit 130, as for a Ctrl-C anywhere else in the script
         llm_claims.train_and_measure(setting, tmp_path, "shared", 0)
+    assert "shared-s0 stopped at step 1; run the same command with --reuse" in capsys.readouterr().err
     assert calls == [(2, False, True)] and not (run / "claims_row.json").exists()
     monkeypatch.setattr(checkpoint, "latest_checkpoint", lambda r: r / "checkpoints" / "step_0001")
     row = llm_claims.train_and_measure(setting, tmp_path, "shared", 0)

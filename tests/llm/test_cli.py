@@ -55,7 +55,7 @@ def test_bad_input_is_one_line_before_compute(tmp_path, capsys, argv, needle):
     ('{"steps": 1, "lam": 2, "lam": 0.5}', ".json", "key 'lam' given twice"),  # not the last one silently
     ("lam: 2\nlam: 0.5\n", ".yaml", "key 'lam' given twice"),
     ("save_every = 1\nsave-every = 2\n", ".toml", "'save_every' given twice in"),
-    ("regime: shared\nreference: no\n", ".yaml", "got bool False (YAML reads an unquoted on, off, yes or no"),
+    ("regime: shared\nreference: no\n", ".yaml", "got bool False (in YAML an unquoted on, off, yes or no"),
 ])
 def test_bad_config_files(tmp_path, capsys, text, suffix, needle):
     path = tmp_path / f"cfg{suffix}"

@@ -115,9 +115,11 @@ def test_probe_cli_json_is_strict_where_a_rate_had_nothing_to_read(tmp_path, cap
     outcomes = {"selfplay": {"success": [None, True, None, None], "refusal_string": [0] * 4, "parse_rate": 1},
                 "best_response": {"success": [True, None, True, False], "refusal_string": [0] * 4, "parse_rate": 1},
                 "base_attacker": {"success": [None] * 4, "refusal_string": [0] * 4, "parse_rate": 1}}  # no pair read
-    monkeypatch.setattr(probe_module, "probe", lambda run, **kw: summarise(outcomes))
+    monkeypatch.setattr(probe_module, "probe", lambda run, **kw: kw["log"]("a line for the user") or summarise(outcomes))
     assert main(["llm", "probe", "--run", str(tmp_path), "--steps", "1", "--json"]) == 0
-    printed = json.loads(capsys.readouterr().out, parse_constant=lambda token: pytest.fail(f"not JSON: {token}"))
+    said = capsys.readouterr()
+    assert said.err == "a line for the user\n"  # on stderr: the stop and resume lines were dropped with --json
+    printed = json.loads(said.out, parse_constant=lambda token: pytest.fail(f"not JSON: {token}"))
     assert printed["base_attacker_asr"] is None and printed["mirror_gap_ci"] == [None, None]
 
 

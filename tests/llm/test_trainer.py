@@ -359,7 +359,7 @@ def test_ctrl_c_under_torchrun_says_the_launcher_will_kill_a_long_step(capsys, m
             assert stop.requested
     finally:
         signal.signal(signal.SIGINT, previous)
-    said = capsys.readouterr().out
+    said = capsys.readouterr().err  # not stdout, which may carry JSON (llm probe --json)
     assert "stopping after this step and checkpointing" in said
     assert ("start torchrun with --shutdown-timeout longer than a step" in said) == launched
 
@@ -392,6 +392,7 @@ def test_ctrl_c_in_the_last_step_finishes_the_run(tmp_path, judge, tiny_config, 
         signal.signal(signal.SIGINT, previous)
     assert len(calls) == 2 and not result["stopped"] and result["steps"] == 2
     assert (tmp_path / "final" / "defender" / "adapter_model.safetensors").is_file()
+    assert result["interrupted"]  # a command that goes on from here (demo, probe, claims, train && eval) stops
 
 
 def test_schedule_and_data_order(tiny_config):
