@@ -231,8 +231,11 @@ def train_and_measure(setting: Setting, out: Path, regime: str, seed: int) -> di
         trained = train(cfg, run, resume=resume, overwrite=not resume, progress=False, judge=judge,
                         log=lambda *a: None, base=load_base(setting.model, dtype=place[1], device=place[0]))
         if trained["stopped"] or trained["interrupted"]:  # Ctrl-C: exit 130, as anywhere else in the script
-            print(f"{run.name} stopped at step {trained['steps']}; run the same command with --reuse to continue "
-                  "it from its checkpoint", file=sys.stderr, flush=True)
+            said = (f"stopped at step {trained['steps']}; run the same command with --reuse to continue it from its "
+                    "checkpoint" if trained["stopped"] else
+                    "finished its training (Ctrl-C in its last step); run the same command with --reuse to measure "
+                    "it and go on")
+            print(f"{run.name} {said}", file=sys.stderr, flush=True)
             raise KeyboardInterrupt
 
     def measure():

@@ -1,7 +1,8 @@
 """Held-out refusal and compliance against training steps, from ``redgame llm eval`` outputs.
 
 Each ``--group LABEL FILE...`` is one training condition: the eval JSONs (``redgame llm eval
---adapter RUN/checkpoints/step_K --out FILE``) of its checkpoints, over several seeds; the step
+--adapter RUN/checkpoints/step_K --out FILE``) of its checkpoints (a demo keeps them all only with
+``--set keep_checkpoints=0``), over several seeds; the step
 is read from the adapter's path. Per group and step the script prints harmful refusal and
 benign compliance (by the judge, and by refusal strings) as the mean over seeds with a 95%
 t-interval, and ``--out`` draws them: one panel per rate, a line per group, a dot per seed.

@@ -202,7 +202,7 @@ def load_checkpoint(path: str | os.PathLike, roles, optimizers: dict[str, torch.
     except (SafetensorError, OSError, ValueError, KeyError, RuntimeError, TypeError, AttributeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else ""
         raise UserError(f"checkpoint {path} is damaged or from another config ({type(exc).__name__}: {first}); "
-                        f"remove it to resume from the one before") from exc
+                        f"{what_removing_it_does(path)}") from exc
 
 
 def _load_checkpoint(path: Path, roles, optimizers: dict[str, torch.optim.Optimizer]) -> dict:
@@ -237,4 +237,16 @@ def load_extra(path: str | os.PathLike, name: str) -> tuple[dict, dict] | None:
         return load_file(str(path / f"{name}.safetensors")), json.loads((path / f"{name}.json").read_text())
     except (SafetensorError, OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
         raise UserError(f"checkpoint {path}: {name} state is damaged ({type(exc).__name__}); "
-                        f"remove the checkpoint to resume from the one before") from exc
+                        f"{what_removing_it_does(path)}") from exc
+
+
+def what_removing_it_does(path: Path) -> str:
+    """The advice for a damaged checkpoint: resume from the one before it, or, where there is none (the run's first,
+    or keep_checkpoints removed the others), start again."""
+    found = _STEP_DIR.match(path.name)
+    before = found is not None and path.parent.is_dir() and any(
+        (m := _STEP_DIR.match(p.name)) and int(m.group(1)) < int(found.group(1)) and (p / "state.json").is_file()
+        for p in path.parent.iterdir())
+    return ("remove it to resume from the one before" if before else
+            "there is no whole checkpoint before it to resume from: start the run again "
+            "with --overwrite")

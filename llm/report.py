@@ -25,7 +25,7 @@ from pathlib import Path
 
 from redgame.errors import UserError, check_output_path
 from redgame.figures import save_figure
-from redgame.jsonio import LINE_BREAK, read_json_file, replaced_atomically
+from redgame.jsonio import LINE_BREAK, read_json_file
 from redgame.llm import watch
 from redgame.llm.metrics import is_number, read_metrics, tail_mean
 
@@ -236,15 +236,20 @@ def run_model(run: Path) -> str | None:
 
 
 def same_model(a: str, b: str) -> bool:
-    """Whether two ``--model`` values name one model: the same text; two paths here to one folder; else one folder
-    name, as a run's relative path and the absolute one an eval elsewhere had to be given (``models/tiny`` and
-    ``/home/me/models/tiny/``) are."""
+    """Whether two ``--model`` values name one model: the same text; two paths here to one folder; else a relative
+    path whose folders end the other's, as a run's relative path and the absolute one an eval elsewhere had to be
+    given do (``models/tiny`` and ``/home/me/models/tiny/``). A built-in name (``embedded``) is only itself."""
+    from redgame.llm.config import MODEL_CHOICES  # not models': the report runs without torch
+
     if a == b:
         return True
-    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    if a in MODEL_CHOICES or b in MODEL_CHOICES:
+        return False
+    pa, pb = (Path(os.path.normpath(Path(x).expanduser())) for x in (a, b))
     if pa.exists() and pb.exists():
         return pa.resolve() == pb.resolve()
-    return pa.name == pb.name
+    short, long = sorted((pa.parts, pb.parts), key=len)
+    return not Path(*short).is_absolute() and long[len(long) - len(short):] == short
 
 
 def _rate(value) -> float:
@@ -464,11 +469,25 @@ def build_report(runs, out: Path, *, crossplay=None) -> tuple[Path, Path, list[s
         (drawn / page.name).write_text(to_html(title, blocks), encoding="utf-8")
         figures = [b[1] for b in blocks if b[0] == "img"]
         for name in (*figures, md.name, page.name):
-            with replaced_atomically(out / name) as beside:  # beside a link's target, wherever that is
-                shutil.move(drawn / name, beside)
+            move_into_place(drawn / name, out / name)
     finally:
         shutil.rmtree(drawn, ignore_errors=True)
     return md, page, figures
+
+
+def move_into_place(drawn: Path, target: Path) -> None:
+    """``drawn`` (in ``target``'s folder) renamed onto ``target``; where ``target`` is a link, onto the file it
+    names, through a copy beside that file (it may be on another file system), and the link is kept."""
+    if not target.is_symlink():
+        os.replace(drawn, target)
+        return
+    target = target.resolve()
+    staged = target.with_name(f".tmp.{target.name}.{os.getpid()}")  # a report's own: two at once do not share it
+    try:
+        shutil.move(drawn, staged)
+        os.replace(staged, target)
+    finally:
+        staged.unlink(missing_ok=True)
 
 
 def remove_drawings_of_killed_reports(out: Path) -> None:

@@ -63,3 +63,18 @@ def test_keep_checkpoints_keeps_the_newest_and_a_kill_while_removing_loses_none_
     train(tiny_config(steps=4, save_every=1, keep_checkpoints=2), tmp_path, resume=True, progress=False,
           base=load_base("tiny"), judge=judge)
     assert sorted(p.name for p in root.iterdir()) == ["step_0003", "step_0004"]
+
+
+def test_a_damaged_checkpoint_points_at_the_one_before_only_where_there_is_one(tmp_path):
+    """With keep_checkpoints the damaged one may be the only one: removing it to resume from the one before
+    then ended in "no checkpoint"."""
+    from redgame.llm.checkpoint import what_removing_it_does
+
+    root = tmp_path / "checkpoints"
+    for step in (2, 4):
+        (root / f"step_{step:04d}").mkdir(parents=True)
+    (root / "step_0004" / "state.json").write_text("{}")
+    assert "start the run again with --overwrite" in what_removing_it_does(root / "step_0004")  # step 2 is not whole
+    (root / "step_0002" / "state.json").write_text("{}")
+    assert what_removing_it_does(root / "step_0004") == "remove it to resume from the one before"
+    assert "start the run again" in what_removing_it_does(root / "step_0002")

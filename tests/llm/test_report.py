@@ -138,9 +138,14 @@ def test_one_model_spelled_two_ways_is_one_model(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert same_model("models/tiny", str(tmp_path / "models" / "tiny") + "/")  # one folder, two spellings
     assert same_model("models/tiny", "./models/tiny")
-    assert same_model("gone/tiny", str(tmp_path / "models" / "tiny"))  # a run's relative path from elsewhere
+    assert same_model("gone/tiny", "/elsewhere/gone/tiny/")  # a run's relative path, absolute where it started
+    assert not same_model("gone/tiny", str(tmp_path / "models" / "tiny"))  # another folder of that name
     assert not same_model("models/tiny", "other/tiny")  # two folders here
+    assert not same_model("runs/lr1e-4/merged", "/scratch/runs/lr3e-4/merged")  # generic last names
+    assert not same_model("meta-llama/Llama-3.1-8B-Instruct", "unsloth/Llama-3.1-8B-Instruct")  # two owners
+    assert same_model("HuggingFaceTB/SmolLM2-135M-Instruct", "/models/HuggingFaceTB/SmolLM2-135M-Instruct")
     assert not same_model("embedded", "tiny") and not same_model("embedded", "HuggingFaceTB/SmolLM2-1.7B-Instruct")
+    assert not same_model("embedded", "/somewhere/embedded")  # a built-in name is only itself
 
 
 def test_rates_equal_but_for_rounding_are_one_point_on_the_front(tmp_path):

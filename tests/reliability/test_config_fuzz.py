@@ -41,6 +41,7 @@ VALUES = {
     "steps": ([1], [0]),
     "seed": ([0, 1, 2, 3], []),
     "save_every": ([0, 1], [-1]),
+    "keep_checkpoints": ([0, 1, 3], [-1]),
     "judge": (["embedded"], ["gpt4"]),
     "judge_format": (["redgame"], ["shieldgemma", "wildguard"]),  # the embedded judge has no prompt format
     "payoff": (["zero_sum", "zero_sum", "nonzero_sum"], ["both"]),
