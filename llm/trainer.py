@@ -198,7 +198,9 @@ class _StopFlag:
 def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
           progress: bool = True, base=None, judge=None, log=print, init: dict | None = None,
           rerun: str | None = None) -> dict:
-    """Run the game for ``cfg.steps`` steps (in all, counting resumed ones); returns a summary.
+    """Run the game for ``cfg.steps`` steps (in all, counting resumed ones); returns a summary: ``out``, ``steps``
+    reached, ``stopped`` (Ctrl-C before the last step: checkpointed, not finished), ``interrupted`` (a Ctrl-C came,
+    also in the last step, which finishes the run: a command that would go on from here stops) and ``roles``.
 
     ``base`` = (model, tokenizer) and ``judge`` may be passed in to reuse loaded ones.
     ``init`` = {role: adapter folder} starts those roles from saved weights (the probe's frozen
