@@ -63,17 +63,26 @@ def check_command_dir(out: Path, run: Path, results: tuple[str, ...], cfg: Train
                             "to replace it, or another --out")
         raise UserError(f"--out {out} already holds a {what}; pass --resume to continue a stopped one, --overwrite "
                         "to replace it, or another --out")
-    if resume and holds and ckpt.latest_checkpoint(run) is None:  # check_run_dir would say "without --resume"
+    last = ckpt.latest_checkpoint(run) if resume and holds else None
+    if resume and holds and last is None:  # check_run_dir would say "without --resume"
         raise UserError(f"--resume: no checkpoint under {run / ckpt.CHECKPOINTS}; start the {what} again with "
                         "--overwrite")
-    check_run_dir(run, cfg, resume=resume, overwrite=not resume)
-    if resume:
+    if last is not None:  # before check_run_dir, whose advice is llm train's (a bare --resume keeps the run's config)
         saved, wanted = read_json_file(run / RUN_MARKER, str(run / RUN_MARKER)), cfg.to_dict()
         changed = sorted(k for k in wanted if k not in may_change and saved.get(k) != wanted[k])
         if changed:
             shown = ", ".join(f"{k} {saved.get(k)!r} (now {wanted[k]!r})" for k in changed)
             raise UserError(f"--resume: the stopped {what}'s recipe differs in {shown}; resume with the flags and "
                             "--set it was started with")
+        if all((out / name).exists() for name in results) and checkpoint_step(last) >= cfg.steps:
+            raise UserError(f"--resume: the {what} in {out} finished its {cfg.steps} steps ({results[0]} is there): "
+                            "nothing to resume; pass more --steps to train it on, or --overwrite to replace it")
+    check_run_dir(run, cfg, resume=resume, overwrite=not resume)
+
+
+def checkpoint_step(folder: Path) -> int:
+    """The step of a checkpoint folder ``step_XXXX``."""
+    return int(folder.name.partition("_")[2])
 
 
 def holds_a_run(out: Path) -> bool:

@@ -277,9 +277,18 @@ def test_a_demo_folder_is_replaced_only_with_overwrite_and_a_stopped_demo_contin
 
     assert main(["demo", "--out", str(out), "--steps", "2", "--resume", *TINY_DEMO, "--set", "lr=1e-3"]) == 2
     assert "recipe differs in lr 0.0015 (now 0.001)" in _err(capsys)  # it would train on with another recipe
+    at = TINY_DEMO.index("model=tiny")
+    embedded = TINY_DEMO[:at - 1] + TINY_DEMO[at + 1:]  # the --set model=tiny left out
+    assert main(["demo", "--out", str(out), "--steps", "2", "--resume", *embedded]) == 2
+    said = _err(capsys)  # the demo's own words, not llm train's "a bare --resume continues with the run's config"
+    assert "the stopped demo's recipe differs in model 'tiny' (now 'embedded')" in said and "bare" not in said
     assert main(["demo", "--out", str(out), "--steps", "2", "--resume", *TINY_DEMO]) == 0
     assert json.loads((out / "demo.json").read_text())["steps"] == 2
     assert [json.loads(r)["step"] for r in (out / "run" / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    finished = (out / "demo.json").read_bytes()
+    assert main(["demo", "--out", str(out), "--steps", "2", "--resume", *TINY_DEMO]) == 2  # it evaluated again
+    assert "finished its 2 steps (demo.json is there): nothing to resume" in _err(capsys)
+    assert (out / "demo.json").read_bytes() == finished
 
 
 def test_a_demo_the_training_would_refuse_is_refused_before_the_base_is_evaluated_and_the_old_demo_stays(
