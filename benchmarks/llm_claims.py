@@ -106,8 +106,8 @@ def regime_config(recipe, regime: str, seed: int, steps: int, model: str, device
 
     loss = ("reinforce_pp" if "reinforce_pp" in LOSSES else "reinforce") if regime == "shared" else (
         "auto" if regime == "defender-sft" else recipe.loss)
-    return dataclasses.replace(recipe, model=model, regime=regime, seed=seed, steps=steps, save_every=0,
-                               loss=loss, device=device, dtype=dtype).validate()
+    return dataclasses.replace(recipe, model=model, regime=regime, seed=seed, steps=steps, loss=loss, device=device,
+                               dtype=dtype).validate()  # checkpointed as the recipe says (the demo's: every 4 steps)
 
 
 def evaluate_run(model_name: str, run: Path | None, judge, seeds: list, tokens: int, place) -> dict:
@@ -205,11 +205,18 @@ def measured_as(setting: Setting) -> dict:
 
 
 def _saved_config(run: Path) -> dict | None:
-    """The run's config.json, or None where there is none to read (a damaged one is not reused)."""
+    """The run's config.json, less where it checkpoints (a run trained with other checkpoints is the same run), or
+    None where there is none to read (a damaged one is not reused)."""
     try:
-        return json.loads((run / "config.json").read_text(encoding="utf-8"))
+        saved = json.loads((run / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):
         return None
+    return _trained_as(saved) if isinstance(saved, dict) else None
+
+
+def _trained_as(config: dict) -> dict:
+    """A config less the keys that say where and how often a run checkpoints, which do not change its weights."""
+    return {k: v for k, v in config.items() if k not in ("save_every", "keep_checkpoints")}
 
 
 def train_and_measure(setting: Setting, out: Path, regime: str, seed: int) -> dict:
@@ -222,7 +229,7 @@ def train_and_measure(setting: Setting, out: Path, regime: str, seed: int) -> di
     judge, evaluator, place = judges_and_place(setting)
     cfg = regime_config(setting.recipe, regime, seed, setting.steps, setting.model, setting.device, setting.dtype)
     run = out / f"{regime}-s{seed}"
-    same = setting.reuse and _saved_config(run) == cfg.to_dict()
+    same = setting.reuse and _saved_config(run) == _trained_as(cfg.to_dict())
     reused = same and (run / "final" / "defender").is_dir()
     if not reused:
         # a row of the run's earlier weights is measured again (--reuse took it for the retrained run's)

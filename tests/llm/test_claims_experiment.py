@@ -280,6 +280,32 @@ def test_a_retrained_run_is_measured_again_and_a_stopped_one_resumes_with_reuse(
     assert calls[1] == (2, True, False) and row["mirror_gap"] == 0.2  # resumed, then measured
 
 
+def test_a_run_checkpointed_otherwise_is_the_same_run_and_is_not_trained_again(tmp_path, monkeypatch):
+    """Runs checkpoint as the recipe says (the demo's: every 4 steps, the newest kept); one saved when they
+    checkpointed only at the end trained the same weights, and --reuse keeps it."""
+    import dataclasses
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    import llm_claims
+    from redgame.llm import models, probe, trainer
+    from redgame.llm.demo import DEMO_RECIPE
+
+    setting = llm_claims.Setting(model="tiny", steps=1, probe_steps=1, split="validation", prompts=2, tokens=4,
+                                 device="cpu", dtype="float32", threads=1, reuse=True, recipe=DEMO_RECIPE)
+    cfg = llm_claims.regime_config(DEMO_RECIPE, "bipolicy", 0, 1, "tiny", "cpu", "float32")
+    assert (cfg.save_every, cfg.keep_checkpoints) == (DEMO_RECIPE.save_every, DEMO_RECIPE.keep_checkpoints) == (4, 1)
+    run = tmp_path / "bipolicy-s0"
+    (run / "final" / "defender").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps(dataclasses.replace(cfg, save_every=0, keep_checkpoints=0).to_dict()))
+    monkeypatch.setattr(trainer, "train", lambda *a, **k: pytest.fail("the run was trained again"))
+    monkeypatch.setattr(models, "load_base", lambda *a, **k: None)
+    monkeypatch.setattr(llm_claims, "judges_and_place", lambda s: (None, None, ("cpu", None)))
+    monkeypatch.setattr(llm_claims, "evaluate_run", lambda *a: {"harmful_refusal": 0.5})
+    monkeypatch.setattr(probe, "probe", lambda *a, **k: {"selfplay_asr": 0.1, "best_response_asr": 0.3,
+                                                         "mirror_gap": 0.2})
+    assert llm_claims.train_and_measure(setting, tmp_path, "bipolicy", 0)["mirror_gap"] == 0.2
+
+
 def test_an_unknown_evaluation_judge_is_refused_before_any_run(capsys):
     sys.path.insert(0, str(SCRIPT.parent))
     import llm_claims
