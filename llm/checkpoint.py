@@ -202,7 +202,7 @@ def load_checkpoint(path: str | os.PathLike, roles, optimizers: dict[str, torch.
     except (SafetensorError, OSError, ValueError, KeyError, RuntimeError, TypeError, AttributeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else ""
         raise UserError(f"checkpoint {path} is damaged or from another config ({type(exc).__name__}: {first}); "
-                        f"{what_removing_it_does(path)}") from exc
+                        + what_removing_it_does(path)) from exc
 
 
 def _load_checkpoint(path: Path, roles, optimizers: dict[str, torch.optim.Optimizer]) -> dict:
@@ -237,7 +237,7 @@ def load_extra(path: str | os.PathLike, name: str) -> tuple[dict, dict] | None:
         return load_file(str(path / f"{name}.safetensors")), json.loads((path / f"{name}.json").read_text())
     except (SafetensorError, OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
         raise UserError(f"checkpoint {path}: {name} state is damaged ({type(exc).__name__}); "
-                        f"{what_removing_it_does(path)}") from exc
+                        + what_removing_it_does(path)) from exc
 
 
 def what_removing_it_does(path: Path) -> str:
@@ -248,5 +248,4 @@ def what_removing_it_does(path: Path) -> str:
         (m := _STEP_DIR.match(p.name)) and int(m.group(1)) < int(found.group(1)) and (p / "state.json").is_file()
         for p in path.parent.iterdir())
     return ("remove it to resume from the one before" if before else
-            "there is no whole checkpoint before it to resume from: start the run again "
-            "with --overwrite")
+            "there is no whole checkpoint before it to resume from: start the run again with --overwrite")
