@@ -216,7 +216,9 @@ def _saved_config(run: Path) -> dict | None:
 
 def _trained_as(config: dict) -> dict:
     """A config less the keys that say where and how often a run checkpoints, which do not change its weights."""
-    return {k: v for k, v in config.items() if k not in ("save_every", "keep_checkpoints")}
+    from redgame.llm.config import CHECKPOINT_KEYS
+
+    return {k: v for k, v in config.items() if k not in CHECKPOINT_KEYS}
 
 
 def train_and_measure(setting: Setting, out: Path, regime: str, seed: int) -> dict:

@@ -157,23 +157,31 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, roles, optimizers: di
     return final
 
 
+def checkpoint_step(folder: Path) -> int:
+    """The step of a checkpoint folder ``step_XXXX``."""
+    return int(_STEP_DIR.match(folder.name).group(1))
+
+
+def step_folders(root: Path, whole: bool = True) -> list[tuple[int, Path]]:
+    """(step, folder) of the ``step_XXXX`` folders in ``root`` (a run's ``checkpoints/``), by step: only those
+    with their ``state.json`` (written last) unless ``whole`` is False."""
+    if not root.is_dir():
+        return []
+    return sorted((int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name))
+                  and (not whole or (p / "state.json").is_file()))
+
+
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     """The checkpoint with the highest step, or None."""
-    root = Path(run_dir) / CHECKPOINTS
-    if not root.is_dir():
-        return None
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name))
-             and (p / "state.json").is_file()]
-    return max(found)[1] if found else None
+    found = step_folders(Path(run_dir) / CHECKPOINTS)
+    return found[-1][1] if found else None
 
 
 def remove_older_checkpoints(run_dir: str | os.PathLike, keep: int) -> None:
     """Remove every complete checkpoint but the newest ``keep``: each is first renamed aside (a ``.old.step_``
     folder, which the next save removes if a kill stops this one), so none is ever seen half deleted."""
     root = Path(run_dir) / CHECKPOINTS
-    complete = sorted((int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name))
-                      and (p / "state.json").is_file())
-    for _, path in complete[:-keep]:
+    for _, path in step_folders(root)[:-keep]:
         aside = Path(tempfile.mkdtemp(prefix=f".old.{path.name}.", dir=root))
         os.replace(path, aside / path.name)
         shutil.rmtree(aside, ignore_errors=True)
@@ -181,12 +189,9 @@ def remove_older_checkpoints(run_dir: str | os.PathLike, keep: int) -> None:
 
 def unfinished_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
     """Step folders past the latest checkpoint that have no ``state.json`` (written last), which resume skips."""
-    root, latest = Path(run_dir) / CHECKPOINTS, latest_checkpoint(run_dir)
-    if not root.is_dir():
-        return []
-    newest = -1 if latest is None else int(_STEP_DIR.match(latest.name).group(1))
-    steps = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name))]
-    return [p for step, p in sorted(steps) if step > newest]
+    latest = latest_checkpoint(run_dir)
+    newest = -1 if latest is None else checkpoint_step(latest)
+    return [p for step, p in step_folders(Path(run_dir) / CHECKPOINTS, whole=False) if step > newest]
 
 
 def load_checkpoint(path: str | os.PathLike, roles, optimizers: dict[str, torch.optim.Optimizer]) -> dict:
@@ -243,9 +248,7 @@ def load_extra(path: str | os.PathLike, name: str) -> tuple[dict, dict] | None:
 def what_removing_it_does(path: Path) -> str:
     """The advice for a damaged checkpoint: resume from the one before it, or, where there is none (the run's first,
     or keep_checkpoints removed the others), start again."""
-    found = _STEP_DIR.match(path.name)
-    before = found is not None and path.parent.is_dir() and any(
-        (m := _STEP_DIR.match(p.name)) and int(m.group(1)) < int(found.group(1)) and (p / "state.json").is_file()
-        for p in path.parent.iterdir())
+    before = _STEP_DIR.match(path.name) is not None and any(
+        step < checkpoint_step(path) for step, _ in step_folders(path.parent))
     return ("remove it to resume from the one before" if before else
             "there is no whole checkpoint before it to resume from: start the run again with --overwrite")

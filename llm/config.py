@@ -32,6 +32,7 @@ MAX_LORA_ALPHA = 2**20
 MAX_THREADS = 1024
 
 MODEL_CHOICES = ("embedded", "tiny")  # the built-in models; any other --model is a folder or a hub id
+CHECKPOINT_KEYS = ("save_every", "keep_checkpoints")  # where a run checkpoints, not what it trains: may change on resume
 
 REGIMES = ("shared", "bipolicy", "separate", "advgame", "sequential", "defender-sft", "defender-vs-frozen")
 # Ablations: the defender alone, with the game's budget (docs/llm_evaluation.md, "Ablations").

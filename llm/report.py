@@ -138,10 +138,10 @@ def pareto_points(runs: list[Path], crossplay: dict | None) -> list[dict]:
                            "judge": str(crossplay.get("eval_judge", "?")),
                            "source": "cross-play, meta-Nash attacker mix"})
     for run in runs:
+        trained_on = run_model(run)
         for name, r in eval_results(run).items():
             status = measured_adapter(run, r["adapter"], r["adapter_sha256"])
             shown = {"foreign": f" ({r['adapter']})", "stale": " (earlier weights)"}.get(status, "")
-            trained_on = run_model(run)
             other_model = None not in (r["model"], trained_on) and not same_model(r["model"], trained_on)
             shown += f" (model {r['model']})" if other_model else ""
             points.append({"label": f"{run.name}:{name}{shown}", "safety": 1.0 - r["asr"],

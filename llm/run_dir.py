@@ -16,7 +16,7 @@ from redgame.errors import UserError
 from redgame.jsonio import write_text_atomically
 from redgame.llm import checkpoint as ckpt
 from redgame.llm.adapters import is_run_config
-from redgame.llm.config import TrainConfig, resolve_reference
+from redgame.llm.config import CHECKPOINT_KEYS, TrainConfig, resolve_reference
 
 RUN_MARKER = "config.json"
 RUN_FILES = (RUN_MARKER, "metrics.jsonl", "population.json", "tb", ckpt.CHECKPOINTS, "final", "eval.json", "probe")
@@ -47,7 +47,7 @@ def check_run_dir(out: str | Path, cfg: TrainConfig, *, resume: bool, overwrite:
 
 def check_command_dir(out: Path, run: Path, results: tuple[str, ...], cfg: TrainConfig, *, resume: bool,
                       overwrite: bool, what: str,
-                      may_change: tuple[str, ...] = ("steps", "threads", "save_every", "keep_checkpoints")) -> None:
+                      may_change: tuple[str, ...] = ("steps", "threads", *CHECKPOINT_KEYS)) -> None:
     """A folder where a command (the demo, the probe) keeps its ``results`` beside the run it trains in ``run``: one
     that holds them or the run is continued with ``resume``, replaced with ``overwrite``, and otherwise refused; then
     ``run`` is checked as ``llm train`` checks one. A resume must be given the stopped command's recipe (its flags and
@@ -74,15 +74,10 @@ def check_command_dir(out: Path, run: Path, results: tuple[str, ...], cfg: Train
             shown = ", ".join(f"{k} {saved.get(k)!r} (now {wanted[k]!r})" for k in changed)
             raise UserError(f"--resume: the stopped {what}'s recipe differs in {shown}; resume with the flags and "
                             "--set it was started with")
-        if all((out / name).exists() for name in results) and checkpoint_step(last) >= cfg.steps:
+        if all((out / name).exists() for name in results) and ckpt.checkpoint_step(last) >= cfg.steps:
             raise UserError(f"--resume: the {what} in {out} finished its {cfg.steps} steps ({results[0]} is there): "
                             "nothing to resume; pass more --steps to train it on, or --overwrite to replace it")
     check_run_dir(run, cfg, resume=resume, overwrite=not resume)
-
-
-def checkpoint_step(folder: Path) -> int:
-    """The step of a checkpoint folder ``step_XXXX``."""
-    return int(folder.name.partition("_")[2])
 
 
 def holds_a_run(out: Path) -> bool:
