@@ -145,19 +145,21 @@ def probe(run: str | Path, *, steps: int, split: str = "validation", out: str | 
         raise UserError(f"--set {fixed[0]}: the probe sets {', '.join(sorted(PROBE_SETS))} itself (by its flags "
                         "--steps, --seed, --device, --dtype, --model, or as a best response is defined); leave it out")
     run = Path(run)
-    run_cfg = from_mapping(overrides or {}, where=" (--set)", base=check_run(run))
-    if "responses_per_attack" in (overrides or {}) and run_cfg.responses_per_attack < 2:
-        raise UserError("--set responses_per_attack: a best response compares at least 2 answers per attack, "
-                        f"got {run_cfg.responses_per_attack}")
-    cfg = dataclasses.replace(probe_config(run_cfg, steps=steps, seed=seed), device=device, dtype=dtype,
-                              model=model or run_cfg.model)
-    out = Path(out) if out is not None else run / "probe"
-    check_apart(run, out / "attacker_run")
-    check_command_dir(out, out / "attacker_run", RESULTS + (PROBED,), cfg, resume=resume, overwrite=overwrite,
-                      what="probe")
-    if resume:
-        check_same_run(run, out)
-    with read_lock(run):  # no train replaces the run while it is probed; other probes may read it too
+    # Held from the start: no train replaces the run while it is probed (other probes may read it too), and a
+    # run still training, which has no final adapters yet, is said to be in use rather than incomplete.
+    with read_lock(run):
+        run_cfg = from_mapping(overrides or {}, where=" (--set)", base=check_run(run))
+        if "responses_per_attack" in (overrides or {}) and run_cfg.responses_per_attack < 2:
+            raise UserError("--set responses_per_attack: a best response compares at least 2 answers per attack, "
+                            f"got {run_cfg.responses_per_attack}")
+        cfg = dataclasses.replace(probe_config(run_cfg, steps=steps, seed=seed), device=device, dtype=dtype,
+                                  model=model or run_cfg.model)
+        out = Path(out) if out is not None else run / "probe"
+        check_apart(run, out / "attacker_run")
+        check_command_dir(out, out / "attacker_run", RESULTS + (PROBED,), cfg, resume=resume, overwrite=overwrite,
+                          what="probe")
+        if resume:
+            check_same_run(run, out)
         return _measure(run, cfg, out, eval_judge=eval_judge, prompts=prompts, split=split, progress=progress,
                         log=log, resume=resume)
 

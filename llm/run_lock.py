@@ -57,7 +57,8 @@ def run_lock(out: str | Path, flag: str = "--out"):
 def read_lock(run: str | Path, flag: str = "--run"):
     """A shared hold on run folder ``run`` for a command that reads it meanwhile (``redgame llm probe``): any
     number of readers at once; a train of the folder (:func:`run_lock`) is refused until they end, and a reader
-    is refused while the folder trains. A folder this process cannot write is read without a hold."""
+    is refused while the folder trains. A folder this process cannot write, or one that is not there, is read
+    without a hold."""
     try:
         import fcntl
     except ImportError:
@@ -67,6 +68,8 @@ def read_lock(run: str | Path, flag: str = "--run"):
         fd = _lock(Path(run) / LOCK_FILE, fcntl, flag, fcntl.LOCK_SH)
         os.ftruncate(fd, 0)  # no trainer holds it now: a killed one's process id would name the wrong holder
     except PermissionError:  # a read-only run: it cannot create the lock file (nor can it be trained by us)
+        fd = None
+    except (FileNotFoundError, NotADirectoryError):  # no such folder: nothing to hold; the reader's check says so
         fd = None
     try:
         yield

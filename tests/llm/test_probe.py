@@ -251,6 +251,16 @@ def test_the_probe_holds_its_run_so_no_train_replaces_it_meanwhile(one_step_run,
     monkeypatch.setattr(run_lock_module, "_lock", read_only)  # a run this process cannot write: probed unlocked
     monkeypatch.setattr(probe_module, "_measure", lambda *a, **k: {"measured": "unlocked"})
     assert probe(run, steps=1, progress=False) == {"measured": "unlocked"}
+    monkeypatch.undo()
+    shutil.rmtree(run / "final")  # a run still training has no final adapters yet: in use, not incomplete
+    with run_lock(run):
+        with pytest.raises(UserError, match=r"--run .*run is in use by a run or a probe in progress \(process "):
+            probe(run, steps=1, progress=False)
+    with pytest.raises(UserError, match=r"expected"):  # once it stopped, what it lacks is said
+        probe(run, steps=1, progress=False)
+    with pytest.raises(UserError, match=r"no config.json"):  # and a folder that is not there is not created
+        probe(tmp_path / "missing", steps=1, progress=False)
+    assert not (tmp_path / "missing").exists()
 
 
 def test_a_diverged_best_response_is_a_one_line_stop_not_an_internal_error(tmp_path, capsys, monkeypatch):
