@@ -67,38 +67,21 @@ def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bo
 
     ``overrides`` replace recipe fields (e.g. ``model="tiny"`` in tests, ``device="cuda"``).
     """
-    import torch
-
     from redgame.llm import watch
-    from redgame.llm.cpu_allocator import keep_freed_memory
     from redgame.llm.evaluation import evaluate_defender
-    from redgame.llm.judges import check_reachable, make_judge
-    from redgame.llm.models import load_base, place_judge, placement
     from redgame.llm.metrics import read_metrics
-    from redgame.llm.rate_intervals import interval_lines, intervals
+    from redgame.llm.rate_intervals import intervals
     from redgame.llm.seeds import builtin_seeds
-    from redgame.llm.prompts import check_seeds_fit
     from redgame.llm.run_dir import check_command_dir
-    from redgame.llm.trainer import check_lora_rank, checked_before_loading, train
+    from redgame.llm.trainer import checked_before_loading, train
 
     cfg = dataclasses.replace(DEMO_RECIPE, steps=steps or DEMO_RECIPE.steps, **overrides)
     harmful, benign = checked_before_loading(cfg)
     out = Path(out)
     # a folder that holds a demo: continued with resume, replaced with overwrite, refused otherwise
     check_command_dir(out, out / "run", RESULTS, cfg, resume=resume, overwrite=overwrite, what="demo")
-    if cfg.threads:  # the loading and the base evaluation keep to them too, not only the training
-        torch.set_num_threads(cfg.threads)
-    device, dtype = placement(cfg.device, cfg.dtype)  # cuda without CUDA: an error before anything is written
-    keep_freed_memory(device)  # for the evaluations too, not only the training (llm/cpu_allocator.py)
     t0 = time.perf_counter()
-    model, tokenizer = load_base(cfg.model, dtype=dtype, device=device)
-    # What the training would refuse once the model is in hand: before the base evaluation and before the
-    # old demo's results go.
-    check_lora_rank(cfg, model)
-    check_seeds_fit(tokenizer, model, harmful + benign, cfg.attack_tokens, cfg.response_tokens, cfg.explore_prefixes)
-    judge = make_judge(cfg.judge, format=cfg.judge_format)  # as the training makes it
-    place_judge(judge, device, dtype)
-    check_reachable(judge)  # a judge server that cannot answer: before the base is evaluated
+    model, tokenizer, judge = loaded_and_checked(cfg, harmful + benign)
     held_out = builtin_seeds(split)
     log(f"held-out seeds: {sum(s.harmful for s in held_out)} harmful, {sum(not s.harmful for s in held_out)} benign")
 
@@ -119,8 +102,6 @@ def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bo
         raise KeyboardInterrupt
     with result["roles"].policy("defender") as defender:
         after = evaluate_defender(defender, tokenizer, judge, held_out, **answer)
-    training = read_metrics(out / "run")
-
     summary = {
         "split": split,
         "base": {k: before[k] for k in METRICS},
@@ -128,7 +109,7 @@ def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bo
         "n_harmful": before["n_harmful"],
         "n_benign": before["n_benign"],
         "steps": cfg.steps,
-        "training_benign_refusal": watch.benign_refusal(training),  # the over-refusal watch's number (or None)
+        "training_benign_refusal": watch.benign_refusal(read_metrics(out / "run")),  # the over-refusal watch's (or None)
         "seconds": round(time.perf_counter() - t0, 1),  # of this command: a resumed demo's resumed part
         "resumed": resume,
         "config": cfg.to_dict(),
@@ -137,14 +118,45 @@ def run(out: str | Path = "runs/demo", *, steps: int | None = None, progress: bo
     }
     write_json(out / "answers.json", {"base": before["answers"], "trained": after["answers"]})
     write_json(out / "demo.json", summary)
-    log_table(log, split, before, after)
+    log_results(log, summary, before, after, out)
+    return summary
+
+
+def loaded_and_checked(cfg, seeds: list):
+    """The demo's base model, tokenizer and judge, placed as ``cfg`` says, after the checks that the training
+    would make once the model is in hand: before the base evaluation, and before the old demo's results go."""
+    import torch
+
+    from redgame.llm.cpu_allocator import keep_freed_memory
+    from redgame.llm.judges import check_reachable, make_judge
+    from redgame.llm.models import load_base, place_judge, placement
+    from redgame.llm.prompts import check_seeds_fit
+    from redgame.llm.trainer import check_lora_rank
+
+    if cfg.threads:  # the loading and the base evaluation keep to them too, not only the training
+        torch.set_num_threads(cfg.threads)
+    device, dtype = placement(cfg.device, cfg.dtype)  # cuda without CUDA: an error before anything is written
+    keep_freed_memory(device)  # for the evaluations too, not only the training (llm/cpu_allocator.py)
+    model, tokenizer = load_base(cfg.model, dtype=dtype, device=device)
+    check_lora_rank(cfg, model)
+    check_seeds_fit(tokenizer, model, seeds, cfg.attack_tokens, cfg.response_tokens, cfg.explore_prefixes)
+    judge = make_judge(cfg.judge, format=cfg.judge_format)  # as the training makes it
+    place_judge(judge, device, dtype)
+    check_reachable(judge)  # a judge server that cannot answer: before the base is evaluated
+    return model, tokenizer, judge
+
+
+def log_results(log, summary: dict, before: dict, after: dict, out: Path) -> None:
+    """The demo's table, its intervals and where it wrote them."""
+    from redgame.llm.rate_intervals import interval_lines
+
+    log_table(log, summary["split"], before, after)
     log("95% intervals over these prompts (Wilson; Newcombe for the paired changes). One training seed: another "
         "seed's run can land outside them")
     for line in interval_lines(summary["intervals"], {"trained": "trained defender"}):
         log(f"  {line}")
-    part = " (this resumed part)" if resume else ""
-    log(f"\n{cfg.steps} steps; {summary['seconds']:.0f} s{part}; wrote {out / 'demo.json'}")
-    return summary
+    part = " (this resumed part)" if summary["resumed"] else ""
+    log(f"\n{summary['steps']} steps; {summary['seconds']:.0f} s{part}; wrote {out / 'demo.json'}")
 
 
 def log_table(log, split: str, before: dict, after: dict) -> None:
