@@ -11,7 +11,7 @@ the test split (docs/llm_game.md). The rule, so that every choice is the same co
 2. among the candidates that pass, the one with the largest mean gain in harmful refusal by
    refusal strings is chosen; when the incumbent (the first candidate) passes, a challenger
    must beat it by more than ``--margin`` points, else the incumbent stays; when it fails,
-   the best passing candidate is chosen;
+   the best passing candidate is chosen (of two with the same gain, the one given first);
 3. when no candidate passes, none is chosen: the script says so (the incumbent is kept, as a
    failed recipe, not as a chosen one).
 
@@ -57,6 +57,7 @@ from __future__ import annotations
 import argparse
 import functools
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,7 +140,8 @@ def read_run(path: Path, reader: Rereader | None = None) -> Run:
                             "or redgame llm eval (or by an older version)")
         bad = [k for k in KEYS if k in rates and not is_rate(rates[k])]
         if bad:
-            raise UserError(f"{file}: {', '.join(bad)} is not a number (no prompts of that class?)")
+            raise UserError(f"{file}: the {what} {', '.join(bad)} is not a rate in [0, 1] (no prompts of that "
+                            "class, or not written by redgame?)")
     return Run(judge, trained, base, over_refusal_watch(run_folder),
                run_folder.resolve() if run_folder is not None else None, run_seed(doc, run_folder))
 
@@ -173,8 +175,8 @@ def one_seed_once(candidates: list[list[str]], runs: dict[str, list[Run]]) -> No
 
 
 def is_rate(value) -> bool:
-    """A finite number (not a JSON true / false)."""
-    return isinstance(value, float | int) and not isinstance(value, bool) and math.isfinite(value)
+    """A number in [0, 1] (not a JSON true / false)."""
+    return isinstance(value, float | int) and not isinstance(value, bool) and 0 <= value <= 1
 
 
 def read_demo(file: Path, doc: dict, reader: Rereader | None) -> tuple[str, dict, dict, Path]:
@@ -204,10 +206,15 @@ def read_eval(file: Path, doc: dict, reader: Rereader | None) -> tuple[str, dict
     return judge, results["adapter"], results.get("base"), run_folder
 
 
-def run_of_adapter(adapter: Path) -> Path:
-    """The run folder of a role folder: RUN/final/defender, or RUN/checkpoints/step_K/defender."""
+def run_of_adapter(adapter: Path) -> Path | None:
+    """The run folder of a role folder, RUN/final/ROLE or RUN/checkpoints/step_K/ROLE; None for an adapter folder
+    that is not a run's (its seed and watch are not known, and it is not taken for another adapter's run)."""
     saved = adapter.parent  # final, or step_K
-    return saved.parent.parent if saved.parent.name == "checkpoints" else saved.parent
+    if saved.name == "final":
+        return saved.parent
+    if saved.parent.name == "checkpoints" and re.fullmatch(r"step_\d+", saved.name):
+        return saved.parent.parent
+    return None
 
 
 def over_refusal_watch(run_folder: Path | None) -> float | None:
@@ -268,7 +275,9 @@ def choose(verdicts: list[Verdict], margin: float) -> tuple[str | None, str]:
     passing = [v.name for v in verdicts if v.passes]
     if not passing:
         return None, "no candidate passes the rule: none is chosen"
-    incumbent, best = verdicts[0].name, max(passing, key=lambda n: gain[n])
+    top = max(gain[n] for n in passing)
+    incumbent = verdicts[0].name
+    best = next(n for n in passing if gain[n] >= top - ROUNDING)  # a tie (to rounding): the one given first
     if incumbent in passing and gain[best] - gain[incumbent] <= margin + ROUNDING:
         return incumbent, (f"{incumbent} (the incumbent) stays: the best gain ({best}, {gain[best]:+.1f}) is within "
                            f"{margin:g} points of its {gain[incumbent]:+.1f}")

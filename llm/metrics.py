@@ -20,7 +20,11 @@ def read_metrics(run: Path, *, allow_empty: bool = False) -> list[dict]:
     path = Path(run) / "metrics.jsonl"
     if not path.is_file():
         raise UserError(f"run {run}: no metrics.jsonl; expected a folder written by 'redgame llm train'")
-    lines = [(n, line) for n, line in enumerate(path.read_bytes().split(b"\n"), 1) if line.strip()]
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    lines = [(n, line) for n, line in enumerate(data.split(b"\n"), 1) if line.strip()]
     rows = [_parse_row(line, f"{path}, line {n}", last=n == lines[-1][0]) for n, line in lines]
     rows = [row for row in rows if row is not None]
     if not rows and not allow_empty:

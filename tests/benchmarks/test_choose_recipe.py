@@ -143,7 +143,7 @@ def test_runs_by_different_judges_or_with_a_missing_rate_are_refused(tmp_path):
     doc = json.loads(Path(a).read_text())
     doc["results"]["adapter"]["benign_compliance"] = None  # NaN, as strict JSON writes it
     (tmp_path / "null.json").write_text(json.dumps(doc))
-    with pytest.raises(SystemExit, match="benign_compliance is not a number"):
+    with pytest.raises(SystemExit, match="benign_compliance is not a rate"):
         choose_recipe.main(["--candidate", "x", a, str(tmp_path / "null.json")])
 
 
@@ -167,7 +167,10 @@ def test_candidate_names_must_differ(tmp_path):
      "the trained rates lack harmful_refusal_strings"),
     (lambda p: (p / "t.json").write_text(json.dumps({"harmful_file": "built-in validation split", "results": {
         "adapter": {"harmful_refusal": 0.3, "harmful_refusal_strings": True, "benign_compliance": 1.0}}}))
-     and str(p / "t.json"), "harmful_refusal_strings is not a number"),
+     and str(p / "t.json"), "harmful_refusal_strings is not a rate in"),
+    (lambda p: (p / "p.json").write_text(json.dumps({"harmful_file": "built-in validation split", "results": {
+        "adapter": {"harmful_refusal": 0.3, "harmful_refusal_strings": 0.3, "benign_compliance": 97.0}}}))
+     and str(p / "p.json"), r"the trained benign_compliance is not a rate in \[0, 1\]"),  # written in percent
 ])
 def test_bad_runs_get_one_line_errors(tmp_path, make, needle):
     good = demo_folder(tmp_path / "g", 0.1, 1.0)
@@ -198,6 +201,29 @@ def test_a_run_listed_twice_is_not_two_seeds(tmp_path, capsys):
     evaluated.write_text(json.dumps({**doc, "adapter": str(Path(b) / "run" / "checkpoints" / "step_0008" / "defender")}))
     with pytest.raises(SystemExit, match="are evaluations of one run"):
         choose_recipe.main(["--candidate", "x", a, b, "--candidate", "y", str(evaluated), c])
+
+
+def test_adapter_folders_outside_a_run_are_separate_seeds_with_no_watch(tmp_path, capsys):
+    """Eval files of plain adapter folders adapters/s0, adapters/s1 were refused as "evaluations of one run"
+    (the folder above both), and read that folder's metrics.jsonl as their watch."""
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "refusal_benign": 0.9}) + "\n")
+    files = []
+    for s in range(3):
+        doc = json.loads(Path(eval_file(tmp_path / f"e{s}.json", 0.2, 1.0, 0.5, base_help=0.5)).read_text())
+        (tmp_path / f"e{s}.json").write_text(json.dumps({**doc, "adapter": str(tmp_path / "adapters" / f"s{s}")}))
+        files.append(str(tmp_path / f"e{s}.json"))
+    candidate = run(capsys, ["--candidate", "x", *files])["candidates"][0]
+    assert candidate["watch"] == [None, None, None] and len(candidate["changes"]["benign_compliance"]) == 3
+
+
+def test_of_two_challengers_with_the_same_gain_the_one_given_first_is_chosen(tmp_path, capsys):
+    """Their means, summed in another order, differed in the last bit, and the later one won."""
+    old = [demo_folder(tmp_path / f"o{s}", 0.3, y) for s, y in enumerate((1.0, 0.5))]  # fails: gives way
+    gains = (15 / 18, 17 / 18, 18 / 18)
+    b = [demo_folder(tmp_path / f"b{s}", x, 1.0) for s, x in enumerate(gains)]
+    c = [demo_folder(tmp_path / f"c{s}", x, 1.0) for s, x in enumerate(reversed(gains))]
+    assert run(capsys, ["--candidate", "old", *old, "--candidate", "b", *b, "--candidate", "c", *c])["chosen"] == "b"
+    assert run(capsys, ["--candidate", "old", *old, "--candidate", "c", *c, "--candidate", "b", *b])["chosen"] == "c"
 
 
 def test_a_copied_run_is_one_seed_not_two(tmp_path, capsys):
@@ -250,6 +276,18 @@ def test_the_over_refusal_watch_is_printed_beside_the_rule_where_the_run_folders
     printed = capsys.readouterr()
     assert json.loads(printed.out)["candidates"][0]["watch"] == pytest.approx([0.3, 0.1, None, None])
     assert "no over-refusal watch" in printed.err
+    real_read = Path.read_bytes
+
+    def unreadable(path):
+        if path.name == "metrics.jsonl" and path.parent.parent == Path(folder):
+            raise PermissionError(13, "Permission denied")
+        return real_read(path)
+
+    monkeypatch.setattr(Path, "read_bytes", unreadable)  # a file this user cannot read: a "?" too
+    assert choose_recipe.main([*argv, "--json"]) == 0
+    printed = capsys.readouterr()
+    assert json.loads(printed.out)["candidates"][0]["watch"] == pytest.approx([None, 0.1, None, None])
+    assert "cannot be read (Permission denied)" in printed.err
 
 
 def test_a_candidate_whose_gain_interval_reaches_zero_fails_the_gain_floor(tmp_path, capsys):

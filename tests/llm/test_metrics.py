@@ -43,6 +43,19 @@ def test_a_last_line_cut_short_by_a_kill_is_skipped_with_a_warning(tmp_path, cap
     assert len(warning) == 1 and warning[0].startswith("redgame: warning: ") and "line 3" in warning[0]
 
 
+def test_a_file_that_cannot_be_read_is_a_one_line_error(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1}) + "\n")
+
+    def denied(path):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_bytes", denied)  # tests may run as root, where a chmod is not enough
+    with pytest.raises(UserError, match=r"metrics.jsonl: cannot be read \(Permission denied\)"):
+        read_metrics(tmp_path)
+
+
 def test_rows_are_read_in_order_and_blank_lines_skipped(tmp_path):
     (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1}) + "\n\n" + json.dumps({"step": 2}) + "\n")
     assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2]

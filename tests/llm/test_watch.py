@@ -43,6 +43,13 @@ def test_reaches_is_at_or_above_the_threshold_and_never_for_a_missing_number():
     assert not watch.reaches(None)
 
 
+def test_a_mean_of_exactly_the_threshold_from_rates_of_twelve_answers_is_flagged():
+    """(0 + 0 + 3/12 + 4/12 + 2/12) / 5 is 3/20 exactly, and summed as floats one step under 0.15: not flagged."""
+    steps = rows([0, 0, 3 / 12, 4 / 12, 2 / 12])
+    assert watch.benign_refusal(steps) < watch.THRESHOLD  # the float sum, as the watch computes it
+    assert watch.flagged(steps) and watch.warning(steps) is not None
+
+
 def test_a_run_whose_defender_does_not_learn_gets_no_warning(tmp_path, judge, tiny_config, monkeypatch):
     """The probe's best response trains the attacker against a frozen defender: the watch warned of that defender's
     over-refusal, which no training of this run made."""
