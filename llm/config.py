@@ -181,6 +181,15 @@ class TrainConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     def validate(self) -> "TrainConfig":
+        """This config, after checking every key; a one-line UserError naming the first key that is wrong."""
+        self._check_choices_and_counts()
+        self._check_placement_and_judge()
+        self._check_training_values()
+        self._check_combinations()
+        return self
+
+    def _check_choices_and_counts(self) -> None:
+        """Each key's allowed words, counts and ranges, and a step's size."""
         choices = {"regime": REGIMES, "loss": LOSSES, "reference": ("auto", "base", "ema"),
                    "rollout_backend": ("torch", "vllm"), "payoff": PAYOFF_KINDS, "judge_format": FORMATS,
                    "kernels": ("auto", "on", "off"), "rollout_policy": ROLLOUT_POLICIES,
@@ -217,6 +226,9 @@ class TrainConfig:
             raise UserError(f"config key 'max_grad_norm' must be > 0, got {self.max_grad_norm}")
         if not -2**63 <= self.seed < 2**64:
             raise UserError(f"config key 'seed' must fit in 64 bits, got {self.seed}")
+
+    def _check_placement_and_judge(self) -> None:
+        """The device, the dtype, the judge and the payoff its labels are read by."""
         check_device_name(self.device, "config key 'device':")
         check_dtype_name(self.dtype, "config key 'dtype':")
         judge_kind(self.judge, self.judge_format, where="config key 'judge': ", format_where="config key 'judge_format': ")
@@ -232,6 +244,9 @@ class TrainConfig:
                             "defaults with advgame, or train a pointwise regime (bipolicy) with them")
         if self.judge_rank < -1:
             raise UserError(f"config key 'judge_rank' must be -1 (every rank judges) or a rank, got {self.judge_rank}")
+
+    def _check_training_values(self) -> None:
+        """Checkpoints, the optimiser, the reference's EMA, sampling and the roles trained."""
         for key in ("save_every", "keep_checkpoints"):
             if getattr(self, key) < 0:
                 raise UserError(f"config key '{key}' must be >= 0, got {getattr(self, key)}")
@@ -257,6 +272,9 @@ class TrainConfig:
         bad = set(self.train_roles) - {"attacker", "defender"}
         if bad or not self.train_roles:
             raise UserError(f"config key 'train_roles': expected attacker and/or defender, got {list(self.train_roles)}")
+
+    def _check_combinations(self) -> None:
+        """Keys that are valid alone and not together."""
         if self.kernels == "on" and self.full_finetune:
             raise UserError("config key 'kernels': 'on' patches LoRA adapters and full_finetune trains none; "
                             "use kernels=auto or off")
@@ -271,7 +289,6 @@ class TrainConfig:
         self._check_population()
         if self.resolved_loss() in ("dpo", "ipo") and self.responses_per_attack + len(self.explore_prefixes) < 2:
             raise UserError("config: dpo/ipo need at least 2 responses per attack (responses_per_attack + explore_prefixes)")
-        return self
 
     def _check_rollout_policy(self) -> None:
         if self.rollout_policy != "ema":
