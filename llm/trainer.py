@@ -48,7 +48,7 @@ from pathlib import Path
 
 import torch
 
-from redgame.errors import UserError
+from redgame.errors import Terminated, UserError, lost_peer
 from redgame.kernels.peft_patch import FUSED_CALLS
 from redgame.llm import checkpoint as ckpt
 from redgame.llm import distributed, watch
@@ -170,11 +170,14 @@ LAUNCHER_KILLS = ("; torchrun kills its workers --shutdown-timeout seconds after
 
 
 class _StopFlag:
-    """First Ctrl-C: finish the step, checkpoint, exit; a second one aborts at once."""
+    """First Ctrl-C: finish the step, checkpoint, exit; a second one aborts at once. SIGTERM (a ``kill``, or
+    torchrun stopping the processes of a run one of whose processes failed) aborts at once too, as
+    :class:`~redgame.errors.Terminated`, so that the run names its last checkpoint before it ends."""
 
     def __init__(self):
         self.requested = False
         self._previous = None
+        self._previous_term = None
 
     def __enter__(self):
         def handler(signum, frame):
@@ -184,8 +187,12 @@ class _StopFlag:
             print("\nredgame: stopping after this step and checkpointing (Ctrl-C again to abort)"  # stdout may be JSON
                   + (LAUNCHER_KILLS if "TORCHELASTIC_RUN_ID" in os.environ else ""), file=sys.stderr, flush=True)
 
+        def terminated(signum, frame):
+            raise Terminated("SIGTERM")
+
         try:
             self._previous = signal.signal(signal.SIGINT, handler)
+            self._previous_term = signal.signal(signal.SIGTERM, terminated)
         except ValueError:  # not the main thread: leave signals alone
             self._previous = None
         return self
@@ -193,6 +200,7 @@ class _StopFlag:
     def __exit__(self, *exc):
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
+            signal.signal(signal.SIGTERM, self._previous_term)
 
 
 def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
@@ -332,9 +340,12 @@ def _train(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
                     return {"out": str(game.out), "steps": step + 1, "stopped": True, "interrupted": True,
                             "roles": game.roles}
     except BaseException as exc:
-        if dist.is_main and not isinstance(exc, TrainingStopped):
-            print(f"redgame: the run stopped at step {step + 1} ({type(exc).__name__}); "
-                  f"{resume_hint(game.out, game.rerun)}", file=sys.stderr)
+        lost = dist.active and lost_peer(exc)  # another rank died or stopped: rank 0 itself may be gone
+        ended = isinstance(exc, Terminated)  # under torchrun: perhaps its stop after rank 0 died
+        if (dist.is_main or lost or ended) and not isinstance(exc, TrainingStopped):
+            why = "another rank stopped" if lost else "terminated" if ended else type(exc).__name__
+            print(f"redgame: the run stopped at step {step + 1} ({why}); {resume_hint(game.out, game.rerun)}",
+                  file=sys.stderr)
         raise
     finally:
         if dist.is_main:

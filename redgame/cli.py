@@ -20,7 +20,7 @@ import traceback
 import warnings
 
 from redgame import __version__
-from redgame.errors import UserError, check_output_path, missing_extra_message
+from redgame.errors import Terminated, UserError, check_output_path, lost_peer, missing_extra_message
 
 # Modules that contribute subcommands, in the order they appear in --help.
 COMMAND_MODULES = ("redgame.games.cli", "redgame.llm.cli")
@@ -97,12 +97,16 @@ def _main(argv: list[str] | None) -> int:
 
 def report_errors(prog: str, work, debug: bool = False) -> int:
     """``work()``'s exit status (0 unless it returns an int), or one line ``prog: error: ...`` for what it
-    raised: exit 2 for the user's mistakes, 1 for a bug (``debug`` adds the traceback), 130 for Ctrl-C."""
+    raised: exit 2 for the user's mistakes, 1 for a bug (``debug`` adds the traceback), 130 for Ctrl-C, 143 for
+    a SIGTERM that a training run turned into :class:`~redgame.errors.Terminated`."""
     try:
         result = work()
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"{prog}: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except UserError as exc:
         return _report(exc, "error", 2, debug, prog)
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
@@ -116,6 +120,11 @@ def report_errors(prog: str, work, debug: bool = False) -> int:
         sys.stderr.close()
         return 0
     except Exception as exc:  # a bug: say so, and how to see where; a full or read-only disk is the user's
+        if lost_peer(exc):  # under torchrun, another process stopped first: not a bug of this one
+            if debug:
+                traceback.print_exception(exc)
+            print(f"{prog}: error: {PEER_STOPPED}", file=sys.stderr)
+            return 1
         users = is_disk_error(exc) or (isinstance(exc, OSError) and exc.errno in PATH_ERRNOS)
         return _report(exc, "error", 2, debug, prog) if users else _report(exc, "internal error", 1, debug, prog)
     return result if isinstance(result, int) and not isinstance(result, bool) else 0
@@ -140,6 +149,10 @@ def check_out(args) -> None:
 DISK_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
 DISK_MESSAGES = re.compile(r"No space left on device|Read-only file system|Disk quota exceeded")
 PATH_ERRNOS = (errno.ENAMETOOLONG, errno.ELOOP)  # a path the user gave that no file system takes
+
+
+PEER_STOPPED = ("another process of this torchrun run stopped (its own lines say why), and this one stopped "
+                "with it")
 
 
 def is_disk_error(exc: BaseException) -> bool:

@@ -8,6 +8,9 @@
   refused unless ``--overwrite``.
 - A ``ModuleNotFoundError`` for a module of an optional install (an *extra*) becomes one
   line naming the ``pip install`` to run (``missing_extra_message``).
+- ``Terminated``: SIGTERM during a training run, after the run named its checkpoint; exit 143.
+- A collective that failed because another process of a torchrun run died or stopped
+  (``lost_peer``) is said in one line, exit 1: that process's own lines say why.
 - Anything else is a bug: the CLI says "internal error", exits 1, and ``--debug`` shows
   the traceback.
 """
@@ -16,11 +19,17 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from pathlib import Path
 
 
 class UserError(ValueError):
     """Bad input from the user: a config, a file, a parameter. The message names the culprit."""
+
+
+class Terminated(BaseException):
+    """SIGTERM during a training run (a ``kill``, or torchrun stopping the processes of a run one of whose
+    processes failed): raised so that the run names its last checkpoint before it ends (exit 143)."""
 
 
 def check_output_path(flag: str, out, kind: str, example: str = "eval.json") -> None:
@@ -86,3 +95,14 @@ def missing_extra_message(exc: ModuleNotFoundError) -> str | None:
         return None
     hint = " (install the torch build for your machine first: see the README)" if extra in ("llm", "kernels") else ""
     return f"{root} is not installed; run: pip install 'redgame[{extra}]'{hint}"
+
+
+# gloo's words for a peer that went away, and NCCL's for a communicator aborted once one did
+PEER_LOST = re.compile(r"Connection (closed|reset) by peer|remote worker|communicator was aborted", re.IGNORECASE)
+
+
+def lost_peer(exc: BaseException) -> bool:
+    """Whether ``exc`` is a collective (torch.distributed) that failed because another process of the run died
+    or stopped: its error, not this one, says why. Read from the exception alone, without importing torch."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return ("DistBackendError" in names or isinstance(exc, RuntimeError)) and PEER_LOST.search(str(exc)) is not None

@@ -51,6 +51,30 @@ def test_any_other_exception_is_an_internal_error_with_exit_1(monkeypatch, capsy
     assert "--debug" in err[0] and "Traceback" not in err[0]
 
 
+class DistBackendError(RuntimeError):
+    """Named as torch.distributed names NCCL's errors."""
+
+
+@pytest.mark.parametrize("exc", [
+    RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:58522. "
+                 "This is typically caused by a remote worker crashing."),
+    RuntimeError("[../gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:20379: Connection reset by peer"),
+    DistBackendError("NCCL communicator was aborted on rank 1.")])
+def test_a_collective_failed_by_another_process_is_one_line_not_a_bug(monkeypatch, capsys, exc):
+    monkeypatch.setattr(toy_cli, "run_list", _raise(exc))
+    assert cli.main(["toy", "list"]) == 1
+    assert _stderr(capsys) == ["redgame: error: another process of this torchrun run stopped (its own lines say why), "
+                               "and this one stopped with it"]
+
+
+def test_a_terminated_training_is_one_line_with_exit_143(monkeypatch, capsys):
+    from redgame.errors import Terminated
+
+    monkeypatch.setattr(toy_cli, "run_list", _raise(Terminated("SIGTERM")))
+    assert cli.main(["toy", "list"]) == 143
+    assert _stderr(capsys) == ["redgame: terminated (SIGTERM)"]
+
+
 class SafetensorError(Exception):
     """Named as safetensors names its error, which wraps the disk's."""
 

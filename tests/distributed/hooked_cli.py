@@ -1,6 +1,6 @@
 """``redgame`` with rollouts recorded or replayed and per-rank tensors dumped: the distributed test's hook.
 
-    python tests/distributed/hooked_cli.py [--record DIR | --replay DIR] [--dump DIR] -- ARGS...
+    python tests/distributed/hooked_cli.py [--record DIR | --replay DIR] [--fail R:S:HOW] [--dump DIR] -- ARGS...
 
 runs ``redgame ARGS...`` (the real CLI, ``redgame.cli.main``) in this process, under torchrun
 or alone, after wrapping a few module attributes from outside (nothing in redgame knows
@@ -11,6 +11,8 @@ about this script):
 - ``--replay DIR``: instead of sampling, each rank takes its shard (positions
   ``RANK, RANK + WORLD_SIZE, ...`` of the recorded step's seed batch) of the recorded round,
   and the judge answers from the recorded table: the rollouts and judge results are held fixed;
+- ``--fail RANK:STEP:HOW``: rank RANK stops at the start of step STEP, with a UserError
+  (``error``) or killed outright (``kill``, as by the out-of-memory killer);
 - ``--dump DIR``: each rank writes ``DIR/rank<R>/step<K>.safetensors`` holding the
   gradients before and after averaging, the trainable weights after the step, and how many
   parameters FSDP holds sharded (``meta/sharded_params``).
@@ -78,19 +80,27 @@ class RecordedJudge:
         return self._ask("score", seeds, attacks, responses)
 
 
-def install(record: Path | None, replay: Path | None, dump: Path | None) -> None:
+def install(record: Path | None, replay: Path | None, dump: Path | None, fail: str | None = None) -> None:
+    import signal
+
     import torch
     from safetensors.torch import save_file
 
+    from redgame.errors import UserError
     from redgame.llm import distributed, judges, trainer
 
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     at = {"step": 0, "roles": None, "tensors": {}}
+    fail_rank, fail_step, how = fail.split(":") if fail else (-1, 0, "")
 
     real_batch = trainer.seed_batch
 
     def seed_batch(harmful, benign, cfg, index):
         at["step"] = index + 1
+        if rank == int(fail_rank) and at["step"] == int(fail_step):
+            if how == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise UserError(f"stopped on rank {rank} at step {at['step']} by the test")
         return real_batch(harmful, benign, cfg, index)
 
     trainer.seed_batch = seed_batch
@@ -159,8 +169,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--record", type=Path)
     parser.add_argument("--replay", type=Path)
     parser.add_argument("--dump", type=Path)
+    parser.add_argument("--fail")
     args = parser.parse_args(argv[:split])
-    install(args.record, args.replay, args.dump)
+    install(args.record, args.replay, args.dump, args.fail)
     from redgame.cli import main as redgame_main
 
     return redgame_main(argv[split + 1:])

@@ -7,6 +7,7 @@ two runs differ only in how the batch is split and the gradients are combined.
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -131,6 +132,25 @@ def test_a_folder_rank_0_refuses_stops_every_rank_with_its_reason(tmp_path):
     assert "redgame: error: --out" in done.stderr and "already holds a run" in done.stderr
     assert "redgame: error: rank 0 stopped: --out" in done.stderr and "internal error" not in done.stderr
     assert sorted(p.name for p in run.iterdir()) == ["config.json"]
+
+
+@pytest.mark.parametrize("fail", ["1:2:error", "0:2:kill"])
+def test_a_rank_that_stops_or_dies_mid_run_leaves_the_others_a_resume_line_not_an_internal_error(tmp_path, fail):
+    """The other rank's collective fails in gloo ("Connection closed by peer"): it said "internal error", and
+    with rank 0 killed no process named the checkpoint and the resume."""
+    run = tmp_path / "run"
+    done = _launch([sys.executable, str(HOOK), "--fail", fail, "--", *TRAIN, "--steps", "3", "--out", str(run)],
+                   ranks=2)
+    assert done.returncode != 0 and "internal error" not in done.stderr, done.stderr[-3000:]
+    # the survivor's collective fails, or torchrun, seeing a process gone, terminates it first (SIGTERM)
+    assert re.search(r"redgame: the run stopped at step 2 \((another rank stopped|terminated)\); last checkpoint",
+                     done.stderr), done.stderr[-3000:]
+    assert f"--out {run} --resume" in done.stderr
+    assert ("redgame: error: another process of this torchrun run stopped (its own lines say why)" in done.stderr
+            or "redgame: terminated (SIGTERM)" in done.stderr)
+    if fail.endswith("error"):
+        assert "redgame: error: stopped on rank 1 at step 2 by the test" in done.stderr
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step_0001"]
 
 
 def test_one_process_needs_no_process_group(monkeypatch):

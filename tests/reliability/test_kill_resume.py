@@ -130,3 +130,27 @@ def test_ctrl_c_from_outside_checkpoints_the_step_and_resumes(tmp_path, small_ga
     resumed = run_cli([*TRAIN, "--config", small_game, "--out", run, "--resume"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_final(run, uninterrupted)
+
+
+@pytest.mark.slow
+@pytest.mark.long
+def test_sigterm_stops_at_once_naming_the_last_checkpoint_and_resumes(tmp_path, small_game, uninterrupted):
+    """SIGTERM (a ``kill``, or torchrun stopping a run whose other process failed) in the middle of step 3: the
+    step is given up, the run names step 2's checkpoint and the resume, exit 143; it used to end without a word."""
+    run, held = tmp_path / "run", tmp_path / "hold"
+    held.mkdir()
+    proc = start_cli([*TRAIN, "--config", small_game, "--out", run], "--hold", f"3:{held}")
+    deadline = time.monotonic() + 240
+    while proc.poll() is None and not (held / "held").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (held / "held").exists(), "the run never reached step 3"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 143, err[-3000:]
+    assert "Traceback" not in err and "redgame: terminated (SIGTERM)" in err
+    assert f"the run stopped at step 3 (terminated); last checkpoint {run / 'checkpoints' / 'step_0002'}" in err
+    assert f"--out {run} --resume" in err
+    assert check_visible(run, uninterrupted, "SIGTERM") == 2
+    resumed = run_cli([*TRAIN, "--config", small_game, "--out", run, "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_final(run, uninterrupted)
