@@ -89,8 +89,8 @@ def _check(grid: dict[str, list[Any]], params: dict[str, Any], seeds: int) -> No
     for key, values in grid.items():
         if not len(values):
             raise UserError(f"--grid: {key} has no values")
-        if key in FIXED_KEYS:
-            raise UserError(f"--grid: {key} is set by the phase diagram (use --regime / --seeds)")
+        if key in FIXED_KEYS or key == "model":
+            raise UserError(f"--grid: {key} is set by the phase diagram (use --regime / --seeds / --model)")
         if key in params:
             raise UserError(f"--grid: {key} is also given with --param")
     if seeds < 2:

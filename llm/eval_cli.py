@@ -120,6 +120,7 @@ def run_eval(args) -> int:
     from redgame.llm.adapters import adapter_sha256, attach, checked_adapter_dir, playing, run_model_of
     from redgame.llm.judge_formats import judge_kind
     from redgame.llm.rate_intervals import interval_lines, intervals
+    from redgame.llm.seeds import check_one_class_a_prompt
     from redgame.llm.utility import choice_jobs, load_questions
 
     _positive("--max-new-tokens", args.max_new_tokens)
@@ -137,6 +138,10 @@ def run_eval(args) -> int:
     default_harmful, default_benign = safety_eval.default_sets(args.split)
     harmful, dropped_h = safety_eval.load_class(args.harmful, harmful=True) if args.harmful else (default_harmful, 0)
     benign, dropped_b = safety_eval.load_class(args.benign, harmful=False) if args.benign else (default_benign, 0)
+    if args.harmful or args.benign:  # a prompt in both classes would count as a refusal and as an over-refusal
+        files = " and ".join(f"--{flag} {path}" for flag, path in (("harmful", args.harmful), ("benign", args.benign))
+                             if path)
+        check_one_class_a_prompt(harmful + benign, files)
     questions = None if args.no_utility else load_questions(args.utility)
     adapter = checked_adapter_dir(args.adapter) if args.adapter else None
 

@@ -243,14 +243,15 @@ def load_seeds(path, *, harmful: bool | None = None, unlabelled: bool | None = N
         seeds = _load_lines(path, text, harmful)
     if not seeds:
         raise UserError(f"seed file {path}: no seeds in it")
-    _check_one_class_a_prompt(seeds, path)
+    check_one_class_a_prompt(seeds, f"seed file {path}")
     return seeds
 
 
-def _check_one_class_a_prompt(seeds: list[Seed], path: Path) -> None:
-    """A prompt labelled both harmful and benign (case and spacing aside) is a one-line UserError."""
+def check_one_class_a_prompt(seeds: list[Seed], where: str) -> None:
+    """A prompt labelled both harmful and benign (case and spacing aside) is a one-line UserError (``where``: the
+    file or files, for that line)."""
     class_of = {}
     for seed in seeds:
         key = " ".join(seed.prompt.casefold().split())
         if class_of.setdefault(key, seed.harmful) != seed.harmful:
-            raise UserError(f"seed file {path}: the prompt {seed.prompt[:60]!r} is labelled both harmful and benign")
+            raise UserError(f"{where}: the prompt {seed.prompt[:60]!r} is labelled both harmful and benign")

@@ -44,6 +44,9 @@ def _question(row, where: str, default_id: str) -> Question:
         raise UserError(f"{where}: 'question' must be a non-empty string")
     if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c.strip() for c in choices):
         raise UserError(f"{where}: 'choices' must be a list of at least two non-empty strings")
+    twice = next((c for n, c in enumerate(choices) if c.strip() in [d.strip() for d in choices[:n]]), None)
+    if twice is not None:  # the model scores both alike, so which one is the answer decides the score
+        raise UserError(f"{where}: 'choices' holds {twice.strip()!r} twice")
     if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < len(choices):
         raise UserError(f"{where}: 'answer' must be an index in 0..{len(choices) - 1}, got {answer!r}")
     return Question(str(row.get("id", default_id)), q.strip(), tuple(c.strip() for c in choices), answer)

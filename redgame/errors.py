@@ -34,8 +34,9 @@ class Terminated(BaseException):
 
 def check_output_path(flag: str, out, kind: str, example: str = "eval.json") -> None:
     """One line, before any work, when ``out`` cannot be written as a ``kind`` ("folder" or "file"):
-    it is empty, it is a loop of links or a link to nothing, it is the other kind, or its nearest existing parent
-    is a file or is not writable."""
+    it is empty, it is a loop of links or a link to nothing, it is the other kind (or a device, a pipe or a
+    socket, which the file's atomic write would replace), or its nearest existing parent is a file or is not
+    writable."""
     if not str(out).strip():
         raise UserError(f"{flag} is empty; give a {kind} name")
     path = Path(out)
@@ -52,6 +53,8 @@ def check_output_path(flag: str, out, kind: str, example: str = "eval.json") -> 
         raise UserError(f"{flag} {out} exists and is not a folder")
     if kind == "file" and path.is_dir():
         raise UserError(f"{flag} {out} is a folder; give a file name, such as {path / example}")
+    if kind == "file" and path.exists() and not path.is_file():  # written by a rename, which would replace it
+        raise UserError(f"{flag} {out} is not a regular file (a device, a pipe or a socket); give a file name")
     parent = next((p for p in path.absolute().parents if p.exists()), None)
     if parent is not None and not parent.is_dir():
         raise UserError(f"{flag} {out}: {parent} is a file, not a folder")

@@ -5,6 +5,7 @@ install with the ``pip install`` to run (exit 2), anything else as an internal e
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import pytest
 
@@ -148,7 +149,10 @@ def test_an_out_that_cannot_take_the_output_is_one_line_before_any_work(monkeypa
     loop = tmp_path / "loopA"  # a loop of links: exists() says absent, and the write failed after the work
     loop.symlink_to(tmp_path / "loopB")
     (tmp_path / "loopB").symlink_to(loop)
+    fifo = tmp_path / "fifo"  # a pipe (or a device such as /dev/null) was replaced by the JSON file
+    os.mkfifo(fifo)
     for argv, needle in (
+            (["llm", "eval", "--model", "tiny", "--out", str(fifo)], "fifo is not a regular file (a device, a pipe"),
             (["llm", "eval", "--model", "tiny", "--out", str(loop)], "loopA: a loop of symbolic links; give another"),
             (["llm", "train", "--model", "tiny", "--out", str(loop / "run")], "a loop of symbolic links; give another"),
             (["llm", "train-judge", "--out", str(dangling)], "dangling is a symbolic link to"),

@@ -277,5 +277,7 @@ def parse_params(items: list[str] | None) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise UserError(f"--param: expected key=value, got {item!r}")
+        if key.strip() in params:  # the last would win unseen
+            raise UserError(f"--param: {key.strip()} is given twice; give it once")
         params[key.strip()] = value
     return params

@@ -107,6 +107,7 @@ def test_parse_grid():
     (["--grid", "g=1", "--grid", "k=2", "--grid", "lr=1"], "--grid: at most 2 keys"),
     (["--grid", "g=1", "--seeds", "1"], "--seeds: must be >= 2"),
     (["--grid", "runs=2,3"], "--grid: runs is set by the phase diagram"),
+    (["--grid", "model=neural"], "--grid: model is set by the phase diagram (use --regime / --seeds / --model)"),
     (["--grid", "g=1,2", "--param", "g=3"], "--grid: g is also given with --param"),
     (["--grid", "g=fast"], "g: expected float"),
     (["--grid", "k=0"], "k: need at least 1 style"),

@@ -124,3 +124,5 @@ def test_parse_params():
     assert parse_params(["lam=0.5", "q = 0.1"]) == {"lam": "0.5", "q": " 0.1"}
     with pytest.raises(ValueError, match="key=value"):
         parse_params(["lam"])
+    with pytest.raises(ValueError, match="--param: lam is given twice; give it once"):  # the last won unseen
+        parse_params(["lam=0", "lam =1"])
