@@ -174,19 +174,20 @@ def run_eval(args) -> int:
         "table": safety_eval.markdown_table(results),
         "intervals": intervals({k: r["answers"] for k, r in results.items()}),  # over the prompts, not seeds
     }
-    if args.out:
-        full = {**summary, "answers": {k: r["answers"] for k, r in results.items()}}
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        write_json(args.out, full)
+    # printed before the file is written: a write that fails (a full disk) does not take the numbers with it
     if args.json:
-        print(strict_json(summary))
+        print(strict_json(summary), flush=True)
     else:
         print(f"{len(harmful)} harmful, {len(benign)} benign prompts; greedy, {args.max_new_tokens} tokens; "
               f"evaluation judge {judge.name} (and refusal strings)")
         print(summary["table"])
         print("\n95% intervals of the judge's rates over these prompts (Wilson; Newcombe for the paired change):")
         for line in interval_lines(summary["intervals"]):
-            print(f"  {line}")
+            print(f"  {line}", flush=True)
+    if args.out:
+        full = {**summary, "answers": {k: r["answers"] for k, r in results.items()}}
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        write_json(args.out, full)
     return 0
 
 
@@ -225,17 +226,20 @@ def run_crossplay(args) -> int:
                                  progress=not (args.no_progress or args.json))
     result = {"model": model_name, "eval_judge": judge.name, "n_harmful": sum(s.harmful for s in seeds),
               "n_benign": sum(not s.harmful for s in seeds), **crossplay.summarise(played, runs)}
-    json_path, png = crossplay.write(result, Path(args.out))
+    # printed before the files are written: a write that fails (a full disk) does not take the numbers with it
     if args.json:
-        print(strict_json(result))
-        return 0
-    print(f"meta-game value (ASR at the meta-Nash): {result['value']:.3f}")
-    print("attacker mix: " + ", ".join(f"{n} {w:.2f}" for n, w in zip(result["attackers"], result["attacker_mix"])))
-    print("defender mix: " + ", ".join(f"{n} {w:.2f}" for n, w in zip(result["defenders"], result["defender_mix"])))
-    for name, g in result["mirror_gap"].items():
-        print(f"mirror gap of {name} ({g['regime']}): self-play ASR {g['selfplay_asr']:.2f}, "
-              f"best other ({g['best_other_attacker']}) {g['best_other_asr']:.2f}, gap {g['mirror_gap']:+.2f}")
-    print(f"wrote {json_path} and {png}")
+        print(strict_json(result), flush=True)
+    else:
+        print(f"meta-game value (ASR at the meta-Nash): {result['value']:.3f}")
+        print("attacker mix: " + ", ".join(f"{n} {w:.2f}" for n, w in zip(result["attackers"], result["attacker_mix"])))
+        print("defender mix: " + ", ".join(f"{n} {w:.2f}" for n, w in zip(result["defenders"], result["defender_mix"])))
+        for name, g in result["mirror_gap"].items():
+            print(f"mirror gap of {name} ({g['regime']}): self-play ASR {g['selfplay_asr']:.2f}, "
+                  f"best other ({g['best_other_attacker']}) {g['best_other_asr']:.2f}, gap {g['mirror_gap']:+.2f}",
+                  flush=True)
+    json_path, png = crossplay.write(result, Path(args.out))
+    if not args.json:
+        print(f"wrote {json_path} and {png}")
     return 0
 
 
