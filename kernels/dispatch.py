@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import math
 import operator
 import os
 
@@ -159,11 +160,15 @@ def lora_linear(x, weight, lora_a, lora_b, scale: float, bias=None):
 
 
 def _one_scale(scale, func: str) -> float:
-    """The LoRA scaling as a float; a sequence, or a tensor of several entries, is an error."""
+    """The LoRA scaling as a float; a sequence, a tensor of several entries, a string or a value that is not
+    finite is an error."""
     try:
-        return float(scale)
+        value = None if isinstance(scale, str | bytes) else float(scale)
     except (TypeError, ValueError, RuntimeError):
-        raise UserError(f"{func}: scale must be one number (alpha / r), got {scale!r}") from None
+        value = None
+    if value is None or not math.isfinite(value):
+        raise UserError(f"{func}: scale must be one finite number (alpha / r), got {scale!r}")
+    return value
 
 
 def multi_lora_linear(x, weight, lora_a, lora_b, scale, segment_ids, bias=None):

@@ -57,9 +57,12 @@ def parse_rewrites(text: str, where: str) -> list[Rewrite]:
 
 def check_one_split_a_pair(rewrites: list[Rewrite], where: str) -> None:
     """A (seed, attack) pair in both splits is a one-line UserError: validation would score a pair the head was
-    fitted on."""
+    fitted on; one given twice in a split would count twice."""
     split_of = {}
     for r in rewrites:
+        if (r.seed, r.attack) in split_of and split_of[(r.seed, r.attack)] == r.split:
+            raise UserError(f"{where}: the rewrite {r.attack[:60]!r} of the seed {r.seed[:60]!r} is given twice (a "
+                            "file given twice?); it would count twice: give each rewrite once")
         if split_of.setdefault((r.seed, r.attack), r.split) != r.split:
             raise UserError(f"{where}: the rewrite {r.attack[:60]!r} of the seed {r.seed[:60]!r} is in both the train "
                             "and validation splits, where validation would score a pair the head was fitted on; keep "
@@ -75,7 +78,8 @@ def _rewrite(row, at: str) -> Rewrite:
         if not isinstance(row.get(key), str) or not row[key].strip():
             raise UserError(f"{at}: field {key!r} must be a non-empty string")
     if not (isinstance(row.get("original_class"), str) and row["original_class"] in CLASSES):
-        raise UserError(f"{at}: original_class must be 'harmful' or 'benign', got {row.get('original_class')!r}")
+        got = "no such field" if "original_class" not in row else json.dumps(row["original_class"])
+        raise UserError(f"{at}: field 'original_class' must be 'harmful' or 'benign', got {got}")
     for key in ("attack_harmful", "attack_faithful"):
         if not isinstance(row.get(key), bool):
             raise UserError(f"{at}: field {key!r} must be true or false, got {json.dumps(row.get(key))}")

@@ -282,11 +282,12 @@ def retrain(data: str | list[str], out: Path, *, probe_model: str | None = None,
     classifier (with ``probe_model``: the probe judge's head on that model; with ``attacks``, rewrite files:
     a faithfulness head too, the probe's on the pair's states) into ``out``; the card."""
     from redgame.llm.embedder import MiniLMEmbedder, RememberingEmbedder
-    from redgame.llm.judge_data import exchange_metrics, judge_exchanges
+    from redgame.llm.judge_data import check_unique_ids, exchange_metrics, judge_exchanges
     from redgame.llm.judges import EmbeddedJudge
     from redgame.llm.seeds import builtin_seeds
 
     exchanges, rewrites, names, digest = _read_sources([data] if isinstance(data, str) else list(data), list(attacks))
+    check_unique_ids(exchanges, "train-judge --data")  # a file given twice (builtin and its own copy) counts twice
     _check_splits(exchanges)
     train = [x for x in exchanges if x.row.get("split") == "train"]
     validation = [x for x in exchanges if x.row.get("split") == "validation"]

@@ -186,7 +186,8 @@ def test_weight_requiring_grad_is_a_clear_error(path):
         (dict(segment_ids=torch.zeros(5, dtype=torch.long)), "segment_ids has shape"),
         (dict(segment_ids=torch.zeros(4)), "integer tensor"),
         (dict(scale=[1.0, 2.0, 3.0]), "scale has 3 entries"),
-        (dict(scale=[1.0, "a"]), "scale must be one number .* got 'a'"),
+        (dict(scale=[1.0, "a"]), "scale must be one finite number .* got 'a'"),
+        (dict(scale=[1.0, float("nan")]), "scale must be one finite number .* got nan"),  # NaN rows before
         (dict(segment_ids=[0, 0, 0, 0]), "segment_ids must be an integer tensor, got list"),
         (dict(x=torch.ones(4, K, dtype=torch.long)), "x must be a floating-point tensor"),
         (dict(x=[[0.0] * K] * 4), "x must be a floating-point tensor, got list"),  # an AttributeError before
@@ -218,8 +219,11 @@ def test_empty_batch_gives_empty_output_and_gradients():
 
 def test_lora_linear_takes_one_scale():
     x, weight, lora_a, lora_b = torch.randn(4, K), torch.randn(N, K), torch.randn(R, K), torch.randn(N, R)
-    with pytest.raises(UserError, match="scale must be one number"):  # it broadcast over the rank on CPU
+    with pytest.raises(UserError, match="scale must be one finite number"):  # it broadcast over the rank on CPU
         lora_linear(x, weight, lora_a, lora_b, torch.tensor([1.0, 3.0]))
+    for bad in (float("nan"), float("inf"), "2"):  # NaN gave an all-NaN output; a string was read as a number
+        with pytest.raises(UserError, match=f"scale must be one finite number .* got {bad!r}"):
+            lora_linear(x, weight, lora_a, lora_b, bad)
     check_close(lora_linear(x, weight, lora_a, lora_b, torch.tensor(3.0)).double(),
                 lora_linear(x, weight, lora_a, lora_b, 3.0).double(), torch.float64, "a 0-d tensor scale")
 

@@ -25,6 +25,8 @@ def test_rewrite_files_parse_and_bad_lines_are_named():
     assert rewrite == Rewrite(LINE["seed"], True, LINE["attack"], True, True, "train")
     bad = {"not valid JSON": "{", "'attack'": {**LINE, "attack": ""}, "original_class": {**LINE, "original_class": "evil"},
            "must be 'harmful' or 'benign', got {": {**LINE, "original_class": {"a": 1}},
+           "'original_class' must be 'harmful' or 'benign', got no such field": {  # it said "got None"
+               k: v for k, v in LINE.items() if k != "original_class"},
            "'attack_faithful'": {**LINE, "attack_faithful": "yes"}, "split": {**LINE, "split": "test"},
            "keeps its seed's class": {**LINE, "attack_harmful": False},
            # the seed as written is faithful by rule: labelled otherwise, it always counted against the head
@@ -37,7 +39,12 @@ def test_rewrite_files_parse_and_bad_lines_are_named():
         parse_rewrites("\n", "a.jsonl")
     with pytest.raises(UserError, match="a.jsonl: the rewrite 'As a locksmith.* is in both the train and validation"):
         parse_rewrites(_text(LINE, {**LINE, "split": "validation"}), "a.jsonl")  # validation scored a fitted pair
+    with pytest.raises(UserError, match="a.jsonl: the rewrite 'As a locksmith.* is given twice"):  # counted twice
+        parse_rewrites(_text(LINE, LINE), "a.jsonl")
     from redgame.llm.judge_train import rewrite_splits
+
+    with pytest.raises(UserError, match="is given twice"):  # a file given twice to --attacks
+        rewrite_splits(parse_rewrites(_text(LINE), "a.jsonl") + parse_rewrites(_text(LINE), "a.jsonl"), [])
 
     with pytest.raises(UserError, match="is in both the train and validation"):  # from two --attacks files too
         rewrite_splits(parse_rewrites(_text(LINE), "a.jsonl") + parse_rewrites(_text({**LINE, "split": "validation"}),

@@ -317,6 +317,17 @@ def test_fields_that_only_look_like_flags_are_kept():
     assert parse_exchanges(json.dumps(row), "f")[0].response == "No"
 
 
+def test_train_judge_refuses_a_file_given_twice(tmp_path, capsys):
+    """--data builtin llm/data/judge_set.jsonl (the same lines) trained on every line twice, and wrote validation
+    metrics over each line counted twice."""
+    lines = [{**x, "id": f"x{n}"} for n, x in enumerate(TRAIN + VALIDATION)]
+    data = str(_write(tmp_path, lines))
+    assert main(["llm", "train-judge", "--data", data, data, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "id 'x0' is also on" in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("copy, needle", [
     ({"id": "a"}, "in.jsonl, line 4 (validation) has the id 'a' of line 1 (train)"),
     ({}, "in.jsonl, line 4 (validation) has the request, prompt and answer of line 1 (train)")])
