@@ -200,7 +200,8 @@ class _StopFlag:
     def __exit__(self, *exc):
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
-            signal.signal(signal.SIGTERM, self._previous_term)
+            # None: the handler before was not set from Python; the system's default is the nearest to it
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if self._previous_term is None else self._previous_term)
 
 
 def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
