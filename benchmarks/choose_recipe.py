@@ -97,7 +97,7 @@ class Run:
     trained: dict           # rates in [0, 1]
     base: dict | None       # the base model's rates, where the run carries them
     watch: float | None     # the over-refusal watch's number, where the run folder is found
-    folder: Path | None = None  # the run folder behind it (resolved), where known
+    folder: Path | None = None  # the run folder behind it, or the adapter folder outside a run (resolved), where known
     seed: int | None = None     # the run's seed (its config's), where known
 
 
@@ -142,8 +142,14 @@ def read_run(path: Path, reader: Rereader | None = None) -> Run:
         if bad:
             raise UserError(f"{file}: the {what} {', '.join(bad)} is not a rate in [0, 1] (no prompts of that "
                             "class, or not written by redgame?)")
+    named = run_folder if run_folder is not None else evaluated_adapter(doc)  # one run (or adapter) read once
     return Run(judge, trained, base, over_refusal_watch(run_folder),
-               run_folder.resolve() if run_folder is not None else None, run_seed(doc, run_folder))
+               named.resolve() if named is not None else None, run_seed(doc, run_folder))
+
+
+def evaluated_adapter(doc: dict) -> Path | None:
+    """The adapter folder an eval file evaluated, where it says (None for a demo folder's demo.json)."""
+    return Path(doc["adapter"]) if "results" in doc and isinstance(doc.get("adapter"), str) else None
 
 
 def run_seed(doc: dict, run_folder: Path | None) -> int | None:
@@ -170,7 +176,7 @@ def one_seed_once(candidates: list[list[str]], runs: dict[str, list[Run]]) -> No
                 continue
             if run.folder in seen:
                 raise UserError(f"{seen[run.folder]} and {given} (--candidate {candidate[0]}) are evaluations of one "
-                                f"run, {run.folder}; each seed's run once, under one candidate")
+                                f"run (or adapter), {run.folder}; each seed's run once, under one candidate")
             seen[run.folder] = f"{given} (--candidate {candidate[0]})"
 
 

@@ -183,7 +183,8 @@ def multi_lora_linear(x, weight, lora_a, lora_b, scale, segment_ids, bias=None):
       x: [..., K] input.
       weight: [N, K] frozen base weight.
       lora_a: [n_adapters, r, K]; lora_b: [n_adapters, N, r].
-      scale: one float for all adapters, or a sequence / tensor of n_adapters floats.
+      scale: one float for all adapters, or a sequence / tensor of n_adapters floats. Floats must be
+        finite; a tensor is taken as it is (checking its values would cost a host sync).
       segment_ids: integer tensor of shape x.shape[:-1], values in [−1, n_adapters).
       bias: optional [N].
 

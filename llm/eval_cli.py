@@ -139,8 +139,8 @@ def run_eval(args) -> int:
     harmful, dropped_h = safety_eval.load_class(args.harmful, harmful=True) if args.harmful else (default_harmful, 0)
     benign, dropped_b = safety_eval.load_class(args.benign, harmful=False) if args.benign else (default_benign, 0)
     if args.harmful or args.benign:  # a prompt in both classes would count as a refusal and as an over-refusal
-        files = " and ".join(f"--{flag} {path}" for flag, path in (("harmful", args.harmful), ("benign", args.benign))
-                             if path)
+        files = " and ".join(f"--{flag} {path}" if path else f"the built-in {args.split} split's {flag} prompts"
+                             for flag, path in (("harmful", args.harmful), ("benign", args.benign)))
         check_one_class_a_prompt(harmful + benign, files)
     questions = None if args.no_utility else load_questions(args.utility)
     adapter = checked_adapter_dir(args.adapter) if args.adapter else None

@@ -288,6 +288,7 @@ def retrain(data: str | list[str], out: Path, *, probe_model: str | None = None,
 
     exchanges, rewrites, names, digest = _read_sources([data] if isinstance(data, str) else list(data), list(attacks))
     check_unique_ids(exchanges, "train-judge --data")  # a file given twice (builtin and its own copy) counts twice
+    _check_once(exchanges)
     _check_splits(exchanges)
     train = [x for x in exchanges if x.row.get("split") == "train"]
     validation = [x for x in exchanges if x.row.get("split") == "validation"]
@@ -344,6 +345,18 @@ def _check_splits(exchanges: list[Exchange]) -> None:
             where = "has no field 'split'" if "split" not in x.row else f"has split {x.row['split']!r}"
             raise UserError(f"train-judge: {x.where or repr(x.request[:60])} {where}; each line needs \"split\": "
                             f"{', '.join(map(repr, TRAIN_JUDGE_SPLITS))} (test and holdout lines are left out)")
+
+
+def _check_once(exchanges: list[Exchange]) -> None:
+    """No line twice in one split, by its request, prompt and answer (lines without an id, in a file given twice):
+    the heads would be fitted to it twice, and the card's metrics count it twice."""
+    first = {}
+    for x in exchanges:
+        seen = first.setdefault((x.row.get("split"), x.request, x.seen, x.response), x)
+        if seen is not x:
+            raise UserError(f"train-judge: {x.where} has the request, prompt and answer of "
+                            f"{said_beside(x.where, seen.where)} in the same split; it would count twice (a file given "
+                            "twice?): give each line once")
 
 
 def _check_disjoint(train: list[Exchange], validation: list[Exchange]) -> None:

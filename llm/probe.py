@@ -145,6 +145,7 @@ def probe(run: str | Path, *, steps: int, split: str = "validation", out: str | 
         raise UserError(f"--set {fixed[0]}: the probe sets {', '.join(sorted(PROBE_SETS))} itself (by its flags "
                         "--steps, --seed, --device, --dtype, --model, or as a best response is defined); leave it out")
     run = Path(run)
+    run_config(run)  # a folder that is no run is refused before its lock file is made in it
     # Held from the start: no train replaces the run while it is probed (other probes may read it too), and a
     # run still training, which has no final adapters yet, is said to be in use rather than incomplete.
     with read_lock(run):

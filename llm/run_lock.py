@@ -15,6 +15,7 @@ run (which would replace it) is refused until they end.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from pathlib import Path
 
@@ -67,10 +68,12 @@ def read_lock(run: str | Path, flag: str = "--run"):
     try:
         fd = _lock(Path(run) / LOCK_FILE, fcntl, flag, fcntl.LOCK_SH)
         os.ftruncate(fd, 0)  # no trainer holds it now: a killed one's process id would name the wrong holder
-    except PermissionError:  # a read-only run: it cannot create the lock file (nor can it be trained by us)
-        fd = None
     except (FileNotFoundError, NotADirectoryError):  # no such folder: nothing to hold; the reader's check says so
         fd = None
+    except OSError as exc:
+        if not isinstance(exc, PermissionError) and exc.errno != errno.EROFS:
+            raise
+        fd = None  # a read-only run (or file system): no lock file can be made, nor can it be trained by us
     try:
         yield
     finally:

@@ -120,7 +120,7 @@ def report_errors(prog: str, work, debug: bool = False) -> int:
         sys.stderr.close()
         return 0
     except Exception as exc:  # a bug: say so, and how to see where; a full or read-only disk is the user's
-        if lost_peer(exc):  # under torchrun, another process stopped first: not a bug of this one
+        if "TORCHELASTIC_RUN_ID" in os.environ and lost_peer(exc):  # another process stopped first: not a bug here
             if debug:
                 traceback.print_exception(exc)
             print(f"{prog}: error: {PEER_STOPPED}", file=sys.stderr)

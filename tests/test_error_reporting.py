@@ -63,6 +63,10 @@ class DistBackendError(RuntimeError):
     DistBackendError("NCCL communicator was aborted on rank 1.")])
 def test_a_collective_failed_by_another_process_is_one_line_not_a_bug(monkeypatch, capsys, exc):
     monkeypatch.setattr(toy_cli, "run_list", _raise(exc))
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)  # outside torchrun the words are no other process's
+    assert cli.main(["toy", "list"]) == 1
+    assert _stderr(capsys)[0].startswith(f"redgame: internal error: {type(exc).__name__}")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
     assert cli.main(["toy", "list"]) == 1
     assert _stderr(capsys) == ["redgame: error: another process of this torchrun run stopped (its own lines say why), "
                                "and this one stopped with it"]

@@ -214,6 +214,10 @@ def test_adapter_folders_outside_a_run_are_separate_seeds_with_no_watch(tmp_path
         files.append(str(tmp_path / f"e{s}.json"))
     candidate = run(capsys, ["--candidate", "x", *files])["candidates"][0]
     assert candidate["watch"] == [None, None, None] and len(candidate["changes"]["benign_compliance"]) == 3
+    doc = json.loads(Path(files[0]).read_text())
+    (tmp_path / "again.json").write_text(json.dumps(doc))  # the same adapter evaluated twice is one seed, not two
+    with pytest.raises(SystemExit, match="are evaluations of one run \\(or adapter\\), .*adapters/s0"):
+        choose_recipe.main(["--candidate", "x", *files, str(tmp_path / "again.json")])
 
 
 def test_of_two_challengers_with_the_same_gain_the_one_given_first_is_chosen(tmp_path, capsys):

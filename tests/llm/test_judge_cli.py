@@ -326,6 +326,10 @@ def test_train_judge_refuses_a_file_given_twice(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "id 'x0' is also on" in err[0], err
     assert not (tmp_path / "out").exists()
+    plain = str(_write(tmp_path, TRAIN + VALIDATION, "plain.jsonl"))  # lines without ids: matched by their text
+    assert main(["llm", "train-judge", "--data", plain, plain, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has the request, prompt and answer of" in err[0] and "same split" in err[0], err
 
 
 @pytest.mark.parametrize("copy, needle", [

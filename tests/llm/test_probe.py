@@ -261,6 +261,10 @@ def test_the_probe_holds_its_run_so_no_train_replaces_it_meanwhile(one_step_run,
     with pytest.raises(UserError, match=r"no config.json"):  # and a folder that is not there is not created
         probe(tmp_path / "missing", steps=1, progress=False)
     assert not (tmp_path / "missing").exists()
+    (tmp_path / "notes").mkdir()  # a folder that is no run (a mistyped --run) is left as it was, with no lock file
+    with pytest.raises(UserError, match=r"no config.json"):
+        probe(tmp_path / "notes", steps=1, progress=False)
+    assert list((tmp_path / "notes").iterdir()) == []
 
 
 def test_a_diverged_best_response_is_a_one_line_stop_not_an_internal_error(tmp_path, capsys, monkeypatch):
