@@ -199,16 +199,18 @@ def check_state(tensors: dict, meta, where: str, roles=None) -> None:
             isinstance(a, list) and all(isinstance(x, str) for x in a) for a in attacks):
         raise damaged(f"attacks is not {n} lists of strings, one per member")
     if not isinstance(payoff, list) or len(payoff) != n or not all(
-            isinstance(row, list) and len(row) == n and all(x is None or type(x) in (int, float) for x in row)
-            for row in payoff):
-        raise damaged(f"payoff is not a {n} x {n} matrix of numbers")
+            isinstance(row, list) and len(row) == n and all(type(x) in (int, float) and 0 <= x <= 1 for x in row)
+            for row in payoff):  # win rates: every cell is played when a member joins
+        raise damaged(f"payoff is not a {n} x {n} matrix of win rates in [0, 1]")
     if "eval_seeds" in meta:
         from redgame.llm.seeds import Seed
 
         try:
-            [Seed(**s) for s in meta["eval_seeds"]]
+            seeds = [Seed(**s) for s in meta["eval_seeds"]]
         except TypeError:  # not a list, an item not an object, or fields that are not a seed's
             raise damaged("eval_seeds is not a list of seeds") from None
+        if any(len(a) != len(seeds) for a in attacks):
+            raise damaged(f"a member's attacks are not one per evaluation seed ({len(seeds)})")
     held = {(role, k): {} for role in ROLES for k in range(n)}
     for key, t in tensors.items():
         role, _, rest = key.partition("/")

@@ -218,7 +218,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite:
     torchrun / accelerate each process runs this on its shard (:mod:`redgame.llm.distributed`).
     """
     harmful, benign = checked_before_loading(cfg)
-    if cfg.population_every and not resume:  # a resumed run keeps the evaluation seeds it saved
+    if cfg.population_every:  # also on resume: a run that had no population yet draws its seeds now
         check_eval_seeds(harmful, benign, cfg.population_eval_seeds)
     # torchrun / accelerate: one process per rank; alone: one process, no process group
     dist = distributed.setup(min_items=cfg.seeds_per_step, judge_rank=cfg.judge_rank, device=cfg.device)

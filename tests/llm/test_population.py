@@ -142,6 +142,10 @@ def _damage(tensors, meta, how):
         tensors["defender/7/x"] = torch.zeros(1)
     elif how == "a seed without its prompt":
         del meta["eval_seeds"][0]["prompt"]
+    elif how == "a null payoff":  # a NaN saved as null: the meta-game cannot be solved on it
+        meta["payoff"][0][0] = None
+    elif how == "a short attack list":  # resumed, then stopped a step later on "2 prompts for 4 seeds"
+        meta["attacks"][0] = meta["attacks"][0][:2]
     elif how == "a list":
         meta = []
     return tensors, meta
@@ -151,6 +155,7 @@ def _damage(tensors, meta, how):
     ("no steps", "needs the keys"), ("steps as text", "steps is not"), ("short payoff", "not a 2 x 2 matrix"),
     ("an attack list missing", "attacks is not 2 lists"), ("a member's tensor missing", "member 1's defender"),
     ("a tensor of no member", "of no member"), ("a seed without its prompt", "eval_seeds"),
+    ("a null payoff", "matrix of win rates in \\[0, 1\\]"), ("a short attack list", "not one per evaluation seed"),
     ("a list", "needs the keys")])
 def test_a_damaged_population_state_is_one_line_naming_the_checkpoint_and_restores_nothing(grown, how, needle):
     """A damaged state gave an internal error, or resumed and crashed a step later with advice to resume again."""

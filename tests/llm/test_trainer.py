@@ -637,8 +637,8 @@ def test_the_judge_is_made_where_every_rank_hears_of_its_failure(tmp_path, tiny_
 
 
 def test_population_eval_seeds_beyond_the_training_seeds_are_refused_before_loading(tmp_path, monkeypatch):
-    """The run took 102 of 100,000 without a word, and its config.json kept 100,000. (A resume keeps the seeds it
-    saved, whatever the config says: it is not checked.)"""
+    """The run took 102 of 100,000 without a word, and its config.json kept 100,000; a resume that turns the
+    population on (with no population saved yet) did the same."""
     from redgame.llm import models
     from redgame.llm.config import TrainConfig
     from redgame.llm.trainer import load_train_seeds
@@ -651,3 +651,6 @@ def test_population_eval_seeds_beyond_the_training_seeds_are_refused_before_load
         train(TrainConfig(model="tiny", population_every=1, population_eval_seeds=100000), tmp_path / "run",
               progress=False)
     assert not (tmp_path / "run").exists()
+    with pytest.raises(UserError, match="'population_eval_seeds' \\(100000\\) asks for"):
+        train(TrainConfig(model="tiny", population_every=1, population_eval_seeds=100000), tmp_path / "run",
+              progress=False, resume=True)
