@@ -42,6 +42,7 @@ def hidden_intent_value(lam: float, q: float = 0.0) -> float:
 
     The defender refuses the "disguised" observation with probability p; a disguised harmful
     seed then earns (1 - q)(1 - p), a disguised benign one (1 - q) lam p, each with prior 1/2,
-    and the defender minimises the larger of the attacker's options.
+    so the attacker earns their sum, (1 - q)/2 · [(1 - p) + lam p], which the defender minimises
+    over p: p = 1 when lam < 1, p = 0 when lam > 1.
     """
     return (1.0 - q) * min(lam, 1.0) / 2.0
