@@ -287,8 +287,6 @@ def retrain(data: str | list[str], out: Path, *, probe_model: str | None = None,
     from redgame.llm.seeds import builtin_seeds
 
     exchanges, rewrites, names, digest = _read_sources([data] if isinstance(data, str) else list(data), list(attacks))
-    check_unique_ids(exchanges, "train-judge --data")  # a file given twice (builtin and its own copy) counts twice
-    _check_once(exchanges)
     _check_splits(exchanges)
     train = [x for x in exchanges if x.row.get("split") == "train"]
     validation = [x for x in exchanges if x.row.get("split") == "validation"]
@@ -299,6 +297,9 @@ def retrain(data: str | list[str], out: Path, *, probe_model: str | None = None,
     fitted = FITTED_LABELS if probe_model is None else tuple(k for k in FITTED_LABELS if k != "degenerate")
     _check(train, "train", fitted)
     _check(validation, "validation", fitted)
+    # after the checks of each line and split, which name a fault more exactly than "given twice" does
+    check_unique_ids(exchanges, "train-judge --data")  # a file given twice (builtin and its own copy) counts twice
+    _check_once(exchanges)
     if rewrites:  # what the faithfulness head will read
         pair_train, pair_validation = rewrite_splits(rewrites, train + validation)
         if probe_model is not None:

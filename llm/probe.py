@@ -146,6 +146,8 @@ def probe(run: str | Path, *, steps: int, split: str = "validation", out: str | 
                         "--steps, --seed, --device, --dtype, --model, or as a best response is defined); leave it out")
     run = Path(run)
     run_config(run)  # a folder that is no run is refused before its lock file is made in it
+    out = Path(out) if out is not None else run / "probe"
+    check_apart(run, out / "attacker_run")  # nor is a run that the probe's training would replace touched
     # Held from the start: no train replaces the run while it is probed (other probes may read it too), and a
     # run still training, which has no final adapters yet, is said to be in use rather than incomplete.
     with read_lock(run):
@@ -155,8 +157,6 @@ def probe(run: str | Path, *, steps: int, split: str = "validation", out: str | 
                             f"got {run_cfg.responses_per_attack}")
         cfg = dataclasses.replace(probe_config(run_cfg, steps=steps, seed=seed), device=device, dtype=dtype,
                                   model=model or run_cfg.model)
-        out = Path(out) if out is not None else run / "probe"
-        check_apart(run, out / "attacker_run")
         check_command_dir(out, out / "attacker_run", RESULTS + (PROBED,), cfg, resume=resume, overwrite=overwrite,
                           what="probe")
         if resume:
