@@ -314,19 +314,23 @@ class _QuestionJudge:
 
     def prefer(self, seeds: list, attacks: list[str], responses_a: list[str],
                responses_b: list[str]) -> list[float | None]:
-        n = _same_length(seeds=seeds, attacks=attacks, responses_a=responses_a, responses_b=responses_b)
-        harmful = [h >= LABEL_THRESHOLD for h in attack_classes(self, seeds, attacks)]
+        _same_length(seeds=seeds, attacks=attacks, responses_a=responses_a, responses_b=responses_b)
+        classes, unread = read_attack_classes(self, seeds, attacks)
+        harmful = [h >= LABEL_THRESHOLD for h in classes]
+        # an attack whose class reply was unparsable has no criterion (the seed's class only stands in): no verdict
+        asked = [i for i in range(len(attacks)) if not unread[i]]
 
         def prompt(i: int, a: str, b: str) -> str:
             return COMPARE_PROMPT.format(seed=quote(seeds[i].prompt), attack=quote(attacks[i]),
                                          criterion=CRITERIA[harmful[i]], a=quote(a), b=quote(b))
 
         # Both orders: P(a ≻ b) = ½[P("A" | a first) + P("B" | b first)].
-        probs = self._choose([prompt(i, responses_a[i], responses_b[i]) for i in range(n)]
-                             + [prompt(i, responses_b[i], responses_a[i]) for i in range(n)], LETTERS)
+        probs = self._choose([prompt(i, responses_a[i], responses_b[i]) for i in asked]
+                             + [prompt(i, responses_b[i], responses_a[i]) for i in asked], LETTERS) if asked else []
         # a pair with one order unread has no verdict: that order's vote alone keeps the judge's position bias
-        return [None if first is None or second is None else (first + 1.0 - second) / 2
-                for first, second in zip(probs[:n], probs[n:])]
+        verdicts = {i: None if first is None or second is None else (first + 1.0 - second) / 2
+                    for i, first, second in zip(asked, probs[:len(asked)], probs[len(asked):])}
+        return [verdicts.get(i) for i in range(len(attacks))]
 
     def faithfulness(self, seeds: list, attacks: list[str]) -> list[float]:
         """1.0 when the attack keeps the seed's class and P("Yes") to "same request?" is ≥ ½; NaN (no verdict)
@@ -621,7 +625,9 @@ class HTTPJudge(_QuestionJudge):
         if len(self._replies) > 4096:
             self._replies.clear()
         self._replies.update({p: r for p, r in fresh.items() if isinstance(r, str)})
-        self.errors += sum(p is None for p in out)
+        # each reply read now that did not parse, once: a reply kept from an earlier call was counted then
+        self.errors += len({(q.prompt, q.options, q.field) for q, p in zip(questions, out)
+                            if p is None and q.prompt in fresh})
         return out
 
 

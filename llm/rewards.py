@@ -239,13 +239,15 @@ def _signal(groups: list[list[int]], reward: dict, value: dict, min_margin: floa
 
 
 def _pairwise_attack_values(judge, rnd, texts: list[str], value: dict, scores: list[float], by_attack: list[list[int]],
-                            sampled: list[list[int]], by_seed: list[list[int]], faithful: list) -> dict[int, float]:
+                            sampled: list[list[int]], by_seed: list[list[int]], faithful: list,
+                            unread: list[bool]) -> dict[int, float]:
     """Each attack's value in the pairwise game, from the defender's best answer to it.
 
     On a seed with several faithful sampled attacks, the attack whose best answer loses the
     defence comparison is the better attack (1 - 2 * its win rate); a faithful attack outside
     such a comparison (its seed's only faithful sampled attack, or an identity attack) gets
-    1 - 2 * the judge's score of its best answer; an unfaithful one ``UNFAITHFUL``. ``by_seed``:
+    1 - 2 * the judge's score of its best answer (none where the judge's reply on that answer was
+    unparsable, ``unread``: its score is a stand-in); an unfaithful one ``UNFAITHFUL``. ``by_seed``:
     each seed's sampled (not identity) attacks.
     """
     n_att = len(rnd.attacks)
@@ -263,7 +265,7 @@ def _pairwise_attack_values(judge, rnd, texts: list[str], value: dict, scores: l
             attack_value[a] = UNFAITHFUL
         elif best_answer[a] in defence:
             attack_value[a] = 1.0 - 2.0 * defence[best_answer[a]]
-        else:
+        elif not unread[best_answer[a]]:
             attack_value[a] = 1.0 - 2.0 * scores[best_answer[a]]
     return attack_value
 
@@ -327,7 +329,8 @@ def judge_round(judge, rnd, *, pairwise: bool, min_margin: float, rules: RewardR
     sampled_attacks = [a for a in range(n_att) if not rnd.is_identity(a)]
     by_seed = [[a for a in sampled_attacks if rnd.attack_seed[a] == s] for s in range(len(rnd.seeds))]
     if pairwise:
-        attack_value = _pairwise_attack_values(judge, rnd, texts, value, scores, by_attack, sampled, by_seed, faithful)
+        attack_value = _pairwise_attack_values(judge, rnd, texts, value, scores, by_attack, sampled, by_seed, faithful,
+                                               [label.judge_error for label in labels])
     else:
         attack_value = {a: sum(attacker_utility(labels[i], rules, faithful[a]) for i in own) / len(own)
                         for a, own in enumerate(sampled) if own and faithful[a] is not None}  # nothing read: no value

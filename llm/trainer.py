@@ -529,6 +529,7 @@ def play_step(game: Game, step: int) -> dict:
     rounds, row = play(game, step)
     t1 = time.perf_counter()
     judged = judge_rounds(game, rounds)
+    check_something_read(game, judged, step)
     t2 = time.perf_counter()
     row.update(outcome_metrics(game, rounds, judged))
     row.update(update_roles(game, step, rounds, judged))
@@ -631,10 +632,26 @@ def judge_rounds(game: Game, rounds: dict) -> dict:
     return {role: verdicts[id(rnd)] for role, rnd in rounds.items()}
 
 
+def check_something_read(game: Game, judged: dict, step: int) -> None:
+    """A round whose every answer got an unparsable judge reply stops the run in one line: no role learns from
+    an answer without a verdict, so the run would go on learning nothing (an unparsable reply here and there is
+    only counted, in ``judge_errors``)."""
+    for verdicts in _distinct(judged):
+        unread = verdicts.judge_error
+        if unread and all(unread):
+            raise UserError(f"step {step + 1}: the judge {getattr(game.judge, 'name', game.judge)!r} could read none "
+                            f"of the {len(unread)} answers of its round (every reply unparsable): check its format "
+                            f"(judge_format={game.cfg.judge_format}) and, for a server, what it answers")
+
+
 def outcome_metrics(game: Game, rounds: dict, judged: dict) -> dict:
-    """Attack success and refusal rates of the defender's round (and of the attacker's, under PSRO)."""
+    """Attack success and refusal rates of the defender's round (and of the attacker's, under PSRO); the parse and
+    judge errors of every round played."""
     main = "defender" if "defender" in rounds else next(iter(rounds))
     row = round_metrics(rounds[main], judged[main])
+    played = {id(rnd): role for role, rnd in rounds.items()}.values()  # under PSRO each role played its own round
+    row["parse_errors"] = sum(rounds[role].parse_errors for role in played)
+    row["judge_errors"] = sum(judged[role].judge_errors for role in played)
     if game.population is not None and "attacker" in rounds and "defender" in rounds:
         row["psro/attacker_round_attack_success"] = round_metrics(rounds["attacker"],
                                                                   judged["attacker"])["attack_success"]

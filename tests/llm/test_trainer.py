@@ -654,3 +654,24 @@ def test_population_eval_seeds_beyond_the_training_seeds_are_refused_before_load
     with pytest.raises(UserError, match="'population_eval_seeds' \\(100000\\) asks for"):
         train(TrainConfig(model="tiny", population_every=1, population_eval_seeds=100000), tmp_path / "run",
               progress=False, resume=True)
+
+
+def test_a_round_the_judge_could_not_read_stops_the_run_and_psro_counts_both_rounds_errors(monkeypatch):
+    """A judge whose every reply was unparsable trained on (nothing) to the end and exited 0; under PSRO the
+    attacker's round's parse and judge errors were left out of the step's row."""
+    from types import SimpleNamespace as NS
+
+    game = NS(judge=NS(name="http:x"), cfg=NS(judge_format="redgame"), population=None)
+    with pytest.raises(UserError, match="step 3: the judge 'http:x' could read none of the 2 answers of its round"):
+        trainer.check_something_read(game, {"defender": NS(judge_error=[True, True])}, 2)
+    trainer.check_something_read(game, {"defender": NS(judge_error=[True, False])}, 2)  # one read: it goes on
+    trainer.check_something_read(game, {"defender": NS(judge_error=[])}, 2)  # nothing to read
+    monkeypatch.setattr(trainer, "round_metrics", lambda rnd, judged: {})
+    rounds = {"attacker": NS(parse_errors=1), "defender": NS(parse_errors=2)}
+    judged = {"attacker": NS(judge_errors=4), "defender": NS(judge_errors=3)}
+    row = trainer.outcome_metrics(game, rounds, judged)
+    assert row["judge_errors"] == 7 and row["parse_errors"] == 3
+    shared, verdicts = NS(parse_errors=2), NS(judge_errors=3)  # one round for both roles: counted once
+    row = trainer.outcome_metrics(game, {"attacker": shared, "defender": shared},
+                                  {"attacker": verdicts, "defender": verdicts})
+    assert row["judge_errors"] == 3 and row["parse_errors"] == 2
