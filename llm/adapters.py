@@ -152,7 +152,8 @@ def check_complete(model, name: str, path: Path) -> None:
     leave them at their initial values (lora_B zero: those layers would play as the base model)."""
     from peft import get_peft_model_state_dict
 
-    loaded = get_peft_model_state_dict(model, adapter_name=name)
+    # save_embedding_layers=False: "auto" asks the Hub whether the adapter's base model exists
+    loaded = get_peft_model_state_dict(model, adapter_name=name, save_embedding_layers=False)
     missing = sorted(set(loaded) - lora_tensor_names(Path(path) / ADAPTER_FILES[1]))
     if missing:
         raise UserError(f"adapter {path}: missing LoRA tensors for this base model: {len(missing)} of {len(loaded)} "

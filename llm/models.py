@@ -406,6 +406,20 @@ def check_model_folder(path: Path) -> None:
     if not any((path / name).is_file() for name in TOKENIZER_FILES):
         raise UserError(f"model folder {path} holds no tokenizer ({', '.join(TOKENIZER_FILES)}); save it beside the "
                         "model with tokenizer.save_pretrained")
+    check_attention_is_local(path)
+
+
+def check_attention_is_local(path: Path) -> None:
+    """A ``config.json`` whose attention implementation names a Hub repository (``"attn_implementation":
+    "org/kernel"``) would have transformers fetch that kernel's code and run it: refused in one line."""
+    from redgame.jsonio import read_json_file
+
+    config = read_json_file(path / "config.json", f"model folder {path}: config.json")
+    for key in ("attn_implementation", "_attn_implementation"):
+        value = config.get(key) if isinstance(config, dict) else None
+        if isinstance(value, str) and "/" in value:
+            raise UserError(f"model folder {path}: config.json's {key} is {value!r}, a kernel on the Hugging Face "
+                            "Hub; redgame runs no code from the Hub: remove the key (or set it to \"sdpa\")")
 
 
 def _contiguous_head_input(model) -> None:

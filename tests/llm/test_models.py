@@ -120,6 +120,22 @@ def test_a_config_that_needs_a_missing_package_or_has_a_field_of_the_wrong_type_
         load_base(str(tmp_path))
 
 
+def test_an_attention_kernel_from_the_hub_in_config_json_is_refused_before_loading(tmp_path, monkeypatch):
+    """transformers fetches such a kernel's code from the Hub (and, online, runs it): a model folder from someone
+    else could name one. (The network stays blocked here: the refusal comes before any reach for it.)"""
+    import transformers
+
+    model, tokenizer = load_base("tiny")
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "attn_implementation": "kernels-community/flash-attn2"}))
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: pytest.fail("loaded"))
+    with pytest.raises(UserError, match="attn_implementation is 'kernels-community/flash-attn2', a kernel on the "
+                                        "Hugging Face Hub; redgame runs no code from the Hub"):
+        load_base(str(tmp_path))
+
+
 @pytest.mark.parametrize("name", ["no/such/model-dir", "./missing"])
 def test_a_missing_path_without_network_is_a_user_error(name):
     with pytest.raises(UserError, match="no such directory"):

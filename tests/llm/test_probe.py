@@ -267,6 +267,25 @@ def test_the_probe_holds_its_run_so_no_train_replaces_it_meanwhile(one_step_run,
     assert list((tmp_path / "notes").iterdir()) == []
 
 
+def test_the_judge_server_a_run_folder_names_is_not_contacted_unless_given(one_step_run, tmp_path, monkeypatch):
+    """A run folder from someone else chose where the probe's training sent every judge question, with the user's
+    API key: the probe asks for the server to be given on its own command line."""
+    import json
+    import shutil
+
+    import redgame.llm.probe as probe_module
+
+    run = tmp_path / "run"
+    shutil.copytree(one_step_run, run, ignore=shutil.ignore_patterns("checkpoints", "tb"))
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "judge": "http://127.0.0.1:9/v1#theirs"}))
+    monkeypatch.setattr(probe_module, "_measure", lambda run, cfg, *a, **k: {"judge": cfg.judge})
+    with pytest.raises(UserError, match=r"its judge is a server \(http://127.0.0.1:9/v1#theirs\); the probe sends no "
+                                        "prompts"):
+        probe(run, steps=1, progress=False)
+    assert probe(run, steps=1, progress=False, overrides={"judge": "embedded"}) == {"judge": "embedded"}
+
+
 def test_a_diverged_best_response_is_a_one_line_stop_not_an_internal_error(tmp_path, capsys, monkeypatch):
     import redgame.llm.probe as probe_module
     from redgame.cli import main
