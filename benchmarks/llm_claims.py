@@ -251,7 +251,8 @@ def train_and_measure(setting: Setting, out: Path, regime: str, seed: int) -> di
         row = evaluate_run(setting.model, run, evaluator, held_out(setting), setting.tokens, place)
         gap = probe(run, steps=setting.probe_steps, split=setting.split, seed=seed, prompts=setting.prompts,
                     eval_judge=setting.eval_judge, progress=False, device=setting.device, dtype=setting.dtype,
-                    log=lambda *a: None, overwrite=True)  # a row measured again: its probe with it
+                    log=lambda *a: None, overwrite=True,  # a row measured again: its probe with it
+                    overrides={"judge": cfg.judge})  # the recipe's judge, given on this command's own line
         return {**row, **{k: gap[k] for k in PROBED}}
 
     return cached(run / "claims_row.json", measured_as(setting), reused, measure, EVALUATED + PROBED)

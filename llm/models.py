@@ -410,16 +410,23 @@ def check_model_folder(path: Path) -> None:
 
 
 def check_attention_is_local(path: Path) -> None:
-    """A ``config.json`` whose attention implementation names a Hub repository (``"attn_implementation":
-    "org/kernel"``) would have transformers fetch that kernel's code and run it: refused in one line."""
+    """A ``config.json`` whose attention implementation transformers would fetch from the Hub and run is refused in
+    one line: one that names a Hub repository (``"org/kernel"``, also per sub-config in a dict), or a
+    ``flash_attention_*`` where the flash-attn package is not installed (transformers then takes its kernel from
+    the Hub)."""
+    import importlib.util
+
     from redgame.jsonio import read_json_file
 
     config = read_json_file(path / "config.json", f"model folder {path}: config.json")
+    local_flash = any(importlib.util.find_spec(name) for name in ("flash_attn", "flash_attn_interface"))
     for key in ("attn_implementation", "_attn_implementation"):
         value = config.get(key) if isinstance(config, dict) else None
-        if isinstance(value, str) and "/" in value:
-            raise UserError(f"model folder {path}: config.json's {key} is {value!r}, a kernel on the Hugging Face "
-                            "Hub; redgame runs no code from the Hub: remove the key (or set it to \"sdpa\")")
+        for impl in (value.values() if isinstance(value, dict) else [value]):
+            if isinstance(impl, str) and ("/" in impl or (impl.startswith("flash_attention") and not local_flash)):
+                raise UserError(f"model folder {path}: config.json's {key} is {value!r}, which transformers would "
+                                "fetch from the Hugging Face Hub as a kernel; redgame runs no code from the Hub: "
+                                "remove the key (or set it to \"sdpa\")")
 
 
 def _contiguous_head_input(model) -> None:

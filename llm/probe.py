@@ -153,9 +153,11 @@ def probe(run: str | Path, *, steps: int, split: str = "validation", out: str | 
     with read_lock(run):
         run_cfg = from_mapping(overrides or {}, where=" (--set)", base=check_run(run))
         if run_cfg.judge.startswith("http") and "judge" not in (overrides or {}):
+            embedded = "--set judge=embedded" + ("" if run_cfg.judge_format == "redgame" else
+                                                 " --set judge_format=redgame")
             raise UserError(f"run {run}: its judge is a server ({run_cfg.judge}); the probe sends no prompts (nor "
                             "your API key) to a server that a run folder names: give it yourself with --set judge=..., "
-                            "or train the best response with --set judge=embedded")
+                            f"or train the best response with {embedded}")
         if "responses_per_attack" in (overrides or {}) and run_cfg.responses_per_attack < 2:
             raise UserError("--set responses_per_attack: a best response compares at least 2 answers per attack, "
                             f"got {run_cfg.responses_per_attack}")

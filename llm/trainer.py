@@ -633,15 +633,14 @@ def judge_rounds(game: Game, rounds: dict) -> dict:
 
 
 def check_something_read(game: Game, judged: dict, step: int) -> None:
-    """A round whose every answer got an unparsable judge reply stops the run in one line: no role learns from
-    an answer without a verdict, so the run would go on learning nothing (an unparsable reply here and there is
-    only counted, in ``judge_errors``)."""
-    for verdicts in _distinct(judged):
-        unread = verdicts.judge_error
-        if unread and all(unread):
-            raise UserError(f"step {step + 1}: the judge {getattr(game.judge, 'name', game.judge)!r} could read none "
-                            f"of the {len(unread)} answers of its round (every reply unparsable): check its format "
-                            f"(judge_format={game.cfg.judge_format}) and, for a server, what it answers")
+    """A step in which the judge could read none of the answers, on any rank, stops the run in one line on every
+    rank: no role learns from an answer without a verdict, so the run would go on learning nothing (an
+    unparsable reply here and there is only counted, in ``judge_errors``)."""
+    unread = [flag for verdicts in _distinct(judged) for flag in verdicts.judge_error or ()]
+    if game.dist.all_ranks(all(unread)) and game.dist.any_rank(bool(unread)):
+        raise UserError(f"step {step + 1}: the judge {getattr(game.judge, 'name', game.judge)!r} could read none "
+                        f"of the answers of this step (every reply unparsable): check its format "
+                        f"(judge_format={game.cfg.judge_format}) and, for a server, what it answers")
 
 
 def outcome_metrics(game: Game, rounds: dict, judged: dict) -> dict:

@@ -120,20 +120,30 @@ def test_a_config_that_needs_a_missing_package_or_has_a_field_of_the_wrong_type_
         load_base(str(tmp_path))
 
 
-def test_an_attention_kernel_from_the_hub_in_config_json_is_refused_before_loading(tmp_path, monkeypatch):
+@pytest.mark.parametrize("attention", ["kernels-community/flash-attn2", {"": "kernels-community/flash-attn2"},
+                                       "flash_attention_2"])
+def test_an_attention_kernel_from_the_hub_in_config_json_is_refused_before_loading(tmp_path, monkeypatch, attention):
     """transformers fetches such a kernel's code from the Hub (and, online, runs it): a model folder from someone
-    else could name one. (The network stays blocked here: the refusal comes before any reach for it.)"""
+    else could name one, by its repository, per sub-config, or as flash_attention_2 where flash-attn is not
+    installed. (The network stays blocked here: the refusal comes before any reach for it.)"""
+    import importlib.util
+
     import transformers
 
+    if attention == "flash_attention_2" and importlib.util.find_spec("flash_attn"):
+        pytest.skip("flash-attn is installed: flash_attention_2 runs it, not a kernel from the Hub")
     model, tokenizer = load_base("tiny")
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
-    (tmp_path / "config.json").write_text(json.dumps({**config, "attn_implementation": "kernels-community/flash-attn2"}))
+    (tmp_path / "config.json").write_text(json.dumps({**config, "attn_implementation": attention}))
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: pytest.fail("loaded"))
-    with pytest.raises(UserError, match="attn_implementation is 'kernels-community/flash-attn2', a kernel on the "
-                                        "Hugging Face Hub; redgame runs no code from the Hub"):
+    with pytest.raises(UserError, match="attn_implementation is .*, which transformers would fetch from the Hugging "
+                                        "Face Hub as a kernel; redgame runs no code from the Hub"):
         load_base(str(tmp_path))
+    (tmp_path / "config.json").write_text(json.dumps({**config, "attn_implementation": "sdpa"}))
+    monkeypatch.undo()
+    load_base(str(tmp_path))  # a local implementation loads
 
 
 @pytest.mark.parametrize("name", ["no/such/model-dir", "./missing"])

@@ -284,6 +284,10 @@ def test_the_judge_server_a_run_folder_names_is_not_contacted_unless_given(one_s
                                         "prompts"):
         probe(run, steps=1, progress=False)
     assert probe(run, steps=1, progress=False, overrides={"judge": "embedded"}) == {"judge": "embedded"}
+    (run / "config.json").write_text(json.dumps({**config, "judge": "http://127.0.0.1:9/v1",
+                                                 "judge_format": "llamaguard"}))
+    with pytest.raises(UserError, match="--set judge=embedded --set judge_format=redgame$"):  # a format of servers'
+        probe(run, steps=1, progress=False)
 
 
 def test_a_diverged_best_response_is_a_one_line_stop_not_an_internal_error(tmp_path, capsys, monkeypatch):

@@ -661,11 +661,15 @@ def test_a_round_the_judge_could_not_read_stops_the_run_and_psro_counts_both_rou
     attacker's round's parse and judge errors were left out of the step's row."""
     from types import SimpleNamespace as NS
 
-    game = NS(judge=NS(name="http:x"), cfg=NS(judge_format="redgame"), population=None)
-    with pytest.raises(UserError, match="step 3: the judge 'http:x' could read none of the 2 answers of its round"):
+    from redgame.llm.distributed import Dist
+
+    game = NS(judge=NS(name="http:x"), cfg=NS(judge_format="redgame"), population=None, dist=Dist())
+    with pytest.raises(UserError, match="step 3: the judge 'http:x' could read none of the answers of this step"):
         trainer.check_something_read(game, {"defender": NS(judge_error=[True, True])}, 2)
     trainer.check_something_read(game, {"defender": NS(judge_error=[True, False])}, 2)  # one read: it goes on
     trainer.check_something_read(game, {"defender": NS(judge_error=[])}, 2)  # nothing to read
+    both = {"attacker": NS(judge_error=[True, True]), "defender": NS(judge_error=[False])}  # PSRO: one round read
+    trainer.check_something_read(game, both, 2)
     monkeypatch.setattr(trainer, "round_metrics", lambda rnd, judged: {})
     rounds = {"attacker": NS(parse_errors=1), "defender": NS(parse_errors=2)}
     judged = {"attacker": NS(judge_errors=4), "defender": NS(judge_errors=3)}
