@@ -62,5 +62,8 @@ def test_notebook_executes(path, kernel_dir, tmp_path):
     errors = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs
               if out.output_type == "error"]
     assert not errors
+    stderr = "".join(out.get("text", "") for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs
+                     if out.output_type == "stream" and out.get("name") == "stderr")
+    assert "IProgress not found" not in stderr, f"{path.name}: tqdm's widget warning reached the reader"
     if "plt.show()" in "".join(c.source for c in nb.cells if c.cell_type == "code"):
         assert images, f"{path.name}: its plots produced no images"
