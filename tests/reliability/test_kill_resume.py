@@ -107,10 +107,9 @@ def test_nan_then_sigkill_at_random_points_then_resume_give_the_uninterrupted_re
     assert [r["step"] for r in rows] == list(range(1, STEPS + 1)), f"{replay}: metrics rows lost or repeated"
 
 
-def test_ctrl_c_from_outside_checkpoints_the_step_and_resumes(tmp_path, small_game, uninterrupted):
-    """SIGINT (Ctrl-C) in the middle of step 3: that step finishes and is checkpointed, exit 130, and
-    ``--resume`` ends where the uninterrupted run ends. The run is held at step 3 until the signal
-    is sent, so it cannot finish first."""
+def started_and_held_at_step_3(tmp_path, small_game):
+    """(run folder, hold folder, process): a training run started through the fault hook and held at the start
+    of step 3 until ``hold/release`` exists, so that a signal sent now lands in that step."""
     run, held = tmp_path / "run", tmp_path / "hold"
     held.mkdir()
     proc = start_cli([*TRAIN, "--config", small_game, "--out", run], "--hold", f"3:{held}")
@@ -118,6 +117,14 @@ def test_ctrl_c_from_outside_checkpoints_the_step_and_resumes(tmp_path, small_ga
     while proc.poll() is None and not (held / "held").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert (held / "held").exists(), "the run never reached step 3"
+    return run, held, proc
+
+
+def test_ctrl_c_from_outside_checkpoints_the_step_and_resumes(tmp_path, small_game, uninterrupted):
+    """SIGINT (Ctrl-C) in the middle of step 3: that step finishes and is checkpointed, exit 130, and
+    ``--resume`` ends where the uninterrupted run ends. The run is held at step 3 until the signal
+    is sent, so it cannot finish first."""
+    run, held, proc = started_and_held_at_step_3(tmp_path, small_game)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.5)  # the handler runs in the main thread, which is polling for the release file
     (held / "release").touch()
@@ -137,13 +144,7 @@ def test_ctrl_c_from_outside_checkpoints_the_step_and_resumes(tmp_path, small_ga
 def test_sigterm_stops_at_once_naming_the_last_checkpoint_and_resumes(tmp_path, small_game, uninterrupted):
     """SIGTERM (a ``kill``, or torchrun stopping a run whose other process failed) in the middle of step 3: the
     step is given up, the run names step 2's checkpoint and the resume, exit 143; it used to end without a word."""
-    run, held = tmp_path / "run", tmp_path / "hold"
-    held.mkdir()
-    proc = start_cli([*TRAIN, "--config", small_game, "--out", run], "--hold", f"3:{held}")
-    deadline = time.monotonic() + 240
-    while proc.poll() is None and not (held / "held").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert (held / "held").exists(), "the run never reached step 3"
+    run, _, proc = started_and_held_at_step_3(tmp_path, small_game)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == 143, err[-3000:]
