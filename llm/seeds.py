@@ -35,7 +35,7 @@ from importlib import resources
 from pathlib import Path
 
 from redgame.errors import UserError
-from redgame.jsonio import LINE_BREAK, decode_utf8, jsonl_rows, parse_json
+from redgame.jsonio import LINE_BREAK, decode_utf8, json_type, jsonl_rows, parse_json
 
 SPLITS = ("train", "validation", "test", "all")
 PROMPT_KEYS = ("prompt", "goal", "behavior", "Behavior")
@@ -110,7 +110,8 @@ def _check_labels_agree(row: dict, where: str) -> None:
 
 
 def _check_unique_ids(path: Path, ids: list[tuple[str, object]]) -> None:
-    """Each id a file gives (evaluation outputs key answers by them) names one row; ``ids``: (where, id or None)."""
+    """Each id a file gives (evaluation outputs key answers by them) names one row; ``ids``: (where, id or None).
+    Checked again on the seeds' final ids: a row without an id is named ``{stem}-{n}``, which a given id can be."""
     first: dict[str, str] = {}
     for where, ident in ids:
         if ident is not None and first.setdefault(str(ident), where) != where:
@@ -120,8 +121,9 @@ def _check_unique_ids(path: Path, ids: list[tuple[str, object]]) -> None:
 
 def _seed_from_row(row: dict, where: str, default_id: str, harmful: bool | None, unlabelled: bool | None) -> Seed:
     prompt = _first(row, PROMPT_KEYS)
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise UserError(f"{where}: no prompt text (expected a non-empty {' | '.join(PROMPT_KEYS)} field)")
+    if not isinstance(prompt, str) or not has_text(prompt):
+        raise UserError(f"{where}: no prompt text (expected a non-empty {' | '.join(PROMPT_KEYS)} field; control "
+                        "characters and zero-width spaces alone are none)")
     label = _label(_first(row, LABEL_KEYS), where)
     if harmful is not None:
         label = harmful
@@ -153,6 +155,10 @@ def _read_text(path: Path) -> str:
 
 
 def _load_jsonl(path: Path, text: str, harmful: bool | None, unlabelled: bool | None) -> list[Seed]:
+    if text.lstrip().startswith("{") and "\n" in text.strip() and path.suffix.lower() == ".json":
+        data = parse_json(text, f"seed file {path}")  # one object over several lines: no JSON Lines file
+        raise UserError(f"seed file {path}: expected a JSON array of seed objects (or one object a line), got "
+                        f"{json_type(data)}")
     if text.lstrip().startswith("[") and (path.suffix.lower() == ".json" or "\n" in text.strip()):
         # one JSON array of objects (in a .jsonl file too, where it spans several lines)
         rows = parse_json(text, f"seed file {path}")
@@ -164,15 +170,17 @@ def _load_jsonl(path: Path, text: str, harmful: bool | None, unlabelled: bool | 
         if not isinstance(row, dict):
             raise UserError(f"{where}: expected a JSON object, got {type(row).__name__}")
         seeds.append(_seed_from_row(row, where, f"{path.stem}-{n}", harmful, unlabelled))
-    _check_unique_ids(path, [(where, _first(row, ID_KEYS)) for where, _, row in items])
+    _check_unique_ids(path, [(where, seed.id) for (where, _, _), seed in zip(items, seeds)])  # given or made
     return seeds
 
 
 def _load_csv(path: Path, text: str, harmful: bool | None, unlabelled: bool | None) -> list[Seed]:
     rows = _csv_rows(path, text)
     _check_unique_ids(path, [(f"seed file {path}, line {n}", _first(row, ID_KEYS)) for n, row in rows])
-    return [_seed_from_row(row, f"seed file {path}, line {n}", f"{path.stem}-{k}", harmful, unlabelled)
-            for k, (n, row) in enumerate(rows, 2)]
+    seeds = [_seed_from_row(row, f"seed file {path}, line {n}", f"{path.stem}-{k}", harmful, unlabelled)
+             for k, (n, row) in enumerate(rows, 2)]
+    _check_unique_ids(path, [(f"seed file {path}, line {n}", seed.id) for (n, _), seed in zip(rows, seeds)])
+    return seeds
 
 
 def _csv_rows(path: Path, text: str) -> list[tuple[int, dict]]:
@@ -190,6 +198,9 @@ def _csv_rows(path: Path, text: str) -> list[tuple[int, dict]]:
         reader = csv.DictReader(io.StringIO(text, newline=""))
         columns = reader.fieldnames or []
         last = reader.line_num
+        twice = next((c for n, c in enumerate(columns) if c in columns[:n] and c.strip()), None)
+        if twice is not None:  # the reader keeps the last one's value: a second label column could flip a row
+            raise UserError(f"seed file {path}, line 1: the column {twice!r} is given twice; give each column once")
         if not any(key in columns for key in PROMPT_KEYS):
             raise UserError(f"seed file {path}: no prompt column; expected one of {', '.join(PROMPT_KEYS)}, "
                             f"found {', '.join(map(repr, columns)) or 'none'}")
@@ -208,12 +219,23 @@ def _csv_rows(path: Path, text: str) -> list[tuple[int, dict]]:
     return rows
 
 
+def has_text(prompt: str) -> bool:
+    """Whether ``prompt`` holds a visible character (control characters and zero-width spaces alone are none)."""
+    return any(ch.isprintable() and not ch.isspace() for ch in prompt)
+
+
 def _load_lines(path: Path, text: str, harmful: bool | None) -> list[Seed]:
     if harmful is None:
         harmful = True  # a plain list of behaviours, as HarmBench ships them
-    return [Seed(id=f"{path.stem}-{n}", prompt=line.strip(), harmful=harmful, category="uncategorised")
-            for n, line in enumerate(LINE_BREAK.split(text), 1)
-            if line.strip() and not line.lstrip().startswith("#")]
+    seeds = []
+    for n, line in enumerate(LINE_BREAK.split(text), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if not has_text(line):
+            raise UserError(f"seed file {path}, line {n}: no prompt text (control characters and zero-width spaces "
+                            "alone are none)")
+        seeds.append(Seed(id=f"{path.stem}-{n}", prompt=line.strip(), harmful=harmful, category="uncategorised"))
+    return seeds
 
 
 def load_seeds(path, *, harmful: bool | None = None, unlabelled: bool | None = None) -> list[Seed]:

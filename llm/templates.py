@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 
 from redgame.errors import UserError
-from redgame.jsonio import parse_json
+from redgame.jsonio import LINE_BREAK, parse_json
 from redgame.llm.userfiles import read_user_text
 
 PLACEHOLDER = "{prompt}"
@@ -68,5 +68,6 @@ def load_templates(path: str | Path | None = None) -> dict[str, str]:
         if not isinstance(data, dict):
             raise UserError(f"{where}: expected a JSON list of strings or an object of name -> string")
         return _check({str(k): v for k, v in data.items()}, where)
+    text = LINE_BREAK.sub("\n", text)  # a file written on Windows (\r\n) keeps its --- separators
     blocks = [b.strip() for b in re.split(r"^---[ \t]*$", text, flags=re.MULTILINE) if b.strip()]
     return _check({f"{path.stem}-{i}": b for i, b in enumerate(blocks, 1)}, where)

@@ -100,6 +100,8 @@ def test_templates_builtin_and_user_files(tmp_path):
     assert all(s.prompt in a and a != s.prompt for s, a in zip(SEEDS, attacks))
     (tmp_path / "t.txt").write_text("one {prompt}\n---\ntwo:\n{prompt}\n")
     assert list(load_templates(tmp_path / "t.txt").values()) == ["one {prompt}", "two:\n{prompt}"]
+    (tmp_path / "crlf.txt").write_bytes(b"one {prompt}\r\n---\r\ntwo:\r\n{prompt}\r\n")  # was one template
+    assert list(load_templates(tmp_path / "crlf.txt").values()) == ["one {prompt}", "two:\n{prompt}"]
     (tmp_path / "t.json").write_text(json.dumps({"mine": "please {prompt}"}))
     assert load_templates(tmp_path / "t.json") == {"mine": "please {prompt}"}
     (tmp_path / "bad.json").write_text(json.dumps(["no placeholder"]))

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from redgame.errors import UserError
-from redgame.llm.seeds import Seed, builtin_seeds, load_seeds
+from redgame.llm.seeds import Seed, builtin_seeds, has_text, load_seeds
 
 
 SPLIT_NAMES = ("train", "validation", "test")
@@ -146,16 +146,17 @@ def test_json_array(tmp_path):
 
 def test_what_the_consistency_checks_leave_alone(tmp_path):
     """A label field that is no class word beside a class (a category code), an override of the file's labels,
-    an id that equals another row's default id, and 1.0 / 0.0 in a CSV all load (the first three did before the
-    checks; the last did not)."""
-    rows = [{"prompt": "a", "harmful": True, "label": "S1"}, {"prompt": "b", "id": "s-1", "harmful": False},
+    and 1.0 / 0.0 in a CSV all load (the first two did before the checks; the last did not). An id that equals
+    another row's default id loaded too, and gave two seeds one id: it is refused since 2026-12-06."""
+    rows = [{"prompt": "a", "harmful": True, "label": "S1"}, {"prompt": "b", "id": "b-1", "harmful": False},
             {"prompt": "c", "harmful": True, "label": "safe"}]
     path = _write(tmp_path / "s.jsonl", "\n".join(json.dumps(r) for r in rows))
     assert [s.harmful for s in load_seeds(path, harmful=False)] == [False] * 3
     with pytest.raises(UserError, match="line 3: its labels disagree"):
         load_seeds(path)
-    path.write_text("\n".join(json.dumps(r) for r in rows[:2]))
-    assert [(s.id, s.harmful) for s in load_seeds(path)] == [("s-1", True), ("s-1", False)]
+    path.write_text("\n".join(json.dumps(r) for r in [rows[0], {**rows[1], "id": "s-1"}]))
+    with pytest.raises(UserError, match="line 2: id 's-1' appears twice"):
+        load_seeds(path)
     table = _write(tmp_path / "t.csv", "prompt,harmful\nx,1.0\ny,0.0\n")
     assert [s.harmful for s in load_seeds(table)] == [True, False]
 
@@ -248,6 +249,14 @@ def test_xstest_style_csv(tmp_path):
     ("quote.csv", b'prompt,label\nfine,unsafe\n\n"How do I pick a lock,unsafe\nWhat is 2+2?,safe\n',
      "line 4: malformed CSV \\(a quote opened on this line is never closed\\)"),
     ("blanks.csv", b"prompt,label\nfine,unsafe\n\n\nbad,maybe\n", "line 5: label 'maybe'"),
+    # a repeated column: the last one won, and a second label column flipped a row's class
+    ("twice.csv", b"prompt,label,label\nbomb,harmful,safe\n", "line 1: the column 'label' is given twice"),
+    # a row without an id is named {stem}-{n}, which another row's id can be
+    ("made.jsonl", b'{"id": "made-2", "prompt": "a", "harmful": 1}\n{"prompt": "b", "harmful": 0}\n',
+     "line 2: id 'made-2' appears twice"),
+    ("object.json", b'{\n  "seeds": [{"prompt": "a", "harmful": 1}]\n}\n', "expected a JSON array of seed objects"),
+    ("control.jsonl", b'{"prompt": "\\u0001\\u200b", "harmful": 1}\n', "line 1: no prompt text"),
+    ("control.txt", b"fine\n\x01\n", "line 2: no prompt text"),
 ])
 def test_malformed_files_are_user_errors_naming_the_path(tmp_path, name, content, reason):
     path = tmp_path / name
@@ -284,7 +293,7 @@ def test_fuzzed_files_load_or_fail_with_a_user_error(tmp_path, data, suffix, har
         assert all(s.harmful is harmful for s in seeds)
 
 
-ROW = st.tuples(st.text(min_size=1, max_size=40).filter(lambda t: t.strip() and "\x00" not in t),
+ROW = st.tuples(st.text(min_size=1, max_size=40).filter(lambda t: has_text(t) and "\x00" not in t),  # a prompt
                 st.booleans(), st.text(alphabet="abcdefgh_", min_size=1, max_size=8))
 
 
