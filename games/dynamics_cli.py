@@ -137,12 +137,21 @@ def run_dynamics_command(args: argparse.Namespace) -> int:
         check_not_replacing(args.out, outputs, args.overwrite, "a toy dynamics run")
     traj = run_dynamics(spec, config, progress=sys.stderr.isatty())
     result = summary(traj)
-    written = write_outputs(traj, Path(args.out)) if args.out else []
-    result["files"] = [str(p) for p in written]
-    if args.json:
-        print(strict_json(result, indent=None))
-        return 0
-    print(f"regime: {config.regime}   model: {config.model}   game: {spec.name}   seeds: {config.runs}"
+    result["files"] = [str(Path(args.out) / name) for name in outputs] if args.out else []
+    # printed before the files are written: a write that fails (a full disk) does not take the numbers with it
+    print_dynamics(result, traj, config, spec.name, args.json)
+    for path in write_outputs(traj, Path(args.out)) if args.out else []:
+        if not args.json:
+            print(f"wrote {path}")
+    return 0
+
+
+def print_dynamics(result: dict[str, Any], traj, config, game: str, as_json: bool) -> None:
+    """The summary as one JSON object, or as the per-seed table with the means and their intervals."""
+    if as_json:
+        print(strict_json(result, indent=None), flush=True)
+        return
+    print(f"regime: {config.regime}   model: {config.model}   game: {game}   seeds: {config.runs}"
           f"   steps: {config.steps}   eta: {config.lr:g}   g: {config.g:g}   estimator: {config.estimator}"
           f"   time: {traj.seconds:.2f} s")
     header = f"{'seed':>4}  " + "  ".join(f"{n:>17}" for n in SUMMARY_FIELDS) + "  defender_class"
@@ -158,10 +167,7 @@ def run_dynamics_command(args: argparse.Namespace) -> int:
     low, high = result["collapse_rate_ci"]
     print(f"95% bootstrap CI over seeds: {ci}")
     print(f"collapse (self-play ASR <= 0.05 and best-response ASR >= 0.5): {result['collapse_rate']:.2f}"
-          f" of seeds, 95% Wilson CI [{low:.2f}, {high:.2f}]")
-    for path in written:
-        print(f"wrote {path}")
-    return 0
+          f" of seeds, 95% Wilson CI [{low:.2f}, {high:.2f}]", flush=True)
 
 
 def run_crossplay_command(args: argparse.Namespace) -> int:

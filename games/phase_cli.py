@@ -41,13 +41,19 @@ def heatmap_names() -> dict[str, str]:
     return {metric: f"phase_{metric}.png" for metric in METRICS}
 
 
+def phase_files(out_dir: Path) -> list[str]:
+    """The files :func:`write_phase` writes into ``out_dir``: phase.json, then one heatmap per metric."""
+    return [str(out_dir / "phase.json"), *(str(out_dir / name) for name in heatmap_names().values())]
+
+
 def write_phase(diagram, out_dir: Path) -> list[Path]:
-    """phase.json and one heatmap per metric."""
+    """phase.json and one heatmap per metric (:func:`phase_files`)."""
     from redgame.games.plots import plot_phase
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [plot_phase(diagram, metric, out_dir / name) for metric, name in heatmap_names().items()]
-    diagram.files = [str(out_dir / "phase.json"), *map(str, paths)]
+    for metric, name in heatmap_names().items():
+        plot_phase(diagram, metric, out_dir / name)
+    diagram.files = phase_files(out_dir)
     write_text_atomically(out_dir / "phase.json", strict_json(diagram.to_json()) + "\n")
     return [Path(p) for p in diagram.files]
 
@@ -61,11 +67,20 @@ def run_phase_command(args: argparse.Namespace) -> int:
         check_not_replacing(args.out, ["phase.json", *heatmap_names().values()], args.overwrite, "a phase diagram")
     diagram = phase_diagram(args.regime, grid, args.seeds, args.model, args.game, parse_params(args.param),
                             progress=sys.stderr.isatty())
-    if args.out:
-        write_phase(diagram, Path(args.out))
-    if args.json:
-        print(strict_json(diagram.to_json(), indent=None))
-        return 0
+    diagram.files = phase_files(Path(args.out)) if args.out else []
+    # printed before the files are written: a write that fails (a full disk) does not take the numbers with it
+    print_phase(diagram, args.json)
+    for path in write_phase(diagram, Path(args.out)) if args.out else []:
+        if not args.json:
+            print(f"wrote {path}")
+    return 0
+
+
+def print_phase(diagram, as_json: bool) -> None:
+    """The diagram as one JSON object, or as a table with a row per cell."""
+    if as_json:
+        print(strict_json(diagram.to_json(), indent=None), flush=True)
+        return
     print(f"phase diagram: {diagram.regime}, {diagram.model}, game {diagram.game}, {diagram.seeds} seeds per cell,"
           f" {diagram.seconds:.1f} s; means over seeds with 95% bootstrap CIs")
     header = "  ".join(f"{k:>10}" for k in diagram.keys)
@@ -79,7 +94,4 @@ def run_phase_command(args: argparse.Namespace) -> int:
                           for m in ("selfplay_asr", "best_response_asr", "mirror_gap"))
         steps = "-" if cell["tangent"] is None else \
             f"{cell['tangent']['start']['step_d']:.3g} -> {cell['tangent']['end']['step_d']:.3g}"
-        print(f"{keys}  {stats}  {cell['collapse_rate']:8.2f}  {steps:>17}")
-    for path in diagram.files:
-        print(f"wrote {path}")
-    return 0
+        print(f"{keys}  {stats}  {cell['collapse_rate']:8.2f}  {steps:>17}", flush=True)

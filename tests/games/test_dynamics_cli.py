@@ -38,6 +38,8 @@ def test_dynamics_json_and_outputs(capsys, tmp_path):
     assert len(lines) == 51 * 3
     last = json.loads(lines[-1])
     assert last["step"] == 50 and last["run"] == 2 and "nash_conv" in last and "defender_class" in last
+    assert summary["files"] == [str(tmp_path / name) for name in ("metrics.jsonl", "config.json", "asr.png",
+                                                                  "refusal_by_style.png")]
     assert (tmp_path / "asr.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "refusal_by_style.png").stat().st_size > 1000
     config = json.loads((tmp_path / "config.json").read_text())
@@ -121,7 +123,9 @@ def test_an_earlier_run_is_replaced_only_with_overwrite_and_a_failed_write_keeps
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(type(tmp_path), "write_text", full_disk)  # the metrics are written first
-    assert run(capsys, *small, "--seeds", "3", "--overwrite")[0] == 2
+    code, out, err = run(capsys, *small, "--seeds", "3", "--overwrite")
+    assert code == 2 and "No space left on device" in err
+    assert "collapse" in out and "wrote" not in out  # the numbers were printed before the write failed
     monkeypatch.undo()
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # whole, and no temporary left
     assert run(capsys, *small, "--steps", "6", "--overwrite")[0] == 0

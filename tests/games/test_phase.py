@@ -79,6 +79,9 @@ def test_phase_command_json_table_and_heatmaps(capsys, tmp_path):
     for metric in ("mirror_gap", "best_response_asr", "selfplay_asr", "collapse_rate"):
         assert (tmp_path / f"phase_{metric}.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "phase.json").read_text())["cells"] == result["cells"]
+    assert result["files"] == json.loads((tmp_path / "phase.json").read_text())["files"] == \
+        [str(tmp_path / name) for name in ("phase.json", "phase_mirror_gap.png", "phase_best_response_asr.png",
+                                           "phase_selfplay_asr.png", "phase_collapse_rate.png")]
     code, out, _ = run(capsys, "toy", "phase", "--regime", "separate", "--grid", "k=2,3", "--seeds", "2",
                        "--param", "steps=10")
     assert code == 0 and "mirror gap" in out and out.count("\n") >= 5
@@ -138,3 +141,16 @@ def test_an_earlier_phase_diagram_is_replaced_only_with_overwrite(capsys, tmp_pa
     assert code == 2 and "already holds a phase diagram (phase.json" in err and (tmp_path / "phase.json").read_bytes() == before
     assert run(capsys, *small[:5], "g=1,2", *small[6:], "--overwrite")[0] == 0
     assert json.loads((tmp_path / "phase.json").read_text())["grid"] == {"g": [1.0, 2.0]}
+
+
+def test_a_failed_write_of_the_phase_diagram_still_prints_it(capsys, tmp_path, monkeypatch):
+    import redgame.games.plots as plots
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(plots, "plot_phase", full_disk)
+    code, out, err = run(capsys, "toy", "phase", "--regime", "shared", "--grid", "g=0.5,1", "--param", "k=3",
+                         "--param", "steps=5", "--seeds", "2", "--out", str(tmp_path / "phase"))
+    assert code == 2 and "No space left on device" in err
+    assert "mirror gap" in out and out.count("\n") >= 4 and "wrote" not in out
