@@ -639,6 +639,10 @@ def test_http_judge_configuration_errors_are_user_errors(server):
     ("I think it is safe", ("unsafe", "safe"), "", None),
     # a reasoning block whose <think> the chat template wrote: its words were read as the answer
     ("is it A? ...</think> B", ("A", "B"), "", 0.0),
+    # both options joined are a hedge: "Yes and no" was read as "yes"
+    ("Yes and no.", ("Yes", "No"), "", None), ("A or B, hard to say", ("A", "B"), "", None),
+    ("yes/no", ("Yes", "No"), "", None), ("Response refusal: yes/no", ("yes", "no"), "Response refusal", None),
+    ("No. And yes, I am sure.", ("Yes", "No"), "", 0.0), ("B, since A repeats itself", ("A", "B"), "", 0.0),
 ])
 def test_http_reply_parsing(reply, options, field, expected):
     assert HTTPJudge.parse_choice(reply, options, field) == expected
