@@ -11,13 +11,15 @@ from redgame.jsonio import decode_utf8, parse_json
 
 
 def read_metrics(run: Path, *, allow_empty: bool = False) -> list[dict]:
-    """The rows of ``<run>/metrics.jsonl``, checked: one JSON object a line, at least one (none is
-    enough with ``allow_empty``: a run that has not finished its first step).
+    """The rows of ``<run>/metrics.jsonl``, checked: one JSON object a line, at least one (none, or no
+    metrics.jsonl yet, is enough with ``allow_empty``: a run that has not finished its first step).
 
     A last line that is not JSON (a run killed mid-write cut it short) is skipped with a warning
     on stderr; an unparsable line anywhere else is an error.
     """
     path = Path(run) / "metrics.jsonl"
+    if allow_empty and not path.exists() and not path.is_symlink():  # made at the end of the run's set-up
+        return []
     if not path.is_file():
         raise UserError(f"run {run}: no metrics.jsonl; expected a folder written by 'redgame llm train'")
     try:
@@ -47,11 +49,24 @@ def _parse_row(line: bytes, where: str, *, last: bool) -> dict | None:
     return row
 
 
+def last_step(rows: list[dict]) -> int:
+    """The run's last step: the highest ``step`` of its rows (a row lost to damage does not lower it); 0 for
+    none, and the number of rows where they carry no step numbers."""
+    steps = [r.get("step") for r in rows]
+    if all(is_number(s) for s in steps):
+        return int(max(steps, default=0))
+    return len(rows)
+
+
 def tail_mean(rows: list[dict], key: str, k: int = 5) -> float:
-    """The mean of ``key`` over the last ``k`` rows that hold it, counting only its finite values (a step
-    whose rate had nothing to count records NaN); NaN if none of those rows has one. A step without a
-    reading never reaches back to older steps."""
-    window = [r[key] for r in rows if key in r][-k:]
+    """The mean of ``key`` over the run's last ``k`` steps (:func:`last_step`), counting only its finite values
+    (a step whose rate had nothing to count records NaN); NaN if none of those steps has one. A step without a
+    reading, or whose row was lost, never reaches back to older steps. Rows without step numbers: the last
+    ``k`` rows that hold ``key``."""
+    if all(is_number(r.get("step")) for r in rows):
+        window = [r[key] for r in rows if key in r and r["step"] > last_step(rows) - k]
+    else:
+        window = [r[key] for r in rows if key in r][-k:]
     values = [float(v) for v in window if is_number(v) and math.isfinite(v)]
     return sum(values) / len(values) if values else math.nan
 

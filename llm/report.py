@@ -27,11 +27,12 @@ from redgame.errors import UserError, check_output_path
 from redgame.figures import save_figure
 from redgame.jsonio import LINE_BREAK, read_json_file
 from redgame.llm import watch
-from redgame.llm.metrics import is_number, read_metrics, tail_mean
+from redgame.llm.metrics import is_number, last_step, read_metrics, tail_mean
 
 # crossplay.json's numbers the report draws, and the name lists their dimensions follow.
 CROSSPLAY_SHAPES = {"value": (), "attacker_mix": ("attackers",), "defender_mix": ("defenders",),
                     "payoff_matrix": ("attackers", "defenders"), "benign_compliance_matrix": ("attackers", "defenders")}
+WRITTEN = ("report.md", "report.html", "curves.png", "pareto.png", "crossplay.png")  # the files a report can write
 DRAWING = ".tmp.report."  # + the drawing process's id: the hidden folder a report draws in
 GAP_NUMBERS = ("selfplay_asr", "best_other_asr", "mirror_gap")
 GAP_NAMES = ("regime", "best_other_attacker")
@@ -331,7 +332,7 @@ def blocks_for(runs: list[Path], out: Path, crossplay: dict | None, metrics: dic
               ("table", ("run", "regime", "model", "training judge", "steps", "final-5 self-play ASR",
                          "final-5 benign refusal"),
                [(run.name, (cfg := run_config(run)).get("regime", "?"), cfg.get("model", "?"),
-                 cfg.get("judge", "embedded"), len(metrics[run.name]),
+                 cfg.get("judge", "embedded"), last_step(metrics[run.name]),
                  _pct(tail_mean(metrics[run.name], "attack_success")),
                  _pct(watch.benign_refusal(metrics[run.name]))) for run in runs])]
     flagged = [run.name for run in runs if watch.flagged(metrics[run.name])]
@@ -432,6 +433,8 @@ def to_html(title: str, blocks: list[tuple]) -> str:
 def distinct_run_names(runs) -> list[str]:
     """Each run folder's name, by which tables tell runs apart; two folders of one name (seed0/bip, seed1/bip)
     are a one-line UserError (one's numbers silently stood for both)."""
+    if given_twice := next((r for n, r in enumerate(runs) if r in runs[:n]), None):
+        raise UserError(f"run {given_twice} is given twice; give it once")
     names = [Path(r).name for r in runs]
     if twice := sorted({n for n in names if names.count(n) > 1}):
         same = [str(r) for r in runs if Path(r).name == twice[0]]
@@ -451,14 +454,13 @@ def build_report(runs, out: Path, *, crossplay=None) -> tuple[Path, Path, list[s
     for r in runs:  # a folder that is not a run is refused before --out is made
         if not r.is_dir():
             raise UserError(f"run {r}: not a folder")
-        metrics[r.name] = read_metrics(r, allow_empty=True)  # a run still at its first step has no row yet
         run_config(r)
+        metrics[r.name] = read_metrics(r, allow_empty=True)  # a run still at its first step has no row yet
         eval_results(r)
     data = load_crossplay(crossplay) if crossplay is not None else None
     out = Path(out)
     md, page = out / "report.md", out / "report.html"
-    for name in (md, page):  # both pages can be written, or neither is (nor a figure)
-        check_output_path("--out", name, "file", example="report")
+    check_report_out(out)  # both pages can be written, and every figure, or nothing is
     out.mkdir(parents=True, exist_ok=True)
     remove_drawings_of_killed_reports(out)
     drawn = Path(tempfile.mkdtemp(prefix=f"{DRAWING}{os.getpid()}.", dir=out))
@@ -473,6 +475,21 @@ def build_report(runs, out: Path, *, crossplay=None) -> tuple[Path, Path, list[s
     finally:
         shutil.rmtree(drawn, ignore_errors=True)
     return md, page, figures
+
+
+def check_report_out(out: Path) -> None:
+    """One line, before any work, where ``out`` cannot take a report: it cannot be a folder, or a file the
+    report writes (:data:`WRITTEN`) is in the way as a folder, a device, or a link into a folder that is not
+    there."""
+    check_output_path("--out", out, "folder")
+    for name in WRITTEN:
+        path = out / name
+        if path.is_symlink() and not path.exists() and not path.resolve().parent.is_dir():
+            raise UserError(f"--out {out}: its {name} is a symbolic link to {os.readlink(path)}, in a folder that "
+                            "does not exist; remove the link, or choose another --out")
+        if path.exists() and not path.is_file():
+            raise UserError(f"--out {out}: its {name} is {'a folder' if path.is_dir() else 'not a regular file'}, "
+                            f"where the report writes its {name}; remove it, or choose another --out")
 
 
 def move_into_place(drawn: Path, target: Path) -> None:

@@ -78,7 +78,8 @@ def parse_json(text: str, where: str):
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UserError(f"{where}: not valid JSON ({exc.msg})") from None
+        at = f"line {exc.lineno}, column {exc.colno}" if "\n" in text.strip() else f"character {exc.pos + 1}"
+        raise UserError(f"{where}: not valid JSON ({exc.msg.removesuffix(' at')} at {at})") from None
     except ValueError as exc:  # e.g. an integer longer than Python's 4300-digit limit
         raise UserError(f"{where}: not valid JSON ({str(exc).split(':')[0]})") from None
     except RecursionError:

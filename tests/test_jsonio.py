@@ -5,7 +5,7 @@ import json
 import pytest
 
 from redgame.errors import UserError
-from redgame.jsonio import LINE_BREAK, decode_utf8, jsonl_rows, read_json_file
+from redgame.jsonio import LINE_BREAK, decode_utf8, jsonl_rows, parse_json, read_json_file
 
 
 @pytest.mark.parametrize("data, kind, needle", [
@@ -78,3 +78,14 @@ def test_jsonl_rows_number_file_lines_and_keep_a_line_separator_inside_a_string(
 
 def test_line_break_is_a_text_files_and_not_unicodes():
     assert LINE_BREAK.split("a\r\nb\rc\nd\u2028e\x0cf") == ["a", "b", "c", "d\u2028e\x0cf"]
+
+
+@pytest.mark.parametrize("text, detail", [
+    ('{"a": "x\ny"}', "Invalid control character at line 1, column 9"),  # a string cut by a line break
+    ('{"a": "abc', "Unterminated string starting at character 7"),
+    ('[1 2]', "Expecting ',' delimiter at character 4")])
+def test_invalid_json_says_what_and_where_in_whole_words(text, detail):
+    """The message ended at "at": json's own message leaves its position to the exception's text."""
+    with pytest.raises(UserError) as caught:
+        parse_json(text, "f.json")
+    assert str(caught.value) == f"f.json: not valid JSON ({detail})"

@@ -23,6 +23,16 @@ def test_steps_without_a_reading_never_reach_back_to_older_ones():
     assert math.isnan(tail_mean(rows, "x"))
 
 
+def test_the_window_is_the_last_steps_by_their_numbers_where_rows_have_them():
+    """Rows 1, 3..6 (row 2 lost): the last five steps are 2..6, so step 1 stays out (it was in, by row count)."""
+    from redgame.llm.metrics import last_step
+
+    rows = [{"step": s, "x": x} for s, x in ((1, 1.0), (3, 0.2), (4, 0.2), (5, 0.2), (6, 0.2))]
+    assert last_step(rows) == 6 and last_step([]) == 0 and last_step([{"x": 1}, {"x": 2}]) == 2
+    assert tail_mean(rows, "x") == pytest.approx(0.2) and tail_mean(rows, "x", k=6) == pytest.approx(1.8 / 5)
+    assert math.isnan(tail_mean(rows[:1] + [{"step": 9, "y": 0}], "x"))  # step 1 is no step of the last five
+
+
 @pytest.mark.parametrize("data, needle", [
     (b"", "no rows in it"), (b'{"step": 1}\n[1, 2]\n', "line 2: not a JSON object"),
     (b'{"step": 1}\n{"step": \n{"step": 3}\n', "line 2: not valid JSON"),

@@ -211,7 +211,7 @@ def test_a_nan_cell_of_an_attacker_the_mix_gives_no_weight_hides_no_defender():
 def test_report_errors_leave_no_output_folder(tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["report", str(tmp_path), "--out", str(out)]) == 2
-    assert "no metrics.jsonl" in capsys.readouterr().err
+    assert "no config.json" in capsys.readouterr().err
     (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n')
     assert main(["report", str(tmp_path), "--out", str(out)]) == 2
     assert "no config.json" in capsys.readouterr().err
@@ -393,6 +393,47 @@ def test_each_run_keeps_its_colour_on_every_panel_and_the_legend_lists_every_run
     colours = {line.get_label(): line.get_color() for ax in axes for line in ax.get_lines()}
     assert colours == {"new": "C1"}
     assert [line.get_color() for line in axes[3].get_lines()] == ["C1"]
+
+
+def test_a_run_whose_metrics_file_is_not_made_yet_is_reported_with_no_steps(tmp_path):
+    """The trainer writes config.json, then builds the adapters, then opens metrics.jsonl: in between, the run was
+    refused as no run."""
+    fresh = _fake_run(tmp_path / "fresh")
+    (fresh / "metrics.jsonl").unlink()
+    assert main(["report", str(fresh), "--out", str(tmp_path / "rep")]) == 0
+    assert "| fresh | bipolicy | tiny | embedded | 0 | – | – |" in (tmp_path / "rep" / "report.md").read_text()
+    (fresh / "config.json").unlink()  # a folder with neither is still no run
+    assert main(["report", str(fresh), "--out", str(tmp_path / "rep2")]) == 2
+
+
+def test_steps_and_late_means_follow_the_step_numbers_when_a_row_was_lost(tmp_path):
+    """A run resumed past a damaged row 2 holds rows 1, 3..6: it was reported as 5 steps, with step 1 in its
+    final-5 mean."""
+    run = _fake_run(tmp_path / "run")
+    rows = [{"step": s, "attack_success": a, "refusal_benign": 0.0} for s, a in ((1, 1.0), (3, 0.2), (4, 0.2),
+                                                                                  (5, 0.2), (6, 0.2))]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["report", str(run), "--out", str(tmp_path / "rep")]) == 0
+    assert "| run | bipolicy | tiny | embedded | 6 | 0.20 | 0.00 |" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_one_run_given_twice_is_said_to_be_given_twice(tmp_path, capsys, monkeypatch):
+    run = _fake_run(tmp_path / "runA")
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", str(run), "./runA/", "--out", str(tmp_path / "rep")]) == 2
+    err = capsys.readouterr().err
+    assert f"run {run} is given twice; give it once" in err and "own name" not in err
+
+
+@pytest.mark.parametrize("name", ["report.md", "curves.png"])
+def test_a_folder_in_the_way_of_a_report_file_is_named_before_any_work(tmp_path, capsys, name):
+    run = _fake_run(tmp_path / "run")
+    (tmp_path / "rep" / name).mkdir(parents=True)
+    assert main(["report", str(run), "--out", str(tmp_path / "rep")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"--out {tmp_path / 'rep'}: its {name} is a folder, where the report writes its {name}" in err
+    assert "give a file name" not in err and ".tmp" not in err
+    assert [p.name for p in (tmp_path / "rep").iterdir()] == [name]
 
 
 def test_a_run_given_as_dot_is_named_by_its_folder(tmp_path, monkeypatch):
