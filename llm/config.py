@@ -39,7 +39,8 @@ REGIMES = ("shared", "bipolicy", "separate", "advgame", "sequential", "defender-
 ABLATIONS = ("defender-sft", "defender-vs-frozen")
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
-LOSSES = ("auto", "dpo", "ipo", "grpo", "reinforce", "reinforce_pp", "sft")
+LOSSES = ("auto", "dpo", "ipo", "grpo", "reinforce", "reinforce_pp", "reinforce_pp_baseline", "sft")
+RETURN_KL_LOSSES = ("reinforce_pp", "reinforce_pp_baseline")  # REINFORCE++: the KL is in the return, not the loss
 ROLLOUT_POLICIES = ("auto", "ema", "live")
 
 
@@ -115,15 +116,16 @@ class TrainConfig:
     temperature: float = _f(1.0, "sampling temperature of both roles (the policy-gradient losses also score "
                                  "their samples at it)")
     top_p: float = _f(1.0, "nucleus sampling threshold of both roles")
-    loss: str = _f("auto", "auto | dpo | ipo | grpo | reinforce | reinforce_pp | sft (auto: reinforce_pp for shared, as "
-                           "Self-RedTeam trains; sft for defender-sft; dpo otherwise)")
+    loss: str = _f("auto", "auto | dpo | ipo | grpo | reinforce | reinforce_pp | reinforce_pp_baseline | sft (auto: "
+                           "reinforce_pp for shared, as Self-RedTeam trains; sft for defender-sft; dpo otherwise; "
+                           "reinforce_pp_baseline subtracts each group's mean reward first)")
     beta: float = _f(0.1, "DPO/IPO inverse temperature")
     nll_weight: float = _f(0.0, "weight of RPO's length-normalised NLL on the chosen answer")
     benign_nll_scale: float = _f(1.0, "DPO/IPO: the defender's NLL weight on answers to benign prompts (the attack it "
                                       "answered, as the rewards judge it) is nll_weight times this; the rest keep "
                                       "nll_weight")
-    kl_coef: float = _f(0.05, "KL-to-reference weight of reinforce/grpo (a loss term) and reinforce_pp (a penalty in "
-                              "each token's return; Self-RedTeam uses 0.01)")
+    kl_coef: float = _f(0.05, "KL-to-reference weight of reinforce/grpo/sft (a loss term) and reinforce_pp(_baseline) "
+                              "(a penalty in each token's return; Self-RedTeam uses 0.01)")
     clip_eps: float = _f(0.2, "PPO/GRPO clipping of the importance ratio in update_epochs after the first")
     reference: str = _f("auto", "auto | base | ema (auto: ema for advgame = DPO-MD, the frozen base otherwise)")
     ema_decay: float = _f(0.95, "EMA decay of the reference model (DPO-MD)")

@@ -27,8 +27,8 @@ DPO / IPO update goes from the policy's hidden states to the loss in one call,
 the sequence log-probs scored once per step. The plain torch functions below are the
 references.
 
-Every loss here is a mean over the batch's pairs (DPO/IPO) or samples and tokens
-(REINFORCE/GRPO/REINFORCE++). Given ``of=`` (the whole batch's counts), a function returns the share of
+Every loss here is a mean over the batch's pairs (DPO/IPO) or over its samples of each sample's
+token mean (REINFORCE/GRPO/REINFORCE++). Given ``of=`` (the whole batch's counts), a function returns the share of
 that mean which a part of the batch contributes, so that the parts of a batch, scored in
 micro-batches and back-propagated one at a time, add up to the whole batch's loss and its
 gradient (gradient accumulation).
@@ -316,14 +316,15 @@ def group_advantages(rewards: torch.Tensor, groups: torch.Tensor, normalise: boo
 
 
 def reinforce_pp_advantages(rewards: torch.Tensor, groups: torch.Tensor, old: TokenLogprobs,
-                            reference: TokenLogprobs, kl_coef: float) -> torch.Tensor:
+                            reference: TokenLogprobs, kl_coef: float, *, group_baseline: bool = False) -> torch.Tensor:
     """REINFORCE++ advantages, one per token of ``old`` (Hu 2025, arXiv 2501.03262).
 
     As OpenRLHF computes them for Self-RedTeam (``advantage_estimator=reinforce``, γ = 1):
 
-    1. where a group (the answers to one attack, the attacks on one seed) holds several
-       samples, its mean reward is subtracted first (REINFORCE++-baseline); a sample alone
-       in its group keeps its reward;
+    1. with ``group_baseline`` only (OpenRLHF's ``reinforce_baseline``, REINFORCE++-baseline;
+       Self-RedTeam does not), where a group (the answers to one attack, the attacks on one
+       seed) holds several samples, its mean reward is subtracted first; a sample alone in its
+       group keeps its reward;
     2. token t of a sample earns −kl_coef·(log π_old(t) − log π_ref(t)) (the k1 estimate of
        the KL, no gradient), its last token also the sample's reward; a token's return is
        the sum of the rewards from it to the end of its sample;
@@ -339,7 +340,8 @@ def reinforce_pp_advantages(rewards: torch.Tensor, groups: torch.Tensor, old: To
     groups = groups.to(rewards.device)
     size = torch.bincount(groups)
     mean = torch.zeros(len(size), device=rewards.device).index_add(0, groups, rewards) / size.clamp_min(1)
-    rewards = torch.where(size[groups] > 1, rewards - mean[groups], rewards)
+    if group_baseline:
+        rewards = torch.where(size[groups] > 1, rewards - mean[groups], rewards)
     penalty = -kl_coef * (old.values.detach().float() - reference.values.detach().float())
     counts = torch.bincount(old.seq, minlength=old.n_seqs).tolist()
     returns = []
@@ -369,24 +371,25 @@ def policy_gradient_loss(policy: TokenLogprobs, reference: TokenLogprobs, advant
     gradient; at ρ = 1 it is −mean A, so −1 for SFT's advantage 1), ``nll`` (the samples' mean per-token
     NLL: SFT's loss without its KL), ``kl`` and ``clip_frac``. ``of`` = (samples, tokens) of the whole
     batch when these samples
-    are a part of it: the policy term is a mean over samples and the KL a mean over tokens,
-    each scaled to this part's share.
+    are a part of it: the policy term and the KL are each a mean over a sample's tokens, then over the
+    samples (GRPO's eq. 3: a long sample weighs no more than a short one), scaled to this part's share.
     """
     values = policy.values
     adv = advantages.to(values.device, values.dtype)
     if adv.shape != values.shape:
         raise UserError(f"policy_gradient_loss needs one advantage per token: {tuple(adv.shape)} for "
                         f"{tuple(values.shape)} tokens")
-    n, tokens = of if of is not None else (policy.n_seqs, values.numel())
+    n = of[0] if of is not None else policy.n_seqs
+    length = policy.lengths()[policy.seq]
     ratio = torch.exp(values - (values.detach() if old is None else old.values.to(values.device, values.dtype)))
     clipped = ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps)
     surrogate = torch.minimum(ratio * adv, clipped * adv)
-    pg = -(surrogate / policy.lengths()[policy.seq]).sum() / n
+    pg = -(surrogate / length).sum() / n
     r = reference.values.detach() - values
-    kl = (torch.exp(r) - r - 1.0).sum() / tokens  # = kl_to_reference when this is the whole batch
+    kl = ((torch.exp(r) - r - 1.0) / length).sum() / n  # as the surrogate: each sample's token mean (GRPO's eq. 3)
     clip_frac = ((clipped * adv < ratio * adv).float().mean() if len(adv) else torch.zeros(()))
     loss = pg + kl_coef * kl if kl_coef else pg
     # The surrogate's value is not a loss to read (−mean A at ρ = 1: −1 for SFT); the samples' mean NLL is.
-    nll = -(values.detach() / policy.lengths()[policy.seq]).sum() / n
+    nll = -(values.detach() / length).sum() / n
     return loss, {"pg_loss": float(pg.detach()), "nll": float(nll), "kl": float(kl.detach()),
                   "clip_frac": float(clip_frac)}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from redgame.llm.config import TrainConfig
+from redgame.llm.config import RETURN_KL_LOSSES, TrainConfig
 from redgame.llm.losses import (TokenLogprobs, completion_logprobs, dpo_pairs_loss, group_advantages, kl_to_reference,
                                 policy_gradient_loss, reinforce_pp_advantages)
 
@@ -18,7 +18,7 @@ def scoring_temperature(cfg: TrainConfig) -> float:
     """The temperature the update scores samples at: the sampling temperature for the policy-gradient losses,
     whose ratio and gradient are of the policy that drew the samples (as TRL's GRPO; top_p's cut is not in
     it); 1 for DPO, IPO and SFT, whose objectives are on the policy itself. Until 2026-12-05 always 1."""
-    return cfg.temperature if cfg.resolved_loss() in ("reinforce", "grpo", "reinforce_pp") else 1.0
+    return cfg.temperature if cfg.resolved_loss() in ("reinforce", "grpo", *RETURN_KL_LOSSES) else 1.0
 
 
 def signal_size(cfg: TrainConfig, signal_) -> int:
@@ -53,8 +53,9 @@ def token_advantages(cfg: TrainConfig, signal_, reference: TokenLogprobs,
     rewards, groups = torch.tensor(signal_.rewards), torch.tensor(signal_.groups)
     if kind == "sft":  # advantage 1 on every token: the policy-gradient loss is the mean NLL
         return torch.ones_like(reference.values)
-    if kind == "reinforce_pp":
-        return reinforce_pp_advantages(rewards, groups, old, reference, cfg.kl_coef)
+    if kind in RETURN_KL_LOSSES:
+        return reinforce_pp_advantages(rewards, groups, old, reference, cfg.kl_coef,
+                                       group_baseline=kind == "reinforce_pp_baseline")
     per_item = group_advantages(rewards, groups, normalise=kind == "grpo")
     return per_item.to(reference.values.device)[reference.seq]
 
@@ -79,7 +80,7 @@ def loss_from_logprobs(cfg: TrainConfig, policy: TokenLogprobs, reference: Token
         info["kl"] = float(kl_to_reference(policy, reference).detach())
         info["pairs"] = n
         return loss, info
-    kl_coef = 0.0 if kind == "reinforce_pp" else cfg.kl_coef  # REINFORCE++ has its KL in the return
+    kl_coef = 0.0 if kind in RETURN_KL_LOSSES else cfg.kl_coef  # REINFORCE++ has its KL in the return
     if kind == "sft":  # NLL on given targets, not on samples of π_old: no importance ratio, no clipping
         old = None
     loss, info = policy_gradient_loss(policy, reference, advantages, kl_coef=kl_coef, old=old, clip_eps=cfg.clip_eps,

@@ -53,7 +53,7 @@ from redgame.kernels.peft_patch import FUSED_CALLS
 from redgame.llm import checkpoint as ckpt
 from redgame.llm import distributed, watch
 from redgame.llm.cpu_allocator import keep_freed_memory
-from redgame.llm.config import ABLATIONS, TrainConfig, train_seed_sources
+from redgame.llm.config import ABLATIONS, RETURN_KL_LOSSES, TrainConfig, train_seed_sources
 from redgame.llm.judge_features import is_blank
 from redgame.llm.losses import TokenLogprobs, fused_pairs_loss
 from redgame.llm.metrics import read_metrics
@@ -762,7 +762,7 @@ def score_reference(game: Game, batches: list[RoleBatch]) -> None:
     with torch.no_grad():
         references = _score(game, jobs)
         olds = [None] * len(batches)
-        if game.cfg.resolved_loss() == "reinforce_pp":
+        if game.cfg.resolved_loss() in RETURN_KL_LOSSES:
             olds = _score(game, [Job(*roles.seat(b.role), lambda r=b.role: roles.policy(r), b.sequences, b.units)
                                  for b in batches])
     for b, reference, old in zip(batches, references, olds):

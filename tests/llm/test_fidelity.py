@@ -26,11 +26,17 @@ def test_shared_trains_with_reinforce_pp_by_default(tmp_path, judge, tiny_config
     monkeypatch.setattr(judge, "faithful_threshold", -1.0)  # random-token attacks count as faithful: a contrast
     seen = []
     real = losses.reinforce_pp_advantages
-    monkeypatch.setattr(role_loss, "reinforce_pp_advantages", lambda *a, **k: seen.append(a[4]) or real(*a, **k))
+    monkeypatch.setattr(role_loss, "reinforce_pp_advantages",
+                        lambda *a, **k: seen.append((a[4], k["group_baseline"])) or real(*a, **k))
     train(tiny_config(regime="shared", kl_coef=0.01), tmp_path, progress=False, base=load_base("tiny"), judge=judge)
-    assert seen and set(seen) == {0.01}  # Self-RedTeam's KL coefficient goes into the returns
+    # Self-RedTeam's KL coefficient goes into the returns, and its rewards without a group baseline
+    assert seen and set(seen) == {(0.01, False)}
     row = _rows(tmp_path)[-1]
     assert "defender/pg_loss" in row and "attacker/pg_loss" in row
+    seen.clear()
+    train(tiny_config(regime="shared", loss="reinforce_pp_baseline", steps=1), tmp_path / "baseline", progress=False,
+          base=load_base("tiny"), judge=judge)
+    assert seen and {b for _, b in seen} == {True}  # REINFORCE++-baseline: each group's mean subtracted first
 
 
 def test_grpo_later_epochs_use_the_first_epochs_log_probs_as_pi_old(tmp_path, judge, tiny_config, monkeypatch):

@@ -131,6 +131,27 @@ def test_policy_gradient_gradient_is_minus_advantage_over_length():
         policy_gradient_loss(pol, ref, advantages, kl_coef=0.3)
 
 
+def test_the_kl_term_is_each_samples_token_mean_then_a_mean_over_samples():
+    """GRPO's eq. 3 (Shao et al. 2024): −β·KL sits inside (1/G)·Σ_i (1/|o_i|)·Σ_t, as the surrogate does. It was a
+    mean over all tokens, so a long sample's KL outweighed a short one's."""
+    gen = torch.Generator().manual_seed(5)
+    lengths = [1, 9, 4]
+    seq = torch.repeat_interleave(torch.arange(3), torch.tensor(lengths))
+    values = (-torch.rand(14, generator=gen, dtype=torch.float64) * 3).requires_grad_()
+    ref = -torch.rand(14, generator=gen, dtype=torch.float64) * 3
+    loss, info = policy_gradient_loss(TokenLogprobs(values, seq, 3), TokenLogprobs(ref, seq, 3),
+                                      torch.zeros(14, dtype=torch.float64), kl_coef=0.7)
+    k3 = [math.exp(q - v) - (q - v) - 1 for v, q in zip(values.tolist(), ref.tolist())]
+    starts = [0, 1, 10, 14]
+    per_sample = [sum(k3[a:b]) / (b - a) for a, b in zip(starts, starts[1:])]
+    assert info["kl"] == pytest.approx(sum(per_sample) / 3, rel=1e-12)
+    assert float(loss) == pytest.approx(0.7 * sum(per_sample) / 3, rel=1e-12)  # advantages 0: the KL alone
+    loss.backward()
+    length = torch.tensor(lengths, dtype=torch.float64)[seq]  # d k3 / d v = 1 − exp(q − v)
+    assert values.grad.tolist() == pytest.approx((0.7 * (1 - torch.exp(ref - values.detach())) / length / 3).tolist(),
+                                                 rel=1e-12)
+
+
 def test_first_epoch_ratio_is_one_and_later_epochs_clip_like_ppo():
     """old=None: ratio exactly 1, the plain estimator; with π_old: −min(ρA, clip(ρ)A), by hand."""
     seq = torch.tensor([0, 0, 1, 1])
@@ -156,16 +177,17 @@ def test_first_epoch_ratio_is_one_and_later_epochs_clip_like_ppo():
     assert info["clip_frac"] == pytest.approx(0.5)
 
 
-def test_reinforce_pp_advantages_by_hand():
-    """Group baseline where a group has several samples, k1 KL folded into the return, global whitening."""
+@pytest.mark.parametrize("group_baseline, r", [
+    (False, [1.0, 0.0, 0.5]),  # Self-RedTeam's (OpenRLHF's advantage_estimator=reinforce): the rewards as they are
+    (True, [0.5, -0.5, 0.5])])  # REINFORCE++-baseline: the group of samples 0 and 1 less its mean; sample 2 alone kept
+def test_reinforce_pp_advantages_by_hand(group_baseline, r):
+    """k1 KL folded into the return, global whitening; the group baseline only where asked for."""
     rewards = torch.tensor([1.0, 0.0, 0.5])
     groups = torch.tensor([0, 0, 1])  # samples 0 and 1 answer one prompt; sample 2 is alone
     seq = torch.tensor([0, 0, 1, 2, 2, 2])
     old = torch.tensor([-1.0, -2.0, -0.5, -1.5, -0.2, -0.7])
     ref = torch.tensor([-1.2, -1.0, -0.5, -1.0, -0.4, -0.7])
     beta = 0.1
-    # by hand: baselined rewards 0.5, -0.5, 0.5 (alone: kept)
-    r = [0.5, -0.5, 0.5]
     penalty = [-beta * (o - q) for o, q in zip(old.tolist(), ref.tolist())]
     returns = [penalty[0] + penalty[1] + r[0], penalty[1] + r[0],
                penalty[2] + r[1],
@@ -173,13 +195,14 @@ def test_reinforce_pp_advantages_by_hand():
     mean = sum(returns) / len(returns)
     std = math.sqrt(sum((g - mean) ** 2 for g in returns) / len(returns))
     expected = [(g - mean) / std for g in returns]
-    got = reinforce_pp_advantages(rewards, groups, TokenLogprobs(old, seq, 3), TokenLogprobs(ref, seq, 3), beta)
+    got = reinforce_pp_advantages(rewards, groups, TokenLogprobs(old, seq, 3), TokenLogprobs(ref, seq, 3), beta,
+                                  group_baseline=group_baseline)
     assert got.tolist() == pytest.approx(expected, rel=1e-5, abs=1e-6)
     assert float(got.mean()) == pytest.approx(0.0, abs=1e-6)
-    # no KL penalty and one token per sample: plain whitened baselined rewards
+    # no KL penalty and one token per sample: plain whitened (baselined) rewards
     one = torch.tensor([0, 1, 2])
     flat = reinforce_pp_advantages(rewards, groups, TokenLogprobs(torch.zeros(3), one, 3),
-                                   TokenLogprobs(torch.ones(3), one, 3), 0.0)
+                                   TokenLogprobs(torch.ones(3), one, 3), 0.0, group_baseline=group_baseline)
     z = torch.tensor(r)
     assert flat.tolist() == pytest.approx(((z - z.mean()) / z.std(unbiased=False)).tolist(), rel=1e-5)
 
