@@ -10,11 +10,12 @@ Needs torch, triton, peft and transformers (liger-kernel optional: its DPO loss 
 preference table; on a machine without network, a wheel of it in the checkout's ``.whl/`` folder is
 installed into a temporary folder first, with pip, offline; the game section also uses safetensors,
 and tensorboard and the embedded judge's package where installed); redgame need not be installed,
-the checkout's packages are imported from this repository. Writes three files to --out:
+the checkout's packages are imported from this repository. Writes to --out:
 
 - gpu_check.json: each section's status, seconds, headline and data;
 - gpu_check.md: a summary table, then each section's notes;
-- gpu_check.log: everything printed.
+- gpu_check.log: everything printed;
+- gpu_game_runs.json (the game section, on a GPU): each game run's metrics, as it finishes.
 
 A section is a function `section(ctx) -> dict(status="pass" | "fail" | "skip", headline=str,
 notes=[markdown lines], data=<JSON>)`, listed in SECTIONS and run in order; one that raises
@@ -374,7 +375,9 @@ def run_apart(ctx: Context, name: str) -> dict:
                "--result", str(result_file)]
         cmd += ["--smoke"] if ctx.smoke else []
         cmd += [] if ctx.deadline is None else ["--budget", f"{max(ctx.seconds_left(), 1.0):.1f}"]
-        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as child:
+        # unbuffered: what a section printed reaches the log even where its process is killed or crashes
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"}) as child:
             for line in child.stdout:
                 print(line, end="")
         try:

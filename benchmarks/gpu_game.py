@@ -259,6 +259,9 @@ def main() -> int:
     parser.add_argument("--play", nargs=2, metavar=("DTYPE", "KERNELS"), help=argparse.SUPPRESS)  # one run (a child)
     parser.add_argument("--device", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    unknown = sorted(set(args.dtypes.split(",")) - set(TOLERANCE))
+    if unknown:  # before any game: each is compared at its dtype's tolerance, after all of them have run
+        parser.error(f"--dtypes: {', '.join(unknown)} has no tolerance here; choose among {', '.join(TOLERANCE)}")
     import torch
 
     from gpu_check import import_checkout  # this folder is on sys.path when the script runs

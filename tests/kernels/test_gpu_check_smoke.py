@@ -106,10 +106,12 @@ def test_a_section_whose_process_dies_fails_alone(tmp_path):
     hide = tmp_path / "die"
     hide.mkdir()
     (hide / "sitecustomize.py").write_text(  # and each child writes its side files into the run's folder
-        "import os, sys, pathlib\nif '--result' in sys.argv and 'kernel_checks' in sys.argv:\n    os._exit(3)\n"
+        "import os, sys, pathlib\nif '--result' in sys.argv and 'kernel_checks' in sys.argv:\n"
+        "    print('printed before it died')\n    os._exit(3)\n"
         "if '--result' in sys.argv and 'large_offsets' in sys.argv:\n"
         "    (pathlib.Path(sys.argv[sys.argv.index('--out') + 1]) / 'side_file').write_text('x')\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(hide), os.environ.get("PYTHONPATH")])))
+    env.pop("PYTHONUNBUFFERED", None)  # as on the GPU machine: a child's prints were held in its buffer, and lost
     run = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out", str(tmp_path / "out"), "--sections",
                           "environment,kernel_checks,large_offsets"], capture_output=True, text=True, timeout=300,
                          env=env)
@@ -118,6 +120,7 @@ def test_a_section_whose_process_dies_fails_alone(tmp_path):
     sections = {s["name"]: s for s in report["sections"]}
     assert sections["kernel_checks"]["status"] == "fail"
     assert sections["kernel_checks"]["headline"] == "its process ended with exit status 3 and no result"
+    assert "printed before it died" in (tmp_path / "out" / "gpu_check.log").read_text()
     assert sections["large_offsets"]["status"] == "skip" and "needs a GPU" in sections["large_offsets"]["headline"]
     assert report["command"][-1] == "environment,kernel_checks,large_offsets"
     # (the game's gpu_game_runs.json went to a temporary folder, removed after)

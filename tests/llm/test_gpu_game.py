@@ -101,3 +101,12 @@ def test_a_diagnostic_rerun_leaves_the_runs_still_to_come_their_time(monkeypatch
     assert [blocking for _, blocking in limits] == [None, "1"]
     assert limits[1][0] < 2.0 - 2 * 0.2 + 0.05  # the rerun's limit leaves the two later runs theirs
     assert "CUDA error" in result["error_launch_blocking"]
+
+
+@pytest.mark.parametrize("dtypes", ["auto", "float32,float16"])
+def test_a_dtype_without_a_tolerance_is_refused_before_any_game(tmp_path, dtypes):
+    """--dtypes auto played every game, then failed on its tolerance (KeyError) and wrote no gpu_game.json."""
+    run = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--dtypes", dtypes, "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "has no tolerance here; choose among float32, bfloat16" in run.stderr
+    assert list(tmp_path.iterdir()) == []
