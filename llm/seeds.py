@@ -111,7 +111,7 @@ def _check_labels_agree(row: dict, where: str) -> None:
 
 def _check_unique_ids(path: Path, ids: list[tuple[str, object]]) -> None:
     """Each id a file gives (evaluation outputs key answers by them) names one row; ``ids``: (where, id or None).
-    Checked again on the seeds' final ids: a row without an id is named ``{stem}-{n}``, which a given id can be."""
+    Checked on the seeds' final ids: a row without an id is named ``{stem}-{n}``, which a given id can be."""
     first: dict[str, str] = {}
     for where, ident in ids:
         if ident is not None and first.setdefault(str(ident), where) != where:
@@ -176,7 +176,6 @@ def _load_jsonl(path: Path, text: str, harmful: bool | None, unlabelled: bool | 
 
 def _load_csv(path: Path, text: str, harmful: bool | None, unlabelled: bool | None) -> list[Seed]:
     rows = _csv_rows(path, text)
-    _check_unique_ids(path, [(f"seed file {path}, line {n}", _first(row, ID_KEYS)) for n, row in rows])
     seeds = [_seed_from_row(row, f"seed file {path}, line {n}", f"{path.stem}-{k}", harmful, unlabelled)
              for k, (n, row) in enumerate(rows, 2)]
     _check_unique_ids(path, [(f"seed file {path}, line {n}", seed.id) for (n, _), seed in zip(rows, seeds)])
