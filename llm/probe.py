@@ -52,11 +52,15 @@ def probe_config(run_cfg, *, steps: int, seed: int):
     """The run's recipe turned into a best-response run: bipolicy, only the attacker learns.
 
     The defender's exploration (explore_prefixes, identity attacks) is dropped: the defender
-    does not learn, and the attacker's reward comes from the defender's sampled answers.
+    does not learn, and the attacker's reward comes from the defender's sampled answers. At least
+    2 attacks per seed and 2 answers per attack: the best response learns by DPO, whose attacker
+    pairs are two attacks on one seed (a run of one attack per seed, such as a shared run's
+    REINFORCE++, gave it no pair, and an untrained "best response" its gap of 0).
     """
     return dataclasses.replace(
         run_cfg, regime="bipolicy", train_roles=("attacker",), steps=steps, seed=seed, loss="auto",
         reference="auto", population_every=0, explore_prefixes=(), identity_attacks=False, full_finetune=False,
+        attacks_per_seed=max(2, run_cfg.attacks_per_seed),
         responses_per_attack=max(2, run_cfg.responses_per_attack)).validate()
 
 
@@ -158,9 +162,10 @@ def probe(run: str | Path, *, steps: int, split: str = "validation", out: str | 
             raise UserError(f"run {run}: its judge is a server ({run_cfg.judge}); the probe sends no prompts (nor "
                             "your API key) to a server that a run folder names: give it yourself with --set judge=..., "
                             f"or train the best response with {embedded}")
-        if "responses_per_attack" in (overrides or {}) and run_cfg.responses_per_attack < 2:
-            raise UserError("--set responses_per_attack: a best response compares at least 2 answers per attack, "
-                            f"got {run_cfg.responses_per_attack}")
+        for key, what in (("attacks_per_seed", "attacks per seed"), ("responses_per_attack", "answers per attack")):
+            if key in (overrides or {}) and getattr(run_cfg, key) < 2:
+                raise UserError(f"--set {key}: a best response compares at least 2 {what}, got "
+                                f"{getattr(run_cfg, key)}")
         cfg = dataclasses.replace(probe_config(run_cfg, steps=steps, seed=seed), device=device, dtype=dtype,
                                   model=model or run_cfg.model)
         check_command_dir(out, out / "attacker_run", RESULTS + (PROBED,), cfg, resume=resume, overwrite=overwrite,

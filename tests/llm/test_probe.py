@@ -48,6 +48,16 @@ def test_probe_config_trains_only_a_fresh_attacker(tiny_config):
     assert cfg.explore_prefixes == () and not cfg.identity_attacks
 
 
+def test_a_best_response_gets_pairs_to_learn_from_whatever_the_run_sampled(tiny_config):
+    """DPO pairs two attacks on one seed: a shared run's one attack per seed (REINFORCE++ needs no pair) gave the
+    best response none, and it played as the base."""
+    run = tiny_config(regime="shared", attacks_per_seed=1, responses_per_attack=1)
+    cfg = probe_config(run, steps=1, seed=0)
+    assert run.resolved_loss() == "reinforce_pp" and cfg.resolved_loss() == "dpo"
+    assert (cfg.attacks_per_seed, cfg.responses_per_attack) == (2, 2)
+    assert probe_config(tiny_config(attacks_per_seed=3), steps=1, seed=0).attacks_per_seed == 3
+
+
 @pytest.mark.slow
 def test_probe_freezes_the_defender_and_reports_the_gap(tmp_path, judge, tiny_config):
     run = tmp_path / "run"
@@ -308,6 +318,8 @@ def test_a_best_response_of_one_answer_per_attack_is_refused(one_step_run):
     """--set responses_per_attack=1 was raised to 2 silently."""
     with pytest.raises(UserError, match="at least 2 answers per attack, got 1"):
         probe(one_step_run, steps=1, overrides={"responses_per_attack": 1}, progress=False)
+    with pytest.raises(UserError, match="at least 2 attacks per seed, got 1"):
+        probe(one_step_run, steps=1, overrides={"attacks_per_seed": 1}, progress=False)
 
 
 def test_a_probe_folder_is_replaced_only_with_overwrite_and_a_stopped_probe_continues_with_resume(
