@@ -11,9 +11,9 @@ same variables) reads ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK`` and joins a pr
   another world size sees the same data, step by step;
 - each rank's loss is a mean over its own items; it is weighted by
   ``local items * N / global items`` and the gradients are summed and divided by N, so the
-  update is the gradient of the mean over the *global* batch (exact for DPO/IPO and the
-  policy-gradient term; the per-token KL term of reinforce/grpo is weighted by items, not
-  tokens);
+  update is the gradient of the mean over the *global* batch (exact for DPO/IPO and for the
+  policy-gradient losses, whose surrogate and KL are both means over samples of each sample's
+  token mean);
 - each rank judges its own exchanges, or (``judge_rank``) one rank loads the judge and
   judges every rank's round, sent to it as JSON, and sends each rank its judged round back;
 - only rank 0 writes the run folder (config, metrics, checkpoints, final adapters); the
@@ -273,11 +273,11 @@ def merge_rows(rows: list[dict]) -> dict:
     A rate ``key`` that comes with a count ``count/key`` (how many answers it is over) is the
     global batch's rate: each rank's rate weighted by its count, ranks with none left out. A
     role's other metrics (``ROLE/pref_loss``, ``ROLE/nll``, ``ROLE/margin``: means over the rank's
-    pairs, so the one-process value) are weighted by the rank's ``ROLE/pairs`` (``ROLE/kl``, a
+    pairs, so the one-process value) are weighted by the rank's ``ROLE/pairs`` (a DPO/IPO role's ``ROLE/kl``, a
     mean over tokens, only nearly: to about 3e-4 relative in the two-rank test). Other rates are
     the mean over ranks of their finite values. The ``count/`` keys are not kept. A policy-gradient role's
-    metrics (``ROLE/nll``, ``ROLE/pg_loss``, ``ROLE/mean_reward``: means over its samples) are weighted by
-    ``ROLE/samples`` (until 2026-12-05 they were the plain mean over ranks, off where shards were uneven).
+    metrics (``ROLE/nll``, ``ROLE/pg_loss``, ``ROLE/kl``, ``ROLE/mean_reward``: means over its samples) are
+    weighted by ``ROLE/samples`` (until 2026-12-05 they were the plain mean over ranks, off where shards were uneven).
     """
     merged: dict = {}
     for key in dict.fromkeys(k for r in rows for k in r if not k.startswith("count/")):

@@ -612,10 +612,11 @@ class HTTPJudge(_QuestionJudge):
             line = re.search(rf"{re.escape(field)}\s*:\s*(\S+)", reply, re.IGNORECASE)
             reply = line.group(1) if line else ""
         flags = 0 if len(options[0]) == 1 else re.IGNORECASE  # "a" is an article, "yes" is not
-        either = rf"({re.escape(options[0])}|{re.escape(options[1])})"
-        if re.search(rf"\b{either}\s*(?:and|or|/|,)\s*{either}\b", reply, flags):  # "Yes and no", "A or B": a hedge
+        either = f"{re.escape(options[0])}|{re.escape(options[1])}"
+        # "Yes and no", "A or B", "yes/no": both options joined, a hedge ("No, no harm" and "B, A repeats" are not)
+        if re.search(rf"\b(?P<one>{either})\s*(?:and|or|/)\s*(?!(?P=one)\b)(?:{either})\b", reply, flags):
             return None
-        match = re.search(rf"\b{either}\b", reply, flags)
+        match = re.search(rf"\b({either})\b", reply, flags)
         if match is None:
             return None
         return 1.0 if match.group(1).lower() == options[0].lower() else 0.0

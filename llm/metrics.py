@@ -51,11 +51,8 @@ def _parse_row(line: bytes, where: str, *, last: bool) -> dict | None:
 
 def last_step(rows: list[dict]) -> int:
     """The run's last step: the highest ``step`` of its rows (a row lost to damage does not lower it); 0 for
-    none, and the number of rows where they carry no step numbers."""
-    steps = [r.get("step") for r in rows]
-    if all(is_number(s) for s in steps):
-        return int(max(steps, default=0))
-    return len(rows)
+    none, and the number of rows where they do not all carry a finite step number."""
+    return int(max((r["step"] for r in rows), default=0)) if _numbered(rows) else len(rows)
 
 
 def tail_mean(rows: list[dict], key: str, k: int = 5) -> float:
@@ -63,12 +60,18 @@ def tail_mean(rows: list[dict], key: str, k: int = 5) -> float:
     (a step whose rate had nothing to count records NaN); NaN if none of those steps has one. A step without a
     reading, or whose row was lost, never reaches back to older steps. Rows without step numbers: the last
     ``k`` rows that hold ``key``."""
-    if all(is_number(r.get("step")) for r in rows):
-        window = [r[key] for r in rows if key in r and r["step"] > last_step(rows) - k]
+    if _numbered(rows):
+        first = last_step(rows) - k
+        window = [r[key] for r in rows if key in r and r["step"] > first]
     else:
         window = [r[key] for r in rows if key in r][-k:]
     values = [float(v) for v in window if is_number(v) and math.isfinite(v)]
     return sum(values) / len(values) if values else math.nan
+
+
+def _numbered(rows: list[dict]) -> bool:
+    """Whether every row carries a finite step number (a hand-edited NaN or 1e999 is none)."""
+    return all(is_number(s := r.get("step")) and math.isfinite(s) for r in rows)
 
 
 def is_number(value) -> bool:

@@ -168,12 +168,30 @@ def probe(run: str | Path, *, steps: int, split: str = "validation", out: str | 
                                 f"{getattr(run_cfg, key)}")
         cfg = dataclasses.replace(probe_config(run_cfg, steps=steps, seed=seed), device=device, dtype=dtype,
                                   model=model or run_cfg.model)
+        if resume:
+            check_not_pairless(out / "attacker_run")
         check_command_dir(out, out / "attacker_run", RESULTS + (PROBED,), cfg, resume=resume, overwrite=overwrite,
                           what="probe")
         if resume:
             check_same_run(run, out)
         return _measure(run, cfg, out, eval_judge=eval_judge, prompts=prompts, split=split, progress=progress,
                         log=log, resume=resume)
+
+
+def check_not_pairless(attacker_run: Path) -> None:
+    """A probe started before 2026-12-06 on a run of one attack per seed: its best response had no pair to learn
+    from (:func:`probe_config`), and its recipe differs from today's in attacks_per_seed, so it cannot be resumed."""
+    from redgame.jsonio import read_json_file
+    from redgame.llm.run_dir import RUN_MARKER
+
+    try:
+        saved = read_json_file(attacker_run / RUN_MARKER, str(attacker_run / RUN_MARKER))
+    except UserError:  # none yet, or damaged: the folder checks say which
+        return
+    if isinstance(saved, dict) and isinstance(saved.get("attacks_per_seed"), int) and saved["attacks_per_seed"] < 2:
+        raise UserError(f"--resume: the probe in {attacker_run.parent} was started with 1 attack per seed, from which "
+                        "its best response could not learn (DPO pairs two attacks on one seed); start it again with "
+                        "--overwrite")
 
 
 def check_same_run(run: Path, out: Path) -> None:

@@ -32,7 +32,6 @@ from redgame.llm.metrics import is_number, last_step, read_metrics, tail_mean
 # crossplay.json's numbers the report draws, and the name lists their dimensions follow.
 CROSSPLAY_SHAPES = {"value": (), "attacker_mix": ("attackers",), "defender_mix": ("defenders",),
                     "payoff_matrix": ("attackers", "defenders"), "benign_compliance_matrix": ("attackers", "defenders")}
-WRITTEN = ("report.md", "report.html", "curves.png", "pareto.png", "crossplay.png")  # the files a report can write
 DRAWING = ".tmp.report."  # + the drawing process's id: the hidden folder a report draws in
 GAP_NUMBERS = ("selfplay_asr", "best_other_asr", "mirror_gap")
 GAP_NAMES = ("regime", "best_other_attacker")
@@ -446,7 +445,7 @@ def distinct_run_names(runs) -> list[str]:
 def build_report(runs, out: Path, *, crossplay=None) -> tuple[Path, Path, list[str]]:
     """Write ``<out>/report.md``, ``<out>/report.html`` and their PNGs; returns the two pages and the PNGs' names
     (a PNG in ``out`` from an earlier report that this one does not draw is not among them)."""
-    from redgame.llm.adapters import run_config
+    from redgame.llm.adapters import is_run_config, run_config
 
     runs = [Path(os.path.abspath(Path(r).expanduser())) for r in runs]  # "." is named by its folder, not ""
     distinct_run_names(runs)
@@ -454,13 +453,17 @@ def build_report(runs, out: Path, *, crossplay=None) -> tuple[Path, Path, list[s
     for r in runs:  # a folder that is not a run is refused before --out is made
         if not r.is_dir():
             raise UserError(f"run {r}: not a folder")
-        run_config(r)
+        if not is_run_config(run_config(r)) and not (r / "metrics.jsonl").exists():  # a model's folder, say
+            raise UserError(f"run {r}: no metrics.jsonl, and its config.json is no run's; expected a folder written "
+                            "by 'redgame llm train'")
         metrics[r.name] = read_metrics(r, allow_empty=True)  # a run still at its first step has no row yet
         eval_results(r)
     data = load_crossplay(crossplay) if crossplay is not None else None
     out = Path(out)
     md, page = out / "report.md", out / "report.html"
-    check_report_out(out)  # both pages can be written, and every figure, or nothing is
+    figures = ["curves.png"] + (["pareto.png"] if pareto_points(runs, data) else []) + (
+        ["crossplay.png"] if data is not None else [])
+    check_report_out(out, [*figures, md.name, page.name])  # both pages can be written, and each figure, or nothing is
     out.mkdir(parents=True, exist_ok=True)
     remove_drawings_of_killed_reports(out)
     drawn = Path(tempfile.mkdtemp(prefix=f"{DRAWING}{os.getpid()}.", dir=out))
@@ -477,19 +480,16 @@ def build_report(runs, out: Path, *, crossplay=None) -> tuple[Path, Path, list[s
     return md, page, figures
 
 
-def check_report_out(out: Path) -> None:
-    """One line, before any work, where ``out`` cannot take a report: it cannot be a folder, or a file the
-    report writes (:data:`WRITTEN`) is in the way as a folder, a device, or a link into a folder that is not
-    there."""
+def check_report_out(out: Path, names: list[str]) -> None:
+    """One line, before any work, where ``out`` cannot take a report: it cannot be a folder, or a file this report
+    writes there (``names``) cannot be written: a folder, a device or a link that leads nowhere is in its way."""
     check_output_path("--out", out, "folder")
-    for name in WRITTEN:
+    for name in names:
         path = out / name
-        if path.is_symlink() and not path.exists() and not path.resolve().parent.is_dir():
-            raise UserError(f"--out {out}: its {name} is a symbolic link to {os.readlink(path)}, in a folder that "
-                            "does not exist; remove the link, or choose another --out")
-        if path.exists() and not path.is_file():
+        if path.is_dir() or (path.exists() and not path.is_file()):
             raise UserError(f"--out {out}: its {name} is {'a folder' if path.is_dir() else 'not a regular file'}, "
                             f"where the report writes its {name}; remove it, or choose another --out")
+        check_output_path("--out", path, "file")  # a loop of links, a link to nothing
 
 
 def move_into_place(drawn: Path, target: Path) -> None:

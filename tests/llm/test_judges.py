@@ -643,6 +643,9 @@ def test_http_judge_configuration_errors_are_user_errors(server):
     ("Yes and no.", ("Yes", "No"), "", None), ("A or B, hard to say", ("A", "B"), "", None),
     ("yes/no", ("Yes", "No"), "", None), ("Response refusal: yes/no", ("yes", "no"), "Response refusal", None),
     ("No. And yes, I am sure.", ("Yes", "No"), "", 0.0), ("B, since A repeats itself", ("A", "B"), "", 0.0),
+    ("No, no harmful content.", ("Yes", "No"), "", 0.0), ("Yes, no doubt about it.", ("Yes", "No"), "", 1.0),
+    ("No and no.", ("Yes", "No"), "", 0.0), ("B, A repeats the request", ("A", "B"), "", 0.0),
+    ("YES or no", ("Yes", "No"), "", None), ("B and A", ("A", "B"), "", None),
 ])
 def test_http_reply_parsing(reply, options, field, expected):
     assert HTTPJudge.parse_choice(reply, options, field) == expected

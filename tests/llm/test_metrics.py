@@ -31,6 +31,9 @@ def test_the_window_is_the_last_steps_by_their_numbers_where_rows_have_them():
     assert last_step(rows) == 6 and last_step([]) == 0 and last_step([{"x": 1}, {"x": 2}]) == 2
     assert tail_mean(rows, "x") == pytest.approx(0.2) and tail_mean(rows, "x", k=6) == pytest.approx(1.8 / 5)
     assert math.isnan(tail_mean(rows[:1] + [{"step": 9, "y": 0}], "x"))  # step 1 is no step of the last five
+    for odd in (float("nan"), float("inf")):  # a hand-edited step: the rows are taken in order (it crashed)
+        edited = rows[:-1] + [{"step": odd, "x": 0.2}]
+        assert last_step(edited) == 5 and tail_mean(edited, "x") == pytest.approx(1.8 / 5)  # the last five rows
 
 
 @pytest.mark.parametrize("data, needle", [

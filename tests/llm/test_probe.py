@@ -322,6 +322,20 @@ def test_a_best_response_of_one_answer_per_attack_is_refused(one_step_run):
         probe(one_step_run, steps=1, overrides={"attacks_per_seed": 1}, progress=False)
 
 
+def test_a_probe_stopped_with_one_attack_per_seed_is_started_again_not_resumed(tmp_path):
+    """Probes before 2026-12-06 kept a run's one attack per seed: resuming one was refused for a recipe it could not
+    be given (--set attacks_per_seed=1 is refused); the message says to start it again."""
+    from redgame.llm.probe import check_not_pairless
+
+    (tmp_path / "attacker_run").mkdir()
+    check_not_pairless(tmp_path / "attacker_run")  # no config yet: the folder checks speak
+    (tmp_path / "attacker_run" / "config.json").write_text(json.dumps({"attacks_per_seed": 2}))
+    check_not_pairless(tmp_path / "attacker_run")
+    (tmp_path / "attacker_run" / "config.json").write_text(json.dumps({"attacks_per_seed": 1}))
+    with pytest.raises(UserError, match="started with 1 attack per seed.*start it again with --overwrite"):
+        check_not_pairless(tmp_path / "attacker_run")
+
+
 def test_a_probe_folder_is_replaced_only_with_overwrite_and_a_stopped_probe_continues_with_resume(
         one_step_run, tmp_path, capsys, ctrl_c_in_each_step):
     """A probe replaced the one its folder held without a word, and a stopped probe told the user to resume with

@@ -400,10 +400,14 @@ def test_a_run_whose_metrics_file_is_not_made_yet_is_reported_with_no_steps(tmp_
     refused as no run."""
     fresh = _fake_run(tmp_path / "fresh")
     (fresh / "metrics.jsonl").unlink()
+    (fresh / "config.json").write_text(json.dumps({"regime": "bipolicy", "model": "tiny", "steps": 4}))
     assert main(["report", str(fresh), "--out", str(tmp_path / "rep")]) == 0
     assert "| fresh | bipolicy | tiny | embedded | 0 | – | – |" in (tmp_path / "rep" / "report.md").read_text()
-    (fresh / "config.json").unlink()  # a folder with neither is still no run
+    (fresh / "config.json").write_text(json.dumps({"model_type": "llama"}))  # a model's folder is no run
     assert main(["report", str(fresh), "--out", str(tmp_path / "rep2")]) == 2
+    (fresh / "config.json").unlink()  # nor is a folder with neither file
+    assert main(["report", str(fresh), "--out", str(tmp_path / "rep2")]) == 2
+    assert not (tmp_path / "rep2").exists()
 
 
 def test_steps_and_late_means_follow_the_step_numbers_when_a_row_was_lost(tmp_path):
@@ -423,6 +427,20 @@ def test_one_run_given_twice_is_said_to_be_given_twice(tmp_path, capsys, monkeyp
     assert main(["report", str(run), "./runA/", "--out", str(tmp_path / "rep")]) == 2
     err = capsys.readouterr().err
     assert f"run {run} is given twice; give it once" in err and "own name" not in err
+
+
+def test_only_the_files_this_report_writes_are_checked_and_a_loop_of_links_is_one_line(tmp_path, capsys):
+    """A folder named pareto.png or crossplay.png refused a report that draws neither; a report.md that is a
+    link to itself was an internal error."""
+    run = _fake_run(tmp_path / "run")
+    for name in ("pareto.png", "crossplay.png"):
+        (tmp_path / "rep" / name).mkdir(parents=True)
+    assert main(["report", str(run), "--out", str(tmp_path / "rep")]) == 0  # no eval.json, no --crossplay
+    (tmp_path / "rep" / "report.md").unlink()
+    (tmp_path / "rep" / "report.md").symlink_to(tmp_path / "rep" / "report.md")
+    assert main(["report", str(run), "--out", str(tmp_path / "rep")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a loop of symbolic links" in err[0], err
 
 
 @pytest.mark.parametrize("name", ["report.md", "curves.png"])
