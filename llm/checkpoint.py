@@ -26,7 +26,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from redgame.errors import UserError
+from redgame.errors import UserError, naming_the_file
 from redgame.llm.adapters import non_finite
 
 CHECKPOINTS = "checkpoints"
@@ -50,8 +50,9 @@ def folder_written_whole(target: Path, family: str | None = None):
     folder."""
     tmp = temp_dir_beside(target, family)
     try:
-        yield tmp
-        replace_dir(tmp, target)
+        with naming_the_file(target):
+            yield tmp
+            replace_dir(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

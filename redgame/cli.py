@@ -14,13 +14,13 @@ import argparse
 import errno
 import importlib
 import os
-import re
 import sys
 import traceback
 import warnings
 
 from redgame import __version__
-from redgame.errors import Terminated, UserError, check_output_path, lost_peer, missing_extra_message
+from redgame.errors import (Terminated, UserError, check_output_path, is_disk_error, lost_peer,
+                            missing_extra_message)
 
 # Modules that contribute subcommands, in the order they appear in --help.
 COMMAND_MODULES = ("redgame.games.cli", "redgame.llm.cli")
@@ -75,6 +75,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("redgame: interrupted", file=sys.stderr)
         return 130
+    except ImportError as exc:  # Ctrl-C inside a C extension's import (pyspiel's) arrives as its ImportError
+        if not ctrl_c_caused(exc):
+            raise
+        print("redgame: interrupted", file=sys.stderr)
+        return 130
+
+
+def ctrl_c_caused(exc: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is in ``exc``'s chain of causes."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _main(argv: list[str] | None) -> int:
@@ -121,6 +137,9 @@ def report_errors(prog: str, work, debug: bool = False) -> int:
         sys.stderr.close()
         return 0
     except Exception as exc:  # a bug: say so, and how to see where; a full or read-only disk is the user's
+        if ctrl_c_caused(exc):  # Ctrl-C in a C extension's import, turned into its ImportError
+            print(f"{prog}: interrupted", file=sys.stderr)
+            return 130
         if "TORCHELASTIC_RUN_ID" in os.environ and lost_peer(exc):  # another process stopped first: not a bug here
             if debug:
                 traceback.print_exception(exc)
@@ -147,20 +166,11 @@ def check_out(args) -> None:
         check_output_path("--out", out, getattr(args, "out_kind", "folder"))
 
 
-DISK_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
-DISK_MESSAGES = re.compile(r"No space left on device|Read-only file system|Disk quota exceeded")
 PATH_ERRNOS = (errno.ENAMETOOLONG, errno.ELOOP)  # a path the user gave that no file system takes
 
 
 PEER_STOPPED = ("another process of this torchrun run stopped (its own lines say why), and this one stopped "
                 "with it")
-
-
-def is_disk_error(exc: BaseException) -> bool:
-    """A disk that is full or read-only, as an OSError or as safetensors' own error (which wraps it)."""
-    if isinstance(exc, OSError):
-        return exc.errno in DISK_ERRNOS
-    return type(exc).__name__ == "SafetensorError" and DISK_MESSAGES.search(str(exc)) is not None
 
 
 def _report(exc: BaseException, kind: str, code: int, debug: bool, prog: str = "redgame") -> int:

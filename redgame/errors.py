@@ -8,6 +8,8 @@
   refused unless ``--overwrite``.
 - A ``ModuleNotFoundError`` for a module of an optional install (an *extra*) becomes one
   line naming the ``pip install`` to run (``missing_extra_message``).
+- A full or read-only disk is the user's to fix (``is_disk_error``), and a write that it stops names the
+  file it was writing (``naming_the_file``).
 - ``Terminated``: SIGTERM during a training run, after the run named its checkpoint; exit 143.
 - A collective that failed because another process of a torchrun run died or stopped
   (``lost_peer``) is said in one line, exit 1: that process's own lines say why.
@@ -17,6 +19,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -25,6 +28,31 @@ from pathlib import Path
 
 class UserError(ValueError):
     """Bad input from the user: a config, a file, a parameter. The message names the culprit."""
+
+
+DISK_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
+DISK_MESSAGES = {errno.ENOSPC: "No space left on device", errno.EROFS: "Read-only file system",
+                 errno.EDQUOT: "Disk quota exceeded"}
+
+
+def is_disk_error(exc: BaseException) -> bool:
+    """A disk that is full or read-only, as an OSError or as safetensors' own error (which wraps it)."""
+    if isinstance(exc, OSError):
+        return exc.errno in DISK_ERRNOS
+    return type(exc).__name__ == "SafetensorError" and any(m in str(exc) for m in DISK_MESSAGES.values())
+
+
+@contextlib.contextmanager
+def naming_the_file(path):
+    """Where the block fails for a full or read-only disk, its error names ``path``: a write that fails when its
+    file is closed, or inside safetensors, names none ("[Errno 28] No space left on device", after the work)."""
+    try:
+        yield
+    except Exception as exc:
+        if not is_disk_error(exc) or getattr(exc, "filename", None) is not None:
+            raise
+        code = exc.errno if isinstance(exc, OSError) else next(c for c, m in DISK_MESSAGES.items() if m in str(exc))
+        raise OSError(code, os.strerror(code), str(path)) from exc
 
 
 class Terminated(BaseException):

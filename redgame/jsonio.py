@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from redgame.errors import UserError
+from redgame.errors import UserError, naming_the_file
 
 # A line break of a user's text file (and of markdown): \r\n, \r or \n; not U+2028 or a form feed, which
 # may sit inside a prompt or a JSON string.
@@ -51,8 +51,9 @@ def replaced_atomically(path: str | Path) -> Iterator[Path]:
         path = path.resolve()
     tmp = path.with_name(f".tmp.{path.name}")
     try:
-        yield tmp
-        os.replace(tmp, path)
+        with naming_the_file(path):
+            yield tmp
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 

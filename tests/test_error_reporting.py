@@ -43,6 +43,28 @@ def test_ctrl_c_is_one_line_with_exit_130_in_the_imports_as_in_the_work(monkeypa
     assert _stderr(capsys) == ["redgame: interrupted"]
 
 
+@pytest.mark.parametrize("where", ["handler", "imports"])
+def test_ctrl_c_that_a_c_extension_import_turned_into_an_import_error_is_still_ctrl_c(monkeypatch, capsys, where):
+    """pyspiel's loader turns a Ctrl-C into "ImportError: initialization failed": a 36-line traceback, exit 1."""
+    def interrupted_import(*args):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as ctrl_c:
+            raise ImportError("initialization failed") from ctrl_c
+
+    if where == "handler":
+        monkeypatch.setattr(toy_cli, "run_list", interrupted_import)
+    else:
+        monkeypatch.setattr(cli.importlib, "import_module", interrupted_import)
+    assert cli.main(["toy", "list"]) == 130
+    assert _stderr(capsys) == ["redgame: interrupted"]
+
+
+def test_an_import_error_of_its_own_is_still_a_bug(monkeypatch, capsys):
+    monkeypatch.setattr(toy_cli, "run_list", _raise(ImportError("cannot import name 'x'")))
+    assert cli.main(["toy", "list"]) == 1
+
+
 @pytest.mark.parametrize("exc", [ValueError("a bug"), KeyError("k"), RuntimeError("boom"), StopIteration()])
 def test_any_other_exception_is_an_internal_error_with_exit_1(monkeypatch, capsys, exc):
     monkeypatch.setattr(toy_cli, "run_list", _raise(exc))
@@ -92,6 +114,33 @@ def test_a_full_or_read_only_disk_is_one_line_with_exit_2(monkeypatch, capsys, e
     assert cli.main(["toy", "list"]) == 2
     err = _stderr(capsys)
     assert len(err) == 1 and err[0].startswith("redgame: error: ") and "internal" not in err[0], err
+
+
+@pytest.mark.parametrize("kind", ["close", "safetensors"])
+def test_a_write_stopped_by_a_full_disk_names_its_file(monkeypatch, capsys, tmp_path, kind):
+    """The error came at the file's close (or inside safetensors), which names no file: "[Errno 28] No space
+    left on device", after the whole evaluation, with no word of where."""
+    from redgame.jsonio import write_json
+    from redgame.llm.checkpoint import folder_written_whole
+
+    def full_disk(*args, **kwargs):
+        if kind == "close":
+            raise OSError(28, "No space left on device")
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    def write(args):
+        if kind == "close":
+            monkeypatch.setattr(type(tmp_path), "write_text", full_disk)
+            write_json(tmp_path / "eval.json", {"a": 1})
+        else:
+            with folder_written_whole(tmp_path / "step_0009"):
+                full_disk()
+
+    monkeypatch.setattr(toy_cli, "run_list", write)
+    assert cli.main(["toy", "list"]) == 2
+    target = tmp_path / ("eval.json" if kind == "close" else "step_0009")
+    assert _stderr(capsys) == [f"redgame: error: [Errno 28] No space left on device: '{target}'"]
+    assert not any(p.name.startswith(".tmp") for p in tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("exc", [OSError(5, "Input/output error"), SafetensorError("invalid header length")])
