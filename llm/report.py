@@ -15,6 +15,7 @@ markdown and as HTML, so the two always say the same thing.
 
 from __future__ import annotations
 
+import errno
 import html
 import math
 import os
@@ -23,7 +24,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from redgame.errors import UserError, check_output_path
+from redgame.errors import UserError, check_output_path, naming_the_file
 from redgame.figures import save_figure
 from redgame.jsonio import LINE_BREAK, read_json_file
 from redgame.llm import watch
@@ -468,10 +469,11 @@ def build_report(runs, out: Path, *, crossplay=None) -> tuple[Path, Path, list[s
     remove_drawings_of_killed_reports(out)
     drawn = Path(tempfile.mkdtemp(prefix=f"{DRAWING}{os.getpid()}.", dir=out))
     try:  # every file is drawn aside, then each renamed into place, the pages last
-        blocks = blocks_for(runs, drawn, data, metrics)
-        title = "redgame report: " + ", ".join(r.name for r in runs)
-        (drawn / md.name).write_text(to_markdown(title, blocks) + "\n", encoding="utf-8")
-        (drawn / page.name).write_text(to_html(title, blocks), encoding="utf-8")
+        with naming_the_file(out):  # a full disk: the pages' writes name no file
+            blocks = blocks_for(runs, drawn, data, metrics)
+            title = "redgame report: " + ", ".join(r.name for r in runs)
+            (drawn / md.name).write_text(to_markdown(title, blocks) + "\n", encoding="utf-8")
+            (drawn / page.name).write_text(to_html(title, blocks), encoding="utf-8")
         figures = [b[1] for b in blocks if b[0] == "img"]
         for name in (*figures, md.name, page.name):
             move_into_place(drawn / name, out / name)
@@ -486,10 +488,18 @@ def check_report_out(out: Path, names: list[str]) -> None:
     check_output_path("--out", out, "folder")
     for name in names:
         path = out / name
+        try:
+            path.stat()
+        except OSError as exc:  # a link to nothing is written through (move_into_place); a loop cannot be
+            if exc.errno == errno.ELOOP:
+                raise UserError(f"--out {out}: its {name} is a loop of symbolic links; remove it, or choose "
+                                "another --out") from None
+        if path.is_symlink() and not path.exists() and not path.resolve().parent.is_dir():
+            raise UserError(f"--out {out}: its {name} is a symbolic link to {os.readlink(path)}, in a folder that "
+                            "does not exist; remove the link, or choose another --out")
         if path.is_dir() or (path.exists() and not path.is_file()):
             raise UserError(f"--out {out}: its {name} is {'a folder' if path.is_dir() else 'not a regular file'}, "
                             f"where the report writes its {name}; remove it, or choose another --out")
-        check_output_path("--out", path, "file")  # a loop of links, a link to nothing
 
 
 def move_into_place(drawn: Path, target: Path) -> None:

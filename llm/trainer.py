@@ -48,7 +48,7 @@ from pathlib import Path
 
 import torch
 
-from redgame.errors import Terminated, UserError, lost_peer
+from redgame.errors import Terminated, UserError, lost_peer, naming_the_file
 from redgame.kernels.peft_patch import FUSED_CALLS
 from redgame.llm import checkpoint as ckpt
 from redgame.llm import distributed, watch
@@ -855,8 +855,9 @@ def log_row(game: Game, row: dict) -> None:
     """Append the row to metrics.jsonl and TensorBoard (rank 0)."""
     if not game.dist.is_main:
         return
-    game.metrics_file.write(json.dumps(row) + "\n")
-    game.metrics_file.flush()
+    with naming_the_file(game.out / "metrics.jsonl"):  # a full disk's error at the flush names no file
+        game.metrics_file.write(json.dumps(row) + "\n")
+        game.metrics_file.flush()
     for k, v in row.items():
         if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
             if game.writer is not None:

@@ -15,7 +15,7 @@ import os
 import re
 from pathlib import Path
 
-from redgame.errors import UserError
+from redgame.errors import UserError, naming_the_file
 from redgame.jsonio import strict_json
 
 
@@ -32,14 +32,15 @@ def save_tensors_with_card(folder: str | Path, weights: str, card_name: str, ten
     _remove_unnamed(folder, weights, keep=old)  # left by a save that failed before its card
     tmp, tmp_card = folder / f".tmp.{weights}", folder / f".tmp.{card_name}"
     try:
-        save_file({k: v.contiguous().float() for k, v in tensors.items()}, str(tmp))
-        tmp.chmod(0o644)  # package data: readable by everyone, like the other data files
-        digest = file_sha256(tmp)
-        name = weights if old != weights else f"{Path(weights).stem}.{digest[:12]}.safetensors"
-        card.update(weights=name, weights_sha256=digest)
-        tmp_card.write_text(strict_json(card) + "\n")  # a rate with nothing to measure it on is null, not NaN
-        os.replace(tmp, folder / name)
-        os.replace(tmp_card, folder / card_name)
+        with naming_the_file(folder):  # a full disk's error inside safetensors, or at a close, names no file
+            save_file({k: v.contiguous().float() for k, v in tensors.items()}, str(tmp))
+            tmp.chmod(0o644)  # package data: readable by everyone, like the other data files
+            digest = file_sha256(tmp)
+            name = weights if old != weights else f"{Path(weights).stem}.{digest[:12]}.safetensors"
+            card.update(weights=name, weights_sha256=digest)
+            tmp_card.write_text(strict_json(card) + "\n")  # a rate with nothing to measure it on is null, not NaN
+            os.replace(tmp, folder / name)
+            os.replace(tmp_card, folder / card_name)
     except BaseException:
         tmp.unlink(missing_ok=True)
         tmp_card.unlink(missing_ok=True)

@@ -133,13 +133,15 @@ def report_errors(prog: str, work, debug: bool = False) -> int:
         if message is None:
             return _report(exc, "internal error", 1, debug, prog)
         return _report(UserError(message), "error", 2, debug, prog)
+    except ImportError as exc:
+        if ctrl_c_caused(exc):  # Ctrl-C in a C extension's import (pyspiel's), turned into its ImportError
+            print(f"{prog}: interrupted", file=sys.stderr)
+            return 130
+        return _report(exc, "internal error", 1, debug, prog)
     except BrokenPipeError:  # e.g. piped into `head`
         sys.stderr.close()
         return 0
     except Exception as exc:  # a bug: say so, and how to see where; a full or read-only disk is the user's
-        if ctrl_c_caused(exc):  # Ctrl-C in a C extension's import, turned into its ImportError
-            print(f"{prog}: interrupted", file=sys.stderr)
-            return 130
         if "TORCHELASTIC_RUN_ID" in os.environ and lost_peer(exc):  # another process stopped first: not a bug here
             if debug:
                 traceback.print_exception(exc)

@@ -65,6 +65,22 @@ def test_an_import_error_of_its_own_is_still_a_bug(monkeypatch, capsys):
     assert cli.main(["toy", "list"]) == 1
 
 
+@pytest.mark.parametrize("late, code, said", [(AttributeError("a bug"), 1, "redgame: internal error: AttributeError"),
+                                             (OSError(28, "No space left on device", "/run/metrics.jsonl"), 2,
+                                              "redgame: error: [Errno 28]")])
+def test_an_error_in_the_clean_up_after_ctrl_c_is_reported_as_itself(monkeypatch, capsys, late, code, said):
+    """A bug (or a full disk) in a finally that Ctrl-C ran was reported as "interrupted", and --debug hid it."""
+    def handler(args):
+        try:
+            raise KeyboardInterrupt
+        finally:
+            raise late
+
+    monkeypatch.setattr(toy_cli, "run_list", handler)
+    assert cli.main(["toy", "list"]) == code
+    assert _stderr(capsys)[0].startswith(said)
+
+
 @pytest.mark.parametrize("exc", [ValueError("a bug"), KeyError("k"), RuntimeError("boom"), StopIteration()])
 def test_any_other_exception_is_an_internal_error_with_exit_1(monkeypatch, capsys, exc):
     monkeypatch.setattr(toy_cli, "run_list", _raise(exc))

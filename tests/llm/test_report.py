@@ -438,9 +438,34 @@ def test_only_the_files_this_report_writes_are_checked_and_a_loop_of_links_is_on
     assert main(["report", str(run), "--out", str(tmp_path / "rep")]) == 0  # no eval.json, no --crossplay
     (tmp_path / "rep" / "report.md").unlink()
     (tmp_path / "rep" / "report.md").symlink_to(tmp_path / "rep" / "report.md")
+    capsys.readouterr()
     assert main(["report", str(run), "--out", str(tmp_path / "rep")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "a loop of symbolic links" in err[0], err
+    assert len(err) == 1 and "its report.md is a loop of symbolic links" in err[0], err
+    (tmp_path / "rep" / "report.md").unlink()  # a link to a page not written yet, in a folder that is there
+    (tmp_path / "site").mkdir()
+    (tmp_path / "rep" / "report.md").symlink_to(tmp_path / "site" / "report.md")
+    assert main(["report", str(run), "--out", str(tmp_path / "rep")]) == 0
+    assert (tmp_path / "site" / "report.md").read_text().startswith("# redgame report")
+    (tmp_path / "rep" / "report.html").unlink()
+    (tmp_path / "rep" / "report.html").symlink_to(tmp_path / "gone" / "report.html")  # its folder is not there
+    assert main(["report", str(run), "--out", str(tmp_path / "rep")]) == 2
+    assert "in a folder that does not exist" in capsys.readouterr().err
+
+
+def test_a_page_that_a_full_disk_stops_names_the_report_folder(tmp_path, capsys, monkeypatch):
+    run = _fake_run(tmp_path / "run")
+    real = Path.write_text
+
+    def full_disk(self, text, *args, **kwargs):
+        if self.name == "report.html":
+            raise OSError(28, "No space left on device")  # as a close reports it: no file named
+        return real(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    assert main(["report", str(run), "--out", str(tmp_path / "rep")]) == 2
+    assert capsys.readouterr().err.strip() == \
+        f"redgame: error: [Errno 28] No space left on device: '{tmp_path / 'rep'}'"
 
 
 @pytest.mark.parametrize("name", ["report.md", "curves.png"])
