@@ -73,13 +73,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
     except KeyboardInterrupt:
-        print("redgame: interrupted", file=sys.stderr)
-        return 130
+        return interrupted("redgame")
     except ImportError as exc:  # Ctrl-C inside a C extension's import (pyspiel's) arrives as its ImportError
         if not ctrl_c_caused(exc):
             raise
-        print("redgame: interrupted", file=sys.stderr)
-        return 130
+        return interrupted("redgame")
+
+
+def interrupted(prog: str) -> int:
+    """Ctrl-C: one line, and the exit status a shell gives it."""
+    print(f"{prog}: interrupted", file=sys.stderr)
+    return 130
 
 
 def ctrl_c_caused(exc: BaseException) -> bool:
@@ -119,8 +123,7 @@ def report_errors(prog: str, work, debug: bool = False) -> int:
     try:
         result = work()
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+        return interrupted(prog)
     except Terminated:
         print(f"{prog}: terminated (SIGTERM)", file=sys.stderr)
         return 143
@@ -135,8 +138,7 @@ def report_errors(prog: str, work, debug: bool = False) -> int:
         return _report(UserError(message), "error", 2, debug, prog)
     except ImportError as exc:
         if ctrl_c_caused(exc):  # Ctrl-C in a C extension's import (pyspiel's), turned into its ImportError
-            print(f"{prog}: interrupted", file=sys.stderr)
-            return 130
+            return interrupted(prog)
         return _report(exc, "internal error", 1, debug, prog)
     except BrokenPipeError:  # e.g. piped into `head`
         sys.stderr.close()

@@ -30,7 +30,6 @@ class UserError(ValueError):
     """Bad input from the user: a config, a file, a parameter. The message names the culprit."""
 
 
-DISK_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
 DISK_MESSAGES = {errno.ENOSPC: "No space left on device", errno.EROFS: "Read-only file system",
                  errno.EDQUOT: "Disk quota exceeded"}
 
@@ -38,7 +37,7 @@ DISK_MESSAGES = {errno.ENOSPC: "No space left on device", errno.EROFS: "Read-onl
 def is_disk_error(exc: BaseException) -> bool:
     """A disk that is full or read-only, as an OSError or as safetensors' own error (which wraps it)."""
     if isinstance(exc, OSError):
-        return exc.errno in DISK_ERRNOS
+        return exc.errno in DISK_MESSAGES
     return type(exc).__name__ == "SafetensorError" and any(m in str(exc) for m in DISK_MESSAGES.values())
 
 
