@@ -319,10 +319,12 @@ def _pct(v) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
 
 
-def blocks_for(runs: list[Path], out: Path, crossplay: dict | None, metrics: dict | None = None) -> list[tuple]:
+def blocks_for(runs: list[Path], out: Path, crossplay: dict | None, metrics: dict | None = None,
+               points: list[dict] | None = None) -> list[tuple]:
     """The report as blocks: ("h", text), ("p", text), ("table", heads, rows), ("img", file, alt).
 
-    ``metrics``: each run's rows by run name, if already read (read here otherwise).
+    ``metrics``: each run's rows by run name, and ``points``: :func:`pareto_points`, if already found (found here
+    otherwise: the points hash each eval.json's adapter).
     """
     from redgame.llm.adapters import run_config
     from redgame.llm.crossplay import plot_heatmap
@@ -344,7 +346,7 @@ def blocks_for(runs: list[Path], out: Path, crossplay: dict | None, metrics: dic
                ("p", "Per step, over the defender's sampled answers to that step's attacks (the trainer's own "
                      "metrics, not held-out)."),
                ("img", plot_curves(metrics, out / "curves.png").name, "training curves")]
-    points = pareto_points(runs, crossplay)
+    points = pareto_points(runs, crossplay) if points is None else points
     blocks.append(("h", "Safety vs benign compliance"))
     if points:
         blocks += [("img", plot_pareto(points, out / "pareto.png").name, "Pareto plot"),
@@ -462,15 +464,15 @@ def build_report(runs, out: Path, *, crossplay=None) -> tuple[Path, Path, list[s
     data = load_crossplay(crossplay) if crossplay is not None else None
     out = Path(out)
     md, page = out / "report.md", out / "report.html"
-    figures = ["curves.png"] + (["pareto.png"] if pareto_points(runs, data) else []) + (
-        ["crossplay.png"] if data is not None else [])
+    points = pareto_points(runs, data)
+    figures = ["curves.png"] + (["pareto.png"] if points else []) + (["crossplay.png"] if data is not None else [])
     check_report_out(out, [*figures, md.name, page.name])  # both pages can be written, and each figure, or nothing is
     out.mkdir(parents=True, exist_ok=True)
     remove_drawings_of_killed_reports(out)
     drawn = Path(tempfile.mkdtemp(prefix=f"{DRAWING}{os.getpid()}.", dir=out))
     try:  # every file is drawn aside, then each renamed into place, the pages last
         with naming_the_file(out):  # a full disk: the pages' writes name no file
-            blocks = blocks_for(runs, drawn, data, metrics)
+            blocks = blocks_for(runs, drawn, data, metrics, points)
             title = "redgame report: " + ", ".join(r.name for r in runs)
             (drawn / md.name).write_text(to_markdown(title, blocks) + "\n", encoding="utf-8")
             (drawn / page.name).write_text(to_html(title, blocks), encoding="utf-8")
