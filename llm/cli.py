@@ -127,6 +127,8 @@ def resolve_config(args) -> TrainConfig:
     flags = {key: getattr(args, key) for key in ("model", "regime", "steps", "save_every", "seed", "device", "dtype")}
     overrides = parse_overrides(args.set, flags)
     cfg = from_mapping(overrides, where=" (command line)", base=cfg).validate()
+    if config == str(saved) and not args.config:
+        say_which_server_judges(cfg, saved)
     check_model_name(cfg.model)
     check_device(cfg.device)
     for name in train_seed_sources(cfg.train_seeds):
@@ -135,6 +137,16 @@ def resolve_config(args) -> TrainConfig:
             raise FileNotFoundError(f"config key 'train_seeds': seed file {name}: "
                                     + ("not a file" if path else "not found"))
     return cfg
+
+
+def say_which_server_judges(cfg: TrainConfig, saved: Path) -> None:
+    """A bare --resume that will send the exchanges to a judge server says which, on stderr: the run's folder may
+    have come from someone else, and its config.json names their server."""
+    from redgame.llm.judge_formats import judge_kind
+
+    if judge_kind(cfg.judge, cfg.judge_format) == "http" and os.environ.get("RANK", "0") == "0":
+        print(f"redgame: resuming with the judge server that {saved} names: {cfg.judge} (--set judge=... for "
+              "another)", file=sys.stderr)
 
 
 def check_model_name(name: str) -> None:

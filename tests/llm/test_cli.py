@@ -368,3 +368,16 @@ def test_a_bare_resume_on_another_tools_folder_names_its_config(tmp_path, capsys
     (tmp_path / "config.json").write_text('{"name": "my-other-tool", "version": 3}')
     assert main(["llm", "train", "--model", "tiny", "--out", str(tmp_path), "--resume"]) == 2
     assert "its config.json is not a redgame run's" in _err(capsys)
+
+
+def test_a_bare_resume_names_the_judge_server_its_config_sends_to(tmp_path, capsys):
+    """A run folder from someone else may name their judge server: a bare --resume says so before sending to it."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"model": "tiny", "regime": "bipolicy", "steps": 1,
+                                                 "judge": "http://127.0.0.1:9/v1"}))
+    main(["llm", "train", "--out", str(run), "--resume", "--no-progress"])
+    err = capsys.readouterr().err
+    assert f"resuming with the judge server that {run / 'config.json'} names: http://127.0.0.1:9/v1" in err
+    main(["llm", "train", "--out", str(run), "--resume", "--no-progress", "--config", str(run / "config.json")])
+    assert "resuming with the judge server" not in capsys.readouterr().err  # the user named the file
