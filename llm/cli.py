@@ -176,7 +176,8 @@ def run_train(args) -> int:
     if result["stopped"]:  # Ctrl-C: checkpointed, not finished; 130 as for any interrupted command (train && eval stops)
         return 130
     if os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 reports
-        print(f"done: {result['steps']} steps; adapters in {Path(args.out) / 'final'}")
+        saved = "full weights" if cfg.full_finetune else "adapters"
+        print(f"done: {result['steps']} steps; {saved} in {Path(args.out) / 'final'}")
     return 130 if result["interrupted"] else 0  # Ctrl-C in the last step finished the run: train && eval stops
 
 

@@ -381,3 +381,13 @@ def test_a_bare_resume_names_the_judge_server_its_config_sends_to(tmp_path, caps
     assert f"resuming with the judge server that {run / 'config.json'} names: http://127.0.0.1:9/v1" in err
     main(["llm", "train", "--out", str(run), "--resume", "--no-progress", "--config", str(run / "config.json")])
     assert "resuming with the judge server" not in capsys.readouterr().err  # the user named the file
+
+
+def test_a_full_finetune_run_says_it_saved_full_weights(tmp_path, capsys):
+    """The closing line said 'adapters in RUN/final' where final/ holds the roles' full weights."""
+    run = tmp_path / "run"
+    assert main(["llm", "train", "--model", "tiny", "--regime", "advgame", "--steps", "1", "--no-progress",
+                 "--out", str(run), "--set", "full_finetune=true", "--set", "attack_tokens=4",
+                 "--set", "response_tokens=4", "--set", "seeds_per_step=2"]) == 0
+    assert f"done: 1 steps; full weights in {run / 'final'}" in capsys.readouterr().out
+    assert (run / "final" / "defender" / "model.safetensors").is_file()
