@@ -13,7 +13,7 @@ same variables) reads ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK`` and joins a pr
   ``local items * N / global items`` and the gradients are summed and divided by N, so the
   update is the gradient of the mean over the *global* batch (exact for DPO/IPO and for the
   policy-gradient losses, whose surrogate and KL are both means over samples of each sample's
-  token mean);
+  token mean; REINFORCE++ whitens its returns over every rank's tokens, :meth:`Dist.sum_over_ranks`);
 - each rank judges its own exchanges, or (``judge_rank``) one rank loads the judge and
   judges every rank's round, sent to it as JSON, and sends each rank its judged round back;
 - only rank 0 writes the run folder (config, metrics, checkpoints, final adapters); the
@@ -122,6 +122,10 @@ class Dist:
         moved = tensor.to(self.device)
         td.all_reduce(moved, op=td.ReduceOp.SUM)
         return moved.to(tensor.device)
+
+    def sum_over_ranks(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` summed over the ranks (itself in one process); every rank must call it."""
+        return self._all_reduce(tensor) if self.active else tensor
 
     def barrier(self) -> None:
         if self.active:

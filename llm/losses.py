@@ -316,7 +316,8 @@ def group_advantages(rewards: torch.Tensor, groups: torch.Tensor, normalise: boo
 
 
 def reinforce_pp_advantages(rewards: torch.Tensor, groups: torch.Tensor, old: TokenLogprobs,
-                            reference: TokenLogprobs, kl_coef: float, *, group_baseline: bool = False) -> torch.Tensor:
+                            reference: TokenLogprobs, kl_coef: float, *, group_baseline: bool = False,
+                            pool=None) -> torch.Tensor:
     """REINFORCE++ advantages, one per token of ``old`` (Hu 2025, arXiv 2501.03262).
 
     As OpenRLHF computes them for Self-RedTeam (``advantage_estimator=reinforce``, γ = 1):
@@ -328,12 +329,20 @@ def reinforce_pp_advantages(rewards: torch.Tensor, groups: torch.Tensor, old: To
     2. token t of a sample earns −kl_coef·(log π_old(t) − log π_ref(t)) (the k1 estimate of
        the KL, no gradient), its last token also the sample's reward; a token's return is
        the sum of the rewards from it to the end of its sample;
-    3. the returns of all the role's tokens in the batch are whitened together:
-       (G − mean) / sqrt(max(var, 1e-8)) (Self-RedTeam whitens each role's separately).
+    3. the returns of all the role's tokens in the batch are whitened together
+       (:func:`whiten`; Self-RedTeam whitens each role's separately). ``pool`` sums over
+       torchrun's ranks, so that the batch is the global one (None: one process).
 
     ``old``: the policy's log-probs of the samples before this step's update; ``reference``:
     the reference's, token for token.
     """
+    return whiten(reinforce_pp_returns(rewards, groups, old, reference, kl_coef, group_baseline=group_baseline),
+                  pool)
+
+
+def reinforce_pp_returns(rewards: torch.Tensor, groups: torch.Tensor, old: TokenLogprobs,
+                         reference: TokenLogprobs, kl_coef: float, *, group_baseline: bool = False) -> torch.Tensor:
+    """Steps 1 and 2 of :func:`reinforce_pp_advantages`: each token's return, before whitening."""
     if old.values.shape != reference.values.shape:
         raise UserError("reinforce_pp_advantages needs the policy's and the reference's log-probs of the same tokens")
     rewards = rewards.to(old.values.device, torch.float32)
@@ -350,8 +359,22 @@ def reinforce_pp_advantages(rewards: torch.Tensor, groups: torch.Tensor, old: To
         if len(token_rewards):
             token_rewards[-1] += rewards[k]
         returns.append(token_rewards.flip(0).cumsum(0).flip(0))
-    g = torch.cat(returns)
-    return (g - g.mean()) * (g - g.mean()).pow(2).mean().clamp_min(1e-8).rsqrt()
+    return torch.cat(returns) if returns else penalty.new_zeros(0)
+
+
+def whiten(values: torch.Tensor, pool=None) -> torch.Tensor:
+    """(x − mean) / sqrt(max(var, 1e-8)) over ``values`` (the population variance; statistics in float64).
+
+    ``pool``: sums a float64 tensor over torchrun's ranks, so that mean and variance are the global batch's
+    whatever each rank holds (None: one process). Every rank must call it, with its own values (maybe none).
+    Until 2026-12-06 each rank whitened over its own tokens alone.
+    """
+    pool = pool or (lambda total: total)
+    wide = values.double()
+    count_and_sum = pool(torch.stack([wide.new_tensor(float(len(wide))), wide.sum()]))
+    mean = count_and_sum[1] / count_and_sum[0].clamp_min(1)
+    variance = pool((wide - mean).pow(2).sum().reshape(1))[0] / count_and_sum[0].clamp_min(1)
+    return ((wide - mean) * variance.clamp_min(1e-8).rsqrt()).to(values.dtype)
 
 
 def policy_gradient_loss(policy: TokenLogprobs, reference: TokenLogprobs, advantages: torch.Tensor, *,

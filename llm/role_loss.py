@@ -40,12 +40,13 @@ def role_sequences(cfg: TrainConfig, samples: list, signal_) -> tuple[list, list
 
 
 def token_advantages(cfg: TrainConfig, signal_, reference: TokenLogprobs,
-                     old: TokenLogprobs | None = None) -> torch.Tensor | None:
+                     old: TokenLogprobs | None = None, pool=None) -> torch.Tensor | None:
     """One advantage per token of the role's sequences (:func:`role_sequences` order); None for DPO/IPO.
 
     REINFORCE/GRPO: each item's reward minus its group's mean (GRPO: over its std), repeated
     over the item's tokens. SFT: 1. REINFORCE++: :func:`redgame.llm.losses.reinforce_pp_advantages`
-    from ``old`` (the policy's log-probs before the update) and ``reference``.
+    from ``old`` (the policy's log-probs before the update) and ``reference``, whitened over torchrun's
+    ranks by ``pool`` (a group sits on one rank: the other losses need none).
     """
     kind = cfg.resolved_loss()
     if kind in ("dpo", "ipo") or not signal_.items:
@@ -55,7 +56,7 @@ def token_advantages(cfg: TrainConfig, signal_, reference: TokenLogprobs,
         return torch.ones_like(reference.values)
     if kind in RETURN_KL_LOSSES:
         return reinforce_pp_advantages(rewards, groups, old, reference, cfg.kl_coef,
-                                       group_baseline=kind == "reinforce_pp_baseline")
+                                       group_baseline=kind == "reinforce_pp_baseline", pool=pool)
     per_item = group_advantages(rewards, groups, normalise=kind == "grpo")
     return per_item.to(reference.values.device)[reference.seq]
 

@@ -55,7 +55,7 @@ from redgame.llm import distributed, watch
 from redgame.llm.cpu_allocator import keep_freed_memory
 from redgame.llm.config import ABLATIONS, RETURN_KL_LOSSES, TrainConfig, train_seed_sources
 from redgame.llm.judge_features import is_blank
-from redgame.llm.losses import TokenLogprobs, fused_pairs_loss
+from redgame.llm.losses import TokenLogprobs, fused_pairs_loss, whiten
 from redgame.llm.metrics import read_metrics
 from redgame.llm.population import Population, write_summary as write_population
 from redgame.llm.population import check_eval_seeds, eval_seeds as population_eval_seeds
@@ -765,9 +765,20 @@ def score_reference(game: Game, batches: list[RoleBatch]) -> None:
         if game.cfg.resolved_loss() in RETURN_KL_LOSSES:
             olds = _score(game, [Job(*roles.seat(b.role), lambda r=b.role: roles.policy(r), b.sequences, b.units)
                                  for b in batches])
-    for b, reference, old in zip(batches, references, olds):
+    # REINFORCE++ whitens each role's returns over every rank's tokens: each rank pools each role, in one order,
+    # its share of the role none where it has no batch (or FSDP's zero-weight stand-in)
+    pool = game.dist.sum_over_ranks if game.cfg.resolved_loss() in RETURN_KL_LOSSES else None
+    found = {b.role: (b, reference, old) for b, reference, old in zip(batches, references, olds)}
+    for role in ROLES:
+        b, reference, old = found.get(role, (None, None, None))
+        pooled_here = b is not None and not (b.stand_in and pool)
+        if pool and not pooled_here:
+            whiten(torch.zeros(0), pool)  # this rank holds none of the role's tokens
+        if b is None:
+            continue
         b.reference = reference.per_sequence()
-        advantages = token_advantages(game.cfg, b.signal, reference, old)
+        advantages = (token_advantages(game.cfg, b.signal, reference, old, pool=pool) if pooled_here
+                      else torch.zeros_like(reference.values))
         if advantages is not None:
             b.advantages = list(torch.split(advantages, [len(v) for v in b.reference]))
 

@@ -7,7 +7,7 @@ import torch
 
 from redgame.llm import losses
 from redgame.llm.losses import (TokenLogprobs, completion_logprobs, dpo_pairs_loss, group_advantages,
-                                policy_gradient_loss, reinforce_pp_advantages, torch_preference_loss,
+                                policy_gradient_loss, reinforce_pp_advantages, torch_preference_loss, whiten,
                                 torch_token_logprobs)
 
 
@@ -205,6 +205,37 @@ def test_reinforce_pp_advantages_by_hand(group_baseline, r):
                                    TokenLogprobs(torch.ones(3), one, 3), 0.0, group_baseline=group_baseline)
     z = torch.tensor(r)
     assert flat.tolist() == pytest.approx(((z - z.mean()) / z.std(unbiased=False)).tolist(), rel=1e-5)
+
+
+def test_whitening_pooled_over_ranks_is_the_global_batchs(seed=5):
+    """torchrun's ranks each hold part of a role's tokens (one none): pooled, every rank's whitened values are
+    the global batch's, as in one process; each rank over its own tokens, they were not."""
+    import threading
+
+    gen = torch.Generator().manual_seed(seed)
+    shards = [torch.randn(7, generator=gen) * 3 + 1, torch.zeros(0), torch.randn(2, generator=gen) - 4]
+    slots, meet = [None] * len(shards), threading.Barrier(len(shards))
+
+    def pool_of(rank):
+        def pool(total):  # all_reduce(SUM) among the threads
+            slots[rank] = total
+            meet.wait()
+            summed = sum(slots)
+            meet.wait()
+            return summed
+        return pool
+
+    got = [None] * len(shards)
+    threads = [threading.Thread(target=lambda r=r: got.__setitem__(r, whiten(shards[r], pool_of(r))))
+               for r in range(len(shards))]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    whole = torch.cat(shards).double()
+    expected = (whole - whole.mean()) / whole.std(unbiased=False)
+    assert torch.cat(got).tolist() == pytest.approx(expected.tolist(), rel=1e-6, abs=1e-6)
+    assert got[1].numel() == 0
+    assert whiten(shards[0]).tolist() != pytest.approx(got[0].tolist(), abs=1e-3)  # a rank alone: not the same
+    assert whiten(torch.full((3,), 2.5)).tolist() == [0.0, 0.0, 0.0]  # no spread: centred, not divided by 0
 
 
 def test_chunked_completion_logprobs_give_the_same_values_and_gradients(tiny):
