@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -125,8 +126,9 @@ def evaluate_run(model_name: str, run: Path | None, judge, seeds: list, tokens: 
 
 
 def cached(path: Path, measured: dict, reuse: bool, compute, keys: tuple) -> dict:
-    """The row saved at ``path`` when reusing, measured alike and holding a number (or null) for each of ``keys``;
-    else computed and saved (atomically: a file a kill cut short, or edited, is measured again)."""
+    """The row saved at ``path`` when reusing, measured alike and holding a number (or null, read as NaN: no
+    value) for each of ``keys``; else computed and saved (atomically: a file a kill cut short, or edited, is
+    measured again)."""
     from redgame.jsonio import write_text_atomically
 
     if reuse and path.is_file():
@@ -136,7 +138,7 @@ def cached(path: Path, measured: dict, reuse: bool, compute, keys: tuple) -> dic
             saved = None
         row = saved.get("row") if isinstance(saved, dict) and saved.get("measured") == measured else None
         if isinstance(row, dict) and all(_number_or_null(row.get(k, "missing")) for k in keys):
-            return row
+            return {k: math.nan if k in keys and v is None else v for k, v in row.items()}  # null: NaN, as written
     row = compute()
     write_text_atomically(path, json.dumps({"measured": measured, "row": row}) + "\n")
     return row

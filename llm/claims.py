@@ -181,7 +181,8 @@ def markdown(summary: dict) -> str:
     lines += ["", "## What is decided", "",
               "A comparison is decided when the p-value of its t-test (paired over the seeds two regimes share, "
               "Welch's where their seeds differ, one-sample against the base or zero), "
-              f"Holm-adjusted over the {tested} comparisons with an interval, is below 0.05: the report as a whole "
+              f"Holm-adjusted over the {tested} comparisons with a p-value (one whose seeds show no spread has none, "
+              "and is not decided), is below 0.05: the report as a whole "
               "then decides something false with probability at most 5%. The 95% interval is each comparison's "
               "own. "
               f"The last column: how many seeds per regime a t-test would need to find a difference of {EFFECT:.2f} "

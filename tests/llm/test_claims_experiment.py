@@ -234,6 +234,10 @@ def test_reuse_is_keyed_by_the_model_and_a_cut_cache_file_is_measured_again(tmp_
         path.write_text(json.dumps({"measured": measured, "row": row}))
         assert llm_claims.cached(path, measured, True, compute, ("asr",)) == {"asr": 0.5}
     assert len(calls) == 6
+    # a null (a strict JSON writer's NaN) is no value: NaN, which the tables skip; it reached a format string
+    path.write_text(json.dumps({"measured": measured, "row": {"asr": None, "seed": 1}}))
+    row = llm_claims.cached(path, measured, True, compute, ("asr",))
+    assert len(calls) == 6 and row["asr"] != row["asr"] and row["seed"] == 1
 
 
 def test_a_retrained_run_is_measured_again_and_a_stopped_one_resumes_with_reuse(tmp_path, monkeypatch, capsys):
