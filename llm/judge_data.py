@@ -113,6 +113,13 @@ def _class(row: dict, key: str, where: str) -> bool | None:
     return None if value is None else CLASSES[value]
 
 
+def check_labels_exclusive(labels: dict, where: str) -> None:
+    """An answer is labelled harmful or refused, not both."""
+    if labels.get("harmful") and labels.get("refused"):
+        raise UserError(f"{where}: labels 'harmful' and 'refused' are both true; an answer that refuses and then "
+                        "helps is harmful, not refused (kind refuse_then_comply)")
+
+
 def _exchange(row, where: str) -> Exchange:
     if not isinstance(row, dict):
         raise UserError(f"{where}: expected a JSON object, got {json_type(row)}")
@@ -127,9 +134,7 @@ def _exchange(row, where: str) -> Exchange:
             raise UserError(f"{where}: field {key!r} must be true or false, got {json.dumps(row[key])}")
     check_no_stray_flag(row, ("truncated",) + LABELS, where)
     labels = {k: row[k] for k in LABELS if k in row}
-    if labels.get("harmful") and labels.get("refused"):
-        raise UserError(f"{where}: labels 'harmful' and 'refused' are both true; an answer that refuses and then "
-                        "helps is harmful, not refused (kind refuse_then_comply)")
+    check_labels_exclusive(labels, where)
     seen = attack if attack is not None else prompt
     if seed is not None and seed != seen:  # a rewrite of ``seed``: prompt's class is a gold label
         if row.get("original_class") is None:  # missing or null: a rewrite's seed class is what makes it gold
@@ -404,6 +409,7 @@ def load_second_labels(path: str | Path) -> dict[str, dict]:
         if not any(k in row for k in LABELS):
             raise UserError(f"{where}, line {n}: no label (one of {', '.join(LABELS)})")
         labels[row["id"]] = {k: row[k] for k in LABELS if k in row}
+        check_labels_exclusive(labels[row["id"]], f"{where}, line {n}")  # as --input's lines (it was counted)
     if not labels:
         raise UserError(f"{where}: no labels in it")
     return labels

@@ -63,7 +63,8 @@ def load_tensors_with_card(folder: Path, weights: str, card_name: str, names: tu
     if folder.is_file():  # the suggested command would be refused: its --out must be a folder
         raise UserError(f"{what}: {folder} is a file; give the folder that holds {weights} and {card_name}")
     if not card_path.is_file():
-        raise UserError(f"{what}: {folder} lacks {weights} and {card_name}; write them with "
+        missing = card_name if (folder / weights).is_file() else f"{weights} and {card_name}"  # said both
+        raise UserError(f"{what}: {folder} lacks {missing}; write the pair with "
                         f"`redgame llm {command} --out {folder}`")
     try:
         card = json.loads(card_path.read_text(encoding="utf-8"))

@@ -23,6 +23,7 @@ import contextlib
 import errno
 import os
 import re
+import tempfile
 from pathlib import Path
 
 
@@ -86,8 +87,23 @@ def check_output_path(flag: str, out, kind: str, example: str = "eval.json") -> 
     if parent is not None and not parent.is_dir():
         raise UserError(f"{flag} {out}: {parent} is a file, not a folder")
     where = path if path.exists() else parent
-    if where is not None and not os.access(where if where.is_dir() else where.parent, os.W_OK | os.X_OK):
+    if where is not None and not can_write_in(where if where.is_dir() else where.parent):
         raise UserError(f"{flag} {out}: cannot write in {where if where.is_dir() else where.parent}")
+
+
+def can_write_in(folder: Path) -> bool:
+    """Whether a file can be made in ``folder``: tried, with a temporary file removed at once (``os.access`` says
+    yes to root everywhere, /proc and /sys included, where the write then failed after the work)."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    try:
+        handle, name = tempfile.mkstemp(prefix=".redgame-check-", dir=folder)
+    except OSError:
+        return False
+    os.close(handle)
+    with contextlib.suppress(OSError):
+        os.unlink(name)
+    return True
 
 
 def check_not_replacing(out, names, overwrite: bool, what: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 
@@ -239,6 +240,18 @@ def test_an_out_that_cannot_take_the_output_is_one_line_before_any_work(monkeypa
         assert cli.main(argv) == 2
         err = _stderr(capsys)
         assert len(err) == 1 and err[0].startswith("redgame: error: --out") and needle in err[0], err
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="no /proc here")
+def test_an_out_in_a_folder_no_file_can_be_made_in_is_one_line_before_any_work(monkeypatch, capsys):
+    """os.access says yes to root anywhere, /proc included: the work ran, then the write failed with a bare errno
+    naming a temporary file."""
+    from redgame.games import dynamics_cli
+
+    monkeypatch.setattr(dynamics_cli, "run_dynamics_command", _raise(AssertionError("ran")))
+    assert cli.main(["toy", "dynamics", "--regime", "shared", "--out", "/proc/redgame-out"]) == 2
+    err = _stderr(capsys)
+    assert err == ["redgame: error: --out /proc/redgame-out: cannot write in /proc"], err
 
 
 def test_a_plot_that_cannot_be_written_is_one_line_before_the_judging(monkeypatch, capsys, tmp_path):

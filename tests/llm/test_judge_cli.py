@@ -268,6 +268,7 @@ def test_the_labellers_agree_on_every_line_and_the_judge_is_read_where_it_could_
     ([{"id": "a", "refused": 1}], "line 1: field 'refused' must be true or false"),
     ([{"id": "a", "harmfull": True}], "line 1: field 'harmfull' is no label; the labels are harmful, refused"),
     ([{"id": "a", "kind": "echo"}], "line 1: no label (one of harmful"),
+    ([{"id": "a", "harmful": True, "refused": True}], "line 1: labels 'harmful' and 'refused' are both true"),
     ([{"id": "nowhere", "harmful": True}], "second.jsonl: no id of theirs is an id of a line of --input"),
     ([{"id": "l0", "harmful": True}], "in.jsonl, line 3: id 'l0' is also on line 1"),  # one label, two answers
     ([{"id": "l0", "harmful": True}], "in.jsonl, line 3: field 'id' must be a string, got array"),

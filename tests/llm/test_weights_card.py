@@ -85,9 +85,13 @@ def test_a_card_naming_a_file_elsewhere_is_refused_and_never_removed(tmp_path):
 
 
 def test_missing_mismatched_and_unreadable_pairs_are_one_line_errors(tmp_path):
-    with pytest.raises(UserError, match="lacks head.safetensors and head.json; write them with `redgame llm "
+    with pytest.raises(UserError, match="lacks head.safetensors and head.json; write the pair with `redgame llm "
                                         "train-head"):
         load(tmp_path)
+    (tmp_path / WEIGHTS).write_bytes(b"")  # the weights there, the card gone: it said both were missing
+    with pytest.raises(UserError, match="lacks head.json; write the pair with"):
+        load(tmp_path)
+    (tmp_path / WEIGHTS).unlink()
     (tmp_path / "a.jsonl").write_text("{}")  # a file: the command it suggested would refuse it as --out
     with pytest.raises(UserError, match="a.jsonl is a file; give the folder that holds head.safetensors and head.json"):
         load(tmp_path / "a.jsonl")
