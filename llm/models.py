@@ -403,10 +403,29 @@ def check_model_folder(path: Path) -> None:
     if not any(path.glob("*.safetensors")) and any(path.glob("*.bin")):
         raise UserError(f"model folder {path} holds pickle weights (*.bin) and no safetensors; redgame "
                         "loads safetensors only: save the model again with save_pretrained (its default)")
+    check_shards_are_safetensors(path)
     if not any((path / name).is_file() for name in TOKENIZER_FILES):
         raise UserError(f"model folder {path} holds no tokenizer ({', '.join(TOKENIZER_FILES)}); save it beside the "
                         "model with tokenizer.save_pretrained")
     check_attention_is_local(path)
+
+
+def check_shards_are_safetensors(path: Path) -> None:
+    """A safetensors index (``model.safetensors.index.json``) names only safetensors files in its folder:
+    transformers loads a shard it names by any other name with ``torch.load``, a pickle (the index let pickle
+    weights past the check of ``*.bin`` files; torch's weights-only unpickler was all that stood in the way)."""
+    from redgame.jsonio import read_json_file
+
+    for index in sorted(path.glob("*.safetensors.index.json")):
+        data = read_json_file(index, f"model folder {path}: {index.name}")
+        weight_map = data.get("weight_map") if isinstance(data, dict) else None
+        shards = set(weight_map.values()) if isinstance(weight_map, dict) else {None}
+        bad = sorted((shard for shard in shards if not (isinstance(shard, str) and shard.endswith(".safetensors")
+                                                        and Path(shard).name == shard)), key=str)
+        if bad:
+            raise UserError(f"model folder {path}: {index.name} names {bad[0]!r} as a weights shard; redgame loads "
+                            "safetensors files of the model's folder only (a shard of another name is loaded as a "
+                            "pickle): save the model again with save_pretrained")
 
 
 def check_attention_is_local(path: Path) -> None:

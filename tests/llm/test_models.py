@@ -104,6 +104,23 @@ def test_a_folder_with_pickle_weights_only_is_refused_unread(tmp_path, monkeypat
     assert not unpickled
 
 
+@pytest.mark.parametrize("shard", ["weights.pt", "../model.safetensors", "sub/model.safetensors", 7])
+def test_a_safetensors_index_naming_a_pickle_shard_is_refused_unread(tmp_path, monkeypatch, shard):
+    """transformers loads an index's shard of another name with torch.load: a folder of an index and a pickle
+    passed the *.bin check, and was loaded (--model, lm: judges, a probe card's model)."""
+    model, tokenizer = load_base("tiny")
+    model.config.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    torch.save(model.state_dict(), tmp_path / "weights.pt")
+    index = {"metadata": {}, "weight_map": {name: shard for name in model.state_dict()}}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    unpickled = []
+    monkeypatch.setattr(torch, "load", lambda *a, **k: unpickled.append(a))
+    with pytest.raises(UserError, match=f"model.safetensors.index.json names {shard!r} as a weights shard"):
+        load_base(str(tmp_path))
+    assert not unpickled
+
+
 @pytest.mark.parametrize("change, says", [
     ({"quantization_config": {"quant_method": "bitsandbytes", "load_in_4bit": True}}, "bitsandbytes"),
     ({"num_hidden_layers": "2"}, "num_hidden_layers"),
