@@ -119,13 +119,26 @@ def check_generate_inputs(prompts: list[str], prefixes: list[str], settings: Sam
         raise ValueError(f"generate: prompt {empty[0]} is empty; a completion needs a prompt to follow")
 
 
+# What a model's generation_config.json may set that changes the tokens ``generate`` picks, each at its "off"
+# value: the policy samples from its own distribution (temperature and top-p alone), as the loss scores it and as
+# vLLM samples. Qwen2.5-Instruct's config sets repetition_penalty 1.05, which generate applied unasked.
+PLAIN_DECODING = dict(repetition_penalty=1.0, encoder_repetition_penalty=1.0, no_repeat_ngram_size=0,
+                      encoder_no_repeat_ngram_size=0, min_length=0, min_new_tokens=None, typical_p=1.0, min_p=None,
+                      epsilon_cutoff=0.0, eta_cutoff=0.0, bad_words_ids=None, sequence_bias=None, suppress_tokens=None,
+                      begin_suppress_tokens=None, forced_bos_token_id=None, forced_eos_token_id=None,
+                      exponential_decay_length_penalty=None, renormalize_logits=False, num_beams=1,
+                      num_beam_groups=1, diversity_penalty=0.0, guidance_scale=None, top_k=0)
+
+
 def _decoding(settings: SamplingSettings) -> dict:
-    """``generate``'s decoding arguments: greedy, our exponential-race sampler, or its own nucleus sampler."""
+    """``generate``'s decoding arguments: greedy, our exponential-race sampler, or its own nucleus sampler, with
+    nothing of the model's generation config that would change the draw (:data:`PLAIN_DECODING`)."""
     if settings.greedy:
-        return dict(do_sample=False)
+        return dict(PLAIN_DECODING, do_sample=False)
     if settings.top_p >= 1.0:
-        return dict(do_sample=False, logits_processor=LogitsProcessorList([ExponentialRaceSampler(settings.temperature)]))
-    return dict(do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=0)
+        return dict(PLAIN_DECODING, do_sample=False,
+                    logits_processor=LogitsProcessorList([ExponentialRaceSampler(settings.temperature)]))
+    return dict(PLAIN_DECODING, do_sample=True, temperature=settings.temperature, top_p=settings.top_p)
 
 
 def _shared_prompt_cache(model, prompt_ids: list[list[int]], prefix_ids: list[list[int]], pad: int, device):

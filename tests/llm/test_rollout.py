@@ -64,3 +64,19 @@ def test_bad_generate_inputs_are_one_line_errors(tiny):
                                               (["a", ""], None, 4, "prompt 1 is empty")]:
         with pytest.raises(ValueError, match=message):
             generate(model, tok, prompts, SamplingSettings(max_new_tokens=2, batch_size=batch), prefixes)
+
+
+@pytest.mark.parametrize("greedy, top_p", [(True, 1.0), (False, 1.0), (False, 0.9)])
+def test_the_models_generation_config_does_not_change_the_draw(tiny, greedy, top_p):
+    """A repetition penalty (Qwen2.5-Instruct's config sets 1.05), a minimum length or a banned n-gram in the
+    model's generation config changed the tokens generate picked: rollouts were not the policy's samples."""
+    model, tok = tiny
+    prompts = [chat_text(tok, defender_messages(s.prompt)) for s in builtin_seeds("train")[:4]]
+    settings = SamplingSettings(max_new_tokens=12, greedy=greedy, top_p=top_p, temperature=1.5, batch_size=4)
+    runs = []
+    for config in ({}, {"repetition_penalty": 1.5, "no_repeat_ngram_size": 1, "min_new_tokens": 12, "top_k": 5}):
+        for key, value in config.items():
+            setattr(model.generation_config, key, value)
+        torch.manual_seed(2)
+        runs.append([c.completion_ids for c in generate(model, tok, prompts, settings)])
+    assert runs[0] == runs[1]
