@@ -22,7 +22,7 @@ MAX_ROWS = 12
 def register(subparsers: argparse._SubParsersAction) -> None:
     toy = subparsers.add_parser("toy", help="exact toy red-team games (OpenSpiel, nashpy, LPs)")
     toy_sub = toy.add_subparsers(dest="toy_command", metavar="TOY_COMMAND")
-    toy.set_defaults(func=lambda args: (toy.print_help(), 2)[1])
+    toy.set_defaults(func=lambda args: toy.error("the following arguments are required: TOY_COMMAND"))  # as llm
 
     listing = toy_sub.add_parser("list", help="show the preset games and their parameters")
     listing.set_defaults(func=run_list)

@@ -73,7 +73,7 @@ def register_probe(llm_sub) -> None:
     probe.add_argument("--model", help="the run's base model (default: the one in its config.json)")
     probe.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override one config key of the best-response training (default: the run's recipe)")
-    probe.add_argument("--prompts", type=int, default=0, help="the split's first N harmful seeds (default 0: all)")
+    probe.add_argument("--prompts", type=int, default=0, help="the split's first N harmful seeds, N >= 2 (default 0: all)")
     probe.add_argument("--eval-judge", "--judge", dest="eval_judge", default="embedded",
                        help="the evaluation judge, named as for llm eval (default: embedded)")
     probe.add_argument("--seed", type=int, default=0, help="seed of the probe's attacker (default: 0)")

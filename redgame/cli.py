@@ -106,9 +106,8 @@ def _main(argv: list[str] | None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # argparse would report them from the top parser, with redgame's usage, not the subcommand's
         subcommand_parser(parser, argv).error(f"unrecognized arguments: {' '.join(unknown)}")
-    if not hasattr(args, "func"):
-        parser.print_help()
-        return 2
+    if not hasattr(args, "func"):  # the usage and one error line on stderr, exit 2, as for `redgame llm` (it printed
+        parser.error("the following arguments are required: COMMAND")  # the whole help on stdout)
 
     def work():
         check_out(args)

@@ -306,3 +306,15 @@ def test_an_unknown_flag_is_reported_by_its_subcommand_with_its_usage(capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert stop.value.code == 2 and err[0].startswith(f"usage: {prog} ")
         assert err[-1] == f"{prog}: error: unrecognized arguments: --bogus" + (" x" if "x" in argv else "")
+
+
+def test_a_missing_subcommand_is_the_usage_and_one_error_line_at_every_level(capsys):
+    """`redgame` and `redgame toy` printed their whole help on stdout with exit 2 and no error line; `redgame llm`
+    the usage and the error on stderr. Now all three do as `llm` did."""
+    for argv, prog, name in (([], "redgame", "COMMAND"), (["toy"], "redgame toy", "TOY_COMMAND"),
+                             (["llm"], "redgame llm", "COMMAND")):
+        with pytest.raises(SystemExit) as stop:
+            cli.main(argv)
+        out, err = capsys.readouterr()
+        assert stop.value.code == 2 and not out
+        assert err.strip().splitlines()[-1] == f"{prog}: error: the following arguments are required: {name}"
