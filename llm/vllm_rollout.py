@@ -6,8 +6,14 @@ PagedAttention", SOSP) samples much faster than ``model.generate``; AdvGame (arX
 engine per process holds the frozen base; each role's adapter is a LoRA request. After each
 update the trainer calls :meth:`VLLMRollout.sync`: the adapters are saved (peft format) to a
 new folder and served under a new LoRA id, so vLLM loads the new weights instead of its
-cached ones. The base must be a local Hugging Face model folder (vLLM loads it itself), and
-the roles must be LoRA adapters (not full fine-tuning).
+cached ones. The base must be a local Hugging Face model folder (vLLM loads it itself, from
+safetensors only), and the roles must be LoRA adapters (not full fine-tuning).
+
+Under torchrun each process's engine runs on that process's GPU with vLLM's
+``external_launcher`` backend (as TRL's colocated vLLM: vLLM >= 0.10.2). Each request carries its
+own sampling seed, drawn from torch's generator, so that a resumed run samples what the
+uninterrupted one did (the generator is in the checkpoint; with N > 1 ranks it is seeded from
+(seed, step, rank)): the engine's own stream starts again with every new engine.
 
 Usage::
 
@@ -19,6 +25,7 @@ Usage::
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 from pathlib import Path
 
@@ -30,7 +37,9 @@ from redgame.llm.rollout import Completion, SamplingSettings, finish_completion,
 
 # Share of the GPU's memory vLLM may take; the training model needs the rest.
 GPU_MEMORY_SHARE = 0.3
-SERVED_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM takes (newer ones take 1 too)
+# the max_lora_rank values every vLLM the extra allows takes (newer ones also take 1, 320 and 512; older ones refused
+# those after the model had loaded)
+SERVED_RANKS = (8, 16, 32, 64, 128, 256)
 MAX_LORA_RANK = SERVED_RANKS[-1]
 
 
@@ -79,9 +88,11 @@ class VLLMRollout:
         self.tokenizer, self.seed = tokenizer, cfg.seed
         self.stop = sorted(stop_ids(tokenizer, model))  # ``model``: the training's, whose generation config lists ends
         self.folder = Path(run_dir) / ".vllm_adapters" / f"rank{rank}"
+        # under torchrun: the engine on this process's GPU (LOCAL_RANK); without it every rank's went to GPU 0
+        launcher = {"distributed_executor_backend": "external_launcher"} if world_size() > 1 else {}
         self.llm = LLM(model=model_folder(cfg.model), dtype=str(dtype).removeprefix("torch."), enable_lora=True,
-                       max_lora_rank=served_rank(cfg.lora_rank), max_loras=2,
-                       gpu_memory_utilization=GPU_MEMORY_SHARE, seed=cfg.seed + rank)
+                       max_lora_rank=served_rank(cfg.lora_rank), max_loras=2, load_format="safetensors",
+                       gpu_memory_utilization=GPU_MEMORY_SHARE, seed=(cfg.seed + rank) % 2**32, **launcher)
         self.version = 0
         self.requests: dict = {}
         self.paths: list[Path] = []
@@ -109,9 +120,10 @@ class VLLMRollout:
 
         if role not in self.requests:
             raise RuntimeError("VLLMRollout.sync(roles) must run before the first rollout")
-        params = SamplingParams(max_tokens=settings.max_new_tokens, stop_token_ids=self.stop,
-                                **({"temperature": 0.0} if settings.greedy else
-                                   {"temperature": settings.temperature, "top_p": settings.top_p}))
+        decoding = {"temperature": 0.0} if settings.greedy else {"temperature": settings.temperature,
+                                                                 "top_p": settings.top_p}
+        params = [SamplingParams(max_tokens=settings.max_new_tokens, stop_token_ids=self.stop, seed=seed, **decoding)
+                  for seed in request_seeds(len(prompts))]
         prompt_ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         prefix_ids = [self.tokenizer(q, add_special_tokens=False)["input_ids"] if q else [] for q in prefixes]
         inputs = [{"prompt_token_ids": p + q} for p, q in zip(prompt_ids, prefix_ids)]
@@ -119,6 +131,16 @@ class VLLMRollout:
         return [finish_completion(self.tokenizer, p, q, list(o.outputs[0].token_ids), set(self.stop),
                                   settings.max_new_tokens)
                 for p, q, o in zip(prompt_ids, prefix_ids, outputs)]
+
+
+def request_seeds(n: int) -> list[int]:
+    """A sampling seed per request, from torch's default generator (which checkpoints keep)."""
+    return torch.randint(0, 2**31 - 1, (n,)).tolist()
+
+
+def world_size() -> int:
+    """torchrun's WORLD_SIZE (1 without it)."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
 
 __all__ = ["VLLMRollout", "require", "served_rank", "GPU_MEMORY_SHARE", "MAX_LORA_RANK"]

@@ -55,7 +55,7 @@ def test_unknown_backend_is_named():
 
 
 @pytest.mark.parametrize("overrides,match", [
-    ({"lora_rank": 640}, "LoRA ranks up to 512; config key 'lora_rank' is 640"),
+    ({"lora_rank": 300}, "LoRA ranks up to 256; config key 'lora_rank' is 300"),  # vLLM 0.10 refused 320 late
     ({"device": "cpu"}, "--device cpu would train the roles elsewhere"),
     ({"device": "cuda:1"}, "--device cuda:1 would train the roles elsewhere"),
 ])
@@ -66,13 +66,13 @@ def test_vllm_refuses_a_rank_it_cannot_serve_and_a_device_it_does_not_use(monkey
 
 
 def test_the_engine_gets_the_games_dtype_and_a_max_lora_rank_vllm_takes(monkeypatch, tmp_path):
-    """vLLM takes max_lora_rank only from 8, 16, 32, 64, 128, 256, 320, 512: rank 4 was passed as 4 (an error after
-    the run folder was claimed), and the engine ran in its own dtype, not the game's."""
+    """vLLM takes max_lora_rank only from 8, 16, 32, 64, 128, 256 (newer ones also 320, 512): rank 4 was passed as 4
+    (an error after the run folder was claimed), and the engine ran in its own dtype, not the game's."""
     import sys
     import types
 
-    assert [vllm_rollout.served_rank(r) for r in (1, 4, 8, 9, 16, 24, 64, 300, 321, 512)] == \
-        [8, 8, 8, 16, 16, 32, 64, 320, 512, 512]
+    assert [vllm_rollout.served_rank(r) for r in (1, 4, 8, 9, 16, 24, 64, 200, 256)] == \
+        [8, 8, 8, 16, 16, 32, 64, 256, 256]
     _pretend_vllm_and_a_gpu(monkeypatch)
     engines = []
     monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=lambda **kwargs: engines.append(kwargs)))
@@ -83,7 +83,71 @@ def test_the_engine_gets_the_games_dtype_and_a_max_lora_rank_vllm_takes(monkeypa
     assert rollout.stop == [0, 2, 7]  # the ends the training model's generation config lists, not only the tokenizer's
     assert engines[0]["model"] == str(tmp_path)
     assert (engines[0]["dtype"], engines[0]["max_lora_rank"]) == ("bfloat16", 8)
+    assert engines[0]["load_format"] == "safetensors"  # a folder's pickle weights stay unread there too
+    assert "distributed_executor_backend" not in engines[0]  # one process: vLLM's own executor
     assert not (tmp_path / "run").exists()
+
+
+def test_under_torchrun_each_engine_takes_its_ranks_gpu_and_every_seed_is_one_vllm_takes(monkeypatch, tmp_path):
+    """Every rank's engine went to GPU 0 (vLLM's one-process executor); seed -1, or one past 2**32 - 1 with the
+    rank added, passed the guard and failed in vLLM after the model had loaded."""
+    import sys
+    import types
+
+    _pretend_vllm_and_a_gpu(monkeypatch)
+    engines = []
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=lambda **kwargs: engines.append(kwargs)))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    tokenizer = types.SimpleNamespace(eos_token_id=2, convert_tokens_to_ids=lambda token: 7)
+    for seed, rank in ((-1, 0), (2**32 - 1, 1)):
+        cfg = TrainConfig(model=str(tmp_path), rollout_backend="vllm", seed=seed)
+        vllm_rollout.VLLMRollout(cfg, tokenizer, run_dir=tmp_path / "run", dtype=torch.bfloat16, rank=rank)
+    assert [e["distributed_executor_backend"] for e in engines] == ["external_launcher"] * 2
+    assert [e["seed"] for e in engines] == [2**32 - 1, 0]
+
+
+def test_each_request_samples_with_a_seed_from_torchs_generator(monkeypatch, tmp_path):
+    """The engine's own stream restarts with each engine: a resumed run sampled step k with step 0's seeds. The
+    requests' seeds come from torch's generator, which the checkpoint keeps (and torchrun seeds per step)."""
+    import sys
+    import types
+
+    _pretend_vllm_and_a_gpu(monkeypatch)
+    asked = []
+
+    class Engine:
+        def __init__(self, **kwargs):
+            pass
+
+        def generate(self, inputs, params, lora_request, use_tqdm):
+            asked.append([p.kwargs["seed"] for p in params])
+            return [types.SimpleNamespace(outputs=[types.SimpleNamespace(token_ids=[5, 2])]) for _ in inputs]
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(
+        LLM=Engine, SamplingParams=lambda **kwargs: types.SimpleNamespace(kwargs=kwargs)))
+    rollout = vllm_rollout.VLLMRollout(TrainConfig(model=str(tmp_path), rollout_backend="vllm"), _Tokenizer(),
+                                       run_dir=tmp_path / "run", dtype=torch.bfloat16)
+    rollout.requests = {"defender": None}
+    from redgame.llm.rollout import SamplingSettings
+
+    for _ in range(2):
+        torch.manual_seed(11)
+        out = rollout.generate("defender", ["a", "b", "c"], SamplingSettings(max_new_tokens=4), ["", "", ""])
+    assert asked[0] == asked[1] and len(set(asked[0])) == 3  # the same generator state: the same seeds
+    assert [c.completion_ids for c in out] == [[5, 2]] * 3
+
+
+class _Tokenizer:
+    eos_token_id = 2
+
+    def convert_tokens_to_ids(self, token):
+        return 7
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [ord(ch) for ch in text]}
+
+    def decode(self, ids, skip_special_tokens=True):
+        return " ".join(map(str, ids))
 
 
 def test_an_engine_that_does_not_start_leaves_the_old_run_as_it_was(monkeypatch, tmp_path):
