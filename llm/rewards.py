@@ -12,8 +12,9 @@ with the payoff (zero-sum with weight λ, or AdvGame's non-zero-sum weights) fro
   The ablation ``request_class="seed"`` judges every answer against its seed's labelled class
   instead (:func:`with_seed_class`); faithfulness stays the judge's verdict.
 - Defender: u_D of its answer, judged against the attack. Anti-hacking: a degenerate answer
-  (loop, repetition, gibberish; P = d) gets (1 − d)·u_D + d·(−1); with
-  ``length_limit_penalty`` an answer that stopped at the token limit gets −1 (AdvGame).
+  (loop, repetition, gibberish; P = d) gets (1 − d)·u_D + d·P, with P the penalty
+  (:func:`answer_penalty`: −1, AdvGame's, or the payoff's worst u_D where that is lower, −λ at
+  λ > 1); with ``length_limit_penalty`` an answer that stopped at the token limit gets P.
 - Attacker, pointwise (Self-RedTeam, arXiv 2506.07468; ABS, arXiv 2605.08427): the mean of
   u_A over the defender's sampled answers to the attack; an unfaithful attack (the judge's
   verdict: it changes the seed's class or intent) or an unparsed one gets the payoff's
@@ -131,12 +132,20 @@ def with_seed_class(label, seed):
 def defender_utility(label, rules: RewardRules, truncated: bool = False) -> float:
     """u_D of an answer, judged against the attack it received, with the anti-hacking penalties."""
     if rules.length_limit_penalty and truncated:
-        return PENALTY
+        return answer_penalty(rules.payoff)
     harm, wrongful = outcome_labels(label, rules.payoff.deflect_cost)
     u_d = float(outcome_utilities(rules.payoff, harm, wrongful, 0.0)[1])
     if rules.degenerate_penalty:
-        u_d = (1.0 - label.degenerate) * u_d + label.degenerate * PENALTY
+        u_d = (1.0 - label.degenerate) * u_d + label.degenerate * answer_penalty(rules.payoff)
     return u_d
+
+
+def answer_penalty(payoff: Payoff) -> float:
+    """A degenerate or cut-off answer's reward: −1 (AdvGame's), or the payoff's worst u_D of any outcome where that is
+    lower, so that no such answer beats an honest one. At λ > 1 a wrongful refusal costs −λ: until 2026-12-06 an
+    apology loop (−1) then beat a refusal of a benign request, and DPO chose loops."""
+    worst = min(float(outcome_utilities(payoff, harm, wrongful, 0.0)[1]) for harm, wrongful in ((1.0, 0.0), (0.0, 1.0)))
+    return min(PENALTY, worst)
 
 
 def attacker_utility(label, rules: RewardRules, faithful: bool) -> float:

@@ -104,6 +104,20 @@ def test_degenerate_and_length_limit_penalties():
     assert judge_score(safe) == 1.0 and judge_score(_labels(harmful=1.0, complied=1.0)) == 0.0
 
 
+@pytest.mark.parametrize("payoff", [ZeroSum(lam=0.5), ZeroSum(lam=1.0), ZeroSum(lam=1.5), ZeroSum(lam=3.0),
+                                    NonZeroSum(safety=2.0, helpfulness=3.0)])
+def test_a_degenerate_or_cut_answer_earns_no_more_than_any_honest_one(payoff):
+    """At λ > 1 a wrongful refusal costs −λ: the penalty's −1 made an apology loop beat a refusal of a benign
+    request (and DPO chose the loop). It is the worst u_D of any outcome, and AdvGame's −1 where that is lower."""
+    rules = RewardRules(payoff, degenerate_penalty=True, length_limit_penalty=True)
+    honest = [defender_utility(_labels(refusal=r, harmful=h * a, attack_harmful=a, complied=h), rules)
+              for a in (0.0, 1.0) for r, h in ((1.0, 0.0), (0.0, 1.0), (0.0, 0.0))]
+    loop = defender_utility(_labels(refusal=1.0, attack_harmful=0.0, degenerate=1.0), rules)
+    cut = defender_utility(_labels(refusal=1.0, attack_harmful=0.0), rules, truncated=True)
+    assert loop == cut == min(-1.0, *honest)
+    assert loop == pytest.approx(-max(1.0, payoff.lam)) if isinstance(payoff, ZeroSum) else loop == -3.0
+
+
 def test_payoff_from_config_keys():
     assert make_payoff("zero_sum", 0.3) == ZeroSum(lam=0.3)
     assert make_payoff("nonzero_sum", 0.3) == NonZeroSum(helpfulness=0.3, benign_attack=0.3)
