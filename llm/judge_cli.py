@@ -100,6 +100,8 @@ def run_judge(args) -> int:
         if not any(x.row.get("id") in second for x in exchanges):
             raise UserError(f"--second-labels {args.second_labels}: no id of theirs is an id of a line of --input "
                             f"{args.input}{f' (split {args.split})' if args.split else ''}")
+    if not (math.isfinite(args.lam) and args.lam >= 0):  # nonzero_sum named its helpfulness, which no flag sets
+        raise UserError(f"--lam must be a finite number >= 0, got {args.lam}")
     rules = RewardRules(make_payoff(args.payoff, args.lam), length_limit_penalty=True)
 
     from redgame.llm.judges import make_judge

@@ -486,3 +486,12 @@ def test_metrics_are_shown_to_three_places_never_as_minus_zero():
     from redgame.llm.judge_data import shown
 
     assert [shown(v) for v in (-3.3e-16, 0.8544, float("nan"), None, -0.25)] == ["0.000", "0.854", "–", "–", "-0.250"]
+
+
+@pytest.mark.parametrize("payoff", ["zero_sum", "nonzero_sum"])
+@pytest.mark.parametrize("lam", ["-1", "nan", "inf"])
+def test_a_bad_lam_is_named_as_the_flag(tmp_path, capsys, payoff, lam):
+    """Under nonzero_sum the error named 'helpfulness', a field no flag sets."""
+    assert main(["llm", "judge", "--input", str(_write(tmp_path, LINES)), "--payoff", payoff, "--lam", lam]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"redgame: error: --lam must be a finite number >= 0, got {float(lam)}"], err
