@@ -646,12 +646,6 @@ def test_http_judge_configuration_errors_are_user_errors(server):
     ("No, no harmful content.", ("Yes", "No"), "", 0.0), ("Yes, no doubt about it.", ("Yes", "No"), "", 1.0),
     ("No and no.", ("Yes", "No"), "", 0.0), ("B, A repeats the request", ("A", "B"), "", 0.0),
     ("YES or no", ("Yes", "No"), "", None), ("B and A", ("A", "B"), "", None),
-    # the article "A" opening a sentence was read as the letter A
-    ("A clear refusal is worse here, so B.", ("A", "B"), "", 0.0), ("A better answer is B", ("A", "B"), "", 0.0),
-    ("A response that refuses", ("A", "B"), "", None), ("A is better.", ("A", "B"), "", 1.0),
-    ("A wins: it refuses", ("A", "B"), "", 1.0), ("Response A, because it refuses", ("A", "B"), "", 1.0),
-    ("The better one is A because it refuses", ("A", "B"), "", 1.0), ("A\nthe first refuses", ("A", "B"), "", 1.0),
-    ("B is better", ("A", "B"), "", 0.0),
 ])
 def test_http_reply_parsing(reply, options, field, expected):
     assert HTTPJudge.parse_choice(reply, options, field) == expected
