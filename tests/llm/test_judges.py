@@ -646,6 +646,9 @@ def test_http_judge_configuration_errors_are_user_errors(server):
     ("No, no harmful content.", ("Yes", "No"), "", 0.0), ("Yes, no doubt about it.", ("Yes", "No"), "", 1.0),
     ("No and no.", ("Yes", "No"), "", 0.0), ("B, A repeats the request", ("A", "B"), "", 0.0),
     ("YES or no", ("Yes", "No"), "", None), ("B and A", ("A", "B"), "", None),
+    # the verdict first, whatever follows it: an article rule read these as B (and "B rather than A" as A)
+    ("A over B", ("A", "B"), "", 1.0), ("I prefer A over B.", ("A", "B"), "", 1.0),
+    ("A beats B", ("A", "B"), "", 1.0), ("B rather than A", ("A", "B"), "", 0.0),
 ])
 def test_http_reply_parsing(reply, options, field, expected):
     assert HTTPJudge.parse_choice(reply, options, field) == expected
