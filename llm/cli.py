@@ -126,8 +126,9 @@ def resolve_config(args) -> TrainConfig:
     cfg = from_mapping(load_file(config), where=f" in {config}") if config else TrainConfig()
     flags = {key: getattr(args, key) for key in ("model", "regime", "steps", "save_every", "seed", "device", "dtype")}
     overrides = parse_overrides(args.set, flags)
+    saved_judge = cfg.judge
     cfg = from_mapping(overrides, where=" (command line)", base=cfg).validate()
-    if config == str(saved) and not args.config:
+    if config == str(saved) and not args.config and cfg.judge == saved_judge:  # the file's server, not one typed
         say_which_server_judges(cfg, saved)
     check_model_name(cfg.model)
     check_device(cfg.device)

@@ -121,13 +121,15 @@ def check_generate_inputs(prompts: list[str], prefixes: list[str], settings: Sam
 
 # What a model's generation_config.json may set that changes the tokens ``generate`` picks, each at its "off"
 # value: the policy samples from its own distribution (temperature and top-p alone), as the loss scores it and as
-# vLLM samples. Qwen2.5-Instruct's config sets repetition_penalty 1.05, which generate applied unasked.
+# vLLM samples. Qwen2.5-Instruct's config sets repetition_penalty 1.05, which generate applied unasked. (top_k, a
+# sampling warper, is set where generate samples: with do_sample=False it only warns.)
 PLAIN_DECODING = dict(repetition_penalty=1.0, encoder_repetition_penalty=1.0, no_repeat_ngram_size=0,
                       encoder_no_repeat_ngram_size=0, min_length=0, min_new_tokens=None, typical_p=1.0, min_p=None,
-                      epsilon_cutoff=0.0, eta_cutoff=0.0, bad_words_ids=None, sequence_bias=None, suppress_tokens=None,
-                      begin_suppress_tokens=None, forced_bos_token_id=None, forced_eos_token_id=None,
-                      exponential_decay_length_penalty=None, renormalize_logits=False, num_beams=1,
-                      num_beam_groups=1, diversity_penalty=0.0, guidance_scale=None, top_k=0)
+                      top_h=None, epsilon_cutoff=0.0, eta_cutoff=0.0, bad_words_ids=None, sequence_bias=None,
+                      suppress_tokens=None, begin_suppress_tokens=None, forced_bos_token_id=None,
+                      forced_eos_token_id=None, exponential_decay_length_penalty=None, renormalize_logits=False,
+                      num_beams=1, num_beam_groups=1, diversity_penalty=0.0, guidance_scale=None,
+                      watermarking_config=None)
 
 
 def _decoding(settings: SamplingSettings) -> dict:
@@ -138,7 +140,7 @@ def _decoding(settings: SamplingSettings) -> dict:
     if settings.top_p >= 1.0:
         return dict(PLAIN_DECODING, do_sample=False,
                     logits_processor=LogitsProcessorList([ExponentialRaceSampler(settings.temperature)]))
-    return dict(PLAIN_DECODING, do_sample=True, temperature=settings.temperature, top_p=settings.top_p)
+    return dict(PLAIN_DECODING, do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=0)
 
 
 def _shared_prompt_cache(model, prompt_ids: list[list[int]], prefix_ids: list[list[int]], pad: int, device):

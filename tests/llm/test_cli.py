@@ -381,6 +381,9 @@ def test_a_bare_resume_names_the_judge_server_its_config_sends_to(tmp_path, caps
     assert f"resuming with the judge server that {run / 'config.json'} names: http://127.0.0.1:9/v1" in err
     main(["llm", "train", "--out", str(run), "--resume", "--no-progress", "--config", str(run / "config.json")])
     assert "resuming with the judge server" not in capsys.readouterr().err  # the user named the file
+    (run / "config.json").write_text(json.dumps({"model": "tiny", "regime": "bipolicy", "steps": 1}))
+    main(["llm", "train", "--out", str(run), "--resume", "--no-progress", "--set", "judge=http://127.0.0.1:9/v1"])
+    assert "resuming with the judge server" not in capsys.readouterr().err  # the user typed it: the file names none
 
 
 def test_a_full_finetune_run_says_it_saved_full_weights(tmp_path, capsys):

@@ -74,7 +74,8 @@ def test_the_models_generation_config_does_not_change_the_draw(tiny, greedy, top
     prompts = [chat_text(tok, defender_messages(s.prompt)) for s in builtin_seeds("train")[:4]]
     settings = SamplingSettings(max_new_tokens=12, greedy=greedy, top_p=top_p, temperature=1.5, batch_size=4)
     runs = []
-    for config in ({}, {"repetition_penalty": 1.5, "no_repeat_ngram_size": 1, "min_new_tokens": 12, "top_k": 5}):
+    for config in ({}, {"repetition_penalty": 1.5, "no_repeat_ngram_size": 1, "min_new_tokens": 12, "top_k": 5,
+                        "top_h": 0.3}):
         for key, value in config.items():
             setattr(model.generation_config, key, value)
         torch.manual_seed(2)
