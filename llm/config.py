@@ -100,9 +100,9 @@ class TrainConfig:
                                      "reading of the attack the defender received) or 'seed' (its seed's labelled "
                                      "class, an ablation); faithfulness is the judge's either way")
     degenerate_penalty: bool = _f(True, "a degenerate answer (loop, repetition, gibberish) is pulled to the worst "
-                                        "reward, -1 (-lam at lam > 1)")
-    length_limit_penalty: bool = _f(False, "an answer that stops at response_tokens gets the worst reward, -1 (AdvGame; "
-                                           "-lam at lam > 1); off by "
+                                        "reward: -1, or the payoff's worst where lower (-lam at lam > 1)")
+    length_limit_penalty: bool = _f(False, "an answer that stops at response_tokens gets the worst reward: -1 "
+                                           "(AdvGame), or the payoff's worst where lower; off by "
                                            "default: at a few dozen tokens most answers stop there")
     train_seeds: str = _f("", "seed files (JSONL/CSV/TXT), comma-separated, to train on instead of the built-in "
                              "train split; 'builtin' names that split (e.g. 'builtin,more.jsonl')")

@@ -90,6 +90,7 @@ def run_judge(args) -> int:
     from redgame.llm.judge_data import (GRADED, check_unique_ids, exchange_metrics, graded_auc, help_metrics,
                                         judge_exchanges, load_second_labels, metrics_table, second_labeller_metrics)
     from redgame.llm.rewards import RewardRules, make_payoff
+    from redgame.theory.spec import MAX_WEIGHT
 
     if args.plot is not None:  # checked before the judging, which can take minutes
         check_figure_path("--plot", args.plot, example="roc.png")
@@ -100,8 +101,8 @@ def run_judge(args) -> int:
         if not any(x.row.get("id") in second for x in exchanges):
             raise UserError(f"--second-labels {args.second_labels}: no id of theirs is an id of a line of --input "
                             f"{args.input}{f' (split {args.split})' if args.split else ''}")
-    if not (math.isfinite(args.lam) and args.lam >= 0):  # nonzero_sum named its helpfulness, which no flag sets
-        raise UserError(f"--lam must be a finite number >= 0, got {args.lam}")
+    if not (math.isfinite(args.lam) and 0 <= args.lam <= MAX_WEIGHT):  # nonzero_sum named its helpfulness, which
+        raise UserError(f"--lam must be a finite number in [0, {MAX_WEIGHT:g}], got {args.lam}")  # no flag sets
     rules = RewardRules(make_payoff(args.payoff, args.lam), length_limit_penalty=True)
 
     from redgame.llm.judges import make_judge
