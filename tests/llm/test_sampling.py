@@ -55,9 +55,9 @@ def test_generate_samples_through_it_reproducibly():
 
 
 def test_greedy_and_nucleus_sampling_keep_generate_s_own_decoding():
-    from redgame.llm.rollout import _decoding
+    from redgame.llm.rollout import PLAIN_DECODING, _decoding
 
-    assert _decoding(SamplingSettings(greedy=True)) == {"do_sample": False}
+    assert _decoding(SamplingSettings(greedy=True)) == {**PLAIN_DECODING, "do_sample": False}
     nucleus = _decoding(SamplingSettings(top_p=0.9, temperature=0.7))
     assert nucleus["do_sample"] is True and nucleus["top_p"] == 0.9 and "logits_processor" not in nucleus
     full = _decoding(SamplingSettings(temperature=0.7))
