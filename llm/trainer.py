@@ -443,7 +443,7 @@ def set_up(cfg: TrainConfig, out, dist, harmful: list, benign: list, *, resume: 
         nonlocal backend
         from redgame.llm.vllm_rollout import VLLMRollout
 
-        backend = VLLMRollout(cfg, tokenizer, out, dtype, dist.rank, model=model)
+        backend = VLLMRollout(cfg, tokenizer, out, dtype, dist.rank, model=model, world_size=dist.world_size)
 
     # A judge that does not load, a judge server that cannot answer, or a vLLM engine that does not start is refused
     # on every rank before the old run's files go.

@@ -25,7 +25,6 @@ Usage::
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 from pathlib import Path
 
@@ -81,7 +80,8 @@ def model_folder(name: str) -> str:
 class VLLMRollout:
     """Samples each role's completions from one vLLM engine, the role's adapter as a LoRA request."""
 
-    def __init__(self, cfg, tokenizer, run_dir: str | Path, dtype: torch.dtype, rank: int = 0, model=None):
+    def __init__(self, cfg, tokenizer, run_dir: str | Path, dtype: torch.dtype, rank: int = 0, model=None,
+                 world_size: int = 1):
         require(cfg)
         from vllm import LLM
 
@@ -89,7 +89,7 @@ class VLLMRollout:
         self.stop = sorted(stop_ids(tokenizer, model))  # ``model``: the training's, whose generation config lists ends
         self.folder = Path(run_dir) / ".vllm_adapters" / f"rank{rank}"
         # under torchrun: the engine on this process's GPU (LOCAL_RANK); without it every rank's went to GPU 0
-        launcher = {"distributed_executor_backend": "external_launcher"} if world_size() > 1 else {}
+        launcher = {"distributed_executor_backend": "external_launcher"} if world_size > 1 else {}
         self.llm = LLM(model=model_folder(cfg.model), dtype=str(dtype).removeprefix("torch."), enable_lora=True,
                        max_lora_rank=served_rank(cfg.lora_rank), max_loras=2, load_format="safetensors",
                        gpu_memory_utilization=GPU_MEMORY_SHARE, seed=(cfg.seed + rank) % 2**32, **launcher)
@@ -136,11 +136,6 @@ class VLLMRollout:
 def request_seeds(n: int) -> list[int]:
     """A sampling seed per request, from torch's default generator (which checkpoints keep)."""
     return torch.randint(0, 2**31 - 1, (n,)).tolist()
-
-
-def world_size() -> int:
-    """torchrun's WORLD_SIZE (1 without it)."""
-    return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
 
 __all__ = ["VLLMRollout", "require", "served_rank", "GPU_MEMORY_SHARE", "MAX_LORA_RANK"]

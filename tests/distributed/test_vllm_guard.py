@@ -97,11 +97,11 @@ def test_under_torchrun_each_engine_takes_its_ranks_gpu_and_every_seed_is_one_vl
     _pretend_vllm_and_a_gpu(monkeypatch)
     engines = []
     monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=lambda **kwargs: engines.append(kwargs)))
-    monkeypatch.setenv("WORLD_SIZE", "2")
     tokenizer = types.SimpleNamespace(eos_token_id=2, convert_tokens_to_ids=lambda token: 7)
     for seed, rank in ((-1, 0), (2**32 - 1, 1)):
         cfg = TrainConfig(model=str(tmp_path), rollout_backend="vllm", seed=seed)
-        vllm_rollout.VLLMRollout(cfg, tokenizer, run_dir=tmp_path / "run", dtype=torch.bfloat16, rank=rank)
+        vllm_rollout.VLLMRollout(cfg, tokenizer, run_dir=tmp_path / "run", dtype=torch.bfloat16, rank=rank,
+                                 world_size=2)
     assert [e["distributed_executor_backend"] for e in engines] == ["external_launcher"] * 2
     assert [e["seed"] for e in engines] == [2**32 - 1, 0]
 
