@@ -64,7 +64,8 @@ def run_phase_command(args: argparse.Namespace) -> int:
 
     grid = parse_grid(args.grid)
     if args.out:
-        check_not_replacing(args.out, ["phase.json", *heatmap_names().values()], args.overwrite, "a phase diagram")
+        check_not_replacing(args.out, [Path(f).name for f in phase_files(Path(args.out))], args.overwrite,
+                            "a phase diagram")
     diagram = phase_diagram(args.regime, grid, args.seeds, args.model, args.game, parse_params(args.param),
                             progress=sys.stderr.isatty())
     diagram.files = phase_files(Path(args.out)) if args.out else []
