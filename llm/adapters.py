@@ -19,10 +19,11 @@ LORA_TENSORS = (".lora_A.", ".lora_B.")
 
 def adapter_dir(path: str | Path, role: str = "defender") -> Path:
     """The adapter folder for ``path``: an adapter folder itself, a run folder's ``final/<role>``, or a
-    checkpoint's ``<role>`` (``<run>/checkpoints/step_K``)."""
+    checkpoint's ``<role>`` (``<run>/checkpoints/step_NNNN``)."""
     path = Path(path).expanduser()
     if not path.is_dir():
-        raise UserError(f"adapter {path}: not found" if not path.exists() else f"adapter {path}: not a folder")
+        raise UserError(f"adapter {path}: not found{_padded_hint(path)}" if not path.exists()
+                        else f"adapter {path}: not a folder")
     for candidate in (path, path / "final" / role, path / role):
         if all((candidate / f).is_file() for f in ADAPTER_FILES):
             return candidate
@@ -31,6 +32,15 @@ def adapter_dir(path: str | Path, role: str = "defender") -> Path:
                         f"here: evaluate them as a model, with --model {path / 'final' / role}")
     raise UserError(f"adapter {path}: expected {' and '.join(ADAPTER_FILES)} in it, in {path / 'final' / role} "
                     f"(a run) or in {path / role} (a checkpoint)")
+
+
+def _padded_hint(path: Path) -> str:
+    """Where ``path`` is a checkpoint named without its zero padding (``step_1`` for ``step_0001``): which one."""
+    import re
+
+    match = re.fullmatch(r"step_(\d+)", path.name)
+    padded = path.with_name(f"step_{int(match[1]):04d}") if match else None
+    return f" (checkpoint folders are zero-padded: {padded})" if padded and padded.is_dir() and padded != path else ""
 
 
 def adapter_sha256(folder: Path) -> str | None:

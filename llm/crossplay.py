@@ -62,6 +62,9 @@ def find_runs(paths) -> list[Run]:
             raise UserError(f"--runs: {p} and {seen[path.resolve()]} are the same run folder; give each run once")
         seen[path.resolve()] = p
         cfg = run_config(path)
+        if cfg.get("full_finetune"):  # adapters are played side by side on one base: full weights cannot be
+            raise UserError(f"--runs: {p} trained full weights (full_finetune); cross-play loads LoRA runs only, "
+                            "side by side on one base")
         for role in ("attacker", "defender"):
             checked_adapter_dir(path, role)
         name = Path(os.path.abspath(path)).name or str(path)  # '.' by its folder's name; '/' as given

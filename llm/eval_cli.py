@@ -24,7 +24,7 @@ def register(subparsers, llm_subparsers) -> None:
                     help="'embedded', 'tiny', a local model folder or a Hugging Face Hub id in the local cache "
                          "(default: the model of the run that --adapter is in, else embedded)")
     ev.add_argument("--adapter", help="a LoRA adapter folder, a run folder (its final/defender) or one of its "
-                                      "checkpoints (checkpoints/step_K: its defender)")
+                                      "checkpoints (checkpoints/step_NNNN, zero-padded: its defender)")
     ev.add_argument("--split", default="test", choices=("train", "validation", "test"),
                     help="the built-in seeds' split whose prompts are evaluated where --harmful / --benign are not "
                          "given: test for reported numbers, validation while choosing a recipe (default: test)")
@@ -53,7 +53,10 @@ def register(subparsers, llm_subparsers) -> None:
     cp.add_argument("--model", help="base model of the runs (default: the runs' own)")
     cp.add_argument("--runs", nargs="+", required=True, metavar="RUN_DIR", help="run folders of 'redgame llm train'")
     cp.add_argument("--out", required=True, help="output folder")
-    cp.add_argument("--seeds", help="held-out seed file with harmful and benign rows (default: built-in test split)")
+    cp.add_argument("--split", default="test", choices=("train", "validation", "test"),
+                    help="the built-in seeds' split that is played where --seeds is not given: test for reported "
+                         "numbers, validation while choosing a recipe (default: test)")
+    cp.add_argument("--seeds", help="held-out seed file with harmful and benign rows (default: the built-in --split)")
     cp.add_argument("--templates", help="jailbreak template file (JSON list/object, or text blocks split by ---)")
     cp.add_argument("--judge", "--eval-judge", dest="judge", default="embedded",
                     help="the evaluation judge (default: embedded)")
@@ -209,8 +212,8 @@ def run_crossplay(args) -> int:
         raise UserError(f"--runs were trained on different models {sorted(map(str, models))}; pass --model")
     _check_model(model_name)
     device, dtype = _placement(args)
-    seeds = load_seeds(args.seeds) if args.seeds else builtin_seeds("test")
-    crossplay.check_seeds(seeds, f"--seeds {args.seeds}" if args.seeds else "cross-play")
+    seeds = load_seeds(args.seeds) if args.seeds else builtin_seeds(args.split)
+    crossplay.check_seeds(seeds, f"--seeds {args.seeds}" if args.seeds else f"cross-play on the {args.split} split")
     templates = load_templates(args.templates)
     judge_kind(args.judge, args.judge_format, where="--judge: ")
 

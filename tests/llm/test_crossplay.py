@@ -153,6 +153,9 @@ def test_crossplay_cli_errors(runs, tmp_path, capsys):
     (lambda run: (run / "config.json").write_bytes(b"\xff"), "config.json: not UTF-8 text (byte 0)"),
     (lambda run: (run / "config.json").write_text("[]"), "config.json: expected a JSON object, got array"),
     (lambda run: (run / "config.json").write_text('{"model": ["tiny"]}'), "'model' must be a model name"),
+    (lambda run: (run / "config.json").write_text(json.dumps({**json.loads((run / "config.json").read_text()),
+                                                              "full_finetune": True})),
+     "trained full weights (full_finetune); cross-play loads LoRA runs only"),
 ])
 def test_a_damaged_run_is_a_one_line_error_before_any_model_loads(runs, tmp_path, capsys, monkeypatch, damage,
                                                                   message):
@@ -231,6 +234,23 @@ def test_crossplay_input_errors_come_before_any_model_loads(runs, tmp_path, caps
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("redgame: error: ") and message in err[0], err
+
+
+@pytest.mark.parametrize("split", ["validation", "test"])
+def test_crossplay_plays_the_built_in_split_it_is_given(runs, tmp_path, capsys, monkeypatch, split):
+    """--split chooses the built-in seeds (validation while a recipe is chosen), as eval's and the probe's do."""
+    from redgame.llm.seeds import builtin_seeds
+
+    played = []
+
+    def stop(seeds, where):
+        played.append(([s.id for s in seeds], where))
+        raise UserError("seen")
+
+    monkeypatch.setattr(crossplay, "check_seeds", stop)
+    extra = [] if split == "test" else ["--split", split]
+    assert main(["llm", "crossplay", "--runs", *map(str, runs), "--out", str(tmp_path / "o"), *extra]) == 2
+    assert played == [([s.id for s in builtin_seeds(split)], f"cross-play on the {split} split")]
 
 
 def test_a_mixture_reads_only_the_cells_its_mixes_weigh():

@@ -202,6 +202,10 @@ def test_adapter_dir_finds_a_run_a_checkpoint_and_an_adapter(tmp_path):
     assert adapter_dir(run / "final" / "defender") == run / "final" / "defender"
     with pytest.raises(UserError, match="a checkpoint"):
         adapter_dir(run / "checkpoints")
+    with pytest.raises(UserError, match=r"step_8: not found \(checkpoint folders are zero-padded: .*step_0008\)"):
+        adapter_dir(run / "checkpoints" / "step_8")  # the step the run printed, without the folder's padding
+    with pytest.raises(UserError, match=r"step_9: not found$"):
+        adapter_dir(run / "checkpoints" / "step_9")  # no such checkpoint either way
 
 
 @pytest.fixture(scope="module")
