@@ -190,6 +190,8 @@ def check_no_stray_flag(row: dict, allowed: tuple, where: str) -> None:
 def said_beside(where: str, other: str) -> str:
     """``other`` (``"<file>, line N"``) as an error about ``where`` names it: its line alone in the same file."""
     file, _, line = other.rpartition(", ")
+    if other == where:  # the same line of the same file: the file was given twice
+        return f"{line} of the same file, given again"
     return line if file == where.rpartition(", ")[0] else other
 
 

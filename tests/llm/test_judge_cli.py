@@ -325,12 +325,13 @@ def test_train_judge_refuses_a_file_given_twice(tmp_path, capsys):
     data = str(_write(tmp_path, lines))
     assert main(["llm", "train-judge", "--data", data, data, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "id 'x0' is also on" in err[0], err
+    assert len(err) == 1 and "line 1: id 'x0' is also on line 1 of the same file, given again" in err[0], err
     assert not (tmp_path / "out").exists()
     plain = str(_write(tmp_path, TRAIN + VALIDATION, "plain.jsonl"))  # lines without ids: matched by their text
     assert main(["llm", "train-judge", "--data", plain, plain, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "has the request, prompt and answer of" in err[0] and "same split" in err[0], err
+    assert len(err) == 1 and "has the request, prompt and answer of line 1 of the same file, given again" in err[0]
+    assert "same split" in err[0], err
 
 
 @pytest.mark.parametrize("copy, needle", [
