@@ -202,7 +202,9 @@ class EmbeddedJudge:
         return list(flat.split([len(g) for g in groups]))
 
     def forget(self) -> None:
-        """Empty the memo: the next texts are embedded afresh (a cold start, for timing)."""
+        """Empty the memo: the next texts are embedded afresh. The game does so at every step (an embedding
+        differs in its last bits with its batch's padding, so a text kept from the step before a checkpoint
+        would be judged otherwise than in the resumed run, whose memo starts empty); benchmarks, for a cold start."""
         self.embeddings.memo.clear()
 
     def similarity(self, seeds: list, texts: list[str]) -> list[float]:

@@ -523,6 +523,9 @@ def _restore(game: Game, log) -> None:
 
 def play_step(game: Game, step: int) -> dict:
     """One game iteration; returns its metrics row."""
+    forget = getattr(game.judge, "forget", None)
+    if forget is not None:  # each step judges from an empty memo, as a resumed run's first step does: an embedding
+        forget()            # depends on its batch's padding in the last bits, so one kept from an earlier step differs
     grow_population(game, step)
     calls = dict(FUSED_CALLS)
     t0 = time.perf_counter()

@@ -96,6 +96,15 @@ def test_resume_continues_exactly(tmp_path, judge, tiny_config):
     assert [json.loads(r)["step"] for r in rows] == [1, 2, 3]
 
 
+def test_every_step_judges_from_an_empty_memo(tmp_path, judge, tiny_config, monkeypatch):
+    """An embedding kept from the step before a checkpoint differed in its last bits from the resumed run's, which
+    embeds it afresh in another batch's padding: a 2-process resume was 2.3e-6 off the uninterrupted run."""
+    steps = []
+    monkeypatch.setattr(judge, "forget", lambda: steps.append(len(steps) + 1))
+    train(tiny_config(regime="bipolicy", steps=3, save_every=0), tmp_path / "run", progress=False, judge=judge)
+    assert steps == [1, 2, 3]
+
+
 def test_resume_refuses_another_recipe_or_no_step_left_and_keeps_the_run_config(tmp_path, judge, tiny_config):
     cfg = tiny_config(steps=2, save_every=1)
     train(cfg, tmp_path, progress=False, base=load_base("tiny"), judge=judge)
