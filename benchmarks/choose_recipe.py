@@ -387,20 +387,17 @@ def parse(argv=None):
 
 
 def main(argv=None) -> int:
-    args = parse(argv)
-    try:
-        if args.plot:  # before the re-judging, which can take minutes
-            check_figure_path("--plot", args.plot, example="rule.png")
-        reader = Rereader(args.judge, args.labels) if args.judge or args.labels else None
-        runs = {c[0]: [read_run(Path(p), reader) for p in c[1:]] for c in args.candidate}
-        one_seed_once(args.candidate, runs)
-        judges = {run.judge for rs in runs.values() for run in rs}
-        if len(judges) > 1:
-            raise UserError(f"the runs were judged by different judges ({', '.join(sorted(judges))}): "
-                            "evaluate them all alike")
-        base = the_base([run.base for rs in runs.values() for run in rs if run.base is not None])
-    except UserError as exc:
-        raise SystemExit(f"choose_recipe: error: {exc}") from None
+    args = parse(argv)  # a UserError below is one line and exit 2, by script_main, as for every script
+    if args.plot:  # before the re-judging, which can take minutes
+        check_figure_path("--plot", args.plot, example="rule.png")
+    reader = Rereader(args.judge, args.labels) if args.judge or args.labels else None
+    runs = {c[0]: [read_run(Path(p), reader) for p in c[1:]] for c in args.candidate}
+    one_seed_once(args.candidate, runs)
+    judges = {run.judge for rs in runs.values() for run in rs}
+    if len(judges) > 1:
+        raise UserError(f"the runs were judged by different judges ({', '.join(sorted(judges))}): "
+                        "evaluate them all alike")
+    base = the_base([run.base for rs in runs.values() for run in rs if run.base is not None])
     verdicts = [judge_candidate(name, rs, base, args) for name, rs in runs.items()]
     chosen, why = choose(verdicts, args.margin)
     judge = judges.pop()

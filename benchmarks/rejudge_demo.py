@@ -162,11 +162,12 @@ def table(results: dict[str, dict]) -> list[str]:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", help="redgame demo output folders (holding answers.json)")
-    parser.add_argument("--judge", default="embedded", help="a judge name, as redgame llm judge --judge")
-    parser.add_argument("--labels", help="read the answers by the labels of this judge-set JSONL file, not a judge")
+    reader = parser.add_mutually_exclusive_group()  # the rates would be the labels', credited to the judge named
+    reader.add_argument("--judge", help="a judge name, as redgame llm judge --judge (default: embedded)")
+    reader.add_argument("--labels", help="read the answers by the labels of this judge-set JSONL file, not a judge")
     parser.add_argument("--json", action="store_true", help="print the rates as JSON")
     args = parser.parse_args(argv)
-    judge = answer_reader(args.judge, args.labels)
+    judge = answer_reader(args.judge or "embedded", args.labels)
     results = {name: rejudge(Path(f), judge) for name, f in zip(distinct_run_names(args.folders), args.folders)}
     print(strict_json(results) if args.json else "\n".join(table(results)))
 

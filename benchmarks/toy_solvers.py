@@ -5,8 +5,9 @@
 
 Goals (issue #2): enumerate and classify all equilibria of prompt_map in < 1 s; reach
 exploitability <= 1e-4 on hidden_intent and on a larger family member in < 10 s.
-``sequence-form-linprog`` (scipy HiGHS) is compared with OpenSpiel's ``sequence-form-lp``
-(cvxpy), the named baseline; without the lp extra that row is skipped. The default
+``goal/t`` is a goal's time over the median; ``LP/t`` compares each method with OpenSpiel's
+``sequence-form-lp`` (cvxpy), the named baseline: its time over the method's, on the same game
+(``sequence-form-linprog`` is scipy HiGHS); without the lp extra that row and column are empty. The default
 ``family`` preset is solved by ``method="auto"``.
 """
 
@@ -54,9 +55,17 @@ def main() -> None:
             rows.append((f"{name} {params}", method, t, 10.0, f"value={sol.value:.5f} expl={sol.max_gap / 2:.1e}"))
     t, sol = median_time(lambda: solve(make_spec("family"), method="auto"), repeats)
     rows.append(("family (the default preset)", f"auto: {sol.method}", t, 1.0, f"value={sol.value:.5f}"))
-    print(f"{'game':<38} {'method':<30} {'median s':>9} {'goal s':>7} {'ratio':>7}  result")
+    print_table(rows)
+
+
+def print_table(rows: list[tuple]) -> None:
+    """One line per (game, method): its median time, the goal's ratio to it (goal / time), and where OpenSpiel's
+    sequence-form-lp solved the same game, the baseline's time over this method's (above 1: faster than it)."""
+    baseline = {game: t for game, method, t, _, _ in rows if method == "sequence-form-lp"}
+    print(f"{'game':<38} {'method':<30} {'median s':>9} {'goal s':>7} {'goal/t':>7} {'LP/t':>7}  result")
     for game, method, t, goal, result in rows:
-        print(f"{game:<38} {method:<30} {t:9.4f} {goal:7.1f} {goal / t:6.0f}x  {result}")
+        versus = f"{baseline[game] / t:6.2f}x" if game in baseline else f"{'-':>7}"
+        print(f"{game:<38} {method:<30} {t:9.4f} {goal:7.1f} {goal / t:6.0f}x {versus}  {result}")
 
 
 if __name__ == "__main__":

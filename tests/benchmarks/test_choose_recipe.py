@@ -11,6 +11,7 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import choose_recipe  # noqa: E402
+from redgame.errors import UserError  # noqa: E402
 
 BASE = {"harmful_refusal": 0.0, "harmful_refusal_strings": 0.0, "benign_compliance": 1.0,
         "benign_compliance_strings": 1.0}
@@ -65,7 +66,7 @@ def test_points_that_are_not_a_finite_number_at_least_0_are_refused(tmp_path, ca
 
 
 def test_a_plot_of_another_kind_is_refused_before_the_runs_are_read(tmp_path):
-    with pytest.raises(SystemExit, match="--plot .*rule.txt: name a .png, .svg, .pdf file"):
+    with pytest.raises(UserError, match="--plot .*rule.txt: name a .png, .svg, .pdf file"):
         choose_recipe.main(["--candidate", "x", str(tmp_path / "m1"), str(tmp_path / "m2"), "--plot",
                             str(tmp_path / "rule.txt")])  # the missing runs are not read
 
@@ -138,12 +139,12 @@ def test_the_help_budget_fails_a_candidate_that_loses_help_and_passes_one_that_k
 def test_runs_by_different_judges_or_with_a_missing_rate_are_refused(tmp_path):
     a = eval_file(tmp_path / "a.json", 0.1, 1.0, 0.5, base_help=0.6)
     probe = eval_file(tmp_path / "p.json", 0.1, 1.0, 0.5, judge="probe")
-    with pytest.raises(SystemExit, match="different judges"):
+    with pytest.raises(UserError, match="different judges"):
         choose_recipe.main(["--candidate", "x", a, probe])
     doc = json.loads(Path(a).read_text())
     doc["results"]["adapter"]["benign_compliance"] = None  # NaN, as strict JSON writes it
     (tmp_path / "null.json").write_text(json.dumps(doc))
-    with pytest.raises(SystemExit, match="benign_compliance is not a rate"):
+    with pytest.raises(UserError, match="benign_compliance is not a rate"):
         choose_recipe.main(["--candidate", "x", a, str(tmp_path / "null.json")])
 
 
@@ -174,7 +175,7 @@ def test_candidate_names_must_differ(tmp_path):
 ])
 def test_bad_runs_get_one_line_errors(tmp_path, make, needle):
     good = demo_folder(tmp_path / "g", 0.1, 1.0)
-    with pytest.raises(SystemExit, match=needle):
+    with pytest.raises(UserError, match=needle):
         choose_recipe.main(["--candidate", "x", good, make(tmp_path)])
 
 
@@ -195,11 +196,11 @@ def test_a_run_listed_twice_is_not_two_seeds(tmp_path, capsys):
     eval_file(evaluated, 0.1, 1.0, 0.5, base_help=0.5)
     doc = json.loads(evaluated.read_text())
     evaluated.write_text(json.dumps({**doc, "adapter": str(Path(b) / "run" / "final" / "defender")}))
-    with pytest.raises(SystemExit, match="are evaluations of one run"):
+    with pytest.raises(UserError, match="are evaluations of one run"):
         choose_recipe.main(["--candidate", "x", a, b, "--candidate", "y", str(evaluated), c])
     # ... also when the eval file is of one of its checkpoints
     evaluated.write_text(json.dumps({**doc, "adapter": str(Path(b) / "run" / "checkpoints" / "step_0008" / "defender")}))
-    with pytest.raises(SystemExit, match="are evaluations of one run"):
+    with pytest.raises(UserError, match="are evaluations of one run"):
         choose_recipe.main(["--candidate", "x", a, b, "--candidate", "y", str(evaluated), c])
 
 
@@ -216,7 +217,7 @@ def test_adapter_folders_outside_a_run_are_separate_seeds_with_no_watch(tmp_path
     assert candidate["watch"] == [None, None, None] and len(candidate["changes"]["benign_compliance"]) == 3
     doc = json.loads(Path(files[0]).read_text())
     (tmp_path / "again.json").write_text(json.dumps(doc))  # the same adapter evaluated twice is one seed, not two
-    with pytest.raises(SystemExit, match="are evaluations of one run \\(or adapter\\), .*adapters/s0"):
+    with pytest.raises(UserError, match="are evaluations of one run \\(or adapter\\), .*adapters/s0"):
         choose_recipe.main(["--candidate", "x", *files, str(tmp_path / "again.json")])
 
 
@@ -238,7 +239,7 @@ def test_a_copied_run_is_one_seed_not_two(tmp_path, capsys):
         doc = json.loads((tmp_path / name / "demo.json").read_text())
         (tmp_path / name / "demo.json").write_text(json.dumps({**doc, "config": {"seed": seed}}))
     assert len(run(capsys, ["--candidate", "x", *folders[:2]])["candidates"][0]["changes"]["benign_compliance"]) == 2
-    with pytest.raises(SystemExit, match="s1 and .*s1-copy are both runs of seed 1; each seed once"):
+    with pytest.raises(UserError, match="s1 and .*s1-copy are both runs of seed 1; each seed once"):
         choose_recipe.main(["--candidate", "x", *folders])
 
 
@@ -248,7 +249,7 @@ def test_runs_whose_base_rates_differ_are_refused(tmp_path):
     doc = json.loads((b / "demo.json").read_text())
     doc["base"]["benign_compliance"] = 0.9
     (b / "demo.json").write_text(json.dumps(doc))
-    with pytest.raises(SystemExit, match="base rates differ"):
+    with pytest.raises(UserError, match="base rates differ"):
         choose_recipe.main(["--candidate", "x", a, str(b)])
 
 
@@ -383,9 +384,9 @@ def test_a_judge_reads_the_saved_answers_again_and_an_eval_file_by_that_judge_is
     assert run(capsys, ["--candidate", "c", same, twin, "--judge", "probe"])["judge"] == "probe"
     assert built == ["probe"]  # eval files alone build no judge
     other = eval_file(tmp_path / "embedded.json", 0.2, 1.0, 0.5, base_help=0.5)
-    with pytest.raises(SystemExit, match="judged by 'embedded'.*--eval-judge probe"):
+    with pytest.raises(UserError, match="judged by 'embedded'.*--eval-judge probe"):
         choose_recipe.main(["--candidate", "c", folder, other, "--judge", "probe"])
-    with pytest.raises(SystemExit, match="judged by 'probe'.*pass demo folders"):
+    with pytest.raises(UserError, match="judged by 'probe'.*pass demo folders"):
         choose_recipe.main(["--candidate", "c", folder, same, "--labels", str(file)])
 
 
@@ -411,3 +412,14 @@ def test_the_plot_puts_each_seed_at_its_benign_change_and_gain_and_says_who_pass
     labels = ax.get_legend_handles_labels()[1]
     assert "a (3 seeds): passes" in labels and "b (2 seeds): fails" in labels
     assert list(ax.lines[0].get_xdata()) == [-5, -5]
+
+
+def test_an_input_mistake_is_one_line_and_exit_2_as_for_every_script(tmp_path, capsys, monkeypatch):
+    """It raised SystemExit with the message itself, exit 1: a caller could not tell a mistake from a crash."""
+    from redgame.cli import script_main
+
+    argv = ["choose_recipe.py", "--candidate", "x", str(tmp_path / "no1"), str(tmp_path / "no2")]
+    monkeypatch.setattr(sys, "argv", argv)
+    assert script_main("choose_recipe", choose_recipe.main) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("choose_recipe: error: ") and "no1" in err[0], err

@@ -110,3 +110,11 @@ def test_json_is_strict_where_a_rate_has_no_answers(tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out, parse_constant=lambda token: pytest.fail(f"not JSON: {token}"))
     assert printed["run-s0"]["trained"]["benign_compliance"] is None
     assert printed["run-s0"]["trained"]["harmful_refusal"] == pytest.approx(1 / 2)
+
+
+def test_judge_and_labels_exclude_each_other(tmp_path, capsys):
+    """With --labels, --judge was ignored, even a judge that does not exist: the labels' rates read as the judge's."""
+    folder, labels = _folder(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        rejudge_demo.main([str(folder), "--labels", str(labels), "--judge", "nosuch"])
+    assert exit_.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
