@@ -132,12 +132,14 @@ def pareto_points(runs: list[Path], crossplay: dict | None) -> list[dict]:
 
     points = []
     if crossplay is not None:
+        seeds = crossplay.get("seeds") if isinstance(crossplay.get("seeds"), str) else None  # not before 2026-12-07
         asr = mixed(crossplay["attacker_mix"], crossplay["payoff_matrix"])
         comply = mixed(crossplay["attacker_mix"], crossplay["benign_compliance_matrix"])
         for d, a, c in zip(crossplay["defenders"], asr, comply):
             points.append({"label": d, "safety": 1.0 - float(a), "benign_compliance": float(c),
                            "judge": str(crossplay.get("eval_judge", "?")),
-                           "source": "cross-play, meta-Nash attacker mix"})
+                           "source": "cross-play, meta-Nash attacker mix" + (f" ({seeds})" if seeds else ""),
+                           **({"prompts": f"harmful: {seeds}; benign: {seeds}"} if seeds else {})})
     for run in runs:
         trained_on = run_model(run)
         for name, r in eval_results(run).items():
@@ -183,9 +185,9 @@ def point_warnings(points: list[dict]) -> list[str]:
                         "rates are not on one scale, so the front compares unlike numbers. Evaluate every run with "
                         "the same --eval-judge.")
     if len(prompt_sets := sorted({p["prompts"] for p in points if "prompts" in p})) > 1:
-        warnings.append(f"Warning: the eval.json points were measured on different prompts "
-                        f"({' | '.join(prompt_sets)}); their rates do not compare. Evaluate every run on the same "
-                        "split or files.")
+        warnings.append(f"Warning: these points were measured on different prompts "
+                        f"({' | '.join(prompt_sets)}); their rates do not compare. Evaluate every run (and the "
+                        "cross-play) on the same split or files.")
     warnings += [f"Warning: {p['run']}/eval.json measured {p['adapter']}, not {p['run']}'s final defender; its "
                  "point is labelled with that adapter." for p in points if p.get("foreign")]
     warnings += [f"Warning: {run}/eval.json measured the model {model}, not the one {run} trained on; its "

@@ -124,6 +124,7 @@ def test_crossplay_cli_writes_json_and_heatmap(runs, tmp_path, capsys):
                 "benign_compliance_matrix", "mirror_gap"):
         assert key in data
     assert np.array(data["payoff_matrix"]).shape == (len(data["attackers"]), len(data["defenders"]))
+    assert data["seeds"] == str(seeds.resolve())  # which prompts, so that the report can tell splits apart
     assert (out / "crossplay.png").read_bytes()[:4] == b"\x89PNG"
     # a second cross-play into the same folder replaced the first without a word: it is refused before any model
     # loads (a missing run would be the next error), and --overwrite replaces it

@@ -116,6 +116,18 @@ def test_an_eval_of_another_runs_checkpoint_is_labelled_with_it_and_warned_of(tm
     assert "measured on different prompts" in text
 
 
+@pytest.mark.parametrize("split, warned", [("validation", True), ("test", False), (None, False)])
+def test_a_crossplay_on_another_split_than_the_evals_is_warned_of(tmp_path, split, warned):
+    """crossplay --split validation (2026-12-07) wrote no split: its points shared the front with test evals."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "eval.json").write_text(eval_doc(run / "final" / "defender"))
+    played = {**GOOD_CROSSPLAY, **({"seeds": f"built-in {split} split"} if split else {})}  # None: an older file
+    points = pareto_points([run], played)
+    assert (split or "cross-play") in points[0]["source"]
+    assert ("measured on different prompts" in " ".join(point_warnings(points))) == warned
+
+
 def test_an_eval_of_another_model_is_labelled_with_it_and_warned_of(tmp_path):
     """An eval.json of another base model (redgame llm eval --model) stood as the run's own base, without a word."""
     own, other = _fake_run(tmp_path / "own"), _fake_run(tmp_path / "other")
