@@ -119,6 +119,9 @@ def _env() -> dict[str, str]:
 # Not linked: .git, and the layer folders, whose names (llm, kernels) are also PyPI packages that
 # a `python -c` run in the scratch directory would otherwise shadow; redgame is installed.
 NOT_LINKED = {".git", "theory", "games", "llm", "kernels"}
+# the documented commands write there: linked, they wrote into a checkout's own runs/ (among a user's runs), and the
+# next test run was refused there ("already holds a run")
+OUTPUT_FOLDERS = {"runs"}
 
 
 @pytest.fixture(scope="module")
@@ -130,9 +133,10 @@ def workdir(tmp_path_factory) -> Path:
 
 
 def link_repository(folder: Path, leave_out) -> None:
-    """Link each top-level entry of the repository into ``folder``, except those in ``leave_out``."""
+    """Link each top-level entry of the repository into ``folder``, except those in ``leave_out`` and the output
+    folders."""
     for entry in REPO.iterdir():
-        if entry.name not in leave_out:
+        if entry.name not in leave_out | OUTPUT_FOLDERS:
             (folder / entry.name).symlink_to(entry)
 
 
