@@ -59,6 +59,15 @@ def checked_adapter_dir(path: str | Path, role: str = "defender") -> Path:
     return folder
 
 
+def checked_run_adapters(run: str | Path, full_finetune: bool, reader: str) -> dict[str, Path]:
+    """A run's two final adapter folders, checked before any model loads. ``reader`` (cross-play, the probe)
+    puts LoRA adapters side by side on one base, so a run that trained full weights is a UserError."""
+    if full_finetune:
+        raise UserError(f"run {run} trained full weights (full_finetune); {reader} loads LoRA runs only, "
+                        "side by side on one base")
+    return {role: checked_adapter_dir(run, role) for role in ("attacker", "defender")}
+
+
 def check_lora_config(path: Path) -> dict:
     """An ``adapter_config.json``, checked where peft would fail with a TypeError, or scale a layer by NaN or an
     overflowing number (every logit NaN: an evaluation read that as a perfectly safe model): a LoRA config with a

@@ -29,7 +29,7 @@ import numpy as np
 from redgame.errors import UserError
 from redgame.figures import save_figure
 from redgame.jsonio import write_json
-from redgame.llm.adapters import adapter_dir, attach, checked_adapter_dir, playing, run_config
+from redgame.llm.adapters import adapter_dir, attach, checked_run_adapters, playing, run_config
 
 BASE = "base"
 TEMPLATES = "templates"
@@ -62,11 +62,7 @@ def find_runs(paths) -> list[Run]:
             raise UserError(f"--runs: {p} and {seen[path.resolve()]} are the same run folder; give each run once")
         seen[path.resolve()] = p
         cfg = run_config(path)
-        if cfg.get("full_finetune"):  # adapters are played side by side on one base: full weights cannot be
-            raise UserError(f"--runs: {p} trained full weights (full_finetune); cross-play loads LoRA runs only, "
-                            "side by side on one base")
-        for role in ("attacker", "defender"):
-            checked_adapter_dir(path, role)
+        checked_run_adapters(path, bool(cfg.get("full_finetune")), "cross-play")
         name = Path(os.path.abspath(path)).name or str(path)  # '.' by its folder's name; '/' as given
         while name in names or name in (BASE, TEMPLATES):
             name = f"{name}'"

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from redgame.errors import UserError
 from redgame.jsonio import write_json
-from redgame.llm.adapters import ADAPTER_FILES, adapter_dir, checked_adapter_dir, lora_tensor_names, run_config
+from redgame.llm.adapters import ADAPTER_FILES, adapter_dir, checked_run_adapters, lora_tensor_names, run_config
 from redgame.llm.run_lock import read_lock
 
 ATTACKERS = ("selfplay", "best_response", "base_attacker")
@@ -69,10 +69,8 @@ def check_run(run: str | Path):
     from redgame.llm.config import from_mapping
 
     cfg = from_mapping(run_config(run), where=f" in {Path(run) / 'config.json'}")
-    if cfg.full_finetune:
-        raise UserError(f"run {run}: the probe loads LoRA adapters; this run trained full weights (full_finetune)")
-    names = {role: lora_tensor_names(checked_adapter_dir(run, role) / ADAPTER_FILES[1])
-             for role in ("attacker", "defender")}
+    names = {role: lora_tensor_names(folder / ADAPTER_FILES[1])
+             for role, folder in checked_run_adapters(run, cfg.full_finetune, "the probe").items()}
     if names["attacker"] != names["defender"]:  # one run's roles share their LoRA settings, so the same tensors
         lacks = {role: sorted(names[other] - names[role])
                  for role, other in (("attacker", "defender"), ("defender", "attacker"))}

@@ -175,6 +175,9 @@ def _scale_weights(folder, factor):
     (lambda run: _scale_weights(run / "final" / "defender", float("nan")), "tensors hold NaN or inf values"),
     (lambda run: (run / "config.json").write_bytes(b"\xff"), "config.json: not UTF-8 text (byte 0)"),
     (lambda run: (run / "config.json").write_text("[]"), "config.json: expected a JSON object, got array"),
+    (lambda run: (run / "config.json").write_text(json.dumps({**json.loads((run / "config.json").read_text()),
+                                                              "full_finetune": True})),
+     "trained full weights (full_finetune); the probe loads LoRA runs only"),
 ])
 def test_a_damaged_run_is_refused_before_the_probe_trains(one_step_run, tmp_path, monkeypatch, damage, message):
     import shutil
