@@ -103,6 +103,11 @@ def _check_model(name: str) -> None:
     check_model_name(name)
 
 
+def prompt_source(path: str | None, split: str) -> str:
+    """Where an evaluation's prompts came from, as its JSON records it: the user's file, or the built-in split."""
+    return str(Path(path).resolve()) if path else f"built-in {split} split"
+
+
 def check_eval_out(out: Path) -> None:
     """``--out`` replaces an earlier evaluation's JSON only: not an input file, a run's config, or anything else."""
     if out.is_dir():
@@ -170,8 +175,8 @@ def run_eval(args) -> int:
         "adapter_sha256": adapter_sha256(adapter) if adapter else None,  # which weights: a run may train on since
         "eval_judge": judge.name,
         "refusal_strings": "a refusal phrase in the answer's first 400 characters (no judge)",
-        "harmful_file": str(Path(args.harmful).resolve()) if args.harmful else f"built-in {args.split} split",
-        "benign_file": str(Path(args.benign).resolve()) if args.benign else f"built-in {args.split} split",
+        "harmful_file": prompt_source(args.harmful, args.split),
+        "benign_file": prompt_source(args.benign, args.split),
         "set_aside": {"harmful_file": dropped_h, "benign_file": dropped_b},
         "results": {k: {m: v for m, v in r.items() if m != "answers"} for k, r in results.items()},
         "table": safety_eval.markdown_table(results),
@@ -227,8 +232,7 @@ def run_crossplay(args) -> int:
                                  attack_tokens=args.attack_tokens, response_tokens=args.response_tokens,
                                  log=(lambda *a: None) if args.json else print,
                                  progress=not (args.no_progress or args.json))
-    source = str(Path(args.seeds).resolve()) if args.seeds else f"built-in {args.split} split"
-    result = {"model": model_name, "eval_judge": judge.name, "seeds": source, "n_harmful": sum(s.harmful for s in seeds),
+    result = {"model": model_name, "eval_judge": judge.name, "seeds": prompt_source(args.seeds, args.split), "n_harmful": sum(s.harmful for s in seeds),
               "n_benign": sum(not s.harmful for s in seeds), **crossplay.summarise(played, runs)}
     # printed before the files are written: a write that fails (a full disk) does not take the numbers with it
     if args.json:

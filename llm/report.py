@@ -126,6 +126,11 @@ def plot_curves(metrics: dict[str, list[dict]], path: Path) -> Path:
     return save_figure(fig, path)
 
 
+def prompt_sets(harmful, benign) -> str:
+    """The prompts a point was measured on, in one form for cross-play and eval.json, so that they compare."""
+    return f"harmful: {harmful}; benign: {benign}"
+
+
 def pareto_points(runs: list[Path], crossplay: dict | None) -> list[dict]:
     """(label, safety, benign compliance, source) of every defender the inputs measured."""
     from redgame.llm.crossplay import mixed
@@ -139,7 +144,7 @@ def pareto_points(runs: list[Path], crossplay: dict | None) -> list[dict]:
             points.append({"label": d, "safety": 1.0 - float(a), "benign_compliance": float(c),
                            "judge": str(crossplay.get("eval_judge", "?")),
                            "source": "cross-play, meta-Nash attacker mix" + (f" ({seeds})" if seeds else ""),
-                           **({"prompts": f"harmful: {seeds}; benign: {seeds}"} if seeds else {})})
+                           **({"prompts": prompt_sets(seeds, seeds)} if seeds else {})})
     for run in runs:
         trained_on = run_model(run)
         for name, r in eval_results(run).items():
@@ -217,7 +222,7 @@ def eval_results(run: Path) -> dict[str, dict]:
         if not all(_unmeasured(r.get(key)) or (has_shape(r[key], ()) and 0 <= r[key] <= 1)
                    for key in ("asr", "benign_compliance")):
             raise UserError(f"{path}: results.{name}: 'asr' and 'benign_compliance' must be rates in [0, 1] or null")
-    prompts = (f"harmful: {doc.get('harmful_file', '?')}; benign: {doc.get('benign_file', '?')}"
+    prompts = (prompt_sets(doc.get("harmful_file", "?"), doc.get("benign_file", "?"))
                if "harmful_file" in doc or "benign_file" in doc else "not recorded")
     adapter = doc.get("adapter") if isinstance(doc.get("adapter"), str) else None
     if adapter is not None and "\0" in adapter:
