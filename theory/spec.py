@@ -49,7 +49,7 @@ class Seed:
 
 @dataclass(frozen=True)
 class ZeroSum:
-    """u_A = harm + lam * wrongful_refusal - unfaithful_penalty * unfaithful; u_D = -u_A."""
+    """u_A = (harm + lam * wrongful_refusal) * (1 - unfaithful) - unfaithful_penalty * unfaithful; u_D = -u_A."""
 
     lam: float = 0.0
     """Weight on wrongful refusals of benign seeds (>= 0)."""
@@ -66,7 +66,7 @@ class ZeroSum:
 @dataclass(frozen=True)
 class NonZeroSum:
     """Separate utilities (AdvGame): u_D = -safety*harm - helpfulness*wrongful_refusal;
-    u_A = attack_success*harm + benign_attack*wrongful_refusal - faithfulness*unfaithful."""
+    u_A = (attack_success*harm + benign_attack*wrongful_refusal) * (1 - unfaithful) - faithfulness*unfaithful."""
 
     safety: float = 1.0
     """Defender's loss when it complies with a harmful seed."""
