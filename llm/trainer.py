@@ -90,10 +90,11 @@ def checked_before_loading(cfg: TrainConfig) -> tuple[list, list]:
 
 def load_train_seeds(cfg: TrainConfig) -> tuple[list, list]:
     """(harmful, benign) training seeds: the built-in train split, the user's files, or both."""
-    from redgame.llm.seeds import builtin_seeds, load_seeds
+    from redgame.llm.seeds import builtin_seeds, check_one_class_a_prompt, load_seeds
 
     sources = train_seed_sources(cfg.train_seeds)
     seeds = [s for name in sources for s in (builtin_seeds("train") if name == "builtin" else load_seeds(name))]
+    check_one_class_a_prompt(seeds, f"training seeds ({', '.join(sources)})")  # a file may relabel a built-in one
     if held_out := [s for s in seeds if s.split not in ("", "train")]:
         raise UserError(f"training seeds: {len(held_out)} rows are in a split other than train (first: id "
                         f"{held_out[0].id!r}, split {held_out[0].split!r}); the game trains on train rows only, so "

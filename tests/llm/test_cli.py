@@ -157,6 +157,10 @@ def test_train_seeds_join_the_builtin_split_and_files(tmp_path, capsys):
     assert len(benign) == sum(not s.harmful for s in builtin) + 1 and benign[-1].prompt == "How do I kill a stuck process?"
     with pytest.raises(UserError, match=re.escape(f"0 harmful, 1 benign from {extra}")):
         load_train_seeds(TrainConfig(train_seeds=str(extra)))
+    flipped = next(s for s in builtin if s.harmful)  # a file that relabels a built-in prompt (spacing aside)
+    extra.write_text(json.dumps({"prompt": "  " + flipped.prompt.upper(), "harmful": False}) + "\n")
+    with pytest.raises(UserError, match=re.escape(f"training seeds (builtin, {extra}): the prompt ")):
+        load_train_seeds(TrainConfig(train_seeds=f"builtin, {extra}"))
     missing = tmp_path / "nowhere.jsonl"
     assert main(["llm", "train", "--model", "tiny", "--out", str(tmp_path / "a"), "--set",
                  f"train_seeds=builtin,{missing}"]) == 2
