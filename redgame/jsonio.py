@@ -69,15 +69,30 @@ def write_json(path: str | Path, obj, indent: int | None = 1) -> None:
     write_text_atomically(path, strict_json(obj, indent=indent) + "\n")
 
 
+class _RepeatedKey(Exception):
+    """A key given twice in one JSON object (json keeps the last silently)."""
+
+
+def _object_of_unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        raise _RepeatedKey(next(key for key, _ in pairs if key in seen or seen.add(key)))
+    return obj
+
+
 def parse_json(text: str, where: str):
     """``text`` parsed as JSON; anything it cannot be read as is a one-line UserError naming ``where``.
 
     That covers invalid JSON, an integer past Python's 4,300-digit limit, nesting too deep to
-    parse, and a string holding a lone surrogate (``"\\udc80"``: valid JSON, not text any
-    tokenizer or file can take).
+    parse, a string holding a lone surrogate (``"\\udc80"``: valid JSON, not text any
+    tokenizer or file can take), and a key given twice in one object (json would keep the last
+    silently: a second ``"harmful"`` flips a seed's class).
     """
     try:
-        value = json.loads(text)
+        value = json.loads(text, object_pairs_hook=_object_of_unique_keys)
+    except _RepeatedKey as exc:
+        raise UserError(f"{where}: the key {exc.args[0]!r} appears twice in one JSON object; keep one") from None
     except json.JSONDecodeError as exc:
         at = f"line {exc.lineno}, column {exc.colno}" if "\n" in text.strip() else f"character {exc.pos + 1}"
         raise UserError(f"{where}: not valid JSON ({exc.msg.removesuffix(' at')} at {at})") from None

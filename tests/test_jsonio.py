@@ -89,3 +89,17 @@ def test_invalid_json_says_what_and_where_in_whole_words(text, detail):
     with pytest.raises(UserError) as caught:
         parse_json(text, "f.json")
     assert str(caught.value) == f"f.json: not valid JSON ({detail})"
+
+
+@pytest.mark.parametrize("text", ['{"prompt": "a", "harmful": true, "harmful": false}',
+                                  '[{"x": {"a": 1, "b": 2, "a": 1}}]'])
+def test_a_key_given_twice_in_one_object_is_refused_not_silently_the_last(text):
+    """json keeps the last of two equal keys: a seed's second "harmful" would flip its class unannounced."""
+    with pytest.raises(UserError) as caught:
+        parse_json(text, "f.jsonl, line 3")
+    assert str(caught.value).startswith("f.jsonl, line 3: the key ")
+    assert "appears twice in one JSON object; keep one" in str(caught.value)
+
+
+def test_equal_keys_in_different_objects_are_fine():
+    assert parse_json('[{"a": 1}, {"a": 2, "b": {"a": 3}}]', "f") == [{"a": 1}, {"a": 2, "b": {"a": 3}}]
