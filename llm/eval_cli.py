@@ -232,8 +232,9 @@ def run_crossplay(args) -> int:
                                  attack_tokens=args.attack_tokens, response_tokens=args.response_tokens,
                                  log=(lambda *a: None) if args.json else print,
                                  progress=not (args.no_progress or args.json))
-    result = {"model": model_name, "eval_judge": judge.name, "seeds": prompt_source(args.seeds, args.split), "n_harmful": sum(s.harmful for s in seeds),
-              "n_benign": sum(not s.harmful for s in seeds), **crossplay.summarise(played, runs)}
+    result = {"model": model_name, "eval_judge": judge.name, "seeds": prompt_source(args.seeds, args.split),
+              "n_harmful": sum(s.harmful for s in seeds), "n_benign": sum(not s.harmful for s in seeds),
+              **crossplay.summarise(played, runs)}
     # printed before the files are written: a write that fails (a full disk) does not take the numbers with it
     if args.json:
         print(strict_json(result), flush=True)
