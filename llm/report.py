@@ -189,9 +189,9 @@ def point_warnings(points: list[dict]) -> list[str]:
         warnings.append(f"Warning: these points were measured by different judges ({', '.join(judges)}); their "
                         "rates are not on one scale, so the front compares unlike numbers. Evaluate every run with "
                         "the same --eval-judge.")
-    if len(prompt_sets := sorted({p["prompts"] for p in points if "prompts" in p})) > 1:
+    if len(measured_on := sorted({p["prompts"] for p in points if "prompts" in p})) > 1:
         warnings.append(f"Warning: these points were measured on different prompts "
-                        f"({' | '.join(prompt_sets)}); their rates do not compare. Evaluate every run (and the "
+                        f"({' | '.join(measured_on)}); their rates do not compare. Evaluate every run (and the "
                         "cross-play) on the same split or files.")
     warnings += [f"Warning: {p['run']}/eval.json measured {p['adapter']}, not {p['run']}'s final defender; its "
                  "point is labelled with that adapter." for p in points if p.get("foreign")]
