@@ -110,6 +110,8 @@ class TrainConfig:
     attacks_per_seed: int = _f(2, "A: attacks sampled per seed")
     responses_per_attack: int = _f(2, "D: defender responses sampled per attack")
     explore_prefixes: tuple = _f((), "defender exploration candidates: one per attack started from each prefix")
+    greedy_candidates: bool = _f(False, "the defender also answers each attack greedily, as the evaluation does, "
+                                        "as one more candidate for its pairs (not a policy sample)")
     identity_attacks: bool = _f(False, "the defender also answers each seed as written (the attack that changes "
                                        "nothing), besides the attacker's rewrites; the attacker gets no signal from it")
     attack_tokens: int = _f(64, "max new tokens of an attack")
@@ -171,6 +173,10 @@ class TrainConfig:
         if self.regime == "defender-sft":
             return "sft"
         return ("reinforce_pp" if self.regime == "shared" else "dpo") if self.loss == "auto" else self.loss
+
+    def candidates_per_attack(self) -> int:
+        """The defender's answers to each attack: sampled, from explore prefixes, and the greedy one."""
+        return self.responses_per_attack + len(self.explore_prefixes) + int(self.greedy_candidates)
 
     def resolved_reference(self) -> str:
         return resolve_reference(self.regime, self.reference)
@@ -291,8 +297,9 @@ class TrainConfig:
         if self.regime in ABLATIONS or self.loss == "sft":
             self._check_ablation()
         self._check_population()
-        if self.resolved_loss() in ("dpo", "ipo") and self.responses_per_attack + len(self.explore_prefixes) < 2:
-            raise UserError("config: dpo/ipo need at least 2 responses per attack (responses_per_attack + explore_prefixes)")
+        if self.resolved_loss() in ("dpo", "ipo") and self.candidates_per_attack() < 2:
+            raise UserError("config: dpo/ipo need at least 2 responses per attack (responses_per_attack + "
+                            "explore_prefixes + greedy_candidates)")
 
     def _check_rollout_policy(self) -> None:
         if self.rollout_policy != "ema":

@@ -45,13 +45,13 @@ SPLITS = ("validation", "test")
 
 # The keys a best response fixes (probe_config) or takes from the probe's flags: --set would be dropped.
 PROBE_SETS = {"regime", "train_roles", "steps", "seed", "loss", "reference", "population_every",
-              "explore_prefixes", "identity_attacks", "full_finetune", "device", "dtype", "model"}
+              "explore_prefixes", "identity_attacks", "greedy_candidates", "full_finetune", "device", "dtype", "model"}
 
 
 def probe_config(run_cfg, *, steps: int, seed: int):
     """The run's recipe turned into a best-response run: bipolicy, only the attacker learns.
 
-    The defender's exploration (explore_prefixes, identity attacks) is dropped: the defender
+    The defender's exploration (explore_prefixes, identity attacks, greedy candidates) is dropped: the defender
     does not learn, and the attacker's reward comes from the defender's sampled answers. At least
     2 attacks per seed and 2 answers per attack: the best response learns by DPO, whose attacker
     pairs are two attacks on one seed (a run of one attack per seed, such as a shared run's
@@ -59,8 +59,8 @@ def probe_config(run_cfg, *, steps: int, seed: int):
     """
     return dataclasses.replace(
         run_cfg, regime="bipolicy", train_roles=("attacker",), steps=steps, seed=seed, loss="auto",
-        reference="auto", population_every=0, explore_prefixes=(), identity_attacks=False, full_finetune=False,
-        attacks_per_seed=max(2, run_cfg.attacks_per_seed),
+        reference="auto", population_every=0, explore_prefixes=(), identity_attacks=False, greedy_candidates=False,
+        full_finetune=False, attacks_per_seed=max(2, run_cfg.attacks_per_seed),
         responses_per_attack=max(2, run_cfg.responses_per_attack)).validate()
 
 

@@ -10,7 +10,7 @@ and scored by the judge like any other sample.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from transformers import LogitsProcessorList
@@ -174,7 +174,8 @@ class Round:
     parsed: list[bool]                # did the attack parse
     responses: list[Completion] = field(default_factory=list)
     response_attack: list[int] = field(default_factory=list)   # response -> attack index
-    response_explore: list[bool] = field(default_factory=list)  # started from a forced prefix
+    response_explore: list[bool] = field(default_factory=list)  # a candidate, not a policy sample: forced prefix or greedy
+    response_greedy: list[bool] = field(default_factory=list)  # a greedy candidate (greedy_candidates)
     identity: list[bool] = field(default_factory=list)  # per attack: the seed as written, not sampled
 
     def is_identity(self, attack: int) -> bool:
@@ -205,7 +206,7 @@ def _append_attack(rnd: Round, seed: int, text: str, *, identity: bool) -> None:
 def play_round(roles, tokenizer, seeds: list, *, attacks_per_seed: int, responses_per_attack: int,
                attack_sampling: SamplingSettings, response_sampling: SamplingSettings,
                explore_prefixes: tuple[str, ...] = (), identity_attacks: bool = False, backend=None,
-               fixed_attacks: list[list[str]] | None = None) -> Round:
+               fixed_attacks: list[list[str]] | None = None, greedy_candidates: bool = False) -> Round:
     """Sample attacks with the attacker's weights, then responses with the defender's.
 
     ``identity_attacks``: the defender also answers each seed as written (the attack that
@@ -214,6 +215,10 @@ def play_round(roles, tokenizer, seeds: list, *, attacks_per_seed: int, response
 
     ``fixed_attacks``: per seed, attacks written beforehand (e.g. jailbreak templates applied
     to it), appended after the sampled ones as parsed attacks that no weights sampled.
+
+    ``greedy_candidates``: the defender also answers each attack greedily, as the evaluation
+    does; like an answer started from an explore prefix, it is a candidate for the defender's
+    pairs (``Round.response_explore``), not a sample of the policy.
 
     ``backend``: an object with ``generate(role, prompts, settings, prefixes)`` that samples
     instead of ``model.generate`` (e.g. :class:`redgame.llm.vllm_rollout.VLLMRollout`).
@@ -239,4 +244,18 @@ def play_round(roles, tokenizer, seeds: list, *, attacks_per_seed: int, response
     rnd.responses = _sample(roles, "defender", tokenizer, texts, response_sampling, [p for _, p in plan], backend)
     rnd.response_attack = [a for a, _ in plan]
     rnd.response_explore = [bool(p) for _, p in plan]
+    rnd.response_greedy = [False] * len(plan)
+    if greedy_candidates:
+        _append_greedy_answers(rnd, roles, tokenizer, response_sampling, backend)
     return rnd
+
+
+def _append_greedy_answers(rnd: Round, roles, tokenizer, response_sampling: SamplingSettings, backend) -> None:
+    """One greedy answer per attack, after the sampled ones, marked as candidates (not policy samples)."""
+    attacks = range(len(rnd.attacks))
+    texts = [chat_text(tokenizer, defender_messages(rnd.attack_prompts[a])) for a in attacks]
+    greedy = replace(response_sampling, greedy=True)
+    rnd.responses += _sample(roles, "defender", tokenizer, texts, greedy, [""] * len(texts), backend)
+    rnd.response_attack += list(attacks)
+    rnd.response_explore += [True] * len(texts)
+    rnd.response_greedy += [True] * len(texts)

@@ -163,7 +163,19 @@ def round_metrics(rnd, judged) -> dict:
         if not identity and judged.read_harmful:  # how the judge read the rewrites, whichever class the rewards used
             rate("read_harmful_harmful", on_harm, judged.read_harmful)
             rate("read_harmful_benign", on_benign, judged.read_harmful)
+    _greedy_rates(rnd, judged, unjudged, harm_seed, rate)
     return out
+
+
+def _greedy_rates(rnd, judged, unjudged, harm_seed, rate) -> None:
+    """``greedy/...``: the greedy candidates' loop and refusal rates, the decoding every evaluation uses."""
+    greedy = [i for i, g in enumerate(rnd.response_greedy) if g]
+    if not greedy:
+        return
+    rate("greedy/degenerate", greedy, judged.degenerate)
+    read = [i for i in greedy if not unjudged[i]]
+    rate("greedy/refusal_harmful", [i for i in read if harm_seed[i]], judged.refusal)
+    rate("greedy/refusal_benign", [i for i in read if not harm_seed[i]], judged.refusal)
 
 
 LAUNCHER_KILLS = ("; torchrun kills its workers --shutdown-timeout seconds after Ctrl-C (30 unless set), so a step "
@@ -578,7 +590,8 @@ def play(game: Game, step: int) -> tuple[dict, dict]:
                                   attack_sampling=game.attack_sampling, response_sampling=game.response_sampling,
                                   explore_prefixes=tuple(cfg.explore_prefixes),
                                   identity_attacks=cfg.identity_attacks or cfg.regime == "defender-sft",
-                                  backend=game.backend, fixed_attacks=fixed)
+                                  backend=game.backend, fixed_attacks=fixed,
+                                  greedy_candidates=cfg.greedy_candidates)
     row = {"step": step + 1}
     if game.population is None or not any(updates_role(cfg, step, r) for r in ROLES):
         return dict.fromkeys(ROLES, play_one()), row  # (or none learns: metrics only)

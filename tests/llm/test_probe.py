@@ -43,9 +43,9 @@ def test_an_answer_the_judge_could_not_read_counts_in_no_rate():
 
 
 def test_probe_config_trains_only_a_fresh_attacker(tiny_config):
-    cfg = probe_config(tiny_config(regime="defender-sft", identity_attacks=True), steps=3, seed=5)
+    cfg = probe_config(tiny_config(regime="defender-sft", identity_attacks=True, greedy_candidates=True), steps=3, seed=5)
     assert (cfg.regime, cfg.train_roles, cfg.steps, cfg.seed) == ("bipolicy", ("attacker",), 3, 5)
-    assert cfg.explore_prefixes == () and not cfg.identity_attacks
+    assert cfg.explore_prefixes == () and not cfg.identity_attacks and not cfg.greedy_candidates
 
 
 def test_a_best_response_gets_pairs_to_learn_from_whatever_the_run_sampled(tiny_config):

@@ -1,5 +1,6 @@
 """Rollouts that read a repeated prompt once (its key-value cache shared) sample what plain generate samples."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -81,3 +82,38 @@ def test_the_models_generation_config_does_not_change_the_draw(tiny, greedy, top
         torch.manual_seed(2)
         runs.append([c.completion_ids for c in generate(model, tok, prompts, settings)])
     assert runs[0] == runs[1]
+
+
+def test_greedy_candidates_are_the_defenders_greedy_answers_and_no_policy_sample(tiny, judge):
+    from redgame.llm.rewards import judge_round
+    from redgame.llm.roles import LoraSettings, build_roles
+    from redgame.llm.rollout import play_round
+    from redgame.llm.trainer import round_metrics
+
+    model, tok = tiny
+    roles = build_roles(model, regime="bipolicy", lora=LoraSettings(rank=4, alpha=8))
+    seeds = [s for s in builtin_seeds("train") if s.harmful][:2] + [s for s in builtin_seeds("train") if not s.harmful][:1]
+    short = SamplingSettings(max_new_tokens=5)
+    torch.manual_seed(3)
+    rnd = play_round(roles, tok, seeds, attacks_per_seed=2, responses_per_attack=2, attack_sampling=short,
+                     response_sampling=short, identity_attacks=True, greedy_candidates=True)
+    n_att = len(rnd.attacks)  # 6 rewrites + 3 seeds as written
+    greedy = rnd.responses[2 * n_att:]
+    assert rnd.response_attack[2 * n_att:] == list(range(n_att))
+    assert rnd.response_explore == rnd.response_greedy == [False] * 2 * n_att + [True] * n_att
+    with roles.sampler("defender") as defender:  # the reference: greedy answers drawn one by one
+        alone = [generate(defender, tok, [chat_text(tok, defender_messages(p))],
+                          SamplingSettings(max_new_tokens=5, greedy=True))[0] for p in rnd.attack_prompts]
+    assert [c.completion_ids for c in greedy] == [c.completion_ids for c in alone]
+    judged = judge_round(judge, rnd, pairwise=False, min_margin=0.0)
+    assert set(judged.defender.items) >= set(range(2 * n_att, 3 * n_att))  # candidates for the defender's pairs
+    row = round_metrics(rnd, judged)
+    on_benign = [2 * n_att + a for a in range(n_att) if not seeds[rnd.attack_seed[a]].harmful]
+    assert row["greedy/degenerate"] == pytest.approx(sum(judged.degenerate[2 * n_att:]) / n_att)
+    assert row["greedy/refusal_benign"] == pytest.approx(sum(judged.refusal[i] for i in on_benign) / len(on_benign))
+    assert row["count/refusal_harmful"] + row["count/refusal_benign"] == 2 * 6  # the rewrites' sampled answers only
+    # The attacker's values come from the sampled answers only: other greedy answers change none.
+    rnd.responses[2 * n_att:] = [type(c)(c.prompt_ids, c.completion_ids, "I'm sorry, I can't help.") for c in greedy]
+    refusing = judge_round(judge, rnd, pairwise=False, min_margin=0.0)
+    np.testing.assert_array_equal(refusing.attack_reward, judged.attack_reward)
+    assert refusing.scores[2 * n_att:] != judged.scores[2 * n_att:]

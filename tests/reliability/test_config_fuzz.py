@@ -56,6 +56,7 @@ VALUES = {
     "responses_per_attack": ([1, 2], [0]),
     "explore_prefixes": ([(), ("I'm sorry",)], []),
     "identity_attacks": ([False, True], []),
+    "greedy_candidates": ([False, True], []),
     "attack_tokens": ([2, 4], [0]),
     "response_tokens": ([2, 4], [0]),
     "temperature": ([0.7, 1.0], [0.0]),
