@@ -53,8 +53,12 @@ test-min:
 	.venv-min/bin/python -m pip install -c .ci/min-versions.txt -e ".[lp]" pytest pytest-xdist hypothesis packaging
 	HF_HUB_OFFLINE=1 .venv-min/bin/pytest $(PYTEST_ARGS) tests/theory tests/games tests/test_error_reporting.py tests/test_packaging.py
 
+# The ratio tables, each in one run (benchmarks/RESULTS.md); the other scripts in benchmarks/ take a
+# run's folders or a GPU (choose_recipe, rejudge_demo, steps_plot, gpu_check, gpu_game) or run for
+# hours (llm_claims), and judge_model_answers writes exchanges to label.
+BENCHMARKS := toy_solvers toy_dynamics toy_phase kernel_tables llm_models_judges llm_step
 bench: setup
-	for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+	for f in $(BENCHMARKS); do echo "== benchmarks/$$f.py"; $(PY) benchmarks/$$f.py || exit 1; done
 
 docs: setup
 	# NO_MKDOCS_2_WARNING: mkdocs-material prints a banner about MkDocs 2.0 otherwise.
