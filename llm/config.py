@@ -110,8 +110,9 @@ class TrainConfig:
     attacks_per_seed: int = _f(2, "A: attacks sampled per seed")
     responses_per_attack: int = _f(2, "D: defender responses sampled per attack")
     explore_prefixes: tuple = _f((), "defender exploration candidates: one per attack started from each prefix")
-    greedy_candidates: bool = _f(False, "the defender also answers each attack greedily, as the evaluation does, "
-                                        "as one more candidate for its pairs (not a policy sample)")
+    greedy_candidates: bool = _f(False, "the live defender also answers each attack greedily, as the evaluation "
+                                        "does, as one more candidate for its pairs (not a policy sample; losses "
+                                        "dpo, ipo and sft)")
     identity_attacks: bool = _f(False, "the defender also answers each seed as written (the attack that changes "
                                        "nothing), besides the attacker's rewrites; the attacker gets no signal from it")
     attack_tokens: int = _f(64, "max new tokens of an attack")
@@ -297,6 +298,10 @@ class TrainConfig:
         if self.regime in ABLATIONS or self.loss == "sft":
             self._check_ablation()
         self._check_population()
+        if self.greedy_candidates and self.resolved_loss() not in ("dpo", "ipo", "sft"):
+            raise UserError(f"config key 'greedy_candidates' is for the losses that learn from chosen answers (dpo, "
+                            f"ipo, sft); loss {self.resolved_loss()!r} would take the greedy answer for a sample of "
+                            "the policy")
         if self.resolved_loss() in ("dpo", "ipo") and self.candidates_per_attack() < 2:
             raise UserError("config: dpo/ipo need at least 2 responses per attack (responses_per_attack + "
                             "explore_prefixes + greedy_candidates)")

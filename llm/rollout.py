@@ -187,10 +187,12 @@ class Round:
 
 
 def _sample(roles, role: str, tokenizer, prompts: list[str], settings: SamplingSettings, prefixes: list[str],
-            backend) -> list[Completion]:
+            backend, *, live: bool = False) -> list[Completion]:
+    """The role's completions: from its rollout weights (the policy, or its EMA model under AdvGame's default
+    rollouts), or with ``live`` from its policy always (vLLM serves the policy's adapters)."""
     if backend is not None:
         return backend.generate(role, prompts, settings, prefixes)
-    with roles.sampler(role) as model:  # the policy, or its EMA model (AdvGame's default rollouts)
+    with (roles.policy(role) if live else roles.sampler(role)) as model:
         return generate(model, tokenizer, prompts, settings, prefixes)
 
 
@@ -216,9 +218,9 @@ def play_round(roles, tokenizer, seeds: list, *, attacks_per_seed: int, response
     ``fixed_attacks``: per seed, attacks written beforehand (e.g. jailbreak templates applied
     to it), appended after the sampled ones as parsed attacks that no weights sampled.
 
-    ``greedy_candidates``: the defender also answers each attack greedily, as the evaluation
-    does; like an answer started from an explore prefix, it is a candidate for the defender's
-    pairs (``Round.response_explore``), not a sample of the policy.
+    ``greedy_candidates``: the live defender also answers each attack greedily, as the evaluation
+    does (under EMA rollouts too); like an answer started from an explore prefix, it is a candidate
+    for the defender's pairs (``Round.response_explore``), not a sample of the policy.
 
     ``backend``: an object with ``generate(role, prompts, settings, prefixes)`` that samples
     instead of ``model.generate`` (e.g. :class:`redgame.llm.vllm_rollout.VLLMRollout`).
@@ -251,11 +253,12 @@ def play_round(roles, tokenizer, seeds: list, *, attacks_per_seed: int, response
 
 
 def _append_greedy_answers(rnd: Round, roles, tokenizer, response_sampling: SamplingSettings, backend) -> None:
-    """One greedy answer per attack, after the sampled ones, marked as candidates (not policy samples)."""
+    """One greedy answer per attack from the live defender (the weights a run saves and evaluates, also under
+    EMA rollouts), after the sampled ones, marked as candidates (not policy samples)."""
     attacks = range(len(rnd.attacks))
     texts = [chat_text(tokenizer, defender_messages(rnd.attack_prompts[a])) for a in attacks]
     greedy = replace(response_sampling, greedy=True)
-    rnd.responses += _sample(roles, "defender", tokenizer, texts, greedy, [""] * len(texts), backend)
+    rnd.responses += _sample(roles, "defender", tokenizer, texts, greedy, [""] * len(texts), backend, live=True)
     rnd.response_attack += list(attacks)
     rnd.response_explore += [True] * len(texts)
     rnd.response_greedy += [True] * len(texts)

@@ -117,3 +117,39 @@ def test_greedy_candidates_are_the_defenders_greedy_answers_and_no_policy_sample
     refusing = judge_round(judge, rnd, pairwise=False, min_margin=0.0)
     np.testing.assert_array_equal(refusing.attack_reward, judged.attack_reward)
     assert refusing.scores[2 * n_att:] != judged.scores[2 * n_att:]
+
+
+def test_greedy_candidates_come_from_the_live_defender_under_ema_rollouts(tiny):
+    """AdvGame samples rollouts from the EMA model; the greedy candidate is the live defender's, which a run saves."""
+    from redgame.llm.roles import LoraSettings, build_roles
+    from redgame.llm.rollout import play_round
+
+    model, tok = tiny
+    roles = build_roles(model, regime="advgame", lora=LoraSettings(rank=4, alpha=8), reference="ema", rollout="ema")
+    torch.manual_seed(0)
+    with torch.no_grad():  # the live defender moves away from its EMA model (here still the base)
+        for p in roles.parameters("defender"):
+            p.add_(torch.randn_like(p) * 0.5)
+    seeds = builtin_seeds("train")[:3]
+    short = SamplingSettings(max_new_tokens=6)
+    rnd = play_round(roles, tok, seeds, attacks_per_seed=1, responses_per_attack=1, attack_sampling=short,
+                     response_sampling=short, greedy_candidates=True)
+    greedy = [c.completion_ids for c, g in zip(rnd.responses, rnd.response_greedy) if g]
+    texts = [chat_text(tok, defender_messages(p)) for p in rnd.attack_prompts]
+    settings = SamplingSettings(max_new_tokens=6, greedy=True)
+    with roles.policy("defender") as live:
+        assert greedy == [c.completion_ids for c in generate(live, tok, texts, settings)]
+    with roles.sampler("defender") as ema:
+        assert greedy != [c.completion_ids for c in generate(ema, tok, texts, settings)]
+
+
+def test_greedy_candidates_are_for_the_losses_that_learn_from_chosen_answers():
+    from redgame.errors import UserError
+    from redgame.llm.config import TrainConfig
+
+    for regime, loss in (("shared", "auto"), ("bipolicy", "grpo"), ("bipolicy", "reinforce")):
+        with pytest.raises(UserError, match="greedy_candidates.*sample of the policy"):
+            TrainConfig(regime=regime, loss=loss, greedy_candidates=True).validate()
+    TrainConfig(responses_per_attack=1, greedy_candidates=True).validate()  # dpo: 1 sampled + 1 greedy
+    with pytest.raises(UserError, match="at least 2 responses per attack"):
+        TrainConfig(responses_per_attack=1).validate()
