@@ -23,8 +23,9 @@ together (:data:`PAIR_TEMPLATE`), by a logistic regression fitted to the rewrite
 head, the probe uses the embedded judge's.
 
 Training (``redgame llm train-judge --probe``) writes ``judge_probe.safetensors`` and its JSON
-card; the shipped one lives in the package data. The probe runs on the CPU in float32, as it was
-trained: its features would shift in another dtype.
+card; the shipped one lives in the package data. The probe runs in float32, as it was trained: its
+features would shift in another dtype. It runs on the game's device
+(:func:`redgame.llm.models.place_judge`: on a GPU run, the GPU); its pooled states come back to the CPU.
 """
 
 from __future__ import annotations

@@ -283,15 +283,19 @@ def placement(device: str = "auto", dtype: str = "auto") -> tuple[torch.device, 
 
 
 def place_judge(judge, device: torch.device, dtype: torch.dtype) -> None:
-    """The judge follows the game's model: an ``lm:`` judge's model moves to ``device`` in ``dtype``.
+    """The judge follows the game's model: an ``lm:`` judge's model moves to ``device`` in ``dtype``; the probe
+    judge's to ``device`` in float32, the dtype its heads were fitted on (its pooled states come back to the CPU).
 
     The embedded judge (MiniLM, 22M parameters) and an ``http:`` judge have no model here to move;
     the embedded one runs on the CPU whatever the device.
     """
+    from redgame.llm.judge_probe import ProbeJudge
     from redgame.llm.judges import LMJudge
 
     if isinstance(judge, LMJudge):
         judge.model.to(device=device, dtype=dtype)
+    elif isinstance(judge, ProbeJudge):
+        judge.model.to(device=device, dtype=torch.float32)
 
 
 def looks_like_hub_id(name: str) -> bool:

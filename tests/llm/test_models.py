@@ -326,3 +326,19 @@ def test_embedded_gguf_dequantises_correctly_and_the_cache_round_trips(monkeypat
     assert cached_tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False) == \
         tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
     assert cached.config.vocab_size == 49152 and cached.config.num_hidden_layers == 30
+
+
+def test_the_probe_judge_follows_the_games_device_in_float32_and_an_lm_judge_in_its_dtype():
+    """The probe judge's model stayed on the CPU on a GPU run: a 135M forward per exchange on the CPU, the slowest
+    part of a GPU step. It follows the device now, in float32 (its heads were fitted there); an lm: judge takes the
+    game's dtype too. The meta device stands in for a GPU: it moves parameters without computing."""
+    from redgame.llm.judge_probe import ProbeJudge
+    from redgame.llm.judges import LMJudge
+    from redgame.llm.models import place_judge
+
+    probe, lm = object.__new__(ProbeJudge), object.__new__(LMJudge)
+    probe.model, lm.model = load_base("tiny")[0], load_base("tiny")[0]
+    for judge in (probe, lm):
+        place_judge(judge, torch.device("meta"), torch.bfloat16)
+    assert {(p.device.type, p.dtype) for p in probe.model.parameters()} == {("meta", torch.float32)}
+    assert {(p.device.type, p.dtype) for p in lm.model.parameters()} == {("meta", torch.bfloat16)}
