@@ -72,12 +72,24 @@ def check_command_dir(out: Path, run: Path, results: tuple[str, ...], cfg: Train
         changed = sorted(k for k in wanted if k not in may_change and saved.get(k) != wanted[k])
         if changed:
             shown = ", ".join(f"{k} {saved.get(k)!r} (now {wanted[k]!r})" for k in changed)
+            restore = " ".join(set_flag(k, saved.get(k)) for k in changed)
             raise UserError(f"--resume: the stopped {what}'s recipe differs in {shown}; resume with the flags and "
-                            "--set it was started with")
+                            f"--set it was started with (these restore it: {restore})")
         if all((out / name).exists() for name in results) and ckpt.checkpoint_step(last) >= cfg.steps:
             raise UserError(f"--resume: the {what} in {out} finished its {cfg.steps} steps ({results[0]} is there): "
                             "nothing to resume; pass more --steps to train it on, or --overwrite to replace it")
     check_run_dir(run, cfg, resume=resume, overwrite=not resume)
+
+
+def set_flag(key: str, value) -> str:
+    """The ``--set key=value`` that gives a config key this value, quoted for a POSIX shell."""
+    if isinstance(value, bool):
+        text = str(value).lower()
+    elif isinstance(value, (list, tuple)):
+        text = json.dumps(list(value)) if any("," in str(v) for v in value) else ",".join(map(str, value))
+    else:
+        text = "" if value is None else str(value)
+    return f"--set {shlex.quote(f'{key}={text}')}"
 
 
 def holds_a_run(out: Path) -> bool:

@@ -280,7 +280,8 @@ def test_a_demo_folder_is_replaced_only_with_overwrite_and_a_stopped_demo_contin
     assert not (out / "demo.json").exists() and not (out / "answers.json").exists()  # the replaced demo's
 
     assert main(["demo", "--out", str(out), "--steps", "2", "--resume", *TINY_DEMO, "--set", "lr=1e-3"]) == 2
-    assert "recipe differs in lr 0.0015 (now 0.001)" in _err(capsys)  # it would train on with another recipe
+    said = _err(capsys)  # it would train on with another recipe; the error names the --set that restores it
+    assert "recipe differs in lr 0.0015 (now 0.001)" in said and "(these restore it: --set lr=0.0015)" in said
     at = TINY_DEMO.index("model=tiny")
     embedded = TINY_DEMO[:at - 1] + TINY_DEMO[at + 1:]  # the --set model=tiny left out
     assert main(["demo", "--out", str(out), "--steps", "2", "--resume", *embedded]) == 2

@@ -45,3 +45,20 @@ def test_resume_names_the_steps_whose_rows_were_damaged_or_removed(tmp_path):
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 4]
     assert keep_metrics_until(tmp_path / "removed.jsonl", 2) == [1, 2]
     assert step_ranges([1, 2, 3, 7, 9, 10]) == "1-3, 7, 9-10" and step_ranges([]) == ""
+
+
+@pytest.mark.parametrize("key, value", [("judge", "embedded"), ("payoff_weights", ()), ("greedy_candidates", False),
+                                        ("lr", 0.0015), ("explore_prefixes", ["I'm sorry, but I can't help with that"]),
+                                        ("payoff_weights", ["deflect_cost=1", "safety=2"]), ("seed", 3)])
+def test_the_flag_a_refused_resume_names_gives_the_key_its_saved_value(key, value):
+    """A demo started before the recipe changed is refused on --resume; the error names the --set that restores
+    each changed key, and each, read back through a shell and the config's parser, gives the saved value."""
+    import shlex
+
+    from redgame.llm.config import parse_override
+    from redgame.llm.run_dir import set_flag
+
+    flag, text = shlex.split(set_flag(key, value))
+    assert flag == "--set"
+    parsed = parse_override(text)
+    assert parsed == (key, tuple(value) if isinstance(value, list) else value)
