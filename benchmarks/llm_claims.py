@@ -2,7 +2,8 @@
 
 Each regime (the games shared, bipolicy, advgame and the ablations defender-sft and
 defender-vs-frozen, all on the demo recipe ``redgame.llm.demo.DEMO_RECIPE`` with the same
-budget: steps, seeds per step, attacks, answers and tokens) is trained once per seed. Each run's
+budget: steps, seeds per step, attacks, answers and tokens, less what only some regimes can train
+with: :data:`NOT_SHARED_BY_EVERY_REGIME`) is trained once per seed. Each run's
 defender is then evaluated greedily on a held-out split (default: test) by the evaluation judge
 (``--eval-judge``, default the embedded judge; training always uses the embedded judge) and by
 refusal strings side by side, with the judge's loop (degenerate) rate, and probed
@@ -99,6 +100,18 @@ def parse(argv=None):
         args.set = args.set + ["seeds_per_step=2", "attack_tokens=6", "response_tokens=6", "lora_rank=4",
                                "lora_alpha=8"]
     return args
+
+
+# What only some regimes can train with, or what the claims set themselves, reset to the config's defaults so that
+# every regime plays one recipe: the defender's greedy answer as a pair candidate needs a loss that learns from
+# chosen answers (shared trains with REINFORCE++); payoff weights shape pointwise rewards, and advgame's are
+# pairwise; the training judge is the embedded one, the judge every claims run has trained with.
+NOT_SHARED_BY_EVERY_REGIME = {"greedy_candidates": False, "payoff_weights": (), "judge": "embedded"}
+
+
+def claims_recipe(demo_recipe):
+    """The demo's recipe less :data:`NOT_SHARED_BY_EVERY_REGIME`: the base every regime's config starts from."""
+    return dataclasses.replace(demo_recipe, **NOT_SHARED_BY_EVERY_REGIME)
 
 
 def regime_config(recipe, regime: str, seed: int, steps: int, model: str, device: str = "auto", dtype: str = "auto"):
@@ -287,7 +300,7 @@ def every_run(setting: Setting, out: Path, tasks: list[tuple[str, int]], jobs: i
 
 def main(argv=None) -> dict:
     args = parse(argv)
-    from redgame.errors import check_output_path
+    from redgame.errors import UserError, check_output_path
     from redgame.jsonio import strict_json, write_json, write_text_atomically
     from redgame.llm import claims
     from redgame.llm.config import LOSSES, from_mapping, parse_overrides
@@ -295,7 +308,10 @@ def main(argv=None) -> dict:
     from redgame.llm.seeds import builtin_seeds
 
     check_output_path("--out", args.out, "folder")
-    recipe = from_mapping(parse_overrides(args.set), where=" (--set)", base=DEMO_RECIPE)
+    recipe = from_mapping(parse_overrides(args.set), where=" (--set)", base=claims_recipe(DEMO_RECIPE))
+    if recipe.judge != "embedded":  # every run trains against the embedded judge (judges_and_place)
+        raise UserError(f"--set judge={recipe.judge}: the claims train every regime against the embedded judge; "
+                        "--eval-judge chooses the judge of the held-out rates and of the probe's ASRs")
     for regime in args.regimes:  # a --set that one regime refuses (advgame: lam) stops here, before any run trains
         regime_config(recipe, regime, args.seeds[0], args.steps, args.model, args.device, args.dtype)
     out = Path(args.out)

@@ -10,8 +10,9 @@
 holds every op event, about 12 GiB resident on the embedded model, and slows small ops several-fold.)
 
 The iteration is the demo's (``redgame.llm.demo.DEMO_RECIPE``): 8 seeds x (2 attacks + the
-identity attack) x (2 answers + 1 refusal-prefix candidate), judged by the embedded judge,
-both adapters updated (bipolicy, DPO). Each path runs in a fresh subprocess, so that its peak
+identity attack) x (2 answers + 1 refusal-prefix candidate + 1 greedy answer), judged by the
+recipe's judge (the probe judge; ``--set judge=embedded --set greedy_candidates=false`` for the
+iteration timed before 2026-12-07), both adapters updated (bipolicy, DPO). Each path runs in a fresh subprocess, so that its peak
 resident memory (``ru_maxrss``: model, judge, rollouts and update together) is its own:
 
 - ``previous``: the path the game ran before the kernels came into the loop: peft's LoRA

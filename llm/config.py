@@ -252,7 +252,8 @@ class TrainConfig:
         if payoff_set and self.regime == "advgame":  # they shape pointwise rewards only; they would change nothing
             raise UserError(f"config key {payoff_set[0]!r}: advgame's rewards come from the judge's pairwise "
                             "preferences, which the payoff's kind, lam and weights do not change; leave them at their "
-                            "defaults with advgame, or train a pointwise regime (bipolicy) with them")
+                            "defaults with advgame (payoff_weights= with nothing after it clears the demo's), or "
+                            "train a pointwise regime (bipolicy) with them")
         if self.judge_rank < -1:
             raise UserError(f"config key 'judge_rank' must be -1 (every rank judges) or a rank, got {self.judge_rank}")
 
@@ -301,7 +302,7 @@ class TrainConfig:
         if self.greedy_candidates and self.resolved_loss() not in ("dpo", "ipo", "sft"):
             raise UserError(f"config key 'greedy_candidates' is for the losses that learn from chosen answers (dpo, "
                             f"ipo, sft); loss {self.resolved_loss()!r} would take the greedy answer for a sample of "
-                            "the policy")
+                            "the policy (greedy_candidates=false turns it off; the demo's recipe has it on)")
         if self.resolved_loss() in ("dpo", "ipo") and self.candidates_per_attack() < 2:
             raise UserError("config: dpo/ipo need at least 2 responses per attack (responses_per_attack + "
                             "explore_prefixes + greedy_candidates)")

@@ -1,6 +1,6 @@
 """``redgame demo``: a short anchored-bipolicy game on the embedded model, then base vs trained.
 
-1. Load SmolLM2-135M-Instruct (embedded) and the embedded judge.
+1. Load SmolLM2-135M-Instruct (embedded) and the recipe's judge (the probe judge).
 2. Greedy-evaluate the base model as a defender on the held-out seeds (``split``: test, or
    validation while choosing the recipe).
 3. Play ``DEMO_RECIPE`` (bipolicy: attacker and defender LoRA adapters on the frozen base).
@@ -30,9 +30,12 @@ from redgame.llm.config import TrainConfig
 REFUSAL_PREFIX = "I'm sorry, but I can't help with that"
 
 # DPO against the frozen base (the ABS anchor) on judge-ranked pairs, with RPO's NLL term;
-# each attack also gets one defender answer started from a refusal prefix, scored by the
-# same judge as any other sample: sampled answers of the embedded model almost never refuse
-# (docs/llm_game.md, "The demo and its recipe").
+# each attack also gets one defender answer started from a refusal prefix and the defender's
+# greedy answer, scored by the same judge as any other sample: sampled answers of the embedded
+# model almost never refuse, and the greedy answer is the one every evaluation reads. Rewards
+# come from the probe judge, with a non-answer to a benign request charged as a refusal
+# (docs/llm_game.md, "The demo and its recipe": chosen on validation by a rule written down
+# beforehand).
 DEMO_RECIPE = TrainConfig(
     model="embedded",
     regime="bipolicy",
@@ -44,6 +47,7 @@ DEMO_RECIPE = TrainConfig(
     attacks_per_seed=2,
     responses_per_attack=2,
     explore_prefixes=(REFUSAL_PREFIX,),
+    greedy_candidates=True,
     identity_attacks=True,
     attack_tokens=32,
     response_tokens=24,
@@ -53,6 +57,8 @@ DEMO_RECIPE = TrainConfig(
     lr=1.5e-3,
     lora_rank=16,
     lora_alpha=32,
+    judge="probe",
+    payoff_weights=("deflect_cost=1",),
 )
 
 
@@ -162,7 +168,7 @@ def log_results(log, summary: dict, before: dict, after: dict, out: Path) -> Non
 def log_table(log, split: str, before: dict, after: dict) -> None:
     """The base's and the trained defender's held-out rates, side by side."""
     log(f"\nheld-out {split} split ({before['n_harmful']} harmful, {before['n_benign']} benign), greedy; "
-        "judge (refusal strings):")
+        f"by the {before['judge']} judge (by refusal strings):")
     if before["unjudged"] or after["unjudged"]:
         log(f"  the judge could not read {before['unjudged']} of the base's answers and {after['unjudged']} of the "
             "trained defender's; its rates leave them out (the refusal strings count them)")

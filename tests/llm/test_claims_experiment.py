@@ -249,11 +249,12 @@ def test_a_retrained_run_is_measured_again_and_a_stopped_one_resumes_with_reuse(
     from redgame.llm import checkpoint, models, probe, trainer
     from redgame.llm.demo import DEMO_RECIPE
 
+    recipe = llm_claims.claims_recipe(DEMO_RECIPE)
     setting = llm_claims.Setting(model="tiny", steps=2, probe_steps=1, split="validation", prompts=2, tokens=4,
-                                 device="cpu", dtype="float32", threads=1, reuse=True, recipe=DEMO_RECIPE)
+                                 device="cpu", dtype="float32", threads=1, reuse=True, recipe=recipe)
     run = tmp_path / "shared-s0"
     (run / "final" / "defender").mkdir(parents=True)
-    before = llm_claims.regime_config(DEMO_RECIPE, "shared", 0, 1, "tiny", "cpu", "float32")
+    before = llm_claims.regime_config(recipe, "shared", 0, 1, "tiny", "cpu", "float32")
     (run / "config.json").write_text(json.dumps(before.to_dict()))
     (run / "claims_row.json").write_text(json.dumps({"measured": llm_claims.measured_as(setting),
                                                      "row": {"mirror_gap": 0.9}}))  # of the 1-step weights
@@ -294,9 +295,10 @@ def test_a_run_checkpointed_otherwise_is_the_same_run_and_is_not_trained_again(t
     from redgame.llm import models, probe, trainer
     from redgame.llm.demo import DEMO_RECIPE
 
+    recipe = llm_claims.claims_recipe(DEMO_RECIPE)
     setting = llm_claims.Setting(model="tiny", steps=1, probe_steps=1, split="validation", prompts=2, tokens=4,
-                                 device="cpu", dtype="float32", threads=1, reuse=True, recipe=DEMO_RECIPE)
-    cfg = llm_claims.regime_config(DEMO_RECIPE, "bipolicy", 0, 1, "tiny", "cpu", "float32")
+                                 device="cpu", dtype="float32", threads=1, reuse=True, recipe=recipe)
+    cfg = llm_claims.regime_config(recipe, "bipolicy", 0, 1, "tiny", "cpu", "float32")
     assert (cfg.save_every, cfg.keep_checkpoints) == (DEMO_RECIPE.save_every, DEMO_RECIPE.keep_checkpoints) == (4, 1)
     run = tmp_path / "bipolicy-s0"
     (run / "final" / "defender").mkdir(parents=True)
@@ -335,3 +337,38 @@ def test_a_run_given_twice_or_a_bad_size_is_refused_before_any_run(capsys, argv,
     with pytest.raises(SystemExit) as exit_:
         llm_claims.parse(argv)
     assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_every_regime_plays_the_demo_recipe_less_what_only_some_can_train_with():
+    """The demo's recipe scores the greedy answer (refused with shared's REINFORCE++) and weights the payoff
+    (refused with advgame's pairwise rewards): built from it as it is, two of the five regimes fail."""
+    import dataclasses
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    import llm_claims
+    from redgame.errors import UserError
+    from redgame.llm.demo import DEMO_RECIPE
+
+    with pytest.raises(UserError, match="greedy_candidates"):
+        llm_claims.regime_config(DEMO_RECIPE, "shared", 0, 1, "tiny", "cpu", "float32")
+    with pytest.raises(UserError, match="payoff_weights"):
+        llm_claims.regime_config(dataclasses.replace(DEMO_RECIPE, greedy_candidates=False), "advgame", 0, 1, "tiny",
+                                 "cpu", "float32")
+    recipe = llm_claims.claims_recipe(DEMO_RECIPE)
+    for regime in llm_claims.REGIMES:
+        cfg = llm_claims.regime_config(recipe, regime, 0, 1, "tiny", "cpu", "float32")
+        assert (cfg.greedy_candidates, cfg.payoff_weights, cfg.judge) == (False, (), "embedded")
+        assert (cfg.lr, cfg.explore_prefixes, cfg.response_tokens) == (DEMO_RECIPE.lr, DEMO_RECIPE.explore_prefixes,
+                                                                        DEMO_RECIPE.response_tokens)
+
+
+def test_a_training_judge_other_than_the_embedded_one_is_refused_before_anything_trains(tmp_path):
+    """Every claims run trains against the embedded judge; --set judge=probe was recorded in each run's config as if
+    the runs had trained against the probe."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    import llm_claims
+    from redgame.errors import UserError
+
+    with pytest.raises(UserError, match="--set judge=probe: the claims train every regime against the embedded"):
+        llm_claims.main(["--smoke", "--set", "judge=probe", "--out", str(tmp_path / "claims")])
+    assert not (tmp_path / "claims").exists()
