@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import re
+import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -551,6 +552,21 @@ def _tuple_value(key: str, raw: str) -> tuple:
     if not (isinstance(items, list) and all(isinstance(item, str) for item in items)):
         raise UserError(f"config key '{key}': {raw!r} is not a JSON list of strings")
     return tuple(items)
+
+
+def set_flag(key: str, value) -> str:
+    """The ``--set key=value`` that :func:`parse_override` reads back as this value, quoted for a POSIX shell: a
+    tuple as a JSON list where comma-splitting would not give its items back (an item with a comma, an empty
+    one, or a first one that opens with ``[``), else comma-separated."""
+    if isinstance(value, bool):
+        text = str(value).lower()
+    elif isinstance(value, (list, tuple)):
+        items = [str(v) for v in value]
+        needs_json = any("," in v or not v for v in items) or (items and items[0].lstrip().startswith("["))
+        text = json.dumps(items) if needs_json else ",".join(items)
+    else:
+        text = "" if value is None else str(value)
+    return f"--set {shlex.quote(f'{key}={text}')}"
 
 
 def help_lines() -> list[str]:

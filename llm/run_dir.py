@@ -16,7 +16,7 @@ from redgame.errors import UserError
 from redgame.jsonio import write_text_atomically
 from redgame.llm import checkpoint as ckpt
 from redgame.llm.adapters import is_run_config
-from redgame.llm.config import CHECKPOINT_KEYS, TrainConfig, resolve_reference
+from redgame.llm.config import CHECKPOINT_KEYS, TrainConfig, resolve_reference, set_flag
 
 RUN_MARKER = "config.json"
 RUN_FILES = (RUN_MARKER, "metrics.jsonl", "population.json", "tb", ckpt.CHECKPOINTS, "final", "eval.json", "probe")
@@ -79,17 +79,6 @@ def check_command_dir(out: Path, run: Path, results: tuple[str, ...], cfg: Train
             raise UserError(f"--resume: the {what} in {out} finished its {cfg.steps} steps ({results[0]} is there): "
                             "nothing to resume; pass more --steps to train it on, or --overwrite to replace it")
     check_run_dir(run, cfg, resume=resume, overwrite=not resume)
-
-
-def set_flag(key: str, value) -> str:
-    """The ``--set key=value`` that gives a config key this value, quoted for a POSIX shell."""
-    if isinstance(value, bool):
-        text = str(value).lower()
-    elif isinstance(value, (list, tuple)):
-        text = json.dumps(list(value)) if any("," in str(v) for v in value) else ",".join(map(str, value))
-    else:
-        text = "" if value is None else str(value)
-    return f"--set {shlex.quote(f'{key}={text}')}"
 
 
 def holds_a_run(out: Path) -> bool:

@@ -49,14 +49,14 @@ def test_resume_names_the_steps_whose_rows_were_damaged_or_removed(tmp_path):
 
 @pytest.mark.parametrize("key, value", [("judge", "embedded"), ("payoff_weights", ()), ("greedy_candidates", False),
                                         ("lr", 0.0015), ("explore_prefixes", ["I'm sorry, but I can't help with that"]),
-                                        ("payoff_weights", ["deflect_cost=1", "safety=2"]), ("seed", 3)])
+                                        ("payoff_weights", ["deflect_cost=1", "safety=2"]), ("seed", 3),
+                                        ("explore_prefixes", ["[x]"]), ("explore_prefixes", ["", "Sure"])])
 def test_the_flag_a_refused_resume_names_gives_the_key_its_saved_value(key, value):
     """A demo started before the recipe changed is refused on --resume; the error names the --set that restores
     each changed key, and each, read back through a shell and the config's parser, gives the saved value."""
     import shlex
 
-    from redgame.llm.config import parse_override
-    from redgame.llm.run_dir import set_flag
+    from redgame.llm.config import parse_override, set_flag
 
     flag, text = shlex.split(set_flag(key, value))
     assert flag == "--set"
