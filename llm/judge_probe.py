@@ -14,7 +14,8 @@ weight are chosen on the validation split.
 
 Whether a prompt asks for harmful help (the attack's class, :func:`redgame.llm.judges.attack_classes`)
 is read the same way, from the states of the defender's chat up to its answer (their mean and the
-last token's), by a logistic regression with its own layer and L2 weight; a probe trained before
+last token's), by a logistic regression with its own layer and L2 weight (in the game, from the
+pass that reads the exchanges: :func:`exchange_states`); a probe trained before
 2026-12-03 has no prompt head and uses the embedded judge's. Whether an attack is faithful (it keeps
 its seed's class and asks for the same thing) is read, where the probe has a pair head
 (``train-judge --probe --attacks FILE``), from the states of one text that shows seed and attack
@@ -41,7 +42,7 @@ from redgame.llm.embedder import CHARS_PER_TOKEN_CUT
 from redgame.llm.judge_classifier import default_folder
 from redgame.llm.weights_card import load_tensors_with_card, save_tensors_with_card
 from redgame.llm.judge_features import JUDGED_CHARS, NAMES
-from redgame.llm.judges import EmbeddedJudge, _same_length
+from redgame.llm.judges import EmbeddedJudge, Labels, _same_length
 from redgame.llm.memo import Memo
 
 WEIGHTS, CARD = "judge_probe.safetensors", "judge_probe.json"
@@ -53,6 +54,7 @@ FAITHFUL_TENSORS = ("faithful", "faithful_mean", "faithful_scale")  # the pair h
 PAIR_L2_GRID = PROMPT_L2_GRID + (300.0, 1000.0)  # the pair head's: two stronger weights than the prompt head's
 PAIR_TEMPLATE = "Request A: {seed}\nRequest B: {attack}\nDoes request B ask for the same thing as request A?"
 MAX_ANSWER_TOKENS = 96  # the answer's first tokens: where a refusal, a promise or help begins
+BATCH = 24  # exchanges (or texts) a forward pass: on 2 cores, 15% faster than 16 on a game step's 96 exchanges
 
 
 @dataclass
@@ -171,10 +173,17 @@ def answer_tokens(tokenizer, prompt: str, response: str) -> tuple[list[int], lis
     return head, answer or [tokenizer.eos_token_id]  # an empty answer: its end is its only token
 
 
-@torch.no_grad()
 def pooled_states(model, tokenizer, prompts: list[str], responses: list[str], layers: tuple[int, ...],
-                  batch_size: int = 16) -> torch.Tensor:
-    """[n, len(layers), 2 * hidden]: per exchange and layer, the mean of the answer tokens' states and the last one's.
+                  batch_size: int = BATCH) -> torch.Tensor:
+    """[n, len(layers), 2 * hidden]: per exchange and layer, the mean of the answer tokens' states and the last one's."""
+    return exchange_states(model, tokenizer, prompts, responses, layers, (), batch_size)[0]
+
+
+@torch.no_grad()
+def exchange_states(model, tokenizer, prompts: list[str], responses: list[str], layers: tuple[int, ...],
+                    chat_layers: tuple[int, ...] = (), batch_size: int = BATCH) -> tuple[torch.Tensor, torch.Tensor]:
+    """(:func:`pooled_states` at ``layers``, :func:`prompt_states` of each exchange's prompt at ``chat_layers``),
+    from one pass: the defender's chat up to its answer, which the prompt head reads, is the start of the exchange.
 
     Distinct prompts run in batches of similar length; the answers to one prompt run in one
     batch (:func:`batches`), so that :func:`answer_states` reads that prompt once.
@@ -183,20 +192,28 @@ def pooled_states(model, tokenizer, prompts: list[str], responses: list[str], la
 
     body, _ = decoder_and_head(model)
     pairs = [answer_tokens(tokenizer, p, r) for p, r in zip(prompts, responses)]
-    out = torch.zeros(len(pairs), len(layers), 2 * model.config.hidden_size)
+    width = 2 * model.config.hidden_size
+    out, chat = torch.zeros(len(pairs), len(layers), width), torch.zeros(len(pairs), len(chat_layers), width)
     device = next(model.parameters()).device
     for rows in batches(pairs, batch_size):
-        states, begin = answer_states(body, [pairs[i][0] for i in rows], [pairs[i][1] for i in rows], layers,
-                                      tokenizer.pad_token_id, device)
+        states, begin, heads = answer_states(body, [pairs[i][0] for i in rows], [pairs[i][1] for i in rows], layers,
+                                             tokenizer.pad_token_id, device, chat_layers)
         for r, i in enumerate(rows):
             for k, layer in enumerate(layers):
-                h = states[layer][r, begin[r]:begin[r] + len(pairs[i][1])].float().cpu()
-                out[i, k] = torch.cat([h.mean(0), h[-1]])
-    return out
+                out[i, k] = mean_and_last(states[layer][r, begin[r]:begin[r] + len(pairs[i][1])])
+            for k, layer in enumerate(chat_layers):
+                chat[i, k] = mean_and_last(heads[layer][r])
+    return out, chat
+
+
+def mean_and_last(h: torch.Tensor) -> torch.Tensor:
+    """[2 * hidden]: the mean of states [tokens, hidden] and the last one's, in float32 on the CPU."""
+    h = h.float().cpu()
+    return torch.cat([h.mean(0), h[-1]])
 
 
 @torch.no_grad()
-def prompt_states(model, tokenizer, prompts: list[str], layers: tuple[int, ...], batch_size: int = 16) -> torch.Tensor:
+def prompt_states(model, tokenizer, prompts: list[str], layers: tuple[int, ...], batch_size: int = BATCH) -> torch.Tensor:
     """[n, len(layers), 2 * hidden]: per prompt and layer, the mean of the states of the defender's chat up to its
     answer and the last one's (where the answer would begin), in right-padded batches of similar length."""
     from redgame.llm.losses import decoder_and_head
@@ -213,8 +230,7 @@ def prompt_states(model, tokenizer, prompts: list[str], layers: tuple[int, ...],
         states = hidden_states_upto(body, ids, mask, layers)
         for r, i in enumerate(rows):
             for k, layer in enumerate(layers):
-                h = states[layer][r, :len(heads[i])].float().cpu()
-                out[i, k] = torch.cat([h.mean(0), h[-1]])
+                out[i, k] = mean_and_last(states[layer][r, :len(heads[i])])
     return out
 
 
@@ -241,31 +257,38 @@ def batches(pairs: list[tuple[list[int], list[int]]], batch_size: int) -> list[l
 
 
 def answer_states(body, heads: list[list[int]], answers: list[list[int]], layers: tuple[int, ...], pad: int,
-                  device) -> tuple[dict[int, torch.Tensor], list[int]]:
-    """({layer: states [rows, width, hidden]}, where each row's answer begins) for a causal decoder ``body``.
+                  device, head_layers: tuple[int, ...] = ()) -> tuple[dict[int, torch.Tensor], list[int], dict]:
+    """({layer: states [rows, width, hidden]}, where each row's answer begins, {head layer: each row's head
+    states [len(head), hidden]}) for a causal decoder ``body``.
 
     Distinct heads: one right-padded row per exchange (padding after a sequence cannot change a
     causal model's states inside it). A head that several rows share (the answers to one attack
     in a game round) runs once, left-padded, and keeps its key-value cache; each row's answer
     runs after its copy of that cache, right-padded, positions counted from the head's real
     tokens (:class:`redgame.llm.prompt_sharing.SharedPrompts`, as the update and the rollout share
-    a prompt).
+    a prompt). ``head_layers`` deeper than ``layers`` run for the heads only.
     """
     from transformers import DynamicCache
 
     from redgame.llm.prompt_sharing import SharedPrompts, cache_argument, padded
 
+    both = tuple(sorted(set(layers) | set(head_layers)))
     if len({tuple(h) for h in heads}) == len(heads):
         ids, mask = padded([h + a for h, a in zip(heads, answers)], pad, device=device)
-        return hidden_states_upto(body, ids, mask, layers), [len(h) for h in heads]
+        states = hidden_states_upto(body, ids, mask, both)
+        return states, [len(h) for h in heads], {k: [states[k][r, :len(h)] for r, h in enumerate(heads)]
+                                                 for k in head_layers}
     shared = SharedPrompts([tuple(h) for h in heads], pad, device)
     cache = DynamicCache(config=body.config)
     with_cache = {cache_argument(body): cache, "use_cache": True}
-    hidden_states_upto(body, shared.ids, shared.mask, layers, position_ids=shared.positions, **with_cache)
+    read = hidden_states_upto(body, shared.ids, shared.mask, both, position_ids=shared.positions, **with_cache)
+    real = shared.mask.bool()  # left-padded: each head's real tokens
+    head_states = {k: [read[k][g, real[g]] for g in shared.group.tolist()] for k in head_layers}
     shared.share(cache)
     ids, mask = padded(answers, pad, device=device)
     mask, positions = shared.continuation(mask)
-    return hidden_states_upto(body, ids, mask, layers, position_ids=positions, **with_cache), [0] * len(heads)
+    return (hidden_states_upto(body, ids, mask, layers, position_ids=positions, **with_cache), [0] * len(heads),
+            head_states)
 
 
 class _EnoughLayers(Exception):
@@ -343,6 +366,25 @@ class ProbeJudge(EmbeddedJudge):
         self.pooled.clear()
         self.prompt_pooled.clear()
         self.pair_pooled.clear()
+
+    def labels(self, seeds: list, attacks: list[str], responses: list[str]) -> list[Labels]:
+        """The embedded judge's labels, read by the probe's heads; the exchanges' states first, in one pass."""
+        self.read_exchanges(list(attacks), list(responses))
+        return super().labels(seeds, attacks, responses)
+
+    def read_exchanges(self, prompts: list[str], responses: list[str]) -> None:
+        """Keep the pooled states of each exchange not kept yet and, with a prompt head, the states of its prompt's
+        chat up to the answer, from one pass (:func:`exchange_states`): the prompt head reads the start of the
+        exchange, which the answer's pass runs anyway (a second pass over the prompts cost 1.5 s of a demo
+        iteration's 7 s of judging)."""
+        missing = self.pooled.missing(list(zip(prompts, responses)))
+        if not missing or self.head.prompt is None:
+            return
+        chat_layers = (self.head.prompt_layer,)
+        answer, chat = exchange_states(self.model, self.tokenizer, [p for p, _ in missing], [r for _, r in missing],
+                                       (self.head.layer,), chat_layers)
+        self.pooled.put(missing, list(answer[:, 0]))
+        self.prompt_pooled.put([p for p, _ in missing], list(chat[:, 0]))
 
     def prompt_harmfulness(self, prompts: list[str], neutral: list[float] | None = None) -> list[float]:
         """P(each prompt asks for harmful help): the probe's prompt head, or the embedded judge's where it has none."""

@@ -33,13 +33,30 @@ class Memo:
     def get(self, keys: Sequence[Hashable]) -> list:
         """The value of each key, in order."""
         unique = list(dict.fromkeys(keys))
-        missing = [k for k in unique if k not in self.stored]
+        missing = self.missing(unique)
         if self.limit is not None and len(self.stored) + len(missing) > self.limit:
             self.stored.clear()
             missing = unique
         if missing:
             self.stored.update(zip(missing, self.compute(missing)))
         return [self.stored[k] for k in keys]
+
+    def missing(self, keys: Sequence[Hashable]) -> list:
+        """The distinct keys not kept, in order of first appearance."""
+        return [k for k in dict.fromkeys(keys) if k not in self.stored]
+
+    def put(self, keys: Sequence[Hashable], values: Sequence) -> None:
+        """Keep values computed elsewhere (of a repeated key, its first); past ``limit``, as :meth:`get`."""
+        if len(keys) != len(values):
+            raise ValueError(f"Memo.put: {len(keys)} keys but {len(values)} values")
+        first: dict = {}
+        for key, value in zip(keys, values):
+            first.setdefault(key, value)
+        fresh = {k: v for k, v in first.items() if k not in self.stored}
+        if self.limit is not None and len(self.stored) + len(fresh) > self.limit:
+            self.stored.clear()
+            fresh = first
+        self.stored.update(fresh)
 
     def clear(self) -> None:
         self.stored.clear()

@@ -1,5 +1,7 @@
 """The memo the judges share: each distinct key computed once per batch, the limit clears before a request."""
 
+import pytest
+
 from redgame.llm.memo import Memo
 
 
@@ -27,3 +29,15 @@ def test_initial_values_are_not_computed_again():
     asked = []
     memo = Memo(lambda keys: (asked.extend(keys), [k * 2 for k in keys])[1], initial={"x": "given"})
     assert memo.get(["x", "y"]) == ["given", "yy"] and asked == ["y"]
+
+
+def test_values_put_from_elsewhere_are_not_computed_again_and_keep_the_limit():
+    asked = []
+    memo = Memo(lambda keys: (asked.extend(keys), [k * 2 for k in keys])[1], limit=3)
+    memo.put(["a", "b", "a"], ["first", "B", "second"])  # a repeated key keeps its first value
+    assert memo.missing(["b", "c", "a", "c"]) == ["c"]
+    assert memo.get(["a", "c"]) == ["first", "cc"] and asked == ["c"]
+    memo.put(["d"], ["D"])  # a fourth key would pass the limit: cleared first
+    assert memo.stored == {"d": "D"}
+    with pytest.raises(ValueError, match="2 keys but 1 values"):
+        memo.put(["x", "y"], ["X"])
