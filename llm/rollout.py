@@ -70,15 +70,17 @@ def finish_completion(tokenizer, prompt_ids: list[int], prefix_ids: list[int], n
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], settings: SamplingSettings,
-             prefixes: list[str] | None = None) -> list[Completion]:
+             prefixes: list[str] | None = None, greedy_rows: list[bool] | None = None) -> list[Completion]:
     """Sample one completion per prompt (already chat-formatted text), in batches.
 
     ``prefixes[i]``, when given and non-empty, is forced at the start of completion i.
     With ``settings.share_prompts``, prompts repeated within a batch (the D answers to one
-    attack) are read once: :func:`_shared_prompt_cache`.
+    attack) are read once: :func:`_shared_prompt_cache`. ``greedy_rows[i]``: completion i is
+    greedy while the others are sampled (:class:`~redgame.llm.sampling.ExponentialRaceSampler`;
+    not with ``top_p < 1``).
     """
     prefixes = [""] * len(prompts) if prefixes is None else prefixes
-    check_generate_inputs(prompts, prefixes, settings)
+    check_generate_inputs(prompts, prefixes, settings, greedy_rows)
     eos = stop_ids(tokenizer, model)
     pad = tokenizer.pad_token_id
     was_training = model.training
@@ -96,7 +98,7 @@ def generate(model, tokenizer, prompts: list[str], settings: SamplingSettings,
                 ids, mask, cached = _shared_prompt_cache(model, prompt_ids, prefix_ids, pad, device)
             else:
                 ids, mask = padded([p + q for p, q in zip(prompt_ids, prefix_ids)], pad, left=True, device=device)
-            kwargs = _decoding(settings)
+            kwargs = _decoding(settings, None if greedy_rows is None else [greedy_rows[i] for i in chunk], eos)
             gen = model.generate(input_ids=ids, attention_mask=mask,
                                  max_new_tokens=settings.max_new_tokens, pad_token_id=pad, eos_token_id=sorted(eos),
                                  synced_gpus=settings.synced, **cached, **kwargs)
@@ -108,11 +110,16 @@ def generate(model, tokenizer, prompts: list[str], settings: SamplingSettings,
     return out
 
 
-def check_generate_inputs(prompts: list[str], prefixes: list[str], settings: SamplingSettings) -> None:
-    """A prefix for each prompt, a batch of at least one, and no empty prompt: a ValueError, not one from deep
-    inside ``generate``."""
+def check_generate_inputs(prompts: list[str], prefixes: list[str], settings: SamplingSettings,
+                          greedy_rows: list[bool] | None = None) -> None:
+    """A prefix (and a greedy flag, where given) for each prompt, a batch of at least one, and no empty prompt: a
+    ValueError, not one from deep inside ``generate``."""
     if len(prefixes) != len(prompts):
         raise ValueError(f"generate: {len(prefixes)} prefixes for {len(prompts)} prompts; give one per prompt")
+    if greedy_rows is not None and len(greedy_rows) != len(prompts):
+        raise ValueError(f"generate: {len(greedy_rows)} greedy flags for {len(prompts)} prompts; give one per prompt")
+    if greedy_rows is not None and (settings.greedy or settings.top_p < 1.0):
+        raise ValueError("generate: greedy rows go with the exponential-race sampler (not greedy settings, top_p 1)")
     if settings.batch_size < 1:
         raise ValueError(f"generate: batch_size must be at least 1, got {settings.batch_size}")
     if empty := [i for i, (p, q) in enumerate(zip(prompts, prefixes)) if not p and not q]:
@@ -132,14 +139,16 @@ PLAIN_DECODING = dict(repetition_penalty=1.0, encoder_repetition_penalty=1.0, no
                       watermarking_config=None)
 
 
-def _decoding(settings: SamplingSettings) -> dict:
-    """``generate``'s decoding arguments: greedy, our exponential-race sampler, or its own nucleus sampler, with
-    nothing of the model's generation config that would change the draw (:data:`PLAIN_DECODING`)."""
+def _decoding(settings: SamplingSettings, greedy_rows: list[bool] | None = None, ends=()) -> dict:
+    """``generate``'s decoding arguments: greedy, our exponential-race sampler (some rows greedy, where
+    ``greedy_rows`` says so; ``ends``: the ids that end a row), or its own nucleus sampler, with nothing of the
+    model's generation config that would change the draw (:data:`PLAIN_DECODING`)."""
     if settings.greedy:
         return dict(PLAIN_DECODING, do_sample=False)
     if settings.top_p >= 1.0:
-        return dict(PLAIN_DECODING, do_sample=False,
-                    logits_processor=LogitsProcessorList([ExponentialRaceSampler(settings.temperature)]))
+        greedy = None if greedy_rows is None else torch.tensor(greedy_rows, dtype=torch.bool)
+        race = ExponentialRaceSampler(settings.temperature, greedy, tuple(ends))
+        return dict(PLAIN_DECODING, do_sample=False, logits_processor=LogitsProcessorList([race]))
     return dict(PLAIN_DECODING, do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=0)
 
 
@@ -243,22 +252,26 @@ def play_round(roles, tokenizer, seeds: list, *, attacks_per_seed: int, response
     plan = [(a, "") for a in range(len(rnd.attacks)) for _ in range(responses_per_attack)]
     plan += [(a, prefix) for a in range(len(rnd.attacks)) for prefix in explore_prefixes]
     texts = [chat_text(tokenizer, defender_messages(rnd.attack_prompts[a])) for a, _ in plan]
-    rnd.responses = _sample(roles, "defender", tokenizer, texts, response_sampling, [p for _, p in plan], backend)
-    rnd.response_attack = [a for a, _ in plan]
-    rnd.response_explore = [bool(p) for _, p in plan]
-    rnd.response_greedy = [False] * len(plan)
-    if greedy_candidates:
-        _append_greedy_answers(rnd, roles, tokenizer, response_sampling, backend)
+    greedy_texts = [chat_text(tokenizer, defender_messages(p)) for p in rnd.attack_prompts] if greedy_candidates else []
+    if greedy_texts and _can_fold_greedy(roles, response_sampling, backend):
+        both = texts + greedy_texts
+        with roles.policy("defender") as model:
+            rnd.responses = generate(model, tokenizer, both, response_sampling, [p for _, p in plan] + [""] * len(
+                greedy_texts), greedy_rows=[False] * len(texts) + [True] * len(greedy_texts))
+    else:
+        rnd.responses = _sample(roles, "defender", tokenizer, texts, response_sampling, [p for _, p in plan], backend)
+        if greedy_texts:
+            greedy = replace(response_sampling, greedy=True)
+            rnd.responses += _sample(roles, "defender", tokenizer, greedy_texts, greedy, [""] * len(greedy_texts),
+                                     backend, live=True)
+    rnd.response_attack = [a for a, _ in plan] + list(range(len(greedy_texts)))
+    rnd.response_explore = [bool(p) for _, p in plan] + [True] * len(greedy_texts)
+    rnd.response_greedy = [False] * len(plan) + [True] * len(greedy_texts)
     return rnd
 
 
-def _append_greedy_answers(rnd: Round, roles, tokenizer, response_sampling: SamplingSettings, backend) -> None:
-    """One greedy answer per attack from the live defender (the weights a run saves and evaluates, also under
-    EMA rollouts), after the sampled ones, marked as candidates (not policy samples)."""
-    attacks = range(len(rnd.attacks))
-    texts = [chat_text(tokenizer, defender_messages(rnd.attack_prompts[a])) for a in attacks]
-    greedy = replace(response_sampling, greedy=True)
-    rnd.responses += _sample(roles, "defender", tokenizer, texts, greedy, [""] * len(texts), backend, live=True)
-    rnd.response_attack += list(attacks)
-    rnd.response_explore += [True] * len(texts)
-    rnd.response_greedy += [True] * len(texts)
+def _can_fold_greedy(roles, sampling: SamplingSettings, backend) -> bool:
+    """Whether a round's greedy answers can join its sampled ones' ``generate`` call (one pass per token for both:
+    4.5 s less a demo iteration on 2 cores): the same weights (live rollouts), our sampler (top_p 1), no other
+    backend. Otherwise they are a second call."""
+    return backend is None and getattr(roles, "rollout", "live") == "live" and sampling.top_p >= 1.0 and not sampling.greedy

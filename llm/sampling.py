@@ -15,6 +15,11 @@ runs diverge. It is a logits processor that leaves only the drawn token finite, 
 ``generate`` runs with ``do_sample=False`` and its argmax returns the draw. The draw comes
 from torch's default generator: ``torch.manual_seed`` makes it reproducible.
 
+Rows may also be greedy (``greedy_rows``): they take their argmax, and the race draws for the
+other rows only, as many waits as a call of those rows alone would draw (none once every one of
+them has ended), so that folding a round's greedy answers into its sampled ones' call leaves the
+samples as they were.
+
 Nucleus sampling (``top_p < 1``) stays with ``generate``'s own sampler.
 """
 
@@ -25,17 +30,41 @@ from transformers import LogitsProcessor
 
 
 class ExponentialRaceSampler(LogitsProcessor):
-    """Keeps one token per row, drawn from softmax(scores / temperature); use with greedy decoding."""
+    """Keeps one token per row, drawn from softmax(scores / temperature); use with greedy decoding.
 
-    def __init__(self, temperature: float = 1.0):
+    ``greedy_rows`` [B] (bool): rows that keep their argmax instead; ``ends``: the token ids that end a row (a
+    greedy row's pass that outlasts every sampled row's end draws nothing).
+    """
+
+    def __init__(self, temperature: float = 1.0, greedy_rows: torch.Tensor | None = None, ends: tuple[int, ...] = ()):
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature = float(temperature)
+        self.greedy_rows = greedy_rows
+        self.ends = torch.tensor(sorted(ends), dtype=torch.long)
+        self.ended = None  # per row: has it drawn an end (its later tokens are padding)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        tokens = draw(scores, self.temperature)
+        if self.greedy_rows is None:
+            tokens = draw(scores, self.temperature)
+        else:
+            tokens = self._mixed(input_ids, scores)
         out = torch.full_like(scores, float("-inf"))
         return out.scatter_(1, tokens[:, None], 0.0)
+
+
+    def _mixed(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """Greedy rows' argmax; the sampled rows' race while one of them has not ended."""
+        greedy = self.greedy_rows.to(scores.device)
+        if greedy.shape != scores.shape[:1]:
+            raise ValueError(f"ExponentialRaceSampler: {greedy.shape[0]} greedy_rows flags for {scores.shape[0]} rows")
+        last = input_ids[:, -1]
+        ended = torch.isin(last, self.ends.to(last.device))
+        self.ended = ended if self.ended is None else self.ended | ended
+        tokens = scores.argmax(dim=-1)
+        if not (self.ended | greedy).all():
+            tokens[~greedy] = draw(scores[~greedy], self.temperature)
+        return tokens
 
 
 def draw(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

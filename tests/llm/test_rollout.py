@@ -119,6 +119,29 @@ def test_greedy_candidates_are_the_defenders_greedy_answers_and_no_policy_sample
     assert refusing.scores[2 * n_att:] != judged.scores[2 * n_att:]
 
 
+def test_greedy_answers_folded_into_the_sampled_call_are_those_of_two_calls(tiny, monkeypatch):
+    """(The sampler's test covers greedy rows that outlast every sampled one: nothing more is drawn.)"""
+    from redgame.llm import rollout
+    from redgame.llm.roles import LoraSettings, build_roles
+
+    model, tok = tiny
+    roles = build_roles(model, regime="bipolicy", lora=LoraSettings(rank=4, alpha=8))
+    seeds = builtin_seeds("train")[:4]
+    short, long = SamplingSettings(max_new_tokens=5), SamplingSettings(max_new_tokens=9, temperature=1.5)
+    rounds, states = [], []
+    for fold in (True, False):
+        monkeypatch.setattr(rollout, "_can_fold_greedy", lambda *a, fold=fold: fold)
+        torch.manual_seed(11)
+        rounds.append(rollout.play_round(roles, tok, seeds, attacks_per_seed=1, responses_per_attack=2,
+                                         attack_sampling=short, response_sampling=long, greedy_candidates=True,
+                                         explore_prefixes=("I'm sorry",), identity_attacks=True))
+        states.append(torch.get_rng_state())
+    folded, two_calls = rounds
+    assert [c.completion_ids for c in folded.responses] == [c.completion_ids for c in two_calls.responses]
+    assert (folded.response_attack, folded.response_greedy) == (two_calls.response_attack, two_calls.response_greedy)
+    assert torch.equal(states[0], states[1])  # the draws after the round are the same too
+
+
 def test_greedy_candidates_come_from_the_live_defender_under_ema_rollouts(tiny):
     """AdvGame samples rollouts from the EMA model; the greedy candidate is the live defender's, which a run saves."""
     from redgame.llm.roles import LoraSettings, build_roles
@@ -153,3 +176,4 @@ def test_greedy_candidates_are_for_the_losses_that_learn_from_chosen_answers():
     TrainConfig(responses_per_attack=1, greedy_candidates=True).validate()  # dpo: 1 sampled + 1 greedy
     with pytest.raises(UserError, match="at least 2 responses per attack"):
         TrainConfig(responses_per_attack=1).validate()
+

@@ -71,3 +71,24 @@ def test_a_token_of_probability_zero_is_never_drawn_even_when_a_uniform_draw_is_
     monkeypatch.setattr(torch, "rand_like", lambda x: torch.zeros_like(x))
     logits = torch.tensor([[float("-inf"), 0.0, float("-inf")], [float("-inf"), -3.0, 5.0]])
     assert draw(logits).tolist() == [1, 2]
+
+
+def test_greedy_rows_take_their_argmax_and_the_others_draw_as_they_would_alone():
+    logits = torch.randn(7, 50, generator=torch.Generator().manual_seed(1), dtype=torch.float64).float() * 3
+    greedy = torch.tensor([False, True, False, False, True, True, False])
+    ids = torch.zeros(7, 4, dtype=torch.long)  # no row has ended
+    torch.manual_seed(5)
+    alone = draw(logits[~greedy], 1.3)
+    torch.manual_seed(5)
+    sampler = ExponentialRaceSampler(1.3, greedy, ends=(49,))
+    kept = sampler(ids, logits).argmax(-1)
+    assert torch.equal(kept[greedy], logits[greedy].argmax(-1)) and torch.equal(kept[~greedy], alone)
+    # once every sampled row has drawn an end, nothing more is drawn (a call of those rows alone would have stopped)
+    ended = ids.clone()
+    ended[~greedy, -1] = 49
+    sampler(ended, logits)  # marks them; they stay ended whatever padding follows
+    state = torch.get_rng_state()
+    assert torch.equal(sampler(torch.zeros_like(ids), logits).argmax(-1), logits.argmax(-1))
+    assert torch.equal(torch.get_rng_state(), state)
+    with pytest.raises(ValueError, match="3 greedy_rows flags for 7 rows"):
+        ExponentialRaceSampler(1.0, greedy[:3])(ids, logits)
