@@ -34,7 +34,7 @@ class Memo:
         """The value of each key, in order."""
         unique = list(dict.fromkeys(keys))
         missing = self.missing(unique)
-        if self.limit is not None and len(self.stored) + len(missing) > self.limit:
+        if missing and self.limit is not None and len(self.stored) + len(missing) > self.limit:
             self.stored.clear()
             missing = unique
         if missing:

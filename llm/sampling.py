@@ -59,8 +59,10 @@ class ExponentialRaceSampler(LogitsProcessor):
         if greedy.shape != scores.shape[:1]:
             raise ValueError(f"ExponentialRaceSampler: {greedy.shape[0]} greedy_rows flags for {scores.shape[0]} rows")
         last = input_ids[:, -1]
-        ended = torch.isin(last, self.ends.to(last.device))
-        self.ended = ended if self.ended is None else self.ended | ended
+        if self.ended is None:  # the first call: the last tokens are the prompts' (or forced prefixes'), no draw's
+            self.ended = torch.zeros_like(last, dtype=torch.bool)
+        else:
+            self.ended |= torch.isin(last, self.ends.to(last.device))
         tokens = scores.argmax(dim=-1)
         if not (self.ended | greedy).all():
             tokens[~greedy] = draw(scores[~greedy], self.temperature)

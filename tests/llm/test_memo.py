@@ -41,3 +41,10 @@ def test_values_put_from_elsewhere_are_not_computed_again_and_keep_the_limit():
     assert memo.stored == {"d": "D"}
     with pytest.raises(ValueError, match="2 keys but 1 values"):
         memo.put(["x", "y"], ["X"])
+
+
+def test_keys_put_past_the_limit_are_read_back_without_computing_them():
+    asked = []
+    memo = Memo(lambda keys: (asked.extend(keys), [k * 2 for k in keys])[1], limit=3)
+    memo.put(list("abcde"), list("ABCDE"))  # one request's values, more than the limit: all kept for it
+    assert memo.get(list("abcde")) == list("ABCDE") and asked == []

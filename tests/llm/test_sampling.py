@@ -90,5 +90,9 @@ def test_greedy_rows_take_their_argmax_and_the_others_draw_as_they_would_alone()
     state = torch.get_rng_state()
     assert torch.equal(sampler(torch.zeros_like(ids), logits).argmax(-1), logits.argmax(-1))
     assert torch.equal(torch.get_rng_state(), state)
+    # a prompt (or forced prefix) that ends in an end token has not ended: its first token is drawn
+    torch.manual_seed(5)
+    fresh = ExponentialRaceSampler(1.3, greedy, ends=(49,))
+    assert torch.equal(fresh(torch.full_like(ids, 49), logits).argmax(-1)[~greedy], alone)
     with pytest.raises(ValueError, match="3 greedy_rows flags for 7 rows"):
         ExponentialRaceSampler(1.0, greedy[:3])(ids, logits)
