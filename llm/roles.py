@@ -76,6 +76,22 @@ def _lora_layers(peft_model, adapter: str) -> dict[str, torch.nn.Module]:
             if hasattr(m, "get_delta_weight") and adapter in getattr(m, "lora_A", {})}
 
 
+def _foldable(model, layers: list) -> bool:
+    """Whether LoRA layers' deltas can be folded into their base weights for sampling: plain float32 linears, not
+    sharded (no process group), none tied to another module (an adapted output head shares the input
+    embedding's weight in SmolLM2: folding its delta would move the embedding too)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return False
+    uses: dict[int, int] = {}
+    for _, p in model.named_parameters(remove_duplicate=False):
+        uses[id(p)] = uses.get(id(p), 0) + 1
+    bases = [layer.get_base_layer() for layer in layers]
+    return all(type(b) is torch.nn.Linear and type(b.weight) is torch.nn.Parameter and b.weight.dtype == torch.float32
+               and uses.get(id(b.weight), 0) == 1 for b in bases)
+
+
 def _frozen_copy(base) -> torch.nn.Module:
     """A frozen copy of ``base`` whose linear layers are its own and every other weight the base's."""
     shared = {id(p): p for m in base.modules() if not isinstance(m, torch.nn.Linear)
@@ -110,8 +126,36 @@ class Roles:
                 yield slot.model
 
     def sampler(self, role: str):
-        """The weights a role's rollouts are sampled from: the EMA model (``rollout="ema"``) or its policy."""
-        return self.reference(role) if self.rollout == "ema" else self.policy(role)
+        """The weights a role's rollouts are sampled from: the EMA model (``rollout="ema"``) or its policy
+        (:meth:`sampling_policy`)."""
+        return self.reference(role) if self.rollout == "ema" else self.sampling_policy(role)
+
+    @contextlib.contextmanager
+    def sampling_policy(self, role: str):
+        """The role's policy for ``generate``: its LoRA folded into the base's weights (W + s·B·A), so that each
+        adapted layer runs one product a token, not three (a decoding step's products are a few rows each, and
+        their per-call cost, not their arithmetic, is most of the step); the same policy to float32 rounding.
+        Only over a float32 base in one process (a bfloat16 weight would round the small delta away, a
+        sharded one is not whole here); elsewhere :meth:`policy`. The base's own tensors come back after,
+        kept rather than subtracted, so they stay bit for bit."""
+        slot = self.slots[role]
+        with self.policy(role) as model:
+            layers = list(_lora_layers(model, slot.adapter).values()) if slot.adapter is not None else []
+            if not layers or not _foldable(model, layers):
+                yield model
+                return
+            kept = []
+            try:
+                with torch.no_grad():
+                    for layer in layers:
+                        base = layer.get_base_layer()
+                        kept.append((base, base.weight.data))
+                        base.weight.data = base.weight.data + layer.get_delta_weight(slot.adapter)
+                with model.disable_adapter():
+                    yield model
+            finally:
+                for base, weight in kept:
+                    base.weight.data = weight
 
     def seat(self, role: str, reference: bool = False) -> tuple[torch.nn.Module, str | None]:
         """The module the role's policy (or reference) runs in, and its adapter there.

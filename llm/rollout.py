@@ -201,7 +201,7 @@ def _sample(roles, role: str, tokenizer, prompts: list[str], settings: SamplingS
     rollouts), or with ``live`` from its policy always (vLLM serves the policy's adapters)."""
     if backend is not None:
         return backend.generate(role, prompts, settings, prefixes)
-    with (roles.policy(role) if live else roles.sampler(role)) as model:
+    with (roles.sampling_policy(role) if live else roles.sampler(role)) as model:
         return generate(model, tokenizer, prompts, settings, prefixes)
 
 
@@ -255,7 +255,7 @@ def play_round(roles, tokenizer, seeds: list, *, attacks_per_seed: int, response
     greedy_texts = [chat_text(tokenizer, defender_messages(p)) for p in rnd.attack_prompts] if greedy_candidates else []
     if greedy_texts and _can_fold_greedy(roles, response_sampling, backend):
         both = texts + greedy_texts
-        with roles.policy("defender") as model:
+        with roles.sampling_policy("defender") as model:
             rnd.responses = generate(model, tokenizer, both, response_sampling, [p for _, p in plan] + [""] * len(
                 greedy_texts), greedy_rows=[False] * len(texts) + [True] * len(greedy_texts))
     else:
@@ -272,6 +272,6 @@ def play_round(roles, tokenizer, seeds: list, *, attacks_per_seed: int, response
 
 def _can_fold_greedy(roles, sampling: SamplingSettings, backend) -> bool:
     """Whether a round's greedy answers can join its sampled ones' ``generate`` call (one pass per token for both:
-    4.5 s less a demo iteration on 2 cores): the same weights (live rollouts), our sampler (top_p 1), no other
-    backend. Otherwise they are a second call."""
+    the demo's rollout 4.0 s faster on a 2-core Zen 4, benchmarks/RESULTS.md): the same weights (live rollouts),
+    our sampler (top_p 1), no other backend. Otherwise they are a second call."""
     return backend is None and getattr(roles, "rollout", "live") == "live" and sampling.top_p >= 1.0 and not sampling.greedy

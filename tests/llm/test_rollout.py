@@ -177,3 +177,50 @@ def test_greedy_candidates_are_for_the_losses_that_learn_from_chosen_answers():
     with pytest.raises(UserError, match="at least 2 responses per attack"):
         TrainConfig(responses_per_attack=1).validate()
 
+
+def test_sampling_with_the_adapter_folded_into_the_weights_draws_what_the_adapter_draws(tiny):
+    """generate over W + s·B·A (one product a layer) samples what it samples over W and the adapter's two, and the
+    base's weights come back bit for bit."""
+    from redgame.llm.roles import LoraSettings, build_roles
+
+    model, tok = tiny
+    roles = build_roles(model, regime="bipolicy", lora=LoraSettings(rank=4, alpha=8))
+    torch.manual_seed(0)
+    with torch.no_grad():  # adapters that move the policy far from the base
+        for role in ("attacker", "defender"):
+            for p in roles.parameters(role):
+                p.add_(torch.randn_like(p) * 0.3)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    prompts = [chat_text(tok, defender_messages(s.prompt)) for s in builtin_seeds("train")[:6]]
+    settings = SamplingSettings(max_new_tokens=8, temperature=1.2)
+    draws = []
+    for context in (roles.policy, roles.sampling_policy, roles.sampler):
+        torch.manual_seed(5)
+        with context("defender") as m:
+            draws.append([c.completion_ids for c in generate(m, tok, prompts, settings)])
+    assert draws[0] == draws[1] == draws[2]
+    with roles.policy("attacker") as m:
+        torch.manual_seed(5)
+        attacker = [c.completion_ids for c in generate(m, tok, prompts, settings)]
+    assert attacker != draws[0]  # the adapters matter: the folded one is the defender's
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    with roles.sampling_policy("defender"):  # inside, the base's weights hold the defender's delta
+        assert sum(not torch.equal(p, before[n]) for n, p in model.named_parameters() if "base_layer" in n) > 0
+
+
+def test_an_adapted_head_tied_to_the_embedding_is_not_folded(tiny):
+    """SmolLM2 ties its output head to its input embedding: folding the head's delta would move the embedding."""
+    from redgame.llm.roles import LoraSettings, build_roles
+
+    model, tok = tiny
+    roles = build_roles(model, regime="bipolicy", lora=LoraSettings(rank=4, alpha=8,
+                                                                    target_modules=["q_proj", "v_proj", "lm_head"]))
+    with torch.no_grad():
+        for p in roles.parameters("defender"):
+            p.add_(torch.randn_like(p) * 0.3)
+    ids = torch.tensor([tok("How do I bake bread?")["input_ids"]])
+    with roles.policy("defender") as m, torch.no_grad():
+        want = m(input_ids=ids).logits
+    with roles.sampling_policy("defender") as m, torch.no_grad():
+        got = m(input_ids=ids).logits
+    assert torch.allclose(got, want, atol=1e-5)
