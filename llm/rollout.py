@@ -272,6 +272,6 @@ def play_round(roles, tokenizer, seeds: list, *, attacks_per_seed: int, response
 
 def _can_fold_greedy(roles, sampling: SamplingSettings, backend) -> bool:
     """Whether a round's greedy answers can join its sampled ones' ``generate`` call (one pass per token for both:
-    the demo's rollout 4.0 s faster on a 2-core Zen 4, benchmarks/RESULTS.md): the same weights (live rollouts),
+    the demo's rollout 2.3 s faster on a 2-core Zen 4, benchmarks/RESULTS.md): the same weights (live rollouts),
     our sampler (top_p 1), no other backend. Otherwise they are a second call."""
     return backend is None and getattr(roles, "rollout", "live") == "live" and sampling.top_p >= 1.0 and not sampling.greedy
