@@ -185,8 +185,9 @@ def exchange_states(model, tokenizer, prompts: list[str], responses: list[str], 
     """(:func:`pooled_states` at ``layers``, :func:`prompt_states` of each exchange's prompt at ``chat_layers``),
     from one pass: the defender's chat up to its answer, which the prompt head reads, is the start of the exchange.
 
-    Distinct prompts run in batches of similar length; the answers to one prompt run in one
-    batch (:func:`batches`), so that :func:`answer_states` reads that prompt once.
+    Each block of up to ``batch_size`` distinct chats (:func:`blocks`) runs once (:func:`read_heads`); their
+    answers then run after them, ``batch_size`` at a time in order of length (:func:`read_answers`), so that
+    little of a batch is padding.
     """
     from redgame.llm.losses import decoder_and_head
 
@@ -195,14 +196,23 @@ def exchange_states(model, tokenizer, prompts: list[str], responses: list[str], 
     width = 2 * model.config.hidden_size
     out, chat = torch.zeros(len(pairs), len(layers), width), torch.zeros(len(pairs), len(chat_layers), width)
     device = next(model.parameters()).device
-    for rows in batches(pairs, batch_size):
-        states, begin, heads = answer_states(body, [pairs[i][0] for i in rows], [pairs[i][1] for i in rows], layers,
-                                             tokenizer.pad_token_id, device, chat_layers)
-        for r, i in enumerate(rows):
-            for k, layer in enumerate(layers):
-                out[i, k] = mean_and_last(states[layer][r, begin[r]:begin[r] + len(pairs[i][1])])
-            for k, layer in enumerate(chat_layers):
-                chat[i, k] = mean_and_last(heads[layer][r])
+    for rows in blocks(pairs, batch_size):
+        distinct = {head: g for g, head in enumerate(dict.fromkeys(tuple(pairs[i][0]) for i in rows))}
+        heads = read_heads(body, [list(h) for h in distinct], tuple(set(layers) | set(chat_layers)),
+                           tokenizer.pad_token_id, device)
+        group = {i: distinct[tuple(pairs[i][0])] for i in rows}
+        for k, layer in enumerate(chat_layers):
+            pooled = [mean_and_last(heads.states[layer][g, heads.mask[g].bool()]) for g in range(len(distinct))]
+            for i in rows:
+                chat[i, k] = pooled[group[i]]
+        order = sorted(rows, key=lambda i: len(pairs[i][1])) if layers else []
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            states = read_answers(body, heads, [group[i] for i in batch], [pairs[i][1] for i in batch], layers,
+                                  tokenizer.pad_token_id, device)
+            for r, i in enumerate(batch):
+                for k, layer in enumerate(layers):
+                    out[i, k] = mean_and_last(states[layer][r, :len(pairs[i][1])])
     return out, chat
 
 
@@ -212,83 +222,85 @@ def mean_and_last(h: torch.Tensor) -> torch.Tensor:
     return torch.cat([h.mean(0), h[-1]])
 
 
-@torch.no_grad()
 def prompt_states(model, tokenizer, prompts: list[str], layers: tuple[int, ...], batch_size: int = BATCH) -> torch.Tensor:
     """[n, len(layers), 2 * hidden]: per prompt and layer, the mean of the states of the defender's chat up to its
-    answer and the last one's (where the answer would begin), in right-padded batches of similar length."""
-    from redgame.llm.losses import decoder_and_head
-    from redgame.llm.prompt_sharing import padded
-
-    body, _ = decoder_and_head(model)
-    heads = [answer_tokens(tokenizer, p, "")[0] for p in prompts]
-    out = torch.zeros(len(heads), len(layers), 2 * model.config.hidden_size)
-    device = next(model.parameters()).device
-    order = sorted(range(len(heads)), key=lambda i: len(heads[i]))
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        ids, mask = padded([heads[i] for i in rows], tokenizer.pad_token_id, device=device)
-        states = hidden_states_upto(body, ids, mask, layers)
-        for r, i in enumerate(rows):
-            for k, layer in enumerate(layers):
-                out[i, k] = mean_and_last(states[layer][r, :len(heads[i])])
-    return out
+    answer and the last one's (where the answer would begin)."""
+    return exchange_states(model, tokenizer, prompts, [""] * len(prompts), (), layers, batch_size)[1]
 
 
-def batches(pairs: list[tuple[list[int], list[int]]], batch_size: int) -> list[list[int]]:
-    """Indices of (head, answer) token pairs in batches of about ``batch_size``.
-
-    Distinct heads: sorted by total length, ``batch_size`` a batch. Repeated heads: the rows of
-    one head stay together, heads in order of length, whole groups added to a batch while it
-    has room (a group larger than ``batch_size`` is a batch of its own).
-    """
+def blocks(pairs: list[tuple[list[int], list[int]]], batch_size: int) -> list[list[int]]:
+    """Indices of (head, answer) token pairs in blocks of up to ``batch_size`` distinct heads, heads in order of
+    length, each block with every row that continues its heads."""
     groups: dict[tuple, list[int]] = {}
     for i, (head, _) in enumerate(pairs):
         groups.setdefault(tuple(head), []).append(i)
-    if len(groups) == len(pairs):
-        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
-        return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
-    out, batch = [], []
-    for head in sorted(groups, key=len):
-        if batch and len(batch) + len(groups[head]) > batch_size:
-            out.append(batch)
-            batch = []
-        batch = batch + groups[head]
-    return out + [batch] if batch else out
+    heads = sorted(groups, key=len)
+    return [[i for head in heads[start:start + batch_size] for i in groups[head]]
+            for start in range(0, len(heads), batch_size)]
 
 
-def answer_states(body, heads: list[list[int]], answers: list[list[int]], layers: tuple[int, ...], pad: int,
-                  device, head_layers: tuple[int, ...] = ()) -> tuple[dict[int, torch.Tensor], list[int], dict]:
-    """({layer: states [rows, width, hidden]}, where each row's answer begins, {head layer: each row's head
-    states [len(head), hidden]}) for a causal decoder ``body``.
+def common_prefix(rows: list[list[int]]) -> int:
+    """How many first tokens all of two or more rows share (the chat template's system turn), leaving each row at
+    least one token of its own; 0 for one row."""
+    if len(rows) < 2:
+        return 0
+    first, most = rows[0], min(len(r) for r in rows) - 1
+    return next((k for k in range(most) if any(r[k] != first[k] for r in rows)), max(most, 0))
 
-    Distinct heads: one right-padded row per exchange (padding after a sequence cannot change a
-    causal model's states inside it). A head that several rows share (the answers to one attack
-    in a game round) runs once, left-padded, and keeps its key-value cache; each row's answer
-    runs after its copy of that cache, right-padded, positions counted from the head's real
-    tokens (:class:`redgame.llm.prompt_sharing.SharedPrompts`, as the update and the rollout share
-    a prompt). ``head_layers`` deeper than ``layers`` run for the heads only.
+
+@dataclass
+class Heads:
+    """Distinct chats read once: their states, which positions are real tokens, and their key-value cache."""
+
+    states: dict[int, torch.Tensor]  # {layer: [heads, width, hidden]}
+    mask: torch.Tensor  # [heads, width]: the shared prefix, then each head's own tokens, left-padded
+    cache: object  # transformers' DynamicCache, through the deepest layer read
+
+
+def read_heads(body, heads: list[list[int]], layers: tuple[int, ...], pad: int, device) -> Heads:
+    """The states of distinct token rows ``heads`` at ``layers`` through a causal decoder ``body``, and their cache.
+
+    The tokens all heads begin with (:func:`common_prefix`) run once, in one row whose cache is copied to every
+    head (a causal model's states of a prefix do not depend on what follows it); each head's own tokens run
+    after it, left-padded, positions counted on from the prefix, so that answers can follow.
     """
     from transformers import DynamicCache
 
-    from redgame.llm.prompt_sharing import SharedPrompts, cache_argument, padded
+    from redgame.llm.prompt_sharing import cache_argument, padded
 
-    both = tuple(sorted(set(layers) | set(head_layers)))
-    if len({tuple(h) for h in heads}) == len(heads):
-        ids, mask = padded([h + a for h, a in zip(heads, answers)], pad, device=device)
-        states = hidden_states_upto(body, ids, mask, both)
-        return states, [len(h) for h in heads], {k: [states[k][r, :len(h)] for r, h in enumerate(heads)]
-                                                 for k in head_layers}
-    shared = SharedPrompts([tuple(h) for h in heads], pad, device)
+    shared = common_prefix(heads)
     cache = DynamicCache(config=body.config)
-    with_cache = {cache_argument(body): cache, "use_cache": True}
-    read = hidden_states_upto(body, shared.ids, shared.mask, both, position_ids=shared.positions, **with_cache)
-    real = shared.mask.bool()  # left-padded: each head's real tokens
-    head_states = {k: [read[k][g, real[g]] for g in shared.group.tolist()] for k in head_layers}
-    shared.share(cache)
-    ids, mask = padded(answers, pad, device=device)
-    mask, positions = shared.continuation(mask)
-    return (hidden_states_upto(body, ids, mask, layers, position_ids=positions, **with_cache), [0] * len(heads),
-            head_states)
+    forward = {cache_argument(body): cache, "use_cache": True}
+    prefix = {}
+    if shared:
+        ids = torch.tensor([heads[0][:shared]], device=device)
+        prefix = hidden_states_upto(body, ids, torch.ones_like(ids), layers, **forward)
+        cache.batch_repeat_interleave(len(heads))
+    ids, own = padded([h[shared:] for h in heads], pad, left=True, device=device)
+    mask = torch.cat([own.new_ones(len(heads), shared), own], 1)
+    positions = shared + (own.cumsum(1) - 1).clamp_min(0)
+    states = hidden_states_upto(body, ids, mask, layers, position_ids=positions, **forward)
+    if shared:
+        states = {k: torch.cat([prefix[k].expand(len(heads), -1, -1), v], 1) for k, v in states.items()}
+    return Heads(states, mask, cache)
+
+
+def read_answers(body, heads: Heads, group: list[int], answers: list[list[int]], layers: tuple[int, ...], pad: int,
+                 device) -> dict[int, torch.Tensor]:
+    """{layer: states [rows, width, hidden]} of token rows ``answers``, right-padded, each after the head
+    ``group[row]`` of ``heads`` (a copy of its cache; positions go on from its last token)."""
+    import copy
+
+    from redgame.llm.prompt_sharing import cache_argument, padded
+
+    index = torch.tensor(group, device=device)
+    cache = copy.deepcopy(heads.cache)
+    cache.batch_select_indices(index)
+    ids, own = padded(answers, pad, device=device)
+    mask = torch.cat([heads.mask[index], own], 1)
+    positions = heads.mask.sum(1)[index][:, None] + torch.arange(ids.shape[1], device=device)[None]
+    return hidden_states_upto(body, ids, mask, layers, position_ids=positions,
+                              **{cache_argument(body): cache, "use_cache": True})
 
 
 class _EnoughLayers(Exception):

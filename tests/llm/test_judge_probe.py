@@ -14,7 +14,8 @@ from redgame.jsonio import strict_json
 from redgame.errors import UserError
 from redgame.llm.judge_classifier import default_folder
 from redgame.llm.judge_data import builtin_exchanges, exchange_metrics, judge_exchanges, load_exchanges
-from redgame.llm.judge_probe import (CARD, WEIGHTS, ProbeHead, ProbeJudge, answer_tokens, batches, hidden_states_upto,
+from redgame.llm.judge_probe import (CARD, WEIGHTS, ProbeHead, ProbeJudge, answer_tokens, blocks, common_prefix,
+                                     hidden_states_upto,
                                      exchange_states, load_probe, pair_head_texts, pair_text, pooled_states, prompt_states,
                                      train_prompt_head)
 from redgame.llm.judge_train import labelled_rewrites
@@ -123,14 +124,21 @@ def test_the_probe_judge_reads_the_prompt_head_from_the_exchanges_pass_with_the_
             assert getattr(x, field) == pytest.approx(getattr(y, field), abs=1e-5), field
 
 
-def test_batches_keep_the_answers_to_one_prompt_together():
+def test_blocks_hold_whole_heads_in_order_of_length():
     distinct = [([1] * n, [2] * m) for n, m in ((3, 9), (5, 1), (2, 2), (4, 4), (1, 1))]
-    assert batches(distinct, 2) == [[4, 2], [1, 3], [0]]  # by total length: 2, 4, 6, 8, 12
+    assert blocks(distinct, 2) == [[4, 2], [0, 3], [1]]  # by the head's length: 1, 2, 3, 4, 5
     heads = [[7], [7, 7], [7], [7, 7, 7], [7], [7, 7]]  # three prompts, answered 3, 2 and 1 times
     shared = [(h, [2]) for h in heads]
-    assert batches(shared, 4) == [[0, 2, 4], [1, 5, 3]]
-    assert batches(shared, 2) == [[0, 2, 4], [1, 5], [3]]  # a group over the size: a batch of its own
-    assert sorted(i for b in batches(shared, 3) for i in b) == list(range(6))
+    assert blocks(shared, 2) == [[0, 2, 4, 1, 5], [3]]  # two distinct heads a block, with all their rows
+    assert blocks(shared, 3) == [[0, 2, 4, 1, 5, 3]]
+
+
+def test_common_prefix_leaves_each_row_a_token_of_its_own():
+    assert common_prefix([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
+    assert common_prefix([[1, 2, 3], [1, 2, 3, 4]]) == 2  # one row is the other's start: it keeps its last token
+    assert common_prefix([[1, 2], [3, 2]]) == 0
+    assert common_prefix([[1, 2, 3]]) == 0  # one row: nothing to share
+    assert common_prefix([[5], [5]]) == 0
 
 
 def test_hidden_states_upto_a_layer_equal_the_whole_pass_and_skip_the_layers_after():
