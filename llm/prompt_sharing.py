@@ -1,7 +1,8 @@
 """Rows that continue a few distinct prompts: each prompt runs once and its key-value cache is shared.
 
-Used where the D answers to one attack follow the same prompt: sampling them (rollout),
-scoring them in the update (losses) and judging them (the probe judge).
+Used where the D answers to one attack follow the same prompt: sampling them (rollout) and
+scoring them in the update (losses). The probe judge shares its chats its own way
+(:func:`redgame.llm.judge_probe.read_heads`).
 """
 
 from __future__ import annotations

@@ -141,6 +141,31 @@ def test_common_prefix_leaves_each_row_a_token_of_its_own():
     assert common_prefix([[5], [5]]) == 0
 
 
+@pytest.mark.parametrize("heads", [
+    [[5, 6, 7, 8], [5, 6, 9], [5, 6, 7, 8, 10, 11]],  # a common start, one head the start of another
+    [[5, 6, 7], [8, 9], [10, 11, 12, 13]],  # no common start: left padding alone
+    [[5, 6, 7]],  # one head
+])
+def test_heads_and_their_answers_match_a_float64_reference_one_row_at_a_time(heads):
+    from redgame.llm.judge_probe import read_answers, read_heads
+
+    model, _ = load_base("tiny")
+    m64 = load_base("tiny")[0].to(torch.float64)
+    answers = [[20 + k for k in range(n)] for n in (3, 1, 5, 2)]
+    group = [i % len(heads) for i in range(len(answers))]
+    with torch.no_grad():
+        read = read_heads(model.model, heads, (1, 2), pad=0, device="cpu")
+        got = read_answers(model.model, read, group, answers, (1, 2), pad=0, device="cpu")
+        for g, head in enumerate(heads):
+            want = m64.model(input_ids=torch.tensor([head]), output_hidden_states=True).hidden_states
+            for layer in (1, 2):
+                assert torch.allclose(read.states[layer][g, read.mask[g].bool()], want[layer][0].float(), atol=1e-4)
+        for r, (g, answer) in enumerate(zip(group, answers)):
+            whole = m64.model(input_ids=torch.tensor([heads[g] + answer]), output_hidden_states=True).hidden_states
+            for layer in (1, 2):
+                assert torch.allclose(got[layer][r, :len(answer)], whole[layer][0, len(heads[g]):].float(), atol=1e-4)
+
+
 def test_hidden_states_upto_a_layer_equal_the_whole_pass_and_skip_the_layers_after():
     model, tok = load_base("tiny")
     body = model.model
