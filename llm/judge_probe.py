@@ -240,8 +240,8 @@ def blocks(pairs: list[tuple[list[int], list[int]]], batch_size: int) -> list[li
 
 
 def common_prefix(rows: list[list[int]]) -> int:
-    """How many first tokens all of two or more rows share (the chat template's system turn and user header), leaving each row at
-    least one token of its own; 0 for one row."""
+    """How many first tokens all of two or more rows share (the chat template's system turn and user header),
+    leaving each row at least one token of its own; 0 for one row."""
     if len(rows) < 2:
         return 0
     first, most = rows[0], min(len(r) for r in rows) - 1
