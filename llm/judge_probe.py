@@ -291,14 +291,13 @@ def read_answers(body, heads: Heads, group: list[int], answers: list[list[int]],
     ``group[row]`` of ``heads`` (a copy of its cache; positions go on from its last token)."""
     import copy
 
-    from redgame.llm.prompt_sharing import cache_argument, padded
+    from redgame.llm.prompt_sharing import cache_argument, continuation, padded
 
     index = torch.tensor(group, device=device)
     cache = copy.deepcopy(heads.cache)
     cache.batch_select_indices(index)
     ids, own = padded(answers, pad, device=device)
-    mask = torch.cat([heads.mask[index], own], 1)
-    positions = heads.mask.sum(1)[index][:, None] + torch.arange(ids.shape[1], device=device)[None]
+    mask, positions = continuation(heads.mask, index, own)
     return hidden_states_upto(body, ids, mask, layers, position_ids=positions,
                               **{cache_argument(body): cache, "use_cache": True})
 

@@ -66,10 +66,18 @@ class SharedPrompts:
         return cache
 
     def continuation(self, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(attention mask, position ids) of rows [rows, width] that run after their prompt's shared cache.
+        """(attention mask, position ids) of rows [rows, width] that run after their prompt's shared cache
+        (:func:`continuation`)."""
+        return continuation(self.mask, self.group, mask)
 
-        ``mask`` marks each row's real tokens; the attention mask covers the prompt's padded cache
-        then the row, and positions go on from the prompt's last real token.
-        """
-        positions = self.mask.sum(1)[self.group][:, None] + torch.arange(mask.shape[1], device=mask.device)[None]
-        return torch.cat([self.mask[self.group], mask], 1), positions
+
+def continuation(prompt_mask: torch.Tensor, group: torch.Tensor,
+                 mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(attention mask, position ids) of rows [rows, width] that run after cached prompts, row i after prompt
+    ``group[i]``.
+
+    ``prompt_mask`` marks the prompts' real tokens in their cache, ``mask`` each row's; the attention mask
+    covers the prompt's padded cache then the row, and positions go on from the prompt's real tokens.
+    """
+    positions = prompt_mask.sum(1)[group][:, None] + torch.arange(mask.shape[1], device=mask.device)[None]
+    return torch.cat([prompt_mask[group], mask], 1), positions
