@@ -146,6 +146,9 @@ class TrainConfig:
     population_size: int = _f(4, "PSRO: members kept per role (the oldest leaves)")
     population_eval_seeds: int = _f(8, "PSRO: training seeds (half harmful) on which the population's payoffs are played")
     lr: float = _f(2e-4, "AdamW learning rate")
+    lr_decay_steps: int = _f(0, "the last this many steps lower the learning rate linearly toward 0: step s of n runs "
+                                "at lr x (n - s) / (lr_decay_steps + 1) (warmup-stable-decay's decay phase, Hu et "
+                                "al. 2024); 0: lr throughout")
     update_chunk: int = _f(0, "sequences per forward pass in the update, activations recomputed in the backward "
                               "(0: the whole batch at once; 8-16 cuts the update's memory several-fold for ~1/3 more time)")
     micro_batch_tokens: int = _f(1024, "padded tokens (sequences x longest one) per forward pass of the update; each "
@@ -175,6 +178,16 @@ class TrainConfig:
         if self.regime == "defender-sft":
             return "sft"
         return ("reinforce_pp" if self.regime == "shared" else "dpo") if self.loss == "auto" else self.loss
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of step ``step`` (0-based): ``lr``, then a linear decay over the last ``lr_decay_steps``.
+
+        The decay phase of a warmup-stable-decay schedule (Hu et al. 2024, MiniCPM, arXiv:2404.06395): the
+        steps before it are those of a constant-rate run, and each decayed step keeps a share of the rate
+        (D/(D+1), ..., 1/(D+1) for D decayed steps), none of them zero.
+        """
+        left = self.steps - step  # this step and those after it
+        return self.lr if left > self.lr_decay_steps else self.lr * left / (self.lr_decay_steps + 1)
 
     def candidates_per_attack(self) -> int:
         """The defender's answers to each attack: sampled, from explore prefixes, and the greedy one."""
@@ -224,7 +237,7 @@ class TrainConfig:
             if isinstance(value, float) and not math.isfinite(value):
                 raise UserError(f"config key '{f.name}' must be a finite number, got {value}")
         at_least_zero = ("kl_coef", "weight_decay", "nll_weight", "benign_nll_scale", "min_margin", "threads",
-                         "update_chunk", "lam", "micro_batch_tokens")
+                         "update_chunk", "lam", "micro_batch_tokens", "lr_decay_steps")
         for key in at_least_zero:
             if getattr(self, key) < 0:
                 raise UserError(f"config key '{key}' must be >= 0, got {getattr(self, key)}")
@@ -274,6 +287,9 @@ class TrainConfig:
         if self.temperature < MIN_TEMPERATURE:
             raise UserError(f"config key 'temperature' must be at least {MIN_TEMPERATURE:g}, got {self.temperature:g}: "
                             "below it sampling is greedy in all but name (and near 1e-37 the logits overflow)")
+        if self.lr_decay_steps > self.steps:
+            raise UserError(f"config key 'lr_decay_steps' ({self.lr_decay_steps}) must be at most 'steps' "
+                            f"({self.steps}): the decay covers the last steps of the run")
         if self.lr > MAX_LR:
             raise UserError(f"config key 'lr' must be at most {MAX_LR:g}, got {self.lr:g}: AdamW would move every "
                             "weight by about lr each step (LoRA rates are 1e-5 to 1e-2)")

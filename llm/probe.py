@@ -58,7 +58,7 @@ def probe_config(run_cfg, *, steps: int, seed: int):
     REINFORCE++, gave it no pair, and an untrained "best response" its gap of 0).
     """
     return dataclasses.replace(
-        run_cfg, regime="bipolicy", train_roles=("attacker",), steps=steps, seed=seed, loss="auto",
+        run_cfg, regime="bipolicy", train_roles=("attacker",), steps=steps, seed=seed, loss="auto", lr_decay_steps=0,
         reference="auto", population_every=0, explore_prefixes=(), identity_attacks=False, greedy_candidates=False,
         full_finetune=False, attacks_per_seed=max(2, run_cfg.attacks_per_seed),
         responses_per_attack=max(2, run_cfg.responses_per_attack)).validate()

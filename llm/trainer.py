@@ -838,6 +838,7 @@ def _part_loss(cfg: TrainConfig, batches: list[RoleBatch], parts: dict):
 def take_update(game: Game, step: int, batches: list[RoleBatch], keys: dict, row: dict) -> None:
     """One optimiser step of every parameter set in ``keys``: score, check, average, clip, step."""
     cfg, dist, roles = game.cfg, game.dist, game.roles
+    row["lr"] = cfg.lr_at(step)
     for key, owners in keys.items():
         game.optimizers[key].zero_grad(set_to_none=True)
         for p in roles.parameters(owners[0]):
@@ -871,10 +872,12 @@ def take_update(game: Game, step: int, batches: list[RoleBatch], keys: dict, row
         if not math.isfinite(row[f"{key}/grad_norm"]):  # a finite loss whose gradients overflowed
             raise TrainingStopped(f"step {step + 1}: the {key} gradients are not finite (norm "
                                   f"{row[f'{key}/grad_norm']}); {resume_hint(game.out, game.rerun)}")
+        for group in game.optimizers[key].param_groups:
+            group["lr"] = row["lr"]
         game.optimizers[key].step()
         if not all(bool(torch.isfinite(p).all()) for p in params):  # not saved: checkpoints come after the step
             raise TrainingStopped(f"step {step + 1}: the {key} weights are not finite after the optimiser step "
-                                  f"(lr {cfg.lr:g}); {resume_hint(game.out, game.rerun)}")
+                                  f"(lr {cfg.lr_at(step):g}); {resume_hint(game.out, game.rerun)}")
 
 
 # -- log, checkpoint ----------------------------------------------------------------------------

@@ -177,6 +177,30 @@ def test_a_resume_trains_at_its_own_learning_rate_and_a_refused_one_keeps_the_co
     assert (tmp_path / "config.json").read_text() == config  # a refused resume leaves the run as it was
 
 
+def test_the_last_steps_train_at_the_decayed_rate_and_the_steps_before_are_a_constant_runs(tmp_path, judge,
+                                                                                           tiny_config, monkeypatch):
+    real_step, rates = torch.optim.AdamW.step, []
+
+    def recording(self, *a, **k):
+        rates.append({g["lr"] for g in self.param_groups})
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording)
+    train(tiny_config(steps=4, lr=1e-2, lr_decay_steps=2), tmp_path / "decay", progress=False,
+          base=load_base("tiny"), judge=judge)
+    expected = [1e-2, 1e-2, 1e-2 * 2 / 3, 1e-2 / 3]
+    per_step = len(rates) // 4  # one optimiser step per parameter set
+    assert per_step >= 1 and [r for k, r in enumerate(rates) if k % per_step == 0] == [{x} for x in expected]
+    train(tiny_config(steps=4, lr=1e-2), tmp_path / "constant", progress=False, base=load_base("tiny"), judge=judge)
+    rows = {name: [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+            for name in ("decay", "constant")}
+    assert [r["lr"] for r in rows["decay"]] == pytest.approx(expected)
+    learnt = lambda row: {k: v for k, v in row.items() if "loss" in k or "reward" in k}  # noqa: E731
+    same, later = rows["decay"][:3], rows["constant"][:3]  # step 3's losses come before its optimiser step
+    assert all(learnt(a) for a in same) and [learnt(a) for a in same] == [learnt(b) for b in later]
+    assert learnt(rows["decay"][3]) != learnt(rows["constant"][3])
+
+
 def test_resume_without_checkpoint_says_so(tmp_path, judge, tiny_config):
     with pytest.raises(ValueError, match="no checkpoint"):
         train(tiny_config(), tmp_path, resume=True, progress=False, base=load_base("tiny"), judge=judge)

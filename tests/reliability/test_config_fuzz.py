@@ -77,6 +77,7 @@ VALUES = {
     "population_size": ([1, 2], [0]),
     "population_eval_seeds": ([2, 4], [1]),
     "lr": ([1e-3], [0.0, 2.0]),
+    "lr_decay_steps": ([0, 1], [-1, 2]),
     "update_chunk": ([0, 1, 2], [-1]),
     "micro_batch_tokens": ([0, 8, 4096], [-1]),
     "share_prompts": ([True, False], []),
