@@ -146,9 +146,9 @@ class TrainConfig:
     population_size: int = _f(4, "PSRO: members kept per role (the oldest leaves)")
     population_eval_seeds: int = _f(8, "PSRO: training seeds (half harmful) on which the population's payoffs are played")
     lr: float = _f(2e-4, "AdamW learning rate")
-    lr_decay_steps: int = _f(0, "the last this many steps lower the learning rate linearly toward 0: step s of n runs "
-                                "at lr x (n - s) / (lr_decay_steps + 1) (warmup-stable-decay's decay phase, Hu et "
-                                "al. 2024); 0: lr throughout")
+    lr_decay_steps: int = _f(0, "the last D steps lower the learning rate linearly toward 0: they run at D/(D+1), "
+                                "(D-1)/(D+1), ..., 1/(D+1) of lr (warmup-stable-decay's decay phase, Hu et al. "
+                                "2024); 0: lr throughout")
     update_chunk: int = _f(0, "sequences per forward pass in the update, activations recomputed in the backward "
                               "(0: the whole batch at once; 8-16 cuts the update's memory several-fold for ~1/3 more time)")
     micro_batch_tokens: int = _f(1024, "padded tokens (sequences x longest one) per forward pass of the update; each "
