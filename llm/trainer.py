@@ -877,7 +877,7 @@ def take_update(game: Game, step: int, batches: list[RoleBatch], keys: dict, row
         game.optimizers[key].step()
         if not all(bool(torch.isfinite(p).all()) for p in params):  # not saved: checkpoints come after the step
             raise TrainingStopped(f"step {step + 1}: the {key} weights are not finite after the optimiser step "
-                                  f"(lr {cfg.lr_at(step):g}); {resume_hint(game.out, game.rerun)}")
+                                  f"(lr {row['lr']:g}); {resume_hint(game.out, game.rerun)}")
 
 
 # -- log, checkpoint ----------------------------------------------------------------------------

@@ -196,8 +196,8 @@ def test_the_last_steps_train_at_the_decayed_rate_and_the_steps_before_are_a_con
             for name in ("decay", "constant")}
     assert [r["lr"] for r in rows["decay"]] == pytest.approx(expected)
     learnt = lambda row: {k: v for k, v in row.items() if "loss" in k or "reward" in k}  # noqa: E731
-    same, later = rows["decay"][:3], rows["constant"][:3]  # step 3's losses come before its optimiser step
-    assert all(learnt(a) for a in same) and [learnt(a) for a in same] == [learnt(b) for b in later]
+    decayed, constant = rows["decay"][:3], rows["constant"][:3]  # step 3's losses come before its optimiser step
+    assert all(learnt(a) for a in decayed) and [learnt(a) for a in decayed] == [learnt(b) for b in constant]
     assert learnt(rows["decay"][3]) != learnt(rows["constant"][3])
 
 
