@@ -156,9 +156,10 @@ class TrainConfig:
                                        "accumulation: the same gradient, the memory of one micro-batch); 0: the "
                                        "whole batch in one pass")
     share_prompts: bool = _f(True, "sequences on one prompt (the answers to one attack when sampled, a DPO pair's two "
-                                   "answers in the update) run the prompt once and continue from its key-value cache "
-                                   "(less compute and memory, the same numbers to rounding); off under FSDP, whose "
-                                   "ranks must run the same passes")
+                                   "answers in the update) run the prompt once and continue from its key-value cache, "
+                                   "and in the update the start that one role's prompts share (the role prompt's fixed "
+                                   "text) runs once a micro-batch (less compute and memory, the same numbers to "
+                                   "rounding); off under FSDP, whose ranks must run the same passes")
     batch_roles: bool = _f(True, "score both roles' sequences in one forward pass, each row through its own adapter "
                                  "(needs kernels; the regimes whose roles share a model); false: one pass per role")
     update_epochs: int = _f(1, "optimiser steps per game step on the same round (GRPO's mu; the reference is fixed within a step)")

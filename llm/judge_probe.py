@@ -239,15 +239,6 @@ def blocks(pairs: list[tuple[list[int], list[int]]], batch_size: int) -> list[li
             for start in range(0, len(heads), batch_size)]
 
 
-def common_prefix(rows: list[list[int]]) -> int:
-    """How many first tokens all of two or more rows share (the chat template's system turn and user header),
-    leaving each row at least one token of its own; 0 for one row."""
-    if len(rows) < 2:
-        return 0
-    first, most = rows[0], min(len(r) for r in rows) - 1
-    return next((k for k in range(most) if any(r[k] != first[k] for r in rows)), max(most, 0))
-
-
 @dataclass
 class Heads:
     """Distinct chats read once: their states, which positions are real tokens, and their key-value cache."""
@@ -260,13 +251,13 @@ class Heads:
 def read_heads(body, heads: list[list[int]], layers: tuple[int, ...], pad: int, device) -> Heads:
     """The states of distinct token rows ``heads`` at ``layers`` through a causal decoder ``body``, and their cache.
 
-    The tokens all heads begin with (:func:`common_prefix`) run once, in one row whose cache is copied to every
+    The tokens all heads begin with (:func:`redgame.llm.prompt_sharing.common_prefix`) run once, in one row whose cache is copied to every
     head (a causal model's states of a prefix do not depend on what follows it); each head's own tokens run
     after it, left-padded, positions counted on from the prefix, so that answers can follow.
     """
     from transformers import DynamicCache
 
-    from redgame.llm.prompt_sharing import cache_argument, padded
+    from redgame.llm.prompt_sharing import cache_argument, common_prefix, padded
 
     shared = common_prefix(heads)
     cache = DynamicCache(config=body.config)

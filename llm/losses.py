@@ -155,7 +155,8 @@ def completion_logprobs(model, prompt_ids: list[list[int]], completion_ids: list
     (``redgame.kernels.peft_patch.routed``); None runs the model as it is.
 
     ``share_prompts``: sequences with the same prompt (and adapter) run it once; their
-    completions continue from its key-value cache (:func:`_hidden_sharing_prompts`).
+    completions continue from its key-value cache (:func:`_hidden_sharing_prompts`), and the
+    first tokens that one adapter's prompts all begin with run once.
     """
     if len(prompt_ids) != len(completion_ids) or not prompt_ids:
         raise UserError("completion_logprobs needs as many prompts as completions, at least one")
@@ -216,15 +217,14 @@ def _hidden_right_padded(model, body, prompts, completions, pad_id, route, devic
 def _hidden_sharing_prompts(model, body, keys, completions, pad_id, route, device) -> torch.Tensor:
     """Like :func:`_hidden_right_padded`, each distinct (adapter row, prompt) run once.
 
-    The distinct prompts run once and keep their key-value cache; each completion runs after
-    its prompt's copy of it (:class:`redgame.llm.prompt_sharing.SharedPrompts`). The last prompt
-    position predicts the first completion token; the gradient reaches the prompt's
-    activations through the cache, once per prompt.
+    The distinct prompts run once and keep their key-value cache, the start that one adapter's
+    prompts share run once for it (:meth:`redgame.llm.prompt_sharing.SharedPrompts.run`); each
+    completion runs after its prompt's copy of that cache. The last prompt position predicts
+    the first completion token; the gradient reaches the prompt's activations through the
+    cache, once per prompt.
     """
-    shared = SharedPrompts(keys, pad_id, device, tokens=lambda key: key[1])
-    prompt_route = None if route is None else (route[0], [r for r, _ in shared.distinct])
-    with _routing(model, prompt_route, device):
-        out = body(input_ids=shared.ids, attention_mask=shared.mask, position_ids=shared.positions, use_cache=True)
+    shared = SharedPrompts(keys, pad_id, device, tokens=lambda key: key[1], row=lambda key: key[0])
+    out = shared.run(body, lambda rows: _routing(model, None if route is None else (route[0], rows), device))
     first = out.last_hidden_state[:, -1][shared.group]  # [n, d]: predicts each completion's first token
     rest = [c[:-1] for c in completions]  # the completion tokens that predict the next one
     width = max(len(r) for r in rest)

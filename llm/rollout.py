@@ -155,8 +155,9 @@ def _decoding(settings: SamplingSettings, greedy_rows: list[bool] | None = None,
 def _shared_prompt_cache(model, prompt_ids: list[list[int]], prefix_ids: list[list[int]], pad: int, device):
     """Inputs for ``generate`` whose rows share the key-value cache of their prompt, computed once.
 
-    Every distinct prompt but its last token runs once, left-padded; its cache rows are copied
-    to each row that continues it (:class:`redgame.llm.prompt_sharing.SharedPrompts`). A row is
+    Every distinct prompt but its last token runs once, left-padded, after their common start run
+    once; its cache rows are copied to each row that continues it
+    (:meth:`redgame.llm.prompt_sharing.SharedPrompts.run`). A row is
     then [that prompt head | pads | last prompt token | forced prefix]: the attention mask has a
     hole, and positions count real tokens only, so the model sees each row as prompt + prefix.
     Returns (input ids, attention mask, generate's cache argument).
@@ -164,12 +165,10 @@ def _shared_prompt_cache(model, prompt_ids: list[list[int]], prefix_ids: list[li
     body, _ = decoder_and_head(model)
     shared = SharedPrompts([tuple(p[:-1]) for p in prompt_ids], pad, device)
     tail_ids, tail_mask = padded([p[-1:] + q for p, q in zip(prompt_ids, prefix_ids)], pad, left=True, device=device)
-    ids = torch.cat([shared.ids[shared.group], tail_ids], 1)
+    out = shared.run(body) if shared.ids.shape[1] else None  # None: one-token prompts, nothing to share
+    ids = torch.cat([shared.ids[shared.group], tail_ids], 1)  # the layout that ran
     mask = torch.cat([shared.mask[shared.group], tail_mask], 1)
-    if not shared.ids.shape[1]:  # one-token prompts: nothing to share
-        return ids, mask, {}
-    out = body(input_ids=shared.ids, attention_mask=shared.mask, position_ids=shared.positions, use_cache=True)
-    return ids, mask, {cache_argument(body): shared.share(cache_of(out))}
+    return ids, mask, {} if out is None else {cache_argument(body): shared.share(cache_of(out))}
 
 
 @dataclass

@@ -14,7 +14,7 @@ from redgame.jsonio import strict_json
 from redgame.errors import UserError
 from redgame.llm.judge_classifier import default_folder
 from redgame.llm.judge_data import builtin_exchanges, exchange_metrics, judge_exchanges, load_exchanges
-from redgame.llm.judge_probe import (CARD, WEIGHTS, ProbeHead, ProbeJudge, answer_tokens, blocks, common_prefix,
+from redgame.llm.judge_probe import (CARD, WEIGHTS, ProbeHead, ProbeJudge, answer_tokens, blocks,
                                      hidden_states_upto,
                                      exchange_states, load_probe, pair_head_texts, pair_text, pooled_states, prompt_states,
                                      train_prompt_head)
@@ -131,14 +131,6 @@ def test_blocks_hold_whole_heads_in_order_of_length():
     shared = [(h, [2]) for h in heads]
     assert blocks(shared, 2) == [[0, 2, 4, 1, 5], [3]]  # two distinct heads a block, with all their rows
     assert blocks(shared, 3) == [[0, 2, 4, 1, 5, 3]]
-
-
-def test_common_prefix_leaves_each_row_a_token_of_its_own():
-    assert common_prefix([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
-    assert common_prefix([[1, 2, 3], [1, 2, 3, 4]]) == 2  # one row is the other's start: it keeps its last token
-    assert common_prefix([[1, 2], [3, 2]]) == 0
-    assert common_prefix([[1, 2, 3]]) == 0  # one row: nothing to share
-    assert common_prefix([[5], [5]]) == 0
 
 
 @pytest.mark.parametrize("heads", [

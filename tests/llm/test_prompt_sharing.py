@@ -1,8 +1,10 @@
 """Rows that continue a shared prompt's key-value cache see what one unpadded row sees."""
 
+import contextlib
+
 import torch
 
-from redgame.llm.prompt_sharing import SharedPrompts, cache_argument, cache_of, padded
+from redgame.llm.prompt_sharing import SharedPrompts, cache_argument, cache_of, common_prefix, padded
 
 
 def test_layout_groups_rows_by_prompt_and_counts_positions_from_real_tokens():
@@ -51,6 +53,37 @@ def test_continuations_after_a_shared_cache_equal_one_unpadded_row_each(tiny):
             torch.testing.assert_close(hidden[row, :len(rest)], alone, rtol=1e-10, atol=1e-10)
 
 
+def test_a_start_shared_by_a_rows_prompts_runs_once_and_continuations_equal_one_unpadded_row_each(tiny):
+    """Float64 reference: row "a"'s three prompts begin with the same 4 tokens, run once; row "b"'s one prompt has
+    no start of its own (its start columns masked); each continuation sees what its prompt + it alone sees."""
+    from redgame.llm.losses import decoder_and_head
+
+    model, _ = tiny
+    body, _ = decoder_and_head(model.double())
+    gen = torch.Generator().manual_seed(12)
+    start = torch.randint(3, 200, (4,), generator=gen).tolist()
+    keys = [("a", tuple(start + torch.randint(3, 200, (n,), generator=gen).tolist())) for n in (3, 1, 6)]
+    keys.append(("b", tuple(start[:2] + [7, 8])))
+    rows = [0, 1, 3, 0, 2, 3]  # which key each continuation follows
+    rests = [torch.randint(3, 200, (n,), generator=gen).tolist() for n in (2, 3, 1, 4, 2, 3)]
+    calls = []
+    with torch.no_grad():
+        shared = SharedPrompts([keys[k] for k in rows], pad_id=0, device="cpu", tokens=lambda k: k[1],
+                               row=lambda k: k[0])
+        out = shared.run(body, routing=lambda rows: calls.append(list(rows)) or contextlib.nullcontext())
+        assert calls == [["a"], ["a", "a", "b", "a"]]  # row a's start, then every prompt's own tokens
+        assert shared.mask.shape[1] == 4 + 6 and shared.mask[2, :4].tolist() == [0, 0, 0, 0]  # "b": no start
+        assert shared.ids[0, :4].tolist() == start and shared.ids[2, :4].tolist() == [0, 0, 0, 0]
+        ids, rest_mask = padded(rests, pad_id=0)
+        mask, positions = shared.continuation(rest_mask)
+        hidden = body(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                      **{cache_argument(body): shared.share(cache_of(out))}).last_hidden_state
+        for row, (k, rest) in enumerate(zip(rows, rests)):
+            prompt = list(keys[k][1])
+            alone = body(input_ids=torch.tensor([prompt + rest])).last_hidden_state[0, len(prompt):]
+            torch.testing.assert_close(hidden[row, :len(rest)], alone, rtol=1e-10, atol=1e-10)
+
+
 def test_cache_argument_is_read_off_the_forward_signature():
     class OldNames(torch.nn.Module):
         def forward(self, input_ids, past_key_values=None, use_cache=False):
@@ -62,3 +95,11 @@ def test_cache_argument_is_read_off_the_forward_signature():
 
     assert cache_argument(OldNames()) == "past_key_values"
     assert cache_argument(NewNames()) == "cache"
+
+
+def test_common_prefix_leaves_each_row_a_token_of_its_own():
+    assert common_prefix([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
+    assert common_prefix([[1, 2, 3], [1, 2, 3, 4]]) == 2  # one row is the other's start: it keeps its last token
+    assert common_prefix([[1, 2], [3, 2]]) == 0
+    assert common_prefix([[1, 2, 3]]) == 0  # one row: nothing to share
+    assert common_prefix([[5], [5]]) == 0

@@ -38,33 +38,46 @@ def _sequences(n, seed):
     return out
 
 
-def _jobs(roles, reference=False, fused=False):
-    """A DPO job for each role: 3 pairs for the attacker, 5 for the defender (chosen k, rejected n + k)."""
+def _pairs_on_prompts(pairs, seed, start):
+    """2 * pairs sequences: pair k's two (k and pairs + k) on one prompt, every prompt after the same ``start``
+    tokens (a role prompt's fixed text; the first ``start`` of one list for every role, as a chat template's
+    system turn), then 1 to 5 tokens of its own."""
+    gen = torch.Generator().manual_seed(seed)
+    first = torch.randint(3, 400, (8,), generator=torch.Generator().manual_seed(0))[:start].tolist()
+    prompts = [first + torch.randint(3, 400, (int(torch.randint(1, 6, (1,), generator=gen)),), generator=gen).tolist()
+               for _ in range(pairs)]
+    return [Completion(prompts[k % pairs], torch.randint(3, 400, (int(torch.randint(1, 8, (1,), generator=gen)),),
+                                                         generator=gen).tolist(), "") for k in range(2 * pairs)]
+
+
+def _jobs(roles, reference=False, fused=False, starts=False):
+    """A DPO job for each role: 3 pairs for the attacker, 5 for the defender (chosen k, rejected n + k); with
+    ``starts``, each pair on one prompt and each role's prompts after a start of their own (6 and 2 tokens)."""
     jobs = []
-    for role, pairs, seed in (("attacker", 3, 1), ("defender", 5, 2)):
+    for role, pairs, seed, start in (("attacker", 3, 1, 6), ("defender", 5, 2, 2)):
         enter = (lambda r=role: roles.reference(r)) if reference else (lambda r=role: roles.policy(r))
         units = [[k, pairs + k] for k in range(pairs)]
-        jobs.append(Job(*roles.seat(role, reference=reference), enter, _sequences(2 * pairs, seed), units,
-                        fused=fused))
+        sequences = _pairs_on_prompts(pairs, seed, start) if starts else _sequences(2 * pairs, seed)
+        jobs.append(Job(*roles.seat(role, reference=reference), enter, sequences, units, fused=fused))
     return jobs
 
 
 CFG = TrainConfig(beta=0.5, nll_weight=2.0, loss="dpo")
 
 
-def _update(roles, *, together, micro_tokens, kernels, chunk=0, fused=False):
+def _update(roles, *, together, micro_tokens, kernels, chunk=0, fused=False, share=False, starts=False):
     """Reference, then policy with the DPO loss back-propagated part by part: log-probs, losses, gradients."""
     models = [m for m in roles.models() if hasattr(m, "peft_config")]
     for m in models:
         (patch_peft if kernels else unpatch)(m)
     with torch.no_grad():
-        refs = [lp.per_sequence() for lp in score(_jobs(roles, reference=True), 0, together=together,
-                                                  micro_tokens=micro_tokens, use_kernels=kernels)]
+        refs = [lp.per_sequence() for lp in score(_jobs(roles, reference=True, starts=starts), 0, together=together,
+                                                  micro_tokens=micro_tokens, use_kernels=kernels, share_prompts=share)]
     for role in ("attacker", "defender"):
         for p in roles.parameters(role):
             p.grad = None
             p.requires_grad_(True)
-    jobs = _jobs(roles, fused=fused)
+    jobs = _jobs(roles, fused=fused, starts=starts)
     kinds = set()  # which path each part took
 
     def on_part(parts):
@@ -86,7 +99,7 @@ def _update(roles, *, together, micro_tokens, kernels, chunk=0, fused=False):
         return total
 
     policy = score(jobs, 0, together=together, micro_tokens=micro_tokens, chunk=chunk, use_kernels=kernels,
-                   on_part=on_part)
+                   share_prompts=share, on_part=on_part)
     losses = [loss_from_logprobs(CFG, lp, TokenLogprobs.of_sequences(r))[0] for lp, r in zip(policy, refs)]
     grads = {f"{role}/{n}": p.grad.clone() for role in ("attacker", "defender")
              for n, p in roles.named_parameters(role)}
@@ -131,6 +144,26 @@ def test_the_fused_preference_loss_on_hidden_states_equals_the_log_prob_path(tin
     fused = _update(roles, together=True, micro_tokens=micro_tokens, kernels=True, fused=True)
     assert previous[4] == {"log-probs"} and fused[4] == {"hidden"}
     _assert_same(fused, previous)
+
+
+@pytest.mark.parametrize("regime,micro_tokens,fused", [("bipolicy", 0, False), ("bipolicy", 120, True), ("shared", 0, True)])
+def test_shared_prompts_and_their_shared_starts_equal_one_row_per_sequence(tiny, monkeypatch, regime, micro_tokens,
+                                                                            fused):
+    """A pair's prompt run once, and the start each role's prompts share run once for that role (its own adapter):
+    the log-probs, losses and gradients of every sequence run whole in its own row."""
+    from redgame.llm import prompt_sharing
+
+    starts = []
+    real = prompt_sharing.common_prefix
+    monkeypatch.setattr(prompt_sharing, "common_prefix", lambda rows: starts.append(real(rows)) or starts[-1])
+    roles = _roles(tiny, regime)
+    previous = _update(roles, together=False, micro_tokens=0, kernels=False, starts=True)
+    assert not starts
+    shared = _update(roles, together=True, micro_tokens=micro_tokens, kernels=True, fused=fused, share=True,
+                     starts=True)
+    roles_starts = {6, 2} if regime == "bipolicy" else {2}  # under shared both roles' prompts have one adapter
+    assert roles_starts <= set(starts)  # each adapter's start ran once in some pass
+    _assert_same(shared, previous)
 
 
 def test_separate_models_or_peft_layers_fall_back_to_one_pass_per_role(tiny, monkeypatch):
