@@ -9,7 +9,9 @@ the defender's chat), each completion random tokens:
 
 - ``update, attacker``: one micro-batch of 3 DPO pairs (3 prompts, 6 answers of 30 tokens),
   the policy's forward and backward through its LoRA adapter (the kernels' CPU path);
-- ``update, defender``: 6 pairs (6 prompts, 12 answers of 24 tokens), the same;
+- ``update, defender``: 6 pairs (6 prompts, 12 answers of 24 tokens), the same; ``long start``: the
+  same after 256 more tokens that every prompt begins with (a long system prompt, as users' own
+  chats may have);
 - ``rollout prefill, attacker`` / ``defender``: the prompt cache that ``generate`` continues
   (``rollout._shared_prompt_cache``), no gradients: 8 seeds' prompts each read by 2 rows, and
   24 attacks' prompts each read by 4 rows.
@@ -30,6 +32,7 @@ import time
 import torch
 
 LAYOUTS = ("own rows", "prompts", "+ starts")
+LONG_START = 256  # tokens before the defender's chat in the long-start case: a long system prompt
 
 
 @contextlib.contextmanager
@@ -122,17 +125,20 @@ def main(argv=None) -> None:
     patch_peft(roles.models()[0])  # the game's LoRA layers (kernels = auto: the torch path on a CPU)
     gen = torch.Generator().manual_seed(0)
     attacker, defender = game_prompts(tokenizer, 8, 24)
+    vocab = model.get_input_embeddings().num_embeddings
+    system = torch.randint(3, vocab, (LONG_START,), generator=gen).tolist()  # a long system prompt's tokens
     cases = {"update, attacker (3 pairs)": update_case(roles, attacker[:3], 30, gen),
              "update, defender (6 pairs)": update_case(roles, defender[:6], 24, gen),
+             "update, defender, long start (6 pairs)": update_case(roles, [system + p for p in defender[:6]], 24, gen),
              "rollout prefill, attacker (8 x 2)": prefill_case(model, attacker, 2),
              "rollout prefill, defender (24 x 4)": prefill_case(model, defender, 4)}
     reps = 1 if args.smoke else args.reps
     print(f"{'smoke: ' if args.smoke else ''}prompt passes on {'tiny' if args.smoke else 'embedded'}, "
           f"{args.threads} threads, median of {reps} after a warm-up")
-    print(f"{'case':<36}" + "".join(f"{name:>11}" for name in LAYOUTS) + f"{'own/prompts':>13}{'prompts/+starts':>17}")
+    print(f"{'case':<40}" + "".join(f"{name:>11}" for name in LAYOUTS) + f"{'own/prompts':>13}{'prompts/+starts':>17}")
     for name, run in cases.items():
         t = timed(run, reps)
-        print(f"{name:<36}" + "".join(f"{t[k]:10.3f}s" for k in LAYOUTS)
+        print(f"{name:<40}" + "".join(f"{t[k]:10.3f}s" for k in LAYOUTS)
               + f"{t['own rows'] / t['prompts']:12.2f}x{t['prompts'] / t['+ starts']:16.2f}x")
 
 

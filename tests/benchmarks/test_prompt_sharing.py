@@ -18,7 +18,7 @@ def test_the_smoke_run_times_each_case_in_each_layout(capsys):
     bench.main(["--smoke"])
     lines = capsys.readouterr().out.splitlines()
     rows = [line for line in lines if line.startswith(("update", "rollout"))]
-    assert len(rows) == 4 and all(line.count("s ") >= 3 and line.rstrip().endswith("x") for line in rows)
+    assert len(rows) == 5 and all(line.count("s ") >= 3 and line.rstrip().endswith("x") for line in rows)
     assert prompt_sharing.common_prefix([[1, 2, 3], [1, 2, 4]]) == 2  # put back after the 'prompts' layout
 
 
